@@ -1,0 +1,9 @@
+"""seq2seq_kit: BART-family summarization from Hugging Face checkpoints, without transformers."""
+
+from .config import BartConfig
+from .models.bart import BartForConditionalGeneration
+from .tokenizer import Tokenizer
+from .pipeline import pipeline
+
+__all__ = ["BartConfig", "BartForConditionalGeneration", "Tokenizer", "pipeline"]
+__version__ = "0.1.0"

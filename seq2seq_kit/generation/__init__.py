@@ -1,0 +1,1 @@
+"""Generation: logits processors, greedy/beam/sampling search, KV cache."""

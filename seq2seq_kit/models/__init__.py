@@ -1,0 +1,1 @@
+"""BART-family networks."""
