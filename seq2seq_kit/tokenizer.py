@@ -1,3 +1,375 @@
-"""STUB: replaced by the tokenizer work (issue 3)."""
-class Tokenizer:  # noqa: D101
-    pass
+"""Text <-> token ids for BART-family checkpoints: transformers 5.24's tokenizers, without transformers.
+
+`Tokenizer.from_pretrained(dir)` loads either on-disk form a checkpoint ships:
+  1. tokenizer.json (e.g. KoBART): the saved `tokenizers` pipeline is used as is, as transformers'
+     `TokenizersBackend` ("PreTrainedTokenizerFast") does;
+  2. vocab.json + merges.txt (facebook/bart-*, distilbart): rebuilt as transformers' `BartTokenizer`
+     (= `RobertaTokenizer`) builds it: byte-level BPE, RoBERTa post-processing `<s> A </s>` / `<s> A </s></s> B </s>`.
+BPE itself, added-token matching, truncation and padding run in the `tokenizers` library, called the way
+transformers calls it; this module reproduces the Python rules around those calls (tokenizer_config.json,
+special tokens, padding/truncation strategies, decoding).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors
+from tokenizers import Tokenizer as Backend
+
+from . import hub
+
+DEFAULT_DIR = Path(__file__).parent / "assets" / "bart-tokenizer"   # the embedded facebook/bart files
+FILES = "tokenizer.json, or vocab.json + merges.txt (tokenizer_config.json optional)"
+# transformers' named special tokens, in its order (all_special_tokens), and BartTokenizer's defaults for them.
+BART_TOKENS = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", sep_token="</s>",
+                   pad_token="<pad>", cls_token="<s>", mask_token="<mask>")
+VERY_LARGE_INTEGER = int(1e30)  # transformers' model_max_length when none is configured
+LARGE_INTEGER = int(1e20)       # a model_max_length above this means "no limit" to transformers
+PADDING = {False: None, "do_not_pad": None, True: "longest", "longest": "longest", "max_length": "max_length"}
+TRUNCATION = {None: None, False: None, "do_not_truncate": None, True: "longest_first",
+              "longest_first": "longest_first", "only_first": "only_first", "only_second": "only_second"}
+
+# transformers' `clean_up_tokenization`, which 5.24 applies only to non-BPE models.
+CLEAN_UP = [(" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
+            (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")]
+
+
+class BatchEncoding(dict):
+    """`input_ids` and `attention_mask`; like transformers' BatchEncoding, also readable as attributes."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def to(self, device) -> "BatchEncoding":
+        if not all(isinstance(v, torch.Tensor) for v in self.values()):
+            raise ValueError("only tensors can be moved: call the tokenizer with return_tensors='pt'")
+        return BatchEncoding({k: v.to(device) for k, v in self.items()})
+
+
+class Tokenizer:
+    """A `tokenizers.Tokenizer` plus the special tokens and settings of tokenizer_config.json.
+
+    Each call sets the backend's truncation and padding (as transformers does), so one instance must not be
+    used from several threads at once.
+    """
+
+    def __init__(self, backend: Backend, config: dict):
+        self._backend = backend
+        # Named tokens: tokenizer_config.json's, else BartTokenizer's default when the vocabulary has it.
+        named = {k: config.get(k, v if backend.token_to_id(v) is not None else None) for k, v in BART_TOKENS.items()}
+        extra = config.get("extra_special_tokens") or config.get("additional_special_tokens") or []
+        extra = list(extra.values()) if isinstance(extra, dict) else extra
+        # As TokenizersBackend.__init__: tokens of added_tokens_decoder, then the special tokens, become added
+        # tokens (matched whole in text, skipped by decode(skip_special_tokens=True)) unless already there.
+        listed = config.get("added_tokens_decoder") or {}
+        specs = [listed[i] for i in sorted(listed, key=int)] + [t for t in [*named.values(), *extra] if t is not None]
+        known = {t.content for t in backend.get_added_tokens_decoder().values()}
+        for token in map(_added_token, specs):
+            if token.content not in known:
+                backend.add_tokens([token])
+                known.add(token.content)
+        self._named = {k: _content(v) for k, v in named.items()}
+        self._extra = [_content(t) for t in extra]
+        self.model_max_length: int = config.get("model_max_length") or VERY_LARGE_INTEGER
+        self.clean_up_tokenization_spaces: bool = config.get("clean_up_tokenization_spaces", False)
+        self.padding_side: str = config.get("padding_side", "right")
+        self.truncation_side: str = config.get("truncation_side", "right")
+        for name in ("padding_side", "truncation_side"):
+            if getattr(self, name) not in ("right", "left"):
+                raise ValueError(f"tokenizer_config.json has {name}={getattr(self, name)!r}: "
+                                 "it must be 'right' or 'left'")
+
+    @classmethod
+    def from_pretrained(cls, path, **hub_kwargs) -> "Tokenizer":
+        """Load a checkpoint directory (or Hub id, via hub.resolve) holding one of the two forms in the module doc."""
+        try:
+            root = hub.resolve(path, purpose="tokenizer", **hub_kwargs)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e} (a tokenizer directory holds {FILES})") from e
+        config = _read_json(root / "tokenizer_config.json")
+        if "added_tokens_decoder" not in config:  # transformers' legacy merge: special_tokens_map.json wins
+            config.update(_read_json(root / "special_tokens_map.json"))
+        if (root / "tokenizer.json").is_file():
+            return cls(Backend.from_file(str(root / "tokenizer.json")), config)
+        if not ((root / "vocab.json").is_file() and (root / "merges.txt").is_file()):
+            found = sorted(p.name for p in root.iterdir())
+            raise FileNotFoundError(f"no tokenizer in {root}: looked for {FILES}; found {found or 'no files'}")
+        # RobertaTokenizer.__init__: BPE without unk/prefix/suffix, byte-level pre-tokenizer and decoder ...
+        vocab, merges = models.BPE.read_file(str(root / "vocab.json"), str(root / "merges.txt"))
+        backend = Backend(models.BPE(vocab, merges, dropout=None, continuing_subword_prefix="",
+                                     end_of_word_suffix="", fuse_unk=False))
+        add_prefix_space = config.get("add_prefix_space", False)
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
+        backend.decoder = decoders.ByteLevel()
+        tok = cls(backend, config)
+        # ... and, once the special tokens are added, `<s> A </s>` / `<s> A </s></s> B </s>` with cls/sep.
+        sep, bos = tok._named["sep_token"], tok._named["cls_token"]
+        backend.post_processor = processors.RobertaProcessing(
+            (sep, backend.token_to_id(sep)), (bos, backend.token_to_id(bos)),
+            trim_offsets=config.get("trim_offsets", True), add_prefix_space=add_prefix_space)
+        return tok
+
+    @classmethod
+    def from_default(cls) -> "Tokenizer":
+        """The facebook/bart byte-level BPE files embedded in the package (works offline)."""
+        return cls.from_pretrained(DEFAULT_DIR)
+
+    def save_pretrained(self, save_directory) -> tuple[str, str]:
+        """Write tokenizer.json + tokenizer_config.json; this class and transformers.AutoTokenizer both reload them
+        (as "PreTrainedTokenizerFast") to the same tokenizer, whichever form it was loaded from."""
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        self._backend.no_truncation()  # don't save the last call's settings
+        self._backend.no_padding()
+        self._backend.save(str(out / "tokenizer.json"))
+        config = {"tokenizer_class": "PreTrainedTokenizerFast",
+                  **{k: v for k, v in self._named.items() if v is not None},
+                  "model_max_length": self.model_max_length, "padding_side": self.padding_side,
+                  "truncation_side": self.truncation_side,
+                  "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces}
+        if self._extra:
+            config["extra_special_tokens"] = self._extra
+        (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n",
+                                                    encoding="utf-8")
+        return str(out / "tokenizer.json"), str(out / "tokenizer_config.json")
+
+    # ---- vocabulary and special tokens ----
+    @property
+    def vocab(self) -> dict[str, int]:
+        """token -> id, added tokens included (a new dict, in the backend's hash order, as transformers')."""
+        return self._backend.get_vocab(with_added_tokens=True)
+
+    @property
+    def vocab_size(self) -> int:
+        """The base vocabulary, without added tokens (transformers' vocab_size)."""
+        return self._backend.get_vocab_size(with_added_tokens=False)
+
+    def __len__(self) -> int:
+        return self._backend.get_vocab_size(with_added_tokens=True)
+
+    bos_token = property(lambda self: self._named["bos_token"])
+    eos_token = property(lambda self: self._named["eos_token"])
+    unk_token = property(lambda self: self._named["unk_token"])
+    pad_token = property(lambda self: self._named["pad_token"])
+    mask_token = property(lambda self: self._named["mask_token"])
+    bos_token_id = property(lambda self: self._id(self.bos_token))
+    eos_token_id = property(lambda self: self._id(self.eos_token))
+    unk_token_id = property(lambda self: self._id(self.unk_token))
+    pad_token_id = property(lambda self: self._id(self.pad_token))
+    mask_token_id = property(lambda self: self._id(self.mask_token))
+
+    @property
+    def all_special_tokens(self) -> list[str]:
+        """Named tokens (bos, eos, unk, sep, pad, cls, mask), then extra ones, without repeats (transformers' order)."""
+        return list(dict.fromkeys(t for t in [*self._named.values(), *self._extra] if t is not None))
+
+    @property
+    def all_special_ids(self) -> list[int]:
+        return self.convert_tokens_to_ids(self.all_special_tokens)
+
+    def _id(self, token: str | None) -> int | None:
+        return None if token is None else self.convert_tokens_to_ids(token)
+
+    def convert_tokens_to_ids(self, tokens: str | list[str]) -> int | list[int]:
+        """A token's id, `unk_token_id` for tokens not in the vocabulary."""
+        if isinstance(tokens, str):
+            found = self._backend.token_to_id(tokens)
+            return self._id(self.unk_token) if found is None else found
+        return [self.convert_tokens_to_ids(t) for t in tokens]
+
+    def convert_ids_to_tokens(self, ids, skip_special_tokens: bool = False) -> str | list[str]:
+        """Tokens of ids (int, list, tensor or array); skip_special_tokens drops all_special_ids, as transformers."""
+        ids = self._check_ids(_as_ids(ids))
+        if isinstance(ids, int):
+            return self._backend.id_to_token(ids)
+        skip = set(self.all_special_ids) if skip_special_tokens else set()
+        return [self._backend.id_to_token(i) for i in ids if i not in skip]
+
+    # ---- encoding ----
+    def tokenize(self, text: str) -> list[str]:
+        """Tokens of `text`, without special tokens."""
+        return self._run([_check_text(text, "text")], add_special_tokens=False)[0].tokens
+
+    def encode(self, text: str, text_pair: str | None = None, add_special_tokens: bool = True,
+               truncation: bool | str | None = None, max_length: int | None = None) -> list[int]:
+        """Ids of one text (or pair); a max_length alone turns truncation on, as in transformers."""
+        _check_text(text, "text", hint=" (to encode a batch, call the tokenizer: tok([...]))")
+        if text_pair is not None:
+            _check_text(text_pair, "text_pair")
+        batch = [(text, text_pair)] if text_pair else [text]  # "" is no pair, as in transformers
+        return self._run(batch, add_special_tokens, truncation=truncation, max_length=max_length)[0].ids
+
+    def __call__(self, text, text_pair=None, add_special_tokens: bool = True, padding: bool | str = False,
+                 truncation: bool | str | None = None, max_length: int | None = None,
+                 return_tensors: str | None = None) -> BatchEncoding:
+        """input_ids and attention_mask of a text (lists) or a list of texts (lists of lists); with return_tensors
+        ("pt" or "np") always [batch, length] int64. Pairs, padding and truncation follow transformers."""
+        if return_tensors not in (None, "pt", "np"):
+            raise ValueError(f"return_tensors={return_tensors!r} is not supported: pass None (lists), 'pt' (torch) "
+                             "or 'np' (numpy)")
+        batched = isinstance(text, (list, tuple))
+        if not batched:
+            _check_text(text, "text", hint=" (or a list of str for a batch)")
+            if text_pair is not None:
+                _check_text(text_pair, "text_pair")
+            batch = [(text, text_pair)] if text_pair else [text]  # "" is no pair, as in transformers
+        else:
+            batch = [_check_text(t, f"text[{i}]") for i, t in enumerate(text)]
+            if text_pair is not None:
+                if not isinstance(text_pair, (list, tuple)):
+                    raise TypeError(f"text is a batch, so text_pair must be a list of str too, got "
+                                    f"{type(text_pair).__name__}")
+                if len(text_pair) != len(batch):
+                    raise ValueError(f"text has {len(batch)} texts but text_pair {len(text_pair)}: pass one pair each")
+                batch = list(zip(batch, [_check_text(t, f"text_pair[{i}]") for i, t in enumerate(text_pair)]))
+        encodings = self._run(batch, add_special_tokens, padding, truncation, max_length)
+        out = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings]}
+        if return_tensors is not None:
+            out = {k: _stack(v, return_tensors) for k, v in out.items()}
+        elif not batched:
+            out = {k: v[0] for k, v in out.items()}
+        return BatchEncoding(out)
+
+    def _strategies(self, padding, truncation, max_length):
+        """transformers' `_get_padding_truncation_strategies`, raising where it would fail later or do nothing."""
+        if max_length is not None and padding is False and truncation is None:
+            truncation = "longest_first"  # transformers: a max_length alone turns truncation on
+        if not isinstance(padding, (bool, str)) or padding not in PADDING:
+            raise ValueError(f"padding={padding!r} is not supported: pass False, True (= 'longest') or 'max_length'")
+        if not isinstance(truncation, (bool, str, type(None))) or truncation not in TRUNCATION:
+            raise ValueError(f"truncation={truncation!r} is not supported: pass False, True (= 'longest_first'), "
+                             "'only_first' or 'only_second'")
+        padding, truncation = PADDING[padding], TRUNCATION[truncation]
+        if padding == "longest" and max_length is not None and not truncation:
+            warnings.warn("max_length is ignored when padding=True and truncation is off; to pad to max_length, "
+                          "pass padding='max_length'", UserWarning, stacklevel=4)
+        if max_length is not None and (type(max_length) is not int or max_length < 0):
+            raise ValueError(f"max_length={max_length!r} is not a length: pass an int >= 0, or None")
+        limit = self.model_max_length if self.model_max_length <= LARGE_INTEGER else None
+        if max_length is None and padding == "max_length":
+            if limit is None:
+                raise ValueError("padding='max_length' needs max_length=N (this tokenizer has no model_max_length); "
+                                 "or pass padding=True to pad to the longest text")
+            max_length = limit
+        if max_length is None and truncation:
+            truncation, max_length = (truncation, limit) if limit is not None else (None, None)
+        if padding and self.pad_token is None:
+            raise ValueError("this tokenizer has no pad_token, so it cannot pad: pass padding=False")
+        return padding, truncation, max_length
+
+    def _run(self, batch: list, add_special_tokens: bool, padding=False, truncation=None, max_length=None) -> list:
+        """Encode a list of texts or (text, pair) tuples with the backend, set up as transformers'
+        `set_truncation_and_padding` sets it up."""
+        padding, truncation, max_length = self._strategies(padding, truncation, max_length)
+        backend = self._backend
+        if truncation:
+            pair = any(isinstance(b, tuple) for b in batch)
+            added = backend.num_special_tokens_to_add(pair) if add_special_tokens else 0
+            if max_length < added:  # the backend would silently not truncate at all
+                raise ValueError(f"max_length={max_length} leaves no room for the {added} special tokens each "
+                                 f"sequence gets: pass max_length >= {added}")
+            backend.enable_truncation(max_length, strategy=truncation, direction=self.truncation_side)
+        else:
+            backend.no_truncation()
+        if padding:
+            backend.enable_padding(direction=self.padding_side, pad_id=self.pad_token_id, pad_token=self.pad_token,
+                                   length=max_length if padding == "max_length" else None)
+        else:
+            backend.no_padding()
+        try:
+            return backend.encode_batch(batch, add_special_tokens=add_special_tokens)
+        except Exception as e:
+            if "Truncation error" not in str(e):
+                raise
+            raise ValueError(f"truncation={truncation!r} cannot fit max_length={max_length}: {e}; pass "
+                             "truncation='longest_first' or a larger max_length") from None
+
+    # ---- decoding ----
+    def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None):
+        """Text of ids (int, list, tensor or array; a 2-D input gives a list of texts, as in transformers).
+        clean_up_tokenization_spaces (default: tokenizer_config.json's, else False) is ignored for BPE models,
+        as transformers 5.24 ignores it there."""
+        ids = self._check_ids(_as_ids(ids))
+        if isinstance(ids, list) and ids and isinstance(ids[0], list):
+            return self.batch_decode(ids, skip_special_tokens, clean_up_tokenization_spaces)
+        text = self._backend.decode([ids] if isinstance(ids, int) else ids, skip_special_tokens=skip_special_tokens)
+        if clean_up_tokenization_spaces is None:
+            clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
+        if clean_up_tokenization_spaces and not isinstance(self._backend.model, models.BPE):
+            for before, after in CLEAN_UP:
+                text = text.replace(before, after)
+        return text
+
+    def batch_decode(self, sequences, skip_special_tokens: bool = False,
+                     clean_up_tokenization_spaces: bool | None = None) -> list[str]:
+        """Texts of a batch of id sequences (list of lists, or a 2-D tensor or array)."""
+        rows = _as_ids(sequences)
+        if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+            raise ValueError("batch_decode takes a batch (a list of id lists, or a 2-D tensor): "
+                             "use decode for a single sequence")
+        return [self.decode(r, skip_special_tokens, clean_up_tokenization_spaces) for r in rows]
+
+    def _check_ids(self, ids):
+        flat = [ids] if isinstance(ids, int) else [j for i in ids for j in (i if isinstance(i, list) else [i])]
+        n = len(self)
+        bad = [i for i in flat if not 0 <= i < n]
+        if bad:
+            raise ValueError(f"token id {bad[0]} is out of range: this tokenizer's ids are 0..{n - 1}")
+        return ids
+
+    def __repr__(self) -> str:
+        return (f"Tokenizer(vocab_size={self.vocab_size}, len={len(self)}, model_max_length={self.model_max_length}, "
+                f"special_tokens={self.all_special_tokens})")
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _content(token) -> str | None:
+    return token["content"] if isinstance(token, dict) else token
+
+
+def _added_token(token: str | dict) -> AddedToken:
+    """A special token of tokenizer_config.json / special_tokens_map.json (a string, or an AddedToken's fields)."""
+    if isinstance(token, str):
+        return AddedToken(token, special=True, normalized=False)
+    flags = {k: token[k] for k in ("single_word", "lstrip", "rstrip", "normalized") if k in token}
+    return AddedToken(token["content"], special=token.get("special", True), **flags)
+
+
+def _check_text(text, name: str, hint: str = "") -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"{name} must be a str, got {type(text).__name__}{hint}")
+    return text
+
+
+def _as_ids(ids):
+    """An int, or a (nested) list of ints, from ints, lists, tuples, torch tensors or numpy arrays."""
+    if isinstance(ids, (torch.Tensor, np.ndarray)):
+        ids = ids.tolist()
+    if isinstance(ids, (int, np.integer)) and not isinstance(ids, bool):
+        return int(ids)
+    if isinstance(ids, (list, tuple)):
+        return [_as_ids(i) for i in ids]
+    raise TypeError(f"token ids must be ints (or a list, tuple, tensor or array of them), got {type(ids).__name__}")
+
+
+def _stack(rows: list[list[int]], kind: str):
+    """[batch, length] int64 tensor ("pt") or array ("np") of equal-length rows."""
+    lengths = sorted({len(r) for r in rows})
+    if len(lengths) > 1:
+        raise ValueError(f"cannot stack sequences of {lengths[0]} to {lengths[-1]} tokens into one tensor: pass "
+                         "padding=True (and truncation=True for texts longer than max_length)")
+    return torch.tensor(rows, dtype=torch.long) if kind == "pt" else np.array(rows, dtype=np.int64)

@@ -1,0 +1,375 @@
+"""seq2seq_kit.Tokenizer against transformers.AutoTokenizer (the oracle) on both real tokenizer fixtures.
+
+bart: facebook/bart vocab.json + merges.txt (+ tokenizer_config.json); the oracle gets a config.json with
+model_type "bart" beside them, as real checkpoints have (without one, transformers cannot pick a class).
+kobart: the notebook's KoBART tokenizer.json + tokenizer_config.json.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers import AutoTokenizer
+
+from seq2seq_kit import Tokenizer
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PROSE = ("During the 1905–06 English football season, New Brompton F.C. competed in the Southern League Division "
+         "One. The team's form improved in the new year, with three wins in the first seven games of 1906, but they "
+         "ended the season in 17th place out of 18 teams. Bill Marriott was the club's top goalscorer.")
+CORPUS = [
+    PROSE,
+    "  two leading spaces", "trailing spaces   ", "multiple     spaces   inside", " ", "   ",
+    "line one\nline two\n\nline four\n", "tabs\tand\t\ttabs", "windows\r\nnewline",
+    "Café naïve résumé — Ångström, Zoë; São Paulo", "ﬁ ligature, full-width ＡＢＣ １２３, combining é",
+    "北京是中国的首都。東京は日本の首都です。", "혼자 공부하는 머신러닝 딥러닝", "KoBART 모델을 사용한 문서 요약",
+    "1896년 하계 올림픽은 고대 올림픽 대회 이후 열린 첫 근대 올림픽 대회로 아테네에서 개최되었다.",
+    "Emoji: 😀🎉👍🏽 👨‍👩‍👧‍👦 ❤️ ㅠㅠ :-)",
+    "Numbers 3.14159, 1,000,000 and -42; 50% off! (really?) [x] {y} <z> @#$%^&*_+=|\\/~`",
+    "Don't you think it's 'quoted' , spaced . out ? I'm sure they've gone , we're here !",
+    "Special <s> tokens </s> inside <mask> text", "<s>", "</s>", "<mask>", " <mask> ", "a<mask>b",
+    "<pad> <unk> <s></s>", "Fill the <mask>.", "",
+]
+LONG = " ".join([PROSE] * 30)  # ~1700 BART tokens, over model_max_length (1024)
+PAIRS = [("Who won?", PROSE), ("", "second only"), ("first only", " "), ("혼자 공부", "딥러닝 <mask> 요약")]
+
+
+def _bart_dir(root: Path) -> Path:
+    """The BART files with a config.json (model_type bart) beside them, as a real checkpoint has."""
+    shutil.copytree(FIXTURES / "bart-tokenizer", root, dirs_exist_ok=True)
+    (root / "config.json").write_text(json.dumps({"model_type": "bart"}))
+    return root
+
+
+@pytest.fixture(scope="module", params=["bart", "kobart"])
+def both(request, tmp_path_factory):
+    """(ours, oracle) loaded once per module from the same directory."""
+    path = FIXTURES / "kobart-tokenizer" if request.param == "kobart" else _bart_dir(tmp_path_factory.mktemp("bart"))
+    return Tokenizer.from_pretrained(path), AutoTokenizer.from_pretrained(str(path))
+
+
+@pytest.fixture(scope="module")
+def bart():
+    return Tokenizer.from_pretrained(FIXTURES / "bart-tokenizer")
+
+
+@pytest.fixture(scope="module")
+def kobart():
+    return Tokenizer.from_pretrained(FIXTURES / "kobart-tokenizer")
+
+
+def _same(ours, theirs, *args, **kwargs):
+    a, b = ours(*args, **kwargs), theirs(*args, **kwargs)
+    assert set(a) == {"input_ids", "attention_mask"}
+    for key in a:
+        if kwargs.get("return_tensors"):
+            assert type(a[key]) is type(b[key]) and a[key].dtype == b[key].dtype
+            assert a[key].tolist() == b[key].tolist(), key
+        else:
+            assert a[key] == b[key], key
+    return a
+
+
+# ---- parity with transformers ----
+pytestmark = pytest.mark.filterwarnings("ignore:`?max_length`? is ignored when `?padding`?=`?True")
+
+
+def test_attributes(both):
+    ours, theirs = both
+    assert ours.vocab_size == theirs.vocab_size and len(ours) == len(theirs)
+    assert ours.vocab == theirs.get_vocab()
+    assert ours.model_max_length == theirs.model_max_length
+    assert ours.padding_side == theirs.padding_side == "right"
+    assert ours.clean_up_tokenization_spaces == theirs.clean_up_tokenization_spaces
+    for name in ("bos", "eos", "unk", "pad", "mask"):
+        assert getattr(ours, f"{name}_token") == getattr(theirs, f"{name}_token")
+        assert getattr(ours, f"{name}_token_id") == getattr(theirs, f"{name}_token_id")
+    assert ours.all_special_ids == theirs.all_special_ids
+    assert ours._backend.get_added_tokens_decoder() == theirs.backend_tokenizer.get_added_tokens_decoder()
+    assert ours.convert_tokens_to_ids(["never-a-token", ours.eos_token]) == theirs.convert_tokens_to_ids(
+        ["never-a-token", theirs.eos_token])
+
+
+@pytest.mark.parametrize("text", CORPUS + [LONG])
+def test_encode_matches(both, text):
+    ours, theirs = both
+    assert ours.tokenize(text) == theirs.tokenize(text)
+    assert ours.encode(text) == theirs.encode(text)
+    assert ours.encode(text, add_special_tokens=False) == theirs.encode(text, add_special_tokens=False)
+    ids = _same(ours, theirs, text)["input_ids"]
+    assert ours.convert_ids_to_tokens(ids) == theirs.convert_ids_to_tokens(ids)
+    assert ours.convert_ids_to_tokens(ids, skip_special_tokens=True) == theirs.convert_ids_to_tokens(
+        ids, skip_special_tokens=True)
+    for skip in (False, True):
+        for clean in (None, False, True):
+            assert ours.decode(ids, skip, clean) == theirs.decode(
+                ids, skip_special_tokens=skip, clean_up_tokenization_spaces=clean)
+
+
+def test_decode_arbitrary_ids(both):
+    ours, theirs = both
+    n = len(ours)
+    runs = [list(range(0, 300)), list(range(n - 200, n)), [7, 8, 0, 0, 2, 1, 3, 5, 6, 107, 216], [n - 1], []]
+    for ids in runs:
+        for skip in (False, True):
+            assert ours.decode(ids, skip_special_tokens=skip) == theirs.decode(ids, skip_special_tokens=skip)
+        assert ours.convert_ids_to_tokens(ids) == theirs.convert_ids_to_tokens(ids)
+    assert ours.convert_ids_to_tokens(5) == theirs.convert_ids_to_tokens(5)
+    assert ours.batch_decode(runs) == theirs.batch_decode(runs)
+
+
+@pytest.mark.parametrize("return_tensors", [None, "pt", "np"])
+@pytest.mark.parametrize("padding,max_length", [(True, None), ("longest", None), ("max_length", 40),
+                                                 ("max_length", 80), (True, 12), ("longest", 7)])
+def test_batch_padding_and_truncation(both, padding, max_length, return_tensors):
+    ours, theirs = both
+    texts = ["short", PROSE, "", "혼자 공부하는 머신러닝 딥러닝 <mask>", "  spaced\tout\n"]
+    truncation = True if return_tensors else None  # PROSE is longer than every max_length here: cut to stack
+    out = _same(ours, theirs, texts, padding=padding, max_length=max_length, truncation=truncation,
+                return_tensors=return_tensors)
+    if return_tensors:
+        assert out["input_ids"].shape[0] == len(texts)
+
+
+@pytest.mark.parametrize("truncation", [True, "longest_first", "only_first", None, False])
+@pytest.mark.parametrize("max_length", [None, 2, 3, 9, 1024])
+def test_truncation(both, truncation, max_length):
+    ours, theirs = both
+    for text in (LONG, PROSE, "", "혼자 공부하는 머신러닝 딥러닝"):
+        _same(ours, theirs, text, truncation=truncation, max_length=max_length)
+        assert ours.encode(text, truncation=truncation, max_length=max_length) == theirs.encode(
+            text, truncation=truncation, max_length=max_length)
+    _same(ours, theirs, [LONG, PROSE], truncation=truncation, max_length=max_length, padding=True)
+
+
+def test_long_text_defaults(both):
+    """Over model_max_length: kept whole without truncation, cut to model_max_length with truncation=True."""
+    ours, theirs = both
+    full = _same(ours, theirs, LONG)["input_ids"]
+    cut = _same(ours, theirs, LONG, truncation=True)["input_ids"]
+    if ours.model_max_length == 1024:  # bart
+        assert len(full) > 1024 and len(cut) == 1024 and cut[-1] == ours.eos_token_id
+        _same(ours, theirs, ["a b", LONG], padding="max_length", truncation=True)  # pads/cuts to 1024
+    else:  # kobart: no model_max_length, nothing to cut to
+        assert cut == full
+
+
+@pytest.mark.parametrize("truncation,max_length", [(None, None), (True, 30), ("longest_first", 12),
+                                                    ("only_second", 20), ("only_first", 40)])
+def test_pairs(both, truncation, max_length):
+    ours, theirs = both
+    for first, second in PAIRS:
+        try:
+            expected = theirs(first, second, truncation=truncation, max_length=max_length)
+        except Exception:  # the backend cannot cut only one side that far: we must refuse too
+            with pytest.raises(ValueError, match="max_length"):
+                ours(first, second, truncation=truncation, max_length=max_length)
+            continue
+        assert ours(first, second, truncation=truncation, max_length=max_length) == dict(expected)
+        assert ours.encode(first, second, truncation=truncation, max_length=max_length) == expected["input_ids"]
+    firsts, seconds = zip(*PAIRS)
+    _same(ours, theirs, list(firsts), list(seconds), padding=True, truncation="longest_first", max_length=25,
+          return_tensors="pt")
+
+
+def test_pair_format(bart, kobart):
+    """RoBERTa/BART post-processing: <s> A </s></s> B </s>; KoBART's template: <s> A </s> B </s>."""
+    a, b = bart.encode("a", add_special_tokens=False), bart.encode("b", add_special_tokens=False)
+    assert bart.encode("a", "b") == [0, *a, 2, 2, *b, 2]
+    assert bart.encode("a") == [0, *a, 2]
+    a, b = kobart.encode("a", add_special_tokens=False), kobart.encode("b", add_special_tokens=False)
+    assert kobart.encode("a", "b") == [0, *a, 1, *b, 1]
+
+
+def test_mask_token_flags_from_config(tmp_path):
+    """<mask> with lstrip, an AddedToken in tokenizer_config.json (as transformers saves it), and a left
+    padding side: honoured like transformers does."""
+    root = _bart_dir(tmp_path / "bart")
+    mask = {"content": "<mask>", "lstrip": True, "normalized": False, "rstrip": False, "single_word": False,
+            "special": True}
+    config = {"model_max_length": 1024, "padding_side": "left", "added_tokens_decoder": {"50264": mask},
+              "mask_token": {"__type": "AddedToken", **mask}}
+    (root / "tokenizer_config.json").write_text(json.dumps(config))
+    ours, theirs = Tokenizer.from_pretrained(root), AutoTokenizer.from_pretrained(str(root))
+    texts = ["Hello <mask> world", "Fill  <mask>.", "<mask>", "a\n<mask> b"]
+    out = _same(ours, theirs, texts, padding=True)
+    assert ours.padding_side == "left" and out["attention_mask"][2][0] == 0
+    assert ours.encode("Hello <mask> world") == [0, 31414, 50264, 232, 2]  # no "Ġ" (1437): lstrip ate the space
+
+
+def test_special_tokens_map_json(tmp_path):
+    """tokenizer.json + special_tokens_map.json (legacy form): the map's tokens and flags win, as in transformers."""
+    root = tmp_path / "kobart"
+    shutil.copytree(FIXTURES / "kobart-tokenizer", root)
+    (root / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast"}))
+    (root / "special_tokens_map.json").write_text(json.dumps(
+        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>",
+         "additional_special_tokens": ["<usr>", "<sys>"]}))
+    ours, theirs = Tokenizer.from_pretrained(root), AutoTokenizer.from_pretrained(str(root))
+    assert ours.all_special_ids == theirs.all_special_ids == [0, 1, 5, 3, 6, 2, 4]
+    assert ours.pad_token_id == theirs.pad_token_id == 3
+    ids = ours.encode("<usr> 안녕 <sys> 반가워 <unused0>")
+    assert ids == theirs.encode("<usr> 안녕 <sys> 반가워 <unused0>")
+    assert ours.convert_ids_to_tokens(ids, skip_special_tokens=True) == theirs.convert_ids_to_tokens(
+        ids, skip_special_tokens=True)
+
+
+def test_clean_up_applies_to_non_bpe_models(tmp_path):
+    """transformers 5.24 applies clean_up_tokenization_spaces only to non-BPE models: a tiny WordLevel one."""
+    from tokenizers import Tokenizer as Backend
+    from tokenizers import models, pre_tokenizers
+
+    words = ["[UNK]", "[PAD]", "hello", ",", "world", ".", "do", "n't", "it", "'s", "?"]
+    backend = Backend(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": "[UNK]", "pad_token": "[PAD]",
+         "clean_up_tokenization_spaces": True}))
+    ours, theirs = Tokenizer.from_pretrained(tmp_path), AutoTokenizer.from_pretrained(str(tmp_path))
+    ids = ours.encode("hello , world . do n't it 's ?")
+    assert ids == theirs.encode("hello , world . do n't it 's ?")
+    assert ours.decode(ids) == theirs.decode(ids) == "hello, world. don't it's?"
+    assert ours.decode(ids, clean_up_tokenization_spaces=False) == "hello , world . do n't it 's ?"
+
+
+def test_save_pretrained_round_trip(both, tmp_path):
+    ours, _ = both
+    ours("a", padding="max_length", max_length=9, truncation=True)  # settings of a call must not be saved
+    ours.save_pretrained(tmp_path)
+    again, oracle = Tokenizer.from_pretrained(tmp_path), AutoTokenizer.from_pretrained(str(tmp_path))
+    for other in (again, oracle):
+        assert other.vocab_size == ours.vocab_size and len(other) == len(ours)
+        assert other.model_max_length == ours.model_max_length and other.all_special_ids == ours.all_special_ids
+    for text in CORPUS:
+        ids = ours.encode(text)
+        assert again.encode(text) == oracle.encode(text) == ids
+        assert again.decode(ids) == oracle.decode(ids) == ours.decode(ids)
+        assert again.decode(ids, skip_special_tokens=True) == oracle.decode(ids, skip_special_tokens=True)
+
+
+def test_default_and_configless_bart_files(bart, tmp_path):
+    """The embedded files equal the fixture; vocab.json + merges.txt load with no config at all (BART defaults)."""
+    default = Tokenizer.from_default()
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(FIXTURES / "bart-tokenizer" / name, tmp_path / name)
+    bare = Tokenizer.from_pretrained(tmp_path)
+    assert bare.model_max_length == int(1e30)  # nothing configured: no limit, as transformers
+    for text in CORPUS:
+        assert default.encode(text) == bare.encode(text) == bart.encode(text)
+    assert (bare.bos_token_id, bare.pad_token_id, bare.eos_token_id, bare.unk_token_id, bare.mask_token_id) == (
+        0, 1, 2, 3, 50264)
+
+
+def test_ids_from_tensors_and_arrays(bart):
+    ids = bart.encode(PROSE)
+    text = bart.decode(ids)
+    assert bart.decode(torch.tensor(ids)) == bart.decode(np.array(ids)) == bart.decode(tuple(ids)) == text
+    assert bart.decode([np.int64(i) for i in ids]) == text
+    assert bart.decode(ids[5]) == bart.convert_ids_to_tokens(ids[5]).replace("Ġ", " ")
+    batch = bart(["one", "two three"], padding=True, return_tensors="pt")
+    assert bart.batch_decode(batch["input_ids"], skip_special_tokens=True) == ["one", "two three"]
+    assert bart.decode(batch.input_ids.numpy(), skip_special_tokens=True) == ["one", "two three"]
+    assert bart.convert_ids_to_tokens(torch.tensor(ids[:3])) == bart.convert_ids_to_tokens(ids[:3])
+    moved = batch.to("cpu")
+    assert moved.attention_mask.tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
+    assert bart("one", return_tensors="np")["input_ids"].shape == (1, 3)
+
+
+_pieces = st.one_of(st.text(max_size=12), st.sampled_from(
+    ["<s>", "</s>", "<mask>", "<pad>", " ", "  ", "\n", "\t", "😀", "혼자", "é", "ﬁ", "Ａ", "中文", "'s", "."]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=st.lists(_pieces, max_size=8).map("".join))
+def test_random_text_matches(both, text):
+    ours, theirs = both
+    ids = ours.encode(text)
+    assert ids == theirs.encode(text)
+    for skip in (False, True):
+        mine, oracle = ours.decode(ids, skip_special_tokens=skip), theirs.decode(ids, skip_special_tokens=skip)
+        assert mine == oracle
+        assert (mine == text) == (oracle == text)
+    if ours.vocab_size == 50265 and not any(t in text for t in ours.all_special_tokens):
+        assert ours.decode(ids[1:-1]) == text  # byte-level BPE loses nothing
+
+
+# ---- bad input ----
+def test_missing_directory_or_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere") as err:
+        Tokenizer.from_pretrained(tmp_path / "nowhere")
+    assert "tokenizer.json" in str(err.value) and "vocab.json" in str(err.value)
+    with pytest.raises(FileNotFoundError, match="tokenizer.json, or vocab.json \\+ merges.txt") as err:
+        Tokenizer.from_pretrained(tmp_path)
+    assert str(tmp_path) in str(err.value)
+    shutil.copy(FIXTURES / "bart-tokenizer" / "vocab.json", tmp_path)
+    with pytest.raises(FileNotFoundError, match="merges.txt.*found \\['vocab.json'\\]"):
+        Tokenizer.from_pretrained(tmp_path)
+
+
+def test_non_string_text(bart):
+    with pytest.raises(TypeError, match="text must be a str, got int"):
+        bart(123)
+    with pytest.raises(TypeError, match=r"text\[1\] must be a str, got bytes"):
+        bart(["fine", b"bytes"])
+    with pytest.raises(TypeError, match="got NoneType"):
+        bart.encode(None)
+    with pytest.raises(TypeError, match="got list .*batch"):
+        bart.encode(["a", "b"])
+    with pytest.raises(TypeError, match="got float"):
+        bart.tokenize(1.5)
+    with pytest.raises(TypeError, match="text_pair must be a str, got int"):
+        bart("a", 7)
+    with pytest.raises(TypeError, match="text_pair must be a list"):
+        bart(["a", "b"], "c")
+    with pytest.raises(ValueError, match="2 texts but text_pair 1"):
+        bart(["a", "b"], ["c"])
+
+
+def test_bad_padding_truncation_and_tensors(bart, kobart):
+    with pytest.raises(ValueError, match="max_length=N"):
+        kobart(["a", "b c"], padding="max_length")  # no model_max_length to pad to
+    for bad in (-1, 2.5, "10", True):
+        with pytest.raises(ValueError, match="pass an int >= 0"):
+            bart("a", max_length=bad, truncation=True)
+    with pytest.raises(ValueError, match="max_length >= 2"):
+        bart(PROSE, max_length=1, truncation=True)  # transformers silently returns it uncut
+    with pytest.raises(ValueError, match="max_length >= 4"):
+        bart(PROSE, "pair", max_length=3, truncation=True)
+    with pytest.raises(ValueError, match="'pt'"):
+        bart("a", return_tensors="tf")
+    with pytest.raises(ValueError, match="'max_length'"):
+        bart("a", padding="longestt")
+    with pytest.raises(ValueError, match="'only_first'"):
+        bart("a", truncation="sometimes")
+    with pytest.raises(ValueError, match="padding=True"):
+        bart(["a", "b c d"], return_tensors="pt")
+    with pytest.raises(ValueError, match="only tensors"):
+        bart("a").to("cpu")
+
+
+def test_max_length_ignored_warning(bart):
+    """padding=True with a max_length but no truncation ignores max_length: transformers warns, so do we."""
+    with pytest.warns(UserWarning, match="padding='max_length'"):
+        out = bart(["a", PROSE], padding=True, max_length=5, truncation=False)
+    assert len(out["input_ids"][0]) == len(out["input_ids"][1]) > 5
+
+
+def test_bad_ids(bart):
+    with pytest.raises(ValueError, match="50265 is out of range.*0..50264"):
+        bart.decode([0, 50265])
+    with pytest.raises(ValueError, match="-1 is out of range"):
+        bart.convert_ids_to_tokens([-1])
+    with pytest.raises(TypeError, match="got str"):
+        bart.decode(["a"])
+    with pytest.raises(TypeError, match="got float"):
+        bart.decode(torch.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match="use decode"):
+        bart.batch_decode([0, 1, 2])
