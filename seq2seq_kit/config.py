@@ -1,3 +1,143 @@
-"""STUB: replaced by the model work (issue 4)."""
-class BartConfig:  # noqa: D101
-    pass
+"""BartConfig: the shape of a BART-family model, read from a checkpoint's config.json.
+
+Field names and defaults are transformers 5.24's `BartConfig` / `MBartConfig`. `model_type` decides the
+layer-norm order as in transformers: "bart" is post-LN, "mbart" is pre-LN with a final layer norm after
+the encoder and after the decoder. Every other key of config.json (generation settings, id2label,
+task_specific_params, fairseq-era keys, ...) is kept verbatim in `extra` and written back by `to_dict`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from . import hub
+
+SUPPORTED_MODEL_TYPES = ("bart", "mbart")
+ACTIVATIONS = ("gelu", "gelu_new", "relu", "silu", "swish", "tanh")
+# transformers' attribute_map: an alias present in config.json overrides the field, as in transformers.
+ALIASES = {"hidden_size": "d_model", "num_attention_heads": "encoder_attention_heads",
+           "num_hidden_layers": "encoder_layers"}
+SIZE_FIELDS = ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
+               "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings")
+TOKEN_FIELDS = ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id",
+                "forced_bos_token_id", "forced_eos_token_id")
+
+
+def _legacy_expectations(pre_ln: bool) -> dict:
+    """Fairseq-era keys transformers 5 ignores, with the value the architecture implies. A checkpoint that says
+    otherwise was trained with a different network than `model_type` builds, so loading it would be wrong."""
+    return {"normalize_before": pre_ln, "add_final_layer_norm": pre_ln, "normalize_embedding": True,
+            "static_position_embeddings": False, "add_bias_logits": False, "extra_pos_embeddings": 2,
+            "do_blenderbot_90_layernorm": False}
+
+
+@dataclass
+class BartConfig:
+    vocab_size: int = 50265
+    max_position_embeddings: int = 1024
+    d_model: int = 1024
+    encoder_layers: int = 12
+    decoder_layers: int = 12
+    encoder_attention_heads: int = 16
+    decoder_attention_heads: int = 16
+    encoder_ffn_dim: int = 4096
+    decoder_ffn_dim: int = 4096
+    activation_function: str = "gelu"
+    scale_embedding: bool = False
+    pad_token_id: int | None = 1
+    bos_token_id: int | None = 0
+    eos_token_id: int | list[int] | None = 2
+    decoder_start_token_id: int | None = 2          # MBartConfig's default is None
+    forced_bos_token_id: int | None = None
+    forced_eos_token_id: int | list[int] | None = 2
+    tie_word_embeddings: bool = True
+    dtype: str | None = None                        # config.json "dtype" (or legacy "torch_dtype")
+    model_type: str = "bart"
+    extra: dict = field(default_factory=dict)       # every other config.json key, verbatim
+
+    def __post_init__(self):
+        self.validate()
+
+    @property
+    def pre_layer_norm(self) -> bool:
+        """mBART: layer norm before each sublayer, plus final encoder/decoder layer norms."""
+        return self.model_type == "mbart"
+
+    def validate(self) -> None:
+        if self.model_type not in SUPPORTED_MODEL_TYPES:
+            raise ValueError(f"unsupported architecture: config.json has model_type={self.model_type!r}; "
+                             f"seq2seq_kit runs {' and '.join(SUPPORTED_MODEL_TYPES)} checkpoints only")
+        for name in SIZE_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"config key {name!r} must be a positive integer, got {value!r}")
+        for side in ("encoder", "decoder"):
+            heads = getattr(self, f"{side}_attention_heads")
+            if self.d_model % heads:
+                raise ValueError(f"config key 'd_model' ({self.d_model}) must be divisible by "
+                                 f"'{side}_attention_heads' ({heads})")
+        if self.activation_function not in ACTIVATIONS:
+            raise ValueError(f"config key 'activation_function' is {self.activation_function!r}; "
+                             f"supported: {', '.join(ACTIVATIONS)}")
+        for name in ("scale_embedding", "tie_word_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"config key {name!r} must be true or false, got {getattr(self, name)!r}")
+        for name in TOKEN_FIELDS:
+            value = getattr(self, name)
+            for token in value if isinstance(value, list) else [value]:
+                if token is not None and (not isinstance(token, int) or isinstance(token, bool)
+                                          or not 0 <= token < self.vocab_size):
+                    raise ValueError(f"config key {name!r} is {value!r}; token ids must be integers in "
+                                     f"[0, vocab_size={self.vocab_size})")
+        for name, implied in _legacy_expectations(self.pre_layer_norm).items():
+            if name in self.extra and self.extra[name] is not None and self.extra[name] != implied:
+                raise ValueError(
+                    f"config key {name!r} is {self.extra[name]!r}, but model_type={self.model_type!r} implies "
+                    f"{implied!r} (transformers ignores {name!r} and would silently build a different network "
+                    "than the one these weights were trained with); fix config.json")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BartConfig:
+        d = dict(d)
+        model_type = d.get("model_type", "bart")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        kwargs = {k: d.pop(k) for k in list(d) if k in known}
+        for alias, name in ALIASES.items():
+            if alias in d:
+                kwargs[name] = d.pop(alias)
+        if "torch_dtype" in d:
+            legacy = d.pop("torch_dtype")
+            kwargs.setdefault("dtype", legacy)
+        if model_type == "mbart":
+            kwargs.setdefault("decoder_start_token_id", None)
+        return cls(**kwargs, extra=d)
+
+    def to_dict(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out.update(self.extra)
+        return dict(sorted(out.items()))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **hub_kwargs) -> BartConfig:
+        """Read config.json from a checkpoint directory (or Hub id, via seq2seq_kit.hub), or a .json file."""
+        path = Path(path).expanduser()
+        if not path.is_file():
+            path = hub.resolve(path, purpose="model", **hub_kwargs) / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no config.json in {path.parent}; a checkpoint directory needs one")
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path} must hold a JSON object, got {type(d).__name__}")
+        return cls.from_dict(d)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "config.json"
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return path

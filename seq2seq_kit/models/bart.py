@@ -1,3 +1,378 @@
-"""STUB: replaced by the model work (issue 4)."""
-class BartForConditionalGeneration:  # noqa: D101
-    pass
+"""BART / mBART encoder-decoder in plain PyTorch, numerically matching transformers 5.24's BartForConditionalGeneration.
+
+Shapes: B inputs, S source tokens, T target tokens, D = d_model, H heads, Dh = D // H, V = vocab_size,
+R = B * rows_per_input decoder rows during generation (see generation/kv_cache.py).
+
+The parameter names are transformers' names without the "model." prefix, except the fused attention projections:
+  self_attn.qkv_proj = [q_proj; k_proj; v_proj]   (encoder and decoder self-attention)
+  encoder_attn.kv_proj = [k_proj; v_proj]         (decoder cross-attention)
+seq2seq_kit/loading.py maps checkpoint names to ours and back.
+
+bart (post-LN):  x = norm(x + sublayer(x));  mbart (pre-LN): x = x + sublayer(norm(x)), plus a final layer norm
+after the encoder and after the decoder.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import loading
+from ..config import BartConfig
+from ..generation.kv_cache import KVCache
+
+POSITION_OFFSET = 2   # BART's learned positions start at row 2 of embed_positions (fairseq's padding offset)
+
+
+def gelu_new(x: torch.Tensor) -> torch.Tensor:
+    """The tanh approximation, written as transformers' NewGELUActivation writes it."""
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+ACTIVATIONS = {"gelu": F.gelu, "gelu_new": gelu_new, "relu": F.relu, "silu": F.silu, "swish": F.silu,
+               "tanh": torch.tanh}
+
+
+def sublayer(pre_ln: bool, x: torch.Tensor, norm: nn.LayerNorm, fn, *args) -> torch.Tensor:
+    """Residual block around fn: x + fn(norm(x)) (pre-LN, mBART) or norm(x + fn(x)) (post-LN, BART)."""
+    return x + fn(norm(x), *args) if pre_ln else norm(x + fn(x, *args))
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, d_model: int, heads: int):
+        super().__init__()
+        self.heads, self.head_dim = heads, d_model // heads
+        self.scale = self.head_dim ** -0.5
+        self.qkv_proj = nn.Linear(d_model, 3 * d_model)   # rows: q_proj, k_proj, v_proj
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+        B, T, D = x.shape                                                   # x [B, T, D]
+        qkv = self.qkv_proj(x).view(B, T, 3, self.heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)                                # each [B, H, T, Dh]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale)
+        return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
+
+    def step(self, x: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos: int) -> torch.Tensor:
+        R, _, D = x.shape                                                   # x [R, 1, D]
+        qkv = self.qkv_proj(x).view(R, 1, 3, self.heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)                                # each [R, H, 1, Dh]
+        k_cache[:, :, pos] = k[:, :, 0]                                     # caches [R, H, max_length, Dh]
+        v_cache[:, :, pos] = v[:, :, 0]
+        y = F.scaled_dot_product_attention(q, k_cache[:, :, :pos + 1], v_cache[:, :, :pos + 1], scale=self.scale)
+        return self.out_proj(y.transpose(1, 2).reshape(R, 1, D))
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, d_model: int, heads: int):
+        super().__init__()
+        self.heads, self.head_dim = heads, d_model // heads
+        self.scale = self.head_dim ** -0.5
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.kv_proj = nn.Linear(d_model, 2 * d_model)   # rows: k_proj, v_proj
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def project_kv(self, enc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, S, _ = enc.shape                                                 # enc [B, S, D]
+        kv = self.kv_proj(enc).view(B, S, 2, self.heads, self.head_dim)
+        k, v = kv.permute(2, 0, 3, 1, 4)                                    # each [B, H, S, Dh]
+        return k, v
+
+    def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        B, T, D = x.shape          # x [B, T, D]: T target positions, or in a decode step the rows of each input
+        q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)   # [B, H, T, Dh]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)   # mask [B, 1, 1, S]
+        return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, config: BartConfig):
+        super().__init__()
+        D = config.d_model
+        self.pre_ln = config.pre_layer_norm
+        self.self_attn = SelfAttention(D, config.encoder_attention_heads)
+        self.self_attn_layer_norm = nn.LayerNorm(D)
+        self.fc1 = nn.Linear(D, config.encoder_ffn_dim)
+        self.fc2 = nn.Linear(config.encoder_ffn_dim, D)
+        self.act = ACTIVATIONS[config.activation_function]
+        self.final_layer_norm = nn.LayerNorm(D)
+
+    def ffn(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn, mask)
+        x = sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn)
+        # fp16 overflow guard, as transformers: mBART always clamps, BART only when something overflowed.
+        if x.dtype == torch.float16 and (self.pre_ln or not torch.isfinite(x).all()):
+            limit = torch.finfo(torch.float16).max - 1000
+            x = x.clamp(min=-limit, max=limit)
+        return x
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: BartConfig):
+        super().__init__()
+        D = config.d_model
+        self.pre_ln = config.pre_layer_norm
+        self.self_attn = SelfAttention(D, config.decoder_attention_heads)
+        self.self_attn_layer_norm = nn.LayerNorm(D)
+        self.encoder_attn = CrossAttention(D, config.decoder_attention_heads)
+        self.encoder_attn_layer_norm = nn.LayerNorm(D)
+        self.fc1 = nn.Linear(D, config.decoder_ffn_dim)
+        self.fc2 = nn.Linear(config.decoder_ffn_dim, D)
+        self.act = ACTIVATIONS[config.activation_function]
+        self.final_layer_norm = nn.LayerNorm(D)
+
+    def ffn(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+    def forward(self, x, enc, enc_mask, self_mask, causal):
+        k, v = self.encoder_attn.project_kv(enc)                            # x [B, T, D], enc [B, S, D]
+        x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn, self_mask, causal)
+        x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn, k, v, enc_mask)
+        return sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn)
+
+    def step(self, x: torch.Tensor, cache: KVCache, i: int) -> torch.Tensor:
+        R, _, D = x.shape                                                   # x [R, 1, D]
+        x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn.step,
+                     cache.self_k[i], cache.self_v[i], cache.length)
+        x = x.view(R // cache.rows_per_input, cache.rows_per_input, D)      # an input's rows as its query positions
+        x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn,
+                     cache.cross_k[i], cache.cross_v[i], cache.cross_mask)
+        x = sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn)
+        return x.view(R, 1, D)
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: BartConfig):
+        super().__init__()
+        D = config.d_model
+        self.embed_positions = nn.Embedding(config.max_position_embeddings + POSITION_OFFSET, D)
+        self.layernorm_embedding = nn.LayerNorm(D)
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.encoder_layers))
+        self.layer_norm = nn.LayerNorm(D) if config.pre_layer_norm else None
+
+    def forward(self, tok: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        S = tok.shape[1]                                                    # tok [B, S, D] scaled token embeddings
+        x = self.layernorm_embedding(tok + self.embed_positions.weight[POSITION_OFFSET:POSITION_OFFSET + S])
+        for layer in self.layers:
+            x = layer(x, mask)                                              # mask [B, 1, 1, S] or None
+        return self.layer_norm(x) if self.layer_norm is not None else x    # [B, S, D]
+
+
+class Decoder(nn.Module):
+    def __init__(self, config: BartConfig):
+        super().__init__()
+        D = config.d_model
+        self.embed_positions = nn.Embedding(config.max_position_embeddings + POSITION_OFFSET, D)
+        self.layernorm_embedding = nn.LayerNorm(D)
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.decoder_layers))
+        self.layer_norm = nn.LayerNorm(D) if config.pre_layer_norm else None
+
+    def forward(self, tok, enc, enc_mask, self_mask, causal):
+        T = tok.shape[1]                                                    # tok [B, T, D], enc [B, S, D]
+        x = self.layernorm_embedding(tok + self.embed_positions.weight[POSITION_OFFSET:POSITION_OFFSET + T])
+        for layer in self.layers:
+            x = layer(x, enc, enc_mask, self_mask, causal)
+        return self.layer_norm(x) if self.layer_norm is not None else x    # [B, T, D]
+
+    def step(self, tok: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        x = self.layernorm_embedding(tok + self.embed_positions.weight[POSITION_OFFSET + cache.length])
+        for i, layer in enumerate(self.layers):                             # x [R, 1, D]
+            x = layer.step(x, cache, i)
+        return self.layer_norm(x) if self.layer_norm is not None else x
+
+
+def shift_tokens_right(ids: torch.Tensor, config: BartConfig) -> torch.Tensor:
+    """Teacher-forcing decoder inputs made from `ids` as transformers does when none are given: BART prepends
+    decoder_start_token_id; mBART moves each row's last non-pad token (the language id) to the front."""
+    shifted = ids.new_empty(ids.shape)
+    shifted[:, 1:] = ids[:, :-1]
+    if config.model_type == "mbart":
+        last = (ids.ne(config.pad_token_id).sum(dim=1) - 1).clamp(min=0)
+        shifted[:, 0] = ids.gather(1, last[:, None])[:, 0]
+    elif config.decoder_start_token_id is None:
+        raise ValueError("config.decoder_start_token_id is not set; pass decoder_input_ids")
+    else:
+        shifted[:, 0] = config.decoder_start_token_id
+    return shifted
+
+
+class BartForConditionalGeneration(nn.Module):
+    def __init__(self, config: BartConfig):
+        super().__init__()
+        D, V = config.d_model, config.vocab_size
+        self.config = config
+        self.generation_config = None   # set by from_pretrained (seq2seq_kit.generation.GenerationConfig)
+        self.embed_scale = math.sqrt(D) if config.scale_embedding else 1.0
+        self.shared = nn.Embedding(V, D)
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        self.lm_head = nn.Linear(D, V, bias=False)
+        self.register_buffer("final_logits_bias", torch.zeros(1, V))
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """The LM head shares the token embedding unless config.tie_word_embeddings is false."""
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.shared.weight
+
+    @property
+    def device(self) -> torch.device:
+        return self.shared.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.shared.weight.dtype
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())   # tied weights counted once, as transformers does
+
+    # ---- the network ----------------------------------------------------------------------------------------
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.shared(ids) * self.embed_scale                          # [..., D]
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(h) + self.final_logits_bias                     # [..., V]
+
+    @torch.inference_mode()
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids [B, S], attention_mask [B, S] (1 = token, 0 = padding) -> encoder_hidden [B, S, D]."""
+        self._check_ids(input_ids, "input_ids")
+        mask = self._padding_mask(attention_mask, input_ids, "attention_mask", "input_ids")
+        return self.encoder(self.embed(input_ids), None if mask is None else mask[:, None, None, :])
+
+    @torch.inference_mode()
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                decoder_input_ids: torch.Tensor | None = None,
+                decoder_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced pass -> logits [B, T, V]. Without decoder_input_ids, input_ids shifted right are used."""
+        self._check_ids(input_ids, "input_ids")
+        enc_mask = self._padding_mask(attention_mask, input_ids, "attention_mask", "input_ids")
+        if decoder_input_ids is None:
+            decoder_input_ids = shift_tokens_right(input_ids, self.config)
+        self._check_ids(decoder_input_ids, "decoder_input_ids")
+        if decoder_input_ids.shape[0] != input_ids.shape[0]:
+            raise ValueError(f"decoder_input_ids has batch size {decoder_input_ids.shape[0]} but input_ids has "
+                             f"{input_ids.shape[0]}; they must match")
+        dec_mask = self._padding_mask(decoder_attention_mask, decoder_input_ids, "decoder_attention_mask",
+                                      "decoder_input_ids")
+        enc_mask = None if enc_mask is None else enc_mask[:, None, None, :]            # [B, 1, 1, S]
+        self_mask = None
+        if dec_mask is not None:                                 # causal and padded keys: [B, 1, T, T]
+            T = decoder_input_ids.shape[1]
+            causal = torch.ones(T, T, dtype=torch.bool, device=self.device).tril()
+            self_mask = causal & dec_mask[:, None, None, :]
+        enc = self.encoder(self.embed(input_ids), enc_mask)
+        h = self.decoder(self.embed(decoder_input_ids), enc, enc_mask, self_mask, self_mask is None)
+        return self.logits(h)
+
+    @torch.no_grad()   # not inference_mode: the generation loop may update the cache's tensors outside it
+    def new_cache(self, encoder_hidden: torch.Tensor, attention_mask: torch.Tensor | None,
+                  rows_per_input: int, max_length: int) -> KVCache:
+        """A cache for R = B * rows_per_input decoder rows of up to max_length tokens; cross-attention keys and
+        values are computed here, once per input."""
+        if not isinstance(encoder_hidden, torch.Tensor) or encoder_hidden.dim() != 3 \
+                or encoder_hidden.shape[2] != self.config.d_model:
+            raise ValueError(f"encoder_hidden must have shape [batch, sequence, d_model={self.config.d_model}], "
+                             f"got {getattr(encoder_hidden, 'shape', type(encoder_hidden).__name__)}")
+        for name, value in (("rows_per_input", rows_per_input), ("max_length", max_length)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        mask = self._padding_mask(attention_mask, encoder_hidden[..., 0], "attention_mask", "encoder_hidden")
+        B = encoder_hidden.shape[0]
+        H = self.config.decoder_attention_heads
+        shape = (B * rows_per_input, H, max_length, self.config.d_model // H)
+        cache = KVCache([], [], [], [], None if mask is None else mask[:, None, None, :], rows_per_input)
+        for layer in self.decoder.layers:
+            k, v = layer.encoder_attn.project_kv(encoder_hidden)
+            cache.cross_k.append(k.contiguous())
+            cache.cross_v.append(v.contiguous())
+            cache.self_k.append(torch.empty(shape, dtype=self.dtype, device=self.device))
+            cache.self_v.append(torch.empty(shape, dtype=self.dtype, device=self.device))
+        return cache
+
+    @torch.inference_mode()
+    def decode_step(self, input_ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One decoder token per row: input_ids [R] at position cache.length -> logits [R, V]; advances the cache."""
+        R = cache.num_rows
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int64, torch.int32) \
+                or input_ids.shape != (R,):
+            raise ValueError(f"input_ids must be an integer tensor of shape [{R}] (one token per cache row), got "
+                             f"{getattr(input_ids, 'dtype', type(input_ids).__name__)} "
+                             f"{list(getattr(input_ids, 'shape', []))}")
+        if cache.length >= cache.max_length:
+            raise ValueError(f"the KV cache is full ({cache.max_length} tokens); create it with a larger max_length")
+        if cache.length >= self.config.max_position_embeddings:
+            raise ValueError(f"decoder position {cache.length} is past max_position_embeddings="
+                             f"{self.config.max_position_embeddings}; generate fewer tokens")
+        self._check_range(input_ids, "input_ids")
+        h = self.decoder.step(self.embed(input_ids[:, None]), cache)           # [R, 1, D]
+        cache.length += 1
+        return self.logits(h[:, 0])                                             # [R, V]
+
+    def generate(self, input_ids, attention_mask=None, **kwargs):
+        from ..generation import generate
+        return generate(self, input_ids, attention_mask, **kwargs)
+
+    # ---- input checks (before any compute) ------------------------------------------------------------------
+
+    def _check_ids(self, ids, name: str) -> None:
+        if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"{name} must be an integer torch.Tensor of token ids, got "
+                            f"{getattr(ids, 'dtype', type(ids).__name__)}")
+        if ids.dim() != 2:
+            raise ValueError(f"{name} must have shape [batch, sequence], got {list(ids.shape)}")
+        if ids.numel() == 0:
+            raise ValueError(f"{name} is empty (shape {list(ids.shape)}); pass at least one token per sequence")
+        limit = self.config.max_position_embeddings
+        if ids.shape[1] > limit:
+            raise ValueError(f"{name} has {ids.shape[1]} tokens per sequence, more than the model's "
+                             f"max_position_embeddings={limit}; truncate it (tokenizer truncation=True, "
+                             f"max_length={limit})")
+        self._check_range(ids, name)
+
+    def _check_range(self, ids: torch.Tensor, name: str) -> None:
+        if ids.device != self.device:
+            raise ValueError(f"{name} is on {ids.device} but the model is on {self.device}; "
+                             "move it with .to(model.device)")
+        lo, hi = (int(t) for t in torch.aminmax(ids))
+        if lo < 0 or hi >= self.config.vocab_size:
+            raise ValueError(f"{name} contains token id {lo if lo < 0 else hi}, outside the model's vocabulary "
+                             f"[0, vocab_size={self.config.vocab_size}); does the tokenizer match the model?")
+
+    def _padding_mask(self, mask, ids: torch.Tensor, name: str, ids_name: str) -> torch.Tensor | None:
+        """attention mask [B, L] (nonzero = attend) -> bool [B, L], or None when nothing is padded."""
+        if mask is None:
+            return None
+        if not isinstance(mask, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
+        if mask.shape != ids.shape[:2]:
+            raise ValueError(f"{name} has shape {list(mask.shape)} but {ids_name} has shape "
+                             f"{list(ids.shape[:2])}; they must match")
+        if mask.device != self.device:
+            raise ValueError(f"{name} is on {mask.device} but the model is on {self.device}; "
+                             "move it with .to(model.device)")
+        mask = mask.bool()
+        return None if mask.all() else mask
+
+    # ---- checkpoints (seq2seq_kit/loading.py) ---------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, dtype=None, device=None, **hub_kwargs) -> BartForConditionalGeneration:
+        """Load a transformers checkpoint (safetensors or .bin, single or sharded) from a directory or Hub id.
+
+        dtype: None (float32), "auto" (config.json's dtype, else the weights'), a torch.dtype or its name.
+        device: None (cpu), "cpu", "cuda", "cuda:N" or a torch.device.
+        """
+        return loading.from_pretrained(cls, path, dtype=dtype, device=device, **hub_kwargs)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write config.json and model.safetensors with transformers' parameter names."""
+        return loading.save_pretrained(self, directory)

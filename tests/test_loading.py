@@ -1,0 +1,380 @@
+"""Loading checkpoints in every published layout, dtype/device handling, save_pretrained, and loading errors.
+
+Parity tolerance as in test_model.py: logits within 1e-4 of transformers loading the same directory (fp32).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+
+from seq2seq_kit import BartForConditionalGeneration
+from seq2seq_kit.loading import WEIGHT_FILES
+
+ATOL = 1e-4
+
+
+def make_batch(model, lengths=(9, 6, 3), target_len=5, seed=0):
+    config = model.config
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, config.vocab_size, (len(lengths), max(lengths)), generator=g)
+    mask = torch.zeros_like(ids)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1
+    ids = ids.masked_fill(mask == 0, config.pad_token_id)
+    dec = torch.randint(4, config.vocab_size, (len(lengths), target_len), generator=g)
+    dec[:, 0] = config.decoder_start_token_id
+    return ids, mask, dec
+
+
+def logits_of(model, batch):
+    ids, mask, dec = batch
+    if isinstance(model, BartForConditionalGeneration):
+        return model(ids, mask, dec).float()
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits.float()
+
+
+def oracle(path):
+    config = json.loads((Path(path) / "config.json").read_text())
+    cls = (transformers.MBartForConditionalGeneration if config["model_type"] == "mbart"
+           else transformers.BartForConditionalGeneration)
+    return cls.from_pretrained(path).eval()
+
+
+def assert_parity(path, expected=None):
+    """Ours and transformers load `path` to the same logits (and to `expected`, when given); returns our model."""
+    ours = BartForConditionalGeneration.from_pretrained(path)
+    batch = make_batch(ours)
+    got = logits_of(ours, batch)
+    diff = (got - logits_of(oracle(path), batch)).abs().max().item()
+    assert diff <= ATOL, f"max abs diff vs transformers {diff}"
+    if expected is not None:
+        assert (got - expected).abs().max().item() <= ATOL
+    return ours
+
+
+def variant(src: Path, dst: Path, edit_state=None, edit_config=None, weights="model.safetensors") -> Path:
+    """A copy of checkpoint `src` whose state dict / config.json went through the given edits."""
+    dst.mkdir(parents=True, exist_ok=True)
+    config = json.loads((src / "config.json").read_text())
+    if edit_config:
+        edit_config(config)
+    (dst / "config.json").write_text(json.dumps(config))
+    state = load_file(src / "model.safetensors")
+    if edit_state:
+        state = edit_state(state)
+    if weights.endswith(".bin"):
+        torch.save(state, dst / weights)
+    else:
+        save_file(state, dst / weights, metadata={"format": "pt"})
+    return dst
+
+
+@pytest.fixture(scope="module")
+def tiny(checkpoint):
+    return checkpoint("tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny_logits(tiny):
+    model = BartForConditionalGeneration.from_pretrained(tiny)
+    return logits_of(model, make_batch(model))
+
+
+# ---- layouts ------------------------------------------------------------------------------------------------
+
+def test_sharded_bin_checkpoint(checkpoint, tmp_path):
+    src = checkpoint("tiny-sharded")
+    index = json.loads((src / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    weight_map = {}
+    for i, shard in enumerate(shards, 1):
+        name = f"pytorch_model-{i:05d}-of-{len(shards):05d}.bin"
+        state = load_file(src / shard)
+        torch.save(state, tmp_path / name)
+        weight_map |= dict.fromkeys(state, name)
+    (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    shutil.copy(src / "config.json", tmp_path)
+    sharded = BartForConditionalGeneration.from_pretrained(src)
+    assert_parity(tmp_path, logits_of(sharded, make_batch(sharded)))
+
+
+def test_base_model_layout_without_prefix(tiny, tmp_path):
+    """A BartModel-style file: no "model." prefix, embed_tokens copies, fairseq version buffers, no LM-head bias."""
+    def edit(state):
+        state = {k.removeprefix("model."): v for k, v in state.items() if k != "final_logits_bias"}
+        state["encoder.embed_tokens.weight"] = state["shared.weight"].clone()
+        state["decoder.embed_tokens.weight"] = state["shared.weight"].clone()
+        state["encoder.version"] = torch.tensor([2.0])
+        state["decoder.version"] = torch.tensor([2.0])
+        return state
+
+    ours = assert_parity(variant(tiny, tmp_path, edit))
+    assert torch.equal(ours.final_logits_bias, torch.zeros(1, ours.config.vocab_size))
+
+
+@pytest.mark.parametrize("keep", ["lm_head.weight", "model.encoder.embed_tokens.weight"])
+def test_embedding_from_any_tied_copy(tiny, tiny_logits, tmp_path, keep):
+    """shared.weight absent: the embedding comes from whichever tied copy is saved (transformers ties symmetrically)."""
+    def edit(state):
+        state[keep] = state.pop("model.shared.weight")
+        return state
+
+    ours = assert_parity(variant(tiny, tmp_path, edit), tiny_logits)
+    assert ours.lm_head.weight is ours.shared.weight
+
+
+def test_lm_head_saved_explicitly_and_equal_stays_tied(checkpoint):
+    ours = assert_parity(checkpoint("tiny-bin"))
+    assert ours.lm_head.weight is ours.shared.weight
+
+
+def test_different_lm_head_is_untied_like_transformers(tiny, tmp_path):
+    def edit(state):
+        state["lm_head.weight"] = state["model.shared.weight"] * 0.5
+        return state
+
+    path = variant(tiny, tmp_path, edit)
+    with pytest.warns(UserWarning, match="lm_head.weight differs from its token embedding"):
+        ours = assert_parity(path)
+    assert ours.lm_head.weight is not ours.shared.weight
+
+
+def test_untied_config(tiny, tmp_path):
+    """tie_word_embeddings false: transformers saves (and needs) every embedding copy; lm_head is its own."""
+    def edit(state):
+        shared = state["model.shared.weight"]
+        state["lm_head.weight"] = torch.randn(shared.shape, generator=torch.Generator().manual_seed(1))
+        state["model.encoder.embed_tokens.weight"] = shared.clone()
+        state["model.decoder.embed_tokens.weight"] = shared.clone()
+        return state
+
+    path = variant(tiny, tmp_path, edit, lambda c: c.update(tie_word_embeddings=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ours = assert_parity(path)
+    assert ours.lm_head.weight is not ours.shared.weight
+
+
+def test_safetensors_preferred_over_bin(tiny, tiny_logits, checkpoint, tmp_path):
+    shutil.copytree(tiny, tmp_path / "both")
+    shutil.copy(checkpoint("tiny-bin") / "pytorch_model.bin", tmp_path / "both")   # other weights (another seed)
+    ours = BartForConditionalGeneration.from_pretrained(tmp_path / "both")
+    assert torch.equal(logits_of(ours, make_batch(ours)), tiny_logits)
+
+
+def test_loaded_model_state(tiny):
+    model = BartForConditionalGeneration.from_pretrained(tiny, local_files_only=True)   # hub kwargs pass through
+    assert not model.training
+    assert hasattr(model, "generation_config")
+    assert model.device == torch.device("cpu") and model.dtype == torch.float32
+    assert all(p.device.type == "cpu" for p in [*model.parameters(), *model.buffers()])
+    assert model.lm_head.weight is model.shared.weight
+
+
+# ---- dtype and device ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("config_edit,expected", [
+    (lambda c: c.update(dtype="bfloat16"), torch.bfloat16),
+    (lambda c: (c.pop("dtype"), c.update(torch_dtype="float16")), torch.float16),
+])
+def test_dtype_auto_reads_config(tiny, tmp_path, config_edit, expected):
+    path = variant(tiny, tmp_path, edit_config=config_edit)
+    assert BartForConditionalGeneration.from_pretrained(path, dtype="auto").dtype == expected
+    assert BartForConditionalGeneration.from_pretrained(path).dtype == torch.float32   # None: float32
+
+
+def test_dtype_auto_falls_back_to_the_weights(tiny, tmp_path):
+    path = variant(tiny, tmp_path, lambda s: {k: v.half() for k, v in s.items()}, lambda c: c.pop("dtype"))
+    model = BartForConditionalGeneration.from_pretrained(path, dtype="auto")
+    assert model.dtype == torch.float16 and model.final_logits_bias.dtype == torch.float16
+
+
+@pytest.mark.parametrize("dtype,expected", [("float16", torch.float16), ("torch.bfloat16", torch.bfloat16),
+                                            (torch.float16, torch.float16), ("float32", torch.float32)])
+def test_dtype_names(tiny, dtype, expected):
+    model = BartForConditionalGeneration.from_pretrained(tiny, dtype=dtype)
+    assert {p.dtype for p in [*model.parameters(), *model.buffers()]} == {expected}
+
+
+@pytest.mark.parametrize("dtype", ["int8", torch.int8, "fp8", 16])
+def test_bad_dtype(tiny, dtype):
+    with pytest.raises(ValueError, match=r"dtype must be None, 'auto' or one of float32, float16, bfloat16"):
+        BartForConditionalGeneration.from_pretrained(tiny, dtype=dtype)
+
+
+def test_bad_config_dtype_with_auto(tiny, tmp_path):
+    path = variant(tiny, tmp_path, edit_config=lambda c: c.update(dtype="float64"))
+    with pytest.raises(ValueError, match=r"dtype='auto' found 'float64' in config.json"):
+        BartForConditionalGeneration.from_pretrained(path, dtype="auto")
+
+
+@pytest.mark.parametrize("device", ["cpu", torch.device("cpu")])
+def test_cpu_device(tiny, device):
+    assert BartForConditionalGeneration.from_pretrained(tiny, device=device).device == torch.device("cpu")
+
+
+@pytest.mark.parametrize("device,match", [("tpu", "not a torch device"), ("meta", "not supported"),
+                                          ("cuda:7" if torch.cuda.is_available() else "cuda", "cuda")])
+def test_bad_device(tiny, device, match):
+    with pytest.raises(ValueError, match=match):
+        BartForConditionalGeneration.from_pretrained(tiny, device=device)
+
+
+# ---- save_pretrained ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["tiny-mbart", "tiny"])
+def test_save_pretrained_round_trip(checkpoint, tmp_path, name):
+    src = checkpoint(name)
+    ours = BartForConditionalGeneration.from_pretrained(src)
+    ours.save_pretrained(tmp_path)
+    saved, published = load_file(tmp_path / "model.safetensors"), load_file(src / "model.safetensors")
+    assert {k: v.shape for k, v in saved.items()} == {k: v.shape for k, v in published.items()}
+    assert all(torch.equal(saved[k], published[k]) for k in published)
+    batch = make_batch(ours)
+    expected = logits_of(ours, batch)
+    assert torch.equal(logits_of(BartForConditionalGeneration.from_pretrained(tmp_path), batch), expected)
+    assert (logits_of(oracle(tmp_path), batch) - expected).abs().max().item() <= ATOL
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model_type"] == ours.config.model_type and config["dtype"] == "float32"
+
+
+def test_save_pretrained_untied_and_half(tiny, tmp_path):
+    def edit(state):
+        state["lm_head.weight"] = state["model.shared.weight"] * 2
+        return state
+
+    path = variant(tiny, tmp_path / "src", edit, lambda c: c.update(tie_word_embeddings=False))
+    ours = BartForConditionalGeneration.from_pretrained(path, dtype=torch.float16)
+    assert ours.lm_head.weight is not ours.shared.weight
+    ours.save_pretrained(tmp_path / "out")
+    saved = load_file(tmp_path / "out" / "model.safetensors")
+    assert torch.equal(saved["lm_head.weight"], ours.lm_head.weight)
+    assert {t.dtype for t in saved.values()} == {torch.float16}
+    again = BartForConditionalGeneration.from_pretrained(tmp_path / "out", dtype="auto")
+    assert again.dtype == torch.float16
+    batch = make_batch(ours)
+    assert torch.equal(logits_of(again, batch), logits_of(ours, batch))
+
+
+# ---- errors -------------------------------------------------------------------------------------------------
+
+def test_directory_without_weights(tiny, tmp_path):
+    shutil.copy(tiny / "config.json", tmp_path)
+    with pytest.raises(FileNotFoundError) as e:
+        BartForConditionalGeneration.from_pretrained(tmp_path)
+    assert all(name in str(e.value) for name in WEIGHT_FILES) and "config.json" in str(e.value)
+
+
+def test_directory_without_config(tiny, tmp_path):
+    shutil.copy(tiny / "model.safetensors", tmp_path)
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        BartForConditionalGeneration.from_pretrained(tmp_path)
+
+
+def test_not_a_directory(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        BartForConditionalGeneration.from_pretrained(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_corrupt_safetensors(tiny, tmp_path, damage):
+    shutil.copy(tiny / "config.json", tmp_path)
+    data = (tiny / "model.safetensors").read_bytes()
+    data = {"truncate": data[:len(data) // 2], "garbage": b"not a safetensors file" * 8, "empty": b""}[damage]
+    (tmp_path / "model.safetensors").write_bytes(data)
+    with pytest.raises(ValueError, match=r"model\.safetensors is not a readable safetensors file \(truncated or corrupt"):
+        BartForConditionalGeneration.from_pretrained(tmp_path)
+
+
+def test_corrupt_bin(checkpoint, tmp_path):
+    src = checkpoint("tiny-bin")
+    shutil.copy(src / "config.json", tmp_path)
+    data = (src / "pytorch_model.bin").read_bytes()
+    (tmp_path / "pytorch_model.bin").write_bytes(data[:len(data) // 3])
+    with pytest.raises(ValueError, match=r"pytorch_model\.bin is not a readable PyTorch checkpoint"):
+        BartForConditionalGeneration.from_pretrained(tmp_path)
+
+
+def test_shard_index_errors(checkpoint, tmp_path):
+    shutil.copytree(checkpoint("tiny-sharded"), tmp_path / "ckpt")
+    shard = sorted((tmp_path / "ckpt").glob("model-*.safetensors"))[-1]
+    shard.unlink()
+    with pytest.raises(FileNotFoundError, match=rf"lists shard files that are not in .*: {shard.name}"):
+        BartForConditionalGeneration.from_pretrained(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "model.safetensors.index.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"model\.safetensors\.index\.json is not a valid shard index"):
+        BartForConditionalGeneration.from_pretrained(tmp_path / "ckpt")
+
+
+@pytest.mark.parametrize("edit,messages", [
+    (lambda c: c.update(vocab_size=30000),
+     [r"config.json's sizes do not match", r"model\.shared\.weight: config.json implies \[30000, 64\], "
+      r"the checkpoint has \[50265, 64\]", r"final_logits_bias: config.json implies \[1, 30000\]"]),
+    (lambda c: c.update(encoder_ffn_dim=96),
+     [r"model\.encoder\.layers\.0\.fc1\.weight: config.json implies \[96, 64\], the checkpoint has \[128, 64\]",
+      r"model\.encoder\.layers\.1\.fc2\.weight"]),
+    (lambda c: c.update(d_model=32, encoder_attention_heads=4),
+     [r"model\.encoder\.layers\.0\.self_attn\.q_proj\.weight: config.json implies \[32, 32\]"]),
+])
+def test_config_sizes_not_matching_weights(tiny, tmp_path, edit, messages):
+    path = variant(tiny, tmp_path, edit_config=edit)
+    with pytest.raises(ValueError) as e:
+        BartForConditionalGeneration.from_pretrained(path)
+    for message in messages:
+        assert any(re.search(message, line) for line in str(e.value).splitlines()), str(e.value)
+
+
+def test_missing_and_unexpected_weights_in_one_error(tiny, tmp_path):
+    def edit(state):
+        del state["model.encoder.layers.1.fc1.weight"]
+        del state["model.decoder.layers.0.encoder_attn.v_proj.bias"]
+        state["model.encoder.layers.1.adapter.weight"] = torch.zeros(2)
+        state["model.pooler.dense.weight"] = torch.zeros(2)
+        return state
+
+    with pytest.raises(ValueError) as e:
+        BartForConditionalGeneration.from_pretrained(variant(tiny, tmp_path, edit))
+    text = str(e.value)
+    assert "missing (2): model.decoder.layers.0.encoder_attn.v_proj.bias, model.encoder.layers.1.fc1.weight" in text
+    assert "unexpected (2): model.encoder.layers.1.adapter.weight, model.pooler.dense.weight" in text
+
+
+def test_fewer_layers_in_config_than_weights(tiny, tmp_path):
+    with pytest.raises(ValueError, match=r"unexpected \(16\): model\.encoder\.layers\.1\."):
+        BartForConditionalGeneration.from_pretrained(variant(tiny, tmp_path, edit_config=lambda c: c.update(encoder_layers=1)))
+
+
+def test_mbart_config_on_bart_weights(tiny, tmp_path):
+    with pytest.raises(ValueError, match=r"'mbart' model config.json describes:\n  missing \(4\): "
+                                         r"model\.decoder\.layer_norm\.bias"):
+        BartForConditionalGeneration.from_pretrained(variant(tiny, tmp_path, edit_config=lambda c: c.update(model_type="mbart")))
+
+
+def test_duplicate_weight_names(tiny, tmp_path):
+    def edit(state):
+        state["shared.weight"] = state["model.shared.weight"].clone()
+        return state
+
+    with pytest.raises(ValueError, match=r"weight 'shared.weight' appears twice|weight 'model.shared.weight' appears twice"):
+        BartForConditionalGeneration.from_pretrained(variant(tiny, tmp_path, edit))
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda c: c.update(model_type="t5"), r"unsupported architecture: config.json has model_type='t5'"),
+    (lambda c: c.update(model_type="pegasus"), r"unsupported architecture"),
+    (lambda c: c.update(quantization_config={"quant_method": "auto-round", "bits": 4}), r"quantized checkpoint"),
+    (lambda c: c.update(normalize_before=True), r"'normalize_before' is True, but model_type='bart' implies False"),
+])
+def test_config_rejected_before_loading_weights(tiny, tmp_path, edit, match):
+    with pytest.raises(ValueError, match=match):
+        BartForConditionalGeneration.from_pretrained(variant(tiny, tmp_path, edit_config=edit))

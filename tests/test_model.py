@@ -1,0 +1,336 @@
+"""The from-scratch BART/mBART network against transformers (the oracle), the KV-cache decode path, dtypes, bad input.
+
+Tolerances (fp32): encoder outputs and logits within 1e-4 of transformers with identical argmax (today they are
+bit-identical on CPU); incremental decoding with the KV cache within 1e-5 of the teacher-forced forward.
+bf16/fp16 on CPU: within 1e-3 of transformers run in the same dtype, and within 0.3 (bf16) / 0.05 (fp16) of fp32
+on logits of magnitude ~8 (softmax probabilities within 2e-3 / 2e-4).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+from checkpoints import _randomize
+from seq2seq_kit import BartConfig, BartForConditionalGeneration
+from seq2seq_kit.generation.kv_cache import KVCache
+
+PARITY = ["kobart", "distilbart", "tiny-mbart", "tiny-relu", "tiny-bin", "tiny-no-bias", "tiny-sharded"]
+ATOL = 1e-4
+
+
+def oracle_class(path):
+    config = BartConfig.from_pretrained(path)
+    return (transformers.MBartForConditionalGeneration if config.model_type == "mbart"
+            else transformers.BartForConditionalGeneration)
+
+
+def load_oracle(path, dtype=torch.float32):
+    return oracle_class(path).from_pretrained(path, dtype=dtype).eval()
+
+
+def make_batch(config: BartConfig, lengths=(11, 7, 4), target_len=6, seed=0):
+    """A right-padded batch of len(lengths) inputs (bos ... eos, then pad) and random decoder inputs."""
+    g = torch.Generator().manual_seed(seed)
+    B, S = len(lengths), max(lengths)
+    ids = torch.randint(4, config.vocab_size, (B, S), generator=g)
+    mask = torch.zeros(B, S, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1
+        ids[i, 0], ids[i, n - 1] = config.bos_token_id, config.eos_token_id
+    ids = ids.masked_fill(mask == 0, config.pad_token_id)
+    dec = torch.randint(4, config.vocab_size, (B, target_len), generator=g)
+    dec[:, 0] = config.decoder_start_token_id if config.decoder_start_token_id is not None else config.eos_token_id
+    return ids, mask, dec
+
+
+def assert_close(ours, ref, atol, what):
+    diff = (ours.float() - ref.float()).abs().max().item()
+    assert diff <= atol, f"{what}: max abs diff {diff} > {atol}"
+
+
+@pytest.fixture(scope="module")
+def load(checkpoint):
+    """load(name, oracle=False) -> our fp32 model (and the transformers one), each loaded once per module."""
+    cache = {}
+
+    def get(name, oracle=False, keep=True):
+        key = (name, oracle)
+        if key in cache:
+            return cache[key]
+        path = checkpoint(name)
+        model = load_oracle(path) if oracle else BartForConditionalGeneration.from_pretrained(path)
+        if keep:
+            cache[key] = model
+        return model
+
+    return get
+
+
+# ---- parity with transformers -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", PARITY)
+def test_parity_with_transformers(load, name):
+    keep = name.startswith("tiny")   # the big ones are used by this test only: free them after it
+    ours, ref = load(name, keep=keep), load(name, oracle=True, keep=keep)
+    ids, mask, dec = make_batch(ours.config)
+    with torch.no_grad():
+        out = ref(input_ids=ids, attention_mask=mask, decoder_input_ids=dec)
+    enc = ours.encode(ids, mask)
+    logits = ours(ids, mask, dec)
+    assert enc.shape == out.encoder_last_hidden_state.shape
+    assert logits.shape == out.logits.shape == (3, dec.shape[1], ours.config.vocab_size)
+    assert_close(enc, out.encoder_last_hidden_state, ATOL, "encoder output")
+    assert_close(logits, out.logits, ATOL, "logits")
+    assert torch.equal(logits.argmax(-1), out.logits.argmax(-1))
+    assert ours.num_parameters() == ref.num_parameters()
+    assert logits.std() > 1.0   # decisive random model: a misplaced weight would move the numbers a lot
+
+
+@pytest.mark.parametrize("name", ["tiny-mbart", "tiny-bin"])
+def test_forward_without_decoder_inputs_shifts_like_transformers(load, name):
+    """No decoder_input_ids: BART prepends decoder_start; mBART rotates the last non-pad token to the front."""
+    ours, ref = load(name), load(name, oracle=True)
+    ids, mask, _ = make_batch(ours.config)
+    with torch.no_grad():
+        expected = ref(input_ids=ids, attention_mask=mask).logits
+    assert_close(ours(ids, mask), expected, ATOL, "logits")
+
+
+def test_decoder_attention_mask_like_transformers(load):
+    ours, ref = load("tiny-mbart"), load("tiny-mbart", oracle=True)
+    ids, mask, dec = make_batch(ours.config)
+    dec_mask = torch.ones_like(dec)
+    dec_mask[0, 4:] = 0
+    dec_mask[2, 2:] = 0
+    with torch.no_grad():
+        expected = ref(input_ids=ids, attention_mask=mask, decoder_input_ids=dec,
+                       decoder_attention_mask=dec_mask).logits
+    got = ours(ids, mask, dec, dec_mask)
+    assert_close(got, expected, ATOL, "logits")
+    assert not torch.allclose(got, ours(ids, mask, dec), atol=1e-3)   # the mask does change the numbers
+
+
+def test_no_attention_mask_equals_all_ones(load):
+    ours = load("tiny")
+    ids, _, dec = make_batch(ours.config, lengths=(9, 9))
+    assert torch.equal(ours(ids, None, dec), ours(ids, torch.ones_like(ids), dec))
+
+
+@pytest.mark.parametrize("activation", ["gelu_new", "silu", "swish", "tanh"])
+def test_activations_match_transformers(tmp_path, activation):
+    config = transformers.BartConfig(
+        vocab_size=96, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=32,
+        activation_function=activation)
+    ref = transformers.BartForConditionalGeneration(config)
+    _randomize(ref, 0.3, seed=11)
+    ref.eval().save_pretrained(tmp_path)
+    ours = BartForConditionalGeneration.from_pretrained(tmp_path)
+    ids, mask, dec = make_batch(ours.config, lengths=(8, 5, 3))
+    with torch.no_grad():
+        expected = ref(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
+    assert_close(ours(ids, mask, dec), expected, ATOL, f"{activation} logits")
+
+
+def test_fp16_encoder_clamp_like_transformers(tmp_path):
+    """mBART (pre-LN) in fp16 with a residual stream that overflows: both clamp it to a finite value."""
+    config = transformers.MBartConfig(
+        vocab_size=96, d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=32,
+        decoder_start_token_id=2)
+    ref = transformers.MBartForConditionalGeneration(config)
+    _randomize(ref, 0.3, seed=12)
+    with torch.no_grad():
+        ref.model.encoder.layers[0].fc2.weight.mul_(3e4)     # overflows fp16 in layer 0's residual
+    ref.eval().save_pretrained(tmp_path)
+    ref = ref.half()
+    ours = BartForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.float16)
+    ids, mask, dec = make_batch(ours.config, lengths=(8, 5, 3))
+    with torch.no_grad():
+        expected = ref(input_ids=ids, attention_mask=mask, decoder_input_ids=dec)
+    enc = ours.encode(ids, mask)
+    assert torch.isfinite(enc).all()
+    assert_close(enc, expected.encoder_last_hidden_state, 1e-3, "fp16 encoder output")
+    assert_close(ours(ids, mask, dec), expected.logits, 1e-3, "fp16 logits")
+
+
+# ---- KV cache ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,rows_per_input", [("tiny", 1), ("tiny", 3), ("tiny-mbart", 3)])
+def test_kv_cache_decoding_equals_full_forward(load, name, rows_per_input):
+    """Step-by-step decoding (with a beam-style reorder midway) gives the teacher-forced logits (<= 1e-5)."""
+    model = load(name)
+    ids, mask, _ = make_batch(model.config, lengths=(9, 5))
+    B, R, T = 2, 2 * rows_per_input, 7
+    g = torch.Generator().manual_seed(3)
+    history = torch.randint(4, model.config.vocab_size, (R, T), generator=g)
+    history[:, 0] = model.config.decoder_start_token_id
+    rows_ids, rows_mask = ids.repeat_interleave(rows_per_input, 0), mask.repeat_interleave(rows_per_input, 0)
+
+    cache = model.new_cache(model.encode(ids, mask), mask, rows_per_input, max_length=T)
+    assert isinstance(cache, KVCache) and cache.length == 0 and cache.rows_per_input == rows_per_input
+    H, Dh = model.config.decoder_attention_heads, model.config.d_model // model.config.decoder_attention_heads
+    assert cache.self_k[0].shape == (R, H, T, Dh) and cache.cross_k[0].shape == (B, H, ids.shape[1], Dh)
+    assert cache.cross_mask.shape == (B, 1, 1, ids.shape[1])
+    for t in range(T):
+        if t == 4:   # row r continues row_idx[r]'s history, rows staying within their input
+            row_idx = torch.arange(R).view(B, rows_per_input).flip(1)
+            row_idx[:, -1] = row_idx[:, 0]
+            row_idx = row_idx.flatten()
+            cache.reorder(row_idx)
+            history[:, :t] = history[row_idx, :t]
+        step = model.decode_step(history[:, t], cache)
+        assert cache.length == t + 1 and step.shape == (R, model.config.vocab_size)
+        full = model(rows_ids, rows_mask, history[:, :t + 1])[:, t]
+        assert_close(step, full, 1e-5, f"step {t}")
+
+
+def test_kv_cache_without_padding(load):
+    model = load("tiny")
+    ids, _, dec = make_batch(model.config, lengths=(6, 6))
+    cache = model.new_cache(model.encode(ids), None, 1, max_length=dec.shape[1])
+    assert cache.cross_mask is None
+    steps = torch.stack([model.decode_step(dec[:, t], cache) for t in range(dec.shape[1])], 1)
+    assert_close(steps, model(ids, None, dec), 1e-5, "logits")
+
+
+def test_reorder_touches_only_cached_positions(load):
+    model = load("tiny")
+    ids, mask, _ = make_batch(model.config, lengths=(5,))
+    cache = model.new_cache(model.encode(ids, mask), mask, 2, max_length=4)
+    for layer in cache.self_k:
+        layer.copy_(torch.arange(layer.numel(), dtype=layer.dtype).view(layer.shape))
+    before = [k.clone() for k in cache.self_k]
+    cache.length = 2
+    cache.reorder(torch.tensor([1, 1]))
+    for k, old in zip(cache.self_k, before):
+        assert torch.equal(k[:, :, :2], old[[1, 1], :, :2])
+        assert torch.equal(k[:, :, 2:], old[:, :, 2:])
+
+
+# ---- dtypes and devices -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype,atol,prob_atol", [(torch.bfloat16, 0.3, 2e-3), (torch.float16, 0.05, 2e-4)])
+@pytest.mark.parametrize("name", ["tiny", "tiny-mbart"])
+def test_low_precision_on_cpu(load, checkpoint, name, dtype, atol, prob_atol):
+    path = checkpoint(name)
+    ours = BartForConditionalGeneration.from_pretrained(path, dtype=dtype)
+    assert ours.dtype == dtype and all(p.dtype == dtype for p in ours.parameters())
+    ids, mask, dec = make_batch(ours.config)
+    logits = ours(ids, mask, dec)
+    assert logits.dtype == dtype
+    ref = load_oracle(path, dtype)
+    with torch.no_grad():
+        same_dtype = ref(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
+    assert_close(logits, same_dtype, 1e-3, f"{dtype} logits vs transformers {dtype}")
+    fp32 = load(name)(ids, mask, dec)
+    assert_close(logits, fp32, atol, f"{dtype} logits vs fp32")
+    assert_close(logits.float().softmax(-1), fp32.softmax(-1), prob_atol, f"{dtype} probabilities vs fp32")
+    cache = ours.new_cache(ours.encode(ids, mask), mask, 1, max_length=2)
+    assert cache.self_k[0].dtype == dtype and ours.decode_step(dec[:, 0], cache).dtype == dtype
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["kobart", "tiny-mbart"])
+def test_parity_on_cuda(checkpoint, name):
+    path = checkpoint(name)
+    ref = load_oracle(path)
+    ours = BartForConditionalGeneration.from_pretrained(path, device="cuda")
+    assert ours.device.type == "cuda"
+    ids, mask, dec = make_batch(ours.config)
+    with torch.no_grad():
+        out = ref(input_ids=ids, attention_mask=mask, decoder_input_ids=dec)
+    ids, mask, dec = ids.cuda(), mask.cuda(), dec.cuda()
+    logits = ours(ids, mask, dec)
+    assert_close(ours.encode(ids, mask).cpu(), out.encoder_last_hidden_state, ATOL, "cuda encoder output")
+    assert_close(logits.cpu(), out.logits, ATOL, "cuda logits")
+    assert torch.equal(logits.argmax(-1).cpu(), out.logits.argmax(-1))
+    cache = ours.new_cache(ours.encode(ids, mask), mask, 1, max_length=dec.shape[1])
+    steps = torch.stack([ours.decode_step(dec[:, t], cache) for t in range(dec.shape[1])], 1)
+    assert_close(steps, logits, 1e-4, "cuda KV-cache steps")
+    half = BartForConditionalGeneration.from_pretrained(path, dtype="float16", device="cuda:0")
+    assert_close(half(ids, mask, dec), logits, 0.5, "cuda fp16 logits vs fp32")
+
+
+# ---- bad input: clear errors before any compute -------------------------------------------------------------
+
+def test_bad_inputs(load):
+    model = load("tiny")
+    V, P = model.config.vocab_size, model.config.max_position_embeddings
+    ids, mask, dec = make_batch(model.config, lengths=(5, 3))
+    too_big = ids.clone()
+    too_big[0, 1] = V
+    with pytest.raises(ValueError, match=rf"input_ids contains token id {V}.*vocab_size={V}"):
+        model.encode(too_big, mask)
+    negative = ids.clone()
+    negative[1, 0] = -1
+    with pytest.raises(ValueError, match=r"input_ids contains token id -1"):
+        model(negative, mask, dec)
+    bad_dec = dec.clone()
+    bad_dec[0, 0] = V + 5
+    with pytest.raises(ValueError, match=rf"decoder_input_ids contains token id {V + 5}"):
+        model(ids, mask, bad_dec)
+    long = torch.full((1, P + 1), 5)
+    with pytest.raises(ValueError, match=rf"input_ids has {P + 1} tokens.*max_position_embeddings={P}"):
+        model.encode(long)
+    with pytest.raises(ValueError, match=rf"decoder_input_ids has {P + 1} tokens"):
+        model(ids[:1], mask[:1], long)
+    with pytest.raises(ValueError, match=r"attention_mask has shape \[2, 4\] but input_ids has shape \[2, 5\]"):
+        model.encode(ids, mask[:, :4])
+    with pytest.raises(ValueError, match=r"decoder_attention_mask has shape"):
+        model(ids, mask, dec, torch.ones(2, 2))
+    with pytest.raises(ValueError, match=r"input_ids is empty"):
+        model.encode(torch.zeros(2, 0, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"input_ids is empty"):
+        model.encode(torch.zeros(0, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"input_ids must have shape \[batch, sequence\]"):
+        model.encode(ids[0])
+    with pytest.raises(TypeError, match=r"input_ids must be an integer torch.Tensor"):
+        model.encode(ids.float())
+    with pytest.raises(TypeError, match=r"input_ids must be an integer torch.Tensor"):
+        model.encode(ids.tolist())
+    with pytest.raises(ValueError, match=r"decoder_input_ids has batch size 1 but input_ids has 2"):
+        model(ids, mask, dec[:1])
+
+
+def test_bad_decode_steps(load):
+    model = load("tiny")
+    ids, mask, dec = make_batch(model.config, lengths=(5, 3))
+    enc = model.encode(ids, mask)
+    cache = model.new_cache(enc, mask, 2, max_length=2)
+    with pytest.raises(ValueError, match=r"input_ids must be an integer tensor of shape \[4\]"):
+        model.decode_step(dec[:, 0], cache)
+    with pytest.raises(ValueError, match=r"contains token id"):
+        model.decode_step(torch.full((4,), model.config.vocab_size), cache)
+    step = torch.full((4,), 5)
+    model.decode_step(step, cache)
+    model.decode_step(step, cache)
+    with pytest.raises(ValueError, match=r"KV cache is full \(2 tokens\)"):
+        model.decode_step(step, cache)
+    cache = model.new_cache(enc, mask, 1, max_length=model.config.max_position_embeddings + 1)
+    cache.length = model.config.max_position_embeddings
+    with pytest.raises(ValueError, match=r"past max_position_embeddings=256"):
+        model.decode_step(dec[:, 0], cache)
+    with pytest.raises(ValueError, match=r"rows_per_input must be a positive integer"):
+        model.new_cache(enc, mask, 0, max_length=4)
+    with pytest.raises(ValueError, match=r"max_length must be a positive integer"):
+        model.new_cache(enc, mask, 1, max_length=0)
+    with pytest.raises(ValueError, match=r"encoder_hidden must have shape \[batch, sequence, d_model=64\]"):
+        model.new_cache(enc[..., :8], mask, 1, max_length=4)
+    with pytest.raises(ValueError, match=r"attention_mask has shape \[2, 4\] but encoder_hidden has shape \[2, 5\]"):
+        model.new_cache(enc, mask[:, :4], 1, max_length=4)
+    with pytest.raises(ValueError, match=r"row_idx must have shape \[2\]"):
+        model.new_cache(enc, mask, 1, max_length=4).reorder(torch.tensor([0, 1, 1]))
+
+
+def test_generate_delegates_to_generation(load, monkeypatch):
+    import seq2seq_kit.generation as generation
+
+    model = load("tiny")
+    calls = []
+    monkeypatch.setattr(generation, "generate", lambda *args, **kwargs: calls.append((args, kwargs)) or "out")
+    ids, mask, _ = make_batch(model.config, lengths=(4,))
+    assert model.generate(ids, mask, num_beams=2) == "out"
+    assert calls == [((model, ids, mask), {"num_beams": 2})]
