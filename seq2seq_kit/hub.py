@@ -1,20 +1,208 @@
 """Turn a Hub id or a local path into a local checkpoint directory. Knows nothing of models.
 
-STUB (issue 6 fills in the Hub side): today only local directories resolve.
+A local directory is returned as is. A Hub id ("org/name") is resolved in the standard Hugging Face
+cache (HF_HOME / HF_HUB_CACHE, or `cache_dir`), so a checkpoint that `transformers` already downloaded
+is reused. Online, the repo's file list is read first and only what `purpose` needs is downloaded
+(config, generation config, tokenizer files, the weights in one format: safetensors when the repo has
+them, else .bin, shards by their index) with huggingface_hub's own progress bars. Offline
+(HF_HUB_OFFLINE=1 or local_files_only=True) the cached snapshot for the revision is used.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from pathlib import Path
+
+import huggingface_hub
+from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub.errors import (
+    GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
+from huggingface_hub.file_download import repo_folder_name
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+try:  # the HTTP client huggingface_hub is built on: httpx2 (2.x) or httpx (1.x)
+    import httpx2 as _http
+except ImportError:  # pragma: no cover
+    import httpx as _http
+
+PURPOSES = ("tokenizer", "model", "all")
+BART_MODEL_TYPES = ("bart", "mbart")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "merges.txt")
+# Weight formats by preference: safetensors first, a single file before a sharded index (as transformers).
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json",
+                "pytorch_model.bin", "pytorch_model.bin.index.json")
+COMMIT_HASH = re.compile(r"^[0-9a-f]{40}$")
+# Failures of the connection itself (no network, DNS, timeout, offline mode): the cache may still serve.
+NETWORK_ERRORS = (ConnectionError, TimeoutError, _http.TransportError)
+
+
+class HubError(OSError):
+    """A Hub checkpoint could not be resolved; the message says why and what to do."""
 
 
 def resolve(name_or_path: str | Path, *, purpose: str = "all", revision: str | None = None,
             cache_dir: str | Path | None = None, token: str | bool | None = None,
             local_files_only: bool = False) -> Path:
     """Local directory holding the files `purpose` ("tokenizer", "model" or "all") needs."""
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
-    raise FileNotFoundError(
-        f"{str(name_or_path)!r} is not a local directory (Hub ids are not supported yet); "
-        "pass the path of a checkpoint directory")
+    if path.exists():
+        raise FileNotFoundError(f"{str(name_or_path)!r} is a file; pass the checkpoint directory that holds it")
+    if isinstance(name_or_path, Path) or not _is_repo_id(name_or_path):
+        raise FileNotFoundError(
+            f"{str(name_or_path)!r} is neither a local directory nor a Hugging Face Hub id ('org/name'); "
+            "pass the path of a checkpoint directory or a Hub model id")
+    repo_id, revision = str(name_or_path), revision or "main"
+    cache = Path(cache_dir if cache_dir is not None else huggingface_hub.constants.HF_HUB_CACHE).expanduser()
+    where = f"{repo_id!r} (revision {revision!r})"
+    try:
+        if local_files_only or _offline():
+            return _from_cache(repo_id, revision, cache, purpose, reason=_offline_reason(local_files_only))
+        return _download(repo_id, revision, cache, purpose, token)
+    except GatedRepoError as e:
+        raise HubError(
+            f"{where} is a gated repo: accept its terms at https://huggingface.co/{repo_id}, then pass "
+            "token=... (--token) or log in with `hf auth login`") from e
+    except RepositoryNotFoundError as e:
+        local = f"; there is no local directory {str(path)!r} either" if "/" in repo_id else ""
+        raise HubError(
+            f"{repo_id!r} was not found on the Hugging Face Hub{local}. Check the id; if the repo is private, "
+            "pass token=... (--token) or log in with `hf auth login`") from e
+    except RevisionNotFoundError as e:
+        raise HubError(
+            f"revision {revision!r} not found in {repo_id!r}; pass a branch, tag, commit hash or 'refs/pr/N'") from e
+    except (LocalEntryNotFoundError, *NETWORK_ERRORS) as e:  # the connection failed during the download
+        raise HubError(
+            f"downloading {where} failed ({type(e).__name__}: {_first_line(e)}); check the network and run again "
+            "(files already downloaded are kept in the cache)") from e
+
+
+def _is_repo_id(name: str) -> bool:
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _offline() -> bool:
+    """huggingface_hub's offline mode (HF_HUB_OFFLINE read when it was imported), or HF_HUB_OFFLINE set since."""
+    env = os.environ.get("HF_HUB_OFFLINE", "").upper()
+    return huggingface_hub.is_offline_mode() or env in ("1", "ON", "YES", "TRUE")
+
+
+def _offline_reason(local_files_only: bool) -> str:
+    return "local_files_only=True" if local_files_only else "offline mode is on (HF_HUB_OFFLINE=1)"
+
+
+def _download(repo_id: str, revision: str, cache: Path, purpose: str, token) -> Path:
+    """List the repo's files at `revision`, then fetch the small files, check the config, fetch the weights."""
+    try:
+        info = HfApi(token=token).model_info(repo_id, revision=revision)
+    except (*NETWORK_ERRORS, HfHubHTTPError) as e:
+        if isinstance(e, HfHubHTTPError) and (e.response is None or e.response.status_code < 500):
+            raise  # not found / gated / bad revision: the cache cannot help
+        reason = f"the Hub could not be reached ({type(e).__name__}: {_first_line(e)})"
+        return _from_cache(repo_id, revision, cache, purpose, reason=reason)
+    files = [s.rfilename for s in info.siblings or []]
+    where = f"{repo_id!r} (revision {revision!r}, commit {info.sha})"
+    _check_files(files, purpose, where)
+    kwargs = dict(cache_dir=cache, token=token)
+    folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=_small_files(files, purpose), **kwargs))
+    _check_snapshot(folder, files, where)
+    weights = _weight_files(files, folder) if purpose != "tokenizer" else []
+    if weights:  # by commit: the same snapshot, whatever the branch did meanwhile
+        folder = Path(snapshot_download(repo_id, revision=folder.name, allow_patterns=weights, **kwargs))
+    return folder
+
+
+def _from_cache(repo_id: str, revision: str, cache: Path, purpose: str, *, reason: str) -> Path:
+    """The cached snapshot of `repo_id` at `revision` (a commit hash, or a ref the cache recorded)."""
+    storage = cache / repo_folder_name(repo_id=repo_id, repo_type="model")
+    ref = storage / "refs" / revision
+    commit = revision if COMMIT_HASH.match(revision) else (ref.read_text().strip() if ref.is_file() else None)
+    folder = storage / "snapshots" / commit if commit else None
+    where = f"{repo_id!r} (revision {revision!r})"
+    if folder is None or not folder.is_dir():
+        raise HubError(
+            f"{where} is not in the local Hub cache ({cache}) and {reason}. Connect to the network and run "
+            "again to download it once, set HF_HUB_OFFLINE=1 where a cached copy exists (HF_HOME / --cache-dir), "
+            "or pass a local checkpoint directory")
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    where, hint = f"the cached copy of {where} in {folder}", f"; {reason}"
+    _check_files(files, purpose, where, hint)
+    _check_snapshot(folder, files, where, hint)
+    return folder
+
+
+def _small_files(files: list[str], purpose: str) -> list[str]:
+    """Config files, tokenizer files and the weight index that `purpose` needs, among the repo's `files`."""
+    wanted = ["config.json"]
+    if purpose in ("model", "all"):
+        wanted += ["generation_config.json"]
+        weights = _weight_format(files)
+        wanted += [weights] if weights and weights.endswith(".index.json") else []
+    if purpose in ("tokenizer", "all"):
+        wanted += [f for f in files if f in TOKENIZER_FILES or ("/" not in f and f.endswith(".model"))]
+    return [f for f in dict.fromkeys(wanted) if f in files]
+
+
+def _weight_format(files: list[str]) -> str | None:
+    return next((w for w in WEIGHT_FILES if w in files), None)
+
+
+def _weight_files(files: list[str], folder: Path) -> list[str]:
+    """The weight file, or the shards a (downloaded) index names."""
+    weights = _weight_format(files)
+    if weights is None or not weights.endswith(".index.json"):
+        return [weights] if weights else []
+    weight_map = json.loads((folder / weights).read_text())["weight_map"]
+    return sorted(set(weight_map.values()))
+
+
+def _check_files(files: list[str], purpose: str, where: str, hint: str = "") -> None:
+    """Raise unless `files` (of a repo or a cached snapshot) hold what `purpose` needs."""
+    if purpose in ("model", "all"):
+        if "config.json" not in files:
+            raise HubError(f"{where} has no config.json, so it is not a model checkpoint{hint}")
+        if _weight_format(files) is None:
+            raise HubError(f"{where} has no PyTorch weights ({' or '.join(WEIGHT_FILES[::2])}){hint}; "
+                           f"its files: {', '.join(files)}")
+    if purpose in ("tokenizer", "all") and not _has_tokenizer(files):
+        raise HubError(f"{where} has no tokenizer files (tokenizer.json, vocab.json + merges.txt, or a "
+                       f"sentencepiece .model){hint}; load the tokenizer from another repo or directory")
+
+
+def _check_snapshot(folder: Path, files: list[str], where: str, hint: str = "") -> None:
+    """Raise if config.json is not BART-family, or if the weight index names shards missing from `files`."""
+    if (folder / "config.json").is_file():
+        _check_bart(json.loads((folder / "config.json").read_text()), where)
+    weights = _weight_format(files)
+    if weights and weights.endswith(".index.json") and (folder / weights).is_file():
+        missing = [f for f in _weight_files(files, folder) if f not in files]
+        if missing:
+            raise HubError(f"{where} lacks the weight shards {', '.join(missing)}{hint}")
+
+
+def _has_tokenizer(files: list[str]) -> bool:
+    return ("tokenizer.json" in files or {"vocab.json", "merges.txt"} <= set(files)
+            or any("/" not in f and f.endswith(".model") for f in files))
+
+
+def _check_bart(config: dict, where: str) -> None:
+    model_type = config.get("model_type")
+    if model_type not in BART_MODEL_TYPES:
+        raise ValueError(
+            f"{where} is not a BART-family checkpoint: config.json has model_type {model_type!r}; "
+            f"seq2seq_kit runs model_type {' or '.join(map(repr, BART_MODEL_TYPES))} "
+            "(BART, distilBART, KoBART, mBART)")
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [""])[0]

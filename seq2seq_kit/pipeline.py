@@ -1,3 +1,171 @@
-"""STUB: replaced by the pipeline work (issue 6)."""
-def pipeline(*args, **kwargs):  # noqa: D103
-    raise NotImplementedError
+"""`pipeline("summarization")`, which transformers 5 removed, with the outputs transformers 4.x gave.
+
+    pipe = pipeline("summarization", "sshleifer/distilbart-cnn-12-6", device=0)
+    pipe(text)   # [{'summary_text': ' During the 1905–06 ...'}]
+
+The 4.x recipe, reproduced: the checkpoint's `task_specific_params["summarization"]` become the generation
+defaults; each text is tokenized on its own after the config's `prefix` (no padding); `model.generate`;
+`decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)`. With `batch_size=N` the texts
+are right-padded (the tokenizer's padding side) and generated N at a time, as 4.x's pad collate did.
+Where 4.x crashed (an input longer than the position table), the input is truncated with a warning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import torch
+
+from . import hub
+from .generation import GenerationConfig
+from .models.bart import BartForConditionalGeneration
+from .tokenizer import Tokenizer
+
+TASKS = ("summarization",)
+DEFAULT_MODEL = "sshleifer/distilbart-cnn-12-6"   # transformers 4.x's default for the task
+
+
+def pipeline(task: str = "summarization", model=None, tokenizer=None, device=None, dtype=None,
+             **hub_kwargs) -> "SummarizationPipeline":
+    """A summarization pipeline. `model`: Hub id, local path or loaded model (None: DEFAULT_MODEL).
+    `tokenizer`: Hub id, local path or Tokenizer (None: the model's). `device`: None (CPU; a loaded model
+    stays where it is), -1 or "cpu", a CUDA index, "cuda[:k]" or a torch.device.
+    `dtype`: None (float32), "auto", or a torch dtype.
+    `hub_kwargs`: revision, cache_dir, token, local_files_only (see seq2seq_kit.hub.resolve)."""
+    if task not in TASKS:
+        raise ValueError(f"unsupported task {task!r}; seq2seq_kit supports: {', '.join(map(repr, TASKS))}")
+    model = DEFAULT_MODEL if model is None else model
+    if isinstance(model, BartForConditionalGeneration):
+        if tokenizer is None:
+            raise ValueError("pass tokenizer= (a Tokenizer, Hub id or path) along with a loaded model")
+        if dtype is not None:
+            raise ValueError("dtype= applies when the pipeline loads the model; convert a loaded model with .to(dtype)")
+        model = model if device is None else model.to(_device(device))   # None: stays where it is
+    else:
+        device = _device(device)
+        root = hub.resolve(model, purpose="all" if tokenizer is None else "model", **hub_kwargs)
+        tokenizer = root if tokenizer is None else tokenizer
+        model = BartForConditionalGeneration.from_pretrained(root, dtype=dtype, device=device)
+    if not isinstance(tokenizer, Tokenizer):
+        tokenizer = Tokenizer.from_pretrained(tokenizer, **hub_kwargs)
+    return SummarizationPipeline(model.eval(), tokenizer)
+
+
+def _device(device) -> torch.device:
+    if device is None or device == -1:
+        return torch.device("cpu")
+    if isinstance(device, bool) or not isinstance(device, (int, str, torch.device)):
+        raise TypeError(f"device must be None, -1, a CUDA index, a string or a torch.device; got {device!r}")
+    if isinstance(device, int):
+        if device < 0:
+            raise ValueError(f"device={device}: use -1 for the CPU or a CUDA index 0, 1, ...")
+        device = f"cuda:{device}"
+    try:
+        device = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {device!r} ({e}); use 'cpu', 'cuda', 'cuda:0', -1 or 0") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} asks for CUDA, but torch.cuda.is_available() is False; "
+                         "use device=-1 (or 'cpu'), or install a CUDA build of torch")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    return device
+
+
+class SummarizationPipeline:
+    """Callable: `pipe(text_or_texts, **generate_kwargs)` -> [{'summary_text': ...}, ...]."""
+
+    task = "summarization"
+
+    def __init__(self, model: BartForConditionalGeneration, tokenizer: Tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+        params = dict((model.config.extra.get("task_specific_params") or {}).get(self.task) or {})
+        # As 4.x: the config's prefix, unless the task's settings carry their own.
+        self.prefix = params.pop("prefix", model.config.extra.get("prefix")) or ""
+        known = {f.name for f in dataclasses.fields(GenerationConfig)} - {"unsupported"}
+        self.generate_defaults = {k: v for k, v in params.items() if k in known}  # 4.x's generation_config.update
+        self.max_input_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def __repr__(self) -> str:
+        return (f"SummarizationPipeline(model={type(self.model).__name__}, device={self.device}, "
+                f"max_input_length={self.max_input_length}, generate_defaults={self.generate_defaults})")
+
+    def __call__(self, inputs, *, return_tensors: bool = False, clean_up_tokenization_spaces: bool = False,
+                 truncation: bool | None = None, batch_size: int = 1, **generate_kwargs):
+        """One list of records per input: {'summary_text': str}, or {'summary_token_ids': LongTensor [T]} with
+        return_tensors=True; when every input has one record, the lists are flattened, as 4.x did.
+        truncation: None (default) truncates over-long inputs with a warning, True silently, False raises."""
+        texts = [inputs] if isinstance(inputs, str) else inputs
+        if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+            raise TypeError(f"pipe() takes a string or a list of strings, got {_type_name(inputs)}")
+        for i, text in enumerate(texts):
+            if not text.strip():
+                raise ValueError(f"input {i} is empty: there is nothing to summarize")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        kwargs = {**self.generate_defaults, **generate_kwargs}
+        rows = self._encode(texts, truncation)
+        records = []
+        for start in range(0, len(rows), batch_size):
+            output = self._generate(rows[start:start + batch_size], kwargs)    # [b, n, T]
+            for sequences in output:
+                records.append([self._record(ids, return_tensors, clean_up_tokenization_spaces)
+                                for ids in sequences])
+        if isinstance(inputs, str):
+            return records[0]
+        return [r[0] for r in records] if all(len(r) == 1 for r in records) else records
+
+    def _encode(self, texts: list[str], truncation: bool | None) -> list[list[int]]:
+        """Each text on its own, after the prefix; over-long ones truncated (or refused) per `truncation`."""
+        rows = [self.tokenizer(self.prefix + t)["input_ids"] for t in texts]
+        limit = self.max_input_length
+        long = [i for i, r in enumerate(rows) if len(r) > limit]
+        if long and truncation is False:
+            i = long[0]
+            raise ValueError(
+                f"input {i} is {len(rows[i])} tokens long, more than the model takes ({limit} = min(tokenizer "
+                f"model_max_length {self.tokenizer.model_max_length}, max_position_embeddings "
+                f"{self.model.config.max_position_embeddings})); shorten it or pass truncation=True")
+        if long and truncation is None:
+            warnings.warn(
+                f"{len(long)} input(s) longer than the model's {limit} positions (e.g. input {long[0]}: "
+                f"{len(rows[long[0]])} tokens) were truncated to {limit} tokens; pass truncation=True to "
+                "silence this or truncation=False to raise instead", UserWarning, stacklevel=3)
+        for i in long:
+            rows[i] = self.tokenizer(self.prefix + texts[i], truncation=True, max_length=limit)["input_ids"]
+        return rows
+
+    def _generate(self, rows: list[list[int]], kwargs: dict) -> torch.Tensor:
+        """Pad `rows` (tokenizer's pad id and side, as 4.x's pad collate), generate -> [b, n, T]."""
+        width = max(map(len, rows))
+        pad, left = self.tokenizer.pad_token_id, self.tokenizer.padding_side == "left"
+        if pad is None and len(rows) > 1:
+            raise ValueError("this tokenizer has no pad token, so texts cannot be batched; use batch_size=1")
+        ids = torch.full((len(rows), width), pad if pad is not None else 0, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            cols = slice(width - len(r), width) if left else slice(0, len(r))
+            ids[i, cols] = torch.tensor(r)
+            mask[i, cols] = 1
+        with torch.inference_mode():
+            out = self.model.generate(ids.to(self.device), mask.to(self.device), **kwargs)
+        out = out.sequences if hasattr(out, "sequences") else out
+        return out.reshape(len(rows), -1, out.shape[-1]).cpu()
+
+    def _record(self, ids: torch.Tensor, return_tensors: bool, clean_up: bool) -> dict:
+        if return_tensors:  # 4.x: the ids instead of the text
+            return {"summary_token_ids": ids}
+        text = self.tokenizer.decode(ids.tolist(), skip_special_tokens=True, clean_up_tokenization_spaces=clean_up)
+        return {"summary_text": text}
+
+
+def _type_name(x) -> str:
+    if isinstance(x, (list, tuple)):
+        bad = next(t for t in x if not isinstance(t, str))
+        return f"a {type(x).__name__} holding a {type(bad).__name__}"
+    return type(x).__name__

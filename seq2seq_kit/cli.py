@@ -1,0 +1,523 @@
+"""The `seq2seq-kit` command line: summarize, tokenize, inspect, demo, parity.
+
+Exit codes: 0 success, 2 usage error, 1 runtime error (a one-line message; --debug shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_TEXT = (
+    "The tower is 324 metres (1,063 ft) tall, about the same height as an 81-storey building, and the "
+    "tallest structure in Paris. Its base is square, measuring 125 metres (410 ft) on each side. During its "
+    "construction, the Eiffel Tower surpassed the Washington Monument to become the tallest man-made structure "
+    "in the world, a title it held for 41 years until the Chrysler Building in New York City was finished in 1930.")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = None
+    try:
+        args = parser.parse_args(argv)
+        return args.run(args) or 0
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2)
+        return e.code if isinstance(e.code, int) else 2
+    except KeyboardInterrupt:
+        print("seq2seq-kit: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if getattr(args, "debug", False):
+            raise
+        print(f"seq2seq-kit: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(e: Exception) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if isinstance(e, (ValueError, OSError, TypeError, ImportError)) else f"{type(e).__name__}: {text}"
+
+
+# ---------------------------------------------------------------------------------------------- arguments
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback on errors")
+    hub = argparse.ArgumentParser(add_help=False)
+    hub.add_argument("--revision", help="Hub branch, tag, commit or refs/pr/N (default: main)")
+    hub.add_argument("--cache-dir", help="Hub cache directory (default: $HF_HUB_CACHE or $HF_HOME/hub)")
+    hub.add_argument("--token", help="Hub token for gated or private repos (default: the logged-in one)")
+    model = argparse.ArgumentParser(add_help=False, parents=[hub])
+    model.add_argument("--device", default=None, help="cpu, cuda, cuda:N, or an index (-1 = CPU) (default: cpu)")
+    model.add_argument("--dtype", choices=DTYPES, default=None, help="weights dtype (default: float32)")
+
+    parser = argparse.ArgumentParser(
+        prog="seq2seq-kit", parents=[common],
+        description="BART-family summarization (BART, distilBART, KoBART, mBART) without transformers.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("summarize", parents=[common, model], help="summarize a text, a file, stdin or a JSONL file",
+                       description="Summarize TEXT, --file PATH, stdin (-), or many documents "
+                                   "(--input docs.jsonl --output out.jsonl; a re-run resumes where it stopped).")
+    p.add_argument("text", nargs="?", metavar="TEXT", help="the text to summarize, or - to read stdin")
+    p.add_argument("--file", type=Path, help="summarize the contents of this file")
+    p.add_argument("--input", type=Path, help="JSONL file, one document per line (see --text-field, --id-field)")
+    p.add_argument("--output", type=Path, help="JSONL file the summaries are appended to: {\"id\": ..., "
+                                               "\"summary_text\": ...} per document")
+    p.add_argument("--text-field", default="text", help="field holding the text in --input (default: text)")
+    p.add_argument("--id-field", default="id",
+                   help="field holding a document id in --input (default: id; absent: the line number)")
+    p.add_argument("--model", default=None, help="Hub id or local checkpoint directory "
+                                                 "(default: sshleifer/distilbart-cnn-12-6)")
+    p.add_argument("--num-beams", type=_positive, help="beam width (default: the checkpoint's)")
+    p.add_argument("--max-length", type=_positive, help="maximum summary length in tokens (default: the checkpoint's)")
+    p.add_argument("--min-length", type=_non_negative, help="minimum summary length in tokens")
+    p.add_argument("--batch-size", type=_positive, default=1, help="documents per generate call (default: 1)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of plain text")
+    p.set_defaults(run=_summarize, parser=p)
+
+    p = sub.add_parser("tokenize", parents=[common, hub], help="show tokens, ids and the decode round trip",
+                       description="Inspect TEXT as the notebook does: tokenize, convert_tokens_to_ids, encode "
+                                   "(with special tokens), convert_ids_to_tokens, decode.")
+    p.add_argument("text", metavar="TEXT", help="the text to tokenize, or - to read stdin")
+    p.add_argument("--model", default=None,
+                   help="Hub id or local directory with tokenizer files (default: the embedded BART tokenizer)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=_tokenize, parser=p)
+
+    p = sub.add_parser("inspect", parents=[common, hub], help="describe a checkpoint",
+                       description="Print a checkpoint's config summary, parameter count, files and formats, "
+                                   "dtype and generation defaults.")
+    p.add_argument("model", metavar="MODEL", help="Hub id or local checkpoint directory")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=_inspect, parser=p)
+
+    p = sub.add_parser("demo", parents=[common], help="offline end-to-end run on a small random-weight BART",
+                       description="text -> encode -> generate -> decode with the embedded BART tokenizer and a "
+                                   "small BART with seeded random weights: no network, no transformers. "
+                                   "The weights are random, so the generated text is meaningless.")
+    p.add_argument("--text", default=DEFAULT_TEXT, help="input text")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
+    p.add_argument("--num-beams", type=_positive, default=2, help="beam width (default: 2)")
+    p.add_argument("--max-length", type=_positive, default=24, help="maximum output length (default: 24)")
+    p.set_defaults(run=_demo, parser=p)
+
+    p = sub.add_parser("parity", parents=[common, model], help="compare with transformers on a checkpoint",
+                       description="Load MODEL with seq2seq_kit and with transformers; compare tokenizer ids, "
+                                   "logits and generated tokens (greedy and beam, under the checkpoint's settings). "
+                                   "Exit code 1 when they differ. "
+                                   "Needs transformers: pip install \"seq2seq-kit[test]\".")
+    p.add_argument("model", metavar="MODEL", help="Hub id or local checkpoint directory")
+    p.add_argument("--text", action="append", help="input text (repeatable; default: a sample paragraph)")
+    p.add_argument("--num-beams", type=_positive, help="beam width of the beam run "
+                                                       "(default: the checkpoint's, or 4 if it generates greedily)")
+    p.add_argument("--max-length", type=_positive, help="maximum length (default: the checkpoint's)")
+    p.add_argument("--atol", type=float, default=None,
+                   help="logit tolerance (default: 1e-3 for float32, 5e-2 for half precision)")
+    p.set_defaults(run=_parity, parser=p)
+    return parser
+
+
+def _positive(value: str) -> int:
+    n = _int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value!r}")
+    return n
+
+
+def _non_negative(value: str) -> int:
+    n = _int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value!r}")
+    return n
+
+
+def _int(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+
+
+def _hub_kwargs(args) -> dict:
+    return {k: v for k, v in (("revision", args.revision), ("cache_dir", args.cache_dir), ("token", args.token))
+            if v is not None}
+
+
+def _device(value: str | None):
+    if value is None:
+        return None
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def _dtype(value: str | None):
+    import torch
+
+    return value if value in (None, "auto") else getattr(torch, value)
+
+
+def _read_text(args) -> str:
+    if args.text == "-":
+        return sys.stdin.read()
+    return args.text
+
+
+# ---------------------------------------------------------------------------------------------- summarize
+
+def _summarize(args) -> int:
+    sources = [name for name, given in (("TEXT", args.text is not None), ("--file", args.file is not None),
+                                        ("--input", args.input is not None)) if given]
+    if len(sources) != 1:
+        args.parser.error("give exactly one of TEXT, - (stdin), --file PATH or --input docs.jsonl"
+                          + (f" (got {' and '.join(sources)})" if sources else ""))
+    if (args.input is None) != (args.output is None):
+        args.parser.error("--input and --output go together")
+    if args.input is not None and args.json:
+        args.parser.error("--json applies to a single text; --output is always JSONL")
+    if args.file is not None:
+        if not args.file.is_file():
+            raise FileNotFoundError(f"--file {str(args.file)!r}: no such file")
+        text = args.file.read_text(encoding="utf-8")
+    elif args.input is not None:
+        docs = _read_docs(args.input, args.text_field, args.id_field)  # input errors before loading a model
+    else:
+        text = _read_text(args)
+
+    from .pipeline import pipeline
+
+    pipe = pipeline("summarization", model=args.model, device=_device(args.device), dtype=_dtype(args.dtype),
+                    **_hub_kwargs(args))
+    kwargs = {k: v for k, v in (("num_beams", args.num_beams), ("max_length", args.max_length),
+                                ("min_length", args.min_length)) if v is not None}
+    if args.input is not None:
+        return _summarize_jsonl(pipe, docs, args.output, args.batch_size, kwargs)
+    summary = pipe(text, **kwargs)[0]["summary_text"]
+    print(json.dumps({"summary_text": summary}, ensure_ascii=False) if args.json else summary)
+    return 0
+
+
+def _read_docs(path: Path, text_field: str, id_field: str) -> list[tuple[object, str]]:
+    """(id, text) per non-blank line of a JSONL file; the id is the line's `id_field`, else its line number."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--input {str(path)!r}: no such file")
+    docs, seen = [], {}
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                doc = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n} is not valid JSON ({e.msg})") from None
+            if not isinstance(doc, dict) or not isinstance(doc.get(text_field), str):
+                raise ValueError(f"{path}:{n} has no string field {text_field!r} (set --text-field)")
+            if not doc[text_field].strip():
+                raise ValueError(f"{path}:{n}: field {text_field!r} is empty; there is nothing to summarize")
+            key = doc.get(id_field, n)
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                raise ValueError(f"{path}:{n}: field {id_field!r} must be a string or an integer, got {key!r}")
+            if key in seen:
+                raise ValueError(f"{path}:{n} repeats id {key!r} of line {seen[key]}; ids must be unique to resume")
+            seen[key] = n
+            docs.append((key, doc[text_field]))
+    return docs
+
+
+def _done_ids(path: Path) -> set:
+    """Ids already in the output file. A torn last line (a crash mid-write) is cut off the file."""
+    if not path.exists():
+        return set()
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    lines = data[:end].decode("utf-8").splitlines()
+    done = set()
+    for n, line in enumerate(lines, 1):
+        try:
+            done.add(json.loads(line)["id"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            if n < len(lines):
+                raise ValueError(f"{path}:{n} is not a summary record ({{\"id\": ..., \"summary_text\": ...}}); "
+                                 "fix or remove that line, or write to a new --output") from None
+            end -= len(line.encode("utf-8")) + 1   # a broken last line: treat as torn
+    if end < len(data):
+        print(f"seq2seq-kit: {path}: dropped an incomplete last line (an interrupted run); "
+              "its document is summarized again", file=sys.stderr)
+        with path.open("r+b") as f:
+            f.truncate(end)
+    return done
+
+
+def _summarize_jsonl(pipe, docs: list, output: Path, batch_size: int, kwargs: dict) -> int:
+    from tqdm.auto import tqdm
+
+    done = _done_ids(output)
+    todo = [(key, text) for key, text in docs if key not in done]
+    skipped = len(docs) - len(todo)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("a", encoding="utf-8") as out, \
+            tqdm(total=len(docs), initial=skipped, unit="doc", desc="summarizing") as bar:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            summaries = pipe([text for _, text in batch], batch_size=batch_size, **kwargs)
+            for (key, _), s in zip(batch, summaries):
+                out.write(json.dumps({"id": key, "summary_text": s["summary_text"]}, ensure_ascii=False) + "\n")
+            out.flush()
+            os.fsync(out.fileno())   # a crash after this loses nothing of this batch
+            bar.update(len(batch))
+    print(f"seq2seq-kit: {len(todo)} summaries written to {output}"
+          + (f" ({skipped} already there, skipped)" if skipped else ""), file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- tokenize
+
+def _tokenize(args) -> int:
+    """The notebook's inspection: tokenize, convert_tokens_to_ids, encode, convert_ids_to_tokens, decode."""
+    from .tokenizer import Tokenizer
+
+    tok = Tokenizer.from_default() if args.model is None else Tokenizer.from_pretrained(args.model, **_hub_kwargs(args))
+    text = _read_text(args)
+    tokens = tok.tokenize(text)
+    ids = tok.encode(text)
+    steps = {"tokenize": tokens, "convert_tokens_to_ids": tok.convert_tokens_to_ids(tokens), "encode": ids,
+             "convert_ids_to_tokens": tok.convert_ids_to_tokens(ids), "decode": tok.decode(ids),
+             "decode_skip_special_tokens": tok.decode(ids, skip_special_tokens=True)}
+    if args.json:
+        print(json.dumps(steps, ensure_ascii=False))
+        return 0
+    print(f"tokenizer: {args.model or 'the embedded BART tokenizer (facebook/bart)'}")
+    for name, value in steps.items():
+        label = "decode(skip_special_tokens=True)" if name == "decode_skip_special_tokens" else name
+        label += f" ({len(value)}):" if isinstance(value, list) else ":"
+        print(f"{label:<36} {value!r}")
+    same = steps["decode_skip_special_tokens"] == text
+    print(f"{'round trip:':<36} {'exact' if same else 'differs from the input'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- inspect
+
+FILE_KINDS = {"config.json": "model config", "generation_config.json": "generation config",
+              "tokenizer.json": "tokenizer (tokenizers)", "tokenizer_config.json": "tokenizer config",
+              "special_tokens_map.json": "tokenizer special tokens", "added_tokens.json": "tokenizer added tokens",
+              "vocab.json": "tokenizer vocabulary (BPE)", "merges.txt": "tokenizer merges (BPE)"}
+
+
+def _file_kind(name: str) -> str:
+    if name.endswith(".index.json"):
+        return "weight shard index"
+    if name.endswith(".safetensors"):
+        return "weights (safetensors)"
+    if name.endswith(".bin"):
+        return "weights (PyTorch pickle)"
+    if name.endswith(".model"):
+        return "tokenizer (sentencepiece)"
+    return FILE_KINDS.get(name, "-")
+
+
+def _stored_dtypes(root: Path) -> dict[str, int]:
+    """{dtype: tensor count} of the weights the model loads, read without loading them."""
+    from .loading import Checkpoint
+
+    ckpt, counts = Checkpoint(root), {}
+    for name in ckpt.names():
+        dtype = str(ckpt.dtype(name)).replace("torch.", "")
+        counts[dtype] = counts.get(dtype, 0) + 1
+    return counts
+
+
+def _inspect(args) -> int:
+    from . import hub
+    from .loading import weight_files
+    from .models.bart import BartForConditionalGeneration
+
+    root = hub.resolve(args.model, purpose="model", **_hub_kwargs(args))
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    model = BartForConditionalGeneration.from_pretrained(root)
+    c = model.config
+    weights = weight_files(root)   # the files the model was loaded from
+    info = {
+        "model": str(args.model), "path": str(root), "model_type": c.model_type,
+        "config": {k: getattr(c, k) for k in (
+            "vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
+            "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings",
+            "activation_function", "scale_embedding", "tie_word_embeddings")},
+        "special_tokens": {k: getattr(c, k) for k in (
+            "bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "forced_bos_token_id",
+            "forced_eos_token_id")},
+        "parameters": model.num_parameters(),
+        "files": {f: {"bytes": (root / f).stat().st_size, "kind": _file_kind(f)} for f in files},
+        "weights_format": ("safetensors" if weights[0].suffix == ".safetensors" else "pytorch .bin")
+                          + (f", {len(weights)} shards" if len(weights) > 1 else ""),
+        "config_dtype": c.dtype, "stored_dtypes": _stored_dtypes(root), "loaded_dtype": str(model.dtype),
+        "generation_defaults": model.generation_config.to_dict() if model.generation_config is not None else {},
+        "task_specific_params": (c.extra.get("task_specific_params") or {}).get("summarization"),
+        "prefix": c.extra.get("prefix"),
+    }
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False, indent=2, default=str))
+        return 0
+    print(f"{info['model']}  ({info['path']})")
+    print(f"model_type   {c.model_type}")
+    print("config       " + ", ".join(f"{k}={v}" for k, v in info["config"].items()))
+    print("tokens       " + ", ".join(f"{k}={v}" for k, v in info["special_tokens"].items()))
+    print(f"parameters   {info['parameters']:,} ({info['parameters'] / 1e6:.1f}M)")
+    print(f"dtype        stored {', '.join(f'{d} ({n} tensors)' for d, n in info['stored_dtypes'].items())}; "
+          f"config.json dtype={c.dtype}; loads as {str(model.dtype).replace('torch.', '')}")
+    print(f"weights      {info['weights_format']}")
+    print("files")
+    for f, meta in info["files"].items():
+        print(f"  {f:<40} {_size(meta['bytes']):>10}  {meta['kind']}")
+    print("generation defaults (generate() uses these unless told otherwise)")
+    for k, v in info["generation_defaults"].items():
+        print(f"  {k} = {v!r}")
+    if info["task_specific_params"]:
+        print(f"summarization pipeline settings (task_specific_params): {info['task_specific_params']}")
+    if info["prefix"]:
+        print(f"prefix: {info['prefix']!r}")
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+# ---------------------------------------------------------------------------------------------- demo
+
+def demo_model(seed: int = 0, vocab_size: int = 50265):
+    """A small BART built by seq2seq_kit with seeded random weights (no checkpoint, no network)."""
+    import torch
+
+    from .config import BartConfig
+    from .generation import GenerationConfig
+    from .models.bart import BartForConditionalGeneration
+
+    config = BartConfig(vocab_size=vocab_size, d_model=64, encoder_layers=2, decoder_layers=2,
+                        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
+                        decoder_ffn_dim=128, max_position_embeddings=128)
+    torch.manual_seed(seed)
+    model = BartForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig.from_model_config(config.to_dict())   # start/eos/forced tokens
+    return model
+
+
+def _demo(args) -> int:
+    import torch
+
+    from .tokenizer import Tokenizer
+
+    tok = Tokenizer.from_default()
+    model = demo_model(args.seed, len(tok))
+    inputs = tok(args.text, truncation=True, max_length=model.config.max_position_embeddings, return_tensors="pt")
+    with torch.inference_mode():
+        out = model.generate(inputs["input_ids"], inputs["attention_mask"], num_beams=args.num_beams,
+                             max_length=args.max_length, no_repeat_ngram_size=2)
+    ids = out[0].tolist()
+    c = model.config
+    print("seq2seq_kit demo: text -> encode -> generate -> decode, offline, without transformers")
+    print(f"tokenizer  the embedded BART tokenizer ({len(tok)} tokens)")
+    print(f"model      a small BART built here: d_model={c.d_model}, {c.encoder_layers}+{c.decoder_layers} layers, "
+          f"{model.num_parameters():,} parameters, RANDOM weights (seed {args.seed})")
+    print(f"input      {args.text!r}")
+    print(f"input ids  {inputs['input_ids'][0].tolist()}")
+    print(f"generated  {ids}  (num_beams={args.num_beams}, max_length={args.max_length}, no_repeat_ngram_size=2)")
+    print(f"decoded    {tok.decode(ids, skip_special_tokens=True)!r}")
+    print("The weights are random, so this text is meaningless: the demo only shows the whole flow running. "
+          "For real summaries: seq2seq-kit summarize --model sshleifer/distilbart-cnn-12-6 \"your text\"")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- parity
+
+def _parity(args) -> int:
+    try:
+        import transformers
+    except ImportError:
+        raise ImportError('parity compares against transformers, which is not installed: '
+                          'pip install "seq2seq-kit[test]"') from None
+    import warnings
+
+    verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()   # its load reports and generation advice are not ours to show
+    transformers.logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module="transformers")
+            return _parity_report(args, transformers)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.logging.enable_progress_bar()
+
+
+def _parity_report(args, transformers) -> int:
+    import torch
+
+    from . import hub
+    from .models.bart import BartForConditionalGeneration
+    from .pipeline import _device as torch_device
+    from .tokenizer import Tokenizer
+
+    root = hub.resolve(args.model, purpose="all", **_hub_kwargs(args))   # both libraries read the same files
+    device = torch_device(_device(args.device))
+    ours_tok, theirs_tok = Tokenizer.from_pretrained(root), transformers.AutoTokenizer.from_pretrained(root)
+    ours = BartForConditionalGeneration.from_pretrained(root, dtype=_dtype(args.dtype), device=device).eval()
+    theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(root, dtype=ours.dtype).to(device).eval()
+    atol = args.atol if args.atol is not None else (5e-2 if ours.dtype in (torch.float16, torch.bfloat16) else 1e-3)
+    beams = args.num_beams or getattr(ours.generation_config, "num_beams", None) or 1
+    beams = beams if beams > 1 else 4
+    # The checkpoint's generation settings apply to both runs; greedy only overrides the beam width.
+    runs = {"greedy": dict(num_beams=1), f"beam x{beams}": dict(num_beams=beams)}
+    for kwargs in runs.values():
+        kwargs.update(do_sample=False, **({"max_length": args.max_length} if args.max_length else {}))
+
+    print(f"parity: {args.model} ({root})")
+    print(f"seq2seq_kit vs transformers {transformers.__version__}: {ours.dtype} on {device}, logits atol {atol:g}")
+    failures = []
+    for i, text in enumerate(args.text or [DEFAULT_TEXT]):
+        print(f"\ntext {i}: {text[:70]!r}{'...' if len(text) > 70 else ''}")
+        limit = dict(truncation=True, max_length=min(ours_tok.model_max_length, ours.config.max_position_embeddings))
+        ids, ref = ours_tok(text, **limit)["input_ids"], theirs_tok(text, **limit)["input_ids"]
+        _compare(f"text {i}", "tokenizer ids", ids, ref, failures, short=True)
+        x = torch.tensor([ids], device=device)
+        mask = torch.ones_like(x)
+        with torch.inference_mode():
+            for name, kwargs in runs.items():
+                out = ours.generate(x, mask, **kwargs)[0].tolist()
+                ref = theirs.generate(input_ids=x, attention_mask=mask, **kwargs)[0].tolist()
+                _compare(f"text {i}", f"{name} tokens", out, ref, failures)
+                print(f"    decoded: {ours_tok.decode(out, skip_special_tokens=True)!r}")
+                if name == "greedy":   # teacher-forced along transformers' greedy output
+                    dec = torch.tensor([ref[:-1] if len(ref) > 1 else ref], device=device)
+                    diff = (ours(x, mask, decoder_input_ids=dec).float()
+                            - theirs(input_ids=x, attention_mask=mask, decoder_input_ids=dec).logits.float())
+                    diff = diff.abs().max().item()
+                    ok = diff <= atol
+                    print(f"  {'logits':<18} {'match' if ok else 'DIFFER':<7} max |diff| {diff:.2e} "
+                          f"over {dec.shape[1]} decoder positions")
+                    if not ok:
+                        failures.append(f"text {i} logits")
+    print()
+    if failures:
+        print(f"verdict: MISMATCH in {len(failures)} check(s): {'; '.join(failures)}")
+        return 1
+    print("verdict: PARITY: tokenizer ids, logits and generated tokens agree with transformers")
+    return 0
+
+
+def _compare(where: str, name: str, ours: list, theirs: list, failures: list, short: bool = False) -> None:
+    ok = ours == theirs
+    print(f"  {name:<18} {'match' if ok else 'DIFFER':<7} {len(ours)} vs {len(theirs)}")
+    show = (lambda x: x if len(x) <= 24 else f"[{str(x[:16])[1:-1]}, ... {str(x[-4:])[1:-1]}]") if short and ok else str
+    print(f"    seq2seq_kit : {show(ours)}")
+    print(f"    transformers: {show(theirs)}")
+    if not ok:
+        failures.append(f"{where} {name}")

@@ -1,0 +1,350 @@
+"""The seq2seq-kit command line, through main([...]) and as real subprocesses, on the random checkpoints."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from seq2seq_kit import Tokenizer, pipeline
+from seq2seq_kit.cli import DEFAULT_TEXT, main
+from seq2seq_kit.pipeline import DEFAULT_MODEL, SummarizationPipeline
+
+TEXT = "The tower is 324 metres tall, about the same height as an 81-storey building, and the tallest structure."
+DOCS = [
+    {"id": "a", "text": "The tower is 324 metres tall, about the same height as an 81-storey building."},
+    {"id": "b", "text": "During the 1905-06 season the club finished second in Division One."},
+    {"id": "c", "text": "Its base is square, measuring 125 metres on each side."},
+    {"id": "d", "text": "It was the tallest man-made structure in the world for 41 years."},
+    {"id": "e", "text": "The Chrysler Building in New York City was finished in 1930."},
+]
+GEN = ["--max-length", "9", "--num-beams", "2"]
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def tiny_summaries(request):
+    """What the pipeline gives for the docs (the pipeline itself is checked against transformers elsewhere)."""
+    cache = {}
+
+    def get(path):
+        if path not in cache:
+            pipe = pipeline("summarization", model=str(path))
+            cache[path] = [r["summary_text"] for r in pipe([d["text"] for d in DOCS], max_length=9, num_beams=2)]
+        return cache[path]
+
+    return get
+
+
+def write_jsonl(path: Path, rows) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def read_jsonl(path: Path) -> list:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# ---------------------------------------------------------------- usage errors (exit 2)
+
+@pytest.mark.parametrize("argv,message", [
+    ([], "required: COMMAND"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["summarize"], "give exactly one of TEXT, - (stdin), --file PATH or --input docs.jsonl"),
+    (["summarize", "hello", "--file", "x.txt"], "got TEXT and --file"),
+    (["summarize", "--input", "in.jsonl"], "--input and --output go together"),
+    (["summarize", "hello", "--num-beams", "0"], "must be a positive integer, got '0'"),
+    (["summarize", "hello", "--max-length", "ten"], "not an integer: 'ten'"),
+    (["summarize", "hello", "--dtype", "float64"], "invalid choice: 'float64'"),
+    (["inspect"], "the following arguments are required: MODEL"),
+])
+def test_usage_errors_exit_2(capsys, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert message in err and "usage:" in err
+
+
+def test_help_exits_0(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "summarize" in out and "parity" in out
+    code, out, _ = run(capsys, "summarize", "--help")
+    assert code == 0 and "--text-field" in out
+
+
+# ---------------------------------------------------------------- summarize
+
+def test_summarize_text_file_stdin_json(capsys, checkpoint, tiny_summaries, tmp_path, monkeypatch):
+    path = checkpoint("tiny")
+    expected = tiny_summaries(path)[0]
+    code, out, _ = run(capsys, "summarize", DOCS[0]["text"], "--model", path, *GEN)
+    assert code == 0 and out == expected + "\n"
+    code, out, _ = run(capsys, "summarize", DOCS[0]["text"], "--model", path, *GEN, "--json", "--device", "cpu",
+                       "--dtype", "float32")
+    assert code == 0 and json.loads(out) == {"summary_text": expected}
+    (tmp_path / "doc.txt").write_text(DOCS[0]["text"], encoding="utf-8")
+    code, out, _ = run(capsys, "summarize", "--file", tmp_path / "doc.txt", "--model", path, *GEN)
+    assert code == 0 and out == expected + "\n"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(DOCS[0]["text"]))
+    code, out, _ = run(capsys, "summarize", "-", "--model", path, *GEN)
+    assert code == 0 and out == expected + "\n"
+
+
+def test_summarize_min_length_and_checkpoint_defaults(capsys, checkpoint):
+    path = checkpoint("tiny")
+    pipe = pipeline("summarization", model=str(path))
+    code, out, _ = run(capsys, "summarize", TEXT, "--model", path, "--min-length", "15", "--max-length", "18")
+    assert code == 0 and out == pipe(TEXT, min_length=15, max_length=18)[0]["summary_text"] + "\n"
+    code, out, _ = run(capsys, "summarize", TEXT, "--model", path)
+    assert code == 0 and out == pipe(TEXT)[0]["summary_text"] + "\n"
+
+
+def test_runtime_errors_exit_1_with_one_line(capsys, tmp_path):
+    code, out, err = run(capsys, "summarize", TEXT, "--model", tmp_path / "missing")
+    assert code == 1 and out == ""
+    assert err.startswith("seq2seq-kit: error: ") and "missing" in err and "neither a local directory" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    code, _, err = run(capsys, "summarize", "--file", tmp_path / "nope.txt")
+    assert code == 1 and "--file" in err and "no such file" in err
+    with pytest.raises(FileNotFoundError):
+        main(["summarize", TEXT, "--model", str(tmp_path / "missing"), "--debug"])
+
+
+# ---------------------------------------------------------------- summarize --input/--output
+
+def test_jsonl_batches_and_resumes_after_a_crash(capsys, checkpoint, tiny_summaries, tmp_path):
+    path = checkpoint("tiny")
+    expected = tiny_summaries(path)
+    docs, out = tmp_path / "docs.jsonl", tmp_path / "out" / "summaries.jsonl"
+    write_jsonl(docs, DOCS)
+    argv = ["summarize", "--input", docs, "--output", out, "--model", path, "--batch-size", "2", *GEN]
+    code, stdout, err = run(capsys, *argv)
+    assert code == 0 and stdout == ""
+    assert read_jsonl(out) == [{"id": d["id"], "summary_text": s} for d, s in zip(DOCS, expected)]
+    assert "5 summaries written" in err
+
+    # A previous run wrote a, b (kept as they are, not summarized again) and crashed while writing c.
+    out.write_text(json.dumps({"id": "a", "summary_text": "EARLIER A"}) + "\n"
+                   + json.dumps({"id": "b", "summary_text": "EARLIER B"}) + "\n" + '{"id": "c", "summ')
+    code, _, err = run(capsys, *argv)
+    assert code == 0
+    assert "dropped an incomplete last line" in err and "3 summaries written" in err and "2 already there" in err
+    assert read_jsonl(out) == [{"id": "a", "summary_text": "EARLIER A"}, {"id": "b", "summary_text": "EARLIER B"},
+                               *[{"id": d["id"], "summary_text": s} for d, s in zip(DOCS[2:], expected[2:])]]
+    # Everything done: a re-run writes nothing.
+    before = out.read_bytes()
+    code, _, err = run(capsys, *argv)
+    assert code == 0 and out.read_bytes() == before and "0 summaries written" in err
+
+
+def test_jsonl_crash_keeps_finished_batches(capsys, checkpoint, tiny_summaries, tmp_path, monkeypatch):
+    path = checkpoint("tiny")
+    expected = tiny_summaries(path)
+    docs, out = tmp_path / "docs.jsonl", tmp_path / "out.jsonl"
+    write_jsonl(docs, DOCS)
+    real_call, calls = SummarizationPipeline.__call__, []
+
+    def crash_on_second_batch(self, texts, **kwargs):
+        calls.append(len(texts))
+        if len(calls) == 2:
+            raise RuntimeError("simulated crash")
+        return real_call(self, texts, **kwargs)
+
+    monkeypatch.setattr(SummarizationPipeline, "__call__", crash_on_second_batch)
+    argv = ["summarize", "--input", docs, "--output", out, "--model", path, "--batch-size", "2", *GEN]
+    code, _, err = run(capsys, *argv)
+    assert code == 1 and "RuntimeError: simulated crash" in err
+    assert read_jsonl(out) == [{"id": d["id"], "summary_text": s} for d, s in zip(DOCS[:2], expected[:2])]
+    monkeypatch.setattr(SummarizationPipeline, "__call__", real_call)
+    code, _, err = run(capsys, *argv)
+    assert code == 0 and "3 summaries written" in err
+    assert read_jsonl(out) == [{"id": d["id"], "summary_text": s} for d, s in zip(DOCS, expected)]
+
+
+def test_jsonl_line_numbers_as_ids_and_text_field(capsys, checkpoint, tiny_summaries, tmp_path):
+    path = checkpoint("tiny")
+    expected = tiny_summaries(path)
+    docs, out = tmp_path / "docs.jsonl", tmp_path / "out.jsonl"
+    lines = [json.dumps({"body": d["text"]}) for d in DOCS[:3]]
+    docs.write_text(lines[0] + "\n\n" + lines[1] + "\n" + lines[2] + "\n")
+    code, _, _ = run(capsys, "summarize", "--input", docs, "--output", out, "--text-field", "body",
+                     "--model", path, *GEN)
+    assert code == 0
+    assert read_jsonl(out) == [{"id": n, "summary_text": s} for n, s in zip([1, 3, 4], expected[:3])]
+
+
+@pytest.mark.parametrize("rows,message", [
+    ([{"id": "a", "content": "x"}], "docs.jsonl:1 has no string field 'text' (set --text-field)"),
+    ([{"id": "a", "text": "x"}, {"id": "a", "text": "y"}], "docs.jsonl:2 repeats id 'a' of line 1"),
+    ([{"id": [1], "text": "x"}], "field 'id' must be a string or an integer"),
+    ([{"id": 1, "text": "x"}, {"id": 2, "text": " "}], "docs.jsonl:2: field 'text' is empty"),
+])
+def test_jsonl_input_errors(capsys, tmp_path, rows, message):
+    docs = tmp_path / "docs.jsonl"
+    write_jsonl(docs, rows)
+    code, _, err = run(capsys, "summarize", "--input", docs, "--output", tmp_path / "o.jsonl", "--model", "x/y")
+    assert code == 1 and message in err
+
+
+def test_jsonl_corrupt_output_in_the_middle(capsys, checkpoint, tmp_path):
+    docs, out = tmp_path / "docs.jsonl", tmp_path / "out.jsonl"
+    write_jsonl(docs, DOCS)
+    out.write_text('{"id": "a", "summary_text": "x"}\nnot json\n{"id": "b", "summary_text": "y"}\n')
+    code, _, err = run(capsys, "summarize", "--input", docs, "--output", out, "--model", checkpoint("tiny"))
+    assert code == 1 and "out.jsonl:2 is not a summary record" in err
+
+
+# ---------------------------------------------------------------- tokenize / inspect / demo / parity
+
+def test_tokenize_embedded_and_kobart(capsys, checkpoint, monkeypatch):
+    code, out, _ = run(capsys, "tokenize", "Hello world!", "--json")
+    assert code == 0
+    tok = Tokenizer.from_default()
+    ids = tok.encode("Hello world!")
+    assert ids == [0, 31414, 232, 328, 2]
+    assert json.loads(out) == {
+        "tokenize": tok.tokenize("Hello world!"), "convert_tokens_to_ids": ids[1:-1], "encode": ids,
+        "convert_ids_to_tokens": ["<s>", "Hello", "Ġworld", "!", "</s>"], "decode": "<s>Hello world!</s>",
+        "decode_skip_special_tokens": "Hello world!"}
+    # The notebook's KoBART inspection, value for value.
+    code, out, _ = run(capsys, "tokenize", "혼자 공부하는 머신러닝 딥러닝", "--model", checkpoint("kobart"))
+    assert code == 0
+    assert "tokenize (11):" in out and "['▁혼자', '▁공부', '하는', '▁머', '신', '러', '닝', '▁', '딥', '러', '닝']" in out
+    assert "[16814, 16962, 14049, 14771, 11467, 10277, 9747, 1700, 10021, 10277, 9747]" in out
+    assert "encode (13):" in out
+    assert "[0, 16814, 16962, 14049, 14771, 11467, 10277, 9747, 1700, 10021, 10277, 9747, 1]" in out
+    monkeypatch.setattr(sys, "stdin", io.StringIO("KoBART 모델을 사용한 문서 요약"))
+    code, out, _ = run(capsys, "tokenize", "-", "--model", checkpoint("kobart"))
+    assert code == 0
+    assert "encode (12):" in out and "[0, 14572, 310, 265, 264, 281, 283, 24224, 21032, 26052, 26200, 1]" in out
+    assert "['<s>', '▁K', 'o', 'B', 'A', 'R', 'T', '▁모델을', '▁사용한', '▁문서', '▁요약', '</s>']" in out
+    assert "'<s> KoBART 모델을 사용한 문서 요약</s>'" in out
+    assert "round trip:" in out and out.rstrip().endswith("exact")
+
+
+def test_inspect(capsys, checkpoint):
+    transformers = pytest.importorskip("transformers")
+    path = checkpoint("distilbart")
+    code, out, _ = run(capsys, "inspect", path, "--json")
+    assert code == 0
+    info = json.loads(out)
+    reference = transformers.AutoModelForSeq2SeqLM.from_pretrained(path)
+    assert info["parameters"] == reference.num_parameters()
+    assert info["model_type"] == "bart" and info["config"]["d_model"] == 1024
+    assert info["config"]["encoder_layers"] == 2 and info["config"]["decoder_layers"] == 1
+    assert info["files"]["model.safetensors"]["kind"] == "weights (safetensors)"
+    assert info["files"]["vocab.json"]["kind"] == "tokenizer vocabulary (BPE)"
+    from safetensors import safe_open
+    with safe_open(path / "model.safetensors", framework="pt") as f:
+        stored = len(list(f.keys()))
+    assert info["weights_format"] == "safetensors" and info["stored_dtypes"] == {"float32": stored}
+    assert info["generation_defaults"]["num_beams"] == 4 and info["generation_defaults"]["min_length"] == 56
+    assert info["task_specific_params"]["no_repeat_ngram_size"] == 3
+    code, out, _ = run(capsys, "inspect", path)
+    assert code == 0
+    assert f"parameters   {reference.num_parameters():,}" in out and "generation defaults" in out
+    assert "model.safetensors" in out and "no_repeat_ngram_size = 3" in out
+
+
+def test_inspect_formats(capsys, checkpoint):
+    code, out, _ = run(capsys, "inspect", checkpoint("tiny-sharded"), "--json")
+    info = json.loads(out)
+    shards = [f for f in info["files"] if f.endswith(".safetensors")]
+    assert code == 0 and len(shards) > 1 and info["weights_format"] == f"safetensors, {len(shards)} shards"
+    assert info["files"]["model.safetensors.index.json"]["kind"] == "weight shard index"
+    code, out, _ = run(capsys, "inspect", checkpoint("tiny-bin"), "--json")
+    info = json.loads(out)
+    assert code == 0 and info["weights_format"] == "pytorch .bin"
+    assert info["files"]["pytorch_model.bin"]["kind"] == "weights (PyTorch pickle)"
+    assert info["stored_dtypes"] == {"float32": info["stored_dtypes"]["float32"]}
+
+
+def _field(out: str, label: str) -> str:
+    return next(line[len(label):].strip() for line in out.splitlines() if line.startswith(label))
+
+
+def test_demo(capsys):
+    code, out, _ = run(capsys, "demo")
+    assert code == 0
+    tok = Tokenizer.from_default()
+    assert json.loads(_field(out, "input ids")) == tok.encode(DEFAULT_TEXT)
+    generated = json.loads(_field(out, "generated").split("  (")[0])
+    assert generated[0] == 2 and 2 < len(generated) <= 24      # decoder start token, then up to max_length
+    assert _field(out, "decoded") == repr(tok.decode(generated, skip_special_tokens=True))
+    assert "RANDOM weights" in out and "meaningless" in out
+    assert run(capsys, "demo")[1] == out                     # seeded: the same every time
+    assert run(capsys, "demo", "--seed", "1")[1] != out
+
+
+def test_parity_agrees(capsys, checkpoint):
+    pytest.importorskip("transformers")
+    code, out, _ = run(capsys, "parity", checkpoint("tiny"), "--max-length", "12", "--text", TEXT, "--text", "Hi.")
+    assert code == 0, out
+    assert out.count("tokenizer ids      match") == 2 and out.count("greedy tokens      match") == 2
+    assert "beam x4 tokens" in out and "logits             match" in out
+    assert out.rstrip().endswith("verdict: PARITY: tokenizer ids, logits and generated tokens agree with transformers")
+
+
+def test_parity_reports_a_mismatch(capsys, checkpoint, monkeypatch):
+    pytest.importorskip("transformers")
+    from seq2seq_kit import BartForConditionalGeneration
+
+    real = BartForConditionalGeneration.generate
+    monkeypatch.setattr(BartForConditionalGeneration, "generate",
+                        lambda self, *a, **k: torch.cat([real(self, *a, **k), torch.tensor([[7]])], dim=1))
+    code, out, _ = run(capsys, "parity", checkpoint("tiny"), "--max-length", "8", "--text", TEXT)
+    assert code == 1
+    assert "greedy tokens      DIFFER" in out and "verdict: MISMATCH in 2 check(s)" in out
+
+
+def test_parity_without_transformers(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)   # import transformers -> ImportError
+    code, _, err = run(capsys, "parity", "org/model")
+    assert code == 1 and 'pip install "seq2seq-kit[test]"' in err
+
+
+# ---------------------------------------------------------------- real processes
+
+def _env(tmp_path, **extra):
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", **extra}
+    env.pop("HF_HUB_CACHE", None)
+    return env
+
+
+def test_subprocess_summarize_matches_main(checkpoint, tiny_summaries, tmp_path):
+    path = checkpoint("tiny")
+    proc = subprocess.run([sys.executable, "-m", "seq2seq_kit", "summarize", DOCS[1]["text"], "--model", str(path),
+                           *GEN], capture_output=True, text=True, env=_env(tmp_path), cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == tiny_summaries(path)[1] + "\n"
+
+
+def test_subprocess_default_model_offline_is_a_clear_error(tmp_path):
+    """The default --model is the Hub id; offline and not cached, one line says why and what works."""
+    proc = subprocess.run([sys.executable, "-m", "seq2seq_kit", "summarize", TEXT], capture_output=True, text=True,
+                          env=_env(tmp_path), cwd=REPO_ROOT)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert f"'{DEFAULT_MODEL}' (revision 'main') is not in the local Hub cache" in proc.stderr
+    assert "HF_HUB_OFFLINE=1" in proc.stderr and "local checkpoint directory" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "seq2seq_kit", "--debug", "summarize", TEXT], capture_output=True,
+                          text=True, env=_env(tmp_path), cwd=REPO_ROOT)
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "HubError" in proc.stderr
+
+
+def test_console_script_usage_error(tmp_path):
+    script = Path(sys.executable).with_name("seq2seq-kit")
+    if not script.exists():
+        pytest.skip("console script not installed (pip install -e .)")
+    proc = subprocess.run([str(script), "summarize"], capture_output=True, text=True, env=_env(tmp_path))
+    assert proc.returncode == 2 and "give exactly one of TEXT" in proc.stderr

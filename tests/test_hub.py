@@ -1,0 +1,286 @@
+"""seq2seq_kit.hub.resolve against a real Hub cache layout (offline) and a fake Hub behind huggingface_hub's
+HTTP client (downloads): which files are fetched, which snapshot is returned, and the error messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx2
+import huggingface_hub
+import pytest
+
+from hub_cache import FakeHub, read_dir, write_cache
+from seq2seq_kit.hub import HubError, resolve
+
+REPO = "org/tiny-bart"
+CONFIG = json.dumps({"model_type": "bart", "d_model": 8}).encode()
+SMALL = {
+    "config.json": CONFIG,
+    "generation_config.json": b'{"num_beams": 4}',
+    "tokenizer.json": b'{"model": {}}',
+    "tokenizer_config.json": b'{"model_max_length": 1024}',
+    "special_tokens_map.json": b'{"pad_token": "<pad>"}',
+    "vocab.json": b'{"a": 0}',
+    "merges.txt": b"#version: 0.2\n",
+    "README.md": b"# tiny",
+    ".gitattributes": b"*.bin filter=lfs",
+}
+BIN = b"bin" * 600
+SAFE = b"safe" * 600
+# Like sshleifer/distilbart-cnn-12-6: main has .bin (and other frameworks), the PR adds safetensors.
+MAIN = {**SMALL, "pytorch_model.bin": BIN, "tf_model.h5": b"tf" * 600, "flax_model.msgpack": b"flax" * 600}
+PR = {**MAIN, "model.safetensors": SAFE}
+MODEL_FILES = {"config.json", "generation_config.json"}
+TOKENIZER_FILES = {"config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.json", "merges.txt"}
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture
+def online(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+
+@pytest.fixture
+def fake_hub(online):
+    hubs = []
+
+    def start(repos, **kwargs):
+        hub = FakeHub(repos, **kwargs)
+        hub.install()
+        hubs.append(hub)
+        return hub
+
+    yield start
+    FakeHub.uninstall()
+
+
+def files_in(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+# ---------------------------------------------------------------- local paths
+
+def test_local_directory_is_returned_as_is(tmp_path):
+    assert resolve(tmp_path) == tmp_path
+    assert resolve(str(tmp_path), purpose="model") == tmp_path
+
+
+def test_missing_local_path_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not-here.*neither a local directory nor"):
+        resolve(tmp_path / "not-here")
+    with pytest.raises(FileNotFoundError, match="neither a local directory"):
+        resolve("./checkpoints/a/b")
+
+
+def test_file_instead_of_directory(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="is a file; pass the checkpoint directory"):
+        resolve(tmp_path / "config.json")
+
+
+def test_bad_purpose():
+    with pytest.raises(ValueError, match="purpose must be one of"):
+        resolve(".", purpose="weights")
+
+
+# ---------------------------------------------------------------- offline, from the cache
+
+def test_offline_resolves_refs_and_commits(tmp_path, offline):
+    commits = write_cache(tmp_path, REPO, {"main": MAIN, "refs/pr/1": PR})
+    snapshots = tmp_path / "models--org--tiny-bart" / "snapshots"
+    assert (tmp_path / "models--org--tiny-bart" / "refs" / "refs" / "pr" / "1").read_text() == commits["refs/pr/1"]
+
+    main = resolve(REPO, cache_dir=tmp_path)
+    assert main == snapshots / commits["main"]
+    assert (main / "pytorch_model.bin").read_bytes() == BIN
+    pr = resolve(REPO, revision="refs/pr/1", cache_dir=tmp_path, purpose="model")
+    assert pr == snapshots / commits["refs/pr/1"]
+    assert (pr / "model.safetensors").read_bytes() == SAFE
+    assert resolve(REPO, revision=commits["refs/pr/1"], cache_dir=tmp_path) == pr
+
+
+def test_offline_uses_the_default_cache(tmp_path, offline, monkeypatch):
+    commits = write_cache(tmp_path, REPO, {"main": MAIN})
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    assert resolve(REPO) == tmp_path / "models--org--tiny-bart" / "snapshots" / commits["main"]
+
+
+def test_hf_hub_offline_set_after_import(tmp_path, online, monkeypatch):
+    """HF_HUB_OFFLINE=1 set after huggingface_hub was imported (e.g. in a notebook cell) still means offline."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubError, match="not in the local Hub cache .* offline mode is on"):
+        resolve(REPO, cache_dir=tmp_path)
+
+
+def test_local_files_only_without_offline_env(tmp_path, online):
+    commits = write_cache(tmp_path, REPO, {"main": MAIN})
+    got = resolve(REPO, cache_dir=tmp_path, local_files_only=True)
+    assert got.name == commits["main"]
+
+
+def test_hf_home_and_hf_hub_offline_are_read_from_the_environment(tmp_path):
+    """A fresh process with HF_HOME and HF_HUB_OFFLINE set finds the cache under $HF_HOME/hub."""
+    commits = write_cache(tmp_path / "hub", REPO, {"main": MAIN})
+    env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_HUB_CACHE", None)
+    code = f"from seq2seq_kit.hub import resolve; print(resolve({REPO!r}))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert Path(out.stdout.strip()) == tmp_path / "hub" / "models--org--tiny-bart" / "snapshots" / commits["main"]
+
+
+def test_offline_not_cached(tmp_path, offline):
+    with pytest.raises(HubError) as e:
+        resolve(REPO, cache_dir=tmp_path)
+    msg = str(e.value)
+    assert "'org/tiny-bart' (revision 'main') is not in the local Hub cache" in msg
+    assert "offline mode is on (HF_HUB_OFFLINE=1)" in msg and "local checkpoint directory" in msg
+    write_cache(tmp_path, REPO, {"main": MAIN})
+    with pytest.raises(HubError, match="revision 'v2'.*not in the local Hub cache"):
+        resolve(REPO, revision="v2", cache_dir=tmp_path)
+
+
+def test_local_files_only_not_cached(tmp_path, online):
+    with pytest.raises(HubError, match="not in the local Hub cache .* and local_files_only=True"):
+        resolve(REPO, cache_dir=tmp_path, local_files_only=True)
+
+
+def test_offline_cached_copy_without_weights(tmp_path, offline):
+    write_cache(tmp_path, REPO, {"main": SMALL})
+    assert resolve(REPO, purpose="tokenizer", cache_dir=tmp_path).is_dir()
+    with pytest.raises(HubError, match="cached copy .* has no PyTorch weights "
+                                       ".*model.safetensors or pytorch_model.bin"):
+        resolve(REPO, purpose="model", cache_dir=tmp_path)
+
+
+def test_offline_cached_copy_missing_shards(tmp_path, offline):
+    index = json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors",
+                                       "b": "model-00002-of-00002.safetensors"}}).encode()
+    write_cache(tmp_path, REPO, {"main": {**SMALL, "model.safetensors.index.json": index,
+                                          "model-00001-of-00002.safetensors": SAFE}})
+    with pytest.raises(HubError, match="lacks the weight shards model-00002-of-00002.safetensors"):
+        resolve(REPO, purpose="model", cache_dir=tmp_path)
+
+
+def test_offline_non_bart_config(tmp_path, offline):
+    write_cache(tmp_path, REPO, {"main": {**MAIN, "config.json": b'{"model_type": "t5"}'}})
+    with pytest.raises(ValueError, match="not a BART-family checkpoint: config.json has model_type 't5'"):
+        resolve(REPO, cache_dir=tmp_path)
+
+
+def test_offline_cache_written_by_transformers_layout_is_used(tmp_path, offline, checkpoint):
+    """The real files of a random checkpoint in a Hub cache: resolve returns them byte for byte."""
+    files = read_dir(checkpoint("tiny"))
+    commits = write_cache(tmp_path, "sshleifer/distilbart-cnn-12-6", {"main": files})
+    folder = resolve("sshleifer/distilbart-cnn-12-6", cache_dir=tmp_path)
+    assert folder.name == commits["main"]
+    assert read_dir(folder) == files
+
+
+# ---------------------------------------------------------------- downloads through the fake Hub
+
+def test_download_fetches_only_what_is_needed_safetensors_over_bin(tmp_path, fake_hub):
+    hub = fake_hub({REPO: {"main": PR}})
+    folder = resolve(REPO, cache_dir=tmp_path)
+    wanted = MODEL_FILES | TOKENIZER_FILES | {"model.safetensors"}
+    assert sorted(hub.downloaded()) == sorted(wanted)
+    assert files_in(folder) == wanted
+    assert (folder / "model.safetensors").read_bytes() == SAFE
+    assert folder == tmp_path / "models--org--tiny-bart" / "snapshots" / hub.commits[REPO]["main"]
+    assert (tmp_path / "models--org--tiny-bart" / "refs" / "main").read_text() == hub.commits[REPO]["main"]
+
+    # A second run downloads nothing; an offline run finds the same snapshot.
+    hub.requests.clear()
+    assert resolve(REPO, cache_dir=tmp_path) == folder
+    assert hub.downloaded() == []
+    assert resolve(REPO, cache_dir=tmp_path, local_files_only=True) == folder
+
+
+def test_download_by_purpose(tmp_path, fake_hub):
+    hub = fake_hub({REPO: {"main": PR}})
+    resolve(REPO, purpose="tokenizer", cache_dir=tmp_path)
+    assert sorted(hub.downloaded()) == sorted(TOKENIZER_FILES)
+    hub.requests.clear()
+    resolve(REPO, purpose="model", cache_dir=tmp_path)
+    assert sorted(hub.downloaded()) == ["generation_config.json", "model.safetensors"]
+
+
+def test_download_bin_when_no_safetensors_and_pr_revision(tmp_path, fake_hub):
+    hub = fake_hub({REPO: {"main": MAIN, "refs/pr/1": PR}})
+    main = resolve(REPO, purpose="model", cache_dir=tmp_path)
+    assert sorted(hub.downloaded()) == ["config.json", "generation_config.json", "pytorch_model.bin"]
+    hub.requests.clear()
+    pr = resolve(REPO, purpose="model", revision="refs/pr/1", cache_dir=tmp_path)
+    assert "model.safetensors" in hub.downloaded() and "pytorch_model.bin" not in hub.downloaded()
+    assert pr.name == hub.commits[REPO]["refs/pr/1"] != main.name
+    assert (tmp_path / "models--org--tiny-bart" / "refs" / "refs" / "pr" / "1").read_text() == pr.name
+
+
+def test_download_shards_by_their_index(tmp_path, fake_hub):
+    shards = {f"model-0000{i}-of-00002.safetensors": bytes([i]) * 2000 for i in (1, 2)}
+    index = json.dumps({"metadata": {}, "weight_map": {"w1": "model-00001-of-00002.safetensors",
+                                                       "w2": "model-00002-of-00002.safetensors",
+                                                       "w3": "model-00001-of-00002.safetensors"}}).encode()
+    # An unrelated .safetensors file that no index names is not fetched.
+    repo = {**MAIN, **shards, "model.safetensors.index.json": index, "other.safetensors": SAFE}
+    hub = fake_hub({REPO: {"main": repo}})
+    folder = resolve(REPO, purpose="model", cache_dir=tmp_path)
+    assert sorted(hub.downloaded()) == sorted(MODEL_FILES | {"model.safetensors.index.json", *shards})
+    for name, content in shards.items():
+        assert (folder / name).read_bytes() == content
+
+
+def test_download_unknown_repo(tmp_path, fake_hub):
+    fake_hub({})
+    with pytest.raises(HubError, match="'org/nope' was not found on the Hugging Face Hub.*token="):
+        resolve("org/nope", cache_dir=tmp_path)
+
+
+def test_download_unknown_revision(tmp_path, fake_hub):
+    fake_hub({REPO: {"main": MAIN}})
+    with pytest.raises(HubError, match="revision 'v9' not found in 'org/tiny-bart'.*refs/pr/N"):
+        resolve(REPO, revision="v9", cache_dir=tmp_path)
+
+
+def test_download_gated_repo_needs_a_token(tmp_path, fake_hub):
+    hub = fake_hub({REPO: {"main": PR}}, gated=(REPO,))
+    with pytest.raises(HubError, match="gated repo: accept its terms at https://huggingface.co/org/tiny-bart.*token"):
+        resolve(REPO, cache_dir=tmp_path)
+    assert hub.downloaded() == []
+    assert resolve(REPO, cache_dir=tmp_path, token="hf_fake").is_dir()
+
+
+def test_download_non_bart_repo_fetches_no_weights(tmp_path, fake_hub):
+    hub = fake_hub({REPO: {"main": {**PR, "config.json": b'{"model_type": "bert"}'}}})
+    with pytest.raises(ValueError, match="model_type 'bert'"):
+        resolve(REPO, cache_dir=tmp_path)
+    assert "model.safetensors" not in hub.downloaded()
+
+
+def test_no_network_falls_back_to_cache_or_says_so(tmp_path, online):
+    def refuse(request):
+        raise httpx2.ConnectError("no route to host", request=request)
+
+    hub = FakeHub({})
+    hub.handle = refuse
+    hub.install()
+    try:
+        with pytest.raises(HubError) as e:
+            resolve(REPO, cache_dir=tmp_path)
+        msg = str(e.value)
+        assert "the Hub could not be reached (ConnectError: no route to host)" in msg
+        assert "HF_HUB_OFFLINE=1" in msg and "local checkpoint directory" in msg
+        commits = write_cache(tmp_path, REPO, {"main": MAIN})
+        assert resolve(REPO, cache_dir=tmp_path).name == commits["main"]
+    finally:
+        FakeHub.uninstall()

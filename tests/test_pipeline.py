@@ -1,0 +1,293 @@
+"""pipeline("summarization") against the transformers 4.x recipe, computed with transformers 5 parts:
+
+    params = {**config["task_specific_params"]["summarization"], **call_kwargs}
+    ids = model.generate(**tokenizer(prefix + text, return_tensors="pt"), **params)      # each text alone
+    tokenizer.decode(ids[0], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+with batch_size=N: tokenizer(texts, padding=True) and one generate call per N texts. Outputs must be equal
+(token ids exactly, hence texts exactly)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+
+import huggingface_hub
+from hub_cache import read_dir, write_cache
+from seq2seq_kit import BartForConditionalGeneration, Tokenizer, pipeline
+from seq2seq_kit.hub import HubError
+from seq2seq_kit.pipeline import DEFAULT_MODEL, SummarizationPipeline
+
+transformers = pytest.importorskip("transformers")
+
+EN = [
+    "The tower is 324 metres tall, about the same height as an 81-storey building, and the tallest structure "
+    "in Paris. Its base is square, measuring 125 metres on each side.",
+    "During the 1905-06 season the club finished second in Division One. It was their best finish so far.",
+    "Short one.",
+]
+KO = ["혼자 공부하는 머신러닝 딥러닝 책을 읽고 KoBART 모델을 사용한 문서 요약을 해 보았다.",
+      "오늘은 날씨가 맑고 바람이 선선하다."]
+
+_oracles: dict = {}
+_pipes: dict = {}
+
+
+def oracle(path):
+    if path not in _oracles:
+        _oracles[path] = (transformers.AutoTokenizer.from_pretrained(path),
+                          transformers.AutoModelForSeq2SeqLM.from_pretrained(path).eval())
+    return _oracles[path]
+
+
+def recipe(path, texts, batch_size=1, return_tensors=False, clean_up_tokenization_spaces=False,
+           truncate_to=None, **kwargs):
+    """The transformers 4.x SummarizationPipeline output, from transformers 5's tokenizer, generate and decode."""
+    tok, model = oracle(path)
+    config = json.loads((path / "config.json").read_text())
+    params = {**((config.get("task_specific_params") or {}).get("summarization") or {}), **kwargs}
+    prefix = params.pop("prefix", config.get("prefix")) or ""
+    single = isinstance(texts, str)
+    texts = [texts] if single else texts
+    records = []
+    for start in range(0, len(texts), batch_size):
+        chunk = [prefix + t for t in texts[start:start + batch_size]]
+        trunc = dict(truncation=True, max_length=truncate_to) if truncate_to else {}
+        enc = tok(chunk, padding=len(chunk) > 1, return_tensors="pt", **trunc)
+        with torch.no_grad():
+            out = model.generate(**enc, **params)
+        out = out.reshape(len(chunk), -1, out.shape[-1])
+        for rows in out:
+            records.append([{"summary_token_ids": r} if return_tensors else {"summary_text": tok.decode(
+                r, skip_special_tokens=True, clean_up_tokenization_spaces=clean_up_tokenization_spaces)}
+                for r in rows])
+    if single:
+        return records[0]
+    return [r[0] for r in records] if all(len(r) == 1 for r in records) else records
+
+
+def get_pipe(checkpoint, name) -> SummarizationPipeline:
+    if name not in _pipes:
+        _pipes[name] = pipeline("summarization", model=str(checkpoint(name)))
+    return _pipes[name]
+
+
+def same(ours, theirs):
+    """Records equal: texts exactly, token ids with torch.equal."""
+    if isinstance(ours, list):
+        assert isinstance(theirs, list) and len(ours) == len(theirs)
+        for a, b in zip(ours, theirs):
+            same(a, b)
+        return
+    assert ours.keys() == theirs.keys()
+    for k in ours:
+        if k == "summary_token_ids":
+            assert torch.equal(ours[k], theirs[k]), (ours[k], theirs[k])
+        else:
+            assert ours[k] == theirs[k]
+
+
+# ---------------------------------------------------------------- parity with the 4.x recipe
+
+@pytest.mark.parametrize("name,texts", [("tiny", EN), ("kobart", KO)])
+def test_string_and_list(checkpoint, name, texts):
+    pipe, path = get_pipe(checkpoint, name), checkpoint(name)
+    out = pipe(texts[0])
+    assert isinstance(out, list) and len(out) == 1 and isinstance(out[0]["summary_text"], str)
+    same(out, recipe(path, texts[0]))
+    out = pipe(texts)
+    assert len(out) == len(texts) and all(isinstance(r, dict) for r in out)
+    same(out, recipe(path, texts))
+
+
+@pytest.mark.parametrize("name,texts", [("tiny", EN), ("kobart", KO)])
+def test_generate_kwargs(checkpoint, name, texts):
+    pipe, path = get_pipe(checkpoint, name), checkpoint(name)
+    kwargs = dict(min_length=8, max_length=14, num_beams=3)
+    out = pipe(texts, **kwargs)
+    same(out, recipe(path, texts, **kwargs))
+    assert all(len(pipe.tokenizer.encode(r["summary_text"], add_special_tokens=False)) > 0 for r in out)
+
+
+@pytest.mark.parametrize("name,texts", [("tiny", EN), ("kobart", KO)])
+def test_batch_size_pads(checkpoint, name, texts):
+    pipe, path = get_pipe(checkpoint, name), checkpoint(name)
+    kwargs = dict(num_beams=2, max_length=12)
+    same(pipe(texts, batch_size=2, **kwargs), recipe(path, texts, batch_size=2, **kwargs))
+    same(pipe(texts, batch_size=2, return_tensors=True, **kwargs),
+         recipe(path, texts, batch_size=2, return_tensors=True, **kwargs))
+
+
+def copy_checkpoint(src, dst, **config_updates):
+    for name, content in read_dir(src).items():
+        (dst / name).write_bytes(content)
+    config = json.loads((dst / "config.json").read_text())
+    (dst / "config.json").write_text(json.dumps({**config, **config_updates}))
+    return dst
+
+
+def test_task_specific_params_are_the_defaults(checkpoint, tmp_path):
+    """distilbart's config.json settings (generation keys, and task_specific_params.summarization: num_beams 4,
+    no_repeat_ngram_size 3, length_penalty 2.0, early_stopping, min/max length) on the small model. The task's
+    lengths are changed to 60..64 (config.json's own keys say 56..142): the output length shows which apply."""
+    from checkpoints import DISTILBART_CONFIG_EXTRA
+
+    extra = json.loads(json.dumps(DISTILBART_CONFIG_EXTRA))
+    extra["task_specific_params"]["summarization"].update(min_length=60, max_length=64)
+    path = copy_checkpoint(checkpoint("tiny"), tmp_path, **extra)
+    pipe = pipeline("summarization", model=str(path))
+    assert pipe.generate_defaults == extra["task_specific_params"]["summarization"]
+    out = pipe(EN[1], return_tensors=True)
+    same(out, recipe(path, EN[1], return_tensors=True))
+    assert 60 <= len(out[0]["summary_token_ids"]) <= 64
+    kwargs = dict(min_length=3, max_length=20)              # explicit kwargs win; num_beams 4 etc. stay
+    same(pipe(EN[:2], batch_size=2, **kwargs), recipe(path, EN[:2], batch_size=2, **kwargs))
+
+
+def test_distilbart(checkpoint):
+    pipe, path = get_pipe(checkpoint, "distilbart"), checkpoint("distilbart")
+    assert pipe.generate_defaults == json.loads((path / "config.json").read_text())["task_specific_params"][
+        "summarization"]
+    kwargs = dict(min_length=5, max_length=16, num_beams=2)
+    same(pipe(EN[:2], **kwargs), recipe(path, EN[:2], **kwargs))
+    same(pipe(EN[:2], batch_size=2, return_tensors=True, **kwargs),
+         recipe(path, EN[:2], batch_size=2, return_tensors=True, **kwargs))
+
+
+def test_return_tensors_and_cleanup(checkpoint):
+    pipe, path = get_pipe(checkpoint, "tiny"), checkpoint("tiny")
+    out = pipe(EN[0], return_tensors=True)
+    assert list(out[0]) == ["summary_token_ids"] and out[0]["summary_token_ids"].dtype == torch.long
+    same(out, recipe(path, EN[0], return_tensors=True))
+    same(pipe(EN, clean_up_tokenization_spaces=True), recipe(path, EN, clean_up_tokenization_spaces=True))
+
+
+def test_num_return_sequences_gives_a_list_per_input(checkpoint):
+    pipe, path = get_pipe(checkpoint, "tiny"), checkpoint("tiny")
+    kwargs = dict(num_beams=3, num_return_sequences=2, max_length=10)
+    out = pipe(EN[:2], **kwargs)
+    assert len(out) == 2 and all(isinstance(r, list) and len(r) == 2 for r in out)
+    same(out, recipe(path, EN[:2], **kwargs))
+    assert len(pipe(EN[0], **kwargs)) == 2
+
+
+def test_prefix_from_config(checkpoint, tmp_path):
+    """A config.json `prefix` is prepended to every text before tokenizing, as 4.x did."""
+    copy_checkpoint(checkpoint("tiny"), tmp_path, prefix="summarize: ")
+    pipe = pipeline("summarization", model=str(tmp_path))
+    assert pipe.prefix == "summarize: "
+    same(pipe(EN[:2], max_length=10), recipe(tmp_path, EN[:2], max_length=10))
+    assert pipe(EN[0], max_length=10) != get_pipe(checkpoint, "tiny")(EN[0], max_length=10)
+
+
+# ---------------------------------------------------------------- over-long inputs
+
+def test_long_input_truncated_with_one_warning(checkpoint):
+    pipe, path = get_pipe(checkpoint, "tiny"), checkpoint("tiny")
+    assert pipe.max_input_length == 256                      # min(model_max_length 1024, max_position_embeddings 256)
+    long = " ".join(["word"] * 300)
+    assert len(pipe.tokenizer(long)["input_ids"]) == 302
+    with pytest.warns(UserWarning, match="longer than the model's 256 positions") as record:
+        out = pipe([long, EN[0], long], max_length=10)
+    assert len([w for w in record if issubclass(w.category, UserWarning)]) == 1
+    expected = recipe(path, [long, EN[0], long], max_length=10, truncate_to=256)
+    same(out, expected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same(pipe(long, truncation=True, max_length=10), expected[:1])
+
+
+def test_long_input_refused_with_truncation_false(checkpoint):
+    pipe = get_pipe(checkpoint, "tiny")
+    long = " ".join(["word"] * 300)
+    with pytest.raises(ValueError, match=r"input 1 is 302 tokens long.*\(256 = min\(tokenizer model_max_length "
+                                         r"1024, max_position_embeddings 256\)\)"):
+        pipe([EN[0], long], truncation=False)
+
+
+def test_kobart_limit_is_its_position_table(checkpoint):
+    """KoBART's tokenizer declares model_max_length 1e30; its positions (1026) are the limit."""
+    pipe, path = get_pipe(checkpoint, "kobart"), checkpoint("kobart")
+    assert pipe.max_input_length == 1026
+    long = " ".join([KO[1]] * 160)
+    assert len(pipe.tokenizer(long)["input_ids"]) > 1026
+    with pytest.warns(UserWarning, match="truncated to 1026 tokens"):
+        out = pipe(long, max_length=6)
+    same(out, recipe(path, long, max_length=6, truncate_to=1026))
+
+
+# ---------------------------------------------------------------- construction and errors
+
+def test_loaded_model_with_tokenizer(checkpoint):
+    path = checkpoint("tiny")
+    model = BartForConditionalGeneration.from_pretrained(path)
+    pipe = pipeline("summarization", model=model, tokenizer=Tokenizer.from_pretrained(path))
+    same(pipe(EN[0]), recipe(path, EN[0]))
+    pipe = pipeline("summarization", model=model, tokenizer=str(path), device="cpu")
+    same(pipe(EN[1]), recipe(path, EN[1]))
+    with pytest.raises(ValueError, match="pass tokenizer="):
+        pipeline("summarization", model=model)
+
+
+@pytest.mark.parametrize("device", [None, -1, "cpu", torch.device("cpu")])
+def test_cpu_devices(checkpoint, device):
+    pipe = pipeline("summarization", model=str(checkpoint("tiny")), device=device)
+    assert pipe.device == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without a GPU")
+@pytest.mark.parametrize("device", [0, "cuda", "cuda:1"], ids=["index", "name", "name-index"])
+def test_gpu_device_without_a_gpu(checkpoint, device):
+    with pytest.raises(ValueError, match="asks for CUDA, but torch.cuda.is_available\\(\\) is False"):
+        pipeline("summarization", model=str(checkpoint("tiny")), device=device)
+
+
+def test_bad_arguments(checkpoint):
+    with pytest.raises(ValueError, match="unsupported task 'translation'; seq2seq_kit supports: 'summarization'"):
+        pipeline("translation")
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        pipeline("summarization", model=str(checkpoint("tiny")), device="gpu")
+    with pytest.raises(ValueError, match="device=-2"):
+        pipeline("summarization", model=str(checkpoint("tiny")), device=-2)
+    pipe = get_pipe(checkpoint, "tiny")
+    with pytest.raises(ValueError, match="input 0 is empty"):
+        pipe("")
+    with pytest.raises(ValueError, match="input 1 is empty"):
+        pipe([EN[0], "   "])
+    with pytest.raises(TypeError, match="a string or a list of strings, got int"):
+        pipe(3)
+    with pytest.raises(TypeError, match="a list holding a int"):
+        pipe([EN[0], 3])
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        pipe(EN, batch_size=0)
+    with pytest.raises(ValueError, match="num_beams"):
+        pipe(EN[0], num_beams=0)
+    assert pipe([]) == []
+
+
+def test_default_model_from_the_hub_cache(checkpoint, tmp_path, monkeypatch):
+    """model=None is sshleifer/distilbart-cnn-12-6, found in the Hub cache offline (here: the random distilbart)."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(HubError, match=f"'{DEFAULT_MODEL}' \\(revision 'main'\\) is not in the local Hub cache"):
+        pipeline("summarization")
+    path = checkpoint("distilbart")
+    write_cache(tmp_path, DEFAULT_MODEL, {"main": read_dir(path)})
+    pipe = pipeline("summarization")
+    kwargs = dict(min_length=3, max_length=8, num_beams=2)
+    same(pipe(EN[1], **kwargs), recipe(path, EN[1], **kwargs))
+
+
+@pytest.mark.cuda
+def test_on_the_gpu_greedy_tokens_equal_the_cpu(checkpoint):
+    """device=0 puts the model on the GPU; returned ids come back on the CPU; greedy tokens as on the CPU
+    (the random weights are drawn large, so logits are decisive)."""
+    path = checkpoint("tiny")
+    gpu = pipeline("summarization", model=str(path), device=0)
+    assert gpu.device == torch.device("cuda", 0)
+    out = gpu(EN, return_tensors=True, max_length=12, num_beams=1)
+    assert all(r["summary_token_ids"].device.type == "cpu" for r in out)
+    same(out, get_pipe(checkpoint, "tiny")(EN, return_tensors=True, max_length=12, num_beams=1))
