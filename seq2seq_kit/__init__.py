@@ -4,6 +4,7 @@ from .config import BartConfig
 from .models.bart import BartForConditionalGeneration
 from .tokenizer import Tokenizer
 from .pipeline import pipeline
+from .corpus import summarize_corpus
 
-__all__ = ["BartConfig", "BartForConditionalGeneration", "Tokenizer", "pipeline"]
+__all__ = ["BartConfig", "BartForConditionalGeneration", "Tokenizer", "pipeline", "summarize_corpus"]
 __version__ = "0.1.0"

@@ -1,13 +1,13 @@
 """The `seq2seq-kit` command line: summarize, tokenize, inspect, demo, parity.
 
-Exit codes: 0 success, 2 usage error, 1 runtime error (a one-line message; --debug shows the traceback).
+Exit codes: 0 success, 2 usage error, 1 runtime error (a one-line message; --debug shows the traceback),
+3 a `summarize --input` job that finished with failed records (see its OUTPUT.errors.jsonl).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -66,18 +66,28 @@ def _parser() -> argparse.ArgumentParser:
                                    "(--input docs.jsonl --output out.jsonl; a re-run resumes where it stopped).")
     p.add_argument("text", nargs="?", metavar="TEXT", help="the text to summarize, or - to read stdin")
     p.add_argument("--file", type=Path, help="summarize the contents of this file")
-    p.add_argument("--input", type=Path, help="JSONL file, one document per line (see --text-field, --id-field)")
-    p.add_argument("--output", type=Path, help="JSONL file the summaries are appended to: {\"id\": ..., "
-                                               "\"summary_text\": ...} per document")
+    p.add_argument("--input", type=Path, help="a corpus: a JSONL or Parquet file, or a folder of them "
+                                              "(see --text-field, --id-field)")
+    p.add_argument("--output", type=Path, help="where the summaries go: JSONL, or Parquet if it ends in .parquet; "
+                                               "{\"id\", \"summary_text\", \"input_tokens\", \"output_tokens\"} "
+                                               "per document, with OUTPUT.meta.json and OUTPUT.errors.jsonl beside it")
     p.add_argument("--text-field", default="text", help="field holding the text in --input (default: text)")
     p.add_argument("--id-field", default="id",
-                   help="field holding a document id in --input (default: id; absent: the line number)")
+                   help="field holding a document id in --input (default: id; absent: the line or row number)")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run the --input job on Ray Data: a local Ray, or the cluster at ADDRESS "
+                        "(auto, ray://host:10001); needs pip install \"seq2seq-kit[ray]\"")
+    p.add_argument("--actors", type=_positive, help="with --ray: model replicas (default: one per GPU, else one "
+                                                    "per node)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --output (needed when it was written with another model or settings)")
     p.add_argument("--model", default=None, help="Hub id or local checkpoint directory "
                                                  "(default: sshleifer/distilbart-cnn-12-6)")
     p.add_argument("--num-beams", type=_positive, help="beam width (default: the checkpoint's)")
     p.add_argument("--max-length", type=_positive, help="maximum summary length in tokens (default: the checkpoint's)")
     p.add_argument("--min-length", type=_non_negative, help="minimum summary length in tokens")
-    p.add_argument("--batch-size", type=_positive, default=1, help="documents per generate call (default: 1)")
+    p.add_argument("--batch-size", type=_positive, help="documents per generate call in --input jobs, "
+                                                        "batched by similar length (default: 8)")
     p.add_argument("--json", action="store_true", help="print JSON instead of plain text")
     p.set_defaults(run=_summarize, parser=p)
 
@@ -178,13 +188,21 @@ def _summarize(args) -> int:
     if (args.input is None) != (args.output is None):
         args.parser.error("--input and --output go together")
     if args.input is not None and args.json:
-        args.parser.error("--json applies to a single text; --output is always JSONL")
+        args.parser.error("--json applies to a single text; --output is always JSONL or Parquet")
+    for flag, given in (("--ray", args.ray is not None), ("--actors", args.actors is not None),
+                        ("--overwrite", args.overwrite)):
+        if given and args.input is None:
+            args.parser.error(f"{flag} applies to --input jobs")
+    if args.actors is not None and args.ray is None:
+        args.parser.error("--actors applies to --ray jobs")
+    kwargs = {k: v for k, v in (("num_beams", args.num_beams), ("max_length", args.max_length),
+                                ("min_length", args.min_length)) if v is not None}
+    if args.input is not None:
+        return _summarize_corpus(args, kwargs)
     if args.file is not None:
         if not args.file.is_file():
             raise FileNotFoundError(f"--file {str(args.file)!r}: no such file")
         text = args.file.read_text(encoding="utf-8")
-    elif args.input is not None:
-        docs = _read_docs(args.input, args.text_field, args.id_field)  # input errors before loading a model
     else:
         text = _read_text(args)
 
@@ -192,86 +210,22 @@ def _summarize(args) -> int:
 
     pipe = pipeline("summarization", model=args.model, device=_device(args.device), dtype=_dtype(args.dtype),
                     **_hub_kwargs(args))
-    kwargs = {k: v for k, v in (("num_beams", args.num_beams), ("max_length", args.max_length),
-                                ("min_length", args.min_length)) if v is not None}
-    if args.input is not None:
-        return _summarize_jsonl(pipe, docs, args.output, args.batch_size, kwargs)
     summary = pipe(text, **kwargs)[0]["summary_text"]
     print(json.dumps({"summary_text": summary}, ensure_ascii=False) if args.json else summary)
     return 0
 
 
-def _read_docs(path: Path, text_field: str, id_field: str) -> list[tuple[object, str]]:
-    """(id, text) per non-blank line of a JSONL file; the id is the line's `id_field`, else its line number."""
-    if not path.is_file():
-        raise FileNotFoundError(f"--input {str(path)!r}: no such file")
-    docs, seen = [], {}
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n} is not valid JSON ({e.msg})") from None
-            if not isinstance(doc, dict) or not isinstance(doc.get(text_field), str):
-                raise ValueError(f"{path}:{n} has no string field {text_field!r} (set --text-field)")
-            if not doc[text_field].strip():
-                raise ValueError(f"{path}:{n}: field {text_field!r} is empty; there is nothing to summarize")
-            key = doc.get(id_field, n)
-            if not isinstance(key, (str, int)) or isinstance(key, bool):
-                raise ValueError(f"{path}:{n}: field {id_field!r} must be a string or an integer, got {key!r}")
-            if key in seen:
-                raise ValueError(f"{path}:{n} repeats id {key!r} of line {seen[key]}; ids must be unique to resume")
-            seen[key] = n
-            docs.append((key, doc[text_field]))
-    return docs
+def _summarize_corpus(args, kwargs: dict) -> int:
+    """The --input job (seq2seq_kit.corpus): exit 0 when every document is summarized, 3 when some records
+    failed (listed in OUTPUT.errors.jsonl; a re-run will not fix them), 1 when the job itself failed."""
+    from .corpus import DEFAULT_BATCH_SIZE, summarize_corpus
 
-
-def _done_ids(path: Path) -> set:
-    """Ids already in the output file. A torn last line (a crash mid-write) is cut off the file."""
-    if not path.exists():
-        return set()
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    lines = data[:end].decode("utf-8").splitlines()
-    done = set()
-    for n, line in enumerate(lines, 1):
-        try:
-            done.add(json.loads(line)["id"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            if n < len(lines):
-                raise ValueError(f"{path}:{n} is not a summary record ({{\"id\": ..., \"summary_text\": ...}}); "
-                                 "fix or remove that line, or write to a new --output") from None
-            end -= len(line.encode("utf-8")) + 1   # a broken last line: treat as torn
-    if end < len(data):
-        print(f"seq2seq-kit: {path}: dropped an incomplete last line (an interrupted run); "
-              "its document is summarized again", file=sys.stderr)
-        with path.open("r+b") as f:
-            f.truncate(end)
-    return done
-
-
-def _summarize_jsonl(pipe, docs: list, output: Path, batch_size: int, kwargs: dict) -> int:
-    from tqdm.auto import tqdm
-
-    done = _done_ids(output)
-    todo = [(key, text) for key, text in docs if key not in done]
-    skipped = len(docs) - len(todo)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("a", encoding="utf-8") as out, \
-            tqdm(total=len(docs), initial=skipped, unit="doc", desc="summarizing") as bar:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
-            summaries = pipe([text for _, text in batch], batch_size=batch_size, **kwargs)
-            for (key, _), s in zip(batch, summaries):
-                out.write(json.dumps({"id": key, "summary_text": s["summary_text"]}, ensure_ascii=False) + "\n")
-            out.flush()
-            os.fsync(out.fileno())   # a crash after this loses nothing of this batch
-            bar.update(len(batch))
-    print(f"seq2seq-kit: {len(todo)} summaries written to {output}"
-          + (f" ({skipped} already there, skipped)" if skipped else ""), file=sys.stderr)
-    return 0
+    ray = {} if args.ray is None else {"engine": "ray", "ray_address": args.ray or None, "actors": args.actors}
+    result = summarize_corpus(args.input, args.output, model=args.model, batch_size=args.batch_size or
+                              DEFAULT_BATCH_SIZE, text_field=args.text_field, id_field=args.id_field,
+                              overwrite=args.overwrite, device=_device(args.device), dtype=_dtype(args.dtype),
+                              **_hub_kwargs(args), **ray, **kwargs)
+    return 3 if result.failed else 0
 
 
 # ---------------------------------------------------------------------------------------------- tokenize

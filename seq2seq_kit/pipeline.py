@@ -73,6 +73,15 @@ def _device(device) -> torch.device:
     return device
 
 
+def task_defaults(config, task: str = "summarization") -> tuple[str, dict]:
+    """(prefix, generate defaults) a pipeline applies for `task`, from the checkpoint's config (a BartConfig)."""
+    params = dict((config.extra.get("task_specific_params") or {}).get(task) or {})
+    # As 4.x: the config's prefix, unless the task's settings carry their own.
+    prefix = params.pop("prefix", config.extra.get("prefix")) or ""
+    known = {f.name for f in dataclasses.fields(GenerationConfig)} - {"unsupported"}
+    return prefix, {k: v for k, v in params.items() if k in known}  # 4.x's generation_config.update
+
+
 class SummarizationPipeline:
     """Callable: `pipe(text_or_texts, **generate_kwargs)` -> [{'summary_text': ...}, ...]."""
 
@@ -80,11 +89,7 @@ class SummarizationPipeline:
 
     def __init__(self, model: BartForConditionalGeneration, tokenizer: Tokenizer):
         self.model, self.tokenizer = model, tokenizer
-        params = dict((model.config.extra.get("task_specific_params") or {}).get(self.task) or {})
-        # As 4.x: the config's prefix, unless the task's settings carry their own.
-        self.prefix = params.pop("prefix", model.config.extra.get("prefix")) or ""
-        known = {f.name for f in dataclasses.fields(GenerationConfig)} - {"unsupported"}
-        self.generate_defaults = {k: v for k, v in params.items() if k in known}  # 4.x's generation_config.update
+        self.prefix, self.generate_defaults = task_defaults(model.config, self.task)
         self.max_input_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
 
     @property

@@ -1,0 +1,98 @@
+"""The Ray Data engine of `summarize_corpus` (engine="ray"). Imported only for that engine: Ray is an extra.
+
+    chunks (the driver's plan) -> ray.data.from_items, one block per chunk
+      -> map_batches(_RayWorker): an actor pool, the model loaded once per actor; each actor reads its chunk
+         from the input files and yields one result per batch (seq2seq_kit.corpus.Worker, as the local engine)
+      -> iter_rows on the driver, which writes them through the same Output as the local engine.
+
+Exactly once: Ray Data restarts an actor that dies and retries its task on the new one (its actor pools
+default to max_restarts=-1 and max_task_retries=-1: an actor killed mid-chunk, e.g. a lost node, is
+replaced and the chunk is done again); the retried chunk yields its batches again and the driver's
+Output drops the ids it already wrote.
+The input paths must be readable at the same path on every node (a shared filesystem), as for ray.data.read_*.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+
+def require_ray():
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise ImportError('engine="ray" (--ray) needs Ray Data: pip install "seq2seq-kit[ray]"') from None
+    return ray
+
+
+def results(chunks: list[dict], worker_kwargs: dict, *, address: str | None, actors: int | None,
+            device) -> Iterator[dict]:
+    """The Worker results of every chunk, computed on a Ray actor pool, as they come."""
+    ray = require_ray()
+    started = not ray.is_initialized()
+    if started:  # None: a local Ray instance; "auto" / "ray://...": join that cluster
+        ray.init(address=address, **({"include_dashboard": False} if address is None else {}))
+    try:
+        if not chunks:
+            return
+        actors, resources = _pool(ray, actors, device, len(chunks))
+        ctx = ray.data.DataContext.get_current()
+        saved = ctx.enable_progress_bars, ctx.print_on_execution_start
+        ctx.enable_progress_bars = ctx.print_on_execution_start = False   # the driver's own bar counts documents
+        kwargs = dict(worker_kwargs, device="cuda" if resources.get("num_gpus") else "cpu",
+                      threads=int(resources.get("num_cpus", 0)))
+        ds = ray.data.from_items([{"chunk": json.dumps(c)} for c in chunks], override_num_blocks=len(chunks))
+        ds = ds.map_batches(
+            _RayWorker, batch_size=1, batch_format="numpy", fn_constructor_kwargs=kwargs,
+            compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1), **resources)
+        try:
+            for row in ds.iter_rows():
+                yield json.loads(row["result"])
+        finally:
+            ctx.enable_progress_bars, ctx.print_on_execution_start = saved
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _pool(ray, actors: int | None, device, chunks: int) -> tuple[int, dict]:
+    """(pool size, resources per actor): one GPU each where the cluster has GPUs (unless device is the CPU),
+    else an equal share of the CPUs. The default size is one actor per GPU, else one per node."""
+    total = ray.cluster_resources()
+    gpus = int(total.get("GPU", 0))
+    cpu_only = device is not None and str(device) in ("cpu", "-1")
+    if device is not None and not cpu_only and not gpus:
+        raise ValueError(f"device={device!r} asks for GPUs, but the Ray cluster has none; leave device unset or "
+                         "use 'cpu'")
+    if gpus and not cpu_only:
+        actors = actors or gpus
+        if actors > gpus:
+            raise ValueError(f"actors={actors}: the Ray cluster has {gpus} GPU(s), one per actor; use actors<={gpus} "
+                             "or device='cpu'")
+        return min(actors, chunks), {"num_gpus": 1}
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    actors = min(actors or len(nodes), chunks)
+    biggest = max(int(n["Resources"].get("CPU", 0)) for n in nodes)
+    return actors, {"num_cpus": max(1, min(int(total.get("CPU", 1)) // actors, biggest))}
+
+
+class _RayWorker:
+    """map_batches callable: a Worker per actor; each input row is a chunk, each output row one batch's result."""
+
+    def __init__(self, threads: int, **worker_kwargs):
+        import torch
+
+        from .corpus import Worker
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.worker = Worker(**worker_kwargs)
+
+    def __call__(self, batch: dict) -> Iterator[dict]:
+        import numpy as np
+
+        for chunk in batch["chunk"]:
+            for result in self.worker.process(json.loads(chunk)):
+                yield {"result": np.array([json.dumps(result, ensure_ascii=False)], dtype=object)}

@@ -1,0 +1,174 @@
+"""Beam search (and beam sampling), token-exact with transformers 5.24 `GenerationMixin._beam_search`.
+
+The rules, read off the oracle (transformers/generation/utils.py, logits_process.py, stopping_criteria.py):
+
+Lengths. The decoder "prompt" is the start token: prompt_len = 1, cur_len starts at 1. `max_length` and
+  `min_length` count the start token (max_new_tokens -> max_length = max_new_tokens + 1, see config.py).
+Scores. Each step: logits -> float32 -> log_softmax -> processors (on the log-probs, input_ids = the running
+  sequences [B*K, cur_len]) -> + running beam score. Processor order (logits_process.build_processors):
+  repetition penalty, no-repeat n-gram, encoder no-repeat n-gram, bad words, min length, forced BOS
+  (cur_len == 1), forced EOS (cur_len == max_length - 1), inf/nan removal, [sampling: temperature, top-k,
+  top-p], [renormalize: log_softmax]. `output_scores` records the processed log-probs (before adding beam scores).
+Initial beam scores: 0 for beam 0 and -1e9 for beams 1..K-1, so the first step only expands beam 0.
+Candidates: top-k over the flattened [B, K*V] accumulated scores with k = max(2, 1 + n_eos) * K
+  (beam sampling: multinomial without replacement over softmax of the same, then sorted descending).
+  beam = index // V, token = index % V. A candidate "hits the stopping criteria" when its token is an EOS id or
+  cur_len + 1 >= max_length.
+Running beams for the next step: the top K candidates after adding -1e9 to those that hit the criteria.
+  The cache is reordered by their parent rows (batch * K + beam).
+Finished hypotheses (K slots per input, scores start at -1e9): a candidate may enter only if it is among
+  the first K candidates and hit the criteria. Its score is sum_logprobs / (cur_len + 1 - prompt_len) **
+  length_penalty, i.e. the number of generated tokens, EOS included, start token excluded. -1e9 is added
+  (float32, in this order) when the input's slots are all finished and early_stopping is True, when the early-stop
+  heuristic is satisfied, and when the candidate did not finish; then the best K of (slots + candidates) stay.
+Early-stop heuristic (after cur_len += 1), per input, sticky once satisfied:
+  best possible = best running score / L ** length_penalty, with L = max_length - prompt_len when
+  early_stopping == "never" and length_penalty > 0, else cur_len - prompt_len; "unsatisfied" while
+  best possible > the worst finished score (-1e9 if a slot is still empty).
+Stop when: no input can improve (heuristic), or early_stopping is True and every slot of every input is
+  finished, or every candidate hit the criteria (max_length).
+Output: the first num_return_sequences slots of each input (best first), batch-major [B * nrs, T]; T = 1 + the
+  longest returned hypothesis; positions after a hypothesis' end hold `pad_token_id` (eos_token_id[0] when
+  pad_token_id is 0 or unset; -1 without EOS ids). `sequences_scores` are the length-normalised slot scores.
+
+Lean parts: bookkeeping stays on the device; the only host transfer per step is one pair of flags (stop?,
+beams reordered?), and the cache is gathered only when some running row changed parent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .config import GenerationConfig
+from .logits_process import apply
+
+NEG = -1.0e9                         # transformers' "very large negative" for beams and slots
+PROMPT_LEN = 1                       # the decoder start token
+
+
+@dataclass
+class BeamState:
+    running_seq: torch.Tensor        # [B, K, L] long
+    running_scores: torch.Tensor     # [B, K] float32, sum of log-probs
+    seq: torch.Tensor                # [B, K, L] long, finished slots
+    scores: torch.Tensor             # [B, K] float32, length-normalised
+    finished: torch.Tensor           # [B, K] bool
+    lengths: torch.Tensor            # [B, K] long, generated tokens in the slot (0 = never filled)
+    improvable: torch.Tensor         # [B, 1] bool, early-stop heuristic not yet satisfied
+
+
+def _gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """t [B, N, ...] picked along dim 1 by idx [B, M] -> [B, M, ...]."""
+    while idx.dim() < t.dim():
+        idx = idx.unsqueeze(-1)
+    return torch.take_along_dim(t, idx, dim=1)
+
+
+def _init_state(batch: int, beams: int, max_length: int, start: int, fill: int, device) -> BeamState:
+    running_seq = torch.full((batch, beams, max_length), fill, dtype=torch.long, device=device)
+    running_seq[:, :, 0] = start
+    running_scores = torch.zeros(batch, beams, device=device)
+    running_scores[:, 1:] = NEG
+    return BeamState(
+        running_seq=running_seq, running_scores=running_scores, seq=running_seq.clone(),
+        scores=torch.full((batch, beams), NEG, device=device),
+        finished=torch.zeros(batch, beams, dtype=torch.bool, device=device),
+        lengths=torch.zeros(batch, beams, dtype=torch.long, device=device),
+        improvable=torch.ones(batch, 1, dtype=torch.bool, device=device),
+    )
+
+
+def _candidates(acc: torch.Tensor, n: int, do_sample: bool, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best n of acc [B, K*V] (or n sampled without replacement, sorted by score) -> (scores, flat indices) [B, n]."""
+    if not do_sample:
+        return torch.topk(acc, k=n)
+    idx = torch.multinomial(acc.softmax(dim=-1), num_samples=n, generator=generator)
+    scores, order = acc.gather(1, idx).sort(dim=-1, descending=True)
+    return scores, idx.gather(-1, order)
+
+
+def _finish(st: BeamState, cand_seq, cand_scores, hits, cur_len: int, cfg: GenerationConfig) -> None:
+    """Merge the candidates that just finished into the K slots per input (transformers' `_update_finished_beams`)."""
+    beams = st.scores.shape[1]
+    top_k_mask = torch.arange(cand_scores.shape[1], device=hits.device) < beams       # [K2]
+    just_finished = hits & top_k_mask
+    generated = cur_len + 1 - PROMPT_LEN                                              # EOS counted
+    norm = cand_scores / (generated ** cfg.length_penalty)
+    all_full = torch.all(st.finished, dim=-1, keepdim=True) & (cfg.early_stopping is True)
+    norm += all_full.to(torch.float32) * NEG
+    norm += (~st.improvable).to(torch.float32) * NEG
+    norm += (~just_finished) * NEG
+
+    keep = torch.topk(torch.cat((st.scores, norm), dim=1), k=beams)[1]               # [B, K]
+    st.seq = _gather(torch.cat((st.seq, cand_seq), dim=1), keep)
+    st.scores = _gather(torch.cat((st.scores, norm), dim=1), keep)
+    st.finished = _gather(torch.cat((st.finished, just_finished), dim=1), keep)
+    st.lengths = _gather(torch.cat((st.lengths, torch.full_like(hits, generated, dtype=torch.long)), dim=1), keep)
+
+
+def _update_improvable(st: BeamState, cur_len: int, cfg: GenerationConfig) -> None:
+    """transformers' `_check_early_stop_heuristic` (cur_len already advanced)."""
+    if cfg.early_stopping == "never" and cfg.length_penalty > 0.0:
+        best_len = cfg.max_length - PROMPT_LEN
+    else:
+        best_len = cur_len - PROMPT_LEN
+    best_running = st.running_scores[:, :1] / (best_len ** cfg.length_penalty)                    # [B, 1]
+    worst_finished = torch.where(st.finished, torch.min(st.scores, dim=1, keepdim=True)[0], NEG)  # [B, K]
+    st.improvable = st.improvable & torch.any(best_running > worst_finished, dim=-1, keepdim=True)
+
+
+def beam_search(model, cache, cfg: GenerationConfig, processors: list, batch: int, generator=None):
+    """Run beam search from the decoder start token. Returns (sequences [B*nrs, T], sequences_scores [B*nrs],
+    per-step processed log-probs (tuple of [B*K, V]) or None)."""
+    beams, max_length = cfg.num_beams, cfg.max_length
+    device = cache.self_k[0].device
+    rows = batch * beams
+    eos = torch.tensor(cfg.eos_token_id, device=device) if cfg.eos_token_id else None
+    n_candidates = max(2, 1 + (len(eos) if eos is not None else 0)) * beams
+    fill = (cfg.pad_token_id or cfg.eos_token_id[0]) if eos is not None else -1
+    st = _init_state(batch, beams, max_length, cfg.decoder_start_token_id, fill, device)
+    batch_offset = torch.arange(batch, device=device)[:, None] * beams                # [B, 1]
+    identity = torch.arange(rows, device=device)
+    step_scores = [] if cfg.output_scores else None
+
+    cur_len = 1
+    while True:
+        tokens = st.running_seq[:, :, cur_len - 1].reshape(rows)                     # [R]
+        logits = model.decode_step(tokens, cache).float()                             # [R, V]
+        log_probs = apply(processors, st.running_seq.reshape(rows, -1)[:, :cur_len], logits.log_softmax(dim=-1))
+        if step_scores is not None:
+            step_scores.append(log_probs)
+        vocab = log_probs.shape[-1]
+        acc = (log_probs.view(batch, beams, vocab) + st.running_scores[:, :, None]).view(batch, beams * vocab)
+
+        cand_scores, cand_idx = _candidates(acc, n_candidates, cfg.do_sample, generator)   # [B, K2]
+        parent, token = cand_idx // vocab, cand_idx % vocab
+        cand_seq = _gather(st.running_seq, parent)                                    # [B, K2, L]
+        cand_seq[:, :, cur_len] = token
+        hits = torch.full_like(token, cur_len + 1 >= max_length, dtype=torch.bool)
+        if eos is not None:
+            hits = hits | torch.isin(token, eos)
+
+        running = cand_scores + hits.to(torch.float32) * NEG
+        nxt = torch.topk(running, k=beams)[1]                                         # [B, K]
+        st.running_seq = _gather(cand_seq, nxt)
+        st.running_scores = _gather(running, nxt)
+        parent_rows = (_gather(parent, nxt) + batch_offset).view(rows)                # [R]
+
+        _finish(st, cand_seq, cand_scores, hits, cur_len, cfg)
+        cur_len += 1
+        _update_improvable(st, cur_len, cfg)
+        going = st.improvable.any() & ~(st.finished.all() & (cfg.early_stopping is True)) & ~hits.all()
+        moved = (parent_rows != identity).any()
+        going, moved = torch.stack((going, moved)).tolist()                           # the one host transfer
+        if not going:
+            break
+        if moved:
+            cache.reorder(parent_rows)
+
+    nrs = cfg.num_return_sequences
+    length = PROMPT_LEN + int(st.lengths[:, :nrs].max())
+    sequences = st.seq[:, :nrs, :length].reshape(batch * nrs, length)
+    return sequences, st.scores[:, :nrs].reshape(batch * nrs), tuple(step_scores) if step_scores is not None else None

@@ -1,0 +1,231 @@
+"""GenerationConfig: generation settings and their defaults, resolved as transformers 5.24 resolves them.
+
+Where a checkpoint's settings come from (transformers' `GenerationMixin.adjust_generation_fn`):
+  1. `generation_config.json`, if the checkpoint has one: every key in it; config.json is then not read;
+  2. otherwise the generation keys of `config.json` (`GenerationConfig.from_model_config`): e.g.
+     sshleifer/distilbart-cnn-12-6 keeps num_beams 4, length_penalty 2.0, max_length 142, min_length 56,
+     no_repeat_ngram_size 3, early_stopping true, forced_bos_token_id 0 there, next to its special token ids.
+At generate time (`_prepare_generation_config`): explicit kwargs > the checkpoint's non-None settings >
+LIBRARY_DEFAULTS. Lengths count the decoder start token (the decoder "prompt", length 1):
+  max_new_tokens given       -> max_length = max_new_tokens + 1
+  max_length set nowhere     -> max_length = min(20 + 1, max_position_embeddings)   (20 new tokens)
+  otherwise                  -> max_length as given (total length, start token included)
+  min_new_tokens given       -> min_length = min_new_tokens + 1
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from numbers import Real
+from pathlib import Path
+
+
+@dataclass
+class GenerationConfig:
+    # None = not set here; a resolved config (see `resolve`) has the effective values.
+    max_length: int | None = None
+    max_new_tokens: int | None = None
+    min_length: int | None = None
+    min_new_tokens: int | None = None
+    num_beams: int | None = None
+    length_penalty: float | None = None
+    early_stopping: bool | str | None = None            # True, False or "never"
+    num_return_sequences: int | None = None
+    do_sample: bool | None = None
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    no_repeat_ngram_size: int | None = None
+    encoder_no_repeat_ngram_size: int | None = None
+    bad_words_ids: list[list[int]] | None = None
+    forced_bos_token_id: int | None = None
+    forced_eos_token_id: int | list[int] | None = None
+    remove_invalid_values: bool | None = None
+    renormalize_logits: bool | None = None
+    output_scores: bool | None = None
+    return_dict_in_generate: bool | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    pad_token_id: int | None = None
+    decoder_start_token_id: int | None = None
+    # checkpoint settings transformers would apply but seq2seq_kit does not implement (generate refuses them)
+    unsupported: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GenerationConfig":
+        """Known keys are taken; transformers-only keys with a non-neutral value go to `unsupported`; others ignored."""
+        names = {f.name for f in fields(cls)} - {"unsupported"}
+        cfg = cls(**{k: v for k, v in d.items() if k in names})
+        cfg.unsupported = {k: v for k, v in d.items() if k in UNSUPPORTED and v not in (None, UNSUPPORTED[k])}
+        return cfg
+
+    @classmethod
+    def from_model_config(cls, config: dict) -> "GenerationConfig":
+        """The generation keys of a config.json dict (transformers' `GenerationConfig.from_model_config`)."""
+        config = {k: v for k, v in config.items() if v is not None}
+        cfg = cls.from_dict(config)
+        if config.get("force_bos_token_to_be_generated", False):      # legacy BART key
+            cfg.forced_bos_token_id = cfg.bos_token_id
+        if not cfg.return_dict_in_generate and any(config.get(k) is True for k in OUTPUT_FLAGS):
+            cfg.return_dict_in_generate = True
+        return cfg
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, model_config=None) -> "GenerationConfig":
+        """From a checkpoint directory: generation_config.json, else config.json (else `model_config`, if given)."""
+        path = Path(path)
+        gen_file, config_file = path / "generation_config.json", path / "config.json"
+        if gen_file.is_file():
+            return cls.from_dict(json.loads(gen_file.read_text(encoding="utf-8")))
+        if config_file.is_file():
+            return cls.from_model_config(json.loads(config_file.read_text(encoding="utf-8")))
+        if model_config is not None:
+            return cls.from_model_config(model_config if isinstance(model_config, dict) else model_config.to_dict())
+        raise FileNotFoundError(f"{path} has neither generation_config.json nor config.json")
+
+    def to_dict(self) -> dict:
+        """The settings that are set (not None)."""
+        d = asdict(self)
+        d.pop("unsupported")
+        return {k: v for k, v in d.items() if v is not None}
+
+    def save_pretrained(self, save_directory: str | Path) -> None:
+        """Write generation_config.json (only the settings that are set)."""
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "generation_config.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+# transformers' `GenerationConfig._get_default_generation_params` (the keys seq2seq_kit implements)
+LIBRARY_DEFAULTS = dict(
+    max_length=20, min_length=0, num_beams=1, length_penalty=1.0, early_stopping=False, num_return_sequences=1,
+    do_sample=False, temperature=1.0, top_k=50, top_p=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0,
+    encoder_no_repeat_ngram_size=0, remove_invalid_values=False, output_scores=False, return_dict_in_generate=False,
+)
+# An explicit None for these means "not given" (transformers would fail on None); for every other key an
+# explicit None switches the setting off, as in transformers (e.g. forced_bos_token_id=None, top_k=None).
+NONE_MEANS_UNSET = ("max_length", "num_beams", "length_penalty", "num_return_sequences")
+OUTPUT_FLAGS = ("output_attentions", "output_hidden_states", "output_scores", "output_logits")
+# transformers generation settings seq2seq_kit does not implement, with the value that makes them a no-op
+UNSUPPORTED = dict(
+    typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0, min_p=None, top_h=None, encoder_repetition_penalty=1.0,
+    exponential_decay_length_penalty=None, suppress_tokens=None, begin_suppress_tokens=None, sequence_bias=None,
+    guidance_scale=1.0, num_beam_groups=1, diversity_penalty=0.0, constraints=None, force_words_ids=None,
+    max_time=None, stop_strings=None, penalty_alpha=None, dola_layers=None, token_healing=False, low_memory=False,
+    prompt_lookup_num_tokens=None, assistant_early_exit=None, watermarking_config=None, use_mtp=False,
+)
+GENERATE_KWARGS = tuple(f.name for f in fields(GenerationConfig) if f.name != "unsupported")
+
+
+def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int,
+            max_position_embeddings: int) -> GenerationConfig:
+    """kwargs over the checkpoint's settings over LIBRARY_DEFAULTS, lengths made absolute, then validated.
+
+    The result has eos_token_id as a list (or None), pad_token_id defaulted to the first EOS id, and
+    decoder_start_token_id defaulted to bos_token_id, as transformers' `_prepare_special_tokens` does.
+    """
+    unknown = sorted(set(kwargs) - set(GENERATE_KWARGS))
+    if unknown:
+        raise ValueError(f"generate() got unknown argument(s) {unknown}; supported: {', '.join(GENERATE_KWARGS)}")
+    base = base or GenerationConfig()
+    if base.unsupported:
+        raise ValueError(
+            f"the checkpoint's generation config sets {base.unsupported}, which seq2seq_kit does not implement; "
+            "set model.generation_config.unsupported = {} to generate without them")
+    kwargs = {k: v for k, v in kwargs.items() if not (v is None and k in NONE_MEANS_UNSET)}
+    merged = {**LIBRARY_DEFAULTS, **base.to_dict(), **kwargs}
+    has_default_max_length = kwargs.get("max_length") is None and base.max_length is None
+    cfg = replace(GenerationConfig(), **merged)
+
+    if isinstance(cfg.eos_token_id, int):
+        cfg.eos_token_id = [cfg.eos_token_id]
+    if cfg.pad_token_id is None and cfg.eos_token_id:
+        cfg.pad_token_id = cfg.eos_token_id[0]
+    if cfg.decoder_start_token_id is None:
+        cfg.decoder_start_token_id = cfg.bos_token_id
+    _check_int("max_new_tokens", cfg.max_new_tokens, 1, allow_none=True)
+    _check_int("max_length", cfg.max_length, -math.inf)
+    _check_int("min_new_tokens", cfg.min_new_tokens, 0, allow_none=True)
+    if cfg.max_new_tokens is not None:
+        cfg.max_length = cfg.max_new_tokens + 1
+    elif has_default_max_length:
+        cfg.max_length = min(cfg.max_length + 1, max_position_embeddings)
+    if cfg.min_new_tokens is not None:
+        cfg.min_length = cfg.min_new_tokens + 1
+    _validate(cfg, vocab_size, max_position_embeddings)
+    return cfg
+
+
+def _check_int(name: str, value, low, high=math.inf, *, allow_none: bool = False, note: str = "") -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        bounds = [f">= {low}"] if low > -math.inf else []
+        bounds += [f"<= {high}"] if high < math.inf else []
+        raise ValueError(f"`{name}` must be an integer {' and '.join(bounds)}{note}, got {value!r}".replace("  ", " "))
+
+
+def _check_token(name: str, value, vocab_size: int, *, allow_list: bool = False) -> None:
+    values = value if allow_list and isinstance(value, list) and value else [value]
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < vocab_size:
+            what = f"a token id in [0, {vocab_size})" + (" or a list of them" if allow_list else "")
+            raise ValueError(f"`{name}` must be {what}, got {value!r}")
+
+
+def _check_flag(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be True or False, got {value!r}")
+
+
+def _validate(cfg: GenerationConfig, vocab_size: int, max_position_embeddings: int) -> None:
+    """ValueError naming the setting and its allowed range; nothing is computed before this passes."""
+    if cfg.decoder_start_token_id is None:
+        raise ValueError("`decoder_start_token_id` (or `bos_token_id`) must be set for encoder-decoder generation")
+    # the decoder start token counts in max_length; positions 0 .. max_length - 2 are fed to the decoder
+    _check_int("max_length", cfg.max_length, 2, max_position_embeddings + 1,
+               note=f" (max_new_tokens + 1 when max_new_tokens is given; the decoder start token counts as 1 and the "
+                    f"model has {max_position_embeddings} positions)")
+    _check_int("min_length", cfg.min_length, 0)
+    _check_int("num_beams", cfg.num_beams, 1)
+    _check_int("num_return_sequences", cfg.num_return_sequences, 1)
+    for flag in ("do_sample", "output_scores", "return_dict_in_generate"):
+        _check_flag(flag, getattr(cfg, flag))
+    if cfg.num_beams > 1 and cfg.num_return_sequences > cfg.num_beams:
+        raise ValueError(f"`num_return_sequences` ({cfg.num_return_sequences}) must be between 1 and `num_beams` "
+                         f"({cfg.num_beams}) for beam search")
+    if cfg.num_beams == 1 and not cfg.do_sample and cfg.num_return_sequences > 1:
+        raise ValueError(f"greedy search returns 1 sequence per input, got `num_return_sequences` "
+                         f"{cfg.num_return_sequences}: use num_beams >= {cfg.num_return_sequences} or do_sample=True")
+    if cfg.early_stopping not in (True, False, "never"):
+        raise ValueError(f"`early_stopping` must be True, False or 'never', got {cfg.early_stopping!r}")
+    if not isinstance(cfg.length_penalty, Real):
+        raise ValueError(f"`length_penalty` must be a number, got {cfg.length_penalty!r}")
+    _check_int("no_repeat_ngram_size", cfg.no_repeat_ngram_size, 0, allow_none=True)
+    _check_int("encoder_no_repeat_ngram_size", cfg.encoder_no_repeat_ngram_size, 0, allow_none=True)
+    if cfg.repetition_penalty is not None and not (isinstance(cfg.repetition_penalty, Real)
+                                                   and cfg.repetition_penalty > 0):
+        raise ValueError(f"`repetition_penalty` must be a number > 0, got {cfg.repetition_penalty!r}")
+    if cfg.bad_words_ids is not None:
+        if not (isinstance(cfg.bad_words_ids, list) and cfg.bad_words_ids
+                and all(isinstance(w, list) and w for w in cfg.bad_words_ids)):
+            raise ValueError(f"`bad_words_ids` must be a non-empty list of non-empty lists of token ids, "
+                             f"got {cfg.bad_words_ids!r}")
+        for w in cfg.bad_words_ids:
+            _check_token("bad_words_ids", w, vocab_size, allow_list=True)
+    for name in ("eos_token_id", "forced_eos_token_id"):
+        if getattr(cfg, name) is not None:
+            _check_token(name, getattr(cfg, name), vocab_size, allow_list=True)
+    for name in ("bos_token_id", "pad_token_id", "decoder_start_token_id", "forced_bos_token_id"):
+        if getattr(cfg, name) is not None:
+            _check_token(name, getattr(cfg, name), vocab_size)
+    _check_int("top_k", cfg.top_k, 0, allow_none=True)
+    if cfg.top_p is not None and not (isinstance(cfg.top_p, Real) and 0 < cfg.top_p <= 1):
+        raise ValueError(f"`top_p` must be in (0, 1], got {cfg.top_p!r}")
+    if cfg.do_sample and cfg.temperature is not None and not (isinstance(cfg.temperature, Real)
+                                                              and cfg.temperature > 0):
+        raise ValueError(f"`temperature` must be > 0 when do_sample=True, got {cfg.temperature!r} "
+                         "(for greedy decoding use do_sample=False)")

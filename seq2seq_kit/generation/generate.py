@@ -1,0 +1,93 @@
+"""generate(): settings resolved and validated, the encoder run once, then greedy / sampling / beam search."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .beam_search import beam_search
+from .config import GenerationConfig, resolve
+from .logits_process import build_processors
+from .sampling import sample
+
+
+@dataclass
+class GenerateOutput:
+    """What generate(..., return_dict_in_generate=True) returns; also readable as out["sequences"]."""
+    sequences: torch.Tensor                             # [B * num_return_sequences, T] long
+    sequences_scores: torch.Tensor | None = None        # [B * num_return_sequences] (beam search, output_scores)
+    scores: tuple[torch.Tensor, ...] | None = None      # per step [B * rows_per_input, V] processed scores
+
+    def __getitem__(self, key: str):
+        return getattr(self, key)
+
+
+def _validate_inputs(input_ids, attention_mask, config) -> None:
+    """ValueError/TypeError for bad inputs, before any compute."""
+    if not isinstance(input_ids, torch.Tensor):
+        raise TypeError(f"input_ids must be a torch.Tensor of token ids [batch, seq], got {type(input_ids).__name__}")
+    if input_ids.dim() != 2 or input_ids.dtype not in (torch.long, torch.int32, torch.int64):
+        raise ValueError(f"input_ids must be an integer tensor [batch, seq], got shape {tuple(input_ids.shape)} "
+                         f"dtype {input_ids.dtype}")
+    if input_ids.numel() == 0:
+        raise ValueError(f"input_ids is empty (shape {tuple(input_ids.shape)}): give at least one token per input")
+    if input_ids.shape[1] > config.max_position_embeddings:
+        raise ValueError(f"input_ids has {input_ids.shape[1]} tokens, more than max_position_embeddings "
+                         f"({config.max_position_embeddings}): truncate to at most {config.max_position_embeddings}")
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= config.vocab_size:
+        raise ValueError(f"input_ids holds ids outside the vocabulary [0, {config.vocab_size}): "
+                         f"min {low}, max {high}")
+    if attention_mask is not None:
+        if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
+            shape = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask)
+            raise ValueError(f"attention_mask must be a tensor shaped like input_ids {tuple(input_ids.shape)}, "
+                             f"got {shape}")
+        if not attention_mask.bool().any(dim=1).all():
+            raise ValueError("attention_mask has a row with no token to attend to (all zeros)")
+
+
+@torch.no_grad()
+def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+             generator: torch.Generator | None = None, **kwargs):
+    """transformers-compatible generate for a seq2seq_kit BART model.
+
+    input_ids [B, S], attention_mask [B, S] (1 = token, 0 = padding) or None; kwargs are transformers' generation
+    settings (see GenerationConfig), over model.generation_config, over transformers' library defaults.
+    generator: torch.Generator for sampling (None: the global RNG).
+    Returns a LongTensor [B * num_return_sequences, T] that starts with the decoder start token, padded with
+    pad_token_id after EOS; or a GenerateOutput when return_dict_in_generate=True.
+    """
+    config = model.config
+    _validate_inputs(input_ids, attention_mask, config)
+    base = model.generation_config
+    if base is None:                     # a model not made by from_pretrained: its config's keys, as transformers
+        base = GenerationConfig.from_model_config(config.to_dict())
+    cfg = resolve(base, kwargs, vocab_size=config.vocab_size, max_position_embeddings=config.max_position_embeddings)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    cfg.output_scores = cfg.output_scores and cfg.return_dict_in_generate     # scores are only returned in a dict
+
+    device = model.device
+    input_ids = input_ids.to(device=device, dtype=torch.long)
+    attention_mask = attention_mask.to(device) if attention_mask is not None else None
+    batch = input_ids.shape[0]
+    beam = cfg.num_beams > 1
+    rows_per_input = cfg.num_beams if beam else cfg.num_return_sequences
+
+    encoder_hidden = model.encode(input_ids, attention_mask)                          # [B, S, D], once
+    cache = model.new_cache(encoder_hidden, attention_mask, rows_per_input=rows_per_input,
+                            max_length=cfg.max_length - 1)                   # one slot per decoder step
+    processors = build_processors(cfg, input_ids, rows_per_input, config.vocab_size)
+    if beam:
+        sequences, sequences_scores, scores = beam_search(model, cache, cfg, processors, batch, generator)
+    else:
+        sequences, scores = sample(model, cache, cfg, processors, batch * rows_per_input, generator)
+        sequences_scores = None
+    if not cfg.return_dict_in_generate:
+        return sequences
+    return GenerateOutput(sequences, sequences_scores if cfg.output_scores else None, scores)
+
+
+__all__ = ["generate", "GenerateOutput", "GenerationConfig"]

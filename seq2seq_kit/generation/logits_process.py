@@ -1,0 +1,225 @@
+"""Logits processors with transformers' semantics, built in transformers' order.
+
+A processor is a callable `(input_ids [R, T], scores [R, V] float32) -> scores [R, V]`:
+  input_ids  decoder tokens so far, decoder start token included (T = current length)
+  scores     raw logits (greedy / sampling) or log-softmax (beam search), one row per hypothesis
+  R = batch * rows_per_input (beams, or return sequences when sampling); row r belongs to input r // rows_per_input.
+Processors never modify their inputs in place.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .config import GenerationConfig
+
+
+class RepetitionPenalty:
+    """Every token already in input_ids: score * penalty if score < 0 else score / penalty."""
+
+    def __init__(self, penalty: float):
+        self.penalty = penalty
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        seen = scores.gather(1, input_ids)                                   # [R, T]
+        seen = torch.where(seen < 0, seen * self.penalty, seen / self.penalty)
+        return scores.scatter(1, input_ids, seen)
+
+
+def _ban(scores: torch.Tensor, matches: torch.Tensor, next_tokens: torch.Tensor) -> torch.Tensor:
+    """Set scores[r, next_tokens[r, w]] = -inf wherever matches[r, w] (matches, next_tokens: [R, W])."""
+    vocab_size = scores.shape[-1]
+    banned = scores.new_zeros((scores.shape[0], vocab_size + 1), dtype=torch.bool)
+    # non-matching windows write to a spare column past the vocabulary
+    banned.scatter_(1, torch.where(matches, next_tokens, vocab_size), True)
+    return scores.masked_fill(banned[:, :vocab_size], -math.inf)
+
+
+class NoRepeatNGram:
+    """Ban every token that would complete an n-gram already present in input_ids."""
+
+    def __init__(self, ngram_size: int):
+        self.n = ngram_size
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        cur_len = input_ids.shape[1]
+        if cur_len < self.n:
+            return scores
+        prefix = input_ids[:, cur_len + 1 - self.n:]                         # [R, n-1]
+        windows = input_ids.unfold(1, self.n, 1)                             # [R, W, n]
+        matches = (windows[..., :-1] == prefix.unsqueeze(1)).all(dim=-1)     # [R, W]
+        return _ban(scores, matches, windows[..., -1])
+
+
+class EncoderNoRepeatNGram:
+    """Ban every token that would complete an n-gram of the row's encoder input (padding included, as transformers)."""
+
+    def __init__(self, ngram_size: int, encoder_input_ids: torch.Tensor, rows_per_input: int):
+        self.n = ngram_size
+        seq_len = encoder_input_ids.shape[1]
+        self.windows = None                                                  # [R, W, n], or None: input shorter than n
+        if seq_len >= ngram_size:
+            windows = encoder_input_ids.unfold(1, ngram_size, 1)             # [B, W, n]
+            self.windows = windows.repeat_interleave(rows_per_input, dim=0)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        cur_len = input_ids.shape[1]
+        if self.windows is None or cur_len < self.n - 1:
+            return scores
+        prefix = input_ids[:, cur_len + 1 - self.n:]                         # [R, n-1]
+        matches = (self.windows[..., :-1] == prefix.unsqueeze(1)).all(dim=-1)
+        return _ban(scores, matches, self.windows[..., -1])
+
+
+class NoBadWords:
+    """Ban single-token bad words always, and the last token of a longer bad word when its prefix ends input_ids.
+
+    Bad words that are exactly one EOS id are dropped, as transformers does.
+    """
+
+    def __init__(self, bad_words_ids: list[list[int]], eos_token_id: list[int] | None, vocab_size: int, device):
+        eos = eos_token_id or []
+        words = {tuple(w) for w in bad_words_ids if not any(w == [e] for e in eos)}
+        self.single = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+        self.single[[w[0] for w in words if len(w) == 1]] = True
+        by_prefix_len: dict[int, list[tuple[int, ...]]] = {}
+        for w in sorted(words):
+            if len(w) > 1:
+                by_prefix_len.setdefault(len(w) - 1, []).append(w)
+        self.groups = [                                                      # (prefixes [G, P], last tokens [G])
+            (torch.tensor([w[:-1] for w in ws], device=device), torch.tensor([w[-1] for w in ws], device=device))
+            for ws in by_prefix_len.values()
+        ]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        vocab_size = scores.shape[-1]
+        banned = scores.new_zeros((scores.shape[0], vocab_size + 1), dtype=torch.bool)    # spare last column
+        banned[:, :vocab_size] = self.single
+        for prefixes, last in self.groups:
+            if prefixes.shape[1] > input_ids.shape[1]:
+                continue
+            matches = (input_ids[:, None, -prefixes.shape[1]:] == prefixes).all(dim=-1)   # [R, G]
+            banned.scatter_(1, torch.where(matches, last, vocab_size), True)
+        return scores.masked_fill(banned[:, :vocab_size], -math.inf)
+
+
+class MinLength:
+    """EOS gets -inf while the decoder sequence (start token included) is shorter than min_length."""
+
+    def __init__(self, min_length: int, eos_token_id: list[int]):
+        self.min_length = min_length
+        self.eos = eos_token_id
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if input_ids.shape[1] >= self.min_length:
+            return scores
+        scores = scores.clone()
+        scores[:, self.eos] = -math.inf
+        return scores
+
+
+class ForcedToken:
+    """At decoder length `at_length`, every score is -inf except `token_ids` (0): forced BOS (length 1) / EOS."""
+
+    def __init__(self, at_length: int, token_ids: list[int]):
+        self.at_length = at_length
+        self.token_ids = token_ids
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if input_ids.shape[1] != self.at_length:
+            return scores
+        forced = torch.full_like(scores, -math.inf)
+        forced[:, self.token_ids] = 0
+        return forced
+
+
+def remove_inf_nan(input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """nan -> 0, +-inf -> the dtype's max / min."""
+    finfo = torch.finfo(scores.dtype)
+    out = torch.where(scores != scores, 0.0, scores)
+    out = torch.where(scores == math.inf, finfo.max, out)
+    return torch.where(scores == -math.inf, finfo.min, out)
+
+
+class Temperature:
+    def __init__(self, temperature: float):
+        self.temperature = temperature
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return scores / self.temperature
+
+
+class TopK:
+    """Keep scores >= the k-th largest; k is at least min_tokens_to_keep."""
+
+    def __init__(self, top_k: int, min_tokens_to_keep: int):
+        self.k = max(top_k, min_tokens_to_keep)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        k = min(self.k, scores.shape[-1])
+        kth = torch.topk(scores, k)[0][..., -1, None]                        # [R, 1]
+        return scores.masked_fill(scores < kth, -math.inf)
+
+
+class TopP:
+    """Keep the smallest set of top tokens whose probability sums to >= top_p (at least min_tokens_to_keep)."""
+
+    def __init__(self, top_p: float, min_tokens_to_keep: int):
+        self.top_p = top_p
+        self.min_keep = min_tokens_to_keep
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        sorted_scores, order = torch.sort(scores, descending=False)          # ascending: [R, V]
+        cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
+        remove = cumulative <= (1 - self.top_p)
+        remove[..., -self.min_keep:] = False
+        remove = remove.scatter(1, order, remove)
+        return scores.masked_fill(remove, -math.inf)
+
+
+def log_softmax(input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    return scores.log_softmax(dim=-1)
+
+
+def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, rows_per_input: int,
+                     vocab_size: int) -> list:
+    """The processors of a resolved config, in transformers' `_get_logits_processor` order."""
+    eos = cfg.eos_token_id
+    procs: list = []
+    if cfg.repetition_penalty is not None and cfg.repetition_penalty != 1.0:
+        procs.append(RepetitionPenalty(cfg.repetition_penalty))
+    if cfg.no_repeat_ngram_size:
+        procs.append(NoRepeatNGram(cfg.no_repeat_ngram_size))
+    if cfg.encoder_no_repeat_ngram_size:
+        procs.append(EncoderNoRepeatNGram(cfg.encoder_no_repeat_ngram_size, encoder_input_ids, rows_per_input))
+    if cfg.bad_words_ids is not None:
+        procs.append(NoBadWords(cfg.bad_words_ids, eos, vocab_size, encoder_input_ids.device))
+    if cfg.min_length and eos is not None:            # min_new_tokens is folded into min_length by resolve()
+        procs.append(MinLength(cfg.min_length, eos))
+    if cfg.forced_bos_token_id is not None:
+        procs.append(ForcedToken(1, [cfg.forced_bos_token_id]))
+    if cfg.forced_eos_token_id is not None:
+        forced_eos = cfg.forced_eos_token_id
+        procs.append(ForcedToken(cfg.max_length - 1, forced_eos if isinstance(forced_eos, list) else [forced_eos]))
+    if cfg.remove_invalid_values:
+        procs.append(remove_inf_nan)
+    if cfg.do_sample:
+        # beams keep one non-EOS token more than there are EOS ids, so a beam can always continue
+        min_keep = (len(eos) + 1 if eos is not None else 2) if cfg.num_beams > 1 else 1
+        if cfg.temperature is not None and cfg.temperature != 1.0:
+            procs.append(Temperature(cfg.temperature))
+        if cfg.top_k:
+            procs.append(TopK(cfg.top_k, min_keep))
+        if cfg.top_p is not None and cfg.top_p < 1.0:
+            procs.append(TopP(cfg.top_p, min_keep))
+    if cfg.renormalize_logits:
+        procs.append(log_softmax)
+    return procs
+
+
+def apply(processors: list, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    for proc in processors:
+        scores = proc(input_ids, scores)
+    return scores

@@ -1,0 +1,379 @@
+"""summarize_corpus, local engine: records, length-sorted batches, resume, bad records, settings, Parquet,
+a killed run, and the CLI's --input jobs. On the "tiny" random checkpoint; summaries are checked against
+the pipeline (itself checked against transformers elsewhere)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from seq2seq_kit import Tokenizer, pipeline, summarize_corpus
+from seq2seq_kit.cli import main
+from seq2seq_kit.corpus import Output, Worker
+
+GEN = dict(max_length=9, num_beams=2)
+WORDS = ("the tower is 324 metres tall about the same height as an 81-storey building and the tallest structure in "
+         "Paris its base is square measuring 125 metres on each side during the 1905-06 season the club finished "
+         "second in Division One").split()
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_docs(n: int, seed: int = 0) -> list[dict]:
+    """n documents of varied length (3..60 words)."""
+    import random
+
+    rng = random.Random(seed)
+    return [{"id": f"doc{i}", "text": " ".join(rng.choices(WORDS, k=rng.randint(3, 60)))} for i in range(n)]
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def read_jsonl(path: Path) -> list:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def by_id(records: list) -> dict:
+    ids = [r["id"] for r in records]
+    assert len(ids) == len(set(ids)), "an id was written twice"
+    return {r["id"]: r for r in records}
+
+
+@pytest.fixture(scope="module")
+def tiny(checkpoint):
+    return checkpoint("tiny")
+
+
+@pytest.fixture(scope="module")
+def reference(tiny):
+    """The pipeline's summary, token counts and output token count of a text, one text at a time."""
+    pipe = pipeline("summarization", model=str(tiny))
+    tok = Tokenizer.from_pretrained(tiny)
+    cache = {}
+
+    def get(text: str) -> dict:
+        if text not in cache:
+            out = pipe(text, return_tensors=True, truncation=True, **GEN)[0]["summary_token_ids"]
+            ids = out.tolist()[1:]    # after the decoder start token
+            cache[text] = {"summary_text": pipe(text, truncation=True, **GEN)[0]["summary_text"],
+                           "input_tokens": min(len(tok(text)["input_ids"]), pipe.max_input_length),
+                           "output_tokens": ids.index(2) + 1 if 2 in ids else len(ids)}
+        return cache[text]
+
+    return get
+
+
+def run(docs_path, out, tiny, **kwargs):
+    return summarize_corpus(docs_path, out, model=tiny, progress=False, **{"batch_size": 3, **GEN, **kwargs})
+
+
+# ---------------------------------------------------------------------------------------------- records
+
+def test_records_match_the_pipeline_and_meta(tmp_path, tiny, reference, capsys):
+    docs = make_docs(10)
+    out = tmp_path / "out" / "summaries.jsonl"
+    result = run(write_jsonl(tmp_path / "docs.jsonl", docs), out, tiny)
+    assert (result.written, result.skipped, result.failed, result.truncated) == (10, 0, 0, 0)
+    records = by_id(read_jsonl(out))
+    assert set(records) == {d["id"] for d in docs}
+    for d in docs:
+        assert records[d["id"]] == {"id": d["id"], **reference(d["text"])}
+    meta = json.loads((tmp_path / "out" / "summaries.jsonl.meta.json").read_text())
+    job = meta["job"]
+    assert job["model"] == str(Path(tiny).resolve()) and job["commit"] is None and job["dtype"] == "float32"
+    assert (job["text_field"], job["id_field"]) == ("text", "id")
+    gen = job["generation"]   # resolved: the kwargs, the checkpoint's ids, the library defaults
+    assert (gen["max_length"], gen["num_beams"], gen["eos_token_id"], gen["decoder_start_token_id"],
+            gen["length_penalty"]) == (9, 2, [2], 2, 1.0)
+    assert meta["counts"] == {"summaries": 10, "failed": 0, "truncated": 0}
+    assert not (tmp_path / "out" / "summaries.jsonl.errors.jsonl").read_text()
+    assert "done 10, skipped 0" in capsys.readouterr().err
+
+
+def test_batches_are_sorted_by_token_length(tmp_path, tiny, monkeypatch):
+    docs = make_docs(18, seed=1)      # batch_size 3: chunks of 12 and 6 documents
+    path = write_jsonl(tmp_path / "docs.jsonl", docs)
+    real, calls = Worker.summarize, []
+
+    def spy(self, rows):
+        calls.append([len(r) for r in rows])
+        return real(self, rows)
+
+    monkeypatch.setattr(Worker, "summarize", spy)
+    run(path, tmp_path / "sorted.jsonl", tiny)
+    sorted_calls, calls[:] = list(calls), []
+    run(path, tmp_path / "unsorted.jsonl", tiny, sort_by_length=False)
+    tok = Tokenizer.from_pretrained(tiny)
+    lengths = [len(tok(d["text"])["input_ids"]) for d in docs]
+    assert calls == [lengths[i:i + 3] for i in range(0, 18, 3)]                 # input order
+    assert sorted_calls == [sorted(lengths[c:c + 12], reverse=True)[i:i + 3]     # longest first, per chunk
+                            for c in range(0, 18, 12) for i in range(0, min(12, 18 - c), 3)]
+    padding = lambda cs: sum(max(c) * len(c) - sum(c) for c in cs)
+    assert padding(sorted_calls) < padding(calls) / 2
+    # Same summaries either way: padding does not change a row's result.
+    assert by_id(read_jsonl(tmp_path / "sorted.jsonl")) == by_id(read_jsonl(tmp_path / "unsorted.jsonl"))
+
+
+# ---------------------------------------------------------------------------------------------- resume
+
+def test_resume_skips_written_ids_and_drops_a_torn_line(tmp_path, tiny, capsys):
+    docs = make_docs(7, seed=2)
+    path, out = write_jsonl(tmp_path / "docs.jsonl", docs), tmp_path / "out.jsonl"
+    run(path, out, tiny)
+    full = by_id(read_jsonl(out))
+    # A previous run wrote two records (kept as they are) and was killed while writing a third.
+    earlier = [{"id": "doc1", "summary_text": "EARLIER 1"}, {"id": "doc4", "summary_text": "EARLIER 4"}]
+    out.write_text("".join(json.dumps(r) + "\n" for r in earlier) + '{"id": "doc0", "summ', encoding="utf-8")
+    capsys.readouterr()
+    result = run(path, out, tiny)
+    err = capsys.readouterr().err
+    assert "dropped an incomplete last line" in err and "done 5, skipped 2" in err
+    assert (result.written, result.skipped) == (5, 2)
+    records = by_id(read_jsonl(out))
+    assert records == {**full, **{r["id"]: r for r in earlier}}
+    before = out.read_bytes()
+    assert run(path, out, tiny).written == 0 and out.read_bytes() == before
+
+
+def test_a_broken_line_before_the_last_is_an_error(tmp_path, tiny):
+    path, out = write_jsonl(tmp_path / "docs.jsonl", make_docs(3)), tmp_path / "out.jsonl"
+    run(path, out, tiny)
+    lines = out.read_text().splitlines()
+    out.write_text(lines[0] + "\nnot json\n" + lines[1] + "\n")
+    with pytest.raises(ValueError, match=r"out.jsonl:2 is not a summary record; fix or remove that line"):
+        run(path, out, tiny)
+
+
+def test_killed_run_resumes_with_every_id_exactly_once(tmp_path, tiny):
+    """A real process, slowed per batch, SIGKILLed once 2 batches are written; the re-run completes it."""
+    docs = make_docs(24, seed=3)
+    path, out = write_jsonl(tmp_path / "docs.jsonl", docs), tmp_path / "out.jsonl"
+    script = ("import sys, time\nfrom seq2seq_kit import corpus\nreal = corpus.Worker.summarize\n"
+              "def slow(self, rows):\n    time.sleep(0.4)\n    return real(self, rows)\n"
+              "corpus.Worker.summarize = slow\n"
+              "corpus.summarize_corpus(sys.argv[1], sys.argv[2], model=sys.argv[3], batch_size=2, max_length=9, "
+              "num_beams=2, progress=False)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(path), str(out), str(tiny)], cwd=REPO_ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and out.read_bytes().count(b"\n") >= 4:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, f"the job ended before it was killed: {proc.stderr.read().decode()[-2000:]}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    written = read_jsonl(out)
+    assert 4 <= len(written) < 24 and len(by_id(written)) == len(written)
+
+    result = run(path, out, tiny, batch_size=2)
+    assert result.written == 24 - len(written) and result.skipped == len(written)
+    run(path, tmp_path / "uninterrupted.jsonl", tiny, batch_size=2)
+    assert by_id(read_jsonl(out)) == by_id(read_jsonl(tmp_path / "uninterrupted.jsonl"))
+
+
+def test_another_job_on_the_same_output_is_refused(tmp_path, tiny):
+    path, out = write_jsonl(tmp_path / "docs.jsonl", make_docs(2)), tmp_path / "out.jsonl"
+    other = Output(out)
+    other.summaries.lock()
+    try:
+        with pytest.raises(RuntimeError, match="is being written by another job"):
+            run(path, out, tiny)
+    finally:
+        other.close()
+    assert run(path, out, tiny).written == 2
+
+
+# ---------------------------------------------------------------------------------------------- bad records
+
+def test_bad_records_go_to_the_errors_file(tmp_path, tiny, reference, capsys):
+    good = make_docs(3)
+    long = {"id": "long", "text": " ".join(["word"] * 300)}       # 302 tokens; the tiny model takes 256
+    lines = [json.dumps(good[0]), json.dumps({"id": "nofield", "body": "x"}), json.dumps({"id": "num", "text": 5}),
+             json.dumps({"id": "blank", "text": "  \n "}), "{not json", "[1, 2]", json.dumps({"id": 1.5, "text": "x"}),
+             "", json.dumps(long), json.dumps(good[1]), json.dumps({"id": "doc0", "text": "a repeated id"}),
+             json.dumps({"text": good[2]["text"]})]
+    path, out = tmp_path / "docs.jsonl", tmp_path / "out.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = run(path, out, tiny)
+    assert (result.written, result.skipped, result.failed, result.truncated) == (4, 0, 7, 1)
+    assert "failed 7 (see " in capsys.readouterr().err
+    records = by_id(read_jsonl(out))
+    assert set(records) == {"doc0", "doc1", "long", 12}      # no id field: the line number
+    assert records["long"] == {"id": "long", **reference(long["text"])} and records["long"]["input_tokens"] == 256
+    assert records[12] == {"id": 12, **reference(good[2]["text"])}
+    errors = read_jsonl(tmp_path / "out.jsonl.errors.jsonl")
+    assert [(e["id"], e["where"], e["reason"]) for e in errors] == [
+        ("nofield", "docs.jsonl:2", "missing_field"), ("num", "docs.jsonl:3", "not_a_string"),
+        ("blank", "docs.jsonl:4", "empty"), (5, "docs.jsonl:5", "invalid_json"), (6, "docs.jsonl:6", "not_an_object"),
+        (7, "docs.jsonl:7", "bad_id"), ("long", "docs.jsonl:9", "truncated"),
+        ("doc0", "docs.jsonl:11", "duplicate_id")]
+    messages = {e["reason"]: e["message"] for e in errors}
+    assert messages["truncated"] == ("docs.jsonl:9 is 302 tokens long; summarized from its first 256 tokens, "
+                                     "the most the model takes")
+    assert messages["duplicate_id"] == "docs.jsonl:11 repeats id 'doc0' of docs.jsonl:1; only the first is kept"
+    assert messages["not_a_string"] == "docs.jsonl:3: field 'text' is a int, not a string"
+    meta = json.loads((tmp_path / "out.jsonl.meta.json").read_text())
+    assert meta["counts"] == {"summaries": 4, "failed": 7, "truncated": 1}
+    # A re-run: the bad records still fail (a re-run cannot fix them), the errors file does not grow.
+    before = (tmp_path / "out.jsonl.errors.jsonl").read_bytes()
+    result = run(path, out, tiny)
+    assert (result.written, result.failed) == (0, 6)   # the duplicate's id is done: skipped now
+    assert (tmp_path / "out.jsonl.errors.jsonl").read_bytes() == before
+
+
+def test_a_wrong_text_field_fails_before_loading_a_model(tmp_path):
+    path = write_jsonl(tmp_path / "docs.jsonl", [{"id": 1, "body": "x"}, {"id": 2, "body": "y"}])
+    with pytest.raises(ValueError, match=r"docs.jsonl:1 has no string field 'text' \(set --text-field; its fields: "
+                                         r"id, body\), nor has any record of the first 2"):
+        summarize_corpus(path, tmp_path / "out.jsonl", model="no/such-model")
+
+
+# ---------------------------------------------------------------------------------------------- settings
+
+def test_other_settings_or_model_are_refused_unless_overwrite(tmp_path, tiny, checkpoint):
+    path, out = write_jsonl(tmp_path / "docs.jsonl", make_docs(3)), tmp_path / "out.jsonl"
+    run(path, out, tiny)
+    with pytest.raises(ValueError, match=r"out.jsonl was written with max_length=9; this run asks for max_length=10\. "
+                                         r"Mixing them is refused.*--overwrite"):
+        run(path, out, tiny, max_length=10)
+    other = checkpoint("tiny-relu")
+    with pytest.raises(ValueError, match=rf"written with model='{Path(tiny).resolve()}'; this run asks for "
+                                         rf"model='{Path(other).resolve()}'"):
+        run(path, out, other)
+    with pytest.raises(ValueError, match=r"written with dtype='float32'.*asks for dtype='bfloat16'"):
+        run(path, out, tiny, dtype="bfloat16")
+    result = run(path, out, tiny, max_length=10, overwrite=True)
+    assert result.written == 3 and len(read_jsonl(out)) == 3
+    assert json.loads((tmp_path / "out.jsonl.meta.json").read_text())["job"]["generation"]["max_length"] == 10
+    # Output without its meta file: the settings that wrote it are unknown.
+    (tmp_path / "out.jsonl.meta.json").unlink()
+    with pytest.raises(ValueError, match="holds summaries but has no out.jsonl.meta.json"):
+        run(path, out, tiny, max_length=10)
+
+
+@pytest.mark.parametrize("kwargs,error,message", [
+    (dict(engine="spark"), ValueError, "engine must be one of ('local', 'ray'), got 'spark'"),
+    (dict(actors=2), ValueError, "ray_address and actors apply to engine='ray'"),
+    (dict(batch_size=0), ValueError, "batch_size must be a positive integer, got 0"),
+    (dict(num_return_sequences=2, num_beams=2), ValueError, "num_return_sequences=2: a corpus job writes one summary"),
+    (dict(nmu_beams=2), ValueError, "unknown argument(s) ['nmu_beams']"),
+])
+def test_argument_errors(tmp_path, tiny, kwargs, error, message):
+    path = write_jsonl(tmp_path / "docs.jsonl", make_docs(1))
+    with pytest.raises(error) as e:
+        summarize_corpus(path, tmp_path / "out.jsonl", model=tiny, **kwargs)
+    assert message in str(e.value)
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_input_path_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="input '.*nope.jsonl': no such file or folder"):
+        summarize_corpus(tmp_path / "nope.jsonl", tmp_path / "out.jsonl")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="holds no .jsonl or .parquet file"):
+        summarize_corpus(tmp_path / "empty", tmp_path / "out.jsonl")
+    write_jsonl(tmp_path / "empty" / "a.jsonl", make_docs(1))
+    with pytest.raises(ValueError, match="is inside the input folder"):
+        summarize_corpus(tmp_path / "empty", tmp_path / "empty" / "out.jsonl")
+    with pytest.raises(ValueError, match="is the input file"):
+        summarize_corpus(tmp_path / "empty" / "a.jsonl", tmp_path / "empty" / "a.jsonl")
+
+
+def test_ray_engine_without_ray_names_the_extra(tmp_path, tiny, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)     # import ray -> ImportError
+    path = write_jsonl(tmp_path / "docs.jsonl", make_docs(1))
+    with pytest.raises(ImportError, match=r'needs Ray Data: pip install "seq2seq-kit\[ray\]"'):
+        summarize_corpus(path, tmp_path / "out.jsonl", model=tiny, engine="ray")
+    code = main(["summarize", "--input", str(path), "--output", str(tmp_path / "o.jsonl"), "--model", str(tiny),
+                 "--ray"])
+    assert code == 1
+
+
+# ---------------------------------------------------------------------------------------------- parquet, folders
+
+def test_parquet_in_and_out_and_folders(tmp_path, tiny, reference):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    docs = make_docs(8)
+    src = tmp_path / "in"
+    src.mkdir()
+    texts = [d["text"] for d in docs]
+    pq.write_table(pa.table({"text": texts[:5]}), src / "a.parquet", row_group_size=2)   # 3 row groups: 3 chunks
+    write_jsonl(src / "b.jsonl", [{"text": t} for t in texts[5:]])
+    result = run(src, tmp_path / "out.parquet", tiny)
+    assert result.written == 8
+    assert not (tmp_path / "out.parquet.partial.jsonl").exists()
+    rows = by_id(pq.read_table(tmp_path / "out.parquet").to_pylist())
+    ids = [f"a.parquet:{n}" for n in range(1, 6)] + [f"b.jsonl:{n}" for n in range(1, 4)]   # no id field
+    assert rows == {i: {"id": i, **reference(t)} for i, t in zip(ids, texts)}
+
+    # A single Parquet file with an id column, into JSONL; then resume into Parquet from a journal.
+    pq.write_table(pa.table({"id": [d["id"] for d in docs], "text": texts}), tmp_path / "docs.parquet")
+    run(tmp_path / "docs.parquet", tmp_path / "out.jsonl", tiny)
+    assert by_id(read_jsonl(tmp_path / "out.jsonl")) == {d["id"]: {"id": d["id"], **reference(d["text"])}
+                                                        for d in docs}
+    out = tmp_path / "again.parquet"
+    run(tmp_path / "docs.parquet", out, tiny)
+    journal = tmp_path / "again.parquet.partial.jsonl"   # as a killed run leaves it: 2 records, no .parquet yet
+    out.unlink()
+    journal.write_text("".join(json.dumps({"id": d["id"], **reference(d["text"])}) + "\n" for d in docs[:2]))
+    result = run(tmp_path / "docs.parquet", out, tiny)
+    assert (result.written, result.skipped) == (6, 2) and not journal.exists()
+    assert by_id(pq.read_table(out).to_pylist()) == by_id(read_jsonl(tmp_path / "out.jsonl"))
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+def test_cli_corpus_job_and_exit_codes(tmp_path, tiny, reference, capsys):
+    docs = make_docs(4)
+    path, out = write_jsonl(tmp_path / "docs.jsonl", docs + [{"id": "empty", "text": ""}]), tmp_path / "out.jsonl"
+    argv = ["summarize", "--input", path, "--output", out, "--model", tiny, "--batch-size", "2",
+            "--max-length", "9", "--num-beams", "2"]
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 3 and "done 4, skipped 0 (already in out.jsonl), failed 1 (see " in err   # 3: failed records
+    assert by_id(read_jsonl(out)) == {d["id"]: {"id": d["id"], **reference(d["text"])} for d in docs}
+    write_jsonl(path, docs)
+    assert main([str(a) for a in argv]) == 0 and "done 0, skipped 4" in capsys.readouterr().err
+    code = main([str(a) for a in argv[:-1]] + ["3"])
+    assert code == 1 and "Mixing them is refused" in capsys.readouterr().err
+    assert main([str(a) for a in argv[:-1]] + ["3", "--overwrite"]) == 0
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["summarize", "text", "--ray"], "--ray applies to --input jobs"),
+    (["summarize", "text", "--overwrite"], "--overwrite applies to --input jobs"),
+    (["summarize", "--input", "a.jsonl", "--output", "b.jsonl", "--actors", "2"], "--actors applies to --ray jobs"),
+    (["summarize", "--input", "a.jsonl", "--output", "b.jsonl", "--ray", "--actors", "0"], "must be a positive"),
+])
+def test_cli_usage_errors(capsys, argv, message):
+    assert main(argv) == 2 and message in capsys.readouterr().err
+
+
+def test_the_writer_drops_a_record_delivered_twice(tmp_path):
+    """A Ray task retried after its actor died may yield its batches again: the driver writes each id once."""
+    out = Output(tmp_path / "out.jsonl")
+    out.open({"model": "m"}, revision=None, overwrite=False)
+    record = lambda where: {"id": "a", "summary_text": "s", "input_tokens": 3, "output_tokens": 2, "where": where}
+    error = {"id": "b", "where": "docs.jsonl:2", "reason": "empty", "message": "docs.jsonl:2: field 'text' is empty"}
+    for _ in range(2):
+        out.write({"records": [record("docs.jsonl:1")], "errors": [error], "skipped": 0})
+    out.write({"records": [record("docs.jsonl:3")], "errors": [], "skipped": 0})   # the same id on another line
+    out.close()
+    assert read_jsonl(tmp_path / "out.jsonl") == [{"id": "a", "summary_text": "s", "input_tokens": 3,
+                                                   "output_tokens": 2}]
+    assert [(e["where"], e["reason"]) for e in read_jsonl(tmp_path / "out.jsonl.errors.jsonl")] == [
+        ("docs.jsonl:2", "empty"), ("docs.jsonl:3", "duplicate_id")]
+    assert out.written == 1 and out.failed_now == {("docs.jsonl:2", "empty"), ("docs.jsonl:3", "duplicate_id")}

@@ -1,0 +1,93 @@
+"""summarize_corpus(engine="ray") on a local Ray instance (2 CPUs): agrees with the local engine, and an
+actor killed mid-job (os._exit in one batch, once) still leaves every document written exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+ray = pytest.importorskip("ray", reason='Ray is not installed (pip install "seq2seq-kit[ray]")')
+pytest.importorskip("ray.data", reason='Ray Data is not installed (pip install "seq2seq-kit[ray]")')
+
+from seq2seq_kit import summarize_corpus   # noqa: E402
+
+from test_corpus import GEN, by_id, make_docs, read_jsonl, write_jsonl   # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")   # Ray Data's own, at start-up
+
+
+@pytest.fixture(scope="module")
+def crash_flags(tmp_path_factory):
+    """(arm, fired): once `arm` exists, the next actor to start its 2nd batch dies, once (then `fired` exists)."""
+    root = tmp_path_factory.mktemp("crash")
+    return root / "arm", root / "fired"
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(crash_flags):
+    arm, fired = str(crash_flags[0]), str(crash_flags[1])
+
+    def setup_hook():   # runs in every Ray worker process; defined here so Ray ships it by value
+        import os
+
+        from seq2seq_kit import corpus
+
+        real, calls = corpus.Worker.summarize, [0]
+
+        def summarize(self, rows):
+            calls[0] += 1
+            if calls[0] == 2 and os.path.exists(arm) and not os.path.exists(fired):
+                open(fired, "w").close()
+                os._exit(1)   # the actor dies mid-chunk: one batch of its chunk is already yielded
+            return real(self, rows)
+
+        corpus.Worker.summarize = summarize
+
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"worker_process_setup_hook": setup_hook})
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, checkpoint):
+    """A corpus (5 chunks at batch_size 2: 4 x 8 documents and 6, bad records among them) and its local output."""
+    root = tmp_path_factory.mktemp("corpus")
+    docs = make_docs(36, seed=7) + [{"id": "empty", "text": ""}, {"id": "long", "text": " ".join(["w"] * 300)}]
+    path = write_jsonl(root / "docs.jsonl", docs)
+    local = root / "local.jsonl"
+    summarize_corpus(path, local, model=checkpoint("tiny"), batch_size=2, progress=False, **GEN)
+    return path, local, checkpoint("tiny")
+
+
+def run_ray(path, out, model, **kwargs):
+    return summarize_corpus(path, out, model=model, engine="ray", batch_size=2, progress=False, **GEN, **kwargs)
+
+
+def test_ray_and_local_engines_agree(ray_cluster, corpus, tmp_path):
+    path, local, model = corpus
+    out = tmp_path / "ray.jsonl"
+    result = run_ray(path, out, model, actors=2)
+    assert (result.written, result.failed, result.truncated) == (37, 1, 1)
+    assert by_id(read_jsonl(out)) == by_id(read_jsonl(local))
+    errors = lambda p: sorted(json.dumps(e, sort_keys=True) for e in read_jsonl(p.with_name(p.name + ".errors.jsonl")))
+    assert errors(out) == errors(local)
+    meta = lambda p: json.loads(p.with_name(p.name + ".meta.json").read_text())
+    assert meta(out) == meta(local)
+    assert run_ray(path, out, model).written == 0      # resumes like the local engine: nothing left
+
+
+def test_a_killed_actor_loses_and_repeats_nothing(ray_cluster, crash_flags, corpus, tmp_path):
+    path, local, model = corpus
+    arm, fired = crash_flags
+    arm.touch()
+    try:
+        result = run_ray(path, tmp_path / "ray.jsonl", model, actors=2)
+    finally:
+        arm.unlink()
+    assert fired.exists(), "no actor was killed: the test did not test anything"
+    assert result.written == 37
+    assert by_id(read_jsonl(tmp_path / "ray.jsonl")) == by_id(read_jsonl(local))   # each id once, same summaries
+    assert os.path.getsize(tmp_path / "ray.jsonl.errors.jsonl") == os.path.getsize(
+        local.with_name("local.jsonl.errors.jsonl"))

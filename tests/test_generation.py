@@ -1,0 +1,311 @@
+"""generate() parity with transformers.generate (fp32, token-exact), and generate()'s input errors.
+
+Checkpoints: "tiny" (real BART vocabulary; random weights never emit EOS), "tiny-eos" (tiny with EOS and token 4
+pushed up through final_logits_bias, so some rows end early and others never do: asserted below), and the
+shaped "kobart" / "distilbart" models with the notebook's settings.
+`sequences` must be torch.equal; `sequences_scores` and the per-step `scores` agree within 1e-4.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+
+from seq2seq_kit.models.bart import BartForConditionalGeneration
+
+transformers.logging.set_verbosity_error()
+pytestmark = pytest.mark.filterwarnings("ignore:Using the model-agnostic default:UserWarning")
+ATOL = 1e-4
+EOS_BOOST = {2: 7.0, 4: 6.0}            # final_logits_bias increments of "tiny-eos": EOS (2) and "." (4)
+
+
+@pytest.fixture(scope="module")
+def models(checkpoint, tmp_path_factory):
+    """models(name) -> (transformers model, seq2seq_kit model), loaded once per module."""
+    loaded = {}
+
+    def path_of(name):
+        if name != "tiny-eos":
+            return checkpoint(name)
+        path = tmp_path_factory.mktemp("tiny-eos")
+        shutil.copytree(checkpoint("tiny"), path, dirs_exist_ok=True)
+        state = load_file(path / "model.safetensors")
+        for token, boost in EOS_BOOST.items():
+            state["final_logits_bias"][0, token] += boost
+        save_file(state, path / "model.safetensors", metadata={"format": "pt"})
+        return path
+
+    def get(name):
+        if name not in loaded:
+            path = path_of(name)
+            loaded[name] = (transformers.BartForConditionalGeneration.from_pretrained(path).eval(),
+                            BartForConditionalGeneration.from_pretrained(path))
+        return loaded[name]
+
+    return get
+
+
+def inputs(vocab_size: int, pad: int, lengths=(12, 9, 5), seed: int = 9):
+    """A right-padded batch: ids [B, max(lengths)], mask [B, max(lengths)]. On tiny-eos, seed 9 gives rows that end
+    at different steps and rows that never end, in every search mode."""
+    ids = torch.randint(4, vocab_size, (len(lengths), max(lengths)), generator=torch.Generator().manual_seed(seed))
+    mask = (torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]).long()
+    return ids.masked_fill(mask == 0, pad), mask
+
+
+def run_both(hf, ours, ids, mask, **kwargs):
+    kwargs = dict(kwargs, return_dict_in_generate=True, output_scores=True)
+    theirs = hf.generate(ids, attention_mask=mask, **kwargs)
+    mine = ours.generate(ids.to(ours.device), mask.to(ours.device), **kwargs)
+    return theirs, mine
+
+
+def assert_parity(theirs, mine):
+    assert torch.equal(mine.sequences.cpu(), theirs.sequences.cpu()), (theirs.sequences, mine.sequences)
+    if getattr(theirs, "sequences_scores", None) is not None:
+        torch.testing.assert_close(mine.sequences_scores.cpu(), theirs.sequences_scores.cpu(), atol=ATOL, rtol=0)
+    assert len(mine.scores) == len(theirs.scores)
+    for a, b in zip(mine.scores, theirs.scores):
+        torch.testing.assert_close(a.cpu(), b.cpu(), atol=ATOL, rtol=0)
+
+
+def first_eos(sequences, eos=(2,)):
+    """Per row: the step at which a generated token is an EOS id, or -1."""
+    hit = torch.isin(sequences[:, 1:].cpu(), torch.tensor(eos))
+    return [int(h.nonzero()[0]) + 1 if h.any() else -1 for h in hit]
+
+
+# Pairwise-style matrix: every listed value appears at least once; batch 1 and a padded batch of 3.
+NO_FORCED_EOS = dict(forced_eos_token_id=None)
+MATRIX = [
+    ("tiny-eos", 3, dict(max_length=30, **NO_FORCED_EOS)),
+    ("tiny-eos", 1, dict(no_repeat_ngram_size=3, min_new_tokens=5, max_new_tokens=25, **NO_FORCED_EOS)),
+    ("tiny", 3, dict(repetition_penalty=1.3, forced_bos_token_id=0, bad_words_ids=[[5], [6, 7]])),
+    ("tiny-eos", 3, dict(eos_token_id=[2, 4], encoder_no_repeat_ngram_size=2, max_length=30, **NO_FORCED_EOS)),
+    ("tiny", 1, dict()),
+    ("tiny-eos", 1, dict(num_beams=2, length_penalty=0.5, early_stopping=False, max_length=30, **NO_FORCED_EOS)),
+    ("tiny-eos", 3, dict(num_beams=2, length_penalty=2.0, early_stopping=True, num_return_sequences=2,
+                         no_repeat_ngram_size=3, max_length=30, **NO_FORCED_EOS)),
+    ("tiny-eos", 3, dict(num_beams=4, early_stopping="never", min_length=10, max_new_tokens=25, **NO_FORCED_EOS)),
+    ("tiny-eos", 1, dict(num_beams=4, length_penalty=2.0, early_stopping="never", num_return_sequences=4,
+                         forced_bos_token_id=0, max_length=30, **NO_FORCED_EOS)),
+    ("tiny-eos", 3, dict(num_beams=4, length_penalty=0.5, early_stopping=True, repetition_penalty=1.3,
+                         eos_token_id=[2, 4], max_length=30, **NO_FORCED_EOS)),
+    ("tiny-eos", 3, dict(num_beams=6, early_stopping=False, encoder_no_repeat_ngram_size=2,
+                         bad_words_ids=[[5], [6, 7]], max_length=30, **NO_FORCED_EOS)),
+    ("tiny-eos", 1, dict(num_beams=6, length_penalty=0.5, early_stopping="never", num_return_sequences=3,
+                         min_new_tokens=4, max_new_tokens=20, **NO_FORCED_EOS)),
+    ("tiny", 3, dict(num_beams=4, length_penalty=2.0, early_stopping=True, max_length=16, **NO_FORCED_EOS)),
+    ("tiny", 3, dict(num_beams=2, num_return_sequences=2, max_length=12)),                 # forced EOS (checkpoint)
+    ("tiny-eos", 3, dict(num_beams=6, length_penalty=2.0, early_stopping=True, no_repeat_ngram_size=3,
+                         repetition_penalty=1.2, min_length=8, forced_bos_token_id=0)),
+    ("tiny-eos", 1, dict(num_beams=4, max_length=6, **NO_FORCED_EOS)),
+    ("tiny-eos", 3, dict(num_beams=3, eos_token_id=[2, 4, 7], min_length=6, max_length=25, **NO_FORCED_EOS)),
+    ("tiny-eos", 3, dict(num_beams=4, pad_token_id=0, max_length=30, **NO_FORCED_EOS)),   # beams fill with EOS then
+    ("tiny-eos", 3, dict(pad_token_id=0, max_length=30, **NO_FORCED_EOS)),
+]
+
+
+@pytest.mark.parametrize("name,batch,kwargs", MATRIX, ids=[f"{n}-b{b}-{k}" for n, b, k in MATRIX])
+def test_parity_matrix(models, name, batch, kwargs):
+    hf, ours = models(name)
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id)
+    theirs, mine = run_both(hf, ours, ids[:batch], mask[:batch], **kwargs)
+    assert_parity(theirs, mine)
+
+
+def test_eos_reached_early_and_never(models):
+    """tiny-eos: in one padded batch, some rows end with EOS well before max_length and others never do."""
+    hf, ours = models("tiny-eos")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id)
+    for kwargs in (dict(no_repeat_ngram_size=3), dict(num_beams=4)):
+        theirs, mine = run_both(hf, ours, ids, mask, max_length=30, forced_eos_token_id=None, **kwargs)
+        assert_parity(theirs, mine)
+        ends = first_eos(mine.sequences)
+        assert any(0 < e < 20 for e in ends) and -1 in ends, ends
+        ended = [e > 0 for e in ends]
+        assert all(mine.sequences[r, e + 1:].eq(1).all() for r, e in enumerate(ends) if ended[r])   # pad after EOS
+
+
+def test_early_stopping_modes_differ(models):
+    """Here True, False and "never" give three different results, each equal to transformers'."""
+    hf, ours = models("tiny-eos")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id, seed=2)
+    results = []
+    for mode in (True, False, "never"):
+        theirs, mine = run_both(hf, ours, ids, mask, num_beams=4, length_penalty=2.0, early_stopping=mode,
+                                max_length=30, forced_eos_token_id=None)
+        assert_parity(theirs, mine)
+        results.append(mine.sequences)
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        assert results[i].shape != results[j].shape or not torch.equal(results[i], results[j])
+
+
+@pytest.mark.parametrize("seed,beams,length_penalty", [(4, 4, 1.0), (7, 2, 2.0)])
+def test_never_searches_on_when_all_slots_are_finished(models, seed, beams, length_penalty):
+    """early_stopping="never" keeps going after every slot holds a finished hypothesis; True would stop there."""
+    hf, ours = models("tiny-eos")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id, seed=seed)
+    settings = dict(num_beams=beams, length_penalty=length_penalty, max_length=30, forced_eos_token_id=None)
+    theirs, mine = run_both(hf, ours, ids[:1], mask[:1], early_stopping="never", **settings)
+    assert_parity(theirs, mine)
+    stopped = ours.generate(ids[:1], mask[:1], early_stopping=True, **settings)
+    assert stopped.shape != mine.sequences.shape or not torch.equal(stopped, mine.sequences)
+
+
+def test_whole_batch_ends_early(models):
+    hf, ours = models("tiny-eos")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id)
+    theirs, mine = run_both(hf, ours, ids[1:2, :9], mask[1:2, :9], num_beams=4, early_stopping=True, max_length=30)
+    assert_parity(theirs, mine)
+    assert mine.sequences.shape[1] < 30
+
+
+@pytest.mark.parametrize("kwargs", [dict(max_length=30), dict(num_beams=4, max_length=30)])
+def test_padded_batch_rows_equal_single_runs(models, kwargs):
+    """Each row of a padded batch equals that input run alone (then padded to the batch's length)."""
+    _, ours = models("tiny-eos")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    batched = ours.generate(ids, mask, forced_eos_token_id=None, **kwargs)
+    for r, n in enumerate(mask.sum(1).tolist()):
+        single = ours.generate(ids[r:r + 1, :n], forced_eos_token_id=None, **kwargs)[0]
+        assert torch.equal(batched[r, :len(single)], single)
+        assert batched[r, len(single):].eq(ours.generation_config.pad_token_id).all()
+
+
+def test_plain_output_is_the_sequences(models):
+    hf, ours = models("tiny")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id)
+    for kwargs in (dict(), dict(num_beams=3, num_return_sequences=2)):
+        out = ours.generate(ids, mask, **kwargs)
+        assert out.dtype == torch.long and torch.equal(out, hf.generate(ids, attention_mask=mask, **kwargs))
+    theirs = hf.generate(ids, attention_mask=mask, num_beams=2, return_dict_in_generate=True)
+    mine = ours.generate(ids, mask, num_beams=2, return_dict_in_generate=True)
+    assert mine.sequences_scores is None and theirs.sequences_scores is None and mine.scores is None
+    assert torch.equal(mine["sequences"], theirs["sequences"])
+
+
+def test_model_without_generation_config(models, monkeypatch):
+    """A model not made by from_pretrained takes the generation keys of its config, as transformers does."""
+    hf, ours = models("tiny")
+    monkeypatch.setattr(ours, "generation_config", None)
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id)
+    assert torch.equal(ours.generate(ids, mask, num_beams=2), hf.generate(ids, attention_mask=mask, num_beams=2))
+
+
+def test_attention_mask_none(models):
+    hf, ours = models("tiny")
+    ids, _ = inputs(hf.config.vocab_size, hf.config.pad_token_id)
+    assert torch.equal(ours.generate(ids, num_beams=2), hf.generate(ids, num_beams=2))
+
+
+# ---- the shaped models with the notebook's settings --------------------------------------------------------------
+
+def test_distilbart_checkpoint_defaults(models):
+    """generate() with no settings: num_beams 4, length_penalty 2.0, min_length 56, max_length 142,
+    no_repeat_ngram_size 3, early_stopping True, forced BOS 0 / EOS 2, all from the checkpoint's config.json."""
+    hf, ours = models("distilbart")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id, lengths=(40, 28))
+    theirs, mine = run_both(hf, ours, ids, mask)
+    assert_parity(theirs, mine)
+    assert mine.sequences.shape == (2, 142) and mine.sequences[:, 1].eq(0).all()       # forced BOS
+    assert len(mine.scores) == 141
+
+
+def test_distilbart_greedy_short(models):
+    hf, ours = models("distilbart")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id, lengths=(40,))
+    theirs, mine = run_both(hf, ours, ids, mask, num_beams=1, min_length=0, max_new_tokens=12)
+    assert_parity(theirs, mine)
+
+
+# EbanLee/kobart-summary-v3's model card, max_length shortened from 300 (the random model never stops early)
+KOBART_CARD = dict(bos_token_id=1, eos_token_id=1, length_penalty=1.0, max_length=80, min_length=12, num_beams=6,
+                   repetition_penalty=1.5, no_repeat_ngram_size=15)
+
+
+def test_kobart_card_settings(models):
+    hf, ours = models("kobart")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id, lengths=(30, 17, 8))
+    theirs, mine = run_both(hf, ours, ids, mask, **KOBART_CARD)
+    assert_parity(theirs, mine)
+
+
+def test_kobart_greedy(models):
+    hf, ours = models("kobart")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id, lengths=(30,))
+    theirs, mine = run_both(hf, ours, ids, mask, max_new_tokens=30, no_repeat_ngram_size=3)
+    assert_parity(theirs, mine)
+
+
+# ---- bad input: ValueError naming the argument, before any compute ------------------------------------------------
+
+BAD_INPUTS = [
+    (lambda ids: ids[:, :0], {}, "empty"),
+    (lambda ids: ids[:0], {}, "empty"),
+    (lambda ids: ids.clone().fill_(50265), {}, r"outside the vocabulary \[0, 50265\)"),
+    (lambda ids: ids.clone().fill_(-1), {}, "outside the vocabulary"),
+    (lambda ids: ids.repeat(1, 30), {}, "max_position_embeddings"),
+    (lambda ids: ids[0], {}, r"\[batch, seq\]"),
+    (lambda ids: ids.float(), {}, "integer"),
+    (lambda ids: ids, dict(num_beams=2, num_return_sequences=3), "num_return_sequences"),
+    (lambda ids: ids, dict(num_beams=0), "num_beams"),
+    (lambda ids: ids, dict(max_length=1), "max_length"),
+    (lambda ids: ids, dict(top_p=0.0, do_sample=True), "top_p"),
+    (lambda ids: ids, dict(temperature=0.0, do_sample=True), "temperature"),
+    (lambda ids: ids, dict(beams=4), "unknown argument"),
+]
+
+
+@pytest.mark.parametrize("make,kwargs,message", BAD_INPUTS, ids=[b[2] + str(b[1]) for b in BAD_INPUTS])
+def test_bad_input(models, monkeypatch, make, kwargs, message):
+    _, ours = models("tiny")
+    ids, _ = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+
+    def no_compute(*args, **kw):
+        raise AssertionError("the encoder ran before the input was validated")
+
+    monkeypatch.setattr(ours, "encode", no_compute)
+    with pytest.raises(ValueError, match=message):
+        ours.generate(make(ids), **kwargs)
+
+
+def test_bad_attention_mask_and_generator(models):
+    _, ours = models("tiny")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    with pytest.raises(ValueError, match="attention_mask must be a tensor shaped like input_ids"):
+        ours.generate(ids, mask[:, :4])
+    with pytest.raises(ValueError, match="no token"):
+        ours.generate(ids, mask * 0)
+    with pytest.raises(TypeError, match="generator"):
+        ours.generate(ids, mask, do_sample=True, generator=0)
+
+
+# ---- CUDA (run when a GPU is lent) --------------------------------------------------------------------------------
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("kwargs", [dict(max_length=30, no_repeat_ngram_size=3),
+                                    dict(num_beams=4, length_penalty=2.0, early_stopping=True, max_length=30),
+                                    dict(num_beams=6, num_return_sequences=2, repetition_penalty=1.3, max_length=30)])
+def test_parity_cuda(models, kwargs):
+    path = models("tiny-eos")[0].name_or_path
+    hf = transformers.BartForConditionalGeneration.from_pretrained(path).eval().to("cuda")
+    ours = BartForConditionalGeneration.from_pretrained(path, device="cuda")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id)
+    theirs, mine = run_both(hf, ours, ids.cuda(), mask.cuda(), forced_eos_token_id=None, **kwargs)
+    assert mine.sequences.device.type == "cuda"
+    assert_parity(theirs, mine)
+
+
+@pytest.mark.cuda
+def test_distilbart_defaults_cuda(checkpoint):
+    path = checkpoint("distilbart")
+    hf = transformers.BartForConditionalGeneration.from_pretrained(path).eval().to("cuda")
+    ours = BartForConditionalGeneration.from_pretrained(path, device="cuda")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id, lengths=(40, 28))
+    theirs, mine = run_both(hf, ours, ids.cuda(), mask.cuda())
+    assert_parity(theirs, mine)

@@ -1,0 +1,185 @@
+"""GenerationConfig: where a checkpoint's generation settings come from, and how generate() resolves them
+(checked against what transformers 5.24 does for the same files)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import fields
+
+import pytest
+import transformers
+
+from seq2seq_kit.generation import GenerationConfig
+from seq2seq_kit.generation.config import GENERATE_KWARGS, resolve
+
+transformers.logging.set_verbosity_error()
+
+
+def hf_generation_config(path) -> dict:
+    """What transformers' from_pretrained puts in model.generation_config (adjust_generation_fn), as a dict."""
+    try:
+        gc = transformers.GenerationConfig.from_pretrained(path)
+    except OSError:
+        gc = transformers.GenerationConfig.from_pretrained(path, config_file_name="config.json",
+                                                           _from_model_config=True)
+    return {k: v for k, v in gc.to_dict().items() if k in GENERATE_KWARGS and v is not None}
+
+
+def test_distilbart_config_json_keys_are_used(checkpoint):
+    """No generation_config.json: transformers 5.24 still takes num_beams, min_length, ... from config.json."""
+    path = checkpoint("distilbart")
+    assert not (path / "generation_config.json").exists()
+    ours = GenerationConfig.from_pretrained(path)
+    assert ours.to_dict() == hf_generation_config(path)
+    assert ours.to_dict() == dict(num_beams=4, length_penalty=2.0, max_length=142, min_length=56,
+                                  no_repeat_ngram_size=3, early_stopping=True, forced_bos_token_id=0,
+                                  forced_eos_token_id=2, bos_token_id=0, eos_token_id=2, pad_token_id=1,
+                                  decoder_start_token_id=2)
+
+
+def test_transformers_model_gets_the_same(checkpoint):
+    path = checkpoint("distilbart")
+    model_gc = transformers.AutoModelForSeq2SeqLM.from_pretrained(path).generation_config
+    assert GenerationConfig.from_pretrained(path).to_dict() == {
+        k: v for k, v in model_gc.to_dict().items() if k in GENERATE_KWARGS and v is not None}
+
+
+def test_generation_config_json_wins_and_config_json_is_not_read(checkpoint, tmp_path):
+    shutil.copy(checkpoint("tiny") / "config.json", tmp_path / "config.json")
+    (tmp_path / "generation_config.json").write_text(json.dumps(
+        {"num_beams": 3, "max_length": 30, "decoder_start_token_id": 2, "typical_p": 1.0, "transformers_version": "5"}))
+    ours = GenerationConfig.from_pretrained(tmp_path)
+    assert ours.to_dict() == hf_generation_config(tmp_path) == {"num_beams": 3, "max_length": 30,
+                                                                "decoder_start_token_id": 2}
+    assert ours.unsupported == {}                                     # typical_p 1.0 is a no-op
+
+
+def test_tiny_and_kobart(checkpoint):
+    for name in ("tiny", "kobart"):
+        path = checkpoint(name)
+        assert GenerationConfig.from_pretrained(path).to_dict() == hf_generation_config(path)
+
+
+def test_model_from_pretrained_sets_it(checkpoint):
+    from seq2seq_kit.models.bart import BartForConditionalGeneration
+
+    path = checkpoint("distilbart")
+    model = BartForConditionalGeneration.from_pretrained(path)
+    assert model.generation_config == GenerationConfig.from_pretrained(path)
+
+
+def test_legacy_keys():
+    cfg = GenerationConfig.from_model_config({"bos_token_id": 0, "force_bos_token_to_be_generated": True,
+                                              "output_hidden_states": True, "forced_bos_token_id": None})
+    assert cfg.forced_bos_token_id == 0 and cfg.return_dict_in_generate is True
+    hf = transformers.GenerationConfig.from_model_config({"bos_token_id": 0, "force_bos_token_to_be_generated": True,
+                                                          "output_hidden_states": True})
+    assert (hf.forced_bos_token_id, hf.return_dict_in_generate) == (0, True)
+
+
+def test_save_pretrained_round_trip(tmp_path):
+    cfg = GenerationConfig(num_beams=4, max_length=142, eos_token_id=[2, 3], early_stopping="never")
+    cfg.save_pretrained(tmp_path)
+    assert GenerationConfig.from_pretrained(tmp_path) == cfg
+
+
+def test_from_pretrained_without_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="generation_config.json"):
+        GenerationConfig.from_pretrained(tmp_path)
+
+
+# ---- resolution at generate time ----------------------------------------------------------------------------------
+
+def res(base=None, **kwargs):
+    return resolve(base, kwargs, vocab_size=100, max_position_embeddings=50)
+
+
+def test_priority_kwargs_over_checkpoint_over_library_defaults():
+    base = GenerationConfig(num_beams=4, length_penalty=2.0, min_length=10, eos_token_id=2, bos_token_id=0)
+    cfg = res(base, num_beams=2)
+    assert (cfg.num_beams, cfg.length_penalty, cfg.min_length) == (2, 2.0, 10)
+    defaults = (cfg.top_k, cfg.top_p, cfg.temperature, cfg.early_stopping, cfg.num_return_sequences)
+    assert defaults == (50, 1.0, 1.0, False, 1)
+    assert cfg.eos_token_id == [2] and cfg.pad_token_id == 2 and cfg.decoder_start_token_id == 0
+
+
+def test_max_length_counts_the_start_token():
+    assert res(GenerationConfig(bos_token_id=0)).max_length == 21                 # default: 20 new tokens
+    assert res(GenerationConfig(bos_token_id=0), max_length=30).max_length == 30  # total, start included
+    assert res(GenerationConfig(bos_token_id=0, max_length=30)).max_length == 30
+    assert res(GenerationConfig(bos_token_id=0, max_length=30), max_new_tokens=5).max_length == 6
+    assert resolve(GenerationConfig(bos_token_id=0), {}, vocab_size=10, max_position_embeddings=12).max_length == 12
+    cfg = res(GenerationConfig(bos_token_id=0, min_length=40), min_new_tokens=7)
+    assert cfg.min_length == 8
+
+
+def test_explicit_none():
+    base = GenerationConfig(bos_token_id=0, forced_bos_token_id=0, max_length=30, num_beams=4)
+    cfg = res(base, forced_bos_token_id=None, top_k=None, max_length=None, num_beams=None)
+    assert cfg.forced_bos_token_id is None and cfg.top_k is None           # switched off, as in transformers
+    assert (cfg.max_length, cfg.num_beams) == (30, 4)                      # not given (transformers would fail)
+
+
+def test_unknown_kwargs_named():
+    with pytest.raises(ValueError, match=r"unknown argument\(s\) \['num_beam', 'typical_p'\]"):
+        res(GenerationConfig(bos_token_id=0), num_beam=3, typical_p=0.5)
+
+
+def test_unsupported_checkpoint_setting_is_refused():
+    base = GenerationConfig.from_dict({"bos_token_id": 0, "typical_p": 0.9, "num_beam_groups": 1})
+    assert base.unsupported == {"typical_p": 0.9}
+    with pytest.raises(ValueError, match="typical_p"):
+        res(base)
+    base.unsupported = {}
+    res(base)
+
+
+BAD = [
+    (dict(num_beams=0), "num_beams"),
+    (dict(num_beams=2.5), "num_beams"),
+    (dict(num_beams=2, num_return_sequences=3), r"num_return_sequences.*num_beams"),
+    (dict(num_return_sequences=2), "num_return_sequences"),
+    (dict(num_return_sequences=0), "num_return_sequences"),
+    (dict(max_length=1), r"max_length.*>= 2"),
+    (dict(max_length=52), r"max_length.*<= 51"),
+    (dict(max_new_tokens=0), "max_new_tokens"),
+    (dict(max_new_tokens=60), "max_length"),
+    (dict(min_length=-1), "min_length"),
+    (dict(min_new_tokens=-2), "min_new_tokens"),
+    (dict(early_stopping="always"), "early_stopping"),
+    (dict(length_penalty="long"), "length_penalty"),
+    (dict(no_repeat_ngram_size=-1), "no_repeat_ngram_size"),
+    (dict(encoder_no_repeat_ngram_size=1.5), "encoder_no_repeat_ngram_size"),
+    (dict(repetition_penalty=0.0), "repetition_penalty"),
+    (dict(bad_words_ids=[]), "bad_words_ids"),
+    (dict(bad_words_ids=[[1], []]), "bad_words_ids"),
+    (dict(bad_words_ids=[[1, 100]]), r"bad_words_ids.*\[0, 100\)"),
+    (dict(eos_token_id=100), r"eos_token_id.*\[0, 100\)"),
+    (dict(eos_token_id=[]), "eos_token_id"),
+    (dict(pad_token_id=-1), "pad_token_id"),
+    (dict(forced_bos_token_id=100), "forced_bos_token_id"),
+    (dict(forced_eos_token_id=[2, 200]), "forced_eos_token_id"),
+    (dict(decoder_start_token_id=None, bos_token_id=None), "decoder_start_token_id"),
+    (dict(top_p=0.0), r"top_p.*\(0, 1\]"),
+    (dict(top_p=1.5), r"top_p.*\(0, 1\]"),
+    (dict(top_k=-1), "top_k"),
+    (dict(do_sample=True, temperature=0.0), r"temperature.*> 0"),
+    (dict(do_sample=True, temperature=-1.0), "temperature"),
+    (dict(do_sample="yes"), "do_sample"),
+    (dict(output_scores=1), "output_scores"),
+]
+
+
+@pytest.mark.parametrize("kwargs,message", BAD, ids=[str(b[0]) for b in BAD])
+def test_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        res(GenerationConfig(bos_token_id=0, eos_token_id=2), **kwargs)
+
+
+def test_temperature_zero_is_fine_without_sampling():
+    assert res(GenerationConfig(bos_token_id=0), temperature=0.0).temperature == 0.0
+
+
+def test_every_field_is_a_generate_kwarg():
+    assert set(GENERATE_KWARGS) == {f.name for f in fields(GenerationConfig)} - {"unsupported"}

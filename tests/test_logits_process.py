@@ -1,0 +1,153 @@
+"""Each logits processor equals transformers' own (torch.equal), and build_processors composes them in
+transformers' order (checked against `GenerationMixin._get_logits_processor`)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import transformers.generation.logits_process as hf
+
+from seq2seq_kit.generation.config import GenerationConfig, resolve
+from seq2seq_kit.generation import logits_process as ours
+
+V = 20          # small vocabulary, token ids 0..9 in the histories so n-grams repeat
+B, ROWS = 2, 3  # 2 inputs x 3 rows each
+
+
+def histories(seed: int = 0, rows: int = B * ROWS, length: int = 9) -> torch.Tensor:
+    ids = torch.randint(0, 10, (rows, length), generator=torch.Generator().manual_seed(seed))
+    ids[0] = torch.tensor([1, 2, 3, 4] * length)[:length]          # every n-gram repeats in row 0
+    return ids
+
+
+def scores(seed: int = 1, rows: int = B * ROWS) -> torch.Tensor:
+    return torch.randn(rows, V, generator=torch.Generator().manual_seed(seed)) * 3
+
+
+def assert_same(mine, theirs, ids, lengths=range(1, 10)):
+    for t in lengths:
+        s = scores(seed=t, rows=ids.shape[0])
+        expected = theirs(ids[:, :t], s.clone())
+        got = mine(ids[:, :t], s.clone())
+        assert torch.equal(got, expected), f"length {t}"
+
+
+@pytest.mark.parametrize("penalty", [0.7, 1.3])
+def test_repetition_penalty(penalty):
+    assert_same(ours.RepetitionPenalty(penalty), hf.RepetitionPenaltyLogitsProcessor(penalty), histories())
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_no_repeat_ngram(n):
+    ids = histories()
+    assert_same(ours.NoRepeatNGram(n), hf.NoRepeatNGramLogitsProcessor(n), ids)
+    banned = ours.NoRepeatNGram(n)(ids, scores()).isinf().sum()
+    assert banned > 0                                   # the histories do repeat n-grams
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("rows_per_input", [1, 3])
+def test_encoder_no_repeat_ngram(n, rows_per_input):
+    enc = histories(seed=5, rows=B, length=12)
+    ids = histories(rows=B * rows_per_input)
+    assert_same(ours.EncoderNoRepeatNGram(n, enc, rows_per_input), hf.EncoderNoRepeatNGramLogitsProcessor(n, enc), ids)
+    assert ours.EncoderNoRepeatNGram(n, enc, rows_per_input)(ids, scores(rows=B * rows_per_input)).isinf().any()
+
+
+def test_encoder_no_repeat_ngram_input_shorter_than_n():
+    enc = histories(seed=5, rows=B, length=2)
+    assert_same(ours.EncoderNoRepeatNGram(3, enc, ROWS), hf.EncoderNoRepeatNGramLogitsProcessor(3, enc), histories())
+
+
+@pytest.mark.parametrize("bad_words", [[[3]], [[3], [4, 5]], [[2], [7, 8, 9], [1, 1], [6, 1]],
+                                       [[4, 5, 6, 7, 8, 9, 1, 2, 3, 4, 5]]])
+def test_bad_words(bad_words):
+    eos = [2]
+    mine = ours.NoBadWords(bad_words, eos, V, "cpu")
+    assert_same(mine, hf.NoBadWordsLogitsProcessor(bad_words, eos), histories())
+
+
+@pytest.mark.parametrize("min_length", [0, 4, 20])
+def test_min_length(min_length):
+    for eos in ([2], [2, 5]):
+        assert_same(ours.MinLength(min_length, eos), hf.MinLengthLogitsProcessor(min_length, eos), histories())
+
+
+def test_min_new_tokens_is_min_length_plus_start():
+    # transformers adds both MinNewTokens(prompt 1) and MinLength(min_new_tokens + 1); ours folds them into one
+    theirs = hf.LogitsProcessorList([hf.MinLengthLogitsProcessor(6, [2]),
+                                     hf.MinNewTokensLengthLogitsProcessor(1, 5, [2])])
+    assert_same(ours.MinLength(6, [2]), theirs, histories())
+
+
+def test_forced_tokens():
+    assert_same(ours.ForcedToken(1, [0]), hf.ForcedBOSTokenLogitsProcessor(0), histories())
+    for eos in (2, [2, 5]):
+        mine = ours.ForcedToken(6, eos if isinstance(eos, list) else [eos])
+        assert_same(mine, hf.ForcedEOSTokenLogitsProcessor(7, eos), histories())
+
+
+def test_remove_inf_nan():
+    s = scores()
+    s[0, 1], s[1, 2], s[2, 3] = math.inf, -math.inf, math.nan
+    ids = histories()
+    assert torch.equal(ours.remove_inf_nan(ids, s), hf.InfNanRemoveLogitsProcessor()(ids, s))
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.7])
+def test_temperature(temperature):
+    assert_same(ours.Temperature(temperature), hf.TemperatureLogitsWarper(temperature), histories())
+
+
+@pytest.mark.parametrize("top_k,min_keep", [(1, 1), (5, 1), (5, 8), (50, 1)])
+def test_top_k(top_k, min_keep):
+    assert_same(ours.TopK(top_k, min_keep), hf.TopKLogitsWarper(top_k, min_tokens_to_keep=min_keep), histories())
+
+
+@pytest.mark.parametrize("top_p,min_keep", [(0.05, 1), (0.3, 1), (0.9, 1), (0.3, 4), (1.0, 1)])
+def test_top_p(top_p, min_keep):
+    assert_same(ours.TopP(top_p, min_keep), hf.TopPLogitsWarper(top_p, min_tokens_to_keep=min_keep), histories())
+
+
+def test_log_softmax():
+    assert_same(ours.log_softmax, hf.LogitNormalization(), histories())
+
+
+# ---- the whole list, against transformers' _get_logits_processor ------------------------------------------------
+
+def _hf_processors(settings: dict, enc: torch.Tensor):
+    """transformers' processor list for `settings` on an encoder-decoder model (decoder prompt length 1)."""
+    import transformers
+
+    model = transformers.BartForConditionalGeneration(transformers.BartConfig(
+        vocab_size=V, d_model=8, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=8, decoder_ffn_dim=8, max_position_embeddings=32))
+    gc = transformers.GenerationConfig(**settings)
+    gc.update(**gc._get_default_generation_params(), defaults_only=True)
+    model._prepare_special_tokens(gc, True, device="cpu", batch_size=B)
+    if gc.min_new_tokens is not None:
+        gc.min_length = gc.min_new_tokens + 1
+    return model._get_logits_processor(gc, input_ids_seq_length=1, encoder_input_ids=enc, device="cpu", model_kwargs={})
+
+
+SETTINGS = [
+    dict(repetition_penalty=1.4, no_repeat_ngram_size=2, encoder_no_repeat_ngram_size=2, bad_words_ids=[[3], [4, 5]],
+         min_length=5, forced_bos_token_id=0, forced_eos_token_id=2, remove_invalid_values=True),
+    dict(do_sample=True, temperature=0.8, top_k=6, top_p=0.7, min_new_tokens=3, forced_eos_token_id=[2, 5],
+         renormalize_logits=True),
+    dict(do_sample=True, num_beams=3, top_k=1, top_p=0.2, repetition_penalty=0.9, eos_token_id=[2, 5, 6]),
+]
+
+
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_build_processors_matches_transformers_order(settings):
+    settings = dict(settings, max_length=8, eos_token_id=settings.get("eos_token_id", 2), decoder_start_token_id=2)
+    enc = histories(seed=5, rows=B, length=12)
+    rows = settings.get("num_beams", 1)
+    cfg = resolve(GenerationConfig(), settings, vocab_size=V, max_position_embeddings=32)
+    mine = ours.build_processors(cfg, enc, rows, V)
+    theirs = _hf_processors(settings, enc)
+    assert len(mine) == len(theirs) - ("min_new_tokens" in settings)      # min_new_tokens folded into MinLength
+    assert_same(lambda ids, s: ours.apply(mine, ids, s), theirs, histories(rows=B * rows), lengths=range(1, 8))
