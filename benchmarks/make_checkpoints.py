@@ -1,0 +1,178 @@
+"""Full-size random-weight checkpoints for the benchmark, made by `transformers` and saved once.
+
+    python benchmarks/make_checkpoints.py            # builds what is missing under benchmarks/.cache/
+    python benchmarks/make_checkpoints.py --force    # rebuilds
+
+Two shapes, the ones the notebook runs:
+  distilbart  sshleifer/distilbart-cnn-12-6: d_model 1024, 12 encoder / 6 decoder layers, 16 heads,
+              ffn 4096, vocab 50264; its config.json carries the notebook's generation settings.
+  kobart      EbanLee/kobart-summary-v3: d_model 768, 6 + 6 layers, 16 heads, ffn 3072, vocab 30000.
+              The real checkpoint leaves generation at the library defaults (greedy, max_length 20),
+              useless for timing, so this one gets distilbart's summarization settings in
+              generation_config.json.
+
+Weights: transformers' default init, then every matrix redrawn from N(0, std) with a std per kind.
+With one std everywhere a random post-LN decoder collapses: attention averages the rows, the
+hidden states of all steps become the same vector, and greedy search emits one token over and
+over. Small attention weights (0.01) against larger FFN and embedding weights (0.05) keep the
+decoder's output a function of the current token and position, so the generated text varies
+(`--check` prints the generated lengths and distinct-token counts) and the logits are decisive
+enough that fp32 engines agree token for token.
+
+Each directory gets the real tokenizer files from tests/fixtures and, in config.json, the legacy
+keys real BART configs carry that CTranslate2's converter reads (normalize_before, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent
+CACHE = ROOT / ".cache"
+FIXTURES = ROOT.parent / "tests" / "fixtures"
+
+SUMMARIZATION = dict(  # sshleifer/distilbart-cnn-12-6's generation settings (config.json)
+    num_beams=4, length_penalty=2.0, max_length=142, min_length=56,
+    no_repeat_ngram_size=3, early_stopping=True,
+)
+LEGACY_KEYS = dict(  # read by CTranslate2's converter; present in real BART config.json files
+    normalize_before=False, add_final_layer_norm=False, normalize_embedding=True,
+    static_position_embeddings=False, add_bias_logits=False, extra_pos_embeddings=2,
+)
+
+MODELS = {
+    "distilbart": dict(
+        tokenizer="bart-tokenizer",
+        config=dict(
+            vocab_size=50264, d_model=1024, encoder_layers=12, decoder_layers=6,
+            encoder_attention_heads=16, decoder_attention_heads=16,
+            encoder_ffn_dim=4096, decoder_ffn_dim=4096, max_position_embeddings=1024,
+            bos_token_id=0, eos_token_id=2, pad_token_id=1, decoder_start_token_id=2,
+            forced_bos_token_id=0, forced_eos_token_id=2, activation_function="gelu",
+        ),
+        config_json_extra=dict(
+            **SUMMARIZATION, forced_bos_token_id=0, **LEGACY_KEYS,
+            task_specific_params={"summarization": dict(SUMMARIZATION)},
+        ),
+        generation_config=None,
+        seed=0,
+    ),
+    "kobart": dict(
+        tokenizer="kobart-tokenizer",
+        config=dict(
+            vocab_size=30000, d_model=768, encoder_layers=6, decoder_layers=6,
+            encoder_attention_heads=16, decoder_attention_heads=16,
+            encoder_ffn_dim=3072, decoder_ffn_dim=3072, max_position_embeddings=1026,
+            bos_token_id=1, eos_token_id=1, pad_token_id=3, decoder_start_token_id=1,
+            forced_eos_token_id=1, activation_function="gelu",
+        ),
+        config_json_extra=dict(**LEGACY_KEYS),
+        generation_config=dict(
+            bos_token_id=1, eos_token_id=1, pad_token_id=3, decoder_start_token_id=1,
+            forced_eos_token_id=1, **SUMMARIZATION,
+        ),
+        seed=1,
+    ),
+}
+
+STD_ATTENTION = 0.01
+STD_FFN = 0.05
+STD_EMBEDDING = 0.05
+
+
+def path(name: str) -> Path:
+    return CACHE / name
+
+
+def _init(model: torch.nn.Module, seed: int) -> None:
+    """Redraw every matrix from N(0, std): small for attention, larger for FFN and embeddings."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() < 2:
+                continue  # layer norms (1, 0) and biases (0) keep transformers' init
+            if "embed" in name or "shared" in name:
+                std = STD_EMBEDDING
+            elif "attn" in name:
+                std = STD_ATTENTION
+            else:
+                std = STD_FFN
+            p.copy_(std * torch.randn(p.shape, generator=gen))
+
+
+def build(name: str, out: Path) -> Path:
+    """Make model `name` with transformers, save it with tokenizer files and extra keys to `out`."""
+    import transformers
+
+    spec = MODELS[name]
+    model = transformers.BartForConditionalGeneration(transformers.BartConfig(**spec["config"]))
+    _init(model, spec["seed"])
+    model.eval()
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+
+    cfg_path = tmp / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.update(spec["config_json_extra"])
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    gen_path = tmp / "generation_config.json"
+    if spec["generation_config"] is None:
+        gen_path.unlink(missing_ok=True)
+    else:
+        gen_path.write_text(json.dumps(spec["generation_config"], indent=2))
+    for f in (FIXTURES / spec["tokenizer"]).iterdir():
+        shutil.copy(f, tmp / f.name)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)  # complete or absent: an interrupted build leaves no half checkpoint
+    return out
+
+
+def ensure(name: str, force: bool = False) -> Path:
+    """The checkpoint directory for `name`, built on first use."""
+    if name not in MODELS:
+        raise ValueError(f"unknown benchmark model {name!r}; choose from {sorted(MODELS)}")
+    out = path(name)
+    if force or not (out / "config.json").exists():
+        print(f"building {name} checkpoint in {out} ...", flush=True)
+        build(name, out)
+    return out
+
+
+def check(name: str) -> None:
+    """Generate with transformers on the benchmark texts; print lengths and distinct tokens per row."""
+    import transformers
+    from texts import documents
+
+    out = ensure(name)
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    model = transformers.BartForConditionalGeneration.from_pretrained(out).eval()
+    docs = documents(name)[:2]
+    enc = tok(docs, return_tensors="pt", truncation=True, max_length=512, padding=True)
+    for beams in (1, 4):
+        with torch.inference_mode():
+            seqs = model.generate(**enc, num_beams=beams)
+        for row in seqs.tolist():
+            print(f"{name} beams={beams}: length {len(row)}, distinct {len(set(row))}: "
+                  f"{tok.decode(row[:30])!r}")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="distilbart,kobart")
+    ap.add_argument("--force", action="store_true", help="rebuild even if present")
+    ap.add_argument("--check", action="store_true", help="generate with transformers and print lengths")
+    args = ap.parse_args(argv)
+    for name in args.models.split(","):
+        print(ensure(name, force=args.force))
+        if args.check:
+            check(name)
+
+
+if __name__ == "__main__":
+    main()
