@@ -1,4 +1,4 @@
-"""The `seq2seq-kit` command line: summarize, tokenize, inspect, demo, parity.
+"""The `seq2seq-kit` command line: summarize, tokenize, inspect, demo, parity, bench.
 
 Exit codes: 0 success, 2 usage error, 1 runtime error (a one-line message; --debug shows the traceback),
 3 a `summarize --input` job that finished with failed records (see its OUTPUT.errors.jsonl).
@@ -22,7 +22,10 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = None
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv[:1] == ["bench"]:           # every argument belongs to benchmarks/bench.py, --help included
+            return _bench(argv[1:])
         args = parser.parse_args(argv)
         return args.run(args) or 0
     except SystemExit as e:  # argparse: --help (0) or a usage error (2)
@@ -130,7 +133,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--atol", type=float, default=None,
                    help="logit tolerance (default: 1e-3 for float32, 5e-2 for half precision)")
     p.set_defaults(run=_parity, parser=p)
+
+    p = sub.add_parser("bench", parents=[common], add_help=False,
+                       help="benchmark against transformers and CTranslate2 (source checkout only)",
+                       description="Run benchmarks/bench.py of this source checkout; every argument is passed on "
+                                   "(seq2seq-kit bench --help shows them).")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER, metavar="ARGS")
+    p.set_defaults(run=lambda args: _bench(args.bench_args), parser=p)
     return parser
+
+
+def _bench(bench_args: list[str]) -> int:
+    """benchmarks/ is not installed with the package: it lives beside it in a source checkout."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+    if not script.is_file():
+        raise FileNotFoundError(f"{script} not found: the benchmark runs from a source checkout of seq2seq_kit "
+                                "(git clone, then pip install -e \".[test,bench]\")")
+    import runpy
+    sys.argv = [str(script), *bench_args]
+    sys.path.insert(0, str(script.parent))
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 0
+    return 0
 
 
 def _positive(value: str) -> int:

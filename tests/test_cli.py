@@ -355,3 +355,11 @@ def test_console_script_usage_error(tmp_path):
         pytest.skip("console script not installed (pip install -e .)")
     proc = subprocess.run([str(script), "summarize"], capture_output=True, text=True, env=_env(tmp_path))
     assert proc.returncode == 2 and "give exactly one of TEXT" in proc.stderr
+
+
+def test_bench_forwards_every_argument_to_the_checkout_harness(capsys):
+    from seq2seq_kit.cli import main
+
+    assert main(["bench", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: bench.py" in out and "--engines" in out and "--quick" in out
