@@ -3,10 +3,13 @@ distilbart shape (d_model 1024, 12 encoder / 6 decoder layers, 16 heads, ffn 409
 
     python benchmarks/step_profile.py                     # 2 threads, 512-token input, beam 4, batch 1
     python benchmarks/step_profile.py --threads 4 --batch 2 --input-len 256
+    python benchmarks/step_profile.py --breakdown         # also: where seq2seq_kit's step time goes
 
 Per-step time: both engines run generate() with the checkpoint's summarization settings (beam 4, length
 penalty 2.0, no-repeat 3-grams, forced BOS/EOS) for exactly N new tokens (min_new_tokens = max_new_tokens = N);
 time(N2) - time(N1) over N2 - N1 cancels the encoder and the setup, leaving decoder step + search bookkeeping.
+Breakdown: seq2seq_kit's step split into self-attention, cross-attention, FFN, LM head, n-gram blocking, other
+processors, cache reorder and the rest of the search, by timers wrapped around those functions for one generate().
 Cross K/V memory: the bytes of the cross-attention keys/values each engine holds during the search (ours from
 its KVCache, transformers' from the EncoderDecoderCache that generate returns).
 """
@@ -14,14 +17,19 @@ its KVCache, transformers' from the EncoderDecoderCache that generate returns).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 import warnings
+from collections import defaultdict
 
 import torch
 import transformers
 
 from make_checkpoints import ensure
+from seq2seq_kit.generation import beam_search, logits_process
+from seq2seq_kit.generation.kv_cache import KVCache
+from seq2seq_kit.models import bart
 from seq2seq_kit.models.bart import BartForConditionalGeneration
 
 
@@ -56,6 +64,65 @@ def decode_step_ms(model, ids, mask, beams: int, position: int, calls: int = 20)
     return 1000 * statistics.median(times)
 
 
+@contextlib.contextmanager
+def timed(totals: dict, parts: dict):
+    """Wrap owner.attr for each name -> (owner, attr) in parts so that its calls add their seconds to totals[name].
+    CPU ops run synchronously, so wall time around a call is that call's compute."""
+    saved = {name: getattr(owner, attr) for name, (owner, attr) in parts.items()}
+
+    def wrap(name, fn):
+        def call(*args, **kwargs):
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            totals[name] += time.perf_counter() - start
+            return out
+        return call
+
+    for name, (owner, attr) in parts.items():
+        setattr(owner, attr, wrap(name, saved[name]))
+    try:
+        yield
+    finally:
+        for name, (owner, attr) in parts.items():
+            if isinstance(owner, type) or not isinstance(owner, torch.nn.Module):   # a class or a module
+                setattr(owner, attr, saved[name])
+            else:                                                                 # an instance: drop the wrapper
+                delattr(owner, attr)
+
+
+def breakdown(model, ids, mask, beams: int, steps: int) -> dict:
+    """ms per step of each part of a beam-search step, from one generate() of `steps` new tokens (encoder excluded).
+    The nested parts (attention, FFN, LM head inside the decode step) are subtracted from their parents."""
+    totals = defaultdict(float)
+    parts = {"self-attention": (bart.SelfAttention, "step"), "cross-attention": (bart.CrossAttention, "forward"),
+             "FFN": (bart.DecoderLayer, "ffn_step"), "LM head": (model.lm_head, "few_rows"),
+             "decode_step": (BartForConditionalGeneration, "decode_step"),
+             "n-gram blocking": (logits_process.NoRepeatNGram, "__call__"),
+             "processors": (beam_search, "apply"), "cache reorder": (KVCache, "reorder"),
+             "encoder": (BartForConditionalGeneration, "encode"), "new_cache": (BartForConditionalGeneration, "new_cache")}
+    model.generate(ids, mask, num_beams=beams, max_new_tokens=steps, min_new_tokens=steps)     # warm-up
+    with timed(totals, parts):
+        start = time.perf_counter()
+        model.generate(ids, mask, num_beams=beams, max_new_tokens=steps, min_new_tokens=steps)
+        total = time.perf_counter() - start
+    ms = {name: 1000 * t / steps for name, t in totals.items()}
+    search = 1000 * (total - totals["encoder"] - totals["new_cache"]) / steps
+    return {
+        "self-attention (F.linear projections + SDPA over the cache)": ms["self-attention"],
+        "cross-attention (q/out projections + SDPA)": ms["cross-attention"],
+        "FFN": ms["FFN"],
+        "LM head": ms["LM head"],
+        "rest of decode_step (embeddings, layer norms, checks, Python)":
+            ms["decode_step"] - ms["self-attention"] - ms["cross-attention"] - ms["FFN"] - ms["LM head"],
+        "n-gram blocking": ms["n-gram blocking"],
+        "other processors": ms["processors"] - ms["n-gram blocking"],
+        "cache reorder": ms["cache reorder"],
+        "log-softmax, top-k, beam bookkeeping, Python": search - ms["decode_step"] - ms["processors"]
+        - ms["cache reorder"],
+        "total per step": search,
+    }
+
+
 def nbytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
@@ -68,6 +135,7 @@ def main(argv=None) -> None:
     ap.add_argument("--beams", type=int, default=4)
     ap.add_argument("--steps", type=int, nargs=2, default=(8, 40), metavar=("N1", "N2"))
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--breakdown", action="store_true", help="also time the parts of seq2seq_kit's step")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
@@ -96,6 +164,12 @@ def main(argv=None) -> None:
     print(f"cross-attention K/V   transformers {hf_cross / 2**20:7.1f} MiB (batch x beams x enc_len)   "
           f"seq2seq_kit {our_cross / 2**20:7.1f} MiB (batch x enc_len)   "
           f"saved {(hf_cross - our_cross) / 2**20:.1f} MiB")
+    if args.breakdown:
+        with torch.no_grad():
+            parts = breakdown(ours, ids, mask, args.beams, args.steps[1])
+        print(f"seq2seq_kit per-step breakdown over {args.steps[1]} steps (ms):")
+        for name, ms in parts.items():
+            print(f"  {name:62s} {ms:6.2f}")
 
 
 if __name__ == "__main__":

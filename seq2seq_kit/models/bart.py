@@ -37,6 +37,26 @@ ACTIVATIONS = {"gelu": F.gelu, "gelu_new": gelu_new, "relu": F.relu, "silu": F.s
                "tanh": torch.tanh}
 
 
+ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+class Linear(nn.Linear):
+    """nn.Linear plus `few_rows(x)`: a decode step's few rows (one per beam) through oneDNN on CPU.
+
+    For 2..64 float32 rows and a large weight, MKL's sgemm behind F.linear is up to ~1.5x slower than oneDNN's
+    matmul (`mkldnn._linear_pointwise` on the dense weight: no packed copy, no extra memory). Used for the decode
+    step's FFN and LM head only: on the d_model x d_model projections oneDNN's per-call overhead cancels the gain,
+    and in the self-attention its different rounding of the cached keys/values moved beam-search scores by more
+    than 1e-4 from transformers'. One row (a matrix-vector product) and large inputs stay on F.linear.
+    """
+
+    def few_rows(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // x.shape[-1]                                     # x [..., in]
+        if ONEDNN and 2 <= rows <= 64 and x.dtype == torch.float32 and x.device.type == "cpu":
+            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+        return F.linear(x, self.weight, self.bias)
+
+
 def sublayer(pre_ln: bool, x: torch.Tensor, norm: nn.LayerNorm, fn, *args) -> torch.Tensor:
     """Residual block around fn: x + fn(norm(x)) (pre-LN, mBART) or norm(x + fn(x)) (post-LN, BART)."""
     return x + fn(norm(x), *args) if pre_ln else norm(x + fn(x, *args))
@@ -123,13 +143,16 @@ class DecoderLayer(nn.Module):
         self.self_attn_layer_norm = nn.LayerNorm(D)
         self.encoder_attn = CrossAttention(D, config.decoder_attention_heads)
         self.encoder_attn_layer_norm = nn.LayerNorm(D)
-        self.fc1 = nn.Linear(D, config.decoder_ffn_dim)
-        self.fc2 = nn.Linear(config.decoder_ffn_dim, D)
+        self.fc1 = Linear(D, config.decoder_ffn_dim)
+        self.fc2 = Linear(config.decoder_ffn_dim, D)
         self.act = ACTIVATIONS[config.activation_function]
         self.final_layer_norm = nn.LayerNorm(D)
 
     def ffn(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+    def ffn_step(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2.few_rows(self.act(self.fc1.few_rows(x)))
 
     def forward(self, x, enc, enc_mask, self_mask, causal):
         k, v = self.encoder_attn.project_kv(enc)                            # x [B, T, D], enc [B, S, D]
@@ -144,7 +167,7 @@ class DecoderLayer(nn.Module):
         x = x.view(R // cache.rows_per_input, cache.rows_per_input, D)      # an input's rows as its query positions
         x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn,
                      cache.cross_k[i], cache.cross_v[i], cache.cross_mask)
-        x = sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn)
+        x = sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn_step)
         return x.view(R, 1, D)
 
 
@@ -213,7 +236,7 @@ class BartForConditionalGeneration(nn.Module):
         self.shared = nn.Embedding(V, D)
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
-        self.lm_head = nn.Linear(D, V, bias=False)
+        self.lm_head = Linear(D, V, bias=False)
         self.register_buffer("final_logits_bias", torch.zeros(1, V))
         self.tie_weights()
 
@@ -315,7 +338,7 @@ class BartForConditionalGeneration(nn.Module):
         self._check_range(input_ids, "input_ids")
         h = self.decoder.step(self.embed(input_ids[:, None]), cache)           # [R, 1, D]
         cache.length += 1
-        return self.logits(h[:, 0])                                             # [R, V]
+        return self.lm_head.few_rows(h[:, 0]) + self.final_logits_bias           # [R, V]
 
     def generate(self, input_ids, attention_mask=None, **kwargs):
         from ..generation import generate
