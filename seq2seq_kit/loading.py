@@ -220,15 +220,17 @@ def resolve_dtype(dtype, config: BartConfig, ckpt: Checkpoint) -> torch.dtype:
 
 
 def resolve_device(device) -> torch.device:
+    """None (CPU), "cpu", "cuda", "cuda:N" or a torch.device -> a checked torch.device."""
     if device is None:
         return torch.device("cpu")
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device {device!r} is not a torch device: {e}") from None
+        raise ValueError(f"unknown device {device!r}, not a torch device ({e}); use 'cpu', 'cuda' or 'cuda:N'") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r} requested but CUDA is not available here; use device='cpu'")
+            raise ValueError(f"device {str(device)!r} asks for CUDA, but torch.cuda.is_available() is False; "
+                             "use 'cpu', or install a CUDA build of torch")
         index = torch.cuda.current_device() if device.index is None else device.index
         if index >= torch.cuda.device_count():
             raise ValueError(f"device {str(device)!r} requested but only {torch.cuda.device_count()} CUDA "

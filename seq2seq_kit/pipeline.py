@@ -19,6 +19,7 @@ import torch
 
 from . import hub
 from .generation import GenerationConfig
+from .loading import resolve_device
 from .models.bart import BartForConditionalGeneration
 from .tokenizer import Tokenizer
 
@@ -53,24 +54,14 @@ def pipeline(task: str = "summarization", model=None, tokenizer=None, device=Non
 
 
 def _device(device) -> torch.device:
-    if device is None or device == -1:
-        return torch.device("cpu")
-    if isinstance(device, bool) or not isinstance(device, (int, str, torch.device)):
+    """transformers' pipeline device values: None or -1 (CPU) and a CUDA index, besides loading's forms."""
+    if isinstance(device, bool) or not (device is None or isinstance(device, (int, str, torch.device))):
         raise TypeError(f"device must be None, -1, a CUDA index, a string or a torch.device; got {device!r}")
     if isinstance(device, int):
-        if device < 0:
+        if device < -1:
             raise ValueError(f"device={device}: use -1 for the CPU or a CUDA index 0, 1, ...")
-        device = f"cuda:{device}"
-    try:
-        device = torch.device(device)
-    except RuntimeError as e:
-        raise ValueError(f"unknown device {device!r} ({e}); use 'cpu', 'cuda', 'cuda:0', -1 or 0") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} asks for CUDA, but torch.cuda.is_available() is False; "
-                         "use device=-1 (or 'cpu'), or install a CUDA build of torch")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
-    return device
+        device = "cpu" if device == -1 else f"cuda:{device}"
+    return resolve_device(device)
 
 
 def task_defaults(config, task: str = "summarization") -> tuple[str, dict]:
