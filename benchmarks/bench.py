@@ -460,7 +460,8 @@ def parse_args(argv):
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, max_length 24, min_length 8")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--dtype", choices=tuple(DTYPE_BYTES), default="float32")
-    ap.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated, from {','.join(ENGINES)}")
+    ap.add_argument("--engines", default=None, help=f"comma-separated, from {','.join(ENGINES)} (default: all; "
+                    "seq2seq_kit-eager, seq2seq_kit without its CUDA graph, on cuda only)")
     ap.add_argument("--models", default="distilbart,kobart")
     ap.add_argument("--batch", default=None, help="comma-separated batch sizes (default 1,8; 1,32 on cuda)")
     ap.add_argument("--modes", default="greedy,beam4")
@@ -468,8 +469,10 @@ def parse_args(argv):
     ap.add_argument("--repeats", type=int, default=None, help="timed rounds (default 3; 1 with --quick)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
     ap.add_argument("--out", default=str(RESULTS), help="results directory")
+    ap.add_argument("--tag", default="", help="suffix for the result files' names, e.g. batch32")
     args = ap.parse_args(argv)
-    args.engines = args.engines.split(",")
+    default_engines = [e for e in ENGINES if args.device == "cuda" or e != "seq2seq_kit-eager"]
+    args.engines = args.engines.split(",") if args.engines else default_engines
     args.models = args.models.split(",")
     args.modes = args.modes.split(",")
     args.batch = [int(b) for b in (args.batch or ("1,32" if args.device == "cuda" else "1,8")).split(",")]
@@ -504,7 +507,8 @@ def main(argv=None) -> dict:
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{name}-{datetime.date.today().isoformat()}" + ("-quick" if args.quick else "")
+    stem = f"{name}-{datetime.date.today().isoformat()}" + (f"-{args.tag}" if args.tag else "") \
+        + ("-quick" if args.quick else "")
     (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1))
     (out_dir / f"{stem}.md").write_text(markdown(result))
     chart(result, out_dir / f"{stem}.png")

@@ -26,7 +26,7 @@ import os
 import sys
 import time
 
-ENGINES = ("seq2seq_kit", "transformers", "ct2", "ct2-int8")
+ENGINES = ("seq2seq_kit", "seq2seq_kit-eager", "transformers", "ct2", "ct2-int8")   # -eager: no CUDA graph
 
 
 def rss_mb() -> float:
@@ -61,8 +61,9 @@ class TorchEngine:
         import torch
 
         self.torch, self.device, self.name = torch, device, name
+        self.extra = {"cuda_graph": False} if name == "seq2seq_kit-eager" else {}
         torch_dtype = getattr(torch, dtype)
-        if name == "seq2seq_kit":
+        if name.startswith("seq2seq_kit"):
             from seq2seq_kit import BartForConditionalGeneration
             import seq2seq_kit
 
@@ -94,7 +95,7 @@ class TorchEngine:
                 self.encoder(ids, mask)
                 out = None
             else:
-                out = self.model.generate(ids, attention_mask=mask, **kwargs)
+                out = self.model.generate(ids, attention_mask=mask, **kwargs, **self.extra)
         if self.device == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start

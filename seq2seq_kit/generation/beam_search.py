@@ -119,8 +119,9 @@ def _update_improvable(st: BeamState, cur_len: int, cfg: GenerationConfig) -> No
     st.improvable = st.improvable & torch.any(best_running > worst_finished, dim=-1, keepdim=True)
 
 
-def beam_search(model, cache, cfg: GenerationConfig, processors: list, batch: int, generator=None):
-    """Run beam search from the decoder start token. Returns (sequences [B*nrs, T], sequences_scores [B*nrs],
+def beam_search(step, cache, cfg: GenerationConfig, processors: list, batch: int, generator=None):
+    """Run beam search from the decoder start token; step(input_ids [R], cache) -> logits [R, V] is the model's
+    decode_step or its CUDA-graphed replay. Returns (sequences [B*nrs, T], sequences_scores [B*nrs],
     per-step processed log-probs (tuple of [B*K, V]) or None)."""
     beams, max_length = cfg.num_beams, cfg.max_length
     device = cache.self_k[0].device
@@ -136,7 +137,7 @@ def beam_search(model, cache, cfg: GenerationConfig, processors: list, batch: in
     cur_len = 1
     while True:
         tokens = st.running_seq[:, :, cur_len - 1].reshape(rows)                     # [R]
-        logits = model.decode_step(tokens, cache).float()                             # [R, V]
+        logits = step(tokens, cache).float()                                         # [R, V]
         log_probs = apply(processors, st.running_seq.reshape(rows, -1)[:, :cur_len], logits.log_softmax(dim=-1))
         if step_scores is not None:
             step_scores.append(log_probs)
@@ -147,9 +148,12 @@ def beam_search(model, cache, cfg: GenerationConfig, processors: list, batch: in
         parent, token = cand_idx // vocab, cand_idx % vocab
         cand_seq = _gather(st.running_seq, parent)                                    # [B, K2, L]
         cand_seq[:, :, cur_len] = token
-        hits = torch.full_like(token, cur_len + 1 >= max_length, dtype=torch.bool)
-        if eos is not None:
-            hits = hits | torch.isin(token, eos)
+        if cur_len + 1 >= max_length:
+            hits = torch.ones_like(token, dtype=torch.bool)
+        elif eos is not None:
+            hits = torch.isin(token, eos)
+        else:
+            hits = torch.zeros_like(token, dtype=torch.bool)
 
         running = cand_scores + hits.to(torch.float32) * NEG
         nxt = torch.topk(running, k=beams)[1]                                         # [B, K]

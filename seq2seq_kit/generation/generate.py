@@ -8,6 +8,7 @@ import torch
 
 from .beam_search import beam_search
 from .config import GenerationConfig, resolve
+from .cuda_graph import graphed_step
 from .logits_process import build_processors
 from .sampling import sample
 
@@ -50,12 +51,14 @@ def _validate_inputs(input_ids, attention_mask, config) -> None:
 
 @torch.no_grad()
 def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
-             generator: torch.Generator | None = None, **kwargs):
+             generator: torch.Generator | None = None, cuda_graph: bool | None = None, **kwargs):
     """transformers-compatible generate for a seq2seq_kit BART model.
 
     input_ids [B, S], attention_mask [B, S] (1 = token, 0 = padding) or None; kwargs are transformers' generation
     settings (see GenerationConfig), over model.generation_config, over transformers' library defaults.
     generator: torch.Generator for sampling (None: the global RNG).
+    cuda_graph: replay the decoder step from a CUDA graph (generation/cuda_graph.py); None: on for a model on a
+    CUDA device. Its logits match the eager step's to float rounding, not bit for bit.
     Returns a LongTensor [B * num_return_sequences, T] that starts with the decoder start token, padded with
     pad_token_id after EOS; or a GenerateOutput when return_dict_in_generate=True.
     """
@@ -67,6 +70,12 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
     cfg = resolve(base, kwargs, vocab_size=config.vocab_size, max_position_embeddings=config.max_position_embeddings)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if cuda_graph is None:
+        cuda_graph = model.device.type == "cuda"
+    elif cuda_graph is True and model.device.type != "cuda":
+        raise ValueError(f"cuda_graph=True needs a model on a CUDA device; this one is on {model.device}")
+    elif not isinstance(cuda_graph, bool):
+        raise TypeError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")
     cfg.output_scores = cfg.output_scores and cfg.return_dict_in_generate     # scores are only returned in a dict
 
     device = model.device
@@ -79,11 +88,15 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
     encoder_hidden = model.encode(input_ids, attention_mask)                          # [B, S, D], once
     cache = model.new_cache(encoder_hidden, attention_mask, rows_per_input=rows_per_input,
                             max_length=cfg.max_length - 1)                   # one slot per decoder step
+    step = model.decode_step
+    if cuda_graph:
+        step = graphed_step(model, cache)
+        cache = step.cache
     processors = build_processors(cfg, input_ids, rows_per_input, config.vocab_size)
     if beam:
-        sequences, sequences_scores, scores = beam_search(model, cache, cfg, processors, batch, generator)
+        sequences, sequences_scores, scores = beam_search(step, cache, cfg, processors, batch, generator)
     else:
-        sequences, scores = sample(model, cache, cfg, processors, batch * rows_per_input, generator)
+        sequences, scores = sample(step, cache, cfg, processors, batch * rows_per_input, generator)
         sequences_scores = None
     if not cfg.return_dict_in_generate:
         return sequences

@@ -15,8 +15,7 @@ import torch
 
 @dataclass
 class KVCache:
-    self_k: list[torch.Tensor]          # per decoder layer: [R, H, max_length, Dh]
-    self_v: list[torch.Tensor]          # per decoder layer: [R, H, max_length, Dh]
+    self_kv: torch.Tensor               # [layers, 2, R, H, max_length, Dh]: self-attention keys (0), values (1)
     cross_k: list[torch.Tensor]         # per decoder layer: [B, H, S, Dh]
     cross_v: list[torch.Tensor]         # per decoder layer: [B, H, S, Dh]
     cross_mask: torch.Tensor | None     # [B, 1, 1, S] bool, True = attend; None: no padding
@@ -24,12 +23,20 @@ class KVCache:
     length: int = 0                     # tokens already in the self-attention cache
 
     @property
+    def self_k(self) -> torch.Tensor:
+        return self.self_kv[:, 0]       # [layers, R, H, max_length, Dh]; self_k[i] is layer i's, a view
+
+    @property
+    def self_v(self) -> torch.Tensor:
+        return self.self_kv[:, 1]
+
+    @property
     def max_length(self) -> int:
-        return self.self_k[0].shape[2] if self.self_k else 0
+        return self.self_kv.shape[4]
 
     @property
     def num_rows(self) -> int:
-        return self.self_k[0].shape[0] if self.self_k else self.cross_k[0].shape[0] * self.rows_per_input
+        return self.self_kv.shape[2]
 
     @torch.inference_mode()
     def reorder(self, row_idx: torch.Tensor) -> None:
@@ -37,9 +44,9 @@ class KVCache:
 
         Rows must stay within their input's group (row_idx[r] // rows_per_input == r // rows_per_input),
         since the cross-attention keys/values are per input; this is not checked (it would sync the device).
+        Every layer's keys and values move in one gather.
         """
         if row_idx.shape != (self.num_rows,):
             raise ValueError(f"row_idx must have shape [{self.num_rows}], got {list(row_idx.shape)}")
-        n = self.length
-        for cache in (*self.self_k, *self.self_v):
-            cache[:, :, :n].copy_(cache[:, :, :n].index_select(0, row_idx))   # [R, H, n, Dh]
+        filled = self.self_kv[..., :self.length, :]                           # [layers, 2, R, H, length, Dh]
+        filled.copy_(filled.index_select(2, row_idx))

@@ -108,31 +108,27 @@ class NoBadWords:
 class MinLength:
     """EOS gets -inf while the decoder sequence (start token included) is shorter than min_length."""
 
-    def __init__(self, min_length: int, eos_token_id: list[int]):
+    def __init__(self, min_length: int, eos_token_id: list[int], device=None):
         self.min_length = min_length
-        self.eos = eos_token_id
+        self.eos = torch.tensor(eos_token_id, device=device)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if input_ids.shape[1] >= self.min_length:
             return scores
-        scores = scores.clone()
-        scores[:, self.eos] = -math.inf
-        return scores
+        return scores.index_fill(1, self.eos, -math.inf)
 
 
 class ForcedToken:
     """At decoder length `at_length`, every score is -inf except `token_ids` (0): forced BOS (length 1) / EOS."""
 
-    def __init__(self, at_length: int, token_ids: list[int]):
+    def __init__(self, at_length: int, token_ids: list[int], device=None):
         self.at_length = at_length
-        self.token_ids = token_ids
+        self.token_ids = torch.tensor(token_ids, device=device)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if input_ids.shape[1] != self.at_length:
             return scores
-        forced = torch.full_like(scores, -math.inf)
-        forced[:, self.token_ids] = 0
-        return forced
+        return torch.full_like(scores, -math.inf).index_fill(1, self.token_ids, 0.0)
 
 
 def remove_inf_nan(input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -187,6 +183,7 @@ def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, row
                      vocab_size: int) -> list:
     """The processors of a resolved config, in transformers' `_get_logits_processor` order."""
     eos = cfg.eos_token_id
+    device = encoder_input_ids.device
     procs: list = []
     if cfg.repetition_penalty is not None and cfg.repetition_penalty != 1.0:
         procs.append(RepetitionPenalty(cfg.repetition_penalty))
@@ -195,14 +192,14 @@ def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, row
     if cfg.encoder_no_repeat_ngram_size:
         procs.append(EncoderNoRepeatNGram(cfg.encoder_no_repeat_ngram_size, encoder_input_ids, rows_per_input))
     if cfg.bad_words_ids is not None:
-        procs.append(NoBadWords(cfg.bad_words_ids, eos, vocab_size, encoder_input_ids.device))
+        procs.append(NoBadWords(cfg.bad_words_ids, eos, vocab_size, device))
     if cfg.min_length and eos is not None:            # min_new_tokens is folded into min_length by resolve()
-        procs.append(MinLength(cfg.min_length, eos))
+        procs.append(MinLength(cfg.min_length, eos, device))
     if cfg.forced_bos_token_id is not None:
-        procs.append(ForcedToken(1, [cfg.forced_bos_token_id]))
+        procs.append(ForcedToken(1, [cfg.forced_bos_token_id], device))
     if cfg.forced_eos_token_id is not None:
         forced_eos = cfg.forced_eos_token_id
-        procs.append(ForcedToken(cfg.max_length - 1, forced_eos if isinstance(forced_eos, list) else [forced_eos]))
+        procs.append(ForcedToken(cfg.max_length - 1, forced_eos if isinstance(forced_eos, list) else [forced_eos], device))
     if cfg.remove_invalid_values:
         procs.append(remove_inf_nan)
     if cfg.do_sample:

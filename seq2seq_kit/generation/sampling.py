@@ -15,8 +15,9 @@ from .config import GenerationConfig
 from .logits_process import apply
 
 
-def sample(model, cache, cfg: GenerationConfig, processors: list, rows: int, generator=None):
-    """Greedy (cfg.do_sample False) or sampled decoding from the start token.
+def sample(step, cache, cfg: GenerationConfig, processors: list, rows: int, generator=None):
+    """Greedy (cfg.do_sample False) or sampled decoding from the start token; step(input_ids [R], cache) ->
+    logits [R, V] is the model's decode_step or its CUDA-graphed replay.
     Returns (sequences [R, T], per-step processed scores (tuple of [R, V]) or None)."""
     device = cache.self_k[0].device
     seq = torch.full((rows, cfg.max_length), cfg.decoder_start_token_id, dtype=torch.long, device=device)
@@ -26,7 +27,7 @@ def sample(model, cache, cfg: GenerationConfig, processors: list, rows: int, gen
 
     cur_len = 1
     while True:
-        logits = model.decode_step(seq[:, cur_len - 1], cache).float()               # [R, V]
+        logits = step(seq[:, cur_len - 1], cache).float()                           # [R, V]
         scores = apply(processors, seq[:, :cur_len], logits)
         if step_scores is not None:
             step_scores.append(scores)

@@ -77,13 +77,23 @@ class SelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale)
         return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
 
-    def step(self, x: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos: int) -> torch.Tensor:
+    def step(self, x: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+             pos: int | torch.Tensor) -> torch.Tensor:
+        """pos: int, attend to the first pos + 1 cache slots; or LongTensor [1] on x's device, attend to all
+        max_length slots with those past pos masked (fixed shapes, for CUDA-graph capture)."""
         R, _, D = x.shape                                                   # x [R, 1, D]
         qkv = self.qkv_proj(x).view(R, 1, 3, self.heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)                                # each [R, H, 1, Dh]
-        k_cache[:, :, pos] = k[:, :, 0]                                     # caches [R, H, max_length, Dh]
-        v_cache[:, :, pos] = v[:, :, 0]
-        y = F.scaled_dot_product_attention(q, k_cache[:, :, :pos + 1], v_cache[:, :, :pos + 1], scale=self.scale)
+        if isinstance(pos, int):                                            # caches [R, H, max_length, Dh]
+            k_cache[:, :, pos] = k[:, :, 0]
+            v_cache[:, :, pos] = v[:, :, 0]
+            keys, values, mask = k_cache[:, :, :pos + 1], v_cache[:, :, :pos + 1], None
+        else:
+            k_cache.index_copy_(2, pos, k)
+            v_cache.index_copy_(2, pos, v)
+            keys, values = k_cache, v_cache
+            mask = (torch.arange(k_cache.shape[2], device=pos.device) <= pos)[None]   # [1, max_length]
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale)
         return self.out_proj(y.transpose(1, 2).reshape(R, 1, D))
 
 
@@ -160,10 +170,10 @@ class DecoderLayer(nn.Module):
         x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn, k, v, enc_mask)
         return sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn)
 
-    def step(self, x: torch.Tensor, cache: KVCache, i: int) -> torch.Tensor:
+    def step(self, x: torch.Tensor, cache: KVCache, i: int, pos: int | torch.Tensor) -> torch.Tensor:
         R, _, D = x.shape                                                   # x [R, 1, D]
         x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn.step,
-                     cache.self_k[i], cache.self_v[i], cache.length)
+                     cache.self_k[i], cache.self_v[i], pos)
         x = x.view(R // cache.rows_per_input, cache.rows_per_input, D)      # an input's rows as its query positions
         x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn,
                      cache.cross_k[i], cache.cross_v[i], cache.cross_mask)
@@ -204,10 +214,10 @@ class Decoder(nn.Module):
             x = layer(x, enc, enc_mask, self_mask, causal)
         return self.layer_norm(x) if self.layer_norm is not None else x    # [B, T, D]
 
-    def step(self, tok: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        x = self.layernorm_embedding(tok + self.embed_positions.weight[POSITION_OFFSET + cache.length])
+    def step(self, tok: torch.Tensor, cache: KVCache, pos: int | torch.Tensor) -> torch.Tensor:
+        x = self.layernorm_embedding(tok + self.embed_positions.weight[POSITION_OFFSET + pos])
         for i, layer in enumerate(self.layers):                             # x [R, 1, D]
-            x = layer.step(x, cache, i)
+            x = layer.step(x, cache, i, pos)
         return self.layer_norm(x) if self.layer_norm is not None else x
 
 
@@ -232,6 +242,7 @@ class BartForConditionalGeneration(nn.Module):
         D, V = config.d_model, config.vocab_size
         self.config = config
         self.generation_config = None   # set by from_pretrained (seq2seq_kit.generation.GenerationConfig)
+        self.graphed_step = None        # kept by seq2seq_kit.generation.cuda_graph between generate calls
         self.embed_scale = math.sqrt(D) if config.scale_embedding else 1.0
         self.shared = nn.Embedding(V, D)
         self.encoder = Encoder(config)
@@ -309,16 +320,16 @@ class BartForConditionalGeneration(nn.Module):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         mask = self._padding_mask(attention_mask, encoder_hidden[..., 0], "attention_mask", "encoder_hidden")
-        B = encoder_hidden.shape[0]
-        H = self.config.decoder_attention_heads
-        shape = (B * rows_per_input, H, max_length, self.config.d_model // H)
-        cache = KVCache([], [], [], [], None if mask is None else mask[:, None, None, :], rows_per_input)
+        B, H = encoder_hidden.shape[0], self.config.decoder_attention_heads
+        shape = (len(self.decoder.layers), 2, B * rows_per_input, H, max_length, self.config.d_model // H)
+        # zeros, not empty: the fixed-shape step (CUDA graphs) multiplies unwritten value slots by a zero weight,
+        # and 0 * a NaN left in uninitialised memory would be NaN
+        cache = KVCache(torch.zeros(shape, dtype=self.dtype, device=self.device), [], [],
+                        None if mask is None else mask[:, None, None, :], rows_per_input)
         for layer in self.decoder.layers:
             k, v = layer.encoder_attn.project_kv(encoder_hidden)
             cache.cross_k.append(k.contiguous())
             cache.cross_v.append(v.contiguous())
-            cache.self_k.append(torch.empty(shape, dtype=self.dtype, device=self.device))
-            cache.self_v.append(torch.empty(shape, dtype=self.dtype, device=self.device))
         return cache
 
     @torch.inference_mode()
@@ -336,8 +347,15 @@ class BartForConditionalGeneration(nn.Module):
             raise ValueError(f"decoder position {cache.length} is past max_position_embeddings="
                              f"{self.config.max_position_embeddings}; generate fewer tokens")
         self._check_range(input_ids, "input_ids")
-        h = self.decoder.step(self.embed(input_ids[:, None]), cache)           # [R, 1, D]
+        logits = self.step_logits(input_ids, cache, cache.length)
         cache.length += 1
+        return logits
+
+    def step_logits(self, input_ids: torch.Tensor, cache: KVCache, position: int | torch.Tensor) -> torch.Tensor:
+        """decode_step's network alone: no checks, cache.length not advanced. input_ids [R] -> logits [R, V].
+        position: int, or LongTensor [1] on the model's device for fixed shapes (the self-attention then reads
+        all max_length cache slots, masking those past position), which a CUDA graph can capture."""
+        h = self.decoder.step(self.embed(input_ids[:, None]), cache, position)   # [R, 1, D]
         return self.lm_head.few_rows(h[:, 0]) + self.final_logits_bias           # [R, V]
 
     def generate(self, input_ids, attention_mask=None, **kwargs):

@@ -1,0 +1,91 @@
+"""The fixed-shape decoder step (what a CUDA graph captures) and the CUDA-graphed generate.
+
+On CPU: the fixed-shape step (device-side position, all cache slots read, unwritten ones masked) gives the
+eager step's logits within 1e-5, through a beam reorder; cuda_graph's argument errors.
+On CUDA (marker `cuda`): graphed generate gives the eager generate's tokens (fp32, tiny models with decisive
+logits), reuses its graph for inputs of the same shapes and captures a new one for other shapes or weights.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seq2seq_kit.models.bart import BartForConditionalGeneration
+
+
+@pytest.fixture(scope="module")
+def model(checkpoint):
+    return BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))
+
+
+def batch(model, lengths=(12, 7), seed=3, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, model.config.vocab_size, (len(lengths), max(lengths)), generator=g)
+    mask = (torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]).long()
+    return ids.masked_fill(mask == 0, model.config.pad_token_id).to(device), mask.to(device)
+
+
+def test_fixed_shape_step_matches_eager_step(model):
+    ids, mask = batch(model)
+    rows_per_input, steps = 3, 9
+    enc = model.encode(ids, mask)
+    eager = model.new_cache(enc, mask, rows_per_input, max_length=steps)
+    fixed = model.new_cache(enc, mask, rows_per_input, max_length=steps)
+    R = eager.num_rows
+    assert not fixed.self_kv.any()      # zeroed: the masked slots are multiplied by 0, and 0 * NaN garbage is NaN
+    tokens = torch.randint(4, model.config.vocab_size, (R, steps), generator=torch.Generator().manual_seed(5))
+    position = torch.zeros(1, dtype=torch.long)
+    for t in range(steps):
+        if t == 4:                                  # beam reorder within each input's rows
+            row_idx = torch.arange(R).view(-1, rows_per_input).flip(1).flatten()
+            eager.reorder(row_idx)
+            fixed.reorder(row_idx)
+        want = model.decode_step(tokens[:, t], eager)
+        position.fill_(t)
+        with torch.no_grad():
+            got = model.step_logits(tokens[:, t], fixed, position)
+        fixed.length += 1
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0, msg=f"step {t}")
+
+
+def test_cuda_graph_argument_errors(model):
+    ids, mask = batch(model)
+    with pytest.raises(ValueError, match="cuda_graph=True needs a model on a CUDA device"):
+        model.generate(ids, mask, max_length=5, cuda_graph=True)
+    with pytest.raises(TypeError, match="cuda_graph must be True, False or None"):
+        model.generate(ids, mask, max_length=5, cuda_graph="yes")
+    assert model.graphed_step is None
+
+
+# ---- CUDA (run when a GPU is lent) --------------------------------------------------------------------------------
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("kwargs", [dict(num_beams=1, max_length=24, no_repeat_ngram_size=3),
+                                    dict(num_beams=4, max_length=24, length_penalty=2.0, early_stopping=True),
+                                    dict(num_beams=3, num_return_sequences=2, max_length=20, min_length=6)])
+def test_graphed_generate_matches_eager(checkpoint, kwargs):
+    cuda = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), device="cuda")
+    first = None
+    for seed in (3, 4):                             # same shapes: the second call replays the first's graph
+        ids, mask = batch(cuda, seed=seed, device="cuda")
+        eager = cuda.generate(ids, mask, cuda_graph=False, **kwargs)
+        graphed = cuda.generate(ids, mask, **kwargs)       # default on CUDA: graphed
+        assert torch.equal(graphed, eager), f"seed {seed}"
+        first = first or cuda.graphed_step
+        assert cuda.graphed_step is first
+    ids, mask = batch(cuda, lengths=(9, 9, 4), device="cuda")     # other shapes: a new graph
+    assert torch.equal(cuda.generate(ids, mask, **kwargs), cuda.generate(ids, mask, cuda_graph=False, **kwargs))
+    assert cuda.graphed_step is not first
+
+
+@pytest.mark.cuda
+def test_graph_recaptured_after_weights_move(checkpoint):
+    cuda = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), device="cuda")
+    ids, mask = batch(cuda, device="cuda")
+    cuda.generate(ids, mask, max_length=10)
+    first = cuda.graphed_step
+    cuda.to(torch.float64)                          # new weight tensors: the old graph would read freed memory
+    assert torch.equal(cuda.generate(ids, mask, max_length=10),
+                       cuda.generate(ids, mask, max_length=10, cuda_graph=False))
+    assert cuda.graphed_step is not first and cuda.graphed_step.cache.self_kv.dtype == torch.float64
