@@ -244,25 +244,26 @@ def test_kobart_greedy(models):
 
 # ---- bad input: ValueError naming the argument, before any compute ------------------------------------------------
 
-BAD_INPUTS = [
-    (lambda ids: ids[:, :0], {}, "empty"),
-    (lambda ids: ids[:0], {}, "empty"),
-    (lambda ids: ids.clone().fill_(50265), {}, r"outside the vocabulary \[0, 50265\)"),
-    (lambda ids: ids.clone().fill_(-1), {}, "outside the vocabulary"),
-    (lambda ids: ids.repeat(1, 30), {}, "max_position_embeddings"),
-    (lambda ids: ids[0], {}, r"\[batch, seq\]"),
-    (lambda ids: ids.float(), {}, "integer"),
-    (lambda ids: ids, dict(num_beams=2, num_return_sequences=3), "num_return_sequences"),
-    (lambda ids: ids, dict(num_beams=0), "num_beams"),
-    (lambda ids: ids, dict(max_length=1), "max_length"),
-    (lambda ids: ids, dict(top_p=0.0, do_sample=True), "top_p"),
-    (lambda ids: ids, dict(temperature=0.0, do_sample=True), "temperature"),
-    (lambda ids: ids, dict(beams=4), "unknown argument"),
+BAD_INPUTS = [                          # (make input_ids, kwargs, error, message)
+    (lambda ids: ids[:, :0], {}, ValueError, "empty"),
+    (lambda ids: ids[:0], {}, ValueError, "empty"),
+    (lambda ids: ids.clone().fill_(50265), {}, ValueError, r"token id 50265, outside .* vocabulary \[0, vocab_size=50265\)"),
+    (lambda ids: ids.clone().fill_(-1), {}, ValueError, "token id -1, outside"),
+    (lambda ids: ids.repeat(1, 30), {}, ValueError, "max_position_embeddings"),
+    (lambda ids: ids[0], {}, ValueError, r"\[batch, sequence\]"),
+    (lambda ids: ids.float(), {}, TypeError, "integer"),
+    (lambda ids: ids.tolist(), {}, TypeError, "torch.Tensor"),
+    (lambda ids: ids, dict(num_beams=2, num_return_sequences=3), ValueError, "num_return_sequences"),
+    (lambda ids: ids, dict(num_beams=0), ValueError, "num_beams"),
+    (lambda ids: ids, dict(max_length=1), ValueError, "max_length"),
+    (lambda ids: ids, dict(top_p=0.0, do_sample=True), ValueError, "top_p"),
+    (lambda ids: ids, dict(temperature=0.0, do_sample=True), ValueError, "temperature"),
+    (lambda ids: ids, dict(beams=4), ValueError, "unknown argument"),
 ]
 
 
-@pytest.mark.parametrize("make,kwargs,message", BAD_INPUTS, ids=[b[2] + str(b[1]) for b in BAD_INPUTS])
-def test_bad_input(models, monkeypatch, make, kwargs, message):
+@pytest.mark.parametrize("make,kwargs,error,message", BAD_INPUTS, ids=[b[3] + str(b[1]) for b in BAD_INPUTS])
+def test_bad_input(models, monkeypatch, make, kwargs, error, message):
     _, ours = models("tiny")
     ids, _ = inputs(ours.config.vocab_size, ours.config.pad_token_id)
 
@@ -270,17 +271,21 @@ def test_bad_input(models, monkeypatch, make, kwargs, message):
         raise AssertionError("the encoder ran before the input was validated")
 
     monkeypatch.setattr(ours, "encode", no_compute)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(error, match=message):
         ours.generate(make(ids), **kwargs)
 
 
 def test_bad_attention_mask_and_generator(models):
     _, ours = models("tiny")
     ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
-    with pytest.raises(ValueError, match="attention_mask must be a tensor shaped like input_ids"):
+    with pytest.raises(ValueError, match=r"attention_mask has shape \[3, 4\] but input_ids has shape \[3, 12\]"):
         ours.generate(ids, mask[:, :4])
-    with pytest.raises(ValueError, match="no token"):
+    with pytest.raises(ValueError, match="attention_mask has a row with no token"):
         ours.generate(ids, mask * 0)
+    with pytest.raises(ValueError, match="attention_mask has a row with no token"):
+        ours.encode(ids, mask * 0)
+    with pytest.raises(TypeError, match="attention_mask must be a torch.Tensor"):
+        ours.generate(ids, mask.tolist())
     with pytest.raises(TypeError, match="generator"):
         ours.generate(ids, mask, do_sample=True, generator=0)
 

@@ -24,31 +24,6 @@ class GenerateOutput:
         return getattr(self, key)
 
 
-def _validate_inputs(input_ids, attention_mask, config) -> None:
-    """ValueError/TypeError for bad inputs, before any compute."""
-    if not isinstance(input_ids, torch.Tensor):
-        raise TypeError(f"input_ids must be a torch.Tensor of token ids [batch, seq], got {type(input_ids).__name__}")
-    if input_ids.dim() != 2 or input_ids.dtype not in (torch.long, torch.int32, torch.int64):
-        raise ValueError(f"input_ids must be an integer tensor [batch, seq], got shape {tuple(input_ids.shape)} "
-                         f"dtype {input_ids.dtype}")
-    if input_ids.numel() == 0:
-        raise ValueError(f"input_ids is empty (shape {tuple(input_ids.shape)}): give at least one token per input")
-    if input_ids.shape[1] > config.max_position_embeddings:
-        raise ValueError(f"input_ids has {input_ids.shape[1]} tokens, more than max_position_embeddings "
-                         f"({config.max_position_embeddings}): truncate to at most {config.max_position_embeddings}")
-    low, high = int(input_ids.min()), int(input_ids.max())
-    if low < 0 or high >= config.vocab_size:
-        raise ValueError(f"input_ids holds ids outside the vocabulary [0, {config.vocab_size}): "
-                         f"min {low}, max {high}")
-    if attention_mask is not None:
-        if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
-            shape = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask)
-            raise ValueError(f"attention_mask must be a tensor shaped like input_ids {tuple(input_ids.shape)}, "
-                             f"got {shape}")
-        if not attention_mask.bool().any(dim=1).all():
-            raise ValueError("attention_mask has a row with no token to attend to (all zeros)")
-
-
 @torch.no_grad()
 def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
              generator: torch.Generator | None = None, cuda_graph: bool | None = None, **kwargs):
@@ -63,7 +38,13 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
     pad_token_id after EOS; or a GenerateOutput when return_dict_in_generate=True.
     """
     config = model.config
-    _validate_inputs(input_ids, attention_mask, config)
+    if not isinstance(input_ids, torch.Tensor):
+        raise TypeError(f"input_ids must be a torch.Tensor of token ids [batch, seq], got {type(input_ids).__name__}")
+    device = model.device
+    input_ids = input_ids.to(device)                                        # inputs may come from the CPU
+    if isinstance(attention_mask, torch.Tensor):
+        attention_mask = attention_mask.to(device)
+    model.check_inputs(input_ids, attention_mask)                           # before any compute
     base = model.generation_config
     if base is None:                     # a model not made by from_pretrained: its config's keys, as transformers
         base = GenerationConfig.from_model_config(config.to_dict())
@@ -78,9 +59,7 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
         raise TypeError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")
     cfg.output_scores = cfg.output_scores and cfg.return_dict_in_generate     # scores are only returned in a dict
 
-    device = model.device
-    input_ids = input_ids.to(device=device, dtype=torch.long)
-    attention_mask = attention_mask.to(device) if attention_mask is not None else None
+    input_ids = input_ids.long()
     batch = input_ids.shape[0]
     beam = cfg.num_beams > 1
     rows_per_input = cfg.num_beams if beam else cfg.num_return_sequences

@@ -278,8 +278,7 @@ class BartForConditionalGeneration(nn.Module):
     @torch.inference_mode()
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids [B, S], attention_mask [B, S] (1 = token, 0 = padding) -> encoder_hidden [B, S, D]."""
-        self._check_ids(input_ids, "input_ids")
-        mask = self._padding_mask(attention_mask, input_ids, "attention_mask", "input_ids")
+        mask = self.check_inputs(input_ids, attention_mask)
         return self.encoder(self.embed(input_ids), None if mask is None else mask[:, None, None, :])
 
     @torch.inference_mode()
@@ -364,6 +363,14 @@ class BartForConditionalGeneration(nn.Module):
 
     # ---- input checks (before any compute) ------------------------------------------------------------------
 
+    def check_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor | None:
+        """What encode and generate check first: input_ids an integer tensor [B, S] on the model's device, not
+        empty, within max_position_embeddings and the vocabulary; attention_mask None or [B, S] on the same device
+        with at least one token per row. Returns the mask as bool [B, S], or None when nothing is padded.
+        Raises TypeError / ValueError naming the problem and the fix."""
+        self._check_ids(input_ids, "input_ids")
+        return self._padding_mask(attention_mask, input_ids, "attention_mask", "input_ids")
+
     def _check_ids(self, ids, name: str) -> None:
         if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"{name} must be an integer torch.Tensor of token ids, got "
@@ -401,6 +408,9 @@ class BartForConditionalGeneration(nn.Module):
             raise ValueError(f"{name} is on {mask.device} but the model is on {self.device}; "
                              "move it with .to(model.device)")
         mask = mask.bool()
+        if not mask.any(dim=1).all():
+            raise ValueError(f"{name} has a row with no token to attend to (all zeros); remove that row or give it "
+                             "at least one token")
         return None if mask.all() else mask
 
     # ---- checkpoints (seq2seq_kit/loading.py) ---------------------------------------------------------------
