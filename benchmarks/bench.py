@@ -460,8 +460,8 @@ def parse_args(argv):
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, max_length 24, min_length 8")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--dtype", choices=tuple(DTYPE_BYTES), default="float32")
-    ap.add_argument("--engines", default=None, help=f"comma-separated, from {','.join(ENGINES)} (default: all; "
-                    "seq2seq_kit-eager, seq2seq_kit without its CUDA graph, on cuda only)")
+    ap.add_argument("--engines", default=None, help=f"comma-separated, from {','.join(ENGINES)} (default: all "
+                    "that apply: seq2seq_kit-eager, without the CUDA graph, on cuda; seq2seq_kit-int8 on cpu)")
     ap.add_argument("--models", default="distilbart,kobart")
     ap.add_argument("--batch", default=None, help="comma-separated batch sizes (default 1,8; 1,32 on cuda)")
     ap.add_argument("--modes", default="greedy,beam4")
@@ -471,7 +471,8 @@ def parse_args(argv):
     ap.add_argument("--out", default=str(RESULTS), help="results directory")
     ap.add_argument("--tag", default="", help="suffix for the result files' names, e.g. batch32")
     args = ap.parse_args(argv)
-    default_engines = [e for e in ENGINES if args.device == "cuda" or e != "seq2seq_kit-eager"]
+    only = {"seq2seq_kit-eager": "cuda", "seq2seq_kit-int8": "cpu"}
+    default_engines = [e for e in ENGINES if only.get(e, args.device) == args.device]
     args.engines = args.engines.split(",") if args.engines else default_engines
     args.models = args.models.split(",")
     args.modes = args.modes.split(",")

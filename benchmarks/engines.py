@@ -26,7 +26,8 @@ import os
 import sys
 import time
 
-ENGINES = ("seq2seq_kit", "seq2seq_kit-eager", "transformers", "ct2", "ct2-int8")   # -eager: no CUDA graph
+# seq2seq_kit-eager: no CUDA graph (CUDA only); seq2seq_kit-int8: int8 linear layers (CPU only)
+ENGINES = ("seq2seq_kit", "seq2seq_kit-eager", "seq2seq_kit-int8", "transformers", "ct2", "ct2-int8")
 
 
 def rss_mb() -> float:
@@ -68,6 +69,8 @@ class TorchEngine:
             import seq2seq_kit
 
             self.model = BartForConditionalGeneration.from_pretrained(path, dtype=torch_dtype, device=device)
+            if name == "seq2seq_kit-int8":
+                self.model.quantize_int8()
             self.encoder = self.model.encode
             self.version = seq2seq_kit.__version__
         else:

@@ -24,6 +24,7 @@ from torch import nn
 from .. import loading
 from ..config import BartConfig
 from ..generation.kv_cache import KVCache
+from .quantize import Int8Linear, quantize_int8
 
 POSITION_OFFSET = 2   # BART's learned positions start at row 2 of embed_positions (fairseq's padding offset)
 
@@ -426,4 +427,18 @@ class BartForConditionalGeneration(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write config.json and model.safetensors with transformers' parameter names."""
+        if self.quantized:
+            raise ValueError("this model's linear layers are int8 (quantize_int8); save the float model instead")
         return loading.save_pretrained(self, directory)
+
+    # ---- int8 (seq2seq_kit/models/quantize.py) --------------------------------------------------------------
+
+    def quantize_int8(self) -> BartForConditionalGeneration:
+        """CPU, float32 model: int8 weights for every linear layer, inputs quantized per call. About a quarter of
+        the bytes per decoder step; outside the token-parity guarantee (see models/quantize.py). Returns self."""
+        quantize_int8(self)
+        return self
+
+    @property
+    def quantized(self) -> bool:
+        return any(isinstance(m, Int8Linear) for m in self.modules())
