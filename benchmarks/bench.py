@@ -193,7 +193,7 @@ def machine(args) -> dict:
     if args.device == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
     try:
-        info["seq2seq_kit_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+        info["seq2seq_kit_commit"] = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
                                                     capture_output=True, text=True).stdout.strip()
     except OSError:
         pass
