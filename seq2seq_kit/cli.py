@@ -16,7 +16,7 @@ DEFAULT_TEXT = (
     "tallest structure in Paris. Its base is square, measuring 125 metres (410 ft) on each side. During its "
     "construction, the Eiffel Tower surpassed the Washington Monument to become the tallest man-made structure "
     "in the world, a title it held for 41 years until the Chrysler Building in New York City was finished in 1930.")
-DTYPES = ("auto", "float32", "float16", "bfloat16")
+DTYPES = ("auto", "float32", "float16", "bfloat16", "int8")   # int8: quantize_int8, CPU only
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     hub.add_argument("--token", help="Hub token for gated or private repos (default: the logged-in one)")
     model = argparse.ArgumentParser(add_help=False, parents=[hub])
     model.add_argument("--device", default=None, help="cpu, cuda, cuda:N, or an index (-1 = CPU) (default: cpu)")
-    model.add_argument("--dtype", choices=DTYPES, default=None, help="weights dtype (default: float32)")
+    model.add_argument("--dtype", choices=DTYPES, default=None,
+                       help="weights dtype (default: float32; int8: int8 linear layers, CPU only, outside the "
+                            "token-parity guarantee)")
 
     parser = argparse.ArgumentParser(
         prog="seq2seq-kit", parents=[common],

@@ -45,3 +45,27 @@ def test_int8_errors(checkpoint, tmp_path):
     with pytest.raises(ValueError, match="linear layers are int8"):
         int8.save_pretrained(tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_int8_dtype_through_loading_pipeline_and_cli(checkpoint, capsys):
+    from seq2seq_kit import pipeline
+    from seq2seq_kit.cli import main
+
+    path = checkpoint("tiny")
+    direct = BartForConditionalGeneration.from_pretrained(path).quantize_int8()
+    for dtype in ("int8", torch.int8):
+        assert BartForConditionalGeneration.from_pretrained(path, dtype=dtype).quantized
+    text = "The committee met on Tuesday to discuss the new budget for the city's schools and parks."
+    pipe = pipeline("summarization", model=str(path), dtype="int8")
+    assert pipe.model.quantized
+    summary = pipe(text, max_length=12)[0]["summary_text"]
+    ids = pipe.tokenizer(text, return_tensors="pt")["input_ids"]
+    assert summary == pipe.tokenizer.decode(direct.generate(ids, max_length=12)[0], skip_special_tokens=True)
+    assert main(["summarize", text, "--model", str(path), "--dtype", "int8", "--max-length", "12"]) == 0
+    assert capsys.readouterr().out == summary + "\n"
+
+
+@pytest.mark.cuda
+def test_int8_refused_on_cuda(checkpoint):
+    with pytest.raises(ValueError, match="needs a float32 model on the CPU"):
+        BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), dtype="int8", device="cuda")

@@ -420,9 +420,12 @@ class BartForConditionalGeneration(nn.Module):
     def from_pretrained(cls, path: str | Path, dtype=None, device=None, **hub_kwargs) -> BartForConditionalGeneration:
         """Load a transformers checkpoint (safetensors or .bin, single or sharded) from a directory or Hub id.
 
-        dtype: None (float32), "auto" (config.json's dtype, else the weights'), a torch.dtype or its name.
+        dtype: None (float32), "auto" (config.json's dtype, else the weights'), a torch.dtype or its name; or
+        "int8" (torch.int8): float32 weights made int8 by quantize_int8 (CPU only, outside the parity guarantee).
         device: None (cpu), "cpu", "cuda", "cuda:N" or a torch.device.
         """
+        if dtype in ("int8", torch.int8):
+            return loading.from_pretrained(cls, path, dtype=None, device=device, **hub_kwargs).quantize_int8()
         return loading.from_pretrained(cls, path, dtype=dtype, device=device, **hub_kwargs)
 
     def save_pretrained(self, directory: str | Path) -> Path:
