@@ -215,7 +215,7 @@ def resolve_dtype(dtype, config: BartConfig, ckpt: Checkpoint) -> torch.dtype:
         dtype = DTYPES.get(dtype.removeprefix("torch."), dtype)
     if dtype not in DTYPES.values():
         raise ValueError(f"dtype must be None, 'auto' or one of {', '.join(DTYPES)} (str or torch.dtype), "
-                         f"got {dtype!r}")
+                         f"or 'int8' (int8 linear layers, CPU); got {dtype!r}")
     return dtype
 
 
