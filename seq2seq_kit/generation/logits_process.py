@@ -198,8 +198,8 @@ def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, row
     if cfg.forced_bos_token_id is not None:
         procs.append(ForcedToken(1, [cfg.forced_bos_token_id], device))
     if cfg.forced_eos_token_id is not None:
-        forced_eos = cfg.forced_eos_token_id
-        procs.append(ForcedToken(cfg.max_length - 1, forced_eos if isinstance(forced_eos, list) else [forced_eos], device))
+        forced_eos = cfg.forced_eos_token_id if isinstance(cfg.forced_eos_token_id, list) else [cfg.forced_eos_token_id]
+        procs.append(ForcedToken(cfg.max_length - 1, forced_eos, device))
     if cfg.remove_invalid_values:
         procs.append(remove_inf_nan)
     if cfg.do_sample:
