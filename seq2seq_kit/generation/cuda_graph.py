@@ -66,7 +66,7 @@ class GraphedDecodeStep:
 def graphed_step(model, cache: KVCache) -> GraphedDecodeStep:
     """The model's graphed step for a fresh cache's shapes, reused if it has one, else captured (replacing it).
     Decode with the returned step on `step.cache`, which then holds `cache`'s cross-attention keys/values."""
-    step = getattr(model, "graphed_step", None)
+    step = model.graphed_step
     if step is not None and step.key == _key(model, cache):
         step.load(cache)
         return step

@@ -38,12 +38,10 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
     pad_token_id after EOS; or a GenerateOutput when return_dict_in_generate=True.
     """
     config = model.config
-    if not isinstance(input_ids, torch.Tensor):
-        raise TypeError(f"input_ids must be a torch.Tensor of token ids [batch, seq], got {type(input_ids).__name__}")
-    device = model.device
-    input_ids = input_ids.to(device)                                        # inputs may come from the CPU
+    if isinstance(input_ids, torch.Tensor):                                 # inputs may come from the CPU
+        input_ids = input_ids.to(model.device)
     if isinstance(attention_mask, torch.Tensor):
-        attention_mask = attention_mask.to(device)
+        attention_mask = attention_mask.to(model.device)
     model.check_inputs(input_ids, attention_mask)                           # before any compute
     base = model.generation_config
     if base is None:                     # a model not made by from_pretrained: its config's keys, as transformers
