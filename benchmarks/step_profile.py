@@ -30,7 +30,7 @@ from make_checkpoints import ensure
 from seq2seq_kit.generation import beam_search, logits_process
 from seq2seq_kit.generation.kv_cache import KVCache
 from seq2seq_kit.models import bart
-from seq2seq_kit.models.bart import BartForConditionalGeneration
+from seq2seq_kit.modeling import BartForConditionalGeneration
 
 
 def per_step_ms(engines: dict, ids, mask, beams: int, steps: tuple[int, int], repeats: int) -> dict:

@@ -1,7 +1,7 @@
 """seq2seq_kit: BART-family summarization from Hugging Face checkpoints, without transformers."""
 
 from .config import BartConfig
-from .models.bart import BartForConditionalGeneration
+from .modeling import BartForConditionalGeneration
 from .tokenizer import Tokenizer
 from .pipeline import pipeline
 from .corpus import summarize_corpus

@@ -16,7 +16,6 @@ DEFAULT_TEXT = (
     "tallest structure in Paris. Its base is square, measuring 125 metres (410 ft) on each side. During its "
     "construction, the Eiffel Tower surpassed the Washington Monument to become the tallest man-made structure "
     "in the world, a title it held for 41 years until the Chrysler Building in New York City was finished in 1930.")
-DTYPES = ("auto", "float32", "float16", "bfloat16", "int8")   # int8: quantize_int8, CPU only
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +47,8 @@ def _one_line(e: Exception) -> str:
 # ---------------------------------------------------------------------------------------------- arguments
 
 def _parser() -> argparse.ArgumentParser:
+    from .loading import DTYPE_CHOICES
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the full traceback on errors")
@@ -57,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     hub.add_argument("--token", help="Hub token for gated or private repos (default: the logged-in one)")
     model = argparse.ArgumentParser(add_help=False, parents=[hub])
     model.add_argument("--device", default=None, help="cpu, cuda, cuda:N, or an index (-1 = CPU) (default: cpu)")
-    model.add_argument("--dtype", choices=DTYPES, default=None,
+    model.add_argument("--dtype", choices=DTYPE_CHOICES, default=None,
                        help="weights dtype (default: float32; int8: int8 linear layers, CPU only, outside the "
                             "token-parity guarantee)")
 
@@ -188,15 +189,10 @@ def _hub_kwargs(args) -> dict:
 
 
 def _device(value: str | None):
+    """--device: the strings resolve_device takes, or an integer index (-1: the CPU)."""
     if value is None:
         return None
     return int(value) if value.lstrip("-").isdigit() else value
-
-
-def _dtype(value: str | None):
-    import torch
-
-    return value if value in (None, "auto") else getattr(torch, value)
 
 
 def _read_text(args) -> str:
@@ -236,7 +232,7 @@ def _summarize(args) -> int:
 
     from .pipeline import pipeline
 
-    pipe = pipeline("summarization", model=args.model, device=_device(args.device), dtype=_dtype(args.dtype),
+    pipe = pipeline("summarization", model=args.model, device=_device(args.device), dtype=args.dtype,
                     **_hub_kwargs(args))
     summary = pipe(text, **kwargs)[0]["summary_text"]
     print(json.dumps({"summary_text": summary}, ensure_ascii=False) if args.json else summary)
@@ -251,7 +247,7 @@ def _summarize_corpus(args, kwargs: dict) -> int:
     ray = {} if args.ray is None else {"engine": "ray", "ray_address": args.ray or None, "actors": args.actors}
     result = summarize_corpus(args.input, args.output, model=args.model, batch_size=args.batch_size or
                               DEFAULT_BATCH_SIZE, text_field=args.text_field, id_field=args.id_field,
-                              overwrite=args.overwrite, device=_device(args.device), dtype=_dtype(args.dtype),
+                              overwrite=args.overwrite, device=_device(args.device), dtype=args.dtype,
                               **_hub_kwargs(args), **ray, **kwargs)
     return 3 if result.failed else 0
 
@@ -316,7 +312,7 @@ def _stored_dtypes(root: Path) -> dict[str, int]:
 def _inspect(args) -> int:
     from . import hub
     from .loading import weight_files
-    from .models.bart import BartForConditionalGeneration
+    from .modeling import BartForConditionalGeneration
 
     root = hub.resolve(args.model, purpose="model", **_hub_kwargs(args))
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
@@ -380,7 +376,7 @@ def demo_model(seed: int = 0, vocab_size: int = 50265):
 
     from .config import BartConfig
     from .generation import GenerationConfig
-    from .models.bart import BartForConditionalGeneration
+    from .modeling import BartForConditionalGeneration
 
     config = BartConfig(vocab_size=vocab_size, d_model=64, encoder_layers=2, decoder_layers=2,
                         encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
@@ -444,14 +440,14 @@ def _parity_report(args, transformers) -> int:
     import torch
 
     from . import hub
-    from .models.bart import BartForConditionalGeneration
-    from .pipeline import _device as torch_device
+    from .modeling import BartForConditionalGeneration
+    from .loading import resolve_device
     from .tokenizer import Tokenizer
 
     root = hub.resolve(args.model, purpose="all", **_hub_kwargs(args))   # both libraries read the same files
-    device = torch_device(_device(args.device))
+    device = resolve_device(_device(args.device))
     ours_tok, theirs_tok = Tokenizer.from_pretrained(root), transformers.AutoTokenizer.from_pretrained(root)
-    ours = BartForConditionalGeneration.from_pretrained(root, dtype=_dtype(args.dtype), device=device).eval()
+    ours = BartForConditionalGeneration.from_pretrained(root, dtype=args.dtype, device=device).eval()
     theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(root, dtype=ours.dtype).to(device).eval()
     atol = args.atol if args.atol is not None else (5e-2 if ours.dtype in (torch.float16, torch.bfloat16) else 1e-3)
     beams = args.num_beams or getattr(ours.generation_config, "num_beams", None) or 1

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from . import hub
+from .families import MODEL_TYPES
+from .models.activations import ACTIVATIONS
 
-SUPPORTED_MODEL_TYPES = ("bart", "mbart")
-ACTIVATIONS = ("gelu", "gelu_new", "relu", "silu", "swish", "tanh")
 # transformers' attribute_map: an alias present in config.json overrides the field, as in transformers.
 ALIASES = {"hidden_size": "d_model", "num_attention_heads": "encoder_attention_heads",
            "num_hidden_layers": "encoder_layers"}
@@ -66,9 +66,9 @@ class BartConfig:
         return self.model_type == "mbart"
 
     def validate(self) -> None:
-        if self.model_type not in SUPPORTED_MODEL_TYPES:
+        if self.model_type not in MODEL_TYPES:
             raise ValueError(f"unsupported architecture: config.json has model_type={self.model_type!r}; "
-                             f"seq2seq_kit runs {' and '.join(SUPPORTED_MODEL_TYPES)} checkpoints only")
+                             f"seq2seq_kit runs {' and '.join(MODEL_TYPES)} checkpoints only")
         for name in SIZE_FIELDS:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:

@@ -22,13 +22,14 @@ from huggingface_hub.errors import (
 from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+from .families import MODEL_TYPES
+
 try:  # the HTTP client huggingface_hub is built on: httpx2 (2.x) or httpx (1.x)
     import httpx2 as _http
 except ImportError:  # pragma: no cover
     import httpx as _http
 
 PURPOSES = ("tokenizer", "model", "all")
-BART_MODEL_TYPES = ("bart", "mbart")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.json", "merges.txt")
 # Weight formats by preference: safetensors first, a single file before a sharded index (as transformers).
@@ -197,10 +198,10 @@ def _has_tokenizer(files: list[str]) -> bool:
 
 def _check_bart(config: dict, where: str) -> None:
     model_type = config.get("model_type")
-    if model_type not in BART_MODEL_TYPES:
+    if model_type not in MODEL_TYPES:
         raise ValueError(
             f"{where} is not a BART-family checkpoint: config.json has model_type {model_type!r}; "
-            f"seq2seq_kit runs model_type {' or '.join(map(repr, BART_MODEL_TYPES))} "
+            f"seq2seq_kit runs model_type {' or '.join(map(repr, MODEL_TYPES))} "
             "(BART, distilBART, KoBART, mBART)")
 
 

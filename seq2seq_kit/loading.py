@@ -25,15 +25,15 @@ from safetensors.torch import save_file
 from torch import nn
 
 from . import hub
+from .hub import WEIGHT_FILES
 from .config import BartConfig
 from .generation.config import GenerationConfig
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")                     # in order of preference
 TOP_LEVEL = ("lm_head.weight", "final_logits_bias")                  # the only names without "model."
 IGNORED = re.compile(r"(^|\.)(encoder|decoder)\.version$")           # fairseq leftovers transformers ignores too
 SHARED_ALIASES = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPE_CHOICES = ("auto", *DTYPES, "int8")   # what from_pretrained(dtype=...) takes by name (int8: CPU only)
 SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 
 
@@ -220,7 +220,14 @@ def resolve_dtype(dtype, config: BartConfig, ckpt: Checkpoint) -> torch.dtype:
 
 
 def resolve_device(device) -> torch.device:
-    """None (CPU), "cpu", "cuda", "cuda:N" or a torch.device -> a checked torch.device."""
+    """None or -1 (CPU), a CUDA index, "cpu", "cuda", "cuda:N" or a torch.device -> a checked torch.device.
+    The integer forms are transformers' pipeline device values."""
+    if isinstance(device, bool) or not (device is None or isinstance(device, (int, str, torch.device))):
+        raise TypeError(f"device must be None, -1, a CUDA index, a string or a torch.device; got {device!r}")
+    if isinstance(device, int):
+        if device < -1:
+            raise ValueError(f"device={device}: use -1 for the CPU or a CUDA index 0, 1, ...")
+        device = "cpu" if device == -1 else f"cuda:{device}"
     if device is None:
         return torch.device("cpu")
     try:

@@ -12,15 +12,14 @@ Where 4.x crashed (an input longer than the position table), the input is trunca
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 
 import torch
 
 from . import hub
-from .generation import GenerationConfig
+from .generation.config import GENERATE_KWARGS
 from .loading import resolve_device
-from .models.bart import BartForConditionalGeneration
+from .modeling import BartForConditionalGeneration
 from .tokenizer import Tokenizer
 
 TASKS = ("summarization",)
@@ -42,9 +41,9 @@ def pipeline(task: str = "summarization", model=None, tokenizer=None, device=Non
             raise ValueError("pass tokenizer= (a Tokenizer, Hub id or path) along with a loaded model")
         if dtype is not None:
             raise ValueError("dtype= applies when the pipeline loads the model; convert a loaded model with .to(dtype)")
-        model = model if device is None else model.to(_device(device))   # None: stays where it is
+        model = model if device is None else model.to(resolve_device(device))   # None: stays where it is
     else:
-        device = _device(device)
+        device = resolve_device(device)
         root = hub.resolve(model, purpose="all" if tokenizer is None else "model", **hub_kwargs)
         tokenizer = root if tokenizer is None else tokenizer
         model = BartForConditionalGeneration.from_pretrained(root, dtype=dtype, device=device)
@@ -53,24 +52,12 @@ def pipeline(task: str = "summarization", model=None, tokenizer=None, device=Non
     return SummarizationPipeline(model.eval(), tokenizer)
 
 
-def _device(device) -> torch.device:
-    """transformers' pipeline device values: None or -1 (CPU) and a CUDA index, besides loading's forms."""
-    if isinstance(device, bool) or not (device is None or isinstance(device, (int, str, torch.device))):
-        raise TypeError(f"device must be None, -1, a CUDA index, a string or a torch.device; got {device!r}")
-    if isinstance(device, int):
-        if device < -1:
-            raise ValueError(f"device={device}: use -1 for the CPU or a CUDA index 0, 1, ...")
-        device = "cpu" if device == -1 else f"cuda:{device}"
-    return resolve_device(device)
-
-
 def task_defaults(config, task: str = "summarization") -> tuple[str, dict]:
     """(prefix, generate defaults) a pipeline applies for `task`, from the checkpoint's config (a BartConfig)."""
     params = dict((config.extra.get("task_specific_params") or {}).get(task) or {})
     # As 4.x: the config's prefix, unless the task's settings carry their own.
     prefix = params.pop("prefix", config.extra.get("prefix")) or ""
-    known = {f.name for f in dataclasses.fields(GenerationConfig)} - {"unsupported"}
-    return prefix, {k: v for k, v in params.items() if k in known}  # 4.x's generation_config.update
+    return prefix, {k: v for k, v in params.items() if k in GENERATE_KWARGS}  # 4.x's generation_config.update
 
 
 class SummarizationPipeline:

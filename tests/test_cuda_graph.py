@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seq2seq_kit.models.bart import BartForConditionalGeneration
+from seq2seq_kit.modeling import BartForConditionalGeneration
 
 
 @pytest.fixture(scope="module")

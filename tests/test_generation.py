@@ -15,7 +15,7 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
-from seq2seq_kit.models.bart import BartForConditionalGeneration
+from seq2seq_kit.modeling import BartForConditionalGeneration
 
 transformers.logging.set_verbosity_error()
 pytestmark = pytest.mark.filterwarnings("ignore:Using the model-agnostic default:UserWarning")

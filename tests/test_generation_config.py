@@ -62,7 +62,7 @@ def test_tiny_and_kobart(checkpoint):
 
 
 def test_model_from_pretrained_sets_it(checkpoint):
-    from seq2seq_kit.models.bart import BartForConditionalGeneration
+    from seq2seq_kit.modeling import BartForConditionalGeneration
 
     path = checkpoint("distilbart")
     model = BartForConditionalGeneration.from_pretrained(path)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from seq2seq_kit.models.bart import BartForConditionalGeneration
+from seq2seq_kit.modeling import BartForConditionalGeneration
 from seq2seq_kit.models.quantize import Int8Linear
 
 

@@ -13,7 +13,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 from seq2seq_kit.generation import GenerationConfig, generate
-from seq2seq_kit.models.bart import BartForConditionalGeneration
+from seq2seq_kit.modeling import BartForConditionalGeneration
 
 transformers.logging.set_verbosity_error()
 

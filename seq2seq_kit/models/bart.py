@@ -24,18 +24,10 @@ from torch import nn
 from .. import loading
 from ..config import BartConfig
 from ..generation.kv_cache import KVCache
+from .activations import ACTIVATIONS
 from .quantize import Int8Linear, quantize_int8
 
 POSITION_OFFSET = 2   # BART's learned positions start at row 2 of embed_positions (fairseq's padding offset)
-
-
-def gelu_new(x: torch.Tensor) -> torch.Tensor:
-    """The tanh approximation, written as transformers' NewGELUActivation writes it."""
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
-
-
-ACTIVATIONS = {"gelu": F.gelu, "gelu_new": gelu_new, "relu": F.relu, "silu": F.silu, "swish": F.silu,
-               "tanh": torch.tanh}
 
 
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
