@@ -28,8 +28,8 @@ import transformers
 
 from make_checkpoints import ensure
 from seq2seq_kit.generation import beam_search, logits_process
-from seq2seq_kit.generation.kv_cache import KVCache
 from seq2seq_kit.models import bart
+from seq2seq_kit.models.kv_cache import KVCache
 from seq2seq_kit.modeling import BartForConditionalGeneration
 
 
@@ -96,10 +96,10 @@ def breakdown(model, ids, mask, beams: int, steps: int) -> dict:
     totals = defaultdict(float)
     parts = {"self-attention": (bart.SelfAttention, "step"), "cross-attention": (bart.CrossAttention, "forward"),
              "FFN": (bart.DecoderLayer, "ffn_step"), "LM head": (model.lm_head, "few_rows"),
-             "decode_step": (BartForConditionalGeneration, "decode_step"),
+             "decode_step": (bart.BartNetwork, "decode_step_unchecked"),
              "n-gram blocking": (logits_process.NoRepeatNGram, "__call__"),
              "processors": (beam_search, "apply"), "cache reorder": (KVCache, "reorder"),
-             "encoder": (BartForConditionalGeneration, "encode"), "new_cache": (BartForConditionalGeneration, "new_cache")}
+             "encoder": (bart.BartNetwork, "encode_unchecked"), "new_cache": (bart.BartNetwork, "start_decoding")}
     model.generate(ids, mask, num_beams=beams, max_new_tokens=steps, min_new_tokens=steps)     # warm-up
     with timed(totals, parts):
         start = time.perf_counter()
@@ -112,7 +112,7 @@ def breakdown(model, ids, mask, beams: int, steps: int) -> dict:
         "cross-attention (q/out projections + SDPA)": ms["cross-attention"],
         "FFN": ms["FFN"],
         "LM head": ms["LM head"],
-        "rest of decode_step (embeddings, layer norms, checks, Python)":
+        "rest of decode_step (embeddings, layer norms, Python)":
             ms["decode_step"] - ms["self-attention"] - ms["cross-attention"] - ms["FFN"] - ms["LM head"],
         "n-gram blocking": ms["n-gram blocking"],
         "other processors": ms["processors"] - ms["n-gram blocking"],

@@ -1,5 +1,48 @@
-"""The public model classes. (Being moved here: the network from models/ plus checkpoint loading and generate.)"""
+"""The public model class: the BART network (models/bart.py) plus checkpoints (loading.py, Hub ids resolved by
+hub.py) and generate (generation/)."""
 
-from .models.bart import BartForConditionalGeneration
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from . import generation, loading
+from .config import BartConfig
+from .generation import GenerationConfig
+from .models.bart import BartNetwork
+
+
+class BartForConditionalGeneration(BartNetwork):
+    """BART / mBART for generation, with transformers' from_pretrained / save_pretrained / generate.
+    `BartForConditionalGeneration(config)` builds a randomly initialised model (generation_config None: generate
+    then takes its config's generation keys, as transformers does)."""
+
+    def __init__(self, config: BartConfig):
+        super().__init__(config)
+        self.generation_config: GenerationConfig | None = None   # set by from_pretrained
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, dtype=None, device=None, **hub_kwargs) -> BartForConditionalGeneration:
+        """Load a transformers checkpoint (safetensors or .bin, single or sharded) from a directory or Hub id.
+
+        dtype: None (float32), "auto" (config.json's dtype, else the weights'), a torch.dtype or its name; or
+        "int8" (torch.int8): float32 weights made int8 by quantize_int8 (CPU only, outside the parity guarantee).
+        device: None (cpu), "cpu", "cuda", "cuda:N" or a torch.device.
+        """
+        if dtype in ("int8", torch.int8):
+            return loading.from_pretrained(cls, path, dtype=None, device=device, **hub_kwargs).quantize_int8()
+        return loading.from_pretrained(cls, path, dtype=dtype, device=device, **hub_kwargs)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write config.json and model.safetensors with transformers' parameter names."""
+        if self.quantized:
+            raise ValueError("this model's linear layers are int8 (quantize_int8); save the float model instead")
+        return loading.save_pretrained(self, directory)
+
+    def generate(self, input_ids, attention_mask=None, **kwargs):
+        """transformers-compatible generate; see seq2seq_kit.generation.generate."""
+        return generation.generate(self, input_ids, attention_mask, **kwargs)
+
 
 __all__ = ["BartForConditionalGeneration"]

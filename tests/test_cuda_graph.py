@@ -1,7 +1,7 @@
 """The fixed-shape decoder step (what a CUDA graph captures) and the CUDA-graphed generate.
 
-On CPU: the fixed-shape step (device-side position, all cache slots read, unwritten ones masked) gives the
-eager step's logits within 1e-5, through a beam reorder; cuda_graph's argument errors.
+On CPU: the fixed-shape step (a FixedShapeKVCache: device-side position, all cache slots read, unwritten ones
+masked) gives the eager step's logits within 1e-5, through a beam reorder; cuda_graph's argument errors.
 On CUDA (marker `cuda`): graphed generate gives the eager generate's tokens (fp32, tiny models with decisive
 logits), reuses its graph for inputs of the same shapes and captures a new one for other shapes or weights.
 """
@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from seq2seq_kit.modeling import BartForConditionalGeneration
+from seq2seq_kit.models.kv_cache import FixedShapeKVCache, KVCache
 
 
 @pytest.fixture(scope="module")
@@ -31,21 +32,20 @@ def test_fixed_shape_step_matches_eager_step(model):
     rows_per_input, steps = 3, 9
     enc = model.encode(ids, mask)
     eager = model.new_cache(enc, mask, rows_per_input, max_length=steps)
-    fixed = model.new_cache(enc, mask, rows_per_input, max_length=steps)
+    fixed = model.new_cache(enc, mask, rows_per_input, max_length=steps, fixed_shape=True)
+    assert isinstance(eager, KVCache) and not isinstance(eager, FixedShapeKVCache)
+    assert isinstance(fixed, FixedShapeKVCache) and fixed.position.device == fixed.self_kv.device
     R = eager.num_rows
     assert not fixed.self_kv.any()      # zeroed: the masked slots are multiplied by 0, and 0 * NaN garbage is NaN
     tokens = torch.randint(4, model.config.vocab_size, (R, steps), generator=torch.Generator().manual_seed(5))
-    position = torch.zeros(1, dtype=torch.long)
     for t in range(steps):
         if t == 4:                                  # beam reorder within each input's rows
             row_idx = torch.arange(R).view(-1, rows_per_input).flip(1).flatten()
             eager.reorder(row_idx)
             fixed.reorder(row_idx)
         want = model.decode_step(tokens[:, t], eager)
-        position.fill_(t)
-        with torch.no_grad():
-            got = model.step_logits(tokens[:, t], fixed, position)
-        fixed.length += 1
+        got = model.decode_step(tokens[:, t], fixed)
+        assert fixed.length == eager.length == t + 1 and fixed.position.tolist() == [t + 1]
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0, msg=f"step {t}")
 
 

@@ -14,7 +14,7 @@ import transformers
 
 from checkpoints import _randomize
 from seq2seq_kit import BartConfig, BartForConditionalGeneration
-from seq2seq_kit.generation.kv_cache import KVCache
+from seq2seq_kit.models.kv_cache import KVCache
 
 PARITY = ["kobart", "distilbart", "tiny-mbart", "tiny-relu", "tiny-bin", "tiny-no-bias", "tiny-sharded"]
 ATOL = 1e-4

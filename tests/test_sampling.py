@@ -83,7 +83,7 @@ LOGITS = torch.tensor([3.0, 2.6, 2.1, 1.7, 1.0, 0.6, 0.0, -0.7, -1.5, -2.0])
 
 
 class FixedLogits:
-    """A stand-in model whose decoder always returns LOGITS, so one generate() call with many return sequences
+    """A stand-in model (generation/protocol.py's Seq2SeqModel) whose decoder always returns LOGITS, so one generate() call with many return sequences
     draws many samples through the real sampling path (processors, softmax, multinomial)."""
 
     def __init__(self):
@@ -94,13 +94,13 @@ class FixedLogits:
     def check_inputs(self, input_ids, attention_mask=None):
         return None
 
-    def encode(self, input_ids, attention_mask):
+    def encode_unchecked(self, input_ids, padding_mask):
         return torch.zeros(*input_ids.shape, 1)
 
-    def new_cache(self, encoder_hidden, attention_mask, rows_per_input, max_length):
-        return SimpleNamespace(self_k=[torch.zeros(1)])
+    def start_decoding(self, encoder_hidden, padding_mask, rows_per_input, max_length, *, cuda_graph):
+        return self.step, SimpleNamespace()
 
-    def decode_step(self, input_ids, cache):
+    def step(self, input_ids, cache):
         return LOGITS.expand(len(input_ids), -1)
 
 

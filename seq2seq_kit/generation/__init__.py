@@ -1,6 +1,8 @@
-"""Generation: logits processors, greedy/beam/sampling search, KV cache."""
+"""Generation: settings, logits processors, greedy / beam / sampling search over any model that fits
+protocol.Seq2SeqModel. Imports nothing from seq2seq_kit.models."""
 
 from .config import GenerationConfig
 from .generate import GenerateOutput, generate
+from .protocol import Seq2SeqModel
 
-__all__ = ["GenerationConfig", "GenerateOutput", "generate"]
+__all__ = ["GenerationConfig", "GenerateOutput", "Seq2SeqModel", "generate"]

@@ -43,6 +43,7 @@ import torch
 
 from .config import GenerationConfig
 from .logits_process import apply
+from .protocol import Cache, Step
 
 NEG = -1.0e9                         # transformers' "very large negative" for beams and slots
 PROMPT_LEN = 1                       # the decoder start token
@@ -119,12 +120,12 @@ def _update_improvable(st: BeamState, cur_len: int, cfg: GenerationConfig) -> No
     st.improvable = st.improvable & torch.any(best_running > worst_finished, dim=-1, keepdim=True)
 
 
-def beam_search(step, cache, cfg: GenerationConfig, processors: list, batch: int, generator=None):
-    """Run beam search from the decoder start token; step(input_ids [R], cache) -> logits [R, V] is the model's
-    decode_step or its CUDA-graphed replay. Returns (sequences [B*nrs, T], sequences_scores [B*nrs],
-    per-step processed log-probs (tuple of [B*K, V]) or None)."""
+def beam_search(step: Step, cache: Cache, cfg: GenerationConfig, processors: list, batch: int, device: torch.device,
+                generator=None):
+    """Run beam search from the decoder start token with the model's unchecked step(input_ids [R], cache) ->
+    logits [R, V] and cache.reorder (generation/protocol.py), on `device`. Returns (sequences [B*nrs, T],
+    sequences_scores [B*nrs], per-step processed log-probs (tuple of [B*K, V]) or None)."""
     beams, max_length = cfg.num_beams, cfg.max_length
-    device = cache.self_k[0].device
     rows = batch * beams
     eos = torch.tensor(cfg.eos_token_id, device=device) if cfg.eos_token_id else None
     n_candidates = max(2, 1 + (len(eos) if eos is not None else 0)) * beams

@@ -1,4 +1,7 @@
-"""generate(): settings resolved and validated, the encoder run once, then greedy / sampling / beam search."""
+"""generate(): inputs and settings validated once, the encoder run once, then greedy / sampling / beam search.
+
+The model is anything that fits generation/protocol.py's Seq2SeqModel; nothing here knows its network.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,8 @@ import torch
 
 from .beam_search import beam_search
 from .config import GenerationConfig, resolve
-from .cuda_graph import graphed_step
 from .logits_process import build_processors
+from .protocol import Seq2SeqModel
 from .sampling import sample
 
 
@@ -25,59 +28,67 @@ class GenerateOutput:
 
 
 @torch.no_grad()
-def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
              generator: torch.Generator | None = None, cuda_graph: bool | None = None, **kwargs):
     """transformers-compatible generate for a seq2seq_kit BART model.
 
     input_ids [B, S], attention_mask [B, S] (1 = token, 0 = padding) or None; kwargs are transformers' generation
     settings (see GenerationConfig), over model.generation_config, over transformers' library defaults.
     generator: torch.Generator for sampling (None: the global RNG).
-    cuda_graph: replay the decoder step from a CUDA graph (generation/cuda_graph.py); None: on for a model on a
+    cuda_graph: replay the decoder step from a CUDA graph (models/cuda_graph.py); None: on for a model on a
     CUDA device. Its logits match the eager step's to float rounding, not bit for bit.
     Returns a LongTensor [B * num_return_sequences, T] that starts with the decoder start token, padded with
     pad_token_id after EOS; or a GenerateOutput when return_dict_in_generate=True.
     """
-    config = model.config
     if isinstance(input_ids, torch.Tensor):                                 # inputs may come from the CPU
         input_ids = input_ids.to(model.device)
     if isinstance(attention_mask, torch.Tensor):
         attention_mask = attention_mask.to(model.device)
-    model.check_inputs(input_ids, attention_mask)                           # before any compute
-    base = model.generation_config
-    if base is None:                     # a model not made by from_pretrained: its config's keys, as transformers
-        base = GenerationConfig.from_model_config(config.to_dict())
-    cfg = resolve(base, kwargs, vocab_size=config.vocab_size, max_position_embeddings=config.max_position_embeddings)
+    padding_mask = model.check_inputs(input_ids, attention_mask)            # the one check, before any compute
+    cfg = settings(model, kwargs)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    if cuda_graph is None:
-        cuda_graph = model.device.type == "cuda"
-    elif cuda_graph is True and model.device.type != "cuda":
-        raise ValueError(f"cuda_graph=True needs a model on a CUDA device; this one is on {model.device}")
-    elif not isinstance(cuda_graph, bool):
-        raise TypeError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")
-    cfg.output_scores = cfg.output_scores and cfg.return_dict_in_generate     # scores are only returned in a dict
+    cuda_graph = use_cuda_graph(cuda_graph, model.device)
 
     input_ids = input_ids.long()
     batch = input_ids.shape[0]
     beam = cfg.num_beams > 1
     rows_per_input = cfg.num_beams if beam else cfg.num_return_sequences
-
-    encoder_hidden = model.encode(input_ids, attention_mask)                          # [B, S, D], once
-    cache = model.new_cache(encoder_hidden, attention_mask, rows_per_input=rows_per_input,
-                            max_length=cfg.max_length - 1)                   # one slot per decoder step
-    step = model.decode_step
-    if cuda_graph:
-        step = graphed_step(model, cache)
-        cache = step.cache
-    processors = build_processors(cfg, input_ids, rows_per_input, config.vocab_size)
+    encoder_hidden = model.encode_unchecked(input_ids, padding_mask)                  # [B, S, D], once
+    step, cache = model.start_decoding(encoder_hidden, padding_mask, rows_per_input,
+                                       max_length=cfg.max_length - 1, cuda_graph=cuda_graph)   # a slot per step
+    processors = build_processors(cfg, input_ids, rows_per_input, model.config.vocab_size)
     if beam:
-        sequences, sequences_scores, scores = beam_search(step, cache, cfg, processors, batch, generator)
+        sequences, sequences_scores, scores = beam_search(step, cache, cfg, processors, batch, model.device,
+                                                          generator)
     else:
-        sequences, scores = sample(step, cache, cfg, processors, batch * rows_per_input, generator)
+        sequences, scores = sample(step, cache, cfg, processors, batch * rows_per_input, model.device, generator)
         sequences_scores = None
     if not cfg.return_dict_in_generate:
         return sequences
     return GenerateOutput(sequences, sequences_scores if cfg.output_scores else None, scores)
+
+
+def settings(model: Seq2SeqModel, kwargs: dict) -> GenerationConfig:
+    """kwargs over model.generation_config (None: its config's generation keys, as transformers) -> resolved."""
+    config = model.config
+    base = model.generation_config
+    if base is None:
+        base = GenerationConfig.from_model_config(config.to_dict())
+    cfg = resolve(base, kwargs, vocab_size=config.vocab_size, max_position_embeddings=config.max_position_embeddings)
+    cfg.output_scores = cfg.output_scores and cfg.return_dict_in_generate     # scores are only returned in a dict
+    return cfg
+
+
+def use_cuda_graph(cuda_graph: bool | None, device: torch.device) -> bool:
+    """generate's cuda_graph argument, checked: None means on for a CUDA device."""
+    if cuda_graph is None:
+        return device.type == "cuda"
+    if cuda_graph is True and device.type != "cuda":
+        raise ValueError(f"cuda_graph=True needs a model on a CUDA device; this one is on {device}")
+    if not isinstance(cuda_graph, bool):
+        raise TypeError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")
+    return cuda_graph
 
 
 __all__ = ["generate", "GenerateOutput", "GenerationConfig"]

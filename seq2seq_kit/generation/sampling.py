@@ -13,13 +13,14 @@ import torch
 
 from .config import GenerationConfig
 from .logits_process import apply
+from .protocol import Cache, Step
 
 
-def sample(step, cache, cfg: GenerationConfig, processors: list, rows: int, generator=None):
-    """Greedy (cfg.do_sample False) or sampled decoding from the start token; step(input_ids [R], cache) ->
-    logits [R, V] is the model's decode_step or its CUDA-graphed replay.
+def sample(step: Step, cache: Cache, cfg: GenerationConfig, processors: list, rows: int, device: torch.device,
+           generator=None):
+    """Greedy (cfg.do_sample False) or sampled decoding from the start token with the model's unchecked
+    step(input_ids [R], cache) -> logits [R, V] (generation/protocol.py), on `device`.
     Returns (sequences [R, T], per-step processed scores (tuple of [R, V]) or None)."""
-    device = cache.self_k[0].device
     seq = torch.full((rows, cfg.max_length), cfg.decoder_start_token_id, dtype=torch.long, device=device)
     eos = torch.tensor(cfg.eos_token_id, device=device) if cfg.eos_token_id else None
     unfinished = torch.ones(rows, dtype=torch.bool, device=device)

@@ -1,12 +1,20 @@
 """BART / mBART encoder-decoder in plain PyTorch, numerically matching transformers 5.24's BartForConditionalGeneration.
 
+The network alone: its layers, the teacher-forced forward, the encoder, and decoding one token per row on a KV cache
+(models/kv_cache.py), eager or replayed from a CUDA graph (models/cuda_graph.py). It knows no files, Hub or search:
+seq2seq_kit/modeling.py adds checkpoints (loading.py) and generate (generation/).
+
 Shapes: B inputs, S source tokens, T target tokens, D = d_model, H heads, Dh = D // H, V = vocab_size,
-R = B * rows_per_input decoder rows during generation (see generation/kv_cache.py).
+R = B * rows_per_input decoder rows during generation (see models/kv_cache.py).
 
 The parameter names are transformers' names without the "model." prefix, except the fused attention projections:
   self_attn.qkv_proj = [q_proj; k_proj; v_proj]   (encoder and decoder self-attention)
   encoder_attn.kv_proj = [k_proj; v_proj]         (decoder cross-attention)
 seq2seq_kit/loading.py maps checkpoint names to ours and back.
+
+Checked and unchecked entry points: forward, encode, new_cache and decode_step check their arguments (some checks
+read values back from the device); check_inputs is the check alone; encode_unchecked, start_decoding,
+decode_step_unchecked and next_token_logits trust theirs (generate runs check_inputs once, then only these).
 
 bart (post-LN):  x = norm(x + sublayer(x));  mbart (pre-LN): x = x + sublayer(norm(x)), plus a final layer norm
 after the encoder and after the decoder.
@@ -15,17 +23,20 @@ after the encoder and after the decoder.
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import loading
-from ..config import BartConfig
-from ..generation.kv_cache import KVCache
+from . import checks
 from .activations import ACTIVATIONS
+from .cuda_graph import GraphedStep, graph_key
+from .kv_cache import FixedShapeKVCache, KVCache
 from .quantize import Int8Linear, quantize_int8
+
+if TYPE_CHECKING:
+    from ..config import BartConfig
 
 POSITION_OFFSET = 2   # BART's learned positions start at row 2 of embed_positions (fairseq's padding offset)
 
@@ -33,7 +44,7 @@ POSITION_OFFSET = 2   # BART's learned positions start at row 2 of embed_positio
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-class Linear(nn.Linear):
+class FewRowLinear(nn.Linear):
     """nn.Linear plus `few_rows(x)`: a decode step's few rows (one per beam) through oneDNN on CPU.
 
     For 2..64 float32 rows and a large weight, MKL's sgemm behind F.linear is up to ~1.5x slower than oneDNN's
@@ -70,22 +81,13 @@ class SelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale)
         return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
 
-    def step(self, x: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-             pos: int | torch.Tensor) -> torch.Tensor:
-        """pos: int, attend to the first pos + 1 cache slots; or LongTensor [1] on x's device, attend to all
-        max_length slots with those past pos masked (fixed shapes, for CUDA-graph capture)."""
-        R, _, D = x.shape                                                   # x [R, 1, D]
+    def step(self, x: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
+        """One token per row: x [R, 1, D] -> [R, 1, D]; this step's keys/values go to the cache, which returns
+        what to attend to (its slots so far, or all of them with a mask: see models/kv_cache.py)."""
+        R, _, D = x.shape
         qkv = self.qkv_proj(x).view(R, 1, 3, self.heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)                                # each [R, H, 1, Dh]
-        if isinstance(pos, int):                                            # caches [R, H, max_length, Dh]
-            k_cache[:, :, pos] = k[:, :, 0]
-            v_cache[:, :, pos] = v[:, :, 0]
-            keys, values, mask = k_cache[:, :, :pos + 1], v_cache[:, :, :pos + 1], None
-        else:
-            k_cache.index_copy_(2, pos, k)
-            v_cache.index_copy_(2, pos, v)
-            keys, values = k_cache, v_cache
-            mask = (torch.arange(k_cache.shape[2], device=pos.device) <= pos)[None]   # [1, max_length]
+        keys, values, mask = cache.update(layer, k, v)                      # [R, H, slots, Dh], mask or None
         y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale)
         return self.out_proj(y.transpose(1, 2).reshape(R, 1, D))
 
@@ -146,8 +148,8 @@ class DecoderLayer(nn.Module):
         self.self_attn_layer_norm = nn.LayerNorm(D)
         self.encoder_attn = CrossAttention(D, config.decoder_attention_heads)
         self.encoder_attn_layer_norm = nn.LayerNorm(D)
-        self.fc1 = Linear(D, config.decoder_ffn_dim)
-        self.fc2 = Linear(config.decoder_ffn_dim, D)
+        self.fc1 = FewRowLinear(D, config.decoder_ffn_dim)
+        self.fc2 = FewRowLinear(config.decoder_ffn_dim, D)
         self.act = ACTIVATIONS[config.activation_function]
         self.final_layer_norm = nn.LayerNorm(D)
 
@@ -163,10 +165,9 @@ class DecoderLayer(nn.Module):
         x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn, k, v, enc_mask)
         return sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn)
 
-    def step(self, x: torch.Tensor, cache: KVCache, i: int, pos: int | torch.Tensor) -> torch.Tensor:
-        R, _, D = x.shape                                                   # x [R, 1, D]
-        x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn.step,
-                     cache.self_k[i], cache.self_v[i], pos)
+    def step(self, x: torch.Tensor, cache: KVCache, i: int) -> torch.Tensor:
+        R, _, D = x.shape                                                   # x [R, 1, D]; i: this layer's index
+        x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn.step, cache, i)
         x = x.view(R // cache.rows_per_input, cache.rows_per_input, D)      # an input's rows as its query positions
         x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn,
                      cache.cross_k[i], cache.cross_v[i], cache.cross_mask)
@@ -207,10 +208,12 @@ class Decoder(nn.Module):
             x = layer(x, enc, enc_mask, self_mask, causal)
         return self.layer_norm(x) if self.layer_norm is not None else x    # [B, T, D]
 
-    def step(self, tok: torch.Tensor, cache: KVCache, pos: int | torch.Tensor) -> torch.Tensor:
-        x = self.layernorm_embedding(tok + self.embed_positions.weight[POSITION_OFFSET + pos])
+    def step(self, tok: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        R, _, D = tok.shape                                                 # tok [R, 1, D] scaled token embeddings
+        pos = self.embed_positions.weight[POSITION_OFFSET + cache.position].view(-1, 1, D)   # [1 or R, 1, D]
+        x = self.layernorm_embedding(tok + pos)
         for i, layer in enumerate(self.layers):                             # x [R, 1, D]
-            x = layer.step(x, cache, i, pos)
+            x = layer.step(x, cache, i)
         return self.layer_norm(x) if self.layer_norm is not None else x
 
 
@@ -229,18 +232,20 @@ def shift_tokens_right(ids: torch.Tensor, config: BartConfig) -> torch.Tensor:
     return shifted
 
 
-class BartForConditionalGeneration(nn.Module):
+class BartNetwork(nn.Module):
+    """The BART / mBART network with its LM head. seq2seq_kit.BartForConditionalGeneration adds checkpoints and
+    generate; build this one directly for a randomly initialised network."""
+
     def __init__(self, config: BartConfig):
         super().__init__()
         D, V = config.d_model, config.vocab_size
         self.config = config
-        self.generation_config = None   # set by from_pretrained (seq2seq_kit.generation.GenerationConfig)
-        self.graphed_step = None        # kept by seq2seq_kit.generation.cuda_graph between generate calls
+        self.graphed_step: GraphedStep | None = None    # the CUDA-graphed step kept by start_decoding
         self.embed_scale = math.sqrt(D) if config.scale_embedding else 1.0
         self.shared = nn.Embedding(V, D)
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
-        self.lm_head = Linear(D, V, bias=False)
+        self.lm_head = FewRowLinear(D, V, bias=False)
         self.register_buffer("final_logits_bias", torch.zeros(1, V))
         self.tie_weights()
 
@@ -269,26 +274,20 @@ class BartForConditionalGeneration(nn.Module):
         return self.lm_head(h) + self.final_logits_bias                     # [..., V]
 
     @torch.inference_mode()
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """input_ids [B, S], attention_mask [B, S] (1 = token, 0 = padding) -> encoder_hidden [B, S, D]."""
-        mask = self.check_inputs(input_ids, attention_mask)
-        return self.encoder(self.embed(input_ids), None if mask is None else mask[:, None, None, :])
-
-    @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 decoder_input_ids: torch.Tensor | None = None,
                 decoder_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Teacher-forced pass -> logits [B, T, V]. Without decoder_input_ids, input_ids shifted right are used."""
-        self._check_ids(input_ids, "input_ids")
-        enc_mask = self._padding_mask(attention_mask, input_ids, "attention_mask", "input_ids")
+        """Teacher-forced pass -> logits [B, T, V]. Without decoder_input_ids, input_ids shifted right are used.
+        Checks every argument (see check_inputs)."""
+        enc_mask = self.check_inputs(input_ids, attention_mask)
         if decoder_input_ids is None:
             decoder_input_ids = shift_tokens_right(input_ids, self.config)
         self._check_ids(decoder_input_ids, "decoder_input_ids")
         if decoder_input_ids.shape[0] != input_ids.shape[0]:
             raise ValueError(f"decoder_input_ids has batch size {decoder_input_ids.shape[0]} but input_ids has "
                              f"{input_ids.shape[0]}; they must match")
-        dec_mask = self._padding_mask(decoder_attention_mask, decoder_input_ids, "decoder_attention_mask",
-                                      "decoder_input_ids")
+        dec_mask = checks.padding_mask(decoder_attention_mask, decoder_input_ids, "decoder_attention_mask",
+                                       "decoder_input_ids", self.device)
         enc_mask = None if enc_mask is None else enc_mask[:, None, None, :]            # [B, 1, 1, S]
         self_mask = None
         if dec_mask is not None:                                 # causal and padded keys: [B, 1, T, T]
@@ -299,36 +298,83 @@ class BartForConditionalGeneration(nn.Module):
         h = self.decoder(self.embed(decoder_input_ids), enc, enc_mask, self_mask, self_mask is None)
         return self.logits(h)
 
-    @torch.no_grad()   # not inference_mode: the generation loop may update the cache's tensors outside it
-    def new_cache(self, encoder_hidden: torch.Tensor, attention_mask: torch.Tensor | None,
-                  rows_per_input: int, max_length: int) -> KVCache:
-        """A cache for R = B * rows_per_input decoder rows of up to max_length tokens; cross-attention keys and
-        values are computed here, once per input."""
+    @torch.inference_mode()
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids [B, S], attention_mask [B, S] (1 = token, 0 = padding) -> encoder_hidden [B, S, D].
+        Checks its arguments (see check_inputs)."""
+        return self.encode_unchecked(input_ids, self.check_inputs(input_ids, attention_mask))
+
+    @torch.inference_mode()
+    def encode_unchecked(self, input_ids: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+        """encode for checked arguments: padding_mask is check_inputs' result (bool [B, S], or None: no padding)."""
+        mask = None if padding_mask is None else padding_mask[:, None, None, :]         # [B, 1, 1, S]
+        return self.encoder(self.embed(input_ids), mask)
+
+    # ---- decoding on a KV cache (models/kv_cache.py) --------------------------------------------------------
+
+    def new_cache(self, encoder_hidden: torch.Tensor, attention_mask: torch.Tensor | None, rows_per_input: int,
+                  max_length: int, *, fixed_shape: bool = False) -> KVCache:
+        """A cache for R = B * rows_per_input decoder rows of up to max_length tokens, holding encoder_hidden's
+        [B, S, D] cross-attention keys/values (computed here, once per input). fixed_shape: a FixedShapeKVCache
+        (what a CUDA graph captures), else the eager KVCache. Checks its arguments."""
         if not isinstance(encoder_hidden, torch.Tensor) or encoder_hidden.dim() != 3 \
                 or encoder_hidden.shape[2] != self.config.d_model:
             raise ValueError(f"encoder_hidden must have shape [batch, sequence, d_model={self.config.d_model}], "
                              f"got {getattr(encoder_hidden, 'shape', type(encoder_hidden).__name__)}")
-        for name, value in (("rows_per_input", rows_per_input), ("max_length", max_length)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        mask = self._padding_mask(attention_mask, encoder_hidden[..., 0], "attention_mask", "encoder_hidden")
-        B, H = encoder_hidden.shape[0], self.config.decoder_attention_heads
-        shape = (len(self.decoder.layers), 2, B * rows_per_input, H, max_length, self.config.d_model // H)
-        # zeros, not empty: the fixed-shape step (CUDA graphs) multiplies unwritten value slots by a zero weight,
-        # and 0 * a NaN left in uninitialised memory would be NaN
-        cache = KVCache(torch.zeros(shape, dtype=self.dtype, device=self.device), [], [],
-                        None if mask is None else mask[:, None, None, :], rows_per_input)
-        for layer in self.decoder.layers:
-            k, v = layer.encoder_attn.project_kv(encoder_hidden)
-            cache.cross_k.append(k.contiguous())
-            cache.cross_v.append(v.contiguous())
+        checks.check_positive_int(rows_per_input, "rows_per_input")
+        checks.check_positive_int(max_length, "max_length")
+        mask = checks.padding_mask(attention_mask, encoder_hidden, "attention_mask", "encoder_hidden", self.device)
+        return self._new_cache(encoder_hidden, mask, rows_per_input, max_length, fixed_shape)
+
+    @torch.no_grad()   # not inference_mode: the generation loop may update the cache's tensors outside it
+    def _new_cache(self, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None, rows_per_input: int,
+                   max_length: int, fixed_shape: bool = False) -> KVCache:
+        B, S, _ = encoder_hidden.shape
+        H = self.config.decoder_attention_heads
+        kind = FixedShapeKVCache if fixed_shape else KVCache
+        cache = kind.empty(layers=len(self.decoder.layers), inputs=B, rows_per_input=rows_per_input, heads=H,
+                           head_dim=self.config.d_model // H, max_length=max_length, source_length=S,
+                           padded=padding_mask is not None, dtype=self.dtype, device=self.device)
+        self.project_cross_kv(cache, encoder_hidden, padding_mask)
         return cache
+
+    @torch.no_grad()
+    def project_cross_kv(self, cache: KVCache, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None):
+        """Write encoder_hidden's [B, S, D] cross-attention keys/values, each decoder layer's [B, H, S, Dh], and
+        padding_mask [B, S] (or None) into a cache of those shapes. Unchecked."""
+        for i, layer in enumerate(self.decoder.layers):
+            k, v = layer.encoder_attn.project_kv(encoder_hidden)
+            cache.cross_k[i].copy_(k)
+            cache.cross_v[i].copy_(v)
+        if padding_mask is not None:
+            cache.cross_mask.copy_(padding_mask[:, None, None, :])
+
+    @torch.no_grad()
+    def start_decoding(self, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None, rows_per_input: int,
+                       max_length: int, *, cuda_graph: bool = False):
+        """(step, cache) for generate: a cache holding encoder_hidden's [B, S, D] cross-attention keys/values, and
+        the step that decodes on it (input_ids [R], cache) -> logits [R, V], advancing the cache. Unchecked.
+        cuda_graph False: decode_step_unchecked on a new KVCache. True: the step replayed from a CUDA graph on the
+        graph's own FixedShapeKVCache; the graph is kept (graphed_step) and reused while graph_key matches."""
+        if not cuda_graph:
+            return self.decode_step_unchecked, self._new_cache(encoder_hidden, padding_mask, rows_per_input,
+                                                               max_length)
+        key = graph_key(self, encoder_hidden, padding_mask, rows_per_input, max_length)
+        if self.graphed_step is not None and self.graphed_step.key == key:
+            self.project_cross_kv(self.graphed_step.cache, encoder_hidden, padding_mask)
+            self.graphed_step.cache.reset()
+            return self.graphed_step, self.graphed_step.cache
+        self.graphed_step = None                   # free the old graph and its cache before capturing a new one
+        cache = self._new_cache(encoder_hidden, padding_mask, rows_per_input, max_length, fixed_shape=True)
+        self.graphed_step = GraphedStep(self.next_token_logits, cache, key)
+        return self.graphed_step, cache
 
     @torch.inference_mode()
     def decode_step(self, input_ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """One decoder token per row: input_ids [R] at position cache.length -> logits [R, V]; advances the cache."""
+        """One decoder token per row: input_ids [R] at position cache.length -> logits [R, V]; advances the cache.
+        Checks its arguments (one host sync: the vocabulary range)."""
         R = cache.num_rows
-        if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int64, torch.int32) \
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in checks.INT_DTYPES \
                 or input_ids.shape != (R,):
             raise ValueError(f"input_ids must be an integer tensor of shape [{R}] (one token per cache row), got "
                              f"{getattr(input_ids, 'dtype', type(input_ids).__name__)} "
@@ -338,97 +384,41 @@ class BartForConditionalGeneration(nn.Module):
         if cache.length >= self.config.max_position_embeddings:
             raise ValueError(f"decoder position {cache.length} is past max_position_embeddings="
                              f"{self.config.max_position_embeddings}; generate fewer tokens")
-        self._check_range(input_ids, "input_ids")
-        logits = self.step_logits(input_ids, cache, cache.length)
-        cache.length += 1
+        checks.check_device(input_ids, "input_ids", self.device)
+        checks.check_vocab_range(input_ids, "input_ids", self.config.vocab_size)
+        return self.decode_step_unchecked(input_ids, cache)
+
+    @torch.inference_mode()
+    def decode_step_unchecked(self, input_ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """decode_step for checked arguments (what generate's search calls): input_ids [R] -> logits [R, V]."""
+        logits = self.next_token_logits(input_ids, cache)
+        cache.advance()
         return logits
 
-    def step_logits(self, input_ids: torch.Tensor, cache: KVCache, position: int | torch.Tensor) -> torch.Tensor:
-        """decode_step's network alone: no checks, cache.length not advanced. input_ids [R] -> logits [R, V].
-        position: int, or LongTensor [1] on the model's device for fixed shapes (the self-attention then reads
-        all max_length cache slots, masking those past position), which a CUDA graph can capture."""
-        h = self.decoder.step(self.embed(input_ids[:, None]), cache, position)   # [R, 1, D]
-        return self.lm_head.few_rows(h[:, 0]) + self.final_logits_bias           # [R, V]
+    def next_token_logits(self, input_ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """The decoder network for one token per row at the cache's position: input_ids [R] -> logits [R, V].
+        Writes this position's self-attention keys/values; does not advance the cache; checks nothing.
+        On a FixedShapeKVCache every shape is fixed, so a CUDA graph can capture it (models/cuda_graph.py)."""
+        h = self.decoder.step(self.embed(input_ids[:, None]), cache)                  # [R, 1, D]
+        return self.lm_head.few_rows(h[:, 0]) + self.final_logits_bias               # [R, V]
 
-    def generate(self, input_ids, attention_mask=None, **kwargs):
-        from ..generation import generate
-        return generate(self, input_ids, attention_mask, **kwargs)
-
-    # ---- input checks (before any compute) ------------------------------------------------------------------
+    # ---- input checks (models/checks.py), before any compute ------------------------------------------------
 
     def check_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor | None:
         """What encode and generate check first: input_ids an integer tensor [B, S] on the model's device, not
         empty, within max_position_embeddings and the vocabulary; attention_mask None or [B, S] on the same device
-        with at least one token per row. Returns the mask as bool [B, S], or None when nothing is padded.
-        Raises TypeError / ValueError naming the problem and the fix."""
+        with at least one token per row. Returns the padding mask as bool [B, S], or None when nothing is padded.
+        Raises TypeError / ValueError naming the problem and the fix. Reads values back from the device."""
         self._check_ids(input_ids, "input_ids")
-        return self._padding_mask(attention_mask, input_ids, "attention_mask", "input_ids")
+        return checks.padding_mask(attention_mask, input_ids, "attention_mask", "input_ids", self.device)
 
     def _check_ids(self, ids, name: str) -> None:
-        if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"{name} must be an integer torch.Tensor of token ids, got "
-                            f"{getattr(ids, 'dtype', type(ids).__name__)}")
-        if ids.dim() != 2:
-            raise ValueError(f"{name} must have shape [batch, sequence], got {list(ids.shape)}")
-        if ids.numel() == 0:
-            raise ValueError(f"{name} is empty (shape {list(ids.shape)}); pass at least one token per sequence")
-        limit = self.config.max_position_embeddings
-        if ids.shape[1] > limit:
-            raise ValueError(f"{name} has {ids.shape[1]} tokens per sequence, more than the model's "
-                             f"max_position_embeddings={limit}; truncate it (tokenizer truncation=True, "
-                             f"max_length={limit})")
-        self._check_range(ids, name)
+        checks.check_token_ids(ids, name, vocab_size=self.config.vocab_size,
+                               max_positions=self.config.max_position_embeddings, device=self.device)
 
-    def _check_range(self, ids: torch.Tensor, name: str) -> None:
-        if ids.device != self.device:
-            raise ValueError(f"{name} is on {ids.device} but the model is on {self.device}; "
-                             "move it with .to(model.device)")
-        lo, hi = (int(t) for t in torch.aminmax(ids))
-        if lo < 0 or hi >= self.config.vocab_size:
-            raise ValueError(f"{name} contains token id {lo if lo < 0 else hi}, outside the model's vocabulary "
-                             f"[0, vocab_size={self.config.vocab_size}); does the tokenizer match the model?")
+    # ---- int8 (models/quantize.py) --------------------------------------------------------------------------
 
-    def _padding_mask(self, mask, ids: torch.Tensor, name: str, ids_name: str) -> torch.Tensor | None:
-        """attention mask [B, L] (nonzero = attend) -> bool [B, L], or None when nothing is padded."""
-        if mask is None:
-            return None
-        if not isinstance(mask, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
-        if mask.shape != ids.shape[:2]:
-            raise ValueError(f"{name} has shape {list(mask.shape)} but {ids_name} has shape "
-                             f"{list(ids.shape[:2])}; they must match")
-        if mask.device != self.device:
-            raise ValueError(f"{name} is on {mask.device} but the model is on {self.device}; "
-                             "move it with .to(model.device)")
-        mask = mask.bool()
-        if not mask.any(dim=1).all():
-            raise ValueError(f"{name} has a row with no token to attend to (all zeros); remove that row or give it "
-                             "at least one token")
-        return None if mask.all() else mask
-
-    # ---- checkpoints (seq2seq_kit/loading.py) ---------------------------------------------------------------
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, dtype=None, device=None, **hub_kwargs) -> BartForConditionalGeneration:
-        """Load a transformers checkpoint (safetensors or .bin, single or sharded) from a directory or Hub id.
-
-        dtype: None (float32), "auto" (config.json's dtype, else the weights'), a torch.dtype or its name; or
-        "int8" (torch.int8): float32 weights made int8 by quantize_int8 (CPU only, outside the parity guarantee).
-        device: None (cpu), "cpu", "cuda", "cuda:N" or a torch.device.
-        """
-        if dtype in ("int8", torch.int8):
-            return loading.from_pretrained(cls, path, dtype=None, device=device, **hub_kwargs).quantize_int8()
-        return loading.from_pretrained(cls, path, dtype=dtype, device=device, **hub_kwargs)
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write config.json and model.safetensors with transformers' parameter names."""
-        if self.quantized:
-            raise ValueError("this model's linear layers are int8 (quantize_int8); save the float model instead")
-        return loading.save_pretrained(self, directory)
-
-    # ---- int8 (seq2seq_kit/models/quantize.py) --------------------------------------------------------------
-
-    def quantize_int8(self) -> BartForConditionalGeneration:
+    def quantize_int8(self) -> BartNetwork:
         """CPU, float32 model: int8 weights for every linear layer, inputs quantized per call. About a quarter of
         the bytes per decoder step; outside the token-parity guarantee (see models/quantize.py). Returns self."""
         quantize_int8(self)

@@ -1,0 +1,51 @@
+"""What generate and its searches need of a model: the whole contract between generation/ and a network.
+
+Shapes: B inputs, S source tokens, D hidden size, V vocabulary, R = B * rows_per_input decoder rows (beams or
+samples; row r belongs to input r // rows_per_input). generate calls check_inputs once, before any compute; every
+other call here trusts its arguments and must not read values back from the device.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+import torch
+
+
+class Cache(Protocol):
+    """The decoder's state between steps (self-attention keys/values of every row, cross-attention of every input)."""
+
+    def reorder(self, row_idx: torch.Tensor) -> None:
+        """Row r continues the history of row row_idx[r] (LongTensor [R], rows within their input's group)."""
+
+
+Step = Callable[[torch.Tensor, Cache], torch.Tensor]
+"""step(input_ids [R] long, cache) -> logits [R, V]: each row's next-token logits after input_ids, fed at the cache's
+position; advances the cache by one token."""
+
+
+class ModelConfig(Protocol):
+    vocab_size: int                     # V
+    max_position_embeddings: int        # decoder positions: at most this many tokens fed per row
+
+    def to_dict(self) -> dict:
+        """config.json's keys (their generation keys are the settings when generation_config is None)."""
+
+
+class Seq2SeqModel(Protocol):
+    config: ModelConfig
+    generation_config: Any              # GenerationConfig or None
+    device: torch.device                # where inputs, caches and outputs live
+
+    def check_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """Validate input_ids [B, S] and attention_mask [B, S] or None (raise TypeError / ValueError);
+        return the padding mask bool [B, S], or None when nothing is padded."""
+
+    def encode_unchecked(self, input_ids: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+        """input_ids [B, S] long, check_inputs' padding mask -> encoder_hidden [B, S, D]."""
+
+    def start_decoding(self, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None, rows_per_input: int,
+                       max_length: int, *, cuda_graph: bool) -> tuple[Step, Cache]:
+        """A cache for R rows of up to max_length decoder tokens, attending to encoder_hidden [B, S, D], and the
+        step that decodes on it; cuda_graph: the step may be replayed from a CUDA graph (its cache is then the
+        graph's own)."""

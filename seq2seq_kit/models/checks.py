@@ -1,0 +1,64 @@
+"""Input checks of the model's public entry points: each raises TypeError / ValueError naming the problem and the fix.
+
+The vocabulary range check and the padding-mask checks read values back from the device (a host sync each), so the
+public entry points run them once per call and the decoding loop runs none.
+"""
+
+from __future__ import annotations
+
+import torch
+
+INT_DTYPES = (torch.int64, torch.int32)
+
+
+def check_device(t: torch.Tensor, name: str, device: torch.device) -> None:
+    if t.device != device:
+        raise ValueError(f"{name} is on {t.device} but the model is on {device}; move it with .to(model.device)")
+
+
+def check_vocab_range(ids: torch.Tensor, name: str, vocab_size: int) -> None:
+    """Every id in [0, vocab_size): one host sync."""
+    lo, hi = (int(t) for t in torch.aminmax(ids))
+    if lo < 0 or hi >= vocab_size:
+        raise ValueError(f"{name} contains token id {lo if lo < 0 else hi}, outside the model's vocabulary "
+                         f"[0, vocab_size={vocab_size}); does the tokenizer match the model?")
+
+
+def check_token_ids(ids, name: str, *, vocab_size: int, max_positions: int, device: torch.device) -> None:
+    """ids: an integer tensor [B, L] on `device`, not empty, L <= max_positions, every id in the vocabulary."""
+    if not isinstance(ids, torch.Tensor) or ids.dtype not in INT_DTYPES:
+        raise TypeError(f"{name} must be an integer torch.Tensor of token ids, got "
+                        f"{getattr(ids, 'dtype', type(ids).__name__)}")
+    if ids.dim() != 2:
+        raise ValueError(f"{name} must have shape [batch, sequence], got {list(ids.shape)}")
+    if ids.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {list(ids.shape)}); pass at least one token per sequence")
+    if ids.shape[1] > max_positions:
+        raise ValueError(f"{name} has {ids.shape[1]} tokens per sequence, more than the model's "
+                         f"max_position_embeddings={max_positions}; truncate it (tokenizer truncation=True, "
+                         f"max_length={max_positions})")
+    check_device(ids, name, device)
+    check_vocab_range(ids, name, vocab_size)
+
+
+def padding_mask(mask, like: torch.Tensor, name: str, like_name: str, device: torch.device) -> torch.Tensor | None:
+    """An attention mask [B, L] (nonzero = attend) of a tensor `like` [B, L, ...] -> bool [B, L], or None when
+    nothing is padded. Every row must attend to at least one position."""
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
+    if mask.shape != like.shape[:2]:
+        raise ValueError(f"{name} has shape {list(mask.shape)} but {like_name} has shape "
+                         f"{list(like.shape[:2])}; they must match")
+    check_device(mask, name, device)
+    mask = mask.bool()
+    if not mask.any(dim=1).all():
+        raise ValueError(f"{name} has a row with no token to attend to (all zeros); remove that row or give it "
+                         "at least one token")
+    return None if mask.all() else mask
+
+
+def check_positive_int(value, name: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
