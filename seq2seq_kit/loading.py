@@ -1,22 +1,23 @@
-"""Checkpoint I/O between transformers' on-disk layouts and seq2seq_kit's BartForConditionalGeneration.
+"""Checkpoint files: reading transformers' weight formats from a local directory into a module, and writing them.
 
-Reads model.safetensors, a sharded model.safetensors.index.json, pytorch_model.bin or a sharded
-pytorch_model.bin.index.json (safetensors preferred), with or without the "model." key prefix, with or without
-lm_head.weight / final_logits_bias / encoder.embed_tokens / decoder.embed_tokens. The model is built on the meta
-device, allocated once at its final dtype and device, and every tensor is copied straight into place from the
-memory-mapped file, so no second full copy of the weights is made.
+Reads model.safetensors, a sharded model.safetensors.index.json, pytorch_model.bin (weights_only) or a sharded
+pytorch_model.bin.index.json (safetensors preferred), by tensor name without the "model." prefix. The model is
+built on the meta device, allocated once at its final dtype and device, and every tensor is copied straight into
+place from the memory-mapped file, so no second full copy of the weights is made.
 
-Key map (checkpoint name without "model." -> ours): identical, except the fused projections
-  {encoder,decoder}.layers.N.self_attn.{q,k,v}_proj.*  ->  ...self_attn.qkv_proj.*   (stacked on dim 0)
-  decoder.layers.N.encoder_attn.{k,v}_proj.*           ->  ...encoder_attn.kv_proj.* (stacked on dim 0)
+Which checkpoint tensors make which module tensor is the model's business, asked through its methods:
+  model_cls(config)                  builds the module (here on the meta device)
+  model.checkpoint_sources(ckpt)     {our tensor name: [checkpoint names stacked on dim 0]}, or raises
+  model.tie_weights()                re-ties shared tensors after allocation
+  model.checkpoint_loaded(ckpt, sources)   fix-ups after the copies
+  model.checkpoint_tensors(), model.checkpoint_config()   what `save` writes
+Hub ids are resolved before this module is called (seq2seq_kit/modeling.py).
 """
 
 from __future__ import annotations
 
 import json
 import mmap
-import re
-import warnings
 from pathlib import Path
 
 import torch
@@ -24,14 +25,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from . import hub
 from .hub import WEIGHT_FILES
-from .config import BartConfig
-from .generation.config import GenerationConfig
 
-TOP_LEVEL = ("lm_head.weight", "final_logits_bias")                  # the only names without "model."
-IGNORED = re.compile(r"(^|\.)(encoder|decoder)\.version$")           # fairseq leftovers transformers ignores too
-SHARED_ALIASES = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DTYPE_CHOICES = ("auto", *DTYPES, "int8")   # what from_pretrained(dtype=...) takes by name (int8: CPU only)
 SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
@@ -145,6 +140,11 @@ class Checkpoint:
                                      f"(also in {self.where[name][0].path})")
                 self.where[name] = (f, key)
 
+    @property
+    def description(self) -> str:
+        """The weight files, for messages."""
+        return ", ".join(p.name for p in self.files)
+
     def __contains__(self, name: str) -> bool:
         return name in self.where
 
@@ -184,7 +184,7 @@ def weight_files(root: Path) -> list[Path]:
         try:
             weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
             shards = sorted(set(weight_map.values()))
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError) as e:   # JSONDecodeError, UnicodeDecodeError too
             raise ValueError(f"{path} is not a valid shard index (needs a 'weight_map' object): {e!r}") from None
         missing = [s for s in shards if not (root / s).is_file()]
         if missing:
@@ -197,13 +197,14 @@ def weight_files(root: Path) -> list[Path]:
 
 # ---- loading ----------------------------------------------------------------------------------------------------
 
-def resolve_dtype(dtype, config: BartConfig, ckpt: Checkpoint) -> torch.dtype:
-    """None -> float32; "auto" -> config.json's dtype, else the checkpoint's (as transformers' dtype="auto")."""
+def resolve_dtype(dtype, config_dtype: str | None, ckpt: Checkpoint) -> torch.dtype:
+    """None -> float32; "auto" -> config.json's dtype (config_dtype), else the checkpoint's (as transformers'
+    dtype="auto")."""
     if dtype is None:
         return torch.float32
     if isinstance(dtype, str) and dtype == "auto":
-        if config.dtype is not None:
-            found, where = config.dtype, "config.json 'dtype'"
+        if config_dtype is not None:
+            found, where = config_dtype, "config.json 'dtype'"
         else:
             first = next(n for n in sorted(ckpt.names()) if ckpt.dtype(n) is not None and ckpt.dtype(n).is_floating_point)
             found, where = str(ckpt.dtype(first)).removeprefix("torch."), f"the checkpoint ({first})"
@@ -248,118 +249,38 @@ def resolve_device(device) -> torch.device:
     return device
 
 
-def plan(model: nn.Module, ckpt: Checkpoint) -> dict[str, list[str]]:
-    """Our tensor name -> the checkpoint names stacked to make it. Raises one error listing every missing and
-    unexpected weight, then one listing every shape mismatch."""
-    tied = model.config.tie_word_embeddings
-    ours = dict(model.named_parameters()) | dict(model.named_buffers())   # a tied lm_head is not listed
-    sources, missing = {}, []
-    for name in ours:
-        if name == "shared.weight":   # transformers ties symmetrically: any present copy of the embedding works
-            aliases = SHARED_ALIASES + (("lm_head.weight",) if tied else ())
-            found = [a for a in aliases if a in ckpt]
-            names = found[:1] or ["shared.weight"]
-        else:
-            names = checkpoint_names(name)
-        if name == "final_logits_bias" and name not in ckpt:
-            continue                  # absent from many checkpoints: zeros, as transformers
-        missing += [n for n in names if n not in ckpt]
-        sources[name] = names
-    used = {n for names in sources.values() for n in names}
-    optional = set(SHARED_ALIASES) | ({"lm_head.weight"} if tied else set())   # compared with shared, below
-    unexpected = sorted(ckpt.key(n) for n in ckpt.names() - used - optional if not IGNORED.search(n))
-    if missing or unexpected:
-        lines = [f"the checkpoint's weights ({', '.join(p.name for p in ckpt.files)}) do not fit the "
-                 f"{model.config.model_type!r} model config.json describes:"]
-        if missing:
-            lines.append(f"  missing ({len(missing)}): {', '.join(sorted(published(n) for n in missing))}")
-        if unexpected:
-            lines.append(f"  unexpected ({len(unexpected)}): {', '.join(unexpected)}")
-        raise ValueError("\n".join(lines))
-    bad = []
-    for name, names in sources.items():
-        expected = ours[name].shape
-        part = (expected[0] // len(names), *expected[1:])
-        for n in names:
-            if ckpt.shape(n) != part:
-                bad.append(f"  {ckpt.key(n)}: config.json implies {list(part)}, the checkpoint has {list(ckpt.shape(n))}")
-    for n in optional & ckpt.names():
-        if ckpt.shape(n) != tuple(model.shared.weight.shape):
-            bad.append(f"  {ckpt.key(n)}: config.json implies {list(model.shared.weight.shape)}, "
-                       f"the checkpoint has {list(ckpt.shape(n))}")
-    if bad:
-        raise ValueError("config.json's sizes do not match the checkpoint's weights:\n" + "\n".join(bad))
-    return sources
-
-
 @torch.no_grad()
-def from_pretrained(cls, path, dtype=None, device=None, **hub_kwargs):
-    root = hub.resolve(path, purpose="model", **hub_kwargs)
-    config = BartConfig.from_pretrained(root)
-    if "quantization_config" in config.extra:
-        raise ValueError(f"{root} holds a quantized checkpoint (config.json has quantization_config); "
-                         "seq2seq_kit loads float32/float16/bfloat16 weights only")
+def load(model_cls, config, root: Path, dtype=None, device=None) -> nn.Module:
+    """model_cls(config) with the weights of checkpoint directory `root`, at dtype (see resolve_dtype) on device
+    (see resolve_device), in eval mode."""
     device = resolve_device(device)
     ckpt = Checkpoint(root)
-    dtype = resolve_dtype(dtype, config, ckpt)
-
+    dtype = resolve_dtype(dtype, config.dtype, ckpt)
     with torch.device("meta"):
-        model = cls(config)
-    sources = plan(model, ckpt)
+        model = model_cls(config)
+    sources = model.checkpoint_sources(ckpt)
     model.to(dtype).to_empty(device=device)       # one allocation, final dtype and device, not initialized
     model.tie_weights()
-    params = dict(model.named_parameters()) | dict(model.named_buffers())
+    copy_tensors(model, ckpt, sources)
+    model.checkpoint_loaded(ckpt, sources)
+    return model.eval()
+
+
+def copy_tensors(module: nn.Module, ckpt: Checkpoint, sources: dict[str, list[str]]) -> None:
+    """For each of the module's tensors by name: the checkpoint tensors `sources[name]`, stacked on dim 0."""
+    targets = dict(module.named_parameters()) | dict(module.named_buffers())
     for name, names in sources.items():
-        target = params[name]
+        target = targets[name]
         rows = target.shape[0] // len(names)
         for i, n in enumerate(names):
             ckpt.copy_to(target[i * rows:(i + 1) * rows], n)
-    if "final_logits_bias" not in sources:
-        model.final_logits_bias.zero_()
-    _check_copies(model, ckpt, sources)
-    model.eval()
-    model.generation_config = GenerationConfig.from_pretrained(root, config)
-    return model
 
 
-def _check_copies(model: nn.Module, ckpt: Checkpoint, sources: dict) -> None:
-    """Extra copies of the token embedding must equal it: encoder/decoder.embed_tokens (else: unsupported), and a
-    saved lm_head (else it is kept separate, as transformers does, with the same warning)."""
-    shared = model.shared.weight
-    for n in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"):
-        if n in ckpt and n not in sources["shared.weight"] and not torch.equal(ckpt.tensor(n).to(shared), shared):
-            raise ValueError(f"{ckpt.key(n)} differs from the shared token embedding; separate encoder/decoder "
-                             "embeddings are not supported")
-    n = "lm_head.weight"
-    if model.config.tie_word_embeddings and n in ckpt and n not in sources["shared.weight"]:
-        head = ckpt.tensor(n).to(shared, copy=True)   # a copy: not a view of the file
-        if not torch.equal(head, shared):
-            warnings.warn("the checkpoint's lm_head.weight differs from its token embedding although "
-                          "tie_word_embeddings is true; using it untied, as transformers does", stacklevel=3)
-            model.lm_head.weight = nn.Parameter(head)
-
-
-# ---- saving -----------------------------------------------------------------------------------------------------
-
-def transformers_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Our tensors under transformers' names (fused projections split), on the CPU; a tied lm_head is left out."""
-    out = {}
-    for name, tensor in (dict(model.named_parameters()) | dict(model.named_buffers())).items():
-        names = checkpoint_names(name)
-        for n, part in zip(names, tensor.detach().chunk(len(names), dim=0)):
-            out[published(n)] = part.to("cpu").contiguous()
-    return out
-
-
-def save_pretrained(model: nn.Module, directory: str | Path) -> Path:
+def save(model: nn.Module, directory: str | Path) -> Path:
+    """Write config.json and model.safetensors (model.checkpoint_config(), model.checkpoint_tensors())."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    config = model.config.to_dict()
-    config["dtype"] = str(model.dtype).removeprefix("torch.")
-    config.setdefault("architectures", ["MBartForConditionalGeneration" if model.config.model_type == "mbart"
-                                        else "BartForConditionalGeneration"])
-    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    save_file(transformers_state_dict(model), directory / "model.safetensors", metadata={"format": "pt"})
-    if model.generation_config is not None:
-        model.generation_config.save_pretrained(directory)
+    config = json.dumps(model.checkpoint_config(), indent=2, sort_keys=True) + "\n"
+    (directory / "config.json").write_text(config, encoding="utf-8")
+    save_file(model.checkpoint_tensors(), directory / "model.safetensors", metadata={"format": "pt"})
     return directory

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from . import generation, loading
+from . import generation, hub, loading
 from .config import BartConfig
 from .generation import GenerationConfig
 from .models.bart import BartNetwork
@@ -29,16 +29,26 @@ class BartForConditionalGeneration(BartNetwork):
         dtype: None (float32), "auto" (config.json's dtype, else the weights'), a torch.dtype or its name; or
         "int8" (torch.int8): float32 weights made int8 by quantize_int8 (CPU only, outside the parity guarantee).
         device: None (cpu), "cpu", "cuda", "cuda:N" or a torch.device.
+        hub_kwargs: revision, cache_dir, token, local_files_only (see seq2seq_kit.hub.resolve).
         """
-        if dtype in ("int8", torch.int8):
-            return loading.from_pretrained(cls, path, dtype=None, device=device, **hub_kwargs).quantize_int8()
-        return loading.from_pretrained(cls, path, dtype=dtype, device=device, **hub_kwargs)
+        root = hub.resolve(path, purpose="model", **hub_kwargs)
+        config = BartConfig.from_pretrained(root)
+        if "quantization_config" in config.extra:
+            raise ValueError(f"{root} holds a quantized checkpoint (config.json has quantization_config); "
+                             "seq2seq_kit loads float32/float16/bfloat16 weights only")
+        int8 = dtype in ("int8", torch.int8)
+        model = loading.load(cls, config, root, dtype=None if int8 else dtype, device=device)
+        model.generation_config = GenerationConfig.from_pretrained(root, config)
+        return model.quantize_int8() if int8 else model
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write config.json and model.safetensors with transformers' parameter names."""
+        """Write config.json, model.safetensors with transformers' parameter names, and generation_config.json."""
         if self.quantized:
             raise ValueError("this model's linear layers are int8 (quantize_int8); save the float model instead")
-        return loading.save_pretrained(self, directory)
+        directory = loading.save(self, directory)
+        if self.generation_config is not None:
+            self.generation_config.save_pretrained(directory)
+        return directory
 
     def generate(self, input_ids, attention_mask=None, **kwargs):
         """transformers-compatible generate; see seq2seq_kit.generation.generate."""

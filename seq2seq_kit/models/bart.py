@@ -10,7 +10,7 @@ R = B * rows_per_input decoder rows during generation (see models/kv_cache.py).
 The parameter names are transformers' names without the "model." prefix, except the fused attention projections:
   self_attn.qkv_proj = [q_proj; k_proj; v_proj]   (encoder and decoder self-attention)
   encoder_attn.kv_proj = [k_proj; v_proj]         (decoder cross-attention)
-seq2seq_kit/loading.py maps checkpoint names to ours and back.
+models/bart_checkpoint.py maps checkpoint names to ours and back.
 
 Checked and unchecked entry points: forward, encode, new_cache and decode_step check their arguments (some checks
 read values back from the device); check_inputs is the check alone; encode_unchecked, start_decoding,
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checks
+from . import bart_checkpoint, checks
 from .activations import ACTIVATIONS
 from .cuda_graph import GraphedStep, graph_key
 from .kv_cache import FixedShapeKVCache, KVCache
@@ -415,6 +415,25 @@ class BartNetwork(nn.Module):
     def _check_ids(self, ids, name: str) -> None:
         checks.check_token_ids(ids, name, vocab_size=self.config.vocab_size,
                                max_positions=self.config.max_position_embeddings, device=self.device)
+
+    # ---- checkpoints: BART's tensor names (models/bart_checkpoint.py), for seq2seq_kit/loading.py ------------
+
+    def checkpoint_sources(self, source) -> dict[str, list[str]]:
+        """Our tensor name -> the checkpoint tensor names stacked on dim 0 to make it; raises listing every
+        missing, unexpected or misshapen weight. Works on the meta device."""
+        return bart_checkpoint.plan(self, source)
+
+    def checkpoint_loaded(self, source, sources: dict[str, list[str]]) -> None:
+        """After the copies: the tensors a checkpoint may leave out, and its extra copies of the embedding."""
+        bart_checkpoint.finish(self, source, sources)
+
+    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        """Our tensors under transformers' names, on the CPU (what save_pretrained writes)."""
+        return bart_checkpoint.state_dict(self)
+
+    def checkpoint_config(self) -> dict:
+        """config.json's content for a checkpoint of this network."""
+        return bart_checkpoint.config_dict(self)
 
     # ---- int8 (models/quantize.py) --------------------------------------------------------------------------
 

@@ -1,0 +1,145 @@
+"""BART's parameter names in transformers checkpoints: which checkpoint tensors make each of our tensors, and back.
+
+Checkpoint names are taken without the "model." prefix (TOP_LEVEL names never have it). Ours are the same,
+except the fused attention projections (stacked on dim 0):
+  {encoder,decoder}.layers.N.self_attn.{q,k,v}_proj.*  ->  ...self_attn.qkv_proj.*
+  decoder.layers.N.encoder_attn.{k,v}_proj.*           ->  ...encoder_attn.kv_proj.*
+The token embedding may come from any tied copy (SHARED_ALIASES, and lm_head.weight when tied);
+final_logits_bias may be absent (zeros, as transformers); fairseq's encoder/decoder.version are ignored.
+
+The checkpoint is read through a `source` with names() -> set, `name in source`, key(name) -> the name as stored,
+shape(name), tensor(name) and description (loading.Checkpoint is one); nothing here knows about files.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import torch
+from torch import nn
+
+TOP_LEVEL = ("lm_head.weight", "final_logits_bias")                  # the only names without "model."
+IGNORED = re.compile(r"(^|\.)(encoder|decoder)\.version$")           # fairseq leftovers transformers ignores too
+SHARED_ALIASES = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+EMBED_COPIES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+
+
+def checkpoint_names(name: str) -> list[str]:
+    """Our tensor name -> the checkpoint names (without "model.") whose tensors, stacked on dim 0, make it."""
+    for fused, parts in ((".qkv_proj.", "qkv"), (".kv_proj.", "kv")):
+        if fused in name:
+            head, leaf = name.split(fused)
+            return [f"{head}.{p}_proj.{leaf}" for p in parts]
+    return [name]
+
+
+def published(base: str) -> str:
+    """A checkpoint name without "model." -> its name in a transformers BartForConditionalGeneration file."""
+    return base if base in TOP_LEVEL else "model." + base
+
+
+def tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Our parameters and buffers by name (a tied lm_head is not listed: it is shared.weight)."""
+    return dict(model.named_parameters()) | dict(model.named_buffers())
+
+
+def _shared_sources(source, tied: bool) -> list[str]:
+    """transformers ties symmetrically: any present copy of the embedding works."""
+    aliases = SHARED_ALIASES + (("lm_head.weight",) if tied else ())
+    return [a for a in aliases if a in source][:1] or ["shared.weight"]
+
+
+def _sources(model: nn.Module, source) -> tuple[dict[str, list[str]], list[str]]:
+    """(our name -> checkpoint names, missing checkpoint names)."""
+    sources, missing = {}, []
+    for name in tensors(model):
+        if name == "final_logits_bias" and name not in source:
+            continue                  # absent from many checkpoints: zeros, as transformers
+        names = _shared_sources(source, model.config.tie_word_embeddings) if name == "shared.weight" \
+            else checkpoint_names(name)
+        missing += [n for n in names if n not in source]
+        sources[name] = names
+    return sources, missing
+
+
+def _optional(model: nn.Module) -> set[str]:
+    """Checkpoint names that may be present without being loaded (compared with shared.weight instead)."""
+    return set(SHARED_ALIASES) | ({"lm_head.weight"} if model.config.tie_word_embeddings else set())
+
+
+def _check_names(model: nn.Module, source, sources: dict, missing: list[str]) -> None:
+    used = {n for names in sources.values() for n in names}
+    unexpected = sorted(source.key(n) for n in source.names() - used - _optional(model) if not IGNORED.search(n))
+    if not missing and not unexpected:
+        return
+    lines = [f"the checkpoint's weights ({source.description}) do not fit the "
+             f"{model.config.model_type!r} model config.json describes:"]
+    if missing:
+        lines.append(f"  missing ({len(missing)}): {', '.join(sorted(published(n) for n in missing))}")
+    if unexpected:
+        lines.append(f"  unexpected ({len(unexpected)}): {', '.join(unexpected)}")
+    raise ValueError("\n".join(lines))
+
+
+def _check_shapes(model: nn.Module, source, sources: dict) -> None:
+    ours, bad = tensors(model), []
+    for name, names in sources.items():
+        expected = ours[name].shape
+        part = (expected[0] // len(names), *expected[1:])
+        bad += [f"  {source.key(n)}: config.json implies {list(part)}, the checkpoint has {list(source.shape(n))}"
+                for n in names if source.shape(n) != part]
+    shared = tuple(model.shared.weight.shape)
+    bad += [f"  {source.key(n)}: config.json implies {list(shared)}, the checkpoint has {list(source.shape(n))}"
+            for n in _optional(model) & source.names() if source.shape(n) != shared]
+    if bad:
+        raise ValueError("config.json's sizes do not match the checkpoint's weights:\n" + "\n".join(bad))
+
+
+def plan(model: nn.Module, source) -> dict[str, list[str]]:
+    """Our tensor name -> the checkpoint names stacked to make it. Raises one error listing every missing and
+    unexpected weight, then one listing every shape mismatch. `model` may be on the meta device."""
+    sources, missing = _sources(model, source)
+    _check_names(model, source, sources, missing)
+    _check_shapes(model, source, sources)
+    return sources
+
+
+def finish(model: nn.Module, source, sources: dict) -> None:
+    """After the planned copies: zero an absent final_logits_bias; extra copies of the token embedding must equal
+    it: encoder/decoder.embed_tokens (else: unsupported), and a saved lm_head (else it is kept separate, as
+    transformers does, with the same warning)."""
+    if "final_logits_bias" not in sources:
+        model.final_logits_bias.zero_()
+    shared = model.shared.weight
+    for n in EMBED_COPIES:
+        if n in source and n not in sources["shared.weight"] and not torch.equal(source.tensor(n).to(shared), shared):
+            raise ValueError(f"{source.key(n)} differs from the shared token embedding; separate encoder/decoder "
+                             "embeddings are not supported")
+    n = "lm_head.weight"
+    if model.config.tie_word_embeddings and n in source and n not in sources["shared.weight"]:
+        head = source.tensor(n).to(shared, copy=True)   # a copy: not a view of the file
+        if not torch.equal(head, shared):
+            # stacklevel: the caller of from_pretrained (modeling, loading.load and its no_grad wrapper, the model)
+            warnings.warn("the checkpoint's lm_head.weight differs from its token embedding although "
+                          "tie_word_embeddings is true; using it untied, as transformers does", stacklevel=6)
+            model.lm_head.weight = nn.Parameter(head)
+
+
+def state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Our tensors under transformers' names (fused projections split), on the CPU; a tied lm_head is left out."""
+    out = {}
+    for name, tensor in tensors(model).items():
+        names = checkpoint_names(name)
+        for n, part in zip(names, tensor.detach().chunk(len(names), dim=0)):
+            out[published(n)] = part.to("cpu").contiguous()
+    return out
+
+
+def config_dict(model: nn.Module) -> dict:
+    """config.json as transformers writes it for this model: its config, the dtype and the architecture."""
+    config = model.config.to_dict()
+    config["dtype"] = str(model.dtype).removeprefix("torch.")
+    config.setdefault("architectures", ["MBartForConditionalGeneration" if model.config.model_type == "mbart"
+                                        else "BartForConditionalGeneration"])
+    return config
