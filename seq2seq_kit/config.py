@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import hub
 from .families import MODEL_TYPES
+from .loading import read_json_object
 from .models.activations import ACTIVATIONS
 
 # transformers' attribute_map: an alias present in config.json overrides the field, as in transformers.
@@ -127,13 +128,7 @@ class BartConfig:
             path = hub.resolve(path, purpose="model", **hub_kwargs) / "config.json"
         if not path.is_file():
             raise FileNotFoundError(f"no config.json in {path.parent}; a checkpoint directory needs one")
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from None
-        if not isinstance(d, dict):
-            raise ValueError(f"{path} must hold a JSON object, got {type(d).__name__}")
-        return cls.from_dict(d)
+        return cls.from_dict(read_json_object(path))
 
     def save_pretrained(self, directory: str | Path) -> Path:
         directory = Path(directory)

@@ -173,6 +173,17 @@ class Checkpoint:
         f.release(key)
 
 
+def read_json_object(path: Path) -> dict:
+    """A JSON file holding an object (config.json, generation_config.json); ValueError naming the file otherwise."""
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(d).__name__}")
+    return d
+
+
 def weight_files(root: Path) -> list[Path]:
     """The weight files of a checkpoint directory: the first of WEIGHT_FILES present (an index: its shards)."""
     for name in WEIGHT_FILES:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import fields
 
@@ -86,6 +87,16 @@ def test_save_pretrained_round_trip(tmp_path):
 
 def test_from_pretrained_without_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="generation_config.json"):
+        GenerationConfig.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["generation_config.json", "config.json"])
+def test_from_pretrained_malformed_json_names_the_file(tmp_path, name):
+    (tmp_path / name).write_text("{not json")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / name} is not valid JSON")):
+        GenerationConfig.from_pretrained(tmp_path)
+    (tmp_path / name).write_text("[1, 2]")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / name} must hold a JSON object")):
         GenerationConfig.from_pretrained(tmp_path)
 
 

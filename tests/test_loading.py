@@ -312,8 +312,16 @@ def test_shard_index_errors(checkpoint, tmp_path):
     shard.unlink()
     with pytest.raises(FileNotFoundError, match=rf"lists shard files that are not in .*: {shard.name}"):
         BartForConditionalGeneration.from_pretrained(tmp_path / "ckpt")
-    (tmp_path / "ckpt" / "model.safetensors.index.json").write_text("{}")
-    with pytest.raises(ValueError, match=r"model\.safetensors\.index\.json is not a valid shard index"):
+    for text in ("{}", "{not json"):
+        (tmp_path / "ckpt" / "model.safetensors.index.json").write_text(text)
+        with pytest.raises(ValueError, match=r"model\.safetensors\.index\.json is not a valid shard index"):
+            BartForConditionalGeneration.from_pretrained(tmp_path / "ckpt")
+
+
+def test_malformed_generation_config_json_names_the_file(tiny, tmp_path):
+    shutil.copytree(tiny, tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "generation_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"ckpt/generation_config\.json is not valid JSON"):
         BartForConditionalGeneration.from_pretrained(tmp_path / "ckpt")
 
 

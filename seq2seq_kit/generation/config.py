@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from numbers import Real
 from pathlib import Path
 
+from ..loading import read_json_object
+
 
 @dataclass
 class GenerationConfig:
@@ -79,9 +81,9 @@ class GenerationConfig:
         path = Path(path)
         gen_file, config_file = path / "generation_config.json", path / "config.json"
         if gen_file.is_file():
-            return cls.from_dict(json.loads(gen_file.read_text(encoding="utf-8")))
+            return cls.from_dict(read_json_object(gen_file))
         if config_file.is_file():
-            return cls.from_model_config(json.loads(config_file.read_text(encoding="utf-8")))
+            return cls.from_model_config(read_json_object(config_file))
         if model_config is not None:
             return cls.from_model_config(model_config if isinstance(model_config, dict) else model_config.to_dict())
         raise FileNotFoundError(f"{path} has neither generation_config.json nor config.json")
