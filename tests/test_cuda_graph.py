@@ -1,12 +1,15 @@
 """The fixed-shape decoder step (what a CUDA graph captures) and the CUDA-graphed generate.
 
 On CPU: the fixed-shape step (a FixedShapeKVCache: device-side position, all cache slots read, unwritten ones
-masked) gives the eager step's logits within 1e-5, through a beam reorder; cuda_graph's argument errors.
+masked) gives the eager step's logits within 1e-5, through a beam reorder; cuda_graph's argument errors; the model's
+graph bookkeeping (capture, reuse for the same shapes, recapture) with a CPU stand-in for the graph.
 On CUDA (marker `cuda`): graphed generate gives the eager generate's tokens (fp32, tiny models with decisive
 logits), reuses its graph for inputs of the same shapes and captures a new one for other shapes or weights.
 """
 
 from __future__ import annotations
+
+import importlib
 
 import pytest
 import torch
@@ -56,6 +59,45 @@ def test_cuda_graph_argument_errors(model):
     with pytest.raises(TypeError, match="cuda_graph must be True, False or None"):
         model.generate(ids, mask, max_length=5, cuda_graph="yes")
     assert model.graphed_step is None
+
+
+class EagerReplay:
+    """Stands in for models/cuda_graph.py's GraphedStep on the CPU: "replays" the captured function on the same
+    input buffer and cache, so the model's graph bookkeeping (capture, reuse, cross K/V written into the kept
+    cache) runs without a GPU."""
+
+    def __init__(self, next_token_logits, cache, key):
+        self.key, self.cache, self.function = key, cache, next_token_logits
+        self.input_ids = torch.zeros(cache.num_rows, dtype=torch.long)
+        next_token_logits(self.input_ids, cache)        # the warm-up writes slot 0, as on CUDA
+
+    def __call__(self, input_ids, cache):
+        self.input_ids.copy_(input_ids)
+        logits = self.function(self.input_ids, self.cache).float()
+        cache.advance()
+        return logits
+
+
+@pytest.mark.parametrize("kwargs", [dict(num_beams=1, max_length=24, no_repeat_ngram_size=3),
+                                    dict(num_beams=4, max_length=24, length_penalty=2.0, early_stopping=True)])
+def test_graph_bookkeeping_on_cpu(checkpoint, monkeypatch, kwargs):
+    from seq2seq_kit.models import bart
+
+    generate_module = importlib.import_module("seq2seq_kit.generation.generate")   # the package shadows its name
+    model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))
+    monkeypatch.setattr(bart, "GraphedStep", EagerReplay)
+    monkeypatch.setattr(generate_module, "use_cuda_graph", lambda cuda_graph, device: bool(cuda_graph))
+    first = None
+    for seed in (3, 4):                             # same shapes: the second call reuses the first's graph
+        ids, mask = batch(model, seed=seed)
+        assert torch.equal(model.generate(ids, mask, cuda_graph=True, **kwargs),
+                           model.generate(ids, mask, cuda_graph=False, **kwargs)), f"seed {seed}"
+        first = first or model.graphed_step
+        assert model.graphed_step is first and isinstance(first.cache, FixedShapeKVCache)
+    ids, mask = batch(model, lengths=(9, 9, 4))     # other shapes: a new graph
+    assert torch.equal(model.generate(ids, mask, cuda_graph=True, **kwargs),
+                       model.generate(ids, mask, cuda_graph=False, **kwargs))
+    assert model.graphed_step is not first
 
 
 # ---- CUDA (run when a GPU is lent) --------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import transformers
 
 from checkpoints import _randomize
 from seq2seq_kit import BartConfig, BartForConditionalGeneration
-from seq2seq_kit.models.kv_cache import KVCache
+from seq2seq_kit.models.kv_cache import FixedShapeKVCache, KVCache
 
 PARITY = ["kobart", "distilbart", "tiny-mbart", "tiny-relu", "tiny-bin", "tiny-no-bias", "tiny-sharded"]
 ATOL = 1e-4
@@ -208,6 +208,22 @@ def test_reorder_touches_only_cached_positions(load):
     for k, old in zip(cache.self_k, before):
         assert torch.equal(k[:, :, :2], old[[1, 1], :, :2])
         assert torch.equal(k[:, :, 2:], old[:, :, 2:])
+
+
+def test_fixed_shape_cache_takes_a_position_per_row():
+    """FixedShapeKVCache.positions is [1] (every row at one position) or [R]: each row then writes its own slot and
+    attends to the slots up to it, through the same update (what rows at different positions need)."""
+    cache = FixedShapeKVCache.empty(layers=1, inputs=1, rows_per_input=2, heads=1, head_dim=2, max_length=4,
+                                    source_length=3, padded=False, dtype=torch.float32, device=torch.device("cpu"))
+    cache.positions = torch.tensor([0, 2])
+    k = torch.tensor([1.0, 2.0]).view(2, 1, 1, 1).expand(2, 1, 1, 2)          # [R, H, 1, Dh]
+    keys, values, mask = cache.update(0, k, -k)
+    assert keys.shape == values.shape == (2, 1, 4, 2) and mask.shape == (2, 1, 1, 4)
+    assert mask[:, 0, 0].tolist() == [[True, False, False, False], [True, True, True, False]]
+    assert keys[0, 0].tolist() == [[1, 1], [0, 0], [0, 0], [0, 0]]
+    assert values[1, 0].tolist() == [[0, 0], [0, 0], [-2, -2], [0, 0]]
+    cache.advance()
+    assert cache.positions.tolist() == [1, 3] and cache.length == 1
 
 
 # ---- dtypes and devices -------------------------------------------------------------------------------------
