@@ -342,7 +342,7 @@ class Worker:
     def __init__(self, model: str, hub_kwargs: dict, device, dtype, generate_kwargs: dict, eos_token_ids,
                  text_field: str, id_field: str, done: frozenset, batch_size: int, sort_by_length: bool):
         self.pipe = pipeline("summarization", model=model, device=device, dtype=dtype, **hub_kwargs)
-        self.kwargs = {**self.pipe.generate_defaults, **generate_kwargs}
+        self.generate_kwargs = generate_kwargs
         self.eos = set(eos_token_ids or ())
         self.text_field, self.id_field, self.done = text_field, id_field, done
         self.batch_size, self.sort_by_length = batch_size, sort_by_length
@@ -370,23 +370,21 @@ class Worker:
             yield {"records": records, "errors": errors if k == 0 else [], "skipped": skipped if k == 0 else 0}
 
     def encode(self, docs: list[tuple], errors: list) -> list[list[int]]:
-        """Token ids of (id, where, text) docs as the pipeline makes them (prefix, special tokens); over-long ones
-        truncated as the pipeline does, and reported."""
-        tok, prefix, limit = self.pipe.tokenizer, self.pipe.prefix, self.pipe.max_input_length
-        rows = tok([prefix + text for _, _, text in docs])["input_ids"] if docs else []
-        for i, row in enumerate(rows):
-            if len(row) > limit:
-                doc_id, where, text = docs[i]
-                rows[i] = tok(prefix + text, truncation=True, max_length=limit)["input_ids"]
-                errors.append(_error(doc_id, where, "truncated", f"{where} is {len(row)} tokens long; "
-                                     f"summarized from its first {limit} tokens, the most the model takes"))
-        return rows
+        """Token ids of (id, where, text) docs, by the pipeline's preprocess; over-long ones are truncated (as the
+        pipeline truncates them) and reported in `errors`."""
+        encoded = self.pipe.preprocess([text for _, _, text in docs], truncation=True)
+        limit = self.pipe.max_input_length
+        for i, length in encoded.truncated.items():
+            doc_id, where, _ = docs[i]
+            errors.append(_error(doc_id, where, "truncated", f"{where} is {length} tokens long; "
+                                 f"summarized from its first {limit} tokens, the most the model takes"))
+        return encoded.rows
 
     def summarize(self, rows: list[list[int]]) -> list[tuple[str, int]]:
         """(summary text, generated token count) per row: one padded generate call, as pipe(batch_size=len)."""
-        sequences = self.pipe._generate(rows, self.kwargs)[:, 0]           # [b, T]
-        return [(self.pipe._record(ids, False, False)["summary_text"], self._generated(ids.tolist()))
-                for ids in sequences]
+        ids = self.pipe.generate_ids(rows, **self.generate_kwargs)                # [b, 1, T]
+        texts = [records[0]["summary_text"] for records in self.pipe.postprocess(ids)]
+        return [(text, self._generated(seq[0].tolist())) for text, seq in zip(texts, ids)]
 
     def _generated(self, ids: list[int]) -> int:
         """Tokens generated after the decoder start token, up to and including the first EOS."""
