@@ -153,7 +153,7 @@ def test_jsonl_batches_and_resumes_after_a_crash(capsys, checkpoint, tiny_summar
 
 
 def test_jsonl_crash_keeps_finished_batches(capsys, checkpoint, tiny_summaries, tmp_path, monkeypatch):
-    from seq2seq_kit.corpus import Worker
+    from seq2seq_kit.corpus.worker import Worker
 
     path = checkpoint("tiny")
     expected = tiny_summaries(path)

@@ -16,7 +16,8 @@ import pytest
 
 from seq2seq_kit import Tokenizer, pipeline, summarize_corpus
 from seq2seq_kit.cli import main
-from seq2seq_kit.corpus import Output, Worker
+from seq2seq_kit.corpus.output import Output
+from seq2seq_kit.corpus.worker import Worker
 
 GEN = dict(max_length=9, num_beams=2)
 WORDS = ("the tower is 324 metres tall about the same height as an 81-storey building and the tallest structure in "
@@ -157,10 +158,11 @@ def test_killed_run_resumes_with_every_id_exactly_once(tmp_path, tiny):
     """A real process, slowed per batch, SIGKILLed once 2 batches are written; the re-run completes it."""
     docs = make_docs(24, seed=3)
     path, out = write_jsonl(tmp_path / "docs.jsonl", docs), tmp_path / "out.jsonl"
-    script = ("import sys, time\nfrom seq2seq_kit import corpus\nreal = corpus.Worker.summarize\n"
+    script = ("import sys, time\nfrom seq2seq_kit.corpus import summarize_corpus, worker\n"
+              "real = worker.Worker.summarize\n"
               "def slow(self, rows):\n    time.sleep(0.4)\n    return real(self, rows)\n"
-              "corpus.Worker.summarize = slow\n"
-              "corpus.summarize_corpus(sys.argv[1], sys.argv[2], model=sys.argv[3], batch_size=2, max_length=9, "
+              "worker.Worker.summarize = slow\n"
+              "summarize_corpus(sys.argv[1], sys.argv[2], model=sys.argv[3], batch_size=2, max_length=9, "
               "num_beams=2, progress=False)\n")
     proc = subprocess.Popen([sys.executable, "-c", script, str(path), str(out), str(tiny)], cwd=REPO_ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -32,9 +32,9 @@ def ray_cluster(crash_flags):
     def setup_hook():   # runs in every Ray worker process; defined here so Ray ships it by value
         import os
 
-        from seq2seq_kit import corpus
+        from seq2seq_kit.corpus.worker import Worker
 
-        real, calls = corpus.Worker.summarize, [0]
+        real, calls = Worker.summarize, [0]
 
         def summarize(self, rows):
             calls[0] += 1
@@ -43,7 +43,7 @@ def ray_cluster(crash_flags):
                 os._exit(1)   # the actor dies mid-chunk: one batch of its chunk is already yielded
             return real(self, rows)
 
-        corpus.Worker.summarize = summarize
+        Worker.summarize = summarize
 
     ray.init(num_cpus=2, include_dashboard=False, runtime_env={"worker_process_setup_hook": setup_hook})
     yield

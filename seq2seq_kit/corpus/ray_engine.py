@@ -1,8 +1,9 @@
-"""The Ray Data engine of `summarize_corpus` (engine="ray"). Imported only for that engine: Ray is an extra.
+"""The Ray Data engine of `summarize_corpus` (engine="ray"). Ray is an extra: it is imported only when a job
+uses this engine.
 
     chunks (the driver's plan) -> ray.data.from_items, one block per chunk
       -> map_batches(_RayWorker): an actor pool, the model loaded once per actor; each actor reads its chunk
-         from the input files and yields one result per batch (seq2seq_kit.corpus.Worker, as the local engine)
+         from the input files and yields one result per batch (worker.Worker, as the local engine)
       -> iter_rows on the driver, which writes them through the same Output as the local engine.
 
 Exactly once: Ray Data restarts an actor that dies and retries its task on the new one (its actor pools
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import json
 from typing import Iterator
+
+from .worker import Worker
 
 
 def require_ray():
@@ -83,8 +86,6 @@ class _RayWorker:
 
     def __init__(self, threads: int, **worker_kwargs):
         import torch
-
-        from .corpus import Worker
 
         if threads:
             torch.set_num_threads(threads)
