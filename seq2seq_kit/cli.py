@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 DEFAULT_TEXT = (
@@ -26,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["bench"]:           # every argument belongs to benchmarks/bench.py, --help included
             return _bench(argv[1:])
         args = parser.parse_args(argv)
-        return args.run(args) or 0
+        with _library_messages():
+            return args.run(args) or 0
     except SystemExit as e:  # argparse: --help (0) or a usage error (2)
         return e.code if isinstance(e.code, int) else 2
     except KeyboardInterrupt:
@@ -37,6 +40,23 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"seq2seq-kit: error: {_one_line(e)}", file=sys.stderr)
         return 1
+
+
+@contextmanager
+def _library_messages():
+    """While a command runs, the library's log records (logger "seq2seq_kit", INFO and up: a corpus job's
+    report, an output repaired after a crash) go to stderr, one "seq2seq-kit: ..." line each."""
+    logger = logging.getLogger("seq2seq_kit")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("seq2seq-kit: %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _one_line(e: Exception) -> str:

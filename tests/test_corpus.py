@@ -5,7 +5,7 @@ the pipeline (itself checked against transformers elsewhere)."""
 from __future__ import annotations
 
 import json
-import os
+import logging
 import signal
 import subprocess
 import sys
@@ -79,7 +79,8 @@ def run(docs_path, out, tiny, **kwargs):
 
 # ---------------------------------------------------------------------------------------------- records
 
-def test_records_match_the_pipeline_and_meta(tmp_path, tiny, reference, capsys):
+def test_records_match_the_pipeline_and_meta(tmp_path, tiny, reference, caplog):
+    caplog.set_level(logging.INFO, logger="seq2seq_kit")
     docs = make_docs(10)
     out = tmp_path / "out" / "summaries.jsonl"
     result = run(write_jsonl(tmp_path / "docs.jsonl", docs), out, tiny)
@@ -97,7 +98,7 @@ def test_records_match_the_pipeline_and_meta(tmp_path, tiny, reference, capsys):
             gen["length_penalty"]) == (9, 2, [2], 2, 1.0)
     assert meta["counts"] == {"summaries": 10, "failed": 0, "truncated": 0}
     assert not (tmp_path / "out" / "summaries.jsonl.errors.jsonl").read_text()
-    assert "done 10, skipped 0" in capsys.readouterr().err
+    assert "done 10, skipped 0" in caplog.text
 
 
 def test_batches_are_sorted_by_token_length(tmp_path, tiny, monkeypatch):
@@ -126,7 +127,8 @@ def test_batches_are_sorted_by_token_length(tmp_path, tiny, monkeypatch):
 
 # ---------------------------------------------------------------------------------------------- resume
 
-def test_resume_skips_written_ids_and_drops_a_torn_line(tmp_path, tiny, capsys):
+def test_resume_skips_written_ids_and_drops_a_torn_line(tmp_path, tiny, caplog):
+    caplog.set_level(logging.INFO, logger="seq2seq_kit")
     docs = make_docs(7, seed=2)
     path, out = write_jsonl(tmp_path / "docs.jsonl", docs), tmp_path / "out.jsonl"
     run(path, out, tiny)
@@ -134,10 +136,9 @@ def test_resume_skips_written_ids_and_drops_a_torn_line(tmp_path, tiny, capsys):
     # A previous run wrote two records (kept as they are) and was killed while writing a third.
     earlier = [{"id": "doc1", "summary_text": "EARLIER 1"}, {"id": "doc4", "summary_text": "EARLIER 4"}]
     out.write_text("".join(json.dumps(r) + "\n" for r in earlier) + '{"id": "doc0", "summ', encoding="utf-8")
-    capsys.readouterr()
+    caplog.clear()
     result = run(path, out, tiny)
-    err = capsys.readouterr().err
-    assert "dropped an incomplete last line" in err and "done 5, skipped 2" in err
+    assert "dropped an incomplete last line" in caplog.text and "done 5, skipped 2" in caplog.text
     assert (result.written, result.skipped) == (5, 2)
     records = by_id(read_jsonl(out))
     assert records == {**full, **{r["id"]: r for r in earlier}}
@@ -198,7 +199,8 @@ def test_another_job_on_the_same_output_is_refused(tmp_path, tiny):
 
 # ---------------------------------------------------------------------------------------------- bad records
 
-def test_bad_records_go_to_the_errors_file(tmp_path, tiny, reference, capsys):
+def test_bad_records_go_to_the_errors_file(tmp_path, tiny, reference, caplog):
+    caplog.set_level(logging.INFO, logger="seq2seq_kit")
     good = make_docs(3)
     long = {"id": "long", "text": " ".join(["word"] * 300)}       # 302 tokens; the tiny model takes 256
     lines = [json.dumps(good[0]), json.dumps({"id": "nofield", "body": "x"}), json.dumps({"id": "num", "text": 5}),
@@ -209,7 +211,7 @@ def test_bad_records_go_to_the_errors_file(tmp_path, tiny, reference, capsys):
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     result = run(path, out, tiny)
     assert (result.written, result.skipped, result.failed, result.truncated) == (4, 0, 7, 1)
-    assert "failed 7 (see " in capsys.readouterr().err
+    assert "failed 7 (see " in caplog.text
     records = by_id(read_jsonl(out))
     assert set(records) == {"doc0", "doc1", "long", 12}      # no id field: the line number
     assert records["long"] == {"id": "long", **reference(long["text"])} and records["long"]["input_tokens"] == 256

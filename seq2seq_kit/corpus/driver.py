@@ -4,6 +4,7 @@ result through the one Output, with a progress bar."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ BATCHES_PER_CHUNK = 4     # JSONL chunk = this many batches of lines: the Ray wo
 DEFAULT_BATCH_SIZE = 8
 ENGINES = ("local", "ray")
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class CorpusResult:
@@ -43,6 +46,13 @@ class CorpusResult:
     @property
     def errors_path(self) -> Path:
         return sidecar(self.output, ".errors.jsonl")
+
+    def summary(self) -> str:
+        """The job's one-line report, logged at the end of summarize_corpus."""
+        return (f"done {self.written}, skipped {self.skipped} (already in {self.output.name}), failed {self.failed}"
+                + (f" (see {self.errors_path})" if self.failed else "")
+                + (f"; {self.truncated} truncated to the model's input length" if self.truncated else "")
+                + f"; {self.docs_per_s:.2f} docs/s")
 
 
 def summarize_corpus(input: str | Path, output: str | Path, model: str | Path | None = None, *,
@@ -66,7 +76,8 @@ def summarize_corpus(input: str | Path, output: str | Path, model: str | Path | 
         device None uses the cluster's GPUs when it has some, "cpu" forces CPU actors.
     sort_by_length: batch documents of similar token length together (False: input order; for measuring).
     generate_kwargs: num_beams, max_length, min_length, ... over the checkpoint's summarization settings.
-    Returns the counts; prints a progress bar (progress=True) and a final line to stderr.
+    Returns the counts; shows a progress bar on stderr (progress=True). Messages go to the "seq2seq_kit.corpus"
+    loggers: the result's summary() line (INFO), an output repaired after a crash (WARNING).
     """
     _check_engine(engine, ray_address, actors, batch_size)
     input, output = Path(input).expanduser(), Path(output).expanduser()
@@ -101,10 +112,7 @@ def summarize_corpus(input: str | Path, output: str | Path, model: str | Path | 
         out.close()
     result = CorpusResult(output, out.written, total - out.written - len(out.failed_now), len(out.failed_now),
                           len(out.truncated_now), seconds)
-    print(f"seq2seq-kit: done {result.written}, skipped {result.skipped} (already in {output.name}), "
-          f"failed {result.failed}" + (f" (see {result.errors_path})" if result.failed else "")
-          + (f"; {result.truncated} truncated to the model's input length" if result.truncated else "")
-          + f"; {result.docs_per_s:.2f} docs/s", file=sys.stderr)
+    logger.info(result.summary())
     return result
 
 

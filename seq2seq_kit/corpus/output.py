@@ -5,12 +5,14 @@ settings, its counts). Also the record formats the worker shares: id keys and er
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 from pathlib import Path
 from typing import Iterator
 
 from .reading import parquet_module
+
+logger = logging.getLogger(__name__)
 
 
 def id_key(doc_id) -> str:
@@ -73,8 +75,8 @@ class Journal:
                 yield record
         if bad is not None:   # the last line is torn: an interrupted append
             os.ftruncate(self.fd, good)
-            print(f"seq2seq-kit: {self.path}: dropped an incomplete last line (an interrupted run); "
-                  "its document is done again", file=sys.stderr)
+            logger.warning("%s: dropped an incomplete last line (an interrupted run); its document is done again",
+                           self.path)
 
     def append(self, records: list[dict]) -> None:
         if not records:
