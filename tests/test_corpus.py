@@ -260,6 +260,13 @@ def test_other_settings_or_model_are_refused_unless_overwrite(tmp_path, tiny, ch
     result = run(path, out, tiny, max_length=10, overwrite=True)
     assert result.written == 3 and len(read_jsonl(out)) == 3
     assert json.loads((tmp_path / "out.jsonl.meta.json").read_text())["job"]["generation"]["max_length"] == 10
+    # A meta file that is not JSON is named.
+    meta = tmp_path / "out.jsonl.meta.json"
+    saved = meta.read_text()
+    meta.write_text('{"job": ')
+    with pytest.raises(ValueError, match=r"out.jsonl.meta.json is not valid JSON"):
+        run(path, out, tiny, max_length=10)
+    meta.write_text(saved)
     # Output without its meta file: the settings that wrote it are unknown.
     (tmp_path / "out.jsonl.meta.json").unlink()
     with pytest.raises(ValueError, match="holds summaries but has no out.jsonl.meta.json"):

@@ -314,6 +314,17 @@ def test_missing_directory_or_files(tmp_path):
         Tokenizer.from_pretrained(tmp_path)
 
 
+@pytest.mark.parametrize("fixture,name", [("kobart-tokenizer", "tokenizer.json"),
+                                          ("kobart-tokenizer", "tokenizer_config.json"),
+                                          ("kobart-tokenizer", "special_tokens_map.json"),
+                                          ("bart-tokenizer", "vocab.json")])
+def test_malformed_json_names_the_file(tmp_path, fixture, name):
+    shutil.copytree(FIXTURES / fixture, tmp_path, dirs_exist_ok=True)
+    (tmp_path / name).write_text('{"pad_token": "<pad>",')
+    with pytest.raises(ValueError, match=rf"{tmp_path / name} is not valid JSON"):
+        Tokenizer.from_pretrained(tmp_path)
+
+
 def test_non_string_text(bart):
     with pytest.raises(TypeError, match="text must be a str, got int"):
         bart(123)

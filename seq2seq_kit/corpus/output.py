@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from ..hub import read_json
 from .reading import parquet_module
 
 logger = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class Output:
             self.meta_path.unlink(missing_ok=True)
             if self.parquet:
                 self.path.unlink(missing_ok=True)
-        old = json.loads(self.meta_path.read_text(encoding="utf-8")) if self.meta_path.is_file() else None
+        old = self._read_meta()
         if old is not None and old.get("job") != job:
             raise ValueError(f"{self.path} was written with {_differences(old.get('job') or {}, job)}; "
                              f"this run asks for {_differences(job, old.get('job') or {})}. Mixing them is refused: "
@@ -197,6 +198,15 @@ class Output:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
         self.summaries.truncate()   # a crash before this line: the next run merges again, dropping repeats
+
+    def _read_meta(self) -> dict | None:
+        if not self.meta_path.is_file():
+            return None
+        meta = read_json(self.meta_path)
+        if not isinstance(meta, dict):
+            raise ValueError(f"{self.meta_path} is not a job's meta file (a JSON object); remove it, or pass "
+                             "--overwrite (overwrite=True) to replace the output")
+        return meta
 
     def _write_meta(self) -> None:
         tmp = sidecar(self.meta_path, ".tmp")
