@@ -143,6 +143,11 @@ class Tokenizer:
                                                     encoding="utf-8")
         return str(out / "tokenizer.json"), str(out / "tokenizer_config.json")
 
+    @property
+    def backend_tokenizer(self) -> Backend:
+        """The `tokenizers.Tokenizer` underneath (transformers' name for it)."""
+        return self._backend
+
     # ---- vocabulary and special tokens ----
     @property
     def vocab(self) -> dict[str, int]:

@@ -92,7 +92,7 @@ def test_attributes(both):
         assert getattr(ours, f"{name}_token") == getattr(theirs, f"{name}_token")
         assert getattr(ours, f"{name}_token_id") == getattr(theirs, f"{name}_token_id")
     assert ours.all_special_ids == theirs.all_special_ids
-    assert ours._backend.get_added_tokens_decoder() == theirs.backend_tokenizer.get_added_tokens_decoder()
+    assert ours.backend_tokenizer.get_added_tokens_decoder() == theirs.backend_tokenizer.get_added_tokens_decoder()
     assert ours.convert_tokens_to_ids(["never-a-token", ours.eos_token]) == theirs.convert_tokens_to_ids(
         ["never-a-token", theirs.eos_token])
 

@@ -17,7 +17,7 @@ from ..generation import GenerationConfig
 from ..generation import config as generation_config
 from ..pipeline import DEFAULT_MODEL, task_defaults
 from . import ray_engine
-from .output import Output, sidecar
+from .output import Output, errors_path
 from .reading import check_text_field, input_files, plan_chunks
 from .worker import Worker
 
@@ -45,7 +45,7 @@ class CorpusResult:
 
     @property
     def errors_path(self) -> Path:
-        return sidecar(self.output, ".errors.jsonl")
+        return errors_path(self.output)
 
     def summary(self) -> str:
         """The job's one-line report, logged at the end of summarize_corpus."""
@@ -73,7 +73,8 @@ def summarize_corpus(input: str | Path, output: str | Path, model: str | Path | 
         line (row) number, prefixed by the file name when the input is a folder.
     overwrite: replace an existing output (needed when it was written with another model or settings).
     device / dtype / revision / cache_dir / token / local_files_only: as for `pipeline`. With engine="ray",
-        device None uses the cluster's GPUs when it has some, "cpu" forces CPU actors.
+        device None uses the cluster's GPUs when it has some, "cpu" forces CPU actors, and a CUDA device asks
+        for GPU actors (it is resolved on the driver too, so leave it None from a driver without CUDA).
     sort_by_length: batch documents of similar token length together (False: input order; for measuring).
     generate_kwargs: num_beams, max_length, min_length, ... over the checkpoint's summarization settings.
     Returns the counts; shows a progress bar on stderr (progress=True). Messages go to the "seq2seq_kit.corpus"

@@ -21,9 +21,14 @@ def id_key(doc_id) -> str:
     return json.dumps(doc_id)
 
 
-def sidecar(output: Path, suffix: str) -> Path:
+def _sidecar(output: Path, suffix: str) -> Path:
     """A file beside the output: out.jsonl -> out.jsonl<suffix>."""
     return output.with_name(output.name + suffix)
+
+
+def errors_path(output: Path) -> Path:
+    """The errors file of an output (out.jsonl -> out.jsonl.errors.jsonl)."""
+    return _sidecar(output, ".errors.jsonl")
 
 
 def error_record(doc_id, where: str, reason: str, message: str) -> dict:
@@ -100,9 +105,9 @@ class Output:
     def __init__(self, path: Path):
         self.path = path
         self.parquet = path.suffix == ".parquet"
-        self.meta_path = sidecar(path, ".meta.json")
-        self.summaries = Journal(sidecar(path, ".partial.jsonl") if self.parquet else path, "summary")
-        self.errors = Journal(sidecar(path, ".errors.jsonl"), "error")
+        self.meta_path = _sidecar(path, ".meta.json")
+        self.summaries = Journal(_sidecar(path, ".partial.jsonl") if self.parquet else path, "summary")
+        self.errors = Journal(errors_path(path), "error")
         self.done: set[str] = set()
         self.error_keys: set[tuple] = set()       # (where, reason) in the errors file
         self.where: dict[str, str] = {}           # key -> where, of the records written by this run
@@ -190,7 +195,7 @@ class Output:
                 unique.append(r)
         if len({type(r["id"]) for r in unique}) > 1:   # Arrow columns hold one type: mixed ids become strings
             unique = [{**r, "id": str(r["id"])} for r in unique]
-        tmp = sidecar(self.path, ".tmp")
+        tmp = _sidecar(self.path, ".tmp")
         schema = None if unique else pa.schema([("id", pa.string()), ("summary_text", pa.string()),
                                                 ("input_tokens", pa.int64()), ("output_tokens", pa.int64())])
         pq.write_table(pa.Table.from_pylist(unique, schema=schema), tmp)
@@ -209,7 +214,7 @@ class Output:
         return meta
 
     def _write_meta(self) -> None:
-        tmp = sidecar(self.meta_path, ".tmp")
+        tmp = _sidecar(self.meta_path, ".tmp")
         tmp.write_text(json.dumps(self.meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         os.replace(tmp, self.meta_path)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from typing import Iterator
 
+from ..loading import resolve_device
 from .worker import Worker
 
 
@@ -62,10 +63,11 @@ def results(chunks: list[dict], worker_kwargs: dict, *, address: str | None, act
 
 def _pool(ray, actors: int | None, device, chunks: int) -> tuple[int, dict]:
     """(pool size, resources per actor): one GPU each where the cluster has GPUs (unless device is the CPU),
-    else an equal share of the CPUs. The default size is one actor per GPU, else one per node."""
+    else an equal share of the CPUs. The default size is one actor per GPU, else one per node. A device other
+    than None is resolved here, on the driver, as everywhere (loading.resolve_device)."""
     total = ray.cluster_resources()
     gpus = int(total.get("GPU", 0))
-    cpu_only = device is not None and str(device) in ("cpu", "-1")
+    cpu_only = device is not None and resolve_device(device).type == "cpu"
     if device is not None and not cpu_only and not gpus:
         raise ValueError(f"device={device!r} asks for GPUs, but the Ray cluster has none; leave device unset or "
                          "use 'cpu'")
