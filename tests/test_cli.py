@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import read_jsonl, write_jsonl
 from seq2seq_kit import Tokenizer, pipeline
 from seq2seq_kit.cli import DEFAULT_TEXT, main
-from seq2seq_kit.pipeline import DEFAULT_MODEL, SummarizationPipeline
+from seq2seq_kit.pipeline import DEFAULT_MODEL
 
 TEXT = "The tower is 324 metres tall, about the same height as an 81-storey building, and the tallest structure."
 DOCS = [
@@ -46,14 +47,6 @@ def tiny_summaries(request):
         return cache[path]
 
     return get
-
-
-def write_jsonl(path: Path, rows) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
-def read_jsonl(path: Path) -> list:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 # ---------------------------------------------------------------- usage errors (exit 2)

@@ -14,39 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from helpers import GEN, by_id, make_docs, read_jsonl, write_jsonl
 from seq2seq_kit import Tokenizer, pipeline, summarize_corpus
 from seq2seq_kit.cli import main
 from seq2seq_kit.corpus.output import Output
 from seq2seq_kit.corpus.worker import Worker
 
-GEN = dict(max_length=9, num_beams=2)
-WORDS = ("the tower is 324 metres tall about the same height as an 81-storey building and the tallest structure in "
-         "Paris its base is square measuring 125 metres on each side during the 1905-06 season the club finished "
-         "second in Division One").split()
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_docs(n: int, seed: int = 0) -> list[dict]:
-    """n documents of varied length (3..60 words)."""
-    import random
-
-    rng = random.Random(seed)
-    return [{"id": f"doc{i}", "text": " ".join(rng.choices(WORDS, k=rng.randint(3, 60)))} for i in range(n)]
-
-
-def write_jsonl(path: Path, rows) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def read_jsonl(path: Path) -> list:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def by_id(records: list) -> dict:
-    ids = [r["id"] for r in records]
-    assert len(ids) == len(set(ids)), "an id was written twice"
-    return {r["id"]: r for r in records}
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,8 @@ import pytest
 ray = pytest.importorskip("ray", reason='Ray is not installed (pip install "seq2seq-kit[ray]")')
 pytest.importorskip("ray.data", reason='Ray Data is not installed (pip install "seq2seq-kit[ray]")')
 
+from helpers import GEN, by_id, make_docs, read_jsonl, write_jsonl   # noqa: E402
 from seq2seq_kit import summarize_corpus   # noqa: E402
-
-from test_corpus import GEN, by_id, make_docs, read_jsonl, write_jsonl   # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")   # Ray Data's own, at start-up
 
