@@ -66,10 +66,7 @@ def _one_line(e: Exception) -> str:
 # ---------------------------------------------------------------------------------------------- arguments
 
 def _parser() -> argparse.ArgumentParser:
-    from .corpus import DEFAULT_BATCH_SIZE
     from .loading import DTYPE_CHOICES
-    from .parity import ATOL, ATOL_HALF, BEAM_WHEN_GREEDY
-    from .pipeline import DEFAULT_MODEL
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -88,8 +85,19 @@ def _parser() -> argparse.ArgumentParser:
         prog="seq2seq-kit", parents=[common],
         description="BART-family summarization (BART, distilBART, KoBART, mBART) without transformers.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_summarize(sub, [common, model])
+    _add_tokenize(sub, [common, hub])
+    _add_inspect(sub, [common, hub])
+    _add_demo(sub, [common])
+    _add_parity(sub, [common, model])
+    return parser
 
-    p = sub.add_parser("summarize", parents=[common, model], help="summarize a text, a file, stdin or a JSONL file",
+
+def _add_summarize(sub, parents: list) -> None:
+    from .corpus import DEFAULT_BATCH_SIZE
+    from .pipeline import DEFAULT_MODEL
+
+    p = sub.add_parser("summarize", parents=parents, help="summarize a text, a file, stdin or a JSONL file",
                        description="Summarize TEXT, --file PATH, stdin (-), or many documents "
                                    "(--input docs.jsonl --output out.jsonl; a re-run resumes where it stopped).")
     p.add_argument("text", nargs="?", metavar="TEXT", help="the text to summarize, or - to read stdin")
@@ -119,7 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of plain text")
     p.set_defaults(run=_summarize, parser=p)
 
-    p = sub.add_parser("tokenize", parents=[common, hub], help="show tokens, ids and the decode round trip",
+
+def _add_tokenize(sub, parents: list) -> None:
+    p = sub.add_parser("tokenize", parents=parents, help="show tokens, ids and the decode round trip",
                        description="Inspect TEXT as the notebook does: tokenize, convert_tokens_to_ids, encode "
                                    "(with special tokens), convert_ids_to_tokens, decode.")
     p.add_argument("text", metavar="TEXT", help="the text to tokenize, or - to read stdin")
@@ -128,14 +138,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=_tokenize, parser=p)
 
-    p = sub.add_parser("inspect", parents=[common, hub], help="describe a checkpoint",
+
+def _add_inspect(sub, parents: list) -> None:
+    p = sub.add_parser("inspect", parents=parents, help="describe a checkpoint",
                        description="Print a checkpoint's config summary, parameter count, files and formats, "
                                    "dtype and generation defaults.")
     p.add_argument("model", metavar="MODEL", help="Hub id or local checkpoint directory")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=_inspect, parser=p)
 
-    p = sub.add_parser("demo", parents=[common], help="offline end-to-end run on a small random-weight BART",
+
+def _add_demo(sub, parents: list) -> None:
+    p = sub.add_parser("demo", parents=parents, help="offline end-to-end run on a small random-weight BART",
                        description="text -> encode -> generate -> decode with the embedded BART tokenizer and a "
                                    "small BART with seeded random weights: no network, no transformers. "
                                    "The weights are random, so the generated text is meaningless.")
@@ -145,7 +159,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=_positive, default=24, help="maximum output length (default: 24)")
     p.set_defaults(run=_demo, parser=p)
 
-    p = sub.add_parser("parity", parents=[common, model], help="compare with transformers on a checkpoint",
+
+def _add_parity(sub, parents: list) -> None:
+    from .parity import ATOL, ATOL_HALF, BEAM_WHEN_GREEDY
+
+    p = sub.add_parser("parity", parents=parents, help="compare with transformers on a checkpoint",
                        description="Load MODEL with seq2seq_kit and with transformers; compare tokenizer ids, "
                                    "logits and generated tokens (greedy and beam, under the checkpoint's settings). "
                                    "Exit code 1 when they differ. "
@@ -158,8 +176,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--atol", type=float, default=None,
                    help=f"logit tolerance (default: {ATOL:g} for float32, {ATOL_HALF:g} for half precision)")
     p.set_defaults(run=_parity, parser=p)
-
-    return parser
 
 
 def _positive(value: str) -> int:
@@ -310,6 +326,16 @@ def _stored_dtypes(root: Path) -> dict[str, int]:
 
 
 def _inspect(args) -> int:
+    info = _checkpoint_info(args)
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False, indent=2, default=str))
+    else:
+        _print_checkpoint_info(info)
+    return 0
+
+
+def _checkpoint_info(args) -> dict:
+    """What `inspect` shows: the checkpoint's config, files and weights, as loaded by the library."""
     from . import hub
     from .loading import weight_files
     from .modeling import BartForConditionalGeneration
@@ -337,16 +363,17 @@ def _inspect(args) -> int:
         "task_specific_params": (c.extra.get("task_specific_params") or {}).get("summarization"),
         "prefix": c.extra.get("prefix"),
     }
-    if args.json:
-        print(json.dumps(info, ensure_ascii=False, indent=2, default=str))
-        return 0
+    return info
+
+
+def _print_checkpoint_info(info: dict) -> None:
     print(f"{info['model']}  ({info['path']})")
-    print(f"model_type   {c.model_type}")
+    print(f"model_type   {info['model_type']}")
     print("config       " + ", ".join(f"{k}={v}" for k, v in info["config"].items()))
     print("tokens       " + ", ".join(f"{k}={v}" for k, v in info["special_tokens"].items()))
     print(f"parameters   {info['parameters']:,} ({info['parameters'] / 1e6:.1f}M)")
     print(f"dtype        stored {', '.join(f'{d} ({n} tensors)' for d, n in info['stored_dtypes'].items())}; "
-          f"config.json dtype={c.dtype}; loads as {str(model.dtype).replace('torch.', '')}")
+          f"config.json dtype={info['config_dtype']}; loads as {info['loaded_dtype'].replace('torch.', '')}")
     print(f"weights      {info['weights_format']}")
     print("files")
     for f, meta in info["files"].items():
@@ -358,7 +385,6 @@ def _inspect(args) -> int:
         print(f"summarization pipeline settings (task_specific_params): {info['task_specific_params']}")
     if info["prefix"]:
         print(f"prefix: {info['prefix']!r}")
-    return 0
 
 
 def _size(n: int) -> str:
