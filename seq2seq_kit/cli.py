@@ -1,4 +1,6 @@
-"""The `seq2seq-kit` command line: summarize, tokenize, inspect, demo, parity, bench.
+"""The `seq2seq-kit` command line: summarize, tokenize, inspect, demo, parity. It parses the arguments, calls the
+library (pipeline, corpus, tokenizer, hub, parity) and prints what it returns; the library's log records are
+shown as "seq2seq-kit: ..." lines on stderr. (The benchmark is `python benchmarks/bench.py` in a source checkout.)
 
 Exit codes: 0 success, 2 usage error, 1 runtime error (a one-line message; --debug shows the traceback),
 3 a `summarize --input` job that finished with failed records (see its OUTPUT.errors.jsonl).
@@ -8,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 DEFAULT_TEXT = (
@@ -21,12 +25,10 @@ DEFAULT_TEXT = (
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = None
-    argv = sys.argv[1:] if argv is None else argv
     try:
-        if argv[:1] == ["bench"]:           # every argument belongs to benchmarks/bench.py, --help included
-            return _bench(argv[1:])
         args = parser.parse_args(argv)
-        return args.run(args) or 0
+        with _library_messages():
+            return args.run(args) or 0
     except SystemExit as e:  # argparse: --help (0) or a usage error (2)
         return e.code if isinstance(e.code, int) else 2
     except KeyboardInterrupt:
@@ -37,6 +39,23 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"seq2seq-kit: error: {_one_line(e)}", file=sys.stderr)
         return 1
+
+
+@contextmanager
+def _library_messages():
+    """While a command runs, the library's log records (logger "seq2seq_kit", INFO and up: a corpus job's
+    report, an output repaired after a crash) go to stderr, one "seq2seq-kit: ..." line each."""
+    logger = logging.getLogger("seq2seq_kit")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("seq2seq-kit: %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _one_line(e: Exception) -> str:
@@ -66,8 +85,19 @@ def _parser() -> argparse.ArgumentParser:
         prog="seq2seq-kit", parents=[common],
         description="BART-family summarization (BART, distilBART, KoBART, mBART) without transformers.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_summarize(sub, [common, model])
+    _add_tokenize(sub, [common, hub])
+    _add_inspect(sub, [common, hub])
+    _add_demo(sub, [common])
+    _add_parity(sub, [common, model])
+    return parser
 
-    p = sub.add_parser("summarize", parents=[common, model], help="summarize a text, a file, stdin or a JSONL file",
+
+def _add_summarize(sub, parents: list) -> None:
+    from .corpus import DEFAULT_BATCH_SIZE
+    from .pipeline import DEFAULT_MODEL
+
+    p = sub.add_parser("summarize", parents=parents, help="summarize a text, a file, stdin or a JSONL file",
                        description="Summarize TEXT, --file PATH, stdin (-), or many documents "
                                    "(--input docs.jsonl --output out.jsonl; a re-run resumes where it stopped).")
     p.add_argument("text", nargs="?", metavar="TEXT", help="the text to summarize, or - to read stdin")
@@ -87,17 +117,19 @@ def _parser() -> argparse.ArgumentParser:
                                                     "per node)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace --output (needed when it was written with another model or settings)")
-    p.add_argument("--model", default=None, help="Hub id or local checkpoint directory "
-                                                 "(default: sshleifer/distilbart-cnn-12-6)")
+    p.add_argument("--model", default=None, help=f"Hub id or local checkpoint directory (default: {DEFAULT_MODEL})")
     p.add_argument("--num-beams", type=_positive, help="beam width (default: the checkpoint's)")
     p.add_argument("--max-length", type=_positive, help="maximum summary length in tokens (default: the checkpoint's)")
     p.add_argument("--min-length", type=_non_negative, help="minimum summary length in tokens")
-    p.add_argument("--batch-size", type=_positive, help="documents per generate call in --input jobs, "
-                                                        "batched by similar length (default: 8)")
+    p.add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE,
+                   help=f"documents per generate call in --input jobs, batched by similar length "
+                        f"(default: {DEFAULT_BATCH_SIZE})")
     p.add_argument("--json", action="store_true", help="print JSON instead of plain text")
     p.set_defaults(run=_summarize, parser=p)
 
-    p = sub.add_parser("tokenize", parents=[common, hub], help="show tokens, ids and the decode round trip",
+
+def _add_tokenize(sub, parents: list) -> None:
+    p = sub.add_parser("tokenize", parents=parents, help="show tokens, ids and the decode round trip",
                        description="Inspect TEXT as the notebook does: tokenize, convert_tokens_to_ids, encode "
                                    "(with special tokens), convert_ids_to_tokens, decode.")
     p.add_argument("text", metavar="TEXT", help="the text to tokenize, or - to read stdin")
@@ -106,14 +138,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=_tokenize, parser=p)
 
-    p = sub.add_parser("inspect", parents=[common, hub], help="describe a checkpoint",
+
+def _add_inspect(sub, parents: list) -> None:
+    p = sub.add_parser("inspect", parents=parents, help="describe a checkpoint",
                        description="Print a checkpoint's config summary, parameter count, files and formats, "
                                    "dtype and generation defaults.")
     p.add_argument("model", metavar="MODEL", help="Hub id or local checkpoint directory")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=_inspect, parser=p)
 
-    p = sub.add_parser("demo", parents=[common], help="offline end-to-end run on a small random-weight BART",
+
+def _add_demo(sub, parents: list) -> None:
+    p = sub.add_parser("demo", parents=parents, help="offline end-to-end run on a small random-weight BART",
                        description="text -> encode -> generate -> decode with the embedded BART tokenizer and a "
                                    "small BART with seeded random weights: no network, no transformers. "
                                    "The weights are random, so the generated text is meaningless.")
@@ -123,43 +159,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=_positive, default=24, help="maximum output length (default: 24)")
     p.set_defaults(run=_demo, parser=p)
 
-    p = sub.add_parser("parity", parents=[common, model], help="compare with transformers on a checkpoint",
+
+def _add_parity(sub, parents: list) -> None:
+    from .parity import ATOL, ATOL_HALF, BEAM_WHEN_GREEDY
+
+    p = sub.add_parser("parity", parents=parents, help="compare with transformers on a checkpoint",
                        description="Load MODEL with seq2seq_kit and with transformers; compare tokenizer ids, "
                                    "logits and generated tokens (greedy and beam, under the checkpoint's settings). "
                                    "Exit code 1 when they differ. "
                                    "Needs transformers: pip install \"seq2seq-kit[test]\".")
     p.add_argument("model", metavar="MODEL", help="Hub id or local checkpoint directory")
     p.add_argument("--text", action="append", help="input text (repeatable; default: a sample paragraph)")
-    p.add_argument("--num-beams", type=_positive, help="beam width of the beam run "
-                                                       "(default: the checkpoint's, or 4 if it generates greedily)")
+    p.add_argument("--num-beams", type=_positive, help=f"beam width of the beam run (default: the checkpoint's, "
+                                                       f"or {BEAM_WHEN_GREEDY} if it generates greedily)")
     p.add_argument("--max-length", type=_positive, help="maximum length (default: the checkpoint's)")
     p.add_argument("--atol", type=float, default=None,
-                   help="logit tolerance (default: 1e-3 for float32, 5e-2 for half precision)")
+                   help=f"logit tolerance (default: {ATOL:g} for float32, {ATOL_HALF:g} for half precision)")
     p.set_defaults(run=_parity, parser=p)
-
-    p = sub.add_parser("bench", parents=[common], add_help=False,
-                       help="benchmark against transformers and CTranslate2 (source checkout only)",
-                       description="Run benchmarks/bench.py of this source checkout; every argument is passed on "
-                                   "(seq2seq-kit bench --help shows them).")
-    p.add_argument("bench_args", nargs=argparse.REMAINDER, metavar="ARGS")
-    p.set_defaults(run=lambda args: _bench(args.bench_args), parser=p)
-    return parser
-
-
-def _bench(bench_args: list[str]) -> int:
-    """benchmarks/ is not installed with the package: it lives beside it in a source checkout."""
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
-    if not script.is_file():
-        raise FileNotFoundError(f"{script} not found: the benchmark runs from a source checkout of seq2seq_kit "
-                                "(git clone, then pip install -e \".[test,bench]\")")
-    import runpy
-    sys.argv = [str(script), *bench_args]
-    sys.path.insert(0, str(script.parent))
-    try:
-        runpy.run_path(str(script), run_name="__main__")
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else 0
-    return 0
 
 
 def _positive(value: str) -> int:
@@ -242,11 +258,11 @@ def _summarize(args) -> int:
 def _summarize_corpus(args, kwargs: dict) -> int:
     """The --input job (seq2seq_kit.corpus): exit 0 when every document is summarized, 3 when some records
     failed (listed in OUTPUT.errors.jsonl; a re-run will not fix them), 1 when the job itself failed."""
-    from .corpus import DEFAULT_BATCH_SIZE, summarize_corpus
+    from .corpus import summarize_corpus
 
     ray = {} if args.ray is None else {"engine": "ray", "ray_address": args.ray or None, "actors": args.actors}
-    result = summarize_corpus(args.input, args.output, model=args.model, batch_size=args.batch_size or
-                              DEFAULT_BATCH_SIZE, text_field=args.text_field, id_field=args.id_field,
+    result = summarize_corpus(args.input, args.output, model=args.model, batch_size=args.batch_size,
+                              text_field=args.text_field, id_field=args.id_field,
                               overwrite=args.overwrite, device=_device(args.device), dtype=args.dtype,
                               **_hub_kwargs(args), **ray, **kwargs)
     return 3 if result.failed else 0
@@ -310,6 +326,16 @@ def _stored_dtypes(root: Path) -> dict[str, int]:
 
 
 def _inspect(args) -> int:
+    info = _checkpoint_info(args)
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False, indent=2, default=str))
+    else:
+        _print_checkpoint_info(info)
+    return 0
+
+
+def _checkpoint_info(args) -> dict:
+    """What `inspect` shows: the checkpoint's config, files and weights, as loaded by the library."""
     from . import hub
     from .loading import weight_files
     from .modeling import BartForConditionalGeneration
@@ -337,16 +363,17 @@ def _inspect(args) -> int:
         "task_specific_params": (c.extra.get("task_specific_params") or {}).get("summarization"),
         "prefix": c.extra.get("prefix"),
     }
-    if args.json:
-        print(json.dumps(info, ensure_ascii=False, indent=2, default=str))
-        return 0
+    return info
+
+
+def _print_checkpoint_info(info: dict) -> None:
     print(f"{info['model']}  ({info['path']})")
-    print(f"model_type   {c.model_type}")
+    print(f"model_type   {info['model_type']}")
     print("config       " + ", ".join(f"{k}={v}" for k, v in info["config"].items()))
     print("tokens       " + ", ".join(f"{k}={v}" for k, v in info["special_tokens"].items()))
     print(f"parameters   {info['parameters']:,} ({info['parameters'] / 1e6:.1f}M)")
     print(f"dtype        stored {', '.join(f'{d} ({n} tensors)' for d, n in info['stored_dtypes'].items())}; "
-          f"config.json dtype={c.dtype}; loads as {str(model.dtype).replace('torch.', '')}")
+          f"config.json dtype={info['config_dtype']}; loads as {info['loaded_dtype'].replace('torch.', '')}")
     print(f"weights      {info['weights_format']}")
     print("files")
     for f, meta in info["files"].items():
@@ -358,7 +385,6 @@ def _inspect(args) -> int:
         print(f"summarization pipeline settings (task_specific_params): {info['task_specific_params']}")
     if info["prefix"]:
         print(f"prefix: {info['prefix']!r}")
-    return 0
 
 
 def _size(n: int) -> str:
@@ -416,86 +442,40 @@ def _demo(args) -> int:
 # ---------------------------------------------------------------------------------------------- parity
 
 def _parity(args) -> int:
-    try:
-        import transformers
-    except ImportError:
-        raise ImportError('parity compares against transformers, which is not installed: '
-                          'pip install "seq2seq-kit[test]"') from None
-    import warnings
+    """seq2seq_kit.parity.compare, printed; exit code 1 when anything differs."""
+    from .parity import compare
 
-    verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
-    transformers.logging.set_verbosity_error()   # its load reports and generation advice are not ours to show
-    transformers.logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", module="transformers")
-            return _parity_report(args, transformers)
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-        if bars:
-            transformers.logging.enable_progress_bar()
-
-
-def _parity_report(args, transformers) -> int:
-    import torch
-
-    from . import hub
-    from .modeling import BartForConditionalGeneration
-    from .loading import resolve_device
-    from .tokenizer import Tokenizer
-
-    root = hub.resolve(args.model, purpose="all", **_hub_kwargs(args))   # both libraries read the same files
-    device = resolve_device(_device(args.device))
-    ours_tok, theirs_tok = Tokenizer.from_pretrained(root), transformers.AutoTokenizer.from_pretrained(root)
-    ours = BartForConditionalGeneration.from_pretrained(root, dtype=args.dtype, device=device).eval()
-    theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(root, dtype=ours.dtype).to(device).eval()
-    atol = args.atol if args.atol is not None else (5e-2 if ours.dtype in (torch.float16, torch.bfloat16) else 1e-3)
-    beams = args.num_beams or getattr(ours.generation_config, "num_beams", None) or 1
-    beams = beams if beams > 1 else 4
-    # The checkpoint's generation settings apply to both runs; greedy only overrides the beam width.
-    runs = {"greedy": dict(num_beams=1), f"beam x{beams}": dict(num_beams=beams)}
-    for kwargs in runs.values():
-        kwargs.update(do_sample=False, **({"max_length": args.max_length} if args.max_length else {}))
-
-    print(f"parity: {args.model} ({root})")
-    print(f"seq2seq_kit vs transformers {transformers.__version__}: {ours.dtype} on {device}, logits atol {atol:g}")
-    failures = []
-    for i, text in enumerate(args.text or [DEFAULT_TEXT]):
+    report = compare(args.model, args.text or [DEFAULT_TEXT], num_beams=args.num_beams, max_length=args.max_length,
+                     atol=args.atol, device=_device(args.device), dtype=args.dtype, **_hub_kwargs(args))
+    print(f"parity: {report.model} ({report.path})")
+    print(f"seq2seq_kit vs transformers {report.transformers_version}: {report.dtype} on {report.device}, "
+          f"logits atol {report.atol:g}")
+    for i, text in enumerate(report.texts):
         print(f"\ntext {i}: {text[:70]!r}{'...' if len(text) > 70 else ''}")
-        limit = dict(truncation=True, max_length=min(ours_tok.model_max_length, ours.config.max_position_embeddings))
-        ids, ref = ours_tok(text, **limit)["input_ids"], theirs_tok(text, **limit)["input_ids"]
-        _compare(f"text {i}", "tokenizer ids", ids, ref, failures, short=True)
-        x = torch.tensor([ids], device=device)
-        mask = torch.ones_like(x)
-        with torch.inference_mode():
-            for name, kwargs in runs.items():
-                out = ours.generate(x, mask, **kwargs)[0].tolist()
-                ref = theirs.generate(input_ids=x, attention_mask=mask, **kwargs)[0].tolist()
-                _compare(f"text {i}", f"{name} tokens", out, ref, failures)
-                print(f"    decoded: {ours_tok.decode(out, skip_special_tokens=True)!r}")
-                if name == "greedy":   # teacher-forced along transformers' greedy output
-                    dec = torch.tensor([ref[:-1] if len(ref) > 1 else ref], device=device)
-                    diff = (ours(x, mask, decoder_input_ids=dec).float()
-                            - theirs(input_ids=x, attention_mask=mask, decoder_input_ids=dec).logits.float())
-                    diff = diff.abs().max().item()
-                    ok = diff <= atol
-                    print(f"  {'logits':<18} {'match' if ok else 'DIFFER':<7} max |diff| {diff:.2e} "
-                          f"over {dec.shape[1]} decoder positions")
-                    if not ok:
-                        failures.append(f"text {i} logits")
+        for check in report.checks:
+            if check.text == i:
+                _print_check(check)
     print()
-    if failures:
-        print(f"verdict: MISMATCH in {len(failures)} check(s): {'; '.join(failures)}")
+    if report.failures:
+        print(f"verdict: MISMATCH in {len(report.failures)} check(s): {'; '.join(report.failures)}")
         return 1
     print("verdict: PARITY: tokenizer ids, logits and generated tokens agree with transformers")
     return 0
 
 
-def _compare(where: str, name: str, ours: list, theirs: list, failures: list, short: bool = False) -> None:
-    ok = ours == theirs
-    print(f"  {name:<18} {'match' if ok else 'DIFFER':<7} {len(ours)} vs {len(theirs)}")
-    show = (lambda x: x if len(x) <= 24 else f"[{str(x[:16])[1:-1]}, ... {str(x[-4:])[1:-1]}]") if short and ok else str
-    print(f"    seq2seq_kit : {show(ours)}")
-    print(f"    transformers: {show(theirs)}")
-    if not ok:
-        failures.append(f"{where} {name}")
+def _print_check(check) -> None:
+    status = "match" if check.ok else "DIFFER"
+    if check.max_diff is not None:    # logits
+        print(f"  {check.name:<18} {status:<7} max |diff| {check.max_diff:.2e} over {check.positions} decoder "
+              "positions")
+        return
+    print(f"  {check.name:<18} {status:<7} {len(check.ours)} vs {len(check.theirs)}")
+    show = _abbreviated if check.ok and check.name == "tokenizer ids" else str
+    print(f"    seq2seq_kit : {show(check.ours)}")
+    print(f"    transformers: {show(check.theirs)}")
+    if check.decoded is not None:
+        print(f"    decoded: {check.decoded!r}")
+
+
+def _abbreviated(ids: list) -> str:
+    return str(ids) if len(ids) <= 24 else f"[{str(ids[:16])[1:-1]}, ... {str(ids[-4:])[1:-1]}]"

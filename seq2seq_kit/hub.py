@@ -6,6 +6,9 @@ is reused. Online, the repo's file list is read first and only what `purpose` ne
 (config, generation config, tokenizer files, the weights in one format: safetensors when the repo has
 them, else .bin, shards by their index) with huggingface_hub's own progress bars. Offline
 (HF_HUB_OFFLINE=1 or local_files_only=True) the cached snapshot for the revision is used.
+
+Also `read_json`, the one reader of the JSON files seq2seq_kit opens (config, tokenizer files, shard indexes,
+a corpus job's meta file): malformed JSON is reported with the file's path.
 """
 
 from __future__ import annotations
@@ -82,6 +85,14 @@ def resolve(name_or_path: str | Path, *, purpose: str = "all", revision: str | N
         raise HubError(
             f"downloading {where} failed ({type(e).__name__}: {_first_line(e)}); check the network and run again "
             "(files already downloaded are kept in the cache)") from e
+
+
+def read_json(path: str | Path):
+    """The value of a JSON file; a ValueError that names the file when it is not valid JSON (or not UTF-8)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError as e:   # json.JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
 
 
 def _is_repo_id(name: str) -> bool:
@@ -163,7 +174,10 @@ def _weight_files(files: list[str], folder: Path) -> list[str]:
     weights = _weight_format(files)
     if weights is None or not weights.endswith(".index.json"):
         return [weights] if weights else []
-    weight_map = json.loads((folder / weights).read_text())["weight_map"]
+    index = read_json(folder / weights)
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict):
+        raise ValueError(f"{folder / weights} is not a valid shard index: it needs a 'weight_map' object")
     return sorted(set(weight_map.values()))
 
 
@@ -183,7 +197,7 @@ def _check_files(files: list[str], purpose: str, where: str, hint: str = "") -> 
 def _check_snapshot(folder: Path, files: list[str], where: str, hint: str = "") -> None:
     """Raise if config.json is not BART-family, or if the weight index names shards missing from `files`."""
     if (folder / "config.json").is_file():
-        _check_bart(json.loads((folder / "config.json").read_text()), where)
+        _check_bart(read_json(folder / "config.json"), where)
     weights = _weight_format(files)
     if weights and weights.endswith(".index.json") and (folder / weights).is_file():
         missing = [f for f in _weight_files(files, folder) if f not in files]
@@ -196,8 +210,8 @@ def _has_tokenizer(files: list[str]) -> bool:
             or any("/" not in f and f.endswith(".model") for f in files))
 
 
-def _check_bart(config: dict, where: str) -> None:
-    model_type = config.get("model_type")
+def _check_bart(config, where: str) -> None:
+    model_type = config.get("model_type") if isinstance(config, dict) else None
     if model_type not in MODEL_TYPES:
         raise ValueError(
             f"{where} is not a BART-family checkpoint: config.json has model_type {model_type!r}; "

@@ -8,11 +8,17 @@ defaults; each text is tokenized on its own after the config's `prefix` (no padd
 `decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)`. With `batch_size=N` the texts
 are right-padded (the tokenizer's padding side) and generated N at a time, as 4.x's pad collate did.
 Where 4.x crashed (an input longer than the position table), the input is truncated with a warning.
+
+The pipeline owns that recipe, as public stages (`check_texts`, `preprocess`, `generate_ids`, `postprocess`;
+see SummarizationPipeline) that every front end composes: `pipe(...)`, the corpus worker.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
+from dataclasses import dataclass
 
 import torch
 
@@ -24,6 +30,7 @@ from .tokenizer import Tokenizer
 
 TASKS = ("summarization",)
 DEFAULT_MODEL = "sshleifer/distilbart-cnn-12-6"   # transformers 4.x's default for the task
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep   # seq2seq_kit/, for warnings
 
 
 def pipeline(task: str = "summarization", model=None, tokenizer=None, device=None, dtype=None,
@@ -60,8 +67,24 @@ def task_defaults(config, task: str = "summarization") -> tuple[str, dict]:
     return prefix, {k: v for k, v in params.items() if k in GENERATE_KWARGS}  # 4.x's generation_config.update
 
 
+@dataclass
+class Encoded:
+    """`preprocess`'s result: the token ids of each text (prefix and special tokens included, at most
+    max_input_length of them), and {index: token count before the cut} of the texts that were truncated."""
+    rows: list[list[int]]
+    truncated: dict[int, int]
+
+
 class SummarizationPipeline:
-    """Callable: `pipe(text_or_texts, **generate_kwargs)` -> [{'summary_text': ...}, ...]."""
+    """Callable: `pipe(text_or_texts, **generate_kwargs)` -> [{'summary_text': ...}, ...].
+
+    `__call__` composes the public stages, which other front ends (the corpus worker) use directly:
+        texts = pipe.check_texts(inputs)                     # a string or a list of strings, none blank
+        encoded = pipe.preprocess(texts, truncation)         # Encoded: rows of token ids, which were cut
+        ids = pipe.generate_ids(encoded.rows, **kwargs)      # LongTensor [b, n, T], one padded generate call
+        records = pipe.postprocess(ids)                      # [[{'summary_text': ...}] * n] * b
+    and exposes what a caller needs to know: `prefix`, `generate_defaults`, `max_input_length`, `tokenizer`.
+    """
 
     task = "summarization"
 
@@ -83,48 +106,76 @@ class SummarizationPipeline:
         """One list of records per input: {'summary_text': str}, or {'summary_token_ids': LongTensor [T]} with
         return_tensors=True; when every input has one record, the lists are flattened, as 4.x did.
         truncation: None (default) truncates over-long inputs with a warning, True silently, False raises."""
+        texts = self.check_texts(inputs)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        rows = self.preprocess(texts, truncation).rows
+        records = []
+        for start in range(0, len(rows), batch_size):
+            ids = self.generate_ids(rows[start:start + batch_size], **generate_kwargs)
+            records += self.postprocess(ids, return_tensors, clean_up_tokenization_spaces)
+        if isinstance(inputs, str):
+            return records[0]
+        return [r[0] for r in records] if all(len(r) == 1 for r in records) else records
+
+    def check_texts(self, inputs) -> list[str]:
+        """The texts of `inputs` (a string or a list of strings); TypeError / ValueError unless each has some text."""
         texts = [inputs] if isinstance(inputs, str) else inputs
         if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
             raise TypeError(f"pipe() takes a string or a list of strings, got {_type_name(inputs)}")
         for i, text in enumerate(texts):
             if not text.strip():
                 raise ValueError(f"input {i} is empty: there is nothing to summarize")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        kwargs = {**self.generate_defaults, **generate_kwargs}
-        rows = self._encode(texts, truncation)
-        records = []
-        for start in range(0, len(rows), batch_size):
-            output = self._generate(rows[start:start + batch_size], kwargs)    # [b, n, T]
-            for sequences in output:
-                records.append([self._record(ids, return_tensors, clean_up_tokenization_spaces)
-                                for ids in sequences])
-        if isinstance(inputs, str):
-            return records[0]
-        return [r[0] for r in records] if all(len(r) == 1 for r in records) else records
+        return list(texts)
 
-    def _encode(self, texts: list[str], truncation: bool | None) -> list[list[int]]:
-        """Each text on its own, after the prefix; over-long ones truncated (or refused) per `truncation`."""
-        rows = [self.tokenizer(self.prefix + t)["input_ids"] for t in texts]
+    def preprocess(self, texts: list[str], truncation: bool | None = None) -> Encoded:
+        """Each text tokenized on its own after the prefix (no padding), as 4.x did. A text longer than
+        max_input_length is cut to it: with a warning (truncation=None), silently (True), or refused (False)."""
+        rows = self._tokenize(texts)
         limit = self.max_input_length
-        long = [i for i, r in enumerate(rows) if len(r) > limit]
+        long = {i: len(r) for i, r in enumerate(rows) if len(r) > limit}
         if long and truncation is False:
-            i = long[0]
+            i = next(iter(long))
             raise ValueError(
-                f"input {i} is {len(rows[i])} tokens long, more than the model takes ({limit} = min(tokenizer "
+                f"input {i} is {long[i]} tokens long, more than the model takes ({limit} = min(tokenizer "
                 f"model_max_length {self.tokenizer.model_max_length}, max_position_embeddings "
                 f"{self.model.config.max_position_embeddings})); shorten it or pass truncation=True")
         if long and truncation is None:
+            i = next(iter(long))
             warnings.warn(
-                f"{len(long)} input(s) longer than the model's {limit} positions (e.g. input {long[0]}: "
-                f"{len(rows[long[0]])} tokens) were truncated to {limit} tokens; pass truncation=True to "
-                "silence this or truncation=False to raise instead", UserWarning, stacklevel=3)
-        for i in long:
-            rows[i] = self.tokenizer(self.prefix + texts[i], truncation=True, max_length=limit)["input_ids"]
-        return rows
+                f"{len(long)} input(s) longer than the model's {limit} positions (e.g. input {i}: "
+                f"{long[i]} tokens) were truncated to {limit} tokens; pass truncation=True to "
+                "silence this or truncation=False to raise instead", UserWarning, stacklevel=_caller_stacklevel())
+        for i, row in zip(long, self._tokenize([texts[i] for i in long], max_length=limit)):
+            rows[i] = row
+        return Encoded(rows, long)
 
-    def _generate(self, rows: list[list[int]], kwargs: dict) -> torch.Tensor:
-        """Pad `rows` (tokenizer's pad id and side, as 4.x's pad collate), generate -> [b, n, T]."""
+    def generate_ids(self, rows: list[list[int]], **generate_kwargs) -> torch.Tensor:
+        """One generate call over `rows`, padded with the tokenizer's pad id on its padding side (as 4.x's pad
+        collate), generate_kwargs over generate_defaults -> LongTensor [len(rows), n, T] on the CPU, where n is
+        num_return_sequences and each sequence starts with the decoder start token."""
+        ids, mask = self._pad(rows)
+        with torch.inference_mode():
+            out = self.model.generate(ids.to(self.device), mask.to(self.device),
+                                      **{**self.generate_defaults, **generate_kwargs})
+        out = out.sequences if hasattr(out, "sequences") else out
+        return out.reshape(len(rows), -1, out.shape[-1]).cpu()
+
+    def postprocess(self, ids: torch.Tensor, return_tensors: bool = False,
+                    clean_up_tokenization_spaces: bool = False) -> list[list[dict]]:
+        """Records of generate_ids' [b, n, T] output, n per input: {'summary_text'} decoded without special
+        tokens, or {'summary_token_ids': LongTensor [T]} with return_tensors=True (as 4.x)."""
+        return [[self._record(seq, return_tensors, clean_up_tokenization_spaces) for seq in sequences]
+                for sequences in ids]
+
+    def _tokenize(self, texts: list[str], max_length: int | None = None) -> list[list[int]]:
+        if not texts:
+            return []
+        cut = dict(truncation=True, max_length=max_length) if max_length is not None else {}
+        return self.tokenizer([self.prefix + t for t in texts], **cut)["input_ids"]
+
+    def _pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask) [b, longest row]."""
         width = max(map(len, rows))
         pad, left = self.tokenizer.pad_token_id, self.tokenizer.padding_side == "left"
         if pad is None and len(rows) > 1:
@@ -135,16 +186,22 @@ class SummarizationPipeline:
             cols = slice(width - len(r), width) if left else slice(0, len(r))
             ids[i, cols] = torch.tensor(r)
             mask[i, cols] = 1
-        with torch.inference_mode():
-            out = self.model.generate(ids.to(self.device), mask.to(self.device), **kwargs)
-        out = out.sequences if hasattr(out, "sequences") else out
-        return out.reshape(len(rows), -1, out.shape[-1]).cpu()
+        return ids, mask
 
     def _record(self, ids: torch.Tensor, return_tensors: bool, clean_up: bool) -> dict:
         if return_tensors:  # 4.x: the ids instead of the text
             return {"summary_token_ids": ids}
         text = self.tokenizer.decode(ids.tolist(), skip_special_tokens=True, clean_up_tokenization_spaces=clean_up)
         return {"summary_text": text}
+
+
+def _caller_stacklevel() -> int:
+    """warnings.warn's stacklevel, for the function calling this, that names the first caller outside this
+    package: the user's pipe(...) line, whichever stage warned."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _type_name(x) -> str:

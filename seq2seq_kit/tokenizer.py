@@ -94,15 +94,17 @@ class Tokenizer:
             root = hub.resolve(path, purpose="tokenizer", **hub_kwargs)
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{e} (a tokenizer directory holds {FILES})") from e
-        config = _read_json(root / "tokenizer_config.json")
+        config = _read_config(root / "tokenizer_config.json")
         if "added_tokens_decoder" not in config:  # transformers' legacy merge: special_tokens_map.json wins
-            config.update(_read_json(root / "special_tokens_map.json"))
+            config.update(_read_config(root / "special_tokens_map.json"))
         if (root / "tokenizer.json").is_file():
+            hub.read_json(root / "tokenizer.json")   # malformed JSON: an error that names the file
             return cls(Backend.from_file(str(root / "tokenizer.json")), config)
         if not ((root / "vocab.json").is_file() and (root / "merges.txt").is_file()):
             found = sorted(p.name for p in root.iterdir())
             raise FileNotFoundError(f"no tokenizer in {root}: looked for {FILES}; found {found or 'no files'}")
         # RobertaTokenizer.__init__: BPE without unk/prefix/suffix, byte-level pre-tokenizer and decoder ...
+        hub.read_json(root / "vocab.json")       # malformed JSON: an error that names the file
         vocab, merges = models.BPE.read_file(str(root / "vocab.json"), str(root / "merges.txt"))
         backend = Backend(models.BPE(vocab, merges, dropout=None, continuing_subword_prefix="",
                                      end_of_word_suffix="", fuse_unk=False))
@@ -140,6 +142,11 @@ class Tokenizer:
         (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n",
                                                     encoding="utf-8")
         return str(out / "tokenizer.json"), str(out / "tokenizer_config.json")
+
+    @property
+    def backend_tokenizer(self) -> Backend:
+        """The `tokenizers.Tokenizer` underneath (transformers' name for it)."""
+        return self._backend
 
     # ---- vocabulary and special tokens ----
     @property
@@ -270,27 +277,47 @@ class Tokenizer:
         `set_truncation_and_padding` sets it up."""
         padding, truncation, max_length = self._strategies(padding, truncation, max_length)
         backend = self._backend
+        backend.no_truncation()
+        backend.no_padding()
         if truncation:
             pair = any(isinstance(b, tuple) for b in batch)
             added = backend.num_special_tokens_to_add(pair) if add_special_tokens else 0
             if max_length < added:  # the backend would silently not truncate at all
                 raise ValueError(f"max_length={max_length} leaves no room for the {added} special tokens each "
                                  f"sequence gets: pass max_length >= {added}")
+            if truncation in ("only_first", "only_second"):
+                self._check_one_side_fits(batch, add_special_tokens, truncation, max_length)
             backend.enable_truncation(max_length, strategy=truncation, direction=self.truncation_side)
-        else:
-            backend.no_truncation()
         if padding:
             backend.enable_padding(direction=self.padding_side, pad_id=self.pad_token_id, pad_token=self.pad_token,
                                    length=max_length if padding == "max_length" else None)
-        else:
-            backend.no_padding()
-        try:
-            return backend.encode_batch(batch, add_special_tokens=add_special_tokens)
-        except Exception as e:
-            if "Truncation error" not in str(e):
-                raise
-            raise ValueError(f"truncation={truncation!r} cannot fit max_length={max_length}: {e}; pass "
-                             "truncation='longest_first' or a larger max_length") from None
+        return backend.encode_batch(batch, add_special_tokens=add_special_tokens)
+
+    def _check_one_side_fits(self, batch: list, add_special_tokens: bool, strategy: str, max_length: int) -> None:
+        """only_first / only_second cut one side of an input: raise where the backend would fail (its rule in
+        `truncate_encodings`): that side is absent, or not longer than the tokens to remove. Call it with the
+        backend's truncation and padding off."""
+        side = 0 if strategy == "only_first" else 1
+        inputs = [b if isinstance(b, tuple) else (b,) for b in batch]
+        sizes = iter(len(e.ids) for e in self._backend.encode_batch(
+            [t for texts in inputs for t in texts], add_special_tokens=False))
+        for i, texts in enumerate(inputs):
+            lengths = [next(sizes) for _ in texts]
+            added = self._backend.num_special_tokens_to_add(len(texts) == 2) if add_special_tokens else 0
+            room = max_length - added
+            excess = sum(lengths) - room
+            if room == 0 or excess <= 0:   # nothing to cut, or the backend cuts everything
+                continue
+            if side == len(lengths):
+                problem = "has no second sequence to cut"
+            elif lengths[side] <= excess:
+                problem = (f"would have to lose {excess} tokens of its {'first' if side == 0 else 'second'} "
+                           f"sequence, which has {lengths[side]}")
+            else:
+                continue
+            where = "the input" if len(inputs) == 1 else f"input {i}"
+            raise ValueError(f"truncation={strategy!r} cannot fit max_length={max_length}: {where} {problem}; "
+                             "pass truncation='longest_first' or a larger max_length")
 
     # ---- decoding ----
     def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None):
@@ -330,11 +357,14 @@ class Tokenizer:
                 f"special_tokens={self.all_special_tokens})")
 
 
-def _read_json(path: Path) -> dict:
+def _read_config(path: Path) -> dict:
+    """tokenizer_config.json or special_tokens_map.json: a JSON object, {} when the file is absent."""
     if not path.is_file():
         return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    config = hub.read_json(path)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a JSON object, not a {type(config).__name__}")
+    return config
 
 
 def _content(token) -> str | None:

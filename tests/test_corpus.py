@@ -5,7 +5,7 @@ the pipeline (itself checked against transformers elsewhere)."""
 from __future__ import annotations
 
 import json
-import os
+import logging
 import signal
 import subprocess
 import sys
@@ -14,38 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from helpers import GEN, by_id, make_docs, read_jsonl, write_jsonl
 from seq2seq_kit import Tokenizer, pipeline, summarize_corpus
 from seq2seq_kit.cli import main
-from seq2seq_kit.corpus import Output, Worker
+from seq2seq_kit.corpus.output import Output
+from seq2seq_kit.corpus.worker import Worker
 
-GEN = dict(max_length=9, num_beams=2)
-WORDS = ("the tower is 324 metres tall about the same height as an 81-storey building and the tallest structure in "
-         "Paris its base is square measuring 125 metres on each side during the 1905-06 season the club finished "
-         "second in Division One").split()
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_docs(n: int, seed: int = 0) -> list[dict]:
-    """n documents of varied length (3..60 words)."""
-    import random
-
-    rng = random.Random(seed)
-    return [{"id": f"doc{i}", "text": " ".join(rng.choices(WORDS, k=rng.randint(3, 60)))} for i in range(n)]
-
-
-def write_jsonl(path: Path, rows) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def read_jsonl(path: Path) -> list:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def by_id(records: list) -> dict:
-    ids = [r["id"] for r in records]
-    assert len(ids) == len(set(ids)), "an id was written twice"
-    return {r["id"]: r for r in records}
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +53,8 @@ def run(docs_path, out, tiny, **kwargs):
 
 # ---------------------------------------------------------------------------------------------- records
 
-def test_records_match_the_pipeline_and_meta(tmp_path, tiny, reference, capsys):
+def test_records_match_the_pipeline_and_meta(tmp_path, tiny, reference, caplog):
+    caplog.set_level(logging.INFO, logger="seq2seq_kit")
     docs = make_docs(10)
     out = tmp_path / "out" / "summaries.jsonl"
     result = run(write_jsonl(tmp_path / "docs.jsonl", docs), out, tiny)
@@ -96,7 +72,7 @@ def test_records_match_the_pipeline_and_meta(tmp_path, tiny, reference, capsys):
             gen["length_penalty"]) == (9, 2, [2], 2, 1.0)
     assert meta["counts"] == {"summaries": 10, "failed": 0, "truncated": 0}
     assert not (tmp_path / "out" / "summaries.jsonl.errors.jsonl").read_text()
-    assert "done 10, skipped 0" in capsys.readouterr().err
+    assert "done 10, skipped 0" in caplog.text
 
 
 def test_batches_are_sorted_by_token_length(tmp_path, tiny, monkeypatch):
@@ -125,7 +101,8 @@ def test_batches_are_sorted_by_token_length(tmp_path, tiny, monkeypatch):
 
 # ---------------------------------------------------------------------------------------------- resume
 
-def test_resume_skips_written_ids_and_drops_a_torn_line(tmp_path, tiny, capsys):
+def test_resume_skips_written_ids_and_drops_a_torn_line(tmp_path, tiny, caplog):
+    caplog.set_level(logging.INFO, logger="seq2seq_kit")
     docs = make_docs(7, seed=2)
     path, out = write_jsonl(tmp_path / "docs.jsonl", docs), tmp_path / "out.jsonl"
     run(path, out, tiny)
@@ -133,10 +110,9 @@ def test_resume_skips_written_ids_and_drops_a_torn_line(tmp_path, tiny, capsys):
     # A previous run wrote two records (kept as they are) and was killed while writing a third.
     earlier = [{"id": "doc1", "summary_text": "EARLIER 1"}, {"id": "doc4", "summary_text": "EARLIER 4"}]
     out.write_text("".join(json.dumps(r) + "\n" for r in earlier) + '{"id": "doc0", "summ', encoding="utf-8")
-    capsys.readouterr()
+    caplog.clear()
     result = run(path, out, tiny)
-    err = capsys.readouterr().err
-    assert "dropped an incomplete last line" in err and "done 5, skipped 2" in err
+    assert "dropped an incomplete last line" in caplog.text and "done 5, skipped 2" in caplog.text
     assert (result.written, result.skipped) == (5, 2)
     records = by_id(read_jsonl(out))
     assert records == {**full, **{r["id"]: r for r in earlier}}
@@ -157,10 +133,11 @@ def test_killed_run_resumes_with_every_id_exactly_once(tmp_path, tiny):
     """A real process, slowed per batch, SIGKILLed once 2 batches are written; the re-run completes it."""
     docs = make_docs(24, seed=3)
     path, out = write_jsonl(tmp_path / "docs.jsonl", docs), tmp_path / "out.jsonl"
-    script = ("import sys, time\nfrom seq2seq_kit import corpus\nreal = corpus.Worker.summarize\n"
+    script = ("import sys, time\nfrom seq2seq_kit.corpus import summarize_corpus, worker\n"
+              "real = worker.Worker.summarize\n"
               "def slow(self, rows):\n    time.sleep(0.4)\n    return real(self, rows)\n"
-              "corpus.Worker.summarize = slow\n"
-              "corpus.summarize_corpus(sys.argv[1], sys.argv[2], model=sys.argv[3], batch_size=2, max_length=9, "
+              "worker.Worker.summarize = slow\n"
+              "summarize_corpus(sys.argv[1], sys.argv[2], model=sys.argv[3], batch_size=2, max_length=9, "
               "num_beams=2, progress=False)\n")
     proc = subprocess.Popen([sys.executable, "-c", script, str(path), str(out), str(tiny)], cwd=REPO_ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -196,7 +173,8 @@ def test_another_job_on_the_same_output_is_refused(tmp_path, tiny):
 
 # ---------------------------------------------------------------------------------------------- bad records
 
-def test_bad_records_go_to_the_errors_file(tmp_path, tiny, reference, capsys):
+def test_bad_records_go_to_the_errors_file(tmp_path, tiny, reference, caplog):
+    caplog.set_level(logging.INFO, logger="seq2seq_kit")
     good = make_docs(3)
     long = {"id": "long", "text": " ".join(["word"] * 300)}       # 302 tokens; the tiny model takes 256
     lines = [json.dumps(good[0]), json.dumps({"id": "nofield", "body": "x"}), json.dumps({"id": "num", "text": 5}),
@@ -207,7 +185,7 @@ def test_bad_records_go_to_the_errors_file(tmp_path, tiny, reference, capsys):
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     result = run(path, out, tiny)
     assert (result.written, result.skipped, result.failed, result.truncated) == (4, 0, 7, 1)
-    assert "failed 7 (see " in capsys.readouterr().err
+    assert "failed 7 (see " in caplog.text
     records = by_id(read_jsonl(out))
     assert set(records) == {"doc0", "doc1", "long", 12}      # no id field: the line number
     assert records["long"] == {"id": "long", **reference(long["text"])} and records["long"]["input_tokens"] == 256
@@ -256,6 +234,13 @@ def test_other_settings_or_model_are_refused_unless_overwrite(tmp_path, tiny, ch
     result = run(path, out, tiny, max_length=10, overwrite=True)
     assert result.written == 3 and len(read_jsonl(out)) == 3
     assert json.loads((tmp_path / "out.jsonl.meta.json").read_text())["job"]["generation"]["max_length"] == 10
+    # A meta file that is not JSON is named.
+    meta = tmp_path / "out.jsonl.meta.json"
+    saved = meta.read_text()
+    meta.write_text('{"job": ')
+    with pytest.raises(ValueError, match=r"out.jsonl.meta.json is not valid JSON"):
+        run(path, out, tiny, max_length=10)
+    meta.write_text(saved)
     # Output without its meta file: the settings that wrote it are unknown.
     (tmp_path / "out.jsonl.meta.json").unlink()
     with pytest.raises(ValueError, match="holds summaries but has no out.jsonl.meta.json"):

@@ -11,9 +11,8 @@ import pytest
 ray = pytest.importorskip("ray", reason='Ray is not installed (pip install "seq2seq-kit[ray]")')
 pytest.importorskip("ray.data", reason='Ray Data is not installed (pip install "seq2seq-kit[ray]")')
 
+from helpers import GEN, by_id, make_docs, read_jsonl, write_jsonl   # noqa: E402
 from seq2seq_kit import summarize_corpus   # noqa: E402
-
-from test_corpus import GEN, by_id, make_docs, read_jsonl, write_jsonl   # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")   # Ray Data's own, at start-up
 
@@ -32,9 +31,9 @@ def ray_cluster(crash_flags):
     def setup_hook():   # runs in every Ray worker process; defined here so Ray ships it by value
         import os
 
-        from seq2seq_kit import corpus
+        from seq2seq_kit.corpus.worker import Worker
 
-        real, calls = corpus.Worker.summarize, [0]
+        real, calls = Worker.summarize, [0]
 
         def summarize(self, rows):
             calls[0] += 1
@@ -43,7 +42,7 @@ def ray_cluster(crash_flags):
                 os._exit(1)   # the actor dies mid-chunk: one batch of its chunk is already yielded
             return real(self, rows)
 
-        corpus.Worker.summarize = summarize
+        Worker.summarize = summarize
 
     ray.init(num_cpus=2, include_dashboard=False, runtime_env={"worker_process_setup_hook": setup_hook})
     yield

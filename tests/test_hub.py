@@ -178,6 +178,15 @@ def test_offline_non_bart_config(tmp_path, offline):
         resolve(REPO, cache_dir=tmp_path)
 
 
+def test_offline_malformed_json_names_the_file(tmp_path, offline):
+    write_cache(tmp_path, REPO, {"main": {**MAIN, "config.json": b'{"model_type": "bart",'}})
+    with pytest.raises(ValueError, match=r"/config.json is not valid JSON"):
+        resolve(REPO, cache_dir=tmp_path)
+    write_cache(tmp_path, "org/sharded", {"main": {**SMALL, "model.safetensors.index.json": b"{not json"}})
+    with pytest.raises(ValueError, match=r"/model.safetensors.index.json is not valid JSON"):
+        resolve("org/sharded", purpose="model", cache_dir=tmp_path)
+
+
 def test_offline_cache_written_by_transformers_layout_is_used(tmp_path, offline, checkpoint):
     """The real files of a random checkpoint in a Hub cache: resolve returns them byte for byte."""
     files = read_dir(checkpoint("tiny"))

@@ -1,4 +1,5 @@
-"""The package runs without its test oracle, benchmark peers or scale-out extra."""
+"""The package runs without its test oracle, benchmark peers or scale-out extra: importing every module (parity
+and the Ray engine included) loads none of them."""
 
 import subprocess
 import sys
@@ -6,7 +7,8 @@ import sys
 CODE = """
 import sys
 import seq2seq_kit
-from seq2seq_kit import cli, corpus, hub, loading, pipeline, tokenizer
+from seq2seq_kit import cli, corpus, hub, loading, parity, pipeline, tokenizer
+from seq2seq_kit.corpus import ray_engine
 from seq2seq_kit.generation import generate
 assert cli.main(["demo", "--max-length", "8"]) == 0
 loaded = sorted(m for m in ("transformers", "ctranslate2", "ray", "pyarrow") if m in sys.modules)

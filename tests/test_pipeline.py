@@ -32,47 +32,56 @@ EN = [
 KO = ["혼자 공부하는 머신러닝 딥러닝 책을 읽고 KoBART 모델을 사용한 문서 요약을 해 보았다.",
       "오늘은 날씨가 맑고 바람이 선선하다."]
 
-_oracles: dict = {}
-_pipes: dict = {}
+@pytest.fixture(scope="module")
+def recipe():
+    """recipe(path, texts, ...) -> the transformers 4.x SummarizationPipeline output, from transformers 5's
+    tokenizer, generate and decode; each checkpoint's oracle is loaded once per module."""
+    oracles = {}
+
+    def oracle(path):
+        if path not in oracles:
+            oracles[path] = (transformers.AutoTokenizer.from_pretrained(path),
+                             transformers.AutoModelForSeq2SeqLM.from_pretrained(path).eval())
+        return oracles[path]
+
+    def run(path, texts, batch_size=1, return_tensors=False, clean_up_tokenization_spaces=False,
+            truncate_to=None, **kwargs):
+        tok, model = oracle(path)
+        config = json.loads((path / "config.json").read_text())
+        params = {**((config.get("task_specific_params") or {}).get("summarization") or {}), **kwargs}
+        prefix = params.pop("prefix", config.get("prefix")) or ""
+        single = isinstance(texts, str)
+        texts = [texts] if single else texts
+        records = []
+        for start in range(0, len(texts), batch_size):
+            chunk = [prefix + t for t in texts[start:start + batch_size]]
+            trunc = dict(truncation=True, max_length=truncate_to) if truncate_to else {}
+            enc = tok(chunk, padding=len(chunk) > 1, return_tensors="pt", **trunc)
+            with torch.no_grad():
+                out = model.generate(**enc, **params)
+            out = out.reshape(len(chunk), -1, out.shape[-1])
+            for rows in out:
+                records.append([{"summary_token_ids": r} if return_tensors else {"summary_text": tok.decode(
+                    r, skip_special_tokens=True, clean_up_tokenization_spaces=clean_up_tokenization_spaces)}
+                    for r in rows])
+        if single:
+            return records[0]
+        return [r[0] for r in records] if all(len(r) == 1 for r in records) else records
+
+    return run
 
 
-def oracle(path):
-    if path not in _oracles:
-        _oracles[path] = (transformers.AutoTokenizer.from_pretrained(path),
-                          transformers.AutoModelForSeq2SeqLM.from_pretrained(path).eval())
-    return _oracles[path]
+@pytest.fixture(scope="module")
+def pipes(checkpoint):
+    """pipes(name) -> the pipeline of checkpoint `name`, loaded once per module."""
+    loaded: dict[str, SummarizationPipeline] = {}
 
+    def get(name: str) -> SummarizationPipeline:
+        if name not in loaded:
+            loaded[name] = pipeline("summarization", model=str(checkpoint(name)))
+        return loaded[name]
 
-def recipe(path, texts, batch_size=1, return_tensors=False, clean_up_tokenization_spaces=False,
-           truncate_to=None, **kwargs):
-    """The transformers 4.x SummarizationPipeline output, from transformers 5's tokenizer, generate and decode."""
-    tok, model = oracle(path)
-    config = json.loads((path / "config.json").read_text())
-    params = {**((config.get("task_specific_params") or {}).get("summarization") or {}), **kwargs}
-    prefix = params.pop("prefix", config.get("prefix")) or ""
-    single = isinstance(texts, str)
-    texts = [texts] if single else texts
-    records = []
-    for start in range(0, len(texts), batch_size):
-        chunk = [prefix + t for t in texts[start:start + batch_size]]
-        trunc = dict(truncation=True, max_length=truncate_to) if truncate_to else {}
-        enc = tok(chunk, padding=len(chunk) > 1, return_tensors="pt", **trunc)
-        with torch.no_grad():
-            out = model.generate(**enc, **params)
-        out = out.reshape(len(chunk), -1, out.shape[-1])
-        for rows in out:
-            records.append([{"summary_token_ids": r} if return_tensors else {"summary_text": tok.decode(
-                r, skip_special_tokens=True, clean_up_tokenization_spaces=clean_up_tokenization_spaces)}
-                for r in rows])
-    if single:
-        return records[0]
-    return [r[0] for r in records] if all(len(r) == 1 for r in records) else records
-
-
-def get_pipe(checkpoint, name) -> SummarizationPipeline:
-    if name not in _pipes:
-        _pipes[name] = pipeline("summarization", model=str(checkpoint(name)))
-    return _pipes[name]
+    return get
 
 
 def same(ours, theirs):
@@ -93,8 +102,8 @@ def same(ours, theirs):
 # ---------------------------------------------------------------- parity with the 4.x recipe
 
 @pytest.mark.parametrize("name,texts", [("tiny", EN), ("kobart", KO)])
-def test_string_and_list(checkpoint, name, texts):
-    pipe, path = get_pipe(checkpoint, name), checkpoint(name)
+def test_string_and_list(checkpoint, recipe, pipes, name, texts):
+    pipe, path = pipes(name), checkpoint(name)
     out = pipe(texts[0])
     assert isinstance(out, list) and len(out) == 1 and isinstance(out[0]["summary_text"], str)
     same(out, recipe(path, texts[0]))
@@ -104,8 +113,8 @@ def test_string_and_list(checkpoint, name, texts):
 
 
 @pytest.mark.parametrize("name,texts", [("tiny", EN), ("kobart", KO)])
-def test_generate_kwargs(checkpoint, name, texts):
-    pipe, path = get_pipe(checkpoint, name), checkpoint(name)
+def test_generate_kwargs(checkpoint, recipe, pipes, name, texts):
+    pipe, path = pipes(name), checkpoint(name)
     kwargs = dict(min_length=8, max_length=14, num_beams=3)
     out = pipe(texts, **kwargs)
     same(out, recipe(path, texts, **kwargs))
@@ -113,8 +122,8 @@ def test_generate_kwargs(checkpoint, name, texts):
 
 
 @pytest.mark.parametrize("name,texts", [("tiny", EN), ("kobart", KO)])
-def test_batch_size_pads(checkpoint, name, texts):
-    pipe, path = get_pipe(checkpoint, name), checkpoint(name)
+def test_batch_size_pads(checkpoint, recipe, pipes, name, texts):
+    pipe, path = pipes(name), checkpoint(name)
     kwargs = dict(num_beams=2, max_length=12)
     same(pipe(texts, batch_size=2, **kwargs), recipe(path, texts, batch_size=2, **kwargs))
     same(pipe(texts, batch_size=2, return_tensors=True, **kwargs),
@@ -129,7 +138,7 @@ def copy_checkpoint(src, dst, **config_updates):
     return dst
 
 
-def test_task_specific_params_are_the_defaults(checkpoint, tmp_path):
+def test_task_specific_params_are_the_defaults(checkpoint, recipe, tmp_path):
     """distilbart's config.json settings (generation keys, and task_specific_params.summarization: num_beams 4,
     no_repeat_ngram_size 3, length_penalty 2.0, early_stopping, min/max length) on the small model. The task's
     lengths are changed to 60..64 (config.json's own keys say 56..142): the output length shows which apply."""
@@ -147,8 +156,8 @@ def test_task_specific_params_are_the_defaults(checkpoint, tmp_path):
     same(pipe(EN[:2], batch_size=2, **kwargs), recipe(path, EN[:2], batch_size=2, **kwargs))
 
 
-def test_distilbart(checkpoint):
-    pipe, path = get_pipe(checkpoint, "distilbart"), checkpoint("distilbart")
+def test_distilbart(checkpoint, recipe, pipes):
+    pipe, path = pipes("distilbart"), checkpoint("distilbart")
     assert pipe.generate_defaults == json.loads((path / "config.json").read_text())["task_specific_params"][
         "summarization"]
     kwargs = dict(min_length=5, max_length=16, num_beams=2)
@@ -157,16 +166,16 @@ def test_distilbart(checkpoint):
          recipe(path, EN[:2], batch_size=2, return_tensors=True, **kwargs))
 
 
-def test_return_tensors_and_cleanup(checkpoint):
-    pipe, path = get_pipe(checkpoint, "tiny"), checkpoint("tiny")
+def test_return_tensors_and_cleanup(checkpoint, recipe, pipes):
+    pipe, path = pipes("tiny"), checkpoint("tiny")
     out = pipe(EN[0], return_tensors=True)
     assert list(out[0]) == ["summary_token_ids"] and out[0]["summary_token_ids"].dtype == torch.long
     same(out, recipe(path, EN[0], return_tensors=True))
     same(pipe(EN, clean_up_tokenization_spaces=True), recipe(path, EN, clean_up_tokenization_spaces=True))
 
 
-def test_num_return_sequences_gives_a_list_per_input(checkpoint):
-    pipe, path = get_pipe(checkpoint, "tiny"), checkpoint("tiny")
+def test_num_return_sequences_gives_a_list_per_input(checkpoint, recipe, pipes):
+    pipe, path = pipes("tiny"), checkpoint("tiny")
     kwargs = dict(num_beams=3, num_return_sequences=2, max_length=10)
     out = pipe(EN[:2], **kwargs)
     assert len(out) == 2 and all(isinstance(r, list) and len(r) == 2 for r in out)
@@ -174,19 +183,19 @@ def test_num_return_sequences_gives_a_list_per_input(checkpoint):
     assert len(pipe(EN[0], **kwargs)) == 2
 
 
-def test_prefix_from_config(checkpoint, tmp_path):
+def test_prefix_from_config(checkpoint, recipe, pipes, tmp_path):
     """A config.json `prefix` is prepended to every text before tokenizing, as 4.x did."""
     copy_checkpoint(checkpoint("tiny"), tmp_path, prefix="summarize: ")
     pipe = pipeline("summarization", model=str(tmp_path))
     assert pipe.prefix == "summarize: "
     same(pipe(EN[:2], max_length=10), recipe(tmp_path, EN[:2], max_length=10))
-    assert pipe(EN[0], max_length=10) != get_pipe(checkpoint, "tiny")(EN[0], max_length=10)
+    assert pipe(EN[0], max_length=10) != pipes("tiny")(EN[0], max_length=10)
 
 
 # ---------------------------------------------------------------- over-long inputs
 
-def test_long_input_truncated_with_one_warning(checkpoint):
-    pipe, path = get_pipe(checkpoint, "tiny"), checkpoint("tiny")
+def test_long_input_truncated_with_one_warning(checkpoint, recipe, pipes):
+    pipe, path = pipes("tiny"), checkpoint("tiny")
     assert pipe.max_input_length == 256                      # min(model_max_length 1024, max_position_embeddings 256)
     long = " ".join(["word"] * 300)
     assert len(pipe.tokenizer(long)["input_ids"]) == 302
@@ -200,17 +209,36 @@ def test_long_input_truncated_with_one_warning(checkpoint):
         same(pipe(long, truncation=True, max_length=10), expected[:1])
 
 
-def test_long_input_refused_with_truncation_false(checkpoint):
-    pipe = get_pipe(checkpoint, "tiny")
+def test_public_stages_compose_to_pipe(pipes):
+    """check_texts -> preprocess -> generate_ids -> postprocess, as the corpus worker calls them, give pipe()'s
+    records; a truncation warning names the caller's line, whichever stage is called."""
+    pipe = pipes("tiny")
+    long = " ".join(["word"] * 300)
+    texts = pipe.check_texts([EN[0], long])
+    encoded = pipe.preprocess(texts, truncation=True)
+    assert encoded.truncated == {1: 302} and len(encoded.rows[1]) == 256
+    assert encoded.rows[0] == pipe.tokenizer(EN[0])["input_ids"]
+    ids = pipe.generate_ids(encoded.rows, max_length=10, num_beams=2)
+    assert ids.dtype == torch.long and ids.shape[:2] == (2, 1) and ids.device.type == "cpu"
+    expected = pipe(texts, truncation=True, batch_size=2, max_length=10, num_beams=2)
+    assert pipe.postprocess(ids) == [[r] for r in expected]
+    for call in (lambda: pipe.preprocess([long]), lambda: pipe(long, max_length=5)):
+        with pytest.warns(UserWarning, match="were truncated to 256 tokens") as record:
+            call()
+        assert [w.filename for w in record] == [__file__]
+
+
+def test_long_input_refused_with_truncation_false(pipes):
+    pipe = pipes("tiny")
     long = " ".join(["word"] * 300)
     with pytest.raises(ValueError, match=r"input 1 is 302 tokens long.*\(256 = min\(tokenizer model_max_length "
                                          r"1024, max_position_embeddings 256\)\)"):
         pipe([EN[0], long], truncation=False)
 
 
-def test_kobart_limit_is_its_position_table(checkpoint):
+def test_kobart_limit_is_its_position_table(checkpoint, recipe, pipes):
     """KoBART's tokenizer declares model_max_length 1e30; its positions (1026) are the limit."""
-    pipe, path = get_pipe(checkpoint, "kobart"), checkpoint("kobart")
+    pipe, path = pipes("kobart"), checkpoint("kobart")
     assert pipe.max_input_length == 1026
     long = " ".join([KO[1]] * 160)
     assert len(pipe.tokenizer(long)["input_ids"]) > 1026
@@ -221,7 +249,7 @@ def test_kobart_limit_is_its_position_table(checkpoint):
 
 # ---------------------------------------------------------------- construction and errors
 
-def test_loaded_model_with_tokenizer(checkpoint):
+def test_loaded_model_with_tokenizer(checkpoint, recipe):
     path = checkpoint("tiny")
     model = BartForConditionalGeneration.from_pretrained(path)
     pipe = pipeline("summarization", model=model, tokenizer=Tokenizer.from_pretrained(path))
@@ -245,14 +273,14 @@ def test_gpu_device_without_a_gpu(checkpoint, device):
         pipeline("summarization", model=str(checkpoint("tiny")), device=device)
 
 
-def test_bad_arguments(checkpoint):
+def test_bad_arguments(checkpoint, pipes):
     with pytest.raises(ValueError, match="unsupported task 'translation'; seq2seq_kit supports: 'summarization'"):
         pipeline("translation")
     with pytest.raises(ValueError, match="unknown device 'gpu'"):
         pipeline("summarization", model=str(checkpoint("tiny")), device="gpu")
     with pytest.raises(ValueError, match="device=-2"):
         pipeline("summarization", model=str(checkpoint("tiny")), device=-2)
-    pipe = get_pipe(checkpoint, "tiny")
+    pipe = pipes("tiny")
     with pytest.raises(ValueError, match="input 0 is empty"):
         pipe("")
     with pytest.raises(ValueError, match="input 1 is empty"):
@@ -268,7 +296,7 @@ def test_bad_arguments(checkpoint):
     assert pipe([]) == []
 
 
-def test_default_model_from_the_hub_cache(checkpoint, tmp_path, monkeypatch):
+def test_default_model_from_the_hub_cache(checkpoint, recipe, tmp_path, monkeypatch):
     """model=None is sshleifer/distilbart-cnn-12-6, found in the Hub cache offline (here: the random distilbart)."""
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
@@ -282,7 +310,7 @@ def test_default_model_from_the_hub_cache(checkpoint, tmp_path, monkeypatch):
 
 
 @pytest.mark.cuda
-def test_on_the_gpu_greedy_tokens_equal_the_cpu(checkpoint):
+def test_on_the_gpu_greedy_tokens_equal_the_cpu(checkpoint, pipes):
     """device=0 puts the model on the GPU; returned ids come back on the CPU; greedy tokens as on the CPU
     (the random weights are drawn large, so logits are decisive)."""
     path = checkpoint("tiny")
@@ -290,4 +318,4 @@ def test_on_the_gpu_greedy_tokens_equal_the_cpu(checkpoint):
     assert gpu.device == torch.device("cuda", 0)
     out = gpu(EN, return_tensors=True, max_length=12, num_beams=1)
     assert all(r["summary_token_ids"].device.type == "cpu" for r in out)
-    same(out, get_pipe(checkpoint, "tiny")(EN, return_tensors=True, max_length=12, num_beams=1))
+    same(out, pipes("tiny")(EN, return_tensors=True, max_length=12, num_beams=1))

@@ -92,7 +92,7 @@ def test_attributes(both):
         assert getattr(ours, f"{name}_token") == getattr(theirs, f"{name}_token")
         assert getattr(ours, f"{name}_token_id") == getattr(theirs, f"{name}_token_id")
     assert ours.all_special_ids == theirs.all_special_ids
-    assert ours._backend.get_added_tokens_decoder() == theirs.backend_tokenizer.get_added_tokens_decoder()
+    assert ours.backend_tokenizer.get_added_tokens_decoder() == theirs.backend_tokenizer.get_added_tokens_decoder()
     assert ours.convert_tokens_to_ids(["never-a-token", ours.eos_token]) == theirs.convert_tokens_to_ids(
         ["never-a-token", theirs.eos_token])
 
@@ -311,6 +311,17 @@ def test_missing_directory_or_files(tmp_path):
     assert str(tmp_path) in str(err.value)
     shutil.copy(FIXTURES / "bart-tokenizer" / "vocab.json", tmp_path)
     with pytest.raises(FileNotFoundError, match="merges.txt.*found \\['vocab.json'\\]"):
+        Tokenizer.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("fixture,name", [("kobart-tokenizer", "tokenizer.json"),
+                                          ("kobart-tokenizer", "tokenizer_config.json"),
+                                          ("kobart-tokenizer", "special_tokens_map.json"),
+                                          ("bart-tokenizer", "vocab.json")])
+def test_malformed_json_names_the_file(tmp_path, fixture, name):
+    shutil.copytree(FIXTURES / fixture, tmp_path, dirs_exist_ok=True)
+    (tmp_path / name).write_text('{"pad_token": "<pad>",')
+    with pytest.raises(ValueError, match=rf"{tmp_path / name} is not valid JSON"):
         Tokenizer.from_pretrained(tmp_path)
 
 

@@ -1,8 +1,9 @@
-"""The Ray Data engine of `summarize_corpus` (engine="ray"). Imported only for that engine: Ray is an extra.
+"""The Ray Data engine of `summarize_corpus` (engine="ray"). Ray is an extra: it is imported only when a job
+uses this engine.
 
     chunks (the driver's plan) -> ray.data.from_items, one block per chunk
       -> map_batches(_RayWorker): an actor pool, the model loaded once per actor; each actor reads its chunk
-         from the input files and yields one result per batch (seq2seq_kit.corpus.Worker, as the local engine)
+         from the input files and yields one result per batch (worker.Worker, as the local engine)
       -> iter_rows on the driver, which writes them through the same Output as the local engine.
 
 Exactly once: Ray Data restarts an actor that dies and retries its task on the new one (its actor pools
@@ -16,6 +17,9 @@ from __future__ import annotations
 
 import json
 from typing import Iterator
+
+from ..loading import resolve_device
+from .worker import Worker
 
 
 def require_ray():
@@ -59,10 +63,11 @@ def results(chunks: list[dict], worker_kwargs: dict, *, address: str | None, act
 
 def _pool(ray, actors: int | None, device, chunks: int) -> tuple[int, dict]:
     """(pool size, resources per actor): one GPU each where the cluster has GPUs (unless device is the CPU),
-    else an equal share of the CPUs. The default size is one actor per GPU, else one per node."""
+    else an equal share of the CPUs. The default size is one actor per GPU, else one per node. A device other
+    than None is resolved here, on the driver, as everywhere (loading.resolve_device)."""
     total = ray.cluster_resources()
     gpus = int(total.get("GPU", 0))
-    cpu_only = device is not None and str(device) in ("cpu", "-1")
+    cpu_only = device is not None and resolve_device(device).type == "cpu"
     if device is not None and not cpu_only and not gpus:
         raise ValueError(f"device={device!r} asks for GPUs, but the Ray cluster has none; leave device unset or "
                          "use 'cpu'")
@@ -83,8 +88,6 @@ class _RayWorker:
 
     def __init__(self, threads: int, **worker_kwargs):
         import torch
-
-        from .corpus import Worker
 
         if threads:
             torch.set_num_threads(threads)

@@ -1,0 +1,38 @@
+"""Summarize a corpus: one job over a JSONL/Parquet file or a folder of them, that survives crashes.
+
+    summarize_corpus("docs.jsonl", "summaries.jsonl", model="sshleifer/distilbart-cnn-12-6", batch_size=8)
+    summarize_corpus("docs/", "summaries.parquet", engine="ray", ray_address="auto")
+
+How a job runs (both engines):
+  1. The driver splits the input into chunks: `batch_size * BATCHES_PER_CHUNK` lines of a JSONL file (by byte
+     range), or one Parquet row group. A chunk is the unit of work: one Ray task, one length-sorting window.
+  2. A Worker (the model loaded once) reads a chunk, checks each record, skips ids already written, tokenizes,
+     sorts the documents by token length (less padding), cuts batches and yields one result per batch.
+     engine="local": one Worker in this process (torch's threads use every core).
+     engine="ray": a pool of Ray Data actors, each with its Worker (ray_engine.py).
+  3. The driver is the only writer: it appends each result to the output files. Both engines form the same
+     batches, so they give the same summaries (with duplicate ids, the first one written wins: in the
+     local engine the first in the input, on Ray the first finished).
+
+The files of an output `out.jsonl` (or `out.parquet`):
+  out.jsonl               {"id", "summary_text", "input_tokens", "output_tokens"} per document
+  out.jsonl.errors.jsonl  {"id", "where", "reason", "message"} per bad record (and per truncated input)
+  out.jsonl.meta.json     the model, its commit and the resolved generation settings; counts
+  out.parquet.partial.jsonl  (Parquet only) the journal a run appends to; turned into out.parquet at the end
+
+Crash safety: the summaries are an append-only JSONL journal; each batch is appended with one write and
+fsync'ed before the progress bar counts it. A crash (Ctrl-C, kill -9, a lost Ray actor) can only leave a
+torn last line, which the next run cuts off before resuming. One file, no merge step, and every written
+line is a whole record; per-batch part files would need a merge (and leave thousands of files behind).
+Exactly once: the driver is the only writer and keeps the ids it wrote; a record it already has (a Ray
+task retried after its actor died re-yields its batches) is dropped, a second document with the same id
+is reported as duplicate_id. A re-run skips the ids already in the output. A lock on the output stops
+two jobs writing it at once.
+
+Modules, each importing only those after it: driver (summarize_corpus, CorpusResult) -> ray_engine ->
+worker -> output (the files written) -> reading (the files read).
+"""
+
+from .driver import DEFAULT_BATCH_SIZE, CorpusResult, summarize_corpus
+
+__all__ = ["DEFAULT_BATCH_SIZE", "CorpusResult", "summarize_corpus"]

@@ -1,0 +1,232 @@
+"""A corpus job's output files, written by the driver alone: the summaries (an append-only JSONL journal; for
+Parquet, turned into the .parquet file at the end), the errors file and the meta file (the job's model and
+settings, its counts). Also the record formats the worker shares: id keys and error records."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Iterator
+
+from ..hub import read_json
+from .reading import parquet_module
+
+logger = logging.getLogger(__name__)
+
+
+def id_key(doc_id) -> str:
+    """Ids are strings or integers; 1 and "1" are different ids."""
+    return json.dumps(doc_id)
+
+
+def _sidecar(output: Path, suffix: str) -> Path:
+    """A file beside the output: out.jsonl -> out.jsonl<suffix>."""
+    return output.with_name(output.name + suffix)
+
+
+def errors_path(output: Path) -> Path:
+    """The errors file of an output (out.jsonl -> out.jsonl.errors.jsonl)."""
+    return _sidecar(output, ".errors.jsonl")
+
+
+def error_record(doc_id, where: str, reason: str, message: str) -> dict:
+    """A line of the errors file."""
+    return {"id": doc_id, "where": where, "reason": reason, "message": message}
+
+
+class Journal:
+    """An append-only JSONL file holding whole lines only. `load` cuts a torn last line (a crash mid-append)
+    off; `append` writes its records with one write and fsyncs, so what it returned for survives a crash."""
+
+    def __init__(self, path: Path, what: str):
+        self.path, self.what = path, what
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        folder = os.open(path.parent, os.O_RDONLY)   # the file's directory entry on disk too
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+    def lock(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no lock
+            return
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"{self.path} is being written by another job; wait for it to end, or write to "
+                               "another output") from None
+
+    def load(self, required: tuple[str, ...]) -> Iterator[dict]:
+        """The records, each checked to hold `required`; a broken line before the last is an error."""
+        good, bad = 0, None
+        with open(self.path, "rb") as f:
+            for n, line in enumerate(f, 1):
+                if bad is not None:
+                    raise ValueError(f"{self.path}:{bad} is not a {self.what} record; fix or remove that line, or "
+                                     "write to a new output")
+                try:
+                    record = json.loads(line)
+                    ok = line.endswith(b"\n") and isinstance(record, dict) and all(k in record for k in required)
+                except ValueError:
+                    ok = False
+                if not ok:
+                    bad = n
+                    continue
+                good += len(line)
+                yield record
+        if bad is not None:   # the last line is torn: an interrupted append
+            os.ftruncate(self.fd, good)
+            logger.warning("%s: dropped an incomplete last line (an interrupted run); its document is done again",
+                           self.path)
+
+    def append(self, records: list[dict]) -> None:
+        if not records:
+            return
+        data = memoryview("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8"))
+        while data:
+            data = data[os.write(self.fd, data):]
+        os.fsync(self.fd)
+
+    def truncate(self) -> None:
+        os.ftruncate(self.fd, 0)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class Output:
+    """A job's output files; the driver's single writer. `done` holds the keys of the ids already written."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.parquet = path.suffix == ".parquet"
+        self.meta_path = _sidecar(path, ".meta.json")
+        self.summaries = Journal(_sidecar(path, ".partial.jsonl") if self.parquet else path, "summary")
+        self.errors = Journal(errors_path(path), "error")
+        self.done: set[str] = set()
+        self.error_keys: set[tuple] = set()       # (where, reason) in the errors file
+        self.where: dict[str, str] = {}           # key -> where, of the records written by this run
+        self.failed_now: set[tuple] = set()       # (where, reason) of this run's failed records
+        self.truncated_now: set[str] = set()
+        self.written = 0
+        self.finished = False
+
+    def open(self, job: dict, revision: str | None, overwrite: bool) -> None:
+        self.summaries.lock()
+        if overwrite:
+            self.summaries.truncate()
+            self.errors.truncate()
+            self.meta_path.unlink(missing_ok=True)
+            if self.parquet:
+                self.path.unlink(missing_ok=True)
+        old = self._read_meta()
+        if old is not None and old.get("job") != job:
+            raise ValueError(f"{self.path} was written with {_differences(old.get('job') or {}, job)}; "
+                             f"this run asks for {_differences(job, old.get('job') or {})}. Mixing them is refused: "
+                             "write to another output, or pass --overwrite (overwrite=True) to replace it")
+        self.done = {id_key(r["id"]) for r in self.summaries.load(("id", "summary_text"))}
+        if self.parquet and self.path.exists():
+            for i in parquet_module().read_table(self.path, columns=["id"]).column("id").to_pylist():
+                self.done.add(id_key(i))
+                if isinstance(i, str) and i.lstrip("-").isdigit():   # an integer id stored among strings
+                    self.done.add(id_key(int(i)))
+        if old is None and self.done:
+            raise ValueError(f"{self.path} holds summaries but has no {self.meta_path.name}, so the model and settings "
+                             "that wrote them are unknown; write to another output, or pass --overwrite to replace it")
+        self.error_keys = {(e["where"], e["reason"]) for e in self.errors.load(("where", "reason"))}
+        self.meta = {"job": job, "revision": revision, "counts": (old or {}).get("counts")}
+        self._write_meta()
+
+    def write(self, result: dict) -> None:
+        """Append a result's new errors, then its records, dropping any id already written."""
+        records, errors = [], list(result["errors"])
+        for record in result["records"]:
+            key, where = id_key(record["id"]), record.pop("where")
+            first = self.where.get(key)
+            if first == where or (first is None and key in self.done):
+                continue   # delivered again (a Ray task retried after its actor died), or written before
+            if first is not None:
+                errors.append(error_record(record["id"], where, "duplicate_id",
+                                     f"{where} repeats id {record['id']!r} of {first}; only the first is kept"))
+                continue
+            self.where[key] = where
+            records.append(record)
+        new = []
+        for e in errors:
+            k = (e["where"], e["reason"])
+            if e["reason"] == "truncated":
+                self.truncated_now.add(e["where"])
+            else:
+                self.failed_now.add(k)
+            if k not in self.error_keys:
+                self.error_keys.add(k)
+                new.append(e)
+        self.errors.append(new)          # first: a truncation notice is never lost behind its written summary
+        self.summaries.append(records)
+        self.done.update(id_key(r["id"]) for r in records)
+        self.written += len(records)
+
+    def finish(self) -> None:
+        """The job is complete: the counts into the meta file; for Parquet, the journal into the .parquet file."""
+        if self.parquet:
+            self._write_parquet()
+        truncated = sum(reason == "truncated" for _, reason in self.error_keys)
+        self.meta["counts"] = {"summaries": len(self.done), "failed": len(self.error_keys) - truncated,
+                               "truncated": truncated}
+        self._write_meta()
+        self.finished = True
+
+    def _write_parquet(self) -> None:
+        """Old rows + journal rows (first of each id kept) -> a temporary file -> renamed over the output."""
+        import pyarrow as pa
+
+        pq = parquet_module()
+        rows = pq.read_table(self.path).to_pylist() if self.path.exists() else []
+        rows += list(self.summaries.load(("id", "summary_text")))
+        seen, unique = set(), []
+        for r in rows:
+            if id_key(r["id"]) not in seen:
+                seen.add(id_key(r["id"]))
+                unique.append(r)
+        if len({type(r["id"]) for r in unique}) > 1:   # Arrow columns hold one type: mixed ids become strings
+            unique = [{**r, "id": str(r["id"])} for r in unique]
+        tmp = _sidecar(self.path, ".tmp")
+        schema = None if unique else pa.schema([("id", pa.string()), ("summary_text", pa.string()),
+                                                ("input_tokens", pa.int64()), ("output_tokens", pa.int64())])
+        pq.write_table(pa.Table.from_pylist(unique, schema=schema), tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        self.summaries.truncate()   # a crash before this line: the next run merges again, dropping repeats
+
+    def _read_meta(self) -> dict | None:
+        if not self.meta_path.is_file():
+            return None
+        meta = read_json(self.meta_path)
+        if not isinstance(meta, dict):
+            raise ValueError(f"{self.meta_path} is not a job's meta file (a JSON object); remove it, or pass "
+                             "--overwrite (overwrite=True) to replace the output")
+        return meta
+
+    def _write_meta(self) -> None:
+        tmp = _sidecar(self.meta_path, ".tmp")
+        tmp.write_text(json.dumps(self.meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, self.meta_path)
+
+    def close(self) -> None:
+        if self.finished and self.parquet:
+            self.summaries.path.unlink()      # the journal, now empty
+        self.summaries.close()
+        self.errors.close()
+
+
+def _differences(a: dict, b: dict) -> str:
+    """The settings of `a` that differ from `b`, generation settings flattened: "model='x', num_beams=4"."""
+    flat = lambda d: {**{k: v for k, v in d.items() if k != "generation"}, **(d.get("generation") or {})}
+    fa, fb = flat(a), flat(b)
+    return ", ".join(f"{k}={fa.get(k)!r}" for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k))

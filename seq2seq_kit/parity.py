@@ -1,0 +1,162 @@
+"""Parity with transformers on one checkpoint: `compare` loads it with seq2seq_kit and with transformers, from the
+same files, and compares tokenizer ids, generated tokens (greedy and beam, under the checkpoint's generation
+settings) and logits (teacher-forced along transformers' greedy output). It returns a ParityReport; the
+`seq2seq-kit parity` command prints one.
+
+transformers is the oracle, not a dependency: it is imported only inside `compare`
+(pip install "seq2seq-kit[test]").
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import hub
+from .loading import resolve_device
+from .modeling import BartForConditionalGeneration
+from .tokenizer import Tokenizer
+
+ATOL = 1e-3                # the default logits tolerance for float32 weights ...
+ATOL_HALF = 5e-2           # ... and for float16 / bfloat16 ones
+BEAM_WHEN_GREEDY = 4      # the beam run's width when the checkpoint generates greedily
+
+
+@dataclass
+class Check:
+    """One comparison on one text. Token checks hold both id lists (and our decoded text, for generated
+    tokens); the logits check holds the largest absolute difference over `positions` decoder positions."""
+    text: int                       # the index of the text
+    name: str                       # "tokenizer ids", "greedy tokens", "beam x4 tokens" or "logits"
+    ok: bool
+    ours: list[int] | None = None
+    theirs: list[int] | None = None
+    decoded: str | None = None
+    max_diff: float | None = None
+    positions: int | None = None
+
+
+@dataclass
+class ParityReport:
+    """What `compare` found: the setup, the texts, and every check in the order it ran."""
+    model: str
+    path: Path
+    transformers_version: str
+    dtype: str
+    device: str
+    atol: float
+    texts: list[str]
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[str]:
+        """"text I NAME" of each check that differs."""
+        return [f"text {c.text} {c.name}" for c in self.checks if not c.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+@dataclass
+class _Sides:
+    """The checkpoint loaded by both libraries."""
+    tokenizer: Tokenizer
+    model: BartForConditionalGeneration
+    reference_tokenizer: object
+    reference: object
+
+
+def compare(model: str | Path, texts: list[str], *, num_beams: int | None = None, max_length: int | None = None,
+            atol: float | None = None, device=None, dtype=None, **hub_kwargs) -> ParityReport:
+    """Compare seq2seq_kit with transformers on `model` (Hub id or checkpoint directory) over `texts`.
+
+    num_beams: the beam run's width (None: the checkpoint's, or BEAM_WHEN_GREEDY if it generates greedily).
+    max_length: both runs' maximum length (None: the checkpoint's). atol: the logits tolerance (None: ATOL for
+    float32 weights, ATOL_HALF for half precision). device, dtype and hub_kwargs: as for `pipeline`.
+    """
+    transformers = _import_transformers()
+    with _quiet(transformers):
+        root = hub.resolve(model, purpose="all", **hub_kwargs)   # both libraries read the same files
+        sides = _load(transformers, root, resolve_device(device), dtype)
+        dtype = sides.model.dtype
+        if atol is None:
+            atol = ATOL_HALF if dtype in (torch.float16, torch.bfloat16) else ATOL
+        report = ParityReport(str(model), root, transformers.__version__, str(dtype), str(sides.model.device),
+                              atol, list(texts))
+        runs = _runs(sides.model, num_beams, max_length)
+        for i, text in enumerate(texts):
+            report.checks += _check_text(i, text, sides, runs, atol)
+    return report
+
+
+def _import_transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise ImportError('parity compares against transformers, which is not installed: '
+                          'pip install "seq2seq-kit[test]"') from None
+    return transformers
+
+
+@contextmanager
+def _quiet(transformers):
+    """transformers' load reports, generation advice, progress bars and warnings are not ours to show."""
+    verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module="transformers")
+            yield
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.logging.enable_progress_bar()
+
+
+def _load(transformers, root: Path, device: torch.device, dtype) -> _Sides:
+    model = BartForConditionalGeneration.from_pretrained(root, dtype=dtype, device=device).eval()
+    reference = transformers.AutoModelForSeq2SeqLM.from_pretrained(root, dtype=model.dtype).to(device).eval()
+    return _Sides(Tokenizer.from_pretrained(root), model, transformers.AutoTokenizer.from_pretrained(root), reference)
+
+
+def _runs(model: BartForConditionalGeneration, num_beams: int | None, max_length: int | None) -> dict[str, dict]:
+    """{run name: generate kwargs}: the checkpoint's generation settings apply to both runs; greedy only
+    overrides the beam width."""
+    beams = num_beams or getattr(model.generation_config, "num_beams", None) or 1
+    beams = beams if beams > 1 else BEAM_WHEN_GREEDY
+    common = {"do_sample": False, **({"max_length": max_length} if max_length else {})}
+    return {"greedy": {"num_beams": 1, **common}, f"beam x{beams}": {"num_beams": beams, **common}}
+
+
+def _check_text(i: int, text: str, sides: _Sides, runs: dict[str, dict], atol: float) -> list[Check]:
+    limit = {"truncation": True,
+             "max_length": min(sides.tokenizer.model_max_length, sides.model.config.max_position_embeddings)}
+    ids, ref = sides.tokenizer(text, **limit)["input_ids"], sides.reference_tokenizer(text, **limit)["input_ids"]
+    checks = [Check(i, "tokenizer ids", ids == ref, ids, ref)]
+    x = torch.tensor([ids], device=sides.model.device)
+    mask = torch.ones_like(x)
+    with torch.inference_mode():
+        for name, kwargs in runs.items():
+            out = sides.model.generate(x, mask, **kwargs)[0].tolist()
+            ref = sides.reference.generate(input_ids=x, attention_mask=mask, **kwargs)[0].tolist()
+            decoded = sides.tokenizer.decode(out, skip_special_tokens=True)
+            checks.append(Check(i, f"{name} tokens", out == ref, out, ref, decoded=decoded))
+            if name == "greedy":
+                checks.append(_check_logits(i, x, mask, ref, sides, atol))
+    return checks
+
+
+def _check_logits(i: int, x: torch.Tensor, mask: torch.Tensor, reference_ids: list[int], sides: _Sides,
+                  atol: float) -> Check:
+    """Both models' logits, teacher-forced along transformers' greedy output."""
+    dec = torch.tensor([reference_ids[:-1] if len(reference_ids) > 1 else reference_ids], device=x.device)
+    ours = sides.model(x, mask, decoder_input_ids=dec).float()
+    theirs = sides.reference(input_ids=x, attention_mask=mask, decoder_input_ids=dec).logits.float()
+    diff = (ours - theirs).abs().max().item()
+    return Check(i, "logits", diff <= atol, max_diff=diff, positions=dec.shape[1])

@@ -1,0 +1,35 @@
+"""Helpers the tests share: JSONL files, and the documents and settings of the corpus job tests."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+GEN = {"max_length": 9, "num_beams": 2}   # a corpus job's generation settings: short and quick
+WORDS = ("the tower is 324 metres tall about the same height as an 81-storey building and the tallest structure in "
+         "Paris its base is square measuring 125 metres on each side during the 1905-06 season the club finished "
+         "second in Division One").split()
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    """One JSON line per row; returns the path."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def read_jsonl(path: Path) -> list:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def make_docs(n: int, seed: int = 0) -> list[dict]:
+    """n documents of varied length (3..60 words), ids doc0, doc1, ..."""
+    rng = random.Random(seed)
+    return [{"id": f"doc{i}", "text": " ".join(rng.choices(WORDS, k=rng.randint(3, 60)))} for i in range(n)]
+
+
+def by_id(records: list) -> dict:
+    """{id: record}, asserting that no id was written twice."""
+    ids = [r["id"] for r in records]
+    assert len(ids) == len(set(ids)), "an id was written twice"
+    return {r["id"]: r for r in records}
