@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import hub
 from .families import MODEL_TYPES
-from .loading import read_json_object
+from .jsonfile import read_json_object
 from .models.activations import ACTIVATIONS
 
 # transformers' attribute_map: an alias present in config.json overrides the field, as in transformers.

@@ -6,14 +6,10 @@ is reused. Online, the repo's file list is read first and only what `purpose` ne
 (config, generation config, tokenizer files, the weights in one format: safetensors when the repo has
 them, else .bin, shards by their index) with huggingface_hub's own progress bars. Offline
 (HF_HUB_OFFLINE=1 or local_files_only=True) the cached snapshot for the revision is used.
-
-Also `read_json`, the one reader of the JSON files seq2seq_kit opens (config, tokenizer files, shard indexes,
-a corpus job's meta file): malformed JSON is reported with the file's path.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -26,6 +22,7 @@ from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from .families import MODEL_TYPES
+from .jsonfile import read_json
 
 try:  # the HTTP client huggingface_hub is built on: httpx2 (2.x) or httpx (1.x)
     import httpx2 as _http
@@ -85,14 +82,6 @@ def resolve(name_or_path: str | Path, *, purpose: str = "all", revision: str | N
         raise HubError(
             f"downloading {where} failed ({type(e).__name__}: {_first_line(e)}); check the network and run again "
             "(files already downloaded are kept in the cache)") from e
-
-
-def read_json(path: str | Path):
-    """The value of a JSON file; a ValueError that names the file when it is not valid JSON (or not UTF-8)."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except ValueError as e:   # json.JSONDecodeError, UnicodeDecodeError
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
 
 
 def _is_repo_id(name: str) -> bool:

@@ -32,20 +32,6 @@ DTYPE_CHOICES = ("auto", *DTYPES, "int8")   # what from_pretrained(dtype=...) ta
 SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 
 
-def checkpoint_names(name: str) -> list[str]:
-    """Our parameter name -> the checkpoint names (without "model.") whose tensors, stacked on dim 0, make it."""
-    for fused, parts in ((".qkv_proj.", "qkv"), (".kv_proj.", "kv")):
-        if fused in name:
-            head, leaf = name.split(fused)
-            return [f"{head}.{p}_proj.{leaf}" for p in parts]
-    return [name]
-
-
-def published(base: str) -> str:
-    """A checkpoint name without "model." -> its name in a transformers BartForConditionalGeneration file."""
-    return base if base in TOP_LEVEL else "model." + base
-
-
 # ---- reading checkpoint files -----------------------------------------------------------------------------------
 
 class _SafetensorsFile:
@@ -171,17 +157,6 @@ class Checkpoint:
         f, key = self.where[name]
         target.copy_(f.tensor(key))
         f.release(key)
-
-
-def read_json_object(path: Path) -> dict:
-    """A JSON file holding an object (config.json, generation_config.json); ValueError naming the file otherwise."""
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(d, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(d).__name__}")
-    return d
 
 
 def weight_files(root: Path) -> list[Path]:

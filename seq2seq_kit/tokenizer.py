@@ -22,6 +22,7 @@ from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors
 from tokenizers import Tokenizer as Backend
 
 from . import hub
+from .jsonfile import read_json
 
 DEFAULT_DIR = Path(__file__).parent / "assets" / "bart-tokenizer"   # the embedded facebook/bart files
 FILES = "tokenizer.json, or vocab.json + merges.txt (tokenizer_config.json optional)"
@@ -98,13 +99,13 @@ class Tokenizer:
         if "added_tokens_decoder" not in config:  # transformers' legacy merge: special_tokens_map.json wins
             config.update(_read_config(root / "special_tokens_map.json"))
         if (root / "tokenizer.json").is_file():
-            hub.read_json(root / "tokenizer.json")   # malformed JSON: an error that names the file
+            read_json(root / "tokenizer.json")   # malformed JSON: an error that names the file
             return cls(Backend.from_file(str(root / "tokenizer.json")), config)
         if not ((root / "vocab.json").is_file() and (root / "merges.txt").is_file()):
             found = sorted(p.name for p in root.iterdir())
             raise FileNotFoundError(f"no tokenizer in {root}: looked for {FILES}; found {found or 'no files'}")
         # RobertaTokenizer.__init__: BPE without unk/prefix/suffix, byte-level pre-tokenizer and decoder ...
-        hub.read_json(root / "vocab.json")       # malformed JSON: an error that names the file
+        read_json(root / "vocab.json")       # malformed JSON: an error that names the file
         vocab, merges = models.BPE.read_file(str(root / "vocab.json"), str(root / "merges.txt"))
         backend = Backend(models.BPE(vocab, merges, dropout=None, continuing_subword_prefix="",
                                      end_of_word_suffix="", fuse_unk=False))
@@ -361,7 +362,7 @@ def _read_config(path: Path) -> dict:
     """tokenizer_config.json or special_tokens_map.json: a JSON object, {} when the file is absent."""
     if not path.is_file():
         return {}
-    config = hub.read_json(path)
+    config = read_json(path)
     if not isinstance(config, dict):
         raise ValueError(f"{path} must hold a JSON object, not a {type(config).__name__}")
     return config

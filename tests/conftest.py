@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from checkpoints import FIXTURES, SPECS, build
+
+EOS_BOOST = {2: 7.0, 4: 6.0}   # "tiny-eos": tiny with final_logits_bias raised for EOS (2) and "." (4)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -29,6 +32,48 @@ def checkpoint(tmp_path_factory):
         if name not in built:
             built[name] = build(SPECS[name], root / name)
         return built[name]
+
+    return get
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quiet_transformers():
+    """transformers' own warnings (e.g. on max_length defaults) are noise in a parity test's output."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+
+
+@pytest.fixture(scope="session")
+def tiny_eos_path(checkpoint, tmp_path_factory) -> Path:
+    """tiny with EOS_BOOST added to final_logits_bias: rows end at different steps, some never."""
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path_factory.mktemp("tiny-eos")
+    shutil.copytree(checkpoint("tiny"), path, dirs_exist_ok=True)
+    state = load_file(path / "model.safetensors")
+    for token, boost in EOS_BOOST.items():
+        state["final_logits_bias"][0, token] += boost
+    save_file(state, path / "model.safetensors", metadata={"format": "pt"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def pair(checkpoint, tiny_eos_path):
+    """pair(name) -> (transformers model, seq2seq_kit model) for a checkpoints.SPECS name or "tiny-eos", loaded
+    once per test module."""
+    import transformers
+
+    from seq2seq_kit import BartForConditionalGeneration
+
+    loaded = {}
+
+    def get(name: str):
+        if name not in loaded:
+            path = tiny_eos_path if name == "tiny-eos" else checkpoint(name)
+            loaded[name] = (transformers.AutoModelForSeq2SeqLM.from_pretrained(path).eval(),
+                            BartForConditionalGeneration.from_pretrained(path))
+        return loaded[name]
 
     return get
 

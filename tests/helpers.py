@@ -33,3 +33,26 @@ def by_id(records: list) -> dict:
     ids = [r["id"] for r in records]
     assert len(ids) == len(set(ids)), "an id was written twice"
     return {r["id"]: r for r in records}
+
+
+def random_batch(vocab_size: int, pad: int, lengths, seed: int, *, bos: int | None = None, eos: int | None = None,
+                 target_len: int | None = None, decoder_start: int | None = None):
+    """A right-padded batch of len(lengths) random inputs (ids 4.., drawn from one seeded generator): ids and
+    mask [B, max(lengths)]; bos/eos put at each row's ends when given; with target_len, also random decoder
+    inputs [B, target_len] starting with decoder_start, drawn after the ids."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, vocab_size, (len(lengths), max(lengths)), generator=g)
+    mask = (torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]).long()
+    for i, n in enumerate(lengths):
+        if bos is not None:
+            ids[i, 0] = bos
+        if eos is not None:
+            ids[i, n - 1] = eos
+    ids = ids.masked_fill(mask == 0, pad)
+    if target_len is None:
+        return ids, mask
+    dec = torch.randint(4, vocab_size, (len(lengths), target_len), generator=g)
+    dec[:, 0] = decoder_start
+    return ids, mask, dec

@@ -16,6 +16,7 @@ import torch
 
 from seq2seq_kit.modeling import BartForConditionalGeneration
 from seq2seq_kit.models.kv_cache import FixedShapeKVCache, KVCache
+from helpers import random_batch
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +25,8 @@ def model(checkpoint):
 
 
 def batch(model, lengths=(12, 7), seed=3, device="cpu"):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(4, model.config.vocab_size, (len(lengths), max(lengths)), generator=g)
-    mask = (torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]).long()
-    return ids.masked_fill(mask == 0, model.config.pad_token_id).to(device), mask.to(device)
+    ids, mask = random_batch(model.config.vocab_size, model.config.pad_token_id, lengths, seed)
+    return ids.to(device), mask.to(device)
 
 
 def test_fixed_shape_step_matches_eager_step(model):

@@ -14,7 +14,6 @@ import transformers
 from seq2seq_kit.generation import GenerationConfig
 from seq2seq_kit.generation.config import GENERATE_KWARGS, resolve
 
-transformers.logging.set_verbosity_error()
 
 
 def hf_generation_config(path) -> dict:

@@ -18,21 +18,15 @@ from safetensors.torch import load_file, save_file
 
 from seq2seq_kit import BartForConditionalGeneration
 from seq2seq_kit.loading import WEIGHT_FILES
+from helpers import random_batch
 
 ATOL = 1e-4
 
 
 def make_batch(model, lengths=(9, 6, 3), target_len=5, seed=0):
     config = model.config
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(4, config.vocab_size, (len(lengths), max(lengths)), generator=g)
-    mask = torch.zeros_like(ids)
-    for i, n in enumerate(lengths):
-        mask[i, :n] = 1
-    ids = ids.masked_fill(mask == 0, config.pad_token_id)
-    dec = torch.randint(4, config.vocab_size, (len(lengths), target_len), generator=g)
-    dec[:, 0] = config.decoder_start_token_id
-    return ids, mask, dec
+    return random_batch(config.vocab_size, config.pad_token_id, lengths, seed, target_len=target_len,
+                        decoder_start=config.decoder_start_token_id)
 
 
 def logits_of(model, batch):

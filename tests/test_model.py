@@ -15,6 +15,7 @@ import transformers
 from checkpoints import _randomize
 from seq2seq_kit import BartConfig, BartForConditionalGeneration
 from seq2seq_kit.models.kv_cache import FixedShapeKVCache, KVCache
+from helpers import random_batch
 
 PARITY = ["kobart", "distilbart", "tiny-mbart", "tiny-relu", "tiny-bin", "tiny-no-bias", "tiny-sharded"]
 ATOL = 1e-4
@@ -32,17 +33,9 @@ def load_oracle(path, dtype=torch.float32):
 
 def make_batch(config: BartConfig, lengths=(11, 7, 4), target_len=6, seed=0):
     """A right-padded batch of len(lengths) inputs (bos ... eos, then pad) and random decoder inputs."""
-    g = torch.Generator().manual_seed(seed)
-    B, S = len(lengths), max(lengths)
-    ids = torch.randint(4, config.vocab_size, (B, S), generator=g)
-    mask = torch.zeros(B, S, dtype=torch.long)
-    for i, n in enumerate(lengths):
-        mask[i, :n] = 1
-        ids[i, 0], ids[i, n - 1] = config.bos_token_id, config.eos_token_id
-    ids = ids.masked_fill(mask == 0, config.pad_token_id)
-    dec = torch.randint(4, config.vocab_size, (B, target_len), generator=g)
-    dec[:, 0] = config.decoder_start_token_id if config.decoder_start_token_id is not None else config.eos_token_id
-    return ids, mask, dec
+    start = config.decoder_start_token_id if config.decoder_start_token_id is not None else config.eos_token_id
+    return random_batch(config.vocab_size, config.pad_token_id, lengths, seed, bos=config.bos_token_id,
+                        eos=config.eos_token_id, target_len=target_len, decoder_start=start)
 
 
 def assert_close(ours, ref, atol, what):

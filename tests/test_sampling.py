@@ -3,38 +3,26 @@ temperature distribution checked statistically against the exact filtered distri
 
 from __future__ import annotations
 
-import shutil
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-import transformers
-from safetensors.torch import load_file, save_file
 
 from seq2seq_kit.generation import GenerationConfig, generate
-from seq2seq_kit.modeling import BartForConditionalGeneration
+from helpers import random_batch
 
-transformers.logging.set_verbosity_error()
 
 
 @pytest.fixture(scope="module")
-def pair(checkpoint, tmp_path_factory):
-    """(transformers, seq2seq_kit) on tiny with EOS pushed up, so sampled rows end at different steps."""
-    path = tmp_path_factory.mktemp("tiny-eos-sampling")
-    shutil.copytree(checkpoint("tiny"), path, dirs_exist_ok=True)
-    state = load_file(path / "model.safetensors")
-    state["final_logits_bias"][0, 2] += 7.0
-    save_file(state, path / "model.safetensors", metadata={"format": "pt"})
-    return (transformers.BartForConditionalGeneration.from_pretrained(path).eval(),
-            BartForConditionalGeneration.from_pretrained(path))
+def tiny_eos(pair):
+    """(transformers, seq2seq_kit) on tiny-eos, so sampled rows end at different steps."""
+    return pair("tiny-eos")
 
 
 def batch(n: int):
-    ids = torch.randint(4, 50265, (2, 10), generator=torch.Generator().manual_seed(3))
-    mask = torch.ones_like(ids)
-    mask[1, 6:] = 0
-    return ids.masked_fill(mask == 0, 1)[:n], mask[:n]
+    ids, mask = random_batch(50265, 1, (10, 6), 3)
+    return ids[:n], mask[:n]
 
 
 CASES = [
@@ -50,8 +38,8 @@ CASES = [
 
 @pytest.mark.parametrize("kwargs", CASES, ids=[str(c) for c in CASES])
 @pytest.mark.parametrize("n", [1, 2])
-def test_same_draws_as_transformers(pair, kwargs, n):
-    hf, ours = pair
+def test_same_draws_as_transformers(tiny_eos, kwargs, n):
+    hf, ours = tiny_eos
     ids, mask = batch(n)
     for seed in (0, 1):
         torch.manual_seed(seed)
@@ -62,8 +50,8 @@ def test_same_draws_as_transformers(pair, kwargs, n):
         assert mine.shape[0] == n * kwargs.get("num_return_sequences", 1)
 
 
-def test_generator(pair):
-    _, ours = pair
+def test_generator(tiny_eos):
+    _, ours = tiny_eos
     ids, mask = batch(2)
     draw = lambda seed: ours.generate(ids, mask, do_sample=True, max_length=25,          # noqa: E731
                                       generator=torch.Generator().manual_seed(seed))

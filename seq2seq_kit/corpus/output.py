@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from ..hub import read_json
+from ..jsonfile import read_json
 from .reading import parquet_module
 
 logger = logging.getLogger(__name__)

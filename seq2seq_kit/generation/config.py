@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from numbers import Real
 from pathlib import Path
 
-from ..loading import read_json_object
+from ..jsonfile import read_json_object
 
 
 @dataclass
