@@ -2,9 +2,11 @@
 
 from .config import BartConfig
 from .modeling import BartForConditionalGeneration
+from .engine import Engine, EngineClosed, EngineFull
 from .tokenizer import Tokenizer
 from .pipeline import pipeline
 from .corpus import summarize_corpus
 
-__all__ = ["BartConfig", "BartForConditionalGeneration", "Tokenizer", "pipeline", "summarize_corpus"]
+__all__ = ["BartConfig", "BartForConditionalGeneration", "Engine", "EngineClosed", "EngineFull", "Tokenizer", "pipeline",
+           "summarize_corpus"]
 __version__ = "0.1.0"

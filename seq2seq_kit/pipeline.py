@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from . import hub
+from .engine import Engine
 from .generation.config import GENERATE_KWARGS
 from .loading import resolve_device
 from .modeling import BartForConditionalGeneration
@@ -160,6 +161,12 @@ class SummarizationPipeline:
                                       **{**self.generate_defaults, **generate_kwargs})
         out = out.sequences if hasattr(out, "sequences") else out
         return out.reshape(len(rows), -1, out.shape[-1]).cpu()
+
+    def engine(self, **engine_kwargs) -> Engine:
+        """A continuous-batching Engine on this pipeline's model with its generation defaults (seq2seq_kit.engine):
+        submit `preprocess(texts).rows[i]`, then `postprocess(request.result()[None])`. engine_kwargs: max_rows,
+        max_source_tokens, max_queue."""
+        return Engine(self.model, defaults=self.generate_defaults, **engine_kwargs)
 
     def postprocess(self, ids: torch.Tensor, return_tensors: bool = False,
                     clean_up_tokenization_spaces: bool = False) -> list[list[dict]]:

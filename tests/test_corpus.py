@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from helpers import GEN, by_id, make_docs, read_jsonl, write_jsonl
-from seq2seq_kit import Tokenizer, pipeline, summarize_corpus
+from seq2seq_kit import Engine, Tokenizer, pipeline, summarize_corpus
 from seq2seq_kit.cli import main
 from seq2seq_kit.corpus.output import Output
 from seq2seq_kit.corpus.worker import Worker
@@ -75,27 +75,26 @@ def test_records_match_the_pipeline_and_meta(tmp_path, tiny, reference, caplog):
     assert "done 10, skipped 0" in caplog.text
 
 
-def test_batches_are_sorted_by_token_length(tmp_path, tiny, monkeypatch):
+def test_documents_go_to_the_engine_longest_first_per_chunk(tmp_path, tiny, monkeypatch):
     docs = make_docs(18, seed=1)      # batch_size 3: chunks of 12 and 6 documents
     path = write_jsonl(tmp_path / "docs.jsonl", docs)
-    real, calls = Worker.summarize, []
+    real, submitted, overlap = Engine.submit, [], []
 
-    def spy(self, rows):
-        calls.append([len(r) for r in rows])
-        return real(self, rows)
+    def spy(self, input_ids, **kwargs):
+        submitted.append(len(input_ids))
+        overlap.append(self.queue_depth + len(self.running))
+        return real(self, input_ids, **kwargs)
 
-    monkeypatch.setattr(Worker, "summarize", spy)
+    monkeypatch.setattr(Engine, "submit", spy)
     run(path, tmp_path / "sorted.jsonl", tiny)
-    sorted_calls, calls[:] = list(calls), []
+    sorted_order, submitted[:] = list(submitted), []
     run(path, tmp_path / "unsorted.jsonl", tiny, sort_by_length=False)
     tok = Tokenizer.from_pretrained(tiny)
     lengths = [len(tok(d["text"])["input_ids"]) for d in docs]
-    assert calls == [lengths[i:i + 3] for i in range(0, 18, 3)]                 # input order
-    assert sorted_calls == [sorted(lengths[c:c + 12], reverse=True)[i:i + 3]     # longest first, per chunk
-                            for c in range(0, 18, 12) for i in range(0, min(12, 18 - c), 3)]
-    padding = lambda cs: sum(max(c) * len(c) - sum(c) for c in cs)
-    assert padding(sorted_calls) < padding(calls) / 2
-    # Same summaries either way: padding does not change a row's result.
+    assert submitted == lengths                                                          # input order
+    assert sorted_order == sorted(lengths[:12], reverse=True) + sorted(lengths[12:], reverse=True)
+    assert max(overlap) >= 3            # documents wait in the engine while others run: its rows stay busy
+    # Same summaries either way: the order documents enter the engine does not change a result.
     assert by_id(read_jsonl(tmp_path / "sorted.jsonl")) == by_id(read_jsonl(tmp_path / "unsorted.jsonl"))
 
 
@@ -130,13 +129,13 @@ def test_a_broken_line_before_the_last_is_an_error(tmp_path, tiny):
 
 
 def test_killed_run_resumes_with_every_id_exactly_once(tmp_path, tiny):
-    """A real process, slowed per batch, SIGKILLed once 2 batches are written; the re-run completes it."""
+    """A real process, slowed per result, SIGKILLed once 4 summaries are written; the re-run completes it."""
     docs = make_docs(24, seed=3)
     path, out = write_jsonl(tmp_path / "docs.jsonl", docs), tmp_path / "out.jsonl"
     script = ("import sys, time\nfrom seq2seq_kit.corpus import summarize_corpus, worker\n"
-              "real = worker.Worker.summarize\n"
-              "def slow(self, rows):\n    time.sleep(0.4)\n    return real(self, rows)\n"
-              "worker.Worker.summarize = slow\n"
+              "real = worker.Worker.finished\n"
+              "def slow(self, in_flight):\n    time.sleep(0.4)\n    return real(self, in_flight)\n"
+              "worker.Worker.finished = slow\n"
               "summarize_corpus(sys.argv[1], sys.argv[2], model=sys.argv[3], batch_size=2, max_length=9, "
               "num_beams=2, progress=False)\n")
     proc = subprocess.Popen([sys.executable, "-c", script, str(path), str(out), str(tiny)], cwd=REPO_ROOT,

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")   # Ray Da
 
 @pytest.fixture(scope="module")
 def crash_flags(tmp_path_factory):
-    """(arm, fired): once `arm` exists, the next actor to start its 2nd batch dies, once (then `fired` exists)."""
+    """(arm, fired): once `arm` exists, the next actor to wait for its 2nd result dies, once (then `fired` exists)."""
     root = tmp_path_factory.mktemp("crash")
     return root / "arm", root / "fired"
 
@@ -33,16 +33,16 @@ def ray_cluster(crash_flags):
 
         from seq2seq_kit.corpus.worker import Worker
 
-        real, calls = Worker.summarize, [0]
+        real, calls = Worker.finished, [0]
 
-        def summarize(self, rows):
+        def finished(self, in_flight):
             calls[0] += 1
             if calls[0] == 2 and os.path.exists(arm) and not os.path.exists(fired):
                 open(fired, "w").close()
-                os._exit(1)   # the actor dies mid-chunk: one batch of its chunk is already yielded
-            return real(self, rows)
+                os._exit(1)   # the actor dies mid-chunk: one result of its chunk is already yielded
+            return real(self, in_flight)
 
-        Worker.summarize = summarize
+        Worker.finished = finished
 
     ray.init(num_cpus=2, include_dashboard=False, runtime_env={"worker_process_setup_hook": setup_hook})
     yield

@@ -75,7 +75,7 @@ def summarize_corpus(input: str | Path, output: str | Path, model: str | Path | 
     device / dtype / revision / cache_dir / token / local_files_only: as for `pipeline`. With engine="ray",
         device None uses the cluster's GPUs when it has some, "cpu" forces CPU actors, and a CUDA device asks
         for GPU actors (it is resolved on the driver too, so leave it None from a driver without CUDA).
-    sort_by_length: batch documents of similar token length together (False: input order; for measuring).
+    sort_by_length: submit a chunk's documents longest first (False: input order; for measuring).
     generate_kwargs: num_beams, max_length, min_length, ... over the checkpoint's summarization settings.
     Returns the counts; shows a progress bar on stderr (progress=True). Messages go to the "seq2seq_kit.corpus"
     loggers: the result's summary() line (INFO), an output repaired after a crash (WARNING).
@@ -143,8 +143,10 @@ def _job(model, hub_kwargs: dict, dtype, generate_kwargs: dict) -> tuple[dict, d
 
 def _local_results(chunks: list[dict], worker_kwargs: dict) -> Iterator[dict]:
     worker = Worker(**worker_kwargs)   # in this process: torch's intra-op threads use every core
-    for chunk in chunks:
-        yield from worker.process(chunk)
+    try:
+        yield from worker.process_stream(chunks)
+    finally:
+        worker.engine.close(cancel_pending=True)
 
 
 def _write_results(results: Iterator[dict], out: Output, total: int, progress: bool) -> None:

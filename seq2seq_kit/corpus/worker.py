@@ -1,19 +1,24 @@
-"""The corpus worker: the model loaded once, turning a chunk of the input into one result per batch through the
-summarization pipeline's public stages. The same code runs in the local engine and in each Ray actor."""
+"""The corpus worker: the model loaded once behind a continuous-batching engine (seq2seq_kit.Engine), turning
+chunks of the input into results through the summarization pipeline's public stages. The same code runs in the
+local engine and in each Ray actor."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from concurrent.futures import FIRST_COMPLETED, wait
+from typing import Iterable, Iterator
 
+from ..generation import rows_per_input, settings
 from ..pipeline import pipeline
 from .output import error_record, id_key
 from .reading import read_chunk
 
+IN_FLIGHT = 2   # documents kept submitted to the engine, x the batch size: enough that its rows never run dry
+
 
 class Worker:
-    """The model, loaded once; `process(chunk)` yields one result per batch:
-    {"records": [{"id", "summary_text", "input_tokens", "output_tokens", "where"}], "errors": [...], "skipped": n}.
-    The same code runs in the local engine and in each Ray actor."""
+    """The model, loaded once, behind an engine of batch_size documents' rows; `process(chunk)` and
+    `process_stream(chunks)` yield results {"records": [{"id", "summary_text", "input_tokens", "output_tokens",
+    "where"}], "errors": [...], "skipped": n}, records in the order the engine finishes them."""
 
     def __init__(self, model: str, hub_kwargs: dict, device, dtype, generate_kwargs: dict, eos_token_ids,
                  text_field: str, id_field: str, done: frozenset, batch_size: int, sort_by_length: bool):
@@ -22,8 +27,34 @@ class Worker:
         self.eos = set(eos_token_ids or ())
         self.text_field, self.id_field, self.done = text_field, id_field, done
         self.batch_size, self.sort_by_length = batch_size, sort_by_length
+        rows = rows_per_input(settings(self.pipe.model, {**self.pipe.generate_defaults, **generate_kwargs}))
+        self.engine = self.pipe.engine(max_rows=batch_size * rows)      # batch_size documents decode at once
 
     def process(self, chunk: dict) -> Iterator[dict]:
+        """The results of one chunk (the Ray engine's unit of work)."""
+        return self.process_stream([chunk])
+
+    def process_stream(self, chunks: Iterable[dict]) -> Iterator[dict]:
+        """Results of every chunk in turn: first each chunk's bad records and skips, then its summaries as the
+        engine finishes them (documents of the next chunk join the running batch while this one's finish)."""
+        in_flight: dict = {}                                        # request future -> (doc_id, where, row)
+        for chunk in chunks:
+            todo, errors, skipped = self.read(chunk)
+            rows = self.encode(todo, errors)
+            if errors or skipped or not todo:
+                yield {"records": [], "errors": errors, "skipped": skipped}
+            order = sorted(range(len(todo)), key=lambda i: -len(rows[i])) if self.sort_by_length \
+                else range(len(todo))
+            for i in order:
+                while len(in_flight) >= IN_FLIGHT * self.batch_size:
+                    yield self.finished(in_flight)
+                request = self.engine.submit(rows[i], **self.generate_kwargs)
+                in_flight[request.future] = (todo[i][0], todo[i][1], rows[i])
+        while in_flight:
+            yield self.finished(in_flight)
+
+    def read(self, chunk: dict) -> tuple[list[tuple], list[dict], int]:
+        """(documents to summarize as (id, where, text), bad records, count of ids already written)."""
         todo, errors, skipped = [], [], 0
         for doc_id, where, text, error in read_chunk(chunk, self.text_field, self.id_field):
             if error is not None:
@@ -32,18 +63,19 @@ class Worker:
                 skipped += 1
             else:
                 todo.append((doc_id, where, text))
-        rows = self.encode(todo, errors)
-        order = range(len(todo))
-        if self.sort_by_length:
-            order = sorted(order, key=lambda i: -len(rows[i]))
-        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        if not batches:
-            yield {"records": [], "errors": errors, "skipped": skipped}
-        for k, batch in enumerate(batches):   # a chunk's errors and skips come with its first batch
-            summaries = self.summarize([rows[i] for i in batch])
-            records = [{"id": todo[i][0], "summary_text": text, "input_tokens": len(rows[i]), "output_tokens": n,
-                        "where": todo[i][1]} for i, (text, n) in zip(batch, summaries)]
-            yield {"records": records, "errors": errors if k == 0 else [], "skipped": skipped if k == 0 else 0}
+        return todo, errors, skipped
+
+    def finished(self, in_flight: dict) -> dict:
+        """Wait for at least one submitted document; its result, with every other one done by then."""
+        done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+        records = []
+        for future in done:
+            doc_id, where, row = in_flight.pop(future)
+            ids = future.result()[None].cpu()                       # [1, 1, T]
+            text = self.pipe.postprocess(ids)[0][0]["summary_text"]
+            records.append({"id": doc_id, "summary_text": text, "input_tokens": len(row),
+                            "output_tokens": self.generated(ids[0, 0].tolist()), "where": where})
+        return {"records": records, "errors": [], "skipped": 0}
 
     def encode(self, docs: list[tuple], errors: list) -> list[list[int]]:
         """Token ids of (id, where, text) docs, by the pipeline's preprocess; over-long ones are truncated (as the
@@ -56,13 +88,7 @@ class Worker:
                                  f"summarized from its first {limit} tokens, the most the model takes"))
         return encoded.rows
 
-    def summarize(self, rows: list[list[int]]) -> list[tuple[str, int]]:
-        """(summary text, generated token count) per row: one padded generate call, as pipe(batch_size=len)."""
-        ids = self.pipe.generate_ids(rows, **self.generate_kwargs)                # [b, 1, T]
-        texts = [records[0]["summary_text"] for records in self.pipe.postprocess(ids)]
-        return [(text, self._generated(seq[0].tolist())) for text, seq in zip(texts, ids)]
-
-    def _generated(self, ids: list[int]) -> int:
+    def generated(self, ids: list[int]) -> int:
         """Tokens generated after the decoder start token, up to and including the first EOS."""
         ids = ids[1:]
         return next((i + 1 for i, t in enumerate(ids) if t in self.eos), len(ids))

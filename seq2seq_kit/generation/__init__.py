@@ -2,7 +2,8 @@
 protocol.Seq2SeqModel. Imports nothing from seq2seq_kit.models."""
 
 from .config import GenerationConfig
-from .generate import GenerateOutput, generate
+from .generate import GenerateOutput, check_generator, generate, result, rows_per_input, settings, start_search
 from .protocol import Seq2SeqModel
 
-__all__ = ["GenerationConfig", "GenerateOutput", "Seq2SeqModel", "generate"]
+__all__ = ["GenerationConfig", "GenerateOutput", "Seq2SeqModel", "check_generator", "generate", "result",
+           "rows_per_input", "settings", "start_search"]

@@ -43,7 +43,6 @@ import torch
 
 from .config import GenerationConfig
 from .logits_process import apply
-from .protocol import Cache, Step
 
 NEG = -1.0e9                         # transformers' "very large negative" for beams and slots
 PROMPT_LEN = 1                       # the decoder start token
@@ -120,39 +119,46 @@ def _update_improvable(st: BeamState, cur_len: int, cfg: GenerationConfig) -> No
     st.improvable = st.improvable & torch.any(best_running > worst_finished, dim=-1, keepdim=True)
 
 
-def beam_search(step: Step, cache: Cache, cfg: GenerationConfig, processors: list, batch: int, device: torch.device,
-                generator=None):
-    """Run beam search from the decoder start token with the model's unchecked step(input_ids [R], cache) ->
-    logits [R, V] and cache.reorder (generation/protocol.py), on `device`. Returns (sequences [B*nrs, T],
-    sequences_scores [B*nrs], per-step processed log-probs (tuple of [B*K, V]) or None)."""
-    beams, max_length = cfg.num_beams, cfg.max_length
-    rows = batch * beams
-    eos = torch.tensor(cfg.eos_token_id, device=device) if cfg.eos_token_id else None
-    n_candidates = max(2, 1 + (len(eos) if eos is not None else 0)) * beams
-    fill = (cfg.pad_token_id or cfg.eos_token_id[0]) if eos is not None else -1
-    st = _init_state(batch, beams, max_length, cfg.decoder_start_token_id, fill, device)
-    batch_offset = torch.arange(batch, device=device)[:, None] * beams                # [B, 1]
-    identity = torch.arange(rows, device=device)
-    step_scores = [] if cfg.output_scores else None
+class BeamSearch:
+    """Beam search (and beam sampling) from the decoder start token, one step at a time: feed `tokens()` [R] to
+    the model's step, hand its logits [R, V] to `advance`, which returns the cache reorder (parent row of every
+    row, LongTensor [R]) or None when no row changed parent; until `done`, then `output()`. R = batch * beams."""
 
-    cur_len = 1
-    while True:
-        tokens = st.running_seq[:, :, cur_len - 1].reshape(rows)                     # [R]
-        logits = step(tokens, cache).float()                                         # [R, V]
-        log_probs = apply(processors, st.running_seq.reshape(rows, -1)[:, :cur_len], logits.log_softmax(dim=-1))
-        if step_scores is not None:
-            step_scores.append(log_probs)
+    def __init__(self, cfg: GenerationConfig, processors: list, batch: int, device: torch.device, generator=None):
+        beams = cfg.num_beams
+        self.cfg, self.processors, self.generator = cfg, processors, generator
+        self.batch, self.rows = batch, batch * beams
+        self.eos = torch.tensor(cfg.eos_token_id, device=device) if cfg.eos_token_id else None
+        self.n_candidates = max(2, 1 + (len(self.eos) if self.eos is not None else 0)) * beams
+        fill = (cfg.pad_token_id or cfg.eos_token_id[0]) if self.eos is not None else -1
+        self.st = _init_state(batch, beams, cfg.max_length, cfg.decoder_start_token_id, fill, device)
+        self.batch_offset = torch.arange(batch, device=device)[:, None] * beams          # [B, 1]
+        self.identity = torch.arange(self.rows, device=device)
+        self.step_scores = [] if cfg.output_scores else None
+        self.cur_len = 1
+        self.done = False
+
+    def tokens(self) -> torch.Tensor:
+        return self.st.running_seq[:, :, self.cur_len - 1].reshape(self.rows)            # [R]
+
+    def advance(self, logits: torch.Tensor) -> torch.Tensor | None:
+        cfg, st, cur_len = self.cfg, self.st, self.cur_len
+        batch, beams, rows = self.batch, cfg.num_beams, self.rows
+        log_probs = apply(self.processors, st.running_seq.reshape(rows, -1)[:, :cur_len],
+                          logits.float().log_softmax(dim=-1))
+        if self.step_scores is not None:
+            self.step_scores.append(log_probs)
         vocab = log_probs.shape[-1]
         acc = (log_probs.view(batch, beams, vocab) + st.running_scores[:, :, None]).view(batch, beams * vocab)
 
-        cand_scores, cand_idx = _candidates(acc, n_candidates, cfg.do_sample, generator)   # [B, K2]
+        cand_scores, cand_idx = _candidates(acc, self.n_candidates, cfg.do_sample, self.generator)   # [B, K2]
         parent, token = cand_idx // vocab, cand_idx % vocab
         cand_seq = _gather(st.running_seq, parent)                                    # [B, K2, L]
         cand_seq[:, :, cur_len] = token
-        if cur_len + 1 >= max_length:
+        if cur_len + 1 >= cfg.max_length:
             hits = torch.ones_like(token, dtype=torch.bool)
-        elif eos is not None:
-            hits = torch.isin(token, eos)
+        elif self.eos is not None:
+            hits = torch.isin(token, self.eos)
         else:
             hits = torch.zeros_like(token, dtype=torch.bool)
 
@@ -160,20 +166,22 @@ def beam_search(step: Step, cache: Cache, cfg: GenerationConfig, processors: lis
         nxt = torch.topk(running, k=beams)[1]                                         # [B, K]
         st.running_seq = _gather(cand_seq, nxt)
         st.running_scores = _gather(running, nxt)
-        parent_rows = (_gather(parent, nxt) + batch_offset).view(rows)                # [R]
+        parent_rows = (_gather(parent, nxt) + self.batch_offset).view(rows)           # [R]
 
         _finish(st, cand_seq, cand_scores, hits, cur_len, cfg)
-        cur_len += 1
+        self.cur_len = cur_len = cur_len + 1
         _update_improvable(st, cur_len, cfg)
         going = st.improvable.any() & ~(st.finished.all() & (cfg.early_stopping is True)) & ~hits.all()
-        moved = (parent_rows != identity).any()
+        moved = (parent_rows != self.identity).any()
         going, moved = torch.stack((going, moved)).tolist()                           # the one host transfer
-        if not going:
-            break
-        if moved:
-            cache.reorder(parent_rows)
+        self.done = not going
+        return parent_rows if going and moved else None
 
-    nrs = cfg.num_return_sequences
-    length = PROMPT_LEN + int(st.lengths[:, :nrs].max())
-    sequences = st.seq[:, :nrs, :length].reshape(batch * nrs, length)
-    return sequences, st.scores[:, :nrs].reshape(batch * nrs), tuple(step_scores) if step_scores is not None else None
+    def output(self):
+        """(sequences [B*nrs, T], sequences_scores [B*nrs], per-step processed log-probs (tuple of [B*K, V]) or
+        None)."""
+        st, nrs = self.st, self.cfg.num_return_sequences
+        length = PROMPT_LEN + int(st.lengths[:, :nrs].max())
+        sequences = st.seq[:, :nrs, :length].reshape(self.batch * nrs, length)
+        scores = tuple(self.step_scores) if self.step_scores is not None else None
+        return sequences, st.scores[:, :nrs].reshape(self.batch * nrs), scores

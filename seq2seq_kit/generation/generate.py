@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .beam_search import beam_search
+from .beam_search import BeamSearch
 from .config import GenerationConfig, resolve
 from .logits_process import build_processors
 from .protocol import Seq2SeqModel
-from .sampling import sample
+from .sampling import SampleSearch
 
 
 @dataclass
@@ -46,27 +46,49 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
         attention_mask = attention_mask.to(model.device)
     padding_mask = model.check_inputs(input_ids, attention_mask)            # the one check, before any compute
     cfg = settings(model, kwargs)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    check_generator(generator)
     cuda_graph = use_cuda_graph(cuda_graph, model.device)
 
     input_ids = input_ids.long()
-    batch = input_ids.shape[0]
-    beam = cfg.num_beams > 1
-    rows_per_input = cfg.num_beams if beam else cfg.num_return_sequences
     encoder_hidden = model.encode_unchecked(input_ids, padding_mask)                  # [B, S, D], once
-    step, cache = model.start_decoding(encoder_hidden, padding_mask, rows_per_input,
+    step, cache = model.start_decoding(encoder_hidden, padding_mask, rows_per_input(cfg),
                                        max_length=cfg.max_length - 1, cuda_graph=cuda_graph)   # a slot per step
-    processors = build_processors(cfg, input_ids, rows_per_input, model.config.vocab_size)
-    if beam:
-        sequences, sequences_scores, scores = beam_search(step, cache, cfg, processors, batch, model.device,
-                                                          generator)
-    else:
-        sequences, scores = sample(step, cache, cfg, processors, batch * rows_per_input, model.device, generator)
-        sequences_scores = None
+    search = start_search(cfg, input_ids, model.config.vocab_size, model.device, generator)
+    while not search.done:
+        parents = search.advance(step(search.tokens(), cache))                        # logits [R, V]
+        if parents is not None:
+            cache.reorder(parents)
+    return result(cfg, search)
+
+
+def rows_per_input(cfg: GenerationConfig) -> int:
+    """Decoder rows per input: its beams, or its return sequences when not beam searching."""
+    return cfg.num_beams if cfg.num_beams > 1 else cfg.num_return_sequences
+
+
+def start_search(cfg: GenerationConfig, input_ids: torch.Tensor, vocab_size: int, device: torch.device,
+                 generator: torch.Generator | None = None) -> BeamSearch | SampleSearch:
+    """The search for resolved settings over input_ids [B, S] (the encoder input, which the encoder n-gram
+    processor reads): BeamSearch when num_beams > 1, else SampleSearch (greedy or sampling)."""
+    rows = rows_per_input(cfg)
+    processors = build_processors(cfg, input_ids, rows, vocab_size)
+    if cfg.num_beams > 1:
+        return BeamSearch(cfg, processors, input_ids.shape[0], device, generator)
+    return SampleSearch(cfg, processors, input_ids.shape[0] * rows, device, generator)
+
+
+def result(cfg: GenerationConfig, search: BeamSearch | SampleSearch):
+    """What generate returns for a finished search: sequences [B * num_return_sequences, T], or a GenerateOutput
+    when cfg.return_dict_in_generate."""
+    sequences, sequences_scores, scores = search.output()
     if not cfg.return_dict_in_generate:
         return sequences
     return GenerateOutput(sequences, sequences_scores if cfg.output_scores else None, scores)
+
+
+def check_generator(generator) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
 
 
 def settings(model: Seq2SeqModel, kwargs: dict) -> GenerationConfig:

@@ -49,3 +49,8 @@ class Seq2SeqModel(Protocol):
         """A cache for R rows of up to max_length decoder tokens, attending to encoder_hidden [B, S, D], and the
         step that decodes on it; cuda_graph: the step may be replayed from a CUDA graph (its cache is then the
         graph's own)."""
+
+    def decode_group_unchecked(self, input_ids: torch.Tensor, caches: list[Cache]) -> torch.Tensor:
+        """One step over several eager caches at once (seq2seq_kit.Engine's continuous batching): input_ids [R]
+        holds caches[0]'s rows, then caches[1]'s, ...; each cache at its own position -> logits [R, V]; advances
+        every cache. With one cache it equals the eager step bit for bit."""

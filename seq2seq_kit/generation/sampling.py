@@ -13,34 +13,43 @@ import torch
 
 from .config import GenerationConfig
 from .logits_process import apply
-from .protocol import Cache, Step
 
 
-def sample(step: Step, cache: Cache, cfg: GenerationConfig, processors: list, rows: int, device: torch.device,
-           generator=None):
-    """Greedy (cfg.do_sample False) or sampled decoding from the start token with the model's unchecked
-    step(input_ids [R], cache) -> logits [R, V] (generation/protocol.py), on `device`.
-    Returns (sequences [R, T], per-step processed scores (tuple of [R, V]) or None)."""
-    seq = torch.full((rows, cfg.max_length), cfg.decoder_start_token_id, dtype=torch.long, device=device)
-    eos = torch.tensor(cfg.eos_token_id, device=device) if cfg.eos_token_id else None
-    unfinished = torch.ones(rows, dtype=torch.bool, device=device)
-    step_scores = [] if cfg.output_scores else None
+class SampleSearch:
+    """Greedy (cfg.do_sample False) or sampled decoding from the start token, one step at a time: feed `tokens()`
+    [R] to the model's step, hand its logits [R, V] to `advance`, until `done`; then `output()`.
+    R = rows (inputs x num_return_sequences). All state stays on `device`; `advance` reads one flag back."""
 
-    cur_len = 1
-    while True:
-        logits = step(seq[:, cur_len - 1], cache).float()                           # [R, V]
-        scores = apply(processors, seq[:, :cur_len], logits)
-        if step_scores is not None:
-            step_scores.append(scores)
+    def __init__(self, cfg: GenerationConfig, processors: list, rows: int, device: torch.device, generator=None):
+        self.cfg, self.processors, self.generator = cfg, processors, generator
+        self.seq = torch.full((rows, cfg.max_length), cfg.decoder_start_token_id, dtype=torch.long, device=device)
+        self.eos = torch.tensor(cfg.eos_token_id, device=device) if cfg.eos_token_id else None
+        self.unfinished = torch.ones(rows, dtype=torch.bool, device=device)
+        self.step_scores = [] if cfg.output_scores else None
+        self.cur_len = 1
+        self.done = False
+
+    def tokens(self) -> torch.Tensor:
+        return self.seq[:, self.cur_len - 1]                                         # [R]
+
+    def advance(self, logits: torch.Tensor) -> None:
+        """Choose each row's next token from logits [R, V]. Rows never move, so there is no cache reorder."""
+        cfg, cur_len = self.cfg, self.cur_len
+        scores = apply(self.processors, self.seq[:, :cur_len], logits.float())
+        if self.step_scores is not None:
+            self.step_scores.append(scores)
         if cfg.do_sample:
-            nxt = torch.multinomial(scores.softmax(dim=-1), num_samples=1, generator=generator).squeeze(1)
+            nxt = torch.multinomial(scores.softmax(dim=-1), num_samples=1, generator=self.generator).squeeze(1)
         else:
             nxt = torch.argmax(scores, dim=-1)                                        # [R]
-        if eos is not None:
-            nxt = torch.where(unfinished, nxt, cfg.pad_token_id)
-            unfinished = unfinished & ~torch.isin(nxt, eos)
-        seq[:, cur_len] = nxt
-        cur_len += 1
-        if cur_len >= cfg.max_length or (eos is not None and not unfinished.any()):   # one host transfer
-            break
-    return seq[:, :cur_len], tuple(step_scores) if step_scores is not None else None
+        if self.eos is not None:
+            nxt = torch.where(self.unfinished, nxt, cfg.pad_token_id)
+            self.unfinished = self.unfinished & ~torch.isin(nxt, self.eos)
+        self.seq[:, cur_len] = nxt
+        self.cur_len = cur_len = cur_len + 1
+        self.done = cur_len >= cfg.max_length or (self.eos is not None and not self.unfinished.any())   # 1 sync
+
+    def output(self):
+        """(sequences [R, T], None, per-step processed scores (tuple of [R, V]) or None)."""
+        scores = tuple(self.step_scores) if self.step_scores is not None else None
+        return self.seq[:, :self.cur_len], None, scores

@@ -32,7 +32,7 @@ from torch import nn
 from . import bart_checkpoint, checks
 from .activations import ACTIVATIONS
 from .cuda_graph import GraphedStep, graph_key
-from .kv_cache import FixedShapeKVCache, KVCache
+from .kv_cache import FixedShapeKVCache, KVCache, row_ranges
 from .quantize import Int8Linear, quantize_int8
 
 if TYPE_CHECKING:
@@ -81,14 +81,18 @@ class SelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale)
         return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
 
-    def step(self, x: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
-        """One token per row: x [R, 1, D] -> [R, 1, D]; this step's keys/values go to the cache, which returns
-        what to attend to (its slots so far, or all of them with a mask: see models/kv_cache.py)."""
+    def step(self, x: torch.Tensor, caches: list[KVCache], layer: int) -> torch.Tensor:
+        """One token per row: x [R, 1, D] -> [R, 1, D], R = the caches' rows in order. The projections run over
+        all rows at once; each cache takes its rows' keys/values and returns what they attend to (its slots so
+        far, or all of them with a mask: see models/kv_cache.py)."""
         R, _, D = x.shape
         qkv = self.qkv_proj(x).view(R, 1, 3, self.heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)                                # each [R, H, 1, Dh]
-        keys, values, mask = cache.update(layer, k, v)                      # [R, H, slots, Dh], mask or None
-        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale)
+        ys = []
+        for rows, cache in row_ranges(caches):
+            keys, values, mask = cache.update(layer, k[rows], v[rows])      # [r, H, slots, Dh], mask or None
+            ys.append(F.scaled_dot_product_attention(q[rows], keys, values, attn_mask=mask, scale=self.scale))
+        y = ys[0] if len(ys) == 1 else torch.cat(ys)                        # [R, H, 1, Dh]
         return self.out_proj(y.transpose(1, 2).reshape(R, 1, D))
 
 
@@ -112,6 +116,21 @@ class CrossAttention(nn.Module):
         q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)   # [B, H, T, Dh]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)   # mask [B, 1, 1, S]
         return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
+
+
+    def step(self, x: torch.Tensor, caches: list[KVCache], layer: int) -> torch.Tensor:
+        """One token per row: x [R, 1, D] -> [R, 1, D]. Each cache's B inputs attend to their own encoder keys and
+        values, an input's rows_per_input rows as its query positions ([B, H, rows_per_input, Dh])."""
+        R, _, D = x.shape
+        q = self.q_proj(x)                                                  # [R, 1, D]
+        ys = []
+        for rows, cache in row_ranges(caches):
+            B, n = cache.num_rows // cache.rows_per_input, cache.rows_per_input
+            q_c = q[rows].view(B, n, self.heads, self.head_dim).transpose(1, 2)         # [B, H, n, Dh]
+            y = F.scaled_dot_product_attention(q_c, cache.cross_k[layer], cache.cross_v[layer],
+                                               attn_mask=cache.cross_mask, scale=self.scale)   # [B, H, n, Dh]
+            ys.append(y.transpose(1, 2).reshape(B * n, 1, D))
+        return self.out_proj(ys[0] if len(ys) == 1 else torch.cat(ys))
 
 
 class EncoderLayer(nn.Module):
@@ -165,14 +184,11 @@ class DecoderLayer(nn.Module):
         x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn, k, v, enc_mask)
         return sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn)
 
-    def step(self, x: torch.Tensor, cache: KVCache, i: int) -> torch.Tensor:
-        R, _, D = x.shape                                                   # x [R, 1, D]; i: this layer's index
-        x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn.step, cache, i)
-        x = x.view(R // cache.rows_per_input, cache.rows_per_input, D)      # an input's rows as its query positions
-        x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn,
-                     cache.cross_k[i], cache.cross_v[i], cache.cross_mask)
-        x = sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn_step)
-        return x.view(R, 1, D)
+    def step(self, x: torch.Tensor, caches: list[KVCache], i: int) -> torch.Tensor:
+        """x [R, 1, D] -> [R, 1, D]; i: this layer's index."""
+        x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn.step, caches, i)
+        x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn.step, caches, i)
+        return sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn_step)
 
 
 class Encoder(nn.Module):
@@ -208,12 +224,14 @@ class Decoder(nn.Module):
             x = layer(x, enc, enc_mask, self_mask, causal)
         return self.layer_norm(x) if self.layer_norm is not None else x    # [B, T, D]
 
-    def step(self, tok: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def step(self, tok: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
         R, _, D = tok.shape                                                 # tok [R, 1, D] scaled token embeddings
-        pos = self.embed_positions.weight[POSITION_OFFSET + cache.position].view(-1, 1, D)   # [1 or R, 1, D]
-        x = self.layernorm_embedding(tok + pos)
+        pos = [self.embed_positions.weight[POSITION_OFFSET + c.position].view(-1, 1, D) for c in caches]
+        if len(caches) > 1:                                                 # each cache's rows at its own position
+            pos = [p.expand(c.num_rows, 1, D) for p, c in zip(pos, caches)]
+        x = self.layernorm_embedding(tok + (pos[0] if len(pos) == 1 else torch.cat(pos)))   # pos [1 or R, 1, D]
         for i, layer in enumerate(self.layers):                             # x [R, 1, D]
-            x = layer.step(x, cache, i)
+            x = layer.step(x, caches, i)
         return self.layer_norm(x) if self.layer_norm is not None else x
 
 
@@ -399,8 +417,23 @@ class BartNetwork(nn.Module):
         """The decoder network for one token per row at the cache's position: input_ids [R] -> logits [R, V].
         Writes this position's self-attention keys/values; does not advance the cache; checks nothing.
         On a FixedShapeKVCache every shape is fixed, so a CUDA graph can capture it (models/cuda_graph.py)."""
-        h = self.decoder.step(self.embed(input_ids[:, None]), cache)                  # [R, 1, D]
+        return self.group_logits(input_ids, [cache])
+
+    def group_logits(self, input_ids: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
+        """next_token_logits over several caches at once: input_ids [R] holds the rows of caches[0], then of
+        caches[1], ...; each cache at its own position, with its own inputs and rows_per_input. The linear layers
+        run over all R rows together; attention per cache. -> logits [R, V]. Checks nothing."""
+        h = self.decoder.step(self.embed(input_ids[:, None]), caches)                 # [R, 1, D]
         return self.lm_head.few_rows(h[:, 0]) + self.final_logits_bias               # [R, V]
+
+    @torch.inference_mode()
+    def decode_group_unchecked(self, input_ids: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
+        """One decoder token for every row of every cache (the continuous-batching engine's step): input_ids [R],
+        the caches' rows in order -> logits [R, V]; advances every cache."""
+        logits = self.group_logits(input_ids, caches)
+        for cache in caches:
+            cache.advance()
+        return logits
 
     # ---- input checks (models/checks.py), before any compute ------------------------------------------------
 

@@ -128,3 +128,13 @@ class FixedShapeKVCache(KVCache):
         """Start over at position 0 (a reused graph's cache; the stale slots are masked until rewritten)."""
         self.length = 0
         self.positions.zero_()
+
+
+def row_ranges(caches: list[KVCache]) -> list[tuple[slice, KVCache]]:
+    """Where each cache's rows sit in a step over several caches (their rows concatenated in order):
+    [(slice of rows, cache), ...]. One cache: [(slice(0, R), cache)]."""
+    out, start = [], 0
+    for cache in caches:
+        out.append((slice(start, start + cache.num_rows), cache))
+        start += cache.num_rows
+    return out

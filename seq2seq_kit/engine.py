@@ -1,0 +1,262 @@
+"""Continuous batching: requests join and leave the running decoder batch at every step.
+
+    with Engine(model, max_rows=32) as engine:
+        req = engine.submit(input_ids, num_beams=4)        # returns at once; thread-safe
+        ids = req.result()                                 # LongTensor [num_return_sequences, T]
+        out = await engine.generate_async(input_ids)       # the same, for asyncio callers
+
+One background thread owns the model. Every request carries its own search (generation.start_search: greedy,
+sampling or beam search, the very code `generate` runs for a batch of one) and its own KV cache. A step runs
+the decoder once over the rows of every running request (the model's decode_group_unchecked: the linear layers
+over all rows at once, attention per request on its own cache), then hands each request its rows' logits. So a request's tokens
+are `generate`'s for that input alone, whatever else runs beside it: bit for bit when it runs alone, and to
+float rounding of the batched matrix products otherwise (fp32: tokens equal on decisive logits, scores 1e-4).
+
+Scheduling (vLLM's, reduced to what an encoder-decoder needs): first come, first served. Before each step the
+waiting requests that fit are admitted in arrival order (their encoder passes batched together): a request
+fits while the running rows stay within `max_rows` and the running source tokens within `max_source_tokens`.
+The first request that does not fit waits, and so does everything behind it (no overtaking, no starvation).
+A finished or cancelled request leaves at once; its rows and cache are free for the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
+
+import torch
+
+from .generation import GenerationConfig, check_generator, result, rows_per_input, settings, start_search
+
+
+class EngineFull(RuntimeError):
+    """The engine's queue holds max_queue waiting requests; retry later (HTTP servers answer 503)."""
+
+
+class EngineClosed(RuntimeError):
+    """The engine was closed; no request can be submitted."""
+
+
+@dataclass
+class Request:
+    """One submitted input. `result()` blocks for its output; `cancel()` frees its rows at the next step."""
+    input_ids: torch.Tensor                     # [1, S] long, on the model's device
+    config: GenerationConfig                    # resolved settings
+    generator: torch.Generator | None
+    future: Future = field(default_factory=Future, repr=False)
+    search: object = field(default=None, repr=False)      # set on admission: the request's BeamSearch / SampleSearch
+    cache: object = field(default=None, repr=False)       # set on admission: its KV cache
+
+    def result(self, timeout: float | None = None):
+        """LongTensor [num_return_sequences, T], or a GenerateOutput with return_dict_in_generate=True."""
+        return self.future.result(timeout)
+
+    def cancel(self) -> bool:
+        """Cancel the request: a waiting one never runs, a running one leaves at the next step. False when it
+        had already finished."""
+        return self.future.cancel()
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    @property
+    def rows(self) -> int:
+        return rows_per_input(self.config)
+
+    @property
+    def source_tokens(self) -> int:
+        return self.input_ids.shape[1]
+
+
+class Engine:
+    """A continuous-batching generator over one model (see the module docstring).
+
+    max_rows: decoder rows per step (a beam-4 request takes 4, greedy 1, sampling num_return_sequences).
+    max_source_tokens: source tokens of the running requests together (their cross-attention caches);
+        default max_rows * max_position_embeddings, i.e. no limit beyond max_rows.
+    max_queue: waiting requests beyond which submit raises EngineFull.
+    defaults: generation settings under each request's own (the pipeline's task defaults).
+    """
+
+    def __init__(self, model, *, max_rows: int = 32, max_source_tokens: int | None = None,
+                 max_queue: int = 1024, defaults: dict | None = None):
+        limit = model.config.max_position_embeddings
+        max_source_tokens = max_rows * limit if max_source_tokens is None else max_source_tokens
+        for name, value in (("max_rows", max_rows), ("max_source_tokens", max_source_tokens),
+                            ("max_queue", max_queue)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.model, self.defaults = model, dict(defaults or {})
+        self.max_rows, self.max_source_tokens, self.max_queue = max_rows, max_source_tokens, max_queue
+        self.waiting: collections.deque[Request] = collections.deque()
+        self.running: list[Request] = []
+        self.generated_tokens = 0                   # decoder rows stepped so far, all requests (for metrics)
+        self._wake = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name="seq2seq_kit-engine", daemon=True)
+        self._thread.start()
+
+    # ---- the caller's side (any thread) --------------------------------------------------------------------
+
+    def submit(self, input_ids, *, generator: torch.Generator | None = None, cuda_graph: bool | None = None,
+               **generate_kwargs) -> Request:
+        """Queue one input: 1-D token ids (list[int] or LongTensor [S]). Settings are generate()'s, resolved and
+        checked here, so bad input raises at once with generate()'s message and never enters the batch."""
+        ids = as_row(input_ids, self.model.device)
+        self.model.check_inputs(ids, None)
+        config = settings(self.model, {**self.defaults, **generate_kwargs})
+        check_generator(generator)
+        if cuda_graph:
+            raise ValueError("the engine steps its batch eagerly; cuda_graph=True is for generate()")
+        request = Request(ids, config, generator)
+        if ids.shape[1] > self.max_source_tokens:
+            raise ValueError(f"input_ids has {ids.shape[1]} tokens, more than this engine's max_source_tokens="
+                             f"{self.max_source_tokens}; truncate it or raise max_source_tokens")
+        if request.rows > self.max_rows:
+            raise ValueError(f"these settings need {request.rows} decoder rows (num_beams / num_return_sequences) "
+                             f"but the engine has max_rows={self.max_rows}; lower them or raise max_rows")
+        with self._wake:
+            if self._closing:
+                raise EngineClosed("the engine is closed; create a new Engine")
+            if len(self.waiting) >= self.max_queue:
+                raise EngineFull(f"the engine's queue is full ({self.max_queue} waiting requests); retry later")
+            self.waiting.append(request)
+            self._wake.notify()
+        return request
+
+    async def generate_async(self, input_ids, **generate_kwargs):
+        """submit() for asyncio callers; cancelling the awaiting task cancels the request."""
+        request = self.submit(input_ids, **generate_kwargs)
+        try:
+            return await asyncio.wrap_future(request.future)
+        except asyncio.CancelledError:
+            request.cancel()
+            raise
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def active_rows(self) -> int:
+        return sum(r.rows for r in self.running)
+
+    def close(self, cancel_pending: bool = False, timeout: float | None = None) -> None:
+        """Stop accepting; finish every running request and, unless cancel_pending, every waiting one."""
+        with self._wake:
+            self._closing = True
+            if cancel_pending:
+                for request in self.waiting:
+                    request.cancel()
+            self._wake.notify()
+        self._thread.join(timeout)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- the engine's thread ----------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self.waiting and not self.running and not self._closing:
+                    self._wake.wait()
+                if self._closing and not self.waiting and not self.running:
+                    return
+                admitted = self._take_admissible()
+            try:
+                self._admit(admitted)
+                if self.running:
+                    self._step()
+            except Exception as e:   # noqa: BLE001 - a failed step fails its requests, never the engine
+                for request in admitted + self.running:
+                    if not request.future.done():
+                        request.future.set_exception(e)
+                self.running = []
+
+    def _take_admissible(self) -> list[Request]:
+        """Pop, in arrival order, the waiting requests that fit beside the running ones (lock held)."""
+        rows = self.active_rows
+        tokens = sum(r.source_tokens for r in self.running)
+        admitted = []
+        while self.waiting:
+            request = self.waiting[0]
+            if request.future.cancelled():
+                self.waiting.popleft()
+                continue
+            if rows + request.rows > self.max_rows or tokens + request.source_tokens > self.max_source_tokens:
+                break
+            self.waiting.popleft()
+            rows, tokens = rows + request.rows, tokens + request.source_tokens
+            admitted.append(request)
+        return admitted
+
+    def _admit(self, requests: list[Request]) -> None:
+        """Encode the new requests in one right-padded batch; each gets its cache and its search."""
+        requests = [r for r in requests if not r.future.cancelled()]
+        if not requests:
+            return
+        model = self.model
+        for request, hidden in zip(requests, self._encode([r.input_ids[0] for r in requests])):
+            cfg = request.config
+            _, request.cache = model.start_decoding(hidden, None, request.rows, cfg.max_length - 1, cuda_graph=False)
+            request.search = start_search(cfg, request.input_ids, model.config.vocab_size, model.device,
+                                          request.generator)
+            self.running.append(request)
+
+    def _encode(self, rows: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Token ids [S_i] each -> encoder states [1, S_i, D] each, from one encoder pass over the padded batch
+        (one input alone: no padding, exactly generate's encoder pass)."""
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.model.config.pad_token_id, dtype=torch.long,
+                         device=self.model.device)
+        mask = torch.zeros((len(rows), width), dtype=torch.bool, device=self.model.device)
+        for i, r in enumerate(rows):
+            ids[i, :len(r)], mask[i, :len(r)] = r, True
+        hidden = self.model.encode_unchecked(ids, None if bool(mask.all()) else mask)   # [B, width, D]
+        return [hidden[i:i + 1, :len(r)] for i, r in enumerate(rows)]
+
+    def _step(self) -> None:
+        """One decoder step for every running request; finished and cancelled ones leave."""
+        self.running = running = [r for r in self.running if not r.future.cancelled()]
+        if not running:
+            return
+        tokens = torch.cat([r.search.tokens() for r in running])                             # [R]
+        logits = self.model.decode_group_unchecked(tokens, [r.cache for r in running])      # [R, V]
+        self.running, start = [], 0
+        for request in running:
+            parents = request.search.advance(logits[start:start + request.rows])
+            start += request.rows
+            self.generated_tokens += request.rows
+            if not request.search.done:
+                if parents is not None:
+                    request.cache.reorder(parents)
+                self.running.append(request)
+            elif not request.future.cancelled():
+                try:
+                    request.future.set_result(result(request.config, request.search))
+                except InvalidStateError:   # cancelled by its caller meanwhile
+                    pass
+
+
+def as_row(input_ids, device) -> torch.Tensor:
+    """1-D ids (list[int] or LongTensor [S]) -> LongTensor [1, S] on `device`; anything else is refused."""
+    if isinstance(input_ids, torch.Tensor):
+        if input_ids.dim() != 1:
+            raise ValueError(f"submit() takes one input: 1-D token ids, got shape {list(input_ids.shape)}; "
+                             "submit each row of a batch on its own")
+        ids = input_ids
+    elif isinstance(input_ids, (list, tuple)) and all(isinstance(t, int) and not isinstance(t, bool)
+                                                      for t in input_ids):
+        ids = torch.tensor(input_ids, dtype=torch.long)
+    else:
+        raise TypeError("submit() takes 1-D token ids: a list of ints or a LongTensor [S], got "
+                        f"{type(input_ids).__name__}")
+    return ids.to(device)[None]

@@ -1,0 +1,215 @@
+"""The continuous-batching engine: each request's output equals generate() for that input alone.
+
+The acceptance test is a randomized stream (random lengths, settings, arrival times, cancellations) on the
+EOS-biased tiny checkpoint (rows end at different steps), compared request by request against generate alone:
+tokens equal, sequence scores within 1e-4 (fp32, CPU; the engine batches the linear layers over all running rows,
+so rounding may differ from the one-request run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import pytest
+import torch
+
+from seq2seq_kit import BartForConditionalGeneration, Engine, EngineClosed, EngineFull, pipeline
+
+SCORE_ATOL = 1e-4
+SETTINGS = [
+    dict(num_beams=1),
+    dict(num_beams=1, no_repeat_ngram_size=2, repetition_penalty=1.3),
+    dict(num_beams=1, min_length=6, max_new_tokens=12),
+    dict(num_beams=4),
+    dict(num_beams=3, length_penalty=2.0, early_stopping=True, no_repeat_ngram_size=3),
+    dict(num_beams=2, num_return_sequences=2, early_stopping="never", max_length=14),
+    dict(num_beams=4, encoder_no_repeat_ngram_size=2, min_new_tokens=4),
+    dict(do_sample=True, top_k=20, temperature=0.8, seed=1),
+    dict(do_sample=True, top_p=0.9, num_return_sequences=3, seed=2),
+    dict(do_sample=True, num_beams=2, seed=3),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_eos(tiny_eos_path):
+    return BartForConditionalGeneration.from_pretrained(tiny_eos_path)
+
+
+def kwargs_of(setting: dict) -> dict:
+    """A setting -> generate kwargs; a seeded setting gets a fresh generator (the same draws alone and in the engine)."""
+    setting = dict(setting)
+    seed = setting.pop("seed", None)
+    if seed is not None:
+        setting["generator"] = torch.Generator().manual_seed(seed)
+    return setting
+
+
+def alone(model, ids: list[int], setting: dict):
+    return model.generate(torch.tensor([ids]), **kwargs_of(setting), return_dict_in_generate=True,
+                          output_scores=True)
+
+
+def assert_same(out, ref, what: str) -> None:
+    assert torch.equal(out.sequences, ref.sequences), f"{what}: {out.sequences} != {ref.sequences}"
+    if ref.sequences_scores is not None:
+        torch.testing.assert_close(out.sequences_scores, ref.sequences_scores, atol=SCORE_ATOL, rtol=0)
+
+
+def random_ids(rng: random.Random, vocab: int) -> list[int]:
+    return [rng.randrange(4, vocab) for _ in range(rng.randint(2, 40))]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_stream_matches_generate_alone(tiny_eos, seed, monkeypatch):
+    model = tiny_eos
+    groups = []                                       # caches per engine step: requests sharing the step
+    real = model.decode_group_unchecked
+    monkeypatch.setattr(model, "decode_group_unchecked", lambda ids, caches: groups.append(len(caches)) or
+                        real(ids, caches))
+    rng = random.Random(seed)
+    jobs = [(random_ids(rng, model.config.vocab_size), rng.choice(SETTINGS)) for _ in range(24)]
+    cancel = set(rng.sample(range(len(jobs)), 3))
+    with Engine(model, max_rows=12) as engine:
+        requests = []
+        for i, (ids, setting) in enumerate(jobs):
+            requests.append(engine.submit(ids, **kwargs_of(setting), return_dict_in_generate=True,
+                                          output_scores=True))
+            if i in cancel:
+                requests[-1].cancel()
+            time.sleep(rng.choice([0, 0, 0.002, 0.01]))          # arrivals while steps run
+        outputs = [None if i in cancel else r.result(timeout=120) for i, r in enumerate(requests)]
+    assert max(groups) >= 4, f"requests hardly overlapped: {max(groups)} at most in one step"
+    monkeypatch.undo()
+    for i, ((ids, setting), out) in enumerate(zip(jobs, outputs)):
+        if out is not None:
+            assert_same(out, alone(model, ids, setting), f"request {i} {setting}")
+
+
+def test_one_request_alone_is_bit_identical(tiny_eos):
+    ids = list(range(5, 30))
+    with Engine(tiny_eos) as engine:
+        out = engine.submit(ids, num_beams=4, return_dict_in_generate=True, output_scores=True).result(60)
+    ref = alone(tiny_eos, ids, dict(num_beams=4))
+    assert torch.equal(out.sequences, ref.sequences)
+    assert torch.equal(out.sequences_scores, ref.sequences_scores)
+    assert all(torch.equal(a, b) for a, b in zip(out.scores, ref.scores))
+
+
+def test_result_is_generates_tensor(tiny_eos):
+    with Engine(tiny_eos) as engine:
+        ids = engine.submit(torch.tensor([5, 6, 7, 8]), num_beams=2, num_return_sequences=2).result(60)
+    assert torch.equal(ids, tiny_eos.generate(torch.tensor([[5, 6, 7, 8]]), num_beams=2, num_return_sequences=2))
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(num_beams=0), ValueError, "num_beams"),
+    (dict(bogus=1), ValueError, "unknown argument"),
+    (dict(num_beams=2, num_return_sequences=3), ValueError, "num_return_sequences"),
+])
+def test_bad_settings_fail_at_submit_with_generates_message(tiny_eos, kwargs, error, match):
+    with pytest.raises(error, match=match) as ours:
+        Engine(tiny_eos).submit([5, 6, 7], **kwargs)
+    with pytest.raises(error) as theirs:
+        tiny_eos.generate(torch.tensor([[5, 6, 7]]), **kwargs)
+    assert str(ours.value) == str(theirs.value)
+
+
+@pytest.mark.parametrize("ids, error, match", [
+    ([], ValueError, "empty"),
+    ([[5, 6]], TypeError, "1-D"),
+    (torch.tensor([[5, 6]]), ValueError, "1-D"),
+    ([5, 10 ** 9], ValueError, "vocabulary"),
+    ("text", TypeError, "token ids"),
+])
+def test_bad_input_fails_at_submit(tiny_eos, ids, error, match):
+    with Engine(tiny_eos) as engine:
+        with pytest.raises(error, match=match):
+            engine.submit(ids)
+        assert engine.submit([5, 6, 7], max_new_tokens=3).result(30).shape[0] == 1   # the engine goes on
+
+
+def test_too_many_rows_for_the_engine(tiny_eos):
+    with Engine(tiny_eos, max_rows=2) as engine, pytest.raises(ValueError, match="max_rows=2"):
+        engine.submit([5, 6, 7], num_beams=4)
+
+
+def test_queue_full_raises_at_once(tiny_eos):
+    engine = Engine(tiny_eos, max_rows=1, max_queue=2)
+    held = [engine.submit([5, 6, 7], max_new_tokens=20, min_new_tokens=20)]
+    with pytest.raises(EngineFull, match="queue is full"):
+        for _ in range(10):
+            held.append(engine.submit([5, 6, 7], max_new_tokens=20, min_new_tokens=20))
+    engine.close(cancel_pending=True)
+    assert all(r.done() for r in held)
+
+
+def test_step_exception_fails_that_steps_requests_and_the_engine_goes_on(tiny_eos, monkeypatch):
+    calls = {"n": 0}
+    real = tiny_eos.decode_group_unchecked
+
+    def flaky(*args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("injected step failure")
+        return real(*args)
+
+    monkeypatch.setattr(tiny_eos, "decode_group_unchecked", flaky)
+    with Engine(tiny_eos) as engine:
+        first = engine.submit([5, 6, 7, 8], min_new_tokens=10, max_new_tokens=10)
+        with pytest.raises(RuntimeError, match="injected step failure"):
+            first.result(30)
+        after = engine.submit([5, 6, 7, 8], max_new_tokens=5).result(30)
+    assert torch.equal(after, tiny_eos.generate(torch.tensor([[5, 6, 7, 8]]), max_new_tokens=5))
+
+
+def test_cancel_frees_rows_at_the_next_step(tiny_eos):
+    with Engine(tiny_eos, max_rows=4) as engine:
+        long = engine.submit([5, 6, 7], num_beams=4, min_new_tokens=200, max_new_tokens=200)
+        deadline = time.monotonic() + 30
+        while engine.active_rows == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert engine.active_rows == 4
+        long.cancel()
+        short = engine.submit([5, 6, 7], num_beams=4, max_new_tokens=3)   # needs the cancelled rows
+        assert short.result(30).shape[0] == 1
+        assert long.done() and long.future.cancelled()
+
+
+def test_close_finishes_accepted_requests(tiny_eos):
+    engine = Engine(tiny_eos, max_rows=2)
+    requests = [engine.submit([5 + i, 6, 7], max_new_tokens=6) for i in range(6)]
+    engine.close()
+    assert all(r.done() and not r.future.cancelled() for r in requests)
+    with pytest.raises(EngineClosed):
+        engine.submit([5, 6, 7])
+
+
+def test_close_can_cancel_the_waiting_ones(tiny_eos):
+    engine = Engine(tiny_eos, max_rows=1)
+    requests = [engine.submit([5 + i, 6, 7], max_new_tokens=30, min_new_tokens=30) for i in range(5)]
+    engine.close(cancel_pending=True)
+    assert all(r.done() for r in requests)
+    assert any(r.future.cancelled() for r in requests)
+
+
+def test_generate_async(tiny_eos):
+    async def main(engine):
+        return await asyncio.gather(*(engine.generate_async([5 + i, 6, 7], max_new_tokens=8) for i in range(4)))
+
+    with Engine(tiny_eos) as engine:
+        outs = asyncio.run(main(engine))
+    for i, out in enumerate(outs):
+        assert torch.equal(out, tiny_eos.generate(torch.tensor([[5 + i, 6, 7]]), max_new_tokens=8))
+
+
+def test_pipeline_engine_gives_the_pipelines_summaries(checkpoint):
+    pipe = pipeline("summarization", model=str(checkpoint("tiny")))
+    texts = ["The tower is 324 metres tall.", "Its base is square, measuring 125 metres on each side. " * 3,
+             "Short one."]
+    expected = pipe(texts, max_length=12, num_beams=2)
+    with pipe.engine(max_rows=8) as engine:
+        requests = [engine.submit(row, max_length=12, num_beams=2) for row in pipe.preprocess(texts).rows]
+        got = [pipe.postprocess(r.result(60)[None])[0][0] for r in requests]
+    assert got == expected
