@@ -177,8 +177,7 @@ class Engine:
                     self._step()
             except Exception as e:   # noqa: BLE001 - a failed step fails its requests, never the engine
                 for request in admitted + self.running:
-                    if not request.future.done():
-                        request.future.set_exception(e)
+                    settle(request.future, exception=e)
                 self.running = []
 
     def _take_admissible(self) -> list[Request]:
@@ -240,10 +239,18 @@ class Engine:
                     request.cache.reorder(parents)
                 self.running.append(request)
             elif not request.future.cancelled():
-                try:
-                    request.future.set_result(result(request.config, request.search))
-                except InvalidStateError:   # cancelled by its caller meanwhile
-                    pass
+                settle(request.future, result(request.config, request.search))
+
+
+def settle(future: Future, value=None, exception: BaseException | None = None) -> None:
+    """Give a request's future its result or exception, unless its caller cancelled it meanwhile."""
+    try:
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(value)
+    except InvalidStateError:   # already cancelled (or settled)
+        pass
 
 
 def as_row(input_ids, device) -> torch.Tensor:
