@@ -18,7 +18,6 @@ from helpers import GEN, by_id, make_docs, read_jsonl, write_jsonl
 from seq2seq_kit import Engine, Tokenizer, pipeline, summarize_corpus
 from seq2seq_kit.cli import main
 from seq2seq_kit.corpus.output import Output
-from seq2seq_kit.corpus.worker import Worker
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
