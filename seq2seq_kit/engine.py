@@ -224,22 +224,23 @@ class Engine:
 
     def _step(self) -> None:
         """One decoder step for every running request; finished and cancelled ones leave."""
-        self.running = running = [r for r in self.running if not r.future.cancelled()]
-        if not running:
+        self.running = [r for r in self.running if not r.future.cancelled()]
+        if not self.running:
             return
-        tokens = torch.cat([r.search.tokens() for r in running])                             # [R]
-        logits = self.model.decode_group_unchecked(tokens, [r.cache for r in running])      # [R, V]
-        self.running, start = [], 0
-        for request in running:
+        tokens = torch.cat([r.search.tokens() for r in self.running])                        # [R]
+        logits = self.model.decode_group_unchecked(tokens, [r.cache for r in self.running])  # [R, V]
+        going, start = [], 0
+        for request in self.running:
             parents = request.search.advance(logits[start:start + request.rows])
             start += request.rows
             self.generated_tokens += request.rows
             if not request.search.done:
                 if parents is not None:
                     request.cache.reorder(parents)
-                self.running.append(request)
+                going.append(request)
             elif not request.future.cancelled():
                 settle(request.future, result(request.config, request.search))
+        self.running = going      # only now: an error above leaves every request of this step in self.running
 
 
 def settle(future: Future, value=None, exception: BaseException | None = None) -> None:

@@ -213,3 +213,27 @@ def test_pipeline_engine_gives_the_pipelines_summaries(checkpoint):
         requests = [engine.submit(row, max_length=12, num_beams=2) for row in pipe.preprocess(texts).rows]
         got = [pipe.postprocess(r.result(60)[None])[0][0] for r in requests]
     assert got == expected
+
+
+def test_search_exception_fails_every_request_of_that_step(tiny_eos, monkeypatch):
+    """An error after the decoder ran (in one request's search) still settles every request of the step."""
+    from seq2seq_kit.generation.sampling import SampleSearch
+
+    real, calls = SampleSearch.advance, {"n": 0}
+
+    def flaky(self, logits):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise RuntimeError("injected search failure")
+        return real(self, logits)
+
+    with Engine(tiny_eos, max_rows=4) as engine:
+        requests = [engine.submit([5 + i, 6, 7], min_new_tokens=20, max_new_tokens=20) for i in range(3)]
+        while engine.active_rows < 3:                      # all three share every step before patching
+            time.sleep(0.001)
+        monkeypatch.setattr(SampleSearch, "advance", flaky)
+        for request in requests:
+            with pytest.raises(RuntimeError, match="injected search failure"):
+                request.result(timeout=30)
+        monkeypatch.undo()
+        assert engine.submit([5, 6, 7], max_new_tokens=4).result(30).shape[0] == 1
