@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .generation import GenerationConfig, check_generator, result, rows_per_input, settings, start_search
+from .generation import GenerationConfig, prepare, result, rows_per_input, start_search
 
 
 class EngineFull(RuntimeError):
@@ -105,10 +105,7 @@ class Engine:
                **generate_kwargs) -> Request:
         """Queue one input: 1-D token ids (list[int] or LongTensor [S]). Settings are generate()'s, resolved and
         checked here, so bad input raises at once with generate()'s message and never enters the batch."""
-        ids = as_row(input_ids, self.model.device)
-        self.model.check_inputs(ids, None)
-        config = settings(self.model, {**self.defaults, **generate_kwargs})
-        check_generator(generator)
+        ids, _, config = prepare(self.model, as_row(input_ids), None, {**self.defaults, **generate_kwargs}, generator)
         if cuda_graph:
             raise ValueError("the engine steps its batch eagerly; cuda_graph=True is for generate()")
         request = Request(ids, config, generator)
@@ -254,8 +251,9 @@ def settle(future: Future, value=None, exception: BaseException | None = None) -
         pass
 
 
-def as_row(input_ids, device) -> torch.Tensor:
-    """1-D ids (list[int] or LongTensor [S]) -> LongTensor [1, S] on `device`; anything else is refused."""
+def as_row(input_ids) -> torch.Tensor:
+    """1-D ids (list[int] or LongTensor [S]) -> a tensor [1, S] (generate's input for one request); anything else
+    is refused."""
     if isinstance(input_ids, torch.Tensor):
         if input_ids.dim() != 1:
             raise ValueError(f"submit() takes one input: 1-D token ids, got shape {list(input_ids.shape)}; "
@@ -267,4 +265,4 @@ def as_row(input_ids, device) -> torch.Tensor:
     else:
         raise TypeError("submit() takes 1-D token ids: a list of ints or a LongTensor [S], got "
                         f"{type(input_ids).__name__}")
-    return ids.to(device)[None]
+    return ids[None]

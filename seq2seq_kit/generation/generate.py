@@ -40,16 +40,8 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     Returns a LongTensor [B * num_return_sequences, T] that starts with the decoder start token, padded with
     pad_token_id after EOS; or a GenerateOutput when return_dict_in_generate=True.
     """
-    if isinstance(input_ids, torch.Tensor):                                 # inputs may come from the CPU
-        input_ids = input_ids.to(model.device)
-    if isinstance(attention_mask, torch.Tensor):
-        attention_mask = attention_mask.to(model.device)
-    padding_mask = model.check_inputs(input_ids, attention_mask)            # the one check, before any compute
-    cfg = settings(model, kwargs)
-    check_generator(generator)
+    input_ids, padding_mask, cfg = prepare(model, input_ids, attention_mask, kwargs, generator)
     cuda_graph = use_cuda_graph(cuda_graph, model.device)
-
-    input_ids = input_ids.long()
     encoder_hidden = model.encode_unchecked(input_ids, padding_mask)                  # [B, S, D], once
     step, cache = model.start_decoding(encoder_hidden, padding_mask, rows_per_input(cfg),
                                        max_length=cfg.max_length - 1, cuda_graph=cuda_graph)   # a slot per step
@@ -59,6 +51,20 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
         if parents is not None:
             cache.reorder(parents)
     return result(cfg, search)
+
+
+def prepare(model: Seq2SeqModel, input_ids, attention_mask, kwargs: dict, generator):
+    """generate's checks, in its order, before any compute (the engine's submit runs the same): inputs moved to
+    the model's device and checked once, settings resolved over the model's, the generator checked.
+    Returns (input_ids [B, S] long, padding mask bool [B, S] or None, resolved GenerationConfig)."""
+    if isinstance(input_ids, torch.Tensor):                                 # inputs may come from the CPU
+        input_ids = input_ids.to(model.device)
+    if isinstance(attention_mask, torch.Tensor):
+        attention_mask = attention_mask.to(model.device)
+    padding_mask = model.check_inputs(input_ids, attention_mask)            # the one check
+    cfg = settings(model, kwargs)
+    check_generator(generator)
+    return input_ids.long(), padding_mask, cfg
 
 
 def rows_per_input(cfg: GenerationConfig) -> int:
