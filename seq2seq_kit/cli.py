@@ -121,6 +121,9 @@ def _add_summarize(sub, parents: list) -> None:
     p.add_argument("--num-beams", type=_positive, help="beam width (default: the checkpoint's)")
     p.add_argument("--max-length", type=_positive, help="maximum summary length in tokens (default: the checkpoint's)")
     p.add_argument("--min-length", type=_non_negative, help="minimum summary length in tokens")
+    p.add_argument("--strategy", choices=("truncate", "map-reduce"), default="truncate",
+                   help="a text longer than the model's input: truncate it (default), or summarize its chunks of "
+                        "whole sentences and then their summaries (map-reduce)")
     p.add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE,
                    help=f"documents per generate call in --input jobs, batched by similar length "
                         f"(default: {DEFAULT_BATCH_SIZE})")
@@ -237,6 +240,7 @@ def _summarize(args) -> int:
         args.parser.error("--actors applies to --ray jobs")
     kwargs = {k: v for k, v in (("num_beams", args.num_beams), ("max_length", args.max_length),
                                 ("min_length", args.min_length)) if v is not None}
+    kwargs["strategy"] = args.strategy.replace("-", "_")
     if args.input is not None:
         return _summarize_corpus(args, kwargs)
     if args.file is not None:

@@ -26,6 +26,7 @@ from . import hub
 from .engine import Engine
 from .generation.config import GENERATE_KWARGS
 from .loading import resolve_device
+from .long_documents import DEFAULT_BATCH_SIZE, check_strategy, map_reduce
 from .modeling import BartForConditionalGeneration
 from .tokenizer import Tokenizer
 
@@ -103,13 +104,30 @@ class SummarizationPipeline:
                 f"max_input_length={self.max_input_length}, generate_defaults={self.generate_defaults})")
 
     def __call__(self, inputs, *, return_tensors: bool = False, clean_up_tokenization_spaces: bool = False,
-                 truncation: bool | None = None, batch_size: int = 1, **generate_kwargs):
+                 truncation: bool | None = None, batch_size: int | None = None, strategy: str = "truncate",
+                 chunk_overlap: int = 0, map_kwargs: dict | None = None, return_chunks: bool = False,
+                 **generate_kwargs):
         """One list of records per input: {'summary_text': str}, or {'summary_token_ids': LongTensor [T]} with
         return_tensors=True; when every input has one record, the lists are flattened, as 4.x did.
-        truncation: None (default) truncates over-long inputs with a warning, True silently, False raises."""
+        truncation: None (default) truncates over-long inputs with a warning, True silently, False raises.
+        batch_size: texts per generate call (default 1).
+        strategy="map_reduce" summarizes a text longer than the model's window from its chunks of whole sentences
+        instead (seq2seq_kit.long_documents): one record per input, {'summary_text'}, plus 'chunks' ([{'span':
+        [start, end], 'text', 'summary_text'}]) with return_chunks=True; chunk_overlap: sentences repeated between
+        chunks; map_kwargs: the chunks' generate settings over generate_kwargs; batch_size: chunks decoding at
+        once (default 8). Nothing is truncated, so `truncation` has nothing to do."""
         texts = self.check_texts(inputs)
+        check_strategy(strategy, chunk_overlap, map_kwargs, return_chunks)
+        batch_size = (1 if strategy == "truncate" else DEFAULT_BATCH_SIZE) if batch_size is None else batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if strategy == "map_reduce":
+            if return_tensors:
+                raise ValueError("return_tensors=True applies to strategy='truncate': map-reduce summaries are "
+                                 "texts made from texts")
+            return map_reduce(self, texts, batch_size=batch_size, chunk_overlap=chunk_overlap, map_kwargs=map_kwargs,
+                              return_chunks=return_chunks, clean_up_tokenization_spaces=clean_up_tokenization_spaces,
+                              **generate_kwargs)
         rows = self.preprocess(texts, truncation).rows
         records = []
         for start in range(0, len(rows), batch_size):

@@ -217,9 +217,11 @@ class Tokenizer:
 
     def __call__(self, text, text_pair=None, add_special_tokens: bool = True, padding: bool | str = False,
                  truncation: bool | str | None = None, max_length: int | None = None,
-                 return_tensors: str | None = None) -> BatchEncoding:
+                 return_tensors: str | None = None, return_offsets_mapping: bool = False) -> BatchEncoding:
         """input_ids and attention_mask of a text (lists) or a list of texts (lists of lists); with return_tensors
-        ("pt" or "np") always [batch, length] int64. Pairs, padding and truncation follow transformers."""
+        ("pt" or "np") always [batch, length] int64. Pairs, padding and truncation follow transformers.
+        return_offsets_mapping adds "offset_mapping": each token's (start, end) character offsets in its text,
+        (0, 0) for special and padding tokens, as transformers' fast tokenizers give them."""
         if return_tensors not in (None, "pt", "np"):
             raise ValueError(f"return_tensors={return_tensors!r} is not supported: pass None (lists), 'pt' (torch) "
                              "or 'np' (numpy)")
@@ -240,6 +242,8 @@ class Tokenizer:
                 batch = list(zip(batch, [_check_text(t, f"text_pair[{i}]") for i, t in enumerate(text_pair)]))
         encodings = self._run(batch, add_special_tokens, padding, truncation, max_length)
         out = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings]}
+        if return_offsets_mapping:
+            out["offset_mapping"] = [e.offsets for e in encodings]
         if return_tensors is not None:
             out = {k: _stack(v, return_tensors) for k, v in out.items()}
         elif not batched:

@@ -15,6 +15,7 @@ from .. import hub
 from ..config import BartConfig
 from ..generation import GenerationConfig
 from ..generation import config as generation_config
+from ..long_documents import check_strategy
 from ..pipeline import DEFAULT_MODEL, task_defaults
 from . import ray_engine
 from .output import Output, errors_path
@@ -61,7 +62,7 @@ def summarize_corpus(input: str | Path, output: str | Path, model: str | Path | 
                      overwrite: bool = False, device=None, dtype=None, revision: str | None = None,
                      cache_dir: str | Path | None = None, token: str | bool | None = None,
                      local_files_only: bool = False, sort_by_length: bool = True, progress: bool = True,
-                     **generate_kwargs) -> CorpusResult:
+                     strategy: str = "truncate", **generate_kwargs) -> CorpusResult:
     """Summarize every document of `input` (a .jsonl or .parquet file, or a folder of them) into `output`
     (JSONL, or Parquet when it ends in .parquet); a re-run finishes a job that stopped. See the package doc.
 
@@ -76,11 +77,14 @@ def summarize_corpus(input: str | Path, output: str | Path, model: str | Path | 
         device None uses the cluster's GPUs when it has some, "cpu" forces CPU actors, and a CUDA device asks
         for GPU actors (it is resolved on the driver too, so leave it None from a driver without CUDA).
     sort_by_length: submit a chunk's documents longest first (False: input order; for measuring).
+    strategy: "truncate" (a document longer than the model's window is summarized from its start, and reported),
+        or "map_reduce" (summarized from its chunks: seq2seq_kit.long_documents; records gain "chunks": N).
     generate_kwargs: num_beams, max_length, min_length, ... over the checkpoint's summarization settings.
     Returns the counts; shows a progress bar on stderr (progress=True). Messages go to the "seq2seq_kit.corpus"
     loggers: the result's summary() line (INFO), an output repaired after a crash (WARNING).
     """
     _check_engine(engine, ray_address, actors, batch_size)
+    check_strategy(strategy)
     input, output = Path(input).expanduser(), Path(output).expanduser()
     files = input_files(input, output)
     chunks, total = plan_chunks(files, batch_size * BATCHES_PER_CHUNK, folder=input.is_dir())
@@ -89,7 +93,7 @@ def summarize_corpus(input: str | Path, output: str | Path, model: str | Path | 
     hub_kwargs = {k: v for k, v in (("revision", revision), ("cache_dir", cache_dir), ("token", token),
                                     ("local_files_only", local_files_only)) if v}
     job, hub_kwargs = _job(DEFAULT_MODEL if model is None else model, hub_kwargs, dtype, generate_kwargs)
-    job.update(text_field=text_field, id_field=id_field)
+    job.update(text_field=text_field, id_field=id_field, **({"strategy": strategy} if strategy != "truncate" else {}))
 
     out = Output(output)
     try:
@@ -97,7 +101,7 @@ def summarize_corpus(input: str | Path, output: str | Path, model: str | Path | 
         worker_kwargs = dict(
             model=job["model"], hub_kwargs=hub_kwargs, device=device, dtype=dtype, generate_kwargs=generate_kwargs,
             eos_token_ids=job["generation"]["eos_token_id"], text_field=text_field, id_field=id_field,
-            done=frozenset(out.done), batch_size=batch_size, sort_by_length=sort_by_length)
+            done=frozenset(out.done), batch_size=batch_size, sort_by_length=sort_by_length, strategy=strategy)
         start = time.perf_counter()
         if engine == "local":
             results = _local_results(chunks, worker_kwargs)

@@ -8,6 +8,7 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from typing import Iterable, Iterator
 
 from ..generation import rows_per_input, settings
+from ..long_documents import summarize_documents
 from ..pipeline import pipeline
 from .output import error_record, id_key
 from .reading import read_chunk
@@ -21,12 +22,13 @@ class Worker:
     "where"}], "errors": [...], "skipped": n}, records in the order the engine finishes them."""
 
     def __init__(self, model: str, hub_kwargs: dict, device, dtype, generate_kwargs: dict, eos_token_ids,
-                 text_field: str, id_field: str, done: frozenset, batch_size: int, sort_by_length: bool):
+                 text_field: str, id_field: str, done: frozenset, batch_size: int, sort_by_length: bool,
+                 strategy: str = "truncate"):
         self.pipe = pipeline("summarization", model=model, device=device, dtype=dtype, **hub_kwargs)
         self.generate_kwargs = generate_kwargs
         self.eos = set(eos_token_ids or ())
         self.text_field, self.id_field, self.done = text_field, id_field, done
-        self.batch_size, self.sort_by_length = batch_size, sort_by_length
+        self.batch_size, self.sort_by_length, self.strategy = batch_size, sort_by_length, strategy
         rows = rows_per_input(settings(self.pipe.model, {**self.pipe.generate_defaults, **generate_kwargs}))
         self.engine = self.pipe.engine(max_rows=batch_size * rows)      # batch_size documents decode at once
 
@@ -40,6 +42,9 @@ class Worker:
         in_flight: dict = {}                                        # request future -> (doc_id, where, row)
         for chunk in chunks:
             todo, errors, skipped = self.read(chunk)
+            if self.strategy == "map_reduce":
+                yield self.map_reduce(todo, errors, skipped)
+                continue
             rows = self.encode(todo, errors)
             if errors or skipped or not todo:
                 yield {"records": [], "errors": errors, "skipped": skipped}
@@ -76,6 +81,19 @@ class Worker:
             records.append({"id": doc_id, "summary_text": text, "input_tokens": len(row),
                             "output_tokens": self.generated(ids[0, 0].tolist()), "where": where})
         return {"records": records, "errors": [], "skipped": 0}
+
+    def map_reduce(self, docs: list[tuple], errors: list, skipped: int) -> dict:
+        """The result of a chunk's (id, where, text) docs, each summarized from its chunks on the engine
+        (seq2seq_kit.long_documents), all of them together; records gain "chunks": N."""
+        records = []
+        done = summarize_documents(self.pipe, [text for _, _, text in docs], self.engine, **self.generate_kwargs)
+        for (doc_id, where, _), r in zip(docs, done):
+            if r.error is not None:
+                errors.append(error_record(doc_id, where, "too_long", f"{where}: {r.error}"))
+                continue
+            records.append({"id": doc_id, "summary_text": r.summary_text, "input_tokens": r.input_tokens,
+                            "output_tokens": self.generated(r.summary_ids), "chunks": len(r.chunks), "where": where})
+        return {"records": records, "errors": errors, "skipped": skipped}
 
     def encode(self, docs: list[tuple], errors: list) -> list[list[int]]:
         """Token ids of (id, where, text) docs, by the pipeline's preprocess; over-long ones are truncated (as the

@@ -1,0 +1,316 @@
+"""Documents longer than the model's window: map-reduce summarization on the pipeline's public stages.
+
+    pipe(text, strategy="map_reduce")                                  # [{'summary_text': ...}]
+    pipe(text, strategy="map_reduce", map_kwargs={"max_length": 60}, return_chunks=True)
+    map_reduce(pipe, texts, engine=engine, **generate_kwargs)          # what pipe() calls; for servers
+
+1. Chunk (chunk_document). The document is tokenized once, after the pipeline's prefix, with character offsets.
+   Sentences end at `.`, `!`, `?` (with closing quotes or brackets) before whitespace, at `。！？`, and at line
+   breaks; Korean `다.` ends with its period. A chunk is a run of whole sentences whose tokens, with the prefix
+   and special tokens, fit the model's input (pipe.max_input_length); a sentence longer than that is cut at token
+   boundaries (at a word start where one is near). `chunk_overlap` whole sentences of a chunk's end open the next.
+   A chunk's text is the document's own substring, `document[start:end]`, stripped of surrounding whitespace,
+   and the chunks together hold every other character of it. The count from the document's tokens is checked on
+   the chunk's own text, tokenized as the pipeline tokenizes it alone (a BPE merge can differ at its edges), and
+   the chunk is cut shorter until that fits: no chunk is ever truncated. A document that fits is one chunk, the
+   whole text.
+2. Map. Every chunk is summarized as `pipe(chunk_text, **generate_kwargs, **map_kwargs)` would summarize it
+   alone: its row from `pipe.preprocess`, generated on a continuous-batching Engine, decoded by
+   `pipe.postprocess`. The engine runs each request's own search on its own cache, so a chunk's tokens are the
+   ones `generate` gives it alone (bit for bit when it runs alone; beside other chunks up to float rounding of the
+   batched matrix products, which leaves the tokens of decisive logits unchanged). pipe(batch_size=N)'s static
+   batching would also pad the chunks and search them as one batch, one more source of rounding.
+3. Reduce. The chunk summaries, joined with a space, are summarized again with the call's own settings; when the
+   join is itself longer than the window it is chunked and mapped again (map settings), up to `max_depth`
+   rounds of chunking in all (an error names the depth when the text is still too long). A document of one
+   chunk is summarized once, with the call's settings: exactly what strategy="truncate" gives it.
+All documents of a call go through each round together, so their chunks share the engine's batch.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import re
+from dataclasses import dataclass, field
+
+import torch
+
+from .generation import rows_per_input, settings
+
+STRATEGIES = ("truncate", "map_reduce")
+MAX_DEPTH = 3               # rounds of chunking: the document's, then up to two of summaries of summaries
+DEFAULT_BATCH_SIZE = 8      # chunks decoding at once when pipe(strategy="map_reduce") makes its own engine
+WORD_START_WINDOW = 16      # an over-long sentence is cut up to this many tokens early, to cut before a word
+# A sentence ends after . ! ? (and closing quotes or brackets) before whitespace or the end, after 。！？, or
+# at a line break.
+SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)|[。！？]+[\"'”’)\]」』]*|\n")
+NON_SPACE = re.compile(r"\S")
+
+
+@dataclass
+class Chunk:
+    """A piece of a document: text == document[start:end], and its token ids as pipe.preprocess gives them."""
+    start: int
+    end: int
+    text: str
+    row: list[int]
+
+
+@dataclass
+class LongSummary:
+    """One document's map-reduce result. summary_ids: the final summary's token ids (decoder start token first;
+    empty when the chunk summaries were all empty). input_tokens: the document's tokens as the pipeline counts
+    them (prefix and special tokens included). chunks: {"span", "text", "summary_text"} of its chunks. error: why
+    this document has no summary (its text stayed longer than the window after max_depth rounds), else None."""
+    summary_text: str = ""
+    summary_ids: list[int] = field(default_factory=list)
+    input_tokens: int = 0
+    chunks: list[dict] = field(default_factory=list)
+    error: Exception | None = None
+
+
+def check_strategy(strategy: str, chunk_overlap=0, map_kwargs=None, return_chunks: bool = False) -> None:
+    """Refuse an unknown strategy, and map-reduce options given without strategy="map_reduce"."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(map(repr, STRATEGIES))}, got {strategy!r}")
+    if strategy == "truncate":
+        given = [name for name, value in (("chunk_overlap", chunk_overlap), ("map_kwargs", map_kwargs),
+                                          ("return_chunks", return_chunks)) if value]
+        if given:
+            raise ValueError(f"{', '.join(given)} apply to strategy='map_reduce'; pass strategy='map_reduce' "
+                             "or leave them out")
+        return
+    if isinstance(chunk_overlap, bool) or not isinstance(chunk_overlap, int) or chunk_overlap < 0:
+        raise ValueError(f"chunk_overlap must be a number of sentences (an integer >= 0), got {chunk_overlap!r}")
+    if map_kwargs is not None and not isinstance(map_kwargs, dict):
+        raise TypeError(f"map_kwargs must be a dict of generate settings, got {type(map_kwargs).__name__}")
+
+
+def map_reduce(pipe, texts: list[str], *, engine=None, batch_size: int = DEFAULT_BATCH_SIZE, chunk_overlap: int = 0,
+               map_kwargs: dict | None = None, return_chunks: bool = False,
+               clean_up_tokenization_spaces: bool = False, max_depth: int = MAX_DEPTH, **generate_kwargs) -> list[dict]:
+    """One record per text (checked by pipe.check_texts): {'summary_text'}, plus 'chunks' with return_chunks.
+    engine: an Engine on pipe's model with pipe's defaults (pipe.engine()); None: one made for this call, with
+    batch_size requests' rows. generate_kwargs: the reduce stage's settings, and under map_kwargs the map stage's.
+    Raises the first document's error (see summarize_documents)."""
+    texts = pipe.check_texts(texts)
+    check_strategy("map_reduce", chunk_overlap, map_kwargs, return_chunks)
+    own = engine is None
+    if own:
+        rows = max(rows_per_input(settings(pipe.model, {**pipe.generate_defaults, **kw}))
+                   for kw in (generate_kwargs, {**generate_kwargs, **(map_kwargs or {})}))
+        engine = pipe.engine(max_rows=batch_size * rows)
+    try:
+        results = summarize_documents(pipe, texts, engine, chunk_overlap=chunk_overlap, map_kwargs=map_kwargs,
+                                      clean_up_tokenization_spaces=clean_up_tokenization_spaces,
+                                      max_depth=max_depth, **generate_kwargs)
+    finally:
+        if own:
+            engine.close(cancel_pending=True)
+    for i, r in enumerate(results):
+        if r.error is not None:
+            raise ValueError(f"input {i}: {r.error}") from r.error
+    return [{"summary_text": r.summary_text, **({"chunks": r.chunks} if return_chunks else {})} for r in results]
+
+
+def summarize_documents(pipe, texts: list[str], engine, *, chunk_overlap: int = 0, map_kwargs: dict | None = None,
+                        clean_up_tokenization_spaces: bool = False, max_depth: int = MAX_DEPTH,
+                        **generate_kwargs) -> list[LongSummary]:
+    """Map-reduce every text (none blank) on `engine` (the module doc). A document whose text stays longer than
+    the window after max_depth rounds gets its `error`; bad settings raise before any work."""
+    if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 1:
+        raise ValueError(f"max_depth must be a positive integer, got {max_depth!r}")
+    stage = {"reduce": dict(generate_kwargs), "map": {**generate_kwargs, **(map_kwargs or {})}}
+    for name, kwargs in stage.items():
+        n = settings(pipe.model, {**pipe.generate_defaults, **kwargs}).num_return_sequences
+        if n != 1:
+            raise ValueError(f"num_return_sequences={n} in the {name} stage: map-reduce writes one summary per "
+                             "chunk and per document; use num_return_sequences=1")
+    results = [LongSummary() for _ in texts]
+    current = dict(enumerate(texts))                 # document -> the text it summarizes this round
+    for depth in range(max_depth + 1):
+        plans = {}
+        for i, text in current.items():
+            length, plans[i] = chunk_document(pipe, text, chunk_overlap)
+            if depth == 0:
+                results[i].input_tokens = length
+        for i in [i for i, plan in plans.items() if len(plan) > 1 and depth == max_depth]:
+            results[i].error = ValueError(
+                f"the chunk summaries are still longer than the model's {pipe.max_input_length} positions after "
+                f"{max_depth} rounds of chunking (max_depth={max_depth}); pass map_kwargs with a smaller "
+                "max_length, or a larger max_depth")
+            del plans[i]
+        jobs = [(i, chunk.row, stage["reduce" if len(plan) == 1 else "map"])
+                for i, plan in plans.items() for chunk in plan]
+        outputs = iter(generate_all(engine, [(row, kwargs) for _, row, kwargs in jobs]))
+        current = {}
+        for i, plan in plans.items():
+            ids = [next(outputs) for _ in plan]                                          # [T] each
+            summaries = [pipe.postprocess(t[None, None], False, clean_up_tokenization_spaces)[0][0]["summary_text"]
+                         for t in ids]
+            if depth == 0:
+                results[i].chunks = [{"span": [c.start, c.end], "text": c.text, "summary_text": s}
+                                     for c, s in zip(plan, summaries)]
+            joined = " ".join(summaries)
+            if len(plan) == 1:
+                results[i].summary_text, results[i].summary_ids = summaries[0], ids[0].tolist()
+            elif joined.strip():
+                current[i] = joined
+            # else: every chunk summary is empty, and so is the document's
+        if not current:
+            break
+    return results
+
+
+def generate_all(engine, jobs: list[tuple[list[int], dict]]) -> list[torch.Tensor]:
+    """Generate every (row, generate kwargs) job on the engine, 2 x max_rows requests submitted at a time (the
+    engine's queue stays short); the first sequence of each, [T] on the CPU, in job order."""
+    window = 2 * engine.max_rows
+    requests, waiting = [], collections.deque()
+    try:
+        for row, kwargs in jobs:
+            while len(waiting) >= window:
+                waiting.popleft().result()
+            requests.append(engine.submit(row, **kwargs))
+            waiting.append(requests[-1])
+        outputs = [r.result() for r in requests]
+    except BaseException:
+        for r in requests:
+            r.cancel()
+        raise
+    return [(out.sequences if hasattr(out, "sequences") else out)[0].cpu() for out in outputs]
+
+
+# ---------------------------------------------------------------------------------------------- chunking
+
+def document_tokens(pipe, text: str) -> tuple[int, list[tuple[int, int]]]:
+    """(the text's input length as pipe.preprocess counts it, prefix and special tokens included; the (start, end)
+    character offsets in `text` of its own tokens), from one tokenization of prefix + text."""
+    tokenizer, shift = pipe.tokenizer, len(pipe.prefix)
+    enc = tokenizer(pipe.prefix + text, add_special_tokens=False, return_offsets_mapping=True)
+    specials = len(tokenizer("")["input_ids"]) - len(tokenizer("", add_special_tokens=False)["input_ids"])
+    offsets = [(max(s - shift, 0), e - shift) for s, e in enc["offset_mapping"] if e > shift]
+    return specials + len(enc["input_ids"]), offsets
+
+
+def chunk_document(pipe, text: str, overlap: int = 0) -> tuple[int, list[Chunk]]:
+    """(the text's input length, as document_tokens counts it; its chunks (the module doc): runs of whole
+    sentences, each fitting pipe.max_input_length as pipe.preprocess tokenizes it alone, `overlap` sentences of
+    each chunk's end repeated at the next one's start)."""
+    length, offsets = document_tokens(pipe, text)
+    limit = pipe.max_input_length
+    if length <= limit:
+        encoded = pipe.preprocess([text], truncation=True)
+        if not encoded.truncated:
+            return length, [Chunk(0, len(text), text, encoded.rows[0])]
+    budget = limit - len(pipe.preprocess([""]).rows[0])          # tokens left beside the prefix and special tokens
+    if budget < 1:
+        raise ValueError(f"the prefix {pipe.prefix!r} and special tokens fill the model's {limit} positions; "
+                         "no text fits beside them")
+    return length, _Chunker(pipe, text, offsets, budget, overlap).chunks()
+
+
+class _Chunker:
+    """Greedy chunking over sentence units (token ranges [a, b) of the document's tokens)."""
+
+    def __init__(self, pipe, text: str, offsets: list[tuple[int, int]], budget: int, overlap: int):
+        self.pipe, self.text, self.budget, self.overlap = pipe, text, budget, overlap
+        self.starts = [s for s, _ in offsets]
+        self.ends = [e for _, e in offsets]
+        self.units = [piece for unit in sentence_units(text, offsets) for piece in self.split(*unit, budget)]
+
+    def chunks(self) -> list[Chunk]:
+        """Each chunk: from `first` (at most `overlap` units back), as many units as fit, at least the next new one."""
+        out, first, need = [], 0, 0          # need: the first unit no chunk holds yet
+        while need < len(self.units):
+            for start in range(first, need + 1):
+                found = self.fit(start, need)
+                if found is not None:
+                    break
+            last, chunk = found
+            if chunk is not None:
+                out.append(chunk)
+            need = last + 1
+            first = max(start + 1, need - self.overlap)
+        return out
+
+    def fit(self, i: int, need: int) -> tuple[int, Chunk | None] | None:
+        """(last unit, chunk) of the longest run of units i..last (last >= need) that fits, checked on the chunk's
+        own tokens; None when units i..need do not fit (i < need). A single unit that does not fit is cut shorter.
+        The chunk is None when its text is only whitespace."""
+        units = self.units
+        if units[need][1] - units[i][0] > self.budget:
+            return None
+        j = need
+        while j + 1 < len(units) and units[j + 1][1] - units[i][0] <= self.budget:
+            j += 1
+        while True:
+            chunk = self.chunk(units[i][0], units[j][1])
+            if chunk is None:
+                return j, None
+            encoded = self.pipe.preprocess([chunk.text], truncation=True)
+            if not encoded.truncated:
+                chunk.row = encoded.rows[0]
+                return j, chunk
+            if j > need:
+                j -= 1
+            elif i < need:
+                return None
+            else:                              # one unit, over by `excess` tokens in its own tokenization
+                a, b = units[i]
+                excess = encoded.truncated[0] - self.pipe.max_input_length
+                if b - a == 1:
+                    raise ValueError(f"the text {chunk.text!r} does not fit the model's input on its own")
+                units[i:i + 1] = self.split(a, b, max(1, min(b - a - 1, b - a - excess)))
+
+    def chunk(self, a: int, b: int) -> Chunk | None:
+        """The chunk of tokens [a, b): the text from the cut before token a to the cut before token b, stripped."""
+        start, end = self.cut(a), self.cut(b)
+        while start < end and self.text[start].isspace():
+            start += 1
+        while end > start and self.text[end - 1].isspace():
+            end -= 1
+        return Chunk(start, end, self.text[start:end], []) if end > start else None
+
+    def cut(self, k: int) -> int:
+        """The character position of the cut before token k: consecutive chunks' texts abut there, so together
+        they hold every character."""
+        return 0 if k == 0 else len(self.text) if k == len(self.starts) else self.starts[k]
+
+    def split(self, a: int, b: int, size: int) -> list[tuple[int, int]]:
+        """Token range [a, b) in pieces of at most `size` tokens, each cut before a word start when one is within
+        WORD_START_WINDOW tokens of the limit, never inside a character."""
+        pieces = []
+        while b - a > size:
+            k = a + size
+            choices = [c for c in range(k, max(a + 1, k - WORD_START_WINDOW) - 1, -1) if self.between_chars(c)]
+            words = [c for c in choices if self.word_start(c)]
+            k = (words or choices or [a + size])[0]
+            pieces.append((a, k))
+            a = k
+        return pieces + [(a, b)]
+
+    def between_chars(self, k: int) -> bool:
+        return self.ends[k - 1] <= self.starts[k]
+
+    def word_start(self, k: int) -> bool:
+        """Token k starts a word: whitespace before it, or as its own first character (a "▁word" piece)."""
+        s = self.starts[k]
+        return (s > 0 and self.text[s - 1].isspace()) or (s < len(self.text) and self.text[s].isspace())
+
+
+def sentence_units(text: str, offsets: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The sentences of `text` as token ranges [a, b) covering all its tokens. A sentence ending at character p
+    is cut before the first token ending past the next non-whitespace character (the whitespace stays with the
+    sentence it follows), unless that token starts before p (it holds the sentence end: no cut there)."""
+    starts, ends = [s for s, _ in offsets], [e for _, e in offsets]
+    cuts = set()
+    for match in SENTENCE_END.finditer(text):
+        p = match.end()
+        q = next_word.start() if (next_word := NON_SPACE.search(text, p)) else len(text)   # next non-space char
+        k = bisect.bisect_right(ends, q)
+        if 0 < k < len(offsets) and starts[k] >= p:
+            cuts.add(k)
+    bounds = [0, *sorted(cuts), len(offsets)]
+    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
