@@ -78,8 +78,8 @@ def check_strategy(strategy: str, chunk_overlap=0, map_kwargs=None, return_chunk
         given = [name for name, value in (("chunk_overlap", chunk_overlap), ("map_kwargs", map_kwargs),
                                           ("return_chunks", return_chunks)) if value]
         if given:
-            raise ValueError(f"{', '.join(given)} apply to strategy='map_reduce'; pass strategy='map_reduce' "
-                             "or leave them out")
+            raise ValueError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to "
+                             "strategy='map_reduce' only; pass strategy='map_reduce' or leave them out")
         return
     if isinstance(chunk_overlap, bool) or not isinstance(chunk_overlap, int) or chunk_overlap < 0:
         raise ValueError(f"chunk_overlap must be a number of sentences (an integer >= 0), got {chunk_overlap!r}")

@@ -1,0 +1,296 @@
+"""strategy="map_reduce": documents longer than the model's window, on the random checkpoints with the real BART
+and KoBART tokenizers. Chunks are checked against transformers' tokenizer (they fit the window) and against
+the document (whole sentences, every character held); summaries against the pipeline run on each chunk alone."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from checkpoints import KOBART, TINY, Spec, build
+from helpers import read_jsonl, write_jsonl
+from seq2seq_kit import Tokenizer, pipeline, summarize_corpus
+from seq2seq_kit.cli import main
+from seq2seq_kit.long_documents import chunk_document, map_reduce, summarize_documents
+
+transformers = pytest.importorskip("transformers")
+
+EN_WORDS = ("the tower is 324 metres tall about the same height as an 81-storey building and the tallest structure in "
+            "Paris its base is square measuring 125 metres on each side during the 1905-06 season the club finished "
+            "second in Division One with 3.5 points a game while U.S. and Korean visitors said so").split()
+KO_WORDS = ("오늘은 날씨가 맑고 바람이 선선하다 혼자 공부하는 머신러닝 딥러닝 책을 읽고 모델을 사용한 문서 요약을 해 보았다 "
+            "서울의 시민들은 공원에서 산책을 즐겼고 학생들은 도서관에서 시험을 준비했다 3.5퍼센트").split()
+MAP = {"max_length": 8}      # the chunks' settings: short, so the tiny model's join of ~30 summaries fits its window
+REDUCE = {"max_length": 12}
+
+
+def document(words, sentences: int, ends, seed: int = 0) -> str:
+    """Seeded prose: sentences of 4..30 words with the given ends, separated by spaces, line breaks or paragraphs."""
+    rng = random.Random(seed)
+    parts = []
+    for _ in range(sentences):
+        words_of = " ".join(rng.choices(words, k=rng.randint(4, 30)))
+        parts.append(words_of[0].upper() + words_of[1:] + rng.choice(ends) + rng.choice([" ", " ", "\n", "\n\n"]))
+    return "".join(parts)
+
+
+EN_DOC = document(EN_WORDS, 300, [".", ".", "!", "?", '."'])            # ~6,500 BART tokens
+KO_DOC = document(KO_WORDS, 200, ["다.", "다.", "요?", "다!", "。"])      # ~6,500 KoBART tokens
+CASES = {"tiny": EN_DOC, "tiny-kobart": KO_DOC}
+# "tiny" on KoBART's tokenizer and token ids: the real KoBART tokenizer, a fast model, a 256-token window.
+TINY_KOBART = Spec({**TINY, **{k: KOBART[k] for k in ("vocab_size", "bos_token_id", "eos_token_id", "pad_token_id",
+                                                      "decoder_start_token_id", "forced_eos_token_id")}},
+                   tokenizer="kobart", seed=8)
+
+
+@pytest.fixture(scope="module")
+def paths(checkpoint, tmp_path_factory):
+    """paths(name) -> the checkpoint directory of "tiny" or "tiny-kobart"."""
+    kobart = build(TINY_KOBART, tmp_path_factory.mktemp("tiny-kobart"))
+    return lambda name: kobart if name == "tiny-kobart" else checkpoint(name)
+
+
+@pytest.fixture(scope="module")
+def pipes(paths):
+    loaded = {}
+
+    def get(name: str):
+        if name not in loaded:
+            loaded[name] = pipeline("summarization", model=str(paths(name)))
+        return loaded[name]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def oracle_lengths(paths):
+    """oracle_lengths(name, texts) -> input lengths by transformers' tokenizer, as the 4.x pipeline tokenized."""
+    toks = {}
+
+    def get(name, texts):
+        if name not in toks:
+            toks[name] = transformers.AutoTokenizer.from_pretrained(str(paths(name)))
+        return [len(ids) for ids in toks[name](texts)["input_ids"]]
+
+    return get
+
+
+def check_chunks(doc: str, chunks: list[dict], window: int, lengths: list[int]) -> None:
+    """Each chunk is the document's own text, fits the window, and every non-whitespace character is in one."""
+    held = bytearray(len(doc))
+    for c in chunks:
+        start, end = c["span"]
+        assert c["text"] == doc[start:end] and c["text"].strip() == c["text"] != ""
+        held[start:end] = b"\1" * (end - start)
+    assert all(n <= window for n in lengths), (max(lengths), window)
+    missing = [i for i, ch in enumerate(doc) if not ch.isspace() and not held[i]]
+    assert not missing, f"characters in no chunk: {missing[:10]}"
+
+
+def as_records(chunks) -> list[dict]:
+    return [{"span": [c.start, c.end], "text": c.text} for c in chunks]
+
+
+# ---------------------------------------------------------------------------------------------- tokenizer offsets
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-kobart"])       # the real BART and KoBART tokenizers
+def test_offsets_mapping_is_transformers(paths, name):
+    ours = Tokenizer.from_pretrained(paths(name))
+    theirs = transformers.AutoTokenizer.from_pretrained(str(paths(name)))
+    texts = ["Hello world. The end!  Next\n\nline 3.5 ok", "  오늘은 날씨가 맑다. 바람이 선선하다.\n한국어 😀 문장"]
+    for kwargs in ({}, {"add_special_tokens": False}):
+        a = ours(texts, return_offsets_mapping=True, **kwargs)["offset_mapping"]
+        b = theirs(texts, return_offsets_mapping=True, **kwargs)["offset_mapping"]
+        assert [list(map(tuple, r)) for r in a] == [list(map(tuple, r)) for r in b]
+    a = ours(texts, padding=True, return_offsets_mapping=True, return_tensors="pt")["offset_mapping"]
+    b = theirs(texts, padding=True, return_offsets_mapping=True, return_tensors="pt")["offset_mapping"]
+    assert a.tolist() == b.tolist() and a.shape[-1] == 2
+    assert "offset_mapping" not in ours(texts[0])                    # only when asked for
+
+
+# ---------------------------------------------------------------------------------------------- chunking
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-kobart"])
+@pytest.mark.parametrize("overlap", [0, 2])
+def test_chunks_are_whole_sentences_that_fit_and_cover(pipes, oracle_lengths, name, overlap):
+    pipe, doc = pipes(name), CASES[name]
+    length, chunks = chunk_document(pipe, doc, overlap)
+    assert length > 6000 and len(chunks) > length // pipe.max_input_length
+    records = as_records(chunks)
+    check_chunks(doc, records, pipe.max_input_length, oracle_lengths(name, [c.text for c in chunks]))
+    assert [c.row for c in chunks] == pipe.preprocess([c.text for c in chunks], truncation=False).rows
+    for c in chunks:                             # sentences are whole: a chunk starts and ends at sentence ends
+        before = doc[:c.start].rstrip()
+        assert before == "" or re.search(r"[.!?。]['\"]?$", before), doc[c.start - 20:c.start + 20]
+        assert re.search(r"[.!?。]['\"]?$", c.text), c.text[-20:]
+    for a, b in zip(chunks, chunks[1:]):
+        if overlap:                              # the next chunk opens with the last sentences of this one
+            assert a.start < b.start < a.end and doc[b.start:a.end] == a.text[b.start - a.start:]
+        else:
+            assert b.start >= a.end
+    # the windows are used: most chunks are within a long sentence of the window
+    assert sum(len(c.row) > pipe.max_input_length - 60 for c in chunks) >= len(chunks) // 2
+
+
+def test_one_sentence_longer_than_the_window_is_cut_between_words(pipes, oracle_lengths):
+    pipe = pipes("tiny")
+    doc = " ".join(random.Random(1).choices(EN_WORDS, k=4300))                  # ~5,000 tokens, no punctuation
+    length, chunks = chunk_document(pipe, doc)
+    assert length > 5000 and len(chunks) > 15
+    check_chunks(doc, as_records(chunks), pipe.max_input_length, oracle_lengths("tiny", [c.text for c in chunks]))
+    assert all(c.start == 0 or doc[c.start - 1] == " " for c in chunks)          # at word starts
+    out = pipe(doc, strategy="map_reduce", map_kwargs=MAP, **REDUCE)
+    assert isinstance(out[0]["summary_text"], str)
+
+
+def test_whitespace_and_punctuation_only(pipes, oracle_lengths):
+    pipe = pipes("tiny")
+    short = " ... !!! ?? \n . "
+    assert pipe(short, strategy="map_reduce", **REDUCE) == pipe(short, **REDUCE)
+    long = ". ! ? \n" * 1500                                                    # ~6,000 tokens
+    length, chunks = chunk_document(pipe, long)
+    assert length > 6000
+    check_chunks(long, as_records(chunks), pipe.max_input_length, oracle_lengths("tiny", [c.text for c in chunks]))
+    out = pipe(long, strategy="map_reduce", return_chunks=True, map_kwargs=MAP, **REDUCE)
+    assert len(out[0]["chunks"]) == len(chunks) and isinstance(out[0]["summary_text"], str)
+
+
+def test_empty_documents_are_refused(pipes):
+    pipe = pipes("tiny")
+    for text in ("", " \n\t "):
+        with pytest.raises(ValueError, match="input 0 is empty: there is nothing to summarize"):
+            pipe(text, strategy="map_reduce")
+    with pytest.raises(ValueError, match="input 1 is empty"):
+        pipe(["Fine.", ""], strategy="map_reduce")
+
+
+# ---------------------------------------------------------------------------------------------- map and reduce
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-kobart"])
+def test_map_reduce_is_the_pipeline_on_chunks_then_on_their_summaries(pipes, oracle_lengths, name):
+    pipe, doc = pipes(name), CASES[name]
+    out = pipe(doc, strategy="map_reduce", return_chunks=True, map_kwargs=MAP, **REDUCE)
+    assert len(out) == 1 and set(out[0]) == {"summary_text", "chunks"}
+    chunks = out[0]["chunks"]
+    check_chunks(doc, chunks, pipe.max_input_length, oracle_lengths(name, [c["text"] for c in chunks]))
+    assert [c["span"] for c in chunks] == [c["span"] for c in as_records(chunk_document(pipe, doc)[1])]
+    alone = pipe([c["text"] for c in chunks], **MAP)                          # each chunk alone, one at a time
+    assert [c["summary_text"] for c in chunks] == [r["summary_text"] for r in alone]
+    joined = " ".join(c["summary_text"] for c in chunks)
+    assert oracle_lengths(name, [joined])[0] <= pipe.max_input_length            # the join fits: one reduce
+    assert out[0]["summary_text"] == pipe(joined, **REDUCE)[0]["summary_text"]
+    assert len({c["summary_text"] for c in chunks}) > 1                          # the chunks say different things
+
+
+def test_a_document_that_fits_is_summarized_as_truncate_does(pipes):
+    pipe = pipes("tiny")
+    texts = ["  The tower is 324 metres tall. Its base is square!\n", "Short one."]
+    kwargs = dict(num_beams=2, max_length=10)
+    out = pipe(texts, strategy="map_reduce", return_chunks=True, **kwargs)
+    for text, record, truncated in zip(texts, out, pipe(texts, **kwargs)):
+        assert record["summary_text"] == truncated["summary_text"]
+        assert record["chunks"] == [{"span": [0, len(text)], "text": text, "summary_text": record["summary_text"]}]
+    assert pipe(texts[0], strategy="map_reduce", **kwargs) == pipe(texts[0], **kwargs)
+
+
+def test_documents_of_one_call_share_the_batch_and_keep_their_order(pipes):
+    pipe = pipes("tiny")
+    texts = [EN_DOC, "Short one.", EN_DOC[: len(EN_DOC) // 3]]
+    together = pipe(texts, strategy="map_reduce", batch_size=4, map_kwargs=MAP, **REDUCE)
+    assert together == [pipe(t, strategy="map_reduce", batch_size=1, map_kwargs=MAP, **REDUCE)[0] for t in texts]
+
+
+def test_a_join_longer_than_the_window_is_chunked_again_to_a_bounded_depth(pipes):
+    pipe = pipes("tiny")
+    long_map = {"min_length": 16, "max_length": 16}       # ~30 chunk summaries of 15 tokens: ~450 > 256 tokens
+    out = pipe(EN_DOC, strategy="map_reduce", return_chunks=True, map_kwargs=long_map, **REDUCE)
+    joined = " ".join(c["summary_text"] for c in out[0]["chunks"])
+    assert len(pipe.tokenizer(joined)["input_ids"]) > pipe.max_input_length
+    # the join's own map-reduce (one round less to go) is the document's summary
+    again = map_reduce(pipe, [joined], map_kwargs=long_map, max_depth=2, **REDUCE)
+    assert out[0]["summary_text"] == again[0]["summary_text"]
+    with pytest.raises(ValueError, match=r"input 0: .* after 1 rounds of chunking \(max_depth=1\); pass map_kwargs "
+                                         "with a smaller max_length"):
+        map_reduce(pipe, [EN_DOC], map_kwargs=long_map, max_depth=1, **REDUCE)
+    results = summarize_documents(pipe, [EN_DOC, "Short one."], pipe.engine(), map_kwargs=long_map, max_depth=1,
+                                  **REDUCE)
+    assert isinstance(results[0].error, ValueError) and results[1].error is None and results[1].summary_text
+
+
+def test_a_given_engine_is_used_and_left_open(pipes):
+    pipe = pipes("tiny")
+    with pipe.engine(max_rows=4) as engine:
+        first = map_reduce(pipe, [EN_DOC[:3000]], engine=engine, map_kwargs=MAP, **REDUCE)
+        assert engine.generated_tokens > 0
+        assert map_reduce(pipe, [EN_DOC[:3000]], engine=engine, map_kwargs=MAP, **REDUCE) == first
+
+
+@pytest.mark.parametrize("kwargs,error,message", [
+    (dict(strategy="summarize"), ValueError, "strategy must be one of 'truncate', 'map_reduce', got 'summarize'"),
+    (dict(chunk_overlap=1), ValueError, "chunk_overlap applies to strategy='map_reduce' only"),
+    (dict(return_chunks=True, map_kwargs={"max_length": 5}), ValueError,
+     "map_kwargs and return_chunks apply to strategy='map_reduce' only"),
+    (dict(strategy="map_reduce", chunk_overlap=-1), ValueError, "chunk_overlap must be a number of sentences"),
+    (dict(strategy="map_reduce", map_kwargs=[("max_length", 5)]), TypeError, "map_kwargs must be a dict"),
+    (dict(strategy="map_reduce", return_tensors=True), ValueError, "return_tensors=True applies to strategy="),
+    (dict(strategy="map_reduce", batch_size=0), ValueError, "batch_size must be a positive integer"),
+    (dict(strategy="map_reduce", num_beams=2, num_return_sequences=2), ValueError,
+     "num_return_sequences=2 in the reduce stage"),
+    (dict(strategy="map_reduce", map_kwargs={"num_beams": 2, "num_return_sequences": 2}), ValueError,
+     "num_return_sequences=2 in the map stage"),
+    (dict(strategy="map_reduce", map_kwargs={"num_beams": 0}), ValueError, "num_beams"),
+])
+def test_bad_options(pipes, kwargs, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        pipes("tiny")("A sentence.", **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- CLI and corpus
+
+def test_cli_summarize_strategy(capsys, pipes, checkpoint, tmp_path):
+    path = tmp_path / "long.txt"
+    path.write_text(EN_DOC, encoding="utf-8")
+    tiny = str(checkpoint("tiny"))
+    assert main(["summarize", "--file", str(path), "--model", tiny, "--strategy", "map-reduce", "--max-length",
+                 "8", "--json"]) == 0
+    expected = pipes("tiny")(EN_DOC, strategy="map_reduce", max_length=8)[0]["summary_text"]
+    assert capsys.readouterr().out == f'{{"summary_text": {json_str(expected)}}}\n'
+    assert main(["summarize", "x.", "--strategy", "chunks"]) == 2
+    assert "invalid choice: 'chunks'" in capsys.readouterr().err
+
+
+def json_str(text: str) -> str:
+    import json
+
+    return json.dumps(text, ensure_ascii=False)
+
+
+def test_corpus_strategy(pipes, checkpoint, tmp_path, capsys):
+    pipe, tiny = pipes("tiny"), checkpoint("tiny")
+    docs = [{"id": "long", "text": EN_DOC[:6000]}, {"id": "short", "text": "Short one."},
+            {"id": "mid", "text": EN_DOC[6000:9000]}]
+    path, out = write_jsonl(tmp_path / "docs.jsonl", docs), tmp_path / "out.jsonl"
+    result = summarize_corpus(path, out, model=tiny, strategy="map_reduce", batch_size=2, progress=False, **MAP)
+    assert (result.written, result.failed, result.truncated) == (3, 0, 0)
+    records = {r["id"]: r for r in read_jsonl(out)}
+    for doc in docs:
+        expected = pipe(doc["text"], strategy="map_reduce", return_chunks=True, **MAP)[0]
+        record = records[doc["id"]]
+        assert record["summary_text"] == expected["summary_text"]
+        assert record["chunks"] == len(expected["chunks"])
+        assert record["input_tokens"] == len(pipe.tokenizer(doc["text"])["input_ids"])
+        assert 0 < record["output_tokens"] < MAP["max_length"]
+    assert records["long"]["chunks"] > 1 and records["short"]["chunks"] == 1
+    # the strategy is part of the job: a resume with another one is refused, by the library and the CLI
+    with pytest.raises(ValueError, match="strategy='map_reduce'.*strategy=None"):
+        summarize_corpus(path, out, model=tiny, batch_size=2, progress=False, **MAP)
+    assert main(["summarize", "--input", str(path), "--output", str(out), "--model", str(tiny),
+                 "--max-length", "8", "--batch-size", "2"]) == 1
+    assert "strategy" in capsys.readouterr().err
+    assert main(["summarize", "--input", str(path), "--output", str(out), "--model", str(tiny),
+                 "--max-length", "8", "--batch-size", "2", "--strategy", "map-reduce"]) == 0   # resumes: all done
+    assert read_jsonl(out) == list(records.values())
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        summarize_corpus(path, tmp_path / "other.jsonl", model=tiny, strategy="map-reduce", progress=False)
