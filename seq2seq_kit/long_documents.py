@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import itertools
 import re
 from dataclasses import dataclass, field
 
@@ -216,7 +217,7 @@ class _Chunker:
 
     def __init__(self, pipe, text: str, offsets: list[tuple[int, int]], budget: int, overlap: int):
         self.pipe, self.text, self.budget, self.overlap = pipe, text, budget, overlap
-        self.starts = [s for s, _ in offsets]
+        self.starts = list(itertools.accumulate((s for s, _ in offsets), max))   # non-decreasing: cuts are in order
         self.ends = [e for _, e in offsets]
         self.units = [piece for unit in sentence_units(text, offsets) for piece in self.split(*unit, budget)]
 

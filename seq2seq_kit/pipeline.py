@@ -7,7 +7,8 @@ The 4.x recipe, reproduced: the checkpoint's `task_specific_params["summarizatio
 defaults; each text is tokenized on its own after the config's `prefix` (no padding); `model.generate`;
 `decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)`. With `batch_size=N` the texts
 are right-padded (the tokenizer's padding side) and generated N at a time, as 4.x's pad collate did.
-Where 4.x crashed (an input longer than the position table), the input is truncated with a warning.
+Where 4.x crashed (an input longer than the position table), the input is truncated with a warning;
+`pipe(text, strategy="map_reduce")` summarizes it from its chunks instead (seq2seq_kit.long_documents).
 
 The pipeline owns that recipe, as public stages (`check_texts`, `preprocess`, `generate_ids`, `postprocess`;
 see SummarizationPipeline) that every front end composes: `pipe(...)`, the corpus worker.
