@@ -134,6 +134,21 @@ def test_chunks_are_whole_sentences_that_fit_and_cover(pipes, oracle_lengths, na
     assert sum(len(c.row) > pipe.max_input_length - 60 for c in chunks) >= len(chunks) // 2
 
 
+def test_a_chunk_is_counted_on_its_own_tokens(pipes, paths, oracle_lengths):
+    """" Consequently" is one BART token inside the document but "Consequently" three at a chunk's start: counted
+    from the document's tokens alone, chunks that open with it would overflow the window."""
+    pipe, rng = pipes("tiny"), random.Random(0)
+    doc = " ".join(rng.choice(["Consequently", "Somewhere"]) + " " + " ".join(rng.choices(EN_WORDS, k=rng.randint(1, 3)))
+                   + "." for _ in range(600))
+    chunks = as_records(chunk_document(pipe, doc)[1])
+    own = oracle_lengths("tiny", [c["text"] for c in chunks])
+    check_chunks(doc, chunks, pipe.max_input_length, own)
+    theirs = transformers.AutoTokenizer.from_pretrained(str(paths("tiny")))
+    spans = theirs(doc, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    in_doc = [2 + sum(c["span"][0] <= s and e <= c["span"][1] for s, e in spans) for c in chunks]
+    assert any(n > m for n, m in zip(own, in_doc)) and max(own) >= pipe.max_input_length - 2
+
+
 def test_one_sentence_longer_than_the_window_is_cut_between_words(pipes, oracle_lengths):
     pipe = pipes("tiny")
     doc = " ".join(random.Random(1).choices(EN_WORDS, k=4300))                  # ~5,000 tokens, no punctuation
