@@ -139,12 +139,11 @@ def summarize_documents(pipe, texts: list[str], engine, *, chunk_overlap: int = 
         for i in [i for i, plan in plans.items() if len(plan) > 1 and depth == max_depth]:
             results[i].error = ValueError(
                 f"the chunk summaries are still longer than the model's {pipe.max_input_length} positions after "
-                f"{max_depth} rounds of chunking (max_depth={max_depth}); pass map_kwargs with a smaller "
+                f"{max_depth} round(s) of chunking (max_depth={max_depth}); pass map_kwargs with a smaller "
                 "max_length, or a larger max_depth")
             del plans[i]
-        jobs = [(i, chunk.row, stage["reduce" if len(plan) == 1 else "map"])
-                for i, plan in plans.items() for chunk in plan]
-        outputs = iter(generate_all(engine, [(row, kwargs) for _, row, kwargs in jobs]))
+        jobs = [(chunk.row, stage["reduce" if len(plan) == 1 else "map"]) for plan in plans.values() for chunk in plan]
+        outputs = iter(generate_all(engine, jobs))
         current = {}
         for i, plan in plans.items():
             ids = [next(outputs) for _ in plan]                                          # [T] each

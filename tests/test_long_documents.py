@@ -138,8 +138,8 @@ def test_a_chunk_is_counted_on_its_own_tokens(pipes, paths, oracle_lengths):
     """" Consequently" is one BART token inside the document but "Consequently" three at a chunk's start: counted
     from the document's tokens alone, chunks that open with it would overflow the window."""
     pipe, rng = pipes("tiny"), random.Random(0)
-    doc = " ".join(rng.choice(["Consequently", "Somewhere"]) + " " + " ".join(rng.choices(EN_WORDS, k=rng.randint(1, 3)))
-                   + "." for _ in range(600))
+    doc = " ".join(rng.choice(["Consequently", "Somewhere"]) + " "
+                   + " ".join(rng.choices(EN_WORDS, k=rng.randint(1, 3))) + "." for _ in range(600))
     chunks = as_records(chunk_document(pipe, doc)[1])
     own = oracle_lengths("tiny", [c["text"] for c in chunks])
     check_chunks(doc, chunks, pipe.max_input_length, own)
@@ -226,7 +226,7 @@ def test_a_join_longer_than_the_window_is_chunked_again_to_a_bounded_depth(pipes
     # the join's own map-reduce (one round less to go) is the document's summary
     again = map_reduce(pipe, [joined], map_kwargs=long_map, max_depth=2, **REDUCE)
     assert out[0]["summary_text"] == again[0]["summary_text"]
-    with pytest.raises(ValueError, match=r"input 0: .* after 1 rounds of chunking \(max_depth=1\); pass map_kwargs "
+    with pytest.raises(ValueError, match=r"input 0: .* after 1 round\(s\) of chunking \(max_depth=1\); pass map_kwargs "
                                          "with a smaller max_length"):
         map_reduce(pipe, [EN_DOC], map_kwargs=long_map, max_depth=1, **REDUCE)
     results = summarize_documents(pipe, [EN_DOC, "Short one."], pipe.engine(), map_kwargs=long_map, max_depth=1,
