@@ -102,6 +102,14 @@ def engine_metrics(server, headers=None) -> dict[str, float]:
     return {name: float(value) for name, value in re.findall(r"^(seq2seq_engine_\w+) (\S+)$", text, re.M)}
 
 
+def summarize_counts(server, headers=None) -> tuple[int, int]:
+    """(/summarize requests in progress, answered ones of any status) per the server's /metrics."""
+    text = httpx.get(server.url + "/metrics", headers=headers, timeout=30).text
+    going = re.search(r'^seq2seq_http_requests_in_progress{route="/summarize"} (\S+)$', text, re.M)
+    answered = re.findall(r'^seq2seq_http_requests_total{route="/summarize",status="\d+"} (\S+)$', text, re.M)
+    return int(float(going.group(1))) if going else 0, int(sum(map(float, answered)))
+
+
 def wait_idle(server, timeout: float = 30) -> dict[str, float]:
     deadline = time.monotonic() + timeout
     while True:
@@ -250,20 +258,24 @@ def test_api_key_and_sigterm_drains_every_accepted_request(tiny_eos_path, tmp_pa
         assert httpx.get(srv.url + "/metrics").status_code == 401
         assert httpx.get(srv.url + "/health").status_code == 200           # probes need no key
 
-        settings = {"num_beams": 4, "min_new_tokens": 100, "max_new_tokens": 100}
+        settings = {"num_beams": 4, "min_new_tokens": 40, "max_new_tokens": 40}
         docs = [d["text"] for d in make_docs(8, seed=5)]
         with concurrent.futures.ThreadPoolExecutor(len(docs)) as pool:
             sent = [pool.submit(lambda d: (post(srv, {"inputs": d, "parameters": settings}, headers=auth),
                                            time.monotonic()), d) for d in docs]
             deadline = time.monotonic() + 60
-            while engine_metrics(srv, auth)["seq2seq_engine_active_rows"] == 0:
-                assert time.monotonic() < deadline
+            while sum(summarize_counts(srv, auth)) < len(docs) + 2:   # all 8 accepted (2 answered: the 401s)
+                assert time.monotonic() < deadline, summarize_counts(srv, auth)
                 time.sleep(0.01)
             srv.proc.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
-            time.sleep(0.5)
-            with pytest.raises(httpx.TransportError):   # no longer accepting
-                httpx.get(srv.url + "/health", timeout=5)
+            refused = None
+            while refused is None:   # draining: /health answers 503 for a moment, then nothing is accepted
+                try:
+                    assert httpx.get(srv.url + "/health", timeout=5).status_code == 503
+                except httpx.TransportError:
+                    refused = time.monotonic()
+                assert time.monotonic() - signalled < 30
             answers = [f.result() for f in sent]
         assert srv.proc.wait(90) == 0, srv.log.read_text()
     finally:

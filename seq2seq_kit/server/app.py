@@ -31,7 +31,7 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -139,6 +139,8 @@ class Service:
         self.registry = CollectorRegistry()     # this app's own: two apps in one process never mix counts
         self.requests = Counter("seq2seq_http_requests", "HTTP requests by route and status", ["route", "status"],
                                 registry=self.registry)
+        self.in_progress = Gauge("seq2seq_http_requests_in_progress", "HTTP requests being answered", ["route"],
+                                 registry=self.registry)
         self.latency = Histogram("seq2seq_summarize_latency_seconds", "POST /summarize time, arrival to answer",
                                  buckets=(.05, .1, .25, .5, 1, 2.5, 5, 10, 25, 60, 120), registry=self.registry)
         self.registry.register(EngineMetrics(self))
@@ -293,7 +295,8 @@ class Gate:
             await send(message)
 
         try:
-            await self.guarded(scope, receive, send_counted)
+            with self.service.in_progress.labels(route).track_inprogress():
+                await self.guarded(scope, receive, send_counted)
         finally:
             self.service.requests.labels(route, status[0]).inc()
             if route == "/summarize":

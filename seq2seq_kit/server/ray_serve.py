@@ -63,9 +63,9 @@ def serve_on_ray(settings: Settings, *, address: str | None = None, replicas: in
     """Deploy on Ray (None: a local instance; "auto" / "ray://...": that cluster) and serve until SIGTERM /
     Ctrl-C, then shut the deployment down, its replicas drained."""
     ray, serve = require_serve()
-    stop = threading.Event()
-    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     ray.init(address=address, **({"include_dashboard": False} if address is None else {}))
+    stop = threading.Event()     # handlers set after ray.init, whose own SIGTERM handler would abort the process
+    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         serve.start(http_options={"host": host, "port": port})
         serve.run(application(settings, replicas=replicas, autoscale=autoscale), name=APP_NAME, route_prefix="/")

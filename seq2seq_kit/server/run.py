@@ -1,8 +1,8 @@
 """serve(settings, host, port): the app on uvicorn, until SIGTERM or Ctrl-C, then drained.
 
 Shutdown is uvicorn's graceful shutdown followed by the app's lifespan: the first SIGTERM / SIGINT marks the
-service draining (/health and any new /summarize answer 503), uvicorn closes its listening socket and waits up to
-drain_timeout for the requests in flight to be answered, then the lifespan closes the engine, which finishes
+service draining (/health and any new /summarize answer 503, for DrainingServer.GRACE_S), then uvicorn closes its
+listening socket and waits up to drain_timeout for the requests in flight to be answered, then the lifespan closes the engine, which finishes
 whatever it accepted. A second Ctrl-C exits at once. serve() returns once drained (the CLI exits 0), or raises the
 load's error when the model could not be loaded.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import signal
+import time
 
 import uvicorn
 
@@ -21,23 +22,28 @@ logger = logging.getLogger("seq2seq_kit.server")
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn's Server, except that a signal first marks the service draining and is not raised again after the
-    shutdown (uvicorn re-raises it, so the process would die by the signal instead of exiting 0), and that a
-    failed model load stops the server."""
+    """uvicorn's Server, except that a signal first marks the service draining for GRACE_S seconds (new requests
+    get 503 and /health 503, so load balancers look elsewhere, instead of connection resets) before uvicorn's
+    shutdown; that the signal is not raised again after the shutdown (uvicorn re-raises it, so the process would
+    die by the signal instead of exiting 0); and that a failed model load stops the server."""
+
+    GRACE_S = 1.0
 
     def __init__(self, config: uvicorn.Config, service: Service):
         super().__init__(config)
         self.service = service
+        self.draining_since: float | None = None
 
     def handle_exit(self, sig, frame) -> None:
+        if self.draining_since is not None and sig == signal.SIGINT:   # a second Ctrl-C: now
+            self.should_exit = self.force_exit = True
         self.service.status = "draining"
-        if self.should_exit and sig == signal.SIGINT:
-            self.force_exit = True
-        else:
-            self.should_exit = True
+        self.draining_since = self.draining_since or time.monotonic()
 
     async def on_tick(self, counter: int) -> bool:
         if self.service.status == "failed":
+            self.should_exit = True
+        if self.draining_since is not None and time.monotonic() - self.draining_since >= self.GRACE_S:
             self.should_exit = True
         return await super().on_tick(counter)
 
