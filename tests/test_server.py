@@ -247,7 +247,7 @@ def test_unknown_route_and_metrics_by_status(server):
 # ---------------------------------------------------------------------------------------------- key, drain
 
 def test_api_key_and_sigterm_drains_every_accepted_request(tiny_eos_path, tmp_path, pipe):
-    srv = Server(tmp_path, "--model", tiny_eos_path, "--max-rows", "8", "--api-key-env", "S2S_KEY",
+    srv = Server(tmp_path, "--model", tiny_eos_path, "--max-rows", "4", "--api-key-env", "S2S_KEY",
                  env={"S2S_KEY": KEY})
     auth = {"Authorization": f"Bearer {KEY}"}
     try:
@@ -258,13 +258,13 @@ def test_api_key_and_sigterm_drains_every_accepted_request(tiny_eos_path, tmp_pa
         assert httpx.get(srv.url + "/metrics").status_code == 401
         assert httpx.get(srv.url + "/health").status_code == 200           # probes need no key
 
-        settings = {"num_beams": 4, "min_new_tokens": 40, "max_new_tokens": 40}
-        docs = [d["text"] for d in make_docs(8, seed=5)]
+        settings = {"num_beams": 4, "min_new_tokens": 30, "max_new_tokens": 30}   # one at a time (max_rows 4)
+        docs = [d["text"] for d in make_docs(6, seed=5)]
         with concurrent.futures.ThreadPoolExecutor(len(docs)) as pool:
             sent = [pool.submit(lambda d: (post(srv, {"inputs": d, "parameters": settings}, headers=auth),
                                            time.monotonic()), d) for d in docs]
             deadline = time.monotonic() + 60
-            while sum(summarize_counts(srv, auth)) < len(docs) + 2:   # all 8 accepted (2 answered: the 401s)
+            while sum(summarize_counts(srv, auth)) < len(docs) + 2:   # all accepted (2 answered: the 401s)
                 assert time.monotonic() < deadline, summarize_counts(srv, auth)
                 time.sleep(0.01)
             srv.proc.send_signal(signal.SIGTERM)
@@ -292,3 +292,18 @@ def test_serve_usage_errors(tmp_path):
     assert main(["serve", "--replicas", "2"]) == 2
     assert main(["serve", "--ray", "--autoscale", "3:1"]) == 2
     assert main(["serve", "--api-key-env", "S2S_SURELY_UNSET_VAR"]) == 2
+
+
+def test_a_model_that_cannot_load_stops_the_server_with_one_line(tmp_path):
+    srv = Server(tmp_path, "--model", tmp_path / "missing")
+    assert srv.proc.wait(120) == 1
+    last = srv.log.read_text().strip().splitlines()[-1]
+    assert last.startswith("seq2seq-kit: error: ") and "missing" in last
+
+
+def test_without_the_extra_the_import_names_the_install(monkeypatch):
+    for name in [m for m in sys.modules if m == "seq2seq_kit.server" or m.startswith("seq2seq_kit.server.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    with pytest.raises(ImportError, match=r'pip install "seq2seq-kit\[serve\]"'):
+        import seq2seq_kit.server  # noqa: F401

@@ -186,16 +186,16 @@ class Service:
         pipe = self.pipe
         kwargs, truncation, clean_up = split_parameters(body.parameters or Parameters())
         try:
-            texts = pipe.check_texts(body.inputs)
-        except (TypeError, ValueError) as e:
-            raise Refusal(422, "inputs", str(e).replace("pipe() takes", "inputs must be")) from None
+            texts = pipe.check_texts(body.inputs)       # the types are checked already: this finds empty texts
+        except ValueError as e:
+            raise Refusal(422, "inputs", str(e)) from None
         try:
             rows = pipe.preprocess(texts, truncation).rows
         except ValueError as e:
-            raise Refusal(413, "inputs", f"{e}".replace("pass truncation=True",
+            raise Refusal(413, "inputs", str(e).replace("pass truncation=True",
                                                          'send "parameters": {"truncation": true}')) from None
         requests = self.submit(rows, kwargs)
-        ids = await wait_for(requests, http, self.settings.request_timeout)
+        ids = await outputs_of(requests, http, self.settings.request_timeout)
         records = [pipe.postprocess(out[None], clean_up_tokenization_spaces=clean_up)[0] for out in ids]
         if isinstance(body.inputs, str):
             return records[0]
@@ -232,7 +232,7 @@ def split_parameters(p: Parameters) -> tuple[dict, bool, bool]:
     return kwargs, (True if truncation is None else truncation), p.clean_up_tokenization_spaces
 
 
-async def wait_for(requests: list, http: Request, timeout: float) -> list:
+async def outputs_of(requests: list, http: Request, timeout: float) -> list:
     """The requests' outputs, each LongTensor [n, T]. Refusal 504 past `timeout`, 499 when the client is gone;
     either way (and on any error or cancellation) the requests not done are cancelled in the engine."""
     loop = asyncio.get_running_loop()
