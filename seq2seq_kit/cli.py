@@ -1,4 +1,4 @@
-"""The `seq2seq-kit` command line: summarize, tokenize, inspect, demo, parity. It parses the arguments, calls the
+"""The `seq2seq-kit` command line: summarize, tokenize, inspect, demo, parity, serve. It parses the arguments, calls the
 library (pipeline, corpus, tokenizer, hub, parity) and prints what it returns; the library's log records are
 shown as "seq2seq-kit: ..." lines on stderr. (The benchmark is `python benchmarks/bench.py` in a source checkout.)
 
@@ -90,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_inspect(sub, [common, hub])
     _add_demo(sub, [common])
     _add_parity(sub, [common, model])
+    _add_serve(sub, [common, model])
     return parser
 
 
@@ -181,6 +182,48 @@ def _add_parity(sub, parents: list) -> None:
     p.set_defaults(run=_parity, parser=p)
 
 
+def _add_serve(sub, parents: list) -> None:
+    from .pipeline import DEFAULT_MODEL
+
+    p = sub.add_parser("serve", parents=parents, help="serve summarization over HTTP (FastAPI, or Ray Serve)",
+                       description="POST /summarize (the Hugging Face Inference API's shape), /health, /info, "
+                                   "/metrics, /docs, on the continuous-batching engine. SIGTERM / Ctrl-C drain: "
+                                   "every accepted request is answered. Needs pip install \"seq2seq-kit[serve]\".")
+    p.add_argument("--model", default=None, help=f"Hub id or local checkpoint directory, fixed for the server's "
+                                                 f"life (default: {DEFAULT_MODEL})")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=_positive, default=8000, help="port (default: 8000)")
+    p.add_argument("--max-rows", type=_positive, default=32,
+                   help="decoder rows per engine step: a beam-4 input takes 4 (default: 32)")
+    p.add_argument("--max-queue", type=_positive, default=256,
+                   help="inputs waiting in the engine beyond which requests get 503 + Retry-After (default: 256)")
+    p.add_argument("--max-body-bytes", type=_positive, default=1_000_000,
+                   help="largest request body; larger ones get 413 (default: 1000000)")
+    p.add_argument("--request-timeout", type=_positive_float, default=120.0,
+                   help="seconds a request may take before it gets 504 and is cancelled (default: 120)")
+    p.add_argument("--drain-timeout", type=_positive_float, default=60.0,
+                   help="seconds SIGTERM / Ctrl-C waits for accepted requests (default: 60)")
+    p.add_argument("--api-key-env", metavar="VAR",
+                   help="require 'Authorization: Bearer <key>' on every request but /health, the key being the "
+                        "value of the environment variable VAR")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="serve from a Ray Serve deployment: a local Ray, or the cluster at ADDRESS (auto, "
+                        "ray://host:10001); needs pip install \"seq2seq-kit[ray,serve]\"")
+    p.add_argument("--replicas", type=_positive, help="with --ray: engine replicas (default: 1)")
+    p.add_argument("--autoscale", metavar="MIN:MAX", help="with --ray: autoscale between MIN and MAX replicas")
+    p.set_defaults(run=_serve, parser=p)
+
+
+def _positive_float(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value!r}")
+    return x
+
+
 def _positive(value: str) -> int:
     n = _int(value)
     if n < 1:
@@ -270,6 +313,47 @@ def _summarize_corpus(args, kwargs: dict) -> int:
                               overwrite=args.overwrite, device=_device(args.device), dtype=args.dtype,
                               **_hub_kwargs(args), **ray, **kwargs)
     return 3 if result.failed else 0
+
+
+# ---------------------------------------------------------------------------------------------- serve
+
+def _serve(args) -> int:
+    """The HTTP server (seq2seq_kit.server) until SIGTERM / Ctrl-C; 0 once every accepted request is answered."""
+    import os
+
+    if args.ray is None and (args.replicas is not None or args.autoscale is not None):
+        args.parser.error("--replicas and --autoscale apply to --ray")
+    if args.replicas is not None and args.autoscale is not None:
+        args.parser.error("give --replicas or --autoscale, not both")
+    autoscale = _min_max(args.parser, args.autoscale) if args.autoscale is not None else None
+    api_key = None
+    if args.api_key_env is not None:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            args.parser.error(f"--api-key-env {args.api_key_env}: that environment variable is not set or empty")
+
+    from .pipeline import DEFAULT_MODEL
+    from .server import Settings, serve
+
+    settings = Settings(model=args.model or DEFAULT_MODEL, device=_device(args.device), dtype=args.dtype,
+                        hub_kwargs=_hub_kwargs(args), max_rows=args.max_rows, max_queue=args.max_queue,
+                        max_body_bytes=args.max_body_bytes, request_timeout=args.request_timeout,
+                        drain_timeout=args.drain_timeout, api_key=api_key)
+    if args.ray is None:
+        serve(settings, host=args.host, port=args.port)
+        return 0
+    from .server.ray_serve import serve_on_ray
+
+    serve_on_ray(settings, address=args.ray or None, replicas=args.replicas, autoscale=autoscale, host=args.host,
+                 port=args.port)
+    return 0
+
+
+def _min_max(parser, value: str) -> tuple[int, int]:
+    lo, _, hi = value.partition(":")
+    if not (lo.isdigit() and hi.isdigit()) or not 0 <= int(lo) <= int(hi) or int(hi) < 1:
+        parser.error(f"--autoscale takes MIN:MAX with 0 <= MIN <= MAX and MAX >= 1, got {value!r}")
+    return int(lo), int(hi)
 
 
 # ---------------------------------------------------------------------------------------------- tokenize

@@ -1,0 +1,453 @@
+"""The HTTP API, as one FastAPI app built by `build_app(settings)` (uvicorn and Ray Serve run the same app).
+
+    POST /summarize  {"inputs": "text" | ["text", ...], "parameters": {...}}  ->  [{"summary_text": "..."}, ...]
+    GET  /health     200 {"status": "ready"}; 503 while loading or draining
+    GET  /info       model, commit, dtype, device, generation defaults, limits
+    GET  /metrics    Prometheus text: requests by route and status, /summarize latency, the engine's queue depth,
+                     active rows and generated tokens
+    GET  /docs       the OpenAPI page
+
+A request's path: Gate (counted and timed; API key; body read up to max_body_bytes) -> FastAPI validates the
+body against SummarizeRequest (types strict, unknown fields refused) -> the pipeline's stages: check_texts,
+preprocess (truncation), one engine request per input, postprocess. So each input's summary is what
+`pipeline("summarization")(text, **parameters)` gives for it. Every error is JSON {"error", "field"}:
+422 bad type / unknown parameter / invalid setting, 413 body too large or input too long with truncation false,
+503 + Retry-After engine queue full (or loading / draining), 504 past request_timeout, 401 without the API key.
+A client that disconnects, or times out, cancels its engine requests: their rows are free at the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import hub
+from ..engine import EngineClosed, EngineFull
+from ..pipeline import pipeline
+
+logger = logging.getLogger("seq2seq_kit.server")
+
+POLL_S = 0.05             # how often a waiting /summarize checks whether its client is still there
+RETRY_AFTER_S = 1         # Retry-After of a 503
+ROUTES = ("/summarize", "/health", "/info", "/metrics", "/docs", "/openapi.json")
+OPEN_ROUTES = ("/health",)   # answered without the API key (load balancers' probes)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a server runs, fixed at start: the model (a Hub id or local path; no request can change it) and its
+    limits. api_key: the bearer token every request but /health must carry (None: no key)."""
+    model: str
+    device: str | int | None = None
+    dtype: str | None = None
+    hub_kwargs: dict = field(default_factory=dict)      # revision, cache_dir, token
+    max_rows: int = 32                                  # the engine's decoder rows per step
+    max_queue: int = 256                                # engine requests waiting beyond which 503
+    max_body_bytes: int = 1_000_000
+    request_timeout: float = 120.0                      # seconds from arrival to answer, else 504
+    drain_timeout: float = 60.0                         # seconds to finish accepted requests on shutdown
+    api_key: str | None = field(default=None, repr=False)
+
+
+# ---------------------------------------------------------------------------------------------- the body
+
+class GenerateParameters(BaseModel):
+    """The generate() settings a client may send: plain values only (no generator, no tensors, no token-id
+    overrides); each is checked by generate's own rules. Unset ones take the checkpoint's summarization defaults."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+    max_length: int | None = None
+    max_new_tokens: int | None = None
+    min_length: int | None = None
+    min_new_tokens: int | None = None
+    num_beams: int | None = None
+    length_penalty: float | None = None
+    early_stopping: bool | Literal["never"] | None = None
+    num_return_sequences: int | None = None
+    do_sample: bool | None = None
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    no_repeat_ngram_size: int | None = None
+    encoder_no_repeat_ngram_size: int | None = None
+    bad_words_ids: list[list[int]] | None = None
+    seed: int | None = Field(None, description="with do_sample: seed of each input's own sampling generator")
+
+
+class Parameters(GenerateParameters):
+    """The Inference API's summarization parameters: generate settings (flat, or under generate_parameters as the
+    newer API sends them), truncation and clean_up_tokenization_spaces."""
+    truncation: bool | Literal["do_not_truncate", "longest_first", "only_first", "only_second"] | None = Field(
+        None, description="true or null: cut inputs longer than the model takes; false / do_not_truncate: 413")
+    clean_up_tokenization_spaces: bool = False
+    generate_parameters: GenerateParameters | None = None
+
+
+class SummarizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    inputs: str | list[str] = Field(description="a text, or a list of texts summarized each on its own")
+    parameters: Parameters | None = None
+
+
+class Summary(BaseModel):
+    summary_text: str
+
+
+PARAMETER_NAMES = tuple(Parameters.model_fields)
+BODY_FIELDS = {"inputs", "parameters", "generate_parameters", *PARAMETER_NAMES}
+
+
+class Refusal(Exception):
+    """An answer other than 200: its status, the body field at fault and what to do about it."""
+
+    def __init__(self, status: int, field: str | None, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.field, self.message, self.headers = status, field, message, headers or {}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": self.message, "field": self.field}, self.status, headers=self.headers)
+
+
+def busy(what: str) -> Refusal:
+    return Refusal(503, None, f"{what}; retry after {RETRY_AFTER_S} s", {"Retry-After": str(RETRY_AFTER_S)})
+
+
+# ---------------------------------------------------------------------------------------------- the service
+
+class Service:
+    """What the routes share: the pipeline and its engine once loaded, the status, the metrics registry."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.status = "loading"                  # -> "ready" -> "draining"; "failed" when the load raised
+        self.pipe = self.engine = None
+        self.commit: str | None = None
+        self.registry = CollectorRegistry()     # this app's own: two apps in one process never mix counts
+        self.requests = Counter("seq2seq_http_requests", "HTTP requests by route and status", ["route", "status"],
+                                registry=self.registry)
+        self.in_progress = Gauge("seq2seq_http_requests_in_progress", "HTTP requests being answered", ["route"],
+                                 registry=self.registry)
+        self.latency = Histogram("seq2seq_summarize_latency_seconds", "POST /summarize time, arrival to answer",
+                                 buckets=(.05, .1, .25, .5, 1, 2.5, 5, 10, 25, 60, 120), registry=self.registry)
+        self.registry.register(EngineMetrics(self))
+
+    def load(self) -> None:
+        """Load the pipeline and start its engine (blocking: run it off the event loop)."""
+        s = self.settings
+        try:
+            root = hub.resolve(s.model, purpose="all", **s.hub_kwargs)
+            pipe = pipeline("summarization", model=str(root), device=s.device, dtype=s.dtype)
+            self.pipe, self.engine = pipe, pipe.engine(max_rows=s.max_rows, max_queue=s.max_queue)
+        except BaseException:
+            self.status = "failed"
+            raise
+        self.commit = root.name if root.parent.name == "snapshots" else None   # a Hub cache snapshot's folder
+        self.status = "ready"
+        logger.info("serving %s on %s (%s)", s.model, pipe.device, pipe.model.dtype)
+
+    def drain(self) -> None:
+        """Refuse new requests; finish the engine's accepted ones (blocking, up to drain_timeout)."""
+        self.status = "draining"
+        if self.engine is not None:
+            self.engine.close(timeout=self.settings.drain_timeout)
+
+    def info(self) -> dict:
+        s, pipe = self.settings, self.pipe
+        return {
+            "model": s.model, "revision": s.hub_kwargs.get("revision"), "commit": self.commit, "status": self.status,
+            "dtype": str(pipe.model.dtype).removeprefix("torch.") if pipe else None,
+            "device": str(pipe.device) if pipe else None,
+            "generation_defaults": ({**pipe.model.generation_config.to_dict(), **pipe.generate_defaults}
+                                    if pipe and pipe.model.generation_config is not None else None),
+            "limits": {"max_input_tokens": pipe.max_input_length if pipe else None, "max_rows": s.max_rows,
+                       "max_queue": s.max_queue, "max_body_bytes": s.max_body_bytes,
+                       "request_timeout_s": s.request_timeout},
+            "parameters": list(PARAMETER_NAMES),
+        }
+
+    async def summarize(self, body: SummarizeRequest, http: Request) -> list:
+        """The pipeline's answer for body, each input on the engine; raises Refusal."""
+        if self.status != "ready":
+            raise busy(f"the server is {self.status}")
+        pipe = self.pipe
+        kwargs, truncation, clean_up = split_parameters(body.parameters or Parameters())
+        try:
+            texts = pipe.check_texts(body.inputs)       # the types are checked already: this finds empty texts
+        except ValueError as e:
+            raise Refusal(422, "inputs", str(e)) from None
+        try:
+            rows = pipe.preprocess(texts, truncation).rows
+        except ValueError as e:
+            raise Refusal(413, "inputs", str(e).replace("pass truncation=True",
+                                                         'send "parameters": {"truncation": true}')) from None
+        requests = self.submit(rows, kwargs)
+        ids = await outputs_of(requests, http, self.settings.request_timeout)
+        records = [pipe.postprocess(out[None], clean_up_tokenization_spaces=clean_up)[0] for out in ids]
+        if isinstance(body.inputs, str):
+            return records[0]
+        return [r[0] for r in records] if all(len(r) == 1 for r in records) else records   # as pipe() flattens
+
+    def submit(self, rows: list[list[int]], kwargs: dict) -> list:
+        """One engine request per row; all or none (a refusal cancels the ones already queued)."""
+        seed = kwargs.pop("seed", None)
+        requests = []
+        try:
+            for row in rows:
+                generator = None if seed is None else torch.Generator(self.pipe.device).manual_seed(seed)
+                requests.append(self.engine.submit(row, generator=generator, **kwargs))
+        except BaseException as e:
+            for r in requests:
+                r.cancel()
+            if isinstance(e, EngineFull):
+                raise busy(f"the engine's queue is full ({self.settings.max_queue} waiting inputs)") from None
+            if isinstance(e, EngineClosed):
+                raise busy("the server is draining") from None
+            if isinstance(e, (TypeError, ValueError)):
+                message = str(e).replace("generate() got", "parameters has")
+                raise Refusal(422, parameter_named(message), message) from None
+            raise
+        return requests
+
+
+def split_parameters(p: Parameters) -> tuple[dict, bool, bool]:
+    """(generate kwargs incl. seed, truncation for preprocess, clean_up_tokenization_spaces); only the settings
+    the client sent (an explicit null included: it means what None means to generate)."""
+    kwargs = p.generate_parameters.model_dump(exclude_unset=True) if p.generate_parameters else {}
+    kwargs.update(p.model_dump(include=set(GenerateParameters.model_fields), exclude_unset=True))
+    truncation = p.truncation if not isinstance(p.truncation, str) else p.truncation != "do_not_truncate"
+    return kwargs, (True if truncation is None else truncation), p.clean_up_tokenization_spaces
+
+
+async def outputs_of(requests: list, http: Request, timeout: float) -> list:
+    """The requests' outputs, each LongTensor [n, T]. Refusal 504 past `timeout`, 499 when the client is gone;
+    either way (and on any error or cancellation) the requests not done are cancelled in the engine."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    together = asyncio.gather(*(asyncio.wrap_future(r.future) for r in requests))
+    try:
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise Refusal(504, None, f"no answer within the server's request timeout ({timeout:g} s); send "
+                                         "fewer or shorter inputs, or lower max_length / num_beams")
+            done, _ = await asyncio.wait([together], timeout=min(POLL_S, left))
+            if done:
+                return together.result()
+            if await http.is_disconnected():
+                raise Refusal(499, None, "the client disconnected")
+    finally:
+        for r in requests:
+            r.cancel()
+        together.cancel()
+
+
+class EngineMetrics:
+    """A prometheus_client collector: the engine's gauges, read at scrape time."""
+
+    def __init__(self, service: Service):
+        self.service = service
+
+    def collect(self):
+        engine = self.service.engine
+        yield GaugeMetricFamily("seq2seq_engine_queue_depth", "inputs waiting for decoder rows",
+                                value=engine.queue_depth if engine else 0)
+        yield GaugeMetricFamily("seq2seq_engine_active_rows", "decoder rows of the running inputs",
+                                value=engine.active_rows if engine else 0)
+        yield CounterMetricFamily("seq2seq_engine_generated_tokens", "decoder rows stepped, all inputs",
+                                  value=engine.generated_tokens if engine else 0)
+
+
+# ---------------------------------------------------------------------------------------------- the gate
+
+class Gate:
+    """ASGI middleware every HTTP request passes: counted and timed for /metrics, its API key checked (401), its
+    body read up to max_body_bytes (413 by Content-Length or by the bytes actually sent) and replayed to the app;
+    the app's later receive() calls reach the client's connection (so a disconnect is seen)."""
+
+    def __init__(self, app, service: Service):
+        self.app, self.service = app, service
+        key = service.settings.api_key
+        self.expected = None if key is None else f"Bearer {key}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        route = scope["path"] if scope["path"] in ROUTES else "other"
+        status, start = ["500"], time.perf_counter()
+
+        async def send_counted(message):
+            if message["type"] == "http.response.start":
+                status[0] = str(message["status"])
+            await send(message)
+
+        try:
+            with self.service.in_progress.labels(route).track_inprogress():
+                await self.guarded(scope, receive, send_counted)
+        finally:
+            self.service.requests.labels(route, status[0]).inc()
+            if route == "/summarize":
+                self.service.latency.observe(time.perf_counter() - start)
+
+    async def guarded(self, scope, receive, send):
+        if self.expected is not None and scope["path"] not in OPEN_ROUTES and not self.authorized(scope):
+            refusal = Refusal(401, "Authorization", "send the API key as the header 'Authorization: Bearer <key>'",
+                              {"WWW-Authenticate": "Bearer"})
+            return await refusal.response()(scope, receive, send)
+        limit = self.service.settings.max_body_bytes
+        try:
+            body = await read_body(scope, receive, limit)
+        except Refusal as refusal:
+            return await refusal.response()(scope, receive, send)
+        if body is None:   # the client left while sending
+            return
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def authorized(self, scope) -> bool:
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        return hmac.compare_digest(given, self.expected)
+
+
+async def read_body(scope, receive, limit: int) -> bytes | None:
+    """The request body, at most `limit` bytes (else Refusal 413); None when the client disconnected."""
+    length = dict(scope["headers"]).get(b"content-length")
+    too_large = Refusal(413, "body", f"the body is over the server's limit of {limit} bytes; send fewer or shorter "
+                                     "inputs, or start the server with a larger --max-body-bytes")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise too_large
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+# ---------------------------------------------------------------------------------------------- the app
+
+def build_app(settings: Settings, *, load_in_background: bool = True) -> FastAPI:
+    """The server's FastAPI app. Its lifespan loads the model (in the background by default, so /health answers
+    503 meanwhile; load_in_background=False: before the app takes requests, as a Ray Serve replica must) and,
+    at shutdown, drains the engine."""
+    service = Service(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loading = asyncio.create_task(asyncio.to_thread(service.load))
+        app.state.loading = loading
+        if not load_in_background:
+            await loading
+        yield
+        if not loading.done():
+            loading.cancel()
+        await asyncio.to_thread(service.drain)
+
+    app = FastAPI(title="seq2seq-kit", lifespan=lifespan,
+                  description="Summarization over HTTP (the Hugging Face Inference API's shape) on seq2seq_kit's "
+                              "continuous-batching engine.")
+    app.state.service = service
+    _add_routes(app, service)
+    _add_error_handlers(app)
+    app.add_middleware(Gate, service=service)
+    return app
+
+
+def _add_routes(app: FastAPI, service: Service) -> None:
+    @app.post("/summarize", response_model=list[Summary] | list[list[Summary]],
+              summary="Summarize a text or a list of texts")
+    async def summarize(body: SummarizeRequest, request: Request):
+        return JSONResponse(await service.summarize(body, request))
+
+    @app.get("/health", summary="200 when the model is loaded and the engine runs; 503 while loading or draining")
+    async def health():
+        code = 200 if service.status == "ready" else 503
+        return JSONResponse({"status": service.status}, code, headers={} if code == 200 else
+                            {"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.get("/info", summary="The model, its commit, dtype, device, generation defaults and the server's limits")
+    async def info():
+        return service.info()
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics():
+        return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Refusal)
+    async def refused(request: Request, e: Refusal):
+        return e.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError):
+        problems = describe_errors(e.errors())
+        first = next(iter(problems))
+        return JSONResponse({"error": problems[first], "field": first, "errors": problems}, 422)
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, e: Exception):
+        logger.exception("request failed")
+        return JSONResponse({"error": f"internal error: {type(e).__name__}: {e}", "field": None}, 500)
+
+
+def describe_errors(errors) -> dict[str, str]:
+    """pydantic's errors -> {field: what is wrong and what to send instead}, e.g. {"parameters.num_beams":
+    "parameters.num_beams: Input should be a valid integer (got \"4\")"}."""
+    problems: dict[str, list[str]] = {}
+    for error in errors:
+        loc, kind = error["loc"], error["type"]
+        path = [p for p in loc[:-1] if isinstance(p, int) or p in BODY_FIELDS] + [loc[-1]]
+        if not (isinstance(loc[-1], int) or loc[-1] in BODY_FIELDS) and kind != "extra_forbidden":
+            path.pop()                                # a union's variant ("str", "list[str]"), not a field
+        name = ".".join(map(str, path[1:] if path[:1] == ["body"] else path)) or "body"
+        if kind == "extra_forbidden":
+            takes = ("parameters take: " + ", ".join(PARAMETER_NAMES)) if len(path) > 2 else \
+                "the body takes: inputs, parameters"
+            message = f"unknown field; {takes}"
+        elif kind == "missing":
+            message = 'required: send {"inputs": "text" or ["text", ...], "parameters": {...}}'
+        elif kind == "json_invalid":
+            name, message = "body", f"not valid JSON ({error.get('ctx', {}).get('error', error['msg'])})"
+        elif name == "body":
+            message = 'send a JSON object {"inputs": ..., "parameters": {...}} with Content-Type: application/json'
+        else:
+            message = f"{error['msg']} (got {json.dumps(error.get('input'), default=repr)[:80]})"
+        problems.setdefault(name, [])
+        if message not in problems[name]:
+            problems[name].append(message)
+    deepest = [n for n in problems if not any(m.startswith(n + ".") for m in problems)]   # a union's best branch
+    return {name: f"{name}: " + "; or ".join(problems[name]) for name in deepest}
+
+
+def parameter_named(message: str) -> str:
+    """The body field a generate() error message is about: the parameter it names first, else "parameters"."""
+    found = [(message.find(n), n) for n in GenerateParameters.model_fields if n in message]
+    return f"parameters.{min(found)[1]}" if found else "parameters"

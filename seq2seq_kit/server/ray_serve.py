@@ -1,0 +1,82 @@
+"""The same HTTP API from a Ray Serve deployment: each replica runs build_app(settings), so its own engine.
+
+    seq2seq-kit serve --ray --replicas 2                          # a local Ray instance, 2 CPU replicas
+    seq2seq-kit serve --ray auto --device cuda --autoscale 1:8    # a running cluster, one GPU per replica
+
+Ray Serve's HTTP proxy listens on host:port and routes each request to a replica, whose app is exactly the
+single-process server's (routes, validation, limits, API key, metrics; /metrics is that replica's). A replica
+builds it with load_in_background=False, so it takes requests only once its model is loaded, and its lifespan
+drains its engine when Ray stops it (graceful_shutdown_timeout_s = drain_timeout). SIGTERM / Ctrl-C:
+serve.shutdown(), which lets every replica answer what it accepted, then Ray stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from ..loading import resolve_device
+from .app import Settings, build_app
+
+logger = logging.getLogger("seq2seq_kit.server")
+APP_NAME = "seq2seq-kit"
+
+
+def require_serve():
+    try:
+        import ray
+        from ray import serve
+    except ImportError:
+        raise ImportError('--ray needs Ray Serve: pip install "seq2seq-kit[ray,serve]"') from None
+    return ray, serve
+
+
+def application(settings: Settings, *, replicas: int | None = None, autoscale: tuple[int, int] | None = None):
+    """The Ray Serve application (a bound deployment) serving `settings`: `replicas` replicas (default 1), or
+    autoscaled between autoscale=(MIN, MAX) on each replica's ongoing requests. A replica takes one GPU when
+    settings.device is a CUDA device, else one CPU."""
+    _, serve = require_serve()
+
+    @serve.ingress()
+    class Summarizer:
+        def __init__(self, settings: Settings):
+            self.settings = settings
+
+        def __serve_build_asgi_app__(self):
+            return build_app(self.settings, load_in_background=False)
+
+    gpu = settings.device is not None and resolve_device(settings.device).type == "cuda"
+    scale = (dict(num_replicas=replicas or 1) if autoscale is None else
+             dict(autoscaling_config={"min_replicas": autoscale[0], "max_replicas": autoscale[1],
+                                      # a replica's engine is busy at max_rows rows: max_rows/4 beam-4 inputs
+                                      "target_ongoing_requests": max(1, settings.max_rows // 4)}))
+    deployment = serve.deployment(
+        Summarizer, name="Summarizer", ray_actor_options={"num_gpus": 1} if gpu else {"num_cpus": 1},
+        max_ongoing_requests=settings.max_rows + settings.max_queue,   # the engine's queue decides 503s
+        graceful_shutdown_timeout_s=settings.drain_timeout, **scale)
+    return deployment.bind(settings)
+
+
+def serve_on_ray(settings: Settings, *, address: str | None = None, replicas: int | None = None,
+                 autoscale: tuple[int, int] | None = None, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Deploy on Ray (None: a local instance; "auto" / "ray://...": that cluster) and serve until SIGTERM /
+    Ctrl-C, then shut the deployment down, its replicas drained."""
+    ray, serve = require_serve()
+    ray.init(address=address, **({"include_dashboard": False} if address is None else {}))
+    stop = threading.Event()     # handlers set after ray.init, whose own SIGTERM handler would abort the process
+    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(application(settings, replicas=replicas, autoscale=autoscale), name=APP_NAME, route_prefix="/")
+        logger.info("serving %s on Ray Serve at http://%s:%d", settings.model, host, port)
+        while not stop.wait(0.5):   # a timed wait, so the signal handler runs promptly
+            pass
+        logger.info("draining the replicas")
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)

@@ -1,0 +1,69 @@
+"""serve(settings, host, port): the app on uvicorn, until SIGTERM or Ctrl-C, then drained.
+
+Shutdown is uvicorn's graceful shutdown followed by the app's lifespan: the first SIGTERM / SIGINT marks the
+service draining (/health and any new /summarize answer 503, for DrainingServer.GRACE_S), then uvicorn closes its
+listening socket and waits up to drain_timeout for the requests in flight to be answered, then the lifespan closes the engine, which finishes
+whatever it accepted. A second Ctrl-C exits at once. serve() returns once drained (the CLI exits 0), or raises the
+load's error when the model could not be loaded.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import time
+
+import uvicorn
+
+from .app import Service, Settings, build_app
+
+logger = logging.getLogger("seq2seq_kit.server")
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's Server, except that a signal first marks the service draining for GRACE_S seconds (new requests
+    get 503 and /health 503, so load balancers look elsewhere, instead of connection resets) before uvicorn's
+    shutdown; that the signal is not raised again after the shutdown (uvicorn re-raises it, so the process would
+    die by the signal instead of exiting 0); and that a failed model load stops the server."""
+
+    GRACE_S = 1.0
+
+    def __init__(self, config: uvicorn.Config, service: Service):
+        super().__init__(config)
+        self.service = service
+        self.draining_since: float | None = None
+
+    def handle_exit(self, sig, frame) -> None:
+        if self.draining_since is not None and sig == signal.SIGINT:   # a second Ctrl-C: now
+            self.should_exit = self.force_exit = True
+        self.service.status = "draining"
+        self.draining_since = self.draining_since or time.monotonic()
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.service.status == "failed":
+            self.should_exit = True
+        if self.draining_since is not None and time.monotonic() - self.draining_since >= self.GRACE_S:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+    """Run the server until SIGTERM / Ctrl-C (see the module docstring)."""
+    if settings.api_key is None and not _loopback(host):
+        logger.warning("listening on %s without an API key: anyone who can reach it can use it "
+                       "(see --api-key-env)", host)
+    app = build_app(settings)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
+                            timeout_graceful_shutdown=settings.drain_timeout)
+    DrainingServer(config, app.state.service).run()
+    loading = getattr(app.state, "loading", None)
+    if loading is not None and loading.done() and not loading.cancelled() and loading.exception() is not None:
+        raise loading.exception()
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -1,0 +1,309 @@
+"""`seq2seq-kit serve`: a real server process on 127.0.0.1, talked to over HTTP with httpx.
+
+One module-scoped server (tiny-eos checkpoint, max_rows 8, small limits) answers most tests; a second one, with an
+API key, is drained by SIGTERM under load. Summaries are compared with the in-process pipeline's for the same text
+and parameters (the pipeline itself is checked against transformers elsewhere).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+httpx = pytest.importorskip("httpx", reason='the server tests need httpx (pip install "seq2seq-kit[test]")')
+pytest.importorskip("fastapi", reason='the server needs its extra (pip install "seq2seq-kit[serve]")')
+
+from helpers import make_docs  # noqa: E402
+from seq2seq_kit import pipeline  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LIMITS = ["--max-rows", "8", "--max-queue", "64", "--max-body-bytes", "20000", "--request-timeout", "5"]
+PARAMS = {"max_length": 12, "num_beams": 2}
+# heavy work: each input runs 250 steps on 4 rows, two inputs at a time (max_rows 8)
+LONG = {"num_beams": 4, "min_new_tokens": 250, "max_new_tokens": 250}
+KEY = "test-key-1234"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`python -m seq2seq_kit serve ...` as a subprocess on a free port, its log in a file."""
+
+    def __init__(self, tmp: Path, *args, env: dict | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / f"server-{self.port}.log"
+        child_env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT),
+                                                                                os.environ.get("PYTHONPATH")])),
+                     **(env or {})}
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "seq2seq_kit", "serve", *map(str, args),
+                                          "--port", str(self.port)], stdout=log, stderr=subprocess.STDOUT,
+                                         env=child_env, cwd=tmp)
+
+    def wait_ready(self, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"the server exited ({self.proc.returncode}):\n{self.log.read_text()}"
+            try:
+                if httpx.get(self.url + "/health", timeout=5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.25)
+        raise AssertionError(f"the server was not ready within {timeout} s:\n{self.log.read_text()}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(90)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_eos_path):
+    return pipeline("summarization", model=str(tiny_eos_path))
+
+
+@pytest.fixture(scope="module")
+def server(tiny_eos_path, tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("server"), "--model", tiny_eos_path, *LIMITS)
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def post(server, body, timeout: float = 60, **kwargs) -> httpx.Response:
+    return httpx.post(server.url + "/summarize", json=body, timeout=timeout, **kwargs)
+
+
+def engine_metrics(server, headers=None) -> dict[str, float]:
+    text = httpx.get(server.url + "/metrics", headers=headers, timeout=30).text
+    return {name: float(value) for name, value in re.findall(r"^(seq2seq_engine_\w+) (\S+)$", text, re.M)}
+
+
+def summarize_counts(server, headers=None) -> tuple[int, int]:
+    """(/summarize requests in progress, answered ones of any status) per the server's /metrics."""
+    text = httpx.get(server.url + "/metrics", headers=headers, timeout=30).text
+    going = re.search(r'^seq2seq_http_requests_in_progress{route="/summarize"} (\S+)$', text, re.M)
+    answered = re.findall(r'^seq2seq_http_requests_total{route="/summarize",status="\d+"} (\S+)$', text, re.M)
+    return int(float(going.group(1))) if going else 0, int(sum(map(float, answered)))
+
+
+def wait_idle(server, timeout: float = 30) -> dict[str, float]:
+    deadline = time.monotonic() + timeout
+    while True:
+        m = engine_metrics(server)
+        if m["seq2seq_engine_queue_depth"] == 0 and m["seq2seq_engine_active_rows"] == 0:
+            return m
+        assert time.monotonic() < deadline, f"the engine is still busy: {m}"
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------------------------- answers
+
+def test_concurrent_requests_get_the_pipelines_summaries(server, pipe):
+    docs = [d["text"] for d in make_docs(16, seed=3)]
+    settings = [PARAMS, {"max_length": 10}, {"num_beams": 3, "no_repeat_ngram_size": 2, "max_new_tokens": 8}]
+    jobs = [(doc, settings[i % len(settings)]) for i, doc in enumerate(docs)]
+    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+        answers = list(pool.map(lambda job: post(server, {"inputs": job[0], "parameters": job[1]}), jobs))
+    assert [a.status_code for a in answers] == [200] * len(jobs), [a.text for a in answers]
+    for (doc, params), answer in zip(jobs, answers):
+        assert answer.json() == pipe(doc, **params)
+
+
+def test_a_list_of_inputs_and_the_apis_nested_parameters(server, pipe):
+    docs = [d["text"] for d in make_docs(3, seed=4)]
+    answer = post(server, {"inputs": docs, "parameters": {"generate_parameters": PARAMS, "truncation": "only_first",
+                                                          "clean_up_tokenization_spaces": True}})
+    assert answer.status_code == 200 and answer.json() == pipe(docs, **PARAMS, clean_up_tokenization_spaces=True)
+    several = post(server, {"inputs": docs[:2], "parameters": {"num_beams": 2, "num_return_sequences": 2,
+                                                               "max_length": 8}})
+    assert several.json() == pipe(docs[:2], num_beams=2, num_return_sequences=2, max_length=8)   # lists of 2
+    defaults = post(server, {"inputs": docs[0]})
+    assert defaults.json() == pipe(docs[0])
+
+
+def test_sampling_with_a_seed_repeats(server):
+    body = {"inputs": "the tower is tall", "parameters": {"do_sample": True, "seed": 7, "max_length": 12}}
+    assert post(server, body).json() == post(server, body).json()
+
+
+def test_health_info_docs(server, tiny_eos_path, pipe):
+    assert httpx.get(server.url + "/health").json() == {"status": "ready"}
+    info = httpx.get(server.url + "/info").json()
+    assert info["model"] == str(tiny_eos_path) and info["dtype"] == "float32" and info["device"] == "cpu"
+    assert info["limits"] == {"max_input_tokens": pipe.max_input_length, "max_rows": 8, "max_queue": 64,
+                              "max_body_bytes": 20000, "request_timeout_s": 5.0}
+    assert info["generation_defaults"]["eos_token_id"] == pipe.model.generation_config.eos_token_id
+    assert "num_beams" in info["parameters"]
+    assert httpx.get(server.url + "/docs").status_code == 200
+    assert "/summarize" in httpx.get(server.url + "/openapi.json").json()["paths"]
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+@pytest.mark.parametrize("body, field, words", [
+    ({"inputs": "a", "parameters": {"num_beams": "2"}}, "parameters.num_beams", "valid integer"),
+    ({"inputs": "a", "parameters": {"bogus": 1}}, "parameters.bogus", "unknown field"),
+    ({"inputs": "a", "parameters": {"generator": 1}}, "parameters.generator", "unknown field"),
+    ({"inputs": "a", "model": "facebook/bart-large-cnn"}, "model", "the body takes: inputs, parameters"),
+    ({"inputs": 5}, "inputs", "valid string"),
+    ({"inputs": ["a", 5]}, "inputs.1", "valid string"),
+    ({"parameters": {}}, "inputs", "required"),
+    ({"inputs": ["a", "  "]}, "inputs", "input 1 is empty"),
+    ({"inputs": "a", "parameters": {"num_beams": 0}}, "parameters.num_beams", "num_beams"),
+    ({"inputs": "a", "parameters": {"num_beams": 16}}, "parameters.num_beams", "max_rows=8"),
+    ({"inputs": "a", "parameters": {"early_stopping": "sometimes"}}, "parameters.early_stopping", "'never'"),
+])
+def test_bad_input_is_422_naming_the_field(server, body, field, words):
+    answer = post(server, body)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["field"] == field and words in answer.json()["error"], answer.json()
+
+
+def test_not_json_is_422(server):
+    answer = httpx.post(server.url + "/summarize", content=b'{"inputs": ', headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422 and answer.json()["field"] == "body" and "JSON" in answer.json()["error"]
+
+
+def test_body_over_the_limit_is_413_by_length_and_by_bytes(server):
+    big = {"inputs": "word " * 5000}
+    answer = post(server, big)
+    assert answer.status_code == 413 and "--max-body-bytes" in answer.json()["error"]
+
+    def chunks():   # no Content-Length: the bytes themselves are counted
+        data = json.dumps(big).encode()
+        for i in range(0, len(data), 4096):
+            yield data[i:i + 4096]
+
+    answer = httpx.post(server.url + "/summarize", content=chunks(), headers={"Content-Type": "application/json"})
+    assert answer.status_code == 413 and answer.json()["field"] == "body"
+
+
+def test_too_long_input_without_truncation_is_413(server, pipe):
+    text = " ".join(["tower"] * 400)
+    answer = post(server, {"inputs": text, "parameters": {"truncation": False}})
+    assert answer.status_code == 413 and answer.json()["field"] == "inputs"
+    assert '"truncation": true' in answer.json()["error"]
+    answer = post(server, {"inputs": text, "parameters": {"truncation": True, **PARAMS}})
+    assert answer.status_code == 200 and answer.json() == pipe(text, truncation=True, **PARAMS)
+
+
+def test_full_queue_is_503_with_retry_after(server):
+    answer = post(server, {"inputs": ["the tower"] * 100, "parameters": {"max_new_tokens": 3}})
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
+    assert "queue is full" in answer.json()["error"]
+    wait_idle(server)    # the inputs queued before the refusal were cancelled
+
+
+def test_past_the_request_timeout_is_504_and_frees_the_engine(server):
+    before = engine_metrics(server)["seq2seq_engine_generated_tokens_total"]
+    answer = post(server, {"inputs": ["the tower is tall"] * 64, "parameters": LONG})   # 8000+ steps
+    assert answer.status_code == 504 and "request timeout (5 s)" in answer.json()["error"]
+    done = wait_idle(server)["seq2seq_engine_generated_tokens_total"] - before
+    assert done < 64 * 4 * 250 / 2
+
+
+def test_a_disconnected_client_frees_its_engine_rows(server):
+    before = engine_metrics(server)["seq2seq_engine_generated_tokens_total"]
+    with pytest.raises(httpx.ReadTimeout):
+        post(server, {"inputs": ["the tower is tall"] * 32, "parameters": LONG}, timeout=0.5)
+    done = wait_idle(server)["seq2seq_engine_generated_tokens_total"] - before
+    assert 0 < done < 32 * 4 * 250 / 2
+
+
+def test_unknown_route_and_metrics_by_status(server):
+    assert httpx.get(server.url + "/nope").status_code == 404
+    text = httpx.get(server.url + "/metrics").text
+    for route, status in (("/summarize", 200), ("/summarize", 422), ("/summarize", 413), ("/other", 404)):
+        if route == "/other":
+            route = "other"
+        assert re.search(rf'seq2seq_http_requests_total{{route="{route}",status="{status}"}} [1-9]', text), text
+    assert re.search(r"seq2seq_summarize_latency_seconds_count [1-9]", text)
+
+
+# ---------------------------------------------------------------------------------------------- key, drain
+
+def test_api_key_and_sigterm_drains_every_accepted_request(tiny_eos_path, tmp_path, pipe):
+    srv = Server(tmp_path, "--model", tiny_eos_path, "--max-rows", "4", "--api-key-env", "S2S_KEY",
+                 env={"S2S_KEY": KEY})
+    auth = {"Authorization": f"Bearer {KEY}"}
+    try:
+        srv.wait_ready()
+        assert post(srv, {"inputs": "a"}).status_code == 401
+        wrong = post(srv, {"inputs": "a"}, headers={"Authorization": f"Bearer {KEY}x"})
+        assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"] == "Bearer"
+        assert httpx.get(srv.url + "/metrics").status_code == 401
+        assert httpx.get(srv.url + "/health").status_code == 200           # probes need no key
+
+        settings = {"num_beams": 4, "min_new_tokens": 30, "max_new_tokens": 30}   # one at a time (max_rows 4)
+        docs = [d["text"] for d in make_docs(6, seed=5)]
+        with concurrent.futures.ThreadPoolExecutor(len(docs)) as pool:
+            sent = [pool.submit(lambda d: (post(srv, {"inputs": d, "parameters": settings}, headers=auth),
+                                           time.monotonic()), d) for d in docs]
+            deadline = time.monotonic() + 60
+            while sum(summarize_counts(srv, auth)) < len(docs) + 2:   # all accepted (2 answered: the 401s)
+                assert time.monotonic() < deadline, summarize_counts(srv, auth)
+                time.sleep(0.01)
+            srv.proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            refused = None
+            while refused is None:   # draining: /health answers 503 for a moment, then nothing is accepted
+                try:
+                    assert httpx.get(srv.url + "/health", timeout=5).status_code == 503
+                except httpx.TransportError:
+                    refused = time.monotonic()
+                assert time.monotonic() - signalled < 30
+            answers = [f.result() for f in sent]
+        assert srv.proc.wait(90) == 0, srv.log.read_text()
+    finally:
+        srv.stop()
+    assert [a.status_code for a, _ in answers] == [200] * len(docs)
+    assert any(t > signalled for _, t in answers), "every request finished before SIGTERM: nothing was drained"
+    for doc, (answer, _) in zip(docs, answers):
+        assert answer.json() == pipe(doc, **settings)
+
+
+def test_serve_usage_errors(tmp_path):
+    from seq2seq_kit.cli import main
+
+    assert main(["serve", "--replicas", "2"]) == 2
+    assert main(["serve", "--ray", "--autoscale", "3:1"]) == 2
+    assert main(["serve", "--api-key-env", "S2S_SURELY_UNSET_VAR"]) == 2
+
+
+def test_a_model_that_cannot_load_stops_the_server_with_one_line(tmp_path):
+    srv = Server(tmp_path, "--model", tmp_path / "missing")
+    assert srv.proc.wait(120) == 1
+    last = srv.log.read_text().strip().splitlines()[-1]
+    assert last.startswith("seq2seq-kit: error: ") and "missing" in last
+
+
+def test_without_the_extra_the_import_names_the_install(monkeypatch):
+    for name in [m for m in sys.modules if m == "seq2seq_kit.server" or m.startswith("seq2seq_kit.server.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    with pytest.raises(ImportError, match=r'pip install "seq2seq-kit\[serve\]"'):
+        import seq2seq_kit.server  # noqa: F401

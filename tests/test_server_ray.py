@@ -1,0 +1,35 @@
+"""`seq2seq-kit serve --ray --replicas 2`: the same HTTP API from a Ray Serve deployment on a local Ray (2 CPU
+replicas, each with its own engine), as a real process answering real HTTP."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import pytest
+
+pytest.importorskip("ray.serve", reason='Ray Serve is not installed (pip install "seq2seq-kit[ray,serve]")')
+pytest.importorskip("fastapi", reason='the server needs its extra (pip install "seq2seq-kit[serve]")')
+
+from helpers import make_docs  # noqa: E402
+from seq2seq_kit import pipeline  # noqa: E402
+from test_server import PARAMS, Server, post  # noqa: E402
+
+
+def test_ray_serve_replicas_answer_like_the_pipeline(tiny_eos_path, tmp_path):
+    srv = Server(tmp_path, "--model", tiny_eos_path, "--ray", "--replicas", "2", "--max-rows", "8",
+                 "--max-body-bytes", "20000")
+    try:
+        srv.wait_ready(timeout=300)
+        docs = [d["text"] for d in make_docs(8, seed=6)]
+        with concurrent.futures.ThreadPoolExecutor(len(docs)) as pool:
+            answers = list(pool.map(lambda d: post(srv, {"inputs": d, "parameters": PARAMS}), docs))
+        bad = post(srv, {"inputs": "a", "parameters": {"bogus": 1}})
+        big = post(srv, {"inputs": "word " * 5000})
+    finally:
+        code = srv.stop()
+    assert code == 0, srv.log.read_text()
+    pipe = pipeline("summarization", model=str(tiny_eos_path))
+    assert [a.status_code for a in answers] == [200] * len(docs), [a.text for a in answers]
+    assert [a.json() for a in answers] == [pipe(d, **PARAMS) for d in docs]
+    assert bad.status_code == 422 and bad.json()["field"] == "parameters.bogus"
+    assert big.status_code == 413
