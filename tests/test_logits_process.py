@@ -27,13 +27,14 @@ def scores(seed: int = 1, rows: int = B * ROWS) -> torch.Tensor:
 
 
 def assert_same(mine, theirs, ids, lengths=range(1, 10)):
-    """Ours reads the whole history at a device length t (slots past t hold other tokens and must be ignored);
+    """Ours reads the whole history at length t (slots past t hold other tokens and must be ignored);
     transformers reads ids[:, :t]."""
     for t in lengths:
         s = scores(seed=t, rows=ids.shape[0])
         expected = theirs(ids[:, :t], s.clone())
-        got = mine(ids, torch.tensor(t), s.clone())
-        assert torch.equal(got, expected), f"length {t}"
+        for length in (t, torch.tensor(t)):             # a host int, or a device tensor (a captured step)
+            got = mine(ids, length, s.clone())
+            assert torch.equal(got, expected), f"length {length!r}"
 
 
 @pytest.mark.parametrize("penalty", [0.7, 1.3])
@@ -86,9 +87,9 @@ def test_min_new_tokens_is_min_length_plus_start():
 
 
 def test_forced_tokens():
-    assert_same(ours.ForcedToken(1, [0]), hf.ForcedBOSTokenLogitsProcessor(0), histories())
+    assert_same(ours.ForcedToken(1, [0], V), hf.ForcedBOSTokenLogitsProcessor(0), histories())
     for eos in (2, [2, 5]):
-        mine = ours.ForcedToken(6, eos if isinstance(eos, list) else [eos])
+        mine = ours.ForcedToken(6, eos if isinstance(eos, list) else [eos], V)
         assert_same(mine, hf.ForcedEOSTokenLogitsProcessor(7, eos), histories())
 
 

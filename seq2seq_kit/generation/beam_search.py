@@ -128,6 +128,12 @@ def _improvable(st: BeamState, best_len_norm: torch.Tensor) -> torch.Tensor:
     return st.improvable & torch.any(best_running > worst_finished, dim=-1, keepdim=True)
 
 
+def host_length(search) -> int:
+    """The length processors see: counted on the host, so those idle at this length skip their work (exact
+    until the search stops; steps after that change nothing, whatever they compute)."""
+    return min(search.steps + 1, search.cfg.max_length)
+
+
 def _powers(max_length: int, exponent: float, device) -> torch.Tensor:
     """t ** exponent for t = 0..max_length as float32 [max_length + 1] (computed in double on the host and rounded
     once, as transformers' Python-scalar divisors are; slot 0 unused)."""
@@ -154,6 +160,7 @@ class BeamSearch:
         self.norm_len = _powers(cfg.max_length, cfg.length_penalty, device)               # [max_length + 1]
         self.step_scores = [] if cfg.output_scores else None
         self.cur_len = torch.ones((), dtype=torch.long, device=device)                    # [] tokens so far
+        self.steps = 0                  # host count of steps: cur_len - 1 until the search stops
         self.going = torch.ones((), dtype=torch.bool, device=device)                      # [] not stopped yet
         self.done = False
 
@@ -171,7 +178,7 @@ class BeamSearch:
         """One step from logits [R, V]; returns every row's parent row [R] (the identity once stopped)."""
         cfg, st, cur_len, active = self.cfg, self.st, self.cur_len, self.going
         batch, beams, rows = self.batch, cfg.num_beams, self.rows
-        log_probs = apply(self.processors, st.running_seq.view(rows, -1), cur_len,
+        log_probs = apply(self.processors, st.running_seq.view(rows, -1), host_length(self),
                           logits.float().log_softmax(dim=-1))
         if self.step_scores is not None:
             self.step_scores.append(log_probs)
@@ -199,6 +206,7 @@ class BeamSearch:
         going = new.improvable.any() & ~(new.finished.all() & (cfg.early_stopping is True)) & ~hits.all()
         self.st = new.where(active, st)
         self.going = active & going
+        self.steps += 1
         return torch.where(active, parent_rows, self.identity)
 
     def output(self):

@@ -2,11 +2,13 @@
 
 A processor is a callable `(seq [R, L], cur_len, scores [R, V] float32) -> scores [R, V]`:
   seq      each row's decoder tokens in L fixed slots, decoder start token included; slots >= cur_len are ignored
-  cur_len  the current length (tokens in seq so far), a long tensor [] on the scores' device
+  cur_len  the current length (tokens in seq so far): an int, or a long tensor [] on the scores' device (a step
+           captured in a CUDA graph, where the host cannot branch on it)
   scores   raw logits (greedy / sampling) or log-softmax (beam search), one row per hypothesis
   R = batch * rows_per_input (beams, or return sequences when sampling); row r belongs to input r // rows_per_input.
 Shapes never depend on cur_len and nothing is read back to the host, so a whole search step, processors included,
-can be captured in one CUDA graph (generation/sync_free.py). Processors never modify their inputs in place.
+can be captured in one CUDA graph (generation/sync_free.py); with an int cur_len, a processor that does nothing at
+this length skips its work. Processors never modify their inputs in place.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class RepetitionPenalty:
     def __init__(self, penalty: float):
         self.penalty = penalty
 
-    def __call__(self, seq: torch.Tensor, cur_len: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
         vocab_size = scores.shape[-1]
         idx = torch.where(_written(seq, cur_len), seq, vocab_size)           # [R, L]; unwritten -> spare column
         spare = torch.cat((scores, scores.new_zeros(scores.shape[0], 1)), dim=1)         # [R, V + 1]
@@ -33,15 +35,15 @@ class RepetitionPenalty:
         return spare.scatter(1, idx, seen)[:, :vocab_size]
 
 
-def _written(seq: torch.Tensor, cur_len: torch.Tensor) -> torch.Tensor:
+def _written(seq: torch.Tensor, cur_len) -> torch.Tensor:
     """bool [1, L]: the slots of seq [R, L] written so far."""
     return (torch.arange(seq.shape[1], device=seq.device) < cur_len)[None]
 
 
-def _last(seq: torch.Tensor, cur_len: torch.Tensor, n: int) -> torch.Tensor:
-    """The last n tokens written, seq[:, cur_len - n:cur_len] -> [R, n] (slots before 0 read slot 0: callers mask
-    those cases out)."""
-    slots = (cur_len - n + torch.arange(n, device=seq.device)).clamp(min=0)
+def _last(seq: torch.Tensor, cur_len, n: int) -> torch.Tensor:
+    """The last n tokens written, seq[:, cur_len - n:cur_len] -> [R, n] (slots outside seq read its first or last
+    slot: callers mask those cases out)."""
+    slots = (cur_len - n + torch.arange(n, device=seq.device)).clamp(0, seq.shape[1] - 1)
     return seq.index_select(1, slots)
 
 
@@ -60,7 +62,7 @@ class NoRepeatNGram:
     def __init__(self, ngram_size: int):
         self.n = ngram_size
 
-    def __call__(self, seq: torch.Tensor, cur_len: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
         n = self.n
         if seq.shape[1] < n:
             return scores
@@ -82,7 +84,7 @@ class EncoderNoRepeatNGram:
             windows = encoder_input_ids.unfold(1, ngram_size, 1)             # [B, W, n]
             self.windows = windows.repeat_interleave(rows_per_input, dim=0)
 
-    def __call__(self, seq: torch.Tensor, cur_len: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
         if self.windows is None:
             return scores
         prefix = _last(seq, cur_len, self.n - 1)                             # [R, n-1]
@@ -110,7 +112,7 @@ class NoBadWords:
             for ws in by_prefix_len.values()
         ]
 
-    def __call__(self, seq: torch.Tensor, cur_len: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
         vocab_size = scores.shape[-1]
         banned = scores.new_zeros((scores.shape[0], vocab_size + 1), dtype=torch.bool)    # spare last column
         banned[:, :vocab_size] = self.single
@@ -130,23 +132,30 @@ class MinLength:
         self.min_length = min_length
         self.eos = torch.tensor(eos_token_id, device=device)
 
-    def __call__(self, seq: torch.Tensor, cur_len: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        return torch.where(cur_len < self.min_length, scores.index_fill(1, self.eos, -math.inf), scores)
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
+        return _when(cur_len < self.min_length, lambda s: s.index_fill(1, self.eos, -math.inf), scores)
 
 
 class ForcedToken:
     """At decoder length `at_length`, every score is -inf except `token_ids` (0): forced BOS (length 1) / EOS."""
 
-    def __init__(self, at_length: int, token_ids: list[int], device=None):
+    def __init__(self, at_length: int, token_ids: list[int], vocab_size: int, device=None):
         self.at_length = at_length
-        self.token_ids = torch.tensor(token_ids, device=device)
+        self.forced = torch.full((vocab_size,), -math.inf, device=device)              # [V]: the scores then
+        self.forced[token_ids] = 0.0
 
-    def __call__(self, seq: torch.Tensor, cur_len: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        forced = torch.full_like(scores, -math.inf).index_fill(1, self.token_ids, 0.0)
-        return torch.where(cur_len == self.at_length, forced, scores)
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
+        return _when(cur_len == self.at_length, lambda s: self.forced.expand_as(s).clone(), scores)
 
 
-def remove_inf_nan(seq: torch.Tensor, cur_len: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+def _when(condition, change, scores: torch.Tensor) -> torch.Tensor:
+    """change(scores) where condition holds: a host bool decides at once, a device bool [] selects."""
+    if isinstance(condition, bool):
+        return change(scores) if condition else scores
+    return torch.where(condition, change(scores), scores)
+
+
+def remove_inf_nan(seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
     """nan -> 0, +-inf -> the dtype's max / min."""
     finfo = torch.finfo(scores.dtype)
     out = torch.where(scores != scores, 0.0, scores)
@@ -158,7 +167,7 @@ class Temperature:
     def __init__(self, temperature: float):
         self.temperature = temperature
 
-    def __call__(self, seq: torch.Tensor, cur_len: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
         return scores / self.temperature
 
 
@@ -168,7 +177,7 @@ class TopK:
     def __init__(self, top_k: int, min_tokens_to_keep: int):
         self.k = max(top_k, min_tokens_to_keep)
 
-    def __call__(self, seq: torch.Tensor, cur_len: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
         k = min(self.k, scores.shape[-1])
         kth = torch.topk(scores, k)[0][..., -1, None]                        # [R, 1]
         return scores.masked_fill(scores < kth, -math.inf)
@@ -181,7 +190,7 @@ class TopP:
         self.top_p = top_p
         self.min_keep = min_tokens_to_keep
 
-    def __call__(self, seq: torch.Tensor, cur_len: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
         sorted_scores, order = torch.sort(scores, descending=False)          # ascending: [R, V]
         cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
         remove = cumulative <= (1 - self.top_p)
@@ -190,7 +199,7 @@ class TopP:
         return scores.masked_fill(remove, -math.inf)
 
 
-def log_softmax(seq: torch.Tensor, cur_len: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+def log_softmax(seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
     return scores.log_softmax(dim=-1)
 
 
@@ -211,10 +220,10 @@ def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, row
     if cfg.min_length and eos is not None:            # min_new_tokens is folded into min_length by resolve()
         procs.append(MinLength(cfg.min_length, eos, device))
     if cfg.forced_bos_token_id is not None:
-        procs.append(ForcedToken(1, [cfg.forced_bos_token_id], device))
+        procs.append(ForcedToken(1, [cfg.forced_bos_token_id], vocab_size, device))
     if cfg.forced_eos_token_id is not None:
         forced_eos = cfg.forced_eos_token_id if isinstance(cfg.forced_eos_token_id, list) else [cfg.forced_eos_token_id]
-        procs.append(ForcedToken(cfg.max_length - 1, forced_eos, device))
+        procs.append(ForcedToken(cfg.max_length - 1, forced_eos, vocab_size, device))
     if cfg.remove_invalid_values:
         procs.append(remove_inf_nan)
     if cfg.do_sample:
@@ -231,7 +240,7 @@ def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, row
     return procs
 
 
-def apply(processors: list, seq: torch.Tensor, cur_len: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+def apply(processors: list, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
     for proc in processors:
         scores = proc(seq, cur_len, scores)
     return scores

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from .config import GenerationConfig
+from .beam_search import host_length
 from .logits_process import apply
 
 
@@ -30,6 +31,7 @@ class SampleSearch:
         self.unfinished = torch.ones(rows, dtype=torch.bool, device=device)
         self.step_scores = [] if cfg.output_scores else None
         self.cur_len = torch.ones((), dtype=torch.long, device=device)                # [] tokens so far
+        self.steps = 0                  # host count of steps: cur_len - 1 until the search stops
         self.going = torch.ones((), dtype=torch.bool, device=device)                  # [] not stopped yet
         self.done = False
 
@@ -43,7 +45,7 @@ class SampleSearch:
 
     def advance_on_device(self, logits: torch.Tensor) -> None:
         cfg, cur_len, active = self.cfg, self.cur_len, self.going
-        scores = apply(self.processors, self.seq, cur_len, logits.float())
+        scores = apply(self.processors, self.seq, host_length(self), logits.float())
         if self.step_scores is not None:
             self.step_scores.append(scores)
         if cfg.do_sample:
@@ -61,6 +63,7 @@ class SampleSearch:
         if self.eos is not None:
             going = going & self.unfinished.any()
         self.going = active & going
+        self.steps += 1
 
     def output(self):
         """(sequences [R, T], None, per-step processed scores (tuple of [R, V]) or None)."""
