@@ -27,11 +27,14 @@ def scores(seed: int = 1, rows: int = B * ROWS) -> torch.Tensor:
 
 
 def assert_same(mine, theirs, ids, lengths=range(1, 10)):
+    """Ours reads the whole history at length t (slots past t hold other tokens and must be ignored);
+    transformers reads ids[:, :t]."""
     for t in lengths:
         s = scores(seed=t, rows=ids.shape[0])
         expected = theirs(ids[:, :t], s.clone())
-        got = mine(ids[:, :t], s.clone())
-        assert torch.equal(got, expected), f"length {t}"
+        for length in (t, torch.tensor(t)):             # a host int, or a device tensor (a captured step)
+            got = mine(ids, length, s.clone())
+            assert torch.equal(got, expected), f"length {length!r}"
 
 
 @pytest.mark.parametrize("penalty", [0.7, 1.3])
@@ -43,7 +46,7 @@ def test_repetition_penalty(penalty):
 def test_no_repeat_ngram(n):
     ids = histories()
     assert_same(ours.NoRepeatNGram(n), hf.NoRepeatNGramLogitsProcessor(n), ids)
-    banned = ours.NoRepeatNGram(n)(ids, scores()).isinf().sum()
+    banned = ours.NoRepeatNGram(n)(ids, torch.tensor(ids.shape[1]), scores()).isinf().sum()
     assert banned > 0                                   # the histories do repeat n-grams
 
 
@@ -53,7 +56,8 @@ def test_encoder_no_repeat_ngram(n, rows_per_input):
     enc = histories(seed=5, rows=B, length=12)
     ids = histories(rows=B * rows_per_input)
     assert_same(ours.EncoderNoRepeatNGram(n, enc, rows_per_input), hf.EncoderNoRepeatNGramLogitsProcessor(n, enc), ids)
-    assert ours.EncoderNoRepeatNGram(n, enc, rows_per_input)(ids, scores(rows=B * rows_per_input)).isinf().any()
+    t = torch.tensor(ids.shape[1])
+    assert ours.EncoderNoRepeatNGram(n, enc, rows_per_input)(ids, t, scores(rows=B * rows_per_input)).isinf().any()
 
 
 def test_encoder_no_repeat_ngram_input_shorter_than_n():
@@ -83,9 +87,9 @@ def test_min_new_tokens_is_min_length_plus_start():
 
 
 def test_forced_tokens():
-    assert_same(ours.ForcedToken(1, [0]), hf.ForcedBOSTokenLogitsProcessor(0), histories())
+    assert_same(ours.ForcedToken(1, [0], V), hf.ForcedBOSTokenLogitsProcessor(0), histories())
     for eos in (2, [2, 5]):
-        mine = ours.ForcedToken(6, eos if isinstance(eos, list) else [eos])
+        mine = ours.ForcedToken(6, eos if isinstance(eos, list) else [eos], V)
         assert_same(mine, hf.ForcedEOSTokenLogitsProcessor(7, eos), histories())
 
 
@@ -93,7 +97,7 @@ def test_remove_inf_nan():
     s = scores()
     s[0, 1], s[1, 2], s[2, 3] = math.inf, -math.inf, math.nan
     ids = histories()
-    assert torch.equal(ours.remove_inf_nan(ids, s), hf.InfNanRemoveLogitsProcessor()(ids, s))
+    assert torch.equal(ours.remove_inf_nan(ids, torch.tensor(9), s), hf.InfNanRemoveLogitsProcessor()(ids, s))
 
 
 @pytest.mark.parametrize("temperature", [0.5, 1.7])
@@ -150,4 +154,4 @@ def test_build_processors_matches_transformers_order(settings):
     mine = ours.build_processors(cfg, enc, rows, V)
     theirs = _hf_processors(settings, enc)
     assert len(mine) == len(theirs) - ("min_new_tokens" in settings)      # min_new_tokens folded into MinLength
-    assert_same(lambda ids, s: ours.apply(mine, ids, s), theirs, histories(rows=B * rows), lengths=range(1, 8))
+    assert_same(lambda ids, t, s: ours.apply(mine, ids, t, s), theirs, histories(rows=B * rows), lengths=range(1, 8))

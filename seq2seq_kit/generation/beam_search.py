@@ -31,13 +31,14 @@ Output: the first num_return_sequences slots of each input (best first), batch-m
   longest returned hypothesis; positions after a hypothesis' end hold `pad_token_id` (eos_token_id[0] when
   pad_token_id is 0 or unset; -1 without EOS ids). `sequences_scores` are the length-normalised slot scores.
 
-Lean parts: bookkeeping stays on the device; the only host transfer per step is one pair of flags (stop?,
-beams reordered?), and the cache is gathered only when some running row changed parent.
+Lean parts: the whole step runs on the device at fixed shapes, cur_len included (`advance_on_device`: what a CUDA
+graph captures; once stopped, further steps change nothing). The eager loop's `advance` reads one pair of flags
+back per step (stop?, beams reordered?), and the cache is gathered only when some running row changed parent.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -57,6 +58,13 @@ class BeamState:
     finished: torch.Tensor           # [B, K] bool
     lengths: torch.Tensor            # [B, K] long, generated tokens in the slot (0 = never filled)
     improvable: torch.Tensor         # [B, 1] bool, early-stop heuristic not yet satisfied
+
+    def where(self, keep_new: torch.Tensor, old: BeamState) -> BeamState:
+        """This state where keep_new (a bool tensor []), else old's."""
+        return BeamState(*(torch.where(keep_new, a, b) for a, b in zip(self.tensors(), old.tensors())))
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [getattr(self, f.name) for f in fields(self)]
 
 
 def _gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -89,40 +97,55 @@ def _candidates(acc: torch.Tensor, n: int, do_sample: bool, generator) -> tuple[
     return scores, idx.gather(-1, order)
 
 
-def _finish(st: BeamState, cand_seq, cand_scores, hits, cur_len: int, cfg: GenerationConfig) -> None:
-    """Merge the candidates that just finished into the K slots per input (transformers' `_update_finished_beams`)."""
+def _finish(st: BeamState, cand_seq, cand_scores, hits, generated, norm_len, cfg: GenerationConfig) -> BeamState:
+    """Merge the candidates that just finished into the K slots per input (transformers' `_update_finished_beams`).
+    generated: the tokens each candidate holds, EOS counted (long []); norm_len: generated ** length_penalty."""
     beams = st.scores.shape[1]
     top_k_mask = torch.arange(cand_scores.shape[1], device=hits.device) < beams       # [K2]
     just_finished = hits & top_k_mask
-    generated = cur_len + 1 - PROMPT_LEN                                              # EOS counted
-    norm = cand_scores / (generated ** cfg.length_penalty)
+    norm = cand_scores / norm_len
     all_full = torch.all(st.finished, dim=-1, keepdim=True) & (cfg.early_stopping is True)
     norm += all_full.to(torch.float32) * NEG
     norm += (~st.improvable).to(torch.float32) * NEG
     norm += (~just_finished) * NEG
 
     keep = torch.topk(torch.cat((st.scores, norm), dim=1), k=beams)[1]               # [B, K]
-    st.seq = _gather(torch.cat((st.seq, cand_seq), dim=1), keep)
-    st.scores = _gather(torch.cat((st.scores, norm), dim=1), keep)
-    st.finished = _gather(torch.cat((st.finished, just_finished), dim=1), keep)
-    st.lengths = _gather(torch.cat((st.lengths, torch.full_like(hits, generated, dtype=torch.long)), dim=1), keep)
+    lengths = generated.expand_as(hits)
+    return BeamState(
+        running_seq=st.running_seq, running_scores=st.running_scores,
+        seq=_gather(torch.cat((st.seq, cand_seq), dim=1), keep),
+        scores=_gather(torch.cat((st.scores, norm), dim=1), keep),
+        finished=_gather(torch.cat((st.finished, just_finished), dim=1), keep),
+        lengths=_gather(torch.cat((st.lengths, lengths), dim=1), keep),
+        improvable=st.improvable)
 
 
-def _update_improvable(st: BeamState, cur_len: int, cfg: GenerationConfig) -> None:
-    """transformers' `_check_early_stop_heuristic` (cur_len already advanced)."""
-    if cfg.early_stopping == "never" and cfg.length_penalty > 0.0:
-        best_len = cfg.max_length - PROMPT_LEN
-    else:
-        best_len = cur_len - PROMPT_LEN
-    best_running = st.running_scores[:, :1] / (best_len ** cfg.length_penalty)                    # [B, 1]
+def _improvable(st: BeamState, best_len_norm: torch.Tensor) -> torch.Tensor:
+    """transformers' `_check_early_stop_heuristic` (cur_len already advanced): [B, 1] bool.
+    best_len_norm: the best reachable length ** length_penalty (float32 [])."""
+    best_running = st.running_scores[:, :1] / best_len_norm                                      # [B, 1]
     worst_finished = torch.where(st.finished, torch.min(st.scores, dim=1, keepdim=True)[0], NEG)  # [B, K]
-    st.improvable = st.improvable & torch.any(best_running > worst_finished, dim=-1, keepdim=True)
+    return st.improvable & torch.any(best_running > worst_finished, dim=-1, keepdim=True)
+
+
+def host_length(search) -> int:
+    """The length processors see: counted on the host, so those idle at this length skip their work (exact
+    until the search stops; steps after that change nothing, whatever they compute)."""
+    return min(search.steps + 1, search.cfg.max_length)
+
+
+def _powers(max_length: int, exponent: float, device) -> torch.Tensor:
+    """t ** exponent for t = 0..max_length as float32 [max_length + 1] (computed in double on the host and rounded
+    once, as transformers' Python-scalar divisors are; slot 0 unused)."""
+    return torch.tensor([1.0] + [float(t) ** exponent for t in range(1, max_length + 1)], device=device)
 
 
 class BeamSearch:
     """Beam search (and beam sampling) from the decoder start token, one step at a time: feed `tokens()` [R] to
     the model's step, hand its logits [R, V] to `advance`, which returns the cache reorder (parent row of every
-    row, LongTensor [R]) or None when no row changed parent; until `done`, then `output()`. R = batch * beams."""
+    row, LongTensor [R]) or None when no row changed parent; until `done`, then `output()`. R = batch * beams.
+    `advance_on_device` is the same step without any host read (always returns the reorder; `going` is the device
+    flag), for loops that check the stop flag only every few steps."""
 
     def __init__(self, cfg: GenerationConfig, processors: list, batch: int, device: torch.device, generator=None):
         beams = cfg.num_beams
@@ -134,17 +157,28 @@ class BeamSearch:
         self.st = _init_state(batch, beams, cfg.max_length, cfg.decoder_start_token_id, fill, device)
         self.batch_offset = torch.arange(batch, device=device)[:, None] * beams          # [B, 1]
         self.identity = torch.arange(self.rows, device=device)
+        self.norm_len = _powers(cfg.max_length, cfg.length_penalty, device)               # [max_length + 1]
         self.step_scores = [] if cfg.output_scores else None
-        self.cur_len = 1
+        self.cur_len = torch.ones((), dtype=torch.long, device=device)                    # [] tokens so far
+        self.steps = 0                  # host count of steps: cur_len - 1 until the search stops
+        self.going = torch.ones((), dtype=torch.bool, device=device)                      # [] not stopped yet
         self.done = False
 
     def tokens(self) -> torch.Tensor:
-        return self.st.running_seq[:, :, self.cur_len - 1].reshape(self.rows)            # [R]
+        return self.st.running_seq.index_select(2, self.cur_len[None] - 1).reshape(self.rows)        # [R]
 
     def advance(self, logits: torch.Tensor) -> torch.Tensor | None:
-        cfg, st, cur_len = self.cfg, self.st, self.cur_len
+        parent_rows = self.advance_on_device(logits)
+        moved = (parent_rows != self.identity).any()
+        going, moved = torch.stack((self.going, moved)).tolist()                      # the one host transfer
+        self.done = not going
+        return parent_rows if going and moved else None
+
+    def advance_on_device(self, logits: torch.Tensor) -> torch.Tensor:
+        """One step from logits [R, V]; returns every row's parent row [R] (the identity once stopped)."""
+        cfg, st, cur_len, active = self.cfg, self.st, self.cur_len, self.going
         batch, beams, rows = self.batch, cfg.num_beams, self.rows
-        log_probs = apply(self.processors, st.running_seq.reshape(rows, -1)[:, :cur_len],
+        log_probs = apply(self.processors, st.running_seq.view(rows, -1), host_length(self),
                           logits.float().log_softmax(dim=-1))
         if self.step_scores is not None:
             self.step_scores.append(log_probs)
@@ -154,28 +188,26 @@ class BeamSearch:
         cand_scores, cand_idx = _candidates(acc, self.n_candidates, cfg.do_sample, self.generator)   # [B, K2]
         parent, token = cand_idx // vocab, cand_idx % vocab
         cand_seq = _gather(st.running_seq, parent)                                    # [B, K2, L]
-        cand_seq[:, :, cur_len] = token
-        if cur_len + 1 >= cfg.max_length:
-            hits = torch.ones_like(token, dtype=torch.bool)
-        elif self.eos is not None:
-            hits = torch.isin(token, self.eos)
-        else:
-            hits = torch.zeros_like(token, dtype=torch.bool)
+        cand_seq.index_copy_(2, cur_len.clamp(max=cfg.max_length - 1)[None], token[:, :, None])   # (stopped: any)
+        hits = (cur_len + 1 >= cfg.max_length).expand_as(token)
+        if self.eos is not None:
+            hits = hits | torch.isin(token, self.eos)
 
         running = cand_scores + hits.to(torch.float32) * NEG
         nxt = torch.topk(running, k=beams)[1]                                         # [B, K]
-        st.running_seq = _gather(cand_seq, nxt)
-        st.running_scores = _gather(running, nxt)
         parent_rows = (_gather(parent, nxt) + self.batch_offset).view(rows)           # [R]
-
-        _finish(st, cand_seq, cand_scores, hits, cur_len, cfg)
-        self.cur_len = cur_len = cur_len + 1
-        _update_improvable(st, cur_len, cfg)
-        going = st.improvable.any() & ~(st.finished.all() & (cfg.early_stopping is True)) & ~hits.all()
-        moved = (parent_rows != self.identity).any()
-        going, moved = torch.stack((going, moved)).tolist()                           # the one host transfer
-        self.done = not going
-        return parent_rows if going and moved else None
+        generated = cur_len + 1 - PROMPT_LEN                                          # [] EOS counted
+        new = _finish(BeamState(_gather(cand_seq, nxt), _gather(running, nxt), *st.tensors()[2:]),
+                      cand_seq, cand_scores, hits, generated, self.norm_len[generated], cfg)
+        self.cur_len = cur_len = cur_len + active.long()
+        best_len = cfg.max_length - PROMPT_LEN if cfg.early_stopping == "never" and cfg.length_penalty > 0.0 \
+            else cur_len - PROMPT_LEN
+        new.improvable = _improvable(new, self.norm_len[best_len])
+        going = new.improvable.any() & ~(new.finished.all() & (cfg.early_stopping is True)) & ~hits.all()
+        self.st = new.where(active, st)
+        self.going = active & going
+        self.steps += 1
+        return torch.where(active, parent_rows, self.identity)
 
     def output(self):
         """(sequences [B*nrs, T], sequences_scores [B*nrs], per-step processed log-probs (tuple of [B*K, V]) or
@@ -183,5 +215,6 @@ class BeamSearch:
         st, nrs = self.st, self.cfg.num_return_sequences
         length = PROMPT_LEN + int(st.lengths[:, :nrs].max())
         sequences = st.seq[:, :nrs, :length].reshape(self.batch * nrs, length)
-        scores = tuple(self.step_scores) if self.step_scores is not None else None
+        steps = int(self.cur_len) - PROMPT_LEN                                         # not those after a stop
+        scores = tuple(self.step_scores[:steps]) if self.step_scores is not None else None
         return sequences, st.scores[:, :nrs].reshape(self.batch * nrs), scores

@@ -1,10 +1,14 @@
 """Logits processors with transformers' semantics, built in transformers' order.
 
-A processor is a callable `(input_ids [R, T], scores [R, V] float32) -> scores [R, V]`:
-  input_ids  decoder tokens so far, decoder start token included (T = current length)
-  scores     raw logits (greedy / sampling) or log-softmax (beam search), one row per hypothesis
+A processor is a callable `(seq [R, L], cur_len, scores [R, V] float32) -> scores [R, V]`:
+  seq      each row's decoder tokens in L fixed slots, decoder start token included; slots >= cur_len are ignored
+  cur_len  the current length (tokens in seq so far): an int, or a long tensor [] on the scores' device (a step
+           captured in a CUDA graph, where the host cannot branch on it)
+  scores   raw logits (greedy / sampling) or log-softmax (beam search), one row per hypothesis
   R = batch * rows_per_input (beams, or return sequences when sampling); row r belongs to input r // rows_per_input.
-Processors never modify their inputs in place.
+Shapes never depend on cur_len and nothing is read back to the host, so a whole search step, processors included,
+can be captured in one CUDA graph (generation/sync_free.py); with an int cur_len, a processor that does nothing at
+this length skips its work. Processors never modify their inputs in place.
 """
 
 from __future__ import annotations
@@ -17,15 +21,30 @@ from .config import GenerationConfig
 
 
 class RepetitionPenalty:
-    """Every token already in input_ids: score * penalty if score < 0 else score / penalty."""
+    """Every token already in the sequence: score * penalty if score < 0 else score / penalty."""
 
     def __init__(self, penalty: float):
         self.penalty = penalty
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        seen = scores.gather(1, input_ids)                                   # [R, T]
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
+        vocab_size = scores.shape[-1]
+        idx = torch.where(_written(seq, cur_len), seq, vocab_size)           # [R, L]; unwritten -> spare column
+        spare = torch.cat((scores, scores.new_zeros(scores.shape[0], 1)), dim=1)         # [R, V + 1]
+        seen = spare.gather(1, idx)
         seen = torch.where(seen < 0, seen * self.penalty, seen / self.penalty)
-        return scores.scatter(1, input_ids, seen)
+        return spare.scatter(1, idx, seen)[:, :vocab_size]
+
+
+def _written(seq: torch.Tensor, cur_len) -> torch.Tensor:
+    """bool [1, L]: the slots of seq [R, L] written so far."""
+    return (torch.arange(seq.shape[1], device=seq.device) < cur_len)[None]
+
+
+def _last(seq: torch.Tensor, cur_len, n: int) -> torch.Tensor:
+    """The last n tokens written, seq[:, cur_len - n:cur_len] -> [R, n] (slots outside seq read its first or last
+    slot: callers mask those cases out)."""
+    slots = (cur_len - n + torch.arange(n, device=seq.device)).clamp(0, seq.shape[1] - 1)
+    return seq.index_select(1, slots)
 
 
 def _ban(scores: torch.Tensor, matches: torch.Tensor, next_tokens: torch.Tensor) -> torch.Tensor:
@@ -38,18 +57,19 @@ def _ban(scores: torch.Tensor, matches: torch.Tensor, next_tokens: torch.Tensor)
 
 
 class NoRepeatNGram:
-    """Ban every token that would complete an n-gram already present in input_ids."""
+    """Ban every token that would complete an n-gram already present in the sequence."""
 
     def __init__(self, ngram_size: int):
         self.n = ngram_size
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        cur_len = input_ids.shape[1]
-        if cur_len < self.n:
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
+        n = self.n
+        if seq.shape[1] < n:
             return scores
-        prefix = input_ids[:, cur_len + 1 - self.n:]                         # [R, n-1]
-        windows = input_ids.unfold(1, self.n, 1)                             # [R, W, n]
-        matches = (windows[..., :-1] == prefix.unsqueeze(1)).all(dim=-1)     # [R, W]
+        prefix = _last(seq, cur_len, n - 1)                                  # [R, n-1]
+        windows = seq.unfold(1, n, 1)                                        # [R, W, n], W = L - n + 1
+        inside = torch.arange(windows.shape[1], device=seq.device) + n <= cur_len      # [W]: written windows
+        matches = (windows[..., :-1] == prefix.unsqueeze(1)).all(dim=-1) & inside      # [R, W]
         return _ban(scores, matches, windows[..., -1])
 
 
@@ -64,17 +84,16 @@ class EncoderNoRepeatNGram:
             windows = encoder_input_ids.unfold(1, ngram_size, 1)             # [B, W, n]
             self.windows = windows.repeat_interleave(rows_per_input, dim=0)
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        cur_len = input_ids.shape[1]
-        if self.windows is None or cur_len < self.n - 1:
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
+        if self.windows is None:
             return scores
-        prefix = input_ids[:, cur_len + 1 - self.n:]                         # [R, n-1]
-        matches = (self.windows[..., :-1] == prefix.unsqueeze(1)).all(dim=-1)
+        prefix = _last(seq, cur_len, self.n - 1)                             # [R, n-1]
+        matches = (self.windows[..., :-1] == prefix.unsqueeze(1)).all(dim=-1) & (cur_len >= self.n - 1)
         return _ban(scores, matches, self.windows[..., -1])
 
 
 class NoBadWords:
-    """Ban single-token bad words always, and the last token of a longer bad word when its prefix ends input_ids.
+    """Ban single-token bad words always, and the last token of a longer bad word when its prefix ends the sequence.
 
     Bad words that are exactly one EOS id are dropped, as transformers does.
     """
@@ -93,14 +112,15 @@ class NoBadWords:
             for ws in by_prefix_len.values()
         ]
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
         vocab_size = scores.shape[-1]
         banned = scores.new_zeros((scores.shape[0], vocab_size + 1), dtype=torch.bool)    # spare last column
         banned[:, :vocab_size] = self.single
         for prefixes, last in self.groups:
-            if prefixes.shape[1] > input_ids.shape[1]:
+            n = prefixes.shape[1]
+            if n > seq.shape[1]:
                 continue
-            matches = (input_ids[:, None, -prefixes.shape[1]:] == prefixes).all(dim=-1)   # [R, G]
+            matches = (_last(seq, cur_len, n)[:, None] == prefixes).all(dim=-1) & (cur_len >= n)   # [R, G]
             banned.scatter_(1, torch.where(matches, last, vocab_size), True)
         return scores.masked_fill(banned[:, :vocab_size], -math.inf)
 
@@ -112,26 +132,30 @@ class MinLength:
         self.min_length = min_length
         self.eos = torch.tensor(eos_token_id, device=device)
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if input_ids.shape[1] >= self.min_length:
-            return scores
-        return scores.index_fill(1, self.eos, -math.inf)
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
+        return _when(cur_len < self.min_length, lambda s: s.index_fill(1, self.eos, -math.inf), scores)
 
 
 class ForcedToken:
     """At decoder length `at_length`, every score is -inf except `token_ids` (0): forced BOS (length 1) / EOS."""
 
-    def __init__(self, at_length: int, token_ids: list[int], device=None):
+    def __init__(self, at_length: int, token_ids: list[int], vocab_size: int, device=None):
         self.at_length = at_length
-        self.token_ids = torch.tensor(token_ids, device=device)
+        self.forced = torch.full((vocab_size,), -math.inf, device=device)              # [V]: the scores then
+        self.forced[token_ids] = 0.0
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if input_ids.shape[1] != self.at_length:
-            return scores
-        return torch.full_like(scores, -math.inf).index_fill(1, self.token_ids, 0.0)
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
+        return _when(cur_len == self.at_length, lambda s: self.forced.expand_as(s).clone(), scores)
 
 
-def remove_inf_nan(input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+def _when(condition, change, scores: torch.Tensor) -> torch.Tensor:
+    """change(scores) where condition holds: a host bool decides at once, a device bool [] selects."""
+    if isinstance(condition, bool):
+        return change(scores) if condition else scores
+    return torch.where(condition, change(scores), scores)
+
+
+def remove_inf_nan(seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
     """nan -> 0, +-inf -> the dtype's max / min."""
     finfo = torch.finfo(scores.dtype)
     out = torch.where(scores != scores, 0.0, scores)
@@ -143,7 +167,7 @@ class Temperature:
     def __init__(self, temperature: float):
         self.temperature = temperature
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
         return scores / self.temperature
 
 
@@ -153,7 +177,7 @@ class TopK:
     def __init__(self, top_k: int, min_tokens_to_keep: int):
         self.k = max(top_k, min_tokens_to_keep)
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
         k = min(self.k, scores.shape[-1])
         kth = torch.topk(scores, k)[0][..., -1, None]                        # [R, 1]
         return scores.masked_fill(scores < kth, -math.inf)
@@ -166,7 +190,7 @@ class TopP:
         self.top_p = top_p
         self.min_keep = min_tokens_to_keep
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
         sorted_scores, order = torch.sort(scores, descending=False)          # ascending: [R, V]
         cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
         remove = cumulative <= (1 - self.top_p)
@@ -175,7 +199,7 @@ class TopP:
         return scores.masked_fill(remove, -math.inf)
 
 
-def log_softmax(input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+def log_softmax(seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
     return scores.log_softmax(dim=-1)
 
 
@@ -196,10 +220,10 @@ def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, row
     if cfg.min_length and eos is not None:            # min_new_tokens is folded into min_length by resolve()
         procs.append(MinLength(cfg.min_length, eos, device))
     if cfg.forced_bos_token_id is not None:
-        procs.append(ForcedToken(1, [cfg.forced_bos_token_id], device))
+        procs.append(ForcedToken(1, [cfg.forced_bos_token_id], vocab_size, device))
     if cfg.forced_eos_token_id is not None:
         forced_eos = cfg.forced_eos_token_id if isinstance(cfg.forced_eos_token_id, list) else [cfg.forced_eos_token_id]
-        procs.append(ForcedToken(cfg.max_length - 1, forced_eos, device))
+        procs.append(ForcedToken(cfg.max_length - 1, forced_eos, vocab_size, device))
     if cfg.remove_invalid_values:
         procs.append(remove_inf_nan)
     if cfg.do_sample:
@@ -216,7 +240,7 @@ def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, row
     return procs
 
 
-def apply(processors: list, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+def apply(processors: list, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
     for proc in processors:
-        scores = proc(input_ids, scores)
+        scores = proc(seq, cur_len, scores)
     return scores

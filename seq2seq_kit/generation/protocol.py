@@ -48,7 +48,7 @@ class Seq2SeqModel(Protocol):
                        max_length: int, *, cuda_graph: bool) -> tuple[Step, Cache]:
         """A cache for R rows of up to max_length decoder tokens, attending to encoder_hidden [B, S, D], and the
         step that decodes on it; cuda_graph: the step may be replayed from a CUDA graph (its cache is then the
-        graph's own)."""
+        graph's own, and takes steps past its last slot, which generation/sync_free.py runs after a stop)."""
 
     def decode_group_unchecked(self, input_ids: torch.Tensor, caches: list[Cache]) -> torch.Tensor:
         """One step over several eager caches at once (seq2seq_kit.Engine's continuous batching): input_ids [R]

@@ -5,6 +5,8 @@ after the others) -> argmax, or torch.multinomial(softmax(scores), 1) drawn from
 RNG, so torch.manual_seed reproduces transformers' draw). With EOS ids, a row that has finished gets
 `pad_token_id` from then on; generation stops when every row has finished or the sequence reaches max_length
 (start token included). Output: [R, T], T = 1 + steps taken; R = batch * num_return_sequences (inputs repeated).
+The step runs on the device at fixed shapes, cur_len included (`advance_on_device`, what a CUDA graph captures;
+once stopped, further steps change nothing); the eager loop's `advance` reads one flag back per step.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ from __future__ import annotations
 import torch
 
 from .config import GenerationConfig
+from .beam_search import host_length
 from .logits_process import apply
 
 
 class SampleSearch:
     """Greedy (cfg.do_sample False) or sampled decoding from the start token, one step at a time: feed `tokens()`
     [R] to the model's step, hand its logits [R, V] to `advance`, until `done`; then `output()`.
-    R = rows (inputs x num_return_sequences). All state stays on `device`; `advance` reads one flag back."""
+    R = rows (inputs x num_return_sequences). All state stays on `device`; `advance` reads one flag back,
+    `advance_on_device` none (`going` is the device flag)."""
 
     def __init__(self, cfg: GenerationConfig, processors: list, rows: int, device: torch.device, generator=None):
         self.cfg, self.processors, self.generator = cfg, processors, generator
@@ -26,30 +30,43 @@ class SampleSearch:
         self.eos = torch.tensor(cfg.eos_token_id, device=device) if cfg.eos_token_id else None
         self.unfinished = torch.ones(rows, dtype=torch.bool, device=device)
         self.step_scores = [] if cfg.output_scores else None
-        self.cur_len = 1
+        self.cur_len = torch.ones((), dtype=torch.long, device=device)                # [] tokens so far
+        self.steps = 0                  # host count of steps: cur_len - 1 until the search stops
+        self.going = torch.ones((), dtype=torch.bool, device=device)                  # [] not stopped yet
         self.done = False
 
     def tokens(self) -> torch.Tensor:
-        return self.seq[:, self.cur_len - 1]                                         # [R]
+        return self.seq.index_select(1, self.cur_len[None] - 1)[:, 0]                 # [R]
 
     def advance(self, logits: torch.Tensor) -> None:
         """Choose each row's next token from logits [R, V]. Rows never move, so there is no cache reorder."""
-        cfg, cur_len = self.cfg, self.cur_len
-        scores = apply(self.processors, self.seq[:, :cur_len], logits.float())
+        self.advance_on_device(logits)
+        self.done = not self.going.item()                                             # the one host read
+
+    def advance_on_device(self, logits: torch.Tensor) -> None:
+        cfg, cur_len, active = self.cfg, self.cur_len, self.going
+        scores = apply(self.processors, self.seq, host_length(self), logits.float())
         if self.step_scores is not None:
             self.step_scores.append(scores)
         if cfg.do_sample:
             nxt = torch.multinomial(scores.softmax(dim=-1), num_samples=1, generator=self.generator).squeeze(1)
         else:
             nxt = torch.argmax(scores, dim=-1)                                        # [R]
+        unfinished = self.unfinished & active
         if self.eos is not None:
-            nxt = torch.where(self.unfinished, nxt, cfg.pad_token_id)
-            self.unfinished = self.unfinished & ~torch.isin(nxt, self.eos)
-        self.seq[:, cur_len] = nxt
-        self.cur_len = cur_len = cur_len + 1
-        self.done = cur_len >= cfg.max_length or (self.eos is not None and not self.unfinished.any())   # 1 sync
+            nxt = torch.where(unfinished, nxt, cfg.pad_token_id)
+            self.unfinished = unfinished & ~torch.isin(nxt, self.eos)
+        slot = cur_len.clamp(max=cfg.max_length - 1)[None]                            # [1]
+        self.seq.index_copy_(1, slot, torch.where(active, nxt, self.seq.index_select(1, slot)[:, 0])[:, None])
+        self.cur_len = cur_len = cur_len + active.long()
+        going = cur_len < cfg.max_length
+        if self.eos is not None:
+            going = going & self.unfinished.any()
+        self.going = active & going
+        self.steps += 1
 
     def output(self):
         """(sequences [R, T], None, per-step processed scores (tuple of [R, V]) or None)."""
-        scores = tuple(self.step_scores) if self.step_scores is not None else None
-        return self.seq[:, :self.cur_len], None, scores
+        length = int(self.cur_len)
+        scores = tuple(self.step_scores[:length - 1]) if self.step_scores is not None else None   # not after a stop
+        return self.seq[:, :length], None, scores

@@ -121,8 +121,17 @@ class FixedShapeKVCache(KVCache):
         return k_cache, v_cache, mask[:, None, None, :]
 
     def advance(self) -> None:
+        """The next slot; past the last one, the last slot again (steps after a search stopped, whose results
+        nobody reads: generation/sync_free.py)."""
         super().advance()
-        self.positions.add_(1)
+        self.positions.add_(1).clamp_(max=self.max_length - 1)
+
+    @torch.inference_mode()
+    def reorder(self, row_idx: torch.Tensor) -> None:
+        """KVCache.reorder over all L slots: fixed shapes, so a CUDA graph can hold it."""
+        if row_idx.shape != (self.num_rows,):
+            raise ValueError(f"row_idx must have shape [{self.num_rows}], got {list(row_idx.shape)}")
+        self.self_kv.copy_(self.self_kv.index_select(2, row_idx))
 
     def reset(self) -> None:
         """Start over at position 0 (a reused graph's cache; the stale slots are masked until rewritten)."""

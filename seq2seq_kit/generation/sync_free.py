@@ -1,0 +1,26 @@
+"""Decoding that reads the device back only every few steps.
+
+Both searches keep their whole state on the device at fixed shapes, their length included (`advance_on_device`);
+once a search has stopped, further steps change nothing. So a loop may run several steps between two reads of the
+stop flag: on a GPU the host then queues steps ahead of the device instead of waiting for each one (and the whole
+step, decoder and search together, can be replayed from one CUDA graph). The price is up to `check_every - 1`
+wasted steps at the end, so the eager CPU loop (generate.py) keeps checking every step.
+"""
+
+from __future__ import annotations
+
+from .protocol import Cache, Step
+
+
+def decode(step: Step, cache: Cache, search, check_every: int) -> None:
+    """Run `search` (BeamSearch / SampleSearch) to its end on step/cache, reading its stop flag every
+    `check_every` steps. The cache must accept steps past its last slot (models' FixedShapeKVCache does: they
+    write its last slot again), and beam search reorders it every step, moved rows or not."""
+    while True:
+        for _ in range(check_every):
+            parents = search.advance_on_device(step(search.tokens(), cache))    # logits [R, V]
+            if parents is not None:
+                cache.reorder(parents)
+        if not search.going.item():                                             # the one host read
+            search.done = True
+            return
