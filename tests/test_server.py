@@ -133,6 +133,20 @@ def test_concurrent_requests_get_the_pipelines_summaries(server, pipe):
         assert answer.json() == pipe(doc, **params)
 
 
+def test_map_reduce_strategy_is_the_pipelines(server, pipe):
+    """A text several times the tiny model's 256-token window: the answer is pipe(text, strategy="map_reduce")."""
+    doc = " ".join(f"Report {i} says the tower is {300 + i} metres tall and was the tallest structure for "
+                   f"{40 + i} years." for i in range(40))
+    assert len(pipe.tokenizer(doc)["input_ids"]) > 2 * pipe.max_input_length
+    params = {"max_length": 12, "strategy": "map_reduce", "map_parameters": {"max_length": 8}, "return_chunks": True}
+    answer = post(server, {"inputs": doc, "parameters": params})
+    assert answer.status_code == 200, answer.text
+    expected = pipe(doc, max_length=12, strategy="map_reduce", map_kwargs={"max_length": 8}, return_chunks=True)
+    assert answer.json() == expected and len(expected[0]["chunks"]) > 2
+    bad = post(server, {"inputs": doc, "parameters": {"strategy": "map_reduce", "seed": 3}})
+    assert bad.status_code == 422 and bad.json()["field"] == "parameters.seed"
+
+
 def test_a_list_of_inputs_and_the_apis_nested_parameters(server, pipe):
     docs = [d["text"] for d in make_docs(3, seed=4)]
     answer = post(server, {"inputs": docs, "parameters": {"generate_parameters": PARAMS, "truncation": "only_first",

@@ -1,6 +1,7 @@
 """The HTTP API, as one FastAPI app built by `build_app(settings)` (uvicorn and Ray Serve run the same app).
 
     POST /summarize  {"inputs": "text" | ["text", ...], "parameters": {...}}  ->  [{"summary_text": "..."}, ...]
+                     ("strategy": "map_reduce" for texts longer than the model's window, as pipe(strategy=...))
     GET  /health     200 {"status": "ready"}; 503 while loading or draining
     GET  /info       model, commit, dtype, device, generation defaults, limits
     GET  /metrics    Prometheus text: requests by route and status, /summarize latency, the engine's queue depth,
@@ -37,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import hub
 from ..engine import EngineClosed, EngineFull
+from ..long_documents import map_reduce
 from ..pipeline import pipeline
 
 logger = logging.getLogger("seq2seq_kit.server")
@@ -95,6 +97,13 @@ class Parameters(GenerateParameters):
         None, description="true or null: cut inputs longer than the model takes; false / do_not_truncate: 413")
     clean_up_tokenization_spaces: bool = False
     generate_parameters: GenerateParameters | None = None
+    strategy: Literal["truncate", "map_reduce"] = Field(
+        "truncate", description="map_reduce: a text longer than the model's window is summarized from the summaries "
+                                "of its chunks of whole sentences (seq2seq_kit.long_documents)")
+    chunk_overlap: int = Field(0, description="map_reduce: sentences repeated from one chunk to the next")
+    map_parameters: GenerateParameters | None = Field(
+        None, description="map_reduce: the chunk stage's settings over the others (e.g. a smaller max_length)")
+    return_chunks: bool = Field(False, description="map_reduce: add each chunk's span, text and summary_text")
 
 
 class SummarizeRequest(BaseModel):
@@ -105,6 +114,7 @@ class SummarizeRequest(BaseModel):
 
 class Summary(BaseModel):
     summary_text: str
+    chunks: list[dict] | None = None
 
 
 PARAMETER_NAMES = tuple(Parameters.model_fields)
@@ -183,12 +193,15 @@ class Service:
         """The pipeline's answer for body, each input on the engine; raises Refusal."""
         if self.status != "ready":
             raise busy(f"the server is {self.status}")
-        pipe = self.pipe
-        kwargs, truncation, clean_up = split_parameters(body.parameters or Parameters())
+        pipe, parameters = self.pipe, body.parameters or Parameters()
+        kwargs, truncation, clean_up = split_parameters(parameters)
         try:
             texts = pipe.check_texts(body.inputs)       # the types are checked already: this finds empty texts
         except ValueError as e:
             raise Refusal(422, "inputs", str(e)) from None
+        if parameters.strategy == "map_reduce":
+            records = await self.map_reduce(texts, parameters, kwargs, clean_up)
+            return records if isinstance(body.inputs, list) else records[:1]
         try:
             rows = pipe.preprocess(texts, truncation).rows
         except ValueError as e:
@@ -200,6 +213,28 @@ class Service:
         if isinstance(body.inputs, str):
             return records[0]
         return [r[0] for r in records] if all(len(r) == 1 for r in records) else records   # as pipe() flattens
+
+    async def map_reduce(self, texts: list[str], parameters: Parameters, kwargs: dict, clean_up: bool) -> list:
+        """pipe(texts, strategy="map_reduce", ...) on the engine, off the event loop; raises Refusal. Past the
+        request timeout the answer is 504, but the document's remaining chunks still run to their end."""
+        if "seed" in kwargs:
+            raise Refusal(422, "parameters.seed", "seed applies to strategy truncate; leave it out with map_reduce")
+        map_kwargs = parameters.map_parameters.model_dump(exclude_unset=True) if parameters.map_parameters else None
+        work = asyncio.to_thread(map_reduce, self.pipe, texts, engine=self.engine, map_kwargs=map_kwargs,
+                                 chunk_overlap=parameters.chunk_overlap, return_chunks=parameters.return_chunks,
+                                 clean_up_tokenization_spaces=clean_up, **kwargs)
+        try:
+            return await asyncio.wait_for(work, self.settings.request_timeout)
+        except asyncio.TimeoutError:
+            raise Refusal(504, None, f"no answer within the server's request timeout "
+                                     f"({self.settings.request_timeout:g} s)") from None
+        except EngineFull:
+            raise busy(f"the engine's queue is full ({self.settings.max_queue} waiting inputs)") from None
+        except EngineClosed:
+            raise busy("the server is draining") from None
+        except (TypeError, ValueError) as e:
+            message = str(e).replace("generate() got", "parameters has")
+            raise Refusal(422, parameter_named(message), message) from None
 
     def submit(self, rows: list[list[int]], kwargs: dict) -> list:
         """One engine request per row; all or none (a refusal cancels the ones already queued)."""
