@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from numbers import Real
 from pathlib import Path
@@ -158,7 +159,41 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int,
     if cfg.min_new_tokens is not None:
         cfg.min_length = cfg.min_new_tokens + 1
     _validate(cfg, vocab_size, max_position_embeddings)
+    _check_bounds(cfg, vocab_size)
+    _warn_unfeasible_min_length(cfg, has_default_max_length)
     return cfg
+
+
+FLOAT_SETTINGS = ("length_penalty", "temperature", "top_p", "repetition_penalty")
+
+
+def _check_bounds(cfg: GenerationConfig, vocab_size: int) -> None:
+    """Settings no search can honour: a non-finite float (inf, nan: torch would fail deep inside, or silently
+    rank every hypothesis alike), or more beams than the vocabulary has tokens (after the first step at most
+    vocab_size hypotheses differ; memory grows with each beam)."""
+    for name in FLOAT_SETTINGS:
+        value = getattr(cfg, name)
+        if isinstance(value, Real) and not math.isfinite(value):
+            raise ValueError(f"`{name}` must be a finite number, got {value!r}")
+    if cfg.num_beams > vocab_size:
+        raise ValueError(f"`num_beams` ({cfg.num_beams}) must be <= the vocabulary size ({vocab_size}): no more "
+                         "hypotheses can differ after the first step")
+
+
+def _warn_unfeasible_min_length(cfg: GenerationConfig, has_default_max_length: bool) -> None:
+    """transformers' `_validate_generated_length` warning: a minimum length above max_length is not an error,
+    generation stops at max_length."""
+    suffix = (" Generation will stop at the defined maximum length. You should decrease the minimum length and/or "
+              "increase the maximum length.")
+    if has_default_max_length:
+        suffix += f" Note that `max_length` is set to {cfg.max_length}, its default value."
+    if cfg.min_new_tokens is not None and cfg.min_new_tokens + 1 > cfg.max_length:
+        warnings.warn(f"Unfeasible length constraints: `min_new_tokens` ({cfg.min_new_tokens}), when added to the "
+                      f"prompt length (1), is larger than the maximum possible length ({cfg.max_length})." + suffix,
+                      UserWarning, stacklevel=4)
+    elif cfg.min_length > cfg.max_length:
+        warnings.warn(f"Unfeasible length constraints: `min_length` ({cfg.min_length}) is larger than the maximum "
+                      f"possible length ({cfg.max_length})." + suffix, UserWarning, stacklevel=4)
 
 
 def _check_int(name: str, value, low, high=math.inf, *, allow_none: bool = False, note: str = "") -> None:
