@@ -13,6 +13,7 @@ special tokens, padding/truncation strategies, decoding).
 from __future__ import annotations
 
 import json
+import threading
 import warnings
 from pathlib import Path
 
@@ -58,12 +59,13 @@ class BatchEncoding(dict):
 class Tokenizer:
     """A `tokenizers.Tokenizer` plus the special tokens and settings of tokenizer_config.json.
 
-    Each call sets the backend's truncation and padding (as transformers does), so one instance must not be
-    used from several threads at once.
+    Each encoding call sets the backend's truncation and padding (as transformers does) and encodes under one
+    lock, so an instance may be shared by threads (the engine's, a server's); encodings run one at a time.
     """
 
     def __init__(self, backend: Backend, config: dict):
         self._backend = backend
+        self._lock = threading.Lock()   # the backend's truncation/padding state is per instance, set per call
         # Named tokens: tokenizer_config.json's, else BartTokenizer's default when the vocabulary has it.
         named = {k: config.get(k, v if backend.token_to_id(v) is not None else None) for k, v in BART_TOKENS.items()}
         extra = config.get("extra_special_tokens") or config.get("additional_special_tokens") or []
@@ -130,9 +132,10 @@ class Tokenizer:
         (as "PreTrainedTokenizerFast") to the same tokenizer, whichever form it was loaded from."""
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
-        self._backend.no_truncation()  # don't save the last call's settings
-        self._backend.no_padding()
-        self._backend.save(str(out / "tokenizer.json"))
+        with self._lock:
+            self._backend.no_truncation()  # don't save the last call's settings
+            self._backend.no_padding()
+            self._backend.save(str(out / "tokenizer.json"))
         config = {"tokenizer_class": "PreTrainedTokenizerFast",
                   **{k: v for k, v in self._named.items() if v is not None},
                   "model_max_length": self.model_max_length, "padding_side": self.padding_side,
@@ -277,6 +280,11 @@ class Tokenizer:
         """Encode a list of texts or (text, pair) tuples with the backend, set up as transformers'
         `set_truncation_and_padding` sets it up."""
         padding, truncation, max_length = self._strategies(padding, truncation, max_length)
+        with self._lock:
+            return self._encode(batch, add_special_tokens, padding, truncation, max_length)
+
+    def _encode(self, batch: list, add_special_tokens: bool, padding, truncation, max_length) -> list:
+        """_run's backend calls, under the lock: set truncation and padding, encode."""
         backend = self._backend
         backend.no_truncation()
         backend.no_padding()
