@@ -4,6 +4,7 @@ result through the one Output, with a progress bar."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 import time
@@ -15,10 +16,11 @@ from .. import hub
 from ..config import BartConfig
 from ..generation import GenerationConfig
 from ..generation import config as generation_config
+from ..loading import weight_files
 from ..pipeline import DEFAULT_MODEL, task_defaults
 from . import ray_engine
 from .output import Output, errors_path
-from .reading import check_text_field, input_files, plan_chunks
+from .reading import check_text_field, input_files, parquet_module, plan_chunks, refuse_repeats
 from .worker import Worker
 
 BATCHES_PER_CHUNK = 4     # JSONL chunk = this many batches of lines: the Ray work unit and the sorting window
@@ -82,16 +84,19 @@ def summarize_corpus(input: str | Path, output: str | Path, model: str | Path | 
     """
     _check_engine(engine, ray_address, actors, batch_size)
     input, output = Path(input).expanduser(), Path(output).expanduser()
+    if output.suffix == ".parquet":
+        parquet_module()                                           # before any work: is pyarrow there?
     files = input_files(input, output)
     chunks, total = plan_chunks(files, batch_size * BATCHES_PER_CHUNK, folder=input.is_dir())
     check_text_field(chunks[0] if chunks else None, text_field)        # a wrong --text-field fails here
+    out = Output(output)
+    out.check(overwrite)                                           # a file no job of ours wrote is refused here
 
     hub_kwargs = {k: v for k, v in (("revision", revision), ("cache_dir", cache_dir), ("token", token),
                                     ("local_files_only", local_files_only)) if v}
     job, hub_kwargs = _job(DEFAULT_MODEL if model is None else model, hub_kwargs, dtype, generate_kwargs)
-    job.update(text_field=text_field, id_field=id_field)
-
-    out = Output(output)
+    job.update(input=str(input.resolve()), text_field=text_field, id_field=id_field)
+    refuse_repeats(chunks, text_field, id_field, one_id_type=out.parquet)
     try:
         out.open(job, revision=revision, overwrite=overwrite)
         worker_kwargs = dict(
@@ -138,7 +143,25 @@ def _job(model, hub_kwargs: dict, dtype, generate_kwargs: dict) -> tuple[dict, d
     config = BartConfig.from_pretrained(root)
     job = {"model": str(Path(model).expanduser().resolve()) if local else str(model), "commit": commit,
            "dtype": _dtype_name(dtype), "generation": _settings(root, config, generate_kwargs)}
+    if local:   # a Hub commit pins its files; a directory's files can change under the same name
+        job["files"] = checkpoint_digests(root)
     return job, {**hub_kwargs, **({"revision": commit} if commit else {})}
+
+
+DIGESTED = ("config.json", "tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
+            "special_tokens_map.json")
+
+
+def checkpoint_digests(root: Path) -> dict[str, str]:
+    """{file name: "<size>:<blake2b>"} of what decides a local checkpoint's summaries besides the generation
+    settings: its weight files, config.json and tokenizer files. Each is read once, streamed (about 1 s a GB);
+    a file replaced by another of the same size and time stamp is still told apart."""
+    files = [root / n for n in DIGESTED if (root / n).is_file()] + weight_files(root)
+    digests = {}
+    for path in files:
+        with open(path, "rb") as f:
+            digests[path.name] = f"{path.stat().st_size}:{hashlib.file_digest(f, 'blake2b').hexdigest()[:32]}"
+    return digests
 
 
 def _local_results(chunks: list[dict], worker_kwargs: dict) -> Iterator[dict]:
