@@ -13,6 +13,7 @@ special tokens, padding/truncation strategies, decoding).
 from __future__ import annotations
 
 import json
+import math
 import threading
 import warnings
 from pathlib import Path
@@ -81,7 +82,7 @@ class Tokenizer:
                 known.add(token.content)
         self._named = {k: _content(v) for k, v in named.items()}
         self._extra = [_content(t) for t in extra]
-        self.model_max_length: int = config.get("model_max_length") or VERY_LARGE_INTEGER
+        self.model_max_length: int = _max_length(config.get("model_max_length"))
         self.clean_up_tokenization_spaces: bool = config.get("clean_up_tokenization_spaces", False)
         self.padding_side: str = config.get("padding_side", "right")
         self.truncation_side: str = config.get("truncation_side", "right")
@@ -102,19 +103,21 @@ class Tokenizer:
             config.update(_read_config(root / "special_tokens_map.json"))
         if (root / "tokenizer.json").is_file():
             read_json(root / "tokenizer.json")   # malformed JSON: an error that names the file
-            return cls(Backend.from_file(str(root / "tokenizer.json")), config)
+            backend = _file_error(root / "tokenizer.json", lambda: Backend.from_file(str(root / "tokenizer.json")))
+            return _file_error(root / "tokenizer_config.json", lambda: cls(backend, config))
         if not ((root / "vocab.json").is_file() and (root / "merges.txt").is_file()):
             found = sorted(p.name for p in root.iterdir())
             raise FileNotFoundError(f"no tokenizer in {root}: looked for {FILES}; found {found or 'no files'}")
         # RobertaTokenizer.__init__: BPE without unk/prefix/suffix, byte-level pre-tokenizer and decoder ...
         read_json(root / "vocab.json")       # malformed JSON: an error that names the file
-        vocab, merges = models.BPE.read_file(str(root / "vocab.json"), str(root / "merges.txt"))
+        vocab, merges = _file_error(root / "vocab.json, merges.txt", lambda: models.BPE.read_file(
+            str(root / "vocab.json"), str(root / "merges.txt")))
         backend = Backend(models.BPE(vocab, merges, dropout=None, continuing_subword_prefix="",
                                      end_of_word_suffix="", fuse_unk=False))
         add_prefix_space = config.get("add_prefix_space", False)
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
         backend.decoder = decoders.ByteLevel()
-        tok = cls(backend, config)
+        tok = _file_error(root / "tokenizer_config.json", lambda: cls(backend, config))
         # ... and, once the special tokens are added, `<s> A </s>` / `<s> A </s></s> B </s>` with cls/sep.
         sep, bos = tok._named["sep_token"], tok._named["cls_token"]
         backend.post_processor = processors.RobertaProcessing(
@@ -364,6 +367,27 @@ class Tokenizer:
     def __repr__(self) -> str:
         return (f"Tokenizer(vocab_size={self.vocab_size}, len={len(self)}, model_max_length={self.model_max_length}, "
                 f"special_tokens={self.all_special_tokens})")
+
+
+def _max_length(value) -> int:
+    """tokenizer_config.json's model_max_length (an int; JSON may spell transformers' 1e30 as a float)."""
+    if not value:
+        return VERY_LARGE_INTEGER
+    if isinstance(value, float) and math.isfinite(value) and value == int(value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"tokenizer_config.json has model_max_length={value!r}: it must be an integer >= 0")
+    return value
+
+
+def _file_error(path: Path, make):
+    """make(); any error reading what `path` holds is a ValueError naming the file and the problem."""
+    try:
+        return make()
+    except Exception as e:   # noqa: BLE001 - tokenizers raises plain Exception for a malformed file
+        if isinstance(e, ValueError) and str(path.name) in str(e):
+            raise   # already names it
+        raise ValueError(f"{path} is malformed: {type(e).__name__}: {e}") from None
 
 
 def _read_config(path: Path) -> dict:

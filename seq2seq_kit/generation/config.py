@@ -82,7 +82,7 @@ class GenerationConfig:
         path = Path(path)
         gen_file, config_file = path / "generation_config.json", path / "config.json"
         if gen_file.is_file():
-            return cls.from_dict(read_json_object(gen_file))
+            return check_types(cls.from_dict(read_json_object(gen_file)), gen_file)
         if config_file.is_file():
             return cls.from_model_config(read_json_object(config_file))
         if model_config is not None:
@@ -100,6 +100,42 @@ class GenerationConfig:
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         (out / "generation_config.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+INT_SETTINGS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "num_beams", "num_return_sequences",
+                "top_k", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bos_token_id", "pad_token_id",
+                "decoder_start_token_id", "forced_bos_token_id")
+BOOL_SETTINGS = ("do_sample", "remove_invalid_values", "renormalize_logits", "output_scores",
+                 "return_dict_in_generate")
+
+
+def check_types(cfg: GenerationConfig, source) -> GenerationConfig:
+    """A ValueError naming `source` (the file) and the key whose value has the wrong type; ranges are checked
+    when generate resolves the settings."""
+    def bad(name, what):
+        raise ValueError(f"{source}: {name!r} must be {what}, got {getattr(cfg, name)!r}")
+
+    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+    for name in INT_SETTINGS:
+        if getattr(cfg, name) is not None and not is_int(getattr(cfg, name)):
+            bad(name, "an integer")
+    for name in ("eos_token_id", "forced_eos_token_id"):
+        v = getattr(cfg, name)
+        if v is not None and not (is_int(v) or (isinstance(v, list) and all(map(is_int, v)))):
+            bad(name, "an integer or a list of integers")
+    for name in FLOAT_SETTINGS:
+        v = getattr(cfg, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, Real)):
+            bad(name, "a number")
+    for name in BOOL_SETTINGS:
+        if getattr(cfg, name) is not None and not isinstance(getattr(cfg, name), bool):
+            bad(name, "true or false")
+    if cfg.early_stopping not in (None, True, False, "never"):
+        bad("early_stopping", 'true, false or "never"')
+    if cfg.bad_words_ids is not None and not (isinstance(cfg.bad_words_ids, list) and all(
+            isinstance(w, list) and all(map(is_int, w)) for w in cfg.bad_words_ids)):
+        bad("bad_words_ids", "a list of lists of token ids")
+    return cfg
 
 
 # transformers' `GenerationConfig._get_default_generation_params` (the keys seq2seq_kit implements)
