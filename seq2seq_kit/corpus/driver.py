@@ -16,7 +16,7 @@ from .. import hub
 from ..config import BartConfig
 from ..generation import GenerationConfig
 from ..generation import config as generation_config
-from ..loading import weight_files
+from ..loading import Checkpoint, resolve_dtype, weight_files
 from ..pipeline import DEFAULT_MODEL, task_defaults
 from . import ray_engine
 from .output import Output, errors_path
@@ -89,6 +89,8 @@ def summarize_corpus(input: str | Path, output: str | Path, model: str | Path | 
     files = input_files(input, output)
     chunks, total = plan_chunks(files, batch_size * BATCHES_PER_CHUNK, folder=input.is_dir())
     check_text_field(chunks[0] if chunks else None, text_field)        # a wrong --text-field fails here
+    if not total:
+        logger.warning("%s holds no records (no non-blank line or row): nothing to summarize", input)
     out = Output(output)
     out.check(overwrite)                                           # a file no job of ours wrote is refused here
 
@@ -142,7 +144,7 @@ def _job(model, hub_kwargs: dict, dtype, generate_kwargs: dict) -> tuple[dict, d
     commit = root.name if not local and root.parent.name == "snapshots" else None
     config = BartConfig.from_pretrained(root)
     job = {"model": str(Path(model).expanduser().resolve()) if local else str(model), "commit": commit,
-           "dtype": _dtype_name(dtype), "generation": _settings(root, config, generate_kwargs)}
+           "dtype": _dtype_name(dtype, root, config), "generation": _settings(root, config, generate_kwargs)}
     if local:   # a Hub commit pins its files; a directory's files can change under the same name
         job["files"] = checkpoint_digests(root)
     return job, {**hub_kwargs, **({"revision": commit} if commit else {})}
@@ -195,5 +197,9 @@ def _settings(root: Path, config, generate_kwargs: dict) -> dict:
     return resolved.to_dict()
 
 
-def _dtype_name(dtype) -> str:
+def _dtype_name(dtype, root: Path, config) -> str:
+    """The dtype the model loads with, by name: "auto" resolved from the checkpoint (so a job run with the
+    dtype "auto" picks and one naming it are the same job)."""
+    if isinstance(dtype, str) and dtype == "auto":
+        dtype = resolve_dtype(dtype, config.dtype, Checkpoint(root))
     return "float32" if dtype is None else str(dtype).removeprefix("torch.")
