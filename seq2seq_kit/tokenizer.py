@@ -415,6 +415,11 @@ def _added_token(token: str | dict) -> AddedToken:
 def _check_text(text, name: str, hint: str = "") -> str:
     if not isinstance(text, str):
         raise TypeError(f"{name} must be a str, got {type(text).__name__}{hint}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:   # the backend would raise "TextEncodeInput must be Union[...]"
+        raise ValueError(f"{name} holds a lone surrogate {text[e.start]!r} at character {e.start}, which is not "
+                         "Unicode text (decode bytes with errors='replace', or fix the \\uXXXX escape)") from None
     return text
 
 

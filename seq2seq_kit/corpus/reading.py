@@ -74,6 +74,9 @@ def parquet_module():
     return pq
 
 
+# Why a record becomes a line of the errors file instead of a summary (README "Corpus jobs" lists them).
+REASONS = ("invalid_json", "not_an_object", "bad_id", "missing_field", "not_a_string", "empty", "bad_text",
+           "duplicate_id")
 INT64 = (-2**63, 2**63 - 1)   # an integer id must fit a Parquet int64 column (and every JSON reader's integers)
 
 

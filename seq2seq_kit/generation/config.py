@@ -201,6 +201,7 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int,
 
 
 FLOAT_SETTINGS = ("length_penalty", "temperature", "top_p", "repetition_penalty")
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def _check_bounds(cfg: GenerationConfig, vocab_size: int) -> None:
@@ -209,8 +210,9 @@ def _check_bounds(cfg: GenerationConfig, vocab_size: int) -> None:
     vocab_size hypotheses differ; memory grows with each beam)."""
     for name in FLOAT_SETTINGS:
         value = getattr(cfg, name)
-        if isinstance(value, Real) and not math.isfinite(value):
-            raise ValueError(f"`{name}` must be a finite number, got {value!r}")
+        if isinstance(value, Real) and not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+            raise ValueError(f"`{name}` must be a finite number (within float32's range: scores are float32), "
+                             f"got {value!r}")
     if cfg.num_beams > vocab_size:
         raise ValueError(f"`num_beams` ({cfg.num_beams}) must be <= the vocabulary size ({vocab_size}): no more "
                          "hypotheses can differ after the first step")
