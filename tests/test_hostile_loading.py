@@ -114,3 +114,9 @@ def test_a_tokenizer_json_that_is_not_a_tokenizer_names_the_file(tmp_path):
     (tmp_path / "tokenizer.json").write_text('{"model": {"type": "Nonsense"}}')
     with pytest.raises(ValueError, match=r"tokenizer.json is malformed: "):
         Tokenizer.from_pretrained(tmp_path)
+
+
+def test_malformed_generation_keys_of_config_json_name_the_file(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bart", "num_beams": "four"}))
+    with pytest.raises(ValueError, match=r"config.json: 'num_beams' must be an integer, got 'four'"):
+        GenerationConfig.from_pretrained(tmp_path)

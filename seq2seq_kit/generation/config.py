@@ -84,7 +84,7 @@ class GenerationConfig:
         if gen_file.is_file():
             return check_types(cls.from_dict(read_json_object(gen_file)), gen_file)
         if config_file.is_file():
-            return cls.from_model_config(read_json_object(config_file))
+            return check_types(cls.from_model_config(read_json_object(config_file)), config_file)
         if model_config is not None:
             return cls.from_model_config(model_config if isinstance(model_config, dict) else model_config.to_dict())
         raise FileNotFoundError(f"{path} has neither generation_config.json nor config.json")
