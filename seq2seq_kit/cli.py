@@ -4,6 +4,8 @@ shown as "seq2seq-kit: ..." lines on stderr. (The benchmark is `python benchmark
 
 Exit codes: 0 success, 2 usage error, 1 runtime error (a one-line message; --debug shows the traceback),
 3 a `summarize --input` job that finished with failed records (see its OUTPUT.errors.jsonl).
+An empty TEXT, --file or stdin is a runtime error (1: nothing to summarize); an --input corpus without records
+finishes with a warning line (0: there was nothing to do). Warnings are one "seq2seq-kit: warning: ..." line.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = None
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_ray_address_form(sys.argv[1:] if argv is None else argv))
         with _library_messages():
             return args.run(args) or 0
     except SystemExit as e:  # argparse: --help (0) or a usage error (2)
@@ -44,22 +47,41 @@ def main(argv: list[str] | None = None) -> int:
 @contextmanager
 def _library_messages():
     """While a command runs, the library's log records (logger "seq2seq_kit", INFO and up: a corpus job's
-    report, an output repaired after a crash) go to stderr, one "seq2seq-kit: ..." line each."""
+    report, an output repaired after a crash) go to stderr, one "seq2seq-kit: ..." line each; so do warnings,
+    as "seq2seq-kit: warning: ..." (the library's advice in CLI flags), not Python's two-line form."""
     logger = logging.getLogger("seq2seq_kit")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("seq2seq-kit: %(message)s"))
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    shown = warnings.showwarning
+    warnings.showwarning = lambda message, *_, **__: print(
+        f"seq2seq-kit: warning: {_cli_terms(' '.join(str(message).split()))}", file=sys.stderr)
     try:
         yield
     finally:
+        warnings.showwarning = shown
         logger.removeHandler(handler)
         logger.setLevel(level)
 
 
+def _cli_terms(text: str) -> str:
+    """The library's advice in the CLI's flags."""
+    return text.replace("truncation=True", "--truncation").replace("truncation=False", "--no-truncation")
+
+
+def _ray_address_form(argv: list) -> list[str]:
+    """--ray=ADDRESS (the older form) -> --ray --ray-address ADDRESS; --ray itself takes no value, so
+    `--ray "some text"` never reads the text as an address."""
+    out = []
+    for a in map(str, argv):
+        out += ["--ray", "--ray-address", a.split("=", 1)[1]] if a.startswith("--ray=") else [a]
+    return out
+
+
 def _one_line(e: Exception) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
+    text = _cli_terms(" ".join(str(e).split())) or type(e).__name__
     return text if isinstance(e, (ValueError, OSError, TypeError, ImportError)) else f"{type(e).__name__}: {text}"
 
 
@@ -84,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seq2seq-kit", parents=[common],
         description="BART-family summarization (BART, distilBART, KoBART, mBART) without transformers.")
+    parser.add_argument("--version", action="version", version=f"seq2seq-kit {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_summarize(sub, [common, model])
     _add_tokenize(sub, [common, hub])
@@ -111,9 +134,11 @@ def _add_summarize(sub, parents: list) -> None:
     p.add_argument("--text-field", default="text", help="field holding the text in --input (default: text)")
     p.add_argument("--id-field", default="id",
                    help="field holding a document id in --input (default: id; absent: the line or row number)")
-    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                   help="run the --input job on Ray Data: a local Ray, or the cluster at ADDRESS "
-                        "(auto, ray://host:10001); needs pip install \"seq2seq-kit[ray]\"")
+    p.add_argument("--ray", action="store_true",
+                   help="run the --input job on Ray Data (a local Ray unless --ray-address); needs "
+                        "pip install \"seq2seq-kit[ray]\"")
+    p.add_argument("--ray-address", metavar="ADDRESS", help="with --ray: the cluster to join (auto, "
+                                                             "ray://host:10001); --ray=ADDRESS says the same")
     p.add_argument("--actors", type=_positive, help="with --ray: model replicas (default: one per GPU, else one "
                                                     "per node)")
     p.add_argument("--overwrite", action="store_true",
@@ -125,6 +150,10 @@ def _add_summarize(sub, parents: list) -> None:
     p.add_argument("--strategy", choices=("truncate", "map-reduce"), default="truncate",
                    help="a text longer than the model's input: truncate it (default), or summarize its chunks of "
                         "whole sentences and then their summaries (map-reduce)")
+    p.add_argument("--truncation", action=argparse.BooleanOptionalAction, default=None,
+                   help="a text longer than the model takes: --truncation summarizes its beginning silently, "
+                        "--no-truncation refuses it (default: summarize its beginning, with a warning; --input "
+                        "jobs always truncate and list such documents in OUTPUT.errors.jsonl)")
     p.add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE,
                    help=f"documents per generate call in --input jobs, batched by similar length "
                         f"(default: {DEFAULT_BATCH_SIZE})")
@@ -258,14 +287,60 @@ def _device(value: str | None):
 
 
 def _read_text(args) -> str:
+    """TEXT, or stdin for "-": text that is UTF-8 (as typed, or as read), else a one-line error naming it."""
     if args.text == "-":
-        return sys.stdin.read()
-    return args.text
+        stream = getattr(sys.stdin, "buffer", None)
+        return _decode(stream.read(), "stdin") if stream is not None else _argument_text(sys.stdin.read(), "stdin")
+    return _argument_text(args.text, "the TEXT argument")
+
+
+def _read_file(path: Path) -> str:
+    """--file: a file, a device or pipe such as /dev/stdin (not a folder), holding UTF-8 text."""
+    if path.is_dir():
+        raise IsADirectoryError(f"--file {str(path)!r} is a directory; pass a text file (a folder of JSONL or "
+                                "Parquet files is --input DIR --output OUT)")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--file {str(path)!r}: no such file") from None
+    except OSError as e:
+        raise OSError(e.errno, f"--file {str(path)!r}: {e.strerror or e}") from None
+    return _decode(data, f"--file {str(path)!r}")
+
+
+def _decode(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{name} is not UTF-8 text: byte {data[e.start]:#04x} at offset {e.start}; convert it "
+                         "(e.g. iconv -t utf-8)") from None
+
+
+def _argument_text(value: str, name: str) -> str:
+    """Text Python decoded with surrogateescape (arguments; stdin in a C locale): bytes that were not UTF-8 are
+    an error naming `name`."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raw = value[e.start].encode("utf-8", "surrogateescape")
+        raise ValueError(f"{name} is not UTF-8 text: byte {raw[0]:#04x} at character {e.start}; "
+                         "pass UTF-8 (check the terminal's encoding)") from None
+    return value
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 # ---------------------------------------------------------------------------------------------- summarize
 
 def _summarize(args) -> int:
+    if args.ray and args.text is not None and args.input is not None:
+        args.parser.error(f"--ray takes no value: to join the cluster at {args.text!r}, pass --ray-address "
+                          f"{args.text} (or --ray={args.text})")
     sources = [name for name, given in (("TEXT", args.text is not None), ("--file", args.file is not None),
                                         ("--input", args.input is not None)) if given]
     if len(sources) != 1:
@@ -275,29 +350,31 @@ def _summarize(args) -> int:
         args.parser.error("--input and --output go together")
     if args.input is not None and args.json:
         args.parser.error("--json applies to a single text; --output is always JSONL or Parquet")
-    for flag, given in (("--ray", args.ray is not None), ("--actors", args.actors is not None),
-                        ("--overwrite", args.overwrite)):
+    for flag, given in (("--ray", args.ray), ("--ray-address", args.ray_address is not None),
+                        ("--actors", args.actors is not None), ("--overwrite", args.overwrite)):
         if given and args.input is None:
             args.parser.error(f"{flag} applies to --input jobs")
-    if args.actors is not None and args.ray is None:
-        args.parser.error("--actors applies to --ray jobs")
+    for flag, given in (("--actors", args.actors is not None), ("--ray-address", args.ray_address is not None)):
+        if given and not args.ray:
+            args.parser.error(f"{flag} applies to --ray jobs")
+    if args.truncation is not None and args.input is not None:
+        args.parser.error("--truncation/--no-truncation apply to a single text; --input jobs always truncate "
+                          "(and list the documents cut in OUTPUT.errors.jsonl)")
     kwargs = {k: v for k, v in (("num_beams", args.num_beams), ("max_length", args.max_length),
                                 ("min_length", args.min_length)) if v is not None}
     kwargs["strategy"] = args.strategy.replace("-", "_")
     if args.input is not None:
         return _summarize_corpus(args, kwargs)
-    if args.file is not None:
-        if not args.file.is_file():
-            raise FileNotFoundError(f"--file {str(args.file)!r}: no such file")
-        text = args.file.read_text(encoding="utf-8")
-    else:
-        text = _read_text(args)
+    text = _read_file(args.file) if args.file is not None else _read_text(args)
+    if not text.strip():
+        where = f"--file {str(args.file)!r}" if args.file is not None else "stdin" if args.text == "-" else "TEXT"
+        raise ValueError(f"{where} is empty: there is nothing to summarize")
 
     from .pipeline import pipeline
 
     pipe = pipeline("summarization", model=args.model, device=_device(args.device), dtype=args.dtype,
                     **_hub_kwargs(args))
-    summary = pipe(text, **kwargs)[0]["summary_text"]
+    summary = pipe(text, truncation=args.truncation, **kwargs)[0]["summary_text"]
     print(json.dumps({"summary_text": summary}, ensure_ascii=False) if args.json else summary)
     return 0
 
@@ -307,7 +384,7 @@ def _summarize_corpus(args, kwargs: dict) -> int:
     failed (listed in OUTPUT.errors.jsonl; a re-run will not fix them), 1 when the job itself failed."""
     from .corpus import summarize_corpus
 
-    ray = {} if args.ray is None else {"engine": "ray", "ray_address": args.ray or None, "actors": args.actors}
+    ray = {"engine": "ray", "ray_address": args.ray_address, "actors": args.actors} if args.ray else {}
     result = summarize_corpus(args.input, args.output, model=args.model, batch_size=args.batch_size,
                               text_field=args.text_field, id_field=args.id_field,
                               overwrite=args.overwrite, device=_device(args.device), dtype=args.dtype,
@@ -508,6 +585,7 @@ def _demo(args) -> int:
 
     tok = Tokenizer.from_default()
     model = demo_model(args.seed, len(tok))
+    args.text = _argument_text(args.text, "--text")
     inputs = tok(args.text, truncation=True, max_length=model.config.max_position_embeddings, return_tensors="pt")
     with torch.inference_mode():
         out = model.generate(inputs["input_ids"], inputs["attention_mask"], num_beams=args.num_beams,
@@ -533,7 +611,8 @@ def _parity(args) -> int:
     """seq2seq_kit.parity.compare, printed; exit code 1 when anything differs."""
     from .parity import compare
 
-    report = compare(args.model, args.text or [DEFAULT_TEXT], num_beams=args.num_beams, max_length=args.max_length,
+    texts = [_argument_text(t, "--text") for t in args.text or [DEFAULT_TEXT]]
+    report = compare(args.model, texts, num_beams=args.num_beams, max_length=args.max_length,
                      atol=args.atol, device=_device(args.device), dtype=args.dtype, **_hub_kwargs(args))
     print(f"parity: {report.model} ({report.path})")
     print(f"seq2seq_kit vs transformers {report.transformers_version}: {report.dtype} on {report.device}, "

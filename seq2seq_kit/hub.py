@@ -60,6 +60,7 @@ def resolve(name_or_path: str | Path, *, purpose: str = "all", revision: str | N
             f"{str(name_or_path)!r} is neither a local directory nor a Hugging Face Hub id ('org/name'); "
             "pass the path of a checkpoint directory or a Hub model id")
     repo_id, revision = str(name_or_path), revision or "main"
+    check_revision(revision)
     cache = Path(cache_dir if cache_dir is not None else huggingface_hub.constants.HF_HUB_CACHE).expanduser()
     where = f"{repo_id!r} (revision {revision!r})"
     try:
@@ -82,6 +83,18 @@ def resolve(name_or_path: str | Path, *, purpose: str = "all", revision: str | N
         raise HubError(
             f"downloading {where} failed ({type(e).__name__}: {_first_line(e)}); check the network and run again "
             "(files already downloaded are kept in the cache)") from e
+
+
+def check_revision(revision) -> None:
+    """A branch, tag, commit hash or 'refs/pr/N': a git ref name, so never a path out of the cache's refs/ and
+    snapshots/ folders (no '..', no absolute path, no backslash, whitespace or control character)."""
+    if not isinstance(revision, str):
+        raise TypeError(f"revision must be a str (branch, tag or commit hash), got {type(revision).__name__}")
+    parts = revision.split("/")
+    if (not revision or revision.startswith("/") or "\\" in revision or any(p in ("", ".", "..") for p in parts)
+            or any(c.isspace() or ord(c) < 32 or c in "~^:?*[" for c in revision)):
+        raise ValueError(f"revision {revision!r} is not a branch, tag, commit hash or 'refs/pr/N' (a git ref "
+                         "name: no '..', no leading '/', no spaces or special characters)")
 
 
 def _is_repo_id(name: str) -> bool:
@@ -128,6 +141,9 @@ def _from_cache(repo_id: str, revision: str, cache: Path, purpose: str, *, reaso
     storage = cache / repo_folder_name(repo_id=repo_id, repo_type="model")
     ref = storage / "refs" / revision
     commit = revision if COMMIT_HASH.match(revision) else (ref.read_text().strip() if ref.is_file() else None)
+    if commit is not None and not COMMIT_HASH.match(commit):
+        raise HubError(f"{ref} should hold a commit hash (40 hex digits), not {commit[:60]!r}: the Hub cache is "
+                       "damaged; remove that file, or the repo's folder in the cache, and download again")
     folder = storage / "snapshots" / commit if commit else None
     where = f"{repo_id!r} (revision {revision!r})"
     if folder is None or not folder.is_dir():

@@ -17,8 +17,9 @@ Hub ids are resolved before this module is called (seq2seq_kit/modeling.py).
 from __future__ import annotations
 
 import json
+import math
 import mmap
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 from safetensors import safe_open
@@ -172,6 +173,10 @@ def weight_files(root: Path) -> list[Path]:
             shards = sorted(set(weight_map.values()))
         except (ValueError, KeyError, TypeError, AttributeError) as e:   # JSONDecodeError, UnicodeDecodeError too
             raise ValueError(f"{path} is not a valid shard index (needs a 'weight_map' object): {e!r}") from None
+        outside = [s for s in shards if not _inside(s)]
+        if outside:
+            raise ValueError(f"{path} names shard files outside {root}: {', '.join(map(repr, outside))}; shard "
+                             "names must be file names within the checkpoint directory")
         missing = [s for s in shards if not (root / s).is_file()]
         if missing:
             raise FileNotFoundError(f"{path} lists shard files that are not in {root}: {', '.join(missing)}")
@@ -179,6 +184,31 @@ def weight_files(root: Path) -> list[Path]:
     present = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
     raise FileNotFoundError(f"no model weights in {root}: looked for {', '.join(WEIGHT_FILES)}; "
                             f"the directory holds: {', '.join(present) or 'nothing'}")
+
+
+def _inside(name) -> bool:
+    """Whether a shard name from an index stays within its directory: a relative path without '..'."""
+    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+        return False
+    path = PurePosixPath(name)
+    return not path.is_absolute() and ".." not in path.parts
+
+
+def check_config_fits(config, ckpt: "Checkpoint") -> None:
+    """Refuse a config.json describing a far bigger network than the weights hold, before anything is built
+    (a crafted encoder_layers=10**9 would take minutes and the memory of the meta model alone). The estimate
+    counts the projections and token embeddings only, so it is below the true count of any fitting config;
+    the model's own checks name each tensor that differs within that bound."""
+    d = config.d_model
+    estimate = (config.vocab_size * d + config.encoder_layers * (4 * d * d + 2 * d * config.encoder_ffn_dim)
+                + config.decoder_layers * (8 * d * d + 2 * d * config.decoder_ffn_dim))
+    held = sum(math.prod(ckpt.shape(n)) for n in ckpt.names())
+    if estimate > 2 * held + 1_000_000:
+        raise ValueError(
+            f"config.json describes a network of at least {estimate:,} parameters (vocab_size={config.vocab_size}, "
+            f"d_model={d}, encoder_layers={config.encoder_layers}, decoder_layers={config.decoder_layers}, "
+            f"encoder_ffn_dim={config.encoder_ffn_dim}, decoder_ffn_dim={config.decoder_ffn_dim}), but the weights "
+            f"({ckpt.description}) hold {held:,}: config.json does not belong to these weights; fix it")
 
 
 # ---- loading ----------------------------------------------------------------------------------------------------
@@ -241,6 +271,7 @@ def load(model_cls, config, root: Path, dtype=None, device=None) -> nn.Module:
     (see resolve_device), in eval mode."""
     device = resolve_device(device)
     ckpt = Checkpoint(root)
+    check_config_fits(config, ckpt)
     dtype = resolve_dtype(dtype, config.dtype, ckpt)
     with torch.device("meta"):
         model = model_cls(config)

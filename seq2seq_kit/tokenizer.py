@@ -13,6 +13,8 @@ special tokens, padding/truncation strategies, decoding).
 from __future__ import annotations
 
 import json
+import math
+import threading
 import warnings
 from pathlib import Path
 
@@ -58,12 +60,13 @@ class BatchEncoding(dict):
 class Tokenizer:
     """A `tokenizers.Tokenizer` plus the special tokens and settings of tokenizer_config.json.
 
-    Each call sets the backend's truncation and padding (as transformers does), so one instance must not be
-    used from several threads at once.
+    Each encoding call sets the backend's truncation and padding (as transformers does) and encodes under one
+    lock, so an instance may be shared by threads (the engine's, a server's); encodings run one at a time.
     """
 
     def __init__(self, backend: Backend, config: dict):
         self._backend = backend
+        self._lock = threading.Lock()   # the backend's truncation/padding state is per instance, set per call
         # Named tokens: tokenizer_config.json's, else BartTokenizer's default when the vocabulary has it.
         named = {k: config.get(k, v if backend.token_to_id(v) is not None else None) for k, v in BART_TOKENS.items()}
         extra = config.get("extra_special_tokens") or config.get("additional_special_tokens") or []
@@ -79,7 +82,7 @@ class Tokenizer:
                 known.add(token.content)
         self._named = {k: _content(v) for k, v in named.items()}
         self._extra = [_content(t) for t in extra]
-        self.model_max_length: int = config.get("model_max_length") or VERY_LARGE_INTEGER
+        self.model_max_length: int = _max_length(config.get("model_max_length"))
         self.clean_up_tokenization_spaces: bool = config.get("clean_up_tokenization_spaces", False)
         self.padding_side: str = config.get("padding_side", "right")
         self.truncation_side: str = config.get("truncation_side", "right")
@@ -100,19 +103,21 @@ class Tokenizer:
             config.update(_read_config(root / "special_tokens_map.json"))
         if (root / "tokenizer.json").is_file():
             read_json(root / "tokenizer.json")   # malformed JSON: an error that names the file
-            return cls(Backend.from_file(str(root / "tokenizer.json")), config)
+            backend = _file_error(root / "tokenizer.json", lambda: Backend.from_file(str(root / "tokenizer.json")))
+            return _file_error(root / "tokenizer_config.json", lambda: cls(backend, config))
         if not ((root / "vocab.json").is_file() and (root / "merges.txt").is_file()):
             found = sorted(p.name for p in root.iterdir())
             raise FileNotFoundError(f"no tokenizer in {root}: looked for {FILES}; found {found or 'no files'}")
         # RobertaTokenizer.__init__: BPE without unk/prefix/suffix, byte-level pre-tokenizer and decoder ...
         read_json(root / "vocab.json")       # malformed JSON: an error that names the file
-        vocab, merges = models.BPE.read_file(str(root / "vocab.json"), str(root / "merges.txt"))
+        vocab, merges = _file_error(root / "vocab.json, merges.txt", lambda: models.BPE.read_file(
+            str(root / "vocab.json"), str(root / "merges.txt")))
         backend = Backend(models.BPE(vocab, merges, dropout=None, continuing_subword_prefix="",
                                      end_of_word_suffix="", fuse_unk=False))
         add_prefix_space = config.get("add_prefix_space", False)
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
         backend.decoder = decoders.ByteLevel()
-        tok = cls(backend, config)
+        tok = _file_error(root / "tokenizer_config.json", lambda: cls(backend, config))
         # ... and, once the special tokens are added, `<s> A </s>` / `<s> A </s></s> B </s>` with cls/sep.
         sep, bos = tok._named["sep_token"], tok._named["cls_token"]
         backend.post_processor = processors.RobertaProcessing(
@@ -130,9 +135,10 @@ class Tokenizer:
         (as "PreTrainedTokenizerFast") to the same tokenizer, whichever form it was loaded from."""
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
-        self._backend.no_truncation()  # don't save the last call's settings
-        self._backend.no_padding()
-        self._backend.save(str(out / "tokenizer.json"))
+        with self._lock:
+            self._backend.no_truncation()  # don't save the last call's settings
+            self._backend.no_padding()
+            self._backend.save(str(out / "tokenizer.json"))
         config = {"tokenizer_class": "PreTrainedTokenizerFast",
                   **{k: v for k, v in self._named.items() if v is not None},
                   "model_max_length": self.model_max_length, "padding_side": self.padding_side,
@@ -281,6 +287,11 @@ class Tokenizer:
         """Encode a list of texts or (text, pair) tuples with the backend, set up as transformers'
         `set_truncation_and_padding` sets it up."""
         padding, truncation, max_length = self._strategies(padding, truncation, max_length)
+        with self._lock:
+            return self._encode(batch, add_special_tokens, padding, truncation, max_length)
+
+    def _encode(self, batch: list, add_special_tokens: bool, padding, truncation, max_length) -> list:
+        """_run's backend calls, under the lock: set truncation and padding, encode."""
         backend = self._backend
         backend.no_truncation()
         backend.no_padding()
@@ -362,6 +373,27 @@ class Tokenizer:
                 f"special_tokens={self.all_special_tokens})")
 
 
+def _max_length(value) -> int:
+    """tokenizer_config.json's model_max_length (an int; JSON may spell transformers' 1e30 as a float)."""
+    if not value:
+        return VERY_LARGE_INTEGER
+    if isinstance(value, float) and math.isfinite(value) and value == int(value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"tokenizer_config.json has model_max_length={value!r}: it must be an integer >= 0")
+    return value
+
+
+def _file_error(path: Path, make):
+    """make(); any error reading what `path` holds is a ValueError naming the file and the problem."""
+    try:
+        return make()
+    except Exception as e:   # noqa: BLE001 - tokenizers raises plain Exception for a malformed file
+        if isinstance(e, ValueError) and str(path.name) in str(e):
+            raise   # already names it
+        raise ValueError(f"{path} is malformed: {type(e).__name__}: {e}") from None
+
+
 def _read_config(path: Path) -> dict:
     """tokenizer_config.json or special_tokens_map.json: a JSON object, {} when the file is absent."""
     if not path.is_file():
@@ -387,6 +419,11 @@ def _added_token(token: str | dict) -> AddedToken:
 def _check_text(text, name: str, hint: str = "") -> str:
     if not isinstance(text, str):
         raise TypeError(f"{name} must be a str, got {type(text).__name__}{hint}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:   # the backend would raise "TextEncodeInput must be Union[...]"
+        raise ValueError(f"{name} holds a lone surrogate {text[e.start]!r} at character {e.start}, which is not "
+                         "Unicode text (decode bytes with errors='replace', or fix the \\uXXXX escape)") from None
     return text
 
 

@@ -199,8 +199,10 @@ def test_jsonl_input_errors(capsys, tmp_path, rows, message):
 def test_jsonl_corrupt_output_in_the_middle(capsys, checkpoint, tmp_path):
     docs, out = tmp_path / "docs.jsonl", tmp_path / "out.jsonl"
     write_jsonl(docs, DOCS)
+    argv = ["summarize", "--input", docs, "--output", out, "--model", checkpoint("tiny"), *GEN]
+    assert run(capsys, *argv)[0] == 0               # a job's output (with its meta file), then damaged
     out.write_text('{"id": "a", "summary_text": "x"}\nnot json\n{"id": "b", "summary_text": "y"}\n')
-    code, _, err = run(capsys, "summarize", "--input", docs, "--output", out, "--model", checkpoint("tiny"))
+    code, _, err = run(capsys, *argv)
     assert code == 1 and "out.jsonl:2 is not a summary record" in err
 
 

@@ -160,13 +160,13 @@ def test_killed_run_resumes_with_every_id_exactly_once(tmp_path, tiny):
 def test_another_job_on_the_same_output_is_refused(tmp_path, tiny):
     path, out = write_jsonl(tmp_path / "docs.jsonl", make_docs(2)), tmp_path / "out.jsonl"
     other = Output(out)
-    other.summaries.lock()
+    other.open({"model": "m"}, revision=None, overwrite=False)
     try:
         with pytest.raises(RuntimeError, match="is being written by another job"):
             run(path, out, tiny)
     finally:
         other.close()
-    assert run(path, out, tiny).written == 2
+    assert run(path, out, tiny, overwrite=True).written == 2
 
 
 # ---------------------------------------------------------------------------------------------- bad records
@@ -192,8 +192,8 @@ def test_bad_records_go_to_the_errors_file(tmp_path, tiny, reference, caplog):
     assert [(e["id"], e["where"], e["reason"]) for e in errors] == [
         ("nofield", "docs.jsonl:2", "missing_field"), ("num", "docs.jsonl:3", "not_a_string"),
         ("blank", "docs.jsonl:4", "empty"), (5, "docs.jsonl:5", "invalid_json"), (6, "docs.jsonl:6", "not_an_object"),
-        (7, "docs.jsonl:7", "bad_id"), ("long", "docs.jsonl:9", "truncated"),
-        ("doc0", "docs.jsonl:11", "duplicate_id")]
+        (7, "docs.jsonl:7", "bad_id"), ("doc0", "docs.jsonl:11", "duplicate_id"),   # found reading
+        ("long", "docs.jsonl:9", "truncated")]                                       # found tokenizing
     messages = {e["reason"]: e["message"] for e in errors}
     assert messages["truncated"] == ("docs.jsonl:9 is 302 tokens long; summarized from its first 256 tokens, "
                                      "the most the model takes")
@@ -204,7 +204,7 @@ def test_bad_records_go_to_the_errors_file(tmp_path, tiny, reference, caplog):
     # A re-run: the bad records still fail (a re-run cannot fix them), the errors file does not grow.
     before = (tmp_path / "out.jsonl.errors.jsonl").read_bytes()
     result = run(path, out, tiny)
-    assert (result.written, result.failed) == (0, 6)   # the duplicate's id is done: skipped now
+    assert (result.written, result.failed) == (0, 7)   # the duplicate is refused again
     assert (tmp_path / "out.jsonl.errors.jsonl").read_bytes() == before
 
 
@@ -224,8 +224,8 @@ def test_other_settings_or_model_are_refused_unless_overwrite(tmp_path, tiny, ch
                                          r"Mixing them is refused.*--overwrite"):
         run(path, out, tiny, max_length=10)
     other = checkpoint("tiny-relu")
-    with pytest.raises(ValueError, match=rf"written with model='{Path(tiny).resolve()}'; this run asks for "
-                                         rf"model='{Path(other).resolve()}'"):
+    with pytest.raises(ValueError, match=rf"written with config.json=.*model='{Path(tiny).resolve()}'.*; this run "
+                                         rf"asks for .*model='{Path(other).resolve()}'"):
         run(path, out, other)
     with pytest.raises(ValueError, match=r"written with dtype='float32'.*asks for dtype='bfloat16'"):
         run(path, out, tiny, dtype="bfloat16")
@@ -241,7 +241,7 @@ def test_other_settings_or_model_are_refused_unless_overwrite(tmp_path, tiny, ch
     meta.write_text(saved)
     # Output without its meta file: the settings that wrote it are unknown.
     (tmp_path / "out.jsonl.meta.json").unlink()
-    with pytest.raises(ValueError, match="holds summaries but has no out.jsonl.meta.json"):
+    with pytest.raises(FileExistsError, match="out.jsonl exists and no out.jsonl.meta.json says a corpus job wrote it"):
         run(path, out, tiny, max_length=10)
 
 

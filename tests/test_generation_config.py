@@ -178,6 +178,12 @@ BAD = [
     (dict(do_sample=True, temperature=-1.0), "temperature"),
     (dict(do_sample="yes"), "do_sample"),
     (dict(output_scores=1), "output_scores"),
+    (dict(do_sample=True, temperature=float("inf")), r"temperature.*finite"),
+    (dict(temperature=float("nan")), r"temperature.*finite"),
+    (dict(length_penalty=float("nan")), r"length_penalty.*finite"),
+    (dict(length_penalty=float("-inf")), r"length_penalty.*finite"),
+    (dict(repetition_penalty=float("inf")), r"repetition_penalty.*finite"),
+    (dict(num_beams=101), r"num_beams.*vocabulary size \(100\)"),
 ]
 
 
@@ -193,3 +199,15 @@ def test_temperature_zero_is_fine_without_sampling():
 
 def test_every_field_is_a_generate_kwarg():
     assert set(GENERATE_KWARGS) == {f.name for f in fields(GenerationConfig)} - {"unsupported"}
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(min_length=30, max_length=20), r"`min_length` \(30\) is larger than the maximum possible length \(20\)"),
+    (dict(min_new_tokens=30, max_new_tokens=5), r"`min_new_tokens` \(30\).*\(6\)"),
+    (dict(min_length=30), r".*\(21\).*its default value"),
+])
+def test_unfeasible_min_length_warns_as_transformers(kwargs, message):
+    """transformers warns (UserWarning, generation stops at max_length); it does not raise."""
+    with pytest.warns(UserWarning, match=r"Unfeasible length constraints: " + message):
+        cfg = res(GenerationConfig(bos_token_id=0, eos_token_id=2), **kwargs)
+    assert cfg.min_length > cfg.max_length

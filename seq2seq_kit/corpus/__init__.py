@@ -11,13 +11,17 @@ How a job runs (both engines):
      engine="local": one Worker in this process (torch's threads use every core).
      engine="ray": a pool of Ray Data actors, each with its Worker (ray_engine.py).
   3. The driver is the only writer: it appends each result to the output files. Both engines form the same
-     batches, so they give the same summaries (with duplicate ids, the first one written wins: in the
-     local engine the first in the input, on Ray the first finished).
+     batches, so they give the same summaries.
+Before any work the driver reads every record once (reading.refuse_repeats): a good record whose id a good
+record before it in the input already has is a duplicate_id error, whichever engine and batch order; for a
+Parquet output, an id of another type than the first record's is a bad_id (a column holds one type).
 
 The files of an output `out.jsonl` (or `out.parquet`):
   out.jsonl               {"id", "summary_text", "input_tokens", "output_tokens"} per document
   out.jsonl.errors.jsonl  {"id", "where", "reason", "message"} per bad record (and per truncated input)
-  out.jsonl.meta.json     the model, its commit and the resolved generation settings; counts
+  out.jsonl.meta.json     the job: model, commit (Hub) or file digests (local directory), dtype, input path,
+                          fields, resolved generation settings; counts. Only an output whose meta file says a
+                          job wrote it is resumed or repaired; any other existing file is refused (overwrite)
   out.parquet.partial.jsonl  (Parquet only) the journal a run appends to; turned into out.parquet at the end
 
 Crash safety: the summaries are an append-only JSONL journal; each batch is appended with one write and

@@ -4,6 +4,7 @@ result through the one Output, with a progress bar."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 import time
@@ -15,11 +16,12 @@ from .. import hub
 from ..config import BartConfig
 from ..generation import GenerationConfig
 from ..generation import config as generation_config
+from ..loading import Checkpoint, resolve_dtype, weight_files
 from ..long_documents import check_strategy
 from ..pipeline import DEFAULT_MODEL, task_defaults
 from . import ray_engine
 from .output import Output, errors_path
-from .reading import check_text_field, input_files, plan_chunks
+from .reading import check_text_field, input_files, parquet_module, plan_chunks, refuse_repeats
 from .worker import Worker
 
 BATCHES_PER_CHUNK = 4     # JSONL chunk = this many batches of lines: the Ray work unit and the sorting window
@@ -86,16 +88,22 @@ def summarize_corpus(input: str | Path, output: str | Path, model: str | Path | 
     _check_engine(engine, ray_address, actors, batch_size)
     check_strategy(strategy)
     input, output = Path(input).expanduser(), Path(output).expanduser()
+    if output.suffix == ".parquet":
+        parquet_module()                                           # before any work: is pyarrow there?
     files = input_files(input, output)
     chunks, total = plan_chunks(files, batch_size * BATCHES_PER_CHUNK, folder=input.is_dir())
     check_text_field(chunks[0] if chunks else None, text_field)        # a wrong --text-field fails here
+    if not total:
+        logger.warning("%s holds no records (no non-blank line or row): nothing to summarize", input)
+    out = Output(output)
+    out.check(overwrite)                                           # a file no job of ours wrote is refused here
 
     hub_kwargs = {k: v for k, v in (("revision", revision), ("cache_dir", cache_dir), ("token", token),
                                     ("local_files_only", local_files_only)) if v}
     job, hub_kwargs = _job(DEFAULT_MODEL if model is None else model, hub_kwargs, dtype, generate_kwargs)
-    job.update(text_field=text_field, id_field=id_field, **({"strategy": strategy} if strategy != "truncate" else {}))
-
-    out = Output(output)
+    job.update(input=str(input.resolve()), text_field=text_field, id_field=id_field,
+               **({"strategy": strategy} if strategy != "truncate" else {}))
+    refuse_repeats(chunks, text_field, id_field, one_id_type=out.parquet)
     try:
         out.open(job, revision=revision, overwrite=overwrite)
         worker_kwargs = dict(
@@ -141,8 +149,26 @@ def _job(model, hub_kwargs: dict, dtype, generate_kwargs: dict) -> tuple[dict, d
     commit = root.name if not local and root.parent.name == "snapshots" else None
     config = BartConfig.from_pretrained(root)
     job = {"model": str(Path(model).expanduser().resolve()) if local else str(model), "commit": commit,
-           "dtype": _dtype_name(dtype), "generation": _settings(root, config, generate_kwargs)}
+           "dtype": _dtype_name(dtype, root, config), "generation": _settings(root, config, generate_kwargs)}
+    if local:   # a Hub commit pins its files; a directory's files can change under the same name
+        job["files"] = checkpoint_digests(root)
     return job, {**hub_kwargs, **({"revision": commit} if commit else {})}
+
+
+DIGESTED = ("config.json", "tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
+            "special_tokens_map.json")
+
+
+def checkpoint_digests(root: Path) -> dict[str, str]:
+    """{file name: "<size>:<blake2b>"} of what decides a local checkpoint's summaries besides the generation
+    settings: its weight files, config.json and tokenizer files. Each is read once, streamed (about 1 s a GB);
+    a file replaced by another of the same size and time stamp is still told apart."""
+    files = [root / n for n in DIGESTED if (root / n).is_file()] + weight_files(root)
+    digests = {}
+    for path in files:
+        with open(path, "rb") as f:
+            digests[path.name] = f"{path.stat().st_size}:{hashlib.file_digest(f, 'blake2b').hexdigest()[:32]}"
+    return digests
 
 
 def _local_results(chunks: list[dict], worker_kwargs: dict) -> Iterator[dict]:
@@ -176,5 +202,9 @@ def _settings(root: Path, config, generate_kwargs: dict) -> dict:
     return resolved.to_dict()
 
 
-def _dtype_name(dtype) -> str:
+def _dtype_name(dtype, root: Path, config) -> str:
+    """The dtype the model loads with, by name: "auto" resolved from the checkpoint (so a job run with the
+    dtype "auto" picks and one naming it are the same job)."""
+    if isinstance(dtype, str) and dtype == "auto":
+        dtype = resolve_dtype(dtype, config.dtype, Checkpoint(root))
     return "float32" if dtype is None else str(dtype).removeprefix("torch.")

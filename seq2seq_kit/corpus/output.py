@@ -88,9 +88,12 @@ class Journal:
         if not records:
             return
         data = memoryview("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8"))
-        while data:
-            data = data[os.write(self.fd, data):]
-        os.fsync(self.fd)
+        try:
+            while data:
+                data = data[os.write(self.fd, data):]
+            os.fsync(self.fd)
+        except OSError as e:   # ENOSPC, EDQUOT, EIO: the file and the cause; a re-run cuts a torn line off
+            raise OSError(e.errno, f"cannot write {self.path}: {e.strerror or e}") from None
 
     def truncate(self) -> None:
         os.ftruncate(self.fd, 0)
@@ -106,8 +109,9 @@ class Output:
         self.path = path
         self.parquet = path.suffix == ".parquet"
         self.meta_path = _sidecar(path, ".meta.json")
-        self.summaries = Journal(_sidecar(path, ".partial.jsonl") if self.parquet else path, "summary")
-        self.errors = Journal(errors_path(path), "error")
+        self.journal_path = _sidecar(path, ".partial.jsonl") if self.parquet else path
+        self.errors_path = errors_path(path)
+        self.summaries = self.errors = None       # Journals, once open
         self.done: set[str] = set()
         self.error_keys: set[tuple] = set()       # (where, reason) in the errors file
         self.where: dict[str, str] = {}           # key -> where, of the records written by this run
@@ -116,8 +120,27 @@ class Output:
         self.written = 0
         self.finished = False
 
+    def check(self, overwrite: bool) -> None:
+        """Refuse to write over files this job's meta file does not claim: each of the output's files that exists
+        (and is not empty) must come with a meta file of ours, unless `overwrite`. Writes nothing."""
+        files = [self.path, self.journal_path, self.errors_path, self.meta_path]
+        for path in files:
+            if path.is_dir():
+                raise IsADirectoryError(f"{path} is a directory; the output must be a file path (e.g. out.jsonl)")
+        if overwrite:
+            return
+        if self._read_meta() is None:
+            existing = [p for p in files if p.exists() and (p.stat().st_size or p == self.meta_path)]
+            if existing:
+                raise FileExistsError(f"{existing[0]} exists and no {self.meta_path.name} says a corpus job wrote it; "
+                                      "refusing to resume, repair or replace a file it did not write: choose another "
+                                      "output, or pass --overwrite (overwrite=True) to replace it")
+
     def open(self, job: dict, revision: str | None, overwrite: bool) -> None:
+        self.summaries = Journal(self.journal_path, "summary")
+        self.errors = Journal(self.errors_path, "error")
         self.summaries.lock()
+        self.check(overwrite)     # again, under the lock
         if overwrite:
             self.summaries.truncate()
             self.errors.truncate()
@@ -125,19 +148,13 @@ class Output:
             if self.parquet:
                 self.path.unlink(missing_ok=True)
         old = self._read_meta()
-        if old is not None and old.get("job") != job:
-            raise ValueError(f"{self.path} was written with {_differences(old.get('job') or {}, job)}; "
-                             f"this run asks for {_differences(job, old.get('job') or {})}. Mixing them is refused: "
+        if old is not None and old["job"] != job:
+            raise ValueError(f"{self.path} was written with {_differences(old['job'], job)}; "
+                             f"this run asks for {_differences(job, old['job'])}. Mixing them is refused: "
                              "write to another output, or pass --overwrite (overwrite=True) to replace it")
         self.done = {id_key(r["id"]) for r in self.summaries.load(("id", "summary_text"))}
         if self.parquet and self.path.exists():
-            for i in parquet_module().read_table(self.path, columns=["id"]).column("id").to_pylist():
-                self.done.add(id_key(i))
-                if isinstance(i, str) and i.lstrip("-").isdigit():   # an integer id stored among strings
-                    self.done.add(id_key(int(i)))
-        if old is None and self.done:
-            raise ValueError(f"{self.path} holds summaries but has no {self.meta_path.name}, so the model and settings "
-                             "that wrote them are unknown; write to another output, or pass --overwrite to replace it")
+            self.done.update(id_key(i) for i in _read_parquet(self.path, columns=["id"]).column("id").to_pylist())
         self.error_keys = {(e["where"], e["reason"]) for e in self.errors.load(("where", "reason"))}
         self.meta = {"job": job, "revision": revision, "counts": (old or {}).get("counts")}
         self._write_meta()
@@ -186,47 +203,73 @@ class Output:
         import pyarrow as pa
 
         pq = parquet_module()
-        rows = pq.read_table(self.path).to_pylist() if self.path.exists() else []
+        rows = _read_parquet(self.path).to_pylist() if self.path.exists() else []
         rows += list(self.summaries.load(("id", "summary_text")))
         seen, unique = set(), []
         for r in rows:
             if id_key(r["id"]) not in seen:
                 seen.add(id_key(r["id"]))
                 unique.append(r)
-        if len({type(r["id"]) for r in unique}) > 1:   # Arrow columns hold one type: mixed ids become strings
-            unique = [{**r, "id": str(r["id"])} for r in unique]
+        kinds = {type(r["id"]) for r in unique}
+        if len(kinds) > 1:   # the driver refuses an id of another type up front (reading.refuse_repeats)
+            raise ValueError(f"{self.path}: the ids are of {len(kinds)} types, which a Parquet column cannot hold; "
+                             "write JSONL")
         tmp = _sidecar(self.path, ".tmp")
         schema = None if unique else pa.schema([("id", pa.string()), ("summary_text", pa.string()),
                                                 ("input_tokens", pa.int64()), ("output_tokens", pa.int64())])
-        pq.write_table(pa.Table.from_pylist(unique, schema=schema), tmp)
+        _write_file(tmp, lambda: pq.write_table(pa.Table.from_pylist(unique, schema=schema), tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
         self.summaries.truncate()   # a crash before this line: the next run merges again, dropping repeats
 
     def _read_meta(self) -> dict | None:
+        """The meta file of a job, None when there is none; anything else there is refused, naming it."""
         if not self.meta_path.is_file():
             return None
         meta = read_json(self.meta_path)
-        if not isinstance(meta, dict):
-            raise ValueError(f"{self.meta_path} is not a job's meta file (a JSON object); remove it, or pass "
-                             "--overwrite (overwrite=True) to replace the output")
+        if not (isinstance(meta, dict) and isinstance(meta.get("job"), dict)):
+            raise ValueError(f"{self.meta_path} is not a corpus job's meta file (a JSON object with a \"job\"); "
+                             "remove it, or pass --overwrite (overwrite=True) to replace the output")
         return meta
 
     def _write_meta(self) -> None:
         tmp = _sidecar(self.meta_path, ".tmp")
-        tmp.write_text(json.dumps(self.meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        text = json.dumps(self.meta, indent=2, ensure_ascii=False) + "\n"
+        _write_file(tmp, lambda: tmp.write_text(text, encoding="utf-8"))
         os.replace(tmp, self.meta_path)
 
     def close(self) -> None:
+        if self.summaries is None:
+            return
         if self.finished and self.parquet:
             self.summaries.path.unlink()      # the journal, now empty
         self.summaries.close()
         self.errors.close()
 
 
+def _write_file(path: Path, write) -> None:
+    """Run write(), which writes `path`; an OSError (a full disk, no permission) names the file."""
+    try:
+        write()
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
+
+
+def _read_parquet(path: Path, columns=None):
+    """A Parquet file's table; a file pyarrow cannot read is named."""
+    import pyarrow as pa
+
+    try:
+        return parquet_module().read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise ValueError(f"{path} is not a readable Parquet file: {e}") from None
+
+
 def _differences(a: dict, b: dict) -> str:
     """The settings of `a` that differ from `b`, generation settings flattened: "model='x', num_beams=4"."""
-    flat = lambda d: {**{k: v for k, v in d.items() if k != "generation"}, **(d.get("generation") or {})}
+    nested = ("generation", "files")   # flattened: the setting or the file that differs is named
+    flat = lambda d: {**{k: v for k, v in d.items() if k not in nested},
+                      **{k: v for n in nested for k, v in (d.get(n) or {}).items()}}
     fa, fb = flat(a), flat(b)
     return ", ".join(f"{k}={fa.get(k)!r}" for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k))

@@ -16,10 +16,21 @@ The input paths must be readable at the same path on every node (a shared filesy
 from __future__ import annotations
 
 import json
+import logging
+import os
+import re
+import sys
+import threading
+from contextlib import contextmanager
 from typing import Iterator
 
 from ..loading import resolve_device
 from .worker import Worker
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")   # terminal colour codes in Ray's messages
+# The ERROR line Ray's core (C++, straight to stderr) prints on every run: Ray Data's actors get their arguments
+# from the object store and may restart (ray#53727). A restarted actor here rebuilds its Worker from them.
+RESTART_NOTICE = b"has constructor arguments in the object store and max_restarts > 0"
 
 
 def require_ray():
@@ -51,14 +62,75 @@ def results(chunks: list[dict], worker_kwargs: dict, *, address: str | None, act
         ds = ds.map_batches(
             _RayWorker, batch_size=1, batch_format="numpy", fn_constructor_kwargs=kwargs,
             compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1), **resources)
+        ray_data_log = logging.getLogger("ray.data")
+        level = ray_data_log.level
+        ray_data_log.setLevel(logging.CRITICAL)      # its ERROR lines repeat the error we raise, at length
         try:
-            for row in ds.iter_rows():
-                yield json.loads(row["result"])
+            with _stderr_without(RESTART_NOTICE):
+                for row in ds.iter_rows():
+                    yield json.loads(row["result"])
+        except ray.exceptions.RayError as e:
+            raise one_line_error(ray, e) from None
         finally:
             ctx.enable_progress_bars, ctx.print_on_execution_start = saved
+            ray_data_log.setLevel(level)
     finally:
         if started:
             ray.shutdown()
+
+
+@contextmanager
+def _stderr_without(marker: bytes):
+    """Within the block, stderr (fd 2) passes through a pipe that drops the lines holding `marker`; everything
+    else (the progress bar too) is copied as it comes."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:   # pragma: no cover - no stderr to filter
+        yield
+        return
+    read, write = os.pipe()
+    os.dup2(write, 2)
+    os.close(write)
+
+    def pump():
+        pending = b""
+        while data := os.read(read, 1 << 16):
+            pending += data
+            *lines, pending = pending.split(b"\n")
+            out = b"".join(line + b"\n" for line in lines if marker not in line)
+            if pending and not pending.startswith(b"["):   # not a log line in the making: show it now
+                out, pending = out + pending, b""
+            if out:
+                os.write(saved, out)
+        if pending:
+            os.write(saved, pending)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)       # the pipe's last writer closed: the pump reads to its end
+        thread.join()
+        os.close(read)
+        os.close(saved)
+
+
+def one_line_error(ray, error: Exception) -> Exception:
+    """The error an actor raised, as the local engine raises it: its type and the first line of its message
+    (Ray wraps it in a RayTaskError holding the remote traceback, colour codes and retry advice)."""
+    cause = error
+    while isinstance(cause, ray.exceptions.RayTaskError) and isinstance(cause.cause, Exception):
+        cause = cause.cause
+    line = ANSI.sub("", str(cause)).strip().split("\n")[0]
+    if cause is error:      # Ray's own (an actor that could not start or died): its type names it
+        return RuntimeError(f"Ray: {type(error).__name__}: {line}")
+    try:
+        return type(cause)(line)
+    except Exception:   # noqa: BLE001 - an exception type that takes other arguments
+        return RuntimeError(f"{type(cause).__name__}: {line}")
 
 
 def _pool(ray, actors: int | None, device, chunks: int) -> tuple[int, dict]:

@@ -56,8 +56,7 @@ def _plan_jsonl(path: Path, size: int) -> list[dict]:
 
 def _plan_parquet(path: Path) -> list[dict]:
     """One chunk per row group (Parquet is read by row group); `first` is the 1-based number of its first row."""
-    pq = parquet_module()
-    meta, chunks, first = pq.ParquetFile(path).metadata, [], 1
+    meta, chunks, first = parquet_file(path).metadata, [], 1
     for i in range(meta.num_row_groups):
         rows = meta.row_group(i).num_rows
         if rows:
@@ -75,42 +74,130 @@ def parquet_module():
     return pq
 
 
+# Why a record becomes a line of the errors file instead of a summary (README "Corpus jobs" lists them).
+REASONS = ("invalid_json", "not_an_object", "bad_id", "missing_field", "not_a_string", "empty", "bad_text",
+           "duplicate_id")
+INT64 = (-2**63, 2**63 - 1)   # an integer id must fit a Parquet int64 column (and every JSON reader's integers)
+
+
+def parquet_file(path):
+    """pyarrow's ParquetFile; a file it cannot read (not Parquet, truncated) is a ValueError naming it."""
+    pq = parquet_module()
+    import pyarrow as pa
+
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        raise ValueError(f"{path} is not a readable Parquet file: {e}") from None
+
+
 def read_chunk(chunk: dict, text_field: str, id_field: str) -> Iterator[tuple]:
-    """(id, where, text, error) per record of a chunk; error is None or (reason, message), text None then."""
+    """(id, where, text, error) per record of a chunk; error is None or (reason, message), text None then.
+    A record the driver refused up front (chunk["refused"], see refuse_repeats) gets that error."""
+    refused = chunk.get("refused") or {}
+    for n, doc_id, where, text, error in _chunk_records(chunk, text_field, id_field):
+        if error is None and str(n) in refused:
+            yield doc_id, where, None, tuple(refused[str(n)])
+        else:
+            yield doc_id, where, text, error
+
+
+def _chunk_records(chunk: dict, text_field: str, id_field: str) -> Iterator[tuple]:
+    """(n, id, where, text, error) per record of a chunk: each record checked on its own."""
     for n, doc in _chunk_docs(chunk, text_field, id_field):
         where = f"{chunk['name']}:{n}"
         line_id = f"{chunk['name']}:{n}" if chunk["folder"] else n
         if isinstance(doc, Exception):
-            yield line_id, where, None, ("invalid_json", f"{where} is not valid JSON ({doc})")
+            yield n, line_id, where, None, ("invalid_json", f"{where} is not valid JSON ({doc})")
             continue
         if not isinstance(doc, dict):
-            yield line_id, where, None, ("not_an_object", f"{where} is a JSON {type(doc).__name__}, not an object")
+            yield n, line_id, where, None, ("not_an_object", f"{where} is a JSON {type(doc).__name__}, not an object")
             continue
         doc_id = doc.get(id_field)
-        if doc_id is None:
-            doc_id = line_id
-        elif isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
-            yield line_id, where, None, ("bad_id", f"{where}: field {id_field!r} must be a string or an integer, "
-                                                   f"got {doc_id!r}")
+        problem = None if doc_id is None else _id_problem(doc_id)
+        if problem:
+            yield n, line_id, where, None, ("bad_id", f"{where}: field {id_field!r} {problem}")
             continue
+        doc_id = line_id if doc_id is None else doc_id
         text = doc.get(text_field)
         if text is None:
-            yield doc_id, where, None, ("missing_field", f"{where} has no field {text_field!r}")
+            yield n, doc_id, where, None, ("missing_field", f"{where} has no field {text_field!r}")
         elif not isinstance(text, str):
-            yield doc_id, where, None, ("not_a_string", f"{where}: field {text_field!r} is a "
-                                                        f"{type(text).__name__}, not a string")
+            yield n, doc_id, where, None, ("not_a_string", f"{where}: field {text_field!r} is a "
+                                                           f"{type(text).__name__}, not a string")
         elif not text.strip():
-            yield doc_id, where, None, ("empty", f"{where}: field {text_field!r} is empty; nothing to summarize")
+            yield n, doc_id, where, None, ("empty", f"{where}: field {text_field!r} is empty; nothing to summarize")
+        elif (bad := _not_unicode(text)) is not None:
+            yield n, doc_id, where, None, ("bad_text", f"{where}: field {text_field!r} {bad}")
         else:
-            yield doc_id, where, text, None
+            yield n, doc_id, where, text, None
+
+
+def _id_problem(doc_id) -> str | None:
+    """Why an id field's value cannot be an id (None: it can). Ids keep their type: a string or an int64."""
+    if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
+        return f"must be a string or an integer, got {doc_id!r}"
+    if isinstance(doc_id, int) and not INT64[0] <= doc_id <= INT64[1]:
+        return f"is an integer outside the 64-bit range ({doc_id}); store such an id as a string"
+    return _not_unicode(doc_id) if isinstance(doc_id, str) else None
+
+
+def _not_unicode(text: str) -> str | None:
+    """Why a str is not Unicode text the tokenizer (and the UTF-8 output) can take: a lone surrogate, which JSON's
+    \\uXXXX escapes can spell; None when it is fine."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return (f"holds a lone surrogate {text[e.start]!r} at character {e.start}, which is not Unicode text "
+                "(a broken \\uXXXX escape?)")
+    return None
+
+
+def refuse_repeats(chunks: list[dict], text_field: str, id_field: str, one_id_type: bool) -> None:
+    """Read every record once, in input order, and mark in each chunk (chunk["refused"]: {line: (reason,
+    message)}) the good records that must not be summarized: an id that a good record before it already has
+    (the first in input order wins, whichever engine and batch order), and, when `one_id_type` (a Parquet
+    output: one column type), an id of another type than the first good record's."""
+    first: dict[str, str] = {}          # id key -> where of the first good record with it
+    kind = None                         # (type, id, where) of the first good record, for one_id_type
+    for chunk in chunks:
+        refused = {}
+        for n, doc_id, where, _, error in _chunk_records(chunk, text_field, id_field):
+            if error is not None:
+                continue
+            key = json.dumps(doc_id)
+            if key in first:
+                refused[str(n)] = ("duplicate_id", f"{where} repeats id {doc_id!r} of {first[key]}; only the first "
+                                                   "is kept")
+                continue
+            if one_id_type and kind is None:
+                kind = (type(doc_id), doc_id, where)
+            if one_id_type and type(doc_id) is not kind[0]:
+                refused[str(n)] = ("bad_id", f"{where}: id {doc_id!r} is a {_type_name(doc_id)}, but the job's first "
+                                             f"id ({kind[1]!r}, {kind[2]}) is a {_type_name(kind[1])} and a Parquet "
+                                             "output's id column holds one type; use one type for every id, or "
+                                             "write JSONL")
+                continue
+            first[key] = where
+        if refused:
+            chunk["refused"] = refused
+
+
+def _type_name(doc_id) -> str:
+    return "string" if isinstance(doc_id, str) else "integer"
 
 
 def _chunk_docs(chunk: dict, text_field: str, id_field: str) -> Iterator[tuple[int, object]]:
     """(line or row number, the parsed record or the parse error) per record of a chunk."""
     if chunk["format"] == "parquet":
-        pf = parquet_module().ParquetFile(chunk["path"])
+        import pyarrow as pa
+
+        pf = parquet_file(chunk["path"])
         columns = [c for c in dict.fromkeys((text_field, id_field)) if c in pf.schema_arrow.names]
-        rows = pf.read_row_group(chunk["row_group"], columns=columns).to_pylist()
+        try:
+            rows = pf.read_row_group(chunk["row_group"], columns=columns).to_pylist()
+        except (pa.ArrowException, OSError) as e:
+            raise ValueError(f"{chunk['path']}: row group {chunk['row_group']} is not readable: {e}") from None
         yield from enumerate(rows, chunk["first"])
         return
     with open(chunk["path"], "rb") as f:
@@ -129,7 +216,7 @@ def check_text_field(chunk: dict | None, text_field: str) -> None:
     if chunk is None:
         return
     if chunk["format"] == "parquet":
-        names = parquet_module().ParquetFile(chunk["path"]).schema_arrow.names
+        names = parquet_file(chunk["path"]).schema_arrow.names
         if text_field not in names:
             raise ValueError(f"{chunk['name']} has no column {text_field!r} (its columns: {', '.join(names)}); "
                              "set --text-field (text_field=)")

@@ -98,13 +98,31 @@ class Worker:
     def encode(self, docs: list[tuple], errors: list) -> list[list[int]]:
         """Token ids of (id, where, text) docs, by the pipeline's preprocess; over-long ones are truncated (as the
         pipeline truncates them) and reported in `errors`."""
-        encoded = self.pipe.preprocess([text for _, _, text in docs], truncation=True)
+        encoded = self._preprocess(docs, errors)
         limit = self.pipe.max_input_length
         for i, length in encoded.truncated.items():
             doc_id, where, _ = docs[i]
             errors.append(error_record(doc_id, where, "truncated", f"{where} is {length} tokens long; "
                                  f"summarized from its first {limit} tokens, the most the model takes"))
         return encoded.rows
+
+    def _preprocess(self, docs: list[tuple], errors: list):
+        """The pipeline's preprocess of the docs' texts. A text the tokenizer refuses fails alone: it is taken out
+        of `docs` and reported in `errors` (reason "bad_text", the tokenizer's message), and the rest encoded."""
+        try:
+            return self.pipe.preprocess([text for _, _, text in docs], truncation=True)
+        except Exception:   # noqa: BLE001 - which text? try each alone
+            pass
+        good = []
+        for doc in docs:
+            try:
+                self.pipe.preprocess([doc[2]], truncation=True)
+                good.append(doc)
+            except Exception as e:   # noqa: BLE001 - any refusal of the tokenizer is this record's error
+                errors.append(error_record(doc[0], doc[1], "bad_text", f"{doc[1]}: the tokenizer cannot take "
+                                           f"field {self.text_field!r} ({type(e).__name__}: {e})"))
+        docs[:] = good
+        return self.pipe.preprocess([text for _, _, text in docs], truncation=True)
 
     def generated(self, ids: list[int]) -> int:
         """Tokens generated after the decoder start token, up to and including the first EOS."""

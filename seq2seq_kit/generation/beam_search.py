@@ -43,7 +43,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from .config import GenerationConfig
-from .logits_process import apply
+from .logits_process import apply, draw
 
 NEG = -1.0e9                         # transformers' "very large negative" for beams and slots
 PROMPT_LEN = 1                       # the decoder start token
@@ -92,7 +92,7 @@ def _candidates(acc: torch.Tensor, n: int, do_sample: bool, generator) -> tuple[
     """Best n of acc [B, K*V] (or n sampled without replacement, sorted by score) -> (scores, flat indices) [B, n]."""
     if not do_sample:
         return torch.topk(acc, k=n)
-    idx = torch.multinomial(acc.softmax(dim=-1), num_samples=n, generator=generator)
+    idx = draw(acc, n, generator)
     scores, order = acc.gather(1, idx).sort(dim=-1, descending=True)
     return scores, idx.gather(-1, order)
 

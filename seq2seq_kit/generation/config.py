@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from numbers import Real
 from pathlib import Path
@@ -81,9 +82,9 @@ class GenerationConfig:
         path = Path(path)
         gen_file, config_file = path / "generation_config.json", path / "config.json"
         if gen_file.is_file():
-            return cls.from_dict(read_json_object(gen_file))
+            return check_types(cls.from_dict(read_json_object(gen_file)), gen_file)
         if config_file.is_file():
-            return cls.from_model_config(read_json_object(config_file))
+            return check_types(cls.from_model_config(read_json_object(config_file)), config_file)
         if model_config is not None:
             return cls.from_model_config(model_config if isinstance(model_config, dict) else model_config.to_dict())
         raise FileNotFoundError(f"{path} has neither generation_config.json nor config.json")
@@ -99,6 +100,42 @@ class GenerationConfig:
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         (out / "generation_config.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+INT_SETTINGS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "num_beams", "num_return_sequences",
+                "top_k", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bos_token_id", "pad_token_id",
+                "decoder_start_token_id", "forced_bos_token_id")
+BOOL_SETTINGS = ("do_sample", "remove_invalid_values", "renormalize_logits", "output_scores",
+                 "return_dict_in_generate")
+
+
+def check_types(cfg: GenerationConfig, source) -> GenerationConfig:
+    """A ValueError naming `source` (the file) and the key whose value has the wrong type; ranges are checked
+    when generate resolves the settings."""
+    def bad(name, what):
+        raise ValueError(f"{source}: {name!r} must be {what}, got {getattr(cfg, name)!r}")
+
+    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+    for name in INT_SETTINGS:
+        if getattr(cfg, name) is not None and not is_int(getattr(cfg, name)):
+            bad(name, "an integer")
+    for name in ("eos_token_id", "forced_eos_token_id"):
+        v = getattr(cfg, name)
+        if v is not None and not (is_int(v) or (isinstance(v, list) and all(map(is_int, v)))):
+            bad(name, "an integer or a list of integers")
+    for name in FLOAT_SETTINGS:
+        v = getattr(cfg, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, Real)):
+            bad(name, "a number")
+    for name in BOOL_SETTINGS:
+        if getattr(cfg, name) is not None and not isinstance(getattr(cfg, name), bool):
+            bad(name, "true or false")
+    if cfg.early_stopping not in (None, True, False, "never"):
+        bad("early_stopping", 'true, false or "never"')
+    if cfg.bad_words_ids is not None and not (isinstance(cfg.bad_words_ids, list) and all(
+            isinstance(w, list) and all(map(is_int, w)) for w in cfg.bad_words_ids)):
+        bad("bad_words_ids", "a list of lists of token ids")
+    return cfg
 
 
 # transformers' `GenerationConfig._get_default_generation_params` (the keys seq2seq_kit implements)
@@ -158,7 +195,43 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int,
     if cfg.min_new_tokens is not None:
         cfg.min_length = cfg.min_new_tokens + 1
     _validate(cfg, vocab_size, max_position_embeddings)
+    _check_bounds(cfg, vocab_size)
+    _warn_unfeasible_min_length(cfg, has_default_max_length)
     return cfg
+
+
+FLOAT_SETTINGS = ("length_penalty", "temperature", "top_p", "repetition_penalty")
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _check_bounds(cfg: GenerationConfig, vocab_size: int) -> None:
+    """Settings no search can honour: a non-finite float (inf, nan: torch would fail deep inside, or silently
+    rank every hypothesis alike), or more beams than the vocabulary has tokens (after the first step at most
+    vocab_size hypotheses differ; memory grows with each beam)."""
+    for name in FLOAT_SETTINGS:
+        value = getattr(cfg, name)
+        if isinstance(value, Real) and not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+            raise ValueError(f"`{name}` must be a finite number (within float32's range: scores are float32), "
+                             f"got {value!r}")
+    if cfg.num_beams > vocab_size:
+        raise ValueError(f"`num_beams` ({cfg.num_beams}) must be <= the vocabulary size ({vocab_size}): no more "
+                         "hypotheses can differ after the first step")
+
+
+def _warn_unfeasible_min_length(cfg: GenerationConfig, has_default_max_length: bool) -> None:
+    """transformers' `_validate_generated_length` warning: a minimum length above max_length is not an error,
+    generation stops at max_length."""
+    suffix = (" Generation will stop at the defined maximum length. You should decrease the minimum length and/or "
+              "increase the maximum length.")
+    if has_default_max_length:
+        suffix += f" Note that `max_length` is set to {cfg.max_length}, its default value."
+    if cfg.min_new_tokens is not None and cfg.min_new_tokens + 1 > cfg.max_length:
+        warnings.warn(f"Unfeasible length constraints: `min_new_tokens` ({cfg.min_new_tokens}), when added to the "
+                      f"prompt length (1), is larger than the maximum possible length ({cfg.max_length})." + suffix,
+                      UserWarning, stacklevel=4)
+    elif cfg.min_length > cfg.max_length:
+        warnings.warn(f"Unfeasible length constraints: `min_length` ({cfg.min_length}) is larger than the maximum "
+                      f"possible length ({cfg.max_length})." + suffix, UserWarning, stacklevel=4)
 
 
 def _check_int(name: str, value, low, high=math.inf, *, allow_none: bool = False, note: str = "") -> None:

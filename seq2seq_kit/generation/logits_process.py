@@ -244,3 +244,18 @@ def apply(processors: list, seq: torch.Tensor, cur_len, scores: torch.Tensor) ->
     for proc in processors:
         scores = proc(seq, cur_len, scores)
     return scores
+
+
+def draw(scores: torch.Tensor, num_samples: int, generator) -> torch.Tensor:
+    """torch.multinomial over softmax(scores [R, N]) -> indices [R, num_samples]. Probabilities that are not
+    finite (a temperature so small or large that the float32 scores overflow) are a ValueError naming the
+    setting, not torch's RuntimeError."""
+    try:
+        return torch.multinomial(scores.softmax(dim=-1), num_samples=num_samples, generator=generator)
+    except RuntimeError as e:
+        raise ValueError(f"sampling found no valid probabilities ({_first_line(e)}): the scores overflowed float32; "
+                         "`temperature` is probably too small or too large") from None
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [""])[0]

@@ -15,7 +15,7 @@ import torch
 
 from .config import GenerationConfig
 from .beam_search import host_length
-from .logits_process import apply
+from .logits_process import apply, draw
 
 
 class SampleSearch:
@@ -49,7 +49,7 @@ class SampleSearch:
         if self.step_scores is not None:
             self.step_scores.append(scores)
         if cfg.do_sample:
-            nxt = torch.multinomial(scores.softmax(dim=-1), num_samples=1, generator=self.generator).squeeze(1)
+            nxt = draw(scores, 1, self.generator).squeeze(1)
         else:
             nxt = torch.argmax(scores, dim=-1)                                        # [R]
         unfinished = self.unfinished & active

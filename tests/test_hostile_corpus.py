@@ -1,0 +1,181 @@
+"""Corpus jobs on hostile and messy input: a bad record never stops a job, a file no job of ours wrote is never
+overwritten, duplicate ids resolve in input order, the job's identity covers its input and weights, ids keep
+their type, and a failing file is named."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from helpers import GEN, by_id, make_docs, read_jsonl, write_jsonl
+from seq2seq_kit import pipeline, summarize_corpus
+from seq2seq_kit.corpus import output as output_module
+
+
+@pytest.fixture(scope="module")
+def tiny(checkpoint):
+    return checkpoint("tiny")
+
+
+@pytest.fixture(scope="module")
+def summary(tiny):
+    pipe = pipeline("summarization", model=str(tiny))
+    return lambda text: pipe(text, truncation=True, **GEN)[0]["summary_text"]
+
+
+def run(docs_path, out, model, **kwargs):
+    return summarize_corpus(docs_path, out, model=model, progress=False, **{"batch_size": 2, **GEN, **kwargs})
+
+
+def write_lines(path, lines):
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def errors_of(out) -> dict:
+    return {e["where"]: e for e in read_jsonl(out.with_name(out.name + ".errors.jsonl"))}
+
+
+def test_text_and_ids_the_tokenizer_cannot_take_are_bad_records(tmp_path, tiny):
+    """Valid JSON, not Unicode: a lone surrogate in a text or an id is that record's error, every re-run too."""
+    good = make_docs(3)
+    lines = [json.dumps(good[0]), '{"id": "s", "text": "abc \\ud800 def"}', '{"id": "\\udfff", "text": "fine"}',
+             json.dumps(good[1]), json.dumps({"id": 2**63, "text": "x"}), json.dumps({"id": -2**63 - 1, "text": "x"}),
+             json.dumps(good[2])]
+    path, out = write_lines(tmp_path / "docs.jsonl", lines), tmp_path / "out.jsonl"
+    for _ in range(2):
+        result = run(path, out, tiny)
+        assert result.failed == 4
+    assert set(by_id(read_jsonl(out))) == {"doc0", "doc1", "doc2"}
+    errors = errors_of(out)
+    assert errors["docs.jsonl:2"]["reason"] == "bad_text"
+    assert errors["docs.jsonl:2"]["message"] == ("docs.jsonl:2: field 'text' holds a lone surrogate '\\ud800' at "
+                                                 "character 4, which is not Unicode text (a broken \\uXXXX escape?)")
+    assert errors["docs.jsonl:3"]["reason"] == "bad_id" and errors["docs.jsonl:3"]["id"] == 3   # the line number
+    assert "outside the 64-bit range" in errors["docs.jsonl:5"]["message"]
+    assert errors["docs.jsonl:6"]["reason"] == "bad_id"
+
+
+def test_a_text_the_tokenizer_refuses_fails_alone(tmp_path, tiny, monkeypatch):
+    """Whatever the tokenizer refuses (here: a text it raises on) is that record's error, the rest summarized."""
+    from seq2seq_kit.pipeline import SummarizationPipeline
+
+    original = SummarizationPipeline.preprocess
+
+    def picky(self, texts, truncation=None):
+        if any("poison" in t for t in texts):
+            raise TypeError("TextEncodeInput must be Union[TextInputSequence, Tuple[InputSequence, InputSequence]]")
+        return original(self, texts, truncation)
+
+    monkeypatch.setattr(SummarizationPipeline, "preprocess", picky)
+    docs = make_docs(3) + [{"id": "p", "text": "poison pill"}]
+    path, out = write_jsonl(tmp_path / "docs.jsonl", docs), tmp_path / "out.jsonl"
+    result = run(path, out, tiny)
+    assert (result.written, result.failed) == (3, 1)
+    error = errors_of(out)["docs.jsonl:4"]
+    assert error["reason"] == "bad_text" and "TextEncodeInput" in error["message"]
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "notes.txt.errors.jsonl"])
+def test_a_file_no_job_wrote_is_refused_and_kept(tmp_path, tiny, name):
+    path = write_jsonl(tmp_path / "docs.jsonl", make_docs(2))
+    theirs = tmp_path / name
+    theirs.write_text("my notes, one line without a newline")
+    with pytest.raises(FileExistsError, match=rf"{name} exists and no notes.txt.meta.json says a corpus job wrote "
+                                              r"it.*--overwrite"):
+        run(path, tmp_path / "notes.txt", "no/such-model")     # refused before the model is looked up
+    assert theirs.read_text() == "my notes, one line without a newline"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["docs.jsonl", name])   # nothing else written
+    (tmp_path / "notes.txt.meta.json").write_text('{"counts": 3}')                   # not a job's meta file
+    with pytest.raises(ValueError, match=r"notes.txt.meta.json is not a corpus job's meta file"):
+        run(path, tmp_path / "notes.txt", tiny)
+    assert run(path, tmp_path / "notes.txt", tiny, overwrite=True).written == 2
+
+
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_duplicate_ids_first_in_input_order_wins(tmp_path, tiny, summary, batch_size):
+    """Length-sorted batches put the later, longer document first: the first in the input still wins, and the
+    message names the later line as the repeat (within a chunk: batch_size 8; across chunks: 1)."""
+    short, long = "the tower is tall", " ".join(make_docs(1)[0]["text"] for _ in range(3))
+    docs = [{"id": "x", "text": short}] + make_docs(3) + [{"id": "x", "text": long}, {"id": 5, "text": short}]
+    path, out = write_jsonl(tmp_path / "docs.jsonl", docs), tmp_path / "out.jsonl"
+    result = run(path, out, tiny, batch_size=batch_size)
+    assert (result.written, result.failed) == (5, 1)
+    assert by_id(read_jsonl(out))["x"]["summary_text"] == summary(short)
+    assert errors_of(out)["docs.jsonl:5"]["message"] == ("docs.jsonl:5 repeats id 'x' of docs.jsonl:1; only the "
+                                                         "first is kept")
+
+
+def test_the_job_identity_covers_input_and_weights(tmp_path, tiny):
+    model = shutil.copytree(tiny, tmp_path / "model")
+    a = write_jsonl(tmp_path / "a.jsonl", [{"text": d["text"]} for d in make_docs(2)])      # ids: line numbers
+    b = write_jsonl(tmp_path / "b.jsonl", [{"text": d["text"]} for d in make_docs(3, seed=1)])
+    out = tmp_path / "out.jsonl"
+    run(a, out, model)
+    with pytest.raises(ValueError, match=rf"written with input='{a}'; this run asks for input='{b}'"):
+        run(b, out, model)
+    tensors = load_file(model / "model.safetensors")                  # other weights of the same shapes
+    name = next(iter(tensors))
+    tensors[name] = tensors[name] + 1.0
+    save_file(tensors, model / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"written with model.safetensors='\d+:[0-9a-f]+'; this run asks for "
+                                         r"model.safetensors='\d+:[0-9a-f]+'"):
+        run(a, out, model)
+    meta = json.loads((tmp_path / "out.jsonl.meta.json").read_text())
+    assert set(meta["job"]["files"]) >= {"config.json", "model.safetensors", "vocab.json", "merges.txt"}
+
+
+def test_parquet_output_needs_pyarrow_before_any_work(tmp_path, monkeypatch):
+    path = write_jsonl(tmp_path / "docs.jsonl", make_docs(2))
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(ImportError, match="Parquet input and output need pyarrow"):
+        run(path, tmp_path / "out.parquet", "no/such-model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl"]
+
+
+def test_parquet_ids_keep_their_type(tmp_path, tiny):
+    pq = pytest.importorskip("pyarrow.parquet")
+    docs = [{"id": 7, "text": "the tower is tall"}, {"id": "7", "text": "the base is square"},
+            {"id": 8, "text": "the club finished second"}, {"id": 2**64, "text": "x"}]
+    path, out = write_jsonl(tmp_path / "docs.jsonl", docs), tmp_path / "out.parquet"
+    for _ in range(2):   # a re-run reads the ids back with their type: nothing written twice
+        result = run(path, out, tiny)
+        assert result.failed == 2
+    assert pq.read_table(out).column("id").to_pylist() == [7, 8]
+    errors = errors_of(out)
+    assert errors["docs.jsonl:2"]["message"] == (
+        "docs.jsonl:2: id '7' is a string, but the job's first id (7, docs.jsonl:1) is a integer and a Parquet "
+        "output's id column holds one type; use one type for every id, or write JSONL")
+    assert errors["docs.jsonl:4"]["reason"] == "bad_id"
+
+
+def test_a_corrupt_parquet_input_is_named(tmp_path):
+    bad = tmp_path / "docs.parquet"
+    bad.write_bytes(b"PAR1 this is not really parquet")
+    with pytest.raises(ValueError, match=r"docs.parquet is not a readable Parquet file"):
+        run(bad, tmp_path / "out.jsonl", "no/such-model")
+
+
+def test_a_full_disk_names_the_file(tmp_path, tiny, monkeypatch):
+    path, out = write_jsonl(tmp_path / "docs.jsonl", make_docs(2)), tmp_path / "out.jsonl"
+
+    class FullDisk:   # the output module's os, whose write finds no space
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        def write(self, fd, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(output_module, "os", FullDisk())
+    with pytest.raises(OSError, match=rf"cannot write {out}: No space left on device"):
+        run(path, out, tiny)
+    monkeypatch.undo()
+    assert run(path, out, tiny).written == 2      # the next run, with room, finishes the job

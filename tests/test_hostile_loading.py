@@ -1,0 +1,122 @@
+"""Loading hostile checkpoints: bounded work for a crafted config.json, every file contained in its checkpoint
+directory or the Hub cache, and every malformed file named with its problem."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import huggingface_hub
+import pytest
+
+from hub_cache import write_cache
+from seq2seq_kit import BartForConditionalGeneration, Tokenizer
+from seq2seq_kit.generation import GenerationConfig
+from seq2seq_kit.hub import HubError, resolve
+
+
+@pytest.fixture(scope="module")
+def tiny(checkpoint):
+    return checkpoint("tiny")
+
+
+def copy(tiny, tmp_path, name="ckpt"):
+    return shutil.copytree(tiny, tmp_path / name)
+
+
+def edit_json(path, **changes):
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("changes", [dict(encoder_layers=10**9), dict(decoder_layers=10**6, d_model=4096,
+                                                                        encoder_attention_heads=16,
+                                                                        decoder_attention_heads=16),
+                                     dict(vocab_size=10**12)])
+def test_a_crafted_config_is_refused_before_building(tiny, tmp_path, changes):
+    path = copy(tiny, tmp_path)
+    edit_json(path / "config.json", **changes)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"config.json describes a network of at least [\d,]+ parameters .* but the "
+                                         r"weights \(model.safetensors\) hold [\d,]+: config.json does not belong"):
+        BartForConditionalGeneration.from_pretrained(path)
+    assert time.perf_counter() - start < 60     # bounded: nothing was built (a guard, not a timing test)
+
+
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/etc/passwd", "sub/../../x.safetensors"])
+def test_a_shard_index_naming_files_outside_is_refused(tiny, tmp_path, shard):
+    path = copy(tiny, tmp_path)
+    shutil.copy(path / "model.safetensors", tmp_path / "outside.safetensors")
+    (path / "model.safetensors").unlink()
+    (path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"shared.weight": shard}}))
+    with pytest.raises(ValueError, match=r"model.safetensors.index.json names shard files outside .*ckpt: "):
+        BartForConditionalGeneration.from_pretrained(path)
+
+
+@pytest.mark.parametrize("revision", ["../../../elsewhere", "../refs/main", "/abs", "main/../../x", "a\\b",
+                                      "with space", "main\n"])
+def test_revisions_that_leave_the_cache_are_refused(tmp_path, monkeypatch, revision):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    write_cache(tmp_path / "cache", "org/tiny-bart", {"main": {"config.json": b'{"model_type": "bart"}'}})
+    (tmp_path / "elsewhere").write_text("0" * 40)     # what a ../ revision would read as a commit
+    with pytest.raises(ValueError, match="is not a branch, tag, commit hash or 'refs/pr/N'"):
+        resolve("org/tiny-bart", revision=revision, cache_dir=tmp_path / "cache")
+
+
+def test_a_ref_file_that_is_not_a_commit_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    write_cache(tmp_path, "org/tiny-bart", {"main": {"config.json": b'{"model_type": "bart"}'}})
+    ref = tmp_path / "models--org--tiny-bart" / "refs" / "main"
+    ref.write_text("../../../../elsewhere")
+    with pytest.raises(HubError, match=r"refs/main should hold a commit hash"):
+        resolve("org/tiny-bart", cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("content,message", [
+    ({"num_beams": "four"}, r"generation_config.json: 'num_beams' must be an integer, got 'four'"),
+    ({"eos_token_id": [2, "x"]}, r"'eos_token_id' must be an integer or a list of integers"),
+    ({"length_penalty": "long"}, r"'length_penalty' must be a number"),
+    ({"do_sample": "yes"}, r"'do_sample' must be true or false"),
+    ({"bad_words_ids": [1, 2]}, r"'bad_words_ids' must be a list of lists"),
+])
+def test_malformed_generation_config_names_file_and_key(tmp_path, content, message):
+    (tmp_path / "generation_config.json").write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=message):
+        GenerationConfig.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("content,message", [
+    ('{"model_max_length": "big"}', r"model_max_length='big': it must be an integer"),
+    ('{"pad_token": 5}', r"tokenizer_config.json is malformed: "),
+    ('{"padding_side": ', r"tokenizer_config.json is not valid JSON"),
+])
+def test_malformed_tokenizer_config_names_the_file(fixtures_dir, tmp_path, content, message):
+    path = shutil.copytree(fixtures_dir / "kobart-tokenizer", tmp_path / "tok")
+    (path / "tokenizer_config.json").write_text(content)
+    with pytest.raises(ValueError, match=message):
+        Tokenizer.from_pretrained(path)
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.99])
+def test_truncated_tokenizer_json_names_the_file(fixtures_dir, tmp_path, cut):
+    path = shutil.copytree(fixtures_dir / "kobart-tokenizer", tmp_path / "tok")
+    data = (path / "tokenizer.json").read_bytes()
+    (path / "tokenizer.json").write_bytes(data[:int(len(data) * cut)])
+    with pytest.raises(ValueError, match=r"tokenizer.json is not valid JSON"):
+        Tokenizer.from_pretrained(path)
+
+
+def test_a_tokenizer_json_that_is_not_a_tokenizer_names_the_file(tmp_path):
+    (tmp_path / "tokenizer.json").write_text('{"model": {"type": "Nonsense"}}')
+    with pytest.raises(ValueError, match=r"tokenizer.json is malformed: "):
+        Tokenizer.from_pretrained(tmp_path)
+
+
+def test_malformed_generation_keys_of_config_json_name_the_file(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bart", "num_beams": "four"}))
+    with pytest.raises(ValueError, match=r"config.json: 'num_beams' must be an integer, got 'four'"):
+        GenerationConfig.from_pretrained(tmp_path)
