@@ -21,7 +21,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from .families import MODEL_TYPES
+from .families import FAMILIES, MODEL_TYPES
 from .jsonfile import read_json
 
 try:  # the HTTP client huggingface_hub is built on: httpx2 (2.x) or httpx (1.x)
@@ -204,8 +204,8 @@ def _check_bart(config, where: str) -> None:
     if model_type not in MODEL_TYPES:
         raise ValueError(
             f"{where} is not a BART-family checkpoint: config.json has model_type {model_type!r}; "
-            f"seq2seq_kit runs model_type {' or '.join(map(repr, MODEL_TYPES))} "
-            "(BART, distilBART, KoBART, mBART)")
+            f"seq2seq_kit runs model_type {', '.join(map(repr, MODEL_TYPES))} "
+            f"({', '.join(f.name for f in FAMILIES.values())})")
 
 
 def _first_line(e: Exception) -> str:
