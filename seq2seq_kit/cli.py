@@ -346,7 +346,7 @@ def _checkpoint_info(args) -> dict:
     c = model.config
     weights = weight_files(root)   # the files the model was loaded from
     info = {
-        "model": str(args.model), "path": str(root), "model_type": c.model_type,
+        "model": str(args.model), "path": str(root), "model_type": c.model_type, "family": c.family.name,
         "config": {k: getattr(c, k) for k in (
             "vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
             "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings",
@@ -368,7 +368,7 @@ def _checkpoint_info(args) -> dict:
 
 def _print_checkpoint_info(info: dict) -> None:
     print(f"{info['model']}  ({info['path']})")
-    print(f"model_type   {info['model_type']}")
+    print(f"model_type   {info['model_type']} ({info['family']})")
     print("config       " + ", ".join(f"{k}={v}" for k, v in info["config"].items()))
     print("tokens       " + ", ".join(f"{k}={v}" for k, v in info["special_tokens"].items()))
     print(f"parameters   {info['parameters']:,} ({info['parameters'] / 1e6:.1f}M)")
