@@ -5,9 +5,10 @@ from .config import BartConfig
 from .modeling import AutoModelForSeq2SeqLM, BartForConditionalGeneration
 from .engine import Engine, EngineClosed, EngineFull
 from .tokenizer import Tokenizer
+from .family_tokenizers import AutoTokenizer
 from .pipeline import pipeline
 from .corpus import summarize_corpus
 
-__all__ = ["AutoModelForSeq2SeqLM", "BartConfig", "BartForConditionalGeneration", "Engine", "EngineClosed",
+__all__ = ["AutoModelForSeq2SeqLM", "AutoTokenizer", "BartConfig", "BartForConditionalGeneration", "Engine", "EngineClosed",
            "EngineFull", "Tokenizer", "pipeline", "summarize_corpus"]
 __version__ = "0.1.0"

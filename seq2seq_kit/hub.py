@@ -150,7 +150,7 @@ def _small_files(files: list[str], purpose: str) -> list[str]:
         weights = _weight_format(files)
         wanted += [weights] if weights and weights.endswith(".index.json") else []
     if purpose in ("tokenizer", "all"):
-        wanted += [f for f in files if f in TOKENIZER_FILES or ("/" not in f and f.endswith(".model"))]
+        wanted += [f for f in files if f in TOKENIZER_FILES or ("/" not in f and f.endswith((".model", ".spm")))]
     return [f for f in dict.fromkeys(wanted) if f in files]
 
 
@@ -196,7 +196,7 @@ def _check_snapshot(folder: Path, files: list[str], where: str, hint: str = "") 
 
 def _has_tokenizer(files: list[str]) -> bool:
     return ("tokenizer.json" in files or {"vocab.json", "merges.txt"} <= set(files)
-            or any("/" not in f and f.endswith(".model") for f in files))
+            or any("/" not in f and f.endswith((".model", ".spm")) for f in files))
 
 
 def _check_bart(config, where: str) -> None:

@@ -24,6 +24,8 @@ FORBIDDEN = {
             "server", "parity", "tokenizer"],
     "tokenizer": ["models", "generation", "modeling", "loading", "pipeline", "corpus", "cli", "engine", "server",
                   "parity"],
+    "family_tokenizers": ["models", "generation", "modeling", "loading", "pipeline", "corpus", "cli", "engine",
+                          "server", "parity"],
     "loading": ["generation", "pipeline", "corpus", "cli", "engine", "server", "parity", "tokenizer"],
     "engine": ["pipeline", "corpus", "cli", "server", "parity", "hub", "loading", "tokenizer"],
     "pipeline": ["corpus", "cli", "server", "parity"],
