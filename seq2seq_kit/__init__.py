@@ -6,7 +6,7 @@ from .modeling import AutoModelForSeq2SeqLM, BartForConditionalGeneration
 from .engine import Engine, EngineClosed, EngineFull
 from .tokenizer import Tokenizer
 from .family_tokenizers import AutoTokenizer
-from .pipeline import pipeline
+from .translation import pipeline
 from .corpus import summarize_corpus
 
 __all__ = ["AutoModelForSeq2SeqLM", "AutoTokenizer", "BartConfig", "BartForConditionalGeneration", "Engine", "EngineClosed",

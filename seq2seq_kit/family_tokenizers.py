@@ -31,7 +31,7 @@ from tokenizers import Tokenizer as Backend
 
 from . import hub
 from .jsonfile import read_json
-from .tokenizer import Tokenizer
+from .tokenizer import FILES, Tokenizer
 
 SPIECE_UNDERLINE = "\u2581"
 DEFAULT_SOURCE = {"M2M100Tokenizer": "en", "NllbTokenizer": "eng_Latn", "MBart50Tokenizer": "en_XX"}
@@ -60,7 +60,11 @@ class AutoTokenizer:
     def from_pretrained(path, src_lang: str | None = None, tgt_lang: str | None = None, **hub_kwargs) -> Tokenizer:
         """A directory or Hub id -> a Tokenizer, or a TranslationTokenizer for Marian, M2M100, NLLB and mBART-50
         checkpoints (src_lang / tgt_lang as transformers' tokenizers take them: "en", "eng_Latn", "en_XX")."""
-        root = hub.resolve(path, purpose="tokenizer", **hub_kwargs)
+        try:
+            root = hub.resolve(path, purpose="tokenizer", **hub_kwargs)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e} (a tokenizer directory holds {FILES}, or a Marian / M2M100 / mBART-50 "
+                                    "SentencePiece model)") from e
         config = _tokenizer_config(root)
         kind = tokenizer_kind(root, config)
         if kind is None:

@@ -29,6 +29,7 @@ FORBIDDEN = {
     "loading": ["generation", "pipeline", "corpus", "cli", "engine", "server", "parity", "tokenizer"],
     "engine": ["pipeline", "corpus", "cli", "server", "parity", "hub", "loading", "tokenizer"],
     "pipeline": ["corpus", "cli", "server", "parity"],
+    "translation": ["corpus", "cli", "server", "parity"],
     "corpus": ["cli", "server", "parity"],
     "server": ["cli", "corpus", "parity"],
     "parity": ["cli", "corpus", "server"],
