@@ -175,3 +175,48 @@ def test_config_defaults_are_the_family_config_classes(model_type, defaults):
         assert getattr(ours, key) == value == getattr(theirs, key, None)
     assert ours.vocab_size == theirs.vocab_size
 
+
+
+@pytest.mark.parametrize("name", ["marian", "m2m100"])
+def test_fixed_shape_step_matches_eager_step(pair, name):
+    """The CUDA graph's cache (device-side positions) gives the eager step's logits, pad tokens included (M2M100
+    embeds them without a position)."""
+    _, ours, config = pair(name)
+    ids, mask = batch(config)
+    enc = ours.encode(ids, mask)
+    eager = ours.new_cache(enc, mask, 2, max_length=6)
+    fixed = ours.new_cache(enc, mask, 2, max_length=6, fixed_shape=True)
+    tokens = torch.randint(4, config["vocab_size"], (eager.num_rows, 6), generator=torch.Generator().manual_seed(1))
+    tokens[1, 2] = tokens[4, 3] = config["pad_token_id"]
+    for t in range(6):
+        torch.testing.assert_close(ours.decode_step(tokens[:, t], fixed), ours.decode_step(tokens[:, t], eager),
+                                   atol=1e-5, rtol=0, msg=f"step {t}")
+
+
+@pytest.mark.parametrize("name", ["marian", "m2m100"])
+def test_graph_bookkeeping_on_cpu(pair, name, monkeypatch):
+    """generate(cuda_graph=True) through the graph's code path (replayed eagerly on the CPU) = eager generate."""
+    import importlib
+
+    from seq2seq_kit.models import bart
+    from test_cuda_graph import EagerReplay
+
+    generate_module = importlib.import_module("seq2seq_kit.generation.generate")
+    _, ours, config = pair(name)
+    monkeypatch.setattr(bart, "GraphedStep", EagerReplay)
+    monkeypatch.setattr(generate_module, "use_cuda_graph", lambda cuda_graph, device: bool(cuda_graph))
+    ids, mask = batch(config)
+    for kwargs in (dict(max_new_tokens=10), dict(num_beams=4, max_new_tokens=10)):
+        assert torch.equal(ours.generate(ids, mask, cuda_graph=True, **kwargs),
+                           ours.generate(ids, mask, cuda_graph=False, **kwargs))
+    ours.graphed_step = None
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["marian", "pegasus", "m2m100"])
+def test_graphed_generate_matches_eager_on_cuda(checkpoint, name):
+    model = AutoModelForSeq2SeqLM.from_pretrained(checkpoint(name), device="cuda")
+    ids, mask = (t.cuda() for t in batch(SPECS[name].config, left=name == "m2m100"))
+    for kwargs in (dict(max_new_tokens=12), dict(num_beams=4, max_new_tokens=12)):
+        assert torch.equal(model.generate(ids, mask, cuda_graph=True, **kwargs),
+                           model.generate(ids, mask, cuda_graph=False, **kwargs))
