@@ -220,3 +220,17 @@ def test_graphed_generate_matches_eager_on_cuda(checkpoint, name):
     for kwargs in (dict(max_new_tokens=12), dict(num_beams=4, max_new_tokens=12)):
         assert torch.equal(model.generate(ids, mask, cuda_graph=True, **kwargs),
                            model.generate(ids, mask, cuda_graph=False, **kwargs))
+
+
+@pytest.mark.parametrize("name, family", [("m2m100", "M2M100 / NLLB"), ("marian", "Marian")])
+def test_inspect_names_the_family(capsys, checkpoint, pair, name, family):
+    from seq2seq_kit.cli import main
+
+    assert main(["inspect", str(checkpoint(name)), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    # transformers counts Marian's fixed position tables as (frozen) parameters; they are computed buffers here
+    hf = pair(name)[0]
+    assert info["family"] == family
+    assert info["parameters"] == sum(p.numel() for n, p in hf.named_parameters() if "embed_positions" not in n)
+    assert main(["inspect", str(checkpoint(name))]) == 0
+    assert f"({family})" in capsys.readouterr().out
