@@ -259,8 +259,9 @@ def shift_tokens_right(ids: torch.Tensor, config: BartConfig) -> torch.Tensor:
 
 
 class BartNetwork(nn.Module):
-    """The BART-family network with its LM head (switches for every family: seq2seq_kit/families.py). seq2seq_kit.BartForConditionalGeneration adds checkpoints and
-    generate; build this one directly for a randomly initialised network."""
+    """The BART-family network with its LM head (each family's switches: seq2seq_kit/families.py).
+    seq2seq_kit.BartForConditionalGeneration adds checkpoints and generate; build this one directly for a randomly
+    initialised network."""
 
     def __init__(self, config: BartConfig):
         super().__init__()
