@@ -65,10 +65,10 @@ class TorchEngine:
         self.extra = {"cuda_graph": False} if name == "seq2seq_kit-eager" else {}
         torch_dtype = getattr(torch, dtype)
         if name.startswith("seq2seq_kit"):
-            from seq2seq_kit import BartForConditionalGeneration
+            from seq2seq_kit import AutoModelForSeq2SeqLM
             import seq2seq_kit
 
-            self.model = BartForConditionalGeneration.from_pretrained(path, dtype=torch_dtype, device=device)
+            self.model = AutoModelForSeq2SeqLM.from_pretrained(path, dtype=torch_dtype, device=device)
             if name == "seq2seq_kit-int8":
                 self.model.quantize_int8()
             self.encoder = self.model.encode
@@ -77,7 +77,7 @@ class TorchEngine:
             import transformers
 
             # eager PyTorch with the library's default attention implementation (sdpa in 5.x)
-            self.model = transformers.BartForConditionalGeneration.from_pretrained(path, dtype=torch_dtype)
+            self.model = transformers.AutoModelForSeq2SeqLM.from_pretrained(path, dtype=torch_dtype)
             self.model.to(device)
             encoder = self.model.get_encoder()
             self.encoder = lambda ids, mask: encoder(input_ids=ids, attention_mask=mask).last_hidden_state

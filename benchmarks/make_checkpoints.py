@@ -3,13 +3,17 @@
     python benchmarks/make_checkpoints.py            # builds what is missing under benchmarks/.cache/
     python benchmarks/make_checkpoints.py --force    # rebuilds
 
-Two shapes, the ones the notebook runs:
+Three shapes: the two the notebook runs, and CTranslate2's own published translation benchmark model:
   distilbart  sshleifer/distilbart-cnn-12-6: d_model 1024, 12 encoder / 6 decoder layers, 16 heads,
               ffn 4096, vocab 50264; its config.json carries the notebook's generation settings.
   kobart      EbanLee/kobart-summary-v3: d_model 768, 6 + 6 layers, 16 heads, ffn 3072, vocab 30000.
               The real checkpoint leaves generation at the library defaults (greedy, max_length 20),
               useless for timing, so this one gets distilbart's summarization settings in
               generation_config.json.
+  opus-mt-en-de  Helsinki-NLP/opus-mt-en-de (Marian base): d_model 512, 6 + 6 layers, 8 heads, ffn 2048,
+              vocab 58101, sinusoidal positions, beam 4 (its config.json's settings). Its tokenizer is
+              SentencePiece, which no fixture ships: the checkpoint gets the BART tokenizer files, whose ids
+              (< 50265) are valid Marian ids; the timing does not depend on what the ids mean.
 
 Weights: transformers' default init, then every matrix redrawn from N(0, std) with a std per kind.
 With one std everywhere a random post-LN decoder collapses: attention averages the rows, the
@@ -80,6 +84,25 @@ MODELS = {
     ),
 }
 
+MODELS["opus-mt-en-de"] = dict(
+    tokenizer="bart-tokenizer",
+    architecture="marian",
+    config=dict(
+        vocab_size=58101, d_model=512, encoder_layers=6, decoder_layers=6,
+        encoder_attention_heads=8, decoder_attention_heads=8,
+        encoder_ffn_dim=2048, decoder_ffn_dim=2048, max_position_embeddings=512,
+        pad_token_id=58100, eos_token_id=0, decoder_start_token_id=58100, forced_eos_token_id=0,
+        activation_function="swish", scale_embedding=True,
+    ),
+    config_json_extra=dict(   # opus-mt-en-de's config.json keys; max_length 128, not its 512: random weights never end
+        bad_words_ids=[[58100]], num_beams=4, max_length=128, normalize_before=False, add_final_layer_norm=False,
+        normalize_embedding=False, static_position_embeddings=True, add_bias_logits=False,
+    ),
+    generation_config=None,
+    seed=2,
+)
+ARCHITECTURES = {"bart": ("BartConfig", "BartForConditionalGeneration"), "marian": ("MarianConfig", "MarianMTModel")}
+
 STD_ATTENTION = 0.01
 STD_FFN = 0.05
 STD_EMBEDDING = 0.05
@@ -94,8 +117,8 @@ def _init(model: torch.nn.Module, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if p.dim() < 2:
-                continue  # layer norms (1, 0) and biases (0) keep transformers' init
+            if p.dim() < 2 or not p.requires_grad:
+                continue  # layer norms (1, 0), biases (0) and fixed sinusoidal positions keep transformers' init
             if "embed" in name or "shared" in name:
                 std = STD_EMBEDDING
             elif "attn" in name:
@@ -110,7 +133,8 @@ def build(name: str, out: Path) -> Path:
     import transformers
 
     spec = MODELS[name]
-    model = transformers.BartForConditionalGeneration(transformers.BartConfig(**spec["config"]))
+    config_cls, model_cls = (getattr(transformers, n) for n in ARCHITECTURES[spec.get("architecture", "bart")])
+    model = model_cls(config_cls(**spec["config"]))
     _init(model, spec["seed"])
     model.eval()
     tmp = out.with_name(out.name + ".tmp")
@@ -151,7 +175,7 @@ def check(name: str) -> None:
 
     out = ensure(name)
     tok = transformers.AutoTokenizer.from_pretrained(out)
-    model = transformers.BartForConditionalGeneration.from_pretrained(out).eval()
+    model = transformers.AutoModelForSeq2SeqLM.from_pretrained(out).eval()
     docs = documents(name)[:2]
     enc = tok(docs, return_tensors="pt", truncation=True, max_length=512, padding=True)
     for beams in (1, 4):

@@ -1,12 +1,14 @@
-"""seq2seq_kit: BART-family summarization from Hugging Face checkpoints, without transformers."""
+"""seq2seq_kit: BART-family summarization and translation (BART, mBART, Pegasus, Marian, M2M100, NLLB) from Hugging
+Face checkpoints, without transformers."""
 
 from .config import BartConfig
-from .modeling import BartForConditionalGeneration
+from .modeling import AutoModelForSeq2SeqLM, BartForConditionalGeneration
 from .engine import Engine, EngineClosed, EngineFull
 from .tokenizer import Tokenizer
-from .pipeline import pipeline
+from .family_tokenizers import AutoTokenizer
+from .translation import pipeline
 from .corpus import summarize_corpus
 
-__all__ = ["BartConfig", "BartForConditionalGeneration", "Engine", "EngineClosed", "EngineFull", "Tokenizer", "pipeline",
-           "summarize_corpus"]
+__all__ = ["AutoModelForSeq2SeqLM", "AutoTokenizer", "BartConfig", "BartForConditionalGeneration", "Engine", "EngineClosed",
+           "EngineFull", "Tokenizer", "pipeline", "summarize_corpus"]
 __version__ = "0.1.0"

@@ -1,6 +1,7 @@
-"""The `seq2seq-kit` command line: summarize, tokenize, inspect, demo, parity, serve. It parses the arguments, calls the
-library (pipeline, corpus, tokenizer, hub, parity) and prints what it returns; the library's log records are
-shown as "seq2seq-kit: ..." lines on stderr. (The benchmark is `python benchmarks/bench.py` in a source checkout.)
+"""The `seq2seq-kit` command line: summarize, translate, tokenize, inspect, demo, parity, serve. It parses the
+arguments, calls the library (pipeline, corpus, tokenizer, hub, parity, server) and prints what it returns; the
+library's log records are shown as "seq2seq-kit: ..." lines on stderr. (The benchmark is
+`python benchmarks/bench.py` in a source checkout.)
 
 Exit codes: 0 success, 2 usage error, 1 runtime error (a one-line message; --debug shows the traceback),
 3 a `summarize --input` job that finished with failed records (see its OUTPUT.errors.jsonl).
@@ -105,10 +106,12 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="seq2seq-kit", parents=[common],
-        description="BART-family summarization (BART, distilBART, KoBART, mBART) without transformers.")
+        description="BART-family summarization and translation (BART, mBART, Pegasus, Marian, M2M100, NLLB) "
+                    "without transformers.")
     parser.add_argument("--version", action="version", version=f"seq2seq-kit {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_summarize(sub, [common, model])
+    _add_translate(sub, [common, model])
     _add_tokenize(sub, [common, hub])
     _add_inspect(sub, [common, hub])
     _add_demo(sub, [common])
@@ -159,6 +162,31 @@ def _add_summarize(sub, parents: list) -> None:
                         f"(default: {DEFAULT_BATCH_SIZE})")
     p.add_argument("--json", action="store_true", help="print JSON instead of plain text")
     p.set_defaults(run=_summarize, parser=p)
+
+
+def _add_translate(sub, parents: list) -> None:
+    p = sub.add_parser("translate", parents=parents, help="translate a text or stdin (Marian, M2M100, NLLB, mBART-50)",
+                       description="Translate TEXT or stdin (-) with a translation checkpoint.")
+    p.add_argument("text", metavar="TEXT", help="the text to translate, or - to read stdin")
+    p.add_argument("--model", required=True, help="Hub id or local checkpoint directory")
+    p.add_argument("--src-lang", help="source language code as the tokenizer takes it (en, eng_Latn, en_XX)")
+    p.add_argument("--tgt-lang", help="target language code (fr, fra_Latn, fr_XX; a multi-target Marian model's fra)")
+    p.add_argument("--num-beams", type=_positive, help="beam width (default: the checkpoint's)")
+    p.add_argument("--max-new-tokens", type=_positive, help="maximum translation length in tokens")
+    p.add_argument("--json", action="store_true", help="print JSON instead of plain text")
+    p.set_defaults(run=_translate, parser=p)
+
+
+def _translate(args) -> int:
+    from .translation import pipeline
+
+    kwargs = {k: v for k, v in (("num_beams", args.num_beams), ("max_new_tokens", args.max_new_tokens))
+              if v is not None}
+    pipe = pipeline("translation", model=args.model, device=_device(args.device), dtype=args.dtype,
+                    src_lang=args.src_lang, tgt_lang=args.tgt_lang, **_hub_kwargs(args))
+    text = pipe(_read_text(args), **kwargs)[0]["translation_text"]
+    print(json.dumps({"translation_text": text}, ensure_ascii=False) if args.json else text)
+    return 0
 
 
 def _add_tokenize(sub, parents: list) -> None:
@@ -511,7 +539,7 @@ def _checkpoint_info(args) -> dict:
     c = model.config
     weights = weight_files(root)   # the files the model was loaded from
     info = {
-        "model": str(args.model), "path": str(root), "model_type": c.model_type,
+        "model": str(args.model), "path": str(root), "model_type": c.model_type, "family": c.family.name,
         "config": {k: getattr(c, k) for k in (
             "vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
             "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings",
@@ -533,7 +561,7 @@ def _checkpoint_info(args) -> dict:
 
 def _print_checkpoint_info(info: dict) -> None:
     print(f"{info['model']}  ({info['path']})")
-    print(f"model_type   {info['model_type']}")
+    print(f"model_type   {info['model_type']} ({info['family']})")
     print("config       " + ", ".join(f"{k}={v}" for k, v in info["config"].items()))
     print("tokens       " + ", ".join(f"{k}={v}" for k, v in info["special_tokens"].items()))
     print(f"parameters   {info['parameters']:,} ({info['parameters'] / 1e6:.1f}M)")

@@ -1,8 +1,8 @@
 """BartConfig: the shape of a BART-family model, read from a checkpoint's config.json.
 
-Field names and defaults are transformers 5.24's `BartConfig` / `MBartConfig`. `model_type` decides the
-layer-norm order as in transformers: "bart" is post-LN, "mbart" is pre-LN with a final layer norm after
-the encoder and after the decoder. Every other key of config.json (generation settings, id2label,
+Field names and defaults are transformers 5.24's `BartConfig`, with the defaults of the family's own config class
+(`MBartConfig`, `MarianConfig`, ...) where they differ. `model_type` picks the family, and with it the network's
+switches (seq2seq_kit/families.py: positions, layer-norm placement, ...). Every other key of config.json (generation settings, id2label,
 task_specific_params, fairseq-era keys, ...) is kept verbatim in `extra` and written back by `to_dict`.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from . import hub
-from .families import MODEL_TYPES
+from .families import FAMILIES, MODEL_TYPES, Family
 from .jsonfile import read_json_object
 from .models.activations import ACTIVATIONS
 
@@ -26,12 +26,16 @@ TOKEN_FIELDS = ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_t
                 "forced_bos_token_id", "forced_eos_token_id")
 
 
-def _legacy_expectations(pre_ln: bool) -> dict:
+def _legacy_expectations(family: Family) -> dict:
     """Fairseq-era keys transformers 5 ignores, with the value the architecture implies. A checkpoint that says
-    otherwise was trained with a different network than `model_type` builds, so loading it would be wrong."""
-    return {"normalize_before": pre_ln, "add_final_layer_norm": pre_ln, "normalize_embedding": True,
-            "static_position_embeddings": False, "add_bias_logits": False, "extra_pos_embeddings": 2,
-            "do_blenderbot_90_layernorm": False}
+    otherwise was trained with a different network than `model_type` builds, so loading it would be wrong.
+    (Marian and Pegasus configs carry extra_pos_embeddings / add_bias_logits with other meanings: not checked.)"""
+    implied = {"normalize_before": family.pre_layer_norm, "add_final_layer_norm": family.pre_layer_norm,
+               "normalize_embedding": family.embedding_layer_norm,
+               "static_position_embeddings": family.positions != "learned"}
+    if family.positions == "learned":
+        implied.update(add_bias_logits=False, extra_pos_embeddings=2, do_blenderbot_90_layernorm=False)
+    return implied
 
 
 @dataclass
@@ -62,14 +66,19 @@ class BartConfig:
         self.validate()
 
     @property
+    def family(self) -> Family:
+        """The model family `model_type` names, with the network's switches (seq2seq_kit/families.py)."""
+        return FAMILIES[self.model_type]
+
+    @property
     def pre_layer_norm(self) -> bool:
-        """mBART: layer norm before each sublayer, plus final encoder/decoder layer norms."""
-        return self.model_type == "mbart"
+        """mBART, Pegasus, M2M100: layer norm before each sublayer, plus final encoder/decoder layer norms."""
+        return self.family.pre_layer_norm
 
     def validate(self) -> None:
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"unsupported architecture: config.json has model_type={self.model_type!r}; "
-                             f"seq2seq_kit runs {' and '.join(MODEL_TYPES)} checkpoints only")
+                             f"seq2seq_kit runs {', '.join(MODEL_TYPES)} checkpoints only")
         for name in SIZE_FIELDS:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -92,12 +101,24 @@ class BartConfig:
                                           or not 0 <= token < self.vocab_size):
                     raise ValueError(f"config key {name!r} is {value!r}; token ids must be integers in "
                                      f"[0, vocab_size={self.vocab_size})")
-        for name, implied in _legacy_expectations(self.pre_layer_norm).items():
+        self._validate_family()
+        for name, implied in _legacy_expectations(self.family).items():
             if name in self.extra and self.extra[name] is not None and self.extra[name] != implied:
                 raise ValueError(
                     f"config key {name!r} is {self.extra[name]!r}, but model_type={self.model_type!r} implies "
                     f"{implied!r} (transformers ignores {name!r} and would silently build a different network "
                     "than the one these weights were trained with); fix config.json")
+
+    def _validate_family(self) -> None:
+        if self.family.positions == "sinusoidal_pad" and self.pad_token_id is None:
+            raise ValueError(f"config key 'pad_token_id' is null, but model_type={self.model_type!r} counts its "
+                             "positions from the pad token; set pad_token_id")
+        shared = self.extra.get("share_encoder_decoder_embeddings", True)
+        decoder_vocab = self.extra.get("decoder_vocab_size")
+        if shared is not True or decoder_vocab not in (None, self.vocab_size):
+            raise ValueError(f"config.json has share_encoder_decoder_embeddings={shared!r}, decoder_vocab_size="
+                             f"{decoder_vocab!r}: a separate decoder vocabulary is not supported yet (only "
+                             "checkpoints whose encoder and decoder share one vocabulary)")
 
     @classmethod
     def from_dict(cls, d: dict) -> BartConfig:
@@ -111,8 +132,9 @@ class BartConfig:
         if "torch_dtype" in d:
             legacy = d.pop("torch_dtype")
             kwargs.setdefault("dtype", legacy)
-        if model_type == "mbart":
-            kwargs.setdefault("decoder_start_token_id", None)
+        if model_type in FAMILIES:
+            for name, default in FAMILIES[model_type].config_defaults.items():
+                kwargs.setdefault(name, default)
         return cls(**kwargs, extra=d)
 
     def to_dict(self) -> dict:

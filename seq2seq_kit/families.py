@@ -1,4 +1,50 @@
-"""The model families seq2seq_kit runs, by config.json `model_type`: the one list that config validation and the
-Hub's early check (before any weights are downloaded) both read."""
+"""The model families seq2seq_kit runs, by config.json `model_type`: the one table that config validation, the
+network's switches and the Hub's early check (before any weights are downloaded) all read.
 
-MODEL_TYPES = ("bart", "mbart")
+Every family is BART with switches (as CTranslate2's converters and transformers 3.x's single BART class had them):
+  positions          "learned": an nn.Embedding read from row 2 on (fairseq's padding offset);
+                     "sinusoidal": a fixed table, sin half then cos half, row 0 on (Marian, Pegasus);
+                     "sinusoidal_pad": fairseq's fixed table, counted over non-pad tokens from row pad + 1, pad
+                     tokens at the table's zero row pad (M2M100 / NLLB: left padding shifts them)
+  pre_layer_norm     layer norm before each sublayer plus a final one after the encoder and the decoder (else after)
+  embedding_layer_norm   a layer norm on token + position embeddings
+  final_logits_bias  a [1, V] bias added to the logits (absent: no add)
+config_defaults: transformers' config-class defaults that differ from BartConfig's (used when config.json omits them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str                       # for messages and `seq2seq-kit inspect`
+    architecture: str               # transformers' class, as config.json "architectures" names it
+    positions: str                  # "learned", "sinusoidal" or "sinusoidal_pad"
+    pre_layer_norm: bool
+    embedding_layer_norm: bool
+    final_logits_bias: bool
+    config_defaults: dict = field(default_factory=dict)
+
+
+FAMILIES = {
+    "bart": Family("BART", "BartForConditionalGeneration", "learned", pre_layer_norm=False,
+                   embedding_layer_norm=True, final_logits_bias=True),
+    "mbart": Family("mBART", "MBartForConditionalGeneration", "learned", pre_layer_norm=True,
+                    embedding_layer_norm=True, final_logits_bias=True,
+                    config_defaults=dict(decoder_start_token_id=None)),
+    "marian": Family("Marian", "MarianMTModel", "sinusoidal", pre_layer_norm=False,
+                     embedding_layer_norm=False, final_logits_bias=True,
+                     config_defaults=dict(vocab_size=58101, pad_token_id=58100, bos_token_id=None, eos_token_id=0,
+                                          decoder_start_token_id=58100, forced_eos_token_id=0)),
+    "pegasus": Family("Pegasus", "PegasusForConditionalGeneration", "sinusoidal", pre_layer_norm=True,
+                      embedding_layer_norm=False, final_logits_bias=True,
+                      config_defaults=dict(pad_token_id=0, bos_token_id=None, eos_token_id=1,
+                                           decoder_start_token_id=0, forced_eos_token_id=1)),
+    "m2m_100": Family("M2M100 / NLLB", "M2M100ForConditionalGeneration", "sinusoidal_pad", pre_layer_norm=True,
+                      embedding_layer_norm=False, final_logits_bias=False,
+                      config_defaults=dict(vocab_size=128112, activation_function="relu", scale_embedding=True,
+                                           forced_eos_token_id=None)),
+}
+MODEL_TYPES = tuple(FAMILIES)

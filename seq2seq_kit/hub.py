@@ -21,7 +21,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from .families import MODEL_TYPES
+from .families import FAMILIES, MODEL_TYPES
 from .jsonfile import read_json
 
 try:  # the HTTP client huggingface_hub is built on: httpx2 (2.x) or httpx (1.x)
@@ -166,7 +166,7 @@ def _small_files(files: list[str], purpose: str) -> list[str]:
         weights = _weight_format(files)
         wanted += [weights] if weights and weights.endswith(".index.json") else []
     if purpose in ("tokenizer", "all"):
-        wanted += [f for f in files if f in TOKENIZER_FILES or ("/" not in f and f.endswith(".model"))]
+        wanted += [f for f in files if f in TOKENIZER_FILES or ("/" not in f and f.endswith((".model", ".spm")))]
     return [f for f in dict.fromkeys(wanted) if f in files]
 
 
@@ -212,7 +212,7 @@ def _check_snapshot(folder: Path, files: list[str], where: str, hint: str = "") 
 
 def _has_tokenizer(files: list[str]) -> bool:
     return ("tokenizer.json" in files or {"vocab.json", "merges.txt"} <= set(files)
-            or any("/" not in f and f.endswith(".model") for f in files))
+            or any("/" not in f and f.endswith((".model", ".spm")) for f in files))
 
 
 def _check_bart(config, where: str) -> None:
@@ -220,8 +220,8 @@ def _check_bart(config, where: str) -> None:
     if model_type not in MODEL_TYPES:
         raise ValueError(
             f"{where} is not a BART-family checkpoint: config.json has model_type {model_type!r}; "
-            f"seq2seq_kit runs model_type {' or '.join(map(repr, MODEL_TYPES))} "
-            "(BART, distilBART, KoBART, mBART)")
+            f"seq2seq_kit runs model_type {', '.join(map(repr, MODEL_TYPES))} "
+            f"({', '.join(f.name for f in FAMILIES.values())})")
 
 
 def _first_line(e: Exception) -> str:

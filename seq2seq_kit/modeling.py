@@ -1,4 +1,4 @@
-"""The public model class: the BART network (models/bart.py) plus checkpoints (loading.py, Hub ids resolved by
+"""The public model classes: the BART-family network (models/bart.py) plus checkpoints (loading.py, Hub ids resolved by
 hub.py) and generate (generation/)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from .models.bart import BartNetwork
 
 
 class BartForConditionalGeneration(BartNetwork):
-    """BART / mBART for generation, with transformers' from_pretrained / save_pretrained / generate.
+    """Any supported family (BART, mBART, Marian, Pegasus, M2M100 / NLLB: seq2seq_kit/families.py) for generation, with transformers' from_pretrained / save_pretrained / generate.
     `BartForConditionalGeneration(config)` builds a randomly initialised model (generation_config None: generate
     then takes its config's generation keys, as transformers does)."""
 
@@ -55,4 +55,18 @@ class BartForConditionalGeneration(BartNetwork):
         return generation.generate(self, input_ids, attention_mask, **kwargs)
 
 
-__all__ = ["BartForConditionalGeneration"]
+class AutoModelForSeq2SeqLM:
+    """transformers' entry point by name: `from_pretrained` returns the model for any supported checkpoint (one
+    network for every family, its switches read from config.json). An unsupported model_type is refused with the
+    list of supported ones."""
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("AutoModelForSeq2SeqLM is not instantiated: use AutoModelForSeq2SeqLM.from_pretrained(path)")
+
+    @staticmethod
+    def from_pretrained(path: str | Path, dtype=None, device=None, **hub_kwargs) -> BartForConditionalGeneration:
+        """See BartForConditionalGeneration.from_pretrained."""
+        return BartForConditionalGeneration.from_pretrained(path, dtype=dtype, device=device, **hub_kwargs)
+
+
+__all__ = ["AutoModelForSeq2SeqLM", "BartForConditionalGeneration"]

@@ -25,6 +25,7 @@ import torch
 
 from . import hub
 from .engine import Engine
+from .family_tokenizers import AutoTokenizer
 from .generation.config import GENERATE_KWARGS
 from .loading import resolve_device
 from .long_documents import DEFAULT_BATCH_SIZE, check_strategy, map_reduce
@@ -42,9 +43,17 @@ def pipeline(task: str = "summarization", model=None, tokenizer=None, device=Non
     `tokenizer`: Hub id, local path or Tokenizer (None: the model's). `device`: None (CPU; a loaded model
     stays where it is), -1 or "cpu", a CUDA index, "cuda[:k]" or a torch.device.
     `dtype`: None (float32), "auto", or a torch dtype.
-    `hub_kwargs`: revision, cache_dir, token, local_files_only (see seq2seq_kit.hub.resolve)."""
+    `hub_kwargs`: revision, cache_dir, token, local_files_only (see seq2seq_kit.hub.resolve).
+    (seq2seq_kit.pipeline, the package's, also builds translation and text2text-generation pipelines.)"""
     if task not in TASKS:
         raise ValueError(f"unsupported task {task!r}; seq2seq_kit supports: {', '.join(map(repr, TASKS))}")
+    return SummarizationPipeline(*load_model_and_tokenizer(model, tokenizer, device, dtype, **hub_kwargs))
+
+
+def load_model_and_tokenizer(model, tokenizer, device, dtype, tokenizer_kwargs: dict | None = None,
+                             **hub_kwargs) -> tuple[BartForConditionalGeneration, Tokenizer]:
+    """A pipeline's (model in eval mode, tokenizer), from pipeline()'s arguments (see there); tokenizer_kwargs
+    (src_lang, tgt_lang) go to AutoTokenizer.from_pretrained."""
     model = DEFAULT_MODEL if model is None else model
     if isinstance(model, BartForConditionalGeneration):
         if tokenizer is None:
@@ -58,8 +67,8 @@ def pipeline(task: str = "summarization", model=None, tokenizer=None, device=Non
         tokenizer = root if tokenizer is None else tokenizer
         model = BartForConditionalGeneration.from_pretrained(root, dtype=dtype, device=device)
     if not isinstance(tokenizer, Tokenizer):
-        tokenizer = Tokenizer.from_pretrained(tokenizer, **hub_kwargs)
-    return SummarizationPipeline(model.eval(), tokenizer)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer, **(tokenizer_kwargs or {}), **hub_kwargs)
+    return model.eval(), tokenizer
 
 
 def task_defaults(config, task: str = "summarization") -> tuple[str, dict]:
@@ -90,6 +99,7 @@ class SummarizationPipeline:
     """
 
     task = "summarization"
+    output = "summary"          # records' keys: f"{output}_text", f"{output}_token_ids"
 
     def __init__(self, model: BartForConditionalGeneration, tokenizer: Tokenizer):
         self.model, self.tokenizer = model, tokenizer
@@ -216,9 +226,9 @@ class SummarizationPipeline:
 
     def _record(self, ids: torch.Tensor, return_tensors: bool, clean_up: bool) -> dict:
         if return_tensors:  # 4.x: the ids instead of the text
-            return {"summary_token_ids": ids}
+            return {f"{self.output}_token_ids": ids}
         text = self.tokenizer.decode(ids.tolist(), skip_special_tokens=True, clean_up_tokenization_spaces=clean_up)
-        return {"summary_text": text}
+        return {f"{self.output}_text": text}
 
 
 def _caller_stacklevel() -> int:

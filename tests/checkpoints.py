@@ -64,8 +64,8 @@ TINY = dict(
 @dataclass(frozen=True)
 class Spec:
     config: dict
-    tokenizer: str = "bart"                 # fixture folder copied in: "bart" or "kobart"
-    model_type: str = "bart"                # "bart" or "mbart"
+    tokenizer: str | None = "bart"          # fixture folder copied in: "bart", "kobart" or None (no tokenizer)
+    model_type: str = "bart"                # a key of ARCHITECTURES
     weights: str = "safetensors"            # "safetensors" or "bin"
     max_shard_size: str | None = None       # e.g. "20MB" for a sharded checkpoint
     init_std: float = 0.2
@@ -76,6 +76,28 @@ class Spec:
     explicit_lm_head: bool = False          # keep lm_head.weight in the saved file
 
 
+# model_type -> transformers' (config class, model class)
+ARCHITECTURES = {
+    "bart": ("BartConfig", "BartForConditionalGeneration"),
+    "mbart": ("MBartConfig", "MBartForConditionalGeneration"),
+    "marian": ("MarianConfig", "MarianMTModel"),
+    "pegasus": ("PegasusConfig", "PegasusForConditionalGeneration"),
+    "m2m_100": ("M2M100Config", "M2M100ForConditionalGeneration"),
+}
+# The BART family's cousins (tests/test_families.py), small: shapes and special tokens as their checkpoints have them.
+FAMILY_SHAPE = dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                    decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, max_position_embeddings=128)
+MARIAN = dict(FAMILY_SHAPE, vocab_size=600, pad_token_id=599, eos_token_id=0, decoder_start_token_id=599,
+              forced_eos_token_id=0, scale_embedding=True, activation_function="swish")
+PEGASUS = dict(FAMILY_SHAPE, vocab_size=600, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+               forced_eos_token_id=1, scale_embedding=True, activation_function="relu")
+MBART50 = dict(FAMILY_SHAPE, vocab_size=600, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
+               forced_eos_token_id=2, scale_embedding=True, activation_function="gelu")
+M2M100 = dict(FAMILY_SHAPE, vocab_size=600, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
+              scale_embedding=True, activation_function="relu")
+NLLB = dict(FAMILY_SHAPE, vocab_size=640, d_model=32, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+            decoder_start_token_id=2, scale_embedding=True, activation_function="relu", max_position_embeddings=96)
+
 SPECS: dict[str, Spec] = {
     "tiny": Spec(TINY),
     "tiny-bin": Spec(TINY, weights="bin", explicit_lm_head=True, seed=1),
@@ -85,6 +107,12 @@ SPECS: dict[str, Spec] = {
     "tiny-mbart": Spec({**TINY, "scale_embedding": True, "decoder_start_token_id": 2}, model_type="mbart", seed=5),
     "kobart": Spec(KOBART, tokenizer="kobart", init_std=0.1, seed=6),
     "distilbart": Spec(DISTILBART, init_std=0.1, seed=7, config_json_extra=DISTILBART_CONFIG_EXTRA),
+    "marian": Spec(MARIAN, tokenizer=None, model_type="marian", seed=11, init_std=0.1,
+                   config_json_extra=dict(bad_words_ids=[[599]], num_beams=4, max_length=40)),
+    "pegasus": Spec(PEGASUS, tokenizer=None, model_type="pegasus", seed=12, init_std=0.1),
+    "mbart50": Spec(MBART50, tokenizer=None, model_type="mbart", seed=13, init_std=0.1),
+    "m2m100": Spec(M2M100, tokenizer=None, model_type="m2m_100", seed=14, init_std=0.1),
+    "nllb": Spec(NLLB, tokenizer=None, model_type="m2m_100", seed=15, init_std=0.1),
 }
 
 
@@ -93,6 +121,8 @@ def _randomize(model: torch.nn.Module, std: float, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
+            if not p.requires_grad:          # fixed sinusoidal position tables (Marian, Pegasus)
+                continue
             if "layer_norm" in name or "layernorm" in name:
                 base = 1.0 if name.endswith("weight") else 0.0
                 p.copy_(base + 0.1 * torch.randn(p.shape, generator=gen))
@@ -110,12 +140,8 @@ def build(spec: Spec, out: Path) -> Path:
     import transformers
     from safetensors.torch import load_file, save_file
 
-    if spec.model_type == "mbart":
-        config = transformers.MBartConfig(**spec.config)
-        model = transformers.MBartForConditionalGeneration(config)
-    else:
-        config = transformers.BartConfig(**spec.config)
-        model = transformers.BartForConditionalGeneration(config)
+    config_cls, model_cls = (getattr(transformers, n) for n in ARCHITECTURES[spec.model_type])
+    model = model_cls(config_cls(**spec.config))
     _randomize(model, spec.init_std, spec.seed)
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
@@ -148,6 +174,6 @@ def build(spec: Spec, out: Path) -> Path:
     else:
         gen_path.write_text(json.dumps(spec.generation_config, indent=2))
 
-    for f in (FIXTURES / f"{spec.tokenizer}-tokenizer").iterdir():
+    for f in (FIXTURES / f"{spec.tokenizer}-tokenizer").iterdir() if spec.tokenizer else ():
         shutil.copy(f, out / f.name)
     return out

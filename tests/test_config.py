@@ -137,8 +137,9 @@ def test_from_pretrained_errors(tmp_path):
     ({"decoder_ffn_dim": "4096"}, r"'decoder_ffn_dim' must be a positive integer, got '4096'"),
     ({"max_position_embeddings": 1024.0}, r"'max_position_embeddings' must be a positive integer"),
     ({"decoder_attention_heads": True}, r"'decoder_attention_heads' must be a positive integer, got True"),
-    ({"model_type": "t5"}, r"unsupported architecture: config.json has model_type='t5'; .*bart and mbart"),
-    ({"model_type": "marian"}, r"unsupported architecture"),
+    ({"model_type": "t5"}, r"unsupported architecture: config.json has model_type='t5'; "
+                           r".*bart, mbart, marian, pegasus, m2m_100"),
+    ({"model_type": "bigbird_pegasus"}, r"unsupported architecture"),
     ({"scale_embedding": "yes"}, r"'scale_embedding' must be true or false"),
     ({"pad_token_id": 50265}, r"'pad_token_id' is 50265; token ids must be integers in \[0, vocab_size=50265\)"),
     ({"eos_token_id": [2, -1]}, r"'eos_token_id' is \[2, -1\]"),

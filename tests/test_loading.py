@@ -374,7 +374,7 @@ def test_duplicate_weight_names(tiny, tmp_path):
 
 @pytest.mark.parametrize("edit,match", [
     (lambda c: c.update(model_type="t5"), r"unsupported architecture: config.json has model_type='t5'"),
-    (lambda c: c.update(model_type="pegasus"), r"unsupported architecture"),
+    (lambda c: c.update(model_type="nllb_moe"), r"unsupported architecture"),
     (lambda c: c.update(quantization_config={"quant_method": "auto-round", "bits": 4}), r"quantized checkpoint"),
     (lambda c: c.update(normalize_before=True), r"'normalize_before' is True, but model_type='bart' implies False"),
 ])

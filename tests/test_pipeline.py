@@ -274,8 +274,9 @@ def test_gpu_device_without_a_gpu(checkpoint, device):
 
 
 def test_bad_arguments(checkpoint, pipes):
-    with pytest.raises(ValueError, match="unsupported task 'translation'; seq2seq_kit supports: 'summarization'"):
-        pipeline("translation")
+    with pytest.raises(ValueError, match="unsupported task 'question-answering'; seq2seq_kit supports: "
+                                         "'summarization', 'translation'"):
+        pipeline("question-answering")
     with pytest.raises(ValueError, match="unknown device 'gpu'"):
         pipeline("summarization", model=str(checkpoint("tiny")), device="gpu")
     with pytest.raises(ValueError, match="device=-2"):

@@ -1,4 +1,5 @@
-"""BART / mBART encoder-decoder in plain PyTorch, numerically matching transformers 5.24's BartForConditionalGeneration.
+"""The BART-family encoder-decoder in plain PyTorch, numerically matching transformers 5.24's BART, mBART, Marian,
+Pegasus and M2M100 (NLLB) models.
 
 The network alone: its layers, the teacher-forced forward, the encoder, and decoding one token per row on a KV cache
 (models/kv_cache.py), eager or replayed from a CUDA graph (models/cuda_graph.py). It knows no files, Hub or search:
@@ -16,8 +17,12 @@ Checked and unchecked entry points: forward, encode, new_cache and decode_step c
 read values back from the device); check_inputs is the check alone; encode_unchecked, start_decoding,
 decode_step_unchecked and next_token_logits trust theirs (generate runs check_inputs once, then only these).
 
-bart (post-LN):  x = norm(x + sublayer(x));  mbart (pre-LN): x = x + sublayer(norm(x)), plus a final layer norm
-after the encoder and after the decoder.
+One network for every family (seq2seq_kit/families.py), its switches read from the config:
+  post-LN (BART, Marian):  x = norm(x + sublayer(x));
+  pre-LN (mBART, Pegasus, M2M100):  x = x + sublayer(norm(x)), plus a final layer norm after the encoder and decoder;
+  positions: learned (BART, mBART), sinusoidal (Marian, Pegasus) or sinusoidal counted over non-pad tokens
+  (M2M100 / NLLB), see models/positions.py; the embedding layer norm and final_logits_bias present or not.
+A switch that is off adds no operation.
 """
 
 from __future__ import annotations
@@ -33,12 +38,11 @@ from . import bart_checkpoint, checks
 from .activations import ACTIVATIONS
 from .cuda_graph import GraphedStep, graph_key
 from .kv_cache import FixedShapeKVCache, KVCache, row_ranges
+from .positions import Positions
 from .quantize import Int8Linear, quantize_int8
 
 if TYPE_CHECKING:
     from ..config import BartConfig
-
-POSITION_OFFSET = 2   # BART's learned positions start at row 2 of embed_positions (fairseq's padding offset)
 
 
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
@@ -191,18 +195,23 @@ class DecoderLayer(nn.Module):
         return sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn_step)
 
 
+def embedding_layer_norm(config: BartConfig) -> nn.LayerNorm | None:
+    return nn.LayerNorm(config.d_model) if config.family.embedding_layer_norm else None
+
+
 class Encoder(nn.Module):
     def __init__(self, config: BartConfig):
         super().__init__()
         D = config.d_model
-        self.embed_positions = nn.Embedding(config.max_position_embeddings + POSITION_OFFSET, D)
-        self.layernorm_embedding = nn.LayerNorm(D)
+        self.embed_positions = Positions(config)
+        self.layernorm_embedding = embedding_layer_norm(config)
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.encoder_layers))
         self.layer_norm = nn.LayerNorm(D) if config.pre_layer_norm else None
 
-    def forward(self, tok: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        S = tok.shape[1]                                                    # tok [B, S, D] scaled token embeddings
-        x = self.layernorm_embedding(tok + self.embed_positions.weight[POSITION_OFFSET:POSITION_OFFSET + S])
+    def forward(self, tok: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = tok + self.embed_positions(ids)                                 # tok [B, S, D] scaled embeddings of ids
+        if self.layernorm_embedding is not None:
+            x = self.layernorm_embedding(x)
         for layer in self.layers:
             x = layer(x, mask)                                              # mask [B, 1, 1, S] or None
         return self.layer_norm(x) if self.layer_norm is not None else x    # [B, S, D]
@@ -212,24 +221,23 @@ class Decoder(nn.Module):
     def __init__(self, config: BartConfig):
         super().__init__()
         D = config.d_model
-        self.embed_positions = nn.Embedding(config.max_position_embeddings + POSITION_OFFSET, D)
-        self.layernorm_embedding = nn.LayerNorm(D)
+        self.embed_positions = Positions(config)
+        self.layernorm_embedding = embedding_layer_norm(config)
         self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.decoder_layers))
         self.layer_norm = nn.LayerNorm(D) if config.pre_layer_norm else None
 
-    def forward(self, tok, enc, enc_mask, self_mask, causal):
-        T = tok.shape[1]                                                    # tok [B, T, D], enc [B, S, D]
-        x = self.layernorm_embedding(tok + self.embed_positions.weight[POSITION_OFFSET:POSITION_OFFSET + T])
+    def forward(self, tok, ids, enc, enc_mask, self_mask, causal):
+        x = tok + self.embed_positions(ids)                # tok [B, T, D] scaled embeddings of ids, enc [B, S, D]
+        if self.layernorm_embedding is not None:
+            x = self.layernorm_embedding(x)
         for layer in self.layers:
             x = layer(x, enc, enc_mask, self_mask, causal)
         return self.layer_norm(x) if self.layer_norm is not None else x    # [B, T, D]
 
-    def step(self, tok: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
-        R, _, D = tok.shape                                                 # tok [R, 1, D] scaled token embeddings
-        pos = [self.embed_positions.weight[POSITION_OFFSET + c.position].view(-1, 1, D) for c in caches]
-        if len(caches) > 1:                                                 # each cache's rows at its own position
-            pos = [p.expand(c.num_rows, 1, D) for p, c in zip(pos, caches)]
-        x = self.layernorm_embedding(tok + (pos[0] if len(pos) == 1 else torch.cat(pos)))   # pos [1 or R, 1, D]
+    def step(self, tok: torch.Tensor, ids: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
+        x = tok + self.embed_positions.step(ids, caches)    # tok [R, 1, D] scaled embeddings of ids [R]
+        if self.layernorm_embedding is not None:
+            x = self.layernorm_embedding(x)
         for i, layer in enumerate(self.layers):                             # x [R, 1, D]
             x = layer.step(x, caches, i)
         return self.layer_norm(x) if self.layer_norm is not None else x
@@ -251,8 +259,9 @@ def shift_tokens_right(ids: torch.Tensor, config: BartConfig) -> torch.Tensor:
 
 
 class BartNetwork(nn.Module):
-    """The BART / mBART network with its LM head. seq2seq_kit.BartForConditionalGeneration adds checkpoints and
-    generate; build this one directly for a randomly initialised network."""
+    """The BART-family network with its LM head (each family's switches: seq2seq_kit/families.py).
+    seq2seq_kit.BartForConditionalGeneration adds checkpoints and generate; build this one directly for a randomly
+    initialised network."""
 
     def __init__(self, config: BartConfig):
         super().__init__()
@@ -264,7 +273,7 @@ class BartNetwork(nn.Module):
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
         self.lm_head = FewRowLinear(D, V, bias=False)
-        self.register_buffer("final_logits_bias", torch.zeros(1, V))
+        self.register_buffer("final_logits_bias", torch.zeros(1, V) if config.family.final_logits_bias else None)
         self.tie_weights()
 
     def tie_weights(self) -> None:
@@ -289,7 +298,10 @@ class BartNetwork(nn.Module):
         return self.shared(ids) * self.embed_scale                          # [..., D]
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(h) + self.final_logits_bias                     # [..., V]
+        return self.add_bias(self.lm_head(h))                               # [..., V]
+
+    def add_bias(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits if self.final_logits_bias is None else logits + self.final_logits_bias
 
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -312,8 +324,8 @@ class BartNetwork(nn.Module):
             T = decoder_input_ids.shape[1]
             causal = torch.ones(T, T, dtype=torch.bool, device=self.device).tril()
             self_mask = causal & dec_mask[:, None, None, :]
-        enc = self.encoder(self.embed(input_ids), enc_mask)
-        h = self.decoder(self.embed(decoder_input_ids), enc, enc_mask, self_mask, self_mask is None)
+        enc = self.encoder(self.embed(input_ids), input_ids, enc_mask)
+        h = self.decoder(self.embed(decoder_input_ids), decoder_input_ids, enc, enc_mask, self_mask, self_mask is None)
         return self.logits(h)
 
     @torch.inference_mode()
@@ -326,7 +338,7 @@ class BartNetwork(nn.Module):
     def encode_unchecked(self, input_ids: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
         """encode for checked arguments: padding_mask is check_inputs' result (bool [B, S], or None: no padding)."""
         mask = None if padding_mask is None else padding_mask[:, None, None, :]         # [B, 1, 1, S]
-        return self.encoder(self.embed(input_ids), mask)
+        return self.encoder(self.embed(input_ids), input_ids, mask)
 
     # ---- decoding on a KV cache (models/kv_cache.py) --------------------------------------------------------
 
@@ -423,8 +435,8 @@ class BartNetwork(nn.Module):
         """next_token_logits over several caches at once: input_ids [R] holds the rows of caches[0], then of
         caches[1], ...; each cache at its own position, with its own inputs and rows_per_input. The linear layers
         run over all R rows together; attention per cache. -> logits [R, V]. Checks nothing."""
-        h = self.decoder.step(self.embed(input_ids[:, None]), caches)                 # [R, 1, D]
-        return self.lm_head.few_rows(h[:, 0]) + self.final_logits_bias               # [R, V]
+        h = self.decoder.step(self.embed(input_ids[:, None]), input_ids, caches)      # [R, 1, D]
+        return self.add_bias(self.lm_head.few_rows(h[:, 0]))                          # [R, V]
 
     @torch.inference_mode()
     def decode_group_unchecked(self, input_ids: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:

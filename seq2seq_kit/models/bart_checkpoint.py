@@ -1,4 +1,4 @@
-"""BART's parameter names in transformers checkpoints: which checkpoint tensors make each of our tensors, and back.
+"""BART-family parameter names in transformers checkpoints: which checkpoint tensors make each of our tensors, and back.
 
 Checkpoint names are taken without the "model." prefix (TOP_LEVEL names never have it). Ours are the same,
 except the fused attention projections (stacked on dim 0):
@@ -6,6 +6,8 @@ except the fused attention projections (stacked on dim 0):
   decoder.layers.N.encoder_attn.{k,v}_proj.*           ->  ...encoder_attn.kv_proj.*
 The token embedding may come from any tied copy (SHARED_ALIASES, and lm_head.weight when tied);
 final_logits_bias may be absent (zeros, as transformers); fairseq's encoder/decoder.version are ignored.
+Fixed (sinusoidal) position tables are computed (models/positions.py): Marian's and Pegasus' are loaded when a
+checkpoint carries them, as transformers does, M2M100's never (a non-persistent buffer there); none is saved.
 
 The checkpoint is read through a `source` with names() -> set, `name in source`, key(name) -> the name as stored,
 shape(name), tensor(name) and description (loading.Checkpoint is one); nothing here knows about files.
@@ -44,6 +46,12 @@ def tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return dict(model.named_parameters()) | dict(model.named_buffers())
 
 
+def _fixed_positions(model: nn.Module) -> dict[str, nn.Module]:
+    """Our computed position tables by tensor name: {"encoder.embed_positions.weight": module, ...}."""
+    return {f"{side}.embed_positions.weight": getattr(model, side).embed_positions
+            for side in ("encoder", "decoder") if getattr(model, side).embed_positions.fixed}
+
+
 def _shared_sources(source, tied: bool) -> list[str]:
     """transformers ties symmetrically: any present copy of the embedding works."""
     aliases = SHARED_ALIASES + (("lm_head.weight",) if tied else ())
@@ -53,9 +61,12 @@ def _shared_sources(source, tied: bool) -> list[str]:
 def _sources(model: nn.Module, source) -> tuple[dict[str, list[str]], list[str]]:
     """(our name -> checkpoint names, missing checkpoint names)."""
     sources, missing = {}, []
+    fixed = _fixed_positions(model)
     for name in tensors(model):
         if name == "final_logits_bias" and name not in source:
             continue                  # absent from many checkpoints: zeros, as transformers
+        if name in fixed and (name not in source or fixed[name].pad is not None):
+            continue                  # computed (see models/positions.py)
         names = _shared_sources(source, model.config.tie_word_embeddings) if name == "shared.weight" \
             else checkpoint_names(name)
         missing += [n for n in names if n not in source]
@@ -64,7 +75,19 @@ def _sources(model: nn.Module, source) -> tuple[dict[str, list[str]], list[str]]
 
 
 def _optional(model: nn.Module) -> set[str]:
-    """Checkpoint names that may be present without being loaded (compared with shared.weight instead)."""
+    """Checkpoint names that may be present without being loaded: copies of the embedding (compared with
+    shared.weight instead), and what transformers ignores for the family (M2M100's position buffers, a
+    final_logits_bias the family lacks)."""
+    optional = _embedding_copies(model)
+    if model.config.family.positions == "sinusoidal_pad":
+        optional |= {f"{side}.embed_positions.{leaf}" for side in ("encoder", "decoder")
+                     for leaf in ("weight", "weights", "_float_tensor")}
+    if model.final_logits_bias is None:
+        optional.add("final_logits_bias")
+    return optional
+
+
+def _embedding_copies(model: nn.Module) -> set[str]:
     return set(SHARED_ALIASES) | ({"lm_head.weight"} if model.config.tie_word_embeddings else set())
 
 
@@ -91,7 +114,7 @@ def _check_shapes(model: nn.Module, source, sources: dict) -> None:
                 for n in names if source.shape(n) != part]
     shared = tuple(model.shared.weight.shape)
     bad += [f"  {source.key(n)}: config.json implies {list(shared)}, the checkpoint has {list(source.shape(n))}"
-            for n in _optional(model) & source.names() if source.shape(n) != shared]
+            for n in _embedding_copies(model) & source.names() if source.shape(n) != shared]
     if bad:
         raise ValueError("config.json's sizes do not match the checkpoint's weights:\n" + "\n".join(bad))
 
@@ -109,8 +132,11 @@ def finish(model: nn.Module, source, sources: dict) -> None:
     """After the planned copies: zero an absent final_logits_bias; extra copies of the token embedding must equal
     it: encoder/decoder.embed_tokens (else: unsupported), and a saved lm_head (else it is kept separate, as
     transformers does, with the same warning)."""
-    if "final_logits_bias" not in sources:
+    if model.final_logits_bias is not None and "final_logits_bias" not in sources:
         model.final_logits_bias.zero_()
+    for name, positions in _fixed_positions(model).items():
+        if name not in sources:
+            positions.reset_table()
     shared = model.shared.weight
     for n in EMBED_COPIES:
         if n in source and n not in sources["shared.weight"] and not torch.equal(source.tensor(n).to(shared), shared):
@@ -128,8 +154,10 @@ def finish(model: nn.Module, source, sources: dict) -> None:
 
 def state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Our tensors under transformers' names (fused projections split), on the CPU; a tied lm_head is left out."""
-    out = {}
+    out, fixed = {}, _fixed_positions(model)
     for name, tensor in tensors(model).items():
+        if name in fixed:
+            continue                  # computed on load (transformers does not save Marian's either)
         names = checkpoint_names(name)
         for n, part in zip(names, tensor.detach().chunk(len(names), dim=0)):
             out[published(n)] = part.to("cpu").contiguous()
@@ -140,6 +168,5 @@ def config_dict(model: nn.Module) -> dict:
     """config.json as transformers writes it for this model: its config, the dtype and the architecture."""
     config = model.config.to_dict()
     config["dtype"] = str(model.dtype).removeprefix("torch.")
-    config.setdefault("architectures", ["MBartForConditionalGeneration" if model.config.model_type == "mbart"
-                                        else "BartForConditionalGeneration"])
+    config.setdefault("architectures", [model.config.family.architecture])
     return config

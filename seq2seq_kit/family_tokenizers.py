@@ -1,0 +1,327 @@
+"""The translation families' tokenizers, as transformers 5.24 builds them, on seq2seq_kit's Tokenizer.
+
+    tok = AutoTokenizer.from_pretrained(path_or_id, src_lang="eng_Latn", tgt_lang="fra_Latn")
+    tok(text)["input_ids"];  tok.target_language_id()   # generate(..., forced_bos_token_id=that)
+
+What each checkpoint ships, and how it is read (never a hand-written segmenter):
+  Marian (opus-mt)  source.spm, target.spm, vocab.json: transformers' MarianTokenizer is a Python tokenizer over
+                    the `sentencepiece` library. Here: a `tokenizers` pipeline whose pre-tokenizer is that
+                    SentencePiece model (pieces), its model the vocab.json lookup (WordLevel, <unk> for others),
+                    `A </s>`; a leading `>>fra<<` target code stays one token; decoded with the source model.
+  M2M100            sentencepiece.bpe.model + vocab.json: the same construction (M2M100Tokenizer), language tokens
+                    `__en__` after the vocabulary, `__src__ A </s>`. The language tokens are special tokens, as in
+                    transformers 4.x (5.24 dropped that: its decode(skip_special_tokens=True) keeps "__fr__").
+  NLLB, mBART-50    tokenizer.json (the `tokenizers` path), language codes `eng_Latn` / `en_XX` as tokens:
+                    `src A </s>` (NLLB's legacy_behaviour: `A </s> src`), set from src_lang as transformers does.
+  mBART-50 without tokenizer.json: sentencepiece.bpe.model converted once as transformers' MBart50Tokenizer
+                    converts it (a Unigram model in fairseq's id order, then the language codes and <mask>).
+  Pegasus, BART ... tokenizer.json or vocab.json + merges.txt: seq2seq_kit.Tokenizer unchanged.
+The target language reaches the model as transformers users pass it: forced_bos_token_id = the target language's
+id (target_language_id); a multi-target Marian model takes `>>fra<<` at the start of the text instead.
+Tokenizers built on a SentencePiece pre-tokenizer cannot be saved as tokenizer.json (save_pretrained raises).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tokenizers import AddedToken, NormalizedString, Regex, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import Tokenizer as Backend
+
+from . import hub
+from .jsonfile import read_json
+from .tokenizer import FILES, Tokenizer
+
+SPIECE_UNDERLINE = "\u2581"
+DEFAULT_SOURCE = {"M2M100Tokenizer": "en", "NllbTokenizer": "eng_Latn", "MBart50Tokenizer": "en_XX"}
+
+# transformers' FAIRSEQ_LANGUAGE_CODES (tokenization_m2m_100.py, tokenization_mbart50.py)
+M2M100_LANGUAGES = """
+af am ar ast az ba be bg bn br bs ca ceb cs cy da de el en es et fa ff fi fr fy ga gd gl gu ha he hi hr ht hu hy
+id ig ilo is it ja jv ka kk km kn ko lb lg ln lo lt lv mg mk ml mn mr ms my ne nl no ns oc or pa pl ps pt ro ru
+sd si sk sl so sq sr ss su sv sw ta th tl tn tr uk ur uz vi wo xh yi yo zh zu
+""".split()
+WMT21_LANGUAGES = "en ha is ja cs ru zh de".split()
+MBART50_LANGUAGES = """
+ar_AR cs_CZ de_DE en_XX es_XX et_EE fi_FI fr_XX gu_IN hi_IN it_IT ja_XX kk_KZ ko_KR lt_LT lv_LV my_MM ne_NP
+nl_XX ro_RO ru_RU si_LK tr_TR vi_VN zh_CN af_ZA az_AZ bn_IN fa_IR he_IL hr_HR id_ID ka_GE km_KH mk_MK ml_IN
+mn_MN mr_IN pl_PL ps_AF pt_XX sv_SE sw_KE ta_IN te_IN th_TH tl_XX uk_UA ur_PK xh_ZA gl_ES sl_SI
+""".split()
+
+
+class AutoTokenizer:
+    """transformers' entry point by name: the right tokenizer for any supported checkpoint."""
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("AutoTokenizer is not instantiated: use AutoTokenizer.from_pretrained(path)")
+
+    @staticmethod
+    def from_pretrained(path, src_lang: str | None = None, tgt_lang: str | None = None, **hub_kwargs) -> Tokenizer:
+        """A directory or Hub id -> a Tokenizer, or a TranslationTokenizer for Marian, M2M100, NLLB and mBART-50
+        checkpoints (src_lang / tgt_lang as transformers' tokenizers take them: "en", "eng_Latn", "en_XX")."""
+        try:
+            root = hub.resolve(path, purpose="tokenizer", **hub_kwargs)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e} (a tokenizer directory holds {FILES}, or a Marian / M2M100 / mBART-50 "
+                                    "SentencePiece model)") from e
+        config = _tokenizer_config(root)
+        kind = tokenizer_kind(root, config)
+        if kind is None:
+            if src_lang is not None or tgt_lang is not None:
+                raise ValueError(f"src_lang / tgt_lang were given, but {root} holds no multilingual tokenizer "
+                                 "(Marian, M2M100, NLLB, mBART-50)")
+            return Tokenizer.from_pretrained(root)
+        return TranslationTokenizer.load(root, config, kind, src_lang, tgt_lang)
+
+
+def tokenizer_kind(root: Path, config: dict) -> str | None:
+    """transformers' tokenizer class for these families ("MarianTokenizer", ...), or None for the others."""
+    name = (config.get("tokenizer_class") or "").removesuffix("Fast")
+    if (root / "source.spm").is_file():
+        return "MarianTokenizer"
+    if name in ("NllbTokenizer", "MBart50Tokenizer", "M2M100Tokenizer"):
+        return name
+    has_spm, has_json = (root / "sentencepiece.bpe.model").is_file(), (root / "tokenizer.json").is_file()
+    if has_spm and (root / "vocab.json").is_file() and not has_json:
+        return "M2M100Tokenizer"
+    return None
+
+
+class TranslationTokenizer(Tokenizer):
+    """A Tokenizer with transformers' language handling: `src_lang` (settable: the source code put around each
+    text), `tgt_lang`, `get_lang_id(lang)`, `target_language_id()` (the forced_bos_token_id for generate)."""
+
+    kind: str = ""
+    lang_tokens: dict[str, str] = {}    # language code -> its token ("en" -> "__en__"); codes are tokens if absent
+
+    @classmethod
+    def load(cls, root: Path, config: dict, kind: str, src_lang: str | None, tgt_lang: str | None):
+        if kind == "MarianTokenizer":
+            tok = _marian(root, config)
+        elif kind == "M2M100Tokenizer":
+            tok = _m2m100(root, config)
+        elif (root / "tokenizer.json").is_file():
+            read_json(root / "tokenizer.json")   # malformed JSON: an error that names the file
+            tok = cls(Backend.from_file(str(root / "tokenizer.json")), config)
+        elif kind == "MBart50Tokenizer" and (root / "sentencepiece.bpe.model").is_file():
+            tok = _mbart50_from_spm(root, config)
+        else:
+            raise FileNotFoundError(f"{root} has no tokenizer.json for its {kind}")
+        tok.kind = kind
+        tok.legacy = bool(config.get("legacy_behaviour", False))
+        tok.tgt_lang = tgt_lang if tgt_lang is not None else config.get("tgt_lang")
+        if kind != "MarianTokenizer":
+            tok.src_lang = src_lang or config.get("src_lang") or DEFAULT_SOURCE[kind]
+        elif src_lang is not None:
+            raise ValueError("Marian models have no source language code; pass tgt_lang (a multi-target model's "
+                             ">>xxx<< code) or put the >>xxx<< code at the start of the text")
+        if tok.tgt_lang is not None:
+            tok.target_language_id()   # fails early on an unknown code
+        return tok
+
+    @property
+    def src_lang(self) -> str | None:
+        return getattr(self, "_src_lang", None)
+
+    @src_lang.setter
+    def src_lang(self, lang: str) -> None:
+        """As transformers' set_src_lang_special_tokens: the source code before the text (after it with NLLB's
+        legacy_behaviour), </s> at the end."""
+        code = self.get_lang_token(lang)
+        code_id, eos = self.get_lang_id(lang), self.eos_token
+        single = ["$A", eos, code] if self.legacy else [code, "$A", eos]
+        pair = ["$A", "$B", eos, code] if self.legacy else [code, "$A", "$B", eos]
+        self.backend_tokenizer.post_processor = processors.TemplateProcessing(
+            single=single, pair=pair, special_tokens=[(code, code_id), (eos, self.eos_token_id)])
+        self._src_lang = lang
+
+    @property
+    def language_codes(self) -> list[str]:
+        """The codes src_lang / tgt_lang take."""
+        if self.kind == "MarianTokenizer":
+            vocab = self.vocab
+            return [t[2:-2] for t in sorted(vocab, key=vocab.get) if t.startswith(">>") and t.endswith("<<")]
+        if self.lang_tokens:
+            return list(self.lang_tokens)
+        return [t for t in self.all_special_tokens if t in set(self._extra)]
+
+    def get_lang_token(self, lang: str) -> str:
+        if self.kind == "MarianTokenizer":
+            return f">>{lang.removeprefix('>>').removesuffix('<<')}<<"
+        return self.lang_tokens.get(lang, lang)
+
+    def get_lang_id(self, lang: str) -> int:
+        """The id of a language code's token; ValueError naming the known codes for an unknown one."""
+        token = self.get_lang_token(lang)
+        found = self.backend_tokenizer.token_to_id(token)
+        if found is None:
+            known = self.language_codes
+            raise ValueError(f"unknown language code {lang!r} for this {self.kind}; it knows "
+                             f"{', '.join(known[:12])}{', ...' if len(known) > 12 else ''} ({len(known)} codes)")
+        return found
+
+    def target_language_id(self, tgt_lang: str | None = None) -> int | None:
+        """generate's forced_bos_token_id for tgt_lang (default: self.tgt_lang): None for Marian (its target code
+        is part of the text) or when no target is set."""
+        lang = self.tgt_lang if tgt_lang is None else tgt_lang
+        if lang is None:
+            return None
+        lang_id = self.get_lang_id(lang)
+        return None if self.kind == "MarianTokenizer" else lang_id
+
+    def save_pretrained(self, save_directory):
+        if self.kind in ("MarianTokenizer", "M2M100Tokenizer"):
+            raise ValueError(f"a {self.kind} runs its SentencePiece model through Python and cannot be saved as "
+                             "tokenizer.json; copy the checkpoint's tokenizer files instead")
+        return super().save_pretrained(save_directory)
+
+    def __repr__(self) -> str:
+        return (f"TranslationTokenizer({self.kind}, vocab_size={self.vocab_size}, src_lang={self.src_lang!r}, "
+                f"tgt_lang={self.tgt_lang!r})")
+
+
+# ---- SentencePiece through the `tokenizers` pipeline --------------------------------------------------------
+
+def _sentencepiece(path: Path):
+    try:
+        import sentencepiece
+    except ImportError:
+        raise ImportError(f"{path.name} is a SentencePiece model: install the sentencepiece package "
+                          "(pip install 'seq2seq-kit[sentencepiece]')") from None
+    processor = sentencepiece.SentencePieceProcessor()
+    try:
+        processor.Load(str(path))
+    except (OSError, RuntimeError) as e:
+        raise ValueError(f"{path} is not a readable SentencePiece model: {e}") from None
+    return processor
+
+
+class _Pieces:
+    """A custom pre-tokenizer: each text between special tokens becomes its SentencePiece pieces (the Python
+    tokenizers' `_tokenize`); with marian=True a leading >>xxx<< code is kept whole first."""
+
+    def __init__(self, processor, marian: bool):
+        self.processor, self.marian = processor, marian
+
+    def split(self, _, text: NormalizedString) -> list[NormalizedString]:
+        text = str(text)
+        code = []
+        if self.marian and text.startswith(">>") and (end := text.find("<<")) != -1:
+            code, text = [text[:end + 2]], text[end + 2:]
+        return [NormalizedString(p) for p in code + self.processor.encode(text, out_type=str)]
+
+    def pre_tokenize(self, pretok) -> None:
+        pretok.split(self.split)
+
+
+class _Detokenizer:
+    """A custom decoder, transformers' convert_tokens_to_string: pieces decoded by SentencePiece between special
+    tokens, kept as they are (Marian: followed by a space, then "▁" -> " "), the whole stripped."""
+
+    def __init__(self, processor, special: set[str], marian: bool):
+        self.processor, self.special, self.marian = processor, special, marian
+
+    def decode_chain(self, tokens: list[str]) -> list[str]:
+        out, pieces = "", []
+        for token in tokens:
+            if token in self.special:
+                out += self.processor.decode_pieces(pieces) + token + (" " if self.marian else "")
+                pieces = []
+            else:
+                pieces.append(token)
+        out += self.processor.decode_pieces(pieces)
+        if self.marian:
+            out = out.replace(SPIECE_UNDERLINE, " ")
+        return [out.strip()]
+
+
+def _sentencepiece_tokenizer(root: Path, config: dict, spm: str, vocab: dict, named: dict, marian: bool,
+                             extra: list[str]) -> TranslationTokenizer:
+    processor = _sentencepiece(root / spm)
+    unk = named["unk_token"]
+    if unk not in vocab:
+        raise ValueError(f"{root / 'vocab.json'} has no {unk!r} token")
+    backend = Backend(models.WordLevel(vocab, unk_token=unk))
+    backend.pre_tokenizer = pre_tokenizers.PreTokenizer.custom(_Pieces(processor, marian))
+    settings = {**({"model_max_length": 512} if marian else {}), **config, **named}   # MarianTokenizer's default
+    settings["additional_special_tokens"] = list(dict.fromkeys([*extra, *(config.get("additional_special_tokens")
+                                                                          or [])]))
+    settings.pop("extra_special_tokens", None)
+    tok = TranslationTokenizer(backend, settings)
+    if marian:
+        eos = tok.eos_token
+        backend.post_processor = processors.TemplateProcessing(single=["$A", eos], pair=["$A", "$B", eos],
+                                                               special_tokens=[(eos, tok.eos_token_id)])
+    backend.decoder = decoders.Decoder.custom(_Detokenizer(processor, set(tok.all_special_tokens), marian))
+    return tok
+
+
+def _marian(root: Path, config: dict) -> TranslationTokenizer:
+    """MarianTokenizer: source.spm pieces looked up in vocab.json, `A </s>`."""
+    vocab = _vocab(root / "vocab.json")
+    named = dict(bos_token=None, sep_token=None, cls_token=None, mask_token=None, eos_token="</s>",
+                 unk_token="<unk>", pad_token="<pad>")
+    named.update({k: config[k] for k in ("eos_token", "unk_token", "pad_token") if config.get(k)})
+    if config.get("separate_vocabs"):
+        raise ValueError(f"{root}: a Marian tokenizer with separate source and target vocabularies is not supported")
+    return _sentencepiece_tokenizer(root, config, "source.spm", vocab, named, marian=True, extra=[])
+
+
+def _m2m100(root: Path, config: dict) -> TranslationTokenizer:
+    """M2M100Tokenizer: sentencepiece.bpe.model pieces looked up in vocab.json, then `__xx__` language tokens."""
+    vocab = _vocab(root / "vocab.json")
+    codes = WMT21_LANGUAGES if config.get("language_codes") == "wmt21" else M2M100_LANGUAGES
+    lang_tokens = {code: f"__{code}__" for code in codes}
+    size = len(vocab)
+    vocab = {**vocab, **{token: size + i for i, token in enumerate(lang_tokens.values())}}
+    named = dict(cls_token=None, mask_token=None, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                 unk_token="<unk>", pad_token="<pad>")
+    named.update({k: config[k] for k in named if isinstance(config.get(k), str)})
+    tok = _sentencepiece_tokenizer(root, config, "sentencepiece.bpe.model", vocab, named, marian=False,
+                                   extra=list(lang_tokens.values()))
+    tok.lang_tokens = lang_tokens
+    return tok
+
+
+def _mbart50_from_spm(root: Path, config: dict) -> TranslationTokenizer:
+    """MBart50Tokenizer from sentencepiece.bpe.model alone, converted as transformers converts it: the pieces and
+    scores in fairseq's order (<s> <pad> </s> <unk>, the pieces after SentencePiece's first three, the language
+    codes, <mask>), a Unigram model, SentencePiece's normalizer, Metaspace."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString((root / "sentencepiece.bpe.model").read_bytes())
+    pieces = [(p.piece, p.score) for p in proto.pieces]
+    scores = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), *pieces[3:],
+              *((code, 0.0) for code in MBART50_LANGUAGES), ("<mask>", 0.0)]
+    backend = Backend(models.Unigram(scores, unk_id=3, byte_fallback=False))
+    steps = [normalizers.Replace(Regex(r" {2,}"), " ")]
+    if proto.normalizer_spec.precompiled_charsmap:
+        steps.insert(0, normalizers.Precompiled(proto.normalizer_spec.precompiled_charsmap))
+    backend.normalizer = normalizers.Sequence(steps)
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPIECE_UNDERLINE, prepend_scheme="always", split=True)
+    backend.decoder = decoders.Metaspace(replacement=SPIECE_UNDERLINE, prepend_scheme="always", split=True)
+    backend.add_special_tokens([AddedToken("<mask>", lstrip=True, rstrip=False, special=True)])
+    settings = {**config, "additional_special_tokens": MBART50_LANGUAGES}
+    return TranslationTokenizer(backend, settings)
+
+
+def _vocab(path: Path) -> dict[str, int]:
+    vocab = read_json(path)
+    if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
+        raise ValueError(f"{path} must be a JSON object of token -> id")
+    return vocab
+
+
+def _tokenizer_config(root: Path) -> dict:
+    config = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        path = root / name
+        if path.is_file():
+            data = read_json(path)
+            config.update(data if isinstance(data, dict) else {})
+    return config
+
+
+__all__ = ["AutoTokenizer", "TranslationTokenizer", "tokenizer_kind"]

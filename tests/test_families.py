@@ -1,0 +1,236 @@
+"""The BART family's cousins on the one network: Marian, Pegasus, mBART-50, M2M100 and NLLB against transformers'
+MarianMTModel, PegasusForConditionalGeneration, MBartForConditionalGeneration and M2M100ForConditionalGeneration.
+
+Random small checkpoints (tests/checkpoints.py: "marian", "pegasus", "mbart50", "m2m100", "nllb"), fp32 on CPU:
+teacher-forced logits within 1e-4 (they are in fact equal), generate token-exact in greedy, beam 4 and seeded
+sampling, on right- and left-padded batches (M2M100 counts positions over non-pad tokens); the engine gives each
+family's request what generate gives it alone.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import transformers
+
+import seq2seq_kit
+from seq2seq_kit import AutoModelForSeq2SeqLM, BartConfig, BartForConditionalGeneration, Engine
+from seq2seq_kit.models.positions import fairseq_table, marian_table
+from checkpoints import SPECS
+from helpers import random_batch
+from test_generation import assert_parity, run_both
+
+FAMILIES = ["marian", "pegasus", "mbart50", "m2m100", "nllb"]
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def pair(checkpoint):
+    """pair(name) -> (transformers model, ours, spec config), loaded once per module."""
+    loaded = {}
+
+    def get(name):
+        if name not in loaded:
+            path = checkpoint(name)
+            hf = transformers.AutoModelForSeq2SeqLM.from_pretrained(path).eval()
+            loaded[name] = (hf, AutoModelForSeq2SeqLM.from_pretrained(path), SPECS[name].config)
+        return loaded[name]
+
+    return get
+
+
+def batch(config, left: bool = False, target_len: int | None = None):
+    out = random_batch(config["vocab_size"], config["pad_token_id"], (12, 9, 5), seed=3, eos=config["eos_token_id"],
+                       target_len=target_len, decoder_start=config["decoder_start_token_id"])
+    if not left:
+        return out
+    ids, mask = out[:2]
+    shift = (mask == 0).sum(dim=1)                                    # each row's padding moved to its front
+    ids = torch.stack([row.roll(int(s)) for row, s in zip(ids, shift)])
+    mask = torch.stack([row.roll(int(s)) for row, s in zip(mask, shift)])
+    return (ids, mask, *out[2:])
+
+
+@pytest.mark.parametrize("left", [False, True], ids=["right-padded", "left-padded"])
+@pytest.mark.parametrize("name", FAMILIES)
+def test_logits_match_transformers(pair, name, left):
+    hf, ours, config = pair(name)
+    ids, mask, dec = batch(config, left, target_len=7)
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
+    torch.testing.assert_close(ours(ids, mask, dec), theirs, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(num_beams=4), dict(do_sample=True, top_k=0)],
+                         ids=["greedy", "beam4", "sample"])
+@pytest.mark.parametrize("name", FAMILIES)
+def test_generate_matches_transformers(pair, name, kwargs):
+    hf, ours, config = pair(name)
+    ids, mask = batch(config, left=name in ("m2m100", "nllb"))
+    torch.manual_seed(0)
+    theirs = hf.generate(ids, attention_mask=mask, max_new_tokens=12, return_dict_in_generate=True,
+                         output_scores=True, **kwargs)
+    torch.manual_seed(0)
+    mine = ours.generate(ids, mask, max_new_tokens=12, return_dict_in_generate=True, output_scores=True, **kwargs)
+    assert_parity(theirs, mine)
+
+
+def test_marian_defaults_come_from_its_config(pair, checkpoint):
+    """Marian: decoder start = pad, bad_words_ids [[pad]] and num_beams 4 from config.json, as transformers."""
+    hf, ours, config = pair("marian")
+    pad = config["pad_token_id"]
+    assert ours.config.decoder_start_token_id == pad
+    assert ours.generation_config.bad_words_ids == [[pad]] and ours.generation_config.num_beams == 4
+    ids, mask = batch(config)
+    theirs, mine = run_both(hf, ours, ids, mask, max_new_tokens=10)
+    assert_parity(theirs, mine)
+    assert (mine.sequences[:, 0] == pad).all() and not (mine.sequences[:, 1:] == pad).any()
+
+
+def test_m2m100_pad_token_in_decoder_input_gets_the_zero_position(pair):
+    """A pad token fed to the decoder (a row that generated it) is embedded without a position, as transformers
+    does; the next token's position still counts it. Forced here through forced_bos_token_id = pad."""
+    hf, ours, config = pair("m2m100")
+    ids, mask = batch(config)
+    theirs, mine = run_both(hf, ours, ids, mask, max_new_tokens=8, forced_bos_token_id=config["pad_token_id"])
+    assert_parity(theirs, mine)
+    assert (mine.sequences[:, 1] == config["pad_token_id"]).all()
+
+
+@pytest.mark.parametrize("name", ["marian", "m2m100"])
+def test_engine_request_equals_generate_alone(pair, name):
+    _, ours, config = pair(name)
+    ids = batch(config)[0][0].tolist()
+    with Engine(ours) as engine:
+        out = engine.submit(ids, num_beams=4, max_new_tokens=10).result(60)
+    assert torch.equal(out, ours.generate(torch.tensor([ids]), num_beams=4, max_new_tokens=10))
+
+
+def test_fixed_position_tables_are_transformers_tables():
+    """At a real shape (Marian base: 512 positions x 512; M2M100: 1026 x 1024), bit for bit."""
+    from transformers.models.m2m_100.modeling_m2m_100 import M2M100SinusoidalPositionalEmbedding
+    from transformers.models.marian.modeling_marian import MarianSinusoidalPositionalEmbedding
+
+    assert torch.equal(marian_table(512, 512), MarianSinusoidalPositionalEmbedding(512, 512).create_weight())
+    assert torch.equal(marian_table(64, 33), MarianSinusoidalPositionalEmbedding(64, 33).create_weight())
+    assert torch.equal(fairseq_table(1026, 1024, 1), M2M100SinusoidalPositionalEmbedding.get_embedding(1026, 1024, 1))
+
+
+@pytest.mark.parametrize("name", ["marian", "m2m100"])
+def test_save_pretrained_round_trip_loads_in_transformers(pair, name, tmp_path):
+    hf, ours, config = pair(name)
+    ours.save_pretrained(tmp_path)
+    again = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    ids, mask, dec = batch(config, target_len=5)
+    with torch.no_grad():
+        torch.testing.assert_close(again(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits,
+                                   hf(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits)
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == ours.config.model_type
+
+
+def test_checkpoint_with_position_table_loads_it(checkpoint, tmp_path):
+    """Older Marian/Pegasus files carry embed_positions.weight: it is loaded (as transformers does), not refused."""
+    from safetensors.torch import load_file, save_file
+    import shutil
+
+    shutil.copytree(checkpoint("pegasus"), tmp_path, dirs_exist_ok=True)
+    state = load_file(tmp_path / "model.safetensors")
+    hf = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    for side in ("encoder", "decoder"):
+        state[f"model.{side}.embed_positions.weight"] = getattr(hf.model, side).embed_positions.weight.detach()
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    ours = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    assert torch.equal(ours.encoder.embed_positions.weight, hf.model.encoder.embed_positions.weight)
+
+
+def test_auto_model_is_the_one_class():
+    assert AutoModelForSeq2SeqLM is not BartForConditionalGeneration
+    assert seq2seq_kit.AutoModelForSeq2SeqLM is AutoModelForSeq2SeqLM
+
+
+def test_unsupported_model_type_names_the_supported_ones(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    with pytest.raises(ValueError, match="model_type='t5'.*bart, mbart, marian, pegasus, m2m_100"):
+        AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+
+
+def test_separate_marian_decoder_vocabulary_is_refused_clearly():
+    with pytest.raises(ValueError, match="separate decoder vocabulary"):
+        BartConfig.from_dict({"model_type": "marian", "share_encoder_decoder_embeddings": False,
+                              "decoder_vocab_size": 100})
+
+
+@pytest.mark.parametrize("model_type, defaults", [
+    ("marian", dict(pad_token_id=58100, eos_token_id=0, decoder_start_token_id=58100, bos_token_id=None)),
+    ("pegasus", dict(pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, forced_eos_token_id=1)),
+    ("m2m_100", dict(activation_function="relu", scale_embedding=True, forced_eos_token_id=None)),
+])
+def test_config_defaults_are_the_family_config_classes(model_type, defaults):
+    """A config.json that omits a key gets the family's transformers default."""
+    ours = BartConfig.from_dict({"model_type": model_type})
+    theirs = transformers.AutoConfig.for_model(model_type)
+    for key, value in defaults.items():
+        assert getattr(ours, key) == value == getattr(theirs, key, None)
+    assert ours.vocab_size == theirs.vocab_size
+
+
+
+@pytest.mark.parametrize("name", ["marian", "m2m100"])
+def test_fixed_shape_step_matches_eager_step(pair, name):
+    """The CUDA graph's cache (device-side positions) gives the eager step's logits, pad tokens included (M2M100
+    embeds them without a position)."""
+    _, ours, config = pair(name)
+    ids, mask = batch(config)
+    enc = ours.encode(ids, mask)
+    eager = ours.new_cache(enc, mask, 2, max_length=6)
+    fixed = ours.new_cache(enc, mask, 2, max_length=6, fixed_shape=True)
+    tokens = torch.randint(4, config["vocab_size"], (eager.num_rows, 6), generator=torch.Generator().manual_seed(1))
+    tokens[1, 2] = tokens[4, 3] = config["pad_token_id"]
+    for t in range(6):
+        torch.testing.assert_close(ours.decode_step(tokens[:, t], fixed), ours.decode_step(tokens[:, t], eager),
+                                   atol=1e-5, rtol=0, msg=f"step {t}")
+
+
+@pytest.mark.parametrize("name", ["marian", "m2m100"])
+def test_graph_bookkeeping_on_cpu(pair, name, monkeypatch):
+    """generate(cuda_graph=True) through the graph's code path (replayed eagerly on the CPU) = eager generate."""
+    import importlib
+
+    from seq2seq_kit.models import bart
+    from test_cuda_graph import EagerReplay
+
+    generate_module = importlib.import_module("seq2seq_kit.generation.generate")
+    _, ours, config = pair(name)
+    monkeypatch.setattr(bart, "GraphedStep", EagerReplay)
+    monkeypatch.setattr(generate_module, "use_cuda_graph", lambda cuda_graph, device: bool(cuda_graph))
+    ids, mask = batch(config)
+    for kwargs in (dict(max_new_tokens=10), dict(num_beams=4, max_new_tokens=10)):
+        assert torch.equal(ours.generate(ids, mask, cuda_graph=True, **kwargs),
+                           ours.generate(ids, mask, cuda_graph=False, **kwargs))
+    ours.graphed_step = None
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["marian", "pegasus", "m2m100"])
+def test_graphed_generate_matches_eager_on_cuda(checkpoint, name):
+    model = AutoModelForSeq2SeqLM.from_pretrained(checkpoint(name), device="cuda")
+    ids, mask = (t.cuda() for t in batch(SPECS[name].config, left=name == "m2m100"))
+    for kwargs in (dict(max_new_tokens=12), dict(num_beams=4, max_new_tokens=12)):
+        assert torch.equal(model.generate(ids, mask, cuda_graph=True, **kwargs),
+                           model.generate(ids, mask, cuda_graph=False, **kwargs))
+
+
+@pytest.mark.parametrize("name, family", [("m2m100", "M2M100 / NLLB"), ("marian", "Marian")])
+def test_inspect_names_the_family(capsys, checkpoint, pair, name, family):
+    from seq2seq_kit.cli import main
+
+    assert main(["inspect", str(checkpoint(name)), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    # transformers counts Marian's fixed position tables as (frozen) parameters; they are computed buffers here
+    hf = pair(name)[0]
+    assert info["family"] == family
+    assert info["parameters"] == sum(p.numel() for n, p in hf.named_parameters() if "embed_positions" not in n)
+    assert main(["inspect", str(checkpoint(name))]) == 0
+    assert f"({family})" in capsys.readouterr().out

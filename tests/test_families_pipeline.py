@@ -1,0 +1,157 @@
+"""pipeline("translation" / "translation_xx_to_yy" / "text2text-generation" / "summarization") on the families,
+against transformers 4.x's recipe run with transformers 5 (whose pipelines for these tasks are gone): tokenize with
+transformers' tokenizer (source language set), generate with the target language as forced_bos_token_id, decode
+without special tokens. Checkpoints: random small models whose vocabularies are SentencePiece models trained on the
+spot (tests/test_family_tokenizers.py), saved with the tokenizer files the real checkpoints ship.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+from seq2seq_kit import AutoTokenizer, pipeline
+from seq2seq_kit.translation import TranslationPipeline
+from checkpoints import FAMILY_SHAPE, Spec, build
+from test_family_tokenizers import CORPUS, fairseq_vocab, train
+
+pytest.importorskip("sentencepiece")
+TEXTS = CORPUS[:3]
+MAX_NEW = dict(max_new_tokens=8)
+
+
+@pytest.fixture(scope="module")
+def marian_path(tmp_path_factory):
+    """A multi-target Marian model (>>fra<< / >>deu<< codes) with its source.spm, target.spm and vocab.json."""
+    root = tmp_path_factory.mktemp("marian-mt")
+    train(root / "source.spm", "unigram")
+    shutil.copy(root / "source.spm", root / "target.spm")
+    vocab = fairseq_vocab(root / "source.spm", {"</s>": 0, "<unk>": 1})
+    for token in (">>fra<<", ">>deu<<", "<pad>"):
+        vocab[token] = len(vocab)
+    (root / "vocab.json").write_text(json.dumps(vocab))
+    pad = vocab["<pad>"]
+    config = dict(FAMILY_SHAPE, vocab_size=len(vocab), pad_token_id=pad, eos_token_id=0, decoder_start_token_id=pad,
+                  forced_eos_token_id=0, scale_embedding=True)
+    build(Spec(config, tokenizer=None, model_type="marian", seed=21, init_std=0.1,
+               config_json_extra=dict(bad_words_ids=[[pad]], num_beams=2, max_length=16)), root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def m2m100_path(tmp_path_factory):
+    root = tmp_path_factory.mktemp("m2m100-mt")
+    train(root / "sentencepiece.bpe.model", "bpe")
+    vocab = fairseq_vocab(root / "sentencepiece.bpe.model", {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3})
+    (root / "vocab.json").write_text(json.dumps(vocab))
+    (root / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "M2M100Tokenizer",
+                                                            "model_max_length": 128}))
+    config = dict(FAMILY_SHAPE, vocab_size=len(vocab) + 108, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                  decoder_start_token_id=2, scale_embedding=True, activation_function="relu")
+    build(Spec(config, tokenizer=None, model_type="m2m_100", seed=22, init_std=0.1), root)
+    return root
+
+
+def reference(path, texts, tokenizer, forced_bos=None, **kwargs) -> list[list[int]]:
+    """4.x's translation recipe with transformers 5: each text alone through generate (the ids; their decoding
+    is tests/test_family_tokenizers.py's business)."""
+    model = transformers.AutoModelForSeq2SeqLM.from_pretrained(path).eval()
+    extra = {} if forced_bos is None else dict(forced_bos_token_id=forced_bos)
+    return [model.generate(torch.tensor([tokenizer(text)["input_ids"]]), **extra, **kwargs)[0].tolist()
+            for text in texts]
+
+
+def assert_records(pipe, texts, expected_ids, **kwargs):
+    """pipe's token ids are the recipe's, and its texts their decoding without special tokens."""
+    assert [r["translation_token_ids"].tolist() for r in pipe(texts, return_tensors=True, **kwargs)] == expected_ids
+    decode = pipe.tokenizer.decode
+    assert pipe(texts, **kwargs) == [{"translation_text": decode(ids, skip_special_tokens=True)}
+                                     for ids in expected_ids]
+
+
+def test_marian_translation_equals_the_recipe(marian_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = transformers.MarianTokenizer(*(str(marian_path / f) for f in ("source.spm", "target.spm",
+                                                                                "vocab.json")))
+    expected = reference(marian_path, [f">>fra<< {t}" for t in TEXTS], theirs, **MAX_NEW)
+    pipe = pipeline("translation", model=marian_path, tgt_lang="fra")
+    assert isinstance(pipe, TranslationPipeline)
+    assert_records(pipe, TEXTS, expected, **MAX_NEW)
+    with pytest.raises(ValueError, match="pass tgt_lang, one of fra, deu"):
+        pipeline("translation", model=marian_path)
+
+
+@pytest.mark.parametrize("task, langs", [("translation", dict(src_lang="de", tgt_lang="fr")),
+                                         ("translation_de_to_fr", {})])
+def test_m2m100_translation_equals_the_recipe(m2m100_path, task, langs):
+    theirs = transformers.M2M100Tokenizer(str(m2m100_path / "vocab.json"),
+                                          str(m2m100_path / "sentencepiece.bpe.model"), src_lang="de")
+    expected = reference(m2m100_path, TEXTS, theirs, forced_bos=theirs.get_lang_id("fr"), **MAX_NEW)
+    pipe = pipeline(task, model=m2m100_path, **langs)
+    assert pipe.generate_defaults["forced_bos_token_id"] == theirs.get_lang_id("fr")
+    assert_records(pipe, TEXTS, expected, **MAX_NEW)
+    assert all(ids[1] == theirs.get_lang_id("fr") for ids in expected)   # the target language comes first
+    with pipe.engine() as engine:                                    # the public stages the server composes
+        out = engine.submit(pipe.preprocess(TEXTS[:1]).rows[0], **MAX_NEW).result(60)
+    assert pipe.postprocess(out[None], return_tensors=True)[0][0]["translation_token_ids"].tolist() == expected[0]
+
+
+def test_translation_refuses_unknown_languages(m2m100_path):
+    with pytest.raises(ValueError, match="unknown language code 'xx'.*af, am"):
+        pipeline("translation", model=m2m100_path, src_lang="en", tgt_lang="xx")
+    with pytest.raises(ValueError, match="needs tgt_lang"):
+        pipeline("translation", model=m2m100_path, src_lang="en")
+
+
+def test_text2text_generation_records(m2m100_path):
+    """4.x's Text2TextGenerationPipeline is the summarization recipe with another key."""
+    pipe = pipeline("text2text-generation", model=m2m100_path)
+    summarize = pipeline("summarization", model=m2m100_path)
+    out = pipe(TEXTS[:2], return_tensors=True, **MAX_NEW)
+    assert [list(r) for r in out] == [["generated_token_ids"]] * 2
+    assert [r["generated_token_ids"].tolist() for r in out] == \
+        [r["summary_token_ids"].tolist() for r in summarize(TEXTS[:2], return_tensors=True, **MAX_NEW)]
+    assert pipe(TEXTS[0], **MAX_NEW) == [{"generated_text": summarize(TEXTS[0], **MAX_NEW)[0]["summary_text"]}]
+
+
+def test_pegasus_summarization(checkpoint, tmp_path):
+    """Pegasus ships tokenizer.json: the summarization pipeline runs it like BART."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    path = tmp_path / "pegasus"
+    shutil.copytree(checkpoint("pegasus"), path)
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{f"w{i}": i for i in range(3, 600)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps({"eos_token": "</s>", "pad_token": "<pad>",
+                                                            "unk_token": "<unk>", "model_max_length": 64}))
+    pipe = pipeline("summarization", model=path)
+    ids = AutoTokenizer.from_pretrained(path)("w5 w6 w7 w8")["input_ids"]
+    hf = transformers.AutoModelForSeq2SeqLM.from_pretrained(path).eval()
+    expected = hf.generate(torch.tensor([ids]), **MAX_NEW)[0]
+    assert pipe("w5 w6 w7 w8", return_tensors=True, **MAX_NEW)[0]["summary_token_ids"].tolist() == expected.tolist()
+
+
+def test_unknown_task_names_the_tasks():
+    with pytest.raises(ValueError, match="'translation', 'translation_XX_to_YY', 'text2text-generation'"):
+        pipeline("question-answering", model="x")
+
+
+def test_cli_translate(m2m100_path):
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-m", "seq2seq_kit", "translate", "--model", str(m2m100_path),
+                          "--src-lang", "de", "--tgt-lang", "fr", "--max-new-tokens", "8", TEXTS[0]],
+                         capture_output=True, text=True, env={"PYTHONPATH": str(root), "PATH": ""}, timeout=300)
+    assert run.returncode == 0, run.stderr
+    expected = pipeline("translation", model=m2m100_path, src_lang="de", tgt_lang="fr")(TEXTS[0], **MAX_NEW)
+    assert run.stdout.strip() == expected[0]["translation_text"]

@@ -1,0 +1,170 @@
+"""The translation families' tokenizers (seq2seq_kit/family_tokenizers.py) against transformers 5.24's: Marian,
+M2M100, NLLB and mBART-50, ids and decoded text on a small multilingual corpus.
+
+No real SentencePiece model can be downloaded here, so each test trains one on the spot (tiny vocabulary, well
+under a second) and builds transformers' tokenizer from the same files: MarianTokenizer and M2M100Tokenizer read
+them directly; NllbTokenizer and MBart50Tokenizer convert them and are saved as tokenizer.json, the form those
+checkpoints ship (mBART-50 is also compared from sentencepiece.bpe.model alone).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+from seq2seq_kit import AutoTokenizer
+from seq2seq_kit.family_tokenizers import TranslationTokenizer
+
+spm = pytest.importorskip("sentencepiece")
+
+CORPUS = [
+    "The tower is 324 metres tall, about the same height as an 81-storey building.",
+    "Der Turm ist 324 Meter hoch und damit etwa so hoch wie ein 81-stöckiges Gebäude.",
+    "La tour mesure 324 mètres de haut, soit à peu près la hauteur d'un immeuble de 81 étages.",
+    "Башня высотой 324 метра, примерно как 81-этажное здание.",
+    "这座塔高324米，大约相当于一座81层的建筑。",
+    "탑의 높이는 324미터로 81층 건물과 비슷합니다.",
+    "During its construction, the Eiffel Tower surpassed the Washington Monument!",
+    "  Spaces   and\ttabs, «quotes» — dashes… and ünïcödé.",
+    "UN Chief Says There Is No Military Solution in Syria",
+]
+EDGE = ["a</s>b <unk> c", " leading space", "x<pad>y", "Hello"]
+
+
+def train(path: Path, model_type: str, vocab_size: int = 220) -> Path:
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS * 20), model_writer=buf, vocab_size=vocab_size,
+                                   model_type=model_type, character_coverage=1.0, hard_vocab_limit=False,
+                                   minloglevel=2)
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def fairseq_vocab(model: Path, first: dict) -> dict:
+    """vocab.json as fairseq-converted checkpoints have it: the special tokens, then the pieces."""
+    processor = spm.SentencePieceProcessor(model_file=str(model))
+    vocab = dict(first)
+    for i in range(processor.get_piece_size()):
+        vocab.setdefault(processor.id_to_piece(i), len(vocab))
+    return vocab
+
+
+def assert_same(theirs, ours, texts, decode_from: int = 0, **call):
+    for text in texts:
+        ids = theirs(text, **call)["input_ids"]
+        assert ours(text, **call)["input_ids"] == ids, text
+        ids = ids[decode_from:]
+        for skip in (True, False):
+            assert ours.decode(ids, skip_special_tokens=skip) == theirs.decode(ids, skip_special_tokens=skip), text
+    kwargs = dict(padding=True, truncation=True, max_length=12)
+    assert dict(ours(texts, **kwargs)) == {k: theirs(texts, **kwargs)[k] for k in ("input_ids", "attention_mask")}
+
+
+@pytest.fixture(scope="module")
+def marian_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("marian")
+    train(root / "source.spm", "unigram")
+    train(root / "target.spm", "unigram", 200)
+    vocab = fairseq_vocab(root / "source.spm", {"</s>": 0, "<unk>": 1})
+    vocab.update({">>fra<<": len(vocab), ">>deu<<": len(vocab) + 1})
+    vocab["<pad>"] = len(vocab)
+    (root / "vocab.json").write_text(json.dumps(vocab))
+    return root
+
+
+@pytest.fixture(scope="module")
+def m2m100_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("m2m100")
+    train(root / "sentencepiece.bpe.model", "bpe")
+    vocab = fairseq_vocab(root / "sentencepiece.bpe.model", {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3})
+    (root / "vocab.json").write_text(json.dumps(vocab))
+    return root
+
+
+def test_marian_ids_and_text_equal_transformers(marian_dir):
+    from transformers import MarianTokenizer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # "Recommended: pip install sacremoses" (not used for encoding)
+        theirs = MarianTokenizer(str(marian_dir / "source.spm"), str(marian_dir / "target.spm"),
+                                 str(marian_dir / "vocab.json"))
+    ours = AutoTokenizer.from_pretrained(marian_dir)
+    assert isinstance(ours, TranslationTokenizer) and ours.kind == "MarianTokenizer"
+    assert_same(theirs, ours, CORPUS + EDGE + [">>fra<< Hello world", ">>deu<<Turm"])
+    assert ours.language_codes == ["fra", "deu"] and ours.target_language_id("fra") is None
+
+
+@pytest.mark.parametrize("src_lang, tgt_lang", [("en", "fr"), ("ru", "zh")])
+def test_m2m100_ids_text_and_languages_equal_transformers(m2m100_dir, src_lang, tgt_lang):
+    from transformers import M2M100Tokenizer
+
+    theirs = M2M100Tokenizer(str(m2m100_dir / "vocab.json"), str(m2m100_dir / "sentencepiece.bpe.model"),
+                             src_lang=src_lang, tgt_lang=tgt_lang)
+    ours = AutoTokenizer.from_pretrained(m2m100_dir, src_lang=src_lang, tgt_lang=tgt_lang)
+    assert ours.kind == "M2M100Tokenizer"
+    # transformers 5.24 no longer registers M2M100's __xx__ tokens as special (4.x did): its decode keeps them
+    # even with skip_special_tokens. seq2seq_kit keeps 4.x's behaviour (a translation's text has no "__fr__"), so
+    # decoding is compared without the language token, and the decode of one is checked against 4.x's result.
+    assert_same(theirs, ours, CORPUS + EDGE, decode_from=1)
+    lang = ours.get_lang_id(tgt_lang)
+    assert ours.decode([2, lang] + theirs(CORPUS[0])["input_ids"][1:], skip_special_tokens=True) == CORPUS[0]
+    assert ours.target_language_id() == theirs.get_lang_id(tgt_lang) == ours.get_lang_id(tgt_lang)
+    ours.src_lang = theirs.src_lang = "de"
+    assert ours(CORPUS[1])["input_ids"] == theirs(CORPUS[1])["input_ids"]
+
+
+@pytest.fixture(scope="module")
+def nllb_dir(tmp_path_factory):
+    from transformers import NllbTokenizer
+    from transformers.models.nllb.tokenization_nllb import FAIRSEQ_LANGUAGE_CODES
+
+    spm_dir = tmp_path_factory.mktemp("nllb-spm")
+    train(spm_dir / "sentencepiece.bpe.model", "bpe")
+    root = tmp_path_factory.mktemp("nllb")
+    # as facebook/nllb-200-* ship it: the language codes are added tokens of tokenizer.json
+    NllbTokenizer.from_pretrained(spm_dir, additional_special_tokens=FAIRSEQ_LANGUAGE_CODES).save_pretrained(root)
+    return root
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_nllb_ids_text_and_languages_equal_transformers(nllb_dir, legacy):
+    from transformers import NllbTokenizer
+
+    theirs = NllbTokenizer.from_pretrained(nllb_dir, src_lang="fra_Latn", tgt_lang="deu_Latn",
+                                           legacy_behaviour=legacy)
+    config = json.loads((nllb_dir / "tokenizer_config.json").read_text())
+    (nllb_dir / "tokenizer_config.json").write_text(json.dumps({**config, "legacy_behaviour": legacy}))
+    ours = AutoTokenizer.from_pretrained(nllb_dir, src_lang="fra_Latn", tgt_lang="deu_Latn")
+    assert ours.kind == "NllbTokenizer"
+    assert_same(theirs, ours, CORPUS + EDGE)
+    assert ours.target_language_id() == theirs.convert_tokens_to_ids("deu_Latn")
+    with pytest.raises(ValueError, match="unknown language code 'xx_Yyyy'.*ace_Arab.*202 codes"):
+        ours.get_lang_id("xx_Yyyy")
+
+
+@pytest.mark.parametrize("form", ["tokenizer.json", "sentencepiece.bpe.model"])
+def test_mbart50_ids_text_and_languages_equal_transformers(tmp_path, form):
+    from transformers import MBart50Tokenizer
+
+    spm_dir = tmp_path / "spm"
+    spm_dir.mkdir()
+    train(spm_dir / "sentencepiece.bpe.model", "unigram")
+    (spm_dir / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "MBart50Tokenizer"}))
+    theirs = MBart50Tokenizer.from_pretrained(spm_dir, src_lang="de_DE", tgt_lang="ru_RU")
+    root = spm_dir
+    if form == "tokenizer.json":
+        root = tmp_path / "saved"
+        theirs.save_pretrained(root)
+    ours = AutoTokenizer.from_pretrained(root, src_lang="de_DE", tgt_lang="ru_RU")
+    assert ours.kind == "MBart50Tokenizer"
+    assert_same(theirs, ours, CORPUS + EDGE)
+    assert ours.target_language_id() == theirs.convert_tokens_to_ids("ru_RU")
+
+
+def test_language_codes_on_a_tokenizer_without_languages_are_refused():
+    with pytest.raises(ValueError, match="no multilingual tokenizer"):
+        AutoTokenizer.from_pretrained(Path(__file__).parent / "fixtures" / "bart-tokenizer", src_lang="en")
