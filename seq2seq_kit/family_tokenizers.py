@@ -23,7 +23,6 @@ Tokenizers built on a SentencePiece pre-tokenizer cannot be saved as tokenizer.j
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tokenizers import AddedToken, NormalizedString, Regex, decoders, models, normalizers, pre_tokenizers, processors

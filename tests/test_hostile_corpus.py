@@ -11,7 +11,6 @@ import shutil
 import sys
 
 import pytest
-import torch
 from safetensors.torch import load_file, save_file
 
 from helpers import GEN, by_id, make_docs, read_jsonl, write_jsonl
