@@ -8,13 +8,12 @@ task_specific_params, fairseq-era keys, ...) is kept verbatim in `extra` and wri
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from . import hub
 from .families import FAMILIES, MODEL_TYPES, Family
-from .jsonfile import read_json_object
+from .jsonfile import read_json_object, write_json
 from .models.activations import ACTIVATIONS
 
 # transformers' attribute_map: an alias present in config.json overrides the field, as in transformers.
@@ -156,5 +155,5 @@ class BartConfig:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "config.json"
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_json(path, self.to_dict(), indent=2, sort_keys=True)
         return path

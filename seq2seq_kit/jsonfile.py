@@ -1,9 +1,11 @@
-"""The one reader of the JSON files seq2seq_kit opens (config.json, generation_config.json, tokenizer files, shard
-indexes, a corpus job's meta file): a malformed file is a ValueError that names it."""
+"""The one reader and writer of the JSON files seq2seq_kit opens (config.json, generation_config.json, tokenizer
+files, shard indexes, a corpus job's meta file): a malformed file is a ValueError that names it, a failed write (a
+full disk, a read-only folder) an OSError that names it (`writing`, for the other files a checkpoint holds)."""
 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -21,3 +23,20 @@ def read_json_object(path: str | Path) -> dict:
     if not isinstance(d, dict):
         raise ValueError(f"{path} must hold a JSON object, got {type(d).__name__}")
     return d
+
+
+def write_json(path: str | Path, value, **dumps_kwargs) -> None:
+    """Write value as JSON (json.dumps(value, **dumps_kwargs) and a newline, UTF-8) to path."""
+    text = json.dumps(value, **dumps_kwargs) + "\n"
+    with writing(path):
+        Path(path).write_text(text, encoding="utf-8")
+
+
+@contextmanager
+def writing(path: str | Path):
+    """Whatever fails while the body writes path (safetensors and tokenizers raise plain Exceptions) is re-raised
+    as an OSError naming the path: "cannot write PATH: No space left on device"."""
+    try:
+        yield
+    except Exception as e:   # noqa: BLE001 - the writers' own types vary; the cause is chained
+        raise OSError(f"cannot write {path}: {getattr(e, 'strerror', None) or e}") from e

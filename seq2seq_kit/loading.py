@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .hub import WEIGHT_FILES
+from .jsonfile import write_json, writing
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DTYPE_CHOICES = ("auto", *DTYPES, "int8")   # what from_pretrained(dtype=...) takes by name (int8: CPU only)
@@ -297,7 +298,7 @@ def save(model: nn.Module, directory: str | Path) -> Path:
     """Write config.json and model.safetensors (model.checkpoint_config(), model.checkpoint_tensors())."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    config = json.dumps(model.checkpoint_config(), indent=2, sort_keys=True) + "\n"
-    (directory / "config.json").write_text(config, encoding="utf-8")
-    save_file(model.checkpoint_tensors(), directory / "model.safetensors", metadata={"format": "pt"})
+    write_json(directory / "config.json", model.checkpoint_config(), indent=2, sort_keys=True)
+    with writing(directory / "model.safetensors"):
+        save_file(model.checkpoint_tensors(), directory / "model.safetensors", metadata={"format": "pt"})
     return directory

@@ -12,7 +12,6 @@ special tokens, padding/truncation strategies, decoding).
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import warnings
@@ -24,7 +23,7 @@ from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors
 from tokenizers import Tokenizer as Backend
 
 from . import hub
-from .jsonfile import read_json
+from .jsonfile import read_json, write_json, writing
 
 DEFAULT_DIR = Path(__file__).parent / "assets" / "bart-tokenizer"   # the embedded facebook/bart files
 FILES = "tokenizer.json, or vocab.json + merges.txt (tokenizer_config.json optional)"
@@ -138,7 +137,8 @@ class Tokenizer:
         with self._lock:
             self._backend.no_truncation()  # don't save the last call's settings
             self._backend.no_padding()
-            self._backend.save(str(out / "tokenizer.json"))
+            with writing(out / "tokenizer.json"):
+                self._backend.save(str(out / "tokenizer.json"))
         config = {"tokenizer_class": "PreTrainedTokenizerFast",
                   **{k: v for k, v in self._named.items() if v is not None},
                   "model_max_length": self.model_max_length, "padding_side": self.padding_side,
@@ -146,8 +146,7 @@ class Tokenizer:
                   "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces}
         if self._extra:
             config["extra_special_tokens"] = self._extra
-        (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n",
-                                                    encoding="utf-8")
+        write_json(out / "tokenizer_config.json", config, indent=2, ensure_ascii=False)
         return str(out / "tokenizer.json"), str(out / "tokenizer_config.json")
 
     @property

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from pathlib import Path
 
 import huggingface_hub
 import pytest
@@ -120,3 +121,35 @@ def test_malformed_generation_keys_of_config_json_name_the_file(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bart", "num_beams": "four"}))
     with pytest.raises(ValueError, match=r"config.json: 'num_beams' must be an integer, got 'four'"):
         GenerationConfig.from_pretrained(tmp_path)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a device whose writes fail: disk full)")
+@pytest.mark.parametrize("name", ["config.json", "generation_config.json", "tokenizer_config.json"])
+def test_a_full_disk_names_the_file_being_written(tiny, tmp_path, name):
+    out = tmp_path / "saved"
+    out.mkdir()
+    (out / name).symlink_to("/dev/full")                            # writing it fails as on a full disk
+    model = BartForConditionalGeneration.from_pretrained(tiny)
+    save = {"config.json": model.save_pretrained, "generation_config.json": model.generation_config.save_pretrained,
+            "tokenizer_config.json": Tokenizer.from_default().save_pretrained}[name]
+    with pytest.raises(OSError, match=rf"cannot write .*{name}: .*[Nn]o space left"):
+        save(out)
+
+
+def test_a_failed_weights_or_tokenizer_write_names_the_file(tiny, tmp_path, monkeypatch):
+    """safetensors and tokenizers write to a temporary file and rename it (a /dev/full link is replaced, not
+    written), and raise plain Exceptions: their own error, as they word it on a full disk, is re-raised naming
+    the file."""
+    import tokenizers
+
+    import seq2seq_kit.loading
+
+    def full(*args, **kwargs):
+        raise Exception("No space left on device (os error 28)")
+
+    monkeypatch.setattr(seq2seq_kit.loading, "save_file", full)
+    with pytest.raises(OSError, match=r"cannot write .*model\.safetensors: No space left on device"):
+        BartForConditionalGeneration.from_pretrained(tiny).save_pretrained(tmp_path / "model")
+    monkeypatch.setattr(tokenizers.Tokenizer, "save", full)
+    with pytest.raises(OSError, match=r"cannot write .*tokenizer\.json: No space left on device"):
+        Tokenizer.from_default().save_pretrained(tmp_path / "tok")

@@ -15,14 +15,13 @@ LIBRARY_DEFAULTS. Lengths count the decoder start token (the decoder "prompt", l
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from numbers import Real
 from pathlib import Path
 
-from ..jsonfile import read_json_object
+from ..jsonfile import read_json_object, write_json
 
 
 @dataclass
@@ -99,7 +98,7 @@ class GenerationConfig:
         """Write generation_config.json (only the settings that are set)."""
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "generation_config.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        write_json(out / "generation_config.json", self.to_dict(), indent=2)
 
 
 INT_SETTINGS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "num_beams", "num_return_sequences",
