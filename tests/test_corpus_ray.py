@@ -114,3 +114,16 @@ def test_an_actor_error_is_one_line_as_in_the_local_engine(ray_cluster, crash_fl
     assert re.fullmatch(r"docs.jsonl:\d+ broke the worker", str(e.value))   # type and message; no traceback, colours
     err = capfd.readouterr().err
     assert " ERROR " not in err and "Traceback" not in err
+
+
+def test_map_reduce_on_ray_equals_the_local_engine(ray_cluster, checkpoint, tmp_path):
+    """strategy="map_reduce" reaches Ray's actors as the local engine's workers: the same records, chunks counted."""
+    long = " ".join(f"Report {i} says the tower is {300 + i} metres tall and was built in {1880 + i}."
+                    for i in range(60))
+    path = write_jsonl(tmp_path / "docs.jsonl", [{"id": "long", "text": long}, {"id": "short", "text": "Short one."}])
+    kwargs = dict(model=checkpoint("tiny"), batch_size=2, progress=False, strategy="map_reduce", max_length=8)
+    summarize_corpus(path, tmp_path / "local.jsonl", **kwargs)
+    summarize_corpus(path, tmp_path / "ray.jsonl", engine="ray", **kwargs)
+    records = by_id(read_jsonl(tmp_path / "ray.jsonl"))
+    assert records == by_id(read_jsonl(tmp_path / "local.jsonl"))
+    assert records["long"]["chunks"] > 1 and records["short"]["chunks"] == 1

@@ -309,3 +309,14 @@ def test_corpus_strategy(pipes, checkpoint, tmp_path, capsys):
     assert read_jsonl(out) == list(records.values())
     with pytest.raises(ValueError, match="strategy must be one of"):
         summarize_corpus(path, tmp_path / "other.jsonl", model=tiny, strategy="map-reduce", progress=False)
+
+
+def test_corpus_strategy_parquet_records_the_chunk_count(pipes, checkpoint, tmp_path):
+    parquet = pytest.importorskip("pyarrow.parquet", reason='Parquet output needs pip install "seq2seq-kit[parquet]"')
+    docs = [{"id": "long", "text": EN_DOC[:6000]}, {"id": "short", "text": "Short one."}]
+    path = write_jsonl(tmp_path / "docs.jsonl", docs)
+    kwargs = dict(model=checkpoint("tiny"), strategy="map_reduce", batch_size=2, progress=False, **MAP)
+    summarize_corpus(path, tmp_path / "out.jsonl", **kwargs)
+    summarize_corpus(path, tmp_path / "out.parquet", **kwargs)
+    rows = {r["id"]: r for r in parquet.read_table(tmp_path / "out.parquet").to_pylist()}
+    assert rows == {r["id"]: r for r in read_jsonl(tmp_path / "out.jsonl")} and rows["long"]["chunks"] > 1
