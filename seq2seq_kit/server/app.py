@@ -228,13 +228,8 @@ class Service:
         except asyncio.TimeoutError:
             raise Refusal(504, None, f"no answer within the server's request timeout "
                                      f"({self.settings.request_timeout:g} s)") from None
-        except EngineFull:
-            raise busy(f"the engine's queue is full ({self.settings.max_queue} waiting inputs)") from None
-        except EngineClosed:
-            raise busy("the server is draining") from None
-        except (TypeError, ValueError) as e:
-            message = str(e).replace("generate() got", "parameters has")
-            raise Refusal(422, parameter_named(message), message) from None
+        except (EngineFull, EngineClosed, TypeError, ValueError) as e:
+            raise self.refusal(e) from None
 
     def submit(self, rows: list[list[int]], kwargs: dict) -> list:
         """One engine request per row; all or none (a refusal cancels the ones already queued)."""
@@ -247,15 +242,19 @@ class Service:
         except BaseException as e:
             for r in requests:
                 r.cancel()
-            if isinstance(e, EngineFull):
-                raise busy(f"the engine's queue is full ({self.settings.max_queue} waiting inputs)") from None
-            if isinstance(e, EngineClosed):
-                raise busy("the server is draining") from None
-            if isinstance(e, (TypeError, ValueError)):
-                message = str(e).replace("generate() got", "parameters has")
-                raise Refusal(422, parameter_named(message), message) from None
+            if isinstance(e, (EngineFull, EngineClosed, TypeError, ValueError)):
+                raise self.refusal(e) from None
             raise
         return requests
+
+    def refusal(self, e: EngineFull | EngineClosed | TypeError | ValueError) -> Refusal:
+        """The answer to the engine refusing a request: 503 (queue full, draining) or 422 naming the parameter."""
+        if isinstance(e, EngineFull):
+            return busy(f"the engine's queue is full ({self.settings.max_queue} waiting inputs)")
+        if isinstance(e, EngineClosed):
+            return busy("the server is draining")
+        message = str(e).replace("generate() got", "parameters has")
+        return Refusal(422, parameter_named(message), message)
 
 
 def split_parameters(p: Parameters) -> tuple[dict, bool, bool]:
