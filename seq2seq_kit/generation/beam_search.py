@@ -44,6 +44,7 @@ import torch
 
 from .config import GenerationConfig
 from .logits_process import apply, draw
+from .sync_free import SearchProgress
 
 NEG = -1.0e9                         # transformers' "very large negative" for beams and slots
 PROMPT_LEN = 1                       # the decoder start token
@@ -128,19 +129,13 @@ def _improvable(st: BeamState, best_len_norm: torch.Tensor) -> torch.Tensor:
     return st.improvable & torch.any(best_running > worst_finished, dim=-1, keepdim=True)
 
 
-def host_length(search) -> int:
-    """The length processors see: counted on the host, so those idle at this length skip their work (exact
-    until the search stops; steps after that change nothing, whatever they compute)."""
-    return min(search.steps + 1, search.cfg.max_length)
-
-
 def _powers(max_length: int, exponent: float, device) -> torch.Tensor:
     """t ** exponent for t = 0..max_length as float32 [max_length + 1] (computed in double on the host and rounded
     once, as transformers' Python-scalar divisors are; slot 0 unused)."""
     return torch.tensor([1.0] + [float(t) ** exponent for t in range(1, max_length + 1)], device=device)
 
 
-class BeamSearch:
+class BeamSearch(SearchProgress):
     """Beam search (and beam sampling) from the decoder start token, one step at a time: feed `tokens()` [R] to
     the model's step, hand its logits [R, V] to `advance`, which returns the cache reorder (parent row of every
     row, LongTensor [R]) or None when no row changed parent; until `done`, then `output()`. R = batch * beams.
@@ -149,7 +144,8 @@ class BeamSearch:
 
     def __init__(self, cfg: GenerationConfig, processors: list, batch: int, device: torch.device, generator=None):
         beams = cfg.num_beams
-        self.cfg, self.processors, self.generator = cfg, processors, generator
+        super().__init__(cfg, device)
+        self.processors, self.generator = processors, generator
         self.batch, self.rows = batch, batch * beams
         self.eos = torch.tensor(cfg.eos_token_id, device=device) if cfg.eos_token_id else None
         self.n_candidates = max(2, 1 + (len(self.eos) if self.eos is not None else 0)) * beams
@@ -158,11 +154,6 @@ class BeamSearch:
         self.batch_offset = torch.arange(batch, device=device)[:, None] * beams          # [B, 1]
         self.identity = torch.arange(self.rows, device=device)
         self.norm_len = _powers(cfg.max_length, cfg.length_penalty, device)               # [max_length + 1]
-        self.step_scores = [] if cfg.output_scores else None
-        self.cur_len = torch.ones((), dtype=torch.long, device=device)                    # [] tokens so far
-        self.steps = 0                  # host count of steps: cur_len - 1 until the search stops
-        self.going = torch.ones((), dtype=torch.bool, device=device)                      # [] not stopped yet
-        self.done = False
 
     def tokens(self) -> torch.Tensor:
         return self.st.running_seq.index_select(2, self.cur_len[None] - 1).reshape(self.rows)        # [R]
@@ -178,7 +169,7 @@ class BeamSearch:
         """One step from logits [R, V]; returns every row's parent row [R] (the identity once stopped)."""
         cfg, st, cur_len, active = self.cfg, self.st, self.cur_len, self.going
         batch, beams, rows = self.batch, cfg.num_beams, self.rows
-        log_probs = apply(self.processors, st.running_seq.view(rows, -1), host_length(self),
+        log_probs = apply(self.processors, st.running_seq.view(rows, -1), self.host_length(),
                           logits.float().log_softmax(dim=-1))
         if self.step_scores is not None:
             self.step_scores.append(log_probs)
@@ -215,6 +206,4 @@ class BeamSearch:
         st, nrs = self.st, self.cfg.num_return_sequences
         length = PROMPT_LEN + int(st.lengths[:, :nrs].max())
         sequences = st.seq[:, :nrs, :length].reshape(self.batch * nrs, length)
-        steps = int(self.cur_len) - PROMPT_LEN                                         # not those after a stop
-        scores = tuple(self.step_scores[:steps]) if self.step_scores is not None else None
-        return sequences, st.scores[:, :nrs].reshape(self.batch * nrs), scores
+        return sequences, st.scores[:, :nrs].reshape(self.batch * nrs), self.recorded_scores()

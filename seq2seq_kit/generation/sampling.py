@@ -14,26 +14,22 @@ from __future__ import annotations
 import torch
 
 from .config import GenerationConfig
-from .beam_search import host_length
 from .logits_process import apply, draw
+from .sync_free import SearchProgress
 
 
-class SampleSearch:
+class SampleSearch(SearchProgress):
     """Greedy (cfg.do_sample False) or sampled decoding from the start token, one step at a time: feed `tokens()`
     [R] to the model's step, hand its logits [R, V] to `advance`, until `done`; then `output()`.
     R = rows (inputs x num_return_sequences). All state stays on `device`; `advance` reads one flag back,
     `advance_on_device` none (`going` is the device flag)."""
 
     def __init__(self, cfg: GenerationConfig, processors: list, rows: int, device: torch.device, generator=None):
-        self.cfg, self.processors, self.generator = cfg, processors, generator
+        super().__init__(cfg, device)
+        self.processors, self.generator = processors, generator
         self.seq = torch.full((rows, cfg.max_length), cfg.decoder_start_token_id, dtype=torch.long, device=device)
         self.eos = torch.tensor(cfg.eos_token_id, device=device) if cfg.eos_token_id else None
         self.unfinished = torch.ones(rows, dtype=torch.bool, device=device)
-        self.step_scores = [] if cfg.output_scores else None
-        self.cur_len = torch.ones((), dtype=torch.long, device=device)                # [] tokens so far
-        self.steps = 0                  # host count of steps: cur_len - 1 until the search stops
-        self.going = torch.ones((), dtype=torch.bool, device=device)                  # [] not stopped yet
-        self.done = False
 
     def tokens(self) -> torch.Tensor:
         return self.seq.index_select(1, self.cur_len[None] - 1)[:, 0]                 # [R]
@@ -45,7 +41,7 @@ class SampleSearch:
 
     def advance_on_device(self, logits: torch.Tensor) -> None:
         cfg, cur_len, active = self.cfg, self.cur_len, self.going
-        scores = apply(self.processors, self.seq, host_length(self), logits.float())
+        scores = apply(self.processors, self.seq, self.host_length(), logits.float())
         if self.step_scores is not None:
             self.step_scores.append(scores)
         if cfg.do_sample:
@@ -67,6 +63,4 @@ class SampleSearch:
 
     def output(self):
         """(sequences [R, T], None, per-step processed scores (tuple of [R, V]) or None)."""
-        length = int(self.cur_len)
-        scores = tuple(self.step_scores[:length - 1]) if self.step_scores is not None else None   # not after a stop
-        return self.seq[:, :length], None, scores
+        return self.seq[:, :int(self.cur_len)], None, self.recorded_scores()

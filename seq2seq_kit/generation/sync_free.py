@@ -9,10 +9,38 @@ wasted steps at the end, so the eager CPU loop (generate.py) keeps checking ever
 
 from __future__ import annotations
 
+import torch
+
+from .config import GenerationConfig
 from .protocol import Cache, Step
 
 
-def decode(step: Step, cache: Cache, search, check_every: int) -> None:
+class SearchProgress:
+    """How far a search (BeamSearch, SampleSearch) has come, kept on both sides: `cur_len` (tokens so far, the
+    decoder start token included) and `going` on the device, which a step reads and writes without a host read;
+    `steps` taken and `done` on the host; and each step's processed scores when cfg.output_scores."""
+
+    def __init__(self, cfg: GenerationConfig, device: torch.device):
+        self.cfg = cfg
+        self.cur_len = torch.ones((), dtype=torch.long, device=device)                # []
+        self.going = torch.ones((), dtype=torch.bool, device=device)                  # [] not stopped yet
+        self.steps = 0                  # host count of steps: cur_len - 1 until the search stops
+        self.done = False
+        self.step_scores = [] if cfg.output_scores else None
+
+    def host_length(self) -> int:
+        """The length processors see: counted on the host, so those idle at this length skip their work (exact
+        until the search stops; steps after that change nothing, whatever they compute)."""
+        return min(self.steps + 1, self.cfg.max_length)
+
+    def recorded_scores(self) -> tuple[torch.Tensor, ...] | None:
+        """The per-step scores of the steps taken (not of those run after the stop), or None."""
+        if self.step_scores is None:
+            return None
+        return tuple(self.step_scores[:int(self.cur_len) - 1])
+
+
+def decode(step: Step, cache: Cache, search: SearchProgress, check_every: int) -> None:
     """Run `search` (BeamSearch / SampleSearch) to its end on step/cache, reading its stop flag every
     `check_every` steps. The cache must accept steps past its last slot (models' FixedShapeKVCache does: they
     write its last slot again), and beam search reorders it every step, moved rows or not."""
