@@ -263,9 +263,11 @@ def _add_serve(sub, parents: list) -> None:
     p.add_argument("--api-key-env", metavar="VAR",
                    help="require 'Authorization: Bearer <key>' on every request but /health, the key being the "
                         "value of the environment variable VAR")
-    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                   help="serve from a Ray Serve deployment: a local Ray, or the cluster at ADDRESS (auto, "
-                        "ray://host:10001); needs pip install \"seq2seq-kit[ray,serve]\"")
+    p.add_argument("--ray", action="store_true",
+                   help="serve from a Ray Serve deployment (a local Ray unless --ray-address); needs "
+                        "pip install \"seq2seq-kit[ray,serve]\"")
+    p.add_argument("--ray-address", metavar="ADDRESS", help="with --ray: the cluster to join (auto, "
+                                                             "ray://host:10001); --ray=ADDRESS says the same")
     p.add_argument("--replicas", type=_positive, help="with --ray: engine replicas (default: 1)")
     p.add_argument("--autoscale", metavar="MIN:MAX", help="with --ray: autoscale between MIN and MAX replicas")
     p.set_defaults(run=_serve, parser=p)
@@ -426,8 +428,8 @@ def _serve(args) -> int:
     """The HTTP server (seq2seq_kit.server) until SIGTERM / Ctrl-C; 0 once every accepted request is answered."""
     import os
 
-    if args.ray is None and (args.replicas is not None or args.autoscale is not None):
-        args.parser.error("--replicas and --autoscale apply to --ray")
+    if not args.ray and (args.replicas is not None or args.autoscale is not None or args.ray_address is not None):
+        args.parser.error("--ray-address, --replicas and --autoscale apply to --ray")
     if args.replicas is not None and args.autoscale is not None:
         args.parser.error("give --replicas or --autoscale, not both")
     autoscale = _min_max(args.parser, args.autoscale) if args.autoscale is not None else None
@@ -444,12 +446,12 @@ def _serve(args) -> int:
                         hub_kwargs=_hub_kwargs(args), max_rows=args.max_rows, max_queue=args.max_queue,
                         max_body_bytes=args.max_body_bytes, request_timeout=args.request_timeout,
                         drain_timeout=args.drain_timeout, api_key=api_key)
-    if args.ray is None:
+    if not args.ray:
         serve(settings, host=args.host, port=args.port)
         return 0
     from .server.ray_serve import serve_on_ray
 
-    serve_on_ray(settings, address=args.ray or None, replicas=args.replicas, autoscale=autoscale, host=args.host,
+    serve_on_ray(settings, address=args.ray_address, replicas=args.replicas, autoscale=autoscale, host=args.host,
                  port=args.port)
     return 0
 

@@ -300,11 +300,16 @@ def test_api_key_and_sigterm_drains_every_accepted_request(tiny_eos_path, tmp_pa
         assert answer.json() == pipe(doc, **settings)
 
 
-def test_serve_usage_errors(tmp_path):
+def test_serve_usage_errors(tmp_path, capsys):
     from seq2seq_kit.cli import main
 
     assert main(["serve", "--replicas", "2"]) == 2
+    assert main(["serve", "--ray-address", "auto"]) == 2
     assert main(["serve", "--ray", "--autoscale", "3:1"]) == 2
+    capsys.readouterr()
+    # --ray=ADDRESS is read as --ray --ray-address ADDRESS, as summarize reads it
+    assert main(["serve", "--ray=auto", "--autoscale", "3:1"]) == 2
+    assert "MIN" in capsys.readouterr().err
     assert main(["serve", "--api-key-env", "S2S_SURELY_UNSET_VAR"]) == 2
 
 
