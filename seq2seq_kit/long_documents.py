@@ -3,6 +3,7 @@
     pipe(text, strategy="map_reduce")                                  # [{'summary_text': ...}]
     pipe(text, strategy="map_reduce", map_kwargs={"max_length": 60}, return_chunks=True)
     map_reduce(pipe, texts, engine=engine, **generate_kwargs)          # what pipe() calls; for servers
+    map_reduce(pipe, texts, engine=engine, cancel=event)               # event.set() elsewhere stops it
 
 1. Chunk (chunk_document). The document is tokenized once, after the pipeline's prefix, with character offsets.
    Sentences end at `.`, `!`, `?` (with closing quotes or brackets) before whitespace, at `。！？`, and at line
@@ -25,14 +26,18 @@
    rounds of chunking in all (an error names the depth when the text is still too long). A document of one
    chunk is summarized once, with the call's settings: exactly what strategy="truncate" gives it.
 All documents of a call go through each round together, so their chunks share the engine's batch.
+Cancel. A `cancel` event set by another thread (a server whose client left) stops the call: its engine requests
+not done are cancelled, so their rows are free at the engine's next step, and map_reduce raises CancelledError.
 """
 
 from __future__ import annotations
 
 import bisect
 import collections
+import concurrent.futures
 import itertools
 import re
+import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -43,6 +48,7 @@ STRATEGIES = ("truncate", "map_reduce")
 MAX_DEPTH = 3               # rounds of chunking: the document's, then up to two of summaries of summaries
 DEFAULT_BATCH_SIZE = 8      # chunks decoding at once when pipe(strategy="map_reduce") makes its own engine
 WORD_START_WINDOW = 16      # an over-long sentence is cut up to this many tokens early, to cut before a word
+CANCEL_POLL_S = 0.05        # how often a call given `cancel` checks it while it waits for the engine
 # A sentence ends after . ! ? (and closing quotes or brackets) before whitespace or the end, after 。！？, or
 # at a line break.
 SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)|[。！？]+[\"'”’)\]」』]*|\n")
@@ -90,10 +96,12 @@ def check_strategy(strategy: str, chunk_overlap=0, map_kwargs=None, return_chunk
 
 def map_reduce(pipe, texts: list[str], *, engine=None, batch_size: int = DEFAULT_BATCH_SIZE, chunk_overlap: int = 0,
                map_kwargs: dict | None = None, return_chunks: bool = False,
-               clean_up_tokenization_spaces: bool = False, max_depth: int = MAX_DEPTH, **generate_kwargs) -> list[dict]:
+               clean_up_tokenization_spaces: bool = False, max_depth: int = MAX_DEPTH,
+               cancel: threading.Event | None = None, **generate_kwargs) -> list[dict]:
     """One record per text (checked by pipe.check_texts): {'summary_text'}, plus 'chunks' with return_chunks.
     engine: an Engine on pipe's model with pipe's defaults (pipe.engine()); None: one made for this call, with
     batch_size requests' rows. generate_kwargs: the reduce stage's settings, and under map_kwargs the map stage's.
+    cancel: an Event another thread may set to stop the call (the module doc): concurrent.futures.CancelledError.
     Raises the first document's error (see summarize_documents)."""
     texts = pipe.check_texts(texts)
     check_strategy("map_reduce", chunk_overlap, map_kwargs, return_chunks)
@@ -105,7 +113,7 @@ def map_reduce(pipe, texts: list[str], *, engine=None, batch_size: int = DEFAULT
     try:
         results = summarize_documents(pipe, texts, engine, chunk_overlap=chunk_overlap, map_kwargs=map_kwargs,
                                       clean_up_tokenization_spaces=clean_up_tokenization_spaces,
-                                      max_depth=max_depth, **generate_kwargs)
+                                      max_depth=max_depth, cancel=cancel, **generate_kwargs)
     finally:
         if own:
             engine.close(cancel_pending=True)
@@ -117,9 +125,9 @@ def map_reduce(pipe, texts: list[str], *, engine=None, batch_size: int = DEFAULT
 
 def summarize_documents(pipe, texts: list[str], engine, *, chunk_overlap: int = 0, map_kwargs: dict | None = None,
                         clean_up_tokenization_spaces: bool = False, max_depth: int = MAX_DEPTH,
-                        **generate_kwargs) -> list[LongSummary]:
+                        cancel: threading.Event | None = None, **generate_kwargs) -> list[LongSummary]:
     """Map-reduce every text (none blank) on `engine` (the module doc). A document whose text stays longer than
-    the window after max_depth rounds gets its `error`; bad settings raise before any work."""
+    the window after max_depth rounds gets its `error`; bad settings raise before any work. cancel: as map_reduce."""
     if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 1:
         raise ValueError(f"max_depth must be a positive integer, got {max_depth!r}")
     stage = {"reduce": dict(generate_kwargs), "map": {**generate_kwargs, **(map_kwargs or {})}}
@@ -143,7 +151,7 @@ def summarize_documents(pipe, texts: list[str], engine, *, chunk_overlap: int = 
                 "max_length, or a larger max_depth")
             del plans[i]
         jobs = [(chunk.row, stage["reduce" if len(plan) == 1 else "map"]) for plan in plans.values() for chunk in plan]
-        outputs = iter(generate_all(engine, jobs))
+        outputs = iter(generate_all(engine, jobs, cancel))
         current = {}
         for i, plan in plans.items():
             ids = [next(outputs) for _ in plan]                                          # [T] each
@@ -163,23 +171,39 @@ def summarize_documents(pipe, texts: list[str], engine, *, chunk_overlap: int = 
     return results
 
 
-def generate_all(engine, jobs: list[tuple[list[int], dict]]) -> list[torch.Tensor]:
+def generate_all(engine, jobs: list[tuple[list[int], dict]],
+                 cancel: threading.Event | None = None) -> list[torch.Tensor]:
     """Generate every (row, generate kwargs) job on the engine, 2 x max_rows requests submitted at a time (the
-    engine's queue stays short); the first sequence of each, [T] on the CPU, in job order."""
+    engine's queue stays short); the first sequence of each, [T] on the CPU, in job order. Once `cancel` is set:
+    CancelledError. Whatever ends the call early cancels its requests not done."""
     window = 2 * engine.max_rows
     requests, waiting = [], collections.deque()
     try:
         for row, kwargs in jobs:
             while len(waiting) >= window:
-                waiting.popleft().result()
+                output_of(waiting.popleft(), cancel)
+            if cancel is not None and cancel.is_set():
+                raise concurrent.futures.CancelledError("map_reduce was cancelled")
             requests.append(engine.submit(row, **kwargs))
             waiting.append(requests[-1])
-        outputs = [r.result() for r in requests]
+        outputs = [output_of(r, cancel) for r in requests]
     except BaseException:
         for r in requests:
             r.cancel()
         raise
     return [(out.sequences if hasattr(out, "sequences") else out)[0].cpu() for out in outputs]
+
+
+def output_of(request, cancel: threading.Event | None):
+    """request.result(); with `cancel`, waited for CANCEL_POLL_S at a time, and CancelledError once it is set."""
+    if cancel is None:
+        return request.result()
+    while not cancel.is_set():
+        try:
+            return request.result(CANCEL_POLL_S)
+        except concurrent.futures.TimeoutError:
+            pass
+    raise concurrent.futures.CancelledError("map_reduce was cancelled")
 
 
 # ---------------------------------------------------------------------------------------------- chunking
