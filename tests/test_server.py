@@ -171,16 +171,28 @@ def test_health_info_docs(server, tiny_eos_path, pipe):
     assert info["limits"] == {"max_input_tokens": pipe.max_input_length, "max_rows": 8, "max_queue": 64,
                               "max_body_bytes": 20000, "request_timeout_s": 5.0}
     assert info["generation_defaults"]["eos_token_id"] == pipe.model.generation_config.eos_token_id
-    assert "num_beams" in info["parameters"]
+    assert "num_beams" in info["parameters"] and "strategy" in info["parameters"]
+    assert info["task"] == "summarization" and "/summarize" in info["routes"] and "/translate" not in info["routes"]
+    assert "languages" not in info
     assert httpx.get(server.url + "/docs").status_code == 200
     assert "/summarize" in httpx.get(server.url + "/openapi.json").json()["paths"]
+
+
+def test_translate_on_a_summarization_model_is_404_naming_the_route(server):
+    answer = httpx.post(server.url + "/translate", json={"inputs": "a", "parameters": {"tgt_lang": "fr"}})
+    assert answer.status_code == 404 and "POST /summarize" in answer.json()["error"], answer.text
+    garbled = httpx.post(server.url + "/translate", content=b"{", headers={"Content-Type": "application/json"})
+    assert garbled.status_code == 404                         # refused by route before the body is looked at
 
 
 # ---------------------------------------------------------------------------------------------- errors
 
 @pytest.mark.parametrize("body, field, words", [
     ({"inputs": "a", "parameters": {"num_beams": "2"}}, "parameters.num_beams", "valid integer"),
-    ({"inputs": "a", "parameters": {"bogus": 1}}, "parameters.bogus", "unknown field"),
+    ({"inputs": "a", "parameters": {"bogus": 1}}, "parameters.bogus", "parameters takes: max_length"),
+    ({"inputs": "a", "parameters": {"generate_parameters": {"strategy": "map_reduce"}}},
+     "parameters.generate_parameters.strategy", "generate_parameters takes: max_length"),
+    ({"inputs": "a", "parameters": {"eos_token_id": 3}}, "parameters.eos_token_id", "unknown field"),
     ({"inputs": "a", "parameters": {"generator": 1}}, "parameters.generator", "unknown field"),
     ({"inputs": "a", "model": "facebook/bart-large-cnn"}, "model", "the body takes: inputs, parameters"),
     ({"inputs": 5}, "inputs", "valid string"),
@@ -248,6 +260,28 @@ def test_a_disconnected_client_frees_its_engine_rows(server):
     assert 0 < done < 32 * 4 * 250 / 2
 
 
+# a text of 4500 one-token words: 18 chunks of the tiny model's 256-token window; beam 4 for 250 tokens each
+LONG_DOCUMENT = {"inputs": [" ".join(["a"] * 4500)] * 2,
+                 "parameters": {"strategy": "map_reduce", "map_parameters": LONG, **LONG}}
+LONG_DOCUMENT_ROWS = 2 * 18 * 4 * 250          # the rows the chunks alone would step
+
+
+def test_a_map_reduce_request_past_the_timeout_is_504_and_frees_the_engine(server):
+    before = engine_metrics(server)["seq2seq_engine_generated_tokens_total"]
+    answer = post(server, LONG_DOCUMENT)
+    assert answer.status_code == 504, answer.text
+    done = wait_idle(server, timeout=5)["seq2seq_engine_generated_tokens_total"] - before
+    assert 0 < done < LONG_DOCUMENT_ROWS / 2
+
+
+def test_a_disconnected_map_reduce_client_frees_its_engine_rows(server):
+    before = engine_metrics(server)["seq2seq_engine_generated_tokens_total"]
+    with pytest.raises(httpx.ReadTimeout):
+        post(server, LONG_DOCUMENT, timeout=1)
+    done = wait_idle(server, timeout=5)["seq2seq_engine_generated_tokens_total"] - before
+    assert 0 < done < LONG_DOCUMENT_ROWS / 2
+
+
 def test_unknown_route_and_metrics_by_status(server):
     assert httpx.get(server.url + "/nope").status_code == 404
     text = httpx.get(server.url + "/metrics").text
@@ -255,7 +289,7 @@ def test_unknown_route_and_metrics_by_status(server):
         if route == "/other":
             route = "other"
         assert re.search(rf'seq2seq_http_requests_total{{route="{route}",status="{status}"}} [1-9]', text), text
-    assert re.search(r"seq2seq_summarize_latency_seconds_count [1-9]", text)
+    assert re.search(r'seq2seq_http_request_latency_seconds_count{route="/summarize"} [1-9]', text)
 
 
 # ---------------------------------------------------------------------------------------------- key, drain

@@ -2,19 +2,28 @@
 
     POST /summarize  {"inputs": "text" | ["text", ...], "parameters": {...}}  ->  [{"summary_text": "..."}, ...]
                      ("strategy": "map_reduce" for texts longer than the model's window, as pipe(strategy=...))
+    POST /translate  {"inputs": ..., "parameters": {"src_lang": ..., "tgt_lang": ..., ...}}
+                     ->  [{"translation_text": "..."}, ...]
     GET  /health     200 {"status": "ready"}; 503 while loading or draining
-    GET  /info       model, commit, dtype, device, generation defaults, limits
-    GET  /metrics    Prometheus text: requests by route and status, /summarize latency, the engine's queue depth,
-                     active rows and generated tokens
+    GET  /info       model, commit, dtype, device, the routes served, languages, generation defaults, limits
+    GET  /metrics    Prometheus text: requests by route and status, latency, the engine's queue depth, active rows
+                     and generated tokens
     GET  /docs       the OpenAPI page
 
+The model's kind decides its route: a translation model (its tokenizer is Marian's, M2M100's, NLLB's or
+mBART-50's) is served on /translate as pipeline("translation", model, src_lang=..., tgt_lang=...); any other
+(BART, distilbart, KoBART, Pegasus, mBART) on /summarize as pipeline("summarization", model). The other route
+answers 404 naming the one served: a summarization checkpoint asked to translate (or the reverse) would give
+fluent nonsense, not an error.
+
 A request's path: Gate (counted and timed; API key; body read up to max_body_bytes) -> FastAPI validates the
-body against SummarizeRequest (types strict, unknown fields refused) -> the pipeline's stages: check_texts,
-preprocess (truncation), one engine request per input, postprocess. So each input's summary is what
-`pipeline("summarization")(text, **parameters)` gives for it. Every error is JSON {"error", "field"}:
-422 bad type / unknown parameter / invalid setting, 413 body too large or input too long with truncation false,
-503 + Retry-After engine queue full (or loading / draining), 504 past request_timeout, 401 without the API key.
-A client that disconnects, or times out, cancels its engine requests: their rows are free at the next step.
+body against SummarizeRequest / TranslateRequest (types strict, unknown fields refused) -> the pipeline's stages:
+check_texts, preprocess (truncation), one engine request per input, postprocess. So each input's answer is what
+the pipeline gives for it with those parameters. Every error is JSON {"error", "field"}: 422 bad type / unknown
+parameter / invalid setting / unknown language code, 413 body too large or input too long with truncation false,
+404 the route of the other kind of model, 503 + Retry-After engine queue full (or loading / draining), 504 past
+request_timeout, 401 without the API key. A client that disconnects, or times out, cancels its engine requests
+(map_reduce's too): their rows are free at the next step.
 """
 
 from __future__ import annotations
@@ -23,7 +32,9 @@ import asyncio
 import hmac
 import json
 import logging
+import threading
 import time
+import typing
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -34,18 +45,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from .. import hub
 from ..engine import EngineClosed, EngineFull
+from ..family_tokenizers import TranslationTokenizer
+from ..generation.config import GENERATE_KWARGS, GenerationConfig
 from ..long_documents import map_reduce
-from ..pipeline import pipeline
+from ..pipeline import SummarizationPipeline, load_model_and_tokenizer
+from ..translation import TranslationPipeline
 
 logger = logging.getLogger("seq2seq_kit.server")
 
-POLL_S = 0.05             # how often a waiting /summarize checks whether its client is still there
+POLL_S = 0.05             # how often a waiting request checks whether its client is still there
 RETRY_AFTER_S = 1         # Retry-After of a 503
-ROUTES = ("/summarize", "/health", "/info", "/metrics", "/docs", "/openapi.json")
+TASK_ROUTES = {"summarization": "/summarize", "translation": "/translate"}   # the pipeline's task -> its route
+ROUTES = (*TASK_ROUTES.values(), "/health", "/info", "/metrics", "/docs", "/openapi.json")
 OPEN_ROUTES = ("/health",)   # answered without the API key (load balancers' probes)
 
 
@@ -67,36 +82,41 @@ class Settings:
 
 # ---------------------------------------------------------------------------------------------- the body
 
-class GenerateParameters(BaseModel):
-    """The generate() settings a client may send: plain values only (no generator, no tensors, no token-id
-    overrides); each is checked by generate's own rules. Unset ones take the checkpoint's summarization defaults."""
-    model_config = ConfigDict(extra="forbid", strict=True)
-    max_length: int | None = None
-    max_new_tokens: int | None = None
-    min_length: int | None = None
-    min_new_tokens: int | None = None
-    num_beams: int | None = None
-    length_penalty: float | None = None
-    early_stopping: bool | Literal["never"] | None = None
-    num_return_sequences: int | None = None
-    do_sample: bool | None = None
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    repetition_penalty: float | None = None
-    no_repeat_ngram_size: int | None = None
-    encoder_no_repeat_ngram_size: int | None = None
-    bad_words_ids: list[list[int]] | None = None
-    seed: int | None = Field(None, description="with do_sample: seed of each input's own sampling generator")
+# GenerationConfig's settings a client may not send: the token ids the checkpoint fixes (forced_bos_token_id is
+# also the target language, which /translate sets from tgt_lang), and the flags that change the answer's form.
+SERVER_OWNED = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "forced_bos_token_id",
+                "forced_eos_token_id", "output_scores", "return_dict_in_generate")
+# Where GenerationConfig's annotation is wider than what generate takes, the narrower type (for the OpenAPI page).
+NARROWER = {"early_stopping": bool | Literal["never"] | None}
 
 
-class Parameters(GenerateParameters):
-    """The Inference API's summarization parameters: generate settings (flat, or under generate_parameters as the
-    newer API sends them), truncation and clean_up_tokenization_spaces."""
+def generate_parameters_model() -> type[BaseModel]:
+    """GenerateParameters: every public GenerationConfig setting but SERVER_OWNED, with its annotation (so a
+    setting generate gains is a parameter here too), plus seed. Strict types, unknown fields refused."""
+    hints = typing.get_type_hints(GenerationConfig)
+    settings = {name: (NARROWER.get(name, hints[name]), None) for name in GENERATE_KWARGS if name not in SERVER_OWNED}
+    seed = (int | None, Field(None, description="with do_sample: seed of each input's own sampling generator"))
+    return create_model(
+        "GenerateParameters", __config__=ConfigDict(extra="forbid", strict=True), **settings, seed=seed,
+        __doc__="The generate() settings a client may send: plain values only (no generator, no tensors, no "
+                "token-id overrides); each is checked by generate's own rules. Unset ones take the checkpoint's "
+                "task defaults.")
+
+
+GenerateParameters = generate_parameters_model()
+
+
+class TaskParameters(GenerateParameters):
+    """What the Inference API's summarization and translation parameters share: generate settings (flat, or under
+    generate_parameters as the newer API sends them), truncation and clean_up_tokenization_spaces."""
     truncation: bool | Literal["do_not_truncate", "longest_first", "only_first", "only_second"] | None = Field(
         None, description="true or null: cut inputs longer than the model takes; false / do_not_truncate: 413")
     clean_up_tokenization_spaces: bool = False
     generate_parameters: GenerateParameters | None = None
+
+
+class SummarizeParameters(TaskParameters):
+    """The Inference API's summarization parameters, and the long-document strategy's."""
     strategy: Literal["truncate", "map_reduce"] = Field(
         "truncate", description="map_reduce: a text longer than the model's window is summarized from the summaries "
                                 "of its chunks of whole sentences (seq2seq_kit.long_documents)")
@@ -106,10 +126,24 @@ class Parameters(GenerateParameters):
     return_chunks: bool = Field(False, description="map_reduce: add each chunk's span, text and summary_text")
 
 
+class TranslateParameters(TaskParameters):
+    """The Inference API's translation parameters."""
+    src_lang: str | None = Field(None, description="the source language code as the model's tokenizer takes it "
+                                                   "(en, eng_Latn, en_XX); default: the tokenizer's (GET /info)")
+    tgt_lang: str | None = Field(None, description="the target language code (fr, fra_Latn, fr_XX; a Marian "
+                                                   "model's fra); required when the model has several (GET /info)")
+
+
 class SummarizeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     inputs: str | list[str] = Field(description="a text, or a list of texts summarized each on its own")
-    parameters: Parameters | None = None
+    parameters: SummarizeParameters | None = None
+
+
+class TranslateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    inputs: str | list[str] = Field(description="a text, or a list of texts translated each on its own")
+    parameters: TranslateParameters | None = None
 
 
 class Summary(BaseModel):
@@ -117,8 +151,12 @@ class Summary(BaseModel):
     chunks: list[dict] | None = None
 
 
-PARAMETER_NAMES = tuple(Parameters.model_fields)
-BODY_FIELDS = {"inputs", "parameters", "generate_parameters", *PARAMETER_NAMES}
+class Translation(BaseModel):
+    translation_text: str
+
+
+PARAMETERS = {"/summarize": SummarizeParameters, "/translate": TranslateParameters}   # a route -> its parameters
+BODY_FIELDS = {"inputs", "parameters", "generate_parameters", *(n for p in PARAMETERS.values() for n in p.model_fields)}
 
 
 class Refusal(Exception):
@@ -139,35 +177,47 @@ def busy(what: str) -> Refusal:
 # ---------------------------------------------------------------------------------------------- the service
 
 class Service:
-    """What the routes share: the pipeline and its engine once loaded, the status, the metrics registry."""
+    """What the routes share: the pipeline and its engine once loaded, the status, the metrics registry. task:
+    the pipeline's ("summarization" or "translation"), known once loaded."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self.status = "loading"                  # -> "ready" -> "draining"; "failed" when the load raised
-        self.pipe = self.engine = None
+        self.pipe = self.engine = self.task = None
+        self.languages: list[str] = []           # a translation model's language codes; [] for a single pair
+        self.default_src_lang: str | None = None    # the source language of a request that names none
         self.commit: str | None = None
         self.registry = CollectorRegistry()     # this app's own: two apps in one process never mix counts
         self.requests = Counter("seq2seq_http_requests", "HTTP requests by route and status", ["route", "status"],
                                 registry=self.registry)
         self.in_progress = Gauge("seq2seq_http_requests_in_progress", "HTTP requests being answered", ["route"],
                                  registry=self.registry)
-        self.latency = Histogram("seq2seq_summarize_latency_seconds", "POST /summarize time, arrival to answer",
-                                 buckets=(.05, .1, .25, .5, 1, 2.5, 5, 10, 25, 60, 120), registry=self.registry)
+        self.latency = Histogram("seq2seq_http_request_latency_seconds", "POST /summarize and /translate time, "
+                                 "arrival to answer", ["route"], buckets=(.05, .1, .25, .5, 1, 2.5, 5, 10, 25, 60, 120),
+                                 registry=self.registry)
         self.registry.register(EngineMetrics(self))
 
     def load(self) -> None:
-        """Load the pipeline and start its engine (blocking: run it off the event loop)."""
+        """Load the pipeline of the model's kind and start its engine (blocking: run it off the event loop)."""
         s = self.settings
         try:
             root = hub.resolve(s.model, purpose="all", **s.hub_kwargs)
-            pipe = pipeline("summarization", model=str(root), device=s.device, dtype=s.dtype)
+            model, tokenizer = load_model_and_tokenizer(str(root), None, s.device, s.dtype)
+            if isinstance(tokenizer, TranslationTokenizer):
+                self.task, self.languages = "translation", tokenizer.language_codes
+                self.default_src_lang = None if tokenizer.kind == "MarianTokenizer" else tokenizer.src_lang
+                # any target will do here: every request sets its own (check_languages, then set_languages)
+                pipe = TranslationPipeline(model, tokenizer, tgt_lang=(self.languages or [None])[0])
+            else:
+                self.task, pipe = "summarization", SummarizationPipeline(model, tokenizer)
             self.pipe, self.engine = pipe, pipe.engine(max_rows=s.max_rows, max_queue=s.max_queue)
         except BaseException:
             self.status = "failed"
             raise
         self.commit = root.name if root.parent.name == "snapshots" else None   # a Hub cache snapshot's folder
         self.status = "ready"
-        logger.info("serving %s on %s (%s)", s.model, pipe.device, pipe.model.dtype)
+        logger.info("serving %s (%s, POST %s) on %s (%s)", s.model, self.task, TASK_ROUTES[self.task], pipe.device,
+                    pipe.model.dtype)
 
     def drain(self) -> None:
         """Refuse new requests; finish the engine's accepted ones (blocking, up to drain_timeout)."""
@@ -177,59 +227,116 @@ class Service:
 
     def info(self) -> dict:
         s, pipe = self.settings, self.pipe
+        route = TASK_ROUTES.get(self.task)
+        defaults = {**pipe.model.generation_config.to_dict(), **pipe.generate_defaults} \
+            if pipe and pipe.model.generation_config is not None else None
+        if defaults is not None and self.task == "translation":
+            defaults.pop("forced_bos_token_id", None)     # each request's tgt_lang sets it
         return {
             "model": s.model, "revision": s.hub_kwargs.get("revision"), "commit": self.commit, "status": self.status,
+            "task": self.task, "routes": [r for r in ROUTES if r not in TASK_ROUTES.values() or r == route],
             "dtype": str(pipe.model.dtype).removeprefix("torch.") if pipe else None,
             "device": str(pipe.device) if pipe else None,
-            "generation_defaults": ({**pipe.model.generation_config.to_dict(), **pipe.generate_defaults}
-                                    if pipe and pipe.model.generation_config is not None else None),
+            "generation_defaults": defaults,
             "limits": {"max_input_tokens": pipe.max_input_length if pipe else None, "max_rows": s.max_rows,
                        "max_queue": s.max_queue, "max_body_bytes": s.max_body_bytes,
                        "request_timeout_s": s.request_timeout},
-            "parameters": list(PARAMETER_NAMES),
+            "parameters": list(PARAMETERS[route].model_fields) if route else None,
+            **({"languages": self.languages, "default_src_lang": self.default_src_lang}
+               if self.task == "translation" else {}),
         }
 
-    async def summarize(self, body: SummarizeRequest, http: Request) -> list:
-        """The pipeline's answer for body, each input on the engine; raises Refusal."""
+    def serving(self, task: str):
+        """The pipeline of `task`, when this server is ready; else Refusal 503 (the Gate refused other tasks)."""
         if self.status != "ready":
             raise busy(f"the server is {self.status}")
-        pipe, parameters = self.pipe, body.parameters or Parameters()
+        assert self.task == task, (self.task, task)
+        return self.pipe
+
+    def unserved(self, path: str) -> Refusal | None:
+        """Refusal 404 naming the route served when `path` is the other kind of model's task route."""
+        if self.task is None or path not in TASK_ROUTES.values() or path == TASK_ROUTES[self.task]:
+            return None
+        return Refusal(404, None, f"this server's model is a {self.task} model: it answers POST "
+                                  f"{TASK_ROUTES[self.task]}, not POST {path}")
+
+    async def summarize(self, body: SummarizeRequest, http: Request) -> list:
+        """The summarization pipeline's answer for body, each input on the engine; raises Refusal."""
+        pipe, parameters = self.serving("summarization"), body.parameters or SummarizeParameters()
         kwargs, truncation, clean_up = split_parameters(parameters)
-        try:
-            texts = pipe.check_texts(body.inputs)       # the types are checked already: this finds empty texts
-        except ValueError as e:
-            raise Refusal(422, "inputs", str(e)) from None
+        texts = checked_texts(pipe, body.inputs)
         if parameters.strategy == "map_reduce":
-            records = await self.map_reduce(texts, parameters, kwargs, clean_up)
+            records = await self.map_reduce(texts, parameters, kwargs, clean_up, http)
             return records if isinstance(body.inputs, list) else records[:1]
-        try:
-            rows = pipe.preprocess(texts, truncation).rows
-        except ValueError as e:
-            raise Refusal(413, "inputs", str(e).replace("pass truncation=True",
-                                                         'send "parameters": {"truncation": true}')) from None
+        return await self.generate(body.inputs, rows_of(pipe, texts, truncation), kwargs, clean_up, http)
+
+    async def translate(self, body: TranslateRequest, http: Request) -> list:
+        """The translation pipeline's answer for body (its languages this request's), each input on the engine;
+        raises Refusal."""
+        pipe, parameters = self.serving("translation"), body.parameters or TranslateParameters()
+        kwargs, truncation, clean_up = split_parameters(parameters)
+        texts = checked_texts(pipe, body.inputs)
+        src_lang, tgt_lang = self.check_languages(parameters)
+        # No await from here to the engine requests' submission, so no other request changes the languages between.
+        pipe.set_languages(src_lang, tgt_lang)
+        rows = rows_of(pipe, texts, truncation)
+        if "forced_bos_token_id" in pipe.generate_defaults:        # M2M100, NLLB, mBART-50: the target language
+            kwargs["forced_bos_token_id"] = pipe.generate_defaults["forced_bos_token_id"]
+        return await self.generate(body.inputs, rows, kwargs, clean_up, http)
+
+    def check_languages(self, p: TranslateParameters) -> tuple[str | None, str | None]:
+        """(src_lang, tgt_lang) of a request, the source defaulted; Refusal 422 naming parameters.src_lang /
+        tgt_lang with the codes' form. A Marian model's source language is its own (src_lang is ignored, as by
+        pipeline("translation"))."""
+        if not self.languages:
+            sent = next((n for n in ("src_lang", "tgt_lang") if getattr(p, n) is not None), None)
+            if sent is not None:
+                raise Refusal(422, f"parameters.{sent}", "this model translates one language pair and has no "
+                                                         "language codes: leave src_lang and tgt_lang out")
+            return None, None
+        if p.tgt_lang is None:
+            some = ", ".join(self.languages[:8])
+            raise Refusal(422, "parameters.tgt_lang", f"required: this model translates into several languages; "
+                                                      f"send one of {some}, ... (GET /info lists them all)")
+        marian = self.default_src_lang is None
+        for name in ("tgt_lang",) if marian else ("src_lang", "tgt_lang"):
+            code = getattr(p, name)
+            if code is not None:
+                try:
+                    self.pipe.tokenizer.get_lang_id(code)
+                except ValueError as e:
+                    raise Refusal(422, f"parameters.{name}", f"{e}; GET /info lists them all") from None
+        return (None if marian else p.src_lang or self.default_src_lang), p.tgt_lang
+
+    async def generate(self, inputs: str | list[str], rows: list[list[int]], kwargs: dict, clean_up: bool,
+                       http: Request) -> list:
+        """The pipeline's records for rows (one engine request each), shaped as pipe(inputs) shapes them."""
         requests = self.submit(rows, kwargs)
         ids = await outputs_of(requests, http, self.settings.request_timeout)
-        records = [pipe.postprocess(out[None], clean_up_tokenization_spaces=clean_up)[0] for out in ids]
-        if isinstance(body.inputs, str):
+        records = [self.pipe.postprocess(out[None], clean_up_tokenization_spaces=clean_up)[0] for out in ids]
+        if isinstance(inputs, str):
             return records[0]
         return [r[0] for r in records] if all(len(r) == 1 for r in records) else records   # as pipe() flattens
 
-    async def map_reduce(self, texts: list[str], parameters: Parameters, kwargs: dict, clean_up: bool) -> list:
-        """pipe(texts, strategy="map_reduce", ...) on the engine, off the event loop; raises Refusal. Past the
-        request timeout the answer is 504, but the document's remaining chunks still run to their end."""
+    async def map_reduce(self, texts: list[str], parameters: SummarizeParameters, kwargs: dict, clean_up: bool,
+                         http: Request) -> list:
+        """pipe(texts, strategy="map_reduce", ...) on the engine, in a worker thread; raises Refusal. Past the
+        request timeout or once the client is gone, its engine requests are cancelled (long_documents' cancel)."""
         if "seed" in kwargs:
             raise Refusal(422, "parameters.seed", "seed applies to strategy truncate; leave it out with map_reduce")
         map_kwargs = parameters.map_parameters.model_dump(exclude_unset=True) if parameters.map_parameters else None
-        work = asyncio.to_thread(map_reduce, self.pipe, texts, engine=self.engine, map_kwargs=map_kwargs,
-                                 chunk_overlap=parameters.chunk_overlap, return_chunks=parameters.return_chunks,
-                                 clean_up_tokenization_spaces=clean_up, **kwargs)
+        cancel = threading.Event()
+        work = asyncio.ensure_future(asyncio.to_thread(
+            map_reduce, self.pipe, texts, engine=self.engine, map_kwargs=map_kwargs,
+            chunk_overlap=parameters.chunk_overlap, return_chunks=parameters.return_chunks,
+            clean_up_tokenization_spaces=clean_up, cancel=cancel, **kwargs))
+        work.add_done_callback(lambda f: f.cancelled() or f.exception())   # a refused request's end is not logged
         try:
-            return await asyncio.wait_for(work, self.settings.request_timeout)
-        except asyncio.TimeoutError:
-            raise Refusal(504, None, f"no answer within the server's request timeout "
-                                     f"({self.settings.request_timeout:g} s)") from None
+            return await answer_of(work, http, self.settings.request_timeout)
         except (EngineFull, EngineClosed, TypeError, ValueError) as e:
             raise self.refusal(e) from None
+        finally:
+            cancel.set()
 
     def submit(self, rows: list[list[int]], kwargs: dict) -> list:
         """One engine request per row; all or none (a refusal cancels the ones already queued)."""
@@ -257,7 +364,24 @@ class Service:
         return Refusal(422, parameter_named(message), message)
 
 
-def split_parameters(p: Parameters) -> tuple[dict, bool, bool]:
+def checked_texts(pipe, inputs: str | list[str]) -> list[str]:
+    """pipe.check_texts(inputs) (the types are checked already: this finds empty texts); Refusal 422."""
+    try:
+        return pipe.check_texts(inputs)
+    except ValueError as e:
+        raise Refusal(422, "inputs", str(e)) from None
+
+
+def rows_of(pipe, texts: list[str], truncation: bool) -> list[list[int]]:
+    """pipe.preprocess(texts, truncation).rows; Refusal 413 for a text over the window without truncation."""
+    try:
+        return pipe.preprocess(texts, truncation).rows
+    except ValueError as e:
+        raise Refusal(413, "inputs", str(e).replace("pass truncation=True",
+                                                     'send "parameters": {"truncation": true}')) from None
+
+
+def split_parameters(p: TaskParameters) -> tuple[dict, bool, bool]:
     """(generate kwargs incl. seed, truncation for preprocess, clean_up_tokenization_spaces); only the settings
     the client sent (an explicit null included: it means what None means to generate)."""
     kwargs = p.generate_parameters.model_dump(exclude_unset=True) if p.generate_parameters else {}
@@ -267,26 +391,32 @@ def split_parameters(p: Parameters) -> tuple[dict, bool, bool]:
 
 
 async def outputs_of(requests: list, http: Request, timeout: float) -> list:
-    """The requests' outputs, each LongTensor [n, T]. Refusal 504 past `timeout`, 499 when the client is gone;
-    either way (and on any error or cancellation) the requests not done are cancelled in the engine."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    """The requests' outputs, each LongTensor [n, T] (answer_of their futures); whatever ends the wait (the
+    answer, a refusal, an error, a cancellation) cancels the requests not done in the engine."""
     together = asyncio.gather(*(asyncio.wrap_future(r.future) for r in requests))
     try:
-        while True:
-            left = deadline - loop.time()
-            if left <= 0:
-                raise Refusal(504, None, f"no answer within the server's request timeout ({timeout:g} s); send "
-                                         "fewer or shorter inputs, or lower max_length / num_beams")
-            done, _ = await asyncio.wait([together], timeout=min(POLL_S, left))
-            if done:
-                return together.result()
-            if await http.is_disconnected():
-                raise Refusal(499, None, "the client disconnected")
+        return await answer_of(together, http, timeout)
     finally:
         for r in requests:
             r.cancel()
         together.cancel()
+
+
+async def answer_of(work: asyncio.Future, http: Request, timeout: float):
+    """work's result. Refusal 504 once `timeout` seconds have passed, 499 once the client is gone (the caller
+    then cancels the work)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        left = deadline - loop.time()
+        if left <= 0:
+            raise Refusal(504, None, f"no answer within the server's request timeout ({timeout:g} s); send "
+                                     "fewer or shorter inputs, or lower max_length / num_beams")
+        done, _ = await asyncio.wait([work], timeout=min(POLL_S, left))
+        if done:
+            return work.result()
+        if await http.is_disconnected():
+            raise Refusal(499, None, "the client disconnected")
 
 
 class EngineMetrics:
@@ -333,13 +463,15 @@ class Gate:
                 await self.guarded(scope, receive, send_counted)
         finally:
             self.service.requests.labels(route, status[0]).inc()
-            if route == "/summarize":
-                self.service.latency.observe(time.perf_counter() - start)
+            if route in TASK_ROUTES.values():
+                self.service.latency.labels(route).observe(time.perf_counter() - start)
 
     async def guarded(self, scope, receive, send):
         if self.expected is not None and scope["path"] not in OPEN_ROUTES and not self.authorized(scope):
             refusal = Refusal(401, "Authorization", "send the API key as the header 'Authorization: Bearer <key>'",
                               {"WWW-Authenticate": "Bearer"})
+            return await refusal.response()(scope, receive, send)
+        if (refusal := self.service.unserved(scope["path"])) is not None:    # before the body is read or checked
             return await refusal.response()(scope, receive, send)
         limit = self.service.settings.max_body_bytes
         try:
@@ -405,8 +537,9 @@ def build_app(settings: Settings, *, load_in_background: bool = True) -> FastAPI
         await asyncio.to_thread(service.drain)
 
     app = FastAPI(title="seq2seq-kit", lifespan=lifespan,
-                  description="Summarization over HTTP (the Hugging Face Inference API's shape) on seq2seq_kit's "
-                              "continuous-batching engine.")
+                  description="Summarization or translation over HTTP (the Hugging Face Inference API's shapes) on "
+                              "seq2seq_kit's continuous-batching engine. A server answers one of POST /summarize "
+                              "and POST /translate, by its model's kind (GET /info says which).")
     app.state.service = service
     _add_routes(app, service)
     _add_error_handlers(app)
@@ -420,13 +553,19 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     async def summarize(body: SummarizeRequest, request: Request):
         return JSONResponse(await service.summarize(body, request))
 
+    @app.post("/translate", response_model=list[Translation] | list[list[Translation]],
+              summary="Translate a text or a list of texts (a translation model's server)")
+    async def translate(body: TranslateRequest, request: Request):
+        return JSONResponse(await service.translate(body, request))
+
     @app.get("/health", summary="200 when the model is loaded and the engine runs; 503 while loading or draining")
     async def health():
         code = 200 if service.status == "ready" else 503
         return JSONResponse({"status": service.status}, code, headers={} if code == 200 else
                             {"Retry-After": str(RETRY_AFTER_S)})
 
-    @app.get("/info", summary="The model, its commit, dtype, device, generation defaults and the server's limits")
+    @app.get("/info", summary="The model, its commit, dtype, device, routes, languages, generation defaults and "
+                              "the server's limits")
     async def info():
         return service.info()
 
@@ -442,7 +581,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError):
-        problems = describe_errors(e.errors())
+        parameters = PARAMETERS.get(request.url.path, SummarizeParameters)
+        problems = describe_errors(e.errors(), tuple(parameters.model_fields))
         first = next(iter(problems))
         return JSONResponse({"error": problems[first], "field": first, "errors": problems}, 422)
 
@@ -452,9 +592,9 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"error": f"internal error: {type(e).__name__}: {e}", "field": None}, 500)
 
 
-def describe_errors(errors) -> dict[str, str]:
+def describe_errors(errors, parameter_names: tuple[str, ...]) -> dict[str, str]:
     """pydantic's errors -> {field: what is wrong and what to send instead}, e.g. {"parameters.num_beams":
-    "parameters.num_beams: Input should be a valid integer (got \"4\")"}."""
+    "parameters.num_beams: Input should be a valid integer (got \"4\")"}; parameter_names: the route's."""
     problems: dict[str, list[str]] = {}
     for error in errors:
         loc, kind = error["loc"], error["type"]
@@ -463,9 +603,10 @@ def describe_errors(errors) -> dict[str, str]:
             path.pop()                                # a union's variant ("str", "list[str]"), not a field
         name = ".".join(map(str, path[1:] if path[:1] == ["body"] else path)) or "body"
         if kind == "extra_forbidden":
-            takes = ("parameters take: " + ", ".join(PARAMETER_NAMES)) if len(path) > 2 else \
-                "the body takes: inputs, parameters"
-            message = f"unknown field; {takes}"
+            within = str(path[-2]) if len(path) > 1 else "the body"
+            takes = {"the body": ("inputs", "parameters"), "parameters": parameter_names}.get(
+                within, tuple(GenerateParameters.model_fields))          # generate_parameters, map_parameters
+            message = f"unknown field; {within} takes: {', '.join(takes)}"
         elif kind == "missing":
             message = 'required: send {"inputs": "text" or ["text", ...], "parameters": {...}}'
         elif kind == "json_invalid":

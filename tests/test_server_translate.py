@@ -1,0 +1,143 @@
+"""`seq2seq-kit serve` with a translation model: POST /translate over real HTTP, against pipeline("translation").
+
+Two servers, on tests/test_families_pipeline.py's checkpoints: a multi-target Marian model (>>fra<< / >>deu<<)
+and an M2M100 model (its language tokens, target language as forced_bos_token_id). Concurrent requests in several
+languages at once each get what pipeline("translation", model, src_lang=..., tgt_lang=...) gives for them (the
+pipeline itself is checked against transformers there).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import shutil
+
+import pytest
+from safetensors.torch import load_file, save_file
+
+pytest.importorskip("fastapi", reason='the server needs its extra (pip install "seq2seq-kit[serve]")')
+pytest.importorskip("sentencepiece")
+
+import httpx  # noqa: E402
+from seq2seq_kit import pipeline  # noqa: E402
+from test_families_pipeline import TEXTS, m2m100_path, marian_path  # noqa: E402,F401  (fixtures)
+from test_server import LIMITS, Server  # noqa: E402
+
+PARAMS = {"max_new_tokens": 8}
+
+
+def translate(server, body, **kwargs) -> httpx.Response:
+    return httpx.post(server.url + "/translate", json=body, timeout=60, **kwargs)
+
+
+def started(path, tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("translate"), "--model", path, *LIMITS)
+    try:
+        srv.wait_ready()
+    except BaseException:
+        srv.stop()
+        raise
+    return srv
+
+
+@pytest.fixture(scope="module")
+def marian_mt(marian_path, tmp_path_factory):
+    """marian_path with its weights times 3: the shared checkpoint answers every text and language alike, this
+    one differently (so a server that got the language wrong would fail)."""
+    root = tmp_path_factory.mktemp("marian-x3")
+    shutil.copytree(marian_path, root, dirs_exist_ok=True)
+    state = {name: 3 * tensor for name, tensor in load_file(root / "model.safetensors").items()}
+    save_file(state, root / "model.safetensors", metadata={"format": "pt"})
+    return root
+
+
+@pytest.fixture(scope="module")
+def marian_server(marian_mt, tmp_path_factory):
+    srv = started(marian_mt, tmp_path_factory)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def m2m100_server(m2m100_path, tmp_path_factory):
+    srv = started(m2m100_path, tmp_path_factory)
+    yield srv
+    srv.stop()
+
+
+def concurrently(server, bodies: list[dict]) -> list:
+    with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(lambda body: translate(server, body), bodies))
+    assert [a.status_code for a in answers] == [200] * len(bodies), [a.text for a in answers]
+    return [a.json() for a in answers]
+
+
+def test_marian_translations_are_the_pipelines(marian_server, marian_mt):
+    jobs = [(text, lang) for text in TEXTS for lang in ("fra", "deu")]
+    answers = concurrently(marian_server, [{"inputs": t, "parameters": {"tgt_lang": lang, **PARAMS}}
+                                           for t, lang in jobs])
+    pipes = {lang: pipeline("translation", model=marian_mt, tgt_lang=lang) for lang in ("fra", "deu")}
+    assert answers == [pipes[lang](text, **PARAMS) for text, lang in jobs]
+    assert all(a != b for a, b in zip(answers[::2], answers[1::2])), "fra and deu gave the same answer"
+    assert len({str(a) for a in answers}) == len(answers)
+    # a list of inputs, the newer API's generate_parameters, the checkpoint's own settings (num_beams 2)
+    listed = translate(marian_server, {"inputs": TEXTS, "parameters": {"tgt_lang": ">>deu<<",
+                                                                       "generate_parameters": PARAMS}})
+    assert listed.status_code == 200 and listed.json() == pipes["deu"](TEXTS, **PARAMS)
+    assert translate(marian_server, {"inputs": TEXTS[0], "parameters": {"tgt_lang": "fra"}}).json() == \
+        pipes["fra"](TEXTS[0])
+
+
+def test_m2m100_translations_are_the_pipelines(m2m100_server, m2m100_path):
+    langs = [("de", "fr"), ("en", "de"), (None, "fr"), ("fr", "ru")]     # None: the tokenizer's default (en)
+    jobs = [(text, src, tgt) for text in TEXTS for src, tgt in langs]
+    bodies = [{"inputs": t, "parameters": {**({"src_lang": s} if s else {}), "tgt_lang": g, **PARAMS}}
+              for t, s, g in jobs]
+    answers = concurrently(m2m100_server, bodies)
+    pipes = {(s, g): pipeline("translation", model=m2m100_path, src_lang=s, tgt_lang=g) for s, g in langs}
+    assert answers == [pipes[s, g](text, **PARAMS) for text, s, g in jobs]
+    assert len({str(a) for a in answers[:len(langs)]}) > 1, "every language pair gave the same answer"
+    sampled = {"inputs": TEXTS[:2], "parameters": {"src_lang": "de", "tgt_lang": "fr", "do_sample": True,
+                                                   "seed": 3, **PARAMS}}
+    assert translate(m2m100_server, sampled).json() == translate(m2m100_server, sampled).json()
+
+
+def test_m2m100_info_and_routes(m2m100_server, m2m100_path):
+    info = httpx.get(m2m100_server.url + "/info").json()
+    assert info["task"] == "translation" and "/translate" in info["routes"] and "/summarize" not in info["routes"]
+    assert info["languages"][:3] == ["af", "am", "ar"] and len(info["languages"]) == 100
+    assert info["default_src_lang"] == "en" and "src_lang" in info["parameters"]
+    assert "forced_bos_token_id" not in info["generation_defaults"]      # each request's tgt_lang sets it
+    summarize = httpx.post(m2m100_server.url + "/summarize", json={"inputs": "a"})
+    assert summarize.status_code == 404 and "POST /translate" in summarize.json()["error"]
+    strategy = translate(m2m100_server, {"inputs": "a", "parameters": {"tgt_lang": "fr", "strategy": "map_reduce"}})
+    assert strategy.status_code == 422 and strategy.json()["field"] == "parameters.strategy"
+    assert "tgt_lang" in strategy.json()["error"]                       # the route's parameters are listed
+
+
+@pytest.mark.parametrize("parameters, field, words", [
+    ({"src_lang": "de"}, "parameters.tgt_lang", "required"),
+    ({"tgt_lang": "xx"}, "parameters.tgt_lang", "unknown language code 'xx'"),
+    ({"tgt_lang": "fra_Latn"}, "parameters.tgt_lang", "af, am, ar"),       # the codes' form
+    ({"src_lang": "english", "tgt_lang": "fr"}, "parameters.src_lang", "unknown language code 'english'"),
+    ({"tgt_lang": 5}, "parameters.tgt_lang", "valid string"),
+    ({"tgt_lang": "fr", "forced_bos_token_id": 5}, "parameters.forced_bos_token_id", "unknown field"),
+    ({"tgt_lang": "fr", "num_beams": 0}, "parameters.num_beams", "num_beams"),
+])
+def test_m2m100_bad_languages_and_parameters_are_422(m2m100_server, parameters, field, words):
+    answer = translate(m2m100_server, {"inputs": TEXTS[0], "parameters": parameters})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["field"] == field and words in answer.json()["error"], answer.json()
+
+
+def test_marian_language_errors_and_long_input(marian_server, marian_mt):
+    missing = translate(marian_server, {"inputs": TEXTS[0]})
+    assert missing.status_code == 422 and missing.json()["field"] == "parameters.tgt_lang"
+    assert "fra, deu" in missing.json()["error"]
+    unknown = translate(marian_server, {"inputs": TEXTS[0], "parameters": {"tgt_lang": "spa"}})
+    assert unknown.status_code == 422 and "fra, deu" in unknown.json()["error"]
+    long = " ".join(TEXTS * 20)
+    refused = translate(marian_server, {"inputs": long, "parameters": {"tgt_lang": "fra", "truncation": False}})
+    assert refused.status_code == 413 and '"truncation": true' in refused.json()["error"]
+    cut = translate(marian_server, {"inputs": long, "parameters": {"tgt_lang": "fra", **PARAMS}})
+    expected = pipeline("translation", model=marian_mt, tgt_lang="fra")(long, truncation=True, **PARAMS)
+    assert cut.status_code == 200 and cut.json() == expected
