@@ -242,9 +242,11 @@ def _add_parity(sub, parents: list) -> None:
 def _add_serve(sub, parents: list) -> None:
     from .pipeline import DEFAULT_MODEL
 
-    p = sub.add_parser("serve", parents=parents, help="serve summarization over HTTP (FastAPI, or Ray Serve)",
-                       description="POST /summarize (the Hugging Face Inference API's shape), /health, /info, "
-                                   "/metrics, /docs, on the continuous-batching engine. SIGTERM / Ctrl-C drain: "
+    p = sub.add_parser("serve", parents=parents,
+                       help="serve summarization or translation over HTTP (FastAPI, or Ray Serve)",
+                       description="POST /summarize, or POST /translate for a translation model (Marian, M2M100, "
+                                   "NLLB, mBART-50), in the Hugging Face Inference API's shapes; /health, /info, "
+                                   "/metrics, /docs; on the continuous-batching engine. SIGTERM / Ctrl-C drain: "
                                    "every accepted request is answered. Needs pip install \"seq2seq-kit[serve]\".")
     p.add_argument("--model", default=None, help=f"Hub id or local checkpoint directory, fixed for the server's "
                                                  f"life (default: {DEFAULT_MODEL})")

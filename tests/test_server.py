@@ -193,6 +193,7 @@ def test_translate_on_a_summarization_model_is_404_naming_the_route(server):
     ({"inputs": "a", "parameters": {"generate_parameters": {"strategy": "map_reduce"}}},
      "parameters.generate_parameters.strategy", "generate_parameters takes: max_length"),
     ({"inputs": "a", "parameters": {"eos_token_id": 3}}, "parameters.eos_token_id", "unknown field"),
+    ({"inputs": "a", "parameters": {"renormalize_logits": "yes"}}, "parameters.renormalize_logits", "valid boolean"),
     ({"inputs": "a", "parameters": {"generator": 1}}, "parameters.generator", "unknown field"),
     ({"inputs": "a", "model": "facebook/bart-large-cnn"}, "model", "the body takes: inputs, parameters"),
     ({"inputs": 5}, "inputs", "valid string"),

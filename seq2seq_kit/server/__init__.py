@@ -1,9 +1,11 @@
-"""`seq2seq-kit serve`: the summarization pipeline over HTTP, on the continuous-batching engine.
+"""`seq2seq-kit serve`: the summarization or translation pipeline over HTTP, on the continuous-batching engine.
 
     seq2seq-kit serve --model sshleifer/distilbart-cnn-12-6                  # http://127.0.0.1:8000
     curl -s localhost:8000/summarize -H 'Content-Type: application/json' \\
          -d '{"inputs": "The tower is 324 metres tall ...", "parameters": {"max_length": 60}}'
     # [{"summary_text": "..."}]
+    # a translation model (Marian, M2M100, NLLB, mBART-50) answers POST /translate instead:
+    #   {"inputs": "...", "parameters": {"src_lang": "eng_Latn", "tgt_lang": "fra_Latn"}} -> [{"translation_text": ...}]
 
     app.py        build_app(Settings): the FastAPI app (routes, validation, limits, API key, metrics, lifespan)
     run.py        serve(Settings, host, port): that app on uvicorn; SIGTERM / Ctrl-C drain it

@@ -43,7 +43,14 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -84,6 +91,8 @@ class Settings:
 
 # GenerationConfig's settings a client may not send: the token ids the checkpoint fixes (forced_bos_token_id is
 # also the target language, which /translate sets from tgt_lang), and the flags that change the answer's form.
+# Every other setting is a request parameter, derived from GenerationConfig (one list of settings, not two): a
+# setting generation gains is served at once, so one that clients must not set belongs here.
 SERVER_OWNED = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "forced_bos_token_id",
                 "forced_eos_token_id", "output_scores", "return_dict_in_generate")
 # Where GenerationConfig's annotation is wider than what generate takes, the narrower type (for the OpenAPI page).

@@ -1,10 +1,10 @@
 """serve(settings, host, port): the app on uvicorn, until SIGTERM or Ctrl-C, then drained.
 
 Shutdown is uvicorn's graceful shutdown followed by the app's lifespan: the first SIGTERM / SIGINT marks the
-service draining (/health and any new /summarize answer 503, for DrainingServer.GRACE_S), then uvicorn closes its
-listening socket and waits up to drain_timeout for the requests in flight to be answered, then the lifespan
-closes the engine, which finishes whatever it accepted. A second Ctrl-C exits at once. serve() returns once drained (the CLI exits 0), or raises the
-load's error when the model could not be loaded.
+service draining (/health and any new /summarize or /translate answer 503, for DrainingServer.GRACE_S), then
+uvicorn closes its listening socket and waits up to drain_timeout for the requests in flight to be answered, then
+the lifespan closes the engine, which finishes whatever it accepted. A second Ctrl-C exits at once. serve()
+returns once drained (the CLI exits 0), or raises the load's error when the model could not be loaded.
 """
 
 from __future__ import annotations
