@@ -20,9 +20,11 @@ pytest.importorskip("sentencepiece")
 import httpx  # noqa: E402
 from seq2seq_kit import pipeline  # noqa: E402
 from test_families_pipeline import TEXTS, m2m100_path, marian_path  # noqa: E402,F401  (fixtures)
-from test_server import LIMITS, Server  # noqa: E402
+from test_server import Server  # noqa: E402
 
 PARAMS = {"max_new_tokens": 8}
+# test_server's limits but the request timeout: nothing here waits for a 504, and a loaded CI machine is slow
+LIMITS = ["--max-rows", "8", "--max-queue", "64", "--max-body-bytes", "20000", "--request-timeout", "120"]
 
 
 def translate(server, body, **kwargs) -> httpx.Response:
