@@ -109,6 +109,9 @@ def test_m2m100_info_and_routes(m2m100_server, m2m100_path):
     assert info["languages"][:3] == ["af", "am", "ar"] and len(info["languages"]) == 100
     assert info["default_src_lang"] == "en" and "src_lang" in info["parameters"]
     assert "forced_bos_token_id" not in info["generation_defaults"]      # each request's tgt_lang sets it
+    paths = httpx.get(m2m100_server.url + "/openapi.json").json()["paths"]
+    assert "/translate" in paths and "/summarize" not in paths
+    assert "tgt_lang" in str(httpx.get(m2m100_server.url + "/openapi.json").json()["components"])
     summarize = httpx.post(m2m100_server.url + "/summarize", json={"inputs": "a"})
     assert summarize.status_code == 404 and "POST /translate" in summarize.json()["error"]
     strategy = translate(m2m100_server, {"inputs": "a", "parameters": {"tgt_lang": "fr", "strategy": "map_reduce"}})

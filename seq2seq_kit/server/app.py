@@ -543,10 +543,19 @@ def build_app(settings: Settings, *, load_in_background: bool = True) -> FastAPI
                               "seq2seq_kit's continuous-batching engine. A server answers one of POST /summarize "
                               "and POST /translate, by its model's kind (GET /info says which).")
     app.state.service = service
+    app.openapi = lambda: served_schema(FastAPI.openapi(app), service.task)
     _add_routes(app, service)
     _add_error_handlers(app)
     app.add_middleware(Gate, service=service)
     return app
+
+
+def served_schema(schema: dict, task: str | None) -> dict:
+    """The OpenAPI schema without the other kind of model's task route, once the model's kind is known."""
+    if task is None:
+        return schema
+    unserved = [route for route in TASK_ROUTES.values() if route != TASK_ROUTES[task]]
+    return {**schema, "paths": {path: v for path, v in schema["paths"].items() if path not in unserved}}
 
 
 def _add_routes(app: FastAPI, service: Service) -> None:
