@@ -1,7 +1,8 @@
 """`seq2seq-kit serve` with a translation model: POST /translate over real HTTP, against pipeline("translation").
 
-Two servers, on tests/test_families_pipeline.py's checkpoints: a multi-target Marian model (>>fra<< / >>deu<<)
-and an M2M100 model (its language tokens, target language as forced_bos_token_id). Concurrent requests in several
+Servers on tests/test_families_pipeline.py's checkpoints: a multi-target Marian model (>>fra<< / >>deu<<) and an
+M2M100 model (its language tokens, target language as forced_bos_token_id); and an NLLB model (tokenizer.json,
+codes like fra_Latn). Concurrent requests in several
 languages at once each get what pipeline("translation", model, src_lang=..., tgt_lang=...) gives for them (the
 pipeline itself is checked against transformers there).
 """
@@ -20,6 +21,7 @@ pytest.importorskip("sentencepiece")
 import httpx  # noqa: E402
 from seq2seq_kit import pipeline  # noqa: E402
 from test_families_pipeline import TEXTS, m2m100_path, marian_path  # noqa: E402,F401  (fixtures)
+from test_family_tokenizers import nllb_dir  # noqa: E402,F401  (a fixture)
 from test_server import Server  # noqa: E402
 
 PARAMS = {"max_new_tokens": 8}
@@ -146,3 +148,32 @@ def test_marian_language_errors_and_long_input(marian_server, marian_mt):
     cut = translate(marian_server, {"inputs": long, "parameters": {"tgt_lang": "fra", **PARAMS}})
     expected = pipeline("translation", model=marian_mt, tgt_lang="fra")(long, truncation=True, **PARAMS)
     assert cut.status_code == 200 and cut.json() == expected
+
+
+@pytest.fixture(scope="module")
+def nllb_mt(checkpoint, nllb_dir, tmp_path_factory):
+    """tests/checkpoints.py's random NLLB model with test_family_tokenizers' NLLB tokenizer.json (language codes
+    as added tokens, as facebook/nllb-200-* ship them)."""
+    root = tmp_path_factory.mktemp("nllb-mt")
+    shutil.copytree(checkpoint("nllb"), root, dirs_exist_ok=True)
+    shutil.copytree(nllb_dir, root, dirs_exist_ok=True)
+    return root
+
+
+def test_nllb_translations_languages_and_codes(nllb_mt, tmp_path_factory):
+    srv = started(nllb_mt, tmp_path_factory)
+    try:
+        langs = [("fra_Latn", "deu_Latn"), (None, "fra_Latn")]           # None: eng_Latn
+        jobs = [(text, src, tgt) for text in TEXTS[:2] for src, tgt in langs]
+        answers = concurrently(srv, [{"inputs": t, "parameters": {**({"src_lang": s} if s else {}), "tgt_lang": g,
+                                                                  **PARAMS}} for t, s, g in jobs])
+        info = httpx.get(srv.url + "/info").json()
+        short = translate(srv, {"inputs": TEXTS[0], "parameters": {"tgt_lang": "fr"}})
+    finally:
+        srv.stop()
+    pipes = {(s, g): pipeline("translation", model=nllb_mt, src_lang=s, tgt_lang=g) for s, g in langs}
+    assert answers == [pipes[s, g](text, **PARAMS) for text, s, g in jobs]
+    assert answers[0] != answers[1], "both language pairs gave the same answer"
+    assert info["default_src_lang"] == "eng_Latn" and {"fra_Latn", "deu_Latn"} <= set(info["languages"])
+    assert short.status_code == 422 and short.json()["field"] == "parameters.tgt_lang"
+    assert "_Latn" in short.json()["error"]                                # the codes' form
