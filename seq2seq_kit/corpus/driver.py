@@ -195,7 +195,7 @@ def _settings(root: Path, config, generate_kwargs: dict) -> dict:
     _, defaults = task_defaults(config)
     resolved = generation_config.resolve(
         GenerationConfig.from_pretrained(root, config), {**defaults, **generate_kwargs},
-        vocab_size=config.vocab_size, max_position_embeddings=config.max_position_embeddings)
+        vocab_size=config.decoder_vocab_size, max_position_embeddings=config.max_position_embeddings)
     if resolved.num_return_sequences != 1:
         raise ValueError(f"num_return_sequences={resolved.num_return_sequences}: a corpus job writes one summary "
                          "per document; use num_return_sequences=1")
