@@ -164,8 +164,14 @@ class BartConfig:
             legacy = d.pop("torch_dtype")
             kwargs.setdefault("dtype", legacy)
         if model_type in FAMILIES:
-            for name, default in FAMILIES[model_type].config_defaults.items():
-                kwargs.setdefault(name, default)
+            defaults = FAMILIES[model_type].config_defaults
+            vocab_size = kwargs.get("vocab_size", defaults.get("vocab_size", cls.vocab_size))
+            for name, default in defaults.items():
+                # A default token id past a hand-written config's own vocabulary (MarianConfig's 58100) is left
+                # unset: transformers keeps it with a warning but cannot use it (generation reads config.json).
+                unusable = name in TOKEN_FIELDS and isinstance(default, int) and isinstance(vocab_size, int) \
+                    and default >= vocab_size
+                kwargs.setdefault(name, None if unusable else default)
         return cls(**kwargs, extra=d)
 
     def to_dict(self) -> dict:

@@ -230,6 +230,43 @@ def test_separate_decoder_vocabulary_checks(pair):
         BartConfig.from_dict({"model_type": "marian", "decoder_vocab_size": 100})
 
 
+GENERATION_KEYS = ("forced_bos_token_id", "forced_eos_token_id", "bad_words_ids", "num_beams", "max_length")
+
+
+@pytest.mark.parametrize("drop", [(), ("decoder_start_token_id",)], ids=["token ids", "no decoder start"])
+@pytest.mark.parametrize("name", ["marian", "marian-separate", "pegasus", "mbart50", "m2m100"])
+def test_hand_written_config_generates_as_transformers(checkpoint, tmp_path, name, drop):
+    """A config.json written by hand (shape and token ids, no generation keys, no generation_config.json):
+    transformers 5.24 takes the generation settings from config.json's own keys, not its config class's defaults
+    (Marian gets no bad_words_ids or forced EOS, no decoder start where none is written: bos, else an error)."""
+    import shutil
+
+    shutil.copytree(checkpoint(name), tmp_path, dirs_exist_ok=True)
+    (tmp_path / "generation_config.json").unlink(missing_ok=True)
+    config = {k: v for k, v in SPECS[name].config.items() if k not in GENERATION_KEYS + drop}
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": SPECS[name].model_type, **config}))
+    hf = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    ours = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    ids, mask = batch(SPECS[name].config)
+    for kwargs in (dict(max_new_tokens=8), dict(num_beams=4, max_new_tokens=8)):
+        try:
+            theirs = hf.generate(ids, attention_mask=mask, **kwargs)
+        except ValueError as e:
+            assert "decoder_start_token_id" in str(e) and "bos_token_id" not in config
+            with pytest.raises(ValueError, match="decoder_start_token_id"):
+                ours.generate(ids, mask, **kwargs)
+            continue
+        assert torch.equal(ours.generate(ids, mask, **kwargs), theirs)
+
+
+def test_marian_default_ids_past_a_small_vocabulary_are_unset():
+    """MarianConfig's pad / decoder start 58100 do not fit a hand-written 300-token vocabulary: left unset (transformers
+    keeps them with a warning, and cannot use them) rather than refusing the config."""
+    config = BartConfig.from_dict({"model_type": "marian", "vocab_size": 300, "eos_token_id": 0})
+    assert config.pad_token_id is None and config.decoder_start_token_id is None and config.forced_eos_token_id == 0
+    assert BartConfig.from_dict({"model_type": "marian"}).decoder_start_token_id == 58100
+
+
 @pytest.mark.parametrize("model_type, defaults", [
     ("marian", dict(pad_token_id=58100, eos_token_id=0, decoder_start_token_id=58100, bos_token_id=None)),
     ("pegasus", dict(pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, forced_eos_token_id=1)),
