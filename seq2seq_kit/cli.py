@@ -236,6 +236,8 @@ def _add_parity(sub, parents: list) -> None:
     p.add_argument("--max-length", type=_positive, help="maximum length (default: the checkpoint's)")
     p.add_argument("--atol", type=float, default=None,
                    help=f"logit tolerance (default: {ATOL:g} for float32, {ATOL_HALF:g} for half precision)")
+    p.add_argument("--src-lang", help="a translation model's source language (en, eng_Latn, en_XX)")
+    p.add_argument("--tgt-lang", help="a translation model's target language (fr, fra_Latn, fr_XX; Marian: fra)")
     p.set_defaults(run=_parity, parser=p)
 
 
@@ -643,7 +645,8 @@ def _parity(args) -> int:
 
     texts = [_argument_text(t, "--text") for t in args.text or [DEFAULT_TEXT]]
     report = compare(args.model, texts, num_beams=args.num_beams, max_length=args.max_length,
-                     atol=args.atol, device=_device(args.device), dtype=args.dtype, **_hub_kwargs(args))
+                     atol=args.atol, device=_device(args.device), dtype=args.dtype, src_lang=args.src_lang,
+                     tgt_lang=args.tgt_lang, **_hub_kwargs(args))
     print(f"parity: {report.model} ({report.path})")
     print(f"seq2seq_kit vs transformers {report.transformers_version}: {report.dtype} on {report.device}, "
           f"logits atol {report.atol:g}")
