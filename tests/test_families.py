@@ -318,7 +318,7 @@ def test_graph_bookkeeping_on_cpu(pair, name, monkeypatch):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("name", ["marian", "pegasus", "m2m100"])
+@pytest.mark.parametrize("name", ["marian", "marian-separate", "pegasus", "m2m100"])
 def test_graphed_generate_matches_eager_on_cuda(checkpoint, name):
     model = AutoModelForSeq2SeqLM.from_pretrained(checkpoint(name), device="cuda")
     ids, mask = (t.cuda() for t in batch(SPECS[name].config, left=name == "m2m100"))

@@ -100,7 +100,8 @@ def process_corpus(input: str | Path, output: str | Path, model: str | Path | No
     strategy: "truncate" (a document longer than the model's window is summarized from its start, and reported),
         or "map_reduce" (summarization: summarized from its chunks, seq2seq_kit.long_documents; records gain
         "chunks": N).
-    generate_kwargs: num_beams, max_length, min_length, ... over the checkpoint's summarization settings.
+    generate_kwargs: num_beams, max_length, min_length, ... over the checkpoint's settings for the task (and a
+        translation's forced target language).
     Returns the counts; shows a progress bar on stderr (progress=True). Messages go to the "seq2seq_kit.corpus"
     loggers: the result's summary() line (INFO), an output repaired after a crash (WARNING).
     """
