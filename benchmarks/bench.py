@@ -147,12 +147,13 @@ def step_floor_bytes(checkpoint: Path, dtype: str, batch: int, source_len: int) 
 
 
 def inputs(model: str, checkpoint: Path, batch: int) -> dict:
-    """`batch` different documents (cycled past eight) through seq2seq_kit's tokenizer, truncated to 512 tokens."""
-    from seq2seq_kit import Tokenizer
+    """`batch` different documents (cycled past eight) through seq2seq_kit's tokenizer (the checkpoint's family's:
+    BART's, or opus-mt's SentencePiece one), truncated to 512 tokens."""
+    from seq2seq_kit import AutoTokenizer
 
     docs = documents(model)
     texts = [docs[i % len(docs)] for i in range(batch)]
-    enc = Tokenizer.from_pretrained(checkpoint)(texts, padding=True, truncation=True, max_length=INPUT_TOKENS)
+    enc = AutoTokenizer.from_pretrained(checkpoint)(texts, padding=True, truncation=True, max_length=INPUT_TOKENS)
     return {"input_ids": [list(r) for r in enc["input_ids"]], "attention_mask": [list(r) for r in enc["attention_mask"]]}
 
 

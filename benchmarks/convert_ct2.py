@@ -1,7 +1,8 @@
 """Convert a benchmark checkpoint to CTranslate2, in a venv of its own.
 
-CTranslate2's converter fails under transformers 5 ('BartConfig' object has no attribute
-'normalize_before'), so conversion runs in benchmarks/.cache/ct2-venv with transformers<5:
+Conversion runs first with the current Python (CTranslate2's Marian loader works under transformers 5: it
+sets the legacy keys itself). Where that fails, as BART's does under transformers 5 ('BartConfig' object has no
+attribute 'normalize_before'), it runs in benchmarks/.cache/ct2-venv with transformers<5:
 
     python benchmarks/convert_ct2.py CHECKPOINT_DIR OUTPUT_DIR     # from any Python: sets up the
                                                                    # venv on first use, then converts
@@ -40,20 +41,32 @@ def ensure_venv() -> Path:
 
 
 def ensure_converted(checkpoint: Path, output: Path) -> Path:
-    """The CTranslate2 model directory for `checkpoint`, converted on first use (raises on failure)."""
+    """The CTranslate2 model directory for `checkpoint`, converted on first use (raises on failure): with this
+    Python if it can, else in the transformers<5 venv."""
     if (output / "model.bin").exists():
         return output
-    python = ensure_venv()
-    done = subprocess.run([str(python), str(Path(__file__).resolve()), "--convert", str(checkpoint), str(output)],
-                          capture_output=True, text=True)
-    if done.returncode != 0 or not (output / "model.bin").exists():
-        lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
-        raise RuntimeError(f"CTranslate2 conversion of {checkpoint} failed: {(lines or ['no output'])[-1][:500]}")
+    failure = _run_converter(Path(sys.executable), checkpoint, output)
+    if failure is not None:
+        print(f"converting {checkpoint.name} with this Python failed ({failure}); trying {VENV}", flush=True)
+        failure = _run_converter(ensure_venv(), checkpoint, output)
+    if failure is not None:
+        raise RuntimeError(f"CTranslate2 conversion of {checkpoint} failed: {failure}")
     return output
 
 
+def _run_converter(python: Path, checkpoint: Path, output: Path) -> str | None:
+    """Convert with `python` in a subprocess: None when done, else its last line of output."""
+    done = subprocess.run([str(python), str(Path(__file__).resolve()), "--convert", str(checkpoint), str(output)],
+                          capture_output=True, text=True)
+    if done.returncode == 0 and (output / "model.bin").exists():
+        return None
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    return (lines or ["no output"])[-1][:500]
+
+
 def _convert(checkpoint: str, output: str) -> None:
-    """Runs inside the ct2 venv: transformers<5 loads the checkpoint, CTranslate2 writes model.bin."""
+    """Runs in a subprocess (this Python, or the ct2 venv's): transformers loads the checkpoint, CTranslate2
+    writes model.bin."""
     import ctranslate2
 
     tmp = Path(output + ".tmp")

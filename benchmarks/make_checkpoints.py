@@ -12,8 +12,11 @@ Three shapes: the two the notebook runs, and CTranslate2's own published transla
               generation_config.json.
   opus-mt-en-de  Helsinki-NLP/opus-mt-en-de (Marian base): d_model 512, 6 + 6 layers, 8 heads, ffn 2048,
               vocab 58101, sinusoidal positions, beam 4 (its config.json's settings). Its tokenizer is
-              SentencePiece, which no fixture ships: the checkpoint gets the BART tokenizer files, whose ids
-              (< 50265) are valid Marian ids; the timing does not depend on what the ids mean.
+              SentencePiece, which no fixture ships: a unigram model is trained here on the benchmark's English
+              texts (source.spm = target.spm), its pieces first in vocab.json, filler tokens up to id 58099,
+              <pad> 58100, as opus-mt's files are laid out (CTranslate2's converter and transformers read them);
+              the timing does not depend on what the ids mean. Its <pad> embedding row is zero, as in the real
+              checkpoints (CTranslate2 starts the decoder from a zero embedding instead of the pad token's).
 
 Weights: transformers' default init, then every matrix redrawn from N(0, std) with a std per kind.
 With one std everywhere a random post-LN decoder collapses: attention averages the rows, the
@@ -85,7 +88,7 @@ MODELS = {
 }
 
 MODELS["opus-mt-en-de"] = dict(
-    tokenizer="bart-tokenizer",
+    tokenizer="marian-spm",
     architecture="marian",
     config=dict(
         vocab_size=58101, d_model=512, encoder_layers=6, decoder_layers=6,
@@ -128,6 +131,30 @@ def _init(model: torch.nn.Module, seed: int) -> None:
             p.copy_(std * torch.randn(p.shape, generator=gen))
 
 
+def marian_tokenizer(out: Path, vocab_size: int) -> None:
+    """source.spm / target.spm (a unigram model trained on the benchmark's English texts) and vocab.json:
+    </s> 0, <unk> 1, the pieces, filler tokens, <pad> last (vocab_size - 1), as opus-mt's files are laid out."""
+    import io
+
+    import sentencepiece as spm
+    from texts import ENGLISH
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(ENGLISH), model_writer=buf, vocab_size=4000,
+                                   model_type="unigram", hard_vocab_limit=False, minloglevel=2)
+    (out / "source.spm").write_bytes(buf.getvalue())
+    (out / "target.spm").write_bytes(buf.getvalue())
+    processor = spm.SentencePieceProcessor(model_proto=buf.getvalue())
+    vocab = {"</s>": 0, "<unk>": 1}
+    for i in range(processor.get_piece_size()):
+        vocab.setdefault(processor.id_to_piece(i), len(vocab))
+    vocab.update({f"<filler{i}>": i for i in range(len(vocab), vocab_size - 1)})
+    vocab["<pad>"] = vocab_size - 1
+    (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (out / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "MarianTokenizer",
+                                                           "model_max_length": 512}))
+
+
 def build(name: str, out: Path) -> Path:
     """Make model `name` with transformers, save it with tokenizer files and extra keys to `out`."""
     import transformers
@@ -136,6 +163,9 @@ def build(name: str, out: Path) -> Path:
     config_cls, model_cls = (getattr(transformers, n) for n in ARCHITECTURES[spec.get("architecture", "bart")])
     model = model_cls(config_cls(**spec["config"]))
     _init(model, spec["seed"])
+    if spec.get("architecture") == "marian":
+        with torch.no_grad():   # the real checkpoints' <pad> row is zero (the decoder starts from it)
+            model.get_input_embeddings().weight[spec["config"]["pad_token_id"]] = 0
     model.eval()
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -150,7 +180,9 @@ def build(name: str, out: Path) -> Path:
         gen_path.unlink(missing_ok=True)
     else:
         gen_path.write_text(json.dumps(spec["generation_config"], indent=2))
-    for f in (FIXTURES / spec["tokenizer"]).iterdir():
+    if spec["tokenizer"] == "marian-spm":
+        marian_tokenizer(tmp, spec["config"]["vocab_size"])
+    for f in (FIXTURES / spec["tokenizer"]).iterdir() if spec["tokenizer"] != "marian-spm" else ():
         shutil.copy(f, tmp / f.name)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)  # complete or absent: an interrupted build leaves no half checkpoint

@@ -7,8 +7,8 @@ from .engine import Engine, EngineClosed, EngineFull
 from .tokenizer import Tokenizer
 from .family_tokenizers import AutoTokenizer
 from .translation import pipeline
-from .corpus import summarize_corpus
+from .corpus import summarize_corpus, translate_corpus
 
 __all__ = ["AutoModelForSeq2SeqLM", "AutoTokenizer", "BartConfig", "BartForConditionalGeneration", "Engine", "EngineClosed",
-           "EngineFull", "Tokenizer", "pipeline", "summarize_corpus"]
+           "EngineFull", "Tokenizer", "pipeline", "summarize_corpus", "translate_corpus"]
 __version__ = "0.1.0"

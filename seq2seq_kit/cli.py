@@ -4,7 +4,8 @@ library's log records are shown as "seq2seq-kit: ..." lines on stderr. (The benc
 `python benchmarks/bench.py` in a source checkout.)
 
 Exit codes: 0 success, 2 usage error, 1 runtime error (a one-line message; --debug shows the traceback),
-3 a `summarize --input` job that finished with failed records (see its OUTPUT.errors.jsonl).
+3 a `summarize --input` or `translate --input` job that finished with failed records (see its
+OUTPUT.errors.jsonl).
 An empty TEXT, --file or stdin is a runtime error (1: nothing to summarize); an --input corpus without records
 finishes with a warning line (0: there was nothing to do). Warnings are one "seq2seq-kit: warning: ..." line.
 """
@@ -121,7 +122,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_summarize(sub, parents: list) -> None:
-    from .corpus import DEFAULT_BATCH_SIZE
     from .pipeline import DEFAULT_MODEL
 
     p = sub.add_parser("summarize", parents=parents, help="summarize a text, a file, stdin or a JSONL file",
@@ -129,10 +129,29 @@ def _add_summarize(sub, parents: list) -> None:
                                    "(--input docs.jsonl --output out.jsonl; a re-run resumes where it stopped).")
     p.add_argument("text", nargs="?", metavar="TEXT", help="the text to summarize, or - to read stdin")
     p.add_argument("--file", type=Path, help="summarize the contents of this file")
+    _add_corpus_arguments(p, "summaries", "summary_text")
+    p.add_argument("--model", default=None, help=f"Hub id or local checkpoint directory (default: {DEFAULT_MODEL})")
+    p.add_argument("--num-beams", type=_positive, help="beam width (default: the checkpoint's)")
+    p.add_argument("--max-length", type=_positive, help="maximum summary length in tokens (default: the checkpoint's)")
+    p.add_argument("--min-length", type=_non_negative, help="minimum summary length in tokens")
+    p.add_argument("--strategy", choices=("truncate", "map-reduce"), default="truncate",
+                   help="a text longer than the model's input: truncate it (default), or summarize its chunks of "
+                        "whole sentences and then their summaries (map-reduce)")
+    p.add_argument("--truncation", action=argparse.BooleanOptionalAction, default=None,
+                   help="a text longer than the model takes: --truncation summarizes its beginning silently, "
+                        "--no-truncation refuses it (default: summarize its beginning, with a warning; --input "
+                        "jobs always truncate and list such documents in OUTPUT.errors.jsonl)")
+    _add_batch_size(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of plain text")
+    p.set_defaults(run=_summarize, parser=p)
+
+
+def _add_corpus_arguments(p, what: str, field: str) -> None:
+    """The --input job's options (summarize, translate); `what` the records, `field` their text's key."""
     p.add_argument("--input", type=Path, help="a corpus: a JSONL or Parquet file, or a folder of them "
                                               "(see --text-field, --id-field)")
-    p.add_argument("--output", type=Path, help="where the summaries go: JSONL, or Parquet if it ends in .parquet; "
-                                               "{\"id\", \"summary_text\", \"input_tokens\", \"output_tokens\"} "
+    p.add_argument("--output", type=Path, help=f"where the {what} go: JSONL, or Parquet if it ends in .parquet; "
+                                               f"{{\"id\", \"{field}\", \"input_tokens\", \"output_tokens\"}} "
                                                "per document, with OUTPUT.meta.json and OUTPUT.errors.jsonl beside it")
     p.add_argument("--text-field", default="text", help="field holding the text in --input (default: text)")
     p.add_argument("--id-field", default="id",
@@ -146,42 +165,76 @@ def _add_summarize(sub, parents: list) -> None:
                                                     "per node)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace --output (needed when it was written with another model or settings)")
-    p.add_argument("--model", default=None, help=f"Hub id or local checkpoint directory (default: {DEFAULT_MODEL})")
-    p.add_argument("--num-beams", type=_positive, help="beam width (default: the checkpoint's)")
-    p.add_argument("--max-length", type=_positive, help="maximum summary length in tokens (default: the checkpoint's)")
-    p.add_argument("--min-length", type=_non_negative, help="minimum summary length in tokens")
-    p.add_argument("--strategy", choices=("truncate", "map-reduce"), default="truncate",
-                   help="a text longer than the model's input: truncate it (default), or summarize its chunks of "
-                        "whole sentences and then their summaries (map-reduce)")
-    p.add_argument("--truncation", action=argparse.BooleanOptionalAction, default=None,
-                   help="a text longer than the model takes: --truncation summarizes its beginning silently, "
-                        "--no-truncation refuses it (default: summarize its beginning, with a warning; --input "
-                        "jobs always truncate and list such documents in OUTPUT.errors.jsonl)")
+
+
+def _add_batch_size(p) -> None:
+    from .corpus import DEFAULT_BATCH_SIZE
+
     p.add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE,
                    help=f"documents per generate call in --input jobs, batched by similar length "
                         f"(default: {DEFAULT_BATCH_SIZE})")
-    p.add_argument("--json", action="store_true", help="print JSON instead of plain text")
-    p.set_defaults(run=_summarize, parser=p)
+
+
+def _check_corpus_arguments(args, sources: list[tuple[str, bool]], one_of: str) -> None:
+    """The argument rules of a command that takes a text or an --input job (summarize, translate)."""
+    if args.ray and args.text is not None and args.input is not None:
+        args.parser.error(f"--ray takes no value: to join the cluster at {args.text!r}, pass --ray-address "
+                          f"{args.text} (or --ray={args.text})")
+    given = [name for name, present in sources if present]
+    if len(given) != 1:
+        args.parser.error(f"give exactly one of {one_of}" + (f" (got {' and '.join(given)})" if given else ""))
+    if (args.input is None) != (args.output is None):
+        args.parser.error("--input and --output go together")
+    if args.input is not None and args.json:
+        args.parser.error("--json applies to a single text; --output is always JSONL or Parquet")
+    for flag, present in (("--ray", args.ray), ("--ray-address", args.ray_address is not None),
+                          ("--actors", args.actors is not None), ("--overwrite", args.overwrite)):
+        if present and args.input is None:
+            args.parser.error(f"{flag} applies to --input jobs")
+    for flag, present in (("--actors", args.actors is not None), ("--ray-address", args.ray_address is not None)):
+        if present and not args.ray:
+            args.parser.error(f"{flag} applies to --ray jobs")
+
+
+def _corpus_kwargs(args) -> dict:
+    """The --input job's arguments for seq2seq_kit.corpus (summarize_corpus, translate_corpus)."""
+    ray = {"engine": "ray", "ray_address": args.ray_address, "actors": args.actors} if args.ray else {}
+    return dict(model=args.model, batch_size=args.batch_size, text_field=args.text_field, id_field=args.id_field,
+                overwrite=args.overwrite, device=_device(args.device), dtype=args.dtype, **_hub_kwargs(args), **ray)
 
 
 def _add_translate(sub, parents: list) -> None:
-    p = sub.add_parser("translate", parents=parents, help="translate a text or stdin (Marian, M2M100, NLLB, mBART-50)",
-                       description="Translate TEXT or stdin (-) with a translation checkpoint.")
-    p.add_argument("text", metavar="TEXT", help="the text to translate, or - to read stdin")
+    p = sub.add_parser("translate", parents=parents,
+                       help="translate a text, stdin or a JSONL file (Marian, M2M100, NLLB, mBART-50)",
+                       description="Translate TEXT or stdin (-) with a translation checkpoint, or many documents "
+                                   "(--input docs.jsonl --output out.jsonl; a re-run resumes where it stopped).")
+    p.add_argument("text", nargs="?", metavar="TEXT", help="the text to translate, or - to read stdin")
+    _add_corpus_arguments(p, "translations", "translation_text")
     p.add_argument("--model", required=True, help="Hub id or local checkpoint directory")
     p.add_argument("--src-lang", help="source language code as the tokenizer takes it (en, eng_Latn, en_XX)")
     p.add_argument("--tgt-lang", help="target language code (fr, fra_Latn, fr_XX; a multi-target Marian model's fra)")
     p.add_argument("--num-beams", type=_positive, help="beam width (default: the checkpoint's)")
     p.add_argument("--max-new-tokens", type=_positive, help="maximum translation length in tokens")
+    _add_batch_size(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of plain text")
     p.set_defaults(run=_translate, parser=p)
 
 
 def _translate(args) -> int:
-    from .translation import pipeline
-
+    """One text (printed), or the --input job (seq2seq_kit.corpus.translate_corpus; exit codes as summarize's)."""
+    _check_corpus_arguments(args, [("TEXT", args.text is not None), ("--input", args.input is not None)],
+                            "TEXT, - (stdin) or --input docs.jsonl")
     kwargs = {k: v for k, v in (("num_beams", args.num_beams), ("max_new_tokens", args.max_new_tokens))
               if v is not None}
+    if args.input is not None:
+        from .corpus import translate_corpus
+
+        result = translate_corpus(args.input, args.output, src_lang=args.src_lang, tgt_lang=args.tgt_lang,
+                                  **_corpus_kwargs(args), **kwargs)
+        return 3 if result.failed else 0
+
+    from .translation import pipeline
+
     pipe = pipeline("translation", model=args.model, device=_device(args.device), dtype=args.dtype,
                     src_lang=args.src_lang, tgt_lang=args.tgt_lang, **_hub_kwargs(args))
     text = pipe(_read_text(args), **kwargs)[0]["translation_text"]
@@ -236,6 +289,8 @@ def _add_parity(sub, parents: list) -> None:
     p.add_argument("--max-length", type=_positive, help="maximum length (default: the checkpoint's)")
     p.add_argument("--atol", type=float, default=None,
                    help=f"logit tolerance (default: {ATOL:g} for float32, {ATOL_HALF:g} for half precision)")
+    p.add_argument("--src-lang", help="a translation model's source language (en, eng_Latn, en_XX)")
+    p.add_argument("--tgt-lang", help="a translation model's target language (fr, fra_Latn, fr_XX; Marian: fra)")
     p.set_defaults(run=_parity, parser=p)
 
 
@@ -370,25 +425,9 @@ def _version() -> str:
 # ---------------------------------------------------------------------------------------------- summarize
 
 def _summarize(args) -> int:
-    if args.ray and args.text is not None and args.input is not None:
-        args.parser.error(f"--ray takes no value: to join the cluster at {args.text!r}, pass --ray-address "
-                          f"{args.text} (or --ray={args.text})")
-    sources = [name for name, given in (("TEXT", args.text is not None), ("--file", args.file is not None),
-                                        ("--input", args.input is not None)) if given]
-    if len(sources) != 1:
-        args.parser.error("give exactly one of TEXT, - (stdin), --file PATH or --input docs.jsonl"
-                          + (f" (got {' and '.join(sources)})" if sources else ""))
-    if (args.input is None) != (args.output is None):
-        args.parser.error("--input and --output go together")
-    if args.input is not None and args.json:
-        args.parser.error("--json applies to a single text; --output is always JSONL or Parquet")
-    for flag, given in (("--ray", args.ray), ("--ray-address", args.ray_address is not None),
-                        ("--actors", args.actors is not None), ("--overwrite", args.overwrite)):
-        if given and args.input is None:
-            args.parser.error(f"{flag} applies to --input jobs")
-    for flag, given in (("--actors", args.actors is not None), ("--ray-address", args.ray_address is not None)):
-        if given and not args.ray:
-            args.parser.error(f"{flag} applies to --ray jobs")
+    _check_corpus_arguments(args, [("TEXT", args.text is not None), ("--file", args.file is not None),
+                                   ("--input", args.input is not None)],
+                            "TEXT, - (stdin), --file PATH or --input docs.jsonl")
     if args.truncation is not None and args.input is not None:
         args.parser.error("--truncation/--no-truncation apply to a single text; --input jobs always truncate "
                           "(and list the documents cut in OUTPUT.errors.jsonl)")
@@ -416,11 +455,7 @@ def _summarize_corpus(args, kwargs: dict) -> int:
     failed (listed in OUTPUT.errors.jsonl; a re-run will not fix them), 1 when the job itself failed."""
     from .corpus import summarize_corpus
 
-    ray = {"engine": "ray", "ray_address": args.ray_address, "actors": args.actors} if args.ray else {}
-    result = summarize_corpus(args.input, args.output, model=args.model, batch_size=args.batch_size,
-                              text_field=args.text_field, id_field=args.id_field,
-                              overwrite=args.overwrite, device=_device(args.device), dtype=args.dtype,
-                              **_hub_kwargs(args), **ray, **kwargs)
+    result = summarize_corpus(args.input, args.output, **_corpus_kwargs(args), **kwargs)
     return 3 if result.failed else 0
 
 
@@ -645,7 +680,8 @@ def _parity(args) -> int:
 
     texts = [_argument_text(t, "--text") for t in args.text or [DEFAULT_TEXT]]
     report = compare(args.model, texts, num_beams=args.num_beams, max_length=args.max_length,
-                     atol=args.atol, device=_device(args.device), dtype=args.dtype, **_hub_kwargs(args))
+                     atol=args.atol, device=_device(args.device), dtype=args.dtype, src_lang=args.src_lang,
+                     tgt_lang=args.tgt_lang, **_hub_kwargs(args))
     print(f"parity: {report.model} ({report.path})")
     print(f"seq2seq_kit vs transformers {report.transformers_version}: {report.dtype} on {report.device}, "
           f"logits atol {report.atol:g}")

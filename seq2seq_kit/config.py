@@ -70,6 +70,20 @@ class BartConfig:
         return FAMILIES[self.model_type]
 
     @property
+    def shared_embeddings(self) -> bool:
+        """One token embedding for the encoder and the decoder (model.shared): every checkpoint but a Marian one with
+        share_encoder_decoder_embeddings false, whose encoder and decoder have their own (each embed_tokens)."""
+        return not self.family.decoder_vocabulary or self.extra.get("share_encoder_decoder_embeddings", True)
+
+    @property
+    def decoder_vocab_size(self) -> int:
+        """The decoder's vocabulary: its token ids, the LM head's and final_logits_bias' width (V). vocab_size
+        unless a Marian config.json sets decoder_vocab_size (MarianConfig: decoder_vocab_size or vocab_size)."""
+        if not self.family.decoder_vocabulary:
+            return self.vocab_size
+        return self.extra.get("decoder_vocab_size") or self.vocab_size
+
+    @property
     def pre_layer_norm(self) -> bool:
         """mBART, Pegasus, M2M100: layer norm before each sublayer, plus final encoder/decoder layer norms."""
         return self.family.pre_layer_norm
@@ -93,14 +107,14 @@ class BartConfig:
         for name in ("scale_embedding", "tie_word_embeddings"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"config key {name!r} must be true or false, got {getattr(self, name)!r}")
+        self._validate_family()
         for name in TOKEN_FIELDS:
             value = getattr(self, name)
+            limit, what = self._token_range(name)
             for token in value if isinstance(value, list) else [value]:
                 if token is not None and (not isinstance(token, int) or isinstance(token, bool)
-                                          or not 0 <= token < self.vocab_size):
-                    raise ValueError(f"config key {name!r} is {value!r}; token ids must be integers in "
-                                     f"[0, vocab_size={self.vocab_size})")
-        self._validate_family()
+                                          or not 0 <= token < limit):
+                    raise ValueError(f"config key {name!r} is {value!r}; token ids must be integers in {what}")
         for name, implied in _legacy_expectations(self.family).items():
             if name in self.extra and self.extra[name] is not None and self.extra[name] != implied:
                 raise ValueError(
@@ -112,12 +126,30 @@ class BartConfig:
         if self.family.positions == "sinusoidal_pad" and self.pad_token_id is None:
             raise ValueError(f"config key 'pad_token_id' is null, but model_type={self.model_type!r} counts its "
                              "positions from the pad token; set pad_token_id")
+        if not self.family.decoder_vocabulary:
+            return
         shared = self.extra.get("share_encoder_decoder_embeddings", True)
         decoder_vocab = self.extra.get("decoder_vocab_size")
-        if shared is not True or decoder_vocab not in (None, self.vocab_size):
-            raise ValueError(f"config.json has share_encoder_decoder_embeddings={shared!r}, decoder_vocab_size="
-                             f"{decoder_vocab!r}: a separate decoder vocabulary is not supported yet (only "
-                             "checkpoints whose encoder and decoder share one vocabulary)")
+        if not isinstance(shared, bool):
+            raise ValueError(f"config key 'share_encoder_decoder_embeddings' must be true or false, got {shared!r}")
+        if decoder_vocab is not None and (not isinstance(decoder_vocab, int) or isinstance(decoder_vocab, bool)
+                                          or decoder_vocab <= 0):
+            raise ValueError(f"config key 'decoder_vocab_size' must be a positive integer, got {decoder_vocab!r}")
+        if shared and decoder_vocab not in (None, self.vocab_size):
+            raise ValueError(f"config.json has decoder_vocab_size={decoder_vocab} but vocab_size={self.vocab_size} "
+                             "and share_encoder_decoder_embeddings true: one shared embedding cannot have both "
+                             "sizes; set share_encoder_decoder_embeddings false for a separate decoder vocabulary")
+
+    def _token_range(self, name: str) -> tuple[int, str]:
+        """(limit, the range in words): decoder ids are in the decoder's vocabulary, pad in both (the encoder pads
+        its input with it; both embeddings reserve its row)."""
+        if self.decoder_vocab_size == self.vocab_size:
+            return self.vocab_size, f"[0, vocab_size={self.vocab_size})"
+        if name == "pad_token_id":
+            limit = min(self.vocab_size, self.decoder_vocab_size)
+            return limit, (f"[0, {limit}) (in vocab_size={self.vocab_size} and "
+                           f"decoder_vocab_size={self.decoder_vocab_size})")
+        return self.decoder_vocab_size, f"[0, decoder_vocab_size={self.decoder_vocab_size})"
 
     @classmethod
     def from_dict(cls, d: dict) -> BartConfig:
@@ -132,8 +164,14 @@ class BartConfig:
             legacy = d.pop("torch_dtype")
             kwargs.setdefault("dtype", legacy)
         if model_type in FAMILIES:
-            for name, default in FAMILIES[model_type].config_defaults.items():
-                kwargs.setdefault(name, default)
+            defaults = FAMILIES[model_type].config_defaults
+            vocab_size = kwargs.get("vocab_size", defaults.get("vocab_size", cls.vocab_size))
+            for name, default in defaults.items():
+                # A default token id past a hand-written config's own vocabulary (MarianConfig's 58100) is left
+                # unset: transformers keeps it with a warning but cannot use it (generation reads config.json).
+                unusable = name in TOKEN_FIELDS and isinstance(default, int) and isinstance(vocab_size, int) \
+                    and default >= vocab_size
+                kwargs.setdefault(name, None if unusable else default)
         return cls(**kwargs, extra=d)
 
     def to_dict(self) -> dict:

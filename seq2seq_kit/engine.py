@@ -203,7 +203,7 @@ class Engine:
         for request, hidden in zip(requests, self._encode([r.input_ids[0] for r in requests])):
             cfg = request.config
             _, request.cache = model.start_decoding(hidden, None, request.rows, cfg.max_length - 1, cuda_graph=False)
-            request.search = start_search(cfg, request.input_ids, model.config.vocab_size, model.device,
+            request.search = start_search(cfg, request.input_ids, model.config.decoder_vocab_size, model.device,
                                           request.generator)
             self.running.append(request)
 

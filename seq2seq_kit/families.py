@@ -9,6 +9,9 @@ Every family is BART with switches (as CTranslate2's converters and transformers
   pre_layer_norm     layer norm before each sublayer plus a final one after the encoder and the decoder (else after)
   embedding_layer_norm   a layer norm on token + position embeddings
   final_logits_bias  a [1, V] bias added to the logits (absent: no add)
+  decoder_vocabulary config.json's share_encoder_decoder_embeddings / decoder_vocab_size are read (Marian): false /
+                     a size gives the decoder its own token embedding and vocabulary (the LM head's width);
+                     other families' config classes ignore those keys, and so does seq2seq_kit
 config_defaults: transformers' config-class defaults that differ from BartConfig's (used when config.json omits them).
 """
 
@@ -25,6 +28,7 @@ class Family:
     pre_layer_norm: bool
     embedding_layer_norm: bool
     final_logits_bias: bool
+    decoder_vocabulary: bool = False
     config_defaults: dict = field(default_factory=dict)
 
 
@@ -35,7 +39,7 @@ FAMILIES = {
                     embedding_layer_norm=True, final_logits_bias=True,
                     config_defaults=dict(decoder_start_token_id=None)),
     "marian": Family("Marian", "MarianMTModel", "sinusoidal", pre_layer_norm=False,
-                     embedding_layer_norm=False, final_logits_bias=True,
+                     embedding_layer_norm=False, final_logits_bias=True, decoder_vocabulary=True,
                      config_defaults=dict(vocab_size=58101, pad_token_id=58100, bos_token_id=None, eos_token_id=0,
                                           decoder_start_token_id=58100, forced_eos_token_id=0)),
     "pegasus": Family("Pegasus", "PegasusForConditionalGeneration", "sinusoidal", pre_layer_norm=True,

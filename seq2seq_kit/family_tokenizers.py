@@ -8,6 +8,8 @@ What each checkpoint ships, and how it is read (never a hand-written segmenter):
                     the `sentencepiece` library. Here: a `tokenizers` pipeline whose pre-tokenizer is that
                     SentencePiece model (pieces), its model the vocab.json lookup (WordLevel, <unk> for others),
                     `A </s>`; a leading `>>fra<<` target code stays one token; decoded with the source model.
+                    With separate_vocabs (tokenizer_config.json; target.spm + target_vocab.json, for a model with
+                    its own decoder vocabulary): decode reads target ids, as MarianTokenizer does (TargetVocabulary).
   M2M100            sentencepiece.bpe.model + vocab.json: the same construction (M2M100Tokenizer), language tokens
                     `__en__` after the vocabulary, `__src__ A </s>`. The language tokens are special tokens, as in
                     transformers 4.x (5.24 dropped that: its decode(skip_special_tokens=True) keeps "__fr__").
@@ -30,7 +32,7 @@ from tokenizers import Tokenizer as Backend
 
 from . import hub
 from .jsonfile import read_json
-from .tokenizer import FILES, Tokenizer
+from .tokenizer import CLEAN_UP, FILES, Tokenizer
 
 SPIECE_UNDERLINE = "\u2581"
 DEFAULT_SOURCE = {"M2M100Tokenizer": "en", "NllbTokenizer": "eng_Latn", "MBart50Tokenizer": "en_XX"}
@@ -93,6 +95,7 @@ class TranslationTokenizer(Tokenizer):
 
     kind: str = ""
     lang_tokens: dict[str, str] = {}    # language code -> its token ("en" -> "__en__"); codes are tokens if absent
+    target_vocabulary: TargetVocabulary | None = None    # Marian with separate_vocabs: what decode reads
 
     @classmethod
     def load(cls, root: Path, config: dict, kind: str, src_lang: str | None, tgt_lang: str | None):
@@ -168,6 +171,20 @@ class TranslationTokenizer(Tokenizer):
             return None
         lang_id = self.get_lang_id(lang)
         return None if self.kind == "MarianTokenizer" else lang_id
+
+    def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None):
+        """Tokenizer.decode; a Marian tokenizer with separate vocabularies reads target ids (its model's output)."""
+        if self.target_vocabulary is None:
+            return super().decode(ids, skip_special_tokens, clean_up_tokenization_spaces)
+        ids = ids.tolist() if hasattr(ids, "tolist") else ids
+        if isinstance(ids, (list, tuple)) and ids and isinstance(ids[0], (list, tuple)):
+            return self.batch_decode(ids, skip_special_tokens, clean_up_tokenization_spaces)
+        text = self.target_vocabulary.decode([ids] if isinstance(ids, int) else list(ids), skip_special_tokens)
+        if clean_up_tokenization_spaces is None:
+            clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
+        for before, after in CLEAN_UP if clean_up_tokenization_spaces else ():
+            text = text.replace(before, after)
+        return text
 
     def save_pretrained(self, save_directory):
         if self.kind in ("MarianTokenizer", "M2M100Tokenizer"):
@@ -262,9 +279,41 @@ def _marian(root: Path, config: dict) -> TranslationTokenizer:
     named = dict(bos_token=None, sep_token=None, cls_token=None, mask_token=None, eos_token="</s>",
                  unk_token="<unk>", pad_token="<pad>")
     named.update({k: config[k] for k in ("eos_token", "unk_token", "pad_token") if config.get(k)})
+    tok = _sentencepiece_tokenizer(root, config, "source.spm", vocab, named, marian=True, extra=[])
     if config.get("separate_vocabs"):
-        raise ValueError(f"{root}: a Marian tokenizer with separate source and target vocabularies is not supported")
-    return _sentencepiece_tokenizer(root, config, "source.spm", vocab, named, marian=True, extra=[])
+        for name in ("target.spm", "target_vocab.json"):
+            if not (root / name).is_file():
+                raise FileNotFoundError(f"{root}: tokenizer_config.json has separate_vocabs true, but there is no "
+                                        f"{name} (the target side's vocabulary)")
+        tok.target_vocabulary = TargetVocabulary(tok, _vocab(root / "target_vocab.json"),
+                                                 _sentencepiece(root / "target.spm"))
+    return tok
+
+
+class TargetVocabulary:
+    """A Marian tokenizer's target side (separate_vocabs): target ids -> text as transformers' MarianTokenizer
+    decodes them. An id among the source's added tokens reads as that token (so skip_special_tokens drops the
+    source's special ids, whatever the target vocabulary has there); others as target_vocab.json's token (else
+    target.spm's piece); pieces joined by target.spm, special tokens kept as they are."""
+
+    def __init__(self, source: Tokenizer, vocab: dict[str, int], processor):
+        self.source, self.processor = source, processor
+        self.tokens = {i: t for t, i in vocab.items()}
+        self.detokenizer = _Detokenizer(processor, set(source.all_special_tokens), marian=True)
+
+    def decode(self, ids: list[int], skip_special_tokens: bool) -> str:
+        added = {i: t.content for i, t in self.source.backend_tokenizer.get_added_tokens_decoder().items()}
+        skip = set(self.source.all_special_ids) if skip_special_tokens else set()
+        return self.detokenizer.decode_chain([self.token(i, added) for i in ids if i not in skip])[0]
+
+    def token(self, i: int, added: dict[int, str]) -> str:
+        if i in added:
+            return added[i]
+        if i in self.tokens:
+            return self.tokens[i]
+        if isinstance(i, int) and 0 <= i < self.processor.get_piece_size():
+            return self.processor.id_to_piece(i)
+        raise ValueError(f"token id {i!r} is out of range: this tokenizer's target ids are 0..{len(self.tokens) - 1}")
 
 
 def _m2m100(root: Path, config: dict) -> TranslationTokenizer:

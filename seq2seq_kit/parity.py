@@ -3,6 +3,11 @@ same files, and compares tokenizer ids, generated tokens (greedy and beam, under
 settings) and logits (teacher-forced along transformers' greedy output). It returns a ParityReport; the
 `seq2seq-kit parity` command prints one.
 
+Every supported family: both sides load through AutoTokenizer / AutoModelForSeq2SeqLM (transformers' picks
+MarianMTModel, M2M100ForConditionalGeneration, ...). For translation checkpoints src_lang / tgt_lang are given to
+both tokenizers and the target language becomes both runs' forced_bos_token_id, as the translation pipeline does
+(a multi-target Marian model's >>tgt<< token is put before each text instead).
+
 transformers is the oracle, not a dependency: it is imported only inside `compare`
 (pip install "seq2seq-kit[test]").
 """
@@ -17,8 +22,9 @@ from pathlib import Path
 import torch
 
 from . import hub
+from .family_tokenizers import AutoTokenizer, TranslationTokenizer
 from .loading import resolve_device
-from .modeling import BartForConditionalGeneration
+from .modeling import AutoModelForSeq2SeqLM, BartForConditionalGeneration
 from .tokenizer import Tokenizer
 
 ATOL = 1e-3                # the default logits tolerance for float32 weights ...
@@ -72,25 +78,27 @@ class _Sides:
 
 
 def compare(model: str | Path, texts: list[str], *, num_beams: int | None = None, max_length: int | None = None,
-            atol: float | None = None, device=None, dtype=None, **hub_kwargs) -> ParityReport:
+            atol: float | None = None, device=None, dtype=None, src_lang: str | None = None,
+            tgt_lang: str | None = None, **hub_kwargs) -> ParityReport:
     """Compare seq2seq_kit with transformers on `model` (Hub id or checkpoint directory) over `texts`.
 
     num_beams: the beam run's width (None: the checkpoint's, or BEAM_WHEN_GREEDY if it generates greedily).
     max_length: both runs' maximum length (None: the checkpoint's). atol: the logits tolerance (None: ATOL for
-    float32 weights, ATOL_HALF for half precision). device, dtype and hub_kwargs: as for `pipeline`.
+    float32 weights, ATOL_HALF for half precision). src_lang / tgt_lang: a translation checkpoint's languages, as
+    AutoTokenizer takes them. device, dtype and hub_kwargs: as for `pipeline`.
     """
     transformers = _import_transformers()
     with _quiet(transformers):
         root = hub.resolve(model, purpose="all", **hub_kwargs)   # both libraries read the same files
-        sides = _load(transformers, root, resolve_device(device), dtype)
+        sides = _load(transformers, root, resolve_device(device), dtype, src_lang, tgt_lang)
         dtype = sides.model.dtype
         if atol is None:
             atol = ATOL_HALF if dtype in (torch.float16, torch.bfloat16) else ATOL
         report = ParityReport(str(model), root, transformers.__version__, str(dtype), str(sides.model.device),
                               atol, list(texts))
-        runs = _runs(sides.model, num_beams, max_length)
+        runs = _runs(sides.model, num_beams, max_length, _target_language(sides.tokenizer, tgt_lang))
         for i, text in enumerate(texts):
-            report.checks += _check_text(i, text, sides, runs, atol)
+            report.checks += _check_text(i, _with_target_code(text, sides.tokenizer, tgt_lang), sides, runs, atol)
     return report
 
 
@@ -119,18 +127,39 @@ def _quiet(transformers):
             transformers.logging.enable_progress_bar()
 
 
-def _load(transformers, root: Path, device: torch.device, dtype) -> _Sides:
-    model = BartForConditionalGeneration.from_pretrained(root, dtype=dtype, device=device).eval()
+def _load(transformers, root: Path, device: torch.device, dtype, src_lang: str | None, tgt_lang: str | None) -> _Sides:
+    model = AutoModelForSeq2SeqLM.from_pretrained(root, dtype=dtype, device=device).eval()
     reference = transformers.AutoModelForSeq2SeqLM.from_pretrained(root, dtype=model.dtype).to(device).eval()
-    return _Sides(Tokenizer.from_pretrained(root), model, transformers.AutoTokenizer.from_pretrained(root), reference)
+    tokenizer = AutoTokenizer.from_pretrained(root, src_lang=src_lang, tgt_lang=tgt_lang)
+    marian = isinstance(tokenizer, TranslationTokenizer) and tokenizer.kind == "MarianTokenizer"
+    languages = {k: v for k, v in (("src_lang", src_lang), ("tgt_lang", tgt_lang)) if v is not None and not marian}
+    return _Sides(tokenizer, model, transformers.AutoTokenizer.from_pretrained(root, **languages), reference)
 
 
-def _runs(model: BartForConditionalGeneration, num_beams: int | None, max_length: int | None) -> dict[str, dict]:
+def _target_language(tokenizer: Tokenizer, tgt_lang: str | None) -> int | None:
+    """The forced_bos_token_id a translation pipeline gives generate for tgt_lang (None: none)."""
+    if tgt_lang is None:
+        return None
+    if not isinstance(tokenizer, TranslationTokenizer):
+        raise ValueError("tgt_lang was given, but this checkpoint's tokenizer has no language codes")
+    return tokenizer.target_language_id(tgt_lang)
+
+
+def _with_target_code(text: str, tokenizer: Tokenizer, tgt_lang: str | None) -> str:
+    """A multi-target Marian model's >>tgt<< token before the text, as the translation pipeline puts it."""
+    if tgt_lang is None or tokenizer.kind != "MarianTokenizer":
+        return text
+    return f"{tokenizer.get_lang_token(tgt_lang)} {text}"
+
+
+def _runs(model: BartForConditionalGeneration, num_beams: int | None, max_length: int | None,
+          forced_bos_token_id: int | None = None) -> dict[str, dict]:
     """{run name: generate kwargs}: the checkpoint's generation settings apply to both runs; greedy only
-    overrides the beam width."""
+    overrides the beam width; a target language is forced first."""
     beams = num_beams or getattr(model.generation_config, "num_beams", None) or 1
     beams = beams if beams > 1 else BEAM_WHEN_GREEDY
-    common = {"do_sample": False, **({"max_length": max_length} if max_length else {})}
+    common = {"do_sample": False, **({"max_length": max_length} if max_length else {}),
+              **({"forced_bos_token_id": forced_bos_token_id} if forced_bos_token_id is not None else {})}
     return {"greedy": {"num_beams": 1, **common}, f"beam x{beams}": {"num_beams": beams, **common}}
 
 

@@ -54,6 +54,32 @@ def pipeline(task: str = "summarization", model=None, tokenizer=None, device=Non
     return TranslationPipeline(model, tokenizer, src_lang=src_lang, tgt_lang=tgt_lang, task=task)
 
 
+def check_languages(tokenizer: Tokenizer, src_lang: str | None, tgt_lang: str | None,
+                    single_pair_ok: bool = False) -> tuple[str | None, str | None, int | None]:
+    """(src_lang, tgt_lang, forced_bos_token_id) that a translation with `tokenizer` uses for the given languages:
+    the source defaults to the tokenizer's; a multi-target Marian model takes tgt_lang as its >>tgt<< token (no
+    forced token); a tokenizer without codes takes none ((None, None, None); given ones are refused unless
+    single_pair_ok). Raises ValueError naming the codes the tokenizer knows. Changes nothing."""
+    tok = tokenizer
+    if not isinstance(tok, TranslationTokenizer) or (tok.kind == "MarianTokenizer" and not tok.language_codes):
+        if (src_lang or tgt_lang) and not single_pair_ok:
+            raise ValueError("this model's tokenizer has no language codes (a single language pair): "
+                             "drop src_lang / tgt_lang")
+        return None, None, None
+    if tok.kind == "MarianTokenizer":
+        if tgt_lang is None:
+            raise ValueError(f"this Marian model translates into several languages: pass tgt_lang, one of "
+                             f"{', '.join(tok.language_codes)}")
+        tok.get_lang_id(tgt_lang)                                   # unknown code: ValueError naming the known
+        return None, tgt_lang, None
+    if tgt_lang is None:
+        raise ValueError(f"translation with this {tok.kind} needs tgt_lang (e.g. one of "
+                         f"{', '.join(tok.language_codes[:8])}, ...)")
+    if src_lang is not None:
+        tok.get_lang_id(src_lang)
+    return src_lang or tok.src_lang, tgt_lang, tok.target_language_id(tgt_lang)
+
+
 class Text2TextGenerationPipeline(SummarizationPipeline):
     """`pipe(text_or_texts, **generate_kwargs)` -> [{'generated_text': ...}, ...]: the summarization recipe
     with the checkpoint's task_specific_params["text2text-generation"] (4.x's Text2TextGenerationPipeline)."""
@@ -80,28 +106,14 @@ class TranslationPipeline(Text2TextGenerationPipeline):
                                           f"tgt_lang={self.tgt_lang!r}, ", 1)
 
     def set_languages(self, src_lang: str | None, tgt_lang: str | None, single_pair_ok: bool = False) -> None:
-        """Check and set the source / target languages; raises ValueError naming the codes the tokenizer knows.
-        single_pair_ok: languages given to a tokenizer without codes are ignored (a task name's) instead."""
-        tok = self.tokenizer
-        if not isinstance(tok, TranslationTokenizer) or (tok.kind == "MarianTokenizer" and not tok.language_codes):
-            if (src_lang or tgt_lang) and not single_pair_ok:
-                raise ValueError("this model's tokenizer has no language codes (a single language pair): "
-                                 "drop src_lang / tgt_lang")
-            return
-        if tok.kind == "MarianTokenizer":
-            if tgt_lang is None:
-                raise ValueError(f"this Marian model translates into several languages: pass tgt_lang, one of "
-                                 f"{', '.join(tok.language_codes)}")
-            tok.get_lang_id(tgt_lang)                               # unknown code: ValueError naming the known
-            self.tgt_lang = tgt_lang
-            return
-        if tgt_lang is None:
-            raise ValueError(f"translation with this {tok.kind} needs tgt_lang (e.g. one of "
-                             f"{', '.join(tok.language_codes[:8])}, ...)")
-        if src_lang is not None:
-            tok.src_lang = src_lang
-        self.src_lang, self.tgt_lang = tok.src_lang, tgt_lang
-        self.generate_defaults = {**self.generate_defaults, "forced_bos_token_id": tok.target_language_id(tgt_lang)}
+        """Check and set the source / target languages (check_languages); raises ValueError naming the codes the
+        tokenizer knows. single_pair_ok: languages given to a tokenizer without codes are ignored instead."""
+        src, tgt, forced_bos = check_languages(self.tokenizer, src_lang, tgt_lang, single_pair_ok)
+        if src_lang is not None and src is not None:
+            self.tokenizer.src_lang = src_lang
+        self.src_lang, self.tgt_lang = src, tgt
+        if forced_bos is not None:
+            self.generate_defaults = {**self.generate_defaults, "forced_bos_token_id": forced_bos}
 
     def __call__(self, inputs, *, src_lang: str | None = None, tgt_lang: str | None = None, **kwargs):
         """As SummarizationPipeline.__call__; src_lang / tgt_lang switch this pipeline's languages (4.x's call
@@ -118,4 +130,4 @@ class TranslationPipeline(Text2TextGenerationPipeline):
         return super().preprocess(texts, truncation)
 
 
-__all__ = ["TASKS", "Text2TextGenerationPipeline", "TranslationPipeline", "pipeline"]
+__all__ = ["TASKS", "Text2TextGenerationPipeline", "TranslationPipeline", "check_languages", "pipeline"]

@@ -89,6 +89,10 @@ FAMILY_SHAPE = dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_atte
                     decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, max_position_embeddings=128)
 MARIAN = dict(FAMILY_SHAPE, vocab_size=600, pad_token_id=599, eos_token_id=0, decoder_start_token_id=599,
               forced_eos_token_id=0, scale_embedding=True, activation_function="swish")
+# Marian with its own target vocabulary (share_encoder_decoder_embeddings false): a larger decoder vocabulary, so a
+# decoder id past the source vocabulary is exercised; pad in both.
+MARIAN_SEPARATE = dict(MARIAN, vocab_size=500, decoder_vocab_size=640, share_encoder_decoder_embeddings=False,
+                       pad_token_id=499, decoder_start_token_id=499)
 PEGASUS = dict(FAMILY_SHAPE, vocab_size=600, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
                forced_eos_token_id=1, scale_embedding=True, activation_function="relu")
 MBART50 = dict(FAMILY_SHAPE, vocab_size=600, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
@@ -109,6 +113,10 @@ SPECS: dict[str, Spec] = {
     "distilbart": Spec(DISTILBART, init_std=0.1, seed=7, config_json_extra=DISTILBART_CONFIG_EXTRA),
     "marian": Spec(MARIAN, tokenizer=None, model_type="marian", seed=11, init_std=0.1,
                    config_json_extra=dict(bad_words_ids=[[599]], num_beams=4, max_length=40)),
+    "marian-separate": Spec(MARIAN_SEPARATE, tokenizer=None, model_type="marian", seed=16, init_std=0.1,
+                            config_json_extra=dict(bad_words_ids=[[499]], num_beams=4, max_length=40)),
+    "marian-separate-untied": Spec({**MARIAN_SEPARATE, "tie_word_embeddings": False}, tokenizer=None,
+                                   model_type="marian", seed=17, init_std=0.1),
     "pegasus": Spec(PEGASUS, tokenizer=None, model_type="pegasus", seed=12, init_std=0.1),
     "mbart50": Spec(MBART50, tokenizer=None, model_type="mbart", seed=13, init_std=0.1),
     "m2m100": Spec(M2M100, tokenizer=None, model_type="m2m_100", seed=14, init_std=0.1),

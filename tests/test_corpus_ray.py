@@ -14,6 +14,7 @@ pytest.importorskip("ray.data", reason='Ray Data is not installed (pip install "
 
 from helpers import GEN, by_id, make_docs, read_jsonl, write_jsonl   # noqa: E402
 from seq2seq_kit import summarize_corpus   # noqa: E402
+from test_families_pipeline import m2m100_path   # noqa: E402,F401 (a fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")   # Ray Data's own, at start-up
 
@@ -127,3 +128,14 @@ def test_map_reduce_on_ray_equals_the_local_engine(ray_cluster, checkpoint, tmp_
     records = by_id(read_jsonl(tmp_path / "ray.jsonl"))
     assert records == by_id(read_jsonl(tmp_path / "local.jsonl"))
     assert records["long"]["chunks"] > 1 and records["short"]["chunks"] == 1
+
+
+def test_translation_job_on_ray_equals_the_local_engine(ray_cluster, tmp_path, m2m100_path):
+    """translate_corpus(engine="ray"): the job's task and languages reach every actor's Worker."""
+    from seq2seq_kit import translate_corpus
+
+    path = write_jsonl(tmp_path / "docs.jsonl", make_docs(6, seed=6))
+    langs = dict(src_lang="de", tgt_lang="fr", batch_size=2, progress=False, **GEN)
+    translate_corpus(path, tmp_path / "ray.jsonl", m2m100_path, engine="ray", actors=1, **langs)
+    translate_corpus(path, tmp_path / "local.jsonl", m2m100_path, **langs)
+    assert by_id(read_jsonl(tmp_path / "ray.jsonl")) == by_id(read_jsonl(tmp_path / "local.jsonl"))

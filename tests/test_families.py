@@ -1,7 +1,8 @@
 """The BART family's cousins on the one network: Marian, Pegasus, mBART-50, M2M100 and NLLB against transformers'
 MarianMTModel, PegasusForConditionalGeneration, MBartForConditionalGeneration and M2M100ForConditionalGeneration.
 
-Random small checkpoints (tests/checkpoints.py: "marian", "pegasus", "mbart50", "m2m100", "nllb"), fp32 on CPU:
+Random small checkpoints (tests/checkpoints.py: "marian", "marian-separate" (its own decoder vocabulary), "pegasus",
+"mbart50", "m2m100", "nllb"), fp32 on CPU:
 teacher-forced logits within 1e-4 (they are in fact equal), generate token-exact in greedy, beam 4 and seeded
 sampling, on right- and left-padded batches (M2M100 counts positions over non-pad tokens); the engine gives each
 family's request what generate gives it alone.
@@ -22,7 +23,7 @@ from checkpoints import SPECS
 from helpers import random_batch
 from test_generation import assert_parity, run_both
 
-FAMILIES = ["marian", "pegasus", "mbart50", "m2m100", "nllb"]
+FAMILIES = ["marian", "marian-separate", "pegasus", "mbart50", "m2m100", "nllb"]
 ATOL = 1e-4
 
 
@@ -99,7 +100,7 @@ def test_m2m100_pad_token_in_decoder_input_gets_the_zero_position(pair):
     assert (mine.sequences[:, 1] == config["pad_token_id"]).all()
 
 
-@pytest.mark.parametrize("name", ["marian", "m2m100"])
+@pytest.mark.parametrize("name", ["marian", "marian-separate", "m2m100"])
 def test_engine_request_equals_generate_alone(pair, name):
     _, ours, config = pair(name)
     ids = batch(config)[0][0].tolist()
@@ -118,7 +119,7 @@ def test_fixed_position_tables_are_transformers_tables():
     assert torch.equal(fairseq_table(1026, 1024, 1), M2M100SinusoidalPositionalEmbedding.get_embedding(1026, 1024, 1))
 
 
-@pytest.mark.parametrize("name", ["marian", "m2m100"])
+@pytest.mark.parametrize("name", ["marian", "marian-separate-untied", "m2m100"])
 def test_save_pretrained_round_trip_loads_in_transformers(pair, name, tmp_path):
     hf, ours, config = pair(name)
     ours.save_pretrained(tmp_path)
@@ -156,10 +157,114 @@ def test_unsupported_model_type_names_the_supported_ones(tmp_path):
         AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
 
 
-def test_separate_marian_decoder_vocabulary_is_refused_clearly():
-    with pytest.raises(ValueError, match="separate decoder vocabulary"):
-        BartConfig.from_dict({"model_type": "marian", "share_encoder_decoder_embeddings": False,
-                              "decoder_vocab_size": 100})
+@pytest.mark.parametrize("name", ["marian-separate", "marian-separate-untied"])
+def test_separate_decoder_vocabulary_matches_transformers(pair, checkpoint, name):
+    """share_encoder_decoder_embeddings false: encoder and decoder embeddings of their own sizes, the LM head and
+    final_logits_bias the decoder's (tied to its embedding, or not); decoder ids past the source vocabulary."""
+    from safetensors.torch import load_file
+
+    hf, ours, config = pair(name)
+    assert ours.shared is None and ours.config.decoder_vocab_size == config["decoder_vocab_size"] == 640
+    assert (ours.lm_head.weight is ours.decoder.embed_tokens.weight) == config.get("tie_word_embeddings", True)
+    assert ("lm_head.weight" in load_file(checkpoint(name) / "model.safetensors")) != config.get(
+        "tie_word_embeddings", True)
+    ids, mask = batch(config)[:2]
+    dec = torch.randint(config["vocab_size"], config["decoder_vocab_size"], (3, 6),
+                        generator=torch.Generator().manual_seed(5))     # only ids the encoder's vocabulary lacks
+    dec[:, 0] = config["decoder_start_token_id"]
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
+    mine = ours(ids, mask, dec)
+    assert mine.shape[-1] == 640
+    torch.testing.assert_close(mine, theirs, atol=ATOL, rtol=0)
+    theirs, mine = run_both(hf, ours, ids, mask, max_new_tokens=12, num_beams=4)
+    assert_parity(theirs, mine)
+
+
+@pytest.mark.parametrize("form", ["bin, lm_head saved", "lm_head only", "lm_head differs", "sharded"])
+def test_separate_decoder_vocabulary_checkpoint_forms(pair, checkpoint, tmp_path, form):
+    """The forms a BART checkpoint loads in, for a tied separate-vocabulary Marian: each gives transformers' logits."""
+    import shutil
+    import warnings
+
+    from safetensors.torch import load_file, save_file
+
+    hf, _, config = pair("marian-separate")
+    shutil.copytree(checkpoint("marian-separate"), tmp_path, dirs_exist_ok=True)
+    weights = tmp_path / "model.safetensors"
+    state = load_file(weights)
+    decoder = "model.decoder.embed_tokens.weight"
+    if form == "sharded":
+        weights.unlink()
+        hf.save_pretrained(tmp_path, max_shard_size="200KB")
+        assert (tmp_path / "model.safetensors.index.json").is_file()
+    elif form == "bin, lm_head saved":
+        weights.unlink()
+        torch.save({**state, "lm_head.weight": state[decoder].clone()}, tmp_path / "pytorch_model.bin")
+    else:
+        state["lm_head.weight"] = state.pop(decoder) if form == "lm_head only" else state[decoder] * 0.5
+        save_file(state, weights, metadata={"format": "pt"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ours = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    untied = form == "lm_head differs"
+    assert any("lm_head.weight differs" in str(w.message) for w in caught) == untied
+    assert (ours.lm_head.weight is ours.decoder.embed_tokens.weight) != untied
+    theirs_model = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    ids, mask, dec = batch(config, target_len=6)
+    with torch.no_grad():
+        theirs = theirs_model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
+    torch.testing.assert_close(ours(ids, mask, dec), theirs, atol=ATOL, rtol=0)
+
+
+def test_separate_decoder_vocabulary_checks(pair):
+    _, ours, config = pair("marian-separate")
+    ids, mask = batch(config)[:2]
+    with pytest.raises(ValueError, match=r"input_ids.*vocab_size=500"):
+        ours.generate(ids.masked_fill(mask == 0, 550), max_new_tokens=2)   # a source id only the decoder has
+    with pytest.raises(ValueError, match=r"'decoder_start_token_id' is 700; .*decoder_vocab_size=640"):
+        BartConfig.from_dict({**config, "model_type": "marian", "decoder_start_token_id": 700})
+    with pytest.raises(ValueError, match=r"'pad_token_id' is 550; .*\[0, 500\)"):
+        BartConfig.from_dict({**config, "model_type": "marian", "pad_token_id": 550})
+    with pytest.raises(ValueError, match="share_encoder_decoder_embeddings false for a separate decoder vocabulary"):
+        BartConfig.from_dict({"model_type": "marian", "decoder_vocab_size": 100})
+
+
+GENERATION_KEYS = ("forced_bos_token_id", "forced_eos_token_id", "bad_words_ids", "num_beams", "max_length")
+
+
+@pytest.mark.parametrize("drop", [(), ("decoder_start_token_id",)], ids=["token ids", "no decoder start"])
+@pytest.mark.parametrize("name", ["marian", "marian-separate", "pegasus", "mbart50", "m2m100"])
+def test_hand_written_config_generates_as_transformers(checkpoint, tmp_path, name, drop):
+    """A config.json written by hand (shape and token ids, no generation keys, no generation_config.json):
+    transformers 5.24 takes the generation settings from config.json's own keys, not its config class's defaults
+    (Marian gets no bad_words_ids or forced EOS, no decoder start where none is written: bos, else an error)."""
+    import shutil
+
+    shutil.copytree(checkpoint(name), tmp_path, dirs_exist_ok=True)
+    (tmp_path / "generation_config.json").unlink(missing_ok=True)
+    config = {k: v for k, v in SPECS[name].config.items() if k not in GENERATION_KEYS + drop}
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": SPECS[name].model_type, **config}))
+    hf = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    ours = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    ids, mask = batch(SPECS[name].config)
+    for kwargs in (dict(max_new_tokens=8), dict(num_beams=4, max_new_tokens=8)):
+        try:
+            theirs = hf.generate(ids, attention_mask=mask, **kwargs)
+        except ValueError as e:
+            assert "decoder_start_token_id" in str(e) and "bos_token_id" not in config
+            with pytest.raises(ValueError, match="decoder_start_token_id"):
+                ours.generate(ids, mask, **kwargs)
+            continue
+        assert torch.equal(ours.generate(ids, mask, **kwargs), theirs)
+
+
+def test_marian_default_ids_past_a_small_vocabulary_are_unset():
+    """MarianConfig's pad / decoder start 58100 do not fit a hand-written 300-token vocabulary: left unset (transformers
+    keeps them with a warning, and cannot use them) rather than refusing the config."""
+    config = BartConfig.from_dict({"model_type": "marian", "vocab_size": 300, "eos_token_id": 0})
+    assert config.pad_token_id is None and config.decoder_start_token_id is None and config.forced_eos_token_id == 0
+    assert BartConfig.from_dict({"model_type": "marian"}).decoder_start_token_id == 58100
 
 
 @pytest.mark.parametrize("model_type, defaults", [
@@ -213,7 +318,7 @@ def test_graph_bookkeeping_on_cpu(pair, name, monkeypatch):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("name", ["marian", "pegasus", "m2m100"])
+@pytest.mark.parametrize("name", ["marian", "marian-separate", "pegasus", "m2m100"])
 def test_graphed_generate_matches_eager_on_cuda(checkpoint, name):
     model = AutoModelForSeq2SeqLM.from_pretrained(checkpoint(name), device="cuda")
     ids, mask = (t.cuda() for t in batch(SPECS[name].config, left=name == "m2m100"))

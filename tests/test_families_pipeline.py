@@ -60,6 +60,28 @@ def m2m100_path(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def marian_separate_path(tmp_path_factory):
+    """A Marian model with its own target vocabulary: target.spm + target_vocab.json (separate_vocabs), its decoder
+    embedding and LM head of that size; <pad> (the decoder start) at id 2 in both vocabularies."""
+    root = tmp_path_factory.mktemp("marian-separate-mt")
+    train(root / "source.spm", "unigram")
+    train(root / "target.spm", "unigram", 120)
+    sizes = []
+    for spm_file, vocab_file in (("source.spm", "vocab.json"), ("target.spm", "target_vocab.json")):
+        vocab = fairseq_vocab(root / spm_file, {"</s>": 0, "<unk>": 1, "<pad>": 2})
+        (root / vocab_file).write_text(json.dumps(vocab))
+        sizes.append(len(vocab))
+    assert sizes[0] != sizes[1]
+    (root / "tokenizer_config.json").write_text(json.dumps({"separate_vocabs": True}))
+    config = dict(FAMILY_SHAPE, vocab_size=sizes[0], decoder_vocab_size=sizes[1],
+                  share_encoder_decoder_embeddings=False, pad_token_id=2, eos_token_id=0, decoder_start_token_id=2,
+                  forced_eos_token_id=0, scale_embedding=True)
+    build(Spec(config, tokenizer=None, model_type="marian", seed=23, init_std=0.1,
+               config_json_extra=dict(bad_words_ids=[[2]], num_beams=2, max_length=16)), root)
+    return root
+
+
 def reference(path, texts, tokenizer, forced_bos=None, **kwargs) -> list[list[int]]:
     """4.x's translation recipe with transformers 5: each text alone through generate (the ids; their decoding
     is tests/test_family_tokenizers.py's business)."""
@@ -88,6 +110,20 @@ def test_marian_translation_equals_the_recipe(marian_path):
     assert_records(pipe, TEXTS, expected, **MAX_NEW)
     with pytest.raises(ValueError, match="pass tgt_lang, one of fra, deu"):
         pipeline("translation", model=marian_path)
+
+
+def test_marian_separate_vocabularies_translation_equals_the_recipe(marian_separate_path):
+    """Source ids in the source vocabulary, generated ids in the target one, decoded by the target side."""
+    path = marian_separate_path
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = transformers.MarianTokenizer(*(str(path / f) for f in ("source.spm", "target.spm", "vocab.json")),
+                                              target_vocab_file=str(path / "target_vocab.json"), separate_vocabs=True)
+    expected = reference(path, TEXTS, theirs, **MAX_NEW)
+    pipe = pipeline("translation", model=path)
+    assert_records(pipe, TEXTS, expected, **MAX_NEW)
+    assert [pipe.tokenizer.decode(ids, skip_special_tokens=True) for ids in expected] == \
+        [theirs.decode(ids, skip_special_tokens=True) for ids in expected]
 
 
 @pytest.mark.parametrize("task, langs", [("translation", dict(src_lang="de", tgt_lang="fr")),
@@ -155,3 +191,25 @@ def test_cli_translate(m2m100_path):
     assert run.returncode == 0, run.stderr
     expected = pipeline("translation", model=m2m100_path, src_lang="de", tgt_lang="fr")(TEXTS[0], **MAX_NEW)
     assert run.stdout.strip() == expected[0]["translation_text"]
+
+
+@pytest.mark.parametrize("fixture, langs", [("marian_path", dict(tgt_lang="fra")),
+                                            ("marian_separate_path", {}),
+                                            ("m2m100_path", dict(src_lang="de", tgt_lang="fr"))])
+def test_cli_parity_on_translation_models(request, capsys, fixture, langs):
+    """`seq2seq-kit parity` loads both sides through the Auto classes; the languages reach both tokenizers and
+    both runs (M2M100: the target language forced first; Marian: its >>fra<< token before the text)."""
+    from seq2seq_kit.cli import main
+    from seq2seq_kit.parity import compare
+
+    path = request.getfixturevalue(fixture)
+    options = [a for k, v in langs.items() for a in (f"--{k.replace('_', '-')}", v)]
+    assert main(["parity", str(path), "--max-length", "10", "--text", TEXTS[0], *options]) == 0
+    out = capsys.readouterr().out
+    assert "verdict: PARITY" in out and out.count("match") == 4, out
+    report = compare(path, [TEXTS[1]], max_length=10, **langs)
+    tok = AutoTokenizer.from_pretrained(path)
+    if fixture == "m2m100_path":
+        assert report.checks[1].ours[1] == tok.get_lang_id("fr")          # greedy: the target language first
+    if fixture == "marian_path":
+        assert report.checks[0].ours[0] == tok.get_lang_id("fra")         # the source starts with >>fra<<

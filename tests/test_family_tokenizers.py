@@ -98,6 +98,51 @@ def test_marian_ids_and_text_equal_transformers(marian_dir):
     assert ours.language_codes == ["fra", "deu"] and ours.target_language_id("fra") is None
 
 
+@pytest.fixture(scope="module")
+def marian_separate_dir(tmp_path_factory):
+    """separate_vocabs: target.spm and target_vocab.json of their own, smaller than the source's, so the target's
+    <pad> id differs from the source's (the model's pad and decoder start)."""
+    root = tmp_path_factory.mktemp("marian-separate")
+    train(root / "source.spm", "unigram")
+    train(root / "target.spm", "unigram", 120)
+    for spm_file, vocab_file in (("source.spm", "vocab.json"), ("target.spm", "target_vocab.json")):
+        vocab = fairseq_vocab(root / spm_file, {"</s>": 0, "<unk>": 1})
+        vocab["<pad>"] = len(vocab)
+        (root / vocab_file).write_text(json.dumps(vocab))
+    (root / "tokenizer_config.json").write_text(json.dumps({"separate_vocabs": True, "tokenizer_class":
+                                                            "MarianTokenizer"}))
+    return root
+
+
+def test_marian_separate_vocabularies_equal_transformers(marian_separate_dir):
+    """Source ids from source.spm + vocab.json; decode reads target ids (target_vocab.json, target.spm), the
+    source's special ids skipped as transformers skips them."""
+    from transformers import MarianTokenizer
+
+    root = marian_separate_dir
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = MarianTokenizer(str(root / "source.spm"), str(root / "target.spm"), str(root / "vocab.json"),
+                                 target_vocab_file=str(root / "target_vocab.json"), separate_vocabs=True)
+    ours = AutoTokenizer.from_pretrained(root)
+    source_pad, target_pad = theirs.pad_token_id, json.loads((root / "target_vocab.json").read_text())["<pad>"]
+    assert source_pad != target_pad
+    for text in CORPUS + EDGE:
+        assert ours(text)["input_ids"] == theirs(text)["input_ids"], text
+        target_ids = theirs(text_target=text)["input_ids"]
+        for ids in (target_ids, [source_pad, *target_ids], [target_pad, source_pad, *target_ids, target_pad]):
+            for skip in (True, False):
+                assert ours.decode(ids, skip_special_tokens=skip) == theirs.decode(ids, skip_special_tokens=skip)
+    batch = [theirs(text_target=t)["input_ids"] for t in CORPUS[:3]]
+    assert ours.batch_decode(batch, skip_special_tokens=True) == theirs.batch_decode(batch, skip_special_tokens=True)
+    (root / "target_vocab.json").rename(root / "moved.json")
+    try:
+        with pytest.raises(FileNotFoundError, match="separate_vocabs true, but there is no target_vocab.json"):
+            AutoTokenizer.from_pretrained(root)
+    finally:
+        (root / "moved.json").rename(root / "target_vocab.json")
+
+
 @pytest.mark.parametrize("src_lang, tgt_lang", [("en", "fr"), ("ru", "zh")])
 def test_m2m100_ids_text_and_languages_equal_transformers(m2m100_dir, src_lang, tgt_lang):
     from transformers import M2M100Tokenizer

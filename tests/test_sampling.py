@@ -75,7 +75,7 @@ class FixedLogits:
     draws many samples through the real sampling path (processors, softmax, multinomial)."""
 
     def __init__(self):
-        self.config = SimpleNamespace(vocab_size=len(LOGITS), max_position_embeddings=8)
+        self.config = SimpleNamespace(decoder_vocab_size=len(LOGITS), max_position_embeddings=8)
         self.generation_config = GenerationConfig(decoder_start_token_id=0)
         self.device = torch.device("cpu")
 

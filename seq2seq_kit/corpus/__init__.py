@@ -1,7 +1,13 @@
-"""Summarize a corpus: one job over a JSONL/Parquet file or a folder of them, that survives crashes.
+"""Summarize or translate a corpus: one job over a JSONL/Parquet file or a folder of them, that survives crashes.
 
     summarize_corpus("docs.jsonl", "summaries.jsonl", model="sshleifer/distilbart-cnn-12-6", batch_size=8)
     summarize_corpus("docs/", "summaries.parquet", engine="ray", ray_address="auto")
+    translate_corpus("docs.jsonl", "de.jsonl", model="Helsinki-NLP/opus-mt-en-de")
+    translate_corpus("docs.jsonl", "fr.jsonl", model="facebook/nllb-200-distilled-600M", src_lang="eng_Latn",
+                     tgt_lang="fra_Latn")
+
+Both are process_corpus with a task: the task's pipeline (summarization, or translation with its languages) and
+its records' field ("summary_text" / "translation_text"); everything below holds for both.
 
 How a job runs (both engines):
   1. The driver splits the input into chunks: `batch_size * BATCHES_PER_CHUNK` lines of a JSONL file (by byte
@@ -20,7 +26,8 @@ The files of an output `out.jsonl` (or `out.parquet`):
   out.jsonl               {"id", "summary_text", "input_tokens", "output_tokens"} per document
   out.jsonl.errors.jsonl  {"id", "where", "reason", "message"} per bad record (and per truncated input)
   out.jsonl.meta.json     the job: model, commit (Hub) or file digests (local directory), dtype, input path,
-                          fields, resolved generation settings; counts. Only an output whose meta file says a
+                          fields, resolved generation settings (a translation job: its task and languages, the
+                          target language forced first); counts. Only an output whose meta file says a
                           job wrote it is resumed or repaired; any other existing file is refused (overwrite)
   out.parquet.partial.jsonl  (Parquet only) the journal a run appends to; turned into out.parquet at the end
 
@@ -33,10 +40,10 @@ task retried after its actor died re-yields its batches) is dropped, a second do
 is reported as duplicate_id. A re-run skips the ids already in the output. A lock on the output stops
 two jobs writing it at once.
 
-Modules, each importing only those after it: driver (summarize_corpus, CorpusResult) -> ray_engine ->
+Modules, each importing only those after it: driver (process_corpus, CorpusResult) -> ray_engine ->
 worker -> output (the files written) -> reading (the files read).
 """
 
-from .driver import DEFAULT_BATCH_SIZE, CorpusResult, summarize_corpus
+from .driver import DEFAULT_BATCH_SIZE, CorpusResult, process_corpus, summarize_corpus, translate_corpus
 
-__all__ = ["DEFAULT_BATCH_SIZE", "CorpusResult", "summarize_corpus"]
+__all__ = ["DEFAULT_BATCH_SIZE", "CorpusResult", "process_corpus", "summarize_corpus", "translate_corpus"]

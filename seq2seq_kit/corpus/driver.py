@@ -1,6 +1,6 @@
-"""The corpus job's driver: summarize_corpus checks the arguments, plans the chunks, fixes the job's identity
-(model, commit, dtype, resolved generation settings), runs an engine (a local Worker, or Ray) and writes every
-result through the one Output, with a progress bar."""
+"""The corpus job's driver: process_corpus (summarize_corpus, translate_corpus) checks the arguments, plans the
+chunks, fixes the job's identity (task and languages, model, commit, dtype, resolved generation settings), runs an
+engine (a local Worker, or Ray) and writes every result through the one Output, with a progress bar."""
 
 from __future__ import annotations
 
@@ -14,13 +14,15 @@ from typing import Iterator
 
 from .. import hub
 from ..config import BartConfig
+from ..family_tokenizers import AutoTokenizer
 from ..generation import GenerationConfig
 from ..generation import config as generation_config
 from ..loading import Checkpoint, resolve_dtype, weight_files
 from ..long_documents import check_strategy
 from ..pipeline import DEFAULT_MODEL, task_defaults
+from ..translation import check_languages
 from . import ray_engine
-from .output import Output, errors_path
+from .output import RESULTS, Output, errors_path
 from .reading import check_text_field, input_files, parquet_module, plan_chunks, refuse_repeats
 from .worker import Worker
 
@@ -58,17 +60,33 @@ class CorpusResult:
                 + f"; {self.docs_per_s:.2f} docs/s")
 
 
-def summarize_corpus(input: str | Path, output: str | Path, model: str | Path | None = None, *,
-                     engine: str = "local", ray_address: str | None = None, actors: int | None = None,
-                     batch_size: int = DEFAULT_BATCH_SIZE, text_field: str = "text", id_field: str = "id",
-                     overwrite: bool = False, device=None, dtype=None, revision: str | None = None,
-                     cache_dir: str | Path | None = None, token: str | bool | None = None,
-                     local_files_only: bool = False, sort_by_length: bool = True, progress: bool = True,
-                     strategy: str = "truncate", **generate_kwargs) -> CorpusResult:
-    """Summarize every document of `input` (a .jsonl or .parquet file, or a folder of them) into `output`
-    (JSONL, or Parquet when it ends in .parquet); a re-run finishes a job that stopped. See the package doc.
+def summarize_corpus(input: str | Path, output: str | Path, model: str | Path | None = None,
+                     **kwargs) -> CorpusResult:
+    """Summarize every document of `input` into `output`: process_corpus(task="summarization"), which see."""
+    return process_corpus(input, output, model, task="summarization", **kwargs)
 
-    model: Hub id or local checkpoint directory (None: the pipeline's default, distilbart-cnn-12-6).
+
+def translate_corpus(input: str | Path, output: str | Path, model: str | Path, *, src_lang: str | None = None,
+                     tgt_lang: str | None = None, **kwargs) -> CorpusResult:
+    """Translate every document of `input` into `output` (records {"id", "translation_text", "input_tokens",
+    "output_tokens"}): process_corpus(task="translation"), which see. src_lang / tgt_lang as
+    pipeline("translation") takes them ("en", "eng_Latn", "en_XX"; a multi-target Marian model's "fra")."""
+    return process_corpus(input, output, model, task="translation", src_lang=src_lang, tgt_lang=tgt_lang, **kwargs)
+
+
+def process_corpus(input: str | Path, output: str | Path, model: str | Path | None = None, *,
+                   task: str = "summarization", src_lang: str | None = None, tgt_lang: str | None = None,
+                   engine: str = "local", ray_address: str | None = None, actors: int | None = None,
+                   batch_size: int = DEFAULT_BATCH_SIZE, text_field: str = "text", id_field: str = "id",
+                   overwrite: bool = False, device=None, dtype=None, revision: str | None = None,
+                   cache_dir: str | Path | None = None, token: str | bool | None = None,
+                   local_files_only: bool = False, sort_by_length: bool = True, progress: bool = True,
+                   strategy: str = "truncate", **generate_kwargs) -> CorpusResult:
+    """Summarize (task "summarization") or translate (task "translation", with src_lang / tgt_lang) every
+    document of `input` (a .jsonl or .parquet file, or a folder of them) into `output` (JSONL, or Parquet when it
+    ends in .parquet); a re-run finishes a job that stopped. See the package doc.
+
+    model: Hub id or local checkpoint directory (None: the summarization pipeline's default, distilbart-cnn-12-6).
     engine: "local" (this process) or "ray" (Ray Data actors; `pip install "seq2seq-kit[ray]"`).
     ray_address: None starts a local Ray (or uses the one already initialized), "auto" or "ray://host:port"
         joins a cluster. actors: size of the actor pool (default: one per GPU, else one per node).
@@ -80,13 +98,16 @@ def summarize_corpus(input: str | Path, output: str | Path, model: str | Path | 
         for GPU actors (it is resolved on the driver too, so leave it None from a driver without CUDA).
     sort_by_length: submit a chunk's documents longest first (False: input order; for measuring).
     strategy: "truncate" (a document longer than the model's window is summarized from its start, and reported),
-        or "map_reduce" (summarized from its chunks: seq2seq_kit.long_documents; records gain "chunks": N).
-    generate_kwargs: num_beams, max_length, min_length, ... over the checkpoint's summarization settings.
+        or "map_reduce" (summarization: summarized from its chunks, seq2seq_kit.long_documents; records gain
+        "chunks": N).
+    generate_kwargs: num_beams, max_length, min_length, ... over the checkpoint's settings for the task (and a
+        translation's forced target language).
     Returns the counts; shows a progress bar on stderr (progress=True). Messages go to the "seq2seq_kit.corpus"
     loggers: the result's summary() line (INFO), an output repaired after a crash (WARNING).
     """
     _check_engine(engine, ray_address, actors, batch_size)
     check_strategy(strategy)
+    _check_task(task, model, strategy, src_lang, tgt_lang)
     input, output = Path(input).expanduser(), Path(output).expanduser()
     if output.suffix == ".parquet":
         parquet_module()                                           # before any work: is pyarrow there?
@@ -94,13 +115,15 @@ def summarize_corpus(input: str | Path, output: str | Path, model: str | Path | 
     chunks, total = plan_chunks(files, batch_size * BATCHES_PER_CHUNK, folder=input.is_dir())
     check_text_field(chunks[0] if chunks else None, text_field)        # a wrong --text-field fails here
     if not total:
-        logger.warning("%s holds no records (no non-blank line or row): nothing to summarize", input)
-    out = Output(output)
+        logger.warning("%s holds no records (no non-blank line or row): nothing to %s", input,
+                       "translate" if task == "translation" else "summarize")
+    out = Output(output, task)
     out.check(overwrite)                                           # a file no job of ours wrote is refused here
 
     hub_kwargs = {k: v for k, v in (("revision", revision), ("cache_dir", cache_dir), ("token", token),
                                     ("local_files_only", local_files_only)) if v}
-    job, hub_kwargs = _job(DEFAULT_MODEL if model is None else model, hub_kwargs, dtype, generate_kwargs)
+    job, hub_kwargs = _job(DEFAULT_MODEL if model is None else model, hub_kwargs, dtype, generate_kwargs, task,
+                           src_lang, tgt_lang)
     job.update(input=str(input.resolve()), text_field=text_field, id_field=id_field,
                **({"strategy": strategy} if strategy != "truncate" else {}))
     refuse_repeats(chunks, text_field, id_field, one_id_type=out.parquet)
@@ -109,14 +132,15 @@ def summarize_corpus(input: str | Path, output: str | Path, model: str | Path | 
         worker_kwargs = dict(
             model=job["model"], hub_kwargs=hub_kwargs, device=device, dtype=dtype, generate_kwargs=generate_kwargs,
             eos_token_ids=job["generation"]["eos_token_id"], text_field=text_field, id_field=id_field,
-            done=frozenset(out.done), batch_size=batch_size, sort_by_length=sort_by_length, strategy=strategy)
+            done=frozenset(out.done), batch_size=batch_size, sort_by_length=sort_by_length, strategy=strategy,
+            task=task, languages=job.get("languages"))
         start = time.perf_counter()
         if engine == "local":
             results = _local_results(chunks, worker_kwargs)
         else:
             results = ray_engine.results(chunks, worker_kwargs, address=ray_address, actors=actors, device=device)
         try:
-            _write_results(results, out, total, progress)
+            _write_results(results, out, total, progress, "translating" if task == "translation" else "summarizing")
         finally:
             results.close()   # Ray: shut down the instance the job started
         seconds = time.perf_counter() - start
@@ -141,22 +165,41 @@ def _check_engine(engine: str, ray_address, actors, batch_size) -> None:
         ray_engine.require_ray()                                   # before any work: is Ray there?
 
 
-def _job(model, hub_kwargs: dict, dtype, generate_kwargs: dict) -> tuple[dict, dict]:
-    """What identifies the job's summaries (the meta file's "job": model, commit, dtype, resolved generation
-    settings) and the hub kwargs that load that same model everywhere (a Hub id pinned to its commit)."""
+def _check_task(task: str, model, strategy: str, src_lang, tgt_lang) -> None:
+    if task not in RESULTS:
+        raise ValueError(f"task must be one of {', '.join(map(repr, RESULTS))}, got {task!r}")
+    if task == "translation" and model is None:
+        raise ValueError("a translation job needs model= (a Hub id or path); there is no default translation model")
+    if task == "translation" and strategy != "truncate":
+        raise ValueError(f"strategy={strategy!r} applies to summarization; a translation job truncates")
+    if task != "translation" and (src_lang is not None or tgt_lang is not None):
+        raise ValueError("src_lang / tgt_lang apply to translation jobs")
+
+
+def _job(model, hub_kwargs: dict, dtype, generate_kwargs: dict, task: str, src_lang: str | None,
+         tgt_lang: str | None) -> tuple[dict, dict]:
+    """What identifies the job's results (the meta file's "job": model, commit, dtype, resolved generation
+    settings; a translation job's task and languages too) and the hub kwargs that load that same model everywhere
+    (a Hub id pinned to its commit)."""
     root = hub.resolve(model, purpose="all", **hub_kwargs)
     local = Path(model).expanduser().is_dir()
     commit = root.name if not local and root.parent.name == "snapshots" else None
     config = BartConfig.from_pretrained(root)
+    defaults = task_defaults(config, task)[1]
     job = {"model": str(Path(model).expanduser().resolve()) if local else str(model), "commit": commit,
-           "dtype": _dtype_name(dtype, root, config), "generation": _settings(root, config, generate_kwargs)}
+           "dtype": _dtype_name(dtype, root, config)}
+    if task == "translation":   # the languages as the pipeline resolves them (unknown ones refused here)
+        src, tgt, forced_bos = check_languages(AutoTokenizer.from_pretrained(root), src_lang, tgt_lang)
+        job.update(task=task, languages={k: v for k, v in (("src_lang", src), ("tgt_lang", tgt)) if v})
+        defaults = {**defaults, **({"forced_bos_token_id": forced_bos} if forced_bos is not None else {})}
+    job["generation"] = _settings(root, config, defaults, generate_kwargs)
     if local:   # a Hub commit pins its files; a directory's files can change under the same name
         job["files"] = checkpoint_digests(root)
     return job, {**hub_kwargs, **({"revision": commit} if commit else {})}
 
 
 DIGESTED = ("config.json", "tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
-            "special_tokens_map.json")
+            "special_tokens_map.json", "source.spm", "target.spm", "target_vocab.json", "sentencepiece.bpe.model")
 
 
 def checkpoint_digests(root: Path) -> dict[str, str]:
@@ -179,23 +222,23 @@ def _local_results(chunks: list[dict], worker_kwargs: dict) -> Iterator[dict]:
         worker.engine.close(cancel_pending=True)
 
 
-def _write_results(results: Iterator[dict], out: Output, total: int, progress: bool) -> None:
+def _write_results(results: Iterator[dict], out: Output, total: int, progress: bool, desc: str) -> None:
     """Every result into `out`, as it comes; the bar counts documents done (written, skipped or failed)."""
     from tqdm.auto import tqdm
 
-    with tqdm(total=total, unit="doc", desc="summarizing", disable=not progress, file=sys.stderr) as bar:
+    with tqdm(total=total, unit="doc", desc=desc, disable=not progress, file=sys.stderr) as bar:
         for result in results:
             out.write(result)
             bar.update(len(result["records"]) + result["skipped"]
                        + sum(e["reason"] != "truncated" for e in result["errors"]))
 
 
-def _settings(root: Path, config, generate_kwargs: dict) -> dict:
-    """The generation settings every batch uses, resolved as generate() resolves them (validates them too)."""
-    _, defaults = task_defaults(config)
+def _settings(root: Path, config, defaults: dict, generate_kwargs: dict) -> dict:
+    """The generation settings every batch uses, resolved as generate() resolves them over the pipeline's
+    defaults (validates them too)."""
     resolved = generation_config.resolve(
         GenerationConfig.from_pretrained(root, config), {**defaults, **generate_kwargs},
-        vocab_size=config.vocab_size, max_position_embeddings=config.max_position_embeddings)
+        vocab_size=config.decoder_vocab_size, max_position_embeddings=config.max_position_embeddings)
     if resolved.num_return_sequences != 1:
         raise ValueError(f"num_return_sequences={resolved.num_return_sequences}: a corpus job writes one summary "
                          "per document; use num_return_sequences=1")

@@ -1,6 +1,6 @@
-"""A corpus job's output files, written by the driver alone: the summaries (an append-only JSONL journal; for
-Parquet, turned into the .parquet file at the end), the errors file and the meta file (the job's model and
-settings, its counts). Also the record formats the worker shares: id keys and error records."""
+"""A corpus job's output files, written by the driver alone: the summaries or translations (an append-only JSONL
+journal; for Parquet, turned into the .parquet file at the end), the errors file and the meta file (the job's model
+and settings, its counts). Also the record formats the worker shares: id keys, error records, the result's field."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from ..jsonfile import read_json
 from .reading import parquet_module
 
 logger = logging.getLogger(__name__)
+# a job's task -> (its records' text field, what the meta file counts them as)
+RESULTS = {"summarization": ("summary_text", "summaries"), "translation": ("translation_text", "translations")}
 
 
 def id_key(doc_id) -> str:
@@ -103,10 +105,12 @@ class Journal:
 
 
 class Output:
-    """A job's output files; the driver's single writer. `done` holds the keys of the ids already written."""
+    """A job's output files; the driver's single writer. `done` holds the keys of the ids already written.
+    task: the job's (RESULTS), which names the records' text field."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, task: str = "summarization"):
         self.path = path
+        self.field, self.noun = RESULTS[task]
         self.parquet = path.suffix == ".parquet"
         self.meta_path = _sidecar(path, ".meta.json")
         self.journal_path = _sidecar(path, ".partial.jsonl") if self.parquet else path
@@ -137,7 +141,7 @@ class Output:
                                       "output, or pass --overwrite (overwrite=True) to replace it")
 
     def open(self, job: dict, revision: str | None, overwrite: bool) -> None:
-        self.summaries = Journal(self.journal_path, "summary")
+        self.summaries = Journal(self.journal_path, self.field.removesuffix("_text"))
         self.errors = Journal(self.errors_path, "error")
         self.summaries.lock()
         self.check(overwrite)     # again, under the lock
@@ -152,7 +156,7 @@ class Output:
             raise ValueError(f"{self.path} was written with {_differences(old['job'], job)}; "
                              f"this run asks for {_differences(job, old['job'])}. Mixing them is refused: "
                              "write to another output, or pass --overwrite (overwrite=True) to replace it")
-        self.done = {id_key(r["id"]) for r in self.summaries.load(("id", "summary_text"))}
+        self.done = {id_key(r["id"]) for r in self.summaries.load(("id", self.field))}
         if self.parquet and self.path.exists():
             self.done.update(id_key(i) for i in _read_parquet(self.path, columns=["id"]).column("id").to_pylist())
         self.error_keys = {(e["where"], e["reason"]) for e in self.errors.load(("where", "reason"))}
@@ -193,7 +197,7 @@ class Output:
         if self.parquet:
             self._write_parquet()
         truncated = sum(reason == "truncated" for _, reason in self.error_keys)
-        self.meta["counts"] = {"summaries": len(self.done), "failed": len(self.error_keys) - truncated,
+        self.meta["counts"] = {self.noun: len(self.done), "failed": len(self.error_keys) - truncated,
                                "truncated": truncated}
         self._write_meta()
         self.finished = True
@@ -204,7 +208,7 @@ class Output:
 
         pq = parquet_module()
         rows = _read_parquet(self.path).to_pylist() if self.path.exists() else []
-        rows += list(self.summaries.load(("id", "summary_text")))
+        rows += list(self.summaries.load(("id", self.field)))
         seen, unique = set(), []
         for r in rows:
             if id_key(r["id"]) not in seen:
@@ -215,7 +219,7 @@ class Output:
             raise ValueError(f"{self.path}: the ids are of {len(kinds)} types, which a Parquet column cannot hold; "
                              "write JSONL")
         tmp = _sidecar(self.path, ".tmp")
-        schema = None if unique else pa.schema([("id", pa.string()), ("summary_text", pa.string()),
+        schema = None if unique else pa.schema([("id", pa.string()), (self.field, pa.string()),
                                                 ("input_tokens", pa.int64()), ("output_tokens", pa.int64())])
         _write_file(tmp, lambda: pq.write_table(pa.Table.from_pylist(unique, schema=schema), tmp))
         with open(tmp, "rb+") as f:

@@ -1,6 +1,6 @@
 """The corpus worker: the model loaded once behind a continuous-batching engine (seq2seq_kit.Engine), turning
-chunks of the input into results through the summarization pipeline's public stages. The same code runs in the
-local engine and in each Ray actor."""
+chunks of the input into results through the job's pipeline's public stages (summarization, or translation with
+its languages). The same code runs in the local engine and in each Ray actor."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Iterable, Iterator
 
 from ..generation import rows_per_input, settings
 from ..long_documents import summarize_documents
-from ..pipeline import pipeline
-from .output import error_record, id_key
+from ..translation import pipeline
+from .output import RESULTS, error_record, id_key
 from .reading import read_chunk
 
 IN_FLIGHT = 2   # documents kept submitted to the engine, x the batch size: enough that its rows never run dry
@@ -19,12 +19,15 @@ IN_FLIGHT = 2   # documents kept submitted to the engine, x the batch size: enou
 class Worker:
     """The model, loaded once, behind an engine of batch_size documents' rows; `process(chunk)` and
     `process_stream(chunks)` yield results {"records": [{"id", "summary_text", "input_tokens", "output_tokens",
-    "where"}], "errors": [...], "skipped": n}, records in the order the engine finishes them."""
+    "where"}], "errors": [...], "skipped": n}, records in the order the engine finishes them. task "translation"
+    (with src_lang / tgt_lang): the translation pipeline, records holding "translation_text"."""
 
     def __init__(self, model: str, hub_kwargs: dict, device, dtype, generate_kwargs: dict, eos_token_ids,
                  text_field: str, id_field: str, done: frozenset, batch_size: int, sort_by_length: bool,
-                 strategy: str = "truncate"):
-        self.pipe = pipeline("summarization", model=model, device=device, dtype=dtype, **hub_kwargs)
+                 strategy: str = "truncate", task: str = "summarization", languages: dict | None = None):
+        self.pipe = pipeline(task, model=model, device=device, dtype=dtype, **(languages or {}), **hub_kwargs)
+        self.field = RESULTS[task][0]
+        self.done_as = "translated" if task == "translation" else "summarized"     # for messages
         self.generate_kwargs = generate_kwargs
         self.eos = set(eos_token_ids or ())
         self.text_field, self.id_field, self.done = text_field, id_field, done
@@ -77,8 +80,8 @@ class Worker:
         for future in done:
             doc_id, where, row = in_flight.pop(future)
             ids = future.result()[None].cpu()                       # [1, 1, T]
-            text = self.pipe.postprocess(ids)[0][0]["summary_text"]
-            records.append({"id": doc_id, "summary_text": text, "input_tokens": len(row),
+            text = self.pipe.postprocess(ids)[0][0][self.field]
+            records.append({"id": doc_id, self.field: text, "input_tokens": len(row),
                             "output_tokens": self.generated(ids[0, 0].tolist()), "where": where})
         return {"records": records, "errors": [], "skipped": 0}
 
@@ -103,7 +106,7 @@ class Worker:
         for i, length in encoded.truncated.items():
             doc_id, where, _ = docs[i]
             errors.append(error_record(doc_id, where, "truncated", f"{where} is {length} tokens long; "
-                                 f"summarized from its first {limit} tokens, the most the model takes"))
+                                 f"{self.done_as} from its first {limit} tokens, the most the model takes"))
         return encoded.rows
 
     def _preprocess(self, docs: list[tuple], errors: list):

@@ -51,7 +51,7 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     encoder_hidden = model.encode_unchecked(input_ids, padding_mask)                  # [B, S, D], once
     step, cache = model.start_decoding(encoder_hidden, padding_mask, rows_per_input(cfg),
                                        max_length=cfg.max_length - 1, cuda_graph=cuda_graph)   # a slot per step
-    search = start_search(cfg, input_ids, model.config.vocab_size, model.device, generator)
+    search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator)
     if cuda_graph:                  # graphed step on a fixed-shape cache: read the device back every few steps
         decode(step, cache, search, check_every=1 if cfg.do_sample else GRAPH_CHECK_EVERY)
         return result(cfg, search)
@@ -112,7 +112,8 @@ def settings(model: Seq2SeqModel, kwargs: dict) -> GenerationConfig:
     base = model.generation_config
     if base is None:
         base = GenerationConfig.from_model_config(config.to_dict())
-    cfg = resolve(base, kwargs, vocab_size=config.vocab_size, max_position_embeddings=config.max_position_embeddings)
+    cfg = resolve(base, kwargs, vocab_size=config.decoder_vocab_size,
+                  max_position_embeddings=config.max_position_embeddings)
     cfg.output_scores = cfg.output_scores and cfg.return_dict_in_generate     # scores are only returned in a dict
     return cfg
 

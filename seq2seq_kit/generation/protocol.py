@@ -25,7 +25,7 @@ position; advances the cache by one token."""
 
 
 class ModelConfig(Protocol):
-    vocab_size: int                     # V
+    decoder_vocab_size: int             # V: the decoder's vocabulary, the logits' width
     max_position_embeddings: int        # decoder positions: at most this many tokens fed per row
 
     def to_dict(self) -> dict:

@@ -5,8 +5,9 @@ The network alone: its layers, the teacher-forced forward, the encoder, and deco
 (models/kv_cache.py), eager or replayed from a CUDA graph (models/cuda_graph.py). It knows no files, Hub or search:
 seq2seq_kit/modeling.py adds checkpoints (loading.py) and generate (generation/).
 
-Shapes: B inputs, S source tokens, T target tokens, D = d_model, H heads, Dh = D // H, V = vocab_size,
-R = B * rows_per_input decoder rows during generation (see models/kv_cache.py).
+Shapes: B inputs, S source tokens, T target tokens, D = d_model, H heads, Dh = D // H, V = the decoder's vocabulary
+(config.decoder_vocab_size: vocab_size but for a Marian with its own), R = B * rows_per_input decoder rows during
+generation (see models/kv_cache.py).
 
 The parameter names are transformers' names without the "model." prefix, except the fused attention projections:
   self_attn.qkv_proj = [q_proj; k_proj; v_proj]   (encoder and decoder self-attention)
@@ -199,10 +200,16 @@ def embedding_layer_norm(config: BartConfig) -> nn.LayerNorm | None:
     return nn.LayerNorm(config.d_model) if config.family.embedding_layer_norm else None
 
 
+def own_embeddings(config: BartConfig, vocab_size: int) -> nn.Embedding | None:
+    """A side's own token embedding (Marian with a separate decoder vocabulary), else None: model.shared."""
+    return None if config.shared_embeddings else nn.Embedding(vocab_size, config.d_model)
+
+
 class Encoder(nn.Module):
     def __init__(self, config: BartConfig):
         super().__init__()
         D = config.d_model
+        self.embed_tokens = own_embeddings(config, config.vocab_size)
         self.embed_positions = Positions(config)
         self.layernorm_embedding = embedding_layer_norm(config)
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.encoder_layers))
@@ -221,6 +228,7 @@ class Decoder(nn.Module):
     def __init__(self, config: BartConfig):
         super().__init__()
         D = config.d_model
+        self.embed_tokens = own_embeddings(config, config.decoder_vocab_size)
         self.embed_positions = Positions(config)
         self.layernorm_embedding = embedding_layer_norm(config)
         self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.decoder_layers))
@@ -265,37 +273,47 @@ class BartNetwork(nn.Module):
 
     def __init__(self, config: BartConfig):
         super().__init__()
-        D, V = config.d_model, config.vocab_size
+        D, V = config.d_model, config.decoder_vocab_size        # V: the decoder's vocabulary (the logits' width)
         self.config = config
         self.graphed_step: GraphedStep | None = None    # the CUDA-graphed step kept by start_decoding
         self.embed_scale = math.sqrt(D) if config.scale_embedding else 1.0
-        self.shared = nn.Embedding(V, D)
+        # One token embedding for both sides, or (Marian, share_encoder_decoder_embeddings false) none here and
+        # encoder.embed_tokens [vocab_size, D], decoder.embed_tokens [decoder_vocab_size, D], as transformers.
+        self.shared = nn.Embedding(config.vocab_size, D) if config.shared_embeddings else None
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
         self.lm_head = FewRowLinear(D, V, bias=False)
         self.register_buffer("final_logits_bias", torch.zeros(1, V) if config.family.final_logits_bias else None)
         self.tie_weights()
 
+    @property
+    def encoder_embeddings(self) -> nn.Embedding:
+        return self.shared if self.shared is not None else self.encoder.embed_tokens
+
+    @property
+    def decoder_embeddings(self) -> nn.Embedding:
+        return self.shared if self.shared is not None else self.decoder.embed_tokens
+
     def tie_weights(self) -> None:
-        """The LM head shares the token embedding unless config.tie_word_embeddings is false."""
+        """The LM head shares the decoder's token embedding unless config.tie_word_embeddings is false."""
         if self.config.tie_word_embeddings:
-            self.lm_head.weight = self.shared.weight
+            self.lm_head.weight = self.decoder_embeddings.weight
 
     @property
     def device(self) -> torch.device:
-        return self.shared.weight.device
+        return self.encoder_embeddings.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.shared.weight.dtype
+        return self.encoder_embeddings.weight.dtype
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())   # tied weights counted once, as transformers does
 
     # ---- the network ----------------------------------------------------------------------------------------
 
-    def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.shared(ids) * self.embed_scale                          # [..., D]
+    def embed(self, ids: torch.Tensor, embeddings: nn.Embedding) -> torch.Tensor:
+        return embeddings(ids) * self.embed_scale                           # [..., D]
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.add_bias(self.lm_head(h))                               # [..., V]
@@ -312,7 +330,7 @@ class BartNetwork(nn.Module):
         enc_mask = self.check_inputs(input_ids, attention_mask)
         if decoder_input_ids is None:
             decoder_input_ids = shift_tokens_right(input_ids, self.config)
-        self._check_ids(decoder_input_ids, "decoder_input_ids")
+        self._check_ids(decoder_input_ids, "decoder_input_ids", self.config.decoder_vocab_size)
         if decoder_input_ids.shape[0] != input_ids.shape[0]:
             raise ValueError(f"decoder_input_ids has batch size {decoder_input_ids.shape[0]} but input_ids has "
                              f"{input_ids.shape[0]}; they must match")
@@ -324,8 +342,9 @@ class BartNetwork(nn.Module):
             T = decoder_input_ids.shape[1]
             causal = torch.ones(T, T, dtype=torch.bool, device=self.device).tril()
             self_mask = causal & dec_mask[:, None, None, :]
-        enc = self.encoder(self.embed(input_ids), input_ids, enc_mask)
-        h = self.decoder(self.embed(decoder_input_ids), decoder_input_ids, enc, enc_mask, self_mask, self_mask is None)
+        enc = self.encoder(self.embed(input_ids, self.encoder_embeddings), input_ids, enc_mask)
+        h = self.decoder(self.embed(decoder_input_ids, self.decoder_embeddings), decoder_input_ids, enc, enc_mask,
+                         self_mask, self_mask is None)
         return self.logits(h)
 
     @torch.inference_mode()
@@ -338,7 +357,7 @@ class BartNetwork(nn.Module):
     def encode_unchecked(self, input_ids: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
         """encode for checked arguments: padding_mask is check_inputs' result (bool [B, S], or None: no padding)."""
         mask = None if padding_mask is None else padding_mask[:, None, None, :]         # [B, 1, 1, S]
-        return self.encoder(self.embed(input_ids), input_ids, mask)
+        return self.encoder(self.embed(input_ids, self.encoder_embeddings), input_ids, mask)
 
     # ---- decoding on a KV cache (models/kv_cache.py) --------------------------------------------------------
 
@@ -415,7 +434,7 @@ class BartNetwork(nn.Module):
             raise ValueError(f"decoder position {cache.length} is past max_position_embeddings="
                              f"{self.config.max_position_embeddings}; generate fewer tokens")
         checks.check_device(input_ids, "input_ids", self.device)
-        checks.check_vocab_range(input_ids, "input_ids", self.config.vocab_size)
+        checks.check_vocab_range(input_ids, "input_ids", self.config.decoder_vocab_size)
         return self.decode_step_unchecked(input_ids, cache)
 
     @torch.inference_mode()
@@ -435,7 +454,7 @@ class BartNetwork(nn.Module):
         """next_token_logits over several caches at once: input_ids [R] holds the rows of caches[0], then of
         caches[1], ...; each cache at its own position, with its own inputs and rows_per_input. The linear layers
         run over all R rows together; attention per cache. -> logits [R, V]. Checks nothing."""
-        h = self.decoder.step(self.embed(input_ids[:, None]), input_ids, caches)      # [R, 1, D]
+        h = self.decoder.step(self.embed(input_ids[:, None], self.decoder_embeddings), input_ids, caches)  # [R, 1, D]
         return self.add_bias(self.lm_head.few_rows(h[:, 0]))                          # [R, V]
 
     @torch.inference_mode()
@@ -454,11 +473,11 @@ class BartNetwork(nn.Module):
         empty, within max_position_embeddings and the vocabulary; attention_mask None or [B, S] on the same device
         with at least one token per row. Returns the padding mask as bool [B, S], or None when nothing is padded.
         Raises TypeError / ValueError naming the problem and the fix. Reads values back from the device."""
-        self._check_ids(input_ids, "input_ids")
+        self._check_ids(input_ids, "input_ids", self.config.vocab_size)
         return checks.padding_mask(attention_mask, input_ids, "attention_mask", "input_ids", self.device)
 
-    def _check_ids(self, ids, name: str) -> None:
-        checks.check_token_ids(ids, name, vocab_size=self.config.vocab_size,
+    def _check_ids(self, ids, name: str, vocab_size: int) -> None:
+        checks.check_token_ids(ids, name, vocab_size=vocab_size,
                                max_positions=self.config.max_position_embeddings, device=self.device)
 
     # ---- checkpoints: BART's tensor names (models/bart_checkpoint.py), for seq2seq_kit/loading.py ------------

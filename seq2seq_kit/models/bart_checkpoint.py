@@ -4,8 +4,11 @@ Checkpoint names are taken without the "model." prefix (TOP_LEVEL names never ha
 except the fused attention projections (stacked on dim 0):
   {encoder,decoder}.layers.N.self_attn.{q,k,v}_proj.*  ->  ...self_attn.qkv_proj.*
   decoder.layers.N.encoder_attn.{k,v}_proj.*           ->  ...encoder_attn.kv_proj.*
-The token embedding may come from any tied copy (SHARED_ALIASES, and lm_head.weight when tied);
-final_logits_bias may be absent (zeros, as transformers); fairseq's encoder/decoder.version are ignored.
+Token embeddings: shared.weight, or, for a Marian checkpoint with separate vocabularies
+(share_encoder_decoder_embeddings false), encoder.embed_tokens.weight and decoder.embed_tokens.weight, each read
+from any tied copy (transformers ties symmetrically): SHARED_ALIASES for the shared one, lm_head.weight for the one
+the LM head is tied to (the decoder's). final_logits_bias may be absent (zeros, as transformers); fairseq's
+encoder/decoder.version are ignored.
 Fixed (sinusoidal) position tables are computed (models/positions.py): Marian's and Pegasus' are loaded when a
 checkpoint carries them, as transformers does, M2M100's never (a non-persistent buffer there); none is saved.
 
@@ -24,7 +27,6 @@ from torch import nn
 TOP_LEVEL = ("lm_head.weight", "final_logits_bias")                  # the only names without "model."
 IGNORED = re.compile(r"(^|\.)(encoder|decoder)\.version$")           # fairseq leftovers transformers ignores too
 SHARED_ALIASES = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
-EMBED_COPIES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
 
 
 def checkpoint_names(name: str) -> list[str]:
@@ -52,22 +54,26 @@ def _fixed_positions(model: nn.Module) -> dict[str, nn.Module]:
             for side in ("encoder", "decoder") if getattr(model, side).embed_positions.fixed}
 
 
-def _shared_sources(source, tied: bool) -> list[str]:
-    """transformers ties symmetrically: any present copy of the embedding works."""
-    aliases = SHARED_ALIASES + (("lm_head.weight",) if tied else ())
-    return [a for a in aliases if a in source][:1] or ["shared.weight"]
+def _embeddings(model: nn.Module) -> dict[str, tuple[str, ...]]:
+    """Our token-embedding tensors by name -> the checkpoint names that may hold each (its tied copies). The first
+    present copy is loaded; the others must equal it (see finish)."""
+    head = ("lm_head.weight",) if model.config.tie_word_embeddings else ()
+    if model.shared is not None:
+        return {"shared.weight": SHARED_ALIASES + head}
+    return {"encoder.embed_tokens.weight": ("encoder.embed_tokens.weight",),
+            "decoder.embed_tokens.weight": ("decoder.embed_tokens.weight", *head)}
 
 
 def _sources(model: nn.Module, source) -> tuple[dict[str, list[str]], list[str]]:
     """(our name -> checkpoint names, missing checkpoint names)."""
     sources, missing = {}, []
-    fixed = _fixed_positions(model)
+    fixed, embeddings = _fixed_positions(model), _embeddings(model)
     for name in tensors(model):
         if name == "final_logits_bias" and name not in source:
             continue                  # absent from many checkpoints: zeros, as transformers
         if name in fixed and (name not in source or fixed[name].pad is not None):
             continue                  # computed (see models/positions.py)
-        names = _shared_sources(source, model.config.tie_word_embeddings) if name == "shared.weight" \
+        names = ([a for a in embeddings[name] if a in source][:1] or [name]) if name in embeddings \
             else checkpoint_names(name)
         missing += [n for n in names if n not in source]
         sources[name] = names
@@ -88,7 +94,7 @@ def _optional(model: nn.Module) -> set[str]:
 
 
 def _embedding_copies(model: nn.Module) -> set[str]:
-    return set(SHARED_ALIASES) | ({"lm_head.weight"} if model.config.tie_word_embeddings else set())
+    return {n for copies in _embeddings(model).values() for n in copies}
 
 
 def _check_names(model: nn.Module, source, sources: dict, missing: list[str]) -> None:
@@ -112,9 +118,10 @@ def _check_shapes(model: nn.Module, source, sources: dict) -> None:
         part = (expected[0] // len(names), *expected[1:])
         bad += [f"  {source.key(n)}: config.json implies {list(part)}, the checkpoint has {list(source.shape(n))}"
                 for n in names if source.shape(n) != part]
-    shared = tuple(model.shared.weight.shape)
-    bad += [f"  {source.key(n)}: config.json implies {list(shared)}, the checkpoint has {list(source.shape(n))}"
-            for n in _embedding_copies(model) & source.names() if source.shape(n) != shared]
+    for name, copies in _embeddings(model).items():
+        shape = tuple(ours[name].shape)
+        bad += [f"  {source.key(n)}: config.json implies {list(shape)}, the checkpoint has {list(source.shape(n))}"
+                for n in copies if n in source and n not in sources[name] and source.shape(n) != shape]
     if bad:
         raise ValueError("config.json's sizes do not match the checkpoint's weights:\n" + "\n".join(bad))
 
@@ -129,27 +136,27 @@ def plan(model: nn.Module, source) -> dict[str, list[str]]:
 
 
 def finish(model: nn.Module, source, sources: dict) -> None:
-    """After the planned copies: zero an absent final_logits_bias; extra copies of the token embedding must equal
-    it: encoder/decoder.embed_tokens (else: unsupported), and a saved lm_head (else it is kept separate, as
-    transformers does, with the same warning)."""
+    """After the planned copies: zero an absent final_logits_bias; extra copies of a token embedding must equal
+    it: encoder/decoder.embed_tokens (else: config.json does not describe these weights), and a saved lm_head
+    (else it is kept separate, as transformers does, with the same warning)."""
     if model.final_logits_bias is not None and "final_logits_bias" not in sources:
         model.final_logits_bias.zero_()
     for name, positions in _fixed_positions(model).items():
         if name not in sources:
             positions.reset_table()
-    shared = model.shared.weight
-    for n in EMBED_COPIES:
-        if n in source and n not in sources["shared.weight"] and not torch.equal(source.tensor(n).to(shared), shared):
-            raise ValueError(f"{source.key(n)} differs from the shared token embedding; separate encoder/decoder "
-                             "embeddings are not supported")
-    n = "lm_head.weight"
-    if model.config.tie_word_embeddings and n in source and n not in sources["shared.weight"]:
-        head = source.tensor(n).to(shared, copy=True)   # a copy: not a view of the file
-        if not torch.equal(head, shared):
+    ours = tensors(model)
+    for name, copies in _embeddings(model).items():
+        for n in copies:
+            if n not in source or n in sources[name] or torch.equal(source.tensor(n).to(ours[name]), ours[name]):
+                continue
+            if n != "lm_head.weight":
+                raise ValueError(f"{source.key(n)} differs from {source.key(sources[name][0])}, but config.json "
+                                 "shares one token embedding between encoder and decoder (a Marian checkpoint "
+                                 "with separate ones has share_encoder_decoder_embeddings false)")
             # stacklevel: the caller of from_pretrained (modeling, loading.load and its no_grad wrapper, the model)
             warnings.warn("the checkpoint's lm_head.weight differs from its token embedding although "
                           "tie_word_embeddings is true; using it untied, as transformers does", stacklevel=6)
-            model.lm_head.weight = nn.Parameter(head)
+            model.lm_head.weight = nn.Parameter(source.tensor(n).to(ours[name], copy=True))   # not a view of the file
 
 
 def state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
