@@ -94,7 +94,9 @@ class EagerWholeStep(whole_step.WholeStepGraph):
 
 
 def kept(model):
-    return whole_step.KEPT.get(model)
+    """The model's most recently used whole-step graph, or None."""
+    graphs = list(whole_step.KEPT.get(model, {}).values())
+    return graphs[-1] if graphs else None
 
 
 @pytest.mark.parametrize("kwargs", [dict(num_beams=1, max_length=24, no_repeat_ngram_size=3),
@@ -126,6 +128,9 @@ def test_graph_bookkeeping_on_cpu(checkpoint, monkeypatch, kwargs):
     graphed, eager = both(*batch(model, lengths=(9, 9, 4)))     # other shapes: a new graph
     assert torch.equal(graphed, eager)
     assert graph_of() is not first
+    if not kwargs.get("do_sample"):             # the first shapes' graph is still kept, and reused
+        assert torch.equal(*both(*batch(model, seed=5)))
+        assert graph_of() is first and len(whole_step.KEPT[model]) == 2
 
 
 # ---- CUDA (run when a GPU is lent) --------------------------------------------------------------------------------

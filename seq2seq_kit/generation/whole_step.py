@@ -15,9 +15,10 @@ Decisions:
     (models/cuda_graph.py) and draws eagerly. torch.multinomial inside a graph needs the generator's Philox
     offsets registered with the graph (`CUDAGraph.register_generator_state`, per user generator), and the
     draw's finiteness check (logits_process.draw's clear error) cannot run inside a graph.
-  * One graph is kept per model (`KEPT`, weakly keyed by the model) and reused by the next generate call with
-    the same `whole_step_key` (shapes, settings, weights): that call's cross-attention keys/values, search
-    state and input-dependent processor tensors are copied into the captured ones. Other keys capture anew.
+  * Up to KEEP graphs are kept per model (`KEPT`, weakly keyed by the model; the least recently used goes
+    first) and reused by a later generate call with the same `whole_step_key` (shapes, settings, weights): that
+    call's cross-attention keys/values, search state and input-dependent processor tensors are copied into the
+    captured ones. Other keys capture anew (a warm-up of two eager steps, then the capture).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from .config import GenerationConfig
 from .protocol import Cache, Seq2SeqModel, Step
 from .sync_free import SearchProgress, run_until_stopped
 
-KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()     # model -> its WholeStepGraph (one per model)
+KEEP = 4                                                          # graphs kept per model
+KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()     # model -> {key: WholeStepGraph}, oldest first
 
 
 def step_once(step: Step, cache: Cache, search: SearchProgress) -> None:
@@ -118,14 +120,16 @@ def graphed_search(model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_ma
     """The model's kept WholeStepGraph loaded with this call's inputs, or a new one captured for them.
     start() builds this call's search (BeamSearch / SampleSearch, not sampling)."""
     key = whole_step_key(model, encoder_hidden, padding_mask, cfg, input_ids.shape)
-    kept = KEPT.get(model)
-    if kept is not None and kept.key == key:
-        kept.load(model, encoder_hidden, padding_mask, start())
-        return kept
-    KEPT.pop(model, None)                       # free the old graph and its cache before capturing a new one
-    cache = model.new_cache(encoder_hidden, padding_mask, rows_per_input, cfg.max_length - 1, fixed_shape=True)
-    graph = WholeStepGraph(model.decode_step_unchecked, cache, start(), key)
-    KEPT[model] = graph
+    kept = KEPT.setdefault(model, {})
+    graph = kept.pop(key, None)
+    if graph is not None:
+        graph.load(model, encoder_hidden, padding_mask, start())
+    else:
+        if len(kept) >= KEEP:                   # free the oldest graph and its cache before capturing a new one
+            del kept[next(iter(kept))]
+        cache = model.new_cache(encoder_hidden, padding_mask, rows_per_input, cfg.max_length - 1, fixed_shape=True)
+        graph = WholeStepGraph(model.decode_step_unchecked, cache, start(), key)
+    kept[key] = graph                           # the most recently used last
     return graph
 
 
