@@ -184,6 +184,31 @@ def test_whole_step_replay_equals_eager_step_once(checkpoint, kwargs):
 
 
 @pytest.mark.cuda
+def test_whole_step_never_synchronizes(checkpoint):
+    """step_once run eagerly on CUDA with torch's sync debug mode set to error: no operation in the step waits
+    for the device (what capture needs), processors and beam bookkeeping included."""
+    from seq2seq_kit.generation.generate import prepare, rows_per_input, start_search
+
+    cuda = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), device="cuda")
+    ids, mask = batch(cuda, device="cuda")
+    kwargs = dict(num_beams=4, no_repeat_ngram_size=3, min_length=6, max_length=12, repetition_penalty=1.2,
+                  encoder_no_repeat_ngram_size=2, bad_words_ids=[[5], [6, 7]], forced_bos_token_id=0)
+    input_ids, padding_mask, cfg = prepare(cuda, ids, mask, kwargs, None)
+    with torch.no_grad():
+        cache = cuda.new_cache(cuda.encode_unchecked(input_ids, padding_mask), mask, rows_per_input(cfg),
+                               cfg.max_length - 1, fixed_shape=True)
+        search = start_search(cfg, input_ids, cuda.config.vocab_size, cuda.device)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for _ in range(cfg.max_length + 2):
+                whole_step.step_once(cuda.decode_step_unchecked, cache, search)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert not search.going.item()
+
+
+@pytest.mark.cuda
 def test_whole_step_graph_reads_the_device_back_every_few_steps(checkpoint):
     """Greedy generate of 20 steps on the whole-step graph reads the stop flag 3 times (k = 8), not 20."""
     cuda = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), device="cuda")

@@ -104,3 +104,37 @@ def test_whole_step_keeps_every_tensors_memory(pair, kwargs):
         assert [t.data_ptr() for t in search.state()] + [cache.self_kv.data_ptr(),
                                                          cache.positions.data_ptr()] == addresses
     assert lengths[0] == 2 and lengths[-1] == lengths[-2] and not search.going      # stopped, then frozen
+
+
+READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy")
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(num_beams=4, no_repeat_ngram_size=3, min_length=6, max_length=12, length_penalty=2.0,
+         early_stopping=True, forced_bos_token_id=0, forced_eos_token_id=2, repetition_penalty=1.2,
+         encoder_no_repeat_ngram_size=2, bad_words_ids=[[5], [6, 7]], eos_token_id=[2, 4]),
+    dict(num_beams=3, early_stopping="never", length_penalty=0.5, max_length=10),
+    dict(num_beams=1, no_repeat_ngram_size=2, min_length=5, max_length=10, forced_bos_token_id=0,
+         repetition_penalty=1.3, encoder_no_repeat_ngram_size=2, bad_words_ids=[[5], [6, 7]]),
+])
+def test_whole_step_reads_nothing_back(pair, monkeypatch, kwargs):
+    """No tensor value reaches the host inside step_once (what a CUDA graph capture would refuse): every
+    Python-level way of reading one raises while it runs, on a fixed-shape cache, before and after the stop.
+    (Reads inside torch's C++ are caught on CUDA: test_cuda_graph's sync-debug test.)"""
+    _, ours = pair("tiny-eos")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    input_ids, padding_mask, cfg = prepare(ours, ids, mask, dict(kwargs, return_dict_in_generate=True,
+                                                                 output_scores=True), None)
+    cache = ours.new_cache(ours.encode_unchecked(input_ids, padding_mask), mask, rows_per_input(cfg),
+                           cfg.max_length - 1, fixed_shape=True)
+    search = start_search(cfg, input_ids, ours.config.vocab_size, ours.device)
+
+    def refuse(*args, **kw):
+        raise AssertionError("a tensor value was read back to the host inside the step")
+
+    with monkeypatch.context() as patched:
+        for name in READS:
+            patched.setattr(torch.Tensor, name, refuse)
+        for _ in range(cfg.max_length + 2):
+            step_once(ours.decode_step_unchecked, cache, search)
+    assert not search.going
