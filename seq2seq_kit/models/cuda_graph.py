@@ -9,6 +9,9 @@ not bit for bit (see the GPU results in benchmarks/results/).
 The model keeps its graph (`graphed_step`) and reuses it for the next generate call with the same `graph_key`
 (rows, cache length, source shape, padding mask or none, dtype, device, weights), after writing that call's
 cross-attention keys/values into the graph's cache. Other keys capture a new graph (some tens of ms).
+generate replays this decoder-only graph for sampling; greedy and beam search replay the whole step, search
+included (generation/whole_step.py). BucketGraphs is the continuous-batching engine's step on a SlotStore, one
+graph per bucket pair.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ Two kinds, one interface (`position`, `update`, `advance`, `reorder`):
   FixedShapeKVCache  for CUDA-graph capture: the position is a device tensor [P] (P = 1: every row at one position;
                      P = R: one position per row); attention reads all L slots with those past the row's position
                      masked, so shapes and addresses never change and a captured step can be replayed.
+SlotStore, the continuous-batching engine's fixed-capacity caches, hands out FixedShapeKVCache views of itself.
 """
 
 from __future__ import annotations
