@@ -89,6 +89,8 @@ def memory(device: str) -> dict:
 
 
 def reset_memory(device: str) -> None:
+    """Drop the kept whole-step graphs (their caches and pools), then start counting the peak anew."""
+    whole_step.KEPT.clear()
     if device == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
