@@ -8,8 +8,8 @@ Parts (each skipped, and said so, once the time budget is spent):
   bandwidth   device-to-device copy (bytes read + written per second): the weight-streaming floor's rate.
   steps       distilbart shape (12 + 6 layers, d_model 1024, random weights), fp16 and bf16, batch 1 and 32,
               greedy and beam 4 with the checkpoint's settings (length penalty 2, no-repeat 3-grams, forced
-              BOS/EOS), 512-token inputs: ms per step of seq2seq_kit (whole-step CUDA graph, the default), seq2seq_kit
-              eager, transformers; per step = (time(N2) - time(N1)) / (N2 - N1) with min = max new tokens; tokens
+              BOS/EOS), 512-token inputs: ms per step of seq2seq_kit (whole-step CUDA graph, the default), of
+              seq2seq_kit on the decoder-only graph (before issue 17) and eager, and of transformers; per step = (time(N2) - time(N1)) / (N2 - N1) with min = max new tokens; tokens
               vs transformers on the checkpoint's own lengths; peak memory of each.
   interval    the whole-step graph's stop-flag interval k (generate.GRAPH_CHECK_EVERY) = 1, 4, 8, 16 on beam 4,
               fp16, batch 1: end-to-end ms of a real-length call.
@@ -129,6 +129,16 @@ def per_step(engines: dict, ids, mask, kwargs: dict, steps: tuple[int, int], rep
     return out
 
 
+def decoder_graph_only(model, ids, mask, **kwargs):
+    """generate on the decoder-only CUDA graph (the search eager, the flag read every step): before issue 17."""
+    module = importlib.import_module("seq2seq_kit.generation.generate")
+    module.WHOLE_STEP_GRAPH = False
+    try:
+        return model.generate(ids, mask, **kwargs)
+    finally:
+        module.WHOLE_STEP_GRAPH = True
+
+
 def same_tokens(ours, theirs, ids, mask, kwargs) -> dict:
     a = ours.generate(ids, mask, **kwargs)
     b = theirs.generate(ids, attention_mask=mask, **kwargs).to(a.device)
@@ -164,10 +174,11 @@ def part_steps(args, spec_name, spec, budget: Budget, results: dict) -> None:
                     continue
                 timing = {k: v for k, v in kwargs.items() if k not in ("min_length", "max_length")}
                 engines = {"seq2seq_kit": lambda i, m, **kw: ours.generate(i, m, **kw),
+                           "seq2seq_kit_decoder_graph": lambda i, m, **kw: decoder_graph_only(ours, i, m, **kw),
                            "seq2seq_kit_eager": lambda i, m, **kw: ours.generate(i, m, cuda_graph=False, **kw),
                            "transformers": lambda i, m, **kw: theirs.generate(i, attention_mask=m, **kw)}
                 if args.device != "cuda":
-                    del engines["seq2seq_kit_eager"]
+                    del engines["seq2seq_kit_eager"], engines["seq2seq_kit_decoder_graph"]
                 row = {"dtype": str(dtype).replace("torch.", ""), "batch": batch, "mode": mode,
                        **{f"{name}": v for name, v in per_step(engines, ids, mask, timing, steps, repeats,
                                                                args.device).items()}}
@@ -257,14 +268,14 @@ def part_engine(args, spec_name, spec, budget: Budget, results: dict) -> None:
 def markdown(results: dict) -> str:
     lines = [f"# GPU benchmark ({results['device']})", "", f"copy bandwidth: {results['bandwidth_gbs']:.0f} GB/s", "",
              "## ms per step (distilbart shape, 512-token inputs)", "",
-             "| dtype | batch | mode | seq2seq_kit (graph) | seq2seq_kit eager | transformers | tokens = transformers "
-             "| peak GiB (ours) |", "|---|---|---|---|---|---|---|---|"]
+             "| dtype | batch | mode | seq2seq_kit (whole-step graph) | decoder-only graph | eager | transformers "
+             "| tokens = transformers | peak GiB (ours) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results["steps"]:
         def ms(name):
             return f"{r[name]['ms_per_step']:.2f}" if name in r else "-"
         tok = r["tokens_vs_transformers"]
         lines.append(f"| {r['dtype']} | {r['batch']} | {r['mode']} | {ms('seq2seq_kit')} | "
-                     f"{ms('seq2seq_kit_eager')} | {ms('transformers')} | {tok['rows_identical']}/{tok['rows']} | "
+                     f"{ms('seq2seq_kit_decoder_graph')} | {ms('seq2seq_kit_eager')} | {ms('transformers')} | {tok['rows_identical']}/{tok['rows']} | "
                      f"{r['seq2seq_kit'].get('max_allocated_gib', float('nan')):.2f} |")
     lines += ["", "## stop-flag interval (beam 4, batch 1)", "", "| k | ms per call |", "|---|---|"]
     lines += [f"| {r['k']} | {r['ms_per_call']:.1f} |" for r in results["interval"]]
@@ -285,7 +296,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU, to check that every part runs")
     ap.add_argument("--out", required=True)
     ap.add_argument("--budget", type=float, default=330.0, help="seconds; later parts are skipped past it")
-    ap.add_argument("--parts", default="steps,interval,trt,engine")
+    ap.add_argument("--parts", default="steps,trt,engine,interval")
     args = ap.parse_args(argv)
     args.device = "cpu" if args.smoke else "cuda"
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -21,6 +21,9 @@ from .whole_step import decode_graphed, graphed_search
 # end). Sampling reads every step: a wasted step would still draw from the generator. Not yet tuned on a GPU
 # (benchmarks/gpu_session.sh measures k = 1, 4, 8, 16).
 GRAPH_CHECK_EVERY = 8
+# Greedy and beam search on the CUDA-graph path replay the whole step (generation/whole_step.py); False falls back
+# to the decoder-only graph with the search eager and the flag read every step (sampling's path), e.g. to compare.
+WHOLE_STEP_GRAPH = True
 
 
 @dataclass
@@ -52,14 +55,14 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     input_ids, padding_mask, cfg = prepare(model, input_ids, attention_mask, kwargs, generator)
     cuda_graph = use_cuda_graph(cuda_graph, model.device)
     encoder_hidden = model.encode_unchecked(input_ids, padding_mask)                  # [B, S, D], once
-    if cuda_graph and not cfg.do_sample:        # decoder + processors + search + reorder: one graph per step
+    if cuda_graph and WHOLE_STEP_GRAPH and not cfg.do_sample:   # decoder, processors, search, reorder: one graph
         graph = graphed_search(model, encoder_hidden, padding_mask, cfg, input_ids, rows_per_input(cfg),
                                lambda: start_search(cfg, input_ids, model.config.vocab_size, model.device))
         return result(cfg, decode_graphed(graph, GRAPH_CHECK_EVERY))
     step, cache = model.start_decoding(encoder_hidden, padding_mask, rows_per_input(cfg),
                                        max_length=cfg.max_length - 1, cuda_graph=cuda_graph)   # a slot per step
     search = start_search(cfg, input_ids, model.config.vocab_size, model.device, generator)
-    if cuda_graph:                  # sampling: the decoder-only graph, the draws eager, the flag read every step
+    if cuda_graph:                  # sampling: the decoder-only graph, the search eager, the flag read every step
         decode(step, cache, search, check_every=1)
         return result(cfg, search)
     while not search.done:
