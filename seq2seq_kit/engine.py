@@ -17,12 +17,23 @@ waiting requests that fit are admitted in arrival order (their encoder passes ba
 fits while the running rows stay within `max_rows` and the running source tokens within `max_source_tokens`.
 The first request that does not fit waits, and so does everything behind it (no overtaking, no starvation).
 A finished or cancelled request leaves at once; its rows and cache are free for the next step.
+
+Fixed capacity (`fixed_capacity`, on by default on CUDA): instead of a cache per request, every request's rows
+live in slots of one SlotStore (models/kv_cache.py) of max_rows rows, and each step runs the decoder over all
+max_rows rows (free ones ignored) at the device positions of a view padded to a source-length bucket and a
+decoder-length bucket (powers of two from 16). On CUDA each view's step is one CUDA graph (models/cuda_graph.py
+BucketGraphs), so a stream of requests of any lengths captures a handful of graphs; on the CPU the same step runs
+eagerly (the tests' way of checking it). The searches stay per request, on the host side as above (their beam
+groups differ); a request's beam reorder moves its rows' self-attention slots within the store. Padding adds
+exact zeros to the attention but rounds the longer reductions differently: fp32 tokens equal generate alone's
+on decisive logits, scores within 1e-4, as for batched requests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import threading
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
@@ -30,6 +41,8 @@ from dataclasses import dataclass, field
 import torch
 
 from .generation import GenerationConfig, prepare, result, rows_per_input, start_search
+from .models.cuda_graph import BucketGraphs
+from .models.kv_cache import SlotStore
 
 
 class EngineFull(RuntimeError):
@@ -79,10 +92,12 @@ class Engine:
         default max_rows * max_position_embeddings, i.e. no limit beyond max_rows.
     max_queue: waiting requests beyond which submit raises EngineFull.
     defaults: generation settings under each request's own (the pipeline's task defaults).
+    fixed_capacity: step all max_rows rows on a SlotStore (see the module docstring); None: on for a model on a
+        CUDA device, where its steps replay CUDA graphs; True on the CPU runs the same step eagerly.
     """
 
     def __init__(self, model, *, max_rows: int = 32, max_source_tokens: int | None = None,
-                 max_queue: int = 1024, defaults: dict | None = None):
+                 max_queue: int = 1024, defaults: dict | None = None, fixed_capacity: bool | None = None):
         limit = model.config.max_position_embeddings
         max_source_tokens = max_rows * limit if max_source_tokens is None else max_source_tokens
         for name, value in (("max_rows", max_rows), ("max_source_tokens", max_source_tokens),
@@ -94,6 +109,11 @@ class Engine:
         self.waiting: collections.deque[Request] = collections.deque()
         self.running: list[Request] = []
         self.generated_tokens = 0                   # decoder rows stepped so far, all requests (for metrics)
+        if fixed_capacity is None:
+            fixed_capacity = model.device.type == "cuda"
+        if not isinstance(fixed_capacity, bool):
+            raise TypeError(f"fixed_capacity must be True, False or None, got {fixed_capacity!r}")
+        self.slots = FixedCapacity(model, max_rows) if fixed_capacity else None
         self._wake = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._loop, name="seq2seq_kit-engine", daemon=True)
@@ -107,7 +127,8 @@ class Engine:
         checked here, so bad input raises at once with generate()'s message and never enters the batch."""
         ids, _, config = prepare(self.model, as_row(input_ids), None, {**self.defaults, **generate_kwargs}, generator)
         if cuda_graph:
-            raise ValueError("the engine steps its batch eagerly; cuda_graph=True is for generate()")
+            raise ValueError("the engine chooses how it steps its batch (Engine(fixed_capacity=...)); "
+                             "cuda_graph=True is for generate()")
         request = Request(ids, config, generator)
         if ids.shape[1] > self.max_source_tokens:
             raise ValueError(f"input_ids has {ids.shape[1]} tokens, more than this engine's max_source_tokens="
@@ -175,6 +196,7 @@ class Engine:
             except Exception as e:   # noqa: BLE001 - a failed step fails its requests, never the engine
                 for request in admitted + self.running:
                     settle(request.future, exception=e)
+                    self._leave(request)
                 self.running = []
 
     def _take_admissible(self) -> list[Request]:
@@ -202,7 +224,12 @@ class Engine:
         model = self.model
         for request, hidden in zip(requests, self._encode([r.input_ids[0] for r in requests])):
             cfg = request.config
-            _, request.cache = model.start_decoding(hidden, None, request.rows, cfg.max_length - 1, cuda_graph=False)
+            if self.slots is None:
+                _, request.cache = model.start_decoding(hidden, None, request.rows, cfg.max_length - 1,
+                                                        cuda_graph=False)
+            else:                   # its cross-attention keys/values, computed once, copied into its rows' slots
+                _, cross = model.start_decoding(hidden, None, 1, 1, cuda_graph=False)
+                request.cache = self.slots.take(request.rows, cross)
             request.search = start_search(cfg, request.input_ids, model.config.decoder_vocab_size, model.device,
                                           request.generator)
             self.running.append(request)
@@ -221,23 +248,98 @@ class Engine:
 
     def _step(self) -> None:
         """One decoder step for every running request; finished and cancelled ones leave."""
+        for request in self.running:
+            if request.future.cancelled():
+                self._leave(request)
         self.running = [r for r in self.running if not r.future.cancelled()]
         if not self.running:
             return
-        tokens = torch.cat([r.search.tokens() for r in self.running])                        # [R]
-        logits = self.model.decode_group_unchecked(tokens, [r.cache for r in self.running])  # [R, V]
-        going, start = [], 0
-        for request in self.running:
-            parents = request.search.advance(logits[start:start + request.rows])
-            start += request.rows
+        if self.slots is None:
+            tokens = torch.cat([r.search.tokens() for r in self.running])                        # [R]
+            logits = self.model.decode_group_unchecked(tokens, [r.cache for r in self.running])  # [R, V]
+            rows = itertools.accumulate([0] + [r.rows for r in self.running])
+            logits_of = [logits[a:a + r.rows] for a, r in zip(rows, self.running)]
+        else:
+            logits_of = self.slots.step(self.running)
+        going = []
+        for request, request_logits in zip(self.running, logits_of):
+            parents = request.search.advance(request_logits)
             self.generated_tokens += request.rows
             if not request.search.done:
                 if parents is not None:
                     request.cache.reorder(parents)
                 going.append(request)
-            elif not request.future.cancelled():
-                settle(request.future, result(request.config, request.search))
+            else:
+                self._leave(request)
+                if not request.future.cancelled():
+                    settle(request.future, result(request.config, request.search))
         self.running = going      # only now: an error above leaves every request of this step in self.running
+
+    def _leave(self, request: Request) -> None:
+        """A request's rows are free (fixed capacity: its slots go back to the store)."""
+        if self.slots is not None and isinstance(request.cache, Slots):
+            self.slots.give_back(request.cache)
+            request.cache = None
+
+
+class Slots:
+    """A request's rows in the SlotStore: `reorder(parents)` is its beam reorder (the Cache interface)."""
+
+    def __init__(self, owner: FixedCapacity, rows: list[int], source_length: int):
+        self.owner, self.rows, self.source_length = owner, rows, source_length
+        self.index = torch.tensor(rows, dtype=torch.long, device=owner.store.positions.device)   # [k]
+        self.steps = 0                              # tokens fed so far: the next step writes slot `steps`
+
+    def reorder(self, parents: torch.Tensor) -> None:
+        self.owner.store.reorder(self.index, self.index[parents], self.steps)
+
+
+class FixedCapacity:
+    """The fixed-capacity step (see the module docstring): a SlotStore of max_rows rows, its free rows, and the
+    step over all of them, replayed from a CUDA graph per bucket pair on CUDA, eager elsewhere."""
+
+    def __init__(self, model, max_rows: int):
+        config = model.config
+        heads = config.decoder_attention_heads
+        self.model = model
+        self.store = SlotStore(layers=config.decoder_layers, rows=max_rows, heads=heads,
+                               head_dim=config.d_model // heads, max_length=config.max_position_embeddings,
+                               max_source=config.max_position_embeddings, dtype=model.dtype, device=model.device)
+        self.free = list(range(max_rows))
+        self.graphs = BucketGraphs(model.next_token_logits, max_rows, model.device) \
+            if model.device.type == "cuda" else None
+        self.tokens = torch.zeros(max_rows, dtype=torch.long, device=model.device) if self.graphs is None \
+            else self.graphs.input_ids                                                   # [N] every row's token
+
+    def take(self, rows: int, cross) -> Slots:
+        """`rows` free rows for a request whose one-input cache `cross` holds its cross-attention keys/values."""
+        slots = Slots(self, [self.free.pop() for _ in range(rows)], cross.cross_k[0].shape[2])
+        self.store.fill(slots.index, cross)
+        return slots
+
+    def give_back(self, slots: Slots) -> None:
+        self.store.free(slots.index)
+        self.free.extend(slots.rows)
+
+    def step(self, requests: list) -> list[torch.Tensor]:
+        """One decoder step over every row -> each request's logits [rows, V]; positions advanced."""
+        index = torch.cat([r.cache.index for r in requests])
+        self.tokens.index_copy_(0, index, torch.cat([r.search.tokens() for r in requests]))
+        cache = self.store.view(bucket(max(r.cache.source_length for r in requests), self.store.max_source),
+                                bucket(max(r.cache.steps for r in requests) + 1, self.store.max_length))
+        if self.graphs is None:
+            logits = self.model.next_token_logits(self.tokens, cache)                  # [N, V]
+        else:
+            logits = self.graphs(cache)
+        self.store.advance()
+        for r in requests:
+            r.cache.steps += 1
+        return [logits.index_select(0, r.cache.index) for r in requests]
+
+
+def bucket(n: int, limit: int) -> int:
+    """The smallest power of two >= n, at least 16 and at most limit: few shapes, so few CUDA graphs."""
+    return min(limit, max(16, 1 << (n - 1).bit_length()))
 
 
 def settle(future: Future, value=None, exception: BaseException | None = None) -> None:

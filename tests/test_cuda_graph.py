@@ -4,7 +4,9 @@ On CPU: the fixed-shape step (a FixedShapeKVCache: device-side position, all cac
 masked) gives the eager step's logits within 1e-5, through a beam reorder; cuda_graph's argument errors; the model's
 graph bookkeeping (capture, reuse for the same shapes, recapture) with a CPU stand-in for the graph.
 On CUDA (marker `cuda`): graphed generate gives the eager generate's tokens (fp32, tiny models with decisive
-logits), reuses its graph for inputs of the same shapes and captures a new one for other shapes or weights.
+logits), reuses its graph for inputs of the same shapes and captures a new one for other shapes or weights; the
+whole-step graph (generation/whole_step.py) replays what step_once computes eagerly and reads the stop flag back
+every GRAPH_CHECK_EVERY steps; sampling keeps the decoder-only graph.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import importlib
 import pytest
 import torch
 
+from seq2seq_kit.generation import whole_step
 from seq2seq_kit.modeling import BartForConditionalGeneration
 from seq2seq_kit.models.kv_cache import FixedShapeKVCache, KVCache
 from helpers import random_batch
@@ -78,26 +81,57 @@ class EagerReplay:
         return logits
 
 
+class EagerWholeStep(whole_step.WholeStepGraph):
+    """Stands in for generation/whole_step.py's WholeStepGraph on the CPU: "replays" step_once eagerly on the
+    kept cache and search, so generate's whole-step bookkeeping (capture, reuse, `load` of another call's cross
+    K/V, search state and processor tensors) runs without a GPU."""
+
+    def __init__(self, step, cache, search, key):
+        self.key, self.cache, self.search, self.step = key, cache, search, step
+
+    def replay(self):
+        whole_step.step_once(self.step, self.cache, self.search)
+
+
+def kept(model):
+    """The model's most recently used whole-step graph, or None."""
+    graphs = list(whole_step.KEPT.get(model, {}).values())
+    return graphs[-1] if graphs else None
+
+
 @pytest.mark.parametrize("kwargs", [dict(num_beams=1, max_length=24, no_repeat_ngram_size=3),
-                                    dict(num_beams=4, max_length=24, length_penalty=2.0, early_stopping=True)])
+                                    dict(num_beams=4, max_length=24, length_penalty=2.0, early_stopping=True,
+                                         encoder_no_repeat_ngram_size=2, min_length=5),
+                                    dict(do_sample=True, top_k=8, max_length=16)])
 def test_graph_bookkeeping_on_cpu(checkpoint, monkeypatch, kwargs):
     from seq2seq_kit.models import bart
 
     generate_module = importlib.import_module("seq2seq_kit.generation.generate")   # the package shadows its name
     model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))
     monkeypatch.setattr(bart, "GraphedStep", EagerReplay)
+    monkeypatch.setattr(whole_step, "WholeStepGraph", EagerWholeStep)
     monkeypatch.setattr(generate_module, "use_cuda_graph", lambda cuda_graph, device: bool(cuda_graph))
+    # greedy and beam search keep a whole-step graph; sampling the decoder-only one
+    graph_of = (lambda: model.graphed_step) if kwargs.get("do_sample") else (lambda: kept(model))
+
+    def both(ids, mask):
+        seeded = (dict(generator=torch.Generator().manual_seed(1)) for _ in range(2))
+        return (model.generate(ids, mask, cuda_graph=True, **next(seeded), **kwargs),
+                model.generate(ids, mask, cuda_graph=False, **next(seeded), **kwargs))
+
     first = None
     for seed in (3, 4):                             # same shapes: the second call reuses the first's graph
-        ids, mask = batch(model, seed=seed)
-        assert torch.equal(model.generate(ids, mask, cuda_graph=True, **kwargs),
-                           model.generate(ids, mask, cuda_graph=False, **kwargs)), f"seed {seed}"
-        first = first or model.graphed_step
-        assert model.graphed_step is first and isinstance(first.cache, FixedShapeKVCache)
-    ids, mask = batch(model, lengths=(9, 9, 4))     # other shapes: a new graph
-    assert torch.equal(model.generate(ids, mask, cuda_graph=True, **kwargs),
-                       model.generate(ids, mask, cuda_graph=False, **kwargs))
-    assert model.graphed_step is not first
+        graphed, eager = both(*batch(model, seed=seed))
+        assert torch.equal(graphed, eager), f"seed {seed}"
+        first = first or graph_of()
+        assert graph_of() is first and isinstance(first.cache, FixedShapeKVCache)
+    graphed, eager = both(*batch(model, lengths=(9, 9, 4)))     # other shapes: a new graph
+    assert torch.equal(graphed, eager)
+    assert graph_of() is not first
+    if not kwargs.get("do_sample"):             # the first shapes' graph is still kept, and reused
+        assert torch.equal(*both(*batch(model, seed=5)))
+        assert graph_of() is first and len(whole_step.KEPT[model]) == 2
+    whole_step.KEPT.pop(model, None)                # the stand-in holds the model's step: let the model go
 
 
 # ---- CUDA (run when a GPU is lent) --------------------------------------------------------------------------------
@@ -112,13 +146,83 @@ def test_graphed_generate_matches_eager(checkpoint, kwargs):
     for seed in (3, 4):                             # same shapes: the second call replays the first's graph
         ids, mask = batch(cuda, seed=seed, device="cuda")
         eager = cuda.generate(ids, mask, cuda_graph=False, **kwargs)
-        graphed = cuda.generate(ids, mask, **kwargs)       # default on CUDA: graphed
+        graphed = cuda.generate(ids, mask, **kwargs)       # default on CUDA: the whole step graphed
         assert torch.equal(graphed, eager), f"seed {seed}"
-        first = first or cuda.graphed_step
-        assert cuda.graphed_step is first
+        first = first or kept(cuda)
+        assert kept(cuda) is first and isinstance(first, whole_step.WholeStepGraph)
     ids, mask = batch(cuda, lengths=(9, 9, 4), device="cuda")     # other shapes: a new graph
     assert torch.equal(cuda.generate(ids, mask, **kwargs), cuda.generate(ids, mask, cuda_graph=False, **kwargs))
-    assert cuda.graphed_step is not first
+    assert kept(cuda) is not first
+    assert cuda.graphed_step is None                # greedy and beam search never capture the decoder-only graph
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("kwargs", [dict(num_beams=4, no_repeat_ngram_size=3, min_length=6, max_length=20,
+                                         length_penalty=2.0, early_stopping=True, repetition_penalty=1.2),
+                                    dict(num_beams=1, encoder_no_repeat_ngram_size=2, max_length=20)])
+def test_whole_step_replay_equals_eager_step_once(checkpoint, kwargs):
+    """The captured step replayed gives what step_once computes eagerly on the same fixed-shape cache, bit for bit
+    (the same kernels), scores included; the stop flag read every 8 replays."""
+    from seq2seq_kit.generation.generate import prepare, result, rows_per_input, start_search
+
+    cuda = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), device="cuda")
+    ids, mask = batch(cuda, device="cuda")
+    kwargs = dict(kwargs, return_dict_in_generate=True, output_scores=True)
+    input_ids, padding_mask, cfg = prepare(cuda, ids, mask, kwargs, None)
+    hidden = cuda.encode_unchecked(input_ids, padding_mask)
+    new_search = lambda: start_search(cfg, input_ids, cuda.config.vocab_size, cuda.device)   # noqa: E731
+    with torch.no_grad():
+        cache = cuda.new_cache(hidden, mask, rows_per_input(cfg), cfg.max_length - 1, fixed_shape=True)
+        eager = new_search()
+        whole_step.decode_eagerly(cuda.decode_step_unchecked, cache, eager, check_every=8)
+        graph = whole_step.graphed_search(cuda, hidden, padding_mask, cfg, input_ids, rows_per_input(cfg), new_search)
+        replayed = whole_step.decode_graphed(graph, check_every=8)
+    want, got = result(cfg, eager), result(cfg, replayed)
+    assert torch.equal(got.sequences, want.sequences)
+    if want.sequences_scores is not None:
+        assert torch.equal(got.sequences_scores, want.sequences_scores)
+    assert len(got.scores) == len(want.scores) and all(torch.equal(a, b) for a, b in zip(got.scores, want.scores))
+
+
+@pytest.mark.cuda
+def test_whole_step_never_synchronizes(checkpoint):
+    """step_once run eagerly on CUDA with torch's sync debug mode set to error: no operation in the step waits
+    for the device (what capture needs), processors and beam bookkeeping included."""
+    from seq2seq_kit.generation.generate import prepare, rows_per_input, start_search
+
+    cuda = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), device="cuda")
+    ids, mask = batch(cuda, device="cuda")
+    kwargs = dict(num_beams=4, no_repeat_ngram_size=3, min_length=6, max_length=12, repetition_penalty=1.2,
+                  encoder_no_repeat_ngram_size=2, bad_words_ids=[[5], [6, 7]], forced_bos_token_id=0)
+    input_ids, padding_mask, cfg = prepare(cuda, ids, mask, kwargs, None)
+    with torch.no_grad():
+        cache = cuda.new_cache(cuda.encode_unchecked(input_ids, padding_mask), mask, rows_per_input(cfg),
+                               cfg.max_length - 1, fixed_shape=True)
+        search = start_search(cfg, input_ids, cuda.config.vocab_size, cuda.device)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for _ in range(cfg.max_length + 2):
+                whole_step.step_once(cuda.decode_step_unchecked, cache, search)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert not search.going.item()
+
+
+@pytest.mark.cuda
+def test_whole_step_graph_reads_the_device_back_every_few_steps(checkpoint):
+    """Greedy generate of 20 steps on the whole-step graph reads the stop flag 3 times (k = 8), not 20."""
+    cuda = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), device="cuda")
+    ids, mask = batch(cuda, device="cuda")
+    cuda.generate(ids, mask, max_length=21, min_length=21)          # capture
+    reads = []
+    real_item = torch.Tensor.item
+    torch.Tensor.item = lambda t: reads.append(t.dtype) or real_item(t)
+    try:
+        cuda.generate(ids, mask, max_length=21, min_length=21)
+    finally:
+        torch.Tensor.item = real_item
+    assert reads.count(torch.bool) == 3                # the stop flag, after replays 8, 16 and 24
 
 
 @pytest.mark.cuda
@@ -126,8 +230,17 @@ def test_graph_recaptured_after_weights_move(checkpoint):
     cuda = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), device="cuda")
     ids, mask = batch(cuda, device="cuda")
     cuda.generate(ids, mask, max_length=10)
-    first = cuda.graphed_step
+    first = kept(cuda)
     cuda.to(torch.float64)                          # new weight tensors: the old graph would read freed memory
     assert torch.equal(cuda.generate(ids, mask, max_length=10),
                        cuda.generate(ids, mask, max_length=10, cuda_graph=False))
-    assert cuda.graphed_step is not first and cuda.graphed_step.cache.self_kv.dtype == torch.float64
+    assert kept(cuda) is not first and kept(cuda).cache.self_kv.dtype == torch.float64
+
+
+@pytest.mark.cuda
+def test_sampling_on_cuda_keeps_the_decoder_only_graph(checkpoint):
+    cuda = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), device="cuda")
+    ids, mask = batch(cuda, device="cuda")
+    draws = [cuda.generate(ids, mask, do_sample=True, top_k=8, max_length=12, cuda_graph=graphed,
+                           generator=torch.Generator("cuda").manual_seed(0)) for graphed in (True, False)]
+    assert torch.equal(*draws) and cuda.graphed_step is not None

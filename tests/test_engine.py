@@ -61,17 +61,19 @@ def random_ids(rng: random.Random, vocab: int) -> list[int]:
     return [rng.randrange(4, vocab) for _ in range(rng.randint(2, 40))]
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_random_stream_matches_generate_alone(tiny_eos, seed, monkeypatch):
+@pytest.mark.parametrize("seed,fixed_capacity", [(0, False), (1, False), (2, True), (3, True)])
+def test_random_stream_matches_generate_alone(tiny_eos, seed, fixed_capacity, monkeypatch):
+    """fixed_capacity: every step runs all max_rows rows on the slot store, cross keys/values padded to a
+    source-length bucket (the CUDA-graph step, eager on the CPU)."""
     model = tiny_eos
-    groups = []                                       # caches per engine step: requests sharing the step
-    real = model.decode_group_unchecked
-    monkeypatch.setattr(model, "decode_group_unchecked", lambda ids, caches: groups.append(len(caches)) or
-                        real(ids, caches))
+    groups = []                                       # requests sharing each engine step
+    real = Engine._step
+    monkeypatch.setattr(Engine, "_step", lambda self: groups.append(len(self.running)) or real(self))
     rng = random.Random(seed)
     jobs = [(random_ids(rng, model.config.vocab_size), rng.choice(SETTINGS)) for _ in range(24)]
     cancel = set(rng.sample(range(len(jobs)), 3))
-    with Engine(model, max_rows=12) as engine:
+    with Engine(model, max_rows=12, fixed_capacity=fixed_capacity) as engine:
+        assert (engine.slots is not None) == fixed_capacity
         requests = []
         for i, (ids, setting) in enumerate(jobs):
             requests.append(engine.submit(ids, **kwargs_of(setting), return_dict_in_generate=True,
@@ -85,6 +87,80 @@ def test_random_stream_matches_generate_alone(tiny_eos, seed, monkeypatch):
     for i, ((ids, setting), out) in enumerate(zip(jobs, outputs)):
         if out is not None:
             assert_same(out, alone(model, ids, setting), f"request {i} {setting}")
+
+
+def test_fixed_capacity_buckets_and_slots(tiny_eos, monkeypatch):
+    """Requests of many lengths step on a few views (bucket pairs: what CUDA captures one graph each for); every
+    slot is back in the free list when the stream ends, also after a failed step."""
+    views = set()
+    real = tiny_eos.next_token_logits
+    monkeypatch.setattr(tiny_eos, "next_token_logits", lambda ids, cache: views.add(
+        (cache.cross_k[0].shape[2], cache.self_kv.shape[4], ids.shape[0])) or real(ids, cache))
+    rng = random.Random(5)
+    with Engine(tiny_eos, max_rows=8, fixed_capacity=True) as engine:
+        requests = [engine.submit(random_ids(rng, tiny_eos.config.vocab_size), num_beams=rng.choice([1, 2, 4]),
+                                  max_new_tokens=rng.randint(3, 40)) for _ in range(12)]
+        for r in requests:
+            r.result(timeout=120)
+        assert sorted(engine.slots.free) == list(range(8)) and not engine.slots.store.in_use.any()
+    assert {rows for _, _, rows in views} == {8}                        # always all max_rows rows
+    assert {s for s, _, _ in views} <= {16, 32, 64} and {n for _, n, _ in views} <= {16, 32, 64}
+    assert len(views) <= 9
+
+
+def test_fixed_capacity_failed_step_frees_its_slots(tiny_eos, monkeypatch):
+    calls = {"n": 0}
+    real = tiny_eos.next_token_logits
+
+    def flaky(*args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("injected step failure")
+        return real(*args)
+
+    monkeypatch.setattr(tiny_eos, "next_token_logits", flaky)
+    with Engine(tiny_eos, max_rows=6, fixed_capacity=True) as engine:
+        first = [engine.submit([5, 6, 7, 8], num_beams=b, min_new_tokens=10, max_new_tokens=10) for b in (2, 4)]
+        for request in first:
+            with pytest.raises(RuntimeError, match="injected step failure"):
+                request.result(30)
+        after = engine.submit([5, 6, 7, 8], num_beams=4, max_new_tokens=5).result(30)   # needs 4 of 6 rows
+        assert sorted(engine.slots.free) == list(range(6))
+    assert torch.equal(after, tiny_eos.generate(torch.tensor([[5, 6, 7, 8]]), num_beams=4, max_new_tokens=5))
+
+
+@pytest.mark.cuda
+def test_fixed_capacity_on_cuda_replays_a_few_graphs(tiny_eos_path):
+    """On CUDA the engine steps from CUDA graphs, one per bucket pair; each request's tokens are generate's
+    alone (fp32, eager generate on the same GPU)."""
+    model = BartForConditionalGeneration.from_pretrained(tiny_eos_path, device="cuda")
+    rng = random.Random(7)
+    jobs = [(random_ids(rng, model.config.vocab_size), rng.choice(SETTINGS[:7])) for _ in range(16)]
+    with Engine(model, max_rows=12) as engine:
+        assert engine.slots is not None and engine.slots.graphs is not None
+        requests = [engine.submit(ids, **kwargs_of(setting), return_dict_in_generate=True, output_scores=True)
+                    for ids, setting in jobs]
+        outputs = [r.result(timeout=120) for r in requests]
+        assert 1 <= len(engine.slots.graphs.graphs) <= 9
+    for i, ((ids, setting), out) in enumerate(zip(jobs, outputs)):
+        ref = model.generate(torch.tensor([ids], device="cuda"), **kwargs_of(setting), cuda_graph=False,
+                             return_dict_in_generate=True, output_scores=True)
+        assert_same(out, ref, f"request {i} {setting}")
+
+
+def test_padded_cross_attention_gives_masked_positions_zero_weight():
+    """SDPA with a boolean mask gives padded positions exactly zero weight: huge values there change nothing
+    beyond float rounding of the longer reduction (about 1e-7 in fp32, so tokens stay generate's)."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(3, 4, 1, 8, generator=g)
+    k, v = (torch.randn(3, 4, 7, 8, generator=g) for _ in range(2))
+    padded_k, padded_v = (torch.cat((t, torch.full((3, 4, 9, 8), 1e30)), dim=2) for t in (k, v))
+    mask = (torch.arange(16) < 7).view(1, 1, 1, 16)
+    want = F.scaled_dot_product_attention(q, k, v)
+    got = F.scaled_dot_product_attention(q, padded_k, padded_v, attn_mask=mask)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
 
 
 def test_one_request_alone_is_bit_identical(tiny_eos):

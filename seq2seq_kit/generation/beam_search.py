@@ -123,7 +123,7 @@ def _finish(st: BeamState, cand_seq, cand_scores, hits, generated, norm_len, cfg
 
 def _improvable(st: BeamState, best_len_norm: torch.Tensor) -> torch.Tensor:
     """transformers' `_check_early_stop_heuristic` (cur_len already advanced): [B, 1] bool.
-    best_len_norm: the best reachable length ** length_penalty (float32 [])."""
+    best_len_norm: the best reachable length ** length_penalty (float32 [] or [1])."""
     best_running = st.running_scores[:, :1] / best_len_norm                                      # [B, 1]
     worst_finished = torch.where(st.finished, torch.min(st.scores, dim=1, keepdim=True)[0], NEG)  # [B, K]
     return st.improvable & torch.any(best_running > worst_finished, dim=-1, keepdim=True)
@@ -133,6 +133,11 @@ def _powers(max_length: int, exponent: float, device) -> torch.Tensor:
     """t ** exponent for t = 0..max_length as float32 [max_length + 1] (computed in double on the host and rounded
     once, as transformers' Python-scalar divisors are; slot 0 unused)."""
     return torch.tensor([1.0] + [float(t) ** exponent for t in range(1, max_length + 1)], device=device)
+
+
+def _at(table: torch.Tensor, i) -> torch.Tensor:
+    """table[i] for a host int or a device long [] (as a [1] gather: indexing by a 0-dim tensor reads it back)."""
+    return table[i] if isinstance(i, int) else table.index_select(0, i.view(1))
 
 
 class BeamSearch(SearchProgress):
@@ -165,11 +170,20 @@ class BeamSearch(SearchProgress):
         self.done = not going
         return parent_rows if going and moved else None
 
-    def advance_on_device(self, logits: torch.Tensor) -> torch.Tensor:
-        """One step from logits [R, V]; returns every row's parent row [R] (the identity once stopped)."""
+    def state(self) -> list[torch.Tensor]:
+        return super().state() + self.st.tensors()
+
+    def load_state(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        rest = super().load_state(tensors)
+        self.st = BeamState(*rest)
+        return []
+
+    def advance_on_device(self, logits: torch.Tensor, device_length: bool = False) -> torch.Tensor:
+        """One step from logits [R, V]; returns every row's parent row [R] (the identity once stopped).
+        device_length: the processors read the device cur_len (SearchProgress.processor_length)."""
         cfg, st, cur_len, active = self.cfg, self.st, self.cur_len, self.going
         batch, beams, rows = self.batch, cfg.num_beams, self.rows
-        log_probs = apply(self.processors, st.running_seq.view(rows, -1), self.host_length(),
+        log_probs = apply(self.processors, st.running_seq.view(rows, -1), self.processor_length(device_length),
                           logits.float().log_softmax(dim=-1))
         if self.step_scores is not None:
             self.step_scores.append(log_probs)
@@ -182,18 +196,18 @@ class BeamSearch(SearchProgress):
         cand_seq.index_copy_(2, cur_len.clamp(max=cfg.max_length - 1)[None], token[:, :, None])   # (stopped: any)
         hits = (cur_len + 1 >= cfg.max_length).expand_as(token)
         if self.eos is not None:
-            hits = hits | torch.isin(token, self.eos)
+            hits = hits | (token[:, :, None] == self.eos).any(dim=-1)               # isin, never a host sync
 
         running = cand_scores + hits.to(torch.float32) * NEG
         nxt = torch.topk(running, k=beams)[1]                                         # [B, K]
         parent_rows = (_gather(parent, nxt) + self.batch_offset).view(rows)           # [R]
         generated = cur_len + 1 - PROMPT_LEN                                          # [] EOS counted
         new = _finish(BeamState(_gather(cand_seq, nxt), _gather(running, nxt), *st.tensors()[2:]),
-                      cand_seq, cand_scores, hits, generated, self.norm_len[generated], cfg)
+                      cand_seq, cand_scores, hits, generated, _at(self.norm_len, generated), cfg)
         self.cur_len = cur_len = cur_len + active.long()
         best_len = cfg.max_length - PROMPT_LEN if cfg.early_stopping == "never" and cfg.length_penalty > 0.0 \
             else cur_len - PROMPT_LEN
-        new.improvable = _improvable(new, self.norm_len[best_len])
+        new.improvable = _improvable(new, _at(self.norm_len, best_len))
         going = new.improvable.any() & ~(new.finished.all() & (cfg.early_stopping is True)) & ~hits.all()
         self.st = new.where(active, st)
         self.going = active & going

@@ -15,10 +15,15 @@ from .logits_process import build_processors
 from .protocol import Seq2SeqModel
 from .sampling import SampleSearch
 from .sync_free import decode
+from .whole_step import decode_graphed, graphed_search
 
-# Steps between two reads of the stop flag on the CUDA-graph path (up to this many - 1 wasted steps at the end).
-# Sampling reads every step: a wasted step would still draw from the generator. Not yet tuned on a GPU.
+# Steps between two reads of the stop flag on the whole-step CUDA graph (up to this many - 1 wasted steps at the
+# end). Sampling reads every step: a wasted step would still draw from the generator. Not yet tuned on a GPU
+# (benchmarks/gpu_session.sh measures k = 1, 4, 8, 16).
 GRAPH_CHECK_EVERY = 8
+# Greedy and beam search on the CUDA-graph path replay the whole step (generation/whole_step.py); False falls back
+# to the decoder-only graph with the search eager and the flag read every step (sampling's path), e.g. to compare.
+WHOLE_STEP_GRAPH = True
 
 
 @dataclass
@@ -40,19 +45,24 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     input_ids [B, S], attention_mask [B, S] (1 = token, 0 = padding) or None; kwargs are transformers' generation
     settings (see GenerationConfig), over model.generation_config, over transformers' library defaults.
     generator: torch.Generator for sampling (None: the global RNG).
-    cuda_graph: replay the decoder step from a CUDA graph (models/cuda_graph.py) and read the stop flag back only
-    every GRAPH_CHECK_EVERY steps (generation/sync_free.py); None: on for a model on a CUDA device. Its logits
-    match the eager step's to float rounding, not bit for bit.
+    cuda_graph: replay each step from a CUDA graph; None: on for a model on a CUDA device. Greedy and beam search
+    replay the whole step (decoder, processors, search, cache reorder: generation/whole_step.py) and read the
+    stop flag back every GRAPH_CHECK_EVERY steps; sampling replays the decoder step only (models/cuda_graph.py)
+    and draws eagerly. Logits match the eager step's to float rounding, not bit for bit.
     Returns a LongTensor [B * num_return_sequences, T] that starts with the decoder start token, padded with
     pad_token_id after EOS; or a GenerateOutput when return_dict_in_generate=True.
     """
     input_ids, padding_mask, cfg = prepare(model, input_ids, attention_mask, kwargs, generator)
     cuda_graph = use_cuda_graph(cuda_graph, model.device)
     encoder_hidden = model.encode_unchecked(input_ids, padding_mask)                  # [B, S, D], once
+    if cuda_graph and WHOLE_STEP_GRAPH and not cfg.do_sample:   # decoder, processors, search, reorder: one graph
+        graph = graphed_search(model, encoder_hidden, padding_mask, cfg, input_ids, rows_per_input(cfg),
+                               lambda: start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device))
+        return result(cfg, decode_graphed(graph, GRAPH_CHECK_EVERY))
     step, cache = model.start_decoding(encoder_hidden, padding_mask, rows_per_input(cfg),
                                        max_length=cfg.max_length - 1, cuda_graph=cuda_graph)   # a slot per step
     search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator)
-    if cuda_graph:                  # graphed step on a fixed-shape cache: read the device back every few steps
+    if cuda_graph:                  # the decoder-only graph, the search eager: read the device back every few steps
         decode(step, cache, search, check_every=1 if cfg.do_sample else GRAPH_CHECK_EVERY)
         return result(cfg, search)
     while not search.done:

@@ -19,6 +19,14 @@ class Cache(Protocol):
         """Row r continues the history of row row_idx[r] (LongTensor [R], rows within their input's group)."""
 
 
+class FixedShapeCache(Cache, Protocol):
+    """A cache whose position lives on the device and whose every step reads all slots (models' FixedShapeKVCache);
+    steps past its last slot write the last slot again."""
+
+    def reset(self) -> None:
+        """Start over at position 0 (the stale slots are masked until rewritten)."""
+
+
 Step = Callable[[torch.Tensor, Cache], torch.Tensor]
 """step(input_ids [R] long, cache) -> logits [R, V]: each row's next-token logits after input_ids, fed at the cache's
 position; advances the cache by one token."""
@@ -49,6 +57,24 @@ class Seq2SeqModel(Protocol):
         """A cache for R rows of up to max_length decoder tokens, attending to encoder_hidden [B, S, D], and the
         step that decodes on it; cuda_graph: the step may be replayed from a CUDA graph (its cache is then the
         graph's own, and takes steps past its last slot, which generation/sync_free.py runs after a stop)."""
+
+    def new_cache(self, encoder_hidden: torch.Tensor, attention_mask: torch.Tensor | None, rows_per_input: int,
+                  max_length: int, *, fixed_shape: bool = False) -> Cache:
+        """A cache like start_decoding's; fixed_shape: a FixedShapeCache (what generation/whole_step.py captures
+        with decode_step_unchecked in one CUDA graph). Checks its arguments (once, before decoding)."""
+
+    def project_cross_kv(self, cache: Cache, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None):
+        """Write encoder_hidden's cross-attention keys/values and padding_mask into a cache of those shapes."""
+
+    def decode_step_unchecked(self, input_ids: torch.Tensor, cache: Cache) -> torch.Tensor:
+        """The eager step: input_ids [R] -> logits [R, V], advancing the cache; on a FixedShapeCache it reads
+        nothing back and keeps every shape, so a CUDA graph can capture it with the search's step."""
+
+    def parameters(self):
+        """Its weights (a captured graph reads their memory: their addresses are part of its key)."""
+
+    def buffers(self):
+        """Its other tensors (likewise)."""
 
     def decode_group_unchecked(self, input_ids: torch.Tensor, caches: list[Cache]) -> torch.Tensor:
         """One step over several eager caches at once (seq2seq_kit.Engine's continuous batching): input_ids [R]

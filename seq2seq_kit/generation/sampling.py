@@ -39,9 +39,17 @@ class SampleSearch(SearchProgress):
         self.advance_on_device(logits)
         self.done = not self.going.item()                                             # the one host read
 
-    def advance_on_device(self, logits: torch.Tensor) -> None:
+    def state(self) -> list[torch.Tensor]:
+        return super().state() + [self.seq, self.unfinished]
+
+    def load_state(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        self.seq, self.unfinished = super().load_state(tensors)
+        return []
+
+    def advance_on_device(self, logits: torch.Tensor, device_length: bool = False) -> None:
+        """One step from logits [R, V], no host read; device_length: the processors read the device cur_len."""
         cfg, cur_len, active = self.cfg, self.cur_len, self.going
-        scores = apply(self.processors, self.seq, self.host_length(), logits.float())
+        scores = apply(self.processors, self.seq, self.processor_length(device_length), logits.float())
         if self.step_scores is not None:
             self.step_scores.append(scores)
         if cfg.do_sample:

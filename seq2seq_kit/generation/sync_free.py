@@ -3,11 +3,13 @@
 Both searches keep their whole state on the device at fixed shapes, their length included (`advance_on_device`);
 once a search has stopped, further steps change nothing. So a loop may run several steps between two reads of the
 stop flag: on a GPU the host then queues steps ahead of the device instead of waiting for each one (and the whole
-step, decoder and search together, can be replayed from one CUDA graph). The price is up to `check_every - 1`
+step, decoder and search together, can be replayed from one CUDA graph: generation/whole_step.py). The price is up to `check_every - 1`
 wasted steps at the end, so the eager CPU loop (generate.py) keeps checking every step.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 
@@ -28,6 +30,27 @@ class SearchProgress:
         self.done = False
         self.step_scores = [] if cfg.output_scores else None
 
+    def processor_length(self, on_device: bool):
+        """The cur_len the processors see: the device tensor (a step that a CUDA graph captures, where the host
+        cannot count) or host_length(). Both give the same scores until the search stops."""
+        return self.cur_len if on_device else self.host_length()
+
+    def state(self) -> list[torch.Tensor]:
+        """The device tensors a step reads and replaces (subclasses add theirs after these), in a fixed order:
+        what generation/whole_step.py copies back in place so that every step reads and writes the same memory."""
+        return [self.cur_len, self.going]
+
+    def load_state(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Point the state at `tensors` (state()'s order); returns those past this class's (for subclasses)."""
+        self.cur_len, self.going = tensors[:2]
+        return tensors[2:]
+
+    def restart(self) -> None:
+        """The host side of a search that starts over (its device state reloaded by the caller)."""
+        self.steps, self.done = 0, False
+        if self.step_scores is not None:
+            self.step_scores = []
+
     def host_length(self) -> int:
         """The length processors see: counted on the host, so those idle at this length skip their work (exact
         until the search stops; steps after that change nothing, whatever they compute)."""
@@ -44,11 +67,20 @@ def decode(step: Step, cache: Cache, search: SearchProgress, check_every: int) -
     """Run `search` (BeamSearch / SampleSearch) to its end on step/cache, reading its stop flag every
     `check_every` steps. The cache must accept steps past its last slot (models' FixedShapeKVCache does: they
     write its last slot again), and beam search reorders it every step, moved rows or not."""
+    def one_step() -> None:
+        parents = search.advance_on_device(step(search.tokens(), cache))        # logits [R, V]
+        if parents is not None:
+            cache.reorder(parents)
+
+    run_until_stopped(one_step, search, check_every)
+
+
+def run_until_stopped(one_step: Callable[[], None], search: SearchProgress, check_every: int) -> None:
+    """Call one_step (which advances `search` without a host read) until the search stops, reading its stop flag
+    every `check_every` calls; then search.done."""
     while True:
         for _ in range(check_every):
-            parents = search.advance_on_device(step(search.tokens(), cache))    # logits [R, V]
-            if parents is not None:
-                cache.reorder(parents)
+            one_step()
         if not search.going.item():                                             # the one host read
             search.done = True
             return

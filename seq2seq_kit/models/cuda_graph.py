@@ -9,6 +9,9 @@ not bit for bit (see the GPU results in benchmarks/results/).
 The model keeps its graph (`graphed_step`) and reuses it for the next generate call with the same `graph_key`
 (rows, cache length, source shape, padding mask or none, dtype, device, weights), after writing that call's
 cross-attention keys/values into the graph's cache. Other keys capture a new graph (some tens of ms).
+generate replays this decoder-only graph for sampling; greedy and beam search replay the whole step, search
+included (generation/whole_step.py). BucketGraphs is the continuous-batching engine's step on a SlotStore, one
+graph per bucket pair.
 """
 
 from __future__ import annotations
@@ -53,3 +56,38 @@ class GraphedStep:
         self.graph.replay()
         cache.advance()
         return self.logits.clone()          # the graph's buffer is overwritten by the next replay
+
+
+class BucketGraphs:
+    """The continuous-batching engine's decoder step on a SlotStore (models/kv_cache.py), one CUDA graph per view
+    (source-length bucket, length bucket): a stream of requests of any lengths captures a handful of graphs.
+    `__call__(cache)` replays the graph of that view (capturing it on first use) with `self.input_ids` [N] (the
+    caller writes every row's token there first) -> float32 logits [N, V], a buffer the next call overwrites.
+    The graphs share one memory pool: they never run at once, and each keeps only its logits alive."""
+
+    def __init__(self, next_token_logits: Callable, rows: int, device: torch.device):
+        self.next_token_logits = next_token_logits
+        self.input_ids = torch.zeros(rows, dtype=torch.long, device=device)           # [N]
+        self.pool = torch.cuda.graph_pool_handle()
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+
+    def __call__(self, cache: FixedShapeKVCache) -> torch.Tensor:
+        if id(cache) not in self.graphs:
+            self.graphs[id(cache)] = self.capture(cache)
+        graph, logits = self.graphs[id(cache)]
+        graph.replay()
+        return logits
+
+    def capture(self, cache: FixedShapeKVCache) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+        """Warm up and capture on the current tokens and positions: the warm-up writes this step's keys/values,
+        which the replay then writes again, the same."""
+        device = self.input_ids.device
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            self.next_token_logits(self.input_ids, cache)
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):   # the engine thread
+            logits = self.next_token_logits(self.input_ids, cache).float()            # [N, V]
+        return graph, logits

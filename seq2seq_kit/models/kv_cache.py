@@ -13,6 +13,7 @@ Two kinds, one interface (`position`, `update`, `advance`, `reorder`):
   FixedShapeKVCache  for CUDA-graph capture: the position is a device tensor [P] (P = 1: every row at one position;
                      P = R: one position per row); attention reads all L slots with those past the row's position
                      masked, so shapes and addresses never change and a captured step can be replayed.
+SlotStore, the continuous-batching engine's fixed-capacity caches, hands out FixedShapeKVCache views of itself.
 """
 
 from __future__ import annotations
@@ -147,3 +148,87 @@ def row_ranges(caches: list[KVCache]) -> list[tuple[slice, KVCache]]:
         out.append((slice(start, start + cache.num_rows), cache))
         start += cache.num_rows
     return out
+
+
+class SlotStore:
+    """The continuous-batching engine's fixed-capacity caches: N row slots, each with its own self-attention slots
+    (L) and its own cross-attention keys/values (S source slots; an input's keys/values are copied into each of its
+    rows' slots), and a device position per row. A step runs on `view(source_length, length)`, a FixedShapeKVCache
+    over every row's first `source_length` cross slots and `length` self slots (rows_per_input 1, one position per
+    row): its shapes depend only on those two buckets, so a CUDA graph per bucket pair replays the step for any mix
+    of requests. Rows not in use are stepped too, and ignored: position 0, their cross attention on slot 0 only.
+
+    Padding the source to a bucket adds exact zeros to the attention (masked positions get zero weight), but the
+    longer reduction rounds differently: logits equal the one-request cache's to float rounding (about 1e-7 in
+    fp32), not bit for bit. Each row reads its input's keys/values on its own (beams read them once per beam).
+    """
+
+    def __init__(self, *, layers: int, rows: int, heads: int, head_dim: int, max_length: int, max_source: int,
+                 dtype: torch.dtype, device: torch.device):
+        self.self_kv = torch.zeros(layers, 2, rows, heads, max_length, head_dim, dtype=dtype, device=device)
+        self.cross_k = torch.zeros(layers, rows, heads, max_source, head_dim, dtype=dtype, device=device)
+        self.cross_v = torch.zeros_like(self.cross_k)
+        self.cross_mask = torch.zeros(rows, 1, 1, max_source, dtype=torch.bool, device=device)   # True = attend
+        self.cross_mask[..., 0] = True                      # a free row attends to slot 0 (no all-masked NaN)
+        self.positions = torch.zeros(rows, dtype=torch.long, device=device)       # [N] the slot each row writes next
+        self.in_use = torch.zeros(rows, dtype=torch.long, device=device)          # [N] 1 = a request's row
+        self.views: dict[tuple[int, int], FixedShapeKVCache] = {}
+
+    @property
+    def num_rows(self) -> int:
+        return self.self_kv.shape[2]
+
+    @property
+    def max_length(self) -> int:
+        return self.self_kv.shape[4]
+
+    @property
+    def max_source(self) -> int:
+        return self.cross_k.shape[3]
+
+    def view(self, source_length: int, length: int) -> FixedShapeKVCache:
+        """The cache a step over all N rows uses: cross slots [:source_length], self slots [:length] (views of this
+        store, the same objects for the same pair: what a captured graph reads)."""
+        key = (source_length, length)
+        if key not in self.views:
+            layers = self.cross_k.shape[0]
+            cache = FixedShapeKVCache(self.self_kv[..., :length, :],
+                                      [self.cross_k[i][:, :, :source_length] for i in range(layers)],
+                                      [self.cross_v[i][:, :, :source_length] for i in range(layers)],
+                                      self.cross_mask[..., :source_length], rows_per_input=1)
+            cache.positions = self.positions                                  # [N]: one position per row
+            self.views[key] = cache
+        return self.views[key]
+
+    @torch.no_grad()
+    def fill(self, slots: torch.Tensor, cache: KVCache) -> None:
+        """Give rows `slots` (long [k]) the cross-attention keys/values of a one-input cache (B = 1) and start
+        them at position 0."""
+        S = cache.cross_k[0].shape[2]
+        for i, (k, v) in enumerate(zip(cache.cross_k, cache.cross_v)):      # each [1, H, S, Dh]
+            self.cross_k[i, slots, :, :S] = k
+            self.cross_v[i, slots, :, :S] = v
+        mask = torch.zeros(self.max_source, dtype=torch.bool, device=slots.device)
+        mask[:S] = True if cache.cross_mask is None else cache.cross_mask[0, 0, 0]
+        self.cross_mask[slots] = mask.view(1, 1, -1)
+        self.positions[slots] = 0
+        self.in_use[slots] = 1
+
+    @torch.no_grad()
+    def free(self, slots: torch.Tensor) -> None:
+        """Rows `slots` leave: stepped from now on at position 0, attending to source slot 0."""
+        self.in_use[slots] = 0
+        self.positions[slots] = 0
+        self.cross_mask[slots] = False
+        self.cross_mask[slots, ..., 0] = True
+
+    @torch.no_grad()
+    def advance(self) -> None:
+        """After a step: the rows in use move to their next slot."""
+        self.positions.add_(self.in_use)
+
+    @torch.no_grad()
+    def reorder(self, rows: torch.Tensor, parents: torch.Tensor, length: int) -> None:
+        """Rows `rows` (long [k]) continue the histories of rows `parents` (long [k]; beam search within one
+        request), over their first `length` self-attention slots."""
+        self.self_kv[:, :, rows, :, :length] = self.self_kv[:, :, parents, :, :length]

@@ -1,0 +1,330 @@
+"""Issue 17's GPU measurements in one bounded run: ms per decoder step beside transformers, TensorRT-LLM's BART
+table in its own setting, the stop-flag interval, the engine's fixed-capacity graphs, peak memory.
+
+    python benchmarks/gpu_bench.py --out DIR            # on a CUDA machine (benchmarks/gpu_session.sh runs it)
+    python benchmarks/gpu_bench.py --smoke --out DIR    # tiny shapes on the CPU: checks that every part runs
+
+Parts (each skipped, and said so, once the time budget is spent):
+  bandwidth   device-to-device copy (bytes read + written per second): the weight-streaming floor's rate.
+  steps       distilbart shape (12 + 6 layers, d_model 1024, random weights), fp16 and bf16, batch 1 and 32,
+              greedy and beam 4 with the checkpoint's settings (length penalty 2, no-repeat 3-grams, forced
+              BOS/EOS), 512-token inputs: ms per step of seq2seq_kit (whole-step CUDA graph, the default), of
+              seq2seq_kit on the decoder-only graph (before issue 17) and eager, and of transformers; per step = (time(N2) - time(N1)) / (N2 - N1) with min = max new tokens; tokens
+              vs transformers on the checkpoint's own lengths; peak memory of each.
+  interval    the whole-step graph's stop-flag interval k (generate.GRAPH_CHECK_EVERY) = 1, 4, 8, 16 on beam 4,
+              fp16, batch 1: end-to-end ms of a real-length call.
+  trt         TensorRT-LLM's published BART table (docs/source/models/encoder-decoder.md, "Performance": 229.9 /
+              252.2 / 352.3 ms per batch on one H100): bart-large-cnn shape (12 + 12 layers, d_model 1024), bf16,
+              greedy, batch 32 / 64 / 128, inputs of 260-440 tokens (uniform, padded), 128 output tokens: ms per
+              batch, ms per step, the weight-streaming floor per step, peak memory.
+  engine      Engine(fixed_capacity) on CUDA: 64 requests (beam 4, fp16, 100-1024 source tokens, 20-60 new tokens),
+              max_rows 32: docs/s, graphs captured, peak memory.
+Writes gpu_bench.json and gpu_bench.md into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import make_checkpoints
+from seq2seq_kit import Engine
+from seq2seq_kit.generation import whole_step
+from seq2seq_kit.modeling import BartForConditionalGeneration
+
+CHECKPOINT_SETTINGS = dict(num_beams=4, length_penalty=2.0, no_repeat_ngram_size=3, early_stopping=True,
+                           min_length=56, max_length=142)
+TRT_PUBLISHED_MS = {32: 229.9, 64: 252.2, 128: 352.3}          # one H100, bf16, greedy
+
+
+def shapes(smoke: bool) -> dict:
+    """The two benchmark shapes as make_checkpoints specs (random weights built by transformers)."""
+    distil = make_checkpoints.MODELS["distilbart"]
+    large = {**distil, "config": {**distil["config"], "decoder_layers": 12}, "seed": 11}   # bart-large-cnn
+    if smoke:
+        tiny = dict(vocab_size=1000, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                    decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128)
+        distil = {**distil, "config": {**distil["config"], **tiny}}
+        large = {**large, "config": {**large["config"], **tiny}}
+    return {"gpu-distilbart" + ("-smoke" if smoke else ""): distil,
+            "gpu-bart-large-cnn" + ("-smoke" if smoke else ""): large}
+
+
+def load(name: str, spec: dict, dtype: torch.dtype, device: str, with_transformers: bool):
+    make_checkpoints.MODELS[name] = spec
+    path = make_checkpoints.ensure(name)
+    ours = BartForConditionalGeneration.from_pretrained(path, dtype=dtype, device=device)
+    theirs = None
+    if with_transformers:
+        import transformers
+        theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    return ours, theirs
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str) -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def memory(device: str) -> dict:
+    if device != "cuda":
+        return {}
+    return {"max_allocated_gib": torch.cuda.max_memory_allocated() / 2 ** 30,
+            "reserved_gib": torch.cuda.memory_reserved() / 2 ** 30}
+
+
+def reset_memory(device: str) -> None:
+    """Drop the kept whole-step graphs (their caches and pools), then start counting the peak anew."""
+    whole_step.KEPT.clear()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def batch_inputs(vocab: int, batch: int, lengths: list[int], device: str, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    width = max(lengths)
+    ids = torch.randint(4, vocab, (batch, width), generator=g)
+    mask = torch.zeros(batch, width, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1
+        ids[i, n:] = 1                                                      # pad
+    return ids.to(device), mask.to(device)
+
+
+def bandwidth(device: str, smoke: bool) -> float:
+    """Bytes read + written per second by a device-to-device copy."""
+    n = (2 ** 20 if smoke else 2 ** 30)                                      # float32 elements
+    a = torch.randn(n, device=device)
+    b = torch.empty_like(a)
+    b.copy_(a)
+    times = [timed(lambda: b.copy_(a), device) for _ in range(10)]
+    return 2 * a.numel() * a.element_size() / statistics.median(times)
+
+
+def per_step(engines: dict, ids, mask, kwargs: dict, steps: tuple[int, int], repeats: int, device: str) -> dict:
+    """{engine: (ms per step, memory)}: time(N2) - time(N1) over N2 - N1, the median of `repeats`."""
+    out = {}
+    for name, gen in engines.items():
+        reset_memory(device)
+        run = lambda n: timed(lambda: gen(ids, mask, **kwargs, max_new_tokens=n, min_new_tokens=n), device)  # noqa
+        run(steps[0]), run(steps[1])                                        # warm-up and graph captures
+        samples = [1000 * (run(steps[1]) - run(steps[0])) / (steps[1] - steps[0]) for _ in range(repeats)]
+        out[name] = {"ms_per_step": statistics.median(samples), **memory(device)}
+    return out
+
+
+def decoder_graph_only(model, ids, mask, **kwargs):
+    """generate on the decoder-only CUDA graph (the search eager, the flag read every step): before issue 17."""
+    module = importlib.import_module("seq2seq_kit.generation.generate")
+    module.WHOLE_STEP_GRAPH = False
+    try:
+        return model.generate(ids, mask, **kwargs)
+    finally:
+        module.WHOLE_STEP_GRAPH = True
+
+
+def same_tokens(ours, theirs, ids, mask, kwargs) -> dict:
+    a = ours.generate(ids, mask, **kwargs)
+    b = theirs.generate(ids, attention_mask=mask, **kwargs).to(a.device)
+    rows = sum(torch.equal(x[:len(y)], y) and len(x) == len(y) for x, y in
+               zip(strip(a, ours.config.pad_token_id), strip(b, ours.config.pad_token_id)))
+    return {"rows_identical": rows, "rows": a.shape[0]}
+
+
+def strip(seqs: torch.Tensor, pad: int) -> list[torch.Tensor]:
+    return [row[row != pad] for row in seqs.cpu()]
+
+
+class Budget:
+    def __init__(self, seconds: float):
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+
+def part_steps(args, spec_name, spec, budget: Budget, results: dict) -> None:
+    batches = (1, 2) if args.smoke else (1, 32)
+    dtypes = (torch.float32,) if args.smoke else (torch.float16, torch.bfloat16)
+    steps, repeats = ((2, 6), 1) if args.smoke else ((16, 48), 3)
+    source = 16 if args.smoke else 512
+    for dtype in dtypes:
+        ours, theirs = load(spec_name, spec, dtype, args.device, with_transformers=True)
+        for batch in batches:
+            ids, mask = batch_inputs(ours.config.vocab_size, batch, [source] * batch, args.device, seed=batch)
+            for mode, kwargs in (("greedy", dict(num_beams=1)), ("beam4", CHECKPOINT_SETTINGS)):
+                if budget.left() < 0:
+                    results["skipped"].append(f"steps {dtype} b{batch} {mode}")
+                    continue
+                timing = {k: v for k, v in kwargs.items() if k not in ("min_length", "max_length")}
+                engines = {"seq2seq_kit": lambda i, m, **kw: ours.generate(i, m, **kw),
+                           "seq2seq_kit_decoder_graph": lambda i, m, **kw: decoder_graph_only(ours, i, m, **kw),
+                           "seq2seq_kit_eager": lambda i, m, **kw: ours.generate(i, m, cuda_graph=False, **kw),
+                           "transformers": lambda i, m, **kw: theirs.generate(i, attention_mask=m, **kw)}
+                if args.device != "cuda":
+                    del engines["seq2seq_kit_eager"], engines["seq2seq_kit_decoder_graph"]
+                row = {"dtype": str(dtype).replace("torch.", ""), "batch": batch, "mode": mode,
+                       **{f"{name}": v for name, v in per_step(engines, ids, mask, timing, steps, repeats,
+                                                               args.device).items()}}
+                real = dict(kwargs, max_length=24, min_length=8) if args.smoke else kwargs
+                row["tokens_vs_transformers"] = same_tokens(ours, theirs, ids, mask, real)
+                results["steps"].append(row)
+                print(json.dumps(row), flush=True)
+        del ours, theirs
+        reset_memory(args.device)
+
+
+def part_interval(args, spec_name, spec, budget: Budget, results: dict) -> None:
+    module = importlib.import_module("seq2seq_kit.generation.generate")   # the package's function shadows it
+    dtype = torch.float32 if args.smoke else torch.float16
+    ours, _ = load(spec_name, spec, dtype, args.device, with_transformers=False)
+    ids, mask = batch_inputs(ours.config.vocab_size, 1, [16 if args.smoke else 512], args.device, seed=0)
+    real = dict(CHECKPOINT_SETTINGS, max_length=24, min_length=8) if args.smoke else CHECKPOINT_SETTINGS
+    saved = module.GRAPH_CHECK_EVERY
+    try:
+        for k in (1, 4, 8, 16):
+            if budget.left() < 0:
+                results["skipped"].append(f"interval k={k}")
+                continue
+            module.GRAPH_CHECK_EVERY = k
+            ours.generate(ids, mask, **real)
+            ms = statistics.median(1000 * timed(lambda: ours.generate(ids, mask, **real), args.device)
+                                   for _ in range(3 if args.smoke else 10))
+            results["interval"].append({"k": k, "ms_per_call": ms})
+            print(json.dumps(results["interval"][-1]), flush=True)
+    finally:
+        module.GRAPH_CHECK_EVERY = saved
+
+
+def part_trt(args, spec_name, spec, budget: Budget, results: dict, rate: float) -> None:
+    dtype = torch.float32 if args.smoke else torch.bfloat16
+    ours, _ = load(spec_name, spec, dtype, args.device, with_transformers=False)
+    decoder_bytes = sum(p.numel() * p.element_size() for n, p in ours.named_parameters()
+                        if not n.startswith("encoder."))                     # decoder + embeddings / LM head
+    new = 8 if args.smoke else 128
+    rng = random.Random(0)
+    for batch in ((2, 4) if args.smoke else (32, 64, 128)):
+        if budget.left() < 0:
+            results["skipped"].append(f"trt b{batch}")
+            continue
+        lengths = [rng.randint(8, 16) if args.smoke else rng.randint(260, 440) for _ in range(batch)]
+        ids, mask = batch_inputs(ours.config.vocab_size, batch, lengths, args.device, seed=batch)
+        kwargs = dict(num_beams=1, max_new_tokens=new, min_new_tokens=new)
+        reset_memory(args.device)
+        ours.generate(ids, mask, **kwargs)                                   # capture
+        whole = [1000 * timed(lambda: ours.generate(ids, mask, **kwargs), args.device) for _ in range(3)]
+        half = dict(kwargs, max_new_tokens=new // 2, min_new_tokens=new // 2)
+        ours.generate(ids, mask, **half)
+        halves = [1000 * timed(lambda: ours.generate(ids, mask, **half), args.device) for _ in range(3)]
+        row = {"batch": batch, "ms_per_batch": statistics.median(whole),
+               "ms_per_step": (statistics.median(whole) - statistics.median(halves)) / (new - new // 2),
+               "floor_ms_per_step": 1000 * decoder_bytes / rate,
+               "trt_llm_h100_ms_per_batch": TRT_PUBLISHED_MS.get(batch), **memory(args.device)}
+        results["trt"].append(row)
+        print(json.dumps(row), flush=True)
+
+
+def part_engine(args, spec_name, spec, budget: Budget, results: dict) -> None:
+    if budget.left() < 0:
+        results["skipped"].append("engine")
+        return
+    dtype = torch.float32 if args.smoke else torch.float16
+    ours, _ = load(spec_name, spec, dtype, args.device, with_transformers=False)
+    rng = random.Random(1)
+    count, rows = (8, 8) if args.smoke else (64, 32)
+    jobs = [([rng.randrange(4, ours.config.vocab_size) for _ in range(rng.randint(8, 40) if args.smoke
+                                                                       else rng.randint(100, 1024))],
+             rng.randint(4, 10) if args.smoke else rng.randint(20, 60)) for _ in range(count)]
+    reset_memory(args.device)
+    with Engine(ours, max_rows=rows, fixed_capacity=True) as engine:
+        start = time.perf_counter()
+        requests = [engine.submit(ids, num_beams=4, max_new_tokens=n, min_new_tokens=n) for ids, n in jobs]
+        for r in requests:
+            r.result(timeout=max(budget.left(), 60))
+        seconds = time.perf_counter() - start
+        graphs = len(engine.slots.graphs.graphs) if engine.slots.graphs is not None else 0
+    row = {"requests": count, "max_rows": rows, "docs_per_s": count / seconds, "seconds": seconds,
+           "graphs_captured": graphs, **memory(args.device)}
+    results["engine"].append(row)
+    print(json.dumps(row), flush=True)
+
+
+def markdown(results: dict) -> str:
+    lines = [f"# GPU benchmark ({results['device']})", "", f"copy bandwidth: {results['bandwidth_gbs']:.0f} GB/s", "",
+             "## ms per step (distilbart shape, 512-token inputs)", "",
+             "| dtype | batch | mode | seq2seq_kit (whole-step graph) | decoder-only graph | eager | transformers "
+             "| tokens = transformers | peak GiB (ours) |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results["steps"]:
+        def ms(name):
+            return f"{r[name]['ms_per_step']:.2f}" if name in r else "-"
+        tok = r["tokens_vs_transformers"]
+        lines.append(f"| {r['dtype']} | {r['batch']} | {r['mode']} | {ms('seq2seq_kit')} | "
+                     f"{ms('seq2seq_kit_decoder_graph')} | {ms('seq2seq_kit_eager')} | {ms('transformers')} | {tok['rows_identical']}/{tok['rows']} | "
+                     f"{r['seq2seq_kit'].get('max_allocated_gib', float('nan')):.2f} |")
+    lines += ["", "## stop-flag interval (beam 4, batch 1)", "", "| k | ms per call |", "|---|---|"]
+    lines += [f"| {r['k']} | {r['ms_per_call']:.1f} |" for r in results["interval"]]
+    lines += ["", "## TensorRT-LLM's setting (bart-large-cnn shape, bf16, greedy, 260-440 in, 128 out)", "",
+              "| batch | ms per batch | TRT-LLM H100 | ms per step | floor ms per step | peak GiB |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {r['batch']} | {r['ms_per_batch']:.1f} | {r['trt_llm_h100_ms_per_batch']} | "
+              f"{r['ms_per_step']:.3f} | {r['floor_ms_per_step']:.3f} | {r.get('max_allocated_gib', float('nan')):.2f} |"
+              for r in results["trt"]]
+    lines += ["", "## engine, fixed capacity", ""] + [json.dumps(r) for r in results["engine"]]
+    if results["skipped"]:
+        lines += ["", "skipped (time budget): " + ", ".join(results["skipped"])]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU, to check that every part runs")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--budget", type=float, default=330.0, help="seconds; later parts are skipped past it")
+    ap.add_argument("--parts", default="steps,trt,engine,interval")
+    args = ap.parse_args(argv)
+    args.device = "cpu" if args.smoke else "cuda"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: run with --smoke on the CPU")
+    budget = Budget(args.budget if not args.smoke else 10 * args.budget)     # a loaded CPU is slow
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (distil_name, distil), (large_name, large) = shapes(args.smoke).items()
+    rate = bandwidth(args.device, args.smoke)
+    results = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu (smoke)",
+               "torch": torch.__version__, "bandwidth_gbs": rate / 1e9,
+               "steps": [], "interval": [], "trt": [], "engine": [], "skipped": []}
+    parts = args.parts.split(",")
+    for part in parts:                       # the cheaper, headline parts first; each bounded by the budget
+        if part == "trt":
+            part_trt(args, large_name, large, budget, results, rate)
+        elif part == "steps":
+            part_steps(args, distil_name, distil, budget, results)
+        elif part == "interval":
+            part_interval(args, distil_name, distil, budget, results)
+        elif part == "engine":
+            part_engine(args, distil_name, distil, budget, results)
+        (out / "gpu_bench.json").write_text(json.dumps(results, indent=2))
+        (out / "gpu_bench.md").write_text(markdown(results))
+    print(markdown(results))
+    whole_step.KEPT.clear()
+    return results
+
+
+if __name__ == "__main__":
+    main()

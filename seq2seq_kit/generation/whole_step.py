@@ -1,0 +1,139 @@
+"""The whole decode step as one function of fixed shapes, and the CUDA graph that replays it (issue 17).
+
+`step_once(step, cache, search)`: the decoder step on a fixed-shape cache, the logits processors at the *device*
+cur_len, log-softmax, the search's step (beam top-k, the finished-hypotheses merge, the stop flag; or greedy
+argmax) and the cache reorder, with no host read and no shape that changes from one step to the next. The
+search's state tensors are written back in place, so every call reads and writes the same memory: a CUDA graph
+captures one call and replays it (`WholeStepGraph`), and on any machine the very same function runs eagerly
+(tests/test_whole_step.py checks it against generate and transformers on the CPU).
+
+The host reads the stop flag only every few steps (sync_free.run_until_stopped); steps after the stop change
+nothing, so the result does not depend on how often it reads.
+
+Decisions:
+  * Sampling (do_sample, greedy or beam) is not captured here: generate replays the decoder-only graph
+    (models/cuda_graph.py) and draws eagerly. torch.multinomial inside a graph needs the generator's Philox
+    offsets registered with the graph (`CUDAGraph.register_generator_state`, per user generator), and the
+    draw's finiteness check (logits_process.draw's clear error) cannot run inside a graph.
+  * Up to KEEP graphs are kept per model (`KEPT`, weakly keyed by the model; the least recently used goes
+    first) and reused by a later generate call with the same `whole_step_key` (shapes, settings, weights): that
+    call's cross-attention keys/values, search state and input-dependent processor tensors are copied into the
+    captured ones. Other keys capture anew (a warm-up of two eager steps, then the capture).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Callable
+
+import torch
+
+from .config import GenerationConfig
+from .protocol import Cache, Seq2SeqModel, Step
+from .sync_free import SearchProgress, run_until_stopped
+
+KEEP = 4                                                          # graphs kept per model
+KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()     # model -> {key: WholeStepGraph}, oldest first
+
+
+def step_once(step: Step, cache: Cache, search: SearchProgress) -> None:
+    """One whole step with no host read: the model's step on `cache` (a fixed-shape cache for a graph; any cache
+    eagerly), the search's device-side step with the processors at the device cur_len, the cache reorder (beam
+    search: every row, moved or not). The search's state tensors keep their memory: the new values are copied
+    into them."""
+    before = search.state()
+    parents = search.advance_on_device(step(search.tokens(), cache), device_length=True)   # logits [R, V]
+    if parents is not None:
+        cache.reorder(parents)
+    for old, new in zip(before, search.state()):
+        if new is not old:
+            old.copy_(new)
+    search.load_state(before)
+
+
+def decode_eagerly(step: Step, cache: Cache, search: SearchProgress, check_every: int) -> None:
+    """Run `search` to its end with step_once, eagerly, reading the stop flag every `check_every` steps (what a
+    WholeStepGraph's replays compute; on any device)."""
+    run_until_stopped(lambda: step_once(step, cache, search), search, check_every)
+
+
+class WholeStepGraph:
+    """step_once on (cache, search) captured in one CUDA graph; `replay()` runs one step. The graph owns the
+    cache (a FixedShapeKVCache) and the search's tensors; `load` points it at a new generate call's inputs."""
+
+    def __init__(self, step: Step, cache, search: SearchProgress, key: tuple):
+        self.key, self.cache, self.search = key, cache, search
+        saved = [t.clone() for t in search.state()]
+        recorded = search.step_scores
+        device = search.cur_len.device
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):           # warm-up on a side stream, as torch.cuda.graph asks
+            for _ in range(2):
+                step_once(step, cache, search)
+        torch.cuda.current_stream(device).wait_stream(side)
+        search.step_scores = [] if recorded is not None else None
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            step_once(step, cache, search)
+        self.scores = search.step_scores[-1] if recorded is not None else None   # the graph's [R, V] buffer
+        for t, s in zip(search.state(), saved):         # undo the warm-up: the search starts at its first step
+            t.copy_(s)
+        search.restart()
+        cache.reset()
+
+    def replay(self) -> None:
+        """One step (no host read); records the step's scores when the search records them."""
+        self.graph.replay()
+        self.search.steps += 1
+        if self.search.step_scores is not None:
+            self.search.step_scores.append(self.scores.clone())       # the next replay overwrites the buffer
+
+    def load(self, model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None,
+             search: SearchProgress) -> None:
+        """Start over on another call's inputs of the same key: its cross-attention keys/values, and the fresh
+        `search`'s state and processor tensors (the encoder n-gram windows depend on the input) copied into
+        the captured ones."""
+        model.project_cross_kv(self.cache, encoder_hidden, padding_mask)
+        self.cache.reset()
+        for old, new in zip(self.search.state(), search.state()):
+            old.copy_(new)
+        for old, new in zip(self.search.processors, search.processors):
+            for name, value in vars(old).items():
+                if isinstance(value, torch.Tensor):
+                    value.copy_(getattr(new, name))
+        self.search.restart()
+
+
+def whole_step_key(model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None,
+                   cfg: GenerationConfig, input_shape: torch.Size) -> tuple:
+    """What a captured whole step depends on: every shape, padding or none, dtype, device, the settings and the
+    weights' addresses (weights moved or converted would leave a graph reading freed memory)."""
+    tensors = (*model.parameters(), *model.buffers())
+    return (tuple(encoder_hidden.shape), tuple(input_shape), padding_mask is None, encoder_hidden.dtype,
+            str(encoder_hidden.device), repr(cfg), tuple(t.data_ptr() for t in tensors))
+
+
+def graphed_search(model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None,
+                   cfg: GenerationConfig, input_ids: torch.Tensor, rows_per_input: int,
+                   start: Callable[[], SearchProgress]) -> WholeStepGraph:
+    """The model's kept WholeStepGraph loaded with this call's inputs, or a new one captured for them.
+    start() builds this call's search (BeamSearch / SampleSearch, not sampling)."""
+    key = whole_step_key(model, encoder_hidden, padding_mask, cfg, input_ids.shape)
+    kept = KEPT.setdefault(model, {})
+    graph = kept.pop(key, None)
+    if graph is not None:
+        graph.load(model, encoder_hidden, padding_mask, start())
+    else:
+        if len(kept) >= KEEP:                   # free the oldest graph and its cache before capturing a new one
+            del kept[next(iter(kept))]
+        cache = model.new_cache(encoder_hidden, padding_mask, rows_per_input, cfg.max_length - 1, fixed_shape=True)
+        graph = WholeStepGraph(model.decode_step_unchecked, cache, start(), key)
+    kept[key] = graph                           # the most recently used last
+    return graph
+
+
+def decode_graphed(graph: WholeStepGraph, check_every: int) -> SearchProgress:
+    """Run the graph's search to its end, reading the stop flag every `check_every` replays; returns it."""
+    run_until_stopped(graph.replay, graph.search, check_every)
+    return graph.search

@@ -1,0 +1,140 @@
+"""The whole decode step as one function (generation/whole_step.py), run eagerly on the CPU: the code a CUDA graph
+captures and replays on a GPU (the `cuda` tests in test_cuda_graph.py check the replay).
+
+On the eager KV cache the whole step (processors at the device cur_len, the state written back in place, the
+cache reordered every step) gives generate's tokens and scores bit for bit. On the fixed-shape cache that a graph
+captures (all slots read, those not written masked) the logits equal the eager cache's to float rounding: tokens
+exact, scores within 1e-4; reading the stop flag every 1 or 8 steps gives bit-identical results. Tokens also
+equal transformers' directly.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seq2seq_kit.generation.generate import prepare, result, rows_per_input, start_search
+from seq2seq_kit.generation.whole_step import decode_eagerly, step_once
+from test_generation import ATOL, NO_FORCED_EOS, inputs
+
+pytestmark = pytest.mark.filterwarnings("ignore:Using the model-agnostic default:UserWarning")
+
+CASES = [
+    ("tiny-eos", 3, dict(max_length=30, **NO_FORCED_EOS)),                                       # greedy
+    ("tiny", 3, dict(repetition_penalty=1.3, forced_bos_token_id=0, bad_words_ids=[[5], [6, 7]])),
+    ("tiny-eos", 3, dict(eos_token_id=[2, 4], encoder_no_repeat_ngram_size=2, max_length=30, **NO_FORCED_EOS)),
+    # beam 4 with a summarization checkpoint's settings (tiny's forced EOS at max_length - 1 included)
+    ("tiny", 3, dict(num_beams=4, no_repeat_ngram_size=3, min_length=8, max_length=20, length_penalty=2.0,
+                     early_stopping=True, forced_bos_token_id=0, repetition_penalty=1.2)),
+    ("tiny-eos", 3, dict(num_beams=4, no_repeat_ngram_size=3, min_length=6, max_length=30, length_penalty=2.0,
+                         early_stopping=True, forced_bos_token_id=0)),
+    ("tiny-eos", 1, dict(num_beams=6, length_penalty=0.5, early_stopping="never", num_return_sequences=3,
+                         min_new_tokens=4, max_new_tokens=20, **NO_FORCED_EOS)),
+    ("tiny-eos", 3, dict(num_beams=4, length_penalty=0.5, early_stopping=True, repetition_penalty=1.3,
+                         eos_token_id=[2, 4], max_length=30, **NO_FORCED_EOS)),
+]
+IDS = [f"{n}-b{b}-{k}" for n, b, k in CASES]
+
+
+def whole_step_generate(model, ids, mask, kwargs, *, fixed_shape: bool, check_every: int):
+    input_ids, padding_mask, cfg = prepare(model, ids, mask, dict(kwargs, return_dict_in_generate=True,
+                                                                  output_scores=True), None)
+    hidden = model.encode_unchecked(input_ids, padding_mask)
+    cache = model.new_cache(hidden, mask, rows_per_input(cfg), cfg.max_length - 1, fixed_shape=fixed_shape)
+    search = start_search(cfg, input_ids, model.config.vocab_size, model.device)
+    decode_eagerly(model.decode_step_unchecked, cache, search, check_every)
+    return result(cfg, search)
+
+
+def reference(model, ids, mask, kwargs):
+    return model.generate(ids, mask, return_dict_in_generate=True, output_scores=True, **kwargs)
+
+
+@pytest.mark.parametrize("name,batch,kwargs", CASES, ids=IDS)
+def test_whole_step_on_the_eager_cache_is_generate_bit_for_bit(pair, name, batch, kwargs):
+    _, ours = pair(name)
+    ids, mask = (t[:batch] for t in inputs(ours.config.vocab_size, ours.config.pad_token_id))
+    want = reference(ours, ids, mask, kwargs)
+    got = whole_step_generate(ours, ids, mask, kwargs, fixed_shape=False, check_every=1)
+    assert torch.equal(got.sequences, want.sequences)
+    if want.sequences_scores is not None:
+        assert torch.equal(got.sequences_scores, want.sequences_scores)
+    assert len(got.scores) == len(want.scores)
+    assert all(torch.equal(a, b) for a, b in zip(got.scores, want.scores))
+
+
+@pytest.mark.parametrize("name,batch,kwargs", CASES, ids=IDS)
+def test_whole_step_on_the_fixed_shape_cache(pair, name, batch, kwargs):
+    hf, ours = pair(name)
+    ids, mask = (t[:batch] for t in inputs(ours.config.vocab_size, ours.config.pad_token_id))
+    want = reference(ours, ids, mask, kwargs)
+    every = whole_step_generate(ours, ids, mask, kwargs, fixed_shape=True, check_every=1)
+    assert torch.equal(every.sequences, want.sequences)
+    if want.sequences_scores is not None:
+        torch.testing.assert_close(every.sequences_scores, want.sequences_scores, atol=ATOL, rtol=0)
+    assert len(every.scores) == len(want.scores)
+    for a, b in zip(every.scores, want.scores):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+    later = whole_step_generate(ours, ids, mask, kwargs, fixed_shape=True, check_every=8)  # up to 7 steps past
+    assert torch.equal(later.sequences, every.sequences)
+    if want.sequences_scores is not None:
+        assert torch.equal(later.sequences_scores, every.sequences_scores)
+    assert len(later.scores) == len(every.scores)
+    assert all(torch.equal(a, b) for a, b in zip(later.scores, every.scores))
+    theirs = hf.generate(ids, attention_mask=mask, **kwargs)                  # and transformers, directly
+    assert torch.equal(every.sequences[:, :theirs.shape[1]], theirs)
+    assert every.sequences.shape[1] == theirs.shape[1]
+
+
+@pytest.mark.parametrize("kwargs", [dict(num_beams=4, no_repeat_ngram_size=3, min_length=5, max_length=12),
+                                    dict(num_beams=1, repetition_penalty=1.2, max_length=12)])
+def test_whole_step_keeps_every_tensors_memory(pair, kwargs):
+    """What lets a CUDA graph replay it: each step writes the search's state into the same tensors."""
+    _, ours = pair("tiny-eos")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    input_ids, padding_mask, cfg = prepare(ours, ids, mask, kwargs, None)
+    cache = ours.new_cache(ours.encode_unchecked(input_ids, padding_mask), mask, rows_per_input(cfg),
+                           cfg.max_length - 1, fixed_shape=True)
+    search = start_search(cfg, input_ids, ours.config.vocab_size, ours.device)
+    addresses = [t.data_ptr() for t in search.state()] + [cache.self_kv.data_ptr(), cache.positions.data_ptr()]
+    lengths = []
+    for _ in range(cfg.max_length + 3):                                       # past the stop too
+        step_once(ours.decode_step_unchecked, cache, search)
+        lengths.append(int(search.cur_len))
+        assert [t.data_ptr() for t in search.state()] + [cache.self_kv.data_ptr(),
+                                                         cache.positions.data_ptr()] == addresses
+    assert lengths[0] == 2 and lengths[-1] == lengths[-2] and not search.going      # stopped, then frozen
+
+
+READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy")
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(num_beams=4, no_repeat_ngram_size=3, min_length=6, max_length=12, length_penalty=2.0,
+         early_stopping=True, forced_bos_token_id=0, forced_eos_token_id=2, repetition_penalty=1.2,
+         encoder_no_repeat_ngram_size=2, bad_words_ids=[[5], [6, 7]], eos_token_id=[2, 4]),
+    dict(num_beams=3, early_stopping="never", length_penalty=0.5, max_length=10),
+    dict(num_beams=1, no_repeat_ngram_size=2, min_length=5, max_length=10, forced_bos_token_id=0,
+         repetition_penalty=1.3, encoder_no_repeat_ngram_size=2, bad_words_ids=[[5], [6, 7]]),
+])
+def test_whole_step_reads_nothing_back(pair, monkeypatch, kwargs):
+    """No tensor value reaches the host inside step_once (what a CUDA graph capture would refuse): every
+    Python-level way of reading one raises while it runs, on a fixed-shape cache, before and after the stop.
+    (Reads inside torch's C++ are caught on CUDA: test_cuda_graph's sync-debug test.)"""
+    _, ours = pair("tiny-eos")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    input_ids, padding_mask, cfg = prepare(ours, ids, mask, dict(kwargs, return_dict_in_generate=True,
+                                                                 output_scores=True), None)
+    cache = ours.new_cache(ours.encode_unchecked(input_ids, padding_mask), mask, rows_per_input(cfg),
+                           cfg.max_length - 1, fixed_shape=True)
+    search = start_search(cfg, input_ids, ours.config.vocab_size, ours.device)
+
+    def refuse(*args, **kw):
+        raise AssertionError("a tensor value was read back to the host inside the step")
+
+    with monkeypatch.context() as patched:
+        for name in READS:
+            patched.setattr(torch.Tensor, name, refuse)
+        for _ in range(cfg.max_length + 2):
+            step_once(ours.decode_step_unchecked, cache, search)
+    assert not search.going
