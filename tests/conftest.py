@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -9,6 +10,10 @@ import pytest
 import torch
 
 from checkpoints import FIXTURES, SPECS, build
+
+# No timing in tests: every float32 CPU model runs oneDNN wherever models/kernels.py's ELIGIBLE allows it, so the
+# parity tests check the eligibility table (tests/test_kernels.py tests the measured choice itself).
+os.environ.setdefault("SEQ2SEQ_KIT_CPU_KERNELS", "onednn-packed")
 
 EOS_BOOST = {2: 7.0, 4: 6.0}   # "tiny-eos": tiny with final_logits_bias raised for EOS (2) and "." (4)
 
