@@ -6,6 +6,8 @@ engine's batches; the fastest of a few calls on the model's own weights, about a
 kernel among those ELIGIBLE for it (the ones that keep token parity with transformers). The timings are cached in
 a JSON file per CPU model, torch version and thread count under $XDG_CACHE_HOME/seq2seq_kit/kernels/ (else
 ~/.cache/...), so later loads on the same machine measure nothing; a new weight shape is measured and added.
+Timings taken while the machine is busy (load average at or above its CPU count) are used but not cached: other
+processes' threads stall oneDNN's parallel loops far more than MKL's one-row path, which would pin a wrong choice.
 
 SEQ2SEQ_KIT_CPU_KERNELS forces a choice (reproducible runs, tests):
   measure (or unset)              the measured choice above
@@ -70,8 +72,10 @@ def measured(model) -> dict[str, dict[str, str]]:
     timings = load_timings(path)
     missing = {shape_key(ms[0]): ms[0] for ms in layers.values() if ms and shape_key(ms[0]) not in timings}
     if missing:
+        quiet = busy() < os.cpu_count()
         timings.update({key: time_layer(layer) for key, layer in missing.items()})
-        save_timings(path, timings)
+        if quiet and busy() < os.cpu_count():        # timings taken on a busy machine serve this load only
+            save_timings(path, timings)
     tied = model.lm_head.weight is model.shared.weight
     return {kind: select(timings[shape_key(ms[0])], kernels.ELIGIBLE[kind], packable=not (kind == "lm_head" and tied))
             for kind, ms in layers.items() if ms}
@@ -154,6 +158,14 @@ def load_timings(path: Path) -> dict:
                                                                          for k in t.values())
              for t in timings.values())
     return timings if ok else {}
+
+
+def busy() -> float:
+    """The machine's 1-minute load average (runnable threads), 0 where the OS does not say."""
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return 0.0
 
 
 def save_timings(path: Path, timings: dict) -> None:
