@@ -188,3 +188,56 @@ def test_real_timings_have_every_candidate():
 def test_cpu_name_identifies_the_model_and_isa():
     name = kernel_choice.cpu_name()
     assert name.endswith(")") and torch.backends.cpu.get_cpu_capability() in name
+
+
+def test_inspect_prints_the_cpu_and_the_kernels(checkpoint, capsys, monkeypatch):
+    from seq2seq_kit.cli import main
+
+    monkeypatch.setenv(kernel_choice.ENV, "fc1=onednn-packed")
+    assert main(["inspect", str(checkpoint("tiny")), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)["cpu_kernels"]
+    assert info["cpu"] == kernel_choice.cpu_name()
+    assert info["decode_step"]["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn-packed")
+    assert main(["inspect", str(checkpoint("tiny"))]) == 0
+    assert f"kernels      {kernel_choice.cpu_name()}: self_qkv mkl; " in capsys.readouterr().out
+
+
+# ---- token parity of the packed weights (the suite's other tests run oneDNN on dense weights: conftest.py) --------
+
+PACKED_CASES = [   # test_generation's MATRIX rows: greedy, beams with near-ties and early EOS, a padded batch
+    ("tiny-eos", 3, dict(max_length=30, forced_eos_token_id=None)),
+    ("tiny-eos", 3, dict(num_beams=4, early_stopping="never", min_length=10, max_new_tokens=25,
+                         forced_eos_token_id=None)),
+    ("tiny-eos", 1, dict(num_beams=6, length_penalty=0.5, early_stopping="never", num_return_sequences=3,
+                         min_new_tokens=4, max_new_tokens=20, forced_eos_token_id=None)),
+    ("distilbart", 1, dict(num_beams=1, min_length=0, max_new_tokens=12)),
+    ("distilbart", 2, dict(min_length=0, max_new_tokens=12)),                # the checkpoint's beam 4
+]
+
+
+@pytest.fixture(scope="module")
+def packed(checkpoint, tiny_eos_path):
+    """packed(name) -> the checkpoint loaded with SEQ2SEQ_KIT_CPU_KERNELS=onednn-packed, once per module."""
+    loaded = {}
+
+    def get(name: str):
+        if name not in loaded:
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv(kernel_choice.ENV, "onednn-packed")
+                path = tiny_eos_path if name == "tiny-eos" else checkpoint(name)
+                loaded[name] = BartForConditionalGeneration.from_pretrained(path)
+        return loaded[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name,batch,kwargs", PACKED_CASES, ids=[f"{n}-b{b}" for n, b, _ in PACKED_CASES])
+def test_packed_weights_keep_token_parity(pair, packed, name, batch, kwargs):
+    from test_generation import assert_parity, inputs, run_both
+
+    hf, _ = pair(name)
+    ours = packed(name)
+    assert ours.decoder.layers[0].fc1.packed and not ours.decoder.layers[0].self_attn.qkv_proj.packed
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id, (40, 28, 12)[:batch] if name == "distilbart"
+                       else (12, 9, 5)[:batch])
+    assert_parity(*run_both(hf, ours, ids, mask, **kwargs))
