@@ -2,8 +2,9 @@
 
 For a float32 model on the CPU, from_pretrained calls `choose`: each distinct weight shape of the decode step's
 linear layers is timed with every kernel at one row count per row class (1, 4 and 16 rows: greedy, beams, the
-engine's batches; the fastest of a few calls on the model's own weights, about a second in all), and each kind of layer gets the fastest
-kernel among those ELIGIBLE for it (the ones that keep token parity with transformers). The timings are cached in
+engine's batches; the fastest of a few calls on the model's own weights, about a second in all), and each kind
+of layer gets the fastest kernel among those ELIGIBLE for it (the ones that keep token parity with transformers).
+The timings are cached in
 a JSON file per CPU model, torch version and thread count under $XDG_CACHE_HOME/seq2seq_kit/kernels/ (else
 ~/.cache/...), so later loads on the same machine measure nothing; a new weight shape is measured and added.
 Timings taken while the machine is busy (load average at or above its CPU count) are used but not cached: other

@@ -464,15 +464,17 @@ class BartNetwork(nn.Module):
     def decoder_linears(self) -> dict[str, list[KernelLinear]]:
         """The decode step's linear layers by kind (kernels.KINDS), each kind's layers in decoder order."""
         layers = self.decoder.layers
-        return {"self_qkv": [l.self_attn.qkv_proj for l in layers], "self_out": [l.self_attn.out_proj for l in layers],
-                "cross_q": [l.encoder_attn.q_proj for l in layers],
-                "cross_out": [l.encoder_attn.out_proj for l in layers],
-                "fc1": [l.fc1 for l in layers], "fc2": [l.fc2 for l in layers], "lm_head": [self.lm_head]}
+        return {"self_qkv": [layer.self_attn.qkv_proj for layer in layers],
+                "self_out": [layer.self_attn.out_proj for layer in layers],
+                "cross_q": [layer.encoder_attn.q_proj for layer in layers],
+                "cross_out": [layer.encoder_attn.out_proj for layer in layers],
+                "fc1": [layer.fc1 for layer in layers], "fc2": [layer.fc2 for layer in layers],
+                "lm_head": [self.lm_head]}
 
     def set_kernels(self, table: dict[str, dict[str, str]]) -> None:
         """Run each kind of decoder-step linear layer with table[kind] = {row class: kernel} (models/kernels.py;
         missing: F.linear). A tied LM head is never packed (the embedding reads its weight)."""
-        tied = self.lm_head.weight is getattr(self.shared, "weight", None)
+        tied = getattr(self.lm_head, "weight", None) is getattr(self.shared, "weight", 0)   # int8: no weights
         layers = {k: [m for m in ms if isinstance(m, KernelLinear)] for k, ms in self.decoder_linears().items()}
         kernels.apply(layers, table, shared=frozenset({"lm_head"} if tied else ()))
 
