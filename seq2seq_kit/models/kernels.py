@@ -37,7 +37,8 @@ MAX_ROWS = 64
 # test_families.py, test_model.py: tokens equal, beam and step scores within 1e-4), established by running those
 # tests with the candidate forced through SEQ2SEQ_KIT_CPU_KERNELS (AMD EPYC family 25, torch 2.13):
 #  - "onednn-packed" for self_out, cross_q, cross_out, fc1, fc2 and lm_head at once (a tied LM head: "onednn"):
-#    all pass; "onednn" (dense) likewise: tests/conftest.py runs the whole suite that way;
+#    all pass (tests/test_kernels.py keeps a few of those cases); "onednn" (dense) likewise, test_engine.py too:
+#    tests/conftest.py runs the whole suite that way;
 #  - the self-attention's qkv_proj stays on MKL: oneDNN's rounding of the cached keys/values moved beam scores by
 #    more than 1e-4 from transformers' (found with oneDNN on the dense weight for 2..64 rows, on an Intel Xeon).
 #    With the packed weight test_generation's parity cases pass, but the whole suite has not been run that way.
