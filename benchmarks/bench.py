@@ -186,11 +186,9 @@ def machine(args) -> dict:
 
     info = {"device": args.device, "threads": args.threads, "cpu_count": os.cpu_count(),
             "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__}
-    try:
-        model = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
-        info["cpu"] = model.group(1).strip() if model else platform.processor()
-    except OSError:
-        info["cpu"] = platform.processor()
+    from seq2seq_kit.kernel_choice import cpu_name
+
+    info["cpu"] = cpu_name()                 # model name, family/model/stepping and ISA: "AMD EPYC (family 25 ...)"
     if args.device == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
     try:
@@ -378,6 +376,9 @@ def markdown(result: dict) -> str:
            f"- machine: {where}; {m['cpu_count']} CPU cores, {m['threads']} torch/CTranslate2 threads; "
            f"dtype {result['dtype']}; torch {m['torch']}, Python {m['python']}; seq2seq_kit {m.get('seq2seq_kit_commit', '?')}",
            "- engines: " + ", ".join(f"{n} {v}" for n, v in result["versions"].items()),
+           *[f"- seq2seq_kit CPU matmul kernels ({model}, measured at load): {kernels}"
+             for model, rep in result["models"].items()
+             if (kernels := rep["load"].get("seq2seq_kit", {}).get("kernels"))],
            f"- memory bandwidth (large copy, read + write): {result['bandwidth_gbs']:.1f} GB/s",
            f"- {result['warmup']} warm-up round excluded, median of {result['repeats']} rounds; engines interleaved"
            + (" — QUICK smoke run (max_length 24): not a result" if result["quick"] else ""),

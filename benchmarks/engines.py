@@ -73,6 +73,9 @@ class TorchEngine:
                 self.model.quantize_int8()
             self.encoder = self.model.encode
             self.version = seq2seq_kit.__version__
+            if device == "cpu" and name != "seq2seq_kit-int8":
+                from seq2seq_kit.kernel_choice import describe   # the measured matmul kernels, for the report
+                self.kernels = describe(self.model.kernel_table())
         else:
             import transformers
 
@@ -174,7 +177,7 @@ def main() -> None:
         else:
             engine = TorchEngine(args.engine, args.checkpoint, args.device, args.dtype)
         say({"ready": True, "load_s": time.perf_counter() - start, "rss_load_mb": rss_mb() - base,
-             "version": engine.version})
+             "version": engine.version, "kernels": getattr(engine, "kernels", None)})
     except Exception as e:  # the harness reports why this engine is missing and goes on
         say({"error": f"{type(e).__name__}: {e}"})
         return

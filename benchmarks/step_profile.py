@@ -95,7 +95,7 @@ def breakdown(model, ids, mask, beams: int, steps: int) -> dict:
     The nested parts (attention, FFN, LM head inside the decode step) are subtracted from their parents."""
     totals = defaultdict(float)
     parts = {"self-attention": (bart.SelfAttention, "step"), "cross-attention": (bart.CrossAttention, "forward"),
-             "FFN": (bart.DecoderLayer, "ffn_step"), "LM head": (model.lm_head, "few_rows"),
+             "FFN": (bart.DecoderLayer, "ffn"), "LM head": (model.lm_head, "forward"),
              "decode_step": (bart.BartNetwork, "decode_step_unchecked"),
              "n-gram blocking": (logits_process.NoRepeatNGram, "__call__"),
              "processors": (beam_search, "apply"), "cache reorder": (KVCache, "reorder"),

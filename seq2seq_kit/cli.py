@@ -568,7 +568,7 @@ def _inspect(args) -> int:
 
 def _checkpoint_info(args) -> dict:
     """What `inspect` shows: the checkpoint's config, files and weights, as loaded by the library."""
-    from . import hub
+    from . import hub, kernel_choice
     from .loading import weight_files
     from .modeling import BartForConditionalGeneration
 
@@ -594,11 +594,14 @@ def _checkpoint_info(args) -> dict:
         "generation_defaults": model.generation_config.to_dict() if model.generation_config is not None else {},
         "task_specific_params": (c.extra.get("task_specific_params") or {}).get("summarization"),
         "prefix": c.extra.get("prefix"),
+        "cpu_kernels": {"cpu": kernel_choice.cpu_name(), "decode_step": model.kernel_table()},
     }
     return info
 
 
 def _print_checkpoint_info(info: dict) -> None:
+    from .kernel_choice import describe as describe_kernels
+
     print(f"{info['model']}  ({info['path']})")
     print(f"model_type   {info['model_type']} ({info['family']})")
     print("config       " + ", ".join(f"{k}={v}" for k, v in info["config"].items()))
@@ -607,6 +610,7 @@ def _print_checkpoint_info(info: dict) -> None:
     print(f"dtype        stored {', '.join(f'{d} ({n} tensors)' for d, n in info['stored_dtypes'].items())}; "
           f"config.json dtype={info['config_dtype']}; loads as {info['loaded_dtype'].replace('torch.', '')}")
     print(f"weights      {info['weights_format']}")
+    print(f"kernels      {info['cpu_kernels']['cpu']}: {describe_kernels(info['cpu_kernels']['decode_step'])}")
     print("files")
     for f, meta in info["files"].items():
         print(f"  {f:<40} {_size(meta['bytes']):>10}  {meta['kind']}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from . import generation, hub, loading
+from . import generation, hub, kernel_choice, loading
 from .config import BartConfig
 from .generation import GenerationConfig
 from .models.bart import BartNetwork
@@ -39,7 +39,12 @@ class BartForConditionalGeneration(BartNetwork):
         int8 = dtype in ("int8", torch.int8)
         model = loading.load(cls, config, root, dtype=None if int8 else dtype, device=device)
         model.generation_config = GenerationConfig.from_pretrained(root, config)
-        return model.quantize_int8() if int8 else model
+        if int8:
+            return model.quantize_int8()
+        table = kernel_choice.choose(model)          # float32 on the CPU: the decode step's matmul kernels
+        if table is not None:
+            model.set_kernels(table)
+        return model
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write config.json, model.safetensors with transformers' parameter names, and generation_config.json."""

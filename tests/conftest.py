@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -9,6 +10,12 @@ import pytest
 import torch
 
 from checkpoints import FIXTURES, SPECS, build
+
+# No timing in tests: every float32 CPU model runs oneDNN on the dense weight wherever models/kernels.py's ELIGIBLE
+# allows it, so the parity tests check the eligibility table; tests/test_kernels.py checks the packed weights'
+# parity and the measured choice. (Not "onednn-packed" here: cuda_graph.graph_key reads data_ptr(), which a packed
+# oneDNN tensor lacks, and the CPU graph-bookkeeping tests run that path.)
+os.environ.setdefault("SEQ2SEQ_KIT_CPU_KERNELS", "onednn")
 
 EOS_BOOST = {2: 7.0, 4: 6.0}   # "tiny-eos": tiny with final_logits_bias raised for EOS (2) and "." (4)
 

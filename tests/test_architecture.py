@@ -31,6 +31,8 @@ FORBIDDEN = {
     "pipeline": ["corpus", "cli", "server", "parity"],
     "long_documents": ["models", "modeling", "loading", "hub", "tokenizer", "engine", "pipeline", "corpus", "cli",
                        "server", "parity"],   # glue on the pipeline's public stages, which it is handed
+    "kernel_choice": ["generation", "loading", "hub", "modeling", "pipeline", "corpus", "cli", "engine", "server",
+                      "parity", "tokenizer"],   # measures the models' kernels; loading-layer glue, no files but its cache
     "translation": ["corpus", "cli", "server", "parity"],
     "corpus": ["cli", "server", "parity"],
     "server": ["cli", "corpus", "parity"],

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from seq2seq_kit.modeling import BartForConditionalGeneration
-from seq2seq_kit.models.quantize import Int8Linear
+from seq2seq_kit.models.quantize import Int8Embedding, Int8Linear
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +35,28 @@ def test_every_linear_is_int8_and_logits_stay_close(pair):
     assert (got.argmax(-1) == want.argmax(-1)).float().mean().item() >= 0.7
     out = int8.generate(ids, num_beams=4, max_length=20)       # the decode step's few-row path too
     assert out.shape == (2, 20) and int(out.max()) < fp32.config.vocab_size
+
+
+def test_int8_holds_only_int8_weights(checkpoint):
+    """The token embedding is int8 too (rows dequantized on lookup, within half a step of the float32 row), and
+    the float32 weights are gone once quantized: no reference to them lingers."""
+    import gc
+    import weakref
+
+    fp32 = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))
+    model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))
+    originals = [weakref.ref(model.shared.weight), weakref.ref(model.decoder.layers[0].fc1.weight)]
+    model.quantize_int8()
+    gc.collect()
+    assert all(ref() is None for ref in originals)
+    assert isinstance(model.shared, Int8Embedding) and model.shared.qweight.dtype == torch.int8
+    V, D = fp32.shared.weight.shape
+    floats = {n: t.numel() for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_floating_point()}
+    assert max(floats.values()) < V * D / 8, floats                         # only biases, norms, positions, scales
+    assert model.dtype == torch.float32 and model.device.type == "cpu"
+    ids = torch.randint(0, V, (3, 7), generator=torch.Generator().manual_seed(0))
+    error = (model.shared(ids) - fp32.shared(ids)).abs()                     # [3, 7, D]
+    assert (error <= model.shared.scale[ids].unsqueeze(-1) / 2 + 1e-6).all() and error.max() > 0
 
 
 def test_int8_errors(checkpoint, tmp_path):

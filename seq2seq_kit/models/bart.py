@@ -35,35 +35,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import bart_checkpoint, checks
+from . import bart_checkpoint, checks, kernels
 from .activations import ACTIVATIONS
 from .cuda_graph import GraphedStep, graph_key
+from .kernels import KernelLinear
 from .kv_cache import FixedShapeKVCache, KVCache, row_ranges
 from .positions import Positions
 from .quantize import Int8Linear, quantize_int8
 
 if TYPE_CHECKING:
     from ..config import BartConfig
-
-
-ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-
-
-class FewRowLinear(nn.Linear):
-    """nn.Linear plus `few_rows(x)`: a decode step's few rows (one per beam) through oneDNN on CPU.
-
-    For 2..64 float32 rows and a large weight, MKL's sgemm behind F.linear is up to ~1.5x slower than oneDNN's
-    matmul (`mkldnn._linear_pointwise` on the dense weight: no packed copy, no extra memory). Used for the decode
-    step's FFN and LM head only: on the d_model x d_model projections oneDNN's per-call overhead cancels the gain,
-    and in the self-attention its different rounding of the cached keys/values moved beam-search scores by more
-    than 1e-4 from transformers'. One row (a matrix-vector product) and large inputs stay on F.linear.
-    """
-
-    def few_rows(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.numel() // x.shape[-1]                                     # x [..., in]
-        if ONEDNN and 2 <= rows <= 64 and x.dtype == torch.float32 and x.device.type == "cpu":
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
-        return F.linear(x, self.weight, self.bias)
 
 
 def sublayer(pre_ln: bool, x: torch.Tensor, norm: nn.LayerNorm, fn, *args) -> torch.Tensor:
@@ -76,8 +57,8 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.heads, self.head_dim = heads, d_model // heads
         self.scale = self.head_dim ** -0.5
-        self.qkv_proj = nn.Linear(d_model, 3 * d_model)   # rows: q_proj, k_proj, v_proj
-        self.out_proj = nn.Linear(d_model, d_model)
+        self.qkv_proj = KernelLinear(d_model, 3 * d_model)   # rows: q_proj, k_proj, v_proj
+        self.out_proj = KernelLinear(d_model, d_model)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
         B, T, D = x.shape                                                   # x [B, T, D]
@@ -106,9 +87,9 @@ class CrossAttention(nn.Module):
         super().__init__()
         self.heads, self.head_dim = heads, d_model // heads
         self.scale = self.head_dim ** -0.5
-        self.q_proj = nn.Linear(d_model, d_model)
+        self.q_proj = KernelLinear(d_model, d_model)
         self.kv_proj = nn.Linear(d_model, 2 * d_model)   # rows: k_proj, v_proj
-        self.out_proj = nn.Linear(d_model, d_model)
+        self.out_proj = KernelLinear(d_model, d_model)
 
     def project_kv(self, enc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         B, S, _ = enc.shape                                                 # enc [B, S, D]
@@ -172,16 +153,13 @@ class DecoderLayer(nn.Module):
         self.self_attn_layer_norm = nn.LayerNorm(D)
         self.encoder_attn = CrossAttention(D, config.decoder_attention_heads)
         self.encoder_attn_layer_norm = nn.LayerNorm(D)
-        self.fc1 = FewRowLinear(D, config.decoder_ffn_dim)
-        self.fc2 = FewRowLinear(config.decoder_ffn_dim, D)
+        self.fc1 = KernelLinear(D, config.decoder_ffn_dim)
+        self.fc2 = KernelLinear(config.decoder_ffn_dim, D)
         self.act = ACTIVATIONS[config.activation_function]
         self.final_layer_norm = nn.LayerNorm(D)
 
     def ffn(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
-
-    def ffn_step(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2.few_rows(self.act(self.fc1.few_rows(x)))
 
     def forward(self, x, enc, enc_mask, self_mask, causal):
         k, v = self.encoder_attn.project_kv(enc)                            # x [B, T, D], enc [B, S, D]
@@ -193,7 +171,7 @@ class DecoderLayer(nn.Module):
         """x [R, 1, D] -> [R, 1, D]; i: this layer's index."""
         x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn.step, caches, i)
         x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn.step, caches, i)
-        return sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn_step)
+        return sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn)
 
 
 def embedding_layer_norm(config: BartConfig) -> nn.LayerNorm | None:
@@ -282,9 +260,10 @@ class BartNetwork(nn.Module):
         self.shared = nn.Embedding(config.vocab_size, D) if config.shared_embeddings else None
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
-        self.lm_head = FewRowLinear(D, V, bias=False)
+        self.lm_head = KernelLinear(D, V, bias=False)
         self.register_buffer("final_logits_bias", torch.zeros(1, V) if config.family.final_logits_bias else None)
         self.tie_weights()
+        self.set_kernels(kernels.DEFAULT)
 
     @property
     def encoder_embeddings(self) -> nn.Embedding:
@@ -301,11 +280,11 @@ class BartNetwork(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.encoder_embeddings.weight.device
+        return self.decoder.embed_positions.weight.device   # float in every model (int8 ones too: quantize.py)
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.encoder_embeddings.weight.dtype
+        return self.decoder.embed_positions.weight.dtype
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())   # tied weights counted once, as transformers does
@@ -455,7 +434,7 @@ class BartNetwork(nn.Module):
         caches[1], ...; each cache at its own position, with its own inputs and rows_per_input. The linear layers
         run over all R rows together; attention per cache. -> logits [R, V]. Checks nothing."""
         h = self.decoder.step(self.embed(input_ids[:, None], self.decoder_embeddings), input_ids, caches)  # [R, 1, D]
-        return self.add_bias(self.lm_head.few_rows(h[:, 0]))                          # [R, V]
+        return self.add_bias(self.lm_head(h[:, 0]))                                   # [R, V]
 
     @torch.inference_mode()
     def decode_group_unchecked(self, input_ids: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
@@ -499,12 +478,46 @@ class BartNetwork(nn.Module):
         """config.json's content for a checkpoint of this network."""
         return bart_checkpoint.config_dict(self)
 
+    # ---- CPU matmul kernels (models/kernels.py) -------------------------------------------------------------
+
+    def decoder_linears(self) -> dict[str, list[KernelLinear]]:
+        """The decode step's linear layers by kind (kernels.KINDS), each kind's layers in decoder order."""
+        layers = self.decoder.layers
+        return {"self_qkv": [layer.self_attn.qkv_proj for layer in layers],
+                "self_out": [layer.self_attn.out_proj for layer in layers],
+                "cross_q": [layer.encoder_attn.q_proj for layer in layers],
+                "cross_out": [layer.encoder_attn.out_proj for layer in layers],
+                "fc1": [layer.fc1 for layer in layers], "fc2": [layer.fc2 for layer in layers],
+                "lm_head": [self.lm_head]}
+
+    def set_kernels(self, table: dict[str, dict[str, str]]) -> None:
+        """Run each kind of decoder-step linear layer with table[kind] = {row class: kernel} (models/kernels.py;
+        missing: F.linear). A tied LM head is never packed (the embedding reads its weight)."""
+        tied = getattr(self.lm_head, "weight", None) is getattr(self.decoder_embeddings, "weight", 0)   # int8: no weights
+        layers = {k: [m for m in ms if isinstance(m, KernelLinear)] for k, ms in self.decoder_linears().items()}
+        kernels.apply(layers, table, shared=frozenset({"lm_head"} if tied else ()))
+
+    def kernel_table(self) -> dict[str, dict[str, str]]:
+        """The {kind: {row class: kernel}} the decoder step runs now (int8 layers: none)."""
+        return kernels.current({k: [m for m in ms if isinstance(m, KernelLinear)]
+                                for k, ms in self.decoder_linears().items()})
+
+    def _apply(self, fn, recurse=True):
+        """Moving or casting the network (to, half, cuda) first gives packed weights back their dense layout."""
+        for modules in self.decoder_linears().values():
+            for m in modules:
+                if isinstance(m, KernelLinear) and m.packed:
+                    m.use({})
+        return super()._apply(fn, recurse)
+
     # ---- int8 (models/quantize.py) --------------------------------------------------------------------------
 
     def quantize_int8(self) -> BartNetwork:
-        """CPU, float32 model: int8 weights for every linear layer, inputs quantized per call. About a quarter of
-        the bytes per decoder step; outside the token-parity guarantee (see models/quantize.py). Returns self."""
-        quantize_int8(self)
+        """CPU, float32 model: int8 weights for every linear layer (inputs quantized per call) and for the token
+        embedding. About a quarter of the bytes; outside the token-parity guarantee (see models/quantize.py).
+        Returns self."""
+        own = ("shared",) if self.shared is not None else ("encoder.embed_tokens", "decoder.embed_tokens")
+        quantize_int8(self, embeddings=own)
         return self
 
     @property

@@ -166,7 +166,8 @@ def state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
         if name in fixed:
             continue                  # computed on load (transformers does not save Marian's either)
         names = checkpoint_names(name)
-        for n, part in zip(names, tensor.detach().chunk(len(names), dim=0)):
+        tensor = tensor.detach().to_dense() if tensor.is_mkldnn else tensor.detach()   # a packed weight (kernels.py)
+        for n, part in zip(names, tensor.chunk(len(names), dim=0)):
             out[published(n)] = part.to("cpu").contiguous()
     return out
 

@@ -1,9 +1,13 @@
-"""int8 weights for a float32 CPU model: every nn.Linear becomes an Int8Linear.
+"""int8 weights for a float32 CPU model: every nn.Linear becomes an Int8Linear, the token embedding an
+Int8Embedding, and the float32 weights are freed (only int8 weights remain, besides the small float ones: biases,
+layer norms, positions).
 
 Int8Linear holds its weight as int8 with one scale per output row (symmetric, max-abs / 127) and quantizes its
 input per call (PyTorch's quantized::linear_dynamic: fbgemm on x86, qnnpack on ARM, int32 accumulation).
-A decoder step reads a quarter of the float32 bytes. The embeddings stay float32; a tied LM head gets its own
-int8 copy. This is outside the exact-parity guarantee: logits move by about 1% of their range, so greedy and beam
+A decoder step reads a quarter of the float32 bytes. Int8Embedding holds int8 rows with one scale each and
+dequantizes the rows it looks up. A tied LM head gets its own int8 copy in fbgemm's packed layout (the embedding's
+rows cannot be read back from it; torch's weight-only int8 matmul that could share them is 10x slower on AVX2).
+This is outside the exact-parity guarantee: logits move by about 1% of their range, so greedy and beam
 tokens leave transformers' after a while (benchmarks/ report the identity rate beside the speed).
 """
 
@@ -19,7 +23,8 @@ class Int8Linear(nn.Module):
     def __init__(self, linear: nn.Linear):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        w = linear.weight.detach().float()                                   # [out, in]
+        w = linear.weight.detach()
+        w = (w.to_dense() if w.is_mkldnn else w).float()                     # [out, in] (dense if packed)
         scale = (w.abs().amax(dim=1) / 127).clamp(min=1e-12).double()        # [out]
         zero_point = torch.zeros(w.shape[0], dtype=torch.long)
         with warnings.catch_warnings():   # torch flags its quantized-tensor constructors as deprecated
@@ -31,14 +36,35 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:                      # x [..., in] -> [..., out]
         return torch.ops.quantized.linear_dynamic(x, self.packed, True)     # reduce_range: safe on any x86 CPU
 
-    few_rows = forward                                                       # the decode step's entry point
-
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights"
 
 
-def quantize_int8(model: nn.Module) -> None:
-    """Replace every nn.Linear of a float32 CPU model with an Int8Linear, in place."""
+class Int8Embedding(nn.Module):
+    """An nn.Embedding's table as int8 rows [V, D] with one float32 scale per row (max-abs / 127); looking up ids
+    [...] gathers their int8 rows and dequantizes them -> float32 [..., D]."""
+
+    def __init__(self, embedding: nn.Embedding, chunk: int = 4096):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = embedding.num_embeddings, embedding.embedding_dim
+        w = embedding.weight.detach()                                        # [V, D] float32
+        self.register_buffer("scale", (w.abs().amax(dim=1) / 127).clamp(min=1e-12))   # [V]
+        self.register_buffer("qweight", torch.empty(w.shape, dtype=torch.int8))
+        for start in range(0, w.shape[0], chunk):      # a chunk at a time: no float32 temporary of the whole table
+            rows = slice(start, start + chunk)
+            self.qweight[rows] = torch.round(w[rows] / self.scale[rows, None])
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.qweight[ids].float() * self.scale[ids].unsqueeze(-1)    # [..., D]
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, int8 weights"
+
+
+def quantize_int8(model: nn.Module, embeddings: tuple[str, ...] = ()) -> None:
+    """Replace every nn.Linear of a float32 CPU model with an Int8Linear, and its nn.Embedding children named in
+    embeddings (dotted module names, e.g. "shared" or "decoder.embed_tokens") with Int8Embedding, in place. The float32 weights are dropped with the
+    modules that held them (a tied embedding and LM head: once both are replaced)."""
     weight = next(model.parameters())
     if weight.device.type != "cpu" or weight.dtype != torch.float32:
         raise ValueError(f"int8 quantization needs a float32 model on the CPU; this one is {weight.dtype} on "
@@ -49,3 +75,7 @@ def quantize_int8(model: nn.Module) -> None:
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Linear):
                 setattr(module, name, Int8Linear(child))
+    for name in embeddings:
+        parent, _, attr = name.rpartition(".")
+        holder = model.get_submodule(parent)
+        setattr(holder, attr, Int8Embedding(getattr(holder, attr)))

@@ -1,0 +1,189 @@
+"""Choosing the decoder step's CPU matmul kernels (models/kernels.py) by measurement, once per machine.
+
+For a float32 model on the CPU, from_pretrained calls `choose`: each distinct weight shape of the decode step's
+linear layers is timed with every kernel at one row count per row class (1, 4 and 16 rows: greedy, beams, the
+engine's batches; the fastest of a few calls on the model's own weights, about a second in all), and each kind
+of layer gets the fastest kernel among those ELIGIBLE for it (the ones that keep token parity with transformers).
+The timings are cached in
+a JSON file per CPU model, torch version and thread count under $XDG_CACHE_HOME/seq2seq_kit/kernels/ (else
+~/.cache/...), so later loads on the same machine measure nothing; a new weight shape is measured and added.
+Timings taken while the machine is busy (load average at or above its CPU count) are used but not cached: other
+processes' threads stall oneDNN's parallel loops far more than MKL's one-row path, which would pin a wrong choice.
+
+SEQ2SEQ_KIT_CPU_KERNELS forces a choice (reproducible runs, tests):
+  measure (or unset)              the measured choice above
+  default                         models/kernels.py's DEFAULT table (no measurement)
+  mkl | onednn | onednn-packed    that kernel for every kind of layer that ELIGIBLE allows it for, mkl elsewhere
+  fc1=onednn-packed,lm_head=onednn,...   exactly these kinds (all row classes), mkl for the rest; not checked
+                                  against ELIGIBLE (outside it, token parity is not guaranteed)
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .jsonfile import read_json_object, write_json
+from .models import kernels
+
+ENV = "SEQ2SEQ_KIT_CPU_KERNELS"
+PROBE_ROWS = {"1": 1, "2-8": 4, "9-64": 16}          # row class -> the row count timed for it
+ROUNDS = 5                                             # timed calls per candidate (the fastest counts)
+
+
+def choose(model) -> dict[str, dict[str, str]] | None:
+    """The kernel table for a loaded model (BartNetwork), or None where the kernels do not apply (not float32 on
+    the CPU, no oneDNN): measured or forced as the module docstring says."""
+    if model.device.type != "cpu" or model.dtype != torch.float32 or not kernels.ONEDNN:
+        return None
+    mode = os.environ.get(ENV, "measure").strip() or "measure"
+    if mode == "measure":
+        return measured(model)
+    if mode == "default":
+        return kernels.DEFAULT
+    if mode in kernels.KERNELS:
+        return {kind: dict.fromkeys(kernels.ROW_CLASSES, mode) for kind in kernels.KINDS
+                if mode in kernels.ELIGIBLE[kind]}
+    return forced(mode)
+
+
+def forced(spec: str) -> dict[str, dict[str, str]]:
+    """"kind=kernel,kind=kernel" -> a table with those kinds on that kernel for every row class."""
+    table = {}
+    for item in spec.split(","):
+        kind, _, kernel = item.strip().partition("=")
+        if kind not in kernels.KINDS or kernel not in kernels.KERNELS:
+            raise ValueError(f"{ENV}={spec!r}: {item.strip()!r} is not KIND=KERNEL; use measure, default, one of "
+                             f"{', '.join(kernels.KERNELS)}, or KIND=KERNEL,... with KIND in "
+                             f"{', '.join(kernels.KINDS)}")
+        table[kind] = dict.fromkeys(kernels.ROW_CLASSES, kernel)
+    return table
+
+
+def measured(model) -> dict[str, dict[str, str]]:
+    """Time the shapes the cache lacks, save them, and select among the eligible kernels."""
+    layers = model.decoder_linears()
+    path = cache_path()
+    timings = load_timings(path)
+    missing = {shape_key(ms[0]): ms[0] for ms in layers.values() if ms and shape_key(ms[0]) not in timings}
+    if missing:
+        quiet = busy() < os.cpu_count()
+        timings.update({key: time_layer(layer) for key, layer in missing.items()})
+        if quiet and busy() < os.cpu_count():        # timings taken on a busy machine serve this load only
+            save_timings(path, timings)
+    tied = model.lm_head.weight is model.shared.weight
+    return {kind: select(timings[shape_key(ms[0])], kernels.ELIGIBLE[kind], packable=not (kind == "lm_head" and tied))
+            for kind, ms in layers.items() if ms}
+
+
+def select(timing: dict[str, dict[str, float]], eligible, packable: bool = True) -> dict[str, str]:
+    """timing {row class: {kernel: ms}} -> {row class: kernel}. A packed weight serves every row class, so it is
+    taken only when its time, summed over the classes each relative to that class's fastest, beats the best
+    dense kernel's per class."""
+    dense = [k for k in eligible if k != "onednn-packed"]
+    best_dense = {c: min(dense, key=lambda k: t[k]) for c, t in timing.items()}
+    if packable and "onednn-packed" in eligible:
+        fastest = {c: min(t.values()) for c, t in timing.items()}
+        packed_score = sum(t["onednn-packed"] / fastest[c] for c, t in timing.items())
+        dense_score = sum(t[best_dense[c]] / fastest[c] for c, t in timing.items())
+        if packed_score < dense_score:
+            return dict.fromkeys(timing, "onednn-packed")
+    return best_dense
+
+
+def time_layer(layer) -> dict[str, dict[str, float]]:
+    """{row class: {kernel: ms}} for one layer's weight (float32): F.linear, oneDNN on the dense weight, and oneDNN
+    on a packed copy (made for the timing only). The candidates take turns, ROUNDS times, and each keeps its
+    fastest call: on a shared machine other work only ever adds time."""
+    weight = layer.dense_weight().detach()
+    bias = None if layer.bias is None else layer.bias.detach()
+    packed = kernels.pack(weight)
+    candidates = {"mkl": lambda x: F.linear(x, weight, bias),
+                  "onednn": lambda x: kernels.onednn_linear(x, weight, bias),
+                  "onednn-packed": lambda x: kernels.onednn_linear(x, packed, bias)}
+    g = torch.Generator().manual_seed(0)
+    out = {}
+    with torch.inference_mode():
+        for row_class, rows in PROBE_ROWS.items():
+            x = torch.randn(rows, weight.shape[1], generator=g)
+            best = dict.fromkeys(candidates, float("inf"))
+            for _ in range(ROUNDS + 1):                                  # the first round warms up
+                for name, fn in candidates.items():
+                    start = time.perf_counter()
+                    fn(x)
+                    best[name] = min(best[name], time.perf_counter() - start)
+            out[row_class] = {name: round(1000 * s, 4) for name, s in best.items()}
+    return out
+
+
+def shape_key(layer) -> str:
+    return f"{layer.out_features}x{layer.in_features}" + ("" if layer.bias is not None else "-nobias")
+
+
+# ---- the cache --------------------------------------------------------------------------------------------------
+
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it, with its family/model/stepping and the ISA torch uses, e.g.
+    "AMD EPYC (family 25 model 1 stepping 1, AVX2)"."""
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        info = ""
+    field = {k: re.search(rf"^{k}\s*:\s*(.*)$", info, re.M) for k in ("model name", "cpu family", "model",
+                                                                       "stepping")}
+    name = field["model name"].group(1).strip() if field["model name"] else (platform.processor() or "unknown CPU")
+    ids = " ".join(f"{k.split()[-1]} {m.group(1).strip()}" for k, m in field.items() if k != "model name" and m)
+    return f"{name} ({ids + ', ' if ids else ''}{torch.backends.cpu.get_cpu_capability()})"
+
+
+def cache_path() -> Path:
+    """The timings file for this CPU, torch version and thread count."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "seq2seq_kit" / "kernels"
+    key = f"{cpu_name()} torch {torch.__version__} {torch.get_num_threads()} threads"
+    return root / (re.sub(r"[^A-Za-z0-9.]+", "-", key).strip("-") + ".json")
+
+
+def load_timings(path: Path) -> dict:
+    """The cached {shape: {row class: {kernel: ms}}}; {} when there is none or it is unreadable."""
+    try:
+        timings = read_json_object(path).get("timings", {})
+    except (OSError, ValueError):
+        return {}
+    ok = all(isinstance(t, dict) and set(t) == set(PROBE_ROWS) and all(set(k) == set(kernels.KERNELS)
+                                                                         for k in t.values())
+             for t in timings.values())
+    return timings if ok else {}
+
+
+def busy() -> float:
+    """The machine's 1-minute load average (runnable threads), 0 where the OS does not say."""
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return 0.0
+
+
+def save_timings(path: Path, timings: dict) -> None:
+    """Best effort: a cache that cannot be written (read-only home) only means measuring again next time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, {"cpu": cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                          "timings": timings}, indent=1)
+    except OSError:
+        pass
+
+
+def describe(table: dict[str, dict[str, str]]) -> str:
+    """One line: "self_qkv mkl; fc1 onednn-packed; lm_head 1:onednn 2-8:onednn 9-64:mkl; ..."."""
+    parts = []
+    for kind, by_class in table.items():
+        kinds = set(by_class.values())
+        parts.append(f"{kind} {kinds.pop()}" if len(kinds) == 1 else
+                     f"{kind} " + " ".join(f"{c}:{k}" for c, k in by_class.items()))
+    return "; ".join(parts)

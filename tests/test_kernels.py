@@ -1,0 +1,243 @@
+"""The decode step's CPU matmul kernels (models/kernels.py) and their measured choice (kernel_choice.py).
+
+No timing here: the choice is tested on given timings, the measurement's caching with a stand-in timer. That the
+eligible kernels keep token parity with transformers is what the parity tests check (tests/conftest.py runs every
+float32 CPU model on oneDNN wherever ELIGIBLE allows it).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seq2seq_kit import BartConfig, kernel_choice
+from seq2seq_kit.modeling import BartForConditionalGeneration
+from seq2seq_kit.models import kernels
+from seq2seq_kit.models.kernels import KernelLinear
+
+pytestmark = pytest.mark.skipif(not kernels.ONEDNN, reason="this torch build has no oneDNN")
+
+SMALL = dict(vocab_size=96, d_model=32, encoder_layers=1, decoder_layers=2, encoder_attention_heads=4,
+             decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64)
+ALL_PACKED = {kind: dict.fromkeys(kernels.ROW_CLASSES, "onednn-packed") for kind in kernels.KINDS}
+
+
+def small_model(**config) -> BartForConditionalGeneration:
+    torch.manual_seed(0)
+    return BartForConditionalGeneration(BartConfig(**{**SMALL, **config})).eval()
+
+
+@torch.no_grad()
+def test_every_kernel_computes_the_linear():
+    torch.manual_seed(0)
+    layer = KernelLinear(48, 80)
+    dense = layer.weight.detach().clone()
+    for rows in (1, 4, 16, 100):
+        x = torch.randn(rows, 48)
+        want = F.linear(x, dense, layer.bias)
+        layer.use({})
+        assert torch.equal(layer(x), want)                                   # "mkl" is F.linear
+        onednn = kernels.onednn_linear(x, dense, layer.bias)
+        torch.testing.assert_close(onednn, want, rtol=1e-5, atol=1e-5)
+        layer.use(dict.fromkeys(kernels.ROW_CLASSES, "onednn"))              # up to 64 rows; F.linear above
+        assert torch.equal(layer(x), onednn if rows <= kernels.MAX_ROWS else want)
+        layer.use({"1": "onednn-packed"})                                    # every row count
+        assert layer.packed and layer.weight.is_mkldnn
+        torch.testing.assert_close(layer(x), want, rtol=1e-5, atol=1e-5)    # rounding may differ from dense
+    layer.use({})
+    assert not layer.packed and torch.equal(layer.weight, dense)             # unpacking gives the same values
+
+
+def test_a_packed_weight_replaces_the_dense_one():
+    model = small_model(tie_word_embeddings=False)
+    count = model.num_parameters()
+    model.set_kernels(ALL_PACKED)
+    linears = [m for ms in model.decoder_linears().values() for m in ms]
+    assert all(m.packed and m.weight.is_mkldnn for m in linears)
+    assert model.num_parameters() == count                                   # no second copy kept
+    assert all(isinstance(p, torch.nn.Parameter) for p in model.parameters())
+
+
+def test_a_tied_lm_head_is_never_packed():
+    model = small_model()
+    model.set_kernels(ALL_PACKED)
+    assert not model.lm_head.packed and model.lm_head.weight is model.shared.weight
+    assert model.kernel_table()["lm_head"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn")
+    assert model.kernel_table()["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn-packed")
+
+
+def test_packed_models_save_quantize_and_cast_from_their_dense_values(tmp_path):
+    model = small_model()
+    want = model.checkpoint_tensors()
+    ids = torch.randint(4, SMALL["vocab_size"], (2, 7), generator=torch.Generator().manual_seed(0))
+    tokens = model.generate(ids, num_beams=2, max_length=10)
+    model.set_kernels(ALL_PACKED)
+    got = model.checkpoint_tensors()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    assert model.generate(ids, num_beams=2, max_length=10).shape == tokens.shape
+    model.save_pretrained(tmp_path)
+    assert BartForConditionalGeneration.from_pretrained(tmp_path).checkpoint_tensors().keys() == want.keys()
+    model.half()                                                             # casting unpacks first
+    assert not any(m.packed for ms in model.decoder_linears().values() for m in ms)
+    assert model.decoder.layers[0].fc1.weight.dtype == torch.float16
+    packed_int8 = small_model()
+    packed_int8.set_kernels(ALL_PACKED)
+    assert packed_int8.quantize_int8().quantized
+
+
+def test_unknown_kernels_and_kinds_are_refused():
+    model = small_model()
+    with pytest.raises(ValueError, match="unknown kernel or row class"):
+        model.set_kernels({"fc1": {"1": "cublas"}})
+    with pytest.raises(ValueError, match="unknown layer kind"):
+        model.set_kernels({"fc3": {"1": "mkl"}})
+
+
+# ---- the choice --------------------------------------------------------------------------------------------------
+
+def timing(mkl, onednn, packed):
+    """{row class: {kernel: ms}} from three (1, 2-8, 9-64) tuples."""
+    return {c: {"mkl": mkl[i], "onednn": onednn[i], "onednn-packed": packed[i]}
+            for i, c in enumerate(kernels.ROW_CLASSES)}
+
+
+def test_select_takes_the_fastest_eligible_kernel_per_row_class():
+    t = timing(mkl=(1.0, 9.0, 20.0), onednn=(2.0, 3.0, 8.0), packed=(2.5, 3.5, 9.0))
+    assert kernel_choice.select(t, kernels.KERNELS) == {"1": "mkl", "2-8": "onednn", "9-64": "onednn"}
+    assert kernel_choice.select(t, ("mkl",)) == dict.fromkeys(kernels.ROW_CLASSES, "mkl")
+    faster_packed = timing(mkl=(1.0, 9.0, 20.0), onednn=(2.0, 3.0, 8.0), packed=(1.1, 1.0, 4.0))
+    assert kernel_choice.select(faster_packed, kernels.KERNELS) == dict.fromkeys(kernels.ROW_CLASSES,
+                                                                                 "onednn-packed")
+    assert kernel_choice.select(faster_packed, kernels.KERNELS, packable=False)["2-8"] == "onednn"
+
+
+def test_the_eligibility_table_covers_every_kind():
+    assert set(kernels.ELIGIBLE) == set(kernels.KINDS)
+    assert all("mkl" in k and set(k) <= set(kernels.KERNELS) for k in kernels.ELIGIBLE.values())
+    assert kernels.ELIGIBLE["self_qkv"] == ("mkl",)
+
+
+def test_the_environment_variable_forces_the_choice(monkeypatch):
+    model = small_model()
+    monkeypatch.setenv(kernel_choice.ENV, "mkl")
+    assert kernel_choice.choose(model) == {k: dict.fromkeys(kernels.ROW_CLASSES, "mkl") for k in kernels.KINDS}
+    monkeypatch.setenv(kernel_choice.ENV, "onednn")
+    assert set(kernel_choice.choose(model)) == {k for k in kernels.KINDS if "onednn" in kernels.ELIGIBLE[k]}
+    monkeypatch.setenv(kernel_choice.ENV, "default")
+    assert kernel_choice.choose(model) == kernels.DEFAULT
+    monkeypatch.setenv(kernel_choice.ENV, "fc1=onednn-packed, lm_head=onednn")
+    assert kernel_choice.choose(model) == {"fc1": dict.fromkeys(kernels.ROW_CLASSES, "onednn-packed"),
+                                           "lm_head": dict.fromkeys(kernels.ROW_CLASSES, "onednn")}
+    monkeypatch.setenv(kernel_choice.ENV, "fc1=fast")
+    with pytest.raises(ValueError, match="SEQ2SEQ_KIT_CPU_KERNELS=.*KIND=KERNEL"):
+        kernel_choice.choose(model)
+    assert kernel_choice.choose(model.half()) is None                      # float16: F.linear, nothing to choose
+
+
+def test_from_pretrained_applies_the_forced_choice(checkpoint, monkeypatch):
+    monkeypatch.setenv(kernel_choice.ENV, "fc2=onednn")
+    model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))
+    assert model.kernel_table()["fc2"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn")
+    assert model.kernel_table()["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "mkl")
+
+
+def test_measurement_is_cached_per_machine_and_reused(monkeypatch, tmp_path):
+    monkeypatch.setenv(kernel_choice.ENV, "measure")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(kernel_choice, "busy", lambda: 0.0)
+    calls = []
+    fast_packed = timing(mkl=(3.0, 9.0, 20.0), onednn=(2.0, 3.0, 8.0), packed=(1.0, 1.0, 4.0))
+
+    def fake_time_layer(layer):
+        calls.append(kernel_choice.shape_key(layer))
+        return fast_packed
+
+    monkeypatch.setattr(kernel_choice, "time_layer", fake_time_layer)
+    model = small_model()
+    table = kernel_choice.choose(model)
+    assert sorted(calls) == sorted({"96x32-nobias", "96x32", "32x32", "64x32", "32x64"})   # each shape once
+    assert table["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn-packed")
+    assert table["self_qkv"] == dict.fromkeys(kernels.ROW_CLASSES, "mkl")      # ELIGIBLE: MKL only
+    assert table["lm_head"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn")    # tied: never packed
+    [cached] = (tmp_path / "seq2seq_kit" / "kernels").iterdir()
+    assert json.loads(cached.read_text())["cpu"] == kernel_choice.cpu_name()
+    calls.clear()
+    assert kernel_choice.choose(small_model()) == table and calls == []      # a warm start measures nothing
+    assert kernel_choice.choose(small_model(decoder_ffn_dim=48)) and sorted(calls) == ["32x48", "48x32"]
+
+
+def test_timings_from_a_busy_machine_are_not_cached(monkeypatch, tmp_path):
+    monkeypatch.setenv(kernel_choice.ENV, "measure")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(kernel_choice, "busy", lambda: 1000.0)
+    monkeypatch.setattr(kernel_choice, "time_layer", lambda layer: timing((1, 1, 1), (2, 2, 2), (3, 3, 3)))
+    assert kernel_choice.choose(small_model())["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "mkl")
+    assert not (tmp_path / "seq2seq_kit").exists()
+
+
+def test_real_timings_have_every_candidate():
+    model = small_model()
+    t = kernel_choice.time_layer(model.decoder.layers[0].fc1)
+    assert set(t) == set(kernels.ROW_CLASSES)
+    assert all(set(v) == set(kernels.KERNELS) and all(ms > 0 for ms in v.values()) for v in t.values())
+
+
+def test_cpu_name_identifies_the_model_and_isa():
+    name = kernel_choice.cpu_name()
+    assert name.endswith(")") and torch.backends.cpu.get_cpu_capability() in name
+
+
+def test_inspect_prints_the_cpu_and_the_kernels(checkpoint, capsys, monkeypatch):
+    from seq2seq_kit.cli import main
+
+    monkeypatch.setenv(kernel_choice.ENV, "fc1=onednn-packed")
+    assert main(["inspect", str(checkpoint("tiny")), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)["cpu_kernels"]
+    assert info["cpu"] == kernel_choice.cpu_name()
+    assert info["decode_step"]["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn-packed")
+    assert main(["inspect", str(checkpoint("tiny"))]) == 0
+    assert f"kernels      {kernel_choice.cpu_name()}: self_qkv mkl; " in capsys.readouterr().out
+
+
+# ---- token parity of the packed weights (the suite's other tests run oneDNN on dense weights: conftest.py) --------
+
+PACKED_CASES = [   # test_generation's MATRIX rows: greedy, beams with near-ties and early EOS, a padded batch
+    ("tiny-eos", 3, dict(max_length=30, forced_eos_token_id=None)),
+    ("tiny-eos", 3, dict(num_beams=4, early_stopping="never", min_length=10, max_new_tokens=25,
+                         forced_eos_token_id=None)),
+    ("tiny-eos", 1, dict(num_beams=6, length_penalty=0.5, early_stopping="never", num_return_sequences=3,
+                         min_new_tokens=4, max_new_tokens=20, forced_eos_token_id=None)),
+    ("distilbart", 1, dict(num_beams=1, min_length=0, max_new_tokens=12)),
+    ("distilbart", 2, dict(min_length=0, max_new_tokens=12)),                # the checkpoint's beam 4
+]
+
+
+@pytest.fixture(scope="module")
+def packed(checkpoint, tiny_eos_path):
+    """packed(name) -> the checkpoint loaded with SEQ2SEQ_KIT_CPU_KERNELS=onednn-packed, once per module."""
+    loaded = {}
+
+    def get(name: str):
+        if name not in loaded:
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv(kernel_choice.ENV, "onednn-packed")
+                path = tiny_eos_path if name == "tiny-eos" else checkpoint(name)
+                loaded[name] = BartForConditionalGeneration.from_pretrained(path)
+        return loaded[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name,batch,kwargs", PACKED_CASES, ids=[f"{n}-b{b}" for n, b, _ in PACKED_CASES])
+def test_packed_weights_keep_token_parity(pair, packed, name, batch, kwargs):
+    from test_generation import assert_parity, inputs, run_both
+
+    hf, _ = pair(name)
+    ours = packed(name)
+    assert ours.decoder.layers[0].fc1.packed and not ours.decoder.layers[0].self_attn.qkv_proj.packed
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id, (40, 28, 12)[:batch] if name == "distilbart"
+                       else (12, 9, 5)[:batch])
+    assert_parity(*run_both(hf, ours, ids, mask, **kwargs))
