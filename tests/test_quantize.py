@@ -59,6 +59,20 @@ def test_int8_holds_only_int8_weights(checkpoint):
     assert (error <= model.shared.scale[ids].unsqueeze(-1) / 2 + 1e-6).all() and error.max() > 0
 
 
+@pytest.mark.parametrize("name", ["marian-separate", "marian-separate-untied"])
+def test_int8_separate_vocabularies(checkpoint, name):
+    """A Marian with its own encoder and decoder embeddings: both become int8 and generation still runs (the
+    decoder's vocabulary for the logits)."""
+    from seq2seq_kit import AutoModelForSeq2SeqLM
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(checkpoint(name), dtype="int8")
+    assert model.shared is None
+    assert isinstance(model.encoder.embed_tokens, Int8Embedding) and isinstance(model.decoder.embed_tokens,
+                                                                                 Int8Embedding)
+    out = model.generate(torch.tensor([[5, 6, 7, 8, 2]]), num_beams=2, max_length=10)
+    assert out.shape == (1, 10) and int(out.max()) < model.config.decoder_vocab_size
+
+
 def test_int8_errors(checkpoint, tmp_path):
     half = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), dtype="float16")
     with pytest.raises(ValueError, match="needs a float32 model on the CPU"):
