@@ -77,7 +77,7 @@ def measured(model) -> dict[str, dict[str, str]]:
         timings.update({key: time_layer(layer) for key, layer in missing.items()})
         if quiet and busy() < os.cpu_count():        # timings taken on a busy machine serve this load only
             save_timings(path, timings)
-    tied = model.lm_head.weight is model.shared.weight
+    tied = model.lm_head.weight is model.decoder_embeddings.weight
     return {kind: select(timings[shape_key(ms[0])], kernels.ELIGIBLE[kind], packable=not (kind == "lm_head" and tied))
             for kind, ms in layers.items() if ms}
 

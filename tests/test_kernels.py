@@ -169,6 +169,20 @@ def test_measurement_is_cached_per_machine_and_reused(monkeypatch, tmp_path):
     assert kernel_choice.choose(small_model(decoder_ffn_dim=48)) and sorted(calls) == ["32x48", "48x32"]
 
 
+@pytest.mark.parametrize("name, lm_head", [("marian-separate", "onednn"),
+                                             ("marian-separate-untied", "onednn-packed")])
+def test_measured_choice_on_separate_vocabularies(checkpoint, monkeypatch, tmp_path, name, lm_head):
+    """A Marian with its own decoder embedding: the LM head tied to it is never packed; an untied one may be."""
+    from seq2seq_kit import AutoModelForSeq2SeqLM
+
+    monkeypatch.setenv(kernel_choice.ENV, "measure")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(kernel_choice, "time_layer",
+                        lambda layer: timing(mkl=(3.0, 9.0, 20.0), onednn=(2.0, 3.0, 8.0), packed=(1.0, 1.0, 4.0)))
+    model = AutoModelForSeq2SeqLM.from_pretrained(checkpoint(name))
+    assert model.kernel_table()["lm_head"] == dict.fromkeys(kernels.ROW_CLASSES, lm_head)
+
+
 def test_timings_from_a_busy_machine_are_not_cached(monkeypatch, tmp_path):
     monkeypatch.setenv(kernel_choice.ENV, "measure")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
