@@ -1,4 +1,5 @@
-"""Helpers the tests share: JSONL files, and the documents and settings of the corpus job tests."""
+"""Helpers the tests share: JSONL files, the documents and settings of the corpus job tests, and comparing two
+generate outputs."""
 
 from __future__ import annotations
 
@@ -56,3 +57,16 @@ def random_batch(vocab_size: int, pad: int, lengths, seed: int, *, bos: int | No
     dec = torch.randint(4, vocab_size, (len(lengths), target_len), generator=g)
     dec[:, 0] = decoder_start
     return ids, mask, dec
+
+
+def assert_same_generation(got, want, atol: float = 0.0, equal_nan: bool = False) -> None:
+    """Two GenerateOutputs (return_dict_in_generate, output_scores): the same sequences, and sequence and per-step
+    scores within atol (0: bit for bit)."""
+    import torch
+
+    assert torch.equal(got.sequences, want.sequences)
+    if want.sequences_scores is not None:
+        torch.testing.assert_close(got.sequences_scores, want.sequences_scores, atol=atol, rtol=0)
+    assert len(got.scores) == len(want.scores)
+    for a, b in zip(got.scores, want.scores):
+        torch.testing.assert_close(a, b, atol=atol, rtol=0, equal_nan=equal_nan)

@@ -13,6 +13,7 @@ import torch
 
 from seq2seq_kit.generation.generate import prepare, result, rows_per_input, start_search
 from seq2seq_kit.generation.sync_free import decode
+from helpers import assert_same_generation
 from test_generation import ATOL, MATRIX, inputs
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using the model-agnostic default:UserWarning")
@@ -32,7 +33,7 @@ def sync_free_generate(model, ids, mask, kwargs, check_every, seed):
                                                                   output_scores=True), generator)
     hidden = model.encode_unchecked(input_ids, padding_mask)
     cache = model.new_cache(hidden, mask, rows_per_input(cfg), cfg.max_length - 1, fixed_shape=True)
-    search = start_search(cfg, input_ids, model.config.vocab_size, model.device, generator)
+    search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator)
     decode(model.decode_step_unchecked, cache, search, check_every)
     return result(cfg, search)
 
@@ -45,20 +46,11 @@ def test_sync_free_equals_generate(pair, name, batch, kwargs):
     eager = ours.generate(ids, mask, generator=torch.Generator().manual_seed(3), return_dict_in_generate=True,
                           output_scores=True, **kwargs)
     every_step = sync_free_generate(ours, ids, mask, kwargs, check_every=1, seed=3)
-    assert torch.equal(every_step.sequences, eager.sequences)
-    if eager.sequences_scores is not None:
-        torch.testing.assert_close(every_step.sequences_scores, eager.sequences_scores, atol=ATOL, rtol=0)
-    assert len(every_step.scores) == len(eager.scores)
-    for a, b in zip(every_step.scores, eager.scores):
-        torch.testing.assert_close(a, b, atol=ATOL, rtol=0, equal_nan=True)
+    assert_same_generation(every_step, eager, atol=ATOL, equal_nan=True)
 
     for k in (4, 7):                   # steps run past the stop (up to k - 1 of them) change nothing
         later = sync_free_generate(ours, ids, mask, kwargs, check_every=k, seed=3)
-        assert torch.equal(later.sequences, every_step.sequences)
-        if eager.sequences_scores is not None:
-            assert torch.equal(later.sequences_scores, every_step.sequences_scores)
-        assert len(later.scores) == len(every_step.scores)
-        assert all(torch.equal(a, b) for a, b in zip(later.scores, every_step.scores))
+        assert_same_generation(later, every_step)
 
 
 def test_stopped_search_state_is_frozen(pair):

@@ -15,6 +15,7 @@ import torch
 
 from seq2seq_kit.generation.generate import prepare, result, rows_per_input, start_search
 from seq2seq_kit.generation.whole_step import decode_eagerly, step_once
+from helpers import assert_same_generation
 from test_generation import ATOL, NO_FORCED_EOS, inputs
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using the model-agnostic default:UserWarning")
@@ -41,7 +42,7 @@ def whole_step_generate(model, ids, mask, kwargs, *, fixed_shape: bool, check_ev
                                                                   output_scores=True), None)
     hidden = model.encode_unchecked(input_ids, padding_mask)
     cache = model.new_cache(hidden, mask, rows_per_input(cfg), cfg.max_length - 1, fixed_shape=fixed_shape)
-    search = start_search(cfg, input_ids, model.config.vocab_size, model.device)
+    search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device)
     decode_eagerly(model.decode_step_unchecked, cache, search, check_every)
     return result(cfg, search)
 
@@ -56,11 +57,7 @@ def test_whole_step_on_the_eager_cache_is_generate_bit_for_bit(pair, name, batch
     ids, mask = (t[:batch] for t in inputs(ours.config.vocab_size, ours.config.pad_token_id))
     want = reference(ours, ids, mask, kwargs)
     got = whole_step_generate(ours, ids, mask, kwargs, fixed_shape=False, check_every=1)
-    assert torch.equal(got.sequences, want.sequences)
-    if want.sequences_scores is not None:
-        assert torch.equal(got.sequences_scores, want.sequences_scores)
-    assert len(got.scores) == len(want.scores)
-    assert all(torch.equal(a, b) for a, b in zip(got.scores, want.scores))
+    assert_same_generation(got, want)
 
 
 @pytest.mark.parametrize("name,batch,kwargs", CASES, ids=IDS)
@@ -69,18 +66,9 @@ def test_whole_step_on_the_fixed_shape_cache(pair, name, batch, kwargs):
     ids, mask = (t[:batch] for t in inputs(ours.config.vocab_size, ours.config.pad_token_id))
     want = reference(ours, ids, mask, kwargs)
     every = whole_step_generate(ours, ids, mask, kwargs, fixed_shape=True, check_every=1)
-    assert torch.equal(every.sequences, want.sequences)
-    if want.sequences_scores is not None:
-        torch.testing.assert_close(every.sequences_scores, want.sequences_scores, atol=ATOL, rtol=0)
-    assert len(every.scores) == len(want.scores)
-    for a, b in zip(every.scores, want.scores):
-        torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+    assert_same_generation(every, want, atol=ATOL)
     later = whole_step_generate(ours, ids, mask, kwargs, fixed_shape=True, check_every=8)  # up to 7 steps past
-    assert torch.equal(later.sequences, every.sequences)
-    if want.sequences_scores is not None:
-        assert torch.equal(later.sequences_scores, every.sequences_scores)
-    assert len(later.scores) == len(every.scores)
-    assert all(torch.equal(a, b) for a, b in zip(later.scores, every.scores))
+    assert_same_generation(later, every)
     theirs = hf.generate(ids, attention_mask=mask, **kwargs)                  # and transformers, directly
     assert torch.equal(every.sequences[:, :theirs.shape[1]], theirs)
     assert every.sequences.shape[1] == theirs.shape[1]
