@@ -1,19 +1,20 @@
 """Choosing the decoder step's CPU matmul kernels (models/kernels.py) by measurement, once per machine.
 
 For a float32 model on the CPU, from_pretrained calls `choose`: each distinct weight shape of the decode step's
-linear layers is timed with every kernel at one row count per row class (1, 4 and 16 rows: greedy, beams, the
-engine's batches; the fastest of a few calls on the model's own weights, about a second in all), and each kind
-of layer gets the fastest kernel among those ELIGIBLE for it (the ones that keep token parity with transformers).
-The timings are cached in
-a JSON file per CPU model, torch version and thread count under $XDG_CACHE_HOME/seq2seq_kit/kernels/ (else
-~/.cache/...), so later loads on the same machine measure nothing; a new weight shape is measured and added.
-Timings taken while the machine is busy (load average at or above its CPU count) are used but not cached: other
-processes' threads stall oneDNN's parallel loops far more than MKL's one-row path, which would pin a wrong choice.
+linear layers is timed with every kernel at one row count per row class (1, 4 and 32 rows: greedy, beams, the
+engine's and the corpus jobs' batches), each call cold (the weight evicted from the caches first, as a decode step
+streams it from memory), the fastest of a few calls on the model's own weights, a few seconds in all. Each kind of
+layer and row class gets the fastest kernel among those ELIGIBLE for it (the ones that keep token parity with
+transformers). The timings are cached in a JSON file per CPU model, torch version and thread count under
+$XDG_CACHE_HOME/seq2seq_kit/kernels/ (else ~/.cache/...), so later loads on the same machine measure nothing; a
+new weight shape is measured and added. Timings taken while the machine is busy (load average at or above its
+CPU count) are used but not cached: other processes' threads stall oneDNN's parallel loops far more than MKL's
+one-row path, which would pin a wrong choice.
 
 SEQ2SEQ_KIT_CPU_KERNELS forces a choice (reproducible runs, tests):
   measure (or unset)              the measured choice above
   default                         models/kernels.py's DEFAULT table (no measurement)
-  mkl | onednn | onednn-packed    that kernel for every kind of layer that ELIGIBLE allows it for, mkl elsewhere
+  mkl | mkl-t | onednn | onednn-packed   that kernel wherever ELIGIBLE allows it, mkl elsewhere
   fc1=onednn-packed,lm_head=onednn,...   exactly these kinds (all row classes), mkl for the rest; not checked
                                   against ELIGIBLE (outside it, token parity is not guaranteed)
 """
@@ -33,8 +34,8 @@ from .jsonfile import read_json_object, write_json
 from .models import kernels
 
 ENV = "SEQ2SEQ_KIT_CPU_KERNELS"
-PROBE_ROWS = {"1": 1, "2-8": 4, "9-64": 16}          # row class -> the row count timed for it
-ROUNDS = 5                                             # timed calls per candidate (the fastest counts)
+PROBE_ROWS = {"1": 1, "2-8": 4, "9-64": 32}          # row class -> the row count timed for it
+ROUNDS = 3                                             # timed calls per candidate (the fastest counts)
 
 
 def choose(model) -> dict[str, dict[str, str]] | None:
@@ -48,8 +49,8 @@ def choose(model) -> dict[str, dict[str, str]] | None:
     if mode == "default":
         return kernels.DEFAULT
     if mode in kernels.KERNELS:
-        return {kind: dict.fromkeys(kernels.ROW_CLASSES, mode) for kind in kernels.KINDS
-                if mode in kernels.ELIGIBLE[kind]}
+        return {kind: {c: mode if mode in ok else "mkl" for c, ok in kernels.ELIGIBLE[kind].items()}
+                for kind in kernels.KINDS}
     return forced(mode)
 
 
@@ -82,13 +83,14 @@ def measured(model) -> dict[str, dict[str, str]]:
             for kind, ms in layers.items() if ms}
 
 
-def select(timing: dict[str, dict[str, float]], eligible, packable: bool = True) -> dict[str, str]:
-    """timing {row class: {kernel: ms}} -> {row class: kernel}. A packed weight serves every row class, so it is
-    taken only when its time, summed over the classes each relative to that class's fastest, beats the best
-    dense kernel's per class."""
-    dense = [k for k in eligible if k != "onednn-packed"]
-    best_dense = {c: min(dense, key=lambda k: t[k]) for c, t in timing.items()}
-    if packable and "onednn-packed" in eligible:
+def select(timing: dict[str, dict[str, float]], eligible: dict[str, tuple[str, ...]],
+           packable: bool = True) -> dict[str, str]:
+    """timing {row class: {kernel: ms}}, eligible {row class: kernels} -> {row class: kernel}. A packed weight
+    serves every row class, so it is taken only where every class allows it and its time, summed over the classes
+    each relative to that class's fastest, beats the best dense kernel's per class."""
+    best_dense = {c: min((k for k in eligible[c] if k != "onednn-packed"), key=lambda k: t[k])
+                  for c, t in timing.items()}
+    if packable and all("onednn-packed" in eligible[c] for c in timing):
         fastest = {c: min(t.values()) for c, t in timing.items()}
         packed_score = sum(t["onednn-packed"] / fastest[c] for c, t in timing.items())
         dense_score = sum(t[best_dense[c]] / fastest[c] for c, t in timing.items())
@@ -98,16 +100,20 @@ def select(timing: dict[str, dict[str, float]], eligible, packable: bool = True)
 
 
 def time_layer(layer) -> dict[str, dict[str, float]]:
-    """{row class: {kernel: ms}} for one layer's weight (float32): F.linear, oneDNN on the dense weight, and oneDNN
-    on a packed copy (made for the timing only). The candidates take turns, ROUNDS times, and each keeps its
-    fastest call: on a shared machine other work only ever adds time."""
+    """{row class: {kernel: ms}} for one layer's weight (float32): every kernel of models/kernels.py (the packed
+    one on a copy made for the timing only). Each call is timed cold, after `evict` has pushed the weight out of
+    the caches, since a decode step streams every weight from memory: a kernel that is fast on a cached weight
+    can be slow on a streamed one (measured: oneDNN on the dense weight, 4 rows, AMD EPYC). The candidates take
+    turns, ROUNDS times, and each keeps its fastest call: on a shared machine other work only ever adds time."""
     weight = layer.dense_weight().detach()
     bias = None if layer.bias is None else layer.bias.detach()
     packed = kernels.pack(weight)
     candidates = {"mkl": lambda x: F.linear(x, weight, bias),
+                  "mkl-t": lambda x: kernels.mkl_transposed_linear(x, weight, bias),
                   "onednn": lambda x: kernels.onednn_linear(x, weight, bias),
                   "onednn-packed": lambda x: kernels.onednn_linear(x, packed, bias)}
     g = torch.Generator().manual_seed(0)
+    scratch = torch.ones(last_level_cache_bytes() // 2, dtype=torch.float32)     # twice the cache's bytes
     out = {}
     with torch.inference_mode():
         for row_class, rows in PROBE_ROWS.items():
@@ -115,11 +121,30 @@ def time_layer(layer) -> dict[str, dict[str, float]]:
             best = dict.fromkeys(candidates, float("inf"))
             for _ in range(ROUNDS + 1):                                  # the first round warms up
                 for name, fn in candidates.items():
+                    evict(scratch)
                     start = time.perf_counter()
                     fn(x)
                     best[name] = min(best[name], time.perf_counter() - start)
             out[row_class] = {name: round(1000 * s, 4) for name, s in best.items()}
     return out
+
+
+def evict(scratch: torch.Tensor) -> None:
+    """Read a buffer twice the last-level cache's size, so the next call finds no weight in the caches."""
+    scratch.sum()
+
+
+def last_level_cache_bytes() -> int:
+    """The largest CPU cache's size as Linux reports it (sysfs), 32 MiB where it does not."""
+    sizes = []
+    for path in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        try:
+            m = re.fullmatch(r"(\d+)([KMG]?)", path.read_text().strip())
+        except OSError:
+            m = None
+        if m:
+            sizes.append(int(m.group(1)) * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m.group(2)])
+    return min(max(sizes, default=32 << 20), 1 << 30)
 
 
 def shape_key(layer) -> str:

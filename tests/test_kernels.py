@@ -44,6 +44,11 @@ def test_every_kernel_computes_the_linear():
         torch.testing.assert_close(onednn, want, rtol=1e-5, atol=1e-5)
         layer.use(dict.fromkeys(kernels.ROW_CLASSES, "onednn"))              # up to 64 rows; F.linear above
         assert torch.equal(layer(x), onednn if rows <= kernels.MAX_ROWS else want)
+        layer.use(dict.fromkeys(kernels.ROW_CLASSES, "mkl-t"))               # up to 64 rows; F.linear above
+        got = layer(x)
+        assert got.shape == want.shape and got.is_contiguous()
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        assert torch.equal(layer(x[:, None]), got[:, None])                 # any leading dims: [N, 1, in]
         layer.use({"1": "onednn-packed"})                                    # every row count
         assert layer.packed and layer.weight.is_mkldnn
         torch.testing.assert_close(layer(x), want, rtol=1e-5, atol=1e-5)    # rounding may differ from dense
@@ -98,26 +103,35 @@ def test_unknown_kernels_and_kinds_are_refused():
 
 # ---- the choice --------------------------------------------------------------------------------------------------
 
-def timing(mkl, onednn, packed):
-    """{row class: {kernel: ms}} from three (1, 2-8, 9-64) tuples."""
-    return {c: {"mkl": mkl[i], "onednn": onednn[i], "onednn-packed": packed[i]}
+def timing(mkl, onednn, packed, mkl_t=(99.0, 99.0, 99.0)):
+    """{row class: {kernel: ms}} from (1, 2-8, 9-64) tuples."""
+    return {c: {"mkl": mkl[i], "mkl-t": mkl_t[i], "onednn": onednn[i], "onednn-packed": packed[i]}
             for i, c in enumerate(kernels.ROW_CLASSES)}
 
 
+def everywhere(*names):
+    return dict.fromkeys(kernels.ROW_CLASSES, names)
+
+
 def test_select_takes_the_fastest_eligible_kernel_per_row_class():
-    t = timing(mkl=(1.0, 9.0, 20.0), onednn=(2.0, 3.0, 8.0), packed=(2.5, 3.5, 9.0))
-    assert kernel_choice.select(t, kernels.KERNELS) == {"1": "mkl", "2-8": "onednn", "9-64": "onednn"}
-    assert kernel_choice.select(t, ("mkl",)) == dict.fromkeys(kernels.ROW_CLASSES, "mkl")
+    t = timing(mkl=(1.0, 9.0, 20.0), onednn=(2.0, 3.0, 8.0), packed=(2.5, 3.5, 9.0), mkl_t=(3.0, 2.5, 30.0))
+    assert kernel_choice.select(t, everywhere(*kernels.KERNELS)) == {"1": "mkl", "2-8": "mkl-t", "9-64": "onednn"}
+    assert kernel_choice.select(t, everywhere("mkl")) == dict.fromkeys(kernels.ROW_CLASSES, "mkl")
     faster_packed = timing(mkl=(1.0, 9.0, 20.0), onednn=(2.0, 3.0, 8.0), packed=(1.1, 1.0, 4.0))
-    assert kernel_choice.select(faster_packed, kernels.KERNELS) == dict.fromkeys(kernels.ROW_CLASSES,
-                                                                                 "onednn-packed")
-    assert kernel_choice.select(faster_packed, kernels.KERNELS, packable=False)["2-8"] == "onednn"
+    assert kernel_choice.select(faster_packed, everywhere(*kernels.KERNELS)) == \
+        dict.fromkeys(kernels.ROW_CLASSES, "onednn-packed")
+    assert kernel_choice.select(faster_packed, everywhere(*kernels.KERNELS), packable=False)["2-8"] == "onednn"
+    one_row_only = {"1": ("mkl", "onednn-packed"), "2-8": ("mkl",), "9-64": ("mkl",)}   # packing serves every row
+    assert kernel_choice.select(faster_packed, one_row_only) == dict.fromkeys(kernels.ROW_CLASSES, "mkl")
 
 
-def test_the_eligibility_table_covers_every_kind():
+def test_the_eligibility_table_covers_every_kind_and_row_class():
     assert set(kernels.ELIGIBLE) == set(kernels.KINDS)
-    assert all("mkl" in k and set(k) <= set(kernels.KERNELS) for k in kernels.ELIGIBLE.values())
-    assert kernels.ELIGIBLE["self_qkv"] == ("mkl",)
+    assert all(set(by_class) == set(kernels.ROW_CLASSES) and all("mkl" in k and set(k) <= set(kernels.KERNELS)
+                                                                 for k in by_class.values())
+               for by_class in kernels.ELIGIBLE.values())
+    assert kernels.ELIGIBLE["self_qkv"] == {"1": ("mkl", "mkl-t", "onednn"), "2-8": ("mkl", "mkl-t"),
+                                            "9-64": ("mkl", "mkl-t")}      # the beams' cached keys: no oneDNN
 
 
 def test_the_environment_variable_forces_the_choice(monkeypatch):
@@ -125,7 +139,9 @@ def test_the_environment_variable_forces_the_choice(monkeypatch):
     monkeypatch.setenv(kernel_choice.ENV, "mkl")
     assert kernel_choice.choose(model) == {k: dict.fromkeys(kernels.ROW_CLASSES, "mkl") for k in kernels.KINDS}
     monkeypatch.setenv(kernel_choice.ENV, "onednn")
-    assert set(kernel_choice.choose(model)) == {k for k in kernels.KINDS if "onednn" in kernels.ELIGIBLE[k]}
+    table = kernel_choice.choose(model)
+    assert table["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn")
+    assert table["self_qkv"] == {"1": "onednn", "2-8": "mkl", "9-64": "mkl"}     # where ELIGIBLE allows it
     monkeypatch.setenv(kernel_choice.ENV, "default")
     assert kernel_choice.choose(model) == kernels.DEFAULT
     monkeypatch.setenv(kernel_choice.ENV, "fc1=onednn-packed, lm_head=onednn")
@@ -160,7 +176,7 @@ def test_measurement_is_cached_per_machine_and_reused(monkeypatch, tmp_path):
     table = kernel_choice.choose(model)
     assert sorted(calls) == sorted({"96x32-nobias", "96x32", "32x32", "64x32", "32x64"})   # each shape once
     assert table["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn-packed")
-    assert table["self_qkv"] == dict.fromkeys(kernels.ROW_CLASSES, "mkl")      # ELIGIBLE: MKL only
+    assert table["self_qkv"] == {"1": "onednn", "2-8": "mkl", "9-64": "mkl"}  # ELIGIBLE: never packed
     assert table["lm_head"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn")    # tied: never packed
     [cached] = (tmp_path / "seq2seq_kit" / "kernels").iterdir()
     assert json.loads(cached.read_text())["cpu"] == kernel_choice.cpu_name()

@@ -6,14 +6,17 @@ differently on each CPU family (MKL's sgemm is fast at one row on Intel, up to 3
 Kernels, all float32 on the CPU (any other dtype or device always runs F.linear):
 
   "mkl"            F.linear: MKL's sgemm on the dense weight (torch's default, and transformers' kernel).
+  "mkl-t"          MKL's sgemm on the transposed problem, (weight @ x^T)^T: the weight's long side is the
+                   product's M. Measured on an AMD EPYC (family 25), 4 rows, weights streamed from memory:
+                   20-22 GB/s where F.linear reaches 6.5-8.
   "onednn"         oneDNN's matmul (mkldnn._linear_pointwise) on the dense weight; for more than one row it
                    reorders the weight into its blocked layout on every call.
   "onednn-packed"  oneDNN's matmul on the weight reordered once (mkldnn._reorder_linear_weight). The packed weight
                    REPLACES the dense one (same bytes, no second copy), so every call of that layer, any row
                    count, runs oneDNN; a weight shared with the embedding (a tied LM head) is never packed.
 
-Rejected candidates (measured on an AMD EPYC, family 25): addmm on a transposed contiguous weight (slower than
-oneDNN at every decode shape, and a second layout of the weight); MKL's packed sgemm (mkl._mkl_linear needs the
+Rejected candidates (measured on an AMD EPYC, family 25): x @ a transposed contiguous copy of the weight (slower
+than oneDNN at every decode shape, and a second layout of the weight); MKL's packed sgemm (mkl._mkl_linear needs the
 dense weight beside the packed one: twice the memory).
 
 A table says which kernel runs where: {kind: {row class: kernel}} for the kinds in KINDS and the row classes in
@@ -29,29 +32,25 @@ import torch.nn.functional as F
 from torch import nn
 
 KINDS = ("self_qkv", "self_out", "cross_q", "cross_out", "fc1", "fc2", "lm_head")
-KERNELS = ("mkl", "onednn", "onednn-packed")
+KERNELS = ("mkl", "mkl-t", "onednn", "onednn-packed")
 ROW_CLASSES = {"1": (1, 1), "2-8": (2, 8), "9-64": (9, 64)}          # name -> (first, last) row count
 MAX_ROWS = 64
 
-# Which kernels may run each kind without breaking token parity with transformers (test_generation.py,
-# test_families.py, test_model.py: tokens equal, beam and step scores within 1e-4), established by running those
-# tests with the candidate forced through SEQ2SEQ_KIT_CPU_KERNELS (AMD EPYC family 25, torch 2.13):
-#  - "onednn-packed" for self_out, cross_q, cross_out, fc1, fc2 and lm_head at once (a tied LM head: "onednn"):
-#    all pass (tests/test_kernels.py keeps a few of those cases); "onednn" (dense) likewise, test_engine.py too:
-#    tests/conftest.py runs the whole suite that way;
-#  - the self-attention's qkv_proj stays on MKL: oneDNN's rounding of the cached keys/values moved beam scores by
-#    more than 1e-4 from transformers' (found with oneDNN on the dense weight for 2..64 rows, on an Intel Xeon).
-#    With the packed weight test_generation's parity cases pass, but the whole suite has not been run that way.
+# Which kernels may run each kind and row class without breaking token parity with transformers (tokens equal,
+# beam and step scores within 1e-4), established by running the suite's parity tests (test_generation.py,
+# test_families.py, test_model.py, test_engine.py, test_whole_step.py, test_sync_free.py, test_sampling.py,
+# test_pipeline.py, ...) with the candidate forced for every kind through SEQ2SEQ_KIT_CPU_KERNELS (AMD EPYC
+# family 25, torch 2.13):
+#  - "mkl-t": every kind, every row class, all pass;
+#  - "onednn-packed" for every kind but self_qkv (a tied LM head: "onednn"), and "onednn" (dense): all pass
+#    (tests/conftest.py runs the whole suite with "onednn" wherever allowed, tests/test_kernels.py a few packed
+#    cases);
+#  - the self-attention's qkv_proj runs oneDNN for one row only: with several rows (beams), oneDNN's rounding of
+#    the cached keys/values moves beam scores by more than 1e-4 from transformers' (test_generation.py's
+#    distilbart and KoBART beam cases fail, dense and packed alike; first seen on an Intel Xeon).
 # "onednn" and "onednn-packed" round differently from each other (one-row products differ in the last bit).
-ELIGIBLE = {
-    "self_qkv": ("mkl",),
-    "self_out": ("mkl", "onednn", "onednn-packed"),
-    "cross_q": ("mkl", "onednn", "onednn-packed"),
-    "cross_out": ("mkl", "onednn", "onednn-packed"),
-    "fc1": ("mkl", "onednn", "onednn-packed"),
-    "fc2": ("mkl", "onednn", "onednn-packed"),
-    "lm_head": ("mkl", "onednn", "onednn-packed"),
-}
+ELIGIBLE = {kind: dict.fromkeys(ROW_CLASSES, KERNELS) for kind in KINDS}      # {kind: {row class: kernels}}
+ELIGIBLE["self_qkv"] = {"1": ("mkl", "mkl-t", "onednn"), "2-8": ("mkl", "mkl-t"), "9-64": ("mkl", "mkl-t")}
 
 # Without a measurement (a network built directly, or SEQ2SEQ_KIT_CPU_KERNELS=default): what was tuned on an
 # Intel Xeon, oneDNN on the dense weight for 2..64 rows of the FFN and the LM head.
@@ -64,6 +63,17 @@ ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_li
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """x [..., in] @ weight [out, in]^T + bias by oneDNN; weight dense or packed (pack)."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+def mkl_transposed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """The same product as the transposed problem, (weight [out, in] @ x^T [in, N])^T: MKL's sgemm with the long
+    side (out) as its M, which streams the weight at up to 3x F.linear's speed for a few rows on some CPUs."""
+    rows = x.reshape(-1, x.shape[-1])                                        # [N, in]
+    y = torch.mm(weight, rows.t()) if bias is None else torch.addmm(bias[:, None], weight, rows.t())   # [out, N]
+    return y.t().contiguous().view(*x.shape[:-1], weight.shape[0])
+
+
+DENSE = {"onednn": onednn_linear, "mkl-t": mkl_transposed_linear}      # kernels on the dense weight besides "mkl"
 
 
 def pack(weight: torch.Tensor) -> torch.Tensor:
@@ -79,15 +89,15 @@ class KernelLinear(nn.Linear):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.onednn_rows = frozenset()          # row counts (<= MAX_ROWS) run by oneDNN on the dense weight
+        self.row_kernels: dict[int, str] = {}    # row count (<= MAX_ROWS) -> a dense kernel other than "mkl"
         self.packed = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:                      # x [..., in] -> [..., out]
         if self.packed:
             return onednn_linear(x, self.weight, self.bias)
-        if self.onednn_rows and x.numel() // x.shape[-1] in self.onednn_rows and x.dtype == torch.float32 \
-                and x.device.type == "cpu":
-            return onednn_linear(x, self.weight, self.bias)
+        kernel = self.row_kernels.get(x.numel() // x.shape[-1]) if self.row_kernels else None
+        if kernel is not None and x.dtype == torch.float32 and x.device.type == "cpu":
+            return DENSE[kernel](x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
 
     def dense_weight(self) -> torch.Tensor:
@@ -96,7 +106,7 @@ class KernelLinear(nn.Linear):
     def use(self, kernels: dict[str, str], packable: bool = True) -> None:
         """kernels: {row class: kernel} (ROW_CLASSES, KERNELS; missing: "mkl"). "onednn-packed" anywhere packs
         the weight (all row counts then run it) unless packable is False (a shared weight) or the weight is not
-        float32 on the CPU, where it counts as "onednn". "onednn" runs only for float32 CPU inputs."""
+        float32 on the CPU, where it counts as "onednn". "onednn" and "mkl-t" run only for float32 CPU inputs."""
         bad = [k for k in kernels.values() if k not in KERNELS] + [c for c in kernels if c not in ROW_CLASSES]
         if bad:
             raise ValueError(f"unknown kernel or row class {bad}; kernels: {KERNELS}, row classes: "
@@ -107,15 +117,16 @@ class KernelLinear(nn.Linear):
             values = pack(self.weight) if packed else self.weight.detach().to_dense()
             self.weight = nn.Parameter(values, requires_grad=False)
             self.packed = packed
-        self.onednn_rows = frozenset(
-            n for name, kernel in kernels.items() if ONEDNN and not packed and kernel != "mkl"
-            for n in range(ROW_CLASSES[name][0], ROW_CLASSES[name][1] + 1))
+        dense = {name: "onednn" if kernel == "onednn-packed" else kernel for name, kernel in kernels.items()}
+        self.row_kernels = {n: kernel for name, kernel in dense.items()
+                            if not packed and kernel in DENSE and (ONEDNN or kernel != "onednn")
+                            for n in range(ROW_CLASSES[name][0], ROW_CLASSES[name][1] + 1)}
 
     def kernels(self) -> dict[str, str]:
         """The {row class: kernel} this layer runs now."""
         if self.packed:
             return dict.fromkeys(ROW_CLASSES, "onednn-packed")
-        return {name: "onednn" if first in self.onednn_rows else "mkl" for name, (first, _) in ROW_CLASSES.items()}
+        return {name: self.row_kernels.get(first, "mkl") for name, (first, _) in ROW_CLASSES.items()}
 
 
 def apply(layers: dict[str, list[KernelLinear]], table: dict[str, dict[str, str]],
