@@ -232,7 +232,7 @@ def test_inspect_prints_the_cpu_and_the_kernels(checkpoint, capsys, monkeypatch)
     assert f"kernels      {kernel_choice.cpu_name()}: self_qkv mkl; " in capsys.readouterr().out
 
 
-# ---- token parity of the packed weights (the suite's other tests run oneDNN on dense weights: conftest.py) --------
+# ---- token parity of the packed weights and of mkl-t (the suite's other tests run oneDNN on dense weights) ------
 
 PACKED_CASES = [   # test_generation's MATRIX rows: greedy, beams with near-ties and early EOS, a padded batch
     ("tiny-eos", 3, dict(max_length=30, forced_eos_token_id=None)),
@@ -246,28 +246,35 @@ PACKED_CASES = [   # test_generation's MATRIX rows: greedy, beams with near-ties
 
 
 @pytest.fixture(scope="module")
-def packed(checkpoint, tiny_eos_path):
-    """packed(name) -> the checkpoint loaded with SEQ2SEQ_KIT_CPU_KERNELS=onednn-packed, once per module."""
+def forced(checkpoint, tiny_eos_path):
+    """forced(name, kernel) -> the checkpoint loaded with SEQ2SEQ_KIT_CPU_KERNELS=kernel, once per module."""
     loaded = {}
 
-    def get(name: str):
-        if name not in loaded:
+    def get(name: str, kernel: str):
+        if (name, kernel) not in loaded:
             with pytest.MonkeyPatch.context() as mp:
-                mp.setenv(kernel_choice.ENV, "onednn-packed")
+                mp.setenv(kernel_choice.ENV, kernel)
                 path = tiny_eos_path if name == "tiny-eos" else checkpoint(name)
-                loaded[name] = BartForConditionalGeneration.from_pretrained(path)
-        return loaded[name]
+                loaded[name, kernel] = BartForConditionalGeneration.from_pretrained(path)
+        return loaded[name, kernel]
 
     return get
 
 
+@pytest.mark.parametrize("kernel", ["onednn-packed", "mkl-t"])
 @pytest.mark.parametrize("name,batch,kwargs", PACKED_CASES, ids=[f"{n}-b{b}" for n, b, _ in PACKED_CASES])
-def test_packed_weights_keep_token_parity(pair, packed, name, batch, kwargs):
+def test_eligible_kernels_keep_token_parity(pair, forced, name, batch, kwargs, kernel):
+    """The suite's other tests run oneDNN on dense weights (conftest.py); these cases, the packed weights and MKL
+    on the transposed problem (self_qkv included: ELIGIBLE allows mkl-t everywhere)."""
     from test_generation import assert_parity, inputs, run_both
 
     hf, _ = pair(name)
-    ours = packed(name)
-    assert ours.decoder.layers[0].fc1.packed and not ours.decoder.layers[0].self_attn.qkv_proj.packed
+    ours = forced(name, kernel)
+    table = ours.kernel_table()
+    if kernel == "onednn-packed":
+        assert ours.decoder.layers[0].fc1.packed and not ours.decoder.layers[0].self_attn.qkv_proj.packed
+    else:
+        assert table["self_qkv"] == table["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "mkl-t")
     ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id, (40, 28, 12)[:batch] if name == "distilbart"
                        else (12, 9, 5)[:batch])
     assert_parity(*run_both(hf, ours, ids, mask, **kwargs))
