@@ -188,7 +188,9 @@ class BeamSearch(SearchProgress):
         if self.step_scores is not None:
             self.step_scores.append(log_probs)
         vocab = log_probs.shape[-1]
-        acc = (log_probs.view(batch, beams, vocab) + st.running_scores[:, :, None]).view(batch, beams * vocab)
+        scores, prior = log_probs.view(batch, beams, vocab), st.running_scores[:, :, None]
+        acc = scores + prior if self.step_scores is not None else scores.add_(prior)   # unrecorded: add in place
+        acc = acc.view(batch, beams * vocab)
 
         cand_scores, cand_idx = _candidates(acc, self.n_candidates, cfg.do_sample, self.generator)   # [B, K2]
         parent, token = cand_idx // vocab, cand_idx % vocab

@@ -101,8 +101,9 @@ class NoBadWords:
     def __init__(self, bad_words_ids: list[list[int]], eos_token_id: list[int] | None, vocab_size: int, device):
         eos = eos_token_id or []
         words = {tuple(w) for w in bad_words_ids if not any(w == [e] for e in eos)}
+        self.single_ids = torch.tensor(sorted(w[0] for w in words if len(w) == 1), dtype=torch.long, device=device)
         self.single = torch.zeros(vocab_size, dtype=torch.bool, device=device)
-        self.single[[w[0] for w in words if len(w) == 1]] = True
+        self.single[self.single_ids] = True
         by_prefix_len: dict[int, list[tuple[int, ...]]] = {}
         for w in sorted(words):
             if len(w) > 1:
@@ -113,6 +114,8 @@ class NoBadWords:
         ]
 
     def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
+        if not self.groups:                     # single tokens only (Marian's [[pad]]): one pass over the scores
+            return scores.index_fill(1, self.single_ids, -math.inf)
         vocab_size = scores.shape[-1]
         banned = scores.new_zeros((scores.shape[0], vocab_size + 1), dtype=torch.bool)    # spare last column
         banned[:, :vocab_size] = self.single

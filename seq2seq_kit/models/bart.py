@@ -298,7 +298,8 @@ class BartNetwork(nn.Module):
         return self.add_bias(self.lm_head(h))                               # [..., V]
 
     def add_bias(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits if self.final_logits_bias is None else logits + self.final_logits_bias
+        """logits: the LM head's fresh output, which takes the bias in place (no second [R, V] tensor)."""
+        return logits if self.final_logits_bias is None else logits.add_(self.final_logits_bias)
 
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
