@@ -1,8 +1,8 @@
 """Choosing the decoder step's CPU matmul kernels (models/kernels.py) by measurement, once per machine.
 
 For a float32 model on the CPU, from_pretrained calls `choose`: each distinct weight shape of the decode step's
-linear layers is timed with every kernel at one row count per row class (1, 4 and 32 rows: greedy, beams, the
-engine's and the corpus jobs' batches), each call cold (the weight evicted from the caches first, as a decode step
+linear layers is timed with every kernel at one row count per row class (1, 4, 32 and 128 rows: greedy, beams, the
+engine's and the corpus jobs' batches, and those batches' beams), each call cold (the weight evicted from the caches first, as a decode step
 streams it from memory), the fastest of a few calls on the model's own weights, a few seconds in all. Each kind of
 layer and row class gets the fastest kernel among those ELIGIBLE for it (the ones that keep token parity with
 transformers). The timings are cached in a JSON file per CPU model, torch version and thread count under
@@ -34,7 +34,7 @@ from .jsonfile import read_json_object, write_json
 from .models import kernels
 
 ENV = "SEQ2SEQ_KIT_CPU_KERNELS"
-PROBE_ROWS = {"1": 1, "2-8": 4, "9-64": 32}          # row class -> the row count timed for it
+PROBE_ROWS = {"1": 1, "2-8": 4, "9-64": 32, "65-256": 128}   # row class -> the row count timed for it
 ROUNDS = 3                                             # timed calls per candidate (the fastest counts)
 
 

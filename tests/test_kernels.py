@@ -35,16 +35,16 @@ def test_every_kernel_computes_the_linear():
     torch.manual_seed(0)
     layer = KernelLinear(48, 80)
     dense = layer.weight.detach().clone()
-    for rows in (1, 4, 16, 100):
+    for rows in (1, 4, 16, 100, 300):
         x = torch.randn(rows, 48)
         want = F.linear(x, dense, layer.bias)
         layer.use({})
         assert torch.equal(layer(x), want)                                   # "mkl" is F.linear
         onednn = kernels.onednn_linear(x, dense, layer.bias)
         torch.testing.assert_close(onednn, want, rtol=1e-5, atol=1e-5)
-        layer.use(dict.fromkeys(kernels.ROW_CLASSES, "onednn"))              # up to 64 rows; F.linear above
+        layer.use(dict.fromkeys(kernels.ROW_CLASSES, "onednn"))              # up to 256 rows; F.linear above
         assert torch.equal(layer(x), onednn if rows <= kernels.MAX_ROWS else want)
-        layer.use(dict.fromkeys(kernels.ROW_CLASSES, "mkl-t"))               # up to 64 rows; F.linear above
+        layer.use(dict.fromkeys(kernels.ROW_CLASSES, "mkl-t"))               # up to 256 rows; F.linear above
         got = layer(x)
         assert got.shape == want.shape and got.is_contiguous()
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
@@ -104,9 +104,9 @@ def test_unknown_kernels_and_kinds_are_refused():
 # ---- the choice --------------------------------------------------------------------------------------------------
 
 def timing(mkl, onednn, packed, mkl_t=(99.0, 99.0, 99.0)):
-    """{row class: {kernel: ms}} from (1, 2-8, 9-64) tuples."""
-    return {c: {"mkl": mkl[i], "mkl-t": mkl_t[i], "onednn": onednn[i], "onednn-packed": packed[i]}
-            for i, c in enumerate(kernels.ROW_CLASSES)}
+    """{row class: {kernel: ms}} from (1, 2-8, 9-64) tuples; 65-256 takes twice the 9-64 times."""
+    by_kernel = {"mkl": mkl, "mkl-t": mkl_t, "onednn": onednn, "onednn-packed": packed}
+    return {c: {k: (*t, 2 * t[2])[i] for k, t in by_kernel.items()} for i, c in enumerate(kernels.ROW_CLASSES)}
 
 
 def everywhere(*names):
@@ -115,13 +115,14 @@ def everywhere(*names):
 
 def test_select_takes_the_fastest_eligible_kernel_per_row_class():
     t = timing(mkl=(1.0, 9.0, 20.0), onednn=(2.0, 3.0, 8.0), packed=(2.5, 3.5, 9.0), mkl_t=(3.0, 2.5, 30.0))
-    assert kernel_choice.select(t, everywhere(*kernels.KERNELS)) == {"1": "mkl", "2-8": "mkl-t", "9-64": "onednn"}
+    assert kernel_choice.select(t, everywhere(*kernels.KERNELS)) == {"1": "mkl", "2-8": "mkl-t", "9-64": "onednn",
+                                                                              "65-256": "onednn"}
     assert kernel_choice.select(t, everywhere("mkl")) == dict.fromkeys(kernels.ROW_CLASSES, "mkl")
     faster_packed = timing(mkl=(1.0, 9.0, 20.0), onednn=(2.0, 3.0, 8.0), packed=(1.1, 1.0, 4.0))
     assert kernel_choice.select(faster_packed, everywhere(*kernels.KERNELS)) == \
         dict.fromkeys(kernels.ROW_CLASSES, "onednn-packed")
     assert kernel_choice.select(faster_packed, everywhere(*kernels.KERNELS), packable=False)["2-8"] == "onednn"
-    one_row_only = {"1": ("mkl", "onednn-packed"), "2-8": ("mkl",), "9-64": ("mkl",)}   # packing serves every row
+    one_row_only = {"1": ("mkl", "onednn-packed"), "2-8": ("mkl",), "9-64": ("mkl",), "65-256": ("mkl",)}
     assert kernel_choice.select(faster_packed, one_row_only) == dict.fromkeys(kernels.ROW_CLASSES, "mkl")
 
 
@@ -131,7 +132,7 @@ def test_the_eligibility_table_covers_every_kind_and_row_class():
                                                                  for k in by_class.values())
                for by_class in kernels.ELIGIBLE.values())
     assert kernels.ELIGIBLE["self_qkv"] == {"1": ("mkl", "mkl-t", "onednn"), "2-8": ("mkl", "mkl-t"),
-                                            "9-64": ("mkl", "mkl-t")}      # the beams' cached keys: no oneDNN
+                                            "9-64": ("mkl", "mkl-t"), "65-256": ("mkl", "mkl-t")}   # beams: no oneDNN
 
 
 def test_the_environment_variable_forces_the_choice(monkeypatch):
@@ -141,7 +142,7 @@ def test_the_environment_variable_forces_the_choice(monkeypatch):
     monkeypatch.setenv(kernel_choice.ENV, "onednn")
     table = kernel_choice.choose(model)
     assert table["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn")
-    assert table["self_qkv"] == {"1": "onednn", "2-8": "mkl", "9-64": "mkl"}     # where ELIGIBLE allows it
+    assert table["self_qkv"] == {"1": "onednn", "2-8": "mkl", "9-64": "mkl", "65-256": "mkl"}   # ELIGIBLE
     monkeypatch.setenv(kernel_choice.ENV, "default")
     assert kernel_choice.choose(model) == kernels.DEFAULT
     monkeypatch.setenv(kernel_choice.ENV, "fc1=onednn-packed, lm_head=onednn")
@@ -176,7 +177,7 @@ def test_measurement_is_cached_per_machine_and_reused(monkeypatch, tmp_path):
     table = kernel_choice.choose(model)
     assert sorted(calls) == sorted({"96x32-nobias", "96x32", "32x32", "64x32", "32x64"})   # each shape once
     assert table["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn-packed")
-    assert table["self_qkv"] == {"1": "onednn", "2-8": "mkl", "9-64": "mkl"}  # ELIGIBLE: never packed
+    assert table["self_qkv"] == {"1": "onednn", "2-8": "mkl", "9-64": "mkl", "65-256": "mkl"}  # never packed
     assert table["lm_head"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn")    # tied: never packed
     [cached] = (tmp_path / "seq2seq_kit" / "kernels").iterdir()
     assert json.loads(cached.read_text())["cpu"] == kernel_choice.cpu_name()
@@ -242,7 +243,15 @@ PACKED_CASES = [   # test_generation's MATRIX rows: greedy, beams with near-ties
                          min_new_tokens=4, max_new_tokens=20, forced_eos_token_id=None)),
     ("distilbart", 1, dict(num_beams=1, min_length=0, max_new_tokens=12)),
     ("distilbart", 2, dict(min_length=0, max_new_tokens=12)),                # the checkpoint's beam 4
+    ("tiny-eos", 17, dict(num_beams=4, early_stopping="never", min_length=10, max_new_tokens=25,
+                          forced_eos_token_id=None)),                        # 68 rows: the 65-256 row class
+    ("distilbart", 20, dict(min_length=0, max_new_tokens=12)),               # 80 rows
 ]
+
+
+def lengths(name: str, batch: int) -> tuple[int, ...]:
+    first = (40, 28, 12) if name == "distilbart" else (12, 9, 5)
+    return first[:batch] if batch <= 3 else first + tuple(5 + 7 * i % 9 for i in range(batch - 3))
 
 
 @pytest.fixture(scope="module")
@@ -261,11 +270,12 @@ def forced(checkpoint, tiny_eos_path):
     return get
 
 
-@pytest.mark.parametrize("kernel", ["onednn-packed", "mkl-t"])
+@pytest.mark.parametrize("kernel", ["onednn-packed", "mkl-t", "onednn"])
 @pytest.mark.parametrize("name,batch,kwargs", PACKED_CASES, ids=[f"{n}-b{b}" for n, b, _ in PACKED_CASES])
 def test_eligible_kernels_keep_token_parity(pair, forced, name, batch, kwargs, kernel):
-    """The suite's other tests run oneDNN on dense weights (conftest.py); these cases, the packed weights and MKL
-    on the transposed problem (self_qkv included: ELIGIBLE allows mkl-t everywhere)."""
+    """The suite's other tests run oneDNN on dense weights (conftest.py) with at most 64 rows; these cases, the
+    packed weights, MKL on the transposed problem (self_qkv included: ELIGIBLE allows mkl-t everywhere), and all
+    three at 68 and 80 rows (the 65-256 row class: beams of a batch)."""
     from test_generation import assert_parity, inputs, run_both
 
     hf, _ = pair(name)
@@ -274,7 +284,8 @@ def test_eligible_kernels_keep_token_parity(pair, forced, name, batch, kwargs, k
     if kernel == "onednn-packed":
         assert ours.decoder.layers[0].fc1.packed and not ours.decoder.layers[0].self_attn.qkv_proj.packed
     else:
-        assert table["self_qkv"] == table["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "mkl-t")
-    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id, (40, 28, 12)[:batch] if name == "distilbart"
-                       else (12, 9, 5)[:batch])
+        assert table["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, kernel)
+        beams = "mkl-t" if kernel == "mkl-t" else "mkl"                      # self_qkv: oneDNN for one row only
+        assert table["self_qkv"] == {"1": kernel} | dict.fromkeys(("2-8", "9-64", "65-256"), beams)
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id, lengths(name, batch))
     assert_parity(*run_both(hf, ours, ids, mask, **kwargs))

@@ -20,7 +20,7 @@ than oneDNN at every decode shape, and a second layout of the weight); MKL's pac
 dense weight beside the packed one: twice the memory).
 
 A table says which kernel runs where: {kind: {row class: kernel}} for the kinds in KINDS and the row classes in
-ROW_CLASSES; a kind or class left out runs "mkl", and more than 64 rows (the teacher-forced forward, the
+ROW_CLASSES; a kind or class left out runs "mkl", and more than 256 rows (the teacher-forced forward, the
 cross-attention K/V projection of a whole source) run "mkl" unless the layer is packed. seq2seq_kit/kernel_choice.py
 picks the table by measurement among ELIGIBLE; the model only applies it (apply).
 """
@@ -33,8 +33,8 @@ from torch import nn
 
 KINDS = ("self_qkv", "self_out", "cross_q", "cross_out", "fc1", "fc2", "lm_head")
 KERNELS = ("mkl", "mkl-t", "onednn", "onednn-packed")
-ROW_CLASSES = {"1": (1, 1), "2-8": (2, 8), "9-64": (9, 64)}          # name -> (first, last) row count
-MAX_ROWS = 64
+ROW_CLASSES = {"1": (1, 1), "2-8": (2, 8), "9-64": (9, 64), "65-256": (65, 256)}   # name -> (first, last) rows
+MAX_ROWS = 256
 
 # Which kernels may run each kind and row class without breaking token parity with transformers (tokens equal,
 # beam and step scores within 1e-4), established by running the suite's parity tests (test_generation.py,
@@ -50,7 +50,8 @@ MAX_ROWS = 64
 #    distilbart and KoBART beam cases fail, dense and packed alike; first seen on an Intel Xeon).
 # "onednn" and "onednn-packed" round differently from each other (one-row products differ in the last bit).
 ELIGIBLE = {kind: dict.fromkeys(ROW_CLASSES, KERNELS) for kind in KINDS}      # {kind: {row class: kernels}}
-ELIGIBLE["self_qkv"] = {"1": ("mkl", "mkl-t", "onednn"), "2-8": ("mkl", "mkl-t"), "9-64": ("mkl", "mkl-t")}
+ELIGIBLE["self_qkv"] = {c: ("mkl", "mkl-t") for c in ROW_CLASSES}
+ELIGIBLE["self_qkv"]["1"] = ("mkl", "mkl-t", "onednn")
 
 # Without a measurement (a network built directly, or SEQ2SEQ_KIT_CPU_KERNELS=default): what was tuned on an
 # Intel Xeon, oneDNN on the dense weight for 2..64 rows of the FFN and the LM head.
