@@ -69,7 +69,7 @@ def test_encoder_no_repeat_ngram_input_shorter_than_n():
                                        [[4, 5, 6, 7, 8, 9, 1, 2, 3, 4, 5]]])
 def test_bad_words(bad_words):
     eos = [2]
-    mine = ours.NoBadWords(bad_words, eos, V, "cpu")
+    mine = ours.NoBadWords(bad_words, eos, "cpu")
     assert_same(mine, hf.NoBadWordsLogitsProcessor(bad_words, eos), histories())
 
 

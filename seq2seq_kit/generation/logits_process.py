@@ -98,12 +98,10 @@ class NoBadWords:
     Bad words that are exactly one EOS id are dropped, as transformers does.
     """
 
-    def __init__(self, bad_words_ids: list[list[int]], eos_token_id: list[int] | None, vocab_size: int, device):
+    def __init__(self, bad_words_ids: list[list[int]], eos_token_id: list[int] | None, device):
         eos = eos_token_id or []
         words = {tuple(w) for w in bad_words_ids if not any(w == [e] for e in eos)}
-        self.single_ids = torch.tensor(sorted(w[0] for w in words if len(w) == 1), dtype=torch.long, device=device)
-        self.single = torch.zeros(vocab_size, dtype=torch.bool, device=device)
-        self.single[self.single_ids] = True
+        self.single = torch.tensor(sorted(w[0] for w in words if len(w) == 1), dtype=torch.long, device=device)
         by_prefix_len: dict[int, list[tuple[int, ...]]] = {}
         for w in sorted(words):
             if len(w) > 1:
@@ -114,18 +112,14 @@ class NoBadWords:
         ]
 
     def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
-        if not self.groups:                     # single tokens only (Marian's [[pad]]): one pass over the scores
-            return scores.index_fill(1, self.single_ids, -math.inf)
-        vocab_size = scores.shape[-1]
-        banned = scores.new_zeros((scores.shape[0], vocab_size + 1), dtype=torch.bool)    # spare last column
-        banned[:, :vocab_size] = self.single
+        scores = scores.index_fill(1, self.single, -math.inf)              # one pass: Marian's [[pad]] ends here
         for prefixes, last in self.groups:
             n = prefixes.shape[1]
             if n > seq.shape[1]:
                 continue
             matches = (_last(seq, cur_len, n)[:, None] == prefixes).all(dim=-1) & (cur_len >= n)   # [R, G]
-            banned.scatter_(1, torch.where(matches, last, vocab_size), True)
-        return scores.masked_fill(banned[:, :vocab_size], -math.inf)
+            scores = _ban(scores, matches, last.expand_as(matches))
+        return scores
 
 
 class MinLength:
@@ -219,7 +213,7 @@ def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, row
     if cfg.encoder_no_repeat_ngram_size:
         procs.append(EncoderNoRepeatNGram(cfg.encoder_no_repeat_ngram_size, encoder_input_ids, rows_per_input))
     if cfg.bad_words_ids is not None:
-        procs.append(NoBadWords(cfg.bad_words_ids, eos, vocab_size, device))
+        procs.append(NoBadWords(cfg.bad_words_ids, eos, device))
     if cfg.min_length and eos is not None:            # min_new_tokens is folded into min_length by resolve()
         procs.append(MinLength(cfg.min_length, eos, device))
     if cfg.forced_bos_token_id is not None:
