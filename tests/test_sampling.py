@@ -89,7 +89,7 @@ class FixedLogits:
         return self.step, SimpleNamespace()
 
     def step(self, input_ids, cache):
-        return LOGITS.expand(len(input_ids), -1)
+        return LOGITS.expand(len(input_ids), -1).clone()      # the caller's own (protocol.Step)
 
 
 def exact_distribution(temperature: float, top_k: int, top_p: float) -> np.ndarray:

@@ -29,7 +29,8 @@ class FixedShapeCache(Cache, Protocol):
 
 Step = Callable[[torch.Tensor, Cache], torch.Tensor]
 """step(input_ids [R] long, cache) -> logits [R, V]: each row's next-token logits after input_ids, fed at the cache's
-position; advances the cache by one token."""
+position; advances the cache by one token. The logits are the caller's: the search may write them in place (a
+buffer the model reuses is cloned first)."""
 
 
 class ModelConfig(Protocol):

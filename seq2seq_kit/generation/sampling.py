@@ -49,7 +49,8 @@ class SampleSearch(SearchProgress):
     def advance_on_device(self, logits: torch.Tensor, device_length: bool = False) -> None:
         """One step from logits [R, V], no host read; device_length: the processors read the device cur_len."""
         cfg, cur_len, active = self.cfg, self.cur_len, self.going
-        scores = apply(self.processors, self.seq, self.processor_length(device_length), logits.float())
+        with torch.inference_mode():      # the processors may write the logits in place: the model's inference tensor
+            scores = apply(self.processors, self.seq, self.processor_length(device_length), logits.float())
         if self.step_scores is not None:
             self.step_scores.append(scores)
         if cfg.do_sample:
