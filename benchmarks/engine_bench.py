@@ -2,7 +2,7 @@
 
     python benchmarks/engine_bench.py                          # 64 requests, beam 4 (the checkpoint's settings)
     python benchmarks/engine_bench.py --mode greedy
-    python benchmarks/engine_bench.py --requests 8 --quick     # a short check that everything runs
+    python benchmarks/engine_bench.py --requests 4 --offline-only --servers static8,engine   # a short check that it runs
 
 Checkpoint: make_checkpoints.py's full-size random distilbart. Its random decoder's output depends on the position
 far more than on the input, so an EOS bias ends every summary at the same step (measured: bias 2.5 and 3.0 both end
@@ -16,7 +16,8 @@ Servers, each in its own process (peak RSS is the process's, model included):
   one      one request at a time, model.generate on each
   static8  static batches of 8, length-sorted (as corpus jobs cut them), model.generate per padded batch
   engine   seq2seq_kit.Engine(max_rows=32)
-Offline: every request queued at t=0; docs/s and generated tokens/s over the whole run.
+Offline: every request queued at t=0, in a corpus job's order (longest first within each chunk of 32 documents,
+  so static8 runs the length-sorted batches corpus jobs cut); docs/s and generated tokens/s over the whole run.
 Online: Poisson arrivals at --load x the engine's offline docs/s; latency = done - arrival, p50/p95/p99.
   Online static8 waits up to --window seconds (default 1) for 8 requests before running a batch.
 """
@@ -132,9 +133,19 @@ def serve(server: str, model_dir: Path, requests: list[list[int]], lengths: list
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def run_child(args, server: str, requests, at, kwargs) -> dict:
+def corpus_order(requests: list[list[int]]) -> list[int]:
+    """The order a corpus job submits documents in: longest first within each chunk of BATCHES_PER_CHUNK
+    batches of 8 (corpus/driver.py), so its static batches of 8 are length-sorted as they are today."""
+    from seq2seq_kit.corpus.driver import BATCHES_PER_CHUNK
+
+    chunk = BATCHES_PER_CHUNK * 8
+    return [i for c in range(0, len(requests), chunk)
+            for i in sorted(range(c, min(c + chunk, len(requests))), key=lambda i: -len(requests[i]))]
+
+
+def run_child(args, server: str, requests, lengths, at, kwargs) -> dict:
     """serve() in a fresh process, so each server's peak memory is its own."""
-    job = {"server": server, "model": str(args.model_dir), "requests": requests, "lengths": args.lengths, "at": at,
+    job = {"server": server, "model": str(args.model_dir), "requests": requests, "lengths": lengths, "at": at,
            "kwargs": kwargs, "window": args.window}
     proc = subprocess.run([sys.executable, __file__, "--child"], input=json.dumps(job), capture_output=True,
                           text=True, check=True)
@@ -180,14 +191,16 @@ def main(argv=None) -> int:
 
     args.model_dir = ensure("distilbart")
     requests = make_requests(args.model_dir, args.requests, args.min_tokens, args.max_tokens)
-    args.lengths = summary_lengths(len(requests))
+    summaries = summary_lengths(len(requests))
+    order = corpus_order(requests)
     kwargs = {} if args.mode == "beam" else GREEDY
     servers = args.servers.split(",")
     rows = {"offline": [], "online": []}
     offline_at = [0.0] * len(requests)
     lengths = None
     for server in servers:
-        result = run_child(args, server, requests, offline_at, kwargs)
+        result = run_child(args, server, [requests[i] for i in order], [summaries[i] for i in order], offline_at,
+                           kwargs)
         lengths = lengths or result["tokens"]
         rows["offline"].append(summarize(result, offline_at))
         print("offline", rows["offline"][-1], flush=True)
@@ -195,7 +208,7 @@ def main(argv=None) -> int:
     if not args.offline_only and engine_rate:
         at = arrivals(len(requests), args.load * engine_rate)
         for server in servers:
-            rows["online"].append(summarize(run_child(args, server, requests, at, kwargs), at))
+            rows["online"].append(summarize(run_child(args, server, requests, summaries, at, kwargs), at))
             print("online", rows["online"][-1], flush=True)
     report(args, requests, lengths, rows, engine_rate)
     return 0

@@ -13,8 +13,9 @@ are `generate`'s for that input alone, whatever else runs beside it: bit for bit
 float rounding of the batched matrix products otherwise (fp32: tokens equal on decisive logits, scores 1e-4).
 
 Scheduling (vLLM's, reduced to what an encoder-decoder needs): first come, first served. Before each step the
-waiting requests that fit are admitted in arrival order (their encoder passes batched together): a request
-fits while the running rows stay within `max_rows` and the running source tokens within `max_source_tokens`.
+waiting requests that fit are admitted in arrival order (their encoder passes batched together where their
+lengths are close enough for little padding, encoder_groups): a request fits while the running rows stay within
+`max_rows` and the running source tokens within `max_source_tokens`.
 The first request that does not fit waits, and so does everything behind it (no overtaking, no starvation).
 A finished or cancelled request leaves at once; its rows and cache are free for the next step.
 
@@ -43,6 +44,9 @@ import torch
 from .generation import GenerationConfig, prepare, result, rows_per_input, start_search
 from .models.cuda_graph import BucketGraphs
 from .models.kv_cache import SlotStore
+
+
+PADDING_LIMIT = 1.25    # an encoder batch computes at most 1.25x its inputs' real tokens (see encoder_groups)
 
 
 class EngineFull(RuntimeError):
@@ -235,16 +239,20 @@ class Engine:
             self.running.append(request)
 
     def _encode(self, rows: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Token ids [S_i] each -> encoder states [1, S_i, D] each, from one encoder pass over the padded batch
-        (one input alone: no padding, exactly generate's encoder pass)."""
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.model.config.pad_token_id, dtype=torch.long,
-                         device=self.model.device)
-        mask = torch.zeros((len(rows), width), dtype=torch.bool, device=self.model.device)
-        for i, r in enumerate(rows):
-            ids[i, :len(r)], mask[i, :len(r)] = r, True
-        hidden = self.model.encode_unchecked(ids, None if bool(mask.all()) else mask)   # [B, width, D]
-        return [hidden[i:i + 1, :len(r)] for i, r in enumerate(rows)]
+        """Token ids [S_i] each -> encoder states [1, S_i, D] each, in order: one encoder pass per group of
+        encoder_groups (a group of one: no padding, exactly generate's encoder pass)."""
+        hidden = [None] * len(rows)
+        for group in encoder_groups([len(r) for r in rows]):
+            width = len(rows[group[0]])
+            ids = torch.full((len(group), width), self.model.config.pad_token_id, dtype=torch.long,
+                             device=self.model.device)
+            mask = torch.zeros((len(group), width), dtype=torch.bool, device=self.model.device)
+            for i, j in enumerate(group):
+                ids[i, :len(rows[j])], mask[i, :len(rows[j])] = rows[j], True
+            states = self.model.encode_unchecked(ids, None if bool(mask.all()) else mask)   # [G, width, D]
+            for i, j in enumerate(group):
+                hidden[j] = states[i:i + 1, :len(rows[j])]
+        return hidden
 
     def _step(self) -> None:
         """One decoder step for every running request; finished and cancelled ones leave."""
@@ -335,6 +343,23 @@ class FixedCapacity:
         for r in requests:
             r.cache.steps += 1
         return [logits.index_select(0, r.cache.index) for r in requests]
+
+
+def encoder_groups(lengths: list[int]) -> list[list[int]]:
+    """Indices of inputs of these lengths, cut into encoder batches, each longest first: longest first overall,
+    an input joins the batch before it while the batch stays within PADDING_LIMIT x its real tokens. Padding
+    is work thrown away (on the CPU a batch costs its padded size), while inputs of similar length still share
+    one pass (short translation sentences gain most)."""
+    groups: list[list[int]] = []
+    real = 0
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if groups and (len(groups[-1]) + 1) * lengths[groups[-1][0]] <= PADDING_LIMIT * (real + lengths[i]):
+            groups[-1].append(i)
+            real += lengths[i]
+        else:
+            groups.append([i])
+            real = lengths[i]
+    return groups
 
 
 def bucket(n: int, limit: int) -> int:

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from seq2seq_kit import BartForConditionalGeneration, Engine, EngineClosed, EngineFull, pipeline
+from seq2seq_kit.engine import PADDING_LIMIT, encoder_groups
 
 SCORE_ATOL = 1e-4
 SETTINGS = [
@@ -87,6 +91,42 @@ def test_random_stream_matches_generate_alone(tiny_eos, seed, fixed_capacity, mo
     for i, ((ids, setting), out) in enumerate(zip(jobs, outputs)):
         if out is not None:
             assert_same(out, alone(model, ids, setting), f"request {i} {setting}")
+
+
+@given(st.lists(st.integers(1, 1024), max_size=40))
+def test_encoder_groups_cover_every_input_once_and_bound_the_padding(lengths):
+    groups = encoder_groups(lengths)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for g in groups:
+        widths = [lengths[i] for i in g]
+        assert widths == sorted(widths, reverse=True)                  # longest first: its length is the width
+        assert len(g) * widths[0] <= PADDING_LIMIT * sum(widths)
+    if len(set(lengths)) == 1:
+        assert len(groups) == 1                                        # equal lengths: one pass, no padding
+
+
+def test_inputs_of_close_lengths_share_one_padded_encoder_pass(tiny_eos, monkeypatch):
+    """Requests admitted together are encoded in groups (encoder_groups): lengths 20, 17, 19, 18 in one padded pass,
+    40 and 4 each alone (too much padding beside the others); every output still equals generate alone."""
+    model, passes, hold = tiny_eos, [], threading.Event()
+    encode = model.encode_unchecked
+
+    def recording(ids, mask):
+        hold.wait(60)                                 # the first pass waits until every request is queued
+        passes.append((ids.shape[0], mask is not None))
+        return encode(ids, mask)
+
+    monkeypatch.setattr(model, "encode_unchecked", recording)
+    jobs = [list(range(5, 5 + n)) for n in (40, 20, 17, 4, 19, 18)]
+    with Engine(model, max_rows=32) as engine:
+        requests = [engine.submit(ids, num_beams=4, return_dict_in_generate=True, output_scores=True)
+                    for ids in jobs]
+        hold.set()
+        outputs = [r.result(timeout=120) for r in requests]
+    monkeypatch.undo()
+    assert sorted(passes) == [(1, False), (1, False), (4, True)], passes
+    for ids, out in zip(jobs, outputs):
+        assert_same(out, alone(model, ids, dict(num_beams=4)), f"{len(ids)} tokens")
 
 
 def test_fixed_capacity_buckets_and_slots(tiny_eos, monkeypatch):
