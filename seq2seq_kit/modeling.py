@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from . import generation, hub, kernel_choice, loading
+from . import cpu_memory, generation, hub, kernel_choice, loading
 from .config import BartConfig
 from .generation import GenerationConfig
 from .models.bart import BartNetwork
@@ -39,6 +39,8 @@ class BartForConditionalGeneration(BartNetwork):
         int8 = dtype in ("int8", torch.int8)
         model = loading.load(cls, config, root, dtype=None if int8 else dtype, device=device)
         model.generation_config = GenerationConfig.from_pretrained(root, config)
+        if model.device.type == "cpu":
+            cpu_memory.keep_freed_memory()           # a step's vocabulary-wide temporaries reuse the last step's pages
         if int8:
             return model.quantize_int8()
         table = kernel_choice.choose(model)          # float32 on the CPU: the decode step's matmul kernels

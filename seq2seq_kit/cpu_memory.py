@@ -1,0 +1,35 @@
+"""Keeping freed memory for reuse on the CPU (Linux with glibc).
+
+A decode step allocates a few tensors as wide as the vocabulary ([rows, V] float32: 30 MB at 128 rows of a 58k
+vocabulary) and frees them before the next step. glibc's malloc gives such memory back to the kernel once the free
+space at the top of its heap passes M_TRIM_THRESHOLD (by default twice the largest block it has handed out), so the
+next step takes it back page by page: one page fault per 4 KiB, measured at ~17,000 faults and ~60 ms of a 260 ms
+step (OPUS-MT, batch 32, beam 4, 2 cores). Raising the trim threshold and fixing the mmap threshold at its maximum
+keeps that memory in the heap for the next step, as jemalloc or tcmalloc would. The cost: the process keeps up to
+TRIM_THRESHOLD of freed memory instead of returning it (blocks over 32 MiB are still mapped and unmapped each time).
+
+from_pretrained calls keep_freed_memory() for a model on the CPU. It changes nothing when the C library is not glibc
+or when the environment sets glibc's own tuning (MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_THRESHOLD_, MALLOC_TOP_PAD_):
+the user's choice wins, e.g. MALLOC_TRIM_THRESHOLD_=131072 keeps glibc's default behaviour.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3          # mallopt's parameters (malloc.h)
+TRIM_THRESHOLD = 1 << 30                             # free heap kept before returning any: above a step's temporaries
+MMAP_THRESHOLD = 32 << 20                            # glibc's largest allowed: blocks up to 32 MiB come from the heap
+USER_TUNING = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
+
+
+def keep_freed_memory() -> bool:
+    """Tune glibc's malloc as the module docstring says; True when it did (or had already)."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    if any(name in os.environ for name in USER_TUNING):
+        return False
+    mallopt = ctypes.CDLL(None).mallopt                  # the process's own C library
+    return bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)) & bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
