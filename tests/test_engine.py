@@ -107,11 +107,12 @@ def test_encoder_groups_cover_every_input_once_and_bound_the_padding(lengths):
 
 def test_inputs_of_close_lengths_share_one_padded_encoder_pass(tiny_eos, monkeypatch):
     """Requests admitted together are encoded in groups (encoder_groups): lengths 20, 17, 19, 18 in one padded pass,
-    40 and 4 each alone (too much padding beside the others); every output still equals generate alone."""
-    model, passes, hold = tiny_eos, [], threading.Event()
+    the 4-token one alone (too much padding beside the others); every output still equals generate alone."""
+    model, passes, started, hold = tiny_eos, [], threading.Event(), threading.Event()
     encode = model.encode_unchecked
 
     def recording(ids, mask):
+        started.set()
         hold.wait(60)                                 # the first pass waits until every request is queued
         passes.append((ids.shape[0], mask is not None))
         return encode(ids, mask)
@@ -119,12 +120,14 @@ def test_inputs_of_close_lengths_share_one_padded_encoder_pass(tiny_eos, monkeyp
     monkeypatch.setattr(model, "encode_unchecked", recording)
     jobs = [list(range(5, 5 + n)) for n in (40, 20, 17, 4, 19, 18)]
     with Engine(model, max_rows=32) as engine:
-        requests = [engine.submit(ids, num_beams=4, return_dict_in_generate=True, output_scores=True)
-                    for ids in jobs]
+        submit = lambda ids: engine.submit(ids, num_beams=4, return_dict_in_generate=True, output_scores=True)
+        requests = [submit(jobs[0])]
+        assert started.wait(60)                       # the 40-token request is being encoded, alone
+        requests += [submit(ids) for ids in jobs[1:]]     # all five queue behind it: one admission
         hold.set()
         outputs = [r.result(timeout=120) for r in requests]
     monkeypatch.undo()
-    assert sorted(passes) == [(1, False), (1, False), (4, True)], passes
+    assert passes == [(1, False), (4, True), (1, False)], passes
     for ids, out in zip(jobs, outputs):
         assert_same(out, alone(model, ids, dict(num_beams=4)), f"{len(ids)} tokens")
 
