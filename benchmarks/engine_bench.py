@@ -178,6 +178,7 @@ def main(argv=None) -> int:
     ap.add_argument("--window", type=float, default=1.0, help="online static batching window (s)")
     ap.add_argument("--servers", default=",".join(SERVERS))
     ap.add_argument("--offline-only", action="store_true")
+    ap.add_argument("--tag", default="", help="suffix for the result files' names, e.g. intel")
     ap.add_argument("--out", type=Path, default=ROOT / "results")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -219,7 +220,7 @@ def report(args, requests, lengths, rows, engine_rate) -> None:
 
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.machine())
-    name = f"engine-cpu-{args.mode}-{date.today()}"
+    name = f"engine-cpu-{args.mode}-{date.today()}" + (f"-{args.tag}" if args.tag else "")
     src = [len(r) for r in requests]
     info = {"machine": f"{cpu}, {torch.get_num_threads()} threads", "date": str(date.today()), "mode": args.mode,
             "requests": len(requests), "source_tokens": [min(src), sum(src) / len(src), max(src)],

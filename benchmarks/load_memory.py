@@ -2,6 +2,8 @@
 
     python benchmarks/load_memory.py                    # fp32 checkpoint loaded as float32
     python benchmarks/load_memory.py --dtype float16    # ... loaded as float16
+    python benchmarks/load_memory.py --dtype int8       # ... loaded as float32, then int8 (RSS after load: int8 only;
+                                                        #     "loaded weights" counts no fbgemm-packed weight)
 
 Builds once, under benchmarks/.cache/load-memory-distilbart/, a random-weight checkpoint of
 sshleifer/distilbart-cnn-12-6's shape (d_model 1024, 12 encoder / 6 decoder layers, 16 heads, ffn 4096,
@@ -54,7 +56,7 @@ def build(path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "int8"])
     args = parser.parse_args()
     if not (CACHE / "model.safetensors").is_file():
         print(f"building {CACHE} ...", flush=True)

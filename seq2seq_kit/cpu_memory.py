@@ -11,6 +11,9 @@ TRIM_THRESHOLD of freed memory instead of returning it (blocks over 32 MiB are s
 from_pretrained calls keep_freed_memory() for a model on the CPU. It changes nothing when the C library is not glibc
 or when the environment sets glibc's own tuning (MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_THRESHOLD_, MALLOC_TOP_PAD_):
 the user's choice wins, e.g. MALLOC_TRIM_THRESHOLD_=131072 keeps glibc's default behaviour.
+
+The other side of that choice: memory freed once for good (the float32 weights that int8 quantization replaces) would
+stay in the heap too, so from_pretrained(dtype="int8") calls release_freed_memory() after quantizing.
 """
 
 from __future__ import annotations
@@ -33,3 +36,11 @@ def keep_freed_memory() -> bool:
         return False
     mallopt = ctypes.CDLL(None).mallopt                  # the process's own C library
     return bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)) & bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+
+
+def release_freed_memory() -> bool:
+    """Give every free page of glibc's heap back to the kernel now (malloc_trim(0)); True when it did."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    ctypes.CDLL(None).malloc_trim(0)
+    return True

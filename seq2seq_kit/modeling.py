@@ -42,7 +42,9 @@ class BartForConditionalGeneration(BartNetwork):
         if model.device.type == "cpu":
             cpu_memory.keep_freed_memory()           # a step's vocabulary-wide temporaries reuse the last step's pages
         if int8:
-            return model.quantize_int8()
+            model.quantize_int8()
+            cpu_memory.release_freed_memory()        # the float32 weights it replaced, kept by the tuning above
+            return model
         table = kernel_choice.choose(model)          # float32 on the CPU: the decode step's matmul kernels
         if table is not None:
             model.set_kernels(table)

@@ -44,3 +44,41 @@ def test_freed_memory_is_reused_after_loading_a_cpu_model(tiny_eos_path):
     pages = 5 * 2 * 20_000_000 // 4096                       # every page of every temporary: ~49,000
     assert faults(tiny_eos_path) < pages // 4                # 0 usually; a one-off growth of the heap is ~4,900
     assert faults(tiny_eos_path, MALLOC_TRIM_THRESHOLD_="131072") > pages // 2     # the user's tuning wins
+
+
+INT8_CODE = """
+import sys
+from seq2seq_kit import BartForConditionalGeneration
+
+def rss_bytes():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) * 1024
+
+before = rss_bytes()
+model = BartForConditionalGeneration.from_pretrained(sys.argv[1], dtype="int8")
+print("GROWTH", rss_bytes() - before)
+"""
+
+
+def test_int8_load_gives_back_the_float32_weights_it_replaced(tmp_path):
+    """from_pretrained(dtype="int8") loads float32, quantizes, and returns the freed float32 memory to the kernel
+    (without release_freed_memory the process kept ~all of it: the trim threshold above is 1 GiB)."""
+    import torch
+
+    from seq2seq_kit import BartConfig, BartForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = BartConfig(vocab_size=8000, d_model=512, encoder_layers=4, decoder_layers=4, encoder_attention_heads=8,
+                        decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048,
+                        max_position_embeddings=128, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                        decoder_start_token_id=2)
+    model = BartForConditionalGeneration(config)
+    float_bytes = sum(p.numel() * 4 for p in model.parameters())              # ~134 MB
+    model.save_pretrained(tmp_path)
+    del model
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run([sys.executable, "-c", INT8_CODE, str(tmp_path)], capture_output=True, text=True,
+                         timeout=300, env=environ)
+    assert out.returncode == 0, out.stderr
+    growth = int(out.stdout.split("GROWTH")[1])
+    assert growth < float_bytes * 0.5, (growth, float_bytes)      # int8: ~a quarter, plus a tied LM head's copy

@@ -178,9 +178,18 @@ def embedding_layer_norm(config: BartConfig) -> nn.LayerNorm | None:
     return nn.LayerNorm(config.d_model) if config.family.embedding_layer_norm else None
 
 
+def token_embedding(rows: int, dim: int) -> nn.Embedding:
+    """nn.Embedding(rows, dim), N(0, 1) as torch initializes it, except on the meta device (a model built to be
+    loaded): no initialization there, which would import torch._dynamo (~70 MB resident, ~1 s) to run normal_."""
+    weight = torch.empty(rows, dim)                                          # [rows, dim] on the default device
+    if weight.device.type != "meta":
+        nn.init.normal_(weight)
+    return nn.Embedding(rows, dim, _weight=weight)
+
+
 def own_embeddings(config: BartConfig, vocab_size: int) -> nn.Embedding | None:
     """A side's own token embedding (Marian with a separate decoder vocabulary), else None: model.shared."""
-    return None if config.shared_embeddings else nn.Embedding(vocab_size, config.d_model)
+    return None if config.shared_embeddings else token_embedding(vocab_size, config.d_model)
 
 
 class Encoder(nn.Module):
@@ -257,7 +266,7 @@ class BartNetwork(nn.Module):
         self.embed_scale = math.sqrt(D) if config.scale_embedding else 1.0
         # One token embedding for both sides, or (Marian, share_encoder_decoder_embeddings false) none here and
         # encoder.embed_tokens [vocab_size, D], decoder.embed_tokens [decoder_vocab_size, D], as transformers.
-        self.shared = nn.Embedding(config.vocab_size, D) if config.shared_embeddings else None
+        self.shared = token_embedding(config.vocab_size, D) if config.shared_embeddings else None
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
         self.lm_head = KernelLinear(D, V, bias=False)
