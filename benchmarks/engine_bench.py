@@ -143,6 +143,35 @@ def corpus_order(requests: list[list[int]]) -> list[int]:
             for i in sorted(range(c, min(c + chunk, len(requests))), key=lambda i: -len(requests[i]))]
 
 
+def static_bound(model_dir: Path, requests: list[list[int]], lengths: list[int], static_wall: float) -> dict:
+    """What continuous batching can gain over static batches of 8 here, by Amdahl: the encoder passes are the same
+    work in both; only the decoder steps a static batch spends on inputs already finished can be saved. Times
+    static8's encoder passes (the same padded batches, in a fresh model), counts its input-steps against the inputs'
+    own, and returns the engine's best docs/s ratio over static8 at static8's cost per input-step."""
+    import torch
+
+    from seq2seq_kit import BartForConditionalGeneration
+
+    model = BartForConditionalGeneration.from_pretrained(model_dir)
+    encoder_s, batch_steps, own_steps = 0.0, 0, 0
+    for b in range(0, len(requests), 8):
+        batch = sorted(range(b, min(b + 8, len(requests))), key=lambda i: -len(requests[i]))
+        ids = torch.full((len(batch), len(requests[batch[0]])), model.config.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(batch):
+            ids[row, :len(requests[i])], mask[row, :len(requests[i])] = torch.tensor(requests[i]), 1
+        start = time.perf_counter()
+        model.encode(ids, mask)
+        encoder_s += time.perf_counter() - start
+        batch_steps += len(batch) * max(lengths[i] for i in batch)
+        own_steps += sum(lengths[i] for i in batch)
+    decode_s = static_wall - encoder_s
+    best_wall = encoder_s + decode_s * own_steps / batch_steps
+    return {"static8_encoder_s": round(encoder_s, 1), "static8_decode_s": round(decode_s, 1),
+            "static8_input_steps": batch_steps, "inputs_own_steps": own_steps,
+            "engine_best_vs_static8": round(static_wall / best_wall, 3)}
+
+
 def run_child(args, server: str, requests, lengths, at, kwargs) -> dict:
     """serve() in a fresh process, so each server's peak memory is its own."""
     job = {"server": server, "model": str(args.model_dir), "requests": requests, "lengths": lengths, "at": at,
@@ -178,6 +207,8 @@ def main(argv=None) -> int:
     ap.add_argument("--window", type=float, default=1.0, help="online static batching window (s)")
     ap.add_argument("--servers", default=",".join(SERVERS))
     ap.add_argument("--offline-only", action="store_true")
+    ap.add_argument("--bound", action="store_true",
+                    help="also: the engine's best possible docs/s over static8 here (static_bound)")
     ap.add_argument("--tag", default="", help="suffix for the result files' names, e.g. intel")
     ap.add_argument("--out", type=Path, default=ROOT / "results")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -205,17 +236,23 @@ def main(argv=None) -> int:
         lengths = lengths or result["tokens"]
         rows["offline"].append(summarize(result, offline_at))
         print("offline", rows["offline"][-1], flush=True)
+    static = next((r for r in rows["offline"] if r["server"] == "static8"), None)
+    bound = None
+    if static is not None and args.bound:
+        bound = static_bound(args.model_dir, [requests[i] for i in order], [summaries[i] for i in order],
+                             static["wall_s"])
+        print("bound", bound, flush=True)
     engine_rate = next((r["docs_per_s"] for r in rows["offline"] if r["server"] == "engine"), None)
     if not args.offline_only and engine_rate:
         at = arrivals(len(requests), args.load * engine_rate)
         for server in servers:
             rows["online"].append(summarize(run_child(args, server, requests, summaries, at, kwargs), at))
             print("online", rows["online"][-1], flush=True)
-    report(args, requests, lengths, rows, engine_rate)
+    report(args, requests, lengths, rows, engine_rate, bound)
     return 0
 
 
-def report(args, requests, lengths, rows, engine_rate) -> None:
+def report(args, requests, lengths, rows, engine_rate, bound) -> None:
     import torch
 
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
@@ -225,7 +262,8 @@ def report(args, requests, lengths, rows, engine_rate) -> None:
     info = {"machine": f"{cpu}, {torch.get_num_threads()} threads", "date": str(date.today()), "mode": args.mode,
             "requests": len(requests), "source_tokens": [min(src), sum(src) / len(src), max(src)],
             "generated_tokens": sorted(lengths), "load": args.load,
-            "online_rate_docs_s": None if engine_rate is None else args.load * engine_rate, "rows": rows}
+            "online_rate_docs_s": None if engine_rate is None else args.load * engine_rate, "rows": rows,
+            "bound": bound}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(info, indent=1))
     lines = [f"# Engine vs static batching, {info['machine']}, fp32, {args.mode}, {date.today()}", "",
@@ -241,6 +279,12 @@ def report(args, requests, lengths, rows, engine_rate) -> None:
     if rows["online"]:
         lines += ["", f"Online: Poisson arrivals at {info['online_rate_docs_s']:.3f} docs/s ({args.load:g} x the "
                       f"engine's offline rate); static8 batches wait up to {args.window:g} s for 8 requests."]
+    if bound:
+        lines += ["", f"Bound (--bound): static8's encoder passes take {bound['static8_encoder_s']} s of its "
+                      f"{bound['static8_encoder_s'] + bound['static8_decode_s']:.1f} s; its batches run "
+                      f"{bound['static8_input_steps']} input-steps (inputs x decoder steps) where the inputs need "
+                      f"{bound['inputs_own_steps']}, so an engine at static8's cost per input-step reaches at "
+                      f"best {bound['engine_best_vs_static8']}x static8's docs/s."]
     (args.out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
