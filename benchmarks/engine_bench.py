@@ -79,8 +79,6 @@ def arrivals(n: int, rate: float, seed: int = 1) -> list[float]:
 def serve(server: str, model_dir: Path, requests: list[list[int]], lengths: list[int], at: list[float],
           kwargs: dict, window: float) -> dict:
     """Run `requests` arriving at times `at` (seconds from start) through `server`; per-request results."""
-    import torch
-
     from seq2seq_kit import BartForConditionalGeneration, Engine
 
     model = BartForConditionalGeneration.from_pretrained(model_dir)
@@ -117,12 +115,7 @@ def serve(server: str, model_dir: Path, requests: list[list[int]], lengths: list
             now = time.perf_counter() - start
             ready = [i for i in pending if at[i] <= now][:size]
             ready.sort(key=lambda i: -len(requests[i]))         # length-sorted within what has arrived
-            width = max(len(requests[i]) for i in ready)
-            ids = torch.full((len(ready), width), model.config.pad_token_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for row, i in enumerate(ready):
-                ids[row, :len(requests[i])] = torch.tensor(requests[i])
-                mask[row, :len(requests[i])] = 1
+            ids, mask = padded([requests[i] for i in ready], model.config.pad_token_id)
             model.generate(ids, mask, max_length=max(lengths[i] for i in ready), **kwargs)
             t = time.perf_counter() - start
             for i in ready:
@@ -131,6 +124,17 @@ def serve(server: str, model_dir: Path, requests: list[list[int]], lengths: list
     wall = max(t for t, _ in done)
     return {"server": server, "wall_s": wall, "finish": [t for t, _ in done], "tokens": [n for _, n in done],
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def padded(rows: list[list[int]], pad: int):
+    """Token id lists -> right-padded ids [B, S_max] and attention mask [B, S_max] (LongTensors)."""
+    import torch
+
+    ids = torch.full((len(rows), max(map(len, rows))), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, r in enumerate(rows):
+        ids[row, :len(r)], mask[row, :len(r)] = torch.tensor(r), 1
+    return ids, mask
 
 
 def corpus_order(requests: list[list[int]]) -> list[int]:
@@ -148,18 +152,13 @@ def static_bound(model_dir: Path, requests: list[list[int]], lengths: list[int],
     work in both; only the decoder steps a static batch spends on inputs already finished can be saved. Times
     static8's encoder passes (the same padded batches, in a fresh model), counts its input-steps against the inputs'
     own, and returns the engine's best docs/s ratio over static8 at static8's cost per input-step."""
-    import torch
-
     from seq2seq_kit import BartForConditionalGeneration
 
     model = BartForConditionalGeneration.from_pretrained(model_dir)
     encoder_s, batch_steps, own_steps = 0.0, 0, 0
     for b in range(0, len(requests), 8):
         batch = sorted(range(b, min(b + 8, len(requests))), key=lambda i: -len(requests[i]))
-        ids = torch.full((len(batch), len(requests[batch[0]])), model.config.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, i in enumerate(batch):
-            ids[row, :len(requests[i])], mask[row, :len(requests[i])] = torch.tensor(requests[i]), 1
+        ids, mask = padded([requests[i] for i in batch], model.config.pad_token_id)
         start = time.perf_counter()
         model.encode(ids, mask)
         encoder_s += time.perf_counter() - start
