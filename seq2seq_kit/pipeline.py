@@ -100,6 +100,7 @@ class SummarizationPipeline:
 
     task = "summarization"
     output = "summary"          # records' keys: f"{output}_text", f"{output}_token_ids"
+    verb = "summarize"          # what an empty input's error says there is nothing to do
 
     def __init__(self, model: BartForConditionalGeneration, tokenizer: Tokenizer):
         self.model, self.tokenizer = model, tokenizer
@@ -155,7 +156,7 @@ class SummarizationPipeline:
             raise TypeError(f"pipe() takes a string or a list of strings, got {_type_name(inputs)}")
         for i, text in enumerate(texts):
             if not text.strip():
-                raise ValueError(f"input {i} is empty: there is nothing to summarize")
+                raise ValueError(f"input {i} is empty: there is nothing to {self.verb}")
         return list(texts)
 
     def preprocess(self, texts: list[str], truncation: bool | None = None) -> Encoded:

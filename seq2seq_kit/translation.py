@@ -86,6 +86,7 @@ class Text2TextGenerationPipeline(SummarizationPipeline):
 
     task = "text2text-generation"
     output = "generated"
+    verb = "generate from"
 
 
 class TranslationPipeline(Text2TextGenerationPipeline):
@@ -93,6 +94,7 @@ class TranslationPipeline(Text2TextGenerationPipeline):
     The target language's forced_bos_token_id joins generate_defaults (so `engine()` applies it too)."""
 
     output = "translation"
+    verb = "translate"
 
     def __init__(self, model: BartForConditionalGeneration, tokenizer: Tokenizer, *, src_lang: str | None = None,
                  tgt_lang: str | None = None, task: str = "translation"):

@@ -110,6 +110,8 @@ def test_marian_translation_equals_the_recipe(marian_path):
     assert_records(pipe, TEXTS, expected, **MAX_NEW)
     with pytest.raises(ValueError, match="pass tgt_lang, one of fra, deu"):
         pipeline("translation", model=marian_path)
+    with pytest.raises(ValueError, match="input 1 is empty: there is nothing to translate"):
+        pipe([TEXTS[0], " "])
 
 
 def test_marian_separate_vocabularies_translation_equals_the_recipe(marian_separate_path):

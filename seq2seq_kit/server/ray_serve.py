@@ -39,7 +39,7 @@ def application(settings: Settings, *, replicas: int | None = None, autoscale: t
     _, serve = require_serve()
 
     @serve.ingress()
-    class Summarizer:
+    class Seq2SeqServer:
         def __init__(self, settings: Settings):
             self.settings = settings
 
@@ -52,7 +52,7 @@ def application(settings: Settings, *, replicas: int | None = None, autoscale: t
                                       # a replica's engine is busy at max_rows rows: max_rows/4 beam-4 inputs
                                       "target_ongoing_requests": max(1, settings.max_rows // 4)}))
     deployment = serve.deployment(
-        Summarizer, name="Summarizer", ray_actor_options={"num_gpus": 1} if gpu else {"num_cpus": 1},
+        Seq2SeqServer, name="Seq2SeqServer", ray_actor_options={"num_gpus": 1} if gpu else {"num_cpus": 1},
         max_ongoing_requests=settings.max_rows + settings.max_queue,   # the engine's queue decides 503s
         graceful_shutdown_timeout_s=settings.drain_timeout, **scale)
     return deployment.bind(settings)
