@@ -212,6 +212,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "results")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.bound and "static8" not in args.servers.split(","):
+        ap.error("--bound compares with static8's run: include static8 in --servers")
     if args.child:
         job = json.loads(sys.stdin.read())
         print(json.dumps(serve(job["server"], Path(job["model"]), job["requests"], job["lengths"], job["at"],
@@ -235,9 +237,9 @@ def main(argv=None) -> int:
         lengths = lengths or result["tokens"]
         rows["offline"].append(summarize(result, offline_at))
         print("offline", rows["offline"][-1], flush=True)
-    static = next((r for r in rows["offline"] if r["server"] == "static8"), None)
     bound = None
-    if static is not None and args.bound:
+    if args.bound:
+        static = next(r for r in rows["offline"] if r["server"] == "static8")
         bound = static_bound(args.model_dir, [requests[i] for i in order], [summaries[i] for i in order],
                              static["wall_s"])
         print("bound", bound, flush=True)

@@ -28,19 +28,25 @@ MMAP_THRESHOLD = 32 << 20                            # glibc's largest allowed: 
 USER_TUNING = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
 
 
+def glibc() -> ctypes.CDLL | None:
+    """The process's own C library when it is glibc on Linux, else None."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    return ctypes.CDLL(None)
+
+
 def keep_freed_memory() -> bool:
     """Tune glibc's malloc as the module docstring says; True when it did (or had already)."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    libc = glibc()
+    if libc is None or any(name in os.environ for name in USER_TUNING):
         return False
-    if any(name in os.environ for name in USER_TUNING):
-        return False
-    mallopt = ctypes.CDLL(None).mallopt                  # the process's own C library
-    return bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)) & bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    return bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)) & bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
 
 
 def release_freed_memory() -> bool:
     """Give every free page of glibc's heap back to the kernel now (malloc_trim(0)); True when it did."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    libc = glibc()
+    if libc is None:
         return False
-    ctypes.CDLL(None).malloc_trim(0)
+    libc.malloc_trim(0)
     return True
