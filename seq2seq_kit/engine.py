@@ -5,8 +5,9 @@
         ids = req.result()                                 # LongTensor [num_return_sequences, T]
         out = await engine.generate_async(input_ids)       # the same, for asyncio callers
 
-One background thread owns the model. Every request carries its own search (generation.start_search: greedy,
-sampling or beam search, the very code `generate` runs for a batch of one) and its own KV cache. A step runs
+One background thread owns the model (on the CPU the creating thread first hands it its OpenMP workers:
+cpu_threads.py). Every request carries its own search (generation.start_search: greedy, sampling or beam search,
+the very code `generate` runs for a batch of one) and its own KV cache, both dropped when it leaves. A step runs
 the decoder once over the rows of every running request (the model's decode_group_unchecked: the linear layers
 over all rows at once, attention per request on its own cache), then hands each request its rows' logits. So a request's tokens
 are `generate`'s for that input alone, whatever else runs beside it: bit for bit when it runs alone, and to
@@ -41,6 +42,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import cpu_threads
 from .generation import GenerationConfig, prepare, result, rows_per_input, start_search
 from .models.cuda_graph import BucketGraphs
 from .models.kv_cache import SlotStore
@@ -120,6 +122,8 @@ class Engine:
         self.slots = FixedCapacity(model, max_rows) if fixed_capacity else None
         self._wake = threading.Condition()
         self._closing = False
+        if model.device.type == "cpu":
+            cpu_threads.hand_over_pool()            # this thread's OpenMP workers would slow the engine's: see there
         self._thread = threading.Thread(target=self._loop, name="seq2seq_kit-engine", daemon=True)
         self._thread.start()
 
@@ -278,16 +282,18 @@ class Engine:
                     request.cache.reorder(parents)
                 going.append(request)
             else:
+                output = None if request.future.cancelled() else result(request.config, request.search)
                 self._leave(request)
-                if not request.future.cancelled():
-                    settle(request.future, result(request.config, request.search))
+                if output is not None:
+                    settle(request.future, output)
         self.running = going      # only now: an error above leaves every request of this step in self.running
 
     def _leave(self, request: Request) -> None:
-        """A request's rows are free (fixed capacity: its slots go back to the store)."""
+        """A request's rows are free (fixed capacity: its slots go back to the store), and its cache and search
+        are dropped: a caller holding the Request (its future) does not hold their memory."""
         if self.slots is not None and isinstance(request.cache, Slots):
             self.slots.give_back(request.cache)
-            request.cache = None
+        request.cache = request.search = None
 
 
 class Slots:

@@ -38,6 +38,9 @@ FORBIDDEN = {
     "server": ["cli", "corpus", "parity"],
     "parity": ["cli", "corpus", "server"],
 }
+LAYERS = sorted({layer for rules in FORBIDDEN.values() for layer in rules} | set(FORBIDDEN))
+# the C library's and OpenMP's knobs: leaves that import no other module of the package
+FORBIDDEN |= {leaf: LAYERS for leaf in ("cpu_memory", "cpu_threads")}
 
 
 def module_name(path: Path) -> str:
