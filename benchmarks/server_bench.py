@@ -188,7 +188,7 @@ def report(args, bodies: list[dict], rows: list[dict]) -> None:
 
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.machine())
-    name = f"server-{args.mode}-{date.today()}"
+    name = f"server-{args.mode}-{date.today()}" + (f"-{args.tag}" if args.tag else "")
     lengths = [b["parameters"]["max_length"] for b in bodies]
     info = {"machine": f"{cpu}, {torch.get_num_threads()} threads", "date": str(date.today()), "mode": args.mode,
             "model": str(args.model_dir), "documents": len(bodies), "summary_max_lengths": sorted(lengths),
@@ -241,6 +241,7 @@ def main(argv=None) -> int:
     ap.add_argument("--servers", default=",".join(SERVERS))
     ap.add_argument("--model", type=Path, help="checkpoint directory (default: make_checkpoints.py's distilbart)")
     ap.add_argument("--out", type=Path, default=ROOT / "results")
+    ap.add_argument("--tag", default="", help="suffix for the result files' names, e.g. intel")
     ap.add_argument("--transformers-server", metavar="MODEL_DIR", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

@@ -307,6 +307,10 @@ def _add_serve(sub, parents: list) -> None:
                                                  f"life (default: {DEFAULT_MODEL})")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=_positive, default=8000, help="port (default: 8000)")
+    p.add_argument("--task", choices=("summarization", "translation"),
+                   help="what the model does, when its files do not say (default: translation for a tokenizer "
+                        "with language codes or Marian's, else summarization): e.g. --task translation for "
+                        "facebook/mbart-large-en-ro, served on POST /translate")
     p.add_argument("--max-rows", type=_positive, default=32,
                    help="decoder rows per engine step: a beam-4 input takes 4 (default: 32)")
     p.add_argument("--max-queue", type=_positive, default=256,
@@ -482,7 +486,7 @@ def _serve(args) -> int:
     settings = Settings(model=args.model or DEFAULT_MODEL, device=_device(args.device), dtype=args.dtype,
                         hub_kwargs=_hub_kwargs(args), max_rows=args.max_rows, max_queue=args.max_queue,
                         max_body_bytes=args.max_body_bytes, request_timeout=args.request_timeout,
-                        drain_timeout=args.drain_timeout, api_key=api_key)
+                        drain_timeout=args.drain_timeout, api_key=api_key, task=args.task)
     if not args.ray:
         serve(settings, host=args.host, port=args.port)
         return 0

@@ -177,3 +177,31 @@ def test_nllb_translations_languages_and_codes(nllb_mt, tmp_path_factory):
     assert info["default_src_lang"] == "eng_Latn" and {"fra_Latn", "deu_Latn"} <= set(info["languages"])
     assert short.status_code == 422 and short.json()["field"] == "parameters.tgt_lang"
     assert "_Latn" in short.json()["error"]                                # the codes' form
+
+
+def test_task_translation_serves_a_model_without_language_codes(tiny_eos_path, tmp_path):
+    """`serve --task translation` for a single-pair model whose tokenizer has no language codes (a BART tokenizer
+    here, mbart-large-en-ro's plain mBART one in the field): POST /translate is pipeline("translation")'s,
+    POST /summarize is the other route (404), languages are refused."""
+    srv = Server(tmp_path, "--model", tiny_eos_path, "--task", "translation", *LIMITS)
+    try:
+        srv.wait_ready()
+        answers = concurrently(srv, [{"inputs": text, "parameters": PARAMS} for text in TEXTS[:3]])
+        info = httpx.get(srv.url + "/info").json()
+        other = httpx.post(srv.url + "/summarize", json={"inputs": TEXTS[0]}, timeout=60)
+        coded = translate(srv, {"inputs": TEXTS[0], "parameters": {"tgt_lang": "fr"}})
+    finally:
+        srv.stop()
+    pipe = pipeline("translation", model=tiny_eos_path)
+    assert answers == [pipe(text, **PARAMS) for text in TEXTS[:3]]
+    assert answers[0][0]["translation_text"] != answers[1][0]["translation_text"]
+    assert info["task"] == "translation" and info["languages"] == [] and "/translate" in info["routes"]
+    assert other.status_code == 404 and "POST /translate" in other.json()["error"]
+    assert coded.status_code == 422 and coded.json()["field"] == "parameters.tgt_lang"
+
+
+def test_task_must_be_one_the_server_answers():
+    from seq2seq_kit.server import Settings
+
+    with pytest.raises(ValueError, match="summarization, translation"):
+        Settings(model="m", task="text2text-generation")

@@ -12,9 +12,11 @@
 
 The model's kind decides its route: a translation model (its tokenizer is Marian's, M2M100's, NLLB's or
 mBART-50's) is served on /translate as pipeline("translation", model, src_lang=..., tgt_lang=...); any other
-(BART, distilbart, KoBART, Pegasus, mBART) on /summarize as pipeline("summarization", model). The other route
-answers 404 naming the one served: a summarization checkpoint asked to translate (or the reverse) would give
-fluent nonsense, not an error.
+(BART, distilbart, KoBART, Pegasus, mBART) on /summarize as pipeline("summarization", model). Settings.task
+(`serve --task`) overrides that for checkpoints whose files do not say: a single-pair translation model with a
+plain mBART or BART tokenizer (mbart-large-en-ro) on /translate without language parameters, or a model with
+language codes fine-tuned to summarize on /summarize. The other route answers 404 naming the one served: a
+summarization checkpoint asked to translate (or the reverse) would give fluent nonsense, not an error.
 
 A request's path: Gate (counted and timed; API key; body read up to max_body_bytes) -> FastAPI validates the
 body against SummarizeRequest / TranslateRequest (types strict, unknown fields refused) -> the pipeline's stages:
@@ -78,6 +80,12 @@ class Settings:
     request_timeout: float = 120.0                      # seconds from arrival to answer, else 504
     drain_timeout: float = 60.0                         # seconds to finish accepted requests on shutdown
     api_key: str | None = field(default=None, repr=False)
+    task: Literal["summarization", "translation"] | None = None   # None: by the model's kind (module docstring)
+
+    def __post_init__(self):
+        if self.task not in (None, *TASK_ROUTES):
+            raise ValueError(f"task must be one of {', '.join(TASK_ROUTES)} (or None: by the model's kind), "
+                             f"got {self.task!r}")
 
 
 # ---------------------------------------------------------------------------------------------- the body
@@ -205,13 +213,17 @@ class Service:
         try:
             root = hub.resolve(s.model, purpose="all", **s.hub_kwargs)
             model, tokenizer = load_model_and_tokenizer(str(root), None, s.device, s.dtype)
-            if isinstance(tokenizer, TranslationTokenizer):
-                self.task, self.languages = "translation", tokenizer.language_codes
+            coded = isinstance(tokenizer, TranslationTokenizer)
+            self.task = s.task or ("translation" if coded else "summarization")
+            if self.task == "translation" and coded:
+                self.languages = tokenizer.language_codes
                 self.default_src_lang = None if tokenizer.kind == "MarianTokenizer" else tokenizer.src_lang
                 # any target will do here: every request sets its own (check_languages, then set_languages)
                 pipe = TranslationPipeline(model, tokenizer, tgt_lang=(self.languages or [None])[0])
+            elif self.task == "translation":        # one language pair, no codes: mbart-large-en-ro, a BART
+                pipe = TranslationPipeline(model, tokenizer)
             else:
-                self.task, pipe = "summarization", SummarizationPipeline(model, tokenizer)
+                pipe = SummarizationPipeline(model, tokenizer)
             self.pipe, self.engine = pipe, pipe.engine(max_rows=s.max_rows, max_queue=s.max_queue)
         except BaseException:
             self.status = "failed"
