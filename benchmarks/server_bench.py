@@ -20,6 +20,7 @@ Writes benchmarks/results/server-<mode>-<date>.{json,md,png}.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import concurrent.futures
 import itertools
 import json
@@ -98,27 +99,34 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
 
 
 def transformers_app(model_dir: str):
-    """transformers' generate behind FastAPI: the same /summarize and /health, one generate at a time."""
+    """transformers' generate behind FastAPI: the same /summarize and /health, one generate at a time, every torch
+    call (the load included) on one worker thread. (On FastAPI's thread pool each generate would run on whichever
+    thread took the request, each with its own OpenMP pool, which on 2 cores makes every parallel operation wait
+    for a sleeping worker: seq2seq_kit/cpu_threads.py. That run measured 0.142 requests/s at 1 client and 0.115 at
+    4 and more.)"""
     import torch
     import transformers
     from fastapi import Body, FastAPI
 
+    worker = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     tok = transformers.AutoTokenizer.from_pretrained(model_dir)
-    model = transformers.AutoModelForSeq2SeqLM.from_pretrained(model_dir).eval()
-    lock = threading.Lock()
+    model = worker.submit(lambda: transformers.AutoModelForSeq2SeqLM.from_pretrained(model_dir).eval()).result()
     app = FastAPI()
 
     @app.get("/health")
     def health():
         return {"status": "ready"}
 
-    @app.post("/summarize")
-    def summarize(body: dict = Body()):   # sync: FastAPI runs it in its thread pool; the lock serializes generate
+    def generate(body: dict) -> list:
         enc = tok(body["inputs"], truncation=True, max_length=model.config.max_position_embeddings,
                   return_tensors="pt")
-        with lock, torch.inference_mode():
+        with torch.inference_mode():
             out = model.generate(**enc, **body.get("parameters", {}))
         return [{"summary_text": tok.decode(out[0], skip_special_tokens=True, clean_up_tokenization_spaces=False)}]
+
+    @app.post("/summarize")
+    async def summarize(body: dict = Body()):   # the one worker serializes generate
+        return await asyncio.wrap_future(worker.submit(generate, body))
 
     return app
 
