@@ -3,7 +3,8 @@
 Reads model.safetensors, a sharded model.safetensors.index.json, pytorch_model.bin (weights_only) or a sharded
 pytorch_model.bin.index.json (safetensors preferred), by tensor name without the "model." prefix. The model is
 built on the meta device, allocated once at its final dtype and device, and every tensor is copied straight into
-place from the memory-mapped file, so no second full copy of the weights is made.
+place from the memory-mapped file, so no second full copy of the weights is made. With `replace_linear` (int8),
+each linear layer is loaded on its own and replaced at once, so its float32 weights are gone before the next's.
 
 Which checkpoint tensors make which module tensor is the model's business, asked through its methods:
   model_cls(config)                  builds the module (here on the meta device)
@@ -267,9 +268,11 @@ def resolve_device(device) -> torch.device:
 
 
 @torch.no_grad()
-def load(model_cls, config, root: Path, dtype=None, device=None) -> nn.Module:
+def load(model_cls, config, root: Path, dtype=None, device=None, replace_linear=None) -> nn.Module:
     """model_cls(config) with the weights of checkpoint directory `root`, at dtype (see resolve_dtype) on device
-    (see resolve_device), in eval mode."""
+    (see resolve_device), in eval mode. replace_linear: a function given each nn.Linear whose weights come straight
+    from the checkpoint, as soon as they are copied, whose result takes its place (int8 quantization: the float32
+    weights of those layers then never exist all at once; the others, e.g. a tied LM head, stay nn.Linear)."""
     device = resolve_device(device)
     ckpt = Checkpoint(root)
     check_config_fits(config, ckpt)
@@ -277,6 +280,8 @@ def load(model_cls, config, root: Path, dtype=None, device=None) -> nn.Module:
     with torch.device("meta"):
         model = model_cls(config)
     sources = model.checkpoint_sources(ckpt)
+    if replace_linear is not None:
+        sources = replace_linears(model, ckpt, sources, replace_linear, dtype, device)
     materialize(model, dtype, device)
     model.tie_weights()
     copy_tensors(model, ckpt, sources)
@@ -284,12 +289,35 @@ def load(model_cls, config, root: Path, dtype=None, device=None) -> nn.Module:
     return model.eval()
 
 
+def replace_linears(model: nn.Module, ckpt: Checkpoint, sources: dict[str, list[str]], replace, dtype, device):
+    """Load each nn.Linear whose every tensor is in sources on its own and put replace(linear) in its place;
+    returns the sources left to copy."""
+    left = dict(sources)
+    holders = [(prefix, m) for prefix, m in model.named_modules() if not isinstance(m, nn.Linear)]   # no reference
+    for prefix, holder in holders:                                                   # kept to a replaced layer
+        for name, child in list(holder.named_children()):
+            if not isinstance(child, nn.Linear):
+                continue
+            full = f"{prefix}.{name}" if prefix else name
+            own = {f"{full}.{n}": left.get(f"{full}.{n}") for n, _ in child.named_parameters()}
+            if None in own.values():
+                continue
+            materialize(child, dtype, device)
+            copy_tensors(child, ckpt, {n.removeprefix(full + "."): names for n, names in own.items()})
+            setattr(holder, name, replace(child))
+            for n in own:
+                del left[n]
+    return left
+
+
 def materialize(model: nn.Module, dtype: torch.dtype, device: torch.device) -> None:
-    """Give a model built on the meta device real, uninitialized tensors: floating point ones at dtype, all on
-    device, one allocation each. (Module.to_empty does the same through torch's meta reference kernels, which
-    import sympy and torch.fx: ~70 MB resident and ~1 s on every load.)"""
+    """Give the tensors of a model built on the meta device real, uninitialized ones: floating point ones at dtype,
+    all on device, one allocation each (tensors already real are kept). (Module.to_empty does the same through
+    torch's meta reference kernels, which import sympy and torch.fx: ~70 MB resident and ~1 s on every load.)"""
     for module in model.modules():
         for name, t in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            if not t.is_meta:
+                continue
             new = torch.empty(t.shape, dtype=dtype if t.is_floating_point() else t.dtype, device=device)
             setattr(module, name, nn.Parameter(new, t.requires_grad) if isinstance(t, nn.Parameter) else new)
 

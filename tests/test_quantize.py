@@ -105,3 +105,18 @@ def test_int8_dtype_through_loading_pipeline_and_cli(checkpoint, capsys):
 def test_int8_refused_on_cuda(checkpoint):
     with pytest.raises(ValueError, match="needs a float32 model on the CPU"):
         BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), dtype="int8", device="cuda")
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-bin", "marian-separate-untied"])
+def test_int8_loading_quantizes_each_layer_as_read_with_the_same_result(checkpoint, name):
+    """from_pretrained(dtype="int8") replaces each linear layer as its weights are read (loading.replace_linears;
+    its memory: tests/test_cpu_memory.py); the model equals loading float32 and quantizing it whole, bit for bit,
+    a .bin checkpoint with its own lm_head.weight and Marian's separate, untied embeddings and LM head included."""
+    path = checkpoint(name)
+    streamed = BartForConditionalGeneration.from_pretrained(path, dtype="int8")
+    whole = BartForConditionalGeneration.from_pretrained(path).quantize_int8()
+    assert [type(m) for m in streamed.modules()] == [type(m) for m in whole.modules()]
+    g = torch.Generator().manual_seed(0)
+    V = whole.config.vocab_size
+    ids, dec = torch.randint(4, V, (2, 12), generator=g), torch.randint(4, V, (2, 10), generator=g)
+    assert torch.equal(streamed(ids, None, dec), whole(ids, None, dec))

@@ -61,16 +61,21 @@ class Int8Embedding(nn.Module):
         return f"{self.num_embeddings}, {self.embedding_dim}, int8 weights"
 
 
+def check_quantizable(dtype: torch.dtype, device: torch.device) -> None:
+    """Raise unless float32 weights on `device` can be made int8 here (the CPU, a torch with quantized kernels)."""
+    if device.type != "cpu" or dtype != torch.float32:
+        raise ValueError(f"int8 quantization needs a float32 model on the CPU; this one is {dtype} on "
+                         f"{device} (load it with dtype=None, device='cpu')")
+    if not torch.backends.quantized.supported_engines or not hasattr(torch.ops.quantized, "linear_dynamic"):
+        raise RuntimeError("this PyTorch build has no quantized CPU kernels (quantized::linear_dynamic)")
+
+
 def quantize_int8(model: nn.Module, embeddings: tuple[str, ...] = ()) -> None:
     """Replace every nn.Linear of a float32 CPU model with an Int8Linear, and its nn.Embedding children named in
     embeddings (dotted module names, e.g. "shared" or "decoder.embed_tokens") with Int8Embedding, in place. The float32 weights are dropped with the
     modules that held them (a tied embedding and LM head: once both are replaced)."""
     weight = next(model.parameters())
-    if weight.device.type != "cpu" or weight.dtype != torch.float32:
-        raise ValueError(f"int8 quantization needs a float32 model on the CPU; this one is {weight.dtype} on "
-                         f"{weight.device} (load it with dtype=None, device='cpu')")
-    if not torch.backends.quantized.supported_engines or not hasattr(torch.ops.quantized, "linear_dynamic"):
-        raise RuntimeError("this PyTorch build has no quantized CPU kernels (quantized::linear_dynamic)")
+    check_quantizable(weight.dtype, weight.device)
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Linear):
