@@ -77,7 +77,7 @@ class Worker:
         """Wait for at least one submitted document; its result, with every other one done by then."""
         done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
         records = []
-        for future in done:
+        for future in [f for f in in_flight if f in done]:          # those done together: in submission order
             doc_id, where, row = in_flight.pop(future)
             ids = future.result()[None].cpu()                       # [1, 1, T]
             text = self.pipe.postprocess(ids)[0][0][self.field]
