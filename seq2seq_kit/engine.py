@@ -259,7 +259,8 @@ class Engine:
         return hidden
 
     def _step(self) -> None:
-        """One decoder step for every running request; finished and cancelled ones leave."""
+        """One decoder step for every running request, their searches' flags read back in one transfer (on a GPU
+        one wait per step, not one per request); finished and cancelled ones leave."""
         for request in self.running:
             if request.future.cancelled():
                 self._leave(request)
@@ -273,9 +274,11 @@ class Engine:
             logits_of = [logits[a:a + r.rows] for a, r in zip(rows, self.running)]
         else:
             logits_of = self.slots.step(self.running)
+        stepped = [r.search.advance_on_device(step_logits) for r, step_logits in zip(self.running, logits_of)]
+        flags = torch.stack([r.search.flags(p) for r, p in zip(self.running, stepped)]).tolist()  # one host read
         going = []
-        for request, request_logits in zip(self.running, logits_of):
-            parents = request.search.advance(request_logits)
+        for request, request_parents, request_flags in zip(self.running, stepped, flags):
+            parents = request.search.settle(request_flags, request_parents)
             self.generated_tokens += request.rows
             if not request.search.done:
                 if parents is not None:

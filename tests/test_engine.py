@@ -338,7 +338,7 @@ def test_search_exception_fails_every_request_of_that_step(tiny_eos, monkeypatch
     """An error after the decoder ran (in one request's search) still settles every request of the step."""
     from seq2seq_kit.generation.sampling import SampleSearch
 
-    real, calls = SampleSearch.advance, {"n": 0}
+    real, calls = SampleSearch.advance_on_device, {"n": 0}
 
     def flaky(self, logits):
         calls["n"] += 1
@@ -350,7 +350,7 @@ def test_search_exception_fails_every_request_of_that_step(tiny_eos, monkeypatch
         requests = [engine.submit([5 + i, 6, 7], min_new_tokens=20, max_new_tokens=20) for i in range(3)]
         while engine.active_rows < 3:                      # all three share every step before patching
             time.sleep(0.001)
-        monkeypatch.setattr(SampleSearch, "advance", flaky)
+        monkeypatch.setattr(SampleSearch, "advance_on_device", flaky)
         for request in requests:
             with pytest.raises(RuntimeError, match="injected search failure"):
                 request.result(timeout=30)

@@ -163,13 +163,6 @@ class BeamSearch(SearchProgress):
     def tokens(self) -> torch.Tensor:
         return self.st.running_seq.index_select(2, self.cur_len[None] - 1).reshape(self.rows)        # [R]
 
-    def advance(self, logits: torch.Tensor) -> torch.Tensor | None:
-        parent_rows = self.advance_on_device(logits)
-        moved = (parent_rows != self.identity).any()
-        going, moved = torch.stack((self.going, moved)).tolist()                      # the one host transfer
-        self.done = not going
-        return parent_rows if going and moved else None
-
     def state(self) -> list[torch.Tensor]:
         return super().state() + self.st.tensors()
 

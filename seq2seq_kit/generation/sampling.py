@@ -6,7 +6,7 @@ RNG, so torch.manual_seed reproduces transformers' draw). With EOS ids, a row th
 `pad_token_id` from then on; generation stops when every row has finished or the sequence reaches max_length
 (start token included). Output: [R, T], T = 1 + steps taken; R = batch * num_return_sequences (inputs repeated).
 The step runs on the device at fixed shapes, cur_len included (`advance_on_device`, what a CUDA graph captures;
-once stopped, further steps change nothing); the eager loop's `advance` reads one flag back per step.
+once stopped, further steps change nothing); the eager loop's `advance` reads its flags back once per step.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from .sync_free import SearchProgress
 class SampleSearch(SearchProgress):
     """Greedy (cfg.do_sample False) or sampled decoding from the start token, one step at a time: feed `tokens()`
     [R] to the model's step, hand its logits [R, V] to `advance`, until `done`; then `output()`.
-    R = rows (inputs x num_return_sequences). All state stays on `device`; `advance` reads one flag back,
+    R = rows (inputs x num_return_sequences). All state stays on `device`; `advance` reads its flags back,
     `advance_on_device` none (`going` is the device flag)."""
 
     def __init__(self, cfg: GenerationConfig, processors: list, rows: int, device: torch.device, generator=None):
@@ -34,11 +34,6 @@ class SampleSearch(SearchProgress):
     def tokens(self) -> torch.Tensor:
         return self.seq.index_select(1, self.cur_len[None] - 1)[:, 0]                 # [R]
 
-    def advance(self, logits: torch.Tensor) -> None:
-        """Choose each row's next token from logits [R, V]. Rows never move, so there is no cache reorder."""
-        self.advance_on_device(logits)
-        self.done = not self.going.item()                                             # the one host read
-
     def state(self) -> list[torch.Tensor]:
         return super().state() + [self.seq, self.unfinished]
 
@@ -47,7 +42,8 @@ class SampleSearch(SearchProgress):
         return []
 
     def advance_on_device(self, logits: torch.Tensor, device_length: bool = False) -> None:
-        """One step from logits [R, V], no host read; device_length: the processors read the device cur_len."""
+        """One step from logits [R, V], no host read; device_length: the processors read the device cur_len.
+        Rows never move: no cache reorder (None)."""
         cfg, cur_len, active = self.cfg, self.cur_len, self.going
         with torch.inference_mode():      # the processors may write the logits in place: the model's inference tensor
             scores = apply(self.processors, self.seq, self.processor_length(device_length), logits.float())

@@ -20,7 +20,10 @@ from .protocol import Cache, Step
 class SearchProgress:
     """How far a search (BeamSearch, SampleSearch) has come, kept on both sides: `cur_len` (tokens so far, the
     decoder start token included) and `going` on the device, which a step reads and writes without a host read;
-    `steps` taken and `done` on the host; and each step's processed scores when cfg.output_scores."""
+    `steps` taken and `done` on the host; and each step's processed scores when cfg.output_scores. A search class
+    adds `tokens()`, `advance_on_device(logits)` (the step without a host read: the cache reorder or None) and
+    `output()`; `advance` is that step plus the one host read, split into flags() and settle() for callers that
+    read several searches' flags at once (seq2seq_kit.Engine)."""
 
     def __init__(self, cfg: GenerationConfig, device: torch.device):
         self.cfg = cfg
@@ -29,6 +32,24 @@ class SearchProgress:
         self.steps = 0                  # host count of steps: cur_len - 1 until the search stops
         self.done = False
         self.step_scores = [] if cfg.output_scores else None
+
+    def advance(self, logits: torch.Tensor) -> torch.Tensor | None:
+        """One step from logits [R, V] with one host read: the cache reorder (every row's parent row, LongTensor
+        [R]) or None when no row changed parent (always None for greedy and sampling: rows never move)."""
+        parents = self.advance_on_device(logits)
+        return self.settle(self.flags(parents).tolist(), parents)
+
+    def flags(self, parents: torch.Tensor | None) -> torch.Tensor:
+        """What the host must read back after advance_on_device returned `parents`: bool [2], (still going, some
+        row changed parent). A caller running several searches reads all their flags in one transfer."""
+        moved = (parents != self.identity).any() if parents is not None else torch.zeros_like(self.going)
+        return torch.stack((self.going, moved))
+
+    def settle(self, flags: list[bool], parents: torch.Tensor | None) -> torch.Tensor | None:
+        """The host side of a step whose flags() were read back: `done`, and the reorder to apply or None."""
+        going, moved = flags
+        self.done = not going
+        return parents if going and moved else None
 
     def processor_length(self, on_device: bool):
         """The cur_len the processors see: the device tensor (a step that a CUDA graph captures, where the host
