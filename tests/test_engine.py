@@ -283,6 +283,33 @@ def test_step_exception_fails_that_steps_requests_and_the_engine_goes_on(tiny_eo
     assert torch.equal(after, tiny_eos.generate(torch.tensor([[5, 6, 7, 8]]), max_new_tokens=5))
 
 
+def test_one_host_read_per_step_whatever_the_number_of_requests(tiny_eos, monkeypatch):
+    """Every running request's search steps on the device and their flags come back in one transfer
+    (SearchProgress.flags / settle): one read per step for four requests, not four (on a GPU each read is a wait)."""
+    reads, steps = [], []
+    real_tolist, real_item, real_step = torch.Tensor.tolist, torch.Tensor.item, tiny_eos.decode_group_unchecked
+
+    def counted(real):
+        def read(self):
+            if threading.current_thread().name == "seq2seq_kit-engine":
+                reads.append(1)
+            return real(self)
+        return read
+
+    def step(*args):
+        steps.append(1)
+        return real_step(*args)
+
+    monkeypatch.setattr(torch.Tensor, "tolist", counted(real_tolist))
+    monkeypatch.setattr(torch.Tensor, "item", counted(real_item))
+    monkeypatch.setattr(tiny_eos, "decode_group_unchecked", step)
+    with Engine(tiny_eos, max_rows=16) as engine:
+        requests = [engine.submit([5 + i, 6, 7], num_beams=2, min_new_tokens=10, max_new_tokens=10) for i in range(4)]
+        outputs = [r.result(30) for r in requests]
+    assert all(out.shape[1] == 11 for out in outputs)
+    assert len(steps) >= 10 and len(reads) == len(steps), (len(reads), len(steps))
+
+
 def test_cancel_frees_rows_at_the_next_step(tiny_eos):
     with Engine(tiny_eos, max_rows=4) as engine:
         long = engine.submit([5, 6, 7], num_beams=4, min_new_tokens=200, max_new_tokens=200)
