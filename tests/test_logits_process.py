@@ -28,13 +28,19 @@ def scores(seed: int = 1, rows: int = B * ROWS) -> torch.Tensor:
 
 def assert_same(mine, theirs, ids, lengths=range(1, 10)):
     """Ours reads the whole history at length t (slots past t hold other tokens and must be ignored);
-    transformers reads ids[:, :t]."""
+    transformers reads ids[:, :t]. Also with every row at its own length in one call (a length per row [R, 1],
+    as rows of requests at different steps would be): row r equals transformers' at that row's length."""
     for t in lengths:
         s = scores(seed=t, rows=ids.shape[0])
         expected = theirs(ids[:, :t], s.clone())
         for length in (t, torch.tensor(t)):             # a host int, or a device tensor (a captured step)
             got = mine(ids, length, s.clone())
             assert torch.equal(got, expected), f"length {length!r}"
+    lengths = list(lengths)
+    per_row = torch.tensor([lengths[(3 * r) % len(lengths)] for r in range(ids.shape[0])])[:, None]   # [R, 1]
+    s = scores(seed=99, rows=ids.shape[0])
+    expected = torch.stack([theirs(ids[:, :int(t)], s.clone())[r] for r, t in enumerate(per_row[:, 0])])
+    assert torch.equal(mine(ids, per_row, s.clone()), expected), f"per-row lengths {per_row[:, 0].tolist()}"
 
 
 @pytest.mark.parametrize("penalty", [0.7, 1.3])

@@ -3,7 +3,8 @@
 A processor is a callable `(seq [R, L], cur_len, scores [R, V] float32) -> scores [R, V]`:
   seq      each row's decoder tokens in L fixed slots, decoder start token included; slots >= cur_len are ignored
   cur_len  the current length (tokens in seq so far): an int, or a long tensor [] on the scores' device (a step
-           captured in a CUDA graph, where the host cannot branch on it)
+           captured in a CUDA graph, where the host cannot branch on it), or one length per row, long [R, 1]
+           (rows of requests at different lengths stepped together)
   scores   raw logits (greedy / sampling) or log-softmax (beam search), one row per hypothesis
   R = batch * rows_per_input (beams, or return sequences when sampling); row r belongs to input r // rows_per_input.
 Shapes never depend on cur_len and nothing is read back to the host, so a whole search step, processors included,
@@ -38,15 +39,15 @@ class RepetitionPenalty:
 
 
 def _written(seq: torch.Tensor, cur_len) -> torch.Tensor:
-    """bool [1, L]: the slots of seq [R, L] written so far."""
-    return (torch.arange(seq.shape[1], device=seq.device) < cur_len)[None]
+    """bool [L] (or [R, L] for per-row lengths): the slots of seq [R, L] written so far."""
+    return torch.arange(seq.shape[1], device=seq.device) < cur_len
 
 
 def _last(seq: torch.Tensor, cur_len, n: int) -> torch.Tensor:
     """The last n tokens written, seq[:, cur_len - n:cur_len] -> [R, n] (slots outside seq read its first or last
     slot: callers mask those cases out)."""
-    slots = (cur_len - n + torch.arange(n, device=seq.device)).clamp(0, seq.shape[1] - 1)
-    return seq.index_select(1, slots)
+    slots = (cur_len - n + torch.arange(n, device=seq.device)).clamp(0, seq.shape[1] - 1)    # [n] or [R, n]
+    return seq.gather(1, slots.expand(seq.shape[0], n))
 
 
 def _ban(scores: torch.Tensor, matches: torch.Tensor, next_tokens: torch.Tensor) -> torch.Tensor:
@@ -70,7 +71,7 @@ class NoRepeatNGram:
             return scores
         prefix = _last(seq, cur_len, n - 1)                                  # [R, n-1]
         windows = seq.unfold(1, n, 1)                                        # [R, W, n], W = L - n + 1
-        inside = torch.arange(windows.shape[1], device=seq.device) + n <= cur_len      # [W]: written windows
+        inside = torch.arange(windows.shape[1], device=seq.device) + n <= cur_len      # [W] or [R, W]: written
         matches = (windows[..., :-1] == prefix.unsqueeze(1)).all(dim=-1) & inside      # [R, W]
         return _ban(scores, matches, windows[..., -1])
 
