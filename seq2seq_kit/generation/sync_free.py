@@ -41,7 +41,8 @@ class SearchProgress:
 
     def flags(self, parents: torch.Tensor | None) -> torch.Tensor:
         """What the host must read back after advance_on_device returned `parents`: bool [2], (still going, some
-        row changed parent). A caller running several searches reads all their flags in one transfer."""
+        row changed parent). A caller running several searches reads all their flags in one transfer. A search
+        that returns parents (BeamSearch) keeps `identity`, its rows' own indices [R], to compare them with."""
         moved = (parents != self.identity).any() if parents is not None else torch.zeros_like(self.going)
         return torch.stack((self.going, moved))
 
