@@ -6,12 +6,17 @@
         out = await engine.generate_async(input_ids)       # the same, for asyncio callers
 
 One background thread owns the model (on the CPU the creating thread first hands it its OpenMP workers:
-cpu_threads.py). Every request carries its own search (generation.start_search: greedy, sampling or beam search,
-the very code `generate` runs for a batch of one) and its own KV cache, both dropped when it leaves. A step runs
-the decoder once over the rows of every running request (the model's decode_group_unchecked: the linear layers
-over all rows at once, attention per request on its own cache), then hands each request its rows' logits. So a request's tokens
-are `generate`'s for that input alone, whatever else runs beside it: bit for bit when it runs alone, and to
-float rounding of the batched matrix products otherwise (fp32: tokens equal on decisive logits, scores 1e-4).
+cpu_threads.py). Every request has its own KV cache and steps in a search (generation.start_search: greedy,
+sampling or beam search, the very code `generate` runs for a batch, in its `independent` form where each input
+stops as it would alone): requests whose settings differ at most in max_length / min_length share one search as
+its inputs, each at its own length, joining and leaving it between steps (group_key; sampling requests, with their
+own generators, run one search each). A step runs the decoder once over the rows of every running request (the
+model's decode_group_unchecked: the linear layers over all rows at once, attention per request on its own cache),
+then steps each group's search on its rows' logits and reads every request's flags back in one transfer. So a
+request's tokens are `generate`'s for that input alone, whatever else runs beside it: bit for bit when it runs
+alone, and to float rounding of the batched matrix products otherwise (fp32: tokens equal on decisive logits,
+scores 1e-4). One search per group, not per request, keeps a step's search work (processors, top-k, gathers: ~50
+kernels on a GPU) independent of how many requests run.
 
 Scheduling (vLLM's, reduced to what an encoder-decoder needs): first come, first served. Before each step the
 waiting requests that fit are admitted in arrival order (their encoder passes batched together where their
@@ -25,8 +30,8 @@ live in slots of one SlotStore (models/kv_cache.py) of max_rows rows, and each s
 max_rows rows (free ones ignored) at the device positions of a view padded to a source-length bucket and a
 decoder-length bucket (powers of two from 16). On CUDA each view's step is one CUDA graph (models/cuda_graph.py
 BucketGraphs), so a stream of requests of any lengths captures a handful of graphs; on the CPU the same step runs
-eagerly (the tests' way of checking it). The searches stay per request, on the host side as above (their beam
-groups differ); a request's beam reorder moves its rows' self-attention slots within the store. Padding adds
+eagerly (the tests' way of checking it). The searches step as above; a request's beam reorder moves its rows'
+self-attention slots within the store. Padding adds
 exact zeros to the attention but rounds the longer reductions differently: fp32 tokens equal generate alone's
 on decisive logits, scores within 1e-4, as for batched requests.
 """
@@ -38,7 +43,7 @@ import collections
 import itertools
 import threading
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -66,7 +71,7 @@ class Request:
     config: GenerationConfig                    # resolved settings
     generator: torch.Generator | None
     future: Future = field(default_factory=Future, repr=False)
-    search: object = field(default=None, repr=False)      # set on admission: the request's BeamSearch / SampleSearch
+    group: Group | None = field(default=None, repr=False)  # set on admission: the search it steps in
     cache: object = field(default=None, repr=False)       # set on admission: its KV cache
 
     def result(self, timeout: float | None = None):
@@ -88,6 +93,26 @@ class Request:
     @property
     def source_tokens(self) -> int:
         return self.input_ids.shape[1]
+
+
+@dataclass
+class Group:
+    """Running requests that step in one search (generation's independent BeamSearch / SampleSearch): requests[i]
+    is the search's input i, its rows the search's rows i * rows_per_input onwards. Requests whose settings differ
+    at most in their lengths share a group (`key`); the others run in a group of their own (key None)."""
+    key: str | None
+    search: object
+    requests: list[Request]
+
+
+def group_key(config: GenerationConfig, generator: torch.Generator | None) -> str | None:
+    """What requests must share to step in one search: every resolved setting but max_length and min_length
+    (whether a minimum applies stays: it is a processor or none). Sampling runs alone (None): each request draws
+    from its own generator, or from the global RNG in its own order, as generate alone would."""
+    if config.do_sample or generator is not None:
+        return None
+    return repr(replace(config, max_length=None, max_new_tokens=None, min_new_tokens=None,
+                        min_length=bool(config.min_length)))
 
 
 class Engine:
@@ -113,7 +138,8 @@ class Engine:
         self.model, self.defaults = model, dict(defaults or {})
         self.max_rows, self.max_source_tokens, self.max_queue = max_rows, max_source_tokens, max_queue
         self.waiting: collections.deque[Request] = collections.deque()
-        self.running: list[Request] = []
+        self.groups: list[Group] = []
+        self.running: list[Request] = []            # the groups' requests in step order
         self.generated_tokens = 0                   # decoder rows stepped so far, all requests (for metrics)
         if fixed_capacity is None:
             fixed_capacity = model.device.type == "cuda"
@@ -205,7 +231,7 @@ class Engine:
                 for request in admitted + self.running:
                     settle(request.future, exception=e)
                     self._leave(request)
-                self.running = []
+                self.groups, self.running = [], []
 
     def _take_admissible(self) -> list[Request]:
         """Pop, in arrival order, the waiting requests that fit beside the running ones (lock held)."""
@@ -238,9 +264,21 @@ class Engine:
             else:                   # its cross-attention keys/values, computed once, copied into its rows' slots
                 _, cross = model.start_decoding(hidden, None, 1, 1, cuda_graph=False)
                 request.cache = self.slots.take(request.rows, cross)
-            request.search = start_search(cfg, request.input_ids, model.config.decoder_vocab_size, model.device,
-                                          request.generator)
-            self.running.append(request)
+            self._join(request, start_search(cfg, request.input_ids, model.config.decoder_vocab_size, model.device,
+                                             request.generator, independent=True))
+        self.running = [r for group in self.groups for r in group.requests]
+
+    def _join(self, request: Request, search) -> None:
+        """Put a new request (with its one-input search) into the running group of its key, or a new group."""
+        key = group_key(request.config, request.generator)
+        group = next((g for g in self.groups if key is not None and g.key == key), None)
+        if group is None:
+            group = Group(key, search, [])
+            self.groups.append(group)
+        else:
+            group.search.join(search)
+        group.requests.append(request)
+        request.group = group
 
     def _encode(self, rows: list[torch.Tensor]) -> list[torch.Tensor]:
         """Token ids [S_i] each -> encoder states [1, S_i, D] each, in order: one encoder pass per group of
@@ -259,44 +297,61 @@ class Engine:
         return hidden
 
     def _step(self) -> None:
-        """One decoder step for every running request, their searches' flags read back in one transfer (on a GPU
-        one wait per step, not one per request); finished and cancelled ones leave."""
-        for request in self.running:
-            if request.future.cancelled():
-                self._leave(request)
-        self.running = [r for r in self.running if not r.future.cancelled()]
+        """One decoder step for every running request, each group's search stepped on its rows' logits, all their
+        flags read back in one transfer (on a GPU one wait per step, not one per request); finished and cancelled
+        requests leave."""
+        self._drop(lambda request: request.future.cancelled())
         if not self.running:
             return
+        tokens = torch.cat([group.search.tokens() for group in self.groups])                # [R], running order
         if self.slots is None:
-            tokens = torch.cat([r.search.tokens() for r in self.running])                        # [R]
             logits = self.model.decode_group_unchecked(tokens, [r.cache for r in self.running])  # [R, V]
-            rows = itertools.accumulate([0] + [r.rows for r in self.running])
-            logits_of = [logits[a:a + r.rows] for a, r in zip(rows, self.running)]
         else:
-            logits_of = self.slots.step(self.running)
-        stepped = [r.search.advance_on_device(step_logits) for r, step_logits in zip(self.running, logits_of)]
-        flags = torch.stack([r.search.flags(p) for r, p in zip(self.running, stepped)]).tolist()  # one host read
-        going = []
-        for request, request_parents, request_flags in zip(self.running, stepped, flags):
-            parents = request.search.settle(request_flags, request_parents)
-            self.generated_tokens += request.rows
-            if not request.search.done:
-                if parents is not None:
-                    request.cache.reorder(parents)
-                going.append(request)
-            else:
-                output = None if request.future.cancelled() else result(request.config, request.search)
-                self._leave(request)
-                if output is not None:
-                    settle(request.future, output)
-        self.running = going      # only now: an error above leaves every request of this step in self.running
+            logits = self.slots.step(self.running, tokens)
+        starts = itertools.accumulate([0] + [group.search.rows for group in self.groups])
+        stepped = [group.search.advance_on_device(logits[a:a + group.search.rows])
+                   for a, group in zip(starts, self.groups)]
+        flags = iter(torch.cat([group.search.input_flags(parents)
+                                for group, parents in zip(self.groups, stepped)]).tolist())   # one host read
+        finished = {}                                   # request -> its output (None: cancelled meanwhile)
+        for group, parents in zip(self.groups, stepped):
+            n = group.search.rows_per_input
+            for b, request in enumerate(group.requests):
+                alive, moved = next(flags)
+                self.generated_tokens += request.rows
+                if not alive:
+                    finished[id(request)] = None if request.future.cancelled() \
+                        else result(request.config, group.search, [b])
+                elif moved:
+                    request.cache.reorder(parents[b * n:(b + 1) * n] - b * n)
+        done = [r for r in self.running if id(r) in finished]
+        self._drop(lambda request: id(request) in finished)    # only now: an error above fails this step's requests
+        for request in done:
+            if finished[id(request)] is not None:
+                settle(request.future, finished[id(request)])
+
+    def _drop(self, leaving) -> None:
+        """The running requests for which leaving(request) holds leave their groups (and the engine)."""
+        for group in self.groups:
+            leaves = [leaving(request) for request in group.requests]      # once: a cancel may land meanwhile
+            if not any(leaves):
+                continue
+            kept = [b for b, leave in enumerate(leaves) if not leave]
+            for request, leave in zip(group.requests, leaves):
+                if leave:
+                    self._leave(request)
+            if kept:
+                group.search.keep(kept)
+            group.requests = [group.requests[b] for b in kept]
+        self.groups = [group for group in self.groups if group.requests]
+        self.running = [r for group in self.groups for r in group.requests]
 
     def _leave(self, request: Request) -> None:
         """A request's rows are free (fixed capacity: its slots go back to the store), and its cache and search
         are dropped: a caller holding the Request (its future) does not hold their memory."""
         if self.slots is not None and isinstance(request.cache, Slots):
             self.slots.give_back(request.cache)
-        request.cache = request.search = None
+        request.cache = request.group = None
 
 
 class Slots:
@@ -338,10 +393,11 @@ class FixedCapacity:
         self.store.free(slots.index)
         self.free.extend(slots.rows)
 
-    def step(self, requests: list) -> list[torch.Tensor]:
-        """One decoder step over every row -> each request's logits [rows, V]; positions advanced."""
-        index = torch.cat([r.cache.index for r in requests])
-        self.tokens.index_copy_(0, index, torch.cat([r.search.tokens() for r in requests]))
+    def step(self, requests: list, tokens: torch.Tensor) -> torch.Tensor:
+        """One decoder step over every row, fed tokens [R] (the requests' rows in order) -> the requests' rows'
+        logits [R, V], in that order; positions advanced."""
+        index = torch.cat([r.cache.index for r in requests])                            # [R]
+        self.tokens.index_copy_(0, index, tokens)
         cache = self.store.view(bucket(max(r.cache.source_length for r in requests), self.store.max_source),
                                 bucket(max(r.cache.steps for r in requests) + 1, self.store.max_length))
         if self.graphs is None:
@@ -351,7 +407,7 @@ class FixedCapacity:
         self.store.advance()
         for r in requests:
             r.cache.steps += 1
-        return [logits.index_select(0, r.cache.index) for r in requests]
+        return logits.index_select(0, index)
 
 
 def encoder_groups(lengths: list[int]) -> list[list[int]]:

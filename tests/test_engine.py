@@ -30,6 +30,9 @@ SETTINGS = [
     dict(num_beams=3, length_penalty=2.0, early_stopping=True, no_repeat_ngram_size=3),
     dict(num_beams=2, num_return_sequences=2, early_stopping="never", max_length=14),
     dict(num_beams=4, encoder_no_repeat_ngram_size=2, min_new_tokens=4),
+    dict(num_beams=4, max_length=9),                    # differs from a setting above only in lengths: shares
+    dict(num_beams=1, min_length=3, max_new_tokens=7),  # its search (one group) when both run
+    dict(num_beams=4, encoder_no_repeat_ngram_size=2, min_length=3, max_new_tokens=16),
     dict(do_sample=True, top_k=20, temperature=0.8, seed=1),
     dict(do_sample=True, top_p=0.9, num_return_sequences=3, seed=2),
     dict(do_sample=True, num_beams=2, seed=3),
@@ -70,9 +73,15 @@ def test_random_stream_matches_generate_alone(tiny_eos, seed, fixed_capacity, mo
     """fixed_capacity: every step runs all max_rows rows on the slot store, cross keys/values padded to a
     source-length bucket (the CUDA-graph step, eager on the CPU)."""
     model = tiny_eos
-    groups = []                                       # requests sharing each engine step
+    groups, shared = [], []           # requests sharing each engine step; the largest group sharing one search
     real = Engine._step
-    monkeypatch.setattr(Engine, "_step", lambda self: groups.append(len(self.running)) or real(self))
+
+    def step(self):
+        groups.append(len(self.running))
+        shared.append(max(len(group.requests) for group in self.groups))
+        real(self)
+
+    monkeypatch.setattr(Engine, "_step", step)
     rng = random.Random(seed)
     jobs = [(random_ids(rng, model.config.vocab_size), rng.choice(SETTINGS)) for _ in range(24)]
     cancel = set(rng.sample(range(len(jobs)), 3))
@@ -87,10 +96,41 @@ def test_random_stream_matches_generate_alone(tiny_eos, seed, fixed_capacity, mo
             time.sleep(rng.choice([0, 0, 0.002, 0.01]))          # arrivals while steps run
         outputs = [None if i in cancel else r.result(timeout=120) for i, r in enumerate(requests)]
     assert max(groups) >= 4, f"requests hardly overlapped: {max(groups)} at most in one step"
+    assert max(shared) >= 2, "no two requests shared a search"
     monkeypatch.undo()
     for i, ((ids, setting), out) in enumerate(zip(jobs, outputs)):
         if out is not None:
             assert_same(out, alone(model, ids, setting), f"request {i} {setting}")
+
+
+@pytest.mark.parametrize("fixed_capacity", [False, True])
+@pytest.mark.parametrize("setting", [dict(num_beams=3, no_repeat_ngram_size=2, encoder_no_repeat_ngram_size=2),
+                                     dict(num_beams=1, repetition_penalty=1.3)])
+def test_requests_differing_in_lengths_share_one_search_at_different_steps(tiny_eos, setting, fixed_capacity,
+                                                                           monkeypatch):
+    """Requests whose settings differ only in max_length / min_length step in one search, joining it while the
+    others are mid-way (each at its own length, its own forced-EOS step and minimum): each equals generate alone."""
+    lengths = [dict(max_new_tokens=14, min_new_tokens=12), dict(max_length=9), dict(max_new_tokens=11, min_length=4),
+               dict(max_new_tokens=6, min_new_tokens=5)]
+    shared, real = [], Engine._step
+    monkeypatch.setattr(Engine, "_step", lambda self: shared.append(len(self.groups[0].requests)) or real(self))
+    jobs = [([5 + 3 * i, 6, 7 + i, 8, 9, 5 + 3 * i, 6] * (i + 1), {**setting, **extra}) for i, extra in enumerate(lengths)]
+    with Engine(tiny_eos, max_rows=16, fixed_capacity=fixed_capacity) as engine:
+        requests = []
+        for ids, kwargs in jobs:
+            requests.append(engine.submit(ids, **kwargs, return_dict_in_generate=True, output_scores=True))
+            steps = len(shared)
+            while len(shared) < steps + 2 and not requests[0].done():        # the next one joins two steps later
+                time.sleep(0.001)
+        outputs = [r.result(timeout=60) for r in requests]
+    assert max(shared) >= 3, shared
+    monkeypatch.undo()
+    for (ids, kwargs), out in zip(jobs, outputs):
+        ref = alone(tiny_eos, ids, kwargs)
+        assert_same(out, ref, str(kwargs))
+        assert len(out.scores) == len(ref.scores)
+        for got, want in zip(out.scores, ref.scores):
+            torch.testing.assert_close(got, want, atol=SCORE_ATOL, rtol=0)
 
 
 @given(st.lists(st.integers(1, 1024), max_size=40))

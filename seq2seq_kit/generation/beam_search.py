@@ -61,8 +61,9 @@ class BeamState:
     improvable: torch.Tensor         # [B, 1] bool, early-stop heuristic not yet satisfied
 
     def where(self, keep_new: torch.Tensor, old: BeamState) -> BeamState:
-        """This state where keep_new (a bool tensor []), else old's."""
-        return BeamState(*(torch.where(keep_new, a, b) for a, b in zip(self.tensors(), old.tensors())))
+        """This state where keep_new (bool [] for the whole batch, or [B, 1] per input), else old's."""
+        return BeamState(*(torch.where(keep_new.view(*keep_new.shape, *[1] * (a.dim() - keep_new.dim())), a, b)
+                           for a, b in zip(self.tensors(), old.tensors())))
 
     def tensors(self) -> list[torch.Tensor]:
         return [getattr(self, f.name) for f in fields(self)]
@@ -100,7 +101,8 @@ def _candidates(acc: torch.Tensor, n: int, do_sample: bool, generator) -> tuple[
 
 def _finish(st: BeamState, cand_seq, cand_scores, hits, generated, norm_len, cfg: GenerationConfig) -> BeamState:
     """Merge the candidates that just finished into the K slots per input (transformers' `_update_finished_beams`).
-    generated: the tokens each candidate holds, EOS counted (long []); norm_len: generated ** length_penalty."""
+    generated: the tokens each input's candidates hold, EOS counted (long [B, 1]); norm_len: generated **
+    length_penalty (float32 [B, 1])."""
     beams = st.scores.shape[1]
     top_k_mask = torch.arange(cand_scores.shape[1], device=hits.device) < beams       # [K2]
     just_finished = hits & top_k_mask
@@ -123,7 +125,7 @@ def _finish(st: BeamState, cand_seq, cand_scores, hits, generated, norm_len, cfg
 
 def _improvable(st: BeamState, best_len_norm: torch.Tensor) -> torch.Tensor:
     """transformers' `_check_early_stop_heuristic` (cur_len already advanced): [B, 1] bool.
-    best_len_norm: the best reachable length ** length_penalty (float32 [] or [1])."""
+    best_len_norm: each input's best reachable length ** length_penalty (float32 [B, 1])."""
     best_running = st.running_scores[:, :1] / best_len_norm                                      # [B, 1]
     worst_finished = torch.where(st.finished, torch.min(st.scores, dim=1, keepdim=True)[0], NEG)  # [B, K]
     return st.improvable & torch.any(best_running > worst_finished, dim=-1, keepdim=True)
@@ -135,33 +137,32 @@ def _powers(max_length: int, exponent: float, device) -> torch.Tensor:
     return torch.tensor([1.0] + [float(t) ** exponent for t in range(1, max_length + 1)], device=device)
 
 
-def _at(table: torch.Tensor, i) -> torch.Tensor:
-    """table[i] for a host int or a device long [] (as a [1] gather: indexing by a 0-dim tensor reads it back)."""
-    return table[i] if isinstance(i, int) else table.index_select(0, i.view(1))
-
-
 class BeamSearch(SearchProgress):
     """Beam search (and beam sampling) from the decoder start token, one step at a time: feed `tokens()` [R] to
     the model's step, hand its logits [R, V] to `advance`, which returns the cache reorder (parent row of every
     row, LongTensor [R]) or None when no row changed parent; until `done`, then `output()`. R = batch * beams.
     `advance_on_device` is the same step without any host read (always returns the reorder; `going` is the device
-    flag), for loops that check the stop flag only every few steps."""
+    flag), for loops that check the stop flag only every few steps. Independent (SearchProgress): each input
+    stops as it would alone, at its own length and max_length."""
 
-    def __init__(self, cfg: GenerationConfig, processors: list, batch: int, device: torch.device, generator=None):
+    def __init__(self, cfg: GenerationConfig, processors: list, batch: int, device: torch.device, generator=None,
+                 independent: bool = False):
         beams = cfg.num_beams
-        super().__init__(cfg, device)
+        super().__init__(cfg, batch, beams, device, independent)
         self.processors, self.generator = processors, generator
-        self.batch, self.rows = batch, batch * beams
         self.eos = torch.tensor(cfg.eos_token_id, device=device) if cfg.eos_token_id else None
         self.n_candidates = max(2, 1 + (len(self.eos) if self.eos is not None else 0)) * beams
-        fill = (cfg.pad_token_id or cfg.eos_token_id[0]) if self.eos is not None else -1
-        self.st = _init_state(batch, beams, cfg.max_length, cfg.decoder_start_token_id, fill, device)
-        self.batch_offset = torch.arange(batch, device=device)[:, None] * beams          # [B, 1]
-        self.identity = torch.arange(self.rows, device=device)
+        self.fill = (cfg.pad_token_id or cfg.eos_token_id[0]) if self.eos is not None else -1
+        self.st = _init_state(batch, beams, cfg.max_length, cfg.decoder_start_token_id, self.fill, device)
         self.norm_len = _powers(cfg.max_length, cfg.length_penalty, device)               # [max_length + 1]
 
+    @property
+    def identity(self) -> torch.Tensor:
+        return torch.arange(self.rows, device=self.cur_len.device)                         # [R]
+
     def tokens(self) -> torch.Tensor:
-        return self.st.running_seq.index_select(2, self.cur_len[None] - 1).reshape(self.rows)        # [R]
+        slot = (self.cur_len - 1)[:, :, None].expand(self.batch, self.rows_per_input, 1)    # [B, K, 1]
+        return self.st.running_seq.gather(2, slot).reshape(self.rows)                      # [R]
 
     def state(self) -> list[torch.Tensor]:
         return super().state() + self.st.tensors()
@@ -174,12 +175,11 @@ class BeamSearch(SearchProgress):
     def advance_on_device(self, logits: torch.Tensor, device_length: bool = False) -> torch.Tensor:
         """One step from logits [R, V]; returns every row's parent row [R] (the identity once stopped).
         device_length: the processors read the device cur_len (SearchProgress.processor_length)."""
-        cfg, st, cur_len, active = self.cfg, self.st, self.cur_len, self.going
+        cfg, st, cur_len, active = self.cfg, self.st, self.cur_len, self.active()      # cur_len [B, 1]
         batch, beams, rows = self.batch, cfg.num_beams, self.rows
         log_probs = apply(self.processors, st.running_seq.view(rows, -1), self.processor_length(device_length),
                           logits.float().log_softmax(dim=-1))
-        if self.step_scores is not None:
-            self.step_scores.append(log_probs)
+        self.record(log_probs)
         vocab = log_probs.shape[-1]
         scores, prior = log_probs.view(batch, beams, vocab), st.running_scores[:, :, None]
         acc = scores + prior if self.step_scores is not None else scores.add_(prior)   # unrecorded: add in place
@@ -188,31 +188,59 @@ class BeamSearch(SearchProgress):
         cand_scores, cand_idx = _candidates(acc, self.n_candidates, cfg.do_sample, self.generator)   # [B, K2]
         parent, token = cand_idx // vocab, cand_idx % vocab
         cand_seq = _gather(st.running_seq, parent)                                    # [B, K2, L]
-        cand_seq.index_copy_(2, cur_len.clamp(max=cfg.max_length - 1)[None], token[:, :, None])   # (stopped: any)
-        hits = (cur_len + 1 >= cfg.max_length).expand_as(token)
+        slot = torch.minimum(cur_len, self.max_len - 1)[:, :, None].expand_as(token[:, :, None])   # (stopped: any)
+        cand_seq.scatter_(2, slot, token[:, :, None])
+        hits = (cur_len + 1 >= self.max_len).expand_as(token)                        # [B, K2]
         if self.eos is not None:
             hits = hits | (token[:, :, None] == self.eos).any(dim=-1)               # isin, never a host sync
 
         running = cand_scores + hits.to(torch.float32) * NEG
         nxt = torch.topk(running, k=beams)[1]                                         # [B, K]
-        parent_rows = (_gather(parent, nxt) + self.batch_offset).view(rows)           # [R]
-        generated = cur_len + 1 - PROMPT_LEN                                          # [] EOS counted
+        offset = torch.arange(batch, device=nxt.device)[:, None] * beams               # [B, 1]
+        parent_rows = (_gather(parent, nxt) + offset).view(rows)                      # [R]
+        generated = cur_len + 1 - PROMPT_LEN                                          # [B, 1] EOS counted
         new = _finish(BeamState(_gather(cand_seq, nxt), _gather(running, nxt), *st.tensors()[2:]),
-                      cand_seq, cand_scores, hits, generated, _at(self.norm_len, generated), cfg)
-        self.cur_len = cur_len = cur_len + active.long()
-        best_len = cfg.max_length - PROMPT_LEN if cfg.early_stopping == "never" and cfg.length_penalty > 0.0 \
-            else cur_len - PROMPT_LEN
-        new.improvable = _improvable(new, _at(self.norm_len, best_len))
-        going = new.improvable.any() & ~(new.finished.all() & (cfg.early_stopping is True)) & ~hits.all()
+                      cand_seq, cand_scores, hits, generated, self.norm_len[generated], cfg)
+        reach = self.max_len if cfg.early_stopping == "never" and cfg.length_penalty > 0.0 \
+            else cur_len + active.long()                                              # [B, 1] after this step
+        new.improvable = _improvable(new, self.norm_len[reach - PROMPT_LEN])
+        all_done = new.finished.all(dim=1, keepdim=True) & (cfg.early_stopping is True)        # [B, 1]
+        alive = new.improvable & ~all_done & ~hits.all(dim=1, keepdim=True)                     # [B, 1]
+        batch_going = new.improvable.any() & ~all_done.all() & ~hits.all()
         self.st = new.where(active, st)
-        self.going = active & going
-        self.steps += 1
-        return torch.where(active, parent_rows, self.identity)
+        self.stop(alive, batch_going)
+        return torch.where(active.expand(batch, beams).reshape(rows) if active.dim() else active,
+                           parent_rows, self.identity)
 
-    def output(self):
+    def join(self, other: BeamSearch) -> None:
+        """SearchProgress.join, with the beams' state (sequences padded to the longer max_length)."""
+        super().join(other)
+        width = max(self.st.running_seq.shape[2], other.st.running_seq.shape[2])
+        self.st = BeamState(*(torch.cat((_pad(a, width, self.fill), _pad(b, width, self.fill)))
+                              for a, b in zip(self.st.tensors(), other.st.tensors())))
+        if len(other.norm_len) > len(self.norm_len):
+            self.norm_len = other.norm_len
+
+    def keep(self, inputs: list[int]) -> None:
+        index = torch.tensor(inputs, dtype=torch.long, device=self.cur_len.device)
+        super().keep(inputs)
+        self.st = BeamState(*(t.index_select(0, index) for t in self.st.tensors()))
+
+    def output(self, inputs: list[int] | None = None):
         """(sequences [B*nrs, T], sequences_scores [B*nrs], per-step processed log-probs (tuple of [B*K, V]) or
-        None)."""
+        None); inputs: only these inputs' (independent searches; None: all)."""
         st, nrs = self.st, self.cfg.num_return_sequences
-        length = PROMPT_LEN + int(st.lengths[:, :nrs].max())
-        sequences = st.seq[:, :nrs, :length].reshape(self.batch * nrs, length)
-        return sequences, st.scores[:, :nrs].reshape(self.batch * nrs), self.recorded_scores()
+        seq, scores, lengths = st.seq, st.scores, st.lengths
+        if inputs is not None:
+            index = torch.tensor(inputs, dtype=torch.long, device=seq.device)
+            seq, scores, lengths = seq[index], scores[index], lengths[index]
+        length = PROMPT_LEN + int(lengths[:, :nrs].max())
+        sequences = seq[:, :nrs, :length].reshape(-1, length)
+        return sequences, scores[:, :nrs].reshape(-1), self.recorded_scores(inputs)
+
+
+def _pad(t: torch.Tensor, width: int, fill: int) -> torch.Tensor:
+    """A [B, K, L] sequence tensor padded with `fill` to L = width; other state as it is."""
+    if t.dim() < 3 or t.shape[2] == width:
+        return t
+    return torch.cat((t, t.new_full((*t.shape[:2], width - t.shape[2]), fill)), dim=2)

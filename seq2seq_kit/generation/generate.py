@@ -92,20 +92,21 @@ def rows_per_input(cfg: GenerationConfig) -> int:
 
 
 def start_search(cfg: GenerationConfig, input_ids: torch.Tensor, vocab_size: int, device: torch.device,
-                 generator: torch.Generator | None = None) -> BeamSearch | SampleSearch:
+                 generator: torch.Generator | None = None, independent: bool = False) -> BeamSearch | SampleSearch:
     """The search for resolved settings over input_ids [B, S] (the encoder input, which the encoder n-gram
-    processor reads): BeamSearch when num_beams > 1, else SampleSearch (greedy or sampling)."""
+    processor reads): BeamSearch when num_beams > 1, else SampleSearch (greedy or sampling). independent: each
+    input stops as it would alone (seq2seq_kit.Engine's searches, see generation/sync_free.py)."""
     rows = rows_per_input(cfg)
     processors = build_processors(cfg, input_ids, rows, vocab_size)
     if cfg.num_beams > 1:
-        return BeamSearch(cfg, processors, input_ids.shape[0], device, generator)
-    return SampleSearch(cfg, processors, input_ids.shape[0] * rows, device, generator)
+        return BeamSearch(cfg, processors, input_ids.shape[0], device, generator, independent)
+    return SampleSearch(cfg, processors, input_ids.shape[0] * rows, device, generator, independent)
 
 
-def result(cfg: GenerationConfig, search: BeamSearch | SampleSearch):
+def result(cfg: GenerationConfig, search: BeamSearch | SampleSearch, inputs: list[int] | None = None):
     """What generate returns for a finished search: sequences [B * num_return_sequences, T], or a GenerateOutput
-    when cfg.return_dict_in_generate."""
-    sequences, sequences_scores, scores = search.output()
+    when cfg.return_dict_in_generate; inputs: only these inputs' (an independent search's, finished)."""
+    sequences, sequences_scores, scores = search.output(inputs)
     if not cfg.return_dict_in_generate:
         return sequences
     return GenerateOutput(sequences, sequences_scores if cfg.output_scores else None, scores)

@@ -87,6 +87,23 @@ class EncoderNoRepeatNGram:
             windows = encoder_input_ids.unfold(1, ngram_size, 1)             # [B, W, n]
             self.windows = windows.repeat_interleave(rows_per_input, dim=0)
 
+    def join(self, other: EncoderNoRepeatNGram, rows: int, other_rows: int) -> EncoderNoRepeatNGram:
+        """Append other's rows' windows (an input without windows gets one of -1s, which never matches; the
+        shorter input's windows are padded so)."""
+        if self.windows is None and other.windows is None:
+            return self
+        device = (self.windows if self.windows is not None else other.windows).device
+        first, second = (_windows(p.windows, r, self.n, device) for p, r in ((self, rows), (other, other_rows)))
+        width = max(first.shape[1], second.shape[1])
+        self.windows = torch.cat([torch.cat((w, w.new_full((w.shape[0], width - w.shape[1], self.n), -1)), dim=1)
+                                  for w in (first, second)])
+        return self
+
+    def select(self, rows: torch.Tensor) -> EncoderNoRepeatNGram:
+        if self.windows is not None:
+            self.windows = self.windows.index_select(0, rows)
+        return self
+
     def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
         if self.windows is None:
             return scores
@@ -126,18 +143,32 @@ class NoBadWords:
 
 
 class MinLength:
-    """EOS gets -inf while the decoder sequence (start token included) is shorter than min_length."""
+    """EOS gets -inf while the decoder sequence (start token included) is shorter than min_length (an int, or one
+    per row [R, 1] for rows of inputs with different settings)."""
 
     def __init__(self, min_length: int, eos_token_id: list[int], device=None):
         self.min_length = min_length
         self.eos = torch.tensor(eos_token_id, device=device)
 
     def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
-        return _when(cur_len < self.min_length, lambda s: s.index_fill_(1, self.eos, -math.inf), scores)
+        below = cur_len < self.min_length                                    # bool, or a tensor [] or [R, 1]
+        if isinstance(below, bool):
+            return scores.index_fill_(1, self.eos, -math.inf) if below else scores
+        eos_scores = scores.index_select(1, self.eos)                        # [R, E]: only these columns change
+        return scores.index_copy_(1, self.eos, torch.where(below, -math.inf, eos_scores))
+
+    def join(self, other: MinLength, rows: int, other_rows: int) -> MinLength:
+        self.min_length = _join_rows(self.min_length, other.min_length, rows, other_rows, self.eos.device)
+        return self
+
+    def select(self, rows: torch.Tensor) -> MinLength:
+        self.min_length = _select_rows(self.min_length, rows)
+        return self
 
 
 class ForcedToken:
-    """At decoder length `at_length`, every score is -inf except `token_ids` (0): forced BOS (length 1) / EOS."""
+    """At decoder length `at_length` (an int, or one per row [R, 1]), every score is -inf except `token_ids` (0):
+    forced BOS (length 1) / EOS (max_length - 1)."""
 
     def __init__(self, at_length: int, token_ids: list[int], vocab_size: int, device=None):
         self.at_length = at_length
@@ -145,15 +176,37 @@ class ForcedToken:
         self.forced[token_ids] = 0.0
 
     def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
-        return _when(cur_len == self.at_length, lambda s: s.copy_(self.forced.expand_as(s)), scores)
+        at = cur_len == self.at_length                                       # bool, or a tensor [] or [R, 1]
+        if isinstance(at, bool):
+            return scores.copy_(self.forced.expand_as(scores)) if at else scores
+        return torch.where(at, self.forced, scores)
+
+    def join(self, other: ForcedToken, rows: int, other_rows: int) -> ForcedToken:
+        self.at_length = _join_rows(self.at_length, other.at_length, rows, other_rows, self.forced.device)
+        return self
+
+    def select(self, rows: torch.Tensor) -> ForcedToken:
+        self.at_length = _select_rows(self.at_length, rows)
+        return self
 
 
-def _when(condition, change, scores: torch.Tensor) -> torch.Tensor:
-    """change(scores) where condition holds (change may work in place): a host bool decides at once; a device
-    bool [] selects between change(a copy) and scores."""
-    if isinstance(condition, bool):
-        return change(scores) if condition else scores
-    return torch.where(condition, change(scores.clone()), scores)
+def _join_rows(value, other, rows: int, other_rows: int, device):
+    """Two processors' per-row settings (each an int for all its rows, or long [rows, 1]) as one: an int where
+    both are that int, else long [rows + other_rows, 1]."""
+    if not isinstance(value, torch.Tensor) and not isinstance(other, torch.Tensor) and value == other:
+        return value
+    def column(v, n):
+        return v if isinstance(v, torch.Tensor) else torch.full((n, 1), v, dtype=torch.long, device=device)
+    return torch.cat((column(value, rows), column(other, other_rows)))
+
+
+def _select_rows(value, rows: torch.Tensor):
+    return value.index_select(0, rows) if isinstance(value, torch.Tensor) else value
+
+
+def _windows(windows: torch.Tensor | None, rows: int, n: int, device) -> torch.Tensor:
+    """Encoder n-gram windows [rows, W, n], or one window of -1s per row for an input shorter than n."""
+    return windows if windows is not None else torch.full((rows, 1, n), -1, dtype=torch.long, device=device)
 
 
 def remove_inf_nan(seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
@@ -243,6 +296,18 @@ def apply(processors: list, seq: torch.Tensor, cur_len, scores: torch.Tensor) ->
     for proc in processors:
         scores = proc(seq, cur_len, scores)
     return scores
+
+
+def join_processors(processors: list, others: list, rows: int, other_rows: int) -> list:
+    """One list for the rows of two searches whose settings differ at most in max_length / min_length (the same
+    processors in the same order): `processors`' rows, then `others`'. Processors with per-row state (encoder
+    n-grams, min length, forced EOS) join theirs; the others are the same for every row."""
+    return [p.join(q, rows, other_rows) if hasattr(p, "join") else p for p, q in zip(processors, others)]
+
+
+def select_processors(processors: list, rows: torch.Tensor) -> list:
+    """The processors for these rows (long [R']) only."""
+    return [p.select(rows) if hasattr(p, "select") else p for p in processors]
 
 
 def draw(scores: torch.Tensor, num_samples: int, generator) -> torch.Tensor:

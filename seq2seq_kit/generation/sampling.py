@@ -22,17 +22,23 @@ class SampleSearch(SearchProgress):
     """Greedy (cfg.do_sample False) or sampled decoding from the start token, one step at a time: feed `tokens()`
     [R] to the model's step, hand its logits [R, V] to `advance`, until `done`; then `output()`.
     R = rows (inputs x num_return_sequences). All state stays on `device`; `advance` reads its flags back,
-    `advance_on_device` none (`going` is the device flag)."""
+    `advance_on_device` none (`going` is the device flag). Independent (SearchProgress): each input stops as it
+    would alone, at its own length and max_length."""
 
-    def __init__(self, cfg: GenerationConfig, processors: list, rows: int, device: torch.device, generator=None):
-        super().__init__(cfg, device)
+    def __init__(self, cfg: GenerationConfig, processors: list, rows: int, device: torch.device, generator=None,
+                 independent: bool = False):
+        n = cfg.num_return_sequences
+        super().__init__(cfg, rows // n, n, device, independent)
         self.processors, self.generator = processors, generator
         self.seq = torch.full((rows, cfg.max_length), cfg.decoder_start_token_id, dtype=torch.long, device=device)
         self.eos = torch.tensor(cfg.eos_token_id, device=device) if cfg.eos_token_id else None
         self.unfinished = torch.ones(rows, dtype=torch.bool, device=device)
 
+    def row_len(self) -> torch.Tensor:
+        return self.cur_len.repeat_interleave(self.rows_per_input, dim=0)             # [R, 1]
+
     def tokens(self) -> torch.Tensor:
-        return self.seq.index_select(1, self.cur_len[None] - 1)[:, 0]                 # [R]
+        return self.seq.gather(1, self.row_len() - 1)[:, 0]                           # [R]
 
     def state(self) -> list[torch.Tensor]:
         return super().state() + [self.seq, self.unfinished]
@@ -44,28 +50,49 @@ class SampleSearch(SearchProgress):
     def advance_on_device(self, logits: torch.Tensor, device_length: bool = False) -> None:
         """One step from logits [R, V], no host read; device_length: the processors read the device cur_len.
         Rows never move: no cache reorder (None)."""
-        cfg, cur_len, active = self.cfg, self.cur_len, self.going
+        cfg, n = self.cfg, self.rows_per_input
+        active = self.active()                                                        # [] or [B, 1]
+        row_active = active.repeat_interleave(n, dim=0)[:, 0] if active.dim() else active   # [] or [R]
         with torch.inference_mode():      # the processors may write the logits in place: the model's inference tensor
             scores = apply(self.processors, self.seq, self.processor_length(device_length), logits.float())
-        if self.step_scores is not None:
-            self.step_scores.append(scores)
+        self.record(scores)
         if cfg.do_sample:
             nxt = draw(scores, 1, self.generator).squeeze(1)
         else:
             nxt = torch.argmax(scores, dim=-1)                                        # [R]
-        unfinished = self.unfinished & active
+        unfinished = self.unfinished & row_active
         if self.eos is not None:
             nxt = torch.where(unfinished, nxt, cfg.pad_token_id)
             self.unfinished = unfinished & ~torch.isin(nxt, self.eos)
-        slot = cur_len.clamp(max=cfg.max_length - 1)[None]                            # [1]
-        self.seq.index_copy_(1, slot, torch.where(active, nxt, self.seq.index_select(1, slot)[:, 0])[:, None])
-        self.cur_len = cur_len = cur_len + active.long()
-        going = cur_len < cfg.max_length
+        slot = torch.minimum(self.row_len(), self.max_len.repeat_interleave(n, dim=0) - 1)     # [R, 1]
+        self.seq.scatter_(1, slot, torch.where(row_active, nxt, self.seq.gather(1, slot)[:, 0])[:, None])
+        alive = self.cur_len + 1 < self.max_len                                       # [B, 1] after this step
+        batch_going = alive.all()                                                     # generate: one length
         if self.eos is not None:
-            going = going & self.unfinished.any()
-        self.going = active & going
-        self.steps += 1
+            some_left = self.unfinished.view(self.batch, n).any(dim=1, keepdim=True)  # [B, 1]
+            alive = alive & some_left
+            batch_going = batch_going & some_left.any()
+        self.stop(alive, batch_going)
 
-    def output(self):
-        """(sequences [R, T], None, per-step processed scores (tuple of [R, V]) or None)."""
-        return self.seq[:, :int(self.cur_len)], None, self.recorded_scores()
+    def join(self, other: SampleSearch) -> None:
+        """SearchProgress.join, with the rows' sequences (padded to the longer max_length) and flags."""
+        super().join(other)
+        width = max(self.seq.shape[1], other.seq.shape[1])
+        self.seq = torch.cat([torch.cat((s, s.new_full((s.shape[0], width - s.shape[1]),
+                                                       self.cfg.decoder_start_token_id)), dim=1)
+                              for s in (self.seq, other.seq)])
+        self.unfinished = torch.cat((self.unfinished, other.unfinished))
+
+    def keep(self, inputs: list[int]) -> None:
+        rows = self.input_rows(torch.tensor(inputs, dtype=torch.long, device=self.seq.device))
+        super().keep(inputs)
+        self.seq, self.unfinished = self.seq.index_select(0, rows), self.unfinished.index_select(0, rows)
+
+    def output(self, inputs: list[int] | None = None):
+        """(sequences [R, T], None, per-step processed scores (tuple of [R, V]) or None); inputs: only these
+        inputs' rows (independent searches; None: all)."""
+        seq, length = self.seq, int(self.cur_len.max())
+        if inputs is not None:
+            index = torch.tensor(inputs, dtype=torch.long, device=seq.device)
+            seq, length = seq.index_select(0, self.input_rows(index)), int(self.cur_len[index].max())
+        return seq[:, :length], None, self.recorded_scores(inputs)

@@ -14,24 +14,58 @@ from typing import Callable
 import torch
 
 from .config import GenerationConfig
+from .logits_process import join_processors, select_processors
 from .protocol import Cache, Step
 
 
 class SearchProgress:
-    """How far a search (BeamSearch, SampleSearch) has come, kept on both sides: `cur_len` (tokens so far, the
-    decoder start token included) and `going` on the device, which a step reads and writes without a host read;
-    `steps` taken and `done` on the host; and each step's processed scores when cfg.output_scores. A search class
-    adds `tokens()`, `advance_on_device(logits)` (the step without a host read: the cache reorder or None) and
-    `output()`; `advance` is that step plus the one host read, split into flags() and settle() for callers that
-    read several searches' flags at once (seq2seq_kit.Engine)."""
+    """How far a search (BeamSearch, SampleSearch) over B inputs has come, kept on both sides: on the device
+    `cur_len` (tokens so far, the decoder start token included: long [B, 1], one per input), `max_len` (each
+    input's max_length, long [B, 1]) and `going` (bool []: not stopped), which a step reads and writes without a
+    host read; on the host `steps` taken and `done`, and each step's processed scores when cfg.output_scores.
+    A search class adds `tokens()`, `advance_on_device(logits)` (the step without a host read: the cache reorder
+    or None) and `output()`; `advance` is that step plus the one host read, split into flags() and settle() for
+    callers that read several searches' flags at once.
 
-    def __init__(self, cfg: GenerationConfig, device: torch.device):
-        self.cfg = cfg
-        self.cur_len = torch.ones((), dtype=torch.long, device=device)                # []
+    generate's searches stop as transformers' batch does (every input steps until the batch stops; all inputs
+    share cur_len). An `independent` search (seq2seq_kit.Engine's) stops each input as if it ran alone: `alive`
+    (bool [B, 1]) holds which inputs still step, the inputs may stand at different lengths and have different
+    max_length / min_length, inputs join (`join`) and leave (`keep`) between steps, and `input_flags` /
+    `output(inputs)` serve them one by one."""
+
+    def __init__(self, cfg: GenerationConfig, batch: int, rows_per_input: int, device: torch.device,
+                 independent: bool = False):
+        self.cfg, self.batch, self.rows_per_input, self.independent = cfg, batch, rows_per_input, independent
+        self.cur_len = torch.ones((batch, 1), dtype=torch.long, device=device)           # [B, 1]
+        self.max_len = torch.full((batch, 1), cfg.max_length, dtype=torch.long, device=device)   # [B, 1]
         self.going = torch.ones((), dtype=torch.bool, device=device)                  # [] not stopped yet
+        self.alive = torch.ones((batch, 1), dtype=torch.bool, device=device)          # [B, 1] (independent)
         self.steps = 0                  # host count of steps: cur_len - 1 until the search stops
+        self.lengths = [1] * batch      # independent: each input's cur_len on the host
         self.done = False
-        self.step_scores = [] if cfg.output_scores else None
+        # cfg.output_scores: each step's processed scores [R, V] (independent: per input, its rows' [n, V])
+        self.step_scores = ([[] for _ in range(batch)] if independent else []) if cfg.output_scores else None
+
+    @property
+    def rows(self) -> int:
+        return self.batch * self.rows_per_input
+
+    def active(self) -> torch.Tensor:
+        """Which inputs this step advances: the batch's `going` [] or, independent, each input's `alive` [B, 1]."""
+        return self.alive if self.independent else self.going
+
+    def stop(self, alive: torch.Tensor, batch_going: torch.Tensor) -> None:
+        """The end of a step: alive (bool [B, 1]) the inputs that would go on alone; batch_going (bool []) whether
+        transformers' batch goes on."""
+        active = self.active()
+        if self.independent:
+            self.alive = active & alive
+            self.going = self.alive.any()
+        else:
+            self.going = active & batch_going
+        self.cur_len = self.cur_len + active.long()
+        self.steps += 1
+        self.lengths = [n + 1 for n in self.lengths]     # exact for the inputs still alive (the others do not count)
 
     def advance(self, logits: torch.Tensor) -> torch.Tensor | None:
         """One step from logits [R, V] with one host read: the cache reorder (every row's parent row, LongTensor
@@ -41,8 +75,8 @@ class SearchProgress:
 
     def flags(self, parents: torch.Tensor | None) -> torch.Tensor:
         """What the host must read back after advance_on_device returned `parents`: bool [2], (still going, some
-        row changed parent). A caller running several searches reads all their flags in one transfer. A search
-        that returns parents (BeamSearch) keeps `identity`, its rows' own indices [R], to compare them with."""
+        row changed parent). A search that returns parents (BeamSearch) keeps `identity`, its rows' own indices
+        [R], to compare them with."""
         moved = (parents != self.identity).any() if parents is not None else torch.zeros_like(self.going)
         return torch.stack((self.going, moved))
 
@@ -52,37 +86,98 @@ class SearchProgress:
         self.done = not going
         return parents if going and moved else None
 
+    def input_flags(self, parents: torch.Tensor | None) -> torch.Tensor:
+        """An independent search's flags per input after advance_on_device returned `parents`: bool [B, 2], (the
+        input still steps, some row of it changed parent)."""
+        if parents is None:
+            moved = torch.zeros_like(self.alive)
+        else:
+            moved = (parents != self.identity).view(self.batch, self.rows_per_input).any(dim=1, keepdim=True)
+        return torch.cat((self.alive, moved), dim=1)
+
     def processor_length(self, on_device: bool):
-        """The cur_len the processors see: the device tensor (a step that a CUDA graph captures, where the host
-        cannot count) or host_length(). Both give the same scores until the search stops."""
-        return self.cur_len if on_device else self.host_length()
+        """The cur_len the processors see: an int while every input stands at the same length and the host counts
+        it (processors idle at that length then skip their work), else the device lengths: one tensor [] for
+        generate's inputs (which share it; a step a CUDA graph captures, where the host cannot count) or one per
+        row [R, 1] (independent inputs at different lengths). All give the same scores until an input stops."""
+        if self.independent:
+            lengths = set(self.lengths)
+            if len(lengths) == 1 and not on_device:
+                return lengths.pop()
+            return self.cur_len.repeat_interleave(self.rows_per_input, dim=0)            # [R, 1]
+        return self.cur_len.view(-1)[0] if on_device else self.host_length()
 
     def state(self) -> list[torch.Tensor]:
         """The device tensors a step reads and replaces (subclasses add theirs after these), in a fixed order:
         what generation/whole_step.py copies back in place so that every step reads and writes the same memory."""
-        return [self.cur_len, self.going]
+        return [self.cur_len, self.going, self.alive]
 
     def load_state(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         """Point the state at `tensors` (state()'s order); returns those past this class's (for subclasses)."""
-        self.cur_len, self.going = tensors[:2]
-        return tensors[2:]
+        self.cur_len, self.going, self.alive = tensors[:3]
+        return tensors[3:]
 
     def restart(self) -> None:
         """The host side of a search that starts over (its device state reloaded by the caller)."""
-        self.steps, self.done = 0, False
+        self.steps, self.done, self.lengths = 0, False, [1] * self.batch
         if self.step_scores is not None:
-            self.step_scores = []
+            self.step_scores = [[] for _ in range(self.batch)] if self.independent else []
 
     def host_length(self) -> int:
         """The length processors see: counted on the host, so those idle at this length skip their work (exact
         until the search stops; steps after that change nothing, whatever they compute)."""
         return min(self.steps + 1, self.cfg.max_length)
 
-    def recorded_scores(self) -> tuple[torch.Tensor, ...] | None:
-        """The per-step scores of the steps taken (not of those run after the stop), or None."""
+    def join(self, other: SearchProgress) -> None:
+        """Append the inputs of `other`, an independent search of the same class and settings but for max_length
+        and min_length, started or not (its rows after this search's)."""
+        self.processors = join_processors(self.processors, other.processors, self.rows, other.rows)
+        self.cur_len, self.max_len, self.alive = (torch.cat(pair) for pair in zip(
+            (self.cur_len, self.max_len, self.alive), (other.cur_len, other.max_len, other.alive)))
+        self.going = self.alive.any()
+        self.lengths = self.lengths + other.lengths
+        if self.step_scores is not None:
+            self.step_scores = self.step_scores + other.step_scores
+        self.batch += other.batch
+
+    def keep(self, inputs: list[int]) -> None:
+        """Keep only these inputs (indices in order; at least one), dropping the others' state."""
+        index = torch.tensor(inputs, dtype=torch.long, device=self.cur_len.device)              # [B']
+        self.cur_len, self.max_len, self.alive = (t.index_select(0, index)
+                                                  for t in (self.cur_len, self.max_len, self.alive))
+        self.going = self.alive.any()
+        self.lengths = [self.lengths[i] for i in inputs]
+        if self.step_scores is not None:
+            self.step_scores = [self.step_scores[i] for i in inputs]
+        self.processors = select_processors(self.processors, self.input_rows(index))
+        self.batch = len(inputs)
+
+    def input_rows(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The rows of these inputs (long [B']) -> long [B' * rows_per_input], in order."""
+        n = self.rows_per_input
+        return (inputs[:, None] * n + torch.arange(n, device=inputs.device)).view(-1)
+
+    def record(self, scores: torch.Tensor) -> None:
+        """Keep this step's processed scores [R, V] when cfg.output_scores."""
+        if self.step_scores is None:
+            return
+        if not self.independent:
+            self.step_scores.append(scores)
+            return
+        n = self.rows_per_input
+        for b, steps in enumerate(self.step_scores):    # copies: a view would keep every row's [R, V] alive
+            steps.append(scores[b * n:(b + 1) * n].clone())
+
+    def recorded_scores(self, inputs: list[int] | None = None) -> tuple[torch.Tensor, ...] | None:
+        """The per-step scores of the steps taken (not of those run after the stop), or None; inputs: these
+        inputs' rows only (independent searches)."""
         if self.step_scores is None:
             return None
-        return tuple(self.step_scores[:int(self.cur_len) - 1])
+        if not self.independent:
+            return tuple(self.step_scores[:int(self.cur_len.max()) - 1])
+        inputs = range(self.batch) if inputs is None else inputs
+        kept = [self.step_scores[b][:int(self.cur_len[b]) - 1] for b in inputs]
+        return tuple(torch.cat(step) for step in zip(*kept))
 
 
 def decode(step: Step, cache: Cache, search: SearchProgress, check_every: int) -> None:
