@@ -142,66 +142,57 @@ class NoBadWords:
         return scores
 
 
-class MinLength:
-    """EOS gets -inf while the decoder sequence (start token included) is shorter than min_length (an int, or one
-    per row [R, 1] for rows of inputs with different settings)."""
+class LengthSetting:
+    """A processor whose one setting, `length`, is an int for every row or one per row (long [R, 1]): the rows
+    of inputs whose max_length / min_length differ, stepped in one search."""
+    length: int | torch.Tensor
+    device: torch.device | str | None
+
+    def join(self, other: LengthSetting, rows: int, other_rows: int) -> LengthSetting:
+        """Append other's rows: an int where both hold that int, else long [rows + other_rows, 1]."""
+        mine, theirs = self.length, other.length
+        if isinstance(mine, int) and isinstance(theirs, int) and mine == theirs:
+            return self
+        def column(v, n):
+            return v if isinstance(v, torch.Tensor) else torch.full((n, 1), v, dtype=torch.long, device=self.device)
+        self.length = torch.cat((column(mine, rows), column(theirs, other_rows)))
+        return self
+
+    def select(self, rows: torch.Tensor) -> LengthSetting:
+        if isinstance(self.length, torch.Tensor):
+            self.length = self.length.index_select(0, rows)
+        return self
+
+
+class MinLength(LengthSetting):
+    """EOS gets -inf while the decoder sequence (start token included) is shorter than `length` (min_length)."""
 
     def __init__(self, min_length: int, eos_token_id: list[int], device=None):
-        self.min_length = min_length
+        self.length, self.device = min_length, device
         self.eos = torch.tensor(eos_token_id, device=device)
 
     def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
-        below = cur_len < self.min_length                                    # bool, or a tensor [] or [R, 1]
+        below = cur_len < self.length                                        # bool, or a tensor [] or [R, 1]
         if isinstance(below, bool):
             return scores.index_fill_(1, self.eos, -math.inf) if below else scores
         eos_scores = scores.index_select(1, self.eos)                        # [R, E]: only these columns change
         return scores.index_copy_(1, self.eos, torch.where(below, -math.inf, eos_scores))
 
-    def join(self, other: MinLength, rows: int, other_rows: int) -> MinLength:
-        self.min_length = _join_rows(self.min_length, other.min_length, rows, other_rows, self.eos.device)
-        return self
 
-    def select(self, rows: torch.Tensor) -> MinLength:
-        self.min_length = _select_rows(self.min_length, rows)
-        return self
-
-
-class ForcedToken:
-    """At decoder length `at_length` (an int, or one per row [R, 1]), every score is -inf except `token_ids` (0):
-    forced BOS (length 1) / EOS (max_length - 1)."""
+class ForcedToken(LengthSetting):
+    """At decoder length `length`, every score is -inf except `token_ids` (0): forced BOS (length 1) / EOS
+    (max_length - 1)."""
 
     def __init__(self, at_length: int, token_ids: list[int], vocab_size: int, device=None):
-        self.at_length = at_length
+        self.length, self.device = at_length, device
         self.forced = torch.full((vocab_size,), -math.inf, device=device)              # [V]: the scores then
         self.forced[token_ids] = 0.0
 
     def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
-        at = cur_len == self.at_length                                       # bool, or a tensor [] or [R, 1]
+        at = cur_len == self.length                                          # bool, or a tensor [] or [R, 1]
         if isinstance(at, bool):
             return scores.copy_(self.forced.expand_as(scores)) if at else scores
         return torch.where(at, self.forced, scores)
-
-    def join(self, other: ForcedToken, rows: int, other_rows: int) -> ForcedToken:
-        self.at_length = _join_rows(self.at_length, other.at_length, rows, other_rows, self.forced.device)
-        return self
-
-    def select(self, rows: torch.Tensor) -> ForcedToken:
-        self.at_length = _select_rows(self.at_length, rows)
-        return self
-
-
-def _join_rows(value, other, rows: int, other_rows: int, device):
-    """Two processors' per-row settings (each an int for all its rows, or long [rows, 1]) as one: an int where
-    both are that int, else long [rows + other_rows, 1]."""
-    if not isinstance(value, torch.Tensor) and not isinstance(other, torch.Tensor) and value == other:
-        return value
-    def column(v, n):
-        return v if isinstance(v, torch.Tensor) else torch.full((n, 1), v, dtype=torch.long, device=device)
-    return torch.cat((column(value, rows), column(other, other_rows)))
-
-
-def _select_rows(value, rows: torch.Tensor):
-    return value.index_select(0, rows) if isinstance(value, torch.Tensor) else value
 
 
 def _windows(windows: torch.Tensor | None, rows: int, n: int, device) -> torch.Tensor:
