@@ -30,8 +30,8 @@ live in slots of one SlotStore (models/kv_cache.py) of max_rows rows, and each s
 max_rows rows (free ones ignored) at the device positions of a view padded to a source-length bucket and a
 decoder-length bucket (powers of two from 16). On CUDA each view's step is one CUDA graph (models/cuda_graph.py
 BucketGraphs), so a stream of requests of any lengths captures a handful of graphs; on the CPU the same step runs
-eagerly (the tests' way of checking it). The searches step as above; a request's beam reorder moves its rows'
-self-attention slots within the store. Padding adds
+eagerly (the tests' way of checking it). The searches step as above; the beam reorders of every group whose rows
+moved are one gather-scatter of self-attention slots within the store. Padding adds
 exact zeros to the attention but rounds the longer reductions differently: fp32 tokens equal generate alone's
 on decisive logits, scores within 1e-4, as for batched requests.
 """
@@ -314,6 +314,7 @@ class Engine:
         flags = iter(torch.cat([group.search.input_flags(parents)
                                 for group, parents in zip(self.groups, stepped)]).tolist())   # one host read
         finished = {}                                   # request -> its output (None: cancelled meanwhile)
+        moved_groups = []                               # (group, its rows' parent rows): some row moved
         for group, parents in zip(self.groups, stepped):
             n = group.search.rows_per_input
             for b, request in enumerate(group.requests):
@@ -322,8 +323,12 @@ class Engine:
                 if not alive:
                     finished[id(request)] = None if request.future.cancelled() \
                         else result(request.config, group.search, [b])
-                elif moved:
+                elif moved and self.slots is None:
                     request.cache.reorder(parents[b * n:(b + 1) * n] - b * n)
+                elif moved and (not moved_groups or moved_groups[-1][0] is not group):
+                    moved_groups.append((group, parents))
+        if moved_groups:                                # fixed capacity: one reorder in the store for all of them
+            self.slots.reorder(moved_groups)
         done = [r for r in self.running if id(r) in finished]
         self._drop(lambda request: id(request) in finished)    # only now: an error above fails this step's requests
         for request in done:
@@ -355,15 +360,12 @@ class Engine:
 
 
 class Slots:
-    """A request's rows in the SlotStore: `reorder(parents)` is its beam reorder (the Cache interface)."""
+    """A request's rows in the SlotStore (its cache): their indices and the tokens fed so far."""
 
-    def __init__(self, owner: FixedCapacity, rows: list[int], source_length: int):
-        self.owner, self.rows, self.source_length = owner, rows, source_length
-        self.index = torch.tensor(rows, dtype=torch.long, device=owner.store.positions.device)   # [k]
+    def __init__(self, rows: list[int], source_length: int, device: torch.device):
+        self.rows, self.source_length = rows, source_length
+        self.index = torch.tensor(rows, dtype=torch.long, device=device)                         # [k]
         self.steps = 0                              # tokens fed so far: the next step writes slot `steps`
-
-    def reorder(self, parents: torch.Tensor) -> None:
-        self.owner.store.reorder(self.index, self.index[parents], self.steps)
 
 
 class FixedCapacity:
@@ -385,9 +387,17 @@ class FixedCapacity:
 
     def take(self, rows: int, cross) -> Slots:
         """`rows` free rows for a request whose one-input cache `cross` holds its cross-attention keys/values."""
-        slots = Slots(self, [self.free.pop() for _ in range(rows)], cross.cross_k[0].shape[2])
+        slots = Slots([self.free.pop() for _ in range(rows)], cross.cross_k[0].shape[2], self.store.positions.device)
         self.store.fill(slots.index, cross)
         return slots
+
+    def reorder(self, moved: list) -> None:
+        """Beam reorders of whole groups at once, [(group, parents long [R_g]: each of its rows' parent row)]: one
+        gather-scatter in the store for all their rows (unmoved rows copy themselves) instead of one per request."""
+        index = [torch.cat([r.cache.index for r in group.requests]) for group, _ in moved]      # [R_g] slots each
+        rows = torch.cat(index)
+        parents = torch.cat([slots[parents] for slots, (_, parents) in zip(index, moved)])
+        self.store.reorder(rows, parents, max(r.cache.steps for group, _ in moved for r in group.requests))
 
     def give_back(self, slots: Slots) -> None:
         self.store.free(slots.index)
