@@ -209,7 +209,7 @@ class BeamSearch(SearchProgress):
         batch_going = new.improvable.any() & ~all_done.all() & ~hits.all()
         self.st = new.where(active, st)
         self.stop(alive, batch_going)
-        return torch.where(active.expand(batch, beams).reshape(rows) if active.dim() else active,
+        return torch.where(self.per_row(active)[:, 0] if active.dim() else active,
                            parent_rows, self.identity)
 
     def join(self, other: BeamSearch) -> None:

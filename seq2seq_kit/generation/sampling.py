@@ -34,11 +34,8 @@ class SampleSearch(SearchProgress):
         self.eos = torch.tensor(cfg.eos_token_id, device=device) if cfg.eos_token_id else None
         self.unfinished = torch.ones(rows, dtype=torch.bool, device=device)
 
-    def row_len(self) -> torch.Tensor:
-        return self.cur_len.repeat_interleave(self.rows_per_input, dim=0)             # [R, 1]
-
     def tokens(self) -> torch.Tensor:
-        return self.seq.gather(1, self.row_len() - 1)[:, 0]                           # [R]
+        return self.seq.gather(1, self.per_row(self.cur_len) - 1)[:, 0]                  # [R]
 
     def state(self) -> list[torch.Tensor]:
         return super().state() + [self.seq, self.unfinished]
@@ -52,7 +49,7 @@ class SampleSearch(SearchProgress):
         Rows never move: no cache reorder (None)."""
         cfg, n = self.cfg, self.rows_per_input
         active = self.active()                                                        # [] or [B, 1]
-        row_active = active.repeat_interleave(n, dim=0)[:, 0] if active.dim() else active   # [] or [R]
+        row_active = self.per_row(active)[:, 0] if active.dim() else active          # [] or [R]
         with torch.inference_mode():      # the processors may write the logits in place: the model's inference tensor
             scores = apply(self.processors, self.seq, self.processor_length(device_length), logits.float())
         self.record(scores)
@@ -64,7 +61,7 @@ class SampleSearch(SearchProgress):
         if self.eos is not None:
             nxt = torch.where(unfinished, nxt, cfg.pad_token_id)
             self.unfinished = unfinished & ~torch.isin(nxt, self.eos)
-        slot = torch.minimum(self.row_len(), self.max_len.repeat_interleave(n, dim=0) - 1)     # [R, 1]
+        slot = torch.minimum(self.per_row(self.cur_len), self.per_row(self.max_len) - 1)     # [R, 1]
         self.seq.scatter_(1, slot, torch.where(row_active, nxt, self.seq.gather(1, slot)[:, 0])[:, None])
         alive = self.cur_len + 1 < self.max_len                                       # [B, 1] after this step
         batch_going = alive.all()                                                     # generate: one length

@@ -104,7 +104,7 @@ class SearchProgress:
             lengths = set(self.lengths)
             if len(lengths) == 1 and not on_device:
                 return lengths.pop()
-            return self.cur_len.repeat_interleave(self.rows_per_input, dim=0)            # [R, 1]
+            return self.per_row(self.cur_len)                                              # [R, 1]
         return self.cur_len.view(-1)[0] if on_device else self.host_length()
 
     def state(self) -> list[torch.Tensor]:
@@ -151,6 +151,11 @@ class SearchProgress:
             self.step_scores = [self.step_scores[i] for i in inputs]
         self.processors = select_processors(self.processors, self.input_rows(index))
         self.batch = len(inputs)
+
+    def per_row(self, values: torch.Tensor) -> torch.Tensor:
+        """One value per input [B, 1] -> one per row [R, 1] (each input's rows_per_input rows; expand and copy,
+        never a host read, so a CUDA graph can capture it)."""
+        return values.expand(self.batch, self.rows_per_input).reshape(self.rows, 1)
 
     def input_rows(self, inputs: torch.Tensor) -> torch.Tensor:
         """The rows of these inputs (long [B']) -> long [B' * rows_per_input], in order."""
