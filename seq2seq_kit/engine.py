@@ -26,11 +26,13 @@ The first request that does not fit waits, and so does everything behind it (no 
 A finished or cancelled request leaves at once; its rows and cache are free for the next step.
 
 Fixed capacity (`fixed_capacity`, on by default on CUDA): instead of a cache per request, every request's rows
-live in slots of one SlotStore (models/kv_cache.py) of max_rows rows, and each step runs the decoder over all
-max_rows rows (free ones ignored) at the device positions of a view padded to a source-length bucket and a
-decoder-length bucket (powers of two from 16). On CUDA each view's step is one CUDA graph (models/cuda_graph.py
-BucketGraphs), so a stream of requests of any lengths captures a handful of graphs; on the CPU the same step runs
-eagerly (the tests' way of checking it). The searches step as above; the beam reorders of every group whose rows
+live in row slots of one SlotStore (models/kv_cache.py) of max_rows rows, and its input's cross-attention
+keys/values in one input slot that its rows share (read once per step, not once per beam). Each step runs the
+decoder over all max_rows rows (free ones ignored) at the device positions of a view padded to a source-length and
+a decoder-length bucket (powers of two from 16) and bucketed by the input slots in use (lowest first) and the rows
+per input (powers of two). On CUDA each view's step is one CUDA graph (models/cuda_graph.py BucketGraphs), so a
+stream of requests of any lengths captures a handful of graphs; on the CPU the same step runs eagerly (the tests'
+way of checking it). The searches step as above; the beam reorders of every group whose rows
 moved are one gather-scatter of self-attention slots within the store. Padding adds
 exact zeros to the attention but rounds the longer reductions differently: fp32 tokens equal generate alone's
 on decisive logits, scores within 1e-4, as for batched requests.
@@ -39,6 +41,7 @@ on decisive logits, scores within 1e-4, as for batched requests.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import itertools
 import threading
@@ -362,15 +365,16 @@ class Engine:
 class Slots:
     """A request's rows in the SlotStore (its cache): their indices and the tokens fed so far."""
 
-    def __init__(self, rows: list[int], source_length: int, device: torch.device):
-        self.rows, self.source_length = rows, source_length
+    def __init__(self, rows: list[int], input_slot: int, source_length: int, device: torch.device):
+        self.rows, self.input_slot, self.source_length = rows, input_slot, source_length
         self.index = torch.tensor(rows, dtype=torch.long, device=device)                         # [k]
         self.steps = 0                              # tokens fed so far: the next step writes slot `steps`
 
 
 class FixedCapacity:
-    """The fixed-capacity step (see the module docstring): a SlotStore of max_rows rows, its free rows, and the
-    step over all of them, replayed from a CUDA graph per bucket pair on CUDA, eager elsewhere."""
+    """The fixed-capacity step (see the module docstring): a SlotStore of max_rows rows and as many input slots,
+    the free ones of each (input slots handed out lowest first, so the inputs a step reads stay few), and the
+    step over all rows, replayed from a CUDA graph per bucket set on CUDA, eager elsewhere."""
 
     def __init__(self, model, max_rows: int):
         config = model.config
@@ -380,6 +384,7 @@ class FixedCapacity:
                                head_dim=config.d_model // heads, max_length=config.max_position_embeddings,
                                max_source=config.max_position_embeddings, dtype=model.dtype, device=model.device)
         self.free = list(range(max_rows))
+        self.free_inputs = list(range(max_rows))                    # kept sorted: take the lowest
         self.graphs = BucketGraphs(model.next_token_logits, max_rows, model.device) \
             if model.device.type == "cuda" else None
         self.tokens = torch.zeros(max_rows, dtype=torch.long, device=model.device) if self.graphs is None \
@@ -387,8 +392,9 @@ class FixedCapacity:
 
     def take(self, rows: int, cross) -> Slots:
         """`rows` free rows for a request whose one-input cache `cross` holds its cross-attention keys/values."""
-        slots = Slots([self.free.pop() for _ in range(rows)], cross.cross_k[0].shape[2], self.store.positions.device)
-        self.store.fill(slots.index, cross)
+        slots = Slots([self.free.pop() for _ in range(rows)], self.free_inputs.pop(0), cross.cross_k[0].shape[2],
+                      self.store.positions.device)
+        self.store.fill(slots.index, slots.input_slot, cross)
         return slots
 
     def reorder(self, moved: list) -> None:
@@ -400,8 +406,9 @@ class FixedCapacity:
         self.store.reorder(rows, parents, max(r.cache.steps for group, _ in moved for r in group.requests))
 
     def give_back(self, slots: Slots) -> None:
-        self.store.free(slots.index)
+        self.store.free(slots.index, slots.input_slot)
         self.free.extend(slots.rows)
+        bisect.insort(self.free_inputs, slots.input_slot)
 
     def step(self, requests: list, tokens: torch.Tensor) -> torch.Tensor:
         """One decoder step over every row, fed tokens [R] (the requests' rows in order) -> the requests' rows'
@@ -409,7 +416,9 @@ class FixedCapacity:
         index = torch.cat([r.cache.index for r in requests])                            # [R]
         self.tokens.index_copy_(0, index, tokens)
         cache = self.store.view(bucket(max(r.cache.source_length for r in requests), self.store.max_source),
-                                bucket(max(r.cache.steps for r in requests) + 1, self.store.max_length))
+                                bucket(max(r.cache.steps for r in requests) + 1, self.store.max_length),
+                                bucket(max(r.cache.input_slot for r in requests) + 1, self.store.num_rows, least=1),
+                                bucket(max(len(r.cache.rows) for r in requests), self.store.num_rows, least=1))
         if self.graphs is None:
             logits = self.model.next_token_logits(self.tokens, cache)                  # [N, V]
         else:
@@ -437,9 +446,9 @@ def encoder_groups(lengths: list[int]) -> list[list[int]]:
     return groups
 
 
-def bucket(n: int, limit: int) -> int:
-    """The smallest power of two >= n, at least 16 and at most limit: few shapes, so few CUDA graphs."""
-    return min(limit, max(16, 1 << (n - 1).bit_length()))
+def bucket(n: int, limit: int, least: int = 16) -> int:
+    """The smallest power of two >= n, at least `least` and at most limit: few shapes, so few CUDA graphs."""
+    return min(limit, max(least, 1 << (n - 1).bit_length()))
 
 
 def settle(future: Future, value=None, exception: BaseException | None = None) -> None:

@@ -173,22 +173,42 @@ def test_inputs_of_close_lengths_share_one_padded_encoder_pass(tiny_eos, monkeyp
 
 
 def test_fixed_capacity_buckets_and_slots(tiny_eos, monkeypatch):
-    """Requests of many lengths step on a few views (bucket pairs: what CUDA captures one graph each for); every
-    slot is back in the free list when the stream ends, also after a failed step."""
-    views = set()
+    """Requests of many lengths step on a few views (bucket sets: what CUDA captures one graph each for); every
+    row and input slot is back in the free lists when the stream ends."""
+    views = set()                             # (source slots, self slots, input slots, queries per input, rows)
     real = tiny_eos.next_token_logits
     monkeypatch.setattr(tiny_eos, "next_token_logits", lambda ids, cache: views.add(
-        (cache.cross_k[0].shape[2], cache.self_kv.shape[4], ids.shape[0])) or real(ids, cache))
+        (cache.cross_k[0].shape[2], cache.cross_k[0].shape[0], cache.self_kv.shape[4], cache.group, ids.shape[0]))
+        or real(ids, cache))
     rng = random.Random(5)
     with Engine(tiny_eos, max_rows=8, fixed_capacity=True) as engine:
         requests = [engine.submit(random_ids(rng, tiny_eos.config.vocab_size), num_beams=rng.choice([1, 2, 4]),
                                   max_new_tokens=rng.randint(3, 40)) for _ in range(12)]
         for r in requests:
             r.result(timeout=120)
-        assert sorted(engine.slots.free) == list(range(8)) and not engine.slots.store.in_use.any()
-    assert {rows for _, _, rows in views} == {8}                        # always all max_rows rows
-    assert {s for s, _, _ in views} <= {16, 32, 64} and {n for _, n, _ in views} <= {16, 32, 64}
-    assert len(views) <= 9
+        assert sorted(engine.slots.free) == list(range(8)) and engine.slots.free_inputs == list(range(8))
+        assert not engine.slots.store.in_use.any() and (engine.slots.store.input_rows == 8).all()
+    assert {rows for *_, rows in views} == {8}                          # always all max_rows rows
+    assert {s for s, *_ in views} <= {16, 32, 64} and {n for _, _, n, _, _ in views} <= {16, 32, 64}
+    assert {m for _, m, *_ in views} <= {1, 2, 4, 8} and {g for *_, g, _ in views} <= {1, 2, 4}
+    assert len(views) <= 30, sorted(views)
+
+
+def test_fixed_capacity_beams_share_their_inputs_keys_and_values(tiny_eos, monkeypatch):
+    """Two beam-4 requests on eight rows: the step reads two input slots, each input's four rows as its queries
+    (its cross-attention keys/values once, not once per beam)."""
+    views = set()
+    real = tiny_eos.next_token_logits
+    monkeypatch.setattr(tiny_eos, "next_token_logits", lambda ids, cache: views.add(
+        (cache.cross_k[0].shape[0], cache.group)) or real(ids, cache))
+    with Engine(tiny_eos, max_rows=8, fixed_capacity=True) as engine:
+        requests = [engine.submit([5 + i, 6, 7, 8], num_beams=4, min_new_tokens=6, max_new_tokens=6) for i in (0, 3)]
+        outputs = [r.result(30) for r in requests]
+    assert (2, 4) in views and views <= {(1, 4), (2, 4)}, views    # the second may join a step later
+    monkeypatch.undo()
+    for i, out in zip((0, 3), outputs):
+        want = tiny_eos.generate(torch.tensor([[5 + i, 6, 7, 8]]), num_beams=4, min_new_tokens=6, max_new_tokens=6)
+        assert torch.equal(out, want)
 
 
 def test_fixed_capacity_failed_step_frees_its_slots(tiny_eos, monkeypatch):
@@ -214,7 +234,7 @@ def test_fixed_capacity_failed_step_frees_its_slots(tiny_eos, monkeypatch):
 
 @pytest.mark.cuda
 def test_fixed_capacity_on_cuda_replays_a_few_graphs(tiny_eos_path):
-    """On CUDA the engine steps from CUDA graphs, one per bucket pair; each request's tokens are generate's
+    """On CUDA the engine steps from CUDA graphs, one per bucket set; each request's tokens are generate's
     alone (fp32, eager generate on the same GPU)."""
     model = BartForConditionalGeneration.from_pretrained(tiny_eos_path, device="cuda")
     rng = random.Random(7)
@@ -224,7 +244,7 @@ def test_fixed_capacity_on_cuda_replays_a_few_graphs(tiny_eos_path):
         requests = [engine.submit(ids, **kwargs_of(setting), return_dict_in_generate=True, output_scores=True)
                     for ids, setting in jobs]
         outputs = [r.result(timeout=120) for r in requests]
-        assert 1 <= len(engine.slots.graphs.graphs) <= 9
+        assert 1 <= len(engine.slots.graphs.graphs) <= 30       # bucket sets, as the CPU test counts them
     for i, ((ids, setting), out) in enumerate(zip(jobs, outputs)):
         ref = model.generate(torch.tensor([ids], device="cuda"), **kwargs_of(setting), cuda_graph=False,
                              return_dict_in_generate=True, output_scores=True)

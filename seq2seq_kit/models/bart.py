@@ -103,19 +103,16 @@ class CrossAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)   # mask [B, 1, 1, S]
         return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
 
-
     def step(self, x: torch.Tensor, caches: list[KVCache], layer: int) -> torch.Tensor:
         """One token per row: x [R, 1, D] -> [R, 1, D]. Each cache's B inputs attend to their own encoder keys and
-        values, an input's rows_per_input rows as its query positions ([B, H, rows_per_input, Dh])."""
-        R, _, D = x.shape
+        values once, an input's rows as its query positions ([B, H, n, Dh]: the cache's input_queries)."""
         q = self.q_proj(x)                                                  # [R, 1, D]
         ys = []
         for rows, cache in row_ranges(caches):
-            B, n = cache.num_rows // cache.rows_per_input, cache.rows_per_input
-            q_c = q[rows].view(B, n, self.heads, self.head_dim).transpose(1, 2)         # [B, H, n, Dh]
+            q_c = cache.input_queries(q[rows], self.heads)                  # [B, H, n, Dh]
             y = F.scaled_dot_product_attention(q_c, cache.cross_k[layer], cache.cross_v[layer],
                                                attn_mask=cache.cross_mask, scale=self.scale)   # [B, H, n, Dh]
-            ys.append(y.transpose(1, 2).reshape(B * n, 1, D))
+            ys.append(cache.row_outputs(y))                                 # [r, 1, D]
         return self.out_proj(ys[0] if len(ys) == 1 else torch.cat(ys))
 
 

@@ -11,7 +11,7 @@ The model keeps its graph (`graphed_step`) and reuses it for the next generate c
 cross-attention keys/values into the graph's cache. Other keys capture a new graph (some tens of ms).
 generate replays this decoder-only graph for sampling; greedy and beam search replay the whole step, search
 included (generation/whole_step.py). BucketGraphs is the continuous-batching engine's step on a SlotStore, one
-graph per bucket pair.
+graph per bucket set (SlotStore.view).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class GraphedStep:
 
 class BucketGraphs:
     """The continuous-batching engine's decoder step on a SlotStore (models/kv_cache.py), one CUDA graph per view
-    (source-length bucket, length bucket): a stream of requests of any lengths captures a handful of graphs.
+    (source-length, length, input-slot and rows-per-input buckets): a stream of requests of any lengths captures a handful of graphs.
     `__call__(cache)` replays the graph of that view (capturing it on first use) with `self.input_ids` [N] (the
     caller writes every row's token there first) -> float32 logits [N, V], a buffer the next call overwrites.
     The graphs share one memory pool: they never run at once, and each keeps only its logits alive."""

@@ -68,6 +68,17 @@ class KVCache:
         """The decoder position of the token the next step feeds."""
         return self.length
 
+    def input_queries(self, q: torch.Tensor, heads: int) -> torch.Tensor:
+        """This cache's rows' cross-attention queries q [R, 1, D] as its inputs' query positions [B, H, n, Dh]
+        (n = rows_per_input), against cross_k / cross_v [B, H, S, Dh]."""
+        B, n = self.num_rows // self.rows_per_input, self.rows_per_input
+        return q.view(B, n, heads, -1).transpose(1, 2)
+
+    def row_outputs(self, y: torch.Tensor) -> torch.Tensor:
+        """The cross-attention output per input [B, H, n, Dh] back as one row each [R, 1, D]."""
+        B, H, n, Dh = y.shape
+        return y.transpose(1, 2).reshape(B * n, 1, H * Dh)
+
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Write this step's keys/values k, v [R, H, 1, Dh] of decoder layer `layer` at slot `length`.
         Returns what its attention reads: keys, values [R, H, length + 1, Dh] and mask None."""
@@ -158,27 +169,32 @@ def row_ranges(caches: list[KVCache]) -> list[tuple[slice, KVCache]]:
 
 class SlotStore:
     """The continuous-batching engine's fixed-capacity caches: N row slots, each with its own self-attention slots
-    (L) and its own cross-attention keys/values (S source slots; an input's keys/values are copied into each of its
-    rows' slots), and a device position per row. A step runs on `view(source_length, length)`, a FixedShapeKVCache
-    over every row's first `source_length` cross slots and `length` self slots (rows_per_input 1, one position per
-    row): its shapes depend only on those two buckets, so a CUDA graph per bucket pair replays the step for any mix
-    of requests. Rows not in use are stepped too, and ignored: position 0, their cross attention on slot 0 only.
+    (L) and a device position, and M = N input slots, each with one input's cross-attention keys/values (S source
+    slots) shared by that input's rows. A step runs on `view(source_length, length, inputs, group)`: a SlotView
+    over every row's first `length` self slots and the first `inputs` input slots' first `source_length` cross
+    slots, each input's rows gathered as `group` query positions (rows_per_input 1 for the self-attention, one
+    position per row). Its shapes depend only on those four buckets, so a CUDA graph per bucket set replays the
+    step for any mix of requests. Rows not in use are stepped too, and ignored: position 0, their cross attention on
+    input slot 0's first query (an unused input slot attends to source slot 0 only).
 
     Padding the source to a bucket adds exact zeros to the attention (masked positions get zero weight), but the
     longer reduction rounds differently: logits equal the one-request cache's to float rounding (about 1e-7 in
-    fp32), not bit for bit. Each row reads its input's keys/values on its own (beams read them once per beam).
+    fp32), not bit for bit. Each input's keys/values are read once per step, whatever its number of rows (beams).
     """
 
     def __init__(self, *, layers: int, rows: int, heads: int, head_dim: int, max_length: int, max_source: int,
                  dtype: torch.dtype, device: torch.device):
         self.self_kv = torch.zeros(layers, 2, rows, heads, max_length, head_dim, dtype=dtype, device=device)
         self.cross_k = torch.zeros(layers, rows, heads, max_source, head_dim, dtype=dtype, device=device)
-        self.cross_v = torch.zeros_like(self.cross_k)
+        self.cross_v = torch.zeros_like(self.cross_k)         # [layers, M, H, S, Dh]: per input slot
         self.cross_mask = torch.zeros(rows, 1, 1, max_source, dtype=torch.bool, device=device)   # True = attend
-        self.cross_mask[..., 0] = True                      # a free row attends to slot 0 (no all-masked NaN)
+        self.cross_mask[..., 0] = True                      # an unused input attends to slot 0 (no all-masked NaN)
         self.positions = torch.zeros(rows, dtype=torch.long, device=device)       # [N] the slot each row writes next
         self.in_use = torch.zeros(rows, dtype=torch.long, device=device)          # [N] 1 = a request's row
-        self.views: dict[tuple[int, int], FixedShapeKVCache] = {}
+        self.input_rows = torch.full((rows, rows), rows, dtype=torch.long, device=device)   # [M, N] rows, N = none
+        self.row_input = torch.zeros(rows, dtype=torch.long, device=device)       # [N] each row's input slot
+        self.row_offset = torch.zeros(rows, dtype=torch.long, device=device)      # [N] its place among that input's
+        self.views: dict[tuple[int, int, int, int], SlotView] = {}
 
     @property
     def num_rows(self) -> int:
@@ -192,41 +208,47 @@ class SlotStore:
     def max_source(self) -> int:
         return self.cross_k.shape[3]
 
-    def view(self, source_length: int, length: int) -> FixedShapeKVCache:
-        """The cache a step over all N rows uses: cross slots [:source_length], self slots [:length] (views of this
-        store, the same objects for the same pair: what a captured graph reads)."""
-        key = (source_length, length)
+    def view(self, source_length: int, length: int, inputs: int, group: int) -> SlotView:
+        """The cache a step over all N rows uses: input slots [:inputs] with cross slots [:source_length], each
+        input's rows as `group` query positions, self slots [:length] (views of this store, the same object for
+        the same buckets: what a captured graph reads)."""
+        key = (source_length, length, inputs, group)
         if key not in self.views:
             layers = self.cross_k.shape[0]
-            cache = FixedShapeKVCache(self.self_kv[..., :length, :],
-                                      [self.cross_k[i][:, :, :source_length] for i in range(layers)],
-                                      [self.cross_v[i][:, :, :source_length] for i in range(layers)],
-                                      self.cross_mask[..., :source_length], rows_per_input=1)
-            cache.positions = self.positions                                  # [N]: one position per row
-            self.views[key] = cache
+            self.views[key] = SlotView(self, self.self_kv[..., :length, :],
+                                       [self.cross_k[i][:inputs, :, :source_length] for i in range(layers)],
+                                       [self.cross_v[i][:inputs, :, :source_length] for i in range(layers)],
+                                       self.cross_mask[:inputs, ..., :source_length], group)
         return self.views[key]
 
     @torch.no_grad()
-    def fill(self, slots: torch.Tensor, cache: KVCache) -> None:
-        """Give rows `slots` (long [k]) the cross-attention keys/values of a one-input cache (B = 1) and start
-        them at position 0."""
+    def fill(self, rows: torch.Tensor, input_slot: int, cache: KVCache) -> None:
+        """Give input slot `input_slot` the cross-attention keys/values of a one-input cache (B = 1), and rows
+        `rows` (long [k]) to that input, starting at position 0."""
         S = cache.cross_k[0].shape[2]
         for i, (k, v) in enumerate(zip(cache.cross_k, cache.cross_v)):      # each [1, H, S, Dh]
-            self.cross_k[i, slots, :, :S] = k
-            self.cross_v[i, slots, :, :S] = v
-        mask = torch.zeros(self.max_source, dtype=torch.bool, device=slots.device)
+            self.cross_k[i, input_slot, :, :S] = k[0]
+            self.cross_v[i, input_slot, :, :S] = v[0]
+        mask = torch.zeros(self.max_source, dtype=torch.bool, device=rows.device)
         mask[:S] = True if cache.cross_mask is None else cache.cross_mask[0, 0, 0]
-        self.cross_mask[slots] = mask.view(1, 1, -1)
-        self.positions[slots] = 0
-        self.in_use[slots] = 1
+        self.cross_mask[input_slot] = mask.view(1, 1, -1)
+        self.input_rows[input_slot, :len(rows)] = rows
+        self.row_input[rows] = input_slot
+        self.row_offset[rows] = torch.arange(len(rows), device=rows.device)
+        self.positions[rows] = 0
+        self.in_use[rows] = 1
 
     @torch.no_grad()
-    def free(self, slots: torch.Tensor) -> None:
-        """Rows `slots` leave: stepped from now on at position 0, attending to source slot 0."""
-        self.in_use[slots] = 0
-        self.positions[slots] = 0
-        self.cross_mask[slots] = False
-        self.cross_mask[slots, ..., 0] = True
+    def free(self, rows: torch.Tensor, input_slot: int) -> None:
+        """Rows `rows` and their input slot leave: the rows stepped from now on at position 0, the input slot
+        attending to source slot 0 with no rows."""
+        self.in_use[rows] = 0
+        self.positions[rows] = 0
+        self.row_input[rows] = 0
+        self.row_offset[rows] = 0
+        self.input_rows[input_slot] = self.num_rows
+        self.cross_mask[input_slot] = False
+        self.cross_mask[input_slot, ..., 0] = True
 
     @torch.no_grad()
     def advance(self) -> None:
@@ -238,3 +260,27 @@ class SlotStore:
         """Rows `rows` (long [k]) continue the histories of rows `parents` (long [k]; beam search within one
         request), over their first `length` self-attention slots."""
         self.self_kv[:, :, rows, :, :length] = self.self_kv[:, :, parents, :, :length]
+
+
+class SlotView(FixedShapeKVCache):
+    """A SlotStore's cache for one step over all its N rows (see SlotStore): self-attention per row at the row's
+    own position; cross-attention per input slot, its rows' queries gathered into `group` query positions (a
+    missing row's query is zeros) and the outputs scattered back to the rows."""
+
+    def __init__(self, store: SlotStore, self_kv, cross_k, cross_v, cross_mask, group: int):
+        super().__init__(self_kv, cross_k, cross_v, cross_mask, rows_per_input=1)
+        self.positions = store.positions                                  # [N]: one position per row
+        self.store, self.group = store, group
+
+    def input_queries(self, q: torch.Tensor, heads: int) -> torch.Tensor:
+        """q [N, 1, D] -> [inputs, H, group, Dh]: input slot m's rows in order, zeros past them."""
+        inputs = self.cross_k[0].shape[0]
+        padded = torch.cat((q[:, 0], q.new_zeros(1, q.shape[2])))                     # [N + 1, D]
+        picked = padded[self.store.input_rows[:inputs, :self.group]]                  # [inputs, group, D]
+        return picked.view(inputs, self.group, heads, -1).transpose(1, 2)
+
+    def row_outputs(self, y: torch.Tensor) -> torch.Tensor:
+        """[inputs, H, group, Dh] -> each row's output [N, 1, D] (a free row gets input slot 0's first)."""
+        inputs, H, group, Dh = y.shape
+        flat = y.transpose(1, 2).reshape(inputs * group, H * Dh)
+        return flat[self.store.row_input * group + self.store.row_offset][:, None]
