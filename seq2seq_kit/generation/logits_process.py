@@ -192,7 +192,7 @@ class ForcedToken(LengthSetting):
         at = cur_len == self.length                                          # bool, or a tensor [] or [R, 1]
         if isinstance(at, bool):
             return scores.copy_(self.forced.expand_as(scores)) if at else scores
-        return torch.where(at, self.forced, scores)
+        return torch.where(at, self.forced, scores, out=scores)                # in place: no fresh [R, V]
 
 
 def _windows(windows: torch.Tensor | None, rows: int, n: int, device) -> torch.Tensor:
