@@ -355,7 +355,7 @@ class Engine:
         self.running = [r for group in self.groups for r in group.requests]
 
     def _leave(self, request: Request) -> None:
-        """A request's rows are free (fixed capacity: its slots go back to the store), and its cache and search
+        """A request's rows are free (fixed capacity: its slots go back to the store), and its cache and group
         are dropped: a caller holding the Request (its future) does not hold their memory."""
         if self.slots is not None and isinstance(request.cache, Slots):
             self.slots.give_back(request.cache)
