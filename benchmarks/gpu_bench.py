@@ -31,6 +31,7 @@ import json
 import random
 import statistics
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -313,6 +314,8 @@ def markdown(results: dict) -> str:
     lines += ["", "## engine, fixed capacity", ""] + [json.dumps(r) for r in results["engine"]]
     if results["skipped"]:
         lines += ["", "skipped (time budget): " + ", ".join(results["skipped"])]
+    if results["errors"]:
+        lines += ["", "failed parts (traceback in bench.log): "] + [f"- {e}" for e in results["errors"]]
     return "\n".join(lines) + "\n"
 
 
@@ -321,7 +324,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU, to check that every part runs")
     ap.add_argument("--out", required=True)
     ap.add_argument("--budget", type=float, default=330.0, help="seconds; later parts are skipped past it")
-    ap.add_argument("--parts", default="steps,trt,engine,interval")
+    ap.add_argument("--parts", default="steps,engine,trt,interval")
     args = ap.parse_args(argv)
     args.device = "cpu" if args.smoke else "cuda"
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -333,17 +336,17 @@ def main(argv=None) -> dict:
     rate = bandwidth(args.device, args.smoke)
     results = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu (smoke)",
                "torch": torch.__version__, "bandwidth_gbs": rate / 1e9,
-               "steps": [], "interval": [], "trt": [], "engine": [], "skipped": []}
-    parts = args.parts.split(",")
-    for part in parts:                       # the cheaper, headline parts first; each bounded by the budget
-        if part == "trt":
-            part_trt(args, large_name, large, budget, results, rate)
-        elif part == "steps":
-            part_steps(args, distil_name, distil, budget, results)
-        elif part == "interval":
-            part_interval(args, distil_name, distil, budget, results)
-        elif part == "engine":
-            part_engine(args, distil_name, distil, budget, results)
+               "steps": [], "interval": [], "trt": [], "engine": [], "skipped": [], "errors": []}
+    runs = {"trt": lambda: part_trt(args, large_name, large, budget, results, rate),
+            "steps": lambda: part_steps(args, distil_name, distil, budget, results),
+            "interval": lambda: part_interval(args, distil_name, distil, budget, results),
+            "engine": lambda: part_engine(args, distil_name, distil, budget, results)}
+    for part in args.parts.split(","):       # the cheaper, headline parts first; each bounded by the budget
+        try:                                 # one lease, one run: a part that fails must not cost the others
+            runs[part]()
+        except Exception as e:               # noqa: BLE001
+            results["errors"].append(f"{part}: {type(e).__name__}: {e}")
+            print(f"part {part} failed:", traceback.format_exc(), flush=True)
         (out / "gpu_bench.json").write_text(json.dumps(results, indent=2))
         (out / "gpu_bench.md").write_text(markdown(results))
     print(markdown(results))
