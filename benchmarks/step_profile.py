@@ -94,7 +94,7 @@ def breakdown(model, ids, mask, beams: int, steps: int) -> dict:
     """ms per step of each part of a beam-search step, from one generate() of `steps` new tokens (encoder excluded).
     The nested parts (attention, FFN, LM head inside the decode step) are subtracted from their parents."""
     totals = defaultdict(float)
-    parts = {"self-attention": (bart.SelfAttention, "step"), "cross-attention": (bart.CrossAttention, "forward"),
+    parts = {"self-attention": (bart.SelfAttention, "step"), "cross-attention": (bart.CrossAttention, "step"),
              "FFN": (bart.DecoderLayer, "ffn"), "LM head": (model.lm_head, "forward"),
              "decode_step": (bart.BartNetwork, "decode_step_unchecked"),
              "n-gram blocking": (logits_process.NoRepeatNGram, "__call__"),
