@@ -103,13 +103,14 @@ def test_random_stream_matches_generate_alone(tiny_eos, seed, fixed_capacity, mo
             assert_same(out, alone(model, ids, setting), f"request {i} {setting}")
 
 
-@pytest.mark.parametrize("fixed_capacity", [False, True])
+@pytest.mark.parametrize("fixed_capacity,scores", [(False, True), (True, True), (False, False)])
 @pytest.mark.parametrize("setting", [dict(num_beams=3, no_repeat_ngram_size=2, encoder_no_repeat_ngram_size=2),
                                      dict(num_beams=1, repetition_penalty=1.3)])
-def test_requests_differing_in_lengths_share_one_search_at_different_steps(tiny_eos, setting, fixed_capacity,
+def test_requests_differing_in_lengths_share_one_search_at_different_steps(tiny_eos, setting, fixed_capacity, scores,
                                                                            monkeypatch):
     """Requests whose settings differ only in max_length / min_length step in one search, joining it while the
-    others are mid-way (each at its own length, its own forced-EOS step and minimum): each equals generate alone."""
+    others are mid-way (each at its own length, its own forced-EOS step and minimum): each equals generate alone
+    (scores: with output_scores, the per-step scores too; without, the search's in-place path)."""
     lengths = [dict(max_new_tokens=14, min_new_tokens=12), dict(max_length=9), dict(max_new_tokens=11, min_length=4),
                dict(max_new_tokens=6, min_new_tokens=5)]
     shared, real = [], Engine._step
@@ -118,7 +119,7 @@ def test_requests_differing_in_lengths_share_one_search_at_different_steps(tiny_
     with Engine(tiny_eos, max_rows=16, fixed_capacity=fixed_capacity) as engine:
         requests = []
         for ids, kwargs in jobs:
-            requests.append(engine.submit(ids, **kwargs, return_dict_in_generate=True, output_scores=True))
+            requests.append(engine.submit(ids, **kwargs, return_dict_in_generate=scores, output_scores=scores))
             steps = len(shared)
             while len(shared) < steps + 2 and not requests[0].done():        # the next one joins two steps later
                 time.sleep(0.001)
@@ -126,6 +127,9 @@ def test_requests_differing_in_lengths_share_one_search_at_different_steps(tiny_
     assert max(shared) >= 3, shared
     monkeypatch.undo()
     for (ids, kwargs), out in zip(jobs, outputs):
+        if not scores:
+            assert torch.equal(out, tiny_eos.generate(torch.tensor([ids]), **kwargs)), kwargs
+            continue
         ref = alone(tiny_eos, ids, kwargs)
         assert_same(out, ref, str(kwargs))
         assert len(out.scores) == len(ref.scores)
