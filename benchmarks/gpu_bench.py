@@ -20,6 +20,8 @@ Parts (each skipped, and said so, once the time budget is spent):
   engine      issue 13's target: 256 requests (fp16, the checkpoint's beam-4 settings, each its own max_length in
               56..142, 100-1024 source tokens), static batches of 32 (length-sorted, graph captures included) vs
               Engine(max_rows=128, fixed capacity, CUDA graphs): docs/s, the ratio, graphs captured, peak memory.
+  compile     torch.compile (inductor, our CUDA graph around it) of the decoder step against the eager-traced step,
+              4 and 128 beam rows, fp16: ms per replay, first-call seconds, largest logit difference.
 Writes gpu_bench.json and gpu_bench.md into --out.
 """
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import random
 import statistics
 import time
@@ -291,6 +294,56 @@ def part_engine(args, spec_name, spec, budget: Budget, results: dict) -> None:
         print(json.dumps(row), flush=True)
 
 
+def part_compile(args, spec_name, spec, budget: Budget, results: dict) -> None:
+    """Issue 17's torch.compile trial: the decoder step (model.next_token_logits on a fixed-shape cache, 512-token
+    inputs, beam-4 rows: 4 and 128) as our CUDA graph captures it, traced eagerly or compiled by inductor (mode
+    "default", then "max-autotune-no-cudagraphs" while the budget allows: the graph stays ours): ms per replay,
+    compile seconds, the largest logit difference from the eager step. Kept only if it wins here."""
+    if args.smoke:      # inductor cannot lower the CPU's oneDNN-packed layers: MKL everywhere for the smoke run
+        os.environ["SEQ2SEQ_KIT_CPU_KERNELS"] = "mkl"
+    dtype = torch.float32 if args.smoke else torch.float16
+    ours, _ = load(spec_name, spec, dtype, args.device, with_transformers=False)
+    for rows in (4,) if args.smoke else (4, 128):
+        ids, _ = batch_inputs(ours.config.vocab_size, rows // 4, [512 if not args.smoke else 32] * (rows // 4),
+                              args.device, seed=rows)
+        cache = ours.new_cache(ours.encode(ids, None), None, rows_per_input=4, max_length=142, fixed_shape=True)
+        tokens = torch.full((rows,), 2, device=args.device)
+        reference = None
+        for mode in ("eager", "default", "max-autotune-no-cudagraphs"):
+            if budget.left() < (120 if mode.startswith("max") else 0):
+                results["skipped"].append(f"compile {mode} rows {rows}")
+                continue
+            torch._dynamo.reset()                                   # each mode compiles anew
+            fn = ours.next_token_logits if mode == "eager" else torch.compile(ours.next_token_logits, mode=mode,
+                                                                              dynamic=False)
+            with torch.no_grad():
+                compile_s = timed(lambda: fn(tokens, cache), args.device)         # first call: compiles
+                logits = fn(tokens, cache).float()
+                replay = replayable(fn, tokens, cache, args.device)
+                ms = 1000 * statistics.median(timed(replay, args.device) for _ in range(30))
+            reference = logits if reference is None else reference
+            row = {"rows": rows, "mode": mode, "ms_per_step": ms, "first_call_s": compile_s,
+                   "max_abs_logit_diff": float((logits - reference).abs().max())}
+            results["compile"].append(row)
+            print(json.dumps(row), flush=True)
+
+
+def replayable(fn, tokens, cache, device: str):
+    """fn(tokens, cache) as the engine's and generate's graphs run it: captured in a CUDA graph (replay), or
+    eagerly off CUDA."""
+    if device != "cuda":
+        return lambda: fn(tokens, cache)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn(tokens, cache)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn(tokens, cache)
+    return graph.replay
+
+
 def markdown(results: dict) -> str:
     lines = [f"# GPU benchmark ({results['device']})", "", f"copy bandwidth: {results['bandwidth_gbs']:.0f} GB/s", "",
              "## ms per step (distilbart shape, 512-token inputs)", "",
@@ -312,6 +365,8 @@ def markdown(results: dict) -> str:
               f"{r['ms_per_step']:.3f} | {r['floor_ms_per_step']:.3f} | {r.get('max_allocated_gib', float('nan')):.2f} |"
               for r in results["trt"]]
     lines += ["", "## engine, fixed capacity", ""] + [json.dumps(r) for r in results["engine"]]
+    lines += ["", "## torch.compile of the decoder step (inside our CUDA graph)", ""] + \
+        [json.dumps(r) for r in results["compile"]]
     if results["skipped"]:
         lines += ["", "skipped (time budget): " + ", ".join(results["skipped"])]
     if results["errors"]:
@@ -324,7 +379,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU, to check that every part runs")
     ap.add_argument("--out", required=True)
     ap.add_argument("--budget", type=float, default=330.0, help="seconds; later parts are skipped past it")
-    ap.add_argument("--parts", default="steps,engine,trt,interval")
+    ap.add_argument("--parts", default="steps,engine,trt,interval,compile")
     args = ap.parse_args(argv)
     args.device = "cpu" if args.smoke else "cuda"
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -336,11 +391,13 @@ def main(argv=None) -> dict:
     rate = bandwidth(args.device, args.smoke)
     results = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu (smoke)",
                "torch": torch.__version__, "bandwidth_gbs": rate / 1e9,
-               "steps": [], "interval": [], "trt": [], "engine": [], "skipped": [], "errors": []}
+               "steps": [], "interval": [], "trt": [], "engine": [], "compile": [], "skipped": [],
+               "errors": []}
     runs = {"trt": lambda: part_trt(args, large_name, large, budget, results, rate),
             "steps": lambda: part_steps(args, distil_name, distil, budget, results),
             "interval": lambda: part_interval(args, distil_name, distil, budget, results),
-            "engine": lambda: part_engine(args, distil_name, distil, budget, results)}
+            "engine": lambda: part_engine(args, distil_name, distil, budget, results),
+            "compile": lambda: part_compile(args, distil_name, distil, budget, results)}
     for part in args.parts.split(","):       # the cheaper, headline parts first; each bounded by the budget
         try:                                 # one lease, one run: a part that fails must not cost the others
             runs[part]()
