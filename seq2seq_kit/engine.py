@@ -319,7 +319,7 @@ class Engine:
         finished = {}                                   # request -> its output (None: cancelled meanwhile)
         moved_groups = []                               # (group, its rows' parent rows): some row moved
         for group, parents in zip(self.groups, stepped):
-            n = group.search.rows_per_input
+            n, group_moved = group.search.rows_per_input, False
             for b, request in enumerate(group.requests):
                 alive, moved = next(flags)
                 self.generated_tokens += request.rows
@@ -328,8 +328,9 @@ class Engine:
                         else result(request.config, group.search, [b])
                 elif moved and self.slots is None:
                     request.cache.reorder(parents[b * n:(b + 1) * n] - b * n)
-                elif moved and (not moved_groups or moved_groups[-1][0] is not group):
-                    moved_groups.append((group, parents))
+                group_moved = group_moved or (alive and moved)
+            if group_moved and self.slots is not None:
+                moved_groups.append((group, parents))
         if moved_groups:                                # fixed capacity: one reorder in the store for all of them
             self.slots.reorder(moved_groups)
         done = [r for r in self.running if id(r) in finished]

@@ -44,7 +44,7 @@ import torch
 
 from .config import GenerationConfig
 from .logits_process import apply, draw
-from .sync_free import SearchProgress
+from .sync_free import SearchProgress, widen
 
 NEG = -1.0e9                         # transformers' "very large negative" for beams and slots
 PROMPT_LEN = 1                       # the decoder start token
@@ -216,15 +216,17 @@ class BeamSearch(SearchProgress):
         """SearchProgress.join, with the beams' state (sequences padded to the longer max_length)."""
         super().join(other)
         width = max(self.st.running_seq.shape[2], other.st.running_seq.shape[2])
-        self.st = BeamState(*(torch.cat((_pad(a, width, self.fill), _pad(b, width, self.fill)))
-                              for a, b in zip(self.st.tensors(), other.st.tensors())))
+
+        def pad(t: torch.Tensor) -> torch.Tensor:          # the sequences [B, K, L]; other state as it is
+            return widen(t, width, self.fill) if t.dim() == 3 else t
+        self.st = BeamState(*(torch.cat((pad(a), pad(b))) for a, b in zip(self.st.tensors(), other.st.tensors())))
         if len(other.norm_len) > len(self.norm_len):
             self.norm_len = other.norm_len
 
-    def keep(self, inputs: list[int]) -> None:
-        index = torch.tensor(inputs, dtype=torch.long, device=self.cur_len.device)
-        super().keep(inputs)
+    def keep(self, inputs: list[int]) -> torch.Tensor:
+        index = super().keep(inputs)
         self.st = BeamState(*(t.index_select(0, index) for t in self.st.tensors()))
+        return index
 
     def output(self, inputs: list[int] | None = None):
         """(sequences [B*nrs, T], sequences_scores [B*nrs], per-step processed log-probs (tuple of [B*K, V]) or
@@ -232,15 +234,9 @@ class BeamSearch(SearchProgress):
         st, nrs = self.st, self.cfg.num_return_sequences
         seq, scores, lengths = st.seq, st.scores, st.lengths
         if inputs is not None:
-            index = torch.tensor(inputs, dtype=torch.long, device=seq.device)
+            index = self.input_index(inputs)
             seq, scores, lengths = seq[index], scores[index], lengths[index]
         length = PROMPT_LEN + int(lengths[:, :nrs].max())
         sequences = seq[:, :nrs, :length].reshape(-1, length)
         return sequences, scores[:, :nrs].reshape(-1), self.recorded_scores(inputs)
 
-
-def _pad(t: torch.Tensor, width: int, fill: int) -> torch.Tensor:
-    """A [B, K, L] sequence tensor padded with `fill` to L = width; other state as it is."""
-    if t.dim() < 3 or t.shape[2] == width:
-        return t
-    return torch.cat((t, t.new_full((*t.shape[:2], width - t.shape[2]), fill)), dim=2)

@@ -15,7 +15,7 @@ import torch
 
 from .config import GenerationConfig
 from .logits_process import apply, draw
-from .sync_free import SearchProgress
+from .sync_free import SearchProgress, widen
 
 
 class SampleSearch(SearchProgress):
@@ -75,21 +75,20 @@ class SampleSearch(SearchProgress):
         """SearchProgress.join, with the rows' sequences (padded to the longer max_length) and flags."""
         super().join(other)
         width = max(self.seq.shape[1], other.seq.shape[1])
-        self.seq = torch.cat([torch.cat((s, s.new_full((s.shape[0], width - s.shape[1]),
-                                                       self.cfg.decoder_start_token_id)), dim=1)
-                              for s in (self.seq, other.seq)])
+        self.seq = torch.cat([widen(s, width, self.cfg.decoder_start_token_id) for s in (self.seq, other.seq)])
         self.unfinished = torch.cat((self.unfinished, other.unfinished))
 
-    def keep(self, inputs: list[int]) -> None:
-        rows = self.input_rows(torch.tensor(inputs, dtype=torch.long, device=self.seq.device))
-        super().keep(inputs)
+    def keep(self, inputs: list[int]) -> torch.Tensor:
+        index = super().keep(inputs)
+        rows = self.input_rows(index)
         self.seq, self.unfinished = self.seq.index_select(0, rows), self.unfinished.index_select(0, rows)
+        return index
 
     def output(self, inputs: list[int] | None = None):
         """(sequences [R, T], None, per-step processed scores (tuple of [R, V]) or None); inputs: only these
         inputs' rows (independent searches; None: all)."""
         seq, length = self.seq, int(self.cur_len.max())
         if inputs is not None:
-            index = torch.tensor(inputs, dtype=torch.long, device=seq.device)
+            index = self.input_index(inputs)
             seq, length = seq.index_select(0, self.input_rows(index)), int(self.cur_len[index].max())
         return seq[:, :length], None, self.recorded_scores(inputs)

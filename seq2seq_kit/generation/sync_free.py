@@ -140,9 +140,10 @@ class SearchProgress:
             self.step_scores = self.step_scores + other.step_scores
         self.batch += other.batch
 
-    def keep(self, inputs: list[int]) -> None:
-        """Keep only these inputs (indices in order; at least one), dropping the others' state."""
-        index = torch.tensor(inputs, dtype=torch.long, device=self.cur_len.device)              # [B']
+    def keep(self, inputs: list[int]) -> torch.Tensor:
+        """Keep only these inputs (indices in order; at least one), dropping the others' state. Returns their
+        indices as long [B'] (for a subclass's own state)."""
+        index = self.input_index(inputs)                                                         # [B']
         self.cur_len, self.max_len, self.alive = (t.index_select(0, index)
                                                   for t in (self.cur_len, self.max_len, self.alive))
         self.going = self.alive.any()
@@ -151,6 +152,11 @@ class SearchProgress:
             self.step_scores = [self.step_scores[i] for i in inputs]
         self.processors = select_processors(self.processors, self.input_rows(index))
         self.batch = len(inputs)
+        return index
+
+    def input_index(self, inputs: list[int]) -> torch.Tensor:
+        """Input indices (host ints) -> long [B'] on the search's device."""
+        return torch.tensor(inputs, dtype=torch.long, device=self.cur_len.device)
 
     def per_row(self, values: torch.Tensor) -> torch.Tensor:
         """One value per input [B, 1] -> one per row [R, 1] (each input's rows_per_input rows; expand and copy,
@@ -183,6 +189,13 @@ class SearchProgress:
         inputs = range(self.batch) if inputs is None else inputs
         kept = [self.step_scores[b][:int(self.cur_len[b]) - 1] for b in inputs]
         return tuple(torch.cat(step) for step in zip(*kept))
+
+
+def widen(t: torch.Tensor, width: int, fill: int) -> torch.Tensor:
+    """Sequences t [..., L] padded with `fill` to [..., width] (a search joined by inputs of a longer max_length)."""
+    if t.shape[-1] == width:
+        return t
+    return torch.cat((t, t.new_full((*t.shape[:-1], width - t.shape[-1]), fill)), dim=-1)
 
 
 def decode(step: Step, cache: Cache, search: SearchProgress, check_every: int) -> None:
