@@ -16,6 +16,7 @@ Servers, each in its own process (peak RSS is the process's, model included):
   one      one request at a time, model.generate on each
   static8  static batches of 8, length-sorted (as corpus jobs cut them), model.generate per padded batch
   engine   seq2seq_kit.Engine(max_rows=32)
+  engine-fixed   the same with fixed_capacity=True (the CUDA path's step, eager here; only when named)
 Offline: every request queued at t=0, in a corpus job's order (longest first within each chunk of 32 documents,
   so static8 runs the length-sorted batches corpus jobs cut); docs/s and generated tokens/s over the whole run.
 Online: Poisson arrivals at --load x the engine's offline docs/s; latency = done - arrival, p50/p95/p99.
@@ -39,6 +40,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path[:0] = [str(ROOT)]
 
 SERVERS = ("one", "static8", "engine")
+OPTIONAL = ("engine-fixed",)       # Engine(fixed_capacity=True): the CUDA step, run eagerly (not in the default set)
 GREEDY = dict(num_beams=1)
 
 
@@ -88,8 +90,8 @@ def serve(server: str, model_dir: Path, requests: list[list[int]], lengths: list
     def wait_until(t: float) -> None:
         time.sleep(max(0.0, start + t - time.perf_counter()))
 
-    if server == "engine":
-        with Engine(model, max_rows=32) as engine:
+    if server.startswith("engine"):
+        with Engine(model, max_rows=32, fixed_capacity=server == "engine-fixed") as engine:
             futures = []
             for i, ids in enumerate(requests):
                 wait_until(at[i])
@@ -212,6 +214,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "results")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    unknown = set(args.servers.split(",")) - set(SERVERS + OPTIONAL)
+    if unknown:
+        ap.error(f"unknown --servers {sorted(unknown)}; choose from {', '.join(SERVERS + OPTIONAL)}")
     if args.bound and "static8" not in args.servers.split(","):
         ap.error("--bound compares with static8's run: include static8 in --servers")
     if args.child:
