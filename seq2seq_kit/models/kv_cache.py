@@ -195,6 +195,7 @@ class SlotStore:
         self.row_input = torch.zeros(rows, dtype=torch.long, device=device)       # [N] each row's input slot
         self.row_offset = torch.zeros(rows, dtype=torch.long, device=device)      # [N] its place among that input's
         self.views: dict[tuple[int, int, int, int], SlotView] = {}
+        self.scratch: torch.Tensor | None = None      # [layers, 2, N, H, <= L, Dh]: where `reorder` gathers
 
     @property
     def num_rows(self) -> int:
@@ -258,8 +259,16 @@ class SlotStore:
     @torch.no_grad()
     def reorder(self, rows: torch.Tensor, parents: torch.Tensor, length: int) -> None:
         """Rows `rows` (long [k]) continue the histories of rows `parents` (long [k]; beam search within one
-        request), over their first `length` self-attention slots."""
-        self.self_kv[:, :, rows, :, :length] = self.self_kv[:, :, parents, :, :length]
+        request), over their first `length` self-attention slots: gathered into a kept scratch buffer, then copied
+        back. (A gather into fresh memory would grow with `length` at every step, and the CUDA caching allocator
+        keeps a block of each size it hands out: ~ the sum over steps, tests/test_allocations.py.)"""
+        if self.scratch is None or self.scratch.shape[4] < length:                   # capacity doubles: a few sizes
+            capacity = min(max(16, 1 << (length - 1).bit_length()), self.max_length)
+            self.scratch = self.self_kv.new_empty(*self.self_kv.shape[:4], capacity, self.self_kv.shape[5])
+        filled = self.self_kv[..., :length, :]                                        # [layers, 2, N, H, length, Dh]
+        moved = self.scratch[:, :, :len(rows), :, :length]                            # [layers, 2, k, H, length, Dh]
+        torch.index_select(filled, 2, parents, out=moved)
+        filled.index_copy_(2, rows, moved)
 
 
 class SlotView(FixedShapeKVCache):
