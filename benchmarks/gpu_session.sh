@@ -43,7 +43,7 @@ if [ -z "$SMOKE" ]; then
     # every file that holds `cuda` tests (collecting the whole suite would import server extras absent there)
     timeout 110 $PY -m pytest -m cuda -x -q -p no:cacheprovider tests/test_cuda_graph.py tests/test_engine.py \
         tests/test_generation.py tests/test_model.py tests/test_families.py tests/test_pipeline.py \
-        tests/test_quantize.py 2>&1 | tee "$OUT/pytest_cuda.log"
+        tests/test_quantize.py tests/test_allocations.py 2>&1 | tee "$OUT/pytest_cuda.log"
     echo "pytest -m cuda exit: ${PIPESTATUS[0]}" | tee -a "$OUT/pytest_cuda.log"
 fi
 

@@ -87,3 +87,37 @@ def test_engine_steps_allocate_no_tensor_that_grows_with_the_step(model, fixed_c
             assert r.result(timeout=120).shape == (1, 60)
     assert seen.sizes, "nothing recorded"
     assert max(seen.counts().values()) <= 8, f"sizes that grow with the step: {seen.sizes}"
+
+
+def reserved_after(decode) -> int:
+    """Bytes the CUDA caching allocator holds after decode() ran from an emptied cache."""
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    decode()
+    torch.cuda.synchronize()
+    return torch.cuda.memory_reserved()
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("path", ["generate", "engine"])
+def test_cuda_cached_blocks_do_not_grow_with_the_steps(checkpoint, path):
+    """The same check on the GPU's own allocator: 32 beam-4 inputs (128 rows) of the distilbart shape, fp32, decoded
+    for 30 and then 60 steps. Growth as in the 2026-11-25 run would add ~ sum over steps 31..60 of a 1 MB gather
+    (~1.4 GB); without it the difference is the longer run's larger self-attention cache (~30 MB here) and, for
+    the engine, one more length bucket's CUDA graph."""
+    model = BartForConditionalGeneration.from_pretrained(checkpoint("distilbart"), device="cuda", dtype="float32")
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(4, model.config.vocab_size, (32, 200), generator=g)
+    settings = dict(num_beams=4, no_repeat_ngram_size=3, length_penalty=2.0)
+
+    def decode(steps: int):
+        if path == "generate":
+            model.generate(ids.cuda(), max_length=steps, min_length=steps, cuda_graph=False, **settings)
+            return
+        with Engine(model, max_rows=128) as engine:
+            for r in [engine.submit(row, max_length=steps, min_length=steps, **settings) for row in ids]:
+                r.result(timeout=300)
+
+    short = reserved_after(lambda: decode(30))
+    long = reserved_after(lambda: decode(60))
+    assert long - short < 256 << 20, f"cached blocks grew by {(long - short) / 2**20:.0f} MiB for 30 more steps"
