@@ -19,7 +19,8 @@ Parts (each skipped, and said so, once the time budget is spent):
               batch, ms per step, the weight-streaming floor per step, peak memory.
   engine      issue 13's target: 256 requests (fp16, the checkpoint's beam-4 settings, each its own max_length in
               56..142, 100-1024 source tokens), static batches of 32 (length-sorted, graph captures included) vs
-              Engine(max_rows=128, fixed capacity, CUDA graphs): docs/s, the ratio, graphs captured, peak memory.
+              Engine(max_rows=128, fixed capacity, CUDA graphs): docs/s, the ratio, graphs captured, peak memory;
+              then 64 of the requests again with each step's phases timed on the host (engine_phases).
   compile     torch.compile (inductor, our CUDA graph around it) of the decoder step against the eager-traced step,
               4 and 128 beam rows, fp16: ms per replay, first-call seconds, largest logit difference.
 Writes gpu_bench.json and gpu_bench.md into --out.
@@ -290,8 +291,62 @@ def part_engine(args, spec_name, spec, budget: Budget, results: dict) -> None:
     results["engine"].append({"mode": f"engine max_rows {4 * batch}", "requests": count, "seconds": seconds,
                               "docs_per_s": count / seconds, "vs_static": static_s / seconds,
                               "graphs_captured": graphs, **memory(args.device)})
-    for row in results["engine"][-2:]:
+    if budget.left() > 0:                      # where a step's time goes: a second, shorter pass, its phases timed
+        with Engine(ours, max_rows=4 * batch, fixed_capacity=True) as engine, engine_phases() as phases:
+            for r in [engine.submit(ids, max_length=n, **settings) for ids, n in (jobs[i] for i in order[:count // 4])]:
+                r.result(timeout=max(budget.left(), 60))
+        results["engine"].append({"mode": "engine step phases, host ms per step (median)", **phases.summary()})
+    for row in results["engine"][-3:]:
         print(json.dumps(row), flush=True)
+
+
+class engine_phases:
+    """Host time of each phase of the engine's steps, by wrapping their methods (class attributes, so the engine's
+    thread runs the wrappers): the decoder (tokens in, the graph replayed, logits out), each group's search step,
+    the store's beam reorder; `rest` is the step's remainder: the flags' read-back (where the host waits for the
+    device to finish the step) and the bookkeeping. The search and decoder launch asynchronously on CUDA, so their
+    host time is launch time: small next to `rest` means the step is device-bound, large means host-bound."""
+
+    def __init__(self):
+        from seq2seq_kit import engine as engine_module
+        from seq2seq_kit.generation.beam_search import BeamSearch
+        from seq2seq_kit.generation.sampling import SampleSearch
+        self.targets = [("step", Engine, "_step"), ("decoder", engine_module.FixedCapacity, "step"),
+                        ("search", BeamSearch, "advance_on_device"), ("search", SampleSearch, "advance_on_device"),
+                        ("reorder", engine_module.FixedCapacity, "reorder")]
+        self.steps: list[dict] = []
+
+    def __enter__(self):
+        self.saved = [(cls, name, getattr(cls, name)) for _, cls, name in self.targets]
+        for phase, cls, name in self.targets:
+            setattr(cls, name, self.timed(phase, getattr(cls, name)))
+        return self
+
+    def __exit__(self, *exc):
+        for cls, name, fn in self.saved:
+            setattr(cls, name, fn)
+
+    def timed(self, phase: str, fn):
+        def run(*args, **kwargs):
+            if phase == "step":
+                self.steps.append({})
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                if self.steps:
+                    now = self.steps[-1]
+                    now[phase] = now.get(phase, 0.0) + 1000 * (time.perf_counter() - start)
+        return run
+
+    def summary(self) -> dict:
+        steps = [s for s in self.steps if "decoder" in s]
+        if not steps:
+            return {"steps": 0}
+        for s in steps:
+            s["rest"] = s["step"] - sum(s.get(p, 0.0) for p in ("decoder", "search", "reorder"))
+        return {"steps": len(steps), **{p: statistics.median(s.get(p, 0.0) for s in steps)
+                                        for p in ("step", "decoder", "search", "reorder", "rest")}}
 
 
 def part_compile(args, spec_name, spec, budget: Budget, results: dict) -> None:

@@ -254,7 +254,8 @@ class Engine:
         return admitted
 
     def _admit(self, requests: list[Request]) -> None:
-        """Encode the new requests in one right-padded batch; each gets its cache and its search."""
+        """Encode the new requests (batched where their lengths are close: _encode); each gets its cache and joins
+        the search of its group."""
         requests = [r for r in requests if not r.future.cancelled()]
         if not requests:
             return
