@@ -192,7 +192,7 @@ def part_steps(args, spec_name, spec, budget: Budget, results: dict) -> None:
                 row["tokens_vs_transformers"] = same_tokens(ours, theirs, ids, mask, real)
                 results["steps"].append(row)
                 print(json.dumps(row), flush=True)
-        del ours, theirs
+        ours = theirs = None                        # free both models before the next dtype loads
         reset_memory(args.device)
 
 
