@@ -60,20 +60,23 @@ class BeamState:
     lengths: torch.Tensor            # [B, K] long, generated tokens in the slot (0 = never filled)
     improvable: torch.Tensor         # [B, 1] bool, early-stop heuristic not yet satisfied
 
-    def where(self, keep_new: torch.Tensor, old: BeamState) -> BeamState:
-        """This state where keep_new (bool [] for the whole batch, or [B, 1] per input), else old's."""
-        return BeamState(*(torch.where(keep_new.view(*keep_new.shape, *[1] * (a.dim() - keep_new.dim())), a, b)
-                           for a, b in zip(self.tensors(), old.tensors())))
+    def merge_into(self, old: BeamState, keep_new: torch.Tensor) -> BeamState:
+        """`old`, overwritten in place with this state's values where keep_new (bool [] for the whole batch, or
+        [B, 1] per input): a stopped input keeps its state, and the state keeps its memory (a CUDA graph's replays
+        read and write the same tensors, with no copy back)."""
+        for a, b in zip(self.tensors(), old.tensors()):
+            torch.where(keep_new.view(*keep_new.shape, *[1] * (a.dim() - keep_new.dim())), a, b, out=b)
+        return old
 
     def tensors(self) -> list[torch.Tensor]:
         return [getattr(self, f.name) for f in fields(self)]
 
 
 def _gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """t [B, N, ...] picked along dim 1 by idx [B, M] -> [B, M, ...]."""
-    while idx.dim() < t.dim():
-        idx = idx.unsqueeze(-1)
-    return torch.take_along_dim(t, idx, dim=1)
+    """t [B, N, ...] picked along dim 1 by idx [B, M] -> [B, M, ...] (one gather kernel: take_along_dim would add
+    a remainder kernel for negative indices)."""
+    idx = idx.view(*idx.shape, *[1] * (t.dim() - 2)).expand(*idx.shape, *t.shape[2:])
+    return t.gather(1, idx)
 
 
 def _init_state(batch: int, beams: int, max_length: int, start: int, fill: int, device) -> BeamState:
@@ -99,18 +102,19 @@ def _candidates(acc: torch.Tensor, n: int, do_sample: bool, generator) -> tuple[
     return scores, idx.gather(-1, order)
 
 
-def _finish(st: BeamState, cand_seq, cand_scores, hits, generated, norm_len, cfg: GenerationConfig) -> BeamState:
+def _finish(st: BeamState, cand_seq, cand_scores, hits, first_k, generated, norm_len,
+            cfg: GenerationConfig) -> BeamState:
     """Merge the candidates that just finished into the K slots per input (transformers' `_update_finished_beams`).
-    generated: the tokens each input's candidates hold, EOS counted (long [B, 1]); norm_len: generated **
-    length_penalty (float32 [B, 1])."""
+    first_k: bool [K2], True for the first K candidates; generated: the tokens each input's candidates hold, EOS
+    counted (long [B, 1]); norm_len: generated ** length_penalty (float32 [B, 1]). NEG is added where transformers
+    adds `mask.to(float32) * -1e9` (the same float32 sums, -0.0 where the mask is False, in one kernel each)."""
     beams = st.scores.shape[1]
-    top_k_mask = torch.arange(cand_scores.shape[1], device=hits.device) < beams       # [K2]
-    just_finished = hits & top_k_mask
+    just_finished = hits & first_k
     norm = cand_scores / norm_len
-    all_full = torch.all(st.finished, dim=-1, keepdim=True) & (cfg.early_stopping is True)
-    norm += all_full.to(torch.float32) * NEG
-    norm += (~st.improvable).to(torch.float32) * NEG
-    norm += (~just_finished) * NEG
+    if cfg.early_stopping is True:                          # an input whose K slots are full takes no more
+        norm.add_(torch.all(st.finished, dim=-1, keepdim=True), alpha=NEG)
+    norm.add_(~st.improvable, alpha=NEG)
+    norm.add_(~just_finished, alpha=NEG)
 
     keep = torch.topk(torch.cat((st.scores, norm), dim=1), k=beams)[1]               # [B, K]
     lengths = generated.expand_as(hits)
@@ -155,10 +159,15 @@ class BeamSearch(SearchProgress):
         self.fill = (cfg.pad_token_id or cfg.eos_token_id[0]) if self.eos is not None else -1
         self.st = _init_state(batch, beams, cfg.max_length, cfg.decoder_start_token_id, self.fill, device)
         self.norm_len = _powers(cfg.max_length, cfg.length_penalty, device)               # [max_length + 1]
+        self.first_k = torch.arange(self.n_candidates, device=device) < beams             # [K2]
+        self.row_index = torch.arange(self.rows, device=device)                          # [R]
 
     @property
     def identity(self) -> torch.Tensor:
-        return torch.arange(self.rows, device=self.cur_len.device)                         # [R]
+        """Every row's own index [R] (made once per batch size, not a kernel per step)."""
+        if len(self.row_index) != self.rows:
+            self.row_index = torch.arange(self.rows, device=self.row_index.device)
+        return self.row_index
 
     def tokens(self) -> torch.Tensor:
         slot = (self.cur_len - 1)[:, :, None].expand(self.batch, self.rows_per_input, 1)    # [B, K, 1]
@@ -194,20 +203,20 @@ class BeamSearch(SearchProgress):
         if self.eos is not None:
             hits = hits | (token[:, :, None] == self.eos).any(dim=-1)               # isin, never a host sync
 
-        running = cand_scores + hits.to(torch.float32) * NEG
+        running = torch.add(cand_scores, hits, alpha=NEG)                             # finished: not running
         nxt = torch.topk(running, k=beams)[1]                                         # [B, K]
-        offset = torch.arange(batch, device=nxt.device)[:, None] * beams               # [B, 1]
+        offset = self.identity.view(batch, beams)[:, :1]                              # [B, 1]: b * K
         parent_rows = (_gather(parent, nxt) + offset).view(rows)                      # [R]
         generated = cur_len + 1 - PROMPT_LEN                                          # [B, 1] EOS counted
         new = _finish(BeamState(_gather(cand_seq, nxt), _gather(running, nxt), *st.tensors()[2:]),
-                      cand_seq, cand_scores, hits, generated, self.norm_len[generated], cfg)
+                      cand_seq, cand_scores, hits, self.first_k, generated, self.norm_len[generated], cfg)
         reach = self.max_len if cfg.early_stopping == "never" and cfg.length_penalty > 0.0 \
             else cur_len + active.long()                                              # [B, 1] after this step
         new.improvable = _improvable(new, self.norm_len[reach - PROMPT_LEN])
         all_done = new.finished.all(dim=1, keepdim=True) & (cfg.early_stopping is True)        # [B, 1]
         alive = new.improvable & ~all_done & ~hits.all(dim=1, keepdim=True)                     # [B, 1]
         batch_going = new.improvable.any() & ~all_done.all() & ~hits.all()
-        self.st = new.where(active, st)
+        self.st = new.merge_into(st, active)
         self.stop(alive, batch_going)
         return torch.where(self.per_row(active)[:, 0] if active.dim() else active,
                            parent_rows, self.identity)

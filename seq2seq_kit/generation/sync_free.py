@@ -63,7 +63,7 @@ class SearchProgress:
             self.going = self.alive.any()
         else:
             self.going = active & batch_going
-        self.cur_len = self.cur_len + active.long()
+        self.cur_len.add_(active)                        # in place: the state keeps its memory
         self.steps += 1
         self.lengths = [n + 1 for n in self.lengths]     # exact for the inputs still alive (the others do not count)
 
