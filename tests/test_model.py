@@ -211,7 +211,7 @@ def test_fixed_shape_cache_takes_a_position_per_row():
                                     source_length=3, padded=False, dtype=torch.float32, device=torch.device("cpu"))
     cache.positions = torch.tensor([0, 2])
     k = torch.tensor([1.0, 2.0]).view(2, 1, 1, 1).expand(2, 1, 1, 2)          # [R, H, 1, Dh]
-    keys, values, mask = cache.update(0, k, -k)
+    keys, values, mask = cache.update(0, torch.stack((k, -k)))
     assert keys.shape == values.shape == (2, 1, 4, 2) and mask.shape == (2, 1, 1, 4)
     assert mask[:, 0, 0].tolist() == [[True, False, False, False], [True, True, True, False]]
     assert keys[0, 0].tolist() == [[1, 1], [0, 0], [0, 0], [0, 0]]

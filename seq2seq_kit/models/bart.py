@@ -72,11 +72,11 @@ class SelfAttention(nn.Module):
         all rows at once; each cache takes its rows' keys/values and returns what they attend to (its slots so
         far, or all of them with a mask: see models/kv_cache.py)."""
         R, _, D = x.shape
-        qkv = self.qkv_proj(x).view(R, 1, 3, self.heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)                                # each [R, H, 1, Dh]
+        qkv = self.qkv_proj(x).view(R, 1, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)   # [3, R, H, 1, Dh]
+        q, kv = qkv[0], qkv[1:]                                             # [R, H, 1, Dh], [2, R, H, 1, Dh]
         ys = []
         for rows, cache in row_ranges(caches):
-            keys, values, mask = cache.update(layer, k[rows], v[rows])      # [r, H, slots, Dh], mask or None
+            keys, values, mask = cache.update(layer, kv[:, rows])           # [r, H, slots, Dh], mask or None
             ys.append(F.scaled_dot_product_attention(q[rows], keys, values, attn_mask=mask, scale=self.scale))
         y = ys[0] if len(ys) == 1 else torch.cat(ys)                        # [R, H, 1, Dh]
         return self.out_proj(y.transpose(1, 2).reshape(R, 1, D))

@@ -3,7 +3,7 @@
 Shapes: B inputs, S source tokens, R = B * rows_per_input decoder rows (beams or samples; row r belongs to input
 r // rows_per_input), H heads, Dh head size, L = max_length self-attention slots.
 
-Self-attention keys/values are preallocated, L slots per row, and written by `update(layer, k, v)`, which also
+Self-attention keys/values are preallocated, L slots per row, and written by `update(layer, kv)`, which also
 returns what the attention reads. Cross-attention keys/values are computed once per *input* (the model's
 `project_cross_kv`) and shared by that input's rows: a step views its queries [R, H, 1, Dh] as
 [B, H, rows_per_input, Dh] (rows as query positions).
@@ -79,14 +79,12 @@ class KVCache:
         B, H, n, Dh = y.shape
         return y.transpose(1, 2).reshape(B * n, 1, H * Dh)
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        """Write this step's keys/values k, v [R, H, 1, Dh] of decoder layer `layer` at slot `length`.
-        Returns what its attention reads: keys, values [R, H, length + 1, Dh] and mask None."""
-        k_cache, v_cache = self.self_kv[layer]                              # each [R, H, L, Dh]
-        t = self.length
-        k_cache[:, :, t] = k[:, :, 0]
-        v_cache[:, :, t] = v[:, :, 0]
-        return k_cache[:, :, :t + 1], v_cache[:, :, :t + 1], None
+    def update(self, layer: int, kv: torch.Tensor):
+        """Write this step's keys and values kv [2, R, H, 1, Dh] (keys 0, values 1) of decoder layer `layer` at slot
+        `length`, in one copy. Returns what its attention reads: keys, values [R, H, length + 1, Dh] and mask None."""
+        cache, t = self.self_kv[layer], self.length                         # [2, R, H, L, Dh]
+        cache[:, :, :, t] = kv[:, :, :, 0]
+        return cache[0, :, :, :t + 1], cache[1, :, :, :t + 1], None
 
     def advance(self) -> None:
         """After a step's last layer: the next step writes the next slot."""
@@ -123,20 +121,20 @@ class FixedShapeKVCache(KVCache):
         super().__init__(self_kv, cross_k, cross_v, cross_mask, rows_per_input)
         self.positions = torch.zeros(1, dtype=torch.long, device=self_kv.device)       # [P], P = 1 or R
         self.slots = torch.arange(self.max_length, device=self_kv.device)              # [L]
+        self.mask: torch.Tensor | None = None           # this step's [P, 1, 1, L], made by layer 0's update
 
     @property
     def position(self) -> torch.Tensor:
         return self.positions
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        """Write k, v [R, H, 1, Dh] at each row's position. Returns keys, values [R, H, L, Dh] and the mask
-        [P, 1, 1, L] (True = attend: slots up to the row's position)."""
-        k_cache, v_cache = self.self_kv[layer]                              # each [R, H, L, Dh]
-        slot = self.positions.view(-1, 1, 1, 1).expand_as(k)                # [R, H, 1, Dh]
-        k_cache.scatter_(2, slot, k)
-        v_cache.scatter_(2, slot, v)
-        mask = self.slots <= self.positions[:, None]                        # [P, L]
-        return k_cache, v_cache, mask[:, None, None, :]
+    def update(self, layer: int, kv: torch.Tensor):
+        """Write kv [2, R, H, 1, Dh] (keys, values) at each row's position, in one scatter. Returns keys, values
+        [R, H, L, Dh] and the mask [P, 1, 1, L] (True = attend: slots up to the row's position)."""
+        cache = self.self_kv[layer]                                         # [2, R, H, L, Dh]
+        cache.scatter_(3, self.positions.view(1, -1, 1, 1, 1).expand_as(kv), kv)
+        if layer == 0:                                  # one mask per step, which every layer reads
+            self.mask = (self.slots <= self.positions[:, None])[:, None, None, :]     # [P, 1, 1, L]
+        return cache[0], cache[1], self.mask
 
     def advance(self) -> None:
         """The next slot; past the last one, the last slot again (steps after a search stopped, whose results
