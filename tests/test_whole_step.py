@@ -48,6 +48,15 @@ def whole_step_generate(model, ids, mask, kwargs, *, fixed_shape: bool, check_ev
     return result(cfg, search)
 
 
+def start_fixed_shape(model, kwargs):
+    """(settings, a fixed-shape cache, a fresh search) for test_generation's inputs: what a graph would capture."""
+    ids, mask = inputs(model.config.vocab_size, model.config.pad_token_id)
+    input_ids, padding_mask, cfg = prepare(model, ids, mask, kwargs, None)
+    cache = model.new_cache(model.encode_unchecked(input_ids, padding_mask), mask, rows_per_input(cfg),
+                            cfg.max_length - 1, fixed_shape=True)
+    return cfg, cache, start_search(cfg, input_ids, model.config.vocab_size, model.device)
+
+
 def reference(model, ids, mask, kwargs):
     return model.generate(ids, mask, return_dict_in_generate=True, output_scores=True, **kwargs)
 
@@ -80,11 +89,7 @@ def test_whole_step_on_the_fixed_shape_cache(pair, name, batch, kwargs):
 def test_whole_step_keeps_every_tensors_memory(pair, kwargs):
     """What lets a CUDA graph replay it: each step writes the search's state into the same tensors."""
     _, ours = pair("tiny-eos")
-    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
-    input_ids, padding_mask, cfg = prepare(ours, ids, mask, kwargs, None)
-    cache = ours.new_cache(ours.encode_unchecked(input_ids, padding_mask), mask, rows_per_input(cfg),
-                           cfg.max_length - 1, fixed_shape=True)
-    search = start_search(cfg, input_ids, ours.config.vocab_size, ours.device)
+    cfg, cache, search = start_fixed_shape(ours, kwargs)
     addresses = [t.data_ptr() for t in search.state()] + [cache.self_kv.data_ptr(), cache.positions.data_ptr()]
     lengths = []
     for _ in range(cfg.max_length + 3):                                       # past the stop too
@@ -111,12 +116,7 @@ def test_whole_step_reads_nothing_back(pair, monkeypatch, kwargs):
     Python-level way of reading one raises while it runs, on a fixed-shape cache, before and after the stop.
     (Reads inside torch's C++ are caught on CUDA: test_cuda_graph's sync-debug test.)"""
     _, ours = pair("tiny-eos")
-    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
-    input_ids, padding_mask, cfg = prepare(ours, ids, mask, dict(kwargs, return_dict_in_generate=True,
-                                                                 output_scores=True), None)
-    cache = ours.new_cache(ours.encode_unchecked(input_ids, padding_mask), mask, rows_per_input(cfg),
-                           cfg.max_length - 1, fixed_shape=True)
-    search = start_search(cfg, input_ids, ours.config.vocab_size, ours.device)
+    cfg, cache, search = start_fixed_shape(ours, dict(kwargs, return_dict_in_generate=True, output_scores=True))
 
     def refuse(*args, **kw):
         raise AssertionError("a tensor value was read back to the host inside the step")
@@ -172,11 +172,7 @@ def test_whole_step_kernels_around_the_decoder(pair, kwargs, budget):
     before the gathers lost take_along_dim's remainder kernel, the -1e9 masks their casts and products, and the
     state its copies back), greedy 47 (50 before)."""
     _, ours = pair("tiny")
-    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
-    input_ids, padding_mask, cfg = prepare(ours, ids, mask, kwargs, None)
-    cache = ours.new_cache(ours.encode_unchecked(input_ids, padding_mask), mask, rows_per_input(cfg),
-                           cfg.max_length - 1, fixed_shape=True)
-    search = start_search(cfg, input_ids, ours.config.vocab_size, ours.device)
+    cfg, cache, search = start_fixed_shape(ours, kwargs)
     counter = KernelCount()
     decoder = counter.excluded(ours.decode_step_unchecked)
     for _ in range(10):                                     # past the forced BOS, before the minimum length
@@ -192,10 +188,7 @@ def test_decoder_step_kernels(pair):
     own (layer 0 makes the step's one mask). tiny, 2 layers: 43 (52 before keys and values shared a scatter and the
     layers a mask)."""
     _, ours = pair("tiny")
-    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
-    input_ids, padding_mask, cfg = prepare(ours, ids, mask, dict(num_beams=4), None)
-    cache = ours.new_cache(ours.encode_unchecked(input_ids, padding_mask), mask, rows_per_input(cfg),
-                           cfg.max_length - 1, fixed_shape=True)
+    _, cache, _ = start_fixed_shape(ours, dict(num_beams=4))
     tokens = torch.full((cache.num_rows,), ours.config.decoder_start_token_id)
     ours.decode_step_unchecked(tokens, cache)
     counter = KernelCount()
