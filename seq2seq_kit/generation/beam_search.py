@@ -213,11 +213,15 @@ class BeamSearch(SearchProgress):
         reach = self.max_len if cfg.early_stopping == "never" and cfg.length_penalty > 0.0 \
             else cur_len + active.long()                                              # [B, 1] after this step
         new.improvable = _improvable(new, self.norm_len[reach - PROMPT_LEN])
-        all_done = new.finished.all(dim=1, keepdim=True) & (cfg.early_stopping is True)        # [B, 1]
-        alive = new.improvable & ~all_done & ~hits.all(dim=1, keepdim=True)                     # [B, 1]
-        batch_going = new.improvable.any() & ~all_done.all() & ~hits.all()
+        all_done = new.finished.all(dim=1, keepdim=True) if cfg.early_stopping is True else None   # [B, 1]
+        if self.independent:                    # each input goes on while it would alone: [B, 1]
+            going = new.improvable & ~hits.all(dim=1, keepdim=True)
+            going = going if all_done is None else going & ~all_done
+        else:                                   # transformers' batch rule: []
+            going = new.improvable.any() & ~hits.all()
+            going = going if all_done is None else going & ~all_done.all()
         self.st = new.merge_into(st, active)
-        self.stop(alive, batch_going)
+        self.stop(going)
         return torch.where(self.per_row(active)[:, 0] if active.dim() else active,
                            parent_rows, self.identity)
 

@@ -63,13 +63,13 @@ class SampleSearch(SearchProgress):
             torch.bitwise_and(unfinished, ~torch.isin(nxt, self.eos), out=self.unfinished)    # state kept in place
         slot = torch.minimum(self.per_row(self.cur_len), self.per_row(self.max_len) - 1)     # [R, 1]
         self.seq.scatter_(1, slot, torch.where(row_active, nxt, self.seq.gather(1, slot)[:, 0])[:, None])
-        alive = self.cur_len + 1 < self.max_len                                       # [B, 1] after this step
-        batch_going = alive.all()                                                     # generate: one length
-        if self.eos is not None:
-            some_left = self.unfinished.view(self.batch, n).any(dim=1, keepdim=True)  # [B, 1]
-            alive = alive & some_left
-            batch_going = batch_going & some_left.any()
-        self.stop(alive, batch_going)
+        below_max = self.cur_len + 1 < self.max_len                                   # [B, 1] after this step
+        left = self.unfinished.view(self.batch, n).any(dim=1, keepdim=True) if self.eos is not None else None
+        if self.independent:                    # each input goes on while it would alone: [B, 1]
+            going = below_max if left is None else below_max & left
+        else:                                   # generate's batch: one length, any row unfinished: []
+            going = below_max.all() if left is None else below_max.all() & left.any()
+        self.stop(going)
 
     def join(self, other: SampleSearch) -> None:
         """SearchProgress.join, with the rows' sequences (padded to the longer max_length) and flags."""

@@ -54,15 +54,15 @@ class SearchProgress:
         """Which inputs this step advances: the batch's `going` [] or, independent, each input's `alive` [B, 1]."""
         return self.alive if self.independent else self.going
 
-    def stop(self, alive: torch.Tensor, batch_going: torch.Tensor) -> None:
-        """The end of a step: alive (bool [B, 1]) the inputs that would go on alone; batch_going (bool []) whether
-        transformers' batch goes on."""
+    def stop(self, going: torch.Tensor) -> None:
+        """The end of a step: going is, for an independent search, which inputs would go on alone (bool [B, 1]),
+        else whether transformers' batch goes on (bool [])."""
         active = self.active()
         if self.independent:
-            self.alive = active & alive
+            self.alive = active & going
             self.going = self.alive.any()
         else:
-            self.going = active & batch_going
+            self.going = active & going
         self.cur_len.add_(active)                        # in place: the state keeps its memory
         self.steps += 1
         self.lengths = [n + 1 for n in self.lengths]     # exact for the inputs still alive (the others do not count)
