@@ -53,7 +53,7 @@ import torch
 from . import cpu_threads
 from .generation import GenerationConfig, prepare, result, rows_per_input, start_search
 from .models.cuda_graph import BucketGraphs
-from .models.kv_cache import SlotStore
+from .models.kv_cache import SlotStore, bucket
 
 
 PADDING_LIMIT = 1.25    # an encoder batch computes at most 1.25x its inputs' real tokens (see encoder_groups)
@@ -446,11 +446,6 @@ def encoder_groups(lengths: list[int]) -> list[list[int]]:
             groups.append([i])
             real = lengths[i]
     return groups
-
-
-def bucket(n: int, limit: int, least: int = 16) -> int:
-    """The smallest power of two >= n, at least `least` and at most limit: few shapes, so few CUDA graphs."""
-    return min(limit, max(least, 1 << (n - 1).bit_length()))
 
 
 def settle(future: Future, value=None, exception: BaseException | None = None) -> None:

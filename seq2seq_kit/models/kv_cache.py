@@ -165,6 +165,12 @@ def row_ranges(caches: list[KVCache]) -> list[tuple[slice, KVCache]]:
     return out
 
 
+def bucket(n: int, limit: int, least: int = 16) -> int:
+    """The smallest power of two >= n, at least `least` and at most limit: few shapes, so few CUDA graphs (the
+    SlotStore's views) and few allocation sizes (its reorder scratch)."""
+    return min(limit, max(least, 1 << (n - 1).bit_length()))
+
+
 class SlotStore:
     """The continuous-batching engine's fixed-capacity caches: N row slots, each with its own self-attention slots
     (L) and a device position, and M = N input slots, each with one input's cross-attention keys/values (S source
@@ -261,8 +267,8 @@ class SlotStore:
         back. (A gather into fresh memory would grow with `length` at every step, and the CUDA caching allocator
         keeps a block of each size it hands out: ~ the sum over steps, tests/test_allocations.py.)"""
         if self.scratch is None or self.scratch.shape[4] < length:                   # capacity doubles: a few sizes
-            capacity = min(max(16, 1 << (length - 1).bit_length()), self.max_length)
-            self.scratch = self.self_kv.new_empty(*self.self_kv.shape[:4], capacity, self.self_kv.shape[5])
+            self.scratch = self.self_kv.new_empty(*self.self_kv.shape[:4], bucket(length, self.max_length),
+                                                  self.self_kv.shape[5])
         filled = self.self_kv[..., :length, :]                                        # [layers, 2, N, H, length, Dh]
         moved = self.scratch[:, :, :len(rows), :, :length]                            # [layers, 2, k, H, length, Dh]
         torch.index_select(filled, 2, parents, out=moved)
