@@ -20,7 +20,8 @@ Parts (each skipped, and said so, once the time budget is spent):
   engine      issue 13's target: 256 requests (fp16, the checkpoint's beam-4 settings, each its own max_length in
               56..142, 100-1024 source tokens), static batches of 32 (length-sorted, graph captures included) vs
               Engine(max_rows=128, fixed capacity, CUDA graphs): docs/s, the ratio, graphs captured, peak memory;
-              then 64 of the requests again with each step's phases timed on the host (engine_phases).
+              then 64 of the requests twice more with each step's phases timed on the host (engine_phases):
+              the groups' search steps replayed from CUDA graphs (the default), then eager.
   compile     torch.compile (inductor, our CUDA graph around it) of the decoder step against the eager-traced step,
               4 and 128 beam rows, fp16: ms per replay, first-call seconds, largest logit difference.
 Writes gpu_bench.json and gpu_bench.md into --out.
@@ -42,6 +43,7 @@ import torch
 
 import make_checkpoints
 from seq2seq_kit import Engine
+from seq2seq_kit import engine as engine_module
 from seq2seq_kit.generation import whole_step
 from seq2seq_kit.modeling import BartForConditionalGeneration
 
@@ -288,32 +290,37 @@ def part_engine(args, spec_name, spec, budget: Budget, results: dict) -> None:
             r.result(timeout=max(budget.left(), 60))
         seconds = time.perf_counter() - start
         graphs = len(engine.slots.graphs.graphs) if engine.slots.graphs is not None else 0
+        search_graphs = sum(group.graph is not None for group in [*engine.groups, *engine.slots.idle.values()])
     results["engine"].append({"mode": f"engine max_rows {4 * batch}", "requests": count, "seconds": seconds,
                               "docs_per_s": count / seconds, "vs_static": static_s / seconds,
-                              "graphs_captured": graphs, **memory(args.device)})
-    if budget.left() > 0:                      # where a step's time goes: a second, shorter pass, its phases timed
+                              "graphs_captured": graphs, "search_graphs": search_graphs, **memory(args.device)})
+    for captured in (True, False):             # where a step's time goes: shorter passes, their phases timed, with
+        if budget.left() <= 0:                 # the groups' search steps replayed from CUDA graphs, then eager
+            break
+        engine_module.CAPTURE_GROUP_STEPS = captured
+        start = time.perf_counter()
         with Engine(ours, max_rows=4 * batch, fixed_capacity=True) as engine, engine_phases() as phases:
             for r in [engine.submit(ids, max_length=n, **settings) for ids, n in (jobs[i] for i in order[:count // 4])]:
                 r.result(timeout=max(budget.left(), 60))
-        results["engine"].append({"mode": "engine step phases, host ms per step (median)", **phases.summary()})
-    for row in results["engine"][-3:]:
+        results["engine"].append({"mode": "engine step phases, host ms per step (median), search steps "
+                                  + ("captured" if captured else "eager"), "requests": count // 4,
+                                  "seconds": time.perf_counter() - start, **phases.summary()})
+    engine_module.CAPTURE_GROUP_STEPS = True
+    for row in results["engine"][-4:]:
         print(json.dumps(row), flush=True)
 
 
 class engine_phases:
     """Host time of each phase of the engine's steps, by wrapping their methods (class attributes, so the engine's
-    thread runs the wrappers): the decoder (tokens in, the graph replayed, logits out), each group's search step,
-    the store's beam reorder; `rest` is the step's remainder: the flags' read-back (where the host waits for the
-    device to finish the step) and the bookkeeping. The search and decoder launch asynchronously on CUDA, so their
-    host time is launch time: small next to `rest` means the step is device-bound, large means host-bound."""
+    thread runs the wrappers): the decoder (the graph replayed, logits out), the groups' search steps (replays of
+    their captured steps, or eager), the store's beam reorder; `rest` is the step's remainder: the flags' read-back
+    (where the host waits for the device to finish the step) and the bookkeeping. Decoder and search launch
+    asynchronously on CUDA, so their host time is launch time: small next to `rest` means the step is
+    device-bound, large means host-bound."""
 
     def __init__(self):
-        from seq2seq_kit import engine as engine_module
-        from seq2seq_kit.generation.beam_search import BeamSearch
-        from seq2seq_kit.generation.sampling import SampleSearch
-        self.targets = [("step", Engine, "_step"), ("decoder", engine_module.FixedCapacity, "step"),
-                        ("search", BeamSearch, "advance_on_device"), ("search", SampleSearch, "advance_on_device"),
-                        ("reorder", engine_module.FixedCapacity, "reorder")]
+        self.targets = [("step", Engine, "_step"), ("fixed", engine_module.FixedCapacity, "step"),
+                        ("search", engine_module.SlotGroup, "step"), ("reorder", engine_module.FixedCapacity, "reorder")]
         self.steps: list[dict] = []
 
     def __enter__(self):
@@ -340,11 +347,12 @@ class engine_phases:
         return run
 
     def summary(self) -> dict:
-        steps = [s for s in self.steps if "decoder" in s]
+        steps = [s for s in self.steps if "fixed" in s]
         if not steps:
             return {"steps": 0}
-        for s in steps:
-            s["rest"] = s["step"] - sum(s.get(p, 0.0) for p in ("decoder", "search", "reorder"))
+        for s in steps:                     # FixedCapacity.step runs the decoder, then the groups' steps
+            s["decoder"] = s["fixed"] - s.get("search", 0.0)
+            s["rest"] = s["step"] - s["fixed"] - s.get("reorder", 0.0)
         return {"steps": len(steps), **{p: statistics.median(s.get(p, 0.0) for s in steps)
                                         for p in ("step", "decoder", "search", "reorder", "rest")}}
 

@@ -32,10 +32,14 @@ decoder over all max_rows rows (free ones ignored) at the device positions of a 
 a decoder-length bucket (powers of two from 16) and bucketed by the input slots in use (lowest first) and the rows
 per input (powers of two). On CUDA each view's step is one CUDA graph (models/cuda_graph.py BucketGraphs), so a
 stream of requests of any lengths captures a handful of graphs; on the CPU the same step runs eagerly (the tests'
-way of checking it). The searches step as above; the beam reorders of every group whose rows
-moved are one gather-scatter of self-attention slots within the store. Padding adds
-exact zeros to the attention but rounds the longer reductions differently: fp32 tokens equal generate alone's
-on decisive logits, scores within 1e-4, as for batched requests.
+way of checking it). Each group's search has fixed input slots too (SlotGroup, generation.start_slots: made at
+max_rows // rows_per_input inputs and the widest lengths, requests written into a slot and vacating it in place),
+reads its rows' logits from the decoder's and writes their next tokens into the store's token buffer, so on CUDA
+its step, processors and top-k included, replays from one CUDA graph captured when the group is made (sampling
+and output_scores groups step eagerly): a step is a decoder replay, a replay per group and one read of the flags.
+The beam reorders of every group whose rows moved are one gather-scatter of self-attention slots within the store.
+Padding adds exact zeros to the attention but rounds the longer reductions differently: fp32 tokens equal
+generate alone's on decisive logits, scores within 1e-4, as for batched requests.
 """
 
 from __future__ import annotations
@@ -51,12 +55,16 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from . import cpu_threads
-from .generation import GenerationConfig, prepare, result, rows_per_input, start_search
+from .generation import GenerationConfig, prepare, result, rows_per_input, start_search, start_slots
+from .generation.whole_step import CapturedStep, keeping_state
 from .models.cuda_graph import BucketGraphs
 from .models.kv_cache import SlotStore, bucket
 
 
 PADDING_LIMIT = 1.25    # an encoder batch computes at most 1.25x its inputs' real tokens (see encoder_groups)
+# On CUDA, fixed capacity replays each group's search step from a CUDA graph (SlotGroup); False steps them eagerly,
+# e.g. to compare (benchmarks/gpu_bench.py times both).
+CAPTURE_GROUP_STEPS = True
 
 
 class EngineFull(RuntimeError):
@@ -102,10 +110,35 @@ class Request:
 class Group:
     """Running requests that step in one search (generation's independent BeamSearch / SampleSearch): requests[i]
     is the search's input i, its rows the search's rows i * rows_per_input onwards. Requests whose settings differ
-    at most in their lengths share a group (`key`); the others run in a group of their own (key None)."""
+    at most in their lengths share a group (`key`); the others run in a group of their own (key None). Inputs join
+    the search (`add`) and leave it (`remove`) between steps; fixed capacity uses SlotGroup instead."""
     key: str | None
     search: object
-    requests: list[Request]
+    requests: list[Request | None]
+
+    @property
+    def members(self) -> list[Request]:
+        """Its requests in the search's order (a SlotGroup's requests hold None for its empty slots)."""
+        return [r for r in self.requests if r is not None]
+
+    def add(self, request: Request, search) -> None:
+        """A new request, with its one-input search, becomes the search's last input."""
+        if self.requests:
+            self.search.join(search)
+        self.requests.append(request)
+
+    def remove(self, leaving: list[bool]) -> None:
+        """The inputs b for which leaving[b] holds leave the search."""
+        kept = [b for b, leave in enumerate(leaving) if not leave]
+        if kept:
+            self.search.keep(kept)
+        self.requests = [self.requests[b] for b in kept]
+
+    def step(self, logits: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The search's step on its rows' logits [R, V] -> (each row's parent row [R], or None: rows never move;
+        each input's flags bool [B, 2]: still stepping, some row of it moved), no host read."""
+        parents = self.search.advance_on_device(logits)
+        return parents, self.search.input_flags(parents)
 
 
 def group_key(config: GenerationConfig, generator: torch.Generator | None) -> str | None:
@@ -235,6 +268,8 @@ class Engine:
                     settle(request.future, exception=e)
                     self._leave(request)
                 self.groups, self.running = [], []
+                if self.slots is not None:
+                    self.slots.idle.clear()             # their state may be half-way through the failed step
 
     def _take_admissible(self) -> list[Request]:
         """Pop, in arrival order, the waiting requests that fit beside the running ones (lock held)."""
@@ -270,18 +305,17 @@ class Engine:
                 request.cache = self.slots.take(request.rows, cross)
             self._join(request, start_search(cfg, request.input_ids, model.config.decoder_vocab_size, model.device,
                                              request.generator, independent=True))
-        self.running = [r for group in self.groups for r in group.requests]
+        self.running = [r for group in self.groups for r in group.members]
 
     def _join(self, request: Request, search) -> None:
-        """Put a new request (with its one-input search) into the running group of its key, or a new group."""
+        """Put a new request (with its one-input search) into the running group of its key, or a new group (fixed
+        capacity: an idle one of its key, or a new SlotGroup)."""
         key = group_key(request.config, request.generator)
         group = next((g for g in self.groups if key is not None and g.key == key), None)
         if group is None:
-            group = Group(key, search, [])
+            group = Group(key, search, []) if self.slots is None else self.slots.group(key, request)
             self.groups.append(group)
-        else:
-            group.search.join(search)
-        group.requests.append(request)
+        group.add(request, search)
         request.group = group
 
     def _encode(self, rows: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -307,22 +341,22 @@ class Engine:
         self._drop(lambda request: request.future.cancelled())
         if not self.running:
             return
-        tokens = torch.cat([group.search.tokens() for group in self.groups])                # [R], running order
         if self.slots is None:
+            tokens = torch.cat([group.search.tokens() for group in self.groups])           # [R], running order
             logits = self.model.decode_group_unchecked(tokens, [r.cache for r in self.running])  # [R, V]
+            starts = itertools.accumulate([0] + [group.search.rows for group in self.groups])
+            stepped = [group.step(logits[a:a + group.search.rows]) for a, group in zip(starts, self.groups)]
         else:
-            logits = self.slots.step(self.running, tokens)
-        starts = itertools.accumulate([0] + [group.search.rows for group in self.groups])
-        stepped = [group.search.advance_on_device(logits[a:a + group.search.rows])
-                   for a, group in zip(starts, self.groups)]
-        flags = iter(torch.cat([group.search.input_flags(parents)
-                                for group, parents in zip(self.groups, stepped)]).tolist())   # one host read
+            stepped = self.slots.step(self.groups, self.running)
+        flags = iter(torch.cat([flags for _, flags in stepped]).tolist())                   # one host read
         finished = {}                                   # request -> its output (None: cancelled meanwhile)
         moved_groups = []                               # (group, its rows' parent rows): some row moved
-        for group, parents in zip(self.groups, stepped):
+        for group, (parents, _) in zip(self.groups, stepped):
             n, group_moved = group.search.rows_per_input, False
             for b, request in enumerate(group.requests):
                 alive, moved = next(flags)
+                if request is None:                     # an empty slot (fixed capacity)
+                    continue
                 self.generated_tokens += request.rows
                 if not alive:
                     finished[id(request)] = None if request.future.cancelled() \
@@ -343,18 +377,17 @@ class Engine:
     def _drop(self, leaving) -> None:
         """The running requests for which leaving(request) holds leave their groups (and the engine)."""
         for group in self.groups:
-            leaves = [leaving(request) for request in group.requests]      # once: a cancel may land meanwhile
+            leaves = [r is not None and leaving(r) for r in group.requests]   # once: a cancel may land meanwhile
             if not any(leaves):
                 continue
-            kept = [b for b, leave in enumerate(leaves) if not leave]
             for request, leave in zip(group.requests, leaves):
                 if leave:
                     self._leave(request)
-            if kept:
-                group.search.keep(kept)
-            group.requests = [group.requests[b] for b in kept]
-        self.groups = [group for group in self.groups if group.requests]
-        self.running = [r for group in self.groups for r in group.requests]
+            group.remove(leaves)
+        if self.slots is not None:
+            self.slots.keep_idle([group for group in self.groups if not group.members])
+        self.groups = [group for group in self.groups if group.members]
+        self.running = [r for group in self.groups for r in group.members]
 
     def _leave(self, request: Request) -> None:
         """A request's rows are free (fixed capacity: its slots go back to the store), and its cache and group
@@ -373,10 +406,66 @@ class Slots:
         self.steps = 0                              # tokens fed so far: the next step writes slot `steps`
 
 
+class SlotGroup(Group):
+    """Fixed capacity: a group whose search has input slots that keep their place (generation.start_slots:
+    requests enter with put and leave with vacate; requests[b] is None while slot b is empty), each search row
+    mapped to its store row. Its step reads its rows' logits from the decoder's logits for every store row and
+    writes its rows' next tokens into the store's token buffer, at shapes that never change, so on CUDA it replays
+    from one CUDA graph captured when the group is made (CapturedStep; sampling, whose draws a graph cannot hold,
+    and output_scores, which the host records, step eagerly)."""
+
+    def __init__(self, key: str | None, search, tokens: torch.Tensor, logits: torch.Tensor, captured: bool):
+        super().__init__(key, search, [None] * search.batch)
+        self.tokens, self.spare = tokens, len(tokens) - 1          # [N + 1]: the store's rows' tokens, then a spare
+        rows, device = search.rows, tokens.device
+        self.read_rows = torch.zeros(rows, dtype=torch.long, device=device)      # [R] store row (empty: 0, ignored)
+        self.write_rows = torch.full((rows,), self.spare, dtype=torch.long, device=device)   # [R] (empty: spare)
+        self.occupied = self.write_rows[:0]                                      # [k] search rows of its requests
+        self.graph = CapturedStep(lambda: self.step_eagerly(logits)) if captured else None
+
+    def add(self, request: Request, search) -> None:
+        """A new request (its store rows in request.cache, its one-input search) takes the first empty slot; its
+        first tokens go into the token buffer."""
+        slot = self.requests.index(None)
+        self.search.put(slot, search)
+        self.requests[slot] = request
+        self.map_rows(slot, request.cache.index, request.cache.index)
+        self.tokens.index_copy_(0, request.cache.index, search.tokens())
+
+    def remove(self, leaving: list[bool]) -> None:
+        for slot, leave in enumerate(leaving):
+            if leave:
+                self.search.vacate(slot)
+                self.requests[slot] = None
+                self.map_rows(slot, 0, self.spare)
+
+    def map_rows(self, slot: int, read, write) -> None:
+        rows = self.search.slot_rows(slot)
+        self.read_rows[rows], self.write_rows[rows] = read, write
+        n = self.search.rows_per_input
+        self.occupied = torch.tensor([b * n + i for b, r in enumerate(self.requests) if r is not None for i in range(n)],
+                                     dtype=torch.long, device=self.tokens.device)
+
+    def step(self, logits: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Group.step on the logits of every store row [N, V] (on CUDA the buffer the captured step reads)."""
+        return self.graph() if self.graph is not None else self.step_eagerly(logits)
+
+    def step_eagerly(self, logits: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        def one():
+            parents = self.search.advance_on_device(logits.index_select(0, self.read_rows), device_length=True)
+            self.tokens.index_copy_(0, self.write_rows, self.search.tokens())       # empty slots: the spare
+            return parents, self.search.input_flags(parents)
+        return keeping_state(self.search, one)
+
+
 class FixedCapacity:
     """The fixed-capacity step (see the module docstring): a SlotStore of max_rows rows and as many input slots,
-    the free ones of each (input slots handed out lowest first, so the inputs a step reads stay few), and the
-    step over all rows, replayed from a CUDA graph per bucket set on CUDA, eager elsewhere."""
+    the free ones of each (input slots handed out lowest first, so the inputs a step reads stay few), the decoder
+    step over all rows (replayed from a CUDA graph per bucket set on CUDA, eager elsewhere) and the groups' steps
+    on its logits (SlotGroup). Up to KEEP_IDLE groups whose requests have all left are kept for the next requests
+    of their key (on CUDA: their captured steps)."""
+
+    KEEP_IDLE = 4
 
     def __init__(self, model, max_rows: int):
         config = model.config
@@ -387,10 +476,33 @@ class FixedCapacity:
                                max_source=config.max_position_embeddings, dtype=model.dtype, device=model.device)
         self.free = list(range(max_rows))
         self.free_inputs = list(range(max_rows))                    # kept sorted: take the lowest
-        self.graphs = BucketGraphs(model.next_token_logits, max_rows, model.device) \
+        self.tokens = torch.zeros(max_rows + 1, dtype=torch.long, device=model.device)       # [N + 1]: a spare
+        self.logits = torch.zeros(max_rows, config.decoder_vocab_size, device=model.device) \
+            if model.device.type == "cuda" else None                                      # [N, V] the graphs'
+        self.graphs = BucketGraphs(model.next_token_logits, self.tokens[:max_rows], self.logits) \
             if model.device.type == "cuda" else None
-        self.tokens = torch.zeros(max_rows, dtype=torch.long, device=model.device) if self.graphs is None \
-            else self.graphs.input_ids                                                   # [N] every row's token
+        self.idle: dict[str, SlotGroup] = {}                        # key -> group, least recently idle first
+
+    def group(self, key: str | None, request: Request) -> SlotGroup:
+        """The idle group of this key, or a new one whose search has max_rows // rows input slots (one for a
+        sampling request, which steps alone)."""
+        if key in self.idle:
+            return self.idle.pop(key)
+        cfg, config = request.config, self.model.config
+        search = start_slots(cfg, 1 if key is None else self.store.num_rows // request.rows,
+                             config.max_position_embeddings, config.max_position_embeddings + 1,
+                             config.decoder_vocab_size, self.model.device, request.generator)
+        captured = CAPTURE_GROUP_STEPS and self.graphs is not None and key is not None and not cfg.output_scores
+        return SlotGroup(key, search, self.tokens, self.logits, captured)
+
+    def keep_idle(self, groups: list[SlotGroup]) -> None:
+        """Groups whose requests all left: kept for their key's next requests (the oldest beyond KEEP_IDLE go)."""
+        for group in groups:
+            if group.key is not None:
+                self.idle.pop(group.key, None)
+                self.idle[group.key] = group
+        while len(self.idle) > self.KEEP_IDLE:
+            del self.idle[next(iter(self.idle))]
 
     def take(self, rows: int, cross) -> Slots:
         """`rows` free rows for a request whose one-input cache `cross` holds its cross-attention keys/values."""
@@ -400,35 +512,33 @@ class FixedCapacity:
         return slots
 
     def reorder(self, moved: list) -> None:
-        """Beam reorders of whole groups at once, [(group, parents long [R_g]: each of its rows' parent row)]: one
-        gather-scatter in the store for all their rows (unmoved rows copy themselves) instead of one per request."""
-        index = [torch.cat([r.cache.index for r in group.requests]) for group, _ in moved]      # [R_g] slots each
-        rows = torch.cat(index)
-        parents = torch.cat([slots[parents] for slots, (_, parents) in zip(index, moved)])
-        self.store.reorder(rows, parents, max(r.cache.steps for group, _ in moved for r in group.requests))
+        """Beam reorders of whole groups at once, [(group, parents long [R_g]: each of its search rows' parent
+        row)]: one gather-scatter in the store for all their requests' rows (unmoved rows copy themselves) instead
+        of one per request."""
+        rows = torch.cat([group.write_rows[group.occupied] for group, _ in moved])
+        parents = torch.cat([group.write_rows[parents[group.occupied]] for group, parents in moved])
+        self.store.reorder(rows, parents, max(r.cache.steps for group, _ in moved for r in group.members))
 
     def give_back(self, slots: Slots) -> None:
         self.store.free(slots.index, slots.input_slot)
         self.free.extend(slots.rows)
         bisect.insort(self.free_inputs, slots.input_slot)
 
-    def step(self, requests: list, tokens: torch.Tensor) -> torch.Tensor:
-        """One decoder step over every row, fed tokens [R] (the requests' rows in order) -> the requests' rows'
-        logits [R, V], in that order; positions advanced."""
-        index = torch.cat([r.cache.index for r in requests])                            # [R]
-        self.tokens.index_copy_(0, index, tokens)
+    def step(self, groups: list[SlotGroup], requests: list[Request]) -> list:
+        """One decoder step over every row (the tokens the groups wrote) and each group's step on its logits ->
+        each group's (parents, flags) (Group.step); positions advanced."""
         cache = self.store.view(bucket(max(r.cache.source_length for r in requests), self.store.max_source),
                                 bucket(max(r.cache.steps for r in requests) + 1, self.store.max_length),
                                 bucket(max(r.cache.input_slot for r in requests) + 1, self.store.num_rows, least=1),
                                 bucket(max(len(r.cache.rows) for r in requests), self.store.num_rows, least=1))
         if self.graphs is None:
-            logits = self.model.next_token_logits(self.tokens, cache)                  # [N, V]
+            logits = self.model.next_token_logits(self.tokens[:-1], cache)               # [N, V]
         else:
             logits = self.graphs(cache)
         self.store.advance()
         for r in requests:
             r.cache.steps += 1
-        return logits.index_select(0, index)
+        return [group.step(logits) for group in groups]
 
 
 def encoder_groups(lengths: list[int]) -> list[list[int]]:

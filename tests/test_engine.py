@@ -78,7 +78,7 @@ def test_random_stream_matches_generate_alone(tiny_eos, seed, fixed_capacity, mo
 
     def step(self):
         groups.append(len(self.running))
-        shared.append(max(len(group.requests) for group in self.groups))
+        shared.append(max(len(group.members) for group in self.groups))
         real(self)
 
     monkeypatch.setattr(Engine, "_step", step)
@@ -114,7 +114,7 @@ def test_requests_differing_in_lengths_share_one_search_at_different_steps(tiny_
     lengths = [dict(max_new_tokens=14, min_new_tokens=12), dict(max_length=9), dict(max_new_tokens=11, min_length=4),
                dict(max_new_tokens=6, min_new_tokens=5)]
     shared, real = [], Engine._step
-    monkeypatch.setattr(Engine, "_step", lambda self: shared.append(len(self.groups[0].requests)) or real(self))
+    monkeypatch.setattr(Engine, "_step", lambda self: shared.append(len(self.groups[0].members)) or real(self))
     jobs = [([5 + 3 * i, 6, 7 + i, 8, 9, 5 + 3 * i, 6] * (i + 1), {**setting, **extra}) for i, extra in enumerate(lengths)]
     with Engine(tiny_eos, max_rows=16, fixed_capacity=fixed_capacity) as engine:
         requests = []
@@ -135,6 +135,52 @@ def test_requests_differing_in_lengths_share_one_search_at_different_steps(tiny_
         assert len(out.scores) == len(ref.scores)
         for got, want in zip(out.scores, ref.scores):
             torch.testing.assert_close(got, want, atol=SCORE_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("fixed_capacity", [False, True])
+def test_encoder_ngram_blocking_follows_each_request_through_a_shared_search(tiny_eos, fixed_capacity):
+    """Inputs made of what the model would generate, so that encoder n-gram blocking changes every output; requests
+    of different source lengths (their n-gram windows) share one search at different steps (fixed capacity: they
+    take and free its slots): each equals generate alone."""
+    blocked = dict(num_beams=3, encoder_no_repeat_ngram_size=2)
+    jobs = []
+    for i, n in enumerate((6, 10, 14, 8)):
+        ids, kwargs = [5 + i, 6, 7, 8], dict(blocked, max_new_tokens=n)
+        for _ in range(4):                  # prepend what it generates until blocking changes its output
+            free = tiny_eos.generate(torch.tensor([ids]), num_beams=3, max_new_tokens=n)
+            if not torch.equal(free, tiny_eos.generate(torch.tensor([ids]), **kwargs)):
+                break
+            ids = free[0, 1:].tolist() + ids
+        else:
+            pytest.fail(f"encoder n-gram blocking never changed the output of input {i}")
+        jobs.append((ids, kwargs))
+    with Engine(tiny_eos, max_rows=9, fixed_capacity=fixed_capacity) as engine:
+        requests = []
+        for ids, kwargs in jobs:                                    # the fourth waits for a slot
+            requests.append(engine.submit(ids, **kwargs))
+            time.sleep(0.005)
+        outputs = [r.result(timeout=60) for r in requests]
+    for (ids, kwargs), out in zip(jobs, outputs):
+        assert torch.equal(out, tiny_eos.generate(torch.tensor([ids]), **kwargs)), kwargs
+
+
+def test_fixed_capacity_rows_freed_by_one_group_serve_another(tiny_eos):
+    """A beam request leaves its group (which steps on) and its store rows go to a greedy request of an earlier
+    group: the empty slot must no longer feed tokens to those rows (each output equals generate alone)."""
+    long = dict(num_beams=1, min_new_tokens=60, max_new_tokens=60)
+    with Engine(tiny_eos, max_rows=8, fixed_capacity=True) as engine:
+        first = engine.submit([5, 6, 7, 8], **long)                                    # group Y, stepped first
+        short = engine.submit([9, 10, 11], num_beams=2, min_new_tokens=2, max_new_tokens=2)   # group X
+        other = engine.submit([12, 13, 14, 15], num_beams=2, min_new_tokens=60, max_new_tokens=60)   # X too
+        short.result(timeout=60)
+        assert not other.done()
+        late = engine.submit([16, 17, 18], num_beams=1, min_new_tokens=30, max_new_tokens=40)   # Y: short's row
+        got = [r.result(timeout=60) for r in (first, short, other, late)]
+    jobs = [([5, 6, 7, 8], long), ([9, 10, 11], dict(num_beams=2, min_new_tokens=2, max_new_tokens=2)),
+            ([12, 13, 14, 15], dict(num_beams=2, min_new_tokens=60, max_new_tokens=60)),
+            ([16, 17, 18], dict(num_beams=1, min_new_tokens=30, max_new_tokens=40))]
+    for (ids, kwargs), out in zip(jobs, got):
+        assert torch.equal(out, tiny_eos.generate(torch.tensor([ids]), **kwargs)), kwargs
 
 
 @given(st.lists(st.integers(1, 1024), max_size=40))
@@ -234,6 +280,77 @@ def test_fixed_capacity_failed_step_frees_its_slots(tiny_eos, monkeypatch):
         after = engine.submit([5, 6, 7, 8], num_beams=4, max_new_tokens=5).result(30)   # needs 4 of 6 rows
         assert sorted(engine.slots.free) == list(range(6))
     assert torch.equal(after, tiny_eos.generate(torch.tensor([[5, 6, 7, 8]]), num_beams=4, max_new_tokens=5))
+
+
+READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy")
+
+
+def test_fixed_capacity_group_steps_could_be_captured(tiny_eos, monkeypatch):
+    """What lets CUDA replay a group's search step from one graph captured before any request came (SlotGroup):
+    the step reads no tensor value back to the host, and requests entering and leaving its slots (put, vacate)
+    keep every tensor it reads and writes at the same address and shape. Checked here on the CPU, eagerly, on a
+    stream of beam and greedy requests with their processors; each output equals generate alone."""
+    from seq2seq_kit.engine import SlotGroup
+    inside, seen = threading.local(), {}
+
+    def guarded(name):
+        real = getattr(torch.Tensor, name)
+
+        def read(self, *args, **kwargs):
+            assert not getattr(inside, "step", False), f"Tensor.{name} read a value back inside a group step"
+            return real(self, *args, **kwargs)
+        return read
+
+    def memory(group):
+        return [(t.data_ptr(), t.shape) for t in [*group.search.state(), group.read_rows, group.write_rows,
+                                                  group.tokens]]
+
+    real_step = SlotGroup.step_eagerly
+
+    def step(self, logits):
+        assert seen.setdefault(id(self), memory(self)) == memory(self)
+        inside.step = True
+        try:
+            return real_step(self, logits)
+        finally:
+            inside.step = False
+            assert seen[id(self)] == memory(self)
+
+    for name in READS:
+        monkeypatch.setattr(torch.Tensor, name, guarded(name))
+    monkeypatch.setattr(SlotGroup, "step_eagerly", step)
+    rng = random.Random(11)
+    jobs = [(random_ids(rng, tiny_eos.config.vocab_size), rng.choice(SETTINGS[:10])) for _ in range(12)]
+    with Engine(tiny_eos, max_rows=12, fixed_capacity=True) as engine:
+        requests = []
+        for ids, setting in jobs:
+            requests.append(engine.submit(ids, **setting))
+            time.sleep(rng.choice([0, 0.002, 0.01]))
+        outputs = [r.result(timeout=120) for r in requests]
+    monkeypatch.undo()
+    assert len(seen) >= 3, "too few groups stepped"
+    for (ids, setting), out in zip(jobs, outputs):
+        assert torch.equal(out, tiny_eos.generate(torch.tensor([ids]), **setting)), setting
+
+
+@pytest.mark.cuda
+def test_fixed_capacity_on_cuda_captures_the_group_search_steps(tiny_eos_path):
+    """Requests without output_scores (as a server sends them): each group's search step replays from its CUDA
+    graph; tokens equal eager generate alone on the same GPU."""
+    model = BartForConditionalGeneration.from_pretrained(tiny_eos_path, device="cuda")
+    rng = random.Random(8)
+    jobs = [(random_ids(rng, model.config.vocab_size), rng.choice(SETTINGS[:10])) for _ in range(24)]
+    with Engine(model, max_rows=12) as engine:
+        requests = []
+        for ids, setting in jobs:
+            requests.append(engine.submit(ids, **setting))
+            time.sleep(rng.choice([0, 0.002, 0.01]))
+        outputs = [r.result(timeout=120) for r in requests]
+        groups = list(engine.slots.idle.values())
+    assert groups and all(group.graph is not None for group in groups)
+    for i, ((ids, setting), out) in enumerate(zip(jobs, outputs)):
+        want = model.generate(torch.tensor([ids], device="cuda"), **setting, cuda_graph=False)
+        assert torch.equal(out, want), f"request {i} {setting}"
 
 
 @pytest.mark.cuda

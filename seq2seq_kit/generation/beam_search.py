@@ -241,6 +241,17 @@ class BeamSearch(SearchProgress):
         self.st = BeamState(*(t.index_select(0, index) for t in self.st.tensors()))
         return index
 
+    def put(self, slot: int, other: BeamSearch) -> None:
+        """SearchProgress.put, with the beams' state (sequences padded with the fill token)."""
+        super().put(slot, other)
+        width = other.st.running_seq.shape[2]
+        for mine, theirs in zip(self.st.tensors(), other.st.tensors()):
+            if mine.dim() == 3:                               # the sequences [B, K, L]
+                mine[slot, :, width:] = self.fill
+                mine[slot, :, :width] = theirs[0]
+            else:
+                mine[slot] = theirs[0]
+
     def output(self, inputs: list[int] | None = None):
         """(sequences [B*nrs, T], sequences_scores [B*nrs], per-step processed log-probs (tuple of [B*K, V]) or
         None); inputs: only these inputs' (independent searches; None: all)."""

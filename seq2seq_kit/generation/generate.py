@@ -5,7 +5,7 @@ The model is anything that fits generation/protocol.py's Seq2SeqModel; nothing h
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -101,6 +101,18 @@ def start_search(cfg: GenerationConfig, input_ids: torch.Tensor, vocab_size: int
     if cfg.num_beams > 1:
         return BeamSearch(cfg, processors, input_ids.shape[0], device, generator, independent)
     return SampleSearch(cfg, processors, input_ids.shape[0] * rows, device, generator, independent)
+
+
+def start_slots(cfg: GenerationConfig, inputs: int, max_source: int, max_length: int, vocab_size: int,
+                device: torch.device, generator: torch.Generator | None = None) -> BeamSearch | SampleSearch:
+    """A fixed-capacity independent search for these settings (any max_length / min_length): `inputs` empty input
+    slots at the widest shapes a request can need (sequences of max_length, encoder n-gram windows of max_source
+    tokens). Requests enter with put(slot, their one-input start_search) and leave with vacate(slot); no shape
+    ever changes, so its step can be captured in a CUDA graph (seq2seq_kit.Engine's fixed capacity)."""
+    ids = torch.full((inputs, max_source), -1, dtype=torch.long, device=device)   # windows of -1: never match
+    search = start_search(replace(cfg, max_length=max_length), ids, vocab_size, device, generator, independent=True)
+    search.empty()
+    return search
 
 
 def result(cfg: GenerationConfig, search: BeamSearch | SampleSearch, inputs: list[int] | None = None):

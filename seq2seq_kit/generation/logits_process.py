@@ -104,6 +104,15 @@ class EncoderNoRepeatNGram:
             self.windows = self.windows.index_select(0, rows)
         return self
 
+    def put(self, rows: slice, other: EncoderNoRepeatNGram) -> None:
+        """These rows (one input's) take other's windows, padded with -1s, in place (fixed capacity: this
+        processor was built on the widest input, all -1s: generation.start_slots)."""
+        if self.windows is None:                      # no input this wide: none has a window
+            return
+        self.windows[rows] = -1
+        if other.windows is not None:
+            self.windows[rows, :other.windows.shape[1]] = other.windows
+
     def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
         if self.windows is None:
             return scores
@@ -162,6 +171,15 @@ class LengthSetting:
         if isinstance(self.length, torch.Tensor):
             self.length = self.length.index_select(0, rows)
         return self
+
+    def per_row(self, rows: int) -> None:
+        """The setting as one length per row, long [rows, 1] (fixed capacity: put writes an input's rows)."""
+        if isinstance(self.length, int):
+            self.length = torch.full((rows, 1), self.length, dtype=torch.long, device=self.device)
+
+    def put(self, rows: slice, other: LengthSetting) -> None:
+        """These rows (one input's) take other's setting, in place."""
+        self.length[rows] = other.length
 
 
 class MinLength(LengthSetting):
@@ -299,6 +317,21 @@ def join_processors(processors: list, others: list, rows: int, other_rows: int) 
 def select_processors(processors: list, rows: torch.Tensor) -> list:
     """The processors for these rows (long [R']) only."""
     return [p.select(rows) if hasattr(p, "select") else p for p in processors]
+
+
+def settings_per_row(processors: list, rows: int) -> None:
+    """Every per-row setting (min length, forced EOS) as a tensor of `rows` rows, in place (fixed capacity)."""
+    for p in processors:
+        if isinstance(p, LengthSetting):
+            p.per_row(rows)
+
+
+def put_processors(processors: list, others: list, rows: slice) -> None:
+    """These rows (one input slot's) take the per-row state of `others`, a one-input search's processors (the same
+    processors in the same order), in place (fixed capacity)."""
+    for p, q in zip(processors, others):
+        if hasattr(p, "put"):
+            p.put(rows, q)
 
 
 def draw(scores: torch.Tensor, num_samples: int, generator) -> torch.Tensor:

@@ -84,6 +84,14 @@ class SampleSearch(SearchProgress):
         self.seq, self.unfinished = self.seq.index_select(0, rows), self.unfinished.index_select(0, rows)
         return index
 
+    def put(self, slot: int, other: SampleSearch) -> None:
+        """SearchProgress.put, with the rows' sequences (padded with the start token) and flags."""
+        super().put(slot, other)
+        rows, width = self.slot_rows(slot), other.seq.shape[1]
+        self.seq[rows, width:] = self.cfg.decoder_start_token_id
+        self.seq[rows, :width] = other.seq
+        self.unfinished[rows] = other.unfinished
+
     def output(self, inputs: list[int] | None = None):
         """(sequences [R, T], None, per-step processed scores (tuple of [R, V]) or None); inputs: only these
         inputs' rows (independent searches; None: all)."""

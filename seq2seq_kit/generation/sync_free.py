@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from .config import GenerationConfig
-from .logits_process import join_processors, select_processors
+from .logits_process import join_processors, put_processors, select_processors, settings_per_row
 from .protocol import Cache, Step
 
 
@@ -31,7 +31,9 @@ class SearchProgress:
     share cur_len). An `independent` search (seq2seq_kit.Engine's) stops each input as if it ran alone: `alive`
     (bool [B, 1]) holds which inputs still step, the inputs may stand at different lengths and have different
     max_length / min_length, inputs join (`join`) and leave (`keep`) between steps, and `input_flags` /
-    `output(inputs)` serve them one by one."""
+    `output(inputs)` serve them one by one. A fixed-capacity independent search (generate.start_slots) keeps its
+    inputs in slots instead: made `empty()` at the widest shapes, an input enters a slot with `put` and leaves it
+    with `vacate`, in place, so no shape or address ever changes (what a CUDA graph of its step needs)."""
 
     def __init__(self, cfg: GenerationConfig, batch: int, rows_per_input: int, device: torch.device,
                  independent: bool = False):
@@ -154,6 +156,37 @@ class SearchProgress:
         self.batch = len(inputs)
         return index
 
+    def empty(self) -> None:
+        """Fixed capacity (generation.start_slots): every input slot empty, none alive, and every per-row setting of
+        the processors a tensor [R, 1], so that put() can write an input's rows."""
+        self.alive.zero_()
+        self.going.zero_()
+        if self.step_scores is not None:
+            self.step_scores = [None] * self.batch
+        settings_per_row(self.processors, self.rows)
+
+    def put(self, slot: int, other: SearchProgress) -> None:
+        """Fixed capacity: write `other`, an independent one-input search not yet stepped (the same class and
+        settings but for max_length / min_length, no wider than this one), into the empty input slot `slot`. In
+        place: every state tensor keeps its shape and memory, so a step captured before goes on reading them."""
+        self.cur_len[slot], self.max_len[slot], self.alive[slot] = other.cur_len[0], other.max_len[0], other.alive[0]
+        self.going.copy_(self.alive.any())
+        self.lengths[slot] = other.lengths[0]
+        if self.step_scores is not None:
+            self.step_scores[slot] = []
+        put_processors(self.processors, other.processors, self.slot_rows(slot))
+
+    def vacate(self, slot: int) -> None:
+        """Fixed capacity: input slot `slot` stops stepping (its state stays, frozen, until the next put)."""
+        self.alive[slot] = False
+        self.going.copy_(self.alive.any())
+        if self.step_scores is not None:
+            self.step_scores[slot] = None
+
+    def slot_rows(self, slot: int) -> slice:
+        """The rows of input `slot`."""
+        return slice(slot * self.rows_per_input, (slot + 1) * self.rows_per_input)
+
     def input_index(self, inputs: list[int]) -> torch.Tensor:
         """Input indices (host ints) -> long [B'] on the search's device."""
         return torch.tensor(inputs, dtype=torch.long, device=self.cur_len.device)
@@ -175,9 +208,9 @@ class SearchProgress:
         if not self.independent:
             self.step_scores.append(scores)
             return
-        n = self.rows_per_input
         for b, steps in enumerate(self.step_scores):    # copies: a view would keep every row's [R, V] alive
-            steps.append(scores[b * n:(b + 1) * n].clone())
+            if steps is not None:                       # (None: an empty slot of a fixed-capacity search)
+                steps.append(scores[self.slot_rows(b)].clone())
 
     def recorded_scores(self, inputs: list[int] | None = None) -> tuple[torch.Tensor, ...] | None:
         """The per-step scores of the steps taken (not of those run after the stop), or None; inputs: these

@@ -24,7 +24,7 @@ Decisions:
 from __future__ import annotations
 
 import weakref
-from typing import Callable
+from typing import Callable, TypeVar
 
 import torch
 
@@ -32,6 +32,7 @@ from .config import GenerationConfig
 from .protocol import Cache, Seq2SeqModel, Step
 from .sync_free import SearchProgress, run_until_stopped
 
+T = TypeVar("T")
 KEEP = 4                                                          # graphs kept per model
 KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()     # model -> {key: WholeStepGraph}, oldest first
 
@@ -39,16 +40,49 @@ KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()     # model -> {ke
 def step_once(step: Step, cache: Cache, search: SearchProgress) -> None:
     """One whole step with no host read: the model's step on `cache` (a fixed-shape cache for a graph; any cache
     eagerly), the search's device-side step with the processors at the device cur_len, the cache reorder (beam
-    search: every row, moved or not). The search's state tensors keep their memory: the new values are copied
-    into them."""
+    search: every row, moved or not). The search's state tensors keep their memory (keeping_state)."""
+    def one() -> None:
+        parents = search.advance_on_device(step(search.tokens(), cache), device_length=True)   # logits [R, V]
+        if parents is not None:
+            cache.reorder(parents)
+
+    keeping_state(search, one)
+
+
+def keeping_state(search: SearchProgress, step: Callable[[], T]) -> T:
+    """step() (a step of `search`) with the search's state tensors keeping their memory: the values a step puts in
+    new tensors are copied into the old ones, so that every call reads and writes the same memory (what a CUDA
+    graph's replays need). Returns step()'s result."""
     before = search.state()
-    parents = search.advance_on_device(step(search.tokens(), cache), device_length=True)   # logits [R, V]
-    if parents is not None:
-        cache.reorder(parents)
+    out = step()
     for old, new in zip(before, search.state()):
         if new is not old:
             old.copy_(new)
     search.load_state(before)
+    return out
+
+
+class CapturedStep:
+    """fn() captured in one CUDA graph; calling the CapturedStep replays it and returns fn's outputs as captured
+    (buffers the next replay overwrites). fn reads no host value, keeps every shape and writes its state in place
+    (keeping_state); it runs twice for real first (the warm-up on a side stream that torch.cuda.graph asks for),
+    so it is captured where those runs change nothing that matters (the engine's group steps: before any input
+    enters). Host-side counters fn updates (SearchProgress.steps, lengths) are not kept by the replays."""
+
+    def __init__(self, fn: Callable[[], T]):
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):      # callers' own threads
+            self.outputs = fn()
+
+    def __call__(self) -> T:
+        self.graph.replay()
+        return self.outputs
 
 
 def decode_eagerly(step: Step, cache: Cache, search: SearchProgress, check_every: int) -> None:

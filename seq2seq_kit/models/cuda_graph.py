@@ -60,25 +60,25 @@ class GraphedStep:
 
 class BucketGraphs:
     """The continuous-batching engine's decoder step on a SlotStore (models/kv_cache.py), one CUDA graph per view
-    (source-length, length, input-slot and rows-per-input buckets): a stream of requests of any lengths captures a handful of graphs.
-    `__call__(cache)` replays the graph of that view (capturing it on first use) with `self.input_ids` [N] (the
-    caller writes every row's token there first) -> float32 logits [N, V], a buffer the next call overwrites.
-    The graphs share one memory pool: they never run at once, and each keeps only its logits alive."""
+    (source-length, length, input-slot and rows-per-input buckets): a stream of requests of any lengths captures a
+    handful of graphs. Every graph reads the tokens in `input_ids` [N] and writes float32 logits into `logits`
+    [N, V], the same two buffers for all (what the search steps captured after it read: the engine's SlotGroup).
+    `__call__(cache)` replays the graph of that view, capturing it on first use. The graphs share one memory pool:
+    they never run at once, and none keeps anything alive."""
 
-    def __init__(self, next_token_logits: Callable, rows: int, device: torch.device):
+    def __init__(self, next_token_logits: Callable, input_ids: torch.Tensor, logits: torch.Tensor):
         self.next_token_logits = next_token_logits
-        self.input_ids = torch.zeros(rows, dtype=torch.long, device=device)           # [N]
+        self.input_ids, self.logits = input_ids, logits                                # [N], [N, V]
         self.pool = torch.cuda.graph_pool_handle()
-        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
 
     def __call__(self, cache: FixedShapeKVCache) -> torch.Tensor:
         if id(cache) not in self.graphs:
             self.graphs[id(cache)] = self.capture(cache)
-        graph, logits = self.graphs[id(cache)]
-        graph.replay()
-        return logits
+        self.graphs[id(cache)].replay()
+        return self.logits
 
-    def capture(self, cache: FixedShapeKVCache) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+    def capture(self, cache: FixedShapeKVCache) -> torch.cuda.CUDAGraph:
         """Warm up and capture on the current tokens and positions: the warm-up writes this step's keys/values,
         which the replay then writes again, the same."""
         device = self.input_ids.device
@@ -89,5 +89,5 @@ class BucketGraphs:
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):   # the engine thread
-            logits = self.next_token_logits(self.input_ids, cache).float()            # [N, V]
-        return graph, logits
+            self.logits.copy_(self.next_token_logits(self.input_ids, cache))            # [N, V] as float32
+        return graph
