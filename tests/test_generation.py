@@ -101,6 +101,16 @@ def test_parity_matrix(pair, name, batch, kwargs):
     assert_parity(theirs, mine)
 
 
+@pytest.mark.parametrize("name,batch,kwargs", MATRIX, ids=[f"{n}-b{b}-{k}" for n, b, k in MATRIX])
+def test_parity_matrix_without_scores(pair, name, batch, kwargs):
+    """The same settings without output_scores, as pipelines, corpus jobs and servers call generate: the searches
+    then work in place (beam scores added to the processed log-probs' own tensor); tokens equal transformers'."""
+    hf, ours = pair(name)
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id)
+    theirs = hf.generate(ids[:batch], attention_mask=mask[:batch], **kwargs)
+    assert torch.equal(ours.generate(ids[:batch], mask[:batch], **kwargs), theirs)
+
+
 def test_eos_reached_early_and_never(pair):
     """tiny-eos: in one padded batch, some rows end with EOS well before max_length and others never do."""
     hf, ours = pair("tiny-eos")

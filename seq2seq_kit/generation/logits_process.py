@@ -24,18 +24,17 @@ from .config import GenerationConfig
 
 
 class RepetitionPenalty:
-    """Every token already in the sequence: score * penalty if score < 0 else score / penalty."""
+    """Every token already in the sequence: score * penalty if score < 0 else score / penalty (in place)."""
 
     def __init__(self, penalty: float):
         self.penalty = penalty
 
     def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
-        vocab_size = scores.shape[-1]
-        idx = torch.where(_written(seq, cur_len), seq, vocab_size)           # [R, L]; unwritten -> spare column
-        spare = torch.cat((scores, scores.new_zeros(scores.shape[0], 1)), dim=1)         # [R, V + 1]
-        seen = spare.gather(1, idx)
-        seen = torch.where(seen < 0, seen * self.penalty, seen / self.penalty)
-        return spare.scatter(1, idx, seen)[:, :vocab_size]
+        # unwritten slots name the start token (slot 0, always written): penalised once, as it is anyway (a token
+        # seen twice is written twice with the same value, as transformers' scatter does)
+        idx = torch.where(_written(seq, cur_len), seq, seq[:, :1])           # [R, L]
+        seen = scores.gather(1, idx)
+        return scores.scatter_(1, idx, torch.where(seen < 0, seen * self.penalty, seen / self.penalty))
 
 
 def _written(seq: torch.Tensor, cur_len) -> torch.Tensor:
