@@ -17,6 +17,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from seq2seq_kit import BartForConditionalGeneration, Engine, EngineClosed, EngineFull, pipeline
 from seq2seq_kit.engine import PADDING_LIMIT, encoder_groups
@@ -283,11 +284,24 @@ def test_fixed_capacity_failed_step_frees_its_slots(tiny_eos, monkeypatch):
 
 
 READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy")
+# aten ops whose output size or value the host must wait for on CUDA (a capture refuses them)
+SYNCING = {"aten._local_scalar_dense.default", "aten.nonzero.default", "aten.masked_select.default",
+           "aten._unique2.default", "aten.unique_dim.default", "aten.unique_consecutive.default",
+           "aten.repeat_interleave.Tensor"}
+
+
+class RefuseSyncs(TorchDispatchMode):
+    """Fails on an op in SYNCING, or indexing by a bool mask (a nonzero inside), while active."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        masks = str(func) == "aten.index.Tensor" and any(getattr(i, "dtype", None) == torch.bool for i in args[1])
+        assert str(func) not in SYNCING and not masks, f"{func} waits for the device inside a group step"
+        return func(*args, **(kwargs or {}))
 
 
 def test_fixed_capacity_group_steps_could_be_captured(tiny_eos, monkeypatch):
     """What lets CUDA replay a group's search step from one graph captured before any request came (SlotGroup):
-    the step reads no tensor value back to the host, and requests entering and leaving its slots (put, vacate)
+    the step reads no tensor value back to the host (in Python or in an op that waits for the device), and requests entering and leaving its slots (put, vacate)
     keep every tensor it reads and writes at the same address and shape. Checked here on the CPU, eagerly, on a
     stream of beam and greedy requests with their processors; each output equals generate alone."""
     from seq2seq_kit.engine import SlotGroup
@@ -311,7 +325,8 @@ def test_fixed_capacity_group_steps_could_be_captured(tiny_eos, monkeypatch):
         assert seen.setdefault(id(self), memory(self)) == memory(self)
         inside.step = True
         try:
-            return real_step(self, logits)
+            with RefuseSyncs():
+                return real_step(self, logits)
         finally:
             inside.step = False
             assert seen[id(self)] == memory(self)
