@@ -34,10 +34,12 @@ SETTINGS = [
     dict(num_beams=4, max_length=9),                    # differs from a setting above only in lengths: shares
     dict(num_beams=1, min_length=3, max_new_tokens=7),  # its search (one group) when both run
     dict(num_beams=4, encoder_no_repeat_ngram_size=2, min_length=3, max_new_tokens=16),
+    dict(num_beams=2, repetition_penalty=1.3, no_repeat_ngram_size=2, max_new_tokens=15),
     dict(do_sample=True, top_k=20, temperature=0.8, seed=1),
     dict(do_sample=True, top_p=0.9, num_return_sequences=3, seed=2),
     dict(do_sample=True, num_beams=2, seed=3),
 ]
+SEARCHES = [setting for setting in SETTINGS if not setting.get("do_sample")]     # what a CUDA graph captures
 
 
 @pytest.fixture(scope="module")
@@ -335,7 +337,7 @@ def test_fixed_capacity_group_steps_could_be_captured(tiny_eos, monkeypatch):
         monkeypatch.setattr(torch.Tensor, name, guarded(name))
     monkeypatch.setattr(SlotGroup, "step_eagerly", step)
     rng = random.Random(11)
-    jobs = [(random_ids(rng, tiny_eos.config.vocab_size), rng.choice(SETTINGS[:10])) for _ in range(12)]
+    jobs = [(random_ids(rng, tiny_eos.config.vocab_size), rng.choice(SEARCHES)) for _ in range(12)]
     with Engine(tiny_eos, max_rows=12, fixed_capacity=True) as engine:
         requests = []
         for ids, setting in jobs:
@@ -354,7 +356,7 @@ def test_fixed_capacity_on_cuda_captures_the_group_search_steps(tiny_eos_path):
     graph; tokens equal eager generate alone on the same GPU."""
     model = BartForConditionalGeneration.from_pretrained(tiny_eos_path, device="cuda")
     rng = random.Random(8)
-    jobs = [(random_ids(rng, model.config.vocab_size), rng.choice(SETTINGS[:10])) for _ in range(24)]
+    jobs = [(random_ids(rng, model.config.vocab_size), rng.choice(SEARCHES)) for _ in range(24)]
     with Engine(model, max_rows=12) as engine:
         requests = []
         for ids, setting in jobs:
