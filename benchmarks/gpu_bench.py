@@ -313,14 +313,15 @@ def part_engine(args, spec_name, spec, budget: Budget, results: dict) -> None:
 class engine_phases:
     """Host time of each phase of the engine's steps, by wrapping their methods (class attributes, so the engine's
     thread runs the wrappers): the decoder (the graph replayed, logits out), the groups' search steps (replays of
-    their captured steps, or eager), the store's beam reorder; `rest` is the step's remainder: the flags' read-back
-    (where the host waits for the device to finish the step) and the bookkeeping. Decoder and search launch
-    asynchronously on CUDA, so their host time is launch time: small next to `rest` means the step is
-    device-bound, large means host-bound."""
+    their captured steps, or eager), the store's beam reorder, `settle`: the previous step's flags read back (where
+    the host waits for the device to finish that step, while this one is queued) and its bookkeeping; `rest` is the
+    remainder. Decoder, search and reorder launch asynchronously on CUDA, so their host time is launch time: small
+    next to `settle` means the step is device-bound, large means host-bound."""
 
     def __init__(self):
         self.targets = [("step", Engine, "_step"), ("fixed", engine_module.FixedCapacity, "step"),
-                        ("search", engine_module.SlotGroup, "step"), ("reorder", engine_module.FixedCapacity, "reorder")]
+                        ("search", engine_module.SlotGroup, "step"), ("reorder", engine_module.FixedCapacity, "reorder"),
+                        ("settle", Engine, "_settle")]
         self.steps: list[dict] = []
 
     def __enter__(self):
@@ -352,9 +353,9 @@ class engine_phases:
             return {"steps": 0}
         for s in steps:                     # FixedCapacity.step runs the decoder, then the groups' steps
             s["decoder"] = s["fixed"] - s.get("search", 0.0)
-            s["rest"] = s["step"] - s["fixed"] - s.get("reorder", 0.0)
+            s["rest"] = s["step"] - s["fixed"] - s.get("reorder", 0.0) - s.get("settle", 0.0)
         return {"steps": len(steps), **{p: statistics.median(s.get(p, 0.0) for s in steps)
-                                        for p in ("step", "decoder", "search", "reorder", "rest")}}
+                                        for p in ("step", "decoder", "search", "reorder", "settle", "rest")}}
 
 
 def part_compile(args, spec_name, spec, budget: Budget, results: dict) -> None:

@@ -36,8 +36,9 @@ way of checking it). Each group's search has fixed input slots too (SlotGroup, g
 max_rows // rows_per_input inputs and the widest lengths, requests written into a slot and vacating it in place),
 reads its rows' logits from the decoder's and writes their next tokens into the store's token buffer, so on CUDA
 its step, processors and top-k included, replays from one CUDA graph captured when the group is made (sampling
-and output_scores groups step eagerly): a step is a decoder replay, a replay per group and one read of the flags.
-The beam reorders of every group whose rows moved are one gather-scatter of self-attention slots within the store.
+and output_scores groups step eagerly): a step is a decoder replay, a replay per group and the beam groups'
+reorder (one gather-scatter of self-attention slots within the store), and its flags are read while the next step
+runs (a finished request steps once more, frozen, before it leaves).
 Padding adds exact zeros to the attention but rounds the longer reductions differently: fp32 tokens equal
 generate alone's on decisive logits, scores within 1e-4, as for batched requests.
 """
@@ -175,6 +176,7 @@ class Engine:
         self.max_rows, self.max_source_tokens, self.max_queue = max_rows, max_source_tokens, max_queue
         self.waiting: collections.deque[Request] = collections.deque()
         self.groups: list[Group] = []
+        self.pending: Launched | None = None        # fixed capacity: the last step, its flags not yet read
         self.running: list[Request] = []            # the groups' requests in step order
         self.generated_tokens = 0                   # decoder rows stepped so far, all requests (for metrics)
         if fixed_capacity is None:
@@ -267,7 +269,7 @@ class Engine:
                 for request in admitted + self.running:
                     settle(request.future, exception=e)
                     self._leave(request)
-                self.groups, self.running = [], []
+                self.groups, self.running, self.pending = [], [], None
                 if self.slots is not None:
                     self.slots.idle.clear()             # their state may be half-way through the failed step
 
@@ -335,9 +337,11 @@ class Engine:
         return hidden
 
     def _step(self) -> None:
-        """One decoder step for every running request, each group's search stepped on its rows' logits, all their
-        flags read back in one transfer (on a GPU one wait per step, not one per request); finished and cancelled
-        requests leave."""
+        """One decoder step for every running request and each group's search on its rows' logits, their flags read
+        back in one transfer (on a GPU one wait per step, not one per request); finished and cancelled requests
+        leave. Fixed capacity reads a step's flags only once the next step is launched (`pending`): on a GPU the
+        host's bookkeeping then overlaps the device's next step instead of leaving the device idle; a request that
+        finished steps once more, frozen (its search no longer moves it), and its rows are freed a step later."""
         self._drop(lambda request: request.future.cancelled())
         if not self.running:
             return
@@ -345,17 +349,39 @@ class Engine:
             tokens = torch.cat([group.search.tokens() for group in self.groups])           # [R], running order
             logits = self.model.decode_group_unchecked(tokens, [r.cache for r in self.running])  # [R, V]
             starts = itertools.accumulate([0] + [group.search.rows for group in self.groups])
-            stepped = [group.step(logits[a:a + group.search.rows]) for a, group in zip(starts, self.groups)]
-        else:
-            stepped = self.slots.step(self.groups, self.running)
-        flags = iter(torch.cat([flags for _, flags in stepped]).tolist())                   # one host read
+            self._settle(self._launched([group.step(logits[a:a + group.search.rows])
+                                         for a, group in zip(starts, self.groups)]))
+            return
+        stepped = self.slots.step(self.groups, self.running)
+        beams = [(group, parents) for group, (parents, _) in zip(self.groups, stepped) if parents is not None]
+        if beams:                               # every beam group's rows, moved or not: no flag read needed
+            self.slots.reorder(beams)
+        previous, self.pending = self.pending, self._launched(stepped)
+        if previous is not None:
+            self._settle(previous)
+
+    def _launched(self, stepped: list) -> Launched:
+        """The step just launched, [(parents, flags)] per group: its flags start their way to the host."""
+        flags = torch.cat([flags for _, flags in stepped])                                 # [inputs, 2]
+        ready = None
+        if flags.device.type == "cuda":
+            flags, ready = flags.to("cpu", non_blocking=True), torch.cuda.Event()
+            ready.record()
+        return Launched([(group, list(group.requests), parents) for group, (parents, _) in zip(self.groups, stepped)],
+                        flags, ready)
+
+    def _settle(self, step: Launched) -> None:
+        """Read a launched step's flags (one host read): its finished requests get their outputs and leave; eager
+        caches whose beams moved are reordered."""
+        if step.ready is not None:
+            step.ready.synchronize()
+        flags = iter(step.flags.tolist())
         finished = {}                                   # request -> its output (None: cancelled meanwhile)
-        moved_groups = []                               # (group, its rows' parent rows): some row moved
-        for group, (parents, _) in zip(self.groups, stepped):
-            n, group_moved = group.search.rows_per_input, False
-            for b, request in enumerate(group.requests):
+        for group, requests, parents in step.groups:
+            n = group.search.rows_per_input
+            for b, request in enumerate(requests):
                 alive, moved = next(flags)
-                if request is None:                     # an empty slot (fixed capacity)
+                if request is None or request.group is not group:     # an empty slot, or it left since
                     continue
                 self.generated_tokens += request.rows
                 if not alive:
@@ -363,11 +389,6 @@ class Engine:
                         else result(request.config, group.search, [b])
                 elif moved and self.slots is None:
                     request.cache.reorder(parents[b * n:(b + 1) * n] - b * n)
-                group_moved = group_moved or (alive and moved)
-            if group_moved and self.slots is not None:
-                moved_groups.append((group, parents))
-        if moved_groups:                                # fixed capacity: one reorder in the store for all of them
-            self.slots.reorder(moved_groups)
         done = [r for r in self.running if id(r) in finished]
         self._drop(lambda request: id(request) in finished)    # only now: an error above fails this step's requests
         for request in done:
@@ -395,6 +416,16 @@ class Engine:
         if self.slots is not None and isinstance(request.cache, Slots):
             self.slots.give_back(request.cache)
         request.cache = request.group = None
+
+
+@dataclass
+class Launched:
+    """A step whose flags the host has not read yet: each group with its requests as they stepped (input b:
+    requests[b]) and its rows' parent rows (or None), and every input's flags (bool [inputs, 2]: still stepping,
+    some row moved), on the host once `ready` (a CUDA event, or None) has passed."""
+    groups: list[tuple[Group, list[Request | None], torch.Tensor | None]]
+    flags: torch.Tensor
+    ready: torch.cuda.Event | None
 
 
 class Slots:
@@ -513,8 +544,8 @@ class FixedCapacity:
 
     def reorder(self, moved: list) -> None:
         """Beam reorders of whole groups at once, [(group, parents long [R_g]: each of its search rows' parent
-        row)]: one gather-scatter in the store for all their requests' rows (unmoved rows copy themselves) instead
-        of one per request."""
+        row)]: one gather-scatter in the store for all their requests' rows (unmoved rows copy themselves), every
+        step, with no flag read first."""
         rows = torch.cat([group.write_rows[group.occupied] for group, _ in moved])
         parents = torch.cat([group.write_rows[parents[group.occupied]] for group, parents in moved])
         self.store.reorder(rows, parents, max(r.cache.steps for group, _ in moved for r in group.members))

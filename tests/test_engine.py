@@ -285,6 +285,24 @@ def test_fixed_capacity_failed_step_frees_its_slots(tiny_eos, monkeypatch):
     assert torch.equal(after, tiny_eos.generate(torch.tensor([[5, 6, 7, 8]]), num_beams=4, max_new_tokens=5))
 
 
+def test_fixed_capacity_reads_a_steps_flags_after_launching_the_next(tiny_eos, monkeypatch):
+    """Fixed capacity settles step t (reads its flags: one host read) only once step t + 1 is launched, so on a GPU
+    the host's bookkeeping overlaps the device's work; the requests that finished meanwhile stepped once more,
+    frozen, and still equal generate alone."""
+    from seq2seq_kit.engine import FixedCapacity
+    events, launch, settle = [], FixedCapacity.step, Engine._settle
+    monkeypatch.setattr(FixedCapacity, "step", lambda *args: events.append("launch") or launch(*args))
+    monkeypatch.setattr(Engine, "_settle", lambda *args: events.append("settle") or settle(*args))
+    jobs = [([5 + i, 6, 7, 8], dict(num_beams=b, max_new_tokens=n)) for i, (b, n) in enumerate([(2, 5), (1, 9), (4, 7)])]
+    with Engine(tiny_eos, max_rows=8, fixed_capacity=True) as engine:
+        outputs = [r.result(30) for r in [engine.submit(ids, **kwargs) for ids, kwargs in jobs]]
+    monkeypatch.undo()
+    assert events[:2] == ["launch", "launch"] and "settle, settle" not in ", ".join(events), events
+    assert events.count("settle") == events.count("launch") - 1      # the last launched step is never needed
+    for (ids, kwargs), out in zip(jobs, outputs):
+        assert torch.equal(out, tiny_eos.generate(torch.tensor([ids]), **kwargs)), kwargs
+
+
 READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy")
 # aten ops whose output size or value the host must wait for on CUDA (a capture refuses them)
 SYNCING = {"aten._local_scalar_dense.default", "aten.nonzero.default", "aten.masked_select.default",
