@@ -65,6 +65,25 @@ def tiny_eos_path(checkpoint, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def small_path(tmp_path_factory) -> Path:
+    """A 64-token, 2-layer BART with decisive logits (init std 0.3) and EOS raised so that rows end at different
+    steps (for settings drawn at random: tests/helpers.py random_settings)."""
+    import transformers
+
+    config = transformers.BartConfig(vocab_size=64, d_model=32, encoder_layers=1, decoder_layers=2,
+                                     encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                                     decoder_ffn_dim=64, max_position_embeddings=64, init_std=0.3,
+                                     forced_eos_token_id=None)
+    torch.manual_seed(0)
+    model = transformers.BartForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        model.final_logits_bias[0, 2] += 2.5
+    path = tmp_path_factory.mktemp("small")
+    model.save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def pair(checkpoint, tiny_eos_path):
     """pair(name) -> (transformers model, seq2seq_kit model) for a checkpoints.SPECS name or "tiny-eos", loaded

@@ -70,3 +70,25 @@ def assert_same_generation(got, want, atol: float = 0.0, equal_nan: bool = False
     assert len(got.scores) == len(want.scores)
     for a, b in zip(got.scores, want.scores):
         torch.testing.assert_close(a, b, atol=atol, rtol=0, equal_nan=equal_nan)
+
+
+def random_settings(rng: random.Random) -> dict:
+    """Valid generate settings, each processor and search mode drawn on its own (any combination can occur)."""
+    beams = rng.choice([1, 1, 2, 3, 4])
+    kwargs = dict(num_beams=beams, max_new_tokens=rng.randint(1, 20))
+    optional = dict(do_sample=[True], repetition_penalty=[0.7, 1.3, 2.0], no_repeat_ngram_size=[1, 2, 3],
+                    encoder_no_repeat_ngram_size=[1, 2, 3], min_new_tokens=[0, 4, 10], min_length=[0, 5, 10],
+                    forced_bos_token_id=[3, 30], forced_eos_token_id=[2, [2, 5]], eos_token_id=[2, [2, 4]],
+                    bad_words_ids=[[[5]], [[6, 7]], [[5], [8, 9, 10]]], renormalize_logits=[True])
+    for name, values in optional.items():
+        if rng.random() < 0.35:
+            kwargs[name] = rng.choice(values)
+    if beams > 1:
+        kwargs.update(length_penalty=rng.choice([0.5, 1.0, 2.0, -1.0]), num_return_sequences=rng.randint(1, beams),
+                      early_stopping=rng.choice([True, False, "never"]))
+    elif kwargs.get("do_sample"):
+        kwargs["num_return_sequences"] = rng.randint(1, 3)
+    if kwargs.get("do_sample"):
+        kwargs.update(top_k=rng.choice([0, 1, 5, 50]), top_p=rng.choice([0.3, 0.9, 1.0]),
+                      temperature=rng.choice([0.5, 1.0, 1.5]))
+    return kwargs

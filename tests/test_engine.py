@@ -12,6 +12,7 @@ import asyncio
 import random
 import threading
 import time
+import warnings
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from seq2seq_kit import BartForConditionalGeneration, Engine, EngineClosed, EngineFull, pipeline
 from seq2seq_kit.engine import PADDING_LIMIT, encoder_groups
+from helpers import random_settings
 
 SCORE_ATOL = 1e-4
 SETTINGS = [
@@ -141,11 +143,12 @@ def test_requests_differing_in_lengths_share_one_search_at_different_steps(tiny_
 
 
 @pytest.mark.parametrize("fixed_capacity", [False, True])
-def test_encoder_ngram_blocking_follows_each_request_through_a_shared_search(tiny_eos, fixed_capacity):
+@pytest.mark.parametrize("ngram", [1, 2])
+def test_encoder_ngram_blocking_follows_each_request_through_a_shared_search(tiny_eos, fixed_capacity, ngram):
     """Inputs made of what the model would generate, so that encoder n-gram blocking changes every output; requests
-    of different source lengths (their n-gram windows) share one search at different steps (fixed capacity: they
-    take and free its slots): each equals generate alone."""
-    blocked = dict(num_beams=3, encoder_no_repeat_ngram_size=2)
+    of different source lengths (their n-gram windows, padded) share one search at different steps (fixed capacity:
+    they take and free its slots): each equals generate alone. (n = 1 has no prefix: padding must not match.)"""
+    blocked = dict(num_beams=3, encoder_no_repeat_ngram_size=ngram)
     jobs = []
     for i, n in enumerate((6, 10, 14, 8)):
         ids, kwargs = [5 + i, 6, 7, 8], dict(blocked, max_new_tokens=n)
@@ -165,6 +168,29 @@ def test_encoder_ngram_blocking_follows_each_request_through_a_shared_search(tin
         outputs = [r.result(timeout=60) for r in requests]
     for (ids, kwargs), out in zip(jobs, outputs):
         assert torch.equal(out, tiny_eos.generate(torch.tensor([ids]), **kwargs)), kwargs
+
+
+@pytest.mark.parametrize("fixed_capacity", [False, True])
+def test_random_settings_stream_matches_generate_alone(small_path, fixed_capacity):
+    """Requests whose settings are drawn at random (every search mode and processor; sampling with a generator of
+    its own) arriving while others run, on a 64-token BART: each equals generate alone."""
+    model = BartForConditionalGeneration.from_pretrained(small_path)
+    rng = random.Random(20 + fixed_capacity)
+    jobs = [([rng.randint(3, 63) for _ in range(rng.randint(1, 12))], random_settings(rng), rng.randint(0, 999))
+            for _ in range(40)]
+
+    def kwargs(setting, seed):
+        return dict(setting, generator=torch.Generator().manual_seed(seed)) if setting.get("do_sample") else setting
+
+    with warnings.catch_warnings(), Engine(model, max_rows=12, fixed_capacity=fixed_capacity) as engine:
+        warnings.simplefilter("ignore")              # generate's advice (min_length above max_length)
+        requests = []
+        for ids, setting, seed in jobs:
+            requests.append(engine.submit(ids, **kwargs(setting, seed)))
+            time.sleep(rng.choice([0, 0, 0.001, 0.005]))
+        outputs = [r.result(timeout=60) for r in requests]
+        for i, ((ids, setting, seed), out) in enumerate(zip(jobs, outputs)):
+            assert torch.equal(out, model.generate(torch.tensor([ids]), **kwargs(setting, seed))), f"{i}: {setting}"
 
 
 def test_fixed_capacity_rows_freed_by_one_group_serve_another(tiny_eos):

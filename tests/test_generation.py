@@ -17,7 +17,7 @@ import torch
 import transformers
 
 from seq2seq_kit.modeling import BartForConditionalGeneration
-from helpers import random_batch
+from helpers import random_batch, random_settings
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using the model-agnostic default:UserWarning")
 ATOL = 1e-4
@@ -115,42 +115,9 @@ def test_parity_matrix_without_scores(pair, name, batch, kwargs):
 
 
 @pytest.fixture(scope="module")
-def small_pair(tmp_path_factory):
-    """A 64-token, 2-layer BART with decisive logits (init std 0.3) and EOS raised so that rows end at different
-    steps: (transformers, seq2seq_kit), the same weights."""
-    config = transformers.BartConfig(vocab_size=64, d_model=32, encoder_layers=1, decoder_layers=2,
-                                     encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
-                                     decoder_ffn_dim=64, max_position_embeddings=64, init_std=0.3,
-                                     forced_eos_token_id=None)
-    torch.manual_seed(0)
-    hf = transformers.BartForConditionalGeneration(config).eval()
-    with torch.no_grad():
-        hf.final_logits_bias[0, 2] += 2.5
-    path = tmp_path_factory.mktemp("small")
-    hf.save_pretrained(path)
-    return hf, BartForConditionalGeneration.from_pretrained(path)
-
-
-def random_settings(rng: random.Random) -> dict:
-    """Valid generate settings, each processor and search mode drawn on its own (any combination can occur)."""
-    beams = rng.choice([1, 1, 2, 3, 4])
-    kwargs = dict(num_beams=beams, max_new_tokens=rng.randint(1, 20))
-    optional = dict(do_sample=[True], repetition_penalty=[0.7, 1.3, 2.0], no_repeat_ngram_size=[1, 2, 3],
-                    encoder_no_repeat_ngram_size=[1, 2, 3], min_new_tokens=[0, 4, 10], min_length=[0, 5, 10],
-                    forced_bos_token_id=[3, 30], forced_eos_token_id=[2, [2, 5]], eos_token_id=[2, [2, 4]],
-                    bad_words_ids=[[[5]], [[6, 7]], [[5], [8, 9, 10]]], renormalize_logits=[True])
-    for name, values in optional.items():
-        if rng.random() < 0.35:
-            kwargs[name] = rng.choice(values)
-    if beams > 1:
-        kwargs.update(length_penalty=rng.choice([0.5, 1.0, 2.0, -1.0]), num_return_sequences=rng.randint(1, beams),
-                      early_stopping=rng.choice([True, False, "never"]))
-    elif kwargs.get("do_sample"):
-        kwargs["num_return_sequences"] = rng.randint(1, 3)
-    if kwargs.get("do_sample"):
-        kwargs.update(top_k=rng.choice([0, 1, 5, 50]), top_p=rng.choice([0.3, 0.9, 1.0]),
-                      temperature=rng.choice([0.5, 1.0, 1.5]))
-    return kwargs
+def small_pair(small_path):
+    return transformers.BartForConditionalGeneration.from_pretrained(small_path).eval(), \
+        BartForConditionalGeneration.from_pretrained(small_path)
 
 
 @pytest.mark.parametrize("first", range(0, 160, 40))

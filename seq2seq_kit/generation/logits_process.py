@@ -87,8 +87,8 @@ class EncoderNoRepeatNGram:
             self.windows = windows.repeat_interleave(rows_per_input, dim=0)
 
     def join(self, other: EncoderNoRepeatNGram, rows: int, other_rows: int) -> EncoderNoRepeatNGram:
-        """Append other's rows' windows (an input without windows gets one of -1s, which never matches; the
-        shorter input's windows are padded so)."""
+        """Append other's rows' windows (an input without windows gets one of -1s, which never matches: see
+        __call__; the shorter input's windows are padded so)."""
         if self.windows is None and other.windows is None:
             return self
         device = (self.windows if self.windows is not None else other.windows).device
@@ -116,7 +116,8 @@ class EncoderNoRepeatNGram:
         if self.windows is None:
             return scores
         prefix = _last(seq, cur_len, self.n - 1)                             # [R, n-1]
-        matches = (self.windows[..., :-1] == prefix.unsqueeze(1)).all(dim=-1) & (cur_len >= self.n - 1)
+        real = self.windows[..., -1] >= 0           # [R, W]: not padding (needed for n = 1, which has no prefix)
+        matches = (self.windows[..., :-1] == prefix.unsqueeze(1)).all(dim=-1) & real & (cur_len >= self.n - 1)
         return _ban(scores, matches, self.windows[..., -1])
 
 
