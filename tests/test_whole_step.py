@@ -10,13 +10,17 @@ equal transformers' directly.
 
 from __future__ import annotations
 
+import random
+import warnings
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from seq2seq_kit import BartForConditionalGeneration
 from seq2seq_kit.generation.generate import prepare, result, rows_per_input, start_search
 from seq2seq_kit.generation.whole_step import decode_eagerly, step_once
-from helpers import assert_same_generation
+from helpers import assert_same_generation, random_batch, random_settings
 from test_generation import ATOL, NO_FORCED_EOS, inputs
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using the model-agnostic default:UserWarning")
@@ -38,14 +42,37 @@ CASES = [
 IDS = [f"{n}-b{b}-{k}" for n, b, k in CASES]
 
 
-def whole_step_generate(model, ids, mask, kwargs, *, fixed_shape: bool, check_every: int):
-    input_ids, padding_mask, cfg = prepare(model, ids, mask, dict(kwargs, return_dict_in_generate=True,
-                                                                  output_scores=True), None)
+def whole_step_generate(model, ids, mask, kwargs, *, fixed_shape: bool, check_every: int, scores: bool = True):
+    extra = dict(return_dict_in_generate=True, output_scores=True) if scores else {}
+    input_ids, padding_mask, cfg = prepare(model, ids, mask, dict(kwargs, **extra), None)
     hidden = model.encode_unchecked(input_ids, padding_mask)
     cache = model.new_cache(hidden, mask, rows_per_input(cfg), cfg.max_length - 1, fixed_shape=fixed_shape)
     search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device)
     decode_eagerly(model.decode_step_unchecked, cache, search, check_every)
     return result(cfg, search)
+
+
+@pytest.mark.parametrize("first", [0, 60])
+def test_whole_step_with_random_settings_is_generate(small_path, first):
+    """Greedy and beam search with settings drawn at random (every processor; with and without output_scores;
+    padded batches of 1-3), the whole step on the fixed-shape cache that a CUDA graph captures, reading the stop
+    flag every step or every 8: generate's tokens."""
+    model = BartForConditionalGeneration.from_pretrained(small_path)
+    for seed in range(first, first + 60):
+        rng = random.Random(seed)
+        kwargs = random_settings(rng)
+        if kwargs.get("do_sample"):                         # not captured (whole_step.py's decisions)
+            continue
+        ids, mask = random_batch(64, 1, [rng.randint(1, 12) for _ in range(rng.randint(1, 3))], seed)
+        scores = rng.random() < 0.5
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")                 # generate's advice (min_length above max_length)
+            want = model.generate(ids, mask, **kwargs, return_dict_in_generate=True)
+            for check_every in (1, 8):
+                got = whole_step_generate(model, ids, mask, kwargs, fixed_shape=True, check_every=check_every,
+                                          scores=scores)
+                got = got.sequences if scores else got
+                assert torch.equal(got, want.sequences), f"seed {seed}, every {check_every}: {kwargs}"
 
 
 def start_fixed_shape(model, kwargs):
