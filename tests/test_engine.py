@@ -173,11 +173,18 @@ def test_encoder_ngram_blocking_follows_each_request_through_a_shared_search(tin
 @pytest.mark.parametrize("fixed_capacity", [False, True])
 def test_random_settings_stream_matches_generate_alone(small_path, fixed_capacity):
     """Requests whose settings are drawn at random (every search mode and processor; sampling with a generator of
-    its own) arriving while others run, on a 64-token BART: each equals generate alone."""
+    its own), half of them from a few base settings with their own lengths (so they share searches), arriving while
+    others run, on a 64-token BART: each equals generate alone."""
     model = BartForConditionalGeneration.from_pretrained(small_path)
     rng = random.Random(20 + fixed_capacity)
-    jobs = [([rng.randint(3, 63) for _ in range(rng.randint(1, 12))], random_settings(rng), rng.randint(0, 999))
-            for _ in range(40)]
+    bases = [random_settings(rng) for _ in range(3)]
+
+    def draw() -> dict:
+        if rng.random() < 0.5:
+            return random_settings(rng)
+        return dict(rng.choice(bases), max_new_tokens=rng.randint(1, 20), min_length=rng.randint(0, 10))
+
+    jobs = [([rng.randint(3, 63) for _ in range(rng.randint(1, 12))], draw(), rng.randint(0, 999)) for _ in range(40)]
 
     def kwargs(setting, seed):
         return dict(setting, generator=torch.Generator().manual_seed(seed)) if setting.get("do_sample") else setting
