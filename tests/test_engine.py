@@ -331,7 +331,6 @@ def test_fixed_capacity_reads_a_steps_flags_after_launching_the_next(tiny_eos, m
         outputs = [r.result(30) for r in [engine.submit(ids, **kwargs) for ids, kwargs in jobs]]
     monkeypatch.undo()
     assert events[:2] == ["launch", "launch"] and "settle, settle" not in ", ".join(events), events
-    assert events.count("settle") == events.count("launch") - 1      # the last launched step is never needed
     for (ids, kwargs), out in zip(jobs, outputs):
         assert torch.equal(out, tiny_eos.generate(torch.tensor([ids]), **kwargs)), kwargs
 
