@@ -452,7 +452,7 @@ class SlotGroup(Group):
         self.read_rows = torch.zeros(rows, dtype=torch.long, device=device)      # [R] store row (empty: 0, ignored)
         self.write_rows = torch.full((rows,), self.spare, dtype=torch.long, device=device)   # [R] (empty: spare)
         self.occupied = self.write_rows[:0]                                      # [k] search rows of its requests
-        self.graph = CapturedStep(lambda: self.step_eagerly(logits)) if captured else None
+        self.graph = CapturedStep(lambda: self.step_eagerly(logits), tokens.device) if captured else None
 
     def add(self, request: Request, search) -> None:
         """A new request (its store rows in request.cache, its one-input search) takes the first empty slot; its
@@ -508,11 +508,11 @@ class FixedCapacity:
         self.free = list(range(max_rows))
         self.free_inputs = list(range(max_rows))                    # kept sorted: take the lowest
         self.tokens = torch.zeros(max_rows + 1, dtype=torch.long, device=model.device)       # [N + 1]: a spare
-        self.logits = torch.zeros(max_rows, config.decoder_vocab_size, device=model.device) \
-            if model.device.type == "cuda" else None                                      # [N, V] the graphs'
+        self.logits = torch.zeros(max_rows, config.decoder_vocab_size, device=model.device)   # [N, V] every step's
         self.graphs = BucketGraphs(model.next_token_logits, self.tokens[:max_rows], self.logits) \
             if model.device.type == "cuda" else None
         self.idle: dict[str, SlotGroup] = {}                        # key -> group, least recently idle first
+        self.capture = CAPTURE_GROUP_STEPS and self.graphs is not None      # groups' search steps as CUDA graphs
 
     def group(self, key: str | None, request: Request) -> SlotGroup:
         """The idle group of this key, or a new one whose search has max_rows // rows input slots (one for a
@@ -523,7 +523,7 @@ class FixedCapacity:
         search = start_slots(cfg, 1 if key is None else self.store.num_rows // request.rows,
                              config.max_position_embeddings, config.max_position_embeddings + 1,
                              config.decoder_vocab_size, self.model.device, request.generator)
-        captured = CAPTURE_GROUP_STEPS and self.graphs is not None and key is not None and not cfg.output_scores
+        captured = self.capture and key is not None and not cfg.output_scores
         return SlotGroup(key, search, self.tokens, self.logits, captured)
 
     def keep_idle(self, groups: list[SlotGroup]) -> None:
@@ -556,20 +556,21 @@ class FixedCapacity:
         bisect.insort(self.free_inputs, slots.input_slot)
 
     def step(self, groups: list[SlotGroup], requests: list[Request]) -> list:
-        """One decoder step over every row (the tokens the groups wrote) and each group's step on its logits ->
-        each group's (parents, flags) (Group.step); positions advanced."""
+        """One decoder step over every row (the tokens the groups wrote; its logits in self.logits, which captured
+        group steps read) and each group's step on them -> each group's (parents, flags) (Group.step); positions
+        advanced."""
         cache = self.store.view(bucket(max(r.cache.source_length for r in requests), self.store.max_source),
                                 bucket(max(r.cache.steps for r in requests) + 1, self.store.max_length),
                                 bucket(max(r.cache.input_slot for r in requests) + 1, self.store.num_rows, least=1),
                                 bucket(max(len(r.cache.rows) for r in requests), self.store.num_rows, least=1))
         if self.graphs is None:
-            logits = self.model.next_token_logits(self.tokens[:-1], cache)               # [N, V]
+            self.logits.copy_(self.model.next_token_logits(self.tokens[:-1], cache))     # [N, V]
         else:
-            logits = self.graphs(cache)
+            self.graphs(cache)                                                            # writes self.logits
         self.store.advance()
         for r in requests:
             r.cache.steps += 1
-        return [group.step(logits) for group in groups]
+        return [group.step(self.logits) for group in groups]
 
 
 def encoder_groups(lengths: list[int]) -> list[list[int]]:

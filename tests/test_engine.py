@@ -22,6 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from seq2seq_kit import BartForConditionalGeneration, Engine, EngineClosed, EngineFull, pipeline
 from seq2seq_kit.engine import PADDING_LIMIT, encoder_groups
+from graph_emulation import EmulatedGraph
 from helpers import random_settings
 
 SCORE_ATOL = 1e-4
@@ -398,6 +399,33 @@ def test_fixed_capacity_group_steps_could_be_captured(tiny_eos, monkeypatch):
     assert len(seen) >= 3, "too few groups stepped"
     for (ids, setting), out in zip(jobs, outputs):
         assert torch.equal(out, tiny_eos.generate(torch.tensor([ids]), **setting)), setting
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fixed_capacity_group_steps_replayed_as_cuda_graphs_would(small_path, seed, monkeypatch):
+    """The engine's captured group steps with the graph emulated on the CPU (tests/graph_emulation.py: captured
+    when the group is made, then only the recorded ops replayed on the same tensors, none of the step's Python):
+    a stream of requests with random greedy / beam settings, many sharing searches, each equal to generate alone."""
+    from seq2seq_kit import engine as engine_module
+    monkeypatch.setattr(engine_module, "CapturedStep", EmulatedGraph)
+    model = BartForConditionalGeneration.from_pretrained(small_path)
+    rng = random.Random(40 + seed)
+    bases = [s for s in (random_settings(rng) for _ in range(12)) if not s.get("do_sample")][:3]
+    jobs = [([rng.randint(3, 63) for _ in range(rng.randint(1, 12))],
+             dict(rng.choice(bases), max_new_tokens=rng.randint(1, 20), min_length=rng.randint(0, 10)))
+            for _ in range(30)]
+    with warnings.catch_warnings(), Engine(model, max_rows=12, fixed_capacity=True) as engine:
+        warnings.simplefilter("ignore")              # generate's advice (min_length above max_length)
+        engine.slots.capture = True
+        requests = []
+        for ids, setting in jobs:
+            requests.append(engine.submit(ids, **setting))
+            time.sleep(rng.choice([0, 0, 0.001, 0.005]))
+        outputs = [r.result(timeout=60) for r in requests]
+        graphs = [g.graph for g in [*engine.groups, *engine.slots.idle.values()]]
+        for i, ((ids, setting), out) in enumerate(zip(jobs, outputs)):
+            assert torch.equal(out, model.generate(torch.tensor([ids]), **setting)), f"{i}: {setting}"
+    assert graphs and all(isinstance(g, EmulatedGraph) and g.replays > 0 for g in graphs)
 
 
 @pytest.mark.cuda

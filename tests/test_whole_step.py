@@ -19,7 +19,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from seq2seq_kit import BartForConditionalGeneration
 from seq2seq_kit.generation.generate import prepare, result, rows_per_input, start_search
-from seq2seq_kit.generation.whole_step import decode_eagerly, step_once
+from seq2seq_kit.generation import whole_step
+from seq2seq_kit.generation.whole_step import decode_eagerly, decode_graphed, graphed_search, step_once
+from graph_emulation import EmulatedGraph
 from helpers import assert_same_generation, random_batch, random_settings
 from test_generation import ATOL, NO_FORCED_EOS, inputs
 
@@ -109,6 +111,28 @@ def test_whole_step_on_the_fixed_shape_cache(pair, name, batch, kwargs):
     theirs = hf.generate(ids, attention_mask=mask, **kwargs)                  # and transformers, directly
     assert torch.equal(every.sequences[:, :theirs.shape[1]], theirs)
     assert every.sequences.shape[1] == theirs.shape[1]
+
+
+@pytest.mark.parametrize("name,batch,kwargs", CASES, ids=IDS)
+def test_whole_step_graph_replayed_as_a_cuda_graph_would(pair, name, batch, kwargs, monkeypatch):
+    """generate's CUDA path (graphed_search, decode_graphed) with the graph emulated on the CPU (tests/
+    graph_emulation.py: the recorded ops replayed on the same tensors, none of the step's Python): generate's
+    tokens, scores within 1e-4, for a first call (capture) and for a second call on other inputs of the same shapes
+    (the kept graph loaded with them), reading the stop flag every 8 replays."""
+    _, ours = pair(name)
+    monkeypatch.setattr(whole_step, "CapturedStep", EmulatedGraph)
+    monkeypatch.setattr(whole_step, "KEPT", type(whole_step.KEPT)())
+    for seed in (9, 4):
+        ids, mask = (t[:batch] for t in inputs(ours.config.vocab_size, ours.config.pad_token_id, seed=seed))
+        input_ids, padding_mask, cfg = prepare(ours, ids, mask, dict(kwargs, return_dict_in_generate=True,
+                                                                     output_scores=True), None)
+        hidden = ours.encode_unchecked(input_ids, padding_mask)
+        graph = graphed_search(ours, hidden, padding_mask, cfg, input_ids, rows_per_input(cfg),
+                               lambda: start_search(cfg, input_ids, ours.config.decoder_vocab_size, ours.device))
+        assert isinstance(graph.step, EmulatedGraph)
+        got = result(cfg, decode_graphed(graph, check_every=8))
+        assert_same_generation(got, reference(ours, ids, mask, kwargs), atol=ATOL)
+    assert len(whole_step.KEPT[ours]) == 1 and graph.step.replays > 0          # the second call reused the graph
 
 
 @pytest.mark.parametrize("kwargs", [dict(num_beams=4, no_repeat_ngram_size=3, min_length=5, max_length=12),

@@ -69,13 +69,13 @@ class CapturedStep:
     so it is captured where those runs change nothing that matters (the engine's group steps: before any input
     enters). Host-side counters fn updates (SearchProgress.steps, lengths) are not kept by the replays."""
 
-    def __init__(self, fn: Callable[[], T]):
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
+    def __init__(self, fn: Callable[[], T], device: torch.device):
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             for _ in range(2):
                 fn()
-        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):      # callers' own threads
             self.outputs = fn()
@@ -98,19 +98,8 @@ class WholeStepGraph:
     def __init__(self, step: Step, cache, search: SearchProgress, key: tuple):
         self.key, self.cache, self.search = key, cache, search
         saved = [t.clone() for t in search.state()]
-        recorded = search.step_scores
-        device = search.cur_len.device
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):           # warm-up on a side stream, as torch.cuda.graph asks
-            for _ in range(2):
-                step_once(step, cache, search)
-        torch.cuda.current_stream(device).wait_stream(side)
-        search.step_scores = [] if recorded is not None else None
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            step_once(step, cache, search)
-        self.scores = search.step_scores[-1] if recorded is not None else None   # the graph's [R, V] buffer
+        self.step = CapturedStep(lambda: step_once(step, cache, search), search.cur_len.device)
+        self.scores = search.step_scores[-1] if search.step_scores is not None else None   # the graph's [R, V]
         for t, s in zip(search.state(), saved):         # undo the warm-up: the search starts at its first step
             t.copy_(s)
         search.restart()
@@ -118,7 +107,7 @@ class WholeStepGraph:
 
     def replay(self) -> None:
         """One step (no host read); records the step's scores when the search records them."""
-        self.graph.replay()
+        self.step()
         self.search.steps += 1
         if self.search.step_scores is not None:
             self.search.step_scores.append(self.scores.clone())       # the next replay overwrites the buffer
