@@ -55,3 +55,19 @@ class EmulatedGraph:
 
 def _tensors(value) -> list[torch.Tensor]:
     return [t for t in tree_leaves(value) if isinstance(t, torch.Tensor)]
+
+
+class EmulatedBucketGraphs:
+    """Drop-in for models/cuda_graph.py BucketGraphs (the engine's decoder step, one graph per SlotStore view) on
+    EmulatedGraph: each view's step recorded on first use, then replayed, writing `logits`."""
+
+    def __init__(self, next_token_logits, input_ids: torch.Tensor, logits: torch.Tensor):
+        self.next_token_logits, self.input_ids, self.logits = next_token_logits, input_ids, logits
+        self.graphs: dict[int, EmulatedGraph] = {}
+
+    def __call__(self, cache) -> torch.Tensor:
+        if id(cache) not in self.graphs:        # its warm-up and recorded calls write this step's keys/values: the
+            self.graphs[id(cache)] = EmulatedGraph(     # replay writes them again, the same
+                lambda: self.logits.copy_(self.next_token_logits(self.input_ids, cache)))
+        self.graphs[id(cache)]()
+        return self.logits

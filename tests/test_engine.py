@@ -22,7 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from seq2seq_kit import BartForConditionalGeneration, Engine, EngineClosed, EngineFull, pipeline
 from seq2seq_kit.engine import PADDING_LIMIT, encoder_groups
-from graph_emulation import EmulatedGraph
+from graph_emulation import EmulatedBucketGraphs, EmulatedGraph
 from helpers import random_settings
 
 SCORE_ATOL = 1e-4
@@ -403,9 +403,10 @@ def test_fixed_capacity_group_steps_could_be_captured(tiny_eos, monkeypatch):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_fixed_capacity_group_steps_replayed_as_cuda_graphs_would(small_path, seed, monkeypatch):
-    """The engine's captured group steps with the graph emulated on the CPU (tests/graph_emulation.py: captured
-    when the group is made, then only the recorded ops replayed on the same tensors, none of the step's Python):
-    a stream of requests with random greedy / beam settings, many sharing searches, each equal to generate alone."""
+    """The engine's CUDA path with its graphs emulated on the CPU (tests/graph_emulation.py: the decoder's step per
+    bucket set and each group's search step, captured when the group is made, then only the recorded ops replayed
+    on the same tensors, none of the step's Python): a stream of requests with random greedy / beam settings, many
+    sharing searches, each equal to generate alone."""
     from seq2seq_kit import engine as engine_module
     monkeypatch.setattr(engine_module, "CapturedStep", EmulatedGraph)
     model = BartForConditionalGeneration.from_pretrained(small_path)
@@ -416,7 +417,8 @@ def test_fixed_capacity_group_steps_replayed_as_cuda_graphs_would(small_path, se
             for _ in range(30)]
     with warnings.catch_warnings(), Engine(model, max_rows=12, fixed_capacity=True) as engine:
         warnings.simplefilter("ignore")              # generate's advice (min_length above max_length)
-        engine.slots.capture = True
+        slots = engine.slots
+        slots.graphs, slots.capture = EmulatedBucketGraphs(model.next_token_logits, slots.tokens[:-1], slots.logits), True
         requests = []
         for ids, setting in jobs:
             requests.append(engine.submit(ids, **setting))
@@ -426,6 +428,7 @@ def test_fixed_capacity_group_steps_replayed_as_cuda_graphs_would(small_path, se
         for i, ((ids, setting), out) in enumerate(zip(jobs, outputs)):
             assert torch.equal(out, model.generate(torch.tensor([ids]), **setting)), f"{i}: {setting}"
     assert graphs and all(isinstance(g, EmulatedGraph) and g.replays > 0 for g in graphs)
+    assert 1 <= len(slots.graphs.graphs) <= 30                  # bucket sets
 
 
 @pytest.mark.cuda
