@@ -2,7 +2,8 @@
 
 On CPU: the fixed-shape step (a FixedShapeKVCache: device-side position, all cache slots read, unwritten ones
 masked) gives the eager step's logits within 1e-5, through a beam reorder; cuda_graph's argument errors; the model's
-graph bookkeeping (capture, reuse for the same shapes, recapture) with a CPU stand-in for the graph.
+graph bookkeeping (capture, reuse for the same shapes, recapture) with the graphs emulated on the CPU
+(tests/graph_emulation.py: recorded ops replayed on the same tensors, none of the step's Python).
 On CUDA (marker `cuda`): graphed generate gives the eager generate's tokens (fp32, tiny models with decisive
 logits), reuses its graph for inputs of the same shapes and captures a new one for other shapes or weights; the
 whole-step graph (generation/whole_step.py) replays what step_once computes eagerly and reads the stop flag back
@@ -19,6 +20,7 @@ import torch
 from seq2seq_kit.generation import whole_step
 from seq2seq_kit.modeling import BartForConditionalGeneration
 from seq2seq_kit.models.kv_cache import FixedShapeKVCache, KVCache
+from graph_emulation import EmulatedGraph
 from helpers import random_batch
 
 
@@ -64,33 +66,21 @@ def test_cuda_graph_argument_errors(model):
     assert model.graphed_step is None
 
 
-class EagerReplay:
-    """Stands in for models/cuda_graph.py's GraphedStep on the CPU: "replays" the captured function on the same
-    input buffer and cache, so the model's graph bookkeeping (capture, reuse, cross K/V written into the kept
-    cache) runs without a GPU."""
+class EmulatedGraphedStep:
+    """Stands in for models/cuda_graph.py's GraphedStep on the CPU: the decoder step on the graph's own cache
+    recorded once and replayed (tests/graph_emulation.py), so the model's graph bookkeeping (capture, reuse, cross
+    K/V written into the kept cache) runs as on a GPU."""
 
     def __init__(self, next_token_logits, cache, key):
-        self.key, self.cache, self.function = key, cache, next_token_logits
+        self.key, self.cache = key, cache
         self.input_ids = torch.zeros(cache.num_rows, dtype=torch.long)
-        next_token_logits(self.input_ids, cache)        # the warm-up writes slot 0, as on CUDA
+        self.graph = EmulatedGraph(lambda: next_token_logits(self.input_ids, cache).float())   # writes slot 0
 
     def __call__(self, input_ids, cache):
         self.input_ids.copy_(input_ids)
-        logits = self.function(self.input_ids, self.cache).float()
+        logits = self.graph()
         cache.advance()
-        return logits
-
-
-class EagerWholeStep(whole_step.WholeStepGraph):
-    """Stands in for generation/whole_step.py's WholeStepGraph on the CPU: "replays" step_once eagerly on the
-    kept cache and search, so generate's whole-step bookkeeping (capture, reuse, `load` of another call's cross
-    K/V, search state and processor tensors) runs without a GPU."""
-
-    def __init__(self, step, cache, search, key):
-        self.key, self.cache, self.search, self.step = key, cache, search, step
-
-    def replay(self):
-        whole_step.step_once(self.step, self.cache, self.search)
+        return logits.clone()
 
 
 def kept(model):
@@ -108,8 +98,8 @@ def test_graph_bookkeeping_on_cpu(checkpoint, monkeypatch, kwargs):
 
     generate_module = importlib.import_module("seq2seq_kit.generation.generate")   # the package shadows its name
     model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))
-    monkeypatch.setattr(bart, "GraphedStep", EagerReplay)
-    monkeypatch.setattr(whole_step, "WholeStepGraph", EagerWholeStep)
+    monkeypatch.setattr(bart, "GraphedStep", EmulatedGraphedStep)
+    monkeypatch.setattr(whole_step, "CapturedStep", EmulatedGraph)          # inside WholeStepGraph
     monkeypatch.setattr(generate_module, "use_cuda_graph", lambda cuda_graph, device: bool(cuda_graph))
     # greedy and beam search keep a whole-step graph; sampling the decoder-only one
     graph_of = (lambda: model.graphed_step) if kwargs.get("do_sample") else (lambda: kept(model))
@@ -131,7 +121,7 @@ def test_graph_bookkeeping_on_cpu(checkpoint, monkeypatch, kwargs):
     if not kwargs.get("do_sample"):             # the first shapes' graph is still kept, and reused
         assert torch.equal(*both(*batch(model, seed=5)))
         assert graph_of() is first and len(whole_step.KEPT[model]) == 2
-    whole_step.KEPT.pop(model, None)                # the stand-in holds the model's step: let the model go
+    whole_step.KEPT.pop(model, None)                # the kept graphs hold the model's step: let the model go
 
 
 # ---- CUDA (run when a GPU is lent) --------------------------------------------------------------------------------
