@@ -406,14 +406,18 @@ def test_fixed_capacity_group_steps_replayed_as_cuda_graphs_would(small_path, se
     """The engine's CUDA path with its graphs emulated on the CPU (tests/graph_emulation.py: the decoder's step per
     bucket set and each group's search step, captured when the group is made, then only the recorded ops replayed
     on the same tensors, none of the step's Python): a stream of requests with random greedy / beam settings, many
-    sharing searches, each equal to generate alone."""
+    sharing searches, beside a few that step eagerly (sampling with its own generator, output_scores), each equal
+    to generate alone."""
     from seq2seq_kit import engine as engine_module
     monkeypatch.setattr(engine_module, "CapturedStep", EmulatedGraph)
     model = BartForConditionalGeneration.from_pretrained(small_path)
     rng = random.Random(40 + seed)
     bases = [s for s in (random_settings(rng) for _ in range(12)) if not s.get("do_sample")][:3]
+    eager = [dict(do_sample=True, top_k=5, seed=rng.randint(0, 99)), dict(num_beams=2, output_scores=True,
+                                                                        return_dict_in_generate=True)]
     jobs = [([rng.randint(3, 63) for _ in range(rng.randint(1, 12))],
-             dict(rng.choice(bases), max_new_tokens=rng.randint(1, 20), min_length=rng.randint(0, 10)))
+             dict(rng.choice(bases) if rng.random() < 0.8 else rng.choice(eager), max_new_tokens=rng.randint(1, 20),
+                  min_length=rng.randint(0, 10)))
             for _ in range(30)]
     with warnings.catch_warnings(), Engine(model, max_rows=12, fixed_capacity=True) as engine:
         warnings.simplefilter("ignore")              # generate's advice (min_length above max_length)
@@ -421,13 +425,17 @@ def test_fixed_capacity_group_steps_replayed_as_cuda_graphs_would(small_path, se
         slots.graphs, slots.capture = EmulatedBucketGraphs(model.next_token_logits, slots.tokens[:-1], slots.logits), True
         requests = []
         for ids, setting in jobs:
-            requests.append(engine.submit(ids, **setting))
+            requests.append(engine.submit(ids, **kwargs_of(setting)))
             time.sleep(rng.choice([0, 0, 0.001, 0.005]))
         outputs = [r.result(timeout=60) for r in requests]
-        graphs = [g.graph for g in [*engine.groups, *engine.slots.idle.values()]]
+        graphs = [g.graph for g in [*engine.groups, *engine.slots.idle.values()] if g.graph is not None]
         for i, ((ids, setting), out) in enumerate(zip(jobs, outputs)):
-            assert torch.equal(out, model.generate(torch.tensor([ids]), **setting)), f"{i}: {setting}"
-    assert graphs and all(isinstance(g, EmulatedGraph) and g.replays > 0 for g in graphs)
+            want = model.generate(torch.tensor([ids]), **kwargs_of(setting))
+            if setting.get("output_scores"):
+                assert_same(out, want, f"{i}: {setting}")
+            else:
+                assert torch.equal(out, want), f"{i}: {setting}"
+    assert len(graphs) >= 2 and all(isinstance(g, EmulatedGraph) and g.replays > 0 for g in graphs)
     assert 1 <= len(slots.graphs.graphs) <= 30                  # bucket sets
 
 
