@@ -71,3 +71,20 @@ class EmulatedBucketGraphs:
                 lambda: self.logits.copy_(self.next_token_logits(self.input_ids, cache)))
         self.graphs[id(cache)]()
         return self.logits
+
+
+class EmulatedGraphedStep:
+    """Drop-in for models/cuda_graph.py GraphedStep (generate's decoder-only graph, which sampling replays): the
+    decoder step on the graph's own cache recorded once and replayed, so the model's graph bookkeeping (capture,
+    reuse, cross K/V written into the kept cache) runs as on a GPU."""
+
+    def __init__(self, next_token_logits, cache, key):
+        self.key, self.cache = key, cache
+        self.input_ids = torch.zeros(cache.num_rows, dtype=torch.long)
+        self.graph = EmulatedGraph(lambda: next_token_logits(self.input_ids, cache).float())   # writes slot 0
+
+    def __call__(self, input_ids, cache):
+        self.input_ids.copy_(input_ids)
+        logits = self.graph()
+        cache.advance()
+        return logits.clone()

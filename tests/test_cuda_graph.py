@@ -20,7 +20,7 @@ import torch
 from seq2seq_kit.generation import whole_step
 from seq2seq_kit.modeling import BartForConditionalGeneration
 from seq2seq_kit.models.kv_cache import FixedShapeKVCache, KVCache
-from graph_emulation import EmulatedGraph
+from graph_emulation import EmulatedGraph, EmulatedGraphedStep
 from helpers import random_batch
 
 
@@ -64,23 +64,6 @@ def test_cuda_graph_argument_errors(model):
     with pytest.raises(TypeError, match="cuda_graph must be True, False or None"):
         model.generate(ids, mask, max_length=5, cuda_graph="yes")
     assert model.graphed_step is None
-
-
-class EmulatedGraphedStep:
-    """Stands in for models/cuda_graph.py's GraphedStep on the CPU: the decoder step on the graph's own cache
-    recorded once and replayed (tests/graph_emulation.py), so the model's graph bookkeeping (capture, reuse, cross
-    K/V written into the kept cache) runs as on a GPU."""
-
-    def __init__(self, next_token_logits, cache, key):
-        self.key, self.cache = key, cache
-        self.input_ids = torch.zeros(cache.num_rows, dtype=torch.long)
-        self.graph = EmulatedGraph(lambda: next_token_logits(self.input_ids, cache).float())   # writes slot 0
-
-    def __call__(self, input_ids, cache):
-        self.input_ids.copy_(input_ids)
-        logits = self.graph()
-        cache.advance()
-        return logits.clone()
 
 
 def kept(model):

@@ -300,17 +300,18 @@ def test_fixed_shape_step_matches_eager_step(pair, name):
 
 @pytest.mark.parametrize("name", ["marian", "m2m100"])
 def test_graph_bookkeeping_on_cpu(pair, name, monkeypatch):
-    """generate(cuda_graph=True) through the graph's code path (replayed eagerly on the CPU) = eager generate."""
+    """generate(cuda_graph=True) through the graph's code path (graphs emulated on the CPU: tests/graph_emulation.py)
+    = eager generate."""
     import importlib
 
+    from graph_emulation import EmulatedGraph, EmulatedGraphedStep
     from seq2seq_kit.generation import whole_step
     from seq2seq_kit.models import bart
-    from test_cuda_graph import EagerReplay, EagerWholeStep
 
     generate_module = importlib.import_module("seq2seq_kit.generation.generate")
     _, ours, config = pair(name)
-    monkeypatch.setattr(bart, "GraphedStep", EagerReplay)
-    monkeypatch.setattr(whole_step, "WholeStepGraph", EagerWholeStep)    # greedy and beam: the whole-step graph
+    monkeypatch.setattr(bart, "GraphedStep", EmulatedGraphedStep)
+    monkeypatch.setattr(whole_step, "CapturedStep", EmulatedGraph)      # greedy and beam: the whole-step graph
     monkeypatch.setattr(generate_module, "use_cuda_graph", lambda cuda_graph, device: bool(cuda_graph))
     ids, mask = batch(config)
     for kwargs in (dict(max_new_tokens=10), dict(num_beams=4, max_new_tokens=10)):
