@@ -478,7 +478,8 @@ class SlotGroup(Group):
                                      dtype=torch.long, device=self.tokens.device)
 
     def step(self, logits: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """Group.step on the logits of every store row [N, V] (on CUDA the buffer the captured step reads)."""
+        """Group.step on the logits of every store row [N, V] (FixedCapacity.logits, the buffer a captured step
+        reads)."""
         return self.graph() if self.graph is not None else self.step_eagerly(logits)
 
     def step_eagerly(self, logits: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
