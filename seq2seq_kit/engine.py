@@ -521,9 +521,10 @@ class FixedCapacity:
         if key in self.idle:
             return self.idle.pop(key)
         cfg, config = request.config, self.model.config
+        widest = config.max_position_embeddings + 1            # the longest max_length generate accepts
         search = start_slots(cfg, 1 if key is None else self.store.num_rows // request.rows,
-                             config.max_position_embeddings, config.max_position_embeddings + 1,
-                             config.decoder_vocab_size, self.model.device, request.generator)
+                             config.max_position_embeddings, widest, config.decoder_vocab_size, self.model.device,
+                             request.generator)
         captured = self.capture and key is not None and not cfg.output_scores
         return SlotGroup(key, search, self.tokens, self.logits, captured)
 

@@ -1,5 +1,5 @@
-"""Helpers the tests share: JSONL files, the documents and settings of the corpus job tests, and comparing two
-generate outputs."""
+"""Helpers the tests share: JSONL files, the documents and settings of the corpus job tests, comparing two
+generate outputs, random generate settings, and the host reads a captured step must not make."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import random
 from pathlib import Path
 
 GEN = {"max_length": 9, "num_beams": 2}   # a corpus job's generation settings: short and quick
+# Every Python-level way of reading a tensor's value back to the host (what a CUDA graph capture refuses)
+READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy")
 WORDS = ("the tower is 324 metres tall about the same height as an 81-storey building and the tallest structure in "
          "Paris its base is square measuring 125 metres on each side during the 1905-06 season the club finished "
          "second in Division One").split()

@@ -23,7 +23,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from seq2seq_kit import BartForConditionalGeneration, Engine, EngineClosed, EngineFull, pipeline
 from seq2seq_kit.engine import PADDING_LIMIT, encoder_groups
 from graph_emulation import EmulatedBucketGraphs, EmulatedGraph
-from helpers import random_settings
+from helpers import READS, random_settings
 
 SCORE_ATOL = 1e-4
 SETTINGS = [
@@ -336,7 +336,6 @@ def test_fixed_capacity_reads_a_steps_flags_after_launching_the_next(tiny_eos, m
         assert torch.equal(out, tiny_eos.generate(torch.tensor([ids]), **kwargs)), kwargs
 
 
-READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy")
 # aten ops whose output size or value the host must wait for on CUDA (a capture refuses them)
 SYNCING = {"aten._local_scalar_dense.default", "aten.nonzero.default", "aten.masked_select.default",
            "aten._unique2.default", "aten.unique_dim.default", "aten.unique_consecutive.default",

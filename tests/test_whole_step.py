@@ -22,7 +22,7 @@ from seq2seq_kit.generation.generate import prepare, result, rows_per_input, sta
 from seq2seq_kit.generation import whole_step
 from seq2seq_kit.generation.whole_step import decode_eagerly, decode_graphed, graphed_search, step_once
 from graph_emulation import EmulatedGraph
-from helpers import assert_same_generation, random_batch, random_settings
+from helpers import READS, assert_same_generation, random_batch, random_settings
 from test_generation import ATOL, NO_FORCED_EOS, inputs
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using the model-agnostic default:UserWarning")
@@ -151,7 +151,6 @@ def test_whole_step_keeps_every_tensors_memory(pair, kwargs):
     assert lengths[0] == 2 and lengths[-1] == lengths[-2] and not search.going      # stopped, then frozen
 
 
-READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy")
 
 
 @pytest.mark.parametrize("kwargs", [
