@@ -55,9 +55,9 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from . import cpu_threads
+from . import cpu_threads, cuda_capture
 from .generation import GenerationConfig, prepare, result, rows_per_input, start_search, start_slots
-from .generation.whole_step import CapturedStep, keeping_state
+from .generation.whole_step import keeping_state
 from .models.cuda_graph import BucketGraphs
 from .models.kv_cache import SlotStore, bucket
 
@@ -452,7 +452,7 @@ class SlotGroup(Group):
         self.read_rows = torch.zeros(rows, dtype=torch.long, device=device)      # [R] store row (empty: 0, ignored)
         self.write_rows = torch.full((rows,), self.spare, dtype=torch.long, device=device)   # [R] (empty: spare)
         self.occupied = self.write_rows[:0]                                      # [k] search rows of its requests
-        self.graph = CapturedStep(lambda: self.step_eagerly(logits), tokens.device) if captured else None
+        self.graph = cuda_capture.CapturedStep(lambda: self.step_eagerly(logits), tokens.device) if captured else None
 
     def add(self, request: Request, search) -> None:
         """A new request (its store rows in request.cache, its one-input search) takes the first empty slot; its

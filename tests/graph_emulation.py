@@ -1,5 +1,6 @@
-"""A CUDA graph's semantics on the CPU, to test the code the CUDA paths capture (whole_step.CapturedStep's users:
-generate's whole step, the engine's group search steps) on a machine without a GPU.
+"""A CUDA graph's semantics on the CPU, to test the code the CUDA paths capture (cuda_capture.CapturedStep's users:
+generate's decoder and whole-step graphs, the engine's decoder graphs per bucket set and group search steps) on a
+machine without a GPU: `monkeypatch.setattr(cuda_capture, "CapturedStep", EmulatedGraph)`.
 
 What a CUDA graph keeps of a captured call is the device work, not the Python: replaying it runs the same kernels
 on the same memory, reading whatever the tensors hold by then, and a tensor made during the capture is a fixed
@@ -32,15 +33,17 @@ class _Recorder(TorchDispatchMode):
 
 
 class EmulatedGraph:
-    """Drop-in for whole_step.CapturedStep (fn, device): two warm-up calls, one recorded; calling replays."""
+    """Drop-in for cuda_capture.CapturedStep (fn, device, pool): two warm-up calls, one recorded; calling replays.
+    Memory pools are not emulated."""
 
-    def __init__(self, fn, device=None):
+    def __init__(self, fn, device=None, pool=None):
         for _ in range(2):
             fn()
         self.ops: list = []
         with _Recorder(self.ops):
             self.outputs = fn()
         self.replays = 0
+        self.pool = None
 
     def __call__(self):
         with torch.inference_mode():                     # the recorded buffers may be inference tensors
@@ -55,36 +58,3 @@ class EmulatedGraph:
 
 def _tensors(value) -> list[torch.Tensor]:
     return [t for t in tree_leaves(value) if isinstance(t, torch.Tensor)]
-
-
-class EmulatedBucketGraphs:
-    """Drop-in for models/cuda_graph.py BucketGraphs (the engine's decoder step, one graph per SlotStore view) on
-    EmulatedGraph: each view's step recorded on first use, then replayed, writing `logits`."""
-
-    def __init__(self, next_token_logits, input_ids: torch.Tensor, logits: torch.Tensor):
-        self.next_token_logits, self.input_ids, self.logits = next_token_logits, input_ids, logits
-        self.graphs: dict[int, EmulatedGraph] = {}
-
-    def __call__(self, cache) -> torch.Tensor:
-        if id(cache) not in self.graphs:        # its warm-up and recorded calls write this step's keys/values: the
-            self.graphs[id(cache)] = EmulatedGraph(     # replay writes them again, the same
-                lambda: self.logits.copy_(self.next_token_logits(self.input_ids, cache)))
-        self.graphs[id(cache)]()
-        return self.logits
-
-
-class EmulatedGraphedStep:
-    """Drop-in for models/cuda_graph.py GraphedStep (generate's decoder-only graph, which sampling replays): the
-    decoder step on the graph's own cache recorded once and replayed, so the model's graph bookkeeping (capture,
-    reuse, cross K/V written into the kept cache) runs as on a GPU."""
-
-    def __init__(self, next_token_logits, cache, key):
-        self.key, self.cache = key, cache
-        self.input_ids = torch.zeros(cache.num_rows, dtype=torch.long)
-        self.graph = EmulatedGraph(lambda: next_token_logits(self.input_ids, cache).float())   # writes slot 0
-
-    def __call__(self, input_ids, cache):
-        self.input_ids.copy_(input_ids)
-        logits = self.graph()
-        cache.advance()
-        return logits.clone()

@@ -17,10 +17,11 @@ import importlib
 import pytest
 import torch
 
+from seq2seq_kit import cuda_capture
 from seq2seq_kit.generation import whole_step
 from seq2seq_kit.modeling import BartForConditionalGeneration
 from seq2seq_kit.models.kv_cache import FixedShapeKVCache, KVCache
-from graph_emulation import EmulatedGraph, EmulatedGraphedStep
+from graph_emulation import EmulatedGraph
 from helpers import random_batch
 
 
@@ -77,12 +78,9 @@ def kept(model):
                                          encoder_no_repeat_ngram_size=2, min_length=5),
                                     dict(do_sample=True, top_k=8, max_length=16)])
 def test_graph_bookkeeping_on_cpu(checkpoint, monkeypatch, kwargs):
-    from seq2seq_kit.models import bart
-
     generate_module = importlib.import_module("seq2seq_kit.generation.generate")   # the package shadows its name
     model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))
-    monkeypatch.setattr(bart, "GraphedStep", EmulatedGraphedStep)
-    monkeypatch.setattr(whole_step, "CapturedStep", EmulatedGraph)          # inside WholeStepGraph
+    monkeypatch.setattr(cuda_capture, "CapturedStep", EmulatedGraph)    # in GraphedStep and WholeStepGraph
     monkeypatch.setattr(generate_module, "use_cuda_graph", lambda cuda_graph, device: bool(cuda_graph))
     # greedy and beam search keep a whole-step graph; sampling the decoder-only one
     graph_of = (lambda: model.graphed_step) if kwargs.get("do_sample") else (lambda: kept(model))

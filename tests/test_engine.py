@@ -20,9 +20,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from seq2seq_kit import BartForConditionalGeneration, Engine, EngineClosed, EngineFull, pipeline
+from seq2seq_kit import BartForConditionalGeneration, Engine, EngineClosed, EngineFull, cuda_capture, pipeline
 from seq2seq_kit.engine import PADDING_LIMIT, encoder_groups
-from graph_emulation import EmulatedBucketGraphs, EmulatedGraph
+from seq2seq_kit.models.cuda_graph import BucketGraphs
+from graph_emulation import EmulatedGraph
 from helpers import READS, random_settings
 
 SCORE_ATOL = 1e-4
@@ -407,8 +408,7 @@ def test_fixed_capacity_group_steps_replayed_as_cuda_graphs_would(small_path, se
     on the same tensors, none of the step's Python): a stream of requests with random greedy / beam settings, many
     sharing searches, beside a few that step eagerly (sampling with its own generator, output_scores), each equal
     to generate alone."""
-    from seq2seq_kit import engine as engine_module
-    monkeypatch.setattr(engine_module, "CapturedStep", EmulatedGraph)
+    monkeypatch.setattr(cuda_capture, "CapturedStep", EmulatedGraph)
     model = BartForConditionalGeneration.from_pretrained(small_path)
     rng = random.Random(40 + seed)
     bases = [s for s in (random_settings(rng) for _ in range(12)) if not s.get("do_sample")][:3]
@@ -421,7 +421,7 @@ def test_fixed_capacity_group_steps_replayed_as_cuda_graphs_would(small_path, se
     with warnings.catch_warnings(), Engine(model, max_rows=12, fixed_capacity=True) as engine:
         warnings.simplefilter("ignore")              # generate's advice (min_length above max_length)
         slots = engine.slots
-        slots.graphs, slots.capture = EmulatedBucketGraphs(model.next_token_logits, slots.tokens[:-1], slots.logits), True
+        slots.graphs, slots.capture = BucketGraphs(model.next_token_logits, slots.tokens[:-1], slots.logits), True
         requests = []
         for ids, setting in jobs:
             requests.append(engine.submit(ids, **kwargs_of(setting)))

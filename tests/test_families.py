@@ -304,14 +304,13 @@ def test_graph_bookkeeping_on_cpu(pair, name, monkeypatch):
     = eager generate."""
     import importlib
 
-    from graph_emulation import EmulatedGraph, EmulatedGraphedStep
+    from graph_emulation import EmulatedGraph
+    from seq2seq_kit import cuda_capture
     from seq2seq_kit.generation import whole_step
-    from seq2seq_kit.models import bart
 
     generate_module = importlib.import_module("seq2seq_kit.generation.generate")
     _, ours, config = pair(name)
-    monkeypatch.setattr(bart, "GraphedStep", EmulatedGraphedStep)
-    monkeypatch.setattr(whole_step, "CapturedStep", EmulatedGraph)      # greedy and beam: the whole-step graph
+    monkeypatch.setattr(cuda_capture, "CapturedStep", EmulatedGraph)    # the decoder and whole-step graphs
     monkeypatch.setattr(generate_module, "use_cuda_graph", lambda cuda_graph, device: bool(cuda_graph))
     ids, mask = batch(config)
     for kwargs in (dict(max_new_tokens=10), dict(num_beams=4, max_new_tokens=10)):

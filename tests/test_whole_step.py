@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from seq2seq_kit import BartForConditionalGeneration
+from seq2seq_kit import BartForConditionalGeneration, cuda_capture
 from seq2seq_kit.generation.generate import prepare, result, rows_per_input, start_search
 from seq2seq_kit.generation import whole_step
 from seq2seq_kit.generation.whole_step import decode_eagerly, decode_graphed, graphed_search, step_once
@@ -120,7 +120,7 @@ def test_whole_step_graph_replayed_as_a_cuda_graph_would(pair, name, batch, kwar
     tokens, scores within 1e-4, for a first call (capture) and for a second call on other inputs of the same shapes
     (the kept graph loaded with them), reading the stop flag every 8 replays."""
     _, ours = pair(name)
-    monkeypatch.setattr(whole_step, "CapturedStep", EmulatedGraph)
+    monkeypatch.setattr(cuda_capture, "CapturedStep", EmulatedGraph)
     monkeypatch.setattr(whole_step, "KEPT", type(whole_step.KEPT)())
     for seed in (9, 4):
         ids, mask = (t[:batch] for t in inputs(ours.config.vocab_size, ours.config.pad_token_id, seed=seed))

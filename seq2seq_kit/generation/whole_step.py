@@ -28,6 +28,7 @@ from typing import Callable, TypeVar
 
 import torch
 
+from .. import cuda_capture
 from .config import GenerationConfig
 from .protocol import Cache, Seq2SeqModel, Step
 from .sync_free import SearchProgress, run_until_stopped
@@ -62,29 +63,6 @@ def keeping_state(search: SearchProgress, step: Callable[[], T]) -> T:
     return out
 
 
-class CapturedStep:
-    """fn() captured in one CUDA graph; calling the CapturedStep replays it and returns fn's outputs as captured
-    (buffers the next replay overwrites). fn reads no host value, keeps every shape and writes its state in place
-    (keeping_state); it runs twice for real first (the warm-up on a side stream that torch.cuda.graph asks for),
-    so it is captured where those runs change nothing that matters (the engine's group steps: before any input
-    enters). Host-side counters fn updates (SearchProgress.steps, lengths) are not kept by the replays."""
-
-    def __init__(self, fn: Callable[[], T], device: torch.device):
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                fn()
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):      # callers' own threads
-            self.outputs = fn()
-
-    def __call__(self) -> T:
-        self.graph.replay()
-        return self.outputs
-
-
 def decode_eagerly(step: Step, cache: Cache, search: SearchProgress, check_every: int) -> None:
     """Run `search` to its end with step_once, eagerly, reading the stop flag every `check_every` steps (what a
     WholeStepGraph's replays compute; on any device)."""
@@ -98,7 +76,7 @@ class WholeStepGraph:
     def __init__(self, step: Step, cache, search: SearchProgress, key: tuple):
         self.key, self.cache, self.search = key, cache, search
         saved = [t.clone() for t in search.state()]
-        self.step = CapturedStep(lambda: step_once(step, cache, search), search.cur_len.device)
+        self.step = cuda_capture.CapturedStep(lambda: step_once(step, cache, search), search.cur_len.device)
         self.scores = search.step_scores[-1] if search.step_scores is not None else None   # the graph's [R, V]
         for t, s in zip(search.state(), saved):         # undo the warm-up: the search starts at its first step
             t.copy_(s)

@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .. import cuda_capture
 from .kv_cache import FixedShapeKVCache
 
 
@@ -39,23 +40,15 @@ class GraphedStep:
 
     def __init__(self, next_token_logits: Callable, cache: FixedShapeKVCache, key: tuple):
         self.key, self.cache = key, cache
-        device = cache.self_kv.device
-        self.input_ids = torch.zeros(cache.num_rows, dtype=torch.long, device=device)     # [R]
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):          # warm-up on a side stream, as torch.cuda.graph asks; writes slot 0
-            for _ in range(2):
-                next_token_logits(self.input_ids, cache)
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.logits = next_token_logits(self.input_ids, cache).float()            # [R, V], reused
+        self.input_ids = torch.zeros(cache.num_rows, dtype=torch.long, device=cache.self_kv.device)     # [R]
+        self.step = cuda_capture.CapturedStep(lambda: next_token_logits(self.input_ids, cache).float(),  # [R, V]
+                                              self.input_ids.device)        # its warm-up writes slot 0
 
     def __call__(self, input_ids: torch.Tensor, cache: FixedShapeKVCache) -> torch.Tensor:
         self.input_ids.copy_(input_ids)
-        self.graph.replay()
+        logits = self.step()
         cache.advance()
-        return self.logits.clone()          # the graph's buffer is overwritten by the next replay
+        return logits.clone()          # the graph's buffer is overwritten by the next replay
 
 
 class BucketGraphs:
@@ -63,31 +56,20 @@ class BucketGraphs:
     (source-length, length, input-slot and rows-per-input buckets): a stream of requests of any lengths captures a
     handful of graphs. Every graph reads the tokens in `input_ids` [N] and writes float32 logits into `logits`
     [N, V], the same two buffers for all (what the search steps captured after it read: the engine's SlotGroup).
-    `__call__(cache)` replays the graph of that view, capturing it on first use. The graphs share one memory pool:
-    they never run at once, and none keeps anything alive."""
+    `__call__(cache)` replays the graph of that view, capturing it on first use: its warm-up and capture write
+    this step's keys/values, which the replay then writes again, the same. The graphs share one memory pool (the
+    first one's): they never run at once, and none keeps anything alive."""
 
     def __init__(self, next_token_logits: Callable, input_ids: torch.Tensor, logits: torch.Tensor):
         self.next_token_logits = next_token_logits
         self.input_ids, self.logits = input_ids, logits                                # [N], [N, V]
-        self.pool = torch.cuda.graph_pool_handle()
-        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.graphs: dict[int, cuda_capture.CapturedStep] = {}
+        self.pool = None
 
     def __call__(self, cache: FixedShapeKVCache) -> torch.Tensor:
         if id(cache) not in self.graphs:
-            self.graphs[id(cache)] = self.capture(cache)
-        self.graphs[id(cache)].replay()
-        return self.logits
-
-    def capture(self, cache: FixedShapeKVCache) -> torch.cuda.CUDAGraph:
-        """Warm up and capture on the current tokens and positions: the warm-up writes this step's keys/values,
-        which the replay then writes again, the same."""
-        device = self.input_ids.device
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            self.next_token_logits(self.input_ids, cache)
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):   # the engine thread
-            self.logits.copy_(self.next_token_logits(self.input_ids, cache))            # [N, V] as float32
-        return graph
+            graph = cuda_capture.CapturedStep(
+                lambda: self.logits.copy_(self.next_token_logits(self.input_ids, cache)),    # [N, V] as float32
+                self.input_ids.device, self.pool)
+            self.graphs[id(cache)], self.pool = graph, graph.pool
+        return self.graphs[id(cache)]()
