@@ -15,6 +15,7 @@ What each checkpoint ships, and how it is read (never a hand-written segmenter):
                     transformers 4.x (5.24 dropped that: its decode(skip_special_tokens=True) keeps "__fr__").
   NLLB, mBART-50    tokenizer.json (the `tokenizers` path), language codes `eng_Latn` / `en_XX` as tokens:
                     `src A </s>` (NLLB's legacy_behaviour: `A </s> src`), set from src_lang as transformers does.
+  mBART (cc25)      tokenizer.json with MBartTokenizer's 25 codes: `A </s> src`, src_lang as above.
   mBART-50 without tokenizer.json: sentencepiece.bpe.model converted once as transformers' MBart50Tokenizer
                     converts it (a Unigram model in fairseq's id order, then the language codes and <mask>).
   Pegasus, BART ... tokenizer.json or vocab.json + merges.txt: seq2seq_kit.Tokenizer unchanged.
@@ -35,7 +36,10 @@ from .jsonfile import read_json
 from .tokenizer import CLEAN_UP, FILES, Tokenizer
 
 SPIECE_UNDERLINE = "\u2581"
-DEFAULT_SOURCE = {"M2M100Tokenizer": "en", "NllbTokenizer": "eng_Latn", "MBart50Tokenizer": "en_XX"}
+DEFAULT_SOURCE = {"M2M100Tokenizer": "en", "NllbTokenizer": "eng_Latn", "MBart50Tokenizer": "en_XX",
+                  "MBartTokenizer": "en_XX"}
+MARIAN_SOURCE = ("Marian models have no source language code; pass tgt_lang (a multi-target model's >>xxx<< code) "
+                 "or put the >>xxx<< code at the start of the text")
 
 # transformers' FAIRSEQ_LANGUAGE_CODES (tokenization_m2m_100.py, tokenization_mbart50.py)
 M2M100_LANGUAGES = """
@@ -49,6 +53,7 @@ ar_AR cs_CZ de_DE en_XX es_XX et_EE fi_FI fr_XX gu_IN hi_IN it_IT ja_XX kk_KZ ko
 nl_XX ro_RO ru_RU si_LK tr_TR vi_VN zh_CN af_ZA az_AZ bn_IN fa_IR he_IL hr_HR id_ID ka_GE km_KH mk_MK ml_IN
 mn_MN mr_IN pl_PL ps_AF pt_XX sv_SE sw_KE ta_IN te_IN th_TH tl_XX uk_UA ur_PK xh_ZA gl_ES sl_SI
 """.split()
+MBART_LANGUAGES = MBART50_LANGUAGES[:25]     # tokenization_mbart.py's FAIRSEQ_LANGUAGE_CODES (mBART-cc25)
 
 
 class AutoTokenizer:
@@ -60,7 +65,8 @@ class AutoTokenizer:
     @staticmethod
     def from_pretrained(path, src_lang: str | None = None, tgt_lang: str | None = None, **hub_kwargs) -> Tokenizer:
         """A directory or Hub id -> a Tokenizer, or a TranslationTokenizer for Marian, M2M100, NLLB and mBART-50
-        checkpoints (src_lang / tgt_lang as transformers' tokenizers take them: "en", "eng_Latn", "en_XX")."""
+        checkpoints, and mBART (cc25) ones (src_lang / tgt_lang as transformers' tokenizers take them: "en", "eng_Latn",
+        "en_XX")."""
         try:
             root = hub.resolve(path, purpose="tokenizer", **hub_kwargs)
         except FileNotFoundError as e:
@@ -71,7 +77,7 @@ class AutoTokenizer:
         if kind is None:
             if src_lang is not None or tgt_lang is not None:
                 raise ValueError(f"src_lang / tgt_lang were given, but {root} holds no multilingual tokenizer "
-                                 "(Marian, M2M100, NLLB, mBART-50)")
+                                 "(Marian, M2M100, NLLB, mBART, mBART-50)")
             return Tokenizer.from_pretrained(root)
         return TranslationTokenizer.load(root, config, kind, src_lang, tgt_lang)
 
@@ -81,7 +87,7 @@ def tokenizer_kind(root: Path, config: dict) -> str | None:
     name = (config.get("tokenizer_class") or "").removesuffix("Fast")
     if (root / "source.spm").is_file():
         return "MarianTokenizer"
-    if name in ("NllbTokenizer", "MBart50Tokenizer", "M2M100Tokenizer"):
+    if name in ("NllbTokenizer", "MBartTokenizer", "MBart50Tokenizer", "M2M100Tokenizer"):
         return name
     has_spm, has_json = (root / "sentencepiece.bpe.model").is_file(), (root / "tokenizer.json").is_file()
     if has_spm and (root / "vocab.json").is_file() and not has_json:
@@ -96,6 +102,7 @@ class TranslationTokenizer(Tokenizer):
     kind: str = ""
     lang_tokens: dict[str, str] = {}    # language code -> its token ("en" -> "__en__"); codes are tokens if absent
     target_vocabulary: TargetVocabulary | None = None    # Marian with separate_vocabs: what decode reads
+    code_last: bool = False          # the source code after the text (mBART, NLLB's legacy_behaviour)
 
     @classmethod
     def load(cls, root: Path, config: dict, kind: str, src_lang: str | None, tgt_lang: str | None):
@@ -111,13 +118,12 @@ class TranslationTokenizer(Tokenizer):
         else:
             raise FileNotFoundError(f"{root} has no tokenizer.json for its {kind}")
         tok.kind = kind
-        tok.legacy = bool(config.get("legacy_behaviour", False))
+        tok.code_last = kind == "MBartTokenizer" or bool(config.get("legacy_behaviour", False))
+        if kind == "MBartTokenizer":
+            tok.lang_tokens = {code: code for code in MBART_LANGUAGES}
         tok.tgt_lang = tgt_lang if tgt_lang is not None else config.get("tgt_lang")
-        if kind != "MarianTokenizer":
+        if kind != "MarianTokenizer" or src_lang is not None:       # Marian: the setter refuses it
             tok.src_lang = src_lang or config.get("src_lang") or DEFAULT_SOURCE[kind]
-        elif src_lang is not None:
-            raise ValueError("Marian models have no source language code; pass tgt_lang (a multi-target model's "
-                             ">>xxx<< code) or put the >>xxx<< code at the start of the text")
         if tok.tgt_lang is not None:
             tok.target_language_id()   # fails early on an unknown code
         return tok
@@ -128,15 +134,23 @@ class TranslationTokenizer(Tokenizer):
 
     @src_lang.setter
     def src_lang(self, lang: str) -> None:
-        """As transformers' set_src_lang_special_tokens: the source code before the text (after it with NLLB's
-        legacy_behaviour), </s> at the end."""
+        """As transformers' set_src_lang_special_tokens: the source code before the text, </s> at the end (mBART and
+        NLLB's legacy_behaviour: `A </s> code`). Marian has no source code: ValueError."""
+        if self.kind == "MarianTokenizer":
+            raise ValueError(MARIAN_SOURCE)
         code = self.get_lang_token(lang)
         code_id, eos = self.get_lang_id(lang), self.eos_token
-        single = ["$A", eos, code] if self.legacy else [code, "$A", eos]
-        pair = ["$A", "$B", eos, code] if self.legacy else [code, "$A", "$B", eos]
+        single = ["$A", eos, code] if self.code_last else [code, "$A", eos]
+        pair = ["$A", "$B", eos, code] if self.code_last else [code, "$A", "$B", eos]
         self.backend_tokenizer.post_processor = processors.TemplateProcessing(
             single=single, pair=pair, special_tokens=[(code, code_id), (eos, self.eos_token_id)])
         self._src_lang = lang
+
+    @property
+    def target_required(self) -> bool:
+        """Whether a translation must name its target language: not with mBART (cc25), whose checkpoints are each
+        fine-tuned into one target (their decoder start names it), nor with a single-pair Marian model (no codes)."""
+        return self.kind != "MBartTokenizer" and bool(self.language_codes)
 
     @property
     def language_codes(self) -> list[str]:
@@ -171,6 +185,16 @@ class TranslationTokenizer(Tokenizer):
             return None
         lang_id = self.get_lang_id(lang)
         return None if self.kind == "MarianTokenizer" else lang_id
+
+    def convert_ids_to_tokens(self, ids, skip_special_tokens: bool = False) -> str | list[str]:
+        """Tokenizer.convert_ids_to_tokens; a Marian tokenizer with separate vocabularies reads target ids, as its
+        decode does."""
+        if self.target_vocabulary is None:
+            return super().convert_ids_to_tokens(ids, skip_special_tokens)
+        ids = ids.tolist() if hasattr(ids, "tolist") else ids
+        if isinstance(ids, int):
+            return self.target_vocabulary.tokens_of([ids], skip_special_tokens=False)[0]
+        return self.target_vocabulary.tokens_of(list(ids), skip_special_tokens)
 
     def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None):
         """Tokenizer.decode; a Marian tokenizer with separate vocabularies reads target ids (its model's output)."""
@@ -302,9 +326,12 @@ class TargetVocabulary:
         self.detokenizer = _Detokenizer(processor, set(source.all_special_tokens), marian=True)
 
     def decode(self, ids: list[int], skip_special_tokens: bool) -> str:
+        return self.detokenizer.decode_chain(self.tokens_of(ids, skip_special_tokens))[0]
+
+    def tokens_of(self, ids: list[int], skip_special_tokens: bool) -> list[str]:
         added = {i: t.content for i, t in self.source.backend_tokenizer.get_added_tokens_decoder().items()}
         skip = set(self.source.all_special_ids) if skip_special_tokens else set()
-        return self.detokenizer.decode_chain([self.token(i, added) for i in ids if i not in skip])[0]
+        return [self.token(i, added) for i in ids if i not in skip]
 
     def token(self, i: int, added: dict[int, str]) -> str:
         if i in added:

@@ -59,7 +59,8 @@ def check_languages(tokenizer: Tokenizer, src_lang: str | None, tgt_lang: str | 
     """(src_lang, tgt_lang, forced_bos_token_id) that a translation with `tokenizer` uses for the given languages:
     the source defaults to the tokenizer's; a multi-target Marian model takes tgt_lang as its >>tgt<< token (no
     forced token); a tokenizer without codes takes none ((None, None, None); given ones are refused unless
-    single_pair_ok). Raises ValueError naming the codes the tokenizer knows. Changes nothing."""
+    single_pair_ok); mBART (cc25) may leave the target out (no forced token: the checkpoint's own). Raises
+    ValueError naming the codes the tokenizer knows. Changes nothing."""
     tok = tokenizer
     if not isinstance(tok, TranslationTokenizer) or (tok.kind == "MarianTokenizer" and not tok.language_codes):
         if (src_lang or tgt_lang) and not single_pair_ok:
@@ -72,12 +73,12 @@ def check_languages(tokenizer: Tokenizer, src_lang: str | None, tgt_lang: str | 
                              f"{', '.join(tok.language_codes)}")
         tok.get_lang_id(tgt_lang)                                   # unknown code: ValueError naming the known
         return None, tgt_lang, None
-    if tgt_lang is None:
+    if tgt_lang is None and tok.target_required:
         raise ValueError(f"translation with this {tok.kind} needs tgt_lang (e.g. one of "
                          f"{', '.join(tok.language_codes[:8])}, ...)")
     if src_lang is not None:
         tok.get_lang_id(src_lang)
-    return src_lang or tok.src_lang, tgt_lang, tok.target_language_id(tgt_lang)
+    return src_lang or tok.src_lang, tgt_lang, None if tgt_lang is None else tok.target_language_id(tgt_lang)
 
 
 class Text2TextGenerationPipeline(SummarizationPipeline):
@@ -91,7 +92,7 @@ class Text2TextGenerationPipeline(SummarizationPipeline):
 
 class TranslationPipeline(Text2TextGenerationPipeline):
     """`pipe(text_or_texts, src_lang=None, tgt_lang=None, **generate_kwargs)` -> [{'translation_text': ...}, ...].
-    The target language's forced_bos_token_id joins generate_defaults (so `engine()` applies it too)."""
+    The target language's forced_bos_token_id joins the task's generate_defaults (so `engine()` applies it too)."""
 
     output = "translation"
     verb = "translate"
@@ -114,8 +115,8 @@ class TranslationPipeline(Text2TextGenerationPipeline):
         if src_lang is not None and src is not None:
             self.tokenizer.src_lang = src_lang
         self.src_lang, self.tgt_lang = src, tgt
-        if forced_bos is not None:
-            self.generate_defaults = {**self.generate_defaults, "forced_bos_token_id": forced_bos}
+        _, defaults = summarization.task_defaults(self.model.config, self.task)     # no earlier target's token
+        self.generate_defaults = {**defaults, **({} if forced_bos is None else {"forced_bos_token_id": forced_bos})}
 
     def __call__(self, inputs, *, src_lang: str | None = None, tgt_lang: str | None = None, **kwargs):
         """As SummarizationPipeline.__call__; src_lang / tgt_lang switch this pipeline's languages (4.x's call

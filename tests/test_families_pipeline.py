@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from safetensors.torch import load_file, save_file
 
 from seq2seq_kit import AutoTokenizer, pipeline
 from seq2seq_kit.translation import TranslationPipeline
@@ -82,6 +83,24 @@ def marian_separate_path(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def mbart_path(tmp_path_factory):
+    """An mBART (cc25) model fine-tuned into one target, as facebook/mbart-large-en-ro: its MBartTokenizer's
+    tokenizer.json (25 language codes), decoder start ro_RO."""
+    spm_dir = tmp_path_factory.mktemp("mbart-spm")
+    train(spm_dir / "sentencepiece.bpe.model", "bpe")
+    root = tmp_path_factory.mktemp("mbart-mt")
+    tok = transformers.MBartTokenizer.from_pretrained(spm_dir)
+    tok.save_pretrained(root)
+    config = dict(FAMILY_SHAPE, vocab_size=len(tok), pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                  decoder_start_token_id=tok.convert_tokens_to_ids("ro_RO"), scale_embedding=True)
+    build(Spec(config, tokenizer=None, model_type="mbart", seed=24, init_std=0.1), root)
+    state = load_file(root / "model.safetensors")     # language codes only where forced: decoded text is not empty
+    state["final_logits_bias"][0, tok.convert_tokens_to_ids("ar_AR"):] -= 10
+    save_file(state, root / "model.safetensors", metadata={"format": "pt"})
+    return root
+
+
 def reference(path, texts, tokenizer, forced_bos=None, **kwargs) -> list[list[int]]:
     """4.x's translation recipe with transformers 5: each text alone through generate (the ids; their decoding
     is tests/test_family_tokenizers.py's business)."""
@@ -141,6 +160,23 @@ def test_m2m100_translation_equals_the_recipe(m2m100_path, task, langs):
     with pipe.engine() as engine:                                    # the public stages the server composes
         out = engine.submit(pipe.preprocess(TEXTS[:1]).rows[0], **MAX_NEW).result(60)
     assert pipe.postprocess(out[None], return_tensors=True)[0][0]["translation_token_ids"].tolist() == expected[0]
+
+
+def test_mbart_translation_equals_the_recipe(mbart_path):
+    """mBART (cc25): the target may be left out (the checkpoint's decoder start names it: no forced token); named,
+    it is forced as 4.x's MBartTokenizer._build_translation_inputs forced it; the source code ends each input."""
+    theirs = transformers.MBartTokenizer.from_pretrained(mbart_path)
+    pipe = pipeline("translation", model=mbart_path)
+    assert "forced_bos_token_id" not in pipe.generate_defaults
+    assert_records(pipe, TEXTS, reference(mbart_path, TEXTS, theirs, **MAX_NEW), **MAX_NEW)
+    theirs.src_lang = "ro_RO"
+    expected = reference(mbart_path, TEXTS, theirs, forced_bos=theirs.convert_tokens_to_ids("de_DE"), **MAX_NEW)
+    assert_records(pipe, TEXTS, expected, src_lang="ro_RO", tgt_lang="de_DE", **MAX_NEW)
+    assert pipeline("translation", model=mbart_path, src_lang="ro_RO", tgt_lang="de_DE")(TEXTS, **MAX_NEW) == \
+        pipe(TEXTS, **MAX_NEW)
+    assert pipe.preprocess(TEXTS[:1]).rows[0][-2:] == [2, theirs.convert_tokens_to_ids("ro_RO")]
+    with pytest.raises(ValueError, match="unknown language code 'ro'.*ar_AR"):
+        pipe(TEXTS[0], tgt_lang="ro")
 
 
 def test_translation_refuses_unknown_languages(m2m100_path):

@@ -1,10 +1,10 @@
 """The translation families' tokenizers (seq2seq_kit/family_tokenizers.py) against transformers 5.24's: Marian,
-M2M100, NLLB and mBART-50, ids and decoded text on a small multilingual corpus.
+M2M100, NLLB, mBART and mBART-50, ids and decoded text on a small multilingual corpus.
 
 No real SentencePiece model can be downloaded here, so each test trains one on the spot (tiny vocabulary, well
 under a second) and builds transformers' tokenizer from the same files: MarianTokenizer and M2M100Tokenizer read
-them directly; NllbTokenizer and MBart50Tokenizer convert them and are saved as tokenizer.json, the form those
-checkpoints ship (mBART-50 is also compared from sentencepiece.bpe.model alone).
+them directly; NllbTokenizer, MBartTokenizer and MBart50Tokenizer convert them and are saved as tokenizer.json, the
+form those checkpoints ship (mBART-50 is also compared from sentencepiece.bpe.model alone).
 """
 
 from __future__ import annotations
@@ -133,6 +133,8 @@ def test_marian_separate_vocabularies_equal_transformers(marian_separate_dir):
         for ids in (target_ids, [source_pad, *target_ids], [target_pad, source_pad, *target_ids, target_pad]):
             for skip in (True, False):
                 assert ours.decode(ids, skip_special_tokens=skip) == theirs.decode(ids, skip_special_tokens=skip)
+                assert ours.convert_ids_to_tokens(ids, skip) == theirs.convert_ids_to_tokens(ids, skip), text
+    assert ours.convert_ids_to_tokens(target_ids[0]) == theirs.convert_ids_to_tokens(target_ids[0])
     batch = [theirs(text_target=t)["input_ids"] for t in CORPUS[:3]]
     assert ours.batch_decode(batch, skip_special_tokens=True) == theirs.batch_decode(batch, skip_special_tokens=True)
     (root / "target_vocab.json").rename(root / "moved.json")
@@ -208,6 +210,41 @@ def test_mbart50_ids_text_and_languages_equal_transformers(tmp_path, form):
     assert ours.kind == "MBart50Tokenizer"
     assert_same(theirs, ours, CORPUS + EDGE)
     assert ours.target_language_id() == theirs.convert_tokens_to_ids("ru_RU")
+
+
+def test_mbart_ids_text_and_languages_equal_transformers(tmp_path):
+    """mBART (cc25): `A </s> src_lang`, the code from src_lang at load, from tokenizer_config.json, or set after
+    (transformers' MBartTokenizer overrides the code saved in tokenizer.json with either)."""
+    from transformers import MBartTokenizer
+
+    spm_dir = tmp_path / "spm"
+    spm_dir.mkdir()
+    train(spm_dir / "sentencepiece.bpe.model", "bpe")
+    root = tmp_path / "saved"
+    MBartTokenizer.from_pretrained(spm_dir, src_lang="en_XX").save_pretrained(root)
+    ours, theirs = AutoTokenizer.from_pretrained(root), MBartTokenizer.from_pretrained(root)
+    assert ours.kind == "MBartTokenizer" and len(ours.language_codes) == 25
+    assert_same(theirs, ours, CORPUS + EDGE)
+    ours.src_lang = theirs.src_lang = "ro_RO"
+    assert_same(theirs, ours, CORPUS + EDGE)
+    ours = AutoTokenizer.from_pretrained(root, src_lang="de_DE", tgt_lang="fr_XX")
+    assert_same(MBartTokenizer.from_pretrained(root, src_lang="de_DE"), ours, CORPUS)
+    assert ours.target_language_id() == theirs.convert_tokens_to_ids("fr_XX")
+    config = json.loads((root / "tokenizer_config.json").read_text())
+    (root / "tokenizer_config.json").write_text(json.dumps({**config, "src_lang": "ja_XX"}))
+    assert AutoTokenizer.from_pretrained(root)(CORPUS[0])["input_ids"] == \
+        MBartTokenizer.from_pretrained(root)(CORPUS[0])["input_ids"]
+    with pytest.raises(ValueError, match="unknown language code 'en'.*ar_AR.*25 codes"):
+        ours.src_lang = "en"
+
+
+def test_marian_has_no_source_language(marian_dir):
+    with pytest.raises(ValueError, match="Marian models have no source language code"):
+        AutoTokenizer.from_pretrained(marian_dir, src_lang="fra")
+    ours = AutoTokenizer.from_pretrained(marian_dir)
+    with pytest.raises(ValueError, match="Marian models have no source language code"):
+        ours.src_lang = "fra"
+    assert ours(CORPUS[0])["input_ids"][-1] == ours.eos_token_id and ">>fra<<" not in ours.tokenize(CORPUS[0])
 
 
 def test_language_codes_on_a_tokenizer_without_languages_are_refused():

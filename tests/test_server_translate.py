@@ -20,7 +20,7 @@ pytest.importorskip("sentencepiece")
 
 import httpx  # noqa: E402
 from seq2seq_kit import pipeline  # noqa: E402
-from test_families_pipeline import TEXTS, m2m100_path, marian_path  # noqa: E402,F401  (fixtures)
+from test_families_pipeline import TEXTS, m2m100_path, marian_path, mbart_path  # noqa: E402,F401  (fixtures)
 from test_family_tokenizers import nllb_dir  # noqa: E402,F401  (a fixture)
 from test_server import Server  # noqa: E402
 
@@ -177,6 +177,27 @@ def test_nllb_translations_languages_and_codes(nllb_mt, tmp_path_factory):
     assert info["default_src_lang"] == "eng_Latn" and {"fra_Latn", "deu_Latn"} <= set(info["languages"])
     assert short.status_code == 422 and short.json()["field"] == "parameters.tgt_lang"
     assert "_Latn" in short.json()["error"]                                # the codes' form
+
+
+def test_mbart_targets_named_or_left_to_the_checkpoint(mbart_path, tmp_path_factory):
+    """mBART (cc25): a request may leave tgt_lang out (no forced token, the checkpoint's decoder start), also
+    beside and after requests that name one (whose forced token must not stay)."""
+    srv = Server(tmp_path_factory.mktemp("translate"), "--model", mbart_path, "--task", "translation", *LIMITS)
+    try:
+        srv.wait_ready()
+        langs = [(None, None), ("ro_RO", "de_DE"), (None, "fr_XX")]
+        jobs = [(text, src, tgt) for text in TEXTS[:2] for src, tgt in langs]
+        answers = concurrently(srv, [{"inputs": t, "parameters": {**({"src_lang": s} if s else {}),
+                                                                  **({"tgt_lang": g} if g else {}), **PARAMS}}
+                                     for t, s, g in jobs])
+        after = translate(srv, {"inputs": TEXTS[0], "parameters": PARAMS}).json()
+        info = httpx.get(srv.url + "/info").json()
+    finally:
+        srv.stop()
+    pipes = {(s, g): pipeline("translation", model=mbart_path, src_lang=s, tgt_lang=g) for s, g in langs}
+    assert answers == [pipes[s, g](text, **PARAMS) for text, s, g in jobs]
+    assert after == answers[0] and len({str(a) for a in answers[:3]}) == 3
+    assert info["default_src_lang"] == "en_XX" and len(info["languages"]) == 25
 
 
 def test_task_translation_serves_a_model_without_language_codes(tiny_eos_path, tmp_path):

@@ -214,12 +214,14 @@ class Service:
             root = hub.resolve(s.model, purpose="all", **s.hub_kwargs)
             model, tokenizer = load_model_and_tokenizer(str(root), None, s.device, s.dtype)
             coded = isinstance(tokenizer, TranslationTokenizer)
-            self.task = s.task or ("translation" if coded else "summarization")
+            # mBART (cc25) checkpoints are fine-tuned to translate or to summarize, and their files do not say which
+            self.task = s.task or ("translation" if coded and tokenizer.kind != "MBartTokenizer" else "summarization")
             if self.task == "translation" and coded:
                 self.languages = tokenizer.language_codes
                 self.default_src_lang = None if tokenizer.kind == "MarianTokenizer" else tokenizer.src_lang
                 # any target will do here: every request sets its own (check_languages, then set_languages)
-                pipe = TranslationPipeline(model, tokenizer, tgt_lang=(self.languages or [None])[0])
+                first = self.languages[0] if tokenizer.target_required else None
+                pipe = TranslationPipeline(model, tokenizer, tgt_lang=first)
             elif self.task == "translation":        # one language pair, no codes: mbart-large-en-ro, a BART
                 pipe = TranslationPipeline(model, tokenizer)
             else:
@@ -294,7 +296,7 @@ class Service:
         # No await from here to the engine requests' submission, so no other request changes the languages between.
         pipe.set_languages(src_lang, tgt_lang)
         rows = rows_of(pipe, texts, truncation)
-        if "forced_bos_token_id" in pipe.generate_defaults:        # M2M100, NLLB, mBART-50: the target language
+        if "forced_bos_token_id" in pipe.generate_defaults:        # M2M100, NLLB, mBART(-50): the target language
             kwargs["forced_bos_token_id"] = pipe.generate_defaults["forced_bos_token_id"]
         return await self.generate(body.inputs, rows, kwargs, clean_up, http)
 
@@ -308,7 +310,7 @@ class Service:
                 raise Refusal(422, f"parameters.{sent}", "this model translates one language pair and has no "
                                                          "language codes: leave src_lang and tgt_lang out")
             return None, None
-        if p.tgt_lang is None:
+        if p.tgt_lang is None and self.pipe.tokenizer.target_required:
             some = ", ".join(self.languages[:8])
             raise Refusal(422, "parameters.tgt_lang", f"required: this model translates into several languages; "
                                                       f"send one of {some}, ... (GET /info lists them all)")
