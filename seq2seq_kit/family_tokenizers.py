@@ -13,6 +13,8 @@ What each checkpoint ships, and how it is read (never a hand-written segmenter):
   M2M100            sentencepiece.bpe.model + vocab.json: the same construction (M2M100Tokenizer), language tokens
                     `__en__` after the vocabulary, `__src__ A </s>`. The language tokens are special tokens, as in
                     transformers 4.x (5.24 dropped that: its decode(skip_special_tokens=True) keeps "__fr__").
+                    Then fairseq's 8 "madeup words" that pad the model's vocabulary (m2m100_418M: 128112 ids),
+                    read as <unk> as transformers reads them.
   NLLB, mBART-50    tokenizer.json (the `tokenizers` path), language codes `eng_Latn` / `en_XX` as tokens:
                     `src A </s>` (NLLB's legacy_behaviour: `A </s> src`), set from src_lang as transformers does.
   mBART (cc25)      tokenizer.json with MBartTokenizer's 25 codes: `A </s> src`, src_lang as above.
@@ -103,6 +105,7 @@ class TranslationTokenizer(Tokenizer):
     lang_tokens: dict[str, str] = {}    # language code -> its token ("en" -> "__en__"); codes are tokens if absent
     target_vocabulary: TargetVocabulary | None = None    # Marian with separate_vocabs: what decode reads
     code_last: bool = False          # the source code after the text (mBART, NLLB's legacy_behaviour)
+    aliases: dict[str, str] = {}     # tokens read as another (M2M100's madeup words as <unk>)
 
     @classmethod
     def load(cls, root: Path, config: dict, kind: str, src_lang: str | None, tgt_lang: str | None):
@@ -187,10 +190,13 @@ class TranslationTokenizer(Tokenizer):
         return None if self.kind == "MarianTokenizer" else lang_id
 
     def convert_ids_to_tokens(self, ids, skip_special_tokens: bool = False) -> str | list[str]:
-        """Tokenizer.convert_ids_to_tokens; a Marian tokenizer with separate vocabularies reads target ids, as its
-        decode does."""
+        """Tokenizer.convert_ids_to_tokens, aliases read as their token; a Marian tokenizer with separate
+        vocabularies reads target ids, as its decode does."""
         if self.target_vocabulary is None:
-            return super().convert_ids_to_tokens(ids, skip_special_tokens)
+            tokens = super().convert_ids_to_tokens(ids, skip_special_tokens)
+            if isinstance(tokens, str):
+                return self.aliases.get(tokens, tokens)
+            return [self.aliases.get(t, t) for t in tokens]
         ids = ids.tolist() if hasattr(ids, "tolist") else ids
         if isinstance(ids, int):
             return self.target_vocabulary.tokens_of([ids], skip_special_tokens=False)[0]
@@ -257,14 +263,16 @@ class _Pieces:
 
 class _Detokenizer:
     """A custom decoder, transformers' convert_tokens_to_string: pieces decoded by SentencePiece between special
-    tokens, kept as they are (Marian: followed by a space, then "▁" -> " "), the whole stripped."""
+    tokens, kept as they are (Marian: followed by a space, then "▁" -> " "), the whole stripped; aliases read as
+    their token first."""
 
-    def __init__(self, processor, special: set[str], marian: bool):
-        self.processor, self.special, self.marian = processor, special, marian
+    def __init__(self, processor, special: set[str], marian: bool, aliases: dict[str, str] | None = None):
+        self.processor, self.special, self.marian, self.aliases = processor, special, marian, aliases or {}
 
     def decode_chain(self, tokens: list[str]) -> list[str]:
         out, pieces = "", []
         for token in tokens:
+            token = self.aliases.get(token, token)
             if token in self.special:
                 out += self.processor.decode_pieces(pieces) + token + (" " if self.marian else "")
                 pieces = []
@@ -277,7 +285,7 @@ class _Detokenizer:
 
 
 def _sentencepiece_tokenizer(root: Path, config: dict, spm: str, vocab: dict, named: dict, marian: bool,
-                             extra: list[str]) -> TranslationTokenizer:
+                             extra: list[str], aliases: dict[str, str] | None = None) -> TranslationTokenizer:
     processor = _sentencepiece(root / spm)
     unk = named["unk_token"]
     if unk not in vocab:
@@ -293,7 +301,8 @@ def _sentencepiece_tokenizer(root: Path, config: dict, spm: str, vocab: dict, na
         eos = tok.eos_token
         backend.post_processor = processors.TemplateProcessing(single=["$A", eos], pair=["$A", "$B", eos],
                                                                special_tokens=[(eos, tok.eos_token_id)])
-    backend.decoder = decoders.Decoder.custom(_Detokenizer(processor, set(tok.all_special_tokens), marian))
+    backend.decoder = decoders.Decoder.custom(_Detokenizer(processor, set(tok.all_special_tokens), marian, aliases))
+    tok.aliases = aliases or {}
     return tok
 
 
@@ -348,13 +357,18 @@ def _m2m100(root: Path, config: dict) -> TranslationTokenizer:
     vocab = _vocab(root / "vocab.json")
     codes = WMT21_LANGUAGES if config.get("language_codes") == "wmt21" else M2M100_LANGUAGES
     lang_tokens = {code: f"__{code}__" for code in codes}
+    count = config.get("num_madeup_words", 8)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise ValueError(f"{root / 'tokenizer_config.json'}: num_madeup_words must be a whole number >= 0, "
+                         f"got {count!r}")
+    madeup = [f"madeupword{i:04d}" for i in range(count)]                 # fairseq's names
     size = len(vocab)
-    vocab = {**vocab, **{token: size + i for i, token in enumerate(lang_tokens.values())}}
+    vocab = {**vocab, **{token: size + i for i, token in enumerate([*lang_tokens.values(), *madeup])}}
     named = dict(cls_token=None, mask_token=None, bos_token="<s>", eos_token="</s>", sep_token="</s>",
                  unk_token="<unk>", pad_token="<pad>")
     named.update({k: config[k] for k in named if isinstance(config.get(k), str)})
     tok = _sentencepiece_tokenizer(root, config, "sentencepiece.bpe.model", vocab, named, marian=False,
-                                   extra=list(lang_tokens.values()))
+                                   extra=list(lang_tokens.values()), aliases=dict.fromkeys(madeup, named["unk_token"]))
     tok.lang_tokens = lang_tokens
     return tok
 

@@ -162,6 +162,12 @@ def test_m2m100_ids_text_and_languages_equal_transformers(m2m100_dir, src_lang, 
     assert ours.target_language_id() == theirs.get_lang_id(tgt_lang) == ours.get_lang_id(tgt_lang)
     ours.src_lang = theirs.src_lang = "de"
     assert ours(CORPUS[1])["input_ids"] == theirs(CORPUS[1])["input_ids"]
+    madeup = len(theirs.encoder) + 100      # fairseq's madeup words, in the model's vocabulary: read as <unk>
+    ids = [2, madeup, *theirs(CORPUS[0])["input_ids"][1:], madeup + 7]
+    for skip in (True, False):
+        assert ours.decode(ids, skip_special_tokens=skip) == theirs.decode(ids, skip_special_tokens=skip)
+    assert ours.convert_ids_to_tokens(ids) == theirs.convert_ids_to_tokens(ids)
+    assert ours.convert_ids_to_tokens(madeup) == theirs.convert_ids_to_tokens(madeup) == "<unk>"
 
 
 @pytest.fixture(scope="module")

@@ -157,6 +157,11 @@ def test_untied_config(tiny, tmp_path):
         warnings.simplefilter("error")
         ours = assert_parity(path)
     assert ours.lm_head.weight is not ours.shared.weight
+    own = variant(tiny, tmp_path / "own", lambda state: {**edit(state), "model.decoder.embed_tokens.weight":
+                                                         2 * state["model.shared.weight"]},
+                  lambda c: c.update(tie_word_embeddings=False))
+    with pytest.raises(ValueError, match="decoder.embed_tokens.weight differs from .*tie_word_embeddings false"):
+        BartForConditionalGeneration.from_pretrained(own)
 
 
 def test_safetensors_preferred_over_bin(tiny, tiny_logits, checkpoint, tmp_path):

@@ -149,6 +149,12 @@ def finish(model: nn.Module, source, sources: dict) -> None:
         for n in copies:
             if n not in source or n in sources[name] or torch.equal(source.tensor(n).to(ours[name]), ours[name]):
                 continue
+            if n != "lm_head.weight" and not model.config.tie_word_embeddings:
+                raise ValueError(f"{source.key(n)} differs from {source.key(sources[name][0])}: config.json has "
+                                 "tie_word_embeddings false, with which transformers 5 gives the encoder, the "
+                                 "decoder and shared each an embedding of its own; seq2seq_kit runs one shared "
+                                 "embedding (separate ones only for Marian's share_encoder_decoder_embeddings "
+                                 "false), so it cannot load these weights")
             if n != "lm_head.weight":
                 raise ValueError(f"{source.key(n)} differs from {source.key(sources[name][0])}, but config.json "
                                  "shares one token embedding between encoder and decoder (a Marian checkpoint "
