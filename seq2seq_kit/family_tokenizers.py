@@ -65,10 +65,11 @@ class AutoTokenizer:
         raise TypeError("AutoTokenizer is not instantiated: use AutoTokenizer.from_pretrained(path)")
 
     @staticmethod
-    def from_pretrained(path, src_lang: str | None = None, tgt_lang: str | None = None, **hub_kwargs) -> Tokenizer:
+    def from_pretrained(path, src_lang: str | None = None, tgt_lang: str | None = None,
+                        legacy_behaviour: bool | None = None, **hub_kwargs) -> Tokenizer:
         """A directory or Hub id -> a Tokenizer, or a TranslationTokenizer for Marian, M2M100, NLLB and mBART-50
         checkpoints, and mBART (cc25) ones (src_lang / tgt_lang as transformers' tokenizers take them: "en", "eng_Latn",
-        "en_XX")."""
+        "en_XX"; legacy_behaviour, NLLB's, over its tokenizer_config.json's)."""
         try:
             root = hub.resolve(path, purpose="tokenizer", **hub_kwargs)
         except FileNotFoundError as e:
@@ -76,6 +77,11 @@ class AutoTokenizer:
                                     "SentencePiece model)") from e
         config = _tokenizer_config(root)
         kind = tokenizer_kind(root, config)
+        if legacy_behaviour is not None:
+            if kind != "NllbTokenizer" or not isinstance(legacy_behaviour, bool):
+                raise ValueError(f"legacy_behaviour (True or False, got {legacy_behaviour!r}) is for NLLB "
+                                 f"tokenizers; {root} holds a {kind or 'tokenizer without language codes'}")
+            config["legacy_behaviour"] = legacy_behaviour
         if kind is None:
             if src_lang is not None or tgt_lang is not None:
                 raise ValueError(f"src_lang / tgt_lang were given, but {root} holds no multilingual tokenizer "

@@ -40,14 +40,26 @@ COMMIT_HASH = re.compile(r"^[0-9a-f]{40}$")
 NETWORK_ERRORS = (ConnectionError, TimeoutError, _http.TransportError)
 
 
+# what transformers users pass to from_pretrained that seq2seq_kit takes otherwise or not at all
+INSTEAD = {"torch_dtype": "transformers 5 (and seq2seq_kit) name it dtype=",
+           "use_fast": "seq2seq_kit's tokenizers are all the `tokenizers` kind: leave it out",
+           "trust_remote_code": "seq2seq_kit runs no code from a checkpoint: leave it out"}
+
+
 class HubError(OSError):
     """A Hub checkpoint could not be resolved; the message says why and what to do."""
 
 
 def resolve(name_or_path: str | Path, *, purpose: str = "all", revision: str | None = None,
             cache_dir: str | Path | None = None, token: str | bool | None = None,
-            local_files_only: bool = False) -> Path:
-    """Local directory holding the files `purpose` ("tokenizer", "model" or "all") needs."""
+            local_files_only: bool = False, **unknown) -> Path:
+    """Local directory holding the files `purpose` ("tokenizer", "model" or "all") needs. Every from_pretrained
+    hands its other keyword arguments here: an unknown one is a TypeError that names the ones taken."""
+    if unknown:
+        name = next(iter(unknown))
+        raise TypeError(f"unexpected keyword argument {name!r}: "
+                        + INSTEAD.get(name, "besides its own arguments it takes the Hub's revision, cache_dir, token "
+                                            "and local_files_only"))
     if purpose not in PURPOSES:
         raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
     path = Path(name_or_path).expanduser()

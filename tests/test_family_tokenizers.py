@@ -197,6 +197,11 @@ def test_nllb_ids_text_and_languages_equal_transformers(nllb_dir, legacy):
     assert ours.target_language_id() == theirs.convert_tokens_to_ids("deu_Latn")
     with pytest.raises(ValueError, match="unknown language code 'xx_Yyyy'.*ace_Arab.*202 codes"):
         ours.get_lang_id("xx_Yyyy")
+    other = dict(src_lang="fra_Latn", legacy_behaviour=not legacy)          # the argument over the file
+    assert_same(NllbTokenizer.from_pretrained(nllb_dir, **other), AutoTokenizer.from_pretrained(nllb_dir, **other),
+                CORPUS[:2])
+    with pytest.raises(ValueError, match="legacy_behaviour .* is for NLLB tokenizers"):
+        AutoTokenizer.from_pretrained(Path(__file__).parent / "fixtures" / "bart-tokenizer", legacy_behaviour=True)
 
 
 @pytest.mark.parametrize("form", ["tokenizer.json", "sentencepiece.bpe.model"])

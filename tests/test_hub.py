@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,18 @@ def test_file_instead_of_directory(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="is a file; pass the checkpoint directory"):
         resolve(tmp_path / "config.json")
+
+
+@pytest.mark.parametrize("name, words", [("torch_dtype", "name it dtype="), ("use_fast", "leave it out"),
+                                         ("revison", "revision, cache_dir, token and local_files_only")])
+def test_unknown_keyword_arguments_are_named(name, words):
+    from seq2seq_kit import AutoModelForSeq2SeqLM, AutoTokenizer, Tokenizer, pipeline
+
+    path = Path(__file__).parent / "fixtures" / "bart-tokenizer"
+    for load in (AutoTokenizer.from_pretrained, Tokenizer.from_pretrained, AutoModelForSeq2SeqLM.from_pretrained,
+                 lambda path, **kw: pipeline("summarization", model=path, **kw)):
+        with pytest.raises(TypeError, match=f"unexpected keyword argument '{name}': .*{re.escape(words)}"):
+            load(path, **{name: True})
 
 
 def test_bad_purpose():
