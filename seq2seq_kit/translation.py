@@ -59,7 +59,8 @@ def check_languages(tokenizer: Tokenizer, src_lang: str | None, tgt_lang: str | 
     """(src_lang, tgt_lang, forced_bos_token_id) that a translation with `tokenizer` uses for the given languages:
     the source defaults to the tokenizer's; a multi-target Marian model takes tgt_lang as its >>tgt<< token (no
     forced token); a tokenizer without codes takes none ((None, None, None); given ones are refused unless
-    single_pair_ok); mBART (cc25) may leave the target out (no forced token: the checkpoint's own). Raises
+    single_pair_ok); mBART (cc25) may leave the target out (no forced token: the checkpoint's own), and with
+    single_pair_ok ignores languages that are not its codes ("translation_en_to_ro": the checkpoint's pair). Raises
     ValueError naming the codes the tokenizer knows. Changes nothing."""
     tok = tokenizer
     if not isinstance(tok, TranslationTokenizer) or (tok.kind == "MarianTokenizer" and not tok.language_codes):
@@ -73,6 +74,8 @@ def check_languages(tokenizer: Tokenizer, src_lang: str | None, tgt_lang: str | 
                              f"{', '.join(tok.language_codes)}")
         tok.get_lang_id(tgt_lang)                                   # unknown code: ValueError naming the known
         return None, tgt_lang, None
+    if tok.kind == "MBartTokenizer" and single_pair_ok and {src_lang, tgt_lang} - {None, *tok.language_codes}:
+        return tok.src_lang, None, None
     if tgt_lang is None and tok.target_required:
         raise ValueError(f"translation with this {tok.kind} needs tgt_lang (e.g. one of "
                          f"{', '.join(tok.language_codes[:8])}, ...)")
@@ -112,8 +115,8 @@ class TranslationPipeline(Text2TextGenerationPipeline):
         """Check and set the source / target languages (check_languages); raises ValueError naming the codes the
         tokenizer knows. single_pair_ok: languages given to a tokenizer without codes are ignored instead."""
         src, tgt, forced_bos = check_languages(self.tokenizer, src_lang, tgt_lang, single_pair_ok)
-        if src_lang is not None and src is not None:
-            self.tokenizer.src_lang = src_lang
+        if src is not None and src != self.tokenizer.src_lang:
+            self.tokenizer.src_lang = src
         self.src_lang, self.tgt_lang = src, tgt
         _, defaults = summarization.task_defaults(self.model.config, self.task)     # no earlier target's token
         self.generate_defaults = {**defaults, **({} if forced_bos is None else {"forced_bos_token_id": forced_bos})}

@@ -177,6 +177,9 @@ def test_mbart_translation_equals_the_recipe(mbart_path):
     assert pipe.preprocess(TEXTS[:1]).rows[0][-2:] == [2, theirs.convert_tokens_to_ids("ro_RO")]
     with pytest.raises(ValueError, match="unknown language code 'ro'.*ar_AR"):
         pipe(TEXTS[0], tgt_lang="ro")
+    named = pipeline("translation_en_to_ro", model=mbart_path)      # task names, not codes: the checkpoint's pair
+    assert named(TEXTS, **MAX_NEW) == pipeline("translation", model=mbart_path)(TEXTS, **MAX_NEW)
+    assert named.src_lang == "en_XX" and "forced_bos_token_id" not in named.generate_defaults
 
 
 def test_translation_refuses_unknown_languages(m2m100_path):
