@@ -348,17 +348,31 @@ class Engine:
         if self.slots is None:
             tokens = torch.cat([group.search.tokens() for group in self.groups])           # [R], running order
             logits = self.model.decode_group_unchecked(tokens, [r.cache for r in self.running])  # [R, V]
-            starts = itertools.accumulate([0] + [group.search.rows for group in self.groups])
-            self._settle(self._launched([group.step(logits[a:a + group.search.rows])
-                                         for a, group in zip(starts, self.groups)]))
+            starts = dict(zip(map(id, self.groups), itertools.accumulate([0] + [g.search.rows for g in self.groups])))
+            stepped = each_group(self.groups, lambda g: g.step(logits[starts[id(g)]:starts[id(g)] + g.search.rows]))
+            self._settle(self._launched(self._without_failed(stepped)))
             return
-        stepped = self.slots.step(self.groups, self.running)
+        stepped = self._without_failed(self.slots.step(self.groups, self.running))
         beams = [(group, parents) for group, (parents, _) in zip(self.groups, stepped) if parents is not None]
         if beams:                               # every beam group's rows, moved or not: no flag read needed
             self.slots.reorder(beams)
         previous, self.pending = self.pending, self._launched(stepped)
         if previous is not None:
             self._settle(previous)
+
+    def _without_failed(self, stepped: list) -> list:
+        """The groups' step results without those of groups whose step raised (each_group): their requests fail
+        with that error and leave, the group with them (never kept idle: its state stopped half-way); the other
+        groups' requests go on. A request's settings that fail its search (a temperature so small that every
+        probability overflows) so fail that request alone."""
+        failed = [(group, out) for group, out in zip(self.groups, stepped) if isinstance(out, Exception)]
+        for group, error in failed:
+            for request in group.members:
+                settle(request.future, exception=error)
+                self._leave(request)
+        self.groups = [group for group, out in zip(self.groups, stepped) if not isinstance(out, Exception)]
+        self.running = [r for group in self.groups for r in group.members]
+        return [out for out in stepped if not isinstance(out, Exception)]
 
     def _launched(self, stepped: list) -> Launched:
         """The step just launched, [(parents, flags)] per group: its flags start their way to the host."""
@@ -452,7 +466,8 @@ class SlotGroup(Group):
         self.read_rows = torch.zeros(rows, dtype=torch.long, device=device)      # [R] store row (empty: 0, ignored)
         self.write_rows = torch.full((rows,), self.spare, dtype=torch.long, device=device)   # [R] (empty: spare)
         self.occupied = self.write_rows[:0]                                      # [k] search rows of its requests
-        self.graph = cuda_capture.CapturedStep(lambda: self.step_eagerly(logits), tokens.device) if captured else None
+        self.graph = cuda_capture.CapturedStep(lambda: self.step_eagerly(logits), tokens.device) \
+            if captured else None
 
     def add(self, request: Request, search) -> None:
         """A new request (its store rows in request.cache, its one-input search) takes the first empty slot; its
@@ -572,7 +587,7 @@ class FixedCapacity:
         self.store.advance()
         for r in requests:
             r.cache.steps += 1
-        return [group.step(self.logits) for group in groups]
+        return each_group(groups, lambda group: group.step(self.logits))
 
 
 def encoder_groups(lengths: list[int]) -> list[list[int]]:
@@ -590,6 +605,18 @@ def encoder_groups(lengths: list[int]) -> list[list[int]]:
             groups.append([i])
             real = lengths[i]
     return groups
+
+
+def each_group(groups: list[Group], step) -> list:
+    """step(group) for each group: its (parents, flags), or the exception its step raised (Engine._without_failed
+    fails that group's requests alone)."""
+    out = []
+    for group in groups:
+        try:
+            out.append(step(group))
+        except Exception as e:   # noqa: BLE001 - a request's search failing fails its requests, not the step
+            out.append(e)
+    return out
 
 
 def settle(future: Future, value=None, exception: BaseException | None = None) -> None:

@@ -512,6 +512,7 @@ def test_result_is_generates_tensor(tiny_eos):
     (dict(num_beams=0), ValueError, "num_beams"),
     (dict(bogus=1), ValueError, "unknown argument"),
     (dict(num_beams=2, num_return_sequences=3), ValueError, "num_return_sequences"),
+    (dict(num_beams=2, length_penalty=1000.0), ValueError, "length_penalty"),   # else OverflowError in the step
 ])
 def test_bad_settings_fail_at_submit_with_generates_message(tiny_eos, kwargs, error, match):
     with pytest.raises(error, match=match) as ours:
@@ -647,8 +648,30 @@ def test_pipeline_engine_gives_the_pipelines_summaries(checkpoint):
     assert got == expected
 
 
-def test_search_exception_fails_every_request_of_that_step(tiny_eos, monkeypatch):
-    """An error after the decoder ran (in one request's search) still settles every request of the step."""
+@pytest.mark.parametrize("fixed_capacity", [False, True])
+def test_a_search_that_fails_fails_its_own_requests_only(tiny_eos, fixed_capacity):
+    """A sampling request whose temperature overflows every probability fails in its search, after the shared
+    decoder step, with generate's error; the requests stepping beside it (other searches) finish as generate
+    alone gives them, and the engine goes on."""
+    bad = dict(do_sample=True, temperature=1e-320, max_new_tokens=8)
+    with pytest.raises(ValueError, match="sampling found no valid probabilities"):
+        tiny_eos.generate(torch.tensor([[5, 6, 7]]), **bad)
+    good = [dict(num_beams=2, min_new_tokens=12, max_new_tokens=12), dict(min_new_tokens=12, max_new_tokens=12)]
+    with Engine(tiny_eos, max_rows=6, fixed_capacity=fixed_capacity) as engine:
+        others = [engine.submit([5 + i, 6, 7], **kw) for i, kw in enumerate(good)]
+        while engine.active_rows < 3:                      # both running before the bad one joins
+            time.sleep(0.001)
+        failing = engine.submit([9, 6, 7], **bad)
+        with pytest.raises(ValueError, match="sampling found no valid probabilities"):
+            failing.result(30)
+        for i, (request, kw) in enumerate(zip(others, good)):
+            assert torch.equal(request.result(30), tiny_eos.generate(torch.tensor([[5 + i, 6, 7]]), **kw))
+        assert torch.equal(engine.submit([5, 6, 7], max_new_tokens=4).result(30),
+                           tiny_eos.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=4))
+
+
+def test_search_exception_fails_every_request_of_that_search(tiny_eos, monkeypatch):
+    """An error after the decoder ran, in a search that three requests share, settles all three."""
     from seq2seq_kit.generation.sampling import SampleSearch
 
     real, calls = SampleSearch.advance_on_device, {"n": 0}

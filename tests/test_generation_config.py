@@ -184,6 +184,7 @@ BAD = [
     (dict(length_penalty=float("-inf")), r"length_penalty.*finite"),
     (dict(repetition_penalty=float("inf")), r"repetition_penalty.*finite"),
     (dict(num_beams=101), r"num_beams.*vocabulary size \(100\)"),
+    (dict(num_beams=2, length_penalty=1000.0, max_length=20), r"length_penalty.*too large.*<= 236\.9"),
 ]
 
 

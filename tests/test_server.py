@@ -246,6 +246,26 @@ def test_full_queue_is_503_with_retry_after(server):
     wait_idle(server)    # the inputs queued before the refusal were cancelled
 
 
+def test_settings_that_fail_a_search_are_422_for_that_request_only(server, pipe):
+    """A temperature that overflows every probability fails its own search (generate fails on it too): 422 naming
+    the parameter, while the requests stepping beside it get the pipeline's summaries."""
+    docs = [d["text"] for d in make_docs(4, seed=8)]
+    good = {"num_beams": 2, "min_new_tokens": 200, "max_new_tokens": 200}
+    bad = {"do_sample": True, "temperature": 1e-320, "seed": 1}
+    with concurrent.futures.ThreadPoolExecutor(len(docs)) as pool:
+        answers = [pool.submit(post, server, {"inputs": doc, "parameters": good}) for doc in docs[:3]]
+        deadline = time.monotonic() + 60
+        while engine_metrics(server)["seq2seq_engine_active_rows"] < 6:     # all three stepping
+            assert time.monotonic() < deadline, "the three requests never ran together"
+            time.sleep(0.01)
+        failed = post(server, {"inputs": docs[3], "parameters": bad})
+        answers = [a.result() for a in answers]
+    assert failed.status_code == 422 and failed.json()["field"] == "parameters.temperature"
+    assert "sampling found no valid probabilities" in failed.json()["error"]
+    assert [a.status_code for a in answers] == [200] * 3, [a.text for a in answers]
+    assert [a.json() for a in answers] == [pipe(doc, **good) for doc in docs[:3]]
+
+
 def test_past_the_request_timeout_is_504_and_frees_the_engine(server):
     before = engine_metrics(server)["seq2seq_engine_generated_tokens_total"]
     answer = post(server, {"inputs": ["the tower is tall"] * 64, "parameters": LONG})   # 8000+ steps

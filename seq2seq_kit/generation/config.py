@@ -16,6 +16,7 @@ LIBRARY_DEFAULTS. Lengths count the decoder start token (the decoder "prompt", l
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from numbers import Real
@@ -215,6 +216,12 @@ def _check_bounds(cfg: GenerationConfig, vocab_size: int) -> None:
     if cfg.num_beams > vocab_size:
         raise ValueError(f"`num_beams` ({cfg.num_beams}) must be <= the vocabulary size ({vocab_size}): no more "
                          "hypotheses can differ after the first step")
+    longest = max(cfg.max_length, 1)          # a beam's score is divided by its length ** length_penalty, in double
+    if cfg.num_beams > 1 and cfg.length_penalty * math.log(longest) > math.log(sys.float_info.max):
+        raise ValueError(f"`length_penalty` ({cfg.length_penalty}) is too large: beam scores are divided by "
+                         f"length ** length_penalty, which overflows at max_length={cfg.max_length} (transformers "
+                         f"raises OverflowError); use length_penalty <= "
+                         f"{math.log(sys.float_info.max) / math.log(longest):.1f}")
 
 
 def _warn_unfeasible_min_length(cfg: GenerationConfig, has_default_max_length: bool) -> None:

@@ -408,10 +408,14 @@ def split_parameters(p: TaskParameters) -> tuple[dict, bool, bool]:
 
 async def outputs_of(requests: list, http: Request, timeout: float) -> list:
     """The requests' outputs, each LongTensor [n, T] (answer_of their futures); whatever ends the wait (the
-    answer, a refusal, an error, a cancellation) cancels the requests not done in the engine."""
+    answer, a refusal, an error, a cancellation) cancels the requests not done in the engine. A ValueError from
+    the engine is the request's own settings failing its search (a temperature that overflows every probability,
+    as generate fails on it): 422 naming the parameter."""
     together = asyncio.gather(*(asyncio.wrap_future(r.future) for r in requests))
     try:
         return await answer_of(together, http, timeout)
+    except ValueError as e:
+        raise Refusal(422, parameter_named(str(e)), str(e)) from None
     finally:
         for r in requests:
             r.cancel()
