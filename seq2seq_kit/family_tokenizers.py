@@ -128,8 +128,9 @@ class TranslationTokenizer(Tokenizer):
             raise FileNotFoundError(f"{root} has no tokenizer.json for its {kind}")
         tok.kind = kind
         tok.code_last = kind == "MBartTokenizer" or bool(config.get("legacy_behaviour", False))
-        if kind == "MBartTokenizer":
-            tok.lang_tokens = {code: code for code in MBART_LANGUAGES}
+        if kind in ("MBartTokenizer", "MBart50Tokenizer"):      # their codes are their tokens
+            tok.lang_tokens = {code: code for code in (MBART_LANGUAGES if kind == "MBartTokenizer"
+                                                       else MBART50_LANGUAGES)}
         tok.tgt_lang = tgt_lang if tgt_lang is not None else config.get("tgt_lang")
         if kind != "MarianTokenizer" or src_lang is not None:       # Marian: the setter refuses it
             tok.src_lang = src_lang or config.get("src_lang") or DEFAULT_SOURCE[kind]
@@ -177,10 +178,12 @@ class TranslationTokenizer(Tokenizer):
         return self.lang_tokens.get(lang, lang)
 
     def get_lang_id(self, lang: str) -> int:
-        """The id of a language code's token; ValueError naming the known codes for an unknown one."""
+        """The id of a language code's token; ValueError naming the known codes for an unknown one (another token
+        of the vocabulary, "<s>" or a word, is no language code)."""
         token = self.get_lang_token(lang)
         found = self.backend_tokenizer.token_to_id(token)
-        if found is None:
+        code = token[2:-2] if self.kind == "MarianTokenizer" else lang
+        if found is None or (self.language_codes and code not in self.language_codes):
             known = self.language_codes
             raise ValueError(f"unknown language code {lang!r} for this {self.kind}; it knows "
                              f"{', '.join(known[:12])}{', ...' if len(known) > 12 else ''} ({len(known)} codes)")

@@ -258,6 +258,20 @@ def test_marian_has_no_source_language(marian_dir):
     assert ours(CORPUS[0])["input_ids"][-1] == ours.eos_token_id and ">>fra<<" not in ours.tokenize(CORPUS[0])
 
 
+@pytest.mark.parametrize("fixture", ["m2m100_dir", "nllb_dir", "marian_dir"])
+def test_other_tokens_are_no_language_codes(request, fixture):
+    """A token of the vocabulary that is not a language code ("<s>", "</s>", a piece) is refused as one, as an
+    unknown code is (it would otherwise be forced as the target's first token)."""
+    kwargs = {} if fixture == "marian_dir" else {"src_lang": "en" if fixture == "m2m100_dir" else "eng_Latn"}
+    ours = AutoTokenizer.from_pretrained(request.getfixturevalue(fixture), **kwargs)
+    piece = next(t for t in ours.vocab if t.startswith("▁") and len(t) > 2 and t[1:] not in ours.language_codes)
+    for token in ("<s>", "</s>", "<unk>", piece, piece[1:]):
+        with pytest.raises(ValueError, match="unknown language code"):
+            ours.get_lang_id(token)
+    assert ours.get_lang_id(ours.language_codes[0]) == ours.convert_tokens_to_ids(
+        ours.get_lang_token(ours.language_codes[0]))
+
+
 def test_language_codes_on_a_tokenizer_without_languages_are_refused():
     with pytest.raises(ValueError, match="no multilingual tokenizer"):
         AutoTokenizer.from_pretrained(Path(__file__).parent / "fixtures" / "bart-tokenizer", src_lang="en")

@@ -125,6 +125,8 @@ def test_m2m100_info_and_routes(m2m100_server, m2m100_path):
     ({"src_lang": "de"}, "parameters.tgt_lang", "required"),
     ({"tgt_lang": "xx"}, "parameters.tgt_lang", "unknown language code 'xx'"),
     ({"tgt_lang": "fra_Latn"}, "parameters.tgt_lang", "af, am, ar"),       # the codes' form
+    ({"tgt_lang": "</s>"}, "parameters.tgt_lang", "unknown language code '</s>'"),   # a token, not a code
+    ({"src_lang": "<unk>", "tgt_lang": "fr"}, "parameters.src_lang", "unknown language code '<unk>'"),
     ({"src_lang": "english", "tgt_lang": "fr"}, "parameters.src_lang", "unknown language code 'english'"),
     ({"tgt_lang": 5}, "parameters.tgt_lang", "valid string"),
     ({"tgt_lang": "fr", "forced_bos_token_id": 5}, "parameters.forced_bos_token_id", "unknown field"),
