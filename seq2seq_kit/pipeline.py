@@ -79,6 +79,10 @@ def task_defaults(config, task: str = "summarization") -> tuple[str, dict]:
     return prefix, {k: v for k, v in params.items() if k in GENERATE_KWARGS}  # 4.x's generation_config.update
 
 
+class InputTooLong(ValueError):
+    """preprocess(truncation=False) refusing a text longer than the model takes."""
+
+
 @dataclass
 class Encoded:
     """`preprocess`'s result: the token ids of each text (prefix and special tokens included, at most
@@ -167,7 +171,7 @@ class SummarizationPipeline:
         long = {i: len(r) for i, r in enumerate(rows) if len(r) > limit}
         if long and truncation is False:
             i = next(iter(long))
-            raise ValueError(
+            raise InputTooLong(
                 f"input {i} is {long[i]} tokens long, more than the model takes ({limit} = min(tokenizer "
                 f"model_max_length {self.tokenizer.model_max_length}, max_position_embeddings "
                 f"{self.model.config.max_position_embeddings})); shorten it or pass truncation=True")

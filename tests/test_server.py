@@ -93,8 +93,10 @@ def server(tiny_eos_path, tmp_path_factory):
         srv.stop()
 
 
-def post(server, body, timeout: float = 60, **kwargs) -> httpx.Response:
-    return httpx.post(server.url + "/summarize", json=body, timeout=timeout, **kwargs)
+def post(server, body, timeout: float = 60, headers: dict | None = None, **kwargs) -> httpx.Response:
+    """The body as JSON with \\u escapes (what httpx's json= cannot send: a lone surrogate)."""
+    return httpx.post(server.url + "/summarize", content=json.dumps(body), timeout=timeout,
+                      headers={"Content-Type": "application/json", **(headers or {})}, **kwargs)
 
 
 def engine_metrics(server, headers=None) -> dict[str, float]:
@@ -204,6 +206,12 @@ def test_translate_on_a_summarization_model_is_404_naming_the_route(server):
     ({"inputs": "a", "parameters": {"num_beams": 0}}, "parameters.num_beams", "num_beams"),
     ({"inputs": "a", "parameters": {"num_beams": 16}}, "parameters.num_beams", "max_rows=8"),
     ({"inputs": "a", "parameters": {"early_stopping": "sometimes"}}, "parameters.early_stopping", "'never'"),
+    ({"inputs": "a \ud800 b"}, "inputs", "lone surrogate"),                  # not Unicode text: 422, not 413
+    ({"inputs": "a", "parameters": {"do_sample": True, "seed": 2**64}}, "parameters.seed", "less than"),
+    ({"inputs": "a", "parameters": {"strategy": "map_reduce", "chunk_overlap": -1}}, "parameters.chunk_overlap",
+     "greater than or equal to 0"),
+    ({"inputs": "a", "parameters": {"chunk_overlap": 2}}, "parameters.chunk_overlap", "map_reduce only"),
+    ({"inputs": "a", "parameters": {"return_chunks": True}}, "parameters.return_chunks", "map_reduce only"),
 ])
 def test_bad_input_is_422_naming_the_field(server, body, field, words):
     answer = post(server, body)
@@ -240,10 +248,22 @@ def test_too_long_input_without_truncation_is_413(server, pipe):
 
 
 def test_full_queue_is_503_with_retry_after(server):
-    answer = post(server, {"inputs": ["the tower"] * 100, "parameters": {"max_new_tokens": 3}})
+    """A full queue is 503 + Retry-After; more inputs than the queue holds could never wait at once: 413."""
+    too_many = post(server, {"inputs": ["the tower"] * 65, "parameters": {"max_new_tokens": 3}})
+    assert too_many.status_code == 413 and too_many.json()["field"] == "inputs", too_many.text
+    assert "--max-queue 64" in too_many.json()["error"]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        filling = pool.submit(post, server, {"inputs": ["the tower"] * 60, "parameters": LONG}, timeout=5)
+        deadline = time.monotonic() + 30
+        while engine_metrics(server)["seq2seq_engine_queue_depth"] < 50:
+            assert time.monotonic() < deadline, engine_metrics(server)
+            time.sleep(0.01)
+        answer = post(server, {"inputs": ["the tower"] * 10, "parameters": {"max_new_tokens": 3}})
+        with pytest.raises(httpx.TimeoutException):
+            filling.result()
     assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
     assert "queue is full" in answer.json()["error"]
-    wait_idle(server)    # the inputs queued before the refusal were cancelled
+    wait_idle(server)    # the inputs queued before the refusal were cancelled, the filling ones with their client
 
 
 def test_settings_that_fail_a_search_are_422_for_that_request_only(server, pipe):

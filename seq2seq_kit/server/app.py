@@ -54,7 +54,7 @@ from ..engine import EngineClosed, EngineFull
 from ..family_tokenizers import TranslationTokenizer
 from ..generation.config import GENERATE_KWARGS, GenerationConfig
 from ..long_documents import map_reduce
-from ..pipeline import SummarizationPipeline, load_model_and_tokenizer
+from ..pipeline import InputTooLong, SummarizationPipeline, load_model_and_tokenizer
 from ..translation import TranslationPipeline
 
 logger = logging.getLogger("seq2seq_kit.server")
@@ -105,7 +105,8 @@ def generate_parameters_model() -> type[BaseModel]:
     setting generate gains is a parameter here too), plus seed. Strict types, unknown fields refused."""
     hints = typing.get_type_hints(GenerationConfig)
     settings = {name: (NARROWER.get(name, hints[name]), None) for name in GENERATE_KWARGS if name not in SERVER_OWNED}
-    seed = (int | None, Field(None, description="with do_sample: seed of each input's own sampling generator"))
+    seed = (int | None, Field(None, ge=-2**63, lt=2**64,        # torch.Generator.manual_seed's range
+                              description="with do_sample: seed of each input's own sampling generator"))
     return create_model(
         "GenerateParameters", __config__=ConfigDict(extra="forbid", strict=True), **settings, seed=seed,
         __doc__="The generate() settings a client may send: plain values only (no generator, no tensors, no "
@@ -130,7 +131,7 @@ class SummarizeParameters(TaskParameters):
     strategy: Literal["truncate", "map_reduce"] = Field(
         "truncate", description="map_reduce: a text longer than the model's window is summarized from the summaries "
                                 "of its chunks of whole sentences (seq2seq_kit.long_documents)")
-    chunk_overlap: int = Field(0, description="map_reduce: sentences repeated from one chunk to the next")
+    chunk_overlap: int = Field(0, ge=0, description="map_reduce: sentences repeated from one chunk to the next")
     map_parameters: GenerateParameters | None = Field(
         None, description="map_reduce: the chunk stage's settings over the others (e.g. a smaller max_length)")
     return_chunks: bool = Field(False, description="map_reduce: add each chunk's span, text and summary_text")
@@ -281,6 +282,10 @@ class Service:
         pipe, parameters = self.serving("summarization"), body.parameters or SummarizeParameters()
         kwargs, truncation, clean_up = split_parameters(parameters)
         texts = checked_texts(pipe, body.inputs)
+        given = [n for n in ("map_parameters", "chunk_overlap", "return_chunks") if getattr(parameters, n)]
+        if parameters.strategy != "map_reduce" and given:      # as pipe(...) refuses them (check_strategy)
+            raise Refusal(422, f"parameters.{given[0]}", f"{given[0]} applies to strategy map_reduce only; send "
+                                                         '"strategy": "map_reduce" or leave it out')
         if parameters.strategy == "map_reduce":
             records = await self.map_reduce(texts, parameters, kwargs, clean_up, http)
             return records if isinstance(body.inputs, list) else records[:1]
@@ -355,7 +360,11 @@ class Service:
             cancel.set()
 
     def submit(self, rows: list[list[int]], kwargs: dict) -> list:
-        """One engine request per row; all or none (a refusal cancels the ones already queued)."""
+        """One engine request per row; all or none (a refusal cancels the ones already queued). More inputs than
+        the queue holds could never all wait at once: 413, not a 503 to retry forever."""
+        if len(rows) > self.settings.max_queue:
+            raise Refusal(413, "inputs", f"{len(rows)} inputs in one request, more than this server queues "
+                                         f"(--max-queue {self.settings.max_queue}); send them in smaller requests")
         seed = kwargs.pop("seed", None)
         requests = []
         try:
@@ -389,12 +398,15 @@ def checked_texts(pipe, inputs: str | list[str]) -> list[str]:
 
 
 def rows_of(pipe, texts: list[str], truncation: bool) -> list[list[int]]:
-    """pipe.preprocess(texts, truncation).rows; Refusal 413 for a text over the window without truncation."""
+    """pipe.preprocess(texts, truncation).rows; Refusal 413 for a text over the window without truncation, 422
+    for a text the tokenizer refuses (a lone surrogate)."""
     try:
         return pipe.preprocess(texts, truncation).rows
-    except ValueError as e:
+    except InputTooLong as e:
         raise Refusal(413, "inputs", str(e).replace("pass truncation=True",
                                                      'send "parameters": {"truncation": true}')) from None
+    except ValueError as e:
+        raise Refusal(422, "inputs", str(e)) from None
 
 
 def split_parameters(p: TaskParameters) -> tuple[dict, bool, bool]:
