@@ -348,8 +348,9 @@ class Engine:
         if self.slots is None:
             tokens = torch.cat([group.search.tokens() for group in self.groups])           # [R], running order
             logits = self.model.decode_group_unchecked(tokens, [r.cache for r in self.running])  # [R, V]
-            starts = dict(zip(map(id, self.groups), itertools.accumulate([0] + [g.search.rows for g in self.groups])))
-            stepped = each_group(self.groups, lambda g: g.step(logits[starts[id(g)]:starts[id(g)] + g.search.rows]))
+            starts = itertools.accumulate([0] + [group.search.rows for group in self.groups])
+            parts = {id(group): logits[a:a + group.search.rows] for a, group in zip(starts, self.groups)}
+            stepped = each_group(self.groups, lambda group: group.step(parts[id(group)]))
             self._settle(self._launched(self._without_failed(stepped)))
             return
         stepped = self._without_failed(self.slots.step(self.groups, self.running))
