@@ -212,6 +212,11 @@ def test_translate_on_a_summarization_model_is_404_naming_the_route(server):
      "greater than or equal to 0"),
     ({"inputs": "a", "parameters": {"chunk_overlap": 2}}, "parameters.chunk_overlap", "map_reduce only"),
     ({"inputs": "a", "parameters": {"return_chunks": True}}, "parameters.return_chunks", "map_reduce only"),
+    ({"inputs": "a", "parameters": {"strategy": "map_reduce", "map_parameters": {"num_beams": 0}}},
+     "parameters.map_parameters.num_beams", "num_beams"),
+    ({"inputs": "a", "parameters": {"strategy": "map_reduce", "map_parameters": {"seed": 3}}},
+     "parameters.map_parameters.seed", "strategy truncate"),
+    ({"inputs": "a", "parameters": {"strategy": "map_reduce", "num_beams": 0}}, "parameters.num_beams", "num_beams"),
 ])
 def test_bad_input_is_422_naming_the_field(server, body, field, words):
     answer = post(server, body)

@@ -52,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from .. import hub
 from ..engine import EngineClosed, EngineFull
 from ..family_tokenizers import TranslationTokenizer
+from ..generation import settings
 from ..generation.config import GENERATE_KWARGS, GenerationConfig
 from ..long_documents import map_reduce
 from ..pipeline import InputTooLong, SummarizationPipeline, load_model_and_tokenizer
@@ -343,9 +344,20 @@ class Service:
                          http: Request) -> list:
         """pipe(texts, strategy="map_reduce", ...) on the engine, in a worker thread; raises Refusal. Past the
         request timeout or once the client is gone, its engine requests are cancelled (long_documents' cancel)."""
-        if "seed" in kwargs:
-            raise Refusal(422, "parameters.seed", "seed applies to strategy truncate; leave it out with map_reduce")
         map_kwargs = parameters.map_parameters.model_dump(exclude_unset=True) if parameters.map_parameters else None
+        for field, given in (("parameters", kwargs), ("parameters.map_parameters", map_kwargs or {})):
+            if "seed" in given:
+                raise Refusal(422, f"{field}.seed", "seed applies to strategy truncate; leave it out with map_reduce")
+        try:        # each stage's settings checked here, so that a refusal names the stage's field
+            settings(self.pipe.model, {**self.pipe.generate_defaults, **kwargs})
+        except ValueError as e:
+            raise self.refusal(e) from None
+        try:
+            settings(self.pipe.model, {**self.pipe.generate_defaults, **kwargs, **(map_kwargs or {})})
+        except ValueError as e:
+            message = str(e).replace("generate() got", "parameters.map_parameters has")
+            raise Refusal(422, parameter_named(message).replace("parameters", "parameters.map_parameters", 1),
+                          message) from None
         cancel = threading.Event()
         work = asyncio.ensure_future(asyncio.to_thread(
             map_reduce, self.pipe, texts, engine=self.engine, map_kwargs=map_kwargs,
