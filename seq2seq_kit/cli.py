@@ -309,7 +309,7 @@ def _add_serve(sub, parents: list) -> None:
     p.add_argument("--port", type=_positive, default=8000, help="port (default: 8000)")
     p.add_argument("--task", choices=("summarization", "translation"),
                    help="what the model does, when its files do not say (default: translation for a tokenizer "
-                        "with language codes or Marian's, else summarization): e.g. --task translation for "
+                        "with language codes or Marian's but mBART's, else summarization): e.g. --task translation for "
                         "facebook/mbart-large-en-ro, served on POST /translate")
     p.add_argument("--max-rows", type=_positive, default=32,
                    help="decoder rows per engine step: a beam-4 input takes 4 (default: 32)")

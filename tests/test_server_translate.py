@@ -204,7 +204,7 @@ def test_mbart_targets_named_or_left_to_the_checkpoint(mbart_path, tmp_path_fact
 
 def test_task_translation_serves_a_model_without_language_codes(tiny_eos_path, tmp_path):
     """`serve --task translation` for a single-pair model whose tokenizer has no language codes (a BART tokenizer
-    here, mbart-large-en-ro's plain mBART one in the field): POST /translate is pipeline("translation")'s,
+    here, a BART fine-tuned to translate one pair in the field): POST /translate is pipeline("translation")'s,
     POST /summarize is the other route (404), languages are refused."""
     srv = Server(tmp_path, "--model", tiny_eos_path, "--task", "translation", *LIMITS)
     try:

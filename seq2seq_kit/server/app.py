@@ -13,9 +13,10 @@
 The model's kind decides its route: a translation model (its tokenizer is Marian's, M2M100's, NLLB's or
 mBART-50's) is served on /translate as pipeline("translation", model, src_lang=..., tgt_lang=...); any other
 (BART, distilbart, KoBART, Pegasus, mBART) on /summarize as pipeline("summarization", model). Settings.task
-(`serve --task`) overrides that for checkpoints whose files do not say: a single-pair translation model with a
-plain mBART or BART tokenizer (mbart-large-en-ro) on /translate without language parameters, or a model with
-language codes fine-tuned to summarize on /summarize. The other route answers 404 naming the one served: a
+(`serve --task`) overrides that for checkpoints whose files do not say: an mBART (cc25) model fine-tuned
+to translate (mbart-large-en-ro) on /translate, its language parameters optional, a single-pair model with a
+BART tokenizer on /translate without them, or a model with language codes fine-tuned to summarize on
+/summarize. The other route answers 404 naming the one served: a
 summarization checkpoint asked to translate (or the reverse) would give fluent nonsense, not an error.
 
 A request's path: Gate (counted and timed; API key; body read up to max_body_bytes) -> FastAPI validates the
@@ -224,7 +225,7 @@ class Service:
                 # any target will do here: every request sets its own (check_languages, then set_languages)
                 first = self.languages[0] if tokenizer.target_required else None
                 pipe = TranslationPipeline(model, tokenizer, tgt_lang=first)
-            elif self.task == "translation":        # one language pair, no codes: mbart-large-en-ro, a BART
+            elif self.task == "translation":        # one language pair, no codes: a BART
                 pipe = TranslationPipeline(model, tokenizer)
             else:
                 pipe = SummarizationPipeline(model, tokenizer)
