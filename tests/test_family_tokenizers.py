@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -256,6 +257,19 @@ def test_marian_has_no_source_language(marian_dir):
     with pytest.raises(ValueError, match="Marian models have no source language code"):
         ours.src_lang = "fra"
     assert ours(CORPUS[0])["input_ids"][-1] == ours.eos_token_id and ">>fra<<" not in ours.tokenize(CORPUS[0])
+
+
+def test_m2m100_madeup_words_count_is_checked(m2m100_dir, tmp_path):
+    root = tmp_path / "m2m100"
+    shutil.copytree(m2m100_dir, root)
+    (root / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "M2M100Tokenizer",
+                                                            "num_madeup_words": "8"}))
+    with pytest.raises(ValueError, match="num_madeup_words must be a whole number >= 0, got '8'"):
+        AutoTokenizer.from_pretrained(root)
+    (root / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "M2M100Tokenizer",
+                                                            "num_madeup_words": 0}))
+    with pytest.raises(ValueError, match="out of range"):       # no madeup words: past the language tokens
+        AutoTokenizer.from_pretrained(root).decode([len(AutoTokenizer.from_pretrained(root))])
 
 
 @pytest.mark.parametrize("fixture", ["m2m100_dir", "nllb_dir", "marian_dir"])
