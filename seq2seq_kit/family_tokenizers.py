@@ -211,6 +211,12 @@ class TranslationTokenizer(Tokenizer):
             return self.target_vocabulary.tokens_of([ids], skip_special_tokens=False)[0]
         return self.target_vocabulary.tokens_of(list(ids), skip_special_tokens)
 
+    def known_ids(self, ids: list[int]) -> list[int]:
+        """Tokenizer.known_ids; target ids with separate vocabularies."""
+        if self.target_vocabulary is None:
+            return super().known_ids(ids)
+        return [i for i in ids if self.target_vocabulary.knows(i)]
+
     def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None):
         """Tokenizer.decode; a Marian tokenizer with separate vocabularies reads target ids (its model's output)."""
         if self.target_vocabulary is None:
@@ -350,6 +356,10 @@ class TargetVocabulary:
         added = {i: t.content for i, t in self.source.backend_tokenizer.get_added_tokens_decoder().items()}
         skip = set(self.source.all_special_ids) if skip_special_tokens else set()
         return [self.token(i, added) for i in ids if i not in skip]
+
+    def knows(self, i: int) -> bool:
+        return i in self.tokens or 0 <= i < self.processor.get_piece_size() or \
+            i in self.source.backend_tokenizer.get_added_tokens_decoder()
 
     def token(self, i: int, added: dict[int, str]) -> str:
         if i in added:

@@ -232,7 +232,8 @@ class SummarizationPipeline:
     def _record(self, ids: torch.Tensor, return_tensors: bool, clean_up: bool) -> dict:
         if return_tensors:  # 4.x: the ids instead of the text
             return {f"{self.output}_token_ids": ids}
-        text = self.tokenizer.decode(ids.tolist(), skip_special_tokens=True, clean_up_tokenization_spaces=clean_up)
+        known = self.tokenizer.known_ids(ids.tolist())          # ids past the tokenizer skipped, as transformers
+        text = self.tokenizer.decode(known, skip_special_tokens=True, clean_up_tokenization_spaces=clean_up)
         return {f"{self.output}_text": text}
 
 

@@ -168,6 +168,12 @@ class Tokenizer:
     def __len__(self) -> int:
         return self._backend.get_vocab_size(with_added_tokens=True)
 
+    def known_ids(self, ids: list[int]) -> list[int]:
+        """ids without those this tokenizer has no token for. A model's vocabulary may be larger than its
+        tokenizer's (NLLB-200: 256206 ids, 256204 tokens); transformers' tokenizers skip such ids when decoding a
+        generated sequence, where decode refuses them (a direct call with them is a mistake)."""
+        return [i for i in ids if 0 <= i < len(self)]
+
     bos_token = property(lambda self: self._named["bos_token"])
     eos_token = property(lambda self: self._named["eos_token"])
     unk_token = property(lambda self: self._named["unk_token"])

@@ -162,6 +162,23 @@ def nllb_mt(checkpoint, nllb_dir, tmp_path_factory):
     return root
 
 
+def test_ids_past_the_tokenizer_are_skipped_as_transformers_skips_them(nllb_mt):
+    """A model's vocabulary may be larger than its tokenizer's (NLLB-200: 256206 ids, 256204 tokens; this one 549
+    and 424): such an id in a generated sequence is skipped when the pipeline decodes it, as transformers'
+    tokenizer skips it, not a failed request (a direct decode still refuses it)."""
+    from transformers import AutoTokenizer as TheirTokenizer
+
+    pipe = pipeline("translation", model=nllb_mt, src_lang="eng_Latn", tgt_lang="fra_Latn")
+    past = len(pipe.tokenizer) + 3
+    assert past < pipe.model.config.vocab_size
+    ids = pipe(TEXTS[0], return_tensors=True, forced_bos_token_id=past, **PARAMS)[0]["translation_token_ids"]
+    assert past in ids.tolist()
+    theirs = TheirTokenizer.from_pretrained(nllb_mt).decode(ids, skip_special_tokens=True)
+    assert pipe(TEXTS[0], forced_bos_token_id=past, **PARAMS) == [{"translation_text": theirs}]
+    with pytest.raises(ValueError, match="out of range"):
+        pipe.tokenizer.decode(ids)
+
+
 def test_nllb_translations_languages_and_codes(nllb_mt, tmp_path_factory):
     srv = started(nllb_mt, tmp_path_factory)
     try:
