@@ -183,8 +183,8 @@ class TranslationTokenizer(Tokenizer):
         token = self.get_lang_token(lang)
         found = self.backend_tokenizer.token_to_id(token)
         code = token[2:-2] if self.kind == "MarianTokenizer" else lang
-        if found is None or (self.language_codes and code not in self.language_codes):
-            known = self.language_codes
+        known = self.language_codes                  # Marian's: a sort of its vocabulary, so once
+        if found is None or (known and code not in known):
             raise ValueError(f"unknown language code {lang!r} for this {self.kind}; it knows "
                              f"{', '.join(known[:12])}{', ...' if len(known) > 12 else ''} ({len(known)} codes)")
         return found
@@ -215,7 +215,7 @@ class TranslationTokenizer(Tokenizer):
         """Tokenizer.known_ids; target ids with separate vocabularies."""
         if self.target_vocabulary is None:
             return super().known_ids(ids)
-        return [i for i in ids if self.target_vocabulary.knows(i)]
+        return self.target_vocabulary.known_ids(ids)
 
     def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None):
         """Tokenizer.decode; a Marian tokenizer with separate vocabularies reads target ids (its model's output)."""
@@ -357,9 +357,10 @@ class TargetVocabulary:
         skip = set(self.source.all_special_ids) if skip_special_tokens else set()
         return [self.token(i, added) for i in ids if i not in skip]
 
-    def knows(self, i: int) -> bool:
-        return i in self.tokens or 0 <= i < self.processor.get_piece_size() or \
-            i in self.source.backend_tokenizer.get_added_tokens_decoder()
+    def known_ids(self, ids: list[int]) -> list[int]:
+        """The ids `token` reads (the others it refuses)."""
+        added, pieces = self.source.backend_tokenizer.get_added_tokens_decoder(), self.processor.get_piece_size()
+        return [i for i in ids if i in added or i in self.tokens or 0 <= i < pieces]
 
     def token(self, i: int, added: dict[int, str]) -> str:
         if i in added:

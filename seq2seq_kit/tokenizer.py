@@ -172,7 +172,8 @@ class Tokenizer:
         """ids without those this tokenizer has no token for. A model's vocabulary may be larger than its
         tokenizer's (NLLB-200: 256206 ids, 256204 tokens); transformers' tokenizers skip such ids when decoding a
         generated sequence, where decode refuses them (a direct call with them is a mistake)."""
-        return [i for i in ids if 0 <= i < len(self)]
+        n = len(self)
+        return [i for i in ids if 0 <= i < n]
 
     bos_token = property(lambda self: self._named["bos_token"])
     eos_token = property(lambda self: self._named["eos_token"])
