@@ -240,6 +240,18 @@ def test_distilbart_checkpoint_defaults(pair):
     assert len(mine.scores) == 141
 
 
+def test_explicit_none_switches_checkpoint_settings_off(pair):
+    """transformers applies early_stopping, do_sample, renormalize_logits ... only when `is True` and min_length
+    when not None: an explicit None turns off the checkpoint's early_stopping True and min_length 56."""
+    hf, ours = pair("distilbart")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id, lengths=(40, 28))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")               # transformers' advice on unset flags
+        theirs, mine = run_both(hf, ours, ids, mask, early_stopping=None, min_length=None, do_sample=None,
+                                renormalize_logits=None, remove_invalid_values=None, max_new_tokens=12)
+    assert_parity(theirs, mine)
+
+
 def test_distilbart_greedy_short(pair):
     hf, ours = pair("distilbart")
     ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id, lengths=(40,))

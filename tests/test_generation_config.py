@@ -129,6 +129,30 @@ def test_explicit_none():
     cfg = res(base, forced_bos_token_id=None, top_k=None, max_length=None, num_beams=None)
     assert cfg.forced_bos_token_id is None and cfg.top_k is None           # switched off, as in transformers
     assert (cfg.max_length, cfg.num_beams) == (30, 4)                      # not given (transformers would fail)
+    flags = ("do_sample", "early_stopping", "remove_invalid_values", "renormalize_logits", "output_scores",
+             "return_dict_in_generate")
+    base = GenerationConfig(bos_token_id=0, min_length=10, **dict.fromkeys(flags, True))
+    cfg = res(base, min_length=None, **dict.fromkeys(flags))     # transformers: `do_sample is True`, ... -> off
+    assert cfg.min_length == 0 and all(getattr(cfg, f) is False for f in flags)
+
+
+def test_settings_are_the_only_attributes():
+    """transformers' GenerationConfig takes any attribute; here one it would apply and this package does not
+    implement is refused where it is set, not ignored when generate runs."""
+    cfg = GenerationConfig(bos_token_id=0)
+    cfg.num_beams = 3
+    with pytest.raises(AttributeError, match="suppress_tokens is a transformers setting seq2seq_kit does not"):
+        cfg.suppress_tokens = [30]
+    with pytest.raises(AttributeError, match="num_beam is not a generation setting; settings: max_length"):
+        cfg.num_beam = 3
+    assert res(cfg).num_beams == 3
+
+
+def test_a_transformers_generation_config_is_refused():
+    theirs = transformers.GenerationConfig(num_beams=3, bos_token_id=0)
+    with pytest.raises(TypeError, match=r"must be seq2seq_kit's GenerationConfig.*GenerationConfig.from_dict"):
+        res(theirs)
+    assert res(GenerationConfig.from_dict(theirs.to_dict())).num_beams == 3
 
 
 def test_unknown_kwargs_named():
@@ -178,6 +202,8 @@ BAD = [
     (dict(do_sample=True, temperature=-1.0), "temperature"),
     (dict(do_sample="yes"), "do_sample"),
     (dict(output_scores=1), "output_scores"),
+    (dict(renormalize_logits="no"), "renormalize_logits"),       # transformers: `is True`; truthy is no True
+    (dict(remove_invalid_values=1), "remove_invalid_values"),
     (dict(do_sample=True, temperature=float("inf")), r"temperature.*finite"),
     (dict(temperature=float("nan")), r"temperature.*finite"),
     (dict(length_penalty=float("nan")), r"length_penalty.*finite"),

@@ -57,6 +57,15 @@ class GenerationConfig:
     # checkpoint settings transformers would apply but seq2seq_kit does not implement (generate refuses them)
     unsupported: dict = field(default_factory=dict, repr=False)
 
+    def __setattr__(self, name: str, value) -> None:
+        """Only the settings above: transformers' GenerationConfig takes any attribute, so
+        `model.generation_config.suppress_tokens = [...]` would otherwise be silently ignored here."""
+        if name not in SETTING_NAMES:
+            what = ("is a transformers setting seq2seq_kit does not implement" if name in UNSUPPORTED
+                    else "is not a generation setting")
+            raise AttributeError(f"GenerationConfig.{name} {what}; settings: {', '.join(GENERATE_KWARGS)}")
+        super().__setattr__(name, value)
+
     @classmethod
     def from_dict(cls, d: dict) -> "GenerationConfig":
         """Known keys are taken; transformers-only keys with a non-neutral value go to `unsupported`; others ignored."""
@@ -138,15 +147,20 @@ def check_types(cfg: GenerationConfig, source) -> GenerationConfig:
     return cfg
 
 
-# transformers' `GenerationConfig._get_default_generation_params` (the keys seq2seq_kit implements)
+# transformers' `GenerationConfig._get_default_generation_params` (the keys seq2seq_kit implements; renormalize_logits:
+# its GenerationConfig's own default)
 LIBRARY_DEFAULTS = dict(
     max_length=20, min_length=0, num_beams=1, length_penalty=1.0, early_stopping=False, num_return_sequences=1,
     do_sample=False, temperature=1.0, top_k=50, top_p=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0,
-    encoder_no_repeat_ngram_size=0, remove_invalid_values=False, output_scores=False, return_dict_in_generate=False,
+    encoder_no_repeat_ngram_size=0, remove_invalid_values=False, renormalize_logits=False, output_scores=False,
+    return_dict_in_generate=False,
 )
 # An explicit None for these means "not given" (transformers would fail on None); for every other key an
-# explicit None switches the setting off, as in transformers (e.g. forced_bos_token_id=None, top_k=None).
+# explicit None switches the setting off, as in transformers (e.g. forced_bos_token_id=None, top_k=None): for
+# these, by their off value (transformers tests `do_sample is True`, `min_length is not None and ...`).
 NONE_MEANS_UNSET = ("max_length", "num_beams", "length_penalty", "num_return_sequences")
+NONE_MEANS_OFF = dict(min_length=0, early_stopping=False, do_sample=False, remove_invalid_values=False,
+                      renormalize_logits=False, output_scores=False, return_dict_in_generate=False)
 OUTPUT_FLAGS = ("output_attentions", "output_hidden_states", "output_scores", "output_logits")
 # transformers generation settings seq2seq_kit does not implement, with the value that makes them a no-op
 UNSUPPORTED = dict(
@@ -157,6 +171,7 @@ UNSUPPORTED = dict(
     prompt_lookup_num_tokens=None, assistant_early_exit=None, watermarking_config=None, use_mtp=False,
 )
 GENERATE_KWARGS = tuple(f.name for f in fields(GenerationConfig) if f.name != "unsupported")
+SETTING_NAMES = frozenset(f.name for f in fields(GenerationConfig))
 
 
 def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int,
@@ -170,11 +185,16 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int,
     if unknown:
         raise ValueError(f"generate() got unknown argument(s) {unknown}; supported: {', '.join(GENERATE_KWARGS)}")
     base = base or GenerationConfig()
+    if not isinstance(base, GenerationConfig):
+        raise TypeError(f"model.generation_config must be seq2seq_kit's GenerationConfig (or None), got "
+                        f"{type(base).__module__}.{type(base).__qualname__}; convert one from transformers with "
+                        "GenerationConfig.from_dict(its.to_dict())")
     if base.unsupported:
         raise ValueError(
             f"the checkpoint's generation config sets {base.unsupported}, which seq2seq_kit does not implement; "
             "set model.generation_config.unsupported = {} to generate without them")
-    kwargs = {k: v for k, v in kwargs.items() if not (v is None and k in NONE_MEANS_UNSET)}
+    kwargs = {k: NONE_MEANS_OFF.get(k, v) if v is None else v for k, v in kwargs.items()
+              if not (v is None and k in NONE_MEANS_UNSET)}
     merged = {**LIBRARY_DEFAULTS, **base.to_dict(), **kwargs}
     has_default_max_length = kwargs.get("max_length") is None and base.max_length is None
     cfg = replace(GenerationConfig(), **merged)
@@ -273,7 +293,7 @@ def _validate(cfg: GenerationConfig, vocab_size: int, max_position_embeddings: i
     _check_int("min_length", cfg.min_length, 0)
     _check_int("num_beams", cfg.num_beams, 1)
     _check_int("num_return_sequences", cfg.num_return_sequences, 1)
-    for flag in ("do_sample", "output_scores", "return_dict_in_generate"):
+    for flag in BOOL_SETTINGS:
         _check_flag(flag, getattr(cfg, flag))
     if cfg.num_beams > 1 and cfg.num_return_sequences > cfg.num_beams:
         raise ValueError(f"`num_return_sequences` ({cfg.num_return_sequences}) must be between 1 and `num_beams` "

@@ -346,9 +346,9 @@ class Service:
         """pipe(texts, strategy="map_reduce", ...) on the engine, in a worker thread; raises Refusal. Past the
         request timeout or once the client is gone, its engine requests are cancelled (long_documents' cancel)."""
         map_kwargs = parameters.map_parameters.model_dump(exclude_unset=True) if parameters.map_parameters else None
-        for field, given in (("parameters", kwargs), ("parameters.map_parameters", map_kwargs or {})):
+        for where, given in (("parameters", kwargs), ("parameters.map_parameters", map_kwargs or {})):
             if "seed" in given:
-                raise Refusal(422, f"{field}.seed", "seed applies to strategy truncate; leave it out with map_reduce")
+                raise Refusal(422, f"{where}.seed", "seed applies to strategy truncate; leave it out with map_reduce")
         try:        # each stage's settings checked here, so that a refusal names the stage's field
             settings(self.pipe.model, {**self.pipe.generate_defaults, **kwargs})
         except ValueError as e:
