@@ -292,7 +292,7 @@ BAD_INPUTS = [                          # (make input_ids, kwargs, error, messag
     (lambda ids: ids, dict(num_beams=2, num_return_sequences=3), ValueError, "num_return_sequences"),
     (lambda ids: ids, dict(num_beams=0), ValueError, "num_beams"),
     (lambda ids: ids, dict(max_length=1), ValueError, "max_length"),
-    (lambda ids: ids, dict(top_p=0.0, do_sample=True), ValueError, "top_p"),
+    (lambda ids: ids, dict(top_p=1.01, do_sample=True), ValueError, "top_p"),
     (lambda ids: ids, dict(temperature=0.0, do_sample=True), ValueError, "temperature"),
     (lambda ids: ids, dict(beams=4), ValueError, "unknown argument"),
 ]

@@ -161,12 +161,26 @@ def test_unknown_kwargs_named():
 
 
 def test_unsupported_checkpoint_setting_is_refused():
-    base = GenerationConfig.from_dict({"bos_token_id": 0, "typical_p": 0.9, "num_beam_groups": 1})
-    assert base.unsupported == {"typical_p": 0.9}
-    with pytest.raises(ValueError, match="typical_p"):
+    base = GenerationConfig.from_dict({"bos_token_id": 0, "suppress_tokens": [5], "num_beam_groups": 1,
+                                       "begin_suppress_tokens": [], "sequence_bias": {}})   # [], {}: no-ops
+    assert base.unsupported == {"suppress_tokens": [5]}
+    with pytest.raises(ValueError, match="suppress_tokens"):
         res(base)
     base.unsupported = {}
     res(base)
+
+
+def test_unsupported_sampling_setting_is_refused_when_sampling():
+    """transformers applies typical_p & co. only when sampling (greedy: a warning), so a checkpoint's is refused
+    then only."""
+    base = GenerationConfig.from_dict({"bos_token_id": 0, "typical_p": 0.9})
+    assert base.unsupported == {"typical_p": 0.9}
+    assert res(base, num_beams=2).num_beams == 2
+    with pytest.raises(ValueError, match=r"sets \{'typical_p': 0.9\}, which seq2seq_kit does not implement"):
+        res(base, do_sample=True)
+    base.do_sample = True
+    with pytest.raises(ValueError, match="typical_p"):
+        res(base)
 
 
 BAD = [
@@ -195,8 +209,8 @@ BAD = [
     (dict(forced_bos_token_id=100), "forced_bos_token_id"),
     (dict(forced_eos_token_id=[2, 200]), "forced_eos_token_id"),
     (dict(decoder_start_token_id=None, bos_token_id=None), "decoder_start_token_id"),
-    (dict(top_p=0.0), r"top_p.*\(0, 1\]"),
-    (dict(top_p=1.5), r"top_p.*\(0, 1\]"),
+    (dict(top_p=-0.1), r"top_p.*\[0, 1\]"),
+    (dict(top_p=1.5), r"top_p.*\[0, 1\]"),
     (dict(top_k=-1), "top_k"),
     (dict(do_sample=True, temperature=0.0), r"temperature.*> 0"),
     (dict(do_sample=True, temperature=-1.0), "temperature"),

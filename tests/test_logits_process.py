@@ -116,7 +116,7 @@ def test_top_k(top_k, min_keep):
     assert_same(ours.TopK(top_k, min_keep), hf.TopKLogitsWarper(top_k, min_tokens_to_keep=min_keep), histories())
 
 
-@pytest.mark.parametrize("top_p,min_keep", [(0.05, 1), (0.3, 1), (0.9, 1), (0.3, 4), (1.0, 1)])
+@pytest.mark.parametrize("top_p,min_keep", [(0.0, 1), (0.0, 3), (0.05, 1), (0.3, 1), (0.9, 1), (0.3, 4), (1.0, 1)])
 def test_top_p(top_p, min_keep):
     assert_same(ours.TopP(top_p, min_keep), hf.TopPLogitsWarper(top_p, min_tokens_to_keep=min_keep), histories())
 

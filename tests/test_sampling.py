@@ -29,6 +29,7 @@ CASES = [
     dict(),                                                            # top_k 50 by default
     dict(temperature=0.7),
     dict(top_k=0, top_p=0.9),
+    dict(top_k=0, top_p=0.0),                                          # the top token only
     dict(temperature=1.3, top_k=20, top_p=0.8, num_return_sequences=2),
     dict(top_k=5, num_return_sequences=2, no_repeat_ngram_size=2, repetition_penalty=1.2),
     dict(num_beams=3, temperature=1.5, num_return_sequences=2),        # beam sampling

@@ -71,7 +71,8 @@ class GenerationConfig:
         """Known keys are taken; transformers-only keys with a non-neutral value go to `unsupported`; others ignored."""
         names = {f.name for f in fields(cls)} - {"unsupported"}
         cfg = cls(**{k: v for k, v in d.items() if k in names})
-        cfg.unsupported = {k: v for k, v in d.items() if k in UNSUPPORTED and v not in (None, UNSUPPORTED[k])}
+        cfg.unsupported = {k: v for k, v in d.items()
+                           if k in UNSUPPORTED and v not in (None, UNSUPPORTED[k], [], {})}   # [], {}: nothing to do
         return cfg
 
     @classmethod
@@ -170,6 +171,7 @@ UNSUPPORTED = dict(
     max_time=None, stop_strings=None, penalty_alpha=None, dola_layers=None, token_healing=False, low_memory=False,
     prompt_lookup_num_tokens=None, assistant_early_exit=None, watermarking_config=None, use_mtp=False,
 )
+SAMPLING_ONLY = ("typical_p", "epsilon_cutoff", "eta_cutoff", "min_p", "top_h")   # transformers ignores them greedy
 GENERATE_KWARGS = tuple(f.name for f in fields(GenerationConfig) if f.name != "unsupported")
 SETTING_NAMES = frozenset(f.name for f in fields(GenerationConfig))
 
@@ -189,10 +191,6 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int,
         raise TypeError(f"model.generation_config must be seq2seq_kit's GenerationConfig (or None), got "
                         f"{type(base).__module__}.{type(base).__qualname__}; convert one from transformers with "
                         "GenerationConfig.from_dict(its.to_dict())")
-    if base.unsupported:
-        raise ValueError(
-            f"the checkpoint's generation config sets {base.unsupported}, which seq2seq_kit does not implement; "
-            "set model.generation_config.unsupported = {} to generate without them")
     kwargs = {k: NONE_MEANS_OFF.get(k, v) if v is None else v for k, v in kwargs.items()
               if not (v is None and k in NONE_MEANS_UNSET)}
     merged = {**LIBRARY_DEFAULTS, **base.to_dict(), **kwargs}
@@ -214,10 +212,19 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int,
         cfg.max_length = min(cfg.max_length + 1, max_position_embeddings)
     if cfg.min_new_tokens is not None:
         cfg.min_length = cfg.min_new_tokens + 1
+    _refuse_unsupported(base.unsupported, cfg)
     _validate(cfg, vocab_size, max_position_embeddings)
     _check_bounds(cfg, vocab_size)
     _warn_unfeasible_min_length(cfg, has_default_max_length)
     return cfg
+
+
+def _refuse_unsupported(unsupported: dict, cfg: GenerationConfig) -> None:
+    """The checkpoint's settings that transformers would apply here and seq2seq_kit does not implement."""
+    applied = {k: v for k, v in unsupported.items() if cfg.do_sample is True or k not in SAMPLING_ONLY}
+    if applied:
+        raise ValueError(f"the checkpoint's generation config sets {applied}, which seq2seq_kit does not implement; "
+                         "set model.generation_config.unsupported = {} to generate without them")
 
 
 FLOAT_SETTINGS = ("length_penalty", "temperature", "top_p", "repetition_penalty")
@@ -324,8 +331,8 @@ def _validate(cfg: GenerationConfig, vocab_size: int, max_position_embeddings: i
         if getattr(cfg, name) is not None:
             _check_token(name, getattr(cfg, name), vocab_size)
     _check_int("top_k", cfg.top_k, 0, allow_none=True)
-    if cfg.top_p is not None and not (isinstance(cfg.top_p, Real) and 0 < cfg.top_p <= 1):
-        raise ValueError(f"`top_p` must be in (0, 1], got {cfg.top_p!r}")
+    if cfg.top_p is not None and not (isinstance(cfg.top_p, Real) and 0 <= cfg.top_p <= 1):
+        raise ValueError(f"`top_p` must be in [0, 1], got {cfg.top_p!r}")
     if cfg.do_sample and cfg.temperature is not None and not (isinstance(cfg.temperature, Real)
                                                               and cfg.temperature > 0):
         raise ValueError(f"`temperature` must be > 0 when do_sample=True, got {cfg.temperature!r} "
