@@ -22,6 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from seq2seq_kit import BartForConditionalGeneration, Engine, EngineClosed, EngineFull, cuda_capture, pipeline
 from seq2seq_kit.engine import PADDING_LIMIT, encoder_groups
+from seq2seq_kit.generation import GenerationConfig
 from seq2seq_kit.models.cuda_graph import BucketGraphs
 from graph_emulation import EmulatedGraph
 from helpers import READS, random_settings
@@ -506,6 +507,14 @@ def test_result_is_generates_tensor(tiny_eos):
     with Engine(tiny_eos) as engine:
         ids = engine.submit(torch.tensor([5, 6, 7, 8]), num_beams=2, num_return_sequences=2).result(60)
     assert torch.equal(ids, tiny_eos.generate(torch.tensor([[5, 6, 7, 8]]), num_beams=2, num_return_sequences=2))
+
+
+def test_a_generation_config_argument_as_generate_takes_it(tiny_eos):
+    settings = dict(generation_config=GenerationConfig(num_beams=3, max_length=12), num_return_sequences=2)
+    with Engine(tiny_eos) as engine:
+        ids = engine.submit(torch.tensor([5, 6, 7, 8]), **settings).result(60)
+    assert ids.shape == (2, 12)
+    assert torch.equal(ids, tiny_eos.generate(torch.tensor([[5, 6, 7, 8]]), **settings))
 
 
 @pytest.mark.parametrize("kwargs, error, match", [

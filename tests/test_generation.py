@@ -16,6 +16,7 @@ import pytest
 import torch
 import transformers
 
+from seq2seq_kit.generation import GenerationConfig
 from seq2seq_kit.modeling import BartForConditionalGeneration
 from helpers import random_batch, random_settings
 
@@ -250,6 +251,24 @@ def test_explicit_none_switches_checkpoint_settings_off(pair):
         theirs, mine = run_both(hf, ours, ids, mask, early_stopping=None, min_length=None, do_sample=None,
                                 renormalize_logits=None, remove_invalid_values=None, max_new_tokens=12)
     assert_parity(theirs, mine)
+
+
+def test_a_generation_config_argument_over_the_checkpoints(pair):
+    """generate(..., generation_config=GenerationConfig(...)) as transformers takes it: its settings over the
+    checkpoint's (which fill what it leaves unset: here no_repeat_ngram_size 3, forced BOS/EOS), kwargs over both."""
+    hf, ours = pair("distilbart")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id, lengths=(40, 28))
+    settings = dict(num_beams=2, length_penalty=0.5, min_length=4, max_length=20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")               # transformers: kwargs beside a generation_config
+        theirs = hf.generate(ids, attention_mask=mask, generation_config=transformers.GenerationConfig(**settings),
+                             num_return_sequences=2, return_dict_in_generate=True, output_scores=True)
+    mine = ours.generate(ids, mask, generation_config=GenerationConfig(**settings), num_return_sequences=2,
+                         return_dict_in_generate=True, output_scores=True)
+    assert_parity(theirs, mine)
+    assert mine.sequences.shape == (4, 20) and mine.sequences[:, 1].eq(0).all()       # forced BOS
+    with pytest.raises(TypeError, match="generation_config must be seq2seq_kit's GenerationConfig"):
+        ours.generate(ids, mask, generation_config=transformers.GenerationConfig(**settings))
 
 
 def test_distilbart_greedy_short(pair):

@@ -99,6 +99,13 @@ class GenerationConfig:
             return cls.from_model_config(model_config if isinstance(model_config, dict) else model_config.to_dict())
         raise FileNotFoundError(f"{path} has neither generation_config.json nor config.json")
 
+    def over(self, base: GenerationConfig) -> GenerationConfig:
+        """This config's settings, base's where this one sets none: generate(..., generation_config=this) over the
+        model's (transformers: `generation_config.update(**model_config.to_dict(), defaults_only=True)`)."""
+        merged = GenerationConfig(**{**base.to_dict(), **self.to_dict()})
+        merged.unsupported = {**base.unsupported, **self.unsupported}
+        return merged
+
     def to_dict(self) -> dict:
         """The settings that are set (not None)."""
         d = asdict(self)
@@ -186,11 +193,7 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int,
     unknown = sorted(set(kwargs) - set(GENERATE_KWARGS))
     if unknown:
         raise ValueError(f"generate() got unknown argument(s) {unknown}; supported: {', '.join(GENERATE_KWARGS)}")
-    base = base or GenerationConfig()
-    if not isinstance(base, GenerationConfig):
-        raise TypeError(f"model.generation_config must be seq2seq_kit's GenerationConfig (or None), got "
-                        f"{type(base).__module__}.{type(base).__qualname__}; convert one from transformers with "
-                        "GenerationConfig.from_dict(its.to_dict())")
+    base = check_config(base or GenerationConfig(), "model.generation_config")
     kwargs = {k: NONE_MEANS_OFF.get(k, v) if v is None else v for k, v in kwargs.items()
               if not (v is None and k in NONE_MEANS_UNSET)}
     merged = {**LIBRARY_DEFAULTS, **base.to_dict(), **kwargs}
@@ -217,6 +220,14 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int,
     _check_bounds(cfg, vocab_size)
     _warn_unfeasible_min_length(cfg, has_default_max_length)
     return cfg
+
+
+def check_config(config, name: str) -> GenerationConfig:
+    if not isinstance(config, GenerationConfig):
+        raise TypeError(f"{name} must be seq2seq_kit's GenerationConfig (or None), got {type(config).__module__}."
+                        f"{type(config).__qualname__}; convert one from transformers with "
+                        "GenerationConfig.from_dict(its.to_dict())")
+    return config
 
 
 def _refuse_unsupported(unsupported: dict, cfg: GenerationConfig) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from .beam_search import BeamSearch
-from .config import GenerationConfig, resolve
+from .config import GenerationConfig, check_config, resolve
 from .logits_process import build_processors
 from .protocol import Seq2SeqModel
 from .sampling import SampleSearch
@@ -43,7 +43,8 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     """transformers-compatible generate for a seq2seq_kit BART model.
 
     input_ids [B, S], attention_mask [B, S] (1 = token, 0 = padding) or None; kwargs are transformers' generation
-    settings (see GenerationConfig), over model.generation_config, over transformers' library defaults.
+    settings (see GenerationConfig), over `generation_config` (a GenerationConfig) if given, over
+    model.generation_config, over transformers' library defaults.
     generator: torch.Generator for sampling (None: the global RNG).
     cuda_graph: replay each step from a CUDA graph; None: on for a model on a CUDA device. Greedy and beam search
     replay the whole step (decoder, processors, search, cache reorder: generation/whole_step.py) and read the
@@ -130,11 +131,16 @@ def check_generator(generator) -> None:
 
 
 def settings(model: Seq2SeqModel, kwargs: dict) -> GenerationConfig:
-    """kwargs over model.generation_config (None: its config's generation keys, as transformers) -> resolved."""
+    """kwargs over kwargs["generation_config"] (a GenerationConfig, as transformers' generate takes one) over
+    model.generation_config (None: its config's generation keys, as transformers) -> resolved."""
     config = model.config
     base = model.generation_config
     if base is None:
         base = GenerationConfig.from_model_config(config.to_dict())
+    if kwargs.get("generation_config") is not None:
+        base = check_config(kwargs["generation_config"], "generation_config").over(check_config(
+            base, "model.generation_config"))
+    kwargs = {k: v for k, v in kwargs.items() if k != "generation_config"}
     cfg = resolve(base, kwargs, vocab_size=config.decoder_vocab_size,
                   max_position_embeddings=config.max_position_embeddings)
     cfg.output_scores = cfg.output_scores and cfg.return_dict_in_generate     # scores are only returned in a dict
