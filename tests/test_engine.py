@@ -261,6 +261,20 @@ def test_inputs_of_close_lengths_share_one_padded_encoder_pass(tiny_eos, monkeyp
         assert_same(out, alone(model, ids, dict(num_beams=4)), f"{len(ids)} tokens")
 
 
+def test_fixed_capacity_requests_up_to_the_last_position(tiny_eos):
+    """max_new_tokens = max_position_embeddings (generate takes it) fills every self-attention slot; the finished
+    request's one frozen step after its last (flags are read once the next step is launched) must stay in the
+    position table and the slots, not fail its step (on a GPU: a device-side assert)."""
+    last = tiny_eos.config.max_position_embeddings
+    jobs = [([5, 6, 7, 8], dict(max_new_tokens=last)), ([9, 10, 11], dict(max_new_tokens=last - 3, num_beams=2))]
+    with Engine(tiny_eos, max_rows=4, fixed_capacity=True) as engine:
+        requests = [engine.submit(ids, bad_words_ids=[[2]], **kw) for ids, kw in jobs]
+        outputs = [r.result(timeout=120) for r in requests]
+    for (ids, kw), out in zip(jobs, outputs):
+        assert torch.equal(out, tiny_eos.generate(torch.tensor([ids]), bad_words_ids=[[2]], **kw))
+    assert outputs[0].shape[1] == last + 1
+
+
 def test_fixed_capacity_buckets_and_slots(tiny_eos, monkeypatch):
     """Requests of many lengths step on a few views (bucket sets: what CUDA captures one graph each for); every
     row and input slot is back in the free lists when the stream ends."""

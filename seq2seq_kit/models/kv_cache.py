@@ -257,8 +257,9 @@ class SlotStore:
 
     @torch.no_grad()
     def advance(self) -> None:
-        """After a step: the rows in use move to their next slot."""
-        self.positions.add_(self.in_use)
+        """After a step: the rows in use move to their next slot; past the last one, the last slot again (a
+        finished request's one frozen step, whose results nobody reads: engine.py's fixed capacity)."""
+        self.positions.add_(self.in_use).clamp_(max=self.max_length - 1)
 
     @torch.no_grad()
     def reorder(self, rows: torch.Tensor, parents: torch.Tensor, length: int) -> None:
