@@ -9,7 +9,7 @@ calls CapturedStep makes) and replays exactly those ops on the very tensors they
 tensor writes its result into the recorded one (a static buffer), an in-place or out= op writes where it wrote.
 So a step whose Python decides anything from state that changes between steps (a host counter, a tensor rebound
 instead of written in place, a shape) gives other tokens here than when it runs eagerly; a host read inside the
-step is refused, as a capture refuses it.
+step is refused, as a capture refuses it, and so are ops that may wait for the device on CUDA (MAY_SYNC).
 """
 
 from __future__ import annotations
@@ -17,6 +17,13 @@ from __future__ import annotations
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+
+
+# Ops whose CUDA kernels may wait for the device (output sizes read back, or an algorithm chosen by size:
+# torch.isin sorts and calls unique once the tested set has >= 10 * elements ** 0.145 values): a capture fails on
+# them, on the GPU only, and only for some inputs, so they are refused here on any machine.
+MAY_SYNC = {"aten.isin", "aten.nonzero", "aten._unique2", "aten.unique_dim", "aten.unique_consecutive",
+            "aten.masked_select", "aten.repeat_interleave"}
 
 
 class _Recorder(TorchDispatchMode):
@@ -27,6 +34,7 @@ class _Recorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         assert str(func) != "aten._local_scalar_dense.default", "a host read inside a captured step"
+        assert str(func.overloadpacket) not in MAY_SYNC, f"{func} inside a captured step: it may wait for the device"
         out = func(*args, **kwargs)
         self.ops.append((func, args, kwargs, out))       # keeps every tensor alive: addresses stay unique
         return out

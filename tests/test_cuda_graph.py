@@ -110,7 +110,8 @@ def test_graph_bookkeeping_on_cpu(checkpoint, monkeypatch, kwargs):
 @pytest.mark.cuda
 @pytest.mark.parametrize("kwargs", [dict(num_beams=1, max_length=24, no_repeat_ngram_size=3),
                                     dict(num_beams=4, max_length=24, length_penalty=2.0, early_stopping=True),
-                                    dict(num_beams=3, num_return_sequences=2, max_length=20, min_length=6)])
+                                    dict(num_beams=3, num_return_sequences=2, max_length=20, min_length=6),
+                                    dict(num_beams=1, max_length=20, eos_token_id=list(range(2, 16)))])  # no isin
 def test_graphed_generate_matches_eager(checkpoint, kwargs):
     cuda = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), device="cuda")
     first = None

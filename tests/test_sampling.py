@@ -121,3 +121,15 @@ def test_filtered_distribution(temperature, top_k, top_p):
     assert 0 < (exact > 0).sum() < len(LOGITS) or (top_k == 0 and top_p == 1.0)
     tv = 0.5 * np.abs(counts / n - exact).sum()
     assert tv < 0.02, (counts / n, exact)
+
+
+def test_every_token_banned_is_named_as_such(tiny_eos):
+    """Sampling with nothing left to draw (transformers: torch's RuntimeError) names the banning settings; a
+    temperature that overflows the scores names the temperature."""
+    _, ours = tiny_eos
+    ids, mask = batch(1)
+    everything = [[t] for t in range(ours.config.vocab_size)]      # but EOS (transformers keeps it): min_length
+    with pytest.raises(ValueError, match=r"no valid probabilities .*-inf: the settings that ban tokens \(`no_repeat_ngram_size`, .* no token"):
+        ours.generate(ids, mask, do_sample=True, max_length=5, min_length=5, bad_words_ids=everything)
+    with pytest.raises(ValueError, match=r"no valid probabilities .*overflowed float32; `temperature`"):
+        ours.generate(ids, mask, do_sample=True, max_length=5, temperature=1e-320)

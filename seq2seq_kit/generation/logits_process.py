@@ -336,13 +336,18 @@ def put_processors(processors: list, others: list, rows: slice) -> None:
 
 def draw(scores: torch.Tensor, num_samples: int, generator) -> torch.Tensor:
     """torch.multinomial over softmax(scores [R, N]) -> indices [R, num_samples]. Probabilities that are not
-    finite (a temperature so small or large that the float32 scores overflow) are a ValueError naming the
-    setting, not torch's RuntimeError."""
+    finite (a temperature so small or large that the float32 scores overflow, or every token banned) are a
+    ValueError naming the settings, not torch's RuntimeError."""
     try:
         return torch.multinomial(scores.softmax(dim=-1), num_samples=num_samples, generator=generator)
     except RuntimeError as e:
-        raise ValueError(f"sampling found no valid probabilities ({_first_line(e)}): the scores overflowed float32; "
-                         "`temperature` is probably too small or too large") from None
+        if torch.isneginf(scores).all(dim=-1).any():
+            cause = ("every score of a row is -inf: the settings that ban tokens (`no_repeat_ngram_size`, "
+                     "`encoder_no_repeat_ngram_size`, `bad_words_ids` beside `min_length`) left no token to draw, "
+                     "or a `temperature` near 0 overflowed every score")
+        else:
+            cause = "the scores overflowed float32; `temperature` is probably too small or too large"
+        raise ValueError(f"sampling found no valid probabilities ({_first_line(e)}): {cause}") from None
 
 
 def _first_line(e: Exception) -> str:

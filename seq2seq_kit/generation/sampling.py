@@ -60,7 +60,8 @@ class SampleSearch(SearchProgress):
         unfinished = self.unfinished & row_active
         if self.eos is not None:
             nxt = torch.where(unfinished, nxt, cfg.pad_token_id)
-            torch.bitwise_and(unfinished, ~torch.isin(nxt, self.eos), out=self.unfinished)    # state kept in place
+            ended = (nxt[:, None] == self.eos).any(dim=-1)            # isin, which may sync a GPU (many EOS ids)
+            torch.bitwise_and(unfinished, ~ended, out=self.unfinished)                        # state kept in place
         slot = torch.minimum(self.per_row(self.cur_len), self.per_row(self.max_len) - 1)     # [R, 1]
         self.seq.scatter_(1, slot, torch.where(row_active, nxt, self.seq.gather(1, slot)[:, 0])[:, None])
         below_max = self.cur_len + 1 < self.max_len                                   # [B, 1] after this step
