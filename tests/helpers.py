@@ -62,11 +62,13 @@ def random_batch(vocab_size: int, pad: int, lengths, seed: int, *, bos: int | No
 
 
 def assert_same_generation(got, want, atol: float = 0.0, equal_nan: bool = False) -> None:
-    """Two GenerateOutputs (return_dict_in_generate, output_scores): the same sequences, and sequence and per-step
-    scores within atol (0: bit for bit)."""
+    """Two GenerateOutputs (return_dict_in_generate, output_scores): the same sequences and beam indices, and
+    sequence and per-step scores within atol (0: bit for bit)."""
     import torch
 
     assert torch.equal(got.sequences, want.sequences)
+    assert (got.beam_indices is None and want.beam_indices is None) or torch.equal(got.beam_indices,
+                                                                                   want.beam_indices)
     if want.sequences_scores is not None:
         torch.testing.assert_close(got.sequences_scores, want.sequences_scores, atol=atol, rtol=0)
     assert len(got.scores) == len(want.scores)

@@ -153,6 +153,7 @@ def test_whole_step_replay_equals_eager_step_once(checkpoint, kwargs):
     assert torch.equal(got.sequences, want.sequences)
     if want.sequences_scores is not None:
         assert torch.equal(got.sequences_scores, want.sequences_scores)
+        assert torch.equal(got.beam_indices, want.beam_indices)
     assert len(got.scores) == len(want.scores) and all(torch.equal(a, b) for a, b in zip(got.scores, want.scores))
 
 

@@ -68,6 +68,8 @@ def alone(model, ids: list[int], setting: dict):
 
 def assert_same(out, ref, what: str) -> None:
     assert torch.equal(out.sequences, ref.sequences), f"{what}: {out.sequences} != {ref.sequences}"
+    assert (out.beam_indices is None and ref.beam_indices is None) or torch.equal(out.beam_indices,
+                                                                                  ref.beam_indices), what
     if ref.sequences_scores is not None:
         torch.testing.assert_close(out.sequences_scores, ref.sequences_scores, atol=SCORE_ATOL, rtol=0)
 

@@ -41,6 +41,11 @@ def assert_parity(theirs, mine, atol=ATOL):
     assert torch.equal(mine.sequences.cpu(), theirs.sequences.cpu()), (theirs.sequences, mine.sequences)
     if getattr(theirs, "sequences_scores", None) is not None:
         torch.testing.assert_close(mine.sequences_scores.cpu(), theirs.sequences_scores.cpu(), atol=atol, rtol=0)
+    if getattr(theirs, "beam_indices", None) is not None:                   # beam search
+        assert torch.equal(mine.beam_indices.cpu(), theirs.beam_indices.cpu()), (theirs.beam_indices,
+                                                                                 mine.beam_indices)
+    else:
+        assert mine.beam_indices is None
     assert len(mine.scores) == len(theirs.scores)
     for a, b in zip(mine.scores, theirs.scores):
         a, b = a.cpu(), b.cpu()
@@ -378,3 +383,17 @@ def test_distilbart_defaults_cuda(checkpoint):
     # (final scores -0.014764 ours vs -0.014706; transformers on CUDA matches transformers on CPU). So here a row may
     # differ, but only for a hypothesis that transformers scores within 1e-4 of its own.
     torch.testing.assert_close(mine.sequences_scores.cpu(), theirs.sequences_scores.cpu(), atol=1e-4, rtol=0)
+
+
+def test_per_token_scores_from_beam_indices_as_transformers_computes_them(pair):
+    """README's recipe on our output gives transformers' compute_transition_scores on theirs."""
+    hf, ours = pair("tiny-eos")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id)
+    theirs, out = run_both(hf, ours, ids, mask, num_beams=3, num_return_sequences=2, max_length=20,
+                           **NO_FORCED_EOS)
+    steps = torch.stack(out.scores, dim=1)                            # [B * num_beams, T - 1, V]
+    rows = out.beam_indices.clamp(min=0)                              # [B, T - 1]
+    token_scores = steps[rows, torch.arange(rows.shape[1]), out.sequences[:, 1:]].masked_fill(out.beam_indices < 0, 0)
+    want = hf.compute_transition_scores(theirs.sequences, theirs.scores, theirs.beam_indices)
+    torch.testing.assert_close(token_scores, want, atol=ATOL, rtol=0)
+    assert (out.beam_indices < 0).any() and (out.beam_indices >= 3).any()     # ends early; input 1's rows

@@ -30,6 +30,8 @@ Stop when: no input can improve (heuristic), or early_stopping is True and every
 Output: the first num_return_sequences slots of each input (best first), batch-major [B * nrs, T]; T = 1 + the
   longest returned hypothesis; positions after a hypothesis' end hold `pad_token_id` (eos_token_id[0] when
   pad_token_id is 0 or unset; -1 without EOS ids). `sequences_scores` are the length-normalised slot scores.
+  `beam_indices` [B * nrs, T - 1]: the row (b * K + beam) each generated token was chosen from, -1 after the end
+  (what transformers' compute_transition_scores reads); a hypothesis carries its own as it carries its tokens.
 
 Lean parts: the whole step runs on the device at fixed shapes, cur_len included (`advance_on_device`: what a CUDA
 graph captures; once stopped, further steps change nothing). The eager loop's `advance` reads one pair of flags
@@ -38,7 +40,7 @@ back per step (stop?, beams reordered?), and the cache is gathered only when som
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -59,17 +61,27 @@ class BeamState:
     finished: torch.Tensor           # [B, K] bool
     lengths: torch.Tensor            # [B, K] long, generated tokens in the slot (0 = never filled)
     improvable: torch.Tensor         # [B, 1] bool, early-stop heuristic not yet satisfied
+    running_beams: torch.Tensor      # [B, K, L] long, the beam each token of running_seq came from (-1: none),
+    beams: torch.Tensor              # [B, K, L] long, the same for seq; both [B, K, 0] unless they are returned
 
     def merge_into(self, old: BeamState, keep_new: torch.Tensor) -> BeamState:
         """`old`, overwritten in place with this state's values where keep_new (bool [] for the whole batch, or
         [B, 1] per input): a stopped input keeps its state, and the state keeps its memory (a CUDA graph's replays
         read and write the same tensors, with no copy back)."""
         for a, b in zip(self.tensors(), old.tensors()):
-            torch.where(keep_new.view(*keep_new.shape, *[1] * (a.dim() - keep_new.dim())), a, b, out=b)
+            if a.numel():
+                torch.where(keep_new.view(*keep_new.shape, *[1] * (a.dim() - keep_new.dim())), a, b, out=b)
         return old
 
     def tensors(self) -> list[torch.Tensor]:
         return [getattr(self, f.name) for f in fields(self)]
+
+    @staticmethod
+    def fills(token_fill: int, beams: bool) -> list[int | None]:
+        """What widens each of tensors() past its length (None: not widened): the fill token for the sequences,
+        -1 for the beams if they are kept."""
+        widened = dict(running_seq=token_fill, seq=token_fill, **(dict(running_beams=-1, beams=-1) if beams else {}))
+        return [widened.get(f.name) for f in fields(BeamState)]
 
 
 def _gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -79,7 +91,8 @@ def _gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return t.gather(1, idx)
 
 
-def _init_state(batch: int, beams: int, max_length: int, start: int, fill: int, device) -> BeamState:
+def _init_state(batch: int, beams: int, max_length: int, start: int, fill: int, device,
+                keep_beams: bool) -> BeamState:
     running_seq = torch.full((batch, beams, max_length), fill, dtype=torch.long, device=device)
     running_seq[:, :, 0] = start
     running_scores = torch.zeros(batch, beams, device=device)
@@ -90,6 +103,9 @@ def _init_state(batch: int, beams: int, max_length: int, start: int, fill: int, 
         finished=torch.zeros(batch, beams, dtype=torch.bool, device=device),
         lengths=torch.zeros(batch, beams, dtype=torch.long, device=device),
         improvable=torch.ones(batch, 1, dtype=torch.bool, device=device),
+        running_beams=torch.full((batch, beams, max_length if keep_beams else 0), -1, dtype=torch.long,
+                                 device=device),
+        beams=torch.full((batch, beams, max_length if keep_beams else 0), -1, dtype=torch.long, device=device),
     )
 
 
@@ -102,7 +118,7 @@ def _candidates(acc: torch.Tensor, n: int, do_sample: bool, generator) -> tuple[
     return scores, idx.gather(-1, order)
 
 
-def _finish(st: BeamState, cand_seq, cand_scores, hits, first_k, generated, norm_len,
+def _finish(st: BeamState, cand_seq, cand_beams, cand_scores, hits, first_k, generated, norm_len,
             cfg: GenerationConfig) -> BeamState:
     """Merge the candidates that just finished into the K slots per input (transformers' `_update_finished_beams`).
     first_k: bool [K2], True for the first K candidates; generated: the tokens each input's candidates hold, EOS
@@ -118,13 +134,12 @@ def _finish(st: BeamState, cand_seq, cand_scores, hits, first_k, generated, norm
 
     keep = torch.topk(torch.cat((st.scores, norm), dim=1), k=beams)[1]               # [B, K]
     lengths = generated.expand_as(hits)
-    return BeamState(
-        running_seq=st.running_seq, running_scores=st.running_scores,
-        seq=_gather(torch.cat((st.seq, cand_seq), dim=1), keep),
+    return replace(
+        st, seq=_gather(torch.cat((st.seq, cand_seq), dim=1), keep),
         scores=_gather(torch.cat((st.scores, norm), dim=1), keep),
         finished=_gather(torch.cat((st.finished, just_finished), dim=1), keep),
         lengths=_gather(torch.cat((st.lengths, lengths), dim=1), keep),
-        improvable=st.improvable)
+        beams=st.beams if cand_beams is None else _gather(torch.cat((st.beams, cand_beams), dim=1), keep))
 
 
 def _improvable(st: BeamState, best_len_norm: torch.Tensor) -> torch.Tensor:
@@ -157,7 +172,9 @@ class BeamSearch(SearchProgress):
         self.eos = torch.tensor(cfg.eos_token_id, device=device) if cfg.eos_token_id else None
         self.n_candidates = max(2, 1 + (len(self.eos) if self.eos is not None else 0)) * beams
         self.fill = (cfg.pad_token_id or cfg.eos_token_id[0]) if self.eos is not None else -1
-        self.st = _init_state(batch, beams, cfg.max_length, cfg.decoder_start_token_id, self.fill, device)
+        self.keep_beams = cfg.return_dict_in_generate                 # beam_indices are returned: [B, K, L] kept
+        self.st = _init_state(batch, beams, cfg.max_length, cfg.decoder_start_token_id, self.fill, device,
+                              self.keep_beams)
         self.norm_len = _powers(cfg.max_length, cfg.length_penalty, device)               # [max_length + 1]
         self.first_k = torch.arange(self.n_candidates, device=device) < beams             # [K2]
         self.row_index = torch.arange(self.rows, device=device)                          # [R]
@@ -199,6 +216,9 @@ class BeamSearch(SearchProgress):
         cand_seq = _gather(st.running_seq, parent)                                    # [B, K2, L]
         slot = torch.minimum(cur_len, self.max_len - 1)[:, :, None].expand_as(token[:, :, None])   # (stopped: any)
         cand_seq.scatter_(2, slot, token[:, :, None])
+        cand_beams = _gather(st.running_beams, parent) if self.keep_beams else None   # [B, K2, L]
+        if cand_beams is not None:
+            cand_beams.scatter_(2, slot, parent[:, :, None])
         hits = (cur_len + 1 >= self.max_len).expand_as(token)                        # [B, K2]
         if self.eos is not None:
             hits = hits | (token[:, :, None] == self.eos).any(dim=-1)               # isin, never a host sync
@@ -208,8 +228,9 @@ class BeamSearch(SearchProgress):
         offset = self.identity.view(batch, beams)[:, :1]                              # [B, 1]: b * K
         parent_rows = (_gather(parent, nxt) + offset).view(rows)                      # [R]
         generated = cur_len + 1 - PROMPT_LEN                                          # [B, 1] EOS counted
-        new = _finish(BeamState(_gather(cand_seq, nxt), _gather(running, nxt), *st.tensors()[2:]),
-                      cand_seq, cand_scores, hits, self.first_k, generated, self.norm_len[generated], cfg)
+        new = _finish(replace(st, running_seq=_gather(cand_seq, nxt), running_scores=_gather(running, nxt),
+                              running_beams=st.running_beams if cand_beams is None else _gather(cand_beams, nxt)),
+                      cand_seq, cand_beams, cand_scores, hits, self.first_k, generated, self.norm_len[generated], cfg)
         reach = self.max_len if cfg.early_stopping == "never" and cfg.length_penalty > 0.0 \
             else cur_len + active.long()                                              # [B, 1] after this step
         new.improvable = _improvable(new, self.norm_len[reach - PROMPT_LEN])
@@ -230,11 +251,15 @@ class BeamSearch(SearchProgress):
         super().join(other)
         width = max(self.st.running_seq.shape[2], other.st.running_seq.shape[2])
 
-        def pad(t: torch.Tensor) -> torch.Tensor:          # the sequences [B, K, L]; other state as it is
-            return widen(t, width, self.fill) if t.dim() == 3 else t
-        self.st = BeamState(*(torch.cat((pad(a), pad(b))) for a, b in zip(self.st.tensors(), other.st.tensors())))
+        def pad(t: torch.Tensor, fill: int | None) -> torch.Tensor:    # the sequences [B, K, L]; the rest as it is
+            return t if fill is None else widen(t, width, fill)
+        self.st = BeamState(*(torch.cat((pad(a, fill), pad(b, fill))) for a, b, fill in
+                              zip(self.st.tensors(), other.st.tensors(), self.fills())))
         if len(other.norm_len) > len(self.norm_len):
             self.norm_len = other.norm_len
+
+    def fills(self) -> list[int | None]:
+        return BeamState.fills(self.fill, self.keep_beams)
 
     def keep(self, inputs: list[int]) -> torch.Tensor:
         index = super().keep(inputs)
@@ -245,22 +270,30 @@ class BeamSearch(SearchProgress):
         """SearchProgress.put, with the beams' state (sequences padded with the fill token)."""
         super().put(slot, other)
         width = other.st.running_seq.shape[2]
-        for mine, theirs in zip(self.st.tensors(), other.st.tensors()):
-            if mine.dim() == 3:                               # the sequences [B, K, L]
-                mine[slot, :, width:] = self.fill
+        for mine, theirs, fill in zip(self.st.tensors(), other.st.tensors(), self.fills()):
+            if fill is not None:                              # the sequences [B, K, L]
+                mine[slot, :, width:] = fill
                 mine[slot, :, :width] = theirs[0]
             else:
                 mine[slot] = theirs[0]
 
     def output(self, inputs: list[int] | None = None):
         """(sequences [B*nrs, T], sequences_scores [B*nrs], per-step processed log-probs (tuple of [B*K, V]) or
-        None); inputs: only these inputs' (independent searches; None: all)."""
-        st, nrs = self.st, self.cfg.num_return_sequences
-        seq, scores, lengths = st.seq, st.scores, st.lengths
+        None, beam_indices [B*nrs, T-1]); inputs: only these inputs' (independent searches, each input's beam
+        indices as if it ran alone; None: all)."""
+        st, nrs, K = self.st, self.cfg.num_return_sequences, self.cfg.num_beams
+        seq, scores, lengths, beams = st.seq, st.scores, st.lengths, st.beams
         if inputs is not None:
             index = self.input_index(inputs)
-            seq, scores, lengths = seq[index], scores[index], lengths[index]
+            seq, scores, lengths, beams = seq[index], scores[index], lengths[index], beams[index]
         length = PROMPT_LEN + int(lengths[:, :nrs].max())
         sequences = seq[:, :nrs, :length].reshape(-1, length)
-        return sequences, scores[:, :nrs].reshape(-1), self.recorded_scores(inputs)
+        beam_indices = None
+        if self.keep_beams:
+            beams = beams[:, :nrs, PROMPT_LEN:length]                                  # [B, nrs, T - 1]
+            if inputs is None:                              # rows of the whole batch: b * K + beam
+                offset = torch.arange(0, beams.shape[0] * K, K, device=beams.device)[:, None, None]
+                beams = torch.where(beams >= 0, beams + offset, beams)
+            beam_indices = beams.reshape(-1, length - 1)
+        return sequences, scores[:, :nrs].reshape(-1), self.recorded_scores(inputs), beam_indices
 

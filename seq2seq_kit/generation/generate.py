@@ -32,6 +32,7 @@ class GenerateOutput:
     sequences: torch.Tensor                             # [B * num_return_sequences, T] long
     sequences_scores: torch.Tensor | None = None        # [B * num_return_sequences] (beam search, output_scores)
     scores: tuple[torch.Tensor, ...] | None = None      # per step [B * rows_per_input, V] processed scores
+    beam_indices: torch.Tensor | None = None            # [B * num_return_sequences, T - 1] long (beam search)
 
     def __getitem__(self, key: str):
         return getattr(self, key)
@@ -119,10 +120,10 @@ def start_slots(cfg: GenerationConfig, inputs: int, max_source: int, max_length:
 def result(cfg: GenerationConfig, search: BeamSearch | SampleSearch, inputs: list[int] | None = None):
     """What generate returns for a finished search: sequences [B * num_return_sequences, T], or a GenerateOutput
     when cfg.return_dict_in_generate; inputs: only these inputs' (an independent search's, finished)."""
-    sequences, sequences_scores, scores = search.output(inputs)
+    sequences, sequences_scores, scores, beam_indices = search.output(inputs)
     if not cfg.return_dict_in_generate:
         return sequences
-    return GenerateOutput(sequences, sequences_scores if cfg.output_scores else None, scores)
+    return GenerateOutput(sequences, sequences_scores if cfg.output_scores else None, scores, beam_indices)
 
 
 def check_generator(generator) -> None:

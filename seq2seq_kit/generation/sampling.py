@@ -94,10 +94,10 @@ class SampleSearch(SearchProgress):
         self.unfinished[rows] = other.unfinished
 
     def output(self, inputs: list[int] | None = None):
-        """(sequences [R, T], None, per-step processed scores (tuple of [R, V]) or None); inputs: only these
+        """(sequences [R, T], None, per-step processed scores (tuple of [R, V]) or None, None); inputs: only these
         inputs' rows (independent searches; None: all)."""
         seq, length = self.seq, int(self.cur_len.max())
         if inputs is not None:
             index = self.input_index(inputs)
             seq, length = seq.index_select(0, self.input_rows(index)), int(self.cur_len[index].max())
-        return seq[:, :length], None, self.recorded_scores(inputs)
+        return seq[:, :length], None, self.recorded_scores(inputs), None
