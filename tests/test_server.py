@@ -381,6 +381,21 @@ def test_api_key_and_sigterm_drains_every_accepted_request(tiny_eos_path, tmp_pa
         assert answer.json() == pipe(doc, **settings)
 
 
+def test_a_signal_during_the_load_leaves_the_service_draining(tiny_eos_path):
+    """SIGTERM while the model loads in its thread: the load's end kept setting the status back to ready, so
+    /health answered 200 and new requests were served until uvicorn shut down. The load now leaves a draining
+    service draining and closes the engine it made. (In process: over HTTP the window depends on load timing.)"""
+    from seq2seq_kit import EngineClosed
+    from seq2seq_kit.server.app import Service, Settings
+
+    service = Service(Settings(model=str(tiny_eos_path)))
+    service.stop_accepting()                       # what DrainingServer.handle_exit does on the signal
+    service.load()
+    assert service.status == "draining"
+    with pytest.raises(EngineClosed):
+        service.engine.submit([5, 6, 7])
+
+
 def test_serve_usage_errors(tmp_path, capsys):
     from seq2seq_kit.cli import main
 

@@ -196,6 +196,7 @@ class Service:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.status = "loading"                  # -> "ready" -> "draining"; "failed" when the load raised
+        self.status_lock = threading.Lock()      # a signal may mark it draining while the load's thread runs
         self.pipe = self.engine = self.task = None
         self.languages: list[str] = []           # a translation model's language codes; [] for a single pair
         self.default_src_lang: str | None = None    # the source language of a request that names none
@@ -234,13 +235,23 @@ class Service:
             self.status = "failed"
             raise
         self.commit = root.name if root.parent.name == "snapshots" else None   # a Hub cache snapshot's folder
-        self.status = "ready"
+        with self.status_lock:
+            stopped = self.status == "draining"
+            self.status = self.status if stopped else "ready"
+        if stopped:                                  # SIGTERM came during the load: serve nothing
+            self.engine.close()
+            return
         logger.info("serving %s (%s, POST %s) on %s (%s)", s.model, self.task, TASK_ROUTES[self.task], pipe.device,
                     pipe.model.dtype)
 
+    def stop_accepting(self) -> None:
+        """From now on /health and new requests answer 503 (a load still running then starts no engine)."""
+        with self.status_lock:
+            self.status = "draining"
+
     def drain(self) -> None:
         """Refuse new requests; finish the engine's accepted ones (blocking, up to drain_timeout)."""
-        self.status = "draining"
+        self.stop_accepting()
         if self.engine is not None:
             self.engine.close(timeout=self.settings.drain_timeout)
 
