@@ -329,6 +329,27 @@ def test_a_disconnected_map_reduce_client_frees_its_engine_rows(server):
     assert 0 < done < LONG_DOCUMENT_ROWS / 2
 
 
+def test_a_client_gone_while_sending_its_body_counts_499_not_500(server):
+    """No answer reaches a client that closed its connection mid-body: /metrics counted it as a 500 (its default
+    status), an error the server never made; it is a 499, as a client gone while its summary was made."""
+    def count(status: str) -> float:
+        text = httpx.get(server.url + "/metrics", timeout=30).text
+        found = re.search(rf'^seq2seq_http_requests_total{{route="/summarize",status="{status}"}} (\S+)$', text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    before = count("499"), count("500")
+    for _ in range(2):
+        with socket.create_connection(("127.0.0.1", server.port)) as s:
+            s.sendall(b"POST /summarize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100\r\n\r\n{\"inputs\": ")
+            time.sleep(0.2)
+    deadline = time.monotonic() + 10
+    while count("499") < before[0] + 2:
+        assert time.monotonic() < deadline, (before, count("499"), count("500"))
+        time.sleep(0.05)
+    assert count("500") == before[1]
+
+
 def test_unknown_route_and_metrics_by_status(server):
     assert httpx.get(server.url + "/nope").status_code == 404
     text = httpx.get(server.url + "/metrics").text

@@ -26,7 +26,8 @@ the pipeline gives for it with those parameters. Every error is JSON {"error", "
 parameter / invalid setting / unknown language code, 413 body too large or input too long with truncation false,
 404 the route of the other kind of model, 503 + Retry-After engine queue full (or loading / draining), 504 past
 request_timeout, 401 without the API key. A client that disconnects, or times out, cancels its engine requests
-(map_reduce's too): their rows are free at the next step.
+(map_reduce's too): their rows are free at the next step; /metrics counts a request whose client left (while
+sending its body or waiting for its answer) as status 499.
 """
 
 from __future__ import annotations
@@ -534,8 +535,8 @@ class Gate:
             body = await read_body(scope, receive, limit)
         except Refusal as refusal:
             return await refusal.response()(scope, receive, send)
-        if body is None:   # the client left while sending
-            return
+        if body is None:   # the client left while sending: counted as one that left while waiting (499)
+            return await Refusal(499, None, "the client disconnected").response()(scope, receive, send)
         replayed = False
 
         async def replay():
