@@ -266,6 +266,10 @@ class Engine:
                 if self.running:
                     self._step()
             except Exception as e:   # noqa: BLE001 - a failed step fails its requests, never the engine
+                try:
+                    self._settle_pending()              # those that finished a step before get their outputs
+                except Exception:   # noqa: BLE001 - else they fail with the step's error, as the others
+                    pass
                 for request in admitted + self.running:
                     settle(request.future, exception=e)
                     self._leave(request)
@@ -366,14 +370,28 @@ class Engine:
         with that error and leave, the group with them (never kept idle: its state stopped half-way); the other
         groups' requests go on. A request's settings that fail its search (a temperature so small that every
         probability overflows) so fail that request alone."""
-        failed = [(group, out) for group, out in zip(self.groups, stepped) if isinstance(out, Exception)]
+        steps = list(zip(self.groups, stepped))
+        failed = [(group, out) for group, out in steps if isinstance(out, Exception)]
+        if failed:
+            self._settle_pending()                      # those that finished a step before get their outputs
+            if self.slots is not None:                  # a failed group emptied by it is not kept idle
+                self.slots.forget([group for group, _ in failed])
         for group, error in failed:
             for request in group.members:
                 settle(request.future, exception=error)
                 self._leave(request)
-        self.groups = [group for group, out in zip(self.groups, stepped) if not isinstance(out, Exception)]
+        kept = {id(group) for group in self.groups}     # the groups _settle_pending left
+        steps = [(group, out) for group, out in steps if not isinstance(out, Exception) and id(group) in kept]
+        self.groups = [group for group, _ in steps]
         self.running = [r for group in self.groups for r in group.members]
-        return [out for out in stepped if not isinstance(out, Exception)]
+        return [out for _, out in steps]
+
+    def _settle_pending(self) -> None:
+        """Fixed capacity, a step failing: the step before it is settled first, so a request that had finished
+        there (and stepped on frozen) gets its output, not the error."""
+        if self.pending is not None:
+            previous, self.pending = self.pending, None
+            self._settle(previous)
 
     def _launched(self, stepped: list) -> Launched:
         """The step just launched, [(parents, flags)] per group: its flags start their way to the host."""
@@ -552,6 +570,10 @@ class FixedCapacity:
                 self.idle[group.key] = group
         while len(self.idle) > self.KEEP_IDLE:
             del self.idle[next(iter(self.idle))]
+
+    def forget(self, groups: list[SlotGroup]) -> None:
+        """These groups are not kept idle (their state stopped half-way through a failed step)."""
+        self.idle = {key: group for key, group in self.idle.items() if all(group is not g for g in groups)}
 
     def take(self, rows: int, cross) -> Slots:
         """`rows` free rows for a request whose one-input cache `cross` holds its cross-attention keys/values."""

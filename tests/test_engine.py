@@ -695,6 +695,34 @@ def test_a_search_that_fails_fails_its_own_requests_only(tiny_eos, fixed_capacit
                            tiny_eos.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=4))
 
 
+@pytest.mark.parametrize("where", ["decoder", "search"])
+def test_fixed_capacity_output_finished_before_a_failed_step_is_kept(tiny_eos, monkeypatch, where):
+    """Fixed capacity reads a step's flags once the next step is launched, so a request that finished at step 3
+    steps a 4th time, frozen. That step failing (in the decoder, or in the search the two requests share) fails the
+    request still going with its error, while the finished one gets its output, not the error."""
+    from seq2seq_kit.generation.sampling import SampleSearch
+
+    short, going = dict(min_new_tokens=3, max_new_tokens=3), dict(min_new_tokens=9, max_new_tokens=9)
+    want = tiny_eos.generate(torch.tensor([[5, 6, 7, 8]]), **short)
+    owner, name = (tiny_eos, "next_token_logits") if where == "decoder" else (SampleSearch, "advance_on_device")
+    real, calls = getattr(owner, name), {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError(f"injected {where} failure")
+        return real(*args, **kwargs)
+
+    with Engine(tiny_eos, max_rows=4, fixed_capacity=True) as engine:
+        monkeypatch.setattr(owner, name, flaky)
+        requests = [engine.submit([5, 6, 7, 8], **short), engine.submit([9, 10, 11], **going)]   # one step, one search
+        assert torch.equal(requests[0].result(timeout=30), want)
+        with pytest.raises(RuntimeError, match=f"injected {where} failure"):
+            requests[1].result(timeout=30)
+        monkeypatch.undo()
+        assert torch.equal(engine.submit([5, 6, 7, 8], **short).result(30), want)     # the engine goes on
+
+
 def test_search_exception_fails_every_request_of_that_search(tiny_eos, monkeypatch):
     """An error after the decoder ran, in a search that three requests share, settles all three."""
     from seq2seq_kit.generation.sampling import SampleSearch
