@@ -318,9 +318,11 @@ def _add_serve(sub, parents: list) -> None:
     p.add_argument("--max-body-bytes", type=_positive, default=1_000_000,
                    help="largest request body; larger ones get 413 (default: 1000000)")
     p.add_argument("--request-timeout", type=_positive_float, default=120.0,
-                   help="seconds a request may take before it gets 504 and is cancelled (default: 120)")
+                   help="seconds from a request's arrival to its answer, else 504 (408 if its body is not in by "
+                        "then) and it is cancelled (default: 120)")
     p.add_argument("--drain-timeout", type=_positive_float, default=60.0,
-                   help="seconds SIGTERM / Ctrl-C waits for accepted requests (default: 60)")
+                   help="seconds SIGTERM / Ctrl-C waits for accepted requests; those still running then get 503 "
+                        "(default: 60)")
     p.add_argument("--api-key-env", metavar="VAR",
                    help="require 'Authorization: Bearer <key>' on every request but /health, the key being the "
                         "value of the environment variable VAR")

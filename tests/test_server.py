@@ -258,7 +258,7 @@ def test_full_queue_is_503_with_retry_after(server):
     assert too_many.status_code == 413 and too_many.json()["field"] == "inputs", too_many.text
     assert "--max-queue 64" in too_many.json()["error"]
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        filling = pool.submit(post, server, {"inputs": ["the tower"] * 60, "parameters": LONG}, timeout=5)
+        filling = pool.submit(post, server, {"inputs": ["the tower"] * 60, "parameters": LONG}, timeout=3.5)
         deadline = time.monotonic() + 30
         while engine_metrics(server)["seq2seq_engine_queue_depth"] < 50:
             assert time.monotonic() < deadline, engine_metrics(server)
@@ -348,6 +348,59 @@ def test_a_client_gone_while_sending_its_body_counts_499_not_500(server):
         assert time.monotonic() < deadline, (before, count("499"), count("500"))
         time.sleep(0.05)
     assert count("500") == before[1]
+
+
+def half_a_body(server) -> socket.socket:
+    """A connection that sent a POST's headers and half its body, then nothing."""
+    s = socket.create_connection(("127.0.0.1", server.port))
+    s.sendall(b"POST /summarize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: 40\r\n\r\n{\"inputs\": \"the to")
+    return s
+
+
+def answer_on(s: socket.socket, timeout: float) -> tuple[int, dict]:
+    """The status and JSON body of the HTTP answer that arrives on s."""
+    s.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+        chunk = s.recv(65536)
+        assert chunk, f"the connection closed: {data!r}"
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    return int(head.split()[1]), json.loads(body)
+
+
+def test_a_body_slower_than_the_request_timeout_is_408(server):
+    """--request-timeout counts from arrival: a client that sends half its body and stalls gets a 408 naming the
+    body once it has passed (it held its connection, and a drain, for ever)."""
+    with half_a_body(server) as s:
+        start = time.monotonic()
+        status, answer = answer_on(s, timeout=30)
+    assert status == 408 and answer["field"] == "body" and "request timeout (5 s)" in answer["error"]
+    assert 5 <= time.monotonic() - start < 15
+
+
+def test_requests_still_running_when_the_drain_runs_out_get_a_503(tiny_eos_path, tmp_path):
+    """SIGTERM with --drain-timeout 2: a request that cannot finish in time, and one whose body stalls, are
+    answered 503 (JSON, Retry-After) before uvicorn would cancel them (a plain-text 500 and a traceback)."""
+    srv = Server(tmp_path, "--model", tiny_eos_path, "--max-rows", "4", "--drain-timeout", "2")
+    try:
+        srv.wait_ready()
+        body = {"inputs": ["the tower is tall"] * 4, "parameters": LONG}          # minutes of work
+        with concurrent.futures.ThreadPoolExecutor(1) as pool, half_a_body(srv) as stalled:
+            running = pool.submit(post, srv, body)
+            while engine_metrics(srv)["seq2seq_engine_active_rows"] == 0:
+                time.sleep(0.01)
+            srv.proc.send_signal(signal.SIGTERM)
+            stalled_answer = answer_on(stalled, timeout=30)
+            answer = running.result()
+        assert srv.proc.wait(30) == 0
+    finally:
+        srv.stop()
+    assert answer.status_code == 503 and "drain timeout ran out" in answer.json()["error"], answer.text
+    assert answer.headers["Retry-After"] == "1"
+    assert stalled_answer[0] == 503 and "drain timeout ran out" in stalled_answer[1]["error"]
+    assert "Traceback" not in srv.log.read_text()
 
 
 def test_unknown_route_and_metrics_by_status(server):

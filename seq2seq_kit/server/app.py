@@ -24,8 +24,9 @@ body against SummarizeRequest / TranslateRequest (types strict, unknown fields r
 check_texts, preprocess (truncation), one engine request per input, postprocess. So each input's answer is what
 the pipeline gives for it with those parameters. Every error is JSON {"error", "field"}: 422 bad type / unknown
 parameter / invalid setting / unknown language code, 413 body too large or input too long with truncation false,
-404 the route of the other kind of model, 503 + Retry-After engine queue full (or loading / draining), 504 past
-request_timeout, 401 without the API key. A client that disconnects, or times out, cancels its engine requests
+404 the route of the other kind of model, 503 + Retry-After engine queue full (or loading / draining, or still
+running when a drain runs out), 504 past request_timeout from arrival (408 if the body itself is not in by then),
+401 without the API key. A client that disconnects, or times out, cancels its engine requests
 (map_reduce's too): their rows are free at the next step; /metrics counts a request whose client left (while
 sending its body or waiting for its answer) as status 499.
 """
@@ -36,6 +37,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import threading
 import time
 import typing
@@ -63,6 +65,7 @@ from ..translation import TranslationPipeline
 logger = logging.getLogger("seq2seq_kit.server")
 
 POLL_S = 0.05             # how often a waiting request checks whether its client is still there
+ANSWER_MARGIN_S = 0.5     # draining: requests still running are refused this long before uvicorn cancels them
 RETRY_AFTER_S = 1         # Retry-After of a 503
 TASK_ROUTES = {"summarization": "/summarize", "translation": "/translate"}   # the pipeline's task -> its route
 ROUTES = (*TASK_ROUTES.values(), "/health", "/info", "/metrics", "/docs", "/openapi.json")
@@ -198,6 +201,7 @@ class Service:
         self.settings = settings
         self.status = "loading"                  # -> "ready" -> "draining"; "failed" when the load raised
         self.status_lock = threading.Lock()      # a signal may mark it draining while the load's thread runs
+        self.answer_by = math.inf                # draining: when requests still running get a 503 (monotonic)
         self.pipe = self.engine = self.task = None
         self.languages: list[str] = []           # a translation model's language codes; [] for a single pair
         self.default_src_lang: str | None = None    # the source language of a request that names none
@@ -245,10 +249,14 @@ class Service:
         logger.info("serving %s (%s, POST %s) on %s (%s)", s.model, self.task, TASK_ROUTES[self.task], pipe.device,
                     pipe.model.dtype)
 
-    def stop_accepting(self) -> None:
-        """From now on /health and new requests answer 503 (a load still running then starts no engine)."""
+    def stop_accepting(self, grace_s: float = 0.0) -> None:
+        """From now on /health and new requests answer 503 (a load still running then starts no engine); the
+        requests accepted are answered by the end of grace_s + drain_timeout, a 503 for those still running then
+        (uvicorn would cancel them: a plain-text 500)."""
         with self.status_lock:
             self.status = "draining"
+            if self.answer_by == math.inf:
+                self.answer_by = time.monotonic() + grace_s + self.settings.drain_timeout - ANSWER_MARGIN_S
 
     def drain(self) -> None:
         """Refuse new requests; finish the engine's accepted ones (blocking, up to drain_timeout)."""
@@ -347,7 +355,7 @@ class Service:
                        http: Request) -> list:
         """The pipeline's records for rows (one engine request each), shaped as pipe(inputs) shapes them."""
         requests = self.submit(rows, kwargs)
-        ids = await outputs_of(requests, http, self.settings.request_timeout)
+        ids = await outputs_of(requests, http, self)
         records = [self.pipe.postprocess(out[None], clean_up_tokenization_spaces=clean_up)[0] for out in ids]
         if isinstance(inputs, str):
             return records[0]
@@ -378,7 +386,7 @@ class Service:
             clean_up_tokenization_spaces=clean_up, cancel=cancel, **kwargs))
         work.add_done_callback(lambda f: f.cancelled() or f.exception())   # a refused request's end is not logged
         try:
-            return await answer_of(work, http, self.settings.request_timeout)
+            return await answer_of(work, http, self)
         except (EngineFull, EngineClosed, TypeError, ValueError) as e:
             raise self.refusal(e) from None
         finally:
@@ -443,14 +451,14 @@ def split_parameters(p: TaskParameters) -> tuple[dict, bool, bool]:
     return kwargs, (True if truncation is None else truncation), p.clean_up_tokenization_spaces
 
 
-async def outputs_of(requests: list, http: Request, timeout: float) -> list:
+async def outputs_of(requests: list, http: Request, service: Service) -> list:
     """The requests' outputs, each LongTensor [n, T] (answer_of their futures); whatever ends the wait (the
     answer, a refusal, an error, a cancellation) cancels the requests not done in the engine. A ValueError from
     the engine is the request's own settings failing its search (a temperature that overflows every probability,
     as generate fails on it): 422 naming the parameter."""
     together = asyncio.gather(*(asyncio.wrap_future(r.future) for r in requests))
     try:
-        return await answer_of(together, http, timeout)
+        return await answer_of(together, http, service)
     except ValueError as e:
         raise Refusal(422, parameter_named(str(e)), str(e)) from None
     finally:
@@ -459,21 +467,35 @@ async def outputs_of(requests: list, http: Request, timeout: float) -> list:
         together.cancel()
 
 
-async def answer_of(work: asyncio.Future, http: Request, timeout: float):
-    """work's result. Refusal 504 once `timeout` seconds have passed, 499 once the client is gone (the caller
-    then cancels the work)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        left = deadline - loop.time()
-        if left <= 0:
-            raise Refusal(504, None, f"no answer within the server's request timeout ({timeout:g} s); send "
-                                     "fewer or shorter inputs, or lower max_length / num_beams")
-        done, _ = await asyncio.wait([work], timeout=min(POLL_S, left))
-        if done:
-            return work.result()
-        if await http.is_disconnected():
-            raise Refusal(499, None, "the client disconnected")
+async def answer_of(work: asyncio.Future, http: Request, service: Service):
+    """work's result. Refusal 504 once the request timeout has passed since the request arrived, 503 once a drain
+    runs out, 499 once the client is gone (the caller then cancels the work)."""
+    timeout = service.settings.request_timeout
+    late = Refusal(504, None, f"no answer within the server's request timeout ({timeout:g} s); send fewer or "
+                              "shorter inputs, or lower max_length / num_beams")
+    return await in_time(work, service, http.state.arrival, late, http)
+
+
+async def in_time(work, service: Service, arrival: float, late: Refusal, http: Request | None = None):
+    """work's result (an awaitable), waited for until `arrival` (time.monotonic()) + the request timeout, else
+    Refusal `late`; until the drain's end (Service.answer_by), else 503; while http's client is there, else 499.
+    The wait ending early cancels work."""
+    work = asyncio.ensure_future(work)
+    try:
+        while True:
+            now = time.monotonic()
+            if now >= service.answer_by:
+                raise busy("the server shut down (its drain timeout ran out) before this request was answered")
+            if now >= arrival + service.settings.request_timeout:
+                raise late
+            until = min(arrival + service.settings.request_timeout, service.answer_by)
+            done, _ = await asyncio.wait([work], timeout=min(POLL_S, until - now))
+            if done:
+                return work.result()
+            if http is not None and await http.is_disconnected():
+                raise Refusal(499, None, "the client disconnected")
+    finally:
+        work.cancel()
 
 
 class EngineMetrics:
@@ -530,9 +552,10 @@ class Gate:
             return await refusal.response()(scope, receive, send)
         if (refusal := self.service.unserved(scope["path"])) is not None:    # before the body is read or checked
             return await refusal.response()(scope, receive, send)
-        limit = self.service.settings.max_body_bytes
+        limit, arrival = self.service.settings.max_body_bytes, time.monotonic()
+        scope.setdefault("state", {})["arrival"] = arrival        # request.state.arrival: answer_of's clock
         try:
-            body = await read_body(scope, receive, limit)
+            body = await read_body(scope, receive, limit, self.service, arrival)
         except Refusal as refusal:
             return await refusal.response()(scope, receive, send)
         if body is None:   # the client left while sending: counted as one that left while waiting (499)
@@ -553,16 +576,19 @@ class Gate:
         return hmac.compare_digest(given, self.expected)
 
 
-async def read_body(scope, receive, limit: int) -> bytes | None:
-    """The request body, at most `limit` bytes (else Refusal 413); None when the client disconnected."""
+async def read_body(scope, receive, limit: int, service: Service, arrival: float) -> bytes | None:
+    """The request body, at most `limit` bytes (else Refusal 413), within the request timeout (else 408); None
+    when the client disconnected."""
     length = dict(scope["headers"]).get(b"content-length")
     too_large = Refusal(413, "body", f"the body is over the server's limit of {limit} bytes; send fewer or shorter "
                                      "inputs, or start the server with a larger --max-body-bytes")
     if length is not None and length.isdigit() and int(length) > limit:
         raise too_large
+    slow = Refusal(408, "body", f"the body did not arrive within the server's request timeout "
+                                f"({service.settings.request_timeout:g} s)")
     chunks, size = [], 0
     while True:
-        message = await receive()
+        message = await in_time(receive(), service, arrival, slow)
         if message["type"] == "http.disconnect":
             return None
         chunk = message.get("body", b"")

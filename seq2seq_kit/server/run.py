@@ -37,7 +37,7 @@ class DrainingServer(uvicorn.Server):
     def handle_exit(self, sig, frame) -> None:
         if self.draining_since is not None and sig == signal.SIGINT:   # a second Ctrl-C: now
             self.should_exit = self.force_exit = True
-        self.service.stop_accepting()
+        self.service.stop_accepting(self.GRACE_S)
         self.draining_since = self.draining_since or time.monotonic()
 
     async def on_tick(self, counter: int) -> bool:
