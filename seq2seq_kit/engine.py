@@ -211,7 +211,7 @@ class Engine:
         with self._wake:
             if self._closing:
                 raise EngineClosed("the engine is closed; create a new Engine")
-            if len(self.waiting) >= self.max_queue:
+            if self.queue_depth >= self.max_queue:
                 raise EngineFull(f"the engine's queue is full ({self.max_queue} waiting requests); retry later")
             self.waiting.append(request)
             self._wake.notify()
@@ -228,7 +228,8 @@ class Engine:
 
     @property
     def queue_depth(self) -> int:
-        return len(self.waiting)
+        """Requests waiting, those cancelled meanwhile not counted."""
+        return sum(not request.future.cancelled() for request in self.waiting)
 
     @property
     def active_rows(self) -> int:
@@ -265,17 +266,26 @@ class Engine:
                 self._admit(admitted)
                 if self.running:
                     self._step()
-            except Exception as e:   # noqa: BLE001 - a failed step fails its requests, never the engine
-                try:
-                    self._settle_pending()              # those that finished a step before get their outputs
-                except Exception:   # noqa: BLE001 - else they fail with the step's error, as the others
-                    pass
-                for request in admitted + self.running:
-                    settle(request.future, exception=e)
-                    self._leave(request)
-                self.groups, self.running, self.pending = [], [], None
-                if self.slots is not None:
-                    self.slots.idle.clear()             # their state may be half-way through the failed step
+            except BaseException as e:   # noqa: BLE001 - a failed step fails its requests, never the engine
+                self._fail(admitted + self.running, e)
+
+    def _fail(self, requests: list[Request], error: BaseException) -> None:
+        """A step failed: its requests get the error, but those that had finished at the step before (fixed
+        capacity) get their outputs. Nothing here may stop the engine's thread: a second failure (a device that
+        stays broken) still settles every request, whose rows are then lost to the engine."""
+        try:
+            self._settle_pending()
+        except BaseException:   # noqa: BLE001 - then they fail with the step's error, as the others
+            pass
+        for request in requests:                        # those settled above are done: settle skips them
+            settle(request.future, exception=error)
+            try:
+                self._leave(request)
+            except BaseException:   # noqa: BLE001 - see above
+                request.cache = request.group = None
+        self.groups, self.running, self.pending = [], [], None
+        if self.slots is not None:
+            self.slots.idle.clear()                     # their state may be half-way through the failed step
 
     def _take_admissible(self) -> list[Request]:
         """Pop, in arrival order, the waiting requests that fit beside the running ones (lock held)."""
@@ -577,9 +587,10 @@ class FixedCapacity:
 
     def take(self, rows: int, cross) -> Slots:
         """`rows` free rows for a request whose one-input cache `cross` holds its cross-attention keys/values."""
-        slots = Slots([self.free.pop() for _ in range(rows)], self.free_inputs.pop(0), cross.cross_k[0].shape[2],
+        slots = Slots(list(reversed(self.free[-rows:])), self.free_inputs[0], cross.cross_k[0].shape[2],
                       self.store.positions.device)
         self.store.fill(slots.index, slots.input_slot, cross)
+        del self.free[-rows:], self.free_inputs[0]             # only now: a fill that fails takes nothing
         return slots
 
     def reorder(self, moved: list) -> None:
@@ -660,7 +671,7 @@ def as_row(input_ids) -> torch.Tensor:
         if input_ids.dim() != 1:
             raise ValueError(f"submit() takes one input: 1-D token ids, got shape {list(input_ids.shape)}; "
                              "submit each row of a batch on its own")
-        ids = input_ids
+        ids = input_ids.clone()                         # the caller may reuse its tensor while this waits
     elif isinstance(input_ids, (list, tuple)) and all(isinstance(t, int) and not isinstance(t, bool)
                                                       for t in input_ids):
         ids = torch.tensor(input_ids, dtype=torch.long)

@@ -745,3 +745,84 @@ def test_search_exception_fails_every_request_of_that_search(tiny_eos, monkeypat
                 request.result(timeout=30)
         monkeypatch.undo()
         assert engine.submit([5, 6, 7], max_new_tokens=4).result(30).shape[0] == 1
+
+
+def test_a_second_failure_while_failing_a_step_settles_every_request(tiny_eos, monkeypatch):
+    """A device that stays broken (fixed capacity: freeing the failed step's slots raises too) and a
+    BaseException from a step: every request still gets an error, the engine's thread lives, and it serves the
+    next request."""
+    from seq2seq_kit.models.kv_cache import SlotStore
+
+    real_step, real_free, broken = tiny_eos.next_token_logits, SlotStore.free, {"on": False, "steps": 0}
+
+    def step(*args):
+        broken["steps"] += 1
+        if broken["steps"] == 3:
+            broken["on"] = True
+            raise SystemExit("a BaseException from user code")
+        return real_step(*args)
+
+    def free(self, *args):
+        if broken["on"]:
+            raise RuntimeError("the device is still broken")
+        return real_free(self, *args)
+
+    monkeypatch.setattr(tiny_eos, "next_token_logits", step)
+    monkeypatch.setattr(SlotStore, "free", free)
+    with Engine(tiny_eos, max_rows=8, fixed_capacity=True) as engine:
+        requests = [engine.submit([5 + i, 6, 7], min_new_tokens=9, max_new_tokens=9) for i in range(2)]
+        for request in requests:
+            with pytest.raises(SystemExit, match="BaseException from user code"):
+                request.result(timeout=30)
+        broken["on"] = False
+        assert engine._thread.is_alive()
+        want = tiny_eos.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=4)
+        assert torch.equal(engine.submit([5, 6, 7], max_new_tokens=4).result(30), want)   # the rows left
+
+
+def test_a_fill_that_fails_takes_no_slots(tiny_eos, monkeypatch):
+    """Fixed capacity: a request whose slots fail to fill fails alone, and its rows and input slot stay free (they
+    were taken first and lost: later requests failed with 'pop from empty list')."""
+    from seq2seq_kit.models.kv_cache import SlotStore
+
+    real, calls = SlotStore.fill, {"n": 0}
+
+    def fill(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("injected fill failure")
+        return real(self, *args)
+
+    monkeypatch.setattr(SlotStore, "fill", fill)
+    with Engine(tiny_eos, max_rows=4, fixed_capacity=True) as engine:
+        with pytest.raises(RuntimeError, match="injected fill failure"):
+            engine.submit([5, 6, 7], num_beams=4, max_new_tokens=4).result(30)
+        assert sorted(engine.slots.free) == [0, 1, 2, 3] and engine.slots.free_inputs == [0, 1, 2, 3]
+        out = engine.submit([5, 6, 7], num_beams=4, max_new_tokens=4).result(30)    # needs every row
+    assert torch.equal(out, tiny_eos.generate(torch.tensor([[5, 6, 7]]), num_beams=4, max_new_tokens=4))
+
+
+def test_cancelled_waiting_requests_leave_room_in_the_queue(tiny_eos):
+    with Engine(tiny_eos, max_rows=1, max_queue=2) as engine:
+        running = engine.submit([5, 6, 7], min_new_tokens=200, max_new_tokens=200)     # the only row, a while
+        while engine.active_rows == 0:
+            time.sleep(0.001)
+        waiting = [engine.submit([5, 6, 8 + i], max_new_tokens=3) for i in range(2)]
+        with pytest.raises(EngineFull):
+            engine.submit([5, 6, 10], max_new_tokens=3)
+        waiting[1].cancel()
+        assert engine.queue_depth == 1
+        late = engine.submit([5, 6, 10], max_new_tokens=3)                          # room again
+        running.cancel()
+        assert torch.equal(late.result(30), tiny_eos.generate(torch.tensor([[5, 6, 10]]), max_new_tokens=3))
+
+
+def test_the_callers_tensor_is_copied_at_submit(tiny_eos):
+    ids = torch.tensor([5, 6, 7, 8])
+    with Engine(tiny_eos, max_rows=1) as engine:
+        first = engine.submit([9, 10], min_new_tokens=20, max_new_tokens=20)       # keeps the next one waiting
+        request = engine.submit(ids, max_new_tokens=5)
+        ids.fill_(11)                                                               # the caller reuses its buffer
+        assert request.input_ids.tolist() == [[5, 6, 7, 8]]
+        first.result(30)
+        assert torch.equal(request.result(30), tiny_eos.generate(torch.tensor([[5, 6, 7, 8]]), max_new_tokens=5))
