@@ -61,7 +61,7 @@ class BeamState:
     finished: torch.Tensor           # [B, K] bool
     lengths: torch.Tensor            # [B, K] long, generated tokens in the slot (0 = never filled)
     improvable: torch.Tensor         # [B, 1] bool, early-stop heuristic not yet satisfied
-    running_beams: torch.Tensor      # [B, K, L] long, the beam each token of running_seq came from (-1: none),
+    running_beams: torch.Tensor      # [B, K, L] long, the beam each token of running_seq came from (-1: none)
     beams: torch.Tensor              # [B, K, L] long, the same for seq; both [B, K, 0] unless they are returned
 
     def merge_into(self, old: BeamState, keep_new: torch.Tensor) -> BeamState:
@@ -279,7 +279,7 @@ class BeamSearch(SearchProgress):
 
     def output(self, inputs: list[int] | None = None):
         """(sequences [B*nrs, T], sequences_scores [B*nrs], per-step processed log-probs (tuple of [B*K, V]) or
-        None, beam_indices [B*nrs, T-1]); inputs: only these inputs' (independent searches, each input's beam
+        None, beam_indices [B*nrs, T-1] or None); inputs: only these inputs' (independent searches, each input's beam
         indices as if it ran alone; None: all)."""
         st, nrs, K = self.st, self.cfg.num_return_sequences, self.cfg.num_beams
         seq, scores, lengths, beams = st.seq, st.scores, st.lengths, st.beams
