@@ -274,6 +274,8 @@ def test_a_generation_config_argument_over_the_checkpoints(pair):
     assert mine.sequences.shape == (4, 20) and mine.sequences[:, 1].eq(0).all()       # forced BOS
     with pytest.raises(TypeError, match="generation_config must be seq2seq_kit's GenerationConfig"):
         ours.generate(ids, mask, generation_config=transformers.GenerationConfig(**settings))
+    with pytest.raises(TypeError, match="second argument is attention_mask; pass a GenerationConfig as generation_"):
+        ours.generate(ids, GenerationConfig(**settings))                 # transformers' positional order
 
 
 def test_distilbart_greedy_short(pair):

@@ -78,6 +78,9 @@ def prepare(model: Seq2SeqModel, input_ids, attention_mask, kwargs: dict, genera
     """generate's checks, in its order, before any compute (the engine's submit runs the same): inputs moved to
     the model's device and checked once, settings resolved over the model's, the generator checked.
     Returns (input_ids [B, S] long, padding mask bool [B, S] or None, resolved GenerationConfig)."""
+    if isinstance(attention_mask, GenerationConfig):                       # transformers' second argument
+        raise TypeError("generate()'s second argument is attention_mask; pass a GenerationConfig as "
+                        "generation_config=...")
     if isinstance(input_ids, torch.Tensor):                                 # inputs may come from the CPU
         input_ids = input_ids.to(model.device)
     if isinstance(attention_mask, torch.Tensor):
