@@ -266,8 +266,12 @@ class Engine:
                 self._admit(admitted)
                 if self.running:
                     self._step()
-            except BaseException as e:   # noqa: BLE001 - a failed step fails its requests, never the engine
+            except Exception as e:   # noqa: BLE001 - a failed step fails its requests, never the engine
                 self._fail(admitted + self.running, e)
+            except BaseException as e:   # noqa: BLE001 - SystemExit & co. from user code: callers get an Exception
+                error = RuntimeError(f"the engine's step raised {e!r}")   # (asyncio would stop its loop on e)
+                error.__cause__ = e
+                self._fail(admitted + self.running, error)
 
     def _fail(self, requests: list[Request], error: BaseException) -> None:
         """A step failed: its requests get the error, but those that had finished at the step before (fixed
