@@ -242,7 +242,8 @@ class Service:
         self.commit = root.name if root.parent.name == "snapshots" else None   # a Hub cache snapshot's folder
         with self.status_lock:
             stopped = self.status == "draining"
-            self.status = self.status if stopped else "ready"
+            if not stopped:
+                self.status = "ready"
         if stopped:                                  # SIGTERM came during the load: serve nothing
             self.engine.close()
             return
@@ -461,10 +462,9 @@ async def outputs_of(requests: list, http: Request, service: Service) -> list:
         return await answer_of(together, http, service)
     except ValueError as e:
         raise Refusal(422, parameter_named(str(e)), str(e)) from None
-    finally:
+    finally:                                            # (answer_of cancels `together` itself)
         for r in requests:
             r.cancel()
-        together.cancel()
 
 
 async def answer_of(work: asyncio.Future, http: Request, service: Service):
@@ -480,16 +480,15 @@ async def in_time(work, service: Service, arrival: float, late: Refusal, http: R
     """work's result (an awaitable), waited for until `arrival` (time.monotonic()) + the request timeout, else
     Refusal `late`; until the drain's end (Service.answer_by), else 503; while http's client is there, else 499.
     The wait ending early cancels work."""
-    work = asyncio.ensure_future(work)
+    work, deadline = asyncio.ensure_future(work), arrival + service.settings.request_timeout
     try:
         while True:
             now = time.monotonic()
             if now >= service.answer_by:
                 raise busy("the server shut down (its drain timeout ran out) before this request was answered")
-            if now >= arrival + service.settings.request_timeout:
+            if now >= deadline:
                 raise late
-            until = min(arrival + service.settings.request_timeout, service.answer_by)
-            done, _ = await asyncio.wait([work], timeout=min(POLL_S, until - now))
+            done, _ = await asyncio.wait([work], timeout=min(POLL_S, deadline - now, service.answer_by - now))
             if done:
                 return work.result()
             if http is not None and await http.is_disconnected():
