@@ -228,8 +228,10 @@ class Engine:
 
     @property
     def queue_depth(self) -> int:
-        """Requests waiting, those cancelled meanwhile not counted."""
-        return sum(not request.future.cancelled() for request in self.waiting)
+        """Requests waiting, those cancelled meanwhile not counted (under the lock: /metrics reads it from another
+        thread while submit appends)."""
+        with self._wake:
+            return sum(not request.future.cancelled() for request in self.waiting)
 
     @property
     def active_rows(self) -> int:

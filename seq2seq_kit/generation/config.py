@@ -69,8 +69,7 @@ class GenerationConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "GenerationConfig":
         """Known keys are taken; transformers-only keys with a non-neutral value go to `unsupported`; others ignored."""
-        names = {f.name for f in fields(cls)} - {"unsupported"}
-        cfg = cls(**{k: v for k, v in d.items() if k in names})
+        cfg = cls(**{k: v for k, v in d.items() if k in GENERATE_KWARGS})
         cfg.unsupported = {k: v for k, v in d.items()
                            if k in UNSUPPORTED and v not in (None, UNSUPPORTED[k], [], {})}   # [], {}: nothing to do
         return cfg
