@@ -35,10 +35,10 @@ stream of requests of any lengths captures a handful of graphs; on the CPU the s
 way of checking it). Each group's search has fixed input slots too (SlotGroup, generation.start_slots: made at
 max_rows // rows_per_input inputs and the widest lengths, requests written into a slot and vacating it in place),
 reads its rows' logits from the decoder's and writes their next tokens into the store's token buffer, so on CUDA
-its step, processors and top-k included, replays from one CUDA graph captured when the group is made (sampling
-and output_scores groups step eagerly): a step is a decoder replay, a replay per group and the beam groups'
-reorder (one gather-scatter of self-attention slots within the store), and its flags are read while the next step
-runs (a finished request steps once more, frozen, before it leaves).
+its step, processors and top-k included, replays from one CUDA graph captured when the group is made (sampling,
+output_scores and output_logits groups step eagerly): a step is a decoder replay, a replay per group and the beam
+groups' reorder (one gather-scatter of self-attention slots within the store), and its flags are read while the
+next step runs (a finished request steps once more, frozen, before it leaves).
 Padding adds exact zeros to the attention but rounds the longer reductions differently: fp32 tokens equal
 generate alone's on decisive logits, scores within 1e-4, as for batched requests.
 """
@@ -492,7 +492,7 @@ class SlotGroup(Group):
     mapped to its store row. Its step reads its rows' logits from the decoder's logits for every store row and
     writes its rows' next tokens into the store's token buffer, at shapes that never change, so on CUDA it replays
     from one CUDA graph captured when the group is made (CapturedStep; sampling, whose draws a graph cannot hold,
-    and output_scores, which the host records, step eagerly)."""
+    and output_scores / output_logits, which the host records, step eagerly)."""
 
     def __init__(self, key: str | None, search, tokens: torch.Tensor, logits: torch.Tensor, captured: bool):
         super().__init__(key, search, [None] * search.batch)
@@ -575,7 +575,7 @@ class FixedCapacity:
         search = start_slots(cfg, 1 if key is None else self.store.num_rows // request.rows,
                              config.max_position_embeddings, widest, config.decoder_vocab_size, self.model.device,
                              request.generator)
-        captured = self.capture and key is not None and not cfg.output_scores
+        captured = self.capture and key is not None and not (cfg.output_scores or cfg.output_logits)
         return SlotGroup(key, search, self.tokens, self.logits, captured)
 
     def keep_idle(self, groups: list[SlotGroup]) -> None:

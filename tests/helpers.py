@@ -74,6 +74,9 @@ def assert_same_generation(got, want, atol: float = 0.0, equal_nan: bool = False
     assert len(got.scores) == len(want.scores)
     for a, b in zip(got.scores, want.scores):
         torch.testing.assert_close(a, b, atol=atol, rtol=0, equal_nan=equal_nan)
+    assert (got.logits is None) == (want.logits is None)
+    for a, b in zip(got.logits or (), want.logits or (), strict=True):
+        torch.testing.assert_close(a, b, atol=atol, rtol=0)
 
 
 def random_settings(rng: random.Random) -> dict:

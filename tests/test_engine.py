@@ -120,7 +120,8 @@ def test_requests_differing_in_lengths_share_one_search_at_different_steps(tiny_
                                                                            monkeypatch):
     """Requests whose settings differ only in max_length / min_length step in one search, joining it while the
     others are mid-way (each at its own length, its own forced-EOS step and minimum): each equals generate alone
-    (scores: with output_scores, the per-step scores too; without, the search's in-place path)."""
+    (scores: with output_scores and output_logits, the per-step scores and logits too; without, the search's
+    in-place path)."""
     lengths = [dict(max_new_tokens=14, min_new_tokens=12), dict(max_length=9), dict(max_new_tokens=11, min_length=4),
                dict(max_new_tokens=6, min_new_tokens=5)]
     shared, real = [], Engine._step
@@ -129,7 +130,8 @@ def test_requests_differing_in_lengths_share_one_search_at_different_steps(tiny_
     with Engine(tiny_eos, max_rows=16, fixed_capacity=fixed_capacity) as engine:
         requests = []
         for ids, kwargs in jobs:
-            requests.append(engine.submit(ids, **kwargs, return_dict_in_generate=scores, output_scores=scores))
+            requests.append(engine.submit(ids, **kwargs, return_dict_in_generate=scores, output_scores=scores,
+                                          output_logits=scores))
             steps = len(shared)
             while len(shared) < steps + 2 and not requests[0].done():        # the next one joins two steps later
                 time.sleep(0.001)
@@ -140,11 +142,13 @@ def test_requests_differing_in_lengths_share_one_search_at_different_steps(tiny_
         if not scores:
             assert torch.equal(out, tiny_eos.generate(torch.tensor([ids]), **kwargs)), kwargs
             continue
-        ref = alone(tiny_eos, ids, kwargs)
+        ref = tiny_eos.generate(torch.tensor([ids]), **kwargs, return_dict_in_generate=True, output_scores=True,
+                                output_logits=True)
         assert_same(out, ref, str(kwargs))
-        assert len(out.scores) == len(ref.scores)
-        for got, want in zip(out.scores, ref.scores):
-            torch.testing.assert_close(got, want, atol=SCORE_ATOL, rtol=0)
+        for steps, ref_steps in ((out.scores, ref.scores), (out.logits, ref.logits)):
+            assert len(steps) == len(ref_steps)
+            for got, want in zip(steps, ref_steps):
+                torch.testing.assert_close(got, want, atol=SCORE_ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("fixed_capacity", [False, True])

@@ -31,7 +31,7 @@ def inputs(vocab_size: int, pad: int, lengths=(12, 9, 5), seed: int = 9):
 
 
 def run_both(hf, ours, ids, mask, **kwargs):
-    kwargs = dict(kwargs, return_dict_in_generate=True, output_scores=True)
+    kwargs = dict(kwargs, return_dict_in_generate=True, output_scores=True, output_logits=True)
     theirs = hf.generate(ids, attention_mask=mask, **kwargs)
     mine = ours.generate(ids.to(ours.device), mask.to(ours.device), **kwargs)
     return theirs, mine
@@ -46,11 +46,14 @@ def assert_parity(theirs, mine, atol=ATOL):
                                                                                  mine.beam_indices)
     else:
         assert mine.beam_indices is None
-    assert len(mine.scores) == len(theirs.scores)
-    for a, b in zip(mine.scores, theirs.scores):
-        a, b = a.cpu(), b.cpu()
-        if not torch.allclose(a, b, atol=atol, rtol=0, equal_nan=True):
-            assert_same_rows(a, b, atol)
+    assert (mine.logits is None) == (theirs.logits is None)
+    for mine_steps, their_steps in ((mine.scores, theirs.scores), (mine.logits or (), theirs.logits or ())):
+        assert len(mine_steps) == len(their_steps)
+        for a, b in zip(mine_steps, their_steps):
+            a, b = a.cpu(), b.cpu()
+            assert a.dtype == b.dtype == torch.float32
+            if not torch.allclose(a, b, atol=atol, rtol=0, equal_nan=True):
+                assert_same_rows(a, b, atol)
 
 
 def assert_same_rows(a: torch.Tensor, b: torch.Tensor, atol: float) -> None:

@@ -130,7 +130,7 @@ def test_explicit_none():
     assert cfg.forced_bos_token_id is None and cfg.top_k is None           # switched off, as in transformers
     assert (cfg.max_length, cfg.num_beams) == (30, 4)                      # not given (transformers would fail)
     flags = ("do_sample", "early_stopping", "remove_invalid_values", "renormalize_logits", "output_scores",
-             "return_dict_in_generate")
+             "output_logits", "return_dict_in_generate")
     base = GenerationConfig(bos_token_id=0, min_length=10, **dict.fromkeys(flags, True))
     cfg = res(base, min_length=None, **dict.fromkeys(flags))     # transformers: `do_sample is True`, ... -> off
     assert cfg.min_length == 0 and all(getattr(cfg, f) is False for f in flags)
@@ -183,6 +183,18 @@ def test_unsupported_sampling_setting_is_refused_when_sampling():
         res(base)
 
 
+def test_a_checkpoints_output_attentions_is_refused_where_transformers_returns_them():
+    """A config.json's output_attentions: true makes transformers' generate return a dict with the attentions; here
+    they are not implemented, so that is refused rather than a dict without them (and ignored, as in transformers,
+    without return_dict_in_generate)."""
+    base = GenerationConfig.from_model_config({"bos_token_id": 0, "output_attentions": True,
+                                               "output_hidden_states": False})
+    assert base.unsupported == {"output_attentions": True} and base.return_dict_in_generate is True
+    with pytest.raises(ValueError, match=r"sets \{'output_attentions': True\}, which seq2seq_kit does not"):
+        res(base)
+    assert res(base, return_dict_in_generate=False).return_dict_in_generate is False
+
+
 BAD = [
     (dict(num_beams=0), "num_beams"),
     (dict(num_beams=2.5), "num_beams"),
@@ -216,6 +228,7 @@ BAD = [
     (dict(do_sample=True, temperature=-1.0), "temperature"),
     (dict(do_sample="yes"), "do_sample"),
     (dict(output_scores=1), "output_scores"),
+    (dict(output_logits="yes"), "output_logits"),
     (dict(renormalize_logits="no"), "renormalize_logits"),       # transformers: `is True`; truthy is no True
     (dict(remove_invalid_values=1), "remove_invalid_values"),
     (dict(do_sample=True, temperature=float("inf")), r"temperature.*finite"),

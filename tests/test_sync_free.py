@@ -30,7 +30,7 @@ CASES = MATRIX + SAMPLING
 def sync_free_generate(model, ids, mask, kwargs, check_every, seed):
     generator = torch.Generator().manual_seed(seed)
     input_ids, padding_mask, cfg = prepare(model, ids, mask, dict(kwargs, return_dict_in_generate=True,
-                                                                  output_scores=True), generator)
+                                                                  output_scores=True, output_logits=True), generator)
     hidden = model.encode_unchecked(input_ids, padding_mask)
     cache = model.new_cache(hidden, mask, rows_per_input(cfg), cfg.max_length - 1, fixed_shape=True)
     search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator)
@@ -44,7 +44,7 @@ def test_sync_free_equals_generate(pair, name, batch, kwargs):
     ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
     ids, mask = ids[:batch], mask[:batch]
     eager = ours.generate(ids, mask, generator=torch.Generator().manual_seed(3), return_dict_in_generate=True,
-                          output_scores=True, **kwargs)
+                          output_scores=True, output_logits=True, **kwargs)
     every_step = sync_free_generate(ours, ids, mask, kwargs, check_every=1, seed=3)
     assert_same_generation(every_step, eager, atol=ATOL, equal_nan=True)
 

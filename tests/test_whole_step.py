@@ -45,7 +45,7 @@ IDS = [f"{n}-b{b}-{k}" for n, b, k in CASES]
 
 
 def whole_step_generate(model, ids, mask, kwargs, *, fixed_shape: bool, check_every: int, scores: bool = True):
-    extra = dict(return_dict_in_generate=True, output_scores=True) if scores else {}
+    extra = dict(return_dict_in_generate=True, output_scores=True, output_logits=True) if scores else {}
     input_ids, padding_mask, cfg = prepare(model, ids, mask, dict(kwargs, **extra), None)
     hidden = model.encode_unchecked(input_ids, padding_mask)
     cache = model.new_cache(hidden, mask, rows_per_input(cfg), cfg.max_length - 1, fixed_shape=fixed_shape)
@@ -87,7 +87,7 @@ def start_fixed_shape(model, kwargs):
 
 
 def reference(model, ids, mask, kwargs):
-    return model.generate(ids, mask, return_dict_in_generate=True, output_scores=True, **kwargs)
+    return model.generate(ids, mask, return_dict_in_generate=True, output_scores=True, output_logits=True, **kwargs)
 
 
 @pytest.mark.parametrize("name,batch,kwargs", CASES, ids=IDS)
@@ -117,7 +117,7 @@ def test_whole_step_on_the_fixed_shape_cache(pair, name, batch, kwargs):
 def test_whole_step_graph_replayed_as_a_cuda_graph_would(pair, name, batch, kwargs, monkeypatch):
     """generate's CUDA path (graphed_search, decode_graphed) with the graph emulated on the CPU (tests/
     graph_emulation.py: the recorded ops replayed on the same tensors, none of the step's Python): generate's
-    tokens, scores within 1e-4, for a first call (capture) and for a second call on other inputs of the same shapes
+    tokens, scores and logits within 1e-4, for a first call (capture) and for a second call on other inputs of the same shapes
     (the kept graph loaded with them), reading the stop flag every 8 replays."""
     _, ours = pair(name)
     monkeypatch.setattr(cuda_capture, "CapturedStep", EmulatedGraph)
@@ -125,7 +125,7 @@ def test_whole_step_graph_replayed_as_a_cuda_graph_would(pair, name, batch, kwar
     for seed in (9, 4):
         ids, mask = (t[:batch] for t in inputs(ours.config.vocab_size, ours.config.pad_token_id, seed=seed))
         input_ids, padding_mask, cfg = prepare(ours, ids, mask, dict(kwargs, return_dict_in_generate=True,
-                                                                     output_scores=True), None)
+                                                                     output_scores=True, output_logits=True), None)
         hidden = ours.encode_unchecked(input_ids, padding_mask)
         graph = graphed_search(ours, hidden, padding_mask, cfg, input_ids, rows_per_input(cfg),
                                lambda: start_search(cfg, input_ids, ours.config.decoder_vocab_size, ours.device))

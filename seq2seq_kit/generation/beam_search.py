@@ -8,7 +8,8 @@ Scores. Each step: logits -> float32 -> log_softmax -> processors (on the log-pr
   sequences [B*K, cur_len]) -> + running beam score. Processor order (logits_process.build_processors):
   repetition penalty, no-repeat n-gram, encoder no-repeat n-gram, bad words, min length, forced BOS
   (cur_len == 1), forced EOS (cur_len == max_length - 1), inf/nan removal, [sampling: temperature, top-k,
-  top-p], [renormalize: log_softmax]. `output_scores` records the processed log-probs (before adding beam scores).
+  top-p], [renormalize: log_softmax]. `output_scores` records the processed log-probs (before adding beam
+  scores), `output_logits` the model's logits.
 Initial beam scores: 0 for beam 0 and -1e9 for beams 1..K-1, so the first step only expands beam 0.
 Candidates: top-k over the flattened [B, K*V] accumulated scores with k = max(2, 1 + n_eos) * K
   (beam sampling: multinomial without replacement over softmax of the same, then sorted descending).
@@ -203,12 +204,13 @@ class BeamSearch(SearchProgress):
         device_length: the processors read the device cur_len (SearchProgress.processor_length)."""
         cfg, st, cur_len, active = self.cfg, self.st, self.cur_len, self.active()      # cur_len [B, 1]
         batch, beams, rows = self.batch, cfg.num_beams, self.rows
+        self.record_logits(logits)
         log_probs = apply(self.processors, st.running_seq.view(rows, -1), self.processor_length(device_length),
                           logits.float().log_softmax(dim=-1))
-        self.record(log_probs)
+        self.record("scores", log_probs)
         vocab = log_probs.shape[-1]
         scores, prior = log_probs.view(batch, beams, vocab), st.running_scores[:, :, None]
-        acc = scores + prior if self.step_scores is not None else scores.add_(prior)   # unrecorded: add in place
+        acc = scores + prior if "scores" in self.recorded else scores.add_(prior)     # unrecorded: add in place
         acc = acc.view(batch, beams * vocab)
 
         cand_scores, cand_idx = _candidates(acc, self.n_candidates, cfg.do_sample, self.generator)   # [B, K2]
@@ -278,9 +280,8 @@ class BeamSearch(SearchProgress):
                 mine[slot] = theirs[0]
 
     def output(self, inputs: list[int] | None = None):
-        """(sequences [B*nrs, T], sequences_scores [B*nrs], per-step processed log-probs (tuple of [B*K, V]) or
-        None, beam_indices [B*nrs, T-1] or None); inputs: only these inputs' (independent searches, each input's beam
-        indices as if it ran alone; None: all)."""
+        """(sequences [B*nrs, T], sequences_scores [B*nrs], beam_indices [B*nrs, T-1] or None); inputs: only these
+        inputs' (independent searches, each input's beam indices as if it ran alone; None: all)."""
         st, nrs, K = self.st, self.cfg.num_return_sequences, self.cfg.num_beams
         seq, scores, lengths, beams = st.seq, st.scores, st.lengths, st.beams
         if inputs is not None:
@@ -295,5 +296,5 @@ class BeamSearch(SearchProgress):
                 offset = torch.arange(0, beams.shape[0] * K, K, device=beams.device)[:, None, None]
                 beams = torch.where(beams >= 0, beams + offset, beams)
             beam_indices = beams.reshape(-1, length - 1)
-        return sequences, scores[:, :nrs].reshape(-1), self.recorded_scores(inputs), beam_indices
+        return sequences, scores[:, :nrs].reshape(-1), beam_indices
 

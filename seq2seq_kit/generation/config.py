@@ -49,6 +49,7 @@ class GenerationConfig:
     remove_invalid_values: bool | None = None
     renormalize_logits: bool | None = None
     output_scores: bool | None = None
+    output_logits: bool | None = None
     return_dict_in_generate: bool | None = None
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
@@ -121,7 +122,7 @@ class GenerationConfig:
 INT_SETTINGS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "num_beams", "num_return_sequences",
                 "top_k", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bos_token_id", "pad_token_id",
                 "decoder_start_token_id", "forced_bos_token_id")
-BOOL_SETTINGS = ("do_sample", "remove_invalid_values", "renormalize_logits", "output_scores",
+BOOL_SETTINGS = ("do_sample", "remove_invalid_values", "renormalize_logits", "output_scores", "output_logits",
                  "return_dict_in_generate")
 
 
@@ -160,14 +161,15 @@ LIBRARY_DEFAULTS = dict(
     max_length=20, min_length=0, num_beams=1, length_penalty=1.0, early_stopping=False, num_return_sequences=1,
     do_sample=False, temperature=1.0, top_k=50, top_p=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0,
     encoder_no_repeat_ngram_size=0, remove_invalid_values=False, renormalize_logits=False, output_scores=False,
-    return_dict_in_generate=False,
+    output_logits=False, return_dict_in_generate=False,
 )
 # An explicit None for these means "not given" (transformers would fail on None); for every other key an
 # explicit None switches the setting off, as in transformers (e.g. forced_bos_token_id=None, top_k=None): for
 # these, by their off value (transformers tests `do_sample is True`, `min_length is not None and ...`).
 NONE_MEANS_UNSET = ("max_length", "num_beams", "length_penalty", "num_return_sequences")
 NONE_MEANS_OFF = dict(min_length=0, early_stopping=False, do_sample=False, remove_invalid_values=False,
-                      renormalize_logits=False, output_scores=False, return_dict_in_generate=False)
+                      renormalize_logits=False, output_scores=False, output_logits=False,
+                      return_dict_in_generate=False)
 OUTPUT_FLAGS = ("output_attentions", "output_hidden_states", "output_scores", "output_logits")
 # transformers generation settings seq2seq_kit does not implement, with the value that makes them a no-op
 UNSUPPORTED = dict(
@@ -176,8 +178,10 @@ UNSUPPORTED = dict(
     guidance_scale=1.0, num_beam_groups=1, diversity_penalty=0.0, constraints=None, force_words_ids=None,
     max_time=None, stop_strings=None, penalty_alpha=None, dola_layers=None, token_healing=False, low_memory=False,
     prompt_lookup_num_tokens=None, assistant_early_exit=None, watermarking_config=None, use_mtp=False,
+    output_attentions=False, output_hidden_states=False,
 )
 SAMPLING_ONLY = ("typical_p", "epsilon_cutoff", "eta_cutoff", "min_p", "top_h")   # transformers ignores them greedy
+DICT_ONLY = ("output_attentions", "output_hidden_states")     # returned only with return_dict_in_generate
 GENERATE_KWARGS = tuple(f.name for f in fields(GenerationConfig) if f.name != "unsupported")
 SETTING_NAMES = frozenset(f.name for f in fields(GenerationConfig))
 
@@ -231,7 +235,8 @@ def check_config(config, name: str) -> GenerationConfig:
 
 def _refuse_unsupported(unsupported: dict, cfg: GenerationConfig) -> None:
     """The checkpoint's settings that transformers would apply here and seq2seq_kit does not implement."""
-    applied = {k: v for k, v in unsupported.items() if cfg.do_sample is True or k not in SAMPLING_ONLY}
+    applied = {k: v for k, v in unsupported.items() if (cfg.do_sample is True or k not in SAMPLING_ONLY)
+               and (cfg.return_dict_in_generate or k not in DICT_ONLY)}
     if applied:
         raise ValueError(f"the checkpoint's generation config sets {applied}, which seq2seq_kit does not implement; "
                          "set model.generation_config.unsupported = {} to generate without them")

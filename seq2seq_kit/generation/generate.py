@@ -32,6 +32,7 @@ class GenerateOutput:
     sequences: torch.Tensor                             # [B * num_return_sequences, T] long
     sequences_scores: torch.Tensor | None = None        # [B * num_return_sequences] (beam search, output_scores)
     scores: tuple[torch.Tensor, ...] | None = None      # per step [B * rows_per_input, V] processed scores
+    logits: tuple[torch.Tensor, ...] | None = None      # per step [B * rows_per_input, V] the model's, float32
     beam_indices: torch.Tensor | None = None            # [B * num_return_sequences, T - 1] long (beam search)
 
     def __getitem__(self, key: str):
@@ -123,10 +124,11 @@ def start_slots(cfg: GenerationConfig, inputs: int, max_source: int, max_length:
 def result(cfg: GenerationConfig, search: BeamSearch | SampleSearch, inputs: list[int] | None = None):
     """What generate returns for a finished search: sequences [B * num_return_sequences, T], or a GenerateOutput
     when cfg.return_dict_in_generate; inputs: only these inputs' (an independent search's, finished)."""
-    sequences, sequences_scores, scores, beam_indices = search.output(inputs)
+    sequences, sequences_scores, beam_indices = search.output(inputs)
     if not cfg.return_dict_in_generate:
         return sequences
-    return GenerateOutput(sequences, sequences_scores if cfg.output_scores else None, scores, beam_indices)
+    scores, logits = (search.steps_recorded(name, inputs) for name in ("scores", "logits"))
+    return GenerateOutput(sequences, sequences_scores if cfg.output_scores else None, scores, logits, beam_indices)
 
 
 def check_generator(generator) -> None:
@@ -148,6 +150,7 @@ def settings(model: Seq2SeqModel, kwargs: dict) -> GenerationConfig:
     cfg = resolve(base, kwargs, vocab_size=config.decoder_vocab_size,
                   max_position_embeddings=config.max_position_embeddings)
     cfg.output_scores = cfg.output_scores and cfg.return_dict_in_generate     # scores are only returned in a dict
+    cfg.output_logits = cfg.output_logits and cfg.return_dict_in_generate     # likewise
     return cfg
 
 

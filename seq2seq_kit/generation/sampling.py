@@ -50,9 +50,10 @@ class SampleSearch(SearchProgress):
         cfg, n = self.cfg, self.rows_per_input
         active = self.active()                                                        # [] or [B, 1]
         row_active = self.per_row(active)[:, 0] if active.dim() else active          # [] or [R]
+        self.record_logits(logits)
         with torch.inference_mode():      # the processors may write the logits in place: the model's inference tensor
             scores = apply(self.processors, self.seq, self.processor_length(device_length), logits.float())
-        self.record(scores)
+        self.record("scores", scores)
         if cfg.do_sample:
             nxt = draw(scores, 1, self.generator).squeeze(1)
         else:
@@ -94,10 +95,9 @@ class SampleSearch(SearchProgress):
         self.unfinished[rows] = other.unfinished
 
     def output(self, inputs: list[int] | None = None):
-        """(sequences [R, T], None, per-step processed scores (tuple of [R, V]) or None, None); inputs: only these
-        inputs' rows (independent searches; None: all)."""
+        """(sequences [R, T], None, None); inputs: only these inputs' rows (independent searches; None: all)."""
         seq, length = self.seq, int(self.cur_len.max())
         if inputs is not None:
             index = self.input_index(inputs)
             seq, length = seq.index_select(0, self.input_rows(index)), int(self.cur_len[index].max())
-        return seq[:, :length], None, self.recorded_scores(inputs), None
+        return seq[:, :length], None, None

@@ -22,7 +22,7 @@ class SearchProgress:
     """How far a search (BeamSearch, SampleSearch) over B inputs has come, kept on both sides: on the device
     `cur_len` (tokens so far, the decoder start token included: long [B, 1], one per input), `max_len` (each
     input's max_length, long [B, 1]) and `going` (bool []: not stopped), which a step reads and writes without a
-    host read; on the host `steps` taken and `done`, and each step's processed scores when cfg.output_scores.
+    host read; on the host `steps` taken and `done`, and the per-step tensors the caller asked for (`recorded`).
     A search class adds `tokens()`, `advance_on_device(logits)` (the step without a host read: the cache reorder
     or None) and `output()`; `advance` is that step plus the one host read, split into flags() and settle() for
     callers that read several searches' flags at once.
@@ -45,8 +45,10 @@ class SearchProgress:
         self.steps = 0                  # host count of steps: cur_len - 1 until the search stops
         self.lengths = [1] * batch      # independent: each input's cur_len on the host
         self.done = False
-        # cfg.output_scores: each step's processed scores [R, V] (independent: per input, its rows' [n, V])
-        self.step_scores = ([[] for _ in range(batch)] if independent else []) if cfg.output_scores else None
+        # name -> each step's [R, V] (independent: per input, its rows' [n, V]): "scores", the processed scores
+        # (cfg.output_scores), "logits", the model's (cfg.output_logits)
+        self.recorded = {name: self.no_steps() for name, on in (("scores", cfg.output_scores),
+                                                                ("logits", cfg.output_logits)) if on}
 
     @property
     def rows(self) -> int:
@@ -122,8 +124,11 @@ class SearchProgress:
     def restart(self) -> None:
         """The host side of a search that starts over (its device state reloaded by the caller)."""
         self.steps, self.done, self.lengths = 0, False, [1] * self.batch
-        if self.step_scores is not None:
-            self.step_scores = [[] for _ in range(self.batch)] if self.independent else []
+        self.recorded = {name: self.no_steps() for name in self.recorded}
+
+    def no_steps(self) -> list:
+        """A recording of no steps yet: one list, or one per input (independent)."""
+        return [[] for _ in range(self.batch)] if self.independent else []
 
     def host_length(self) -> int:
         """The length processors see: counted on the host, so those idle at this length skip their work (exact
@@ -138,8 +143,7 @@ class SearchProgress:
             (self.cur_len, self.max_len, self.alive), (other.cur_len, other.max_len, other.alive)))
         self.going = self.alive.any()
         self.lengths = self.lengths + other.lengths
-        if self.step_scores is not None:
-            self.step_scores = self.step_scores + other.step_scores
+        self.recorded = {name: steps + other.recorded[name] for name, steps in self.recorded.items()}
         self.batch += other.batch
 
     def keep(self, inputs: list[int]) -> torch.Tensor:
@@ -150,8 +154,7 @@ class SearchProgress:
                                                   for t in (self.cur_len, self.max_len, self.alive))
         self.going = self.alive.any()
         self.lengths = [self.lengths[i] for i in inputs]
-        if self.step_scores is not None:
-            self.step_scores = [self.step_scores[i] for i in inputs]
+        self.recorded = {name: [steps[i] for i in inputs] for name, steps in self.recorded.items()}
         self.processors = select_processors(self.processors, self.input_rows(index))
         self.batch = len(inputs)
         return index
@@ -161,8 +164,7 @@ class SearchProgress:
         the processors a tensor [R, 1], so that put() can write an input's rows."""
         self.alive.zero_()
         self.going.zero_()
-        if self.step_scores is not None:
-            self.step_scores = [None] * self.batch
+        self.recorded = {name: [None] * self.batch for name in self.recorded}
         settings_per_row(self.processors, self.rows)
 
     def put(self, slot: int, other: SearchProgress) -> None:
@@ -172,16 +174,16 @@ class SearchProgress:
         self.cur_len[slot], self.max_len[slot], self.alive[slot] = other.cur_len[0], other.max_len[0], other.alive[0]
         self.going.copy_(self.alive.any())
         self.lengths[slot] = other.lengths[0]
-        if self.step_scores is not None:
-            self.step_scores[slot] = []
+        for steps in self.recorded.values():
+            steps[slot] = []
         put_processors(self.processors, other.processors, self.slot_rows(slot))
 
     def vacate(self, slot: int) -> None:
         """Fixed capacity: input slot `slot` stops stepping (its state stays, frozen, until the next put)."""
         self.alive[slot] = False
         self.going.copy_(self.alive.any())
-        if self.step_scores is not None:
-            self.step_scores[slot] = None
+        for steps in self.recorded.values():
+            steps[slot] = None
 
     def slot_rows(self, slot: int) -> slice:
         """The rows of input `slot`."""
@@ -201,26 +203,34 @@ class SearchProgress:
         n = self.rows_per_input
         return (inputs[:, None] * n + torch.arange(n, device=inputs.device)).view(-1)
 
-    def record(self, scores: torch.Tensor) -> None:
-        """Keep this step's processed scores [R, V] when cfg.output_scores."""
-        if self.step_scores is None:
+    def record(self, name: str, values: torch.Tensor) -> None:
+        """Keep this step's values [R, V] under `name` ("scores", "logits") when they are recorded; the caller
+        passes values no later step writes."""
+        steps = self.recorded.get(name)
+        if steps is None:
             return
         if not self.independent:
-            self.step_scores.append(scores)
+            steps.append(values)
             return
-        for b, steps in enumerate(self.step_scores):    # copies: a view would keep every row's [R, V] alive
-            if steps is not None:                       # (None: an empty slot of a fixed-capacity search)
-                steps.append(scores[self.slot_rows(b)].clone())
+        for b, kept in enumerate(steps):                # copies: a view would keep every row's [R, V] alive
+            if kept is not None:                        # (None: an empty slot of a fixed-capacity search)
+                kept.append(values[self.slot_rows(b)].clone())
 
-    def recorded_scores(self, inputs: list[int] | None = None) -> tuple[torch.Tensor, ...] | None:
-        """The per-step scores of the steps taken (not of those run after the stop), or None; inputs: these
-        inputs' rows only (independent searches)."""
-        if self.step_scores is None:
+    def record_logits(self, logits: torch.Tensor) -> None:
+        """Keep a float32 copy of the model's logits [R, V] when cfg.output_logits (before any processor writes)."""
+        if "logits" in self.recorded:
+            self.record("logits", logits.to(torch.float32, copy=True))
+
+    def steps_recorded(self, name: str, inputs: list[int] | None = None) -> tuple[torch.Tensor, ...] | None:
+        """The values recorded under `name` for the steps taken (not for those run after the stop), per step
+        [R, V], or None when not recorded; inputs: these inputs' rows only (independent searches)."""
+        steps = self.recorded.get(name)
+        if steps is None:
             return None
         if not self.independent:
-            return tuple(self.step_scores[:int(self.cur_len.max()) - 1])
+            return tuple(steps[:int(self.cur_len.max()) - 1])
         inputs = range(self.batch) if inputs is None else inputs
-        kept = [self.step_scores[b][:int(self.cur_len[b]) - 1] for b in inputs]
+        kept = [steps[b][:int(self.cur_len[b]) - 1] for b in inputs]
         return tuple(torch.cat(step) for step in zip(*kept))
 
 

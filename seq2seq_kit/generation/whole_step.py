@@ -77,18 +77,18 @@ class WholeStepGraph:
         self.key, self.cache, self.search = key, cache, search
         saved = [t.clone() for t in search.state()]
         self.step = cuda_capture.CapturedStep(lambda: step_once(step, cache, search), search.cur_len.device)
-        self.scores = search.step_scores[-1] if search.step_scores is not None else None   # the graph's [R, V]
+        self.outputs = {name: steps[-1] for name, steps in search.recorded.items()}   # the graph's [R, V] each
         for t, s in zip(search.state(), saved):         # undo the warm-up: the search starts at its first step
             t.copy_(s)
         search.restart()
         cache.reset()
 
     def replay(self) -> None:
-        """One step (no host read); records the step's scores when the search records them."""
+        """One step (no host read); records the step's scores and logits when the search records them."""
         self.step()
         self.search.steps += 1
-        if self.search.step_scores is not None:
-            self.search.step_scores.append(self.scores.clone())       # the next replay overwrites the buffer
+        for name, values in self.outputs.items():
+            self.search.recorded[name].append(values.clone())        # the next replay overwrites the buffer
 
     def load(self, model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None,
              search: SearchProgress) -> None:

@@ -101,7 +101,7 @@ class Settings:
 # Every other setting is a request parameter, derived from GenerationConfig (one list of settings, not two): a
 # setting generation gains is served at once, so one that clients must not set belongs here.
 SERVER_OWNED = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "forced_bos_token_id",
-                "forced_eos_token_id", "output_scores", "return_dict_in_generate")
+                "forced_eos_token_id", "output_scores", "output_logits", "return_dict_in_generate")
 # Where GenerationConfig's annotation is wider than what generate takes, the narrower type (for the OpenAPI page).
 NARROWER = {"early_stopping": bool | Literal["never"] | None}
 
