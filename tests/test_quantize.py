@@ -81,6 +81,12 @@ def test_int8_errors(checkpoint, tmp_path):
     with pytest.raises(ValueError, match="linear layers are int8"):
         int8.save_pretrained(tmp_path)
     assert not any(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="int8 already"):
+        int8.quantize_int8()
+    for cast in (lambda m: m.half(), lambda m: m.to(torch.bfloat16), lambda m: m.double()):
+        with pytest.raises(ValueError, match="cannot become torch.(float16|bfloat16|float64) on cpu"):
+            cast(int8)
+    assert int8.to("cpu").float() is int8 and int8.dtype == torch.float32     # no change: allowed
 
 
 def test_int8_dtype_through_loading_pipeline_and_cli(checkpoint, capsys):
@@ -89,7 +95,7 @@ def test_int8_dtype_through_loading_pipeline_and_cli(checkpoint, capsys):
 
     path = checkpoint("tiny")
     direct = BartForConditionalGeneration.from_pretrained(path).quantize_int8()
-    for dtype in ("int8", torch.int8):
+    for dtype in ("int8", torch.int8, "torch.int8"):
         assert BartForConditionalGeneration.from_pretrained(path, dtype=dtype).quantized
     text = "The committee met on Tuesday to discuss the new budget for the city's schools and parks."
     pipe = pipeline("summarization", model=str(path), dtype="int8")

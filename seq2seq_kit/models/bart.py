@@ -41,7 +41,7 @@ from .cuda_graph import GraphedStep, graph_key
 from .kernels import KernelLinear
 from .kv_cache import FixedShapeKVCache, KVCache, row_ranges
 from .positions import Positions
-from .quantize import Int8Linear, quantize_int8
+from .quantize import Int8Embedding, Int8Linear, quantize_int8
 
 if TYPE_CHECKING:
     from ..config import BartConfig
@@ -510,7 +510,14 @@ class BartNetwork(nn.Module):
                                 for k, ms in self.decoder_linears().items()})
 
     def _apply(self, fn, recurse=True):
-        """Moving or casting the network (to, half, cuda) first gives packed weights back their dense layout."""
+        """Moving or casting the network (to, half, cuda) first gives packed weights back their dense layout. An int8
+        network stays a float32 CPU one (its packed int8 layers would not follow)."""
+        if self.quantized:
+            probe = fn(torch.zeros((), device=self.device))
+            if (probe.dtype, probe.device) != (torch.float32, self.device):
+                raise ValueError(f"this model's linear layers are int8 (quantize_int8), which run on the CPU with "
+                                 f"float32 activations only: it cannot become {probe.dtype} on {probe.device}; "
+                                 "load the float model for that")
         for modules in self.decoder_linears().values():
             for m in modules:
                 if isinstance(m, KernelLinear) and m.packed:
@@ -523,6 +530,8 @@ class BartNetwork(nn.Module):
         """CPU, float32 model: int8 weights for every linear layer (inputs quantized per call) and for the token
         embedding. About a quarter of the bytes; outside the token-parity guarantee (see models/quantize.py).
         Returns self."""
+        if any(isinstance(m, Int8Embedding) for m in self.modules()):     # (loading makes its linear layers first)
+            raise ValueError("this model is int8 already (quantize_int8 runs once, on a float32 model)")
         own = ("shared",) if self.shared is not None else ("encoder.embed_tokens", "decoder.embed_tokens")
         quantize_int8(self, embeddings=own)
         return self

@@ -123,7 +123,8 @@ def _check_shapes(model: nn.Module, source, sources: dict) -> None:
         bad += [f"  {source.key(n)}: config.json implies {list(shape)}, the checkpoint has {list(source.shape(n))}"
                 for n in copies if n in source and n not in sources[name] and source.shape(n) != shape]
     if bad:
-        raise ValueError("config.json's sizes do not match the checkpoint's weights:\n" + "\n".join(bad))
+        raise ValueError(f"config.json's sizes do not match the checkpoint's weights ({source.description}):\n"
+                         + "\n".join(bad))
 
 
 def plan(model: nn.Module, source) -> dict[str, list[str]]:
