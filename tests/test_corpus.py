@@ -270,8 +270,18 @@ def test_input_path_errors(tmp_path):
     write_jsonl(tmp_path / "empty" / "a.jsonl", make_docs(1))
     with pytest.raises(ValueError, match="is inside the input folder"):
         summarize_corpus(tmp_path / "empty", tmp_path / "empty" / "out.jsonl")
-    with pytest.raises(ValueError, match="is the input file"):
+    with pytest.raises(ValueError, match="is the output; write the output to another path"):
         summarize_corpus(tmp_path / "empty" / "a.jsonl", tmp_path / "empty" / "a.jsonl")
+    sidecars = {"out.jsonl.errors.jsonl": "out.jsonl", "out.jsonl.meta.json": "out.jsonl",
+                "out.parquet.partial.jsonl": "out.parquet"}
+    for name, output in sidecars.items():       # with overwrite=True, which empties the output's files
+        source = write_jsonl(tmp_path / name, make_docs(1))
+        content = source.read_text()
+        with pytest.raises(ValueError, match=f"is the output's file '.*{name}'"):
+            summarize_corpus(source, tmp_path / output, overwrite=True)
+        assert source.read_text() == content
+    with pytest.raises(ValueError, match="/dev/full is not a regular file"):     # not read, not written
+        summarize_corpus(tmp_path / "empty" / "a.jsonl", "/dev/full", overwrite=True)
 
 
 def test_ray_engine_without_ray_names_the_extra(tmp_path, tiny, monkeypatch):
@@ -294,12 +304,13 @@ def test_parquet_in_and_out_and_folders(tmp_path, tiny, reference):
     src.mkdir()
     texts = [d["text"] for d in docs]
     pq.write_table(pa.table({"text": texts[:5]}), src / "a.parquet", row_group_size=2)   # 3 row groups: 3 chunks
-    write_jsonl(src / "b.jsonl", [{"text": t} for t in texts[5:]])
+    write_jsonl(src / "b.JSONL", [{"text": t} for t in texts[5:]])       # any case
+    (src / "c.jsonl").symlink_to(src / "b.JSONL")                        # the same file again: read once
     result = run(src, tmp_path / "out.parquet", tiny)
-    assert result.written == 8
+    assert result.written == 8 and result.failed == 0
     assert not (tmp_path / "out.parquet.partial.jsonl").exists()
     rows = by_id(pq.read_table(tmp_path / "out.parquet").to_pylist())
-    ids = [f"a.parquet:{n}" for n in range(1, 6)] + [f"b.jsonl:{n}" for n in range(1, 4)]   # no id field
+    ids = [f"a.parquet:{n}" for n in range(1, 6)] + [f"b.JSONL:{n}" for n in range(1, 4)]   # no id field
     assert rows == {i: {"id": i, **reference(t)} for i, t in zip(ids, texts)}
 
     # A single Parquet file with an id column, into JSONL; then resume into Parquet from a journal.

@@ -109,15 +109,15 @@ def process_corpus(input: str | Path, output: str | Path, model: str | Path | No
     check_strategy(strategy)
     _check_task(task, model, strategy, src_lang, tgt_lang)
     input, output = Path(input).expanduser(), Path(output).expanduser()
-    if output.suffix == ".parquet":
+    out = Output(output, task)
+    if out.parquet:
         parquet_module()                                           # before any work: is pyarrow there?
-    files = input_files(input, output)
+    files = input_files(input, out.files)
     chunks, total = plan_chunks(files, batch_size * BATCHES_PER_CHUNK, folder=input.is_dir())
     check_text_field(chunks[0] if chunks else None, text_field)        # a wrong --text-field fails here
     if not total:
         logger.warning("%s holds no records (no non-blank line or row): nothing to %s", input,
                        "translate" if task == "translation" else "summarize")
-    out = Output(output, task)
     out.check(overwrite)                                           # a file no job of ours wrote is refused here
 
     hub_kwargs = {k: v for k, v in (("revision", revision), ("cache_dir", cache_dir), ("token", token),

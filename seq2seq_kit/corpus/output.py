@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..jsonfile import read_json
-from .reading import parquet_module
+from .reading import is_parquet, parquet_module
 
 logger = logging.getLogger(__name__)
 # a job's task -> (its records' text field, what the meta file counts them as)
@@ -111,7 +111,7 @@ class Output:
     def __init__(self, path: Path, task: str = "summarization"):
         self.path = path
         self.field, self.noun = RESULTS[task]
-        self.parquet = path.suffix == ".parquet"
+        self.parquet = is_parquet(path)
         self.meta_path = _sidecar(path, ".meta.json")
         self.journal_path = _sidecar(path, ".partial.jsonl") if self.parquet else path
         self.errors_path = errors_path(path)
@@ -124,13 +124,21 @@ class Output:
         self.written = 0
         self.finished = False
 
+    @property
+    def files(self) -> list[Path]:
+        """The output, then the files beside it (its journal when Parquet, its errors and meta files)."""
+        return list(dict.fromkeys([self.path, self.journal_path, self.errors_path, self.meta_path]))
+
     def check(self, overwrite: bool) -> None:
         """Refuse to write over files this job's meta file does not claim: each of the output's files that exists
         (and is not empty) must come with a meta file of ours, unless `overwrite`. Writes nothing."""
-        files = [self.path, self.journal_path, self.errors_path, self.meta_path]
+        files = self.files
         for path in files:
             if path.is_dir():
                 raise IsADirectoryError(f"{path} is a directory; the output must be a file path (e.g. out.jsonl)")
+            if path.exists() and not path.is_file():
+                raise ValueError(f"{path} is not a regular file (a device or a pipe); a corpus job's output is a "
+                                 "file it can reopen to resume, e.g. out.jsonl")
         if overwrite:
             return
         if self._read_meta() is None:

@@ -10,28 +10,44 @@ from typing import Iterator
 FOLDER_SUFFIXES = (".jsonl", ".parquet")
 
 
-def input_files(path: Path, output: Path) -> list[Path]:
-    """The input's files: the file itself (.parquet, else JSONL), or a folder's *.jsonl and *.parquet files."""
+def input_files(path: Path, outputs: list[Path]) -> list[Path]:
+    """The input's files: the file itself (.parquet, else JSONL), or a folder's *.jsonl and *.parquet files (any
+    case; a file and a link to it in the folder: once). outputs: the output's files (the output first, then the
+    files beside it), none of which may be an input."""
+    output = outputs[0]
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in FOLDER_SUFFIXES)
+        files: dict[Path, Path] = {}                    # the file a path reads -> the first path to it
+        for p in sorted(path.iterdir()):
+            if p.is_file() and is_input_file(p):
+                files.setdefault(p.resolve(), p)
         if not files:
             raise ValueError(f"input folder {str(path)!r} holds no .jsonl or .parquet file")
         if output.resolve().parent == path.resolve():
             raise ValueError(f"the output {str(output)!r} is inside the input folder {str(path)!r}, where a re-run "
                              "would read it as input; write it to another folder")
-        return files
+        return sorted(files.values())
     if not path.is_file():
         raise FileNotFoundError(f"input {str(path)!r}: no such file or folder")
-    if output.resolve() == path.resolve():
-        raise ValueError(f"the output {str(output)!r} is the input file; write it to another path")
+    clash = next((o for o in outputs if o.resolve() == path.resolve()), None)
+    if clash is not None:
+        what = "the output" if clash == output else f"the output's file {str(clash)!r}"
+        raise ValueError(f"the input {str(path)!r} is {what}; write the output to another path")
     return [path]
+
+
+def is_input_file(path: Path) -> bool:
+    return path.suffix.lower() in FOLDER_SUFFIXES
+
+
+def is_parquet(path: Path) -> bool:
+    return path.suffix.lower() == ".parquet"
 
 
 def plan_chunks(files: list[Path], size: int, folder: bool) -> tuple[list[dict], int]:
     """Chunks of the input (JSON-able dicts) and the number of records (non-blank lines, rows) in all."""
     chunks, total = [], 0
     for path in files:
-        plan = _plan_parquet(path) if path.suffix == ".parquet" else _plan_jsonl(path, size)
+        plan = _plan_parquet(path) if is_parquet(path) else _plan_jsonl(path, size)
         for chunk in plan:
             chunk.update(path=str(path.resolve()), name=path.name, folder=folder)
             total += chunk.pop("records")
@@ -167,8 +183,10 @@ def refuse_repeats(chunks: list[dict], text_field: str, id_field: str, one_id_ty
                 continue
             key = json.dumps(doc_id)
             if key in first:
+                numbered = isinstance(doc_id, int) and not chunk["folder"]   # a record without an id takes its line
                 refused[str(n)] = ("duplicate_id", f"{where} repeats id {doc_id!r} of {first[key]}; only the first "
-                                                   "is kept")
+                                                   "is kept" + (" (a record without an id has its line number as id)"
+                                                                if numbered else ""))
                 continue
             if one_id_type and kind is None:
                 kind = (type(doc_id), doc_id, where)
