@@ -128,7 +128,7 @@ def _add_summarize(sub, parents: list) -> None:
                        description="Summarize TEXT, --file PATH, stdin (-), or many documents "
                                    "(--input docs.jsonl --output out.jsonl; a re-run resumes where it stopped).")
     p.add_argument("text", nargs="?", metavar="TEXT", help="the text to summarize, or - to read stdin")
-    p.add_argument("--file", type=Path, help="summarize the contents of this file")
+    p.add_argument("--file", type=_path, help="summarize the contents of this file")
     _add_corpus_arguments(p, "summaries", "summary_text")
     p.add_argument("--model", default=None, help=f"Hub id or local checkpoint directory (default: {DEFAULT_MODEL})")
     p.add_argument("--num-beams", type=_positive, help="beam width (default: the checkpoint's)")
@@ -148,9 +148,9 @@ def _add_summarize(sub, parents: list) -> None:
 
 def _add_corpus_arguments(p, what: str, field: str) -> None:
     """The --input job's options (summarize, translate); `what` the records, `field` their text's key."""
-    p.add_argument("--input", type=Path, help="a corpus: a JSONL or Parquet file, or a folder of them "
+    p.add_argument("--input", type=_path, help="a corpus: a JSONL or Parquet file, or a folder of them "
                                               "(see --text-field, --id-field)")
-    p.add_argument("--output", type=Path, help=f"where the {what} go: JSONL, or Parquet if it ends in .parquet; "
+    p.add_argument("--output", type=_path, help=f"where the {what} go: JSONL, or Parquet if it ends in .parquet; "
                                                f"{{\"id\", \"{field}\", \"input_tokens\", \"output_tokens\"}} "
                                                "per document, with OUTPUT.meta.json and OUTPUT.errors.jsonl beside it")
     p.add_argument("--text-field", default="text", help="field holding the text in --input (default: text)")
@@ -344,6 +344,12 @@ def _positive_float(value: str) -> float:
     if not x > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {value!r}")
     return x
+
+
+def _path(value: str) -> Path:
+    if not value.strip():                   # Path("") would be ".", the current folder
+        raise argparse.ArgumentTypeError("is empty; pass a path")
+    return Path(value)
 
 
 def _positive(value: str) -> int:

@@ -248,6 +248,7 @@ def test_other_settings_or_model_are_refused_unless_overwrite(tmp_path, tiny, ch
 @pytest.mark.parametrize("kwargs,error,message", [
     (dict(engine="spark"), ValueError, "engine must be one of ('local', 'ray'), got 'spark'"),
     (dict(actors=2), ValueError, "ray_address and actors apply to engine='ray'"),
+    (dict(engine="ray", ray_address=" "), ValueError, "ray_address is empty: pass 'auto'"),
     (dict(batch_size=0), ValueError, "batch_size must be a positive integer, got 0"),
     (dict(num_return_sequences=2, num_beams=2), ValueError, "num_return_sequences=2: a corpus job writes one summary"),
     (dict(nmu_beams=2), ValueError, "unknown argument(s) ['nmu_beams']"),
@@ -261,6 +262,9 @@ def test_argument_errors(tmp_path, tiny, kwargs, error, message):
 
 
 def test_input_path_errors(tmp_path):
+    for empty in (dict(input="", output=tmp_path / "out.jsonl"), dict(input=tmp_path / "a.jsonl", output="")):
+        with pytest.raises(ValueError, match=f"the {'input' if empty['input'] == '' else 'output'} path is empty"):
+            summarize_corpus(**empty)                       # not the current folder
     with pytest.raises(FileNotFoundError, match="input '.*nope.jsonl': no such file or folder"):
         summarize_corpus(tmp_path / "nope.jsonl", tmp_path / "out.jsonl")
     (tmp_path / "empty").mkdir()

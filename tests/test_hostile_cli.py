@@ -43,6 +43,13 @@ def test_file_that_is_a_directory(capsys, tmp_path):
     assert code == 1 and "is a directory; pass a text file" in one_line(err)
 
 
+@pytest.mark.parametrize("flag", ["--file", "--input", "--output"])
+def test_an_empty_path_is_refused(capsys, flag):
+    """Path("") is "." (the current folder): an empty path argument is refused as empty."""
+    code, _, err = run(capsys, "summarize", flag, "")
+    assert code == 2 and f"argument {flag}: is empty; pass a path" in err
+
+
 def test_file_that_is_not_utf8(capsys, tmp_path):
     (tmp_path / "latin1.txt").write_bytes("café au lait".encode("latin-1"))
     code, _, err = run(capsys, "summarize", "--file", tmp_path / "latin1.txt")

@@ -108,6 +108,9 @@ def process_corpus(input: str | Path, output: str | Path, model: str | Path | No
     _check_engine(engine, ray_address, actors, batch_size)
     check_strategy(strategy)
     _check_task(task, model, strategy, src_lang, tgt_lang)
+    for name, path in (("input", input), ("output", output)):
+        if not str(path).strip():                   # Path("") is ".", the current folder
+            raise ValueError(f"the {name} path is empty; pass a file or folder path")
     input, output = Path(input).expanduser(), Path(output).expanduser()
     out = Output(output, task)
     if out.parquet:
@@ -158,6 +161,9 @@ def _check_engine(engine: str, ray_address, actors, batch_size) -> None:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if engine == "local" and (ray_address is not None or actors is not None):
         raise ValueError("ray_address and actors apply to engine='ray'")
+    if isinstance(ray_address, str) and not ray_address.strip():
+        raise ValueError("ray_address is empty: pass 'auto', a head's HOST:PORT or ray://HOST:PORT, or leave it out "
+                         "for a local Ray")
     for name, value in (("batch_size", batch_size), ("actors", 1 if actors is None else actors)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
