@@ -164,6 +164,8 @@ class Engine:
         CUDA device, where its steps replay CUDA graphs; True on the CPU runs the same step eagerly.
     """
 
+    Full = EngineFull               # what submit raises, for callers handed an engine (as queue.Queue's queue.Full)
+
     def __init__(self, model, *, max_rows: int = 32, max_source_tokens: int | None = None,
                  max_queue: int = 1024, defaults: dict | None = None, fixed_capacity: bool | None = None):
         limit = model.config.max_position_embeddings

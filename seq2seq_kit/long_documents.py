@@ -7,25 +7,29 @@
 
 1. Chunk (chunk_document). The document is tokenized once, after the pipeline's prefix, with character offsets.
    Sentences end at `.`, `!`, `?` (with closing quotes or brackets) before whitespace, at `。！？`, and at line
-   breaks; Korean `다.` ends with its period. A chunk is a run of whole sentences whose tokens, with the prefix
-   and special tokens, fit the model's input (pipe.max_input_length); a sentence longer than that is cut at token
-   boundaries (at a word start where one is near). `chunk_overlap` whole sentences of a chunk's end open the next.
+   breaks (SENTENCE_END); Korean `다.` ends with its period. A chunk is a run of whole sentences whose tokens, with
+   the prefix and special tokens, fit the model's input (pipe.max_input_length); a sentence longer than that is
+   cut at token boundaries (at a word start where one is near), and a single token whose text does not fit (the
+   offsets understate it: KoBART on ZWJ emoji runs) by characters. `chunk_overlap` whole sentences of a chunk's
+   end open the next, fewer when they do not fit beside its first new sentence.
    A chunk's text is the document's own substring, `document[start:end]`, stripped of surrounding whitespace,
    and the chunks together hold every other character of it. The count from the document's tokens is checked on
    the chunk's own text, tokenized as the pipeline tokenizes it alone (a BPE merge can differ at its edges), and
    the chunk is cut shorter until that fits: no chunk is ever truncated. A document that fits is one chunk, the
    whole text.
-2. Map. Every chunk is summarized as `pipe(chunk_text, **generate_kwargs, **map_kwargs)` would summarize it
-   alone: its row from `pipe.preprocess`, generated on a continuous-batching Engine, decoded by
-   `pipe.postprocess`. The engine runs each request's own search on its own cache, so a chunk's tokens are the
-   ones `generate` gives it alone (bit for bit when it runs alone; beside other chunks up to float rounding of the
-   batched matrix products, which leaves the tokens of decisive logits unchanged). pipe(batch_size=N)'s static
-   batching would also pad the chunks and search them as one batch, one more source of rounding.
+2. Map. Every chunk of a document of several chunks is summarized as `pipe(chunk_text, **generate_kwargs,
+   **map_kwargs)` would summarize it alone: its row from `pipe.preprocess`, generated on a continuous-batching
+   Engine, decoded by `pipe.postprocess`. The engine runs each request's own search on its own cache, so a
+   chunk's tokens are the ones `generate` gives it alone (bit for bit when it runs alone; beside other chunks up
+   to float rounding of the batched matrix products, which leaves the tokens of decisive logits unchanged).
+   pipe(batch_size=N)'s static batching would also pad the chunks and search them as one batch, one more source
+   of rounding.
 3. Reduce. The chunk summaries, joined with a space, are summarized again with the call's own settings; when the
    join is itself longer than the window it is chunked and mapped again (map settings), up to `max_depth`
    rounds of chunking in all (an error names the depth when the text is still too long). A document of one
    chunk is summarized once, with the call's settings: exactly what strategy="truncate" gives it.
-All documents of a call go through each round together, so their chunks share the engine's batch.
+All documents of a call go through each round together, so their chunks share the engine's batch; a full engine
+queue makes the call wait for its own requests (generate_all). A document the call cannot summarize: DocumentError.
 Cancel. A `cancel` event set by another thread (a server whose client left) stops the call: its engine requests
 not done are cancelled, so their rows are free at the engine's next step, and map_reduce raises CancelledError.
 """
@@ -38,6 +42,7 @@ import concurrent.futures
 import itertools
 import re
 import threading
+import unicodedata
 from dataclasses import dataclass, field
 
 import torch
@@ -48,11 +53,15 @@ STRATEGIES = ("truncate", "map_reduce")
 MAX_DEPTH = 3               # rounds of chunking: the document's, then up to two of summaries of summaries
 DEFAULT_BATCH_SIZE = 8      # chunks decoding at once when pipe(strategy="map_reduce") makes its own engine
 WORD_START_WINDOW = 16      # an over-long sentence is cut up to this many tokens early, to cut before a word
+EDGE_SLACK = 2              # a run counted this many tokens over the budget is still tried on its own tokens (a
+                            # chunk's edges can tokenize shorter alone than inside the document)
 CANCEL_POLL_S = 0.05        # how often a call given `cancel` checks it while it waits for the engine
 # A sentence ends after . ! ? (and closing quotes or brackets) before whitespace or the end, after 。！？, or
-# at a line break.
-SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)|[。！？]+[\"'”’)\]」』]*|\n")
+# at a line break (where str.splitlines() breaks: \n, \r\n, \r, \v, \f, \x1c-\x1e, NEL, U+2028, U+2029).
+LINE_BREAK = r"\r\n?|[\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]"
+SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)|[。！？]+[\"'”’)\]」』]*|" + LINE_BREAK)
 NON_SPACE = re.compile(r"\S")
+JOINED = "\u200d\ufe0e\ufe0f"     # ZWJ and variation selectors: never cut before them
 
 
 @dataclass
@@ -77,6 +86,26 @@ class LongSummary:
     error: Exception | None = None
 
 
+class SummariesTooLong(ValueError):
+    """A document's chunk summaries stayed longer than the window after max_depth rounds of chunking."""
+
+    def __init__(self, window: int, max_depth: int):
+        self.what = (f"the chunk summaries are still longer than the model's {window} positions after {max_depth} "
+                     f"round(s) of chunking (max_depth={max_depth})")
+        super().__init__(f"{self.what}; give the chunks a smaller max_length (map_kwargs, over HTTP "
+                         "map_parameters; without one there, the call's max_length applies to the chunks too), or "
+                         "a larger max_depth")
+
+
+class DocumentError(ValueError):
+    """map_reduce cannot summarize input `index`: `error` is why (the tokenizer refused its text, a character
+    that does not fit the window alone, or SummariesTooLong)."""
+
+    def __init__(self, index: int, error: Exception):
+        super().__init__(f"input {index}: {error}")
+        self.index, self.error = index, error
+
+
 def check_strategy(strategy: str, chunk_overlap=0, map_kwargs=None, return_chunks: bool = False) -> None:
     """Refuse an unknown strategy, and map-reduce options given without strategy="map_reduce"."""
     if strategy not in STRATEGIES:
@@ -92,6 +121,27 @@ def check_strategy(strategy: str, chunk_overlap=0, map_kwargs=None, return_chunk
         raise ValueError(f"chunk_overlap must be a number of sentences (an integer >= 0), got {chunk_overlap!r}")
     if map_kwargs is not None and not isinstance(map_kwargs, dict):
         raise TypeError(f"map_kwargs must be a dict of generate settings, got {type(map_kwargs).__name__}")
+    if not isinstance(return_chunks, bool):
+        raise TypeError(f"return_chunks must be True or False, got {return_chunks!r}")
+
+
+def check_overlap(pipe, chunk_overlap: int) -> None:
+    """Refuse a chunk_overlap no chunk could ever carry: each sentence is at least one token, and a chunk holds
+    fewer than pipe.max_input_length tokens of text beside a new sentence."""
+    if chunk_overlap >= pipe.max_input_length:
+        raise ValueError(f"chunk_overlap={chunk_overlap} sentences can never be carried: a chunk holds fewer than "
+                         f"the model's {pipe.max_input_length} tokens; pass a few sentences (e.g. 1 to 3)")
+
+
+def check_call(engine, cancel) -> None:
+    """Refuse an engine that is not an Engine (seq2seq_kit.engine), and a cancel without is_set() (a
+    threading.Event)."""
+    if engine is not None and not (callable(getattr(engine, "submit", None)) and hasattr(engine, "Full")):
+        raise TypeError(f"engine must be an Engine on the pipeline's model (pipe.engine()) or None, got "
+                        f"{type(engine).__name__}")
+    if cancel is not None and not callable(getattr(cancel, "is_set", None)):
+        raise TypeError(f"cancel must be a threading.Event (set it to stop the call) or None, got "
+                        f"{type(cancel).__name__}")
 
 
 def map_reduce(pipe, texts: list[str], *, engine=None, batch_size: int = DEFAULT_BATCH_SIZE, chunk_overlap: int = 0,
@@ -102,9 +152,10 @@ def map_reduce(pipe, texts: list[str], *, engine=None, batch_size: int = DEFAULT
     engine: an Engine on pipe's model with pipe's defaults (pipe.engine()); None: one made for this call, with
     batch_size requests' rows. generate_kwargs: the reduce stage's settings, and under map_kwargs the map stage's.
     cancel: an Event another thread may set to stop the call (the module doc): concurrent.futures.CancelledError.
-    Raises the first document's error (see summarize_documents)."""
+    Raises the first document's error as DocumentError (see summarize_documents)."""
     texts = pipe.check_texts(texts)
     check_strategy("map_reduce", chunk_overlap, map_kwargs, return_chunks)
+    check_call(engine, cancel)
     own = engine is None
     if own:
         rows = max(rows_per_input(settings(pipe.model, {**pipe.generate_defaults, **kw}))
@@ -119,7 +170,7 @@ def map_reduce(pipe, texts: list[str], *, engine=None, batch_size: int = DEFAULT
             engine.close(cancel_pending=True)
     for i, r in enumerate(results):
         if r.error is not None:
-            raise ValueError(f"input {i}: {r.error}") from r.error
+            raise DocumentError(i, r.error) from r.error
     return [{"summary_text": r.summary_text, **({"chunks": r.chunks} if return_chunks else {})} for r in results]
 
 
@@ -127,9 +178,11 @@ def summarize_documents(pipe, texts: list[str], engine, *, chunk_overlap: int = 
                         clean_up_tokenization_spaces: bool = False, max_depth: int = MAX_DEPTH,
                         cancel: threading.Event | None = None, **generate_kwargs) -> list[LongSummary]:
     """Map-reduce every text (none blank) on `engine` (the module doc). A document whose text stays longer than
-    the window after max_depth rounds gets its `error`; bad settings raise before any work. cancel: as map_reduce."""
+    the window after max_depth rounds gets its `error` (SummariesTooLong); bad settings raise before any work, a
+    text the chunker cannot take DocumentError. cancel: as map_reduce."""
     if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 1:
         raise ValueError(f"max_depth must be a positive integer, got {max_depth!r}")
+    check_overlap(pipe, chunk_overlap)
     stage = {"reduce": dict(generate_kwargs), "map": {**generate_kwargs, **(map_kwargs or {})}}
     for name, kwargs in stage.items():
         n = settings(pipe.model, {**pipe.generate_defaults, **kwargs}).num_return_sequences
@@ -141,14 +194,14 @@ def summarize_documents(pipe, texts: list[str], engine, *, chunk_overlap: int = 
     for depth in range(max_depth + 1):
         plans = {}
         for i, text in current.items():
-            length, plans[i] = chunk_document(pipe, text, chunk_overlap)
+            try:
+                length, plans[i] = chunk_document(pipe, text, chunk_overlap)
+            except ValueError as e:
+                raise DocumentError(i, e) from e
             if depth == 0:
                 results[i].input_tokens = length
         for i in [i for i, plan in plans.items() if len(plan) > 1 and depth == max_depth]:
-            results[i].error = ValueError(
-                f"the chunk summaries are still longer than the model's {pipe.max_input_length} positions after "
-                f"{max_depth} round(s) of chunking (max_depth={max_depth}); pass map_kwargs with a smaller "
-                "max_length, or a larger max_depth")
+            results[i].error = SummariesTooLong(pipe.max_input_length, max_depth)
             del plans[i]
         jobs = [(chunk.row, stage["reduce" if len(plan) == 1 else "map"]) for plan in plans.values() for chunk in plan]
         outputs = iter(generate_all(engine, jobs, cancel))
@@ -173,9 +226,10 @@ def summarize_documents(pipe, texts: list[str], engine, *, chunk_overlap: int = 
 
 def generate_all(engine, jobs: list[tuple[list[int], dict]],
                  cancel: threading.Event | None = None) -> list[torch.Tensor]:
-    """Generate every (row, generate kwargs) job on the engine, 2 x max_rows requests submitted at a time (the
-    engine's queue stays short); the first sequence of each, [T] on the CPU, in job order. Once `cancel` is set:
-    CancelledError. Whatever ends the call early cancels its requests not done."""
+    """Generate every (row, generate kwargs) job on the engine, at most 2 x max_rows requests of this call
+    outstanding at a time (the engine's queue stays short); the first sequence of each, [T] on the CPU, in job
+    order. A full queue is backpressure (submit_waiting). Once `cancel` is set: CancelledError. Whatever ends the
+    call early cancels its requests not done."""
     window = 2 * engine.max_rows
     requests, waiting = [], collections.deque()
     try:
@@ -184,7 +238,7 @@ def generate_all(engine, jobs: list[tuple[list[int], dict]],
                 output_of(waiting.popleft(), cancel)
             if cancel is not None and cancel.is_set():
                 raise concurrent.futures.CancelledError("map_reduce was cancelled")
-            requests.append(engine.submit(row, **kwargs))
+            requests.append(submit_waiting(engine, row, kwargs, waiting, cancel))
             waiting.append(requests[-1])
         outputs = [output_of(r, cancel) for r in requests]
     except BaseException:
@@ -192,6 +246,20 @@ def generate_all(engine, jobs: list[tuple[list[int], dict]],
             r.cancel()
         raise
     return [(out.sequences if hasattr(out, "sequences") else out)[0].cpu() for out in outputs]
+
+
+def submit_waiting(engine, row: list[int], kwargs: dict, waiting: collections.deque,
+                   cancel: threading.Event | None):
+    """engine.submit(row, **kwargs); while the engine's queue is full (EngineFull), wait for this call's oldest
+    request in `waiting` (taken from it) and try again. EngineFull only when none of this call's requests is
+    outstanding any more: the queue is full of other callers' work (a server answers 503, retry later)."""
+    while True:
+        try:
+            return engine.submit(row, **kwargs)
+        except engine.Full:                        # EngineFull
+            if not waiting:
+                raise
+            output_of(waiting.popleft(), cancel)
 
 
 def output_of(request, cancel: threading.Event | None):
@@ -242,6 +310,7 @@ class _Chunker:
         self.pipe, self.text, self.budget, self.overlap = pipe, text, budget, overlap
         self.starts = list(itertools.accumulate((s for s, _ in offsets), max))   # non-decreasing: cuts are in order
         self.ends = [e for _, e in offsets]
+        self.blank = [not text[s:e].strip() for s, e in offsets]     # whitespace tokens (some have empty offsets)
         self.units = [piece for unit in sentence_units(text, offsets) for piece in self.split(*unit, budget)]
 
     def chunks(self) -> list[Chunk]:
@@ -252,45 +321,104 @@ class _Chunker:
                 found = self.fit(start, need)
                 if found is not None:
                     break
-            last, chunk = found
-            if chunk is not None:
-                out.append(chunk)
+            last, chunks = found
+            out += chunks
             need = last + 1
             first = max(start + 1, need - self.overlap)
         return out
 
-    def fit(self, i: int, need: int) -> tuple[int, Chunk | None] | None:
-        """(last unit, chunk) of the longest run of units i..last (last >= need) that fits, checked on the chunk's
-        own tokens; None when units i..need do not fit (i < need). A single unit that does not fit is cut shorter.
-        The chunk is None when its text is only whitespace."""
+    def fit(self, i: int, need: int) -> tuple[int, list[Chunk]] | None:
+        """(last unit, chunks) of the longest run of units i..last (last >= need) that fits, checked on the chunk's
+        own tokens; None when units i..need do not fit (i < need). A single unit that does not fit is cut shorter,
+        down to one token, whose text is then cut by characters (by_characters). The chunks: none when the text is
+        only whitespace, else one (several only for a one-token unit cut by characters)."""
         units = self.units
-        if units[need][1] - units[i][0] > self.budget:
+        if self.tokens(i, need) > self.budget + EDGE_SLACK:
             return None
         j = need
-        while j + 1 < len(units) and units[j + 1][1] - units[i][0] <= self.budget:
+        while j + 1 < len(units) and self.tokens(i, j + 1) <= self.budget + EDGE_SLACK:
             j += 1
         while True:
             chunk = self.chunk(units[i][0], units[j][1])
             if chunk is None:
-                return j, None
+                return j, []
             encoded = self.pipe.preprocess([chunk.text], truncation=True)
             if not encoded.truncated:
                 chunk.row = encoded.rows[0]
-                return j, chunk
+                return j, [chunk]
             if j > need:
                 j -= 1
             elif i < need:
                 return None
+            elif units[i][1] - units[i][0] == 1:    # its offsets understate its text (KoBART on ZWJ emoji runs)
+                return i, self.by_characters(chunk.start, chunk.end)
             else:                              # one unit, over by `excess` tokens in its own tokenization
                 a, b = units[i]
                 excess = encoded.truncated[0] - self.pipe.max_input_length
-                if b - a == 1:
-                    raise ValueError(f"the text {chunk.text!r} does not fit the model's input on its own")
                 units[i:i + 1] = self.split(a, b, max(1, min(b - a - 1, b - a - excess)))
+
+    def tokens(self, i: int, j: int) -> int:
+        """The document's tokens of units i..j, the whitespace-only ones at the end not counted (the chunk's text
+        is stripped of them)."""
+        a, b = self.units[i][0], self.units[j][1]
+        while b > a + 1 and self.blank[b - 1]:
+            b -= 1
+        return b - a
+
+    def by_characters(self, start: int, end: int) -> list[Chunk]:
+        """text[start:end] as chunks that each fit in their own tokenization and together hold all of it: each the
+        longest piece that fits (text_cut)."""
+        out = []
+        while start < end:
+            cut = self.text_cut(start, end)
+            piece = self.chunk_of(start, cut)
+            if piece is not None:
+                piece.row = self.pipe.preprocess([piece.text], truncation=True).rows[0]
+                out.append(piece)
+            start = cut
+        return out
+
+    def text_cut(self, start: int, end: int) -> int:
+        """The end of the longest piece of text[start:end] that fits (lengths doubled, then a binary search: the
+        texts tokenized stay near the piece's length), moved back to a whitespace or, failing that, a character
+        boundary outside a grapheme (not inside a ZWJ sequence or before a combining mark) when one is in the
+        piece's second half and that shorter piece fits."""
+        lo, size = start, 16                                 # text[start:lo] fits
+        while self.fits(start, hi := min(start + size, end)):
+            if hi == end:
+                return end
+            lo, size = hi, 2 * size
+        while hi - lo > 1:                                   # text[start:hi] does not fit
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if self.fits(start, mid) else (lo, mid)
+        if lo == start:
+            raise ValueError(f"the character {self.text[start]!r} at {start} does not fit the model's input on "
+                             "its own")
+        half = range(lo, start + (lo - start) // 2, -1)
+        for good in (lambda k: self.text[k].isspace(), self.grapheme_boundary):
+            k = next((k for k in half if good(k)), None)
+            if k is not None and self.fits(start, k):
+                return k
+        return lo
+
+    def grapheme_boundary(self, k: int) -> bool:
+        """A cut before character k keeps emoji ZWJ sequences, variation selectors, skin tones and combining marks
+        with the character they modify."""
+        after, before = self.text[k], self.text[k - 1]
+        return not (after in JOINED or before == "\u200d" or unicodedata.combining(after)
+                    or "\U0001F3FB" <= after <= "\U0001F3FF")
+
+    def fits(self, start: int, end: int) -> bool:
+        """text[start:end], stripped, is blank or fits the window in its own tokenization."""
+        piece = self.chunk_of(start, end)
+        return piece is None or not self.pipe.preprocess([piece.text], truncation=True).truncated
 
     def chunk(self, a: int, b: int) -> Chunk | None:
         """The chunk of tokens [a, b): the text from the cut before token a to the cut before token b, stripped."""
-        start, end = self.cut(a), self.cut(b)
+        return self.chunk_of(self.cut(a), self.cut(b))
+
+    def chunk_of(self, start: int, end: int) -> Chunk | None:
+        """The chunk of text[start:end], stripped of surrounding whitespace; None when nothing is left."""
         while start < end and self.text[start].isspace():
             start += 1
         while end > start and self.text[end - 1].isspace():

@@ -4,8 +4,12 @@ the document (whole sentences, every character held); summaries against the pipe
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
 import random
 import re
+import threading
+import time
 
 import pytest
 
@@ -13,7 +17,8 @@ from checkpoints import KOBART, TINY, Spec, build
 from helpers import read_jsonl, write_jsonl
 from seq2seq_kit import Tokenizer, pipeline, summarize_corpus
 from seq2seq_kit.cli import main
-from seq2seq_kit.long_documents import chunk_document, map_reduce, summarize_documents
+from seq2seq_kit.engine import EngineFull
+from seq2seq_kit.long_documents import DocumentError, chunk_document, generate_all, map_reduce, summarize_documents
 
 transformers = pytest.importorskip("transformers")
 
@@ -226,8 +231,8 @@ def test_a_join_longer_than_the_window_is_chunked_again_to_a_bounded_depth(pipes
     # the join's own map-reduce (one round less to go) is the document's summary
     again = map_reduce(pipe, [joined], map_kwargs=long_map, max_depth=2, **REDUCE)
     assert out[0]["summary_text"] == again[0]["summary_text"]
-    with pytest.raises(ValueError, match=r"input 0: .* after 1 round\(s\) of chunking \(max_depth=1\); pass map_kwargs "
-                                         "with a smaller max_length"):
+    with pytest.raises(DocumentError, match=r"input 0: .* after 1 round\(s\) of chunking \(max_depth=1\); give the "
+                                            r"chunks a smaller max_length \(map_kwargs, over HTTP map_parameters"):
         map_reduce(pipe, [EN_DOC], map_kwargs=long_map, max_depth=1, **REDUCE)
     results = summarize_documents(pipe, [EN_DOC, "Short one."], pipe.engine(), map_kwargs=long_map, max_depth=1,
                                   **REDUCE)
@@ -277,8 +282,6 @@ def test_cli_summarize_strategy(capsys, pipes, checkpoint, tmp_path):
 
 
 def json_str(text: str) -> str:
-    import json
-
     return json.dumps(text, ensure_ascii=False)
 
 
@@ -320,3 +323,175 @@ def test_corpus_strategy_parquet_records_the_chunk_count(pipes, checkpoint, tmp_
     summarize_corpus(path, tmp_path / "out.parquet", **kwargs)
     rows = {r["id"]: r for r in parquet.read_table(tmp_path / "out.parquet").to_pylist()}
     assert rows == {r["id"]: r for r in read_jsonl(tmp_path / "out.jsonl")} and rows["long"]["chunks"] > 1
+
+
+# ---------------------------------------------------------------------------------------------- 64-position models
+
+SMALL = {"tiny64": Spec({**TINY, "max_position_embeddings": 64}),
+         "ko64": Spec({**TINY_KOBART.config, "max_position_embeddings": 64}, tokenizer="kobart", seed=8)}
+
+
+@pytest.fixture(scope="module")
+def small_paths(tmp_path_factory):
+    """small_paths(name) -> the checkpoint of "tiny64" or "ko64": the tiny shape with a 64-token window."""
+    built = {}
+
+    def get(name: str):
+        if name not in built:
+            built[name] = build(SMALL[name], tmp_path_factory.mktemp(name))
+        return built[name]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def small(small_paths):
+    """small(name) -> the pipeline of small_paths(name)."""
+    loaded = {}
+
+    def get(name: str):
+        if name not in loaded:
+            loaded[name] = pipeline("summarization", model=str(small_paths(name)))
+        return loaded[name]
+
+    return get
+
+
+def test_a_full_engine_queue_waits_for_the_calls_own_requests(small):
+    """~20 chunks on an idle engine whose queue holds 2: EngineFull is backpressure, not the call's error."""
+    pipe = small("tiny64")
+    doc = "The tower is tall and it is in Paris. " * 100
+    with pipe.engine(max_rows=2, max_queue=2) as engine:
+        out = map_reduce(pipe, [doc], engine=engine, return_chunks=True, max_length=8, map_kwargs={"max_length": 4})
+    assert len(out[0]["chunks"]) > 10
+    assert out == pipe(doc, strategy="map_reduce", batch_size=2, return_chunks=True, max_length=8,
+                       map_kwargs={"max_length": 4})
+
+    class Full:                                   # a queue full of other callers' requests, none of this call's
+        max_rows, Full = 1, EngineFull
+
+        def submit(self, row, **kwargs):
+            raise EngineFull("the engine's queue is full")
+
+    with pytest.raises(EngineFull):
+        generate_all(Full(), [([0, 2], {})])
+
+
+def test_an_emoji_zwj_run_whose_offsets_drift_is_cut_by_characters(small, tmp_path):
+    """KoBART's offsets for a run of family emoji (ZWJ sequences) drift: one token's text holds much of the run.
+    Its text is cut into the longest pieces that fit, between the sequences, every character in one chunk."""
+    pipe = small("ko64")
+    family = "\U0001F468\u200d\U0001F469\u200d\U0001F467\u200d\U0001F466"
+    doc = "오늘은 날씨가 맑다. " * 10 + family * 60 + " 바람이 선선하다." * 10
+    chunks = chunk_document(pipe, doc)[1]
+    lengths = [len(row) for row in pipe.preprocess([c.text for c in chunks], truncation=False).rows]
+    check_chunks(doc, as_records(chunks), pipe.max_input_length, lengths)
+    assert all(b.start >= a.end for a, b in zip(chunks, chunks[1:]))         # each character in one chunk
+    cut = [c for c in chunks if c.text.startswith(family) and c.text.endswith(family)]   # between whole sequences
+    assert cut and all(len(c.row) > pipe.max_input_length - 8 for c in cut)            # the longest that fit
+    assert isinstance(pipe(doc, strategy="map_reduce", max_length=6)[0]["summary_text"], str)
+
+
+def test_a_cancelled_call_waiting_on_a_full_queue_stops_and_frees_the_engine(small):
+    pipe = small("tiny64")
+    doc = "The tower is tall and it is in Paris. " * 300                    # ~60 chunks of 60 tokens each
+    cancel = threading.Event()
+    with pipe.engine(max_rows=2, max_queue=2) as engine:
+        threading.Timer(0.3, cancel.set).start()
+        with pytest.raises(concurrent.futures.CancelledError):
+            map_reduce(pipe, [doc], engine=engine, cancel=cancel, max_length=8,
+                       map_kwargs={"min_length": 60, "max_length": 60})
+        deadline = time.monotonic() + 5
+        while (engine.queue_depth or engine.active_rows) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (engine.queue_depth, engine.active_rows) == (0, 0)
+        assert engine.generated_tokens < 60 * 60 / 2
+
+
+@pytest.mark.parametrize("sep", ["\n", "\r\n", "\r", "\u2028", "\u2029", "\x85", "\x0b", "\x0c"])
+def test_every_line_break_ends_a_sentence(small, sep):
+    pipe = small("tiny64")
+    doc = sep.join(f"Line number {i} of the list of titles with some words" for i in range(40))
+    chunks = chunk_document(pipe, doc)[1]
+    assert len(chunks) > 4
+    assert all(doc[c.end:].startswith(sep) for c in chunks[:-1]), [c.text[-20:] for c in chunks]
+
+
+@pytest.mark.parametrize("name", ["tiny64", "ko64"])
+def test_chunks_take_the_next_sentence_and_the_overlap_when_they_fit(small, name):
+    """A chunk ends before a sentence only when that sentence does not fit beside it, and opens with `overlap`
+    sentences unless they do not fit beside its first new one (the whitespace after a sentence is not counted)."""
+    pipe = small(name)
+    words = "the tower is tall about the same height as an building and the tallest structure in Paris".split()
+    for seed in range(24):
+        rng = random.Random(seed)
+        doc = "".join(f"S{i} " + " ".join(rng.choices(words, k=rng.randint(1, 12))) + rng.choice(".!?")
+                      + rng.choice([" ", "\n", "  ", "\n\n", "\n \n \n"]) for i in range(60))
+        starts = [m.start() for m in re.finditer(r"S\d+ ", doc)] + [len(doc)]          # sentence k: [k, k + 1)
+        for overlap in (0, 2):
+            chunks = chunk_document(pipe, doc, overlap)[1]
+            for a, b in zip(chunks, chunks[1:]):
+                first, new, carried = starts.index(a.start), sum(s < a.end for s in starts), starts.index(b.start)
+                wider = [doc[a.start:starts[new + 1]]]                         # a and the next sentence
+                if carried > max(first + 1, new - overlap):                    # fewer carried than asked
+                    wider.append(doc[starts[carried - 1]:starts[new + 1]])     # one more, and b's first new one
+                over = pipe.preprocess([t.strip() for t in wider], truncation=True).truncated
+                assert len(over) == len(wider), (seed, overlap, a.text[-30:], b.text[:30])
+
+
+def test_map_reduce_errors_name_the_input_and_the_option(small):
+    pipe = small("tiny64")
+    doc = "The tower is tall. " * 40
+    with pytest.raises(DocumentError, match=r"input 1: text holds a lone surrogate") as e:
+        pipe(["Fine.", "\ud800 x. " * 30], strategy="map_reduce", max_length=8)
+    assert e.value.index == 1
+    for kwargs, error, message in [
+        (dict(return_chunks="yes"), TypeError, "return_chunks must be True or False, got 'yes'"),
+        (dict(chunk_overlap=64), ValueError, "chunk_overlap=64 sentences can never be carried"),
+        (dict(engine=1), TypeError, "engine must be an Engine on the pipeline's model (pipe.engine()) or None, "
+                                    "got int"),
+        (dict(cancel=1), TypeError, "cancel must be a threading.Event (set it to stop the call) or None, got int"),
+    ]:
+        with pytest.raises(error, match=re.escape(message)):
+            pipe(doc, strategy="map_reduce", max_length=8, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- over HTTP
+
+@pytest.fixture(scope="module")
+def client(small_paths):
+    """The server app on "tiny64" in process (max_rows 8, max_queue 8), through starlette's TestClient."""
+    pytest.importorskip("fastapi", reason='the server needs its extra (pip install "seq2seq-kit[serve]")')
+    pytest.importorskip("httpx", reason='the server tests need httpx (pip install "seq2seq-kit[test]")')
+    from fastapi.testclient import TestClient
+
+    from seq2seq_kit.server.app import Settings, build_app
+
+    app = build_app(Settings(model=str(small_paths("tiny64")), max_rows=8, max_queue=8), load_in_background=False)
+    with TestClient(app) as c:
+        yield c
+
+
+def test_a_map_reduce_request_of_many_chunks_on_an_idle_server_is_answered(client):
+    doc = "The tower is tall and it is in Paris. " * 100                       # ~20 chunks, a queue of 8
+    answer = client.post("/summarize", json={"inputs": doc, "parameters": {
+        "strategy": "map_reduce", "max_length": 8, "map_parameters": {"max_length": 4}, "return_chunks": True}})
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()[0]["chunks"]) > 10
+
+
+@pytest.mark.parametrize("inputs, parameters, field, words", [
+    ("A sentence.", {"map_parameters": {"num_beams": 2, "num_return_sequences": 2}},
+     "parameters.map_parameters.num_return_sequences", "num_return_sequences=2"),
+    ("A sentence.", {"num_beams": 2, "num_return_sequences": 2}, "parameters.num_return_sequences",
+     "num_return_sequences=2"),
+    (["Fine.", "\ud800 x. " * 30], {}, "inputs", "input 1: text holds a lone surrogate"),
+    ("A sentence.", {"chunk_overlap": 10**9}, "parameters.chunk_overlap", "can never be carried"),
+    ("The tower is tall and it is in Paris. " * 20, {"map_parameters": {"min_length": 60, "max_length": 60}},
+     "parameters.map_parameters.max_length", "send a smaller parameters.map_parameters.max_length"),
+])
+def test_map_reduce_refusals_name_the_field(client, inputs, parameters, field, words):
+    body = json.dumps({"inputs": inputs, "parameters": {"strategy": "map_reduce", "max_length": 8, **parameters}})
+    answer = client.post("/summarize", content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["field"] == field and words in answer.json()["error"], answer.json()

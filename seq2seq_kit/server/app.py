@@ -58,7 +58,7 @@ from ..engine import EngineClosed, EngineFull
 from ..family_tokenizers import TranslationTokenizer
 from ..generation import settings
 from ..generation.config import GENERATE_KWARGS, GenerationConfig
-from ..long_documents import map_reduce
+from ..long_documents import DocumentError, SummariesTooLong, check_overlap, map_reduce
 from ..pipeline import InputTooLong, SummarizationPipeline, load_model_and_tokenizer
 from ..translation import TranslationPipeline
 
@@ -367,19 +367,7 @@ class Service:
         """pipe(texts, strategy="map_reduce", ...) on the engine, in a worker thread; raises Refusal. Past the
         request timeout or once the client is gone, its engine requests are cancelled (long_documents' cancel)."""
         map_kwargs = parameters.map_parameters.model_dump(exclude_unset=True) if parameters.map_parameters else None
-        for where, given in (("parameters", kwargs), ("parameters.map_parameters", map_kwargs or {})):
-            if "seed" in given:
-                raise Refusal(422, f"{where}.seed", "seed applies to strategy truncate; leave it out with map_reduce")
-        try:        # each stage's settings checked here, so that a refusal names the stage's field
-            settings(self.pipe.model, {**self.pipe.generate_defaults, **kwargs})
-        except ValueError as e:
-            raise self.refusal(e) from None
-        try:
-            settings(self.pipe.model, {**self.pipe.generate_defaults, **kwargs, **(map_kwargs or {})})
-        except ValueError as e:
-            message = str(e).replace("generate() got", "parameters.map_parameters has")
-            raise Refusal(422, parameter_named(message).replace("parameters", "parameters.map_parameters", 1),
-                          message) from None
+        self.check_map_reduce(parameters, kwargs, map_kwargs)
         cancel = threading.Event()
         work = asyncio.ensure_future(asyncio.to_thread(
             map_reduce, self.pipe, texts, engine=self.engine, map_kwargs=map_kwargs,
@@ -388,10 +376,36 @@ class Service:
         work.add_done_callback(lambda f: f.cancelled() or f.exception())   # a refused request's end is not logged
         try:
             return await answer_of(work, http, self)
+        except DocumentError as e:
+            raise document_refusal(e) from None
         except (EngineFull, EngineClosed, TypeError, ValueError) as e:
             raise self.refusal(e) from None
         finally:
             cancel.set()
+
+    def check_map_reduce(self, parameters: SummarizeParameters, kwargs: dict, map_kwargs: dict | None) -> None:
+        """Refusal 422 naming the field for map-reduce settings the library would refuse: seed, each stage's
+        settings (the reduce stage's are the parameters, the map stage's those under map_parameters over them),
+        num_return_sequences other than 1, a chunk_overlap no chunk can carry."""
+        stages = (("parameters", kwargs, kwargs), ("parameters.map_parameters", map_kwargs or {},
+                                                   {**kwargs, **(map_kwargs or {})}))
+        for where, given, _ in stages:
+            if "seed" in given:
+                raise Refusal(422, f"{where}.seed", "seed applies to strategy truncate; leave it out with map_reduce")
+        for where, _, merged in stages:      # each stage checked here, so that a refusal names the stage's field
+            try:
+                config = settings(self.pipe.model, {**self.pipe.generate_defaults, **merged})
+            except ValueError as e:
+                message = str(e).replace("generate() got", f"{where} has")
+                raise Refusal(422, where + parameter_named(message).removeprefix("parameters"), message) from None
+            if config.num_return_sequences != 1:
+                raise Refusal(422, f"{where}.num_return_sequences", f"num_return_sequences="
+                                   f"{config.num_return_sequences}: map-reduce writes one summary per chunk and per "
+                                   "document; send 1 or leave it out")
+        try:
+            check_overlap(self.pipe, parameters.chunk_overlap)
+        except ValueError as e:
+            raise Refusal(422, "parameters.chunk_overlap", str(e)) from None
 
     def submit(self, rows: list[list[int]], kwargs: dict) -> list:
         """One engine request per row; all or none (a refusal cancels the ones already queued). More inputs than
@@ -421,6 +435,15 @@ class Service:
             return busy("the server is draining")
         message = str(e).replace("generate() got", "parameters has")
         return Refusal(422, parameter_named(message), message)
+
+
+def document_refusal(e: DocumentError) -> Refusal:
+    """The answer to map_reduce failing on one input: 422 naming the input, or the chunks' max_length when their
+    summaries stayed too long (a server has no max_depth to raise)."""
+    if isinstance(e.error, SummariesTooLong):
+        return Refusal(422, "parameters.map_parameters.max_length", f"input {e.index}: {e.error.what}; send a "
+                                                                     "smaller parameters.map_parameters.max_length")
+    return Refusal(422, "inputs", str(e))
 
 
 def checked_texts(pipe, inputs: str | list[str]) -> list[str]:
