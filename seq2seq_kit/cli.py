@@ -453,11 +453,17 @@ def _summarize(args) -> int:
         where = f"--file {str(args.file)!r}" if args.file is not None else "stdin" if args.text == "-" else "TEXT"
         raise ValueError(f"{where} is empty: there is nothing to summarize")
 
+    from .long_documents import DocumentError
     from .pipeline import pipeline
 
     pipe = pipeline("summarization", model=args.model, device=_device(args.device), dtype=args.dtype,
                     **_hub_kwargs(args))
-    summary = pipe(text, truncation=args.truncation, **kwargs)[0]["summary_text"]
+    try:
+        summary = pipe(text, truncation=args.truncation, **kwargs)[0]["summary_text"]
+    except DocumentError as e:           # map-reduce: the library's advice names map_kwargs, which has no flag
+        what = getattr(e.error, "what", None)
+        raise ValueError(str(e.error) if what is None else f"{what}; a smaller --max-length shortens the chunks' "
+                         "summaries") from None
     print(json.dumps({"summary_text": summary}, ensure_ascii=False) if args.json else summary)
     return 0
 

@@ -495,3 +495,23 @@ def test_map_reduce_refusals_name_the_field(client, inputs, parameters, field, w
     answer = client.post("/summarize", content=body, headers={"Content-Type": "application/json"})
     assert answer.status_code == 422, answer.text
     assert answer.json()["field"] == field and words in answer.json()["error"], answer.json()
+
+
+def test_summaries_too_long_are_explained_to_the_cli_and_corpus_user(small_paths, tmp_path, capsys):
+    """Chunk summaries as long as the window never shrink: after max_depth rounds the CLI and a corpus job say to
+    lower --max-length / max_length (they have no map_kwargs), not the library's advice."""
+    from seq2seq_kit import summarize_corpus
+    from seq2seq_kit.cli import main
+
+    path, doc = small_paths("tiny64"), "The tower is tall and it is in Paris. " * 40
+    (tmp_path / "doc.txt").write_text(doc)
+    code = main(["summarize", "--file", str(tmp_path / "doc.txt"), "--model", str(path), "--strategy", "map-reduce",
+                 "--max-length", "60", "--min-length", "59"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.endswith("(max_depth=3); a smaller --max-length shortens the chunks' summaries"), err
+    (tmp_path / "docs.jsonl").write_text(json.dumps({"id": 1, "text": doc}) + "\n")
+    result = summarize_corpus(tmp_path / "docs.jsonl", tmp_path / "out.jsonl", model=path, strategy="map_reduce",
+                              max_length=60, min_length=59, progress=False)
+    error = json.loads((tmp_path / "out.jsonl.errors.jsonl").read_text())
+    assert result.failed == 1 and error["reason"] == "too_long"
+    assert error["message"].endswith("; a smaller max_length (--max-length) shortens the chunks' summaries")

@@ -92,7 +92,8 @@ class Worker:
         done = summarize_documents(self.pipe, [text for _, _, text in docs], self.engine, **self.generate_kwargs)
         for (doc_id, where, _), r in zip(docs, done):
             if r.error is not None:
-                errors.append(error_record(doc_id, where, "too_long", f"{where}: {r.error}"))
+                errors.append(error_record(doc_id, where, "too_long", f"{where}: {r.error.what}; a smaller "
+                                           "max_length (--max-length) shortens the chunks' summaries"))
                 continue
             records.append({"id": doc_id, "summary_text": r.summary_text, "input_tokens": r.input_tokens,
                             "output_tokens": self.generated(r.summary_ids), "chunks": len(r.chunks), "where": where})
