@@ -2,6 +2,7 @@
 
     tok = AutoTokenizer.from_pretrained(path_or_id, src_lang="eng_Latn", tgt_lang="fra_Latn")
     tok(text)["input_ids"];  tok.target_language_id()   # generate(..., forced_bos_token_id=that)
+    tok.encode_source(texts, "deu_Latn")   # another source's ids, tok.src_lang unchanged (safe across threads)
 
 What each checkpoint ships, and how it is read (never a hand-written segmenter):
   Marian (opus-mt)  source.spm, target.spm, vocab.json: transformers' MarianTokenizer is a Python tokenizer over
@@ -28,6 +29,7 @@ Tokenizers built on a SentencePiece pre-tokenizer cannot be saved as tokenizer.j
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tokenizers import AddedToken, NormalizedString, Regex, decoders, models, normalizers, pre_tokenizers, processors
@@ -35,7 +37,7 @@ from tokenizers import Tokenizer as Backend
 
 from . import hub
 from .jsonfile import read_json
-from .tokenizer import CLEAN_UP, FILES, Tokenizer
+from .tokenizer import CLEAN_UP, FILES, Tokenizer, as_ids, check_text
 
 SPIECE_UNDERLINE = "\u2581"
 DEFAULT_SOURCE = {"M2M100Tokenizer": "en", "NllbTokenizer": "eng_Latn", "MBart50Tokenizer": "en_XX",
@@ -56,6 +58,14 @@ nl_XX ro_RO ru_RU si_LK tr_TR vi_VN zh_CN af_ZA az_AZ bn_IN fa_IR he_IL hr_HR id
 mn_MN mr_IN pl_PL ps_AF pt_XX sv_SE sw_KE ta_IN te_IN th_TH tl_XX uk_UA ur_PK xh_ZA gl_ES sl_SI
 """.split()
 MBART_LANGUAGES = MBART50_LANGUAGES[:25]     # tokenization_mbart.py's FAIRSEQ_LANGUAGE_CODES (mBART-cc25)
+PYTHON_KINDS = ("MarianTokenizer", "M2M100Tokenizer")   # transformers' Python (not `tokenizers`) tokenizers
+
+
+def check_code(name: str, code, optional: bool = True) -> None:
+    """TypeError naming the argument unless `code` (src_lang, tgt_lang) is a str (or None, when optional)."""
+    if not isinstance(code, str) and not (optional and code is None):
+        raise TypeError(f"{name} must be a language code, a str such as 'fr', 'fra_Latn' or 'fr_XX', got "
+                        f"{type(code).__name__} {code!r}")
 
 
 class AutoTokenizer:
@@ -70,6 +80,12 @@ class AutoTokenizer:
         """A directory or Hub id -> a Tokenizer, or a TranslationTokenizer for Marian, M2M100, NLLB and mBART-50
         checkpoints, and mBART (cc25) ones (src_lang / tgt_lang as transformers' tokenizers take them: "en", "eng_Latn",
         "en_XX"; legacy_behaviour, NLLB's, over its tokenizer_config.json's)."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"a tokenizer is loaded from a directory or Hub id (str or path), got a "
+                            f"{type(path).__module__.split('.')[0]} {type(path).__name__}; pass its path, or a "
+                            "seq2seq_kit Tokenizer (seq2seq_kit.AutoTokenizer.from_pretrained(path))")
+        for name, code in (("src_lang", src_lang), ("tgt_lang", tgt_lang)):
+            check_code(name, code)
         try:
             root = hub.resolve(path, purpose="tokenizer", **hub_kwargs)
         except FileNotFoundError as e:
@@ -112,6 +128,10 @@ class TranslationTokenizer(Tokenizer):
     target_vocabulary: TargetVocabulary | None = None    # Marian with separate_vocabs: what decode reads
     code_last: bool = False          # the source code after the text (mBART, NLLB's legacy_behaviour)
     aliases: dict[str, str] = {}     # tokens read as another (M2M100's madeup words as <unk>)
+    pieces: _Pieces | None = None    # Marian, M2M100: the SentencePiece pre-tokenizer (tokenize shows its pieces)
+    # src_lang chosen by the user (from_pretrained's argument, or set), not a default: tokenizer_config.json's
+    # src_lang does not count, as transformers' save_pretrained writes its class default there ("eng_Latn")
+    source_given: bool = False
 
     @classmethod
     def load(cls, root: Path, config: dict, kind: str, src_lang: str | None, tgt_lang: str | None):
@@ -134,6 +154,7 @@ class TranslationTokenizer(Tokenizer):
         tok.tgt_lang = tgt_lang if tgt_lang is not None else config.get("tgt_lang")
         if kind != "MarianTokenizer" or src_lang is not None:       # Marian: the setter refuses it
             tok.src_lang = src_lang or config.get("src_lang") or DEFAULT_SOURCE[kind]
+        tok.source_given = src_lang is not None
         if tok.tgt_lang is not None:
             tok.target_language_id()   # fails early on an unknown code
         return tok
@@ -146,15 +167,82 @@ class TranslationTokenizer(Tokenizer):
     def src_lang(self, lang: str) -> None:
         """As transformers' set_src_lang_special_tokens: the source code before the text, </s> at the end (mBART and
         NLLB's legacy_behaviour: `A </s> code`). Marian has no source code: ValueError."""
+        processor = self.source_processor(lang)
+        with self._lock:                     # not while another thread encodes
+            self.backend_tokenizer.post_processor = processor
+            self._src_lang = lang
+        self.source_given = True
+
+    def source_processor(self, lang: str) -> processors.TemplateProcessing:
+        """The post-processor that puts source language `lang`'s code around a text (ValueError for Marian, which
+        has none, or an unknown code)."""
         if self.kind == "MarianTokenizer":
             raise ValueError(MARIAN_SOURCE)
+        check_code("src_lang", lang, optional=False)
         code = self.get_lang_token(lang)
         code_id, eos = self.get_lang_id(lang), self.eos_token
         single = ["$A", eos, code] if self.code_last else [code, "$A", eos]
         pair = ["$A", "$B", eos, code] if self.code_last else [code, "$A", "$B", eos]
-        self.backend_tokenizer.post_processor = processors.TemplateProcessing(
-            single=single, pair=pair, special_tokens=[(code, code_id), (eos, self.eos_token_id)])
-        self._src_lang = lang
+        return processors.TemplateProcessing(single=single, pair=pair,
+                                             special_tokens=[(code, code_id), (eos, self.eos_token_id)])
+
+    def encode_source(self, texts: list[str], src_lang: str | None = None,
+                      max_length: int | None = None) -> list[list[int]]:
+        """input_ids of each text (no padding; cut to max_length when given) with source language src_lang's code
+        around it (None: this tokenizer's src_lang), as `tok(texts)` after `tok.src_lang = src_lang` gives them,
+        without changing src_lang: threads may each encode with their own source."""
+        if src_lang is None or self.kind == "MarianTokenizer":
+            cut = dict(truncation=True, max_length=max_length) if max_length is not None else {}
+            return self(texts, **cut)["input_ids"]
+        processor = self.source_processor(src_lang)
+        batch = [check_text(t, f"text[{i}]") for i, t in enumerate(texts)]
+        _, truncation, max_length = self._strategies(False, True if max_length is not None else None, max_length)
+        with self._lock:
+            default, self.backend_tokenizer.post_processor = self.backend_tokenizer.post_processor, processor
+            try:
+                return [e.ids for e in self._encode(batch, True, None, truncation, max_length)]
+            finally:
+                self.backend_tokenizer.post_processor = default
+
+    def tokenize(self, text: str) -> list[str]:
+        """Tokenizer.tokenize; Marian, M2M100: a piece the vocabulary lacks shown as itself, not <unk> (its id is
+        <unk>'s), as transformers' Python tokenizers show it."""
+        encoding = self._run([check_text(text, "text")], add_special_tokens=False)[0]
+        if self.pieces is None or self.unk_token not in encoding.tokens:
+            return encoding.tokens
+        added, tokens, start = set(self.backend_tokenizer.get_added_tokens_decoder()), [], 0
+        for token, i, (begin, end) in zip(encoding.tokens, encoding.ids, encoding.offsets):
+            if i in added and text[begin:end] == token:       # an added token typed in the text: kept whole
+                tokens += [*self.pieces.pieces(text[start:begin]), token]
+                start = end
+        tokens += self.pieces.pieces(text[start:])
+        return tokens if len(tokens) == len(encoding.tokens) else encoding.tokens
+
+    def _encode(self, batch: list, add_special_tokens: bool, padding, truncation, max_length) -> list:
+        """Tokenizer._encode (under the lock); Marian and M2M100 pairs cut "longest_first" as transformers' Python
+        tokenizers cut them (truncate_sequences: an odd last token comes off the second text, where the
+        `tokenizers` library takes it from the first)."""
+        pairs = bool(batch) and isinstance(batch[0], tuple)       # a batch is all pairs or none
+        if truncation != "longest_first" or self.kind not in PYTHON_KINDS or not pairs:
+            return super()._encode(batch, add_special_tokens, padding, truncation, max_length)
+        backend = self.backend_tokenizer
+        backend.no_truncation()
+        backend.no_padding()
+        added = backend.num_special_tokens_to_add(True) if add_special_tokens else 0
+        if max_length < added:
+            raise ValueError(f"max_length={max_length} leaves no room for the {added} special tokens each "
+                             f"sequence gets: pass max_length >= {added}")
+        encodings = []
+        for pair in zip(*(backend.encode_batch(list(side), add_special_tokens=False) for side in zip(*batch))):
+            cuts = _longest_first(*(len(e.ids) for e in pair), max_length - added)
+            for encoding, cut in zip(pair, cuts):
+                encoding.truncate(len(encoding.ids) - cut, direction=self.truncation_side)
+            encodings.append(backend.post_process(*pair, add_special_tokens=add_special_tokens))
+        if padding:
+            width = max_length if padding == "max_length" else max(len(e.ids) for e in encodings)
+            for encoding in encodings:
+                encoding.pad(width, direction=self.padding_side, pad_id=self.pad_token_id, pad_token=self.pad_token)
+        return encodings
 
     @property
     def target_required(self) -> bool:
@@ -173,6 +261,7 @@ class TranslationTokenizer(Tokenizer):
         return [t for t in self.all_special_tokens if t in set(self._extra)]
 
     def get_lang_token(self, lang: str) -> str:
+        check_code("lang", lang, optional=False)
         if self.kind == "MarianTokenizer":
             return f">>{lang.removeprefix('>>').removesuffix('<<')}<<"
         return self.lang_tokens.get(lang, lang)
@@ -206,7 +295,7 @@ class TranslationTokenizer(Tokenizer):
             if isinstance(tokens, str):
                 return self.aliases.get(tokens, tokens)
             return [self.aliases.get(t, t) for t in tokens]
-        ids = ids.tolist() if hasattr(ids, "tolist") else ids
+        ids = as_ids(ids)                  # ints only, as the shared-vocabulary path
         if isinstance(ids, int):
             return self.target_vocabulary.tokens_of([ids], skip_special_tokens=False)[0]
         return self.target_vocabulary.tokens_of(list(ids), skip_special_tokens)
@@ -221,8 +310,8 @@ class TranslationTokenizer(Tokenizer):
         """Tokenizer.decode; a Marian tokenizer with separate vocabularies reads target ids (its model's output)."""
         if self.target_vocabulary is None:
             return super().decode(ids, skip_special_tokens, clean_up_tokenization_spaces)
-        ids = ids.tolist() if hasattr(ids, "tolist") else ids
-        if isinstance(ids, (list, tuple)) and ids and isinstance(ids[0], (list, tuple)):
+        ids = as_ids(ids)                  # ints only, as the shared-vocabulary path
+        if isinstance(ids, list) and ids and isinstance(ids[0], list):
             return self.batch_decode(ids, skip_special_tokens, clean_up_tokenization_spaces)
         text = self.target_vocabulary.decode([ids] if isinstance(ids, int) else list(ids), skip_special_tokens)
         if clean_up_tokenization_spaces is None:
@@ -240,6 +329,18 @@ class TranslationTokenizer(Tokenizer):
     def __repr__(self) -> str:
         return (f"TranslationTokenizer({self.kind}, vocab_size={self.vocab_size}, src_lang={self.src_lang!r}, "
                 f"tgt_lang={self.tgt_lang!r})")
+
+
+def _longest_first(first: int, second: int, room: int) -> tuple[int, int]:
+    """Tokens to cut from each of a pair of `first` and `second` tokens so that they fit `room`, as transformers'
+    truncate_sequences("longest_first") cuts them: the longer down to the shorter, then both alike, the second
+    losing the odd one."""
+    remove = max(first + second - room, 0)
+    uneven = min(abs(first - second), remove)
+    even = remove - uneven
+    if first > second:
+        return uneven + even // 2, even - even // 2
+    return even // 2, uneven + even - even // 2
 
 
 # ---- SentencePiece through the `tokenizers` pipeline --------------------------------------------------------
@@ -265,12 +366,15 @@ class _Pieces:
     def __init__(self, processor, marian: bool):
         self.processor, self.marian = processor, marian
 
-    def split(self, _, text: NormalizedString) -> list[NormalizedString]:
-        text = str(text)
+    def pieces(self, text: str) -> list[str]:
+        """The pieces of a text without added tokens."""
         code = []
         if self.marian and text.startswith(">>") and (end := text.find("<<")) != -1:
             code, text = [text[:end + 2]], text[end + 2:]
-        return [NormalizedString(p) for p in code + self.processor.encode(text, out_type=str)]
+        return code + self.processor.encode(text, out_type=str)
+
+    def split(self, _, text: NormalizedString) -> list[NormalizedString]:
+        return [NormalizedString(p) for p in self.pieces(str(text))]
 
     def pre_tokenize(self, pretok) -> None:
         pretok.split(self.split)
@@ -306,7 +410,8 @@ def _sentencepiece_tokenizer(root: Path, config: dict, spm: str, vocab: dict, na
     if unk not in vocab:
         raise ValueError(f"{root / 'vocab.json'} has no {unk!r} token")
     backend = Backend(models.WordLevel(vocab, unk_token=unk))
-    backend.pre_tokenizer = pre_tokenizers.PreTokenizer.custom(_Pieces(processor, marian))
+    pieces = _Pieces(processor, marian)
+    backend.pre_tokenizer = pre_tokenizers.PreTokenizer.custom(pieces)
     settings = {**({"model_max_length": 512} if marian else {}), **config, **named}   # MarianTokenizer's default
     settings["additional_special_tokens"] = list(dict.fromkeys([*extra, *(config.get("additional_special_tokens")
                                                                           or [])]))
@@ -317,7 +422,7 @@ def _sentencepiece_tokenizer(root: Path, config: dict, spm: str, vocab: dict, na
         backend.post_processor = processors.TemplateProcessing(single=["$A", eos], pair=["$A", "$B", eos],
                                                                special_tokens=[(eos, tok.eos_token_id)])
     backend.decoder = decoders.Decoder.custom(_Detokenizer(processor, set(tok.all_special_tokens), marian, aliases))
-    tok.aliases = aliases or {}
+    tok.aliases, tok.pieces = aliases or {}, pieces
     return tok
 
 
@@ -400,7 +505,11 @@ def _mbart50_from_spm(root: Path, config: dict) -> TranslationTokenizer:
     from sentencepiece import sentencepiece_model_pb2
 
     proto = sentencepiece_model_pb2.ModelProto()
-    proto.ParseFromString((root / "sentencepiece.bpe.model").read_bytes())
+    try:
+        proto.ParseFromString((root / "sentencepiece.bpe.model").read_bytes())
+    except Exception as e:   # noqa: BLE001 - protobuf's DecodeError
+        raise ValueError(f"{root / 'sentencepiece.bpe.model'} is not a readable SentencePiece model: "
+                         f"{type(e).__name__}: {e}") from None
     pieces = [(p.piece, p.score) for p in proto.pieces]
     scores = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), *pieces[3:],
               *((code, 0.0) for code in MBART50_LANGUAGES), ("<mask>", 0.0)]
@@ -417,6 +526,11 @@ def _mbart50_from_spm(root: Path, config: dict) -> TranslationTokenizer:
 
 
 def _vocab(path: Path) -> dict[str, int]:
+    if not path.is_file():
+        needs = {"vocab.json": "its SentencePiece model's token -> id map", "target_vocab.json": "the target side's"}
+        raise FileNotFoundError(f"{path.parent} has no {path.name} ({needs.get(path.name, 'a vocabulary')}): a Marian "
+                                "checkpoint holds source.spm, target.spm and vocab.json; an M2M100 one "
+                                "sentencepiece.bpe.model and vocab.json")
     vocab = read_json(path)
     if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
         raise ValueError(f"{path} must be a JSON object of token -> id")

@@ -207,7 +207,7 @@ class Tokenizer:
 
     def convert_ids_to_tokens(self, ids, skip_special_tokens: bool = False) -> str | list[str]:
         """Tokens of ids (int, list, tensor or array); skip_special_tokens drops all_special_ids, as transformers."""
-        ids = self._check_ids(_as_ids(ids))
+        ids = self._check_ids(as_ids(ids))
         if isinstance(ids, int):
             return self._backend.id_to_token(ids)
         skip = set(self.all_special_ids) if skip_special_tokens else set()
@@ -216,14 +216,14 @@ class Tokenizer:
     # ---- encoding ----
     def tokenize(self, text: str) -> list[str]:
         """Tokens of `text`, without special tokens."""
-        return self._run([_check_text(text, "text")], add_special_tokens=False)[0].tokens
+        return self._run([check_text(text, "text")], add_special_tokens=False)[0].tokens
 
     def encode(self, text: str, text_pair: str | None = None, add_special_tokens: bool = True,
                truncation: bool | str | None = None, max_length: int | None = None) -> list[int]:
         """Ids of one text (or pair); a max_length alone turns truncation on, as in transformers."""
-        _check_text(text, "text", hint=" (to encode a batch, call the tokenizer: tok([...]))")
+        check_text(text, "text", hint=" (to encode a batch, call the tokenizer: tok([...]))")
         if text_pair is not None:
-            _check_text(text_pair, "text_pair")
+            check_text(text_pair, "text_pair")
         batch = [(text, text_pair)] if text_pair else [text]  # "" is no pair, as in transformers
         return self._run(batch, add_special_tokens, truncation=truncation, max_length=max_length)[0].ids
 
@@ -239,19 +239,19 @@ class Tokenizer:
                              "or 'np' (numpy)")
         batched = isinstance(text, (list, tuple))
         if not batched:
-            _check_text(text, "text", hint=" (or a list of str for a batch)")
+            check_text(text, "text", hint=" (or a list of str for a batch)")
             if text_pair is not None:
-                _check_text(text_pair, "text_pair")
+                check_text(text_pair, "text_pair")
             batch = [(text, text_pair)] if text_pair else [text]  # "" is no pair, as in transformers
         else:
-            batch = [_check_text(t, f"text[{i}]") for i, t in enumerate(text)]
+            batch = [check_text(t, f"text[{i}]") for i, t in enumerate(text)]
             if text_pair is not None:
                 if not isinstance(text_pair, (list, tuple)):
                     raise TypeError(f"text is a batch, so text_pair must be a list of str too, got "
                                     f"{type(text_pair).__name__}")
                 if len(text_pair) != len(batch):
                     raise ValueError(f"text has {len(batch)} texts but text_pair {len(text_pair)}: pass one pair each")
-                batch = list(zip(batch, [_check_text(t, f"text_pair[{i}]") for i, t in enumerate(text_pair)]))
+                batch = list(zip(batch, [check_text(t, f"text_pair[{i}]") for i, t in enumerate(text_pair)]))
         encodings = self._run(batch, add_special_tokens, padding, truncation, max_length)
         out = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings]}
         if return_offsets_mapping:
@@ -346,7 +346,7 @@ class Tokenizer:
         """Text of ids (int, list, tensor or array; a 2-D input gives a list of texts, as in transformers).
         clean_up_tokenization_spaces (default: tokenizer_config.json's, else False) is ignored for BPE models,
         as transformers 5.24 ignores it there."""
-        ids = self._check_ids(_as_ids(ids))
+        ids = self._check_ids(as_ids(ids))
         if isinstance(ids, list) and ids and isinstance(ids[0], list):
             return self.batch_decode(ids, skip_special_tokens, clean_up_tokenization_spaces)
         text = self._backend.decode([ids] if isinstance(ids, int) else ids, skip_special_tokens=skip_special_tokens)
@@ -360,7 +360,7 @@ class Tokenizer:
     def batch_decode(self, sequences, skip_special_tokens: bool = False,
                      clean_up_tokenization_spaces: bool | None = None) -> list[str]:
         """Texts of a batch of id sequences (list of lists, or a 2-D tensor or array)."""
-        rows = _as_ids(sequences)
+        rows = as_ids(sequences)
         if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
             raise ValueError("batch_decode takes a batch (a list of id lists, or a 2-D tensor): "
                              "use decode for a single sequence")
@@ -422,7 +422,7 @@ def _added_token(token: str | dict) -> AddedToken:
     return AddedToken(token["content"], special=token.get("special", True), **flags)
 
 
-def _check_text(text, name: str, hint: str = "") -> str:
+def check_text(text, name: str, hint: str = "") -> str:
     if not isinstance(text, str):
         raise TypeError(f"{name} must be a str, got {type(text).__name__}{hint}")
     try:
@@ -433,14 +433,14 @@ def _check_text(text, name: str, hint: str = "") -> str:
     return text
 
 
-def _as_ids(ids):
+def as_ids(ids):
     """An int, or a (nested) list of ints, from ints, lists, tuples, torch tensors or numpy arrays."""
     if isinstance(ids, (torch.Tensor, np.ndarray)):
         ids = ids.tolist()
     if isinstance(ids, (int, np.integer)) and not isinstance(ids, bool):
         return int(ids)
     if isinstance(ids, (list, tuple)):
-        return [_as_ids(i) for i in ids]
+        return [as_ids(i) for i in ids]
     raise TypeError(f"token ids must be ints (or a list, tuple, tensor or array of them), got {type(ids).__name__}")
 
 

@@ -6,19 +6,24 @@ transformers 5 removed, with transformers 4.x's outputs; and `pipeline(task, ...
 
 They are the summarization pipeline's recipe (seq2seq_kit/pipeline.py: the same public stages check_texts,
 preprocess, generate_ids, postprocess and engine) with other record keys and, for translation, 4.x's
-`_build_translation_inputs`: the tokenizer's src_lang puts the source code around each text (M2M100, NLLB,
-mBART-50) and the target language becomes generate's forced_bos_token_id. A task named translation_en_to_de gives
-src_lang "en" and tgt_lang "de" unless they are passed. Marian models have no language codes in 4.x; here a
-multi-target Marian model's tgt_lang ("fra") puts its ">>fra<<" token before each text, and a single-pair model
-ignores the task name's languages, as 4.x did.
+`_build_translation_inputs`: the source language's code goes around each text (M2M100, NLLB, mBART-50, mBART)
+and the target language becomes generate's forced_bos_token_id. As in 4.x, those models need src_lang (passed to
+pipeline() or to the call; or set on a tokenizer passed in, `AutoTokenizer.from_pretrained(path, src_lang=...)`):
+none is a ValueError, never a silent "English". A task named translation_en_to_de gives src_lang "en" and
+tgt_lang "de" unless they are passed. Languages passed to a call apply to that call only (threads may translate
+with one pipeline into different languages); those given to pipeline() are its defaults. Marian models have no
+language codes in 4.x; here a multi-target Marian model's tgt_lang ("fra") puts its ">>fra<<" token before each
+text (src_lang is refused: Marian has no source code), and a single-pair model ignores the task name's languages,
+as 4.x did.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 
 from . import pipeline as summarization
-from .family_tokenizers import TranslationTokenizer
+from .family_tokenizers import MARIAN_SOURCE, TranslationTokenizer, check_code
 from .modeling import BartForConditionalGeneration
 from .pipeline import Encoded, SummarizationPipeline
 from .tokenizer import Tokenizer
@@ -51,24 +56,33 @@ def pipeline(task: str = "summarization", model=None, tokenizer=None, device=Non
         src_lang = named.group(1) if src_lang is None else src_lang
         tgt_lang = named.group(2) if tgt_lang is None else tgt_lang
     model, tokenizer = summarization.load_model_and_tokenizer(model, tokenizer, device, dtype, **hub_kwargs)
-    return TranslationPipeline(model, tokenizer, src_lang=src_lang, tgt_lang=tgt_lang, task=task)
+    pipe = TranslationPipeline(model, tokenizer, src_lang=src_lang, tgt_lang=tgt_lang, task=task)
+    pipe.require_source()                    # here, not at the first call
+    return pipe
 
 
 def check_languages(tokenizer: Tokenizer, src_lang: str | None, tgt_lang: str | None,
-                    single_pair_ok: bool = False) -> tuple[str | None, str | None, int | None]:
+                    single_pair_ok: bool = False, source_required: bool = True) -> tuple[str | None, str | None,
+                                                                                          int | None]:
     """(src_lang, tgt_lang, forced_bos_token_id) that a translation with `tokenizer` uses for the given languages:
-    the source defaults to the tokenizer's; a multi-target Marian model takes tgt_lang as its >>tgt<< token (no
-    forced token); a tokenizer without codes takes none ((None, None, None); given ones are refused unless
-    single_pair_ok); mBART (cc25) may leave the target out (no forced token: the checkpoint's own), and with
-    single_pair_ok ignores languages that are not its codes ("translation_en_to_ro": the checkpoint's pair). Raises
-    ValueError naming the codes the tokenizer knows. Changes nothing."""
+    the source defaults to the tokenizer's when the user set it (tok.source_given), else is required (ValueError
+    naming src_lang; with source_required=False it is left None); a multi-target Marian model takes tgt_lang as its
+    >>tgt<< token (no forced token) and refuses src_lang; a tokenizer without codes takes none ((None, None, None);
+    given ones are refused unless single_pair_ok); mBART (cc25) may leave the target out (no forced token: the
+    checkpoint's own), and with single_pair_ok ignores languages that are not its codes ("translation_en_to_ro":
+    the checkpoint's pair, its tokenizer's source). Raises ValueError naming the codes the tokenizer knows, TypeError
+    for a code that is not a str. Changes nothing."""
     tok = tokenizer
+    check_code("src_lang", src_lang)
+    check_code("tgt_lang", tgt_lang)
     if not isinstance(tok, TranslationTokenizer) or (tok.kind == "MarianTokenizer" and not tok.language_codes):
         if (src_lang or tgt_lang) and not single_pair_ok:
             raise ValueError("this model's tokenizer has no language codes (a single language pair): "
                              "drop src_lang / tgt_lang")
         return None, None, None
     if tok.kind == "MarianTokenizer":
+        if src_lang is not None and not single_pair_ok:
+            raise ValueError(f"src_lang={src_lang!r}: {MARIAN_SOURCE}")
         if tgt_lang is None:
             raise ValueError(f"this Marian model translates into several languages: pass tgt_lang, one of "
                              f"{', '.join(tok.language_codes)}")
@@ -81,7 +95,17 @@ def check_languages(tokenizer: Tokenizer, src_lang: str | None, tgt_lang: str | 
                          f"{', '.join(tok.language_codes[:8])}, ...)")
     if src_lang is not None:
         tok.get_lang_id(src_lang)
-    return src_lang or tok.src_lang, tgt_lang, None if tgt_lang is None else tok.target_language_id(tgt_lang)
+    src_lang = src_lang or (tok.src_lang if tok.source_given else None)
+    if src_lang is None and source_required:
+        raise ValueError(missing_source(tok))
+    return src_lang, tgt_lang, None if tgt_lang is None else tok.target_language_id(tgt_lang)
+
+
+def missing_source(tok: TranslationTokenizer) -> str:
+    """The error of a translation that names no source language."""
+    return (f"translation with this {tok.kind} needs src_lang, the language of the input texts (e.g. one of "
+            f"{', '.join(tok.language_codes[:8])}, ...): pass src_lang= to pipeline() or to the call, as "
+            "transformers 4.x required (it is not assumed to be English)")
 
 
 class Text2TextGenerationPipeline(SummarizationPipeline):
@@ -95,7 +119,11 @@ class Text2TextGenerationPipeline(SummarizationPipeline):
 
 class TranslationPipeline(Text2TextGenerationPipeline):
     """`pipe(text_or_texts, src_lang=None, tgt_lang=None, **generate_kwargs)` -> [{'translation_text': ...}, ...].
-    The target language's forced_bos_token_id joins the task's generate_defaults (so `engine()` applies it too)."""
+    src_lang / tgt_lang: this pipeline's languages (given at construction, or set_languages); a call's apply to that
+    call only (for_languages: a copy of the pipeline with them). preprocess puts the pipeline's source code around
+    each text without changing the tokenizer's src_lang; the target's forced_bos_token_id joins generate_defaults
+    (so `engine()` applies it too). A pipeline may be built without a source (M2M100, NLLB, mBART): then it
+    translates nothing until given one (ValueError naming src_lang)."""
 
     output = "translation"
     verb = "translate"
@@ -112,28 +140,48 @@ class TranslationPipeline(Text2TextGenerationPipeline):
                                           f"tgt_lang={self.tgt_lang!r}, ", 1)
 
     def set_languages(self, src_lang: str | None, tgt_lang: str | None, single_pair_ok: bool = False) -> None:
-        """Check and set the source / target languages (check_languages); raises ValueError naming the codes the
-        tokenizer knows. single_pair_ok: languages given to a tokenizer without codes are ignored instead."""
-        src, tgt, forced_bos = check_languages(self.tokenizer, src_lang, tgt_lang, single_pair_ok)
-        if src is not None and src != self.tokenizer.src_lang:
-            self.tokenizer.src_lang = src
+        """Check and set this pipeline's source / target languages (check_languages, the source optional here);
+        raises ValueError naming the codes the tokenizer knows. single_pair_ok: languages given to a tokenizer
+        without codes are ignored instead. The tokenizer is not changed."""
+        src, tgt, forced_bos = check_languages(self.tokenizer, src_lang, tgt_lang, single_pair_ok,
+                                               source_required=False)
         self.src_lang, self.tgt_lang = src, tgt
         _, defaults = summarization.task_defaults(self.model.config, self.task)     # no earlier target's token
         self.generate_defaults = {**defaults, **({} if forced_bos is None else {"forced_bos_token_id": forced_bos})}
 
+    def for_languages(self, src_lang: str | None = None, tgt_lang: str | None = None) -> TranslationPipeline:
+        """A shallow copy translating from src_lang into tgt_lang (None: this pipeline's), sharing the model and
+        tokenizer: one call's or request's languages, this pipeline unchanged. Raises as set_languages."""
+        call = copy.copy(self)
+        call.set_languages(src_lang or self.src_lang, tgt_lang or self.tgt_lang)
+        return call
+
+    def require_source(self) -> None:
+        """ValueError naming src_lang when this pipeline's tokenizer puts a source code around texts and none is
+        set (transformers 4.x's "Translation requires a `src_lang`")."""
+        tok = self.tokenizer
+        if self.src_lang is None and isinstance(tok, TranslationTokenizer) and tok.kind != "MarianTokenizer":
+            raise ValueError(missing_source(tok))
+
     def __call__(self, inputs, *, src_lang: str | None = None, tgt_lang: str | None = None, **kwargs):
-        """As SummarizationPipeline.__call__; src_lang / tgt_lang switch this pipeline's languages (4.x's call
-        arguments)."""
-        if src_lang is not None or tgt_lang is not None:
-            self.set_languages(src_lang or self.src_lang, tgt_lang or self.tgt_lang)
-        return super().__call__(inputs, **kwargs)
+        """As SummarizationPipeline.__call__; src_lang / tgt_lang (4.x's call arguments) for this call only."""
+        call = self if src_lang is None and tgt_lang is None else self.for_languages(src_lang, tgt_lang)
+        call.require_source()
+        return super(TranslationPipeline, call).__call__(inputs, **kwargs)
 
     def preprocess(self, texts: list[str], truncation: bool | None = None) -> Encoded:
-        """As SummarizationPipeline.preprocess, a multi-target Marian model's >>tgt<< token put first."""
+        """As SummarizationPipeline.preprocess, with this pipeline's source code around each text (M2M100, NLLB,
+        mBART; ValueError when none is set), or a multi-target Marian model's >>tgt<< token first."""
+        self.require_source()
         if self.tgt_lang is not None and self.tokenizer.kind == "MarianTokenizer":
             code = self.tokenizer.get_lang_token(self.tgt_lang)
             texts = [f"{code} {t}" for t in texts]
         return super().preprocess(texts, truncation)
+
+    def _tokenize(self, texts: list[str], max_length: int | None = None) -> list[list[int]]:
+        if not texts or not isinstance(self.tokenizer, TranslationTokenizer):
+            return super()._tokenize(texts, max_length)
+        return self.tokenizer.encode_source([self.prefix + t for t in texts], self.src_lang, max_length)
 
 
 __all__ = ["TASKS", "Text2TextGenerationPipeline", "TranslationPipeline", "check_languages", "pipeline"]

@@ -165,20 +165,21 @@ def test_m2m100_translation_equals_the_recipe(m2m100_path, task, langs):
 def test_mbart_translation_equals_the_recipe(mbart_path):
     """mBART (cc25): the target may be left out (the checkpoint's decoder start names it: no forced token); named,
     it is forced as 4.x's MBartTokenizer._build_translation_inputs forced it; the source code ends each input."""
-    theirs = transformers.MBartTokenizer.from_pretrained(mbart_path)
-    pipe = pipeline("translation", model=mbart_path)
+    theirs = transformers.MBartTokenizer.from_pretrained(mbart_path, src_lang="en_XX")
+    pipe = pipeline("translation", model=mbart_path, src_lang="en_XX")
     assert "forced_bos_token_id" not in pipe.generate_defaults
     assert_records(pipe, TEXTS, reference(mbart_path, TEXTS, theirs, **MAX_NEW), **MAX_NEW)
     theirs.src_lang = "ro_RO"
     expected = reference(mbart_path, TEXTS, theirs, forced_bos=theirs.convert_tokens_to_ids("de_DE"), **MAX_NEW)
     assert_records(pipe, TEXTS, expected, src_lang="ro_RO", tgt_lang="de_DE", **MAX_NEW)
-    assert pipeline("translation", model=mbart_path, src_lang="ro_RO", tgt_lang="de_DE")(TEXTS, **MAX_NEW) == \
-        pipe(TEXTS, **MAX_NEW)
-    assert pipe.preprocess(TEXTS[:1]).rows[0][-2:] == [2, theirs.convert_tokens_to_ids("ro_RO")]
+    ro_de = pipeline("translation", model=mbart_path, src_lang="ro_RO", tgt_lang="de_DE")
+    assert ro_de(TEXTS, **MAX_NEW) == pipe(TEXTS, src_lang="ro_RO", tgt_lang="de_DE", **MAX_NEW)
+    assert ro_de.preprocess(TEXTS[:1]).rows[0][-2:] == [2, theirs.convert_tokens_to_ids("ro_RO")]
+    assert pipe.preprocess(TEXTS[:1]).rows[0][-2:] == [2, theirs.convert_tokens_to_ids("en_XX")]  # the call's only
     with pytest.raises(ValueError, match="unknown language code 'ro'.*ar_AR"):
         pipe(TEXTS[0], tgt_lang="ro")
     named = pipeline("translation_en_to_ro", model=mbart_path)      # task names, not codes: the checkpoint's pair
-    assert named(TEXTS, **MAX_NEW) == pipeline("translation", model=mbart_path)(TEXTS, **MAX_NEW)
+    assert named(TEXTS, **MAX_NEW) == pipe(TEXTS, **MAX_NEW)
     assert named.src_lang == "en_XX" and "forced_bos_token_id" not in named.generate_defaults
 
 
@@ -254,3 +255,93 @@ def test_cli_parity_on_translation_models(request, capsys, fixture, langs):
         assert report.checks[1].ours[1] == tok.get_lang_id("fr")          # greedy: the target language first
     if fixture == "marian_path":
         assert report.checks[0].ours[0] == tok.get_lang_id("fra")         # the source starts with >>fra<<
+
+
+def m2m100_reference(path, src_lang, tgt_lang, texts=TEXTS, **kwargs) -> list[list[int]]:
+    theirs = transformers.M2M100Tokenizer(str(path / "vocab.json"), str(path / "sentencepiece.bpe.model"),
+                                          src_lang=src_lang)
+    return reference(path, texts, theirs, forced_bos=theirs.get_lang_id(tgt_lang), **kwargs)
+
+
+def test_translation_requires_a_source_language(m2m100_path, mbart_path):
+    """As 4.x's _build_translation_inputs: no src_lang is an error naming it, not English; a tokenizer given its
+    source by the user (from_pretrained's src_lang) lends it; tokenizer_config.json's src_lang does not count
+    (transformers' save_pretrained writes its class default there: mbart_path's "en_XX")."""
+    with pytest.raises(ValueError, match="M2M100Tokenizer needs src_lang.*af, am"):
+        pipeline("translation", model=m2m100_path, tgt_lang="fr")
+    with pytest.raises(ValueError, match="MBartTokenizer needs src_lang.*ar_AR"):
+        pipeline("translation", model=mbart_path)
+    tok = AutoTokenizer.from_pretrained(m2m100_path, src_lang="de")
+    expected = m2m100_reference(m2m100_path, "de", "fr", **MAX_NEW)
+    assert_records(pipeline("translation", model=m2m100_path, tokenizer=tok, tgt_lang="fr"), TEXTS, expected,
+                   **MAX_NEW)
+    model = pipeline("translation", model=m2m100_path, src_lang="de", tgt_lang="fr").model
+    unset = TranslationPipeline(model, AutoTokenizer.from_pretrained(m2m100_path), tgt_lang="fr")   # a server's
+    with pytest.raises(ValueError, match="needs src_lang"):
+        unset(TEXTS, **MAX_NEW)
+    with pytest.raises(ValueError, match="needs src_lang"):
+        unset.preprocess(TEXTS)
+    assert_records(unset, TEXTS, expected, src_lang="de", **MAX_NEW)
+
+
+def test_call_languages_apply_to_that_call_only(m2m100_path):
+    """4.x's call arguments: src_lang / tgt_lang of one call change neither the next call nor the pipeline nor its
+    tokenizer (the pipeline's own languages are its defaults)."""
+    pipe = pipeline("translation", model=m2m100_path, src_lang="de", tgt_lang="fr")
+    de_fr, ru_en = (m2m100_reference(m2m100_path, s, t, **MAX_NEW) for s, t in (("de", "fr"), ("ru", "en")))
+    assert_records(pipe, TEXTS, ru_en, src_lang="ru", tgt_lang="en", **MAX_NEW)
+    assert_records(pipe, TEXTS, de_fr, **MAX_NEW)
+    assert (pipe.src_lang, pipe.tgt_lang, pipe.tokenizer.src_lang) == ("de", "fr", "en")
+    assert pipe.generate_defaults["forced_bos_token_id"] == pipe.tokenizer.get_lang_id("fr")
+    assert pipe.for_languages(tgt_lang="en").preprocess(TEXTS).rows == pipe.preprocess(TEXTS).rows
+
+
+def test_threads_translate_with_their_own_languages(m2m100_path):
+    """Threads calling one pipeline with different targets each get their own translation, token for token (a
+    source per call is tests/test_hostile_tokenizer.py's encode_source across threads)."""
+    import threading
+
+    pipe = pipeline("translation", model=m2m100_path, src_lang="de", tgt_lang="fr")
+    langs = [("de", "fr"), ("de", "ru"), ("de", "en"), ("de", "de")]
+    gen = dict(max_new_tokens=2)
+    expected = {lang: m2m100_reference(m2m100_path, *lang, TEXTS[:1], **gen)[0] for lang in langs}
+    wrong, barrier = [], threading.Barrier(len(langs))
+
+    def translate(src: str, tgt: str):
+        barrier.wait()
+        for _ in range(25):
+            try:
+                out = pipe(TEXTS[0], src_lang=src, tgt_lang=tgt, return_tensors=True, **gen)[0]
+            except Exception as e:   # noqa: BLE001 - reported by the test's thread
+                wrong.append(e)
+                return
+            if out["translation_token_ids"].tolist() != expected[src, tgt]:
+                wrong.append((src, tgt))
+
+    threads = [threading.Thread(target=translate, args=lang, daemon=True) for lang in langs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), "threads stuck: one changed the tokenizer under another"
+    assert wrong == []
+
+
+def test_marian_refuses_a_source_language(marian_path):
+    with pytest.raises(ValueError, match="src_lang='qqq': Marian models have no source language code"):
+        pipeline("translation", model=marian_path, src_lang="qqq", tgt_lang="fra")
+    pipe = pipeline("translation", model=marian_path, tgt_lang="fra")
+    with pytest.raises(ValueError, match="Marian models have no source language code"):
+        pipe(TEXTS[0], src_lang="en", **MAX_NEW)
+
+
+def test_languages_and_tokenizers_of_the_wrong_type_are_named(m2m100_path):
+    with pytest.raises(TypeError, match="tgt_lang must be a language code, a str such as 'fr'.*got int 5"):
+        pipeline("translation", model=m2m100_path, src_lang="de", tgt_lang=5)
+    pipe = pipeline("translation", model=m2m100_path, src_lang="de", tgt_lang="fr")
+    with pytest.raises(TypeError, match="src_lang must be a language code"):
+        pipe(TEXTS[0], src_lang=["de"])
+    theirs = transformers.M2M100Tokenizer(str(m2m100_path / "vocab.json"), str(m2m100_path / "sentencepiece.bpe.model"))
+    with pytest.raises(TypeError, match="got a transformers M2M100Tokenizer; pass its path, or a seq2seq_kit "
+                                        "Tokenizer"):
+        pipeline("translation", model=m2m100_path, tokenizer=theirs, src_lang="de", tgt_lang="fr")

@@ -289,3 +289,110 @@ def test_other_tokens_are_no_language_codes(request, fixture):
 def test_language_codes_on_a_tokenizer_without_languages_are_refused():
     with pytest.raises(ValueError, match="no multilingual tokenizer"):
         AutoTokenizer.from_pretrained(Path(__file__).parent / "fixtures" / "bart-tokenizer", src_lang="en")
+
+
+def python_tokenizer(request, fixture: str):
+    """(transformers' Python tokenizer, ours) of the marian_dir / m2m100_dir fixture."""
+    from transformers import M2M100Tokenizer, MarianTokenizer
+
+    root = request.getfixturevalue(fixture)
+    if fixture == "marian_dir":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            theirs = MarianTokenizer(*(str(root / f) for f in ("source.spm", "target.spm", "vocab.json")))
+        return theirs, AutoTokenizer.from_pretrained(root)
+    theirs = M2M100Tokenizer(str(root / "vocab.json"), str(root / "sentencepiece.bpe.model"), src_lang="de")
+    return theirs, AutoTokenizer.from_pretrained(root, src_lang="de")
+
+
+@pytest.mark.parametrize("fixture", ["marian_dir", "m2m100_dir"])
+def test_pairs_cut_longest_first_as_transformers(request, fixture):
+    """transformers' Python tokenizers take an odd token to remove from the second text (truncate_sequences), the
+    `tokenizers` library from the first: Marian and M2M100 cut as the former, either side, padded or not."""
+    theirs, ours = python_tokenizer(request, fixture)
+    firsts, seconds = [CORPUS[0], CORPUS[1], "x y"], [CORPUS[0], CORPUS[6], CORPUS[2]]
+    for side in ("right", "left"):
+        theirs.truncation_side = ours.truncation_side = side
+        for max_length in range(3, 40, 3):
+            for padding in (False, True, "max_length"):
+                kwargs = dict(truncation=True, max_length=max_length, padding=padding)
+                expected = theirs(firsts, seconds, **kwargs)
+                assert dict(ours(firsts, seconds, **kwargs)) == {k: expected[k] for k in ("input_ids",
+                                                                                          "attention_mask")}
+            assert ours.encode(CORPUS[0], CORPUS[2], max_length=max_length) == \
+                theirs.encode(CORPUS[0], CORPUS[2], max_length=max_length, truncation=True)
+    with pytest.raises(ValueError, match="max_length=0 leaves no room"):
+        ours(CORPUS[0], CORPUS[1], truncation=True, max_length=0)
+
+
+@pytest.mark.parametrize("fixture", ["marian_dir", "m2m100_dir"])
+def test_tokenize_shows_pieces_outside_the_vocabulary(request, fixture):
+    """A SentencePiece piece that vocab.json lacks (its id is <unk>'s) is shown as the piece, as transformers shows
+    it; special tokens typed in the text stay whole."""
+    theirs, ours = python_tokenizer(request, fixture)
+    for text in ["Ω 🇫🇷 tower", "x</s>Ω  <unk> b", "Ω<unk>Ω", "<unk>", "", CORPUS[4]]:
+        assert ours.tokenize(text) == theirs.tokenize(text), text
+    assert "<unk>" in ours.convert_ids_to_tokens(ours("Ω 🇫🇷")["input_ids"])       # the ids stay <unk>'s
+
+
+def test_encode_source_leaves_src_lang(m2m100_dir):
+    """encode_source: the ids `tok(texts)` gives with another source language, cut to max_length when given,
+    src_lang unchanged."""
+    from transformers import M2M100Tokenizer
+
+    theirs = M2M100Tokenizer(str(m2m100_dir / "vocab.json"), str(m2m100_dir / "sentencepiece.bpe.model"),
+                             src_lang="ru")
+    ours = AutoTokenizer.from_pretrained(m2m100_dir, src_lang="en")
+    assert ours.encode_source(CORPUS, "ru") == theirs(CORPUS)["input_ids"]
+    assert ours.encode_source(CORPUS, "ru", max_length=9) == theirs(CORPUS, truncation=True, max_length=9)["input_ids"]
+    assert ours.src_lang == "en" and ours.encode_source(CORPUS) == ours(CORPUS)["input_ids"]
+    with pytest.raises(ValueError, match="unknown language code 'xx'"):
+        ours.encode_source(CORPUS, "xx")
+
+
+def test_language_codes_must_be_strings(m2m100_dir):
+    with pytest.raises(TypeError, match="tgt_lang must be a language code, a str such as 'fr'.*got int 5"):
+        AutoTokenizer.from_pretrained(m2m100_dir, src_lang="en", tgt_lang=5)
+    with pytest.raises(TypeError, match="src_lang must be a language code.*got NoneType"):
+        AutoTokenizer.from_pretrained(m2m100_dir, src_lang="en").src_lang = None
+    with pytest.raises(TypeError, match="lang must be a language code.*got float"):
+        AutoTokenizer.from_pretrained(m2m100_dir, src_lang="en").get_lang_id(1.0)
+
+
+def test_missing_and_corrupt_files_are_named(marian_dir, m2m100_dir, tmp_path):
+    """A folder without vocab.json says what the checkpoint needs; a corrupt mBART-50 sentencepiece.bpe.model is
+    named (not protobuf's bare DecodeError); a transformers tokenizer object is no path."""
+    from transformers import M2M100Tokenizer
+
+    marian, m2m100 = tmp_path / "marian", tmp_path / "m2m100"
+    shutil.copytree(marian_dir, marian)
+    shutil.copytree(m2m100_dir, m2m100)
+    (marian / "vocab.json").unlink()
+    (m2m100 / "vocab.json").unlink()
+    (m2m100 / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "M2M100Tokenizer"}))
+    with pytest.raises(FileNotFoundError, match="marian has no vocab.json .*Marian checkpoint holds source.spm, "
+                                                "target.spm and vocab.json"):
+        AutoTokenizer.from_pretrained(marian)
+    with pytest.raises(FileNotFoundError, match="m2m100 has no vocab.json .*M2M100 one sentencepiece.bpe.model"):
+        AutoTokenizer.from_pretrained(m2m100, src_lang="en")
+    mbart50 = tmp_path / "mbart50"
+    mbart50.mkdir()
+    (mbart50 / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "MBart50Tokenizer"}))
+    (mbart50 / "sentencepiece.bpe.model").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="mbart50/sentencepiece.bpe.model is not a readable SentencePiece model: "
+                                         "DecodeError"):
+        AutoTokenizer.from_pretrained(mbart50, src_lang="en_XX")
+    theirs = M2M100Tokenizer(str(m2m100_dir / "vocab.json"), str(m2m100_dir / "sentencepiece.bpe.model"))
+    with pytest.raises(TypeError, match="got a transformers M2M100Tokenizer; pass its path"):
+        AutoTokenizer.from_pretrained(theirs)
+
+
+def test_marian_ids_must_be_ints_with_either_vocabulary(marian_dir, marian_separate_dir):
+    """transformers' MarianTokenizer decodes [5.0]; seq2seq_kit refuses float ids alike with both vocabularies."""
+    for root in (marian_dir, marian_separate_dir):
+        ours = AutoTokenizer.from_pretrained(root)
+        for call in (lambda: ours.decode([5.0]), lambda: ours.convert_ids_to_tokens([5.0]),
+                     lambda: ours.decode(5.0)):
+            with pytest.raises(TypeError, match="token ids must be ints"):
+                call()
+        assert ours.decode([5]) == ours.decode(5)

@@ -35,3 +35,46 @@ def test_shared_tokenizer_across_threads():
     for t in threads:
         t.join()
     assert wrong == []
+
+
+def test_source_languages_across_threads(tmp_path):
+    """TranslationTokenizer.encode_source: threads encoding with their own source language each get its ids (a
+    pipeline call's src_lang), and the tokenizer's src_lang is never changed."""
+    import json
+
+    import pytest
+
+    from seq2seq_kit import AutoTokenizer
+
+    pytest.importorskip("sentencepiece")
+    from test_family_tokenizers import CORPUS, fairseq_vocab, train
+
+    train(tmp_path / "sentencepiece.bpe.model", "bpe")
+    vocab = fairseq_vocab(tmp_path / "sentencepiece.bpe.model", {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3})
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    tok = AutoTokenizer.from_pretrained(tmp_path, src_lang="en")
+    langs = ["de", "fr", "ru", "en"]
+    expected = {}
+    for lang in langs:
+        alone = AutoTokenizer.from_pretrained(tmp_path, src_lang=lang)
+        expected[lang] = alone(CORPUS)["input_ids"]
+    wrong, barrier = [], threading.Barrier(len(langs))
+
+    def encode(lang: str):
+        barrier.wait()
+        for _ in range(100):
+            try:
+                if tok.encode_source(CORPUS, lang) != expected[lang]:
+                    wrong.append(lang)
+                tok.src_lang = "en"       # setting src_lang meanwhile changes no other thread's encoding
+            except Exception as e:   # noqa: BLE001 - reported by the test's thread
+                wrong.append(e)
+                return
+
+    threads = [threading.Thread(target=encode, args=(lang,), daemon=True) for lang in langs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "threads stuck"
+    assert wrong == [] and tok.src_lang == "en" and tok(CORPUS)["input_ids"] == expected["en"]

@@ -92,7 +92,7 @@ def test_marian_translations_are_the_pipelines(marian_server, marian_mt):
 
 
 def test_m2m100_translations_are_the_pipelines(m2m100_server, m2m100_path):
-    langs = [("de", "fr"), ("en", "de"), (None, "fr"), ("fr", "ru")]     # None: the tokenizer's default (en)
+    langs = [("de", "fr"), ("en", "de"), ("en", "fr"), ("fr", "ru")]
     jobs = [(text, src, tgt) for text in TEXTS for src, tgt in langs]
     bodies = [{"inputs": t, "parameters": {**({"src_lang": s} if s else {}), "tgt_lang": g, **PARAMS}}
               for t, s, g in jobs]
@@ -109,7 +109,7 @@ def test_m2m100_info_and_routes(m2m100_server, m2m100_path):
     info = httpx.get(m2m100_server.url + "/info").json()
     assert info["task"] == "translation" and "/translate" in info["routes"] and "/summarize" not in info["routes"]
     assert info["languages"][:3] == ["af", "am", "ar"] and len(info["languages"]) == 100
-    assert info["default_src_lang"] == "en" and "src_lang" in info["parameters"]
+    assert "default_src_lang" not in info and "src_lang" in info["parameters"]
     assert "forced_bos_token_id" not in info["generation_defaults"]      # each request's tgt_lang sets it
     paths = httpx.get(m2m100_server.url + "/openapi.json").json()["paths"]
     assert "/translate" in paths and "/summarize" not in paths
@@ -123,6 +123,7 @@ def test_m2m100_info_and_routes(m2m100_server, m2m100_path):
 
 @pytest.mark.parametrize("parameters, field, words", [
     ({"src_lang": "de"}, "parameters.tgt_lang", "required"),
+    ({"tgt_lang": "fr"}, "parameters.src_lang", "required: the language of the inputs, one of af, am, ar"),
     ({"tgt_lang": "xx"}, "parameters.tgt_lang", "unknown language code 'xx'"),
     ({"tgt_lang": "fra_Latn"}, "parameters.tgt_lang", "af, am, ar"),       # the codes' form
     ({"tgt_lang": "</s>"}, "parameters.tgt_lang", "unknown language code '</s>'"),   # a token, not a code
@@ -130,7 +131,7 @@ def test_m2m100_info_and_routes(m2m100_server, m2m100_path):
     ({"src_lang": "english", "tgt_lang": "fr"}, "parameters.src_lang", "unknown language code 'english'"),
     ({"tgt_lang": 5}, "parameters.tgt_lang", "valid string"),
     ({"tgt_lang": "fr", "forced_bos_token_id": 5}, "parameters.forced_bos_token_id", "unknown field"),
-    ({"tgt_lang": "fr", "num_beams": 0}, "parameters.num_beams", "num_beams"),
+    ({"src_lang": "en", "tgt_lang": "fr", "num_beams": 0}, "parameters.num_beams", "num_beams"),
 ])
 def test_m2m100_bad_languages_and_parameters_are_422(m2m100_server, parameters, field, words):
     answer = translate(m2m100_server, {"inputs": TEXTS[0], "parameters": parameters})
@@ -144,6 +145,9 @@ def test_marian_language_errors_and_long_input(marian_server, marian_mt):
     assert "fra, deu" in missing.json()["error"]
     unknown = translate(marian_server, {"inputs": TEXTS[0], "parameters": {"tgt_lang": "spa"}})
     assert unknown.status_code == 422 and "fra, deu" in unknown.json()["error"]
+    source = translate(marian_server, {"inputs": TEXTS[0], "parameters": {"src_lang": "en", "tgt_lang": "fra"}})
+    assert source.status_code == 422 and source.json()["field"] == "parameters.src_lang"   # not ignored
+    assert "Marian models have no source language code" in source.json()["error"]
     long = " ".join(TEXTS * 20)
     refused = translate(marian_server, {"inputs": long, "parameters": {"tgt_lang": "fra", "truncation": False}})
     assert refused.status_code == 413 and '"truncation": true' in refused.json()["error"]
@@ -182,20 +186,23 @@ def test_ids_past_the_tokenizer_are_skipped_as_transformers_skips_them(nllb_mt):
 def test_nllb_translations_languages_and_codes(nllb_mt, tmp_path_factory):
     srv = started(nllb_mt, tmp_path_factory)
     try:
-        langs = [("fra_Latn", "deu_Latn"), (None, "fra_Latn")]           # None: eng_Latn
+        langs = [("fra_Latn", "deu_Latn"), ("eng_Latn", "fra_Latn")]
         jobs = [(text, src, tgt) for text in TEXTS[:2] for src, tgt in langs]
         answers = concurrently(srv, [{"inputs": t, "parameters": {**({"src_lang": s} if s else {}), "tgt_lang": g,
                                                                   **PARAMS}} for t, s, g in jobs])
         info = httpx.get(srv.url + "/info").json()
-        short = translate(srv, {"inputs": TEXTS[0], "parameters": {"tgt_lang": "fr"}})
+        short = translate(srv, {"inputs": TEXTS[0], "parameters": {"src_lang": "eng_Latn", "tgt_lang": "fr"}})
+        sourceless = translate(srv, {"inputs": TEXTS[0], "parameters": {"tgt_lang": "fra_Latn"}})
     finally:
         srv.stop()
     pipes = {(s, g): pipeline("translation", model=nllb_mt, src_lang=s, tgt_lang=g) for s, g in langs}
     assert answers == [pipes[s, g](text, **PARAMS) for text, s, g in jobs]
     assert answers[0] != answers[1], "both language pairs gave the same answer"
-    assert info["default_src_lang"] == "eng_Latn" and {"fra_Latn", "deu_Latn"} <= set(info["languages"])
+    assert {"fra_Latn", "deu_Latn"} <= set(info["languages"])
     assert short.status_code == 422 and short.json()["field"] == "parameters.tgt_lang"
     assert "_Latn" in short.json()["error"]                                # the codes' form
+    assert sourceless.status_code == 422 and sourceless.json()["field"] == "parameters.src_lang"   # never English
+    assert "required" in sourceless.json()["error"]
 
 
 def test_mbart_targets_named_or_left_to_the_checkpoint(mbart_path, tmp_path_factory):
@@ -204,19 +211,19 @@ def test_mbart_targets_named_or_left_to_the_checkpoint(mbart_path, tmp_path_fact
     srv = Server(tmp_path_factory.mktemp("translate"), "--model", mbart_path, "--task", "translation", *LIMITS)
     try:
         srv.wait_ready()
-        langs = [(None, None), ("ro_RO", "de_DE"), (None, "fr_XX")]
+        langs = [("en_XX", None), ("ro_RO", "de_DE"), ("en_XX", "fr_XX")]
         jobs = [(text, src, tgt) for text in TEXTS[:2] for src, tgt in langs]
         answers = concurrently(srv, [{"inputs": t, "parameters": {**({"src_lang": s} if s else {}),
                                                                   **({"tgt_lang": g} if g else {}), **PARAMS}}
                                      for t, s, g in jobs])
-        after = translate(srv, {"inputs": TEXTS[0], "parameters": PARAMS}).json()
+        after = translate(srv, {"inputs": TEXTS[0], "parameters": {"src_lang": "en_XX", **PARAMS}}).json()
         info = httpx.get(srv.url + "/info").json()
     finally:
         srv.stop()
     pipes = {(s, g): pipeline("translation", model=mbart_path, src_lang=s, tgt_lang=g) for s, g in langs}
     assert answers == [pipes[s, g](text, **PARAMS) for text, s, g in jobs]
     assert after == answers[0] and len({str(a) for a in answers[:3]}) == 3
-    assert info["default_src_lang"] == "en_XX" and len(info["languages"]) == 25
+    assert len(info["languages"]) == 25
 
 
 def test_task_translation_serves_a_model_without_language_codes(tiny_eos_path, tmp_path):

@@ -55,7 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from .. import hub
 from ..engine import EngineClosed, EngineFull
-from ..family_tokenizers import TranslationTokenizer
+from ..family_tokenizers import MARIAN_SOURCE, TranslationTokenizer
 from ..generation import settings
 from ..generation.config import GENERATE_KWARGS, GenerationConfig
 from ..long_documents import DocumentError, SummariesTooLong, check_overlap, map_reduce
@@ -146,7 +146,8 @@ class SummarizeParameters(TaskParameters):
 class TranslateParameters(TaskParameters):
     """The Inference API's translation parameters."""
     src_lang: str | None = Field(None, description="the source language code as the model's tokenizer takes it "
-                                                   "(en, eng_Latn, en_XX); default: the tokenizer's (GET /info)")
+                                                   "(en, eng_Latn, en_XX); required unless the model is a Marian "
+                                                   "(which has none; GET /info lists the codes)")
     tgt_lang: str | None = Field(None, description="the target language code (fr, fra_Latn, fr_XX; a Marian "
                                                    "model's fra); required when the model has several (GET /info)")
 
@@ -204,7 +205,7 @@ class Service:
         self.answer_by = math.inf                # draining: when requests still running get a 503 (monotonic)
         self.pipe = self.engine = self.task = None
         self.languages: list[str] = []           # a translation model's language codes; [] for a single pair
-        self.default_src_lang: str | None = None    # the source language of a request that names none
+        self.marian = False                      # a multi-target Marian model: a target code, no source code
         self.commit: str | None = None
         self.registry = CollectorRegistry()     # this app's own: two apps in one process never mix counts
         self.requests = Counter("seq2seq_http_requests", "HTTP requests by route and status", ["route", "status"],
@@ -227,8 +228,8 @@ class Service:
             self.task = s.task or ("translation" if coded and tokenizer.kind != "MBartTokenizer" else "summarization")
             if self.task == "translation" and coded:
                 self.languages = tokenizer.language_codes
-                self.default_src_lang = None if tokenizer.kind == "MarianTokenizer" else tokenizer.src_lang
-                # any target will do here: every request sets its own (check_languages, then set_languages)
+                self.marian = tokenizer.kind == "MarianTokenizer"
+                # any target will do here: every request sets its own (check_languages, then for_languages)
                 first = self.languages[0] if tokenizer.target_required else None
                 pipe = TranslationPipeline(model, tokenizer, tgt_lang=first)
             elif self.task == "translation":        # one language pair, no codes: a BART
@@ -282,8 +283,7 @@ class Service:
                        "max_queue": s.max_queue, "max_body_bytes": s.max_body_bytes,
                        "request_timeout_s": s.request_timeout},
             "parameters": list(PARAMETERS[route].model_fields) if route else None,
-            **({"languages": self.languages, "default_src_lang": self.default_src_lang}
-               if self.task == "translation" else {}),
+            **({"languages": self.languages} if self.task == "translation" else {}),
         }
 
     def serving(self, task: str):
@@ -320,18 +320,16 @@ class Service:
         pipe, parameters = self.serving("translation"), body.parameters or TranslateParameters()
         kwargs, truncation, clean_up = split_parameters(parameters)
         texts = checked_texts(pipe, body.inputs)
-        src_lang, tgt_lang = self.check_languages(parameters)
-        # No await from here to the engine requests' submission, so no other request changes the languages between.
-        pipe.set_languages(src_lang, tgt_lang)
-        rows = rows_of(pipe, texts, truncation)
-        if "forced_bos_token_id" in pipe.generate_defaults:        # M2M100, NLLB, mBART(-50): the target language
-            kwargs["forced_bos_token_id"] = pipe.generate_defaults["forced_bos_token_id"]
+        call = pipe.for_languages(*self.check_languages(parameters))          # this request's languages only
+        rows = rows_of(call, texts, truncation)
+        if "forced_bos_token_id" in call.generate_defaults:        # M2M100, NLLB, mBART(-50): the target language
+            kwargs["forced_bos_token_id"] = call.generate_defaults["forced_bos_token_id"]
         return await self.generate(body.inputs, rows, kwargs, clean_up, http)
 
     def check_languages(self, p: TranslateParameters) -> tuple[str | None, str | None]:
-        """(src_lang, tgt_lang) of a request, the source defaulted; Refusal 422 naming parameters.src_lang /
-        tgt_lang with the codes' form. A Marian model's source language is its own (src_lang is ignored, as by
-        pipeline("translation"))."""
+        """(src_lang, tgt_lang) of a request; Refusal 422 naming parameters.src_lang / tgt_lang with the codes' form.
+        A model with source codes needs src_lang (as pipeline("translation"): never assumed to be English); a
+        Marian model has no source code (src_lang refused, as by pipeline("translation"))."""
         if not self.languages:
             sent = next((n for n in ("src_lang", "tgt_lang") if getattr(p, n) is not None), None)
             if sent is not None:
@@ -342,7 +340,9 @@ class Service:
             some = ", ".join(self.languages[:8])
             raise Refusal(422, "parameters.tgt_lang", f"required: this model translates into several languages; "
                                                       f"send one of {some}, ... (GET /info lists them all)")
-        marian = self.default_src_lang is None
+        marian = self.marian
+        if marian and p.src_lang is not None:
+            raise Refusal(422, "parameters.src_lang", f"{MARIAN_SOURCE}: leave src_lang out")
         for name in ("tgt_lang",) if marian else ("src_lang", "tgt_lang"):
             code = getattr(p, name)
             if code is not None:
@@ -350,7 +350,10 @@ class Service:
                     self.pipe.tokenizer.get_lang_id(code)
                 except ValueError as e:
                     raise Refusal(422, f"parameters.{name}", f"{e}; GET /info lists them all") from None
-        return (None if marian else p.src_lang or self.default_src_lang), p.tgt_lang
+        if not marian and p.src_lang is None:
+            raise Refusal(422, "parameters.src_lang", f"required: the language of the inputs, one of "
+                                                      f"{', '.join(self.languages[:8])}, ... (GET /info lists them all)")
+        return p.src_lang, p.tgt_lang
 
     async def generate(self, inputs: str | list[str], rows: list[list[int]], kwargs: dict, clean_up: bool,
                        http: Request) -> list:
