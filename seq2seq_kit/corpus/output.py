@@ -83,8 +83,8 @@ class Journal:
                 yield record
         if bad is not None:   # the last line is torn: an interrupted append
             os.ftruncate(self.fd, good)
-            logger.warning("%s: dropped an incomplete last line (an interrupted run); its document is done again",
-                           self.path)
+            logger.warning("%s: dropped an incomplete last line (an interrupted run)%s", self.path,
+                           "" if self.what == "error" else "; its document is done again")
 
     def append(self, records: list[dict]) -> None:
         if not records:
