@@ -104,8 +104,8 @@ def check_languages(tokenizer: Tokenizer, src_lang: str | None, tgt_lang: str | 
 def missing_source(tok: TranslationTokenizer) -> str:
     """The error of a translation that names no source language."""
     return (f"translation with this {tok.kind} needs src_lang, the language of the input texts (e.g. one of "
-            f"{', '.join(tok.language_codes[:8])}, ...): pass src_lang= to pipeline() or to the call, as "
-            "transformers 4.x required (it is not assumed to be English)")
+            f"{', '.join(tok.language_codes[:8])}, ...): pass src_lang= to pipeline() or to the call (--src-lang on "
+            "the command line), as transformers 4.x required (it is not assumed to be English)")
 
 
 class Text2TextGenerationPipeline(SummarizationPipeline):
