@@ -198,9 +198,11 @@ class SummarizationPipeline:
 
     def engine(self, **engine_kwargs) -> Engine:
         """A continuous-batching Engine on this pipeline's model with its generation defaults (seq2seq_kit.engine):
-        submit `preprocess(texts).rows[i]`, then `postprocess(request.result()[None])`. engine_kwargs: max_rows,
-        max_source_tokens, max_queue."""
-        return Engine(self.model, defaults=self.generate_defaults, **engine_kwargs)
+        submit `preprocess(texts).rows[i]`, then `postprocess(request.result()[None])`. Its requests answer token
+        ids [n, T], as postprocess takes them, even where the checkpoint sets return_dict_in_generate (a request
+        may still ask for it). engine_kwargs: max_rows, max_source_tokens, max_queue."""
+        return Engine(self.model, defaults={**self.generate_defaults, "return_dict_in_generate": False},
+                      **engine_kwargs)
 
     def postprocess(self, ids: torch.Tensor, return_tensors: bool = False,
                     clean_up_tokenization_spaces: bool = False) -> list[list[dict]]:

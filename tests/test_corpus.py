@@ -5,6 +5,7 @@ the pipeline (itself checked against transformers elsewhere)."""
 from __future__ import annotations
 
 import json
+import os
 import logging
 import signal
 import subprocess
@@ -284,6 +285,21 @@ def test_input_path_errors(tmp_path):
         with pytest.raises(ValueError, match=f"is the output's file '.*{name}'"):
             summarize_corpus(source, tmp_path / output, overwrite=True)
         assert source.read_text() == content
+    for name in ("out.jsonl", "out.jsonl.errors.jsonl"):     # the same file by a hard link
+        source = write_jsonl(tmp_path / f"linked-{name}", make_docs(1))
+        (tmp_path / name).unlink(missing_ok=True)
+        os.link(source, tmp_path / name)
+        with pytest.raises(ValueError, match=f"is the output(|'s file '.*{name}'); write the output"):
+            summarize_corpus(source, tmp_path / "out.jsonl", overwrite=True)
+        assert source.read_text() != ""
+        (tmp_path / name).unlink()
+    folder, elsewhere = tmp_path / "folder", tmp_path / "elsewhere"
+    folder.mkdir(), elsewhere.mkdir()
+    write_jsonl(elsewhere / "o.jsonl.errors.jsonl", make_docs(1))
+    (folder / "z.jsonl").symlink_to(elsewhere / "o.jsonl.errors.jsonl")   # a folder member that is a side file
+    with pytest.raises(ValueError, match="z.jsonl' is the output's file"):
+        summarize_corpus(folder, elsewhere / "o.jsonl", overwrite=True)
+    assert (elsewhere / "o.jsonl.errors.jsonl").read_text() != ""
     with pytest.raises(ValueError, match="/dev/full is not a regular file"):     # not read, not written
         summarize_corpus(tmp_path / "empty" / "a.jsonl", "/dev/full", overwrite=True)
 
@@ -310,6 +326,7 @@ def test_parquet_in_and_out_and_folders(tmp_path, tiny, reference):
     pq.write_table(pa.table({"text": texts[:5]}), src / "a.parquet", row_group_size=2)   # 3 row groups: 3 chunks
     write_jsonl(src / "b.JSONL", [{"text": t} for t in texts[5:]])       # any case
     (src / "c.jsonl").symlink_to(src / "b.JSONL")                        # the same file again: read once
+    os.link(src / "b.JSONL", src / "d.jsonl")                            # and again, by a hard link
     result = run(src, tmp_path / "out.parquet", tiny)
     assert result.written == 8 and result.failed == 0
     assert not (tmp_path / "out.parquet.partial.jsonl").exists()

@@ -9,7 +9,9 @@ so rounding may differ from the one-request run).
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import shutil
 import threading
 import time
 import warnings
@@ -666,8 +668,20 @@ def test_generate_async(tiny_eos):
         assert torch.equal(out, tiny_eos.generate(torch.tensor([[5 + i, 6, 7]]), max_new_tokens=8))
 
 
-def test_pipeline_engine_gives_the_pipelines_summaries(checkpoint):
-    pipe = pipeline("summarization", model=str(checkpoint("tiny")))
+@pytest.mark.parametrize("dict_checkpoint", [False, True])
+def test_pipeline_engine_gives_the_pipelines_summaries(checkpoint, tmp_path, dict_checkpoint):
+    """pipe.engine()'s requests answer token ids for postprocess, also where the checkpoint's generation config
+    sets return_dict_in_generate (the server and corpus jobs stand on it)."""
+    path = checkpoint("tiny")
+    if dict_checkpoint:
+        shutil.copytree(path, tmp_path / "tiny")
+        path = tmp_path / "tiny"
+        settings = path / "generation_config.json"
+        saved = json.loads(settings.read_text()) if settings.exists() else {"bos_token_id": 0, "eos_token_id": 2,
+                                                                             "decoder_start_token_id": 2}
+        settings.write_text(json.dumps({**saved, "return_dict_in_generate": True, "output_scores": True}))
+    pipe = pipeline("summarization", model=str(path))
+    assert pipe.model.generation_config.return_dict_in_generate is (True if dict_checkpoint else None)
     texts = ["The tower is 324 metres tall.", "Its base is square, measuring 125 metres on each side. " * 3,
              "Short one."]
     expected = pipe(texts, max_length=12, num_beams=2)

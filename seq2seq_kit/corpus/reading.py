@@ -4,6 +4,7 @@ checked one by one (read_chunk: the errors a bad record gets). JSONL by byte ran
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -12,27 +13,30 @@ FOLDER_SUFFIXES = (".jsonl", ".parquet")
 
 def input_files(path: Path, outputs: list[Path]) -> list[Path]:
     """The input's files: the file itself (.parquet, else JSONL), or a folder's *.jsonl and *.parquet files (any
-    case; a file and a link to it in the folder: once). outputs: the output's files (the output first, then the
-    files beside it), none of which may be an input."""
+    case; a file reached twice, by a link or a hard link: once). outputs: the output's files (the output first,
+    then the files beside it), none of which may be an input, by any path."""
     output = outputs[0]
     if path.is_dir():
-        files: dict[Path, Path] = {}                    # the file a path reads -> the first path to it
-        for p in sorted(path.iterdir()):
-            if p.is_file() and is_input_file(p):
-                files.setdefault(p.resolve(), p)
-        if not files:
-            raise ValueError(f"input folder {str(path)!r} holds no .jsonl or .parquet file")
         if output.resolve().parent == path.resolve():
             raise ValueError(f"the output {str(output)!r} is inside the input folder {str(path)!r}, where a re-run "
                              "would read it as input; write it to another folder")
-        return sorted(files.values())
-    if not path.is_file():
+        files: dict[tuple[int, int], Path] = {}        # the file a path reads (device, inode) -> the first path to it
+        for p in sorted(path.iterdir()):
+            if p.is_file() and is_input_file(p):
+                stat = p.stat()
+                files.setdefault((stat.st_dev, stat.st_ino), p)
+        if not files:
+            raise ValueError(f"input folder {str(path)!r} holds no .jsonl or .parquet file")
+    elif path.is_file():
+        files = {0: path}
+    else:
         raise FileNotFoundError(f"input {str(path)!r}: no such file or folder")
-    clash = next((o for o in outputs if o.resolve() == path.resolve()), None)
-    if clash is not None:
-        what = "the output" if clash == output else f"the output's file {str(clash)!r}"
-        raise ValueError(f"the input {str(path)!r} is {what}; write the output to another path")
-    return [path]
+    for file in files.values():
+        clash = next((o for o in outputs if o.exists() and os.path.samefile(o, file)), None)
+        if clash is not None:
+            what = "the output" if clash == output else f"the output's file {str(clash)!r}"
+            raise ValueError(f"the input {str(file)!r} is {what}; write the output to another path")
+    return sorted(files.values())
 
 
 def is_input_file(path: Path) -> bool:
