@@ -30,6 +30,7 @@ Tokenizers built on a SentencePiece pre-tokenizer cannot be saved as tokenizer.j
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from tokenizers import AddedToken, NormalizedString, Regex, decoders, models, normalizers, pre_tokenizers, processors
@@ -204,17 +205,23 @@ class TranslationTokenizer(Tokenizer):
             finally:
                 self.backend_tokenizer.post_processor = default
 
+    @property
+    def gives_offsets(self) -> bool:
+        """Not for Marian and M2M100 (their pieces, _Pieces, are made apart from the text)."""
+        return self.pieces is None
+
     def tokenize(self, text: str) -> list[str]:
         """Tokenizer.tokenize; Marian, M2M100: a piece the vocabulary lacks shown as itself, not <unk> (its id is
         <unk>'s), as transformers' Python tokenizers show it."""
         encoding = self._run([check_text(text, "text")], add_special_tokens=False)[0]
         if self.pieces is None or self.unk_token not in encoding.tokens:
             return encoding.tokens
-        added, tokens, start = set(self.backend_tokenizer.get_added_tokens_decoder()), [], 0
-        for token, i, (begin, end) in zip(encoding.tokens, encoding.ids, encoding.offsets):
-            if i in added and text[begin:end] == token:       # an added token typed in the text: kept whole
-                tokens += [*self.pieces.pieces(text[start:begin]), token]
-                start = end
+        added = sorted({t.content for t in self.backend_tokenizer.get_added_tokens_decoder().values()}, key=len,
+                       reverse=True)                  # typed in the text, kept whole (the longest first, as matched)
+        tokens, start = [], 0
+        for typed in re.finditer("|".join(map(re.escape, added)), text):
+            tokens += [*self.pieces.pieces(text[start:typed.start()]), typed.group()]
+            start = typed.end()
         tokens += self.pieces.pieces(text[start:])
         return tokens if len(tokens) == len(encoding.tokens) else encoding.tokens
 

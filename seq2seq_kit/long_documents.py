@@ -183,6 +183,9 @@ def summarize_documents(pipe, texts: list[str], engine, *, chunk_overlap: int = 
     if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 1:
         raise ValueError(f"max_depth must be a positive integer, got {max_depth!r}")
     check_overlap(pipe, chunk_overlap)
+    if not pipe.tokenizer.gives_offsets:
+        raise ValueError(f"map-reduce cuts a document at its tokens' character offsets, which this tokenizer "
+                         f"({pipe.tokenizer.kind}) does not give; summarize it with strategy='truncate'")
     stage = {"reduce": dict(generate_kwargs), "map": {**generate_kwargs, **(map_kwargs or {})}}
     for name, kwargs in stage.items():
         n = settings(pipe.model, {**pipe.generate_defaults, **kwargs}).num_return_sequences

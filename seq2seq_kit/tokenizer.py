@@ -63,6 +63,8 @@ class Tokenizer:
     lock, so an instance may be shared by threads (the engine's, a server's); encodings run one at a time.
     """
 
+    gives_offsets = True    # return_offsets_mapping: the tokens' character offsets are right
+
     def __init__(self, backend: Backend, config: dict):
         self._backend = backend
         self._lock = threading.Lock()   # the backend's truncation/padding state is per instance, set per call
@@ -252,6 +254,10 @@ class Tokenizer:
                 if len(text_pair) != len(batch):
                     raise ValueError(f"text has {len(batch)} texts but text_pair {len(text_pair)}: pass one pair each")
                 batch = list(zip(batch, [check_text(t, f"text_pair[{i}]") for i, t in enumerate(text_pair)]))
+        if return_offsets_mapping and not self.gives_offsets:
+            raise ValueError(f"return_offsets_mapping is not available for this tokenizer ({self.kind}): its pieces "
+                             "are made apart from the text, so their offsets are not the text's (transformers' "
+                             "Python tokenizer gives none either)")
         encodings = self._run(batch, add_special_tokens, padding, truncation, max_length)
         out = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings]}
         if return_offsets_mapping:

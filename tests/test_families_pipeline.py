@@ -345,3 +345,14 @@ def test_languages_and_tokenizers_of_the_wrong_type_are_named(m2m100_path):
     with pytest.raises(TypeError, match="got a transformers M2M100Tokenizer; pass its path, or a seq2seq_kit "
                                         "Tokenizer"):
         pipeline("translation", model=m2m100_path, tokenizer=theirs, src_lang="de", tgt_lang="fr")
+
+
+def test_map_reduce_refuses_a_tokenizer_without_offsets(m2m100_path):
+    """M2M100's pieces carry no character offsets of the text (nor do transformers' Python tokenizer's), so a
+    summarization pipeline on one cannot cut a document for map-reduce: a clear refusal, not garbled chunks."""
+    pipe = pipeline("summarization", model=m2m100_path)
+    assert pipe(TEXTS[0], max_new_tokens=4)                              # truncate: fine
+    with pytest.raises(ValueError, match=r"map-reduce cuts a document at its tokens' character offsets, which this "
+                                         r"tokenizer \(M2M100Tokenizer\) does not give; summarize it with "
+                                         r"strategy='truncate'"):
+        pipe(TEXTS[0], strategy="map_reduce", max_new_tokens=4)

@@ -330,9 +330,11 @@ def test_tokenize_shows_pieces_outside_the_vocabulary(request, fixture):
     """A SentencePiece piece that vocab.json lacks (its id is <unk>'s) is shown as the piece, as transformers shows
     it; special tokens typed in the text stay whole."""
     theirs, ours = python_tokenizer(request, fixture)
-    for text in ["Ω 🇫🇷 tower", "x</s>Ω  <unk> b", "Ω<unk>Ω", "<unk>", "", CORPUS[4]]:
+    for text in ["Ω 🇫🇷 tower", "x</s>Ω  <unk> b", "Ω<unk>Ω", "<unk>", "", CORPUS[4], "<unk><s><s>👍", "a Ω<unk>"]:
         assert ours.tokenize(text) == theirs.tokenize(text), text
     assert "<unk>" in ours.convert_ids_to_tokens(ours("Ω 🇫🇷")["input_ids"])       # the ids stay <unk>'s
+    with pytest.raises(ValueError, match="return_offsets_mapping is not available for this tokenizer"):
+        ours("a tower", return_offsets_mapping=True)         # its pieces' offsets are not the text's
 
 
 def test_encode_source_leaves_src_lang(m2m100_dir):
