@@ -56,22 +56,21 @@ def pipeline(task: str = "summarization", model=None, tokenizer=None, device=Non
         src_lang = named.group(1) if src_lang is None else src_lang
         tgt_lang = named.group(2) if tgt_lang is None else tgt_lang
     model, tokenizer = summarization.load_model_and_tokenizer(model, tokenizer, device, dtype, **hub_kwargs)
-    pipe = TranslationPipeline(model, tokenizer, src_lang=src_lang, tgt_lang=tgt_lang, task=task)
-    pipe.require_source()                    # here, not at the first call
-    return pipe
+    return TranslationPipeline(model, tokenizer, src_lang=src_lang, tgt_lang=tgt_lang, task=task)
 
 
 def check_languages(tokenizer: Tokenizer, src_lang: str | None, tgt_lang: str | None,
-                    single_pair_ok: bool = False, source_required: bool = True) -> tuple[str | None, str | None,
-                                                                                          int | None]:
+                    single_pair_ok: bool = False, required: bool = True) -> tuple[str | None, str | None,
+                                                                                   int | None]:
     """(src_lang, tgt_lang, forced_bos_token_id) that a translation with `tokenizer` uses for the given languages:
-    the source defaults to the tokenizer's when the user set it (tok.source_given), else is required (ValueError
-    naming src_lang; with source_required=False it is left None); a multi-target Marian model takes tgt_lang as its
-    >>tgt<< token (no forced token) and refuses src_lang; a tokenizer without codes takes none ((None, None, None);
-    given ones are refused unless single_pair_ok); mBART (cc25) may leave the target out (no forced token: the
-    checkpoint's own), and with single_pair_ok ignores languages that are not its codes ("translation_en_to_ro":
-    the checkpoint's pair, its tokenizer's source). Raises ValueError naming the codes the tokenizer knows, TypeError
-    for a code that is not a str. Changes nothing."""
+    the source defaults to the tokenizer's when the user set it (tok.source_given); with `required`, a missing
+    source or (tok.target_required) target is a ValueError naming it, else it is left None (a pipeline's defaults,
+    completed by each call). A multi-target Marian model takes tgt_lang as its >>tgt<< token (no forced token;
+    none: the texts carry their own, as in 4.x) and refuses src_lang; a tokenizer without codes takes none ((None,
+    None, None); given ones are refused unless single_pair_ok); mBART (cc25) may leave the target out (no forced
+    token: the checkpoint's own). With single_pair_ok (a task name's languages), Marian and mBART ignore languages
+    that are not their codes ("translation_en_to_fr", "translation_en_to_ro"), as 4.x did. Raises ValueError
+    naming the codes the tokenizer knows, TypeError for a code that is not a str. Changes nothing."""
     tok = tokenizer
     check_code("src_lang", src_lang)
     check_code("tgt_lang", tgt_lang)
@@ -83,20 +82,19 @@ def check_languages(tokenizer: Tokenizer, src_lang: str | None, tgt_lang: str | 
     if tok.kind == "MarianTokenizer":
         if src_lang is not None and not single_pair_ok:
             raise ValueError(f"src_lang={src_lang!r}: {MARIAN_SOURCE}")
-        if tgt_lang is None:
-            raise ValueError(f"this Marian model translates into several languages: pass tgt_lang, one of "
-                             f"{', '.join(tok.language_codes)}")
+        if tgt_lang is None or single_pair_ok and tgt_lang not in tok.language_codes:
+            return None, None, None                                 # the texts start with their >>tgt<< codes
         tok.get_lang_id(tgt_lang)                                   # unknown code: ValueError naming the known
         return None, tgt_lang, None
     if tok.kind == "MBartTokenizer" and single_pair_ok and {src_lang, tgt_lang} - {None, *tok.language_codes}:
         return tok.src_lang, None, None
-    if tgt_lang is None and tok.target_required:
+    if tgt_lang is None and tok.target_required and required:
         raise ValueError(f"translation with this {tok.kind} needs tgt_lang (e.g. one of "
                          f"{', '.join(tok.language_codes[:8])}, ...)")
     if src_lang is not None:
         tok.get_lang_id(src_lang)
     src_lang = src_lang or (tok.src_lang if tok.source_given else None)
-    if src_lang is None and source_required:
+    if src_lang is None and required:
         raise ValueError(missing_source(tok))
     return src_lang, tgt_lang, None if tgt_lang is None else tok.target_language_id(tgt_lang)
 
@@ -143,8 +141,7 @@ class TranslationPipeline(Text2TextGenerationPipeline):
         """Check and set this pipeline's source / target languages (check_languages, the source optional here);
         raises ValueError naming the codes the tokenizer knows. single_pair_ok: languages given to a tokenizer
         without codes are ignored instead. The tokenizer is not changed."""
-        src, tgt, forced_bos = check_languages(self.tokenizer, src_lang, tgt_lang, single_pair_ok,
-                                               source_required=False)
+        src, tgt, forced_bos = check_languages(self.tokenizer, src_lang, tgt_lang, single_pair_ok, required=False)
         self.src_lang, self.tgt_lang = src, tgt
         _, defaults = summarization.task_defaults(self.model.config, self.task)     # no earlier target's token
         self.generate_defaults = {**defaults, **({} if forced_bos is None else {"forced_bos_token_id": forced_bos})}
@@ -166,7 +163,7 @@ class TranslationPipeline(Text2TextGenerationPipeline):
     def __call__(self, inputs, *, src_lang: str | None = None, tgt_lang: str | None = None, **kwargs):
         """As SummarizationPipeline.__call__; src_lang / tgt_lang (4.x's call arguments) for this call only."""
         call = self if src_lang is None and tgt_lang is None else self.for_languages(src_lang, tgt_lang)
-        call.require_source()
+        check_languages(self.tokenizer, call.src_lang, call.tgt_lang)      # both given by now, where needed
         return super(TranslationPipeline, call).__call__(inputs, **kwargs)
 
     def preprocess(self, texts: list[str], truncation: bool | None = None) -> Encoded:

@@ -127,8 +127,9 @@ def test_marian_translation_equals_the_recipe(marian_path):
     pipe = pipeline("translation", model=marian_path, tgt_lang="fra")
     assert isinstance(pipe, TranslationPipeline)
     assert_records(pipe, TEXTS, expected, **MAX_NEW)
-    with pytest.raises(ValueError, match="pass tgt_lang, one of fra, deu"):
-        pipeline("translation", model=marian_path)
+    plain = pipeline("translation", model=marian_path)       # no target: the texts carry theirs, as in 4.x
+    assert_records(plain, [f">>fra<< {t}" for t in TEXTS], expected, **MAX_NEW)
+    assert pipeline("translation_en_to_fr", model=marian_path).tgt_lang is None    # not its codes: ignored (4.x)
     with pytest.raises(ValueError, match="input 1 is empty: there is nothing to translate"):
         pipe([TEXTS[0], " "])
 
@@ -187,7 +188,7 @@ def test_translation_refuses_unknown_languages(m2m100_path):
     with pytest.raises(ValueError, match="unknown language code 'xx'.*af, am"):
         pipeline("translation", model=m2m100_path, src_lang="en", tgt_lang="xx")
     with pytest.raises(ValueError, match="needs tgt_lang"):
-        pipeline("translation", model=m2m100_path, src_lang="en")
+        pipeline("translation", model=m2m100_path, src_lang="en")(TEXTS[0])
 
 
 def test_text2text_generation_records(m2m100_path):
@@ -264,13 +265,19 @@ def m2m100_reference(path, src_lang, tgt_lang, texts=TEXTS, **kwargs) -> list[li
 
 
 def test_translation_requires_a_source_language(m2m100_path, mbart_path):
-    """As 4.x's _build_translation_inputs: no src_lang is an error naming it, not English; a tokenizer given its
-    source by the user (from_pretrained's src_lang) lends it; tokenizer_config.json's src_lang does not count
-    (transformers' save_pretrained writes its class default there: mbart_path's "en_XX")."""
+    """As 4.x's _build_translation_inputs: no src_lang is an error naming it, not English, when the pipeline
+    translates (the languages may come with the call, as in 4.x); a tokenizer given its source by the user
+    (from_pretrained's src_lang) lends it; tokenizer_config.json's src_lang does not count (transformers'
+    save_pretrained writes its class default there: mbart_path's "en_XX")."""
     with pytest.raises(ValueError, match="M2M100Tokenizer needs src_lang.*af, am"):
-        pipeline("translation", model=m2m100_path, tgt_lang="fr")
+        pipeline("translation", model=m2m100_path, tgt_lang="fr")(TEXTS, **MAX_NEW)
+    with pytest.raises(ValueError, match="M2M100Tokenizer needs tgt_lang"):
+        pipeline("translation", model=m2m100_path, src_lang="de")(TEXTS, **MAX_NEW)
     with pytest.raises(ValueError, match="MBartTokenizer needs src_lang.*ar_AR"):
-        pipeline("translation", model=mbart_path)
+        pipeline("translation", model=mbart_path)(TEXTS, **MAX_NEW)
+    languages_in_the_call = pipeline("translation", model=m2m100_path)      # 4.x: languages with the call
+    assert_records(languages_in_the_call, TEXTS, m2m100_reference(m2m100_path, "de", "fr", **MAX_NEW), src_lang="de",
+                   tgt_lang="fr", **MAX_NEW)
     tok = AutoTokenizer.from_pretrained(m2m100_path, src_lang="de")
     expected = m2m100_reference(m2m100_path, "de", "fr", **MAX_NEW)
     assert_records(pipeline("translation", model=m2m100_path, tokenizer=tok, tgt_lang="fr"), TEXTS, expected,
