@@ -30,7 +30,7 @@ from .generation.config import GENERATE_KWARGS
 from .loading import resolve_device
 from .long_documents import DEFAULT_BATCH_SIZE, check_strategy, map_reduce
 from .modeling import BartForConditionalGeneration
-from .tokenizer import Tokenizer
+from .tokenizer import Tokenizer, clean_up_tokenization
 
 TASKS = ("summarization",)
 DEFAULT_MODEL = "sshleifer/distilbart-cnn-12-6"   # transformers 4.x's default for the task
@@ -166,6 +166,8 @@ class SummarizationPipeline:
     def preprocess(self, texts: list[str], truncation: bool | None = None) -> Encoded:
         """Each text tokenized on its own after the prefix (no padding), as 4.x did. A text longer than
         max_input_length is cut to it: with a warning (truncation=None), silently (True), or refused (False)."""
+        if truncation is not None and not isinstance(truncation, bool):
+            raise TypeError(f"truncation must be True, False or None, got {truncation!r}")
         rows = self._tokenize(texts)
         limit = self.max_input_length
         long = {i: len(r) for i, r in enumerate(rows) if len(r) > limit}
@@ -235,8 +237,8 @@ class SummarizationPipeline:
         if return_tensors:  # 4.x: the ids instead of the text
             return {f"{self.output}_token_ids": ids}
         known = self.tokenizer.known_ids(ids.tolist())          # ids past the tokenizer skipped, as transformers
-        text = self.tokenizer.decode(known, skip_special_tokens=True, clean_up_tokenization_spaces=clean_up)
-        return {f"{self.output}_text": text}
+        text = self.tokenizer.decode(known, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return {f"{self.output}_text": clean_up_tokenization(text) if clean_up else text}   # 4.x: any tokenizer
 
 
 def _caller_stacklevel() -> int:

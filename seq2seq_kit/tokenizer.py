@@ -41,6 +41,13 @@ CLEAN_UP = [(" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), ("
             (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")]
 
 
+def clean_up_tokenization(text: str) -> str:
+    """transformers' `clean_up_tokenization`: no space before punctuation and English contractions."""
+    for before, after in CLEAN_UP:
+        text = text.replace(before, after)
+    return text
+
+
 class BatchEncoding(dict):
     """`input_ids` and `attention_mask`; like transformers' BatchEncoding, also readable as attributes."""
 
@@ -359,8 +366,7 @@ class Tokenizer:
         if clean_up_tokenization_spaces is None:
             clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
         if clean_up_tokenization_spaces and not isinstance(self._backend.model, models.BPE):
-            for before, after in CLEAN_UP:
-                text = text.replace(before, after)
+            text = clean_up_tokenization(text)
         return text
 
     def batch_decode(self, sequences, skip_special_tokens: bool = False,

@@ -61,9 +61,8 @@ def recipe():
                 out = model.generate(**enc, **params)
             out = out.reshape(len(chunk), -1, out.shape[-1])
             for rows in out:
-                records.append([{"summary_token_ids": r} if return_tensors else {"summary_text": tok.decode(
-                    r, skip_special_tokens=True, clean_up_tokenization_spaces=clean_up_tokenization_spaces)}
-                    for r in rows])
+                records.append([{"summary_token_ids": r} if return_tensors else {"summary_text": decode(
+                    tok, r, clean_up_tokenization_spaces)} for r in rows])
         if single:
             return records[0]
         return [r[0] for r in records] if all(len(r) == 1 for r in records) else records
@@ -166,12 +165,24 @@ def test_distilbart(checkpoint, recipe, pipes):
          recipe(path, EN[:2], batch_size=2, return_tensors=True, **kwargs))
 
 
+def decode(tok, ids, clean_up: bool) -> str:
+    """4.x's pipeline decode: transformers 5 leaves BPE text uncleaned even when asked; 4.x cleaned any tokenizer's."""
+    text = tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return tok.clean_up_tokenization(text) if clean_up else text
+
+
 def test_return_tensors_and_cleanup(checkpoint, recipe, pipes):
     pipe, path = pipes("tiny"), checkpoint("tiny")
     out = pipe(EN[0], return_tensors=True)
     assert list(out[0]) == ["summary_token_ids"] and out[0]["summary_token_ids"].dtype == torch.long
     same(out, recipe(path, EN[0], return_tensors=True))
     same(pipe(EN, clean_up_tokenization_spaces=True), recipe(path, EN, clean_up_tokenization_spaces=True))
+    ids = torch.tensor(pipe.tokenizer("He said . I do n't know , ok ?")["input_ids"])[None, None]   # [1, 1, T]
+    assert pipe.postprocess(ids, clean_up_tokenization_spaces=True) == [[{"summary_text": "He said. I don't know, "
+                                                                                          "ok?"}]]   # 4.x, BPE too
+    assert pipe.postprocess(ids) == [[{"summary_text": "He said . I do n't know , ok ?"}]]
+    with pytest.raises(TypeError, match="truncation must be True, False or None, got 'do_not_truncate'"):
+        pipe(EN[0], truncation="do_not_truncate")
 
 
 def test_num_return_sequences_gives_a_list_per_input(checkpoint, recipe, pipes):
