@@ -26,6 +26,7 @@ import torch
 from . import hub
 from .engine import Engine
 from .family_tokenizers import AutoTokenizer
+from .generation import settings
 from .generation.config import GENERATE_KWARGS
 from .loading import resolve_device
 from .long_documents import DEFAULT_BATCH_SIZE, check_strategy, map_reduce
@@ -38,16 +39,25 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep   # seq2seq_k
 
 
 def pipeline(task: str = "summarization", model=None, tokenizer=None, device=None, dtype=None,
-             **hub_kwargs) -> "SummarizationPipeline":
+             **kwargs) -> "SummarizationPipeline":
     """A summarization pipeline. `model`: Hub id, local path or loaded model (None: DEFAULT_MODEL).
     `tokenizer`: Hub id, local path or Tokenizer (None: the model's). `device`: None (CPU; a loaded model
     stays where it is), -1 or "cpu", a CUDA index, "cuda[:k]" or a torch.device.
     `dtype`: None (float32), "auto", or a torch dtype.
-    `hub_kwargs`: revision, cache_dir, token, local_files_only (see seq2seq_kit.hub.resolve).
+    `kwargs`: generate settings (max_length, num_beams, ...), the pipeline's defaults under each call's (as 4.x
+    took them), and revision, cache_dir, token, local_files_only (see seq2seq_kit.hub.resolve).
     (seq2seq_kit.pipeline, the package's, also builds translation and text2text-generation pipelines.)"""
     if task not in TASKS:
         raise ValueError(f"unsupported task {task!r}; seq2seq_kit supports: {', '.join(map(repr, TASKS))}")
-    return SummarizationPipeline(*load_model_and_tokenizer(model, tokenizer, device, dtype, **hub_kwargs))
+    generate_kwargs, hub_kwargs = split_kwargs(kwargs)
+    return SummarizationPipeline(*load_model_and_tokenizer(model, tokenizer, device, dtype, **hub_kwargs),
+                                 **generate_kwargs)
+
+
+def split_kwargs(kwargs: dict) -> tuple[dict, dict]:
+    """pipeline()'s keyword arguments -> (generate settings, the rest: the Hub's, checked there)."""
+    generate = {k: v for k, v in kwargs.items() if k in GENERATE_KWARGS}
+    return generate, {k: v for k, v in kwargs.items() if k not in generate}
 
 
 def load_model_and_tokenizer(model, tokenizer, device, dtype, tokenizer_kwargs: dict | None = None,
@@ -106,9 +116,14 @@ class SummarizationPipeline:
     output = "summary"          # records' keys: f"{output}_text", f"{output}_token_ids"
     verb = "summarize"          # what an empty input's error says there is nothing to do
 
-    def __init__(self, model: BartForConditionalGeneration, tokenizer: Tokenizer):
+    def __init__(self, model: BartForConditionalGeneration, tokenizer: Tokenizer, **generate_kwargs):
+        """generate_kwargs: this pipeline's generate settings, over the checkpoint's task settings (checked here)."""
         self.model, self.tokenizer = model, tokenizer
-        self.prefix, self.generate_defaults = task_defaults(model.config, self.task)
+        self.prefix, defaults = task_defaults(model.config, self.task)
+        self.given = generate_kwargs
+        self.generate_defaults = {**defaults, **generate_kwargs}
+        if generate_kwargs:
+            settings(model, dict(self.generate_defaults))          # bad settings fail here, not at the first call
         self.max_input_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
 
     @property

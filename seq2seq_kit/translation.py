@@ -33,14 +33,15 @@ TRANSLATION_TASK = re.compile(r"^translation_([^_]+)_to_([^_]+)$")
 
 
 def pipeline(task: str = "summarization", model=None, tokenizer=None, device=None, dtype=None, *,
-             src_lang: str | None = None, tgt_lang: str | None = None, **hub_kwargs):
-    """A pipeline for `task` (see TASKS); model, tokenizer, device, dtype and hub_kwargs as
-    seq2seq_kit.pipeline.pipeline. src_lang / tgt_lang (translation): language codes as the checkpoint's tokenizer
+             src_lang: str | None = None, tgt_lang: str | None = None, **kwargs):
+    """A pipeline for `task` (see TASKS); model, tokenizer, device, dtype and kwargs (generate settings, Hub
+    options) as seq2seq_kit.pipeline.pipeline. src_lang / tgt_lang (translation): language codes as the checkpoint's tokenizer
     takes them ("en", "eng_Latn", "en_XX"; a Marian model's target "fra")."""
     if task == "summarization":
         if src_lang is not None or tgt_lang is not None:
             raise ValueError("src_lang / tgt_lang apply to translation; the summarization task takes neither")
-        return summarization.pipeline(task, model, tokenizer, device, dtype, **hub_kwargs)
+        return summarization.pipeline(task, model, tokenizer, device, dtype, **kwargs)
+    generate_kwargs, hub_kwargs = summarization.split_kwargs(kwargs)
     named = TRANSLATION_TASK.match(task)
     if task not in ("translation", "text2text-generation") and not named:
         raise ValueError(f"unsupported task {task!r}; seq2seq_kit supports: {', '.join(map(repr, TASKS))}")
@@ -48,7 +49,7 @@ def pipeline(task: str = "summarization", model=None, tokenizer=None, device=Non
         if src_lang is not None or tgt_lang is not None:
             raise ValueError("src_lang / tgt_lang apply to translation; use the 'translation' task")
         return Text2TextGenerationPipeline(*summarization.load_model_and_tokenizer(
-            model, tokenizer, device, dtype, **hub_kwargs))
+            model, tokenizer, device, dtype, **hub_kwargs), **generate_kwargs)
     if model is None:
         raise ValueError(f"pipeline({task!r}) needs model= (a Hub id, path or loaded model); there is no default "
                          "translation model")
@@ -56,7 +57,7 @@ def pipeline(task: str = "summarization", model=None, tokenizer=None, device=Non
         src_lang = named.group(1) if src_lang is None else src_lang
         tgt_lang = named.group(2) if tgt_lang is None else tgt_lang
     model, tokenizer = summarization.load_model_and_tokenizer(model, tokenizer, device, dtype, **hub_kwargs)
-    return TranslationPipeline(model, tokenizer, src_lang=src_lang, tgt_lang=tgt_lang, task=task)
+    return TranslationPipeline(model, tokenizer, src_lang=src_lang, tgt_lang=tgt_lang, task=task, **generate_kwargs)
 
 
 def check_languages(tokenizer: Tokenizer, src_lang: str | None, tgt_lang: str | None,
@@ -127,9 +128,9 @@ class TranslationPipeline(Text2TextGenerationPipeline):
     verb = "translate"
 
     def __init__(self, model: BartForConditionalGeneration, tokenizer: Tokenizer, *, src_lang: str | None = None,
-                 tgt_lang: str | None = None, task: str = "translation"):
+                 tgt_lang: str | None = None, task: str = "translation", **generate_kwargs):
         self.task = task                    # task_specific_params[task], as 4.x looked it up
-        super().__init__(model, tokenizer)
+        super().__init__(model, tokenizer, **generate_kwargs)
         self.src_lang = self.tgt_lang = None
         self.set_languages(src_lang, tgt_lang, single_pair_ok=bool(TRANSLATION_TASK.match(task)))
 
@@ -144,7 +145,8 @@ class TranslationPipeline(Text2TextGenerationPipeline):
         src, tgt, forced_bos = check_languages(self.tokenizer, src_lang, tgt_lang, single_pair_ok, required=False)
         self.src_lang, self.tgt_lang = src, tgt
         _, defaults = summarization.task_defaults(self.model.config, self.task)     # no earlier target's token
-        self.generate_defaults = {**defaults, **({} if forced_bos is None else {"forced_bos_token_id": forced_bos})}
+        self.generate_defaults = {**defaults, **self.given,
+                                  **({} if forced_bos is None else {"forced_bos_token_id": forced_bos})}
 
     def for_languages(self, src_lang: str | None = None, tgt_lang: str | None = None) -> TranslationPipeline:
         """A shallow copy translating from src_lang into tgt_lang (None: this pipeline's), sharing the model and

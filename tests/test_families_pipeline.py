@@ -301,6 +301,9 @@ def test_call_languages_apply_to_that_call_only(m2m100_path):
     assert (pipe.src_lang, pipe.tgt_lang, pipe.tokenizer.src_lang) == ("de", "fr", "en")
     assert pipe.generate_defaults["forced_bos_token_id"] == pipe.tokenizer.get_lang_id("fr")
     assert pipe.for_languages(tgt_lang="en").preprocess(TEXTS).rows == pipe.preprocess(TEXTS).rows
+    given = pipeline("translation", model=m2m100_path, src_lang="de", tgt_lang="fr", **MAX_NEW)  # 4.x: settings too
+    assert_records(given, TEXTS, de_fr)
+    assert_records(given, TEXTS, ru_en, src_lang="ru", tgt_lang="en")          # kept under the call's languages
 
 
 def test_threads_translate_with_their_own_languages(m2m100_path):

@@ -153,6 +153,14 @@ def test_task_specific_params_are_the_defaults(checkpoint, recipe, tmp_path):
     assert 60 <= len(out[0]["summary_token_ids"]) <= 64
     kwargs = dict(min_length=3, max_length=20)              # explicit kwargs win; num_beams 4 etc. stay
     same(pipe(EN[:2], batch_size=2, **kwargs), recipe(path, EN[:2], batch_size=2, **kwargs))
+    given = pipeline("summarization", model=str(path), **kwargs)   # 4.x: settings given to pipeline() as well
+    assert given.generate_defaults == {**extra["task_specific_params"]["summarization"], **kwargs}
+    same(given(EN[:2], batch_size=2), recipe(path, EN[:2], batch_size=2, **kwargs))
+    assert given(EN[0], max_length=12) == pipe(EN[0], min_length=3, max_length=12)      # the call's over them
+    with pytest.raises(ValueError, match="num_beams"):
+        pipeline("summarization", model=str(path), num_beams=0)       # checked when the pipeline is made
+    with pytest.raises(TypeError, match="nmu_beams"):
+        pipeline("summarization", model=str(path), nmu_beams=2)
 
 
 def test_distilbart(checkpoint, recipe, pipes):
