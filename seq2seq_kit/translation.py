@@ -35,8 +35,9 @@ TRANSLATION_TASK = re.compile(r"^translation_([^_]+)_to_([^_]+)$")
 def pipeline(task: str = "summarization", model=None, tokenizer=None, device=None, dtype=None, *,
              src_lang: str | None = None, tgt_lang: str | None = None, **kwargs):
     """A pipeline for `task` (see TASKS); model, tokenizer, device, dtype and kwargs (generate settings, Hub
-    options) as seq2seq_kit.pipeline.pipeline. src_lang / tgt_lang (translation): language codes as the checkpoint's tokenizer
-    takes them ("en", "eng_Latn", "en_XX"; a Marian model's target "fra")."""
+    options) as seq2seq_kit.pipeline.pipeline. src_lang / tgt_lang (translation): language codes as the
+    checkpoint's tokenizer takes them ("en", "eng_Latn", "en_XX"; a Marian model's target "fra"); either may come
+    with each call instead."""
     if task == "summarization":
         if src_lang is not None or tgt_lang is not None:
             raise ValueError("src_lang / tgt_lang apply to translation; the summarization task takes neither")
