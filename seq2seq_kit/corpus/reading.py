@@ -20,23 +20,24 @@ def input_files(path: Path, outputs: list[Path]) -> list[Path]:
         if output.resolve().parent == path.resolve():
             raise ValueError(f"the output {str(output)!r} is inside the input folder {str(path)!r}, where a re-run "
                              "would read it as input; write it to another folder")
-        files: dict[tuple[int, int], Path] = {}        # the file a path reads (device, inode) -> the first path to it
+        unique: dict[tuple[int, int], Path] = {}       # the file a path reads (device, inode) -> the first path to it
         for p in sorted(path.iterdir()):
             if p.is_file() and is_input_file(p):
                 stat = p.stat()
-                files.setdefault((stat.st_dev, stat.st_ino), p)
+                unique.setdefault((stat.st_dev, stat.st_ino), p)
+        files = sorted(unique.values())
         if not files:
             raise ValueError(f"input folder {str(path)!r} holds no .jsonl or .parquet file")
     elif path.is_file():
-        files = {0: path}
+        files = [path]
     else:
         raise FileNotFoundError(f"input {str(path)!r}: no such file or folder")
-    for file in files.values():
+    for file in files:
         clash = next((o for o in outputs if o.exists() and os.path.samefile(o, file)), None)
         if clash is not None:
             what = "the output" if clash == output else f"the output's file {str(clash)!r}"
             raise ValueError(f"the input {str(file)!r} is {what}; write the output to another path")
-    return sorted(files.values())
+    return files
 
 
 def is_input_file(path: Path) -> bool:
