@@ -50,11 +50,25 @@ TINY_KOBART = Spec({**TINY, **{k: KOBART[k] for k in ("vocab_size", "bos_token_i
                    tokenizer="kobart", seed=8)
 
 
+# The tiny shape with a 64-token window, on both tokenizers.
+SMALL = {"tiny64": Spec({**TINY, "max_position_embeddings": 64}),
+         "ko64": Spec({**TINY_KOBART.config, "max_position_embeddings": 64}, tokenizer="kobart", seed=8)}
+BUILT_HERE = {"tiny-kobart": TINY_KOBART, **SMALL}
+
+
 @pytest.fixture(scope="module")
 def paths(checkpoint, tmp_path_factory):
-    """paths(name) -> the checkpoint directory of "tiny" or "tiny-kobart"."""
-    kobart = build(TINY_KOBART, tmp_path_factory.mktemp("tiny-kobart"))
-    return lambda name: kobart if name == "tiny-kobart" else checkpoint(name)
+    """paths(name) -> the checkpoint directory of "tiny", or of one of BUILT_HERE (built on first use)."""
+    built = {}
+
+    def get(name: str):
+        if name not in BUILT_HERE:
+            return checkpoint(name)
+        if name not in built:
+            built[name] = build(BUILT_HERE[name], tmp_path_factory.mktemp(name))
+        return built[name]
+
+    return get
 
 
 @pytest.fixture(scope="module")
@@ -327,39 +341,10 @@ def test_corpus_strategy_parquet_records_the_chunk_count(pipes, checkpoint, tmp_
 
 # ---------------------------------------------------------------------------------------------- 64-position models
 
-SMALL = {"tiny64": Spec({**TINY, "max_position_embeddings": 64}),
-         "ko64": Spec({**TINY_KOBART.config, "max_position_embeddings": 64}, tokenizer="kobart", seed=8)}
 
-
-@pytest.fixture(scope="module")
-def small_paths(tmp_path_factory):
-    """small_paths(name) -> the checkpoint of "tiny64" or "ko64": the tiny shape with a 64-token window."""
-    built = {}
-
-    def get(name: str):
-        if name not in built:
-            built[name] = build(SMALL[name], tmp_path_factory.mktemp(name))
-        return built[name]
-
-    return get
-
-
-@pytest.fixture(scope="module")
-def small(small_paths):
-    """small(name) -> the pipeline of small_paths(name)."""
-    loaded = {}
-
-    def get(name: str):
-        if name not in loaded:
-            loaded[name] = pipeline("summarization", model=str(small_paths(name)))
-        return loaded[name]
-
-    return get
-
-
-def test_a_full_engine_queue_waits_for_the_calls_own_requests(small):
+def test_a_full_engine_queue_waits_for_the_calls_own_requests(pipes):
     """~20 chunks on an idle engine whose queue holds 2: EngineFull is backpressure, not the call's error."""
-    pipe = small("tiny64")
+    pipe = pipes("tiny64")
     doc = "The tower is tall and it is in Paris. " * 100
     with pipe.engine(max_rows=2, max_queue=2) as engine:
         out = map_reduce(pipe, [doc], engine=engine, return_chunks=True, max_length=8, map_kwargs={"max_length": 4})
@@ -377,10 +362,10 @@ def test_a_full_engine_queue_waits_for_the_calls_own_requests(small):
         generate_all(Full(), [([0, 2], {})])
 
 
-def test_an_emoji_zwj_run_whose_offsets_drift_is_cut_by_characters(small, tmp_path):
+def test_an_emoji_zwj_run_whose_offsets_drift_is_cut_by_characters(pipes, tmp_path):
     """KoBART's offsets for a run of family emoji (ZWJ sequences) drift: one token's text holds much of the run.
     Its text is cut into the longest pieces that fit, between the sequences, every character in one chunk."""
-    pipe = small("ko64")
+    pipe = pipes("ko64")
     family = "\U0001F468\u200d\U0001F469\u200d\U0001F467\u200d\U0001F466"
     doc = "오늘은 날씨가 맑다. " * 10 + family * 60 + " 바람이 선선하다." * 10
     chunks = chunk_document(pipe, doc)[1]
@@ -392,8 +377,8 @@ def test_an_emoji_zwj_run_whose_offsets_drift_is_cut_by_characters(small, tmp_pa
     assert isinstance(pipe(doc, strategy="map_reduce", max_length=6)[0]["summary_text"], str)
 
 
-def test_a_cancelled_call_waiting_on_a_full_queue_stops_and_frees_the_engine(small):
-    pipe = small("tiny64")
+def test_a_cancelled_call_waiting_on_a_full_queue_stops_and_frees_the_engine(pipes):
+    pipe = pipes("tiny64")
     doc = "The tower is tall and it is in Paris. " * 300                    # ~60 chunks of 60 tokens each
     cancel = threading.Event()
     with pipe.engine(max_rows=2, max_queue=2) as engine:
@@ -409,8 +394,8 @@ def test_a_cancelled_call_waiting_on_a_full_queue_stops_and_frees_the_engine(sma
 
 
 @pytest.mark.parametrize("sep", ["\n", "\r\n", "\r", "\u2028", "\u2029", "\x85", "\x0b", "\x0c"])
-def test_every_line_break_ends_a_sentence(small, sep):
-    pipe = small("tiny64")
+def test_every_line_break_ends_a_sentence(pipes, sep):
+    pipe = pipes("tiny64")
     doc = sep.join(f"Line number {i} of the list of titles with some words" for i in range(40))
     chunks = chunk_document(pipe, doc)[1]
     assert len(chunks) > 4
@@ -418,10 +403,10 @@ def test_every_line_break_ends_a_sentence(small, sep):
 
 
 @pytest.mark.parametrize("name", ["tiny64", "ko64"])
-def test_chunks_take_the_next_sentence_and_the_overlap_when_they_fit(small, name):
+def test_chunks_take_the_next_sentence_and_the_overlap_when_they_fit(pipes, name):
     """A chunk ends before a sentence only when that sentence does not fit beside it, and opens with `overlap`
     sentences unless they do not fit beside its first new one (the whitespace after a sentence is not counted)."""
-    pipe = small(name)
+    pipe = pipes(name)
     words = "the tower is tall about the same height as an building and the tallest structure in Paris".split()
     for seed in range(24):
         rng = random.Random(seed)
@@ -439,8 +424,8 @@ def test_chunks_take_the_next_sentence_and_the_overlap_when_they_fit(small, name
                 assert len(over) == len(wider), (seed, overlap, a.text[-30:], b.text[:30])
 
 
-def test_map_reduce_errors_name_the_input_and_the_option(small):
-    pipe = small("tiny64")
+def test_map_reduce_errors_name_the_input_and_the_option(pipes):
+    pipe = pipes("tiny64")
     doc = "The tower is tall. " * 40
     with pytest.raises(DocumentError, match=r"input 1: text holds a lone surrogate") as e:
         pipe(["Fine.", "\ud800 x. " * 30], strategy="map_reduce", max_length=8)
@@ -459,7 +444,7 @@ def test_map_reduce_errors_name_the_input_and_the_option(small):
 # ---------------------------------------------------------------------------------------------- over HTTP
 
 @pytest.fixture(scope="module")
-def client(small_paths):
+def client(paths):
     """The server app on "tiny64" in process (max_rows 8, max_queue 8), through starlette's TestClient."""
     pytest.importorskip("fastapi", reason='the server needs its extra (pip install "seq2seq-kit[serve]")')
     pytest.importorskip("httpx", reason='the server tests need httpx (pip install "seq2seq-kit[test]")')
@@ -467,7 +452,7 @@ def client(small_paths):
 
     from seq2seq_kit.server.app import Settings, build_app
 
-    app = build_app(Settings(model=str(small_paths("tiny64")), max_rows=8, max_queue=8), load_in_background=False)
+    app = build_app(Settings(model=str(paths("tiny64")), max_rows=8, max_queue=8), load_in_background=False)
     with TestClient(app) as c:
         yield c
 
@@ -497,13 +482,13 @@ def test_map_reduce_refusals_name_the_field(client, inputs, parameters, field, w
     assert answer.json()["field"] == field and words in answer.json()["error"], answer.json()
 
 
-def test_summaries_too_long_are_explained_to_the_cli_and_corpus_user(small_paths, tmp_path, capsys):
+def test_summaries_too_long_are_explained_to_the_cli_and_corpus_user(paths, tmp_path, capsys):
     """Chunk summaries as long as the window never shrink: after max_depth rounds the CLI and a corpus job say to
     lower --max-length / max_length (they have no map_kwargs), not the library's advice."""
     from seq2seq_kit import summarize_corpus
     from seq2seq_kit.cli import main
 
-    path, doc = small_paths("tiny64"), "The tower is tall and it is in Paris. " * 40
+    path, doc = paths("tiny64"), "The tower is tall and it is in Paris. " * 40
     (tmp_path / "doc.txt").write_text(doc)
     code = main(["summarize", "--file", str(tmp_path / "doc.txt"), "--model", str(path), "--strategy", "map-reduce",
                  "--max-length", "60", "--min-length", "59"])
