@@ -140,9 +140,9 @@ class TranslationPipeline(Text2TextGenerationPipeline):
                                           f"tgt_lang={self.tgt_lang!r}, ", 1)
 
     def set_languages(self, src_lang: str | None, tgt_lang: str | None, single_pair_ok: bool = False) -> None:
-        """Check and set this pipeline's source / target languages (check_languages, the source optional here);
-        raises ValueError naming the codes the tokenizer knows. single_pair_ok: languages given to a tokenizer
-        without codes are ignored instead. The tokenizer is not changed."""
+        """Check and set this pipeline's source / target languages (check_languages, neither required here: a call
+        may bring them); raises ValueError naming the codes the tokenizer knows. single_pair_ok: languages given to
+        a tokenizer without codes are ignored instead. The tokenizer is not changed."""
         src, tgt, forced_bos = check_languages(self.tokenizer, src_lang, tgt_lang, single_pair_ok, required=False)
         self.src_lang, self.tgt_lang = src, tgt
         _, defaults = summarization.task_defaults(self.model.config, self.task)     # no earlier target's token
