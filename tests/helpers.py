@@ -4,6 +4,7 @@ generate outputs, random generate settings, and the host reads a captured step m
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -98,4 +99,13 @@ def random_settings(rng: random.Random) -> dict:
     if kwargs.get("do_sample"):
         kwargs.update(top_k=rng.choice([0, 1, 5, 50]), top_p=rng.choice([0.3, 0.9, 1.0]),
                       temperature=rng.choice([0.5, 1.0, 1.5]))
+    less_common = dict(sequence_bias=[{(5,): 3.0}, {(6,): -2.0, (7, 8): 4.0, (9, 10, 11): -math.inf}],
+                       encoder_repetition_penalty=[0.6, 1.8], suppress_tokens=[[5, 6]], begin_suppress_tokens=[[2, 7]],
+                       exponential_decay_length_penalty=[(0, 1.4), (3, 2.0)])
+    if kwargs.get("do_sample"):
+        less_common.update(min_p=[0.05, 0.3], top_h=[0.4, 0.9], typical_p=[0.5, 0.95], epsilon_cutoff=[3e-3, 0.05],
+                           eta_cutoff=[3e-3, 0.05])
+    for name, values in less_common.items():
+        if rng.random() < 0.15:
+            kwargs[name] = rng.choice(values)
     return kwargs

@@ -117,12 +117,15 @@ def test_random_stream_matches_generate_alone(tiny_eos, seed, fixed_capacity, mo
 
 @pytest.mark.parametrize("fixed_capacity,scores", [(False, True), (True, True), (False, False)])
 @pytest.mark.parametrize("setting", [dict(num_beams=3, no_repeat_ngram_size=2, encoder_no_repeat_ngram_size=2),
-                                     dict(num_beams=1, repetition_penalty=1.3)])
+                                     dict(num_beams=1, repetition_penalty=1.3),
+                                     dict(num_beams=2, encoder_repetition_penalty=1.6, begin_suppress_tokens=[2],
+                                          exponential_decay_length_penalty=(2, 1.4),
+                                          sequence_bias={(5,): 1.0, (6, 7): -2.0})])
 def test_requests_differing_in_lengths_share_one_search_at_different_steps(tiny_eos, setting, fixed_capacity, scores,
                                                                            monkeypatch):
     """Requests whose settings differ only in max_length / min_length step in one search, joining it while the
-    others are mid-way (each at its own length, its own forced-EOS step and minimum): each equals generate alone
-    (scores: with output_scores and output_logits, the per-step scores and logits too; without, the search's
+    others are mid-way (each at its own length, its own forced-EOS step and minimum; the encoder repetition penalty
+    on its own source, of its own length): each equals generate alone (scores: with output_scores and output_logits, the per-step scores and logits too; without, the search's
     in-place path)."""
     lengths = [dict(max_new_tokens=14, min_new_tokens=12), dict(max_length=9), dict(max_new_tokens=11, min_length=4),
                dict(max_new_tokens=6, min_new_tokens=5)]

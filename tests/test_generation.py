@@ -9,6 +9,9 @@ shaped "kobart" / "distilbart" models with the notebook's settings.
 from __future__ import annotations
 
 
+import json
+import math
+import shutil
 import random
 import warnings
 
@@ -102,6 +105,12 @@ MATRIX = [
     ("tiny-eos", 3, dict(num_beams=3, eos_token_id=[2, 4, 7], min_length=6, max_length=25, **NO_FORCED_EOS)),
     ("tiny-eos", 3, dict(num_beams=4, pad_token_id=0, max_length=30, **NO_FORCED_EOS)),   # beams fill with EOS then
     ("tiny-eos", 3, dict(pad_token_id=0, max_length=30, **NO_FORCED_EOS)),
+    ("tiny-eos", 3, dict(sequence_bias={(4,): -1.5, (10, 11): 2.0}, encoder_repetition_penalty=1.6,
+                         exponential_decay_length_penalty=(4, 1.5), suppress_tokens=[6], begin_suppress_tokens=[2],
+                         max_length=30, **NO_FORCED_EOS)),
+    ("tiny-eos", 3, dict(num_beams=4, sequence_bias=[[[4], 1.0], [[10, 11], -3.0]], encoder_repetition_penalty=0.7,
+                         exponential_decay_length_penalty=(2, 1.2), suppress_tokens=[6, 7], begin_suppress_tokens=[4],
+                         forced_bos_token_id=0, max_length=30, **NO_FORCED_EOS)),
 ]
 
 
@@ -307,6 +316,27 @@ def test_kobart_greedy(pair):
     assert_parity(theirs, mine)
 
 
+def test_less_common_processors_from_a_checkpoint_file(tiny_eos_path, tmp_path):
+    """The settings of the less common processors, in generation_config.json as JSON holds them (lists for
+    sequence_bias and the decay pair), are applied as transformers applies them: sampling cut-offs only when
+    sampling."""
+    shutil.copytree(tiny_eos_path, tmp_path, dirs_exist_ok=True)
+    settings = dict(decoder_start_token_id=2, bos_token_id=0, eos_token_id=2, pad_token_id=1, max_length=30,
+                    sequence_bias=[[[4], -2.0], [[10, 11], 3.0]], encoder_repetition_penalty=1.4,
+                    exponential_decay_length_penalty=[3, 1.5], suppress_tokens=[6], begin_suppress_tokens=[2],
+                    typical_p=0.9, min_p=0.1, epsilon_cutoff=0.01)
+    (tmp_path / "generation_config.json").write_text(json.dumps(settings))    # transformers' save refuses typical_p
+    hf = transformers.BartForConditionalGeneration.from_pretrained(tmp_path).eval()
+    ours = BartForConditionalGeneration.from_pretrained(tmp_path)
+    assert ours.generation_config.exponential_decay_length_penalty == [3, 1.5]
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id)
+    for kwargs in (dict(), dict(num_beams=3), dict(do_sample=True, num_return_sequences=2)):
+        torch.manual_seed(0)
+        theirs = hf.generate(ids, attention_mask=mask, **kwargs)
+        torch.manual_seed(0)
+        assert torch.equal(ours.generate(ids, mask, **kwargs), theirs), kwargs
+
+
 # ---- bad input: ValueError naming the argument, before any compute ------------------------------------------------
 
 BAD_INPUTS = [                          # (make input_ids, kwargs, error, message)
@@ -324,6 +354,22 @@ BAD_INPUTS = [                          # (make input_ids, kwargs, error, messag
     (lambda ids: ids, dict(top_p=1.01, do_sample=True), ValueError, "top_p"),
     (lambda ids: ids, dict(temperature=0.0, do_sample=True), ValueError, "temperature"),
     (lambda ids: ids, dict(beams=4), ValueError, "unknown argument"),
+    (lambda ids: ids, dict(min_p=1.5, do_sample=True), ValueError, r"`min_p` must be in \[0, 1\]"),
+    (lambda ids: ids, dict(top_h=0.0, do_sample=True), ValueError, r"`top_h` must be in \(0, 1\]"),
+    (lambda ids: ids, dict(typical_p=0.0, do_sample=True), ValueError, "`typical_p` must be > 0"),
+    (lambda ids: ids, dict(eta_cutoff="0.1", do_sample=True), ValueError, "`eta_cutoff` must be a number"),
+    (lambda ids: ids, dict(encoder_repetition_penalty=0.0), ValueError, "`encoder_repetition_penalty` must be"),
+    (lambda ids: ids, dict(suppress_tokens=[50265]), ValueError, r"`suppress_tokens` must be a token id in \[0, 50265\)"),
+    (lambda ids: ids, dict(begin_suppress_tokens=7), ValueError, "`begin_suppress_tokens` must be a list"),
+    (lambda ids: ids, dict(suppress_tokens=[0, 5], forced_bos_token_id=0), ValueError,
+     r"every token of `forced_bos_token_id` \(\[0\]\) is in `suppress_tokens`"),
+    (lambda ids: ids, dict(sequence_bias={}), ValueError, r"`sequence_bias` must be \{\(token ids\): bias\}"),
+    (lambda ids: ids, dict(sequence_bias={(5,): "high"}), ValueError, "'high' is not"),
+    (lambda ids: ids, dict(sequence_bias=[[[5, -1], 1.0]]), ValueError, "`sequence_bias` must be a token id"),
+    (lambda ids: ids, dict(sequence_bias={(5,): math.nan}), ValueError, r"the bias of \(5,\) is nan"),
+    (lambda ids: ids, dict(exponential_decay_length_penalty=(2.5, 1.1)), ValueError,
+     r"`exponential_decay_length_penalty` must be \(start, factor\)"),
+    (lambda ids: ids, dict(exponential_decay_length_penalty=(2, math.inf)), ValueError, "a finite number"),
 ]
 
 

@@ -48,11 +48,11 @@ def test_transformers_model_gets_the_same(checkpoint):
 def test_generation_config_json_wins_and_config_json_is_not_read(checkpoint, tmp_path):
     shutil.copy(checkpoint("tiny") / "config.json", tmp_path / "config.json")
     (tmp_path / "generation_config.json").write_text(json.dumps(
-        {"num_beams": 3, "max_length": 30, "decoder_start_token_id": 2, "typical_p": 1.0, "transformers_version": "5"}))
+        {"num_beams": 3, "max_length": 30, "decoder_start_token_id": 2, "diversity_penalty": 0.0, "transformers_version": "5"}))
     ours = GenerationConfig.from_pretrained(tmp_path)
     assert ours.to_dict() == hf_generation_config(tmp_path) == {"num_beams": 3, "max_length": 30,
                                                                 "decoder_start_token_id": 2}
-    assert ours.unsupported == {}                                     # typical_p 1.0 is a no-op
+    assert ours.unsupported == {}                               # diversity_penalty 0.0 is a no-op
 
 
 def test_tiny_and_kobart(checkpoint):
@@ -141,8 +141,8 @@ def test_settings_are_the_only_attributes():
     implement is refused where it is set, not ignored when generate runs."""
     cfg = GenerationConfig(bos_token_id=0)
     cfg.num_beams = 3
-    with pytest.raises(AttributeError, match="suppress_tokens is a transformers setting seq2seq_kit does not"):
-        cfg.suppress_tokens = [30]
+    with pytest.raises(AttributeError, match="guidance_scale is a transformers setting seq2seq_kit does not"):
+        cfg.guidance_scale = 1.5
     with pytest.raises(AttributeError, match="num_beam is not a generation setting; settings: max_length"):
         cfg.num_beam = 3
     assert res(cfg).num_beams == 3
@@ -156,31 +156,18 @@ def test_a_transformers_generation_config_is_refused():
 
 
 def test_unknown_kwargs_named():
-    with pytest.raises(ValueError, match=r"unknown argument\(s\) \['num_beam', 'typical_p'\]"):
-        res(GenerationConfig(bos_token_id=0), num_beam=3, typical_p=0.5)
+    with pytest.raises(ValueError, match=r"unknown argument\(s\) \['guidance_scale', 'num_beam'\]"):
+        res(GenerationConfig(bos_token_id=0), num_beam=3, guidance_scale=1.5)
 
 
 def test_unsupported_checkpoint_setting_is_refused():
-    base = GenerationConfig.from_dict({"bos_token_id": 0, "suppress_tokens": [5], "num_beam_groups": 1,
-                                       "begin_suppress_tokens": [], "sequence_bias": {}})   # [], {}: no-ops
-    assert base.unsupported == {"suppress_tokens": [5]}
-    with pytest.raises(ValueError, match="suppress_tokens"):
+    base = GenerationConfig.from_dict({"bos_token_id": 0, "guidance_scale": 1.5, "num_beam_groups": 1,
+                                       "constraints": [], "watermarking_config": {}})   # [], {}: no-ops
+    assert base.unsupported == {"guidance_scale": 1.5}
+    with pytest.raises(ValueError, match="guidance_scale"):
         res(base)
     base.unsupported = {}
     res(base)
-
-
-def test_unsupported_sampling_setting_is_refused_when_sampling():
-    """transformers applies typical_p & co. only when sampling (greedy: a warning), so a checkpoint's is refused
-    then only."""
-    base = GenerationConfig.from_dict({"bos_token_id": 0, "typical_p": 0.9})
-    assert base.unsupported == {"typical_p": 0.9}
-    assert res(base, num_beams=2).num_beams == 2
-    with pytest.raises(ValueError, match=r"sets \{'typical_p': 0.9\}, which seq2seq_kit does not implement"):
-        res(base, do_sample=True)
-    base.do_sample = True
-    with pytest.raises(ValueError, match="typical_p"):
-        res(base)
 
 
 def test_a_checkpoints_output_attentions_is_refused_where_transformers_returns_them():

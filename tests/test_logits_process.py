@@ -125,6 +125,62 @@ def test_log_softmax():
     assert_same(ours.log_softmax, hf.LogitNormalization(), histories())
 
 
+@pytest.mark.parametrize("min_p,min_keep", [(0.0, 1), (0.05, 1), (0.3, 1), (0.3, 4), (1.0, 1)])
+def test_min_p(min_p, min_keep):
+    assert_same(ours.MinP(min_p, min_keep), hf.MinPLogitsWarper(min_p, min_tokens_to_keep=min_keep), histories())
+
+
+@pytest.mark.parametrize("top_h", [0.05, 0.4, 1.0])
+def test_top_h(top_h):
+    assert_same(ours.TopH(top_h), hf.TopHLogitsWarper(top_h), histories())
+
+
+@pytest.mark.parametrize("mass,min_keep", [(0.05, 1), (0.5, 1), (0.9, 3), (0.99, 1)])
+def test_typical(mass, min_keep):
+    assert_same(ours.Typical(mass, min_keep), hf.TypicalLogitsWarper(mass, min_tokens_to_keep=min_keep), histories())
+
+
+@pytest.mark.parametrize("epsilon,min_keep", [(1e-3, 1), (0.05, 1), (0.2, 3), (0.9, 1)])
+def test_epsilon_and_eta(epsilon, min_keep):
+    assert_same(ours.Epsilon(epsilon, min_keep), hf.EpsilonLogitsWarper(epsilon, min_tokens_to_keep=min_keep),
+                histories())
+    assert_same(ours.Epsilon(epsilon, min_keep, eta=True), hf.EtaLogitsWarper(epsilon, min_tokens_to_keep=min_keep),
+                histories())
+
+
+@pytest.mark.parametrize("penalty", [0.5, 1.7])
+@pytest.mark.parametrize("rows_per_input", [1, 3])
+def test_encoder_repetition_penalty(penalty, rows_per_input):
+    enc = histories(seed=5, rows=B, length=12)
+    assert_same(ours.EncoderRepetitionPenalty(penalty, enc, rows_per_input),
+                hf.EncoderRepetitionPenaltyLogitsProcessor(penalty, enc), histories(rows=B * rows_per_input))
+
+
+BIASES = [{(3,): 5.0}, {(3,): -2.5, (4, 5): 1.5, (1, 2): -math.inf}, {(1, 2, 3): 4.0, (2, 3): 0.5, (9, 3): 2.0,
+                                                                        (3,): 1.0, (1, 2, 3, 4): -3.0}]
+
+
+@pytest.mark.parametrize("biases", BIASES)
+def test_sequence_bias(biases):
+    """Summed per last token in transformers' order (several sequences may end in the same token)."""
+    ids = histories()
+    assert_same(ours.SequenceBias(biases, "cpu"), hf.SequenceBiasLogitsProcessor(biases), ids)
+
+
+@pytest.mark.parametrize("start,factor", [(0, 1.5), (3, 1.1), (2, 0.8), (5, 3.0e8)])
+def test_exponential_decay_length_penalty(start, factor):
+    for eos in ([2], [2, 5]):
+        mine = ours.ExponentialDecayLengthPenalty(start, factor, eos, max_length=10)
+        assert_same(mine, hf.ExponentialDecayLengthPenalty((start, factor), eos, 1), histories())
+
+
+def test_suppress_tokens():
+    assert_same(ours.SuppressTokens([3, 7], V), hf.SuppressTokensLogitsProcessor([3, 7]), histories())
+    for begin in (1, 2, 5):
+        assert_same(ours.SuppressTokens([2, 7], V, begin), hf.SuppressTokensAtBeginLogitsProcessor([2, 7], begin),
+                    histories())
+
+
 # ---- the whole list, against transformers' _get_logits_processor ------------------------------------------------
 
 def _hf_processors(settings: dict, enc: torch.Tensor):
@@ -148,6 +204,11 @@ SETTINGS = [
     dict(do_sample=True, temperature=0.8, top_k=6, top_p=0.7, min_new_tokens=3, forced_eos_token_id=[2, 5],
          renormalize_logits=True),
     dict(do_sample=True, num_beams=3, top_k=1, top_p=0.2, repetition_penalty=0.9, eos_token_id=[2, 5, 6]),
+    dict(sequence_bias={(3,): 2.0, (4, 5): -1.0}, encoder_repetition_penalty=1.5, repetition_penalty=1.2,
+         exponential_decay_length_penalty=(2, 1.3), suppress_tokens=[7, 8], begin_suppress_tokens=[9],
+         forced_bos_token_id=0, do_sample=True, temperature=0.7, top_h=0.5, top_k=10, top_p=0.9, min_p=0.05,
+         typical_p=0.9, epsilon_cutoff=0.01, eta_cutoff=0.01, renormalize_logits=True),
+    dict(do_sample=True, num_beams=2, min_p=0.2, typical_p=0.95, eta_cutoff=0.001, begin_suppress_tokens=[9]),
 ]
 
 

@@ -40,10 +40,21 @@ class GenerationConfig:
     temperature: float | None = None
     top_k: int | None = None
     top_p: float | None = None
+    min_p: float | None = None
+    top_h: float | None = None
+    typical_p: float | None = None
+    epsilon_cutoff: float | None = None
+    eta_cutoff: float | None = None
     repetition_penalty: float | None = None
+    encoder_repetition_penalty: float | None = None
     no_repeat_ngram_size: int | None = None
     encoder_no_repeat_ngram_size: int | None = None
     bad_words_ids: list[list[int]] | None = None
+    # {(token ids): bias} or [[[token ids], bias], ...] (the form a JSON file holds)
+    sequence_bias: dict[tuple[int, ...], float] | list[tuple[list[int], float]] | None = None
+    suppress_tokens: list[int] | None = None
+    begin_suppress_tokens: list[int] | None = None
+    exponential_decay_length_penalty: tuple[int, float] | None = None     # (start, factor); a list in JSON
     forced_bos_token_id: int | None = None
     forced_eos_token_id: int | list[int] | None = None
     remove_invalid_values: bool | None = None
@@ -152,6 +163,18 @@ def check_types(cfg: GenerationConfig, source) -> GenerationConfig:
     if cfg.bad_words_ids is not None and not (isinstance(cfg.bad_words_ids, list) and all(
             isinstance(w, list) and all(map(is_int, w)) for w in cfg.bad_words_ids)):
         bad("bad_words_ids", "a list of lists of token ids")
+    for name in ("suppress_tokens", "begin_suppress_tokens"):
+        v = getattr(cfg, name)
+        if v is not None and not (isinstance(v, list) and all(map(is_int, v))):
+            bad(name, "a list of token ids")
+    if cfg.sequence_bias is not None and not (isinstance(cfg.sequence_bias, list) and all(
+            isinstance(p, list) and len(p) == 2 and isinstance(p[0], list) and all(map(is_int, p[0]))
+            and isinstance(p[1], Real) and not isinstance(p[1], bool) for p in cfg.sequence_bias)):
+        bad("sequence_bias", "a list of [[token ids], bias] pairs")
+    v = cfg.exponential_decay_length_penalty
+    if v is not None and not (isinstance(v, list) and len(v) == 2 and is_int(v[0]) and isinstance(v[1], Real)
+                              and not isinstance(v[1], bool)):
+        bad("exponential_decay_length_penalty", "[start, factor] (an integer and a number)")
     return cfg
 
 
@@ -160,7 +183,8 @@ def check_types(cfg: GenerationConfig, source) -> GenerationConfig:
 LIBRARY_DEFAULTS = dict(
     max_length=20, min_length=0, num_beams=1, length_penalty=1.0, early_stopping=False, num_return_sequences=1,
     do_sample=False, temperature=1.0, top_k=50, top_p=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0,
-    encoder_no_repeat_ngram_size=0, remove_invalid_values=False, renormalize_logits=False, output_scores=False,
+    encoder_no_repeat_ngram_size=0, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0, encoder_repetition_penalty=1.0,
+    remove_invalid_values=False, renormalize_logits=False, output_scores=False,
     output_logits=False, return_dict_in_generate=False,
 )
 # An explicit None for these means "not given" (transformers would fail on None); for every other key an
@@ -173,14 +197,11 @@ NONE_MEANS_OFF = dict(min_length=0, early_stopping=False, do_sample=False, remov
 OUTPUT_FLAGS = ("output_attentions", "output_hidden_states", "output_scores", "output_logits")
 # transformers generation settings seq2seq_kit does not implement, with the value that makes them a no-op
 UNSUPPORTED = dict(
-    typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0, min_p=None, top_h=None, encoder_repetition_penalty=1.0,
-    exponential_decay_length_penalty=None, suppress_tokens=None, begin_suppress_tokens=None, sequence_bias=None,
     guidance_scale=1.0, num_beam_groups=1, diversity_penalty=0.0, constraints=None, force_words_ids=None,
     max_time=None, stop_strings=None, penalty_alpha=None, dola_layers=None, token_healing=False, low_memory=False,
     prompt_lookup_num_tokens=None, assistant_early_exit=None, watermarking_config=None, use_mtp=False,
     output_attentions=False, output_hidden_states=False,
 )
-SAMPLING_ONLY = ("typical_p", "epsilon_cutoff", "eta_cutoff", "min_p", "top_h")   # transformers ignores them greedy
 DICT_ONLY = ("output_attentions", "output_hidden_states")     # returned only with return_dict_in_generate
 GENERATE_KWARGS = tuple(f.name for f in fields(GenerationConfig) if f.name != "unsupported")
 SETTING_NAMES = frozenset(f.name for f in fields(GenerationConfig))
@@ -235,14 +256,14 @@ def check_config(config, name: str) -> GenerationConfig:
 
 def _refuse_unsupported(unsupported: dict, cfg: GenerationConfig) -> None:
     """The checkpoint's settings that transformers would apply here and seq2seq_kit does not implement."""
-    applied = {k: v for k, v in unsupported.items() if (cfg.do_sample is True or k not in SAMPLING_ONLY)
-               and (cfg.return_dict_in_generate or k not in DICT_ONLY)}
+    applied = {k: v for k, v in unsupported.items() if cfg.return_dict_in_generate or k not in DICT_ONLY}
     if applied:
         raise ValueError(f"the checkpoint's generation config sets {applied}, which seq2seq_kit does not implement; "
                          "set model.generation_config.unsupported = {} to generate without them")
 
 
-FLOAT_SETTINGS = ("length_penalty", "temperature", "top_p", "repetition_penalty")
+FLOAT_SETTINGS = ("length_penalty", "temperature", "top_p", "min_p", "top_h", "typical_p", "epsilon_cutoff", "eta_cutoff",
+                  "repetition_penalty", "encoder_repetition_penalty")
 FLOAT32_MAX = 3.4028234663852886e38
 
 
@@ -345,6 +366,7 @@ def _validate(cfg: GenerationConfig, vocab_size: int, max_position_embeddings: i
     for name in ("bos_token_id", "pad_token_id", "decoder_start_token_id", "forced_bos_token_id"):
         if getattr(cfg, name) is not None:
             _check_token(name, getattr(cfg, name), vocab_size)
+    _validate_processors(cfg, vocab_size)
     _check_int("top_k", cfg.top_k, 0, allow_none=True)
     if cfg.top_p is not None and not (isinstance(cfg.top_p, Real) and 0 <= cfg.top_p <= 1):
         raise ValueError(f"`top_p` must be in [0, 1], got {cfg.top_p!r}")
@@ -352,3 +374,75 @@ def _validate(cfg: GenerationConfig, vocab_size: int, max_position_embeddings: i
                                                               and cfg.temperature > 0):
         raise ValueError(f"`temperature` must be > 0 when do_sample=True, got {cfg.temperature!r} "
                          "(for greedy decoding use do_sample=False)")
+
+
+def _validate_processors(cfg: GenerationConfig, vocab_size: int) -> None:
+    """The settings of the less common processors (sequence bias, suppressed tokens, the length penalty on EOS,
+    the sampling cut-offs), with transformers' ranges; a cut-off outside the range where it applies is off, as
+    there (typical_p >= 1, epsilon_cutoff / eta_cutoff outside (0, 1))."""
+    for name in ("min_p", "top_h", "typical_p", "epsilon_cutoff", "eta_cutoff", "encoder_repetition_penalty"):
+        value = getattr(cfg, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
+            raise ValueError(f"`{name}` must be a number, got {value!r}")
+    if cfg.do_sample and cfg.min_p is not None and not 0 <= cfg.min_p <= 1:
+        raise ValueError(f"`min_p` must be in [0, 1], got {cfg.min_p!r}")
+    if cfg.do_sample and cfg.top_h is not None and not 0 < cfg.top_h <= 1:
+        raise ValueError(f"`top_h` must be in (0, 1], got {cfg.top_h!r}")
+    if cfg.do_sample and cfg.typical_p is not None and cfg.typical_p <= 0:
+        raise ValueError(f"`typical_p` must be > 0 (1 or more: off), got {cfg.typical_p!r}")
+    if cfg.encoder_repetition_penalty is not None and cfg.encoder_repetition_penalty <= 0:
+        raise ValueError(f"`encoder_repetition_penalty` must be a number > 0, got {cfg.encoder_repetition_penalty!r}")
+    for name in ("suppress_tokens", "begin_suppress_tokens"):
+        value = getattr(cfg, name)
+        if value is not None:
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"`{name}` must be a list of token ids, got {value!r}")
+            for token in value:
+                _check_token(name, token, vocab_size)
+    _check_forced_not_suppressed(cfg)
+    sequence_biases(cfg.sequence_bias, vocab_size)
+    decay = cfg.exponential_decay_length_penalty
+    if decay is not None and not (isinstance(decay, (list, tuple)) and len(decay) == 2
+                                  and isinstance(decay[0], int) and not isinstance(decay[0], bool)
+                                  and isinstance(decay[1], Real) and not isinstance(decay[1], bool)
+                                  and math.isfinite(decay[1])):
+        raise ValueError("`exponential_decay_length_penalty` must be (start, factor): an integer (new tokens "
+                         f"before the penalty starts) and a finite number, got {decay!r}")
+
+
+def _check_forced_not_suppressed(cfg: GenerationConfig) -> None:
+    """transformers' GenerationConfig.validate: forcing only tokens that are suppressed leaves no token."""
+    for name in ("forced_bos_token_id", "forced_eos_token_id"):
+        forced = getattr(cfg, name)
+        forced = {forced} if isinstance(forced, int) else set(forced or [])
+        if cfg.suppress_tokens is not None and forced and forced <= set(cfg.suppress_tokens):
+            raise ValueError(f"every token of `{name}` ({sorted(forced)}) is in `suppress_tokens`: no token would be "
+                             f"left at the forced step; remove it from one of them (to keep EOS away early, use "
+                             f"`min_new_tokens`)")
+
+
+def sequence_biases(sequence_bias, vocab_size: int) -> dict[tuple[int, ...], float] | None:
+    """`sequence_bias` as {(token ids): bias}, from that dict or from [[token ids], bias] pairs (a later pair of
+    the same tokens wins, as in transformers); a ValueError naming what is wrong."""
+    if sequence_bias is None:
+        return None
+    form = "{(token ids): bias} or [[[token ids], bias], ...], non-empty"
+    if isinstance(sequence_bias, dict):
+        pairs = list(sequence_bias.items())
+    elif isinstance(sequence_bias, (list, tuple)) and all(isinstance(p, (list, tuple)) and len(p) == 2
+                                                          for p in sequence_bias):
+        pairs = [(p[0], p[1]) for p in sequence_bias]
+    else:
+        raise ValueError(f"`sequence_bias` must be {form}, got {sequence_bias!r}")
+    if not pairs:
+        raise ValueError(f"`sequence_bias` must be {form}, got {sequence_bias!r}")
+    biases = {}
+    for tokens, bias in pairs:
+        if not (isinstance(tokens, (list, tuple)) and tokens) or isinstance(bias, bool) or not isinstance(bias, Real):
+            raise ValueError(f"`sequence_bias` must be {form}; {tokens!r}: {bias!r} is not")
+        for token in tokens:
+            _check_token("sequence_bias", token, vocab_size)
+        if math.isnan(bias):
+            raise ValueError(f"`sequence_bias`: the bias of {tokens!r} is nan")
+        biases[tuple(tokens)] = float(bias)
+    return biases

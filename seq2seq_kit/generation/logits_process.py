@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from .config import GenerationConfig
+from .config import GenerationConfig, sequence_biases
 
 
 class RepetitionPenalty:
@@ -56,6 +56,72 @@ def _ban(scores: torch.Tensor, matches: torch.Tensor, next_tokens: torch.Tensor)
     # non-matching windows write to a spare column past the vocabulary
     banned.scatter_(1, torch.where(matches, next_tokens, vocab_size), True)
     return scores.masked_fill_(banned[:, :vocab_size], -math.inf)
+
+
+class EncoderRepetitionPenalty:
+    """Every token of the row's encoder input (padding included, as transformers): with p = 1 / penalty,
+    score * p if score < 0 else score / p (penalty > 1 favours copying from the input)."""
+
+    def __init__(self, penalty: float, encoder_input_ids: torch.Tensor, rows_per_input: int):
+        self.inverse = 1 / penalty                                           # transformers' own rounding
+        # [R, S]; -1 (empty fixed-capacity slots) reads column 0 of rows that are not stepped
+        self.ids = encoder_input_ids.clamp(min=0).repeat_interleave(rows_per_input, dim=0)
+
+    def join(self, other: EncoderRepetitionPenalty, rows: int, other_rows: int) -> EncoderRepetitionPenalty:
+        width = max(self.ids.shape[1], other.ids.shape[1])
+        self.ids = torch.cat((_widen(self.ids, width), _widen(other.ids, width)))
+        return self
+
+    def select(self, rows: torch.Tensor) -> EncoderRepetitionPenalty:
+        self.ids = self.ids.index_select(0, rows)
+        return self
+
+    def put(self, rows: slice, other: EncoderRepetitionPenalty) -> None:
+        self.ids[rows] = _widen(other.ids, self.ids.shape[1])
+
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
+        seen = scores.gather(1, self.ids)                                    # [R, S]
+        return scores.scatter_(1, self.ids, torch.where(seen < 0, seen * self.inverse, seen / self.inverse))
+
+
+def _widen(ids: torch.Tensor, width: int) -> torch.Tensor:
+    """ids [R, S] -> [R, width], each row padded with its first token (a token it penalises anyway: the same
+    value scattered twice)."""
+    return torch.cat((ids, ids[:, :1].expand(-1, width - ids.shape[1])), dim=1)
+
+
+class SequenceBias:
+    """Add each token sequence's bias to its last token's score where the rest of it ends the sequence (a
+    one-token sequence: always), summed as transformers' SequenceBiasLogitsProcessor sums them; only the
+    columns of biased tokens are touched."""
+
+    def __init__(self, biases: dict[tuple[int, ...], float], device):
+        self.columns = torch.tensor(sorted({s[-1] for s in biases}), dtype=torch.long, device=device)     # [C]
+        column = {token: i for i, token in enumerate(self.columns.tolist())}
+        self.single = torch.zeros(len(column), device=device)                                            # [C]
+        for s, bias in biases.items():
+            if len(s) == 1:
+                self.single[column[s[0]]] = bias
+        by_prefix_len: dict[int, list] = {}
+        for s, bias in biases.items():
+            if len(s) > 1:
+                by_prefix_len.setdefault(len(s) - 1, []).append((s, bias))
+        self.groups = [                     # (prefixes [G, P], their last tokens' columns [G], biases [G])
+            (torch.tensor([s[:-1] for s, _ in g], device=device),
+             torch.tensor([column[s[-1]] for s, _ in g], device=device),
+             torch.tensor([bias for _, bias in g], device=device))
+            for g in by_prefix_len.values()
+        ]
+
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
+        bias = self.single.expand(scores.shape[0], -1).clone()                                           # [R, C]
+        for prefixes, columns, biases in self.groups:
+            n = prefixes.shape[1]
+            if n > seq.shape[1]:
+                continue
+            matches = (_last(seq, cur_len, n)[:, None] == prefixes).all(dim=-1) & (cur_len >= n)         # [R, G]
+            bias.index_add_(1, columns, torch.where(matches, biases, 0.0))
+        return scores.index_copy_(1, self.columns, scores.index_select(1, self.columns) + bias)
 
 
 class NoRepeatNGram:
@@ -213,6 +279,62 @@ class ForcedToken(LengthSetting):
         return torch.where(at, self.forced, scores, out=scores)                # in place: no fresh [R, V]
 
 
+class ExponentialDecayLengthPenalty:
+    """From `start` new tokens on, EOS scores grow each step: s + |s| * (factor ** steps - 1), steps counted
+    past start (transformers' ExponentialDecayLengthPenalty; factor ** steps in double, as there, kept per step
+    in a table for lengths held in tensors)."""
+
+    def __init__(self, start: int, factor: float, eos_token_id: list[int], max_length: int, device=None):
+        self.start, self.factor = start + 1, factor                         # start: + the decoder start token
+        self.eos = torch.tensor(eos_token_id, device=device)
+        self.growth = torch.tensor([_power(factor, steps) - 1 for steps in range(max(max_length - self.start, 1))],
+                                   dtype=torch.float32, device=device)      # [steps]; index 0: no change
+
+    def join(self, other: ExponentialDecayLengthPenalty, rows: int, other_rows: int) -> ExponentialDecayLengthPenalty:
+        if other.growth.shape[0] > self.growth.shape[0]:                     # the longer max_length's table
+            self.growth = other.growth
+        return self
+
+    def put(self, rows: slice, other: ExponentialDecayLengthPenalty) -> None:
+        self.join(other, 0, 0)
+
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
+        steps = cur_len - self.start
+        if isinstance(steps, int):
+            if steps <= 0:
+                return scores
+            growth = _power(self.factor, steps) - 1
+        else:
+            growth = self.growth[steps.clamp(0, self.growth.shape[0] - 1)]  # [] or [R, 1]
+        eos_scores = scores.index_select(1, self.eos)                        # [R, E]
+        penalty = (eos_scores.abs() * growth).masked_fill_(~torch.isfinite(eos_scores), 0.0)
+        return scores.index_copy_(1, self.eos, eos_scores + penalty)
+
+
+def _power(factor: float, steps: int) -> float:
+    """factor ** steps in double; past double's range inf (transformers raises OverflowError there; float32
+    scores became inf long before)."""
+    try:
+        return math.pow(factor, steps)
+    except OverflowError:
+        return math.inf
+
+
+class SuppressTokens:
+    """These tokens get -inf; at_length: only when the decoder sequence has that length (begin_suppress_tokens)."""
+
+    def __init__(self, token_ids: list[int], vocab_size: int, at_length: int | None = None, device=None):
+        self.mask = torch.zeros(vocab_size, dtype=torch.bool, device=device)                              # [V]
+        self.mask[list(token_ids)] = True
+        self.at_length = at_length
+
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
+        at = True if self.at_length is None else cur_len == self.at_length  # bool, or a tensor [] or [R, 1]
+        if isinstance(at, bool):
+            return scores.masked_fill_(self.mask, -math.inf) if at else scores
+        return scores.masked_fill_(at & self.mask, -math.inf)
+
+
 def _windows(windows: torch.Tensor | None, rows: int, n: int, device) -> torch.Tensor:
     """Encoder n-gram windows [rows, W, n], or one window of -1s per row for an input shorter than n."""
     return windows if windows is not None else torch.full((rows, 1, n), -1, dtype=torch.long, device=device)
@@ -260,6 +382,86 @@ class TopP:
         return scores.masked_fill_(remove, -math.inf)
 
 
+class TopH:
+    """Of the 100 best tokens, keep the first ones whose running entropy sum stays <= top_h * their distribution's
+    entropy (the best always) (transformers' TopHLogitsWarper)."""
+    top_n = 100
+
+    def __init__(self, top_h: float):
+        self.top_h = top_h
+
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
+        top_logits, top_idx = torch.topk(scores, min(self.top_n, scores.shape[-1]), dim=-1)              # [R, N]
+        logits, probs = _categorical(top_logits)
+        tau = (_entropy(logits, probs) * self.top_h).unsqueeze(-1)                                       # [R, 1]
+        selected = torch.cumsum(-probs * torch.log(probs), dim=-1) <= tau
+        selected[:, 0] = True
+        keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, top_idx, selected)
+        return scores.masked_fill_(~keep, -math.inf)
+
+
+def _categorical(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.distributions.Categorical(logits=scores)'s normalised logits and probs (without its argument
+    validation, a host read)."""
+    logits = scores - scores.logsumexp(dim=-1, keepdim=True)
+    return logits, logits.softmax(dim=-1)
+
+
+def _entropy(logits: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """Categorical.entropy() of _categorical's pair -> [R]."""
+    return -(logits.clamp(min=torch.finfo(logits.dtype).min) * probs).sum(-1)
+
+
+class MinP:
+    """Drop tokens less probable than min_p times the best one (keeping the min_tokens_to_keep best)."""
+
+    def __init__(self, min_p: float, min_tokens_to_keep: int):
+        self.min_p, self.min_keep = min_p, min_tokens_to_keep
+
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
+        probs = scores.softmax(dim=-1)
+        remove = probs < self.min_p * probs.amax(dim=-1, keepdim=True)
+        remove.scatter_(-1, torch.topk(probs, min(self.min_keep, probs.shape[-1]), dim=-1).indices, False)
+        return scores.masked_fill_(remove, -math.inf)
+
+
+class Typical:
+    """Keep the tokens whose surprisal is closest to the entropy, until their probability sums to typical_p."""
+
+    def __init__(self, mass: float, min_tokens_to_keep: int):
+        self.mass, self.min_keep = mass, min_tokens_to_keep
+
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
+        normalized = scores.log_softmax(dim=-1)
+        p = torch.exp(normalized)
+        ent = -(normalized * p).nansum(-1, keepdim=True)                                                 # [R, 1]
+        shifted = torch.abs((-normalized) - ent)
+        sorted_shifted, order = torch.sort(shifted, descending=False)
+        cumulative = scores.gather(-1, order).softmax(dim=-1).cumsum(dim=-1)
+        last = (cumulative < self.mass).sum(dim=1).clamp_(max=sorted_shifted.shape[-1] - 1)              # [R]
+        remove = sorted_shifted > sorted_shifted.gather(1, last.view(-1, 1))
+        remove[..., :self.min_keep] = False
+        return scores.masked_fill_(remove.scatter(1, order, remove), -math.inf)
+
+
+class Epsilon:
+    """Drop tokens of probability < epsilon (eta: < min(eta, sqrt(eta) * exp(-entropy)), the eta_cutoff
+    setting), keeping the min_tokens_to_keep best."""
+
+    def __init__(self, epsilon: float, min_tokens_to_keep: int, eta: bool = False, device=None):
+        self.epsilon = torch.tensor(epsilon, device=device) if eta else epsilon
+        self.eta, self.min_keep = eta, min_tokens_to_keep
+
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
+        probs = scores.softmax(dim=-1)
+        cutoff = self.epsilon
+        if self.eta:
+            entropy = _entropy(*_categorical(scores))                                                    # [R]
+            cutoff = torch.min(self.epsilon, torch.sqrt(self.epsilon) * torch.exp(-entropy))[..., None]
+        kth = torch.topk(scores, min(self.min_keep, scores.shape[-1]))[0][..., -1, None]                 # [R, 1]
+        return scores.masked_fill_((probs < cutoff) & (scores < kth), -math.inf)
+
+
 def log_softmax(seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
     return scores.log_softmax(dim=-1)
 
@@ -270,6 +472,10 @@ def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, row
     eos = cfg.eos_token_id
     device = encoder_input_ids.device
     procs: list = []
+    if cfg.sequence_bias is not None:
+        procs.append(SequenceBias(sequence_biases(cfg.sequence_bias, vocab_size), device))
+    if cfg.encoder_repetition_penalty is not None and cfg.encoder_repetition_penalty != 1.0:
+        procs.append(EncoderRepetitionPenalty(cfg.encoder_repetition_penalty, encoder_input_ids, rows_per_input))
     if cfg.repetition_penalty is not None and cfg.repetition_penalty != 1.0:
         procs.append(RepetitionPenalty(cfg.repetition_penalty))
     if cfg.no_repeat_ngram_size:
@@ -287,15 +493,33 @@ def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, row
         procs.append(ForcedToken(cfg.max_length - 1, forced_eos, vocab_size, device))
     if cfg.remove_invalid_values:
         procs.append(remove_inf_nan)
+    if cfg.exponential_decay_length_penalty is not None and eos is not None:
+        start, factor = cfg.exponential_decay_length_penalty
+        procs.append(ExponentialDecayLengthPenalty(start, factor, eos, cfg.max_length, device))
+    if cfg.suppress_tokens is not None:
+        procs.append(SuppressTokens(cfg.suppress_tokens, vocab_size, device=device))
+    if cfg.begin_suppress_tokens is not None:       # the first new token's step; after a forced BOS, the next
+        begin = 1 if cfg.forced_bos_token_id is None else 2
+        procs.append(SuppressTokens(cfg.begin_suppress_tokens, vocab_size, begin, device))
     if cfg.do_sample:
         # beams keep one non-EOS token more than there are EOS ids, so a beam can always continue
         min_keep = (len(eos) + 1 if eos is not None else 2) if cfg.num_beams > 1 else 1
         if cfg.temperature is not None and cfg.temperature != 1.0:
             procs.append(Temperature(cfg.temperature))
+        if cfg.top_h is not None:
+            procs.append(TopH(cfg.top_h))
         if cfg.top_k:
             procs.append(TopK(cfg.top_k, min_keep))
         if cfg.top_p is not None and cfg.top_p < 1.0:
             procs.append(TopP(cfg.top_p, min_keep))
+        if cfg.min_p is not None:
+            procs.append(MinP(cfg.min_p, min_keep))
+        if cfg.typical_p is not None and cfg.typical_p < 1.0:
+            procs.append(Typical(cfg.typical_p, min_keep))
+        if cfg.epsilon_cutoff is not None and 0.0 < cfg.epsilon_cutoff < 1.0:
+            procs.append(Epsilon(cfg.epsilon_cutoff, min_keep))
+        if cfg.eta_cutoff is not None and 0.0 < cfg.eta_cutoff < 1.0:
+            procs.append(Epsilon(cfg.eta_cutoff, min_keep, eta=True, device=device))
     if cfg.renormalize_logits:
         procs.append(log_softmax)
     return procs
