@@ -93,6 +93,24 @@ def test_packed_models_save_quantize_and_cast_from_their_dense_values(tmp_path):
     assert packed_int8.quantize_int8().quantized
 
 
+def test_a_move_that_changes_nothing_keeps_the_kernels():
+    """model.to("cpu") / float() on a float32 CPU model (what pipeline(model=loaded, device="cpu") does) packs the
+    layers again: the same kernels, bit-identical scores; a real cast still unpacks."""
+    model = small_model()
+    model.set_kernels(ALL_PACKED)
+    table = model.kernel_table()
+    ids = torch.randint(4, SMALL["vocab_size"], (2, 7), generator=torch.Generator().manual_seed(0))
+    kwargs = dict(num_beams=2, max_length=10, return_dict_in_generate=True, output_scores=True)
+    before = model.generate(ids, **kwargs)
+    for move in (lambda m: m.to("cpu"), lambda m: m.float(), lambda m: m.to(torch.float32), lambda m: m.cpu()):
+        move(model)
+        assert model.kernel_table() == table
+        after = model.generate(ids, **kwargs)
+        assert all(torch.equal(a, b) for a, b in zip(before.scores, after.scores))
+    model.to(torch.bfloat16)
+    assert not any(m.packed for ms in model.decoder_linears().values() for m in ms)
+
+
 def test_unknown_kernels_and_kinds_are_refused():
     model = small_model()
     with pytest.raises(ValueError, match="unknown kernel or row class"):

@@ -510,19 +510,26 @@ class BartNetwork(nn.Module):
                                 for k, ms in self.decoder_linears().items()})
 
     def _apply(self, fn, recurse=True):
-        """Moving or casting the network (to, half, cuda) first gives packed weights back their dense layout. An int8
-        network stays a float32 CPU one (its packed int8 layers would not follow)."""
+        """Moving or casting the network (to, half, cuda) first gives packed weights back their dense layout; a move
+        that changes neither device nor dtype (model.to("cpu") on the CPU, float() on float32) packs them again, so
+        it keeps the kernels it ran. An int8 network stays a float32 CPU one (its packed int8 layers would not
+        follow)."""
         if self.quantized:
             probe = fn(torch.zeros((), device=self.device))
             if (probe.dtype, probe.device) != (torch.float32, self.device):
                 raise ValueError(f"this model's linear layers are int8 (quantize_int8), which run on the CPU with "
                                  f"float32 activations only: it cannot become {probe.dtype} on {probe.device}; "
                                  "load the float model for that")
+        before = (self.device, self.dtype)
+        table = self.kernel_table()
         for modules in self.decoder_linears().values():
             for m in modules:
                 if isinstance(m, KernelLinear) and m.packed:
                     m.use({})
-        return super()._apply(fn, recurse)
+        out = super()._apply(fn, recurse)
+        if (self.device, self.dtype) == before:
+            self.set_kernels(table)
+        return out
 
     # ---- int8 (models/quantize.py) --------------------------------------------------------------------------
 
