@@ -105,6 +105,84 @@ def test_graph_bookkeeping_on_cpu(checkpoint, monkeypatch, kwargs):
     whole_step.KEPT.pop(model, None)                # the kept graphs hold the model's step: let the model go
 
 
+GRAPHED = [dict(num_beams=3, max_length=16, return_dict_in_generate=True, output_scores=True),
+           dict(num_beams=1, max_length=16), dict(do_sample=True, top_k=8, max_length=16)]
+
+
+def emulate_graphs(model, monkeypatch):
+    """generate's CUDA-graph paths on the CPU (the graphs emulated); returns the generate module."""
+    generate_module = importlib.import_module("seq2seq_kit.generation.generate")   # the package shadows its name
+    monkeypatch.setattr(cuda_capture, "CapturedStep", EmulatedGraph)
+    monkeypatch.setattr(generate_module, "use_cuda_graph", lambda cuda_graph, device: bool(cuda_graph))
+    return generate_module
+
+
+def sequences(out):
+    return out if isinstance(out, torch.Tensor) else out.sequences
+
+
+@pytest.mark.parametrize("kwargs", GRAPHED)
+def test_a_graphed_result_is_not_overwritten_by_the_next_call(checkpoint, monkeypatch, kwargs):
+    """The whole-step graph's search state is the next same-shape call's: what generate returned is a copy."""
+    model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))
+    emulate_graphs(model, monkeypatch)
+    first, second = batch(model, seed=3), batch(model, seed=4)
+    seeded = lambda: dict(generator=torch.Generator().manual_seed(1)) if kwargs.get("do_sample") else {}
+    out = model.generate(*first, cuda_graph=True, **seeded(), **kwargs)
+    eager = model.generate(*first, cuda_graph=False, **seeded(), **kwargs)
+    model.generate(*second, cuda_graph=True, **seeded(), **kwargs)
+    assert torch.equal(sequences(out), sequences(eager))
+    if kwargs.get("output_scores"):
+        torch.testing.assert_close(out.sequences_scores, eager.sequences_scores, atol=1e-5, rtol=0)
+    whole_step.KEPT.pop(model, None)
+
+
+@pytest.mark.parametrize("kwargs", GRAPHED)
+def test_calls_from_two_threads_take_turns_on_the_kept_graphs(checkpoint, monkeypatch, kwargs):
+    """A second thread's same-shape call would load its inputs into the graph the first is replaying: it waits
+    for the first call to end (the first call gives it 1 s to barge in)."""
+    import threading
+
+    model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))
+    generate_module = emulate_graphs(model, monkeypatch)
+    inputs = {"first": batch(model, seed=3), "second": batch(model, seed=4)}
+    seeded = lambda: dict(generator=torch.Generator().manual_seed(1)) if kwargs.get("do_sample") else {}
+    eager = {name: model.generate(*x, cuda_graph=False, **seeded(), **kwargs) for name, x in inputs.items()}
+    second_loaded = threading.Event()
+    load, run = (("start_decoding", "decode") if kwargs.get("do_sample") else ("graphed_search", "decode_graphed"))
+    owner = model if load == "start_decoding" else generate_module
+    real_load, real_run = getattr(owner, load), getattr(generate_module, run)
+
+    def loading(*args, **kw):
+        out = real_load(*args, **kw)
+        if threading.current_thread().name == "second":
+            second_loaded.set()
+        return out
+
+    def running(*args, **kw):
+        if threading.current_thread().name == "first":
+            threads.append(threading.Thread(target=call, args=("second",), name="second"))
+            threads[-1].start()
+            second_loaded.wait(1.0)
+        return real_run(*args, **kw)
+
+    outputs, threads = {}, []
+
+    def call(name):
+        outputs[name] = model.generate(*inputs[name], cuda_graph=True, **seeded(), **kwargs)
+
+    monkeypatch.setattr(owner, load, loading)
+    monkeypatch.setattr(generate_module, run, running)
+    threads.append(threading.Thread(target=call, args=("first",), name="first"))
+    threads[0].start()
+    threads[0].join()
+    threads[1].join()
+    assert second_loaded.is_set()
+    for name in inputs:
+        assert torch.equal(sequences(outputs[name]), sequences(eager[name])), name
+    whole_step.KEPT.pop(model, None)
+
+
 # ---- CUDA (run when a GPU is lent) --------------------------------------------------------------------------------
 
 @pytest.mark.cuda

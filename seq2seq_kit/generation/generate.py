@@ -15,7 +15,7 @@ from .logits_process import build_processors
 from .protocol import Seq2SeqModel
 from .sampling import SampleSearch
 from .sync_free import decode
-from .whole_step import decode_graphed, graphed_search
+from .whole_step import decode_graphed, graph_lock, graphed_search
 
 # Steps between two reads of the stop flag on the whole-step CUDA graph (up to this many - 1 wasted steps at the
 # end). Sampling reads every step: a wasted step would still draw from the generator. Not yet tuned on a GPU
@@ -58,21 +58,42 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     input_ids, padding_mask, cfg = prepare(model, input_ids, attention_mask, kwargs, generator)
     cuda_graph = use_cuda_graph(cuda_graph, model.device)
     encoder_hidden = model.encode_unchecked(input_ids, padding_mask)                  # [B, S, D], once
-    if cuda_graph and WHOLE_STEP_GRAPH and not cfg.do_sample:   # decoder, processors, search, reorder: one graph
-        graph = graphed_search(model, encoder_hidden, padding_mask, cfg, input_ids, rows_per_input(cfg),
-                               lambda: start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device))
-        return result(cfg, decode_graphed(graph, GRAPH_CHECK_EVERY))
+    if cuda_graph:
+        with graph_lock(model):                     # the kept graphs' buffers hold one call's inputs and state
+            return decode_on_graphs(model, encoder_hidden, padding_mask, cfg, input_ids, generator)
     step, cache = model.start_decoding(encoder_hidden, padding_mask, rows_per_input(cfg),
-                                       max_length=cfg.max_length - 1, cuda_graph=cuda_graph)   # a slot per step
+                                       max_length=cfg.max_length - 1)                # a cache slot per step
     search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator)
-    if cuda_graph:                  # the decoder-only graph, the search eager: read the device back every few steps
-        decode(step, cache, search, check_every=1 if cfg.do_sample else GRAPH_CHECK_EVERY)
-        return result(cfg, search)
     while not search.done:
         parents = search.advance(step(search.tokens(), cache))                        # logits [R, V]
         if parents is not None:
             cache.reorder(parents)
     return result(cfg, search)
+
+
+def decode_on_graphs(model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None,
+                     cfg: GenerationConfig, input_ids: torch.Tensor, generator: torch.Generator | None):
+    """generate's CUDA-graph paths (the caller holds the model's graph_lock): greedy and beam search replay the whole
+    step, its output copied out of the kept graph's buffers (the next call's); sampling replays the decoder-only
+    graph with the search eager, reading the device back every step."""
+    if WHOLE_STEP_GRAPH and not cfg.do_sample:          # decoder, processors, search, reorder: one graph
+        graph = graphed_search(model, encoder_hidden, padding_mask, cfg, input_ids, rows_per_input(cfg),
+                               lambda: start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device))
+        return copied(result(cfg, decode_graphed(graph, GRAPH_CHECK_EVERY)))
+    step, cache = model.start_decoding(encoder_hidden, padding_mask, rows_per_input(cfg),
+                                       max_length=cfg.max_length - 1, cuda_graph=True)
+    search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator)
+    decode(step, cache, search, check_every=1 if cfg.do_sample else GRAPH_CHECK_EVERY)
+    return result(cfg, search)
+
+
+def copied(out):
+    """generate's output with tensors of its own (a kept graph's search state is reused by the next call)."""
+    if isinstance(out, torch.Tensor):
+        return out.clone()
+    clone = lambda t: None if t is None else t.clone()
+    return replace(out, sequences=out.sequences.clone(), sequences_scores=clone(out.sequences_scores),
+                   beam_indices=clone(out.beam_indices))
 
 
 def prepare(model: Seq2SeqModel, input_ids, attention_mask, kwargs: dict, generator):

@@ -18,11 +18,14 @@ Decisions:
   * Up to KEEP graphs are kept per model (`KEPT`, weakly keyed by the model; the least recently used goes
     first) and reused by a later generate call with the same `whole_step_key` (shapes, settings, weights): that
     call's cross-attention keys/values, search state and input-dependent processor tensors are copied into the
-    captured ones. Other keys capture anew (a warm-up of two eager steps, then the capture).
+    captured ones. Other keys capture anew (a warm-up of two eager steps, then the capture). A kept graph's
+    buffers hold one call's inputs and state, so generate uses a model's graphs (these and the model's
+    decoder-only one) under its `graph_lock`, one call at a time, and copies its result out of them.
 """
 
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import Callable, TypeVar
 
@@ -36,6 +39,14 @@ from .sync_free import SearchProgress, run_until_stopped
 T = TypeVar("T")
 KEEP = 4                                                          # graphs kept per model
 KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()     # model -> {key: WholeStepGraph}, oldest first
+LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()    # model -> its graph_lock
+MAKING_LOCKS = threading.Lock()
+
+
+def graph_lock(model: Seq2SeqModel) -> threading.Lock:
+    """The lock under which one generate call at a time uses the model's kept CUDA graphs."""
+    with MAKING_LOCKS:
+        return LOCKS.setdefault(model, threading.Lock())
 
 
 def step_once(step: Step, cache: Cache, search: SearchProgress) -> None:
