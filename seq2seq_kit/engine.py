@@ -50,6 +50,7 @@ import bisect
 import collections
 import itertools
 import threading
+import weakref
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field, replace
 
@@ -82,6 +83,7 @@ class Request:
     input_ids: torch.Tensor                     # [1, S] long, on the model's device
     config: GenerationConfig                    # resolved settings
     generator: torch.Generator | None
+    engine: Engine = field(repr=False)                # kept alive while its requests are held (see serve)
     future: Future = field(default_factory=Future, repr=False)
     group: Group | None = field(default=None, repr=False)  # set on admission: the search it steps in
     cache: object = field(default=None, repr=False)       # set on admission: its KV cache
@@ -190,8 +192,10 @@ class Engine:
         self._closing = False
         if model.device.type == "cpu":
             cpu_threads.hand_over_pool()            # this thread's OpenMP workers would slow the engine's: see there
-        self._thread = threading.Thread(target=self._loop, name="seq2seq_kit-engine", daemon=True)
+        self._thread = threading.Thread(target=serve, args=(weakref.ref(self), self._wake), name="seq2seq_kit-engine",
+                                        daemon=True)
         self._thread.start()
+        weakref.finalize(self, wake_up, self._wake)     # an engine dropped unclosed ends its thread (see serve)
 
     # ---- the caller's side (any thread) --------------------------------------------------------------------
 
@@ -203,7 +207,7 @@ class Engine:
         if cuda_graph:
             raise ValueError("the engine chooses how it steps its batch (Engine(fixed_capacity=...)); "
                              "cuda_graph=True is for generate()")
-        request = Request(ids, config, generator)
+        request = Request(ids, config, generator, self)
         if ids.shape[1] > self.max_source_tokens:
             raise ValueError(f"input_ids has {ids.shape[1]} tokens, more than this engine's max_source_tokens="
                              f"{self.max_source_tokens}; truncate it or raise max_source_tokens")
@@ -240,42 +244,49 @@ class Engine:
         return sum(r.rows for r in self.running)
 
     def close(self, cancel_pending: bool = False, timeout: float | None = None) -> None:
-        """Stop accepting; finish every running request and, unless cancel_pending, every waiting one."""
+        """Stop accepting; finish every running request and, unless cancel_pending, every waiting one. Called from
+        the engine's own thread (a request's done-callback), it returns at once: the thread ends after the step."""
         with self._wake:
             self._closing = True
             if cancel_pending:
                 for request in self.waiting:
                     request.cancel()
             self._wake.notify()
-        self._thread.join(timeout)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
 
     def __enter__(self) -> Engine:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        """Leaving the block by an exception (Ctrl-C included) cancels the waiting requests; the running ones
+        finish."""
+        self.close(cancel_pending=exc_type is not None)
 
-    # ---- the engine's thread ----------------------------------------------------------------------------------
+    # ---- the engine's thread (serve) --------------------------------------------------------------------------
+
+    def _idle(self) -> bool:
+        return not self.waiting and not self.running and not self._closing
+
+    def _next(self) -> list[Request] | None:
+        """The requests to admit before the next step, or None when the engine is closed and done (lock held)."""
+        if self._closing and not self.waiting and not self.running:
+            return None
+        return self._take_admissible()
 
     @torch.no_grad()
-    def _loop(self) -> None:
-        while True:
-            with self._wake:
-                while not self.waiting and not self.running and not self._closing:
-                    self._wake.wait()
-                if self._closing and not self.waiting and not self.running:
-                    return
-                admitted = self._take_admissible()
-            try:
-                self._admit(admitted)
-                if self.running:
-                    self._step()
-            except Exception as e:   # noqa: BLE001 - a failed step fails its requests, never the engine
-                self._fail(admitted + self.running, e)
-            except BaseException as e:   # noqa: BLE001 - SystemExit & co. from user code: callers get an Exception
-                error = RuntimeError(f"the engine's step raised {e!r}")   # (asyncio would stop its loop on e)
-                error.__cause__ = e
-                self._fail(admitted + self.running, error)
+    def _run(self, admitted: list[Request]) -> None:
+        """Admit, then one step of every running request."""
+        try:
+            self._admit(admitted)
+            if self.running:
+                self._step()
+        except Exception as e:   # noqa: BLE001 - a failed step fails its requests, never the engine
+            self._fail(admitted + self.running, e)
+        except BaseException as e:   # noqa: BLE001 - SystemExit & co. from user code: callers get an Exception
+            error = RuntimeError(f"the engine's step raised {e!r}")   # (asyncio would stop its loop on e)
+            error.__cause__ = e
+            self._fail(admitted + self.running, error)
 
     def _fail(self, requests: list[Request], error: BaseException) -> None:
         """A step failed: its requests get the error, but those that had finished at the step before (fixed
@@ -630,6 +641,33 @@ class FixedCapacity:
         for r in requests:
             r.cache.steps += 1
         return each_group(groups, lambda group: group.step(self.logits))
+
+
+def serve(engine_ref: weakref.ref, wake: threading.Condition) -> None:
+    """The engine's thread: steps it while it has work, until it is closed and done. While idle it holds the engine
+    only weakly, so an engine dropped without close() is collected, and its finalizer wakes this thread to end, as
+    ThreadPoolExecutor's workers end with their executor. (A submitted request holds its engine: one dropped with
+    requests someone still holds runs them.)"""
+    engine = engine_ref()
+    while True:
+        with wake:
+            while engine._idle():
+                engine = None                           # wait without holding it
+                if engine_ref() is None:                # collected just now (its wake_up found nobody waiting)
+                    return
+                wake.wait()
+                engine = engine_ref()
+                if engine is None:
+                    return
+            admitted = engine._next()
+        if admitted is None:
+            return
+        engine._run(admitted)
+
+
+def wake_up(wake: threading.Condition) -> None:
+    with wake:
+        wake.notify_all()
 
 
 def encoder_groups(lengths: list[int]) -> list[list[int]]:

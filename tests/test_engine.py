@@ -661,6 +661,59 @@ def test_close_can_cancel_the_waiting_ones(tiny_eos):
     assert any(r.future.cancelled() for r in requests)
 
 
+@pytest.mark.parametrize("fixed_capacity", [False, True])
+def test_an_engine_dropped_without_close_is_collected_and_its_thread_ends(tiny_eos, fixed_capacity):
+    """As ThreadPoolExecutor's workers: an idle engine nobody holds goes, with its thread and its slot store."""
+    import gc
+    import weakref
+
+    engine = Engine(tiny_eos, max_rows=4, fixed_capacity=fixed_capacity)
+    assert torch.equal(engine.submit([5, 6, 7], max_new_tokens=6).result(60),
+                       tiny_eos.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=6))
+    thread, ref = engine._thread, weakref.ref(engine)
+    del engine
+    gc.collect()
+    thread.join(10)
+    assert ref() is None and not thread.is_alive()
+
+
+def test_an_engine_nobody_holds_runs_the_requests_submitted_to_it(tiny_eos):
+    requests = [Engine(tiny_eos, max_rows=2).submit([5 + i, 6, 7], max_new_tokens=8) for i in range(3)]
+    import gc
+    gc.collect()
+    for i, request in enumerate(requests):
+        assert torch.equal(request.result(60), tiny_eos.generate(torch.tensor([[5 + i, 6, 7]]), max_new_tokens=8))
+
+
+def test_leaving_the_block_by_an_exception_cancels_the_waiting_requests(tiny_eos):
+    requests = []
+    with pytest.raises(KeyboardInterrupt), Engine(tiny_eos, max_rows=1) as engine:
+        requests += [engine.submit([5 + i, 6, 7], max_new_tokens=30, min_new_tokens=30) for i in range(6)]
+        raise KeyboardInterrupt
+    assert all(r.done() for r in requests)
+    assert sum(r.future.cancelled() for r in requests) >= 4       # the running one (or two) finished
+
+
+def test_closing_from_a_requests_callback_on_the_engines_thread(tiny_eos):
+    engine = Engine(tiny_eos, max_rows=2)
+    request = engine.submit([5, 6, 7], max_new_tokens=5)
+    errors = []
+
+    def close(future):
+        try:
+            engine.close()
+            errors.append(None)
+        except Exception as e:   # noqa: BLE001 - Future logs a callback's exception: keep it for the assert
+            errors.append(e)
+
+    request.future.add_done_callback(close)
+    request.result(60)
+    engine._thread.join(10)
+    assert errors == [None] and not engine._thread.is_alive()
+    with pytest.raises(EngineClosed):
+        engine.submit([5, 6, 7])
+
+
 def test_generate_async(tiny_eos):
     async def main(engine):
         return await asyncio.gather(*(engine.generate_async([5 + i, 6, 7], max_new_tokens=8) for i in range(4)))
