@@ -73,10 +73,19 @@ def kept(model):
     return graphs[-1] if graphs else None
 
 
+GRAPHED = [dict(num_beams=3, max_length=16, return_dict_in_generate=True, output_scores=True),
+           dict(num_beams=1, max_length=16), dict(do_sample=True, top_k=8, max_length=16)]
+# the processors that read the step's length (a device tensor in a captured step)
+BY_LENGTH = dict(exponential_decay_length_penalty=(1, 1.5), begin_suppress_tokens=[2], min_length=4,
+                 forced_bos_token_id=0, no_repeat_ngram_size=2, sequence_bias={(5, 6): -2.0})
+
+
 @pytest.mark.parametrize("kwargs", [dict(num_beams=1, max_length=24, no_repeat_ngram_size=3),
                                     dict(num_beams=4, max_length=24, length_penalty=2.0, early_stopping=True,
                                          encoder_no_repeat_ngram_size=2, min_length=5),
-                                    dict(do_sample=True, top_k=8, max_length=16)])
+                                    dict(do_sample=True, top_k=8, max_length=16),
+                                    dict(num_beams=1, max_length=24, **BY_LENGTH),
+                                    dict(num_beams=3, max_length=24, **BY_LENGTH)])
 def test_graph_bookkeeping_on_cpu(checkpoint, monkeypatch, kwargs):
     generate_module = importlib.import_module("seq2seq_kit.generation.generate")   # the package shadows its name
     model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))
@@ -105,8 +114,6 @@ def test_graph_bookkeeping_on_cpu(checkpoint, monkeypatch, kwargs):
     whole_step.KEPT.pop(model, None)                # the kept graphs hold the model's step: let the model go
 
 
-GRAPHED = [dict(num_beams=3, max_length=16, return_dict_in_generate=True, output_scores=True),
-           dict(num_beams=1, max_length=16), dict(do_sample=True, top_k=8, max_length=16)]
 
 
 def emulate_graphs(model, monkeypatch):

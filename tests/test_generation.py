@@ -108,6 +108,8 @@ MATRIX = [
     ("tiny-eos", 3, dict(sequence_bias={(4,): -1.5, (10, 11): 2.0}, encoder_repetition_penalty=1.6,
                          exponential_decay_length_penalty=(4, 1.5), suppress_tokens=[6], begin_suppress_tokens=[2],
                          max_length=30, **NO_FORCED_EOS)),
+    ("tiny-eos", 1, dict(num_beams=2, max_new_tokens=1, begin_suppress_tokens=[2])),      # every score -inf
+    ("tiny-eos", 3, dict(suppress_tokens=[-1, 6, 50265, 70000], max_length=20)),   # outside the vocabulary: ignored
     ("tiny-eos", 3, dict(num_beams=4, sequence_bias=[[[4], 1.0], [[10, 11], -3.0]], encoder_repetition_penalty=0.7,
                          exponential_decay_length_penalty=(2, 1.2), suppress_tokens=[6, 7], begin_suppress_tokens=[4],
                          forced_bos_token_id=0, max_length=30, **NO_FORCED_EOS)),
@@ -359,7 +361,7 @@ BAD_INPUTS = [                          # (make input_ids, kwargs, error, messag
     (lambda ids: ids, dict(typical_p=0.0, do_sample=True), ValueError, "`typical_p` must be > 0"),
     (lambda ids: ids, dict(eta_cutoff="0.1", do_sample=True), ValueError, "`eta_cutoff` must be a number"),
     (lambda ids: ids, dict(encoder_repetition_penalty=0.0), ValueError, "`encoder_repetition_penalty` must be"),
-    (lambda ids: ids, dict(suppress_tokens=[50265]), ValueError, r"`suppress_tokens` must be a token id in \[0, 50265\)"),
+    (lambda ids: ids, dict(suppress_tokens=[5, 2.0]), ValueError, "`suppress_tokens` must be a list of integer"),
     (lambda ids: ids, dict(begin_suppress_tokens=7), ValueError, "`begin_suppress_tokens` must be a list"),
     (lambda ids: ids, dict(suppress_tokens=[0, 5], forced_bos_token_id=0), ValueError,
      r"every token of `forced_bos_token_id` \(\[0\]\) is in `suppress_tokens`"),

@@ -392,13 +392,11 @@ def _validate_processors(cfg: GenerationConfig, vocab_size: int) -> None:
         raise ValueError(f"`typical_p` must be > 0 (1 or more: off), got {cfg.typical_p!r}")
     if cfg.encoder_repetition_penalty is not None and cfg.encoder_repetition_penalty <= 0:
         raise ValueError(f"`encoder_repetition_penalty` must be a number > 0, got {cfg.encoder_repetition_penalty!r}")
-    for name in ("suppress_tokens", "begin_suppress_tokens"):
+    for name in ("suppress_tokens", "begin_suppress_tokens"):     # ids outside the vocabulary: none to suppress
         value = getattr(cfg, name)
-        if value is not None:
-            if not isinstance(value, (list, tuple)):
-                raise ValueError(f"`{name}` must be a list of token ids, got {value!r}")
-            for token in value:
-                _check_token(name, token, vocab_size)
+        if value is not None and not (isinstance(value, (list, tuple)) and all(
+                isinstance(t, int) and not isinstance(t, bool) for t in value)):
+            raise ValueError(f"`{name}` must be a list of integer token ids, got {value!r}")
     _check_forced_not_suppressed(cfg)
     sequence_biases(cfg.sequence_bias, vocab_size)
     decay = cfg.exponential_decay_length_penalty

@@ -305,7 +305,8 @@ class ExponentialDecayLengthPenalty:
                 return scores
             growth = _power(self.factor, steps) - 1
         else:
-            growth = self.growth[steps.clamp(0, self.growth.shape[0] - 1)]  # [] or [R, 1]
+            index = steps.clamp(0, self.growth.shape[0] - 1)                  # [] or [R, 1]
+            growth = self.growth.index_select(0, index.flatten()).view(index.shape)   # indexing by [] reads it
         eos_scores = scores.index_select(1, self.eos)                        # [R, E]
         penalty = (eos_scores.abs() * growth).masked_fill_(~torch.isfinite(eos_scores), 0.0)
         return scores.index_copy_(1, self.eos, eos_scores + penalty)
@@ -321,11 +322,12 @@ def _power(factor: float, steps: int) -> float:
 
 
 class SuppressTokens:
-    """These tokens get -inf; at_length: only when the decoder sequence has that length (begin_suppress_tokens)."""
+    """These tokens get -inf (ids outside the vocabulary are none, as in transformers); at_length: only when the
+    decoder sequence has that length (begin_suppress_tokens)."""
 
     def __init__(self, token_ids: list[int], vocab_size: int, at_length: int | None = None, device=None):
         self.mask = torch.zeros(vocab_size, dtype=torch.bool, device=device)                              # [V]
-        self.mask[list(token_ids)] = True
+        self.mask[[t for t in token_ids if 0 <= t < vocab_size]] = True
         self.at_length = at_length
 
     def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
