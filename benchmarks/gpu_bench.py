@@ -297,15 +297,14 @@ def part_engine(args, spec_name, spec, budget: Budget, results: dict) -> None:
     for captured in (True, False):             # where a step's time goes: shorter passes, their phases timed, with
         if budget.left() <= 0:                 # the groups' search steps replayed from CUDA graphs, then eager
             break
-        engine_module.CAPTURE_GROUP_STEPS = captured
         start = time.perf_counter()
         with Engine(ours, max_rows=4 * batch, fixed_capacity=True) as engine, engine_phases() as phases:
+            engine.slots.capture = captured                     # before any request: its groups step so
             for r in [engine.submit(ids, max_length=n, **settings) for ids, n in (jobs[i] for i in order[:count // 4])]:
                 r.result(timeout=max(budget.left(), 60))
         results["engine"].append({"mode": "engine step phases, host ms per step (median), search steps "
                                   + ("captured" if captured else "eager"), "requests": count // 4,
                                   "seconds": time.perf_counter() - start, **phases.summary()})
-    engine_module.CAPTURE_GROUP_STEPS = True
     for row in results["engine"][-4:]:
         print(json.dumps(row), flush=True)
 

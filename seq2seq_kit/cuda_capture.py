@@ -1,6 +1,6 @@
 """A function captured in one CUDA graph: the one capture routine behind every graph of the package, the model's
 decoder steps (models/cuda_graph.py: GraphedStep for generate, BucketGraphs for the engine) and the search steps
-(generation/whole_step.py: generate's whole step; the engine's group steps). A leaf that imports nothing of the
+(generation/whole_step.py: generate's whole step; engine.py's SlotGroup: the engine's group steps). A leaf that imports nothing of the
 package, so models/ and generation/, which must not import each other, share it; the tests put
 tests/graph_emulation.py's EmulatedGraph in its place to run those paths' code on the CPU.
 """
@@ -12,6 +12,12 @@ from typing import Callable, Generic, TypeVar
 import torch
 
 T = TypeVar("T")
+
+
+def weights_key(model) -> tuple:
+    """The addresses of the model's parameters and buffers, which a captured graph reads: part of every graph's key
+    (weights moved or converted would leave a graph reading freed memory)."""
+    return tuple(t.data_ptr() for t in (*model.parameters(), *model.buffers()))
 
 
 class CapturedStep(Generic[T]):

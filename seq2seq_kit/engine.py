@@ -64,9 +64,6 @@ from .models.kv_cache import SlotStore, bucket
 
 
 PADDING_LIMIT = 1.25    # an encoder batch computes at most 1.25x its inputs' real tokens (see encoder_groups)
-# On CUDA, fixed capacity replays each group's search step from a CUDA graph (SlotGroup); False steps them eagerly,
-# e.g. to compare (benchmarks/gpu_bench.py times both).
-CAPTURE_GROUP_STEPS = True
 
 
 class EngineFull(RuntimeError):
@@ -576,7 +573,9 @@ class FixedCapacity:
         self.graphs = BucketGraphs(model.next_token_logits, self.tokens[:max_rows], self.logits) \
             if model.device.type == "cuda" else None
         self.idle: dict[str, SlotGroup] = {}                        # key -> group, least recently idle first
-        self.capture = CAPTURE_GROUP_STEPS and self.graphs is not None      # groups' search steps as CUDA graphs
+        # on CUDA, each group's search step replays from a CUDA graph (SlotGroup); False on an idle engine steps
+        # them eagerly, e.g. to compare (benchmarks/gpu_bench.py times both)
+        self.capture = self.graphs is not None
 
     def group(self, key: str | None, request: Request) -> SlotGroup:
         """The idle group of this key, or a new one whose search has max_rows // rows input slots (one for a

@@ -109,3 +109,12 @@ def random_settings(rng: random.Random) -> dict:
         if rng.random() < 0.15:
             kwargs[name] = rng.choice(values)
     return kwargs
+
+
+def decode_eagerly(step, cache, search, check_every: int) -> None:
+    """Run `search` to its end with whole_step.step_once, eagerly, reading the stop flag every `check_every` steps
+    (what a WholeStepGraph's replays compute; on any device)."""
+    from seq2seq_kit.generation.sync_free import run_until_stopped
+    from seq2seq_kit.generation.whole_step import step_once
+
+    run_until_stopped(lambda: step_once(step, cache, search), search, check_every)

@@ -22,7 +22,7 @@ from seq2seq_kit.generation import whole_step
 from seq2seq_kit.modeling import BartForConditionalGeneration
 from seq2seq_kit.models.kv_cache import FixedShapeKVCache, KVCache
 from graph_emulation import EmulatedGraph
-from helpers import random_batch
+from helpers import decode_eagerly, random_batch
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +231,7 @@ def test_whole_step_replay_equals_eager_step_once(checkpoint, kwargs):
     with torch.no_grad():
         cache = cuda.new_cache(hidden, mask, rows_per_input(cfg), cfg.max_length - 1, fixed_shape=True)
         eager = new_search()
-        whole_step.decode_eagerly(cuda.decode_step_unchecked, cache, eager, check_every=8)
+        decode_eagerly(cuda.decode_step_unchecked, cache, eager, check_every=8)
         graph = whole_step.graphed_search(cuda, hidden, padding_mask, cfg, input_ids, rows_per_input(cfg), new_search)
         replayed = whole_step.decode_graphed(graph, check_every=8)
     want, got = result(cfg, eager), result(cfg, replayed)

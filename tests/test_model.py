@@ -165,7 +165,7 @@ def test_kv_cache_decoding_equals_full_forward(load, name, rows_per_input):
     cache = model.new_cache(model.encode(ids, mask), mask, rows_per_input, max_length=T)
     assert isinstance(cache, KVCache) and cache.length == 0 and cache.rows_per_input == rows_per_input
     H, Dh = model.config.decoder_attention_heads, model.config.d_model // model.config.decoder_attention_heads
-    assert cache.self_k[0].shape == (R, H, T, Dh) and cache.cross_k[0].shape == (B, H, ids.shape[1], Dh)
+    assert cache.self_kv[0, 0].shape == (R, H, T, Dh) and cache.cross_k[0].shape == (B, H, ids.shape[1], Dh)
     assert cache.cross_mask.shape == (B, 1, 1, ids.shape[1])
     for t in range(T):
         if t == 4:   # row r continues row_idx[r]'s history, rows staying within their input
@@ -239,7 +239,7 @@ def test_low_precision_on_cpu(load, checkpoint, name, dtype, atol, prob_atol):
     assert_close(logits, fp32, atol, f"{dtype} logits vs fp32")
     assert_close(logits.float().softmax(-1), fp32.softmax(-1), prob_atol, f"{dtype} probabilities vs fp32")
     cache = ours.new_cache(ours.encode(ids, mask), mask, 1, max_length=2)
-    assert cache.self_k[0].dtype == dtype and ours.decode_step(dec[:, 0], cache).dtype == dtype
+    assert cache.self_kv.dtype == dtype and ours.decode_step(dec[:, 0], cache).dtype == dtype
 
 
 # fp32 on the GPU against the oracle on the CPU: cuBLAS and cuDNN sum in other orders than MKL (measured on an H100:

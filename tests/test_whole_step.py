@@ -21,9 +21,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from seq2seq_kit import BartForConditionalGeneration, cuda_capture
 from seq2seq_kit.generation.generate import prepare, result, rows_per_input, start_search
 from seq2seq_kit.generation import whole_step
-from seq2seq_kit.generation.whole_step import decode_eagerly, decode_graphed, graphed_search, step_once
+from seq2seq_kit.generation.whole_step import decode_graphed, graphed_search, step_once
 from graph_emulation import EmulatedGraph
-from helpers import READS, assert_same_generation, random_batch, random_settings
+from helpers import READS, assert_same_generation, decode_eagerly, random_batch, random_settings
 from test_generation import ATOL, NO_FORCED_EOS, inputs
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using the model-agnostic default:UserWarning")

@@ -185,5 +185,3 @@ def use_cuda_graph(cuda_graph: bool | None, device: torch.device) -> bool:
         raise TypeError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")
     return cuda_graph
 
-
-__all__ = ["generate", "GenerateOutput", "GenerationConfig"]

@@ -8,7 +8,7 @@ A processor is a callable `(seq [R, L], cur_len, scores [R, V] float32) -> score
   scores   raw logits (greedy / sampling) or log-softmax (beam search), one row per hypothesis
   R = batch * rows_per_input (beams, or return sequences when sampling); row r belongs to input r // rows_per_input.
 Shapes never depend on cur_len and nothing is read back to the host, so a whole search step, processors included,
-can be captured in one CUDA graph (generation/sync_free.py); with an int cur_len, a processor that does nothing at
+can be captured in one CUDA graph (generation/whole_step.py); with an int cur_len, a processor that does nothing at
 this length skips its work. Processors may write `scores` in place and return it (the searches hand them a tensor
 of their own): a fresh vocabulary-wide tensor per processor per step would cost its page faults every step
 (~30 MB at 128 rows of a 58k vocabulary); seq is never modified.

@@ -1,8 +1,9 @@
-"""What generate and its searches need of a model: the whole contract between generation/ and a network.
+"""What generate and its searches need of a model (Seq2SeqModel): the contract between generation/ and a network;
+and what seq2seq_kit.Engine needs beyond it (EngineModel).
 
 Shapes: B inputs, S source tokens, D hidden size, V vocabulary, R = B * rows_per_input decoder rows (beams or
-samples; row r belongs to input r // rows_per_input). generate calls check_inputs once, before any compute; every
-other call here trusts its arguments and must not read values back from the device.
+samples; row r belongs to input r // rows_per_input). generate calls check_inputs once, before any compute, and
+new_cache checks its own arguments; the other calls trust theirs and must not read values back from the device.
 """
 
 from __future__ import annotations
@@ -77,7 +78,18 @@ class Seq2SeqModel(Protocol):
     def buffers(self):
         """Its other tensors (likewise)."""
 
+
+class EngineModel(Seq2SeqModel, Protocol):
+    """What seq2seq_kit.Engine needs beyond generate's contract (engine.py; to size its SlotStore it also reads the
+    config's decoder_layers, d_model and decoder_attention_heads, and pads encoder batches with its pad_token_id)."""
+    dtype: torch.dtype
+
     def decode_group_unchecked(self, input_ids: torch.Tensor, caches: list[Cache]) -> torch.Tensor:
-        """One step over several eager caches at once (seq2seq_kit.Engine's continuous batching): input_ids [R]
-        holds caches[0]'s rows, then caches[1]'s, ...; each cache at its own position -> logits [R, V]; advances
-        every cache. With one cache it equals the eager step bit for bit."""
+        """One step over several eager caches at once (continuous batching): input_ids [R] holds caches[0]'s rows,
+        then caches[1]'s, ...; each cache at its own position -> logits [R, V]; advances every cache. With one
+        cache it equals the eager step bit for bit."""
+
+    def next_token_logits(self, input_ids: torch.Tensor, cache: Cache) -> torch.Tensor:
+        """The decoder network for one token per row at a cache's position (a view of the engine's SlotStore,
+        which its CUDA graphs capture): input_ids [N] -> logits [N, V]; writes that position's self-attention
+        keys/values, does not advance the cache, checks nothing and reads nothing back."""

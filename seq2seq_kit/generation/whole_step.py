@@ -11,7 +11,7 @@ The host reads the stop flag only every few steps (sync_free.run_until_stopped);
 nothing, so the result does not depend on how often it reads.
 
 Decisions:
-  * Sampling (do_sample, greedy or beam) is not captured here: generate replays the decoder-only graph
+  * Sampling (do_sample, one row per input or beams) is not captured here: generate replays the decoder-only graph
     (models/cuda_graph.py) and draws eagerly. torch.multinomial inside a graph needs the generator's Philox
     offsets registered with the graph (`CUDAGraph.register_generator_state`, per user generator), and the
     draw's finiteness check (logits_process.draw's clear error) cannot run inside a graph.
@@ -74,12 +74,6 @@ def keeping_state(search: SearchProgress, step: Callable[[], T]) -> T:
     return out
 
 
-def decode_eagerly(step: Step, cache: Cache, search: SearchProgress, check_every: int) -> None:
-    """Run `search` to its end with step_once, eagerly, reading the stop flag every `check_every` steps (what a
-    WholeStepGraph's replays compute; on any device)."""
-    run_until_stopped(lambda: step_once(step, cache, search), search, check_every)
-
-
 class WholeStepGraph:
     """step_once on (cache, search) captured in one CUDA graph; `replay()` runs one step. The graph owns the
     cache (a FixedShapeKVCache) and the search's tensors; `load` points it at a new generate call's inputs."""
@@ -120,10 +114,9 @@ class WholeStepGraph:
 def whole_step_key(model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None,
                    cfg: GenerationConfig, input_shape: torch.Size) -> tuple:
     """What a captured whole step depends on: every shape, padding or none, dtype, device, the settings and the
-    weights' addresses (weights moved or converted would leave a graph reading freed memory)."""
-    tensors = (*model.parameters(), *model.buffers())
+    weights' addresses."""
     return (tuple(encoder_hidden.shape), tuple(input_shape), padding_mask is None, encoder_hidden.dtype,
-            str(encoder_hidden.device), repr(cfg), tuple(t.data_ptr() for t in tensors))
+            str(encoder_hidden.device), repr(cfg), cuda_capture.weights_key(model))
 
 
 def graphed_search(model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None,

@@ -134,7 +134,8 @@ class EncoderLayer(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn, mask)
         x = sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn)
-        # fp16 overflow guard, as transformers: mBART always clamps, BART only when something overflowed.
+        # fp16 overflow guard, as transformers: the pre-LN families (mBART, Pegasus, M2M100) always clamp, BART and
+        # Marian only when something overflowed.
         if x.dtype == torch.float16 and (self.pre_ln or not torch.isfinite(x).all()):
             limit = torch.finfo(torch.float16).max - 1000
             x = x.clamp(min=-limit, max=limit)

@@ -27,11 +27,9 @@ from .kv_cache import FixedShapeKVCache
 
 def graph_key(model: nn.Module, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None,
               rows_per_input: int, max_length: int) -> tuple:
-    """What a captured step depends on: every shape, padding or none, dtype, device and the tensors' addresses
-    (weights moved or converted would leave a graph reading freed memory)."""
-    tensors = (*model.parameters(), *model.buffers())
+    """What a captured step depends on: every shape, padding or none, dtype, device and the weights' addresses."""
     return (tuple(encoder_hidden.shape), rows_per_input, max_length, padding_mask is None, encoder_hidden.dtype,
-            str(encoder_hidden.device), tuple(t.data_ptr() for t in tensors))
+            str(encoder_hidden.device), cuda_capture.weights_key(model))
 
 
 class GraphedStep:

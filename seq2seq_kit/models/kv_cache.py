@@ -48,14 +48,6 @@ class KVCache:
         return cls(self_kv, cross[:layers], cross[layers:], mask, rows_per_input)
 
     @property
-    def self_k(self) -> torch.Tensor:
-        return self.self_kv[:, 0]               # [layers, R, H, L, Dh]; self_k[i] is layer i's, a view
-
-    @property
-    def self_v(self) -> torch.Tensor:
-        return self.self_kv[:, 1]
-
-    @property
     def max_length(self) -> int:
         return self.self_kv.shape[4]
 
