@@ -299,7 +299,7 @@ def part_engine(args, spec_name, spec, budget: Budget, results: dict) -> None:
             break
         start = time.perf_counter()
         with Engine(ours, max_rows=4 * batch, fixed_capacity=True) as engine, engine_phases() as phases:
-            engine.slots.capture = captured                     # before any request: its groups step so
+            engine.slots.capture = captured and engine.slots.graphs is not None     # before any request
             for r in [engine.submit(ids, max_length=n, **settings) for ids, n in (jobs[i] for i in order[:count // 4])]:
                 r.result(timeout=max(budget.left(), 60))
         results["engine"].append({"mode": "engine step phases, host ms per step (median), search steps "
