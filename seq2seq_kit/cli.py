@@ -171,8 +171,8 @@ def _add_batch_size(p) -> None:
     from .corpus import DEFAULT_BATCH_SIZE
 
     p.add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE,
-                   help=f"documents per generate call in --input jobs, batched by similar length "
-                        f"(default: {DEFAULT_BATCH_SIZE})")
+                   help=f"documents decoding at once in --input jobs (the engine's rows: batch size x beams), "
+                        f"each joining as another finishes (default: {DEFAULT_BATCH_SIZE})")
 
 
 def _check_corpus_arguments(args, sources: list[tuple[str, bool]], one_of: str) -> None:
@@ -546,13 +546,12 @@ def _tokenize(args) -> int:
 
 # ---------------------------------------------------------------------------------------------- inspect
 
-FILE_KINDS = {"config.json": "model config", "generation_config.json": "generation config",
-              "tokenizer.json": "tokenizer (tokenizers)", "tokenizer_config.json": "tokenizer config",
-              "special_tokens_map.json": "tokenizer special tokens", "added_tokens.json": "tokenizer added tokens",
-              "vocab.json": "tokenizer vocabulary (BPE)", "merges.txt": "tokenizer merges (BPE)"}
+CONFIG_FILES = {"config.json": "model config", "generation_config.json": "generation config"}
 
 
 def _file_kind(name: str) -> str:
+    from .hub import TOKENIZER_FILES
+
     if name.endswith(".index.json"):
         return "weight shard index"
     if name.endswith(".safetensors"):
@@ -561,7 +560,7 @@ def _file_kind(name: str) -> str:
         return "weights (PyTorch pickle)"
     if name.endswith(".model"):
         return "tokenizer (sentencepiece)"
-    return FILE_KINDS.get(name, "-")
+    return {**CONFIG_FILES, **TOKENIZER_FILES}.get(name, "-")
 
 
 def _stored_dtypes(root: Path) -> dict[str, int]:

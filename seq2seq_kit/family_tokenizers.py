@@ -38,7 +38,7 @@ from tokenizers import Tokenizer as Backend
 
 from . import hub
 from .jsonfile import read_json
-from .tokenizer import CLEAN_UP, FILES, Tokenizer, as_ids, check_text
+from .tokenizer import FILES, Tokenizer, as_ids, check_text, clean_up_tokenization, read_tokenizer_config
 
 SPIECE_UNDERLINE = "\u2581"
 DEFAULT_SOURCE = {"M2M100Tokenizer": "en", "NllbTokenizer": "eng_Latn", "MBart50Tokenizer": "en_XX",
@@ -92,7 +92,7 @@ class AutoTokenizer:
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{e} (a tokenizer directory holds {FILES}, or a Marian / M2M100 / mBART-50 "
                                     "SentencePiece model)") from e
-        config = _tokenizer_config(root)
+        config = read_tokenizer_config(root)
         kind = tokenizer_kind(root, config)
         if legacy_behaviour is not None:
             if kind != "NllbTokenizer" or not isinstance(legacy_behaviour, bool):
@@ -169,7 +169,7 @@ class TranslationTokenizer(Tokenizer):
         """As transformers' set_src_lang_special_tokens: the source code before the text, </s> at the end (mBART and
         NLLB's legacy_behaviour: `A </s> code`). Marian has no source code: ValueError."""
         processor = self.source_processor(lang)
-        with self._lock:                     # not while another thread encodes
+        with self.lock:                      # not while another thread encodes
             self.backend_tokenizer.post_processor = processor
             self._src_lang = lang
         self.source_given = True
@@ -197,11 +197,11 @@ class TranslationTokenizer(Tokenizer):
             return self(texts, **cut)["input_ids"]
         processor = self.source_processor(src_lang)
         batch = [check_text(t, f"text[{i}]") for i, t in enumerate(texts)]
-        _, truncation, max_length = self._strategies(False, True if max_length is not None else None, max_length)
-        with self._lock:
+        _, truncation, max_length = self.strategies(False, True if max_length is not None else None, max_length)
+        with self.lock:
             default, self.backend_tokenizer.post_processor = self.backend_tokenizer.post_processor, processor
             try:
-                return [e.ids for e in self._encode(batch, True, None, truncation, max_length)]
+                return [e.ids for e in self.encodings_locked(batch, True, None, truncation, max_length)]
             finally:
                 self.backend_tokenizer.post_processor = default
 
@@ -213,7 +213,7 @@ class TranslationTokenizer(Tokenizer):
     def tokenize(self, text: str) -> list[str]:
         """Tokenizer.tokenize; Marian, M2M100: a piece the vocabulary lacks shown as itself, not <unk> (its id is
         <unk>'s), as transformers' Python tokenizers show it."""
-        encoding = self._run([check_text(text, "text")], add_special_tokens=False)[0]
+        encoding = self.encodings([check_text(text, "text")], add_special_tokens=False)[0]
         if self.pieces is None or self.unk_token not in encoding.tokens:
             return encoding.tokens
         added = sorted({t.content for t in self.backend_tokenizer.get_added_tokens_decoder().values()}, key=len,
@@ -225,20 +225,17 @@ class TranslationTokenizer(Tokenizer):
         tokens += self.pieces.pieces(text[start:])
         return tokens if len(tokens) == len(encoding.tokens) else encoding.tokens
 
-    def _encode(self, batch: list, add_special_tokens: bool, padding, truncation, max_length) -> list:
-        """Tokenizer._encode (under the lock); Marian and M2M100 pairs cut "longest_first" as transformers' Python
+    def encodings_locked(self, batch: list, add_special_tokens: bool, padding, truncation, max_length) -> list:
+        """Tokenizer.encodings_locked; Marian and M2M100 pairs cut "longest_first" as transformers' Python
         tokenizers cut them (truncate_sequences: an odd last token comes off the second text, where the
         `tokenizers` library takes it from the first)."""
         pairs = bool(batch) and isinstance(batch[0], tuple)       # a batch is all pairs or none
         if truncation != "longest_first" or self.kind not in PYTHON_KINDS or not pairs:
-            return super()._encode(batch, add_special_tokens, padding, truncation, max_length)
+            return super().encodings_locked(batch, add_special_tokens, padding, truncation, max_length)
         backend = self.backend_tokenizer
         backend.no_truncation()
         backend.no_padding()
-        added = backend.num_special_tokens_to_add(True) if add_special_tokens else 0
-        if max_length < added:
-            raise ValueError(f"max_length={max_length} leaves no room for the {added} special tokens each "
-                             f"sequence gets: pass max_length >= {added}")
+        added = self.special_room(True, add_special_tokens, max_length)
         encodings = []
         for pair in zip(*(backend.encode_batch(list(side), add_special_tokens=False) for side in zip(*batch))):
             cuts = _longest_first(*(len(e.ids) for e in pair), max_length - added)
@@ -265,7 +262,7 @@ class TranslationTokenizer(Tokenizer):
             return [t[2:-2] for t in sorted(vocab, key=vocab.get) if t.startswith(">>") and t.endswith("<<")]
         if self.lang_tokens:
             return list(self.lang_tokens)
-        return [t for t in self.all_special_tokens if t in set(self._extra)]
+        return [t for t in self.all_special_tokens if t in set(self.extra_special_tokens)]
 
     def get_lang_token(self, lang: str) -> str:
         check_code("lang", lang, optional=False)
@@ -323,12 +320,10 @@ class TranslationTokenizer(Tokenizer):
         text = self.target_vocabulary.decode([ids] if isinstance(ids, int) else list(ids), skip_special_tokens)
         if clean_up_tokenization_spaces is None:
             clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
-        for before, after in CLEAN_UP if clean_up_tokenization_spaces else ():
-            text = text.replace(before, after)
-        return text
+        return clean_up_tokenization(text) if clean_up_tokenization_spaces else text
 
     def save_pretrained(self, save_directory):
-        if self.kind in ("MarianTokenizer", "M2M100Tokenizer"):
+        if self.kind in PYTHON_KINDS:
             raise ValueError(f"a {self.kind} runs its SentencePiece model through Python and cannot be saved as "
                              "tokenizer.json; copy the checkpoint's tokenizer files instead")
         return super().save_pretrained(save_directory)
@@ -542,16 +537,6 @@ def _vocab(path: Path) -> dict[str, int]:
     if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
         raise ValueError(f"{path} must be a JSON object of token -> id")
     return vocab
-
-
-def _tokenizer_config(root: Path) -> dict:
-    config = {}
-    for name in ("special_tokens_map.json", "tokenizer_config.json"):
-        path = root / name
-        if path.is_file():
-            data = read_json(path)
-            config.update(data if isinstance(data, dict) else {})
-    return config
 
 
 __all__ = ["AutoTokenizer", "TranslationTokenizer", "tokenizer_kind"]

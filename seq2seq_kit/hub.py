@@ -30,8 +30,14 @@ except ImportError:  # pragma: no cover
     import httpx as _http
 
 PURPOSES = ("tokenizer", "model", "all")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                   "vocab.json", "merges.txt")
+# Every tokenizer file a supported checkpoint may ship (seq2seq_kit.tokenizer, family_tokenizers) -> what it is.
+TOKENIZER_FILES = {"tokenizer.json": "tokenizer (tokenizers)", "tokenizer_config.json": "tokenizer config",
+                   "special_tokens_map.json": "tokenizer special tokens", "added_tokens.json": "tokenizer added tokens",
+                   "vocab.json": "tokenizer vocabulary (BPE)", "merges.txt": "tokenizer merges (BPE)",
+                   "source.spm": "tokenizer (sentencepiece, Marian source)",
+                   "target.spm": "tokenizer (sentencepiece, Marian target)",
+                   "target_vocab.json": "tokenizer target vocabulary (Marian)",
+                   "sentencepiece.bpe.model": "tokenizer (sentencepiece)"}
 # Weight formats by preference: safetensors first, a single file before a sharded index (as transformers).
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json",
                 "pytorch_model.bin", "pytorch_model.bin.index.json")

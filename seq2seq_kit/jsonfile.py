@@ -5,6 +5,7 @@ full disk, a read-only folder) an OSError that names it (`writing`, for the othe
 from __future__ import annotations
 
 import json
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,6 +31,14 @@ def write_json(path: str | Path, value, **dumps_kwargs) -> None:
     text = json.dumps(value, **dumps_kwargs) + "\n"
     with writing(path):
         Path(path).write_text(text, encoding="utf-8")
+
+
+def replace_json(path: str | Path, value, **dumps_kwargs) -> None:
+    """write_json to a temporary file beside path (PATH.tmp), then renamed over path: a crash leaves the old file
+    or the new one, never a part of one."""
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    write_json(tmp, value, **dumps_kwargs)
+    os.replace(tmp, path)
 
 
 @contextmanager

@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .hub import WEIGHT_FILES
-from .jsonfile import write_json, writing
+from .jsonfile import read_json, write_json, writing
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DTYPE_CHOICES = ("auto", *DTYPES, "int8")   # what from_pretrained(dtype=...) takes by name (int8: CPU only)
@@ -171,9 +171,9 @@ def weight_files(root: Path) -> list[Path]:
         if not name.endswith(".index.json"):
             return [path]
         try:
-            weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
+            weight_map = read_json(path)["weight_map"]
             shards = sorted(set(weight_map.values()))
-        except (ValueError, KeyError, TypeError, AttributeError) as e:   # JSONDecodeError, UnicodeDecodeError too
+        except (ValueError, KeyError, TypeError, AttributeError) as e:   # read_json's ValueError too
             raise ValueError(f"{path} is not a valid shard index (needs a 'weight_map' object): {e!r}") from None
         outside = [s for s in shards if not _inside(s)]
         if outside:

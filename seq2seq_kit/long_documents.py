@@ -19,9 +19,10 @@
    whole text.
 2. Map. Every chunk of a document of several chunks is summarized as `pipe(chunk_text, **generate_kwargs,
    **map_kwargs)` would summarize it alone: its row from `pipe.preprocess`, generated on a continuous-batching
-   Engine, decoded by `pipe.postprocess`. The engine runs each request's own search on its own cache, so a
-   chunk's tokens are the ones `generate` gives it alone (bit for bit when it runs alone; beside other chunks up
-   to float rounding of the batched matrix products, which leaves the tokens of decisive logits unchanged).
+   Engine, decoded by `pipe.postprocess`. The engine steps each chunk as `generate` would step it alone (requests
+   of the same settings share one search, row by row), so a chunk's tokens are the ones `generate` gives it alone
+   (bit for bit when it runs alone; beside other chunks up to float rounding of the batched matrix products, which
+   leaves the tokens of decisive logits unchanged).
    pipe(batch_size=N)'s static batching would also pad the chunks and search them as one batch, one more source
    of rounding.
 3. Reduce. The chunk summaries, joined with a space, are summarized again with the call's own settings; when the

@@ -26,6 +26,7 @@ from .family_tokenizers import AutoTokenizer, TranslationTokenizer
 from .loading import resolve_device
 from .modeling import AutoModelForSeq2SeqLM, BartForConditionalGeneration
 from .tokenizer import Tokenizer
+from .translation import check_languages, with_target_code
 
 ATOL = 1e-3                # the default logits tolerance for float32 weights ...
 ATOL_HALF = 5e-2           # ... and for float16 / bfloat16 ones
@@ -96,9 +97,11 @@ def compare(model: str | Path, texts: list[str], *, num_beams: int | None = None
             atol = ATOL_HALF if dtype in (torch.float16, torch.bfloat16) else ATOL
         report = ParityReport(str(model), root, transformers.__version__, str(dtype), str(sides.model.device),
                               atol, list(texts))
-        runs = _runs(sides.model, num_beams, max_length, _target_language(sides.tokenizer, tgt_lang))
-        for i, text in enumerate(texts):
-            report.checks += _check_text(i, _with_target_code(text, sides.tokenizer, tgt_lang), sides, runs, atol)
+        # the target language as the translation pipeline gives it: forced first, or a Marian model's >>tgt<< token
+        forced_bos = check_languages(sides.tokenizer, None, tgt_lang, required=False)[2]
+        runs = _runs(sides.model, num_beams, max_length, forced_bos)
+        for i, text in enumerate(with_target_code(texts, sides.tokenizer, tgt_lang)):
+            report.checks += _check_text(i, text, sides, runs, atol)
     return report
 
 
@@ -134,22 +137,6 @@ def _load(transformers, root: Path, device: torch.device, dtype, src_lang: str |
     marian = isinstance(tokenizer, TranslationTokenizer) and tokenizer.kind == "MarianTokenizer"
     languages = {k: v for k, v in (("src_lang", src_lang), ("tgt_lang", tgt_lang)) if v is not None and not marian}
     return _Sides(tokenizer, model, transformers.AutoTokenizer.from_pretrained(root, **languages), reference)
-
-
-def _target_language(tokenizer: Tokenizer, tgt_lang: str | None) -> int | None:
-    """The forced_bos_token_id a translation pipeline gives generate for tgt_lang (None: none)."""
-    if tgt_lang is None:
-        return None
-    if not isinstance(tokenizer, TranslationTokenizer):
-        raise ValueError("tgt_lang was given, but this checkpoint's tokenizer has no language codes")
-    return tokenizer.target_language_id(tgt_lang)
-
-
-def _with_target_code(text: str, tokenizer: Tokenizer, tgt_lang: str | None) -> str:
-    """A multi-target Marian model's >>tgt<< token before the text, as the translation pipeline puts it."""
-    if tgt_lang is None or tokenizer.kind != "MarianTokenizer":
-        return text
-    return f"{tokenizer.get_lang_token(tgt_lang)} {text}"
 
 
 def _runs(model: BartForConditionalGeneration, num_beams: int | None, max_length: int | None,

@@ -119,9 +119,9 @@ class SummarizationPipeline:
     def __init__(self, model: BartForConditionalGeneration, tokenizer: Tokenizer, **generate_kwargs):
         """generate_kwargs: this pipeline's generate settings, over the checkpoint's task settings (checked here)."""
         self.model, self.tokenizer = model, tokenizer
-        self.prefix, defaults = task_defaults(model.config, self.task)
-        self.given = generate_kwargs
-        self.generate_defaults = {**defaults, **generate_kwargs}
+        self.prefix = task_defaults(model.config, self.task)[0]
+        self.generate_kwargs = generate_kwargs                     # this pipeline's own, over the task's
+        self.generate_defaults = self.defaults_with()
         if generate_kwargs:
             settings(model, dict(self.generate_defaults))          # bad settings fail here, not at the first call
         self.max_input_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
@@ -130,9 +130,18 @@ class SummarizationPipeline:
     def device(self) -> torch.device:
         return self.model.device
 
+    def defaults_with(self, **overrides) -> dict:
+        """generate's defaults: the checkpoint's task settings, then this pipeline's generate_kwargs, then
+        `overrides` (a translation's target token)."""
+        return {**task_defaults(self.model.config, self.task)[1], **self.generate_kwargs, **overrides}
+
     def __repr__(self) -> str:
-        return (f"SummarizationPipeline(model={type(self.model).__name__}, device={self.device}, "
-                f"max_input_length={self.max_input_length}, generate_defaults={self.generate_defaults})")
+        return f"{type(self).__name__}({self.repr_fields()})"
+
+    def repr_fields(self) -> str:
+        """What repr shows inside the parentheses."""
+        return (f"model={type(self.model).__name__}, device={self.device}, max_input_length={self.max_input_length}, "
+                f"generate_defaults={self.generate_defaults}")
 
     def __call__(self, inputs, *, return_tensors: bool = False, clean_up_tokenization_spaces: bool = False,
                  truncation: bool | None = None, batch_size: int | None = None, strategy: str = "truncate",
@@ -164,9 +173,7 @@ class SummarizationPipeline:
         for start in range(0, len(rows), batch_size):
             ids = self.generate_ids(rows[start:start + batch_size], **generate_kwargs)
             records += self.postprocess(ids, return_tensors, clean_up_tokenization_spaces)
-        if isinstance(inputs, str):
-            return records[0]
-        return [r[0] for r in records] if all(len(r) == 1 for r in records) else records
+        return shape_records(inputs, records)
 
     def check_texts(self, inputs) -> list[str]:
         """The texts of `inputs` (a string or a list of strings); TypeError / ValueError unless each has some text."""
@@ -254,6 +261,14 @@ class SummarizationPipeline:
         known = self.tokenizer.known_ids(ids.tolist())          # ids past the tokenizer skipped, as transformers
         text = self.tokenizer.decode(known, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         return {f"{self.output}_text": clean_up_tokenization(text) if clean_up else text}   # 4.x: any tokenizer
+
+
+def shape_records(inputs, records: list[list[dict]]):
+    """pipe(inputs)'s answer from its records, one list per input: the list of a single string; else the lists,
+    flattened to one record per input when each holds one, as 4.x did."""
+    if isinstance(inputs, str):
+        return records[0]
+    return [r[0] for r in records] if all(len(r) == 1 for r in records) else records
 
 
 def _caller_stacklevel() -> int:

@@ -23,7 +23,7 @@ from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors
 from tokenizers import Tokenizer as Backend
 
 from . import hub
-from .jsonfile import read_json, write_json, writing
+from .jsonfile import read_json, read_json_object, write_json, writing
 
 DEFAULT_DIR = Path(__file__).parent / "assets" / "bart-tokenizer"   # the embedded facebook/bart files
 FILES = "tokenizer.json, or vocab.json + merges.txt (tokenizer_config.json optional)"
@@ -68,13 +68,17 @@ class Tokenizer:
 
     Each encoding call sets the backend's truncation and padding (as transformers does) and encodes under one
     lock, so an instance may be shared by threads (the engine's, a server's); encodings run one at a time.
+
+    Subclasses (family_tokenizers) build on these hooks: `lock` (held while the backend's state is set and
+    used), `strategies` (the checked padding / truncation arguments), `encodings` (checked arguments, then
+    `encodings_locked` under the lock), `encodings_locked` (the backend calls) and `special_room`.
     """
 
     gives_offsets = True    # return_offsets_mapping: the tokens' character offsets are right
 
     def __init__(self, backend: Backend, config: dict):
         self._backend = backend
-        self._lock = threading.Lock()   # the backend's truncation/padding state is per instance, set per call
+        self.lock = threading.Lock()   # the backend's truncation/padding state is per instance, set per call
         # Named tokens: tokenizer_config.json's, else BartTokenizer's default when the vocabulary has it.
         named = {k: config.get(k, v if backend.token_to_id(v) is not None else None) for k, v in BART_TOKENS.items()}
         extra = config.get("extra_special_tokens") or config.get("additional_special_tokens") or []
@@ -89,7 +93,7 @@ class Tokenizer:
                 backend.add_tokens([token])
                 known.add(token.content)
         self._named = {k: _content(v) for k, v in named.items()}
-        self._extra = [_content(t) for t in extra]
+        self.extra_special_tokens: list[str] = [_content(t) for t in extra]
         self.model_max_length: int = _max_length(config.get("model_max_length"))
         self.clean_up_tokenization_spaces: bool = config.get("clean_up_tokenization_spaces", False)
         self.padding_side: str = config.get("padding_side", "right")
@@ -106,9 +110,7 @@ class Tokenizer:
             root = hub.resolve(path, purpose="tokenizer", **hub_kwargs)
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{e} (a tokenizer directory holds {FILES})") from e
-        config = _read_config(root / "tokenizer_config.json")
-        if "added_tokens_decoder" not in config:  # transformers' legacy merge: special_tokens_map.json wins
-            config.update(_read_config(root / "special_tokens_map.json"))
+        config = read_tokenizer_config(root)
         if (root / "tokenizer.json").is_file():
             read_json(root / "tokenizer.json")   # malformed JSON: an error that names the file
             backend = _file_error(root / "tokenizer.json", lambda: Backend.from_file(str(root / "tokenizer.json")))
@@ -143,7 +145,7 @@ class Tokenizer:
         (as "PreTrainedTokenizerFast") to the same tokenizer, whichever form it was loaded from."""
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
-        with self._lock:
+        with self.lock:
             self._backend.no_truncation()  # don't save the last call's settings
             self._backend.no_padding()
             with writing(out / "tokenizer.json"):
@@ -153,8 +155,8 @@ class Tokenizer:
                   "model_max_length": self.model_max_length, "padding_side": self.padding_side,
                   "truncation_side": self.truncation_side,
                   "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces}
-        if self._extra:
-            config["extra_special_tokens"] = self._extra
+        if self.extra_special_tokens:
+            config["extra_special_tokens"] = self.extra_special_tokens
         write_json(out / "tokenizer_config.json", config, indent=2, ensure_ascii=False)
         return str(out / "tokenizer.json"), str(out / "tokenizer_config.json")
 
@@ -198,7 +200,7 @@ class Tokenizer:
     @property
     def all_special_tokens(self) -> list[str]:
         """Named tokens (bos, eos, unk, sep, pad, cls, mask), then extra ones, without repeats (transformers' order)."""
-        return list(dict.fromkeys(t for t in [*self._named.values(), *self._extra] if t is not None))
+        return list(dict.fromkeys(t for t in [*self._named.values(), *self.extra_special_tokens] if t is not None))
 
     @property
     def all_special_ids(self) -> list[int]:
@@ -225,7 +227,7 @@ class Tokenizer:
     # ---- encoding ----
     def tokenize(self, text: str) -> list[str]:
         """Tokens of `text`, without special tokens."""
-        return self._run([check_text(text, "text")], add_special_tokens=False)[0].tokens
+        return self.encodings([check_text(text, "text")], add_special_tokens=False)[0].tokens
 
     def encode(self, text: str, text_pair: str | None = None, add_special_tokens: bool = True,
                truncation: bool | str | None = None, max_length: int | None = None) -> list[int]:
@@ -234,7 +236,7 @@ class Tokenizer:
         if text_pair is not None:
             check_text(text_pair, "text_pair")
         batch = [(text, text_pair)] if text_pair else [text]  # "" is no pair, as in transformers
-        return self._run(batch, add_special_tokens, truncation=truncation, max_length=max_length)[0].ids
+        return self.encodings(batch, add_special_tokens, truncation=truncation, max_length=max_length)[0].ids
 
     def __call__(self, text, text_pair=None, add_special_tokens: bool = True, padding: bool | str = False,
                  truncation: bool | str | None = None, max_length: int | None = None,
@@ -265,7 +267,7 @@ class Tokenizer:
             raise ValueError(f"return_offsets_mapping is not available for this tokenizer ({self.kind}): its pieces "
                              "are made apart from the text, so their offsets are not the text's (transformers' "
                              "Python tokenizer gives none either)")
-        encodings = self._run(batch, add_special_tokens, padding, truncation, max_length)
+        encodings = self.encodings(batch, add_special_tokens, padding, truncation, max_length)
         out = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings]}
         if return_offsets_mapping:
             out["offset_mapping"] = [e.offsets for e in encodings]
@@ -275,8 +277,9 @@ class Tokenizer:
             out = {k: v[0] for k, v in out.items()}
         return BatchEncoding(out)
 
-    def _strategies(self, padding, truncation, max_length):
-        """transformers' `_get_padding_truncation_strategies`, raising where it would fail later or do nothing."""
+    def strategies(self, padding, truncation, max_length) -> tuple[str | None, str | None, int | None]:
+        """(padding, truncation, max_length) as the backend takes them (PADDING's and TRUNCATION's values):
+        transformers' `_get_padding_truncation_strategies`, raising where it would fail later or do nothing."""
         if max_length is not None and padding is False and truncation is None:
             truncation = "longest_first"  # transformers: a max_length alone turns truncation on
         if not isinstance(padding, (bool, str)) or padding not in PADDING:
@@ -302,24 +305,22 @@ class Tokenizer:
             raise ValueError("this tokenizer has no pad_token, so it cannot pad: pass padding=False")
         return padding, truncation, max_length
 
-    def _run(self, batch: list, add_special_tokens: bool, padding=False, truncation=None, max_length=None) -> list:
-        """Encode a list of texts or (text, pair) tuples with the backend, set up as transformers'
+    def encodings(self, batch: list, add_special_tokens: bool, padding=False, truncation=None,
+                  max_length=None) -> list:
+        """The backend's Encodings of a list of texts or (text, pair) tuples, the backend set up as transformers'
         `set_truncation_and_padding` sets it up."""
-        padding, truncation, max_length = self._strategies(padding, truncation, max_length)
-        with self._lock:
-            return self._encode(batch, add_special_tokens, padding, truncation, max_length)
+        padding, truncation, max_length = self.strategies(padding, truncation, max_length)
+        with self.lock:
+            return self.encodings_locked(batch, add_special_tokens, padding, truncation, max_length)
 
-    def _encode(self, batch: list, add_special_tokens: bool, padding, truncation, max_length) -> list:
-        """_run's backend calls, under the lock: set truncation and padding, encode."""
+    def encodings_locked(self, batch: list, add_special_tokens: bool, padding, truncation, max_length) -> list:
+        """encodings' backend calls, with `lock` held and strategies' arguments: set truncation and padding,
+        encode."""
         backend = self._backend
         backend.no_truncation()
         backend.no_padding()
         if truncation:
-            pair = any(isinstance(b, tuple) for b in batch)
-            added = backend.num_special_tokens_to_add(pair) if add_special_tokens else 0
-            if max_length < added:  # the backend would silently not truncate at all
-                raise ValueError(f"max_length={max_length} leaves no room for the {added} special tokens each "
-                                 f"sequence gets: pass max_length >= {added}")
+            self.special_room(any(isinstance(b, tuple) for b in batch), add_special_tokens, max_length)
             if truncation in ("only_first", "only_second"):
                 self._check_one_side_fits(batch, add_special_tokens, truncation, max_length)
             backend.enable_truncation(max_length, strategy=truncation, direction=self.truncation_side)
@@ -327,6 +328,15 @@ class Tokenizer:
             backend.enable_padding(direction=self.padding_side, pad_id=self.pad_token_id, pad_token=self.pad_token,
                                    length=max_length if padding == "max_length" else None)
         return backend.encode_batch(batch, add_special_tokens=add_special_tokens)
+
+    def special_room(self, pair: bool, add_special_tokens: bool, max_length: int) -> int:
+        """The special tokens each sequence (a pair when `pair`) gets; ValueError when max_length leaves no room
+        for them, where the backend would silently not truncate at all."""
+        added = self._backend.num_special_tokens_to_add(pair) if add_special_tokens else 0
+        if max_length < added:
+            raise ValueError(f"max_length={max_length} leaves no room for the {added} special tokens each "
+                             f"sequence gets: pass max_length >= {added}")
+        return added
 
     def _check_one_side_fits(self, batch: list, add_special_tokens: bool, strategy: str, max_length: int) -> None:
         """only_first / only_second cut one side of an input: raise where the backend would fail (its rule in
@@ -412,14 +422,19 @@ def _file_error(path: Path, make):
         raise ValueError(f"{path} is malformed: {type(e).__name__}: {e}") from None
 
 
+def read_tokenizer_config(root: Path) -> dict:
+    """A checkpoint's tokenizer settings as transformers 5 reads them (_from_pretrained): tokenizer_config.json,
+    and, when it has no added_tokens_decoder (the legacy form), special_tokens_map.json over it. Each file is
+    optional and must hold a JSON object."""
+    config = _read_config(root / "tokenizer_config.json")
+    if "added_tokens_decoder" not in config:
+        config.update(_read_config(root / "special_tokens_map.json"))
+    return config
+
+
 def _read_config(path: Path) -> dict:
     """tokenizer_config.json or special_tokens_map.json: a JSON object, {} when the file is absent."""
-    if not path.is_file():
-        return {}
-    config = read_json(path)
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} must hold a JSON object, not a {type(config).__name__}")
-    return config
+    return read_json_object(path) if path.is_file() else {}
 
 
 def _content(token) -> str | None:
@@ -437,12 +452,19 @@ def _added_token(token: str | dict) -> AddedToken:
 def check_text(text, name: str, hint: str = "") -> str:
     if not isinstance(text, str):
         raise TypeError(f"{name} must be a str, got {type(text).__name__}{hint}")
+    problem = not_unicode(text)
+    if problem is not None:   # the backend would raise "TextEncodeInput must be Union[...]"
+        raise ValueError(f"{name} {problem} (decode bytes with errors='replace', or fix the \\uXXXX escape)")
+    return text
+
+
+def not_unicode(text: str) -> str | None:
+    """Why a str is not Unicode text (it holds a lone surrogate, which UTF-8 cannot encode); None when it is."""
     try:
         text.encode("utf-8")
-    except UnicodeEncodeError as e:   # the backend would raise "TextEncodeInput must be Union[...]"
-        raise ValueError(f"{name} holds a lone surrogate {text[e.start]!r} at character {e.start}, which is not "
-                         "Unicode text (decode bytes with errors='replace', or fix the \\uXXXX escape)") from None
-    return text
+    except UnicodeEncodeError as e:
+        return f"holds a lone surrogate {text[e.start]!r} at character {e.start}, which is not Unicode text"
+    return None
 
 
 def as_ids(ids):

@@ -101,6 +101,21 @@ def check_languages(tokenizer: Tokenizer, src_lang: str | None, tgt_lang: str | 
     return src_lang, tgt_lang, None if tgt_lang is None else tok.target_language_id(tgt_lang)
 
 
+def with_target_code(texts: list[str], tokenizer: Tokenizer, tgt_lang: str | None) -> list[str]:
+    """texts with a multi-target Marian model's >>tgt<< token before each (the target language as that model takes
+    it); unchanged for other models, or without tgt_lang."""
+    if tgt_lang is None or not isinstance(tokenizer, TranslationTokenizer) or tokenizer.kind != "MarianTokenizer":
+        return texts
+    code = tokenizer.get_lang_token(tgt_lang)
+    return [f"{code} {t}" for t in texts]
+
+
+def target_token(forced_bos_token_id: int | None) -> dict:
+    """The generate setting that makes a translation's target language (check_languages' third value): none for
+    a model without target codes."""
+    return {} if forced_bos_token_id is None else {"forced_bos_token_id": forced_bos_token_id}
+
+
 def missing_source(tok: TranslationTokenizer) -> str:
     """The error of a translation that names no source language."""
     return (f"translation with this {tok.kind} needs src_lang, the language of the input texts (e.g. one of "
@@ -135,9 +150,8 @@ class TranslationPipeline(Text2TextGenerationPipeline):
         self.src_lang = self.tgt_lang = None
         self.set_languages(src_lang, tgt_lang, single_pair_ok=bool(TRANSLATION_TASK.match(task)))
 
-    def __repr__(self) -> str:
-        return super().__repr__().replace("SummarizationPipeline(", f"TranslationPipeline(src_lang={self.src_lang!r}, "
-                                          f"tgt_lang={self.tgt_lang!r}, ", 1)
+    def repr_fields(self) -> str:
+        return f"src_lang={self.src_lang!r}, tgt_lang={self.tgt_lang!r}, {super().repr_fields()}"
 
     def set_languages(self, src_lang: str | None, tgt_lang: str | None, single_pair_ok: bool = False) -> None:
         """Check and set this pipeline's source / target languages (check_languages, neither required here: a call
@@ -145,9 +159,7 @@ class TranslationPipeline(Text2TextGenerationPipeline):
         a tokenizer without codes are ignored instead. The tokenizer is not changed."""
         src, tgt, forced_bos = check_languages(self.tokenizer, src_lang, tgt_lang, single_pair_ok, required=False)
         self.src_lang, self.tgt_lang = src, tgt
-        _, defaults = summarization.task_defaults(self.model.config, self.task)     # no earlier target's token
-        self.generate_defaults = {**defaults, **self.given,
-                                  **({} if forced_bos is None else {"forced_bos_token_id": forced_bos})}
+        self.generate_defaults = self.defaults_with(**target_token(forced_bos))     # no earlier target's token
 
     def for_languages(self, src_lang: str | None = None, tgt_lang: str | None = None) -> TranslationPipeline:
         """A shallow copy translating from src_lang into tgt_lang (None: this pipeline's), sharing the model and
@@ -173,10 +185,7 @@ class TranslationPipeline(Text2TextGenerationPipeline):
         """As SummarizationPipeline.preprocess, with this pipeline's source code around each text (M2M100, NLLB,
         mBART; ValueError when none is set), or a multi-target Marian model's >>tgt<< token first."""
         self.require_source()
-        if self.tgt_lang is not None and self.tokenizer.kind == "MarianTokenizer":
-            code = self.tokenizer.get_lang_token(self.tgt_lang)
-            texts = [f"{code} {t}" for t in texts]
-        return super().preprocess(texts, truncation)
+        return super().preprocess(with_target_code(texts, self.tokenizer, self.tgt_lang), truncation)
 
     def _tokenize(self, texts: list[str], max_length: int | None = None) -> list[list[int]]:
         if not texts or not isinstance(self.tokenizer, TranslationTokenizer):

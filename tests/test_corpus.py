@@ -378,7 +378,7 @@ def test_cli_usage_errors(capsys, argv, message):
 
 
 def test_the_writer_drops_a_record_delivered_twice(tmp_path):
-    """A Ray task retried after its actor died may yield its batches again: the driver writes each id once."""
+    """A Ray task retried after its actor died may yield its results again: the driver writes each id once."""
     out = Output(tmp_path / "out.jsonl")
     out.open({"model": "m"}, revision=None, overwrite=False)
     record = lambda where: {"id": "a", "summary_text": "s", "input_tokens": 3, "output_tokens": 2, "where": where}

@@ -398,3 +398,23 @@ def test_marian_ids_must_be_ints_with_either_vocabulary(marian_dir, marian_separ
             with pytest.raises(TypeError, match="token ids must be ints"):
                 call()
         assert ours.decode([5]) == ours.decode(5)
+
+
+def test_special_tokens_map_wins_over_tokenizer_config_as_in_transformers(marian_dir, tmp_path):
+    """Without added_tokens_decoder (the legacy form) transformers 5 lets special_tokens_map.json's tokens win over
+    tokenizer_config.json's; the families read the two files as seq2seq_kit.Tokenizer does."""
+    from transformers import AutoTokenizer as TheirAutoTokenizer
+
+    root = Path(shutil.copytree(marian_dir, tmp_path / "marian"))
+    (root / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "MarianTokenizer", "pad_token": "<unk>"}))
+    (root / "special_tokens_map.json").write_text(json.dumps({"pad_token": "<pad>"}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # "Recommended: pip install sacremoses" (not used for encoding)
+        theirs = TheirAutoTokenizer.from_pretrained(str(root))
+    ours = AutoTokenizer.from_pretrained(root)
+    assert ours.pad_token == theirs.pad_token == "<pad>"
+    texts = ["a", "The tower is 324 metres tall"]
+    assert ours(texts, padding=True)["input_ids"] == theirs(texts, padding=True)["input_ids"]
+    (root / "special_tokens_map.json").write_text("[]")
+    with pytest.raises(ValueError, match="special_tokens_map.json must hold a JSON object"):
+        AutoTokenizer.from_pretrained(root)

@@ -237,6 +237,15 @@ def test_download_by_purpose(tmp_path, fake_hub):
     assert sorted(hub.downloaded()) == ["generation_config.json", "model.safetensors"]
 
 
+def test_download_fetches_every_tokenizer_file_of_a_marian_checkpoint(tmp_path, fake_hub):
+    """A Marian checkpoint with separate vocabularies needs target_vocab.json beside its SentencePiece models."""
+    marian = {"config.json": CONFIG, "tokenizer_config.json": b'{"separate_vocabs": true}', "vocab.json": b'{"a": 0}',
+              "target_vocab.json": b'{"b": 0}', "source.spm": b"source", "target.spm": b"target", "model.safetensors": SAFE}
+    hub = fake_hub({"org/opus-mt": {"main": marian}})
+    resolve("org/opus-mt", purpose="tokenizer", cache_dir=tmp_path)
+    assert sorted(hub.downloaded()) == sorted(set(marian) - {"model.safetensors"})
+
+
 def test_download_bin_when_no_safetensors_and_pr_revision(tmp_path, fake_hub):
     hub = fake_hub({REPO: {"main": MAIN, "refs/pr/1": PR}})
     main = resolve(REPO, purpose="model", cache_dir=tmp_path)

@@ -20,14 +20,15 @@ from ..generation import config as generation_config
 from ..loading import Checkpoint, resolve_dtype, weight_files
 from ..long_documents import check_strategy
 from ..pipeline import DEFAULT_MODEL, task_defaults
-from ..translation import check_languages
+from ..translation import check_languages, target_token
 from . import ray_engine
 from .output import RESULTS, Output, errors_path
 from .reading import check_text_field, input_files, parquet_module, plan_chunks, refuse_repeats
 from .worker import Worker
 
-BATCHES_PER_CHUNK = 4     # JSONL chunk = this many batches of lines: the Ray work unit and the sorting window
-                          # (bigger: less padding; smaller: finer load balance and retries on Ray)
+BATCHES_PER_CHUNK = 4     # JSONL chunk = this many times batch_size lines: the Ray work unit and the window
+                          # sorted longest first (bigger: rows of similar length finish together; smaller: finer
+                          # load balance and retries on Ray)
 DEFAULT_BATCH_SIZE = 8
 ENGINES = ("local", "ray")
 
@@ -53,7 +54,7 @@ class CorpusResult:
         return errors_path(self.output)
 
     def summary(self) -> str:
-        """The job's one-line report, logged at the end of summarize_corpus."""
+        """The job's one-line report, logged at the end of process_corpus."""
         return (f"done {self.written}, skipped {self.skipped} (already in {self.output.name}), failed {self.failed}"
                 + (f" (see {self.errors_path})" if self.failed else "")
                 + (f"; {self.truncated} truncated to the model's input length" if self.truncated else "")
@@ -197,15 +198,14 @@ def _job(model, hub_kwargs: dict, dtype, generate_kwargs: dict, task: str, src_l
     if task == "translation":   # the languages as the pipeline resolves them (unknown ones refused here)
         src, tgt, forced_bos = check_languages(AutoTokenizer.from_pretrained(root), src_lang, tgt_lang)
         job.update(task=task, languages={k: v for k, v in (("src_lang", src), ("tgt_lang", tgt)) if v})
-        defaults = {**defaults, **({"forced_bos_token_id": forced_bos} if forced_bos is not None else {})}
+        defaults = {**defaults, **target_token(forced_bos)}
     job["generation"] = _settings(root, config, defaults, generate_kwargs)
     if local:   # a Hub commit pins its files; a directory's files can change under the same name
         job["files"] = checkpoint_digests(root)
     return job, {**hub_kwargs, **({"revision": commit} if commit else {})}
 
 
-DIGESTED = ("config.json", "tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
-            "special_tokens_map.json", "source.spm", "target.spm", "target_vocab.json", "sentencepiece.bpe.model")
+DIGESTED = ("config.json", *hub.TOKENIZER_FILES)
 
 
 def checkpoint_digests(root: Path) -> dict[str, str]:
@@ -240,7 +240,7 @@ def _write_results(results: Iterator[dict], out: Output, total: int, progress: b
 
 
 def _settings(root: Path, config, defaults: dict, generate_kwargs: dict) -> dict:
-    """The generation settings every batch uses, resolved as generate() resolves them over the pipeline's
+    """The generation settings every document uses, resolved as generate() resolves them over the pipeline's
     defaults (validates them too)."""
     resolved = generation_config.resolve(
         GenerationConfig.from_pretrained(root, config), {**defaults, **generate_kwargs},

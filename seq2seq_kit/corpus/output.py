@@ -1,6 +1,6 @@
 """A corpus job's output files, written by the driver alone: the summaries or translations (an append-only JSONL
 journal; for Parquet, turned into the .parquet file at the end), the errors file and the meta file (the job's model
-and settings, its counts). Also the record formats the worker shares: id keys, error records, the result's field."""
+and settings, its counts). Also the record formats the worker shares: error records, the result's field."""
 
 from __future__ import annotations
 
@@ -10,17 +10,12 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from ..jsonfile import read_json
-from .reading import is_parquet, parquet_module
+from ..jsonfile import read_json, replace_json
+from .reading import id_key, is_parquet, parquet_module
 
 logger = logging.getLogger(__name__)
 # a job's task -> (its records' text field, what the meta file counts them as)
 RESULTS = {"summarization": ("summary_text", "summaries"), "translation": ("translation_text", "translations")}
-
-
-def id_key(doc_id) -> str:
-    """Ids are strings or integers; 1 and "1" are different ids."""
-    return json.dumps(doc_id)
 
 
 def _sidecar(output: Path, suffix: str) -> Path:
@@ -115,7 +110,7 @@ class Output:
         self.meta_path = _sidecar(path, ".meta.json")
         self.journal_path = _sidecar(path, ".partial.jsonl") if self.parquet else path
         self.errors_path = errors_path(path)
-        self.summaries = self.errors = None       # Journals, once open
+        self.results = self.errors = None         # Journals, once open
         self.done: set[str] = set()
         self.error_keys: set[tuple] = set()       # (where, reason) in the errors file
         self.where: dict[str, str] = {}           # key -> where, of the records written by this run
@@ -149,12 +144,12 @@ class Output:
                                       "output, or pass --overwrite (overwrite=True) to replace it")
 
     def open(self, job: dict, revision: str | None, overwrite: bool) -> None:
-        self.summaries = Journal(self.journal_path, self.field.removesuffix("_text"))
+        self.results = Journal(self.journal_path, self.field.removesuffix("_text"))
         self.errors = Journal(self.errors_path, "error")
-        self.summaries.lock()
+        self.results.lock()
         self.check(overwrite)     # again, under the lock
         if overwrite:
-            self.summaries.truncate()
+            self.results.truncate()
             self.errors.truncate()
             self.meta_path.unlink(missing_ok=True)
             if self.parquet:
@@ -164,7 +159,7 @@ class Output:
             raise ValueError(f"{self.path} was written with {_differences(old['job'], job)}; "
                              f"this run asks for {_differences(job, old['job'])}. Mixing them is refused: "
                              "write to another output, or pass --overwrite (overwrite=True) to replace it")
-        self.done = {id_key(r["id"]) for r in self.summaries.load(("id", self.field))}
+        self.done = {id_key(r["id"]) for r in self.results.load(("id", self.field))}
         if self.parquet and self.path.exists():
             self.done.update(id_key(i) for i in _read_parquet(self.path, columns=["id"]).column("id").to_pylist())
         self.error_keys = {(e["where"], e["reason"]) for e in self.errors.load(("where", "reason"))}
@@ -196,7 +191,7 @@ class Output:
                 self.error_keys.add(k)
                 new.append(e)
         self.errors.append(new)          # first: a truncation notice is never lost behind its written summary
-        self.summaries.append(records)
+        self.results.append(records)
         self.done.update(id_key(r["id"]) for r in records)
         self.written += len(records)
 
@@ -216,7 +211,7 @@ class Output:
 
         pq = parquet_module()
         rows = _read_parquet(self.path).to_pylist() if self.path.exists() else []
-        rows += list(self.summaries.load(("id", self.field)))
+        rows += list(self.results.load(("id", self.field)))
         seen, unique = set(), []
         for r in rows:
             if id_key(r["id"]) not in seen:
@@ -233,7 +228,7 @@ class Output:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
-        self.summaries.truncate()   # a crash before this line: the next run merges again, dropping repeats
+        self.results.truncate()   # a crash before this line: the next run merges again, dropping repeats
 
     def _read_meta(self) -> dict | None:
         """The meta file of a job, None when there is none; anything else there is refused, naming it."""
@@ -246,17 +241,14 @@ class Output:
         return meta
 
     def _write_meta(self) -> None:
-        tmp = _sidecar(self.meta_path, ".tmp")
-        text = json.dumps(self.meta, indent=2, ensure_ascii=False) + "\n"
-        _write_file(tmp, lambda: tmp.write_text(text, encoding="utf-8"))
-        os.replace(tmp, self.meta_path)
+        replace_json(self.meta_path, self.meta, indent=2, ensure_ascii=False)
 
     def close(self) -> None:
-        if self.summaries is None:
+        if self.results is None:
             return
         if self.finished and self.parquet:
-            self.summaries.path.unlink()      # the journal, now empty
-        self.summaries.close()
+            self.results.path.unlink()      # the journal, now empty
+        self.results.close()
         self.errors.close()
 
 

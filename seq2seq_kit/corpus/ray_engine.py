@@ -1,14 +1,15 @@
-"""The Ray Data engine of `summarize_corpus` (engine="ray"). Ray is an extra: it is imported only when a job
+"""The Ray Data engine of `process_corpus` (engine="ray"). Ray is an extra: it is imported only when a job
 uses this engine.
 
     chunks (the driver's plan) -> ray.data.from_items, one block per chunk
       -> map_batches(_RayWorker): an actor pool, the model loaded once per actor; each actor reads its chunk
-         from the input files and yields one result per batch (worker.Worker, as the local engine)
+         from the input files and yields its results as its engine finishes documents (worker.Worker, as the
+         local engine)
       -> iter_rows on the driver, which writes them through the same Output as the local engine.
 
 Exactly once: Ray Data restarts an actor that dies and retries its task on the new one (its actor pools
 default to max_restarts=-1 and max_task_retries=-1: an actor killed mid-chunk, e.g. a lost node, is
-replaced and the chunk is done again); the retried chunk yields its batches again and the driver's
+replaced and the chunk is done again); the retried chunk yields its results again and the driver's
 Output drops the ids it already wrote.
 The input paths must be readable at the same path on every node (a shared filesystem), as for ray.data.read_*.
 """
@@ -156,7 +157,7 @@ def _pool(ray, actors: int | None, device, chunks: int) -> tuple[int, dict]:
 
 
 class _RayWorker:
-    """map_batches callable: a Worker per actor; each input row is a chunk, each output row one batch's result."""
+    """map_batches callable: a Worker per actor; each input row is a chunk, each output row one Worker result."""
 
     def __init__(self, threads: int, **worker_kwargs):
         import torch

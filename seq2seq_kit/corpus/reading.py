@@ -8,7 +8,14 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from ..tokenizer import not_unicode
+
 FOLDER_SUFFIXES = (".jsonl", ".parquet")
+
+
+def id_key(doc_id) -> str:
+    """A record id's key in sets of ids: ids are strings or integers, and 1 and "1" are different ids."""
+    return json.dumps(doc_id)
 
 
 def input_files(path: Path, outputs: list[Path]) -> list[Path]:
@@ -147,7 +154,7 @@ def _chunk_records(chunk: dict, text_field: str, id_field: str) -> Iterator[tupl
             yield n, doc_id, where, None, ("not_a_string", f"{where}: field {text_field!r} is a "
                                                            f"{type(text).__name__}, not a string")
         elif not text.strip():
-            yield n, doc_id, where, None, ("empty", f"{where}: field {text_field!r} is empty; nothing to summarize")
+            yield n, doc_id, where, None, ("empty", f"{where}: field {text_field!r} is empty: it holds no text")
         elif (bad := _not_unicode(text)) is not None:
             yield n, doc_id, where, None, ("bad_text", f"{where}: field {text_field!r} {bad}")
         else:
@@ -164,20 +171,16 @@ def _id_problem(doc_id) -> str | None:
 
 
 def _not_unicode(text: str) -> str | None:
-    """Why a str is not Unicode text the tokenizer (and the UTF-8 output) can take: a lone surrogate, which JSON's
-    \\uXXXX escapes can spell; None when it is fine."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        return (f"holds a lone surrogate {text[e.start]!r} at character {e.start}, which is not Unicode text "
-                "(a broken \\uXXXX escape?)")
-    return None
+    """Why a str is not Unicode text the tokenizer (and the UTF-8 output) can take (a lone surrogate, which JSON's
+    \\uXXXX escapes can spell); None when it is fine."""
+    problem = not_unicode(text)
+    return None if problem is None else problem + " (a broken \\uXXXX escape?)"
 
 
 def refuse_repeats(chunks: list[dict], text_field: str, id_field: str, one_id_type: bool) -> None:
     """Read every record once, in input order, and mark in each chunk (chunk["refused"]: {line: (reason,
-    message)}) the good records that must not be summarized: an id that a good record before it already has
-    (the first in input order wins, whichever engine and batch order), and, when `one_id_type` (a Parquet
+    message)}) the good records that must not be processed: an id that a good record before it already has
+    (the first in input order wins, whichever engine and finishing order), and, when `one_id_type` (a Parquet
     output: one column type), an id of another type than the first good record's."""
     first: dict[str, str] = {}          # id key -> where of the first good record with it
     kind = None                         # (type, id, where) of the first good record, for one_id_type
@@ -186,7 +189,7 @@ def refuse_repeats(chunks: list[dict], text_field: str, id_field: str, one_id_ty
         for n, doc_id, where, _, error in _chunk_records(chunk, text_field, id_field):
             if error is not None:
                 continue
-            key = json.dumps(doc_id)
+            key = id_key(doc_id)
             if key in first:
                 numbered = isinstance(doc_id, int) and not chunk["folder"]   # a record without an id takes its line
                 refused[str(n)] = ("duplicate_id", f"{where} repeats id {doc_id!r} of {first[key]}; only the first "

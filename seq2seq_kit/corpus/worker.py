@@ -10,8 +10,8 @@ from typing import Iterable, Iterator
 from ..generation import rows_per_input, settings
 from ..long_documents import summarize_documents
 from ..translation import pipeline
-from .output import RESULTS, error_record, id_key
-from .reading import read_chunk
+from .output import RESULTS, error_record
+from .reading import id_key, read_chunk
 
 IN_FLIGHT = 2   # documents kept submitted to the engine, x the batch size: enough that its rows never run dry
 
@@ -40,7 +40,7 @@ class Worker:
         return self.process_stream([chunk])
 
     def process_stream(self, chunks: Iterable[dict]) -> Iterator[dict]:
-        """Results of every chunk in turn: first each chunk's bad records and skips, then its summaries as the
+        """Results of every chunk in turn: first each chunk's bad records and skips, then its records as the
         engine finishes them (documents of the next chunk join the running batch while this one's finish)."""
         in_flight: dict = {}                                        # request future -> (doc_id, where, row)
         for chunk in chunks:
@@ -62,7 +62,7 @@ class Worker:
             yield self.finished(in_flight)
 
     def read(self, chunk: dict) -> tuple[list[tuple], list[dict], int]:
-        """(documents to summarize as (id, where, text), bad records, count of ids already written)."""
+        """(documents to process as (id, where, text), bad records, count of ids already written)."""
         todo, errors, skipped = [], [], 0
         for doc_id, where, text, error in read_chunk(chunk, self.text_field, self.id_field):
             if error is not None:

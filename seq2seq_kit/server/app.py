@@ -7,7 +7,7 @@
     GET  /health     200 {"status": "ready"}; 503 while loading or draining
     GET  /info       model, commit, dtype, device, the routes served, languages, generation defaults, limits
     GET  /metrics    Prometheus text: requests by route and status, latency, the engine's queue depth, active rows
-                     and generated tokens
+                     and decoder rows stepped (seq2seq_engine_generated_tokens: a beam-4 request adds 4 a step)
     GET  /docs       the OpenAPI page
 
 The model's kind decides its route: a translation model (its tokenizer is Marian's, M2M100's, NLLB's or
@@ -59,7 +59,7 @@ from ..family_tokenizers import MARIAN_SOURCE, TranslationTokenizer
 from ..generation import settings
 from ..generation.config import GENERATE_KWARGS, GenerationConfig
 from ..long_documents import DocumentError, SummariesTooLong, check_overlap, map_reduce
-from ..pipeline import InputTooLong, SummarizationPipeline, load_model_and_tokenizer
+from ..pipeline import InputTooLong, SummarizationPipeline, load_model_and_tokenizer, shape_records
 from ..translation import TranslationPipeline
 
 logger = logging.getLogger("seq2seq_kit.server")
@@ -361,9 +361,7 @@ class Service:
         requests = self.submit(rows, kwargs)
         ids = await outputs_of(requests, http, self)
         records = [self.pipe.postprocess(out[None], clean_up_tokenization_spaces=clean_up)[0] for out in ids]
-        if isinstance(inputs, str):
-            return records[0]
-        return [r[0] for r in records] if all(len(r) == 1 for r in records) else records   # as pipe() flattens
+        return shape_records(inputs, records)
 
     async def map_reduce(self, texts: list[str], parameters: SummarizeParameters, kwargs: dict, clean_up: bool,
                          http: Request) -> list:
