@@ -161,6 +161,14 @@ def test_a_list_of_inputs_and_the_apis_nested_parameters(server, pipe):
     assert defaults.json() == pipe(docs[0])
 
 
+def test_settings_whose_python_form_is_a_tuple_come_as_json_lists(server, pipe):
+    doc = make_docs(1, seed=5)[0]["text"]
+    settings = {"sequence_bias": [[[5], 2.0], [[6, 7], -1.5]], "exponential_decay_length_penalty": [3, 1.5],
+                "suppress_tokens": [8], "encoder_repetition_penalty": 1.3, "max_length": 16}
+    answer = post(server, {"inputs": doc, "parameters": settings})
+    assert answer.status_code == 200 and answer.json() == pipe(doc, **settings), answer.text
+
+
 def test_sampling_with_a_seed_repeats(server):
     body = {"inputs": "the tower is tall", "parameters": {"do_sample": True, "seed": 7, "max_length": 12}}
     assert post(server, body).json() == post(server, body).json()
@@ -217,6 +225,11 @@ def test_translate_on_a_summarization_model_is_404_naming_the_route(server):
     ({"inputs": "a", "parameters": {"strategy": "map_reduce", "map_parameters": {"seed": 3}}},
      "parameters.map_parameters.seed", "strategy truncate"),
     ({"inputs": "a", "parameters": {"strategy": "map_reduce", "num_beams": 0}}, "parameters.num_beams", "num_beams"),
+    ({"inputs": "a", "parameters": {"sequence_bias": {"5": 2.0}}}, "parameters.sequence_bias", "valid list"),
+    ({"inputs": "a", "parameters": {"sequence_bias": [[[5], 2.0, 1.0]]}}, "parameters.sequence_bias",
+     "[[[token ids], bias], ...]"),
+    ({"inputs": "a", "parameters": {"exponential_decay_length_penalty": [3]}},
+     "parameters.exponential_decay_length_penalty", "(start, factor)"),
 ])
 def test_bad_input_is_422_naming_the_field(server, body, field, words):
     answer = post(server, body)

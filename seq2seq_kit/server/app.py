@@ -103,7 +103,10 @@ class Settings:
 SERVER_OWNED = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "forced_bos_token_id",
                 "forced_eos_token_id", "output_scores", "output_logits", "return_dict_in_generate")
 # Where GenerationConfig's annotation is wider than what generate takes, the narrower type (for the OpenAPI page).
-NARROWER = {"early_stopping": bool | Literal["never"] | None}
+# JSON has no tuples (and strict types take no list for one): those settings' JSON forms.
+NARROWER = {"early_stopping": bool | Literal["never"] | None,
+            "sequence_bias": list[list[list[int] | float]] | None,             # [[[token ids], bias], ...]
+            "exponential_decay_length_penalty": list[int | float] | None}      # [start, factor]
 
 
 def generate_parameters_model() -> type[BaseModel]:
