@@ -200,6 +200,10 @@ class Engine:
                **generate_kwargs) -> Request:
         """Queue one input: 1-D token ids (list[int] or LongTensor [S]). Settings are generate()'s, resolved and
         checked here, so bad input raises at once with generate()'s message and never enters the batch."""
+        own = sorted({"logits_processor", "prefix_allowed_tokens_fn"} & set(generate_kwargs))
+        if own:
+            raise ValueError(f"{', '.join(own)}: Python run on every step of one request is for generate(); the "
+                             "engine steps its requests together on the device")
         ids, _, config = prepare(self.model, as_row(input_ids), None, {**self.defaults, **generate_kwargs}, generator)
         if cuda_graph:
             raise ValueError("the engine chooses how it steps its batch (Engine(fixed_capacity=...)); "

@@ -128,6 +128,22 @@ def sequences(out):
     return out if isinstance(out, torch.Tensor) else out.sequences
 
 
+def test_a_users_processors_decode_eagerly_on_a_cuda_device(checkpoint, monkeypatch):
+    """Where graphs are the default (a CUDA device), logits_processor / prefix_allowed_tokens_fn decode eagerly;
+    cuda_graph=True with them is refused."""
+    model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))
+    generate_module = emulate_graphs(model, monkeypatch)
+    monkeypatch.setattr(generate_module, "use_cuda_graph", lambda cuda_graph, device: cuda_graph is not False)
+    ids, mask = batch(model)
+    only_even = lambda batch_id, tokens: list(range(4, 60, 2))
+    out = model.generate(ids, mask, max_length=10, num_beams=2, prefix_allowed_tokens_fn=only_even)
+    assert torch.equal(out, model.generate(ids, mask, max_length=10, num_beams=2, prefix_allowed_tokens_fn=only_even,
+                                           cuda_graph=False))
+    assert (out[:, 1:-1] % 2 == 0).all() and model.graphed_step is None and not whole_step.KEPT.get(model)
+    with pytest.raises(ValueError, match="which a CUDA graph cannot replay"):
+        model.generate(ids, mask, max_length=10, prefix_allowed_tokens_fn=only_even, cuda_graph=True)
+
+
 @pytest.mark.parametrize("kwargs", GRAPHED)
 def test_a_graphed_result_is_not_overwritten_by_the_next_call(checkpoint, monkeypatch, kwargs):
     """The whole-step graph's search state is the next same-shape call's: what generate returned is a copy."""

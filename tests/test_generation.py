@@ -339,6 +339,59 @@ def test_less_common_processors_from_a_checkpoint_file(tiny_eos_path, tmp_path):
         assert torch.equal(ours.generate(ids, mask, **kwargs), theirs), kwargs
 
 
+class BanTheBestSometimes:
+    """A user's processor, transformers' way (input_ids: [R, cur_len]): bans a row's best token where its last
+    token plus its length is odd."""
+
+    def __call__(self, input_ids, scores):
+        odd = (input_ids[:, -1:] + input_ids.shape[1]) % 2 == 1                                  # [R, 1]
+        best = scores.argmax(dim=1, keepdim=True)
+        return scores.scatter(1, best, torch.where(odd, -math.inf, scores.gather(1, best)))
+
+
+def allowed_tokens(batch_id: int, tokens: torch.Tensor) -> list[int]:
+    """A constraint that depends on the input and on the row's last token, EOS allowed after 5 tokens."""
+    last = int(tokens[-1])
+    return sorted({(last * 7 + batch_id * 3 + k) % 300 + 4 for k in range(6)} | ({2} if len(tokens) > 5 else set()))
+
+
+@pytest.mark.parametrize("kwargs", [dict(max_new_tokens=12), dict(num_beams=3, max_new_tokens=12, num_return_sequences=2),
+                                    dict(do_sample=True, num_return_sequences=2, max_new_tokens=10, top_k=20)])
+def test_a_users_logits_processors_and_prefix_constraint(pair, kwargs):
+    """generate's logits_processor (a user's callables, transformers' own classes too) and prefix_allowed_tokens_fn
+    give transformers' tokens and scores (run after the built-in processors, before the sampling ones)."""
+    from transformers.generation.logits_process import LogitsProcessorList, NoBadWordsLogitsProcessor
+
+    hf, ours = pair("tiny-eos")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id)
+    constrained = ours.generate(ids, mask, prefix_allowed_tokens_fn=allowed_tokens, **NO_FORCED_EOS, **kwargs)
+    chosen = sorted(set(constrained[:, 1:].flatten().tolist()) - {0, 1, 2})
+    banned = NoBadWordsLogitsProcessor([[t] for t in chosen[::2]], eos_token_id=2)   # changes what is chosen
+    custom = dict(logits_processor=LogitsProcessorList([BanTheBestSometimes(), banned]),
+                  prefix_allowed_tokens_fn=allowed_tokens, **NO_FORCED_EOS, **kwargs)
+    torch.manual_seed(0)
+    theirs = hf.generate(ids, attention_mask=mask, **custom, return_dict_in_generate=True, output_scores=True)
+    torch.manual_seed(0)
+    mine = ours.generate(ids, mask, **custom, return_dict_in_generate=True, output_scores=True)
+    assert_parity(theirs, mine)
+    assert not set(mine.sequences[:, 1:].flatten().tolist()) & set(chosen[::2])
+
+
+def test_a_users_processors_refuse_the_graphed_and_engine_paths(pair):
+    from seq2seq_kit import Engine
+
+    _, ours = pair("tiny-eos")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    with pytest.raises(TypeError, match="logits_processor must be a list of callables"):
+        ours.generate(ids, mask, logits_processor=BanTheBestSometimes())
+    with pytest.raises(TypeError, match="prefix_allowed_tokens_fn must be a callable"):
+        ours.generate(ids, mask, prefix_allowed_tokens_fn=[4, 5])
+    with pytest.raises(ValueError, match="returned no token for input 0"):
+        ours.generate(ids, mask, prefix_allowed_tokens_fn=lambda b, t: [])
+    with Engine(ours, max_rows=2) as engine, pytest.raises(ValueError, match="is for generate"):
+        engine.submit([5, 6, 7], prefix_allowed_tokens_fn=allowed_tokens)
+
+
 # ---- bad input: ValueError naming the argument, before any compute ------------------------------------------------
 
 BAD_INPUTS = [                          # (make input_ids, kwargs, error, message)

@@ -47,7 +47,7 @@ import torch
 
 from .config import GenerationConfig
 from .logits_process import apply, draw
-from .sync_free import SearchProgress, widen
+from .search import SearchProgress, widen
 
 NEG = -1.0e9                         # transformers' "very large negative" for beams and slots
 PROMPT_LEN = 1                       # the decoder start token
@@ -168,8 +168,7 @@ class BeamSearch(SearchProgress):
     def __init__(self, cfg: GenerationConfig, processors: list, batch: int, device: torch.device, generator=None,
                  independent: bool = False):
         beams = cfg.num_beams
-        super().__init__(cfg, batch, beams, device, independent)
-        self.processors, self.generator = processors, generator
+        super().__init__(cfg, processors, batch, beams, device, generator, independent)
         self.eos = torch.tensor(cfg.eos_token_id, device=device) if cfg.eos_token_id else None
         self.n_candidates = max(2, 1 + (len(self.eos) if self.eos is not None else 0)) * beams
         self.fill = (cfg.pad_token_id or cfg.eos_token_id[0]) if self.eos is not None else -1

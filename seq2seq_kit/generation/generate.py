@@ -41,13 +41,18 @@ class GenerateOutput:
 
 @torch.no_grad()
 def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
-             generator: torch.Generator | None = None, cuda_graph: bool | None = None, **kwargs):
+             generator: torch.Generator | None = None, cuda_graph: bool | None = None, logits_processor=None,
+             prefix_allowed_tokens_fn=None, **kwargs):
     """transformers-compatible generate for a seq2seq_kit BART model.
 
     input_ids [B, S], attention_mask [B, S] (1 = token, 0 = padding) or None; kwargs are transformers' generation
     settings (see GenerationConfig), over `generation_config` (a GenerationConfig) if given, over
     model.generation_config, over transformers' library defaults.
     generator: torch.Generator for sampling (None: the global RNG).
+    logits_processor: processors of your own (callables (input_ids [R, cur_len], scores [R, V]) -> scores, e.g.
+    transformers' LogitsProcessor objects), run after seq2seq_kit's and before the sampling ones, as transformers
+    runs them; prefix_allowed_tokens_fn(input index, row's tokens) -> allowed token ids (constrained decoding).
+    Both run Python every step: generate then decodes eagerly (cuda_graph=True is refused with them).
     cuda_graph: replay each step from a CUDA graph; None: on for a model on a CUDA device. Greedy and beam search
     replay the whole step (decoder, processors, search, cache reorder: generation/whole_step.py) and read the
     stop flag back every GRAPH_CHECK_EVERY steps; sampling replays the decoder step only (models/cuda_graph.py)
@@ -56,14 +61,18 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     pad_token_id after EOS; or a GenerateOutput when return_dict_in_generate=True.
     """
     input_ids, padding_mask, cfg = prepare(model, input_ids, attention_mask, kwargs, generator)
-    cuda_graph = use_cuda_graph(cuda_graph, model.device)
+    custom = user_processors(logits_processor, prefix_allowed_tokens_fn)
+    cuda_graph = use_cuda_graph(cuda_graph, model.device) and not (custom and cuda_graph is None)
+    if custom and cuda_graph:
+        raise ValueError("logits_processor / prefix_allowed_tokens_fn run Python on every step, which a CUDA graph "
+                         "cannot replay: leave cuda_graph unset (generate then decodes eagerly) or pass False")
     encoder_hidden = model.encode_unchecked(input_ids, padding_mask)                  # [B, S, D], once
     if cuda_graph:
         with graph_lock(model):                     # the kept graphs' buffers hold one call's inputs and state
             return decode_on_graphs(model, encoder_hidden, padding_mask, cfg, input_ids, generator)
     step, cache = model.start_decoding(encoder_hidden, padding_mask, rows_per_input(cfg),
-                                       max_length=cfg.max_length - 1)                # a cache slot per step
-    search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator)
+                                       max_length=cfg.max_length - 1, cuda_graph=False)       # a slot per step
+    search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator, **custom)
     while not search.done:
         parents = search.advance(step(search.tokens(), cache))                        # logits [R, V]
         if parents is not None:
@@ -119,12 +128,13 @@ def rows_per_input(cfg: GenerationConfig) -> int:
 
 
 def start_search(cfg: GenerationConfig, input_ids: torch.Tensor, vocab_size: int, device: torch.device,
-                 generator: torch.Generator | None = None, independent: bool = False) -> BeamSearch | SampleSearch:
+                 generator: torch.Generator | None = None, independent: bool = False,
+                 **user_processors) -> BeamSearch | SampleSearch:
     """The search for resolved settings over input_ids [B, S] (the encoder input, which the encoder n-gram
     processor reads): BeamSearch when num_beams > 1, else SampleSearch (greedy or sampling). independent: each
-    input stops as it would alone (seq2seq_kit.Engine's searches, see generation/sync_free.py)."""
+    input stops as it would alone (seq2seq_kit.Engine's searches, see generation/search.py)."""
     rows = rows_per_input(cfg)
-    processors = build_processors(cfg, input_ids, rows, vocab_size)
+    processors = build_processors(cfg, input_ids, rows, vocab_size, **user_processors)
     if cfg.num_beams > 1:
         return BeamSearch(cfg, processors, input_ids.shape[0], device, generator, independent)
     return SampleSearch(cfg, processors, input_ids.shape[0] * rows, device, generator, independent)
@@ -150,6 +160,23 @@ def result(cfg: GenerationConfig, search: BeamSearch | SampleSearch, inputs: lis
         return sequences
     scores, logits = (search.steps_recorded(name, inputs) for name in ("scores", "logits"))
     return GenerateOutput(sequences, sequences_scores if cfg.output_scores else None, scores, logits, beam_indices)
+
+
+def user_processors(logits_processor, prefix_allowed_tokens_fn) -> dict:
+    """generate's logits_processor and prefix_allowed_tokens_fn, checked, as build_processors takes them ({} when
+    neither is given)."""
+    custom = {}
+    if logits_processor is not None:
+        if not isinstance(logits_processor, (list, tuple)) or not all(map(callable, logits_processor)):
+            raise TypeError("logits_processor must be a list of callables (input_ids, scores) -> scores, e.g. "
+                            "transformers' LogitsProcessorList")
+        if logits_processor:
+            custom["logits_processor"] = list(logits_processor)
+    if prefix_allowed_tokens_fn is not None:
+        if not callable(prefix_allowed_tokens_fn):
+            raise TypeError("prefix_allowed_tokens_fn must be a callable (input index, tokens) -> allowed token ids")
+        custom["prefix_allowed_tokens_fn"] = prefix_allowed_tokens_fn
+    return custom
 
 
 def check_generator(generator) -> None:

@@ -468,9 +468,46 @@ def log_softmax(seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tenso
     return scores.log_softmax(dim=-1)
 
 
+class PrefixAllowedTokens:
+    """generate's prefix_allowed_tokens_fn(input index, row's tokens [cur_len]) -> the token ids allowed next: every
+    other token gets -inf (transformers' PrefixConstrainedLogitsProcessor). Python per row: the eager path only."""
+
+    def __init__(self, fn, rows_per_input: int):
+        self.fn, self.rows_per_input = fn, rows_per_input
+
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
+        mask = torch.full_like(scores, -math.inf)
+        for row, tokens in enumerate(seq[:, :_host_length(cur_len, "prefix_allowed_tokens_fn")]):
+            allowed = self.fn(row // self.rows_per_input, tokens)
+            if len(allowed) == 0:
+                raise ValueError(f"prefix_allowed_tokens_fn returned no token for input {row // self.rows_per_input}"
+                                 f": the constraint cannot be met")
+            mask[row, allowed] = 0
+        return scores + mask
+
+
+class UserProcessor:
+    """One of generate's logits_processor: processor(input_ids [R, cur_len], scores [R, V]) -> scores, as
+    transformers calls it (the eager path only)."""
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
+        return self.processor(seq[:, :_host_length(cur_len, "logits_processor")], scores)
+
+
+def _host_length(cur_len, name: str) -> int:
+    if not isinstance(cur_len, int):
+        raise ValueError(f"`{name}` runs Python on every step, which needs generate's eager path: pass "
+                         "cuda_graph=False (the engine does not take it)")
+    return cur_len
+
+
 def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, rows_per_input: int,
-                     vocab_size: int) -> list:
-    """The processors of a resolved config, in transformers' `_get_logits_processor` order."""
+                     vocab_size: int, logits_processor: list = (), prefix_allowed_tokens_fn=None) -> list:
+    """The processors of a resolved config, in transformers' `_get_logits_processor` order; generate's own
+    logits_processor after seq2seq_kit's (as transformers merges a list of other types than its own)."""
     eos = cfg.eos_token_id
     device = encoder_input_ids.device
     procs: list = []
@@ -488,6 +525,8 @@ def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, row
         procs.append(NoBadWords(cfg.bad_words_ids, eos, device))
     if cfg.min_length and eos is not None:            # min_new_tokens is folded into min_length by resolve()
         procs.append(MinLength(cfg.min_length, eos, device))
+    if prefix_allowed_tokens_fn is not None:
+        procs.append(PrefixAllowedTokens(prefix_allowed_tokens_fn, rows_per_input))
     if cfg.forced_bos_token_id is not None:
         procs.append(ForcedToken(1, [cfg.forced_bos_token_id], vocab_size, device))
     if cfg.forced_eos_token_id is not None:
@@ -503,6 +542,7 @@ def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, row
     if cfg.begin_suppress_tokens is not None:       # the first new token's step; after a forced BOS, the next
         begin = 1 if cfg.forced_bos_token_id is None else 2
         procs.append(SuppressTokens(cfg.begin_suppress_tokens, vocab_size, begin, device))
+    procs += [UserProcessor(p) for p in logits_processor]
     if cfg.do_sample:
         # beams keep one non-EOS token more than there are EOS ids, so a beam can always continue
         min_keep = (len(eos) + 1 if eos is not None else 2) if cfg.num_beams > 1 else 1

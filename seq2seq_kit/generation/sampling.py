@@ -15,7 +15,7 @@ import torch
 
 from .config import GenerationConfig
 from .logits_process import apply, draw
-from .sync_free import SearchProgress, widen
+from .search import SearchProgress, widen
 
 
 class SampleSearch(SearchProgress):
@@ -28,8 +28,7 @@ class SampleSearch(SearchProgress):
     def __init__(self, cfg: GenerationConfig, processors: list, rows: int, device: torch.device, generator=None,
                  independent: bool = False):
         n = cfg.num_return_sequences
-        super().__init__(cfg, rows // n, n, device, independent)
-        self.processors, self.generator = processors, generator
+        super().__init__(cfg, processors, rows // n, n, device, generator, independent)
         self.seq = torch.full((rows, cfg.max_length), cfg.decoder_start_token_id, dtype=torch.long, device=device)
         self.eos = torch.tensor(cfg.eos_token_id, device=device) if cfg.eos_token_id else None
         self.unfinished = torch.ones(rows, dtype=torch.bool, device=device)

@@ -34,7 +34,8 @@ import torch
 from .. import cuda_capture
 from .config import GenerationConfig
 from .protocol import Cache, Seq2SeqModel, Step
-from .sync_free import SearchProgress, run_until_stopped
+from .search import SearchProgress
+from .sync_free import run_until_stopped
 
 T = TypeVar("T")
 KEEP = 4                                                          # graphs kept per model
