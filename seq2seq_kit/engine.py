@@ -46,6 +46,7 @@ generate alone's on decisive logits, scores within 1e-4, as for batched requests
 from __future__ import annotations
 
 import asyncio
+import atexit
 import bisect
 import collections
 import itertools
@@ -80,7 +81,6 @@ class Request:
     input_ids: torch.Tensor                     # [1, S] long, on the model's device
     config: GenerationConfig                    # resolved settings
     generator: torch.Generator | None
-    engine: Engine = field(repr=False)                # kept alive while its requests are held (see serve)
     future: Future = field(default_factory=Future, repr=False)
     group: Group | None = field(default=None, repr=False)  # set on admission: the search it steps in
     cache: object = field(default=None, repr=False)       # set on admission: its KV cache
@@ -189,10 +189,12 @@ class Engine:
         self._closing = False
         if model.device.type == "cpu":
             cpu_threads.hand_over_pool()            # this thread's OpenMP workers would slow the engine's: see there
-        self._thread = threading.Thread(target=serve, args=(weakref.ref(self), self._wake), name="seq2seq_kit-engine",
-                                        daemon=True)
+        self._busy: list[Engine] = []               # [self] while it has work: held by its thread (see serve)
+        self._thread = threading.Thread(target=serve, args=(weakref.ref(self), self._wake, self._busy),
+                                        name="seq2seq_kit-engine", daemon=True)
         self._thread.start()
         weakref.finalize(self, wake_up, self._wake)     # an engine dropped unclosed ends its thread (see serve)
+        LIVE.add(self)
 
     # ---- the caller's side (any thread) --------------------------------------------------------------------
 
@@ -208,7 +210,7 @@ class Engine:
         if cuda_graph:
             raise ValueError("the engine chooses how it steps its batch (Engine(fixed_capacity=...)); "
                              "cuda_graph=True is for generate()")
-        request = Request(ids, config, generator, self)
+        request = Request(ids, config, generator)
         if ids.shape[1] > self.max_source_tokens:
             raise ValueError(f"input_ids has {ids.shape[1]} tokens, more than this engine's max_source_tokens="
                              f"{self.max_source_tokens}; truncate it or raise max_source_tokens")
@@ -221,6 +223,8 @@ class Engine:
             if self.queue_depth >= self.max_queue:
                 raise EngineFull(f"the engine's queue is full ({self.max_queue} waiting requests); retry later")
             self.waiting.append(request)
+            if not self._busy:
+                self._busy.append(self)                 # the thread holds the engine until this is answered
             self._wake.notify()
         return request
 
@@ -249,10 +253,10 @@ class Engine:
         the engine's own thread (a request's done-callback), it returns at once: the thread ends after the step."""
         with self._wake:
             self._closing = True
-            if cancel_pending:
-                for request in self.waiting:
-                    request.cancel()
+            cancelled = list(self.waiting) if cancel_pending else []
             self._wake.notify()
+        for request in cancelled:               # not under the lock: their done-callbacks may call the engine
+            request.cancel()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
@@ -646,15 +650,16 @@ class FixedCapacity:
         return each_group(groups, lambda group: group.step(self.logits))
 
 
-def serve(engine_ref: weakref.ref, wake: threading.Condition) -> None:
-    """The engine's thread: steps it while it has work, until it is closed and done. While idle it holds the engine
-    only weakly, so an engine dropped without close() is collected, and its finalizer wakes this thread to end, as
-    ThreadPoolExecutor's workers end with their executor. (A submitted request holds its engine: one dropped with
-    requests someone still holds runs them.)"""
+def serve(engine_ref: weakref.ref, wake: threading.Condition, busy: list) -> None:
+    """The engine's thread: steps it while it has work, until it is closed and done. `busy` holds the engine from
+    the submit that gives it work until this thread finds it idle; idle, the thread holds it only weakly, so an
+    engine dropped without close() is collected once every request is answered, and its finalizer wakes this
+    thread to end (as ThreadPoolExecutor's workers end with their executor)."""
     engine = engine_ref()
     while True:
         with wake:
             while engine._idle():
+                busy.clear()
                 engine = None                           # wait without holding it
                 if engine_ref() is None:                # collected just now (its wake_up found nobody waiting)
                     return
@@ -666,6 +671,27 @@ def serve(engine_ref: weakref.ref, wake: threading.Condition) -> None:
         if admitted is None:
             return
         engine._run(admitted)
+
+
+LIVE: weakref.WeakSet = weakref.WeakSet()      # the engines not collected yet (close_at_exit)
+EXIT_WAIT = 30.0                               # seconds close_at_exit waits for an engine (a step, normally)
+
+
+@atexit.register
+def close_at_exit() -> None:
+    """At interpreter exit, stop every engine before its daemon thread is frozen inside torch (the process would
+    abort): its requests are cancelled (nobody can read them now) and its thread ends after the step it is in.
+    An engine stuck for EXIT_WAIT seconds is left as it is, rather than the exit hanging."""
+    for engine in list(LIVE):
+        if not engine._wake.acquire(timeout=EXIT_WAIT):
+            continue
+        try:
+            requests = [*engine.waiting, *engine.running]
+        finally:
+            engine._wake.release()
+        for request in requests:
+            request.cancel()
+        engine.close(timeout=EXIT_WAIT)
 
 
 def wake_up(wake: threading.Condition) -> None:

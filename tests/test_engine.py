@@ -677,12 +677,69 @@ def test_an_engine_dropped_without_close_is_collected_and_its_thread_ends(tiny_e
     assert ref() is None and not thread.is_alive()
 
 
-def test_an_engine_nobody_holds_runs_the_requests_submitted_to_it(tiny_eos):
-    requests = [Engine(tiny_eos, max_rows=2).submit([5 + i, 6, 7], max_new_tokens=8) for i in range(3)]
+def test_an_engine_nobody_holds_answers_the_futures_submitted_to_it(tiny_eos):
+    """Only a request's future kept, the engine collected as soon as the garbage collector may: every future is
+    answered, and the engines go once idle (also those whose last request finished at its first step)."""
     import gc
-    gc.collect()
-    for i, request in enumerate(requests):
-        assert torch.equal(request.result(60), tiny_eos.generate(torch.tensor([[5 + i, 6, 7]]), max_new_tokens=8))
+    import weakref
+
+    want = tiny_eos.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=8)
+    for _ in range(12):
+        engine = Engine(tiny_eos, max_rows=2)
+        future, ref = engine.submit([5, 6, 7], max_new_tokens=8).future, weakref.ref(engine)
+        del engine
+        gc.collect()                                    # before the engine's thread has woken, most times
+        assert torch.equal(future.result(60), want)
+    for _ in range(3):
+        engine = Engine(tiny_eos, max_rows=2)
+        engine.submit([5, 6, 7], max_new_tokens=1).result(60)
+        ref = weakref.ref(engine)
+        del engine
+        for _ in range(100):
+            gc.collect()
+            if ref() is None:
+                break
+            time.sleep(0.01)
+        assert ref() is None
+
+
+def test_a_done_callback_closing_the_engine_while_close_cancels(tiny_eos):
+    """close(cancel_pending=True) (here: the with block left by an exception) cancels a waiting request whose
+    done-callback closes the engine: no deadlock (the callbacks run outside the engine's lock)."""
+    outcome = []
+
+    def leave_by_an_exception():
+        engine = Engine(tiny_eos, max_rows=1)
+        running = engine.submit([5, 6, 7], max_new_tokens=30, min_new_tokens=30)
+        waiting = engine.submit([5, 6, 8], max_new_tokens=30)
+        waiting.future.add_done_callback(lambda f: engine.close())
+        try:
+            with engine:
+                raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            outcome.append((waiting.future.cancelled(), running.done()))
+
+    thread = threading.Thread(target=leave_by_an_exception, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive() and outcome == [(True, True)]
+
+
+def test_the_interpreter_exits_cleanly_with_an_engine_stepping(tiny_eos_path):
+    """An engine's daemon thread inside torch when the interpreter stops it aborted the process ("terminate called
+    without an active exception"): engines are stopped at exit (their requests cancelled)."""
+    import subprocess
+    import sys
+
+    script = (f"from seq2seq_kit import BartForConditionalGeneration, Engine\n"
+              f"model = BartForConditionalGeneration.from_pretrained({str(tiny_eos_path)!r})\n"
+              f"engine = Engine(model, max_rows=4)\n"
+              f"requests = [engine.submit([5 + i, 6, 7], max_new_tokens=60, min_new_tokens=50, num_beams=2) "
+              f"for i in range(6)]\n"
+              f"requests[0].future.add_done_callback(lambda f: print('cancelled' if f.cancelled() else 'done'))\n")
+    for _ in range(3):
+        run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0 and run.stderr == "", (run.returncode, run.stderr[-2000:])
 
 
 def test_leaving_the_block_by_an_exception_cancels_the_waiting_requests(tiny_eos):

@@ -66,6 +66,21 @@ def test_a_packed_weight_replaces_the_dense_one():
     assert all(isinstance(p, torch.nn.Parameter) for p in model.parameters())
 
 
+def test_a_layer_runs_the_kernel_of_the_weight_it_reads():
+    """`use` swaps the weight first: a step running meanwhile in another thread (an engine while the model is moved)
+    must run the kernel of the weight it reads, packed or dense, not a flag set a moment later."""
+    model = small_model(tie_word_embeddings=False)
+    layer = model.decoder.layers[0].fc1
+    x = torch.randn(3, layer.in_features)
+    want = layer(x)
+    layer.weight = torch.nn.Parameter(kernels.pack(layer.weight), requires_grad=False)   # as `use` does, first
+    assert layer.packed
+    torch.testing.assert_close(layer(x), want, rtol=1e-5, atol=1e-5)
+    layer.weight = torch.nn.Parameter(layer.weight.to_dense(), requires_grad=False)
+    assert not layer.packed
+    torch.testing.assert_close(layer(x), want, rtol=1e-5, atol=1e-5)
+
+
 def test_a_tied_lm_head_is_never_packed():
     model = small_model()
     model.set_kernels(ALL_PACKED)

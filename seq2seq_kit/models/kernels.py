@@ -91,15 +91,19 @@ class KernelLinear(nn.Linear):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.row_kernels: dict[int, str] = {}    # row count (<= MAX_ROWS) -> a dense kernel other than "mkl"
-        self.packed = False
+
+    @property
+    def packed(self) -> bool:
+        return self.weight.is_mkldnn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:                      # x [..., in] -> [..., out]
-        if self.packed:
-            return onednn_linear(x, self.weight, self.bias)
+        weight = self.weight        # read once: `use` from another thread swaps it (its layout decides the kernel)
+        if weight.is_mkldnn:
+            return onednn_linear(x, weight, self.bias)
         kernel = self.row_kernels.get(x.numel() // x.shape[-1]) if self.row_kernels else None
         if kernel is not None and x.dtype == torch.float32 and x.device.type == "cpu":
-            return DENSE[kernel](x, self.weight, self.bias)
-        return F.linear(x, self.weight, self.bias)
+            return DENSE[kernel](x, weight, self.bias)
+        return F.linear(x, weight, self.bias)
 
     def dense_weight(self) -> torch.Tensor:
         return self.weight.to_dense() if self.packed else self.weight
@@ -117,7 +121,6 @@ class KernelLinear(nn.Linear):
         if packed != self.packed:
             values = pack(self.weight) if packed else self.weight.detach().to_dense()
             self.weight = nn.Parameter(values, requires_grad=False)
-            self.packed = packed
         dense = {name: "onednn" if kernel == "onednn-packed" else kernel for name, kernel in kernels.items()}
         self.row_kernels = {n: kernel for name, kernel in dense.items()
                             if not packed and kernel in DENSE and (ONEDNN or kernel != "onednn")
