@@ -377,6 +377,51 @@ def test_a_users_logits_processors_and_prefix_constraint(pair, kwargs):
     assert not set(mine.sequences[:, 1:].flatten().tolist()) & set(chosen[::2])
 
 
+@pytest.mark.parametrize("kwargs", [dict(max_new_tokens=8), dict(num_beams=3, max_new_tokens=8)])
+@pytest.mark.parametrize("constraint", [dict(allowed=[2], min_new_tokens=3), dict(allowed=[9], bad_words_ids=[[9]])])
+def test_a_prefix_constraint_the_other_settings_leave_no_token_for_is_forced(pair, kwargs, constraint):
+    """Where the processors before it banned every allowed token of every row of an input, transformers gives the
+    allowed tokens score 0 (the constraint wins)."""
+    hf, ours = pair("tiny-eos")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id, lengths=(12, 9))
+    constraint = dict(constraint)
+    allowed = constraint.pop("allowed")
+    settings = dict(prefix_allowed_tokens_fn=lambda batch_id, tokens: allowed, **constraint, **NO_FORCED_EOS, **kwargs)
+    theirs, mine = run_both(hf, ours, ids, mask, **settings)
+    assert_parity(theirs, mine)
+
+
+@pytest.mark.parametrize("kwargs", [dict(max_length=7), dict(num_beams=3, max_length=7)])
+def test_a_users_transformers_processor_takes_the_place_of_the_one_a_setting_builds(pair, kwargs):
+    """As transformers' _merge_criteria_processor_list: the user's forced EOS at 8 replaces the setting's at 6."""
+    from transformers.generation.logits_process import (ForcedEOSTokenLogitsProcessor, NoRepeatNGramLogitsProcessor,
+                                                        RepetitionPenaltyLogitsProcessor)
+
+    hf, ours = pair("tiny-eos")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id)
+    own = [RepetitionPenaltyLogitsProcessor(3.0), NoRepeatNGramLogitsProcessor(1), ForcedEOSTokenLogitsProcessor(8, 2)]
+    settings = dict(repetition_penalty=1.2, no_repeat_ngram_size=3, forced_eos_token_id=2, logits_processor=own,
+                    **kwargs)
+    theirs, mine = run_both(hf, ours, ids, mask, **settings)
+    assert_parity(theirs, mine)
+
+
+@pytest.mark.parametrize("kwargs", [dict(max_new_tokens=8), dict(num_beams=3, max_new_tokens=8),
+                                    dict(do_sample=True, num_return_sequences=2, max_new_tokens=8)])
+def test_a_users_processor_may_return_any_float_tensor(pair, kwargs):
+    """A strided view, float64 or float16 (transformers' own processors return such): taken as float32."""
+    hf, ours = pair("tiny-eos")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id)
+    own = [lambda input_ids, scores: torch.cat((scores, scores), dim=1)[:, ::2],
+           lambda input_ids, scores: scores.double() * 1.5, lambda input_ids, scores: scores.half().float()]
+    torch.manual_seed(0)
+    theirs = hf.generate(ids, attention_mask=mask, logits_processor=own, **NO_FORCED_EOS, **kwargs)
+    torch.manual_seed(0)
+    assert torch.equal(ours.generate(ids, mask, logits_processor=own, **NO_FORCED_EOS, **kwargs), theirs)
+    half = [lambda input_ids, scores: scores.half()]
+    assert ours.generate(ids, mask, logits_processor=half, **NO_FORCED_EOS, **kwargs).shape[0] > 0
+
+
 def test_a_users_processors_refuse_the_graphed_and_engine_paths(pair):
     from seq2seq_kit import Engine
 

@@ -470,7 +470,9 @@ def log_softmax(seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tenso
 
 class PrefixAllowedTokens:
     """generate's prefix_allowed_tokens_fn(input index, row's tokens [cur_len]) -> the token ids allowed next: every
-    other token gets -inf (transformers' PrefixConstrainedLogitsProcessor). Python per row: the eager path only."""
+    other token gets -inf; an input whose rows have only -inf left (the allowed tokens banned by the processors
+    before) gets the allowed tokens at score 0 (transformers' PrefixConstrainedLogitsProcessor). Python per row:
+    the eager path only."""
 
     def __init__(self, fn, rows_per_input: int):
         self.fn, self.rows_per_input = fn, rows_per_input
@@ -483,18 +485,22 @@ class PrefixAllowedTokens:
                 raise ValueError(f"prefix_allowed_tokens_fn returned no token for input {row // self.rows_per_input}"
                                  f": the constraint cannot be met")
             mask[row, allowed] = 0
-        return scores + mask
+        constrained = scores + mask
+        stuck = constrained.amax(dim=-1).isneginf().view(-1, self.rows_per_input).all(dim=-1, keepdim=True)   # [B, 1]
+        return torch.where(stuck.repeat_interleave(self.rows_per_input, dim=0), mask, constrained)
 
 
 class UserProcessor:
     """One of generate's logits_processor: processor(input_ids [R, cur_len], scores [R, V]) -> scores, as
-    transformers calls it (the eager path only)."""
+    transformers calls it (the eager path only); what it returns is taken as float32 and contiguous (a float64
+    result is rounded to float32, where transformers would go on in float64)."""
 
     def __init__(self, processor):
         self.processor = processor
 
     def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
-        return self.processor(seq[:, :_host_length(cur_len, "logits_processor")], scores)
+        out = self.processor(seq[:, :_host_length(cur_len, "logits_processor")], scores)
+        return out.float().contiguous()
 
 
 def _host_length(cur_len, name: str) -> int:
@@ -506,43 +512,51 @@ def _host_length(cur_len, name: str) -> int:
 
 def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, rows_per_input: int,
                      vocab_size: int, logits_processor: list = (), prefix_allowed_tokens_fn=None) -> list:
-    """The processors of a resolved config, in transformers' `_get_logits_processor` order; generate's own
-    logits_processor after seq2seq_kit's (as transformers merges a list of other types than its own)."""
+    """The processors of a resolved config, in transformers' `_get_logits_processor` order, generate's own
+    logits_processor merged in as transformers merges them (see merged)."""
     eos = cfg.eos_token_id
     device = encoder_input_ids.device
-    procs: list = []
+    built: list = []                  # (the transformers processor each stands for, it)
     if cfg.sequence_bias is not None:
-        procs.append(SequenceBias(sequence_biases(cfg.sequence_bias, vocab_size), device))
+        built.append(("SequenceBiasLogitsProcessor",
+                      SequenceBias(sequence_biases(cfg.sequence_bias, vocab_size), device)))
     if cfg.encoder_repetition_penalty is not None and cfg.encoder_repetition_penalty != 1.0:
-        procs.append(EncoderRepetitionPenalty(cfg.encoder_repetition_penalty, encoder_input_ids, rows_per_input))
+        built.append(("EncoderRepetitionPenaltyLogitsProcessor",
+                      EncoderRepetitionPenalty(cfg.encoder_repetition_penalty, encoder_input_ids, rows_per_input)))
     if cfg.repetition_penalty is not None and cfg.repetition_penalty != 1.0:
-        procs.append(RepetitionPenalty(cfg.repetition_penalty))
+        built.append(("RepetitionPenaltyLogitsProcessor", RepetitionPenalty(cfg.repetition_penalty)))
     if cfg.no_repeat_ngram_size:
-        procs.append(NoRepeatNGram(cfg.no_repeat_ngram_size))
+        built.append(("NoRepeatNGramLogitsProcessor", NoRepeatNGram(cfg.no_repeat_ngram_size)))
     if cfg.encoder_no_repeat_ngram_size:
-        procs.append(EncoderNoRepeatNGram(cfg.encoder_no_repeat_ngram_size, encoder_input_ids, rows_per_input))
+        built.append(("EncoderNoRepeatNGramLogitsProcessor",
+                      EncoderNoRepeatNGram(cfg.encoder_no_repeat_ngram_size, encoder_input_ids, rows_per_input)))
     if cfg.bad_words_ids is not None:
-        procs.append(NoBadWords(cfg.bad_words_ids, eos, device))
+        built.append(("NoBadWordsLogitsProcessor", NoBadWords(cfg.bad_words_ids, eos, device)))
     if cfg.min_length and eos is not None:            # min_new_tokens is folded into min_length by resolve()
-        procs.append(MinLength(cfg.min_length, eos, device))
+        built.append(("MinLengthLogitsProcessor", MinLength(cfg.min_length, eos, device)))
     if prefix_allowed_tokens_fn is not None:
-        procs.append(PrefixAllowedTokens(prefix_allowed_tokens_fn, rows_per_input))
+        built.append(("PrefixConstrainedLogitsProcessor",
+                      PrefixAllowedTokens(prefix_allowed_tokens_fn, rows_per_input)))
     if cfg.forced_bos_token_id is not None:
-        procs.append(ForcedToken(1, [cfg.forced_bos_token_id], vocab_size, device))
+        built.append(("ForcedBOSTokenLogitsProcessor", ForcedToken(1, [cfg.forced_bos_token_id], vocab_size, device)))
     if cfg.forced_eos_token_id is not None:
         forced_eos = cfg.forced_eos_token_id if isinstance(cfg.forced_eos_token_id, list) else [cfg.forced_eos_token_id]
-        procs.append(ForcedToken(cfg.max_length - 1, forced_eos, vocab_size, device))
+        built.append(("ForcedEOSTokenLogitsProcessor",
+                      ForcedToken(cfg.max_length - 1, forced_eos, vocab_size, device)))
     if cfg.remove_invalid_values:
-        procs.append(remove_inf_nan)
+        built.append(("InfNanRemoveLogitsProcessor", remove_inf_nan))
     if cfg.exponential_decay_length_penalty is not None and eos is not None:
         start, factor = cfg.exponential_decay_length_penalty
-        procs.append(ExponentialDecayLengthPenalty(start, factor, eos, cfg.max_length, device))
+        built.append(("ExponentialDecayLengthPenalty",
+                      ExponentialDecayLengthPenalty(start, factor, eos, cfg.max_length, device)))
     if cfg.suppress_tokens is not None:
-        procs.append(SuppressTokens(cfg.suppress_tokens, vocab_size, device=device))
+        built.append(("SuppressTokensLogitsProcessor",
+                      SuppressTokens(cfg.suppress_tokens, vocab_size, device=device)))
     if cfg.begin_suppress_tokens is not None:       # the first new token's step; after a forced BOS, the next
         begin = 1 if cfg.forced_bos_token_id is None else 2
-        procs.append(SuppressTokens(cfg.begin_suppress_tokens, vocab_size, begin, device))
-    procs += [UserProcessor(p) for p in logits_processor]
+        built.append(("SuppressTokensAtBeginLogitsProcessor",
+                      SuppressTokens(cfg.begin_suppress_tokens, vocab_size, begin, device)))
+    procs = merged(built, logits_processor)
     if cfg.do_sample:
         # beams keep one non-EOS token more than there are EOS ids, so a beam can always continue
         min_keep = (len(eos) + 1 if eos is not None else 2) if cfg.num_beams > 1 else 1
@@ -565,6 +579,21 @@ def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, row
     if cfg.renormalize_logits:
         procs.append(log_softmax)
     return procs
+
+
+def merged(built: list[tuple[str, object]], users: list) -> list:
+    """transformers' `_merge_criteria_processor_list`: a user's processor of the transformers class a built one
+    stands for takes its place; the user's others follow, in their order."""
+    users = list(users)
+    taken = []
+    procs = []
+    for name, proc in built:
+        user = next((u for u in users if type(u).__name__ == name and type(u).__module__.startswith("transformers.")),
+                    None)
+        if user is not None:
+            taken.append(user)
+        procs.append(proc if user is None else UserProcessor(user))
+    return procs + [UserProcessor(u) for u in users if not any(u is t for t in taken)]
 
 
 def apply(processors: list, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
