@@ -38,7 +38,8 @@ from tokenizers import Tokenizer as Backend
 
 from . import hub
 from .jsonfile import read_json
-from .tokenizer import FILES, Tokenizer, as_ids, check_text, clean_up_tokenization, read_tokenizer_config
+from .tokenizer import (FILES, Tokenizer, as_ids, check_text, clean_up_tokenization, extra_tokens,
+                        read_tokenizer_config, token_content)
 
 SPIECE_UNDERLINE = "\u2581"
 DEFAULT_SOURCE = {"M2M100Tokenizer": "en", "NllbTokenizer": "eng_Latn", "MBart50Tokenizer": "en_XX",
@@ -415,8 +416,10 @@ def _sentencepiece_tokenizer(root: Path, config: dict, spm: str, vocab: dict, na
     pieces = _Pieces(processor, marian)
     backend.pre_tokenizer = pre_tokenizers.PreTokenizer.custom(pieces)
     settings = {**({"model_max_length": 512} if marian else {}), **config, **named}   # MarianTokenizer's default
-    settings["additional_special_tokens"] = list(dict.fromkeys([*extra, *(config.get("additional_special_tokens")
-                                                                          or [])]))
+    listed: dict = {}                                   # content -> the token (a string or AddedToken fields)
+    for token in [*extra, *extra_tokens(config)]:
+        listed.setdefault(token_content(token), token)
+    settings["additional_special_tokens"] = list(listed.values())
     settings.pop("extra_special_tokens", None)
     tok = TranslationTokenizer(backend, settings)
     if marian:

@@ -81,8 +81,7 @@ class Tokenizer:
         self.lock = threading.Lock()   # the backend's truncation/padding state is per instance, set per call
         # Named tokens: tokenizer_config.json's, else BartTokenizer's default when the vocabulary has it.
         named = {k: config.get(k, v if backend.token_to_id(v) is not None else None) for k, v in BART_TOKENS.items()}
-        extra = config.get("extra_special_tokens") or config.get("additional_special_tokens") or []
-        extra = list(extra.values()) if isinstance(extra, dict) else extra
+        extra = extra_tokens(config)
         # As TokenizersBackend.__init__: tokens of added_tokens_decoder, then the special tokens, become added
         # tokens (matched whole in text, skipped by decode(skip_special_tokens=True)) unless already there.
         listed = config.get("added_tokens_decoder") or {}
@@ -92,8 +91,8 @@ class Tokenizer:
             if token.content not in known:
                 backend.add_tokens([token])
                 known.add(token.content)
-        self._named = {k: _content(v) for k, v in named.items()}
-        self.extra_special_tokens: list[str] = [_content(t) for t in extra]
+        self._named = {k: token_content(v) for k, v in named.items()}
+        self.extra_special_tokens: list[str] = [token_content(t) for t in extra]
         self.model_max_length: int = _max_length(config.get("model_max_length"))
         self.clean_up_tokenization_spaces: bool = config.get("clean_up_tokenization_spaces", False)
         self.padding_side: str = config.get("padding_side", "right")
@@ -424,20 +423,49 @@ def _file_error(path: Path, make):
 
 def read_tokenizer_config(root: Path) -> dict:
     """A checkpoint's tokenizer settings as transformers 5 reads them (_from_pretrained): tokenizer_config.json,
-    and, when it has no added_tokens_decoder (the legacy form), special_tokens_map.json over it. Each file is
-    optional and must hold a JSON object."""
+    its additional_special_tokens renamed extra_special_tokens where it has none; when it has no
+    added_tokens_decoder (the legacy form), special_tokens_map.json's keys over it, except that the map's
+    extra_special_tokens are added to the config's. Each file is optional and must hold a JSON object whose token
+    settings are tokens (ValueError naming the file)."""
     config = _read_config(root / "tokenizer_config.json")
+    if "additional_special_tokens" in config and not config.get("extra_special_tokens"):
+        config["extra_special_tokens"] = config.pop("additional_special_tokens")
     if "added_tokens_decoder" not in config:
-        config.update(_read_config(root / "special_tokens_map.json"))
+        for key, value in _read_config(root / "special_tokens_map.json").items():
+            if key == "extra_special_tokens" and isinstance(value, list):
+                have = list(config.get(key) or [])
+                value = have + [t for t in value if token_content(t) not in set(map(token_content, have))]
+            config[key] = value
     return config
 
 
+def extra_tokens(config: dict) -> list:
+    """The extra special tokens of read_tokenizer_config's settings (transformers: additional_special_tokens only
+    where there is no extra_special_tokens key); a dict of them (model-specific names) gives its values."""
+    extra = config["extra_special_tokens"] if "extra_special_tokens" in config else \
+        config.get("additional_special_tokens")
+    return list(extra.values()) if isinstance(extra, dict) else list(extra or [])
+
+
 def _read_config(path: Path) -> dict:
-    """tokenizer_config.json or special_tokens_map.json: a JSON object, {} when the file is absent."""
-    return read_json_object(path) if path.is_file() else {}
+    """tokenizer_config.json or special_tokens_map.json: a JSON object, {} when the file is absent; its token
+    settings checked (a number where a token belongs would fail deep in the tokenizer, and a string where a
+    list belongs would make every character a special token)."""
+    config = read_json_object(path) if path.is_file() else {}
+    is_token = lambda t: isinstance(t, str) or isinstance(t, dict) and isinstance(t.get("content"), str)
+    for key in (*BART_TOKENS, "extra_special_tokens", "additional_special_tokens"):
+        value = config.get(key)
+        listed = key.endswith("special_tokens")
+        if listed and isinstance(value, dict):
+            value = list(value.values())
+        if value is not None and not (all(map(is_token, value)) if listed and isinstance(value, list)
+                                      else not listed and is_token(value)):
+            what = "a list of tokens (strings)" if listed else "a token (a string)"
+            raise ValueError(f"{path}: {key!r} must be {what}, got {value!r}")
+    return config
 
 
-def _content(token) -> str | None:
+def token_content(token) -> str | None:
     return token["content"] if isinstance(token, dict) else token
 
 

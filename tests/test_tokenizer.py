@@ -221,6 +221,39 @@ def test_special_tokens_map_json(tmp_path):
         ids, skip_special_tokens=True)
 
 
+@pytest.mark.parametrize("config_key, map_key, both", [("extra_special_tokens", "extra_special_tokens", True),
+                                                       ("additional_special_tokens", "additional_special_tokens", False),
+                                                       ("extra_special_tokens", "additional_special_tokens", False),
+                                                       ("additional_special_tokens", "extra_special_tokens", True)])
+def test_extra_tokens_of_both_files_as_transformers_merges_them(tmp_path, config_key, map_key, both):
+    """Legacy form: the map's extra_special_tokens are added to the config's; its additional_special_tokens are
+    ignored where the config has extra tokens (transformers renames the config's additional ones first)."""
+    root = tmp_path / "kobart"
+    shutil.copytree(FIXTURES / "kobart-tokenizer", root)
+    (root / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast",
+                                                            config_key: ["<usr>"]}))
+    (root / "special_tokens_map.json").write_text(json.dumps(
+        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>",
+         map_key: ["<sys>"]}))
+    ours, theirs = Tokenizer.from_pretrained(root), AutoTokenizer.from_pretrained(str(root))
+    assert ours.all_special_tokens == theirs.all_special_tokens
+    assert ("<sys>" in ours.all_special_tokens) is both and "<usr>" in ours.all_special_tokens
+    assert ours.encode("<usr> 안녕 <sys>") == theirs.encode("<usr> 안녕 <sys>")
+
+
+@pytest.mark.parametrize("name, settings, words", [
+    ("tokenizer_config.json", {"pad_token": 5}, "'pad_token' must be a token"),
+    ("special_tokens_map.json", {"additional_special_tokens": "<usr>"}, "'additional_special_tokens' must be a list"),
+    ("special_tokens_map.json", {"extra_special_tokens": [["<usr>"]]}, "'extra_special_tokens' must be a list")])
+def test_token_settings_of_the_wrong_type_name_the_file(tmp_path, name, settings, words):
+    """A number for a token failed deep in the tokenizer; a string for a list made every character a special token."""
+    root = tmp_path / "kobart"
+    shutil.copytree(FIXTURES / "kobart-tokenizer", root)
+    (root / name).write_text(json.dumps(settings))
+    with pytest.raises(ValueError, match=f"{name}: {words}"):
+        Tokenizer.from_pretrained(root)
+
+
 def test_clean_up_applies_to_non_bpe_models(tmp_path):
     """transformers 5.24 applies clean_up_tokenization_spaces only to non-BPE models: a tiny WordLevel one."""
     from tokenizers import Tokenizer as Backend
