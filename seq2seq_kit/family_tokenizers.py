@@ -436,7 +436,7 @@ def _marian(root: Path, config: dict) -> TranslationTokenizer:
     vocab = _vocab(root / "vocab.json")
     named = dict(bos_token=None, sep_token=None, cls_token=None, mask_token=None, eos_token="</s>",
                  unk_token="<unk>", pad_token="<pad>")
-    named.update({k: config[k] for k in ("eos_token", "unk_token", "pad_token") if config.get(k)})
+    named.update({k: token_content(config[k]) for k in named if config.get(k)})      # the config's, as transformers
     tok = _sentencepiece_tokenizer(root, config, "source.spm", vocab, named, marian=True, extra=[])
     if config.get("separate_vocabs"):
         for name in ("target.spm", "target_vocab.json"):
@@ -496,7 +496,7 @@ def _m2m100(root: Path, config: dict) -> TranslationTokenizer:
     vocab = {**vocab, **{token: size + i for i, token in enumerate([*lang_tokens.values(), *madeup])}}
     named = dict(cls_token=None, mask_token=None, bos_token="<s>", eos_token="</s>", sep_token="</s>",
                  unk_token="<unk>", pad_token="<pad>")
-    named.update({k: config[k] for k in named if isinstance(config.get(k), str)})
+    named.update({k: token_content(config[k]) for k in named if config.get(k)})
     tok = _sentencepiece_tokenizer(root, config, "sentencepiece.bpe.model", vocab, named, marian=False,
                                    extra=list(lang_tokens.values()), aliases=dict.fromkeys(madeup, named["unk_token"]))
     tok.lang_tokens = lang_tokens

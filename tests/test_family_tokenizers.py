@@ -418,3 +418,22 @@ def test_special_tokens_map_wins_over_tokenizer_config_as_in_transformers(marian
     (root / "special_tokens_map.json").write_text("[]")
     with pytest.raises(ValueError, match="special_tokens_map.json must hold a JSON object"):
         AutoTokenizer.from_pretrained(root)
+
+
+def test_marians_named_tokens_come_from_the_merged_config_as_in_transformers(marian_dir, tmp_path):
+    """Every named token the two files give (mask, bos too), an AddedToken's fields as well as a string."""
+    from transformers import AutoTokenizer as TheirAutoTokenizer
+
+    root = Path(shutil.copytree(marian_dir, tmp_path / "marian"))
+    (root / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "MarianTokenizer"}))
+    (root / "special_tokens_map.json").write_text(json.dumps(
+        {"mask_token": "<newmask>", "bos_token": "</s>", "pad_token": {"content": "<unk>", "special": True}}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # "Recommended: pip install sacremoses" (not used for encoding)
+        theirs = TheirAutoTokenizer.from_pretrained(str(root))
+    ours = AutoTokenizer.from_pretrained(root)
+    assert (ours.mask_token, ours.bos_token, ours.pad_token) == (theirs.mask_token, theirs.bos_token,
+                                                                 theirs.pad_token) == ("<newmask>", "</s>", "<unk>")
+    assert ours.all_special_tokens == theirs.all_special_tokens
+    texts = ["a <newmask> b", "The tower is 324 metres tall"]
+    assert ours(texts, padding=True)["input_ids"] == theirs(texts, padding=True)["input_ids"]
