@@ -50,8 +50,9 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     model.generation_config, over transformers' library defaults.
     generator: torch.Generator for sampling (None: the global RNG).
     logits_processor: processors of your own (callables (input_ids [R, cur_len], scores [R, V]) -> scores, e.g.
-    transformers' LogitsProcessor objects), run after seq2seq_kit's and before the sampling ones, as transformers
-    runs them; prefix_allowed_tokens_fn(input index, row's tokens) -> allowed token ids (constrained decoding).
+    transformers' LogitsProcessor objects), merged as transformers merges them (logits_process.merged): after
+    seq2seq_kit's and before the sampling ones, or in the place of the one a setting builds of the same transformers
+    class; prefix_allowed_tokens_fn(input index, row's tokens) -> allowed token ids (constrained decoding).
     Both run Python every step: generate then decodes eagerly (cuda_graph=True is refused with them).
     cuda_graph: replay each step from a CUDA graph; None: on for a model on a CUDA device. Greedy and beam search
     replay the whole step (decoder, processors, search, cache reorder: generation/whole_step.py) and read the
