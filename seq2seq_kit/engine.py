@@ -59,9 +59,11 @@ import torch
 
 from . import cpu_threads, cuda_capture
 from .generation import GenerationConfig, prepare, result, rows_per_input, start_search, start_slots
+from .generation.beam_search import BeamSearch
+from .generation.sampling import SampleSearch
 from .generation.whole_step import keeping_state
 from .models.cuda_graph import BucketGraphs
-from .models.kv_cache import SlotStore, bucket
+from .models.kv_cache import KVCache, SlotStore, bucket
 
 
 PADDING_LIMIT = 1.25    # an encoder batch computes at most 1.25x its inputs' real tokens (see encoder_groups)
@@ -83,7 +85,8 @@ class Request:
     generator: torch.Generator | None
     future: Future = field(default_factory=Future, repr=False)
     group: Group | None = field(default=None, repr=False)  # set on admission: the search it steps in
-    cache: object = field(default=None, repr=False)       # set on admission: its KV cache
+    cache: KVCache | Slots | None = field(default=None, repr=False)   # set on admission: its cache, or its rows
+                                                                     # in the SlotStore (fixed capacity)
 
     def result(self, timeout: float | None = None):
         """LongTensor [num_return_sequences, T], or a GenerateOutput with return_dict_in_generate=True."""
@@ -113,7 +116,7 @@ class Group:
     at most in their lengths share a group (`key`); the others run in a group of their own (key None). Inputs join
     the search (`add`) and leave it (`remove`) between steps; fixed capacity uses SlotGroup instead."""
     key: str | None
-    search: object
+    search: BeamSearch | SampleSearch
     requests: list[Request | None]
 
     @property
