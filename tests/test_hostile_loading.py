@@ -92,7 +92,7 @@ def test_malformed_generation_config_names_file_and_key(tmp_path, content, messa
 
 @pytest.mark.parametrize("content,message", [
     ('{"model_max_length": "big"}', r"model_max_length='big': it must be an integer"),
-    ('{"pad_token": 5}', r"tokenizer_config.json is malformed: "),
+    ('{"pad_token": 5}', r"tokenizer_config.json: 'pad_token' must be a token \(a string\), got 5"),
     ('{"padding_side": ', r"tokenizer_config.json is not valid JSON"),
 ])
 def test_malformed_tokenizer_config_names_the_file(fixtures_dir, tmp_path, content, message):
