@@ -93,17 +93,17 @@ class SearchProgress:
             moved = (parents != self.identity).view(self.batch, self.rows_per_input).any(dim=1, keepdim=True)
         return torch.cat((self.alive, moved), dim=1)
 
-    def processor_length(self, on_device: bool):
+    def processor_length(self, device_length: bool):
         """The cur_len the processors see: an int while every input stands at the same length and the host counts
         it (processors idle at that length then skip their work), else the device lengths: one tensor [] for
         generate's inputs (which share it; a step a CUDA graph captures, where the host cannot count) or one per
         row [R, 1] (independent inputs at different lengths). All give the same scores until an input stops."""
         if self.independent:
             lengths = set(self.lengths)
-            if len(lengths) == 1 and not on_device:
+            if len(lengths) == 1 and not device_length:
                 return lengths.pop()
             return self.per_row(self.cur_len)                                              # [R, 1]
-        return self.cur_len.view(-1)[0] if on_device else self.host_length()
+        return self.cur_len.view(-1)[0] if device_length else self.host_length()
 
     def state(self) -> list[torch.Tensor]:
         """The device tensors a step reads and replaces (subclasses add theirs after these), in a fixed order:
