@@ -122,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_summarize(sub, parents: list) -> None:
-    from .pipeline import DEFAULT_MODEL
+    from .summarization import DEFAULT_MODEL
 
     p = sub.add_parser("summarize", parents=parents, help="summarize a text, a file, stdin or a JSONL file",
                        description="Summarize TEXT, --file PATH, stdin (-), or many documents "
@@ -295,7 +295,7 @@ def _add_parity(sub, parents: list) -> None:
 
 
 def _add_serve(sub, parents: list) -> None:
-    from .pipeline import DEFAULT_MODEL
+    from .summarization import DEFAULT_MODEL
 
     p = sub.add_parser("serve", parents=parents,
                        help="serve summarization or translation over HTTP (FastAPI, or Ray Serve)",
@@ -454,7 +454,7 @@ def _summarize(args) -> int:
         raise ValueError(f"{where} is empty: there is nothing to summarize")
 
     from .long_documents import DocumentError
-    from .pipeline import pipeline
+    from .summarization import pipeline
 
     pipe = pipeline("summarization", model=args.model, device=_device(args.device), dtype=args.dtype,
                     **_hub_kwargs(args))
@@ -494,7 +494,7 @@ def _serve(args) -> int:
         if not api_key:
             args.parser.error(f"--api-key-env {args.api_key_env}: that environment variable is not set or empty")
 
-    from .pipeline import DEFAULT_MODEL
+    from .summarization import DEFAULT_MODEL
     from .server import Settings, serve
 
     settings = Settings(model=args.model or DEFAULT_MODEL, device=_device(args.device), dtype=args.dtype,

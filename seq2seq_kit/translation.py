@@ -4,7 +4,7 @@ transformers 5 removed, with transformers 4.x's outputs; and `pipeline(task, ...
     pipe = pipeline("translation", "facebook/nllb-200-distilled-600M", src_lang="eng_Latn", tgt_lang="fra_Latn")
     pipe("The tower is 324 metres tall.")      # [{'translation_text': 'La tour mesure 324 mètres.'}]
 
-They are the summarization pipeline's recipe (seq2seq_kit/pipeline.py: the same public stages check_texts,
+They are the summarization pipeline's recipe (seq2seq_kit/summarization.py: the same public stages check_texts,
 preprocess, generate_ids, postprocess and engine) with other record keys and, for translation, 4.x's
 `_build_translation_inputs`: the source language's code goes around each text (M2M100, NLLB, mBART-50, mBART)
 and the target language becomes generate's forced_bos_token_id. As in 4.x, those models need src_lang (passed to
@@ -22,10 +22,10 @@ from __future__ import annotations
 import copy
 import re
 
-from . import pipeline as summarization
+from . import summarization
 from .family_tokenizers import MARIAN_SOURCE, TranslationTokenizer, check_code
 from .modeling import BartForConditionalGeneration
-from .pipeline import Encoded, SummarizationPipeline
+from .summarization import Encoded, SummarizationPipeline
 from .tokenizer import Tokenizer
 
 TASKS = ("summarization", "translation", "translation_XX_to_YY", "text2text-generation")
@@ -35,7 +35,7 @@ TRANSLATION_TASK = re.compile(r"^translation_([^_]+)_to_([^_]+)$")
 def pipeline(task: str = "summarization", model=None, tokenizer=None, device=None, dtype=None, *,
              src_lang: str | None = None, tgt_lang: str | None = None, **kwargs):
     """A pipeline for `task` (see TASKS); model, tokenizer, device, dtype and kwargs (generate settings, Hub
-    options) as seq2seq_kit.pipeline.pipeline. src_lang / tgt_lang (translation): language codes as the
+    options) as seq2seq_kit.summarization.pipeline. src_lang / tgt_lang (translation): language codes as the
     checkpoint's tokenizer takes them ("en", "eng_Latn", "en_XX"; a Marian model's target "fra"); either may come
     with each call instead."""
     if task == "summarization":

@@ -16,22 +16,22 @@ PACKAGE = Path(__file__).resolve().parents[1] / "seq2seq_kit"
 
 # layer -> what it must never import (module names relative to the package; "models" covers models.*)
 FORBIDDEN = {
-    "models": ["generation", "loading", "hub", "modeling", "pipeline", "corpus", "cli", "engine", "server",
+    "models": ["generation", "loading", "hub", "modeling", "summarization", "corpus", "cli", "engine", "server",
                "parity", "tokenizer"],
-    "generation": ["models", "modeling", "loading", "hub", "pipeline", "corpus", "cli", "engine", "server",
+    "generation": ["models", "modeling", "loading", "hub", "summarization", "corpus", "cli", "engine", "server",
                    "parity", "tokenizer"],
-    "hub": ["models", "generation", "modeling", "loading", "config", "pipeline", "corpus", "cli", "engine",
+    "hub": ["models", "generation", "modeling", "loading", "config", "summarization", "corpus", "cli", "engine",
             "server", "parity", "tokenizer"],
-    "tokenizer": ["models", "generation", "modeling", "loading", "pipeline", "corpus", "cli", "engine", "server",
+    "tokenizer": ["models", "generation", "modeling", "loading", "summarization", "corpus", "cli", "engine", "server",
                   "parity"],
-    "family_tokenizers": ["models", "generation", "modeling", "loading", "pipeline", "corpus", "cli", "engine",
+    "family_tokenizers": ["models", "generation", "modeling", "loading", "summarization", "corpus", "cli", "engine",
                           "server", "parity"],
-    "loading": ["generation", "pipeline", "corpus", "cli", "engine", "server", "parity", "tokenizer"],
-    "engine": ["pipeline", "corpus", "cli", "server", "parity", "hub", "loading", "tokenizer"],
-    "pipeline": ["corpus", "cli", "server", "parity"],
-    "long_documents": ["models", "modeling", "loading", "hub", "tokenizer", "engine", "pipeline", "corpus", "cli",
+    "loading": ["generation", "summarization", "corpus", "cli", "engine", "server", "parity", "tokenizer"],
+    "engine": ["summarization", "corpus", "cli", "server", "parity", "hub", "loading", "tokenizer"],
+    "summarization": ["corpus", "cli", "server", "parity"],
+    "long_documents": ["models", "modeling", "loading", "hub", "tokenizer", "engine", "summarization", "corpus", "cli",
                        "server", "parity"],   # glue on the pipeline's public stages, which it is handed
-    "kernel_choice": ["generation", "loading", "hub", "modeling", "pipeline", "corpus", "cli", "engine", "server",
+    "kernel_choice": ["generation", "loading", "hub", "modeling", "summarization", "corpus", "cli", "engine", "server",
                       "parity", "tokenizer"],   # measures the models' kernels; loading-layer glue, no files but its cache
     "translation": ["corpus", "cli", "server", "parity"],
     "corpus": ["cli", "server", "parity"],

@@ -15,7 +15,7 @@ import torch
 from helpers import read_jsonl, write_jsonl
 from seq2seq_kit import Tokenizer, pipeline
 from seq2seq_kit.cli import DEFAULT_TEXT, main
-from seq2seq_kit.pipeline import DEFAULT_MODEL
+from seq2seq_kit.summarization import DEFAULT_MODEL
 
 TEXT = "The tower is 324 metres tall, about the same height as an 81-storey building, and the tallest structure."
 DOCS = [

@@ -64,7 +64,7 @@ def test_text_and_ids_the_tokenizer_cannot_take_are_bad_records(tmp_path, tiny):
 
 def test_a_text_the_tokenizer_refuses_fails_alone(tmp_path, tiny, monkeypatch):
     """Whatever the tokenizer refuses (here: a text it raises on) is that record's error, the rest summarized."""
-    from seq2seq_kit.pipeline import SummarizationPipeline
+    from seq2seq_kit.summarization import SummarizationPipeline
 
     original = SummarizationPipeline.preprocess
 

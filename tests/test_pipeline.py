@@ -19,7 +19,7 @@ import huggingface_hub
 from hub_cache import read_dir, write_cache
 from seq2seq_kit import BartForConditionalGeneration, Tokenizer, pipeline
 from seq2seq_kit.hub import HubError
-from seq2seq_kit.pipeline import DEFAULT_MODEL, SummarizationPipeline
+from seq2seq_kit.summarization import DEFAULT_MODEL, SummarizationPipeline
 
 transformers = pytest.importorskip("transformers")
 

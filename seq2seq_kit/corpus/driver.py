@@ -19,7 +19,7 @@ from ..generation import GenerationConfig
 from ..generation import config as generation_config
 from ..loading import Checkpoint, resolve_dtype, weight_files
 from ..long_documents import check_strategy
-from ..pipeline import DEFAULT_MODEL, task_defaults
+from ..summarization import DEFAULT_MODEL, task_defaults
 from ..translation import check_languages, target_token
 from . import ray_engine
 from .output import RESULTS, Output, errors_path

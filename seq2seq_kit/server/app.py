@@ -59,7 +59,7 @@ from ..family_tokenizers import MARIAN_SOURCE, TranslationTokenizer
 from ..generation import settings
 from ..generation.config import GENERATE_KWARGS, GenerationConfig
 from ..long_documents import DocumentError, SummariesTooLong, check_overlap, map_reduce
-from ..pipeline import InputTooLong, SummarizationPipeline, load_model_and_tokenizer, shape_records
+from ..summarization import InputTooLong, SummarizationPipeline, load_model_and_tokenizer, shape_records
 from ..translation import TranslationPipeline
 
 logger = logging.getLogger("seq2seq_kit.server")
