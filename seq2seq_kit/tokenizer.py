@@ -425,14 +425,15 @@ def read_tokenizer_config(root: Path) -> dict:
     """A checkpoint's tokenizer settings as transformers 5 reads them (_from_pretrained): tokenizer_config.json,
     its additional_special_tokens renamed extra_special_tokens where it has none; when it has no
     added_tokens_decoder (the legacy form), special_tokens_map.json's keys over it, except that the map's
-    extra_special_tokens are added to the config's. Each file is optional and must hold a JSON object whose token
+    extra_special_tokens (a list, or a dict of model-specific names) are added to the config's. Each file is optional and must hold a JSON object whose token
     settings are tokens (ValueError naming the file)."""
     config = _read_config(root / "tokenizer_config.json")
     if "additional_special_tokens" in config and not config.get("extra_special_tokens"):
         config["extra_special_tokens"] = config.pop("additional_special_tokens")
     if "added_tokens_decoder" not in config:
         for key, value in _read_config(root / "special_tokens_map.json").items():
-            if key == "extra_special_tokens" and isinstance(value, list):
+            if key == "extra_special_tokens" and isinstance(value, (list, dict)):   # a dict: model-specific names
+                value = list(value.values()) if isinstance(value, dict) else value
                 have = list(config.get(key) or [])
                 value = have + [t for t in value if token_content(t) not in set(map(token_content, have))]
             config[key] = value

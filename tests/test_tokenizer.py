@@ -241,6 +241,17 @@ def test_extra_tokens_of_both_files_as_transformers_merges_them(tmp_path, config
     assert ours.encode("<usr> 안녕 <sys>") == theirs.encode("<usr> 안녕 <sys>")
 
 
+def test_a_maps_extra_tokens_named_in_a_dict_add_to_the_configs(tmp_path):
+    root = tmp_path / "kobart"
+    shutil.copytree(FIXTURES / "kobart-tokenizer", root)
+    config = json.loads((root / "tokenizer_config.json").read_text())
+    (root / "tokenizer_config.json").write_text(json.dumps({**config, "extra_special_tokens": ["<usr>"]}))
+    (root / "special_tokens_map.json").write_text(json.dumps({"extra_special_tokens": {"system_token": "<sys>"}}))
+    ours = Tokenizer.from_pretrained(root)
+    assert ours.extra_special_tokens == ["<usr>", "<sys>"]
+    assert ours.convert_ids_to_tokens(ours.encode("<usr> 안녕 <sys>", add_special_tokens=False))[::3] == ["<usr>", "<sys>"]
+
+
 @pytest.mark.parametrize("name, settings, words", [
     ("tokenizer_config.json", {"pad_token": 5}, "'pad_token' must be a token"),
     ("special_tokens_map.json", {"additional_special_tokens": "<usr>"}, "'additional_special_tokens' must be a list"),
