@@ -425,27 +425,32 @@ def read_tokenizer_config(root: Path) -> dict:
     """A checkpoint's tokenizer settings as transformers 5 reads them (_from_pretrained): tokenizer_config.json,
     its additional_special_tokens renamed extra_special_tokens where it has none; when it has no
     added_tokens_decoder (the legacy form), special_tokens_map.json's keys over it, except that the map's
-    extra_special_tokens (a list, or a dict of model-specific names) are added to the config's. Each file is optional and must hold a JSON object whose token
-    settings are tokens (ValueError naming the file)."""
+    extra_special_tokens (a list, or a dict of model-specific names) are added to the config's. Each file is
+    optional and must hold a JSON object whose token settings are tokens (ValueError naming the file)."""
     config = _read_config(root / "tokenizer_config.json")
     if "additional_special_tokens" in config and not config.get("extra_special_tokens"):
         config["extra_special_tokens"] = config.pop("additional_special_tokens")
     if "added_tokens_decoder" not in config:
         for key, value in _read_config(root / "special_tokens_map.json").items():
-            if key == "extra_special_tokens" and isinstance(value, (list, dict)):   # a dict: model-specific names
-                value = list(value.values()) if isinstance(value, dict) else value
-                have = list(config.get(key) or [])
-                value = have + [t for t in value if token_content(t) not in set(map(token_content, have))]
+            if key == "extra_special_tokens" and isinstance(value, (list, dict)):
+                have = _token_list(config.get(key))
+                known = set(map(token_content, have))
+                value = have + [t for t in _token_list(value) if token_content(t) not in known]
             config[key] = value
     return config
 
 
 def extra_tokens(config: dict) -> list:
     """The extra special tokens of read_tokenizer_config's settings (transformers: additional_special_tokens only
-    where there is no extra_special_tokens key); a dict of them (model-specific names) gives its values."""
-    extra = config["extra_special_tokens"] if "extra_special_tokens" in config else \
-        config.get("additional_special_tokens")
-    return list(extra.values()) if isinstance(extra, dict) else list(extra or [])
+    where there is no extra_special_tokens key)."""
+    return _token_list(config["extra_special_tokens"] if "extra_special_tokens" in config else
+                       config.get("additional_special_tokens"))
+
+
+def _token_list(tokens) -> list:
+    """A list of special tokens as the files hold it: a list, a dict of model-specific names (its values), or
+    None (none)."""
+    return list(tokens.values()) if isinstance(tokens, dict) else list(tokens or [])
 
 
 def _read_config(path: Path) -> dict:
@@ -456,13 +461,13 @@ def _read_config(path: Path) -> dict:
     is_token = lambda t: isinstance(t, str) or isinstance(t, dict) and isinstance(t.get("content"), str)
     for key in (*BART_TOKENS, "extra_special_tokens", "additional_special_tokens"):
         value = config.get(key)
+        if value is None:
+            continue
         listed = key.endswith("special_tokens")
-        if listed and isinstance(value, dict):
-            value = list(value.values())
-        if value is not None and not (all(map(is_token, value)) if listed and isinstance(value, list)
-                                      else not listed and is_token(value)):
-            what = "a list of tokens (strings)" if listed else "a token (a string)"
-            raise ValueError(f"{path}: {key!r} must be {what}, got {value!r}")
+        if listed and not (isinstance(value, (list, dict)) and all(map(is_token, _token_list(value)))):
+            raise ValueError(f"{path}: {key!r} must be a list of tokens (strings), got {value!r}")
+        if not listed and not is_token(value):
+            raise ValueError(f"{path}: {key!r} must be a token (a string), got {value!r}")
     return config
 
 
