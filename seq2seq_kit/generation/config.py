@@ -137,23 +137,30 @@ BOOL_SETTINGS = ("do_sample", "remove_invalid_values", "renormalize_logits", "ou
                  "return_dict_in_generate")
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, Real) and not isinstance(v, bool)
+
+
 def check_types(cfg: GenerationConfig, source) -> GenerationConfig:
     """A ValueError naming `source` (the file) and the key whose value has the wrong type; ranges are checked
     when generate resolves the settings."""
     def bad(name, what):
         raise ValueError(f"{source}: {name!r} must be {what}, got {getattr(cfg, name)!r}")
 
-    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
     for name in INT_SETTINGS:
-        if getattr(cfg, name) is not None and not is_int(getattr(cfg, name)):
+        if getattr(cfg, name) is not None and not _is_int(getattr(cfg, name)):
             bad(name, "an integer")
     for name in ("eos_token_id", "forced_eos_token_id"):
         v = getattr(cfg, name)
-        if v is not None and not (is_int(v) or (isinstance(v, list) and all(map(is_int, v)))):
+        if v is not None and not (_is_int(v) or (isinstance(v, list) and all(map(_is_int, v)))):
             bad(name, "an integer or a list of integers")
     for name in FLOAT_SETTINGS:
         v = getattr(cfg, name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, Real)):
+        if v is not None and not _is_number(v):
             bad(name, "a number")
     for name in BOOL_SETTINGS:
         if getattr(cfg, name) is not None and not isinstance(getattr(cfg, name), bool):
@@ -161,19 +168,18 @@ def check_types(cfg: GenerationConfig, source) -> GenerationConfig:
     if cfg.early_stopping not in (None, True, False, "never"):
         bad("early_stopping", 'true, false or "never"')
     if cfg.bad_words_ids is not None and not (isinstance(cfg.bad_words_ids, list) and all(
-            isinstance(w, list) and all(map(is_int, w)) for w in cfg.bad_words_ids)):
+            isinstance(w, list) and all(map(_is_int, w)) for w in cfg.bad_words_ids)):
         bad("bad_words_ids", "a list of lists of token ids")
     for name in ("suppress_tokens", "begin_suppress_tokens"):
         v = getattr(cfg, name)
-        if v is not None and not (isinstance(v, list) and all(map(is_int, v))):
+        if v is not None and not (isinstance(v, list) and all(map(_is_int, v))):
             bad(name, "a list of token ids")
     if cfg.sequence_bias is not None and not (isinstance(cfg.sequence_bias, list) and all(
-            isinstance(p, list) and len(p) == 2 and isinstance(p[0], list) and all(map(is_int, p[0]))
-            and isinstance(p[1], Real) and not isinstance(p[1], bool) for p in cfg.sequence_bias)):
+            isinstance(p, list) and len(p) == 2 and isinstance(p[0], list) and all(map(_is_int, p[0]))
+            and _is_number(p[1]) for p in cfg.sequence_bias)):
         bad("sequence_bias", "a list of [[token ids], bias] pairs")
     v = cfg.exponential_decay_length_penalty
-    if v is not None and not (isinstance(v, list) and len(v) == 2 and is_int(v[0]) and isinstance(v[1], Real)
-                              and not isinstance(v[1], bool)):
+    if v is not None and not (isinstance(v, list) and len(v) == 2 and _is_int(v[0]) and _is_number(v[1])):
         bad("exponential_decay_length_penalty", "[start, factor] (an integer and a number)")
     return cfg
 
@@ -262,8 +268,8 @@ def _refuse_unsupported(unsupported: dict, cfg: GenerationConfig) -> None:
                          "set model.generation_config.unsupported = {} to generate without them")
 
 
-FLOAT_SETTINGS = ("length_penalty", "temperature", "top_p", "min_p", "top_h", "typical_p", "epsilon_cutoff", "eta_cutoff",
-                  "repetition_penalty", "encoder_repetition_penalty")
+FLOAT_SETTINGS = ("length_penalty", "temperature", "top_p", "min_p", "top_h", "typical_p", "epsilon_cutoff",
+                  "eta_cutoff", "repetition_penalty", "encoder_repetition_penalty")
 FLOAT32_MAX = 3.4028234663852886e38
 
 
@@ -382,7 +388,7 @@ def _validate_processors(cfg: GenerationConfig, vocab_size: int) -> None:
     there (typical_p >= 1, epsilon_cutoff / eta_cutoff outside (0, 1))."""
     for name in ("min_p", "top_h", "typical_p", "epsilon_cutoff", "eta_cutoff", "encoder_repetition_penalty"):
         value = getattr(cfg, name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
+        if value is not None and not _is_number(value):
             raise ValueError(f"`{name}` must be a number, got {value!r}")
     if cfg.do_sample and cfg.min_p is not None and not 0 <= cfg.min_p <= 1:
         raise ValueError(f"`min_p` must be in [0, 1], got {cfg.min_p!r}")
@@ -394,26 +400,25 @@ def _validate_processors(cfg: GenerationConfig, vocab_size: int) -> None:
         raise ValueError(f"`encoder_repetition_penalty` must be a number > 0, got {cfg.encoder_repetition_penalty!r}")
     for name in ("suppress_tokens", "begin_suppress_tokens"):     # ids outside the vocabulary: none to suppress
         value = getattr(cfg, name)
-        if value is not None and not (isinstance(value, (list, tuple)) and all(
-                isinstance(t, int) and not isinstance(t, bool) for t in value)):
+        if value is not None and not (isinstance(value, (list, tuple)) and all(map(_is_int, value))):
             raise ValueError(f"`{name}` must be a list of integer token ids, got {value!r}")
     _check_forced_not_suppressed(cfg)
     sequence_biases(cfg.sequence_bias, vocab_size)
     decay = cfg.exponential_decay_length_penalty
-    if decay is not None and not (isinstance(decay, (list, tuple)) and len(decay) == 2
-                                  and isinstance(decay[0], int) and not isinstance(decay[0], bool)
-                                  and isinstance(decay[1], Real) and not isinstance(decay[1], bool)
-                                  and math.isfinite(decay[1])):
+    if decay is not None and not (isinstance(decay, (list, tuple)) and len(decay) == 2 and _is_int(decay[0])
+                                  and _is_number(decay[1]) and math.isfinite(decay[1])):
         raise ValueError("`exponential_decay_length_penalty` must be (start, factor): an integer (new tokens "
                          f"before the penalty starts) and a finite number, got {decay!r}")
 
 
 def _check_forced_not_suppressed(cfg: GenerationConfig) -> None:
     """transformers' GenerationConfig.validate: forcing only tokens that are suppressed leaves no token."""
+    if cfg.suppress_tokens is None:
+        return
     for name in ("forced_bos_token_id", "forced_eos_token_id"):
         forced = getattr(cfg, name)
         forced = {forced} if isinstance(forced, int) else set(forced or [])
-        if cfg.suppress_tokens is not None and forced and forced <= set(cfg.suppress_tokens):
+        if forced and forced <= set(cfg.suppress_tokens):
             raise ValueError(f"every token of `{name}` ({sorted(forced)}) is in `suppress_tokens`: no token would be "
                              f"left at the forced step; remove it from one of them (to keep EOS away early, use "
                              f"`min_new_tokens`)")
@@ -436,7 +441,7 @@ def sequence_biases(sequence_bias, vocab_size: int) -> dict[tuple[int, ...], flo
         raise ValueError(f"`sequence_bias` must be {form}, got {sequence_bias!r}")
     biases = {}
     for tokens, bias in pairs:
-        if not (isinstance(tokens, (list, tuple)) and tokens) or isinstance(bias, bool) or not isinstance(bias, Real):
+        if not (isinstance(tokens, (list, tuple)) and tokens) or not _is_number(bias):
             raise ValueError(f"`sequence_bias` must be {form}; {tokens!r}: {bias!r} is not")
         for token in tokens:
             _check_token("sequence_bias", token, vocab_size)
