@@ -289,8 +289,8 @@ def part_engine(args, spec_name, spec, budget: Budget, results: dict) -> None:
         for r in requests:
             r.result(timeout=max(budget.left(), 60))
         seconds = time.perf_counter() - start
-        graphs = len(engine.slots.graphs.graphs) if engine.slots.graphs is not None else 0
-        search_graphs = sum(group.graph is not None for group in [*engine.groups, *engine.slots.idle.values()])
+        graphs = len(engine.batch.graphs.graphs) if engine.batch.graphs is not None else 0
+        search_graphs = sum(group.graph is not None for group in [*engine.groups, *engine.batch.idle.values()])
     results["engine"].append({"mode": f"engine max_rows {4 * batch}", "requests": count, "seconds": seconds,
                               "docs_per_s": count / seconds, "vs_static": static_s / seconds,
                               "graphs_captured": graphs, "search_graphs": search_graphs, **memory(args.device)})
@@ -299,7 +299,7 @@ def part_engine(args, spec_name, spec, budget: Budget, results: dict) -> None:
             break
         start = time.perf_counter()
         with Engine(ours, max_rows=4 * batch, fixed_capacity=True) as engine, engine_phases() as phases:
-            engine.slots.capture = captured and engine.slots.graphs is not None     # before any request
+            engine.batch.capture = captured and engine.batch.graphs is not None     # before any request
             for r in [engine.submit(ids, max_length=n, **settings) for ids, n in (jobs[i] for i in order[:count // 4])]:
                 r.result(timeout=max(budget.left(), 60))
         results["engine"].append({"mode": "engine step phases, host ms per step (median), search steps "

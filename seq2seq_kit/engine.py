@@ -164,6 +164,8 @@ class Engine:
     defaults: generation settings under each request's own (the pipeline's task defaults).
     fixed_capacity: step all max_rows rows on a SlotStore (see the module docstring); None: on for a model on a
         CUDA device, where its steps replay CUDA graphs; True on the CPU runs the same step eagerly.
+
+    The engine schedules; how a step runs is its `batch`'s: EagerBatch (a cache per request) or FixedCapacity.
     """
 
     Full = EngineFull               # what submit raises, for callers handed an engine (as queue.Queue's queue.Full)
@@ -187,7 +189,7 @@ class Engine:
             fixed_capacity = model.device.type == "cuda"
         if not isinstance(fixed_capacity, bool):
             raise TypeError(f"fixed_capacity must be True, False or None, got {fixed_capacity!r}")
-        self.slots = FixedCapacity(model, max_rows) if fixed_capacity else None
+        self.batch = FixedCapacity(model, max_rows) if fixed_capacity else EagerBatch(model)
         self._wake = threading.Condition()
         self._closing = False
         if model.device.type == "cpu":
@@ -311,8 +313,7 @@ class Engine:
             except BaseException:   # noqa: BLE001 - see above
                 request.cache = request.group = None
         self.groups, self.running, self.pending = [], [], None
-        if self.slots is not None:
-            self.slots.idle.clear()                     # their state may be half-way through the failed step
+        self.batch.forget_idle()                        # their state may be half-way through the failed step
 
     def _take_admissible(self) -> list[Request]:
         """Pop, in arrival order, the waiting requests that fit beside the running ones (lock held)."""
@@ -339,15 +340,9 @@ class Engine:
             return
         model = self.model
         for request, hidden in zip(requests, self._encode([r.input_ids[0] for r in requests])):
-            cfg = request.config
-            if self.slots is None:
-                _, request.cache = model.start_decoding(hidden, None, request.rows, cfg.max_length - 1,
-                                                        cuda_graph=False)
-            else:                   # its cross-attention keys/values, computed once, copied into its rows' slots
-                _, cross = model.start_decoding(hidden, None, 1, 1, cuda_graph=False)
-                request.cache = self.slots.take(request.rows, cross)
-            self._join(request, start_search(cfg, request.input_ids, model.config.decoder_vocab_size, model.device,
-                                             request.generator, independent=True))
+            request.cache = self.batch.take(request, hidden)
+            self._join(request, start_search(request.config, request.input_ids, model.config.decoder_vocab_size,
+                                             model.device, request.generator, independent=True))
         self.running = [r for group in self.groups for r in group.members]
 
     def _join(self, request: Request, search) -> None:
@@ -356,7 +351,7 @@ class Engine:
         key = group_key(request.config, request.generator)
         group = next((g for g in self.groups if key is not None and g.key == key), None)
         if group is None:
-            group = Group(key, search, []) if self.slots is None else self.slots.group(key, request)
+            group = self.batch.group(key, request, search)
             self.groups.append(group)
         group.add(request, search)
         request.group = group
@@ -380,25 +375,20 @@ class Engine:
     def _step(self) -> None:
         """One decoder step for every running request and each group's search on its rows' logits, their flags read
         back in one transfer (on a GPU one wait per step, not one per request); finished and cancelled requests
-        leave. Fixed capacity reads a step's flags only once the next step is launched (`pending`): on a GPU the
-        host's bookkeeping then overlaps the device's next step instead of leaving the device idle; a request that
-        finished steps once more, frozen (its search no longer moves it), and its rows are freed a step later."""
+        leave. Fixed capacity (read_late) reads a step's flags only once the next step is launched (`pending`): on a
+        GPU the host's bookkeeping then overlaps the device's next step instead of leaving the device idle; a
+        request that finished steps once more, frozen (its search no longer moves it), and its rows are freed a step
+        later."""
         self._drop(lambda request: request.future.cancelled())
         if not self.running:
             return
-        if self.slots is None:
-            tokens = torch.cat([group.search.tokens() for group in self.groups])           # [R], running order
-            logits = self.model.decode_group_unchecked(tokens, [r.cache for r in self.running])  # [R, V]
-            starts = itertools.accumulate([0] + [group.search.rows for group in self.groups])
-            parts = {id(group): logits[a:a + group.search.rows] for a, group in zip(starts, self.groups)}
-            stepped = each_group(self.groups, lambda group: group.step(parts[id(group)]))
-            self._settle(self._launched(self._without_failed(stepped)))
+        stepped = self._without_failed(self.batch.step(self.groups, self.running))
+        self.batch.reorder(self.groups, stepped)
+        launched = self._launched(stepped)
+        if not self.batch.read_late:
+            self._settle(launched)
             return
-        stepped = self._without_failed(self.slots.step(self.groups, self.running))
-        beams = [(group, parents) for group, (parents, _) in zip(self.groups, stepped) if parents is not None]
-        if beams:                               # every beam group's rows, moved or not: no flag read needed
-            self.slots.reorder(beams)
-        previous, self.pending = self.pending, self._launched(stepped)
+        previous, self.pending = self.pending, launched
         if previous is not None:
             self._settle(previous)
 
@@ -411,8 +401,7 @@ class Engine:
         failed = [(group, out) for group, out in steps if isinstance(out, Exception)]
         if failed:
             self._settle_pending()                      # those that finished a step before get their outputs
-            if self.slots is not None:                  # a failed group emptied by it is not kept idle
-                self.slots.forget([group for group, _ in failed])
+            self.batch.forget([group for group, _ in failed])   # a failed group emptied by it is not kept idle
         for group, error in failed:
             for request in group.members:
                 settle(request.future, exception=error)
@@ -457,8 +446,8 @@ class Engine:
                 if not alive:
                     finished[id(request)] = None if request.future.cancelled() \
                         else result(request.config, group.search, [b])
-                elif moved and self.slots is None:
-                    request.cache.reorder(parents[b * n:(b + 1) * n] - b * n)
+                elif moved:
+                    self.batch.reorder_moved(request.cache, parents[b * n:(b + 1) * n] - b * n)
         done = [r for r in self.running if id(r) in finished]
         self._drop(lambda request: id(request) in finished)    # only now: an error above fails this step's requests
         for request in done:
@@ -475,16 +464,15 @@ class Engine:
                 if leave:
                     self._leave(request)
             group.remove(leaves)
-        if self.slots is not None:
-            self.slots.keep_idle([group for group in self.groups if not group.members])
+        self.batch.keep_idle([group for group in self.groups if not group.members])
         self.groups = [group for group in self.groups if group.members]
         self.running = [r for group in self.groups for r in group.members]
 
     def _leave(self, request: Request) -> None:
         """A request's rows are free (fixed capacity: its slots go back to the store), and its cache and group
         are dropped: a caller holding the Request (its future) does not hold their memory."""
-        if self.slots is not None and isinstance(request.cache, Slots):
-            self.slots.give_back(request.cache)
+        if request.cache is not None:
+            self.batch.give_back(request.cache)
         request.cache = request.group = None
 
 
@@ -496,6 +484,56 @@ class Launched:
     groups: list[tuple[Group, list[Request | None], torch.Tensor | None]]
     flags: torch.Tensor
     ready: torch.cuda.Event | None
+
+
+class EagerBatch:
+    """The eager step (the default on the CPU): each request has its own KV cache of its rows, sized to its
+    max_length; a step runs the decoder over the running requests' rows only (the model's decode_group_unchecked)
+    and each group's search on its part of the logits. A step's flags are read right after it, and a request's
+    cache is reordered only when its flags say a beam moved (on the CPU a reorder copies the cache)."""
+
+    read_late = False
+
+    def __init__(self, model):
+        self.model = model
+
+    def take(self, request: Request, hidden: torch.Tensor) -> KVCache:
+        """A new request's cache, from its encoder states [1, S, D]."""
+        _, cache = self.model.start_decoding(hidden, None, request.rows, request.config.max_length - 1,
+                                             cuda_graph=False)
+        return cache
+
+    def group(self, key: str | None, request: Request, search) -> Group:
+        """A new group whose search is the request's own (Group.add makes it its first input)."""
+        return Group(key, search, [])
+
+    def step(self, groups: list[Group], requests: list[Request]) -> list:
+        """One decoder step over the running rows (the groups' rows in order) -> each group's step on its rows'
+        logits (each_group)."""
+        tokens = torch.cat([group.search.tokens() for group in groups])                    # [R], running order
+        logits = self.model.decode_group_unchecked(tokens, [r.cache for r in requests])     # [R, V]
+        starts = itertools.accumulate([0] + [group.search.rows for group in groups])
+        parts = {id(group): logits[a:a + group.search.rows] for a, group in zip(starts, groups)}
+        return each_group(groups, lambda group: group.step(parts[id(group)]))
+
+    def reorder(self, groups: list[Group], stepped: list) -> None:
+        """Nothing right after a step: each cache follows its beams once its flags are read (reorder_moved)."""
+
+    def reorder_moved(self, cache: KVCache, parents: torch.Tensor) -> None:
+        """A request some of whose beams moved: its cache's rows follow their parents [k] (rows of the request)."""
+        cache.reorder(parents)
+
+    def keep_idle(self, groups: list[Group]) -> None:
+        """Groups whose requests all left are not kept: the next request of their key starts a new search."""
+
+    def forget(self, groups: list[Group]) -> None:
+        """No group is kept idle."""
+
+    def forget_idle(self) -> None:
+        """No group is kept idle."""
+
+    def give_back(self, cache: KVCache) -> None:
+        """A request's cache is simply dropped."""
 
 
 class Slots:
@@ -569,6 +607,7 @@ class FixedCapacity:
     of their key (on CUDA: their captured steps)."""
 
     KEEP_IDLE = 4
+    read_late = True            # a step's flags are read once the next step is launched (Engine._step)
 
     def __init__(self, model, max_rows: int):
         config = model.config
@@ -588,9 +627,9 @@ class FixedCapacity:
         # them eagerly, e.g. to compare (benchmarks/gpu_bench.py times both)
         self.capture = self.graphs is not None
 
-    def group(self, key: str | None, request: Request) -> SlotGroup:
+    def group(self, key: str | None, request: Request, search) -> SlotGroup:
         """The idle group of this key, or a new one whose search has max_rows // rows input slots (one for a
-        sampling request, which steps alone)."""
+        sampling request, which steps alone); the request's one-input search goes into a slot (SlotGroup.add)."""
         if key in self.idle:
             return self.idle.pop(key)
         cfg, config = request.config, self.model.config
@@ -614,21 +653,34 @@ class FixedCapacity:
         """These groups are not kept idle (their state stopped half-way through a failed step)."""
         self.idle = {key: group for key, group in self.idle.items() if all(group is not g for g in groups)}
 
-    def take(self, rows: int, cross) -> Slots:
-        """`rows` free rows for a request whose one-input cache `cross` holds its cross-attention keys/values."""
+    def forget_idle(self) -> None:
+        """No idle group is kept (a step failed: their state may be half-way through it)."""
+        self.idle.clear()
+
+    def take(self, request: Request, hidden: torch.Tensor) -> Slots:
+        """request.rows free rows for a new request and an input slot holding its cross-attention keys/values,
+        computed once from its encoder states [1, S, D] and shared by its rows."""
+        _, cross = self.model.start_decoding(hidden, None, 1, 1, cuda_graph=False)
+        rows = request.rows
         slots = Slots(list(reversed(self.free[-rows:])), self.free_inputs[0], cross.cross_k[0].shape[2],
                       self.store.positions.device)
         self.store.fill(slots.index, slots.input_slot, cross)
         del self.free[-rows:], self.free_inputs[0]             # only now: a fill that fails takes nothing
         return slots
 
-    def reorder(self, moved: list) -> None:
-        """Beam reorders of whole groups at once, [(group, parents long [R_g]: each of its search rows' parent
-        row)]: one gather-scatter in the store for all their requests' rows (unmoved rows copy themselves), every
-        step, with no flag read first."""
+    def reorder(self, groups: list[SlotGroup], stepped: list) -> None:
+        """Right after a step, the beam groups' reorders at once (stepped: each group's (parents long [R_g] or
+        None, flags)): one gather-scatter in the store for all their requests' rows (unmoved rows copy
+        themselves), every step, with no flag read first."""
+        moved = [(group, parents) for group, (parents, _) in zip(groups, stepped) if parents is not None]
+        if not moved:
+            return
         rows = torch.cat([group.write_rows[group.occupied] for group, _ in moved])
         parents = torch.cat([group.write_rows[parents[group.occupied]] for group, parents in moved])
         self.store.reorder(rows, parents, max(r.cache.steps for group, _ in moved for r in group.members))
+
+    def reorder_moved(self, cache: Slots, parents: torch.Tensor) -> None:
+        """Nothing once flags are read: the store was reordered right after the step (reorder)."""
 
     def give_back(self, slots: Slots) -> None:
         self.store.free(slots.index, slots.input_slot)

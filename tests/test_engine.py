@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from seq2seq_kit import BartForConditionalGeneration, Engine, EngineClosed, EngineFull, cuda_capture, pipeline
-from seq2seq_kit.engine import PADDING_LIMIT, encoder_groups
+from seq2seq_kit.engine import PADDING_LIMIT, FixedCapacity, encoder_groups
 from seq2seq_kit.generation import GenerationConfig
 from seq2seq_kit.models.cuda_graph import BucketGraphs
 from graph_emulation import EmulatedGraph
@@ -98,7 +98,7 @@ def test_random_stream_matches_generate_alone(tiny_eos, seed, fixed_capacity, mo
     jobs = [(random_ids(rng, model.config.vocab_size), rng.choice(SETTINGS)) for _ in range(24)]
     cancel = set(rng.sample(range(len(jobs)), 3))
     with Engine(model, max_rows=12, fixed_capacity=fixed_capacity) as engine:
-        assert (engine.slots is not None) == fixed_capacity
+        assert isinstance(engine.batch, FixedCapacity) == fixed_capacity
         requests = []
         for i, (ids, setting) in enumerate(jobs):
             requests.append(engine.submit(ids, **kwargs_of(setting), return_dict_in_generate=True,
@@ -300,8 +300,8 @@ def test_fixed_capacity_buckets_and_slots(tiny_eos, monkeypatch):
                                   max_new_tokens=rng.randint(3, 40)) for _ in range(12)]
         for r in requests:
             r.result(timeout=120)
-        assert sorted(engine.slots.free) == list(range(8)) and engine.slots.free_inputs == list(range(8))
-        assert not engine.slots.store.in_use.any() and (engine.slots.store.input_rows == 8).all()
+        assert sorted(engine.batch.free) == list(range(8)) and engine.batch.free_inputs == list(range(8))
+        assert not engine.batch.store.in_use.any() and (engine.batch.store.input_rows == 8).all()
     assert {rows for *_, rows in views} == {8}                          # always all max_rows rows
     assert {s for s, *_ in views} <= {16, 32, 64} and {n for _, _, n, _, _ in views} <= {16, 32, 64}
     assert {m for _, m, *_ in views} <= {1, 2, 4, 8} and {g for *_, g, _ in views} <= {1, 2, 4}
@@ -342,7 +342,7 @@ def test_fixed_capacity_failed_step_frees_its_slots(tiny_eos, monkeypatch):
             with pytest.raises(RuntimeError, match="injected step failure"):
                 request.result(30)
         after = engine.submit([5, 6, 7, 8], num_beams=4, max_new_tokens=5).result(30)   # needs 4 of 6 rows
-        assert sorted(engine.slots.free) == list(range(6))
+        assert sorted(engine.batch.free) == list(range(6))
     assert torch.equal(after, tiny_eos.generate(torch.tensor([[5, 6, 7, 8]]), num_beams=4, max_new_tokens=5))
 
 
@@ -350,7 +350,6 @@ def test_fixed_capacity_reads_a_steps_flags_after_launching_the_next(tiny_eos, m
     """Fixed capacity settles step t (reads its flags: one host read) only once step t + 1 is launched, so on a GPU
     the host's bookkeeping overlaps the device's work; the requests that finished meanwhile stepped once more,
     frozen, and still equal generate alone."""
-    from seq2seq_kit.engine import FixedCapacity
     events, launch, settle = [], FixedCapacity.step, Engine._settle
     monkeypatch.setattr(FixedCapacity, "step", lambda *args: events.append("launch") or launch(*args))
     monkeypatch.setattr(Engine, "_settle", lambda *args: events.append("settle") or settle(*args))
@@ -446,14 +445,14 @@ def test_fixed_capacity_group_steps_replayed_as_cuda_graphs_would(small_path, se
             for _ in range(30)]
     with warnings.catch_warnings(), Engine(model, max_rows=12, fixed_capacity=True) as engine:
         warnings.simplefilter("ignore")              # generate's advice (min_length above max_length)
-        slots = engine.slots
-        slots.graphs, slots.capture = BucketGraphs(model.next_token_logits, slots.tokens[:-1], slots.logits), True
+        batch = engine.batch
+        batch.graphs, batch.capture = BucketGraphs(model.next_token_logits, batch.tokens[:-1], batch.logits), True
         requests = []
         for ids, setting in jobs:
             requests.append(engine.submit(ids, **kwargs_of(setting)))
             time.sleep(rng.choice([0, 0, 0.001, 0.005]))
         outputs = [r.result(timeout=60) for r in requests]
-        graphs = [g.graph for g in [*engine.groups, *engine.slots.idle.values()] if g.graph is not None]
+        graphs = [g.graph for g in [*engine.groups, *engine.batch.idle.values()] if g.graph is not None]
         for i, ((ids, setting), out) in enumerate(zip(jobs, outputs)):
             want = model.generate(torch.tensor([ids]), **kwargs_of(setting))
             if setting.get("output_scores"):
@@ -461,7 +460,7 @@ def test_fixed_capacity_group_steps_replayed_as_cuda_graphs_would(small_path, se
             else:
                 assert torch.equal(out, want), f"{i}: {setting}"
     assert len(graphs) >= 2 and all(isinstance(g, EmulatedGraph) and g.replays > 0 for g in graphs)
-    assert 1 <= len(slots.graphs.graphs) <= 30                  # bucket sets
+    assert 1 <= len(batch.graphs.graphs) <= 30                  # bucket sets
 
 
 @pytest.mark.cuda
@@ -477,7 +476,7 @@ def test_fixed_capacity_on_cuda_captures_the_group_search_steps(tiny_eos_path):
             requests.append(engine.submit(ids, **setting))
             time.sleep(rng.choice([0, 0.002, 0.01]))
         outputs = [r.result(timeout=120) for r in requests]
-        groups = list(engine.slots.idle.values())
+        groups = list(engine.batch.idle.values())
     assert groups and all(group.graph is not None for group in groups)
     for i, ((ids, setting), out) in enumerate(zip(jobs, outputs)):
         want = model.generate(torch.tensor([ids], device="cuda"), **setting, cuda_graph=False)
@@ -492,11 +491,11 @@ def test_fixed_capacity_on_cuda_replays_a_few_graphs(tiny_eos_path):
     rng = random.Random(7)
     jobs = [(random_ids(rng, model.config.vocab_size), rng.choice(SETTINGS[:7])) for _ in range(16)]
     with Engine(model, max_rows=12) as engine:
-        assert engine.slots is not None and engine.slots.graphs is not None
+        assert isinstance(engine.batch, FixedCapacity) and engine.batch.graphs is not None
         requests = [engine.submit(ids, **kwargs_of(setting), return_dict_in_generate=True, output_scores=True)
                     for ids, setting in jobs]
         outputs = [r.result(timeout=120) for r in requests]
-        assert 1 <= len(engine.slots.graphs.graphs) <= 30       # bucket sets, as the CPU test counts them
+        assert 1 <= len(engine.batch.graphs.graphs) <= 30       # bucket sets, as the CPU test counts them
     for i, ((ids, setting), out) in enumerate(zip(jobs, outputs)):
         ref = model.generate(torch.tensor([ids], device="cuda"), **kwargs_of(setting), cuda_graph=False,
                              return_dict_in_generate=True, output_scores=True)
@@ -928,7 +927,7 @@ def test_a_fill_that_fails_takes_no_slots(tiny_eos, monkeypatch):
     with Engine(tiny_eos, max_rows=4, fixed_capacity=True) as engine:
         with pytest.raises(RuntimeError, match="injected fill failure"):
             engine.submit([5, 6, 7], num_beams=4, max_new_tokens=4).result(30)
-        assert sorted(engine.slots.free) == [0, 1, 2, 3] and engine.slots.free_inputs == [0, 1, 2, 3]
+        assert sorted(engine.batch.free) == [0, 1, 2, 3] and engine.batch.free_inputs == [0, 1, 2, 3]
         out = engine.submit([5, 6, 7], num_beams=4, max_new_tokens=4).result(30)    # needs every row
     assert torch.equal(out, tiny_eos.generate(torch.tensor([[5, 6, 7]]), num_beams=4, max_new_tokens=4))
 
