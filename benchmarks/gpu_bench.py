@@ -30,7 +30,6 @@ Writes gpu_bench.json and gpu_bench.md into --out.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import random
@@ -44,7 +43,7 @@ import torch
 import make_checkpoints
 from seq2seq_kit import Engine
 from seq2seq_kit import engine as engine_module
-from seq2seq_kit.generation import whole_step
+from seq2seq_kit.generation import decoding, whole_step
 from seq2seq_kit.modeling import BartForConditionalGeneration
 
 CHECKPOINT_SETTINGS = dict(num_beams=4, length_penalty=2.0, no_repeat_ngram_size=3, early_stopping=True,
@@ -139,12 +138,11 @@ def per_step(engines: dict, ids, mask, kwargs: dict, steps: tuple[int, int], rep
 
 def decoder_graph_only(model, ids, mask, **kwargs):
     """generate on the decoder-only CUDA graph (the search eager, the flag read every step): before issue 17."""
-    module = importlib.import_module("seq2seq_kit.generation.generate")
-    module.WHOLE_STEP_GRAPH = False
+    decoding.WHOLE_STEP_GRAPH = False
     try:
         return model.generate(ids, mask, **kwargs)
     finally:
-        module.WHOLE_STEP_GRAPH = True
+        decoding.WHOLE_STEP_GRAPH = True
 
 
 def same_tokens(ours, theirs, ids, mask, kwargs) -> dict:
@@ -199,25 +197,24 @@ def part_steps(args, spec_name, spec, budget: Budget, results: dict) -> None:
 
 
 def part_interval(args, spec_name, spec, budget: Budget, results: dict) -> None:
-    module = importlib.import_module("seq2seq_kit.generation.generate")   # the package's function shadows it
     dtype = torch.float32 if args.smoke else torch.float16
     ours, _ = load(spec_name, spec, dtype, args.device, with_transformers=False)
     ids, mask = batch_inputs(ours.config.vocab_size, 1, [16 if args.smoke else 512], args.device, seed=0)
     real = dict(CHECKPOINT_SETTINGS, max_length=24, min_length=8) if args.smoke else CHECKPOINT_SETTINGS
-    saved = module.GRAPH_CHECK_EVERY
+    saved = decoding.GRAPH_CHECK_EVERY
     try:
         for k in (1, 4, 8, 16):
             if budget.left() < 0:
                 results["skipped"].append(f"interval k={k}")
                 continue
-            module.GRAPH_CHECK_EVERY = k
+            decoding.GRAPH_CHECK_EVERY = k
             ours.generate(ids, mask, **real)
             ms = statistics.median(1000 * timed(lambda: ours.generate(ids, mask, **real), args.device)
                                    for _ in range(3 if args.smoke else 10))
             results["interval"].append({"k": k, "ms_per_call": ms})
             print(json.dumps(results["interval"][-1]), flush=True)
     finally:
-        module.GRAPH_CHECK_EVERY = saved
+        decoding.GRAPH_CHECK_EVERY = saved
 
 
 def part_trt(args, spec_name, spec, budget: Budget, results: dict, rate: float) -> None:

@@ -64,7 +64,7 @@ class BartForConditionalGeneration(BartNetwork):
         return directory
 
     def generate(self, input_ids, attention_mask=None, **kwargs):
-        """transformers-compatible generate; see seq2seq_kit.generation.generate."""
+        """transformers-compatible generate; see seq2seq_kit.generation.decoding."""
         return generation.generate(self, input_ids, attention_mask, **kwargs)
 
 

@@ -12,13 +12,12 @@ every GRAPH_CHECK_EVERY steps; sampling keeps the decoder-only graph.
 
 from __future__ import annotations
 
-import importlib
 
 import pytest
 import torch
 
 from seq2seq_kit import cuda_capture
-from seq2seq_kit.generation import whole_step
+from seq2seq_kit.generation import decoding, whole_step
 from seq2seq_kit.modeling import BartForConditionalGeneration
 from seq2seq_kit.models.kv_cache import FixedShapeKVCache, KVCache
 from graph_emulation import EmulatedGraph
@@ -87,10 +86,9 @@ BY_LENGTH = dict(exponential_decay_length_penalty=(1, 1.5), begin_suppress_token
                                     dict(num_beams=1, max_length=24, **BY_LENGTH),
                                     dict(num_beams=3, max_length=24, **BY_LENGTH)])
 def test_graph_bookkeeping_on_cpu(checkpoint, monkeypatch, kwargs):
-    generate_module = importlib.import_module("seq2seq_kit.generation.generate")   # the package shadows its name
     model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))
     monkeypatch.setattr(cuda_capture, "CapturedStep", EmulatedGraph)    # in GraphedStep and WholeStepGraph
-    monkeypatch.setattr(generate_module, "use_cuda_graph", lambda cuda_graph, device: bool(cuda_graph))
+    monkeypatch.setattr(decoding, "use_cuda_graph", lambda cuda_graph, device: bool(cuda_graph))
     # greedy and beam search keep a whole-step graph; sampling the decoder-only one
     graph_of = (lambda: model.graphed_step) if kwargs.get("do_sample") else (lambda: kept(model))
 
@@ -117,11 +115,9 @@ def test_graph_bookkeeping_on_cpu(checkpoint, monkeypatch, kwargs):
 
 
 def emulate_graphs(model, monkeypatch):
-    """generate's CUDA-graph paths on the CPU (the graphs emulated); returns the generate module."""
-    generate_module = importlib.import_module("seq2seq_kit.generation.generate")   # the package shadows its name
+    """generate's CUDA-graph paths on the CPU (the graphs emulated)."""
     monkeypatch.setattr(cuda_capture, "CapturedStep", EmulatedGraph)
-    monkeypatch.setattr(generate_module, "use_cuda_graph", lambda cuda_graph, device: bool(cuda_graph))
-    return generate_module
+    monkeypatch.setattr(decoding, "use_cuda_graph", lambda cuda_graph, device: bool(cuda_graph))
 
 
 def sequences(out):
@@ -132,8 +128,8 @@ def test_a_users_processors_decode_eagerly_on_a_cuda_device(checkpoint, monkeypa
     """Where graphs are the default (a CUDA device), logits_processor / prefix_allowed_tokens_fn decode eagerly;
     cuda_graph=True with them is refused."""
     model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))
-    generate_module = emulate_graphs(model, monkeypatch)
-    monkeypatch.setattr(generate_module, "use_cuda_graph", lambda cuda_graph, device: cuda_graph is not False)
+    emulate_graphs(model, monkeypatch)
+    monkeypatch.setattr(decoding, "use_cuda_graph", lambda cuda_graph, device: cuda_graph is not False)
     ids, mask = batch(model)
     only_even = lambda batch_id, tokens: list(range(4, 60, 2))
     out = model.generate(ids, mask, max_length=10, num_beams=2, prefix_allowed_tokens_fn=only_even)
@@ -167,14 +163,14 @@ def test_calls_from_two_threads_take_turns_on_the_kept_graphs(checkpoint, monkey
     import threading
 
     model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))
-    generate_module = emulate_graphs(model, monkeypatch)
+    emulate_graphs(model, monkeypatch)
     inputs = {"first": batch(model, seed=3), "second": batch(model, seed=4)}
     seeded = lambda: dict(generator=torch.Generator().manual_seed(1)) if kwargs.get("do_sample") else {}
     eager = {name: model.generate(*x, cuda_graph=False, **seeded(), **kwargs) for name, x in inputs.items()}
     second_loaded = threading.Event()
     load, run = (("start_decoding", "decode") if kwargs.get("do_sample") else ("graphed_search", "decode_graphed"))
-    owner = model if load == "start_decoding" else generate_module
-    real_load, real_run = getattr(owner, load), getattr(generate_module, run)
+    owner = model if load == "start_decoding" else decoding
+    real_load, real_run = getattr(owner, load), getattr(decoding, run)
 
     def loading(*args, **kw):
         out = real_load(*args, **kw)
@@ -195,7 +191,7 @@ def test_calls_from_two_threads_take_turns_on_the_kept_graphs(checkpoint, monkey
         outputs[name] = model.generate(*inputs[name], cuda_graph=True, **seeded(), **kwargs)
 
     monkeypatch.setattr(owner, load, loading)
-    monkeypatch.setattr(generate_module, run, running)
+    monkeypatch.setattr(decoding, run, running)
     threads.append(threading.Thread(target=call, args=("first",), name="first"))
     threads[0].start()
     threads[0].join()
@@ -236,7 +232,7 @@ def test_graphed_generate_matches_eager(checkpoint, kwargs):
 def test_whole_step_replay_equals_eager_step_once(checkpoint, kwargs):
     """The captured step replayed gives what step_once computes eagerly on the same fixed-shape cache, bit for bit
     (the same kernels), scores included; the stop flag read every 8 replays."""
-    from seq2seq_kit.generation.generate import prepare, result, rows_per_input, start_search
+    from seq2seq_kit.generation.decoding import prepare, result, rows_per_input, start_search
 
     cuda = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), device="cuda")
     ids, mask = batch(cuda, device="cuda")
@@ -262,7 +258,7 @@ def test_whole_step_replay_equals_eager_step_once(checkpoint, kwargs):
 def test_whole_step_never_synchronizes(checkpoint):
     """step_once run eagerly on CUDA with torch's sync debug mode set to error: no operation in the step waits
     for the device (what capture needs), processors and beam bookkeeping included."""
-    from seq2seq_kit.generation.generate import prepare, rows_per_input, start_search
+    from seq2seq_kit.generation.decoding import prepare, rows_per_input, start_search
 
     cuda = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), device="cuda")
     ids, mask = batch(cuda, device="cuda")

@@ -302,16 +302,13 @@ def test_fixed_shape_step_matches_eager_step(pair, name):
 def test_graph_bookkeeping_on_cpu(pair, name, monkeypatch):
     """generate(cuda_graph=True) through the graph's code path (graphs emulated on the CPU: tests/graph_emulation.py)
     = eager generate."""
-    import importlib
-
     from graph_emulation import EmulatedGraph
     from seq2seq_kit import cuda_capture
-    from seq2seq_kit.generation import whole_step
+    from seq2seq_kit.generation import decoding, whole_step
 
-    generate_module = importlib.import_module("seq2seq_kit.generation.generate")
     _, ours, config = pair(name)
     monkeypatch.setattr(cuda_capture, "CapturedStep", EmulatedGraph)    # the decoder and whole-step graphs
-    monkeypatch.setattr(generate_module, "use_cuda_graph", lambda cuda_graph, device: bool(cuda_graph))
+    monkeypatch.setattr(decoding, "use_cuda_graph", lambda cuda_graph, device: bool(cuda_graph))
     ids, mask = batch(config)
     for kwargs in (dict(max_new_tokens=10), dict(num_beams=4, max_new_tokens=10)):
         assert torch.equal(ours.generate(ids, mask, cuda_graph=True, **kwargs),

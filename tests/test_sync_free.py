@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seq2seq_kit.generation.generate import prepare, result, rows_per_input, start_search
+from seq2seq_kit.generation.decoding import prepare, result, rows_per_input, start_search
 from seq2seq_kit.generation.sync_free import decode
 from helpers import assert_same_generation
 from test_generation import ATOL, MATRIX, inputs

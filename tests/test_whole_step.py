@@ -10,7 +10,6 @@ equal transformers' directly.
 
 from __future__ import annotations
 
-import importlib
 import random
 import warnings
 
@@ -19,8 +18,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from seq2seq_kit import BartForConditionalGeneration, cuda_capture
-from seq2seq_kit.generation.generate import prepare, result, rows_per_input, start_search
-from seq2seq_kit.generation import whole_step
+from seq2seq_kit.generation.decoding import prepare, result, rows_per_input, start_search
+from seq2seq_kit.generation import decoding, whole_step
 from seq2seq_kit.generation.whole_step import decode_graphed, graphed_search, step_once
 from graph_emulation import EmulatedGraph
 from helpers import READS, assert_same_generation, decode_eagerly, random_batch, random_settings
@@ -62,9 +61,8 @@ def test_whole_step_with_random_settings_is_generate(small_path, first, monkeypa
     flag every step or every 8, and generate's CUDA path with the graph emulated (no host read may hide in a
     processor): generate's tokens."""
     model = BartForConditionalGeneration.from_pretrained(small_path)
-    generate_module = importlib.import_module("seq2seq_kit.generation.generate")   # the package shadows its name
     monkeypatch.setattr(cuda_capture, "CapturedStep", EmulatedGraph)
-    monkeypatch.setattr(generate_module, "use_cuda_graph", lambda cuda_graph, device: bool(cuda_graph))
+    monkeypatch.setattr(decoding, "use_cuda_graph", lambda cuda_graph, device: bool(cuda_graph))
     monkeypatch.setattr(whole_step, "KEPT", type(whole_step.KEPT)())
     for seed in range(first, first + 60):
         rng = random.Random(seed)

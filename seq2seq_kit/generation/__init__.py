@@ -2,7 +2,7 @@
 protocol.Seq2SeqModel. Imports nothing from seq2seq_kit.models."""
 
 from .config import GenerationConfig
-from .generate import (GenerateOutput, generate, prepare, result, rows_per_input, settings, start_search,
+from .decoding import (GenerateOutput, generate, prepare, result, rows_per_input, settings, start_search,
                        start_slots)
 from .protocol import Seq2SeqModel
 

@@ -4,7 +4,7 @@ Both searches keep their whole state on the device at fixed shapes, their length
 once a search has stopped, further steps change nothing. So a loop may run several steps between two reads of the
 stop flag: on a GPU the host then queues steps ahead of the device instead of waiting for each one (and the whole
 step, decoder and search together, can be replayed from one CUDA graph: generation/whole_step.py). The price is up
-to `check_every - 1` wasted steps at the end, so the eager CPU loop (generate.py) keeps checking every step.
+to `check_every - 1` wasted steps at the end, so the eager CPU loop (decoding.py) keeps checking every step.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""generate(): inputs and settings validated once, the encoder run once, then greedy / sampling / beam search.
+"""generate(): inputs and settings validated once, the encoder run once, then greedy / sampling / beam search;
+and the pieces the engine shares with it (prepare, start_search, start_slots, result).
 
 The model is anything that fits generation/protocol.py's Seq2SeqModel; nothing here knows its network.
 """
