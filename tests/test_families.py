@@ -339,3 +339,85 @@ def test_inspect_names_the_family(capsys, checkpoint, pair, name, family):
     assert info["parameters"] == sum(p.numel() for n, p in hf.named_parameters() if "embed_positions" not in n)
     assert main(["inspect", str(checkpoint(name))]) == 0
     assert f"({family})" in capsys.readouterr().out
+
+
+def tiny_hf(config_class: str, model_class: str, seed: int = 0, **overrides):
+    """A tiny transformers model of one family (init std 0.3: decisive logits), built here for a config the shared
+    checkpoints do not have."""
+    config = getattr(transformers, config_class)(
+        vocab_size=64, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, init_std=0.3, **overrides)
+    torch.manual_seed(seed)
+    return getattr(transformers, model_class)(config).eval()
+
+
+def test_m2m100_with_a_larger_pad_id_runs_to_its_last_position(tmp_path):
+    """fairseq's positions start after the pad id: with pad 5, a sequence of max_position_embeddings tokens reads
+    row pad + P of the table (transformers grows its table; ours is sized for it). Encoder states within 1e-5,
+    generate to the last position token-exact, the engine's request equal to generate alone."""
+    P = 24
+    hf = tiny_hf("M2M100Config", "M2M100ForConditionalGeneration", max_position_embeddings=P, pad_token_id=5,
+                 bos_token_id=0, eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=None)
+    hf.save_pretrained(tmp_path)
+    ours = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    torch.manual_seed(1)
+    ids = torch.randint(6, 64, (2, P))
+    mask = torch.ones_like(ids)
+    mask[1, -7:] = 0
+    with torch.no_grad():
+        want = hf.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(ours.encode(ids, mask), want, atol=1e-5, rtol=0)
+    short = ids[:, :4]
+    kwargs = dict(max_length=P, min_length=P, num_beams=2)
+    assert torch.equal(ours.generate(short, **kwargs), hf.generate(short, **kwargs))
+    with Engine(ours) as engine:
+        assert torch.equal(engine.submit(short[0], **kwargs).result(60), ours.generate(short[:1], **kwargs))
+
+
+@pytest.mark.parametrize("family", [("BartConfig", "BartForConditionalGeneration"),
+                                    ("M2M100Config", "M2M100ForConditionalGeneration")])
+def test_untied_save_pretrained_loads_in_transformers(tmp_path, family):
+    """tie_word_embeddings false with one shared embedding (its lm_head its own): transformers 5 then ties nothing,
+    so the saved file names the embedding under shared, encoder and decoder, and transformers loads our save to the
+    original's logits (not random embeddings)."""
+    hf = tiny_hf(*family, max_position_embeddings=32, tie_word_embeddings=False)
+    with torch.no_grad():
+        hf.model.encoder.embed_tokens.weight.copy_(hf.model.shared.weight)
+        hf.model.decoder.embed_tokens.weight.copy_(hf.model.shared.weight)
+    hf.save_pretrained(tmp_path / "theirs")
+    AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "theirs").save_pretrained(tmp_path / "ours")
+    again = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "ours").eval()
+    ids, dec = torch.randint(6, 60, (2, 7)), torch.tensor([[2, 5, 9], [2, 7, 8]])
+    with torch.no_grad():
+        torch.testing.assert_close(again(input_ids=ids, decoder_input_ids=dec).logits,
+                                   hf(input_ids=ids, decoder_input_ids=dec).logits, atol=0, rtol=0)
+
+
+def test_pegasus_save_pretrained_keeps_the_position_table_it_loaded(tmp_path):
+    """transformers saves Pegasus' position table (a parameter) and loads it over the computed one: a bf16 file's
+    rounded table must survive our save (Marian's transformers never saves: not written, as before)."""
+    hf = tiny_hf("PegasusConfig", "PegasusForConditionalGeneration", max_position_embeddings=32)
+    hf.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    original = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "bf16", dtype=torch.float32).eval()
+    AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "bf16").save_pretrained(tmp_path / "ours")
+    again = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "ours", dtype=torch.float32).eval()
+    for side in ("encoder", "decoder"):
+        table = getattr(again.model, side).embed_positions.weight
+        assert torch.equal(table, getattr(original.model, side).embed_positions.weight)
+
+
+def test_marian_encoder_penalties_refuse_a_source_id_past_the_decoder_vocabulary(tmp_path):
+    """The encoder repetition penalty and n-gram ban look source ids up in the decoder's scores: with a smaller
+    decoder vocabulary of its own, a source id past it is refused naming the setting (transformers fails inside)."""
+    hf = tiny_hf("MarianConfig", "MarianMTModel", decoder_vocab_size=40, share_encoder_decoder_embeddings=False,
+                 max_position_embeddings=32, pad_token_id=3, eos_token_id=1, decoder_start_token_id=3)
+    hf.save_pretrained(tmp_path)
+    ours = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    past = ours.config.decoder_vocab_size
+    ids = torch.tensor([[past, 7, 1]])
+    for kwargs in (dict(encoder_repetition_penalty=1.3), dict(encoder_no_repeat_ngram_size=2)):
+        with pytest.raises(ValueError, match=f"{next(iter(kwargs))} look.*holds id {past}.*vocabulary of its own"):
+            ours.generate(ids, max_new_tokens=3, **kwargs)
+        with Engine(ours) as engine, pytest.raises(ValueError, match="vocabulary of its own"):
+            engine.submit(ids[0], max_new_tokens=3, **kwargs)
+    ours.generate(ids[:, 1:], max_new_tokens=3, encoder_repetition_penalty=1.3)     # ids within it: runs

@@ -4,7 +4,8 @@
                     (fairseq's padding offset); `weight` is a checkpoint parameter.
   "sinusoidal"      Marian, Pegasus: a fixed table of max_position_embeddings rows, sin features then cos
                     features (transformers' MarianSinusoidalPositionalEmbedding.create_weight), read from row 0.
-  "sinusoidal_pad"  M2M100 / NLLB: fairseq's fixed table of max_position_embeddings + 2 rows with row pad zeroed
+  "sinusoidal_pad"  M2M100 / NLLB: fairseq's fixed table of pad + max_position_embeddings + 1 rows (+ 2 with pad
+                    1, as every published checkpoint; transformers grows its table for a larger pad) with row pad zeroed
                     (M2M100SinusoidalPositionalEmbedding.get_embedding); a token's row is pad + its count among
                     the non-pad tokens of its sequence, a pad token's is pad (zeros). Left padding shifts them.
 The fixed tables are buffers computed here; a checkpoint that carries one is loaded over it, as transformers does.
@@ -67,7 +68,7 @@ class Positions(nn.Module):
             self.weight = nn.Parameter(torch.empty(P + LEARNED_OFFSET, D))
         else:
             self.offset = 0 if self.pad is None else self.pad + 1
-            self.register_buffer("weight", torch.empty(P if self.pad is None else P + 2, D))
+            self.register_buffer("weight", torch.empty(P if self.pad is None else self.pad + P + 1, D))
             if self.weight.device.type != "meta":
                 self.reset_table()
         if self.kind == "learned" and self.weight.device.type != "meta":
