@@ -9,6 +9,8 @@ Every family is BART with switches (as CTranslate2's converters and transformers
   pre_layer_norm     layer norm before each sublayer plus a final one after the encoder and the decoder (else after)
   embedding_layer_norm   a layer norm on token + position embeddings
   final_logits_bias  a [1, V] bias added to the logits (absent: no add)
+  saves_positions    save_pretrained writes the fixed position table (transformers saves Pegasus' as a parameter;
+                     Marian's it ignores on save, M2M100's is a buffer it never saves)
   decoder_vocabulary config.json's share_encoder_decoder_embeddings / decoder_vocab_size are read (Marian): false /
                      a size gives the decoder its own token embedding and vocabulary (the LM head's width);
                      other families' config classes ignore those keys, and so does seq2seq_kit
@@ -29,6 +31,7 @@ class Family:
     embedding_layer_norm: bool
     final_logits_bias: bool
     decoder_vocabulary: bool = False
+    saves_positions: bool = False
     config_defaults: dict = field(default_factory=dict)
 
 
@@ -43,7 +46,7 @@ FAMILIES = {
                      config_defaults=dict(vocab_size=58101, pad_token_id=58100, bos_token_id=None, eos_token_id=0,
                                           decoder_start_token_id=58100, forced_eos_token_id=0)),
     "pegasus": Family("Pegasus", "PegasusForConditionalGeneration", "sinusoidal", pre_layer_norm=True,
-                      embedding_layer_norm=False, final_logits_bias=True,
+                      embedding_layer_norm=False, final_logits_bias=True, saves_positions=True,
                       config_defaults=dict(pad_token_id=0, bos_token_id=None, eos_token_id=1,
                                            decoder_start_token_id=0, forced_eos_token_id=1)),
     "m2m_100": Family("M2M100 / NLLB", "M2M100ForConditionalGeneration", "sinusoidal_pad", pre_layer_norm=True,

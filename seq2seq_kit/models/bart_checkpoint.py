@@ -167,15 +167,21 @@ def finish(model: nn.Module, source, sources: dict) -> None:
 
 
 def state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Our tensors under transformers' names (fused projections split), on the CPU; a tied lm_head is left out."""
+    """Our tensors under transformers' names (fused projections split), on the CPU; a tied lm_head is left out,
+    and so are the computed position tables transformers leaves out (Marian's, M2M100's; it saves Pegasus').
+    Untied (tie_word_embeddings false), one shared embedding is written under the encoder's and the decoder's
+    names too: transformers 5 then ties nothing and loads each of the three."""
     out, fixed = {}, _fixed_positions(model)
     for name, tensor in tensors(model).items():
-        if name in fixed:
-            continue                  # computed on load (transformers does not save Marian's either)
+        if name in fixed and not model.config.family.saves_positions:
+            continue
         names = checkpoint_names(name)
         tensor = tensor.detach().to_dense() if tensor.is_mkldnn else tensor.detach()   # a packed weight (kernels.py)
         for n, part in zip(names, tensor.chunk(len(names), dim=0)):
             out[published(n)] = part.to("cpu").contiguous()
+    if model.shared is not None and not model.config.tie_word_embeddings:
+        for n in SHARED_ALIASES[1:]:
+            out[published(n)] = out[published("shared.weight")].clone()
     return out
 
 
