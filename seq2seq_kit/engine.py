@@ -362,7 +362,8 @@ class Engine:
         hidden = [None] * len(rows)
         for group in encoder_groups([len(r) for r in rows]):
             width = len(rows[group[0]])
-            ids = torch.full((len(group), width), self.model.config.pad_token_id, dtype=torch.long,
+            pad = self.model.config.pad_token_id
+            ids = torch.full((len(group), width), 0 if pad is None else pad, dtype=torch.long,   # masked anyway
                              device=self.model.device)
             mask = torch.zeros((len(group), width), dtype=torch.bool, device=self.model.device)
             for i, j in enumerate(group):

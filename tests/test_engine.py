@@ -956,3 +956,27 @@ def test_the_callers_tensor_is_copied_at_submit(tiny_eos):
         assert request.input_ids.tolist() == [[5, 6, 7, 8]]
         first.result(30)
         assert torch.equal(request.result(30), tiny_eos.generate(torch.tensor([[5, 6, 7, 8]]), max_new_tokens=5))
+
+
+@pytest.mark.parametrize("fixed_capacity", [False, True])
+def test_a_checkpoint_without_pad_token_serves_batched_encoder_passes(tmp_path, fixed_capacity):
+    """pad_token_id null (generate pads with eos, as transformers): the engine's batched encoder pass pads with a
+    masked 0; each request equals generate alone."""
+    import transformers
+
+    config = transformers.BartConfig(vocab_size=64, d_model=16, encoder_layers=1, decoder_layers=1,
+                                     encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+                                     decoder_ffn_dim=32, max_position_embeddings=32, pad_token_id=None, init_std=0.3)
+    torch.manual_seed(0)
+    transformers.BartForConditionalGeneration(config).save_pretrained(tmp_path)
+    model = BartForConditionalGeneration.from_pretrained(tmp_path)
+    rows = [[0, 17, 23, 9, 31, 2], [0, 17, 23, 9, 2]]                   # close lengths: one encoder batch, padded
+    with Engine(model, max_rows=2, fixed_capacity=fixed_capacity) as engine:
+        blocker = engine.submit([0, 5, 2], num_beams=2, min_new_tokens=25, max_new_tokens=25)   # every row
+        while engine.active_rows == 0 and not blocker.done():
+            time.sleep(0.001)
+        requests = [engine.submit(row, max_new_tokens=5) for row in rows]
+        blocker.cancel()                                                # both admitted at the next step
+        outputs = [r.result(60) for r in requests]
+    for row, out in zip(rows, outputs):
+        assert torch.equal(out, model.generate(torch.tensor([row]), max_new_tokens=5))
