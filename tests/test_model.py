@@ -14,6 +14,7 @@ import transformers
 
 from checkpoints import _randomize
 from seq2seq_kit import BartConfig, BartForConditionalGeneration
+from seq2seq_kit.models.activations import ACTIVATIONS
 from seq2seq_kit.models.kv_cache import FixedShapeKVCache, KVCache
 from helpers import random_batch
 
@@ -111,7 +112,18 @@ def test_no_attention_mask_equals_all_ones(load):
     assert torch.equal(ours(ids, None, dec), ours(ids, torch.ones_like(ids), dec))
 
 
-@pytest.mark.parametrize("activation", ["gelu_new", "silu", "swish", "tanh"])
+def test_every_activation_is_transformers_bit_for_bit():
+    """Each activation_function name we take computes what transformers' ACT2FN computes, to the bit."""
+    from transformers.activations import ACT2FN
+
+    x = torch.randn(4096, generator=torch.Generator().manual_seed(0)) * 4
+    for name, act in ACTIVATIONS.items():
+        for dtype in (torch.float32, torch.bfloat16):
+            assert torch.equal(act(x.to(dtype)), ACT2FN[name](x.to(dtype))), (name, dtype)
+
+
+@pytest.mark.parametrize("activation", ["gelu_new", "silu", "swish", "tanh", "gelu_python", "gelu_fast",
+                                        "gelu_pytorch_tanh", "gelu_python_tanh", "quick_gelu"])
 def test_activations_match_transformers(tmp_path, activation):
     config = transformers.BartConfig(
         vocab_size=96, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,

@@ -120,8 +120,21 @@ def prepare(model: Seq2SeqModel, input_ids, attention_mask, kwargs: dict, genera
         attention_mask = attention_mask.to(model.device)
     padding_mask = model.check_inputs(input_ids, attention_mask)            # the one check
     cfg = settings(model, kwargs)
+    check_encoder_ids(cfg, input_ids, model.config.decoder_vocab_size)
     check_generator(generator)
     return input_ids.long(), padding_mask, cfg
+
+
+def check_encoder_ids(cfg: GenerationConfig, input_ids: torch.Tensor, vocab_size: int) -> None:
+    """The encoder repetition penalty and n-gram ban index the decoder's scores [R, V] with source ids: a source id
+    past a decoder vocabulary of its own (Marian with separate vocabularies) is refused here, where transformers
+    fails inside its processor (one host read, only with these settings)."""
+    used = [name for name, on in (("encoder_repetition_penalty", cfg.encoder_repetition_penalty not in (None, 1.0)),
+                                  ("encoder_no_repeat_ngram_size", bool(cfg.encoder_no_repeat_ngram_size))) if on]
+    if used and input_ids.numel() and int(input_ids.max()) >= vocab_size:
+        raise ValueError(f"{' and '.join(used)} look the source's ids up in the decoder's vocabulary, but input_ids "
+                         f"holds id {int(input_ids.max())} and this model's decoder has a vocabulary of its own "
+                         f"({vocab_size} tokens); leave {'them' if len(used) > 1 else 'it'} unset for this model")
 
 
 def rows_per_input(cfg: GenerationConfig) -> int:
