@@ -137,6 +137,8 @@ class TranslationTokenizer(Tokenizer):
 
     @classmethod
     def load(cls, root: Path, config: dict, kind: str, src_lang: str | None, tgt_lang: str | None):
+        if kind == "MBart50Tokenizer":    # it has no bos_token of its own (transformers 5.24): only the files' one
+            config = {"bos_token": None, **config}
         if kind == "MarianTokenizer":
             tok = _marian(root, config)
         elif kind == "M2M100Tokenizer":

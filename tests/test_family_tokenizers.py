@@ -224,6 +224,37 @@ def test_mbart50_ids_text_and_languages_equal_transformers(tmp_path, form):
     assert ours.target_language_id() == theirs.convert_tokens_to_ids("ru_RU")
 
 
+
+@pytest.mark.parametrize("bos_in", [None, "tokenizer_config.json", "special_tokens_map.json"])
+def test_mbart50_bos_token_only_from_the_files_as_in_transformers(tmp_path, bos_in):
+    """transformers 5.24's MBart50Tokenizer has no bos_token of its own: None unless tokenizer_config.json or
+    special_tokens_map.json names one (facebook/mbart-large-50's name "<s>"), which all_special_tokens' order
+    follows; the ids do not change."""
+    from transformers import AutoTokenizer as TheirAutoTokenizer
+    from transformers import MBart50Tokenizer
+
+    spm_dir = tmp_path / "spm"
+    spm_dir.mkdir()
+    train(spm_dir / "sentencepiece.bpe.model", "unigram")
+    (spm_dir / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "MBart50Tokenizer"}))
+    roots = [spm_dir, tmp_path / "saved"]
+    MBart50Tokenizer.from_pretrained(spm_dir).save_pretrained(roots[1])
+    for root in roots:
+        if bos_in is not None:
+            config = json.loads((root / "tokenizer_config.json").read_text())
+            config.pop("added_tokens_decoder", None)     # the Hub's legacy form, where the map counts
+            (root / "tokenizer_config.json").write_text(json.dumps(
+                {**config, "bos_token": "<s>"} if bos_in == "tokenizer_config.json" else config))
+            if bos_in == "special_tokens_map.json":
+                (root / bos_in).write_text(json.dumps({"bos_token": "<s>", "cls_token": "<s>"}))
+        theirs = TheirAutoTokenizer.from_pretrained(str(root), src_lang="de_DE", tgt_lang="ru_RU")
+        ours = AutoTokenizer.from_pretrained(root, src_lang="de_DE", tgt_lang="ru_RU")
+        assert (ours.bos_token, ours.bos_token_id) == (theirs.bos_token, theirs.bos_token_id) == \
+            ((None, None) if bos_in is None else ("<s>", 0)), root
+        assert ours.all_special_tokens == theirs.all_special_tokens, root
+        assert ours.all_special_ids == theirs.all_special_ids, root
+        assert_same(theirs, ours, CORPUS[:3] + EDGE)
+
 def test_mbart_ids_text_and_languages_equal_transformers(tmp_path):
     """mBART (cc25): `A </s> src_lang`, the code from src_lang at load, from tokenizer_config.json, or set after
     (transformers' MBartTokenizer overrides the code saved in tokenizer.json with either)."""
