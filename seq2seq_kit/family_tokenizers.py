@@ -15,7 +15,8 @@ What each checkpoint ships, and how it is read (never a hand-written segmenter):
                     `__en__` after the vocabulary, `__src__ A </s>`. The language tokens are special tokens, as in
                     transformers 4.x (5.24 dropped that: its decode(skip_special_tokens=True) keeps "__fr__").
                     Then fairseq's 8 "madeup words" that pad the model's vocabulary (m2m100_418M: 128112 ids),
-                    read as <unk> as transformers reads them.
+                    read as <unk> as transformers reads them. vocab, vocab_size and len() leave both out, as
+                    transformers 5.24's do.
   NLLB, mBART-50    tokenizer.json (the `tokenizers` path), language codes `eng_Latn` / `en_XX` as tokens:
                     `src A </s>` (NLLB's legacy_behaviour: `A </s> src`), set from src_lang as transformers does.
   mBART (cc25)      tokenizer.json with MBartTokenizer's 25 codes: `A </s> src`, src_lang as above.
@@ -130,6 +131,9 @@ class TranslationTokenizer(Tokenizer):
     target_vocabulary: TargetVocabulary | None = None    # Marian with separate_vocabs: what decode reads
     code_last: bool = False          # the source code after the text (mBART, NLLB's legacy_behaviour)
     aliases: dict[str, str] = {}     # tokens read as another (M2M100's madeup words as <unk>)
+    # tokens with ids (read, decoded) that vocab, vocab_size and len() leave out, as transformers 5.24 leaves them out
+    # (M2M100's language tokens and madeup words)
+    unlisted: frozenset[str] = frozenset()
     pieces: _Pieces | None = None    # Marian, M2M100: the SentencePiece pre-tokenizer (tokenize shows its pieces)
     # src_lang chosen by the user (from_pretrained's argument, or set), not a default: tokenizer_config.json's
     # src_lang does not count, as transformers' save_pretrained writes its class default there ("eng_Latn")
@@ -293,6 +297,27 @@ class TranslationTokenizer(Tokenizer):
             return None
         lang_id = self.get_lang_id(lang)
         return None if self.kind == "MarianTokenizer" else lang_id
+
+    @property
+    def vocab(self) -> dict[str, int]:
+        """Tokenizer.vocab without the unlisted tokens (transformers' get_vocab)."""
+        return {t: i for t, i in super().vocab.items() if t not in self.unlisted}
+
+    @property
+    def vocab_size(self) -> int:
+        """Tokenizer.vocab_size without the unlisted tokens (M2M100: vocab.json's size, as transformers')."""
+        return super().vocab_size - len(self.unlisted)
+
+    def __len__(self) -> int:
+        """len(vocab), as transformers counts it: without the unlisted tokens (whose ids decode still reads)."""
+        return len(self.vocab) if self.unlisted else super().__len__()
+
+    def convert_tokens_to_ids(self, tokens: str | list[str]) -> int | list[int]:
+        """Tokenizer.convert_tokens_to_ids, an alias the id of the token it reads as (M2M100's madeup words:
+        unk_token_id, as transformers gives it)."""
+        if isinstance(tokens, str):
+            return super().convert_tokens_to_ids(self.aliases.get(tokens, tokens))
+        return [self.convert_tokens_to_ids(t) for t in tokens]
 
     def convert_ids_to_tokens(self, ids, skip_special_tokens: bool = False) -> str | list[str]:
         """Tokenizer.convert_ids_to_tokens, aliases read as their token; a Marian tokenizer with separate
@@ -501,7 +526,7 @@ def _m2m100(root: Path, config: dict) -> TranslationTokenizer:
     named.update({k: token_content(config[k]) for k in named if config.get(k)})
     tok = _sentencepiece_tokenizer(root, config, "sentencepiece.bpe.model", vocab, named, marian=False,
                                    extra=list(lang_tokens.values()), aliases=dict.fromkeys(madeup, named["unk_token"]))
-    tok.lang_tokens = lang_tokens
+    tok.lang_tokens, tok.unlisted = lang_tokens, frozenset([*lang_tokens.values(), *madeup])
     return tok
 
 

@@ -182,8 +182,13 @@ class Tokenizer:
         """ids without those this tokenizer has no token for. A model's vocabulary may be larger than its
         tokenizer's (NLLB-200: 256206 ids, 256204 tokens); transformers' tokenizers skip such ids when decoding a
         generated sequence, where decode refuses them (a direct call with them is a mistake)."""
-        n = len(self)
+        n = self._id_count()
         return [i for i in ids if 0 <= i < n]
+
+    def _id_count(self) -> int:
+        """The ids decode reads are 0..this-1: the backend's tokens, added ones included (len() may count fewer,
+        as transformers does: M2M100's language tokens)."""
+        return self._backend.get_vocab_size(with_added_tokens=True)
 
     bos_token = property(lambda self: self._named["bos_token"])
     eos_token = property(lambda self: self._named["eos_token"])
@@ -389,7 +394,7 @@ class Tokenizer:
 
     def _check_ids(self, ids):
         flat = [ids] if isinstance(ids, int) else [j for i in ids for j in (i if isinstance(i, list) else [i])]
-        n = len(self)
+        n = self._id_count()
         bad = [i for i in flat if not 0 <= i < n]
         if bad:
             raise ValueError(f"token id {bad[0]} is out of range: this tokenizer's ids are 0..{n - 1}")

@@ -299,8 +299,33 @@ def test_m2m100_madeup_words_count_is_checked(m2m100_dir, tmp_path):
         AutoTokenizer.from_pretrained(root)
     (root / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "M2M100Tokenizer",
                                                             "num_madeup_words": 0}))
+    ours = AutoTokenizer.from_pretrained(root)
     with pytest.raises(ValueError, match="out of range"):       # no madeup words: past the language tokens
-        AutoTokenizer.from_pretrained(root).decode([len(AutoTokenizer.from_pretrained(root))])
+        ours.decode([ours.vocab_size + len(ours.language_codes)])
+
+
+def test_m2m100_vocabulary_and_madeup_words_equal_transformers(m2m100_dir):
+    """transformers 5.24's M2M100Tokenizer: vocab_size, len() and get_vocab() are vocab.json's (no language
+    tokens, no madeup words); a madeup word converts to unk_token_id and its id to "<unk>", a language token to its
+    id, which decode reads."""
+    from transformers import M2M100Tokenizer
+
+    theirs = M2M100Tokenizer(str(m2m100_dir / "vocab.json"), str(m2m100_dir / "sentencepiece.bpe.model"),
+                             src_lang="en", tgt_lang="fr")
+    ours = AutoTokenizer.from_pretrained(m2m100_dir, src_lang="en", tgt_lang="fr")
+    assert (ours.vocab_size, len(ours)) == (theirs.vocab_size, len(theirs)) == (len(theirs.encoder),) * 2
+    assert ours.vocab == theirs.get_vocab()
+    tokens = ["madeupword0000", "madeupword0003", "madeupword0007", "madeupword0008", "__fr__", "__zu__", "<unk>",
+              "<s>", "</s>", "<pad>", "nope", *list(theirs.get_vocab())[:20]]
+    assert ours.convert_tokens_to_ids(tokens) == theirs.convert_tokens_to_ids(tokens)
+    assert [ours.convert_tokens_to_ids(t) for t in tokens] == [theirs.convert_tokens_to_ids(t) for t in tokens]
+    ids = list(range(theirs.vocab_size - 3, theirs.vocab_size + 108))   # the last pieces, 100 languages, 8 madeup
+    assert ours.convert_ids_to_tokens(ids) == theirs.convert_ids_to_tokens(ids)
+    madeup = ids[-8:]
+    text = theirs(CORPUS[0])["input_ids"][1:]
+    for sequence in (madeup, [*madeup[:3], *text, *madeup[3:]]):
+        for skip in (True, False):
+            assert ours.decode(sequence, skip_special_tokens=skip) == theirs.decode(sequence, skip_special_tokens=skip)
 
 
 @pytest.mark.parametrize("fixture", ["m2m100_dir", "nllb_dir", "marian_dir"])
