@@ -3,6 +3,7 @@
     tok = AutoTokenizer.from_pretrained(path_or_id, src_lang="eng_Latn", tgt_lang="fra_Latn")
     tok(text)["input_ids"];  tok.target_language_id()   # generate(..., forced_bos_token_id=that)
     tok.encode_source(texts, "deu_Latn")   # another source's ids, tok.src_lang unchanged (safe across threads)
+    tok(text, text_target=target)["labels"]   # the target's ids: tgt_lang's code (Marian: target.spm), as transformers
 
 What each checkpoint ships, and how it is read (never a hand-written segmenter):
   Marian (opus-mt)  source.spm, target.spm, vocab.json: transformers' MarianTokenizer is a Python tokenizer over
@@ -30,8 +31,10 @@ Tokenizers built on a SentencePiece pre-tokenizer cannot be saved as tokenizer.j
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from tokenizers import AddedToken, NormalizedString, Regex, decoders, models, normalizers, pre_tokenizers, processors
@@ -43,6 +46,7 @@ from .tokenizer import (FILES, Tokenizer, as_ids, check_text, clean_up_tokenizat
                         read_tokenizer_config, token_content)
 
 SPIECE_UNDERLINE = "\u2581"
+UNKNOWN_PIECE = " <unk> "   # Marian's target side: the key unknown pieces read as (no piece holds a space)
 DEFAULT_SOURCE = {"M2M100Tokenizer": "en", "NllbTokenizer": "eng_Latn", "MBart50Tokenizer": "en_XX",
                   "MBartTokenizer": "en_XX"}
 MARIAN_SOURCE = ("Marian models have no source language code; pass tgt_lang (a multi-target model's >>xxx<< code) "
@@ -129,6 +133,7 @@ class TranslationTokenizer(Tokenizer):
     kind: str = ""
     lang_tokens: dict[str, str] = {}    # language code -> its token ("en" -> "__en__"); codes are tokens if absent
     target_vocabulary: TargetVocabulary | None = None    # Marian with separate_vocabs: what decode reads
+    target_side: Callable[[], TranslationTokenizer] | None = None    # Marian: text_target's tokenizer (built once)
     code_last: bool = False          # the source code after the text (mBART, NLLB's legacy_behaviour)
     aliases: dict[str, str] = {}     # tokens read as another (M2M100's madeup words as <unk>)
     # tokens with ids (read, decoded) that vocab, vocab_size and len() leave out, as transformers 5.24 leaves them out
@@ -183,7 +188,7 @@ class TranslationTokenizer(Tokenizer):
 
     def source_processor(self, lang: str) -> processors.TemplateProcessing:
         """The post-processor that puts source language `lang`'s code around a text (ValueError for Marian, which
-        has none, or an unknown code)."""
+        has none, or an unknown code); a target language's goes around a target alike."""
         if self.kind == "MarianTokenizer":
             raise ValueError(MARIAN_SOURCE)
         check_code("src_lang", lang, optional=False)
@@ -206,11 +211,32 @@ class TranslationTokenizer(Tokenizer):
         batch = [check_text(t, f"text[{i}]") for i, t in enumerate(texts)]
         _, truncation, max_length = self.strategies(False, True if max_length is not None else None, max_length)
         with self.lock:
-            default, self.backend_tokenizer.post_processor = self.backend_tokenizer.post_processor, processor
-            try:
-                return [e.ids for e in self.encodings_locked(batch, True, None, truncation, max_length)]
-            finally:
-                self.backend_tokenizer.post_processor = default
+            return [e.ids for e in self.encodings_with(processor, batch, True, None, truncation, max_length)]
+
+    def encodings_with(self, processor, batch: list, add_special_tokens: bool, padding, truncation,
+                       max_length) -> list:
+        """encodings_locked with `processor` as the post-processor for this call only (`lock` held)."""
+        backend = self.backend_tokenizer
+        default, backend.post_processor = backend.post_processor, processor
+        try:
+            return self.encodings_locked(batch, add_special_tokens, padding, truncation, max_length)
+        finally:
+            backend.post_processor = default
+
+    def target_encodings_locked(self, batch: list, add_special_tokens: bool, padding, truncation,
+                                max_length) -> list:
+        """Tokenizer.target_encodings_locked as transformers' target mode encodes: Marian with its target side
+        (target_side); the others with tgt_lang's code where src_lang's goes around a source (without tgt_lang,
+        mBART, mBART-50 and NLLB take src_lang's; M2M100 raises ValueError)."""
+        if self.target_side is not None:
+            side = self.target_side()
+            side.padding_side, side.truncation_side = self.padding_side, self.truncation_side
+            return side.encodings_locked(batch, add_special_tokens, padding, truncation, max_length)
+        if self.tgt_lang is None and self.kind == "M2M100Tokenizer":
+            raise ValueError("text_target needs the target language: pass tgt_lang='fr' (say) to from_pretrained, "
+                             "or set tok.tgt_lang")
+        processor = self.source_processor(self.src_lang if self.tgt_lang is None else self.tgt_lang)
+        return self.encodings_with(processor, batch, add_special_tokens, padding, truncation, max_length)
 
     @property
     def gives_offsets(self) -> bool:
@@ -434,12 +460,14 @@ class _Detokenizer:
 
 
 def _sentencepiece_tokenizer(root: Path, config: dict, spm: str, vocab: dict, named: dict, marian: bool,
-                             extra: list[str], aliases: dict[str, str] | None = None) -> TranslationTokenizer:
+                             extra: list[str], aliases: dict[str, str] | None = None,
+                             unknown: str | None = None) -> TranslationTokenizer:
+    """`spm`'s pieces looked up in `vocab`, a piece it lacks read as its `unknown` key (default: the unk_token)."""
     processor = _sentencepiece(root / spm)
     unk = named["unk_token"]
     if unk not in vocab:
         raise ValueError(f"{root / 'vocab.json'} has no {unk!r} token")
-    backend = Backend(models.WordLevel(vocab, unk_token=unk))
+    backend = Backend(models.WordLevel(vocab, unk_token=unknown or unk))
     pieces = _Pieces(processor, marian)
     backend.pre_tokenizer = pre_tokenizers.PreTokenizer.custom(pieces)
     settings = {**({"model_max_length": 512} if marian else {}), **config, **named}   # MarianTokenizer's default
@@ -472,6 +500,23 @@ def _marian(root: Path, config: dict) -> TranslationTokenizer:
                                         f"{name} (the target side's vocabulary)")
         tok.target_vocabulary = TargetVocabulary(tok, _vocab(root / "target_vocab.json"),
                                                  _sentencepiece(root / "target.spm"))
+    tok.target_side = functools.cache(functools.partial(_marian_target, root, config, named, tok))
+    return tok
+
+
+def _marian_target(root: Path, config: dict, named: dict, source: TranslationTokenizer) -> TranslationTokenizer:
+    """What MarianTokenizer encodes text_target with (its target mode): target.spm's pieces looked up in
+    target_vocab.json (separate_vocabs) or vocab.json, a piece missing there as that file's <unk>; tokens typed in
+    the text, the </s> added and padding keep the source's ids, as its added-token table gives them."""
+    path = root / ("target_vocab.json" if config.get("separate_vocabs") else "vocab.json")
+    vocab, unk = _vocab(path), named["unk_token"]
+    if unk not in vocab:
+        raise ValueError(f"{path} has no {unk!r} token, which text_target's unknown pieces read as")
+    added = {token.content: i for i, token in source.backend_tokenizer.get_added_tokens_decoder().items()}
+    vocab = {**vocab, UNKNOWN_PIECE: vocab[unk], **added}
+    tok = _sentencepiece_tokenizer(root, config, "target.spm", vocab, named, marian=True, extra=[],
+                                   unknown=UNKNOWN_PIECE)
+    tok.kind = "MarianTokenizer"
     return tok
 
 

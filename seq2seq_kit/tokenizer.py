@@ -71,7 +71,8 @@ class Tokenizer:
 
     Subclasses (family_tokenizers) build on these hooks: `lock` (held while the backend's state is set and
     used), `strategies` (the checked padding / truncation arguments), `encodings` (checked arguments, then
-    `encodings_locked` under the lock), `encodings_locked` (the backend calls) and `special_room`.
+    `encodings_locked` under the lock), `encodings_locked` (the backend calls), `target_encodings_locked` (the
+    same for text_target) and `special_room`.
     """
 
     gives_offsets = True    # return_offsets_mapping: the tokens' character offsets are right
@@ -242,44 +243,47 @@ class Tokenizer:
         batch = [(text, text_pair)] if text_pair else [text]  # "" is no pair, as in transformers
         return self.encodings(batch, add_special_tokens, truncation=truncation, max_length=max_length)[0].ids
 
-    def __call__(self, text, text_pair=None, add_special_tokens: bool = True, padding: bool | str = False,
-                 truncation: bool | str | None = None, max_length: int | None = None,
-                 return_tensors: str | None = None, return_offsets_mapping: bool = False) -> BatchEncoding:
+    def __call__(self, text=None, text_pair=None, text_target=None, text_pair_target=None,
+                 add_special_tokens: bool = True, padding: bool | str = False, truncation: bool | str | None = None,
+                 max_length: int | None = None, return_tensors: str | None = None,
+                 return_offsets_mapping: bool = False) -> BatchEncoding:
         """input_ids and attention_mask of a text (lists) or a list of texts (lists of lists); with return_tensors
         ("pt" or "np") always [batch, length] int64. Pairs, padding and truncation follow transformers.
         return_offsets_mapping adds "offset_mapping": each token's (start, end) character offsets in its text,
-        (0, 0) for special and padding tokens, as transformers' fast tokenizers give them."""
+        (0, 0) for special and padding tokens, as transformers' fast tokenizers give them.
+        text_target (and text_pair_target) are encoded as the model's targets, as transformers' target mode encodes
+        them (target_encodings_locked): alone they give the input_ids and attention_mask; beside text, their
+        input_ids are added as "labels". Padding, truncation, max_length and return_tensors apply to each side."""
         if return_tensors not in (None, "pt", "np"):
             raise ValueError(f"return_tensors={return_tensors!r} is not supported: pass None (lists), 'pt' (torch) "
                              "or 'np' (numpy)")
-        batched = isinstance(text, (list, tuple))
-        if not batched:
-            check_text(text, "text", hint=" (or a list of str for a batch)")
-            if text_pair is not None:
-                check_text(text_pair, "text_pair")
-            batch = [(text, text_pair)] if text_pair else [text]  # "" is no pair, as in transformers
-        else:
-            batch = [check_text(t, f"text[{i}]") for i, t in enumerate(text)]
-            if text_pair is not None:
-                if not isinstance(text_pair, (list, tuple)):
-                    raise TypeError(f"text is a batch, so text_pair must be a list of str too, got "
-                                    f"{type(text_pair).__name__}")
-                if len(text_pair) != len(batch):
-                    raise ValueError(f"text has {len(batch)} texts but text_pair {len(text_pair)}: pass one pair each")
-                batch = list(zip(batch, [check_text(t, f"text_pair[{i}]") for i, t in enumerate(text_pair)]))
+        if text is None and text_target is None:
+            raise ValueError("pass text (the source), text_target (the target) or both")
         if return_offsets_mapping and not self.gives_offsets:
             raise ValueError(f"return_offsets_mapping is not available for this tokenizer ({self.kind}): its pieces "
                              "are made apart from the text, so their offsets are not the text's (transformers' "
                              "Python tokenizer gives none either)")
-        encodings = self.encodings(batch, add_special_tokens, padding, truncation, max_length)
-        out = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings]}
-        if return_offsets_mapping:
-            out["offset_mapping"] = [e.offsets for e in encodings]
-        if return_tensors is not None:
-            out = {k: _stack(v, return_tensors) for k, v in out.items()}
-        elif not batched:
-            out = {k: v[0] for k, v in out.items()}
-        return BatchEncoding(out)
+        sources, targets = self._source_and_target(
+            _batch(text, text_pair, "text", "text_pair"),
+            _batch(text_target, text_pair_target, "text_target", "text_pair_target"),
+            add_special_tokens, padding, truncation, max_length)
+        source, target = (None if e is None else _batch_encoding(e, isinstance(t, (list, tuple)), return_tensors,
+                                                                 return_offsets_mapping)
+                          for e, t in ((sources, text), (targets, text_target)))
+        if source is None or target is None:
+            return target if source is None else source
+        source["labels"] = target["input_ids"]
+        return source
+
+    def _source_and_target(self, batch: list | None, target_batch: list | None, add_special_tokens: bool, padding,
+                           truncation, max_length) -> tuple[list | None, list | None]:
+        """The Encodings of `batch` (encodings_locked) and of `target_batch` (target_encodings_locked), None for
+        a side without texts: the arguments checked once for both, as transformers checks them, under one lock."""
+        settings = self.strategies(padding, truncation, max_length)
+        with self.lock:
+            return (None if batch is None else self.encodings_locked(batch, add_special_tokens, *settings),
+                    None if target_batch is None else self.target_encodings_locked(target_batch, add_special_tokens,
+                                                                                   *settings))
 
     def strategies(self, padding, truncation, max_length) -> tuple[str | None, str | None, int | None]:
         """(padding, truncation, max_length) as the backend takes them (PADDING's and TRUNCATION's values):
@@ -332,6 +336,11 @@ class Tokenizer:
             backend.enable_padding(direction=self.padding_side, pad_id=self.pad_token_id, pad_token=self.pad_token,
                                    length=max_length if padding == "max_length" else None)
         return backend.encode_batch(batch, add_special_tokens=add_special_tokens)
+
+    def target_encodings_locked(self, batch: list, add_special_tokens: bool, padding, truncation, max_length) -> list:
+        """encodings_locked for text_target: the same here, as BART's and Pegasus' tokenizers (no target mode in
+        transformers) encode a target as a source."""
+        return self.encodings_locked(batch, add_special_tokens, padding, truncation, max_length)
 
     def special_room(self, pair: bool, add_special_tokens: bool, max_length: int) -> int:
         """The special tokens each sequence (a pair when `pair`) gets; ValueError when max_length leaves no room
@@ -515,6 +524,41 @@ def as_ids(ids):
     if isinstance(ids, (list, tuple)):
         return [as_ids(i) for i in ids]
     raise TypeError(f"token ids must be ints (or a list, tuple, tensor or array of them), got {type(ids).__name__}")
+
+
+def _batch(text, pair, name: str, pair_name: str) -> list | None:
+    """The texts of one side of a call (text and text_pair, or text_target and text_pair_target): a list of texts
+    or of (text, pair) tuples, each checked; None without texts (ValueError for a pair without its first text)."""
+    if text is None:
+        if pair is not None:
+            raise ValueError(f"{pair_name} is the second text of a pair: pass {name} too")
+        return None
+    if not isinstance(text, (list, tuple)):
+        check_text(text, name, hint=" (or a list of str for a batch)")
+        if pair is not None:
+            check_text(pair, pair_name)
+        return [(text, pair)] if pair else [text]  # "" is no pair, as in transformers
+    batch = [check_text(t, f"{name}[{i}]") for i, t in enumerate(text)]
+    if pair is None:
+        return batch
+    if not isinstance(pair, (list, tuple)):
+        raise TypeError(f"{name} is a batch, so {pair_name} must be a list of str too, got {type(pair).__name__}")
+    if len(pair) != len(batch):
+        raise ValueError(f"{name} has {len(batch)} texts but {pair_name} {len(pair)}: pass one pair each")
+    return list(zip(batch, [check_text(t, f"{pair_name}[{i}]") for i, t in enumerate(pair)]))
+
+
+def _batch_encoding(encodings: list, batched: bool, return_tensors: str | None, offsets: bool) -> BatchEncoding:
+    """input_ids, attention_mask (and offset_mapping) of a call's Encodings: lists, one row unless `batched`, or
+    return_tensors' [batch, length] tensors."""
+    out = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings]}
+    if offsets:
+        out["offset_mapping"] = [e.offsets for e in encodings]
+    if return_tensors is not None:
+        out = {k: _stack(v, return_tensors) for k, v in out.items()}
+    elif not batched:
+        out = {k: v[0] for k, v in out.items()}
+    return BatchEncoding(out)
 
 
 def _stack(rows: list[list[int]], kind: str):

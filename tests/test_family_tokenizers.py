@@ -36,11 +36,12 @@ CORPUS = [
 EDGE = ["a</s>b <unk> c", " leading space", "x<pad>y", "Hello"]
 
 
-def train(path: Path, model_type: str, vocab_size: int = 220) -> Path:
+def train(path: Path, model_type: str, vocab_size: int = 220, **ids) -> Path:
+    """A SentencePiece model of CORPUS; ids: its special pieces' ids (pad_id=0, ...), where not SentencePiece's."""
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS * 20), model_writer=buf, vocab_size=vocab_size,
                                    model_type=model_type, character_coverage=1.0, hard_vocab_limit=False,
-                                   minloglevel=2)
+                                   minloglevel=2, **ids)
     path.write_bytes(buf.getvalue())
     return path
 
@@ -493,3 +494,109 @@ def test_marians_named_tokens_come_from_the_merged_config_as_in_transformers(mar
     assert ours.all_special_tokens == theirs.all_special_tokens
     texts = ["a <newmask> b", "The tower is 324 metres tall"]
     assert ours(texts, padding=True)["input_ids"] == theirs(texts, padding=True)["input_ids"]
+
+
+SOURCES = [CORPUS[0], "Der Turm </s> x<pad>y Ω <unk>", "a", ">>fra<< Hello", ""]
+TARGETS = [CORPUS[3], CORPUS[2], "b c", CORPUS[7], ">>deu<<Turm"]
+TARGET_CALLS = [
+    dict(text_target=TARGETS[0]), dict(text=SOURCES[0], text_target=TARGETS[1]), dict(text_target=TARGETS),
+    dict(text_target=TARGETS, text_pair_target=SOURCES), dict(text=SOURCES, text_target=TARGETS, padding=True),
+    dict(text=SOURCES, text_target=TARGETS, padding="max_length", truncation=True, max_length=12, return_tensors="pt"),
+    dict(text=SOURCES[1], text_target=TARGETS, truncation=True, max_length=7),
+    dict(text_target=TARGETS, padding=True, add_special_tokens=False, return_tensors="np"),
+    dict(text=SOURCES, text_pair=TARGETS, text_target=TARGETS, text_pair_target=SOURCES, truncation=True,
+         max_length=20, padding=True)]
+
+
+def target_tokenizers(request, tmp_path, family: str):
+    """(transformers' tokenizer, ours) for a family's files, as test_*_equal_transformers above build them."""
+    from transformers import AutoTokenizer as TheirAutoTokenizer
+    from transformers import (M2M100Tokenizer, MarianTokenizer, MBart50Tokenizer, MBartTokenizer,
+                              PegasusTokenizer)
+
+    languages = {"m2m100": dict(src_lang="en", tgt_lang="fr"), "mbart": dict(src_lang="en_XX", tgt_lang="ro_RO"),
+                 "mbart-no-target": dict(src_lang="en_XX"), "nllb-no-target": dict(src_lang="fra_Latn"),
+                 "nllb": dict(src_lang="fra_Latn", tgt_lang="deu_Latn", legacy_behaviour=False),
+                 "nllb-legacy": dict(src_lang="fra_Latn", tgt_lang="deu_Latn", legacy_behaviour=True)}
+    languages["mbart50"] = languages["mbart50-spm"] = dict(src_lang="de_DE", tgt_lang="ru_RU")
+    kwargs = languages.get(family, {})
+    spm_dir = tmp_path / "spm"
+    spm_dir.mkdir()
+    if family.startswith("marian"):
+        root = Path(shutil.copytree(request.getfixturevalue(family.replace("-", "_") + "_dir"), tmp_path / family))
+        if family == "marian":      # pieces of its own, so that a target encoded as a source would differ
+            train(root / "target.spm", "bpe", 150)
+        else:                       # <unk> elsewhere: unknown pieces read as the target's, a typed <unk> as the source's
+            vocab = json.loads((root / "target_vocab.json").read_text())
+            vocab["<unk>"], vocab["</s>"] = vocab["</s>"], vocab["<unk>"]
+            (root / "target_vocab.json").write_text(json.dumps(vocab))
+        files = [str(root / f) for f in ("source.spm", "target.spm", "vocab.json")]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # "Recommended: pip install sacremoses" (not used for encoding)
+            theirs = MarianTokenizer(*files, **(dict(target_vocab_file=str(root / "target_vocab.json"),
+                                                     separate_vocabs=True) if family == "marian-separate" else {}))
+        return theirs, AutoTokenizer.from_pretrained(root)
+    if family == "m2m100":
+        root = request.getfixturevalue("m2m100_dir")
+        theirs = M2M100Tokenizer(str(root / "vocab.json"), str(root / "sentencepiece.bpe.model"), **kwargs)
+        return theirs, AutoTokenizer.from_pretrained(root, **kwargs)
+    if family in ("bart", "kobart"):
+        root = Path(shutil.copytree(Path(__file__).parent / "fixtures" / f"{family}-tokenizer", tmp_path / family))
+        (root / "config.json").write_text(json.dumps({"model_type": family.removeprefix("ko")}))  # for transformers
+    elif family.startswith("nllb"):
+        root = request.getfixturevalue("nllb_dir")
+    elif family.startswith("mbart50"):
+        train(spm_dir / "sentencepiece.bpe.model", "unigram")
+        (spm_dir / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "MBart50Tokenizer"}))
+        root = spm_dir if family == "mbart50-spm" else tmp_path / "saved"
+        if family == "mbart50":
+            MBart50Tokenizer.from_pretrained(spm_dir).save_pretrained(root)
+    elif family.startswith("mbart"):
+        train(spm_dir / "sentencepiece.bpe.model", "bpe")
+        root = tmp_path / "saved"
+        MBartTokenizer.from_pretrained(spm_dir, src_lang="en_XX").save_pretrained(root)
+    else:
+        train(spm_dir / "spiece.model", "unigram", 300, pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
+        root = tmp_path / "saved"
+        PegasusTokenizer.from_pretrained(spm_dir).save_pretrained(root)
+    return TheirAutoTokenizer.from_pretrained(str(root), **kwargs), AutoTokenizer.from_pretrained(root, **kwargs)
+
+
+def as_lists(encoding) -> dict:
+    """A call's result, tensors and arrays as lists, with each value's type."""
+    return {k: (v.tolist() if hasattr(v, "tolist") else v, type(v).__name__) for k, v in encoding.items()}
+
+
+@pytest.mark.parametrize("family", ["bart", "kobart", "pegasus", "marian", "marian-separate", "m2m100", "nllb",
+                                    "nllb-legacy", "nllb-no-target", "mbart", "mbart-no-target", "mbart50",
+                                    "mbart50-spm"])
+def test_text_target_equals_transformers(request, tmp_path, family):
+    """tok(text_target=...) is the target side as transformers encodes it (Marian: target.spm, and target_vocab.json
+    with separate vocabularies; the language families: tgt_lang's code, src_lang's without one, NLLB's and mBART's
+    after the text; BART, Pegasus: as a source); beside text, its input_ids are "labels". Padding, truncation and
+    return_tensors apply to both sides, on either side of the texts."""
+    theirs, ours = target_tokenizers(request, tmp_path, family)
+    for side in ("right", "left"):
+        theirs.padding_side = ours.padding_side = theirs.truncation_side = ours.truncation_side = side
+        for call in TARGET_CALLS:
+            assert as_lists(ours(**call)) == {k: v for k, v in as_lists(theirs(**call)).items()
+                                              if k in ("input_ids", "attention_mask", "labels")}, (side, call)
+    assert ours(SOURCES)["input_ids"] == theirs(SOURCES)["input_ids"]      # the source side is as it was
+
+
+def test_text_target_mistakes_are_named(m2m100_dir):
+    """Without a text, a target, a pair's first text, or (M2M100) a target language: a ValueError that says what
+    to pass (transformers: a ValueError, nothing, a KeyError)."""
+    ours = AutoTokenizer.from_pretrained(m2m100_dir, src_lang="en")
+    with pytest.raises(ValueError, match="pass text .the source., text_target .the target. or both"):
+        ours()
+    with pytest.raises(ValueError, match="text_pair_target is the second text of a pair: pass text_target too"):
+        ours("a", text_pair_target="b")
+    with pytest.raises(ValueError, match="text_pair is the second text of a pair: pass text too"):
+        ours(text_pair="a", text_target="b")
+    with pytest.raises(ValueError, match="text_target needs the target language: pass tgt_lang="):
+        ours(text_target="b")
+    with pytest.raises(TypeError, match="text_target is a batch, so text_pair_target must be a list of str too"):
+        ours(text_target=["a"], text_pair_target="b")
+    ours.tgt_lang = "de"
+    assert ours(text_target="b")["input_ids"][0] == ours.get_lang_id("de")
