@@ -335,8 +335,8 @@ class TranslationTokenizer(Tokenizer):
         return super().vocab_size - len(self.unlisted)
 
     def __len__(self) -> int:
-        """len(vocab), as transformers counts it: without the unlisted tokens (whose ids decode still reads)."""
-        return len(self.vocab) if self.unlisted else super().__len__()
+        """Tokenizer's len() without the unlisted tokens, as transformers counts (decode still reads their ids)."""
+        return super().__len__() - len(self.unlisted)
 
     def convert_tokens_to_ids(self, tokens: str | list[str]) -> int | list[int]:
         """Tokenizer.convert_tokens_to_ids, an alias the id of the token it reads as (M2M100's madeup words:
