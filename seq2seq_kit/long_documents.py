@@ -459,14 +459,15 @@ class _Chunker:
 def sentence_units(text: str, offsets: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """The sentences of `text` as token ranges [a, b) covering all its tokens. A sentence ending at character p
     is cut before the first token ending past the next non-whitespace character (the whitespace stays with the
-    sentence it follows), unless that token starts before p (it holds the sentence end: no cut there)."""
+    sentence it follows), unless that token starts before p with more than whitespace before p (it holds the
+    sentence end: no cut there; KoBART's '\n오늘' holds only the line break, which a chunk's strip drops)."""
     starts, ends = [s for s, _ in offsets], [e for _, e in offsets]
     cuts = set()
     for match in SENTENCE_END.finditer(text):
         p = match.end()
         q = next_word.start() if (next_word := NON_SPACE.search(text, p)) else len(text)   # next non-space char
         k = bisect.bisect_right(ends, q)
-        if 0 < k < len(offsets) and starts[k] >= p:
+        if 0 < k < len(offsets) and (starts[k] >= p or text[starts[k]:p].isspace()):
             cuts.add(k)
     bounds = [0, *sorted(cuts), len(offsets)]
     return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]

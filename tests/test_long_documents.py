@@ -393,10 +393,16 @@ def test_a_cancelled_call_waiting_on_a_full_queue_stops_and_frees_the_engine(pip
         assert engine.generated_tokens < 60 * 60 / 2
 
 
+LINES = {"tiny64": "Line number {} of the list of titles with some words",
+         "ko64": "시민들 {} 오늘은 날씨가 맑고 바람이 선선하여 산책하기 좋은 날입니다"}
+
+
+@pytest.mark.parametrize("name", ["tiny64", "ko64"])
 @pytest.mark.parametrize("sep", ["\n", "\r\n", "\r", "\u2028", "\u2029", "\x85", "\x0b", "\x0c"])
-def test_every_line_break_ends_a_sentence(pipes, sep):
-    pipe = pipes("tiny64")
-    doc = sep.join(f"Line number {i} of the list of titles with some words" for i in range(40))
+def test_every_line_break_ends_a_sentence(pipes, sep, name):
+    """KoBART folds a line break into the next word's token ('\\n오늘'): the cut goes before that token."""
+    pipe = pipes(name)
+    doc = sep.join(LINES[name].format(i) for i in range(40))
     chunks = chunk_document(pipe, doc)[1]
     assert len(chunks) > 4
     assert all(doc[c.end:].startswith(sep) for c in chunks[:-1]), [c.text[-20:] for c in chunks]
