@@ -162,6 +162,10 @@ class SummarizationPipeline:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if strategy == "map_reduce":
+            if self.output != "summary":
+                raise ValueError(f"strategy='map_reduce' summarizes a long document from its chunks' summaries: it "
+                                 f"applies to the summarization pipeline, not to {type(self).__name__}, which "
+                                 "truncates (pass a long text's sentences or paragraphs as a list instead)")
             if return_tensors:
                 raise ValueError("return_tensors=True applies to strategy='truncate': map-reduce summaries are "
                                  "texts made from texts")

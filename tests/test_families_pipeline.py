@@ -191,6 +191,15 @@ def test_translation_refuses_unknown_languages(m2m100_path):
         pipeline("translation", model=m2m100_path, src_lang="en")(TEXTS[0])
 
 
+def test_map_reduce_is_for_summarization_only(m2m100_path):
+    """Long-document map-reduce joins chunk summaries: a translation or text2text pipeline refuses it by name
+    (it failed after generating, looking for 'summary_text')."""
+    for pipe in (pipeline("translation", model=m2m100_path, src_lang="en", tgt_lang="fr"),
+                 pipeline("text2text-generation", model=m2m100_path)):
+        with pytest.raises(ValueError, match=f"applies to the summarization pipeline, not to {type(pipe).__name__}"):
+            pipe(TEXTS[0], strategy="map_reduce")
+
+
 def test_text2text_generation_records(m2m100_path):
     """4.x's Text2TextGenerationPipeline is the summarization recipe with another key."""
     pipe = pipeline("text2text-generation", model=m2m100_path)
