@@ -448,7 +448,7 @@ class Engine:
                     finished[id(request)] = None if request.future.cancelled() \
                         else result(request.config, group.search, [b])
                 elif moved:
-                    self.batch.reorder_moved(request.cache, parents[b * n:(b + 1) * n] - b * n)
+                    self.batch.reorder_moved(request.cache, parents, b * n)
         done = [r for r in self.running if id(r) in finished]
         self._drop(lambda request: id(request) in finished)    # only now: an error above fails this step's requests
         for request in done:
@@ -520,9 +520,10 @@ class EagerBatch:
     def reorder(self, groups: list[Group], stepped: list) -> None:
         """Nothing right after a step: each cache follows its beams once its flags are read (reorder_moved)."""
 
-    def reorder_moved(self, cache: KVCache, parents: torch.Tensor) -> None:
-        """A request some of whose beams moved: its cache's rows follow their parents [k] (rows of the request)."""
-        cache.reorder(parents)
+    def reorder_moved(self, cache: KVCache, parents: torch.Tensor, first: int) -> None:
+        """A request some of whose beams moved: its cache's rows follow their parents (its group's parents [R],
+        its rows from `first` on)."""
+        cache.reorder(parents[first:first + cache.num_rows] - first)
 
     def keep_idle(self, groups: list[Group]) -> None:
         """Groups whose requests all left are not kept: the next request of their key starts a new search."""
@@ -630,16 +631,17 @@ class FixedCapacity:
 
     def group(self, key: str | None, request: Request, search) -> SlotGroup:
         """The idle group of this key, or a new one whose search has max_rows // rows input slots (one for a
-        sampling request, which steps alone); the request's one-input search goes into a slot (SlotGroup.add)."""
+        sampling request, which steps alone); the request's own `search` is not its search: SlotGroup.add puts it
+        into a slot."""
         if key in self.idle:
             return self.idle.pop(key)
         cfg, config = request.config, self.model.config
         widest = config.max_position_embeddings + 1            # the longest max_length generate accepts
-        search = start_slots(cfg, 1 if key is None else self.store.num_rows // request.rows,
-                             config.max_position_embeddings, widest, config.decoder_vocab_size, self.model.device,
-                             request.generator)
+        slots_search = start_slots(cfg, 1 if key is None else self.store.num_rows // request.rows,
+                                   config.max_position_embeddings, widest, config.decoder_vocab_size,
+                                   self.model.device, request.generator)
         captured = self.capture and key is not None and not (cfg.output_scores or cfg.output_logits)
-        return SlotGroup(key, search, self.tokens, self.logits, captured)
+        return SlotGroup(key, slots_search, self.tokens, self.logits, captured)
 
     def keep_idle(self, groups: list[SlotGroup]) -> None:
         """Groups whose requests all left: kept for their key's next requests (the oldest beyond KEEP_IDLE go)."""
@@ -680,7 +682,7 @@ class FixedCapacity:
         parents = torch.cat([group.write_rows[parents[group.occupied]] for group, parents in moved])
         self.store.reorder(rows, parents, max(r.cache.steps for group, _ in moved for r in group.members))
 
-    def reorder_moved(self, cache: Slots, parents: torch.Tensor) -> None:
+    def reorder_moved(self, cache: Slots, parents: torch.Tensor, first: int) -> None:
         """Nothing once flags are read: the store was reordered right after the step (reorder)."""
 
     def give_back(self, slots: Slots) -> None:
