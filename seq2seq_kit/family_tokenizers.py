@@ -31,10 +31,8 @@ Tokenizers built on a SentencePiece pre-tokenizer cannot be saved as tokenizer.j
 
 from __future__ import annotations
 
-import functools
 import os
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 from tokenizers import AddedToken, NormalizedString, Regex, decoders, models, normalizers, pre_tokenizers, processors
@@ -133,7 +131,8 @@ class TranslationTokenizer(Tokenizer):
     kind: str = ""
     lang_tokens: dict[str, str] = {}    # language code -> its token ("en" -> "__en__"); codes are tokens if absent
     target_vocabulary: TargetVocabulary | None = None    # Marian with separate_vocabs: what decode reads
-    target_side: Callable[[], TranslationTokenizer] | None = None    # Marian: text_target's tokenizer (built once)
+    target_files: tuple[Path, dict, dict] | None = None   # Marian: (root, config, named tokens) of its target side
+    target_side: TranslationTokenizer | None = None    # Marian: text_target's tokenizer, built at its first use
     code_last: bool = False          # the source code after the text (mBART, NLLB's legacy_behaviour)
     aliases: dict[str, str] = {}     # tokens read as another (M2M100's madeup words as <unk>)
     # tokens with ids (read, decoded) that vocab, vocab_size and len() leave out, as transformers 5.24 leaves them out
@@ -227,9 +226,12 @@ class TranslationTokenizer(Tokenizer):
                                 max_length) -> list:
         """Tokenizer.target_encodings_locked as transformers' target mode encodes: Marian with its target side
         (target_side); the others with tgt_lang's code where src_lang's goes around a source (without tgt_lang,
-        mBART, mBART-50 and NLLB take src_lang's; M2M100 raises ValueError)."""
-        if self.target_side is not None:
-            side = self.target_side()
+        mBART, mBART-50 and NLLB take the current src_lang's, leaving tgt_lang unset where transformers sets it to
+        src_lang at its first target call; M2M100 raises ValueError)."""
+        if self.target_files is not None:
+            if self.target_side is None:
+                self.target_side = _marian_target(*self.target_files, self)
+            side = self.target_side
             side.padding_side, side.truncation_side = self.padding_side, self.truncation_side
             return side.encodings_locked(batch, add_special_tokens, padding, truncation, max_length)
         if self.tgt_lang is None and self.kind == "M2M100Tokenizer":
@@ -327,7 +329,8 @@ class TranslationTokenizer(Tokenizer):
     @property
     def vocab(self) -> dict[str, int]:
         """Tokenizer.vocab without the unlisted tokens (transformers' get_vocab)."""
-        return {t: i for t, i in super().vocab.items() if t not in self.unlisted}
+        vocab = super().vocab
+        return {t: i for t, i in vocab.items() if t not in self.unlisted} if self.unlisted else vocab
 
     @property
     def vocab_size(self) -> int:
@@ -500,7 +503,7 @@ def _marian(root: Path, config: dict) -> TranslationTokenizer:
                                         f"{name} (the target side's vocabulary)")
         tok.target_vocabulary = TargetVocabulary(tok, _vocab(root / "target_vocab.json"),
                                                  _sentencepiece(root / "target.spm"))
-    tok.target_side = functools.cache(functools.partial(_marian_target, root, config, named, tok))
+    tok.target_files = root, config, named
     return tok
 
 

@@ -584,6 +584,20 @@ def test_text_target_equals_transformers(request, tmp_path, family):
     assert ours(SOURCES)["input_ids"] == theirs(SOURCES)["input_ids"]      # the source side is as it was
 
 
+@pytest.mark.parametrize("family", ["nllb-no-target", "mbart-no-target"])
+def test_text_target_without_tgt_lang_follows_src_lang_and_sets_nothing(request, tmp_path, family):
+    """Without tgt_lang, a target gets the current src_lang's code, as transformers' first target call gives it;
+    tgt_lang stays unset (transformers sets it to src_lang there, so that a later src_lang would not move its
+    targets: we leave the tokenizer as it was, on purpose), and the source side keeps following src_lang."""
+    theirs, ours = target_tokenizers(request, tmp_path, family)
+    other = "deu_Latn" if family.startswith("nllb") else "ro_RO"
+    assert ours(text_target="a b")["input_ids"] == theirs(text_target="a b")["input_ids"]
+    ours.src_lang = other
+    fresh = type(theirs).from_pretrained(theirs.name_or_path, src_lang=other)   # a first target call with `other`
+    assert ours(text_target="a b")["input_ids"] == fresh(text_target="a b")["input_ids"]
+    assert ours.tgt_lang is None and ours("a b")["input_ids"] == fresh("a b")["input_ids"]
+
+
 def test_text_target_mistakes_are_named(m2m100_dir):
     """Without a text, a target, a pair's first text, or (M2M100) a target language: a ValueError that says what
     to pass (transformers: a ValueError, nothing, a KeyError)."""
