@@ -10,7 +10,8 @@ from any tied copy (transformers ties symmetrically): SHARED_ALIASES for the sha
 the LM head is tied to (the decoder's). final_logits_bias may be absent (zeros, as transformers); fairseq's
 encoder/decoder.version are ignored.
 Fixed (sinusoidal) position tables are computed (models/positions.py): Marian's and Pegasus' are loaded when a
-checkpoint carries them, as transformers does, M2M100's never (a non-persistent buffer there); none is saved.
+checkpoint carries them, as transformers does, M2M100's never (a non-persistent buffer there); Pegasus' is saved,
+as transformers saves it (Family.saves_positions), the others are not.
 
 The checkpoint is read through a `source` with names() -> set, `name in source`, key(name) -> the name as stored,
 shape(name), tensor(name) and description (loading.Checkpoint is one); nothing here knows about files.

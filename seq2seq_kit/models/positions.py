@@ -76,7 +76,7 @@ class Positions(nn.Module):
 
     @property
     def fixed(self) -> bool:
-        """A computed table (not a checkpoint parameter; optional in checkpoints, not saved)."""
+        """A computed table (not a checkpoint parameter; optional in checkpoints, saved only for Pegasus)."""
         return self.kind != "learned"
 
     @torch.no_grad()
