@@ -89,6 +89,11 @@ def task_defaults(config, task: str = "summarization") -> tuple[str, dict]:
     return prefix, {k: v for k, v in params.items() if k in GENERATE_KWARGS}  # 4.x's generation_config.update
 
 
+def check_truncation(truncation) -> None:
+    if truncation is not None and not isinstance(truncation, bool):
+        raise TypeError(f"truncation must be True, False or None, got {truncation!r}")
+
+
 class InputTooLong(ValueError):
     """preprocess(truncation=False) refusing a text longer than the model takes."""
 
@@ -157,6 +162,7 @@ class SummarizationPipeline:
         chunks; map_kwargs: the chunks' generate settings over generate_kwargs; batch_size: chunks decoding at
         once (default 8). Nothing is truncated, so `truncation` has nothing to do."""
         texts = self.check_texts(inputs)
+        check_truncation(truncation)                    # map-reduce has no use for it, but a mistake is named
         check_strategy(strategy, chunk_overlap, map_kwargs, return_chunks)
         batch_size = (1 if strategy == "truncate" else DEFAULT_BATCH_SIZE) if batch_size is None else batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -192,8 +198,7 @@ class SummarizationPipeline:
     def preprocess(self, texts: list[str], truncation: bool | None = None) -> Encoded:
         """Each text tokenized on its own after the prefix (no padding), as 4.x did. A text longer than
         max_input_length is cut to it: with a warning (truncation=None), silently (True), or refused (False)."""
-        if truncation is not None and not isinstance(truncation, bool):
-            raise TypeError(f"truncation must be True, False or None, got {truncation!r}")
+        check_truncation(truncation)
         rows = self._tokenize(texts)
         limit = self.max_input_length
         long = {i: len(r) for i, r in enumerate(rows) if len(r) > limit}

@@ -189,8 +189,9 @@ def test_return_tensors_and_cleanup(checkpoint, recipe, pipes):
     assert pipe.postprocess(ids, clean_up_tokenization_spaces=True) == [[{"summary_text": "He said. I don't know, "
                                                                                           "ok?"}]]   # 4.x, BPE too
     assert pipe.postprocess(ids) == [[{"summary_text": "He said . I do n't know , ok ?"}]]
-    with pytest.raises(TypeError, match="truncation must be True, False or None, got 'do_not_truncate'"):
-        pipe(EN[0], truncation="do_not_truncate")
+    for strategy in ("truncate", "map_reduce"):
+        with pytest.raises(TypeError, match="truncation must be True, False or None, got 'do_not_truncate'"):
+            pipe(EN[0], truncation="do_not_truncate", strategy=strategy)
 
 
 def test_num_return_sequences_gives_a_list_per_input(checkpoint, recipe, pipes):
