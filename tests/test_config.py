@@ -130,7 +130,7 @@ def test_from_pretrained_errors(tmp_path):
     ({"d_model": 100, "encoder_attention_heads": 16}, r"'d_model' \(100\) must be divisible by 'encoder_attention_heads' \(16\)"),
     ({"d_model": 96, "encoder_attention_heads": 8, "decoder_attention_heads": 7},
      r"'d_model' \(96\) must be divisible by 'decoder_attention_heads' \(7\)"),
-    ({"activation_function": "gelu_fast"}, r"'activation_function' is 'gelu_fast'; supported: gelu, gelu_new, relu"),
+    ({"activation_function": "mish"}, r"'activation_function' is 'mish'; supported: gelu, gelu_new, gelu_python"),
     ({"vocab_size": 0}, r"config key 'vocab_size' must be a positive integer, got 0"),
     ({"d_model": -8}, r"'d_model' must be a positive integer, got -8"),
     ({"encoder_layers": 0}, r"'encoder_layers' must be a positive integer"),
