@@ -38,6 +38,12 @@ def replace_json(path: str | Path, value, **dumps_kwargs) -> None:
     or the new one, never a part of one."""
     tmp = Path(path).with_name(Path(path).name + ".tmp")
     write_json(tmp, value, **dumps_kwargs)
+    with writing(tmp):
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)                            # its bytes on disk before the rename makes it the file
+        finally:
+            os.close(fd)
     os.replace(tmp, path)
 
 

@@ -163,7 +163,7 @@ def test_another_job_on_the_same_output_is_refused(tmp_path, tiny):
     other = Output(out)
     other.open({"model": "m"}, revision=None, overwrite=False)
     try:
-        with pytest.raises(RuntimeError, match="is being written by another job"):
+        with pytest.raises(BlockingIOError, match="is being written by another job"):
             run(path, out, tiny)
     finally:
         other.close()

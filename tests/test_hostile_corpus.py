@@ -178,3 +178,30 @@ def test_a_full_disk_names_the_file(tmp_path, tiny, monkeypatch):
         run(path, out, tiny)
     monkeypatch.undo()
     assert run(path, out, tiny).written == 2      # the next run, with room, finishes the job
+
+
+def test_a_utf16_input_is_not_read_as_json(tmp_path, tiny):
+    """A line that is not UTF-8 is invalid_json (json.loads on bytes would guess UTF-16 and take the file)."""
+    path, out = tmp_path / "docs.jsonl", tmp_path / "out.jsonl"
+    path.write_bytes("".join(json.dumps(d) + "\n" for d in make_docs(2)).encode("utf-16-le"))
+    result = run(path, out, tiny)
+    assert result.written == 0 and result.failed >= 2
+    assert {e["reason"] for e in errors_of(out).values()} == {"invalid_json"}
+
+
+def test_a_pipe_as_input_is_named(tmp_path, tiny):
+    fifo = tmp_path / "docs.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="is not a regular file or a folder .a pipe or a device."):
+        run(fifo, tmp_path / "out.jsonl", tiny)
+
+
+def test_a_broken_error_line_is_named_as_an_error_record(tmp_path, tiny):
+    path, out = write_lines(tmp_path / "docs.jsonl", ["not json", *map(json.dumps, make_docs(2)), "[1]"]), \
+        tmp_path / "out.jsonl"
+    run(path, out, tiny)
+    errors = out.with_name(out.name + ".errors.jsonl")
+    lines = errors.read_text().splitlines()
+    errors.write_text("\n".join([lines[0], "garbage", *lines[1:]]) + "\n")
+    with pytest.raises(ValueError, match="errors.jsonl:2 is not an error record"):
+        run(path, out, tiny)

@@ -55,8 +55,8 @@ class Journal:
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"{self.path} is being written by another job; wait for it to end, or write to "
-                               "another output") from None
+            raise BlockingIOError(f"{self.path} is being written by another job; wait for it to end, or write to "
+                                  "another output") from None
 
     def load(self, required: tuple[str, ...]) -> Iterator[dict]:
         """The records, each checked to hold `required`; a broken line before the last is an error."""
@@ -64,8 +64,9 @@ class Journal:
         with open(self.path, "rb") as f:
             for n, line in enumerate(f, 1):
                 if bad is not None:
-                    raise ValueError(f"{self.path}:{bad} is not a {self.what} record; fix or remove that line, or "
-                                     "write to a new output")
+                    a = "an" if self.what == "error" else "a"
+                    raise ValueError(f"{self.path}:{bad} is not {a} {self.what} record; fix or remove that line, "
+                                     "or write to a new output")
                 try:
                     record = json.loads(line)
                     ok = line.endswith(b"\n") and isinstance(record, dict) and all(k in record for k in required)

@@ -37,6 +37,9 @@ def input_files(path: Path, outputs: list[Path]) -> list[Path]:
             raise ValueError(f"input folder {str(path)!r} holds no .jsonl or .parquet file")
     elif path.is_file():
         files = [path]
+    elif path.exists():
+        raise ValueError(f"input {str(path)!r} is not a regular file or a folder (a pipe or a device): write the "
+                         "records to a file first")
     else:
         raise FileNotFoundError(f"input {str(path)!r}: no such file or folder")
     for file in files:
@@ -232,7 +235,7 @@ def _chunk_docs(chunk: dict, text_field: str, id_field: str) -> Iterator[tuple[i
     for n, line in enumerate(data.split(b"\n"), chunk["first"]):
         if line.strip():
             try:
-                yield n, json.loads(line)
+                yield n, json.loads(line.decode("utf-8"))   # bytes: json would guess UTF-16 / UTF-32 too
             except ValueError as e:   # JSONDecodeError, UnicodeDecodeError
                 yield n, e
 
