@@ -168,7 +168,8 @@ class BartConfig:
             vocab_size = kwargs.get("vocab_size", defaults.get("vocab_size", cls.vocab_size))
             for name, default in defaults.items():
                 # A default token id past a hand-written config's own vocabulary (MarianConfig's 58100) is left
-                # unset: transformers keeps it with a warning but cannot use it (generation reads config.json).
+                # unset rather than refusing the config: transformers keeps a decoder start with a warning but
+                # cannot use it (generation reads config.json), and its network refuses such a pad id.
                 unusable = name in TOKEN_FIELDS and isinstance(default, int) and isinstance(vocab_size, int) \
                     and default >= vocab_size
                 kwargs.setdefault(name, None if unusable else default)
@@ -187,7 +188,11 @@ class BartConfig:
             path = hub.resolve(path, purpose="model", **hub_kwargs) / "config.json"
         if not path.is_file():
             raise FileNotFoundError(f"no config.json in {path.parent}; a checkpoint directory needs one")
-        return cls.from_dict(read_json_object(path))
+        d = read_json_object(path)
+        if "model_type" not in d:           # transformers refuses it too; BART's default would misread the others
+            raise ValueError(f"{path} has no 'model_type' key, which names the model family; add the checkpoint's "
+                             f"(seq2seq_kit runs {', '.join(MODEL_TYPES)})")
+        return cls.from_dict(d)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         directory = Path(directory)

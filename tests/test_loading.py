@@ -275,6 +275,37 @@ def test_directory_without_weights(tiny, tmp_path):
     assert all(name in str(e.value) for name in WEIGHT_FILES) and "config.json" in str(e.value)
 
 
+def test_dtype_auto_reads_the_first_file_in_its_stored_order(tiny, tmp_path):
+    """Mixed float weights and no dtype in config.json: the first floating tensor of the first weight file as
+    stored (final_logits_bias sorts before model.*), as transformers reads it; not our names' order."""
+    mixed = lambda state: {k: v if k == "final_logits_bias" else v.bfloat16() for k, v in state.items()}  # noqa: E731
+    path = variant(tiny, tmp_path, mixed, lambda c: c.pop("dtype"))
+    theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(path, dtype="auto")
+    assert BartForConditionalGeneration.from_pretrained(path, dtype="auto").dtype == theirs.dtype == torch.float32
+
+
+def test_config_without_model_type_is_refused(tiny, tmp_path):
+    """transformers refuses it too; read as BART it would misload every other family."""
+    path = variant(tiny, tmp_path, edit_config=lambda c: c.pop("model_type"))
+    with pytest.raises(ValueError, match="config.json has no 'model_type' key.*add the checkpoint's .*bart, mbart"):
+        BartForConditionalGeneration.from_pretrained(path)
+
+
+def test_save_pretrained_keeps_the_generation_settings_we_refuse(tiny, tmp_path):
+    """A checkpoint's group beam search / max_time are refused when generating here, not dropped on save: the saved
+    checkpoint generates as the original in transformers and is refused here as the original was."""
+    path = variant(tiny, tmp_path / "in")
+    settings = dict(num_beams=4, num_beam_groups=2, diversity_penalty=0.5, max_time=5.0)
+    given = tiny / "generation_config.json"
+    base = json.loads(given.read_text()) if given.is_file() else {}
+    (path / "generation_config.json").write_text(json.dumps({**base, **settings}))
+    BartForConditionalGeneration.from_pretrained(path).save_pretrained(tmp_path / "out")
+    saved = transformers.GenerationConfig.from_pretrained(tmp_path / "out")
+    assert {k: getattr(saved, k) for k in settings} == settings
+    with pytest.raises(ValueError, match="num_beam_groups"):
+        BartForConditionalGeneration.from_pretrained(tmp_path / "out").generate(torch.tensor([[0, 5, 2]]))
+
+
 def test_directory_without_config(tiny, tmp_path):
     shutil.copy(tiny / "model.safetensors", tmp_path)
     with pytest.raises(FileNotFoundError, match="no config.json"):
