@@ -140,6 +140,13 @@ class Checkpoint:
     def names(self) -> set[str]:
         return set(self.where)
 
+    def first_floating(self) -> str | None:
+        """The first floating-point tensor of the first weight file, in its stored order (what transformers'
+        dtype="auto" reads when config.json names no dtype), or None."""
+        first = self.files[0]
+        return next((name for name, (f, key) in self.where.items()
+                     if f.path == first and f.dtype(key) is not None and f.dtype(key).is_floating_point), None)
+
     def key(self, name: str) -> str:
         return self.where[name][1]
 
@@ -224,7 +231,9 @@ def resolve_dtype(dtype, config_dtype: str | None, ckpt: Checkpoint) -> torch.dt
         if config_dtype is not None:
             found, where = config_dtype, "config.json 'dtype'"
         else:
-            first = next(n for n in sorted(ckpt.names()) if ckpt.dtype(n) is not None and ckpt.dtype(n).is_floating_point)
+            first = ckpt.first_floating()
+            if first is None:
+                raise ValueError(f"dtype='auto' found no floating-point weight in {ckpt.description}; pass dtype=")
             found, where = str(ckpt.dtype(first)).removeprefix("torch."), f"the checkpoint ({first})"
         if found not in DTYPES:
             raise ValueError(f"dtype='auto' found {found!r} in {where}; supported: {', '.join(DTYPES)}; "
