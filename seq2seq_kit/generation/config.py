@@ -124,10 +124,11 @@ class GenerationConfig:
         return {k: v for k, v in d.items() if v is not None}
 
     def save_pretrained(self, save_directory: str | Path) -> None:
-        """Write generation_config.json (only the settings that are set)."""
+        """Write generation_config.json: the settings that are set, and the unsupported ones it was read with (so
+        the saved checkpoint generates as the original in transformers, and is refused here as the original was)."""
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "generation_config.json", self.to_dict(), indent=2)
+        write_json(out / "generation_config.json", {**self.to_dict(), **self.unsupported}, indent=2)
 
 
 INT_SETTINGS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "num_beams", "num_return_sequences",
