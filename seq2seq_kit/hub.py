@@ -49,7 +49,8 @@ NETWORK_ERRORS = (ConnectionError, TimeoutError, _http.TransportError)
 # what transformers users pass to from_pretrained that seq2seq_kit takes otherwise or not at all
 INSTEAD = {"torch_dtype": "transformers 5 (and seq2seq_kit) name it dtype=",
            "use_fast": "seq2seq_kit's tokenizers are all the `tokenizers` kind: leave it out",
-           "trust_remote_code": "seq2seq_kit runs no code from a checkpoint: leave it out"}
+           "trust_remote_code": "seq2seq_kit runs no code from a checkpoint: leave it out",
+           "subfolder": "pass the subfolder's own path (a Hub checkpoint: snapshot_download it, then that path)"}
 
 
 class HubError(OSError):

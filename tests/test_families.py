@@ -260,8 +260,9 @@ def test_hand_written_config_generates_as_transformers(checkpoint, tmp_path, nam
 
 
 def test_marian_default_ids_past_a_small_vocabulary_are_unset():
-    """MarianConfig's pad / decoder start 58100 do not fit a hand-written 300-token vocabulary: left unset (transformers
-    keeps them with a warning, and cannot use them) rather than refusing the config."""
+    """MarianConfig's pad / decoder start 58100 do not fit a hand-written 300-token vocabulary: left unset rather than
+    refusing the config (transformers keeps the decoder start with a warning and cannot use it; its network refuses
+    the pad id)."""
     config = BartConfig.from_dict({"model_type": "marian", "vocab_size": 300, "eos_token_id": 0})
     assert config.pad_token_id is None and config.decoder_start_token_id is None and config.forced_eos_token_id == 0
     assert BartConfig.from_dict({"model_type": "marian"}).decoder_start_token_id == 58100
