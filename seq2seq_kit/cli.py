@@ -137,13 +137,23 @@ def _add_summarize(sub, parents: list) -> None:
     p.add_argument("--strategy", choices=("truncate", "map-reduce"), default="truncate",
                    help="a text longer than the model's input: truncate it (default), or summarize its chunks of "
                         "whole sentences and then their summaries (map-reduce)")
-    p.add_argument("--truncation", action=argparse.BooleanOptionalAction, default=None,
-                   help="a text longer than the model takes: --truncation summarizes its beginning silently, "
-                        "--no-truncation refuses it (default: summarize its beginning, with a warning; --input "
-                        "jobs always truncate and list such documents in OUTPUT.errors.jsonl)")
+    _add_truncation(p, "summarizes")
     _add_batch_size(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of plain text")
     p.set_defaults(run=_summarize, parser=p)
+
+
+def _add_truncation(p, verb: str) -> None:
+    p.add_argument("--truncation", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"a text longer than the model takes: --truncation {verb} its beginning silently, "
+                        f"--no-truncation refuses it (default: {verb} its beginning, with a warning; --input "
+                        "jobs always truncate and list such documents in OUTPUT.errors.jsonl)")
+
+
+def _check_truncation(args) -> None:
+    if args.truncation is not None and args.input is not None:
+        args.parser.error("--truncation/--no-truncation apply to a single text; --input jobs always truncate "
+                          "(and list the documents cut in OUTPUT.errors.jsonl)")
 
 
 def _add_corpus_arguments(p, what: str, field: str) -> None:
@@ -215,6 +225,7 @@ def _add_translate(sub, parents: list) -> None:
     p.add_argument("--tgt-lang", help="target language code (fr, fra_Latn, fr_XX; a multi-target Marian model's fra)")
     p.add_argument("--num-beams", type=_positive, help="beam width (default: the checkpoint's)")
     p.add_argument("--max-new-tokens", type=_positive, help="maximum translation length in tokens")
+    _add_truncation(p, "translates")
     _add_batch_size(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of plain text")
     p.set_defaults(run=_translate, parser=p)
@@ -224,6 +235,7 @@ def _translate(args) -> int:
     """One text (printed), or the --input job (seq2seq_kit.corpus.translate_corpus; exit codes as summarize's)."""
     _check_corpus_arguments(args, [("TEXT", args.text is not None), ("--input", args.input is not None)],
                             "TEXT, - (stdin) or --input docs.jsonl")
+    _check_truncation(args)
     kwargs = {k: v for k, v in (("num_beams", args.num_beams), ("max_new_tokens", args.max_new_tokens))
               if v is not None}
     if args.input is not None:
@@ -237,7 +249,7 @@ def _translate(args) -> int:
 
     pipe = pipeline("translation", model=args.model, device=_device(args.device), dtype=args.dtype,
                     src_lang=args.src_lang, tgt_lang=args.tgt_lang, **_hub_kwargs(args))
-    text = pipe(_read_text(args), **kwargs)[0]["translation_text"]
+    text = pipe(_read_text(args), truncation=args.truncation, **kwargs)[0]["translation_text"]
     print(json.dumps({"translation_text": text}, ensure_ascii=False) if args.json else text)
     return 0
 
@@ -268,7 +280,7 @@ def _add_demo(sub, parents: list) -> None:
                                    "small BART with seeded random weights: no network, no transformers. "
                                    "The weights are random, so the generated text is meaningless.")
     p.add_argument("--text", default=DEFAULT_TEXT, help="input text")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the random weights (default: 0)")
     p.add_argument("--num-beams", type=_positive, default=2, help="beam width (default: 2)")
     p.add_argument("--max-length", type=_positive, default=24, help="maximum output length (default: 24)")
     p.set_defaults(run=_demo, parser=p)
@@ -287,7 +299,7 @@ def _add_parity(sub, parents: list) -> None:
     p.add_argument("--num-beams", type=_positive, help=f"beam width of the beam run (default: the checkpoint's, "
                                                        f"or {BEAM_WHEN_GREEDY} if it generates greedily)")
     p.add_argument("--max-length", type=_positive, help="maximum length (default: the checkpoint's)")
-    p.add_argument("--atol", type=float, default=None,
+    p.add_argument("--atol", type=_tolerance, default=None,
                    help=f"logit tolerance (default: {ATOL:g} for float32, {ATOL_HALF:g} for half precision)")
     p.add_argument("--src-lang", help="a translation model's source language (en, eng_Latn, en_XX)")
     p.add_argument("--tgt-lang", help="a translation model's target language (fr, fra_Latn, fr_XX; Marian: fra)")
@@ -306,7 +318,7 @@ def _add_serve(sub, parents: list) -> None:
     p.add_argument("--model", default=None, help=f"Hub id or local checkpoint directory, fixed for the server's "
                                                  f"life (default: {DEFAULT_MODEL})")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=_positive, default=8000, help="port (default: 8000)")
+    p.add_argument("--port", type=_port, default=8000, help="port (default: 8000)")
     p.add_argument("--task", choices=("summarization", "translation"),
                    help="what the model does, when its files do not say (default: translation for a tokenizer "
                         "with language codes or Marian's but mBART's, else summarization): e.g. --task translation for "
@@ -356,6 +368,30 @@ def _positive(value: str) -> int:
     n = _int(value)
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value!r}")
+    return n
+
+
+def _port(value: str) -> int:
+    n = _int(value)
+    if not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number (1-65535), got {value!r}")
+    return n
+
+
+def _tolerance(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not 0 <= x < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {value!r}")
+    return x
+
+
+def _seed(value: str) -> int:
+    n = _int(value)
+    if not 0 <= n < 2**63:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63), got {value!r}")
     return n
 
 
@@ -440,9 +476,7 @@ def _summarize(args) -> int:
     _check_corpus_arguments(args, [("TEXT", args.text is not None), ("--file", args.file is not None),
                                    ("--input", args.input is not None)],
                             "TEXT, - (stdin), --file PATH or --input docs.jsonl")
-    if args.truncation is not None and args.input is not None:
-        args.parser.error("--truncation/--no-truncation apply to a single text; --input jobs always truncate "
-                          "(and list the documents cut in OUTPUT.errors.jsonl)")
+    _check_truncation(args)
     kwargs = {k: v for k, v in (("num_beams", args.num_beams), ("max_length", args.max_length),
                                 ("min_length", args.min_length)) if v is not None}
     kwargs["strategy"] = args.strategy.replace("-", "_")
@@ -522,9 +556,11 @@ def _min_max(parser, value: str) -> tuple[int, int]:
 
 def _tokenize(args) -> int:
     """The notebook's inspection: tokenize, convert_tokens_to_ids, encode, convert_ids_to_tokens, decode."""
+    from .family_tokenizers import AutoTokenizer
     from .tokenizer import Tokenizer
 
-    tok = Tokenizer.from_default() if args.model is None else Tokenizer.from_pretrained(args.model, **_hub_kwargs(args))
+    tok = Tokenizer.from_default() if args.model is None else AutoTokenizer.from_pretrained(args.model,
+                                                                                            **_hub_kwargs(args))
     text = _read_text(args)
     tokens = tok.tokenize(text)
     ids = tok.encode(text)

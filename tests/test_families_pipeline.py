@@ -245,6 +245,23 @@ def test_cli_translate(m2m100_path):
     assert run.stdout.strip() == expected[0]["translation_text"]
 
 
+def test_cli_translate_truncation_and_tokenize_on_a_translation_model(m2m100_path, capsys):
+    """translate takes --truncation / --no-truncation, as its long-input warning advises; tokenize --model reads
+    a translation family's files (AutoTokenizer)."""
+    from seq2seq_kit.cli import main
+
+    common = ["translate", "--model", str(m2m100_path), "--src-lang", "de", "--tgt-lang", "fr", "--max-new-tokens",
+              "4", " ".join([TEXTS[0]] * 200)]
+    assert main([*common, "--no-truncation"]) == 1
+    assert "--truncation" in capsys.readouterr().err
+    assert main([*common, "--truncation"]) == 0
+    assert "truncated" not in capsys.readouterr().err                  # silently, as asked
+    assert main(common) == 0
+    assert "truncated" in capsys.readouterr().err                      # the default warns
+    assert main(["tokenize", "--model", str(m2m100_path), "--json", TEXTS[0]]) == 0
+    assert json.loads(capsys.readouterr().out)["decode"]
+
+
 @pytest.mark.parametrize("fixture, langs", [("marian_path", dict(tgt_lang="fra")),
                                             ("marian_separate_path", {}),
                                             ("m2m100_path", dict(src_lang="de", tgt_lang="fr"))])

@@ -417,7 +417,10 @@ def test_requests_still_running_when_the_drain_runs_out_get_a_503(tiny_eos_path,
 
 
 def test_unknown_route_and_metrics_by_status(server):
-    assert httpx.get(server.url + "/nope").status_code == 404
+    answer = httpx.get(server.url + "/nope")
+    assert answer.status_code == 404 and answer.json() == {"error": "Not Found: GET /nope", "field": None}
+    answer = httpx.get(server.url + "/summarize")
+    assert answer.status_code == 405 and answer.json()["error"] == "Method Not Allowed: GET /summarize"
     text = httpx.get(server.url + "/metrics").text
     for route, status in (("/summarize", 200), ("/summarize", 422), ("/summarize", 413), ("/other", 404)):
         if route == "/other":
@@ -494,6 +497,21 @@ def test_serve_usage_errors(tmp_path, capsys):
     assert main(["serve", "--ray=auto", "--autoscale", "3:1"]) == 2
     assert "MIN" in capsys.readouterr().err
     assert main(["serve", "--api-key-env", "S2S_SURELY_UNSET_VAR"]) == 2
+    assert main(["serve", "--port", "70000"]) == 2             # not a port (uvicorn would bind 70000 - 65536)
+    assert "must be a port number (1-65535)" in capsys.readouterr().err
+
+
+def test_a_port_in_use_stops_the_server_with_one_line(tiny_eos_path, tmp_path, monkeypatch):
+    """uvicorn exits 3 when it cannot bind (our code for a corpus job's failed records): one line and exit 1."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setattr(sys.modules[__name__], "free_port", lambda: taken.getsockname()[1])
+        srv = Server(tmp_path, "--model", tiny_eos_path)
+        assert srv.proc.wait(120) == 1
+    last = srv.log.read_text().strip().splitlines()[-1]
+    assert last == f"seq2seq-kit: error: cannot serve on 127.0.0.1:{srv.port} (in use, or not an address of this " \
+                   "machine: see the line above)"
 
 
 def test_a_model_that_cannot_load_stops_the_server_with_one_line(tmp_path):

@@ -49,6 +49,7 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -696,6 +697,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Refusal)
     async def refused(request: Request, e: Refusal):
         return e.response()
+
+    @app.exception_handler(HTTPException)
+    async def routing(request: Request, e: HTTPException):        # 404 no such route, 405 wrong method
+        return JSONResponse({"error": f"{e.detail}: {request.method} {request.url.path}", "field": None},
+                            e.status_code, headers=e.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError):

@@ -1,7 +1,7 @@
 """The same HTTP API from a Ray Serve deployment: each replica runs build_app(settings), so its own engine.
 
     seq2seq-kit serve --ray --replicas 2                          # a local Ray instance, 2 CPU replicas
-    seq2seq-kit serve --ray auto --device cuda --autoscale 1:8    # a running cluster, one GPU per replica
+    seq2seq-kit serve --ray --ray-address auto --device cuda --autoscale 1:8   # a running cluster, a GPU per replica
 
 Ray Serve's HTTP proxy listens on host:port and routes each request to a replica, whose app is exactly the
 single-process server's (routes, validation, limits, API key, metrics; /metrics is that replica's). A replica

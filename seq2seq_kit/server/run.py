@@ -56,7 +56,11 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, log_lev
     app = build_app(settings)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
                             timeout_graceful_shutdown=settings.drain_timeout)
-    DrainingServer(config, app.state.service).run()
+    try:
+        DrainingServer(config, app.state.service).run()
+    except SystemExit as e:             # uvicorn's exit when it cannot bind (its own log line says why)
+        raise OSError(f"cannot serve on {host}:{port} (in use, or not an address of this machine: see the line "
+                      "above)") from e
     loading = getattr(app.state, "loading", None)
     if loading is not None and loading.done() and not loading.cancelled() and loading.exception() is not None:
         raise loading.exception()
