@@ -248,8 +248,24 @@ def resolve_dtype(dtype, config_dtype: str | None, ckpt: Checkpoint) -> torch.dt
 
 
 def resolve_device(device) -> torch.device:
-    """None or -1 (CPU), a CUDA index, "cpu", "cuda", "cuda:N" or a torch.device -> a checked torch.device.
-    The integer forms are transformers' pipeline device values."""
+    """None or -1 (CPU), a CUDA index, "cpu", "cuda", "cuda:N" or a torch.device -> a checked torch.device (this
+    machine has it). The integer forms are transformers' pipeline device values."""
+    device = named_device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} asks for CUDA, but torch.cuda.is_available() is False; "
+                             "use 'cpu', or install a CUDA build of torch")
+        index = torch.cuda.current_device() if device.index is None else device.index
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r} requested but only {torch.cuda.device_count()} CUDA "
+                             "device(s) are visible")
+        return torch.device("cuda", index)
+    return device
+
+
+def named_device(device) -> torch.device:
+    """resolve_device's forms -> the torch.device they name, "cpu" or "cuda" (an index kept), without asking this
+    machine for it (a Ray replica elsewhere may have the GPU)."""
     if isinstance(device, bool) or not (device is None or isinstance(device, (int, str, torch.device))):
         raise TypeError(f"device must be None, -1, a CUDA index, a string or a torch.device; got {device!r}")
     if isinstance(device, int):
@@ -262,16 +278,7 @@ def resolve_device(device) -> torch.device:
         device = torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise ValueError(f"unknown device {device!r}, not a torch device ({e}); use 'cpu', 'cuda' or 'cuda:N'") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r} asks for CUDA, but torch.cuda.is_available() is False; "
-                             "use 'cpu', or install a CUDA build of torch")
-        index = torch.cuda.current_device() if device.index is None else device.index
-        if index >= torch.cuda.device_count():
-            raise ValueError(f"device {str(device)!r} requested but only {torch.cuda.device_count()} CUDA "
-                             "device(s) are visible")
-        return torch.device("cuda", index)
-    if device.type != "cpu":
+    if device.type not in ("cpu", "cuda"):
         raise ValueError(f"device {str(device)!r} is not supported; use 'cpu', 'cuda' or 'cuda:N'")
     return device
 

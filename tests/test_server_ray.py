@@ -33,3 +33,14 @@ def test_ray_serve_replicas_answer_like_the_pipeline(tiny_eos_path, tmp_path):
     assert [a.json() for a in answers] == [pipe(d, **PARAMS) for d in docs]
     assert bad.status_code == 422 and bad.json()["field"] == "parameters.bogus"
     assert big.status_code == 413
+
+
+def test_a_cuda_deployment_asks_ray_for_gpus_without_one_on_the_driver():
+    """`serve --ray --device cuda` from a head node without a GPU: the replicas (which have the GPUs) check CUDA;
+    the driver only asks Ray for a GPU per replica (it refused: torch.cuda.is_available() is False)."""
+    from seq2seq_kit.server import Settings
+    from seq2seq_kit.server.ray_serve import application
+
+    for device, gpus in (("cuda", 1), ("cuda:1", 1), (0, 1), ("cpu", None), (None, None)):
+        deployment = application(Settings(model="unused", device=device), replicas=2)._bound_deployment  # Ray's
+        assert deployment.ray_actor_options.get("num_gpus") == gpus, device

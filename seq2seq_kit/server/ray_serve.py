@@ -16,7 +16,7 @@ import logging
 import signal
 import threading
 
-from ..loading import resolve_device
+from ..loading import named_device
 from .app import Settings, build_app
 
 logger = logging.getLogger("seq2seq_kit.server")
@@ -46,7 +46,7 @@ def application(settings: Settings, *, replicas: int | None = None, autoscale: t
         def __serve_build_asgi_app__(self):
             return build_app(self.settings, load_in_background=False)
 
-    gpu = settings.device is not None and resolve_device(settings.device).type == "cuda"
+    gpu = named_device(settings.device).type == "cuda"      # the replicas check it: they have the GPUs
     scale = (dict(num_replicas=replicas or 1) if autoscale is None else
              dict(autoscaling_config={"min_replicas": autoscale[0], "max_replicas": autoscale[1],
                                       # a replica's engine is busy at max_rows rows: max_rows/4 beam-4 inputs
