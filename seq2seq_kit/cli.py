@@ -163,8 +163,8 @@ def _add_corpus_arguments(p, what: str, field: str) -> None:
     p.add_argument("--output", type=_path, help=f"where the {what} go: JSONL, or Parquet if it ends in .parquet; "
                                                f"{{\"id\", \"{field}\", \"input_tokens\", \"output_tokens\"}} "
                                                "per document, with OUTPUT.meta.json and OUTPUT.errors.jsonl beside it")
-    p.add_argument("--text-field", default="text", help="field holding the text in --input (default: text)")
-    p.add_argument("--id-field", default="id",
+    p.add_argument("--text-field", help="field holding the text in --input (default: text)")
+    p.add_argument("--id-field",
                    help="field holding a document id in --input (default: id; absent: the line or row number)")
     p.add_argument("--ray", action="store_true",
                    help="run the --input job on Ray Data (a local Ray unless --ray-address); needs "
@@ -180,7 +180,7 @@ def _add_corpus_arguments(p, what: str, field: str) -> None:
 def _add_batch_size(p) -> None:
     from .corpus import DEFAULT_BATCH_SIZE
 
-    p.add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE,
+    p.add_argument("--batch-size", type=_positive,
                    help=f"documents decoding at once in --input jobs (the engine's rows: batch size x beams), "
                         f"each joining as another finishes (default: {DEFAULT_BATCH_SIZE})")
 
@@ -198,7 +198,9 @@ def _check_corpus_arguments(args, sources: list[tuple[str, bool]], one_of: str) 
     if args.input is not None and args.json:
         args.parser.error("--json applies to a single text; --output is always JSONL or Parquet")
     for flag, present in (("--ray", args.ray), ("--ray-address", args.ray_address is not None),
-                          ("--actors", args.actors is not None), ("--overwrite", args.overwrite)):
+                          ("--actors", args.actors is not None), ("--overwrite", args.overwrite),
+                          ("--text-field", args.text_field is not None), ("--id-field", args.id_field is not None),
+                          ("--batch-size", args.batch_size is not None)):
         if present and args.input is None:
             args.parser.error(f"{flag} applies to --input jobs")
     for flag, present in (("--actors", args.actors is not None), ("--ray-address", args.ray_address is not None)):
@@ -207,10 +209,13 @@ def _check_corpus_arguments(args, sources: list[tuple[str, bool]], one_of: str) 
 
 
 def _corpus_kwargs(args) -> dict:
-    """The --input job's arguments for seq2seq_kit.corpus (summarize_corpus, translate_corpus)."""
+    """The --input job's arguments for seq2seq_kit.corpus (summarize_corpus, translate_corpus); the options left
+    out take the job's defaults."""
     ray = {"engine": "ray", "ray_address": args.ray_address, "actors": args.actors} if args.ray else {}
-    return dict(model=args.model, batch_size=args.batch_size, text_field=args.text_field, id_field=args.id_field,
-                overwrite=args.overwrite, device=_device(args.device), dtype=args.dtype, **_hub_kwargs(args), **ray)
+    given = {k: v for k, v in (("batch_size", args.batch_size), ("text_field", args.text_field),
+                               ("id_field", args.id_field)) if v is not None}
+    return dict(model=args.model, overwrite=args.overwrite, device=_device(args.device), dtype=args.dtype,
+                **given, **_hub_kwargs(args), **ray)
 
 
 def _add_translate(sub, parents: list) -> None:

@@ -61,6 +61,12 @@ def tiny_summaries(request):
     (["summarize", "hello", "--max-length", "ten"], "not an integer: 'ten'"),
     (["summarize", "hello", "--dtype", "float64"], "invalid choice: 'float64'"),
     (["inspect"], "the following arguments are required: MODEL"),
+    (["summarize", "hello", "--text-field", "body"], "--text-field applies to --input jobs"),
+    (["summarize", "hello", "--id-field", "key"], "--id-field applies to --input jobs"),
+    (["translate", "--model", "m", "hello", "--batch-size", "4"], "--batch-size applies to --input jobs"),
+    (["serve", "--port", "70000"], "must be a port number (1-65535), got '70000'"),
+    (["parity", "m", "--atol", "nan"], "must be a finite number >= 0, got 'nan'"),
+    (["demo", "--seed", str(2**64)], "must be an integer in [0, 2**63)"),
 ])
 def test_usage_errors_exit_2(capsys, argv, message):
     code, out, err = run(capsys, *argv)
