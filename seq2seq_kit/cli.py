@@ -166,11 +166,7 @@ def _add_corpus_arguments(p, what: str, field: str) -> None:
     p.add_argument("--text-field", help="field holding the text in --input (default: text)")
     p.add_argument("--id-field",
                    help="field holding a document id in --input (default: id; absent: the line or row number)")
-    p.add_argument("--ray", action="store_true",
-                   help="run the --input job on Ray Data (a local Ray unless --ray-address); needs "
-                        "pip install \"seq2seq-kit[ray]\"")
-    p.add_argument("--ray-address", metavar="ADDRESS", help="with --ray: the cluster to join (auto, "
-                                                             "ray://host:10001); --ray=ADDRESS says the same")
+    _add_ray(p, "run the --input job on Ray Data", "ray")
     p.add_argument("--actors", type=_positive, help="with --ray: model replicas (default: one per GPU, else one "
                                                     "per node)")
     p.add_argument("--overwrite", action="store_true",
@@ -343,14 +339,17 @@ def _add_serve(sub, parents: list) -> None:
     p.add_argument("--api-key-env", metavar="VAR",
                    help="require 'Authorization: Bearer <key>' on every request but /health, the key being the "
                         "value of the environment variable VAR")
-    p.add_argument("--ray", action="store_true",
-                   help="serve from a Ray Serve deployment (a local Ray unless --ray-address); needs "
-                        "pip install \"seq2seq-kit[ray,serve]\"")
-    p.add_argument("--ray-address", metavar="ADDRESS", help="with --ray: the cluster to join (auto, "
-                                                             "ray://host:10001); --ray=ADDRESS says the same")
+    _add_ray(p, "serve from a Ray Serve deployment", "ray,serve")
     p.add_argument("--replicas", type=_positive, help="with --ray: engine replicas (default: 1)")
     p.add_argument("--autoscale", metavar="MIN:MAX", help="with --ray: autoscale between MIN and MAX replicas")
     p.set_defaults(run=_serve, parser=p)
+
+
+def _add_ray(p, what: str, extras: str) -> None:
+    p.add_argument("--ray", action="store_true",
+                   help=f"{what} (a local Ray unless --ray-address); needs pip install \"seq2seq-kit[{extras}]\"")
+    p.add_argument("--ray-address", metavar="ADDRESS", help="with --ray: the cluster to join (auto, "
+                                                             "ray://host:10001); --ray=ADDRESS says the same")
 
 
 def _positive_float(value: str) -> float:
