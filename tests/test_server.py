@@ -230,6 +230,8 @@ def test_translate_on_a_summarization_model_is_404_naming_the_route(server):
      "[[[token ids], bias], ...]"),
     ({"inputs": "a", "parameters": {"exponential_decay_length_penalty": [3]}},
      "parameters.exponential_decay_length_penalty", "(start, factor)"),
+    # the message names max_length first: the field is the one sent
+    ({"inputs": "a", "parameters": {"max_new_tokens": 10**6}}, "parameters.max_new_tokens", "max_length"),
 ])
 def test_bad_input_is_422_naming_the_field(server, body, field, words):
     answer = post(server, body)

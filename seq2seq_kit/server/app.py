@@ -384,7 +384,7 @@ class Service:
         except DocumentError as e:
             raise document_refusal(e) from None
         except (EngineFull, EngineClosed, TypeError, ValueError) as e:
-            raise self.refusal(e) from None
+            raise self.refusal(e, kwargs) from None
         finally:
             cancel.set()
 
@@ -402,7 +402,8 @@ class Service:
                 config = settings(self.pipe.model, {**self.pipe.generate_defaults, **merged})
             except ValueError as e:
                 message = str(e).replace("generate() got", f"{where} has")
-                raise Refusal(422, where + parameter_named(message).removeprefix("parameters"), message) from None
+                raise Refusal(422, where + parameter_named(message, given).removeprefix("parameters"),
+                              message) from None
             if config.num_return_sequences != 1:
                 raise Refusal(422, f"{where}.num_return_sequences", f"num_return_sequences="
                                    f"{config.num_return_sequences}: map-reduce writes one summary per chunk and per "
@@ -428,18 +429,19 @@ class Service:
             for r in requests:
                 r.cancel()
             if isinstance(e, (EngineFull, EngineClosed, TypeError, ValueError)):
-                raise self.refusal(e) from None
+                raise self.refusal(e, kwargs) from None
             raise
         return requests
 
-    def refusal(self, e: EngineFull | EngineClosed | TypeError | ValueError) -> Refusal:
-        """The answer to the engine refusing a request: 503 (queue full, draining) or 422 naming the parameter."""
+    def refusal(self, e: EngineFull | EngineClosed | TypeError | ValueError, sent: dict) -> Refusal:
+        """The answer to the engine refusing a request: 503 (queue full, draining) or 422 naming the parameter
+        (one of those `sent` where the message names several)."""
         if isinstance(e, EngineFull):
             return busy(f"the engine's queue is full ({self.settings.max_queue} waiting inputs)")
         if isinstance(e, EngineClosed):
             return busy("the server is draining")
         message = str(e).replace("generate() got", "parameters has")
-        return Refusal(422, parameter_named(message), message)
+        return Refusal(422, parameter_named(message, sent), message)
 
 
 def document_refusal(e: DocumentError) -> Refusal:
@@ -746,7 +748,9 @@ def describe_errors(errors, parameter_names: tuple[str, ...]) -> dict[str, str]:
     return {name: f"{name}: " + "; or ".join(problems[name]) for name in deepest}
 
 
-def parameter_named(message: str) -> str:
-    """The body field a generate() error message is about: the parameter it names first, else "parameters"."""
-    found = [(message.find(n), n) for n in GenerateParameters.model_fields if n in message]
-    return f"parameters.{min(found)[1]}" if found else "parameters"
+def parameter_named(message: str, sent=()) -> str:
+    """The body field a generate() error message is about: of the parameters it names, the first the client sent
+    (a max_new_tokens message names max_length first), else the first; else "parameters"."""
+    named = [n for _, n in sorted((message.find(n), n) for n in GenerateParameters.model_fields if n in message)]
+    chosen = next((n for n in named if n in sent), named[0] if named else None)
+    return "parameters" if chosen is None else f"parameters.{chosen}"
