@@ -57,7 +57,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from .. import hub
 from ..engine import EngineClosed, EngineFull
 from ..family_tokenizers import MARIAN_SOURCE, TranslationTokenizer
-from ..generation import settings
+from ..generation import settings as resolve_settings
 from ..generation.config import GENERATE_KWARGS, GenerationConfig
 from ..long_documents import DocumentError, SummariesTooLong, check_overlap, map_reduce
 from ..summarization import InputTooLong, SummarizationPipeline, load_model_and_tokenizer, shape_records
@@ -114,11 +114,11 @@ def generate_parameters_model() -> type[BaseModel]:
     """GenerateParameters: every public GenerationConfig setting but SERVER_OWNED, with its annotation (so a
     setting generate gains is a parameter here too), plus seed. Strict types, unknown fields refused."""
     hints = typing.get_type_hints(GenerationConfig)
-    settings = {name: (NARROWER.get(name, hints[name]), None) for name in GENERATE_KWARGS if name not in SERVER_OWNED}
+    fields = {name: (NARROWER.get(name, hints[name]), None) for name in GENERATE_KWARGS if name not in SERVER_OWNED}
     seed = (int | None, Field(None, ge=-2**63, lt=2**64,        # torch.Generator.manual_seed's range
                               description="with do_sample: seed of each input's own sampling generator"))
     return create_model(
-        "GenerateParameters", __config__=ConfigDict(extra="forbid", strict=True), **settings, seed=seed,
+        "GenerateParameters", __config__=ConfigDict(extra="forbid", strict=True), **fields, seed=seed,
         __doc__="The generate() settings a client may send: plain values only (no generator, no tensors, no "
                 "token-id overrides); each is checked by generate's own rules. Unset ones take the checkpoint's "
                 "task defaults.")
@@ -399,7 +399,7 @@ class Service:
                 raise Refusal(422, f"{where}.seed", "seed applies to strategy truncate; leave it out with map_reduce")
         for where, _, merged in stages:      # each stage checked here, so that a refusal names the stage's field
             try:
-                config = settings(self.pipe.model, {**self.pipe.generate_defaults, **merged})
+                config = resolve_settings(self.pipe.model, {**self.pipe.generate_defaults, **merged})
             except ValueError as e:
                 message = str(e).replace("generate() got", f"{where} has")
                 raise Refusal(422, where + parameter_named(message, given).removeprefix("parameters"),
