@@ -443,6 +443,9 @@ def test_api_key_and_sigterm_drains_every_accepted_request(tiny_eos_path, tmp_pa
         wrong = post(srv, {"inputs": "a"}, headers={"Authorization": f"Bearer {KEY}x"})
         assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"] == "Bearer"
         assert httpx.get(srv.url + "/metrics").status_code == 401
+        for header, status in ((f"bearer {KEY}", 200), (f"BEARER {KEY}", 200), (KEY, 401), (f"Basic {KEY}", 401),
+                               (f"Bearer  {KEY}", 401)):                # the scheme's case is free (RFC 9110)
+            assert httpx.get(srv.url + "/metrics", headers={"Authorization": header}).status_code == status, header
         assert httpx.get(srv.url + "/health").status_code == 200           # probes need no key
 
         settings = {"num_beams": 4, "min_new_tokens": 30, "max_new_tokens": 30}   # one at a time (max_rows 4)

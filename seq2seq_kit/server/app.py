@@ -553,7 +553,7 @@ class Gate:
     def __init__(self, app, service: Service):
         self.app, self.service = app, service
         key = service.settings.api_key
-        self.expected = None if key is None else f"Bearer {key}".encode()
+        self.expected = None if key is None else key.encode()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -601,8 +601,9 @@ class Gate:
         await self.app(scope, replay, send)
 
     def authorized(self, scope) -> bool:
-        given = dict(scope["headers"]).get(b"authorization", b"")
-        return hmac.compare_digest(given, self.expected)
+        """'Authorization: Bearer <key>', the scheme's case free (RFC 9110), the key compared in constant time."""
+        scheme, _, given = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(given, self.expected)
 
 
 async def read_body(scope, receive, limit: int, service: Service, arrival: float) -> bytes | None:
