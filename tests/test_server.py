@@ -516,7 +516,7 @@ def test_a_port_in_use_stops_the_server_with_one_line(tiny_eos_path, tmp_path, m
         assert srv.proc.wait(120) == 1
     last = srv.log.read_text().strip().splitlines()[-1]
     assert last == f"seq2seq-kit: error: cannot serve on 127.0.0.1:{srv.port} (in use, or not an address of this " \
-                   "machine: see the line above)"
+                   "machine: uvicorn's ERROR line says which)"
 
 
 def test_a_model_that_cannot_load_stops_the_server_with_one_line(tmp_path):

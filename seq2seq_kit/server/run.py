@@ -59,8 +59,8 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, log_lev
     try:
         DrainingServer(config, app.state.service).run()
     except SystemExit as e:             # uvicorn's exit when it cannot bind (its own log line says why)
-        raise OSError(f"cannot serve on {host}:{port} (in use, or not an address of this machine: see the line "
-                      "above)") from e
+        raise OSError(f"cannot serve on {host}:{port} (in use, or not an address of this machine: uvicorn's "
+                      "ERROR line says which)") from e
     loading = getattr(app.state, "loading", None)
     if loading is not None and loading.done() and not loading.cancelled() and loading.exception() is not None:
         raise loading.exception()
