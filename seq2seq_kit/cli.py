@@ -208,10 +208,13 @@ def _corpus_kwargs(args) -> dict:
     """The --input job's arguments for seq2seq_kit.corpus (summarize_corpus, translate_corpus); the options left
     out take the job's defaults."""
     ray = {"engine": "ray", "ray_address": args.ray_address, "actors": args.actors} if args.ray else {}
-    given = {k: v for k, v in (("batch_size", args.batch_size), ("text_field", args.text_field),
-                               ("id_field", args.id_field)) if v is not None}
     return dict(model=args.model, overwrite=args.overwrite, device=_device(args.device), dtype=args.dtype,
-                **given, **_hub_kwargs(args), **ray)
+                **_given(args, "batch_size", "text_field", "id_field"), **_hub_kwargs(args), **ray)
+
+
+def _given(args, *names: str) -> dict:
+    """The options among `names` given on the command line (not None), by name: the rest take their defaults."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def _add_translate(sub, parents: list) -> None:
@@ -237,8 +240,7 @@ def _translate(args) -> int:
     _check_corpus_arguments(args, [("TEXT", args.text is not None), ("--input", args.input is not None)],
                             "TEXT, - (stdin) or --input docs.jsonl")
     _check_truncation(args)
-    kwargs = {k: v for k, v in (("num_beams", args.num_beams), ("max_new_tokens", args.max_new_tokens))
-              if v is not None}
+    kwargs = _given(args, "num_beams", "max_new_tokens")
     if args.input is not None:
         from .corpus import translate_corpus
 
@@ -414,8 +416,7 @@ def _int(value: str) -> int:
 
 
 def _hub_kwargs(args) -> dict:
-    return {k: v for k, v in (("revision", args.revision), ("cache_dir", args.cache_dir), ("token", args.token))
-            if v is not None}
+    return _given(args, "revision", "cache_dir", "token")
 
 
 def _device(value: str | None):
@@ -481,8 +482,7 @@ def _summarize(args) -> int:
                                    ("--input", args.input is not None)],
                             "TEXT, - (stdin), --file PATH or --input docs.jsonl")
     _check_truncation(args)
-    kwargs = {k: v for k, v in (("num_beams", args.num_beams), ("max_length", args.max_length),
-                                ("min_length", args.min_length)) if v is not None}
+    kwargs = _given(args, "num_beams", "max_length", "min_length")
     kwargs["strategy"] = args.strategy.replace("-", "_")
     if args.input is not None:
         return _summarize_corpus(args, kwargs)
