@@ -355,10 +355,7 @@ def _add_ray(p, what: str, extras: str) -> None:
 
 
 def _positive_float(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    x = _float(value)
     if not x > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {value!r}")
     return x
@@ -385,10 +382,7 @@ def _port(value: str) -> int:
 
 
 def _tolerance(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    x = _float(value)
     if not 0 <= x < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {value!r}")
     return x
@@ -406,6 +400,13 @@ def _non_negative(value: str) -> int:
     if n < 0:
         raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value!r}")
     return n
+
+
+def _float(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
 
 
 def _int(value: str) -> int:

@@ -177,7 +177,7 @@ class Tokenizer:
         return self._backend.get_vocab_size(with_added_tokens=False)
 
     def __len__(self) -> int:
-        return self._backend.get_vocab_size(with_added_tokens=True)
+        return self._id_count()
 
     def known_ids(self, ids: list[int]) -> list[int]:
         """ids without those this tokenizer has no token for. A model's vocabulary may be larger than its
