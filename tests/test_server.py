@@ -410,7 +410,7 @@ def test_requests_still_running_when_the_drain_runs_out_get_a_503(tiny_eos_path,
     srv = Server(tmp_path, "--model", tiny_eos_path, "--max-rows", "4", "--drain-timeout", "2")
     try:
         srv.wait_ready()
-        body = {"inputs": ["the tower is tall"] * 4, "parameters": LONG}          # minutes of work
+        body = {"inputs": ["the tower is tall"] * 64, "parameters": LONG}   # 64 x 250 beam steps, 4 rows at a time
         with concurrent.futures.ThreadPoolExecutor(1) as pool, half_a_body(srv) as stalled:
             running = pool.submit(post, srv, body)
             while engine_metrics(srv)["seq2seq_engine_active_rows"] == 0:
