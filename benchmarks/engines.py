@@ -68,9 +68,9 @@ class TorchEngine:
             from seq2seq_kit import AutoModelForSeq2SeqLM
             import seq2seq_kit
 
-            self.model = AutoModelForSeq2SeqLM.from_pretrained(path, dtype=torch_dtype, device=device)
-            if name == "seq2seq_kit-int8":
-                self.model.quantize_int8()
+            int8 = name == "seq2seq_kit-int8"      # loaded as users load it: each layer quantized as it is read
+            self.model = AutoModelForSeq2SeqLM.from_pretrained(path, dtype="int8" if int8 else torch_dtype,
+                                                               device=device)
             self.encoder = self.model.encode
             self.version = seq2seq_kit.__version__
             if device == "cpu" and name != "seq2seq_kit-int8":
