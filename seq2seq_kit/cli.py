@@ -28,9 +28,9 @@ DEFAULT_TEXT = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
     args = None
     try:
+        parser = _parser()          # imports torch (the options' choices): a Ctrl-C here is "interrupted" too
         args = parser.parse_args(_ray_address_form(sys.argv[1:] if argv is None else argv))
         with _library_messages():
             return args.run(args) or 0

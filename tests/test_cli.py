@@ -83,6 +83,39 @@ def test_help_exits_0(capsys):
 
 # ---------------------------------------------------------------- summarize
 
+INTERRUPT_TORCH_IMPORT = """
+import sys
+
+class CtrlC:                            # the user presses Ctrl-C while torch is being imported
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            raise KeyboardInterrupt
+
+sys.meta_path.insert(0, CtrlC())
+import seq2seq_kit                      # the package alone imports no torch
+assert "torch" not in sys.modules and "pipeline" in dir(seq2seq_kit)
+from seq2seq_kit.cli import main
+sys.exit(main(["summarize", "some text"]))
+"""
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line_and_130():
+    """The package imports its modules on first use (torch included), so a Ctrl-C while a command loads torch is the
+    CLI's "interrupted" line and exit code 130, not a traceback from inside an import."""
+    run = subprocess.run([sys.executable, "-c", INTERRUPT_TORCH_IMPORT], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 130, run.stderr
+    assert run.stderr == "seq2seq-kit: interrupted\n"
+
+
+def test_the_package_exports_resolve_lazily():
+    import seq2seq_kit
+
+    assert seq2seq_kit.pipeline is pipeline and seq2seq_kit.Tokenizer is Tokenizer
+    assert set(seq2seq_kit.__all__) <= set(dir(seq2seq_kit))
+    with pytest.raises(AttributeError, match="has no attribute 'Pipeline'"):
+        seq2seq_kit.Pipeline
+
+
 def test_summarize_text_file_stdin_json(capsys, checkpoint, tiny_summaries, tmp_path, monkeypatch):
     path = checkpoint("tiny")
     expected = tiny_summaries(path)[0]
