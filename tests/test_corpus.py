@@ -75,6 +75,19 @@ def test_records_match_the_pipeline_and_meta(tmp_path, tiny, reference, caplog):
     assert "done 10, skipped 0" in caplog.text
 
 
+def test_hub_arguments_reach_every_load_as_given(tmp_path, tiny, monkeypatch):
+    """token=False ("send no token", not "the logged-in one") and local_files_only reach the Hub lookups."""
+    from seq2seq_kit import hub
+
+    seen, resolve = [], hub.resolve
+    monkeypatch.setattr(hub, "resolve", lambda *a, **kw: seen.append(kw) or resolve(*a, **kw))
+    run(write_jsonl(tmp_path / "docs.jsonl", make_docs(2)), tmp_path / "out.jsonl", tiny, token=False,
+        local_files_only=True)
+    given = [kw for kw in seen if set(kw) - {"purpose"}]     # the others read a directory already resolved
+    assert seen[0] in given and {kw["purpose"] for kw in given} >= {"all", "tokenizer"}, seen
+    assert all(kw.get("token") is False and kw.get("local_files_only") is True for kw in given), given
+
+
 def test_documents_go_to_the_engine_longest_first_per_chunk(tmp_path, tiny, monkeypatch):
     docs = make_docs(18, seed=1)      # batch_size 3: chunks of 12 and 6 documents
     path = write_jsonl(tmp_path / "docs.jsonl", docs)

@@ -124,8 +124,10 @@ def process_corpus(input: str | Path, output: str | Path, model: str | Path | No
                        "translate" if task == "translation" else "summarize")
     out.check(overwrite)                                           # a file no job of ours wrote is refused here
 
-    hub_kwargs = {k: v for k, v in (("revision", revision), ("cache_dir", cache_dir), ("token", token),
-                                    ("local_files_only", local_files_only)) if v}
+    hub_kwargs = {k: v for k, v in (("revision", revision), ("cache_dir", cache_dir), ("token", token))
+                  if v is not None}                          # token=False (use no token) is kept, as the Hub reads it
+    if local_files_only:
+        hub_kwargs["local_files_only"] = True
     job, hub_kwargs = _job(DEFAULT_MODEL if model is None else model, hub_kwargs, dtype, generate_kwargs, task,
                            src_lang, tgt_lang)
     job.update(input=str(input.resolve()), text_field=text_field, id_field=id_field,
