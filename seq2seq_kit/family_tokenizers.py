@@ -203,7 +203,7 @@ class TranslationTokenizer(Tokenizer):
         """input_ids of each text (no padding; cut to max_length when given) with source language src_lang's code
         around it (None: this tokenizer's src_lang), as `tok(texts)` after `tok.src_lang = src_lang` gives them,
         without changing src_lang: threads may each encode with their own source."""
-        if src_lang is None or self.kind == "MarianTokenizer":
+        if src_lang is None:
             cut = dict(truncation=True, max_length=max_length) if max_length is not None else {}
             return self(texts, **cut)["input_ids"]
         processor = self.source_processor(src_lang)

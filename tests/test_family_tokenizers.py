@@ -288,7 +288,10 @@ def test_marian_has_no_source_language(marian_dir):
     ours = AutoTokenizer.from_pretrained(marian_dir)
     with pytest.raises(ValueError, match="Marian models have no source language code"):
         ours.src_lang = "fra"
+    with pytest.raises(ValueError, match="Marian models have no source language code"):
+        ours.encode_source(CORPUS, "fra")                    # was encoded as if no language had been given
     assert ours(CORPUS[0])["input_ids"][-1] == ours.eos_token_id and ">>fra<<" not in ours.tokenize(CORPUS[0])
+    assert ours.encode_source(CORPUS) == ours(CORPUS)["input_ids"]
 
 
 def test_m2m100_madeup_words_count_is_checked(m2m100_dir, tmp_path):
