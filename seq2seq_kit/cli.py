@@ -690,7 +690,7 @@ def _size(n: int) -> str:
 
 # ---------------------------------------------------------------------------------------------- demo
 
-def demo_model(seed: int = 0, vocab_size: int = 50265):
+def _demo_model(seed: int = 0, vocab_size: int = 50265):
     """A small BART built by seq2seq_kit with seeded random weights (no checkpoint, no network)."""
     import torch
 
@@ -713,7 +713,7 @@ def _demo(args) -> int:
     from .tokenizer import Tokenizer
 
     tok = Tokenizer.from_default()
-    model = demo_model(args.seed, len(tok))
+    model = _demo_model(args.seed, len(tok))
     args.text = _argument_text(args.text, "--text")
     inputs = tok(args.text, truncation=True, max_length=model.config.max_position_embeddings, return_tensors="pt")
     with torch.inference_mode():

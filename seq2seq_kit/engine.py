@@ -9,8 +9,8 @@ One background thread owns the model (on the CPU the creating thread first hands
 cpu_threads.py). Every request has its own KV cache and steps in a search (generation.start_search: greedy,
 sampling or beam search, the very code `generate` runs for a batch, in its `independent` form where each input
 stops as it would alone): requests whose settings differ at most in max_length / min_length share one search as
-its inputs, each at its own length, joining and leaving it between steps (group_key; sampling requests, with their
-own generators, run one search each). A step runs the decoder once over the rows of every running request (the
+its inputs, each at its own length, joining and leaving it between steps (group_key; sampling requests, and any request
+given a generator, run one search each). A step runs the decoder once over the rows of every running request (the
 model's decode_group_unchecked: the linear layers over all rows at once, attention per request on its own cache),
 then steps each group's search on its rows' logits and reads every request's flags back in one transfer. So a
 request's tokens are `generate`'s for that input alone, whatever else runs beside it: bit for bit when it runs
@@ -146,8 +146,9 @@ class Group:
 
 def group_key(config: GenerationConfig, generator: torch.Generator | None) -> str | None:
     """What requests must share to step in one search: every resolved setting but max_length and min_length
-    (whether a minimum applies stays: it is a processor or none). Sampling runs alone (None): each request draws
-    from its own generator, or from the global RNG in its own order, as generate alone would."""
+    (whether a minimum applies stays: it is a processor or none). Sampling, and any request given a generator,
+    runs alone (None): each request draws from its own generator, or from the global RNG in its own order, as
+    generate alone would."""
     if config.do_sample or generator is not None:
         return None
     return repr(replace(config, max_length=None, max_new_tokens=None, min_new_tokens=None,
@@ -631,7 +632,7 @@ class FixedCapacity:
 
     def group(self, key: str | None, request: Request, search) -> SlotGroup:
         """The idle group of this key, or a new one whose search has max_rows // rows input slots (one for a
-        sampling request, which steps alone); the request's own `search` is not its search: SlotGroup.add puts it
+        request that steps alone: group_key None); the request's own `search` is not its search: SlotGroup.add puts it
         into a slot."""
         if key in self.idle:
             return self.idle.pop(key)

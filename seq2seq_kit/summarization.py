@@ -199,7 +199,7 @@ class SummarizationPipeline:
         """Each text tokenized on its own after the prefix (no padding), as 4.x did. A text longer than
         max_input_length is cut to it: with a warning (truncation=None), silently (True), or refused (False)."""
         check_truncation(truncation)
-        rows = self._tokenize(texts)
+        rows = self.encode_texts(texts)
         limit = self.max_input_length
         long = {i: len(r) for i, r in enumerate(rows) if len(r) > limit}
         if long and truncation is False:
@@ -214,7 +214,7 @@ class SummarizationPipeline:
                 f"{len(long)} input(s) longer than the model's {limit} positions (e.g. input {i}: "
                 f"{long[i]} tokens) were truncated to {limit} tokens; pass truncation=True to "
                 "silence this or truncation=False to raise instead", UserWarning, stacklevel=_caller_stacklevel())
-        for i, row in zip(long, self._tokenize([texts[i] for i in long], max_length=limit)):
+        for i, row in zip(long, self.encode_texts([texts[i] for i in long], max_length=limit)):
             rows[i] = row
         return Encoded(rows, long)
 
@@ -244,7 +244,9 @@ class SummarizationPipeline:
         return [[self._record(seq, return_tensors, clean_up_tokenization_spaces) for seq in sequences]
                 for sequences in ids]
 
-    def _tokenize(self, texts: list[str], max_length: int | None = None) -> list[list[int]]:
+    def encode_texts(self, texts: list[str], max_length: int | None = None) -> list[list[int]]:
+        """input_ids of each text behind the task prefix (no padding; cut to max_length when given): preprocess's
+        tokenizer call, which the translation pipeline makes with its source language."""
         if not texts:
             return []
         cut = dict(truncation=True, max_length=max_length) if max_length is not None else {}

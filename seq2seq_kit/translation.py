@@ -187,9 +187,9 @@ class TranslationPipeline(Text2TextGenerationPipeline):
         self.require_source()
         return super().preprocess(with_target_code(texts, self.tokenizer, self.tgt_lang), truncation)
 
-    def _tokenize(self, texts: list[str], max_length: int | None = None) -> list[list[int]]:
+    def encode_texts(self, texts: list[str], max_length: int | None = None) -> list[list[int]]:
         if not texts or not isinstance(self.tokenizer, TranslationTokenizer):
-            return super()._tokenize(texts, max_length)
+            return super().encode_texts(texts, max_length)
         return self.tokenizer.encode_source([self.prefix + t for t in texts], self.src_lang, max_length)
 
 

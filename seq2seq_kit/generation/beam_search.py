@@ -5,10 +5,10 @@ The rules, read off the oracle (transformers/generation/utils.py, logits_process
 Lengths. The decoder "prompt" is the start token: prompt_len = 1, cur_len starts at 1. `max_length` and
   `min_length` count the start token (max_new_tokens -> max_length = max_new_tokens + 1, see config.py).
 Scores. Each step: logits -> float32 -> log_softmax -> processors (on the log-probs, input_ids = the running
-  sequences [B*K, cur_len]) -> + running beam score. Processor order (logits_process.build_processors):
-  repetition penalty, no-repeat n-gram, encoder no-repeat n-gram, bad words, min length, forced BOS
-  (cur_len == 1), forced EOS (cur_len == max_length - 1), inf/nan removal, [sampling: temperature, top-k,
-  top-p], [renormalize: log_softmax]. `output_scores` records the processed log-probs (before adding beam
+  sequences [B*K, cur_len]) -> + running beam score. Processors in transformers' `_get_logits_processor` order
+  (logits_process.build_processors has them all); the common ones: repetition penalty, no-repeat n-gram, encoder
+  no-repeat n-gram, bad words, min length, forced BOS (cur_len == 1), forced EOS (cur_len == max_length - 1),
+  inf/nan removal, [sampling: temperature, top-k, top-p], [renormalize: log_softmax]. `output_scores` records the processed log-probs (before adding beam
   scores), `output_logits` the model's logits.
 Initial beam scores: 0 for beam 0 and -1e9 for beams 1..K-1, so the first step only expands beam 0.
 Candidates: top-k over the flattened [B, K*V] accumulated scores with k = max(2, 1 + n_eos) * K

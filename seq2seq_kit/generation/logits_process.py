@@ -505,8 +505,8 @@ class UserProcessor:
 
 def _host_length(cur_len, name: str) -> int:
     if not isinstance(cur_len, int):
-        raise ValueError(f"`{name}` runs Python on every step, which needs generate's eager path: pass "
-                         "cuda_graph=False (the engine does not take it)")
+        raise ValueError(f"`{name}` runs Python on every step, which only generate's eager path can run "
+                         "(generate goes eager for it and refuses cuda_graph=True; the engine refuses it)")
     return cur_len
 
 

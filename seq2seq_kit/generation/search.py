@@ -17,14 +17,14 @@ class SearchProgress:
     input's max_length, long [B, 1]) and `going` (bool []: not stopped), which a step reads and writes without a
     host read; on the host `steps` taken and `done`, and the per-step tensors the caller asked for (`recorded`).
     A search class adds `tokens()`, `advance_on_device(logits)` (the step without a host read: the cache reorder
-    or None) and `output()`; `advance` is that step plus the one host read, split into flags() and settle() for
-    callers that read several searches' flags at once.
+    or None) and `output()`; `advance` is that step plus the one host read (an independent search's caller
+    reads `input_flags` instead).
 
     generate's searches stop as transformers' batch does (every input steps until the batch stops; all inputs
     share cur_len). An `independent` search (seq2seq_kit.Engine's) stops each input as if it ran alone: `alive`
     (bool [B, 1]) holds which inputs still step, the inputs may stand at different lengths and have different
     max_length / min_length, inputs join (`join`) and leave (`keep`) between steps, and `input_flags` /
-    `output(inputs)` serve them one by one. A fixed-capacity independent search (generate.start_slots) keeps its
+    `output(inputs)` serve them one by one. A fixed-capacity independent search (decoding.start_slots) keeps its
     inputs in slots instead: made `empty()` at the widest shapes, an input enters a slot with `put` and leaves it
     with `vacate`, in place, so no shape or address ever changes (what a CUDA graph of its step needs)."""
 
@@ -66,21 +66,13 @@ class SearchProgress:
         self.lengths = [n + 1 for n in self.lengths]     # exact for the inputs still alive (the others do not count)
 
     def advance(self, logits: torch.Tensor) -> torch.Tensor | None:
-        """One step from logits [R, V] with one host read: the cache reorder (every row's parent row, LongTensor
-        [R]) or None when no row changed parent (always None for greedy and sampling: rows never move)."""
+        """One step from logits [R, V] with one host read (still going, some row changed parent): the cache
+        reorder (every row's parent row, LongTensor [R]) or None when no row changed parent (always None for
+        greedy and sampling: rows never move). A search that returns parents (BeamSearch) keeps `identity`, its
+        rows' own indices [R], to compare them with."""
         parents = self.advance_on_device(logits)
-        return self.settle(self.flags(parents).tolist(), parents)
-
-    def flags(self, parents: torch.Tensor | None) -> torch.Tensor:
-        """What the host must read back after advance_on_device returned `parents`: bool [2], (still going, some
-        row changed parent). A search that returns parents (BeamSearch) keeps `identity`, its rows' own indices
-        [R], to compare them with."""
         moved = (parents != self.identity).any() if parents is not None else torch.zeros_like(self.going)
-        return torch.stack((self.going, moved))
-
-    def settle(self, flags: list[bool], parents: torch.Tensor | None) -> torch.Tensor | None:
-        """The host side of a step whose flags() were read back: `done`, and the reorder to apply or None."""
-        going, moved = flags
+        going, moved = torch.stack((self.going, moved)).tolist()
         self.done = not going
         return parents if going and moved else None
 
