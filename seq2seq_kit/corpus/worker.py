@@ -9,6 +9,7 @@ from typing import Iterable, Iterator
 
 from ..generation import rows_per_input, settings
 from ..long_documents import summarize_documents
+from ..summarization import Encoded
 from ..translation import pipeline
 from .output import RESULTS, error_record
 from .reading import id_key, read_chunk
@@ -48,7 +49,7 @@ class Worker:
             if self.strategy == "map_reduce":
                 yield self.map_reduce(todo, errors, skipped)
                 continue
-            rows = self.encode(todo, errors)
+            todo, rows = self.encode(todo, errors)
             if errors or skipped or not todo:
                 yield {"records": [], "errors": errors, "skipped": skipped}
             order = sorted(range(len(todo)), key=lambda i: -len(rows[i])) if self.sort_by_length \
@@ -99,22 +100,22 @@ class Worker:
                             "output_tokens": self.generated(r.summary_ids), "chunks": len(r.chunks), "where": where})
         return {"records": records, "errors": errors, "skipped": skipped}
 
-    def encode(self, docs: list[tuple], errors: list) -> list[list[int]]:
-        """Token ids of (id, where, text) docs, by the pipeline's preprocess; over-long ones are truncated (as the
-        pipeline truncates them) and reported in `errors`."""
-        encoded = self._preprocess(docs, errors)
+    def encode(self, docs: list[tuple], errors: list) -> tuple[list[tuple], list[list[int]]]:
+        """(the docs the tokenizer took, their token ids) of (id, where, text) docs, by the pipeline's preprocess;
+        over-long ones are truncated (as the pipeline truncates them) and reported in `errors`."""
+        docs, encoded = self._preprocess(docs, errors)
         limit = self.pipe.max_input_length
         for i, length in encoded.truncated.items():
             doc_id, where, _ = docs[i]
             errors.append(error_record(doc_id, where, "truncated", f"{where} is {length} tokens long; "
                                  f"{self.done_as} from its first {limit} tokens, the most the model takes"))
-        return encoded.rows
+        return docs, encoded.rows
 
-    def _preprocess(self, docs: list[tuple], errors: list):
-        """The pipeline's preprocess of the docs' texts. A text the tokenizer refuses fails alone: it is taken out
-        of `docs` and reported in `errors` (reason "bad_text", the tokenizer's message), and the rest encoded."""
+    def _preprocess(self, docs: list[tuple], errors: list) -> tuple[list[tuple], Encoded]:
+        """(the docs kept, the pipeline's preprocess of their texts). A text the tokenizer refuses fails alone: it
+        is left out and reported in `errors` (reason "bad_text", the tokenizer's message), and the rest encoded."""
         try:
-            return self.pipe.preprocess([text for _, _, text in docs], truncation=True)
+            return docs, self.pipe.preprocess([text for _, _, text in docs], truncation=True)
         except Exception:   # noqa: BLE001 - which text? try each alone
             pass
         good = []
@@ -125,8 +126,7 @@ class Worker:
             except Exception as e:   # noqa: BLE001 - any refusal of the tokenizer is this record's error
                 errors.append(error_record(doc[0], doc[1], "bad_text", f"{doc[1]}: the tokenizer cannot take "
                                            f"field {self.text_field!r} ({type(e).__name__}: {e})"))
-        docs[:] = good
-        return self.pipe.preprocess([text for _, _, text in docs], truncation=True)
+        return good, self.pipe.preprocess([text for _, _, text in good], truncation=True)
 
     def generated(self, ids: list[int]) -> int:
         """Tokens generated after the decoder start token, up to and including the first EOS."""
