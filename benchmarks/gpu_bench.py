@@ -42,7 +42,7 @@ import torch
 
 import make_checkpoints
 from seq2seq_kit import Engine
-from seq2seq_kit import engine as engine_module
+from seq2seq_kit.engine import batch as engine_batch
 from seq2seq_kit.generation import decoding, whole_step
 from seq2seq_kit.modeling import BartForConditionalGeneration
 
@@ -315,8 +315,8 @@ class engine_phases:
     next to `settle` means the step is device-bound, large means host-bound."""
 
     def __init__(self):
-        self.targets = [("step", Engine, "_step"), ("fixed", engine_module.FixedCapacity, "step"),
-                        ("search", engine_module.SlotGroup, "step"), ("reorder", engine_module.FixedCapacity, "reorder"),
+        self.targets = [("step", Engine, "_step"), ("fixed", engine_batch.FixedCapacity, "step"),
+                        ("search", engine_batch.SlotGroup, "step"), ("reorder", engine_batch.FixedCapacity, "reorder"),
                         ("settle", Engine, "_settle")]
         self.steps: list[dict] = []
 

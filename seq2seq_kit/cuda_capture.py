@@ -1,8 +1,8 @@
 """A function captured in one CUDA graph: the one capture routine behind every graph of the package, the model's
 decoder steps (models/cuda_graph.py: GraphedStep for generate, BucketGraphs for the engine) and the search steps
-(generation/whole_step.py: generate's whole step; engine.py's SlotGroup: the engine's group steps). A leaf that imports nothing of the
-package, so models/ and generation/, which must not import each other, share it; the tests put
-tests/graph_emulation.py's EmulatedGraph in its place to run those paths' code on the CPU.
+(generation/whole_step.py: generate's whole step; engine/batch.py's SlotGroup: the engine's group steps). A leaf
+that imports nothing of the package, so models/ and generation/, which must not import each other, share it; the
+tests put tests/graph_emulation.py's EmulatedGraph in its place to run those paths' code on the CPU.
 """
 
 from __future__ import annotations

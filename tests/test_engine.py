@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from seq2seq_kit import BartForConditionalGeneration, Engine, EngineClosed, EngineFull, cuda_capture, pipeline
-from seq2seq_kit.engine import PADDING_LIMIT, FixedCapacity, encoder_groups
+from seq2seq_kit.engine.batch import FixedCapacity
+from seq2seq_kit.engine.scheduler import PADDING_LIMIT, encoder_groups
 from seq2seq_kit.generation import GenerationConfig
 from seq2seq_kit.models.cuda_graph import BucketGraphs
 from graph_emulation import EmulatedGraph
@@ -382,7 +383,7 @@ def test_fixed_capacity_group_steps_could_be_captured(tiny_eos, monkeypatch):
     the step reads no tensor value back to the host (in Python or in an op that waits for the device), and requests entering and leaving its slots (put, vacate)
     keep every tensor it reads and writes at the same address and shape. Checked here on the CPU, eagerly, on a
     stream of beam and greedy requests with their processors; each output equals generate alone."""
-    from seq2seq_kit.engine import SlotGroup
+    from seq2seq_kit.engine.batch import SlotGroup
     inside, seen = threading.local(), {}
 
     def guarded(name):

@@ -80,7 +80,7 @@ class Seq2SeqModel(Protocol):
 
 
 class EngineModel(Seq2SeqModel, Protocol):
-    """What seq2seq_kit.Engine needs beyond generate's contract (engine.py; to size its SlotStore it also reads the
+    """What seq2seq_kit.Engine needs beyond generate's contract (engine/; to size its SlotStore it also reads the
     config's decoder_layers, d_model and decoder_attention_heads, and pads encoder batches with its pad_token_id)."""
     dtype: torch.dtype
 

@@ -250,7 +250,7 @@ class SlotStore:
     @torch.no_grad()
     def advance(self) -> None:
         """After a step: the rows in use move to their next slot; past the last one, the last slot again (a
-        finished request's one frozen step, whose results nobody reads: engine.py's fixed capacity)."""
+        finished request's one frozen step, whose results nobody reads: engine/batch.py's fixed capacity)."""
         self.positions.add_(self.in_use).clamp_(max=self.max_length - 1)
 
     @torch.no_grad()
