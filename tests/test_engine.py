@@ -575,6 +575,11 @@ def test_too_many_rows_for_the_engine(tiny_eos):
         engine.submit([5, 6, 7], num_beams=4)
 
 
+def test_an_attention_mask_is_refused_saying_submit_takes_unpadded_ids(tiny_eos):
+    with Engine(tiny_eos) as engine, pytest.raises(ValueError, match="unpadded: leave attention_mask out"):
+        engine.submit([5, 6, 7], attention_mask=[1, 1, 1])
+
+
 def test_queue_full_raises_at_once(tiny_eos):
     engine = Engine(tiny_eos, max_rows=1, max_queue=2)
     held = [engine.submit([5, 6, 7], max_new_tokens=20, min_new_tokens=20)]
@@ -957,6 +962,29 @@ def test_the_callers_tensor_is_copied_at_submit(tiny_eos):
         assert request.input_ids.tolist() == [[5, 6, 7, 8]]
         first.result(30)
         assert torch.equal(request.result(30), tiny_eos.generate(torch.tensor([[5, 6, 7, 8]]), max_new_tokens=5))
+
+
+@pytest.mark.parametrize("fixed_capacity", [False, True])
+def test_settings_and_generator_are_kept_as_they_stand_at_submit(tiny_eos, fixed_capacity):
+    """A waiting request is not changed by its caller editing the lists it passed, or reseeding / reusing the
+    generator it passed (the reseed-before-each-submit pattern gives each request the seed's draws)."""
+    bad, eos = [[5]], [2]
+    generator = torch.Generator().manual_seed(7)
+    sample = dict(do_sample=True, top_k=0, max_new_tokens=8)
+    with Engine(tiny_eos, max_rows=1, fixed_capacity=fixed_capacity) as engine:
+        blocker = engine.submit([9, 10], min_new_tokens=20, max_new_tokens=20)      # keeps the others waiting
+        listed = engine.submit([5, 6, 7], bad_words_ids=bad, eos_token_id=eos, max_new_tokens=8)
+        bad[0][0], eos[0] = 6, 6                           # the caller edits its lists while the request waits
+        drawn = [engine.submit([5, 6, 7], generator=generator, **sample)]
+        drawn.append(engine.submit([8, 9], generator=generator.manual_seed(7), **sample))
+        generator.manual_seed(0)
+        blocker.result(60)
+        outputs = [listed.result(60)] + [r.result(60) for r in drawn]
+    assert torch.equal(outputs[0], tiny_eos.generate(torch.tensor([[5, 6, 7]]), bad_words_ids=[[5]],
+                                                     eos_token_id=[2], max_new_tokens=8))
+    for out, ids in zip(outputs[1:], ([5, 6, 7], [8, 9])):
+        ref = tiny_eos.generate(torch.tensor([ids]), generator=torch.Generator().manual_seed(7), **sample)
+        assert torch.equal(out, ref), (out, ref)
 
 
 @pytest.mark.parametrize("fixed_capacity", [False, True])

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
+import copy
 import threading
 import weakref
 from concurrent.futures import Future, InvalidStateError
@@ -126,11 +127,16 @@ class Engine:
         if own:
             raise ValueError(f"{', '.join(own)}: Python run on every step of one request is for generate(); the "
                              "engine steps its requests together on the device")
+        if "attention_mask" in generate_kwargs:
+            raise ValueError("submit() takes one input's token ids, unpadded: leave attention_mask out (a padded "
+                             "batch's rows are submitted one by one, each without its padding)")
         ids, _, config = prepare(self.model, as_row(input_ids), None, {**self.defaults, **generate_kwargs}, generator)
         if cuda_graph:
             raise ValueError("the engine chooses how it steps its batch (Engine(fixed_capacity=...)); "
                              "cuda_graph=True is for generate()")
-        request = Request(ids, config, generator)
+        # the request keeps its settings and generator as they stand now, whatever the caller does with its lists,
+        # dicts or generator (changes, reseeds, draws, another request) while this one waits or runs
+        request = Request(ids, copy.deepcopy(config), own_generator(generator))
         if ids.shape[1] > self.max_source_tokens:
             raise ValueError(f"input_ids has {ids.shape[1]} tokens, more than this engine's max_source_tokens="
                              f"{self.max_source_tokens}; truncate it or raise max_source_tokens")
@@ -467,6 +473,16 @@ def settle(future: Future, value=None, exception: BaseException | None = None) -
             future.set_result(value)
     except InvalidStateError:   # already cancelled (or settled)
         pass
+
+
+def own_generator(generator: torch.Generator | None) -> torch.Generator | None:
+    """A generator of the request's own at the state the caller's has now (None stays None): it draws what
+    generate would draw from the caller's generator at submit. The caller's generator does not advance."""
+    if generator is None:
+        return None
+    own = torch.Generator(device=generator.device)
+    own.set_state(generator.get_state())
+    return own
 
 
 def as_row(input_ids) -> torch.Tensor:
