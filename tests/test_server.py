@@ -321,6 +321,7 @@ def test_past_the_request_timeout_is_504_and_frees_the_engine(server):
     assert answer.status_code == 504 and "request timeout (5 s)" in answer.json()["error"]
     done = wait_idle(server)["seq2seq_engine_generated_tokens_total"] - before
     assert done < 64 * 4 * 250 / 2
+    assert "never retrieved" not in server.log.read_text()     # asyncio's line for the cancelled wait's future
 
 
 def test_a_disconnected_client_frees_its_engine_rows(server):
@@ -329,6 +330,15 @@ def test_a_disconnected_client_frees_its_engine_rows(server):
         post(server, {"inputs": ["the tower is tall"] * 32, "parameters": LONG}, timeout=0.5)
     done = wait_idle(server)["seq2seq_engine_generated_tokens_total"] - before
     assert 0 < done < 32 * 4 * 250 / 2
+    assert "never retrieved" not in server.log.read_text()
+
+
+def test_a_search_failing_on_the_settings_names_the_parameter_sent(server):
+    """The engine's error for beam sampling whose temperature overflows every score names several parameters; the
+    answer's field is the one the client sent (it was the first the message names)."""
+    bad = {"do_sample": True, "num_beams": 2, "temperature": 1e-38, "seed": 1, "max_new_tokens": 10}
+    answer = post(server, {"inputs": "the tower is tall", "parameters": bad})
+    assert answer.status_code == 422 and answer.json()["field"] == "parameters.temperature", answer.text
 
 
 # a text of 4500 one-token words: 18 chunks of the tiny model's 256-token window; beam 4 for 250 tokens each

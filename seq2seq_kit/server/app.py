@@ -363,7 +363,7 @@ class Service:
                        http: Request) -> list:
         """The pipeline's records for rows (one engine request each), shaped as pipe(inputs) shapes them."""
         requests = self.submit(rows, kwargs)
-        ids = await outputs_of(requests, http, self)
+        ids = await outputs_of(requests, http, self, sent=kwargs)
         records = [self.pipe.postprocess(out[None], clean_up_tokenization_spaces=clean_up)[0] for out in ids]
         return shape_records(inputs, records)
 
@@ -482,16 +482,17 @@ def split_parameters(p: TaskParameters) -> tuple[dict, bool, bool]:
     return kwargs, (True if truncation is None else truncation), p.clean_up_tokenization_spaces
 
 
-async def outputs_of(requests: list, http: Request, service: Service) -> list:
+async def outputs_of(requests: list, http: Request, service: Service, sent=()) -> list:
     """The requests' outputs, each LongTensor [n, T] (answer_of their futures); whatever ends the wait (the
     answer, a refusal, an error, a cancellation) cancels the requests not done in the engine. A ValueError from
     the engine is the request's own settings failing its search (a temperature that overflows every probability,
-    as generate fails on it): 422 naming the parameter."""
+    as generate fails on it): 422 naming the parameter, of those it names the first the client `sent`."""
     together = asyncio.gather(*(asyncio.wrap_future(r.future) for r in requests))
+    together.add_done_callback(lambda f: f.cancelled() or f.exception())   # a cancelled wait's end is not logged
     try:
         return await answer_of(together, http, service)
     except ValueError as e:
-        raise Refusal(422, parameter_named(str(e)), str(e)) from None
+        raise Refusal(422, parameter_named(str(e), sent), str(e)) from None
     finally:                                            # (answer_of cancels `together` itself)
         for r in requests:
             r.cancel()
