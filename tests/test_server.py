@@ -248,9 +248,15 @@ def test_bad_input_is_422_naming_the_field(server, body, field, words):
     assert answer.json()["field"] == field and words in answer.json()["error"], answer.json()
 
 
-def test_not_json_is_422(server):
-    answer = httpx.post(server.url + "/summarize", content=b'{"inputs": ', headers={"Content-Type": "application/json"})
-    assert answer.status_code == 422 and answer.json()["field"] == "body" and "JSON" in answer.json()["error"]
+@pytest.mark.parametrize("raw, why", [(b'{"inputs": ', "Expecting value"),
+                                      (b'{"inputs": "a", "parameters": {"num_beams": 1' + b"0" * 4300 + b"}}", "digits"),
+                                      (b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", "RecursionError"),
+                                      ('{"inputs": "caf\xe9"}'.encode("latin-1"), "UnicodeDecodeError")])
+def test_not_json_is_422(server, raw, why):
+    """A syntax error, and what json.loads fails on otherwise (FastAPI's 400 naming no field)."""
+    answer = httpx.post(server.url + "/summarize", content=raw, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422 and answer.json()["field"] == "body", answer.text
+    assert "not valid JSON" in answer.json()["error"] and why in answer.json()["error"], answer.text
 
 
 def test_body_over_the_limit_is_413_by_length_and_by_bytes(server):

@@ -704,6 +704,11 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def routing(request: Request, e: HTTPException):        # 404 no such route, 405 wrong method
+        if e.status_code == 400 and e.__cause__ is not None:
+            # FastAPI's answer to a body json.loads failed on other than by its syntax: digits past Python's limit,
+            # nesting too deep, bytes that are not UTF-8
+            why = f"{type(e.__cause__).__name__}: {str(e.__cause__)[:120]}"
+            return JSONResponse({"error": f"body: not valid JSON ({why})", "field": "body"}, 422)
         return JSONResponse({"error": f"{e.detail}: {request.method} {request.url.path}", "field": None},
                             e.status_code, headers=e.headers)
 
