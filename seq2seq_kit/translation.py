@@ -77,7 +77,7 @@ def check_languages(tokenizer: Tokenizer, src_lang: str | None, tgt_lang: str | 
     check_code("src_lang", src_lang)
     check_code("tgt_lang", tgt_lang)
     if not isinstance(tok, TranslationTokenizer) or (tok.kind == "MarianTokenizer" and not tok.language_codes):
-        if (src_lang or tgt_lang) and not single_pair_ok:
+        if (src_lang is not None or tgt_lang is not None) and not single_pair_ok:
             raise ValueError("this model's tokenizer has no language codes (a single language pair): "
                              "drop src_lang / tgt_lang")
         return None, None, None
@@ -165,7 +165,8 @@ class TranslationPipeline(Text2TextGenerationPipeline):
         """A shallow copy translating from src_lang into tgt_lang (None: this pipeline's), sharing the model and
         tokenizer: one call's or request's languages, this pipeline unchanged. Raises as set_languages."""
         call = copy.copy(self)
-        call.set_languages(src_lang or self.src_lang, tgt_lang or self.tgt_lang)
+        call.set_languages(self.src_lang if src_lang is None else src_lang,
+                           self.tgt_lang if tgt_lang is None else tgt_lang)      # "" is a code, and refused
         return call
 
     def require_source(self) -> None:

@@ -371,6 +371,17 @@ def test_marian_refuses_a_source_language(marian_path):
         pipe(TEXTS[0], src_lang="en", **MAX_NEW)
 
 
+def test_an_empty_language_code_is_refused_not_taken_for_none(mbart_path, marian_path, checkpoint):
+    """"" is a code no tokenizer knows (the server refuses it as such): a call's "" fell back to the pipeline's
+    languages, and a model without codes took it silently."""
+    with pytest.raises(ValueError, match="unknown language code ''"):
+        pipeline("translation", model=mbart_path, src_lang="en_XX")(TEXTS[0], tgt_lang="", **MAX_NEW)
+    with pytest.raises(ValueError, match="src_lang='': Marian models have no source language code"):
+        pipeline("translation", model=marian_path, tgt_lang="fra")(TEXTS[0], src_lang="", **MAX_NEW)
+    with pytest.raises(ValueError, match="no language codes"):
+        pipeline("translation", model=checkpoint("tiny"))(TEXTS[0], tgt_lang="", **MAX_NEW)
+
+
 def test_languages_and_tokenizers_of_the_wrong_type_are_named(m2m100_path):
     with pytest.raises(TypeError, match="tgt_lang must be a language code, a str such as 'fr'.*got int 5"):
         pipeline("translation", model=m2m100_path, src_lang="de", tgt_lang=5)
