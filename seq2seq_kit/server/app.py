@@ -316,7 +316,7 @@ class Service:
         if parameters.strategy == "map_reduce":
             records = await self.map_reduce(texts, parameters, kwargs, clean_up, http)
             return records if isinstance(body.inputs, list) else records[:1]
-        return await self.generate(body.inputs, rows_of(pipe, texts, truncation), kwargs, clean_up, http)
+        return await self.generate(body.inputs, await rows_of(pipe, texts, truncation), kwargs, clean_up, http)
 
     async def translate(self, body: TranslateRequest, http: Request) -> list:
         """The translation pipeline's answer for body (its languages this request's), each input on the engine;
@@ -325,7 +325,7 @@ class Service:
         kwargs, truncation, clean_up = split_parameters(parameters)
         texts = checked_texts(pipe, body.inputs)
         call = pipe.for_languages(*self.check_languages(parameters))          # this request's languages only
-        rows = rows_of(call, texts, truncation)
+        rows = await rows_of(call, texts, truncation)
         if "forced_bos_token_id" in call.generate_defaults:        # M2M100, NLLB, mBART(-50): the target language
             kwargs["forced_bos_token_id"] = call.generate_defaults["forced_bos_token_id"]
         return await self.generate(body.inputs, rows, kwargs, clean_up, http)
@@ -461,11 +461,12 @@ def checked_texts(pipe, inputs: str | list[str]) -> list[str]:
         raise Refusal(422, "inputs", str(e)) from None
 
 
-def rows_of(pipe, texts: list[str], truncation: bool) -> list[list[int]]:
-    """pipe.preprocess(texts, truncation).rows; Refusal 413 for a text over the window without truncation, 422
-    for a text the tokenizer refuses (a lone surrogate)."""
+async def rows_of(pipe, texts: list[str], truncation: bool) -> list[list[int]]:
+    """pipe.preprocess(texts, truncation).rows, in a worker thread (a body's megabyte of text takes seconds to
+    tokenize: the server answers others meanwhile); Refusal 413 for a text over the window without truncation,
+    422 for a text the tokenizer refuses (a lone surrogate)."""
     try:
-        return pipe.preprocess(texts, truncation).rows
+        return (await asyncio.to_thread(pipe.preprocess, texts, truncation)).rows
     except InputTooLong as e:
         raise Refusal(413, "inputs", str(e).replace("pass truncation=True",
                                                      'send "parameters": {"truncation": true}')) from None
