@@ -316,7 +316,7 @@ def test_corpus_strategy(pipes, checkpoint, tmp_path, capsys):
         assert 0 < record["output_tokens"] < MAP["max_length"]
     assert records["long"]["chunks"] > 1 and records["short"]["chunks"] == 1
     # the strategy is part of the job: a resume with another one is refused, by the library and the CLI
-    with pytest.raises(ValueError, match="strategy='map_reduce'.*strategy=None"):
+    with pytest.raises(ValueError, match="strategy='map_reduce'.*strategy='truncate'"):
         summarize_corpus(path, out, model=tiny, batch_size=2, progress=False, **MAP)
     assert main(["summarize", "--input", str(path), "--output", str(out), "--model", str(tiny),
                  "--max-length", "8", "--batch-size", "2"]) == 1

@@ -274,7 +274,8 @@ def _read_parquet(path: Path, columns=None):
 def _differences(a: dict, b: dict) -> str:
     """The settings of `a` that differ from `b`, generation settings flattened: "model='x', num_beams=4"."""
     nested = ("generation", "files")   # flattened: the setting or the file that differs is named
-    flat = lambda d: {**{k: v for k, v in d.items() if k not in nested},
+    flat = lambda d: {"strategy": "truncate",        # a job records its strategy only when it is not the default
+                      **{k: v for k, v in d.items() if k not in nested},
                       **{k: v for n in nested for k, v in (d.get(n) or {}).items()}}
     fa, fb = flat(a), flat(b)
     return ", ".join(f"{k}={fa.get(k)!r}" for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k))
