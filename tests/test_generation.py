@@ -175,6 +175,17 @@ def test_eos_reached_early_and_never(pair):
         assert all(mine.sequences[r, e + 1:].eq(1).all() for r, e in enumerate(ends) if ended[r])   # pad after EOS
 
 
+def test_an_empty_eos_list_means_no_eos_as_in_transformers(pair):
+    """eos_token_id=[]: transformers runs every row to max_length (it was refused here, as not a list)."""
+    hf, ours = pair("tiny-eos")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id)
+    for kwargs in (dict(), dict(num_beams=3)):
+        theirs, mine = run_both(hf, ours, ids, mask, max_length=20, eos_token_id=[], forced_eos_token_id=None,
+                                **kwargs)
+        assert_parity(theirs, mine)
+        assert mine.sequences.shape[1] == 20                         # nothing ended: every row to max_length
+
+
 def test_early_stopping_modes_differ(pair):
     """Here True, False and "never" give three different results, each equal to transformers'."""
     hf, ours = pair("tiny-eos")
@@ -454,6 +465,7 @@ BAD_INPUTS = [                          # (make input_ids, kwargs, error, messag
     (lambda ids: ids, dict(top_p=1.01, do_sample=True), ValueError, "top_p"),
     (lambda ids: ids, dict(temperature=0.0, do_sample=True), ValueError, "temperature"),
     (lambda ids: ids, dict(beams=4), ValueError, "unknown argument"),
+    (lambda ids: ids, dict(decoder_input_ids=torch.tensor([[2, 5]])), ValueError, "a decoder prompt .* not supported"),
     (lambda ids: ids, dict(min_p=1.5, do_sample=True), ValueError, r"`min_p` must be in \[0, 1\]"),
     (lambda ids: ids, dict(top_h=0.0, do_sample=True), ValueError, r"`top_h` must be in \(0, 1\]"),
     (lambda ids: ids, dict(typical_p=0.0, do_sample=True), ValueError, "`typical_p` must be > 0"),

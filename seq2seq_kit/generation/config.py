@@ -222,6 +222,9 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int,
     decoder_start_token_id defaulted to bos_token_id, as transformers' `_prepare_special_tokens` does.
     """
     unknown = sorted(set(kwargs) - set(GENERATE_KWARGS))
+    if {"decoder_input_ids", "decoder_attention_mask"} & set(unknown):
+        raise ValueError("a decoder prompt (decoder_input_ids / decoder_attention_mask) is not supported: generate "
+                         "starts every row from decoder_start_token_id (forced_bos_token_id forces a first token)")
     if unknown:
         raise ValueError(f"generate() got unknown argument(s) {unknown}; supported: {', '.join(GENERATE_KWARGS)}")
     base = check_config(base or GenerationConfig(), "model.generation_config")
@@ -233,6 +236,8 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int,
 
     if isinstance(cfg.eos_token_id, int):
         cfg.eos_token_id = [cfg.eos_token_id]
+    elif cfg.eos_token_id == []:                        # no EOS, as transformers runs it: every row to max_length
+        cfg.eos_token_id = None
     if cfg.pad_token_id is None and cfg.eos_token_id:
         cfg.pad_token_id = cfg.eos_token_id[0]
     if cfg.decoder_start_token_id is None:
