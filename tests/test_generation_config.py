@@ -203,7 +203,7 @@ BAD = [
     (dict(bad_words_ids=[[1], []]), "bad_words_ids"),
     (dict(bad_words_ids=[[1, 100]]), r"bad_words_ids.*\[0, 100\)"),
     (dict(eos_token_id=100), r"eos_token_id.*\[0, 100\)"),
-    (dict(eos_token_id=[]), "eos_token_id"),
+    (dict(forced_eos_token_id=[]), "forced_eos_token_id"),        # eos_token_id=[] is no EOS (test_generation)
     (dict(pad_token_id=-1), "pad_token_id"),
     (dict(forced_bos_token_id=100), "forced_bos_token_id"),
     (dict(forced_eos_token_id=[2, 200]), "forced_eos_token_id"),
