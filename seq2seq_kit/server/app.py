@@ -374,11 +374,10 @@ class Service:
         map_kwargs = parameters.map_parameters.model_dump(exclude_unset=True) if parameters.map_parameters else None
         self.check_map_reduce(parameters, kwargs, map_kwargs)
         cancel = threading.Event()
-        work = asyncio.ensure_future(asyncio.to_thread(
+        work = unlogged(asyncio.ensure_future(asyncio.to_thread(
             map_reduce, self.pipe, texts, engine=self.engine, map_kwargs=map_kwargs,
             chunk_overlap=parameters.chunk_overlap, return_chunks=parameters.return_chunks,
-            clean_up_tokenization_spaces=clean_up, cancel=cancel, **kwargs))
-        work.add_done_callback(lambda f: f.cancelled() or f.exception())   # a refused request's end is not logged
+            clean_up_tokenization_spaces=clean_up, cancel=cancel, **kwargs)))
         try:
             return await answer_of(work, http, self)
         except DocumentError as e:
@@ -488,8 +487,7 @@ async def outputs_of(requests: list, http: Request, service: Service, sent=()) -
     answer, a refusal, an error, a cancellation) cancels the requests not done in the engine. A ValueError from
     the engine is the request's own settings failing its search (a temperature that overflows every probability,
     as generate fails on it): 422 naming the parameter, of those it names the first the client `sent`."""
-    together = asyncio.gather(*(asyncio.wrap_future(r.future) for r in requests))
-    together.add_done_callback(lambda f: f.cancelled() or f.exception())   # a cancelled wait's end is not logged
+    together = unlogged(asyncio.gather(*(asyncio.wrap_future(r.future) for r in requests)))
     try:
         return await answer_of(together, http, service)
     except ValueError as e:
@@ -497,6 +495,13 @@ async def outputs_of(requests: list, http: Request, service: Service, sent=()) -
     finally:                                            # (answer_of cancels `together` itself)
         for r in requests:
             r.cancel()
+
+
+def unlogged(future: asyncio.Future) -> asyncio.Future:
+    """future, whose end asyncio does not log as "exception was never retrieved" when answer_of stops waiting for
+    it (a refusal, a timeout, a client gone): the route answers for it."""
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return future
 
 
 async def answer_of(work: asyncio.Future, http: Request, service: Service):
