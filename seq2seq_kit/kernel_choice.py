@@ -1,13 +1,13 @@
-"""Choosing the decoder step's CPU matmul kernels (models/kernels.py) by measurement, once per machine.
+"""Choosing the CPU matmul kernels of the linear layers (models/kernels.py) by measurement, once per machine.
 
-For a float32 model on the CPU, from_pretrained calls `choose`: each distinct weight shape of the decode step's
-linear layers is timed with every kernel at one row count per row class (1, 4, 32 and 128 rows: greedy, beams, the
-engine's and the corpus jobs' batches, and those batches' beams), each call cold (the weight evicted from the caches
-first, as a decode step streams it from memory), the fastest of a few calls on the model's own weights, a few
-seconds in all. Each kind of layer and row class gets the fastest kernel among those ELIGIBLE for it (the ones that
-keep token parity with transformers). The timings are cached in a JSON file per CPU model, torch version and thread
-count under $XDG_CACHE_HOME/seq2seq_kit/kernels/ (else ~/.cache/...), so later loads on the same machine measure
-nothing; a new weight shape is measured and added. Timings taken while the machine is busy (load average at or above
+For a float32 model on the CPU, from_pretrained calls `choose`: each distinct weight shape of the linear layers is
+timed with every kernel at one row count per row class (1, 4, 32 and 128 rows: greedy, beams, the engine's and the
+corpus jobs' batches, and those batches' beams; 512: a source through the encoder), each call cold (the weight
+evicted from the caches first, as a decode step streams it from memory), the fastest of a few calls on the model's
+own weights, a few seconds in all. Each kind of layer and row class gets the fastest kernel among those ELIGIBLE
+for it (the ones that keep token parity with transformers). The timings are cached in a JSON file per CPU model,
+torch version and thread count under $XDG_CACHE_HOME/seq2seq_kit/kernels/ (else ~/.cache/...), so later loads on
+the same machine measure nothing; a new weight shape is measured and added. Timings taken while the machine is busy (load average at or above
 its CPU count) are used but not cached: other processes' threads stall oneDNN's parallel loops far more than MKL's
 one-row path, which would pin a wrong choice.
 
@@ -34,8 +34,9 @@ from .jsonfile import read_json_object, write_json
 from .models import kernels
 
 ENV = "SEQ2SEQ_KIT_CPU_KERNELS"
-PROBE_ROWS = {"1": 1, "2-8": 4, "9-64": 32, "65-256": 128}   # row class -> the row count timed for it
-ROUNDS = 3                                             # timed calls per candidate (the fastest counts)
+PROBE_ROWS = {"1": 1, "2-8": 4, "9-64": 32, "65-256": 128, "257+": 512}   # row class -> the row count timed for it
+ROUNDS = {"1": 3, "2-8": 3, "9-64": 3, "65-256": 3,     # row class -> timed calls per candidate (the fastest
+          "257+": 1}                                   # counts); 512 rows: compute-bound, steady, the costliest
 
 
 def choose(model) -> dict[str, dict[str, str]] | None:
@@ -69,7 +70,7 @@ def forced(spec: str) -> dict[str, dict[str, str]]:
 
 def measured(model) -> dict[str, dict[str, str]]:
     """Time the shapes the cache lacks, save them, and select among the eligible kernels."""
-    layers = model.decoder_linears()
+    layers = model.kernel_linears()
     path = cache_path()
     timings = load_timings(path)
     missing = {shape_key(ms[0]): ms[0] for ms in layers.values() if ms and shape_key(ms[0]) not in timings}
@@ -104,7 +105,8 @@ def time_layer(layer) -> dict[str, dict[str, float]]:
     one on a copy made for the timing only). Each call is timed cold, after `evict` has pushed the weight out of
     the caches, since a decode step streams every weight from memory: a kernel that is fast on a cached weight
     can be slow on a streamed one (measured: oneDNN on the dense weight, 4 rows, AMD EPYC). The candidates take
-    turns, ROUNDS times, and each keeps its fastest call: on a shared machine other work only ever adds time."""
+    turns, ROUNDS[row class] times, and each keeps its fastest call: on a shared machine other work only ever adds
+    time."""
     weight = layer.dense_weight().detach()
     bias = None if layer.bias is None else layer.bias.detach()
     packed = kernels.pack(weight)
@@ -119,7 +121,7 @@ def time_layer(layer) -> dict[str, dict[str, float]]:
         for row_class, rows in PROBE_ROWS.items():
             x = torch.randn(rows, weight.shape[1], generator=g)
             best = dict.fromkeys(candidates, float("inf"))
-            for _ in range(ROUNDS + 1):                                  # the first round warms up
+            for _ in range(ROUNDS[row_class] + 1):                      # the first round warms up
                 for name, fn in candidates.items():
                     evict(scratch)
                     start = time.perf_counter()

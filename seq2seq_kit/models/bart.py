@@ -88,7 +88,7 @@ class CrossAttention(nn.Module):
         self.heads, self.head_dim = heads, d_model // heads
         self.scale = self.head_dim ** -0.5
         self.q_proj = KernelLinear(d_model, d_model)
-        self.kv_proj = nn.Linear(d_model, 2 * d_model)   # rows: k_proj, v_proj
+        self.kv_proj = KernelLinear(d_model, 2 * d_model)   # rows: k_proj, v_proj
         self.out_proj = KernelLinear(d_model, d_model)
 
     def project_kv(self, enc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,8 +123,8 @@ class EncoderLayer(nn.Module):
         self.pre_ln = config.pre_layer_norm
         self.self_attn = SelfAttention(D, config.encoder_attention_heads)
         self.self_attn_layer_norm = nn.LayerNorm(D)
-        self.fc1 = nn.Linear(D, config.encoder_ffn_dim)
-        self.fc2 = nn.Linear(config.encoder_ffn_dim, D)
+        self.fc1 = KernelLinear(D, config.encoder_ffn_dim)
+        self.fc2 = KernelLinear(config.encoder_ffn_dim, D)
         self.act = ACTIVATIONS[config.activation_function]
         self.final_layer_norm = nn.LayerNorm(D)
 
@@ -488,27 +488,30 @@ class BartNetwork(nn.Module):
 
     # ---- CPU matmul kernels (models/kernels.py) -------------------------------------------------------------
 
-    def decoder_linears(self) -> dict[str, list[KernelLinear]]:
-        """The decode step's linear layers by kind (kernels.KINDS), each kind's layers in decoder order."""
-        layers = self.decoder.layers
-        return {"self_qkv": [layer.self_attn.qkv_proj for layer in layers],
-                "self_out": [layer.self_attn.out_proj for layer in layers],
-                "cross_q": [layer.encoder_attn.q_proj for layer in layers],
-                "cross_out": [layer.encoder_attn.out_proj for layer in layers],
-                "fc1": [layer.fc1 for layer in layers], "fc2": [layer.fc2 for layer in layers],
-                "lm_head": [self.lm_head]}
+    def kernel_linears(self) -> dict[str, list[KernelLinear]]:
+        """The float linear layers by kind (kernels.KINDS), each kind's layers in order (int8 models: none)."""
+        enc, dec = self.encoder.layers, self.decoder.layers
+        layers = {"self_qkv": [layer.self_attn.qkv_proj for layer in dec],
+                  "self_out": [layer.self_attn.out_proj for layer in dec],
+                  "cross_q": [layer.encoder_attn.q_proj for layer in dec],
+                  "cross_out": [layer.encoder_attn.out_proj for layer in dec],
+                  "fc1": [layer.fc1 for layer in dec], "fc2": [layer.fc2 for layer in dec],
+                  "lm_head": [self.lm_head],
+                  "encoder_qkv": [layer.self_attn.qkv_proj for layer in enc],
+                  "encoder_out": [layer.self_attn.out_proj for layer in enc],
+                  "encoder_fc1": [layer.fc1 for layer in enc], "encoder_fc2": [layer.fc2 for layer in enc],
+                  "cross_kv": [layer.encoder_attn.kv_proj for layer in dec]}
+        return {kind: [m for m in ms if isinstance(m, KernelLinear)] for kind, ms in layers.items()}
 
     def set_kernels(self, table: dict[str, dict[str, str]]) -> None:
-        """Run each kind of decoder-step linear layer with table[kind] = {row class: kernel} (models/kernels.py;
-        missing: F.linear). A tied LM head is never packed (the embedding reads its weight)."""
+        """Run each kind of linear layer with table[kind] = {row class: kernel} (models/kernels.py; missing:
+        F.linear). A tied LM head is never packed (the embedding reads its weight)."""
         tied = getattr(self.lm_head, "weight", None) is getattr(self.decoder_embeddings, "weight", 0)   # int8: no weights
-        layers = {k: [m for m in ms if isinstance(m, KernelLinear)] for k, ms in self.decoder_linears().items()}
-        kernels.apply(layers, table, shared=frozenset({"lm_head"} if tied else ()))
+        kernels.apply(self.kernel_linears(), table, shared=frozenset({"lm_head"} if tied else ()))
 
     def kernel_table(self) -> dict[str, dict[str, str]]:
-        """The {kind: {row class: kernel}} the decoder step runs now (int8 layers: none)."""
-        return kernels.current({k: [m for m in ms if isinstance(m, KernelLinear)]
-                                for k, ms in self.decoder_linears().items()})
+        """The {kind: {row class: kernel}} the linear layers run now (int8 layers: none)."""
+        return kernels.current(self.kernel_linears())
 
     def _apply(self, fn, recurse=True):
         """Moving or casting the network (to, half, cuda) first gives packed weights back their dense layout; a move
@@ -523,9 +526,9 @@ class BartNetwork(nn.Module):
                                  "load the float model for that")
         before = (self.device, self.dtype)
         table = self.kernel_table()
-        for modules in self.decoder_linears().values():
+        for modules in self.kernel_linears().values():
             for m in modules:
-                if isinstance(m, KernelLinear) and m.packed:
+                if m.packed:
                     m.use({})
         out = super()._apply(fn, recurse)
         if (self.device, self.dtype) == before:
