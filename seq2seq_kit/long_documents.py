@@ -16,9 +16,10 @@
    and the chunks together hold every other character of it. The count from the document's tokens is checked on
    the chunk's own text, tokenized as the pipeline tokenizes it alone (a BPE merge can differ at its edges), and
    the chunk is cut shorter until that fits: no chunk is ever truncated. A document that fits is one chunk, the
-   whole text.
-2. Map. Every chunk of a document of several chunks is summarized as `pipe(chunk_text, **generate_kwargs,
-   **map_kwargs)` would summarize it alone: its row from `pipe.preprocess`, generated on a continuous-batching
+   whole text as given (not stripped).
+2. Map. Every chunk of a document of several chunks is summarized as `pipe(chunk_text, **map_settings)` would
+   summarize it alone, map_settings being the call's settings with map_kwargs over them (a length map_kwargs gives
+   in either form, max_length or max_new_tokens, min_length or min_new_tokens, replaces the call's in both): its row from `pipe.preprocess`, generated on a continuous-batching
    Engine, decoded by `pipe.postprocess`. The engine steps each chunk as `generate` would step it alone (requests
    of the same settings share one search, row by row), so a chunk's tokens are the ones `generate` gives it alone
    (bit for bit when it runs alone; beside other chunks up to float rounding of the batched matrix products, which
@@ -94,8 +95,8 @@ class SummariesTooLong(ValueError):
         self.what = (f"the chunk summaries are still longer than the model's {window} positions after {max_depth} "
                      f"round(s) of chunking (max_depth={max_depth})")
         super().__init__(f"{self.what}; give the chunks a smaller max_length (map_kwargs, over HTTP "
-                         "map_parameters; without one there, the call's max_length applies to the chunks too), or "
-                         "a larger max_depth")
+                         "map_parameters; without one there, the call's max_length or max_new_tokens applies to the "
+                         "chunks too), or a larger max_depth")
 
 
 class DocumentError(ValueError):
@@ -160,7 +161,7 @@ def map_reduce(pipe, texts: list[str], *, engine=None, batch_size: int = DEFAULT
     own = engine is None
     if own:
         rows = max(rows_per_input(settings(pipe.model, {**pipe.generate_defaults, **kw}))
-                   for kw in (generate_kwargs, {**generate_kwargs, **(map_kwargs or {})}))
+                   for kw in (generate_kwargs, map_settings(generate_kwargs, map_kwargs)))
         engine = pipe.engine(max_rows=batch_size * rows)
     try:
         results = summarize_documents(pipe, texts, engine, chunk_overlap=chunk_overlap, map_kwargs=map_kwargs,
@@ -187,7 +188,7 @@ def summarize_documents(pipe, texts: list[str], engine, *, chunk_overlap: int = 
     if not pipe.tokenizer.gives_offsets:
         raise ValueError(f"map-reduce cuts a document at its tokens' character offsets, which this tokenizer "
                          f"({pipe.tokenizer.kind}) does not give; summarize it with strategy='truncate'")
-    stage = {"reduce": dict(generate_kwargs), "map": {**generate_kwargs, **(map_kwargs or {})}}
+    stage = {"reduce": dict(generate_kwargs), "map": map_settings(generate_kwargs, map_kwargs)}
     for name, kwargs in stage.items():
         n = settings(pipe.model, {**pipe.generate_defaults, **kwargs}).num_return_sequences
         if n != 1:
@@ -226,6 +227,18 @@ def summarize_documents(pipe, texts: list[str], engine, *, chunk_overlap: int = 
         if not current:
             break
     return results
+
+
+LENGTHS = (("max_length", "max_new_tokens"), ("min_length", "min_new_tokens"))   # one length, two forms
+
+
+def map_settings(generate_kwargs: dict, map_kwargs: dict | None) -> dict:
+    """The map stage's settings: the call's with map_kwargs over them, a length map_kwargs gives in either form
+    replacing the call's in both (else the call's max_new_tokens would win over a map max_length, as generate
+    ranks them)."""
+    map_kwargs = map_kwargs or {}
+    replaced = {name for pair in LENGTHS if any(n in map_kwargs for n in pair) for name in pair}
+    return {**{k: v for k, v in generate_kwargs.items() if k not in replaced}, **map_kwargs}
 
 
 def generate_all(engine, jobs: list[tuple[list[int], dict]],

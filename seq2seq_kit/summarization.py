@@ -159,8 +159,9 @@ class SummarizationPipeline:
         strategy="map_reduce" summarizes a text longer than the model's window from its chunks of whole sentences
         instead (seq2seq_kit.long_documents): one record per input, {'summary_text'}, plus 'chunks' ([{'span':
         [start, end], 'text', 'summary_text'}]) with return_chunks=True; chunk_overlap: sentences repeated between
-        chunks; map_kwargs: the chunks' generate settings over generate_kwargs; batch_size: chunks decoding at
-        once (default 8). Nothing is truncated, so `truncation` has nothing to do."""
+        chunks; map_kwargs: the chunks' generate settings over generate_kwargs (a length there, max_length or
+        max_new_tokens, replaces the call's in both forms); batch_size: chunks decoding at once (default 8).
+        Nothing is truncated, so `truncation` has nothing to do."""
         texts = self.check_texts(inputs)
         check_truncation(truncation)                    # map-reduce has no use for it, but a mistake is named
         check_strategy(strategy, chunk_overlap, map_kwargs, return_chunks)

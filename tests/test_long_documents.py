@@ -8,6 +8,7 @@ import concurrent.futures
 import json
 import random
 import re
+import shutil
 import threading
 import time
 
@@ -216,6 +217,18 @@ def test_map_reduce_is_the_pipeline_on_chunks_then_on_their_summaries(pipes, ora
     assert oracle_lengths(name, [joined])[0] <= pipe.max_input_length            # the join fits: one reduce
     assert out[0]["summary_text"] == pipe(joined, **REDUCE)[0]["summary_text"]
     assert len({c["summary_text"] for c in chunks}) > 1                          # the chunks say different things
+
+
+@pytest.mark.parametrize("call, chunks", [({"max_new_tokens": 30}, {"max_length": 5}),
+                                          ({"max_length": 30, "min_length": 20}, {"max_new_tokens": 4,
+                                                                                  "min_new_tokens": 1})])
+def test_a_map_length_replaces_the_calls_in_either_form(pipes, call, chunks):
+    """map_kwargs={"max_length": 5} on a call with max_new_tokens=30: the chunks stop at 5, as pipe(chunk,
+    max_length=5) would (merged as dicts, generate would let the call's max_new_tokens win)."""
+    pipe = pipes("tiny")
+    out = pipe(EN_DOC[:3000], strategy="map_reduce", return_chunks=True, map_kwargs=chunks, **call)[0]
+    alone = pipe([c["text"] for c in out["chunks"]], **chunks)
+    assert len(out["chunks"]) > 1 and [c["summary_text"] for c in out["chunks"]] == [r["summary_text"] for r in alone]
 
 
 def test_a_document_that_fits_is_summarized_as_truncate_does(pipes):
@@ -486,6 +499,32 @@ def test_map_reduce_refusals_name_the_field(client, inputs, parameters, field, w
     answer = client.post("/summarize", content=body, headers={"Content-Type": "application/json"})
     assert answer.status_code == 422, answer.text
     assert answer.json()["field"] == field and words in answer.json()["error"], answer.json()
+
+
+def test_a_corpus_job_writes_the_others_when_the_chunker_refuses_a_document(paths, tmp_path):
+    """A prefix that leaves one position: an emoji's token cannot fit beside it. That document is the job's
+    bad_text record; the others (a document that fits) are written, not lost with it."""
+    from seq2seq_kit import summarize_corpus
+
+    path = tmp_path / "model"
+    shutil.copytree(paths("tiny64"), path)
+    config = json.loads((path / "config.json").read_text())
+    pipe = pipeline("summarization", model=str(path))
+    for n in range(1, 64):                                   # the longest prefix that leaves one position
+        pipe.prefix = "word " * n
+        if len(pipe.preprocess([""]).rows[0]) == pipe.max_input_length - 1:
+            break
+    (path / "config.json").write_text(json.dumps({**config, "prefix": pipe.prefix}))
+    docs = [{"id": "fits", "text": "A"}, {"id": "emoji", "text": "The tower is tall. \U0001F9D1\U0001F3FF " * 3}]
+    out = tmp_path / "out.jsonl"
+    result = summarize_corpus(write_jsonl(tmp_path / "docs.jsonl", docs), out, model=path, strategy="map_reduce",
+                              max_length=4, progress=False)
+    assert (result.written, result.failed) == (1, 1)
+    [record] = read_jsonl(out)
+    assert record["id"] == "fits" and record["summary_text"] == pipeline("summarization", model=str(path))(
+        "A", max_length=4)[0]["summary_text"]
+    [error] = read_jsonl(tmp_path / "out.jsonl.errors.jsonl")
+    assert error["id"] == "emoji" and error["reason"] == "bad_text" and "does not fit" in error["message"]
 
 
 def test_summaries_too_long_are_explained_to_the_cli_and_corpus_user(paths, tmp_path, capsys):

@@ -8,7 +8,7 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from typing import Iterable, Iterator
 
 from ..generation import rows_per_input, settings
-from ..long_documents import summarize_documents
+from ..long_documents import DocumentError, summarize_documents
 from ..summarization import Encoded
 from ..translation import pipeline
 from .output import RESULTS, error_record
@@ -90,7 +90,15 @@ class Worker:
         """The result of a chunk's (id, where, text) docs, each summarized from its chunks on the engine
         (seq2seq_kit.long_documents), all of them together; records gain "chunks": N."""
         records = []
-        done = summarize_documents(self.pipe, [text for _, _, text in docs], self.engine, **self.generate_kwargs)
+        while True:
+            try:
+                done = summarize_documents(self.pipe, [text for _, _, text in docs], self.engine,
+                                           **self.generate_kwargs)
+                break
+            except DocumentError as e:   # a text the chunker cannot take: that record's error, the others again
+                doc_id, where, _ = docs[e.index]
+                errors.append(error_record(doc_id, where, "bad_text", f"{where}: {e.error}"))
+                docs = docs[:e.index] + docs[e.index + 1:]
         for (doc_id, where, _), r in zip(docs, done):
             if r.error is not None:
                 errors.append(error_record(doc_id, where, "too_long", f"{where}: {r.error.what}; a smaller "

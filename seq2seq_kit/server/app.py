@@ -59,7 +59,7 @@ from ..engine import EngineClosed, EngineFull
 from ..family_tokenizers import MARIAN_SOURCE, TranslationTokenizer
 from ..generation import settings as resolve_settings
 from ..generation.config import GENERATE_KWARGS, GenerationConfig
-from ..long_documents import DocumentError, SummariesTooLong, check_overlap, map_reduce
+from ..long_documents import DocumentError, SummariesTooLong, check_overlap, map_reduce, map_settings
 from ..summarization import InputTooLong, SummarizationPipeline, load_model_and_tokenizer, shape_records
 from ..translation import TranslationPipeline
 
@@ -392,7 +392,7 @@ class Service:
         settings (the reduce stage's are the parameters, the map stage's those under map_parameters over them),
         num_return_sequences other than 1, a chunk_overlap no chunk can carry."""
         stages = (("parameters", kwargs, kwargs), ("parameters.map_parameters", map_kwargs or {},
-                                                   {**kwargs, **(map_kwargs or {})}))
+                                                   map_settings(kwargs, map_kwargs)))
         for where, given, _ in stages:
             if "seed" in given:
                 raise Refusal(422, f"{where}.seed", "seed applies to strategy truncate; leave it out with map_reduce")
