@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import sys
 
@@ -96,6 +97,49 @@ def test_a_file_no_job_wrote_is_refused_and_kept(tmp_path, tiny, name):
     with pytest.raises(ValueError, match=r"notes.txt.meta.json is not a corpus job's meta file"):
         run(path, tmp_path / "notes.txt", tiny)
     assert run(path, tmp_path / "notes.txt", tiny, overwrite=True).written == 2
+
+
+@pytest.mark.parametrize("first, second", [("out.jsonl", "out.jsonl.errors.jsonl"), ("out.jsonl", "out.jsonl.meta.json"),
+                                           ("out.jsonl.errors.jsonl", "out.jsonl")])
+def test_another_jobs_files_are_refused_even_empty_or_with_overwrite(tmp_path, tiny, first, second):
+    """A job's errors file is empty when its records were all good: a second job whose output is one of the first
+    job's files, or whose errors file is the first job's output, must not take it over, with overwrite neither."""
+    path = write_jsonl(tmp_path / "docs.jsonl", make_docs(2))
+    assert run(path, tmp_path / first, tiny).written == 2
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert before[first + ".errors.jsonl"] == b""
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match=rf"belongs to the corpus job of {re.escape(first)}\.meta\.json"):
+            run(path, tmp_path / second, tiny, overwrite=overwrite)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert run(path, tmp_path / first, tiny).skipped == 2                          # the first job resumes
+
+
+def test_an_errors_file_is_locked_with_its_output(tmp_path, tiny):
+    """Two jobs starting together: the one whose output is the other's errors file waits for no meta file."""
+    out = tmp_path / "out.jsonl"
+    first = output_module.Output(out)
+    first.open({"model": "m"}, revision=None, overwrite=False)
+    try:
+        first.meta_path.unlink()                                       # as before the first job wrote it
+        with pytest.raises(BlockingIOError, match="is being written by another job"):
+            run(write_jsonl(tmp_path / "docs.jsonl", make_docs(2)), tmp_path / "out.jsonl.errors.jsonl", tiny)
+    finally:
+        first.close()
+
+
+def test_a_null_id_is_a_bad_id_and_a_null_text_is_named(tmp_path, tiny, summary):
+    """A null id is no id: not the line's number (which another record may have as its id, and lose to it)."""
+    lines = ['{"id": null, "text": "the tower is tall"}', '{"id": 1, "text": "the bridge is long"}',
+             '{"id": "t", "text": null}', '{"text": "no id here"}']
+    path, out = write_lines(tmp_path / "docs.jsonl", lines), tmp_path / "out.jsonl"
+    result = run(path, out, tiny)
+    assert (result.written, result.failed) == (2, 2)
+    assert by_id(read_jsonl(out)).keys() == {1, 4}
+    assert by_id(read_jsonl(out))[1]["summary_text"] == summary("the bridge is long")
+    errors = errors_of(out)
+    assert errors["docs.jsonl:1"]["reason"] == "bad_id" and "field 'id' is null" in errors["docs.jsonl:1"]["message"]
+    assert errors["docs.jsonl:3"]["message"] == "docs.jsonl:3: field 'text' is null"
 
 
 @pytest.mark.parametrize("batch_size", [1, 8])

@@ -18,9 +18,20 @@ logger = logging.getLogger(__name__)
 RESULTS = {"summarization": ("summary_text", "summaries"), "translation": ("translation_text", "translations")}
 
 
+SIDECARS = (".errors.jsonl", ".meta.json", ".partial.jsonl", ".tmp")   # the files beside an output: out.jsonl<suffix>
+
+
 def _sidecar(output: Path, suffix: str) -> Path:
     """A file beside the output: out.jsonl -> out.jsonl<suffix>."""
     return output.with_name(output.name + suffix)
+
+
+def _other_job(path: Path, output: Path) -> Path | None:
+    """The meta file of another corpus job than `output`'s that claims `path` (as its output, or as one of the files
+    beside its output), or None."""
+    owners = [path] + [path.with_name(path.name.removesuffix(s)) for s in SIDECARS if path.name.endswith(s)]
+    return next((meta for owner in owners if owner.resolve() != output.resolve()
+                 and (meta := _sidecar(owner, ".meta.json")).exists()), None)
 
 
 def errors_path(output: Path) -> Path:
@@ -135,6 +146,10 @@ class Output:
             if path.exists() and not path.is_file():
                 raise ValueError(f"{path} is not a regular file (a device or a pipe); a corpus job's output is a "
                                  "file it can reopen to resume, e.g. out.jsonl")
+        for path in files:
+            if (meta := _other_job(path, self.path)) is not None:
+                raise FileExistsError(f"{path} belongs to the corpus job of {meta.name} (one of its files); choose "
+                                      "another output")
         if overwrite:
             return
         if self._read_meta() is None:
@@ -148,6 +163,7 @@ class Output:
         self.results = Journal(self.journal_path, self.field.removesuffix("_text"))
         self.errors = Journal(self.errors_path, "error")
         self.results.lock()
+        self.errors.lock()        # a job given this job's errors file as its output waits for none of its lines
         self.check(overwrite)     # again, under the lock
         if overwrite:
             self.results.truncate()

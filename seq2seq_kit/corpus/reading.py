@@ -144,15 +144,16 @@ def _chunk_records(chunk: dict, text_field: str, id_field: str) -> Iterator[tupl
         if not isinstance(doc, dict):
             yield n, line_id, where, None, ("not_an_object", f"{where} is a JSON {type(doc).__name__}, not an object")
             continue
-        doc_id = doc.get(id_field)
-        problem = None if doc_id is None else _id_problem(doc_id)
+        given = id_field in doc                   # no id field: its line numbers it; a null id is a bad one
+        problem = _id_problem(doc[id_field]) if given else None
         if problem:
             yield n, line_id, where, None, ("bad_id", f"{where}: field {id_field!r} {problem}")
             continue
-        doc_id = line_id if doc_id is None else doc_id
+        doc_id = doc[id_field] if given else line_id
         text = doc.get(text_field)
         if text is None:
-            yield n, doc_id, where, None, ("missing_field", f"{where} has no field {text_field!r}")
+            yield n, doc_id, where, None, ("missing_field", f"{where}: field {text_field!r} is null" if text_field
+                                           in doc else f"{where} has no field {text_field!r}")
         elif not isinstance(text, str):
             yield n, doc_id, where, None, ("not_a_string", f"{where}: field {text_field!r} is a "
                                                            f"{type(text).__name__}, not a string")
@@ -166,6 +167,8 @@ def _chunk_records(chunk: dict, text_field: str, id_field: str) -> Iterator[tupl
 
 def _id_problem(doc_id) -> str | None:
     """Why an id field's value cannot be an id (None: it can). Ids keep their type: a string or an int64."""
+    if doc_id is None:
+        return "is null; give the record an id, or leave the field out to number it by its line"
     if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
         return f"must be a string or an integer, got {doc_id!r}"
     if isinstance(doc_id, int) and not INT64[0] <= doc_id <= INT64[1]:
