@@ -48,9 +48,9 @@ ROW_CLASSES = {"1": (1, 1), "2-8": (2, 8), "9-64": (9, 64), "65-256": (65, MAX_R
 # test_pipeline.py, ...) with the candidate forced for every kind through SEQ2SEQ_KIT_CPU_KERNELS (AMD EPYC
 # family 25, torch 2.13):
 #  - "mkl-t": every kind, every row class, all pass;
-#  - "onednn-packed" for every kind but self_qkv (a tied LM head: "onednn"), and "onednn" (dense): all pass
-#    (tests/conftest.py runs the whole suite with "onednn" wherever allowed, tests/test_kernels.py a few packed
-#    cases);
+#  - "onednn-packed" (a tied LM head: "onednn", never packed) and "onednn" (dense) for the decoder step's kinds but
+#    self_qkv: all pass (tests/conftest.py runs the whole suite with "onednn" wherever allowed,
+#    tests/test_kernels.py a few packed cases);
 #  - the decoder self-attention's qkv_proj with several rows (beams), the encoder's layers and the cross-attention
 #    K/V projection run oneDNN on the packed weight only (the packed weight serves every row count; dense oneDNN
 #    reorders the weight on every call, never faster at a source's row counts). There the tokens stay equal but the
