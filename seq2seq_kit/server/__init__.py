@@ -7,7 +7,8 @@
     # a translation model (Marian, M2M100, NLLB, mBART-50) answers POST /translate instead:
     #   {"inputs": "...", "parameters": {"src_lang": "eng_Latn", "tgt_lang": "fra_Latn"}} -> [{"translation_text": ...}]
 
-    app.py        build_app(Settings): the FastAPI app (routes, validation, limits, API key, metrics, lifespan)
+    app.py        build_app(Settings): the FastAPI app (routes, limits, API key, metrics, lifespan)
+    schema.py     the request bodies (pydantic models), their generate arguments, their faults named per field
     run.py        serve(Settings, host, port): that app on uvicorn; SIGTERM / Ctrl-C drain it
     ray_serve.py  serve_on_ray(...): the same app as a Ray Serve deployment, one engine per replica
 

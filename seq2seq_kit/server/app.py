@@ -20,9 +20,9 @@ BART tokenizer on /translate without them, or a model with language codes fine-t
 summarization checkpoint asked to translate (or the reverse) would give fluent nonsense, not an error.
 
 A request's path: Gate (counted and timed; API key; body read up to max_body_bytes) -> FastAPI validates the
-body against SummarizeRequest / TranslateRequest (types strict, unknown fields refused) -> the pipeline's stages:
-check_texts, preprocess (truncation), one engine request per input, postprocess. So each input's answer is what
-the pipeline gives for it with those parameters. Every error is JSON {"error", "field"}: 422 bad type / unknown
+body against schema.py's SummarizeRequest / TranslateRequest (types strict, unknown fields refused) -> the
+pipeline's stages: check_texts, preprocess (truncation), one engine request per input, postprocess. So each
+input's answer is what the pipeline gives for it with those parameters. Every error is JSON {"error", "field"}: 422 bad type / unknown
 parameter / invalid setting / unknown language code, 413 body too large or input too long with truncation false,
 404 the route of the other kind of model, 503 + Retry-After engine queue full (or loading / draining, or still
 running when a drain runs out), 504 past request_timeout from arrival (408 if the body itself is not in by then),
@@ -35,12 +35,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import math
 import threading
 import time
-import typing
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -52,16 +50,16 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from .. import hub
 from ..engine import EngineClosed, EngineFull
 from ..family_tokenizers import MARIAN_SOURCE, TranslationTokenizer
 from ..generation import settings as resolve_settings
-from ..generation.config import GENERATE_KWARGS, GenerationConfig
 from ..long_documents import DocumentError, SummariesTooLong, check_overlap, map_reduce, map_settings
 from ..summarization import InputTooLong, SummarizationPipeline, load_model_and_tokenizer, shape_records
 from ..translation import TranslationPipeline
+from .schema import (PARAMETERS, SummarizeParameters, SummarizeRequest, Summary, TranslateParameters, TranslateRequest,
+                     Translation, describe_errors, parameter_named, split_parameters)
 
 logger = logging.getLogger("seq2seq_kit.server")
 
@@ -93,92 +91,6 @@ class Settings:
         if self.task not in (None, *TASK_ROUTES):
             raise ValueError(f"task must be one of {', '.join(TASK_ROUTES)} (or None: by the model's kind), "
                              f"got {self.task!r}")
-
-
-# ---------------------------------------------------------------------------------------------- the body
-
-# GenerationConfig's settings a client may not send: the token ids the checkpoint fixes (forced_bos_token_id is
-# also the target language, which /translate sets from tgt_lang), and the flags that change the answer's form.
-# Every other setting is a request parameter, derived from GenerationConfig (one list of settings, not two): a
-# setting generation gains is served at once, so one that clients must not set belongs here.
-SERVER_OWNED = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "forced_bos_token_id",
-                "forced_eos_token_id", "output_scores", "output_logits", "return_dict_in_generate")
-# Where GenerationConfig's annotation is wider than what generate takes, the narrower type (for the OpenAPI page).
-# JSON has no tuples (and strict types take no list for one): those settings' JSON forms.
-NARROWER = {"early_stopping": bool | Literal["never"] | None,
-            "sequence_bias": list[list[list[int] | float]] | None,             # [[[token ids], bias], ...]
-            "exponential_decay_length_penalty": list[int | float] | None}      # [start, factor]
-
-
-def generate_parameters_model() -> type[BaseModel]:
-    """GenerateParameters: every public GenerationConfig setting but SERVER_OWNED, with its annotation (so a
-    setting generate gains is a parameter here too), plus seed. Strict types, unknown fields refused."""
-    hints = typing.get_type_hints(GenerationConfig)
-    fields = {name: (NARROWER.get(name, hints[name]), None) for name in GENERATE_KWARGS if name not in SERVER_OWNED}
-    seed = (int | None, Field(None, ge=-2**63, lt=2**64,        # torch.Generator.manual_seed's range
-                              description="with do_sample: seed of each input's own sampling generator"))
-    return create_model(
-        "GenerateParameters", __config__=ConfigDict(extra="forbid", strict=True), **fields, seed=seed,
-        __doc__="The generate() settings a client may send: plain values only (no generator, no tensors, no "
-                "token-id overrides); each is checked by generate's own rules. Unset ones take the checkpoint's "
-                "task defaults.")
-
-
-GenerateParameters = generate_parameters_model()
-
-
-class TaskParameters(GenerateParameters):
-    """What the Inference API's summarization and translation parameters share: generate settings (flat, or under
-    generate_parameters as the newer API sends them), truncation and clean_up_tokenization_spaces."""
-    truncation: bool | Literal["do_not_truncate", "longest_first", "only_first", "only_second"] | None = Field(
-        None, description="true or null: cut inputs longer than the model takes; false / do_not_truncate: 413")
-    clean_up_tokenization_spaces: bool = False
-    generate_parameters: GenerateParameters | None = None
-
-
-class SummarizeParameters(TaskParameters):
-    """The Inference API's summarization parameters, and the long-document strategy's."""
-    strategy: Literal["truncate", "map_reduce"] = Field(
-        "truncate", description="map_reduce: a text longer than the model's window is summarized from the summaries "
-                                "of its chunks of whole sentences (seq2seq_kit.long_documents)")
-    chunk_overlap: int = Field(0, ge=0, description="map_reduce: sentences repeated from one chunk to the next")
-    map_parameters: GenerateParameters | None = Field(
-        None, description="map_reduce: the chunk stage's settings over the others (e.g. a smaller max_length)")
-    return_chunks: bool = Field(False, description="map_reduce: add each chunk's span, text and summary_text")
-
-
-class TranslateParameters(TaskParameters):
-    """The Inference API's translation parameters."""
-    src_lang: str | None = Field(None, description="the source language code as the model's tokenizer takes it "
-                                                   "(en, eng_Latn, en_XX); required unless the model is a Marian "
-                                                   "(which has none; GET /info lists the codes)")
-    tgt_lang: str | None = Field(None, description="the target language code (fr, fra_Latn, fr_XX; a Marian "
-                                                   "model's fra); required when the model has several (GET /info)")
-
-
-class SummarizeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    inputs: str | list[str] = Field(description="a text, or a list of texts summarized each on its own")
-    parameters: SummarizeParameters | None = None
-
-
-class TranslateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    inputs: str | list[str] = Field(description="a text, or a list of texts translated each on its own")
-    parameters: TranslateParameters | None = None
-
-
-class Summary(BaseModel):
-    summary_text: str
-    chunks: list[dict] | None = None
-
-
-class Translation(BaseModel):
-    translation_text: str
-
-
-PARAMETERS = {"/summarize": SummarizeParameters, "/translate": TranslateParameters}   # a route -> its parameters
-BODY_FIELDS = {"inputs", "parameters", "generate_parameters", *(n for p in PARAMETERS.values() for n in p.model_fields)}
 
 
 class Refusal(Exception):
@@ -473,15 +385,6 @@ async def rows_of(pipe, texts: list[str], truncation: bool) -> list[list[int]]:
         raise Refusal(422, "inputs", str(e)) from None
 
 
-def split_parameters(p: TaskParameters) -> tuple[dict, bool, bool]:
-    """(generate kwargs incl. seed, truncation for preprocess, clean_up_tokenization_spaces); only the settings
-    the client sent (an explicit null included: it means what None means to generate)."""
-    kwargs = p.generate_parameters.model_dump(exclude_unset=True) if p.generate_parameters else {}
-    kwargs.update(p.model_dump(include=set(GenerateParameters.model_fields), exclude_unset=True))
-    truncation = p.truncation if not isinstance(p.truncation, str) else p.truncation != "do_not_truncate"
-    return kwargs, (True if truncation is None else truncation), p.clean_up_tokenization_spaces
-
-
 async def outputs_of(requests: list, http: Request, service: Service, sent=()) -> list:
     """The requests' outputs, each LongTensor [n, T] (answer_of their futures); whatever ends the wait (the
     answer, a refusal, an error, a cancellation) cancels the requests not done in the engine. A ValueError from
@@ -729,41 +632,3 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def failed(request: Request, e: Exception):
         logger.exception("request failed")
         return JSONResponse({"error": f"internal error: {type(e).__name__}: {e}", "field": None}, 500)
-
-
-def describe_errors(errors, parameter_names: tuple[str, ...]) -> dict[str, str]:
-    """pydantic's errors -> {field: what is wrong and what to send instead}, e.g. {"parameters.num_beams":
-    "parameters.num_beams: Input should be a valid integer (got \"4\")"}; parameter_names: the route's."""
-    problems: dict[str, list[str]] = {}
-    for error in errors:
-        loc, kind = error["loc"], error["type"]
-        path = [p for p in loc[:-1] if isinstance(p, int) or p in BODY_FIELDS] + [loc[-1]]
-        if not (isinstance(loc[-1], int) or loc[-1] in BODY_FIELDS) and kind != "extra_forbidden":
-            path.pop()                                # a union's variant ("str", "list[str]"), not a field
-        name = ".".join(map(str, path[1:] if path[:1] == ["body"] else path)) or "body"
-        if kind == "extra_forbidden":
-            within = str(path[-2]) if len(path) > 1 else "the body"
-            takes = {"the body": ("inputs", "parameters"), "parameters": parameter_names}.get(
-                within, tuple(GenerateParameters.model_fields))          # generate_parameters, map_parameters
-            message = f"unknown field; {within} takes: {', '.join(takes)}"
-        elif kind == "missing":
-            message = 'required: send {"inputs": "text" or ["text", ...], "parameters": {...}}'
-        elif kind == "json_invalid":
-            name, message = "body", f"not valid JSON ({error.get('ctx', {}).get('error', error['msg'])})"
-        elif name == "body":
-            message = 'send a JSON object {"inputs": ..., "parameters": {...}} with Content-Type: application/json'
-        else:
-            message = f"{error['msg']} (got {json.dumps(error.get('input'), default=repr)[:80]})"
-        problems.setdefault(name, [])
-        if message not in problems[name]:
-            problems[name].append(message)
-    deepest = [n for n in problems if not any(m.startswith(n + ".") for m in problems)]   # a union's best branch
-    return {name: f"{name}: " + "; or ".join(problems[name]) for name in deepest}
-
-
-def parameter_named(message: str, sent=()) -> str:
-    """The body field a generate() error message is about: of the parameters it names, the first the client sent
-    (a max_new_tokens message names max_length first), else the first; else "parameters"."""
-    named = [n for _, n in sorted((message.find(n), n) for n in GenerateParameters.model_fields if n in message)]
-    chosen = next((n for n in named if n in sent), named[0] if named else None)
-    return "parameters" if chosen is None else f"parameters.{chosen}"

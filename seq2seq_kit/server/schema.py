@@ -1,0 +1,145 @@
+"""What a request to the server may send: the bodies of POST /summarize and /translate as pydantic models (strict
+types, unknown fields refused; the generate settings derived from GenerationConfig), how they become generate's
+arguments (split_parameters), and how a body's faults are named for the client (describe_errors,
+parameter_named): every error answer says which field is wrong and what to send instead.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from ..generation.config import GENERATE_KWARGS, GenerationConfig
+
+# GenerationConfig's settings a client may not send: the token ids the checkpoint fixes (forced_bos_token_id is
+# also the target language, which /translate sets from tgt_lang), and the flags that change the answer's form.
+# Every other setting is a request parameter, derived from GenerationConfig (one list of settings, not two): a
+# setting generation gains is served at once, so one that clients must not set belongs here.
+SERVER_OWNED = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "forced_bos_token_id",
+                "forced_eos_token_id", "output_scores", "output_logits", "return_dict_in_generate")
+# Where GenerationConfig's annotation is wider than what generate takes, the narrower type (for the OpenAPI page).
+# JSON has no tuples (and strict types take no list for one): those settings' JSON forms.
+NARROWER = {"early_stopping": bool | Literal["never"] | None,
+            "sequence_bias": list[list[list[int] | float]] | None,             # [[[token ids], bias], ...]
+            "exponential_decay_length_penalty": list[int | float] | None}      # [start, factor]
+
+
+def generate_parameters_model() -> type[BaseModel]:
+    """GenerateParameters: every public GenerationConfig setting but SERVER_OWNED, with its annotation (so a
+    setting generate gains is a parameter here too), plus seed. Strict types, unknown fields refused."""
+    hints = typing.get_type_hints(GenerationConfig)
+    fields = {name: (NARROWER.get(name, hints[name]), None) for name in GENERATE_KWARGS if name not in SERVER_OWNED}
+    seed = (int | None, Field(None, ge=-2**63, lt=2**64,        # torch.Generator.manual_seed's range
+                              description="with do_sample: seed of each input's own sampling generator"))
+    return create_model(
+        "GenerateParameters", __config__=ConfigDict(extra="forbid", strict=True), **fields, seed=seed,
+        __doc__="The generate() settings a client may send: plain values only (no generator, no tensors, no "
+                "token-id overrides); each is checked by generate's own rules. Unset ones take the checkpoint's "
+                "task defaults.")
+
+
+GenerateParameters = generate_parameters_model()
+
+
+class TaskParameters(GenerateParameters):
+    """What the Inference API's summarization and translation parameters share: generate settings (flat, or under
+    generate_parameters as the newer API sends them), truncation and clean_up_tokenization_spaces."""
+    truncation: bool | Literal["do_not_truncate", "longest_first", "only_first", "only_second"] | None = Field(
+        None, description="true or null: cut inputs longer than the model takes; false / do_not_truncate: 413")
+    clean_up_tokenization_spaces: bool = False
+    generate_parameters: GenerateParameters | None = None
+
+
+class SummarizeParameters(TaskParameters):
+    """The Inference API's summarization parameters, and the long-document strategy's."""
+    strategy: Literal["truncate", "map_reduce"] = Field(
+        "truncate", description="map_reduce: a text longer than the model's window is summarized from the summaries "
+                                "of its chunks of whole sentences (seq2seq_kit.long_documents)")
+    chunk_overlap: int = Field(0, ge=0, description="map_reduce: sentences repeated from one chunk to the next")
+    map_parameters: GenerateParameters | None = Field(
+        None, description="map_reduce: the chunk stage's settings over the others (e.g. a smaller max_length)")
+    return_chunks: bool = Field(False, description="map_reduce: add each chunk's span, text and summary_text")
+
+
+class TranslateParameters(TaskParameters):
+    """The Inference API's translation parameters."""
+    src_lang: str | None = Field(None, description="the source language code as the model's tokenizer takes it "
+                                                   "(en, eng_Latn, en_XX); required unless the model is a Marian "
+                                                   "(which has none; GET /info lists the codes)")
+    tgt_lang: str | None = Field(None, description="the target language code (fr, fra_Latn, fr_XX; a Marian "
+                                                   "model's fra); required when the model has several (GET /info)")
+
+
+class SummarizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    inputs: str | list[str] = Field(description="a text, or a list of texts summarized each on its own")
+    parameters: SummarizeParameters | None = None
+
+
+class TranslateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    inputs: str | list[str] = Field(description="a text, or a list of texts translated each on its own")
+    parameters: TranslateParameters | None = None
+
+
+class Summary(BaseModel):
+    summary_text: str
+    chunks: list[dict] | None = None
+
+
+class Translation(BaseModel):
+    translation_text: str
+
+
+PARAMETERS = {"/summarize": SummarizeParameters, "/translate": TranslateParameters}   # a route -> its parameters
+BODY_FIELDS = {"inputs", "parameters", "generate_parameters", *(n for p in PARAMETERS.values() for n in p.model_fields)}
+
+
+def split_parameters(p: TaskParameters) -> tuple[dict, bool, bool]:
+    """(generate kwargs incl. seed, truncation for preprocess, clean_up_tokenization_spaces); only the settings
+    the client sent (an explicit null included: it means what None means to generate)."""
+    kwargs = p.generate_parameters.model_dump(exclude_unset=True) if p.generate_parameters else {}
+    kwargs.update(p.model_dump(include=set(GenerateParameters.model_fields), exclude_unset=True))
+    truncation = p.truncation if not isinstance(p.truncation, str) else p.truncation != "do_not_truncate"
+    return kwargs, (True if truncation is None else truncation), p.clean_up_tokenization_spaces
+
+
+def describe_errors(errors, parameter_names: tuple[str, ...]) -> dict[str, str]:
+    """pydantic's errors -> {field: what is wrong and what to send instead}, e.g. {"parameters.num_beams":
+    "parameters.num_beams: Input should be a valid integer (got \"4\")"}; parameter_names: the route's."""
+    problems: dict[str, list[str]] = {}
+    for error in errors:
+        loc, kind = error["loc"], error["type"]
+        path = [p for p in loc[:-1] if isinstance(p, int) or p in BODY_FIELDS] + [loc[-1]]
+        if not (isinstance(loc[-1], int) or loc[-1] in BODY_FIELDS) and kind != "extra_forbidden":
+            path.pop()                                # a union's variant ("str", "list[str]"), not a field
+        name = ".".join(map(str, path[1:] if path[:1] == ["body"] else path)) or "body"
+        if kind == "extra_forbidden":
+            within = str(path[-2]) if len(path) > 1 else "the body"
+            takes = {"the body": ("inputs", "parameters"), "parameters": parameter_names}.get(
+                within, tuple(GenerateParameters.model_fields))          # generate_parameters, map_parameters
+            message = f"unknown field; {within} takes: {', '.join(takes)}"
+        elif kind == "missing":
+            message = 'required: send {"inputs": "text" or ["text", ...], "parameters": {...}}'
+        elif kind == "json_invalid":
+            name, message = "body", f"not valid JSON ({error.get('ctx', {}).get('error', error['msg'])})"
+        elif name == "body":
+            message = 'send a JSON object {"inputs": ..., "parameters": {...}} with Content-Type: application/json'
+        else:
+            message = f"{error['msg']} (got {json.dumps(error.get('input'), default=repr)[:80]})"
+        problems.setdefault(name, [])
+        if message not in problems[name]:
+            problems[name].append(message)
+    deepest = [n for n in problems if not any(m.startswith(n + ".") for m in problems)]   # a union's best branch
+    return {name: f"{name}: " + "; or ".join(problems[name]) for name in deepest}
+
+
+def parameter_named(message: str, sent=()) -> str:
+    """The body field a generate() error message is about: of the parameters it names, the first the client sent
+    (a max_new_tokens message names max_length first), else the first; else "parameters"."""
+    named = [n for _, n in sorted((message.find(n), n) for n in GenerateParameters.model_fields if n in message)]
+    chosen = next((n for n in named if n in sent), named[0] if named else None)
+    return "parameters" if chosen is None else f"parameters.{chosen}"
