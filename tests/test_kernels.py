@@ -108,6 +108,44 @@ def test_packed_models_save_quantize_and_cast_from_their_dense_values(tmp_path):
     assert packed_int8.quantize_int8().quantized
 
 
+def test_a_packed_models_state_dict_saves_loads_and_copies(tmp_path):
+    """torch cannot serialize, copy into or clone a packed (opaque oneDNN) weight: state_dict() gives the dense
+    values, load_state_dict() takes dense ones into packed layers, copy.deepcopy() packs its copy."""
+    import copy
+
+    model = small_model(tie_word_embeddings=False)
+    want = {k: v.clone() for k, v in model.state_dict().items()}
+    ids = torch.randint(4, SMALL["vocab_size"], (2, 7), generator=torch.Generator().manual_seed(0))
+    model.set_kernels(ALL_PACKED)
+    table, tokens = model.kernel_table(), model.generate(ids, num_beams=2, max_length=10)
+    got = model.state_dict()
+    assert got.keys() == want.keys() and all(not t.is_mkldnn and torch.equal(t, want[k]) for k, t in got.items())
+    torch.save(got, tmp_path / "state.pt")
+    other = small_model(tie_word_embeddings=False)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.5)
+    other.set_kernels(ALL_PACKED)
+    other.load_state_dict(torch.load(tmp_path / "state.pt"))
+    assert other.kernel_table() == table and torch.equal(other.generate(ids, num_beams=2, max_length=10), tokens)
+    twin = copy.deepcopy(model)
+    assert twin.kernel_table() == table and twin.encoder.layers[0].fc1.weight is not model.encoder.layers[0].fc1.weight
+    assert torch.equal(twin.generate(ids, num_beams=2, max_length=10), tokens)
+    assert all(torch.equal(t, want[k]) for k, t in twin.state_dict().items())
+
+
+def test_autocast_runs_packed_layers_as_f_linear_does():
+    """Under torch.autocast("cpu", bfloat16) every layer runs autocast's F.linear on its dense values (a packed
+    weight's oneDNN primitive takes no bfloat16 input): the same tokens as the unpacked model, no error."""
+    ids = torch.randint(4, SMALL["vocab_size"], (2, 300), generator=torch.Generator().manual_seed(0))
+    dense, packed = small_model(max_position_embeddings=320), small_model(max_position_embeddings=320)
+    packed.set_kernels(ALL_PACKED)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = dense.generate(ids, num_beams=2, max_new_tokens=8)
+        assert torch.equal(packed.generate(ids, num_beams=2, max_new_tokens=8), want)
+        assert packed(ids, None, ids[:, :5]).dtype == torch.bfloat16
+
+
 def test_a_move_that_changes_nothing_keeps_the_kernels():
     """model.to("cpu") / float() on a float32 CPU model (what pipeline(model=loaded, device="cpu") does) packs the
     layers again: the same kernels, bit-identical scores; a real cast still unpacks."""
