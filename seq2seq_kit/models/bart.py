@@ -294,7 +294,11 @@ class BartNetwork(nn.Module):
         return self.decoder.embed_positions.weight.dtype
 
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())   # tied weights counted once, as transformers does
+        """As transformers counts them: tied weights once, and Marian's and Pegasus' sinusoidal position tables,
+        buffers here (nothing learns them) but parameters there."""
+        tables = (self.encoder.embed_positions, self.decoder.embed_positions)
+        fixed = sum(t.weight.numel() for t in tables) if self.config.family.positions == "sinusoidal" else 0
+        return sum(p.numel() for p in self.parameters()) + fixed
 
     # ---- the network ----------------------------------------------------------------------------------------
 
