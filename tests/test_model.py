@@ -112,6 +112,27 @@ def test_no_attention_mask_equals_all_ones(load):
     assert torch.equal(ours(ids, None, dec), ours(ids, torch.ones_like(ids), dec))
 
 
+def test_a_long_encoder_pass_runs_its_ffn_over_blocks_of_rows(monkeypatch):
+    """More than 2 x ENCODER_FFN_ROWS source rows on the CPU: the FFN runs per block of rows (the caches keep a
+    block's activations), each row's values as in one product over all rows."""
+    from seq2seq_kit.models import bart
+
+    torch.manual_seed(0)
+    model = BartForConditionalGeneration(BartConfig(vocab_size=96, d_model=32, encoder_layers=2, decoder_layers=1,
+                                                    encoder_attention_heads=4, decoder_attention_heads=4,
+                                                    encoder_ffn_dim=64, decoder_ffn_dim=64,
+                                                    max_position_embeddings=1024)).eval()
+    ids = torch.randint(4, 96, (3, 900), generator=torch.Generator().manual_seed(0))      # 2,700 rows: 2 blocks
+    calls = []
+    model.encoder.layers[0].fc1.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[:-1]))
+    blocked = model.encode(ids, torch.ones_like(ids))
+    assert calls == [(1350,), (1350,)]
+    monkeypatch.setattr(bart, "ENCODER_FFN_ROWS", 10_000)
+    whole = model.encode(ids, torch.ones_like(ids))
+    assert calls[2:] == [(3, 900)]
+    torch.testing.assert_close(blocked, whole, atol=1e-5, rtol=1e-5)
+
+
 def test_every_activation_is_transformers_bit_for_bit():
     """Each activation_function name we take computes what transformers' ACT2FN computes, to the bit."""
     from transformers.activations import ACT2FN
