@@ -7,9 +7,9 @@ evicted from the caches first, as a decode step streams it from memory), the fas
 own weights, a few seconds in all. Each kind of layer and row class gets the fastest kernel among those ELIGIBLE
 for it (the ones that keep token parity with transformers). The timings are cached in a JSON file per CPU model,
 torch version and thread count under $XDG_CACHE_HOME/seq2seq_kit/kernels/ (else ~/.cache/...), so later loads on
-the same machine measure nothing; a new weight shape is measured and added. Timings taken while the machine is busy (load average at or above
-its CPU count) are used but not cached: other processes' threads stall oneDNN's parallel loops far more than MKL's
-one-row path, which would pin a wrong choice.
+the same machine measure nothing; a new weight shape is measured and added. Timings taken while the machine is
+busy (load average at or above its CPU count) are used but not cached: other processes' threads stall oneDNN's
+parallel loops far more than MKL's one-row path, which would pin a wrong choice.
 
 SEQ2SEQ_KIT_CPU_KERNELS forces a choice (reproducible runs, tests):
   measure (or unset)              the measured choice above

@@ -19,11 +19,12 @@
    whole text as given (not stripped).
 2. Map. Every chunk of a document of several chunks is summarized as `pipe(chunk_text, **map_settings)` would
    summarize it alone, map_settings being the call's settings with map_kwargs over them (a length map_kwargs gives
-   in either form, max_length or max_new_tokens, min_length or min_new_tokens, replaces the call's in both): its row from `pipe.preprocess`, generated on a continuous-batching
-   Engine, decoded by `pipe.postprocess`. The engine steps each chunk as `generate` would step it alone (requests
-   of the same settings share one search, row by row), so a chunk's tokens are the ones `generate` gives it alone
-   (bit for bit when it runs alone; beside other chunks up to float rounding of the batched matrix products, which
-   leaves the tokens of decisive logits unchanged).
+   in either form, max_length or max_new_tokens, min_length or min_new_tokens, replaces the call's in both): its
+   row from `pipe.preprocess`, generated on a continuous-batching Engine, decoded by `pipe.postprocess`. The
+   engine steps each chunk as `generate` would step it alone (requests of the same settings share one search, row
+   by row), so a chunk's tokens are the ones `generate` gives it alone (bit for bit when it runs alone; beside
+   other chunks up to float rounding of the batched matrix products, which leaves the tokens of decisive logits
+   unchanged).
    pipe(batch_size=N)'s static batching would also pad the chunks and search them as one batch, one more source
    of rounding.
 3. Reduce. The chunk summaries, joined with a space, are summarized again with the call's own settings; when the
@@ -179,9 +180,10 @@ def map_reduce(pipe, texts: list[str], *, engine=None, batch_size: int = DEFAULT
 def summarize_documents(pipe, texts: list[str], engine, *, chunk_overlap: int = 0, map_kwargs: dict | None = None,
                         clean_up_tokenization_spaces: bool = False, max_depth: int = MAX_DEPTH,
                         cancel: threading.Event | None = None, **generate_kwargs) -> list[LongSummary]:
-    """Map-reduce every text (none blank) on `engine` (the module doc). A document whose text stays longer than
-    the window after max_depth rounds gets its `error` (SummariesTooLong); bad settings raise before any work, a
-    text the chunker cannot take DocumentError. cancel: as map_reduce."""
+    """Map-reduce every text (none blank) on `engine` (the module doc). A document the call cannot summarize gets
+    its `error`, the others their summaries: its text stays longer than the window after max_depth rounds
+    (SummariesTooLong), or the chunker cannot take it (ValueError: the tokenizer refuses it, or a character does
+    not fit the window alone). Bad settings raise before any work. cancel: as map_reduce."""
     if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 1:
         raise ValueError(f"max_depth must be a positive integer, got {max_depth!r}")
     check_overlap(pipe, chunk_overlap)
@@ -201,8 +203,9 @@ def summarize_documents(pipe, texts: list[str], engine, *, chunk_overlap: int = 
         for i, text in current.items():
             try:
                 length, plans[i] = chunk_document(pipe, text, chunk_overlap)
-            except ValueError as e:
-                raise DocumentError(i, e) from e
+            except ValueError as e:                 # a text the chunker cannot take: this document's error
+                results[i].error = e
+                continue
             if depth == 0:
                 results[i].input_tokens = length
         for i in [i for i, plan in plans.items() if len(plan) > 1 and depth == max_depth]:

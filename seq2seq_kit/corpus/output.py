@@ -138,7 +138,8 @@ class Output:
 
     def check(self, overwrite: bool) -> None:
         """Refuse to write over files this job's meta file does not claim: each of the output's files that exists
-        (and is not empty) must come with a meta file of ours, unless `overwrite`. Writes nothing."""
+        (and is not empty) must come with a meta file of ours, unless `overwrite`; none may be claimed by another
+        job's meta file, `overwrite` or not. Writes nothing."""
         files = self.files
         for path in files:
             if path.is_dir():
@@ -146,7 +147,6 @@ class Output:
             if path.exists() and not path.is_file():
                 raise ValueError(f"{path} is not a regular file (a device or a pipe); a corpus job's output is a "
                                  "file it can reopen to resume, e.g. out.jsonl")
-        for path in files:
             if (meta := _other_job(path, self.path)) is not None:
                 raise FileExistsError(f"{path} belongs to the corpus job of {meta.name} (one of its files); choose "
                                       "another output")

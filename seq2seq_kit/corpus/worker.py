@@ -8,7 +8,7 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from typing import Iterable, Iterator
 
 from ..generation import rows_per_input, settings
-from ..long_documents import DocumentError, summarize_documents
+from ..long_documents import SummariesTooLong, summarize_documents
 from ..summarization import Encoded
 from ..translation import pipeline
 from .output import RESULTS, error_record
@@ -90,19 +90,14 @@ class Worker:
         """The result of a chunk's (id, where, text) docs, each summarized from its chunks on the engine
         (seq2seq_kit.long_documents), all of them together; records gain "chunks": N."""
         records = []
-        while True:
-            try:
-                done = summarize_documents(self.pipe, [text for _, _, text in docs], self.engine,
-                                           **self.generate_kwargs)
-                break
-            except DocumentError as e:   # a text the chunker cannot take: that record's error, the others again
-                doc_id, where, _ = docs[e.index]
-                errors.append(error_record(doc_id, where, "bad_text", f"{where}: {e.error}"))
-                docs = docs[:e.index] + docs[e.index + 1:]
+        done = summarize_documents(self.pipe, [text for _, _, text in docs], self.engine, **self.generate_kwargs)
         for (doc_id, where, _), r in zip(docs, done):
-            if r.error is not None:
+            if isinstance(r.error, SummariesTooLong):
                 errors.append(error_record(doc_id, where, "too_long", f"{where}: {r.error.what}; a smaller "
                                            "max_length (--max-length) shortens the chunks' summaries"))
+                continue
+            if r.error is not None:      # a text the chunker cannot take
+                errors.append(error_record(doc_id, where, "bad_text", f"{where}: {r.error}"))
                 continue
             records.append({"id": doc_id, "summary_text": r.summary_text, "input_tokens": r.input_tokens,
                             "output_tokens": self.generated(r.summary_ids), "chunks": len(r.chunks), "where": where})

@@ -22,11 +22,11 @@ summarization checkpoint asked to translate (or the reverse) would give fluent n
 A request's path: Gate (counted and timed; API key; body read up to max_body_bytes) -> FastAPI validates the
 body against schema.py's SummarizeRequest / TranslateRequest (types strict, unknown fields refused) -> the
 pipeline's stages: check_texts, preprocess (truncation), one engine request per input, postprocess. So each
-input's answer is what the pipeline gives for it with those parameters. Every error is JSON {"error", "field"}: 422 bad type / unknown
-parameter / invalid setting / unknown language code, 413 body too large or input too long with truncation false,
-404 the route of the other kind of model, 503 + Retry-After engine queue full (or loading / draining, or still
-running when a drain runs out), 504 past request_timeout from arrival (408 if the body itself is not in by then),
-401 without the API key. A client that disconnects, or times out, cancels its engine requests
+input's answer is what the pipeline gives for it with those parameters. Every error is JSON {"error", "field"}:
+422 bad type / unknown parameter / invalid setting / unknown language code, 413 body too large or input too long
+with truncation false, 404 the route of the other kind of model, 503 + Retry-After engine queue full (or loading /
+draining, or still running when a drain runs out), 504 past request_timeout from arrival (408 if the body itself
+is not in by then), 401 without the API key. A client that disconnects, or times out, cancels its engine requests
 (map_reduce's too): their rows are free at the next step; /metrics counts a request whose client left (while
 sending its body or waiting for its answer) as status 499.
 """
