@@ -241,6 +241,11 @@ class TranslationTokenizer(Tokenizer):
         return self.encodings_with(processor, batch, add_special_tokens, padding, truncation, max_length)
 
     @property
+    def cuts_one_side_only(self) -> bool:
+        """Marian, M2M100: transformers' Python tokenizers' only_first / only_second (see Tokenizer)."""
+        return self.kind in PYTHON_KINDS
+
+    @property
     def gives_offsets(self) -> bool:
         """Not for Marian and M2M100 (their pieces, _Pieces, are made apart from the text)."""
         return self.pieces is None

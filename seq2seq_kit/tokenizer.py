@@ -76,6 +76,9 @@ class Tokenizer:
     """
 
     gives_offsets = True    # return_offsets_mapping: the tokens' character offsets are right
+    # only_first / only_second never cut the other side (transformers' Python tokenizers: Marian, M2M100), where
+    # the `tokenizers` library cuts everything once max_length leaves no room beside the special tokens
+    cuts_one_side_only = False
 
     def __init__(self, backend: Backend, config: dict):
         self._backend = backend
@@ -171,6 +174,10 @@ class Tokenizer:
         """token -> id, added tokens included (a new dict, in the backend's hash order, as transformers')."""
         return self._backend.get_vocab(with_added_tokens=True)
 
+    def get_vocab(self) -> dict[str, int]:
+        """transformers' name for `vocab`."""
+        return self.vocab
+
     @property
     def vocab_size(self) -> int:
         """The base vocabulary, without added tokens (transformers' vocab_size)."""
@@ -246,7 +253,7 @@ class Tokenizer:
     def __call__(self, text=None, text_pair=None, text_target=None, text_pair_target=None,
                  add_special_tokens: bool = True, padding: bool | str = False, truncation: bool | str | None = None,
                  max_length: int | None = None, return_tensors: str | None = None,
-                 return_offsets_mapping: bool = False) -> BatchEncoding:
+                 return_offsets_mapping: bool = False, pad_to_multiple_of: int | None = None) -> BatchEncoding:
         """input_ids and attention_mask of a text (lists) or a list of texts (lists of lists); with return_tensors
         ("pt" or "np") always [batch, length] int64. Pairs, padding and truncation follow transformers.
         return_offsets_mapping adds "offset_mapping": each token's (start, end) character offsets in its text,
@@ -266,7 +273,7 @@ class Tokenizer:
         sources, targets = self._source_and_target(
             _batch(text, text_pair, "text", "text_pair"),
             _batch(text_target, text_pair_target, "text_target", "text_pair_target"),
-            add_special_tokens, padding, truncation, max_length)
+            add_special_tokens, padding, truncation, max_length, pad_to_multiple_of)
         source, target = (None if e is None else _batch_encoding(e, isinstance(t, (list, tuple)), return_tensors,
                                                                  return_offsets_mapping)
                           for e, t in ((sources, text), (targets, text_target)))
@@ -276,14 +283,32 @@ class Tokenizer:
         return source
 
     def _source_and_target(self, batch: list | None, target_batch: list | None, add_special_tokens: bool, padding,
-                           truncation, max_length) -> tuple[list | None, list | None]:
+                           truncation, max_length, pad_to_multiple_of=None) -> tuple[list | None, list | None]:
         """The Encodings of `batch` (encodings_locked) and of `target_batch` (target_encodings_locked), None for
-        a side without texts: the arguments checked once for both, as transformers checks them, under one lock."""
+        a side without texts: the arguments checked once for both, as transformers checks them, under one lock.
+        pad_to_multiple_of: padded rows' length rounded up to a multiple of it (as the `tokenizers` library's
+        padding rounds it; nothing without padding)."""
+        if pad_to_multiple_of is not None and (type(pad_to_multiple_of) is not int or pad_to_multiple_of < 1):
+            raise ValueError(f"pad_to_multiple_of={pad_to_multiple_of!r} is not a length: pass an int >= 1, or None")
         settings = self.strategies(padding, truncation, max_length)
+        if pad_to_multiple_of and settings[0] and settings[1] and settings[2] % pad_to_multiple_of:
+            raise ValueError(f"truncation and padding are both on but max_length={settings[2]} is not a multiple of "
+                             f"pad_to_multiple_of={pad_to_multiple_of} (as transformers refuses it)")
         with self.lock:
-            return (None if batch is None else self.encodings_locked(batch, add_special_tokens, *settings),
-                    None if target_batch is None else self.target_encodings_locked(target_batch, add_special_tokens,
-                                                                                   *settings))
+            sides = (None if batch is None else self.encodings_locked(batch, add_special_tokens, *settings),
+                     None if target_batch is None else self.target_encodings_locked(target_batch, add_special_tokens,
+                                                                                    *settings))
+            padding, _, max_length = settings
+            if padding and pad_to_multiple_of:
+                for side in sides:
+                    if not side:
+                        continue
+                    width = max_length if padding == "max_length" else max(len(e.ids) for e in side)
+                    width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+                    for encoding in side:
+                        encoding.pad(width, direction=self.padding_side, pad_id=self.pad_token_id,
+                                     pad_token=self.pad_token)
+            return sides
 
     def strategies(self, padding, truncation, max_length) -> tuple[str | None, str | None, int | None]:
         """(padding, truncation, max_length) as the backend takes them (PADDING's and TRUNCATION's values):
@@ -364,8 +389,10 @@ class Tokenizer:
             added = self._backend.num_special_tokens_to_add(len(texts) == 2) if add_special_tokens else 0
             room = max_length - added
             excess = sum(lengths) - room
-            if room == 0 or excess <= 0:   # nothing to cut, or the backend cuts everything
+            if excess <= 0:   # nothing to cut
                 continue
+            if room == 0 and (not self.cuts_one_side_only or len(lengths) == side + 1 == 1):
+                continue      # the backend cuts everything (a lone first text: all of it is the side to cut)
             if side == len(lengths):
                 problem = "has no second sequence to cut"
             elif lengths[side] <= excess:

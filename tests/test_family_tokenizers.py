@@ -617,3 +617,33 @@ def test_text_target_mistakes_are_named(m2m100_dir):
         ours(text_target=["a"], text_pair_target="b")
     ours.tgt_lang = "de"
     assert ours(text_target="b")["input_ids"][0] == ours.get_lang_id("de")
+
+
+@pytest.mark.parametrize("fixture", ["marian_dir", "m2m100_dir"])
+def test_one_side_cut_with_no_room_beside_the_special_tokens_is_refused(request, fixture):
+    """max_length equal to the special tokens' count leaves no room: where the `tokenizers` library would cut
+    everything, transformers' Python tokenizers (Marian, M2M100) never cut the side only_first / only_second
+    spares, so that call is refused (as one token more is) instead of dropping the text it must keep; a lone first
+    text under only_first is cut whole, as transformers cuts it."""
+    theirs, ours = python_tokenizer(request, fixture)
+    pair_specials = len(ours("x", "y")["input_ids"]) - len(ours("x", add_special_tokens=False)["input_ids"]) \
+        - len(ours("y", add_special_tokens=False)["input_ids"])
+    one_specials = len(ours("x")["input_ids"]) - len(ours("x", add_special_tokens=False)["input_ids"])
+    for call in (dict(text=CORPUS[0], text_pair=CORPUS[1], truncation="only_first", max_length=pair_specials),
+                 dict(text=CORPUS[0], text_pair=CORPUS[1], truncation="only_second", max_length=pair_specials),
+                 dict(text=CORPUS[0], truncation="only_second", max_length=one_specials)):
+        with pytest.raises(ValueError, match="cannot fit|no second sequence"):
+            ours(**call)
+    lone = dict(text=CORPUS[0], truncation="only_first", max_length=one_specials)
+    assert ours(**lone)["input_ids"] == theirs(**lone)["input_ids"]
+
+
+@pytest.mark.parametrize("fixture", ["marian_dir", "m2m100_dir"])
+def test_pad_to_multiple_of_as_transformers(request, fixture):
+    """Sources and targets padded up to a multiple of 8 by transformers' Python tokenizers' rule."""
+    theirs, ours = python_tokenizer(request, fixture)
+    for kwargs in (dict(padding=True), dict(padding="max_length", max_length=10), dict(padding=True, truncation=True,
+                   max_length=16), dict(padding=False)):
+        target = dict(text_target=CORPUS[3:6]) if fixture == "marian_dir" else {}   # (M2M100: no tgt_lang here)
+        expected = theirs(CORPUS[:3], pad_to_multiple_of=8, **target, **kwargs)
+        assert dict(ours(CORPUS[:3], pad_to_multiple_of=8, **target, **kwargs)) == dict(expected)

@@ -88,6 +88,7 @@ def test_attributes(both):
     assert ours.model_max_length == theirs.model_max_length
     assert ours.padding_side == theirs.padding_side == "right"
     assert ours.clean_up_tokenization_spaces == theirs.clean_up_tokenization_spaces
+    assert ours.get_vocab() == theirs.get_vocab()
     for name in ("bos", "eos", "unk", "pad", "mask"):
         assert getattr(ours, f"{name}_token") == getattr(theirs, f"{name}_token")
         assert getattr(ours, f"{name}_token_id") == getattr(theirs, f"{name}_token_id")
@@ -136,6 +137,29 @@ def test_batch_padding_and_truncation(both, padding, max_length, return_tensors)
                 return_tensors=return_tensors)
     if return_tensors:
         assert out["input_ids"].shape[0] == len(texts)
+
+
+@pytest.mark.parametrize("padding,max_length,truncation", [(True, None, None), ("longest", 9, True),
+                                                             ("max_length", 20, None), ("max_length", 24, True)])
+@pytest.mark.parametrize("multiple", [1, 8, 7])
+def test_pad_to_multiple_of(both, padding, max_length, truncation, multiple):
+    """Padded rows rounded up to a multiple, sources and targets; nothing without padding; refused as transformers
+    refuses it (truncating and padding to a max_length that is no multiple)."""
+    ours, theirs = both
+    texts = ["short", PROSE, "", "혼자 공부하는 머신러닝 딥러닝 <mask>"]
+    kwargs = dict(padding=padding, max_length=max_length, truncation=truncation, pad_to_multiple_of=multiple)
+    if truncation and max_length % multiple:
+        for tok in both:
+            with pytest.raises(ValueError, match="multiple"):
+                tok(texts, **kwargs)
+        return
+    assert dict(ours(texts, **kwargs)) == dict(theirs(texts, **kwargs))
+    assert dict(ours(texts, text_target=texts[::-1], **kwargs)) == dict(theirs(texts, text_target=texts[::-1],
+                                                                             **kwargs))
+    assert ours(texts, pad_to_multiple_of=multiple)["input_ids"] == theirs(texts, pad_to_multiple_of=multiple)[
+        "input_ids"]
+    with pytest.raises(ValueError, match="pad_to_multiple_of"):
+        ours(texts, padding=True, pad_to_multiple_of=0)
 
 
 @pytest.mark.parametrize("truncation", [True, "longest_first", "only_first", None, False])
