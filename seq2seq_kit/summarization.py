@@ -44,20 +44,22 @@ def pipeline(task: str = "summarization", model=None, tokenizer=None, device=Non
     `tokenizer`: Hub id, local path or Tokenizer (None: the model's). `device`: None (CPU; a loaded model
     stays where it is), -1 or "cpu", a CUDA index, "cuda[:k]" or a torch.device.
     `dtype`: None (float32), "auto", or a torch dtype.
-    `kwargs`: generate settings (max_length, num_beams, ...), the pipeline's defaults under each call's (as 4.x
-    took them), and revision, cache_dir, token, local_files_only (see seq2seq_kit.hub.resolve).
+    `kwargs`: generate settings (max_length, num_beams, ...) and the call's options (CALL_OPTIONS: batch_size,
+    truncation, ...), the pipeline's defaults under each call's (as 4.x took them), and revision, cache_dir, token,
+    local_files_only (see seq2seq_kit.hub.resolve).
     (seq2seq_kit.pipeline, the package's, also builds translation and text2text-generation pipelines.)"""
     if task not in TASKS:
         raise ValueError(f"unsupported task {task!r}; seq2seq_kit supports: {', '.join(map(repr, TASKS))}")
-    generate_kwargs, hub_kwargs = split_kwargs(kwargs)
+    generate_kwargs, call_defaults, hub_kwargs = split_kwargs(kwargs)
     return SummarizationPipeline(*load_model_and_tokenizer(model, tokenizer, device, dtype, **hub_kwargs),
-                                 **generate_kwargs)
+                                 call_defaults=call_defaults, **generate_kwargs)
 
 
-def split_kwargs(kwargs: dict) -> tuple[dict, dict]:
-    """pipeline()'s keyword arguments -> (generate settings, the rest: the Hub's, checked there)."""
+def split_kwargs(kwargs: dict) -> tuple[dict, dict, dict]:
+    """pipeline()'s keyword arguments -> (generate settings, call options, the rest: the Hub's, checked there)."""
     generate = {k: v for k, v in kwargs.items() if k in GENERATE_KWARGS}
-    return generate, {k: v for k, v in kwargs.items() if k not in generate}
+    options = {k: v for k, v in kwargs.items() if k in CALL_OPTIONS}
+    return generate, options, {k: v for k, v in kwargs.items() if k not in generate and k not in options}
 
 
 def load_model_and_tokenizer(model, tokenizer, device, dtype, tokenizer_kwargs: dict | None = None,
@@ -94,6 +96,26 @@ def check_truncation(truncation) -> None:
         raise TypeError(f"truncation must be True, False or None, got {truncation!r}")
 
 
+# A call's options besides generate settings (SummarizationPipeline.__call__); pipeline() takes them as defaults.
+CALL_OPTIONS = ("return_tensors", "return_text", "return_type", "clean_up_tokenization_spaces", "truncation",
+                "batch_size", "stop_sequence", "strategy", "chunk_overlap", "map_kwargs", "return_chunks")
+RETURN_TYPES = {0: True, 1: False}    # 4.x's ReturnType: TENSORS (0) -> return_tensors, TEXT (1) -> texts
+
+
+def return_tensors_of(return_tensors: bool, return_text: bool, return_type) -> bool:
+    """Whether a call returns token ids, from 4.x's three ways of saying it: return_type (its ReturnType, or the
+    value 0 / 1) over return_tensors; return_text=True is accepted and changes nothing, as in 4.x."""
+    if return_text is not True:
+        raise ValueError(f"return_text={return_text!r}: this pipeline returns texts unless return_tensors=True "
+                         "(transformers 4.x ignored return_text too); leave it out")
+    if return_type is None:
+        return return_tensors
+    value = getattr(return_type, "value", return_type)
+    if isinstance(value, bool) or value not in RETURN_TYPES:
+        raise ValueError(f"return_type must be 0 (token ids) or 1 (texts), as 4.x's ReturnType, got {return_type!r}")
+    return RETURN_TYPES[value]
+
+
 class InputTooLong(ValueError):
     """preprocess(truncation=False) refusing a text longer than the model takes."""
 
@@ -121,8 +143,10 @@ class SummarizationPipeline:
     output = "summary"          # records' keys: f"{output}_text", f"{output}_token_ids"
     verb = "summarize"          # what an empty input's error says there is nothing to do
 
-    def __init__(self, model: BartForConditionalGeneration, tokenizer: Tokenizer, **generate_kwargs):
-        """generate_kwargs: this pipeline's generate settings, over the checkpoint's task settings (checked here)."""
+    def __init__(self, model: BartForConditionalGeneration, tokenizer: Tokenizer, *, call_defaults: dict | None = None,
+                 **generate_kwargs):
+        """generate_kwargs: this pipeline's generate settings, over the checkpoint's task settings; call_defaults:
+        its defaults for the call's options (CALL_OPTIONS). Both checked here."""
         self.model, self.tokenizer = model, tokenizer
         self.prefix = task_defaults(model.config, self.task)[0]
         self.generate_kwargs = generate_kwargs                     # this pipeline's own, over the task's
@@ -130,6 +154,11 @@ class SummarizationPipeline:
         if generate_kwargs:
             settings(model, dict(self.generate_defaults))          # bad settings fail here, not at the first call
         self.max_input_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
+        self.call_defaults = dict(call_defaults or {})
+        unknown = set(self.call_defaults) - set(CALL_OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown call option(s) {sorted(unknown)}; the options are {', '.join(CALL_OPTIONS)}")
+        self._options(**self.call_defaults)                        # bad defaults fail here too
 
     @property
     def device(self) -> torch.device:
@@ -148,26 +177,50 @@ class SummarizationPipeline:
         return (f"model={type(self.model).__name__}, device={self.device}, max_input_length={self.max_input_length}, "
                 f"generate_defaults={self.generate_defaults}")
 
-    def __call__(self, inputs, *, return_tensors: bool = False, clean_up_tokenization_spaces: bool = False,
-                 truncation: bool | None = None, batch_size: int | None = None, strategy: str = "truncate",
-                 chunk_overlap: int = 0, map_kwargs: dict | None = None, return_chunks: bool = False,
-                 **generate_kwargs):
-        """One list of records per input: {'summary_text': str}, or {'summary_token_ids': LongTensor [T]} with
-        return_tensors=True; when every input has one record, the lists are flattened, as 4.x did.
+    def __call__(self, inputs, **kwargs):
+        """pipe(inputs, **options_and_generate_kwargs): one list of records per input, {'summary_text': str}, or
+        {'summary_token_ids': LongTensor [T]} with return_tensors=True; when every input has one record, the lists
+        are flattened, as 4.x did. Options (CALL_OPTIONS; those given to pipeline() are the defaults):
+        return_tensors: token ids instead of texts; return_type: 4.x's ReturnType (0 ids, 1 texts) over it;
+        return_text: True, as 4.x accepted it (no effect). clean_up_tokenization_spaces: as the tokenizer's.
         truncation: None (default) truncates over-long inputs with a warning, True silently, False raises.
         batch_size: texts per generate call (default 1).
+        stop_sequence: a text whose first token ends the output (4.x: generate's eos_token_id; warns when the text
+        is more than one token).
         strategy="map_reduce" summarizes a text longer than the model's window from its chunks of whole sentences
         instead (seq2seq_kit.long_documents): one record per input, {'summary_text'}, plus 'chunks' ([{'span':
         [start, end], 'text', 'summary_text'}]) with return_chunks=True; chunk_overlap: sentences repeated between
         chunks; map_kwargs: the chunks' generate settings over generate_kwargs (a length there, max_length or
         max_new_tokens, replaces the call's in both forms); batch_size: chunks decoding at once (default 8).
-        Nothing is truncated, so `truncation` has nothing to do."""
-        texts = self.check_texts(inputs)
+        Nothing is truncated, so `truncation` has nothing to do.
+        Every other keyword is a generate setting, over the pipeline's generate_defaults."""
+        given = {**self.call_defaults, **kwargs}
+        options = self._options(**{k: v for k, v in given.items() if k in CALL_OPTIONS})
+        generate_kwargs = {k: v for k, v in given.items() if k not in CALL_OPTIONS}
+        return self._run(inputs, generate_kwargs, **options)
+
+    def _options(self, *, return_tensors: bool = False, return_text: bool = True, return_type=None,
+                 clean_up_tokenization_spaces: bool = False, truncation: bool | None = None,
+                 batch_size: int | None = None, stop_sequence: str | None = None, strategy: str = "truncate",
+                 chunk_overlap: int = 0, map_kwargs: dict | None = None, return_chunks: bool = False) -> dict:
+        """A call's options (see __call__) checked, with their defaults, as _run takes them."""
+        return_tensors = return_tensors_of(return_tensors, return_text, return_type)
         check_truncation(truncation)                    # map-reduce has no use for it, but a mistake is named
         check_strategy(strategy, chunk_overlap, map_kwargs, return_chunks)
         batch_size = (1 if strategy == "truncate" else DEFAULT_BATCH_SIZE) if batch_size is None else batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if stop_sequence is not None and (not isinstance(stop_sequence, str) or not stop_sequence):
+            raise ValueError(f"stop_sequence must be a non-empty text, got {stop_sequence!r}")
+        return dict(return_tensors=return_tensors, clean_up_tokenization_spaces=clean_up_tokenization_spaces,
+                    truncation=truncation, batch_size=batch_size, stop_sequence=stop_sequence, strategy=strategy,
+                    chunk_overlap=chunk_overlap, map_kwargs=map_kwargs, return_chunks=return_chunks)
+
+    def _run(self, inputs, generate_kwargs: dict, *, return_tensors, clean_up_tokenization_spaces, truncation,
+             batch_size, stop_sequence, strategy, chunk_overlap, map_kwargs, return_chunks):
+        texts = self.check_texts(inputs)
+        if stop_sequence is not None:
+            generate_kwargs = {**generate_kwargs, "eos_token_id": self.stop_token(stop_sequence)}
         if strategy == "map_reduce":
             if self.output != "summary":
                 raise ValueError(f"strategy='map_reduce' summarizes a long document from its chunks' summaries: it "
@@ -185,6 +238,16 @@ class SummarizationPipeline:
             ids = self.generate_ids(rows[start:start + batch_size], **generate_kwargs)
             records += self.postprocess(ids, return_tensors, clean_up_tokenization_spaces)
         return shape_records(inputs, records)
+
+    def stop_token(self, stop_sequence: str) -> int:
+        """The token that ends the output for stop_sequence: its first (4.x), with a warning when it has more."""
+        ids = self.tokenizer(stop_sequence, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ValueError(f"stop_sequence={stop_sequence!r} is no token for this tokenizer; pass a word")
+        if len(ids) > 1:
+            warnings.warn(f"stop_sequence={stop_sequence!r} is {len(ids)} tokens; generation stops at its first, "
+                          f"{ids[0]} (as transformers 4.x did)", UserWarning, stacklevel=_caller_stacklevel())
+        return ids[0]
 
     def check_texts(self, inputs) -> list[str]:
         """The texts of `inputs` (a string or a list of strings); TypeError / ValueError unless each has some text."""

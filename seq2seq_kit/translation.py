@@ -34,15 +34,15 @@ TRANSLATION_TASK = re.compile(r"^translation_([^_]+)_to_([^_]+)$")
 
 def pipeline(task: str = "summarization", model=None, tokenizer=None, device=None, dtype=None, *,
              src_lang: str | None = None, tgt_lang: str | None = None, **kwargs):
-    """A pipeline for `task` (see TASKS); model, tokenizer, device, dtype and kwargs (generate settings, Hub
-    options) as seq2seq_kit.summarization.pipeline. src_lang / tgt_lang (translation): language codes as the
+    """A pipeline for `task` (see TASKS); model, tokenizer, device, dtype and kwargs (generate settings, call
+    options, Hub options) as seq2seq_kit.summarization.pipeline. src_lang / tgt_lang (translation): language codes as the
     checkpoint's tokenizer takes them ("en", "eng_Latn", "en_XX"; a Marian model's target "fra"); either may come
     with each call instead."""
     if task == "summarization":
         if src_lang is not None or tgt_lang is not None:
             raise ValueError("src_lang / tgt_lang apply to translation; the summarization task takes neither")
         return summarization.pipeline(task, model, tokenizer, device, dtype, **kwargs)
-    generate_kwargs, hub_kwargs = summarization.split_kwargs(kwargs)
+    generate_kwargs, call_defaults, hub_kwargs = summarization.split_kwargs(kwargs)
     named = TRANSLATION_TASK.match(task)
     if task not in ("translation", "text2text-generation") and not named:
         raise ValueError(f"unsupported task {task!r}; seq2seq_kit supports: {', '.join(map(repr, TASKS))}")
@@ -50,7 +50,7 @@ def pipeline(task: str = "summarization", model=None, tokenizer=None, device=Non
         if src_lang is not None or tgt_lang is not None:
             raise ValueError("src_lang / tgt_lang apply to translation; use the 'translation' task")
         return Text2TextGenerationPipeline(*summarization.load_model_and_tokenizer(
-            model, tokenizer, device, dtype, **hub_kwargs), **generate_kwargs)
+            model, tokenizer, device, dtype, **hub_kwargs), call_defaults=call_defaults, **generate_kwargs)
     if model is None:
         raise ValueError(f"pipeline({task!r}) needs model= (a Hub id, path or loaded model); there is no default "
                          "translation model")
@@ -58,7 +58,8 @@ def pipeline(task: str = "summarization", model=None, tokenizer=None, device=Non
         src_lang = named.group(1) if src_lang is None else src_lang
         tgt_lang = named.group(2) if tgt_lang is None else tgt_lang
     model, tokenizer = summarization.load_model_and_tokenizer(model, tokenizer, device, dtype, **hub_kwargs)
-    return TranslationPipeline(model, tokenizer, src_lang=src_lang, tgt_lang=tgt_lang, task=task, **generate_kwargs)
+    return TranslationPipeline(model, tokenizer, src_lang=src_lang, tgt_lang=tgt_lang, task=task,
+                               call_defaults=call_defaults, **generate_kwargs)
 
 
 def check_languages(tokenizer: Tokenizer, src_lang: str | None, tgt_lang: str | None,

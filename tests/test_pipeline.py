@@ -194,6 +194,41 @@ def test_return_tensors_and_cleanup(checkpoint, recipe, pipes):
             pipe(EN[0], truncation="do_not_truncate", strategy=strategy)
 
 
+def test_call_options_given_to_pipeline_are_its_defaults(checkpoint, recipe, pipes):
+    """As 4.x: pipeline(task, model, batch_size=..., truncation=..., return_tensors=..., ...) sets the call's
+    options, each call's own over them; return_type (4.x's ReturnType value) over return_tensors; return_text=True
+    changes nothing; bad ones fail at pipeline()."""
+    path = checkpoint("tiny")
+    pipe = pipeline("summarization", model=str(path), batch_size=2, return_tensors=True, num_beams=2, max_length=12)
+    kwargs = dict(num_beams=2, max_length=12)
+    same(pipe(EN), recipe(path, EN, batch_size=2, return_tensors=True, **kwargs))
+    same(pipe(EN, return_tensors=False), recipe(path, EN, batch_size=2, **kwargs))
+    same(pipe(EN, return_type=1), recipe(path, EN, batch_size=2, **kwargs))
+    tiny = pipes("tiny")
+    same(tiny(EN[0], return_type=0, return_text=True), recipe(path, EN[0], return_tensors=True))
+    same(tiny(EN[0], return_tensors=True, return_type=1), recipe(path, EN[0]))
+    for bad, message in ((dict(return_text=False), "return_text=False"), (dict(return_type=2), "return_type must"),
+                         (dict(batch_size=0), "batch_size must"), (dict(truncation="yes"), "truncation must"),
+                         (dict(chunk_overlap=2), "chunk_overlap applies to strategy='map_reduce'")):
+        with pytest.raises((ValueError, TypeError), match=message):
+            pipeline("summarization", model=str(path), **bad)
+        with pytest.raises((ValueError, TypeError), match=message):
+            tiny(EN[0], **bad)
+
+
+def test_stop_sequence_is_the_eos_token_as_in_4x(checkpoint, recipe, pipes):
+    """4.x: stop_sequence's first token becomes generate's eos_token_id (a warning when it has more)."""
+    pipe, path = pipes("tiny"), checkpoint("tiny")
+    word = pipe.tokenizer.decode(pipe(EN[0], return_tensors=True)[0]["summary_token_ids"][3:4])   # one it emits
+    stop = pipe.tokenizer(word, add_special_tokens=False)["input_ids"][0]
+    same(pipe(EN[0], stop_sequence=word), recipe(path, EN[0], eos_token_id=stop))
+    assert pipe(EN[0], stop_sequence=word) != pipe(EN[0])
+    with pytest.warns(UserWarning, match="generation stops at its first"):
+        pipe(EN[0], stop_sequence=word + " and more words")
+    with pytest.raises(ValueError, match="stop_sequence must be a non-empty text"):
+        pipe(EN[0], stop_sequence="")
+
+
 def test_num_return_sequences_gives_a_list_per_input(checkpoint, recipe, pipes):
     pipe, path = pipes("tiny"), checkpoint("tiny")
     kwargs = dict(num_beams=3, num_return_sequences=2, max_length=10)
