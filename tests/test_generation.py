@@ -417,6 +417,37 @@ def test_a_users_transformers_processor_takes_the_place_of_the_one_a_setting_bui
     assert_parity(theirs, mine)
 
 
+@pytest.mark.parametrize("kwargs", [dict(max_new_tokens=12), dict(num_beams=3, max_new_tokens=12)])
+def test_min_new_tokens_keeps_its_own_processor_beside_a_users_min_length(pair, kwargs):
+    """transformers builds MinLength and MinNewTokensLength processors for min_new_tokens: a user's MinLength (or
+    MinNewTokensLength, with remove_invalid_values after it) replaces its own class's only."""
+    from transformers import MinLengthLogitsProcessor, MinNewTokensLengthLogitsProcessor
+
+    hf, ours = pair("tiny-eos")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id)
+    for own, extra in (([MinLengthLogitsProcessor(2, eos_token_id=2)], {}),
+                       ([MinNewTokensLengthLogitsProcessor(1, 5, eos_token_id=2)], dict(remove_invalid_values=True))):
+        theirs, mine = run_both(hf, ours, ids, mask, min_new_tokens=8, logits_processor=own, **extra,
+                                **NO_FORCED_EOS, **kwargs)
+        assert_parity(theirs, mine)
+        assert (mine.sequences[:, 1:9] != 2).all()                       # no EOS among the first 8 new tokens
+
+
+def test_a_processor_given_twice_runs_once(pair):
+    """As transformers' merge (`if custom not in final_list`)."""
+    hf, ours = pair("tiny-eos")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id)
+    calls = []
+
+    def boost(input_ids, scores):
+        calls.append(1)
+        return scores + 5.0 * (torch.arange(scores.shape[1]) == 40)
+
+    theirs, mine = run_both(hf, ours, ids, mask, logits_processor=[boost, boost], max_new_tokens=6, **NO_FORCED_EOS)
+    assert_parity(theirs, mine)
+    assert len(calls) == 2 * len(mine.scores)                           # once per step in each library
+
+
 @pytest.mark.parametrize("kwargs", [dict(max_new_tokens=8), dict(num_beams=3, max_new_tokens=8),
                                     dict(do_sample=True, num_return_sequences=2, max_new_tokens=8)])
 def test_a_users_processor_may_return_any_float_tensor(pair, kwargs):

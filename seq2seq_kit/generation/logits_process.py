@@ -534,6 +534,11 @@ def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, row
         built.append(("NoBadWordsLogitsProcessor", NoBadWords(cfg.bad_words_ids, eos, device)))
     if cfg.min_length and eos is not None:            # min_new_tokens is folded into min_length by resolve()
         built.append(("MinLengthLogitsProcessor", MinLength(cfg.min_length, eos, device)))
+    if logits_processor and cfg.min_new_tokens and eos is not None:
+        # transformers builds MinNewTokensLengthLogitsProcessor besides MinLength for min_new_tokens: a user's
+        # processor of either class replaces only its own (the same bans; only with a user's list, so the engine's
+        # searches keep one processor list for every min_length / min_new_tokens)
+        built.append(("MinNewTokensLengthLogitsProcessor", MinLength(cfg.min_new_tokens + 1, eos, device)))
     if prefix_allowed_tokens_fn is not None:
         built.append(("PrefixConstrainedLogitsProcessor",
                       PrefixAllowedTokens(prefix_allowed_tokens_fn, rows_per_input)))
@@ -593,7 +598,11 @@ def merged(built: list[tuple[str, object]], users: list) -> list:
         if user is not None:
             taken.append(user)
         procs.append(proc if user is None else UserProcessor(user))
-    return procs + [UserProcessor(u) for u in users if not any(u is t for t in taken)]
+    for u in users:             # transformers: `if custom not in final_list` (a processor given twice runs once)
+        if u not in taken:
+            taken.append(u)
+            procs.append(UserProcessor(u))
+    return procs
 
 
 def apply(processors: list, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
