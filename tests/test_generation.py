@@ -510,6 +510,7 @@ BAD_INPUTS = [                          # (make input_ids, kwargs, error, messag
     (lambda ids: ids, dict(sequence_bias={(5,): "high"}), ValueError, "'high' is not"),
     (lambda ids: ids, dict(sequence_bias=[[[5, -1], 1.0]]), ValueError, "`sequence_bias` must be a token id"),
     (lambda ids: ids, dict(sequence_bias={(5,): math.nan}), ValueError, r"the bias of \(5,\) is nan"),
+    (lambda ids: ids, dict(sequence_bias={(5,): 1e39}), ValueError, r"the bias of \(5,\) must be within float32"),
     (lambda ids: ids, dict(exponential_decay_length_penalty=(2.5, 1.1)), ValueError,
      r"`exponential_decay_length_penalty` must be \(start, factor\)"),
     (lambda ids: ids, dict(exponential_decay_length_penalty=(2, math.inf)), ValueError, "a finite number"),

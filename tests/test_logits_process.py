@@ -167,10 +167,14 @@ def test_sequence_bias(biases):
     assert_same(ours.SequenceBias(biases, "cpu"), hf.SequenceBiasLogitsProcessor(biases), ids)
 
 
-@pytest.mark.parametrize("start,factor", [(0, 1.5), (3, 1.1), (2, 0.8), (5, 3.0e8)])
+@pytest.mark.parametrize("start,factor", [(0, 1.5), (3, 1.1), (2, 0.8), (5, 3.0e8), (-3, 1.1), (-2**63, 1.0),
+                                          (-2**62, 0.9)])
 def test_exponential_decay_length_penalty(start, factor):
+    """Any start, however far below zero (as transformers: already started): its table of growths by length is
+    max_length + 1 long (one by steps past a start of -2**63 would never be built)."""
     for eos in ([2], [2, 5]):
         mine = ours.ExponentialDecayLengthPenalty(start, factor, eos, max_length=10)
+        assert mine.growth.shape == (11,)
         assert_same(mine, hf.ExponentialDecayLengthPenalty((start, factor), eos, 1), histories())
 
 

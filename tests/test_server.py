@@ -239,6 +239,9 @@ def test_translate_on_a_summarization_model_is_404_naming_the_route(server):
      "[[[token ids], bias], ...]"),
     ({"inputs": "a", "parameters": {"exponential_decay_length_penalty": [3]}},
      "parameters.exponential_decay_length_penalty", "(start, factor)"),
+    ({"inputs": "a", "parameters": {"sequence_bias": [[[5], 1e39]]}}, "parameters.sequence_bias", "float32"),
+    ({"inputs": "a", "parameters": {"strategy": "map_reduce", "map_parameters": {"num_beams": 16}}},
+     "parameters.map_parameters.num_beams", "--max-rows 8"),
     # the message names max_length first: the field is the one sent
     ({"inputs": "a", "parameters": {"max_new_tokens": 10**6}}, "parameters.max_new_tokens", "max_length"),
 ])
@@ -246,6 +249,15 @@ def test_bad_input_is_422_naming_the_field(server, body, field, words):
     answer = post(server, body)
     assert answer.status_code == 422, answer.text
     assert answer.json()["field"] == field and words in answer.json()["error"], answer.json()
+
+
+def test_a_decay_starting_far_before_the_output_is_served(server):
+    """A start of -2**63 (already started, as in transformers) once built a table of 2**63 entries in the engine's
+    thread: this request and every later one timed out."""
+    body = {"inputs": "a", "parameters": {"exponential_decay_length_penalty": [-2**63, 1.5]}}
+    for _ in range(2):
+        answer = post(server, body)
+        assert answer.status_code == 200, answer.text
 
 
 @pytest.mark.parametrize("raw, why", [(b'{"inputs": ', "Expecting value"),

@@ -453,5 +453,8 @@ def sequence_biases(sequence_bias, vocab_size: int) -> dict[tuple[int, ...], flo
             _check_token("sequence_bias", token, vocab_size)
         if math.isnan(bias):
             raise ValueError(f"`sequence_bias`: the bias of {tokens!r} is nan")
+        if math.isfinite(bias) and abs(bias) > FLOAT32_MAX:      # -inf (a ban) is fine; 1e39 overflows float32
+            raise ValueError(f"`sequence_bias`: the bias of {tokens!r} must be within float32's range (scores are "
+                             f"float32), or -inf to ban the tokens, got {bias!r}")
         biases[tuple(tokens)] = float(bias)
     return biases

@@ -287,8 +287,11 @@ class ExponentialDecayLengthPenalty:
     def __init__(self, start: int, factor: float, eos_token_id: list[int], max_length: int, device=None):
         self.start, self.factor = start + 1, factor                         # start: + the decoder start token
         self.eos = torch.tensor(eos_token_id, device=device)
-        self.growth = torch.tensor([_power(factor, steps) - 1 for steps in range(max(max_length - self.start, 1))],
-                                   dtype=torch.float32, device=device)      # [steps]; index 0: no change
+        # indexed by cur_len (0..max_length), not by steps: a table as long as max_length whatever start is (a
+        # start of -2**63 made a 2**63-entry table by steps, wedging the caller)
+        self.growth = torch.tensor([_power(factor, n - self.start) - 1 if n > self.start else 0.0
+                                    for n in range(max(max_length, 0) + 1)],
+                                   dtype=torch.float32, device=device)      # [max_length + 1]; 0: no change
 
     def join(self, other: ExponentialDecayLengthPenalty, rows: int, other_rows: int) -> ExponentialDecayLengthPenalty:
         if other.growth.shape[0] > self.growth.shape[0]:                     # the longer max_length's table
@@ -305,7 +308,7 @@ class ExponentialDecayLengthPenalty:
                 return scores
             growth = _power(self.factor, steps) - 1
         else:
-            index = steps.clamp(0, self.growth.shape[0] - 1)                  # [] or [R, 1]
+            index = cur_len.clamp(0, self.growth.shape[0] - 1)                # [] or [R, 1]
             growth = self.growth.index_select(0, index.flatten()).view(index.shape)   # indexing by [] reads it
         eos_scores = scores.index_select(1, self.eos)                        # [R, E]
         penalty = (eos_scores.abs() * growth).masked_fill_(~torch.isfinite(eos_scores), 0.0)

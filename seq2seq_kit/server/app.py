@@ -54,7 +54,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from .. import hub
 from ..engine import EngineClosed, EngineFull
 from ..family_tokenizers import MARIAN_SOURCE, TranslationTokenizer
-from ..generation import settings as resolve_settings
+from ..generation import rows_per_input, settings as resolve_settings
 from ..long_documents import DocumentError, SummariesTooLong, check_overlap, map_reduce, map_settings
 from ..summarization import InputTooLong, SummarizationPipeline, load_model_and_tokenizer, shape_records
 from ..translation import TranslationPipeline
@@ -295,7 +295,13 @@ class Service:
         except DocumentError as e:
             raise document_refusal(e) from None
         except (EngineFull, EngineClosed, TypeError, ValueError) as e:
-            raise self.refusal(e, kwargs) from None
+            refusal = self.refusal(e, kwargs)
+            if map_kwargs and refusal.field is not None and refusal.field.startswith("parameters."):
+                # a search failing on a setting sent only under map_parameters is the map stage's
+                name = refusal.field.removeprefix("parameters.")
+                if name in map_kwargs and name not in kwargs:
+                    refusal.field = f"parameters.map_parameters.{name}"
+            raise refusal from None
         finally:
             cancel.set()
 
@@ -315,6 +321,11 @@ class Service:
                 message = str(e).replace("generate() got", f"{where} has")
                 raise Refusal(422, where + parameter_named(message, given).removeprefix("parameters"),
                               message) from None
+            if rows_per_input(config) > self.settings.max_rows:      # the engine's refusal, named per stage
+                name = "num_beams" if config.num_beams > 1 else "num_return_sequences"
+                raise Refusal(422, f"{where}.{name}", f"these settings need {rows_per_input(config)} decoder rows "
+                                   f"(num_beams / num_return_sequences) but this server has --max-rows "
+                                   f"{self.settings.max_rows}; send a smaller {where}.{name}")
             if config.num_return_sequences != 1:
                 raise Refusal(422, f"{where}.num_return_sequences", f"num_return_sequences="
                                    f"{config.num_return_sequences}: map-reduce writes one summary per chunk and per "
