@@ -208,9 +208,10 @@ BAD = [
     (dict(forced_bos_token_id=100), "forced_bos_token_id"),
     (dict(forced_eos_token_id=[2, 200]), "forced_eos_token_id"),
     (dict(decoder_start_token_id=None, bos_token_id=None), "decoder_start_token_id"),
-    (dict(top_p=-0.1), r"top_p.*\[0, 1\]"),
-    (dict(top_p=1.5), r"top_p.*\[0, 1\]"),
-    (dict(top_k=-1), "top_k"),
+    (dict(do_sample=True, top_p=-0.1), r"top_p.*\[0, 1\]"),
+    (dict(do_sample=True, top_p=1.5), r"top_p.*\[0, 1\]"),
+    (dict(top_p="high"), "top_p.*number"),
+    (dict(do_sample=True, top_k=-1), "top_k"),
     (dict(do_sample=True, temperature=0.0), r"temperature.*> 0"),
     (dict(do_sample=True, temperature=-1.0), "temperature"),
     (dict(do_sample="yes"), "do_sample"),
@@ -236,6 +237,12 @@ def test_bad_settings(kwargs, message):
 
 def test_temperature_zero_is_fine_without_sampling():
     assert res(GenerationConfig(bos_token_id=0), temperature=0.0).temperature == 0.0
+
+
+def test_sampling_cutoffs_out_of_range_are_fine_without_sampling():
+    """As transformers (a warning there): top_k / top_p apply only when sampling."""
+    cfg = res(GenerationConfig(bos_token_id=0), top_p=1.5, top_k=-1)
+    assert (cfg.top_p, cfg.top_k) == (1.5, -1)
 
 
 def test_every_field_is_a_generate_kwarg():

@@ -379,9 +379,12 @@ def _validate(cfg: GenerationConfig, vocab_size: int, max_position_embeddings: i
         if getattr(cfg, name) is not None:
             _check_token(name, getattr(cfg, name), vocab_size)
     _validate_processors(cfg, vocab_size)
-    _check_int("top_k", cfg.top_k, 0, allow_none=True)
-    if cfg.top_p is not None and not (isinstance(cfg.top_p, Real) and 0 <= cfg.top_p <= 1):
-        raise ValueError(f"`top_p` must be in [0, 1], got {cfg.top_p!r}")
+    if cfg.top_p is not None and not _is_number(cfg.top_p):
+        raise ValueError(f"`top_p` must be a number, got {cfg.top_p!r}")
+    if cfg.do_sample:       # the cut-offs apply when sampling (transformers only warns about them otherwise)
+        _check_int("top_k", cfg.top_k, 0, allow_none=True)
+        if cfg.top_p is not None and not 0 <= cfg.top_p <= 1:
+            raise ValueError(f"`top_p` must be in [0, 1], got {cfg.top_p!r}")
     if cfg.do_sample and cfg.temperature is not None and not (isinstance(cfg.temperature, Real)
                                                               and cfg.temperature > 0):
         raise ValueError(f"`temperature` must be > 0 when do_sample=True, got {cfg.temperature!r} "
