@@ -253,14 +253,18 @@ class Tokenizer:
     def __call__(self, text=None, text_pair=None, text_target=None, text_pair_target=None,
                  add_special_tokens: bool = True, padding: bool | str = False, truncation: bool | str | None = None,
                  max_length: int | None = None, return_tensors: str | None = None,
-                 return_offsets_mapping: bool = False, pad_to_multiple_of: int | None = None) -> BatchEncoding:
+                 return_offsets_mapping: bool = False, pad_to_multiple_of: int | None = None,
+                 return_attention_mask: bool | None = None) -> BatchEncoding:
         """input_ids and attention_mask of a text (lists) or a list of texts (lists of lists); with return_tensors
         ("pt" or "np") always [batch, length] int64. Pairs, padding and truncation follow transformers.
         return_offsets_mapping adds "offset_mapping": each token's (start, end) character offsets in its text,
         (0, 0) for special and padding tokens, as transformers' fast tokenizers give them.
         text_target (and text_pair_target) are encoded as the model's targets, as transformers' target mode encodes
         them (target_encodings_locked): alone they give the input_ids and attention_mask; beside text, their
-        input_ids are added as "labels". Padding, truncation, max_length and return_tensors apply to each side."""
+        input_ids are added as "labels". Padding, truncation, max_length and return_tensors apply to each side.
+        return_attention_mask=False leaves the attention_mask out (None, the default, and True keep it)."""
+        if return_attention_mask not in (None, True, False):
+            raise ValueError(f"return_attention_mask must be True, False or None, got {return_attention_mask!r}")
         if return_tensors not in (None, "pt", "np"):
             raise ValueError(f"return_tensors={return_tensors!r} is not supported: pass None (lists), 'pt' (torch) "
                              "or 'np' (numpy)")
@@ -275,7 +279,7 @@ class Tokenizer:
             _batch(text_target, text_pair_target, "text_target", "text_pair_target"),
             add_special_tokens, padding, truncation, max_length, pad_to_multiple_of)
         source, target = (None if e is None else _batch_encoding(e, isinstance(t, (list, tuple)), return_tensors,
-                                                                 return_offsets_mapping)
+                                                                 return_offsets_mapping, return_attention_mask)
                           for e, t in ((sources, text), (targets, text_target)))
         if source is None or target is None:
             return target if source is None else source
@@ -575,10 +579,13 @@ def _batch(text, pair, name: str, pair_name: str) -> list | None:
     return list(zip(batch, [check_text(t, f"{pair_name}[{i}]") for i, t in enumerate(pair)]))
 
 
-def _batch_encoding(encodings: list, batched: bool, return_tensors: str | None, offsets: bool) -> BatchEncoding:
-    """input_ids, attention_mask (and offset_mapping) of a call's Encodings: lists, one row unless `batched`, or
-    return_tensors' [batch, length] tensors."""
-    out = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings]}
+def _batch_encoding(encodings: list, batched: bool, return_tensors: str | None, offsets: bool,
+                    attention_mask: bool | None = None) -> BatchEncoding:
+    """input_ids, attention_mask (unless attention_mask is False; and offset_mapping) of a call's Encodings: lists,
+    one row unless `batched`, or return_tensors' [batch, length] tensors."""
+    out = {"input_ids": [e.ids for e in encodings]}
+    if attention_mask is not False:
+        out["attention_mask"] = [e.attention_mask for e in encodings]
     if offsets:
         out["offset_mapping"] = [e.offsets for e in encodings]
     if return_tensors is not None:

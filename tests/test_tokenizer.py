@@ -162,6 +162,20 @@ def test_pad_to_multiple_of(both, padding, max_length, truncation, multiple):
         ours(texts, padding=True, pad_to_multiple_of=0)
 
 
+@pytest.mark.parametrize("return_attention_mask", [None, True, False])
+def test_return_attention_mask(both, return_attention_mask):
+    ours, theirs = both
+    texts = ["short", PROSE]
+    for kwargs in (dict(), dict(padding=True, return_tensors="pt"), dict(text_target=texts[::-1])):
+        mine = dict(ours(texts, return_attention_mask=return_attention_mask, **kwargs))
+        expected = dict(theirs(texts, return_attention_mask=return_attention_mask, **kwargs))
+        assert mine.keys() == expected.keys()
+        assert {k: v.tolist() if hasattr(v, "tolist") else v for k, v in mine.items()} == \
+            {k: v.tolist() if hasattr(v, "tolist") else v for k, v in expected.items()}
+    with pytest.raises(ValueError, match="return_attention_mask must be True, False or None"):
+        ours(texts, return_attention_mask="no")
+
+
 @pytest.mark.parametrize("truncation", [True, "longest_first", "only_first", None, False])
 @pytest.mark.parametrize("max_length", [None, 2, 3, 9, 1024])
 def test_truncation(both, truncation, max_length):
