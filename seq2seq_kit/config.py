@@ -162,8 +162,9 @@ class BartConfig:
                 kwargs[name] = d.pop(alias)
         if "torch_dtype" in d:
             legacy = d.pop("torch_dtype")
-            kwargs.setdefault("dtype", legacy)
-        if model_type in FAMILIES:
+            if kwargs.get("dtype") is None:      # transformers: dtype if not None, else torch_dtype
+                kwargs["dtype"] = legacy
+        if isinstance(model_type, str) and model_type in FAMILIES:   # else validate() names the key
             defaults = FAMILIES[model_type].config_defaults
             vocab_size = kwargs.get("vocab_size", defaults.get("vocab_size", cls.vocab_size))
             for name, default in defaults.items():

@@ -54,6 +54,8 @@ class _SafetensorsFile:
         n = int.from_bytes(self.map[:8], "little")
         self.header = json.loads(self.map[8:8 + n])
         self.header.pop("__metadata__", None)
+        # safe_open().keys() order (sorted by name), which transformers' dtype="auto" reads: not the raw header's
+        self.header = dict(sorted(self.header.items()))
         self.data_start = 8 + n
 
     def keys(self):
@@ -119,6 +121,7 @@ class Checkpoint:
 
     def __init__(self, root: Path):
         self.files = weight_files(root)
+        self.index_dtype = _index_dtype(root)   # a shard index's metadata "dtype" (transformers' dtype="auto" reads it)
         self.where: dict[str, tuple] = {}       # name -> (file, key as stored)
         for path in self.files:
             f = (_SafetensorsFile if path.suffix == ".safetensors" else _TorchFile)(path)
@@ -141,8 +144,9 @@ class Checkpoint:
         return set(self.where)
 
     def first_floating(self) -> str | None:
-        """The first floating-point tensor of the first weight file, in its stored order (what transformers'
-        dtype="auto" reads when config.json names no dtype), or None."""
+        """The first floating-point tensor of the first weight file in the order transformers reads it (a
+        safetensors file's by name, a .bin file's as saved): what its dtype="auto" takes when neither config.json
+        nor a shard index names a dtype; or None."""
         first = self.files[0]
         return next((name for name, (f, key) in self.where.items()
                      if f.path == first and f.dtype(key) is not None and f.dtype(key).is_floating_point), None)
@@ -195,6 +199,17 @@ def weight_files(root: Path) -> list[Path]:
                             f"the directory holds: {', '.join(present) or 'nothing'}")
 
 
+def _index_dtype(root: Path):
+    """The "dtype" of the shard index's "metadata", when weight_files reads an index, else None."""
+    for name in WEIGHT_FILES:
+        if (root / name).is_file():
+            if not name.endswith(".index.json"):
+                return None
+            metadata = read_json(root / name).get("metadata")
+            return metadata.get("dtype") if isinstance(metadata, dict) else None
+    return None
+
+
 def _inside(name) -> bool:
     """Whether a shard name from an index stays within its directory: a relative path without '..'."""
     if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
@@ -230,6 +245,8 @@ def resolve_dtype(dtype, config_dtype: str | None, ckpt: Checkpoint) -> torch.dt
     if isinstance(dtype, str) and dtype == "auto":
         if config_dtype is not None:
             found, where = config_dtype, "config.json 'dtype'"
+        elif ckpt.index_dtype is not None:
+            found, where = ckpt.index_dtype, "the shard index's metadata 'dtype'"
         else:
             first = ckpt.first_floating()
             if first is None:

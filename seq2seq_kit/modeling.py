@@ -61,6 +61,8 @@ class BartForConditionalGeneration(BartNetwork):
         directory = loading.save(self, directory)
         if self.generation_config is not None:
             self.generation_config.save_pretrained(directory)
+        else:   # generate takes config.json's keys: a generation_config.json left from an earlier save would win
+            (directory / "generation_config.json").unlink(missing_ok=True)
         return directory
 
     def generate(self, input_ids, attention_mask=None, **kwargs):

@@ -100,6 +100,12 @@ def test_dtype_prefers_dtype_over_torch_dtype():
     assert BartConfig.from_dict({"dtype": "bfloat16", "torch_dtype": "float32"}).dtype == "bfloat16"
     assert BartConfig.from_dict({"torch_dtype": "float16"}).dtype == "float16"
     assert BartConfig.from_dict({}).dtype is None
+    assert BartConfig.from_dict({"dtype": None, "torch_dtype": "float16"}).dtype == "float16"   # transformers too
+
+
+def test_a_model_type_that_is_no_string_is_named():
+    with pytest.raises(ValueError, match="model_type"):
+        BartConfig.from_dict({"model_type": ["bart"]})
 
 
 def test_round_trip(tmp_path):

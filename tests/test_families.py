@@ -386,7 +386,9 @@ def test_untied_save_pretrained_loads_in_transformers(tmp_path, family):
         hf.model.encoder.embed_tokens.weight.copy_(hf.model.shared.weight)
         hf.model.decoder.embed_tokens.weight.copy_(hf.model.shared.weight)
     hf.save_pretrained(tmp_path / "theirs")
-    AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "theirs").save_pretrained(tmp_path / "ours")
+    ours = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "theirs")
+    assert ours.num_parameters() == hf.num_parameters()       # shared, encoder and decoder embeddings: three there
+    ours.save_pretrained(tmp_path / "ours")
     again = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "ours").eval()
     ids, dec = torch.randint(6, 60, (2, 7)), torch.tensor([[2, 5, 9], [2, 7, 8]])
     with torch.no_grad():

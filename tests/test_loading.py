@@ -16,7 +16,7 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
-from seq2seq_kit import BartForConditionalGeneration
+from seq2seq_kit import BartConfig, BartForConditionalGeneration
 from seq2seq_kit.loading import WEIGHT_FILES
 from helpers import random_batch
 
@@ -275,13 +275,47 @@ def test_directory_without_weights(tiny, tmp_path):
     assert all(name in str(e.value) for name in WEIGHT_FILES) and "config.json" in str(e.value)
 
 
-def test_dtype_auto_reads_the_first_file_in_its_stored_order(tiny, tmp_path):
-    """Mixed float weights and no dtype in config.json: the first floating tensor of the first weight file as
-    stored (final_logits_bias sorts before model.*), as transformers reads it; not our names' order."""
+def test_dtype_auto_reads_the_first_file_by_name(tiny, tmp_path):
+    """Mixed float weights and no dtype in config.json: the first floating tensor of the first weight file by
+    name (final_logits_bias sorts before model.*), as transformers reads it; not our names' order."""
     mixed = lambda state: {k: v if k == "final_logits_bias" else v.bfloat16() for k, v in state.items()}  # noqa: E731
     path = variant(tiny, tmp_path, mixed, lambda c: c.pop("dtype"))
     theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(path, dtype="auto")
     assert BartForConditionalGeneration.from_pretrained(path, dtype="auto").dtype == theirs.dtype == torch.float32
+
+
+def test_dtype_auto_reads_the_tensors_in_name_order(tiny, tmp_path):
+    """safetensors stores wider dtypes first; transformers reads a file's tensors by name (safe_open's keys), so a
+    float16 final_logits_bias decides though float32 tensors are stored before it."""
+    mixed = lambda state: {k: v.half() if k == "final_logits_bias" else v for k, v in state.items()}  # noqa: E731
+    path = variant(tiny, tmp_path, mixed, lambda c: c.pop("dtype"))
+    theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(path, dtype="auto")
+    assert BartForConditionalGeneration.from_pretrained(path, dtype="auto").dtype == theirs.dtype == torch.float16
+
+
+def test_dtype_auto_reads_a_shard_index_metadata_dtype(tiny, tmp_path):
+    """After config.json's dtype, before the weights: the shard index's "metadata": {"dtype"}, as transformers."""
+    model = transformers.AutoModelForSeq2SeqLM.from_pretrained(tiny)
+    model.save_pretrained(tmp_path, max_shard_size="100KB")
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    index["metadata"]["dtype"] = "bfloat16"
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.pop("dtype", None)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path, dtype="auto")
+    assert BartForConditionalGeneration.from_pretrained(tmp_path, dtype="auto").dtype == theirs.dtype == \
+        torch.bfloat16
+
+
+def test_save_pretrained_without_generation_settings_leaves_no_stale_file(tiny, tmp_path):
+    """A model built from a config has no generation_config: its save leaves no generation_config.json of an
+    earlier save in the directory, whose settings would win over config.json's at the next load."""
+    (tmp_path / "generation_config.json").write_text(json.dumps({"max_length": 4, "decoder_start_token_id": 2}))
+    model = BartForConditionalGeneration(BartConfig.from_pretrained(tiny))
+    model.save_pretrained(tmp_path)
+    assert not (tmp_path / "generation_config.json").exists()
+    assert BartForConditionalGeneration.from_pretrained(tmp_path).generation_config.max_length != 4
 
 
 def test_config_without_model_type_is_refused(tiny, tmp_path):
