@@ -111,6 +111,15 @@ def test_documents_go_to_the_engine_longest_first_per_chunk(tmp_path, tiny, monk
     assert by_id(read_jsonl(tmp_path / "sorted.jsonl")) == by_id(read_jsonl(tmp_path / "unsorted.jsonl"))
 
 
+def test_a_batch_size_past_the_engines_default_queue(tmp_path, tiny):
+    """The worker keeps two batches of documents submitted while one decodes: batch_size 1100 queues more than the
+    engine's default max_queue (1024), which raised EngineFull mid-job; the worker sizes the queue to hold them."""
+    docs = [{"id": f"d{i}", "text": "the tower is tall"} for i in range(2300)]
+    path = write_jsonl(tmp_path / "docs.jsonl", docs)
+    run(path, tmp_path / "out.jsonl", tiny, batch_size=1100, max_length=3, num_beams=1)
+    assert len(by_id(read_jsonl(tmp_path / "out.jsonl"))) == 2300
+
+
 # ---------------------------------------------------------------------------------------------- resume
 
 def test_resume_skips_written_ids_and_drops_a_torn_line(tmp_path, tiny, caplog):

@@ -558,16 +558,26 @@ def test_bad_settings_fail_at_submit_with_generates_message(tiny_eos, kwargs, er
 
 @pytest.mark.parametrize("ids, error, match", [
     ([], ValueError, "empty"),
-    ([[5, 6]], TypeError, "1-D"),
     (torch.tensor([[5, 6]]), ValueError, "1-D"),
     ([5, 10 ** 9], ValueError, "vocabulary"),
     ("text", TypeError, "token ids"),
+    ([[5, 6, 7]], ValueError, "submit each row of a batch on its own"),
+    ([5, 6.0], TypeError, r"holds 6\.0 \(float\)"),
 ])
 def test_bad_input_fails_at_submit(tiny_eos, ids, error, match):
     with Engine(tiny_eos) as engine:
         with pytest.raises(error, match=match):
             engine.submit(ids)
         assert engine.submit([5, 6, 7], max_new_tokens=3).result(30).shape[0] == 1   # the engine goes on
+
+
+@pytest.mark.parametrize("cuda_graph", [0, "", "off", 1.5])
+def test_cuda_graph_of_the_wrong_type_is_refused_as_generate_refuses_it(tiny_eos, cuda_graph):
+    with pytest.raises(TypeError) as ours:
+        Engine(tiny_eos).submit([5, 6, 7], cuda_graph=cuda_graph)
+    with pytest.raises(TypeError) as theirs:
+        tiny_eos.generate(torch.tensor([[5, 6, 7]]), cuda_graph=cuda_graph)
+    assert str(ours.value) == str(theirs.value)
 
 
 def test_too_many_rows_for_the_engine(tiny_eos):
@@ -914,6 +924,43 @@ def test_a_second_failure_while_failing_a_step_settles_every_request(tiny_eos, m
         assert engine._thread.is_alive()
         want = tiny_eos.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=4)
         assert torch.equal(engine.submit([5, 6, 7], max_new_tokens=4).result(30), want)   # the rows left
+
+
+@pytest.mark.parametrize("fixed_capacity", [False, True])
+@pytest.mark.parametrize("failing_step", [False, True])
+def test_a_done_callback_raising_a_base_exception_leaves_no_request_hanging(tiny_eos, monkeypatch, fixed_capacity,
+                                                                          failing_step):
+    """A request's done-callback that raises SystemExit on the engine's thread, as its output is settled (or, in a
+    failed step, its error): the other requests of that step are still settled, and the engine serves on."""
+    if failing_step:
+        name = "next_token_logits" if fixed_capacity else "decode_group_unchecked"     # each batch's decoder step
+        real, calls = getattr(tiny_eos, name), {"n": 0}
+
+        def flaky(*args):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise RuntimeError("injected step failure")
+            return real(*args)
+
+        monkeypatch.setattr(tiny_eos, name, flaky)
+    with Engine(tiny_eos, max_rows=4, fixed_capacity=fixed_capacity) as engine:
+        first, second = (engine.submit([5, 6, 7], min_new_tokens=8, max_new_tokens=8) for _ in range(2))
+        first.future.add_done_callback(lambda future: (_ for _ in ()).throw(SystemExit("a callback exits")))
+        for request in (first, second):
+            if failing_step:
+                with pytest.raises(RuntimeError, match="injected step failure"):
+                    request.result(30)
+            else:
+                assert request.result(30).shape[1] == 9
+        want = tiny_eos.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=4)
+        assert torch.equal(engine.submit([5, 6, 7], max_new_tokens=4).result(30), want)
+
+
+def test_requests_are_themselves_as_their_futures(tiny_eos):
+    """Hashable, == by identity (a dataclass compared their tensors: `in` and list.remove raised)."""
+    with Engine(tiny_eos) as engine:
+        a, b = engine.submit([5, 6, 7], max_new_tokens=2), engine.submit([5, 6, 7], max_new_tokens=2)
+        assert a != b and b in [a, b] and len({a, b}) == 2 and {a: 1}[a] == 1
 
 
 def test_a_fill_that_fails_takes_no_slots(tiny_eos, monkeypatch):

@@ -34,7 +34,9 @@ class Worker:
         self.text_field, self.id_field, self.done = text_field, id_field, done
         self.batch_size, self.sort_by_length, self.strategy = batch_size, sort_by_length, strategy
         rows = rows_per_input(settings(self.pipe.model, {**self.pipe.generate_defaults, **generate_kwargs}))
-        self.engine = self.pipe.engine(max_rows=batch_size * rows)      # batch_size documents decode at once
+        # batch_size documents decode at once; up to IN_FLIGHT x batch_size are submitted, so the queue must hold
+        # the rest (EngineFull otherwise, past the default max_queue when batch_size > 1024)
+        self.engine = self.pipe.engine(max_rows=batch_size * rows, max_queue=max(1024, IN_FLIGHT * batch_size))
 
     def process(self, chunk: dict) -> Iterator[dict]:
         """The results of one chunk (the Ray engine's unit of work)."""

@@ -42,7 +42,7 @@ from ..models.cuda_graph import BucketGraphs
 from ..models.kv_cache import KVCache, SlotStore, bucket
 
 
-@dataclass
+@dataclass(eq=False)           # a request is itself: hashable, == is identity (as its Future)
 class Request:
     """One submitted input. `result()` blocks for its output; `cancel()` frees its rows at the next step."""
     input_ids: torch.Tensor                     # [1, S] long, on the model's device

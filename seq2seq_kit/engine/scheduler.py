@@ -36,6 +36,7 @@ import asyncio
 import atexit
 import collections
 import copy
+import logging
 import threading
 import weakref
 from concurrent.futures import Future, InvalidStateError
@@ -48,6 +49,7 @@ from ..generation import GenerationConfig, prepare, result, start_search
 from .batch import EagerBatch, FixedCapacity, Group, Launched, Request
 
 
+logger = logging.getLogger(__name__)
 PADDING_LIMIT = 1.25    # an encoder batch computes at most 1.25x its inputs' real tokens (see encoder_groups)
 
 
@@ -131,6 +133,8 @@ class Engine:
             raise ValueError("submit() takes one input's token ids, unpadded: leave attention_mask out (a padded "
                              "batch's rows are submitted one by one, each without its padding)")
         ids, _, config = prepare(self.model, as_row(input_ids), None, {**self.defaults, **generate_kwargs}, generator)
+        if cuda_graph is not None and not isinstance(cuda_graph, bool):
+            raise TypeError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")     # generate's check
         if cuda_graph:
             raise ValueError("the engine chooses how it steps its batch (Engine(fixed_capacity=...)); "
                              "cuda_graph=True is for generate()")
@@ -473,6 +477,10 @@ def settle(future: Future, value=None, exception: BaseException | None = None) -
             future.set_result(value)
     except InvalidStateError:   # already cancelled (or settled)
         pass
+    except BaseException as e:   # noqa: BLE001 - a done-callback's SystemExit & co. (its Exceptions the future
+        # logs itself): the future is settled already; escaping here would leave the step's other requests
+        # unsettled, or (from _fail) end the engine's thread with every later request hanging
+        logger.error("a done-callback of an engine request raised %r; ignored", e)
 
 
 def own_generator(generator: torch.Generator | None) -> torch.Generator | None:
@@ -496,6 +504,13 @@ def as_row(input_ids) -> torch.Tensor:
     elif isinstance(input_ids, (list, tuple)) and all(isinstance(t, int) and not isinstance(t, bool)
                                                       for t in input_ids):
         ids = torch.tensor(input_ids, dtype=torch.long)
+    elif isinstance(input_ids, (list, tuple)):
+        bad = next(t for t in input_ids if not isinstance(t, int) or isinstance(t, bool))
+        if isinstance(bad, (list, tuple, torch.Tensor)):
+            raise ValueError("submit() takes one input: 1-D token ids, got a list of rows; submit each row of a "
+                             "batch on its own")
+        raise TypeError(f"submit() takes 1-D token ids: a list of Python ints, but it holds {bad!r} "
+                        f"({type(bad).__name__}); convert with int() or pass a LongTensor [S]")
     else:
         raise TypeError("submit() takes 1-D token ids: a list of ints or a LongTensor [S], got "
                         f"{type(input_ids).__name__}")
