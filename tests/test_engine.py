@@ -1000,6 +1000,19 @@ def test_cancelled_waiting_requests_leave_room_in_the_queue(tiny_eos):
         assert torch.equal(late.result(30), tiny_eos.generate(torch.tensor([[5, 6, 10]]), max_new_tokens=3))
 
 
+def test_requests_cancelled_while_the_queue_is_blocked_do_not_pile_up(tiny_eos):
+    """A client that submits and cancels while the head of the queue cannot start (a server's disconnects): the
+    queue keeps at most max_queue requests, cancelled ones dropped when it reaches that."""
+    with Engine(tiny_eos, max_rows=1, max_queue=2) as engine:
+        running = engine.submit([5, 6, 7], min_new_tokens=200, max_new_tokens=200)
+        while engine.active_rows == 0:
+            time.sleep(0.001)
+        for i in range(50):
+            engine.submit([5, 6, 8 + i % 9], max_new_tokens=3).cancel()
+        assert len(engine.waiting) <= 2 and engine.queue_depth == 0
+        running.cancel()
+
+
 def test_the_callers_tensor_is_copied_at_submit(tiny_eos):
     ids = torch.tensor([5, 6, 7, 8])
     with Engine(tiny_eos, max_rows=1) as engine:

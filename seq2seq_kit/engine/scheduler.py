@@ -150,7 +150,11 @@ class Engine:
         with self._wake:
             if self._closing:
                 raise EngineClosed("the engine is closed; create a new Engine")
-            if self.queue_depth >= self.max_queue:
+            if len(self.waiting) >= self.max_queue:     # cancelled ones behind a head that cannot start: drop them
+                kept = [r for r in self.waiting if not r.future.cancelled()]
+                self.waiting.clear()
+                self.waiting.extend(kept)
+            if len(self.waiting) >= self.max_queue:
                 raise EngineFull(f"the engine's queue is full ({self.max_queue} waiting requests); retry later")
             self.waiting.append(request)
             if not self._busy:
