@@ -111,7 +111,7 @@ def return_tensors_of(return_tensors: bool, return_text: bool, return_type) -> b
     if return_type is None:
         return return_tensors
     value = getattr(return_type, "value", return_type)
-    if isinstance(value, bool) or value not in RETURN_TYPES:
+    if isinstance(value, bool) or not isinstance(value, int) or value not in RETURN_TYPES:
         raise ValueError(f"return_type must be 0 (token ids) or 1 (texts), as 4.x's ReturnType, got {return_type!r}")
     return RETURN_TYPES[value]
 

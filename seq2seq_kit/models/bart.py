@@ -310,7 +310,8 @@ class BartNetwork(nn.Module):
         fixed = sum(t.weight.numel() for t in tables) if self.config.family.positions == "sinusoidal" else 0
         # untied (tie_word_embeddings false), transformers 5 holds shared, encoder.embed_tokens and
         # decoder.embed_tokens as three parameters; here they are one (their copies must be equal to load)
-        copies = 2 * self.shared.weight.numel() if self.shared is not None and not self.config.tie_word_embeddings else 0
+        untied = self.shared is not None and not self.config.tie_word_embeddings
+        copies = 2 * self.shared.weight.numel() if untied else 0
         return sum(p.numel() for p in self.parameters()) + fixed + copies
 
     # ---- the network ----------------------------------------------------------------------------------------
