@@ -21,6 +21,7 @@ SEQ2SEQ_KIT_CPU_KERNELS forces a choice (reproducible runs, tests):
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import re
@@ -177,15 +178,28 @@ def cache_path() -> Path:
 
 
 def load_timings(path: Path) -> dict:
-    """The cached {shape: {row class: {kernel: ms}}}; {} when there is none or it is unreadable."""
+    """The cached {shape: {row class: {kernel: ms}}}; {} when there is none, or it is unreadable or malformed."""
     try:
         timings = read_json_object(path).get("timings", {})
     except (OSError, ValueError):
         return {}
-    ok = all(isinstance(t, dict) and set(t) == set(PROBE_ROWS) and all(set(k) == set(kernels.KERNELS)
-                                                                         for k in t.values())
-             for t in timings.values())
-    return timings if ok else {}
+    return timings if well_formed(timings) else {}
+
+
+def well_formed(timings) -> bool:
+    """Whether timings is {shape: {row class: {kernel: ms}}} with every row class and kernel, each time a positive
+    finite number: what select() chooses from."""
+    if not isinstance(timings, dict):
+        return False
+    for by_class in timings.values():
+        if not isinstance(by_class, dict) or set(by_class) != set(PROBE_ROWS):
+            return False
+        for by_kernel in by_class.values():
+            if not isinstance(by_kernel, dict) or set(by_kernel) != set(kernels.KERNELS):
+                return False
+            if not all(type(ms) in (int, float) and 0 < ms < math.inf for ms in by_kernel.values()):
+                return False
+    return True
 
 
 def busy() -> float:

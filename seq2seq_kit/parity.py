@@ -95,8 +95,9 @@ def compare(model: str | Path, texts: list[str], *, num_beams: int | None = None
         dtype = sides.model.dtype
         if atol is None:
             atol = ATOL_HALF if dtype in (torch.float16, torch.bfloat16) else ATOL
-        report = ParityReport(str(model), root, transformers.__version__, str(dtype), str(sides.model.device),
-                              atol, list(texts))
+        shown = "int8 (float32 reference)" if sides.model.quantized else str(dtype)   # model.dtype: its float parts'
+        report = ParityReport(str(model), root, transformers.__version__, shown, str(sides.model.device), atol,
+                              list(texts))
         # the target language as the translation pipeline gives it: forced first, or a Marian model's >>tgt<< token
         forced_bos = check_languages(sides.tokenizer, None, tgt_lang, required=False)[2]
         runs = _runs(sides.model, num_beams, max_length, forced_bos)

@@ -143,7 +143,25 @@ def test_autocast_runs_packed_layers_as_f_linear_does():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         want = dense.generate(ids, num_beams=2, max_new_tokens=8)
         assert torch.equal(packed.generate(ids, num_beams=2, max_new_tokens=8), want)
-        assert packed(ids, None, ids[:, :5]).dtype == torch.bfloat16
+        assert packed(ids, None, ids[:, :5]).dtype == torch.float32     # bf16 logits + float32 bias, as transformers
+
+
+def test_autocast_logits_take_the_float32_bias_as_transformers(tmp_path):
+    """Under bfloat16 autocast the LM head's bfloat16 logits plus the float32 final_logits_bias are float32, as
+    transformers' `lm_head(h) + bias` (added in place, the sum was rounded to bfloat16: other scores and tokens)."""
+    import transformers
+
+    model = small_model()
+    with torch.no_grad():
+        model.final_logits_bias.normal_(0, 3, generator=torch.Generator().manual_seed(3))
+    path = model.save_pretrained(tmp_path)
+    theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(path).eval()
+    ids = torch.randint(4, SMALL["vocab_size"], (2, 12), generator=torch.Generator().manual_seed(0))
+    kwargs = dict(num_beams=2, max_new_tokens=8, output_scores=True, return_dict_in_generate=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want, got = theirs.generate(ids, **kwargs), model.generate(ids, **kwargs)
+    assert torch.equal(got.sequences, want.sequences)
+    torch.testing.assert_close(torch.stack(got.scores), torch.stack(want.scores), atol=1e-4, rtol=0)
 
 
 def test_a_move_that_changes_nothing_keeps_the_kernels():
@@ -281,6 +299,25 @@ def test_timings_from_a_busy_machine_are_not_cached(monkeypatch, tmp_path):
     monkeypatch.setattr(kernel_choice, "time_layer", lambda layer: timing((1, 1, 1), (2, 2, 2), (3, 3, 3)))
     assert kernel_choice.choose(small_model())["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "mkl")
     assert not (tmp_path / "seq2seq_kit").exists()
+
+
+@pytest.mark.parametrize("timings", [[], None, "x", {"s": None}, {"s": {"1": {}}}])
+@pytest.mark.parametrize("time", [None, "3", 0, -1.0, True])
+def test_a_malformed_timings_file_is_measured_again(monkeypatch, tmp_path, timings, time):
+    """A cache file of valid JSON but another shape (or a time that is no positive number) reads as no cache: the
+    layers are measured again, where loading failed in select() until the file was deleted."""
+    monkeypatch.setenv(kernel_choice.ENV, "measure")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(kernel_choice, "busy", lambda: 0.0)
+    monkeypatch.setattr(kernel_choice, "time_layer", lambda layer: timing((3, 3, 3), (2, 2, 2), (1, 1, 1)))
+    model = small_model()
+    bad = {shape: {c: {k: time for k in kernels.KERNELS} for c in kernel_choice.PROBE_ROWS}
+           for shape in {kernel_choice.shape_key(m) for ms in model.kernel_linears().values() for m in ms}}
+    for content in (timings, bad):
+        path = kernel_choice.cache_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"timings": content}))
+        assert kernel_choice.choose(model)["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn-packed")
 
 
 def test_real_timings_have_every_candidate():

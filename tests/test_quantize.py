@@ -105,6 +105,8 @@ def test_int8_dtype_through_loading_pipeline_and_cli(checkpoint, capsys):
     assert summary == pipe.tokenizer.decode(direct.generate(ids, max_length=12)[0], skip_special_tokens=True)
     assert main(["summarize", text, "--model", str(path), "--dtype", "int8", "--max-length", "12"]) == 0
     assert capsys.readouterr().out == summary + "\n"
+    main(["parity", str(path), "--dtype", "int8", "--max-length", "12", "--text", text])
+    assert "int8 (float32 reference)" in capsys.readouterr().out          # its float parts' dtype is no answer
 
 
 @pytest.mark.cuda
@@ -126,3 +128,42 @@ def test_int8_loading_quantizes_each_layer_as_read_with_the_same_result(checkpoi
     V = whole.config.vocab_size
     ids, dec = torch.randint(4, V, (2, 12), generator=g), torch.randint(4, V, (2, 10), generator=g)
     assert torch.equal(streamed(ids, None, dec), whole(ids, None, dec))
+
+
+def test_int8_state_dict_holds_the_int8_weights(checkpoint, tmp_path):
+    """The packed matrices are no parameters: the state dict holds their int8 rows, scales and biases, and loading
+    it (strict) into another int8 model of the same shape gives back the very layers (a saved state dict lost 95%
+    of the model, and loading 'matched all keys' while changing nothing)."""
+    path = checkpoint("tiny")
+    model = BartForConditionalGeneration.from_pretrained(path, dtype="int8")
+    state = model.state_dict()
+    assert state["decoder.layers.0.fc1.weight"].dtype == torch.int8 and "decoder.layers.0.fc1.weight_scale" in state
+    torch.save(state, tmp_path / "int8.pt")
+    other = BartForConditionalGeneration.from_pretrained(path)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(-1.5)
+    other.quantize_int8()
+    other.load_state_dict(torch.load(tmp_path / "int8.pt"))
+    ids = torch.randint(4, model.config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(other(ids, None, ids), model(ids, None, ids))
+    broken = {k: v[:, :-1] if k == "decoder.layers.0.fc1.weight" else v for k, v in state.items()}
+    with pytest.raises(RuntimeError, match=r"decoder.layers.0.fc1.weight: expected int8"):
+        other.load_state_dict(broken)
+
+
+@pytest.mark.parametrize("name", ["tiny", "marian-separate-untied"])
+def test_int8_counts_the_parameters_of_the_float_model(checkpoint, name):
+    path = checkpoint(name)
+    fp32 = BartForConditionalGeneration.from_pretrained(path)
+    assert BartForConditionalGeneration.from_pretrained(path, dtype="int8").num_parameters() == fp32.num_parameters()
+
+
+def test_int8_under_bfloat16_autocast(checkpoint):
+    """autocast hands the int8 layers bfloat16 activations, which quantized::linear_dynamic refuses: they take
+    them as float32."""
+    int8 = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), dtype="int8")
+    ids = torch.randint(4, int8.config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = int8.generate(ids, num_beams=2, max_new_tokens=5, output_scores=True, return_dict_in_generate=True)
+    assert out.sequences.shape[0] == 2 and all(torch.isfinite(s).any() for s in out.scores)

@@ -468,6 +468,18 @@ def test_unknown_route_and_metrics_by_status(server):
     assert re.search(r'seq2seq_http_request_latency_seconds_count{route="/summarize"} [1-9]', text)
 
 
+def test_an_int8_server_says_int8(tiny_eos_path, tmp_path):
+    """/info's dtype is what serves: an int8 model's (its float parts, model.dtype, are float32)."""
+    srv = Server(tmp_path, "--model", tiny_eos_path, "--dtype", "int8")
+    try:
+        srv.wait_ready()
+        assert httpx.get(srv.url + "/info").json()["dtype"] == "int8"
+        assert post(srv, {"inputs": "a b c"}).status_code == 200
+    finally:
+        assert srv.stop() == 0
+    assert "int8" in srv.log.read_text()
+
+
 # ---------------------------------------------------------------------------------------------- key, drain
 
 def test_api_key_and_sigterm_drains_every_accepted_request(tiny_eos_path, tmp_path, pipe):

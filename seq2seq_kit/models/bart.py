@@ -311,8 +311,13 @@ class BartNetwork(nn.Module):
         # untied (tie_word_embeddings false), transformers 5 holds shared, encoder.embed_tokens and
         # decoder.embed_tokens as three parameters; here they are one (their copies must be equal to load)
         untied = self.shared is not None and not self.config.tie_word_embeddings
-        copies = 2 * self.shared.weight.numel() if untied else 0
-        return sum(p.numel() for p in self.parameters()) + fixed + copies
+        copies = 2 * self.shared.num_embeddings * self.shared.embedding_dim if untied else 0   # int8: no .weight
+        # int8 layers (quantize_int8) hold their weights outside parameters(): a packed matrix, int8 rows (buffers)
+        int8 = sum(m.num_weights for m in self.modules() if isinstance(m, Int8Linear)) \
+            + sum(m.qweight.numel() for m in self.modules() if isinstance(m, Int8Embedding))
+        if self.config.tie_word_embeddings and isinstance(self.lm_head, Int8Linear):
+            int8 -= self.lm_head.num_weights          # tied: its own packed copy of the embedding, counted once
+        return sum(p.numel() for p in self.parameters()) + fixed + copies + int8
 
     # ---- the network ----------------------------------------------------------------------------------------
 
@@ -324,7 +329,11 @@ class BartNetwork(nn.Module):
 
     def add_bias(self, logits: torch.Tensor) -> torch.Tensor:
         """logits: the LM head's fresh output, which takes the bias in place (no second [R, V] tensor)."""
-        return logits if self.final_logits_bias is None else logits.add_(self.final_logits_bias)
+        if self.final_logits_bias is None:
+            return logits
+        if logits.dtype != self.final_logits_bias.dtype:    # autocast: bfloat16 logits + the float32 bias -> float32,
+            return logits + self.final_logits_bias          # as transformers (in place would round the sum to bf16)
+        return logits.add_(self.final_logits_bias)
 
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

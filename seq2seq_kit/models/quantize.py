@@ -34,10 +34,50 @@ class Int8Linear(nn.Module):
             warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
             qweight = torch.quantize_per_channel(w, scale, zero_point, 0, torch.qint8)
         bias = linear.bias.detach().float() if linear.bias is not None else None
+        self.has_bias = bias is not None
         self.packed = torch.ops.quantized.linear_prepack(qweight, bias)
 
+    @property
+    def num_weights(self) -> int:
+        """The layer's weights and bias as nn.Linear counts them (parameters() cannot see the packed matrix)."""
+        return self.in_features * self.out_features + (self.out_features if self.has_bias else 0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:                      # x [..., in] -> [..., out]
+        if x.dtype != torch.float32:       # autocast's bfloat16/float16 activations: the kernel takes float32 only
+            x = x.float()
         return torch.ops.quantized.linear_dynamic(x, self.packed, True)     # reduce_range: safe on any x86 CPU
+
+    # The packed weight is an opaque torch object, no parameter or buffer: the state dict holds its int8 rows
+    # ("weight" int8 [out, in]), their scales ("weight_scale" float64 [out]) and the bias, and loading packs them.
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        qweight, bias = torch.ops.quantized.linear_unpack(self.packed)
+        destination[prefix + "weight"] = qweight.int_repr()
+        destination[prefix + "weight_scale"] = qweight.q_per_channel_scales()
+        if bias is not None:
+            destination[prefix + "bias"] = bias
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        names = ["weight", "weight_scale"] + (["bias"] if self.has_bias else [])
+        missing = [prefix + n for n in names if prefix + n not in state_dict]
+        if missing:
+            missing_keys.extend(missing)
+            return
+        q, scale = state_dict[prefix + "weight"], state_dict[prefix + "weight_scale"]
+        if q.dtype != torch.int8 or tuple(q.shape) != (self.out_features, self.in_features) \
+                or tuple(scale.shape) != (self.out_features,):
+            error_msgs.append(f"{prefix}weight: expected int8 [{self.out_features}, {self.in_features}] with "
+                              f"scales [{self.out_features}], got {q.dtype} {list(q.shape)} / {list(scale.shape)}")
+            return
+        scale = scale.detach().double().cpu()                                # [out]
+        with warnings.catch_warnings():   # (see __init__) q * scale quantizes back to exactly q
+            warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+            qweight = torch.quantize_per_channel((q.detach().cpu().double() * scale[:, None]).float(), scale,
+                                                 torch.zeros(self.out_features, dtype=torch.long), 0, torch.qint8)
+        bias = state_dict[prefix + "bias"].detach().float().cpu() if self.has_bias else None
+        self.packed = torch.ops.quantized.linear_prepack(qweight, bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights"
