@@ -15,7 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import re
 import sys
+import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("seq2seq-kit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:             # `seq2seq-kit ... | head`: the reader is gone, as any Unix tool
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit's flush
+        return 141
     except Exception as e:
         if getattr(args, "debug", False):
             raise
@@ -53,7 +59,7 @@ def _library_messages():
     as "seq2seq-kit: warning: ..." (the library's advice in CLI flags), not Python's two-line form."""
     logger = logging.getLogger("seq2seq_kit")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("seq2seq-kit: %(message)s"))
+    handler.setFormatter(_LevelFormatter())
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -66,6 +72,15 @@ def _library_messages():
         warnings.showwarning = shown
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+class _LevelFormatter(logging.Formatter):
+    """A library log record as one line: "seq2seq-kit: ..." (INFO), "seq2seq-kit: warning: ..." (WARNING) or
+    "seq2seq-kit: error: ..." (ERROR and up)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = "" if record.levelno < logging.WARNING else "warning: " if record.levelno < logging.ERROR else "error: "
+        return f"seq2seq-kit: {level}{record.getMessage()}"
 
 
 def _cli_terms(text: str) -> str:
@@ -96,8 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the full traceback on errors")
     hub = argparse.ArgumentParser(add_help=False)
-    hub.add_argument("--revision", help="Hub branch, tag, commit or refs/pr/N (default: main)")
-    hub.add_argument("--cache-dir", help="Hub cache directory (default: $HF_HUB_CACHE or $HF_HOME/hub)")
+    hub.add_argument("--revision", type=_non_empty, help="Hub branch, tag, commit or refs/pr/N (default: main)")
+    hub.add_argument("--cache-dir", type=_non_empty,
+                     help="Hub cache directory (default: $HF_HUB_CACHE or $HF_HOME/hub)")
     hub.add_argument("--token", help="Hub token for gated or private repos (default: the logged-in one)")
     model = argparse.ArgumentParser(add_help=False, parents=[hub])
     model.add_argument("--device", default=None, help="cpu, cuda, cuda:N, or an index (-1 = CPU) (default: cpu)")
@@ -130,7 +146,8 @@ def _add_summarize(sub, parents: list) -> None:
     p.add_argument("text", nargs="?", metavar="TEXT", help="the text to summarize, or - to read stdin")
     p.add_argument("--file", type=_path, help="summarize the contents of this file")
     _add_corpus_arguments(p, "summaries", "summary_text")
-    p.add_argument("--model", default=None, help=f"Hub id or local checkpoint directory (default: {DEFAULT_MODEL})")
+    p.add_argument("--model", type=_non_empty, default=None,
+                   help=f"Hub id or local checkpoint directory (default: {DEFAULT_MODEL})")
     p.add_argument("--num-beams", type=_positive, help="beam width (default: the checkpoint's)")
     p.add_argument("--max-length", type=_positive, help="maximum summary length in tokens (default: the checkpoint's)")
     p.add_argument("--min-length", type=_non_negative, help="minimum summary length in tokens")
@@ -224,7 +241,7 @@ def _add_translate(sub, parents: list) -> None:
                                    "(--input docs.jsonl --output out.jsonl; a re-run resumes where it stopped).")
     p.add_argument("text", nargs="?", metavar="TEXT", help="the text to translate, or - to read stdin")
     _add_corpus_arguments(p, "translations", "translation_text")
-    p.add_argument("--model", required=True, help="Hub id or local checkpoint directory")
+    p.add_argument("--model", type=_non_empty, required=True, help="Hub id or local checkpoint directory")
     p.add_argument("--src-lang", help="source language code as the tokenizer takes it (en, eng_Latn, en_XX)")
     p.add_argument("--tgt-lang", help="target language code (fr, fra_Latn, fr_XX; a multi-target Marian model's fra)")
     p.add_argument("--num-beams", type=_positive, help="beam width (default: the checkpoint's)")
@@ -262,7 +279,7 @@ def _add_tokenize(sub, parents: list) -> None:
                        description="Inspect TEXT as the notebook does: tokenize, convert_tokens_to_ids, encode "
                                    "(with special tokens), convert_ids_to_tokens, decode.")
     p.add_argument("text", metavar="TEXT", help="the text to tokenize, or - to read stdin")
-    p.add_argument("--model", default=None,
+    p.add_argument("--model", type=_non_empty, default=None,
                    help="Hub id or local directory with tokenizer files (default: the embedded BART tokenizer)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=_tokenize, parser=p)
@@ -272,7 +289,7 @@ def _add_inspect(sub, parents: list) -> None:
     p = sub.add_parser("inspect", parents=parents, help="describe a checkpoint",
                        description="Print a checkpoint's config summary, parameter count, files and formats, "
                                    "dtype and generation defaults.")
-    p.add_argument("model", metavar="MODEL", help="Hub id or local checkpoint directory")
+    p.add_argument("model", type=_non_empty, metavar="MODEL", help="Hub id or local checkpoint directory")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=_inspect, parser=p)
 
@@ -297,7 +314,7 @@ def _add_parity(sub, parents: list) -> None:
                                    "logits and generated tokens (greedy and beam, under the checkpoint's settings). "
                                    "Exit code 1 when they differ. "
                                    "Needs transformers: pip install \"seq2seq-kit[test]\".")
-    p.add_argument("model", metavar="MODEL", help="Hub id or local checkpoint directory")
+    p.add_argument("model", type=_non_empty, metavar="MODEL", help="Hub id or local checkpoint directory")
     p.add_argument("--text", action="append", help="input text (repeatable; default: a sample paragraph)")
     p.add_argument("--num-beams", type=_positive, help=f"beam width of the beam run (default: the checkpoint's, "
                                                        f"or {BEAM_WHEN_GREEDY} if it generates greedily)")
@@ -318,8 +335,8 @@ def _add_serve(sub, parents: list) -> None:
                                    "NLLB, mBART-50), in the Hugging Face Inference API's shapes; /health, /info, "
                                    "/metrics, /docs; on the continuous-batching engine. SIGTERM / Ctrl-C drain: "
                                    "every accepted request is answered. Needs pip install \"seq2seq-kit[serve]\".")
-    p.add_argument("--model", default=None, help=f"Hub id or local checkpoint directory, fixed for the server's "
-                                                 f"life (default: {DEFAULT_MODEL})")
+    p.add_argument("--model", type=_non_empty, default=None,
+                   help=f"Hub id or local checkpoint directory, fixed for the server's life (default: {DEFAULT_MODEL})")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=_port, default=8000, help="port (default: 8000)")
     p.add_argument("--task", choices=("summarization", "translation"),
@@ -356,9 +373,16 @@ def _add_ray(p, what: str, extras: str) -> None:
 
 def _positive_float(value: str) -> float:
     x = _float(value)
-    if not x > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {value!r}")
+    if not 0 < x <= threading.TIMEOUT_MAX:      # inf / nan / 1e10: JSON (/info) and thread joins refuse them
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds (at most "
+                                         f"{threading.TIMEOUT_MAX:.0f}), got {value!r}")
     return x
+
+
+def _non_empty(value: str) -> str:
+    if not value.strip():                   # "" would be the current folder (--model, --cache-dir) or main
+        raise argparse.ArgumentTypeError("is empty")
+    return value
 
 
 def _path(value: str) -> Path:
@@ -424,7 +448,7 @@ def _device(value: str | None):
     """--device: the strings resolve_device takes, or an integer index (-1: the CPU)."""
     if value is None:
         return None
-    return int(value) if value.lstrip("-").isdigit() else value
+    return int(value) if re.fullmatch(r"-?[0-9]+", value) else value
 
 
 def _read_text(args) -> str:
@@ -520,8 +544,6 @@ def _summarize_corpus(args, kwargs: dict) -> int:
 
 def _serve(args) -> int:
     """The HTTP server (seq2seq_kit.server) until SIGTERM / Ctrl-C; 0 once every accepted request is answered."""
-    import os
-
     if not args.ray and (args.replicas is not None or args.autoscale is not None or args.ray_address is not None):
         args.parser.error("--ray-address, --replicas and --autoscale apply to --ray")
     if args.replicas is not None and args.autoscale is not None:

@@ -69,7 +69,11 @@ def resolve(name_or_path: str | Path, *, purpose: str = "all", revision: str | N
                                             "and local_files_only"))
     if purpose not in PURPOSES:
         raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
-    path = Path(name_or_path).expanduser()
+    try:
+        path = Path(name_or_path).expanduser()
+    except RuntimeError:                    # ~user of no known user
+        raise FileNotFoundError(f"{str(name_or_path)!r}: cannot expand '~' (no such user's home directory); pass "
+                                "the full path of a checkpoint directory") from None
     if path.is_dir():
         return path
     if path.exists():
@@ -80,7 +84,11 @@ def resolve(name_or_path: str | Path, *, purpose: str = "all", revision: str | N
             "pass the path of a checkpoint directory or a Hub model id")
     repo_id, revision = str(name_or_path), revision or "main"
     check_revision(revision)
-    cache = Path(cache_dir if cache_dir is not None else huggingface_hub.constants.HF_HUB_CACHE).expanduser()
+    try:
+        cache = Path(cache_dir if cache_dir is not None else huggingface_hub.constants.HF_HUB_CACHE).expanduser()
+    except RuntimeError:
+        raise FileNotFoundError(f"cache_dir {str(cache_dir)!r}: cannot expand '~' (no such user's home "
+                                "directory); pass a full path") from None
     where = f"{repo_id!r} (revision {revision!r})"
     try:
         if local_files_only or _offline():

@@ -67,6 +67,13 @@ def tiny_summaries(request):
     (["serve", "--port", "70000"], "must be a port number (1-65535), got '70000'"),
     (["parity", "m", "--atol", "nan"], "must be a finite number >= 0, got 'nan'"),
     (["demo", "--seed", str(2**64)], "must be an integer in [0, 2**63)"),
+    (["summarize", "hello", "--model", ""], "argument --model: is empty"),      # not the current folder's model
+    (["serve", "--model", " "], "argument --model: is empty"),                  # not the default model
+    (["inspect", ""], "argument MODEL: is empty"),
+    (["summarize", "hello", "--revision", ""], "argument --revision: is empty"),   # not main
+    (["summarize", "hello", "--cache-dir", ""], "argument --cache-dir: is empty"),
+    (["serve", "--request-timeout", "inf"], "must be a positive number of seconds"),   # /info could not say it
+    (["serve", "--drain-timeout", "1e10"], "must be a positive number of seconds"),    # past a thread join's limit
 ])
 def test_usage_errors_exit_2(capsys, argv, message):
     code, out, err = run(capsys, *argv)

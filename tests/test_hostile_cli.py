@@ -121,7 +121,8 @@ def test_empty_corpus_says_so(capsys, tmp_path, tiny):
     (tmp_path / "docs.jsonl").write_text("\n\n")
     code, _, err = run(capsys, "summarize", "--input", tmp_path / "docs.jsonl", "--output", tmp_path / "o.jsonl",
                        "--model", tiny, *GEN)
-    assert code == 0 and "docs.jsonl holds no records (no non-blank line or row): nothing to summarize" in err
+    assert code == 0 and "seq2seq-kit: warning: " in err    # a logged warning says so, as Python's warnings do
+    assert "docs.jsonl holds no records (no non-blank line or row): nothing to summarize" in err
 
 
 def test_dtype_auto_resumes_a_float32_job(capsys, tmp_path, tiny):
@@ -132,3 +133,25 @@ def test_dtype_auto_resumes_a_float32_job(capsys, tmp_path, tiny):
     assert code == 0 and "done 0, skipped 1" in err
     code, _, err = run(capsys, *argv, "--dtype", "bfloat16")
     assert code == 1 and "dtype='float32'" in err
+
+
+@pytest.mark.parametrize("device", ["--1", "²", "٣"])
+def test_a_device_that_is_no_index_is_named(capsys, tiny, device):
+    """Only ASCII digits with one optional minus are an index (int() took '٣' as cuda:3 and failed on '--1')."""
+    code, _, err = run(capsys, "summarize", "hello", "--model", tiny, f"--device={device}")
+    assert code == 1 and f"{device!r}" in err and "invalid literal" not in err
+
+
+def test_a_home_of_no_known_user_is_named(capsys):
+    code, _, err = run(capsys, "inspect", "~no-such-user-here/checkpoint")
+    assert code == 1 and "cannot expand '~'" in err and "~no-such-user-here/checkpoint" in err
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly():
+    """`seq2seq-kit tokenize ... | head -c 20`: the closed pipe ends the command as it ends any Unix tool (141),
+    without an error line."""
+    text = "the tower is tall " * 3000
+    proc = subprocess.run(f"{sys.executable} -m seq2seq_kit tokenize \"$TEXT\" | head -c 20; "
+                          "echo \" ${PIPESTATUS[0]}\"", shell=True, executable="/bin/bash", capture_output=True,
+                          text=True, env={**os.environ, "TEXT": text}, timeout=120)
+    assert proc.stdout.endswith(" 141\n") and "error" not in proc.stderr, (proc.stdout[-80:], proc.stderr)
