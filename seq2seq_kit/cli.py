@@ -349,10 +349,10 @@ def _add_serve(sub, parents: list) -> None:
                    help="inputs waiting in the engine beyond which requests get 503 + Retry-After (default: 256)")
     p.add_argument("--max-body-bytes", type=_positive, default=1_000_000,
                    help="largest request body; larger ones get 413 (default: 1000000)")
-    p.add_argument("--request-timeout", type=_positive_float, default=120.0,
+    p.add_argument("--request-timeout", type=_seconds, default=120.0,
                    help="seconds from a request's arrival to its answer, else 504 (408 if its body is not in by "
                         "then) and it is cancelled (default: 120)")
-    p.add_argument("--drain-timeout", type=_positive_float, default=60.0,
+    p.add_argument("--drain-timeout", type=_seconds, default=60.0,
                    help="seconds SIGTERM / Ctrl-C waits for accepted requests; those still running then get 503 "
                         "(default: 60)")
     p.add_argument("--api-key-env", metavar="VAR",
@@ -371,7 +371,7 @@ def _add_ray(p, what: str, extras: str) -> None:
                                                              "ray://host:10001); --ray=ADDRESS says the same")
 
 
-def _positive_float(value: str) -> float:
+def _seconds(value: str) -> float:
     x = _float(value)
     if not 0 < x <= threading.TIMEOUT_MAX:      # inf / nan / 1e10: JSON (/info) and thread joins refuse them
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds (at most "
