@@ -69,14 +69,17 @@ def resolve(name_or_path: str | Path, *, purpose: str = "all", revision: str | N
                                             "and local_files_only"))
     if purpose not in PURPOSES:
         raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
+    if not str(name_or_path).strip():          # Path("") is ".", the current folder: never a silent choice
+        raise FileNotFoundError("the model id or path is empty; pass a Hub id ('org/name') or a checkpoint "
+                                "directory")
     try:
         path = Path(name_or_path).expanduser()
     except RuntimeError:                    # ~user of no known user
         raise FileNotFoundError(f"{str(name_or_path)!r}: cannot expand '~' (no such user's home directory); pass "
                                 "the full path of a checkpoint directory") from None
-    if path.is_dir():
+    if os.path.isdir(path):                 # os.path: an unusable name (too long, ...) is no directory, not an OSError
         return path
-    if path.exists():
+    if os.path.exists(path):
         raise FileNotFoundError(f"{str(name_or_path)!r} is a file; pass the checkpoint directory that holds it")
     if isinstance(name_or_path, Path) or not _is_repo_id(name_or_path):
         raise FileNotFoundError(
@@ -110,6 +113,11 @@ def resolve(name_or_path: str | Path, *, purpose: str = "all", revision: str | N
         raise HubError(
             f"downloading {where} failed ({type(e).__name__}: {_first_line(e)}); check the network and run again "
             "(files already downloaded are kept in the cache)") from e
+    except (PermissionError, NotADirectoryError, FileExistsError, IsADirectoryError) as e:  # the cache, not the Hub
+        raise HubError(
+            f"downloading {where} into the Hub cache {cache} failed ({type(e).__name__}: {_first_line(e)}); make "
+            "that folder writable, pass another cache_dir (--cache-dir), or use a cached copy with HF_HUB_OFFLINE=1"
+        ) from e
 
 
 def check_revision(revision) -> None:
@@ -146,9 +154,10 @@ def _download(repo_id: str, revision: str, cache: Path, purpose: str, token) -> 
     """List the repo's files at `revision`, then fetch the small files, check the config, fetch the weights."""
     try:
         info = HfApi(token=token).model_info(repo_id, revision=revision)
-    except (*NETWORK_ERRORS, HfHubHTTPError) as e:
-        if isinstance(e, HfHubHTTPError) and (e.response is None or e.response.status_code < 500):
-            raise  # not found / gated / bad revision: the cache cannot help
+    except (GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError):
+        raise  # not found / gated / bad revision: the cache cannot help
+    except (*NETWORK_ERRORS, HfHubHTTPError) as e:   # rate limit (429), 403, 5xx, ...: the cache may serve (as
+        # transformers does)
         reason = f"the Hub could not be reached ({type(e).__name__}: {_first_line(e)})"
         return _from_cache(repo_id, revision, cache, purpose, reason=reason)
     files = [s.rfilename for s in info.siblings or []]
@@ -156,7 +165,7 @@ def _download(repo_id: str, revision: str, cache: Path, purpose: str, token) -> 
     _check_files(files, purpose, where)
     kwargs = dict(cache_dir=cache, token=token)
     folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=_small_files(files, purpose), **kwargs))
-    _check_snapshot(folder, files, where)
+    _check_snapshot(folder, files, where, purpose=purpose)
     weights = _weight_files(files, folder) if purpose != "tokenizer" else []
     if weights:  # by commit: the same snapshot, whatever the branch did meanwhile
         folder = Path(snapshot_download(repo_id, revision=folder.name, allow_patterns=weights, **kwargs))
@@ -181,7 +190,7 @@ def _from_cache(repo_id: str, revision: str, cache: Path, purpose: str, *, reaso
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     where, hint = f"the cached copy of {where} in {folder}", f"; {reason}"
     _check_files(files, purpose, where, hint)
-    _check_snapshot(folder, files, where, hint)
+    _check_snapshot(folder, files, where, hint, purpose=purpose)
     return folder
 
 
@@ -208,8 +217,9 @@ def _weight_files(files: list[str], folder: Path) -> list[str]:
         return [weights] if weights else []
     index = read_json(folder / weights)
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
-    if not isinstance(weight_map, dict):
-        raise ValueError(f"{folder / weights} is not a valid shard index: it needs a 'weight_map' object")
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) and v for v in weight_map.values()):
+        raise ValueError(f"{folder / weights} is not a valid shard index: it needs a 'weight_map' object of file "
+                         "names")
     return sorted(set(weight_map.values()))
 
 
@@ -226,9 +236,10 @@ def _check_files(files: list[str], purpose: str, where: str, hint: str = "") -> 
                        f"sentencepiece .model){hint}; load the tokenizer from another repo or directory")
 
 
-def _check_snapshot(folder: Path, files: list[str], where: str, hint: str = "") -> None:
-    """Raise if config.json is not BART-family, or if the weight index names shards missing from `files`."""
-    if (folder / "config.json").is_file():
+def _check_snapshot(folder: Path, files: list[str], where: str, hint: str = "", *, purpose: str = "all") -> None:
+    """Raise if config.json is not BART-family (a model load: a tokenizer is checked by its own files, as from a
+    local directory), or if the weight index names shards missing from `files`."""
+    if purpose != "tokenizer" and (folder / "config.json").is_file():
         _check_bart(read_json(folder / "config.json"), where)
     weights = _weight_format(files)
     if weights and weights.endswith(".index.json") and (folder / weights).is_file():

@@ -316,3 +316,55 @@ def test_no_network_falls_back_to_cache_or_says_so(tmp_path, online):
         assert resolve(REPO, cache_dir=tmp_path).name == commits["main"]
     finally:
         FakeHub.uninstall()
+
+
+# ---------------------------------------------------------------- fuzzed (session 21)
+
+def test_an_empty_or_unusable_name_is_refused_by_name(tmp_path, monkeypatch):
+    """"" would be the current folder (a checkpoint there loaded silently); a 300-character name is no path
+    (pathlib raised "File name too long")."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "bart"}')
+    with pytest.raises(FileNotFoundError, match="the model id or path is empty"):
+        resolve(" ")
+    with pytest.raises(FileNotFoundError, match="neither a local directory nor"):
+        resolve("a" * 300)
+
+
+@pytest.mark.parametrize("status", [403, 429])
+def test_a_refusing_hub_falls_back_to_the_cache(tmp_path, online, status):
+    """A rate limit or a 403 on the listing: the cached copy serves, as transformers (was a raw HfHubHTTPError);
+    without one, one HubError naming the repo."""
+    hub = FakeHub({})
+    hub.handle = lambda request: httpx2.Response(status, request=request)
+    hub.install()
+    try:
+        with pytest.raises(HubError, match=f"{status}.*HF_HUB_OFFLINE=1"):
+            resolve(REPO, cache_dir=tmp_path)
+        commits = write_cache(tmp_path, REPO, {"main": MAIN})
+        assert resolve(REPO, cache_dir=tmp_path).name == commits["main"]
+    finally:
+        FakeHub.uninstall()
+
+
+def test_a_tokenizer_from_a_repo_of_another_architecture(tmp_path, offline):
+    """Tokenizer files load from any repo, as from a directory (roberta-base's BPE files): only a model load
+    checks config.json's architecture."""
+    write_cache(tmp_path, REPO, {"main": {**MAIN, "config.json": b'{"model_type": "roberta"}'}})
+    assert (resolve(REPO, purpose="tokenizer", cache_dir=tmp_path) / "vocab.json").is_file()
+    with pytest.raises(ValueError, match="model_type 'roberta'"):
+        resolve(REPO, purpose="model", cache_dir=tmp_path)
+
+
+def test_a_shard_index_naming_no_files_is_named(tmp_path, offline):
+    write_cache(tmp_path, REPO, {"main": {**SMALL, "model.safetensors.index.json": b'{"weight_map": {"a": null}}'}})
+    with pytest.raises(ValueError, match="not a valid shard index: it needs a 'weight_map' object of file names"):
+        resolve(REPO, purpose="model", cache_dir=tmp_path)
+
+
+def test_a_cache_that_cannot_be_written_is_named(tmp_path, fake_hub):
+    fake_hub({REPO: {"main": PR}})
+    blocked = tmp_path / "cache-is-a-file"
+    blocked.write_text("")
+    with pytest.raises(HubError, match="into the Hub cache .*cache-is-a-file.*--cache-dir"):
+        resolve(REPO, cache_dir=blocked)

@@ -468,6 +468,20 @@ def test_unknown_route_and_metrics_by_status(server):
     assert re.search(r'seq2seq_http_request_latency_seconds_count{route="/summarize"} [1-9]', text)
 
 
+def test_a_local_folder_inside_a_folder_named_snapshots_has_no_commit(tiny_eos_path, tmp_path):
+    """/info's commit is a Hub snapshot's, not the name of a local directory that happens to sit in `snapshots/`."""
+    import shutil
+
+    local = tmp_path / "snapshots" / "my-finetune"
+    shutil.copytree(tiny_eos_path, local)
+    srv = Server(tmp_path, "--model", local)
+    try:
+        srv.wait_ready()
+        assert httpx.get(srv.url + "/info").json()["commit"] is None
+    finally:
+        srv.stop()
+
+
 def test_an_int8_server_says_int8(tiny_eos_path, tmp_path):
     """/info's dtype is what serves: an int8 model's (its float parts, model.dtype, are float32)."""
     srv = Server(tmp_path, "--model", tiny_eos_path, "--dtype", "int8")

@@ -37,6 +37,7 @@ import asyncio
 import hmac
 import logging
 import math
+import os
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -156,7 +157,8 @@ class Service:
         except BaseException:
             self.status = "failed"
             raise
-        self.commit = root.name if root.parent.name == "snapshots" else None   # a Hub cache snapshot's folder
+        local = os.path.isdir(os.path.expanduser(str(s.model)))   # no commit, whatever its parent folder's name
+        self.commit = root.name if not local and root.parent.name == "snapshots" else None   # a Hub snapshot
         with self.status_lock:
             stopped = self.status == "draining"
             if not stopped:
