@@ -95,7 +95,8 @@ def resolve(name_or_path: str | Path, *, purpose: str = "all", revision: str | N
     where = f"{repo_id!r} (revision {revision!r})"
     try:
         if local_files_only or _offline():
-            return _from_cache(repo_id, revision, cache, purpose, reason=_offline_reason(local_files_only))
+            return _from_cache(repo_id, revision, cache, purpose, reason=_offline_reason(local_files_only),
+                               offline=True)
         return _download(repo_id, revision, cache, purpose, token)
     except GatedRepoError as e:
         raise HubError(
@@ -172,8 +173,9 @@ def _download(repo_id: str, revision: str, cache: Path, purpose: str, token) -> 
     return folder
 
 
-def _from_cache(repo_id: str, revision: str, cache: Path, purpose: str, *, reason: str) -> Path:
-    """The cached snapshot of `repo_id` at `revision` (a commit hash, or a ref the cache recorded)."""
+def _from_cache(repo_id: str, revision: str, cache: Path, purpose: str, *, reason: str, offline: bool = False) -> Path:
+    """The cached snapshot of `repo_id` at `revision` (a commit hash, or a ref the cache recorded). offline: no
+    download was tried (HF_HUB_OFFLINE, local_files_only), else the Hub failed (`reason`)."""
     storage = cache / repo_folder_name(repo_id=repo_id, repo_type="model")
     ref = storage / "refs" / revision
     commit = revision if COMMIT_HASH.match(revision) else (ref.read_text().strip() if ref.is_file() else None)
@@ -183,9 +185,11 @@ def _from_cache(repo_id: str, revision: str, cache: Path, purpose: str, *, reaso
     folder = storage / "snapshots" / commit if commit else None
     where = f"{repo_id!r} (revision {revision!r})"
     if folder is None or not folder.is_dir():
+        download = ("run once with the network, without HF_HUB_OFFLINE=1 / local_files_only, to download it" if offline
+                    else "connect to the network and run again to download it once")
         raise HubError(
-            f"{where} is not in the local Hub cache ({cache}) and {reason}. Connect to the network and run "
-            "again to download it once, set HF_HUB_OFFLINE=1 where a cached copy exists (HF_HOME / --cache-dir), "
+            f"{where} is not in the local Hub cache ({cache}) and {reason}. {download[0].upper()}{download[1:]}, "
+            "point HF_HOME or --cache-dir at a cache that holds it (with HF_HUB_OFFLINE=1 no network is tried), "
             "or pass a local checkpoint directory")
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     where, hint = f"the cached copy of {where} in {folder}", f"; {reason}"

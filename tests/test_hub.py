@@ -159,6 +159,7 @@ def test_offline_not_cached(tmp_path, offline):
     msg = str(e.value)
     assert "'org/tiny-bart' (revision 'main') is not in the local Hub cache" in msg
     assert "offline mode is on (HF_HUB_OFFLINE=1)" in msg and "local checkpoint directory" in msg
+    assert "without HF_HUB_OFFLINE=1 / local_files_only, to download it" in msg   # not "set HF_HUB_OFFLINE=1"
     write_cache(tmp_path, REPO, {"main": MAIN})
     with pytest.raises(HubError, match="revision 'v2'.*not in the local Hub cache"):
         resolve(REPO, revision="v2", cache_dir=tmp_path)
@@ -312,6 +313,7 @@ def test_no_network_falls_back_to_cache_or_says_so(tmp_path, online):
         msg = str(e.value)
         assert "the Hub could not be reached (ConnectError: no route to host)" in msg
         assert "HF_HUB_OFFLINE=1" in msg and "local checkpoint directory" in msg
+        assert "Connect to the network and run again" in msg
         commits = write_cache(tmp_path, REPO, {"main": MAIN})
         assert resolve(REPO, cache_dir=tmp_path).name == commits["main"]
     finally:
