@@ -72,11 +72,7 @@ def resolve(name_or_path: str | Path, *, purpose: str = "all", revision: str | N
     if not str(name_or_path).strip():          # Path("") is ".", the current folder: never a silent choice
         raise FileNotFoundError("the model id or path is empty; pass a Hub id ('org/name') or a checkpoint "
                                 "directory")
-    try:
-        path = Path(name_or_path).expanduser()
-    except RuntimeError:                    # ~user of no known user
-        raise FileNotFoundError(f"{str(name_or_path)!r}: cannot expand '~' (no such user's home directory); pass "
-                                "the full path of a checkpoint directory") from None
+    path = _expanded(name_or_path, "the full path of a checkpoint directory")
     if os.path.isdir(path):                 # os.path: an unusable name (too long, ...) is no directory, not an OSError
         return path
     if os.path.exists(path):
@@ -87,11 +83,8 @@ def resolve(name_or_path: str | Path, *, purpose: str = "all", revision: str | N
             "pass the path of a checkpoint directory or a Hub model id")
     repo_id, revision = str(name_or_path), revision or "main"
     check_revision(revision)
-    try:
-        cache = Path(cache_dir if cache_dir is not None else huggingface_hub.constants.HF_HUB_CACHE).expanduser()
-    except RuntimeError:
-        raise FileNotFoundError(f"cache_dir {str(cache_dir)!r}: cannot expand '~' (no such user's home "
-                                "directory); pass a full path") from None
+    cache = _expanded(cache_dir if cache_dir is not None else huggingface_hub.constants.HF_HUB_CACHE,
+                      "the cache folder's full path (cache_dir)")
     where = f"{repo_id!r} (revision {revision!r})"
     try:
         if local_files_only or _offline():
@@ -119,6 +112,15 @@ def resolve(name_or_path: str | Path, *, purpose: str = "all", revision: str | N
             f"downloading {where} into the Hub cache {cache} failed ({type(e).__name__}: {_first_line(e)}); make "
             "that folder writable, pass another cache_dir (--cache-dir), or use a cached copy with HF_HUB_OFFLINE=1"
         ) from e
+
+
+def _expanded(path: str | Path, instead: str) -> Path:
+    """Path(path) with a leading ~ or ~user expanded; FileNotFoundError naming it for a user with no known home."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        raise FileNotFoundError(f"{str(path)!r}: cannot expand '~' (no such user's home directory); pass "
+                                f"{instead}") from None
 
 
 def check_revision(revision) -> None:

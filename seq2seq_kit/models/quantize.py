@@ -22,6 +22,13 @@ import torch
 from torch import nn
 
 
+def per_row_qint8(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """w float32 [out, in] as a quantized qint8 tensor with one scale per row (scale float64 [out]), zero point 0."""
+    with warnings.catch_warnings():   # torch flags its quantized-tensor constructors as deprecated
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        return torch.quantize_per_channel(w, scale, torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8)
+
+
 class Int8Linear(nn.Module):
     def __init__(self, linear: nn.Linear):
         super().__init__()
@@ -29,13 +36,9 @@ class Int8Linear(nn.Module):
         w = linear.weight.detach()
         w = (w.to_dense() if w.is_mkldnn else w).float()                     # [out, in] (dense if packed)
         scale = (w.abs().amax(dim=1) / 127).clamp(min=1e-12).double()        # [out]
-        zero_point = torch.zeros(w.shape[0], dtype=torch.long)
-        with warnings.catch_warnings():   # torch flags its quantized-tensor constructors as deprecated
-            warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
-            qweight = torch.quantize_per_channel(w, scale, zero_point, 0, torch.qint8)
         bias = linear.bias.detach().float() if linear.bias is not None else None
         self.has_bias = bias is not None
-        self.packed = torch.ops.quantized.linear_prepack(qweight, bias)
+        self.packed = torch.ops.quantized.linear_prepack(per_row_qint8(w, scale), bias)
 
     @property
     def num_weights(self) -> int:
@@ -72,12 +75,9 @@ class Int8Linear(nn.Module):
                               f"scales [{self.out_features}], got {q.dtype} {list(q.shape)} / {list(scale.shape)}")
             return
         scale = scale.detach().double().cpu()                                # [out]
-        with warnings.catch_warnings():   # (see __init__) q * scale quantizes back to exactly q
-            warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
-            qweight = torch.quantize_per_channel((q.detach().cpu().double() * scale[:, None]).float(), scale,
-                                                 torch.zeros(self.out_features, dtype=torch.long), 0, torch.qint8)
+        w = (q.detach().cpu().double() * scale[:, None]).float()             # quantizes back to exactly q
         bias = state_dict[prefix + "bias"].detach().float().cpu() if self.has_bias else None
-        self.packed = torch.ops.quantized.linear_prepack(qweight, bias)
+        self.packed = torch.ops.quantized.linear_prepack(per_row_qint8(w, scale), bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights"
