@@ -65,9 +65,20 @@ class BartForConditionalGeneration(BartNetwork):
             (directory / "generation_config.json").unlink(missing_ok=True)
         return directory
 
-    def generate(self, input_ids, attention_mask=None, **kwargs):
-        """transformers-compatible generate; see seq2seq_kit.generation.decoding."""
-        return generation.generate(self, input_ids, attention_mask, **kwargs)
+    def generate(self, input_ids=None, attention_mask=None, *, inputs=None, **kwargs):
+        """transformers-compatible generate (the source ids also by transformers' name: inputs=...); see
+        seq2seq_kit.generation.decoding."""
+        return generation.generate(self, source_ids(input_ids, inputs, kwargs), attention_mask, **kwargs)
+
+
+def source_ids(input_ids, inputs, kwargs: dict):
+    """generate's source ids, given as input_ids or inputs (transformers' generate names its first argument so)."""
+    if input_ids is not None and inputs is not None:
+        raise TypeError("generate() got both input_ids and inputs (transformers' name for input_ids): pass one")
+    if input_ids is None and inputs is None:
+        note = "; encoder_outputs is not supported" if "encoder_outputs" in kwargs else ""
+        raise TypeError(f"generate() needs the source token ids: input_ids (or inputs) [batch, sequence]{note}")
+    return inputs if input_ids is None else input_ids
 
 
 def int8_linear(linear: torch.nn.Linear) -> Int8Linear:

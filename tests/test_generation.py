@@ -244,6 +244,33 @@ def test_plain_output_is_the_sequences(pair):
     assert torch.equal(mine["sequences"], theirs["sequences"])
 
 
+def test_dict_output_reads_as_transformers_model_output(pair):
+    """out[0], `in`, keys() and to_tuple() as on transformers' ModelOutput (out[0] raised "attribute name must be
+    string")."""
+    hf, ours = pair("tiny")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id)
+    kwargs = dict(num_beams=2, max_new_tokens=4, return_dict_in_generate=True, output_scores=True)
+    theirs, mine = hf.generate(ids, attention_mask=mask, **kwargs), ours.generate(ids, mask, **kwargs)
+    assert torch.equal(mine[0], theirs[0]) and torch.equal(mine[-1], theirs["beam_indices"])
+    assert "sequences_scores" in mine and "logits" not in mine and "logits" not in theirs
+    assert list(mine) == mine.keys() == [k for k in theirs.keys() if k != "cache"]
+    assert len(mine.to_tuple()) == 4 and mine[1:2][0] is mine.sequences_scores
+
+
+def test_generation_settings_set_on_model_config_are_refused(pair, monkeypatch):
+    """model.config.num_beams = 4 (the legacy way) raises in transformers 5; it was silently ignored here."""
+    hf, ours = pair("tiny")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id)
+    for model in (hf, ours):
+        monkeypatch.setattr(model.config, "num_beams", 3, raising=False)
+    with pytest.raises(ValueError, match="modified the pretrained model configuration"):
+        hf.generate(ids, attention_mask=mask)
+    with pytest.raises(ValueError, match=r"model.config has generation settings \{'num_beams': 3\}.*generation_config"):
+        ours.generate(ids, mask)
+    theirs = hf.generate(ids, attention_mask=mask, generation_config=transformers.GenerationConfig(max_new_tokens=3))
+    assert torch.equal(ours.generate(ids, mask, generation_config=GenerationConfig(max_new_tokens=3)), theirs)
+
+
 def test_model_without_generation_config(pair, monkeypatch):
     """A model not made by from_pretrained takes the generation keys of its config, as transformers does."""
     hf, ours = pair("tiny")
@@ -490,6 +517,7 @@ BAD_INPUTS = [                          # (make input_ids, kwargs, error, messag
     (lambda ids: ids[0], {}, ValueError, r"\[batch, sequence\]"),
     (lambda ids: ids.float(), {}, TypeError, "integer"),
     (lambda ids: ids.tolist(), {}, TypeError, "torch.Tensor"),
+    (lambda ids: ids.numpy(), {}, TypeError, "torch.Tensor of token ids, got a ndarray"),   # was "got int64"
     (lambda ids: ids, dict(num_beams=2, num_return_sequences=3), ValueError, "num_return_sequences"),
     (lambda ids: ids, dict(num_beams=0), ValueError, "num_beams"),
     (lambda ids: ids, dict(max_length=1), ValueError, "max_length"),
@@ -528,6 +556,19 @@ def test_bad_input(pair, monkeypatch, make, kwargs, error, message):
     monkeypatch.setattr(ours, "encode_unchecked", no_compute)      # what generate runs after its one check
     with pytest.raises(error, match=message):
         ours.generate(make(ids), **kwargs)
+
+
+def test_source_ids_by_transformers_name(pair):
+    """transformers' generate names its first argument inputs; without source ids the error says what is missing
+    (it was "missing 1 required positional argument: 'input_ids'" for inputs=... too)."""
+    hf, ours = pair("tiny")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    want = hf.generate(inputs=ids, attention_mask=mask, max_new_tokens=3)
+    assert torch.equal(ours.generate(inputs=ids, attention_mask=mask, max_new_tokens=3), want)
+    with pytest.raises(TypeError, match="both input_ids and inputs"):
+        ours.generate(ids, inputs=ids)
+    with pytest.raises(TypeError, match="needs the source token ids.*encoder_outputs is not supported"):
+        ours.generate(encoder_outputs=(torch.zeros(3, 12, 64),), attention_mask=mask)
 
 
 def test_bad_attention_mask_and_generator(pair):

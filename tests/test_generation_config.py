@@ -8,6 +8,7 @@ import re
 import shutil
 from dataclasses import fields
 
+import numpy as np
 import pytest
 import transformers
 
@@ -82,6 +83,18 @@ def test_save_pretrained_round_trip(tmp_path):
     cfg = GenerationConfig(num_beams=4, max_length=142, eos_token_id=[2, 3], early_stopping="never")
     cfg.save_pretrained(tmp_path)
     assert GenerationConfig.from_pretrained(tmp_path) == cfg
+
+
+def test_save_pretrained_writes_a_sequence_bias_dict_as_pairs(tmp_path):
+    """{(token ids): bias}, the form generate takes, has tuple keys, which JSON cannot hold: it is written as the
+    pairs form a file holds (json.dump raised TypeError, leaving no generation_config.json)."""
+    cfg = GenerationConfig(bos_token_id=0, sequence_bias={(5,): -2.0, (6, 7): 3.0})
+    cfg.save_pretrained(tmp_path)
+    loaded = GenerationConfig.from_pretrained(tmp_path)
+    assert loaded.sequence_bias == [[[5], -2.0], [[6, 7], 3.0]]
+    assert res(loaded).sequence_bias == loaded.sequence_bias and cfg.sequence_bias == {(5,): -2.0, (6, 7): 3.0}
+    theirs = transformers.GenerationConfig.from_pretrained(tmp_path)
+    assert transformers.SequenceBiasLogitsProcessor(theirs.sequence_bias).sequence_bias == {(5,): -2.0, (6, 7): 3.0}
 
 
 def test_from_pretrained_without_files(tmp_path):
@@ -203,6 +216,8 @@ BAD = [
     (dict(bad_words_ids=[[1], []]), "bad_words_ids"),
     (dict(bad_words_ids=[[1, 100]]), r"bad_words_ids.*\[0, 100\)"),
     (dict(eos_token_id=100), r"eos_token_id.*\[0, 100\)"),
+    (dict(eos_token_id=np.int64(2)), r"eos_token_id.*got np.int64\(2\)"),    # numpy compared [] elementwise
+    (dict(eos_token_id=np.array([2]), pad_token_id=None), r"eos_token_id.*got array\(\[2\]\)"),
     (dict(forced_eos_token_id=[]), "forced_eos_token_id"),        # eos_token_id=[] is no EOS (test_generation)
     (dict(pad_token_id=-1), "pad_token_id"),
     (dict(forced_bos_token_id=100), "forced_bos_token_id"),

@@ -128,7 +128,10 @@ class GenerationConfig:
         the saved checkpoint generates as the original in transformers, and is refused here as the original was)."""
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "generation_config.json", {**self.to_dict(), **self.unsupported}, indent=2)
+        settings = self.to_dict()
+        if isinstance(self.sequence_bias, dict):        # JSON keys are strings: the [[token ids], bias] pairs form
+            settings["sequence_bias"] = [[list(tokens), bias] for tokens, bias in self.sequence_bias.items()]
+        write_json(out / "generation_config.json", {**settings, **self.unsupported}, indent=2)
 
 
 INT_SETTINGS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "num_beams", "num_return_sequences",
@@ -236,9 +239,9 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int,
 
     if isinstance(cfg.eos_token_id, int):
         cfg.eos_token_id = [cfg.eos_token_id]
-    elif cfg.eos_token_id == []:                        # no EOS, as transformers runs it: every row to max_length
+    elif isinstance(cfg.eos_token_id, list) and not cfg.eos_token_id:   # no EOS, as transformers runs it
         cfg.eos_token_id = None
-    if cfg.pad_token_id is None and cfg.eos_token_id:
+    if cfg.pad_token_id is None and isinstance(cfg.eos_token_id, list):   # anything else: _validate names it
         cfg.pad_token_id = cfg.eos_token_id[0]
     if cfg.decoder_start_token_id is None:
         cfg.decoder_start_token_id = cfg.bos_token_id

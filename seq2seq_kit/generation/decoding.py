@@ -6,12 +6,12 @@ The model is anything that fits generation/protocol.py's Seq2SeqModel; nothing h
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 
 from .beam_search import BeamSearch
-from .config import GenerationConfig, check_config, resolve
+from .config import GENERATE_KWARGS, GenerationConfig, check_config, resolve
 from .logits_process import build_processors
 from .protocol import Seq2SeqModel
 from .sampling import SampleSearch
@@ -29,15 +29,29 @@ WHOLE_STEP_GRAPH = True
 
 @dataclass
 class GenerateOutput:
-    """What generate(..., return_dict_in_generate=True) returns; also readable as out["sequences"]."""
+    """What generate(..., return_dict_in_generate=True) returns; also read as transformers' ModelOutput is: by name
+    (out["sequences"]), by position among the fields that are set (out[0] is the sequences), keys(), `in`."""
     sequences: torch.Tensor                             # [B * num_return_sequences, T] long
     sequences_scores: torch.Tensor | None = None        # [B * num_return_sequences] (beam search, output_scores)
     scores: tuple[torch.Tensor, ...] | None = None      # per step [B * rows_per_input, V] processed scores
     logits: tuple[torch.Tensor, ...] | None = None      # per step [B * rows_per_input, V] the model's, float32
     beam_indices: torch.Tensor | None = None            # [B * num_return_sequences, T - 1] long (beam search)
 
-    def __getitem__(self, key: str):
-        return getattr(self, key)
+    def keys(self) -> list[str]:
+        """The fields that are set (not None), in order."""
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def to_tuple(self) -> tuple:
+        return tuple(getattr(self, k) for k in self.keys())
+
+    def __getitem__(self, key: str | int | slice):
+        return getattr(self, key) if isinstance(key, str) else self.to_tuple()[key]
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __contains__(self, key) -> bool:
+        return key in self.keys()
 
 
 @torch.no_grad()
@@ -203,6 +217,8 @@ def settings(model: Seq2SeqModel, kwargs: dict) -> GenerationConfig:
     """kwargs over kwargs["generation_config"] (a GenerationConfig, as transformers' generate takes one) over
     model.generation_config (None: its config's generation keys, as transformers) -> resolved."""
     config = model.config
+    if kwargs.get("generation_config") is None:
+        check_model_config(config)
     base = model.generation_config
     if base is None:
         base = GenerationConfig.from_model_config(config.to_dict())
@@ -215,6 +231,16 @@ def settings(model: Seq2SeqModel, kwargs: dict) -> GenerationConfig:
     cfg.output_scores = cfg.output_scores and cfg.return_dict_in_generate     # scores are only returned in a dict
     cfg.output_logits = cfg.output_logits and cfg.return_dict_in_generate     # likewise
     return cfg
+
+
+def check_model_config(config) -> None:
+    """Generation settings assigned to model.config (the legacy way, e.g. model.config.num_beams = 4) are refused,
+    as transformers 5 refuses them: generate reads model.generation_config, so they would be silently ignored."""
+    declared = {f.name for f in fields(config)}
+    legacy = {k: v for k, v in vars(config).items() if k in GENERATE_KWARGS and k not in declared and v is not None}
+    if legacy:
+        raise ValueError(f"model.config has generation settings {legacy}, which generate does not read; set them on "
+                         "model.generation_config (or pass them to generate) and delete them from model.config")
 
 
 def use_cuda_graph(cuda_graph: bool | None, device: torch.device) -> bool:

@@ -26,9 +26,11 @@ def check_vocab_range(ids: torch.Tensor, name: str, vocab_size: int) -> None:
 
 def check_token_ids(ids, name: str, *, vocab_size: int, max_positions: int, device: torch.device) -> None:
     """ids: an integer tensor [B, L] on `device`, not empty, L <= max_positions, every id in the vocabulary."""
-    if not isinstance(ids, torch.Tensor) or ids.dtype not in INT_DTYPES:
-        raise TypeError(f"{name} must be an integer torch.Tensor of token ids, got "
-                        f"{getattr(ids, 'dtype', type(ids).__name__)}")
+    if not isinstance(ids, torch.Tensor):     # a numpy array's dtype alone ("int64") reads as the right one
+        raise TypeError(f"{name} must be an integer torch.Tensor of token ids, got a {type(ids).__name__} (a "
+                        "tokenizer makes tensors with return_tensors='pt')")
+    if ids.dtype not in INT_DTYPES:
+        raise TypeError(f"{name} must be an integer torch.Tensor of token ids, got {ids.dtype}")
     if ids.dim() != 2:
         raise ValueError(f"{name} must have shape [batch, sequence], got {list(ids.shape)}")
     if ids.numel() == 0:
