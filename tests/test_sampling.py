@@ -133,3 +133,14 @@ def test_every_token_banned_is_named_as_such(tiny_eos):
         ours.generate(ids, mask, do_sample=True, max_length=5, min_length=5, bad_words_ids=everything)
     with pytest.raises(ValueError, match=r"no valid probabilities .*overflowed float32; `temperature`"):
         ours.generate(ids, mask, do_sample=True, max_length=5, temperature=1e-320)
+
+
+@pytest.mark.parametrize("kwargs,setting", [(dict(sequence_bias={(5,): float("inf")}), "sequence_bias"),
+                                            (dict(repetition_penalty=1e-39), "repetition_penalty")])
+def test_scores_raised_to_inf_name_the_setting(tiny_eos, kwargs, setting):
+    """A +inf score from a setting other than the temperature (transformers: torch's RuntimeError) names it too,
+    not only the temperature the caller left at 1."""
+    _, ours = tiny_eos
+    ids, mask = batch(1)
+    with pytest.raises(ValueError, match=rf"no valid probabilities .*overflowed float32; .*`{setting}`"):
+        ours.generate(ids, mask, do_sample=True, max_length=5, **kwargs)

@@ -653,7 +653,8 @@ def draw(scores: torch.Tensor, num_samples: int, generator) -> torch.Tensor:
                      "`encoder_no_repeat_ngram_size`, `bad_words_ids` beside `min_length`) left no token to draw, "
                      "or a `temperature` near 0 overflowed every score")
         else:
-            cause = "the scores overflowed float32; `temperature` is probably too small or too large"
+            cause = ("the scores overflowed float32; `temperature` near 0, `repetition_penalty` near 0, "
+                     "`encoder_repetition_penalty` far above 1 or a `sequence_bias` of +inf makes a score +inf")
         raise ValueError(f"sampling found no valid probabilities ({_first_line(e)}): {cause}") from None
 
 
