@@ -6,7 +6,7 @@ The model is anything that fits generation/protocol.py's Seq2SeqModel; nothing h
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 
 import torch
 
@@ -236,7 +236,7 @@ def settings(model: Seq2SeqModel, kwargs: dict) -> GenerationConfig:
 def check_model_config(config) -> None:
     """Generation settings assigned to model.config (the legacy way, e.g. model.config.num_beams = 4) are refused,
     as transformers 5 refuses them: generate reads model.generation_config, so they would be silently ignored."""
-    declared = {f.name for f in fields(config)}
+    declared = {f.name for f in fields(config)} if is_dataclass(config) else set()
     legacy = {k: v for k, v in vars(config).items() if k in GENERATE_KWARGS and k not in declared and v is not None}
     if legacy:
         raise ValueError(f"model.config has generation settings {legacy}, which generate does not read; set them on "
