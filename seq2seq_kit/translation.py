@@ -26,7 +26,7 @@ from . import summarization
 from .family_tokenizers import MARIAN_SOURCE, TranslationTokenizer, check_code
 from .modeling import BartForConditionalGeneration
 from .summarization import Encoded, SummarizationPipeline
-from .tokenizer import Tokenizer
+from .tokenizer import Tokenizer, check_text
 
 TASKS = ("summarization", "translation", "translation_XX_to_YY", "text2text-generation")
 TRANSLATION_TASK = re.compile(r"^translation_([^_]+)_to_([^_]+)$")
@@ -90,7 +90,10 @@ def check_languages(tokenizer: Tokenizer, src_lang: str | None, tgt_lang: str | 
         tok.get_lang_id(tgt_lang)                                   # unknown code: ValueError naming the known
         return None, tgt_lang, None
     if tok.kind == "MBartTokenizer" and single_pair_ok and {src_lang, tgt_lang} - {None, *tok.language_codes}:
-        return tok.src_lang, None, None
+        codes = tok.language_codes                     # a task name's "en" is no code: the checkpoint's own source
+        src_lang = src_lang if src_lang in codes else tok.src_lang
+        tgt_lang = tgt_lang if tgt_lang in codes else None
+        return src_lang, tgt_lang, None if tgt_lang is None else tok.target_language_id(tgt_lang)
     if tgt_lang is None and tok.target_required and required:
         raise ValueError(f"translation with this {tok.kind} needs tgt_lang (e.g. one of "
                          f"{', '.join(tok.language_codes[:8])}, ...)")
@@ -104,11 +107,12 @@ def check_languages(tokenizer: Tokenizer, src_lang: str | None, tgt_lang: str | 
 
 def with_target_code(texts: list[str], tokenizer: Tokenizer, tgt_lang: str | None) -> list[str]:
     """texts with a multi-target Marian model's >>tgt<< token before each (the target language as that model takes
-    it); unchanged for other models, or without tgt_lang."""
+    it); unchanged for other models, or without tgt_lang. Each text is checked first (check_text), so that an error
+    names the character where the text itself has it, not where it is behind the code."""
     if tgt_lang is None or not isinstance(tokenizer, TranslationTokenizer) or tokenizer.kind != "MarianTokenizer":
         return texts
     code = tokenizer.get_lang_token(tgt_lang)
-    return [f"{code} {t}" for t in texts]
+    return [f"{code} {check_text(t, f'text[{i}]')}" for i, t in enumerate(texts)]
 
 
 def target_token(forced_bos_token_id: int | None) -> dict:

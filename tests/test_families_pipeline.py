@@ -134,6 +134,15 @@ def test_marian_translation_equals_the_recipe(marian_path):
         pipe([TEXTS[0], " "])
 
 
+def test_marian_target_code_leaves_error_positions_as_in_the_text(marian_path):
+    """A lone surrogate is named at its character in the text the user sent, not behind the >>fra<< code that
+    tgt_lang puts before it (as without tgt_lang, and as the other families name it)."""
+    for langs in (dict(tgt_lang="fra"), {}):
+        pipe = pipeline("translation", model=marian_path, **langs)
+        with pytest.raises(ValueError, match="text.1. holds a lone surrogate '.ud800' at character 2,"):
+            pipe(["ok", "ab\ud800"], **MAX_NEW)
+
+
 def test_marian_separate_vocabularies_translation_equals_the_recipe(marian_separate_path):
     """Source ids in the source vocabulary, generated ids in the target one, decoded by the target side."""
     path = marian_separate_path
@@ -182,6 +191,17 @@ def test_mbart_translation_equals_the_recipe(mbart_path):
     named = pipeline("translation_en_to_ro", model=mbart_path)      # task names, not codes: the checkpoint's pair
     assert named(TEXTS, **MAX_NEW) == pipe(TEXTS, **MAX_NEW)
     assert named.src_lang == "en_XX" and "forced_bos_token_id" not in named.generate_defaults
+
+
+def test_a_task_name_keeps_the_mbart_codes_passed_beside_it(mbart_path):
+    """A task name's languages that are no mBART codes ("de", "en") are ignored, not the codes passed with it: an
+    explicit src_lang / tgt_lang still tags the texts and forces the target (it was the checkpoint's en_XX)."""
+    theirs = transformers.MBartTokenizer.from_pretrained(mbart_path, src_lang="de_DE")
+    pipe = pipeline("translation_de_to_en", model=mbart_path, src_lang="de_DE")
+    assert pipe.src_lang == "de_DE" and pipe.preprocess(TEXTS[:1]).rows[0] == theirs(TEXTS[0])["input_ids"]
+    pipe = pipeline("translation_en_to_ro", model=mbart_path, tgt_lang="fr_XX")
+    assert (pipe.src_lang, pipe.tgt_lang) == ("en_XX", "fr_XX")
+    assert pipe.generate_defaults["forced_bos_token_id"] == theirs.convert_tokens_to_ids("fr_XX")
 
 
 def test_translation_refuses_unknown_languages(m2m100_path):

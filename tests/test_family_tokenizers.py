@@ -206,6 +206,26 @@ def test_nllb_ids_text_and_languages_equal_transformers(nllb_dir, legacy):
         AutoTokenizer.from_pretrained(Path(__file__).parent / "fixtures" / "bart-tokenizer", legacy_behaviour=True)
 
 
+def test_nllb_without_listed_codes_takes_transformers_default_codes(nllb_dir, tmp_path):
+    """A tokenizer_config.json listing no extra special tokens (written by hand): transformers' NllbTokenizer takes
+    its 202 FAIRSEQ_LANGUAGE_CODES, so "</s>" is no target language and a translation needs tgt_lang."""
+    from transformers import AutoTokenizer as TheirAutoTokenizer
+
+    from seq2seq_kit.translation import check_languages
+
+    root = Path(shutil.copytree(nllb_dir, tmp_path / "nllb"))
+    (root / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "NllbTokenizer"}))
+    theirs = TheirAutoTokenizer.from_pretrained(str(root), src_lang="fra_Latn", tgt_lang="deu_Latn")
+    ours = AutoTokenizer.from_pretrained(root, src_lang="fra_Latn", tgt_lang="deu_Latn")
+    assert ours.language_codes == list(theirs.extra_special_tokens) and len(ours.language_codes) == 202
+    assert ours.all_special_tokens == theirs.all_special_tokens
+    assert_same(theirs, ours, CORPUS[:3] + EDGE)
+    with pytest.raises(ValueError, match="unknown language code '</s>'"):
+        check_languages(ours, "fra_Latn", "</s>")
+    with pytest.raises(ValueError, match="needs tgt_lang"):
+        check_languages(ours, "fra_Latn", None)
+
+
 @pytest.mark.parametrize("form", ["tokenizer.json", "sentencepiece.bpe.model"])
 def test_mbart50_ids_text_and_languages_equal_transformers(tmp_path, form):
     from transformers import MBart50Tokenizer
