@@ -31,7 +31,7 @@ from .generation.config import GENERATE_KWARGS
 from .loading import resolve_device
 from .long_documents import DEFAULT_BATCH_SIZE, check_strategy, map_reduce
 from .modeling import BartForConditionalGeneration
-from .tokenizer import Tokenizer, clean_up_tokenization
+from .tokenizer import Tokenizer, check_text, clean_up_tokenization
 
 TASKS = ("summarization",)
 DEFAULT_MODEL = "sshleifer/distilbart-cnn-12-6"   # transformers 4.x's default for the task
@@ -314,7 +314,9 @@ class SummarizationPipeline:
         if not texts:
             return []
         cut = dict(truncation=True, max_length=max_length) if max_length is not None else {}
-        return self.tokenizer([self.prefix + t for t in texts], **cut)["input_ids"]
+        if self.prefix:          # each text checked first: an error names a character where the text has it
+            texts = [self.prefix + check_text(t, f"text[{i}]") for i, t in enumerate(texts)]
+        return self.tokenizer(texts, **cut)["input_ids"]
 
     def _pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """(input_ids, attention_mask) [b, longest row]."""

@@ -245,6 +245,8 @@ def test_prefix_from_config(checkpoint, recipe, pipes, tmp_path):
     assert pipe.prefix == "summarize: "
     same(pipe(EN[:2], max_length=10), recipe(tmp_path, EN[:2], max_length=10))
     assert pipe(EN[0], max_length=10) != pipes("tiny")(EN[0], max_length=10)
+    with pytest.raises(ValueError, match="text.1. holds a lone surrogate '.ud800' at character 2,"):
+        pipe(["ok", "ab\ud800"], max_length=10)       # where the text has it, not behind the prefix (character 13)
 
 
 # ---------------------------------------------------------------- over-long inputs
