@@ -180,7 +180,9 @@ class TranslationTokenizer(Tokenizer):
         elif kind == "MBart50Tokenizer" and (root / "sentencepiece.bpe.model").is_file():
             tok = _mbart50_from_spm(root, config)
         else:
-            raise FileNotFoundError(f"{root} has no tokenizer.json for its {kind}")
+            raise FileNotFoundError(f"{root} has no tokenizer.json for its {kind} (only mBART-50's SentencePiece file "
+                                    "is read without one); write it once with transformers: "
+                                    "AutoTokenizer.from_pretrained(folder).save_pretrained(folder)")
         tok.kind = kind
         tok.code_last = kind == "MBartTokenizer" or bool(config.get("legacy_behaviour", False))
         if kind in ("MBartTokenizer", "MBart50Tokenizer"):      # their codes are their tokens

@@ -245,6 +245,15 @@ def test_mbart50_ids_text_and_languages_equal_transformers(tmp_path, form):
     assert ours.target_language_id() == theirs.convert_tokens_to_ids("ru_RU")
 
 
+@pytest.mark.parametrize("kind", ["NllbTokenizer", "MBartTokenizer"])
+def test_sentencepiece_file_alone_names_the_conversion(tmp_path, kind):
+    """NLLB / mBART-cc25 folders as transformers 4.x's slow tokenizers saved them (no tokenizer.json): the error
+    says how to write one."""
+    train(tmp_path / "sentencepiece.bpe.model", "unigram")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": kind}))
+    with pytest.raises(FileNotFoundError, match=rf"no tokenizer.json for its {kind} .*save_pretrained\(folder\)"):
+        AutoTokenizer.from_pretrained(tmp_path, src_lang="fr_XX" if kind == "MBartTokenizer" else "fra_Latn")
+
 
 @pytest.mark.parametrize("bos_in", [None, "tokenizer_config.json", "special_tokens_map.json"])
 def test_mbart50_bos_token_only_from_the_files_as_in_transformers(tmp_path, bos_in):
