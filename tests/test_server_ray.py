@@ -4,6 +4,9 @@ replicas, each with its own engine), as a real process answering real HTTP."""
 from __future__ import annotations
 
 import concurrent.futures
+import signal
+import socket
+import time
 
 import pytest
 
@@ -12,7 +15,8 @@ pytest.importorskip("fastapi", reason='the server needs its extra (pip install "
 
 from helpers import make_docs  # noqa: E402
 from seq2seq_kit import pipeline  # noqa: E402
-from test_server import PARAMS, Server, post  # noqa: E402
+import test_server  # noqa: E402
+from test_server import LONG, PARAMS, Server, engine_metrics, post  # noqa: E402
 
 
 def test_ray_serve_replicas_answer_like_the_pipeline(tiny_eos_path, tmp_path):
@@ -44,3 +48,45 @@ def test_a_cuda_deployment_asks_ray_for_gpus_without_one_on_the_driver():
     for device, gpus in (("cuda", 1), ("cuda:1", 1), (0, 1), ("cpu", None), (None, None)):
         deployment = application(Settings(model="unused", device=device), replicas=2)._bound_deployment  # Ray's
         assert deployment.ray_actor_options.get("num_gpus") == gpus, device
+
+
+def test_a_port_in_use_stops_the_ray_server_with_one_line(tiny_eos_path, tmp_path, monkeypatch):
+    """As the plain server: one line naming the address, exit 1 (it was Ray's remote traceback, colour codes and
+    all, squeezed into the error line)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setattr(test_server, "free_port", lambda: taken.getsockname()[1])
+        srv = Server(tmp_path, "--model", tiny_eos_path, "--ray")
+        assert srv.proc.wait(240) == 1
+    last = srv.log.read_text().strip().splitlines()[-1]
+    assert last.startswith(f"seq2seq-kit: error: cannot serve on 127.0.0.1:{srv.port} (in use, or not an address of "
+                           "this machine): "), last
+    assert 'File "' not in last and "\x1b[" not in last, last      # no remote traceback, no colour codes
+
+
+def test_a_model_that_cannot_load_stops_the_ray_server_with_one_line_naming_it(tmp_path):
+    """As the plain server: the error names the model (Ray's only said "Failed to update the deployments")."""
+    srv = Server(tmp_path, "--model", tmp_path / "missing", "--ray")
+    assert srv.proc.wait(240) == 1
+    last = srv.log.read_text().strip().splitlines()[-1]
+    assert last.startswith("seq2seq-kit: error: ") and "missing" in last, last
+
+
+def test_sigterm_answers_the_requests_in_flight(tiny_eos_path, tmp_path):
+    """As the plain server, every request accepted before SIGTERM is answered, then exit 0 (serve.shutdown stopped
+    the proxy first: the replicas finished, but the clients' connections were closed without an answer)."""
+    srv = Server(tmp_path, "--model", tiny_eos_path, "--ray", "--max-rows", "8")
+    try:
+        srv.wait_ready(timeout=300)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            running = [pool.submit(post, srv, {"inputs": d["text"], "parameters": LONG}, 120)
+                       for d in make_docs(2, seed=3)]
+            while engine_metrics(srv)["seq2seq_engine_active_rows"] == 0:
+                time.sleep(0.05)
+            srv.proc.send_signal(signal.SIGTERM)
+            answers = [f.result() for f in running]
+        assert srv.proc.wait(120) == 0
+    finally:
+        srv.stop()
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]

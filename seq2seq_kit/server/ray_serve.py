@@ -16,6 +16,7 @@ import logging
 import signal
 import threading
 
+from .. import hub
 from ..loading import named_device
 from .app import Settings, build_app
 
@@ -58,21 +59,33 @@ def application(settings: Settings, *, replicas: int | None = None, autoscale: t
     return deployment.bind(settings)
 
 
+def _start(ray, serve, host: str, port: int) -> None:
+    """serve.start with its HTTP proxy on host:port; a proxy that cannot bind is one line naming the address (Ray
+    raises the proxy actor's error wrapped in its remote traceback)."""
+    try:
+        serve.start(http_options={"host": host, "port": port})
+    except ray.exceptions.RayTaskError as e:
+        cause = str(e.cause).strip().split("\n")[0] if isinstance(e.cause, Exception) else type(e).__name__
+        raise OSError(f"cannot serve on {host}:{port} (in use, or not an address of this machine): {cause}") from None
+
+
 def serve_on_ray(settings: Settings, *, address: str | None = None, replicas: int | None = None,
                  autoscale: tuple[int, int] | None = None, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Deploy on Ray (None: a local instance; "auto" / "ray://...": that cluster) and serve until SIGTERM /
     Ctrl-C, then shut the deployment down, its replicas drained."""
     ray, serve = require_serve()
+    hub.resolve(settings.model, purpose="all", **settings.hub_kwargs)   # here: a replica's load error is not shown
     ray.init(address=address, **({"include_dashboard": False} if address is None else {}))
     stop = threading.Event()     # handlers set after ray.init, whose own SIGTERM handler would abort the process
     handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        serve.start(http_options={"host": host, "port": port})
+        _start(ray, serve, host, port)
         serve.run(application(settings, replicas=replicas, autoscale=autoscale), name=APP_NAME, route_prefix="/")
         logger.info("serving %s on Ray Serve at http://%s:%d", settings.model, host, port)
         while not stop.wait(0.5):   # a timed wait, so the signal handler runs promptly
             pass
         logger.info("draining the replicas")
+        serve.delete(APP_NAME)   # while the proxy still runs to carry their answers (serve.shutdown stops it first)
     finally:
         try:
             serve.shutdown()
