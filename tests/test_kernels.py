@@ -8,6 +8,7 @@ float32 CPU model on oneDNN wherever ELIGIBLE allows it).
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -388,8 +389,9 @@ def test_eligible_kernels_keep_token_parity(pair, forced, name, batch, kwargs, k
     allowed oneDNN packed only (the encoder's, the beams' self-attention qkv_proj); these cases, the packed weights
     (every kind's), MKL on the transposed problem (self_qkv included: ELIGIBLE allows mkl-t everywhere), and all
     three at 68 and 80 rows (the 65-256 row class: beams of a batch) and over 257 (a padded batch's sources through
-    the encoder). Tokens equal; scores within 1e-4, or, packed, as far from float64 arithmetic as transformers' own
-    float32 scores are, within 3x (models/kernels.py's ELIGIBLE)."""
+    the encoder). Tokens equal; scores as far from float64 arithmetic as transformers' own float32 scores are,
+    within 3x (models/kernels.py's ELIGIBLE). At distilbart's width transformers' own distance is 1.8-2.3e-4, so a
+    fixed 1e-4 failed MKL-transposed on an Intel Xeon (family 6 model 167) at 0.9-1.2x transformers' distance."""
     from test_generation import ATOL, assert_parity, inputs, run_both
 
     hf, _ = pair(name)
@@ -405,11 +407,11 @@ def test_eligible_kernels_keep_token_parity(pair, forced, name, batch, kwargs, k
         assert table["encoder_fc1"] == dict.fromkeys(kernels.ROW_CLASSES, beams)   # encoder: oneDNN packed only
     ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id, lengths(name, batch))
     theirs, mine = run_both(hf, ours, ids, mask, **kwargs)
-    if kernel != "onednn-packed":
-        return assert_parity(theirs, mine)
     exact = float64_run(hf, ids, mask, **kwargs)
     own = max(ATOL / 2, distance(theirs, exact))              # transformers' float32 rounding on this call
-    assert distance(mine, exact) <= 3 * own                   # ours: of the same order (measured: 1.0-1.9x)
+    if not math.isfinite(own) and kernel != "onednn-packed":  # a score finite in float64 only: no scale to go by
+        return assert_parity(theirs, mine)
+    assert distance(mine, exact) <= 3 * own                   # ours: of the same order (measured: 0.9-1.9x)
     assert_parity(theirs, mine, atol=4 * own)                 # so at most 4x that from transformers': tokens equal
 
 
