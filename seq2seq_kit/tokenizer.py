@@ -416,7 +416,10 @@ class Tokenizer:
         ids = self._check_ids(as_ids(ids))
         if isinstance(ids, list) and ids and isinstance(ids[0], list):
             return self.batch_decode(ids, skip_special_tokens, clean_up_tokenization_spaces)
-        text = self._backend.decode([ids] if isinstance(ids, int) else ids, skip_special_tokens=skip_special_tokens)
+        # under the lock: a Python decoder (SentencePiece) waits for the GIL inside the backend, and a thread setting
+        # the backend's padding meanwhile would hold the GIL waiting for the backend (a deadlock)
+        with self.lock:
+            text = self._backend.decode([ids] if isinstance(ids, int) else ids, skip_special_tokens=skip_special_tokens)
         if clean_up_tokenization_spaces is None:
             clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
         if clean_up_tokenization_spaces and not isinstance(self._backend.model, models.BPE):

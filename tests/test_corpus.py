@@ -268,6 +268,18 @@ def test_other_settings_or_model_are_refused_unless_overwrite(tmp_path, tiny, ch
         run(path, out, tiny, max_length=10)
 
 
+def test_settings_given_as_tuples_or_a_bias_dict_resume(tmp_path, tiny):
+    """Settings in their Python forms (a tuple, transformers' {(token ids): bias} dict) are recorded as the meta file
+    holds them: the job writes its meta file, a re-run with the same settings resumes, and equal forms agree."""
+    path = write_jsonl(tmp_path / "docs.jsonl", make_docs(3))
+    for i, kwargs in enumerate([dict(exponential_decay_length_penalty=(3, 1.5)), dict(suppress_tokens=(7, 8)),
+                                dict(sequence_bias={(5,): -3.0})]):
+        out = tmp_path / f"out{i}.jsonl"
+        assert run(path, out, tiny, **kwargs).written == 3
+        assert run(path, out, tiny, **kwargs).skipped == 3
+    assert run(path, tmp_path / "out2.jsonl", tiny, sequence_bias=[[[5], -3.0]]).skipped == 3
+
+
 @pytest.mark.parametrize("kwargs,error,message", [
     (dict(engine="spark"), ValueError, "engine must be one of ('local', 'ray'), got 'spark'"),
     (dict(actors=2), ValueError, "ray_address and actors apply to engine='ray'"),

@@ -659,6 +659,26 @@ def test_cancel_frees_rows_at_the_next_step(tiny_eos):
         assert long.done() and long.future.cancelled()
 
 
+def test_cancelled_requests_count_as_done_for_wait_and_as_completed(tiny_eos):
+    """concurrent.futures.wait / as_completed see a cancelled request as done (an executor's future is notified),
+    whether it was waiting or running, cancelled by request.cancel() or by its future (asyncio's wrap_future)."""
+    from concurrent.futures import ALL_COMPLETED, as_completed, wait
+
+    with Engine(tiny_eos, max_rows=1) as engine:
+        running = engine.submit([5, 6, 7], min_new_tokens=200, max_new_tokens=200)      # the only row, a while
+        while engine.active_rows == 0:
+            time.sleep(0.001)
+        waiting = [engine.submit([5, 6, 8 + i], max_new_tokens=3) for i in range(2)]
+        waiting[0].cancel()
+        waiting[1].future.cancel()                  # not through the Request: the engine notifies it when met
+        running.cancel()
+        futures = [r.future for r in (running, *waiting)]
+        done, _ = wait(futures, timeout=5, return_when=ALL_COMPLETED)
+        assert done == set(futures)
+        assert set(as_completed(futures, timeout=5)) == set(futures)
+        assert all(r.future.cancelled() and r.cancel() for r in (running, *waiting))    # still cancelled
+
+
 def test_close_finishes_accepted_requests(tiny_eos):
     engine = Engine(tiny_eos, max_rows=2)
     requests = [engine.submit([5 + i, 6, 7], max_new_tokens=6) for i in range(6)]

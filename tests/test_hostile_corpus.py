@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file, save_file
@@ -200,6 +201,49 @@ def test_parquet_ids_keep_their_type(tmp_path, tiny):
     assert errors["docs.jsonl:4"]["reason"] == "bad_id"
 
 
+def test_parquet_strings_that_are_not_utf8_are_bad_records(tmp_path, tiny, summary):
+    """A string column holding bytes that are not UTF-8 (a writer that did not check, e.g. Latin-1 text): that
+    record's text or id is refused (bad_text, bad_id), as a JSONL line's lone surrogate is; the rest are summarized."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    not_utf8 = lambda values: pa.array(values, pa.binary()).view(pa.string())   # stored unchecked, as such writers do
+    docs = make_docs(3)
+    texts = [docs[0]["text"].encode(), b"caf\xe9 au lait", b"hot", docs[2]["text"].encode()]
+    table = pa.table({"id": not_utf8([b"doc0", b"doc1", b"caf\xe9", b"doc2"]), "text": not_utf8(texts)})
+    path, out = tmp_path / "docs.parquet", tmp_path / "out.jsonl"
+    pq.write_table(table, path)
+    result = run(path, out, tiny)
+    assert (result.written, result.failed) == (2, 2)
+    assert {i: r["summary_text"] for i, r in by_id(read_jsonl(out)).items()} == {
+        "doc0": summary(docs[0]["text"]), "doc2": summary(docs[2]["text"])}
+    errors = errors_of(out)
+    assert errors["docs.parquet:2"]["message"] == ("docs.parquet:2: field 'text' holds a lone surrogate '\\udce9' at "
+                                                   "character 3, which is not Unicode text (bytes that are not UTF-8 "
+                                                   "in the file)")
+    assert errors["docs.parquet:3"]["reason"] == "bad_id"
+
+
+def test_an_empty_parquet_output_is_taken_as_an_empty_jsonl_one(tmp_path, tiny):
+    """An empty file at the output path (touch, mktemp) holds nothing a job could lose: taken over for Parquet as for
+    JSONL, not refused as an unreadable Parquet file."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = write_jsonl(tmp_path / "docs.jsonl", make_docs(2))
+    for name in ("out.jsonl", "out.parquet"):
+        (tmp_path / name).touch()
+        assert run(path, tmp_path / name, tiny).written == 2
+    assert set(pq.read_table(tmp_path / "out.parquet").column("id").to_pylist()) == {"doc0", "doc1"}
+
+
+@pytest.mark.parametrize("output", ["notes.txt/out.jsonl", "notes.txt/sub/out.parquet"])
+def test_an_output_under_a_file_is_named(tmp_path, tiny, output):
+    """--output notes.txt/out.jsonl, where notes.txt is a file: said so, not "[Errno 17] File exists: notes.txt"."""
+    path = write_jsonl(tmp_path / "docs.jsonl", make_docs(2))
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(NotADirectoryError, match=r"notes.txt is a file, so the output .* cannot be written under it"):
+        run(path, tmp_path / output, tiny)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_a_corrupt_parquet_input_is_named(tmp_path):
     bad = tmp_path / "docs.parquet"
     bad.write_bytes(b"PAR1 this is not really parquet")
@@ -231,6 +275,35 @@ def test_a_utf16_input_is_not_read_as_json(tmp_path, tiny):
     result = run(path, out, tiny)
     assert result.written == 0 and result.failed >= 2
     assert {e["reason"] for e in errors_of(out).values()} == {"invalid_json"}
+
+
+def test_a_utf8_bom_and_crlf_lines_are_read(tmp_path, tiny, summary):
+    """A Windows tool's JSONL: a UTF-8 byte order mark before line 1 (no part of its JSON), CRLF line ends."""
+    docs = make_docs(3)
+    path, out = tmp_path / "docs.jsonl", tmp_path / "out.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(d) + "\r\n" for d in docs).encode("utf-8"))
+    result = run(path, out, tiny)
+    assert (result.written, result.skipped, result.failed) == (3, 0, 0) and not errors_of(out)
+    assert {i: r["summary_text"] for i, r in by_id(read_jsonl(out)).items()} == {d["id"]: summary(d["text"])
+                                                                                for d in docs}
+    path.write_bytes(b"\xef\xbb\xbf\r\n" + json.dumps(docs[0]).encode("utf-8"))   # a BOM alone: a blank line
+    assert (run(path, tmp_path / "one.jsonl", tiny).written, run(path, tmp_path / "one.jsonl", tiny).skipped) == (1, 1)
+
+
+def test_a_file_name_that_is_not_utf8_is_refused_before_any_work(tmp_path, tiny):
+    """A name of Latin-1 bytes (b"caf\\xe9.jsonl"): its ids ("caf\\udce9.jsonl:1"), errors and the meta file's input
+    path cannot be written as UTF-8, so the job is refused up front, naming the file, not stopped mid-way."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    try:
+        bad = write_jsonl(Path(os.fsdecode(os.fsencode(folder) + b"/caf\xe9.jsonl")), make_docs(2))
+    except OSError:
+        pytest.skip("this file system takes only UTF-8 names")
+    write_jsonl(folder / "b.jsonl", make_docs(2, seed=1))
+    for path in (folder, bad):
+        with pytest.raises(ValueError, match=r"input path b'.*caf\\xe9.jsonl' is not UTF-8; rename it"):
+            run(path, tmp_path / "out.jsonl", tiny)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs"]
 
 
 def test_a_pipe_as_input_is_named(tmp_path, tiny):

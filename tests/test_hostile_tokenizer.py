@@ -78,3 +78,52 @@ def test_source_languages_across_threads(tmp_path):
         t.join(timeout=120)
     assert not any(t.is_alive() for t in threads), "threads stuck"
     assert wrong == [] and tok.src_lang == "en" and tok(CORPUS)["input_ids"] == expected["en"]
+
+
+DECODE_BESIDE_ENCODE = """
+import threading
+from seq2seq_kit import AutoTokenizer
+tok = AutoTokenizer.from_pretrained({root!r}, src_lang="de")
+texts = {texts!r}
+ids = tok(texts, padding=True)["input_ids"]
+expected = tok.batch_decode(ids, skip_special_tokens=True)
+wrong = []
+def decode():
+    for _ in range(300):
+        if tok.batch_decode(ids, skip_special_tokens=True) != expected:
+            wrong.append(1)
+def encode():
+    for _ in range(300):
+        tok(texts, padding=True, truncation=True, max_length=12)
+threads = [threading.Thread(target=f) for f in (decode, encode, decode, encode)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print("wrong" if wrong else "finished")
+"""
+
+
+def test_decoding_beside_encoding_does_not_deadlock(tmp_path):
+    """A SentencePiece tokenizer (M2M100) decodes through a Python decoder: threads decoding while others encode
+    (a pipeline shared by threads: postprocess beside preprocess) must not hang the process. A child process runs
+    them, as a deadlock there holds the GIL."""
+    import json
+    import subprocess
+    import sys
+
+    import pytest
+
+    pytest.importorskip("sentencepiece")
+    from test_family_tokenizers import CORPUS, fairseq_vocab, train
+
+    train(tmp_path / "sentencepiece.bpe.model", "bpe")
+    vocab = fairseq_vocab(tmp_path / "sentencepiece.bpe.model", {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3})
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "M2M100Tokenizer"}))
+    code = DECODE_BESIDE_ENCODE.format(root=str(tmp_path), texts=CORPUS)
+    try:
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("decoding beside encoding deadlocked the process")
+    assert run.returncode == 0 and run.stdout.strip() == "finished", run.stderr[-2000:]

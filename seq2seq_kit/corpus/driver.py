@@ -5,6 +5,7 @@ engine (a local Worker, or Ray) and writes every result through the one Output, 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import sys
 import time
@@ -250,7 +251,10 @@ def _settings(root: Path, config, defaults: dict, generate_kwargs: dict) -> dict
     if resolved.num_return_sequences != 1:
         raise ValueError(f"num_return_sequences={resolved.num_return_sequences}: a corpus job writes one summary "
                          "per document; use num_return_sequences=1")
-    return resolved.to_dict()
+    settings = resolved.to_dict()
+    if isinstance(settings.get("sequence_bias"), dict):     # JSON keys are strings: the [[token ids], bias] pairs form
+        settings["sequence_bias"] = [[list(tokens), bias] for tokens, bias in settings["sequence_bias"].items()]
+    return json.loads(json.dumps(settings))   # as the meta file holds them (a tuple as a list): a re-run compares equal
 
 
 def _dtype_name(dtype, root: Path, config) -> str:

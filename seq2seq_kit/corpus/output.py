@@ -141,6 +141,10 @@ class Output:
         (and is not empty) must come with a meta file of ours, unless `overwrite`; none may be claimed by another
         job's meta file, `overwrite` or not. Writes nothing."""
         files = self.files
+        folder = next(p for p in self.path.absolute().parents if p.exists())    # the folder it is (to be) in
+        if not folder.is_dir():
+            raise NotADirectoryError(f"{folder} is a file, so the output {self.path} cannot be written under it; "
+                                     "choose an output path in a folder")
         for path in files:
             if path.is_dir():
                 raise IsADirectoryError(f"{path} is a directory; the output must be a file path (e.g. out.jsonl)")
@@ -177,7 +181,7 @@ class Output:
                              f"this run asks for {_differences(job, old['job'])}. Mixing them is refused: "
                              "write to another output, or pass --overwrite (overwrite=True) to replace it")
         self.done = {id_key(r["id"]) for r in self.results.load(("id", self.field))}
-        if self.parquet and self.path.exists():
+        if self.parquet and self._parquet_written():
             self.done.update(id_key(i) for i in _read_parquet(self.path, columns=["id"]).column("id").to_pylist())
         self.error_keys = {(e["where"], e["reason"]) for e in self.errors.load(("where", "reason"))}
         self.meta = {"job": job, "revision": revision, "counts": (old or {}).get("counts")}
@@ -227,7 +231,7 @@ class Output:
         import pyarrow as pa
 
         pq = parquet_module()
-        rows = _read_parquet(self.path).to_pylist() if self.path.exists() else []
+        rows = _read_parquet(self.path).to_pylist() if self._parquet_written() else []
         rows += list(self.results.load(("id", self.field)))
         seen, unique = set(), []
         for r in rows:
@@ -246,6 +250,11 @@ class Output:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
         self.results.truncate()   # a crash before this line: the next run merges again, dropping repeats
+
+    def _parquet_written(self) -> bool:
+        """Whether the .parquet output holds a table: an empty file (touch, mktemp) is none, as an empty JSONL output
+        holds no records (check takes both over)."""
+        return self.path.is_file() and self.path.stat().st_size > 0
 
     def _read_meta(self) -> dict | None:
         """The meta file of a job, None when there is none; anything else there is refused, naming it."""

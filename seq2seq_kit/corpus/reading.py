@@ -3,6 +3,7 @@ checked one by one (read_chunk: the errors a bad record gets). JSONL by byte ran
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Iterator
 from ..tokenizer import not_unicode
 
 FOLDER_SUFFIXES = (".jsonl", ".parquet")
+BOM = codecs.BOM_UTF8   # a UTF-8 byte order mark, which Windows tools write first: no part of line 1
 
 
 def id_key(doc_id) -> str:
@@ -43,11 +45,19 @@ def input_files(path: Path, outputs: list[Path]) -> list[Path]:
     else:
         raise FileNotFoundError(f"input {str(path)!r}: no such file or folder")
     for file in files:
+        _check_utf8_path(file)
         clash = next((o for o in outputs if o.exists() and os.path.samefile(o, file)), None)
         if clash is not None:
             what = "the output" if clash == output else f"the output's file {str(clash)!r}"
             raise ValueError(f"the input {str(file)!r} is {what}; write the output to another path")
     return files
+
+
+def _check_utf8_path(path: Path) -> None:
+    """Refuse an input file whose path is not UTF-8 (bytes a file system takes, that Python holds as lone
+    surrogates): its name goes into the ids and the errors file, its folder into the meta file, all UTF-8 JSON."""
+    if not_unicode(str(path.resolve())) is not None:
+        raise ValueError(f"the input path {os.fsencode(path)!r} is not UTF-8; rename it (e.g. convmv -t utf-8)")
 
 
 def is_input_file(path: Path) -> bool:
@@ -79,7 +89,7 @@ def _plan_jsonl(path: Path, size: int) -> list[dict]:
                 chunks.append(dict(format="jsonl", start=start, stop=pos, first=first, records=count))
                 start, first, count = pos, n, 0
             pos += len(line)
-            count += bool(line.strip())
+            count += bool((line.removeprefix(BOM) if n == 1 else line).strip())
     if count:
         chunks.append(dict(format="jsonl", start=start, stop=pos, first=first, records=count))
     return chunks
@@ -108,6 +118,8 @@ def parquet_module():
 # Why a record becomes a line of the errors file instead of a summary (README "Corpus jobs" lists them).
 REASONS = ("invalid_json", "not_an_object", "bad_id", "missing_field", "not_a_string", "empty", "bad_text",
            "duplicate_id")
+# Where a str that is not Unicode text (a lone surrogate) comes from, by input format: said after the problem.
+NOT_UNICODE_HINTS = {"jsonl": " (a broken \\uXXXX escape?)", "parquet": " (bytes that are not UTF-8 in the file)"}
 INT64 = (-2**63, 2**63 - 1)   # an integer id must fit a Parquet int64 column (and every JSON reader's integers)
 
 
@@ -145,7 +157,8 @@ def _chunk_records(chunk: dict, text_field: str, id_field: str) -> Iterator[tupl
             yield n, line_id, where, None, ("not_an_object", f"{where} is a JSON {type(doc).__name__}, not an object")
             continue
         given = id_field in doc                   # no id field: its line numbers it; a null id is a bad one
-        problem = _id_problem(doc[id_field]) if given else None
+        hint = NOT_UNICODE_HINTS[chunk["format"]]
+        problem = _id_problem(doc[id_field], hint) if given else None
         if problem:
             yield n, line_id, where, None, ("bad_id", f"{where}: field {id_field!r} {problem}")
             continue
@@ -159,13 +172,13 @@ def _chunk_records(chunk: dict, text_field: str, id_field: str) -> Iterator[tupl
                                                            f"{type(text).__name__}, not a string")
         elif not text.strip():
             yield n, doc_id, where, None, ("empty", f"{where}: field {text_field!r} is empty: it holds no text")
-        elif (bad := _not_unicode(text)) is not None:
+        elif (bad := _not_unicode(text, hint)) is not None:
             yield n, doc_id, where, None, ("bad_text", f"{where}: field {text_field!r} {bad}")
         else:
             yield n, doc_id, where, text, None
 
 
-def _id_problem(doc_id) -> str | None:
+def _id_problem(doc_id, hint: str) -> str | None:
     """Why an id field's value cannot be an id (None: it can). Ids keep their type: a string or an int64."""
     if doc_id is None:
         return "is null; give the record an id, or leave the field out to number it by its line"
@@ -173,14 +186,14 @@ def _id_problem(doc_id) -> str | None:
         return f"must be a string or an integer, got {doc_id!r}"
     if isinstance(doc_id, int) and not INT64[0] <= doc_id <= INT64[1]:
         return f"is an integer outside the 64-bit range ({doc_id}); store such an id as a string"
-    return _not_unicode(doc_id) if isinstance(doc_id, str) else None
+    return _not_unicode(doc_id, hint) if isinstance(doc_id, str) else None
 
 
-def _not_unicode(text: str) -> str | None:
+def _not_unicode(text: str, hint: str) -> str | None:
     """Why a str is not Unicode text the tokenizer (and the UTF-8 output) can take (a lone surrogate, which JSON's
-    \\uXXXX escapes can spell); None when it is fine."""
+    \\uXXXX escapes can spell, or a Parquet string's bytes that are not UTF-8), then `hint`; None when it is fine."""
     problem = not_unicode(text)
-    return None if problem is None else problem + " (a broken \\uXXXX escape?)"
+    return None if problem is None else problem + hint
 
 
 def refuse_repeats(chunks: list[dict], text_field: str, id_field: str, one_id_type: bool) -> None:
@@ -227,20 +240,35 @@ def _chunk_docs(chunk: dict, text_field: str, id_field: str) -> Iterator[tuple[i
         pf = parquet_file(chunk["path"])
         columns = [c for c in dict.fromkeys((text_field, id_field)) if c in pf.schema_arrow.names]
         try:
-            rows = pf.read_row_group(chunk["row_group"], columns=columns).to_pylist()
+            table = pf.read_row_group(chunk["row_group"], columns=columns)
+            values = {name: _column_values(column) for name, column in zip(table.column_names, table.columns)}
         except (pa.ArrowException, OSError) as e:
             raise ValueError(f"{chunk['path']}: row group {chunk['row_group']} is not readable: {e}") from None
-        yield from enumerate(rows, chunk["first"])
+        yield from enumerate(({k: v[i] for k, v in values.items()} for i in range(table.num_rows)), chunk["first"])
         return
     with open(chunk["path"], "rb") as f:
         f.seek(chunk["start"])
         data = f.read(chunk["stop"] - chunk["start"])
+    if chunk["start"] == 0:
+        data = data.removeprefix(BOM)
     for n, line in enumerate(data.split(b"\n"), chunk["first"]):
         if line.strip():
             try:
                 yield n, json.loads(line.decode("utf-8"))   # bytes: json would guess UTF-16 / UTF-32 too
             except ValueError as e:   # JSONDecodeError, UnicodeDecodeError
                 yield n, e
+
+
+def _column_values(column) -> list:
+    """A Parquet column's values. A string that is not UTF-8 (its writer did not check) keeps its bytes as lone
+    surrogates (surrogateescape), which that record's checks refuse (bad_text, bad_id), as a JSONL line's."""
+    import pyarrow as pa
+
+    try:
+        return column.to_pylist()
+    except UnicodeDecodeError:
+        return [v if v is None else v.decode("utf-8", "surrogateescape")
+                for v in column.cast(pa.large_binary()).to_pylist()]
 
 
 def check_text_field(chunk: dict | None, text_field: str) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -52,6 +53,8 @@ class Request:
     group: Group | None = field(default=None, repr=False)  # set on admission: the search it steps in
     cache: KVCache | Slots | None = field(default=None, repr=False)   # set on admission: its cache, or its rows
                                                                      # in the SlotStore (fixed capacity)
+    notified: bool = field(default=False, repr=False)      # its cancellation told to wait() / as_completed()
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)      # around `notified`
 
     def result(self, timeout: float | None = None):
         """LongTensor [num_return_sequences, T], or a GenerateOutput with return_dict_in_generate=True."""
@@ -60,7 +63,17 @@ class Request:
     def cancel(self) -> bool:
         """Cancel the request: a waiting one never runs, a running one leaves at the next step. False when it
         had already finished."""
-        return self.future.cancel()
+        cancelled = self.future.cancel()
+        self.notify_cancelled()
+        return cancelled
+
+    def notify_cancelled(self) -> None:
+        """Once cancelled, the request counts as done for concurrent.futures.wait / as_completed: Future.cancel
+        does not tell them (an executor does, set_running_or_notify_cancel, when it meets the cancelled future)."""
+        with self.lock:
+            if self.future.cancelled() and not self.notified:
+                self.notified = True
+                self.future.set_running_or_notify_cancel()
 
     def done(self) -> bool:
         return self.future.done()

@@ -152,6 +152,8 @@ class Engine:
                 raise EngineClosed("the engine is closed; create a new Engine")
             if len(self.waiting) >= self.max_queue:     # cancelled ones behind a head that cannot start: drop them
                 kept = [r for r in self.waiting if not r.future.cancelled()]
+                for dropped in set(self.waiting) - set(kept):
+                    dropped.notify_cancelled()      # cancelled by its future itself (asyncio's wrap_future)
                 self.waiting.clear()
                 self.waiting.extend(kept)
             if len(self.waiting) >= self.max_queue:
@@ -252,7 +254,7 @@ class Engine:
         while self.waiting:
             request = self.waiting[0]
             if request.future.cancelled():
-                self.waiting.popleft()
+                self.waiting.popleft().notify_cancelled()
                 continue
             if rows + request.rows > self.max_rows or tokens + request.source_tokens > self.max_source_tokens:
                 break
@@ -264,6 +266,8 @@ class Engine:
     def _admit(self, requests: list[Request]) -> None:
         """Encode the new requests (batched where their lengths are close: _encode); each gets its cache and joins
         the search of its group."""
+        for request in requests:
+            request.notify_cancelled()
         requests = [r for r in requests if not r.future.cancelled()]
         if not requests:
             return
@@ -404,6 +408,7 @@ class Engine:
         if request.cache is not None:
             self.batch.give_back(request.cache)
         request.cache = request.group = None
+        request.notify_cancelled()
 
 
 def serve(engine_ref: weakref.ref, wake: threading.Condition, busy: list) -> None:
