@@ -120,7 +120,8 @@ class Tokenizer:
             return _file_error(root / "tokenizer_config.json", lambda: cls(backend, config))
         if not ((root / "vocab.json").is_file() and (root / "merges.txt").is_file()):
             found = sorted(p.name for p in root.iterdir())
-            raise FileNotFoundError(f"no tokenizer in {root}: looked for {FILES}; found {found or 'no files'}")
+            raise FileNotFoundError(f"no tokenizer in {root}: looked for {FILES}; found {found or 'no files'}"
+                                    f"{_conversion_hint(found)}")
         # RobertaTokenizer.__init__: BPE without unk/prefix/suffix, byte-level pre-tokenizer and decoder ...
         read_json(root / "vocab.json")       # malformed JSON: an error that names the file
         vocab, merges = _file_error(root / "vocab.json, merges.txt", lambda: models.BPE.read_file(
@@ -457,6 +458,16 @@ def _max_length(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"tokenizer_config.json has model_max_length={value!r}: it must be an integer >= 0")
     return value
+
+
+def _conversion_hint(found: list[str]) -> str:
+    """What to do with a folder whose tokenizer is only a SentencePiece model (Pegasus' spiece.model, as
+    transformers 4.x's slow tokenizers saved it): "" when it has none."""
+    model = next((name for name in found if name.endswith(".model")), None)
+    if model is None:
+        return ""
+    return (f" ({model} is a SentencePiece model, read here only as tokenizer.json); write that once with "
+            "transformers: AutoTokenizer.from_pretrained(folder).save_pretrained(folder)")
 
 
 def _file_error(path: Path, make):

@@ -255,6 +255,20 @@ def test_sentencepiece_file_alone_names_the_conversion(tmp_path, kind):
         AutoTokenizer.from_pretrained(tmp_path, src_lang="fr_XX" if kind == "MBartTokenizer" else "fra_Latn")
 
 
+def test_pegasus_spiece_model_alone_names_the_conversion(tmp_path):
+    """A Pegasus folder as transformers 4.x's slow PegasusTokenizer saved it (spiece.model, no tokenizer.json): the
+    error says how to write one, as for NLLB / mBART-cc25, and what it says gives transformers' tokenizer."""
+    from transformers import AutoTokenizer as TheirAutoTokenizer
+
+    train(tmp_path / "spiece.model", "unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PegasusTokenizer"}))
+    with pytest.raises(FileNotFoundError, match=r"spiece.model is a SentencePiece model.*save_pretrained\(folder\)"):
+        AutoTokenizer.from_pretrained(tmp_path)
+    TheirAutoTokenizer.from_pretrained(str(tmp_path)).save_pretrained(str(tmp_path))
+    theirs = TheirAutoTokenizer.from_pretrained(str(tmp_path))
+    assert_same(theirs, AutoTokenizer.from_pretrained(tmp_path), CORPUS + EDGE)
+
+
 @pytest.mark.parametrize("bos_in", [None, "tokenizer_config.json", "special_tokens_map.json"])
 def test_mbart50_bos_token_only_from_the_files_as_in_transformers(tmp_path, bos_in):
     """transformers 5.24's MBart50Tokenizer has no bos_token of its own: None unless tokenizer_config.json or
