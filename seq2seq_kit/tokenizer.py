@@ -434,6 +434,9 @@ class Tokenizer:
         if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
             raise ValueError("batch_decode takes a batch (a list of id lists, or a 2-D tensor): "
                              "use decode for a single sequence")
+        if any(isinstance(i, list) for r in rows for i in r):     # [b, n, T] (num_return_sequences kept apart)
+            raise ValueError("batch_decode takes a batch of id sequences [batch, T], got one more dimension: "
+                             "flatten it first (e.g. ids.reshape(-1, ids.shape[-1]))")
         return [self.decode(r, skip_special_tokens, clean_up_tokenization_spaces) for r in rows]
 
     def _check_ids(self, ids):

@@ -466,3 +466,5 @@ def test_bad_ids(bart):
         bart.decode(torch.tensor([1.0, 2.0]))
     with pytest.raises(ValueError, match="use decode"):
         bart.batch_decode([0, 1, 2])
+    with pytest.raises(ValueError, match="one more dimension: flatten"):     # transformers: TypeError; it was a
+        bart.batch_decode(torch.ones(2, 2, 3, dtype=torch.long))              # list of lists of texts
