@@ -135,6 +135,24 @@ def test_a_packed_models_state_dict_saves_loads_and_copies(tmp_path):
     assert all(torch.equal(t, want[k]) for k, t in twin.state_dict().items())
 
 
+def test_a_packed_model_pickles_and_torch_saves_whole(tmp_path):
+    """pickle.dumps(model) and torch.save(model) (multiprocessing, a saved object) raised NotImplementedError
+    ("Cannot access storage of OpaqueTensorImpl") from inside torch: the pickled state holds the dense values and
+    loading packs them again, with the same kernels and tokens."""
+    import pickle
+
+    model = small_model()
+    ids = torch.randint(4, SMALL["vocab_size"], (2, 7), generator=torch.Generator().manual_seed(0))
+    model.set_kernels(ALL_PACKED)
+    table, tokens = model.kernel_table(), model.generate(ids, num_beams=2, max_length=10)
+    torch.save(model, tmp_path / "model.pt")
+    for twin in (pickle.loads(pickle.dumps(model)), torch.load(tmp_path / "model.pt", weights_only=False)):
+        assert twin.kernel_table() == table and twin.decoder.layers[0].fc1.packed
+        assert twin.lm_head.weight is twin.shared.weight
+        assert torch.equal(twin.generate(ids, num_beams=2, max_length=10), tokens)
+    assert model.kernel_table() == table and torch.equal(model.generate(ids, num_beams=2, max_length=10), tokens)
+
+
 def test_autocast_runs_packed_layers_as_f_linear_does():
     """Under torch.autocast("cpu", bfloat16) every layer runs autocast's F.linear on its dense values (a packed
     weight's oneDNN primitive takes no bfloat16 input): the same tokens as the unpacked model, no error."""

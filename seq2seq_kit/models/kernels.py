@@ -129,7 +129,8 @@ class KernelLinear(nn.Linear):
         return self.weight.to_dense() if self.packed else self.weight
 
     # A packed weight is an opaque oneDNN tensor, which torch can neither serialize, copy into, nor clone: the
-    # module's state dict holds the dense values, loading one unpacks and packs again, and a deep copy packs a copy.
+    # module's state dict and pickled state hold the dense values, loading either packs again, and a deep copy packs
+    # a copy.
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
@@ -141,6 +142,21 @@ class KernelLinear(nn.Linear):
         if packed:
             self.weight = nn.Parameter(self.weight.detach().to_dense(), requires_grad=False)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if packed:
+            self.weight = nn.Parameter(pack(self.weight), requires_grad=False)
+
+    def __getstate__(self) -> dict:
+        """pickle / torch.save(model): the dense values, packed again on load (__setstate__)."""
+        state = super().__getstate__()
+        if self.packed:
+            params = dict(state["_parameters"])
+            params["weight"] = nn.Parameter(self.weight.detach().to_dense(), requires_grad=False)
+            state["_parameters"], state["packed_weight"] = params, True
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        packed = state.pop("packed_weight", False)
+        super().__setstate__(state)
         if packed:
             self.weight = nn.Parameter(pack(self.weight), requires_grad=False)
 
