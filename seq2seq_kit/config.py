@@ -25,6 +25,13 @@ TOKEN_FIELDS = ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_t
                 "forced_bos_token_id", "forced_eos_token_id")
 
 
+def _alias(name: str) -> property:
+    """transformers' attribute_map on the object too: config.<alias> reads and sets the field it names."""
+    target = ALIASES[name]
+    return property(lambda self: getattr(self, target), lambda self, value: setattr(self, target, value),
+                    doc=f"transformers' alias of {target}")
+
+
 def _legacy_expectations(family: Family) -> dict:
     """Fairseq-era keys transformers 5 ignores, with the value the architecture implies. A checkpoint that says
     otherwise was trained with a different network than `model_type` builds, so loading it would be wrong.
@@ -60,6 +67,11 @@ class BartConfig:
     dtype: str | None = None                        # config.json "dtype" (or legacy "torch_dtype")
     model_type: str = "bart"
     extra: dict = field(default_factory=dict)       # every other config.json key, verbatim
+
+    hidden_size = _alias("hidden_size")
+    num_attention_heads = _alias("num_attention_heads")
+    num_hidden_layers = _alias("num_hidden_layers")
+    is_encoder_decoder = True                       # transformers' flag, true for every family here
 
     def __post_init__(self):
         self.validate()

@@ -96,6 +96,20 @@ def test_aliases_override_fields_like_transformers():
     assert (ref.d_model, ref.encoder_attention_heads, ref.encoder_layers) == (32, 8, 3)
 
 
+@pytest.mark.parametrize("d", [KOBART_CONFIG, DISTILBART_CONFIG, {"model_type": "mbart"}],
+                         ids=["kobart", "distilbart", "mbart-defaults"])
+def test_aliases_read_and_set_like_transformers(d):
+    """model.config.hidden_size / num_attention_heads / num_hidden_layers (and is_encoder_decoder), as transformers
+    users read them, were AttributeErrors though config.json's aliases were read."""
+    ours, ref = BartConfig.from_dict(d), oracle_config(d)
+    names = ("hidden_size", "num_attention_heads", "num_hidden_layers", "is_encoder_decoder")
+    assert [getattr(ours, n) for n in names] == [getattr(ref, n) for n in names]
+    assert ours.is_encoder_decoder is True
+    for config in (ours, ref):
+        config.hidden_size, config.num_attention_heads, config.num_hidden_layers = 48, 3, 5
+        assert (config.d_model, config.encoder_attention_heads, config.encoder_layers) == (48, 3, 5)
+
+
 def test_dtype_prefers_dtype_over_torch_dtype():
     assert BartConfig.from_dict({"dtype": "bfloat16", "torch_dtype": "float32"}).dtype == "bfloat16"
     assert BartConfig.from_dict({"torch_dtype": "float16"}).dtype == "float16"
