@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 import transformers
 
 from checkpoints import _randomize
@@ -110,6 +111,29 @@ def test_no_attention_mask_equals_all_ones(load):
     ours = load("tiny")
     ids, _, dec = make_batch(ours.config, lengths=(9, 9))
     assert torch.equal(ours(ids, None, dec), ours(ids, torch.ones_like(ids), dec))
+
+
+def test_checked_outputs_are_ordinary_tensors_like_transformers(load):
+    """forward and encode returned inference tensors: logits[:, pad] = -1e4 raised "Inplace update to
+    inference tensor outside InferenceMode", and a loss saving them for backward (distillation against the logits)
+    raised "Inference tensors cannot be saved for backward"; transformers' outputs under no_grad allow both."""
+    ours, ref = load("tiny"), load("tiny", oracle=True)
+    ids, mask, dec = make_batch(ours.config, lengths=(5, 3))
+    pad = ours.config.pad_token_id
+    with torch.no_grad():
+        want = ref(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
+    with torch.enable_grad():
+        logits = ours(ids, mask, dec)
+        hidden = ours.encode(ids, mask)
+        for t in (logits, hidden):
+            assert not t.is_inference() and not t.requires_grad and t.grad_fn is None
+        logits[:, :, pad] = -1e4
+        want[:, :, pad] = -1e4
+        assert_close(logits, want, ATOL, "logits")
+        hidden.mul_(2.0)
+        student = torch.zeros_like(logits[:, :, :8], requires_grad=True)
+        F.mse_loss(student, logits[:, :, :8]).backward()
+        assert student.grad is not None and torch.isfinite(student.grad).all()
 
 
 def test_a_long_encoder_pass_runs_its_ffn_over_blocks_of_rows(monkeypatch):
@@ -343,6 +367,30 @@ def test_bad_inputs(load):
         model(ids, mask, dec[:1])
 
 
+def test_train_mode_and_labels_are_refused_as_inference_only(load):
+    """The network has no dropout and builds no autograd graph: model.train() was accepted and changed nothing
+    (transformers' train mode applies config.dropout), a model built from a config reported training=True, and
+    labels= was Python's bare "unexpected keyword argument"."""
+    model = load("tiny")
+    ids, mask, dec = make_batch(model.config, lengths=(5, 3))
+    only = ("seq2seq_kit's models are inference-only (no dropout, no gradients, no loss); fine-tune with "
+            "transformers, save_pretrained, and load that folder here")
+    assert not model.training and not BartForConditionalGeneration(model.config).training
+    with pytest.raises(ValueError) as error:
+        model.train()
+    assert str(error.value) == f"model.train(): {only}"
+    assert model.train(False) is model and model.eval() is model and not any(m.training for m in model.modules())
+    takes = ("it takes input_ids, attention_mask, decoder_input_ids and decoder_attention_mask and returns the "
+             "logits [batch, target, vocab]")
+    with pytest.raises(TypeError) as error:
+        model(input_ids=ids, attention_mask=mask, labels=dec)
+    assert str(error.value) == (f"forward() does not take labels: {takes}; labels: {only} (a loss from these logits: "
+                                "F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100))")
+    with pytest.raises(TypeError) as error:
+        model(ids, mask, dec, output_hidden_states=True, encoder_outputs=None)
+    assert str(error.value) == f"forward() does not take encoder_outputs, output_hidden_states: {takes}"
+
+
 def test_bad_decode_steps(load):
     model = load("tiny")
     ids, mask, dec = make_batch(model.config, lengths=(5, 3))
@@ -382,3 +430,26 @@ def test_generate_delegates_to_generation(load, monkeypatch):
     ids, mask, _ = make_batch(model.config, lengths=(4,))
     assert model.generate(ids, mask, num_beams=2) == "out"
     assert calls == [((model, ids, mask), {"num_beams": 2})]
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_transformers_state_dict_is_refused_by_load_state_dict(load, strict):
+    """transformers' names ("model.", q_proj/k_proj/v_proj) do not fit ours: strict=False silently loaded only
+    lm_head.weight (into the tied embedding) and final_logits_bias; strict=True listed ~90 names as torch's error."""
+    model, ref = load("tiny", keep=False), load("tiny", oracle=True)
+    ids, mask, dec = make_batch(model.config, lengths=(5, 3))
+    before = model(ids, mask, dec)
+    theirs = {k: v + 1 for k, v in ref.state_dict().items()}
+    names = sorted(k for k in theirs if k.startswith("model.") or "q_proj" in k or "k_proj" in k or "v_proj" in k)
+    with pytest.raises(ValueError) as error:
+        model.load_state_dict(theirs, strict=strict)
+    assert str(error.value) == (
+        f"load_state_dict got transformers' parameter names ({names[0]}, ...: {len(names)} in all); this model fuses "
+        "the attention projections (self_attn.qkv_proj, encoder_attn.kv_proj) and has no 'model.' prefix: save that "
+        "model with save_pretrained and load the folder with from_pretrained")
+    assert torch.equal(model(ids, mask, dec), before)
+    bare = {k.removeprefix("model."): v for k, v in theirs.items()}       # a BartModel's names
+    with pytest.raises(ValueError, match=r"load_state_dict got transformers' parameter names \(decoder\.layers\.0\."
+                                         r"encoder_attn\.k_proj\.bias"):
+        model.load_state_dict(bare, strict=strict)
+    assert model.load_state_dict(model.state_dict(), strict=strict) is not None

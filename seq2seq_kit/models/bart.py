@@ -17,6 +17,10 @@ models/bart_checkpoint.py maps checkpoint names to ours and back.
 Checked and unchecked entry points: forward, encode, new_cache and decode_step check their arguments (some checks
 read values back from the device); check_inputs is the check alone; encode_unchecked, start_decoding,
 decode_step_unchecked and next_token_logits trust theirs (generate runs check_inputs once, then only these).
+forward and encode run under no_grad, not inference_mode: their outputs are ordinary tensors, as transformers' under
+no_grad (an inference tensor refuses in-place edits such as logits[:, pad] = -inf, and being saved for backward, as
+a distillation loss against the logits does); the decoding entry points keep inference_mode (a KV cache's reorder
+makes inference tensors).
 
 One network for every family (seq2seq_kit/families.py), its switches read from the config:
   post-LN (BART, Marian):  x = norm(x + sublayer(x));
@@ -246,6 +250,21 @@ class Decoder(nn.Module):
         return self.layer_norm(x) if self.layer_norm is not None else x
 
 
+INFERENCE_ONLY = ("seq2seq_kit's models are inference-only (no dropout, no gradients, no loss); fine-tune with "
+                  "transformers, save_pretrained, and load that folder here")
+
+
+def check_forward_kwargs(unsupported: dict) -> None:
+    """forward's keyword arguments beyond its own (transformers' labels, encoder_outputs, ...): refused by name."""
+    if not unsupported:
+        return
+    loss = (f"; labels: {INFERENCE_ONLY} (a loss from these logits: F.cross_entropy(logits.flatten(0, 1), "
+            "labels.flatten(), ignore_index=-100))") if "labels" in unsupported else ""
+    raise TypeError(f"forward() does not take {', '.join(sorted(unsupported))}: it takes input_ids, attention_mask, "
+                    f"decoder_input_ids and decoder_attention_mask and returns the logits [batch, target, vocab]"
+                    f"{loss}")
+
+
 def shift_tokens_right(ids: torch.Tensor, config: BartConfig) -> torch.Tensor:
     """Teacher-forcing decoder inputs made from `ids` as transformers does when none are given: BART prepends
     decoder_start_token_id; mBART moves each row's last non-pad token (the language id) to the front."""
@@ -281,6 +300,7 @@ class BartNetwork(nn.Module):
         self.register_buffer("final_logits_bias", torch.zeros(1, V) if config.family.final_logits_bias else None)
         self.tie_weights()
         self.set_kernels(kernels.DEFAULT)
+        self.train(False)                               # inference only: never in train mode (see train)
 
     @property
     def encoder_embeddings(self) -> nn.Embedding:
@@ -294,6 +314,13 @@ class BartNetwork(nn.Module):
         """The LM head shares the decoder's token embedding unless config.tie_word_embeddings is false."""
         if self.config.tie_word_embeddings:
             self.lm_head.weight = self.decoder_embeddings.weight
+
+    def train(self, mode: bool = True) -> BartNetwork:
+        """eval() (train(False)) as torch's. Train mode is refused: this network has no dropout and its forward
+        builds no autograd graph, so transformers' train-mode outputs and a backward pass cannot be had here."""
+        if mode:
+            raise ValueError(f"model.train(): {INFERENCE_ONLY}")
+        return super().train(False)
 
     @property
     def device(self) -> torch.device:
@@ -335,12 +362,14 @@ class BartNetwork(nn.Module):
             return logits + self.final_logits_bias          # as transformers (in place would round the sum to bf16)
         return logits.add_(self.final_logits_bias)
 
-    @torch.inference_mode()
+    @torch.no_grad()    # not inference_mode (nor encode): see the module docstring
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 decoder_input_ids: torch.Tensor | None = None,
-                decoder_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Teacher-forced pass -> logits [B, T, V]. Without decoder_input_ids, input_ids shifted right are used.
-        Checks every argument (see check_inputs)."""
+                decoder_attention_mask: torch.Tensor | None = None, **unsupported) -> torch.Tensor:
+        """Teacher-forced pass -> logits [B, T, V] (transformers' output.logits). Without decoder_input_ids,
+        input_ids shifted right are used. Checks every argument (see check_inputs); refuses transformers' other
+        arguments (labels: no loss here, see check_forward_kwargs)."""
+        check_forward_kwargs(unsupported)
         enc_mask = self.check_inputs(input_ids, attention_mask)
         if decoder_input_ids is None:
             decoder_input_ids = shift_tokens_right(input_ids, self.config)
@@ -361,15 +390,19 @@ class BartNetwork(nn.Module):
                          self_mask, self_mask is None)
         return self.logits(h)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids [B, S], attention_mask [B, S] (1 = token, 0 = padding) -> encoder_hidden [B, S, D].
         Checks its arguments (see check_inputs)."""
-        return self.encode_unchecked(input_ids, self.check_inputs(input_ids, attention_mask))
+        return self.run_encoder(input_ids, self.check_inputs(input_ids, attention_mask))
 
     @torch.inference_mode()
     def encode_unchecked(self, input_ids: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
         """encode for checked arguments: padding_mask is check_inputs' result (bool [B, S], or None: no padding)."""
+        return self.run_encoder(input_ids, padding_mask)
+
+    def run_encoder(self, input_ids: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+        """The encoder network under the caller's grad mode: input_ids [B, S] -> [B, S, D]. Checks nothing."""
         mask = None if padding_mask is None else padding_mask[:, None, None, :]         # [B, 1, 1, S]
         return self.encoder(self.embed(input_ids, self.encoder_embeddings), input_ids, mask)
 
@@ -500,6 +533,11 @@ class BartNetwork(nn.Module):
         """Our tensor name -> the checkpoint tensor names stacked on dim 0 to make it; raises listing every
         missing, unexpected or misshapen weight. Works on the meta device."""
         return bart_checkpoint.plan(self, source)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """torch's, for this network's own names (state_dict()'s); transformers' names are refused by name."""
+        bart_checkpoint.check_own_names(state_dict)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def checkpoint_loaded(self, source, sources: dict[str, list[str]]) -> None:
         """After the copies: the tensors a checkpoint may leave out, and its extra copies of the embedding."""

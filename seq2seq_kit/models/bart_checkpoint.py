@@ -28,6 +28,19 @@ from torch import nn
 TOP_LEVEL = ("lm_head.weight", "final_logits_bias")                  # the only names without "model."
 IGNORED = re.compile(r"(^|\.)(encoder|decoder)\.version$")           # fairseq leftovers transformers ignores too
 SHARED_ALIASES = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+# names only a transformers state dict has: the "model." prefix, the separate attention projections
+TRANSFORMERS_ONLY = re.compile(r"^model\.|\.self_attn\.[qkv]_proj\.|\.encoder_attn\.[kv]_proj\.")
+
+
+def check_own_names(names) -> None:
+    """A state dict given to load_state_dict has our names (state_dict()'s), not transformers': else raises (torch
+    would load its two top-level tensors alone under strict=False, or list every name as missing)."""
+    theirs = sorted(n for n in names if TRANSFORMERS_ONLY.search(n))
+    if theirs:
+        raise ValueError(f"load_state_dict got transformers' parameter names ({theirs[0]}, ...: {len(theirs)} in "
+                         "all); this model fuses the attention projections (self_attn.qkv_proj, encoder_attn.kv_proj) "
+                         "and has no 'model.' prefix: save that model with save_pretrained and load the folder with "
+                         "from_pretrained")
 
 
 def checkpoint_names(name: str) -> list[str]:
