@@ -297,8 +297,11 @@ class SummarizationPipeline:
         """A continuous-batching Engine on this pipeline's model with its generation defaults (seq2seq_kit.engine):
         submit `preprocess(texts).rows[i]`, then `postprocess(request.result()[None])`. Its requests answer token
         ids [n, T], as postprocess takes them, even where the checkpoint sets return_dict_in_generate (a request
-        may still ask for it). engine_kwargs: max_rows, max_source_tokens, max_queue."""
-        return Engine(self.model, defaults={**self.generate_defaults, "return_dict_in_generate": False},
+        may still ask for it), and end where pipe() ends them (a stop_sequence given to pipeline() is their
+        eos_token_id, as it is pipe()'s). engine_kwargs: max_rows, max_source_tokens, max_queue."""
+        stop = self.call_defaults.get("stop_sequence")
+        stop_eos = {} if stop is None else {"eos_token_id": self.stop_token(stop)}
+        return Engine(self.model, defaults={**self.generate_defaults, **stop_eos, "return_dict_in_generate": False},
                       **engine_kwargs)
 
     def postprocess(self, ids: torch.Tensor, return_tensors: bool = False,

@@ -580,6 +580,37 @@ def test_cuda_graph_of_the_wrong_type_is_refused_as_generate_refuses_it(tiny_eos
     assert str(ours.value) == str(theirs.value)
 
 
+def test_engine_arguments_that_are_no_model_or_no_count_are_named(tiny_eos, tiny_eos_path):
+    """Engine(pipe), Engine(path) and max_rows=None raised AttributeError / TypeError from inside the constructor
+    ('... has no attribute config', "unsupported operand type(s) for *"); each now names the fix."""
+    pipe = pipeline("summarization", model=str(tiny_eos_path))
+    with pytest.raises(TypeError) as error:
+        Engine(pipe)
+    assert str(error.value) == ("Engine takes a model, got a SummarizationPipeline; call its .engine() for an engine "
+                                "on its model with its generation defaults (or pass Engine(pipe.model))")
+    with pytest.raises(TypeError) as error:
+        Engine(str(tiny_eos_path))
+    assert str(error.value) == ("Engine takes a loaded model, got str; load one with "
+                                "BartForConditionalGeneration.from_pretrained(path_or_hub_id)")
+    for name in ("max_rows", "max_source_tokens", "max_queue"):
+        with pytest.raises(ValueError) as error:
+            Engine(tiny_eos, **{name: None if name == "max_rows" else 0})
+        assert str(error.value) == f"{name} must be a positive integer, got {None if name == 'max_rows' else 0}"
+
+
+@pytest.mark.parametrize("defaults", [dict(num_beam=2), dict(num_beams=0), dict(logits_processor=[]),
+                                      dict(attention_mask=None)])
+def test_bad_defaults_fail_at_construction_with_submits_message(tiny_eos, defaults):
+    """Engine(model, defaults=...) took any defaults and every submit then failed (logits_processor and
+    attention_mask as 'unknown argument(s)'); they are refused at once with the message submit gives them."""
+    with Engine(tiny_eos) as engine:
+        with pytest.raises((TypeError, ValueError)) as given:
+            engine.submit([5, 6, 7], **defaults)
+    with pytest.raises(type(given.value)) as error:
+        Engine(tiny_eos, defaults=defaults)
+    assert str(error.value) == str(given.value)
+
+
 def test_too_many_rows_for_the_engine(tiny_eos):
     with Engine(tiny_eos, max_rows=2) as engine, pytest.raises(ValueError, match="max_rows=2"):
         engine.submit([5, 6, 7], num_beams=4)
@@ -816,6 +847,31 @@ def test_generate_async(tiny_eos):
         assert torch.equal(out, tiny_eos.generate(torch.tensor([[5 + i, 6, 7]]), max_new_tokens=8))
 
 
+def test_generate_async_takes_settings_and_generator_as_they_stand_at_the_call(tiny_eos):
+    """Coroutines made in a loop that reseeds one generator (and edits a list) for each: every request gets its own
+    seed's draws and list, as submit's do (the coroutine submitted only when gather ran it: the last seed's draws
+    for all)."""
+    ids, sample, seeds = [5, 6, 7], dict(do_sample=True, top_k=0, max_new_tokens=8), [1, 2, 3]
+
+    async def main(engine):
+        generator, bad = torch.Generator(), [[0]]
+        calls = []
+        for seed in seeds:
+            bad[0][0] = 10 + seed
+            calls.append(engine.generate_async(ids, generator=generator.manual_seed(seed), bad_words_ids=bad,
+                                               **sample))
+        generator.manual_seed(0)
+        return await asyncio.gather(*calls)
+
+    with Engine(tiny_eos) as engine:
+        outs = asyncio.run(main(engine))
+    for seed, out in zip(seeds, outs):
+        want = tiny_eos.generate(torch.tensor([ids]), generator=torch.Generator().manual_seed(seed),
+                                 bad_words_ids=[[10 + seed]], **sample)
+        assert torch.equal(out, want), (seed, out, want)
+    assert len({tuple(out[0].tolist()) for out in outs}) == len(seeds)
+
+
 @pytest.mark.parametrize("dict_checkpoint", [False, True])
 def test_pipeline_engine_gives_the_pipelines_summaries(checkpoint, tmp_path, dict_checkpoint):
     """pipe.engine()'s requests answer token ids for postprocess, also where the checkpoint's generation config
@@ -837,6 +893,19 @@ def test_pipeline_engine_gives_the_pipelines_summaries(checkpoint, tmp_path, dic
         requests = [engine.submit(row, max_length=12, num_beams=2) for row in pipe.preprocess(texts).rows]
         got = [pipe.postprocess(r.result(60)[None])[0][0] for r in requests]
     assert got == expected
+
+
+def test_pipeline_engine_ends_outputs_at_the_pipelines_stop_sequence(tiny_eos_path):
+    """pipeline(..., stop_sequence=".") ends pipe()'s outputs at "."'s token (its eos_token_id): pipe.engine()'s
+    requests end there too (they ended at the checkpoint's EOS)."""
+    pipe = pipeline("summarization", model=str(tiny_eos_path), stop_sequence=".", num_beams=2, max_length=20)
+    texts = ["The tower is 324 metres tall, about the same height as an 81-storey building.",
+             "Short one here, and more."]
+    expected = [record["summary_token_ids"].tolist() for record in pipe(texts, return_tensors=True)]
+    with pipe.engine(max_rows=8) as engine:
+        got = [engine.submit(row).result(60)[0].tolist() for row in pipe.preprocess(texts).rows]
+    assert got == expected
+    assert expected[0] == [2] * 20          # "." (4) is the EOS: the checkpoint's own (2) no longer ends it
 
 
 @pytest.mark.parametrize("fixed_capacity", [False, True])
@@ -974,6 +1043,30 @@ def test_a_done_callback_raising_a_base_exception_leaves_no_request_hanging(tiny
                 assert request.result(30).shape[1] == 9
         want = tiny_eos.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=4)
         assert torch.equal(engine.submit([5, 6, 7], max_new_tokens=4).result(30), want)
+
+
+def test_a_request_answers_a_futures_questions(tiny_eos):
+    """cancelled(), exception(timeout) and add_done_callback(fn) as a concurrent.futures.Future's (they raised
+    AttributeError: only result / cancel / done were there), fn called with the request."""
+    from concurrent.futures import CancelledError
+
+    seen = []
+    with Engine(tiny_eos, max_rows=1) as engine:
+        running = engine.submit([5, 6, 7], min_new_tokens=200, max_new_tokens=200)
+        running.add_done_callback(seen.append)
+        with pytest.raises(TimeoutError):
+            running.exception(0.01)
+        assert not running.cancelled() and seen == []
+        assert running.cancel() and running.cancelled() and seen == [running]
+        with pytest.raises(CancelledError):
+            running.exception(0)
+        answered = engine.submit([5, 6, 7], max_new_tokens=4)
+        assert answered.exception(30) is None and not answered.cancelled()
+        answered.add_done_callback(seen.append)                         # done already: called at once
+        failed = engine.submit([5, 6, 7], do_sample=True, temperature=1e-320, max_new_tokens=4)
+        error = failed.exception(30)
+    assert seen == [running, answered]
+    assert isinstance(error, ValueError) and "sampling found no valid probabilities" in str(error)
 
 
 def test_requests_are_themselves_as_their_futures(tiny_eos):

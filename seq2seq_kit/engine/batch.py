@@ -45,7 +45,9 @@ from ..models.kv_cache import KVCache, SlotStore, bucket
 
 @dataclass(eq=False)           # a request is itself: hashable, == is identity (as its Future)
 class Request:
-    """One submitted input. `result()` blocks for its output; `cancel()` frees its rows at the next step."""
+    """One submitted input. `result()` blocks for its output; `cancel()` frees its rows at the next step (also while
+    it runs, where a concurrent.futures.Future refuses); done(), cancelled(), exception() and add_done_callback()
+    are its Future's (`future`)."""
     input_ids: torch.Tensor                     # [1, S] long, on the model's device
     config: GenerationConfig                    # resolved settings
     generator: torch.Generator | None
@@ -77,6 +79,18 @@ class Request:
 
     def done(self) -> bool:
         return self.future.done()
+
+    def cancelled(self) -> bool:
+        return self.future.cancelled()
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The error the request failed with, or None once it succeeded; waits as result() (concurrent.futures)."""
+        return self.future.exception(timeout)
+
+    def add_done_callback(self, fn) -> None:
+        """fn(request) once the request is done (answered, failed or cancelled), as a Future's callback: at once
+        when it is done already, else in the thread that settles it (the engine's, or the one cancelling it)."""
+        self.future.add_done_callback(lambda _: fn(self))
 
     @property
     def rows(self) -> int:

@@ -39,13 +39,15 @@ import copy
 import logging
 import threading
 import weakref
+from collections.abc import Coroutine
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import replace
 
 import torch
 
 from .. import cpu_threads
-from ..generation import GenerationConfig, prepare, result, start_search
+from ..generation import GenerationConfig, prepare, result, settings, start_search
+from ..models.bart import BartNetwork
 from .batch import EagerBatch, FixedCapacity, Group, Launched, Request
 
 
@@ -79,7 +81,8 @@ class Engine:
     max_source_tokens: source tokens of the running requests together (their cross-attention caches);
         default max_rows * max_position_embeddings, i.e. no limit beyond max_rows.
     max_queue: waiting requests beyond which submit raises EngineFull.
-    defaults: generation settings under each request's own (the pipeline's task defaults).
+    defaults: generation settings under each request's own (the pipeline's task defaults), checked here with
+        generate's messages.
     fixed_capacity: step all max_rows rows on a SlotStore (see the module docstring); None: on for a model on a
         CUDA device, where its steps replay CUDA graphs; True on the CPU runs the same step eagerly.
 
@@ -90,13 +93,16 @@ class Engine:
 
     def __init__(self, model, *, max_rows: int = 32, max_source_tokens: int | None = None,
                  max_queue: int = 1024, defaults: dict | None = None, fixed_capacity: bool | None = None):
+        check_model(model)
+        check_positive("max_rows", max_rows)
         limit = model.config.max_position_embeddings
         max_source_tokens = max_rows * limit if max_source_tokens is None else max_source_tokens
-        for name, value in (("max_rows", max_rows), ("max_source_tokens", max_source_tokens),
-                            ("max_queue", max_queue)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive("max_source_tokens", max_source_tokens)
+        check_positive("max_queue", max_queue)
         self.model, self.defaults = model, dict(defaults or {})
+        if self.defaults:                           # bad defaults fail here, not at every submit
+            check_engine_settings(self.defaults)
+            settings(model, dict(self.defaults))
         self.max_rows, self.max_source_tokens, self.max_queue = max_rows, max_source_tokens, max_queue
         self.waiting: collections.deque[Request] = collections.deque()
         self.groups: list[Group] = []
@@ -125,13 +131,7 @@ class Engine:
                **generate_kwargs) -> Request:
         """Queue one input: 1-D token ids (list[int] or LongTensor [S]). Settings are generate()'s, resolved and
         checked here, so bad input raises at once with generate()'s message and never enters the batch."""
-        own = sorted({"logits_processor", "prefix_allowed_tokens_fn"} & set(generate_kwargs))
-        if own:
-            raise ValueError(f"{', '.join(own)}: Python run on every step of one request is for generate(); the "
-                             "engine steps its requests together on the device")
-        if "attention_mask" in generate_kwargs:
-            raise ValueError("submit() takes one input's token ids, unpadded: leave attention_mask out (a padded "
-                             "batch's rows are submitted one by one, each without its padding)")
+        check_engine_settings(generate_kwargs)
         ids, _, config = prepare(self.model, as_row(input_ids), None, {**self.defaults, **generate_kwargs}, generator)
         if cuda_graph is not None and not isinstance(cuda_graph, bool):
             raise TypeError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")     # generate's check
@@ -164,9 +164,18 @@ class Engine:
             self._wake.notify()
         return request
 
-    async def generate_async(self, input_ids, **generate_kwargs):
-        """submit() for asyncio callers; cancelling the awaiting task cancels the request."""
-        request = self.submit(input_ids, **generate_kwargs)
+    def generate_async(self, input_ids, *, generator: torch.Generator | None = None,
+                       **generate_kwargs) -> Coroutine:
+        """submit() for asyncio callers: a coroutine answering the request; cancelling the awaiting task cancels
+        it. The ids, settings and generator are taken as they stand at this call, as submit takes them (the
+        coroutine submits only when it runs: a loop reseeding one generator for each coroutine it makes gave
+        every request the last seed's draws)."""
+        if isinstance(generator, torch.Generator):
+            generator = own_generator(generator)        # anything else: submit's check names it
+        return self._answer(as_data(input_ids), generator, {k: as_data(v) for k, v in generate_kwargs.items()})
+
+    async def _answer(self, input_ids, generator: torch.Generator | None, generate_kwargs: dict):
+        request = self.submit(input_ids, generator=generator, **generate_kwargs)
         try:
             return await asyncio.wrap_future(request.future)
         except asyncio.CancelledError:
@@ -477,6 +486,33 @@ def encoder_groups(lengths: list[int]) -> list[list[int]]:
     return groups
 
 
+def check_model(model) -> None:
+    """TypeError naming the fix unless `model` is a loaded seq2seq_kit model (a pipeline, a path: not yet)."""
+    if isinstance(model, BartNetwork):
+        return
+    if callable(getattr(model, "engine", None)) and isinstance(getattr(model, "model", None), BartNetwork):
+        raise TypeError(f"Engine takes a model, got a {type(model).__name__}; call its .engine() for an engine on "
+                        "its model with its generation defaults (or pass Engine(pipe.model))")
+    raise TypeError(f"Engine takes a loaded model, got {type(model).__name__}; load one with "
+                    "BartForConditionalGeneration.from_pretrained(path_or_hub_id)")
+
+
+def check_positive(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_engine_settings(generate_kwargs: dict) -> None:
+    """Refuse the generate() arguments the engine cannot take (a request's or the engine's defaults), naming why."""
+    own = sorted({"logits_processor", "prefix_allowed_tokens_fn"} & set(generate_kwargs))
+    if own:
+        raise ValueError(f"{', '.join(own)}: Python run on every step of one request is for generate(); the "
+                         "engine steps its requests together on the device")
+    if "attention_mask" in generate_kwargs:
+        raise ValueError("submit() takes one input's token ids, unpadded: leave attention_mask out (a padded "
+                         "batch's rows are submitted one by one, each without its padding)")
+
+
 def settle(future: Future, value=None, exception: BaseException | None = None) -> None:
     """Give a request's future its result or exception, unless its caller cancelled it meanwhile."""
     try:
@@ -490,6 +526,12 @@ def settle(future: Future, value=None, exception: BaseException | None = None) -
         # logs itself): the future is settled already; escaping here would leave the step's other requests
         # unsettled, or (from _fail) end the engine's thread with every later request hanging
         logger.error("a done-callback of an engine request raised %r; ignored", e)
+
+
+def as_data(value):
+    """A copy of an argument that is data (ids, lists, dicts, tensors, a GenerationConfig) the caller may change
+    later; anything else (refused by submit) as it is."""
+    return copy.deepcopy(value) if isinstance(value, (list, tuple, dict, torch.Tensor, GenerationConfig)) else value
 
 
 def own_generator(generator: torch.Generator | None) -> torch.Generator | None:
