@@ -150,6 +150,31 @@ def test_a_broken_line_before_the_last_is_an_error(tmp_path, tiny):
         run(path, out, tiny)
 
 
+def test_a_stopped_job_cancels_its_documents_in_the_engine(tmp_path, tiny):
+    """The results stream closed early (Ctrl-C in the driver's write loop) cancels the documents still in the
+    engine: nobody writes them, and the engine's close waited for the running ones to finish (9 s of a 12 s run
+    on the CLI, a batch of beam-4 summaries, before `interrupted`)."""
+    from seq2seq_kit.corpus.reading import plan_chunks
+    from seq2seq_kit.corpus.worker import Worker
+
+    path = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "text": f"word{i} " * (10 + i)} for i in range(8)])
+    chunks, _ = plan_chunks([path], 8, folder=False)
+    worker = Worker(model=str(tiny), hub_kwargs={}, device=None, dtype=None, eos_token_ids=[2],
+                    generate_kwargs=dict(num_beams=2, min_new_tokens=60, max_new_tokens=60), text_field="text",
+                    id_field="id", done=frozenset(), batch_size=2, sort_by_length=False)
+    submitted = []
+    submit = worker.engine.submit
+    worker.engine.submit = lambda *args, **kwargs: submitted.append(submit(*args, **kwargs)) or submitted[-1]
+    results = worker.process_stream(chunks)
+    first = next(results)                   # documents 0 (and 1, the same step) done; 2 and 3 waited behind them
+    results.close()
+    assert first["records"][0]["id"] == 0 and len(submitted) == 4
+    assert [r.done() for r in submitted] == [True] * 4
+    assert [r.future.cancelled() for r in submitted[::2]] == [False, True]    # 1: done, or cancelled just before
+    assert submitted[3].future.cancelled()
+    worker.engine.close()
+
+
 def test_killed_run_resumes_with_every_id_exactly_once(tmp_path, tiny):
     """A real process, slowed per result, SIGKILLed once 4 summaries are written; the re-run completes it."""
     docs = make_docs(24, seed=3)

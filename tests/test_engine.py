@@ -808,6 +808,56 @@ def test_the_interpreter_exits_cleanly_with_an_engine_stepping(tiny_eos_path):
         assert run.returncode == 0 and run.stderr == "", (run.returncode, run.stderr[-2000:])
 
 
+def test_an_engine_used_in_a_forked_child_is_refused_there(tiny_eos):
+    """A fork copies no thread: a forked child's submit to its parent's engine was accepted and never answered
+    (result() blocked forever). It is refused, naming the fix; the parent's engine goes on."""
+    import multiprocessing
+    import os
+
+    engine = Engine(tiny_eos, max_rows=2)
+    want = engine.submit([5, 6, 7], max_new_tokens=6).result(60)
+    context = multiprocessing.get_context("fork")
+    answers = context.SimpleQueue()
+
+    def child():
+        try:
+            engine.submit([5, 6, 7], max_new_tokens=6).result(10)
+            answers.put("answered")
+        except Exception as e:   # noqa: BLE001 - the parent asserts which
+            answers.put(f"{type(e).__name__}: {e}")
+
+    process = context.Process(target=child)
+    process.start()
+    process.join(60)
+    assert answers.get() == (f"EngineClosed: this engine was created in process {os.getpid()}, whose engine thread "
+                             f"a fork does not copy into this one ({process.pid}); create a new Engine in this "
+                             "process")
+    assert torch.equal(engine.submit([5, 6, 7], max_new_tokens=6).result(60), want)
+    engine.close()
+
+
+def test_ctrl_c_while_close_waits_cancels_the_waiting_and_the_interpreter_exits_cleanly(tiny_eos_path):
+    """Ctrl-C while the with block's close waits for the queue: Thread.join interrupted marked the running engine
+    thread stopped (CPython 3.11), so its waiting requests kept running and close_at_exit let the interpreter stop
+    the thread inside torch ("terminate called without an active exception", exit 134). Now the waiting requests
+    are cancelled, as when the block is left by Ctrl-C, and the process exits 0."""
+    import subprocess
+    import sys
+
+    script = (f"import os, signal, threading\n"
+              f"from seq2seq_kit import BartForConditionalGeneration, Engine\n"
+              f"model = BartForConditionalGeneration.from_pretrained({str(tiny_eos_path)!r})\n"
+              f"threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n"
+              f"try:\n"
+              f"    with Engine(model, max_rows=4) as engine:\n"
+              f"        requests = [engine.submit([5 + i, 6, 7], num_beams=4, max_new_tokens=200, "
+              f"min_new_tokens=200) for i in range(20)]\n"
+              f"except KeyboardInterrupt:\n"
+              f"    print(engine.queue_depth, sum(r.future.cancelled() for r in requests) >= 18)\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (run.returncode, run.stdout, run.stderr) == (0, "0 True\n", "")
+
+
 def test_leaving_the_block_by_an_exception_cancels_the_waiting_requests(tiny_eos):
     requests = []
     with pytest.raises(KeyboardInterrupt), Engine(tiny_eos, max_rows=1) as engine:

@@ -455,6 +455,31 @@ def test_requests_still_running_when_the_drain_runs_out_get_a_503(tiny_eos_path,
     assert "Traceback" not in srv.log.read_text()
 
 
+def test_a_second_ctrl_c_answers_the_running_requests_503_and_exits_0(tiny_eos_path, tmp_path):
+    """Ctrl-C twice while a request runs: it is answered 503 (JSON, Retry-After) at once and the server exits 0;
+    uvicorn's force quit cancelled it instead (a plain-text 500 and a traceback in the log)."""
+    srv = Server(tmp_path, "--model", tiny_eos_path, "--max-rows", "4")
+    try:
+        srv.wait_ready()
+        body = {"inputs": ["the tower is tall"] * 64, "parameters": LONG}   # 64 x 250 beam steps, 4 rows at a time
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            running = pool.submit(post, srv, body)
+            while engine_metrics(srv)["seq2seq_engine_active_rows"] == 0:
+                time.sleep(0.01)
+            srv.proc.send_signal(signal.SIGINT)
+            time.sleep(0.2)
+            srv.proc.send_signal(signal.SIGINT)
+            answer = running.result()
+        assert srv.proc.wait(30) == 0
+    finally:
+        srv.stop()
+    assert answer.status_code == 503, answer.text
+    assert answer.json() == {"error": "the server shut down (its drain timeout ran out, or a second Ctrl-C stopped "
+                                      "it) before this request was answered; retry after 1 s", "field": None}
+    assert answer.headers["Retry-After"] == "1"
+    assert "Traceback" not in srv.log.read_text()
+
+
 def test_unknown_route_and_metrics_by_status(server):
     answer = httpx.get(server.url + "/nope")
     assert answer.status_code == 404 and answer.json() == {"error": "Not Found: GET /nope", "field": None}

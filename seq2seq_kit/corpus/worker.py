@@ -46,23 +46,31 @@ class Worker:
         """Results of every chunk in turn: first each chunk's bad records and skips, then its records as the
         engine finishes them (documents of the next chunk join the running batch while this one's finish)."""
         in_flight: dict = {}                                        # request future -> (doc_id, where, row)
-        for chunk in chunks:
-            todo, errors, skipped = self.read(chunk)
-            if self.strategy == "map_reduce":
-                yield self.map_reduce(todo, errors, skipped)
-                continue
-            todo, rows = self.encode(todo, errors)
-            if errors or skipped or not todo:
-                yield {"records": [], "errors": errors, "skipped": skipped}
-            order = sorted(range(len(todo)), key=lambda i: -len(rows[i])) if self.sort_by_length \
-                else range(len(todo))
-            for i in order:
-                while len(in_flight) >= IN_FLIGHT * self.batch_size:
-                    yield self.finished(in_flight)
-                request = self.engine.submit(rows[i], **self.generate_kwargs)
-                in_flight[request.future] = (todo[i][0], todo[i][1], rows[i])
-        while in_flight:
-            yield self.finished(in_flight)
+        try:
+            for chunk in chunks:
+                yield from self._submit_chunk(chunk, in_flight)
+            while in_flight:
+                yield self.finished(in_flight)
+        finally:            # stopped early (Ctrl-C, the driver's error): nobody will write those; free their rows
+            for future in in_flight:
+                future.cancel()
+
+    def _submit_chunk(self, chunk: dict, in_flight: dict) -> Iterator[dict]:
+        """Submit a chunk's documents to the engine (into in_flight), yielding its bad records and skips first, and
+        results of those in flight whenever IN_FLIGHT x batch_size are submitted."""
+        todo, errors, skipped = self.read(chunk)
+        if self.strategy == "map_reduce":
+            yield self.map_reduce(todo, errors, skipped)
+            return
+        todo, rows = self.encode(todo, errors)
+        if errors or skipped or not todo:
+            yield {"records": [], "errors": errors, "skipped": skipped}
+        order = sorted(range(len(todo)), key=lambda i: -len(rows[i])) if self.sort_by_length else range(len(todo))
+        for i in order:
+            while len(in_flight) >= IN_FLIGHT * self.batch_size:
+                yield self.finished(in_flight)
+            request = self.engine.submit(rows[i], **self.generate_kwargs)
+            in_flight[request.future] = (todo[i][0], todo[i][1], rows[i])
 
     def read(self, chunk: dict) -> tuple[list[tuple], list[dict], int]:
         """(documents to process as (id, where, text), bad records, count of ids already written)."""

@@ -37,6 +37,7 @@ import atexit
 import collections
 import copy
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Coroutine
@@ -119,7 +120,9 @@ class Engine:
         if model.device.type == "cpu":
             cpu_threads.hand_over_pool()            # this thread's OpenMP workers would slow the engine's: see there
         self._busy: list[Engine] = []               # [self] while it has work: held by its thread (see serve)
-        self._thread = threading.Thread(target=serve, args=(weakref.ref(self), self._wake, self._busy),
+        self._pid = os.getpid()                     # its thread runs in this process only (a fork copies no thread)
+        self._stopped = threading.Event()           # set by its thread as it ends (what close waits for)
+        self._thread = threading.Thread(target=serve, args=(weakref.ref(self), self._wake, self._busy, self._stopped),
                                         name="seq2seq_kit-engine", daemon=True)
         self._thread.start()
         weakref.finalize(self, wake_up, self._wake)     # an engine dropped unclosed ends its thread (see serve)
@@ -147,6 +150,7 @@ class Engine:
         if request.rows > self.max_rows:
             raise ValueError(f"these settings need {request.rows} decoder rows (num_beams / num_return_sequences) "
                              f"but the engine has max_rows={self.max_rows}; lower them or raise max_rows")
+        self._check_process()
         with self._wake:
             if self._closing:
                 raise EngineClosed("the engine is closed; create a new Engine")
@@ -163,6 +167,13 @@ class Engine:
                 self._busy.append(self)                 # the thread holds the engine until this is answered
             self._wake.notify()
         return request
+
+    def _check_process(self) -> None:
+        """EngineClosed in a process forked from the engine's: its thread was not copied, so nothing would ever
+        answer a request there (result() would block forever)."""
+        if os.getpid() != self._pid:
+            raise EngineClosed(f"this engine was created in process {self._pid}, whose engine thread a fork does not "
+                               f"copy into this one ({os.getpid()}); create a new Engine in this process")
 
     def generate_async(self, input_ids, *, generator: torch.Generator | None = None,
                        **generate_kwargs) -> Coroutine:
@@ -195,15 +206,26 @@ class Engine:
 
     def close(self, cancel_pending: bool = False, timeout: float | None = None) -> None:
         """Stop accepting; finish every running request and, unless cancel_pending, every waiting one. Called from
-        the engine's own thread (a request's done-callback), it returns at once: the thread ends after the step."""
+        the engine's own thread (a request's done-callback), it returns at once: the thread ends after the step.
+        Interrupted while it waits (Ctrl-C), it cancels the waiting requests, as leaving a with block so does."""
         with self._wake:
             self._closing = True
-            cancelled = list(self.waiting) if cancel_pending else []
             self._wake.notify()
+        if cancel_pending:
+            self._cancel_waiting()
+        if threading.current_thread() is self._thread:
+            return
+        try:
+            self._stopped.wait(timeout)     # not Thread.join: interrupted, CPython 3.11 marks the thread stopped,
+        except BaseException:               # so close_at_exit let the interpreter stop it inside torch (abort)
+            self._cancel_waiting()
+            raise
+
+    def _cancel_waiting(self) -> None:
+        with self._wake:
+            cancelled = list(self.waiting)
         for request in cancelled:               # not under the lock: their done-callbacks may call the engine
             request.cancel()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
 
     def __enter__(self) -> Engine:
         return self
@@ -420,8 +442,16 @@ class Engine:
         request.notify_cancelled()
 
 
-def serve(engine_ref: weakref.ref, wake: threading.Condition, busy: list) -> None:
-    """The engine's thread: steps it while it has work, until it is closed and done. `busy` holds the engine from
+def serve(engine_ref: weakref.ref, wake: threading.Condition, busy: list, stopped: threading.Event) -> None:
+    """The engine's thread (serve_until_done), then `stopped` set: its torch work is over."""
+    try:
+        serve_until_done(engine_ref, wake, busy)
+    finally:
+        stopped.set()
+
+
+def serve_until_done(engine_ref: weakref.ref, wake: threading.Condition, busy: list) -> None:
+    """Steps the engine while it has work, until it is closed and done. `busy` holds the engine from
     the submit that gives it work until this thread finds it idle; idle, the thread holds it only weakly, so an
     engine dropped without close() is collected once every request is answered, and its finalizer wakes this
     thread to end (as ThreadPoolExecutor's workers end with their executor)."""
@@ -453,6 +483,8 @@ def close_at_exit() -> None:
     abort): its requests are cancelled (nobody can read them now) and its thread ends after the step it is in.
     An engine stuck for EXIT_WAIT seconds is left as it is, rather than the exit hanging."""
     for engine in list(LIVE):
+        if engine._pid != os.getpid():      # a forked child's copy: no thread to stop; its lock may be held forever
+            continue
         if not engine._wake.acquire(timeout=EXIT_WAIT):
             continue
         try:

@@ -178,6 +178,13 @@ class Service:
             if self.answer_by == math.inf:
                 self.answer_by = time.monotonic() + grace_s + self.settings.drain_timeout - ANSWER_MARGIN_S
 
+    def stop_answering(self) -> None:
+        """Refuse new requests, and answer those still running 503 now (in_time), which cancels them in the engine
+        (a second Ctrl-C)."""
+        with self.status_lock:
+            self.status = "draining"
+            self.answer_by = time.monotonic()
+
     def drain(self) -> None:
         """Refuse new requests; finish the engine's accepted ones (blocking, up to drain_timeout)."""
         self.stop_accepting()
@@ -443,7 +450,8 @@ async def in_time(work, service: Service, arrival: float, late: Refusal, http: R
         while True:
             now = time.monotonic()
             if now >= service.answer_by:
-                raise busy("the server shut down (its drain timeout ran out) before this request was answered")
+                raise busy("the server shut down (its drain timeout ran out, or a second Ctrl-C stopped it) before "
+                           "this request was answered")
             if now >= deadline:
                 raise late
             done, _ = await asyncio.wait([work], timeout=min(POLL_S, deadline - now, service.answer_by - now))

@@ -3,7 +3,8 @@
 Shutdown is uvicorn's graceful shutdown followed by the app's lifespan: the first SIGTERM / SIGINT marks the
 service draining (/health and any new /summarize or /translate answer 503, for DrainingServer.GRACE_S), then
 uvicorn closes its listening socket and waits up to drain_timeout for the requests in flight to be answered, then
-the lifespan closes the engine, which finishes whatever it accepted. A second Ctrl-C exits at once. serve()
+the lifespan closes the engine, which finishes whatever it accepted. A second Ctrl-C answers the requests still
+running 503 at once and exits; a third exits without answering them. serve()
 returns once drained (the CLI exits 0), or raises the load's error when the model could not be loaded.
 """
 
@@ -35,10 +36,20 @@ class DrainingServer(uvicorn.Server):
         self.draining_since: float | None = None
 
     def handle_exit(self, sig, frame) -> None:
-        if self.draining_since is not None and sig == signal.SIGINT:   # a second Ctrl-C: now
-            self.should_exit = self.force_exit = True
+        if self.draining_since is not None and sig == signal.SIGINT:
+            self.second_interrupt()
+            return
         self.service.stop_accepting(self.GRACE_S)
         self.draining_since = self.draining_since or time.monotonic()
+
+    def second_interrupt(self) -> None:
+        """A second Ctrl-C: the requests still running are answered 503 now (JSON, as when the drain runs out)
+        and leave the engine, then the server exits; a third Ctrl-C exits without waiting for their answers
+        (uvicorn then cancels them: a plain-text 500 and a traceback each)."""
+        if self.should_exit:
+            self.force_exit = True
+        self.service.stop_answering()
+        self.should_exit = True
 
     async def on_tick(self, counter: int) -> bool:
         if self.service.status == "failed":
