@@ -140,7 +140,8 @@ def _parser() -> argparse.ArgumentParser:
 def _add_summarize(sub, parents: list) -> None:
     from .summarization import DEFAULT_MODEL
 
-    p = sub.add_parser("summarize", parents=parents, help="summarize a text, a file, stdin or a JSONL file",
+    p = sub.add_parser("summarize", parents=parents,
+                       help="summarize a text, a file, stdin, or a corpus of JSONL / Parquet files",
                        description="Summarize TEXT, --file PATH, stdin (-), or many documents "
                                    "(--input docs.jsonl --output out.jsonl; a re-run resumes where it stopped).")
     p.add_argument("text", nargs="?", metavar="TEXT", help="the text to summarize, or - to read stdin")
@@ -149,8 +150,11 @@ def _add_summarize(sub, parents: list) -> None:
     p.add_argument("--model", type=_non_empty, default=None,
                    help=f"Hub id or local checkpoint directory (default: {DEFAULT_MODEL})")
     p.add_argument("--num-beams", type=_positive, help="beam width (default: the checkpoint's)")
-    p.add_argument("--max-length", type=_positive, help="maximum summary length in tokens (default: the checkpoint's)")
-    p.add_argument("--min-length", type=_non_negative, help="minimum summary length in tokens")
+    p.add_argument("--max-length", type=_positive,
+                   help="maximum summary length in tokens, the decoder start token included, as transformers' "
+                        "max_length (default: the checkpoint's)")
+    p.add_argument("--min-length", type=_non_negative,
+                   help="minimum summary length in tokens, counted as --max-length (default: the checkpoint's)")
     p.add_argument("--strategy", choices=("truncate", "map-reduce"), default="truncate",
                    help="a text longer than the model's input: truncate it (default), or summarize its chunks of "
                         "whole sentences and then their summaries (map-reduce)")
@@ -236,7 +240,8 @@ def _given(args, *names: str) -> dict:
 
 def _add_translate(sub, parents: list) -> None:
     p = sub.add_parser("translate", parents=parents,
-                       help="translate a text, stdin or a JSONL file (Marian, M2M100, NLLB, mBART-50)",
+                       help="translate a text, stdin, or a corpus of JSONL / Parquet files (Marian, M2M100, "
+                            "NLLB, mBART-50, mBART)",
                        description="Translate TEXT or stdin (-) with a translation checkpoint, or many documents "
                                    "(--input docs.jsonl --output out.jsonl; a re-run resumes where it stopped).")
     p.add_argument("text", nargs="?", metavar="TEXT", help="the text to translate, or - to read stdin")

@@ -257,6 +257,24 @@ def test_dict_output_reads_as_transformers_model_output(pair):
     assert len(mine.to_tuple()) == 4 and mine[1:2][0] is mine.sequences_scores
 
 
+def test_dict_output_is_a_mapping_as_transformers_model_output(pair):
+    """len(), items(), values(), get() as on transformers' ModelOutput (an OrderedDict), and a field that is not set
+    is a KeyError by name (out["sequences_scores"] gave None; len(out) and out.items() raised)."""
+    hf, ours = pair("tiny")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id)
+    kwargs = dict(max_new_tokens=4, return_dict_in_generate=True, output_scores=True)
+    theirs, mine = hf.generate(ids, attention_mask=mask, **kwargs), ours.generate(ids, mask, **kwargs)
+    theirs_items = [(k, v) for k, v in theirs.items() if k != "cache"]        # the KV cache, not returned here
+    assert len(mine) == len(theirs_items) == 2 == len(theirs) - ("cache" in theirs)
+    assert [k for k, _ in mine.items()] == [k for k, _ in theirs_items] == ["sequences", "scores"]
+    assert torch.equal(mine.values()[0], theirs_items[0][1]) and mine.values()[1] is mine.scores
+    assert mine.get("sequences") is mine.sequences and mine.get("logits") is None and mine.get("logits", 7) == 7
+    for out in (mine, theirs):
+        for name in ("sequences_scores", "beam_indices", "no_such_field"):
+            with pytest.raises(KeyError, match=name):
+                out[name]
+
+
 def test_generation_settings_set_on_model_config_are_refused(pair, monkeypatch):
     """model.config.num_beams = 4 (the legacy way) raises in transformers 5; it was silently ignored here."""
     hf, ours = pair("tiny")

@@ -30,7 +30,8 @@ WHOLE_STEP_GRAPH = True
 @dataclass
 class GenerateOutput:
     """What generate(..., return_dict_in_generate=True) returns; also read as transformers' ModelOutput is: by name
-    (out["sequences"]), by position among the fields that are set (out[0] is the sequences), keys(), `in`."""
+    (out["sequences"]; a field that is not set is a KeyError), by position among the fields that are set (out[0] is
+    the sequences), keys(), values(), items(), get(), len(), `in`."""
     sequences: torch.Tensor                             # [B * num_return_sequences, T] long
     sequences_scores: torch.Tensor | None = None        # [B * num_return_sequences] (beam search, output_scores)
     scores: tuple[torch.Tensor, ...] | None = None      # per step [B * rows_per_input, V] processed scores
@@ -45,7 +46,21 @@ class GenerateOutput:
         return tuple(getattr(self, k) for k in self.keys())
 
     def __getitem__(self, key: str | int | slice):
+        if isinstance(key, str) and key not in self:
+            raise KeyError(key)                       # as ModelOutput: out["scores"] without output_scores
         return getattr(self, key) if isinstance(key, str) else self.to_tuple()[key]
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def values(self) -> list:
+        return list(self.to_tuple())
+
+    def items(self) -> list[tuple[str, object]]:
+        return list(zip(self.keys(), self.to_tuple()))
+
+    def get(self, key: str, default=None):
+        return getattr(self, key) if key in self else default
 
     def __iter__(self):
         return iter(self.keys())
