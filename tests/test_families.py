@@ -62,7 +62,8 @@ def test_logits_match_transformers(pair, name, left):
     with torch.no_grad():
         theirs = hf(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
     torch.testing.assert_close(ours(ids, mask, dec), theirs, atol=ATOL, rtol=0)
-    assert ours.num_parameters() == hf.num_parameters()    # Marian's, Pegasus' position tables: parameters there
+    for counts in (dict(), dict(exclude_embeddings=True), dict(only_trainable=True, exclude_embeddings=True)):
+        assert ours.num_parameters(**counts) == hf.num_parameters(**counts)  # Marian, Pegasus tables: parameters there
 
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(num_beams=4), dict(do_sample=True, top_k=0)],
@@ -387,7 +388,8 @@ def test_untied_save_pretrained_loads_in_transformers(tmp_path, family):
         hf.model.decoder.embed_tokens.weight.copy_(hf.model.shared.weight)
     hf.save_pretrained(tmp_path / "theirs")
     ours = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "theirs")
-    assert ours.num_parameters() == hf.num_parameters()       # shared, encoder and decoder embeddings: three there
+    for counts in (dict(), dict(exclude_embeddings=True)):      # shared, encoder and decoder embeddings: three there
+        assert ours.num_parameters(**counts) == hf.num_parameters(**counts)
     ours.save_pretrained(tmp_path / "ours")
     again = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "ours").eval()
     ids, dec = torch.randint(6, 60, (2, 7)), torch.tensor([[2, 5, 9], [2, 7, 8]])

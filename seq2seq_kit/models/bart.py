@@ -330,9 +330,25 @@ class BartNetwork(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.decoder.embed_positions.weight.dtype
 
-    def num_parameters(self) -> int:
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         """As transformers counts them: tied weights once, and Marian's and Pegasus' sinusoidal position tables,
-        buffers here (nothing learns them) but parameters there."""
+        buffers here (nothing learns them) but parameters there. only_trainable counts the same (every parameter of
+        a model loaded there requires grad); exclude_embeddings leaves out the token and position tables, as it
+        leaves out transformers' nn.Embedding weights."""
+        return self.parameter_count() - (self.embedding_count() if exclude_embeddings else 0)
+
+    def embedding_count(self) -> int:
+        """The token and position tables' values among parameter_count(): M2M100's fixed tables are buffers there
+        too; tie_word_embeddings false, transformers 5 counts one token table three times (see parameter_count)."""
+        tables = {id(e): e.num_embeddings * e.embedding_dim for e in (self.encoder_embeddings, self.decoder_embeddings)}
+        untied = self.shared is not None and not self.config.tie_word_embeddings
+        positions = (self.encoder.embed_positions, self.decoder.embed_positions)
+        counted = self.config.family.positions in ("learned", "sinusoidal")
+        tokens = sum(tables.values()) * (3 if untied else 1)
+        return tokens + (sum(t.weight.numel() for t in positions) if counted else 0)
+
+    def parameter_count(self) -> int:
+        """num_parameters() with nothing left out."""
         tables = (self.encoder.embed_positions, self.decoder.embed_positions)
         fixed = sum(t.weight.numel() for t in tables) if self.config.family.positions == "sinusoidal" else 0
         # untied (tie_word_embeddings false), transformers 5 holds shared, encoder.embed_tokens and
