@@ -105,8 +105,9 @@ def breakdown(model, ids, mask, beams: int, steps: int) -> dict:
         start = time.perf_counter()
         model.generate(ids, mask, num_beams=beams, max_new_tokens=steps, min_new_tokens=steps)
         total = time.perf_counter() - start
-    ms = {name: 1000 * t / steps for name, t in totals.items()}
+    ms = defaultdict(float, {name: 1000 * t / steps for name, t in totals.items()})    # a part never run: 0
     search = 1000 * (total - totals["encoder"] - totals["new_cache"]) / steps
+    processors = ms["processors"] if beams > 1 else ms["n-gram blocking"]     # greedy: only n-gram blocking timed
     return {
         "self-attention (F.linear projections + SDPA over the cache)": ms["self-attention"],
         "cross-attention (q/out projections + SDPA)": ms["cross-attention"],
@@ -115,9 +116,9 @@ def breakdown(model, ids, mask, beams: int, steps: int) -> dict:
         "rest of decode_step (embeddings, layer norms, Python)":
             ms["decode_step"] - ms["self-attention"] - ms["cross-attention"] - ms["FFN"] - ms["LM head"],
         "n-gram blocking": ms["n-gram blocking"],
-        "other processors": ms["processors"] - ms["n-gram blocking"],
+        "other processors": processors - ms["n-gram blocking"],
         "cache reorder": ms["cache reorder"],
-        "log-softmax, top-k, beam bookkeeping, Python": search - ms["decode_step"] - ms["processors"]
+        "log-softmax, top-k, beam bookkeeping, Python": search - ms["decode_step"] - processors
         - ms["cache reorder"],
         "total per step": search,
     }
