@@ -7,7 +7,8 @@ import importlib
 
 # name -> the module that defines it, imported on first use (PEP 562): `import seq2seq_kit` and the command line's
 # --help do not import torch, and a Ctrl-C while a command starts is the CLI's one-line "interrupted".
-_EXPORTS = {"BartConfig": ".config", "AutoModelForSeq2SeqLM": ".modeling", "BartForConditionalGeneration": ".modeling",
+_EXPORTS = {"BartConfig": ".config", "AutoConfig": ".config", "AutoModelForSeq2SeqLM": ".modeling",
+            "BartForConditionalGeneration": ".modeling",
             "GenerationConfig": ".generation", "Engine": ".engine", "EngineClosed": ".engine", "EngineFull": ".engine",
             "Tokenizer": ".tokenizer", "AutoTokenizer": ".family_tokenizers", "pipeline": ".translation",
             "summarize_corpus": ".corpus", "translate_corpus": ".corpus"}

@@ -213,3 +213,16 @@ class BartConfig:
         path = directory / "config.json"
         write_json(path, self.to_dict(), indent=2, sort_keys=True)
         return path
+
+
+class AutoConfig:
+    """transformers' entry point by name: `from_pretrained` reads the config of any supported checkpoint (one
+    BartConfig for every family, model_type kept)."""
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("AutoConfig is not instantiated: use AutoConfig.from_pretrained(path)")
+
+    @staticmethod
+    def from_pretrained(path: str | Path, **hub_kwargs) -> BartConfig:
+        """See BartConfig.from_pretrained."""
+        return BartConfig.from_pretrained(path, **hub_kwargs)

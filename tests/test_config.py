@@ -135,6 +135,23 @@ def test_round_trip(tmp_path):
     assert written["author"] == KOBART_CONFIG["author"] and written["encoder_layers"] == 6
 
 
+def test_auto_config_reads_every_family_as_transformers_auto_config(tmp_path):
+    """AutoConfig.from_pretrained(path), as transformers users load a config, gives the family's BartConfig."""
+    from seq2seq_kit import AutoConfig
+
+    marian = {"model_type": "marian", "vocab_size": 64, "decoder_vocab_size": 80, "pad_token_id": 63,
+              "decoder_start_token_id": 63,
+              "share_encoder_decoder_embeddings": False}
+    for d in (KOBART_CONFIG, marian):
+        folder = tmp_path / d["model_type"]
+        BartConfig.from_dict(d).save_pretrained(folder)
+        ours, ref = AutoConfig.from_pretrained(folder), transformers.AutoConfig.from_pretrained(folder)
+        assert (ours.model_type, ours.hidden_size, ours.vocab_size, ours.decoder_vocab_size) == \
+            (ref.model_type, ref.hidden_size, ref.vocab_size, getattr(ref, "decoder_vocab_size", ref.vocab_size))
+    with pytest.raises(TypeError, match=r"use AutoConfig.from_pretrained\(path\)"):
+        AutoConfig()
+
+
 def test_from_pretrained_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no config.json"):
         BartConfig.from_pretrained(tmp_path)
