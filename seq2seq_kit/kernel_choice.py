@@ -42,10 +42,12 @@ ROUNDS = {"1": 3, "2-8": 3, "9-64": 3, "65-256": 3,     # row class -> timed cal
 
 def choose(model) -> dict[str, dict[str, str]] | None:
     """The kernel table for a loaded model (BartNetwork), or None where the kernels do not apply (not float32 on
-    the CPU, no oneDNN): measured or forced as the module docstring says."""
+    the CPU, no oneDNN): measured or forced as the module docstring says. A malformed forced choice raises for
+    every model (an int8 or bfloat16 one too), not only where it would apply."""
+    mode = os.environ.get(ENV, "measure").strip() or "measure"
+    table = None if mode in ("measure", "default", *kernels.KERNELS) else forced(mode)
     if model.device.type != "cpu" or model.dtype != torch.float32 or not kernels.ONEDNN:
         return None
-    mode = os.environ.get(ENV, "measure").strip() or "measure"
     if mode == "measure":
         return measured(model)
     if mode == "default":
@@ -53,7 +55,7 @@ def choose(model) -> dict[str, dict[str, str]] | None:
     if mode in kernels.KERNELS:
         return {kind: {c: mode if mode in ok else "mkl" for c, ok in kernels.ELIGIBLE[kind].items()}
                 for kind in kernels.KINDS}
-    return forced(mode)
+    return table
 
 
 def forced(spec: str) -> dict[str, dict[str, str]]:

@@ -261,6 +261,9 @@ def test_the_environment_variable_forces_the_choice(monkeypatch):
     monkeypatch.setenv(kernel_choice.ENV, "fc1=fast")
     with pytest.raises(ValueError, match="SEQ2SEQ_KIT_CPU_KERNELS=.*KIND=KERNEL"):
         kernel_choice.choose(model)
+    with pytest.raises(ValueError, match="SEQ2SEQ_KIT_CPU_KERNELS=.*KIND=KERNEL"):
+        kernel_choice.choose(model.half())                                  # malformed: refused on any model
+    monkeypatch.setenv(kernel_choice.ENV, "fc1=onednn")
     assert kernel_choice.choose(model.half()) is None                      # float16: F.linear, nothing to choose
 
 
