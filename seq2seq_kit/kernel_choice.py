@@ -44,8 +44,7 @@ def choose(model) -> dict[str, dict[str, str]] | None:
     """The kernel table for a loaded model (BartNetwork), or None where the kernels do not apply (not float32 on
     the CPU, no oneDNN): measured or forced as the module docstring says. A malformed forced choice raises for
     every model (an int8 or bfloat16 one too), not only where it would apply."""
-    mode = os.environ.get(ENV, "measure").strip() or "measure"
-    table = None if mode in ("measure", "default", *kernels.KERNELS) else forced(mode)
+    mode, table = setting()
     if model.device.type != "cpu" or model.dtype != torch.float32 or not kernels.ONEDNN:
         return None
     if mode == "measure":
@@ -56,6 +55,13 @@ def choose(model) -> dict[str, dict[str, str]] | None:
         return {kind: {c: mode if mode in ok else "mkl" for c, ok in kernels.ELIGIBLE[kind].items()}
                 for kind in kernels.KINDS}
     return table
+
+
+def setting() -> tuple[str, dict[str, dict[str, str]] | None]:
+    """SEQ2SEQ_KIT_CPU_KERNELS read and checked: (its mode, the table of a KIND=KERNEL list, else None); a malformed
+    value raises ValueError."""
+    mode = os.environ.get(ENV, "measure").strip() or "measure"
+    return mode, None if mode in ("measure", "default", *kernels.KERNELS) else forced(mode)
 
 
 def forced(spec: str) -> dict[str, dict[str, str]]:

@@ -40,6 +40,7 @@ class BartForConditionalGeneration(BartNetwork):
         int8 = dtype is torch.int8 or isinstance(dtype, str) and dtype.removeprefix("torch.") == "int8"
         if int8:
             check_quantizable(torch.float32, loading.resolve_device(device))
+            kernel_choice.setting()                  # a malformed SEQ2SEQ_KIT_CPU_KERNELS fails here too
         model = loading.load(cls, config, root, dtype=None if int8 else dtype, device=device,
                              replace_linear=int8_linear if int8 else None)   # int8: each layer as it is read
         model.generation_config = GenerationConfig.from_pretrained(root, config)

@@ -272,6 +272,10 @@ def test_from_pretrained_applies_the_forced_choice(checkpoint, monkeypatch):
     model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))
     assert model.kernel_table()["fc2"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn")
     assert model.kernel_table()["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "mkl")
+    monkeypatch.setenv(kernel_choice.ENV, "fc2=fast")
+    for dtype in ("float32", "int8", "bfloat16"):       # int8 and bfloat16 use no table but refuse the typo too
+        with pytest.raises(ValueError, match="SEQ2SEQ_KIT_CPU_KERNELS='fc2=fast'"):
+            BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), dtype=dtype)
 
 
 def test_measurement_is_cached_per_machine_and_reused(monkeypatch, tmp_path):
