@@ -186,6 +186,20 @@ def test_an_empty_eos_list_means_no_eos_as_in_transformers(pair):
         assert mine.sequences.shape[1] == 20                         # nothing ended: every row to max_length
 
 
+def test_an_empty_eos_list_keeps_one_token_when_beams_sample_as_in_transformers(pair):
+    """eos_token_id=[] with beam sampling: transformers' cut-offs keep len([]) + 1 = 1 token per beam (2 when no
+    eos_token_id is set): with top_p=0 every beam takes its best token, so the same tokens as transformers'."""
+    hf, ours = pair("nllb")
+    ids, mask = random_batch(hf.config.vocab_size, hf.config.pad_token_id, (6, 3, 4), 20052)
+    for eos in ([], None):
+        torch.manual_seed(0)
+        theirs = hf.generate(ids, attention_mask=mask, num_beams=5, do_sample=True, top_p=0.0, eos_token_id=eos,
+                             max_new_tokens=8)
+        torch.manual_seed(0)
+        mine = ours.generate(ids, mask, num_beams=5, do_sample=True, top_p=0.0, eos_token_id=eos, max_new_tokens=8)
+        assert torch.equal(mine, theirs), (eos, theirs, mine)
+
+
 def test_early_stopping_modes_differ(pair):
     """Here True, False and "never" give three different results, each equal to transformers'."""
     hf, ours = pair("tiny-eos")

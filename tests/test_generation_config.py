@@ -205,6 +205,9 @@ BAD = [
     (dict(max_length=52), r"max_length.*<= 51"),
     (dict(max_new_tokens=0), "max_new_tokens"),
     (dict(max_new_tokens=60), "max_length"),
+    (dict(max_length=20, max_new_tokens=60), r"^`max_new_tokens` must be an integer >= 1 and <= 50 \(the model has 50 "
+                                             r"positions, one of them the decoder start token's: max_length = "
+                                             r"max_new_tokens \+ 1\), got 60$"),
     (dict(min_length=-1), "min_length"),
     (dict(min_new_tokens=-2), "min_new_tokens"),
     (dict(early_stopping="always"), "early_stopping"),
@@ -248,6 +251,21 @@ BAD = [
 def test_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         res(GenerationConfig(bos_token_id=0, eos_token_id=2), **kwargs)
+
+
+def test_exponential_decay_without_eos_is_refused():
+    """The penalty raises EOS's score: with no eos_token_id transformers fails inside torch (torch.tensor(None)),
+    and it was silently dropped here; named now. eos_token_id=[] runs, as in transformers (nothing to raise)."""
+    with pytest.raises(ValueError) as e:
+        res(GenerationConfig(bos_token_id=0), exponential_decay_length_penalty=(1, 1.5))
+    assert str(e.value) == ("`exponential_decay_length_penalty` ((1, 1.5)) raises the score of EOS, but no "
+                            "`eos_token_id` is set (neither by this call nor by the checkpoint): pass eos_token_id, "
+                            "or drop the penalty")
+    with pytest.raises(ValueError, match="no `eos_token_id` is set"):
+        res(GenerationConfig(bos_token_id=0, eos_token_id=2), exponential_decay_length_penalty=(1, 1.5),
+            eos_token_id=None)
+    cfg = res(GenerationConfig(bos_token_id=0), exponential_decay_length_penalty=(1, 1.5), eos_token_id=[])
+    assert cfg.exponential_decay_length_penalty == (1, 1.5)
 
 
 def test_temperature_zero_is_fine_without_sampling():

@@ -136,7 +136,9 @@ def test_every_token_banned_is_named_as_such(tiny_eos):
 
 
 @pytest.mark.parametrize("kwargs,setting", [(dict(sequence_bias={(5,): float("inf")}), "sequence_bias"),
-                                            (dict(repetition_penalty=1e-39), "repetition_penalty")])
+                                            (dict(repetition_penalty=1e-39), "repetition_penalty"),
+                                            (dict(exponential_decay_length_penalty=(0, -1e38)),
+                                             "exponential_decay_length_penalty")])
 def test_scores_raised_to_inf_name_the_setting(tiny_eos, kwargs, setting):
     """A +inf score from a setting other than the temperature (transformers: torch's RuntimeError) names it too,
     not only the temperature the caller left at 1."""

@@ -212,6 +212,17 @@ def test_translate_on_a_summarization_model_is_404_naming_the_route(server):
     ({"inputs": "a", "parameters": {"bogus": 1}}, "parameters.bogus", "parameters takes: max_length"),
     ({"inputs": "a", "parameters": {"generate_parameters": {"strategy": "map_reduce"}}},
      "parameters.generate_parameters.strategy", "generate_parameters takes: max_length"),
+    # a setting sent under generate_parameters (the newer API's form) is named there
+    ({"inputs": "a", "parameters": {"generate_parameters": {"num_beams": 0}}},
+     "parameters.generate_parameters.num_beams", "num_beams"),
+    ({"inputs": "a", "parameters": {"generate_parameters": {"num_beams": 16}}},
+     "parameters.generate_parameters.num_beams", "max_rows=8"),
+    ({"inputs": "a", "parameters": {"generate_parameters": {"do_sample": True, "temperature": 1e-38, "seed": 1}}},
+     "parameters.generate_parameters.temperature", "overflowed float32"),
+    ({"inputs": "a", "parameters": {"strategy": "map_reduce", "generate_parameters": {"seed": 3}}},
+     "parameters.generate_parameters.seed", "strategy truncate"),
+    ({"inputs": "a", "parameters": {"num_beams": 0, "generate_parameters": {"num_beams": 2}}},
+     "parameters.num_beams", "num_beams"),                           # sent in both: the flat one is in effect
     ({"inputs": "a", "parameters": {"eos_token_id": 3}}, "parameters.eos_token_id", "unknown field"),
     ({"inputs": "a", "parameters": {"renormalize_logits": "yes"}}, "parameters.renormalize_logits", "valid boolean"),
     ({"inputs": "a", "parameters": {"generator": 1}}, "parameters.generator", "unknown field"),
@@ -222,6 +233,10 @@ def test_translate_on_a_summarization_model_is_404_naming_the_route(server):
     ({"inputs": ["a", "  "]}, "inputs", "input 1 is empty"),
     ({"inputs": "a", "parameters": {"num_beams": 0}}, "parameters.num_beams", "num_beams"),
     ({"inputs": "a", "parameters": {"num_beams": 16}}, "parameters.num_beams", "max_rows=8"),
+    # sampling's rows are its return sequences: a num_beams of 1 sent beside them is not the fault
+    ({"inputs": "a", "parameters": {"num_beams": 1, "num_return_sequences": 16, "do_sample": True}},
+     "parameters.num_return_sequences", "these settings need 16 decoder rows (`num_return_sequences` 16) but the "
+                                        "engine has max_rows=8; lower `num_return_sequences` or raise max_rows"),
     ({"inputs": "a", "parameters": {"early_stopping": "sometimes"}}, "parameters.early_stopping", "'never'"),
     ({"inputs": "a \ud800 b"}, "inputs", "lone surrogate"),                  # not Unicode text: 422, not 413
     ({"inputs": "a", "parameters": {"do_sample": True, "seed": 2**64}}, "parameters.seed", "less than"),
@@ -240,10 +255,16 @@ def test_translate_on_a_summarization_model_is_404_naming_the_route(server):
     ({"inputs": "a", "parameters": {"exponential_decay_length_penalty": [3]}},
      "parameters.exponential_decay_length_penalty", "(start, factor)"),
     ({"inputs": "a", "parameters": {"sequence_bias": [[[5], 1e39]]}}, "parameters.sequence_bias", "float32"),
+    # a decay factor that overflows the EOS score is named, not the temperature the client left out
+    ({"inputs": "a", "parameters": {"do_sample": True, "seed": 1, "exponential_decay_length_penalty": [0, -1e38]}},
+     "parameters.exponential_decay_length_penalty", "overflowed float32"),
     ({"inputs": "a", "parameters": {"strategy": "map_reduce", "map_parameters": {"num_beams": 16}}},
      "parameters.map_parameters.num_beams", "--max-rows 8"),
     # the message names max_length first: the field is the one sent
     ({"inputs": "a", "parameters": {"max_new_tokens": 10**6}}, "parameters.max_new_tokens", "max_length"),
+    # max_new_tokens wins over a max_length sent beside it: the field is max_new_tokens
+    ({"inputs": "a", "parameters": {"max_length": 20, "max_new_tokens": 10**6}}, "parameters.max_new_tokens",
+     "`max_new_tokens` must be an integer >= 1 and <= 256"),
 ])
 def test_bad_input_is_422_naming_the_field(server, body, field, words):
     answer = post(server, body)
@@ -357,6 +378,17 @@ def test_a_search_failing_on_the_settings_names_the_parameter_sent(server):
     bad = {"do_sample": True, "num_beams": 2, "temperature": 1e-38, "seed": 1, "max_new_tokens": 10}
     answer = post(server, {"inputs": "the tower is tall", "parameters": bad})
     assert answer.status_code == 422 and answer.json()["field"] == "parameters.temperature", answer.text
+
+
+@pytest.mark.parametrize("length", [{"min_length": 2}, {"min_new_tokens": 2}])
+def test_a_temperature_that_empties_every_row_is_named_beside_a_minimum_length(server, length):
+    """Beam sampling whose temperature sends every score to -inf: a minimum length (it bans only EOS) sent beside
+    it is not the fault; the field names the temperature."""
+    bad = {"do_sample": True, "num_beams": 2, "temperature": 1e-44, "seed": 1, "max_new_tokens": 10, **length}
+    answer = post(server, {"inputs": "the tower is tall", "parameters": bad})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["field"] == "parameters.temperature", answer.text
+    assert "every score of a row is -inf" in answer.json()["error"]
 
 
 # a text of 4500 one-token words: 18 chunks of the tiny model's 256-token window; beam 4 for 250 tokens each

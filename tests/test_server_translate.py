@@ -132,6 +132,8 @@ def test_m2m100_info_and_routes(m2m100_server, m2m100_path):
     ({"tgt_lang": 5}, "parameters.tgt_lang", "valid string"),
     ({"tgt_lang": "fr", "forced_bos_token_id": 5}, "parameters.forced_bos_token_id", "unknown field"),
     ({"src_lang": "en", "tgt_lang": "fr", "num_beams": 0}, "parameters.num_beams", "num_beams"),
+    ({"src_lang": "en", "tgt_lang": "fr", "generate_parameters": {"num_beams": 0}},
+     "parameters.generate_parameters.num_beams", "num_beams"),
 ])
 def test_m2m100_bad_languages_and_parameters_are_422(m2m100_server, parameters, field, words):
     answer = translate(m2m100_server, {"inputs": TEXTS[0], "parameters": parameters})

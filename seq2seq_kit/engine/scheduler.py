@@ -148,8 +148,9 @@ class Engine:
             raise ValueError(f"input_ids has {ids.shape[1]} tokens, more than this engine's max_source_tokens="
                              f"{self.max_source_tokens}; truncate it or raise max_source_tokens")
         if request.rows > self.max_rows:
-            raise ValueError(f"these settings need {request.rows} decoder rows (num_beams / num_return_sequences) "
-                             f"but the engine has max_rows={self.max_rows}; lower them or raise max_rows")
+            name = "num_beams" if config.num_beams > 1 else "num_return_sequences"     # the one that sets the rows
+            raise ValueError(f"these settings need {request.rows} decoder rows (`{name}` {request.rows}) but the "
+                             f"engine has max_rows={self.max_rows}; lower `{name}` or raise max_rows")
         self._check_process()
         with self._wake:
             if self._closing:

@@ -221,7 +221,8 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int,
             max_position_embeddings: int) -> GenerationConfig:
     """kwargs over the checkpoint's settings over LIBRARY_DEFAULTS, lengths made absolute, then validated.
 
-    The result has eos_token_id as a list (or None), pad_token_id defaulted to the first EOS id, and
+    The result has eos_token_id as a list (or None; []: no EOS as well), pad_token_id defaulted to the first EOS id,
+    and
     decoder_start_token_id defaulted to bos_token_id, as transformers' `_prepare_special_tokens` does.
     """
     unknown = sorted(set(kwargs) - set(GENERATE_KWARGS))
@@ -234,18 +235,22 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int,
     kwargs = {k: NONE_MEANS_OFF.get(k, v) if v is None else v for k, v in kwargs.items()
               if not (v is None and k in NONE_MEANS_UNSET)}
     merged = {**LIBRARY_DEFAULTS, **base.to_dict(), **kwargs}
+    _refuse_decay_without_eos(merged)
     has_default_max_length = kwargs.get("max_length") is None and base.max_length is None
     cfg = replace(GenerationConfig(), **merged)
 
     if isinstance(cfg.eos_token_id, int):
         cfg.eos_token_id = [cfg.eos_token_id]
-    elif isinstance(cfg.eos_token_id, list) and not cfg.eos_token_id:   # no EOS, as transformers runs it
-        cfg.eos_token_id = None
-    if cfg.pad_token_id is None and isinstance(cfg.eos_token_id, list):   # anything else: _validate names it
+    # [] stays []: no EOS, as transformers runs it, but beam sampling keeps len([]) + 1 tokens where None keeps 2
+    if cfg.pad_token_id is None and isinstance(cfg.eos_token_id, list) and cfg.eos_token_id:
         cfg.pad_token_id = cfg.eos_token_id[0]
     if cfg.decoder_start_token_id is None:
         cfg.decoder_start_token_id = cfg.bos_token_id
-    _check_int("max_new_tokens", cfg.max_new_tokens, 1, allow_none=True)
+    # checked against the positions here, not only as the max_length it becomes: a max_length sent beside it is
+    # not the setting at fault (max_new_tokens wins over it, as in transformers)
+    _check_int("max_new_tokens", cfg.max_new_tokens, 1, max_position_embeddings, allow_none=True,
+               note=f" (the model has {max_position_embeddings} positions, one of them the decoder start token's: "
+                    f"max_length = max_new_tokens + 1)")
     _check_int("max_length", cfg.max_length, -math.inf)
     _check_int("min_new_tokens", cfg.min_new_tokens, 0, allow_none=True)
     if cfg.max_new_tokens is not None:
@@ -259,6 +264,16 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int,
     _check_bounds(cfg, vocab_size)
     _warn_unfeasible_min_length(cfg, has_default_max_length)
     return cfg
+
+
+def _refuse_decay_without_eos(settings: dict) -> None:
+    """exponential_decay_length_penalty raises EOS's score: without eos_token_id (None; [] runs, nothing to raise)
+    transformers fails inside torch.tensor(None), and the penalty would silently do nothing."""
+    decay = settings.get("exponential_decay_length_penalty")
+    if decay is not None and settings.get("eos_token_id") is None:
+        raise ValueError(f"`exponential_decay_length_penalty` ({decay!r}) raises the score of EOS, but no "
+                         "`eos_token_id` is set (neither by this call nor by the checkpoint): pass eos_token_id, or "
+                         "drop the penalty")
 
 
 def check_config(config, name: str) -> GenerationConfig:
@@ -335,6 +350,10 @@ def _check_token(name: str, value, vocab_size: int, *, allow_list: bool = False)
             raise ValueError(f"`{name}` must be {what}, got {value!r}")
 
 
+def _is_empty_list(value) -> bool:
+    return isinstance(value, list) and not value
+
+
 def _check_flag(name: str, value) -> None:
     if not isinstance(value, bool):
         raise ValueError(f"`{name}` must be True or False, got {value!r}")
@@ -376,7 +395,7 @@ def _validate(cfg: GenerationConfig, vocab_size: int, max_position_embeddings: i
         for w in cfg.bad_words_ids:
             _check_token("bad_words_ids", w, vocab_size, allow_list=True)
     for name in ("eos_token_id", "forced_eos_token_id"):
-        if getattr(cfg, name) is not None:
+        if getattr(cfg, name) is not None and not (name == "eos_token_id" and _is_empty_list(cfg.eos_token_id)):
             _check_token(name, getattr(cfg, name), vocab_size, allow_list=True)
     for name in ("bos_token_id", "pad_token_id", "decoder_start_token_id", "forced_bos_token_id"):
         if getattr(cfg, name) is not None:

@@ -517,7 +517,7 @@ def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, row
                      vocab_size: int, logits_processor: list = (), prefix_allowed_tokens_fn=None) -> list:
     """The processors of a resolved config, in transformers' `_get_logits_processor` order, generate's own
     logits_processor merged in as transformers merges them (see merged)."""
-    eos = cfg.eos_token_id
+    eos = cfg.eos_token_id or None             # [] (no EOS): no processor acts on EOS
     device = encoder_input_ids.device
     built: list = []                  # (the transformers processor each stands for, it)
     if cfg.sequence_bias is not None:
@@ -566,8 +566,9 @@ def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, row
                       SuppressTokens(cfg.begin_suppress_tokens, vocab_size, begin, device)))
     procs = merged(built, logits_processor)
     if cfg.do_sample:
-        # beams keep one non-EOS token more than there are EOS ids, so a beam can always continue
-        min_keep = (len(eos) + 1 if eos is not None else 2) if cfg.num_beams > 1 else 1
+        # beams keep one non-EOS token more than there are EOS ids, so a beam can always continue (transformers:
+        # 2 without eos_token_id, 1 with eos_token_id=[])
+        min_keep = (len(cfg.eos_token_id) + 1 if cfg.eos_token_id is not None else 2) if cfg.num_beams > 1 else 1
         if cfg.temperature is not None and cfg.temperature != 1.0:
             procs.append(Temperature(cfg.temperature))
         if cfg.top_h is not None:
@@ -649,12 +650,15 @@ def draw(scores: torch.Tensor, num_samples: int, generator) -> torch.Tensor:
         return torch.multinomial(scores.softmax(dim=-1), num_samples=num_samples, generator=generator)
     except RuntimeError as e:
         if torch.isneginf(scores).all(dim=-1).any():
+            # the settings that can empty a row alone first, `min_length` (it bans only EOS) last: a server names
+            # the first of them its client sent as the one at fault
             cause = ("every score of a row is -inf: the settings that ban tokens (`no_repeat_ngram_size`, "
-                     "`encoder_no_repeat_ngram_size`, `bad_words_ids` beside `min_length`) left no token to draw, "
-                     "or a `temperature` near 0 overflowed every score")
+                     "`encoder_no_repeat_ngram_size`, `bad_words_ids`) left no token to draw, or a `temperature` "
+                     "near 0 overflowed every score (`min_length`, `min_new_tokens` ban EOS beside them)")
         else:
             cause = ("the scores overflowed float32; `temperature` near 0, `repetition_penalty` near 0, "
-                     "`encoder_repetition_penalty` far above 1 or a `sequence_bias` of +inf makes a score +inf")
+                     "`encoder_repetition_penalty` far above 1, an `exponential_decay_length_penalty` factor far "
+                     "from 1 or a `sequence_bias` of +inf makes a score +inf")
         raise ValueError(f"sampling found no valid probabilities ({_first_line(e)}): {cause}") from None
 
 

@@ -40,7 +40,7 @@ import math
 import os
 import threading
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -59,8 +59,8 @@ from ..generation import rows_per_input, settings as resolve_settings
 from ..long_documents import DocumentError, SummariesTooLong, check_overlap, map_reduce, map_settings
 from ..summarization import InputTooLong, SummarizationPipeline, load_model_and_tokenizer, shape_records
 from ..translation import TranslationPipeline
-from .schema import (PARAMETERS, SummarizeParameters, SummarizeRequest, Summary, TranslateParameters, TranslateRequest,
-                     Translation, describe_errors, parameter_named, split_parameters)
+from .schema import (PARAMETERS, SummarizeParameters, SummarizeRequest, Summary, TaskParameters, TranslateParameters,
+                     TranslateRequest, Translation, describe_errors, parameter_named, split_parameters)
 
 logger = logging.getLogger("seq2seq_kit.server")
 
@@ -389,6 +389,20 @@ def document_refusal(e: DocumentError) -> Refusal:
     return Refusal(422, "inputs", str(e))
 
 
+@contextmanager
+def fields_as_sent(p: TaskParameters | None):
+    """A Refusal raised inside names parameters.generate_parameters.X instead of parameters.X where the client sent X
+    only under generate_parameters (the newer API's form; a flat X is the one in effect when both are sent)."""
+    try:
+        yield
+    except Refusal as refusal:
+        name = (refusal.field or "").removeprefix("parameters.")
+        nested = p.generate_parameters.model_fields_set if p is not None and p.generate_parameters else set()
+        if name in nested and name not in p.model_fields_set:
+            refusal.field = f"parameters.generate_parameters.{name}"
+        raise
+
+
 def checked_texts(pipe, inputs: str | list[str]) -> list[str]:
     """pipe.check_texts(inputs) (the types are checked already: this finds empty texts); Refusal 422."""
     try:
@@ -609,12 +623,14 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     @app.post("/summarize", response_model=list[Summary] | list[list[Summary]],
               summary="Summarize a text or a list of texts")
     async def summarize(body: SummarizeRequest, request: Request):
-        return JSONResponse(await service.summarize(body, request))
+        with fields_as_sent(body.parameters):
+            return JSONResponse(await service.summarize(body, request))
 
     @app.post("/translate", response_model=list[Translation] | list[list[Translation]],
               summary="Translate a text or a list of texts (a translation model's server)")
     async def translate(body: TranslateRequest, request: Request):
-        return JSONResponse(await service.translate(body, request))
+        with fields_as_sent(body.parameters):
+            return JSONResponse(await service.translate(body, request))
 
     @app.get("/health", summary="200 when the model is loaded and the engine runs; 503 while loading or draining")
     async def health():
