@@ -183,7 +183,8 @@ class SummarizationPipeline:
         are flattened, as 4.x did. Options (CALL_OPTIONS; those given to pipeline() are the defaults):
         return_tensors: token ids instead of texts; return_type: 4.x's ReturnType (0 ids, 1 texts) over it;
         return_text: True, as 4.x accepted it (no effect). clean_up_tokenization_spaces: as the tokenizer's.
-        truncation: None (default) truncates over-long inputs with a warning, True silently, False raises.
+        truncation: True truncates over-long inputs silently, False raises, None (default) takes pipeline()'s
+        truncation, and without one truncates with a warning.
         batch_size: texts per generate call (default 1).
         stop_sequence: a text whose first token ends the output (4.x: generate's eos_token_id; warns when the text
         is more than one token).
@@ -261,8 +262,10 @@ class SummarizationPipeline:
 
     def preprocess(self, texts: list[str], truncation: bool | None = None) -> Encoded:
         """Each text tokenized on its own after the prefix (no padding), as 4.x did. A text longer than
-        max_input_length is cut to it: with a warning (truncation=None), silently (True), or refused (False)."""
+        max_input_length is cut to it: silently (truncation=True), or refused (False); None takes the truncation
+        given to pipeline(), as pipe() does (4.x: None is not given), and without one cuts with a warning."""
         check_truncation(truncation)
+        truncation = self.call_defaults.get("truncation") if truncation is None else truncation
         rows = self.encode_texts(texts)
         limit = self.max_input_length
         long = {i: len(r) for i, r in enumerate(rows) if len(r) > limit}

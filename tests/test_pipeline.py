@@ -293,6 +293,26 @@ def test_long_input_refused_with_truncation_false(pipes):
         pipe([EN[0], long], truncation=False)
 
 
+def test_preprocess_takes_the_pipelines_truncation(checkpoint):
+    """pipe.preprocess(texts) truncates or refuses as pipe(texts) does with pipeline(truncation=...); a call's None
+    is not given (4.x), so the pipeline's truncation applies to it too."""
+    long = " ".join(["word"] * 300)
+    refusing = pipeline("summarization", model=str(checkpoint("tiny")), truncation=False)
+    message = r"input 0 is 302 tokens long"
+    for call in (lambda: refusing(long), lambda: refusing.preprocess([long]),
+                 lambda: refusing.preprocess([long], truncation=None), lambda: refusing(long, truncation=None)):
+        with pytest.raises(ValueError, match=message):
+            call()
+    assert refusing.preprocess([long], truncation=True).truncated == {0: 302}
+    silent = pipeline("summarization", model=str(checkpoint("tiny")), truncation=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        encoded = silent.preprocess([long])
+    assert encoded.truncated == {0: 302} and len(encoded.rows[0]) == 256
+    with pytest.raises(ValueError, match=message):
+        silent.preprocess([long], truncation=False)
+
+
 def test_kobart_limit_is_its_position_table(checkpoint, recipe, pipes):
     """KoBART's tokenizer declares model_max_length 1e30; its positions (1026) are the limit."""
     pipe, path = pipes("kobart"), checkpoint("kobart")
