@@ -159,6 +159,8 @@ class SummarizationPipeline:
         if unknown:
             raise TypeError(f"unknown call option(s) {sorted(unknown)}; the options are {', '.join(CALL_OPTIONS)}")
         self._options(**self.call_defaults)                        # bad defaults fail here too
+        stop = self.call_defaults.get("stop_sequence")
+        self.stop_eos = {} if stop is None else {"eos_token_id": self.stop_token(stop)}   # generate_ids', engine()'s
 
     @property
     def device(self) -> torch.device:
@@ -288,11 +290,12 @@ class SummarizationPipeline:
     def generate_ids(self, rows: list[list[int]], **generate_kwargs) -> torch.Tensor:
         """One generate call over `rows`, padded with the tokenizer's pad id on its padding side (as 4.x's pad
         collate), generate_kwargs over generate_defaults -> LongTensor [len(rows), n, T] on the CPU, where n is
-        num_return_sequences and each sequence starts with the decoder start token."""
+        num_return_sequences and each sequence starts with the decoder start token. A stop_sequence given to
+        pipeline() is generate's eos_token_id under generate_kwargs', as pipe()'s."""
         ids, mask = self._pad(rows)
         with torch.inference_mode():
             out = self.model.generate(ids.to(self.device), mask.to(self.device),
-                                      **{**self.generate_defaults, **generate_kwargs})
+                                      **{**self.generate_defaults, **self.stop_eos, **generate_kwargs})
         out = out.sequences if hasattr(out, "sequences") else out
         return out.reshape(len(rows), -1, out.shape[-1]).cpu()
 
@@ -302,10 +305,8 @@ class SummarizationPipeline:
         ids [n, T], as postprocess takes them, even where the checkpoint sets return_dict_in_generate (a request
         may still ask for it), and end where pipe() ends them (a stop_sequence given to pipeline() is their
         eos_token_id, as it is pipe()'s). engine_kwargs: max_rows, max_source_tokens, max_queue."""
-        stop = self.call_defaults.get("stop_sequence")
-        stop_eos = {} if stop is None else {"eos_token_id": self.stop_token(stop)}
-        return Engine(self.model, defaults={**self.generate_defaults, **stop_eos, "return_dict_in_generate": False},
-                      **engine_kwargs)
+        defaults = {**self.generate_defaults, **self.stop_eos, "return_dict_in_generate": False}
+        return Engine(self.model, defaults=defaults, **engine_kwargs)
 
     def postprocess(self, ids: torch.Tensor, return_tensors: bool = False,
                     clean_up_tokenization_spaces: bool = False) -> list[list[dict]]:

@@ -229,6 +229,23 @@ def test_stop_sequence_is_the_eos_token_as_in_4x(checkpoint, recipe, pipes):
         pipe(EN[0], stop_sequence="")
 
 
+def test_generate_ids_ends_at_the_pipelines_stop_sequence(checkpoint, recipe, pipes):
+    """pipeline(stop_sequence=word): the public stages preprocess -> generate_ids -> postprocess end where pipe()
+    ends, at the word's token (4.x's eos_token_id); a call's eos_token_id still comes over it."""
+    path = checkpoint("tiny")
+    plain = pipes("tiny")
+    word = plain.tokenizer.decode(plain(EN[0], return_tensors=True)[0]["summary_token_ids"][3:4])   # one it emits
+    stop = plain.tokenizer(word, add_special_tokens=False)["input_ids"][0]
+    pipe = pipeline("summarization", model=str(path), stop_sequence=word)
+    expected = recipe(path, EN[:2], eos_token_id=stop)
+    assert expected != recipe(path, EN[:2])
+    same(pipe(EN[:2]), expected)
+    ids = pipe.generate_ids(pipe.preprocess(EN[:2]).rows)
+    same([r[0] for r in pipe.postprocess(ids)], expected)
+    ids = pipe.generate_ids(pipe.preprocess(EN[:1]).rows, eos_token_id=2)
+    same(pipe.postprocess(ids)[0], recipe(path, EN[0]))
+
+
 def test_num_return_sequences_gives_a_list_per_input(checkpoint, recipe, pipes):
     pipe, path = pipes("tiny"), checkpoint("tiny")
     kwargs = dict(num_beams=3, num_return_sequences=2, max_length=10)
