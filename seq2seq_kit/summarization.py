@@ -158,7 +158,7 @@ class SummarizationPipeline:
         unknown = set(self.call_defaults) - set(CALL_OPTIONS)
         if unknown:
             raise TypeError(f"unknown call option(s) {sorted(unknown)}; the options are {', '.join(CALL_OPTIONS)}")
-        self._options(**self.call_defaults)                        # bad defaults fail here too
+        self.default_options = self._options(**self.call_defaults)  # bad defaults fail here too
         stop = self.call_defaults.get("stop_sequence")
         self.stop_eos = {} if stop is None else {"eos_token_id": self.stop_token(stop)}   # generate_ids', engine()'s
 
@@ -308,10 +308,15 @@ class SummarizationPipeline:
         defaults = {**self.generate_defaults, **self.stop_eos, "return_dict_in_generate": False}
         return Engine(self.model, defaults=defaults, **engine_kwargs)
 
-    def postprocess(self, ids: torch.Tensor, return_tensors: bool = False,
-                    clean_up_tokenization_spaces: bool = False) -> list[list[dict]]:
+    def postprocess(self, ids: torch.Tensor, return_tensors: bool | None = None,
+                    clean_up_tokenization_spaces: bool | None = None) -> list[list[dict]]:
         """Records of generate_ids' [b, n, T] output, n per input: {'summary_text'} decoded without special
-        tokens, or {'summary_token_ids': LongTensor [T]} with return_tensors=True (as 4.x)."""
+        tokens, or {'summary_token_ids': LongTensor [T]} with return_tensors=True (as 4.x). None: the option
+        given to pipeline() (return_tensors or return_type; clean_up_tokenization_spaces), as pipe() takes it."""
+        if return_tensors is None:
+            return_tensors = self.default_options["return_tensors"]
+        if clean_up_tokenization_spaces is None:
+            clean_up_tokenization_spaces = self.default_options["clean_up_tokenization_spaces"]
         return [[self._record(seq, return_tensors, clean_up_tokenization_spaces) for seq in sequences]
                 for sequences in ids]
 

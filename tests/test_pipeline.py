@@ -194,6 +194,24 @@ def test_return_tensors_and_cleanup(checkpoint, recipe, pipes):
             pipe(EN[0], truncation="do_not_truncate", strategy=strategy)
 
 
+def test_postprocess_takes_the_pipelines_output_options(checkpoint):
+    """pipe.postprocess(ids) gives pipe()'s records with pipeline(clean_up_tokenization_spaces=True) or
+    pipeline(return_tensors=True / return_type=0); a value passed to postprocess comes over the pipeline's."""
+    path = str(checkpoint("tiny"))
+    cleaning = pipeline("summarization", model=path, clean_up_tokenization_spaces=True)
+    ids = torch.tensor(cleaning.tokenizer("He said . I do n't know , ok ?")["input_ids"])[None, None]   # [1, 1, T]
+    assert cleaning.postprocess(ids) == [[{"summary_text": "He said. I don't know, ok?"}]]
+    assert cleaning.postprocess(ids, clean_up_tokenization_spaces=False) == [[{"summary_text": "He said . I do "
+                                                                                               "n't know , ok ?"}]]
+    for options in (dict(return_tensors=True), dict(return_type=0)):
+        pipe = pipeline("summarization", model=path, max_length=8, **options)
+        ids = pipe.generate_ids(pipe.preprocess(EN[:1]).rows)
+        records = pipe.postprocess(ids)
+        assert list(records[0][0]) == ["summary_token_ids"]
+        assert torch.equal(records[0][0]["summary_token_ids"], pipe(EN[0])[0]["summary_token_ids"])
+        assert list(pipe.postprocess(ids, return_tensors=False)[0][0]) == ["summary_text"]
+
+
 def test_call_options_given_to_pipeline_are_its_defaults(checkpoint, recipe, pipes):
     """As 4.x: pipeline(task, model, batch_size=..., truncation=..., return_tensors=..., ...) sets the call's
     options, each call's own over them; return_type (4.x's ReturnType value) over return_tensors; return_text=True
