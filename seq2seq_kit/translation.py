@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
 
 from . import summarization
 from .family_tokenizers import MARIAN_SOURCE, TranslationTokenizer, check_code
@@ -54,12 +55,27 @@ def pipeline(task: str = "summarization", model=None, tokenizer=None, device=Non
     if model is None:
         raise ValueError(f"pipeline({task!r}) needs model= (a Hub id, path or loaded model); there is no default "
                          "translation model")
+    model, tokenizer = summarization.load_model_and_tokenizer(model, tokenizer, device, dtype, **hub_kwargs)
+    key = translation_task(task, model.config)
+    if key != task:
+        task = key
+        warnings.warn(f'"translation" task was used, instead of "translation_XX_to_YY", defaulting to "{task}" (the '
+                      "checkpoint's task_specific_params), as transformers 4.x did; pass that task to silence this",
+                      UserWarning, stacklevel=2)
+    named = TRANSLATION_TASK.match(task)
     if named:   # 4.x: the task's languages unless given
         src_lang = named.group(1) if src_lang is None else src_lang
         tgt_lang = named.group(2) if tgt_lang is None else tgt_lang
-    model, tokenizer = summarization.load_model_and_tokenizer(model, tokenizer, device, dtype, **hub_kwargs)
     return TranslationPipeline(model, tokenizer, src_lang=src_lang, tgt_lang=tgt_lang, task=task,
                                call_defaults=call_defaults, **generate_kwargs)
+
+
+def translation_task(task: str, config) -> str:
+    """The task whose settings a translation pipeline takes: as 4.x, plain "translation" becomes the first
+    "translation_XX_to_YY" key of the checkpoint's task_specific_params (a BartConfig's), and so its settings and
+    languages apply; any other task stays."""
+    keys = (config.extra.get("task_specific_params") or {}).keys() if task == "translation" else ()
+    return next((k for k in keys if TRANSLATION_TASK.match(k)), task)
 
 
 def check_languages(tokenizer: Tokenizer, src_lang: str | None, tgt_lang: str | None,

@@ -163,6 +163,27 @@ def test_task_specific_params_are_the_defaults(checkpoint, recipe, tmp_path):
         pipeline("summarization", model=str(path), nmu_beams=2)
 
 
+def test_translation_takes_the_checkpoints_translation_xx_to_yy_settings(checkpoint, tmp_path):
+    """4.x: pipeline("translation") on a checkpoint whose task_specific_params has a "translation_XX_to_YY" key
+    became that task (a UserWarning naming it): its settings are the generate defaults."""
+    settings = {"max_length": 6, "num_beams": 2, "no_repeat_ngram_size": 2}
+    path = copy_checkpoint(checkpoint("tiny"), tmp_path, task_specific_params={
+        "summarization": {"max_length": 30}, "translation_en_to_de": settings})
+    with pytest.warns(UserWarning, match='"translation" task was used, instead of "translation_XX_to_YY", '
+                                         'defaulting to "translation_en_to_de"') as record:
+        pipe = pipeline("translation", model=str(path))
+    assert [w.filename for w in record] == [__file__]
+    assert pipe.task == "translation_en_to_de" and pipe.generate_defaults == settings
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    model = transformers.AutoModelForSeq2SeqLM.from_pretrained(path).eval()
+    with torch.no_grad():
+        ids = model.generate(**tok(EN[0], return_tensors="pt"), **settings)
+    assert pipe(EN[0]) == [{"translation_text": decode(tok, ids[0], False)}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert pipeline("translation_en_to_de", model=str(path)).generate_defaults == settings
+
+
 def test_distilbart(checkpoint, recipe, pipes):
     pipe, path = pipes("distilbart"), checkpoint("distilbart")
     assert pipe.generate_defaults == json.loads((path / "config.json").read_text())["task_specific_params"][

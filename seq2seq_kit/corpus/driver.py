@@ -21,7 +21,7 @@ from ..generation import config as generation_config
 from ..loading import Checkpoint, resolve_dtype, weight_files
 from ..long_documents import check_strategy
 from ..summarization import DEFAULT_MODEL, task_defaults
-from ..translation import check_languages, target_token
+from ..translation import check_languages, target_token, translation_task
 from . import ray_engine
 from .output import RESULTS, Output, errors_path
 from .reading import check_text_field, input_files, parquet_module, plan_chunks, refuse_repeats
@@ -195,7 +195,7 @@ def _job(model, hub_kwargs: dict, dtype, generate_kwargs: dict, task: str, src_l
     local = Path(model).expanduser().is_dir()
     commit = root.name if not local and root.parent.name == "snapshots" else None
     config = BartConfig.from_pretrained(root)
-    defaults = task_defaults(config, task)[1]
+    defaults = task_defaults(config, translation_task(task, config))[1]       # the settings its pipeline takes
     job = {"model": str(Path(model).expanduser().resolve()) if local else str(model), "commit": commit,
            "dtype": _dtype_name(dtype, root, config)}
     if task == "translation":   # the languages as the pipeline resolves them (unknown ones refused here)
