@@ -73,6 +73,10 @@ def load_model_and_tokenizer(model, tokenizer, device, dtype, tokenizer_kwargs: 
         if dtype is not None:
             raise ValueError("dtype= applies when the pipeline loads the model; convert a loaded model with .to(dtype)")
         model = model if device is None else model.to(resolve_device(device))   # None: stays where it is
+    elif not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"model= takes a Hub id, a checkpoint directory or a loaded seq2seq_kit model, got a "
+                        f"{type(model).__module__.split('.')[0]} {type(model).__name__}; pass its path, or "
+                        "seq2seq_kit.AutoModelForSeq2SeqLM.from_pretrained(path) with tokenizer=")
     else:
         device = resolve_device(device)
         root = hub.resolve(model, purpose="all" if tokenizer is None else "model", **hub_kwargs)

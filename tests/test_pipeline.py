@@ -393,6 +393,21 @@ def test_loaded_model_with_tokenizer(checkpoint, recipe):
         pipeline("summarization", model=model)
 
 
+@pytest.mark.parametrize("task", ["summarization", "translation", "text2text-generation"])
+def test_model_that_is_no_path_nor_seq2seq_kit_model_is_named(checkpoint, task):
+    """A transformers model (4.x's pipeline(model=hf_model, tokenizer=...)) or any other object is a TypeError
+    naming model= and what it takes, not os.path's error about its type."""
+    path = checkpoint("tiny")
+    theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(path)
+    for model, kind in ((theirs, "transformers BartForConditionalGeneration"), (3, "builtins int"),
+                        (theirs.state_dict(), "collections OrderedDict")):
+        with pytest.raises(TypeError) as caught:
+            pipeline(task, model=model, tokenizer=str(path))
+        assert str(caught.value) == (
+            f"model= takes a Hub id, a checkpoint directory or a loaded seq2seq_kit model, got a {kind}; pass its "
+            "path, or seq2seq_kit.AutoModelForSeq2SeqLM.from_pretrained(path) with tokenizer=")
+
+
 @pytest.mark.parametrize("device", [None, -1, "cpu", torch.device("cpu")])
 def test_cpu_devices(checkpoint, device):
     pipe = pipeline("summarization", model=str(checkpoint("tiny")), device=device)
