@@ -214,6 +214,8 @@ class SummarizationPipeline:
         return_tensors = return_tensors_of(return_tensors, return_text, return_type)
         check_truncation(truncation)                    # map-reduce has no use for it, but a mistake is named
         check_strategy(strategy, chunk_overlap, map_kwargs, return_chunks)
+        if strategy == "map_reduce":
+            self._check_map_reduce(return_tensors)
         batch_size = (1 if strategy == "truncate" else DEFAULT_BATCH_SIZE) if batch_size is None else batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -223,19 +225,22 @@ class SummarizationPipeline:
                     truncation=truncation, batch_size=batch_size, stop_sequence=stop_sequence, strategy=strategy,
                     chunk_overlap=chunk_overlap, map_kwargs=map_kwargs, return_chunks=return_chunks)
 
+    def _check_map_reduce(self, return_tensors: bool) -> None:
+        """ValueError unless strategy='map_reduce' applies: to summaries, as texts."""
+        if self.output != "summary":
+            raise ValueError(f"strategy='map_reduce' summarizes a long document from its chunks' summaries: it "
+                             f"applies to the summarization pipeline, not to {type(self).__name__}, which "
+                             "truncates (pass a long text's sentences or paragraphs as a list instead)")
+        if return_tensors:
+            raise ValueError("return_tensors=True applies to strategy='truncate': map-reduce summaries are "
+                             "texts made from texts")
+
     def _run(self, inputs, generate_kwargs: dict, *, return_tensors, clean_up_tokenization_spaces, truncation,
              batch_size, stop_sequence, strategy, chunk_overlap, map_kwargs, return_chunks):
         texts = self.check_texts(inputs)
         if stop_sequence is not None:
             generate_kwargs = {**generate_kwargs, "eos_token_id": self.stop_token(stop_sequence)}
         if strategy == "map_reduce":
-            if self.output != "summary":
-                raise ValueError(f"strategy='map_reduce' summarizes a long document from its chunks' summaries: it "
-                                 f"applies to the summarization pipeline, not to {type(self).__name__}, which "
-                                 "truncates (pass a long text's sentences or paragraphs as a list instead)")
-            if return_tensors:
-                raise ValueError("return_tensors=True applies to strategy='truncate': map-reduce summaries are "
-                                 "texts made from texts")
             return map_reduce(self, texts, batch_size=batch_size, chunk_overlap=chunk_overlap, map_kwargs=map_kwargs,
                               return_chunks=return_chunks, clean_up_tokenization_spaces=clean_up_tokenization_spaces,
                               **generate_kwargs)

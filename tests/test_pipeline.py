@@ -255,6 +255,27 @@ def test_call_options_given_to_pipeline_are_its_defaults(checkpoint, recipe, pip
             tiny(EN[0], **bad)
 
 
+@pytest.mark.parametrize("task,options,message", [
+    ("summarization", dict(strategy="map_reduce", return_tensors=True),
+     "return_tensors=True applies to strategy='truncate': map-reduce summaries are texts made from texts"),
+    ("summarization", dict(strategy="map_reduce", return_type=0),
+     "return_tensors=True applies to strategy='truncate': map-reduce summaries are texts made from texts"),
+    ("text2text-generation", dict(strategy="map_reduce"),
+     "strategy='map_reduce' summarizes a long document from its chunks' summaries: it applies to the "
+     "summarization pipeline, not to Text2TextGenerationPipeline, which truncates (pass a long text's sentences "
+     "or paragraphs as a list instead)")])
+def test_call_options_that_no_call_can_use_fail_at_pipeline(checkpoint, task, options, message):
+    """Call options given to pipeline() that every call would refuse are refused by pipeline(), as the call
+    refuses them."""
+    path = str(checkpoint("tiny"))
+    with pytest.raises(ValueError) as caught:
+        pipeline(task, model=path, **options)
+    assert str(caught.value) == message
+    with pytest.raises(ValueError) as caught:
+        pipeline(task, model=path)(EN[0], **options)
+    assert str(caught.value) == message
+
+
 def test_stop_sequence_is_the_eos_token_as_in_4x(checkpoint, recipe, pipes):
     """4.x: stop_sequence's first token becomes generate's eos_token_id (a warning when it has more)."""
     pipe, path = pipes("tiny"), checkpoint("tiny")
