@@ -159,7 +159,8 @@ class TranslationPipeline(Text2TextGenerationPipeline):
     call only (for_languages: a copy of the pipeline with them). preprocess puts the pipeline's source code around
     each text without changing the tokenizer's src_lang; the target's forced_bos_token_id joins generate_defaults
     (so `engine()` applies it too). A pipeline may be built without a source (M2M100, NLLB, mBART): then it
-    translates nothing until given one (ValueError naming src_lang)."""
+    translates nothing until given one (ValueError naming src_lang). The config's prefix goes before the texts of
+    a model without source codes, or Marian's, as in 4.x, and not before those that get a source code."""
 
     output = "translation"
     verb = "translate"
@@ -168,6 +169,8 @@ class TranslationPipeline(Text2TextGenerationPipeline):
                  tgt_lang: str | None = None, task: str = "translation", **generate_kwargs):
         self.task = task                    # task_specific_params[task], as 4.x looked it up
         super().__init__(model, tokenizer, **generate_kwargs)
+        if isinstance(tokenizer, TranslationTokenizer) and tokenizer.kind != "MarianTokenizer":
+            self.prefix = ""    # 4.x: these tokenizers build the inputs (_build_translation_inputs), with no prefix
         self.src_lang = self.tgt_lang = None
         self.set_languages(src_lang, tgt_lang, single_pair_ok=bool(TRANSLATION_TASK.match(task)))
 

@@ -172,6 +172,24 @@ def test_m2m100_translation_equals_the_recipe(m2m100_path, task, langs):
     assert pipe.postprocess(out[None], return_tensors=True)[0][0]["translation_token_ids"].tolist() == expected[0]
 
 
+def test_m2m100_translation_puts_no_prefix_before_the_coded_text(m2m100_path, tmp_path):
+    """4.x's TranslationPipeline left the config's prefix out where the tokenizer builds the inputs with the
+    source code (M2M100, NLLB, mBART(-50): _build_translation_inputs); text2text-generation keeps it."""
+    shutil.copytree(m2m100_path, tmp_path, dirs_exist_ok=True)
+    config = json.loads((tmp_path / "config.json").read_text())
+    prefix = "translate German to French: "
+    (tmp_path / "config.json").write_text(json.dumps({**config, "prefix": prefix}))
+    theirs = transformers.M2M100Tokenizer(str(m2m100_path / "vocab.json"),
+                                          str(m2m100_path / "sentencepiece.bpe.model"), src_lang="de")
+    expected = reference(tmp_path, TEXTS, theirs, forced_bos=theirs.get_lang_id("fr"), **MAX_NEW)
+    pipe = pipeline("translation", model=tmp_path, src_lang="de", tgt_lang="fr")
+    assert pipe.prefix == "" and pipe.preprocess(TEXTS).rows == [theirs(t)["input_ids"] for t in TEXTS]
+    assert_records(pipe, TEXTS, expected, **MAX_NEW)
+    text2text = pipeline("text2text-generation", model=tmp_path)
+    assert text2text.prefix == prefix
+    assert text2text.preprocess(TEXTS[:1]).rows == [text2text.tokenizer(prefix + TEXTS[0])["input_ids"]]
+
+
 def test_mbart_translation_equals_the_recipe(mbart_path):
     """mBART (cc25): the target may be left out (the checkpoint's decoder start names it: no forced token); named,
     it is forced as 4.x's MBartTokenizer._build_translation_inputs forced it; the source code ends each input."""
