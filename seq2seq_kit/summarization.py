@@ -27,7 +27,7 @@ from . import hub
 from .engine import Engine
 from .family_tokenizers import AutoTokenizer
 from .generation import settings
-from .generation.config import GENERATE_KWARGS
+from .generation.config import GENERATE_KWARGS, GenerationConfig
 from .loading import resolve_device
 from .long_documents import DEFAULT_BATCH_SIZE, check_strategy, map_reduce
 from .modeling import BartForConditionalGeneration
@@ -90,6 +90,11 @@ def load_model_and_tokenizer(model, tokenizer, device, dtype, tokenizer_kwargs: 
 def task_defaults(config, task: str = "summarization") -> tuple[str, dict]:
     """(prefix, generate defaults) a pipeline applies for `task`, from the checkpoint's config (a BartConfig)."""
     params = dict((config.extra.get("task_specific_params") or {}).get(task) or {})
+    unsupported = GenerationConfig.from_dict(params).unsupported          # 4.x applied them: never dropped silently
+    if unsupported:
+        raise ValueError(f"the checkpoint's task_specific_params[{task!r}] sets {unsupported}, which seq2seq_kit "
+                         "does not implement; remove them from config.json's task_specific_params (or from "
+                         "model.config.extra['task_specific_params'] of a model passed as model=)")
     # As 4.x: the config's prefix, unless the task's settings carry their own.
     prefix = params.pop("prefix", config.extra.get("prefix")) or ""
     return prefix, {k: v for k, v in params.items() if k in GENERATE_KWARGS}  # 4.x's generation_config.update

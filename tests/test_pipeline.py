@@ -184,6 +184,25 @@ def test_translation_takes_the_checkpoints_translation_xx_to_yy_settings(checkpo
         assert pipeline("translation_en_to_de", model=str(path)).generate_defaults == settings
 
 
+def test_task_settings_seq2seq_kit_lacks_are_refused(checkpoint, tmp_path):
+    """task_specific_params settings that 4.x applied and seq2seq_kit does not implement (diverse beam search) are
+    a ValueError naming them, as in config.json's own keys, not dropped for a plain beam search."""
+    params = {"num_beams": 4, "num_beam_groups": 2, "diversity_penalty": 0.5, "max_length": 8}
+    path = copy_checkpoint(checkpoint("tiny"), tmp_path, task_specific_params={"summarization": params})
+    with pytest.raises(ValueError) as caught:
+        pipeline("summarization", model=str(path))
+    assert str(caught.value) == (
+        "the checkpoint's task_specific_params['summarization'] sets {'num_beam_groups': 2, 'diversity_penalty': "
+        "0.5}, which seq2seq_kit does not implement; remove them from config.json's task_specific_params (or from "
+        "model.config.extra['task_specific_params'] of a model passed as model=)")
+    pipe = pipeline("text2text-generation", model=str(path))       # another task's settings are not its
+    assert pipe.generate_defaults == {}
+    model = BartForConditionalGeneration.from_pretrained(path)
+    model.config.extra["task_specific_params"]["summarization"] = {"num_beams": 4, "max_length": 8}
+    assert pipeline("summarization", model=model, tokenizer=str(path)).generate_defaults == {"num_beams": 4,
+                                                                                            "max_length": 8}
+
+
 def test_distilbart(checkpoint, recipe, pipes):
     pipe, path = pipes("distilbart"), checkpoint("distilbart")
     assert pipe.generate_defaults == json.loads((path / "config.json").read_text())["task_specific_params"][
