@@ -50,6 +50,10 @@ def pipeline(task: str = "summarization", model=None, tokenizer=None, device=Non
     if task == "text2text-generation":
         if src_lang is not None or tgt_lang is not None:
             raise ValueError("src_lang / tgt_lang apply to translation; use the 'translation' task")
+        if model is None:   # not the summarization default: 4.x's was google-t5/t5-base
+            raise ValueError("pipeline('text2text-generation') needs model= (a Hub id, path or loaded model); there "
+                             "is no default text2text-generation model (transformers 4.x's, google-t5/t5-base, is a "
+                             "T5, which seq2seq_kit does not run)")
         return Text2TextGenerationPipeline(*summarization.load_model_and_tokenizer(
             model, tokenizer, device, dtype, **hub_kwargs), call_defaults=call_defaults, **generate_kwargs)
     if model is None:

@@ -485,6 +485,16 @@ def test_bad_arguments(checkpoint, pipes):
     assert pipe([]) == []
 
 
+def test_text2text_generation_has_no_default_model():
+    """pipeline("text2text-generation") without model= is refused (4.x's default was a T5), not the summarization
+    default loaded in its place."""
+    with pytest.raises(ValueError) as caught:
+        pipeline("text2text-generation")
+    assert str(caught.value) == (
+        "pipeline('text2text-generation') needs model= (a Hub id, path or loaded model); there is no default "
+        "text2text-generation model (transformers 4.x's, google-t5/t5-base, is a T5, which seq2seq_kit does not run)")
+
+
 def test_default_model_from_the_hub_cache(checkpoint, recipe, tmp_path, monkeypatch):
     """model=None is sshleifer/distilbart-cnn-12-6, found in the Hub cache offline (here: the random distilbart)."""
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
