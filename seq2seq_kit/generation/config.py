@@ -222,8 +222,7 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int,
     """kwargs over the checkpoint's settings over LIBRARY_DEFAULTS, lengths made absolute, then validated.
 
     The result has eos_token_id as a list (or None; []: no EOS as well), pad_token_id defaulted to the first EOS id,
-    and
-    decoder_start_token_id defaulted to bos_token_id, as transformers' `_prepare_special_tokens` does.
+    and decoder_start_token_id defaulted to bos_token_id, as transformers' `_prepare_special_tokens` does.
     """
     unknown = sorted(set(kwargs) - set(GENERATE_KWARGS))
     if {"decoder_input_ids", "decoder_attention_mask"} & set(unknown):
@@ -350,10 +349,6 @@ def _check_token(name: str, value, vocab_size: int, *, allow_list: bool = False)
             raise ValueError(f"`{name}` must be {what}, got {value!r}")
 
 
-def _is_empty_list(value) -> bool:
-    return isinstance(value, list) and not value
-
-
 def _check_flag(name: str, value) -> None:
     if not isinstance(value, bool):
         raise ValueError(f"`{name}` must be True or False, got {value!r}")
@@ -395,7 +390,8 @@ def _validate(cfg: GenerationConfig, vocab_size: int, max_position_embeddings: i
         for w in cfg.bad_words_ids:
             _check_token("bad_words_ids", w, vocab_size, allow_list=True)
     for name in ("eos_token_id", "forced_eos_token_id"):
-        if getattr(cfg, name) is not None and not (name == "eos_token_id" and _is_empty_list(cfg.eos_token_id)):
+        no_eos = name == "eos_token_id" and isinstance(cfg.eos_token_id, list) and not cfg.eos_token_id
+        if getattr(cfg, name) is not None and not no_eos:
             _check_token(name, getattr(cfg, name), vocab_size, allow_list=True)
     for name in ("bos_token_id", "pad_token_id", "decoder_start_token_id", "forced_bos_token_id"):
         if getattr(cfg, name) is not None:
