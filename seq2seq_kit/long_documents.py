@@ -331,7 +331,9 @@ class _Chunker:
         self.starts = list(itertools.accumulate((s for s, _ in offsets), max))   # non-decreasing: cuts are in order
         self.ends = [e for _, e in offsets]
         self.blank = [not text[s:e].strip() for s, e in offsets]     # whitespace tokens (some have empty offsets)
-        self.units = [piece for unit in sentence_units(text, offsets) for piece in self.split(*unit, budget)]
+        sentences = sentence_units(text, offsets)
+        self.sentence_starts = {a for a, _ in sentences}             # token indices where a sentence starts
+        self.units = [piece for unit in sentences for piece in self.split(*unit, budget)]
 
     def chunks(self) -> list[Chunk]:
         """Each chunk: from `first` (at most `overlap` units back), as many units as fit, at least the next new one."""
@@ -373,9 +375,17 @@ class _Chunker:
             elif units[i][1] - units[i][0] == 1:    # its offsets understate its text (KoBART on ZWJ emoji runs)
                 return i, self.by_characters(chunk.start, chunk.end)
             else:                              # one unit, over by `excess` tokens in its own tokenization
-                a, b = units[i]
                 excess = encoded.truncated[0] - self.pipe.max_input_length
-                units[i:i + 1] = self.split(a, b, max(1, min(b - a - 1, b - a - excess)))
+                self.shorten(i, excess)
+
+    def shorten(self, i: int, excess: int) -> None:
+        """Cut unit i `excess` tokens shorter; the tokens cut off open the rest of its sentence, which is split again
+        (a piece of their own would be a chunk of a word or two: KoBART's "▁" before a chunk's first token)."""
+        units = self.units
+        a, b = units[i]
+        k = next((k for k in range(i + 1, len(units)) if units[k][0] in self.sentence_starts), len(units))
+        first = self.split(a, b, max(1, min(b - a - 1, b - a - excess)))[0]
+        units[i:k] = [first] + self.split(first[1], units[k - 1][1], self.budget)
 
     def tokens(self, i: int, j: int) -> int:
         """The document's tokens of units i..j, the whitespace-only ones at the end not counted (the chunk's text

@@ -180,6 +180,20 @@ def test_one_sentence_longer_than_the_window_is_cut_between_words(pipes, oracle_
     assert isinstance(out[0]["summary_text"], str)
 
 
+@pytest.mark.parametrize("words, sep", [(["東京", "日本語", "文章", "です"], ""), (KO_WORDS, " ")])
+def test_a_sentence_cut_to_fit_leaves_no_fragment_chunk(pipes, oracle_lengths, words, sep):
+    """KoBART puts "▁" before a chunk's first token, so a piece of an over-long sentence is a token over the window
+    alone: the token cut off opens the sentence's next piece, never a chunk of one word or character."""
+    pipe = pipes("tiny-kobart")
+    doc = sep.join(random.Random(3).choices(words, k=1500))              # one sentence of ~3,000 KoBART tokens
+    chunks = chunk_document(pipe, doc)[1]
+    lengths = oracle_lengths("tiny-kobart", [c.text for c in chunks])
+    check_chunks(doc, as_records(chunks), pipe.max_input_length, lengths)
+    assert min(lengths[:-1]) >= pipe.max_input_length - 4, lengths
+    if not sep:                                                          # no word starts: every piece fills it
+        assert lengths[:-1] == [pipe.max_input_length] * (len(chunks) - 1)
+
+
 def test_whitespace_and_punctuation_only(pipes, oracle_lengths):
     pipe = pipes("tiny")
     short = " ... !!! ?? \n . "
