@@ -161,7 +161,7 @@ def map_reduce(pipe, texts: list[str], *, engine=None, batch_size: int = DEFAULT
     check_call(engine, cancel)
     own = engine is None
     if own:
-        rows = max(rows_per_input(settings(pipe.model, {**pipe.generate_defaults, **kw}))
+        rows = max(rows_per_input(stage_settings(pipe, kw))
                    for kw in (generate_kwargs, map_settings(generate_kwargs, map_kwargs)))
         engine = pipe.engine(max_rows=batch_size * rows)
     try:
@@ -192,7 +192,7 @@ def summarize_documents(pipe, texts: list[str], engine, *, chunk_overlap: int = 
                          f"({pipe.tokenizer.kind}) does not give; summarize it with strategy='truncate'")
     stage = {"reduce": dict(generate_kwargs), "map": map_settings(generate_kwargs, map_kwargs)}
     for name, kwargs in stage.items():
-        n = settings(pipe.model, {**pipe.generate_defaults, **kwargs}).num_return_sequences
+        n = stage_settings(pipe, kwargs).num_return_sequences
         if n != 1:
             raise ValueError(f"num_return_sequences={n} in the {name} stage: map-reduce writes one summary per "
                              "chunk and per document; use num_return_sequences=1")
@@ -230,6 +230,12 @@ def summarize_documents(pipe, texts: list[str], engine, *, chunk_overlap: int = 
         if not current:
             break
     return results
+
+
+def stage_settings(pipe, kwargs: dict):
+    """The GenerationConfig a stage's generate kwargs resolve to over the pipeline's defaults. A `generator` is no
+    setting: each chunk's engine request samples from its own copy of its state (Engine.submit)."""
+    return settings(pipe.model, {**pipe.generate_defaults, **{k: v for k, v in kwargs.items() if k != "generator"}})
 
 
 LENGTHS = (("max_length", "max_new_tokens"), ("min_length", "min_new_tokens"))   # one length, two forms

@@ -13,6 +13,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from checkpoints import KOBART, TINY, Spec, build
 from helpers import read_jsonl, write_jsonl
@@ -243,6 +244,23 @@ def test_a_map_length_replaces_the_calls_in_either_form(pipes, call, chunks):
     out = pipe(EN_DOC[:3000], strategy="map_reduce", return_chunks=True, map_kwargs=chunks, **call)[0]
     alone = pipe([c["text"] for c in out["chunks"]], **chunks)
     assert len(out["chunks"]) > 1 and [c["summary_text"] for c in out["chunks"]] == [r["summary_text"] for r in alone]
+
+
+def test_sampling_with_a_generator_samples_each_chunk_from_its_state(pipes):
+    """pipe(text, do_sample=True, generator=g) works with strategy="truncate"; with map_reduce each chunk (and the
+    reduce) samples from a copy of g's state at the call, as pipe(chunk, generator=<g reseeded>) would."""
+    pipe = pipes("tiny")
+
+    def sample() -> dict:                      # a generator in the same state for each call
+        return dict(do_sample=True, top_k=50, generator=torch.Generator().manual_seed(0))
+
+    out = pipe(EN_DOC[:3000], strategy="map_reduce", return_chunks=True, map_kwargs=MAP, **REDUCE, **sample())[0]
+    alone = [pipe(c["text"], **MAP, **sample())[0]["summary_text"] for c in out["chunks"]]
+    assert len(alone) > 1 and [c["summary_text"] for c in out["chunks"]] == alone
+    joined = " ".join(alone)
+    assert out["summary_text"] == pipe(joined, **REDUCE, **sample())[0]["summary_text"]
+    short = "The tower is 324 metres tall. Its base is square!"
+    assert pipe(short, strategy="map_reduce", **REDUCE, **sample()) == pipe(short, **REDUCE, **sample())
 
 
 def test_a_document_that_fits_is_summarized_as_truncate_does(pipes):
