@@ -559,6 +559,21 @@ def test_a_corpus_job_writes_the_others_when_the_chunker_refuses_a_document(path
     assert error["id"] == "emoji" and error["reason"] == "bad_text" and "does not fit" in error["message"]
 
 
+def test_a_refused_character_is_named_where_the_text_has_it_behind_a_prefix(paths, tmp_path):
+    """The document is tokenized behind the config's prefix; the error names the character's place in the text
+    (as strategy="truncate" does), not in prefix + text."""
+    path = tmp_path / "model"
+    shutil.copytree(paths("tiny64"), path)
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "prefix": "summarize: "}))
+    pipe = pipeline("summarization", model=str(path))
+    where = "lone surrogate '\\ud800' at character 2,"
+    with pytest.raises(DocumentError, match=re.escape(f"input 1: text holds a {where}")):
+        pipe(["Fine.", "ok\ud800 fine. " * 3], strategy="map_reduce", max_length=4)
+    with pytest.raises(ValueError, match=re.escape(where)):
+        pipe("ok\ud800 fine. " * 3, max_length=4)
+
+
 def test_summaries_too_long_are_explained_to_the_cli_and_corpus_user(paths, tmp_path, capsys):
     """Chunk summaries as long as the window never shrink: after max_depth rounds the CLI and a corpus job say to
     lower --max-length / max_length (they have no map_kwargs), not the library's advice."""
