@@ -66,10 +66,7 @@ def pipeline(task: str = "summarization", model=None, tokenizer=None, device=Non
         warnings.warn(f'"translation" task was used, instead of "translation_XX_to_YY", defaulting to "{task}" (the '
                       "checkpoint's task_specific_params), as transformers 4.x did; pass that task to silence this",
                       UserWarning, stacklevel=2)
-    named = TRANSLATION_TASK.match(task)
-    if named:   # 4.x: the task's languages unless given
-        src_lang = named.group(1) if src_lang is None else src_lang
-        tgt_lang = named.group(2) if tgt_lang is None else tgt_lang
+    src_lang, tgt_lang = task_languages(task, src_lang, tgt_lang)
     return TranslationPipeline(model, tokenizer, src_lang=src_lang, tgt_lang=tgt_lang, task=task,
                                call_defaults=call_defaults, **generate_kwargs)
 
@@ -80,6 +77,15 @@ def translation_task(task: str, config) -> str:
     languages apply; any other task stays."""
     keys = (config.extra.get("task_specific_params") or {}).keys() if task == "translation" else ()
     return next((k for k in keys if TRANSLATION_TASK.match(k)), task)
+
+
+def task_languages(task: str, src_lang: str | None, tgt_lang: str | None) -> tuple[str | None, str | None]:
+    """(src_lang, tgt_lang) a translation under `task` takes: a "translation_XX_to_YY" task's languages where none
+    are given, as 4.x; the given ones for any other task."""
+    named = TRANSLATION_TASK.match(task)
+    if not named:
+        return src_lang, tgt_lang
+    return (named.group(1) if src_lang is None else src_lang, named.group(2) if tgt_lang is None else tgt_lang)
 
 
 def check_languages(tokenizer: Tokenizer, src_lang: str | None, tgt_lang: str | None,
@@ -222,4 +228,5 @@ class TranslationPipeline(Text2TextGenerationPipeline):
         return self.tokenizer.encode_source([self.prefix + t for t in texts], self.src_lang, max_length)
 
 
-__all__ = ["TASKS", "Text2TextGenerationPipeline", "TranslationPipeline", "check_languages", "pipeline"]
+__all__ = ["TASKS", "Text2TextGenerationPipeline", "TranslationPipeline", "check_languages", "pipeline",
+           "task_languages"]

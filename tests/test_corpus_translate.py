@@ -6,6 +6,9 @@ translation pipeline and its languages. Records are checked against pipeline("tr
 from __future__ import annotations
 
 import json
+import shutil
+import warnings
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +16,7 @@ from helpers import GEN, by_id, make_docs, read_jsonl, write_jsonl
 from seq2seq_kit import pipeline
 from seq2seq_kit.cli import main
 from seq2seq_kit.corpus import summarize_corpus, translate_corpus
-from test_families_pipeline import m2m100_path, marian_path  # noqa: F401 (fixtures)
+from test_families_pipeline import m2m100_path, marian_path, mbart_path  # noqa: F401 (fixtures)
 
 pytest.importorskip("sentencepiece")
 LANGS = dict(src_lang="de", tgt_lang="fr")
@@ -60,6 +63,27 @@ def test_records_meta_and_resume(m2m100_path, tmp_path):
     # the source language is never assumed (as the pipeline's: transformers 4.x required it)
     with pytest.raises(ValueError, match=r"needs src_lang, the language of the input texts"):
         translate_corpus(path, out, m2m100_path, progress=False, tgt_lang="fr", **GEN)
+
+
+def test_a_checkpoints_translation_task_gives_the_job_its_languages(mbart_path, tmp_path):
+    """facebook/mbart-large-en-ro's config names its pair in task_specific_params ("translation_en_to_ro"): the job
+    takes that task's languages and settings as pipeline("translation") does, with the same records, without the
+    warning about the task name (neither translate_corpus nor the command line takes a task)."""
+    root = Path(shutil.copytree(mbart_path, tmp_path / "mbart-en-ro"))
+    config = json.loads((root / "config.json").read_text())
+    config["task_specific_params"] = {"translation_en_to_ro": {"num_beams": 2}}
+    (root / "config.json").write_text(json.dumps(config))
+    docs = make_docs(3, seed=5)
+    path, out = write_jsonl(tmp_path / "docs.jsonl", docs), tmp_path / "ro.jsonl"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = translate_corpus(path, out, root, progress=False, **GEN)
+    assert (result.written, result.failed) == (3, 0)
+    with pytest.warns(UserWarning, match='defaulting to "translation_en_to_ro"'):
+        reference = expected(root, docs, eos=2)
+    assert by_id(read_jsonl(out)) == reference
+    job = json.loads((tmp_path / "ro.jsonl.meta.json").read_text())["job"]
+    assert job["languages"] == {"src_lang": "en_XX"} and job["generation"]["num_beams"] == 2
 
 
 def test_cli_marian_job_to_parquet(marian_path, tmp_path, capsys):

@@ -21,7 +21,7 @@ from ..generation import config as generation_config
 from ..loading import Checkpoint, resolve_dtype, weight_files
 from ..long_documents import check_strategy
 from ..summarization import DEFAULT_MODEL, task_defaults
-from ..translation import check_languages, target_token, translation_task
+from ..translation import TRANSLATION_TASK, check_languages, target_token, task_languages, translation_task
 from . import ray_engine
 from .output import RESULTS, Output, errors_path
 from .reading import check_text_field, input_files, parquet_module, plan_chunks, refuse_repeats
@@ -129,8 +129,8 @@ def process_corpus(input: str | Path, output: str | Path, model: str | Path | No
                   if v is not None}                          # token=False (use no token) is kept, as the Hub reads it
     if local_files_only:
         hub_kwargs["local_files_only"] = True
-    job, hub_kwargs = _job(DEFAULT_MODEL if model is None else model, hub_kwargs, dtype, generate_kwargs, task,
-                           src_lang, tgt_lang)
+    job, hub_kwargs, pipeline_task = _job(DEFAULT_MODEL if model is None else model, hub_kwargs, dtype,
+                                          generate_kwargs, task, src_lang, tgt_lang)
     job.update(input=str(input.resolve()), text_field=text_field, id_field=id_field,
                **({"strategy": strategy} if strategy != "truncate" else {}))
     refuse_repeats(chunks, text_field, id_field, one_id_type=out.parquet)
@@ -140,7 +140,7 @@ def process_corpus(input: str | Path, output: str | Path, model: str | Path | No
             model=job["model"], hub_kwargs=hub_kwargs, device=device, dtype=dtype, generate_kwargs=generate_kwargs,
             eos_token_ids=job["generation"]["eos_token_id"], text_field=text_field, id_field=id_field,
             done=frozenset(out.done), batch_size=batch_size, sort_by_length=sort_by_length, strategy=strategy,
-            task=task, languages=job.get("languages"))
+            task=task, pipeline_task=pipeline_task, languages=job.get("languages"))
         start = time.perf_counter()
         if engine == "local":
             results = _local_results(chunks, worker_kwargs)
@@ -187,25 +187,29 @@ def _check_task(task: str, model, strategy: str, src_lang, tgt_lang) -> None:
 
 
 def _job(model, hub_kwargs: dict, dtype, generate_kwargs: dict, task: str, src_lang: str | None,
-         tgt_lang: str | None) -> tuple[dict, dict]:
+         tgt_lang: str | None) -> tuple[dict, dict, str]:
     """What identifies the job's results (the meta file's "job": model, commit, dtype, resolved generation
-    settings; a translation job's task and languages too) and the hub kwargs that load that same model everywhere
-    (a Hub id pinned to its commit)."""
+    settings; a translation job's task and languages too), the hub kwargs that load that same model everywhere
+    (a Hub id pinned to its commit), and the task its pipeline runs (a translation checkpoint's
+    "translation_XX_to_YY", as pipeline("translation") picks it, whose languages apply where none are given)."""
     root = hub.resolve(model, purpose="all", **hub_kwargs)
     local = Path(model).expanduser().is_dir()
     commit = root.name if not local and root.parent.name == "snapshots" else None
     config = BartConfig.from_pretrained(root)
-    defaults = task_defaults(config, translation_task(task, config))[1]       # the settings its pipeline takes
+    pipeline_task = translation_task(task, config)
+    defaults = task_defaults(config, pipeline_task)[1]                        # the settings its pipeline takes
     job = {"model": str(Path(model).expanduser().resolve()) if local else str(model), "commit": commit,
            "dtype": _dtype_name(dtype, root, config)}
     if task == "translation":   # the languages as the pipeline resolves them (unknown ones refused here)
-        src, tgt, forced_bos = check_languages(AutoTokenizer.from_pretrained(root), src_lang, tgt_lang)
+        src, tgt, forced_bos = check_languages(AutoTokenizer.from_pretrained(root),
+                                               *task_languages(pipeline_task, src_lang, tgt_lang),
+                                               single_pair_ok=bool(TRANSLATION_TASK.match(pipeline_task)))
         job.update(task=task, languages={k: v for k, v in (("src_lang", src), ("tgt_lang", tgt)) if v})
         defaults = {**defaults, **target_token(forced_bos)}
     job["generation"] = _settings(root, config, defaults, generate_kwargs)
     if local:   # a Hub commit pins its files; a directory's files can change under the same name
         job["files"] = checkpoint_digests(root)
-    return job, {**hub_kwargs, **({"revision": commit} if commit else {})}
+    return job, {**hub_kwargs, **({"revision": commit} if commit else {})}, pipeline_task
 
 
 DIGESTED = ("config.json", *hub.TOKENIZER_FILES)

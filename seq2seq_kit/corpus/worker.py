@@ -21,12 +21,15 @@ class Worker:
     """The model, loaded once, behind an engine of batch_size documents' rows; `process(chunk)` and
     `process_stream(chunks)` yield results {"records": [{"id", "summary_text", "input_tokens", "output_tokens",
     "where"}], "errors": [...], "skipped": n}, records in the order the engine finishes them. task "translation"
-    (with src_lang / tgt_lang): the translation pipeline, records holding "translation_text"."""
+    (with src_lang / tgt_lang): the translation pipeline, records holding "translation_text"; pipeline_task: the
+    task that pipeline runs when not `task` (the checkpoint's "translation_XX_to_YY")."""
 
     def __init__(self, model: str, hub_kwargs: dict, device, dtype, generate_kwargs: dict, eos_token_ids,
                  text_field: str, id_field: str, done: frozenset, batch_size: int, sort_by_length: bool,
-                 strategy: str = "truncate", task: str = "summarization", languages: dict | None = None):
-        self.pipe = pipeline(task, model=model, device=device, dtype=dtype, **(languages or {}), **hub_kwargs)
+                 strategy: str = "truncate", task: str = "summarization", pipeline_task: str | None = None,
+                 languages: dict | None = None):
+        self.pipe = pipeline(pipeline_task or task, model=model, device=device, dtype=dtype, **(languages or {}),
+                             **hub_kwargs)
         self.field = RESULTS[task][0]
         self.done_as = "translated" if task == "translation" else "summarized"     # for messages
         self.generate_kwargs = generate_kwargs
