@@ -270,9 +270,13 @@ def _translate(args) -> int:
                                   **_corpus_kwargs(args), **kwargs)
         return 3 if result.failed else 0
 
-    from .translation import pipeline
+    from .config import BartConfig
+    from .translation import pipeline, translation_task
 
-    pipe = pipeline("translation", model=args.model, device=_device(args.device), dtype=args.dtype,
+    # the checkpoint's "translation_XX_to_YY" task, as pipeline("translation") picks it (and warns: pass the task),
+    # named here since the command line takes no task
+    task = translation_task("translation", BartConfig.from_pretrained(args.model, **_hub_kwargs(args)))
+    pipe = pipeline(task, model=args.model, device=_device(args.device), dtype=args.dtype,
                     src_lang=args.src_lang, tgt_lang=args.tgt_lang, **_hub_kwargs(args))
     text = pipe(_read_text(args), truncation=args.truncation, **kwargs)[0]["translation_text"]
     print(json.dumps({"translation_text": text}, ensure_ascii=False) if args.json else text)

@@ -283,6 +283,22 @@ def test_cli_translate(m2m100_path):
     assert run.stdout.strip() == expected[0]["translation_text"]
 
 
+def test_cli_translate_takes_the_checkpoints_task_without_a_warning(mbart_path, tmp_path, capsys):
+    """facebook/mbart-large-en-ro names its pair in task_specific_params: `translate` runs that task, as
+    pipeline("translation") does, without the library's warning whose advice (pass the task) has no flag."""
+    from seq2seq_kit.cli import main
+
+    root = Path(shutil.copytree(mbart_path, tmp_path / "mbart-en-ro"))
+    config = json.loads((root / "config.json").read_text())
+    config["task_specific_params"] = {"translation_en_to_ro": {"num_beams": 2}}
+    (root / "config.json").write_text(json.dumps(config))
+    assert main(["translate", "--model", str(root), "--src-lang", "en_XX", "--max-new-tokens", "8", TEXTS[0]]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    expected = pipeline("translation_en_to_ro", model=root, src_lang="en_XX")(TEXTS[0], **MAX_NEW)
+    assert out == expected[0]["translation_text"] + "\n"
+
+
 def test_cli_translate_truncation_and_tokenize_on_a_translation_model(m2m100_path, capsys):
     """translate takes --truncation / --no-truncation, as its long-input warning advises; tokenize --model reads
     a translation family's files (AutoTokenizer)."""
