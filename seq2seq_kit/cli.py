@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         parser = _parser()          # imports torch (the options' choices): a Ctrl-C here is "interrupted" too
         args = parser.parse_args(_ray_address_form(sys.argv[1:] if argv is None else argv))
         with _library_messages():
+            _check_stdout(args)
             return args.run(args) or 0
     except SystemExit as e:  # argparse: --help (0) or a usage error (2)
         return e.code if isinstance(e.code, int) else 2
@@ -50,6 +51,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"seq2seq-kit: error: {_one_line(e)}", file=sys.stderr)
         return 1
+
+
+def _check_stdout(args) -> None:
+    """A command that prints its result refuses to start with stdout closed (`>&-`): Python's print() drops what
+    it writes there, so the result would be lost with exit code 0. Corpus jobs (--input) and serve print none."""
+    if sys.stdout is None and args.command != "serve" and getattr(args, "input", None) is None:
+        raise OSError(f"stdout is closed, so {args.command}'s output would be lost; redirect it instead "
+                      "(e.g. > out.txt, or > /dev/null to discard it)")
 
 
 @contextmanager

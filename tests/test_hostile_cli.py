@@ -147,6 +147,18 @@ def test_a_home_of_no_known_user_is_named(capsys):
     assert code == 1 and "cannot expand '~'" in err and "~no-such-user-here/checkpoint" in err
 
 
+@pytest.mark.parametrize("argv", [["tokenize", "Hello"], ["demo", "--max-length", "4"]])
+def test_a_closed_stdout_is_an_error_not_a_lost_result(argv):
+    """`seq2seq-kit tokenize ... >&-`: Python's print() drops what it writes to a closed stdout; the command says so
+    (exit 1) instead of exiting 0 with its output gone."""
+    proc = subprocess.run([sys.executable, "-m", "seq2seq_kit", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, preexec_fn=lambda: os.close(1), timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert proc.returncode == 1
+    assert proc.stderr == (f"seq2seq-kit: error: stdout is closed, so {argv[0]}'s output would be lost; redirect it "
+                           "instead (e.g. > out.txt, or > /dev/null to discard it)\n")
+
+
 def test_a_reader_that_stops_early_ends_the_command_quietly():
     """`seq2seq-kit tokenize ... | head -c 20`: the closed pipe ends the command as it ends any Unix tool (141),
     without an error line."""
