@@ -51,7 +51,6 @@ from dataclasses import dataclass, field
 import torch
 
 from .generation import rows_per_input, settings
-from .tokenizer import check_text
 
 STRATEGIES = ("truncate", "map_reduce")
 MAX_DEPTH = 3               # rounds of chunking: the document's, then up to two of summaries of summaries
@@ -307,7 +306,8 @@ def document_tokens(pipe, text: str) -> tuple[int, list[tuple[int, int]]]:
     """(the text's input length as pipe.preprocess counts it, prefix and special tokens included; the (start, end)
     character offsets in `text` of its own tokens), from one tokenization of prefix + text."""
     tokenizer, shift = pipe.tokenizer, len(pipe.prefix)
-    text = check_text(text, "text")           # first: an error names a character where the text has it, not the prefix
+    if pipe.prefix:           # the text alone first: an error names a character where the text has it, not behind it
+        tokenizer.tokenize(text)
     enc = tokenizer(pipe.prefix + text, add_special_tokens=False, return_offsets_mapping=True)
     specials = len(tokenizer("")["input_ids"]) - len(tokenizer("", add_special_tokens=False)["input_ids"])
     offsets = [(max(s - shift, 0), e - shift) for s, e in enc["offset_mapping"] if e > shift]
