@@ -845,6 +845,7 @@ def test_ctrl_c_while_close_waits_cancels_the_waiting_and_the_interpreter_exits_
     import sys
 
     script = (f"import os, signal\n"
+              f"signal.signal(signal.SIGINT, signal.default_int_handler)\n"   # a shell's `cmd &` ignores SIGINT
               f"from seq2seq_kit import BartForConditionalGeneration, Engine\n"
               f"model = BartForConditionalGeneration.from_pretrained({str(tiny_eos_path)!r})\n"
               f"try:\n"
