@@ -47,7 +47,7 @@ from dataclasses import replace
 import torch
 
 from .. import cpu_threads
-from ..generation import GenerationConfig, prepare, result, settings, start_search
+from ..generation import GenerationConfig, prepare, result, rows_setting, settings, start_search
 from ..models.bart import BartNetwork
 from .batch import EagerBatch, FixedCapacity, Group, Launched, Request
 
@@ -148,7 +148,7 @@ class Engine:
             raise ValueError(f"input_ids has {ids.shape[1]} tokens, more than this engine's max_source_tokens="
                              f"{self.max_source_tokens}; truncate it or raise max_source_tokens")
         if request.rows > self.max_rows:
-            name = "num_beams" if config.num_beams > 1 else "num_return_sequences"     # the one that sets the rows
+            name = rows_setting(config)
             raise ValueError(f"these settings need {request.rows} decoder rows (`{name}` {request.rows}) but the "
                              f"engine has max_rows={self.max_rows}; lower `{name}` or raise max_rows")
         self._check_process()

@@ -167,8 +167,13 @@ def check_encoder_ids(cfg: GenerationConfig, input_ids: torch.Tensor, vocab_size
 
 
 def rows_per_input(cfg: GenerationConfig) -> int:
-    """Decoder rows per input: its beams, or its return sequences when not beam searching."""
+    """Decoder rows per input: its beams, or its return sequences when not beam searching (rows_setting names it)."""
     return cfg.num_beams if cfg.num_beams > 1 else cfg.num_return_sequences
+
+
+def rows_setting(cfg: GenerationConfig) -> str:
+    """The setting rows_per_input counts: "num_beams" when beam searching, else "num_return_sequences"."""
+    return "num_beams" if cfg.num_beams > 1 else "num_return_sequences"
 
 
 def start_search(cfg: GenerationConfig, input_ids: torch.Tensor, vocab_size: int, device: torch.device,

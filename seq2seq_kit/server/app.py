@@ -55,7 +55,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from .. import hub
 from ..engine import EngineClosed, EngineFull
 from ..family_tokenizers import MARIAN_SOURCE, TranslationTokenizer
-from ..generation import rows_per_input, settings as resolve_settings
+from ..generation import rows_per_input, rows_setting, settings as resolve_settings
 from ..long_documents import DocumentError, SummariesTooLong, check_overlap, map_reduce, map_settings
 from ..summarization import InputTooLong, SummarizationPipeline, load_model_and_tokenizer, shape_records
 from ..translation import TranslationPipeline
@@ -331,7 +331,7 @@ class Service:
                 raise Refusal(422, where + parameter_named(message, given).removeprefix("parameters"),
                               message) from None
             if rows_per_input(config) > self.settings.max_rows:      # the engine's refusal, named per stage
-                name = "num_beams" if config.num_beams > 1 else "num_return_sequences"
+                name = rows_setting(config)
                 raise Refusal(422, f"{where}.{name}", f"these settings need {rows_per_input(config)} decoder rows "
                                    f"(num_beams / num_return_sequences) but this server has --max-rows "
                                    f"{self.settings.max_rows}; send a smaller {where}.{name}")
