@@ -170,6 +170,19 @@ def test_a_list_of_inputs_and_the_apis_nested_parameters(server, pipe):
     assert defaults.json() == pipe(docs[0])
 
 
+
+def test_huggingface_hubs_own_inference_client_gets_the_pipelines_summary(server, pipe):
+    """The client users already have (huggingface_hub.InferenceClient, pointed at the route) sends the newer API's
+    form: generate_parameters, truncation as a strategy name, clean_up_tokenization_spaces."""
+    from huggingface_hub import InferenceClient
+
+    text = make_docs(1, seed=5)[0]["text"]
+    params = {"max_length": 12, "min_length": 8, "num_beams": 2}
+    out = InferenceClient(model=server.url + "/summarize").summarization(
+        text, generate_parameters=params, truncation="only_first", clean_up_tokenization_spaces=False)
+    expected = pipe(text, clean_up_tokenization_spaces=False, **params)[0]["summary_text"]
+    assert out.summary_text == expected and expected.strip()
+
 def test_settings_whose_python_form_is_a_tuple_come_as_json_lists(server, pipe):
     doc = make_docs(1, seed=5)[0]["text"]
     settings = {"sequence_bias": [[[5], 2.0], [[6, 7], -1.5]], "exponential_decay_length_penalty": [3, 1.5],

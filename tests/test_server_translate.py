@@ -105,6 +105,20 @@ def test_m2m100_translations_are_the_pipelines(m2m100_server, m2m100_path):
     assert translate(m2m100_server, sampled).json() == translate(m2m100_server, sampled).json()
 
 
+
+def test_huggingface_hubs_own_inference_client_gets_the_pipelines_translation(m2m100_server, m2m100_path):
+    from huggingface_hub import InferenceClient
+
+    client = InferenceClient(model=m2m100_server.url + "/translate")
+    texts = set()
+    for src, tgt in [("de", "fr"), ("en", "de"), ("fr", "ru")]:
+        pipe = pipeline("translation", model=m2m100_path, src_lang=src, tgt_lang=tgt)
+        for text in TEXTS:
+            out = client.translation(text, src_lang=src, tgt_lang=tgt, generate_parameters=PARAMS)
+            assert out.translation_text == pipe(text, **PARAMS)[0]["translation_text"]
+            texts.add(out.translation_text)
+    assert len(texts) > 2           # languages and texts answered differently
+
 def test_m2m100_info_and_routes(m2m100_server, m2m100_path):
     info = httpx.get(m2m100_server.url + "/info").json()
     assert info["task"] == "translation" and "/translate" in info["routes"] and "/summarize" not in info["routes"]
