@@ -196,6 +196,7 @@ class BartConfig:
     @classmethod
     def from_pretrained(cls, path: str | Path, **hub_kwargs) -> BartConfig:
         """Read config.json from a checkpoint directory (or Hub id, via seq2seq_kit.hub), or a .json file."""
+        hub.check_name(path, "model")
         path = Path(path).expanduser()
         if not path.is_file():
             path = hub.resolve(path, purpose="model", **hub_kwargs) / "config.json"

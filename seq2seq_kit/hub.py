@@ -69,6 +69,7 @@ def resolve(name_or_path: str | Path, *, purpose: str = "all", revision: str | N
                                             "and local_files_only"))
     if purpose not in PURPOSES:
         raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
+    check_name(name_or_path, purpose)
     if not str(name_or_path).strip():          # Path("") is ".", the current folder: never a silent choice
         raise FileNotFoundError("the model id or path is empty; pass a Hub id ('org/name') or a checkpoint "
                                 "directory")
@@ -112,6 +113,14 @@ def resolve(name_or_path: str | Path, *, purpose: str = "all", revision: str | N
             f"downloading {where} into the Hub cache {cache} failed ({type(e).__name__}: {_first_line(e)}); make "
             "that folder writable, pass another cache_dir (--cache-dir), or use a cached copy with HF_HUB_OFFLINE=1"
         ) from e
+
+
+def check_name(name_or_path, purpose: str) -> None:
+    """A TypeError naming the fix unless name_or_path is a str or a path (what every from_pretrained takes)."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        what = "a checkpoint" if purpose == "all" else f"a {purpose}"
+        raise TypeError(f"{what} is loaded from a directory or Hub id (str or path), got a "
+                        f"{type(name_or_path).__name__}; pass its path or Hub id ('org/name')")
 
 
 def _expanded(path: str | Path, instead: str) -> Path:

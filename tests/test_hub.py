@@ -84,6 +84,16 @@ def test_missing_local_path_names_it(tmp_path):
         resolve("./checkpoints/a/b")
 
 
+
+@pytest.mark.parametrize("load", ["BartForConditionalGeneration", "AutoModelForSeq2SeqLM", "BartConfig", "AutoConfig"])
+@pytest.mark.parametrize("name", [3, None, b"org/name"])
+def test_a_name_neither_str_nor_path_is_a_type_error_naming_the_fix(load, name):
+    import seq2seq_kit
+
+    with pytest.raises(TypeError, match=re.escape(f"is loaded from a directory or Hub id (str or path), got a "
+                                                  f"{type(name).__name__}; pass its path")):
+        getattr(seq2seq_kit, load).from_pretrained(name)
+
 def test_file_instead_of_directory(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="is a file; pass the checkpoint directory"):
