@@ -415,6 +415,16 @@ class TranslationTokenizer(Tokenizer):
                              "tokenizer.json; copy the checkpoint's tokenizer files instead")
         return super().save_pretrained(save_directory)
 
+    def saved_config(self) -> dict:
+        """Tokenizer.saved_config as transformers' tokenizer of this kind saves it: its class (so that both reload it
+        with its language handling), src_lang, tgt_lang and NLLB's legacy_behaviour."""
+        languages = {"src_lang": self.src_lang, "tgt_lang": self.tgt_lang}
+        config = {**super().saved_config(), "tokenizer_class": self.kind,
+                  **{k: v for k, v in languages.items() if v is not None}}
+        if self.kind == "NllbTokenizer":
+            config["legacy_behaviour"] = self.code_last
+        return config
+
     def __repr__(self) -> str:
         return (f"TranslationTokenizer({self.kind}, vocab_size={self.vocab_size}, src_lang={self.src_lang!r}, "
                 f"tgt_lang={self.tgt_lang!r})")

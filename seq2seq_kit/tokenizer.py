@@ -145,8 +145,8 @@ class Tokenizer:
         return cls.from_pretrained(DEFAULT_DIR)
 
     def save_pretrained(self, save_directory) -> tuple[str, str]:
-        """Write tokenizer.json + tokenizer_config.json; this class and transformers.AutoTokenizer both reload them
-        (as "PreTrainedTokenizerFast") to the same tokenizer, whichever form it was loaded from."""
+        """Write tokenizer.json + tokenizer_config.json (saved_config); this class and transformers.AutoTokenizer both
+        reload them (as "PreTrainedTokenizerFast") to the same tokenizer, whichever form it was loaded from."""
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         with self.lock:
@@ -154,6 +154,11 @@ class Tokenizer:
             self._backend.no_padding()
             with writing(out / "tokenizer.json"):
                 self._backend.save(str(out / "tokenizer.json"))
+        write_json(out / "tokenizer_config.json", self.saved_config(), indent=2, ensure_ascii=False)
+        return str(out / "tokenizer.json"), str(out / "tokenizer_config.json")
+
+    def saved_config(self) -> dict:
+        """The tokenizer_config.json save_pretrained writes: the special tokens and settings."""
         config = {"tokenizer_class": "PreTrainedTokenizerFast",
                   **{k: v for k, v in self._named.items() if v is not None},
                   "model_max_length": self.model_max_length, "padding_side": self.padding_side,
@@ -161,8 +166,7 @@ class Tokenizer:
                   "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces}
         if self.extra_special_tokens:
             config["extra_special_tokens"] = self.extra_special_tokens
-        write_json(out / "tokenizer_config.json", config, indent=2, ensure_ascii=False)
-        return str(out / "tokenizer.json"), str(out / "tokenizer_config.json")
+        return config
 
     @property
     def backend_tokenizer(self) -> Backend:

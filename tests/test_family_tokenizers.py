@@ -690,3 +690,23 @@ def test_pad_to_multiple_of_as_transformers(request, fixture):
         target = dict(text_target=CORPUS[3:6]) if fixture == "marian_dir" else {}   # (M2M100: no tgt_lang here)
         expected = theirs(CORPUS[:3], pad_to_multiple_of=8, **target, **kwargs)
         assert dict(ours(CORPUS[:3], pad_to_multiple_of=8, **target, **kwargs)) == dict(expected)
+
+
+@pytest.mark.parametrize("family", ["nllb", "nllb-legacy", "mbart", "mbart50", "mbart50-spm"])
+def test_save_pretrained_keeps_the_language_tokenizer_as_transformers(request, tmp_path, family):
+    """A saved NLLB / mBART / mBART-50 tokenizer reloads, here and in transformers, as that family's tokenizer with
+    the src_lang, tgt_lang (and legacy_behaviour) it was saved with, as transformers' save_pretrained leaves it."""
+    from transformers import AutoTokenizer as TheirAutoTokenizer
+
+    theirs, ours = target_tokenizers(request, tmp_path, family)
+    source = "ro_RO" if family.startswith("mbart") else "deu_Latn"
+    theirs.src_lang = ours.src_lang = source
+    ours.save_pretrained(tmp_path / "ours")
+    again, oracle = AutoTokenizer.from_pretrained(tmp_path / "ours"), TheirAutoTokenizer.from_pretrained(
+        str(tmp_path / "ours"))
+    assert type(oracle) is type(theirs) and again.kind == ours.kind
+    assert (again.src_lang, again.tgt_lang) == (oracle.src_lang, oracle.tgt_lang) == (source, ours.tgt_lang)
+    for call in TARGET_CALLS:
+        expected = {k: v for k, v in as_lists(theirs(**call)).items() if k in ("input_ids", "attention_mask", "labels")}
+        assert as_lists(again(**call)) == expected, call
+        assert {k: v for k, v in as_lists(oracle(**call)).items() if k in expected} == expected, call
