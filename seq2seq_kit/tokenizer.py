@@ -492,7 +492,9 @@ def read_tokenizer_config(root: Path) -> dict:
     its additional_special_tokens renamed extra_special_tokens where it has none; when it has no
     added_tokens_decoder (the legacy form), special_tokens_map.json's keys over it, except that the map's
     extra_special_tokens (a list, or a dict of model-specific names) are added to the config's. Each file is
-    optional and must hold a JSON object whose token settings are tokens (ValueError naming the file)."""
+    optional and must hold a JSON object whose token settings are tokens (ValueError naming the file). In the
+    legacy form, added_tokens.json's tokens (transformers 4.x's slow tokenizers saved added tokens there) become
+    the added_tokens_decoder, as transformers reads them."""
     config = _read_config(root / "tokenizer_config.json")
     if "additional_special_tokens" in config and not config.get("extra_special_tokens"):
         config["extra_special_tokens"] = config.pop("additional_special_tokens")
@@ -503,7 +505,22 @@ def read_tokenizer_config(root: Path) -> dict:
                 known = set(map(token_content, have))
                 value = have + [t for t in _token_list(value) if token_content(t) not in known]
             config[key] = value
+        if (root / "added_tokens.json").is_file():
+            config["added_tokens_decoder"] = _legacy_added_tokens(root / "added_tokens.json", config)
     return config
+
+
+def _legacy_added_tokens(path: Path, config: dict) -> dict:
+    """added_tokens.json ({token: id}) as transformers 5 reads it into added_tokens_decoder ({id: fields}): a token
+    among the named and extra special tokens is special and not normalized, any other one normalized."""
+    tokens = read_json_object(path)
+    if not all(type(i) is int and i >= 0 for i in tokens.values()):
+        raise ValueError(f"{path} must map each token to its id (an int >= 0), got {tokens!r}")
+    extra = config.get("extra_special_tokens")
+    special = {token_content(config[k]) for k in BART_TOKENS if config.get(k)}
+    special |= {token_content(t) for t in (extra if isinstance(extra, list) else [])}
+    return {str(i): {"content": t, "special": t in special, "normalized": t not in special, "lstrip": False,
+                     "rstrip": False, "single_word": False} for t, i in tokens.items()}
 
 
 def extra_tokens(config: dict) -> list:

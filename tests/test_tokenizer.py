@@ -468,3 +468,26 @@ def test_bad_ids(bart):
         bart.batch_decode([0, 1, 2])
     with pytest.raises(ValueError, match="one more dimension: flatten"):     # transformers: TypeError; it was a
         bart.batch_decode(torch.ones(2, 2, 3, dtype=torch.long))              # list of lists of texts
+
+
+@pytest.mark.parametrize("specials", [None, "special_tokens_map.json", "tokenizer_config.json"])
+def test_legacy_added_tokens_json_as_transformers(tmp_path, specials):
+    """vocab.json + merges.txt with added_tokens.json (transformers 4.x's slow tokenizers saved added tokens there):
+    its tokens keep their ids, as transformers 5 reads them (special, unnormalized, if among the special tokens)."""
+    root = Path(shutil.copytree(FIXTURES / "bart-tokenizer", tmp_path / "bart"))
+    (root / "config.json").write_text(json.dumps({"model_type": "bart"}))      # for transformers
+    (root / "added_tokens.json").write_text(json.dumps({"<sep>": 50265, "[ent]": 50266}))
+    if specials is not None:
+        config = json.loads((root / "tokenizer_config.json").read_text()) if specials.startswith("tokenizer") else {}
+        (root / specials).write_text(json.dumps({**config, "additional_special_tokens": ["<sep>"]}))
+    ours, theirs = Tokenizer.from_pretrained(root), AutoTokenizer.from_pretrained(str(root))
+    assert (len(ours), ours.vocab_size) == (len(theirs), theirs.vocab_size) == (50267, 50265)
+    assert ours.all_special_ids == theirs.all_special_ids
+    for text in ["a <sep> b [ent] c", "<sep>", "x[ent]<sep>y", PROSE]:
+        ids = theirs(text)["input_ids"]
+        assert ours(text)["input_ids"] == ids, text
+        for skip in (True, False):
+            assert ours.decode(ids, skip_special_tokens=skip) == theirs.decode(ids, skip_special_tokens=skip), text
+    (root / "added_tokens.json").write_text(json.dumps({"<sep>": "50265"}))
+    with pytest.raises(ValueError, match=r"added_tokens.json must map each token to its id \(an int >= 0\)"):
+        Tokenizer.from_pretrained(root)
