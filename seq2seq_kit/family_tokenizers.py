@@ -265,6 +265,15 @@ class TranslationTokenizer(Tokenizer):
         processor = self.source_processor(self.src_lang if self.tgt_lang is None else self.tgt_lang)
         return self.encodings_with(processor, batch, add_special_tokens, padding, truncation, max_length)
 
+    def special_room(self, pair: bool, add_special_tokens: bool, max_length: int) -> int:
+        """Tokenizer.special_room; Marian, M2M100: ValueError for max_length=0, which transformers' Python tokenizers
+        take as no limit (they cut nothing), where the `tokenizers` library would cut every token."""
+        added = super().special_room(pair, add_special_tokens, max_length)
+        if max_length == 0 and self.cuts_one_side_only:
+            raise ValueError(f"max_length=0 would cut every token, but transformers' {self.kind} takes it as no limit "
+                             "and cuts nothing: pass max_length >= 1, or truncation=False for the whole text")
+        return added
+
     @property
     def cuts_one_side_only(self) -> bool:
         """Marian, M2M100: transformers' Python tokenizers' only_first / only_second (see Tokenizer)."""

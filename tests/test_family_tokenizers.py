@@ -440,6 +440,23 @@ def test_tokenize_shows_pieces_outside_the_vocabulary(request, fixture):
         ours("a tower", return_offsets_mapping=True)         # its pieces' offsets are not the text's
 
 
+@pytest.mark.parametrize("fixture", ["marian_dir", "m2m100_dir"])
+def test_max_length_zero_without_special_tokens_is_refused(request, fixture):
+    """transformers' Python tokenizers (Marian, M2M100) take max_length=0 as no limit and return the whole text;
+    seq2seq_kit refuses it there instead of returning no tokens at all."""
+    theirs, ours = python_tokenizer(request, fixture)
+    for call in (dict(text=CORPUS[0]), dict(text=CORPUS[:2], truncation="only_first"),
+                 dict(text=CORPUS[0], text_pair=CORPUS[1], truncation=True)):
+        call = dict(max_length=0, add_special_tokens=False, **call)
+        assert theirs(**call)["input_ids"] == theirs(**{**call, "max_length": None})["input_ids"]   # nothing cut
+        with pytest.raises(ValueError, match=rf"max_length=0 would cut every token, but transformers' {ours.kind} "
+                                             "takes it as no limit and cuts nothing: pass max_length >= 1"):
+            ours(**call)
+    for call in (dict(max_length=1), dict(max_length=0, padding="max_length")):    # a cut, no cut: as transformers
+        call = dict(text=CORPUS[0], add_special_tokens=False, **call)
+        assert ours(**call)["input_ids"] == theirs(**call)["input_ids"]
+
+
 def test_encode_source_leaves_src_lang(m2m100_dir):
     """encode_source: the ids `tok(texts)` gives with another source language, cut to max_length when given,
     src_lang unchanged."""
