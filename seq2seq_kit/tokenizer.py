@@ -81,6 +81,7 @@ class Tokenizer:
     cuts_one_side_only = False
 
     def __init__(self, backend: Backend, config: dict):
+        config = {**_saved_settings(backend), **config}
         self._backend = backend
         self.lock = threading.Lock()   # the backend's truncation/padding state is per instance, set per call
         # Named tokens: tokenizer_config.json's, else BartTokenizer's default when the vocabulary has it.
@@ -454,6 +455,16 @@ class Tokenizer:
     def __repr__(self) -> str:
         return (f"Tokenizer(vocab_size={self.vocab_size}, len={len(self)}, model_max_length={self.model_max_length}, "
                 f"special_tokens={self.all_special_tokens})")
+
+
+def _saved_settings(backend: Backend) -> dict:
+    """What a tokenizer.json saved with padding or truncation on sets, as transformers' TokenizersBackend.__init__
+    reads it (under tokenizer_config.json's settings): padding_side and pad_token, truncation_side."""
+    padding, truncation = backend.padding, backend.truncation
+    settings = {} if truncation is None else {"truncation_side": truncation["direction"]}
+    if padding is not None:
+        settings.update(padding_side=padding["direction"], pad_token=padding["pad_token"])
+    return settings
 
 
 def _max_length(value) -> int:

@@ -337,6 +337,32 @@ def test_save_pretrained_round_trip(both, tmp_path):
         assert again.decode(ids, skip_special_tokens=True) == oracle.decode(ids, skip_special_tokens=True)
 
 
+@pytest.mark.parametrize("config_sides", [False, True])
+def test_tokenizer_json_saved_padding_and_truncation_as_transformers(tmp_path, config_sides):
+    """A tokenizer.json saved with padding and truncation on (the `tokenizers` library's enable_padding /
+    enable_truncation): its directions and pad token are the tokenizer's, as transformers reads them, unless
+    tokenizer_config.json names its own."""
+    root = Path(shutil.copytree(FIXTURES / "kobart-tokenizer", tmp_path / "kobart"))
+    saved = json.loads((root / "tokenizer.json").read_text())
+    saved["padding"] = {"strategy": "BatchLongest", "direction": "Left", "pad_to_multiple_of": None, "pad_id": 1,
+                        "pad_type_id": 0, "pad_token": "</s>"}
+    saved["truncation"] = {"direction": "Left", "max_length": 5, "strategy": "LongestFirst", "stride": 0}
+    (root / "tokenizer.json").write_text(json.dumps(saved))
+    config = json.loads((root / "tokenizer_config.json").read_text())
+    config.pop("pad_token")
+    if config_sides:
+        config.update(padding_side="right", truncation_side="right", pad_token="<pad>")
+    (root / "tokenizer_config.json").write_text(json.dumps(config))
+    ours, theirs = Tokenizer.from_pretrained(root), AutoTokenizer.from_pretrained(str(root))
+    assert (ours.padding_side, ours.truncation_side, ours.pad_token) == \
+        (theirs.padding_side, theirs.truncation_side, theirs.pad_token) == \
+        (("right", "right", "<pad>") if config_sides else ("left", "left", "</s>"))
+    texts = ["a", PROSE]
+    for call in (dict(), dict(padding=True), dict(padding=True, truncation=True, max_length=7),
+                 dict(padding="max_length", truncation=True, max_length=12)):
+        assert dict(ours(texts, **call)) == {k: theirs(texts, **call)[k] for k in ("input_ids", "attention_mask")}
+
+
 def test_default_and_configless_bart_files(bart, tmp_path):
     """The embedded files equal the fixture; vocab.json + merges.txt load with no config at all (BART defaults)."""
     default = Tokenizer.from_default()
