@@ -355,7 +355,8 @@ def _add_serve(sub, parents: list) -> None:
                                    "every accepted request is answered. Needs pip install \"seq2seq-kit[serve]\".")
     p.add_argument("--model", type=_non_empty, default=None,
                    help=f"Hub id or local checkpoint directory, fixed for the server's life (default: {DEFAULT_MODEL})")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--host", type=_host, default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=_port, default=8000, help="port (default: 8000)")
     p.add_argument("--task", choices=("summarization", "translation"),
                    help="what the model does, when its files do not say (default: translation for a tokenizer "
@@ -400,6 +401,13 @@ def _seconds(value: str) -> float:
 def _non_empty(value: str) -> str:
     if not value.strip():                   # "" would be the current folder (--model, --cache-dir) or main
         raise argparse.ArgumentTypeError("is empty")
+    return value
+
+
+def _host(value: str) -> str:
+    if not value.strip():                   # "" would listen on every interface, IPv4 and IPv6
+        raise argparse.ArgumentTypeError("is empty, which would listen on every interface; pass 127.0.0.1 (this "
+                                         "machine only) or 0.0.0.0 (every interface)")
     return value
 
 

@@ -659,6 +659,21 @@ def test_serve_usage_errors(tmp_path, capsys):
     assert "must be a port number (1-65535)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("host", ["", " "])
+def test_an_empty_host_is_refused_not_every_interface(host, capsys, monkeypatch):
+    """--host "" (a `--host "$HOST"` with HOST unset) bound 0.0.0.0 and [::]: the server was exposed on every
+    interface, without a word beyond a warning naming an empty address."""
+    import seq2seq_kit.server
+    from seq2seq_kit.cli import main
+
+    served = []
+    monkeypatch.setattr(seq2seq_kit.server, "serve", lambda settings, host, port: served.append(host))
+    assert main(["serve", "--host", host]) == 2 and served == []
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "seq2seq-kit serve: error: argument --host: is empty, which would listen on every interface; pass "
+        "127.0.0.1 (this machine only) or 0.0.0.0 (every interface)")
+
+
 def test_a_port_in_use_stops_the_server_with_one_line(tiny_eos_path, tmp_path, monkeypatch):
     """uvicorn exits 3 when it cannot bind (our code for a corpus job's failed records): one line and exit 1."""
     with socket.socket() as taken:
