@@ -575,11 +575,7 @@ def _serve(args) -> int:
     if args.replicas is not None and args.autoscale is not None:
         args.parser.error("give --replicas or --autoscale, not both")
     autoscale = _min_max(args.parser, args.autoscale) if args.autoscale is not None else None
-    api_key = None
-    if args.api_key_env is not None:
-        api_key = os.environ.get(args.api_key_env)
-        if not api_key:
-            args.parser.error(f"--api-key-env {args.api_key_env}: that environment variable is not set or empty")
+    api_key = None if args.api_key_env is None else _api_key(args.parser, args.api_key_env)
 
     from .summarization import DEFAULT_MODEL
     from .server import Settings, serve
@@ -596,6 +592,18 @@ def _serve(args) -> int:
     serve_on_ray(settings, address=args.ray_address, replicas=args.replicas, autoscale=autoscale, host=args.host,
                  port=args.port)
     return 0
+
+
+def _api_key(parser, name: str) -> str:
+    """The key in environment variable `name`: set, and sendable as 'Authorization: Bearer <key>' (HTTP drops a
+    header value's surrounding spaces and tabs and refuses other control characters: no client could send it)."""
+    key = os.environ.get(name)
+    if not key:
+        parser.error(f"--api-key-env {name}: that environment variable is not set or empty")
+    if key != key.strip(" \t") or any(c < " " and c != "\t" or c == "\x7f" for c in key):
+        parser.error(f"--api-key-env {name}: the key has surrounding whitespace or a control character (a file's "
+                     "trailing newline?), which no Authorization header can carry; set it without them")
+    return key
 
 
 def _min_max(parser, value: str) -> tuple[int, int]:

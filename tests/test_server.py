@@ -674,6 +674,25 @@ def test_an_empty_host_is_refused_not_every_interface(host, capsys, monkeypatch)
         "127.0.0.1 (this machine only) or 0.0.0.0 (every interface)")
 
 
+@pytest.mark.parametrize("key", ["test-key\n", " test-key", "test-key\t", "   ", "test\rkey"])
+def test_an_api_key_no_header_can_carry_is_refused(key, capsys, monkeypatch):
+    """A key with surrounding whitespace (a secret file's trailing newline) or a control character started a
+    server that answered every request 401: HTTP strips a header value's surrounding whitespace and refuses
+    control characters, so no client could send it."""
+    import seq2seq_kit.server
+    from seq2seq_kit.cli import main
+
+    served = []
+    monkeypatch.setattr(seq2seq_kit.server, "serve", lambda settings, host, port: served.append(settings))
+    monkeypatch.setenv("S2S_KEY", key)
+    assert main(["serve", "--api-key-env", "S2S_KEY"]) == 2 and served == []
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "seq2seq-kit serve: error: --api-key-env S2S_KEY: the key has surrounding whitespace or a control character "
+        "(a file's trailing newline?), which no Authorization header can carry; set it without them")
+    monkeypatch.setenv("S2S_KEY", "test key")          # inside the key, a space is sent as it is
+    assert main(["serve", "--api-key-env", "S2S_KEY"]) == 0 and served[0].api_key == "test key"
+
+
 def test_a_port_in_use_stops_the_server_with_one_line(tiny_eos_path, tmp_path, monkeypatch):
     """uvicorn exits 3 when it cannot bind (our code for a corpus job's failed records): one line and exit 1."""
     with socket.socket() as taken:
