@@ -25,6 +25,7 @@ pytest.importorskip("fastapi", reason='the server needs its extra (pip install "
 
 from helpers import make_docs  # noqa: E402
 from seq2seq_kit import pipeline  # noqa: E402
+from prometheus_client import CONTENT_TYPE_LATEST  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LIMITS = ["--max-rows", "8", "--max-queue", "64", "--max-body-bytes", "20000", "--request-timeout", "5"]
@@ -536,6 +537,21 @@ def test_unknown_route_and_metrics_by_status(server):
             route = "other"
         assert re.search(rf'seq2seq_http_requests_total{{route="{route}",status="{status}"}} [1-9]', text), text
     assert re.search(r'seq2seq_http_request_latency_seconds_count{route="/summarize"} [1-9]', text)
+
+
+def test_head_is_answered_as_get_without_a_body(server):
+    """HEAD /health (uptime monitors' default probe) was 405: FastAPI's GET routes take GET alone."""
+    for path in ("/health", "/info", "/docs", "/openapi.json"):
+        get, head = httpx.get(server.url + path), httpx.head(server.url + path)
+        assert (head.status_code, head.content) == (200, b""), path
+        assert head.headers["content-type"] == get.headers["content-type"]
+        assert head.headers["content-length"] == str(len(get.content)), path
+    head = httpx.head(server.url + "/metrics")
+    assert (head.status_code, head.content, head.headers["content-type"]) == (200, b"", CONTENT_TYPE_LATEST)
+    head = httpx.head(server.url + "/summarize")                   # a task route takes POST alone
+    assert (head.status_code, head.headers["allow"]) == (405, "POST")
+    text = httpx.get(server.url + "/metrics").text
+    assert re.search(r'^seq2seq_http_requests_total{route="/summarize",status="405"} [1-9]', text, re.M)
 
 
 def test_a_local_folder_inside_a_folder_named_snapshots_has_no_commit(tiny_eos_path, tmp_path):

@@ -548,12 +548,21 @@ class Gate:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await self.app(scope, replay, send)
+        await self.app(head_as_get(scope), replay, send)
 
     def authorized(self, scope) -> bool:
         """'Authorization: Bearer <key>', the scheme's case free (RFC 9110), the key compared in constant time."""
         scheme, _, given = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
         return scheme.lower() == b"bearer" and hmac.compare_digest(given, self.expected)
+
+
+def head_as_get(scope) -> dict:
+    """The scope the app sees: HEAD on any route but a task route's as GET (FastAPI's routes take GET alone, so a
+    monitor's HEAD /health got 405; RFC 9110 9.1: a server supports HEAD wherever GET). uvicorn, reading its own
+    scope's HEAD, sends the headers only."""
+    if scope["method"] != "HEAD" or scope["path"] in TASK_ROUTES.values():
+        return scope
+    return {**scope, "method": "GET"}
 
 
 async def read_body(scope, receive, limit: int, service: Service, arrival: float) -> bytes | None:
