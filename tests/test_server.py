@@ -501,6 +501,36 @@ def test_requests_still_running_when_the_drain_runs_out_get_a_503(tiny_eos_path,
     assert "Traceback" not in srv.log.read_text()
 
 
+def test_a_request_whose_body_was_coming_in_at_sigterm_is_answered(tiny_eos_path, tmp_path, pipe):
+    """A request that arrived before SIGTERM is answered, even when the rest of its body comes in after it (it got
+    503 "the server is draining": the draining status was read once its body was in); one arriving after gets 503."""
+    srv = Server(tmp_path, "--model", tiny_eos_path)
+    body = json.dumps({"inputs": "the tower is tall", "parameters": PARAMS}).encode()
+    try:
+        srv.wait_ready()
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(b"POST /summarize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body[:10]))
+            time.sleep(0.2)
+            srv.proc.send_signal(signal.SIGTERM)
+            assert httpx.get(srv.url + "/health", timeout=5).status_code == 503        # draining now
+            late = post(srv, {"inputs": "the tower is tall", "parameters": PARAMS}, timeout=5)
+            s.sendall(body[10:])
+            s.settimeout(30)
+            answer = b""
+            while not answer.endswith(b"]") and not answer.endswith(b"}"):
+                chunk = s.recv(65536)
+                assert chunk, answer
+                answer += chunk
+        assert srv.proc.wait(90) == 0, srv.log.read_text()
+    finally:
+        srv.stop()
+    head, data = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 "), answer
+    assert json.loads(data) == pipe("the tower is tall", **PARAMS)
+    assert late.status_code == 503 and late.json()["error"] == "the server is draining; retry after 1 s"
+
+
 def test_a_second_ctrl_c_answers_the_running_requests_503_and_exits_0(tiny_eos_path, tmp_path):
     """Ctrl-C twice while a request runs: it is answered 503 (JSON, Retry-After) at once and the server exits 0;
     uvicorn's force quit cancelled it instead (a plain-text 500 and a traceback in the log)."""

@@ -120,6 +120,7 @@ class Service:
         self.status = "loading"                  # -> "ready" -> "draining"; "failed" when the load raised
         self.status_lock = threading.Lock()      # a signal may mark it draining while the load's thread runs
         self.answer_by = math.inf                # draining: when requests still running get a 503 (monotonic)
+        self.draining_since = math.inf           # when draining began (monotonic): requests from before are answered
         self.pipe = self.engine = self.task = None
         self.languages: list[str] = []           # a translation model's language codes; [] for a single pair
         self.marian = False                      # a multi-target Marian model: a target code, no source code
@@ -175,6 +176,7 @@ class Service:
         (uvicorn would cancel them: a plain-text 500)."""
         with self.status_lock:
             self.status = "draining"
+            self.draining_since = min(self.draining_since, time.monotonic())
             if self.answer_by == math.inf:
                 self.answer_by = time.monotonic() + grace_s + self.settings.drain_timeout - ANSWER_MARGIN_S
 
@@ -184,6 +186,7 @@ class Service:
         with self.status_lock:
             self.status = "draining"
             self.answer_by = time.monotonic()
+            self.draining_since = min(self.draining_since, self.answer_by)
 
     def drain(self) -> None:
         """Refuse new requests; finish the engine's accepted ones (blocking, up to drain_timeout)."""
@@ -211,9 +214,12 @@ class Service:
             **({"languages": self.languages} if self.task == "translation" else {}),
         }
 
-    def serving(self, task: str):
-        """The pipeline of `task`, when this server is ready; else Refusal 503 (the Gate refused other tasks)."""
-        if self.status != "ready":
+    def serving(self, task: str, arrival: float):
+        """The pipeline of `task` for a request that arrived at `arrival` (time.monotonic()), when this server is
+        ready, or draining since after the request arrived (accepted: its body was still coming in); else Refusal
+        503 (the Gate refused other tasks)."""
+        accepted = self.status == "draining" and arrival < self.draining_since and self.pipe is not None
+        if self.status != "ready" and not accepted:
             raise busy(f"the server is {self.status}")
         assert self.task == task, (self.task, task)
         return self.pipe
@@ -227,7 +233,7 @@ class Service:
 
     async def summarize(self, body: SummarizeRequest, http: Request) -> list:
         """The summarization pipeline's answer for body, each input on the engine; raises Refusal."""
-        pipe, parameters = self.serving("summarization"), body.parameters or SummarizeParameters()
+        pipe, parameters = self.serving("summarization", http.state.arrival), body.parameters or SummarizeParameters()
         kwargs, truncation, clean_up = split_parameters(parameters)
         texts = checked_texts(pipe, body.inputs)
         given = [n for n in ("map_parameters", "chunk_overlap", "return_chunks") if getattr(parameters, n)]
@@ -242,7 +248,7 @@ class Service:
     async def translate(self, body: TranslateRequest, http: Request) -> list:
         """The translation pipeline's answer for body (its languages this request's), each input on the engine;
         raises Refusal."""
-        pipe, parameters = self.serving("translation"), body.parameters or TranslateParameters()
+        pipe, parameters = self.serving("translation", http.state.arrival), body.parameters or TranslateParameters()
         kwargs, truncation, clean_up = split_parameters(parameters)
         texts = checked_texts(pipe, body.inputs)
         call = pipe.for_languages(*self.check_languages(parameters))          # this request's languages only
