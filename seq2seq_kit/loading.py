@@ -237,9 +237,14 @@ def check_config_fits(config, ckpt: "Checkpoint") -> None:
 
 # ---- loading ----------------------------------------------------------------------------------------------------
 
-def resolve_dtype(dtype, config_dtype: str | None, ckpt: Checkpoint) -> torch.dtype:
+def is_int8(dtype) -> bool:
+    """Whether from_pretrained's dtype asks for int8 linear layers: "int8", "torch.int8" or torch.int8."""
+    return dtype is torch.int8 or isinstance(dtype, str) and dtype.removeprefix("torch.") == "int8"
+
+
+def resolve_dtype(dtype, config_dtype: str | None, ckpt: Checkpoint | None) -> torch.dtype:
     """None -> float32; "auto" -> config.json's dtype (config_dtype), else the checkpoint's (as transformers'
-    dtype="auto")."""
+    dtype="auto"; ckpt may be None for any other dtype)."""
     if dtype is None:
         return torch.float32
     if isinstance(dtype, str) and dtype == "auto":

@@ -37,7 +37,7 @@ class BartForConditionalGeneration(BartNetwork):
         if "quantization_config" in config.extra:
             raise ValueError(f"{root} holds a quantized checkpoint (config.json has quantization_config); "
                              "seq2seq_kit loads float32/float16/bfloat16 weights only")
-        int8 = dtype is torch.int8 or isinstance(dtype, str) and dtype.removeprefix("torch.") == "int8"
+        int8 = loading.is_int8(dtype)
         if int8:
             check_quantizable(torch.float32, loading.resolve_device(device))
             kernel_choice.setting()                  # a malformed SEQ2SEQ_KIT_CPU_KERNELS fails here too

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import logging
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from helpers import GEN, by_id, make_docs, read_jsonl, write_jsonl
 from seq2seq_kit import Engine, Tokenizer, pipeline, summarize_corpus
@@ -291,6 +293,23 @@ def test_other_settings_or_model_are_refused_unless_overwrite(tmp_path, tiny, ch
     (tmp_path / "out.jsonl.meta.json").unlink()
     with pytest.raises(FileExistsError, match="out.jsonl exists and no out.jsonl.meta.json says a corpus job wrote it"):
         run(path, out, tiny, max_length=10)
+
+
+def test_a_dtype_from_pretrained_refuses_is_refused_before_the_output_is_written(tmp_path, tiny):
+    """A dtype typo is refused as from_pretrained refuses it, with nothing written: the meta file recorded it, so
+    the re-run with the dtype meant was refused as another job ("written with dtype='fp16'")."""
+    path, out = write_jsonl(tmp_path / "docs.jsonl", make_docs(3)), tmp_path / "out.jsonl"
+    for typo in ("fp16", torch.float64):
+        with pytest.raises(ValueError, match=rf"^dtype must be None, 'auto' or one of float32, float16, bfloat16 "
+                                             rf"\(str or torch.dtype\), or 'int8' \(int8 linear layers, CPU\); "
+                                             rf"got {re.escape(repr(typo))}$"):
+            run(path, out, tiny, dtype=typo)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl"]
+    assert run(path, out, tiny, dtype="float16").written == 3
+    assert json.loads((tmp_path / "out.jsonl.meta.json").read_text())["job"]["dtype"] == "float16"
+    assert run(path, out, tiny, dtype=torch.float16).skipped == 3          # the same job, by either name
+    assert run(path, tmp_path / "int8.jsonl", tiny, dtype=torch.int8).written == 3
+    assert json.loads((tmp_path / "int8.jsonl.meta.json").read_text())["job"]["dtype"] == "int8"
 
 
 def test_settings_given_as_tuples_or_a_bias_dict_resume(tmp_path, tiny):

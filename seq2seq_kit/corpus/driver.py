@@ -18,7 +18,7 @@ from ..config import BartConfig
 from ..family_tokenizers import AutoTokenizer
 from ..generation import GenerationConfig
 from ..generation import config as generation_config
-from ..loading import Checkpoint, resolve_dtype, weight_files
+from ..loading import Checkpoint, is_int8, resolve_dtype, weight_files
 from ..long_documents import check_strategy
 from ..summarization import DEFAULT_MODEL, task_defaults
 from ..translation import TRANSLATION_TASK, check_languages, target_token, task_languages, translation_task
@@ -263,7 +263,9 @@ def _settings(root: Path, config, defaults: dict, generate_kwargs: dict) -> dict
 
 def _dtype_name(dtype, root: Path, config) -> str:
     """The dtype the model loads with, by name: "auto" resolved from the checkpoint (so a job run with the
-    dtype "auto" picks and one naming it are the same job)."""
-    if isinstance(dtype, str) and dtype == "auto":
-        dtype = resolve_dtype(dtype, config.dtype, Checkpoint(root))
-    return "float32" if dtype is None else str(dtype).removeprefix("torch.")
+    dtype "auto" picks and one naming it are the same job). A dtype from_pretrained refuses is refused here,
+    before the meta file records it (a re-run with the dtype meant would be refused as another job)."""
+    if is_int8(dtype):
+        return "int8"
+    ckpt = Checkpoint(root) if isinstance(dtype, str) and dtype == "auto" else None
+    return str(resolve_dtype(dtype, config.dtype, ckpt)).removeprefix("torch.")
