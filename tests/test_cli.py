@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -315,6 +316,16 @@ def test_inspect_formats(capsys, checkpoint):
     assert code == 0 and info["weights_format"] == "pytorch .bin"
     assert info["files"]["pytorch_model.bin"]["kind"] == "weights (PyTorch pickle)"
     assert info["stored_dtypes"] == {"float32": info["stored_dtypes"]["float32"]}
+
+
+def test_inspect_names_config_json_dtype_beside_the_dtype_loaded(capsys, checkpoint, tmp_path):
+    """config.json's dtype as the file says, whatever the model loads as (model.config.dtype is the loaded one)."""
+    shutil.copytree(checkpoint("tiny"), tmp_path, dirs_exist_ok=True)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "dtype": "bfloat16"}))
+    code, out, _ = run(capsys, "inspect", tmp_path, "--json")
+    info = json.loads(out)
+    assert code == 0 and info["config_dtype"] == "bfloat16" and info["loaded_dtype"] == "torch.float32"
 
 
 def _field(out: str, label: str) -> str:

@@ -205,6 +205,22 @@ def test_dtype_names(tiny, dtype, expected):
     assert {p.dtype for p in [*model.parameters(), *model.buffers()]} == {expected}
 
 
+@pytest.mark.parametrize("stored,config_dtype,dtype", [(torch.bfloat16, "bfloat16", None), (torch.float32, "float32",
+                          torch.float16), (torch.float16, None, "auto"), (torch.bfloat16, "bfloat16", "float32")])
+def test_config_dtype_names_the_dtype_loaded(tiny, tmp_path, stored, config_dtype, dtype):
+    """model.config.dtype is the dtype the model was loaded in, as transformers sets it (it named config.json's:
+    'bfloat16' for a model loaded in float32); int8 models hold float32 besides their int8 weights."""
+    def edit(c):
+        c.pop("dtype", None)
+        c.update({"dtype": config_dtype} if config_dtype else {})
+    path = variant(tiny, tmp_path, lambda s: {k: v.to(stored) for k, v in s.items()}, edit)
+    ours = BartForConditionalGeneration.from_pretrained(path, dtype=dtype)
+    theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(path, dtype=dtype or torch.float32)   # None: README
+    assert ours.dtype == theirs.dtype
+    assert ours.config.dtype == str(theirs.config.dtype).removeprefix("torch.")
+    assert BartForConditionalGeneration.from_pretrained(path, dtype="int8").config.dtype == "float32"
+
+
 @pytest.mark.parametrize("dtype", ["int4", torch.int16, "fp8", 16])    # "int8" is valid: tests/test_quantize.py
 def test_bad_dtype(tiny, dtype):
     with pytest.raises(ValueError, match=r"dtype must be None, 'auto' or one of float32, float16, bfloat16 .* "
