@@ -739,6 +739,31 @@ def test_an_api_key_no_header_can_carry_is_refused(key, capsys, monkeypatch):
     assert main(["serve", "--api-key-env", "S2S_KEY"]) == 0 and served[0].api_key == "test key"
 
 
+
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("runner", ["serve", "serve_on_ray"])
+@pytest.mark.parametrize("host, key, warned", [("0.0.0.0", None, True), ("0.0.0.0", "k", False),
+                                               ("127.0.0.1", None, False), ("localhost", None, False)])
+def test_listening_beyond_this_machine_without_a_key_warns_on_both_runners(runner, host, key, warned, caplog,
+                                                                          monkeypatch):
+    """serve --ray said nothing where the single-process server warns."""
+    import logging
+
+    from seq2seq_kit.server import app, ray_serve, run
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(run, "build_app", stop)                            # serve(): stops right after the check
+    monkeypatch.setattr(ray_serve.hub, "resolve", stop)                    # serve_on_ray(): likewise
+    monkeypatch.setattr(ray_serve, "require_serve", lambda: (None, None))
+    with caplog.at_level(logging.WARNING, logger="seq2seq_kit.server"), pytest.raises(Stop):
+        getattr(run if runner == "serve" else ray_serve, runner)(app.Settings(model="m", api_key=key), host=host)
+    assert ("without an API key" in caplog.text) == warned, caplog.text
+
 def test_a_port_in_use_stops_the_server_with_one_line(tiny_eos_path, tmp_path, monkeypatch):
     """uvicorn exits 3 when it cannot bind (our code for a corpus job's failed records): one line and exit 1."""
     with socket.socket() as taken:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import logging
 import math
 import os
@@ -596,6 +597,21 @@ async def read_body(scope, receive, limit: int, service: Service, arrival: float
 
 
 # ---------------------------------------------------------------------------------------------- the app
+
+def warn_if_exposed(settings: Settings, host: str) -> None:
+    """A warning when the server listens where other machines reach it (host not a loopback address) with no API
+    key (both the single-process server and the Ray Serve proxy)."""
+    if settings.api_key is None and not loopback(host):
+        logger.warning("listening on %s without an API key: anyone who can reach it can use it "
+                       "(see --api-key-env)", host)
+
+
+def loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
 
 def build_app(settings: Settings, *, load_in_background: bool = True) -> FastAPI:
     """The server's FastAPI app. Its lifespan loads the model (in the background by default, so /health answers

@@ -18,7 +18,7 @@ import threading
 
 from .. import hub
 from ..loading import named_device
-from .app import Settings, build_app
+from .app import Settings, build_app, warn_if_exposed
 
 logger = logging.getLogger("seq2seq_kit.server")
 APP_NAME = "seq2seq-kit"
@@ -74,6 +74,7 @@ def serve_on_ray(settings: Settings, *, address: str | None = None, replicas: in
     """Deploy on Ray (None: a local instance; "auto" / "ray://...": that cluster) and serve until SIGTERM /
     Ctrl-C, then shut the deployment down, its replicas drained."""
     ray, serve = require_serve()
+    warn_if_exposed(settings, host)
     hub.resolve(settings.model, purpose="all", **settings.hub_kwargs)   # here: a replica's load error is not shown
     ray.init(address=address, **({"include_dashboard": False} if address is None else {}))
     stop = threading.Event()     # handlers set after ray.init, whose own SIGTERM handler would abort the process

@@ -10,14 +10,13 @@ returns once drained (the CLI exits 0), or raises the load's error when the mode
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import signal
 import time
 
 import uvicorn
 
-from .app import Service, Settings, build_app
+from .app import Service, Settings, build_app, warn_if_exposed
 
 logger = logging.getLogger("seq2seq_kit.server")
 
@@ -61,9 +60,7 @@ class DrainingServer(uvicorn.Server):
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
     """Run the server until SIGTERM / Ctrl-C (see the module docstring)."""
-    if settings.api_key is None and not _loopback(host):
-        logger.warning("listening on %s without an API key: anyone who can reach it can use it "
-                       "(see --api-key-env)", host)
+    warn_if_exposed(settings, host)
     app = build_app(settings)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
                             timeout_graceful_shutdown=settings.drain_timeout)
@@ -75,10 +72,3 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, log_lev
     loading = getattr(app.state, "loading", None)
     if loading is not None and loading.done() and not loading.cancelled() and loading.exception() is not None:
         raise loading.exception()
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
