@@ -70,7 +70,9 @@ class _SafetensorsFile:
     def tensor(self, key: str) -> torch.Tensor:
         entry, dtype = self.header[key], self.dtype(key)
         if dtype is None:
-            raise ValueError(f"{self.path}: {key!r} has dtype {entry['dtype']}; expected a float dtype")
+            raise ValueError(f"{self.path}: {key!r} has dtype {entry['dtype']}; seq2seq_kit reads "
+                             f"{', '.join(SAFETENSORS_DTYPES)} weights: save the checkpoint in float32, float16 or "
+                             "bfloat16")
         begin, end = entry["data_offsets"]
         count = (end - begin) // dtype.itemsize
         if count == 0:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import huggingface_hub
 import pytest
+import torch
 
 from hub_cache import write_cache
 from seq2seq_kit import BartForConditionalGeneration, Tokenizer
@@ -45,6 +46,20 @@ def test_a_crafted_config_is_refused_before_building(tiny, tmp_path, changes):
         BartForConditionalGeneration.from_pretrained(path)
     assert time.perf_counter() - start < 60     # bounded: nothing was built (a guard, not a timing test)
 
+
+
+@pytest.mark.parametrize("dtype, name", [(torch.float8_e4m3fn, "F8_E4M3"), (torch.int64, "I64")])
+def test_weights_of_a_dtype_not_read_name_it_and_the_fix(tiny, tmp_path, dtype, name):
+    from safetensors.torch import load_file, save_file
+
+    path = copy(tiny, tmp_path)
+    state = load_file(path / "model.safetensors")
+    key = sorted(state)[3]
+    state[key] = state[key].to(dtype)
+    save_file(state, path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=f"{key!r} has dtype {name}; seq2seq_kit reads F32, F16, BF16, F64 "
+                                         "weights: save the checkpoint in float32, float16 or bfloat16"):
+        BartForConditionalGeneration.from_pretrained(path)
 
 @pytest.mark.parametrize("shard", ["../outside.safetensors", "/etc/passwd", "sub/../../x.safetensors"])
 def test_a_shard_index_naming_files_outside_is_refused(tiny, tmp_path, shard):
