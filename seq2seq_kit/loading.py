@@ -188,6 +188,9 @@ def weight_files(root: Path) -> list[Path]:
             shards = sorted(set(weight_map.values()))
         except (ValueError, KeyError, TypeError, AttributeError) as e:   # read_json's ValueError too
             raise ValueError(f"{path} is not a valid shard index (needs a 'weight_map' object): {e!r}") from None
+        if not shards:
+            raise ValueError(f"{path} lists no shard files (its 'weight_map' is empty): the index is incomplete; "
+                             "restore it from the checkpoint's source, or remove it to load another weight file")
         outside = [s for s in shards if not _inside(s)]
         if outside:
             raise ValueError(f"{path} names shard files outside {root}: {', '.join(map(repr, outside))}; shard "

@@ -398,6 +398,21 @@ def test_shard_index_errors(checkpoint, tmp_path):
             BartForConditionalGeneration.from_pretrained(tmp_path / "ckpt")
 
 
+@pytest.mark.parametrize("dtype", [None, "auto"])
+def test_an_empty_shard_index_is_named(checkpoint, tmp_path, dtype):
+    # an empty weight_map named no file: dtype="auto" raised IndexError, else config.json was blamed for "0 weights"
+    shutil.copytree(checkpoint("tiny-sharded"), tmp_path / "ckpt")
+    index = tmp_path / "ckpt" / "model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": {}}))
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    config.pop("dtype", None)
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=re.escape(f"{index} lists no shard files (its 'weight_map' is empty): the "
+                                                   "index is incomplete; restore it from the checkpoint's source, "
+                                                   "or remove it to load another weight file")):
+        BartForConditionalGeneration.from_pretrained(tmp_path / "ckpt", dtype=dtype)
+
+
 def test_malformed_generation_config_json_names_the_file(tiny, tmp_path):
     shutil.copytree(tiny, tmp_path / "ckpt")
     (tmp_path / "ckpt" / "generation_config.json").write_text("{not json")
