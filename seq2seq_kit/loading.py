@@ -108,11 +108,19 @@ class _TorchFile:
     def shape(self, key: str) -> tuple:
         return tuple(self.state[key].shape)
 
-    def dtype(self, key: str) -> torch.dtype:
-        return self.state[key].dtype
+    def dtype(self, key: str) -> torch.dtype | None:
+        dtype = self.state[key].dtype
+        return dtype if dtype in SAFETENSORS_DTYPES.values() else None
 
     def tensor(self, key: str) -> torch.Tensor:
-        return self.state[key]
+        """The tensor as stored; one of a dtype not read (int, bool, complex, float8) is refused, as in a safetensors
+        file, rather than cast (copy_ would round, truncate or drop an imaginary part without a word)."""
+        tensor = self.state[key]
+        if self.dtype(key) is None:
+            read = ", ".join(str(d).removeprefix("torch.") for d in SAFETENSORS_DTYPES.values())
+            raise ValueError(f"{self.path}: {key!r} has dtype {str(tensor.dtype).removeprefix('torch.')}; "
+                             f"seq2seq_kit reads {read} weights: save the checkpoint in float32, float16 or bfloat16")
+        return tensor
 
     def release(self, key: str) -> None:
         pass

@@ -61,6 +61,23 @@ def test_weights_of_a_dtype_not_read_name_it_and_the_fix(tiny, tmp_path, dtype, 
                                          "weights: save the checkpoint in float32, float16 or bfloat16"):
         BartForConditionalGeneration.from_pretrained(path)
 
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int8, torch.bool, torch.complex64, torch.float8_e4m3fn])
+def test_bin_weights_of_a_dtype_not_read_name_it_and_the_fix(tiny, tmp_path, dtype):
+    # the same tensors in a safetensors file are refused (above); a .bin file's were cast by copy_ without a word
+    from safetensors.torch import load_file
+
+    path = copy(tiny, tmp_path)
+    state = load_file(path / "model.safetensors")
+    key = sorted(state)[3]
+    state[key] = (state[key] * 100).to(dtype)
+    torch.save(state, path / "pytorch_model.bin")
+    (path / "model.safetensors").unlink()
+    name = str(dtype).removeprefix("torch.")
+    with pytest.raises(ValueError, match=f"{key!r} has dtype {name}; seq2seq_kit reads float32, float16, bfloat16, "
+                                         "float64 weights: save the checkpoint in float32, float16 or bfloat16"):
+        BartForConditionalGeneration.from_pretrained(path)
+
+
 @pytest.mark.parametrize("shard", ["../outside.safetensors", "/etc/passwd", "sub/../../x.safetensors"])
 def test_a_shard_index_naming_files_outside_is_refused(tiny, tmp_path, shard):
     path = copy(tiny, tmp_path)
