@@ -164,6 +164,35 @@ def test_untied_config(tiny, tmp_path):
         BartForConditionalGeneration.from_pretrained(own)
 
 
+@pytest.mark.parametrize("absent", [("encoder",), ("decoder",), ("encoder", "decoder")])
+def test_untied_config_without_an_embedding_copy_loads_shared_with_a_warning(tiny, tmp_path, absent):
+    """tie_word_embeddings false, an encoder / decoder embedding absent (transformers 4.x saved shared.weight alone:
+    its three embeddings were one): loaded from shared.weight, as 4.x read it, with a warning that transformers 5
+    initializes it randomly (it loaded silently before)."""
+    def edit(state):
+        state["lm_head.weight"] = 2 * state["model.shared.weight"]
+        for side in ("encoder", "decoder"):
+            if side not in absent:
+                state[f"model.{side}.embed_tokens.weight"] = state["model.shared.weight"].clone()
+        return state
+
+    path = variant(tiny, tmp_path, edit, lambda c: c.update(tie_word_embeddings=False))
+    names = " and ".join(f"model.{side}.embed_tokens.weight" for side in absent)
+    with pytest.warns(UserWarning, match=re.escape(
+            f"config.json has tie_word_embeddings false but the checkpoint (model.safetensors) lacks {names}: "
+            "loaded from model.shared.weight, as transformers 4.x saved and read such checkpoints (transformers 5 "
+            "initializes a missing embedding randomly, so its outputs differ)")):
+        ours = BartForConditionalGeneration.from_pretrained(path)
+    hf = oracle(path)
+    for side in absent:                         # transformers' model: that embedding is not the checkpoint's
+        embedding = getattr(hf.model, side).embed_tokens.weight
+        assert not torch.equal(embedding, hf.model.shared.weight)
+        with torch.no_grad():
+            embedding.copy_(hf.model.shared.weight)                      # what 4.x meant
+    batch = make_batch(ours)
+    assert (logits_of(ours, batch) - logits_of(hf, batch)).abs().max().item() <= ATOL
+
+
 def test_safetensors_preferred_over_bin(tiny, tiny_logits, checkpoint, tmp_path):
     shutil.copytree(tiny, tmp_path / "both")
     shutil.copy(checkpoint("tiny-bin") / "pytorch_model.bin", tmp_path / "both")   # other weights (another seed)
@@ -267,6 +296,8 @@ def test_save_pretrained_round_trip(checkpoint, tmp_path, name):
 def test_save_pretrained_untied_and_half(tiny, tmp_path):
     def edit(state):
         state["lm_head.weight"] = state["model.shared.weight"] * 2
+        for side in ("encoder", "decoder"):     # untied, transformers 5 reads (and saves) each copy
+            state[f"model.{side}.embed_tokens.weight"] = state["model.shared.weight"].clone()
         return state
 
     path = variant(tiny, tmp_path / "src", edit, lambda c: c.update(tie_word_embeddings=False))

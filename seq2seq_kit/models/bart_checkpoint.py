@@ -125,6 +125,22 @@ def _check_names(model: nn.Module, source, sources: dict, missing: list[str]) ->
     raise ValueError("\n".join(lines))
 
 
+def _warn_untied_copies(model: nn.Module, source) -> None:
+    """tie_word_embeddings false with one shared embedding and an encoder / decoder copy absent: transformers 4.x
+    saved such checkpoints with shared.weight alone (its three embeddings were one tensor), transformers 5 reads
+    each copy from its own tensor and initializes a missing one randomly. Ours loads shared.weight in its place, as
+    4.x meant, and says so."""
+    if model.shared is None or model.config.tie_word_embeddings:
+        return
+    absent = [published(n) for n in SHARED_ALIASES[1:] if n not in source]
+    if absent:
+        warnings.warn(
+            f"config.json has tie_word_embeddings false but the checkpoint ({source.description}) lacks "
+            f"{' and '.join(absent)}: loaded from {published('shared.weight')}, as transformers 4.x saved and read "
+            f"such checkpoints (transformers 5 initializes a missing embedding randomly, so its outputs differ); "
+            f"store {published('shared.weight')} under the missing names to silence this", stacklevel=3)
+
+
 def _check_shapes(model: nn.Module, source, sources: dict) -> None:
     ours, bad = tensors(model), []
     for name, names in sources.items():
@@ -143,9 +159,11 @@ def _check_shapes(model: nn.Module, source, sources: dict) -> None:
 
 def plan(model: nn.Module, source) -> dict[str, list[str]]:
     """Our tensor name -> the checkpoint names stacked to make it. Raises one error listing every missing and
-    unexpected weight, then one listing every shape mismatch. `model` may be on the meta device."""
+    unexpected weight (warning of untied embedding copies that are absent), then one listing every shape
+    mismatch. `model` may be on the meta device."""
     sources, missing = _sources(model, source)
     _check_names(model, source, sources, missing)
+    _warn_untied_copies(model, source)
     _check_shapes(model, source, sources)
     return sources
 
