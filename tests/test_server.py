@@ -739,6 +739,23 @@ def test_an_api_key_no_header_can_carry_is_refused(key, capsys, monkeypatch):
     assert main(["serve", "--api-key-env", "S2S_KEY"]) == 0 and served[0].api_key == "test key"
 
 
+def test_an_api_key_of_bytes_that_are_not_utf8_is_the_environments_bytes(capsys, monkeypatch):
+    """A key whose bytes are not UTF-8 (a Latin-1 secret file: "cl\xe9") started a server whose app failed to start
+    (UnicodeEncodeError inside uvicorn's lifespan, then "cannot serve on ... in use"): the key is compared as the
+    bytes the environment holds, which a header carries as they are (curl -H "...$KEY", Latin-1 clients)."""
+    import seq2seq_kit.server
+    from seq2seq_kit.cli import main
+    from seq2seq_kit.server.app import Gate, Service
+
+    served = []
+    monkeypatch.setattr(seq2seq_kit.server, "serve", lambda settings, host, port: served.append(settings))
+    monkeypatch.setenv("S2S_KEY", os.fsdecode(b"cl\xe9"))
+    assert main(["serve", "--api-key-env", "S2S_KEY"]) == 0
+    gate = Gate(None, Service(served[0]))
+    assert [gate.authorized({"headers": [(b"authorization", b"Bearer " + key)]})
+            for key in (b"cl\xe9", "clé".encode(), b"cl")] == [True, False, False]
+
+
 
 class Stop(Exception):
     pass

@@ -510,7 +510,8 @@ class Gate:
     def __init__(self, app, service: Service):
         self.app, self.service = app, service
         key = service.settings.api_key
-        self.expected = None if key is None else key.encode()
+        # the key's bytes as the environment held them (os.fsencode): a byte that is not UTF-8 is a surrogate
+        self.expected = None if key is None else key.encode("utf-8", "surrogateescape")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
