@@ -63,6 +63,11 @@ class BatchEncoding(dict):
         return BatchEncoding({k: v.to(device) for k, v in self.items()})
 
 
+# transformers' tokenizer classes without a pad_token default of their own (AutoTokenizer's choice for a
+# tokenizer_config.json naming no class, beside no config.json model_type)
+GENERIC_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
+
+
 class Tokenizer:
     """A `tokenizers.Tokenizer` plus the special tokens and settings of tokenizer_config.json.
 
@@ -81,7 +86,7 @@ class Tokenizer:
     cuts_one_side_only = False
 
     def __init__(self, backend: Backend, config: dict):
-        config = {**_saved_settings(backend), **config}
+        config = {**_saved_settings(backend, config.get("tokenizer_class") in GENERIC_CLASSES), **config}
         self._backend = backend
         self.lock = threading.Lock()   # the backend's truncation/padding state is per instance, set per call
         # Named tokens: tokenizer_config.json's, else BartTokenizer's default when the vocabulary has it.
@@ -118,6 +123,8 @@ class Tokenizer:
         if (root / "tokenizer.json").is_file():
             read_json(root / "tokenizer.json")   # malformed JSON: an error that names the file
             backend = _file_error(root / "tokenizer.json", lambda: Backend.from_file(str(root / "tokenizer.json")))
+            if backend.padding is not None and not config.get("tokenizer_class") and not _model_type(root):
+                config = {**config, "tokenizer_class": "TokenizersBackend"}    # transformers' class (GENERIC_CLASSES)
             return _file_error(root / "tokenizer_config.json", lambda: cls(backend, config))
         if not ((root / "vocab.json").is_file() and (root / "merges.txt").is_file()):
             found = sorted(p.name for p in root.iterdir())
@@ -457,14 +464,22 @@ class Tokenizer:
                 f"special_tokens={self.all_special_tokens})")
 
 
-def _saved_settings(backend: Backend) -> dict:
+def _saved_settings(backend: Backend, generic: bool) -> dict:
     """What a tokenizer.json saved with padding or truncation on sets, as transformers' TokenizersBackend.__init__
-    reads it (under tokenizer_config.json's settings): padding_side and pad_token, truncation_side."""
+    reads it (under tokenizer_config.json's settings): padding_side, truncation_side, and pad_token when the
+    tokenizer's transformers class is `generic` (GENERIC_CLASSES): BART's, Pegasus', mBART's, NLLB's pass their
+    own default "<pad>", which the saved one does not replace."""
     padding, truncation = backend.padding, backend.truncation
     settings = {} if truncation is None else {"truncation_side": truncation["direction"]}
     if padding is not None:
-        settings.update(padding_side=padding["direction"], pad_token=padding["pad_token"])
+        settings.update(padding_side=padding["direction"], **{"pad_token": padding["pad_token"]} if generic else {})
     return settings
+
+
+def _model_type(root: Path) -> str | None:
+    """config.json's model_type beside a tokenizer (transformers' AutoTokenizer picks the class by it), or None."""
+    path = root / "config.json"
+    return read_json_object(path).get("model_type") if path.is_file() else None
 
 
 def _max_length(value) -> int:

@@ -363,6 +363,32 @@ def test_tokenizer_json_saved_padding_and_truncation_as_transformers(tmp_path, c
         assert dict(ours(texts, **call)) == {k: theirs(texts, **call)[k] for k in ("input_ids", "attention_mask")}
 
 
+@pytest.mark.parametrize("tokenizer_class,model_type,pad", [
+    ("PreTrainedTokenizerFast", "bart", "</s>"), ("BartTokenizer", None, "<pad>"),
+    ("RobertaTokenizer", "bart", "<pad>"), (None, "bart", "<pad>"), (None, None, "</s>")])
+def test_tokenizer_json_saved_pad_token_only_for_transformers_generic_class(tmp_path, tokenizer_class, model_type,
+                                                                            pad):
+    """A tokenizer.json saved with padding names its pad_token only where transformers loads it as its generic
+    TokenizersBackend (so named, or no class and no config.json model_type); a class of its own (BART's, as a
+    config.json model_type 'bart' picks it) keeps its "<pad>" default (it padded with the saved '</s>')."""
+    root = Path(shutil.copytree(FIXTURES / "kobart-tokenizer", tmp_path / "kobart"))
+    saved = json.loads((root / "tokenizer.json").read_text())
+    saved["padding"] = {"strategy": "BatchLongest", "direction": "Left", "pad_to_multiple_of": None, "pad_id": 1,
+                        "pad_type_id": 0, "pad_token": "</s>"}
+    (root / "tokenizer.json").write_text(json.dumps(saved))
+    config = {k: v for k, v in json.loads((root / "tokenizer_config.json").read_text()).items()
+              if k not in ("pad_token", "tokenizer_class")}
+    (root / "tokenizer_config.json").write_text(json.dumps({**config, **({"tokenizer_class": tokenizer_class}
+                                                                        if tokenizer_class else {})}))
+    if model_type:
+        (root / "config.json").write_text(json.dumps({"model_type": model_type}))
+    ours, theirs = Tokenizer.from_pretrained(root), AutoTokenizer.from_pretrained(str(root))
+    assert (ours.pad_token, ours.pad_token_id, ours.padding_side) == \
+        (theirs.pad_token, theirs.pad_token_id, theirs.padding_side) == (pad, ours.convert_tokens_to_ids(pad), "left")
+    short = ours(["a", PROSE], padding=True)["input_ids"][0]      # (a class's own pieces may differ: the pads only)
+    assert short[:3] == [ours.pad_token_id] * 3 and theirs(["a", PROSE], padding=True)["input_ids"][0][:3] == short[:3]
+
+
 def test_default_and_configless_bart_files(bart, tmp_path):
     """The embedded files equal the fixture; vocab.json + merges.txt load with no config at all (BART defaults)."""
     default = Tokenizer.from_default()
