@@ -94,6 +94,15 @@ def test_a_name_neither_str_nor_path_is_a_type_error_naming_the_fix(load, name):
                                                   f"{type(name).__name__}; pass its path")):
         getattr(seq2seq_kit, load).from_pretrained(name)
 
+
+@pytest.mark.parametrize("name", [3, None, b"dir"])
+def test_a_generation_config_from_neither_str_nor_path_is_a_type_error(name):
+    from seq2seq_kit.generation import GenerationConfig
+
+    with pytest.raises(TypeError, match=re.escape("a generation config is loaded from a checkpoint directory (str or "
+                                                  f"path), got a {type(name).__name__}; pass its path")):
+        GenerationConfig.from_pretrained(name)
+
 def test_file_instead_of_directory(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="is a file; pass the checkpoint directory"):

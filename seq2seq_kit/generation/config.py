@@ -16,6 +16,7 @@ LIBRARY_DEFAULTS. Lengths count the decoder start token (the decoder "prompt", l
 from __future__ import annotations
 
 import math
+import os
 import sys
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -100,6 +101,9 @@ class GenerationConfig:
     @classmethod
     def from_pretrained(cls, path: str | Path, model_config=None) -> "GenerationConfig":
         """From a checkpoint directory: generation_config.json, else config.json (else `model_config`, if given)."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"a generation config is loaded from a checkpoint directory (str or path), got a "
+                            f"{type(path).__name__}; pass its path")
         path = Path(path)
         gen_file, config_file = path / "generation_config.json", path / "config.json"
         if gen_file.is_file():
