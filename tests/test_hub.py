@@ -103,6 +103,7 @@ def test_a_generation_config_from_neither_str_nor_path_is_a_type_error(name):
                                                   f"path), got a {type(name).__name__}; pass its path")):
         GenerationConfig.from_pretrained(name)
 
+
 def test_file_instead_of_directory(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="is a file; pass the checkpoint directory"):
