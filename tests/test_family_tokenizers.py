@@ -299,6 +299,7 @@ def test_mbart50_bos_token_only_from_the_files_as_in_transformers(tmp_path, bos_
         assert ours.all_special_ids == theirs.all_special_ids, root
         assert_same(theirs, ours, CORPUS[:3] + EDGE)
 
+
 def test_mbart_ids_text_and_languages_equal_transformers(tmp_path):
     """mBART (cc25): `A </s> src_lang`, the code from src_lang at load, from tokenizer_config.json, or set after
     (transformers' MBartTokenizer overrides the code saved in tokenizer.json with either)."""

@@ -61,6 +61,7 @@ def test_weights_of_a_dtype_not_read_name_it_and_the_fix(tiny, tmp_path, dtype, 
                                          "weights: save the checkpoint in float32, float16 or bfloat16"):
         BartForConditionalGeneration.from_pretrained(path)
 
+
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int8, torch.bool, torch.complex64, torch.float8_e4m3fn])
 def test_bin_weights_of_a_dtype_not_read_name_it_and_the_fix(tiny, tmp_path, dtype):
     # the same tensors in a safetensors file are refused (above); a .bin file's were cast by copy_ without a word

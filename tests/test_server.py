@@ -184,6 +184,7 @@ def test_huggingface_hubs_own_inference_client_gets_the_pipelines_summary(server
     expected = pipe(text, clean_up_tokenization_spaces=False, **params)[0]["summary_text"]
     assert out.summary_text == expected and expected.strip()
 
+
 def test_settings_whose_python_form_is_a_tuple_come_as_json_lists(server, pipe):
     doc = make_docs(1, seed=5)[0]["text"]
     settings = {"sequence_bias": [[[5], 2.0], [[6, 7], -1.5]], "exponential_decay_length_penalty": [3, 1.5],
@@ -780,6 +781,7 @@ def test_listening_beyond_this_machine_without_a_key_warns_on_both_runners(runne
     with caplog.at_level(logging.WARNING, logger="seq2seq_kit.server"), pytest.raises(Stop):
         getattr(run if runner == "serve" else ray_serve, runner)(app.Settings(model="m", api_key=key), host=host)
     assert ("without an API key" in caplog.text) == warned, caplog.text
+
 
 def test_a_port_in_use_stops_the_server_with_one_line(tiny_eos_path, tmp_path, monkeypatch):
     """uvicorn exits 3 when it cannot bind (our code for a corpus job's failed records): one line and exit 1."""

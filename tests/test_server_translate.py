@@ -119,6 +119,7 @@ def test_huggingface_hubs_own_inference_client_gets_the_pipelines_translation(m2
             texts.add(out.translation_text)
     assert len(texts) > 2           # languages and texts answered differently
 
+
 def test_m2m100_info_and_routes(m2m100_server, m2m100_path):
     info = httpx.get(m2m100_server.url + "/info").json()
     assert info["task"] == "translation" and "/translate" in info["routes"] and "/summarize" not in info["routes"]
