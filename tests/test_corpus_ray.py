@@ -163,3 +163,30 @@ def test_sigterm_ends_a_ray_job_as_it_ends_a_local_one(checkpoint, tmp_path):
     assert proc.returncode == -signal.SIGTERM, err
     assert "SIGTERM received" not in err, err
     assert len(by_id(read_jsonl(out))) >= 10       # every line whole, each id once
+
+
+def closed_port() -> int:
+    """A port of this machine that nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("form", ["{}", "ray://{}"])
+def test_a_ray_address_nothing_answers_at_is_one_line(corpus, tmp_path, form):
+    """--ray-address HOST:PORT where no head listens: one line naming it, exit 1 (ray.init retried it forever,
+    printing a warning every few seconds)."""
+    import subprocess
+    import sys
+
+    path, _, model = corpus
+    address = form.format(f"127.0.0.1:{closed_port()}")
+    done = subprocess.run([sys.executable, "-m", "seq2seq_kit", "summarize", "--input", path, "--output",
+                           tmp_path / "out.jsonl", "--model", model, "--ray", "--ray-address", address],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"seq2seq-kit: error: no Ray cluster answers at '{address}' (Connection refused); check the head's address "
+        "and port (`ray status` on the head), or leave the address out for a local Ray")

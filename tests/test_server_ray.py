@@ -90,3 +90,18 @@ def test_sigterm_answers_the_requests_in_flight(tiny_eos_path, tmp_path):
     finally:
         srv.stop()
     assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+
+
+def test_a_ray_address_nothing_answers_at_stops_the_ray_server_with_one_line(tiny_eos_path, tmp_path):
+    """As a corpus job: one line naming the address, exit 1 (ray.init retried it forever)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    srv = Server(tmp_path, "--model", tiny_eos_path, "--ray", "--ray-address", address)
+    try:
+        assert srv.proc.wait(120) == 1
+    finally:
+        srv.stop()
+    assert srv.log.read_text().strip().splitlines()[-1] == (
+        f"seq2seq-kit: error: no Ray cluster answers at '{address}' (Connection refused); check the head's address "
+        "and port (`ray status` on the head), or leave the address out for a local Ray")
