@@ -39,9 +39,9 @@ FORBIDDEN = {
     "parity": ["cli", "corpus", "server"],
 }
 LAYERS = sorted({layer for rules in FORBIDDEN.values() for layer in rules} | set(FORBIDDEN))
-# the C library's and OpenMP's knobs, and the CUDA graph capture that models/ and generation/ share: leaves that
-# import no other module of the package
-FORBIDDEN |= {leaf: LAYERS for leaf in ("cpu_memory", "cpu_threads", "cuda_capture")}
+# the C library's and OpenMP's knobs, the CUDA graph capture that models/ and generation/ share, and the Ray
+# address check that corpus/ and server/ share: leaves that import no other module of the package
+FORBIDDEN |= {leaf: LAYERS for leaf in ("cpu_memory", "cpu_threads", "cuda_capture", "ray_cluster")}
 
 
 def module_name(path: Path) -> str:

@@ -21,20 +21,19 @@ import logging
 import os
 import re
 import signal
-import socket
 import sys
 import threading
 from contextlib import contextmanager
 from typing import Iterator
 
 from ..loading import resolve_device
+from ..ray_cluster import check_address
 from .worker import Worker
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")   # terminal colour codes in Ray's messages
 # The ERROR line Ray's core (C++, straight to stderr) prints on every run: Ray Data's actors get their arguments
 # from the object store and may restart (ray#53727). A restarted actor here rebuilds its Worker from them.
 RESTART_NOTICE = b"has constructor arguments in the object store and max_restarts > 0"
-CONNECT_TIMEOUT_S = 10   # a head that takes no TCP connection within this is refused (Ray would retry forever)
 
 
 def require_ray():
@@ -92,21 +91,6 @@ def _init(ray, address: str | None) -> None:
     ray.init(address=address, **({"include_dashboard": False} if address is None else {}))
     if handler is not None and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handler)
-
-
-def check_address(address: str | None) -> None:
-    """A head's HOST:PORT or ray://HOST:PORT that takes no TCP connection is a ConnectionError naming it (ray.init
-    retries such an address forever, printing a warning every few seconds). None and "auto" are Ray's to find."""
-    if address is None or address == "auto":
-        return
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        return                                      # not HOST:PORT: Ray's own message says what it takes
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as e:
-        raise ConnectionError(f"no Ray cluster answers at {address!r} ({e.strerror or e}); check the head's address "
-                              "and port (`ray status` on the head), or leave the address out for a local Ray") from None
 
 
 @contextmanager

@@ -17,8 +17,8 @@ import signal
 import threading
 
 from .. import hub
-from ..corpus.ray_engine import check_address
 from ..loading import named_device
+from ..ray_cluster import check_address
 from .app import Settings, build_app, warn_if_exposed
 
 logger = logging.getLogger("seq2seq_kit.server")
