@@ -62,10 +62,9 @@ def split_kwargs(kwargs: dict) -> tuple[dict, dict, dict]:
     return generate, options, {k: v for k, v in kwargs.items() if k not in generate and k not in options}
 
 
-def load_model_and_tokenizer(model, tokenizer, device, dtype, tokenizer_kwargs: dict | None = None,
+def load_model_and_tokenizer(model, tokenizer, device, dtype,
                              **hub_kwargs) -> tuple[BartForConditionalGeneration, Tokenizer]:
-    """A pipeline's (model in eval mode, tokenizer), from pipeline()'s arguments (see there); tokenizer_kwargs
-    (src_lang, tgt_lang) go to AutoTokenizer.from_pretrained."""
+    """A pipeline's (model in eval mode, tokenizer), from pipeline()'s arguments (see there)."""
     model = DEFAULT_MODEL if model is None else model
     if isinstance(model, BartForConditionalGeneration):
         if tokenizer is None:
@@ -83,7 +82,7 @@ def load_model_and_tokenizer(model, tokenizer, device, dtype, tokenizer_kwargs: 
         tokenizer = root if tokenizer is None else tokenizer
         model = BartForConditionalGeneration.from_pretrained(root, dtype=dtype, device=device)
     if not isinstance(tokenizer, Tokenizer):
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer, **(tokenizer_kwargs or {}), **hub_kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer, **hub_kwargs)
     return model.eval(), tokenizer
 
 

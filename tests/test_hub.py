@@ -112,7 +112,8 @@ def test_file_instead_of_directory(tmp_path):
 
 @pytest.mark.parametrize("name, words", [("torch_dtype", "name it dtype="), ("use_fast", "leave it out"),
                                          ("subfolder", "pass the subfolder's own path"),
-                                         ("revison", "revision, cache_dir, token and local_files_only")])
+                                         ("revison", "revision, cache_dir, token and local_files_only"),
+                                         ("tokenizer_kwargs", "revision, cache_dir, token and local_files_only")])
 def test_unknown_keyword_arguments_are_named(name, words):
     from seq2seq_kit import AutoModelForSeq2SeqLM, AutoTokenizer, Tokenizer, pipeline
 
