@@ -64,7 +64,7 @@ class BartConfig:
     forced_bos_token_id: int | None = None
     forced_eos_token_id: int | list[int] | None = 2
     tie_word_embeddings: bool = True
-    dtype: str | None = None                        # config.json "dtype" (or legacy "torch_dtype")
+    dtype: str | None = None                        # config.json "dtype" (or "torch_dtype"); a loaded model's: its own
     model_type: str = "bart"
     extra: dict = field(default_factory=dict)       # every other config.json key, verbatim
 

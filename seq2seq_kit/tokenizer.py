@@ -77,7 +77,7 @@ class Tokenizer:
     Subclasses (family_tokenizers) build on these hooks: `lock` (held while the backend's state is set and
     used), `strategies` (the checked padding / truncation arguments), `encodings` (checked arguments, then
     `encodings_locked` under the lock), `encodings_locked` (the backend calls), `target_encodings_locked` (the
-    same for text_target) and `special_room`.
+    same for text_target), `special_room` and `saved_config` (the tokenizer_config.json save_pretrained writes).
     """
 
     gives_offsets = True    # return_offsets_mapping: the tokens' character offsets are right
@@ -154,7 +154,8 @@ class Tokenizer:
 
     def save_pretrained(self, save_directory) -> tuple[str, str]:
         """Write tokenizer.json + tokenizer_config.json (saved_config); this class and transformers.AutoTokenizer both
-        reload them (as "PreTrainedTokenizerFast") to the same tokenizer, whichever form it was loaded from."""
+        reload them (as its tokenizer_class: "PreTrainedTokenizerFast" here) to the same tokenizer, whichever form
+        it was loaded from."""
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         with self.lock:

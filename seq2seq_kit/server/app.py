@@ -172,7 +172,7 @@ class Service:
                     dtype_name(pipe.model))
 
     def stop_accepting(self, grace_s: float = 0.0) -> None:
-        """From now on /health and new requests answer 503 (a load still running then starts no engine); the
+        """From now on /health and new requests answer 503 (a load still running then closes its engine at once); the
         requests accepted are answered by the end of grace_s + drain_timeout, a 503 for those still running then
         (uvicorn would cancel them: a plain-text 500)."""
         with self.status_lock:
