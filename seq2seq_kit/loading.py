@@ -154,12 +154,12 @@ class Checkpoint:
         return set(self.where)
 
     def first_floating(self) -> str | None:
-        """The first floating-point tensor of the first weight file in the order transformers reads it (a
-        safetensors file's by name, a .bin file's as saved): what its dtype="auto" takes when neither config.json
-        nor a shard index names a dtype; or None."""
+        """The first floating-point tensor (of a dtype read: SAFETENSORS_DTYPES) of the first weight file in the order
+        transformers reads it (a safetensors file's by name, a .bin file's as saved): what its dtype="auto" takes
+        when neither config.json nor a shard index names a dtype; or None."""
         first = self.files[0]
-        return next((name for name, (f, key) in self.where.items()
-                     if f.path == first and f.dtype(key) is not None and f.dtype(key).is_floating_point), None)
+        return next((name for name, (f, key) in self.where.items() if f.path == first and f.dtype(key) is not None),
+                    None)
 
     def key(self, name: str) -> str:
         return self.where[name][1]
