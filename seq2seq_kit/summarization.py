@@ -31,6 +31,7 @@ from .generation.config import GENERATE_KWARGS, GenerationConfig
 from .loading import resolve_device
 from .long_documents import DEFAULT_BATCH_SIZE, check_strategy, map_reduce
 from .modeling import BartForConditionalGeneration
+from .models.checks import check_positive_int
 from .tokenizer import Tokenizer, check_text, clean_up_tokenization
 
 TASKS = ("summarization",)
@@ -221,8 +222,7 @@ class SummarizationPipeline:
         if strategy == "map_reduce":
             self._check_map_reduce(return_tensors)
         batch_size = (1 if strategy == "truncate" else DEFAULT_BATCH_SIZE) if batch_size is None else batch_size
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_positive_int(batch_size, "batch_size")
         if stop_sequence is not None and (not isinstance(stop_sequence, str) or not stop_sequence):
             raise ValueError(f"stop_sequence must be a non-empty text, got {stop_sequence!r}")
         return dict(return_tensors=return_tensors, clean_up_tokenization_spaces=clean_up_tokenization_spaces,

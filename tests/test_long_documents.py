@@ -326,6 +326,13 @@ def test_bad_options(pipes, kwargs, error, message):
         pipes("tiny")("A sentence.", **kwargs)
 
 
+@pytest.mark.parametrize("max_depth", [0, True, 2.0, None])
+def test_a_max_depth_that_is_no_positive_integer_is_named(pipes, max_depth):
+    with pytest.raises(ValueError) as error:
+        map_reduce(pipes("tiny"), ["A sentence."], max_depth=max_depth)
+    assert str(error.value) == f"max_depth must be a positive integer, got {max_depth!r}"
+
+
 # ---------------------------------------------------------------------------------------------- CLI and corpus
 
 def test_cli_summarize_strategy(capsys, pipes, checkpoint, tmp_path):

@@ -20,6 +20,7 @@ from ..generation import GenerationConfig
 from ..generation import config as generation_config
 from ..loading import Checkpoint, is_int8, resolve_dtype, weight_files
 from ..long_documents import check_strategy
+from ..models.checks import check_positive_int
 from ..summarization import DEFAULT_MODEL, task_defaults
 from ..translation import TRANSLATION_TASK, check_languages, target_token, task_languages, translation_task
 from . import ray_engine
@@ -169,8 +170,7 @@ def _check_engine(engine: str, ray_address, actors, batch_size) -> None:
         raise ValueError("ray_address is empty: pass 'auto', a head's HOST:PORT or ray://HOST:PORT, or leave it out "
                          "for a local Ray")
     for name, value in (("batch_size", batch_size), ("actors", 1 if actors is None else actors)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_int(value, name)
     if engine == "ray":
         ray_engine.require_ray()                                   # before any work: is Ray there?
 

@@ -49,6 +49,7 @@ import torch
 from .. import cpu_threads
 from ..generation import GenerationConfig, prepare, result, rows_setting, settings, start_search
 from ..models.bart import BartNetwork
+from ..models.checks import check_positive_int
 from .batch import EagerBatch, FixedCapacity, Group, Launched, Request
 
 
@@ -95,11 +96,11 @@ class Engine:
     def __init__(self, model, *, max_rows: int = 32, max_source_tokens: int | None = None,
                  max_queue: int = 1024, defaults: dict | None = None, fixed_capacity: bool | None = None):
         check_model(model)
-        check_positive("max_rows", max_rows)
+        check_positive_int(max_rows, "max_rows")
         limit = model.config.max_position_embeddings
         max_source_tokens = max_rows * limit if max_source_tokens is None else max_source_tokens
-        check_positive("max_source_tokens", max_source_tokens)
-        check_positive("max_queue", max_queue)
+        check_positive_int(max_source_tokens, "max_source_tokens")
+        check_positive_int(max_queue, "max_queue")
         self.model, self.defaults = model, dict(defaults or {})
         if self.defaults:                           # bad defaults fail here, not at every submit
             check_engine_settings(self.defaults)
@@ -528,11 +529,6 @@ def check_model(model) -> None:
                         "its model with its generation defaults (or pass Engine(pipe.model))")
     raise TypeError(f"Engine takes a loaded model, got {type(model).__name__}; load one with "
                     "BartForConditionalGeneration.from_pretrained(path_or_hub_id)")
-
-
-def check_positive(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def check_engine_settings(generate_kwargs: dict) -> None:
