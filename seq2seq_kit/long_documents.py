@@ -51,7 +51,6 @@ from dataclasses import dataclass, field
 import torch
 
 from .generation import rows_per_input, settings
-from .models.checks import check_positive_int
 
 STRATEGIES = ("truncate", "map_reduce")
 MAX_DEPTH = 3               # rounds of chunking: the document's, then up to two of summaries of summaries
@@ -185,7 +184,8 @@ def summarize_documents(pipe, texts: list[str], engine, *, chunk_overlap: int = 
     its `error`, the others their summaries: its text stays longer than the window after max_depth rounds
     (SummariesTooLong), or the chunker cannot take it (ValueError: the tokenizer refuses it, or a character does
     not fit the window alone). Bad settings raise before any work. cancel: as map_reduce."""
-    check_positive_int(max_depth, "max_depth")
+    if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 1:
+        raise ValueError(f"max_depth must be a positive integer, got {max_depth!r}")
     check_overlap(pipe, chunk_overlap)
     if not pipe.tokenizer.gives_offsets:
         raise ValueError(f"map-reduce cuts a document at its tokens' character offsets, which this tokenizer "
