@@ -46,6 +46,7 @@ COMMIT_HASH = re.compile(r"^[0-9a-f]{40}$")
 NETWORK_ERRORS = (ConnectionError, TimeoutError, _http.TransportError)
 
 
+HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only")   # what resolve takes besides the name
 # what transformers users pass to from_pretrained that seq2seq_kit takes otherwise or not at all
 INSTEAD = {"torch_dtype": "transformers 5 (and seq2seq_kit) name it dtype=",
            "use_fast": "seq2seq_kit's tokenizers are all the `tokenizers` kind: leave it out",
@@ -62,11 +63,7 @@ def resolve(name_or_path: str | Path, *, purpose: str = "all", revision: str | N
             local_files_only: bool = False, **unknown) -> Path:
     """Local directory holding the files `purpose` ("tokenizer", "model" or "all") needs. Every from_pretrained
     hands its other keyword arguments here: an unknown one is a TypeError that names the ones taken."""
-    if unknown:
-        name = next(iter(unknown))
-        raise TypeError(f"unexpected keyword argument {name!r}: "
-                        + INSTEAD.get(name, "besides its own arguments it takes the Hub's revision, cache_dir, token "
-                                            "and local_files_only"))
+    check_kwargs(unknown)
     if purpose not in PURPOSES:
         raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
     check_name(name_or_path, purpose)
@@ -113,6 +110,17 @@ def resolve(name_or_path: str | Path, *, purpose: str = "all", revision: str | N
             f"downloading {where} into the Hub cache {cache} failed ({type(e).__name__}: {_first_line(e)}); make "
             "that folder writable, pass another cache_dir (--cache-dir), or use a cached copy with HF_HUB_OFFLINE=1"
         ) from e
+
+
+def check_kwargs(kwargs: dict) -> None:
+    """A TypeError naming the first of kwargs that is not one of the Hub's (HUB_KWARGS): what a from_pretrained (or
+    pipeline()) does not take."""
+    unknown = [name for name in kwargs if name not in HUB_KWARGS]
+    if unknown:
+        name = unknown[0]
+        raise TypeError(f"unexpected keyword argument {name!r}: "
+                        + INSTEAD.get(name, "besides its own arguments it takes the Hub's revision, cache_dir, token "
+                                            "and local_files_only"))
 
 
 def check_name(name_or_path, purpose: str) -> None:

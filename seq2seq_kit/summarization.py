@@ -66,6 +66,7 @@ def split_kwargs(kwargs: dict) -> tuple[dict, dict, dict]:
 def load_model_and_tokenizer(model, tokenizer, device, dtype,
                              **hub_kwargs) -> tuple[BartForConditionalGeneration, Tokenizer]:
     """A pipeline's (model in eval mode, tokenizer), from pipeline()'s arguments (see there)."""
+    hub.check_kwargs(hub_kwargs)                 # checked even where nothing is loaded (model and tokenizer given)
     model = DEFAULT_MODEL if model is None else model
     if isinstance(model, BartForConditionalGeneration):
         if tokenizer is None:

@@ -124,6 +124,22 @@ def test_unknown_keyword_arguments_are_named(name, words):
             load(path, **{name: True})
 
 
+
+@pytest.mark.parametrize("task", ["summarization", "translation"])
+def test_unknown_keyword_arguments_are_named_with_a_loaded_model_and_tokenizer(task):
+    """pipeline(model=<model>, tokenizer=<Tokenizer>, bogus=1) loads nothing: the keyword was accepted silently."""
+    from seq2seq_kit import BartConfig, BartForConditionalGeneration, Tokenizer, pipeline
+
+    model = BartForConditionalGeneration(BartConfig(vocab_size=50265, d_model=8, encoder_layers=1, decoder_layers=1,
+                                                    encoder_attention_heads=1, decoder_attention_heads=1,
+                                                    encoder_ffn_dim=8, decoder_ffn_dim=8))
+    tokenizer = Tokenizer.from_pretrained(Path(__file__).parent / "fixtures" / "bart-tokenizer")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus': besides its own arguments"):
+        pipeline(task, model=model, tokenizer=tokenizer, bogus=1)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'torch_dtype': transformers 5"):
+        pipeline(task, model=model, tokenizer=tokenizer, torch_dtype="auto")
+    assert pipeline(task, model=model, tokenizer=tokenizer, revision="main").model is model   # the Hub's: unused
+
 def test_bad_purpose():
     with pytest.raises(ValueError, match="purpose must be one of"):
         resolve(".", purpose="weights")
