@@ -1,9 +1,12 @@
-"""The Ray cluster a corpus job or `serve --ray` joins: its address checked before ray.init, which retries an
-address nothing answers at forever (a warning every few seconds, never an error)."""
+"""Joining the Ray cluster a corpus job or `serve --ray` runs on: its address checked before ray.init (which retries
+an address nothing answers at forever, a warning every few seconds, never an error), and this process's SIGTERM
+handler kept (Ray's core installs its own, which aborts the process with a C++ stack dump)."""
 
 from __future__ import annotations
 
+import signal
 import socket
+import threading
 
 CONNECT_TIMEOUT_S = 10   # a head that takes no TCP connection within this is refused
 
@@ -21,3 +24,13 @@ def check_address(address: str | None) -> None:
     except OSError as e:
         raise ConnectionError(f"no Ray cluster answers at {address!r} ({e.strerror or e}); check the head's address "
                               "and port (`ray status` on the head), or leave the address out for a local Ray") from None
+
+
+def join(ray, address: str | None) -> None:
+    """ray.init on `address` (None: a local Ray instance, no dashboard; "auto" / HOST:PORT / "ray://...": that
+    cluster), checked first, this process's SIGTERM handler kept."""
+    check_address(address)
+    handler = signal.getsignal(signal.SIGTERM)
+    ray.init(address=address, **({"include_dashboard": False} if address is None else {}))
+    if handler is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)

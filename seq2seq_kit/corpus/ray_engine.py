@@ -20,14 +20,13 @@ import json
 import logging
 import os
 import re
-import signal
 import sys
 import threading
 from contextlib import contextmanager
 from typing import Iterator
 
+from .. import ray_cluster
 from ..loading import resolve_device
-from ..ray_cluster import check_address
 from .worker import Worker
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")   # terminal colour codes in Ray's messages
@@ -51,8 +50,7 @@ def results(chunks: list[dict], worker_kwargs: dict, *, address: str | None, act
     ray = require_ray()
     started = not ray.is_initialized()
     if started:  # None: a local Ray instance; "auto" / "ray://...": join that cluster
-        check_address(address)
-        _init(ray, address)
+        ray_cluster.join(ray, address)
     try:
         if not chunks:
             return
@@ -81,16 +79,6 @@ def results(chunks: list[dict], worker_kwargs: dict, *, address: str | None, act
     finally:
         if started:
             ray.shutdown()
-
-
-def _init(ray, address: str | None) -> None:
-    """ray.init, keeping this process's SIGTERM handler: Ray's core installs its own, which aborts the driver with
-    a C++ stack dump (exit 134) where a local job ends as any process ends on SIGTERM (143); the output is whole
-    either way (every line fsync'ed)."""
-    handler = signal.getsignal(signal.SIGTERM)
-    ray.init(address=address, **({"include_dashboard": False} if address is None else {}))
-    if handler is not None and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
 
 
 @contextmanager

@@ -16,9 +16,8 @@ import logging
 import signal
 import threading
 
-from .. import hub
+from .. import hub, ray_cluster
 from ..loading import named_device
-from ..ray_cluster import check_address
 from .app import Settings, build_app, warn_if_exposed
 
 logger = logging.getLogger("seq2seq_kit.server")
@@ -77,8 +76,7 @@ def serve_on_ray(settings: Settings, *, address: str | None = None, replicas: in
     ray, serve = require_serve()
     warn_if_exposed(settings, host)
     hub.resolve(settings.model, purpose="all", **settings.hub_kwargs)   # here: a replica's load error is not shown
-    check_address(address)
-    ray.init(address=address, **({"include_dashboard": False} if address is None else {}))
+    ray_cluster.join(ray, address)
     stop = threading.Event()     # handlers set after ray.init, whose own SIGTERM handler would abort the process
     handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
