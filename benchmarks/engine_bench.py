@@ -177,8 +177,11 @@ def run_child(args, server: str, requests, lengths, at, kwargs) -> dict:
     """serve() in a fresh process, so each server's peak memory is its own."""
     job = {"server": server, "model": str(args.model_dir), "requests": requests, "lengths": lengths, "at": at,
            "kwargs": kwargs, "window": args.window}
-    proc = subprocess.run([sys.executable, __file__, "--child"], input=json.dumps(job), capture_output=True,
-                          text=True, check=True)
+    proc = subprocess.run([sys.executable, __file__, "--child"], input=json.dumps(job), stdout=subprocess.PIPE,
+                          text=True)                                # its stderr (warnings, a traceback) shows here
+    if proc.returncode != 0:
+        raise SystemExit(f"engine_bench: the {server} server's process failed (exit {proc.returncode}): "
+                         "its error is printed above")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
