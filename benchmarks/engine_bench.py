@@ -222,6 +222,9 @@ def main(argv=None) -> int:
         ap.error(f"unknown --servers {sorted(unknown)}; choose from {', '.join(SERVERS + OPTIONAL)}")
     if args.bound and "static8" not in args.servers.split(","):
         ap.error("--bound compares with static8's run: include static8 in --servers")
+    if not args.offline_only and "engine" not in args.servers.split(","):
+        ap.error("the online arrivals come at --load x the engine's offline docs/s: include engine in --servers, "
+                 "or pass --offline-only")
     if args.child:
         job = json.loads(sys.stdin.read())
         print(json.dumps(serve(job["server"], Path(job["model"]), job["requests"], job["lengths"], job["at"],
@@ -252,7 +255,7 @@ def main(argv=None) -> int:
                              static["wall_s"])
         print("bound", bound, flush=True)
     engine_rate = next((r["docs_per_s"] for r in rows["offline"] if r["server"] == "engine"), None)
-    if not args.offline_only and engine_rate:
+    if not args.offline_only:
         at = arrivals(len(requests), args.load * engine_rate)
         for server in servers:
             rows["online"].append(summarize(run_child(args, server, requests, summaries, at, kwargs), at))
