@@ -758,6 +758,18 @@ def test_an_api_key_of_bytes_that_are_not_utf8_is_the_environments_bytes(capsys,
 
 
 
+
+@pytest.mark.parametrize("field, value, words", [("dtype", "fp16", "dtype must be None, 'auto' or one of"),
+                                                 ("task", "summarize", "task must be one of")])
+def test_library_settings_are_checked_at_construction(field, value, words):
+    """serve(Settings(dtype="fp16")) started the server, which then exited with the load's error."""
+    from seq2seq_kit.server import Settings
+
+    with pytest.raises(ValueError, match=re.escape(words)):
+        Settings(model="m", **{field: value})
+    for dtype in (None, "auto", "int8", "bfloat16", "torch.float16"):
+        assert Settings(model="m", dtype=dtype).dtype == dtype
+
 class Stop(Exception):
     pass
 

@@ -57,6 +57,7 @@ from .. import hub
 from ..engine import EngineClosed, EngineFull
 from ..family_tokenizers import MARIAN_SOURCE, TranslationTokenizer
 from ..generation import rows_per_input, rows_setting, settings as resolve_settings
+from ..loading import is_int8, resolve_dtype
 from ..long_documents import DocumentError, SummariesTooLong, check_overlap, map_reduce, map_settings
 from ..summarization import InputTooLong, SummarizationPipeline, load_model_and_tokenizer, shape_records
 from ..translation import TranslationPipeline
@@ -93,6 +94,8 @@ class Settings:
         if self.task not in (None, *TASK_ROUTES):
             raise ValueError(f"task must be one of {', '.join(TASK_ROUTES)} (or None: by the model's kind), "
                              f"got {self.task!r}")
+        if self.dtype not in (None, "auto") and not is_int8(self.dtype):
+            resolve_dtype(self.dtype, None, None)   # a bad name fails here, not once the server has started
 
 
 class Refusal(Exception):
