@@ -137,6 +137,18 @@ def test_max_length_counts_the_start_token():
     assert cfg.min_length == 8
 
 
+
+def test_a_checkpoints_max_length_past_the_positions_is_named_as_the_checkpoints():
+    base = GenerationConfig(bos_token_id=0, max_length=512)
+    with pytest.raises(ValueError, match=re.escape(
+            "the checkpoint's generation config sets max_length=512, past this model's 12 positions (max_length <= "
+            "13: the decoder start token counts as 1); pass max_new_tokens or max_length to generate")):
+        resolve(base, {}, vocab_size=10, max_position_embeddings=12)
+    assert resolve(base, {"max_new_tokens": 5}, vocab_size=10, max_position_embeddings=12).max_length == 6
+    assert resolve(base, {"max_length": 13}, vocab_size=10, max_position_embeddings=12).max_length == 13
+    with pytest.raises(ValueError, match=re.escape("`max_length` must be an integer >= 2 and <= 13")):
+        resolve(base, {"max_length": 14}, vocab_size=10, max_position_embeddings=12)     # the call's: named so
+
 def test_explicit_none():
     base = GenerationConfig(bos_token_id=0, forced_bos_token_id=0, max_length=30, num_beams=4)
     cfg = res(base, forced_bos_token_id=None, top_k=None, max_length=None, num_beams=None)
