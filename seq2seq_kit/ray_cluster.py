@@ -31,6 +31,13 @@ def join(ray, address: str | None) -> None:
     cluster), checked first, this process's SIGTERM handler kept."""
     check_address(address)
     handler = signal.getsignal(signal.SIGTERM)
-    ray.init(address=address, **({"include_dashboard": False} if address is None else {}))
+    try:
+        ray.init(address=address, **({"include_dashboard": False} if address is None else {}))
+    except ConnectionError:
+        if address != "auto":
+            raise
+        raise ConnectionError("no running Ray cluster found for address 'auto' (none started on this machine with "
+                              "`ray start --head`, no RAY_ADDRESS); start one, pass the head's address, or leave the "
+                              "address out for a local Ray") from None
     if handler is not None and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handler)

@@ -190,3 +190,24 @@ def test_a_ray_address_nothing_answers_at_is_one_line(corpus, tmp_path, form):
     assert done.stderr.strip().splitlines()[-1] == (
         f"seq2seq-kit: error: no Ray cluster answers at '{address}' (Connection refused); check the head's address "
         "and port (`ray status` on the head), or leave the address out for a local Ray")
+
+
+def test_ray_address_auto_without_a_cluster_names_seq2seq_kits_options(monkeypatch):
+    """Ray's own message asked for an `--address` flag, which seq2seq-kit does not have (it is --ray-address). Ray
+    stands in here: a real "auto" finds any Ray running on this machine (this module's fixture's) by its processes."""
+    import types
+
+    from seq2seq_kit import ray_cluster
+
+    def init(address=None, **kwargs):
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to by "
+                              "setting `--address` flag or `RAY_ADDRESS` environment variable.")
+
+    fake = types.SimpleNamespace(init=init)
+    with pytest.raises(ConnectionError, match=re.escape(
+            "no running Ray cluster found for address 'auto' (none started on this machine with `ray start --head`, "
+            "no RAY_ADDRESS); start one, pass the head's address, or leave the address out for a local Ray")):
+        ray_cluster.join(fake, "auto")
+    monkeypatch.setattr(ray_cluster, "check_address", lambda address: None)
+    with pytest.raises(ConnectionError, match="Could not find any running Ray instance"):   # another address's: Ray's
+        ray_cluster.join(fake, "ray://head:10001")
