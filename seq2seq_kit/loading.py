@@ -37,6 +37,12 @@ SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.
 
 # ---- reading checkpoint files -----------------------------------------------------------------------------------
 
+def unread_dtype(path: Path, key: str, stored: str, read: str) -> ValueError:
+    """The error for a weight file's tensor of a dtype seq2seq_kit does not read (both file kinds name their own)."""
+    return ValueError(f"{path}: {key!r} has dtype {stored}; seq2seq_kit reads {read} weights: save the checkpoint in "
+                      "float32, float16 or bfloat16")
+
+
 class _SafetensorsFile:
     """A memory-mapped safetensors file. Each tensor is a zero-copy view of the mapping; once it has been copied
     into the model, `release` drops its pages from this process's resident memory, so loading never holds
@@ -70,9 +76,7 @@ class _SafetensorsFile:
     def tensor(self, key: str) -> torch.Tensor:
         entry, dtype = self.header[key], self.dtype(key)
         if dtype is None:
-            raise ValueError(f"{self.path}: {key!r} has dtype {entry['dtype']}; seq2seq_kit reads "
-                             f"{', '.join(SAFETENSORS_DTYPES)} weights: save the checkpoint in float32, float16 or "
-                             "bfloat16")
+            raise unread_dtype(self.path, key, entry["dtype"], ", ".join(SAFETENSORS_DTYPES))
         begin, end = entry["data_offsets"]
         count = (end - begin) // dtype.itemsize
         if count == 0:
@@ -117,9 +121,8 @@ class _TorchFile:
         file, rather than cast (copy_ would round, truncate or drop an imaginary part without a word)."""
         tensor = self.state[key]
         if self.dtype(key) is None:
-            read = ", ".join(str(d).removeprefix("torch.") for d in SAFETENSORS_DTYPES.values())
-            raise ValueError(f"{self.path}: {key!r} has dtype {str(tensor.dtype).removeprefix('torch.')}; "
-                             f"seq2seq_kit reads {read} weights: save the checkpoint in float32, float16 or bfloat16")
+            raise unread_dtype(self.path, key, str(tensor.dtype).removeprefix("torch."),
+                               ", ".join(str(d).removeprefix("torch.") for d in SAFETENSORS_DTYPES.values()))
         return tensor
 
     def release(self, key: str) -> None:

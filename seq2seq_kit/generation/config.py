@@ -263,8 +263,8 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int,
     if cfg.min_new_tokens is not None:
         cfg.min_length = cfg.min_new_tokens + 1
     _refuse_unsupported(base.unsupported, cfg)
-    if "max_length" not in kwargs and cfg.max_new_tokens is None and isinstance(cfg.max_length, int) \
-            and not isinstance(cfg.max_length, bool) and cfg.max_length > max_position_embeddings + 1:
+    # max_length, an int by now (checked above), came from the checkpoint: say so
+    if "max_length" not in kwargs and cfg.max_new_tokens is None and cfg.max_length > max_position_embeddings + 1:
         raise ValueError(f"the checkpoint's generation config sets max_length={cfg.max_length}, past this model's "
                          f"{max_position_embeddings} positions (max_length <= {max_position_embeddings + 1}: the "
                          "decoder start token counts as 1); pass max_new_tokens or max_length to generate")
