@@ -237,7 +237,7 @@ def test_whole_step_replay_equals_eager_step_once(checkpoint, kwargs):
     cuda = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), device="cuda")
     ids, mask = batch(cuda, device="cuda")
     kwargs = dict(kwargs, return_dict_in_generate=True, output_scores=True)
-    input_ids, padding_mask, cfg = prepare(cuda, ids, mask, kwargs, None)
+    input_ids, padding_mask, cfg, _ = prepare(cuda, ids, mask, kwargs, None)
     hidden = cuda.encode_unchecked(input_ids, padding_mask)
     new_search = lambda: start_search(cfg, input_ids, cuda.config.vocab_size, cuda.device)   # noqa: E731
     with torch.no_grad():
@@ -264,7 +264,7 @@ def test_whole_step_never_synchronizes(checkpoint):
     ids, mask = batch(cuda, device="cuda")
     kwargs = dict(num_beams=4, no_repeat_ngram_size=3, min_length=6, max_length=12, repetition_penalty=1.2,
                   encoder_no_repeat_ngram_size=2, bad_words_ids=[[5], [6, 7]], forced_bos_token_id=0)
-    input_ids, padding_mask, cfg = prepare(cuda, ids, mask, kwargs, None)
+    input_ids, padding_mask, cfg, _ = prepare(cuda, ids, mask, kwargs, None)
     with torch.no_grad():
         cache = cuda.new_cache(cuda.encode_unchecked(input_ids, padding_mask), mask, rows_per_input(cfg),
                                cfg.max_length - 1, fixed_shape=True)

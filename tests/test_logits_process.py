@@ -173,7 +173,7 @@ def test_exponential_decay_length_penalty(start, factor):
     """Any start, however far below zero (as transformers: already started): its table of growths by length is
     max_length + 1 long (one by steps past a start of -2**63 would never be built)."""
     for eos in ([2], [2, 5]):
-        mine = ours.ExponentialDecayLengthPenalty(start, factor, eos, max_length=10)
+        mine = ours.ExponentialDecayLengthPenalty(start + 1, factor, eos, max_length=10)
         assert mine.growth.shape == (11,)
         assert_same(mine, hf.ExponentialDecayLengthPenalty((start, factor), eos, 1), histories())
 

@@ -29,7 +29,7 @@ CASES = MATRIX + SAMPLING
 
 def sync_free_generate(model, ids, mask, kwargs, check_every, seed):
     generator = torch.Generator().manual_seed(seed)
-    input_ids, padding_mask, cfg = prepare(model, ids, mask, dict(kwargs, return_dict_in_generate=True,
+    input_ids, padding_mask, cfg, _ = prepare(model, ids, mask, dict(kwargs, return_dict_in_generate=True,
                                                                   output_scores=True, output_logits=True), generator)
     hidden = model.encode_unchecked(input_ids, padding_mask)
     cache = model.new_cache(hidden, mask, rows_per_input(cfg), cfg.max_length - 1, fixed_shape=True)
@@ -57,7 +57,7 @@ def test_stopped_search_state_is_frozen(pair):
     """After the stop, advance_on_device leaves every tensor of the state as it was and returns the identity."""
     _, ours = pair("tiny-eos")
     ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
-    input_ids, padding_mask, cfg = prepare(ours, ids, mask, dict(num_beams=3, max_length=8), None)
+    input_ids, padding_mask, cfg, _ = prepare(ours, ids, mask, dict(num_beams=3, max_length=8), None)
     search = start_search(cfg, input_ids, ours.config.vocab_size, ours.device)
     logits = torch.randn(search.rows, ours.config.vocab_size, generator=torch.Generator().manual_seed(0))
     while not search.done:

@@ -46,7 +46,7 @@ IDS = [f"{n}-b{b}-{k}" for n, b, k in CASES]
 
 def whole_step_generate(model, ids, mask, kwargs, *, fixed_shape: bool, check_every: int, scores: bool = True):
     extra = dict(return_dict_in_generate=True, output_scores=True, output_logits=True) if scores else {}
-    input_ids, padding_mask, cfg = prepare(model, ids, mask, dict(kwargs, **extra), None)
+    input_ids, padding_mask, cfg, _ = prepare(model, ids, mask, dict(kwargs, **extra), None)
     hidden = model.encode_unchecked(input_ids, padding_mask)
     cache = model.new_cache(hidden, mask, rows_per_input(cfg), cfg.max_length - 1, fixed_shape=fixed_shape)
     search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device)
@@ -86,7 +86,7 @@ def test_whole_step_with_random_settings_is_generate(small_path, first, monkeypa
 def start_fixed_shape(model, kwargs):
     """(settings, a fixed-shape cache, a fresh search) for test_generation's inputs: what a graph would capture."""
     ids, mask = inputs(model.config.vocab_size, model.config.pad_token_id)
-    input_ids, padding_mask, cfg = prepare(model, ids, mask, kwargs, None)
+    input_ids, padding_mask, cfg, _ = prepare(model, ids, mask, kwargs, None)
     cache = model.new_cache(model.encode_unchecked(input_ids, padding_mask), mask, rows_per_input(cfg),
                             cfg.max_length - 1, fixed_shape=True)
     return cfg, cache, start_search(cfg, input_ids, model.config.vocab_size, model.device)
@@ -130,7 +130,7 @@ def test_whole_step_graph_replayed_as_a_cuda_graph_would(pair, name, batch, kwar
     monkeypatch.setattr(whole_step, "KEPT", type(whole_step.KEPT)())
     for seed in (9, 4):
         ids, mask = (t[:batch] for t in inputs(ours.config.vocab_size, ours.config.pad_token_id, seed=seed))
-        input_ids, padding_mask, cfg = prepare(ours, ids, mask, dict(kwargs, return_dict_in_generate=True,
+        input_ids, padding_mask, cfg, _ = prepare(ours, ids, mask, dict(kwargs, return_dict_in_generate=True,
                                                                      output_scores=True, output_logits=True), None)
         hidden = ours.encode_unchecked(input_ids, padding_mask)
         graph = graphed_search(ours, hidden, padding_mask, cfg, input_ids, rows_per_input(cfg),

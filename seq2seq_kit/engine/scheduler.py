@@ -136,7 +136,8 @@ class Engine:
         """Queue one input: 1-D token ids (list[int] or LongTensor [S]). Settings are generate()'s, resolved and
         checked here, so bad input raises at once with generate()'s message and never enters the batch."""
         check_engine_settings(generate_kwargs)
-        ids, _, config = prepare(self.model, as_row(input_ids), None, {**self.defaults, **generate_kwargs}, generator)
+        ids, _, config, _ = prepare(self.model, as_row(input_ids), None, {**self.defaults, **generate_kwargs},
+                                    generator)
         if cuda_graph is not None and not isinstance(cuda_graph, bool):
             raise TypeError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")     # generate's check
         if cuda_graph:
@@ -537,6 +538,10 @@ def check_engine_settings(generate_kwargs: dict) -> None:
     if own:
         raise ValueError(f"{', '.join(own)}: Python run on every step of one request is for generate(); the "
                          "engine steps its requests together on the device")
+    prompt = sorted({"decoder_input_ids", "decoder_attention_mask"} & set(generate_kwargs))
+    if prompt:
+        raise ValueError(f"{', '.join(prompt)}: a decoder prompt is for generate(); the engine starts every "
+                         "request from decoder_start_token_id (forced_bos_token_id forces a first token)")
     if "attention_mask" in generate_kwargs:
         raise ValueError("submit() takes one input's token ids, unpadded: leave attention_mask out (a padded "
                          "batch's rows are submitted one by one, each without its padding)")

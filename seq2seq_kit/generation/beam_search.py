@@ -2,8 +2,9 @@
 
 The rules, read off the oracle (transformers/generation/utils.py, logits_process.py, stopping_criteria.py):
 
-Lengths. The decoder "prompt" is the start token: prompt_len = 1, cur_len starts at 1. `max_length` and
-  `min_length` count the start token (max_new_tokens -> max_length = max_new_tokens + 1, see config.py).
+Lengths. The decoder prompt is the start token (prompt_len = 1) or generate's decoder_input_ids
+  (decoder_prompt.py); cur_len starts at prompt_len. `max_length` and `min_length` count the prompt
+  (max_new_tokens -> max_length = max_new_tokens + prompt_len, see config.py).
 Scores. Each step: logits -> float32 -> log_softmax -> processors (on the log-probs, input_ids = the running
   sequences [B*K, cur_len]) -> + running beam score. Processors in transformers' `_get_logits_processor` order
   (logits_process.build_processors has them all); the common ones: repetition penalty, no-repeat n-gram, encoder
@@ -50,7 +51,6 @@ from .logits_process import apply, draw
 from .search import SearchProgress, widen
 
 NEG = -1.0e9                         # transformers' "very large negative" for beams and slots
-PROMPT_LEN = 1                       # the decoder start token
 
 
 @dataclass
@@ -92,10 +92,11 @@ def _gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return t.gather(1, idx)
 
 
-def _init_state(batch: int, beams: int, max_length: int, start: int, fill: int, device,
-                keep_beams: bool) -> BeamState:
+def _init_state(prompt: torch.Tensor, beams: int, max_length: int, fill: int, keep_beams: bool) -> BeamState:
+    """Every input's beams start from its prompt [B, P]; beam 0 alone is live (the others score NEG)."""
+    batch, device = prompt.shape[0], prompt.device
     running_seq = torch.full((batch, beams, max_length), fill, dtype=torch.long, device=device)
-    running_seq[:, :, 0] = start
+    running_seq[:, :, :prompt.shape[1]] = prompt[:, None, :]
     running_scores = torch.zeros(batch, beams, device=device)
     running_scores[:, 1:] = NEG
     return BeamState(
@@ -165,16 +166,15 @@ class BeamSearch(SearchProgress):
     flag), for loops that check the stop flag only every few steps. Independent (SearchProgress): each input
     stops as it would alone, at its own length and max_length."""
 
-    def __init__(self, cfg: GenerationConfig, processors: list, batch: int, device: torch.device, generator=None,
-                 independent: bool = False):
-        beams = cfg.num_beams
-        super().__init__(cfg, processors, batch, beams, device, generator, independent)
+    def __init__(self, cfg: GenerationConfig, processors: list, prompt: torch.Tensor, device: torch.device,
+                 generator=None, independent: bool = False):
+        beams = cfg.num_beams                                         # prompt [B, P]: each input's first tokens
+        super().__init__(cfg, processors, prompt.shape[0], beams, device, generator, independent, prompt.shape[1])
         self.eos = torch.tensor(cfg.eos_token_id, device=device) if cfg.eos_token_id else None
         self.n_candidates = max(2, 1 + (len(self.eos) if self.eos is not None else 0)) * beams
         self.fill = (cfg.pad_token_id or cfg.eos_token_id[0]) if self.eos is not None else -1
         self.keep_beams = cfg.return_dict_in_generate                 # beam_indices are returned: [B, K, L] kept
-        self.st = _init_state(batch, beams, cfg.max_length, cfg.decoder_start_token_id, self.fill, device,
-                              self.keep_beams)
+        self.st = _init_state(prompt.to(device), beams, cfg.max_length, self.fill, self.keep_beams)
         self.norm_len = _powers(cfg.max_length, cfg.length_penalty, device)               # [max_length + 1]
         self.first_k = torch.arange(self.n_candidates, device=device) < beams             # [K2]
         self.row_index = torch.arange(self.rows, device=device)                          # [R]
@@ -228,13 +228,13 @@ class BeamSearch(SearchProgress):
         nxt = torch.topk(running, k=beams)[1]                                         # [B, K]
         offset = self.identity.view(batch, beams)[:, :1]                              # [B, 1]: b * K
         parent_rows = (_gather(parent, nxt) + offset).view(rows)                      # [R]
-        generated = cur_len + 1 - PROMPT_LEN                                          # [B, 1] EOS counted
+        generated = cur_len + 1 - self.prompt_len                                     # [B, 1] EOS counted
         new = _finish(replace(st, running_seq=_gather(cand_seq, nxt), running_scores=_gather(running, nxt),
                               running_beams=st.running_beams if cand_beams is None else _gather(cand_beams, nxt)),
                       cand_seq, cand_beams, cand_scores, hits, self.first_k, generated, self.norm_len[generated], cfg)
         reach = self.max_len if cfg.early_stopping == "never" and cfg.length_penalty > 0.0 \
             else cur_len + active.long()                                              # [B, 1] after this step
-        new.improvable = _improvable(new, self.norm_len[reach - PROMPT_LEN])
+        new.improvable = _improvable(new, self.norm_len[reach - self.prompt_len])
         all_done = new.finished.all(dim=1, keepdim=True) if cfg.early_stopping is True else None   # [B, 1]
         if self.independent:                    # each input goes on while it would alone: [B, 1]
             going = new.improvable & ~hits.all(dim=1, keepdim=True)
@@ -279,18 +279,18 @@ class BeamSearch(SearchProgress):
                 mine[slot] = theirs[0]
 
     def output(self, inputs: list[int] | None = None):
-        """(sequences [B*nrs, T], sequences_scores [B*nrs], beam_indices [B*nrs, T-1] or None); inputs: only these
+        """(sequences [B*nrs, T], sequences_scores [B*nrs], beam_indices [B*nrs, T-P] or None); inputs: only these
         inputs' (independent searches, each input's beam indices as if it ran alone; None: all)."""
         st, nrs, K = self.st, self.cfg.num_return_sequences, self.cfg.num_beams
         seq, scores, lengths, beams = st.seq, st.scores, st.lengths, st.beams
         if inputs is not None:
             index = self.input_index(inputs)
             seq, scores, lengths, beams = seq[index], scores[index], lengths[index], beams[index]
-        length = PROMPT_LEN + int(lengths[:, :nrs].max())
+        length = self.prompt_len + int(lengths[:, :nrs].max())
         sequences = seq[:, :nrs, :length].reshape(-1, length)
         beam_indices = None
         if self.keep_beams:
-            beams = beams[:, :nrs, PROMPT_LEN:length]                                  # [B, nrs, T - 1]
+            beams = beams[:, :nrs, self.prompt_len:length]                             # [B, nrs, T - P]
             if inputs is None:                              # rows of the whole batch: b * K + beam
                 offset = torch.arange(0, beams.shape[0] * K, K, device=beams.device)[:, None, None]
                 beams = torch.where(beams >= 0, beams + offset, beams)

@@ -6,11 +6,12 @@ Where a checkpoint's settings come from (transformers' `GenerationMixin.adjust_g
      sshleifer/distilbart-cnn-12-6 keeps num_beams 4, length_penalty 2.0, max_length 142, min_length 56,
      no_repeat_ngram_size 3, early_stopping true, forced_bos_token_id 0 there, next to its special token ids.
 At generate time (`_prepare_generation_config`): explicit kwargs > the checkpoint's non-None settings >
-LIBRARY_DEFAULTS. Lengths count the decoder start token (the decoder "prompt", length 1):
-  max_new_tokens given       -> max_length = max_new_tokens + 1
-  max_length set nowhere     -> max_length = min(20 + 1, max_position_embeddings)   (20 new tokens)
-  otherwise                  -> max_length as given (total length, start token included)
-  min_new_tokens given       -> min_length = min_new_tokens + 1
+LIBRARY_DEFAULTS. Lengths count the decoder prompt: P = 1, the start token, or generate's decoder_input_ids
+(generation/decoder_prompt.py):
+  max_new_tokens given       -> max_length = max_new_tokens + P
+  max_length set nowhere     -> max_length = min(20 + P, max_position_embeddings)   (20 new tokens)
+  otherwise                  -> max_length as given (total length, prompt included)
+  min_new_tokens given       -> min_length = min_new_tokens + P
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from numbers import Real
 from pathlib import Path
 
 from ..jsonfile import read_json_object, write_json
+from . import decoder_prompt
 
 
 @dataclass
@@ -221,17 +223,19 @@ GENERATE_KWARGS = tuple(f.name for f in fields(GenerationConfig) if f.name != "u
 SETTING_NAMES = frozenset(f.name for f in fields(GenerationConfig))
 
 
-def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int,
-            max_position_embeddings: int) -> GenerationConfig:
+def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int, max_position_embeddings: int,
+            prompt=None) -> GenerationConfig:
     """kwargs over the checkpoint's settings over LIBRARY_DEFAULTS, lengths made absolute, then validated.
+    prompt: generate's decoder_input_ids [B, P] (decoder_prompt.check's), whose length the lengths count.
 
     The result has eos_token_id as a list (or None; []: no EOS as well), pad_token_id defaulted to the first EOS id,
     and decoder_start_token_id defaulted to bos_token_id, as transformers' `_prepare_special_tokens` does.
     """
     unknown = sorted(set(kwargs) - set(GENERATE_KWARGS))
     if {"decoder_input_ids", "decoder_attention_mask"} & set(unknown):
-        raise ValueError("a decoder prompt (decoder_input_ids / decoder_attention_mask) is not supported: generate "
-                         "starts every row from decoder_start_token_id (forced_bos_token_id forces a first token)")
+        raise ValueError("a decoder prompt (decoder_input_ids / decoder_attention_mask) is taken by generate() only: "
+                         "here every sequence starts from decoder_start_token_id (forced_bos_token_id forces a "
+                         "first token)")
     if unknown:
         raise ValueError(f"generate() got unknown argument(s) {unknown}; supported: {', '.join(GENERATE_KWARGS)}")
     base = check_config(base or GenerationConfig(), "model.generation_config")
@@ -249,19 +253,20 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int,
         cfg.pad_token_id = cfg.eos_token_id[0]
     if cfg.decoder_start_token_id is None:
         cfg.decoder_start_token_id = cfg.bos_token_id
+    P = decoder_prompt.length(prompt, cfg.decoder_start_token_id)          # the start token, or the prompt
+    held = "one of them the decoder start token's" if prompt is None else f"{P} of them the decoder prompt's"
     # checked against the positions here, not only as the max_length it becomes: a max_length sent beside it is
     # not the setting at fault (max_new_tokens wins over it, as in transformers)
-    _check_int("max_new_tokens", cfg.max_new_tokens, 1, max_position_embeddings, allow_none=True,
-               note=f" (the model has {max_position_embeddings} positions, one of them the decoder start token's: "
-                    f"max_length = max_new_tokens + 1)")
+    _check_int("max_new_tokens", cfg.max_new_tokens, 1, max_position_embeddings + 1 - P, allow_none=True,
+               note=f" (the model has {max_position_embeddings} positions, {held}: max_length = max_new_tokens + {P})")
     _check_int("max_length", cfg.max_length, -math.inf)
     _check_int("min_new_tokens", cfg.min_new_tokens, 0, allow_none=True)
     if cfg.max_new_tokens is not None:
-        cfg.max_length = cfg.max_new_tokens + 1
+        cfg.max_length = cfg.max_new_tokens + P
     elif has_default_max_length:
-        cfg.max_length = min(cfg.max_length + 1, max_position_embeddings)
+        cfg.max_length = min(cfg.max_length + P, max_position_embeddings)
     if cfg.min_new_tokens is not None:
-        cfg.min_length = cfg.min_new_tokens + 1
+        cfg.min_length = cfg.min_new_tokens + P
     _refuse_unsupported(base.unsupported, cfg)
     # max_length, an int by now (checked above), came from the checkpoint: say so
     if "max_length" not in kwargs and cfg.max_new_tokens is None and cfg.max_length > max_position_embeddings + 1:
@@ -269,8 +274,12 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int,
                          f"{max_position_embeddings} positions (max_length <= {max_position_embeddings + 1}: the "
                          "decoder start token counts as 1); pass max_new_tokens or max_length to generate")
     _validate(cfg, vocab_size, max_position_embeddings)
+    if P >= cfg.max_length:                                                 # transformers: the same ValueError
+        raise ValueError(f"decoder_input_ids holds {P} tokens (the decoder start token included), but max_length is "
+                         f"{cfg.max_length}: nothing is left to generate; set max_new_tokens (the tokens generated "
+                         "after the prompt) or a larger max_length")
     _check_bounds(cfg, vocab_size)
-    _warn_unfeasible_min_length(cfg, has_default_max_length)
+    _warn_unfeasible_min_length(cfg, has_default_max_length, P)
     return cfg
 
 
@@ -325,17 +334,17 @@ def _check_bounds(cfg: GenerationConfig, vocab_size: int) -> None:
                          f"{math.log(sys.float_info.max) / math.log(longest):.1f}")
 
 
-def _warn_unfeasible_min_length(cfg: GenerationConfig, has_default_max_length: bool) -> None:
+def _warn_unfeasible_min_length(cfg: GenerationConfig, has_default_max_length: bool, prompt_length: int) -> None:
     """transformers' `_validate_generated_length` warning: a minimum length above max_length is not an error,
     generation stops at max_length."""
     suffix = (" Generation will stop at the defined maximum length. You should decrease the minimum length and/or "
               "increase the maximum length.")
     if has_default_max_length:
         suffix += f" Note that `max_length` is set to {cfg.max_length}, its default value."
-    if cfg.min_new_tokens is not None and cfg.min_new_tokens + 1 > cfg.max_length:
+    if cfg.min_new_tokens is not None and cfg.min_new_tokens + prompt_length > cfg.max_length:
         warnings.warn(f"Unfeasible length constraints: `min_new_tokens` ({cfg.min_new_tokens}), when added to the "
-                      f"prompt length (1), is larger than the maximum possible length ({cfg.max_length})." + suffix,
-                      UserWarning, stacklevel=4)
+                      f"prompt length ({prompt_length}), is larger than the maximum possible length "
+                      f"({cfg.max_length})." + suffix, UserWarning, stacklevel=4)
     elif cfg.min_length > cfg.max_length:
         warnings.warn(f"Unfeasible length constraints: `min_length` ({cfg.min_length}) is larger than the maximum "
                       f"possible length ({cfg.max_length})." + suffix, UserWarning, stacklevel=4)

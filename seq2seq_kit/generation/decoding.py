@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields, is_dataclass, replace
 
 import torch
 
+from . import decoder_prompt
 from .beam_search import BeamSearch
 from .config import GENERATE_KWARGS, GenerationConfig, check_config, resolve
 from .logits_process import build_processors
@@ -72,7 +73,8 @@ class GenerateOutput:
 @torch.no_grad()
 def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
              generator: torch.Generator | None = None, cuda_graph: bool | None = None, logits_processor=None,
-             prefix_allowed_tokens_fn=None, **kwargs):
+             prefix_allowed_tokens_fn=None, decoder_input_ids: torch.Tensor | None = None,
+             decoder_attention_mask: torch.Tensor | None = None, **kwargs):
     """transformers-compatible generate for a seq2seq_kit BART model.
 
     input_ids [B, S], attention_mask [B, S] (1 = token, 0 = padding) or None; kwargs are transformers' generation
@@ -84,26 +86,35 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     seq2seq_kit's and before the sampling ones, or in the place of the one a setting builds of the same transformers
     class; prefix_allowed_tokens_fn(input index, row's tokens) -> allowed token ids (constrained decoding).
     Both run Python every step: generate then decodes eagerly (cuda_graph=True is refused with them).
+    decoder_input_ids: a decoder prompt [B, P] each row starts from (generation/decoder_prompt.py: the start token
+    prepended as transformers does, counted in the lengths, part of the output); generate then decodes eagerly as
+    well; decoder_attention_mask only as all ones.
     cuda_graph: replay each step from a CUDA graph; None: on for a model on a CUDA device. Greedy and beam search
     replay the whole step (decoder, processors, search, cache reorder: generation/whole_step.py) and read the
     stop flag back every GRAPH_CHECK_EVERY steps; sampling replays the decoder step only (models/cuda_graph.py)
     and draws eagerly. Logits match the eager step's to float rounding, not bit for bit.
-    Returns a LongTensor [B * num_return_sequences, T] that starts with the decoder start token, padded with
-    pad_token_id after EOS; or a GenerateOutput when return_dict_in_generate=True.
+    Returns a LongTensor [B * num_return_sequences, T] that starts with the decoder start token (or the prompt),
+    padded with pad_token_id after EOS; or a GenerateOutput when return_dict_in_generate=True.
     """
-    input_ids, padding_mask, cfg = prepare(model, input_ids, attention_mask, kwargs, generator)
+    input_ids, padding_mask, cfg, prompt = prepare(model, input_ids, attention_mask, kwargs, generator,
+                                                   decoder_input_ids, decoder_attention_mask)
     custom = user_processors(logits_processor, prefix_allowed_tokens_fn)
-    cuda_graph = use_cuda_graph(cuda_graph, model.device) and not (custom and cuda_graph is None)
-    if custom and cuda_graph:
-        raise ValueError("logits_processor / prefix_allowed_tokens_fn run Python on every step, which a CUDA graph "
-                         "cannot replay: leave cuda_graph unset (generate then decodes eagerly) or pass False")
+    eager_only = bool(custom) or prompt is not None
+    cuda_graph = use_cuda_graph(cuda_graph, model.device) and not (eager_only and cuda_graph is None)
+    if eager_only and cuda_graph:
+        raise ValueError("logits_processor / prefix_allowed_tokens_fn / decoder_input_ids are not run on CUDA graphs "
+                         "(the first two run Python on every step): leave cuda_graph unset (generate then decodes "
+                         "eagerly) or pass False")
     encoder_hidden = model.encode_unchecked(input_ids, padding_mask)                  # [B, S, D], once
     if cuda_graph:
         with graph_lock(model):                     # the kept graphs' buffers hold one call's inputs and state
             return decode_on_graphs(model, encoder_hidden, padding_mask, cfg, input_ids, generator)
     step, cache = model.start_decoding(encoder_hidden, padding_mask, rows_per_input(cfg),
                                        max_length=cfg.max_length - 1, cuda_graph=False)       # a slot per step
-    search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator, **custom)
+    if prompt is not None:
+        decoder_prompt.prefill(step, cache, prompt, rows_per_input(cfg))
+    search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator, prompt=prompt,
+                          **custom)
     while not search.done:
         parents = search.advance(step(search.tokens(), cache))                        # logits [R, V]
         if parents is not None:
@@ -136,10 +147,12 @@ def copied(out):
                    beam_indices=clone(out.beam_indices))
 
 
-def prepare(model: Seq2SeqModel, input_ids, attention_mask, kwargs: dict, generator):
-    """generate's checks, in its order, before any compute (the engine's submit runs the same): inputs moved to
-    the model's device and checked once, settings resolved over the model's, the generator checked.
-    Returns (input_ids [B, S] long, padding mask bool [B, S] or None, resolved GenerationConfig)."""
+def prepare(model: Seq2SeqModel, input_ids, attention_mask, kwargs: dict, generator, decoder_input_ids=None,
+            decoder_attention_mask=None):
+    """generate's checks, in its order, before any compute (the engine's submit runs the same, without a decoder
+    prompt): inputs moved to the model's device and checked once, settings resolved over the model's, the generator
+    checked. Returns (input_ids [B, S] long, padding mask bool [B, S] or None, resolved GenerationConfig, the
+    decoder prompt [B, P] long as the decoder reads it (decoder_prompt.py) or None)."""
     if isinstance(attention_mask, GenerationConfig):                       # transformers' second argument
         raise TypeError("generate()'s second argument is attention_mask; pass a GenerationConfig as "
                         "generation_config=...")
@@ -148,10 +161,14 @@ def prepare(model: Seq2SeqModel, input_ids, attention_mask, kwargs: dict, genera
     if isinstance(attention_mask, torch.Tensor):
         attention_mask = attention_mask.to(model.device)
     padding_mask = model.check_inputs(input_ids, attention_mask)            # the one check
-    cfg = settings(model, kwargs)
+    prompt = decoder_prompt.check(decoder_input_ids, decoder_attention_mask, input_ids.shape[0],
+                                  model.config.decoder_vocab_size, model.device)
+    cfg = settings(model, kwargs, prompt)
     check_encoder_ids(cfg, input_ids, model.config.decoder_vocab_size)
     check_generator(generator)
-    return input_ids.long(), padding_mask, cfg
+    if prompt is not None:
+        prompt = decoder_prompt.complete(prompt, cfg.decoder_start_token_id, model.config.pad_token_id)
+    return input_ids.long(), padding_mask, cfg, prompt
 
 
 def check_encoder_ids(cfg: GenerationConfig, input_ids: torch.Tensor, vocab_size: int) -> None:
@@ -178,15 +195,18 @@ def rows_setting(cfg: GenerationConfig) -> str:
 
 def start_search(cfg: GenerationConfig, input_ids: torch.Tensor, vocab_size: int, device: torch.device,
                  generator: torch.Generator | None = None, independent: bool = False,
-                 **user_processors) -> BeamSearch | SampleSearch:
+                 prompt: torch.Tensor | None = None, **user_processors) -> BeamSearch | SampleSearch:
     """The search for resolved settings over input_ids [B, S] (the encoder input, which the encoder n-gram
     processor reads): BeamSearch when num_beams > 1, else SampleSearch (greedy or sampling). independent: each
-    input stops as it would alone (seq2seq_kit.Engine's searches, see generation/search.py)."""
+    input stops as it would alone (seq2seq_kit.Engine's searches, see generation/search.py). prompt: prepare's
+    decoder prompt [B, P] (None: the start token); the caller has fed its tokens but the last to the cache."""
     rows = rows_per_input(cfg)
-    processors = build_processors(cfg, input_ids, rows, vocab_size, **user_processors)
+    if prompt is None:
+        prompt = torch.full((input_ids.shape[0], 1), cfg.decoder_start_token_id, dtype=torch.long, device=device)
+    processors = build_processors(cfg, input_ids, rows, vocab_size, prompt.shape[1], **user_processors)
     if cfg.num_beams > 1:
-        return BeamSearch(cfg, processors, input_ids.shape[0], device, generator, independent)
-    return SampleSearch(cfg, processors, input_ids.shape[0] * rows, device, generator, independent)
+        return BeamSearch(cfg, processors, prompt, device, generator, independent)
+    return SampleSearch(cfg, processors, prompt, device, generator, independent)
 
 
 def start_slots(cfg: GenerationConfig, inputs: int, max_source: int, max_length: int, vocab_size: int,
@@ -233,9 +253,10 @@ def check_generator(generator) -> None:
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
 
 
-def settings(model: Seq2SeqModel, kwargs: dict) -> GenerationConfig:
+def settings(model: Seq2SeqModel, kwargs: dict, prompt: torch.Tensor | None = None) -> GenerationConfig:
     """kwargs over kwargs["generation_config"] (a GenerationConfig, as transformers' generate takes one) over
-    model.generation_config (None: its config's generation keys, as transformers) -> resolved."""
+    model.generation_config (None: its config's generation keys, as transformers) -> resolved; prompt: a checked
+    decoder prompt [B, P] the lengths count (see config.resolve)."""
     config = model.config
     if kwargs.get("generation_config") is None:
         check_model_config(config)
@@ -247,7 +268,7 @@ def settings(model: Seq2SeqModel, kwargs: dict) -> GenerationConfig:
             base, "model.generation_config"))
     kwargs = {k: v for k, v in kwargs.items() if k != "generation_config"}
     cfg = resolve(base, kwargs, vocab_size=config.decoder_vocab_size,
-                  max_position_embeddings=config.max_position_embeddings)
+                  max_position_embeddings=config.max_position_embeddings, prompt=prompt)
     cfg.output_scores = cfg.output_scores and cfg.return_dict_in_generate     # scores are only returned in a dict
     cfg.output_logits = cfg.output_logits and cfg.return_dict_in_generate     # likewise
     return cfg

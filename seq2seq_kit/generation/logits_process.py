@@ -280,12 +280,12 @@ class ForcedToken(LengthSetting):
 
 
 class ExponentialDecayLengthPenalty:
-    """From `start` new tokens on, EOS scores grow each step: s + |s| * (factor ** steps - 1), steps counted
-    past start (transformers' ExponentialDecayLengthPenalty; factor ** steps in double, as there, kept per step
-    in a table for lengths held in tensors)."""
+    """From decoder length `start` on (the setting's start + the decoder prompt), EOS scores grow each step:
+    s + |s| * (factor ** steps - 1), steps counted past start (transformers' ExponentialDecayLengthPenalty;
+    factor ** steps in double, as there, kept per step in a table for lengths held in tensors)."""
 
     def __init__(self, start: int, factor: float, eos_token_id: list[int], max_length: int, device=None):
-        self.start, self.factor = start + 1, factor                         # start: + the decoder start token
+        self.start, self.factor = start, factor
         self.eos = torch.tensor(eos_token_id, device=device)
         # indexed by cur_len (0..max_length), not by steps: a table as long as max_length whatever start is (a
         # start of -2**63 made a 2**63-entry table by steps, wedging the caller)
@@ -514,9 +514,11 @@ def _host_length(cur_len, name: str) -> int:
 
 
 def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, rows_per_input: int,
-                     vocab_size: int, logits_processor: list = (), prefix_allowed_tokens_fn=None) -> list:
+                     vocab_size: int, prompt_len: int = 1, logits_processor: list = (),
+                     prefix_allowed_tokens_fn=None) -> list:
     """The processors of a resolved config, in transformers' `_get_logits_processor` order, generate's own
-    logits_processor merged in as transformers merges them (see merged)."""
+    logits_processor merged in as transformers merges them (see merged). prompt_len: the decoder prompt's tokens
+    (1: the start token), which the settings counting new tokens start after."""
     eos = cfg.eos_token_id or None             # [] (no EOS): no processor acts on EOS
     device = encoder_input_ids.device
     built: list = []                  # (the transformers processor each stands for, it)
@@ -541,7 +543,7 @@ def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, row
         # transformers builds MinNewTokensLengthLogitsProcessor besides MinLength for min_new_tokens: a user's
         # processor of either class replaces only its own (the same bans; only with a user's list, so the engine's
         # searches keep one processor list for every min_length / min_new_tokens)
-        built.append(("MinNewTokensLengthLogitsProcessor", MinLength(cfg.min_new_tokens + 1, eos, device)))
+        built.append(("MinNewTokensLengthLogitsProcessor", MinLength(cfg.min_new_tokens + prompt_len, eos, device)))
     if prefix_allowed_tokens_fn is not None:
         built.append(("PrefixConstrainedLogitsProcessor",
                       PrefixAllowedTokens(prefix_allowed_tokens_fn, rows_per_input)))
@@ -556,12 +558,12 @@ def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, row
     if cfg.exponential_decay_length_penalty is not None and eos is not None:
         start, factor = cfg.exponential_decay_length_penalty
         built.append(("ExponentialDecayLengthPenalty",
-                      ExponentialDecayLengthPenalty(start, factor, eos, cfg.max_length, device)))
+                      ExponentialDecayLengthPenalty(start + prompt_len, factor, eos, cfg.max_length, device)))
     if cfg.suppress_tokens is not None:
         built.append(("SuppressTokensLogitsProcessor",
                       SuppressTokens(cfg.suppress_tokens, vocab_size, device=device)))
     if cfg.begin_suppress_tokens is not None:       # the first new token's step; after a forced BOS, the next
-        begin = 1 if cfg.forced_bos_token_id is None else 2
+        begin = prompt_len + (prompt_len == 1 and cfg.forced_bos_token_id is not None)
         built.append(("SuppressTokensAtBeginLogitsProcessor",
                       SuppressTokens(cfg.begin_suppress_tokens, vocab_size, begin, device)))
     procs = merged(built, logits_processor)

@@ -37,6 +37,7 @@ buffer the model reuses is cloned first)."""
 class ModelConfig(Protocol):
     decoder_vocab_size: int             # V: the decoder's vocabulary, the logits' width
     max_position_embeddings: int        # decoder positions: at most this many tokens fed per row
+    pad_token_id: int | None            # padding: a decoder prompt may hold it only as its first token
 
     def to_dict(self) -> dict:
         """config.json's keys (their generation keys are the settings when generation_config is None)."""

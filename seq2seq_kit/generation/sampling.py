@@ -4,7 +4,8 @@ Rules: each step, logits -> float32 -> processors (on the raw logits; sampling a
 after the others) -> argmax, or torch.multinomial(softmax(scores), 1) drawn from `generator` (None: the global
 RNG, so torch.manual_seed reproduces transformers' draw). With EOS ids, a row that has finished gets
 `pad_token_id` from then on; generation stops when every row has finished or the sequence reaches max_length
-(start token included). Output: [R, T], T = 1 + steps taken; R = batch * num_return_sequences (inputs repeated).
+(start token included). Output: [R, T], T = P + steps taken (P: the decoder prompt, 1 = the start token alone);
+R = batch * num_return_sequences (inputs repeated).
 The step runs on the device at fixed shapes, cur_len included (`advance_on_device`, what a CUDA graph captures;
 once stopped, further steps change nothing); the eager loop's `advance` reads its flags back once per step.
 """
@@ -25,11 +26,13 @@ class SampleSearch(SearchProgress):
     `advance_on_device` none (`going` is the device flag). Independent (SearchProgress): each input stops as it
     would alone, at its own length and max_length."""
 
-    def __init__(self, cfg: GenerationConfig, processors: list, rows: int, device: torch.device, generator=None,
-                 independent: bool = False):
-        n = cfg.num_return_sequences
-        super().__init__(cfg, processors, rows // n, n, device, generator, independent)
+    def __init__(self, cfg: GenerationConfig, processors: list, prompt: torch.Tensor, device: torch.device,
+                 generator=None, independent: bool = False):
+        n = cfg.num_return_sequences                                  # prompt [B, P]: each input's first tokens
+        super().__init__(cfg, processors, prompt.shape[0], n, device, generator, independent, prompt.shape[1])
+        rows = self.rows
         self.seq = torch.full((rows, cfg.max_length), cfg.decoder_start_token_id, dtype=torch.long, device=device)
+        self.seq[:, :prompt.shape[1]] = prompt.repeat_interleave(n, dim=0)                           # [R, P]
         self.eos = torch.tensor(cfg.eos_token_id, device=device) if cfg.eos_token_id else None
         self.unfinished = torch.ones(rows, dtype=torch.bool, device=device)
 

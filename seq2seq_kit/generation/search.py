@@ -16,6 +16,8 @@ class SearchProgress:
     `cur_len` (tokens so far, the decoder start token included: long [B, 1], one per input), `max_len` (each
     input's max_length, long [B, 1]) and `going` (bool []: not stopped), which a step reads and writes without a
     host read; on the host `steps` taken and `done`, and the per-step tensors the caller asked for (`recorded`).
+    Every input starts from a decoder prompt of `prompt_len` tokens (1: the start token; see decoder_prompt.py),
+    already in the cache but for its last token, which the first step feeds.
     A search class adds `tokens()`, `advance_on_device(logits)` (the step without a host read: the cache reorder
     or None) and `output()`; `advance` is that step plus the one host read (an independent search's caller
     reads `input_flags` instead).
@@ -29,15 +31,16 @@ class SearchProgress:
     with `vacate`, in place, so no shape or address ever changes (what a CUDA graph of its step needs)."""
 
     def __init__(self, cfg: GenerationConfig, processors: list, batch: int, rows_per_input: int, device: torch.device,
-                 generator: torch.Generator | None = None, independent: bool = False):
+                 generator: torch.Generator | None = None, independent: bool = False, prompt_len: int = 1):
         self.cfg, self.batch, self.rows_per_input, self.independent = cfg, batch, rows_per_input, independent
         self.processors, self.generator = processors, generator     # logits_process.build_processors' list
-        self.cur_len = torch.ones((batch, 1), dtype=torch.long, device=device)           # [B, 1]
+        self.prompt_len = prompt_len
+        self.cur_len = torch.full((batch, 1), prompt_len, dtype=torch.long, device=device)   # [B, 1]
         self.max_len = torch.full((batch, 1), cfg.max_length, dtype=torch.long, device=device)   # [B, 1]
         self.going = torch.ones((), dtype=torch.bool, device=device)                  # [] not stopped yet
         self.alive = torch.ones((batch, 1), dtype=torch.bool, device=device)          # [B, 1] (independent)
-        self.steps = 0                  # host count of steps: cur_len - 1 until the search stops
-        self.lengths = [1] * batch      # independent: each input's cur_len on the host
+        self.steps = 0                  # host count of steps: cur_len - prompt_len until the search stops
+        self.lengths = [prompt_len] * batch      # independent: each input's cur_len on the host
         self.done = False
         # name -> each step's [R, V] (independent: per input, its rows' [n, V]): "scores", the processed scores
         # (cfg.output_scores), "logits", the model's (cfg.output_logits)
@@ -109,7 +112,7 @@ class SearchProgress:
 
     def restart(self) -> None:
         """The host side of a search that starts over (its device state reloaded by the caller)."""
-        self.steps, self.done, self.lengths = 0, False, [1] * self.batch
+        self.steps, self.done, self.lengths = 0, False, [self.prompt_len] * self.batch
         self.recorded = {name: self.no_steps() for name in self.recorded}
 
     def no_steps(self) -> list:
@@ -119,7 +122,7 @@ class SearchProgress:
     def host_length(self) -> int:
         """The length processors see: counted on the host, so those idle at this length skip their work (exact
         until the search stops; steps after that change nothing, whatever they compute)."""
-        return min(self.steps + 1, self.cfg.max_length)
+        return min(self.steps + self.prompt_len, self.cfg.max_length)
 
     def join(self, other: SearchProgress) -> None:
         """Append the inputs of `other`, an independent search of the same class and settings but for max_length
@@ -214,9 +217,9 @@ class SearchProgress:
         if steps is None:
             return None
         if not self.independent:
-            return tuple(steps[:int(self.cur_len.max()) - 1])
+            return tuple(steps[:int(self.cur_len.max()) - self.prompt_len])
         inputs = range(self.batch) if inputs is None else inputs
-        kept = [steps[b][:int(self.cur_len[b]) - 1] for b in inputs]
+        kept = [steps[b][:int(self.cur_len[b]) - self.prompt_len] for b in inputs]
         return tuple(torch.cat(step) for step in zip(*kept))
 
 

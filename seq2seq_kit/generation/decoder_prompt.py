@@ -1,0 +1,93 @@
+"""A decoder prompt: generate(..., decoder_input_ids=[B, P]) starts every row from these tokens instead of the
+decoder start token alone, as transformers 5.24 does (`_prepare_decoder_input_ids_for_generation`):
+
+  - the start token is prepended when no row's prompt begins with it (when some row's does, none gets it);
+  - the prompt, start token included, counts in max_length and min_length as the start token alone does without
+    one (max_new_tokens -> max_length = max_new_tokens + P; see config.resolve), and is part of the output;
+  - the processors read it as part of each row's sequence (repetition penalty, n-gram bans, prefix functions), and
+    the length-dependent ones count it (forced BOS acts at length 1 only, i.e. never after a longer prompt);
+  - a decoder_attention_mask may be given when it masks nothing (every row's prompt has the same length), and the
+    pad token may begin a prompt (Marian's start token) but not follow (transformers numbers M2M100 / NLLB prompt
+    positions around pad tokens in one pass, which a cache filled token by token does not reproduce).
+
+The prompt's tokens but the last are fed to the decoder before the search starts (`prefill`); the search then
+steps from the last one.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def check(decoder_input_ids, decoder_attention_mask, batch: int, vocab_size: int,
+          device: torch.device) -> torch.Tensor | None:
+    """generate's decoder_input_ids (None: no prompt) checked -> long [B, P] on `device`; decoder_attention_mask
+    must be None or all ones of the same shape."""
+    if decoder_input_ids is None:
+        if decoder_attention_mask is not None:
+            raise ValueError("decoder_attention_mask was given without decoder_input_ids: pass both, or neither")
+        return None
+    ids = decoder_input_ids
+    if not isinstance(ids, torch.Tensor) or ids.dtype.is_floating_point or ids.dtype.is_complex \
+            or ids.dtype == torch.bool or ids.dim() != 2:
+        raise TypeError(f"decoder_input_ids must be an integer tensor [batch, length] (e.g. torch.tensor([[2, 0]])), "
+                        f"got {_described(ids)}")
+    if ids.shape[0] != batch or ids.shape[1] == 0:
+        raise ValueError(f"decoder_input_ids must have shape [{batch}, length >= 1] (one prompt per input, "
+                         f"input_ids has {batch}), got {list(ids.shape)}")
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= vocab_size:
+        raise ValueError(f"decoder_input_ids holds id {low if low < 0 else high}, outside the decoder's vocabulary "
+                         f"[0, {vocab_size})")
+    _check_mask(decoder_attention_mask, ids)
+    return ids.to(device=device, dtype=torch.long)
+
+
+def _check_mask(mask, ids: torch.Tensor) -> None:
+    if mask is None:
+        return
+    if not isinstance(mask, torch.Tensor) or mask.shape != ids.shape:
+        raise ValueError(f"decoder_attention_mask must be a tensor of decoder_input_ids' shape {list(ids.shape)}, "
+                         f"got {_described(mask)}")
+    if not bool((mask == 1).all()):
+        raise ValueError("decoder_attention_mask masks prompt tokens (zeros): padded decoder prompts are not "
+                         "supported; give every input's prompt the same length (or generate them separately), "
+                         "and leave decoder_attention_mask unset")
+
+
+def _described(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {list(value.shape)}"
+    return type(value).__name__
+
+
+def needs_start_token(prompt: torch.Tensor, start: int) -> bool:
+    """transformers' rule: the start token is prepended when no row of prompt [B, P] begins with it."""
+    return bool((prompt[:, 0] != start).all())
+
+
+def length(prompt: torch.Tensor | None, start: int | None) -> int:
+    """The decoder's tokens before the first generated one: the prompt's (with the start token it gets), else 1."""
+    if prompt is None:
+        return 1
+    return prompt.shape[1] + int(start is not None and needs_start_token(prompt, start))
+
+
+def complete(prompt: torch.Tensor, start: int, pad: int | None) -> torch.Tensor:
+    """prompt [B, P] -> [B, P'] as the decoder reads it: the start token prepended when needs_start_token; a pad
+    token after the first position is refused (see the module docstring)."""
+    if needs_start_token(prompt, start):
+        prompt = torch.cat((prompt.new_full((prompt.shape[0], 1), start), prompt), dim=1)
+    if pad is not None and bool((prompt[:, 1:] == pad).any()):
+        raise ValueError(f"decoder_input_ids holds the pad token (id {pad}) after the decoder start token: padded "
+                         "decoder prompts are not supported; give every input's prompt the same length (or generate "
+                         "them separately)")
+    return prompt
+
+
+def prefill(step, cache, prompt: torch.Tensor, rows_per_input: int) -> None:
+    """Feed prompt [B, P]'s tokens but the last to `step` (protocol.Step) on each input's rows, filling the cache's
+    first P - 1 positions; their logits are not needed (the search steps from the last token)."""
+    rows = prompt.repeat_interleave(rows_per_input, dim=0)                            # [R, P]
+    for t in range(prompt.shape[1] - 1):
+        step(rows[:, t], cache)

@@ -1,0 +1,169 @@
+"""generate(decoder_input_ids=...): every row starts from a decoder prompt, token-exact with transformers 5.24
+(generation/decoder_prompt.py): the start token prepended as there, the prompt counted in max_length / min_length /
+max_new_tokens / min_new_tokens and in the processors that count lengths, returned at the head of every sequence.
+Greedy, beam search (scores, beam indices) and seeded sampling on BART with EOS raised (rows end at different steps),
+mBART, Marian (whose start token is its pad token) and M2M100 (positions counted over non-pad tokens)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seq2seq_kit import Engine
+from test_generation import assert_parity, inputs
+
+pytestmark = pytest.mark.filterwarnings("ignore:Using the model-agnostic default:UserWarning")
+
+MODES = {
+    "greedy": dict(max_new_tokens=8),
+    "beam": dict(num_beams=3, num_return_sequences=2, max_new_tokens=8, length_penalty=1.5),
+    "sample": dict(do_sample=True, top_k=8, max_new_tokens=6),
+    "processors": dict(num_beams=2, max_length=11, repetition_penalty=1.3, no_repeat_ngram_size=2, min_new_tokens=3,
+                       exponential_decay_length_penalty=(2, 1.4), begin_suppress_tokens=[5, 6], eos_token_id=2),
+}
+
+
+def prompts(start: int, batch: int) -> dict[str, torch.Tensor]:
+    """Prompts [B, P] of the three kinds transformers tells apart."""
+    g = torch.Generator().manual_seed(4)
+    body = torch.randint(4, 40, (batch, 3), generator=g)
+    with_start = torch.cat((torch.full((batch, 1), start), body), dim=1)
+    some_start = with_start.clone()
+    some_start[0, 0] = 7                                  # one row without the start token: none gets it prepended
+    return {"no-start": body, "with-start": with_start, "some-start": some_start}
+
+
+def both(hf, ours, ids, mask, prompt, **kwargs):
+    kwargs = dict(kwargs, return_dict_in_generate=True, output_scores=True, output_logits=True)
+    torch.manual_seed(11)
+    theirs = hf.generate(ids, attention_mask=mask, decoder_input_ids=prompt, **kwargs)
+    torch.manual_seed(11)
+    mine = ours.generate(ids, mask, decoder_input_ids=prompt, **kwargs)
+    return theirs, mine
+
+
+@pytest.mark.parametrize("kind", ["no-start", "with-start", "some-start"])
+@pytest.mark.parametrize("mode", list(MODES))
+def test_prompt_matches_transformers(pair, mode, kind):
+    hf, ours = pair("tiny-eos")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    prompt = prompts(ours.generation_config.decoder_start_token_id, ids.shape[0])[kind]
+    theirs, mine = both(hf, ours, ids, mask, prompt, **MODES[mode])
+    assert_parity(theirs, mine)
+    P = prompt.shape[1] + (kind == "no-start")
+    head = mine.sequences[:, :P]                                  # the prompt heads every returned sequence
+    rows = prompt.repeat_interleave(mine.sequences.shape[0] // prompt.shape[0], dim=0)
+    assert torch.equal(head[:, -prompt.shape[1]:], rows)
+
+
+def test_rows_end_at_different_steps_after_a_prompt(pair):
+    """The parity above covers rows that end early (EOS) and rows that run to max_new_tokens."""
+    hf, ours = pair("tiny-eos")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    prompt = prompts(2, ids.shape[0])["with-start"]
+    out = ours.generate(ids, mask, decoder_input_ids=prompt, max_new_tokens=8)
+    ended = [bool((row[4:-1] == 2).any()) for row in out]              # EOS before the forced last one
+    assert any(ended) and not all(ended), out
+
+
+@pytest.mark.parametrize("name", ["tiny-mbart", "marian", "m2m100"])
+@pytest.mark.parametrize("mode", ["greedy", "beam"])
+def test_families_with_a_prompt(pair, name, mode):
+    hf, ours = pair(name)
+    start = ours.generation_config.decoder_start_token_id if ours.generation_config.decoder_start_token_id \
+        is not None else ours.config.decoder_start_token_id
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    for prompt in prompts(start, ids.shape[0]).values():
+        theirs, mine = both(hf, ours, ids, mask, prompt, **MODES[mode])
+        assert_parity(theirs, mine)
+
+
+def test_lengths_count_the_prompt(pair):
+    """max_new_tokens and the default 20 new tokens come after the prompt; max_length includes it."""
+    hf, ours = pair("tiny")                                    # never emits EOS: every row runs to the limit
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    prompt = prompts(2, ids.shape[0])["with-start"]            # 4 tokens
+    for kwargs, length in ((dict(max_new_tokens=5), 9), ({}, 24), (dict(max_length=7), 7)):
+        mine = ours.generate(ids, mask, decoder_input_ids=prompt, **kwargs)
+        assert mine.shape[1] == length
+        assert torch.equal(mine, hf.generate(ids, attention_mask=mask, decoder_input_ids=prompt, **kwargs))
+
+
+def test_an_all_ones_decoder_attention_mask_changes_nothing(pair):
+    hf, ours = pair("tiny-eos")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    prompt = prompts(2, ids.shape[0])["with-start"]
+    want = ours.generate(ids, mask, decoder_input_ids=prompt, max_new_tokens=6)
+    got = ours.generate(ids, mask, decoder_input_ids=prompt, decoder_attention_mask=torch.ones_like(prompt),
+                        max_new_tokens=6)
+    assert torch.equal(got, want)
+
+
+PROMPT_ERRORS = [              # (decoder_input_ids, decoder_attention_mask, kwargs, error, message)
+    (torch.tensor([[2, 5, 6]] * 3), None, dict(max_length=3), ValueError,
+     r"decoder_input_ids holds 3 tokens \(the decoder start token included\), but max_length is 3: nothing is left "
+     r"to generate; set max_new_tokens"),
+    (torch.tensor([[5, 6]] * 3), None, dict(max_length=3), ValueError, "holds 3 tokens"),   # + the start token
+    (torch.tensor([[2, 5]] * 3), torch.tensor([[1, 0]] * 3), {}, ValueError,
+     r"decoder_attention_mask masks prompt tokens \(zeros\): padded decoder prompts are not supported"),
+    (None, torch.ones(3, 2), {}, ValueError, "decoder_attention_mask was given without decoder_input_ids"),
+    (torch.tensor([[2, 5, 1]] * 3), None, {}, ValueError,
+     r"decoder_input_ids holds the pad token \(id 1\) after the decoder start token"),
+    (torch.tensor([[2, 5]]), None, {}, ValueError,
+     r"decoder_input_ids must have shape \[3, length >= 1\] \(one prompt per input, input_ids has 3\), got \[1, 2\]"),
+    (torch.zeros(3, 0, dtype=torch.long), None, {}, ValueError, "got \\[3, 0\\]"),
+    (torch.tensor([2, 5]), None, {}, TypeError, r"decoder_input_ids must be an integer tensor \[batch, length\]"),
+    (torch.tensor([[2.0, 5.0]] * 3), None, {}, TypeError, "got a torch.float32 tensor of shape \\[3, 2\\]"),
+    ([[2, 5]] * 3, None, {}, TypeError, "got list"),
+    (torch.tensor([[2, 50265]] * 3), None, {}, ValueError,
+     r"decoder_input_ids holds id 50265, outside the decoder's vocabulary \[0, 50265\)"),
+    (torch.tensor([[2, 5]] * 3), torch.ones(3, 3), {}, ValueError,
+     r"decoder_attention_mask must be a tensor of decoder_input_ids' shape \[3, 2\]"),
+    (torch.tensor([[2, 5]] * 3), None, dict(max_new_tokens=1024), ValueError,
+     r"`max_new_tokens` must be an integer >= 1 and <= 255 \(the model has 256 positions, 2 of them the decoder "
+     r"prompt's: max_length = max_new_tokens \+ 2\)"),
+]
+
+
+@pytest.mark.parametrize("prompt,prompt_mask,kwargs,error,message", PROMPT_ERRORS,
+                         ids=[e[4][:40] for e in PROMPT_ERRORS])
+def test_bad_prompt_is_refused_before_any_compute(pair, monkeypatch, prompt, prompt_mask, kwargs, error, message):
+    _, ours = pair("tiny")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+
+    def no_compute(*args, **kw):
+        raise AssertionError("the encoder ran before the prompt was validated")
+
+    monkeypatch.setattr(ours, "encode_unchecked", no_compute)
+    with pytest.raises(error, match=message):
+        ours.generate(ids, mask, decoder_input_ids=prompt, decoder_attention_mask=prompt_mask, **kwargs)
+
+
+def test_transformers_refuses_what_we_refuse_for_length(pair):
+    """The prompt-as-long-as-max_length error is transformers' own (a ValueError there too)."""
+    hf, _ = pair("tiny")
+    with pytest.raises(ValueError, match="Input length of decoder_input_ids is 3, but `max_length` is set to 3"):
+        hf.generate(torch.tensor([[5, 6, 7]]), decoder_input_ids=torch.tensor([[2, 5, 6]]), max_length=3)
+
+
+def test_engine_names_the_prompt_as_generates_only(pair):
+    _, ours = pair("tiny")
+    with Engine(ours, max_rows=4) as engine:
+        with pytest.raises(ValueError, match="decoder_input_ids: a decoder prompt is for generate"):
+            engine.submit([5, 6, 7], decoder_input_ids=torch.tensor([[2, 5]]))
+
+
+@pytest.mark.cuda
+def test_prompt_on_cuda_decodes_eagerly(checkpoint):
+    """cuda_graph unset: a prompt decodes eagerly on CUDA (equal to the CPU's tokens); cuda_graph=True refused."""
+    from seq2seq_kit import BartForConditionalGeneration
+
+    cpu = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))
+    cuda = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), device="cuda")
+    ids, mask = inputs(cpu.config.vocab_size, cpu.config.pad_token_id)
+    prompt = prompts(2, ids.shape[0])["with-start"]
+    want = cpu.generate(ids, mask, decoder_input_ids=prompt, num_beams=2, max_new_tokens=6)
+    got = cuda.generate(ids.cuda(), mask.cuda(), decoder_input_ids=prompt.cuda(), num_beams=2, max_new_tokens=6)
+    assert torch.equal(got.cpu(), want)
+    with pytest.raises(ValueError, match="decoder_input_ids are not run on CUDA graphs"):
+        cuda.generate(ids.cuda(), decoder_input_ids=prompt.cuda(), cuda_graph=True)
