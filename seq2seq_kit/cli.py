@@ -683,7 +683,7 @@ def _inspect(args) -> int:
 def _checkpoint_info(args) -> dict:
     """What `inspect` shows: the checkpoint's config, files and weights, as loaded by the library."""
     from . import hub, kernel_choice
-    from .config import BartConfig
+    from .config import BartConfig, dtype_name
     from .loading import weight_files
     from .modeling import BartForConditionalGeneration
 
@@ -705,7 +705,7 @@ def _checkpoint_info(args) -> dict:
         "files": {f: {"bytes": (root / f).stat().st_size, "kind": _file_kind(f)} for f in files},
         "weights_format": ("safetensors" if weights[0].suffix == ".safetensors" else "pytorch .bin")
                           + (f", {len(weights)} shards" if len(weights) > 1 else ""),
-        "config_dtype": BartConfig.from_pretrained(root).dtype,   # config.json's (c.dtype: the dtype loaded)
+        "config_dtype": dtype_name(BartConfig.from_pretrained(root).dtype),   # config.json's (c.dtype: the loaded)
         "stored_dtypes": _stored_dtypes(root), "loaded_dtype": str(model.dtype),
         "generation_defaults": model.generation_config.to_dict() if model.generation_config is not None else {},
         "task_specific_params": (c.extra.get("task_specific_params") or {}).get("summarization"),

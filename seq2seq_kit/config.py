@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import torch
+
 from . import hub
 from .families import FAMILIES, MODEL_TYPES, Family
 from .jsonfile import read_json_object, write_json
@@ -64,7 +66,8 @@ class BartConfig:
     forced_bos_token_id: int | None = None
     forced_eos_token_id: int | list[int] | None = 2
     tie_word_embeddings: bool = True
-    dtype: str | None = None                        # config.json "dtype" (or "torch_dtype"); a loaded model's: its own
+    dtype: torch.dtype | str | None = None          # config.json "dtype" (or "torch_dtype") as a torch.dtype, as
+                                                    # transformers 5; a loaded model's: its own; to_dict: the name
     model_type: str = "bart"
     extra: dict = field(default_factory=dict)       # every other config.json key, verbatim
 
@@ -74,6 +77,7 @@ class BartConfig:
     is_encoder_decoder = True                       # transformers' flag, true for every family here
 
     def __post_init__(self):
+        self.dtype = torch_dtype(self.dtype)
         self.validate()
 
     @property
@@ -189,7 +193,9 @@ class BartConfig:
         return cls(**kwargs, extra=d)
 
     def to_dict(self) -> dict:
+        """config.json's keys, dtype by name ("float32"), as transformers' to_dict writes it."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out["dtype"] = dtype_name(self.dtype)
         out.update(self.extra)
         return dict(sorted(out.items()))
 
@@ -214,6 +220,18 @@ class BartConfig:
         path = directory / "config.json"
         write_json(path, self.to_dict(), indent=2, sort_keys=True)
         return path
+
+
+def torch_dtype(dtype):
+    """config.json's dtype name as the torch.dtype it names ("float32" -> torch.float32), as transformers 5 reads
+    it; None, a torch.dtype, and a name torch has no dtype for (kept as written: dtype="auto" names it) unchanged."""
+    named = getattr(torch, dtype, None) if isinstance(dtype, str) else None
+    return named if isinstance(named, torch.dtype) else dtype
+
+
+def dtype_name(dtype):
+    """A config dtype as config.json writes it: torch.float32 -> "float32" (None and other values unchanged)."""
+    return str(dtype).removeprefix("torch.") if isinstance(dtype, torch.dtype) else dtype
 
 
 class AutoConfig:

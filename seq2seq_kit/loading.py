@@ -27,6 +27,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from .config import dtype_name
 from .hub import WEIGHT_FILES
 from .jsonfile import read_json, write_json, writing
 
@@ -258,14 +259,14 @@ def is_int8(dtype) -> bool:
     return dtype is torch.int8 or isinstance(dtype, str) and dtype.removeprefix("torch.") == "int8"
 
 
-def resolve_dtype(dtype, config_dtype: str | None, ckpt: Checkpoint | None) -> torch.dtype:
+def resolve_dtype(dtype, config_dtype: torch.dtype | str | None, ckpt: Checkpoint | None) -> torch.dtype:
     """None -> float32; "auto" -> config.json's dtype (config_dtype), else the checkpoint's (as transformers'
     dtype="auto"; ckpt may be None for any other dtype)."""
     if dtype is None:
         return torch.float32
     if isinstance(dtype, str) and dtype == "auto":
         if config_dtype is not None:
-            found, where = config_dtype, "config.json 'dtype'"
+            found, where = dtype_name(config_dtype), "config.json 'dtype'"
         elif ckpt.index_dtype is not None:
             found, where = ckpt.index_dtype, "the shard index's metadata 'dtype'"
         else:

@@ -43,7 +43,7 @@ class BartForConditionalGeneration(BartNetwork):
             kernel_choice.setting()                  # a malformed SEQ2SEQ_KIT_CPU_KERNELS fails here too
         model = loading.load(cls, config, root, dtype=None if int8 else dtype, device=device,
                              replace_linear=int8_linear if int8 else None)   # int8: each layer as it is read
-        model.config.dtype = str(model.dtype).removeprefix("torch.")   # as transformers: the dtype loaded
+        model.config.dtype = model.dtype             # as transformers: the torch.dtype loaded (int8: float32)
         model.generation_config = GenerationConfig.from_pretrained(root, config)
         if model.device.type == "cpu":
             cpu_memory.keep_freed_memory()           # a step's vocabulary-wide temporaries reuse the last step's pages

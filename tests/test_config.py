@@ -6,6 +6,7 @@ import json
 from dataclasses import fields
 
 import pytest
+import torch
 import transformers
 
 from seq2seq_kit import BartConfig
@@ -48,7 +49,7 @@ DISTILBART_CONFIG = {
     "vocab_size": 50264,
 }
 # transformers 5 moves generation keys such as forced_bos_token_id out of the model config: not compared.
-MODEL_FIELDS = [f.name for f in fields(BartConfig) if f.name not in ("extra", "dtype", "forced_bos_token_id")]
+MODEL_FIELDS = [f.name for f in fields(BartConfig) if f.name not in ("extra", "forced_bos_token_id")]
 
 
 def oracle_config(d):
@@ -62,7 +63,7 @@ def test_kobart_notebook_config():
     assert (config.encoder_attention_heads, config.encoder_ffn_dim, config.max_position_embeddings) == (16, 3072, 1026)
     assert (config.bos_token_id, config.eos_token_id, config.pad_token_id) == (1, 1, 3)
     assert (config.decoder_start_token_id, config.forced_eos_token_id, config.forced_bos_token_id) == (1, 1, None)
-    assert config.dtype == "float32" and config.model_type == "bart" and not config.pre_layer_norm
+    assert config.dtype == torch.float32 and config.model_type == "bart" and not config.pre_layer_norm
     for key in ("author", "kobart_version", "id2label", "label2id", "do_blenderbot_90_layernorm",
                 "normalize_before", "add_final_layer_norm", "task_specific_params", "tokenizer_class",
                 "force_bos_token_to_be_generated", "gradient_checkpointing", "_name_or_path"):
@@ -110,11 +111,30 @@ def test_aliases_read_and_set_like_transformers(d):
         assert (config.d_model, config.encoder_attention_heads, config.encoder_layers) == (48, 3, 5)
 
 
-def test_dtype_prefers_dtype_over_torch_dtype():
-    assert BartConfig.from_dict({"dtype": "bfloat16", "torch_dtype": "float32"}).dtype == "bfloat16"
-    assert BartConfig.from_dict({"torch_dtype": "float16"}).dtype == "float16"
-    assert BartConfig.from_dict({}).dtype is None
-    assert BartConfig.from_dict({"dtype": None, "torch_dtype": "float16"}).dtype == "float16"   # transformers too
+@pytest.mark.parametrize("d,expected", [({"dtype": "bfloat16", "torch_dtype": "float32"}, torch.bfloat16),
+                                        ({"torch_dtype": "float16"}, torch.float16), ({}, None),
+                                        ({"dtype": None, "torch_dtype": "float16"}, torch.float16)])
+def test_dtype_prefers_dtype_over_torch_dtype(d, expected):
+    """config.json's dtype name reads as a torch.dtype, as transformers 5 reads it, and is written back by name."""
+    ours, ref = BartConfig.from_dict(d), transformers.BartConfig.from_dict(d)
+    assert ours.dtype == ref.dtype == expected
+    assert ours.to_dict()["dtype"] == ref.to_dict()["dtype"] == (expected and str(expected).split(".")[1])
+
+
+@pytest.mark.parametrize("dtype", ["float16", torch.bfloat16])
+def test_dtype_by_name_or_torch_dtype(tmp_path, dtype):
+    """BartConfig(dtype=...) as transformers' BartConfig(dtype=...): a torch.dtype, saved by name."""
+    ours, ref = BartConfig(dtype=dtype), transformers.BartConfig(dtype=dtype)
+    assert ours.dtype == ref.dtype and isinstance(ours.dtype, torch.dtype)
+    assert json.loads((ours.save_pretrained(tmp_path)).read_text())["dtype"] == ref.to_dict()["dtype"]
+    assert BartConfig.from_pretrained(tmp_path).dtype == ref.dtype
+
+
+def test_a_dtype_torch_does_not_name_is_kept_as_written():
+    """transformers fails reading such a config.json (getattr(torch, "fp16")); kept as written, dtype="auto" names
+    it (tests/test_loading.py), any other dtype loads."""
+    config = BartConfig.from_dict({"dtype": "fp16"})
+    assert config.dtype == "fp16" and config.to_dict()["dtype"] == "fp16"
 
 
 def test_a_model_type_that_is_no_string_is_named():

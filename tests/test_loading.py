@@ -235,19 +235,35 @@ def test_dtype_names(tiny, dtype, expected):
 
 
 @pytest.mark.parametrize("stored,config_dtype,dtype", [(torch.bfloat16, "bfloat16", None), (torch.float32, "float32",
-                          torch.float16), (torch.float16, None, "auto"), (torch.bfloat16, "bfloat16", "float32")])
+                          torch.float16), (torch.float16, None, "auto"), (torch.bfloat16, "bfloat16", "float32"),
+                          (torch.float32, "float16", "bfloat16"), (torch.float32, "float32", "auto")])
 def test_config_dtype_names_the_dtype_loaded(tiny, tmp_path, stored, config_dtype, dtype):
-    """model.config.dtype is the dtype the model was loaded in, as transformers sets it (it named config.json's:
-    'bfloat16' for a model loaded in float32); int8 models hold float32 besides their int8 weights."""
+    """model.config.dtype is the torch.dtype the model was loaded in, as transformers sets it (it named config.json's:
+    'bfloat16' for a model loaded in float32); to_dict, save_pretrained's config.json and repr name it as
+    transformers' do."""
     def edit(c):
         c.pop("dtype", None)
         c.update({"dtype": config_dtype} if config_dtype else {})
-    path = variant(tiny, tmp_path, lambda s: {k: v.to(stored) for k, v in s.items()}, edit)
+    path = variant(tiny, tmp_path / "in", lambda s: {k: v.to(stored) for k, v in s.items()}, edit)
     ours = BartForConditionalGeneration.from_pretrained(path, dtype=dtype)
     theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(path, dtype=dtype or torch.float32)   # None: README
     assert ours.dtype == theirs.dtype
-    assert ours.config.dtype == str(theirs.config.dtype).removeprefix("torch.")
-    assert BartForConditionalGeneration.from_pretrained(path, dtype="int8").config.dtype == "float32"
+    assert ours.config.dtype == theirs.config.dtype and isinstance(ours.config.dtype, torch.dtype)
+    assert ours.config.to_dict()["dtype"] == theirs.config.to_dict()["dtype"]
+    assert f"dtype={theirs.config.dtype!r}" in repr(ours.config)      # the dataclass' repr: dtype=torch.float16
+    loaded = theirs.config.dtype
+    ours.save_pretrained(tmp_path / "ours")
+    theirs.save_pretrained(tmp_path / "theirs")      # (which sets theirs.config.dtype to its name: not followed)
+    saved = [json.loads((tmp_path / d / "config.json").read_text())["dtype"] for d in ("ours", "theirs")]
+    assert saved[0] == saved[1] == theirs.config.dtype and ours.config.dtype == loaded
+
+
+def test_an_int8_model_config_dtype_is_float32(tiny):
+    """int8 models compute in float32 (their activations, biases, layer norms): config.dtype and model.dtype say
+    torch.float32 (GET /info and the CLI say "int8")."""
+    model = BartForConditionalGeneration.from_pretrained(tiny, dtype="int8")
+    assert model.config.dtype == model.dtype == torch.float32
+    assert model.config.to_dict()["dtype"] == "float32"
 
 
 @pytest.mark.parametrize("dtype", ["int4", torch.int16, "fp8", 16])    # "int8" is valid: tests/test_quantize.py
