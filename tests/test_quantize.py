@@ -169,3 +169,55 @@ def test_int8_under_bfloat16_autocast(checkpoint):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = int8.generate(ids, num_beams=2, max_new_tokens=5, output_scores=True, return_dict_in_generate=True)
     assert out.sequences.shape[0] == 2 and all(torch.isfinite(s).any() for s in out.scores)
+
+
+# ---- to_empty -------------------------------------------------------------------------------------------------
+
+INT8_WAYS = {"dtype='int8'": dict(dtype="int8"), "dtype=torch.int8": dict(dtype=torch.int8), "quantize_int8": {}}
+
+
+def int8_model(path, way: str):
+    model = BartForConditionalGeneration.from_pretrained(path, **INT8_WAYS[way])
+    return model if model.quantized else model.quantize_int8()
+
+
+@pytest.mark.parametrize("way", INT8_WAYS)
+def test_int8_to_empty_on_the_cpu_then_load_state_dict(checkpoint, way):
+    """torch's contract: to_empty gives the float tensors new, uninitialized storage on the device (the CPU, the
+    only one an int8 model runs on); load_state_dict fills them again, to the same tokens."""
+    model = int8_model(checkpoint("tiny"), way)
+    ids = torch.tensor([[0, 100, 200, 300, 2], [0, 400, 500, 2, 1]])
+    want = model.generate(ids, num_beams=2, max_new_tokens=6)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert model.to_empty(device="cpu") is model and model.quantized and model.device == torch.device("cpu")
+    assert model.load_state_dict(state).missing_keys == []
+    assert torch.equal(model.generate(ids, num_beams=2, max_new_tokens=6), want)
+
+
+@pytest.mark.parametrize("device", ["meta", "cuda", torch.device("cuda", 0)],
+                         ids=["meta", "gpu-by-name", "gpu-device"])     # (an id "cuda" is skipped without a GPU)
+def test_int8_to_empty_off_the_cpu_is_refused_before_anything_moves(checkpoint, device):
+    """A CUDA device on a CPU-only torch was torch's AssertionError ("Torch not compiled with CUDA enabled")."""
+    model = int8_model(checkpoint("tiny"), "dtype='int8'")
+    ids = torch.tensor([[0, 100, 200, 300, 2]])
+    want = model.generate(ids, max_new_tokens=6)
+    for move in (lambda m: m.to_empty(device=device), lambda m: m.to(device)):
+        with pytest.raises(ValueError, match=r"^this model's linear layers are int8 \(quantize_int8\), which run on "
+                                             r"the CPU with float32 activations only: it cannot (become "
+                                             r"torch.float32 on (meta|cuda:0)|move there \(torch: .+\)); load the "
+                                             r"float model for that$"):
+            move(model)
+    assert torch.equal(model.generate(ids, max_new_tokens=6), want)
+
+
+def test_int8_uninitialized_float_weights_are_named(checkpoint):
+    """Running an int8 model after to_empty without load_state_dict: uninitialized memory can hold NaN (made sure
+    of here), which the int8 kernel failed on inside torch ("In ChooseQuantizationParams, min should be less than
+    or equal to max"); float weights that are finite garbage give garbage, as torch's contract says."""
+    model = int8_model(checkpoint("tiny"), "dtype='int8'").to_empty(device="cpu")
+    with torch.no_grad():
+        model.encoder.layers[0].self_attn_layer_norm.weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match=r"^an int8 linear layer got NaN or infinite activations: .* after "
+                                         r"model.to_empty\(...\) they are uninitialized: fill them with "
+                                         r"model.load_state_dict\(state\) before running the model$"):
+        model.generate(torch.tensor([[0, 100, 200, 2]]), max_new_tokens=3)

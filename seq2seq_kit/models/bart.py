@@ -598,13 +598,10 @@ class BartNetwork(nn.Module):
         """Moving or casting the network (to, half, cuda) first gives packed weights back their dense layout; a move
         that changes neither device nor dtype (model.to("cpu") on the CPU, float() on float32) packs them again, so
         it keeps the kernels it ran. An int8 network stays a float32 CPU one (its packed int8 layers would not
-        follow)."""
+        follow); to_empty(device="cpu") empties its float tensors, as torch's contract says (load_state_dict fills
+        them again)."""
         if self.quantized:
-            probe = fn(torch.zeros((), device=self.device))
-            if (probe.dtype, probe.device) != (torch.float32, self.device):
-                raise ValueError(f"this model's linear layers are int8 (quantize_int8), which run on the CPU with "
-                                 f"float32 activations only: it cannot become {probe.dtype} on {probe.device}; "
-                                 "load the float model for that")
+            self._check_int8_move(fn)
         before = (self.device, self.dtype)
         table = self.kernel_table()
         for modules in self.kernel_linears().values():
@@ -617,6 +614,18 @@ class BartNetwork(nn.Module):
         return out
 
     # ---- int8 (models/quantize.py) --------------------------------------------------------------------------
+
+    def _check_int8_move(self, fn) -> None:
+        """Refuse a move or cast (_apply's fn) of an int8 network off float32 on its CPU, before any tensor moves:
+        also when torch cannot make the target at all (a CUDA device on a CPU-only torch)."""
+        try:
+            probe = fn(torch.zeros((), device=self.device))
+            change = f"become {probe.dtype} on {probe.device}"
+        except (RuntimeError, AssertionError) as e:       # torch's "not compiled with CUDA", "no CUDA GPUs", ...
+            probe, change = None, f"move there (torch: {str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        if probe is None or (probe.dtype, probe.device) != (torch.float32, self.device):
+            raise ValueError(f"this model's linear layers are int8 (quantize_int8), which run on the CPU with "
+                             f"float32 activations only: it cannot {change}; load the float model for that")
 
     def quantize_int8(self) -> BartNetwork:
         """CPU, float32 model: int8 weights for every linear layer (inputs quantized per call) and for the token

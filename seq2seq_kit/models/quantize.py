@@ -22,6 +22,12 @@ import torch
 from torch import nn
 
 
+# linear_dynamic cannot choose a scale for NaN/inf input; they come from float weights that are not finite.
+NOT_FINITE = ("an int8 linear layer got NaN or infinite activations: the model's float weights (biases, layer norms, "
+              "embeddings) are not finite; after model.to_empty(...) they are uninitialized: fill them with "
+              "model.load_state_dict(state) before running the model")
+
+
 def per_row_qint8(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """w float32 [out, in] as a quantized qint8 tensor with one scale per row (scale float64 [out]), zero point 0."""
     with warnings.catch_warnings():   # torch flags its quantized-tensor constructors as deprecated
@@ -48,7 +54,12 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:                      # x [..., in] -> [..., out]
         if x.dtype != torch.float32:       # autocast's bfloat16/float16 activations: the kernel takes float32 only
             x = x.float()
-        return torch.ops.quantized.linear_dynamic(x, self.packed, True)     # reduce_range: safe on any x86 CPU
+        try:
+            return torch.ops.quantized.linear_dynamic(x, self.packed, True)     # reduce_range: safe on any x86 CPU
+        except RuntimeError:
+            if torch.isfinite(x).all():
+                raise
+            raise ValueError(NOT_FINITE) from None
 
     # The packed weight is an opaque torch object, no parameter or buffer: the state dict holds its int8 rows
     # ("weight" int8 [out, in]), their scales ("weight_scale" float64 [out]) and the bias, and loading packs them.
