@@ -33,7 +33,9 @@ from .jsonfile import read_json, write_json, writing
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DTYPE_CHOICES = ("auto", *DTYPES, "int8")   # what from_pretrained(dtype=...) takes by name (int8: CPU only)
-SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+# float8 weights are read and upcast to the dtype loaded, as transformers 5 loads them without a quantization_config
+SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
+                      "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
 
 
 # ---- reading checkpoint files -----------------------------------------------------------------------------------
@@ -118,7 +120,7 @@ class _TorchFile:
         return dtype if dtype in SAFETENSORS_DTYPES.values() else None
 
     def tensor(self, key: str) -> torch.Tensor:
-        """The tensor as stored; one of a dtype not read (int, bool, complex, float8) is refused, as in a safetensors
+        """The tensor as stored; one of a dtype not read (int, bool, complex) is refused, as in a safetensors
         file, rather than cast (copy_ would round, truncate or drop an imaginary part without a word)."""
         tensor = self.state[key]
         if self.dtype(key) is None:
@@ -265,18 +267,13 @@ def resolve_dtype(dtype, config_dtype: torch.dtype | str | None, ckpt: Checkpoin
     if dtype is None:
         return torch.float32
     if isinstance(dtype, str) and dtype == "auto":
-        if config_dtype is not None:
-            found, where = dtype_name(config_dtype), "config.json 'dtype'"
-        elif ckpt.index_dtype is not None:
-            found, where = ckpt.index_dtype, "the shard index's metadata 'dtype'"
-        else:
-            first = ckpt.first_floating()
-            if first is None:
-                raise ValueError(f"dtype='auto' found no floating-point weight in {ckpt.description}; pass dtype=")
-            found, where = str(ckpt.dtype(first)).removeprefix("torch."), f"the checkpoint ({first})"
-        if found not in DTYPES:
-            raise ValueError(f"dtype='auto' found {found!r} in {where}; supported: {', '.join(DTYPES)}; "
-                             "pass dtype= explicitly")
+        found, where = auto_dtype(config_dtype, ckpt)
+        if not isinstance(found, str) or found not in DTYPES:
+            # float8: transformers 5 fails inside torch (no float8 default dtype); the weights load upcast
+            float8 = str(found).startswith("float8")
+            fix = ("float8 weights load upcast to the dtype passed: pass dtype='float32' (or 'bfloat16', 'float16')"
+                   if float8 else "pass dtype= explicitly")
+            raise ValueError(f"dtype='auto' found {found!r} in {where}; supported: {', '.join(DTYPES)}; {fix}")
         return DTYPES[found]
     if isinstance(dtype, str):
         dtype = DTYPES.get(dtype.removeprefix("torch."), dtype)
@@ -284,6 +281,18 @@ def resolve_dtype(dtype, config_dtype: torch.dtype | str | None, ckpt: Checkpoin
         raise ValueError(f"dtype must be None, 'auto' or one of {', '.join(DTYPES)} (str or torch.dtype), "
                          f"or 'int8' (int8 linear layers, CPU); got {dtype!r}")
     return dtype
+
+
+def auto_dtype(config_dtype, ckpt: Checkpoint) -> tuple[str, str]:
+    """(the dtype name dtype="auto" takes, where it was found): config.json's, the shard index's, the weights'."""
+    if config_dtype is not None:
+        return dtype_name(config_dtype), "config.json 'dtype'"
+    if ckpt.index_dtype is not None:
+        return ckpt.index_dtype, "the shard index's metadata 'dtype'"
+    first = ckpt.first_floating()
+    if first is None:
+        raise ValueError(f"dtype='auto' found no floating-point weight in {ckpt.description}; pass dtype=")
+    return str(ckpt.dtype(first)).removeprefix("torch."), f"the checkpoint ({first})"
 
 
 def resolve_device(device) -> torch.device:

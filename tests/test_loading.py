@@ -279,6 +279,40 @@ def test_bad_config_dtype_with_auto(tiny, tmp_path):
         BartForConditionalGeneration.from_pretrained(path, dtype="auto")
 
 
+FLOAT8 = [torch.float8_e4m3fn, torch.float8_e5m2]
+
+
+@pytest.mark.parametrize("dtype", [None, "auto", torch.float32, "bfloat16", torch.float16])
+@pytest.mark.parametrize("float8", FLOAT8, ids=["F8_E4M3", "F8_E5M2"])
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
+def test_float8_weights_load_upcast_as_transformers(tiny, tmp_path, float8, dtype, weights):
+    """float8 weights without a quantization_config, as transformers 5 loads them: upcast to the dtype loaded
+    (config.json's float32 for "auto"), to the same logits (None: float32, which transformers is given)."""
+    path = variant(tiny, tmp_path, lambda s: {k: v.to(float8) for k, v in s.items()}, weights=weights)
+    ours = BartForConditionalGeneration.from_pretrained(path, dtype=dtype)
+    theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(path, dtype=dtype or torch.float32)
+    assert ours.dtype == theirs.dtype == (torch.float32 if dtype in (None, "auto") else theirs.dtype)
+    batch = make_batch(ours)
+    assert torch.equal(logits_of(ours, batch), logits_of(theirs, batch))
+
+
+@pytest.mark.parametrize("float8", FLOAT8, ids=["F8_E4M3", "F8_E5M2"])
+def test_float8_weights_with_auto_and_no_config_dtype_name_the_fix(tiny, tmp_path, float8):
+    """dtype="auto" with no dtype in config.json takes the first weight's, float8, which no model is computed in:
+    transformers fails inside torch (TypeError: couldn't find storage object Float8_e4m3fnStorage); refused with
+    the fix, which loads (dtype=None too: float32)."""
+    path = variant(tiny, tmp_path, lambda s: {k: v.to(float8) for k, v in s.items()}, lambda c: c.pop("dtype"))
+    with pytest.raises(TypeError):
+        transformers.AutoModelForSeq2SeqLM.from_pretrained(path, dtype="auto")
+    name = str(float8).removeprefix("torch.")
+    with pytest.raises(ValueError, match=rf"^dtype='auto' found '{name}' in the checkpoint \(final_logits_bias\); "
+                                         r"supported: float32, float16, bfloat16; float8 weights load upcast to the "
+                                         r"dtype passed: pass dtype='float32' \(or 'bfloat16', 'float16'\)$"):
+        BartForConditionalGeneration.from_pretrained(path, dtype="auto")
+    assert BartForConditionalGeneration.from_pretrained(path, dtype="float32").dtype == torch.float32
+    assert BartForConditionalGeneration.from_pretrained(path).dtype == torch.float32
+
+
 @pytest.mark.parametrize("device", ["cpu", torch.device("cpu")])
 def test_cpu_device(tiny, device):
     assert BartForConditionalGeneration.from_pretrained(tiny, device=device).device == torch.device("cpu")
