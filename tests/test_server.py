@@ -185,6 +185,31 @@ def test_huggingface_hubs_own_inference_client_gets_the_pipelines_summary(server
     assert out.summary_text == expected and expected.strip()
 
 
+def test_the_inference_apis_options_are_taken_without_effect(server):
+    """Older huggingface_hub clients and the HF docs' examples send "options": {"use_cache", "wait_for_model"}
+    (422 before): the answer is the one without them (the model is always loaded; no response cache)."""
+    body = {"inputs": make_docs(1, seed=6)[0]["text"], "parameters": PARAMS}
+    plain = post(server, body)
+    assert plain.status_code == 200, plain.text
+    for options in ({"use_cache": False, "wait_for_model": True}, {"use_cache": True}, {"wait_for_model": False}, {}):
+        answer = post(server, {**body, "options": options})
+        assert (answer.status_code, answer.json()) == (200, plain.json()), (options, answer.text)
+
+
+@pytest.mark.parametrize("options, field, error", [
+    ({"wait_for_modle": True}, "options.wait_for_modle",
+     "options.wait_for_modle: unknown field; options takes: use_cache, wait_for_model"),
+    ({"use_cache": "false"}, "options.use_cache", 'options.use_cache: Input should be a valid boolean (got "false")'),
+    ({"wait_for_model": 1}, "options.wait_for_model",
+     "options.wait_for_model: Input should be a valid boolean (got 1)"),
+    ({"use_cache": None}, "options.use_cache", "options.use_cache: Input should be a valid boolean (got null)"),
+])
+def test_a_bad_option_is_422_naming_it(server, options, field, error):
+    answer = post(server, {"inputs": "the tower is tall", "options": options})
+    assert answer.status_code == 422
+    assert answer.json() == {"error": error, "field": field, "errors": {field: error}}
+
+
 def test_settings_whose_python_form_is_a_tuple_come_as_json_lists(server, pipe):
     doc = make_docs(1, seed=5)[0]["text"]
     settings = {"sequence_bias": [[[5], 2.0], [[6, 7], -1.5]], "exponential_decay_length_penalty": [3, 1.5],

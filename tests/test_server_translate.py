@@ -106,6 +106,17 @@ def test_m2m100_translations_are_the_pipelines(m2m100_server, m2m100_path):
 
 
 
+def test_the_inference_apis_options_are_taken_on_translate(m2m100_server):
+    body = {"inputs": TEXTS[0], "parameters": {"src_lang": "en", "tgt_lang": "fr", **PARAMS}}
+    plain = translate(m2m100_server, body)
+    with_options = translate(m2m100_server, {**body, "options": {"use_cache": False, "wait_for_model": True}})
+    assert plain.status_code == 200 and (with_options.status_code, with_options.json()) == (200, plain.json())
+    bad = translate(m2m100_server, {**body, "options": {"use_gpu": True}})
+    error = "options.use_gpu: unknown field; options takes: use_cache, wait_for_model"
+    assert (bad.status_code, bad.json()) == (422, {"error": error, "field": "options.use_gpu",
+                                                   "errors": {"options.use_gpu": error}})
+
+
 def test_huggingface_hubs_own_inference_client_gets_the_pipelines_translation(m2m100_server, m2m100_path):
     from huggingface_hub import InferenceClient
 

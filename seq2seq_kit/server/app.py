@@ -4,6 +4,7 @@
                      ("strategy": "map_reduce" for texts longer than the model's window, as pipe(strategy=...))
     POST /translate  {"inputs": ..., "parameters": {"src_lang": ..., "tgt_lang": ..., ...}}
                      ->  [{"translation_text": "..."}, ...]
+                     (both take the Inference API's "options" too, without effect: schema.Options)
     GET  /health     200 {"status": "ready"}; 503 while loading or draining
     GET  /info       model, commit, dtype, device, the routes served, languages, generation defaults, limits
     GET  /metrics    Prometheus text: requests by route and status, latency, the engine's queue depth, active rows

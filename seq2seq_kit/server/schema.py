@@ -73,16 +73,27 @@ class TranslateParameters(TaskParameters):
                                                    "model's fra); required when the model has several (GET /info)")
 
 
+class Options(BaseModel):
+    """The Inference API's "options" (older huggingface_hub clients and the HF docs' examples send them): taken,
+    and without effect here: the model is loaded before any request is answered (nothing to wait for), and the
+    server keeps no response cache (nothing to use)."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+    use_cache: bool = Field(True, description="accepted, without effect: the server keeps no response cache")
+    wait_for_model: bool = Field(False, description="accepted, without effect: the model is always loaded")
+
+
 class SummarizeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     inputs: str | list[str] = Field(description="a text, or a list of texts summarized each on its own")
     parameters: SummarizeParameters | None = None
+    options: Options | None = None
 
 
 class TranslateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     inputs: str | list[str] = Field(description="a text, or a list of texts translated each on its own")
     parameters: TranslateParameters | None = None
+    options: Options | None = None
 
 
 class Summary(BaseModel):
@@ -95,7 +106,8 @@ class Translation(BaseModel):
 
 
 PARAMETERS = {"/summarize": SummarizeParameters, "/translate": TranslateParameters}   # a route -> its parameters
-BODY_FIELDS = {"inputs", "parameters", "generate_parameters", *(n for p in PARAMETERS.values() for n in p.model_fields)}
+BODY_FIELDS = {"inputs", "parameters", "generate_parameters", "options", *Options.model_fields,
+               *(n for p in PARAMETERS.values() for n in p.model_fields)}
 
 
 def split_parameters(p: TaskParameters) -> tuple[dict, bool, bool]:
@@ -119,7 +131,8 @@ def describe_errors(errors, parameter_names: tuple[str, ...]) -> dict[str, str]:
         name = ".".join(map(str, path[1:] if path[:1] == ["body"] else path)) or "body"
         if kind == "extra_forbidden":
             within = str(path[-2]) if len(path) > 1 else "the body"
-            takes = {"the body": ("inputs", "parameters"), "parameters": parameter_names}.get(
+            takes = {"the body": ("inputs", "parameters", "options"), "parameters": parameter_names,
+                     "options": tuple(Options.model_fields)}.get(
                 within, tuple(GenerateParameters.model_fields))          # generate_parameters, map_parameters
             message = f"unknown field; {within} takes: {', '.join(takes)}"
         elif kind == "missing":
