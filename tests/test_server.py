@@ -595,6 +595,29 @@ def test_unknown_route_and_metrics_by_status(server):
     assert re.search(r'seq2seq_http_request_latency_seconds_count{route="/summarize"} [1-9]', text)
 
 
+def test_a_trailing_slash_is_a_json_404_naming_the_route(server):
+    """POST /summarize/ got Starlette's bare 307 (an empty body; a client that follows it may resend without the
+    body): each route has one path, and the answer names it."""
+    body = {"inputs": "the tower is tall", "parameters": PARAMS}
+    answer = httpx.post(server.url + "/summarize/", json=body, timeout=60)
+    assert (answer.status_code, answer.json()) == (404, {
+        "error": "Not Found: POST /summarize/ (this server's routes end without a slash: send POST /summarize)",
+        "field": None})
+    assert "location" not in answer.headers
+    for path in ("/health/", "/info/", "/metrics//"):
+        answer = httpx.get(server.url + path)
+        assert (answer.status_code, answer.json()) == (404, {
+            "error": f"Not Found: GET {path} (this server's routes end without a slash: send GET {path.rstrip('/')})",
+            "field": None})
+    other = httpx.post(server.url + "/translate/", json={"inputs": "a", "parameters": {"tgt_lang": "fr"}})
+    assert (other.status_code, other.json()) == (404, {
+        "error": "this server's model is a summarization model: it answers POST /summarize, not POST /translate",
+        "field": None})
+    for path in ("/nope/", "/"):
+        answer = httpx.get(server.url + path)
+        assert (answer.status_code, answer.json()) == (404, {"error": f"Not Found: GET {path}", "field": None})
+
+
 def test_head_is_answered_as_get_without_a_body(server):
     """HEAD /health (uptime monitors' default probe) was 405: FastAPI's GET routes take GET alone."""
     for path in ("/health", "/info", "/docs", "/openapi.json"):

@@ -117,6 +117,18 @@ def test_the_inference_apis_options_are_taken_on_translate(m2m100_server):
                                                    "errors": {"options.use_gpu": error}})
 
 
+def test_a_trailing_slash_is_a_404_naming_the_route_served(m2m100_server):
+    body = {"inputs": TEXTS[0], "parameters": {"src_lang": "en", "tgt_lang": "fr", **PARAMS}}
+    slash, other = (httpx.post(m2m100_server.url + route, json=body, timeout=60) for route in ("/translate/",
+                                                                                             "/summarize/"))
+    assert (slash.status_code, slash.json()) == (404, {
+        "error": "Not Found: POST /translate/ (this server's routes end without a slash: send POST /translate)",
+        "field": None})
+    assert (other.status_code, other.json()) == (404, {
+        "error": "this server's model is a translation model: it answers POST /translate, not POST /summarize",
+        "field": None})
+
+
 def test_huggingface_hubs_own_inference_client_gets_the_pipelines_translation(m2m100_server, m2m100_path):
     from huggingface_hub import InferenceClient
 

@@ -231,6 +231,7 @@ class Service:
 
     def unserved(self, path: str) -> Refusal | None:
         """Refusal 404 naming the route served when `path` is the other kind of model's task route."""
+        path = path.rstrip("/") or path                 # /translate/ is the other route too, not a typo of this one
         if self.task is None or path not in TASK_ROUTES.values() or path == TASK_ROUTES[self.task]:
             return None
         return Refusal(404, None, f"this server's model is a {self.task} model: it answers POST "
@@ -635,7 +636,8 @@ def build_app(settings: Settings, *, load_in_background: bool = True) -> FastAPI
             loading.cancel()
         await asyncio.to_thread(service.drain)
 
-    app = FastAPI(title="seq2seq-kit", lifespan=lifespan,
+    # redirect_slashes=False: POST /summarize/ is a JSON 404 naming /summarize (routing), not Starlette's bare 307
+    app = FastAPI(title="seq2seq-kit", lifespan=lifespan, redirect_slashes=False,
                   description="Summarization or translation over HTTP (the Hugging Face Inference API's shapes) on "
                               "seq2seq_kit's continuous-batching engine. A server answers one of POST /summarize "
                               "and POST /translate, by its model's kind (GET /info says which).")
@@ -684,6 +686,15 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
 
 
+def slash_hint(request: Request) -> str:
+    """For a route sent with a trailing slash (/summarize/): the route as it is served (one path per route)."""
+    path = request.url.path
+    route = path.rstrip("/")
+    if path == route or route not in ROUTES:
+        return ""
+    return f" (this server's routes end without a slash: send {request.method} {route})"
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Refusal)
     async def refused(request: Request, e: Refusal):
@@ -696,8 +707,8 @@ def _add_error_handlers(app: FastAPI) -> None:
             # nesting too deep, bytes that are not UTF-8
             why = f"{type(e.__cause__).__name__}: {str(e.__cause__)[:120]}"
             return JSONResponse({"error": f"body: not valid JSON ({why})", "field": "body"}, 422)
-        return JSONResponse({"error": f"{e.detail}: {request.method} {request.url.path}", "field": None},
-                            e.status_code, headers=e.headers)
+        return JSONResponse({"error": f"{e.detail}: {request.method} {request.url.path}{slash_hint(request)}",
+                             "field": None}, e.status_code, headers=e.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError):
