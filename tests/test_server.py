@@ -42,9 +42,10 @@ def free_port() -> int:
 
 
 class Server:
-    """`python -m seq2seq_kit serve ...` as a subprocess on a free port, its log in a file."""
+    """`python -m seq2seq_kit serve ...` as a subprocess on a free port, its log in a file; launcher: a script run
+    in place of `-m seq2seq_kit` (one that patches the package first, then runs its CLI)."""
 
-    def __init__(self, tmp: Path, *args, env: dict | None = None):
+    def __init__(self, tmp: Path, *args, env: dict | None = None, launcher: Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / f"server-{self.port}.log"
@@ -52,7 +53,8 @@ class Server:
                                                                                 os.environ.get("PYTHONPATH")])),
                      **(env or {})}
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "seq2seq_kit", "serve", *map(str, args),
+            program = [str(launcher)] if launcher else ["-m", "seq2seq_kit"]
+            self.proc = subprocess.Popen([sys.executable, *program, "serve", *map(str, args),
                                           "--port", str(self.port)], stdout=log, stderr=subprocess.STDOUT,
                                          env=child_env, cwd=tmp)
 
@@ -403,6 +405,54 @@ def test_past_the_request_timeout_is_504_and_frees_the_engine(server):
     assert "never retrieved" not in server.log.read_text()     # asyncio's line for the cancelled wait's future
 
 
+# the server's tokenization of a text holding SLOW takes SLOW_S seconds longer (a megabyte of text on a loaded machine)
+SLOW_S = 8
+SLOW_TOKENIZER = f"""import sys, time
+from seq2seq_kit.cli import main
+from seq2seq_kit.summarization import SummarizationPipeline
+
+tokenize = SummarizationPipeline.preprocess
+
+def preprocess(self, texts, truncation=None):
+    if any("SLOW" in text for text in texts):
+        time.sleep({SLOW_S})
+    return tokenize(self, texts, truncation)
+
+SummarizationPipeline.preprocess = preprocess
+sys.exit(main())
+"""
+
+
+def test_the_request_timeout_covers_tokenization(tiny_eos_path, tmp_path):
+    """A request whose tokenization outlasts --request-timeout is answered 504 at the timeout (it was tokenized to
+    the end first, then 504), the server answering others meanwhile; its rows never reach the engine."""
+    launcher = tmp_path / "slow_tokenizer.py"
+    launcher.write_text(SLOW_TOKENIZER)
+    srv = Server(tmp_path, "--model", tiny_eos_path, "--request-timeout", "1.5", launcher=launcher)
+    try:
+        srv.wait_ready()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            start = time.monotonic()
+            slow = pool.submit(post, srv, {"inputs": ["the tower is SLOW", "tall"], "parameters": PARAMS})
+            time.sleep(0.5)
+            health = httpx.get(srv.url + "/health", timeout=2)             # the event loop is not blocked
+            fast = post(srv, {"inputs": "the tower is tall", "parameters": PARAMS})
+            answer, took = slow.result(), time.monotonic() - start
+        time.sleep(max(0.0, SLOW_S + 1 - (time.monotonic() - start)))         # the tokenizer's thread is done
+        m = engine_metrics(srv)
+    finally:
+        srv.stop()
+    assert (health.status_code, fast.status_code) == (200, 200), fast.text
+    assert (answer.status_code, answer.json()) == (504, {
+        "error": "no answer within the server's request timeout (1.5 s); send fewer or shorter inputs, or lower "
+                 "max_length / num_beams", "field": None})
+    assert 1.5 <= took < SLOW_S / 2, took
+    assert (m["seq2seq_engine_queue_depth"], m["seq2seq_engine_active_rows"]) == (0, 0)
+    generated_by_fast = m["seq2seq_engine_generated_tokens_total"]
+    assert 0 < generated_by_fast <= 2 * PARAMS["max_length"], m       # the fast request's 2 beams only
+    assert "Traceback" not in srv.log.read_text() and "never retrieved" not in srv.log.read_text()
+
+
 def test_a_disconnected_client_frees_its_engine_rows(server):
     before = engine_metrics(server)["seq2seq_engine_generated_tokens_total"]
     with pytest.raises(httpx.ReadTimeout):
@@ -726,14 +776,21 @@ def test_inputs_are_tokenized_off_the_event_loop(tiny_eos_path):
     import asyncio
     import threading
 
-    from seq2seq_kit.server.app import rows_of
+    from types import SimpleNamespace
+
+    from seq2seq_kit.server.app import Service, Settings, rows_of
 
     pipe, threads = pipeline("summarization", model=str(tiny_eos_path)), []
     preprocess = pipe.preprocess
     pipe.preprocess = lambda *args: threads.append(threading.current_thread()) or preprocess(*args)
 
+    async def connected():
+        return False
+
     async def route():
-        return threading.current_thread(), await rows_of(pipe, ["the tower is tall"], True)
+        http = SimpleNamespace(state=SimpleNamespace(arrival=time.monotonic()), is_disconnected=connected)
+        service = Service(Settings(model=str(tiny_eos_path)))
+        return threading.current_thread(), await rows_of(pipe, ["the tower is tall"], True, http, service)
 
     loop_thread, rows = asyncio.run(route())
     assert rows == preprocess(["the tower is tall"], True).rows and threads and threads[0] is not loop_thread

@@ -26,10 +26,10 @@ pipeline's stages: check_texts, preprocess (truncation), one engine request per 
 input's answer is what the pipeline gives for it with those parameters. Every error is JSON {"error", "field"}:
 422 bad type / unknown parameter / invalid setting / unknown language code, 413 body too large or input too long
 with truncation false, 404 the route of the other kind of model, 503 + Retry-After engine queue full (or loading /
-draining, or still running when a drain runs out), 504 past request_timeout from arrival (408 if the body itself
-is not in by then), 401 without the API key. A client that disconnects, or times out, cancels its engine requests
-(map_reduce's too): their rows are free at the next step; /metrics counts a request whose client left (while
-sending its body or waiting for its answer) as status 499.
+draining, or still running when a drain runs out), 504 past request_timeout from arrival, tokenization included
+(408 if the body itself is not in by then), 401 without the API key. A client that disconnects, or times out,
+cancels its engine requests (map_reduce's too): their rows are free at the next step; /metrics counts a request
+whose client left (while sending its body or waiting for its answer) as status 499.
 """
 
 from __future__ import annotations
@@ -249,7 +249,8 @@ class Service:
         if parameters.strategy == "map_reduce":
             records = await self.map_reduce(texts, parameters, kwargs, clean_up, http)
             return records if isinstance(body.inputs, list) else records[:1]
-        return await self.generate(body.inputs, await rows_of(pipe, texts, truncation), kwargs, clean_up, http)
+        rows = await rows_of(pipe, texts, truncation, http, self)
+        return await self.generate(body.inputs, rows, kwargs, clean_up, http)
 
     async def translate(self, body: TranslateRequest, http: Request) -> list:
         """The translation pipeline's answer for body (its languages this request's), each input on the engine;
@@ -258,7 +259,7 @@ class Service:
         kwargs, truncation, clean_up = split_parameters(parameters)
         texts = checked_texts(pipe, body.inputs)
         call = pipe.for_languages(*self.check_languages(parameters))          # this request's languages only
-        rows = await rows_of(call, texts, truncation)
+        rows = await rows_of(call, texts, truncation, http, self)
         if "forced_bos_token_id" in call.generate_defaults:        # M2M100, NLLB, mBART(-50): the target language
             kwargs["forced_bos_token_id"] = call.generate_defaults["forced_bos_token_id"]
         return await self.generate(body.inputs, rows, kwargs, clean_up, http)
@@ -423,12 +424,15 @@ def checked_texts(pipe, inputs: str | list[str]) -> list[str]:
         raise Refusal(422, "inputs", str(e)) from None
 
 
-async def rows_of(pipe, texts: list[str], truncation: bool) -> list[list[int]]:
+async def rows_of(pipe, texts: list[str], truncation: bool, http: Request, service: Service) -> list[list[int]]:
     """pipe.preprocess(texts, truncation).rows, in a worker thread (a body's megabyte of text takes seconds to
-    tokenize: the server answers others meanwhile); Refusal 413 for a text over the window without truncation,
-    422 for a text the tokenizer refuses (a lone surrogate)."""
+    tokenize: the server answers others meanwhile), within the request's time (answer_of: 504 past the request
+    timeout from arrival, 499 once the client is gone; the thread's rows then come to nothing, and no engine
+    request is made); Refusal 413 for a text over the window without truncation, 422 for a text the tokenizer
+    refuses (a lone surrogate)."""
+    work = unlogged(asyncio.ensure_future(asyncio.to_thread(pipe.preprocess, texts, truncation)))
     try:
-        return (await asyncio.to_thread(pipe.preprocess, texts, truncation)).rows
+        return (await answer_of(work, http, service)).rows
     except InputTooLong as e:
         raise Refusal(413, "inputs", str(e).replace("pass truncation=True",
                                                      'send "parameters": {"truncation": true}')) from None
