@@ -280,6 +280,11 @@ class TranslationTokenizer(Tokenizer):
         return self.kind in PYTHON_KINDS
 
     @property
+    def pads_empty_text(self) -> bool:
+        """Not for Marian and M2M100: transformers' Python tokenizers leave a single text without tokens empty."""
+        return self.kind not in PYTHON_KINDS
+
+    @property
     def gives_offsets(self) -> bool:
         """Not for Marian and M2M100 (their pieces, _Pieces, are made apart from the text)."""
         return self.pieces is None

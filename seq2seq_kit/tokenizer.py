@@ -84,6 +84,9 @@ class Tokenizer:
     # only_first / only_second never cut the other side (transformers' Python tokenizers: Marian, M2M100), where
     # the `tokenizers` library cuts everything once max_length leaves no room beside the special tokens
     cuts_one_side_only = False
+    # a single text without tokens ("", add_special_tokens=False) is padded like any other; transformers' Python
+    # tokenizers (Marian, M2M100) return it empty, unpadded
+    pads_empty_text = True
 
     def __init__(self, backend: Backend, config: dict):
         config = {**_saved_settings(backend, config.get("tokenizer_class") in GENERIC_CLASSES), **config}
@@ -292,6 +295,8 @@ class Tokenizer:
             _batch(text, text_pair, "text", "text_pair"),
             _batch(text_target, text_pair_target, "text_target", "text_pair_target"),
             add_special_tokens, padding, truncation, max_length, pad_to_multiple_of)
+        if not self.pads_empty_text:
+            sources, targets = (_unpadded_if_empty(e, t) for e, t in ((sources, text), (targets, text_target)))
         source, target = (None if e is None else _batch_encoding(e, isinstance(t, (list, tuple)), return_tensors,
                                                                  return_offsets_mapping, return_attention_mask)
                           for e, t in ((sources, text), (targets, text_target)))
@@ -642,6 +647,15 @@ def _batch(text, pair, name: str, pair_name: str) -> list | None:
     if len(pair) != len(batch):
         raise ValueError(f"{name} has {len(batch)} texts but {pair_name} {len(pair)}: pass one pair each")
     return list(zip(batch, [check_text(t, f"{pair_name}[{i}]") for i, t in enumerate(pair)]))
+
+
+def _unpadded_if_empty(encodings: list | None, texts) -> list | None:
+    """The Encodings of one side of a call, a single text's (texts not a list) emptied when it has no token but
+    padding, as transformers' `pad` returns an input without ids."""
+    if encodings is None or isinstance(texts, (list, tuple)) or any(encodings[0].attention_mask):
+        return encodings
+    encodings[0].truncate(0)    # [] ids and attention_mask
+    return encodings
 
 
 def _batch_encoding(encodings: list, batched: bool, return_tensors: str | None, offsets: bool,

@@ -710,6 +710,29 @@ def test_pad_to_multiple_of_as_transformers(request, fixture):
         assert dict(ours(CORPUS[:3], pad_to_multiple_of=8, **target, **kwargs)) == dict(expected)
 
 
+@pytest.mark.parametrize("fixture", ["marian_dir", "m2m100_dir"])
+def test_empty_text_padding_as_transformers(request, fixture):
+    """A single text without tokens ("", " ", add_special_tokens=False) comes back empty, unpadded, from
+    transformers' Python tokenizers (Marian, M2M100), whatever the padding; in a batch it is padded as any other."""
+    theirs, ours = python_tokenizer(request, fixture)
+    target = dict(text_target="") if fixture == "marian_dir" else {}   # (M2M100: no tgt_lang here)
+    paddings = (dict(padding="max_length", max_length=5), dict(padding="max_length", max_length=5, truncation=True),
+                dict(padding=True), dict(padding=False), dict(padding="max_length", max_length=5, pad_to_multiple_of=4))
+    for texts in ("", " ", [""], ["", "a"], ["a", " "], "a"):
+        for padding in paddings:
+            for extra in ({}, dict(add_special_tokens=False), dict(add_special_tokens=False, return_tensors="pt"),
+                          dict(add_special_tokens=False, return_attention_mask=False), target,
+                          dict(add_special_tokens=False, **target)):
+                call = dict(text=texts, **padding, **extra)
+                if padding["padding"] is False and "return_tensors" in extra:
+                    continue      # rows of different lengths: both refuse to stack them
+                assert as_lists(ours(**call)) == as_lists(theirs(**call)), call
+    call = dict(padding="max_length", max_length=5, add_special_tokens=False)
+    assert dict(ours("", **call)) == {"input_ids": [], "attention_mask": []}
+    assert ours([""], **call)["input_ids"] == [[ours.pad_token_id] * 5]
+    assert ours("", **call, return_tensors="pt")["input_ids"].shape == (1, 0)
+
+
 @pytest.mark.parametrize("family", ["nllb", "nllb-legacy", "mbart", "mbart50", "mbart50-spm"])
 def test_save_pretrained_keeps_the_language_tokenizer_as_transformers(request, tmp_path, family):
     """A saved NLLB / mBART / mBART-50 tokenizer reloads, here and in transformers, as that family's tokenizer with
