@@ -63,6 +63,13 @@ class BatchEncoding(dict):
         return BatchEncoding({k: v.to(device) for k, v in self.items()})
 
 
+# transformers' PegasusTokenizer defaults: its named tokens (no bos, sep or cls), and when tokenizer_config.json lists
+# no extra special tokens, mask_token_sent's then <unk_2> .. <unk_{offset - 1}> (the original's pretraining tokens)
+PEGASUS_CLASSES = ("PegasusTokenizer", "PegasusTokenizerFast")
+PEGASUS_TOKENS = dict(bos_token=None, eos_token="</s>", unk_token="<unk>", sep_token=None, pad_token="<pad>",
+                      cls_token=None, mask_token="<mask_2>")
+PEGASUS_SENTENCE_MASK, PEGASUS_OFFSET = "<mask_1>", 103
+
 # transformers' tokenizer classes without a pad_token default of their own (AutoTokenizer's choice for a
 # tokenizer_config.json naming no class, beside no config.json model_type)
 GENERIC_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
@@ -128,6 +135,9 @@ class Tokenizer:
             backend = _file_error(root / "tokenizer.json", lambda: Backend.from_file(str(root / "tokenizer.json")))
             if backend.padding is not None and not config.get("tokenizer_class") and not _model_type(root):
                 config = {**config, "tokenizer_class": "TokenizersBackend"}    # transformers' class (GENERIC_CLASSES)
+            if config.get("tokenizer_class", "") in PEGASUS_CLASSES or \
+                    not config.get("tokenizer_class") and _model_type(root) == "pegasus":
+                config = _file_error(root / "tokenizer_config.json", lambda: _pegasus_defaults(config))
             return _file_error(root / "tokenizer_config.json", lambda: cls(backend, config))
         if not ((root / "vocab.json").is_file() and (root / "merges.txt").is_file()):
             found = sorted(p.name for p in root.iterdir())
@@ -486,6 +496,22 @@ def _model_type(root: Path) -> str | None:
     """config.json's model_type beside a tokenizer (transformers' AutoTokenizer picks the class by it), or None."""
     path = root / "config.json"
     return read_json_object(path).get("model_type") if path.is_file() else None
+
+
+def _pegasus_defaults(config: dict) -> dict:
+    """read_tokenizer_config's settings with transformers' PegasusTokenizer defaults under them (PEGASUS_TOKENS):
+    named tokens the files leave out, and, where they list no extra special tokens, mask_token_sent (default
+    <mask_1>; none when null) then <unk_2> .. <unk_{offset - 1}> (offset default 103)."""
+    config = {**PEGASUS_TOKENS, **config}
+    if "extra_special_tokens" in config or "additional_special_tokens" in config:
+        return config
+    sentence_mask, offset = config.get("mask_token_sent", PEGASUS_SENTENCE_MASK), config.get("offset", PEGASUS_OFFSET)
+    if type(offset) is not int or offset < 0:
+        raise ValueError(f"offset={offset!r} must be an int >= 0 (the count of Pegasus' reserved tokens)")
+    if sentence_mask is not None and not isinstance(token_content(sentence_mask), str):
+        raise ValueError(f"mask_token_sent={sentence_mask!r} must be a token (a string) or null")
+    unknowns = [f"<unk_{i}>" for i in range(2, offset)]
+    return {**config, "extra_special_tokens": ([] if sentence_mask is None else [sentence_mask]) + unknowns}
 
 
 def _max_length(value) -> int:

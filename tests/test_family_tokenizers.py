@@ -269,6 +269,65 @@ def test_pegasus_spiece_model_alone_names_the_conversion(tmp_path):
     assert_same(theirs, AutoTokenizer.from_pretrained(tmp_path), CORPUS + EDGE)
 
 
+@pytest.fixture(scope="module")
+def pegasus_dir(tmp_path_factory):
+    """A Pegasus tokenizer as transformers saves it (tokenizer.json, tokenizer_config.json naming its tokens)."""
+    from transformers import PegasusTokenizer
+
+    spm_dir, root = tmp_path_factory.mktemp("pegasus-spm"), tmp_path_factory.mktemp("pegasus")
+    train(spm_dir / "spiece.model", "unigram", 300, pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
+    PegasusTokenizer.from_pretrained(spm_dir).save_pretrained(root)
+    return root
+
+
+RESERVED = ["<mask_1>", *(f"<unk_{i}>" for i in range(2, 103))]     # PegasusTokenizer's default extra tokens
+
+
+@pytest.mark.parametrize("config, listed", [
+    ({"tokenizer_class": "PegasusTokenizer"}, True), ({"tokenizer_class": "PegasusTokenizerFast"}, False),
+    (None, True), ({"tokenizer_class": "PegasusTokenizer", "offset": 10, "mask_token_sent": None}, False),
+    ({"tokenizer_class": "PegasusTokenizer", "mask_token_sent": "<unk_7>", "mask_token": None}, True),
+    ({"tokenizer_class": "PegasusTokenizer", "additional_special_tokens": ["<unk_5>"]}, False)])
+def test_pegasus_class_defaults_fill_in_special_tokens_as_transformers(pegasus_dir, tmp_path, config, listed):
+    """A Pegasus folder whose tokenizer_config.json names only the class (or is absent, config.json saying
+    model_type "pegasus") gets PegasusTokenizer's defaults, as transformers gives them: mask_token <mask_2>, extra
+    special tokens mask_token_sent (<mask_1>) and <unk_2> .. <unk_{offset - 1}> unless the config lists its own;
+    decode(skip_special_tokens=True) drops them, also where tokenizer.json (`listed` False) does not mark them."""
+    from transformers import AutoTokenizer as TheirAutoTokenizer
+
+    root = Path(shutil.copytree(pegasus_dir, tmp_path / "pegasus"))
+    (root / "tokenizer_config.json").unlink()
+    if config is None:
+        (root / "config.json").write_text(json.dumps({"model_type": "pegasus"}))
+    else:
+        (root / "tokenizer_config.json").write_text(json.dumps(config))
+    if not listed:
+        saved = json.loads((root / "tokenizer.json").read_text())
+        saved["added_tokens"] = [t for t in saved["added_tokens"] if t["content"] in ("<pad>", "</s>", "<unk>")]
+        (root / "tokenizer.json").write_text(json.dumps(saved))
+    theirs, ours = TheirAutoTokenizer.from_pretrained(str(root)), AutoTokenizer.from_pretrained(root)
+    for name in ("bos_token", "eos_token", "unk_token", "pad_token", "mask_token", "mask_token_id",
+                 "extra_special_tokens", "all_special_tokens", "all_special_ids"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    every = list(range(len(theirs)))
+    for skip in (True, False):
+        assert ours.decode(every, skip_special_tokens=skip) == theirs.decode(every, skip_special_tokens=skip)
+        assert ours.convert_ids_to_tokens(every, skip) == theirs.convert_ids_to_tokens(every, skip)
+    assert_same(theirs, ours, CORPUS[:3] + EDGE + ["a <mask_1> b<mask_2> <unk_5>c <unk_102>"])
+    if config in (None, {"tokenizer_class": "PegasusTokenizer"}):
+        assert (ours.mask_token, ours.extra_special_tokens) == ("<mask_2>", RESERVED)
+        ids = theirs("a <mask_1> b<mask_2> <unk_5>")["input_ids"]
+        assert ours.decode(ids, skip_special_tokens=True) == theirs.decode(ids, skip_special_tokens=True) == "a  b "
+
+
+def test_pegasus_offset_must_be_a_count(pegasus_dir, tmp_path):
+    root = Path(shutil.copytree(pegasus_dir, tmp_path / "pegasus"))
+    (root / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PegasusTokenizer", "offset": "103"}))
+    with pytest.raises(ValueError, match=r"tokenizer_config.json is malformed: ValueError: offset='103' must be an "
+                                         r"int >= 0 \(the count of Pegasus' reserved tokens\)"):
+        AutoTokenizer.from_pretrained(root)
+
+
 @pytest.mark.parametrize("bos_in", [None, "tokenizer_config.json", "special_tokens_map.json"])
 def test_mbart50_bos_token_only_from_the_files_as_in_transformers(tmp_path, bos_in):
     """transformers 5.24's MBart50Tokenizer has no bos_token of its own: None unless tokenizer_config.json or
