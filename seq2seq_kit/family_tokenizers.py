@@ -167,6 +167,8 @@ class TranslationTokenizer(Tokenizer):
     def load(cls, root: Path, config: dict, kind: str, src_lang: str | None, tgt_lang: str | None):
         if kind == "MBart50Tokenizer":    # it has no bos_token of its own (transformers 5.24): only the files' one
             config = {"bos_token": None, **config}
+            if (root / "tokenizer.json").is_file():
+                config["extra_special_tokens"] = _with_mbart50_codes(extra_tokens(config))
         if kind == "NllbTokenizer" and "extra_special_tokens" not in config \
                 and "additional_special_tokens" not in config:     # transformers' default: its 202 codes
             config = {**config, "extra_special_tokens": NLLB_LANGUAGES}
@@ -655,8 +657,18 @@ def _mbart50_from_spm(root: Path, config: dict) -> TranslationTokenizer:
     backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPIECE_UNDERLINE, prepend_scheme="always", split=True)
     backend.decoder = decoders.Metaspace(replacement=SPIECE_UNDERLINE, prepend_scheme="always", split=True)
     backend.add_special_tokens([AddedToken("<mask>", lstrip=True, rstrip=False, special=True)])
-    settings = {**config, "additional_special_tokens": MBART50_LANGUAGES}
-    return TranslationTokenizer(backend, settings)
+    if "extra_special_tokens" not in config:   # transformers: the model's control and user-defined pieces, the codes
+        pieces = [{"content": p.piece, "special": p.type == p.CONTROL, "normalized": False} for p in proto.pieces
+                  if p.type in (p.CONTROL, p.USER_DEFINED)]
+        config = {**config, "extra_special_tokens": _with_mbart50_codes(pieces)}
+    return TranslationTokenizer(backend, config)
+
+
+def _with_mbart50_codes(listed: list) -> list:
+    """MBart50Tokenizer's extra special tokens: those listed, then the language codes they lack (transformers
+    appends them to a tokenizer_config.json's own list)."""
+    known = set(map(token_content, listed))
+    return [*listed, *(code for code in MBART50_LANGUAGES if code not in known)]
 
 
 def _vocab(path: Path) -> dict[str, int]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from seq2seq_kit import AutoTokenizer
-from seq2seq_kit.family_tokenizers import TranslationTokenizer
+from seq2seq_kit.family_tokenizers import MBART50_LANGUAGES, TranslationTokenizer
 
 spm = pytest.importorskip("sentencepiece")
 
@@ -357,6 +357,54 @@ def test_mbart50_bos_token_only_from_the_files_as_in_transformers(tmp_path, bos_
         assert ours.all_special_tokens == theirs.all_special_tokens, root
         assert ours.all_special_ids == theirs.all_special_ids, root
         assert_same(theirs, ours, CORPUS[:3] + EDGE)
+
+
+def assert_same_special_tokens(theirs, ours, texts=()):
+    """Special-token lists, and every id converted and decoded with and without them, equal transformers'."""
+    for name in ("bos_token", "eos_token", "unk_token", "pad_token", "mask_token", "extra_special_tokens",
+                 "all_special_tokens", "all_special_ids"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    every = list(range(len(theirs)))
+    for skip in (True, False):
+        assert ours.convert_ids_to_tokens(every, skip) == theirs.convert_ids_to_tokens(every, skip)
+        assert ours.decode(every, skip_special_tokens=skip) == theirs.decode(every, skip_special_tokens=skip)
+    assert_same(theirs, ours, [*texts, " ".join(theirs.all_special_tokens[:12]) + " a"])
+
+
+@pytest.mark.parametrize("form, listed", [("tokenizer.json", None), ("tokenizer.json", "extra_special_tokens"),
+                                          ("tokenizer.json", "additional_special_tokens"),
+                                          ("sentencepiece.bpe.model", None), ("user-defined pieces", None)])
+def test_mbart50_special_tokens_equal_transformers(tmp_path, form, listed):
+    """MBart50Tokenizer's extra special tokens: those tokenizer_config.json lists, then the 52 language codes it
+    lacks; a lone sentencepiece.bpe.model without a listing puts its control pieces (<s>, </s>) and user-defined
+    pieces (not special to decode) first, as transformers reads them."""
+    from transformers import AutoTokenizer as TheirAutoTokenizer
+    from transformers import MBart50Tokenizer
+
+    root = tmp_path / "spm"
+    root.mkdir()
+    user = ["<sep>", "<cls2>"] if form == "user-defined pieces" else []
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS * 20), model_writer=buf, vocab_size=220,
+                                   model_type="unigram", character_coverage=1.0, hard_vocab_limit=False,
+                                   minloglevel=2, user_defined_symbols=user)
+    (root / "sentencepiece.bpe.model").write_bytes(buf.getvalue())
+    (root / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "MBart50Tokenizer"}))
+    if form == "tokenizer.json":
+        MBart50Tokenizer.from_pretrained(root).save_pretrained(tmp_path / "saved")
+        root = tmp_path / "saved"
+        config = {k: v for k, v in json.loads((root / "tokenizer_config.json").read_text()).items()
+                  if k != "extra_special_tokens"}
+        (root / "tokenizer_config.json").write_text(json.dumps(
+            config if listed is None else {**config, listed: ["<mask>", "de_DE", "zz_ZZ"]}))
+    languages = dict(src_lang="de_DE", tgt_lang="ru_RU")
+    theirs = TheirAutoTokenizer.from_pretrained(str(root), **languages)
+    ours = AutoTokenizer.from_pretrained(root, **languages)
+    assert_same_special_tokens(theirs, ours, CORPUS[:2] + EDGE + ["a <sep> b<cls2>c de_DE fr_XX<s>"])
+    first = [] if listed is None else ["<mask>", "de_DE", "zz_ZZ"]
+    if form != "tokenizer.json":
+        first = ["<s>", "</s>", *user]
+    assert ours.extra_special_tokens == first + [c for c in MBART50_LANGUAGES if c not in first]
 
 
 def test_mbart_ids_text_and_languages_equal_transformers(tmp_path):
