@@ -83,6 +83,8 @@ tum_Latn tur_Latn twi_Latn tzm_Tfng uig_Arab ukr_Cyrl umb_Latn urd_Arab uzn_Latn
 xho_Latn ydd_Hebr yor_Latn yue_Hant zho_Hans zho_Hant zul_Latn
 """.split()
 MBART_LANGUAGES = MBART50_LANGUAGES[:25]     # tokenization_mbart.py's FAIRSEQ_LANGUAGE_CODES (mBART-cc25)
+# the extra special tokens of a tokenizer_config.json that lists none: NllbTokenizer's, MBartTokenizer's codes
+DEFAULT_CODES = {"NllbTokenizer": NLLB_LANGUAGES, "MBartTokenizer": MBART_LANGUAGES}
 PYTHON_KINDS = ("MarianTokenizer", "M2M100Tokenizer")   # transformers' Python (not `tokenizers`) tokenizers
 
 
@@ -169,9 +171,9 @@ class TranslationTokenizer(Tokenizer):
             config = {"bos_token": None, **config}
             if (root / "tokenizer.json").is_file():
                 config["extra_special_tokens"] = _with_mbart50_codes(extra_tokens(config))
-        if kind == "NllbTokenizer" and "extra_special_tokens" not in config \
-                and "additional_special_tokens" not in config:     # transformers' default: its 202 codes
-            config = {**config, "extra_special_tokens": NLLB_LANGUAGES}
+        if kind in DEFAULT_CODES and "extra_special_tokens" not in config \
+                and "additional_special_tokens" not in config:     # transformers' default: the class's codes
+            config = {**config, "extra_special_tokens": DEFAULT_CODES[kind]}
         if kind == "MarianTokenizer":
             tok = _marian(root, config)
         elif kind == "M2M100Tokenizer":

@@ -433,6 +433,27 @@ def test_mbart_ids_text_and_languages_equal_transformers(tmp_path):
         ours.src_lang = "en"
 
 
+@pytest.mark.parametrize("listed", [None, [], ["de_DE"]])
+def test_mbart_without_listed_codes_takes_transformers_default_codes(tmp_path, listed):
+    """mBART (cc25) whose tokenizer_config.json lists no extra special tokens: transformers' MBartTokenizer takes its
+    25 codes as its extra special tokens (a list, even empty, is kept as it is)."""
+    from transformers import AutoTokenizer as TheirAutoTokenizer
+    from transformers import MBartTokenizer
+
+    spm_dir, root = tmp_path / "spm", tmp_path / "saved"
+    spm_dir.mkdir()
+    train(spm_dir / "sentencepiece.bpe.model", "bpe")
+    MBartTokenizer.from_pretrained(spm_dir, src_lang="en_XX").save_pretrained(root)
+    config = {k: v for k, v in json.loads((root / "tokenizer_config.json").read_text()).items()
+              if k != "extra_special_tokens"}
+    (root / "tokenizer_config.json").write_text(json.dumps(
+        config if listed is None else {**config, "additional_special_tokens": listed}))
+    theirs = TheirAutoTokenizer.from_pretrained(str(root), src_lang="de_DE")
+    ours = AutoTokenizer.from_pretrained(root, src_lang="de_DE")
+    assert_same_special_tokens(theirs, ours, CORPUS[:2] + EDGE)
+    assert ours.extra_special_tokens == (MBART50_LANGUAGES[:25] if listed is None else listed)
+
+
 def test_marian_has_no_source_language(marian_dir):
     with pytest.raises(ValueError, match="Marian models have no source language code"):
         AutoTokenizer.from_pretrained(marian_dir, src_lang="fra")
