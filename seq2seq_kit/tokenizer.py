@@ -99,8 +99,9 @@ class Tokenizer:
         config = {**_saved_settings(backend, config.get("tokenizer_class") in GENERIC_CLASSES), **config}
         self._backend = backend
         self.lock = threading.Lock()   # the backend's truncation/padding state is per instance, set per call
-        # Named tokens: tokenizer_config.json's, else BartTokenizer's default when the vocabulary has it.
-        named = {k: config.get(k, v if backend.token_to_id(v) is not None else None) for k, v in BART_TOKENS.items()}
+        # Named tokens: tokenizer_config.json's, else a default (_named_default).
+        generic = config.get("tokenizer_class") in GENERIC_CLASSES
+        named = {k: config.get(k, _named_default(backend, k, v, generic)) for k, v in BART_TOKENS.items()}
         extra = extra_tokens(config)
         # As TokenizersBackend.__init__: tokens of added_tokens_decoder, then the special tokens, become added
         # tokens (matched whole in text, skipped by decode(skip_special_tokens=True)) unless already there.
@@ -152,7 +153,9 @@ class Tokenizer:
         add_prefix_space = config.get("add_prefix_space", False)
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
         backend.decoder = decoders.ByteLevel()
-        tok = _file_error(root / "tokenizer_config.json", lambda: cls(backend, config))
+        # (as BartTokenizer whatever class the config names: transformers' generic class cannot read these files)
+        bart = {**config, "tokenizer_class": "BartTokenizer"}
+        tok = _file_error(root / "tokenizer_config.json", lambda: cls(backend, bart))
         # ... and, once the special tokens are added, `<s> A </s>` / `<s> A </s></s> B </s>` with cls/sep.
         sep, bos = tok._named["sep_token"], tok._named["cls_token"]
         backend.post_processor = processors.RobertaProcessing(
@@ -230,11 +233,20 @@ class Tokenizer:
     unk_token = property(lambda self: self._named["unk_token"])
     pad_token = property(lambda self: self._named["pad_token"])
     mask_token = property(lambda self: self._named["mask_token"])
+    sep_token = property(lambda self: self._named["sep_token"])
+    cls_token = property(lambda self: self._named["cls_token"])
     bos_token_id = property(lambda self: self._id(self.bos_token))
     eos_token_id = property(lambda self: self._id(self.eos_token))
     unk_token_id = property(lambda self: self._id(self.unk_token))
     pad_token_id = property(lambda self: self._id(self.pad_token))
     mask_token_id = property(lambda self: self._id(self.mask_token))
+    sep_token_id = property(lambda self: self._id(self.sep_token))
+    cls_token_id = property(lambda self: self._id(self.cls_token))
+
+    @property
+    def special_tokens_map(self) -> dict[str, str]:
+        """The named tokens that are set, name -> token (transformers' special_tokens_map; extra ones apart)."""
+        return {k: v for k, v in self._named.items() if v is not None}
 
     @property
     def all_special_tokens(self) -> list[str]:
@@ -490,6 +502,15 @@ def _saved_settings(backend: Backend, generic: bool) -> dict:
     if padding is not None:
         settings.update(padding_side=padding["direction"], **{"pad_token": padding["pad_token"]} if generic else {})
     return settings
+
+
+def _named_default(backend: Backend, name: str, token: str, generic: bool) -> str | None:
+    """BartTokenizer's default `token` for the named token `name` when the vocabulary has it; none for sep and cls
+    under transformers' `generic` class (GENERIC_CLASSES), which has no defaults (seq2seq_kit keeps the others so
+    that a tokenizer_config.json naming only that class still pads)."""
+    if generic and name in ("sep_token", "cls_token") or backend.token_to_id(token) is None:
+        return None
+    return token
 
 
 def _model_type(root: Path) -> str | None:

@@ -776,6 +776,30 @@ def test_text_target_equals_transformers(request, tmp_path, family):
     assert ours(SOURCES)["input_ids"] == theirs(SOURCES)["input_ids"]      # the source side is as it was
 
 
+@pytest.mark.parametrize("family", ["bart", "kobart", "pegasus", "marian", "marian-separate", "m2m100", "nllb",
+                                    "mbart", "mbart50", "mbart50-spm"])
+def test_named_special_tokens_equal_transformers(request, tmp_path, family):
+    """Each named special token (sep_token and cls_token too), its id, and special_tokens_map are transformers';
+    KoBART's generic class (PreTrainedTokenizerFast) has no sep or cls token."""
+    theirs, ours = target_tokenizers(request, tmp_path, family)
+    for name in ("bos", "eos", "unk", "sep", "pad", "cls", "mask"):
+        assert getattr(ours, f"{name}_token") == getattr(theirs, f"{name}_token"), name
+        assert getattr(ours, f"{name}_token_id") == getattr(theirs, f"{name}_token_id"), name
+    assert ours.special_tokens_map == theirs.special_tokens_map
+    if family == "kobart":
+        assert (ours.sep_token, ours.cls_token) == (None, None)
+
+
+def test_bart_files_naming_the_generic_class_load_as_bart(tmp_path):
+    """vocab.json + merges.txt are rebuilt as BartTokenizer (with its sep and cls tokens) whatever class
+    tokenizer_config.json names; transformers cannot load them under its generic class."""
+    root = Path(shutil.copytree(Path(__file__).parent / "fixtures" / "bart-tokenizer", tmp_path / "bart"))
+    (root / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast"}))
+    ours = AutoTokenizer.from_pretrained(root)
+    assert ours("hello world")["input_ids"] == [0, 42891, 232, 2]
+    assert (ours.sep_token, ours.cls_token) == ("</s>", "<s>")
+
+
 @pytest.mark.parametrize("family", ["nllb-no-target", "mbart-no-target"])
 def test_text_target_without_tgt_lang_follows_src_lang_and_sets_nothing(request, tmp_path, family):
     """Without tgt_lang, a target gets the current src_lang's code, as transformers' first target call gives it;
