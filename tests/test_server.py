@@ -633,6 +633,10 @@ def test_a_second_ctrl_c_answers_the_running_requests_503_and_exits_0(tiny_eos_p
 
 
 def test_unknown_route_and_metrics_by_status(server):
+    """/metrics counts requests by route and status (this test sends one of each it reads: it runs alone too)."""
+    assert post(server, {"inputs": "the tower", "parameters": PARAMS}).status_code == 200
+    assert post(server, {"inputs": "the tower", "parameters": {"num_beams": "four"}}).status_code == 422
+    assert post(server, {"inputs": "tower " * 5000}).status_code == 413                # over --max-body-bytes
     answer = httpx.get(server.url + "/nope")
     assert answer.status_code == 404 and answer.json() == {"error": "Not Found: GET /nope", "field": None}
     answer = httpx.get(server.url + "/summarize")
