@@ -396,6 +396,27 @@ def test_settings_that_fail_a_search_are_422_for_that_request_only(server, pipe)
     assert [a.json() for a in answers] == [pipe(doc, **good) for doc in docs[:3]]
 
 
+def test_map_reduce_requests_waiting_on_the_engine_leave_other_requests_answered(server):
+    """A map_reduce request waits for its engine requests in a thread; more of them than asyncio's default thread
+    pool holds (min(32, cpus + 4)) took every thread, and any other request's tokenization (a 413 here) waited for
+    one of them to end (here: the request timeout, 5 s)."""
+    threads = min(32, (os.cpu_count() or 1) + 4)
+    body = {"inputs": "the tower is tall", "parameters": {"strategy": "map_reduce", **LONG}}
+    with concurrent.futures.ThreadPoolExecutor(threads + 1) as pool:
+        waiting = [pool.submit(post, server, body, timeout=30) for _ in range(threads + 1)]
+        deadline = time.monotonic() + 30
+        while engine_metrics(server)["seq2seq_engine_queue_depth"] < threads - 2:   # 2 step (max_rows 8), >= 4 wait
+            assert time.monotonic() < deadline, engine_metrics(server)
+            time.sleep(0.01)
+        start = time.monotonic()
+        too_long = post(server, {"inputs": " ".join(["tower"] * 400), "parameters": {"truncation": False}})
+        took = time.monotonic() - start
+        answers = [w.result() for w in waiting]
+    assert too_long.status_code == 413 and took < 2.5, (too_long.status_code, took)
+    assert {a.status_code for a in answers} == {504}            # LONG outlasts the 5 s request timeout
+    wait_idle(server)
+
+
 def test_past_the_request_timeout_is_504_and_frees_the_engine(server):
     before = engine_metrics(server)["seq2seq_engine_generated_tokens_total"]
     answer = post(server, {"inputs": ["the tower is tall"] * 64, "parameters": LONG})   # 8000+ steps

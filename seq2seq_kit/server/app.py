@@ -35,6 +35,7 @@ whose client left (while sending its body or waiting for its answer) as status 4
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import ipaddress
 import logging
@@ -42,6 +43,7 @@ import math
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -139,6 +141,9 @@ class Service:
                                  "arrival to answer", ["route"], buckets=(.05, .1, .25, .5, 1, 2.5, 5, 10, 25, 60, 120),
                                  registry=self.registry)
         self.registry.register(EngineMetrics(self))
+        # map_reduce requests wait for their engine requests in threads of their own (made with the engine): in
+        # asyncio's default pool (min(32, cpus + 4) threads) a few of them took every thread tokenization runs on
+        self.map_reduce_threads: ThreadPoolExecutor | None = None
 
     def load(self) -> None:
         """Load the pipeline of the model's kind and start its engine (blocking: run it off the event loop)."""
@@ -160,6 +165,7 @@ class Service:
             else:
                 pipe = SummarizationPipeline(model, tokenizer)
             self.pipe, self.engine = pipe, pipe.engine(max_rows=s.max_rows, max_queue=s.max_queue)
+            self.map_reduce_threads = ThreadPoolExecutor(s.max_queue, thread_name_prefix="map-reduce")
         except BaseException:
             self.status = "failed"
             raise
@@ -198,6 +204,8 @@ class Service:
         self.stop_accepting()
         if self.engine is not None:
             self.engine.close(timeout=self.settings.drain_timeout)
+        if self.map_reduce_threads is not None:           # their engine requests are finished or cancelled by now
+            self.map_reduce_threads.shutdown(wait=False)
 
     def info(self) -> dict:
         s, pipe = self.settings, self.pipe
@@ -308,10 +316,10 @@ class Service:
         map_kwargs = parameters.map_parameters.model_dump(exclude_unset=True) if parameters.map_parameters else None
         self.check_map_reduce(parameters, kwargs, map_kwargs)
         cancel = threading.Event()
-        work = unlogged(asyncio.ensure_future(asyncio.to_thread(
-            map_reduce, self.pipe, texts, engine=self.engine, map_kwargs=map_kwargs,
-            chunk_overlap=parameters.chunk_overlap, return_chunks=parameters.return_chunks,
-            clean_up_tokenization_spaces=clean_up, cancel=cancel, **kwargs)))
+        run = functools.partial(map_reduce, self.pipe, texts, engine=self.engine, map_kwargs=map_kwargs,
+                                chunk_overlap=parameters.chunk_overlap, return_chunks=parameters.return_chunks,
+                                clean_up_tokenization_spaces=clean_up, cancel=cancel, **kwargs)
+        work = unlogged(asyncio.get_running_loop().run_in_executor(self.map_reduce_threads, run))
         try:
             return await answer_of(work, http, self)
         except DocumentError as e:
