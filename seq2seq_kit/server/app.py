@@ -179,7 +179,7 @@ class Service:
             self.engine.close()
             return
         logger.info("serving %s (%s, POST %s) on %s (%s)", s.model, self.task, TASK_ROUTES[self.task], pipe.device,
-                    dtype_name(pipe.model))
+                    computed_dtype(pipe.model))
 
     def stop_accepting(self, grace_s: float = 0.0) -> None:
         """From now on /health and new requests answer 503 (a load still running then closes its engine at once); the
@@ -217,7 +217,7 @@ class Service:
         return {
             "model": s.model, "revision": s.hub_kwargs.get("revision"), "commit": self.commit, "status": self.status,
             "task": self.task, "routes": [r for r in ROUTES if r not in TASK_ROUTES.values() or r == route],
-            "dtype": dtype_name(pipe.model) if pipe else None,
+            "dtype": computed_dtype(pipe.model) if pipe else None,
             "device": str(pipe.device) if pipe else None,
             "generation_defaults": defaults,
             "limits": {"max_input_tokens": pipe.max_input_length if pipe else None, "max_rows": s.max_rows,
@@ -396,7 +396,7 @@ class Service:
         return Refusal(422, parameter_named(message, sent), message)
 
 
-def dtype_name(model) -> str:
+def computed_dtype(model) -> str:
     """What the model computes in: "int8" for an int8 one (its model.dtype is its float parts'), else "float32"..."""
     return "int8" if model.quantized else str(model.dtype).removeprefix("torch.")
 
