@@ -99,6 +99,23 @@ def test_an_all_ones_decoder_attention_mask_changes_nothing(pair):
     assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("name", ["m2m100", "nllb"])
+def test_a_pad_token_beginning_an_m2m100_prompt_is_refused(pair, name):
+    """transformers numbers the prompt's positions over its non-pad tokens in one pass: after a leading pad token
+    (kept when another row begins with the start token) every position is one lower than a cache filled token by
+    token gives, and the tokens differ (nllb) or only the scores do (m2m100): refused. A lone pad token is fine."""
+    hf, ours = pair(name)
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id, lengths=(7, 5))
+    prompt = torch.tensor([[1, 10, 11], [2, 12, 13]])                    # pad 1, start 2
+    with pytest.raises(ValueError, match=r"^decoder_input_ids begins with the pad token \(id 1\): this model numbers "
+                       r"decoder positions over non-pad tokens \(M2M100 / NLLB\), so transformers would shift the "
+                       r"positions of the tokens after it; begin every prompt with the decoder start token \(id 2\) "
+                       r"or a non-pad token$"):
+        ours.generate(ids, mask, decoder_input_ids=prompt, max_new_tokens=4)
+    for prompt in (torch.tensor([[1], [2]]), torch.tensor([[2, 10, 11], [2, 12, 13]])):   # nothing after the pad
+        assert_parity(*both(hf, ours, ids, mask, prompt, max_new_tokens=4))
+
+
 PROMPT_ERRORS = [              # (decoder_input_ids, decoder_attention_mask, kwargs, error, message)
     (torch.tensor([[2, 5, 6]] * 3), None, dict(max_length=3), ValueError,
      r"decoder_input_ids holds 3 tokens \(the decoder start token included\), but max_length is 3: nothing is left "
