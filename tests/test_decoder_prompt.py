@@ -136,6 +136,11 @@ PROMPT_ERRORS = [              # (decoder_input_ids, decoder_attention_mask, kwa
      r"decoder_input_ids holds id 50265, outside the decoder's vocabulary \[0, 50265\)"),
     (torch.tensor([[2, 5]] * 3), torch.ones(3, 3), {}, ValueError,
      r"decoder_attention_mask must be a tensor of decoder_input_ids' shape \[3, 2\]"),
+    (torch.full((3, 256), 5), None, dict(max_new_tokens=1), ValueError,                   # + the start token
+     r"^decoder_input_ids holds 257 tokens \(the decoder start token included\), more than the model's 256 "
+     r"positions: shorten every prompt to at most 256 tokens$"),
+    (torch.full((3, 300), 2), None, dict(max_length=400), ValueError, r"holds 300 tokens .* more than the model's"),
+    (torch.full((3, 257), 2), None, {}, ValueError, r"holds 257 tokens .* more than the model's 256 positions"),
     (torch.tensor([[2, 5]] * 3), None, dict(max_new_tokens=1024), ValueError,
      r"`max_new_tokens` must be an integer >= 1 and <= 255 \(the model has 256 positions, 2 of them the decoder "
      r"prompt's: max_length = max_new_tokens \+ 2\)"),

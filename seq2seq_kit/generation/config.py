@@ -255,6 +255,7 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int, max
         cfg.decoder_start_token_id = cfg.bos_token_id
     P = decoder_prompt.length(prompt, cfg.decoder_start_token_id)          # the start token, or the prompt
     held = "one of them the decoder start token's" if prompt is None else f"{P} of them the decoder prompt's"
+    _check_prompt_fits(P, max_position_embeddings)
     # checked against the positions here, not only as the max_length it becomes: a max_length sent beside it is
     # not the setting at fault (max_new_tokens wins over it, as in transformers)
     _check_int("max_new_tokens", cfg.max_new_tokens, 1, max_position_embeddings + 1 - P, allow_none=True,
@@ -281,6 +282,15 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int, max
     _check_bounds(cfg, vocab_size)
     _warn_unfeasible_min_length(cfg, has_default_max_length, P)
     return cfg
+
+
+def _check_prompt_fits(P: int, max_position_embeddings: int) -> None:
+    """The decoder reads the prompt's P tokens at positions 0 .. P - 1 (the first generated token is not read):
+    past the model's positions no length setting can help."""
+    if P > max_position_embeddings:
+        raise ValueError(f"decoder_input_ids holds {P} tokens (the decoder start token included), more than the "
+                         f"model's {max_position_embeddings} positions: shorten every prompt to at most "
+                         f"{max_position_embeddings} tokens")
 
 
 def _refuse_decay_without_eos(settings: dict) -> None:
