@@ -132,6 +132,18 @@ PROMPT_ERRORS = [              # (decoder_input_ids, decoder_attention_mask, kwa
     (torch.tensor([2, 5]), None, {}, TypeError, r"decoder_input_ids must be an integer tensor \[batch, length\]"),
     (torch.tensor([[2.0, 5.0]] * 3), None, {}, TypeError, "got a torch.float32 tensor of shape \\[3, 2\\]"),
     ([[2, 5]] * 3, None, {}, TypeError, "got list"),
+    (torch.tensor([[2, 5]] * 3, dtype=torch.uint16), None, {}, TypeError,
+     r"^decoder_input_ids must be an integer tensor \[batch, length\] \(int64 or int32, e.g. torch.tensor\(\[\[2, "
+     r"0\]\]\)\), got a torch.uint16 tensor of shape \[3, 2\]$"),
+    (torch.tensor([[2, 5]] * 3, dtype=torch.int8), None, {}, TypeError, "got a torch.int8 tensor"),  # transformers too
+    (torch.tensor([[2, 5]] * 3).to_sparse(), None, {}, TypeError, "got a torch.sparse_coo torch.int64 tensor$"),
+    (torch.nested.nested_tensor([torch.tensor([2, 5])] * 3, layout=torch.jagged), None, {}, TypeError,
+     "got a nested torch.int64 tensor$"),
+    (torch.tensor([[2, 5]] * 3, device="meta"), None, {}, ValueError,
+     r"^decoder_input_ids is on the meta device, which holds no values: make it on the CPU or on the model's device "
+     r"\(cpu\)$"),
+    (torch.tensor([[2, 5]] * 3), torch.ones(3, 2, device="meta"), {}, ValueError,
+     r"^decoder_attention_mask is on the meta device, which holds no values"),
     (torch.tensor([[2, 50265]] * 3), None, {}, ValueError,
      r"decoder_input_ids holds id 50265, outside the decoder's vocabulary \[0, 50265\)"),
     (torch.tensor([[2, 5]] * 3), torch.ones(3, 3), {}, ValueError,

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+ID_DTYPES = (torch.int64, torch.int32)          # what an embedding reads (transformers' prompts too: Long or Int)
+
 
 def check(decoder_input_ids, decoder_attention_mask, batch: int, vocab_size: int,
           device: torch.device) -> torch.Tensor | None:
@@ -29,34 +31,48 @@ def check(decoder_input_ids, decoder_attention_mask, batch: int, vocab_size: int
             raise ValueError("decoder_attention_mask was given without decoder_input_ids: pass both, or neither")
         return None
     ids = decoder_input_ids
-    if not isinstance(ids, torch.Tensor) or ids.dtype.is_floating_point or ids.dtype.is_complex \
-            or ids.dtype == torch.bool or ids.dim() != 2:
-        raise TypeError(f"decoder_input_ids must be an integer tensor [batch, length] (e.g. torch.tensor([[2, 0]])), "
-                        f"got {_described(ids)}")
+    if not _dense(ids) or ids.dtype not in ID_DTYPES or ids.dim() != 2:
+        raise TypeError(f"decoder_input_ids must be an integer tensor [batch, length] (int64 or int32, e.g. "
+                        f"torch.tensor([[2, 0]])), got {_described(ids)}")
     if ids.shape[0] != batch or ids.shape[1] == 0:
         raise ValueError(f"decoder_input_ids must have shape [{batch}, length >= 1] (one prompt per input, "
                          f"input_ids has {batch}), got {list(ids.shape)}")
+    _check_not_meta(ids, "decoder_input_ids", device)
     low, high = int(ids.min()), int(ids.max())
     if low < 0 or high >= vocab_size:
         raise ValueError(f"decoder_input_ids holds id {low if low < 0 else high}, outside the decoder's vocabulary "
                          f"[0, {vocab_size})")
-    _check_mask(decoder_attention_mask, ids)
+    _check_mask(decoder_attention_mask, ids, device)
     return ids.to(device=device, dtype=torch.long)
 
 
-def _check_mask(mask, ids: torch.Tensor) -> None:
+def _check_mask(mask, ids: torch.Tensor, device: torch.device) -> None:
     if mask is None:
         return
-    if not isinstance(mask, torch.Tensor) or mask.shape != ids.shape:
+    if not _dense(mask) or mask.shape != ids.shape:
         raise ValueError(f"decoder_attention_mask must be a tensor of decoder_input_ids' shape {list(ids.shape)}, "
                          f"got {_described(mask)}")
+    _check_not_meta(mask, "decoder_attention_mask", device)
     if not bool((mask == 1).all()):
         raise ValueError("decoder_attention_mask masks prompt tokens (zeros): padded decoder prompts are not "
                          "supported; give every input's prompt the same length (or generate them separately), "
                          "and leave decoder_attention_mask unset")
 
 
+def _dense(value) -> bool:
+    """A plain (strided, not nested) tensor: the only kind whose values the checks can read."""
+    return isinstance(value, torch.Tensor) and not value.is_nested and value.layout == torch.strided
+
+
+def _check_not_meta(t: torch.Tensor, name: str, device: torch.device) -> None:
+    if t.is_meta:
+        raise ValueError(f"{name} is on the meta device, which holds no values: make it on the CPU or on the "
+                         f"model's device ({device})")
+
+
 def _described(value) -> str:
+    if isinstance(value, torch.Tensor) and not _dense(value):
+        return f"a {'nested' if value.is_nested else value.layout} {value.dtype} tensor"
     if isinstance(value, torch.Tensor):
         return f"a {value.dtype} tensor of shape {list(value.shape)}"
     return type(value).__name__
