@@ -6,6 +6,8 @@ mBART, Marian (whose start token is its pad token) and M2M100 (positions counted
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -87,6 +89,26 @@ def test_lengths_count_the_prompt(pair):
         mine = ours.generate(ids, mask, decoder_input_ids=prompt, **kwargs)
         assert mine.shape[1] == length
         assert torch.equal(mine, hf.generate(ids, attention_mask=mask, decoder_input_ids=prompt, **kwargs))
+
+
+def unfeasible_warnings(generate, *args, **kwargs) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        generate(*args, **kwargs)
+    return [str(w.message) for w in caught if str(w.message).startswith("Unfeasible length constraints")]
+
+
+@pytest.mark.parametrize("kwargs", [dict(max_new_tokens=3, min_new_tokens=5), dict(max_length=6, min_new_tokens=5),
+                                    dict(max_new_tokens=3, min_length=8), dict(min_length=30)])
+def test_unfeasible_min_lengths_warn_as_transformers(pair, kwargs):
+    """min_new_tokens past max_length counting the prompt: transformers warns for min_length (= min_new_tokens + P,
+    what it sets) and for min_new_tokens, in this order; the same two warnings, word for word."""
+    hf, ours = pair("tiny")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    prompt = prompts(2, ids.shape[0])["no-start"][:, :2]                   # + the start token: P = 3
+    want = unfeasible_warnings(hf.generate, ids, attention_mask=mask, decoder_input_ids=prompt, **kwargs)
+    assert len(want) == (2 if "min_new_tokens" in kwargs else 1)
+    assert unfeasible_warnings(ours.generate, ids, mask, decoder_input_ids=prompt, **kwargs) == want
 
 
 def test_an_all_ones_decoder_attention_mask_changes_nothing(pair):

@@ -345,19 +345,20 @@ def _check_bounds(cfg: GenerationConfig, vocab_size: int) -> None:
 
 
 def _warn_unfeasible_min_length(cfg: GenerationConfig, has_default_max_length: bool, prompt_length: int) -> None:
-    """transformers' `_validate_generated_length` warning: a minimum length above max_length is not an error,
-    generation stops at max_length."""
+    """transformers' `_validate_generated_length` warnings: a minimum length above max_length is not an error,
+    generation stops at max_length. min_length (min_new_tokens + prompt_length when min_new_tokens is set) warns,
+    then min_new_tokens does too: transformers gives both."""
     suffix = (" Generation will stop at the defined maximum length. You should decrease the minimum length and/or "
               "increase the maximum length.")
     if has_default_max_length:
         suffix += f" Note that `max_length` is set to {cfg.max_length}, its default value."
+    if cfg.min_length > cfg.max_length:
+        warnings.warn(f"Unfeasible length constraints: `min_length` ({cfg.min_length}) is larger than the maximum "
+                      f"possible length ({cfg.max_length})." + suffix, UserWarning, stacklevel=4)
     if cfg.min_new_tokens is not None and cfg.min_new_tokens + prompt_length > cfg.max_length:
         warnings.warn(f"Unfeasible length constraints: `min_new_tokens` ({cfg.min_new_tokens}), when added to the "
                       f"prompt length ({prompt_length}), is larger than the maximum possible length "
                       f"({cfg.max_length})." + suffix, UserWarning, stacklevel=4)
-    elif cfg.min_length > cfg.max_length:
-        warnings.warn(f"Unfeasible length constraints: `min_length` ({cfg.min_length}) is larger than the maximum "
-                      f"possible length ({cfg.max_length})." + suffix, UserWarning, stacklevel=4)
 
 
 def _check_int(name: str, value, low, high=math.inf, *, allow_none: bool = False, note: str = "") -> None:
