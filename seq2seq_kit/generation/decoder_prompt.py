@@ -7,9 +7,9 @@ decoder start token alone, as transformers 5.24 does (`_prepare_decoder_input_id
   - the processors read it as part of each row's sequence (repetition penalty, n-gram bans, prefix functions), and
     the length-dependent ones count it (forced BOS acts at length 1 only, i.e. never after a longer prompt);
   - a decoder_attention_mask may be given when it masks nothing (every row's prompt has the same length), and the
-    pad token may begin a prompt (Marian's start token) but not follow (transformers numbers M2M100 / NLLB prompt
-    positions around pad tokens in one pass, which a cache filled token by token does not reproduce); for the same
-    reason it may not begin an M2M100 / NLLB prompt of more than one token either.
+    pad token may stand only as the start token (Marian's) or as a prompt of one token: transformers numbers
+    M2M100 / NLLB prompt positions around pad tokens in one pass, which a cache filled token by token does not
+    reproduce (elsewhere a pad token in a prompt is padding, which prompts do not have: see the mask).
 
 The prompt's tokens but the last are fed to the decoder before the search starts (`prefill`); the search then
 steps from the last one.
@@ -90,21 +90,19 @@ def length(prompt: torch.Tensor | None, start: int | None) -> int:
     return prompt.shape[1] + int(start is not None and needs_start_token(prompt, start))
 
 
-def complete(prompt: torch.Tensor, start: int, pad: int | None, positions_skip_pad: bool) -> torch.Tensor:
+def complete(prompt: torch.Tensor, start: int, pad: int | None) -> torch.Tensor:
     """prompt [B, P] -> [B, P'] as the decoder reads it: the start token prepended when needs_start_token; a pad
-    token after the first position is refused, and at the first one too when positions_skip_pad (the model numbers
-    positions over non-pad tokens: M2M100 / NLLB) and P' > 1 (see the module docstring)."""
+    token other than the start token or a one-token prompt is refused (see the module docstring)."""
     if needs_start_token(prompt, start):
         prompt = torch.cat((prompt.new_full((prompt.shape[0], 1), start), prompt), dim=1)
-    if pad is not None and bool((prompt[:, 1:] == pad).any()):
-        raise ValueError(f"decoder_input_ids holds the pad token (id {pad}) after the decoder start token: padded "
-                         "decoder prompts are not supported; give every input's prompt the same length (or generate "
-                         "them separately)")
-    if positions_skip_pad and prompt.shape[1] > 1 and bool((prompt[:, 0] == pad).any()):
-        raise ValueError(f"decoder_input_ids begins with the pad token (id {pad}): this model numbers decoder "
-                         "positions over non-pad tokens (M2M100 / NLLB), so transformers would shift the positions "
-                         f"of the tokens after it; begin every prompt with the decoder start token (id {start}) or a "
-                         "non-pad token")
+    if pad is None:
+        return prompt
+    pads = prompt == pad                                                                   # [B, P']
+    pads[:, 0] &= pad != start and prompt.shape[1] > 1
+    if bool(pads.any()):
+        raise ValueError(f"decoder_input_ids holds the pad token (id {pad}) in a prompt, which may hold it only as "
+                         f"the decoder start token (id {start}): padded decoder prompts are not supported; give "
+                         "every input's prompt the same length without pad tokens (or generate them separately)")
     return prompt
 
 
