@@ -423,8 +423,9 @@ def test_config_without_model_type_is_refused(tiny, tmp_path):
 
 
 def test_save_pretrained_keeps_the_generation_settings_we_refuse(tiny, tmp_path):
-    """A checkpoint's group beam search / max_time are refused when generating here, not dropped on save: the saved
-    checkpoint generates as the original in transformers and is refused here as the original was."""
+    """A checkpoint's group beam search is refused when generating here, not dropped on save (nor is its max_time,
+    a setting generate takes): the saved checkpoint generates as the original in transformers and is refused here
+    as the original was."""
     path = variant(tiny, tmp_path / "in")
     settings = dict(num_beams=4, num_beam_groups=2, diversity_penalty=0.5, max_time=5.0)
     given = tiny / "generation_config.json"

@@ -376,6 +376,16 @@ def test_full_queue_is_503_with_retry_after(server):
     wait_idle(server)    # the inputs queued before the refusal were cancelled, the filling ones with their client
 
 
+def test_max_time_answers_what_was_generated_in_time(server, pipe):
+    """The Inference API's max_time parameter: 0 s ends every input after its first token (the pipeline's answer
+    with max_time=0); a negative one is a 422 naming it."""
+    doc = make_docs(1, seed=4)[0]["text"]
+    answer = post(server, {"inputs": doc, "parameters": {"max_time": 0, **PARAMS}})
+    assert answer.status_code == 200 and answer.json() == pipe(doc, max_time=0, **PARAMS)
+    bad = post(server, {"inputs": doc, "parameters": {"max_time": -1.0}})
+    assert bad.status_code == 422 and bad.json()["field"] == "parameters.max_time", bad.text
+
+
 def test_settings_that_fail_a_search_are_422_for_that_request_only(server, pipe):
     """A temperature that overflows every probability fails its own search (generate fails on it too): 422 naming
     the parameter, while the requests stepping beside it get the pipeline's summaries."""

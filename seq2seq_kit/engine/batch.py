@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -55,6 +57,8 @@ class Request:
     group: Group | None = field(default=None, repr=False)  # set on admission: the search it steps in
     cache: KVCache | Slots | None = field(default=None, repr=False)   # set on admission: its cache, or its rows
                                                                      # in the SlotStore (fixed capacity)
+    deadline: float = field(default=math.inf, repr=False)  # time.monotonic() when its max_time runs out (set on
+                                                           # admission, once encoded: decoding time, as generate)
     notified: bool = field(default=False, repr=False)      # its cancellation told to wait() / as_completed()
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)      # around `notified`
 
@@ -132,8 +136,16 @@ class Group:
     def step(self, logits: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
         """The search's step on its rows' logits [R, V] -> (each row's parent row [R], or None: rows never move;
         each input's flags bool [B, 2]: still stepping, some row of it moved), no host read."""
+        self.end_late()
         parents = self.search.advance_on_device(logits)
         return parents, self.search.input_flags(parents)
+
+    def end_late(self) -> None:
+        """The requests whose max_time has run out take this step as their last (generate's rule)."""
+        now = time.monotonic()
+        late = [b for b, r in enumerate(self.requests) if r is not None and now > r.deadline]
+        if late:
+            self.search.last_step(late)
 
 
 @dataclass
@@ -250,6 +262,7 @@ class SlotGroup(Group):
     def step(self, logits: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Group.step on the logits of every store row [N, V] (FixedCapacity.logits, the buffer a captured step
         reads)."""
+        self.end_late()                                  # before the replay: the captured step reads max_len
         return self.graph() if self.graph is not None else self.step_eagerly(logits)
 
     def step_eagerly(self, logits: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:

@@ -39,6 +39,7 @@ import copy
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Coroutine
 from concurrent.futures import Future, InvalidStateError
@@ -66,13 +67,13 @@ class EngineClosed(RuntimeError):
 
 
 def group_key(config: GenerationConfig, generator: torch.Generator | None) -> str | None:
-    """What requests must share to step in one search: every resolved setting but max_length and min_length
-    (whether a minimum applies stays: it is a processor or none). Sampling, and any request given a generator,
+    """What requests must share to step in one search: every resolved setting but max_length, min_length (whether
+    a minimum applies stays: it is a processor or none) and max_time (each request's own deadline). Sampling, and any request given a generator,
     runs alone (None): each request draws from its own generator, or from the global RNG in its own order, as
     generate alone would."""
     if config.do_sample or generator is not None:
         return None
-    return repr(replace(config, max_length=None, max_new_tokens=None, min_new_tokens=None,
+    return repr(replace(config, max_length=None, max_new_tokens=None, min_new_tokens=None, max_time=None,
                         min_length=bool(config.min_length)))
 
 
@@ -307,6 +308,8 @@ class Engine:
             return
         model = self.model
         for request, hidden in zip(requests, self._encode([r.input_ids[0] for r in requests])):
+            if request.config.max_time is not None:
+                request.deadline = time.monotonic() + request.config.max_time
             request.cache = self.batch.take(request, hidden)
             self._join(request, start_search(request.config, request.input_ids, model.config.decoder_vocab_size,
                                              model.device, request.generator, independent=True))

@@ -35,6 +35,7 @@ class GenerationConfig:
     max_new_tokens: int | None = None
     min_length: int | None = None
     min_new_tokens: int | None = None
+    max_time: float | None = None                       # seconds of decoding, then the step running is the last
     num_beams: int | None = None
     length_penalty: float | None = None
     early_stopping: bool | str | None = None            # True, False or "never"
@@ -168,7 +169,7 @@ def check_types(cfg: GenerationConfig, source) -> GenerationConfig:
         v = getattr(cfg, name)
         if v is not None and not (_is_int(v) or (isinstance(v, list) and all(map(_is_int, v)))):
             bad(name, "an integer or a list of integers")
-    for name in FLOAT_SETTINGS:
+    for name in ("max_time", *FLOAT_SETTINGS):
         v = getattr(cfg, name)
         if v is not None and not _is_number(v):
             bad(name, "a number")
@@ -214,7 +215,7 @@ OUTPUT_FLAGS = ("output_attentions", "output_hidden_states", "output_scores", "o
 # transformers generation settings seq2seq_kit does not implement, with the value that makes them a no-op
 UNSUPPORTED = dict(
     guidance_scale=1.0, num_beam_groups=1, diversity_penalty=0.0, constraints=None, force_words_ids=None,
-    max_time=None, stop_strings=None, penalty_alpha=None, dola_layers=None, token_healing=False, low_memory=False,
+    stop_strings=None, penalty_alpha=None, dola_layers=None, token_healing=False, low_memory=False,
     prompt_lookup_num_tokens=None, assistant_early_exit=None, watermarking_config=None, use_mtp=False,
     output_attentions=False, output_hidden_states=False,
 )
@@ -392,6 +393,8 @@ def _validate(cfg: GenerationConfig, vocab_size: int, max_position_embeddings: i
                note=f" (max_new_tokens + 1 when max_new_tokens is given; the decoder start token counts as 1 and the "
                     f"model has {max_position_embeddings} positions)")
     _check_int("min_length", cfg.min_length, 0)
+    if cfg.max_time is not None and not (_is_number(cfg.max_time) and cfg.max_time >= 0):
+        raise ValueError(f"`max_time` must be a number of seconds >= 0 (None: no limit), got {cfg.max_time!r}")
     _check_int("num_beams", cfg.num_beams, 1)
     _check_int("num_return_sequences", cfg.num_return_sequences, 1)
     for flag in BOOL_SETTINGS:

@@ -6,6 +6,8 @@ The model is anything that fits generation/protocol.py's Seq2SeqModel; nothing h
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass, fields, is_dataclass, replace
 
 import torch
@@ -88,7 +90,8 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     Both run Python every step: generate then decodes eagerly (cuda_graph=True is refused with them).
     decoder_input_ids: a decoder prompt [B, P] each row starts from (generation/decoder_prompt.py: the start token
     prepended as transformers does, counted in the lengths, part of the output); generate then decodes eagerly as
-    well; decoder_attention_mask only as all ones.
+    well; decoder_attention_mask only as all ones. So does max_time: the step during which max_time seconds of
+    decoding (the encoder not counted, as transformers' MaxTimeCriteria) have passed is the last, for every row.
     cuda_graph: replay each step from a CUDA graph; None: on for a model on a CUDA device. Greedy and beam search
     replay the whole step (decoder, processors, search, cache reorder: generation/whole_step.py) and read the
     stop flag back every GRAPH_CHECK_EVERY steps; sampling replays the decoder step only (models/cuda_graph.py)
@@ -99,12 +102,12 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     input_ids, padding_mask, cfg, prompt = prepare(model, input_ids, attention_mask, kwargs, generator,
                                                    decoder_input_ids, decoder_attention_mask)
     custom = user_processors(logits_processor, prefix_allowed_tokens_fn)
-    eager_only = bool(custom) or prompt is not None
+    eager_only = bool(custom) or prompt is not None or cfg.max_time is not None
     cuda_graph = use_cuda_graph(cuda_graph, model.device) and not (eager_only and cuda_graph is None)
     if eager_only and cuda_graph:
-        raise ValueError("logits_processor / prefix_allowed_tokens_fn / decoder_input_ids are not run on CUDA graphs "
-                         "(the first two run Python on every step): leave cuda_graph unset (generate then decodes "
-                         "eagerly) or pass False")
+        raise ValueError("logits_processor / prefix_allowed_tokens_fn / decoder_input_ids / max_time are not run on "
+                         "CUDA graphs (the first two run Python on every step): leave cuda_graph unset (generate then "
+                         "decodes eagerly) or pass False")
     encoder_hidden = model.encode_unchecked(input_ids, padding_mask)                  # [B, S, D], once
     if cuda_graph:
         with graph_lock(model):                     # the kept graphs' buffers hold one call's inputs and state
@@ -115,8 +118,12 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
         decoder_prompt.prefill(step, cache, prompt, rows_per_input(cfg))
     search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator, prompt=prompt,
                           **custom)
+    deadline = math.inf if cfg.max_time is None else time.monotonic() + cfg.max_time
     while not search.done:
-        parents = search.advance(step(search.tokens(), cache))                        # logits [R, V]
+        logits = step(search.tokens(), cache)                                         # [R, V]
+        if time.monotonic() > deadline:
+            search.last_step()
+        parents = search.advance(logits)
         if parents is not None:
             cache.reorder(parents)
     return result(cfg, search)

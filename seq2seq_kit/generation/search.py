@@ -68,6 +68,15 @@ class SearchProgress:
         self.steps += 1
         self.lengths = [n + 1 for n in self.lengths]     # exact for the inputs still alive (the others do not count)
 
+    def last_step(self, inputs: list[int] | None = None) -> None:
+        """The step about to be taken is the last of these inputs (None: all), as if it reached max_length: their
+        max_time ran out (transformers' MaxTimeCriteria, which every row hits once the time has passed)."""
+        if inputs is None:
+            torch.minimum(self.max_len, self.cur_len + 1, out=self.max_len)        # in place: a graph reads it
+            return
+        index = self.input_index(inputs)                                                     # [n]
+        self.max_len.index_copy_(0, index, torch.minimum(self.max_len, self.cur_len + 1).index_select(0, index))
+
     def advance(self, logits: torch.Tensor) -> torch.Tensor | None:
         """One step from logits [R, V] with one host read (still going, some row changed parent): the cache
         reorder (every row's parent row, LongTensor [R]) or None when no row changed parent (always None for

@@ -1,0 +1,82 @@
+"""generate(max_time=...): transformers' MaxTimeCriteria. The step during which max_time seconds of decoding have
+passed is the last for every row (greedy and sampling stop; beam search finishes its candidates as at max_length),
+token-exact with transformers: with a clock that ticks once per step (both libraries read theirs once before
+decoding and once after each step's forward), and with max_time 0 (one token) and large (no effect). The engine
+gives each request its own deadline."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers.generation import stopping_criteria
+
+from seq2seq_kit import Engine
+from seq2seq_kit.generation import decoding
+from test_generation import assert_parity, inputs, run_both
+
+MODES = {"greedy": {}, "beam": dict(num_beams=3, num_return_sequences=2, length_penalty=1.5),
+         "never": dict(num_beams=2, early_stopping="never"), "sample": dict(do_sample=True, top_k=8)}
+
+
+class TickingClock:
+    """time.time / time.monotonic that advance one second per call."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def read(self) -> float:
+        self.now += 1.0
+        return self.now
+
+    time = monotonic = read
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("max_time", [0.0, 2.5, 100.0])
+def test_max_time_matches_transformers(pair, monkeypatch, mode, max_time):
+    hf, ours = pair("tiny-eos")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    theirs_clock, our_clock = TickingClock(), TickingClock()
+    monkeypatch.setattr(stopping_criteria, "time", theirs_clock)
+    monkeypatch.setattr(decoding, "time", our_clock)
+    torch.manual_seed(5)
+    theirs = hf.generate(ids, attention_mask=mask, max_time=max_time, max_new_tokens=10, return_dict_in_generate=True,
+                         output_scores=True, output_logits=True, **MODES[mode])
+    torch.manual_seed(5)
+    mine = ours.generate(ids, mask, max_time=max_time, max_new_tokens=10, return_dict_in_generate=True,
+                         output_scores=True, output_logits=True, **MODES[mode])
+    assert_parity(theirs, mine)
+    steps = len(mine.scores)                           # 0 s: after the first step; 2.5 s: ticks 2, 3, 4 -> 3 steps
+    assert steps == {0.0: 1, 2.5: 3}.get(max_time, len(theirs.scores))
+    assert our_clock.now == theirs_clock.now == steps + 1      # read before decoding and after each step
+
+
+def test_max_time_on_the_real_clock(pair):
+    """Unpatched: 0 s gives one token per row, as transformers; an hour changes nothing."""
+    hf, ours = pair("tiny-eos")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    for max_time in (0.0, 3600.0):
+        theirs, mine = run_both(hf, ours, ids, mask, num_beams=2, max_new_tokens=6, max_time=max_time)
+        assert_parity(theirs, mine)
+    assert mine.sequences.shape[1] > 2
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan"), "1"])
+def test_bad_max_time_is_refused(pair, value):
+    _, ours = pair("tiny")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    with pytest.raises(ValueError, match=r"`max_time` must be a number of seconds >= 0 \(None: no limit\)"):
+        ours.generate(ids, mask, max_time=value)
+
+
+@pytest.mark.parametrize("fixed_capacity", [False, True])
+def test_engine_requests_keep_their_own_max_time(pair, fixed_capacity):
+    """Requests with and without max_time step in one group; each ends as generate alone would (0 s: one token)."""
+    _, ours = pair("tiny")                                       # never emits EOS: rows run to max_new_tokens
+    ids = [5, 6, 7, 8, 9]
+    settings = dict(max_new_tokens=30, num_beams=2)
+    with Engine(ours, max_rows=8, fixed_capacity=fixed_capacity) as engine:
+        timed, untimed = engine.submit(ids, max_time=0.0, **settings), engine.submit(ids, **settings)
+        assert torch.equal(timed.result(), ours.generate(torch.tensor([ids]), max_time=0.0, **settings))
+        assert torch.equal(untimed.result(), ours.generate(torch.tensor([ids]), **settings))
+        assert timed.group is untimed.group and timed.result().shape[1] == 2
