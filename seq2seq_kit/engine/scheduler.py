@@ -537,7 +537,7 @@ def check_model(model) -> None:
 
 def check_engine_settings(generate_kwargs: dict) -> None:
     """Refuse the generate() arguments the engine cannot take (a request's or the engine's defaults), naming why."""
-    own = sorted({"logits_processor", "prefix_allowed_tokens_fn"} & set(generate_kwargs))
+    own = sorted({"logits_processor", "prefix_allowed_tokens_fn", "streamer"} & set(generate_kwargs))
     if own:
         raise ValueError(f"{', '.join(own)}: Python run on every step of one request is for generate(); the "
                          "engine steps its requests together on the device")

@@ -76,7 +76,7 @@ class GenerateOutput:
 def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
              generator: torch.Generator | None = None, cuda_graph: bool | None = None, logits_processor=None,
              prefix_allowed_tokens_fn=None, decoder_input_ids: torch.Tensor | None = None,
-             decoder_attention_mask: torch.Tensor | None = None, **kwargs):
+             decoder_attention_mask: torch.Tensor | None = None, streamer=None, **kwargs):
     """transformers-compatible generate for a seq2seq_kit BART model.
 
     input_ids [B, S], attention_mask [B, S] (1 = token, 0 = padding) or None; kwargs are transformers' generation
@@ -92,6 +92,9 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     prepended as transformers does, counted in the lengths, part of the output); generate then decodes eagerly as
     well; decoder_attention_mask only as all ones. So does max_time: the step during which max_time seconds of
     decoding (the encoder not counted, as transformers' MaxTimeCriteria) have passed is the last, for every row.
+    streamer: an object with put(token ids) and end(), as transformers' streamers (TextStreamer, ...): put gets
+    the decoder's first tokens [R, P] on the CPU, then each step's new token of every row [R] (pad_token_id for a
+    row that ended), and end() follows the last; greedy and sampling only (as transformers), decoded eagerly.
     cuda_graph: replay each step from a CUDA graph; None: on for a model on a CUDA device. Greedy and beam search
     replay the whole step (decoder, processors, search, cache reorder: generation/whole_step.py) and read the
     stop flag back every GRAPH_CHECK_EVERY steps; sampling replays the decoder step only (models/cuda_graph.py)
@@ -102,12 +105,13 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     input_ids, padding_mask, cfg, prompt = prepare(model, input_ids, attention_mask, kwargs, generator,
                                                    decoder_input_ids, decoder_attention_mask)
     custom = user_processors(logits_processor, prefix_allowed_tokens_fn)
-    eager_only = bool(custom) or prompt is not None or cfg.max_time is not None
+    check_streamer(streamer, cfg)
+    eager_only = bool(custom) or prompt is not None or cfg.max_time is not None or streamer is not None
     cuda_graph = use_cuda_graph(cuda_graph, model.device) and not (eager_only and cuda_graph is None)
     if eager_only and cuda_graph:
-        raise ValueError("logits_processor / prefix_allowed_tokens_fn / decoder_input_ids / max_time are not run on "
-                         "CUDA graphs (the first two run Python on every step): leave cuda_graph unset (generate then "
-                         "decodes eagerly) or pass False")
+        raise ValueError("logits_processor / prefix_allowed_tokens_fn / decoder_input_ids / max_time / streamer are "
+                         "not run on CUDA graphs (they need the host at every step, or a prompt the graphs do not "
+                         "take): leave cuda_graph unset (generate then decodes eagerly) or pass False")
     encoder_hidden = model.encode_unchecked(input_ids, padding_mask)                  # [B, S, D], once
     if cuda_graph:
         with graph_lock(model):                     # the kept graphs' buffers hold one call's inputs and state
@@ -119,6 +123,8 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator, prompt=prompt,
                           **custom)
     deadline = math.inf if cfg.max_time is None else time.monotonic() + cfg.max_time
+    if streamer is not None:
+        streamer.put(search.seq[:, :search.prompt_len].cpu())                       # [R, P]: the first tokens
     while not search.done:
         logits = step(search.tokens(), cache)                                         # [R, V]
         if time.monotonic() > deadline:
@@ -126,6 +132,10 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
         parents = search.advance(logits)
         if parents is not None:
             cache.reorder(parents)
+        if streamer is not None:
+            streamer.put(search.tokens().cpu())                                       # [R]: this step's tokens
+    if streamer is not None:
+        streamer.end()
     return result(cfg, search)
 
 
@@ -253,6 +263,17 @@ def user_processors(logits_processor, prefix_allowed_tokens_fn) -> dict:
             raise TypeError("prefix_allowed_tokens_fn must be a callable (input index, tokens) -> allowed token ids")
         custom["prefix_allowed_tokens_fn"] = prefix_allowed_tokens_fn
     return custom
+
+
+def check_streamer(streamer, cfg: GenerationConfig) -> None:
+    """generate's streamer: None, or an object with put and end (transformers' BaseStreamer), not with beams."""
+    if streamer is None:
+        return
+    if not (callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
+        raise TypeError(f"streamer must have put(token_ids) and end() methods (as transformers' TextStreamer), got "
+                        f"{type(streamer).__name__}")
+    if cfg.num_beams > 1:
+        raise ValueError("`streamer` cannot be used with beam search (as in transformers): set num_beams=1")
 
 
 def check_generator(generator) -> None:
