@@ -134,8 +134,8 @@ class Tokenizer:
         if (root / "tokenizer.json").is_file():
             read_json(root / "tokenizer.json")   # malformed JSON: an error that names the file
             backend = _file_error(root / "tokenizer.json", lambda: Backend.from_file(str(root / "tokenizer.json")))
-            if backend.padding is not None and not config.get("tokenizer_class") and not _model_type(root):
-                config = {**config, "tokenizer_class": "TokenizersBackend"}    # transformers' class (GENERIC_CLASSES)
+            if not config.get("tokenizer_class") and not _model_type(root):   # transformers' class: no defaults
+                config = {**config, "tokenizer_class": "TokenizersBackend"}    # of its own (GENERIC_CLASSES)
             if config.get("tokenizer_class", "") in PEGASUS_CLASSES or \
                     not config.get("tokenizer_class") and _model_type(root) == "pegasus":
                 config = _file_error(root / "tokenizer_config.json", lambda: _pegasus_defaults(config))

@@ -800,6 +800,23 @@ def test_bart_files_naming_the_generic_class_load_as_bart(tmp_path):
     assert (ours.sep_token, ours.cls_token) == ("</s>", "<s>")
 
 
+@pytest.mark.parametrize("config", [None, {}])
+def test_tokenizer_json_naming_no_class_has_no_sep_or_cls_as_in_transformers(tmp_path, config):
+    """A tokenizer.json whose folder names no class (no tokenizer_config.json, or one without tokenizer_class; no
+    config.json) is transformers' generic class: no sep or cls token, though the vocabulary has </s> and <s>."""
+    from transformers import AutoTokenizer as TheirAutoTokenizer
+
+    root = Path(shutil.copytree(Path(__file__).parent / "fixtures" / "kobart-tokenizer", tmp_path / "kobart"))
+    (root / "tokenizer_config.json").unlink()
+    if config is not None:
+        (root / "tokenizer_config.json").write_text(json.dumps(config))
+    theirs, ours = TheirAutoTokenizer.from_pretrained(str(root)), AutoTokenizer.from_pretrained(root)
+    assert (theirs.sep_token, theirs.cls_token, theirs.sep_token_id, theirs.cls_token_id) == (None,) * 4
+    assert (ours.sep_token, ours.cls_token, ours.sep_token_id, ours.cls_token_id) == (None,) * 4
+    assert "sep_token" not in ours.special_tokens_map and "cls_token" not in ours.special_tokens_map
+    assert ours("hello world")["input_ids"] == theirs("hello world")["input_ids"]
+
+
 @pytest.mark.parametrize("family", ["nllb-no-target", "mbart-no-target"])
 def test_text_target_without_tgt_lang_follows_src_lang_and_sets_nothing(request, tmp_path, family):
     """Without tgt_lang, a target gets the current src_lang's code, as transformers' first target call gives it;
