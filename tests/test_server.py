@@ -701,6 +701,13 @@ def test_a_trailing_slash_is_a_json_404_naming_the_route(server):
     for path in ("/nope/", "/"):
         answer = httpx.get(server.url + path)
         assert (answer.status_code, answer.json()) == (404, {"error": f"Not Found: GET {path}", "field": None})
+    # the hint names the method the route takes: GET /summarize and POST /health would be 405s
+    for method, path, fix in (("GET", "/summarize/", "POST /summarize"), ("POST", "/health/", "GET /health"),
+                              ("PUT", "/info/", "GET /info")):
+        answer = httpx.request(method, server.url + path)
+        assert (answer.status_code, answer.json()) == (404, {
+            "error": f"Not Found: {method} {path} (this server's routes end without a slash: send {fix})",
+            "field": None})
 
 
 def test_head_is_answered_as_get_without_a_body(server):

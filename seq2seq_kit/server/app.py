@@ -699,12 +699,14 @@ def _add_routes(app: FastAPI, service: Service) -> None:
 
 
 def slash_hint(request: Request) -> str:
-    """For a route sent with a trailing slash (/summarize/): the route as it is served (one path per route)."""
+    """For a route sent with a trailing slash (/summarize/): the route as it is served (one path per route), with
+    the method it takes (GET /summarize/ is told to send POST /summarize, which answers, not GET, a 405)."""
     path = request.url.path
     route = path.rstrip("/")
     if path == route or route not in ROUTES:
         return ""
-    return f" (this server's routes end without a slash: send {request.method} {route})"
+    method = "POST" if route in TASK_ROUTES.values() else "GET"
+    return f" (this server's routes end without a slash: send {method} {route})"
 
 
 def _add_error_handlers(app: FastAPI) -> None:
