@@ -408,12 +408,13 @@ def test_settings_that_fail_a_search_are_422_for_that_request_only(server, pipe)
 
 def test_map_reduce_requests_waiting_on_the_engine_leave_other_requests_answered(server):
     """A map_reduce request waits for its engine requests in a thread; more of them than asyncio's default thread
-    pool holds (min(32, cpus + 4)) took every thread, and any other request's tokenization (a 413 here) waited for
-    one of them to end (here: the request timeout, 5 s)."""
+    pool holds (min(32, cpus + 4)) took every thread, and any other request's tokenization (a 413 here) queued
+    behind all of them (here: until the 5 s request timeout ended them). Twice the pool's threads: as one ends,
+    the next one's work takes its thread first."""
     threads = min(32, (os.cpu_count() or 1) + 4)
     body = {"inputs": "the tower is tall", "parameters": {"strategy": "map_reduce", **LONG}}
-    with concurrent.futures.ThreadPoolExecutor(threads + 1) as pool:
-        waiting = [pool.submit(post, server, body, timeout=30) for _ in range(threads + 1)]
+    with concurrent.futures.ThreadPoolExecutor(2 * threads) as pool:
+        waiting = [pool.submit(post, server, body, timeout=30) for _ in range(2 * threads)]
         deadline = time.monotonic() + 30
         while engine_metrics(server)["seq2seq_engine_queue_depth"] < threads - 2:   # 2 step (max_rows 8), >= 4 wait
             assert time.monotonic() < deadline, engine_metrics(server)
@@ -423,7 +424,7 @@ def test_map_reduce_requests_waiting_on_the_engine_leave_other_requests_answered
         took = time.monotonic() - start
         answers = [w.result() for w in waiting]
     assert too_long.status_code == 413 and took < 2.5, (too_long.status_code, took)
-    assert {a.status_code for a in answers} == {504}            # LONG outlasts the 5 s request timeout
+    assert {a.status_code for a in answers} <= {200, 504}       # LONG ends some within the 5 s, others not
     wait_idle(server)
 
 
