@@ -183,9 +183,9 @@ class Tokenizer:
         return str(out / "tokenizer.json"), str(out / "tokenizer_config.json")
 
     def saved_config(self) -> dict:
-        """The tokenizer_config.json save_pretrained writes: the special tokens and settings."""
-        config = {"tokenizer_class": "PreTrainedTokenizerFast",
-                  **{k: v for k, v in self._named.items() if v is not None},
+        """The tokenizer_config.json save_pretrained writes: the special tokens (an unset one as null, as transformers
+        writes it, so that neither reload fills in a default such as <pad>) and settings."""
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", **self._named,
                   "model_max_length": self.model_max_length, "padding_side": self.padding_side,
                   "truncation_side": self.truncation_side,
                   "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces}

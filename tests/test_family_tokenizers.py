@@ -920,3 +920,35 @@ def test_save_pretrained_keeps_the_language_tokenizer_as_transformers(request, t
         expected = {k: v for k, v in as_lists(theirs(**call)).items() if k in ("input_ids", "attention_mask", "labels")}
         assert as_lists(again(**call)) == expected, call
         assert {k: v for k, v in as_lists(oracle(**call)).items() if k in expected} == expected, call
+
+
+UNPADDED_CALLS = [c for c in TARGET_CALLS if not c.get("padding")]   # no pad_token: padding is refused
+
+
+def saved_with(theirs, root: Path, **settings) -> Path:
+    """transformers' save_pretrained of `theirs` in `root`, its tokenizer_config.json then given `settings`."""
+    theirs.save_pretrained(str(root))
+    config = json.loads((root / "tokenizer_config.json").read_text())
+    (root / "tokenizer_config.json").write_text(json.dumps({**config, **settings}))
+    return root
+
+
+@pytest.mark.parametrize("name", ["pad_token", "mask_token"])
+@pytest.mark.parametrize("family", ["pegasus", "bart", "kobart", "mbart", "mbart50", "nllb"])
+def test_a_null_named_token_stays_unset_across_save_pretrained(request, tmp_path, family, name):
+    """tokenizer_config.json's "pad_token": null (or mask_token) leaves that token unset, as in transformers; our
+    save_pretrained writes it as null (not leaving it out), so that neither we nor transformers reload the class's
+    default (<pad>) from the saved folder."""
+    from transformers import AutoTokenizer as TheirAutoTokenizer
+
+    root = saved_with(target_tokenizers(request, tmp_path, family)[0], tmp_path / "null", **{name: None})
+    theirs, ours = TheirAutoTokenizer.from_pretrained(str(root)), AutoTokenizer.from_pretrained(root)
+    ours.save_pretrained(tmp_path / "ours")
+    again, oracle = AutoTokenizer.from_pretrained(tmp_path / "ours"), TheirAutoTokenizer.from_pretrained(
+        str(tmp_path / "ours"))
+    for tok in (theirs, ours, again, oracle):
+        assert (getattr(tok, name), getattr(tok, name + "_id")) == (None, None)
+        assert tok.special_tokens_map == theirs.special_tokens_map
+        for call in UNPADDED_CALLS:
+            assert as_lists(tok(**call))["input_ids"] == as_lists(theirs(**call))["input_ids"], call
+    assert json.loads((tmp_path / "ours" / "tokenizer_config.json").read_text())[name] is None
