@@ -136,10 +136,14 @@ class Tokenizer:
             backend = _file_error(root / "tokenizer.json", lambda: Backend.from_file(str(root / "tokenizer.json")))
             if not config.get("tokenizer_class") and not _model_type(root):   # transformers' class: no defaults
                 config = {**config, "tokenizer_class": "TokenizersBackend"}    # of its own (GENERIC_CLASSES)
-            if config.get("tokenizer_class", "") in PEGASUS_CLASSES or \
-                    not config.get("tokenizer_class") and _model_type(root) == "pegasus":
+            pegasus = config.get("tokenizer_class", "") in PEGASUS_CLASSES or \
+                not config.get("tokenizer_class") and _model_type(root) == "pegasus"
+            if pegasus:
                 config = _file_error(root / "tokenizer_config.json", lambda: _pegasus_defaults(config))
-            return _file_error(root / "tokenizer_config.json", lambda: cls(backend, config))
+            tok = _file_error(root / "tokenizer_config.json", lambda: cls(backend, config))
+            if pegasus:
+                _pegasus_post_processor(tok, root)
+            return tok
         if not ((root / "vocab.json").is_file() and (root / "merges.txt").is_file()):
             found = sorted(p.name for p in root.iterdir())
             raise FileNotFoundError(f"no tokenizer in {root}: looked for {FILES}; found {found or 'no files'}"
@@ -533,6 +537,17 @@ def _pegasus_defaults(config: dict) -> dict:
         raise ValueError(f"mask_token_sent={sentence_mask!r} must be a token (a string) or null")
     unknowns = [f"<unk_{i}>" for i in range(2, offset)]
     return {**config, "extra_special_tokens": ([] if sentence_mask is None else [sentence_mask]) + unknowns}
+
+
+def _pegasus_post_processor(tok: Tokenizer, root: Path) -> None:
+    """`A eos` / `A B eos` with the tokenizer's eos_token (tokenizer_config.json's, which may name another token than
+    </s>), as PegasusTokenizer sets it over tokenizer.json's; ValueError naming the fix when eos_token is null."""
+    eos = tok.eos_token
+    if eos is None:
+        raise ValueError(f"{root / 'tokenizer_config.json'} sets eos_token to null, but a Pegasus tokenizer ends "
+                         "each text with its eos_token: name one (\"eos_token\": \"</s>\") or leave it out")
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=["$A", eos], pair=["$A", "$B", eos], special_tokens=[(eos, tok.eos_token_id)])
 
 
 def _max_length(value) -> int:

@@ -952,3 +952,42 @@ def test_a_null_named_token_stays_unset_across_save_pretrained(request, tmp_path
         for call in UNPADDED_CALLS:
             assert as_lists(tok(**call))["input_ids"] == as_lists(theirs(**call))["input_ids"], call
     assert json.loads((tmp_path / "ours" / "tokenizer_config.json").read_text())[name] is None
+
+
+@pytest.mark.parametrize("eos", ["<pad>", "<unk_5>", "<mask_1>"])
+@pytest.mark.parametrize("named_by", ["tokenizer_class", "model_type"])
+def test_pegasus_eos_token_override_ends_each_text_as_in_transformers(pegasus_dir, tmp_path, eos, named_by):
+    """tokenizer_config.json's eos_token naming another token than </s>: PegasusTokenizer ends each text (single,
+    pair, text_target, batch) with that token's id (<pad>: 0), not </s>'s 1, and so do we; decode reads it back,
+    and the folder our save_pretrained writes gives the same ids here and in transformers."""
+    from transformers import AutoTokenizer as TheirAutoTokenizer
+
+    root = Path(shutil.copytree(pegasus_dir, tmp_path / "pegasus"))
+    config = {**json.loads((root / "tokenizer_config.json").read_text()), "eos_token": eos}
+    if named_by == "model_type":
+        del config["tokenizer_class"]
+        (root / "config.json").write_text(json.dumps({"model_type": "pegasus"}))
+    (root / "tokenizer_config.json").write_text(json.dumps(config))
+    theirs, ours = TheirAutoTokenizer.from_pretrained(str(root)), AutoTokenizer.from_pretrained(root)
+    assert theirs("Hello")["input_ids"][-1] == ours("Hello")["input_ids"][-1] == theirs.convert_tokens_to_ids(eos)
+    ours.save_pretrained(tmp_path / "ours")
+    again, oracle = AutoTokenizer.from_pretrained(tmp_path / "ours"), TheirAutoTokenizer.from_pretrained(
+        str(tmp_path / "ours"))
+    for tok in (ours, again, oracle):
+        assert (tok.eos_token, tok.eos_token_id) == (theirs.eos_token, theirs.eos_token_id)
+        for call in TARGET_CALLS:
+            assert as_lists(tok(**call)) == as_lists(theirs(**call)), call
+    ids = theirs(SOURCES, padding=True)["input_ids"]
+    for skip in (True, False):
+        assert ours.batch_decode(ids, skip_special_tokens=skip) == theirs.batch_decode(ids, skip_special_tokens=skip)
+
+
+def test_pegasus_eos_token_null_is_refused(pegasus_dir, tmp_path):
+    """"eos_token": null: PegasusTokenizer would end each text with the token "None" (read as <unk>); refused."""
+    root = Path(shutil.copytree(pegasus_dir, tmp_path / "pegasus"))
+    config = {**json.loads((root / "tokenizer_config.json").read_text()), "eos_token": None}
+    (root / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"tokenizer_config.json sets eos_token to null, but a Pegasus tokenizer ends "
+                                         r"each text with its eos_token: name one \(\"eos_token\": \"</s>\"\) or leave "
+                                         r"it out"):
+        AutoTokenizer.from_pretrained(root)
