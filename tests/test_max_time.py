@@ -80,3 +80,17 @@ def test_engine_requests_keep_their_own_max_time(pair, fixed_capacity):
         assert torch.equal(timed.result(), ours.generate(torch.tensor([ids]), max_time=0.0, **settings))
         assert torch.equal(untimed.result(), ours.generate(torch.tensor([ids]), **settings))
         assert timed.group is untimed.group and timed.result().shape[1] == 2
+
+
+def test_a_max_time_past_any_float_is_no_limit(pair):
+    """transformers compares the time taken with max_time (exact for any int): 10**400 s is no limit there. Here it
+    is too, in generate and in the engine, where it fails neither its request nor the one running beside it."""
+    hf, ours = pair("tiny")
+    ids, huge = [5, 6, 7, 8], 10**400
+    want = hf.generate(torch.tensor([ids]), max_new_tokens=8, max_time=huge)
+    assert torch.equal(ours.generate(torch.tensor([ids]), max_new_tokens=8, max_time=huge), want)
+    with Engine(ours, max_rows=8) as engine:
+        other = engine.submit([9, 6, 7, 8], max_new_tokens=8)
+        timed = engine.submit(ids, max_new_tokens=8, max_time=huge)
+        assert torch.equal(timed.result(60), want)
+        assert torch.equal(other.result(60), ours.generate(torch.tensor([[9, 6, 7, 8]]), max_new_tokens=8))

@@ -39,7 +39,6 @@ import copy
 import logging
 import os
 import threading
-import time
 import weakref
 from collections.abc import Coroutine
 from concurrent.futures import Future, InvalidStateError
@@ -48,7 +47,7 @@ from dataclasses import replace
 import torch
 
 from .. import cpu_threads
-from ..generation import GenerationConfig, prepare, result, rows_setting, settings, start_search
+from ..generation import GenerationConfig, deadline, prepare, result, rows_setting, settings, start_search
 from ..models.bart import BartNetwork
 from ..models.checks import check_positive_int
 from .batch import EagerBatch, FixedCapacity, Group, Launched, Request
@@ -308,8 +307,7 @@ class Engine:
             return
         model = self.model
         for request, hidden in zip(requests, self._encode([r.input_ids[0] for r in requests])):
-            if request.config.max_time is not None:
-                request.deadline = time.monotonic() + request.config.max_time
+            request.deadline = deadline(request.config.max_time)
             request.cache = self.batch.take(request, hidden)
             self._join(request, start_search(request.config, request.input_ids, model.config.decoder_vocab_size,
                                              model.device, request.generator, independent=True))

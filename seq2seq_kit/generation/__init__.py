@@ -2,9 +2,9 @@
 protocol.Seq2SeqModel. Imports nothing from seq2seq_kit.models."""
 
 from .config import GenerationConfig
-from .decoding import (GenerateOutput, generate, prepare, result, rows_per_input, rows_setting, settings,
+from .decoding import (GenerateOutput, deadline, generate, prepare, result, rows_per_input, rows_setting, settings,
                        start_search, start_slots)
 from .protocol import Seq2SeqModel
 
-__all__ = ["GenerationConfig", "GenerateOutput", "Seq2SeqModel", "generate", "prepare", "result",
+__all__ = ["GenerationConfig", "GenerateOutput", "Seq2SeqModel", "deadline", "generate", "prepare", "result",
            "rows_per_input", "rows_setting", "settings", "start_search", "start_slots"]

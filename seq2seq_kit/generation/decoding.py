@@ -7,6 +7,7 @@ The model is anything that fits generation/protocol.py's Seq2SeqModel; nothing h
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, fields, is_dataclass, replace
 
@@ -122,12 +123,12 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
         decoder_prompt.prefill(step, cache, prompt, rows_per_input(cfg))
     search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator, prompt=prompt,
                           **custom)
-    deadline = math.inf if cfg.max_time is None else time.monotonic() + cfg.max_time
+    ends = deadline(cfg.max_time)
     if streamer is not None:
         streamer.put(search.seq[:, :search.prompt_len].cpu())                       # [R, P]: the first tokens
     while not search.done:
         logits = step(search.tokens(), cache)                                         # [R, V]
-        if time.monotonic() > deadline:
+        if time.monotonic() > ends:
             search.last_step()
         parents = search.advance(logits)
         if parents is not None:
@@ -263,6 +264,14 @@ def user_processors(logits_processor, prefix_allowed_tokens_fn) -> dict:
             raise TypeError("prefix_allowed_tokens_fn must be a callable (input index, tokens) -> allowed token ids")
         custom["prefix_allowed_tokens_fn"] = prefix_allowed_tokens_fn
     return custom
+
+
+def deadline(max_time: float | None) -> float:
+    """time.monotonic() once max_time seconds from now have passed (inf: None, or a limit no float clock reaches,
+    e.g. 10**400, which transformers' MaxTimeCriteria takes as no limit; the sum would overflow)."""
+    if max_time is None or max_time >= sys.float_info.max:
+        return math.inf
+    return time.monotonic() + max_time
 
 
 def check_streamer(streamer, cfg: GenerationConfig) -> None:
