@@ -94,3 +94,33 @@ def test_a_max_time_past_any_float_is_no_limit(pair):
         timed = engine.submit(ids, max_new_tokens=8, max_time=huge)
         assert torch.equal(timed.result(60), want)
         assert torch.equal(other.result(60), ours.generate(torch.tensor([[9, 6, 7, 8]]), max_new_tokens=8))
+
+
+def test_the_decoder_prompts_forward_counts_in_max_time(pair, monkeypatch):
+    """transformers' first step feeds the whole decoder prompt after its MaxTimeCriteria starts the clock: a prompt
+    whose forward outlasts max_time makes that step the last. Here the prompt's prefill is decoding time too."""
+    from transformers.generation import stopping_criteria as hf_stopping
+    from seq2seq_kit.generation import decoder_prompt
+
+    hf, ours = pair("tiny-eos")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    theirs_clock, our_clock = TickingClock(), TickingClock()
+    monkeypatch.setattr(hf_stopping, "time", theirs_clock)
+    monkeypatch.setattr(decoding, "time", our_clock)
+    hf_forward, prefill = hf.forward, decoder_prompt.prefill
+
+    def slow_hf_forward(*args, **kwargs):            # the prompt's forward (its 3 tokens at once) takes 100 s
+        theirs_clock.now += 100.0 if kwargs["decoder_input_ids"].shape[1] > 1 else 0.0
+        return hf_forward(*args, **kwargs)
+
+    def slow_prefill(*args):                         # ours: the prompt's first 2 tokens, then its last in step 1
+        our_clock.now += 100.0
+        prefill(*args)
+
+    monkeypatch.setattr(hf, "forward", slow_hf_forward)
+    monkeypatch.setattr(decoder_prompt, "prefill", slow_prefill)
+    prompt = torch.tensor([[2, 7, 8]] * 3)
+    want = hf.generate(ids, attention_mask=mask, decoder_input_ids=prompt, max_time=50.0, max_new_tokens=8)
+    got = ours.generate(ids, mask, decoder_input_ids=prompt, max_time=50.0, max_new_tokens=8)
+    assert torch.equal(got, want) and got.shape[1] == 4              # the prompt and one token
+    assert our_clock.now == theirs_clock.now == 102.0

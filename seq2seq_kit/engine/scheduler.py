@@ -67,9 +67,9 @@ class EngineClosed(RuntimeError):
 
 def group_key(config: GenerationConfig, generator: torch.Generator | None) -> str | None:
     """What requests must share to step in one search: every resolved setting but max_length, min_length (whether
-    a minimum applies stays: it is a processor or none) and max_time (each request's own deadline). Sampling, and any request given a generator,
-    runs alone (None): each request draws from its own generator, or from the global RNG in its own order, as
-    generate alone would."""
+    a minimum applies stays: it is a processor or none) and max_time (each request's own deadline). Sampling, and
+    any request given a generator, runs alone (None): each request draws from its own generator, or from the global
+    RNG in its own order, as generate alone would."""
     if config.do_sample or generator is not None:
         return None
     return repr(replace(config, max_length=None, max_new_tokens=None, min_new_tokens=None, max_time=None,

@@ -119,13 +119,14 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
             return decode_on_graphs(model, encoder_hidden, padding_mask, cfg, input_ids, generator)
     step, cache = model.start_decoding(encoder_hidden, padding_mask, rows_per_input(cfg),
                                        max_length=cfg.max_length - 1, cuda_graph=False)       # a slot per step
-    if prompt is not None:
-        decoder_prompt.prefill(step, cache, prompt, rows_per_input(cfg))
     search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator, prompt=prompt,
                           **custom)
-    ends = deadline(cfg.max_time)
     if streamer is not None:
         streamer.put(search.seq[:, :search.prompt_len].cpu())                       # [R, P]: the first tokens
+    # before the prompt's forward, which transformers' first step runs after its MaxTimeCriteria starts the clock
+    ends = deadline(cfg.max_time)
+    if prompt is not None:
+        decoder_prompt.prefill(step, cache, prompt, rows_per_input(cfg))
     while not search.done:
         logits = step(search.tokens(), cache)                                         # [R, V]
         if time.monotonic() > ends:
