@@ -96,11 +96,11 @@ class Tokenizer:
     pads_empty_text = True
 
     def __init__(self, backend: Backend, config: dict):
-        config = {**_saved_settings(backend, config.get("tokenizer_class") in GENERIC_CLASSES), **config}
+        generic = config.get("tokenizer_class") in GENERIC_CLASSES
+        config = {**_saved_settings(backend, generic), **config}
         self._backend = backend
         self.lock = threading.Lock()   # the backend's truncation/padding state is per instance, set per call
         # Named tokens: tokenizer_config.json's, else a default (_named_default).
-        generic = config.get("tokenizer_class") in GENERIC_CLASSES
         named = {k: config.get(k, _named_default(backend, k, v, generic)) for k, v in BART_TOKENS.items()}
         extra = extra_tokens(config)
         # As TokenizersBackend.__init__: tokens of added_tokens_decoder, then the special tokens, become added
@@ -134,10 +134,11 @@ class Tokenizer:
         if (root / "tokenizer.json").is_file():
             read_json(root / "tokenizer.json")   # malformed JSON: an error that names the file
             backend = _file_error(root / "tokenizer.json", lambda: Backend.from_file(str(root / "tokenizer.json")))
-            if not config.get("tokenizer_class") and not _model_type(root):   # transformers' class: no defaults
+            model_type = None if config.get("tokenizer_class") else _model_type(root)   # read when no class is named
+            if not config.get("tokenizer_class") and not model_type:           # transformers' class: no defaults
                 config = {**config, "tokenizer_class": "TokenizersBackend"}    # of its own (GENERIC_CLASSES)
-            pegasus = config.get("tokenizer_class", "") in PEGASUS_CLASSES or \
-                not config.get("tokenizer_class") and _model_type(root) == "pegasus"
+            pegasus = config["tokenizer_class"] in PEGASUS_CLASSES if config.get("tokenizer_class") \
+                else model_type == "pegasus"
             if pegasus:
                 config = _file_error(root / "tokenizer_config.json", lambda: _pegasus_defaults(config))
             tok = _file_error(root / "tokenizer_config.json", lambda: cls(backend, config))
