@@ -124,8 +124,8 @@ class _TorchFile:
         file, rather than cast (copy_ would round, truncate or drop an imaginary part without a word)."""
         tensor = self.state[key]
         if self.dtype(key) is None:
-            raise unread_dtype(self.path, key, str(tensor.dtype).removeprefix("torch."),
-                               ", ".join(str(d).removeprefix("torch.") for d in SAFETENSORS_DTYPES.values()))
+            raise unread_dtype(self.path, key, dtype_name(tensor.dtype),
+                               ", ".join(map(dtype_name, SAFETENSORS_DTYPES.values())))
         return tensor
 
     def release(self, key: str) -> None:
@@ -292,7 +292,7 @@ def auto_dtype(config_dtype, ckpt: Checkpoint) -> tuple[str, str]:
     first = ckpt.first_floating()
     if first is None:
         raise ValueError(f"dtype='auto' found no floating-point weight in {ckpt.description}; pass dtype=")
-    return str(ckpt.dtype(first)).removeprefix("torch."), f"the checkpoint ({first})"
+    return dtype_name(ckpt.dtype(first)), f"the checkpoint ({first})"
 
 
 def resolve_device(device) -> torch.device:

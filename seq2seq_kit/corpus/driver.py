@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .. import hub
-from ..config import BartConfig
+from ..config import BartConfig, dtype_name
 from ..family_tokenizers import AutoTokenizer
 from ..generation import GenerationConfig
 from ..generation import config as generation_config
@@ -268,4 +268,4 @@ def _dtype_name(dtype, root: Path, config) -> str:
     if is_int8(dtype):
         return "int8"
     ckpt = Checkpoint(root) if isinstance(dtype, str) and dtype == "auto" else None
-    return str(resolve_dtype(dtype, config.dtype, ckpt)).removeprefix("torch.")
+    return dtype_name(resolve_dtype(dtype, config.dtype, ckpt))

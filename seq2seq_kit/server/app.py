@@ -60,6 +60,7 @@ from .. import hub
 from ..engine import EngineClosed, EngineFull
 from ..family_tokenizers import MARIAN_SOURCE, TranslationTokenizer
 from ..generation import rows_per_input, rows_setting, settings as resolve_settings
+from ..config import dtype_name
 from ..loading import is_int8, resolve_dtype
 from ..long_documents import DocumentError, SummariesTooLong, check_overlap, map_reduce, map_settings
 from ..summarization import InputTooLong, SummarizationPipeline, load_model_and_tokenizer, shape_records
@@ -398,7 +399,7 @@ class Service:
 
 def computed_dtype(model) -> str:
     """What the model computes in: "int8" for an int8 one (its model.dtype is its float parts'), else "float32"..."""
-    return "int8" if model.quantized else str(model.dtype).removeprefix("torch.")
+    return "int8" if model.quantized else dtype_name(model.dtype)
 
 
 def document_refusal(e: DocumentError) -> Refusal:
