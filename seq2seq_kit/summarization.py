@@ -305,11 +305,12 @@ class SummarizationPipeline:
         """One generate call over `rows`, padded with the tokenizer's pad id on its padding side (as 4.x's pad
         collate), generate_kwargs over generate_defaults -> LongTensor [len(rows), n, T] on the CPU, where n is
         num_return_sequences and each sequence starts with the decoder start token. A stop_sequence given to
-        pipeline() is generate's eos_token_id under generate_kwargs', as pipe()'s."""
+        pipeline() is generate's eos_token_id under generate_kwargs', as pipe()'s; stop_strings read the tokens
+        with this pipeline's tokenizer."""
         ids, mask = self._pad(rows)
         with torch.inference_mode():
-            out = self.model.generate(ids.to(self.device), mask.to(self.device),
-                                      **{**self.generate_defaults, **self.stop_eos, **generate_kwargs})
+            out = self.model.generate(ids.to(self.device), mask.to(self.device), **{
+                "tokenizer": self.tokenizer, **self.generate_defaults, **self.stop_eos, **generate_kwargs})
         out = out.sequences if hasattr(out, "sequences") else out
         return out.reshape(len(rows), -1, out.shape[-1]).cpu()
 

@@ -280,6 +280,17 @@ class Tokenizer:
         skip = set(self.all_special_ids) if skip_special_tokens else set()
         return [self._backend.id_to_token(i) for i in ids if i not in skip]
 
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        """The text of these tokens as the decoder joins them: no special token dropped, no clean-up (transformers'
+        convert_tokens_to_string)."""
+        if isinstance(tokens, str) or not all(isinstance(t, str) for t in tokens):
+            raise TypeError("convert_tokens_to_string takes a list of tokens (str), e.g. tok.tokenize(text)")
+        decoder = self._backend.decoder
+        if decoder is None:
+            return " ".join(tokens)
+        with self.lock:                         # a Python decoder (SentencePiece's) runs under it, as decode does
+            return decoder.decode(list(tokens))
+
     # ---- encoding ----
     def tokenize(self, text: str) -> list[str]:
         """Tokens of `text`, without special tokens."""

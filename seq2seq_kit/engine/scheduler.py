@@ -539,6 +539,9 @@ def check_engine_settings(generate_kwargs: dict) -> None:
     if own:
         raise ValueError(f"{', '.join(own)}: Python run on every step of one request is for generate(); the "
                          "engine steps its requests together on the device")
+    if generate_kwargs.get("stop_strings") or generate_kwargs.get("tokenizer") is not None:
+        raise ValueError("stop_strings (and the tokenizer they read tokens with) are for generate() and pipe(); "
+                         "the engine does not take them")
     prompt = sorted({"decoder_input_ids", "decoder_attention_mask"} & set(generate_kwargs))
     if prompt:
         raise ValueError(f"{', '.join(prompt)}: a decoder prompt is for generate(); the engine starts every "

@@ -14,8 +14,8 @@ Scores. Each step: logits -> float32 -> log_softmax -> processors (on the log-pr
 Initial beam scores: 0 for beam 0 and -1e9 for beams 1..K-1, so the first step only expands beam 0.
 Candidates: top-k over the flattened [B, K*V] accumulated scores with k = max(2, 1 + n_eos) * K
   (beam sampling: multinomial without replacement over softmax of the same, then sorted descending).
-  beam = index // V, token = index % V. A candidate "hits the stopping criteria" when its token is an EOS id or
-  cur_len + 1 >= max_length.
+  beam = index // V, token = index % V. A candidate "hits the stopping criteria" when its token is an EOS id,
+  its text ends in one of stop_strings (stop_strings.py), or cur_len + 1 >= max_length.
 Running beams for the next step: the top K candidates after adding -1e9 to those that hit the criteria.
   The cache is reordered by their parent rows (batch * K + beam).
 Finished hypotheses (K slots per input, scores start at -1e9): a candidate may enter only if it is among
@@ -167,9 +167,10 @@ class BeamSearch(SearchProgress):
     stops as it would alone, at its own length and max_length."""
 
     def __init__(self, cfg: GenerationConfig, processors: list, prompt: torch.Tensor, device: torch.device,
-                 generator=None, independent: bool = False):
+                 generator=None, independent: bool = False, stop_strings=None):
         beams = cfg.num_beams                                         # prompt [B, P]: each input's first tokens
-        super().__init__(cfg, processors, prompt.shape[0], beams, device, generator, independent, prompt.shape[1])
+        super().__init__(cfg, processors, prompt.shape[0], beams, device, generator, independent, prompt.shape[1],
+                         stop_strings)
         self.eos = torch.tensor(cfg.eos_token_id, device=device) if cfg.eos_token_id else None
         self.n_candidates = max(2, 1 + (len(self.eos) if self.eos is not None else 0)) * beams
         self.fill = (cfg.pad_token_id or cfg.eos_token_id[0]) if self.eos is not None else -1
@@ -223,6 +224,9 @@ class BeamSearch(SearchProgress):
         hits = (cur_len + 1 >= self.max_len).expand_as(token)                        # [B, K2]
         if self.eos is not None:
             hits = hits | (token[:, :, None] == self.eos).any(dim=-1)               # isin, never a host sync
+        if self.stop_strings is not None:                                            # a stop string ends them too
+            ended = self.stop_strings.ended(cand_seq.flatten(0, 1), slot.flatten(0, 1))
+            hits = hits | ended.view_as(hits)
 
         running = torch.add(cand_scores, hits, alpha=NEG)                             # finished: not running
         nxt = torch.topk(running, k=beams)[1]                                         # [B, K]

@@ -36,6 +36,7 @@ class GenerationConfig:
     min_length: int | None = None
     min_new_tokens: int | None = None
     max_time: float | None = None                       # seconds of decoding, then the step running is the last
+    stop_strings: str | list[str] | None = None         # a row ends once its text ends in one (needs the tokenizer)
     num_beams: int | None = None
     length_penalty: float | None = None
     early_stopping: bool | str | None = None            # True, False or "never"
@@ -156,6 +157,10 @@ def _is_number(v) -> bool:
     return isinstance(v, Real) and not isinstance(v, bool)
 
 
+def _is_stop_strings(v) -> bool:
+    return isinstance(v, str) or (isinstance(v, (list, tuple)) and all(isinstance(s, str) for s in v))
+
+
 def check_types(cfg: GenerationConfig, source) -> GenerationConfig:
     """A ValueError naming `source` (the file) and the key whose value has the wrong type; ranges are checked
     when generate resolves the settings."""
@@ -173,6 +178,8 @@ def check_types(cfg: GenerationConfig, source) -> GenerationConfig:
         v = getattr(cfg, name)
         if v is not None and not _is_number(v):
             bad(name, "a number")
+    if cfg.stop_strings is not None and not _is_stop_strings(cfg.stop_strings):
+        bad("stop_strings", "a string or a list of strings")
     for name in BOOL_SETTINGS:
         if getattr(cfg, name) is not None and not isinstance(getattr(cfg, name), bool):
             bad(name, "true or false")
@@ -215,7 +222,7 @@ OUTPUT_FLAGS = ("output_attentions", "output_hidden_states", "output_scores", "o
 # transformers generation settings seq2seq_kit does not implement, with the value that makes them a no-op
 UNSUPPORTED = dict(
     guidance_scale=1.0, num_beam_groups=1, diversity_penalty=0.0, constraints=None, force_words_ids=None,
-    stop_strings=None, penalty_alpha=None, dola_layers=None, token_healing=False, low_memory=False,
+    penalty_alpha=None, dola_layers=None, token_healing=False, low_memory=False,
     prompt_lookup_num_tokens=None, assistant_early_exit=None, watermarking_config=None, use_mtp=False,
     output_attentions=False, output_hidden_states=False,
 )
@@ -379,6 +386,16 @@ def _check_token(name: str, value, vocab_size: int, *, allow_list: bool = False)
             raise ValueError(f"`{name}` must be {what}, got {value!r}")
 
 
+def _check_stop_strings(value) -> None:
+    """A string or a list of strings, none empty (an empty one would end every row at its first token)."""
+    if value is None:
+        return
+    if not _is_stop_strings(value):
+        raise ValueError(f"`stop_strings` must be a string or a list of strings, got {value!r}")
+    if "" in ([value] if isinstance(value, str) else value):
+        raise ValueError(f"`stop_strings` holds an empty string, which every text ends in: drop it, got {value!r}")
+
+
 def _check_flag(name: str, value) -> None:
     if not isinstance(value, bool):
         raise ValueError(f"`{name}` must be True or False, got {value!r}")
@@ -395,6 +412,7 @@ def _validate(cfg: GenerationConfig, vocab_size: int, max_position_embeddings: i
     _check_int("min_length", cfg.min_length, 0)
     if cfg.max_time is not None and not (_is_number(cfg.max_time) and cfg.max_time >= 0):
         raise ValueError(f"`max_time` must be a number of seconds >= 0 (None: no limit), got {cfg.max_time!r}")
+    _check_stop_strings(cfg.stop_strings)
     _check_int("num_beams", cfg.num_beams, 1)
     _check_int("num_return_sequences", cfg.num_return_sequences, 1)
     for flag in BOOL_SETTINGS:

@@ -19,6 +19,7 @@ from .config import GENERATE_KWARGS, GenerationConfig, check_config, resolve
 from .logits_process import build_processors
 from .protocol import Seq2SeqModel
 from .sampling import SampleSearch
+from .stop_strings import StopStrings
 from .sync_free import decode
 from .whole_step import decode_graphed, graph_lock, graphed_search
 
@@ -77,7 +78,7 @@ class GenerateOutput:
 def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
              generator: torch.Generator | None = None, cuda_graph: bool | None = None, logits_processor=None,
              prefix_allowed_tokens_fn=None, decoder_input_ids: torch.Tensor | None = None,
-             decoder_attention_mask: torch.Tensor | None = None, streamer=None, **kwargs):
+             decoder_attention_mask: torch.Tensor | None = None, streamer=None, tokenizer=None, **kwargs):
     """transformers-compatible generate for a seq2seq_kit BART model.
 
     input_ids [B, S], attention_mask [B, S] (1 = token, 0 = padding) or None; kwargs are transformers' generation
@@ -96,6 +97,8 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     streamer: an object with put(token ids) and end(), as transformers' streamers (TextStreamer, ...): put gets
     the decoder's first tokens [R, P] on the CPU, then each step's new token of every row [R] (pad_token_id for a
     row that ended), and end() follows the last; greedy and sampling only (as transformers), decoded eagerly.
+    tokenizer: the model's tokenizer (seq2seq_kit's or transformers'), which stop_strings need to read the tokens
+    as text (generation/stop_strings.py: a row ends once its text ends in one); they decode eagerly as well.
     cuda_graph: replay each step from a CUDA graph; None: on for a model on a CUDA device. Greedy and beam search
     replay the whole step (decoder, processors, search, cache reorder: generation/whole_step.py) and read the
     stop flag back every GRAPH_CHECK_EVERY steps; sampling replays the decoder step only (models/cuda_graph.py)
@@ -107,12 +110,14 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
                                                    decoder_input_ids, decoder_attention_mask)
     custom = user_processors(logits_processor, prefix_allowed_tokens_fn)
     check_streamer(streamer, cfg)
-    eager_only = bool(custom) or prompt is not None or cfg.max_time is not None or streamer is not None
+    stops = stop_strings_of(cfg, tokenizer, model.device)
+    eager_only = bool(custom) or prompt is not None or cfg.max_time is not None or streamer is not None \
+        or stops is not None
     cuda_graph = use_cuda_graph(cuda_graph, model.device) and not (eager_only and cuda_graph is None)
     if eager_only and cuda_graph:
-        raise ValueError("logits_processor / prefix_allowed_tokens_fn / decoder_input_ids / max_time / streamer are "
-                         "not run on CUDA graphs (they need the host at every step, or a prompt the graphs do not "
-                         "take): leave cuda_graph unset (generate then decodes eagerly) or pass False")
+        raise ValueError("logits_processor / prefix_allowed_tokens_fn / decoder_input_ids / max_time / streamer / "
+                         "stop_strings are not run on CUDA graphs (they need the host at every step, or tables the "
+                         "graphs do not take): leave cuda_graph unset (generate then decodes eagerly) or pass False")
     encoder_hidden = model.encode_unchecked(input_ids, padding_mask)                  # [B, S, D], once
     if cuda_graph:
         with graph_lock(model):                     # the kept graphs' buffers hold one call's inputs and state
@@ -120,7 +125,7 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     step, cache = model.start_decoding(encoder_hidden, padding_mask, rows_per_input(cfg),
                                        max_length=cfg.max_length - 1, cuda_graph=False)       # a slot per step
     search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator, prompt=prompt,
-                          **custom)
+                          stop_strings=stops, **custom)
     if streamer is not None:
         streamer.put(search.seq[:, :search.prompt_len].cpu())                       # [R, P]: the first tokens
     # before the prompt's forward, which transformers' first step runs after its MaxTimeCriteria starts the clock
@@ -214,18 +219,19 @@ def rows_setting(cfg: GenerationConfig) -> str:
 
 def start_search(cfg: GenerationConfig, input_ids: torch.Tensor, vocab_size: int, device: torch.device,
                  generator: torch.Generator | None = None, independent: bool = False,
-                 prompt: torch.Tensor | None = None, **user_processors) -> BeamSearch | SampleSearch:
+                 prompt: torch.Tensor | None = None, stop_strings: StopStrings | None = None,
+                 **user_processors) -> BeamSearch | SampleSearch:
     """The search for resolved settings over input_ids [B, S] (the encoder input, which the encoder n-gram
     processor reads): BeamSearch when num_beams > 1, else SampleSearch (greedy or sampling). independent: each
     input stops as it would alone (seq2seq_kit.Engine's searches, see generation/search.py). prompt: prepare's
-    decoder prompt [B, P] (None: the start token); the caller has fed its tokens but the last to the cache."""
+    decoder prompt [B, P] (None: the start token); the caller has fed its tokens but the last to the cache.
+    stop_strings: cfg.stop_strings' tables (stop_strings_of), or None."""
     rows = rows_per_input(cfg)
     if prompt is None:
         prompt = torch.full((input_ids.shape[0], 1), cfg.decoder_start_token_id, dtype=torch.long, device=device)
     processors = build_processors(cfg, input_ids, rows, vocab_size, prompt.shape[1], **user_processors)
-    if cfg.num_beams > 1:
-        return BeamSearch(cfg, processors, prompt, device, generator, independent)
-    return SampleSearch(cfg, processors, prompt, device, generator, independent)
+    search = BeamSearch if cfg.num_beams > 1 else SampleSearch
+    return search(cfg, processors, prompt, device, generator, independent, stop_strings)
 
 
 def start_slots(cfg: GenerationConfig, inputs: int, max_source: int, max_length: int, vocab_size: int,
@@ -273,6 +279,21 @@ def deadline(max_time: float | None) -> float:
     if max_time is None or max_time >= sys.float_info.max:
         return math.inf
     return time.monotonic() + max_time
+
+
+def stop_strings_of(cfg: GenerationConfig, tokenizer, device: torch.device) -> StopStrings | None:
+    """cfg.stop_strings' tables over the tokenizer's vocabulary (None without stop strings; [] is none), or the
+    error transformers gives without a tokenizer."""
+    if not cfg.stop_strings:
+        return None
+    if tokenizer is None:
+        raise ValueError("stop_strings needs the model's tokenizer to read the tokens as text: pass it as "
+                         "generate(..., stop_strings=..., tokenizer=tokenizer) (a pipeline passes its own)")
+    needed = ("get_vocab", "convert_ids_to_tokens", "convert_tokens_to_string")
+    if not all(callable(getattr(tokenizer, name, None)) for name in needed) or not callable(tokenizer):
+        raise TypeError(f"tokenizer must be a tokenizer (seq2seq_kit's AutoTokenizer or transformers'), with "
+                        f"{', '.join(needed)}; got {type(tokenizer).__name__}")
+    return StopStrings.of(tokenizer, cfg.stop_strings, device)
 
 
 def check_streamer(streamer, cfg: GenerationConfig) -> None:

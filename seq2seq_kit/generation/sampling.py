@@ -2,9 +2,10 @@
 
 Rules: each step, logits -> float32 -> processors (on the raw logits; sampling adds temperature, top-k, top-p
 after the others) -> argmax, or torch.multinomial(softmax(scores), 1) drawn from `generator` (None: the global
-RNG, so torch.manual_seed reproduces transformers' draw). With EOS ids, a row that has finished gets
-`pad_token_id` from then on; generation stops when every row has finished or the sequence reaches max_length
-(start token included). Output: [R, T], T = P + steps taken (P: the decoder prompt, 1 = the start token alone);
+RNG, so torch.manual_seed reproduces transformers' draw). A row finishes at an EOS id or when its text ends in
+one of stop_strings (stop_strings.py); with EOS ids, a row that has finished gets `pad_token_id` from then on
+(without, it goes on writing tokens, as there); generation stops when every row has finished or the sequence
+reaches max_length (start token included). Output: [R, T], T = P + steps taken (P: the decoder prompt, 1 = the start token alone);
 R = batch * num_return_sequences (inputs repeated).
 The step runs on the device at fixed shapes, cur_len included (`advance_on_device`, what a CUDA graph captures;
 once stopped, further steps change nothing); the eager loop's `advance` reads its flags back once per step.
@@ -27,9 +28,10 @@ class SampleSearch(SearchProgress):
     would alone, at its own length and max_length."""
 
     def __init__(self, cfg: GenerationConfig, processors: list, prompt: torch.Tensor, device: torch.device,
-                 generator=None, independent: bool = False):
+                 generator=None, independent: bool = False, stop_strings=None):
         n = cfg.num_return_sequences                                  # prompt [B, P]: each input's first tokens
-        super().__init__(cfg, processors, prompt.shape[0], n, device, generator, independent, prompt.shape[1])
+        super().__init__(cfg, processors, prompt.shape[0], n, device, generator, independent, prompt.shape[1],
+                         stop_strings)
         rows = self.rows
         self.seq = torch.full((rows, cfg.max_length), cfg.decoder_start_token_id, dtype=torch.long, device=device)
         self.seq[:, :prompt.shape[1]] = prompt.repeat_interleave(n, dim=0)                           # [R, P]
@@ -67,8 +69,12 @@ class SampleSearch(SearchProgress):
             torch.bitwise_and(unfinished, ~ended, out=self.unfinished)                        # state kept in place
         slot = torch.minimum(self.per_row(self.cur_len), self.per_row(self.max_len) - 1)     # [R, 1]
         self.seq.scatter_(1, slot, torch.where(row_active, nxt, self.seq.gather(1, slot)[:, 0])[:, None])
+        if self.stop_strings is not None:               # transformers: without EOS ids, no pad follows the end
+            ended = self.stop_strings.ended(self.seq, slot) & row_active                     # [R]
+            torch.bitwise_and(self.unfinished, ~ended, out=self.unfinished)
         below_max = self.cur_len + 1 < self.max_len                                   # [B, 1] after this step
-        left = self.unfinished.view(self.batch, n).any(dim=1, keepdim=True) if self.eos is not None else None
+        ends = self.eos is not None or self.stop_strings is not None
+        left = self.unfinished.view(self.batch, n).any(dim=1, keepdim=True) if ends else None
         if self.independent:                    # each input goes on while it would alone: [B, 1]
             going = below_max if left is None else below_max & left
         else:                                   # generate's batch: one length, any row unfinished: []

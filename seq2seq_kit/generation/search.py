@@ -9,6 +9,7 @@ import torch
 
 from .config import GenerationConfig
 from .logits_process import join_processors, put_processors, select_processors, settings_per_row
+from .stop_strings import StopStrings
 
 
 class SearchProgress:
@@ -31,9 +32,11 @@ class SearchProgress:
     with `vacate`, in place, so no shape or address ever changes (what a CUDA graph of its step needs)."""
 
     def __init__(self, cfg: GenerationConfig, processors: list, batch: int, rows_per_input: int, device: torch.device,
-                 generator: torch.Generator | None = None, independent: bool = False, prompt_len: int = 1):
+                 generator: torch.Generator | None = None, independent: bool = False, prompt_len: int = 1,
+                 stop_strings: StopStrings | None = None):
         self.cfg, self.batch, self.rows_per_input, self.independent = cfg, batch, rows_per_input, independent
         self.processors, self.generator = processors, generator     # logits_process.build_processors' list
+        self.stop_strings = stop_strings            # cfg.stop_strings' tables (a row ends in one: it finished)
         self.prompt_len = prompt_len
         self.cur_len = torch.full((batch, 1), prompt_len, dtype=torch.long, device=device)   # [B, 1]
         self.max_len = torch.full((batch, 1), cfg.max_length, dtype=torch.long, device=device)   # [B, 1]

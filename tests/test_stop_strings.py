@@ -1,0 +1,224 @@
+"""generate(stop_strings=..., tokenizer=tok): a row ends once its text ends in a stop string, as transformers 5.24's
+StopStringCriteria decides it (generation/stop_strings.py): each family's tokens read as the same text as there,
+the check equal to transformers' on random rows, and whole generate calls token-exact in greedy, beam search,
+sampling and beam sampling, with and without EOS ids; the pipeline passes its own tokenizer.
+
+Decided where transformers fails or does something no user means: an empty stop string is refused (transformers
+ends every row at its first token); stop_strings=[] is no stop strings (transformers fails building its tables).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import warnings
+
+import pytest
+import torch
+import transformers
+from transformers.generation.stopping_criteria import StopStringCriteria
+
+from seq2seq_kit import AutoTokenizer, Engine, GenerationConfig, pipeline
+from seq2seq_kit.generation.stop_strings import StopStrings, matching_mode, token_texts
+from test_family_tokenizers import fairseq_vocab, train
+from test_generation import inputs
+
+TEXT = ("The tower is 324 metres tall, about the same height as an 81-storey building. Башня 这座塔高 탑의 높이는 "
+        "ünïcödé stop topper laser")
+
+
+@pytest.fixture(scope="module")
+def family_dirs(tmp_path_factory, fixtures_dir):
+    """name -> (a tokenizer folder, transformers' tokenizer class for it): the seven families, their SentencePiece
+    models trained on the spot as tests/test_family_tokenizers.py does."""
+    from transformers.models.nllb.tokenization_nllb import FAIRSEQ_LANGUAGE_CODES
+
+    root = tmp_path_factory.mktemp("stop-tokenizers")
+    dirs = {"bart": (fixtures_dir / "bart-tokenizer", transformers.BartTokenizer),
+            "kobart": (fixtures_dir / "kobart-tokenizer", transformers.AutoTokenizer)}
+    marian = root / "marian"
+    marian.mkdir()
+    train(marian / "source.spm", "unigram")
+    train(marian / "target.spm", "unigram", 200)
+    vocab = fairseq_vocab(marian / "source.spm", {"</s>": 0, "<unk>": 1})
+    (marian / "vocab.json").write_text(json.dumps({**vocab, "<pad>": len(vocab)}))
+    m2m = root / "m2m100"
+    m2m.mkdir()
+    train(m2m / "sentencepiece.bpe.model", "bpe")
+    vocab = fairseq_vocab(m2m / "sentencepiece.bpe.model", {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3})
+    (m2m / "vocab.json").write_text(json.dumps(vocab))
+    dirs.update(marian=(marian, transformers.MarianTokenizer), m2m100=(m2m, transformers.M2M100Tokenizer))
+    converted = {"nllb": (transformers.NllbTokenizer, "bpe", dict(additional_special_tokens=FAIRSEQ_LANGUAGE_CODES)),
+                 "mbart": (transformers.MBartTokenizer, "bpe", dict(src_lang="en_XX")),
+                 "mbart50": (transformers.MBart50Tokenizer, "unigram", dict(src_lang="de_DE", tgt_lang="ru_RU")),
+                 "pegasus": (transformers.PegasusTokenizer, "unigram", {})}
+    for name, (cls, kind, kwargs) in converted.items():
+        spm = root / f"{name}-spm"
+        spm.mkdir()
+        if name == "pegasus":
+            train(spm / "spiece.model", kind, 300, pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
+        else:
+            train(spm / "sentencepiece.bpe.model", kind)
+        cls.from_pretrained(spm, **kwargs).save_pretrained(root / name)
+        dirs[name] = (root / name, transformers.AutoTokenizer)
+    return dirs
+
+
+FAMILIES = ["bart", "kobart", "marian", "m2m100", "nllb", "mbart", "mbart50", "pegasus"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tokens_read_as_the_text_transformers_reads(family_dirs, family):
+    path, cls = family_dirs[family]
+    theirs, ours = cls.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    mode = StopStringCriteria._get_stop_string_matching_mode(theirs)
+    assert matching_mode(ours) == mode == ("byte_level" if family == "bart" else None)
+    texts, ids = StopStringCriteria.clean_tokenizer_vocab(theirs, stop_string_matching_mode=mode)
+    assert token_texts(ours, mode) == dict(zip(ids, texts))
+
+
+def random_rows(theirs, stop: str, rng: random.Random, n: int = 48) -> list[list[int]]:
+    """Rows of ids that often end in (or around) `stop`, some with random ids before, some 1 token long."""
+    size = len(theirs.get_vocab())
+    rows = []
+    for _ in range(n):
+        start = rng.randrange(len(TEXT))
+        text = TEXT[start:start + rng.randint(0, 30)] + (stop if rng.random() < 0.6 else "") + TEXT[:rng.randint(0, 3)]
+        ids = [rng.randrange(size) for _ in range(rng.randint(0, 3))]
+        ids += theirs(text, add_special_tokens=False)["input_ids"]
+        rows.append(ids[-rng.randint(1, 12):] or [rng.randrange(size)])
+    return rows
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_stop_check_equals_transformers(family_dirs, family):
+    """StopStrings.ended on a batch of rows that end at different places (padded after) against transformers'
+    StopStringCriteria on each row alone."""
+    path, cls = family_dirs[family]
+    theirs, ours = cls.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    rng, matched = random.Random(family), 0
+    for _ in range(12):
+        start = rng.randrange(len(TEXT))
+        stops = [TEXT[start:start + rng.randint(1, 8)]] + ["zq" + TEXT[rng.randrange(len(TEXT))]] * rng.randint(0, 1)
+        check = StopStringCriteria(theirs, stops)
+        rows = random_rows(theirs, stops[0], rng)
+        want = [bool(check(torch.tensor([row]), None)[0]) for row in rows]
+        width = max(map(len, rows))
+        padded = torch.tensor([row + [rng.randrange(100)] * (width - len(row)) for row in rows])
+        last = torch.tensor([[len(row) - 1] for row in rows])
+        assert StopStrings.of(ours, stops, torch.device("cpu")).ended(padded, last).tolist() == want, stops
+        matched += sum(want)
+    assert matched > 24                                          # the stop strings were met, often
+
+
+@pytest.fixture(scope="module")
+def tokenizers(checkpoint):
+    """name -> (transformers' tokenizer, ours) of a checkpoint."""
+    return {name: (transformers.AutoTokenizer.from_pretrained(checkpoint(name)),
+                   AutoTokenizer.from_pretrained(checkpoint(name))) for name in ("tiny", "kobart")}
+
+
+MODES = {"greedy": {}, "beam": dict(num_beams=3, num_return_sequences=2, output_scores=True),
+         "sample": dict(do_sample=True, top_k=20), "beam-sample": dict(num_beams=2, do_sample=True),
+         "greedy-no-eos": dict(eos_token_id=None, forced_eos_token_id=None),
+         "beam-no-eos": dict(eos_token_id=None, forced_eos_token_id=None, num_beams=2)}
+
+
+def stops_met(tok, sequences: torch.Tensor, rng: random.Random) -> list[str]:
+    """Stop strings that end inside tokens the model writes, spanning one to a few tokens."""
+    out = []
+    for row in sequences.tolist():
+        k = rng.randrange(2, len(row))
+        text = tok.convert_tokens_to_string(tok.convert_ids_to_tokens(row[1:k]))
+        out.append(text[-rng.randint(2, 6):])
+    return out
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("name", ["tiny", "kobart"])
+def test_generate_stops_as_transformers(pair, tokenizers, name, mode):
+    hf, ours = pair(name)
+    theirs_tok, our_tok = tokenizers[name]
+    ids = torch.randint(5, 1000, (3, 9), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    rng, shorter = random.Random(mode), 0
+    free = ours.generate(ids, mask, max_new_tokens=12)
+    for stops in [stops_met(theirs_tok, free, rng)[:1], stops_met(theirs_tok, free, rng)]:
+        kwargs = dict(max_new_tokens=12, stop_strings=stops, return_dict_in_generate=True, **MODES[mode])
+        torch.manual_seed(3)
+        want = hf.generate(ids, attention_mask=mask, tokenizer=theirs_tok, **kwargs)
+        torch.manual_seed(3)
+        got = ours.generate(ids, mask, tokenizer=our_tok, **kwargs)
+        assert torch.equal(got.sequences, want.sequences), stops
+        if "output_scores" in kwargs:
+            torch.testing.assert_close(got.sequences_scores, want.sequences_scores, rtol=0, atol=1e-5)
+            assert torch.equal(got.beam_indices, want.beam_indices)
+        shorter += got.sequences.shape[1] < free.shape[1] or bool((got.sequences == our_tok.pad_token_id).any())
+    assert shorter                                               # a stop string ended some row early
+
+
+def test_pipeline_reads_tokens_with_its_tokenizer(pair, checkpoint, tokenizers):
+    hf, _ = pair("tiny")
+    theirs_tok, _ = tokenizers["tiny"]
+    pipe = pipeline("summarization", model=checkpoint("tiny"))
+    text = "The tower is 324 metres tall, about the same height as an 81-storey building."
+    free = pipe(text, max_new_tokens=12, return_tensors=True)[0]["summary_token_ids"]
+    stop = theirs_tok.convert_tokens_to_string(theirs_tok.convert_ids_to_tokens(free[1:5].tolist()))[-3:]
+    got = pipe(text, max_new_tokens=12, stop_strings=[stop], return_tensors=True)[0]["summary_token_ids"]
+    enc = theirs_tok(text, return_tensors="pt")
+    want = hf.generate(**enc, max_new_tokens=12, stop_strings=[stop], tokenizer=theirs_tok)[0]
+    assert torch.equal(got, want) and len(got) < len(free)
+    assert pipe(text, max_new_tokens=12, stop_strings=[stop])[0]["summary_text"] == \
+        theirs_tok.decode(want, skip_special_tokens=True)
+
+
+def test_refusals(pair, tokenizers):
+    hf, ours = pair("tiny")
+    theirs_tok, tok = tokenizers["tiny"]
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    with pytest.raises(ValueError, match=r"stop_strings needs the model's tokenizer .* generate\(\.\.\., "
+                                         r"stop_strings=\.\.\., tokenizer=tokenizer\)"):
+        ours.generate(ids, mask, stop_strings=["x"])
+    with pytest.raises(ValueError, match="`stop_strings` holds an empty string, which every text ends in"):
+        ours.generate(ids, mask, stop_strings=["a", ""], tokenizer=tok)
+    with pytest.raises(ValueError, match=r"`stop_strings` must be a string or a list of strings, got \[3\]"):
+        ours.generate(ids, mask, stop_strings=[3], tokenizer=tok)
+    with pytest.raises(TypeError, match="tokenizer must be a tokenizer .* got str"):
+        ours.generate(ids, mask, stop_strings=["a"], tokenizer="facebook/bart-large-cnn")
+    with pytest.raises(ValueError, match="no token of the tokenizer's vocabulary can end any of stop_strings"):
+        ours.generate(ids, mask, stop_strings=["☃☃"], tokenizer=tokenizers["kobart"][1])
+    with pytest.raises(ValueError, match="unable to identify tokens"):                  # transformers, likewise
+        hf.generate(ids, attention_mask=mask, stop_strings=["☃☃"], tokenizer=tokenizers["kobart"][0])
+    free = ours.generate(ids, mask, max_new_tokens=6)
+    assert torch.equal(ours.generate(ids, mask, max_new_tokens=6, stop_strings=[], tokenizer=tok), free)
+    with Engine(ours, max_rows=4) as engine:
+        with pytest.raises(ValueError, match="stop_strings .* are for generate"):
+            engine.submit([5, 6, 7], stop_strings=["a"])
+
+
+def test_checkpoint_stop_strings_are_read(pair, checkpoint, tmp_path, tokenizers):
+    """A generation_config.json with stop_strings loads (it was refused as unsupported), needs the tokenizer, and
+    saves back as it was read."""
+    from seq2seq_kit import BartForConditionalGeneration
+
+    ids, mask = inputs(50265, 1)
+    free = pair("tiny")[1].generate(ids, mask, max_new_tokens=12)
+    stops = stops_met(tokenizers["tiny"][0], free, random.Random(0))[:1]
+    path = tmp_path / "ckpt"
+    shutil.copytree(checkpoint("tiny"), path)
+    settings = dict(stop_strings=stops, max_new_tokens=12, bos_token_id=0, eos_token_id=2, pad_token_id=1,
+                    decoder_start_token_id=2, forced_eos_token_id=2)
+    (path / "generation_config.json").write_text(json.dumps(settings))
+    ours = BartForConditionalGeneration.from_pretrained(path)
+    hf = transformers.AutoModelForSeq2SeqLM.from_pretrained(path)
+    assert ours.generation_config.stop_strings == stops
+    with pytest.raises(ValueError, match="stop_strings needs the model's tokenizer"):
+        ours.generate(ids, mask)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = hf.generate(ids, attention_mask=mask, tokenizer=tokenizers["tiny"][0])
+    got = ours.generate(ids, mask, tokenizer=tokenizers["tiny"][1])
+    assert torch.equal(got, want) and not torch.equal(got, free)
+    ours.generation_config.save_pretrained(tmp_path / "saved")
+    assert GenerationConfig.from_pretrained(tmp_path / "saved").stop_strings == stops
