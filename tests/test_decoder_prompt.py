@@ -11,7 +11,6 @@ import warnings
 import pytest
 import torch
 
-from seq2seq_kit import Engine
 from test_generation import assert_parity, inputs
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using the model-agnostic default:UserWarning")
@@ -198,13 +197,6 @@ def test_transformers_refuses_what_we_refuse_for_length(pair):
     hf, _ = pair("tiny")
     with pytest.raises(ValueError, match="Input length of decoder_input_ids is 3, but `max_length` is set to 3"):
         hf.generate(torch.tensor([[5, 6, 7]]), decoder_input_ids=torch.tensor([[2, 5, 6]]), max_length=3)
-
-
-def test_engine_names_the_prompt_as_generates_only(pair):
-    _, ours = pair("tiny")
-    with Engine(ours, max_rows=4) as engine:
-        with pytest.raises(ValueError, match="decoder_input_ids: a decoder prompt is for generate"):
-            engine.submit([5, 6, 7], decoder_input_ids=torch.tensor([[2, 5]]))
 
 
 @pytest.mark.cuda

@@ -39,6 +39,7 @@ import torch
 from .. import cuda_capture
 from ..generation import GenerationConfig, rows_per_input, start_slots
 from ..generation.beam_search import BeamSearch
+from ..generation.decoder_prompt import prefill
 from ..generation.sampling import SampleSearch
 from ..generation.whole_step import keeping_state
 from ..models.cuda_graph import BucketGraphs
@@ -53,6 +54,8 @@ class Request:
     input_ids: torch.Tensor                     # [1, S] long, on the model's device
     config: GenerationConfig                    # resolved settings
     generator: torch.Generator | None
+    prompt: torch.Tensor | None = None          # [1, P] long: its decoder prompt as the decoder reads it (None:
+                                                # the start token alone), on the model's device
     future: Future = field(default_factory=Future, repr=False)
     group: Group | None = field(default=None, repr=False)  # set on admission: the search it steps in
     cache: KVCache | Slots | None = field(default=None, repr=False)   # set on admission: its cache, or its rows
@@ -103,6 +106,11 @@ class Request:
     @property
     def source_tokens(self) -> int:
         return self.input_ids.shape[1]
+
+    @property
+    def prompt_len(self) -> int:
+        """The decoder's tokens before its first generated one: its prompt's, or 1 (the start token)."""
+        return 1 if self.prompt is None else self.prompt.shape[1]
 
 
 @dataclass
@@ -170,9 +178,12 @@ class EagerBatch:
         self.model = model
 
     def take(self, request: Request, hidden: torch.Tensor) -> KVCache:
-        """A new request's cache, from its encoder states [1, S, D]."""
-        _, cache = self.model.start_decoding(hidden, None, request.rows, request.config.max_length - 1,
-                                             cuda_graph=False)
+        """A new request's cache, from its encoder states [1, S, D], holding its decoder prompt's tokens but the
+        last (fed to this request alone, as generate feeds them: decoder_prompt.prefill)."""
+        step, cache = self.model.start_decoding(hidden, None, request.rows, request.config.max_length - 1,
+                                                cuda_graph=False)
+        if request.prompt is not None:
+            prefill(step, cache, request.prompt, request.rows)
         return cache
 
     def group(self, key: str | None, request: Request, search) -> Group:
@@ -311,7 +322,7 @@ class FixedCapacity:
         widest = config.max_position_embeddings + 1            # the longest max_length generate accepts
         slots_search = start_slots(cfg, 1 if key is None else self.store.num_rows // request.rows,
                                    config.max_position_embeddings, widest, config.decoder_vocab_size,
-                                   self.model.device, request.generator)
+                                   self.model.device, request.generator, request.prompt_len)
         captured = self.capture and key is not None and not (cfg.output_scores or cfg.output_logits)
         return SlotGroup(key, slots_search, self.tokens, self.logits, captured)
 
@@ -334,12 +345,16 @@ class FixedCapacity:
 
     def take(self, request: Request, hidden: torch.Tensor) -> Slots:
         """request.rows free rows for a new request and an input slot holding its cross-attention keys/values,
-        computed once from its encoder states [1, S, D] and shared by its rows."""
-        _, cross = self.model.start_decoding(hidden, None, 1, 1, cuda_graph=False)
+        computed once from its encoder states [1, S, D] and shared by its rows; its decoder prompt's tokens but the
+        last are fed once, to a cache of one row of its own, and copied into each of its rows."""
+        step, cache = self.model.start_decoding(hidden, None, 1, request.prompt_len, cuda_graph=False)
+        if request.prompt is not None:
+            prefill(step, cache, request.prompt, 1)
         rows = request.rows
-        slots = Slots(list(reversed(self.free[-rows:])), self.free_inputs[0], cross.cross_k[0].shape[2],
+        slots = Slots(list(reversed(self.free[-rows:])), self.free_inputs[0], cache.cross_k[0].shape[2],
                       self.store.positions.device)
-        self.store.fill(slots.index, slots.input_slot, cross)
+        self.store.fill(slots.index, slots.input_slot, cache)
+        slots.steps = cache.length
         del self.free[-rows:], self.free_inputs[0]             # only now: a fill that fails takes nothing
         return slots
 

@@ -24,6 +24,9 @@ lengths are close enough for little padding, encoder_groups): a request fits whi
 `max_rows` and the running source tokens within `max_source_tokens`.
 The first request that does not fit waits, and so does everything behind it (no overtaking, no starvation).
 A finished or cancelled request leaves at once; its rows and cache are free for the next step.
+A request's decoder prompt (submit(ids, decoder_input_ids=...)) is fed, its tokens but the last, to that request's
+own cache when it is admitted, before it joins (generate's prefill, so a request alone is bit for bit generate's);
+requests share a search only with prompts of one length (group_key), which its scores and processors count.
 
 Where the running rows live is the batch strategy's (engine/batch.py): EagerBatch, a KV cache per request (the
 default on the CPU), or FixedCapacity, slots of one fixed-shape store whose step replays from CUDA graphs (the
@@ -65,15 +68,16 @@ class EngineClosed(RuntimeError):
     """The engine was closed; no request can be submitted."""
 
 
-def group_key(config: GenerationConfig, generator: torch.Generator | None) -> str | None:
+def group_key(config: GenerationConfig, generator: torch.Generator | None, prompt_len: int) -> str | None:
     """What requests must share to step in one search: every resolved setting but max_length, min_length (whether
-    a minimum applies stays: it is a processor or none) and max_time (each request's own deadline). Sampling, and
-    any request given a generator, runs alone (None): each request draws from its own generator, or from the global
-    RNG in its own order, as generate alone would."""
+    a minimum applies stays: it is a processor or none) and max_time (each request's own deadline), and the length
+    of their decoder prompts (which a search's scores and length processors count once for all its inputs).
+    Sampling, and any request given a generator, runs alone (None): each request draws from its own generator, or
+    from the global RNG in its own order, as generate alone would."""
     if config.do_sample or generator is not None:
         return None
     return repr(replace(config, max_length=None, max_new_tokens=None, min_new_tokens=None, max_time=None,
-                        min_length=bool(config.min_length)))
+                        min_length=bool(config.min_length))) + f" prompt_len={prompt_len}"
 
 
 class Engine:
@@ -132,12 +136,16 @@ class Engine:
     # ---- the caller's side (any thread) --------------------------------------------------------------------
 
     def submit(self, input_ids, *, generator: torch.Generator | None = None, cuda_graph: bool | None = None,
-               **generate_kwargs) -> Request:
+               decoder_input_ids=None, decoder_attention_mask=None, **generate_kwargs) -> Request:
         """Queue one input: 1-D token ids (list[int] or LongTensor [S]). Settings are generate()'s, resolved and
-        checked here, so bad input raises at once with generate()'s message and never enters the batch."""
+        checked here, so bad input raises at once with generate()'s message and never enters the batch.
+        decoder_input_ids: this input's decoder prompt, 1-D ids (list[int] or LongTensor [P], or [1, P] as generate
+        takes a batch of one), taken as generate takes it (decoder_attention_mask likewise: all ones, or unset)."""
         check_engine_settings(generate_kwargs)
-        ids, _, config, _ = prepare(self.model, as_row(input_ids), None, {**self.defaults, **generate_kwargs},
-                                    generator)
+        ids, _, config, prompt = prepare(self.model, as_row(input_ids), None, {**self.defaults, **generate_kwargs},
+                                         generator, as_prompt_row(decoder_input_ids, "decoder_input_ids"),
+                                         as_prompt_row(decoder_attention_mask, "decoder_attention_mask"))
+        self._check_prompt_supported(prompt)
         if cuda_graph is not None and not isinstance(cuda_graph, bool):
             raise TypeError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")     # generate's check
         if cuda_graph:
@@ -145,7 +153,7 @@ class Engine:
                              "cuda_graph=True is for generate()")
         # the request keeps its settings and generator as they stand now, whatever the caller does with its lists,
         # dicts or generator (changes, reseeds, draws, another request) while this one waits or runs
-        request = Request(ids, copy.deepcopy(config), own_generator(generator))
+        request = Request(ids, copy.deepcopy(config), own_generator(generator), prompt)
         if ids.shape[1] > self.max_source_tokens:
             raise ValueError(f"input_ids has {ids.shape[1]} tokens, more than this engine's max_source_tokens="
                              f"{self.max_source_tokens}; truncate it or raise max_source_tokens")
@@ -170,6 +178,15 @@ class Engine:
                 self._busy.append(self)                 # the thread holds the engine until this is answered
             self._wake.notify()
         return request
+
+    def _check_prompt_supported(self, prompt: torch.Tensor | None) -> None:
+        """A decoder prompt longer than the start token is not taken where the fixed-capacity step replays CUDA
+        graphs (a CUDA model's default): that path is untested with prompts."""
+        if prompt is not None and prompt.shape[1] > 1 and isinstance(self.batch, FixedCapacity) \
+                and self.model.device.type == "cuda":
+            raise ValueError("decoder_input_ids: a decoder prompt is not taken by a fixed-capacity engine on CUDA "
+                             "(its CUDA-graph step); create the engine with Engine(model, fixed_capacity=False) to "
+                             "submit prompts, or call generate(..., decoder_input_ids=...)")
 
     def _check_process(self) -> None:
         """EngineClosed in a process forked from the engine's: its thread was not copied, so nothing would ever
@@ -310,13 +327,14 @@ class Engine:
             request.deadline = deadline(request.config.max_time)
             request.cache = self.batch.take(request, hidden)
             self._join(request, start_search(request.config, request.input_ids, model.config.decoder_vocab_size,
-                                             model.device, request.generator, independent=True))
+                                             model.device, request.generator, independent=True,
+                                             prompt=request.prompt))
         self.running = [r for group in self.groups for r in group.members]
 
     def _join(self, request: Request, search) -> None:
         """Put a new request (with its one-input search) into the running group of its key, or a new group (fixed
         capacity: an idle one of its key, or a new SlotGroup)."""
-        key = group_key(request.config, request.generator)
+        key = group_key(request.config, request.generator, request.prompt_len)
         group = next((g for g in self.groups if key is not None and g.key == key), None)
         if group is None:
             group = self.batch.group(key, request, search)
@@ -543,9 +561,9 @@ def check_engine_settings(generate_kwargs: dict) -> None:
         raise ValueError("stop_strings (and the tokenizer they read tokens with) are for generate() and pipe(); "
                          "the engine does not take them")
     prompt = sorted({"decoder_input_ids", "decoder_attention_mask"} & set(generate_kwargs))
-    if prompt:
-        raise ValueError(f"{', '.join(prompt)}: a decoder prompt is for generate(); the engine starts every "
-                         "request from decoder_start_token_id (forced_bos_token_id forces a first token)")
+    if prompt:                                          # submit takes them by name: only the defaults get here
+        raise ValueError(f"{', '.join(prompt)}: a decoder prompt is one request's, not a default of the engine; "
+                         "pass it to submit(input_ids, decoder_input_ids=...) for each request that has one")
     if "attention_mask" in generate_kwargs:
         raise ValueError("submit() takes one input's token ids, unpadded: leave attention_mask out (a padded "
                          "batch's rows are submitted one by one, each without its padding)")
@@ -580,6 +598,19 @@ def own_generator(generator: torch.Generator | None) -> torch.Generator | None:
     own = torch.Generator(device=generator.device)
     own.set_state(generator.get_state())
     return own
+
+
+def as_prompt_row(value, name: str):
+    """submit's decoder_input_ids / decoder_attention_mask (1-D: a list of ints or a tensor [P]) -> [1, P] as
+    generate takes them (a [1, P] tensor, or anything else, as it is: decoder_prompt.check names what is wrong)."""
+    if isinstance(value, (list, tuple)):
+        if not all(isinstance(t, int) and not isinstance(t, bool) for t in value):
+            raise TypeError(f"{name} must be 1-D: a list of Python ints or a LongTensor [P], got a list holding "
+                            + ", ".join(sorted({type(t).__name__ for t in value})))
+        return torch.tensor(value, dtype=torch.long)[None]                                    # [1, P]
+    if isinstance(value, torch.Tensor) and value.layout == torch.strided and not value.is_nested:
+        return value.clone()[None] if value.dim() == 1 else value.clone()    # the caller may reuse its tensor
+    return value
 
 
 def as_row(input_ids) -> torch.Tensor:

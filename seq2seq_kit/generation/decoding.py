@@ -173,8 +173,8 @@ def copied(out):
 
 def prepare(model: Seq2SeqModel, input_ids, attention_mask, kwargs: dict, generator, decoder_input_ids=None,
             decoder_attention_mask=None):
-    """generate's checks, in its order, before any compute (the engine's submit runs the same, without a decoder
-    prompt): inputs moved to the model's device and checked once, settings resolved over the model's, the generator
+    """generate's checks, in its order, before any compute (the engine's submit runs the same for its one input):
+    inputs moved to the model's device and checked once, settings resolved over the model's, the generator
     checked. Returns (input_ids [B, S] long, padding mask bool [B, S] or None, resolved GenerationConfig, the
     decoder prompt [B, P] long as the decoder reads it (decoder_prompt.py) or None)."""
     if isinstance(attention_mask, GenerationConfig):                       # transformers' second argument
@@ -235,13 +235,17 @@ def start_search(cfg: GenerationConfig, input_ids: torch.Tensor, vocab_size: int
 
 
 def start_slots(cfg: GenerationConfig, inputs: int, max_source: int, max_length: int, vocab_size: int,
-                device: torch.device, generator: torch.Generator | None = None) -> BeamSearch | SampleSearch:
+                device: torch.device, generator: torch.Generator | None = None,
+                prompt_len: int = 1) -> BeamSearch | SampleSearch:
     """A fixed-capacity independent search for these settings (any max_length / min_length): `inputs` empty input
     slots at the widest shapes a request can need (sequences of max_length, encoder n-gram windows of max_source
     tokens). Requests enter with put(slot, their one-input start_search) and leave with vacate(slot); no shape
-    ever changes, so its step can be captured in a CUDA graph (seq2seq_kit.Engine's fixed capacity)."""
+    ever changes, so its step can be captured in a CUDA graph (seq2seq_kit.Engine's fixed capacity). prompt_len:
+    the decoder prompt's length of every request it takes (1: the start token alone), which its lengths count."""
     ids = torch.full((inputs, max_source), -1, dtype=torch.long, device=device)   # windows of -1: never match
-    search = start_search(replace(cfg, max_length=max_length), ids, vocab_size, device, generator, independent=True)
+    prompt = torch.full((inputs, prompt_len), cfg.decoder_start_token_id, dtype=torch.long, device=device)  # [B, P]
+    search = start_search(replace(cfg, max_length=max_length), ids, vocab_size, device, generator, independent=True,
+                          prompt=prompt)
     search.empty()
     return search
 

@@ -221,7 +221,11 @@ class SlotStore:
     @torch.no_grad()
     def fill(self, rows: torch.Tensor, input_slot: int, cache: KVCache) -> None:
         """Give input slot `input_slot` the cross-attention keys/values of a one-input cache (B = 1), and rows
-        `rows` (long [k]) to that input, starting at position 0."""
+        `rows` (long [k]) to that input, each starting from the cache's first row: its cache.length self-attention
+        slots written so far (a decoder prompt's tokens but the last; 0: none), its next position cache.length."""
+        n = cache.length
+        if n:                                           # [layers, 2, 1, H, n, Dh] -> every row [layers, 2, k, H, n, Dh]
+            self.self_kv[:, :, rows, :, :n] = cache.self_kv[:, :, :1, :, :n]
         S = cache.cross_k[0].shape[2]
         for i, (k, v) in enumerate(zip(cache.cross_k, cache.cross_v)):      # each [1, H, S, Dh]
             self.cross_k[i, input_slot, :, :S] = k[0]
@@ -232,7 +236,7 @@ class SlotStore:
         self.input_rows[input_slot, :len(rows)] = rows
         self.row_input[rows] = input_slot
         self.row_offset[rows] = torch.arange(len(rows), device=rows.device)
-        self.positions[rows] = 0
+        self.positions[rows] = n
         self.in_use[rows] = 1
 
     @torch.no_grad()
