@@ -386,6 +386,19 @@ def test_max_time_answers_what_was_generated_in_time(server, pipe):
     assert bad.status_code == 422 and bad.json()["field"] == "parameters.max_time", bad.text
 
 
+def test_stop_strings_end_summaries_as_the_pipelines(server, pipe):
+    """parameters.stop_strings: the engine reads the tokens with the pipeline's tokenizer, so the answer is the
+    pipeline's; an empty stop string is a 422 naming it."""
+    doc = make_docs(1, seed=4)[0]["text"]
+    ids = pipe(doc, return_tensors=True, **PARAMS)[0]["summary_token_ids"].tolist()
+    stop = pipe.tokenizer.convert_tokens_to_string(pipe.tokenizer.convert_ids_to_tokens(ids[1:4]))[-3:]
+    answer = post(server, {"inputs": doc, "parameters": {"stop_strings": [stop], **PARAMS}})
+    want = pipe(doc, stop_strings=[stop], **PARAMS)
+    assert answer.status_code == 200 and answer.json() == want != pipe(doc, **PARAMS), answer.text
+    bad = post(server, {"inputs": doc, "parameters": {"stop_strings": [".", ""]}})
+    assert bad.status_code == 422 and bad.json()["field"] == "parameters.stop_strings", bad.text
+
+
 def test_settings_that_fail_a_search_are_422_for_that_request_only(server, pipe):
     """A temperature that overflows every probability fails its own search (generate fails on it too): 422 naming
     the parameter, while the requests stepping beside it get the pipeline's summaries."""

@@ -193,8 +193,36 @@ def test_refusals(pair, tokenizers):
     free = ours.generate(ids, mask, max_new_tokens=6)
     assert torch.equal(ours.generate(ids, mask, max_new_tokens=6, stop_strings=[], tokenizer=tok), free)
     with Engine(ours, max_rows=4) as engine:
-        with pytest.raises(ValueError, match="stop_strings .* are for generate"):
+        with pytest.raises(ValueError, match=r"stop_strings needs the model's tokenizer .* Engine\(model, "
+                                             r"tokenizer=tokenizer\) \(or the pipeline's pipe.engine\(\)\)"):
             engine.submit([5, 6, 7], stop_strings=["a"])
+        with pytest.raises(ValueError, match=r"tokenizer: the engine's is given once, as Engine\(model, "):
+            engine.submit([5, 6, 7], stop_strings=["a"], tokenizer=tok)
+
+
+@pytest.mark.parametrize("fixed_capacity", [False, True])
+def test_engine_requests_stop_as_generate_alone(pair, tokenizers, fixed_capacity):
+    """A stream of requests with and without stop strings (different ones, different settings, in one batch):
+    each equals generate alone with the same stop strings."""
+    _, ours = pair("tiny")
+    theirs_tok, tok = tokenizers["tiny"]
+    rng = random.Random(5)
+    sources = [torch.randint(5, 1000, (rng.randint(3, 12),), generator=torch.Generator().manual_seed(i))
+               for i in range(12)]
+    free = [ours.generate(ids[None], max_new_tokens=12) for ids in sources]
+    settings = [{}, dict(num_beams=3, num_return_sequences=2), dict(eos_token_id=None, forced_eos_token_id=None)]
+    calls = [dict(max_new_tokens=12, **settings[i % 3],
+                  **({"stop_strings": stops_met(theirs_tok, free[i], rng)} if i % 4 else {}))
+             for i in range(len(sources))]
+    with Engine(ours, max_rows=8, tokenizer=tok, fixed_capacity=fixed_capacity) as engine:
+        requests = [engine.submit(ids, **call) for ids, call in zip(sources, calls)]
+        got = [r.result(timeout=120) for r in requests]
+    shorter = 0
+    for ids, call, out, alone in zip(sources, calls, got, free):
+        want = ours.generate(ids[None], tokenizer=tok, **call)
+        assert torch.equal(out, want), call
+        shorter += want.shape[1] < alone.shape[1]
+    assert shorter >= 2
 
 
 def test_checkpoint_stop_strings_are_read(pair, checkpoint, tmp_path, tokenizers):

@@ -41,6 +41,7 @@ from ..generation import GenerationConfig, rows_per_input, start_slots
 from ..generation.beam_search import BeamSearch
 from ..generation.decoder_prompt import prefill
 from ..generation.sampling import SampleSearch
+from ..generation.stop_strings import StopStrings
 from ..generation.whole_step import keeping_state
 from ..models.cuda_graph import BucketGraphs
 from ..models.kv_cache import KVCache, SlotStore, bucket
@@ -56,6 +57,7 @@ class Request:
     generator: torch.Generator | None
     prompt: torch.Tensor | None = None          # [1, P] long: its decoder prompt as the decoder reads it (None:
                                                 # the start token alone), on the model's device
+    stop_strings: StopStrings | None = None     # config.stop_strings' tables over the engine's tokenizer
     future: Future = field(default_factory=Future, repr=False)
     group: Group | None = field(default=None, repr=False)  # set on admission: the search it steps in
     cache: KVCache | Slots | None = field(default=None, repr=False)   # set on admission: its cache, or its rows
@@ -322,7 +324,7 @@ class FixedCapacity:
         widest = config.max_position_embeddings + 1            # the longest max_length generate accepts
         slots_search = start_slots(cfg, 1 if key is None else self.store.num_rows // request.rows,
                                    config.max_position_embeddings, widest, config.decoder_vocab_size,
-                                   self.model.device, request.generator, request.prompt_len)
+                                   self.model.device, request.generator, request.prompt_len, request.stop_strings)
         captured = self.capture and key is not None and not (cfg.output_scores or cfg.output_logits)
         return SlotGroup(key, slots_search, self.tokens, self.logits, captured)
 

@@ -50,7 +50,8 @@ from dataclasses import replace
 import torch
 
 from .. import cpu_threads
-from ..generation import GenerationConfig, deadline, prepare, result, rows_setting, settings, start_search
+from ..generation import (GenerationConfig, deadline, prepare, result, rows_setting, settings, start_search,
+                          stop_strings_of)
 from ..models.bart import BartNetwork
 from ..models.checks import check_positive_int
 from .batch import EagerBatch, FixedCapacity, Group, Launched, Request
@@ -91,6 +92,8 @@ class Engine:
         generate's messages.
     fixed_capacity: step all max_rows rows on a SlotStore (see the module docstring); None: on for a model on a
         CUDA device, where its steps replay CUDA graphs; True on the CPU runs the same step eagerly.
+    tokenizer: the model's tokenizer, which requests' stop_strings read the tokens with (pipe.engine() passes
+        its own); None: stop_strings are refused.
 
     The engine schedules; how a step runs is its `batch`'s: EagerBatch (a cache per request) or FixedCapacity.
     """
@@ -98,14 +101,15 @@ class Engine:
     Full = EngineFull               # what submit raises, for callers handed an engine (as queue.Queue's queue.Full)
 
     def __init__(self, model, *, max_rows: int = 32, max_source_tokens: int | None = None,
-                 max_queue: int = 1024, defaults: dict | None = None, fixed_capacity: bool | None = None):
+                 max_queue: int = 1024, defaults: dict | None = None, fixed_capacity: bool | None = None,
+                 tokenizer=None):
         check_model(model)
         check_positive_int(max_rows, "max_rows")
         limit = model.config.max_position_embeddings
         max_source_tokens = max_rows * limit if max_source_tokens is None else max_source_tokens
         check_positive_int(max_source_tokens, "max_source_tokens")
         check_positive_int(max_queue, "max_queue")
-        self.model, self.defaults = model, dict(defaults or {})
+        self.model, self.defaults, self.tokenizer = model, dict(defaults or {}), tokenizer
         if self.defaults:                           # bad defaults fail here, not at every submit
             check_engine_settings(self.defaults)
             settings(model, dict(self.defaults))
@@ -146,6 +150,9 @@ class Engine:
                                          generator, as_prompt_row(decoder_input_ids, "decoder_input_ids"),
                                          as_prompt_row(decoder_attention_mask, "decoder_attention_mask"))
         self._check_prompt_supported(prompt)
+        stops = stop_strings_of(config, self.tokenizer, self.model.device, fix="Engine(model, tokenizer=tokenizer) "
+                                "(or the pipeline's pipe.engine())")
+        self._check_stop_strings_supported(stops)
         if cuda_graph is not None and not isinstance(cuda_graph, bool):
             raise TypeError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")     # generate's check
         if cuda_graph:
@@ -153,7 +160,7 @@ class Engine:
                              "cuda_graph=True is for generate()")
         # the request keeps its settings and generator as they stand now, whatever the caller does with its lists,
         # dicts or generator (changes, reseeds, draws, another request) while this one waits or runs
-        request = Request(ids, copy.deepcopy(config), own_generator(generator), prompt)
+        request = Request(ids, copy.deepcopy(config), own_generator(generator), prompt, stops)
         if ids.shape[1] > self.max_source_tokens:
             raise ValueError(f"input_ids has {ids.shape[1]} tokens, more than this engine's max_source_tokens="
                              f"{self.max_source_tokens}; truncate it or raise max_source_tokens")
@@ -187,6 +194,13 @@ class Engine:
             raise ValueError("decoder_input_ids: a decoder prompt is not taken by a fixed-capacity engine on CUDA "
                              "(its CUDA-graph step); create the engine with Engine(model, fixed_capacity=False) to "
                              "submit prompts, or call generate(..., decoder_input_ids=...)")
+
+    def _check_stop_strings_supported(self, stops) -> None:
+        """Stop strings are not taken where the fixed-capacity step replays CUDA graphs: untested there."""
+        if stops is not None and isinstance(self.batch, FixedCapacity) and self.model.device.type == "cuda":
+            raise ValueError("stop_strings are not taken by a fixed-capacity engine on CUDA (its CUDA-graph step); "
+                             "create the engine with Engine(model, fixed_capacity=False, tokenizer=...) to submit "
+                             "them, or call generate(..., stop_strings=..., tokenizer=...)")
 
     def _check_process(self) -> None:
         """EngineClosed in a process forked from the engine's: its thread was not copied, so nothing would ever
@@ -328,7 +342,7 @@ class Engine:
             request.cache = self.batch.take(request, hidden)
             self._join(request, start_search(request.config, request.input_ids, model.config.decoder_vocab_size,
                                              model.device, request.generator, independent=True,
-                                             prompt=request.prompt))
+                                             prompt=request.prompt, stop_strings=request.stop_strings))
         self.running = [r for group in self.groups for r in group.members]
 
     def _join(self, request: Request, search) -> None:
@@ -557,9 +571,9 @@ def check_engine_settings(generate_kwargs: dict) -> None:
     if own:
         raise ValueError(f"{', '.join(own)}: Python run on every step of one request is for generate(); the "
                          "engine steps its requests together on the device")
-    if generate_kwargs.get("stop_strings") or generate_kwargs.get("tokenizer") is not None:
-        raise ValueError("stop_strings (and the tokenizer they read tokens with) are for generate() and pipe(); "
-                         "the engine does not take them")
+    if "tokenizer" in generate_kwargs:
+        raise ValueError("tokenizer: the engine's is given once, as Engine(model, tokenizer=tokenizer) (the "
+                         "pipeline's pipe.engine() passes its own); stop_strings read the tokens with it")
     prompt = sorted({"decoder_input_ids", "decoder_attention_mask"} & set(generate_kwargs))
     if prompt:                                          # submit takes them by name: only the defaults get here
         raise ValueError(f"{', '.join(prompt)}: a decoder prompt is one request's, not a default of the engine; "

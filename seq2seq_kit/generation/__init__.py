@@ -3,8 +3,8 @@ protocol.Seq2SeqModel. Imports nothing from seq2seq_kit.models."""
 
 from .config import GenerationConfig
 from .decoding import (GenerateOutput, deadline, generate, prepare, result, rows_per_input, rows_setting, settings,
-                       start_search, start_slots)
+                       start_search, start_slots, stop_strings_of)
 from .protocol import Seq2SeqModel
 
 __all__ = ["GenerationConfig", "GenerateOutput", "Seq2SeqModel", "deadline", "generate", "prepare", "result",
-           "rows_per_input", "rows_setting", "settings", "start_search", "start_slots"]
+           "rows_per_input", "rows_setting", "settings", "start_search", "start_slots", "stop_strings_of"]

@@ -235,17 +235,18 @@ def start_search(cfg: GenerationConfig, input_ids: torch.Tensor, vocab_size: int
 
 
 def start_slots(cfg: GenerationConfig, inputs: int, max_source: int, max_length: int, vocab_size: int,
-                device: torch.device, generator: torch.Generator | None = None,
-                prompt_len: int = 1) -> BeamSearch | SampleSearch:
+                device: torch.device, generator: torch.Generator | None = None, prompt_len: int = 1,
+                stop_strings: StopStrings | None = None) -> BeamSearch | SampleSearch:
     """A fixed-capacity independent search for these settings (any max_length / min_length): `inputs` empty input
     slots at the widest shapes a request can need (sequences of max_length, encoder n-gram windows of max_source
     tokens). Requests enter with put(slot, their one-input start_search) and leave with vacate(slot); no shape
     ever changes, so its step can be captured in a CUDA graph (seq2seq_kit.Engine's fixed capacity). prompt_len:
-    the decoder prompt's length of every request it takes (1: the start token alone), which its lengths count."""
+    the decoder prompt's length of every request it takes (1: the start token alone), which its lengths count;
+    stop_strings: the tables of cfg.stop_strings, which every request it takes shares."""
     ids = torch.full((inputs, max_source), -1, dtype=torch.long, device=device)   # windows of -1: never match
     prompt = torch.full((inputs, prompt_len), cfg.decoder_start_token_id, dtype=torch.long, device=device)  # [B, P]
     search = start_search(replace(cfg, max_length=max_length), ids, vocab_size, device, generator, independent=True,
-                          prompt=prompt)
+                          prompt=prompt, stop_strings=stop_strings)
     search.empty()
     return search
 
@@ -285,14 +286,15 @@ def deadline(max_time: float | None) -> float:
     return time.monotonic() + max_time
 
 
-def stop_strings_of(cfg: GenerationConfig, tokenizer, device: torch.device) -> StopStrings | None:
+def stop_strings_of(cfg: GenerationConfig, tokenizer, device: torch.device,
+                    fix: str = "generate(..., stop_strings=..., tokenizer=tokenizer)") -> StopStrings | None:
     """cfg.stop_strings' tables over the tokenizer's vocabulary (None without stop strings; [] is none), or the
-    error transformers gives without a tokenizer."""
+    error transformers gives without a tokenizer (`fix`: where the caller takes one)."""
     if not cfg.stop_strings:
         return None
     if tokenizer is None:
-        raise ValueError("stop_strings needs the model's tokenizer to read the tokens as text: pass it as "
-                         "generate(..., stop_strings=..., tokenizer=tokenizer) (a pipeline passes its own)")
+        raise ValueError(f"stop_strings needs the model's tokenizer to read the tokens as text: pass it as {fix} "
+                         "(a pipeline passes its own)")
     needed = ("get_vocab", "convert_ids_to_tokens", "convert_tokens_to_string")
     if not all(callable(getattr(tokenizer, name, None)) for name in needed) or not callable(tokenizer):
         raise TypeError(f"tokenizer must be a tokenizer (seq2seq_kit's AutoTokenizer or transformers'), with "
