@@ -77,6 +77,24 @@ def test_records_match_the_pipeline_and_meta(tmp_path, tiny, reference, caplog):
     assert "done 10, skipped 0" in caplog.text
 
 
+def test_stop_strings_end_summaries_as_the_pipelines(tmp_path, tiny):
+    """stop_strings reach the job's engine with the pipeline's tokenizer: each summary is pipe()'s with them, and
+    the meta file keeps them among the job's settings."""
+    pipe = pipeline("summarization", model=str(tiny))
+    docs = make_docs(6, seed=2)
+    first = pipe(docs[0]["text"], return_tensors=True, truncation=True, **GEN)[0]["summary_token_ids"].tolist()
+    stops = [pipe.tokenizer.convert_tokens_to_string(pipe.tokenizer.convert_ids_to_tokens(first[1:4]))[-3:]]
+    out = tmp_path / "out" / "summaries.jsonl"
+    run(write_jsonl(tmp_path / "docs.jsonl", docs), out, tiny, stop_strings=stops)
+    records = by_id(read_jsonl(out))
+    for d in docs:
+        want = pipe(d["text"], truncation=True, stop_strings=stops, **GEN)[0]["summary_text"]
+        assert records[d["id"]]["summary_text"] == want
+    assert records[docs[0]["id"]]["summary_text"] != pipe(docs[0]["text"], truncation=True, **GEN)[0]["summary_text"]
+    meta = json.loads((tmp_path / "out" / "summaries.jsonl.meta.json").read_text())
+    assert meta["job"]["generation"]["stop_strings"] == stops
+
+
 def test_hub_arguments_reach_every_load_as_given(tmp_path, tiny, monkeypatch):
     """token=False ("send no token", not "the logged-in one") and local_files_only reach the Hub lookups."""
     from seq2seq_kit import hub
