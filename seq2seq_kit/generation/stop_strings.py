@@ -37,15 +37,18 @@ class StopStrings:
 
     def __init__(self, texts: dict[int, str | bytes], stops: tuple[str | bytes, ...]):
         size, width = max(texts) + 2, max(map(len, stops))         # the vocabulary's ids and one past them
-        ends = {(i, s): end_overlaps(t, stop) for i, t in texts.items() for s, stop in enumerate(stops)}
-        ends = {key: e for key, e in ends.items() if e}
+        ends, fits = {}, []                                         # (i, s) -> end lengths; (i, s, m) that fit
+        for s, stop in enumerate(stops):
+            for i, t in relevant(texts, stop):
+                if e := end_overlaps(t, stop):
+                    ends[i, s] = e
+                fits += [(i, s, m) for m in fit_positions(t, stop)]
         if not ends:
             raise ValueError("no token of the tokenizer's vocabulary can end any of stop_strings: they hold "
                              "characters this vocabulary never writes; check the strings and the tokenizer")
         self.ends = torch.zeros((size, len(stops), max(map(len, ends.values()))), dtype=torch.long)
         for (i, s), e in ends.items():
             self.ends[i, s, :len(e)] = torch.tensor(e)
-        fits = [(i, s, m) for i, t in texts.items() for s, stop in enumerate(stops) for m in fit_positions(t, stop)]
         self.fits = torch.zeros((size, len(stops), width), dtype=torch.bool)
         if fits:
             self.fits[tuple(torch.tensor(fits).T)] = True
@@ -95,26 +98,26 @@ class StopStrings:
 BUILT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def relevant(texts: dict[int, str | bytes], stop: str | bytes):
+    """The (id, text) pairs that may end or continue a match of `stop`: those beginning or ending with one of its
+    characters, holding it whole, or empty (an empty text continues a match anywhere)."""
+    chars = set(stop)
+    return [(i, t) for i, t in texts.items() if not t or t[0] in chars or t[-1] in chars or stop in t]
+
+
 def end_overlaps(token: str | bytes, stop: str | bytes) -> list[int]:
     """How many of stop's last characters `token` holds from its start: each k < len(stop) where the token begins
-    with stop's last k, and len(stop) for each place the token holds it all (transformers' end lengths)."""
-    out = []
-    if token and token[0] in stop:                  # (a quick test: most tokens begin with no character of it)
-        out = [k for k in range(1, min(len(token), len(stop) - 1) + 1) if token[:k] == stop[-k:]]
-    start = token.find(stop)
-    while start >= 0:
-        out.append(len(stop))
-        start = token.find(stop, start + 1)
-    return out
+    with stop's last k, and len(stop) where the token holds it all (transformers' end lengths, each once)."""
+    starts = [k for k in range(1, min(len(token), len(stop) - 1) + 1) if stop[-k] == token[0]]   # a quick test
+    return [k for k in starts if token[:k] == stop[-k:]] + [len(stop)] * (stop in token)
 
 
 def fit_positions(token: str | bytes, stop: str | bytes) -> list[int]:
     """The m (1 <= m < len(stop)) after which `token` continues a match backwards: it spells stop's characters just
     before its last m, or ends with all of them (it begins before the stop string)."""
-    if token and token[-1] not in stop:             # (a quick test: most tokens end with no character of it)
-        return []
-    return [m for m in range(1, len(stop))
-            if stop[:len(stop) - m].endswith(token) or token.endswith(stop[:len(stop) - m])]
+    n = len(stop)
+    ends = range(1, n) if not token else [m for m in range(1, n) if stop[n - 1 - m] == token[-1]]   # a quick test
+    return [m for m in ends if stop[:n - m].endswith(token) or token.endswith(stop[:n - m])]
 
 
 def matching_mode(tokenizer) -> str | None:
