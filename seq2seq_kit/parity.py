@@ -160,8 +160,9 @@ def _check_text(i: int, text: str, sides: _Sides, runs: dict[str, dict], atol: f
     mask = torch.ones_like(x)
     with torch.inference_mode():
         for name, kwargs in runs.items():
-            out = sides.model.generate(x, mask, **kwargs)[0].tolist()
-            ref = sides.reference.generate(input_ids=x, attention_mask=mask, **kwargs)[0].tolist()
+            out = sides.model.generate(x, mask, tokenizer=sides.tokenizer, **kwargs)[0].tolist()
+            ref = sides.reference.generate(input_ids=x, attention_mask=mask, tokenizer=sides.reference_tokenizer,
+                                           **kwargs)[0].tolist()   # (tokenizers: the checkpoint's stop_strings)
             decoded = sides.tokenizer.decode(out, skip_special_tokens=True)
             checks.append(Check(i, f"{name} tokens", out == ref, out, ref, decoded=decoded))
             if name == "greedy":

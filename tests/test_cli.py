@@ -364,6 +364,20 @@ def test_parity_is_a_library_report(checkpoint):
     assert report.checks[1].ours == report.checks[1].theirs and report.checks[2].positions > 0
 
 
+def test_parity_with_the_checkpoints_stop_strings(checkpoint, tmp_path):
+    """A checkpoint whose generation_config.json sets stop_strings: both sides generate with their tokenizer."""
+    pytest.importorskip("transformers")
+    from seq2seq_kit.parity import compare
+
+    path = tmp_path / "ckpt"
+    shutil.copytree(checkpoint("tiny"), path)
+    settings = dict(stop_strings=["ing", "s"], bos_token_id=0, eos_token_id=2, pad_token_id=1,
+                    decoder_start_token_id=2, forced_eos_token_id=2)
+    (path / "generation_config.json").write_text(json.dumps(settings))
+    report = compare(path, [TEXT], max_length=12)
+    assert report.ok, report.failures
+
+
 def test_parity_reports_a_mismatch(capsys, checkpoint, monkeypatch):
     pytest.importorskip("transformers")
     from seq2seq_kit import BartForConditionalGeneration
