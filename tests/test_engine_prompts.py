@@ -19,8 +19,9 @@ import torch
 
 from seq2seq_kit import BartForConditionalGeneration, Engine
 from helpers import random_settings
+from test_engine import SCORE_ATOL, kwargs_of
+from test_engine import assert_same as assert_same_result
 
-SCORE_ATOL = 1e-4
 START, PAD = 2, 1                       # the tiny checkpoints' decoder start and pad tokens
 SETTINGS = [                            # every processor that counts lengths, each search mode
     dict(num_beams=1),
@@ -45,16 +46,6 @@ def tiny_eos(tiny_eos_path):
     return BartForConditionalGeneration.from_pretrained(tiny_eos_path)
 
 
-def kwargs_of(setting: dict) -> dict:
-    """A setting -> generate kwargs; a seeded setting gets a fresh generator (the same draws alone and in the
-    engine)."""
-    setting = dict(setting)
-    seed = setting.pop("seed", None)
-    if seed is not None:
-        setting["generator"] = torch.Generator().manual_seed(seed)
-    return setting
-
-
 def random_prompt(rng: random.Random, vocab: int) -> list[int] | None:
     """None (no prompt) a third of the time; else 1 to 3 ids (no pad token), some beginning with the start token."""
     if rng.random() < 1 / 3:
@@ -77,11 +68,8 @@ def alone(model, ids: list[int], prompt: list[int] | None, setting: dict):
 
 
 def assert_same(out, ref, what: str) -> None:
-    assert torch.equal(out.sequences, ref.sequences), f"{what}: {out.sequences} != {ref.sequences}"
-    assert (out.beam_indices is None and ref.beam_indices is None) or torch.equal(out.beam_indices,
-                                                                                  ref.beam_indices), what
-    if ref.sequences_scores is not None:
-        torch.testing.assert_close(out.sequences_scores, ref.sequences_scores, atol=SCORE_ATOL, rtol=0)
+    """test_engine's comparison, and the scores of every step."""
+    assert_same_result(out, ref, what)
     assert len(out.scores) == len(ref.scores), what
     for step, (ours, theirs) in enumerate(zip(out.scores, ref.scores)):
         torch.testing.assert_close(ours, theirs, atol=SCORE_ATOL, rtol=0, msg=f"{what}: step {step}'s scores")
