@@ -72,6 +72,12 @@ class BartForConditionalGeneration(BartNetwork):
         seq2seq_kit.generation.decoding."""
         return generation.generate(self, source_ids(input_ids, inputs, kwargs), attention_mask, **kwargs)
 
+    @staticmethod
+    def compute_transition_scores(sequences: torch.Tensor, scores, beam_indices: torch.Tensor | None = None,
+                                  normalize_logits: bool = False) -> torch.Tensor:
+        """Each generated token's score [N, L], as transformers' (see generation.compute_transition_scores)."""
+        return generation.compute_transition_scores(sequences, scores, beam_indices, normalize_logits)
+
 
 def source_ids(input_ids, inputs, kwargs: dict):
     """generate's source ids, given as input_ids or inputs (transformers' generate names its first argument so)."""

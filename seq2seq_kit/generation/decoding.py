@@ -261,6 +261,31 @@ def result(cfg: GenerationConfig, search: BeamSearch | SampleSearch, inputs: lis
     return GenerateOutput(sequences, sequences_scores if cfg.output_scores else None, scores, logits, beam_indices)
 
 
+def compute_transition_scores(sequences: torch.Tensor, scores, beam_indices: torch.Tensor | None = None,
+                               normalize_logits: bool = False) -> torch.Tensor:
+    """The score of each generated token, as transformers' compute_transition_scores computes it: sequences [N, T]
+    with the scores of generate(..., output_scores=True, return_dict_in_generate=True) (per step [R, V]) and, after
+    beam search, its beam_indices [N, T - P] -> [N, L] (L: the longest hypothesis' steps, the sequences' last L
+    tokens), 0 where a hypothesis had ended. normalize_logits: log_softmax each step's scores first (greedy and
+    sampling record processed logits; beam search records log-probabilities already). V is the scores' width (the
+    decoder's vocabulary: transformers takes config.vocab_size, which a separate Marian target vocabulary is not)."""
+    if not scores:
+        raise ValueError("scores is empty: generate with output_scores=True and return_dict_in_generate=True, and "
+                         "pass its .scores")
+    S, (R, V) = len(scores), scores[0].shape
+    stacked = torch.stack(tuple(scores)).reshape(S, R * V).transpose(0, 1)        # [R * V, S], transformers' layout
+    if normalize_logits:                                        # (in that layout: the same rounding as there)
+        stacked = stacked.reshape(R, V, S).log_softmax(dim=1).reshape(R * V, S)
+    if beam_indices is None:                                    # greedy / sampling: row n's tokens are its own
+        beam_indices = torch.arange(R, device=stacked.device)[:, None].expand(-1, S)
+    ended = beam_indices.to(stacked.device) < 0                                    # [N, S']
+    length = int((~ended).sum(dim=-1).max())
+    ended = ended[:, :length]                                                      # [N, L]
+    rows = beam_indices[:, :length].to(stacked.device).clamp(min=0)
+    tokens = sequences[:, sequences.shape[-1] - length:].to(stacked.device)        # [N, L]
+    return stacked.gather(0, tokens + rows * V).masked_fill(ended, 0.0)
+
+
 def user_processors(logits_processor, prefix_allowed_tokens_fn) -> dict:
     """generate's logits_processor and prefix_allowed_tokens_fn, checked, as build_processors takes them ({} when
     neither is given)."""

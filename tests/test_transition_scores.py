@@ -1,0 +1,66 @@
+"""model.compute_transition_scores(sequences, scores, beam_indices, normalize_logits): each generated token's score,
+as transformers' compute_transition_scores computes it (greedy, sampling, beam search and beam sampling, rows that
+ended early masked with 0): bit for bit on the same generate output, and on our own generate's output within float
+rounding of transformers' on its own."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seq2seq_kit import BartForConditionalGeneration
+from test_generation import inputs
+
+MODES = {"greedy": {}, "beam": dict(num_beams=3, num_return_sequences=2, length_penalty=1.5),
+         "sample": dict(do_sample=True, num_return_sequences=2), "beam-sample": dict(num_beams=2, do_sample=True)}
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("mode", list(MODES))
+def test_transition_scores_equal_transformers(pair, mode, normalize):
+    hf, ours = pair("tiny-eos")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    kwargs = dict(max_new_tokens=10, return_dict_in_generate=True, output_scores=True, **MODES[mode])
+    torch.manual_seed(0)
+    theirs = hf.generate(ids, attention_mask=mask, **kwargs)
+    torch.manual_seed(0)
+    mine = ours.generate(ids, mask, **kwargs)
+    beams = getattr(theirs, "beam_indices", None)
+    want = hf.compute_transition_scores(theirs.sequences, theirs.scores, beams, normalize_logits=normalize)
+    got = ours.compute_transition_scores(theirs.sequences, theirs.scores, beams, normalize_logits=normalize)
+    assert torch.equal(got, want)                                         # the same output: bit for bit
+    got = BartForConditionalGeneration.compute_transition_scores(mine.sequences, mine.scores, mine.beam_indices,
+                                                                 normalize_logits=normalize)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)              # our own output: within float rounding
+    if beams is not None:                                   # a hypothesis ended early: its later steps are 0
+        assert bool((want == 0).any()) and bool((got == 0).any())
+
+
+def test_beam_transition_scores_sum_to_the_sequence_scores(pair):
+    """transformers' documented identity: summed transition scores / length ** length_penalty = sequences_scores."""
+    _, ours = pair("tiny-eos")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    out = ours.generate(ids, mask, num_beams=3, num_return_sequences=3, length_penalty=1.5, max_new_tokens=10,
+                        return_dict_in_generate=True, output_scores=True)
+    scores = ours.compute_transition_scores(out.sequences, out.scores, out.beam_indices)
+    lengths = (out.beam_indices >= 0).sum(dim=1)
+    torch.testing.assert_close(scores.sum(dim=1) / lengths ** 1.5, out.sequences_scores, rtol=0, atol=1e-5)
+
+
+def test_a_separate_target_vocabulary_is_read_at_its_own_width(checkpoint):
+    """Marian with its own decoder vocabulary (640 ids, source 500): each token's score is its own step's, read at
+    the scores' width (transformers reads config.vocab_size, the source's, there)."""
+    model = BartForConditionalGeneration.from_pretrained(checkpoint("marian-separate"))
+    ids = torch.tensor([[5, 6, 7, 8, 0]])
+    out = model.generate(ids, num_beams=1, max_new_tokens=6, return_dict_in_generate=True, output_scores=True)
+    got = model.compute_transition_scores(out.sequences, out.scores)
+    tokens = out.sequences[0, 1:]
+    assert torch.equal(got[0], torch.stack([step[0, t] for step, t in zip(out.scores, tokens)]))
+
+
+def test_no_scores_is_named(pair):
+    _, ours = pair("tiny")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    out = ours.generate(ids, mask, max_new_tokens=3, return_dict_in_generate=True)
+    with pytest.raises(ValueError, match="scores is empty: generate with output_scores=True"):
+        ours.compute_transition_scores(out.sequences, out.scores)
