@@ -409,6 +409,11 @@ class TranslationTokenizer(Tokenizer):
             return self.target_vocabulary.tokens_of([ids], skip_special_tokens=False)[0]
         return self.target_vocabulary.tokens_of(list(ids), skip_special_tokens)
 
+    def target_tokens(self) -> dict[int, str] | None:
+        """Every target id -> its token as convert_ids_to_tokens reads it, with separate vocabularies (the ids the
+        model writes are not get_vocab()'s); None with one vocabulary."""
+        return None if self.target_vocabulary is None else self.target_vocabulary.id_tokens()
+
     def known_ids(self, ids: list[int]) -> list[int]:
         """Tokenizer.known_ids; target ids with separate vocabularies."""
         if self.target_vocabulary is None:
@@ -599,6 +604,11 @@ class TargetVocabulary:
         added = {i: t.content for i, t in self.source.backend_tokenizer.get_added_tokens_decoder().items()}
         skip = set(self.source.all_special_ids) if skip_special_tokens else set()
         return [self.token(i, added) for i in ids if i not in skip]
+
+    def id_tokens(self) -> dict[int, str]:
+        """Every id of target_vocab.json and of the source's added tokens -> its token, as tokens_of reads it."""
+        added = {i: t.content for i, t in self.source.backend_tokenizer.get_added_tokens_decoder().items()}
+        return {i: self.token(i, added) for i in sorted({*self.tokens, *added})}
 
     def known_ids(self, ids: list[int]) -> list[int]:
         """The ids `token` reads (the others it refuses)."""

@@ -21,6 +21,7 @@ from transformers.generation.stopping_criteria import StopStringCriteria
 
 from seq2seq_kit import AutoTokenizer, Engine, GenerationConfig, pipeline
 from seq2seq_kit.generation.stop_strings import StopStrings, matching_mode, token_texts
+from test_families_pipeline import TEXTS, marian_separate_path  # noqa: F401 - a fixture
 from test_family_tokenizers import fairseq_vocab, train
 from test_generation import inputs
 
@@ -76,6 +77,30 @@ def test_tokens_read_as_the_text_transformers_reads(family_dirs, family):
     assert matching_mode(ours) == mode == ("byte_level" if family == "bart" else None)
     texts, ids = StopStringCriteria.clean_tokenizer_vocab(theirs, stop_string_matching_mode=mode)
     assert token_texts(ours, mode) == dict(zip(ids, texts))
+
+
+def test_marian_separate_vocabularies_read_target_ids(marian_separate_path):
+    """A Marian model with its own target vocabulary writes target ids, so stop strings read those as its decode
+    does: as transformers' StopStringCriteria reads a tokenizer of the target side alone (its separate-vocabulary
+    tokenizer fails building the tables: "substring not found", from source ids read as target tokens)."""
+    path = marian_separate_path
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        target = transformers.MarianTokenizer(str(path / "target.spm"), str(path / "target.spm"),
+                                              str(path / "target_vocab.json"))
+    hf, pipe = transformers.AutoModelForSeq2SeqLM.from_pretrained(path).eval(), pipeline("translation", model=path)
+    texts, ids = StopStringCriteria.clean_tokenizer_vocab(target)
+    assert token_texts(pipe.tokenizer, None) == dict(zip(ids, texts))
+    shorter, greedy = 0, dict(max_new_tokens=12, num_beams=1)              # (its checkpoint: 2 beams)
+    for text in TEXTS:
+        source = torch.tensor([pipe.tokenizer(text)["input_ids"]])
+        free = hf.generate(source, **greedy)[0]
+        stop = target.decode(free[:4], skip_special_tokens=True)[-2:]
+        want = hf.generate(source, **greedy, stop_strings=[stop], tokenizer=target)[0]
+        got = pipe(text, **greedy, stop_strings=[stop], return_tensors=True)[0]["translation_token_ids"]
+        assert torch.equal(got, want), stop
+        shorter += len(want) < len(free)
+    assert shorter
 
 
 def random_rows(theirs, stop: str, rng: random.Random, n: int = 48) -> list[list[int]]:

@@ -148,10 +148,10 @@ def has_type(state, kind: str) -> bool:
 def token_texts(tokenizer, mode: str | None) -> dict[int, str | bytes]:
     """Every vocabulary id -> the text its token adds (bytes when mode is set), as transformers'
     StopStringCriteria.clean_tokenizer_vocab reads it."""
-    base = tokenizer.convert_ids_to_tokens(tokenizer(PREFIX, add_special_tokens=False)["input_ids"])
+    vocab, base = written_vocabulary(tokenizer)
     byte_of = byte_decoder() if mode == "byte_level" else {}
     out = {}
-    for token, i in tokenizer.get_vocab().items():
+    for i, token in vocab.items():
         text = token_bytes(token, mode, byte_of)
         if text is None:
             text = tokenizer.convert_tokens_to_string(base + [token])
@@ -159,6 +159,18 @@ def token_texts(tokenizer, mode: str | None) -> dict[int, str | bytes]:
             text = text.encode() if mode else text
         out[i] = text
     return out
+
+
+def written_vocabulary(tokenizer) -> tuple[dict[int, str], list[str]]:
+    """Every id the model writes -> its token, and the tokens of PREFIX that each is decoded after (transformers':
+    get_vocab(), and PREFIX's ids read back). A Marian tokenizer with separate vocabularies (seq2seq_kit's
+    target_tokens()) reads the model's ids in its target vocabulary: those, after PREFIX's source tokens."""
+    target = getattr(tokenizer, "target_tokens", None)
+    target = target() if callable(target) else None
+    if target is not None:
+        return target, tokenizer.tokenize(PREFIX)
+    base = tokenizer.convert_ids_to_tokens(tokenizer(PREFIX, add_special_tokens=False)["input_ids"])
+    return {i: token for token, i in tokenizer.get_vocab().items()}, base
 
 
 def token_bytes(token: str, mode: str | None, byte_of: dict[str, int]) -> bytes | None:
