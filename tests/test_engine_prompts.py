@@ -207,6 +207,20 @@ def test_a_prompt_list_of_no_ints_is_named(tiny_eos):
             engine.submit([5, 6, 7], decoder_input_ids=[5, 6], decoder_attention_mask=[1, True])
 
 
+@pytest.mark.parametrize("kwargs,name,value", [
+    (dict(input_ids=[5, 2**70]), "input_ids", 2**70),
+    (dict(input_ids=[5, 6], decoder_input_ids=[START, -2**64]), "decoder_input_ids", -2**64),
+    (dict(input_ids=[5, 6], decoder_input_ids=[9], decoder_attention_mask=[2**63]), "decoder_attention_mask", 2**63),
+])
+def test_an_int_beyond_int64_in_a_list_is_named_not_torchs_overflow(tiny_eos, kwargs, name, value):
+    with Engine(tiny_eos, max_rows=4) as engine:
+        with pytest.raises(ValueError) as refused:
+            engine.submit(**kwargs)
+        assert str(refused.value) == (f"{name} holds {value}, outside int64's range [-2**63, 2**63), where no token "
+                                      "id (nor mask value) lies; pass the tokenizer's ids")
+        assert engine.queue_depth == 0 and not engine.running
+
+
 def test_a_prompt_in_the_engines_defaults_is_refused_naming_submit(tiny_eos):
     with pytest.raises(ValueError, match=r"decoder_input_ids: a decoder prompt is one request's, not a default of "
                                          r"the engine; pass it to submit\(input_ids, decoder_input_ids=...\)"):

@@ -621,10 +621,23 @@ def as_prompt_row(value, name: str):
         if not all(isinstance(t, int) and not isinstance(t, bool) for t in value):
             raise TypeError(f"{name} must be 1-D: a list of Python ints or a LongTensor [P], got a list holding "
                             + ", ".join(sorted({type(t).__name__ for t in value})))
-        return torch.tensor(value, dtype=torch.long)[None]                                    # [1, P]
+        return long_row(value, name)[None]                                                   # [1, P]
     if isinstance(value, torch.Tensor) and value.layout == torch.strided and not value.is_nested:
         return value.clone()[None] if value.dim() == 1 else value.clone()    # the caller may reuse its tensor
     return value
+
+
+INT64 = (-2**63, 2**63 - 1)     # what a LongTensor holds
+
+
+def long_row(values, name: str) -> torch.Tensor:
+    """Python ints -> long [P]; an int beyond int64 (which no tensor holds, nor any token id is) is named, not left
+    to torch's "Overflow when unpacking long long"."""
+    bad = next((t for t in values if not INT64[0] <= t <= INT64[1]), None)
+    if bad is not None:
+        raise ValueError(f"{name} holds {bad}, outside int64's range [-2**63, 2**63), where no token id (nor mask "
+                         "value) lies; pass the tokenizer's ids")
+    return torch.tensor(values, dtype=torch.long)                                             # [P]
 
 
 def as_row(input_ids) -> torch.Tensor:
@@ -637,7 +650,7 @@ def as_row(input_ids) -> torch.Tensor:
         ids = input_ids.clone()                         # the caller may reuse its tensor while this waits
     elif isinstance(input_ids, (list, tuple)) and all(isinstance(t, int) and not isinstance(t, bool)
                                                       for t in input_ids):
-        ids = torch.tensor(input_ids, dtype=torch.long)
+        ids = long_row(input_ids, "input_ids")
     elif isinstance(input_ids, (list, tuple)):
         bad = next(t for t in input_ids if not isinstance(t, int) or isinstance(t, bool))
         if isinstance(bad, (list, tuple, torch.Tensor)):
