@@ -17,7 +17,7 @@ import warnings
 import pytest
 import torch
 
-from seq2seq_kit import BartForConditionalGeneration, Engine
+from seq2seq_kit import AutoTokenizer, BartForConditionalGeneration, Engine
 from helpers import random_settings
 from test_engine import SCORE_ATOL, kwargs_of
 from test_engine import assert_same as assert_same_result
@@ -230,9 +230,11 @@ def test_a_prompt_in_the_engines_defaults_is_refused_naming_submit(tiny_eos):
 @pytest.mark.cuda
 def test_a_prompt_on_a_fixed_capacity_cuda_engine_is_refused_naming_the_fix(tiny_eos_path):
     model = BartForConditionalGeneration.from_pretrained(tiny_eos_path, device="cuda")
-    with Engine(model, max_rows=4) as engine:
-        with pytest.raises(ValueError, match=r"Engine\(model, fixed_capacity=False\) to submit prompts"):
+    with Engine(model, max_rows=4, tokenizer=AutoTokenizer.from_pretrained(tiny_eos_path)) as engine:
+        with pytest.raises(ValueError, match=r"^decoder_input_ids: not taken by .* Engine\(model, fixed_capacity"):
             engine.submit([5, 6, 7], decoder_input_ids=[9, 10])
+        with pytest.raises(ValueError, match=r"^stop_strings: not taken by a fixed-capacity engine on CUDA"):
+            engine.submit([5, 6, 7], stop_strings=["a"])
         assert engine.submit([5, 6, 7], decoder_input_ids=[START], max_new_tokens=3).result(timeout=60) is not None
     with Engine(model, max_rows=4, fixed_capacity=False) as engine:
         out = engine.submit([5, 6, 7], decoder_input_ids=[9, 10], max_new_tokens=5).result(timeout=60)

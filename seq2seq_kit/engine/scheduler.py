@@ -149,10 +149,9 @@ class Engine:
         ids, _, config, prompt = prepare(self.model, as_row(input_ids), None, {**self.defaults, **generate_kwargs},
                                          generator, as_prompt_row(decoder_input_ids, "decoder_input_ids"),
                                          as_prompt_row(decoder_attention_mask, "decoder_attention_mask"))
-        self._check_prompt_supported(prompt)
         stops = stop_strings_of(config, self.tokenizer, self.model.device, fix="Engine(model, tokenizer=tokenizer) "
                                 "(or the pipeline's pipe.engine())")
-        self._check_stop_strings_supported(stops)
+        self._check_graph_inputs(prompt, stops)
         if cuda_graph is not None and not isinstance(cuda_graph, bool):
             raise TypeError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")     # generate's check
         if cuda_graph:
@@ -186,21 +185,17 @@ class Engine:
             self._wake.notify()
         return request
 
-    def _check_prompt_supported(self, prompt: torch.Tensor | None) -> None:
-        """A decoder prompt longer than the start token is not taken where the fixed-capacity step replays CUDA
-        graphs (a CUDA model's default): that path is untested with prompts."""
-        if prompt is not None and prompt.shape[1] > 1 and isinstance(self.batch, FixedCapacity) \
-                and self.model.device.type == "cuda":
-            raise ValueError("decoder_input_ids: a decoder prompt is not taken by a fixed-capacity engine on CUDA "
-                             "(its CUDA-graph step); create the engine with Engine(model, fixed_capacity=False) to "
-                             "submit prompts, or call generate(..., decoder_input_ids=...)")
-
-    def _check_stop_strings_supported(self, stops) -> None:
-        """Stop strings are not taken where the fixed-capacity step replays CUDA graphs: untested there."""
-        if stops is not None and isinstance(self.batch, FixedCapacity) and self.model.device.type == "cuda":
-            raise ValueError("stop_strings are not taken by a fixed-capacity engine on CUDA (its CUDA-graph step); "
-                             "create the engine with Engine(model, fixed_capacity=False, tokenizer=...) to submit "
-                             "them, or call generate(..., stop_strings=..., tokenizer=...)")
+    def _check_graph_inputs(self, prompt: torch.Tensor | None, stops) -> None:
+        """A decoder prompt (longer than the start token) and stop_strings are not taken where the fixed-capacity
+        step replays CUDA graphs (a CUDA model's default): that path has not run them on a GPU yet."""
+        if not (isinstance(self.batch, FixedCapacity) and self.model.device.type == "cuda"):
+            return
+        used = [name for name, on in (("decoder_input_ids", prompt is not None and prompt.shape[1] > 1),
+                                      ("stop_strings", stops is not None)) if on]
+        if used:
+            raise ValueError(f"{' and '.join(used)}: not taken by a fixed-capacity engine on CUDA (its CUDA-graph "
+                             "step has not run them on a GPU yet); create the engine with Engine(model, "
+                             "fixed_capacity=False) to submit them, or call generate()")
 
     def _check_process(self) -> None:
         """EngineClosed in a process forked from the engine's: its thread was not copied, so nothing would ever
