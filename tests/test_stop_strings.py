@@ -103,6 +103,22 @@ def test_marian_separate_vocabularies_read_target_ids(marian_separate_path):
     assert shorter
 
 
+def test_transformers_separate_vocabulary_tokenizer_is_named(marian_separate_path):
+    """transformers' Marian tokenizer of a model with separate vocabularies reads its source vocabulary, whose tokens
+    its target SentencePiece decodes without the prefix before them (transformers fails: "substring not found"):
+    refused naming the tokenizer to pass, not str.index's message."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = transformers.AutoTokenizer.from_pretrained(marian_separate_path)
+    pipe = pipeline("translation", model=marian_separate_path)
+    source = torch.tensor([pipe.tokenizer(TEXTS[0])["input_ids"]])
+    with pytest.raises(ValueError, match="^stop_strings cannot read the tokenizer's vocabulary as text: token ") as e:
+        pipe.model.generate(source, max_new_tokens=4, stop_strings=["e"], tokenizer=theirs)
+    assert str(e.value).endswith("(transformers' Marian tokenizer of a model with separate vocabularies does so: its "
+                                 "vocabulary is the source's); pass seq2seq_kit's AutoTokenizer.from_pretrained(the "
+                                 "model's folder)")
+
+
 def random_rows(theirs, stop: str, rng: random.Random, n: int = 48) -> list[list[int]]:
     """Rows of ids that often end in (or around) `stop`, some with random ids before, some 1 token long."""
     size = len(theirs.get_vocab())

@@ -22,6 +22,10 @@ import weakref
 import torch
 
 PREFIX = "abcdef"                    # what transformers decodes each token after, then cuts off
+NOT_READ = ("stop_strings cannot read the tokenizer's vocabulary as text: token {token!r} after "
+            f"{PREFIX!r} reads {{text!r}}, without {PREFIX!r} (transformers' Marian tokenizer of a model "
+            "with separate vocabularies does so: its vocabulary is the source's); pass seq2seq_kit's "
+            "AutoTokenizer.from_pretrained(the model's folder)")
 
 
 class StopStrings:
@@ -155,6 +159,8 @@ def token_texts(tokenizer, mode: str | None) -> dict[int, str | bytes]:
         text = token_bytes(token, mode, byte_of)
         if text is None:
             text = tokenizer.convert_tokens_to_string(base + [token])
+            if PREFIX not in text:
+                raise ValueError(NOT_READ.format(token=token, text=text))
             text = text[text.index(PREFIX) + len(PREFIX):]
             text = text.encode() if mode else text
         out[i] = text
