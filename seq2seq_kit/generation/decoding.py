@@ -313,8 +313,9 @@ def deadline(max_time: float | None) -> float:
 
 def stop_strings_of(cfg: GenerationConfig, tokenizer, device: torch.device,
                     fix: str = "generate(..., stop_strings=..., tokenizer=tokenizer)") -> StopStrings | None:
-    """cfg.stop_strings' tables over the tokenizer's vocabulary (None without stop strings; [] is none), or the
-    error transformers gives without a tokenizer (`fix`: where the caller takes one)."""
+    """cfg.stop_strings' tables over the tokenizer's vocabulary (None without stop strings; [] is none). Without a
+    tokenizer, a ValueError as transformers raises one, in its own words: it names `fix`, where the caller takes
+    one."""
     if not cfg.stop_strings:
         return None
     if tokenizer is None:
