@@ -5,8 +5,8 @@ after the others) -> argmax, or torch.multinomial(softmax(scores), 1) drawn from
 RNG, so torch.manual_seed reproduces transformers' draw). A row finishes at an EOS id or when its text ends in
 one of stop_strings (stop_strings.py); with EOS ids, a row that has finished gets `pad_token_id` from then on
 (without, it goes on writing tokens, as there); generation stops when every row has finished or the sequence
-reaches max_length (start token included). Output: [R, T], T = P + steps taken (P: the decoder prompt, 1 = the start token alone);
-R = batch * num_return_sequences (inputs repeated).
+reaches max_length (start token included). Output: [R, T], T = P + steps taken (P: the decoder prompt, 1 = the
+start token alone); R = batch * num_return_sequences (inputs repeated).
 The step runs on the device at fixed shapes, cur_len included (`advance_on_device`, what a CUDA graph captures;
 once stopped, further steps change nothing); the eager loop's `advance` reads its flags back once per step.
 """
