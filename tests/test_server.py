@@ -397,6 +397,11 @@ def test_stop_strings_end_summaries_as_the_pipelines(server, pipe):
     assert answer.status_code == 200 and answer.json() == want != pipe(doc, **PARAMS), answer.text
     bad = post(server, {"inputs": doc, "parameters": {"stop_strings": [".", ""]}})
     assert bad.status_code == 422 and bad.json()["field"] == "parameters.stop_strings", bad.text
+    for many, field, words in ((["."] * 9, "parameters.stop_strings", "at most 8 items"),   # bounded: each new
+                               ("x" * 65, "parameters.stop_strings", "at most 64 characters"),  # set builds tables
+                               (["x" * 65], "parameters.stop_strings.0", "at most 64 characters")):
+        bad = post(server, {"inputs": doc, "parameters": {"stop_strings": many}})
+        assert bad.status_code == 422 and bad.json()["field"] == field and words in bad.json()["error"], bad.text
 
 
 def test_settings_that_fail_a_search_are_422_for_that_request_only(server, pipe):

@@ -291,3 +291,17 @@ def test_checkpoint_stop_strings_are_read(pair, checkpoint, tmp_path, tokenizers
     assert torch.equal(got, want) and not torch.equal(got, free)
     ours.generation_config.save_pretrained(tmp_path / "saved")
     assert GenerationConfig.from_pretrained(tmp_path / "saved").stop_strings == stops
+
+
+def test_tables_are_bounded(tokenizers):
+    """A long-lived process (a server) keeps the tables of its tokenizer's KEEP most recent stop strings only, and
+    stop strings whose table would pass MAX_TABLE entries are refused naming the fix."""
+    from seq2seq_kit.generation import stop_strings
+
+    _, tok = tokenizers["tiny"]
+    for n in range(stop_strings.KEEP + 3):
+        stop_strings.StopStrings.of(tok, [f"{n}."], torch.device("cpu"))
+    assert len(stop_strings.BUILT[tok]["tables"]) == stop_strings.KEEP
+    with pytest.raises(ValueError, match="stop_strings too large: 1 strings of up to 6000 characters over 50265 "
+                                         "tokens .* pass fewer or shorter stop strings"):
+        stop_strings.StopStrings.of(tok, ["ab" * 3000], torch.device("cpu"))

@@ -16,6 +16,7 @@ at fixed shapes, with no host read, for all rows at once.
 
 from __future__ import annotations
 
+import bisect
 import json
 import weakref
 
@@ -39,43 +40,45 @@ class StopStrings:
       length long [V + 1]: each token's text length;
       target long [n]: each stop string's length; L = W = the longest."""
 
-    def __init__(self, texts: dict[int, str | bytes], stops: tuple[str | bytes, ...]):
-        size, width = max(texts) + 2, max(map(len, stops))         # the vocabulary's ids and one past them
-        ends, fits = {}, []                                         # (i, s) -> end lengths; (i, s, m) that fit
-        for s, stop in enumerate(stops):
-            for i, t in relevant(texts, stop):
-                if e := end_overlaps(t, stop):
-                    ends[i, s] = e
-                fits += [(i, s, m) for m in fit_positions(t, stop)]
-        if not ends:
+    def __init__(self, vocab: Vocabulary, stops: tuple[str | bytes, ...]):
+        size, width = max(vocab.texts) + 2, max(map(len, stops))   # the vocabulary's ids and one past them
+        if size * len(stops) * width > MAX_TABLE:
+            raise ValueError(f"stop_strings too large: {len(stops)} strings of up to {width} characters over "
+                             f"{size - 1} tokens make a table of {size * len(stops) * width:,} entries (at most "
+                             f"{MAX_TABLE:,}); pass fewer or shorter stop strings")
+        ends = entries([(vocab.holding_end(stop, k), s, k) for s, stop in enumerate(stops)
+                        for k in range(1, len(stop) + 1)])                   # [N, 3]: (id, s, end length)
+        if not len(ends):
             raise ValueError("no token of the tokenizer's vocabulary can end any of stop_strings: they hold "
                              "characters this vocabulary never writes; check the strings and the tokenizer")
-        self.ends = torch.zeros((size, len(stops), max(map(len, ends.values()))), dtype=torch.long)
-        for (i, s), e in ends.items():
-            self.ends[i, s, :len(e)] = torch.tensor(e)
+        self.ends = slotted(ends, size, len(stops))
+        fits = entries([(vocab.continuing(stop, m), s, m) for s, stop in enumerate(stops)
+                        for m in range(1, len(stop))])                       # [M, 3]: (id, s, m)
         self.fits = torch.zeros((size, len(stops), width), dtype=torch.bool)
-        if fits:
-            self.fits[tuple(torch.tensor(fits).T)] = True
+        self.fits[fits.unbind(dim=1)] = True
         self.length = torch.zeros(size, dtype=torch.long)
-        self.length[list(texts)] = torch.tensor([len(t) for t in texts.values()])
+        self.length[list(vocab.texts)] = torch.tensor([len(t) for t in vocab.texts.values()])
         self.target = torch.tensor([len(s) for s in stops], dtype=torch.long)
         self.width = width
 
     @classmethod
     def of(cls, tokenizer, stop_strings, device: torch.device) -> StopStrings:
         """The tables for these stop strings (a str or a list of them) over `tokenizer`'s vocabulary (a
-        seq2seq_kit Tokenizer or a transformers tokenizer), built once per tokenizer, strings and device."""
+        seq2seq_kit Tokenizer or a transformers tokenizer): its Vocabulary read once per tokenizer (and size), the
+        tables of its KEEP most recent stop strings kept."""
         stops = tuple([stop_strings] if isinstance(stop_strings, str) else stop_strings)
         try:
             kept = BUILT.setdefault(tokenizer, {})
         except TypeError:                                           # a tokenizer that is not weakly referable
             kept = {}
-        key = (stops, len(tokenizer), str(device))
-        if key not in kept:
-            mode = matching_mode(tokenizer)
-            texts = token_texts(tokenizer, mode)
-            kept[key] = cls(texts, tuple(s.encode() for s in stops) if mode else stops).to(device)
-        return kept[key]
+        if kept.get("size") != len(tokenizer):                      # new, or its vocabulary changed
+            kept.update(size=len(tokenizer), vocabulary=Vocabulary(tokenizer), tables={})
+        vocab, tables, key = kept["vocabulary"], kept["tables"], (stops, str(device))
+        found = tables.pop(key, None) or cls(vocab, vocab.encoded(stops)).to(device)
+        tables[key] = found                                         # the most recent last
+        if len(tables) > KEEP:
+            del tables[next(iter(tables))]
+        return found
 
     def to(self, device: torch.device) -> StopStrings:
         self.ends, self.fits, self.length, self.target = (
@@ -98,30 +101,84 @@ class StopStrings:
         return ((matched * ok).amax(dim=(1, 3)) >= self.target).any(dim=1)
 
 
-# tokenizer -> {(stop strings, vocabulary size, device): StopStrings}: built once, dropped with the tokenizer
+def entries(groups: list[tuple[torch.Tensor, int, int]]) -> torch.Tensor:
+    """(ids [n], s, value) groups -> long [N, 3] rows (id, s, value)."""
+    rows = [torch.stack((ids, torch.full_like(ids, s), torch.full_like(ids, v)), dim=1) for ids, s, v in groups]
+    return torch.cat(rows) if rows else torch.zeros((0, 3), dtype=torch.long)
+
+
+def slotted(ends: torch.Tensor, size: int, n: int) -> torch.Tensor:
+    """Rows (id, s, end length) [N, 3] -> long [size, n, E]: each (id, s)'s end lengths in its first slots, zeros
+    after; E the most any (id, s) has."""
+    group = ends[:, 0] * n + ends[:, 1]                                          # [N]
+    group, order = group.sort(stable=True)
+    rank = torch.arange(len(group)) - torch.searchsorted(group, group)          # its place in its group
+    table = torch.zeros((size, n, int(rank.max()) + 1), dtype=torch.long)
+    table[ends[order, 0], ends[order, 1], rank] = ends[order, 2]
+    return table
+
+
+# tokenizer -> {"size": len(tokenizer), "vocabulary": its Vocabulary, "tables": {(stop strings, device):
+# StopStrings}}: dropped with the tokenizer; the KEEP most recently used tables are kept (a server sees many)
 BUILT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+KEEP = 4
+MAX_TABLE = 2 ** 28                  # entries of the fits table (bool): 256 MB
 
 
-def relevant(texts: dict[int, str | bytes], stop: str | bytes):
-    """The (id, text) pairs that may end or continue a match of `stop`: those beginning or ending with one of its
-    characters, holding it whole, or empty (an empty text continues a match anywhere)."""
-    chars = set(stop)
-    return [(i, t) for i, t in texts.items() if not t or t[0] in chars or t[-1] in chars or stop in t]
+class Vocabulary:
+    """A tokenizer's vocabulary as stop strings read it: `texts`, every id -> the text its token adds (bytes
+    when `mode` is set: see token_texts), kept sorted forwards and backwards (each text reversed), so that the
+    ids of the texts that begin (or end) with a given part are one range of a list, found by bisection."""
+
+    def __init__(self, tokenizer):
+        self.mode = matching_mode(tokenizer)
+        self.texts = token_texts(tokenizer, self.mode)
+        order = sorted(self.texts, key=self.texts.__getitem__)
+        self.forwards = ([self.texts[i] for i in order], torch.tensor(order))
+        order = sorted(self.texts, key=lambda i: self.texts[i][::-1])
+        self.backwards = ([self.texts[i][::-1] for i in order], torch.tensor(order))
+        self.by_text: dict[str | bytes, list[int]] = {}
+        for i, t in self.texts.items():
+            self.by_text.setdefault(t, []).append(i)
+        self.longest = max(map(len, self.texts.values()))
+
+    def encoded(self, stops: tuple[str, ...]) -> tuple[str | bytes, ...]:
+        """The stop strings as the texts are: UTF-8 bytes when the tokens read as bytes."""
+        return tuple(s.encode() for s in stops) if self.mode else stops
+
+    def holding_end(self, stop: str | bytes, k: int) -> torch.Tensor:
+        """The ids whose text holds stop's last k characters from its start (k < len(stop)), or holds all of stop
+        (k = len(stop)): transformers' end lengths. long [n]"""
+        if k < len(stop):
+            return beginning_with(self.forwards, stop[-k:])
+        return torch.tensor([i for i, t in self.texts.items() if stop in t], dtype=torch.long)
+
+    def continuing(self, stop: str | bytes, m: int) -> torch.Tensor:
+        """The ids whose text continues a match backwards after stop's last m characters (1 <= m < len(stop)): it
+        spells the characters just before them, or ends with all of those (it begins before the stop string); an
+        empty text does so anywhere. long [n]"""
+        head = stop[:len(stop) - m]
+        spelled = [i for j in range(max(0, len(head) - self.longest), len(head) + 1)     # head ends with it
+                   for i in self.by_text.get(head[j:], ())]
+        return torch.cat((torch.tensor(spelled, dtype=torch.long), beginning_with(self.backwards, head[::-1])))
 
 
-def end_overlaps(token: str | bytes, stop: str | bytes) -> list[int]:
-    """How many of stop's last characters `token` holds from its start: each k < len(stop) where the token begins
-    with stop's last k, and len(stop) where the token holds it all (transformers' end lengths, each once)."""
-    starts = [k for k in range(1, min(len(token), len(stop) - 1) + 1) if stop[-k] == token[0]]   # a quick test
-    return [k for k in starts if token[:k] == stop[-k:]] + [len(stop)] * (stop in token)
+def beginning_with(index: tuple[list, torch.Tensor], part: str | bytes) -> torch.Tensor:
+    """The ids of the sorted texts `index` (texts, their ids) that begin with `part` (non-empty): one range."""
+    texts, ids = index
+    start, after = bisect.bisect_left(texts, part), successor(part)
+    end = len(texts) if after is None else bisect.bisect_left(texts, after, lo=start)
+    return ids[start:end]
 
 
-def fit_positions(token: str | bytes, stop: str | bytes) -> list[int]:
-    """The m (1 <= m < len(stop)) after which `token` continues a match backwards: it spells stop's characters just
-    before its last m, or ends with all of them (it begins before the stop string)."""
-    n = len(stop)
-    ends = range(1, n) if not token else [m for m in range(1, n) if stop[n - 1 - m] == token[-1]]   # a quick test
-    return [m for m in ends if stop[:n - m].endswith(token) or token.endswith(stop[:n - m])]
+def successor(part: str | bytes) -> str | bytes | None:
+    """The least text above every text that begins with `part` (None: there is none): its last character that
+    can be raised, raised, and what follows it dropped."""
+    if isinstance(part, bytes):
+        part = part.rstrip(b"\xff")
+        return part[:-1] + bytes([part[-1] + 1]) if part else None
+    part = part.rstrip(chr(0x10FFFF))
+    return part[:-1] + chr(ord(part[-1]) + 1) if part else None
 
 
 def matching_mode(tokenizer) -> str | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import typing
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -20,9 +20,13 @@ from ..generation.config import GENERATE_KWARGS, GenerationConfig
 # setting generation gains is served at once, so one that clients must not set belongs here.
 SERVER_OWNED = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "forced_bos_token_id",
                 "forced_eos_token_id", "output_scores", "output_logits", "return_dict_in_generate")
+# stop_strings one request may send: each new set of them builds its tables (a few MB, ~0.1 s) as it is submitted
+STOP_STRINGS, STOP_STRING_CHARS = 8, 64
+StopString = Annotated[str, Field(max_length=STOP_STRING_CHARS)]
 # Where GenerationConfig's annotation is wider than what generate takes, the narrower type (for the OpenAPI page).
 # JSON has no tuples (and strict types take no list for one): those settings' JSON forms.
 NARROWER = {"early_stopping": bool | Literal["never"] | None,
+            "stop_strings": StopString | Annotated[list[StopString], Field(max_length=STOP_STRINGS)] | None,
             "sequence_bias": list[list[list[int] | float]] | None,             # [[[token ids], bias], ...]
             "exponential_decay_length_penalty": list[int | float] | None}      # [start, factor]
 
