@@ -64,3 +64,50 @@ def test_no_scores_is_named(pair):
     out = ours.generate(ids, mask, max_new_tokens=3, return_dict_in_generate=True)
     with pytest.raises(ValueError, match="scores is empty: generate with output_scores=True"):
         ours.compute_transition_scores(out.sequences, out.scores)
+
+
+FIX = ("pass the .sequences, .scores (or .logits) and .beam_indices of one generate(..., output_scores=True, "
+       "return_dict_in_generate=True) call")
+MISMATCHES = {   # (what is passed, from a greedy run g and a beam run b) -> the message's problem
+    "beam_indices of another run": (lambda g, b: (g.sequences, g.scores, b.beam_indices),
+                                    "beam_indices must be an integer tensor [3, steps] (sequences has 3 rows), got a "
+                                    "int64 tensor of shape (6, 6)"),
+    "beam search without beam_indices": (lambda g, b: (b.sequences, b.scores, None),
+                                         "sequences has 6 rows and scores 9, without beam_indices: after beam search "
+                                         "pass its .beam_indices; else"),
+    "fewer sequences than scores' rows": (lambda g, b: (g.sequences[:1], g.scores, None),
+                                          "sequences has 1 rows and scores 3, without beam_indices: after beam "
+                                          "search pass its .beam_indices; else"),
+    "beam rows beyond the scores'": (lambda g, b: (b.sequences, g.scores, b.beam_indices),
+                                     "beam_indices holds a row outside the scores' 3 rows (or below -1)"),
+    "sequences shorter than the steps": (lambda g, b: (g.sequences[:, :3], g.scores, None),
+                                         "sequences has 3 tokens a row, fewer than the 6 steps scored"),
+    "a token beyond the vocabulary": (lambda g, b: (g.sequences + 60000, g.scores, None),
+                                      "sequences holds a token id outside the scores' vocabulary of 50265"),
+    "beam_indices longer than the scores": (lambda g, b: (b.sequences, b.scores[:3], b.beam_indices),
+                                            "beam_indices counts more steps than the scores' 3"),
+    "scores stacked": (lambda g, b: (g.sequences, torch.stack(g.scores), None),
+                       "scores must be a tuple of [rows, vocab] tensors, one per step, got a float32 tensor of shape "
+                       "(6, 3, 50265)"),
+    "scores of two widths": (lambda g, b: (g.sequences, (g.scores[0][:, :9],) + g.scores[1:], None),
+                             "scores must hold one [rows, vocab] tensor per step, all of one shape, got shapes "
+                             "['(3, 50265)', '(3, 9)']"),
+    "float sequences": (lambda g, b: (g.sequences.float(), g.scores, None),
+                        "sequences must be generate's .sequences, an integer tensor [rows, length], got a float32 "
+                        "tensor of shape (3, 7)"),
+}
+
+
+@pytest.mark.parametrize("case", list(MISMATCHES))
+def test_mismatched_inputs_are_named(pair, case):
+    """Inputs that are not one generate call's (transformers fails deep inside torch, or answers silently) are a
+    ValueError naming the mismatch and the fix."""
+    _, ours = pair("tiny")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    kwargs = dict(max_new_tokens=6, min_new_tokens=6, return_dict_in_generate=True, output_scores=True)
+    g = ours.generate(ids, mask, **kwargs)
+    b = ours.generate(ids, mask, num_beams=3, num_return_sequences=2, **kwargs)
+    args, problem = MISMATCHES[case]
+    with pytest.raises(ValueError) as error:
+        ours.compute_transition_scores(*args(g, b))
+    assert str(error.value) == (f"{problem} {FIX}" if problem.endswith("else") else f"{problem}: {FIX}")
