@@ -2,9 +2,10 @@
 protocol.Seq2SeqModel. Imports nothing from seq2seq_kit.models."""
 
 from .config import GenerationConfig
-from .decoding import (GenerateOutput, compute_transition_scores, deadline, generate, prepare, result,
-                       rows_per_input, rows_setting, settings, start_search, start_slots, stop_strings_of)
+from .decoding import (GenerateOutput, deadline, generate, prepare, result, rows_per_input, rows_setting, settings,
+                       start_search, start_slots, stop_strings_of)
 from .protocol import Seq2SeqModel
+from .transition_scores import compute_transition_scores
 
 __all__ = ["GenerationConfig", "GenerateOutput", "Seq2SeqModel", "compute_transition_scores", "deadline", "generate",
            "prepare", "result", "rows_per_input", "rows_setting", "settings", "start_search", "start_slots",
