@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import time
 import warnings
 
 import pytest
@@ -305,3 +306,45 @@ def test_tables_are_bounded(tokenizers):
     with pytest.raises(ValueError, match="stop_strings too large: 1 strings of up to 6000 characters over 50265 "
                                          "tokens .* pass fewer or shorter stop strings"):
         stop_strings.StopStrings.of(tok, ["ab" * 3000], torch.device("cpu"))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fixed_capacity_group_steps_with_stop_strings_and_prompts_replayed_as_cuda_graphs_would(
+        small_path, fixtures_dir, seed, monkeypatch):
+    """The engine's CUDA path with its graphs emulated on the CPU (tests/graph_emulation.py: each group's search
+    step captured, then only its recorded ops replayed on the same tensors): requests with stop strings and
+    decoder prompts, greedy and beam, many sharing searches, each equal to generate alone. What a GPU session needs
+    before the engine's refusal of both on CUDA is lifted (scheduler.Engine._check_graph_inputs)."""
+    from seq2seq_kit import BartForConditionalGeneration, cuda_capture
+    from seq2seq_kit.models.cuda_graph import BucketGraphs
+    from graph_emulation import EmulatedGraph
+
+    monkeypatch.setattr(cuda_capture, "CapturedStep", EmulatedGraph)
+    model = BartForConditionalGeneration.from_pretrained(small_path)
+    tok = AutoTokenizer.from_pretrained(fixtures_dir / "bart-tokenizer")      # ids 0..63: '<s>', '.', 'Ġthe', ...
+    rng = random.Random(seed)
+    sources = [[rng.randint(3, 63) for _ in range(rng.randint(2, 12))] for _ in range(24)]
+    free = [model.generate(torch.tensor([ids]), max_new_tokens=16)[0] for ids in sources]
+    texts = [tok.convert_tokens_to_string(tok.convert_ids_to_tokens(out[1:rng.randint(3, 9)].tolist())) for out in free]
+    settings = [dict(num_beams=1), dict(num_beams=3, length_penalty=1.5), dict(num_beams=2, no_repeat_ngram_size=2)]
+    jobs = [(ids, dict(rng.choice(settings), max_new_tokens=16,
+                       **({"stop_strings": [text[-rng.randint(1, 4):]]} if rng.random() < 0.7 else {}),
+                       **({"decoder_input_ids": [2, rng.randint(3, 63)]} if rng.random() < 0.3 else {})))
+            for ids, text in zip(sources, texts)]
+    with Engine(model, max_rows=12, fixed_capacity=True, tokenizer=tok) as engine:
+        batch = engine.batch
+        batch.graphs, batch.capture = BucketGraphs(model.next_token_logits, batch.tokens[:-1], batch.logits), True
+        requests = []
+        for ids, call in jobs:
+            requests.append(engine.submit(ids, **call))
+            time.sleep(rng.choice([0, 0, 0.001, 0.005]))
+        outputs = [r.result(timeout=60) for r in requests]
+        graphs = [g.graph for g in [*engine.groups, *engine.batch.idle.values()] if g.graph is not None]
+    shorter = 0
+    for (ids, call), out, alone in zip(jobs, outputs, free):
+        prompt = call.pop("decoder_input_ids", None)
+        extra = {} if prompt is None else {"decoder_input_ids": torch.tensor([prompt])}
+        want = model.generate(torch.tensor([ids]), tokenizer=tok, **call, **extra)
+        assert torch.equal(out, want), call
+        shorter += "stop_strings" in call and want.shape[1] < len(alone)
+    assert shorter >= 3 and len(graphs) >= 2 and all(isinstance(g, EmulatedGraph) and g.replays > 0 for g in graphs)
