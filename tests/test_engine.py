@@ -185,6 +185,14 @@ def test_encoder_ngram_blocking_follows_each_request_through_a_shared_search(tin
         assert torch.equal(out, tiny_eos.generate(torch.tensor([ids]), **kwargs)), kwargs
 
 
+def draw_setting(rng: random.Random, bases: list[dict]) -> dict:
+    """Settings drawn at random, or half the time one of `bases` with lengths of its own (requests that share a
+    search)."""
+    if rng.random() < 0.5:
+        return random_settings(rng)
+    return dict(rng.choice(bases), max_new_tokens=rng.randint(1, 20), min_length=rng.randint(0, 10))
+
+
 @pytest.mark.parametrize("fixed_capacity", [False, True])
 def test_random_settings_stream_matches_generate_alone(small_path, fixed_capacity):
     """Requests whose settings are drawn at random (every search mode and processor; sampling with a generator of
@@ -194,12 +202,8 @@ def test_random_settings_stream_matches_generate_alone(small_path, fixed_capacit
     rng = random.Random(20 + fixed_capacity)
     bases = [random_settings(rng) for _ in range(3)]
 
-    def draw() -> dict:
-        if rng.random() < 0.5:
-            return random_settings(rng)
-        return dict(rng.choice(bases), max_new_tokens=rng.randint(1, 20), min_length=rng.randint(0, 10))
-
-    jobs = [([rng.randint(3, 63) for _ in range(rng.randint(1, 12))], draw(), rng.randint(0, 999)) for _ in range(40)]
+    jobs = [([rng.randint(3, 63) for _ in range(rng.randint(1, 12))], draw_setting(rng, bases), rng.randint(0, 999))
+            for _ in range(40)]
 
     def kwargs(setting, seed):
         return dict(setting, generator=torch.Generator().manual_seed(seed)) if setting.get("do_sample") else setting

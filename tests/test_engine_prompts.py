@@ -19,7 +19,7 @@ import torch
 
 from seq2seq_kit import AutoTokenizer, BartForConditionalGeneration, Engine
 from helpers import random_settings
-from test_engine import SCORE_ATOL, kwargs_of
+from test_engine import SCORE_ATOL, draw_setting, kwargs_of
 from test_engine import assert_same as assert_same_result
 
 START, PAD = 2, 1                       # the tiny checkpoints' decoder start and pad tokens
@@ -121,12 +121,7 @@ def test_random_settings_with_prompts_match_generate_alone(small_path, fixed_cap
     rng = random.Random(40 + fixed_capacity)
     bases = [random_settings(rng) for _ in range(3)]
 
-    def draw() -> dict:
-        if rng.random() < 0.5:
-            return random_settings(rng)
-        return dict(rng.choice(bases), max_new_tokens=rng.randint(1, 20), min_length=rng.randint(0, 10))
-
-    jobs = [([rng.randint(3, 63) for _ in range(rng.randint(1, 12))], random_prompt(rng, 64), draw(),
+    jobs = [([rng.randint(3, 63) for _ in range(rng.randint(1, 12))], random_prompt(rng, 64), draw_setting(rng, bases),
              rng.randint(0, 999)) for _ in range(40)]
 
     def kwargs(setting, seed):
