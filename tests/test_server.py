@@ -30,6 +30,8 @@ from prometheus_client import CONTENT_TYPE_LATEST  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LIMITS = ["--max-rows", "8", "--max-queue", "64", "--max-body-bytes", "20000", "--request-timeout", "5"]
 PARAMS = {"max_length": 12, "num_beams": 2}
+# a patched step of the server (launchers below: tokenization, stop-string tables) takes SLOW_S seconds longer
+SLOW_S = 8
 # heavy work: each input runs 250 steps on 4 rows, two inputs at a time (max_rows 8)
 LONG = {"num_beams": 4, "min_new_tokens": 250, "max_new_tokens": 250}
 KEY = "test-key-1234"
@@ -404,6 +406,46 @@ def test_stop_strings_end_summaries_as_the_pipelines(server, pipe):
         assert bad.status_code == 422 and bad.json()["field"] == field and words in bad.json()["error"], bad.text
 
 
+SLOW_STOP_STRINGS = f"""import sys, time
+from seq2seq_kit.cli import main
+from seq2seq_kit.generation.stop_strings import StopStrings
+
+build = StopStrings.__init__
+
+def slow_build(self, vocab, stops):
+    time.sleep({SLOW_S})
+    build(self, vocab, stops)
+
+StopStrings.__init__ = slow_build
+sys.exit(main())
+"""
+
+
+def test_new_stop_strings_build_their_tables_off_the_event_loop(tiny_eos_path, tmp_path):
+    """A request with new stop strings builds their tables (made to take SLOW_S seconds here) in a worker thread:
+    the server answers other requests meanwhile (it stalled every request on its event loop until the build was
+    done), and the request itself is answered as the pipeline answers it."""
+    launcher = tmp_path / "slow_stop_strings.py"
+    launcher.write_text(SLOW_STOP_STRINGS)
+    srv = Server(tmp_path, "--model", tiny_eos_path, "--request-timeout", str(3 * SLOW_S), launcher=launcher)
+    try:
+        srv.wait_ready()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(post, srv, {"inputs": "the tower is tall", "parameters": {"stop_strings": ["ow"],
+                                                                                         **PARAMS}})
+            time.sleep(1)
+            start = time.monotonic()
+            health = httpx.get(srv.url + "/health", timeout=SLOW_S)
+            fast = post(srv, {"inputs": "the tower is tall", "parameters": PARAMS}, timeout=SLOW_S)
+            took, answer = time.monotonic() - start, slow.result()
+    finally:
+        srv.stop()
+    assert (health.status_code, fast.status_code, answer.status_code) == (200, 200, 200), (fast.text, answer.text)
+    assert took < SLOW_S / 2, took
+    assert answer.json() == pipeline("summarization", model=str(tiny_eos_path))("the tower is tall",
+                                                                                stop_strings=["ow"], **PARAMS)
+
+
 def test_settings_that_fail_a_search_are_422_for_that_request_only(server, pipe):
     """A temperature that overflows every probability fails its own search (generate fails on it too): 422 naming
     the parameter, while the requests stepping beside it get the pipeline's summaries."""
@@ -456,7 +498,6 @@ def test_past_the_request_timeout_is_504_and_frees_the_engine(server):
 
 
 # the server's tokenization of a text holding SLOW takes SLOW_S seconds longer (a megabyte of text on a loaded machine)
-SLOW_S = 8
 SLOW_TOKENIZER = f"""import sys, time
 from seq2seq_kit.cli import main
 from seq2seq_kit.summarization import SummarizationPipeline

@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import json
 import weakref
+from collections import OrderedDict
 
 import torch
 
@@ -72,12 +73,12 @@ class StopStrings:
         except TypeError:                                           # a tokenizer that is not weakly referable
             kept = {}
         if kept.get("size") != len(tokenizer):                      # new, or its vocabulary changed
-            kept.update(size=len(tokenizer), vocabulary=Vocabulary(tokenizer), tables={})
+            kept.update(size=len(tokenizer), vocabulary=Vocabulary(tokenizer), tables=OrderedDict())
         vocab, tables, key = kept["vocabulary"], kept["tables"], (stops, str(device))
         found = tables.pop(key, None) or cls(vocab, vocab.encoded(stops)).to(device)
         tables[key] = found                                         # the most recent last
-        if len(tables) > KEEP:
-            del tables[next(iter(tables))]
+        while len(tables) > KEEP:                                   # popitem: one step, safe beside other threads
+            tables.popitem(last=False)
         return found
 
     def to(self, device: torch.device) -> StopStrings:

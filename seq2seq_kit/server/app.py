@@ -304,8 +304,13 @@ class Service:
 
     async def generate(self, inputs: str | list[str], rows: list[list[int]], kwargs: dict, clean_up: bool,
                        http: Request) -> list:
-        """The pipeline's records for rows (one engine request each), shaped as pipe(inputs) shapes them."""
-        requests = self.submit(rows, kwargs)
+        """The pipeline's records for rows (one engine request each), shaped as pipe(inputs) shapes them. With
+        stop_strings they are submitted from a worker thread: a new set builds its tables as it is submitted (up to
+        ~0.2 s at schema's bound), which would stall every other request on the event loop."""
+        if "stop_strings" in kwargs:
+            requests = await asyncio.to_thread(self.submit, rows, kwargs)
+        else:
+            requests = self.submit(rows, kwargs)
         ids = await outputs_of(requests, http, self, sent=kwargs)
         records = [self.pipe.postprocess(out[None], clean_up_tokenization_spaces=clean_up)[0] for out in ids]
         return shape_records(inputs, records)
