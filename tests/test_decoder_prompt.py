@@ -213,3 +213,89 @@ def test_prompt_on_cuda_decodes_eagerly(checkpoint):
     assert torch.equal(got.cpu(), want)
     with pytest.raises(ValueError, match="decoder_input_ids are not run on CUDA graphs"):
         cuda.generate(ids.cuda(), decoder_input_ids=prompt.cuda(), cuda_graph=True)
+
+
+def filled_caches(model, prompt: torch.Tensor, rows_per_input: int, fixed_shape: bool):
+    """(one-pass cache, token-by-token cache) of the model's decoder after prompt [B, T] on each input's rows, over
+    the encoder states of random sources (the second padded)."""
+    ids, mask = inputs(model.config.vocab_size, model.config.pad_token_id, lengths=(7, 5))
+    hidden = model.encode(ids, mask)                                                  # [B, S, D]
+    one_pass, stepped = (model.new_cache(hidden, mask, rows_per_input, 16, fixed_shape=fixed_shape) for _ in "ab")
+    rows = prompt.repeat_interleave(rows_per_input, dim=0)                            # [R, T]
+    model.prefill_unchecked(rows, one_pass)
+    for t in range(rows.shape[1]):
+        model.decode_step_unchecked(rows[:, t], stepped)
+    return one_pass, stepped
+
+
+# float32 (CPU): the one pass's matmuls over R * T rows round differently from T steps of R rows (other kernels,
+# other reduction orders); measured up to 3.6e-6 on these checkpoints' keys/values of magnitude ~1
+KV_TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fixed_shape", [False, True])
+@pytest.mark.parametrize("name", ["tiny", "tiny-mbart", "marian", "pegasus", "m2m100"])
+def test_a_one_pass_prefill_fills_the_cache_as_token_by_token_steps(pair, name, fixed_shape):
+    """prefill_unchecked writes every layer's self-attention keys/values into the cache's first T slots as T single
+    steps would (within KV_TOL), advances it by T, and the next step's logits agree (beams: 3 rows per input)."""
+    _, ours = pair(name)
+    prompt = torch.tensor([[2, 10, 11, 12, 13, 14], [2, 20, 21, 22, 23, 24]])          # [B, T]: no pad token
+    one_pass, stepped = filled_caches(ours, prompt, 3, fixed_shape)
+    assert one_pass.length == stepped.length == 6
+    if fixed_shape:
+        assert one_pass.positions.tolist() == stepped.positions.tolist() == [6]
+    torch.testing.assert_close(one_pass.self_kv, stepped.self_kv, **KV_TOL)           # slots past 6: zeros both
+    nxt = torch.arange(30, 36)                                                        # [R]
+    torch.testing.assert_close(ours.decode_step_unchecked(nxt, one_pass), ours.decode_step_unchecked(nxt, stepped),
+                               **KV_TOL)
+
+
+def test_a_prefill_into_a_cache_already_stepped_is_refused(pair):
+    _, ours = pair("tiny")
+    one_pass, _ = filled_caches(ours, torch.tensor([[2, 10], [2, 20]]), 1, False)
+    with pytest.raises(ValueError, match=r"^a prefill writes an empty cache's first slots, but this one holds 2 "
+                       r"tokens already: prefill a new cache, before any step$"):
+        ours.prefill_unchecked(torch.tensor([[5], [6]]), one_pass)
+
+
+def fed(model, monkeypatch) -> list:
+    """What the model's decoder is fed from now on: ("prefill", ids' shape) and ("step", rows) entries."""
+    calls = []
+    for name, kind, shape in (("prefill_unchecked", "prefill", lambda ids: list(ids.shape)),
+                              ("decode_step_unchecked", "step", lambda ids: len(ids)),
+                              ("decode_group_unchecked", "step", lambda ids: len(ids))):
+        def spy(ids, *args, _inner=getattr(model, name), _kind=kind, _shape=shape):
+            calls.append((_kind, _shape(ids)))
+            return _inner(ids, *args)
+        monkeypatch.setattr(model, name, spy)
+    return calls
+
+
+def test_generate_feeds_a_prompt_in_one_pass(pair, monkeypatch):
+    """A 6-token prompt (the start token prepended) on 3 inputs x 2 beams: one pass over its first 6 tokens of the
+    6 rows, then one step per generated token (not 6 more steps)."""
+    _, ours = pair("tiny")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    calls = fed(ours, monkeypatch)
+    ours.generate(ids, mask, decoder_input_ids=torch.arange(10, 16).repeat(3, 1), num_beams=2, max_new_tokens=3,
+                  min_new_tokens=3)
+    assert calls == [("prefill", [6, 6])] + [("step", 6)] * 3
+
+
+@pytest.mark.parametrize("fixed_capacity", [False, True])
+def test_the_engine_admits_a_prompt_in_one_pass(pair, monkeypatch, fixed_capacity):
+    """engine.submit(ids, decoder_input_ids=[P]) on the CPU, either engine: one pass over the prompt's first P - 1
+    tokens (the eager engine: of each beam row; the fixed-capacity one: of one row, copied into each) at
+    admission, and tokens equal generate's."""
+    from seq2seq_kit import Engine
+
+    _, ours = pair("tiny")
+    prompt, ids = [2, 10, 11, 12, 13], list(range(20, 29))
+    want = ours.generate(torch.tensor([ids]), decoder_input_ids=torch.tensor([prompt]), num_beams=2,
+                         max_new_tokens=4)
+    calls = fed(ours, monkeypatch)
+    with Engine(ours, max_rows=4, fixed_capacity=fixed_capacity) as engine:
+        got = engine.submit(ids, decoder_input_ids=prompt, num_beams=2, max_new_tokens=4).result(timeout=120)
+    prefills = [c for c in calls if c[0] == "prefill"]
+    assert prefills == [("prefill", [1 if fixed_capacity else 2, 4])], calls
+    assert torch.equal(got, want)

@@ -181,11 +181,11 @@ class EagerBatch:
 
     def take(self, request: Request, hidden: torch.Tensor) -> KVCache:
         """A new request's cache, from its encoder states [1, S, D], holding its decoder prompt's tokens but the
-        last (fed to this request alone, as generate feeds them: decoder_prompt.prefill)."""
-        step, cache = self.model.start_decoding(hidden, None, request.rows, request.config.max_length - 1,
-                                                cuda_graph=False)
+        last (fed to this request alone in one pass, as generate feeds them: decoder_prompt.prefill)."""
+        _, cache = self.model.start_decoding(hidden, None, request.rows, request.config.max_length - 1,
+                                             cuda_graph=False)
         if request.prompt is not None:
-            prefill(step, cache, request.prompt, request.rows)
+            prefill(self.model, cache, request.prompt, request.rows)
         return cache
 
     def group(self, key: str | None, request: Request, search) -> Group:
@@ -348,10 +348,11 @@ class FixedCapacity:
     def take(self, request: Request, hidden: torch.Tensor) -> Slots:
         """request.rows free rows for a new request and an input slot holding its cross-attention keys/values,
         computed once from its encoder states [1, S, D] and shared by its rows; its decoder prompt's tokens but the
-        last are fed once, to a cache of one row of its own, and copied into each of its rows."""
-        step, cache = self.model.start_decoding(hidden, None, 1, request.prompt_len, cuda_graph=False)
+        last are fed once (one pass: decoder_prompt.prefill), to a cache of one row of its own, and copied into each
+        of its rows."""
+        _, cache = self.model.start_decoding(hidden, None, 1, request.prompt_len, cuda_graph=False)
         if request.prompt is not None:
-            prefill(step, cache, request.prompt, 1)
+            prefill(self.model, cache, request.prompt, 1)
         rows = request.rows
         slots = Slots(list(reversed(self.free[-rows:])), self.free_inputs[0], cache.cross_k[0].shape[2],
                       self.store.positions.device)

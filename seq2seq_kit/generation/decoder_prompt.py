@@ -11,8 +11,9 @@ decoder start token alone, as transformers 5.24 does (`_prepare_decoder_input_id
     M2M100 / NLLB prompt positions around pad tokens in one pass, which a cache filled token by token does not
     reproduce (elsewhere a pad token in a prompt is padding, which prompts do not have: see the mask).
 
-The prompt's tokens but the last are fed to the decoder before the search starts (`prefill`); the search then
-steps from the last one.
+The prompt's tokens but the last are fed to the decoder in one causal pass before the search starts (`prefill`, the
+model's prefill_unchecked), as transformers runs its whole prompt in one forward; the search then steps from the
+last one.
 """
 
 from __future__ import annotations
@@ -106,9 +107,9 @@ def complete(prompt: torch.Tensor, start: int, pad: int | None) -> torch.Tensor:
     return prompt
 
 
-def prefill(step, cache, prompt: torch.Tensor, rows_per_input: int) -> None:
-    """Feed prompt [B, P]'s tokens but the last to `step` (protocol.Step) on each input's rows, filling the cache's
-    first P - 1 positions; their logits are not needed (the search steps from the last token)."""
-    rows = prompt.repeat_interleave(rows_per_input, dim=0)                            # [R, P]
-    for t in range(prompt.shape[1] - 1):
-        step(rows[:, t], cache)
+def prefill(model, cache, prompt: torch.Tensor, rows_per_input: int) -> None:
+    """Feed prompt [B, P]'s tokens but the last to the model (protocol.Seq2SeqModel.prefill_unchecked) on each
+    input's rows in one pass, filling the empty cache's first P - 1 positions; their logits are not needed (the
+    search steps from the last token)."""
+    if prompt.shape[1] > 1:
+        model.prefill_unchecked(prompt[:, :-1].repeat_interleave(rows_per_input, dim=0), cache)   # [R, P - 1]

@@ -131,7 +131,7 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     # before the prompt's forward, which transformers' first step runs after its MaxTimeCriteria starts the clock
     ends = deadline(cfg.max_time)
     if prompt is not None:
-        decoder_prompt.prefill(step, cache, prompt, rows_per_input(cfg))
+        decoder_prompt.prefill(model, cache, prompt, rows_per_input(cfg))
     while not search.done:
         logits = step(search.tokens(), cache)                                         # [R, V]
         if time.monotonic() > ends:

@@ -69,6 +69,12 @@ class Seq2SeqModel(Protocol):
     def project_cross_kv(self, cache: Cache, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None):
         """Write encoder_hidden's cross-attention keys/values and padding_mask into a cache of those shapes."""
 
+    def prefill_unchecked(self, input_ids: torch.Tensor, cache: Cache) -> None:
+        """A decoder prompt in one causal pass: input_ids [R, T] long fed to an empty eager cache (start_decoding's
+        with cuda_graph False, or new_cache's), every layer's self-attention keys/values written into its first T
+        positions and the cache advanced by T, so the next step continues exactly as after T single steps (to float
+        rounding); positions numbered as the teacher-forced forward numbers them. Computes no logits."""
+
     def decode_step_unchecked(self, input_ids: torch.Tensor, cache: Cache) -> torch.Tensor:
         """The eager step: input_ids [R] -> logits [R, V], advancing the cache; on a FixedShapeCache it reads
         nothing back and keeps every shape, so a CUDA graph can capture it with the search's step."""

@@ -2,7 +2,8 @@
 Pegasus and M2M100 (NLLB) models.
 
 The network alone: its layers, the teacher-forced forward, the encoder, and decoding one token per row on a KV cache
-(models/kv_cache.py), eager or replayed from a CUDA graph (models/cuda_graph.py). It knows no files, Hub or search:
+(models/kv_cache.py), eager or replayed from a CUDA graph (models/cuda_graph.py), after a decoder prompt's tokens
+fed to the cache in one causal pass (prefill_unchecked). It knows no files, Hub or search:
 seq2seq_kit/modeling.py adds checkpoints (loading.py) and generate (generation/).
 
 Shapes: B inputs, S source tokens, T target tokens, D = d_model, H heads, Dh = D // H, V = the decoder's vocabulary
@@ -16,7 +17,8 @@ models/bart_checkpoint.py maps checkpoint names to ours and back.
 
 Checked and unchecked entry points: forward, encode, new_cache and decode_step check their arguments (some checks
 read values back from the device); check_inputs is the check alone; encode_unchecked, start_decoding,
-decode_step_unchecked and next_token_logits trust theirs (generate runs check_inputs once, then only these).
+prefill_unchecked, decode_step_unchecked and next_token_logits trust theirs (generate runs check_inputs once, then
+only these).
 forward and encode run under no_grad, not inference_mode: their outputs are ordinary tensors, as transformers' under
 no_grad (an inference tensor refuses in-place edits such as logits[:, pad] = -inf, and being saved for backward, as
 a distillation loss against the logits does); the decoding entry points keep inference_mode (a KV cache's reorder
@@ -91,6 +93,15 @@ class SelfAttention(nn.Module):
         y = ys[0] if len(ys) == 1 else torch.cat(ys)                        # [R, H, 1, Dh]
         return self.out_proj(y.transpose(1, 2).reshape(R, 1, D))
 
+    def prefill(self, x: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
+        """T tokens per row from an empty cache's first slot: x [R, T, D] -> [R, T, D], each token attending to
+        itself and those before it (causal), as forward does; their keys/values go to the cache's first T slots."""
+        R, T, D = x.shape
+        qkv = self.qkv_proj(x).view(R, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)   # [3, R, H, T, Dh]
+        cache.write_first(layer, qkv[1:])
+        y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True, scale=self.scale)  # [R, H, T, Dh]
+        return self.out_proj(y.transpose(1, 2).reshape(R, T, D))
+
 
 class CrossAttention(nn.Module):
     def __init__(self, d_model: int, heads: int):
@@ -114,15 +125,16 @@ class CrossAttention(nn.Module):
         return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
 
     def step(self, x: torch.Tensor, caches: list[KVCache], layer: int) -> torch.Tensor:
-        """One token per row: x [R, 1, D] -> [R, 1, D]. Each cache's B inputs attend to their own encoder keys and
-        values once, an input's rows as its query positions ([B, H, n, Dh]: the cache's input_queries)."""
-        q = self.q_proj(x)                                                  # [R, 1, D]
+        """T tokens per row (1 in a decode step, a prompt's in a prefill on one eager cache): x [R, T, D] ->
+        [R, T, D]. Each cache's B inputs attend to their own encoder keys and values once, an input's rows' tokens
+        as its query positions ([B, H, n * T, Dh]: the cache's input_queries)."""
+        q = self.q_proj(x)                                                  # [R, T, D]
         ys = []
         for rows, cache in row_ranges(caches):
-            q_c = cache.input_queries(q[rows], self.heads)                  # [B, H, n, Dh]
+            q_c = cache.input_queries(q[rows], self.heads)                  # [B, H, n * T, Dh]
             y = F.scaled_dot_product_attention(q_c, cache.cross_k[layer], cache.cross_v[layer],
-                                               attn_mask=cache.cross_mask, scale=self.scale)   # [B, H, n, Dh]
-            ys.append(cache.row_outputs(y))                                 # [r, 1, D]
+                                               attn_mask=cache.cross_mask, scale=self.scale)   # [B, H, n * T, Dh]
+            ys.append(cache.row_outputs(y))                                 # [r, T, D]
         return self.out_proj(ys[0] if len(ys) == 1 else torch.cat(ys))
 
 
@@ -183,6 +195,12 @@ class DecoderLayer(nn.Module):
         """x [R, 1, D] -> [R, 1, D]; i: this layer's index."""
         x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn.step, caches, i)
         x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn.step, caches, i)
+        return sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn)
+
+    def prefill(self, x: torch.Tensor, cache: KVCache, i: int) -> torch.Tensor:
+        """x [R, T, D] -> [R, T, D]: T tokens per row from an empty cache's first slot (SelfAttention.prefill)."""
+        x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn.prefill, cache, i)
+        x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn.step, [cache], i)
         return sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn)
 
 
@@ -248,6 +266,15 @@ class Decoder(nn.Module):
         for i, layer in enumerate(self.layers):                             # x [R, 1, D]
             x = layer.step(x, caches, i)
         return self.layer_norm(x) if self.layer_norm is not None else x
+
+    def prefill(self, tok: torch.Tensor, ids: torch.Tensor, cache: KVCache) -> None:
+        """Every layer's keys/values of ids [R, T] (tok [R, T, D] their scaled embeddings) in an empty cache's first
+        T slots, positions numbered as forward numbers them; the last layer's output is not needed."""
+        x = tok + self.embed_positions(ids)                                 # [R, T, D]
+        if self.layernorm_embedding is not None:
+            x = self.layernorm_embedding(x)
+        for i, layer in enumerate(self.layers):
+            x = layer.prefill(x, cache, i)
 
 
 INFERENCE_ONLY = ("seq2seq_kit's models are inference-only (no dropout, no gradients, no loss); fine-tune with "
@@ -499,6 +526,15 @@ class BartNetwork(nn.Module):
         checks.check_device(input_ids, "input_ids", self.device)
         checks.check_vocab_range(input_ids, "input_ids", self.config.decoder_vocab_size)
         return self.decode_step_unchecked(input_ids, cache)
+
+    @torch.inference_mode()
+    def prefill_unchecked(self, input_ids: torch.Tensor, cache: KVCache) -> None:
+        """Feed input_ids [R, T] (a decoder prompt's tokens per row) to an empty cache in one causal pass, as the
+        teacher-forced forward reads them: every layer's self-attention keys/values written into its first T
+        slots, the cache advanced by T; the next step continues as after T single steps (keys/values equal to
+        float rounding). Computes no logits; checks nothing but that the cache is empty."""
+        self.decoder.prefill(self.embed(input_ids, self.decoder_embeddings), input_ids, cache)
+        cache.advance(input_ids.shape[1])
 
     @torch.inference_mode()
     def decode_step_unchecked(self, input_ids: torch.Tensor, cache: KVCache) -> torch.Tensor:

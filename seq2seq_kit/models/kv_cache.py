@@ -4,11 +4,13 @@ Shapes: B inputs, S source tokens, R = B * rows_per_input decoder rows (beams or
 r // rows_per_input), H heads, Dh head size, L = max_length self-attention slots.
 
 Self-attention keys/values are preallocated, L slots per row, and written by `update(layer, kv)`, which also
-returns what the attention reads. Cross-attention keys/values are computed once per *input* (the model's
-`project_cross_kv`) and shared by that input's rows: a step views its queries [R, H, 1, Dh] as
-[B, H, rows_per_input, Dh] (rows as query positions).
+returns what the attention reads, or, for a decoder prompt fed in one pass, by `write_first(layer, kv)` into an
+empty cache's first T slots (followed by `advance(T)`: the next step then continues as after T single steps).
+Cross-attention keys/values are computed once per *input* (the model's `project_cross_kv`) and shared by that
+input's rows: a step views its queries [R, H, 1, Dh] as [B, H, rows_per_input, Dh] (rows as query positions; a
+prefill's [R, H, T, Dh] as [B, H, rows_per_input * T, Dh]).
 
-Two kinds, one interface (`position`, `update`, `advance`, `reorder`):
+Two kinds, one interface (`position`, `update`, `write_first`, `advance`, `reorder`):
   KVCache            eager: the position is the host int `length`; attention reads slots [:length + 1] unmasked.
   FixedShapeKVCache  for CUDA-graph capture: the position is a device tensor [P] (P = 1: every row at one position;
                      P = R: one position per row); attention reads all L slots with those past the row's position
@@ -61,15 +63,16 @@ class KVCache:
         return self.length
 
     def input_queries(self, q: torch.Tensor, heads: int) -> torch.Tensor:
-        """This cache's rows' cross-attention queries q [R, 1, D] as its inputs' query positions [B, H, n, Dh]
-        (n = rows_per_input), against cross_k / cross_v [B, H, S, Dh]."""
-        B, n = self.num_rows // self.rows_per_input, self.rows_per_input
-        return q.view(B, n, heads, -1).transpose(1, 2)
+        """This cache's rows' cross-attention queries q [R, T, D] (T tokens per row: 1 in a step, a prompt's in a
+        prefill) as its inputs' query positions [B, H, n * T, Dh] (n = rows_per_input; an input's rows are
+        consecutive), against cross_k / cross_v [B, H, S, Dh]."""
+        B = self.num_rows // self.rows_per_input
+        return q.view(B, -1, heads, q.shape[2] // heads).transpose(1, 2)
 
     def row_outputs(self, y: torch.Tensor) -> torch.Tensor:
-        """The cross-attention output per input [B, H, n, Dh] back as one row each [R, 1, D]."""
-        B, H, n, Dh = y.shape
-        return y.transpose(1, 2).reshape(B * n, 1, H * Dh)
+        """The cross-attention output per input [B, H, n * T, Dh] back as T tokens of each row [R, T, D]."""
+        B, H, _, Dh = y.shape
+        return y.transpose(1, 2).reshape(self.num_rows, -1, H * Dh)
 
     def update(self, layer: int, kv: torch.Tensor):
         """Write this step's keys and values kv [2, R, H, 1, Dh] (keys 0, values 1) of decoder layer `layer` at slot
@@ -78,9 +81,17 @@ class KVCache:
         cache[:, :, :, t] = kv[:, :, :, 0]
         return cache[0, :, :, :t + 1], cache[1, :, :, :t + 1], None
 
-    def advance(self) -> None:
-        """After a step's last layer: the next step writes the next slot."""
-        self.length += 1
+    def write_first(self, layer: int, kv: torch.Tensor) -> None:
+        """Write T tokens' keys and values kv [2, R, H, T, Dh] (keys 0, values 1) of decoder layer `layer` into
+        this empty cache's first T slots (a prefill; advance(T) follows its last layer)."""
+        if self.length:
+            raise ValueError(f"a prefill writes an empty cache's first slots, but this one holds {self.length} "
+                             "tokens already: prefill a new cache, before any step")
+        self.self_kv[layer][..., :kv.shape[3], :] = kv                     # [2, R, H, T, Dh]
+
+    def advance(self, tokens: int = 1) -> None:
+        """After a step's (or a prefill's) last layer: the next step writes the slot after those `tokens`."""
+        self.length += tokens
 
     @torch.inference_mode()
     def reorder(self, row_idx: torch.Tensor) -> None:
@@ -128,11 +139,11 @@ class FixedShapeKVCache(KVCache):
             self.mask = (self.slots <= self.positions[:, None])[:, None, None, :]     # [P, 1, 1, L]
         return cache[0], cache[1], self.mask
 
-    def advance(self) -> None:
-        """The next slot; past the last one, the last slot again (steps after a search stopped, whose results
-        nobody reads: generation/sync_free.py)."""
-        super().advance()
-        self.positions.add_(1).clamp_(max=self.max_length - 1)
+    def advance(self, tokens: int = 1) -> None:
+        """The slot after those `tokens`; past the last one, the last slot again (steps after a search stopped,
+        whose results nobody reads: generation/sync_free.py)."""
+        super().advance(tokens)
+        self.positions.add_(tokens).clamp_(max=self.max_length - 1)
 
     @torch.inference_mode()
     def reorder(self, row_idx: torch.Tensor) -> None:
