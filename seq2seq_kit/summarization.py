@@ -126,6 +126,10 @@ def return_tensors_of(return_tensors: bool, return_text: bool, return_type) -> b
     return RETURN_TYPES[value]
 
 
+# generate settings the pipeline ignores (see generate_ids)
+NOT_TRACED = {"output_attentions": False, "output_hidden_states": False}
+
+
 class InputTooLong(ValueError):
     """preprocess(truncation=False) refusing a text longer than the model takes."""
 
@@ -306,11 +310,13 @@ class SummarizationPipeline:
         collate), generate_kwargs over generate_defaults -> LongTensor [len(rows), n, T] on the CPU, where n is
         num_return_sequences and each sequence starts with the decoder start token. A stop_sequence given to
         pipeline() is generate's eos_token_id under generate_kwargs', as pipe()'s; stop_strings read the tokens
-        with this pipeline's tokenizer."""
+        with this pipeline's tokenizer. output_attentions / output_hidden_states are ignored, as 4.x's pipeline
+        ignores them (it returns text; its generate returned only ids), and not computed."""
         ids, mask = self._pad(rows)
         with torch.inference_mode():
             out = self.model.generate(ids.to(self.device), mask.to(self.device), **{
-                "tokenizer": self.tokenizer, **self.generate_defaults, **self.stop_eos, **generate_kwargs})
+                "tokenizer": self.tokenizer, **self.generate_defaults, **self.stop_eos, **generate_kwargs,
+                **NOT_TRACED})
         out = out.sequences if hasattr(out, "sequences") else out
         return out.reshape(len(rows), -1, out.shape[-1]).cpu()
 

@@ -195,15 +195,13 @@ def test_unsupported_checkpoint_setting_is_refused():
     res(base)
 
 
-def test_a_checkpoints_output_attentions_is_refused_where_transformers_returns_them():
-    """A config.json's output_attentions: true makes transformers' generate return a dict with the attentions; here
-    they are not implemented, so that is refused rather than a dict without them (and ignored, as in transformers,
-    without return_dict_in_generate)."""
+def test_a_checkpoints_output_attentions_is_a_setting_as_in_transformers():
+    """A config.json's output_attentions: true makes transformers' generate return a dict with the attentions, and so
+    here (tests/test_output_attentions.py); without return_dict_in_generate it is ignored, as in transformers."""
     base = GenerationConfig.from_model_config({"bos_token_id": 0, "output_attentions": True,
                                                "output_hidden_states": False})
-    assert base.unsupported == {"output_attentions": True} and base.return_dict_in_generate is True
-    with pytest.raises(ValueError, match=r"sets \{'output_attentions': True\}, which seq2seq_kit does not"):
-        res(base)
+    assert base.unsupported == {} and base.return_dict_in_generate is True and base.output_attentions is True
+    assert res(base).output_attentions is True
     assert res(base, return_dict_in_generate=False).return_dict_in_generate is False
 
 

@@ -152,6 +152,7 @@ class Engine:
         stops = stop_strings_of(config, self.tokenizer, self.model.device, fix="Engine(model, tokenizer=tokenizer) "
                                 "(or the pipeline's pipe.engine())")
         self._check_graph_inputs(prompt, stops)
+        check_no_traces(config)
         if cuda_graph is not None and not isinstance(cuda_graph, bool):
             raise TypeError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")     # generate's check
         if cuda_graph:
@@ -558,6 +559,15 @@ def check_model(model) -> None:
                         "its model with its generation defaults (or pass Engine(pipe.model))")
     raise TypeError(f"Engine takes a loaded model, got {type(model).__name__}; load one with "
                     "BartForConditionalGeneration.from_pretrained(path_or_hub_id)")
+
+
+def check_no_traces(config: GenerationConfig) -> None:
+    """output_attentions / output_hidden_states (returned with return_dict_in_generate, ignored without, as by
+    generate) are refused by name: the engine's steps run its requests together, not one call's traced steps."""
+    asked = [name for name in ("output_attentions", "output_hidden_states") if getattr(config, name)]
+    if asked:
+        raise ValueError(f"{' and '.join(asked)}: the engine does not return attentions or hidden states (it steps "
+                         "its requests together); generate(..., return_dict_in_generate=True) returns them")
 
 
 def check_engine_settings(generate_kwargs: dict) -> None:

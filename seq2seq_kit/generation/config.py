@@ -66,6 +66,8 @@ class GenerationConfig:
     renormalize_logits: bool | None = None
     output_scores: bool | None = None
     output_logits: bool | None = None
+    output_attentions: bool | None = None               # (with return_dict_in_generate) see generation/traces.py
+    output_hidden_states: bool | None = None            # likewise
     return_dict_in_generate: bool | None = None
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
@@ -146,7 +148,7 @@ INT_SETTINGS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", 
                 "top_k", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bos_token_id", "pad_token_id",
                 "decoder_start_token_id", "forced_bos_token_id")
 BOOL_SETTINGS = ("do_sample", "remove_invalid_values", "renormalize_logits", "output_scores", "output_logits",
-                 "return_dict_in_generate")
+                 "output_attentions", "output_hidden_states", "return_dict_in_generate")
 
 
 def _is_int(v) -> bool:
@@ -209,7 +211,7 @@ LIBRARY_DEFAULTS = dict(
     do_sample=False, temperature=1.0, top_k=50, top_p=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0,
     encoder_no_repeat_ngram_size=0, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0, encoder_repetition_penalty=1.0,
     remove_invalid_values=False, renormalize_logits=False, output_scores=False,
-    output_logits=False, return_dict_in_generate=False,
+    output_logits=False, output_attentions=False, output_hidden_states=False, return_dict_in_generate=False,
 )
 # An explicit None for these means "not given" (transformers would fail on None); for every other key an
 # explicit None switches the setting off, as in transformers (e.g. forced_bos_token_id=None, top_k=None): for
@@ -217,16 +219,14 @@ LIBRARY_DEFAULTS = dict(
 NONE_MEANS_UNSET = ("max_length", "num_beams", "length_penalty", "num_return_sequences")
 NONE_MEANS_OFF = dict(min_length=0, early_stopping=False, do_sample=False, remove_invalid_values=False,
                       renormalize_logits=False, output_scores=False, output_logits=False,
-                      return_dict_in_generate=False)
+                      output_attentions=False, output_hidden_states=False, return_dict_in_generate=False)
 OUTPUT_FLAGS = ("output_attentions", "output_hidden_states", "output_scores", "output_logits")
 # transformers generation settings seq2seq_kit does not implement, with the value that makes them a no-op
 UNSUPPORTED = dict(
     guidance_scale=1.0, num_beam_groups=1, diversity_penalty=0.0, constraints=None, force_words_ids=None,
     penalty_alpha=None, dola_layers=None, token_healing=False, low_memory=False,
     prompt_lookup_num_tokens=None, assistant_early_exit=None, watermarking_config=None, use_mtp=False,
-    output_attentions=False, output_hidden_states=False,
 )
-DICT_ONLY = ("output_attentions", "output_hidden_states")     # returned only with return_dict_in_generate
 GENERATE_KWARGS = tuple(f.name for f in fields(GenerationConfig) if f.name != "unsupported")
 SETTING_NAMES = frozenset(f.name for f in fields(GenerationConfig))
 
@@ -276,7 +276,7 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int, max
         cfg.max_length = min(cfg.max_length + P, max_position_embeddings)
     if cfg.min_new_tokens is not None:
         cfg.min_length = cfg.min_new_tokens + P
-    _refuse_unsupported(base.unsupported, cfg)
+    _refuse_unsupported(base.unsupported)
     # max_length, an int by now (checked above), came from the checkpoint: say so
     if "max_length" not in kwargs and cfg.max_new_tokens is None and cfg.max_length > max_position_embeddings + 1:
         raise ValueError(f"the checkpoint's generation config sets max_length={cfg.max_length}, past this model's "
@@ -319,12 +319,11 @@ def check_config(config, name: str) -> GenerationConfig:
     return config
 
 
-def _refuse_unsupported(unsupported: dict, cfg: GenerationConfig) -> None:
+def _refuse_unsupported(unsupported: dict) -> None:
     """The checkpoint's settings that transformers would apply here and seq2seq_kit does not implement."""
-    applied = {k: v for k, v in unsupported.items() if cfg.return_dict_in_generate or k not in DICT_ONLY}
-    if applied:
-        raise ValueError(f"the checkpoint's generation config sets {applied}, which seq2seq_kit does not implement; "
-                         "set model.generation_config.unsupported = {} to generate without them")
+    if unsupported:
+        raise ValueError(f"the checkpoint's generation config sets {unsupported}, which seq2seq_kit does not "
+                         "implement; set model.generation_config.unsupported = {} to generate without them")
 
 
 FLOAT_SETTINGS = ("length_penalty", "temperature", "top_p", "min_p", "top_h", "typical_p", "epsilon_cutoff",

@@ -107,9 +107,10 @@ def complete(prompt: torch.Tensor, start: int, pad: int | None) -> torch.Tensor:
     return prompt
 
 
-def prefill(model, cache, prompt: torch.Tensor, rows_per_input: int) -> None:
+def prefill(model, cache, prompt: torch.Tensor, rows_per_input: int, trace=None) -> None:
     """Feed prompt [B, P]'s tokens but the last to the model (protocol.Seq2SeqModel.prefill_unchecked) on each
     input's rows in one pass, filling the empty cache's first P - 1 positions; their logits are not needed (the
-    search steps from the last token)."""
+    search steps from the last token). trace: generate's Trace (generation/traces.py), which records the pass."""
     if prompt.shape[1] > 1:
-        model.prefill_unchecked(prompt[:, :-1].repeat_interleave(rows_per_input, dim=0), cache)   # [R, P - 1]
+        rows = prompt[:, :-1].repeat_interleave(rows_per_input, dim=0)                         # [R, P - 1]
+        model.prefill_unchecked(rows, cache, None if trace is None else trace.record())

@@ -21,6 +21,7 @@ from .protocol import Seq2SeqModel
 from .sampling import SampleSearch
 from .stop_strings import StopStrings
 from .sync_free import decode
+from .traces import Trace
 from .whole_step import decode_graphed, graph_lock, graphed_search
 
 # Steps between two reads of the stop flag on the whole-step CUDA graph (up to this many - 1 wasted steps at the
@@ -42,6 +43,13 @@ class GenerateOutput:
     scores: tuple[torch.Tensor, ...] | None = None      # per step [B * rows_per_input, V] processed scores
     logits: tuple[torch.Tensor, ...] | None = None      # per step [B * rows_per_input, V] the model's, float32
     beam_indices: torch.Tensor | None = None            # [B * num_return_sequences, T - 1] long (beam search)
+    # output_attentions / output_hidden_states (generation/traces.py has their shapes): the encoder's per layer,
+    # the decoder's per step, per layer
+    encoder_attentions: tuple[torch.Tensor, ...] | None = None
+    encoder_hidden_states: tuple[torch.Tensor, ...] | None = None
+    decoder_attentions: tuple[tuple[torch.Tensor, ...], ...] | None = None
+    cross_attentions: tuple[tuple[torch.Tensor, ...], ...] | None = None
+    decoder_hidden_states: tuple[tuple[torch.Tensor, ...], ...] | None = None
 
     def keys(self) -> list[str]:
         """The fields that are set (not None), in order."""
@@ -99,6 +107,9 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     row that ended), and end() follows the last; greedy and sampling only (as transformers), decoded eagerly.
     tokenizer: the model's tokenizer (seq2seq_kit's or transformers'), which stop_strings need to read the tokens
     as text (generation/stop_strings.py: a row ends once its text ends in one); they decode eagerly as well.
+    output_attentions / output_hidden_states (with return_dict_in_generate; ignored without, as transformers):
+    the encoder's and every step's attention probabilities and hidden states (generation/traces.py), computed
+    beside the attention the step runs (tokens and scores as without them); decoded eagerly as well.
     cuda_graph: replay each step from a CUDA graph; None: on for a model on a CUDA device. Greedy and beam search
     replay the whole step (decoder, processors, search, cache reorder: generation/whole_step.py) and read the
     stop flag back every GRAPH_CHECK_EVERY steps; sampling replays the decoder step only (models/cuda_graph.py)
@@ -111,19 +122,24 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     custom = user_processors(logits_processor, prefix_allowed_tokens_fn)
     check_streamer(streamer, cfg)
     stops = stop_strings_of(cfg, tokenizer, model.device)
+    trace = Trace.of(cfg)                                   # None without output_attentions / _hidden_states
     eager_only = bool(custom) or prompt is not None or cfg.max_time is not None or streamer is not None \
-        or stops is not None
+        or stops is not None or trace is not None
     cuda_graph = use_cuda_graph(cuda_graph, model.device) and not (eager_only and cuda_graph is None)
     if eager_only and cuda_graph:
         raise ValueError("logits_processor / prefix_allowed_tokens_fn / decoder_input_ids / max_time / streamer / "
-                         "stop_strings are not run on CUDA graphs (they need the host at every step, or tables the "
-                         "graphs do not take): leave cuda_graph unset (generate then decodes eagerly) or pass False")
-    encoder_hidden = model.encode_unchecked(input_ids, padding_mask)                  # [B, S, D], once
+                         "stop_strings / output_attentions / output_hidden_states are not run on CUDA graphs (they "
+                         "need the host at every step, or tables the graphs do not take): leave cuda_graph unset "
+                         "(generate then decodes eagerly) or pass False")
+    encoder_hidden = model.encode_unchecked(input_ids, padding_mask,
+                                            None if trace is None else trace.encoder)   # [B, S, D], once
     if cuda_graph:
         with graph_lock(model):                     # the kept graphs' buffers hold one call's inputs and state
             return decode_on_graphs(model, encoder_hidden, padding_mask, cfg, input_ids, generator)
     step, cache = model.start_decoding(encoder_hidden, padding_mask, rows_per_input(cfg),
                                        max_length=cfg.max_length - 1, cuda_graph=False)       # a slot per step
+    if trace is not None:
+        step = trace.stepping(model.decode_step_unchecked)                           # records every step
     search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator, prompt=prompt,
                           stop_strings=stops, **custom)
     if streamer is not None:
@@ -131,7 +147,7 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     # before the prompt's forward, which transformers' first step runs after its MaxTimeCriteria starts the clock
     ends = deadline(cfg.max_time)
     if prompt is not None:
-        decoder_prompt.prefill(model, cache, prompt, rows_per_input(cfg))
+        decoder_prompt.prefill(model, cache, prompt, rows_per_input(cfg), trace)
     while not search.done:
         logits = step(search.tokens(), cache)                                         # [R, V]
         if time.monotonic() > ends:
@@ -143,7 +159,7 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
             streamer.put(search.tokens().cpu())                                       # [R]: this step's tokens
     if streamer is not None:
         streamer.end()
-    return result(cfg, search)
+    return result(cfg, search, trace=trace)
 
 
 def decode_on_graphs(model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None,
@@ -251,14 +267,18 @@ def start_slots(cfg: GenerationConfig, inputs: int, max_source: int, max_length:
     return search
 
 
-def result(cfg: GenerationConfig, search: BeamSearch | SampleSearch, inputs: list[int] | None = None):
+def result(cfg: GenerationConfig, search: BeamSearch | SampleSearch, inputs: list[int] | None = None,
+           trace: Trace | None = None):
     """What generate returns for a finished search: sequences [B * num_return_sequences, T], or a GenerateOutput
-    when cfg.return_dict_in_generate; inputs: only these inputs' (an independent search's, finished)."""
+    when cfg.return_dict_in_generate; inputs: only these inputs' (an independent search's, finished); trace: the
+    attentions / hidden states generate recorded (None: not asked for)."""
     sequences, sequences_scores, beam_indices = search.output(inputs)
     if not cfg.return_dict_in_generate:
         return sequences
     scores, logits = (search.steps_recorded(name, inputs) for name in ("scores", "logits"))
-    return GenerateOutput(sequences, sequences_scores if cfg.output_scores else None, scores, logits, beam_indices)
+    traced = {} if trace is None else trace.outputs(search.prompt_len)
+    return GenerateOutput(sequences, sequences_scores if cfg.output_scores else None, scores, logits, beam_indices,
+                          **traced)
 
 
 def user_processors(logits_processor, prefix_allowed_tokens_fn) -> dict:
@@ -337,6 +357,8 @@ def settings(model: Seq2SeqModel, kwargs: dict, prompt: torch.Tensor | None = No
                   max_position_embeddings=config.max_position_embeddings, prompt=prompt)
     cfg.output_scores = cfg.output_scores and cfg.return_dict_in_generate     # scores are only returned in a dict
     cfg.output_logits = cfg.output_logits and cfg.return_dict_in_generate     # likewise
+    cfg.output_attentions = cfg.output_attentions and cfg.return_dict_in_generate          # likewise
+    cfg.output_hidden_states = cfg.output_hidden_states and cfg.return_dict_in_generate    # likewise
     return cfg
 
 

@@ -52,8 +52,10 @@ class Seq2SeqModel(Protocol):
         """Validate input_ids [B, S] and attention_mask [B, S] or None (raise TypeError / ValueError);
         return the padding mask bool [B, S], or None when nothing is padded."""
 
-    def encode_unchecked(self, input_ids: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
-        """input_ids [B, S] long, check_inputs' padding mask -> encoder_hidden [B, S, D]."""
+    def encode_unchecked(self, input_ids: torch.Tensor, padding_mask: torch.Tensor | None,
+                         trace=None) -> torch.Tensor:
+        """input_ids [B, S] long, check_inputs' padding mask -> encoder_hidden [B, S, D]. trace: None, or a recorder
+        (generation/traces.py's LayerRecord) its layers hand their attentions and hidden states to."""
 
     def start_decoding(self, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None, rows_per_input: int,
                        max_length: int, *, cuda_graph: bool) -> tuple[Step, Cache]:
@@ -69,15 +71,17 @@ class Seq2SeqModel(Protocol):
     def project_cross_kv(self, cache: Cache, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None):
         """Write encoder_hidden's cross-attention keys/values and padding_mask into a cache of those shapes."""
 
-    def prefill_unchecked(self, input_ids: torch.Tensor, cache: Cache) -> None:
+    def prefill_unchecked(self, input_ids: torch.Tensor, cache: Cache, trace=None) -> None:
         """A decoder prompt in one causal pass: input_ids [R, T] long fed to an empty eager cache (start_decoding's
         with cuda_graph False, or new_cache's), every layer's self-attention keys/values written into its first T
         positions and the cache advanced by T, so the next step continues exactly as after T single steps (to float
-        rounding); positions numbered as the teacher-forced forward numbers them. Computes no logits."""
+        rounding); positions numbered as the teacher-forced forward numbers them. Computes no logits. trace: as
+        encode_unchecked's, for this pass."""
 
-    def decode_step_unchecked(self, input_ids: torch.Tensor, cache: Cache) -> torch.Tensor:
+    def decode_step_unchecked(self, input_ids: torch.Tensor, cache: Cache, trace=None) -> torch.Tensor:
         """The eager step: input_ids [R] -> logits [R, V], advancing the cache; on a FixedShapeCache it reads
-        nothing back and keeps every shape, so a CUDA graph can capture it with the search's step."""
+        nothing back and keeps every shape, so a CUDA graph can capture it with the search's step. trace: as
+        encode_unchecked's, for this step (on start_decoding's eager cache)."""
 
     def parameters(self):
         """Its weights (a captured graph reads their memory: their addresses are part of its key)."""

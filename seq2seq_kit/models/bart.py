@@ -35,7 +35,7 @@ A switch that is off adds no operation.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +59,55 @@ if TYPE_CHECKING:
     from ..config import BartConfig
 
 
+SDPA = F.scaled_dot_product_attention     # what every attention runs; recording() wraps it to record
+
+
+class Recorder(Protocol):
+    """What a traced pass (encode_unchecked / prefill_unchecked / decode_step_unchecked with trace=...) hands over,
+    layer by layer: attention(kind, probs), kind "encoder" (self-attention [B, H, S, S]), "decoder" (decoder
+    self-attention [R, H, T, t]: T = 1 in a step, a prompt's tokens in a prefill) or "cross" ([R, H, T, S]), each
+    kind's layers in order, only when `attentions` is true;
+    hidden(side, x), side "encoder" / "decoder": the embeddings' output, each layer's output but the last, then the
+    side's output (the last layer's, after the final layer norm where the family has one), as transformers'."""
+    attentions: bool
+
+    def attention(self, kind: str, probs: torch.Tensor) -> None: ...
+
+    def hidden(self, side: str, x: torch.Tensor) -> None: ...
+
+
+def attention_probs(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, causal: bool,
+                    scale: float) -> torch.Tensor:
+    """softmax(q k^T * scale + mask): q [..., Tq, Dh], k [..., Tk, Dh], mask bool (True = attend) broadcastable to
+    [..., Tq, Tk] or None, causal: query i attends to keys 0..i -> [..., Tq, Tk] in q's dtype, as transformers'
+    eager attention computes them."""
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scale                  # [..., Tq, Tk]
+    if causal:
+        scores = scores.masked_fill(~torch.ones_like(scores, dtype=torch.bool).tril(), float("-inf"))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(dim=-1)
+
+
+def recording(trace: Recorder, kind: str, layout=None):
+    """SDPA that also hands `trace` the attention probabilities (attention_probs, beside SDPA, not instead of it:
+    the output is SDPA's bit for bit); layout: maps them to the rows' layout before they are handed over."""
+    def attend(q, k, v, attn_mask=None, is_causal=False, scale=None):
+        probs = attention_probs(q, k, attn_mask, is_causal, scale)
+        trace.attention(kind, probs if layout is None else layout(probs))
+        return SDPA(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale)
+    return attend
+
+
+def input_rows(cache: KVCache):
+    """A layout for recording(): a cache's per-input cross-attention probabilities [B, H, n * T, S] (its
+    input_queries' layout) -> each row's [R, H, T, S]."""
+    def layout(probs: torch.Tensor) -> torch.Tensor:
+        H, S = probs.shape[1], probs.shape[3]
+        return cache.row_outputs(probs).view(cache.num_rows, -1, H, S).transpose(1, 2)   # [R, T, H*S] -> [R, H, T, S]
+    return layout
+
+
 def sublayer(pre_ln: bool, x: torch.Tensor, norm: nn.LayerNorm, fn, *args) -> torch.Tensor:
     """Residual block around fn: x + fn(norm(x)) (pre-LN, mBART) or norm(x + fn(x)) (post-LN, BART)."""
     return x + fn(norm(x), *args) if pre_ln else norm(x + fn(x, *args))
@@ -72,34 +121,36 @@ class SelfAttention(nn.Module):
         self.qkv_proj = KernelLinear(d_model, 3 * d_model)   # rows: q_proj, k_proj, v_proj
         self.out_proj = KernelLinear(d_model, d_model)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
+                attend=SDPA) -> torch.Tensor:
         B, T, D = x.shape                                                   # x [B, T, D]
         qkv = self.qkv_proj(x).view(B, T, 3, self.heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)                                # each [B, H, T, Dh]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale)
+        y = attend(q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale)
         return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
 
-    def step(self, x: torch.Tensor, caches: list[KVCache], layer: int) -> torch.Tensor:
+    def step(self, x: torch.Tensor, caches: list[KVCache], layer: int, attend=SDPA) -> torch.Tensor:
         """One token per row: x [R, 1, D] -> [R, 1, D], R = the caches' rows in order. The projections run over
         all rows at once; each cache takes its rows' keys/values and returns what they attend to (its slots so
-        far, or all of them with a mask: see models/kv_cache.py)."""
+        far, or all of them with a mask: see models/kv_cache.py). attend: SDPA, or recording()'s."""
         R, _, D = x.shape
         qkv = self.qkv_proj(x).view(R, 1, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)   # [3, R, H, 1, Dh]
         q, kv = qkv[0], qkv[1:]                                             # [R, H, 1, Dh], [2, R, H, 1, Dh]
         ys = []
         for rows, cache in row_ranges(caches):
             keys, values, mask = cache.update(layer, kv[:, rows])           # [r, H, slots, Dh], mask or None
-            ys.append(F.scaled_dot_product_attention(q[rows], keys, values, attn_mask=mask, scale=self.scale))
+            ys.append(attend(q[rows], keys, values, attn_mask=mask, scale=self.scale))
         y = ys[0] if len(ys) == 1 else torch.cat(ys)                        # [R, H, 1, Dh]
         return self.out_proj(y.transpose(1, 2).reshape(R, 1, D))
 
-    def prefill(self, x: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
+    def prefill(self, x: torch.Tensor, cache: KVCache, layer: int, attend=SDPA) -> torch.Tensor:
         """T tokens per row from an empty cache's first slot: x [R, T, D] -> [R, T, D], each token attending to
-        itself and those before it (causal), as forward does; their keys/values go to the cache's first T slots."""
+        itself and those before it (causal), as forward does; their keys/values go to the cache's first T slots.
+        attend: SDPA, or recording()'s."""
         R, T, D = x.shape
         qkv = self.qkv_proj(x).view(R, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)   # [3, R, H, T, Dh]
         cache.write_first(layer, qkv[1:])
-        y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True, scale=self.scale)  # [R, H, T, Dh]
+        y = attend(qkv[0], qkv[1], qkv[2], is_causal=True, scale=self.scale)                    # [R, H, T, Dh]
         return self.out_proj(y.transpose(1, 2).reshape(R, T, D))
 
 
@@ -124,16 +175,17 @@ class CrossAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)   # mask [B, 1, 1, S]
         return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
 
-    def step(self, x: torch.Tensor, caches: list[KVCache], layer: int) -> torch.Tensor:
+    def step(self, x: torch.Tensor, caches: list[KVCache], layer: int, attend=SDPA) -> torch.Tensor:
         """T tokens per row (1 in a decode step, a prompt's in a prefill on one eager cache): x [R, T, D] ->
         [R, T, D]. Each cache's B inputs attend to their own encoder keys and values once, an input's rows' tokens
-        as its query positions ([B, H, n * T, Dh]: the cache's input_queries)."""
+        as its query positions ([B, H, n * T, Dh]: the cache's input_queries). attend: SDPA, or recording()'s
+        (with one cache)."""
         q = self.q_proj(x)                                                  # [R, T, D]
         ys = []
         for rows, cache in row_ranges(caches):
             q_c = cache.input_queries(q[rows], self.heads)                  # [B, H, n * T, Dh]
-            y = F.scaled_dot_product_attention(q_c, cache.cross_k[layer], cache.cross_v[layer],
-                                               attn_mask=cache.cross_mask, scale=self.scale)   # [B, H, n * T, Dh]
+            y = attend(q_c, cache.cross_k[layer], cache.cross_v[layer], attn_mask=cache.cross_mask,
+                       scale=self.scale)                                    # [B, H, n * T, Dh]
             ys.append(cache.row_outputs(y))                                 # [r, T, D]
         return self.out_proj(ys[0] if len(ys) == 1 else torch.cat(ys))
 
@@ -157,8 +209,8 @@ class EncoderLayer(nn.Module):
             return self.fc2(self.act(self.fc1(x)))
         return torch.cat([self.fc2(self.act(self.fc1(r))) for r in rows.tensor_split(blocks)]).view_as(x)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn, mask)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, attend=SDPA) -> torch.Tensor:
+        x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn, mask, False, attend)
         x = sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn)
         # fp16 overflow guard, as transformers: the pre-LN families (mBART, Pegasus, M2M100) always clamp, BART and
         # Marian only when something overflowed.
@@ -191,16 +243,17 @@ class DecoderLayer(nn.Module):
         x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn, k, v, enc_mask)
         return sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn)
 
-    def step(self, x: torch.Tensor, caches: list[KVCache], i: int) -> torch.Tensor:
-        """x [R, 1, D] -> [R, 1, D]; i: this layer's index."""
-        x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn.step, caches, i)
-        x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn.step, caches, i)
+    def step(self, x: torch.Tensor, caches: list[KVCache], i: int, self_attend=SDPA,
+             cross_attend=SDPA) -> torch.Tensor:
+        """x [R, 1, D] -> [R, 1, D]; i: this layer's index; the attends: SDPA, or recording()'s."""
+        x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn.step, caches, i, self_attend)
+        x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn.step, caches, i, cross_attend)
         return sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn)
 
-    def prefill(self, x: torch.Tensor, cache: KVCache, i: int) -> torch.Tensor:
+    def prefill(self, x: torch.Tensor, cache: KVCache, i: int, self_attend=SDPA, cross_attend=SDPA) -> torch.Tensor:
         """x [R, T, D] -> [R, T, D]: T tokens per row from an empty cache's first slot (SelfAttention.prefill)."""
-        x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn.prefill, cache, i)
-        x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn.step, [cache], i)
+        x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn.prefill, cache, i, self_attend)
+        x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn.step, [cache], i, cross_attend)
         return sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn)
 
 
@@ -232,13 +285,21 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.encoder_layers))
         self.layer_norm = nn.LayerNorm(D) if config.pre_layer_norm else None
 
-    def forward(self, tok: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, tok: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None,
+                trace: Recorder | None = None) -> torch.Tensor:
         x = tok + self.embed_positions(ids)                                 # tok [B, S, D] scaled embeddings of ids
         if self.layernorm_embedding is not None:
             x = self.layernorm_embedding(x)
         for layer in self.layers:
-            x = layer(x, mask)                                              # mask [B, 1, 1, S] or None
-        return self.layer_norm(x) if self.layer_norm is not None else x    # [B, S, D]
+            if trace is None:
+                x = layer(x, mask)                                          # mask [B, 1, 1, S] or None
+            else:
+                trace.hidden("encoder", x)
+                x = layer(x, mask, recording(trace, "encoder") if trace.attentions else SDPA)
+        x = self.layer_norm(x) if self.layer_norm is not None else x       # [B, S, D]
+        if trace is not None:
+            trace.hidden("encoder", x)
+        return x
 
 
 class Decoder(nn.Module):
@@ -259,22 +320,42 @@ class Decoder(nn.Module):
             x = layer(x, enc, enc_mask, self_mask, causal)
         return self.layer_norm(x) if self.layer_norm is not None else x    # [B, T, D]
 
-    def step(self, tok: torch.Tensor, ids: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
-        x = tok + self.embed_positions.step(ids, caches)    # tok [R, 1, D] scaled embeddings of ids [R]
+    def step(self, tok: torch.Tensor, ids: torch.Tensor, caches: list[KVCache],
+             trace: Recorder | None = None) -> torch.Tensor:
+        """tok [R, 1, D] the scaled embeddings of ids [R], one token per row at each cache's position -> [R, 1, D].
+        trace: a Recorder for this step's attentions and hidden states (with one cache)."""
+        x = tok + self.embed_positions.step(ids, caches)
         if self.layernorm_embedding is not None:
             x = self.layernorm_embedding(x)
         for i, layer in enumerate(self.layers):                             # x [R, 1, D]
-            x = layer.step(x, caches, i)
-        return self.layer_norm(x) if self.layer_norm is not None else x
+            x = layer.step(x, caches, i, *(() if trace is None else traced(trace, x, caches)))
+        x = self.layer_norm(x) if self.layer_norm is not None else x
+        if trace is not None:
+            trace.hidden("decoder", x)
+        return x
 
-    def prefill(self, tok: torch.Tensor, ids: torch.Tensor, cache: KVCache) -> None:
+    def prefill(self, tok: torch.Tensor, ids: torch.Tensor, cache: KVCache, trace: Recorder | None = None) -> None:
         """Every layer's keys/values of ids [R, T] (tok [R, T, D] their scaled embeddings) in an empty cache's first
-        T slots, positions numbered as forward numbers them; the last layer's output is not needed."""
+        T slots, positions numbered as forward numbers them; the last layer's output is not needed but by trace
+        (as step's)."""
         x = tok + self.embed_positions(ids)                                 # [R, T, D]
         if self.layernorm_embedding is not None:
             x = self.layernorm_embedding(x)
         for i, layer in enumerate(self.layers):
-            x = layer.prefill(x, cache, i)
+            x = layer.prefill(x, cache, i, *(() if trace is None else traced(trace, x, [cache])))
+        if trace is not None:
+            trace.hidden("decoder", self.layer_norm(x) if self.layer_norm is not None else x)
+
+
+def traced(trace: Recorder, x: torch.Tensor, caches: list[KVCache]) -> tuple:
+    """Before a traced decoder layer: hand trace its input x [R, T, D]; -> the layer's (self, cross) attends:
+    recording()'s when trace.attentions, else SDPA's."""
+    trace.hidden("decoder", x)
+    if not trace.attentions:
+        return SDPA, SDPA
+    if len(caches) != 1:
+        raise ValueError("a traced decoder step runs on one cache (generate's), not a group of them")
+    return recording(trace, "decoder"), recording(trace, "cross", input_rows(caches[0]))
 
 
 INFERENCE_ONLY = ("seq2seq_kit's models are inference-only (no dropout, no gradients, no loss); fine-tune with "
@@ -440,14 +521,17 @@ class BartNetwork(nn.Module):
         return self.run_encoder(input_ids, self.check_inputs(input_ids, attention_mask))
 
     @torch.inference_mode()
-    def encode_unchecked(self, input_ids: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
-        """encode for checked arguments: padding_mask is check_inputs' result (bool [B, S], or None: no padding)."""
-        return self.run_encoder(input_ids, padding_mask)
+    def encode_unchecked(self, input_ids: torch.Tensor, padding_mask: torch.Tensor | None,
+                         trace: Recorder | None = None) -> torch.Tensor:
+        """encode for checked arguments: padding_mask is check_inputs' result (bool [B, S], or None: no padding).
+        trace: a Recorder the layers hand their attentions and hidden states to (see Recorder)."""
+        return self.run_encoder(input_ids, padding_mask, trace)
 
-    def run_encoder(self, input_ids: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+    def run_encoder(self, input_ids: torch.Tensor, padding_mask: torch.Tensor | None,
+                    trace: Recorder | None = None) -> torch.Tensor:
         """The encoder network under the caller's grad mode: input_ids [B, S] -> [B, S, D]. Checks nothing."""
         mask = None if padding_mask is None else padding_mask[:, None, None, :]         # [B, 1, 1, S]
-        return self.encoder(self.embed(input_ids, self.encoder_embeddings), input_ids, mask)
+        return self.encoder(self.embed(input_ids, self.encoder_embeddings), input_ids, mask, trace)
 
     # ---- decoding on a KV cache (models/kv_cache.py) --------------------------------------------------------
 
@@ -528,32 +612,39 @@ class BartNetwork(nn.Module):
         return self.decode_step_unchecked(input_ids, cache)
 
     @torch.inference_mode()
-    def prefill_unchecked(self, input_ids: torch.Tensor, cache: KVCache) -> None:
+    def prefill_unchecked(self, input_ids: torch.Tensor, cache: KVCache, trace: Recorder | None = None) -> None:
         """Feed input_ids [R, T] (a decoder prompt's tokens per row) to an empty cache in one causal pass, as the
         teacher-forced forward reads them: every layer's self-attention keys/values written into its first T
         slots, the cache advanced by T; the next step continues as after T single steps (keys/values equal to
-        float rounding). Computes no logits; checks nothing but that the cache is empty."""
-        self.decoder.prefill(self.embed(input_ids, self.decoder_embeddings), input_ids, cache)
+        float rounding). Computes no logits; checks nothing but that the cache is empty. trace: a Recorder this
+        pass's layers hand their attentions and hidden states to (an eager KVCache's)."""
+        self.decoder.prefill(self.embed(input_ids, self.decoder_embeddings), input_ids, cache, trace)
         cache.advance(input_ids.shape[1])
 
     @torch.inference_mode()
-    def decode_step_unchecked(self, input_ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """decode_step for checked arguments (what generate's search calls): input_ids [R] -> logits [R, V]."""
-        logits = self.next_token_logits(input_ids, cache)
+    def decode_step_unchecked(self, input_ids: torch.Tensor, cache: KVCache,
+                              trace: Recorder | None = None) -> torch.Tensor:
+        """decode_step for checked arguments (what generate's search calls): input_ids [R] -> logits [R, V].
+        trace: a Recorder this step's layers hand their attentions and hidden states to (an eager KVCache's)."""
+        logits = self.next_token_logits(input_ids, cache, trace)
         cache.advance()
         return logits
 
-    def next_token_logits(self, input_ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def next_token_logits(self, input_ids: torch.Tensor, cache: KVCache,
+                          trace: Recorder | None = None) -> torch.Tensor:
         """The decoder network for one token per row at the cache's position: input_ids [R] -> logits [R, V].
         Writes this position's self-attention keys/values; does not advance the cache; checks nothing.
         On a FixedShapeKVCache every shape is fixed, so a CUDA graph can capture it (models/cuda_graph.py)."""
-        return self.group_logits(input_ids, [cache])
+        return self.group_logits(input_ids, [cache], trace)
 
-    def group_logits(self, input_ids: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
+    def group_logits(self, input_ids: torch.Tensor, caches: list[KVCache],
+                     trace: Recorder | None = None) -> torch.Tensor:
         """next_token_logits over several caches at once: input_ids [R] holds the rows of caches[0], then of
         caches[1], ...; each cache at its own position, with its own inputs and rows_per_input. The linear layers
-        run over all R rows together; attention per cache. -> logits [R, V]. Checks nothing."""
-        h = self.decoder.step(self.embed(input_ids[:, None], self.decoder_embeddings), input_ids, caches)  # [R, 1, D]
+        run over all R rows together; attention per cache. -> logits [R, V]. Checks nothing. trace: a Recorder
+        (with one cache)."""
+        h = self.decoder.step(self.embed(input_ids[:, None], self.decoder_embeddings), input_ids, caches,
+                              trace)                                                        # [R, 1, D]
         return self.add_bias(self.lm_head(h[:, 0]))                                   # [R, V]
 
     @torch.inference_mode()

@@ -19,7 +19,8 @@ from ..generation.config import GENERATE_KWARGS, GenerationConfig
 # Every other setting is a request parameter, derived from GenerationConfig (one list of settings, not two): a
 # setting generation gains is served at once, so one that clients must not set belongs here.
 SERVER_OWNED = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "forced_bos_token_id",
-                "forced_eos_token_id", "output_scores", "output_logits", "return_dict_in_generate")
+                "forced_eos_token_id", "output_scores", "output_logits", "output_attentions", "output_hidden_states",
+                "return_dict_in_generate")
 # stop_strings one request may send: each new set builds its tables (a few MB, ~0.1 s; in a worker thread) once
 STOP_STRINGS, STOP_STRING_CHARS = 8, 64
 StopString = Annotated[str, Field(max_length=STOP_STRING_CHARS)]

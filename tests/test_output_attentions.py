@@ -1,0 +1,176 @@
+"""generate(..., output_attentions=True, output_hidden_states=True, return_dict_in_generate=True) against
+transformers 5.24 with attn_implementation="eager" (its default SDPA attention returns empty tuples for the
+attentions): every field's structure and shapes equal, values within ATOL (float32, tiny random checkpoints), in
+greedy, seeded sampling and beam search (+ num_return_sequences), BART (post-LN) and mBART (pre-LN, final layer
+norms), a padded batch, and a decoder prompt (whose first step transformers runs in one pass); the tokens and
+scores bit-identical to the same call without the flags; and where they are not returned."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+from seq2seq_kit import BartForConditionalGeneration, pipeline
+from seq2seq_kit.engine import Engine
+from seq2seq_kit.server.schema import GenerateParameters
+
+ATOL = 1e-5
+TRACED = ("encoder_attentions", "encoder_hidden_states", "decoder_attentions", "cross_attentions",
+          "decoder_hidden_states")
+FLAGS = dict(output_attentions=True, output_hidden_states=True, return_dict_in_generate=True)
+# a padded batch: the second input has two pad tokens (id 1) at its end
+IDS = torch.tensor([[0, 100, 200, 300, 400, 2], [0, 500, 600, 2, 1, 1]])
+MASK = (IDS != 1).long()
+MODES = {
+    "greedy": dict(),
+    "sampling": dict(do_sample=True, num_return_sequences=2),
+    "beam": dict(num_beams=3, num_return_sequences=2),
+    "beam-sampling": dict(num_beams=2, do_sample=True),
+    "prompt": dict(decoder_input_ids=torch.tensor([[2, 0, 5], [2, 0, 7]])),
+    "prompt-beam": dict(num_beams=2, decoder_input_ids=torch.tensor([[0, 9], [0, 11]])),   # start token prepended
+}
+
+
+@pytest.fixture(scope="module")
+def models(checkpoint):
+    """models(name) -> (transformers eager model, seq2seq_kit model), loaded once per module."""
+    loaded = {}
+
+    def get(name: str):
+        if name not in loaded:
+            path = checkpoint(name)
+            loaded[name] = (transformers.AutoModelForSeq2SeqLM.from_pretrained(path, attn_implementation="eager")
+                            .eval(), BartForConditionalGeneration.from_pretrained(path))
+        return loaded[name]
+    return get
+
+
+def run(model, seed: int = 0, **kwargs):
+    torch.manual_seed(seed)
+    return model.generate(IDS, attention_mask=MASK, max_new_tokens=4, **kwargs)
+
+
+def structure(x):
+    """Nested tuples of tensors -> the same nesting of shapes."""
+    return tuple(x.shape) if isinstance(x, torch.Tensor) else tuple(structure(y) for y in x)
+
+
+def leaves(x):
+    return [x] if isinstance(x, torch.Tensor) else [t for y in x for t in leaves(y)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", ["tiny", "tiny-mbart"])
+def test_every_field_matches_transformers_eager(models, name, mode):
+    hf, ours = models(name)
+    want, got = run(hf, **MODES[mode], **FLAGS), run(ours, **MODES[mode], **FLAGS)
+    assert torch.equal(got.sequences, want.sequences)
+    assert list(got.keys()) == [k for k in want.keys() if k != "cache"]      # the same fields, in order
+    for field in TRACED:
+        assert structure(got[field]) == structure(want[field]), field
+        for a, b in zip(leaves(got[field]), leaves(want[field])):
+            torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+
+
+def test_the_first_steps_shapes_with_a_prompt_are_transformers_one_pass(models):
+    """Fed token by token here, the prompt's steps are joined: [R, H, P, P] self-attention (its upper triangle zero),
+    [R, H, P, S] cross-attention, [R, P, D] hidden states; later steps one token each."""
+    hf, ours = models("tiny")
+    got = run(ours, **MODES["prompt"], **FLAGS)
+    assert structure(got.decoder_attentions[0][0]) == (2, 4, 3, 3)
+    assert structure(got.decoder_attentions[1][0]) == (2, 4, 1, 4)
+    assert structure(got.cross_attentions[0][0]) == (2, 4, 3, 6)
+    assert structure(got.decoder_hidden_states[0][0]) == (2, 3, 64)
+    assert not got.decoder_attentions[0][1].triu(diagonal=1).any()
+
+
+@pytest.mark.parametrize("mode", ["greedy", "sampling", "beam", "prompt-beam"])
+def test_tokens_and_scores_are_bit_identical_to_the_call_without_the_flags(models, mode):
+    _, ours = models("tiny-mbart")
+    outputs = dict(return_dict_in_generate=True, output_scores=True, output_logits=True)
+    plain = run(ours, **MODES[mode], **outputs)
+    traced = run(ours, **MODES[mode], **outputs, output_attentions=True, output_hidden_states=True)
+    for field in plain.keys():
+        for a, b in zip(leaves(traced[field]), leaves(plain[field])):
+            assert torch.equal(a, b), field
+
+
+def test_only_the_fields_asked_for(models):
+    hf, ours = models("tiny")
+    for flag, absent in (("output_attentions", "hidden_states"), ("output_hidden_states", "attentions")):
+        got = run(ours, return_dict_in_generate=True, **{flag: True})
+        want = run(hf, return_dict_in_generate=True, **{flag: True})
+        assert list(got.keys()) == [k for k in want.keys() if k != "cache"]
+        assert not any(absent in k for k in got.keys())
+
+
+def test_without_return_dict_in_generate_the_flags_are_ignored_as_in_transformers(models):
+    hf, ours = models("tiny")
+    got = run(ours, output_attentions=True, output_hidden_states=True)
+    want = run(hf, output_attentions=True, output_hidden_states=True)
+    assert isinstance(want, torch.Tensor) and isinstance(got, torch.Tensor) and torch.equal(got, want)
+
+
+def test_transformers_default_sdpa_returns_no_attentions_ours_are_the_eager_values(checkpoint, models):
+    """What the README says: transformers' default attention gives empty tuples; ours are eager's values."""
+    sdpa = transformers.AutoModelForSeq2SeqLM.from_pretrained(checkpoint("tiny")).eval()
+    out = run(sdpa, **FLAGS)
+    assert out.encoder_attentions == () and out.decoder_attentions[0] == () and out.cross_attentions[0] == ()
+    assert len(run(models("tiny")[1], **FLAGS).encoder_attentions) == 2
+
+
+def test_a_checkpoints_output_attentions_returns_them_as_in_transformers(models):
+    """config.json / generation_config's output_attentions: true (with return_dict_in_generate, which
+    from_model_config sets as transformers does) makes generate return them."""
+    hf, ours = models("tiny")
+    saved = ours.generation_config
+    try:
+        ours.generation_config = type(saved).from_model_config({**ours.config.to_dict(), "output_attentions": True})
+        out = run(ours)
+        assert "cross_attentions" in out and "decoder_hidden_states" not in out
+    finally:
+        ours.generation_config = saved
+
+
+def test_int8_records_them_beside_the_same_tokens(checkpoint):
+    """An int8 model (outside the parity guarantee) records its own attentions; tokens as without the flags."""
+    model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny")).quantize_int8()
+    plain = run(model, num_beams=2, return_dict_in_generate=True, output_scores=True)
+    traced = run(model, num_beams=2, output_scores=True, **FLAGS)
+    assert torch.equal(traced.sequences, plain.sequences) and torch.equal(traced.scores[-1], plain.scores[-1])
+    assert len(traced.cross_attentions) == len(plain.scores)
+    torch.testing.assert_close(traced.cross_attentions[0][0].sum(-1), torch.ones(4, 4, 1))
+
+
+def test_the_engine_refuses_them_by_name(models):
+    _, ours = models("tiny")
+    with Engine(ours, max_rows=4) as engine:
+        with pytest.raises(ValueError, match=r"^output_attentions and output_hidden_states: the engine does not "
+                                             r"return attentions or hidden states \(it steps its requests together\); "
+                                             r"generate\(\.\.\., return_dict_in_generate=True\) returns them$"):
+            engine.submit([0, 100, 2], **FLAGS)
+        ignored = engine.submit([0, 100, 2], output_attentions=True, max_new_tokens=3).result(60)   # no dict
+        assert torch.equal(ignored, ours.generate(torch.tensor([[0, 100, 2]]), max_new_tokens=3))
+
+
+def test_the_pipeline_ignores_them_as_4x(checkpoint):
+    pipe = pipeline("summarization", model=str(checkpoint("tiny")))
+    text = "The quick brown fox jumps over the lazy dog."
+    assert pipe(text, max_new_tokens=5, **FLAGS) == pipe(text, max_new_tokens=5)
+
+
+def test_the_server_does_not_take_them():
+    assert not {"output_attentions", "output_hidden_states"} & set(GenerateParameters.model_fields)
+
+
+@pytest.mark.cuda
+def test_cuda_graphs_are_refused_and_unset_decodes_eagerly(checkpoint):
+    model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny")).cuda()
+    ids, mask = IDS.cuda(), MASK.cuda()
+    with pytest.raises(ValueError, match="output_attentions / output_hidden_states are not run on CUDA graphs"):
+        model.generate(ids, attention_mask=mask, max_new_tokens=4, cuda_graph=True, **FLAGS)
+    traced = model.generate(ids, attention_mask=mask, max_new_tokens=4, **FLAGS)
+    eager = model.generate(ids, attention_mask=mask, max_new_tokens=4, cuda_graph=False,
+                           return_dict_in_generate=True)
+    assert torch.equal(traced.sequences, eager.sequences) and len(traced.decoder_attentions) == 4
