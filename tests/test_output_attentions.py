@@ -148,16 +148,51 @@ def test_the_engine_refuses_them_by_name(models):
     with Engine(ours, max_rows=4) as engine:
         with pytest.raises(ValueError, match=r"^output_attentions and output_hidden_states: the engine does not "
                                              r"return attentions or hidden states \(it steps its requests together\); "
-                                             r"generate\(\.\.\., return_dict_in_generate=True\) returns them$"):
+                                             r"pass output_attentions=False, output_hidden_states=False \(the model's "
+                                             r"generation_config may set them\), or use generate\(\.\.\., "
+                                             r"return_dict_in_generate=True\), which returns them$"):
             engine.submit([0, 100, 2], **FLAGS)
         ignored = engine.submit([0, 100, 2], output_attentions=True, max_new_tokens=3).result(60)   # no dict
         assert torch.equal(ignored, ours.generate(torch.tensor([[0, 100, 2]]), max_new_tokens=3))
+
+
+def test_the_engine_names_the_fix_for_a_checkpoints_flag(checkpoint):
+    """A generation config that sets output_attentions with return_dict_in_generate (as transformers'
+    from_model_config does for a config.json with output_attentions true): the engine's refusal names the setting
+    to pass, and passing it decodes as generate does."""
+    model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))
+    model.generation_config.output_attentions = model.generation_config.return_dict_in_generate = True
+    with Engine(model, max_rows=4) as engine:
+        with pytest.raises(ValueError, match=r"^output_attentions: the engine does not return attentions or hidden "
+                                             r"states \(it steps its requests together\); pass "
+                                             r"output_attentions=False \(the model's generation_config may set "
+                                             r"them\), or use generate\(\.\.\., return_dict_in_generate=True\), "
+                                             r"which returns them$"):
+            engine.submit([0, 100, 2], max_new_tokens=3)
+        got = engine.submit([0, 100, 2], max_new_tokens=3, output_attentions=False).result(60)
+    want = model.generate(torch.tensor([[0, 100, 2]]), max_new_tokens=3, output_attentions=False)
+    assert list(got.keys()) == list(want.keys()) == ["sequences"]
+    assert torch.equal(got.sequences, want.sequences)
 
 
 def test_the_pipeline_ignores_them_as_4x(checkpoint):
     pipe = pipeline("summarization", model=str(checkpoint("tiny")))
     text = "The quick brown fox jumps over the lazy dog."
     assert pipe(text, max_new_tokens=5, **FLAGS) == pipe(text, max_new_tokens=5)
+
+
+def test_a_checkpoint_that_sets_them_serves_the_pipelines_summaries_on_its_engine(checkpoint, tmp_path):
+    """A generation_config.json with output_attentions and return_dict_in_generate (what transformers'
+    from_model_config writes for a config.json with output_attentions true): pipe() ignores them, and so does the
+    pipeline's engine (what the server and corpus jobs run), answering pipe()'s summary."""
+    model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))
+    model.generation_config.output_attentions = model.generation_config.return_dict_in_generate = True
+    model.save_pretrained(tmp_path)
+    pipe = pipeline("summarization", model=str(tmp_path), tokenizer=str(checkpoint("tiny")))
+    text = "The quick brown fox jumps over the lazy dog."
+    with pipe.engine(max_rows=4) as engine:
+        ids = engine.submit(pipe.preprocess([text]).rows[0], max_new_tokens=5).result(60)
+    assert pipe.postprocess(ids[None])[0] == pipe(text, max_new_tokens=5)
 
 
 def test_the_server_does_not_take_them():

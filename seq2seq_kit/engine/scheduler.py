@@ -566,8 +566,10 @@ def check_no_traces(config: GenerationConfig) -> None:
     generate) are refused by name: the engine's steps run its requests together, not one call's traced steps."""
     asked = [name for name in ("output_attentions", "output_hidden_states") if getattr(config, name)]
     if asked:
+        off = ", ".join(f"{name}=False" for name in asked)
         raise ValueError(f"{' and '.join(asked)}: the engine does not return attentions or hidden states (it steps "
-                         "its requests together); generate(..., return_dict_in_generate=True) returns them")
+                         f"its requests together); pass {off} (the model's generation_config may set them), or "
+                         "use generate(..., return_dict_in_generate=True), which returns them")
 
 
 def check_engine_settings(generate_kwargs: dict) -> None:
