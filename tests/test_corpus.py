@@ -161,6 +161,27 @@ def test_resume_skips_written_ids_and_drops_a_torn_line(tmp_path, tiny, caplog):
     assert run(path, out, tiny).written == 0 and out.read_bytes() == before
 
 
+def test_a_job_recorded_before_generation_gained_settings_resumes(tmp_path, tiny):
+    """A meta file written by an earlier version, whose generation settings lack ones added since at their
+    defaults (output_attentions / output_hidden_states: False), resumes (it was refused as another job's); a
+    setting that differs is still refused."""
+    path, out = write_jsonl(tmp_path / "docs.jsonl", make_docs(5, seed=4)), tmp_path / "out.jsonl"
+    run(path, out, tiny)
+    full = by_id(read_jsonl(out))
+    meta_path = tmp_path / "out.jsonl.meta.json"
+    meta = json.loads(meta_path.read_text())
+    for name in ("output_attentions", "output_hidden_states"):
+        assert meta["job"]["generation"].pop(name) is False
+    meta_path.write_text(json.dumps(meta))
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:2]))                                  # that version wrote 2 of the 5
+    assert run(path, out, tiny).written == 3 and by_id(read_jsonl(out)) == full
+    meta["job"]["generation"]["num_beams"] = 3
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"out.jsonl was written with num_beams=3; this run asks for num_beams="):
+        run(path, out, tiny)
+
+
 def test_a_broken_line_before_the_last_is_an_error(tmp_path, tiny):
     path, out = write_jsonl(tmp_path / "docs.jsonl", make_docs(3)), tmp_path / "out.jsonl"
     run(path, out, tiny)

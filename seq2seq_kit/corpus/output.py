@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from ..generation.config import LIBRARY_DEFAULTS
 from ..jsonfile import read_json, replace_json
 from .reading import id_key, is_parquet, parquet_module
 
@@ -176,9 +177,10 @@ class Output:
             if self.parquet:
                 self.path.unlink(missing_ok=True)
         old = self._read_meta()
-        if old is not None and old["job"] != job:
-            raise ValueError(f"{self.path} was written with {_differences(old['job'], job)}; "
-                             f"this run asks for {_differences(job, old['job'])}. Mixing them is refused: "
+        if old is not None and job_identity(old["job"]) != job_identity(job):
+            was, now = job_identity(old["job"]), job_identity(job)
+            raise ValueError(f"{self.path} was written with {_differences(was, now)}; "
+                             f"this run asks for {_differences(now, was)}. Mixing them is refused: "
                              "write to another output, or pass --overwrite (overwrite=True) to replace it")
         self.done = {id_key(r["id"]) for r in self.results.load(("id", self.field))}
         if self.parquet and self._parquet_written():
@@ -294,6 +296,14 @@ def _read_parquet(path: Path, columns=None):
         return parquet_module().read_table(path, columns=columns)
     except (pa.ArrowException, OSError) as e:
         raise ValueError(f"{path} is not a readable Parquet file: {e}") from None
+
+
+def job_identity(job: dict) -> dict:
+    """A job as a resume compares it: its generation settings but those at the library's defaults, so that a job
+    recorded by an earlier version, before generation gained a setting (output_attentions=False, ...), resumes."""
+    generation = {k: v for k, v in (job.get("generation") or {}).items()
+                  if k not in LIBRARY_DEFAULTS or LIBRARY_DEFAULTS[k] != v}
+    return {**job, "generation": generation}
 
 
 def _differences(a: dict, b: dict) -> str:
