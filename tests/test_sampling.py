@@ -133,6 +133,12 @@ def test_every_token_banned_is_named_as_such(tiny_eos):
         ours.generate(ids, mask, do_sample=True, max_length=5, min_length=5, bad_words_ids=everything)
     with pytest.raises(ValueError, match=r"no valid probabilities .*overflowed float32; `temperature`"):
         ours.generate(ids, mask, do_sample=True, max_length=5, temperature=1e-320)
+    but_eos = [t for t in range(ours.config.vocab_size) if t != 2]        # EOS is forced at max_length: min_length
+    for bans in (dict(suppress_tokens=but_eos), dict(begin_suppress_tokens=but_eos),      # named too (were not)
+                 dict(sequence_bias={(t,): -float("inf") for t in but_eos})):
+        named = rf"no valid probabilities .*-inf: the settings that ban tokens .*`{next(iter(bans))}`"
+        with pytest.raises(ValueError, match=named):
+            ours.generate(ids, mask, do_sample=True, max_length=5, min_length=5, **bans)
 
 
 @pytest.mark.parametrize("kwargs,setting", [(dict(sequence_bias={(5,): float("inf")}), "sequence_bias"),

@@ -113,4 +113,4 @@ def prefill(model, cache, prompt: torch.Tensor, rows_per_input: int, trace=None)
     search steps from the last token). trace: generate's Trace (generation/traces.py), which records the pass."""
     if prompt.shape[1] > 1:
         rows = prompt[:, :-1].repeat_interleave(rows_per_input, dim=0)                         # [R, P - 1]
-        model.prefill_unchecked(rows, cache, None if trace is None else trace.record())
+        model.prefill_unchecked(rows, cache, **({} if trace is None else {"trace": trace.record()}))

@@ -131,8 +131,8 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
                          "stop_strings / output_attentions / output_hidden_states are not run on CUDA graphs (they "
                          "need the host at every step, or tables the graphs do not take): leave cuda_graph unset "
                          "(generate then decodes eagerly) or pass False")
-    encoder_hidden = model.encode_unchecked(input_ids, padding_mask,
-                                            None if trace is None else trace.encoder)   # [B, S, D], once
+    traced = {} if trace is None else {"trace": trace.encoder}    # a model that traces nothing still generates
+    encoder_hidden = model.encode_unchecked(input_ids, padding_mask, **traced)        # [B, S, D], once
     if cuda_graph:
         with graph_lock(model):                     # the kept graphs' buffers hold one call's inputs and state
             return decode_on_graphs(model, encoder_hidden, padding_mask, cfg, input_ids, generator)

@@ -655,8 +655,9 @@ def draw(scores: torch.Tensor, num_samples: int, generator) -> torch.Tensor:
             # the settings that can empty a row alone first, `min_length` (it bans only EOS) last: a server names
             # the first of them its client sent as the one at fault
             cause = ("every score of a row is -inf: the settings that ban tokens (`no_repeat_ngram_size`, "
-                     "`encoder_no_repeat_ngram_size`, `bad_words_ids`) left no token to draw, or a `temperature` "
-                     "near 0 overflowed every score (`min_length`, `min_new_tokens` ban EOS beside them)")
+                     "`encoder_no_repeat_ngram_size`, `bad_words_ids`, `suppress_tokens`, `begin_suppress_tokens`, "
+                     "a `sequence_bias` of -inf) left no token to draw, or a `temperature` near 0 overflowed every "
+                     "score (`min_length`, `min_new_tokens` ban EOS beside them)")
         else:
             cause = ("the scores overflowed float32; `temperature` near 0, `repetition_penalty` near 0, "
                      "`encoder_repetition_penalty` far above 1, an `exponential_decay_length_penalty` factor far "

@@ -55,7 +55,8 @@ class Seq2SeqModel(Protocol):
     def encode_unchecked(self, input_ids: torch.Tensor, padding_mask: torch.Tensor | None,
                          trace=None) -> torch.Tensor:
         """input_ids [B, S] long, check_inputs' padding mask -> encoder_hidden [B, S, D]. trace: None, or a recorder
-        (generation/traces.py's LayerRecord) its layers hand their attentions and hidden states to."""
+        (generation/traces.py's LayerRecord) its layers hand their attentions and hidden states to; passed (by
+        name) only by generate(output_attentions / output_hidden_states), so a model without it generates too."""
 
     def start_decoding(self, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None, rows_per_input: int,
                        max_length: int, *, cuda_graph: bool) -> tuple[Step, Cache]:
