@@ -8,8 +8,9 @@ decoder start token alone, as transformers 5.24 does (`_prepare_decoder_input_id
     the length-dependent ones count it (forced BOS acts at length 1 only, i.e. never after a longer prompt);
   - a decoder_attention_mask may be given when it masks nothing (every row's prompt has the same length), and the
     pad token may stand only as the start token (Marian's) or as a prompt of one token: transformers numbers
-    M2M100 / NLLB prompt positions around pad tokens in one pass, which a cache filled token by token does not
-    reproduce (elsewhere a pad token in a prompt is padding, which prompts do not have: see the mask).
+    M2M100 / NLLB prompt positions around pad tokens in its one pass over the whole prompt, while here the prompt's
+    last token is the search's first step, numbered by the cache's length (elsewhere a pad token in a prompt is
+    padding, which prompts do not have: see the mask).
 
 The prompt's tokens but the last are fed to the decoder in one causal pass before the search starts (`prefill`, the
 model's prefill_unchecked), as transformers runs its whole prompt in one forward; the search then steps from the
