@@ -5,10 +5,12 @@ returns them (its eager attention's values: its default SDPA attention returns e
 Shapes (B inputs, S source tokens, R decoder rows, H heads, D d_model, L layers, P the decoder prompt's tokens,
 1 without one; t the tokens fed so far at a step):
   encoder_attentions     L x [B, H, S, S]                (per input, not per row, as transformers)
-  encoder_hidden_states  (L + 1) x [B, S, D]             the embeddings' output, each layer's, the encoder's output
+  encoder_hidden_states  (L + 1) x [B, S, D]             the embeddings' output, each layer's but the last, then
+                                                         the encoder's output (the last layer's, after the final
+                                                         layer norm where the family has one: models/bart.py)
   decoder_attentions     steps x L x [R, H, 1, t]        the first step [R, H, P, P] (lower triangle)
   cross_attentions       steps x L x [R, H, 1, S]        the first step [R, H, P, S]
-  decoder_hidden_states  steps x (L + 1) x [R, 1, D]     the first step [R, P, D]
+  decoder_hidden_states  steps x (L + 1) x [R, 1, D]     likewise; the first step [R, P, D]
 transformers runs a decoder prompt in one pass; here its tokens but the last are (decoder_prompt.prefill), and the
 last is the first step, so the two are joined into one: the prefill's self-attention rows [R, H, P - 1, P - 1]
 padded with the zero column a causal mask gives.
