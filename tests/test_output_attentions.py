@@ -96,6 +96,21 @@ def test_tokens_and_scores_are_bit_identical_to_the_call_without_the_flags(model
             assert torch.equal(a, b), field
 
 
+def test_a_model_taking_the_trace_by_name_only_records_it(models, monkeypatch):
+    """generation/protocol.py: the trace is passed by name, so a model may take it keyword-only (was passed to
+    decode_step_unchecked by position: TypeError)."""
+    _, ours = models("tiny-mbart")
+    want = run(ours, **MODES["prompt"], **FLAGS)
+    for name in ("encode_unchecked", "prefill_unchecked", "decode_step_unchecked"):
+        bound = getattr(ours, name)
+        monkeypatch.setattr(ours, name, lambda ids, mask_or_cache, *, trace=None, bound=bound: bound(
+            ids, mask_or_cache, trace=trace))
+    got = run(ours, **MODES["prompt"], **FLAGS)
+    assert list(got.keys()) == list(want.keys())
+    for field in want.keys():
+        assert all(torch.equal(a, b) for a, b in zip(leaves(got[field]), leaves(want[field]), strict=True)), field
+
+
 def test_only_the_fields_asked_for(models):
     hf, ours = models("tiny")
     for flag, absent in (("output_attentions", "hidden_states"), ("output_hidden_states", "attentions")):

@@ -59,10 +59,11 @@ class Trace:
         return self.steps[-1]
 
     def stepping(self, traced_step):
-        """traced_step(input_ids [R], cache, recorder) -> logits (the model's decode_step_unchecked) as a
-        protocol.Step that records each call in a LayerRecord of its own."""
+        """traced_step(input_ids [R], cache, trace=recorder) -> logits [R, V] (the model's decode_step_unchecked,
+        the trace passed by name as protocol.py says) as a protocol.Step that records each call in a LayerRecord of
+        its own."""
         def step(input_ids: torch.Tensor, cache) -> torch.Tensor:
-            return traced_step(input_ids, cache, self.record())
+            return traced_step(input_ids, cache, trace=self.record())
         return step
 
     def outputs(self, prompt_len: int) -> dict:
