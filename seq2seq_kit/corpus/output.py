@@ -177,8 +177,8 @@ class Output:
             if self.parquet:
                 self.path.unlink(missing_ok=True)
         old = self._read_meta()
-        if old is not None and job_identity(old["job"]) != job_identity(job):
-            was, now = job_identity(old["job"]), job_identity(job)
+        was, now = (None, None) if old is None else (job_identity(old["job"]), job_identity(job))
+        if was != now:
             raise ValueError(f"{self.path} was written with {_differences(was, now)}; "
                              f"this run asks for {_differences(now, was)}. Mixing them is refused: "
                              "write to another output, or pass --overwrite (overwrite=True) to replace it")
