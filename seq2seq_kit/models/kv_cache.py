@@ -71,7 +71,7 @@ class KVCache:
 
     def row_outputs(self, y: torch.Tensor) -> torch.Tensor:
         """The cross-attention output per input [B, H, n * T, Dh] back as T tokens of each row [R, T, D]."""
-        B, H, _, Dh = y.shape
+        _, H, _, Dh = y.shape
         return y.transpose(1, 2).reshape(self.num_rows, -1, H * Dh)
 
     def update(self, layer: int, kv: torch.Tensor):
