@@ -21,7 +21,8 @@ from ..generation.config import GENERATE_KWARGS, GenerationConfig
 SERVER_OWNED = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "forced_bos_token_id",
                 "forced_eos_token_id", "output_scores", "output_logits", "output_attentions", "output_hidden_states",
                 "return_dict_in_generate")
-# stop_strings one request may send: each new set builds its tables (a few MB, ~0.1 s; in a worker thread) once
+# stop_strings one request may send: each new set builds its tables (a few MB, up to ~0.2 s at these bounds) once, in a
+# worker thread (app.Service.generate)
 STOP_STRINGS, STOP_STRING_CHARS = 8, 64
 StopString = Annotated[str, Field(max_length=STOP_STRING_CHARS)]
 # Where GenerationConfig's annotation is wider than what generate takes, the narrower type (for the OpenAPI page).
