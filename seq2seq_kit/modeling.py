@@ -3,6 +3,7 @@ hub.py) and generate (generation/)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -10,8 +11,43 @@ import torch
 from . import cpu_memory, generation, hub, kernel_choice, loading
 from .config import BartConfig
 from .generation import GenerationConfig
-from .models.bart import BartNetwork
+from .generation.traces import LayerRecord
+from .model_output import ModelOutput
+from .models.bart import BartNetwork, check_forward_kwargs
 from .models.quantize import Int8Linear, check_quantizable
+
+
+FORWARD_TAKES = ("input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, output_attentions, "
+                 "output_hidden_states and return_dict and returns the logits [batch, target, vocab] (a "
+                 "Seq2SeqLMOutput with output_attentions, output_hidden_states or return_dict true)")
+
+
+@dataclass
+class Seq2SeqLMOutput(ModelOutput):
+    """What model(..., output_attentions=True / output_hidden_states=True / return_dict=True) returns: transformers'
+    Seq2SeqLMOutput without loss and cache (past_key_values), read as its ModelOutput (model_output.py). Shapes (B
+    inputs, S source, T target tokens, H heads, D d_model, L layers), values as transformers' eager attention
+    computes them:"""
+    logits: torch.Tensor | None = None                                  # [B, T, V]
+    decoder_hidden_states: tuple[torch.Tensor, ...] | None = None       # (L + 1) x [B, T, D]
+    decoder_attentions: tuple[torch.Tensor, ...] | None = None          # L x [B, H, T, T]
+    cross_attentions: tuple[torch.Tensor, ...] | None = None            # L x [B, H, T, S]
+    encoder_last_hidden_state: torch.Tensor | None = None               # [B, S, D]
+    encoder_hidden_states: tuple[torch.Tensor, ...] | None = None       # (L + 1) x [B, S, D]
+    encoder_attentions: tuple[torch.Tensor, ...] | None = None          # L x [B, H, S, S]
+
+    @classmethod
+    def of(cls, logits: torch.Tensor, record: LayerRecord, hidden_states: bool) -> Seq2SeqLMOutput:
+        """The output of a pass recorded in `record` (its attentions when it recorded them); hidden_states: the
+        per-layer hidden states too (the hidden states are the embeddings' output, each layer's but the last, then
+        the side's output, as transformers')."""
+        probs, states = record.probs, record.states
+        attentions = {k: tuple(probs[k]) for k in probs} if record.attentions else dict.fromkeys(probs)
+        return cls(logits=logits, encoder_last_hidden_state=states["encoder"][-1],
+                   decoder_hidden_states=tuple(states["decoder"]) if hidden_states else None,
+                   encoder_hidden_states=tuple(states["encoder"]) if hidden_states else None,
+                   decoder_attentions=attentions["decoder"], cross_attentions=attentions["cross"],
+                   encoder_attentions=attentions["encoder"])
 
 
 class BartForConditionalGeneration(BartNetwork):
@@ -67,6 +103,25 @@ class BartForConditionalGeneration(BartNetwork):
             (directory / "generation_config.json").unlink(missing_ok=True)
         return directory
 
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
+                *, output_attentions: bool | None = None, output_hidden_states: bool | None = None,
+                return_dict: bool | None = None, **unsupported):
+        """The teacher-forced pass (BartNetwork.forward) -> logits [B, T, V]; with output_attentions,
+        output_hidden_states or return_dict true, a Seq2SeqLMOutput (transformers' fields, in its order, those set).
+        return_dict=False with a flag is refused (transformers returns a tuple there, which this does not)."""
+        check_forward_kwargs(unsupported, FORWARD_TAKES)
+        flagged = bool(output_attentions or output_hidden_states)
+        if return_dict is False and flagged:
+            raise TypeError("return_dict=False with output_attentions / output_hidden_states: model(...) returns no "
+                            "tuple of outputs; leave return_dict out (or pass True) and read the Seq2SeqLMOutput by "
+                            "name, or take its .to_tuple()")
+        if not (flagged or return_dict):
+            return self.teacher_forced(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)
+        record = LayerRecord(attentions=bool(output_attentions))
+        logits = self.teacher_forced(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, record)
+        return Seq2SeqLMOutput.of(logits, record, bool(output_hidden_states))
+
     def generate(self, input_ids=None, attention_mask=None, *, inputs=None, **kwargs):
         """transformers-compatible generate (the source ids also by transformers' name: inputs=...); see
         seq2seq_kit.generation.decoding."""
@@ -111,4 +166,4 @@ class AutoModelForSeq2SeqLM:
         return BartForConditionalGeneration.from_pretrained(path, dtype=dtype, device=device, **hub_kwargs)
 
 
-__all__ = ["AutoModelForSeq2SeqLM", "BartForConditionalGeneration"]
+__all__ = ["AutoModelForSeq2SeqLM", "BartForConditionalGeneration", "Seq2SeqLMOutput"]

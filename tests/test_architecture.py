@@ -39,9 +39,11 @@ FORBIDDEN = {
     "parity": ["cli", "corpus", "server"],
 }
 LAYERS = sorted({layer for rules in FORBIDDEN.values() for layer in rules} | set(FORBIDDEN))
-# the C library's and OpenMP's knobs, the CUDA graph capture that models/ and generation/ share, and the Ray
-# address check that corpus/ and server/ share: leaves that import no other module of the package
-FORBIDDEN |= {leaf: LAYERS for leaf in ("cpu_memory", "cpu_threads", "cuda_capture", "ray_cluster")}
+# the C library's and OpenMP's knobs, the CUDA graph capture that models/ and generation/ share, the ModelOutput
+# base of generate's and forward's outputs, and the Ray address check that corpus/ and server/ share: leaves that
+# import no other module of the package
+FORBIDDEN |= {leaf: LAYERS for leaf in ("cpu_memory", "cpu_threads", "cuda_capture", "model_output",
+                                        "ray_cluster")}
 
 
 def module_name(path: Path) -> str:

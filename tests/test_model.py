@@ -380,15 +380,16 @@ def test_train_mode_and_labels_are_refused_as_inference_only(load):
         model.train()
     assert str(error.value) == f"model.train(): {only}"
     assert model.train(False) is model and model.eval() is model and not any(m.training for m in model.modules())
-    takes = ("it takes input_ids, attention_mask, decoder_input_ids and decoder_attention_mask and returns the "
-             "logits [batch, target, vocab]")
+    takes = ("it takes input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, output_attentions, "
+             "output_hidden_states and return_dict and returns the logits [batch, target, vocab] (a Seq2SeqLMOutput "
+             "with output_attentions, output_hidden_states or return_dict true)")
     with pytest.raises(TypeError) as error:
         model(input_ids=ids, attention_mask=mask, labels=dec)
     assert str(error.value) == (f"forward() does not take labels: {takes}; labels: {only} (a loss from these logits: "
                                 "F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100))")
     with pytest.raises(TypeError) as error:
-        model(ids, mask, dec, output_hidden_states=True, encoder_outputs=None)
-    assert str(error.value) == f"forward() does not take encoder_outputs, output_hidden_states: {takes}"
+        model(ids, mask, dec, output_hidden_states=True, encoder_outputs=None, use_cache=False)
+    assert str(error.value) == f"forward() does not take encoder_outputs, use_cache: {takes}"
 
 
 def test_bad_decode_steps(load):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields, is_dataclass, replace
 
 import torch
 
+from ..model_output import ModelOutput
 from . import decoder_prompt
 from .beam_search import BeamSearch
 from .config import GENERATE_KWARGS, GenerationConfig, check_config, resolve
@@ -34,10 +35,9 @@ WHOLE_STEP_GRAPH = True
 
 
 @dataclass
-class GenerateOutput:
-    """What generate(..., return_dict_in_generate=True) returns; also read as transformers' ModelOutput is: by name
-    (out["sequences"]; a field that is not set is a KeyError), by position among the fields that are set (out[0] is
-    the sequences), keys(), values(), items(), get(), len(), `in`."""
+class GenerateOutput(ModelOutput):
+    """What generate(..., return_dict_in_generate=True) returns; read as transformers' ModelOutput is (see
+    model_output.py): out.sequences, out["sequences"], out[0], keys(), ..."""
     sequences: torch.Tensor                             # [B * num_return_sequences, T] long
     sequences_scores: torch.Tensor | None = None        # [B * num_return_sequences] (beam search, output_scores)
     scores: tuple[torch.Tensor, ...] | None = None      # per step [B * rows_per_input, V] processed scores
@@ -50,36 +50,6 @@ class GenerateOutput:
     decoder_attentions: tuple[tuple[torch.Tensor, ...], ...] | None = None
     cross_attentions: tuple[tuple[torch.Tensor, ...], ...] | None = None
     decoder_hidden_states: tuple[tuple[torch.Tensor, ...], ...] | None = None
-
-    def keys(self) -> list[str]:
-        """The fields that are set (not None), in order."""
-        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
-
-    def to_tuple(self) -> tuple:
-        return tuple(getattr(self, k) for k in self.keys())
-
-    def __getitem__(self, key: str | int | slice):
-        if isinstance(key, str) and key not in self:
-            raise KeyError(key)                       # as ModelOutput: out["scores"] without output_scores
-        return getattr(self, key) if isinstance(key, str) else self.to_tuple()[key]
-
-    def __len__(self) -> int:
-        return len(self.keys())
-
-    def values(self) -> list:
-        return list(self.to_tuple())
-
-    def items(self) -> list[tuple[str, object]]:
-        return list(zip(self.keys(), self.to_tuple()))
-
-    def get(self, key: str, default=None):
-        return getattr(self, key) if key in self else default
-
-    def __iter__(self):
-        return iter(self.keys())
-
-    def __contains__(self, key) -> bool:
-        return key in self.keys()
 
 
 @torch.no_grad()

@@ -15,8 +15,8 @@ The parameter names are transformers' names without the "model." prefix, except 
   encoder_attn.kv_proj = [k_proj; v_proj]         (decoder cross-attention)
 models/bart_checkpoint.py maps checkpoint names to ours and back.
 
-Checked and unchecked entry points: forward, encode, new_cache and decode_step check their arguments (some checks
-read values back from the device); check_inputs is the check alone; encode_unchecked, start_decoding,
+Checked and unchecked entry points: forward, teacher_forced, encode, new_cache and decode_step check their arguments
+(some checks read values back from the device); check_inputs is the check alone; encode_unchecked, start_decoding,
 prefill_unchecked, decode_step_unchecked and next_token_logits trust theirs (generate runs check_inputs once, then
 only these).
 forward and encode run under no_grad, not inference_mode: their outputs are ordinary tensors, as transformers' under
@@ -63,10 +63,10 @@ SDPA = F.scaled_dot_product_attention     # what every attention runs; recording
 
 
 class Recorder(Protocol):
-    """What a traced pass (encode_unchecked / prefill_unchecked / decode_step_unchecked with trace=...) hands over,
-    layer by layer: attention(kind, probs), kind "encoder" (self-attention [B, H, S, S]), "decoder" (decoder
-    self-attention [R, H, T, t]: T = 1 in a step, a prompt's tokens in a prefill) or "cross" ([R, H, T, S]), each
-    kind's layers in order, only when `attentions` is true;
+    """What a traced pass (teacher_forced / encode_unchecked / prefill_unchecked / decode_step_unchecked with
+    trace=...) hands over, layer by layer: attention(kind, probs), kind "encoder" (self-attention [B, H, S, S]),
+    "decoder" (decoder self-attention [R, H, T, t]: T = 1 in a step, a prompt's tokens in a prefill, the target's in
+    teacher_forced) or "cross" ([R, H, T, S]), each kind's layers in order, only when `attentions` is true;
     hidden(side, x), side "encoder" / "decoder": the embeddings' output, each layer's output but the last, then the
     side's output (the last layer's, after the final layer norm where the family has one), as transformers'."""
     attentions: bool
@@ -169,10 +169,13 @@ class CrossAttention(nn.Module):
         k, v = kv.permute(2, 0, 3, 1, 4)                                    # each [B, H, S, Dh]
         return k, v
 
-    def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        B, T, D = x.shape          # x [B, T, D]: T target positions, or in a decode step the rows of each input
+    def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                attend=SDPA) -> torch.Tensor:
+        """x [B, T, D] (T target positions) attending to k, v [B, H, S, Dh] -> [B, T, D]; attend: SDPA, or
+        recording()'s."""
+        B, T, D = x.shape
         q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)   # [B, H, T, Dh]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)   # mask [B, 1, 1, S]
+        y = attend(q, k, v, attn_mask=mask, scale=self.scale)                      # mask [B, 1, 1, S]
         return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
 
     def step(self, x: torch.Tensor, caches: list[KVCache], layer: int, attend=SDPA) -> torch.Tensor:
@@ -237,10 +240,11 @@ class DecoderLayer(nn.Module):
     def ffn(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
 
-    def forward(self, x, enc, enc_mask, self_mask, causal):
-        k, v = self.encoder_attn.project_kv(enc)                            # x [B, T, D], enc [B, S, D]
-        x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn, self_mask, causal)
-        x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn, k, v, enc_mask)
+    def forward(self, x, enc, enc_mask, self_mask, causal, self_attend=SDPA, cross_attend=SDPA):
+        """x [B, T, D], enc [B, S, D] -> [B, T, D]; the attends: SDPA, or recording()'s."""
+        k, v = self.encoder_attn.project_kv(enc)
+        x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn, self_mask, causal, self_attend)
+        x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn, k, v, enc_mask, cross_attend)
         return sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn)
 
     def step(self, x: torch.Tensor, caches: list[KVCache], i: int, self_attend=SDPA,
@@ -312,13 +316,18 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.decoder_layers))
         self.layer_norm = nn.LayerNorm(D) if config.pre_layer_norm else None
 
-    def forward(self, tok, ids, enc, enc_mask, self_mask, causal):
-        x = tok + self.embed_positions(ids)                # tok [B, T, D] scaled embeddings of ids, enc [B, S, D]
+    def forward(self, tok, ids, enc, enc_mask, self_mask, causal, trace: Recorder | None = None):
+        """tok [B, T, D] the scaled embeddings of ids, enc [B, S, D] -> [B, T, D]. trace: a Recorder for the
+        layers' attentions ([B, H, T, T] self, [B, H, T, S] cross) and hidden states."""
+        x = tok + self.embed_positions(ids)
         if self.layernorm_embedding is not None:
             x = self.layernorm_embedding(x)
         for layer in self.layers:
-            x = layer(x, enc, enc_mask, self_mask, causal)
-        return self.layer_norm(x) if self.layer_norm is not None else x    # [B, T, D]
+            x = layer(x, enc, enc_mask, self_mask, causal, *(() if trace is None else traced(trace, x)))
+        x = self.layer_norm(x) if self.layer_norm is not None else x       # [B, T, D]
+        if trace is not None:
+            trace.hidden("decoder", x)
+        return x
 
     def step(self, tok: torch.Tensor, ids: torch.Tensor, caches: list[KVCache],
              trace: Recorder | None = None) -> torch.Tensor:
@@ -347,12 +356,15 @@ class Decoder(nn.Module):
             trace.hidden("decoder", self.layer_norm(x) if self.layer_norm is not None else x)
 
 
-def traced(trace: Recorder, x: torch.Tensor, caches: list[KVCache]) -> tuple:
+def traced(trace: Recorder, x: torch.Tensor, caches: list[KVCache] | None = None) -> tuple:
     """Before a traced decoder layer: hand trace its input x [R, T, D]; -> the layer's (self, cross) attends:
-    recording()'s when trace.attentions, else SDPA's."""
+    recording()'s when trace.attentions, else SDPA's. caches: a step's or prefill's (one), whose cross-attention
+    probabilities are mapped to its rows; None in the teacher-forced forward (already [B, H, T, S])."""
     trace.hidden("decoder", x)
     if not trace.attentions:
         return SDPA, SDPA
+    if caches is None:
+        return recording(trace, "decoder"), recording(trace, "cross")
     if len(caches) != 1:
         raise ValueError("a traced decoder step runs on one cache (generate's), not a group of them")
     return recording(trace, "decoder"), recording(trace, "cross", input_rows(caches[0]))
@@ -362,15 +374,18 @@ INFERENCE_ONLY = ("seq2seq_kit's models are inference-only (no dropout, no gradi
                   "transformers, save_pretrained, and load that folder here")
 
 
-def check_forward_kwargs(unsupported: dict) -> None:
-    """forward's keyword arguments beyond its own (transformers' labels, encoder_outputs, ...): refused by name."""
+FORWARD_TAKES = ("input_ids, attention_mask, decoder_input_ids and decoder_attention_mask and returns the logits "
+                 "[batch, target, vocab]")
+
+
+def check_forward_kwargs(unsupported: dict, takes: str = FORWARD_TAKES) -> None:
+    """forward's keyword arguments beyond its own (transformers' labels, encoder_outputs, ...): refused by name;
+    takes: what that forward takes and returns, for the message."""
     if not unsupported:
         return
     loss = (f"; labels: {INFERENCE_ONLY} (a loss from these logits: F.cross_entropy(logits.flatten(0, 1), "
             "labels.flatten(), ignore_index=-100))") if "labels" in unsupported else ""
-    raise TypeError(f"forward() does not take {', '.join(sorted(unsupported))}: it takes input_ids, attention_mask, "
-                    f"decoder_input_ids and decoder_attention_mask and returns the logits [batch, target, vocab]"
-                    f"{loss}")
+    raise TypeError(f"forward() does not take {', '.join(sorted(unsupported))}: it takes {takes}{loss}")
 
 
 def shift_tokens_right(ids: torch.Tensor, config: BartConfig) -> torch.Tensor:
@@ -494,6 +509,16 @@ class BartNetwork(nn.Module):
         input_ids shifted right are used. Checks every argument (see check_inputs); refuses transformers' other
         arguments (labels: no loss here, see check_forward_kwargs)."""
         check_forward_kwargs(unsupported)
+        return self.teacher_forced(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)
+
+    @torch.no_grad()
+    def teacher_forced(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                       decoder_input_ids: torch.Tensor | None = None,
+                       decoder_attention_mask: torch.Tensor | None = None,
+                       trace: Recorder | None = None) -> torch.Tensor:
+        """forward's pass, its arguments checked the same -> logits [B, T, V]. trace: a Recorder the layers hand
+        their attentions ("encoder" [B, H, S, S], "decoder" [B, H, T, T], "cross" [B, H, T, S]) and hidden states
+        ([B, S, D], [B, T, D]) to; the logits are the same bit for bit."""
         enc_mask = self.check_inputs(input_ids, attention_mask)
         if decoder_input_ids is None:
             decoder_input_ids = shift_tokens_right(input_ids, self.config)
@@ -509,9 +534,9 @@ class BartNetwork(nn.Module):
             T = decoder_input_ids.shape[1]
             causal = torch.ones(T, T, dtype=torch.bool, device=self.device).tril()
             self_mask = causal & dec_mask[:, None, None, :]
-        enc = self.encoder(self.embed(input_ids, self.encoder_embeddings), input_ids, enc_mask)
+        enc = self.encoder(self.embed(input_ids, self.encoder_embeddings), input_ids, enc_mask, trace)
         h = self.decoder(self.embed(decoder_input_ids, self.decoder_embeddings), decoder_input_ids, enc, enc_mask,
-                         self_mask, self_mask is None)
+                         self_mask, self_mask is None, trace)
         return self.logits(h)
 
     @torch.no_grad()

@@ -1,0 +1,122 @@
+"""model(..., output_attentions=True / output_hidden_states=True / return_dict=True): the teacher-forced forward's
+Seq2SeqLMOutput against transformers 5.24 with attn_implementation="eager" (its default SDPA attention returns no
+attention probabilities): the same fields in the same order (transformers' but loss and cache), every shape
+equal, values within ATOL (float32, tiny random checkpoints), for BART (post-LN), mBART (pre-LN, final layer norms),
+Marian and Pegasus (sinusoidal positions) and M2M100 (positions over non-pad tokens), a padded source and a padded
+decoder; the logits bit-identical to the call without the flags, which still returns the logits tensor; and
+return_dict=False with a flag refused (transformers returns a tuple there)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+from seq2seq_kit import BartForConditionalGeneration
+
+ATOL = 1e-5
+FAMILIES = ["tiny", "tiny-mbart", "marian", "pegasus", "m2m100"]
+FIELDS = ("logits", "decoder_hidden_states", "decoder_attentions", "cross_attentions", "encoder_last_hidden_state",
+          "encoder_hidden_states", "encoder_attentions")
+
+
+@pytest.fixture(scope="module")
+def models(checkpoint):
+    """models(name) -> (transformers eager model, seq2seq_kit model), loaded once per module."""
+    loaded = {}
+
+    def get(name: str):
+        if name not in loaded:
+            path = checkpoint(name)
+            loaded[name] = (transformers.AutoModelForSeq2SeqLM.from_pretrained(path, attn_implementation="eager")
+                            .eval(), BartForConditionalGeneration.from_pretrained(path))
+        return loaded[name]
+    return get
+
+
+def batch(config) -> dict:
+    """Two sources (the second with three pad tokens at its end) and two decoder inputs (the second with two)."""
+    pad, eos = config.pad_token_id, config.eos_token_id
+    ids = torch.tensor([[5, 6, 7, 8, 9, eos], [10, 11, eos, pad, pad, pad]])
+    dec = torch.tensor([[eos, 12, 13, 14], [eos, 15, pad, pad]])
+    return dict(input_ids=ids, attention_mask=torch.tensor([[1] * 6, [1, 1, 1, 0, 0, 0]]), decoder_input_ids=dec,
+                decoder_attention_mask=torch.tensor([[1] * 4, [1, 1, 0, 0]]))
+
+
+def leaves(x):
+    return [x] if isinstance(x, torch.Tensor) else [t for y in x for t in leaves(y)]
+
+
+def structure(x):
+    return tuple(x.shape) if isinstance(x, torch.Tensor) else tuple(structure(y) for y in x)
+
+
+def assert_matches(got, want):
+    assert list(got.keys()) == [k for k in want.keys() if k != "cache"]   # transformers 5: past_key_values
+    for field in got.keys():
+        assert structure(got[field]) == structure(want[field]), field
+        for a, b in zip(leaves(got[field]), leaves(want[field])):
+            torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_field_matches_transformers_eager(models, name):
+    hf, ours = models(name)
+    inputs = batch(ours.config)
+    flags = dict(output_attentions=True, output_hidden_states=True)
+    with torch.no_grad():
+        want = hf(**inputs, **flags)
+    got = ours(**inputs, **flags)
+    assert list(got.keys()) == list(FIELDS)
+    assert_matches(got, want)
+    L, H = ours.config.decoder_layers, ours.config.decoder_attention_heads
+    assert [tuple(a.shape) for a in got.cross_attentions] == [(2, H, 4, 6)] * L
+    assert torch.equal(got.logits, ours(**inputs))                     # bit for bit the call without the flags
+
+
+@pytest.mark.parametrize("flags", [dict(output_attentions=True), dict(output_hidden_states=True),
+                                   dict(return_dict=True), dict(output_attentions=True, return_dict=True)],
+                         ids=lambda f: "+".join(f))
+def test_each_flag_alone_gives_transformers_fields(models, flags):
+    hf, ours = models("tiny")
+    inputs = batch(ours.config)
+    with torch.no_grad():
+        want = hf(**inputs, **flags)
+    got = ours(**inputs, **flags)
+    assert_matches(got, want)
+    assert got[0] is got.logits and got["logits"] is got.logits and len(got) == len(got.to_tuple())
+    with pytest.raises(KeyError):
+        got["loss"]
+
+
+def test_forced_alignment_reads_the_last_layers_cross_attention(models):
+    """The README's example: the reference's attention over the source, rows summing to 1 over unpadded tokens."""
+    hf, ours = models("marian")
+    inputs = batch(ours.config)
+    align = ours(**inputs, output_attentions=True).cross_attentions[-1].mean(dim=1)        # [B, T, S]
+    with torch.no_grad():
+        want = hf(**inputs, output_attentions=True).cross_attentions[-1].mean(dim=1)
+    torch.testing.assert_close(align, want, atol=ATOL, rtol=0)
+    assert torch.all(align[1, :, 3:] == 0)                              # the padded source tokens get none
+    torch.testing.assert_close(align.sum(dim=-1), torch.ones(2, 4))
+
+
+@pytest.mark.parametrize("flags", [dict(), dict(output_attentions=False, output_hidden_states=False),
+                                   dict(return_dict=None), dict(return_dict=False)], ids=str)
+def test_without_flags_the_logits_tensor_as_before(models, flags):
+    hf, ours = models("tiny")
+    inputs = batch(ours.config)
+    got = ours(**inputs, **flags)
+    assert type(got) is torch.Tensor and torch.equal(got, ours(**inputs))
+    with torch.no_grad():
+        torch.testing.assert_close(got, hf(**inputs).logits, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("flag", ["output_attentions", "output_hidden_states"])
+def test_return_dict_false_with_a_flag_is_refused(models, flag):
+    _, ours = models("tiny")
+    with pytest.raises(TypeError) as error:
+        ours(**batch(ours.config), return_dict=False, **{flag: True})
+    assert str(error.value) == ("return_dict=False with output_attentions / output_hidden_states: model(...) returns "
+                                "no tuple of outputs; leave return_dict out (or pass True) and read the "
+                                "Seq2SeqLMOutput by name, or take its .to_tuple()")
