@@ -101,6 +101,20 @@ def test_forced_alignment_reads_the_last_layers_cross_attention(models):
     torch.testing.assert_close(align.sum(dim=-1), torch.ones(2, 4))
 
 
+def test_a_left_padded_decoders_pad_position_attends_evenly_as_in_transformers(models):
+    """A decoder query with every key masked (a pad token first): transformers' eager probabilities are uniform
+    over the keys (its masked scores are the lowest float); they were NaN here."""
+    hf, ours = models("tiny")
+    inputs = dict(input_ids=torch.tensor([[5, 6, 7, 2]]), decoder_input_ids=torch.tensor([[1, 2, 12, 13]]),
+                  decoder_attention_mask=torch.tensor([[0, 1, 1, 1]]), output_attentions=True)
+    with torch.no_grad():
+        want = hf(**inputs)
+    got = ours(**inputs)
+    assert torch.equal(got.decoder_attentions[0][0, :, 0], torch.full((ours.config.decoder_attention_heads, 4), 0.25))
+    for a, b in zip(got.decoder_attentions, want.decoder_attentions):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+
+
 @pytest.mark.parametrize("flags", [dict(), dict(output_attentions=False, output_hidden_states=False),
                                    dict(return_dict=None), dict(return_dict=False)], ids=str)
 def test_without_flags_the_logits_tensor_as_before(models, flags):

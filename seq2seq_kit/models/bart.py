@@ -80,12 +80,14 @@ def attention_probs(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None,
                     scale: float) -> torch.Tensor:
     """softmax(q k^T * scale + mask): q [..., Tq, Dh], k [..., Tk, Dh], mask bool (True = attend) broadcastable to
     [..., Tq, Tk] or None, causal: query i attends to keys 0..i -> [..., Tq, Tk] in q's dtype, as transformers'
-    eager attention computes them."""
+    eager attention computes them: masked scores are the dtype's lowest finite value, so a query with every key
+    masked (a left-padded decoder's pad position) attends to all keys evenly there, not NaN."""
     scores = torch.matmul(q, k.transpose(-1, -2)) * scale                  # [..., Tq, Tk]
+    lowest = torch.finfo(scores.dtype).min
     if causal:
-        scores = scores.masked_fill(~torch.ones_like(scores, dtype=torch.bool).tril(), float("-inf"))
+        scores = scores.masked_fill(~torch.ones_like(scores, dtype=torch.bool).tril(), lowest)
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+        scores = scores.masked_fill(~mask, lowest)
     return scores.softmax(dim=-1)
 
 
