@@ -86,10 +86,9 @@ def small_path(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def pair(checkpoint, tiny_eos_path):
-    """pair(name) -> (transformers model, seq2seq_kit model) for a checkpoints.SPECS name or "tiny-eos", loaded
-    once per test module."""
+def loaded_pairs(checkpoint, tiny_eos_path, **transformers_kwargs):
+    """get(name) -> (transformers model, seq2seq_kit model) for a checkpoints.SPECS name or "tiny-eos", each loaded
+    once; transformers_kwargs: its from_pretrained's (attn_implementation="eager")."""
     import transformers
 
     from seq2seq_kit import BartForConditionalGeneration
@@ -99,11 +98,23 @@ def pair(checkpoint, tiny_eos_path):
     def get(name: str):
         if name not in loaded:
             path = tiny_eos_path if name == "tiny-eos" else checkpoint(name)
-            loaded[name] = (transformers.AutoModelForSeq2SeqLM.from_pretrained(path).eval(),
+            loaded[name] = (transformers.AutoModelForSeq2SeqLM.from_pretrained(path, **transformers_kwargs).eval(),
                             BartForConditionalGeneration.from_pretrained(path))
         return loaded[name]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def pair(checkpoint, tiny_eos_path):
+    """pair(name) -> (transformers model, seq2seq_kit model), loaded once per test module (loaded_pairs)."""
+    return loaded_pairs(checkpoint, tiny_eos_path)
+
+
+@pytest.fixture(scope="module")
+def eager_pair(checkpoint, tiny_eos_path):
+    """pair's, with transformers' eager attention (the only one that returns attention probabilities)."""
+    return loaded_pairs(checkpoint, tiny_eos_path, attn_implementation="eager")
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import transformers
-
-from seq2seq_kit import BartForConditionalGeneration
 
 ATOL = 1e-5
 FAMILIES = ["tiny", "tiny-mbart", "marian", "pegasus", "m2m100"]
@@ -20,18 +17,6 @@ FIELDS = ("logits", "decoder_hidden_states", "decoder_attentions", "cross_attent
           "encoder_hidden_states", "encoder_attentions")
 
 
-@pytest.fixture(scope="module")
-def models(checkpoint):
-    """models(name) -> (transformers eager model, seq2seq_kit model), loaded once per module."""
-    loaded = {}
-
-    def get(name: str):
-        if name not in loaded:
-            path = checkpoint(name)
-            loaded[name] = (transformers.AutoModelForSeq2SeqLM.from_pretrained(path, attn_implementation="eager")
-                            .eval(), BartForConditionalGeneration.from_pretrained(path))
-        return loaded[name]
-    return get
 
 
 def batch(config) -> dict:
@@ -60,8 +45,8 @@ def assert_matches(got, want):
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_every_field_matches_transformers_eager(models, name):
-    hf, ours = models(name)
+def test_every_field_matches_transformers_eager(eager_pair, name):
+    hf, ours = eager_pair(name)
     inputs = batch(ours.config)
     flags = dict(output_attentions=True, output_hidden_states=True)
     with torch.no_grad():
@@ -77,8 +62,8 @@ def test_every_field_matches_transformers_eager(models, name):
 @pytest.mark.parametrize("flags", [dict(output_attentions=True), dict(output_hidden_states=True),
                                    dict(return_dict=True), dict(output_attentions=True, return_dict=True)],
                          ids=lambda f: "+".join(f))
-def test_each_flag_alone_gives_transformers_fields(models, flags):
-    hf, ours = models("tiny")
+def test_each_flag_alone_gives_transformers_fields(eager_pair, flags):
+    hf, ours = eager_pair("tiny")
     inputs = batch(ours.config)
     with torch.no_grad():
         want = hf(**inputs, **flags)
@@ -89,9 +74,9 @@ def test_each_flag_alone_gives_transformers_fields(models, flags):
         got["loss"]
 
 
-def test_forced_alignment_reads_the_last_layers_cross_attention(models):
+def test_forced_alignment_reads_the_last_layers_cross_attention(eager_pair):
     """The README's example: the reference's attention over the source, rows summing to 1 over unpadded tokens."""
-    hf, ours = models("marian")
+    hf, ours = eager_pair("marian")
     inputs = batch(ours.config)
     align = ours(**inputs, output_attentions=True).cross_attentions[-1].mean(dim=1)        # [B, T, S]
     with torch.no_grad():
@@ -101,10 +86,10 @@ def test_forced_alignment_reads_the_last_layers_cross_attention(models):
     torch.testing.assert_close(align.sum(dim=-1), torch.ones(2, 4))
 
 
-def test_a_left_padded_decoders_pad_position_attends_evenly_as_in_transformers(models):
+def test_a_left_padded_decoders_pad_position_attends_evenly_as_in_transformers(eager_pair):
     """A decoder query with every key masked (a pad token first): transformers' eager probabilities are uniform
     over the keys (its masked scores are the lowest float); they were NaN here."""
-    hf, ours = models("tiny")
+    hf, ours = eager_pair("tiny")
     inputs = dict(input_ids=torch.tensor([[5, 6, 7, 2]]), decoder_input_ids=torch.tensor([[1, 2, 12, 13]]),
                   decoder_attention_mask=torch.tensor([[0, 1, 1, 1]]), output_attentions=True)
     with torch.no_grad():
@@ -117,8 +102,8 @@ def test_a_left_padded_decoders_pad_position_attends_evenly_as_in_transformers(m
 
 @pytest.mark.parametrize("flags", [dict(), dict(output_attentions=False, output_hidden_states=False),
                                    dict(return_dict=None), dict(return_dict=False)], ids=str)
-def test_without_flags_the_logits_tensor_as_before(models, flags):
-    hf, ours = models("tiny")
+def test_without_flags_the_logits_tensor_as_before(eager_pair, flags):
+    hf, ours = eager_pair("tiny")
     inputs = batch(ours.config)
     got = ours(**inputs, **flags)
     assert type(got) is torch.Tensor and torch.equal(got, ours(**inputs))
@@ -127,8 +112,8 @@ def test_without_flags_the_logits_tensor_as_before(models, flags):
 
 
 @pytest.mark.parametrize("flag", ["output_attentions", "output_hidden_states"])
-def test_return_dict_false_with_a_flag_is_refused(models, flag):
-    _, ours = models("tiny")
+def test_return_dict_false_with_a_flag_is_refused(eager_pair, flag):
+    _, ours = eager_pair("tiny")
     with pytest.raises(TypeError) as error:
         ours(**batch(ours.config), return_dict=False, **{flag: True})
     assert str(error.value) == ("return_dict=False with output_attentions / output_hidden_states: model(...) returns "

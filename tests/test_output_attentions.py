@@ -32,18 +32,6 @@ MODES = {
 }
 
 
-@pytest.fixture(scope="module")
-def models(checkpoint):
-    """models(name) -> (transformers eager model, seq2seq_kit model), loaded once per module."""
-    loaded = {}
-
-    def get(name: str):
-        if name not in loaded:
-            path = checkpoint(name)
-            loaded[name] = (transformers.AutoModelForSeq2SeqLM.from_pretrained(path, attn_implementation="eager")
-                            .eval(), BartForConditionalGeneration.from_pretrained(path))
-        return loaded[name]
-    return get
 
 
 def run(model, seed: int = 0, **kwargs):
@@ -62,8 +50,8 @@ def leaves(x):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", ["tiny", "tiny-mbart"])
-def test_every_field_matches_transformers_eager(models, name, mode):
-    hf, ours = models(name)
+def test_every_field_matches_transformers_eager(eager_pair, name, mode):
+    hf, ours = eager_pair(name)
     want, got = run(hf, **MODES[mode], **FLAGS), run(ours, **MODES[mode], **FLAGS)
     assert torch.equal(got.sequences, want.sequences)
     assert list(got.keys()) == [k for k in want.keys() if k != "cache"]      # the same fields, in order
@@ -73,10 +61,10 @@ def test_every_field_matches_transformers_eager(models, name, mode):
             torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
 
 
-def test_the_first_steps_shapes_with_a_prompt_are_transformers_one_pass(models):
+def test_the_first_steps_shapes_with_a_prompt_are_transformers_one_pass(eager_pair):
     """Fed token by token here, the prompt's steps are joined: [R, H, P, P] self-attention (its upper triangle zero),
     [R, H, P, S] cross-attention, [R, P, D] hidden states; later steps one token each."""
-    hf, ours = models("tiny")
+    hf, ours = eager_pair("tiny")
     got = run(ours, **MODES["prompt"], **FLAGS)
     assert structure(got.decoder_attentions[0][0]) == (2, 4, 3, 3)
     assert structure(got.decoder_attentions[1][0]) == (2, 4, 1, 4)
@@ -86,8 +74,8 @@ def test_the_first_steps_shapes_with_a_prompt_are_transformers_one_pass(models):
 
 
 @pytest.mark.parametrize("mode", ["greedy", "sampling", "beam", "prompt-beam"])
-def test_tokens_and_scores_are_bit_identical_to_the_call_without_the_flags(models, mode):
-    _, ours = models("tiny-mbart")
+def test_tokens_and_scores_are_bit_identical_to_the_call_without_the_flags(eager_pair, mode):
+    _, ours = eager_pair("tiny-mbart")
     outputs = dict(return_dict_in_generate=True, output_scores=True, output_logits=True)
     plain = run(ours, **MODES[mode], **outputs)
     traced = run(ours, **MODES[mode], **outputs, output_attentions=True, output_hidden_states=True)
@@ -96,10 +84,10 @@ def test_tokens_and_scores_are_bit_identical_to_the_call_without_the_flags(model
             assert torch.equal(a, b), field
 
 
-def test_a_model_taking_the_trace_by_name_only_records_it(models, monkeypatch):
+def test_a_model_taking_the_trace_by_name_only_records_it(eager_pair, monkeypatch):
     """generation/protocol.py: the trace is passed by name, so a model may take it keyword-only (was passed to
     decode_step_unchecked by position: TypeError)."""
-    _, ours = models("tiny-mbart")
+    _, ours = eager_pair("tiny-mbart")
     want = run(ours, **MODES["prompt"], **FLAGS)
     for name in ("encode_unchecked", "prefill_unchecked", "decode_step_unchecked"):
         bound = getattr(ours, name)
@@ -111,8 +99,8 @@ def test_a_model_taking_the_trace_by_name_only_records_it(models, monkeypatch):
         assert all(torch.equal(a, b) for a, b in zip(leaves(got[field]), leaves(want[field]), strict=True)), field
 
 
-def test_only_the_fields_asked_for(models):
-    hf, ours = models("tiny")
+def test_only_the_fields_asked_for(eager_pair):
+    hf, ours = eager_pair("tiny")
     for flag, absent in (("output_attentions", "hidden_states"), ("output_hidden_states", "attentions")):
         got = run(ours, return_dict_in_generate=True, **{flag: True})
         want = run(hf, return_dict_in_generate=True, **{flag: True})
@@ -120,25 +108,25 @@ def test_only_the_fields_asked_for(models):
         assert not any(absent in k for k in got.keys())
 
 
-def test_without_return_dict_in_generate_the_flags_are_ignored_as_in_transformers(models):
-    hf, ours = models("tiny")
+def test_without_return_dict_in_generate_the_flags_are_ignored_as_in_transformers(eager_pair):
+    hf, ours = eager_pair("tiny")
     got = run(ours, output_attentions=True, output_hidden_states=True)
     want = run(hf, output_attentions=True, output_hidden_states=True)
     assert isinstance(want, torch.Tensor) and isinstance(got, torch.Tensor) and torch.equal(got, want)
 
 
-def test_transformers_default_sdpa_returns_no_attentions_ours_are_the_eager_values(checkpoint, models):
+def test_transformers_default_sdpa_returns_no_attentions_ours_are_the_eager_values(checkpoint, eager_pair):
     """What the README says: transformers' default attention gives empty tuples; ours are eager's values."""
     sdpa = transformers.AutoModelForSeq2SeqLM.from_pretrained(checkpoint("tiny")).eval()
     out = run(sdpa, **FLAGS)
     assert out.encoder_attentions == () and out.decoder_attentions[0] == () and out.cross_attentions[0] == ()
-    assert len(run(models("tiny")[1], **FLAGS).encoder_attentions) == 2
+    assert len(run(eager_pair("tiny")[1], **FLAGS).encoder_attentions) == 2
 
 
-def test_a_checkpoints_output_attentions_returns_them_as_in_transformers(models):
+def test_a_checkpoints_output_attentions_returns_them_as_in_transformers(eager_pair):
     """config.json / generation_config's output_attentions: true (with return_dict_in_generate, which
     from_model_config sets as transformers does) makes generate return them."""
-    hf, ours = models("tiny")
+    hf, ours = eager_pair("tiny")
     saved = ours.generation_config
     try:
         ours.generation_config = type(saved).from_model_config({**ours.config.to_dict(), "output_attentions": True})
@@ -158,8 +146,8 @@ def test_int8_records_them_beside_the_same_tokens(checkpoint):
     torch.testing.assert_close(traced.cross_attentions[0][0].sum(-1), torch.ones(4, 4, 1))
 
 
-def test_the_engine_refuses_them_by_name(models):
-    _, ours = models("tiny")
+def test_the_engine_refuses_them_by_name(eager_pair):
+    _, ours = eager_pair("tiny")
     with Engine(ours, max_rows=4) as engine:
         with pytest.raises(ValueError, match=r"^output_attentions and output_hidden_states: the engine does not "
                                              r"return attentions or hidden states \(it steps its requests together\); "
