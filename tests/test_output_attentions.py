@@ -146,14 +146,17 @@ def test_int8_records_them_beside_the_same_tokens(checkpoint):
     torch.testing.assert_close(traced.cross_attentions[0][0].sum(-1), torch.ones(4, 4, 1))
 
 
+def engine_refusal(*names: str) -> str:
+    """The engine's whole refusal of these flags, as a regex."""
+    return (rf"^{' and '.join(names)}: the engine does not return attentions or hidden states \(it steps its requests "
+            rf"together\); pass {', '.join(n + '=False' for n in names)} \(the model's generation_config may set "
+            r"them\), or use generate\(\.\.\., return_dict_in_generate=True\), which returns them$")
+
+
 def test_the_engine_refuses_them_by_name(eager_pair):
     _, ours = eager_pair("tiny")
     with Engine(ours, max_rows=4) as engine:
-        with pytest.raises(ValueError, match=r"^output_attentions and output_hidden_states: the engine does not "
-                                             r"return attentions or hidden states \(it steps its requests together\); "
-                                             r"pass output_attentions=False, output_hidden_states=False \(the model's "
-                                             r"generation_config may set them\), or use generate\(\.\.\., "
-                                             r"return_dict_in_generate=True\), which returns them$"):
+        with pytest.raises(ValueError, match=engine_refusal("output_attentions", "output_hidden_states")):
             engine.submit([0, 100, 2], **FLAGS)
         ignored = engine.submit([0, 100, 2], output_attentions=True, max_new_tokens=3).result(60)   # no dict
         assert torch.equal(ignored, ours.generate(torch.tensor([[0, 100, 2]]), max_new_tokens=3))
@@ -166,11 +169,7 @@ def test_the_engine_names_the_fix_for_a_checkpoints_flag(checkpoint):
     model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))
     model.generation_config.output_attentions = model.generation_config.return_dict_in_generate = True
     with Engine(model, max_rows=4) as engine:
-        with pytest.raises(ValueError, match=r"^output_attentions: the engine does not return attentions or hidden "
-                                             r"states \(it steps its requests together\); pass "
-                                             r"output_attentions=False \(the model's generation_config may set "
-                                             r"them\), or use generate\(\.\.\., return_dict_in_generate=True\), "
-                                             r"which returns them$"):
+        with pytest.raises(ValueError, match=engine_refusal("output_attentions")):
             engine.submit([0, 100, 2], max_new_tokens=3)
         got = engine.submit([0, 100, 2], max_new_tokens=3, output_attentions=False).result(60)
     want = model.generate(torch.tensor([[0, 100, 2]]), max_new_tokens=3, output_attentions=False)
