@@ -14,9 +14,10 @@ parallel loops far more than MKL's one-row path, which would pin a wrong choice.
 SEQ2SEQ_KIT_CPU_KERNELS forces a choice (reproducible runs, tests):
   measure (or unset)              the measured choice above
   default                         models/kernels.py's DEFAULT table (no measurement)
-  mkl | mkl-t | onednn | onednn-packed   that kernel wherever ELIGIBLE allows it, mkl elsewhere
+  mkl | mkl-t | onednn | onednn-packed | gemv   that kernel wherever ELIGIBLE allows it, mkl elsewhere
   fc1=onednn-packed,lm_head=onednn,...   exactly these kinds (all row classes), mkl for the rest; not checked
                                   against ELIGIBLE (outside it, token parity is not guaranteed)
+"gemv" where it cannot run (not built at install, or a CPU without AVX2 and FMA) is refused, naming why.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .jsonfile import read_json_object, write_json
-from .models import kernels
+from .models import gemv, kernels
 
 ENV = "SEQ2SEQ_KIT_CPU_KERNELS"
 PROBE_ROWS = {"1": 1, "2-8": 4, "9-64": 32, "65-256": 128, "257+": 512}   # row class -> the row count timed for it
@@ -59,9 +60,21 @@ def choose(model) -> dict[str, dict[str, str]] | None:
 
 def setting() -> tuple[str, dict[str, dict[str, str]] | None]:
     """SEQ2SEQ_KIT_CPU_KERNELS read and checked: (its mode, the table of a KIND=KERNEL list, else None); a malformed
-    value raises ValueError."""
+    value, or one naming a kernel that cannot run here, raises ValueError."""
     mode = os.environ.get(ENV, "measure").strip() or "measure"
-    return mode, None if mode in ("measure", "default", *kernels.KERNELS) else forced(mode)
+    table = None if mode in ("measure", "default", *kernels.KERNELS) else forced(mode)
+    named = {mode} | {k for by_class in (table or {}).values() for k in by_class.values()}
+    if "gemv" in named and not gemv.available():
+        raise ValueError(f"{ENV}={mode!r}: seq2seq_kit's gemv kernel cannot run here ("
+                         + ("it needs an x86-64 CPU with AVX2 and FMA" if gemv.built() else
+                            "it was not built at install: reinstall seq2seq-kit where a C compiler with OpenMP is "
+                            "at hand") + "); choose another kernel")
+    return mode, table
+
+
+def usable() -> tuple[str, ...]:
+    """The kernels that can run here: all of KERNELS but gemv where it cannot."""
+    return tuple(k for k in kernels.KERNELS if k != "gemv" or gemv.available())
 
 
 def forced(spec: str) -> dict[str, dict[str, str]]:
@@ -98,7 +111,7 @@ def select(timing: dict[str, dict[str, float]], eligible: dict[str, tuple[str, .
     """timing {row class: {kernel: ms}}, eligible {row class: kernels} -> {row class: kernel}. A packed weight
     serves every row class, so it is taken only where every class allows it and its time, summed over the classes
     each relative to that class's fastest, beats the best dense kernel's per class."""
-    best_dense = {c: min((k for k in eligible[c] if k != "onednn-packed"), key=lambda k: t[k])
+    best_dense = {c: min((k for k in eligible[c] if k != "onednn-packed" and k in t), key=lambda k: t[k])
                   for c, t in timing.items()}
     if packable and all("onednn-packed" in eligible[c] for c in timing):
         fastest = {c: min(t.values()) for c, t in timing.items()}
@@ -122,7 +135,9 @@ def time_layer(layer) -> dict[str, dict[str, float]]:
     candidates = {"mkl": lambda x: F.linear(x, weight, bias),
                   "mkl-t": lambda x: kernels.mkl_transposed_linear(x, weight, bias),
                   "onednn": lambda x: kernels.onednn_linear(x, weight, bias),
-                  "onednn-packed": lambda x: kernels.onednn_linear(x, packed, bias)}
+                  "onednn-packed": lambda x: kernels.onednn_linear(x, packed, bias),
+                  "gemv": lambda x: gemv.linear(x, weight, bias)}
+    candidates = {name: fn for name, fn in candidates.items() if name in usable()}
     g = torch.Generator().manual_seed(0)
     scratch = torch.ones(last_level_cache_bytes() // 2, dtype=torch.float32)     # twice the cache's bytes
     out = {}
@@ -195,15 +210,15 @@ def load_timings(path: Path) -> dict:
 
 
 def well_formed(timings) -> bool:
-    """Whether timings is {shape: {row class: {kernel: ms}}} with every row class and kernel, each time a positive
-    finite number: what select() chooses from."""
+    """Whether timings is {shape: {row class: {kernel: ms}}} with every row class and usable kernel, each time a
+    positive finite number: what select() chooses from."""
     if not isinstance(timings, dict):
         return False
     for by_class in timings.values():
         if not isinstance(by_class, dict) or set(by_class) != set(PROBE_ROWS):
             return False
         for by_kernel in by_class.values():
-            if not isinstance(by_kernel, dict) or set(by_kernel) != set(kernels.KERNELS):
+            if not isinstance(by_kernel, dict) or set(by_kernel) != set(usable()):
                 return False
             if not all(type(ms) in (int, float) and 0 < ms < math.inf for ms in by_kernel.values()):
                 return False

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import platform
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +19,7 @@ import torch.nn.functional as F
 
 from seq2seq_kit import BartConfig, kernel_choice
 from seq2seq_kit.modeling import BartForConditionalGeneration
-from seq2seq_kit.models import kernels
+from seq2seq_kit.models import gemv, kernels
 from seq2seq_kit.models.kernels import KernelLinear
 
 pytestmark = pytest.mark.skipif(not kernels.ONEDNN, reason="this torch build has no oneDNN")
@@ -55,6 +58,79 @@ def test_every_kernel_computes_the_linear():
         torch.testing.assert_close(layer(x), want, rtol=1e-5, atol=1e-5)    # rounding may differ from dense
     layer.use({})
     assert not layer.packed and torch.equal(layer.weight, dense)             # unpacking gives the same values
+
+
+def cpu_has_avx2_fma() -> bool:
+    try:
+        flags = set(re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M).group(1).split())
+    except (OSError, AttributeError):
+        return False
+    return {"avx2", "fma"} <= flags
+
+
+needs_gemv = pytest.mark.skipif(not gemv.available(), reason="the gemv kernel cannot run on this machine")
+
+
+def test_gemv_is_built_and_runs_on_an_x86_64_cpu_with_avx2():
+    """pip install builds models/_gemv where a C compiler is at hand (CI's machines have one): a build that silently
+    failed would leave every machine on the slower kernels without a word."""
+    if platform.machine() not in ("x86_64", "AMD64") or not cpu_has_avx2_fma():
+        pytest.skip("gemv runs on x86-64 CPUs with AVX2 and FMA")
+    assert gemv.built() and gemv.available() and gemv.ISA in (1, 2)
+
+
+@needs_gemv
+@torch.no_grad()
+@pytest.mark.parametrize("rows", [0, 1, 2, 3, 4, 5, 7, 8, 9, 13, 32, 64, 70])
+def test_gemv_computes_the_linear_as_exactly_as_mkl(rows):
+    """Every row count (the kernel takes x rows 4 at a time, weight rows 8, 4 or 2 at a time, then one by one),
+    input widths that are no multiple of the vector width (masked loads), with and without a bias: within 3x
+    F.linear's own distance from the float64 product (the kernel's sums are 16- or 8-lane partial sums)."""
+    g = torch.Generator().manual_seed(rows)
+    for out_features, in_features in ((37, 19), (64, 1024), (9, 4096), (130, 33), (5, 1), (16, 8)):
+        x = torch.randn(rows, in_features, generator=g)
+        weight, bias = torch.randn(out_features, in_features, generator=g), torch.randn(out_features, generator=g)
+        for b in (bias, None):
+            exact = x.double() @ weight.double().T + (0 if b is None else b.double())
+            got = gemv.linear(x, weight, b)
+            assert got.shape == (rows, out_features) and got.dtype == torch.float32
+            if rows:
+                mkl = (F.linear(x, weight, b).double() - exact).abs().max().item()
+                assert (got.double() - exact).abs().max().item() <= 3 * mkl + 1e-6
+    x = torch.randn(3, 2, 40, generator=g)[:, :, ::2]                       # [3, 2, 20], not contiguous
+    weight = torch.randn(20, 11, generator=g).T                             # [11, 20], not contiguous
+    torch.testing.assert_close(gemv.linear(x, weight, None), F.linear(x, weight), rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match="dtype|type"):                    # F.linear's own error, no bad read
+        gemv.linear(torch.randn(2, 4), torch.randn(3, 4, dtype=torch.float64), None)
+
+
+@needs_gemv
+@torch.no_grad()
+def test_a_layer_runs_gemv_up_to_the_rows_it_is_set_for():
+    torch.manual_seed(0)
+    layer = KernelLinear(48, 80)
+    layer.use({"1": "gemv", "2-8": "gemv"})
+    for rows in (1, 5, 8, 9, 300):
+        x = torch.randn(rows, 48)
+        want = gemv.linear(x, layer.weight, layer.bias) if rows <= 8 else F.linear(x, layer.weight, layer.bias)
+        assert torch.equal(layer(x), want)
+    assert layer.kernels() == {"1": "gemv", "2-8": "gemv", "9-64": "mkl", "65-256": "mkl", "257+": "mkl"}
+
+
+def test_gemv_forced_where_it_cannot_run_is_refused(monkeypatch):
+    monkeypatch.setattr(gemv, "ISA", 0)
+    for value in ("gemv", "fc1=gemv"):
+        monkeypatch.setenv(kernel_choice.ENV, value)
+        with pytest.raises(ValueError, match="gemv kernel cannot run here"):
+            kernel_choice.setting()
+    monkeypatch.setattr(gemv, "_gemv", None)
+    with pytest.raises(ValueError, match="not built at install: reinstall seq2seq-kit where a C compiler"):
+        kernel_choice.setting()
+    monkeypatch.setenv(kernel_choice.ENV, "fc1=onednn")
+    assert kernel_choice.setting()[1] == {"fc1": dict.fromkeys(kernels.ROW_CLASSES, "onednn")}
+    assert "gemv" not in kernel_choice.usable()
+    t = timing(mkl=(3.0, 9.0, 20.0), onednn=(2.0, 3.0, 8.0), packed=(9.0, 9.0, 9.0))      # no gemv timings
+    assert kernel_choice.select(t, kernels.ELIGIBLE["fc1"])["1"] == "onednn"
 
 
 def test_a_packed_weight_replaces_the_dense_one():
@@ -211,10 +287,11 @@ def test_unknown_kernels_and_kinds_are_refused():
 
 # ---- the choice --------------------------------------------------------------------------------------------------
 
-def timing(mkl, onednn, packed, mkl_t=(99.0, 99.0, 99.0)):
-    """{row class: {kernel: ms}} from (1, 2-8, 9-64) tuples; 65-256 and 257+ take 2x and 8x the 9-64 times."""
-    by_kernel = {"mkl": mkl, "mkl-t": mkl_t, "onednn": onednn, "onednn-packed": packed}
-    return {c: {k: (*t, 2 * t[2], 8 * t[2])[i] for k, t in by_kernel.items()}
+def timing(mkl, onednn, packed, mkl_t=(99.0, 99.0, 99.0), gemv=(99.0, 99.0, 99.0)):
+    """{row class: {kernel: ms}} from (1, 2-8, 9-64) tuples; 65-256 and 257+ take 2x and 8x the 9-64 times. The
+    usable kernels only (gemv where it can run), as time_layer gives them."""
+    by_kernel = {"mkl": mkl, "mkl-t": mkl_t, "onednn": onednn, "onednn-packed": packed, "gemv": gemv}
+    return {c: {k: (*t, 2 * t[2], 8 * t[2])[i] for k, t in by_kernel.items() if k in kernel_choice.usable()}
             for i, c in enumerate(kernels.ROW_CLASSES)}
 
 
@@ -240,8 +317,11 @@ def test_the_eligibility_table_covers_every_kind_and_row_class():
     assert all(set(by_class) == set(kernels.ROW_CLASSES) and all("mkl" in k and set(k) <= set(kernels.KERNELS)
                                                                  for k in by_class.values())
                for by_class in kernels.ELIGIBLE.values())
-    assert kernels.ELIGIBLE["self_qkv"] == {"1": ("mkl", "mkl-t", "onednn", "onednn-packed")} | dict.fromkeys(
-        ("2-8", "9-64", "65-256", "257+"), ("mkl", "mkl-t", "onednn-packed"))   # beams: oneDNN packed only
+    few, many = ("mkl", "mkl-t", "onednn-packed", "gemv"), ("mkl", "mkl-t", "onednn-packed")
+    assert kernels.ELIGIBLE["self_qkv"] == {"1": ("mkl", "mkl-t", "onednn", "onednn-packed", "gemv"), "2-8": few,
+                                            "9-64": few, "65-256": many, "257+": many}   # beams: oneDNN packed only
+    assert kernels.ELIGIBLE["fc1"]["9-64"] == kernels.KERNELS and "gemv" not in kernels.ELIGIBLE["fc1"]["65-256"]
+    assert all("gemv" not in k for kind in kernels.ENCODER_KINDS for k in kernels.ELIGIBLE[kind].values())
 
 
 def test_the_environment_variable_forces_the_choice(monkeypatch):
@@ -350,7 +430,7 @@ def test_real_timings_have_every_candidate():
     model = small_model()
     t = kernel_choice.time_layer(model.decoder.layers[0].fc1)
     assert set(t) == set(kernels.ROW_CLASSES)
-    assert all(set(v) == set(kernels.KERNELS) and all(ms > 0 for ms in v.values()) for v in t.values())
+    assert all(set(v) == set(kernel_choice.usable()) and all(ms > 0 for ms in v.values()) for v in t.values())
 
 
 def test_cpu_name_identifies_the_model_and_isa():
@@ -407,7 +487,8 @@ def forced(checkpoint, tiny_eos_path):
     return get
 
 
-@pytest.mark.parametrize("kernel", ["onednn-packed", "mkl-t", "onednn"])
+@pytest.mark.parametrize("kernel", ["onednn-packed", "mkl-t", "onednn",
+                                    pytest.param("gemv", marks=needs_gemv)])
 @pytest.mark.parametrize("name,batch,kwargs", PACKED_CASES, ids=[f"{n}-b{b}" for n, b, _ in PACKED_CASES])
 def test_eligible_kernels_keep_token_parity(pair, forced, name, batch, kwargs, kernel):
     """The suite's other tests run oneDNN on dense weights (conftest.py) with at most 64 rows, and MKL for the kinds
@@ -425,6 +506,10 @@ def test_eligible_kernels_keep_token_parity(pair, forced, name, batch, kwargs, k
     if kernel == "onednn-packed":
         assert all(table[kind] == dict.fromkeys(kernels.ROW_CLASSES, kernel) for kind in kernels.KINDS
                    if kind != "lm_head")                                     # lm_head: tied, never packed
+    elif kernel == "gemv":                                          # up to 64 rows, the decoder step's kinds
+        assert table["fc1"] == table["self_qkv"] == {"1": kernel, "2-8": kernel, "9-64": kernel, "65-256": "mkl",
+                                                     "257+": "mkl"}
+        assert table["encoder_fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "mkl")
     else:
         assert table["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, kernel)
         beams = "mkl-t" if kernel == "mkl-t" else "mkl"            # self_qkv: dense oneDNN for one row only

@@ -17,6 +17,10 @@ Kernels, all float32 on the CPU (any other dtype or device always runs F.linear)
   "onednn-packed"  oneDNN's matmul on the weight reordered once (mkldnn._reorder_linear_weight). The packed weight
                    REPLACES the dense one (same bytes, no second copy), so every call of that layer, any row
                    count, runs oneDNN; a weight shared with the embedding (a tied LM head) is never packed.
+  "gemv"           seq2seq_kit's own loop for a few rows (models/gemv.py, gemv.c) on the dense weight: measured on an
+                   AMD EPYC (family 25), one row, weights streamed: 27-31 GB/s where oneDNN packed reaches 21-26 and
+                   F.linear 12-20; even with oneDNN at 4 rows, behind it at 32. Where it is not built or the CPU lacks
+                   AVX2 and FMA it is never chosen (a layer told to use it runs F.linear).
 
 Rejected candidates (measured on an AMD EPYC, family 25): x @ a transposed contiguous copy of the weight (slower
 than oneDNN at every decode shape, and a second layout of the weight); MKL's packed sgemm (mkl._mkl_linear needs the
@@ -37,9 +41,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import gemv
+
 ENCODER_KINDS = ("encoder_qkv", "encoder_out", "encoder_fc1", "encoder_fc2", "cross_kv")   # a source's rows
 KINDS = ("self_qkv", "self_out", "cross_q", "cross_out", "fc1", "fc2", "lm_head", *ENCODER_KINDS)   # step, source
-KERNELS = ("mkl", "mkl-t", "onednn", "onednn-packed")
+KERNELS = ("mkl", "mkl-t", "onednn", "onednn-packed", "gemv")
 MAX_ROWS = 256
 ROW_CLASSES = {"1": (1, 1), "2-8": (2, 8), "9-64": (9, 64), "65-256": (65, MAX_ROWS),   # name -> (first, last) rows
                "257+": (MAX_ROWS + 1, MAX_ROWS + 1)}                                     # every count above MAX_ROWS
@@ -65,10 +71,16 @@ ROW_CLASSES = {"1": (1, 1), "2-8": (2, 8), "9-64": (9, 64), "65-256": (65, MAX_R
 #    others near-ties where transformers' own float64 run disagrees with its float32 one; the packed encoder's
 #    output 0.8-3.1x as far from float64 as transformers'; on very sensitive random models (init std 0.3, 300-token
 #    sources, beam 4) step scores up to 11x transformers' own float32-to-float64 distance, tokens still equal.
+#  - "gemv": the decoder step's kinds, self_qkv included, up to 64 rows (a source's rows are compute-bound: not what
+#    it is for). The whole suite with SEQ2SEQ_KIT_CPU_KERNELS=gemv (AMD EPYC family 25, 2026-12-03): every parity
+#    test passes; what fails is what cannot see it: tests that want F.linear's bits exactly (float8 upcast logits
+#    against transformers' with torch.equal) and those that emulate a CUDA graph on the CPU by recording torch's
+#    operations (gemv is a C call torch's dispatcher does not see; on CUDA it never runs).
 # "onednn" and "onednn-packed" round differently from each other (one-row products differ in the last bit).
-ELIGIBLE = {kind: dict.fromkeys(ROW_CLASSES, KERNELS) for kind in KINDS}      # {kind: {row class: kernels}}
-ELIGIBLE["self_qkv"] = {c: ("mkl", "mkl-t", "onednn-packed") for c in ROW_CLASSES}
-ELIGIBLE["self_qkv"]["1"] = ("mkl", "mkl-t", "onednn", "onednn-packed")
+FEW_ROWS = ("1", "2-8", "9-64")
+ELIGIBLE = {kind: {c: KERNELS if c in FEW_ROWS else KERNELS[:4] for c in ROW_CLASSES} for kind in KINDS}
+ELIGIBLE["self_qkv"] = {c: ("mkl", "mkl-t", "onednn-packed") + ("gemv",) * (c in FEW_ROWS) for c in ROW_CLASSES}
+ELIGIBLE["self_qkv"]["1"] = ("mkl", "mkl-t", "onednn", "onednn-packed", "gemv")
 ELIGIBLE |= {kind: dict.fromkeys(ROW_CLASSES, ("mkl", "mkl-t", "onednn-packed")) for kind in ENCODER_KINDS}
 
 # Without a measurement (a network built directly, or SEQ2SEQ_KIT_CPU_KERNELS=default): what was tuned on an
@@ -92,7 +104,8 @@ def mkl_transposed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     return y.t().contiguous().view(*x.shape[:-1], weight.shape[0])
 
 
-DENSE = {"onednn": onednn_linear, "mkl-t": mkl_transposed_linear}      # kernels on the dense weight besides "mkl"
+# kernels on the dense weight besides "mkl" that can run here
+DENSE = {"onednn": onednn_linear, "mkl-t": mkl_transposed_linear} | ({"gemv": gemv.linear} if gemv.available() else {})
 
 
 def pack(weight: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,47 @@
+"""seq2seq_kit's own float32 kernel for a decode step's few rows: y = x @ weight^T + bias (the "gemv" kernel of
+models/kernels.py).
+
+A decode step streams every weight from memory for 1 row (greedy) or a few (beams), so its speed is the rate at which
+the kernel reads the weight. MKL's sgemm and oneDNN's brgemm read a 1024-wide weight at 13-28 GB/s on an AMD EPYC
+Zen 4 with 2 cores; gemv.c, a plain loop over 8 weight rows at a time with one AVX-512 (or AVX2) accumulator per row,
+reads it at 27-43 GB/s there (the machine's copy rate: 34-44). It is built at install time as models/_gemv where a C
+compiler with OpenMP is at hand, runs on x86-64 CPUs with AVX2 and FMA, shares torch's OpenMP threads, and releases
+the GIL while it runs. Where it is not built or cannot run, `available()` is False and the kernel choice leaves it out.
+Its rounding: each output is a 16-lane (8 with AVX2) partial sum over the input width, summed across lanes, plus the
+bias: as close to the float64 product as MKL's (tests/test_kernels.py).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+try:
+    from . import _gemv
+except ImportError:                         # not built: no C compiler at install, or not a CPython on x86-64
+    _gemv = None
+
+ISA = _gemv.isa() if _gemv is not None else 0          # 2: AVX-512, 1: AVX2 with FMA, 0: it cannot run here
+
+
+def built() -> bool:
+    return _gemv is not None
+
+
+def available() -> bool:
+    """Whether the kernel was built and can run on this CPU."""
+    return ISA > 0
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x [..., in] @ weight [out, in]^T + bias [out], all float32 on the CPU (the caller's contract, as for the other
+    kernels of models/kernels.py). A weight or bias of another dtype or device gets F.linear (and its error)."""
+    if any(t is not None and (t.dtype != torch.float32 or t.device.type != "cpu") for t in (x, weight, bias)):
+        return F.linear(x, weight, bias)
+    weight = weight.contiguous()                        # no copy for a module's parameters
+    bias = None if bias is None else bias.contiguous()
+    rows = x.reshape(-1, x.shape[-1]).contiguous()                            # [M, in]
+    out = torch.empty(rows.shape[0], weight.shape[0], dtype=torch.float32)   # [M, out]
+    _gemv.linear(rows.data_ptr(), weight.data_ptr(), 0 if bias is None else bias.data_ptr(), out.data_ptr(),
+                 rows.shape[0], weight.shape[0], weight.shape[1], torch.get_num_threads())
+    return out.view(*x.shape[:-1], weight.shape[0])
