@@ -81,11 +81,15 @@ def test_gemv_is_built_and_runs_on_an_x86_64_cpu_with_avx2():
 
 @needs_gemv
 @torch.no_grad()
+@pytest.mark.parametrize("level", [2, 1], ids=["avx512", "avx2"])
 @pytest.mark.parametrize("rows", [0, 1, 2, 3, 4, 5, 7, 8, 9, 13, 32, 64, 70])
-def test_gemv_computes_the_linear_as_exactly_as_mkl(rows):
+def test_gemv_computes_the_linear_as_exactly_as_mkl(rows, level, monkeypatch):
     """Every row count (the kernel takes x rows 4 at a time, weight rows 8, 4 or 2 at a time, then one by one),
-    input widths that are no multiple of the vector width (masked loads), with and without a bias: within 3x
-    F.linear's own distance from the float64 product (the kernel's sums are 16- or 8-lane partial sums)."""
+    input widths that are no multiple of the vector width (masked loads), with and without a bias, the AVX-512 and
+    the AVX2 code: within 3x F.linear's own distance from the float64 product (16- or 8-lane partial sums)."""
+    if level > gemv.ISA:
+        pytest.skip("this CPU has no AVX-512")
+    monkeypatch.setattr(gemv, "ISA", level)
     g = torch.Generator().manual_seed(rows)
     for out_features, in_features in ((37, 19), (64, 1024), (9, 4096), (130, 33), (5, 1), (16, 8)):
         x = torch.randn(rows, in_features, generator=g)
@@ -102,6 +106,14 @@ def test_gemv_computes_the_linear_as_exactly_as_mkl(rows):
     torch.testing.assert_close(gemv.linear(x, weight, None), F.linear(x, weight), rtol=1e-5, atol=1e-5)
     with pytest.raises(RuntimeError, match="dtype|type"):                    # F.linear's own error, no bad read
         gemv.linear(torch.randn(2, 4), torch.randn(3, 4, dtype=torch.float64), None)
+    for x, weight, b in ((torch.randn(2, 5), torch.randn(3, 4), None), (torch.randn(2, 4), torch.randn(3, 4),
+                          torch.randn(2)), (torch.randn(4), torch.randn(3, 4, 1), None)):
+        with pytest.raises(RuntimeError, match="shape|size|dim"):           # shapes that do not fit: F.linear's
+            gemv.linear(x, weight, b)
+    layer = KernelLinear(4, 3)
+    layer.use({"1": "gemv"})
+    with pytest.raises(RuntimeError, match="shape|size"):
+        layer(torch.randn(1, 5))
 
 
 @needs_gemv

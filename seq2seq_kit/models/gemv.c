@@ -159,17 +159,18 @@ typedef struct { const float *x, *w, *b; float *y; long M, N, K; } Problem;
 static void run(const Problem *p, int threads, int level) { (void)p; (void)threads; (void)level; }
 #endif
 
-/* linear(x, w, b, y, M, N, K, threads): addresses as ints (b 0: no bias); x [M, K], w [N, K], y [M, N], float32,
-   contiguous, checked by the caller. Runs without the GIL. */
+/* linear(x, w, b, y, M, N, K, threads, level): addresses as ints (b 0: no bias); x [M, K], w [N, K], y [M, N],
+   float32, contiguous, checked by the caller; level 2 runs the AVX-512 code, 1 the AVX2 code (at most isa()).
+   Runs without the GIL. */
 static PyObject *linear(PyObject *self, PyObject *args) {
     unsigned long long x, w, b, y;
     long M, N, K;
-    int threads;
+    int threads, level;
     (void)self;
-    if (!PyArg_ParseTuple(args, "KKKKllli", &x, &w, &b, &y, &M, &N, &K, &threads)) return NULL;
-    int level = isa();
-    if (level == 0) {
-        PyErr_SetString(PyExc_RuntimeError, "seq2seq_kit's gemv kernel needs an x86-64 CPU with AVX2 and FMA");
+    if (!PyArg_ParseTuple(args, "KKKKlllii", &x, &w, &b, &y, &M, &N, &K, &threads, &level)) return NULL;
+    if (level < 1 || level > isa()) {
+        PyErr_Format(PyExc_ValueError, "gemv level %d cannot run on this CPU (it runs up to %d: 2 AVX-512, "
+                     "1 AVX2 with FMA, 0 neither)", level, isa());
         return NULL;
     }
     Problem p = {(const float *)(uintptr_t)x, (const float *)(uintptr_t)w, (const float *)(uintptr_t)b,
@@ -186,7 +187,8 @@ static PyObject *supported(PyObject *self, PyObject *unused) {
 }
 
 static PyMethodDef methods[] = {
-    {"linear", linear, METH_VARARGS, "linear(x, w, b, y, M, N, K, threads): y = x @ w^T + b on float32 addresses"},
+    {"linear", linear, METH_VARARGS,
+     "linear(x, w, b, y, M, N, K, threads, level): y = x @ w^T + b on float32 addresses, AVX-512 (2) or AVX2 (1)"},
     {"isa", supported, METH_NOARGS, "2: AVX-512, 1: AVX2 with FMA, 0: the kernel cannot run on this CPU"},
     {NULL, NULL, 0, NULL},
 };

@@ -21,7 +21,9 @@ try:
 except ImportError:                         # not built: no C compiler at install, or not a CPython on x86-64
     _gemv = None
 
-ISA = _gemv.isa() if _gemv is not None else 0          # 2: AVX-512, 1: AVX2 with FMA, 0: it cannot run here
+# 2: AVX-512, 1: AVX2 with FMA, 0: it cannot run here. The code `linear` runs (tests set 1 to run the AVX2 code on an
+# AVX-512 CPU).
+ISA = _gemv.isa() if _gemv is not None else 0
 
 
 def built() -> bool:
@@ -35,13 +37,17 @@ def available() -> bool:
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """x [..., in] @ weight [out, in]^T + bias [out], all float32 on the CPU (the caller's contract, as for the other
-    kernels of models/kernels.py). A weight or bias of another dtype or device gets F.linear (and its error)."""
-    if any(t is not None and (t.dtype != torch.float32 or t.device.type != "cpu") for t in (x, weight, bias)):
+    kernels of models/kernels.py). Anything else (another dtype or device, shapes that do not fit) gets F.linear and
+    its error: the kernel itself reads whatever memory the shapes say."""
+    fits = weight.dim() == 2 and x.dim() >= 1 and x.shape[-1] == weight.shape[1] and \
+        (bias is None or bias.shape == weight.shape[:1])
+    if not fits or any(t is not None and (t.dtype != torch.float32 or t.device.type != "cpu")
+                       for t in (x, weight, bias)):
         return F.linear(x, weight, bias)
     weight = weight.contiguous()                        # no copy for a module's parameters
     bias = None if bias is None else bias.contiguous()
     rows = x.reshape(-1, x.shape[-1]).contiguous()                            # [M, in]
     out = torch.empty(rows.shape[0], weight.shape[0], dtype=torch.float32)   # [M, out]
     _gemv.linear(rows.data_ptr(), weight.data_ptr(), 0 if bias is None else bias.data_ptr(), out.data_ptr(),
-                 rows.shape[0], weight.shape[0], weight.shape[1], torch.get_num_threads())
+                 rows.shape[0], weight.shape[0], weight.shape[1], torch.get_num_threads(), ISA)
     return out.view(*x.shape[:-1], weight.shape[0])
