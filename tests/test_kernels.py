@@ -324,6 +324,17 @@ def test_select_takes_the_fastest_eligible_kernel_per_row_class():
     assert kernel_choice.select(faster_packed, one_row_only) == dict.fromkeys(kernels.ROW_CLASSES, "mkl")
 
 
+@needs_gemv
+def test_select_takes_gemv_where_it_is_fastest_and_never_beyond_64_rows():
+    t = timing(mkl=(3.0, 9.0, 20.0), onednn=(2.0, 3.0, 8.0), packed=(2.5, 3.5, 9.0), gemv=(1.0, 2.0, 9.5))
+    assert kernel_choice.select(t, kernels.ELIGIBLE["fc1"]) == {"1": "gemv", "2-8": "gemv", "9-64": "onednn",
+                                                                 "65-256": "onednn", "257+": "onednn"}
+    fastest_everywhere = timing(mkl=(3.0, 9.0, 20.0), onednn=(2.0, 3.0, 8.0), packed=(2.5, 3.5, 9.0),
+                                gemv=(1.0, 1.0, 1.0))
+    assert kernel_choice.select(fastest_everywhere, kernels.ELIGIBLE["fc1"])["65-256"] == "onednn"
+    assert kernel_choice.select(fastest_everywhere, kernels.ELIGIBLE["encoder_fc1"])["1"] != "gemv"
+
+
 def test_the_eligibility_table_covers_every_kind_and_row_class():
     assert set(kernels.ELIGIBLE) == set(kernels.KINDS)
     assert all(set(by_class) == set(kernels.ROW_CLASSES) and all("mkl" in k and set(k) <= set(kernels.KERNELS)

@@ -18,9 +18,10 @@ Kernels, all float32 on the CPU (any other dtype or device always runs F.linear)
                    REPLACES the dense one (same bytes, no second copy), so every call of that layer, any row
                    count, runs oneDNN; a weight shared with the embedding (a tied LM head) is never packed.
   "gemv"           seq2seq_kit's own loop for a few rows (models/gemv.py, gemv.c) on the dense weight: measured on an
-                   AMD EPYC (family 25), one row, weights streamed: 27-31 GB/s where oneDNN packed reaches 21-26 and
-                   F.linear 12-20; even with oneDNN at 4 rows, behind it at 32. Where it is not built or the CPU lacks
-                   AVX2 and FMA it is never chosen (a layer told to use it runs F.linear).
+                   AMD EPYC (family 25), weights streamed: one row 27-47 GB/s where oneDNN packed reaches 16-30 and
+                   F.linear 12-20; 4 rows 22-30 against 16-29; at 32 rows (compute-bound) oneDNN packed is 5-20%
+                   ahead. Where it is not built or the CPU lacks AVX2 and FMA it is never chosen (a layer told to use
+                   it runs F.linear).
 
 Rejected candidates (measured on an AMD EPYC, family 25): x @ a transposed contiguous copy of the weight (slower
 than oneDNN at every decode shape, and a second layout of the weight); MKL's packed sgemm (mkl._mkl_linear needs the
@@ -78,7 +79,8 @@ ROW_CLASSES = {"1": (1, 1), "2-8": (2, 8), "9-64": (9, 64), "65-256": (65, MAX_R
 #    operations (gemv is a C call torch's dispatcher does not see; on CUDA it never runs).
 # "onednn" and "onednn-packed" round differently from each other (one-row products differ in the last bit).
 FEW_ROWS = ("1", "2-8", "9-64")
-ELIGIBLE = {kind: {c: KERNELS if c in FEW_ROWS else KERNELS[:4] for c in ROW_CLASSES} for kind in KINDS}
+ELIGIBLE = {kind: {c: KERNELS if c in FEW_ROWS else tuple(k for k in KERNELS if k != "gemv") for c in ROW_CLASSES}
+            for kind in KINDS}
 ELIGIBLE["self_qkv"] = {c: ("mkl", "mkl-t", "onednn-packed") + ("gemv",) * (c in FEW_ROWS) for c in ROW_CLASSES}
 ELIGIBLE["self_qkv"]["1"] = ("mkl", "mkl-t", "onednn", "onednn-packed", "gemv")
 ELIGIBLE |= {kind: dict.fromkeys(ROW_CLASSES, ("mkl", "mkl-t", "onednn-packed")) for kind in ENCODER_KINDS}
