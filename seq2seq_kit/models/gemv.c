@@ -151,7 +151,7 @@ static void run(const Problem *p, int threads, int level) {
         long T = omp_get_num_threads(), t = omp_get_thread_num();
         long share = ((p->N + T - 1) / T + 15) / 16 * 16;          /* whole cache lines of y per thread */
         long first = t * share, last = first + share < p->N ? first + share : p->N;
-        long tile = TILE_FLOATS / p->K > 8 ? TILE_FLOATS / p->K / 8 * 8 : 8;
+        long tile = p->K > 0 && TILE_FLOATS / p->K > 8 ? TILE_FLOATS / p->K / 8 * 8 : 8;   /* rows, K = 0 too */
         for (long n0 = first; n0 < last; n0 += tile) {
             long n1 = n0 + tile < last ? n0 + tile : last;
             if (level == 2) tile512(p, n0, n1); else tile256(p, n0, n1);

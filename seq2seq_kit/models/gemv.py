@@ -13,6 +13,8 @@ bias: as close to the float64 product as MKL's (tests/test_kernels.py).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -46,7 +48,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
         return F.linear(x, weight, bias)
     weight = weight.contiguous()                        # no copy for a module's parameters
     bias = None if bias is None else bias.contiguous()
-    rows = x.reshape(-1, x.shape[-1]).contiguous()                            # [M, in]
+    rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1]).contiguous()      # [M, in]
     out = torch.empty(rows.shape[0], weight.shape[0], dtype=torch.float32)   # [M, out]
     _gemv.linear(rows.data_ptr(), weight.data_ptr(), 0 if bias is None else bias.data_ptr(), out.data_ptr(),
                  rows.shape[0], weight.shape[0], weight.shape[1], torch.get_num_threads(), ISA)
