@@ -186,9 +186,10 @@ def machine(args) -> dict:
 
     info = {"device": args.device, "threads": args.threads, "cpu_count": os.cpu_count(),
             "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__}
-    from seq2seq_kit.kernel_choice import cpu_name
+    from seq2seq_kit.kernel_choice import cpu_name, gemv_status
 
     info["cpu"] = cpu_name()                 # model name, family/model/stepping and ISA: "AMD EPYC (family 25 ...)"
+    info["gemv"] = gemv_status()             # seq2seq_kit's own kernel: "AVX-512", "AVX2" or why it cannot run
     if args.device == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
     try:
@@ -376,7 +377,7 @@ def markdown(result: dict) -> str:
            f"- machine: {where}; {m['cpu_count']} CPU cores, {m['threads']} torch/CTranslate2 threads; "
            f"dtype {result['dtype']}; torch {m['torch']}, Python {m['python']}; seq2seq_kit {m.get('seq2seq_kit_commit', '?')}",
            "- engines: " + ", ".join(f"{n} {v}" for n, v in result["versions"].items()),
-           *[f"- seq2seq_kit CPU matmul kernels ({model}, measured at load): {kernels}"
+           *[f"- seq2seq_kit CPU matmul kernels ({model}, measured at load; gemv: {m.get('gemv', '?')}): {kernels}"
              for model, rep in result["models"].items()
              if (kernels := rep["load"].get("seq2seq_kit", {}).get("kernels"))],
            f"- memory bandwidth (large copy, read + write): {result['bandwidth_gbs']:.1f} GB/s",

@@ -710,7 +710,8 @@ def _checkpoint_info(args) -> dict:
         "generation_defaults": model.generation_config.to_dict() if model.generation_config is not None else {},
         "task_specific_params": (c.extra.get("task_specific_params") or {}).get("summarization"),
         "prefix": c.extra.get("prefix"),
-        "cpu_kernels": {"cpu": kernel_choice.cpu_name(), "layers": model.kernel_table()},
+        "cpu_kernels": {"cpu": kernel_choice.cpu_name(), "gemv": kernel_choice.gemv_status(),
+                        "layers": model.kernel_table()},
     }
     return info
 
@@ -726,7 +727,8 @@ def _print_checkpoint_info(info: dict) -> None:
     print(f"dtype        stored {', '.join(f'{d} ({n} tensors)' for d, n in info['stored_dtypes'].items())}; "
           f"config.json dtype={info['config_dtype']}; loads as {info['loaded_dtype'].replace('torch.', '')}")
     print(f"weights      {info['weights_format']}")
-    print(f"kernels      {info['cpu_kernels']['cpu']}: {describe_kernels(info['cpu_kernels']['layers'])}")
+    kernels = info["cpu_kernels"]
+    print(f"kernels      {kernels['cpu']}: {describe_kernels(kernels['layers'])} (gemv: {kernels['gemv']})")
     print("files")
     for f, meta in info["files"].items():
         print(f"  {f:<40} {_size(meta['bytes']):>10}  {meta['kind']}")

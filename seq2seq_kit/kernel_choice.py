@@ -72,6 +72,13 @@ def setting() -> tuple[str, dict[str, dict[str, str]] | None]:
     return mode, table
 
 
+def gemv_status() -> str:
+    """How seq2seq_kit's own gemv kernel stands on this machine, for `inspect` and the benchmark's machine line."""
+    if not gemv.built():
+        return "not built (no C compiler with OpenMP at install)"
+    return {2: "AVX-512", 1: "AVX2"}.get(gemv.ISA, "cannot run (the CPU lacks AVX2 and FMA)")
+
+
 def usable() -> tuple[str, ...]:
     """The kernels that can run here: all of KERNELS but gemv where it cannot."""
     return tuple(k for k in kernels.KERNELS if k != "gemv" or gemv.available())

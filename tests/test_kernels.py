@@ -467,10 +467,21 @@ def test_inspect_prints_the_cpu_and_the_kernels(checkpoint, capsys, monkeypatch)
     monkeypatch.setenv(kernel_choice.ENV, "fc1=onednn-packed")
     assert main(["inspect", str(checkpoint("tiny")), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)["cpu_kernels"]
-    assert info["cpu"] == kernel_choice.cpu_name()
+    assert info["cpu"] == kernel_choice.cpu_name() and info["gemv"] == kernel_choice.gemv_status()
     assert info["layers"]["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn-packed")
     assert main(["inspect", str(checkpoint("tiny"))]) == 0
-    assert f"kernels      {kernel_choice.cpu_name()}: self_qkv mkl; " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"kernels      {kernel_choice.cpu_name()}: self_qkv mkl; " in out
+    assert f" (gemv: {kernel_choice.gemv_status()})\n" in out
+
+
+def test_gemv_status_says_why_it_cannot_run(monkeypatch):
+    monkeypatch.setattr(gemv, "ISA", 1)
+    assert kernel_choice.gemv_status() == "AVX2"
+    monkeypatch.setattr(gemv, "ISA", 0)
+    assert kernel_choice.gemv_status() == "cannot run (the CPU lacks AVX2 and FMA)"
+    monkeypatch.setattr(gemv, "_gemv", None)
+    assert kernel_choice.gemv_status() == "not built (no C compiler with OpenMP at install)"
 
 
 # ---- token parity of the packed weights and of mkl-t (the suite's other tests run oneDNN on dense weights) ------
