@@ -144,7 +144,8 @@ def time_layer(layer) -> dict[str, dict[str, float]]:
                   "onednn": lambda x: kernels.onednn_linear(x, weight, bias),
                   "onednn-packed": lambda x: kernels.onednn_linear(x, packed, bias),
                   "gemv": lambda x: gemv.linear(x, weight, bias)}
-    candidates = {name: fn for name, fn in candidates.items() if name in usable()}
+    here = usable()
+    candidates = {name: fn for name, fn in candidates.items() if name in here}
     g = torch.Generator().manual_seed(0)
     scratch = torch.ones(last_level_cache_bytes() // 2, dtype=torch.float32)     # twice the cache's bytes
     out = {}
@@ -221,11 +222,12 @@ def well_formed(timings) -> bool:
     positive finite number: what select() chooses from."""
     if not isinstance(timings, dict):
         return False
+    here = set(usable())
     for by_class in timings.values():
         if not isinstance(by_class, dict) or set(by_class) != set(PROBE_ROWS):
             return False
         for by_kernel in by_class.values():
-            if not isinstance(by_kernel, dict) or set(by_kernel) != set(usable()):
+            if not isinstance(by_kernel, dict) or set(by_kernel) != here:
                 return False
             if not all(type(ms) in (int, float) and 0 < ms < math.inf for ms in by_kernel.values()):
                 return False

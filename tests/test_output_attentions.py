@@ -32,8 +32,6 @@ MODES = {
 }
 
 
-
-
 def run(model, seed: int = 0, **kwargs):
     torch.manual_seed(seed)
     return model.generate(IDS, attention_mask=MASK, max_new_tokens=4, **kwargs)

@@ -138,8 +138,8 @@ AVX2 static void tile256(const Problem *p, long n0, long n1) {
     }
 }
 
-/* 2: AVX-512, 1: AVX2 with FMA, 0: neither (the kernel does not run). */
-static int isa(void) {
+/* 2: AVX-512, 1: AVX2 with FMA, 0: neither (the kernel does not run). Probed once, when the module loads. */
+static int probe_isa(void) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f")) return 2;
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0;
@@ -160,13 +160,15 @@ static void run(const Problem *p, int threads, int level) {
 }
 
 #else
-static int isa(void) { return 0; }
+static int probe_isa(void) { return 0; }
 typedef struct { const float *x, *w, *b; float *y; long M, N, K; } Problem;
 static void run(const Problem *p, int threads, int level) { (void)p; (void)threads; (void)level; }
 #endif
 
+static int ISA_LEVEL;                 /* probe_isa()'s answer */
+
 /* linear(x, w, b, y, M, N, K, threads, level): addresses as ints (b 0: no bias); x [M, K], w [N, K], y [M, N],
-   float32, contiguous, checked by the caller; level 2 runs the AVX-512 code, 1 the AVX2 code (at most isa()).
+   float32, contiguous, checked by the caller; level 2 runs the AVX-512 code, 1 the AVX2 code (at most ISA_LEVEL).
    Runs without the GIL. */
 static PyObject *linear(PyObject *self, PyObject *args) {
     unsigned long long x, w, b, y;
@@ -174,9 +176,9 @@ static PyObject *linear(PyObject *self, PyObject *args) {
     int threads, level;
     (void)self;
     if (!PyArg_ParseTuple(args, "KKKKlllii", &x, &w, &b, &y, &M, &N, &K, &threads, &level)) return NULL;
-    if (level < 1 || level > isa()) {
+    if (level < 1 || level > ISA_LEVEL) {
         PyErr_Format(PyExc_ValueError, "gemv level %d cannot run on this CPU (it runs up to %d: 2 AVX-512, "
-                     "1 AVX2 with FMA, 0 neither)", level, isa());
+                     "1 AVX2 with FMA, 0 neither)", level, ISA_LEVEL);
         return NULL;
     }
     Problem p = {(const float *)(uintptr_t)x, (const float *)(uintptr_t)w, (const float *)(uintptr_t)b,
@@ -189,7 +191,7 @@ static PyObject *linear(PyObject *self, PyObject *args) {
 
 static PyObject *supported(PyObject *self, PyObject *unused) {
     (void)self; (void)unused;
-    return PyLong_FromLong(isa());
+    return PyLong_FromLong(ISA_LEVEL);
 }
 
 static PyMethodDef methods[] = {
@@ -201,4 +203,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_gemv", NULL, -1, methods, NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__gemv(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__gemv(void) {
+    ISA_LEVEL = probe_isa();
+    return PyModule_Create(&module);
+}
