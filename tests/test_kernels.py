@@ -86,7 +86,8 @@ def test_gemv_is_built_and_runs_on_an_x86_64_cpu_with_avx2():
 def test_gemv_computes_the_linear_as_exactly_as_mkl(rows, level, monkeypatch):
     """Every row count (the kernel takes x rows 2 or 4 at a time, weight rows 8, 4 or 2 at a time, then one by one),
     input widths that are no multiple of the vector width (masked loads), with and without a bias, the AVX-512 and
-    the AVX2 code: within 3x F.linear's own distance from the float64 product (16- or 8-lane partial sums)."""
+    the AVX2 code, float32 weights and int8 rows with a scale each (linear_int8): within 3x F.linear's own distance
+    from the float64 product (16- or 8-lane partial sums; int8: F.linear on the dequantized rows)."""
     if level > gemv.ISA:
         pytest.skip("this CPU has no AVX-512")
     monkeypatch.setattr(gemv, "ISA", level)
@@ -101,6 +102,14 @@ def test_gemv_computes_the_linear_as_exactly_as_mkl(rows, level, monkeypatch):
             if rows:
                 mkl = (F.linear(x, weight, b).double() - exact).abs().max().item()
                 assert (got.double() - exact).abs().max().item() <= 3 * mkl + 1e-6   # no width: the bias exactly
+            q = torch.randint(-127, 128, weight.shape, generator=g, dtype=torch.int8)   # [out, in]
+            scale = torch.rand(out_features, generator=g) / 50                           # [out]
+            exact = x.double() @ (q.double() * scale.double()[:, None]).T + (0 if b is None else b.double())
+            got = gemv.linear_int8(x, q, scale, b)
+            assert got.shape == (rows, out_features) and got.dtype == torch.float32
+            if rows:
+                mkl = (F.linear(x, q.float() * scale[:, None], b).double() - exact).abs().max().item()
+                assert (got.double() - exact).abs().max().item() <= 3 * mkl + 1e-6
     x = torch.randn(3, 2, 40, generator=g)[:, :, ::2]                       # [3, 2, 20], not contiguous
     weight = torch.randn(20, 11, generator=g).T                             # [11, 20], not contiguous
     torch.testing.assert_close(gemv.linear(x, weight, None), F.linear(x, weight), rtol=1e-5, atol=1e-5)
@@ -110,6 +119,11 @@ def test_gemv_computes_the_linear_as_exactly_as_mkl(rows, level, monkeypatch):
                           torch.randn(2)), (torch.randn(4), torch.randn(3, 4, 1), None)):
         with pytest.raises(RuntimeError, match="shape|size|dim"):           # shapes that do not fit: F.linear's
             gemv.linear(x, weight, b)
+    q, scale = torch.ones(3, 4, dtype=torch.int8), torch.ones(3)
+    for x, q, scale in ((torch.randn(2, 5), q, scale), (torch.randn(2, 4), q, torch.ones(2)),
+                        (torch.randn(2, 4), q[None], scale)):
+        with pytest.raises(RuntimeError, match="shape|size|dim"):    # F.linear's on the dequantized rows
+            gemv.linear_int8(x, q, scale, None)
     layer = KernelLinear(4, 3)
     layer.use({"1": "gemv"})
     with pytest.raises(RuntimeError, match="shape|size"):

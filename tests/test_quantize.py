@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from seq2seq_kit.modeling import BartForConditionalGeneration
-from seq2seq_kit.models.quantize import Int8Embedding, Int8Linear
+from seq2seq_kit.models import gemv
+from seq2seq_kit.models.quantize import Int8Embedding, Int8Linear, Int8TiedLinear
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +26,8 @@ def test_every_linear_is_int8_and_logits_stay_close(pair):
     fp32, int8 = pair
     assert int8.quantize_int8() is int8 and int8.quantized and not fp32.quantized
     assert not any(isinstance(m, nn.Linear) for m in int8.modules())
-    assert sum(isinstance(m, Int8Linear) for m in int8.modules()) == sum(isinstance(m, nn.Linear)
-                                                                           for m in fp32.modules())
+    assert sum(isinstance(m, (Int8Linear, Int8TiedLinear)) for m in int8.modules()) == \
+        sum(isinstance(m, nn.Linear) for m in fp32.modules())
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(4, fp32.config.vocab_size, (2, 12), generator=g)
     dec = torch.randint(4, fp32.config.vocab_size, (2, 10), generator=g)
@@ -57,6 +58,30 @@ def test_int8_holds_only_int8_weights(checkpoint):
     ids = torch.randint(0, V, (3, 7), generator=torch.Generator().manual_seed(0))
     error = (model.shared(ids) - fp32.shared(ids)).abs()                     # [3, 7, D]
     assert (error <= model.shared.scale[ids].unsqueeze(-1) / 2 + 1e-6).all() and error.max() > 0
+
+
+@pytest.mark.skipif(not gemv.available(), reason="the gemv kernel cannot run on this machine")
+def test_a_tied_lm_head_reads_the_embeddings_int8_rows(checkpoint):
+    """Where gemv runs, the tied LM head holds no copy of the table: it multiplies float32 rows by the embedding's
+    own int8 rows and scales (as close to that product in float64 as F.linear on the dequantized table is), and
+    the state dict lists the table once."""
+    model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), dtype="int8")
+    assert isinstance(model.lm_head, Int8TiedLinear) and model.lm_head.table[0] is model.shared
+    assert not [k for k in model.state_dict() if k.startswith("lm_head")]
+    q, scale = model.shared.qweight, model.shared.scale                        # [V, D] int8, [V]
+    x = torch.randn(5, q.shape[1], generator=torch.Generator().manual_seed(0))
+    exact = x.double() @ (q.double() * scale.double()[:, None]).T
+    dequantized = torch.nn.functional.linear(x, q.float() * scale[:, None])
+    got = model.lm_head(x)
+    assert (got.double() - exact).abs().max() <= 2 * (dequantized.double() - exact).abs().max() + 1e-6
+
+
+def test_without_gemv_a_tied_lm_head_gets_its_own_packed_copy(checkpoint, monkeypatch):
+    monkeypatch.setattr(gemv, "ISA", 0)
+    model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), dtype="int8")
+    assert isinstance(model.lm_head, Int8Linear) and model.state_dict()["lm_head.weight"].dtype == torch.int8
+    out = model.generate(torch.tensor([[0, 100, 200, 300, 2]]), num_beams=2, max_new_tokens=6)
+    assert out.shape == (1, 7)
 
 
 @pytest.mark.parametrize("name", ["marian-separate", "marian-separate-untied"])

@@ -1,5 +1,7 @@
-/* seq2seq_kit.models._gemv: a float32 product of a few rows by a weight, y [M, N] = x [M, K] @ w [N, K]^T (+ b [N]),
-   for a decode step on x86-64 CPUs (AVX-512 or AVX2 with FMA; see models/gemv.py for when it runs).
+/* seq2seq_kit.models._gemv: a product of a few float32 rows by a weight, y [M, N] = x [M, K] @ w [N, K]^T (+ b [N]),
+   for a decode step on x86-64 CPUs (AVX-512 or AVX2 with FMA; see models/gemv.py for when it runs). The weight is
+   float32, or int8 rows with one float32 scale each (y = scale[n] * (x @ q[n]) + b[n]: an int8 model's tied LM head
+   on its token embedding's own int8 rows; x stays float32).
 
    A decode step multiplies 1 row (greedy), K rows (beams) or a few dozen (the engine) by each weight: the weight is
    streamed from memory once and the speed is how fast the kernel streams it. oneDNN's brgemm and MKL's sgemm read
@@ -9,11 +11,21 @@
    L2 cache; within a tile, RB weight rows at a time are multiplied with a group of 2 or 4 rows of x, one vector
    accumulator per (x row, weight row) pair, so each weight row is read once per group of x rows (from memory for the
    first group, from L2 for the next). Every output is a 16-lane (AVX-512) or 8-lane (AVX2) partial sum over k, then
-   summed across lanes, then the bias added. */
+   summed across lanes, then scaled (int8) and the bias added. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <omp.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef struct {
+    const float *x;
+    const void *w;             /* float [N, K], or int8_t [N, K] when scale is set */
+    const float *scale, *b;    /* [N] or NULL */
+    float *y;
+    long M, N, K;
+} Problem;
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -21,38 +33,30 @@
 #define INLINE static inline __attribute__((always_inline))
 #define AVX512 __attribute__((target("avx512f")))
 #define AVX2 __attribute__((target("avx2,fma")))
-#define TILE_FLOATS (64 * 1024)       /* a tile of weight rows: 256 KB, in L2 for the next group of x rows */
+#define TILE_BYTES (256 * 1024)       /* a tile of weight rows, in L2 for the next group of x rows */
 
-/* ---- AVX-512: acc[m][r] += x[m][k:k+16] * w[r][k:k+16] -------------------------------------------------------- */
+/* ---- loads: a vector of 16 (AVX-512) or 8 (AVX2) floats from p, zeros past `left` ------------------------------ */
 
-AVX512 INLINE __m512 load16(const float *p, long left) {           /* up to 16 floats, zeros past `left` */
+AVX512 INLINE __m512 load16(const float *p, long left) {
     return left >= 16 ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps((__mmask16)((1u << left) - 1), p);
 }
 
-/* out[m * RB + r] = sum_k x[m * K + k] * w[r * K + k] for MR rows of x and RB rows of w (both constants once inlined,
-   so the accumulators live in registers: MR * RB <= 16 of the 32 zmm). */
-AVX512 INLINE void dots512(const float *x, int MR, const float *w, int RB, long K, float *out) {
-    __m512 acc[4][8];
-    for (int m = 0; m < MR; m++)
-        for (int r = 0; r < RB; r++) acc[m][r] = _mm512_setzero_ps();
-    for (long k = 0; k < K; k += 16) {
-        __m512 xv[4];
-        for (int m = 0; m < MR; m++) xv[m] = load16(x + m * K + k, K - k);
-        for (int r = 0; r < RB; r++) {
-            __m512 wv = load16(w + r * K + k, K - k);
-            for (int m = 0; m < MR; m++) acc[m][r] = _mm512_fmadd_ps(wv, xv[m], acc[m][r]);
-        }
-    }
-    for (int m = 0; m < MR; m++)
-        for (int r = 0; r < RB; r++) out[m * RB + r] = _mm512_reduce_add_ps(acc[m][r]);
+AVX512 INLINE __m512 load16_q8(const int8_t *p, long left) {                 /* int8 values as floats */
+    int8_t tail[16] = {0};
+    if (left < 16) p = memcpy(tail, p, (size_t)left);
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
 }
-
-/* ---- AVX2 + FMA: the same with 8 lanes and 16 ymm registers (MR * RB <= 8) -------------------------------------- */
 
 AVX2 INLINE __m256 load8(const float *p, long left) {
     if (left >= 8) return _mm256_loadu_ps(p);
     __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)left), lane));
+}
+
+AVX2 INLINE __m256 load8_q8(const int8_t *p, long left) {
+    int8_t tail[8] = {0};
+    if (left < 8) p = memcpy(tail, p, (size_t)left);
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
 }
 
 AVX2 INLINE float hsum8(__m256 v) {
@@ -61,82 +65,87 @@ AVX2 INLINE float hsum8(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
-AVX2 INLINE void dots256(const float *x, int MR, const float *w, int RB, long K, float *out) {
-    __m256 acc[4][8];
-    for (int m = 0; m < MR; m++)
-        for (int r = 0; r < RB; r++) acc[m][r] = _mm256_setzero_ps();
-    for (long k = 0; k < K; k += 8) {
-        __m256 xv[4];
-        for (int m = 0; m < MR; m++) xv[m] = load8(x + m * K + k, K - k);
-        for (int r = 0; r < RB; r++) {
-            __m256 wv = load8(w + r * K + k, K - k);
-            for (int m = 0; m < MR; m++) acc[m][r] = _mm256_fmadd_ps(wv, xv[m], acc[m][r]);
-        }
+/* ---- NAME(x, MR, w, RB, K, out): out[m * RB + r] = sum_k x[m * K + k] * w[r * K + k] for MR rows of x and RB rows
+   of w (constants once inlined, so the accumulators live in registers: MR * RB <= 16 of the 32 zmm, or 8 of the 16
+   ymm) -------------------------------------------------------------------------------------------------------- */
+
+#define DOTS(NAME, TARGET, WEIGHT, VEC, LANES, ZERO, LOAD_X, LOAD_W, FMA, SUM)                                      \
+    TARGET INLINE void NAME(const float *x, int MR, const WEIGHT *w, int RB, long K, float *out) {                 \
+        VEC acc[4][8], xv[4];                                                                                        \
+        for (int m = 0; m < MR; m++)                                                                                 \
+            for (int r = 0; r < RB; r++) acc[m][r] = ZERO();                                                         \
+        long k = 0;                                                                                                  \
+        const char *next = (const char *)(w + RB * K);      /* int8: the next block of rows, fetched meanwhile */ \
+        for (; k + LANES <= K; k += LANES) {                                                                         \
+            for (long b = 0; sizeof(WEIGHT) == 1 && b < RB * LANES; b += 64)                                         \
+                _mm_prefetch(next + k * RB + b, _MM_HINT_T0);                                                        \
+            DOTS_AT(LOAD_X, LOAD_W, FMA, LANES)                                     /* whole vectors */             \
+        }                                                                                                            \
+        if (k < K) DOTS_AT(LOAD_X, LOAD_W, FMA, K - k)                              /* the tail, zero-padded */     \
+        for (int m = 0; m < MR; m++)                                                                                 \
+            for (int r = 0; r < RB; r++) out[m * RB + r] = SUM(acc[m][r]);                                           \
     }
-    for (int m = 0; m < MR; m++)
-        for (int r = 0; r < RB; r++) out[m * RB + r] = hsum8(acc[m][r]);
-}
 
-/* ---- one tile: rows [n0, n1) of w against MR rows of x, RB weight rows at a time -------------------------------- */
+/* acc[m][r] += x[m][k:k+LANES] * w[r][k:k+LANES], `left` values from k on (a constant LANES in the main loop, so the
+   loads' tail branch compiles away there) */
+#define DOTS_AT(LOAD_X, LOAD_W, FMA, left)                                                                          \
+    {                                                                                                                \
+        for (int m = 0; m < MR; m++) xv[m] = LOAD_X(x + m * K + k, left);                                          \
+        for (int r = 0; r < RB; r++) {                                                                               \
+            __typeof__(xv[0]) wv = LOAD_W(w + r * K + k, left);                                                      \
+            for (int m = 0; m < MR; m++) acc[m][r] = FMA(wv, xv[m], acc[m][r]);                                      \
+        }                                                                                                            \
+    }
 
-typedef struct {
-    const float *x, *w, *b;
-    float *y;
-    long M, N, K;
-} Problem;
+DOTS(dots512, AVX512, float, __m512, 16, _mm512_setzero_ps, load16, load16, _mm512_fmadd_ps, _mm512_reduce_add_ps)
+DOTS(dots512_q8, AVX512, int8_t, __m512, 16, _mm512_setzero_ps, load16, load16_q8, _mm512_fmadd_ps,
+     _mm512_reduce_add_ps)
+DOTS(dots256, AVX2, float, __m256, 8, _mm256_setzero_ps, load8, load8, _mm256_fmadd_ps, hsum8)
+DOTS(dots256_q8, AVX2, int8_t, __m256, 8, _mm256_setzero_ps, load8, load8_q8, _mm256_fmadd_ps, hsum8)
+
+/* ---- NAME(p, n0, n1): rows [n0, n1) of w against every row of x ------------------------------------------------ */
 
 static void store(const Problem *p, const float *out, long m0, int MR, long n, int RB) {
     for (int m = 0; m < MR; m++)
         for (int r = 0; r < RB; r++)
-            p->y[(m0 + m) * p->N + n + r] = out[m * RB + r] + (p->b ? p->b[n + r] : 0.0f);
+            p->y[(m0 + m) * p->N + n + r] = out[m * RB + r] * (p->scale ? p->scale[n + r] : 1.0f)
+                                            + (p->b ? p->b[n + r] : 0.0f);
 }
 
-#define TILE(NAME, TARGET, DOTS)                                                                                     \
+/* Up to 8 x rows go in pairs against RB2 weight rows at a time (more weight rows streamed at once: measured faster at
+   4 rows on an AMD EPYC Zen 4), more rows in fours against RB4 (fewer passes over the tile: faster at 32 rows). Each
+   (MR, RB) is a constant of its own call, so each compiles its own loop. */
+#define TILE(NAME, TARGET, WEIGHT, DOTS, RB1, RB2, RB3, RB4)                                                          \
     TARGET INLINE void NAME##_rows(const Problem *p, long m0, int MR, long n0, long n1, int RB) {                   \
         float out[32];                                                                                               \
         const float *x = p->x + m0 * p->K;                                                                           \
+        const WEIGHT *w = (const WEIGHT *)p->w;                                                                      \
         long n = n0;                                                                                                 \
         for (; n + RB <= n1; n += RB) {                                                                              \
-            DOTS(x, MR, p->w + n * p->K, RB, p->K, out);                                                             \
+            DOTS(x, MR, w + n * p->K, RB, p->K, out);                                                                \
             store(p, out, m0, MR, n, RB);                                                                            \
         }                                                                                                            \
         for (; n < n1; n++) {                                                                                        \
-            DOTS(x, MR, p->w + n * p->K, 1, p->K, out);                                                              \
+            DOTS(x, MR, w + n * p->K, 1, p->K, out);                                                                 \
             store(p, out, m0, MR, n, 1);                                                                             \
+        }                                                                                                            \
+    }                                                                                                                \
+    TARGET static void NAME(const Problem *p, long n0, long n1) {                                                    \
+        int group = p->M <= 8 ? 2 : 4;                                                                               \
+        for (long m0 = 0; m0 < p->M; m0 += group) {                                                                  \
+            switch (p->M - m0 >= group ? group : (int)(p->M - m0)) {                                                 \
+            case 1: NAME##_rows(p, m0, 1, n0, n1, RB1); break;                                                       \
+            case 2: NAME##_rows(p, m0, 2, n0, n1, RB2); break;                                                       \
+            case 3: NAME##_rows(p, m0, 3, n0, n1, RB3); break;                                                       \
+            default: NAME##_rows(p, m0, 4, n0, n1, RB4); break;                                                      \
+            }                                                                                                        \
         }                                                                                                            \
     }
 
-TILE(avx512, AVX512, dots512)
-TILE(avx2, AVX2, dots256)
-
-/* Each group of x rows with a block of weight rows the registers hold (constants, so each case compiles its own loop).
-   Up to 8 x rows go in pairs against 8 weight rows at a time (more weight rows streamed at once: measured faster at
-   4 rows on an AMD EPYC Zen 4), more rows in fours against 4 (fewer passes over the tile: faster at 32 rows). */
-static inline int group_of(long M) { return M <= 8 ? 2 : 4; }
-
-AVX512 static void tile512(const Problem *p, long n0, long n1) {
-    int group = group_of(p->M);
-    for (long m0 = 0; m0 < p->M; m0 += group) {
-        switch (p->M - m0 >= group ? group : (int)(p->M - m0)) {
-        case 1: avx512_rows(p, m0, 1, n0, n1, 8); break;
-        case 2: avx512_rows(p, m0, 2, n0, n1, 8); break;
-        case 3: avx512_rows(p, m0, 3, n0, n1, 4); break;
-        default: avx512_rows(p, m0, 4, n0, n1, 4); break;
-        }
-    }
-}
-
-AVX2 static void tile256(const Problem *p, long n0, long n1) {
-    int group = group_of(p->M);
-    for (long m0 = 0; m0 < p->M; m0 += group) {
-        switch (p->M - m0 >= group ? group : (int)(p->M - m0)) {
-        case 1: avx2_rows(p, m0, 1, n0, n1, 8); break;
-        case 2: avx2_rows(p, m0, 2, n0, n1, 4); break;
-        case 3: avx2_rows(p, m0, 3, n0, n1, 2); break;
-        default: avx2_rows(p, m0, 4, n0, n1, 2); break;
-        }
-    }
-}
+TILE(tile512, AVX512, float, dots512, 8, 8, 4, 4)
+TILE(tile512_q8, AVX512, int8_t, dots512_q8, 8, 8, 4, 4)
+TILE(tile256, AVX2, float, dots256, 8, 4, 2, 2)
+TILE(tile256_q8, AVX2, int8_t, dots256_q8, 8, 4, 2, 2)
 
 /* 2: AVX-512, 1: AVX2 with FMA, 0: neither (the kernel does not run). Probed once, when the module loads. */
 static int probe_isa(void) {
@@ -146,43 +155,44 @@ static int probe_isa(void) {
 }
 
 static void run(const Problem *p, int threads, int level) {
+    long bytes = p->scale ? 1 : 4;                              /* per weight */
+    void (*tile_fn)(const Problem *, long, long) = level == 2 ? (p->scale ? tile512_q8 : tile512)
+                                                              : (p->scale ? tile256_q8 : tile256);
     #pragma omp parallel num_threads(threads)
     {
         long T = omp_get_num_threads(), t = omp_get_thread_num();
         long share = ((p->N + T - 1) / T + 15) / 16 * 16;          /* whole cache lines of y per thread */
         long first = t * share, last = first + share < p->N ? first + share : p->N;
-        long tile = p->K > 0 && TILE_FLOATS / p->K > 8 ? TILE_FLOATS / p->K / 8 * 8 : 8;   /* rows, K = 0 too */
-        for (long n0 = first; n0 < last; n0 += tile) {
-            long n1 = n0 + tile < last ? n0 + tile : last;
-            if (level == 2) tile512(p, n0, n1); else tile256(p, n0, n1);
-        }
+        long fit = p->K > 0 ? TILE_BYTES / (p->K * bytes) : 0;
+        long tile = fit > 8 ? fit / 8 * 8 : 8;                      /* rows, K = 0 too */
+        for (long n0 = first; n0 < last; n0 += tile)
+            tile_fn(p, n0, n0 + tile < last ? n0 + tile : last);
     }
 }
 
 #else
 static int probe_isa(void) { return 0; }
-typedef struct { const float *x, *w, *b; float *y; long M, N, K; } Problem;
 static void run(const Problem *p, int threads, int level) { (void)p; (void)threads; (void)level; }
 #endif
 
 static int ISA_LEVEL;                 /* probe_isa()'s answer */
 
-/* linear(x, w, b, y, M, N, K, threads, level): addresses as ints (b 0: no bias); x [M, K], w [N, K], y [M, N],
-   float32, contiguous, checked by the caller; level 2 runs the AVX-512 code, 1 the AVX2 code (at most ISA_LEVEL).
-   Runs without the GIL. */
+/* linear(x, w, scale, b, y, M, N, K, threads, level): addresses as ints (scale 0: w is float32, else int8 rows with
+   these float32 scales; b 0: no bias); x [M, K], w [N, K], y [M, N], contiguous, checked by the caller; level 2 runs
+   the AVX-512 code, 1 the AVX2 code (at most ISA_LEVEL). Runs without the GIL. */
 static PyObject *linear(PyObject *self, PyObject *args) {
-    unsigned long long x, w, b, y;
+    unsigned long long x, w, scale, b, y;
     long M, N, K;
     int threads, level;
     (void)self;
-    if (!PyArg_ParseTuple(args, "KKKKlllii", &x, &w, &b, &y, &M, &N, &K, &threads, &level)) return NULL;
+    if (!PyArg_ParseTuple(args, "KKKKKlllii", &x, &w, &scale, &b, &y, &M, &N, &K, &threads, &level)) return NULL;
     if (level < 1 || level > ISA_LEVEL) {
         PyErr_Format(PyExc_ValueError, "gemv level %d cannot run on this CPU (it runs up to %d: 2 AVX-512, "
                      "1 AVX2 with FMA, 0 neither)", level, ISA_LEVEL);
         return NULL;
     }
-    Problem p = {(const float *)(uintptr_t)x, (const float *)(uintptr_t)w, (const float *)(uintptr_t)b,
-                 (float *)(uintptr_t)y, M, N, K};
+    Problem p = {(const float *)(uintptr_t)x, (const void *)(uintptr_t)w, (const float *)(uintptr_t)scale,
+                 (const float *)(uintptr_t)b, (float *)(uintptr_t)y, M, N, K};
     Py_BEGIN_ALLOW_THREADS
     run(&p, threads > 0 ? threads : 1, level);
     Py_END_ALLOW_THREADS
@@ -196,7 +206,8 @@ static PyObject *supported(PyObject *self, PyObject *unused) {
 
 static PyMethodDef methods[] = {
     {"linear", linear, METH_VARARGS,
-     "linear(x, w, b, y, M, N, K, threads, level): y = x @ w^T + b on float32 addresses, AVX-512 (2) or AVX2 (1)"},
+     "linear(x, w, scale, b, y, M, N, K, threads, level): y = x @ w^T (* scale) + b on addresses, w float32 (scale "
+     "0) or int8; AVX-512 (2) or AVX2 (1)"},
     {"isa", supported, METH_NOARGS, "2: AVX-512, 1: AVX2 with FMA, 0: the kernel cannot run on this CPU"},
     {NULL, NULL, 0, NULL},
 };

@@ -1,5 +1,6 @@
-"""seq2seq_kit's own float32 kernel for a decode step's few rows: y = x @ weight^T + bias (the "gemv" kernel of
-models/kernels.py).
+"""seq2seq_kit's own kernel for a decode step's few rows: y = x @ weight^T + bias, float32 (the "gemv" kernel of
+models/kernels.py), or int8 weight rows with a scale each and float32 x (linear_int8: an int8 model's tied LM head on
+its embedding's table, models/quantize.py).
 
 A decode step streams every weight from memory for 1 row (greedy) or a few (beams), so its speed is the rate at which
 the kernel reads the weight. MKL's sgemm and oneDNN's brgemm read a 1024-wide weight at 13-28 GB/s on an AMD EPYC
@@ -46,10 +47,28 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
     if not fits or any(t is not None and (t.dtype != torch.float32 or t.device.type != "cpu")
                        for t in (x, weight, bias)):
         return F.linear(x, weight, bias)
-    weight = weight.contiguous()                        # no copy for a module's parameters
+    return run(x, weight.contiguous(), None, bias)        # no copy for a module's parameters
+
+
+def linear_int8(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x [..., in] float32 @ (qweight int8 [out, in] * scale float32 [out, 1])^T + bias [out]: int8 rows read as they
+    are, x not quantized (an int8 model's tied LM head on its embedding's rows). Runs where available(); anything
+    else (not available, other dtypes, shapes that do not fit) gets F.linear on the dequantized rows and its error."""
+    fits = qweight.dim() == 2 and x.dim() >= 1 and x.shape[-1] == qweight.shape[1] and \
+        scale.shape == qweight.shape[:1] and (bias is None or bias.shape == qweight.shape[:1])
+    if not (available() and fits and qweight.dtype == torch.int8 and x.dtype == scale.dtype == torch.float32
+            and (bias is None or bias.dtype == torch.float32)
+            and all(t is None or t.device.type == "cpu" for t in (x, qweight, scale, bias))):
+        return F.linear(x, qweight.float() * scale[:, None], bias)
+    return run(x, qweight.contiguous(), scale.contiguous(), bias)
+
+
+def run(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
+    """The C call on checked tensors: weight [out, in] contiguous, float32, or int8 with scale [out]."""
     bias = None if bias is None else bias.contiguous()
     rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1]).contiguous()      # [M, in]
     out = torch.empty(rows.shape[0], weight.shape[0], dtype=torch.float32)   # [M, out]
-    _gemv.linear(rows.data_ptr(), weight.data_ptr(), 0 if bias is None else bias.data_ptr(), out.data_ptr(),
-                 rows.shape[0], weight.shape[0], weight.shape[1], torch.get_num_threads(), ISA)
+    _gemv.linear(rows.data_ptr(), weight.data_ptr(), 0 if scale is None else scale.data_ptr(),
+                 0 if bias is None else bias.data_ptr(), out.data_ptr(), rows.shape[0], weight.shape[0],
+                 weight.shape[1], torch.get_num_threads(), ISA)
     return out.view(*x.shape[:-1], weight.shape[0])
