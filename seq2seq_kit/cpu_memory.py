@@ -13,7 +13,12 @@ or when the environment sets glibc's own tuning (MALLOC_TRIM_THRESHOLD_, MALLOC_
 the user's choice wins, e.g. MALLOC_TRIM_THRESHOLD_=131072 keeps glibc's default behaviour.
 
 The other side of that choice: memory freed once for good (the float32 weights that int8 quantization replaces) would
-stay in the heap too, so from_pretrained(dtype="int8") calls release_freed_memory() after quantizing.
+stay in the heap too, so from_pretrained(dtype="int8") calls release_freed_memory() after quantizing. Before loading
+it calls map_weights_while_loading(): every block of LOAD_MMAP_THRESHOLD or more gets a mapping of its own while the
+model loads, so a float32 weight freed as its layer is quantized goes straight back to the kernel and the int8
+weights kept are not strewn through a heap the float32 model grew (measured, distilbart int8: the heap 812 MB after
+loading, its freed holes filled page by page by the calls that follow, against 92 MB; a call's peak RSS 20-25 MB
+lower).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import os
 import platform
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3          # mallopt's parameters (malloc.h)
+LOAD_MMAP_THRESHOLD = 256 << 10                      # while an int8 model loads: a weight of 256 KiB or more mapped alone
 TRIM_THRESHOLD = 1 << 30                             # free heap kept before returning any: above a step's temporaries
 MMAP_THRESHOLD = 32 << 20                            # glibc's largest allowed: blocks up to 32 MiB come from the heap
 USER_TUNING = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
@@ -41,6 +47,15 @@ def keep_freed_memory() -> bool:
     if libc is None or any(name in os.environ for name in USER_TUNING):
         return False
     return bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)) & bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+
+
+def map_weights_while_loading() -> bool:
+    """Map every block of LOAD_MMAP_THRESHOLD or more on its own (see the module docstring) until keep_freed_memory()
+    sets the running threshold; True when it did. Changes nothing where keep_freed_memory would not."""
+    libc = glibc()
+    if libc is None or any(name in os.environ for name in USER_TUNING):
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, LOAD_MMAP_THRESHOLD))
 
 
 def release_freed_memory() -> bool:

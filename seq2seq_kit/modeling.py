@@ -77,6 +77,7 @@ class BartForConditionalGeneration(BartNetwork):
         if int8:
             check_quantizable(torch.float32, loading.resolve_device(device))
             kernel_choice.setting()                  # a malformed SEQ2SEQ_KIT_CPU_KERNELS fails here too
+            cpu_memory.map_weights_while_loading()   # the float32 weights freed as read go back, leaving no holes
         model = loading.load(cls, config, root, dtype=None if int8 else dtype, device=device,
                              replace_linear=int8_linear if int8 else None)   # int8: each layer as it is read
         model.config.dtype = model.dtype             # as transformers: the torch.dtype loaded (int8: float32)

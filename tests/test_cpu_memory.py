@@ -86,3 +86,18 @@ def test_int8_load_gives_back_the_float32_weights_it_replaced(tmp_path):
     growth, peak = int(out.stdout.split()[1]), int(out.stdout.split()[3])
     assert growth < float_bytes * 0.5, (growth, float_bytes)      # int8: ~a quarter, plus a tied LM head's copy
     assert peak < float_bytes, (peak, float_bytes)      # measured 0.7x; loading the whole float32 model first: 1.4x
+
+
+def test_int8_loading_maps_large_blocks_unless_the_user_tuned_malloc(monkeypatch):
+    """map_weights_while_loading (before an int8 load) sets glibc's mmap threshold, so the float32 weights freed as
+    each layer is quantized are unmapped, not left as holes in the heap the int8 weights then pin; the user's own
+    tuning wins, as for keep_freed_memory."""
+    from seq2seq_kit import cpu_memory
+
+    calls = []
+    monkeypatch.setattr(cpu_memory, "glibc", lambda: type("libc", (), {"mallopt": lambda *a: calls.append(a) or 1}))
+    for name in cpu_memory.USER_TUNING:
+        monkeypatch.delenv(name, raising=False)
+    assert cpu_memory.map_weights_while_loading() and calls == [(cpu_memory.M_MMAP_THRESHOLD, 256 << 10)]
+    monkeypatch.setenv("MALLOC_TOP_PAD_", "131072")
+    assert not cpu_memory.map_weights_while_loading() and len(calls) == 1

@@ -186,6 +186,23 @@ def test_int8_counts_the_parameters_of_the_float_model(checkpoint, name):
         [fp32.num_parameters(exclude_embeddings=e) for e in (False, True)]
 
 
+def test_int8_layers_quantize_a_call_in_blocks_of_rows(checkpoint):
+    """An Int8Linear quantizes at most ROWS_PER_CALL rows per kernel call, each block with its own input scale (so
+    its temporaries are a block's, not a source's), and the encoder's FFN runs in the same blocks with the very
+    result of running it whole."""
+    from seq2seq_kit.models.quantize import ROWS_PER_CALL
+
+    model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), dtype="int8")
+    layer = model.encoder.layers[0]
+    D = model.config.d_model
+    x = torch.randn(1, 2 * ROWS_PER_CALL + 44, D, generator=torch.Generator().manual_seed(0))
+    x[0, -1] *= 50                                          # the last block's scale differs from the others'
+    blocks = [layer.fc1.run(r) for r in x[0].split(ROWS_PER_CALL)]
+    assert torch.equal(layer.fc1(x), torch.cat(blocks)[None])
+    assert not torch.equal(layer.fc1(x)[0], layer.fc1.run(x[0]))             # one call: one scale for every row
+    assert torch.equal(layer.ffn(x), layer.fc2(layer.act(layer.fc1(x))))
+
+
 def test_int8_under_bfloat16_autocast(checkpoint):
     """autocast hands the int8 layers bfloat16 activations, which quantized::linear_dynamic refuses: they take
     them as float32."""

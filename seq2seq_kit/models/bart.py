@@ -47,12 +47,14 @@ from .cuda_graph import GraphedStep, graph_key
 from .kernels import KernelLinear
 from .kv_cache import FixedShapeKVCache, KVCache, row_ranges
 from .positions import Positions
-from .quantize import Int8Embedding, Int8Linear, quantize_int8
+from .quantize import ROWS_PER_CALL, Int8Embedding, Int8Linear, quantize_int8
 
 # On the CPU the encoder's FFN runs over blocks of at least this many rows when a pass has twice as many: the fc1
 # activations of a whole batch (8 inputs of 1000 tokens: 131 MB) overflow the caches, a block's do not. Measured on
 # an AMD EPYC (Zen 5, 32 MB L3), distilbart: 8 x 1000 tokens 8.7 s against 10.8 s whole, as fast per input as one
 # input alone; the rows' values are the same (bit for bit there: each row's products do not depend on the others).
+# int8 layers run it in blocks of the rows one int8 call quantizes together (quantize.ROWS_PER_CALL): a 512-token
+# source's fc1 activations and their GELU (16 MB) are never whole, and the int8 result is the same as whole.
 ENCODER_FFN_ROWS = 1024
 
 if TYPE_CHECKING:
@@ -209,10 +211,13 @@ class EncoderLayer(nn.Module):
 
     def ffn(self, x: torch.Tensor) -> torch.Tensor:                          # x [B, S, D]
         rows = x.reshape(-1, x.shape[-1])                                   # [B*S, D]
-        blocks = rows.shape[0] // ENCODER_FFN_ROWS          # int8 layers: one input scale per call, so no blocks
-        if x.device.type != "cpu" or blocks < 2 or not isinstance(self.fc1, KernelLinear):
+        if isinstance(self.fc1, Int8Linear):
+            blocks = rows.split(ROWS_PER_CALL)
+        else:
+            blocks = rows.tensor_split(max(rows.shape[0] // ENCODER_FFN_ROWS, 1))
+        if x.device.type != "cpu" or len(blocks) < 2:
             return self.fc2(self.act(self.fc1(x)))
-        return torch.cat([self.fc2(self.act(self.fc1(r))) for r in rows.tensor_split(blocks)]).view_as(x)
+        return torch.cat([self.fc2(self.act(self.fc1(r))) for r in blocks]).view_as(x)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, attend=SDPA) -> torch.Tensor:
         x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn, mask, False, attend)

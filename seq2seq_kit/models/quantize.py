@@ -35,6 +35,12 @@ NOT_FINITE = ("an int8 linear layer got NaN or infinite activations: the model's
               "model.load_state_dict(state) before running the model")
 
 
+# An Int8Linear quantizes and multiplies at most this many rows per kernel call: linear_dynamic allocates an int32
+# result and a quantized copy of its input as large as what it is given, so a source's 512 rows cost 16 MB beside
+# fc1's 8 MB output; in blocks they are a block's. Each block gets its own input scale.
+ROWS_PER_CALL = 128
+
+
 def per_row_qint8(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """w float32 [out, in] as a quantized qint8 tensor with one scale per row (scale float64 [out]), zero point 0."""
     with warnings.catch_warnings():   # torch flags its quantized-tensor constructors as deprecated
@@ -61,6 +67,15 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:                      # x [..., in] -> [..., out]
         if x.dtype != torch.float32:       # autocast's bfloat16/float16 activations: the kernel takes float32 only
             x = x.float()
+        rows = x.reshape(-1, self.in_features) if x.dim() != 2 else x          # [N, in]
+        if rows.shape[0] <= ROWS_PER_CALL:
+            return self.run(x)
+        out = torch.empty(rows.shape[0], self.out_features)                   # [N, out]
+        for start in range(0, rows.shape[0], ROWS_PER_CALL):
+            out[start:start + ROWS_PER_CALL] = self.run(rows[start:start + ROWS_PER_CALL])
+        return out.view(*x.shape[:-1], self.out_features)
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
         try:
             return torch.ops.quantized.linear_dynamic(x, self.packed, True)     # reduce_range: safe on any x86 CPU
         except RuntimeError:
