@@ -247,8 +247,9 @@ def test_kv_cache_without_padding(load):
 
 
 def test_reorder_moves_the_cached_positions(load):
-    """reorder gathers the first `length` slots of every layer (twice: the second gathers from the buffer the
-    first one filled); later slots are not read before a step writes them, so they are not kept."""
+    """reorder gathers the first `length` slots of every layer (twice: the second from what the first wrote back),
+    through a buffer of one layer's size, not a second cache; later slots are not read before a step writes them,
+    so they are not kept."""
     model = load("tiny")
     ids, mask, _ = make_batch(model.config, lengths=(5,))
     cache = model.new_cache(model.encode(ids, mask), mask, 3, max_length=4)
@@ -259,6 +260,7 @@ def test_reorder_moves_the_cached_positions(load):
     cache.reorder(torch.tensor([1, 1, 0]))
     cache.reorder(torch.tensor([2, 0, 0]))
     assert torch.equal(cache.self_kv[..., :2, :], before[:, :, [0, 1, 1], :, :2])
+    assert cache.spare.shape == cache.self_kv.shape[1:]                  # [2, R, H, L, Dh]
 
 
 def test_fixed_shape_cache_takes_a_position_per_row():
