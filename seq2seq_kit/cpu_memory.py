@@ -28,7 +28,7 @@ import os
 import platform
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3          # mallopt's parameters (malloc.h)
-LOAD_MMAP_THRESHOLD = 256 << 10                      # while an int8 model loads: a weight of 256 KiB or more mapped alone
+LOAD_MMAP_THRESHOLD = 256 << 10                      # while an int8 model loads: blocks of 256 KiB or more mapped
 TRIM_THRESHOLD = 1 << 30                             # free heap kept before returning any: above a step's temporaries
 MMAP_THRESHOLD = 32 << 20                            # glibc's largest allowed: blocks up to 32 MiB come from the heap
 USER_TUNING = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")

@@ -788,8 +788,8 @@ class BartNetwork(nn.Module):
 
     def quantize_int8(self) -> BartNetwork:
         """CPU, float32 model: int8 weights for every linear layer (inputs quantized per call; a tied LM head reads the
-        embedding's int8 rows, its inputs float32) and for the token embedding. About a quarter of the bytes; outside the token-parity guarantee (see models/quantize.py).
-        Returns self."""
+        embedding's int8 rows, its inputs float32) and for the token embedding. About a quarter of the bytes; outside
+        the token-parity guarantee (see models/quantize.py). Returns self."""
         if any(isinstance(m, Int8Embedding) for m in self.modules()):     # (loading makes its linear layers first)
             raise ValueError("this model is int8 already (quantize_int8 runs once, on a float32 model)")
         own = ("shared",) if self.shared is not None else ("encoder.embed_tokens", "decoder.embed_tokens")

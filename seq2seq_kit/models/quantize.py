@@ -9,7 +9,7 @@ dequantizes the rows it looks up. A tied LM head (Int8TiedLinear) multiplies by 
 scales with seq2seq_kit's kernel (models/gemv.c: float32 inputs, int8 weights converted in registers), so the table is
 held once; where that kernel is not built or cannot run, the head gets its own int8 copy in fbgemm's packed layout
 (the embedding's rows cannot be read back from it; torch's weight-only int8 matmul, torch._weight_int8pack_mm, that
-could share them is 17-40x slower than either here). Measured on an AMD EPYC Zen 4, 2 cores, distilbart's LM head
+could share them is 17x slower than either here at one row, 80x at four). Measured on an AMD EPYC Zen 4, 2 cores, distilbart's LM head
 (50264 x 1024): one row 1.5 ms against fbgemm's 1.5, four rows 3.0 against 1.7 (fbgemm's int8 dot products do 4x
 the work per instruction); 51 MB less held.
 This is outside the exact-parity guarantee: logits move by about 1% of their range, so greedy and beam
