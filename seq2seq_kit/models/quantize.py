@@ -3,18 +3,19 @@ Int8Embedding, and the float32 weights are freed (only int8 weights remain, besi
 layer norms, positions).
 
 Int8Linear holds its weight as int8 with one scale per output row (symmetric, max-abs / 127) and quantizes its
-input per call (PyTorch's quantized::linear_dynamic: fbgemm on x86, qnnpack on ARM, int32 accumulation).
+input per call, ROWS_PER_CALL rows at a time (PyTorch's quantized::linear_dynamic: fbgemm on x86, qnnpack on ARM,
+int32 accumulation).
 A decoder step reads a quarter of the float32 bytes. Int8Embedding holds int8 rows with one scale each and
 dequantizes the rows it looks up. A tied LM head (Int8TiedLinear) multiplies by the embedding's own int8 rows and
 scales with seq2seq_kit's kernel (models/gemv.c: float32 inputs, int8 weights converted in registers), so the table is
 held once; where that kernel is not built or cannot run, the head gets its own int8 copy in fbgemm's packed layout
 (the embedding's rows cannot be read back from it; torch's weight-only int8 matmul, torch._weight_int8pack_mm, that
-could share them is 17x slower than either here at one row, 80x at four). Measured on an AMD EPYC Zen 4, 2 cores, distilbart's LM head
-(50264 x 1024): one row 1.5 ms against fbgemm's 1.5, four rows 3.0 against 1.7 (fbgemm's int8 dot products do 4x
-the work per instruction); 51 MB less held.
+could share them is 17x slower than either here at one row, 80x at four). Measured on an AMD EPYC Zen 4, 2 cores,
+distilbart's LM head (50264 x 1024): one row 1.5 ms against fbgemm's 1.5, four rows 3.0 against 1.7 (fbgemm's int8
+dot products do 4x the work per instruction); 51 MB less held.
 This is outside the exact-parity guarantee: logits move by about 1% of their range, so greedy and beam
 tokens leave transformers' after a while (benchmarks/ report the identity rate beside the speed). The input's one
-scale per call also makes a row's result depend on the other rows of the call (a batch, the engine's step).
+scale per block of rows also makes a row's result depend on the other rows of the call (a batch, the engine's step).
 Decided: kept. A scale per row (an int8 matmul on rows quantized each with its own scale: torch._int_mm) measured
 2-4x slower than linear_dynamic here, and rows normalised to one range before it 1.5x slower at one row.
 """
