@@ -463,6 +463,14 @@ def test_a_malformed_timings_file_is_measured_again(monkeypatch, tmp_path, timin
         assert kernel_choice.choose(model)["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn-packed")
 
 
+def test_the_timings_cache_is_kept_per_gemv_build(monkeypatch):
+    """A rebuilt gemv (another compiled module) is timed again: its timings live in a file of their own."""
+    path = kernel_choice.cache_path()
+    assert f"gemv-{gemv.BUILD}" in path.name
+    monkeypatch.setattr(gemv, "BUILD", "rebuilt")
+    assert kernel_choice.cache_path() != path and kernel_choice.cache_path().parent == path.parent
+
+
 def test_real_timings_have_every_candidate():
     model = small_model()
     t = kernel_choice.time_layer(model.decoder.layers[0].fc1)

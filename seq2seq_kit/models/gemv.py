@@ -14,7 +14,9 @@ bias: as close to the float64 product as MKL's (tests/test_kernels.py).
 
 from __future__ import annotations
 
+import hashlib
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +29,9 @@ except ImportError:                         # not built: no C compiler at instal
 # 2: AVX-512, 1: AVX2 with FMA, 0: it cannot run here. The code `linear` runs (tests set 1 to run the AVX2 code on an
 # AVX-512 CPU).
 ISA = _gemv.isa() if _gemv is not None else 0
+# Which build this is (a digest of the compiled module, "none" unbuilt): the kernel choice's cached timings are kept
+# per build, so a rebuilt kernel is timed again.
+BUILD = hashlib.sha256(Path(_gemv.__file__).read_bytes()).hexdigest()[:12] if _gemv is not None else "none"
 
 
 def built() -> bool:
