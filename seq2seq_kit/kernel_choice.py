@@ -6,7 +6,7 @@ corpus jobs' batches, and those batches' beams; 512: a source through the encode
 evicted from the caches first, as a decode step streams it from memory), the fastest of a few calls on the model's
 own weights, a few seconds in all. Each kind of layer and row class gets the fastest kernel among those ELIGIBLE
 for it (the ones that keep token parity with transformers). The timings are cached in a JSON file per CPU model,
-torch version, thread count and gemv build (models/gemv.py's BUILD) under $XDG_CACHE_HOME/seq2seq_kit/kernels/
+torch version, thread count and gemv build (models/gemv.py's build()) under $XDG_CACHE_HOME/seq2seq_kit/kernels/
 (else ~/.cache/...), so later loads on the same machine measure nothing; a new weight shape is measured and added.
 Timings taken while the machine is busy (load average at or above its CPU count) are used but not cached: other
 processes' threads stall oneDNN's parallel loops far more than MKL's one-row path, which would pin a wrong choice.
@@ -204,7 +204,7 @@ def cpu_name() -> str:
 def cache_path() -> Path:
     """The timings file for this CPU, torch version, thread count and build of seq2seq_kit's own kernel."""
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "seq2seq_kit" / "kernels"
-    key = f"{cpu_name()} torch {torch.__version__} {torch.get_num_threads()} threads gemv {gemv.BUILD}"
+    key = f"{cpu_name()} torch {torch.__version__} {torch.get_num_threads()} threads gemv {gemv.build()}"
     return root / (re.sub(r"[^A-Za-z0-9.]+", "-", key).strip("-") + ".json")
 
 

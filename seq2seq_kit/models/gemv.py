@@ -14,6 +14,7 @@ bias: as close to the float64 product as MKL's (tests/test_kernels.py).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from pathlib import Path
@@ -29,13 +30,17 @@ except ImportError:                         # not built: no C compiler at instal
 # 2: AVX-512, 1: AVX2 with FMA, 0: it cannot run here. The code `linear` runs (tests set 1 to run the AVX2 code on an
 # AVX-512 CPU).
 ISA = _gemv.isa() if _gemv is not None else 0
-# Which build this is (a digest of the compiled module, "none" unbuilt): the kernel choice's cached timings are kept
-# per build, so a rebuilt kernel is timed again.
-BUILD = hashlib.sha256(Path(_gemv.__file__).read_bytes()).hexdigest()[:12] if _gemv is not None else "none"
 
 
 def built() -> bool:
     return _gemv is not None
+
+
+@functools.cache
+def build() -> str:
+    """Which build this is: a digest of the compiled module ("none" unbuilt). The kernel choice's cached timings are
+    kept per build, so a rebuilt kernel is timed again; read once, when the timings cache is first looked up."""
+    return hashlib.sha256(Path(_gemv.__file__).read_bytes()).hexdigest()[:12] if _gemv is not None else "none"
 
 
 def available() -> bool:

@@ -68,7 +68,7 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:                      # x [..., in] -> [..., out]
         if x.dtype != torch.float32:       # autocast's bfloat16/float16 activations: the kernel takes float32 only
             x = x.float()
-        rows = x.reshape(-1, self.in_features) if x.dim() != 2 else x          # [N, in]
+        rows = x.reshape(-1, self.in_features)                                # [N, in]
         if rows.shape[0] <= ROWS_PER_CALL:
             return self.run(x)
         out = torch.empty(rows.shape[0], self.out_features)                   # [N, out]
@@ -179,8 +179,9 @@ def quantize_int8(model: nn.Module, embeddings: tuple[str, ...] = ()) -> None:
         table = getattr(holder, attr)
         tables.append((table.weight, Int8Embedding(table)))
         setattr(holder, attr, tables[-1][1])
+    shared = tables if gemv.available() else []
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Linear):
-                tied = [q for w, q in tables if child.weight is w and gemv.available()]
-                setattr(module, name, Int8TiedLinear(tied[0]) if tied else Int8Linear(child))
+                tied = next((q for w, q in shared if child.weight is w), None)
+                setattr(module, name, Int8TiedLinear(tied) if tied is not None else Int8Linear(child))
