@@ -5,7 +5,8 @@ timed with every kernel at one row count per row class (1, 4, 32 and 128 rows: g
 corpus jobs' batches, and those batches' beams; 512: a source through the encoder), each call cold (the weight
 evicted from the caches first, as a decode step streams it from memory), the fastest of a few calls on the model's
 own weights, a few seconds in all. Each kind of layer and row class gets the fastest kernel among those ELIGIBLE
-for it (the ones that keep token parity with transformers). The timings are cached in a JSON file per CPU model,
+for it (the ones that keep token parity with transformers); whether a kind's weight is packed for oneDNN (one layout
+for every row count) is decided on the row classes in models/kernels.py's DECIDING. The timings are cached in a JSON file per CPU model,
 torch version, thread count and gemv build (models/gemv.py's build()) under $XDG_CACHE_HOME/seq2seq_kit/kernels/
 (else ~/.cache/...), so later loads on the same machine measure nothing; a new weight shape is measured and added.
 Timings taken while the machine is busy (load average at or above its CPU count) are used but not cached: other
@@ -109,21 +110,22 @@ def measured(model) -> dict[str, dict[str, str]]:
         if quiet and busy() < os.cpu_count():        # timings taken on a busy machine serve this load only
             save_timings(path, timings)
     tied = model.lm_head.weight is model.decoder_embeddings.weight
-    return {kind: select(timings[shape_key(ms[0])], kernels.ELIGIBLE[kind], packable=not (kind == "lm_head" and tied))
+    return {kind: select(timings[shape_key(ms[0])], kernels.ELIGIBLE[kind], packable=not (kind == "lm_head" and tied),
+                         deciding=kernels.DECIDING[kind])
             for kind, ms in layers.items() if ms}
 
 
 def select(timing: dict[str, dict[str, float]], eligible: dict[str, tuple[str, ...]],
-           packable: bool = True) -> dict[str, str]:
+           packable: bool = True, deciding: tuple[str, ...] = tuple(kernels.ROW_CLASSES)) -> dict[str, str]:
     """timing {row class: {kernel: ms}}, eligible {row class: kernels} -> {row class: kernel}. A packed weight
-    serves every row class, so it is taken only where every class allows it and its time, summed over the classes
-    each relative to that class's fastest, beats the best dense kernel's per class."""
+    serves every row class, so it is taken only where every class allows it and its time, summed over the `deciding`
+    classes each relative to that class's fastest, beats the best dense kernel's per class."""
     best_dense = {c: min((k for k in eligible[c] if k != "onednn-packed" and k in t), key=lambda k: t[k])
                   for c, t in timing.items()}
     if packable and all("onednn-packed" in eligible[c] for c in timing):
-        fastest = {c: min(t.values()) for c, t in timing.items()}
-        packed_score = sum(t["onednn-packed"] / fastest[c] for c, t in timing.items())
-        dense_score = sum(t[best_dense[c]] / fastest[c] for c, t in timing.items())
+        fastest = {c: min(timing[c].values()) for c in deciding}
+        packed_score = sum(timing[c]["onednn-packed"] / fastest[c] for c in deciding)
+        dense_score = sum(timing[c][best_dense[c]] / fastest[c] for c in deciding)
         if packed_score < dense_score:
             return dict.fromkeys(timing, "onednn-packed")
     return best_dense

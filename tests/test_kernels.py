@@ -349,6 +349,25 @@ def test_select_takes_gemv_where_it_is_fastest_and_never_beyond_64_rows():
     assert kernel_choice.select(fastest_everywhere, kernels.ELIGIBLE["encoder_fc1"])["1"] != "gemv"
 
 
+@needs_gemv
+def test_a_decode_steps_weight_is_packed_for_the_rows_decode_steps_run(monkeypatch, tmp_path):
+    """The packed weight's lead at 65+ rows (large batches, the teacher-forced forward) does not outweigh gemv's at
+    the decode step's row counts (1, 2-8, 9-64): the decoder's kinds stay dense, the encoder's are packed."""
+    t = timing(mkl=(3.0, 9.0, 20.0), onednn=(2.0, 3.0, 8.0), packed=(1.3, 1.0, 4.0), gemv=(1.0, 1.0, 4.2))
+    for c in ("65-256", "257+"):
+        t[c]["onednn-packed"] /= 2                       # packed 2x dense oneDNN at many rows
+    assert kernel_choice.select(t, kernels.ELIGIBLE["fc1"]) == dict.fromkeys(kernels.ROW_CLASSES, "onednn-packed")
+    dense = {"1": "gemv", "2-8": "gemv", "9-64": "gemv", "65-256": "onednn", "257+": "onednn"}
+    assert kernel_choice.select(t, kernels.ELIGIBLE["fc1"], deciding=kernels.DECIDING["fc1"]) == dense
+    monkeypatch.setenv(kernel_choice.ENV, "measure")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(kernel_choice, "time_layer", lambda layer: t)
+    table = kernel_choice.choose(small_model())
+    assert all(table[kind] == dense for kind in ("self_out", "fc1", "fc2", "lm_head"))
+    assert table["self_qkv"] == dense | {"65-256": "mkl", "257+": "mkl"}       # dense oneDNN not eligible there
+    assert all(table[kind] == dict.fromkeys(kernels.ROW_CLASSES, "onednn-packed") for kind in kernels.ENCODER_KINDS)
+
+
 def test_the_eligibility_table_covers_every_kind_and_row_class():
     assert set(kernels.ELIGIBLE) == set(kernels.KINDS)
     assert all(set(by_class) == set(kernels.ROW_CLASSES) and all("mkl" in k and set(k) <= set(kernels.KERNELS)

@@ -69,16 +69,16 @@ AVX2 INLINE float hsum8(__m256 v) {
    of w (constants once inlined, so the accumulators live in registers: MR * RB <= 16 of the 32 zmm, or 8 of the 16
    ymm) -------------------------------------------------------------------------------------------------------- */
 
-#define DOTS(NAME, TARGET, WEIGHT, VEC, LANES, ZERO, LOAD_X, LOAD_W, FMA, SUM)                                      \
+#define DOTS(NAME, TARGET, WEIGHT, VEC, LANES, ZERO, LOAD_X, LOAD_W, FMA, SUM, HINT)                                \
     TARGET INLINE void NAME(const float *x, int MR, const WEIGHT *w, int RB, long K, float *out) {                 \
         VEC acc[4][8], xv[4];                                                                                        \
         for (int m = 0; m < MR; m++)                                                                                 \
             for (int r = 0; r < RB; r++) acc[m][r] = ZERO();                                                         \
         long k = 0;                                                                                                  \
-        const char *next = (const char *)(w + RB * K);      /* int8: the next block of rows, fetched meanwhile */ \
+        const char *next = (const char *)(w + RB * K);      /* the next block of rows, fetched meanwhile */      \
         for (; k + LANES <= K; k += LANES) {                                                                         \
-            for (long b = 0; sizeof(WEIGHT) == 1 && b < RB * LANES; b += 64)                                         \
-                _mm_prefetch(next + k * RB + b, _MM_HINT_T0);                                                        \
+            for (long b = 0; b < RB * LANES * (long)sizeof(WEIGHT); b += 64)                                         \
+                _mm_prefetch(next + k * RB * (long)sizeof(WEIGHT) + b, HINT);                                        \
             DOTS_AT(LOAD_X, LOAD_W, FMA, LANES)                                     /* whole vectors */             \
         }                                                                                                            \
         if (k < K) DOTS_AT(LOAD_X, LOAD_W, FMA, K - k)                              /* the tail, zero-padded */     \
@@ -97,11 +97,16 @@ AVX2 INLINE float hsum8(__m256 v) {
         }                                                                                                            \
     }
 
-DOTS(dots512, AVX512, float, __m512, 16, _mm512_setzero_ps, load16, load16, _mm512_fmadd_ps, _mm512_reduce_add_ps)
+/* The next block of rows is prefetched as this one is read: float32 blocks (8 rows of 4 KB for K = 1024) into L2,
+   int8 ones (a quarter of that) into L1. Measured on an AMD EPYC Zen 4, 2 cores, a decode step's weights in turn
+   (paired against no prefetch): float32 12% faster at one row, 8% at 4 and at 32 rows; int8 without it read at
+   13 GB/s, with it at 29-38. Two or three blocks ahead, or into L1 for float32, measured no better. */
+DOTS(dots512, AVX512, float, __m512, 16, _mm512_setzero_ps, load16, load16, _mm512_fmadd_ps, _mm512_reduce_add_ps,
+     _MM_HINT_T1)
 DOTS(dots512_q8, AVX512, int8_t, __m512, 16, _mm512_setzero_ps, load16, load16_q8, _mm512_fmadd_ps,
-     _mm512_reduce_add_ps)
-DOTS(dots256, AVX2, float, __m256, 8, _mm256_setzero_ps, load8, load8, _mm256_fmadd_ps, hsum8)
-DOTS(dots256_q8, AVX2, int8_t, __m256, 8, _mm256_setzero_ps, load8, load8_q8, _mm256_fmadd_ps, hsum8)
+     _mm512_reduce_add_ps, _MM_HINT_T0)
+DOTS(dots256, AVX2, float, __m256, 8, _mm256_setzero_ps, load8, load8, _mm256_fmadd_ps, hsum8, _MM_HINT_T1)
+DOTS(dots256_q8, AVX2, int8_t, __m256, 8, _mm256_setzero_ps, load8, load8_q8, _mm256_fmadd_ps, hsum8, _MM_HINT_T0)
 
 /* ---- NAME(p, n0, n1): rows [n0, n1) of w against every row of x ------------------------------------------------ */
 

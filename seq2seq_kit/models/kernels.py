@@ -44,8 +44,9 @@ from torch import nn
 
 from . import gemv
 
+STEP_KINDS = ("self_qkv", "self_out", "cross_q", "cross_out", "fc1", "fc2", "lm_head")        # a decode step's rows
 ENCODER_KINDS = ("encoder_qkv", "encoder_out", "encoder_fc1", "encoder_fc2", "cross_kv")   # a source's rows
-KINDS = ("self_qkv", "self_out", "cross_q", "cross_out", "fc1", "fc2", "lm_head", *ENCODER_KINDS)   # step, source
+KINDS = (*STEP_KINDS, *ENCODER_KINDS)
 KERNELS = ("mkl", "mkl-t", "onednn", "onednn-packed", "gemv")
 MAX_ROWS = 256
 ROW_CLASSES = {"1": (1, 1), "2-8": (2, 8), "9-64": (9, 64), "65-256": (65, MAX_ROWS),   # name -> (first, last) rows
@@ -84,6 +85,14 @@ ELIGIBLE = {kind: {c: KERNELS if c in FEW_ROWS else tuple(k for k in KERNELS if 
 ELIGIBLE["self_qkv"] = {c: ("mkl", "mkl-t", "onednn-packed") + ("gemv",) * (c in FEW_ROWS) for c in ROW_CLASSES}
 ELIGIBLE["self_qkv"]["1"] = ("mkl", "mkl-t", "onednn", "onednn-packed", "gemv")
 ELIGIBLE |= {kind: dict.fromkeys(ROW_CLASSES, ("mkl", "mkl-t", "onednn-packed")) for kind in ENCODER_KINDS}
+
+# The row classes whose timings decide whether a kind's weight is packed (kernel_choice.select). For the decode step's
+# kinds: the row counts decode steps run (greedy, beams, and the engine's, corpus jobs' and server's default max_rows
+# of 32); larger batches and the teacher-forced forward (65+ rows) run the layout these chose, on its fastest kernel
+# there. Scored over every class instead, the packed weight's lead at 65+ rows (7-25% over dense oneDNN) outweighed
+# gemv's at one row and kept the decoder packed, though gemv on the dense weight was faster in the decode step itself
+# at 1, 4 and 32 rows (paired whole steps, distilbart shape, AMD EPYC family 25: 16%, 8% and 2% less time).
+DECIDING = dict.fromkeys(STEP_KINDS, FEW_ROWS) | dict.fromkeys(ENCODER_KINDS, tuple(ROW_CLASSES))
 
 # Without a measurement (a network built directly, or SEQ2SEQ_KIT_CPU_KERNELS=default): what was tuned on an
 # Intel Xeon, oneDNN on the dense weight for 2..64 rows of the FFN and the LM head.
