@@ -12,12 +12,17 @@ torch version, thread count and gemv build (models/gemv.py's build()) under $XDG
 Timings taken while the machine is busy (load average at or above its CPU count) are used but not cached: other
 processes' threads stall oneDNN's parallel loops far more than MKL's one-row path, which would pin a wrong choice.
 
+The decode step's attention is chosen the same way (choose_attention): torch's scaled_dot_product_attention
+("sdpa") or seq2seq_kit's own kernel (models/attention.py, "own"), each timed on the model's heads against a
+512-position source with 1 and 4 queries, cold; the timings are kept in the same file.
+
 SEQ2SEQ_KIT_CPU_KERNELS forces a choice (reproducible runs, tests):
   measure (or unset)              the measured choice above
   default                         models/kernels.py's DEFAULT table (no measurement)
-  mkl | mkl-t | onednn | onednn-packed | gemv   that kernel wherever ELIGIBLE allows it, mkl elsewhere
+  mkl | mkl-t | onednn | onednn-packed | gemv   that kernel wherever ELIGIBLE allows it, mkl elsewhere; the
+                                  attention: "own" with gemv (where it can run), else "sdpa"
   fc1=onednn-packed,lm_head=onednn,...   exactly these kinds (all row classes), mkl for the rest; not checked
-                                  against ELIGIBLE (outside it, token parity is not guaranteed)
+                                  against ELIGIBLE (outside it, token parity is not guaranteed); attention "sdpa"
 "gemv" where it cannot run (not built at install, or a CPU without AVX2 and FMA) is refused, naming why.
 """
 
@@ -34,12 +39,15 @@ import torch
 import torch.nn.functional as F
 
 from .jsonfile import read_json_object, write_json
-from .models import gemv, kernels
+from .models import attention, gemv, kernels
 
 ENV = "SEQ2SEQ_KIT_CPU_KERNELS"
 PROBE_ROWS = {"1": 1, "2-8": 4, "9-64": 32, "65-256": 128, "257+": 512}   # row class -> the row count timed for it
 ROUNDS = {"1": 3, "2-8": 3, "9-64": 3, "65-256": 3,     # row class -> timed calls per candidate (the fastest
           "257+": 1}                                   # counts); 512 rows: compute-bound, steady, the costliest
+ATTENTION_KERNELS = ("sdpa", "own")      # torch's scaled_dot_product_attention, models/attention.py's
+ATTENTION_ROWS = {"1": 1, "2-8": 4}       # row class -> query rows per (input, head) timed: greedy, beams
+ATTENTION_SOURCE = 512                    # keys and values per (input, head) timed: a summarization input
 
 
 def choose(model) -> dict[str, dict[str, str]] | None:
@@ -57,6 +65,29 @@ def choose(model) -> dict[str, dict[str, str]] | None:
         return {kind: {c: mode if mode in ok else "mkl" for c, ok in kernels.ELIGIBLE[kind].items()}
                 for kind in kernels.KINDS}
     return table
+
+
+def choose_attention(model) -> str | None:
+    """What a float32 CPU model's decode step runs its attention with: "own" (models/attention.py) or "sdpa"; None
+    where the choice does not apply (another dtype or device). Measured (and cached with the matmul timings) unless
+    SEQ2SEQ_KIT_CPU_KERNELS forces a choice: "gemv" runs "own" too, any other forced value "sdpa"."""
+    mode, _ = setting()
+    if model.device.type != "cpu" or model.dtype != torch.float32:
+        return None
+    heads = model.config.decoder_attention_heads
+    width = model.config.d_model // heads
+    if not attention.available() or width % 8:
+        return "sdpa"
+    if mode != "measure":
+        return "own" if mode == "gemv" else "sdpa"
+    path, key = cache_path(), f"{heads}x{width}"
+    timings = load_timings(path, "attention")
+    if key not in timings:
+        timings[key] = time_attention(heads, width)
+        if busy() < os.cpu_count():
+            save_timings(path, timings, "attention")
+    t = timings[key]
+    return "own" if sum(t[c]["own"] / t[c]["sdpa"] for c in t) < len(t) else "sdpa"
 
 
 def setting() -> tuple[str, dict[str, dict[str, str]] | None]:
@@ -165,6 +196,29 @@ def time_layer(layer) -> dict[str, dict[str, float]]:
     return out
 
 
+def time_attention(heads: int, width: int) -> dict[str, dict[str, float]]:
+    """{row class: {"sdpa": ms, "own": ms}}: one input's decode-step attention over ATTENTION_SOURCE keys and values
+    per head, ATTENTION_ROWS[row class] queries, each call cold (as a step reads the cross-attention's keys and
+    values from memory), the fastest of a few."""
+    g = torch.Generator().manual_seed(0)
+    k, v = (torch.randn(1, heads, ATTENTION_SOURCE, width, generator=g) for _ in range(2))
+    candidates = {"sdpa": F.scaled_dot_product_attention, "own": attention.attend}
+    scratch = torch.ones(last_level_cache_bytes() // 2, dtype=torch.float32)
+    out = {}
+    with torch.inference_mode():
+        for row_class, rows in ATTENTION_ROWS.items():
+            q = torch.randn(1, heads, rows, width, generator=g)
+            best = dict.fromkeys(candidates, float("inf"))
+            for _ in range(4):                                          # the first round warms up
+                for name, fn in candidates.items():
+                    evict(scratch)
+                    start = time.perf_counter()
+                    fn(q, k, v, scale=width ** -0.5)
+                    best[name] = min(best[name], time.perf_counter() - start)
+            out[row_class] = {name: round(1000 * s, 4) for name, s in best.items()}
+    return out
+
+
 def evict(scratch: torch.Tensor) -> None:
     """Read a buffer twice the last-level cache's size, so the next call finds no weight in the caches."""
     scratch.sum()
@@ -210,26 +264,28 @@ def cache_path() -> Path:
     return root / (re.sub(r"[^A-Za-z0-9.]+", "-", key).strip("-") + ".json")
 
 
-def load_timings(path: Path) -> dict:
-    """The cached {shape: {row class: {kernel: ms}}}; {} when there is none, or it is unreadable or malformed."""
+def load_timings(path: Path, section: str = "timings") -> dict:
+    """The cached {shape: {row class: {kernel: ms}}} of the linear layers ("timings"), or of the attention
+    ("attention": {heads x width: ...}); {} when there is none, or it is unreadable or malformed."""
     try:
-        timings = read_json_object(path).get("timings", {})
+        timings = read_json_object(path).get(section, {})
     except (OSError, ValueError):
         return {}
-    return timings if well_formed(timings) else {}
+    expected = (set(PROBE_ROWS), set(usable())) if section == "timings" else \
+        (set(ATTENTION_ROWS), set(ATTENTION_KERNELS))
+    return timings if well_formed(timings, *expected) else {}
 
 
-def well_formed(timings) -> bool:
-    """Whether timings is {shape: {row class: {kernel: ms}}} with every row class and usable kernel, each time a
-    positive finite number: what select() chooses from."""
+def well_formed(timings, classes: set[str], kernel_names: set[str]) -> bool:
+    """Whether timings is {shape: {row class: {kernel: ms}}} with exactly these row classes and kernels, each time a
+    positive finite number: what select() or choose_attention() chooses from."""
     if not isinstance(timings, dict):
         return False
-    here = set(usable())
     for by_class in timings.values():
-        if not isinstance(by_class, dict) or set(by_class) != set(PROBE_ROWS):
+        if not isinstance(by_class, dict) or set(by_class) != classes:
             return False
         for by_kernel in by_class.values():
-            if not isinstance(by_kernel, dict) or set(by_kernel) != here:
+            if not isinstance(by_kernel, dict) or set(by_kernel) != kernel_names:
                 return False
             if not all(type(ms) in (int, float) and 0 < ms < math.inf for ms in by_kernel.values()):
                 return False
@@ -244,12 +300,14 @@ def busy() -> float:
         return 0.0
 
 
-def save_timings(path: Path, timings: dict) -> None:
-    """Best effort: a cache that cannot be written (read-only home) only means measuring again next time."""
+def save_timings(path: Path, timings: dict, section: str = "timings") -> None:
+    """Write one section of the file, keeping the other. Best effort: a cache that cannot be written (read-only
+    home) only means measuring again next time."""
+    other = "attention" if section == "timings" else "timings"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, {"cpu": cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                          "timings": timings}, indent=1)
+                          other: load_timings(path, other), section: timings}, indent=1)
     except OSError:
         pass
 

@@ -84,6 +84,9 @@ class BartForConditionalGeneration(BartNetwork):
         model.generation_config = GenerationConfig.from_pretrained(root, config)
         if model.device.type == "cpu":
             cpu_memory.keep_freed_memory()           # a step's vocabulary-wide temporaries reuse the last step's pages
+        attend = kernel_choice.choose_attention(model)   # float32 (int8 too) on the CPU: the step's attention
+        if attend is not None:
+            model.set_step_attention(attend)
         if int8:
             model.quantize_int8()                    # the rest: the embedding, a tied LM head
             cpu_memory.release_freed_memory()        # the float32 weights it replaced, kept by the tuning above

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from seq2seq_kit import BartConfig, kernel_choice
 from seq2seq_kit.modeling import BartForConditionalGeneration
-from seq2seq_kit.models import gemv, kernels
+from seq2seq_kit.models import attention, gemv, kernels
 from seq2seq_kit.models.kernels import KernelLinear
 
 pytestmark = pytest.mark.skipif(not kernels.ONEDNN, reason="this torch build has no oneDNN")
@@ -510,10 +510,11 @@ def test_inspect_prints_the_cpu_and_the_kernels(checkpoint, capsys, monkeypatch)
     info = json.loads(capsys.readouterr().out)["cpu_kernels"]
     assert info["cpu"] == kernel_choice.cpu_name() and info["gemv"] == kernel_choice.gemv_status()
     assert info["layers"]["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn-packed")
+    assert info["attention"] == "sdpa"                                      # forced: torch's attention
     assert main(["inspect", str(checkpoint("tiny"))]) == 0
     out = capsys.readouterr().out
     assert f"kernels      {kernel_choice.cpu_name()}: self_qkv mkl; " in out
-    assert f" (gemv: {kernel_choice.gemv_status()})\n" in out
+    assert f"; decode-step attention sdpa (gemv: {kernel_choice.gemv_status()})\n" in out
 
 
 def test_gemv_status_says_why_it_cannot_run(monkeypatch):
@@ -585,6 +586,7 @@ def test_eligible_kernels_keep_token_parity(pair, forced, name, batch, kwargs, k
         assert table["fc1"] == table["self_qkv"] == {"1": kernel, "2-8": kernel, "9-64": kernel, "65-256": "mkl",
                                                      "257+": "mkl"}
         assert table["encoder_fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "mkl")
+        assert ours.step_attention() == ("own" if attention.available() else "sdpa")   # models/attention.py too
     else:
         assert table["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, kernel)
         beams = "mkl-t" if kernel == "mkl-t" else "mkl"            # self_qkv: dense oneDNN for one row only

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import bart_checkpoint, checks, kernels
+from . import attention, bart_checkpoint, checks, kernels
 from .activations import ACTIVATIONS
 from .cuda_graph import GraphedStep, graph_key
 from .kernels import KernelLinear
@@ -322,6 +322,7 @@ class Decoder(nn.Module):
         self.layernorm_embedding = embedding_layer_norm(config)
         self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.decoder_layers))
         self.layer_norm = nn.LayerNorm(D) if config.pre_layer_norm else None
+        self.step_attend = SDPA     # what a decode step's attention runs: SDPA, or models/attention.py's (CPU)
 
     def forward(self, tok, ids, enc, enc_mask, self_mask, causal, trace: Recorder | None = None):
         """tok [B, T, D] the scaled embeddings of ids, enc [B, S, D] -> [B, T, D]. trace: a Recorder for the
@@ -344,7 +345,8 @@ class Decoder(nn.Module):
         if self.layernorm_embedding is not None:
             x = self.layernorm_embedding(x)
         for i, layer in enumerate(self.layers):                             # x [R, 1, D]
-            x = layer.step(x, caches, i, *(() if trace is None else traced(trace, x, caches)))
+            attends = (self.step_attend,) * 2 if trace is None else traced(trace, x, caches, self.step_attend)
+            x = layer.step(x, caches, i, *attends)
         x = self.layer_norm(x) if self.layer_norm is not None else x
         if trace is not None:
             trace.hidden("decoder", x)
@@ -363,13 +365,13 @@ class Decoder(nn.Module):
             trace.hidden("decoder", self.layer_norm(x) if self.layer_norm is not None else x)
 
 
-def traced(trace: Recorder, x: torch.Tensor, caches: list[KVCache] | None = None) -> tuple:
+def traced(trace: Recorder, x: torch.Tensor, caches: list[KVCache] | None = None, attend=SDPA) -> tuple:
     """Before a traced decoder layer: hand trace its input x [R, T, D]; -> the layer's (self, cross) attends:
-    recording()'s when trace.attentions, else SDPA's. caches: a step's or prefill's (one), whose cross-attention
+    recording()'s when trace.attentions, else `attend`. caches: a step's or prefill's (one), whose cross-attention
     probabilities are mapped to its rows; None in the teacher-forced forward (already [B, H, T, S])."""
     trace.hidden("decoder", x)
     if not trace.attentions:
-        return SDPA, SDPA
+        return attend, attend
     if caches is None:
         return recording(trace, "decoder"), recording(trace, "cross")
     if len(caches) != 1:
@@ -752,6 +754,17 @@ class BartNetwork(nn.Module):
     def kernel_table(self) -> dict[str, dict[str, str]]:
         """The {kind: {row class: kernel}} the linear layers run now (int8 layers: none)."""
         return kernels.current(self.kernel_linears())
+
+    def set_step_attention(self, kernel: str) -> None:
+        """What a decode step's attention runs: "sdpa" (torch's scaled_dot_product_attention) or "own"
+        (models/attention.py, for float32 CPU tensors; anything else runs SDPA there too)."""
+        if kernel not in ("sdpa", "own"):
+            raise ValueError(f"unknown attention kernel {kernel!r}; use 'sdpa' or 'own'")
+        self.decoder.step_attend = attention.attend if kernel == "own" else SDPA
+
+    def step_attention(self) -> str:
+        """"own" or "sdpa": what set_step_attention set (SDPA unless told)."""
+        return "own" if self.decoder.step_attend is attention.attend else "sdpa"
 
     def _apply(self, fn, recurse=True):
         """Moving or casting the network (to, half, cuda) first gives packed weights back their dense layout; a move
