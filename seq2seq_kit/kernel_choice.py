@@ -6,9 +6,10 @@ corpus jobs' batches, and those batches' beams; 512: a source through the encode
 evicted from the caches first, as a decode step streams it from memory), the fastest of a few calls on the model's
 own weights, a few seconds in all. Each kind of layer and row class gets the fastest kernel among those ELIGIBLE
 for it (the ones that keep token parity with transformers); whether a kind's weight is packed for oneDNN (one layout
-for every row count) is decided on the row classes in models/kernels.py's DECIDING. The timings are cached in a JSON file per CPU model,
-torch version, thread count and gemv build (models/gemv.py's build()) under $XDG_CACHE_HOME/seq2seq_kit/kernels/
-(else ~/.cache/...), so later loads on the same machine measure nothing; a new weight shape is measured and added.
+for every row count) is decided on the row classes in models/kernels.py's DECIDING. The timings are cached in a
+JSON file per CPU model, torch version, thread count and gemv build (models/gemv.py's build()) under
+$XDG_CACHE_HOME/seq2seq_kit/kernels/ (else ~/.cache/...), so later loads on the same machine measure nothing; a new
+weight shape is measured and added.
 Timings taken while the machine is busy (load average at or above its CPU count) are used but not cached: other
 processes' threads stall oneDNN's parallel loops far more than MKL's one-row path, which would pin a wrong choice.
 
@@ -141,8 +142,8 @@ def measured(model) -> dict[str, dict[str, str]]:
         if quiet and busy() < os.cpu_count():        # timings taken on a busy machine serve this load only
             save_timings(path, timings)
     tied = model.lm_head.weight is model.decoder_embeddings.weight
-    return {kind: select(timings[shape_key(ms[0])], kernels.ELIGIBLE[kind], packable=not (kind == "lm_head" and tied),
-                         deciding=kernels.DECIDING[kind])
+    return {kind: select(timings[shape_key(ms[0])], kernels.ELIGIBLE[kind],
+                         packable=not (kind == "lm_head" and tied), deciding=kernels.DECIDING[kind])
             for kind, ms in layers.items() if ms}
 
 

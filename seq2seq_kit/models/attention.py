@@ -41,12 +41,12 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.T
     y = torch.empty(B, H, Q, D)
     threads = max(1, torch.get_num_threads())
     scratch = torch.empty(threads, S)
-    mask, mb, ms = 0, 0, 0
+    mask, mb = 0, 0
     if attn_mask is not None:
-        flat = attn_mask[:, 0, 0]                                           # [B or 1, S]
-        mask, mb, ms = flat.data_ptr(), flat.stride(0) if flat.shape[0] > 1 else 0, flat.stride(1)
+        flat = attn_mask[:, 0, 0]                                           # [B or 1, S], dense along S
+        mask, mb = flat.data_ptr(), flat.stride(0) if flat.shape[0] > 1 else 0
     _attention.attend(q.data_ptr(), k.data_ptr(), v.data_ptr(), mask, y.data_ptr(), scratch.data_ptr(),
-                      B, H, Q, S, D, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], mb, ms,
+                      B, H, Q, S, D, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], mb,
                       D ** -0.5 if scale is None else scale, threads)
     return y
 
