@@ -54,8 +54,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
     its error: the kernel itself reads whatever memory the shapes say."""
     fits = weight.dim() == 2 and x.dim() >= 1 and x.shape[-1] == weight.shape[1] and \
         (bias is None or bias.shape == weight.shape[:1])
-    if not fits or any(t is not None and (t.dtype != torch.float32 or t.device.type != "cpu")
-                       for t in (x, weight, bias)):
+    if not fits or x.dtype != torch.float32 or weight.dtype != torch.float32 or x.device.type != "cpu" \
+            or weight.device.type != "cpu" or bias is not None and (bias.dtype != torch.float32
+                                                                     or bias.device.type != "cpu"):
         return F.linear(x, weight, bias)
     return run(x, weight.contiguous(), None, bias)        # no copy for a module's parameters
 
@@ -75,10 +76,11 @@ def linear_int8(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bia
 
 def run(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
     """The C call on checked tensors: weight [out, in] contiguous, float32, or int8 with scale [out]."""
+    N, K = weight.shape
     bias = None if bias is None else bias.contiguous()
-    rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1]).contiguous()      # [M, in]
-    out = torch.empty(rows.shape[0], weight.shape[0], dtype=torch.float32)   # [M, out]
+    rows = x.reshape(math.prod(x.shape[:-1]), K).contiguous()                # [M, in]
+    out = torch.empty(rows.shape[0], N, dtype=torch.float32)                 # [M, out]
     _gemv.linear(rows.data_ptr(), weight.data_ptr(), 0 if scale is None else scale.data_ptr(),
-                 0 if bias is None else bias.data_ptr(), out.data_ptr(), rows.shape[0], weight.shape[0],
-                 weight.shape[1], torch.get_num_threads(), ISA)
-    return out.view(*x.shape[:-1], weight.shape[0])
+                 0 if bias is None else bias.data_ptr(), out.data_ptr(), rows.shape[0], N, K,
+                 torch.get_num_threads(), ISA)
+    return out.view(*x.shape[:-1], N)
