@@ -62,6 +62,20 @@ def test_attention_reads_cache_views_and_a_shared_mask():
     assert attention.attend(q, k, v, attn_mask=torch.zeros(1, 1, 1, S, dtype=torch.bool)).isnan().all()
 
 
+@needs_kernel
+@torch.no_grad()
+def test_a_float64_default_dtype_does_not_change_the_output():
+    q, k, v = tensors(1, 2, 1, 9, 16)
+    want = attention.attend(q, k, v)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        got = attention.attend(q, k, v)
+    finally:
+        torch.set_default_dtype(before)
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+
+
 @torch.no_grad()
 @pytest.mark.parametrize("case", ["causal", "float64", "grad", "width 12", "mask float", "mask per query",
                                   "too many queries", "keys and values differ"])
