@@ -46,7 +46,6 @@ ENV = "SEQ2SEQ_KIT_CPU_KERNELS"
 PROBE_ROWS = {"1": 1, "2-8": 4, "9-64": 32, "65-256": 128, "257+": 512}   # row class -> the row count timed for it
 ROUNDS = {"1": 3, "2-8": 3, "9-64": 3, "65-256": 3,     # row class -> timed calls per candidate (the fastest
           "257+": 1}                                   # counts); 512 rows: compute-bound, steady, the costliest
-ATTENTION_KERNELS = ("sdpa", "own")      # torch's scaled_dot_product_attention, models/attention.py's
 ATTENTION_ROWS = {"1": 1, "2-8": 4}       # row class -> query rows per (input, head) timed: greedy, beams
 ATTENTION_SOURCE = 512                    # keys and values per (input, head) timed: a summarization input
 
@@ -84,8 +83,9 @@ def choose_attention(model) -> str | None:
     path, key = cache_path(), f"{heads}x{width}"
     timings = load_timings(path, "attention")
     if key not in timings:
+        quiet = busy() < os.cpu_count()
         timings[key] = time_attention(heads, width)
-        if busy() < os.cpu_count():
+        if quiet and busy() < os.cpu_count():       # timings taken on a busy machine serve this load only
             save_timings(path, timings, "attention")
     t = timings[key]
     return "own" if sum(t[c]["own"] / t[c]["sdpa"] for c in t) < len(t) else "sdpa"
@@ -182,19 +182,9 @@ def time_layer(layer) -> dict[str, dict[str, float]]:
     candidates = {name: fn for name, fn in candidates.items() if name in here}
     g = torch.Generator().manual_seed(0)
     scratch = torch.ones(last_level_cache_bytes() // 2, dtype=torch.float32)     # twice the cache's bytes
-    out = {}
-    with torch.inference_mode():
-        for row_class, rows in PROBE_ROWS.items():
-            x = torch.randn(rows, weight.shape[1], generator=g)
-            best = dict.fromkeys(candidates, float("inf"))
-            for _ in range(ROUNDS[row_class] + 1):                      # the first round warms up
-                for name, fn in candidates.items():
-                    evict(scratch)
-                    start = time.perf_counter()
-                    fn(x)
-                    best[name] = min(best[name], time.perf_counter() - start)
-            out[row_class] = {name: round(1000 * s, 4) for name, s in best.items()}
-    return out
+    return {row_class: fastest_cold(candidates, torch.randn(rows, weight.shape[1], generator=g), ROUNDS[row_class],
+                                    scratch)
+            for row_class, rows in PROBE_ROWS.items()}
 
 
 def time_attention(heads: int, width: int) -> dict[str, dict[str, float]]:
@@ -203,21 +193,25 @@ def time_attention(heads: int, width: int) -> dict[str, dict[str, float]]:
     values from memory), the fastest of a few."""
     g = torch.Generator().manual_seed(0)
     k, v = (torch.randn(1, heads, ATTENTION_SOURCE, width, generator=g) for _ in range(2))
-    candidates = {"sdpa": F.scaled_dot_product_attention, "own": attention.attend}
+    candidates = {"sdpa": lambda q: F.scaled_dot_product_attention(q, k, v, scale=width ** -0.5),
+                  "own": lambda q: attention.attend(q, k, v, scale=width ** -0.5)}
     scratch = torch.ones(last_level_cache_bytes() // 2, dtype=torch.float32)
-    out = {}
+    return {row_class: fastest_cold(candidates, torch.randn(1, heads, rows, width, generator=g), 3, scratch)
+            for row_class, rows in ATTENTION_ROWS.items()}
+
+
+def fastest_cold(candidates: dict, x: torch.Tensor, rounds: int, scratch: torch.Tensor) -> dict[str, float]:
+    """{name: ms}: each candidate called on x `rounds` times after a warm-up round, the candidates taking turns,
+    each call after `evict`; each keeps its fastest call (on a shared machine other work only ever adds time)."""
+    best = dict.fromkeys(candidates, float("inf"))
     with torch.inference_mode():
-        for row_class, rows in ATTENTION_ROWS.items():
-            q = torch.randn(1, heads, rows, width, generator=g)
-            best = dict.fromkeys(candidates, float("inf"))
-            for _ in range(4):                                          # the first round warms up
-                for name, fn in candidates.items():
-                    evict(scratch)
-                    start = time.perf_counter()
-                    fn(q, k, v, scale=width ** -0.5)
-                    best[name] = min(best[name], time.perf_counter() - start)
-            out[row_class] = {name: round(1000 * s, 4) for name, s in best.items()}
-    return out
+        for _ in range(rounds + 1):                                     # the first round warms up
+            for name, fn in candidates.items():
+                evict(scratch)
+                start = time.perf_counter()
+                fn(x)
+                best[name] = min(best[name], time.perf_counter() - start)
+    return {name: round(1000 * s, 4) for name, s in best.items()}
 
 
 def evict(scratch: torch.Tensor) -> None:
@@ -273,7 +267,7 @@ def load_timings(path: Path, section: str = "timings") -> dict:
     except (OSError, ValueError):
         return {}
     expected = (set(PROBE_ROWS), set(usable())) if section == "timings" else \
-        (set(ATTENTION_ROWS), set(ATTENTION_KERNELS))
+        (set(ATTENTION_ROWS), set(attention.KERNELS))
     return timings if well_formed(timings, *expected) else {}
 
 

@@ -21,12 +21,14 @@ try:
 except ImportError:                         # not built: no C compiler at install, or not a CPython on x86-64
     _attention = None
 
+KERNELS = ("sdpa", "own")   # what a decode step's attention runs: torch's scaled_dot_product_attention, or ours
+CAN_RUN = _attention is not None and bool(_attention.isa())     # the CPU has AVX2 and FMA: probed once, at import
 MAX_QUERIES = 64            # query rows per (input, head) it takes: a decode step's beams or an engine group's rows
 
 
 def available() -> bool:
     """Whether the kernel was built and can run on this CPU (x86-64 with AVX2 and FMA)."""
-    return _attention is not None and _attention.isa()
+    return CAN_RUN
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,

@@ -758,7 +758,7 @@ class BartNetwork(nn.Module):
     def set_step_attention(self, kernel: str) -> None:
         """What a decode step's attention runs: "sdpa" (torch's scaled_dot_product_attention) or "own"
         (models/attention.py, for float32 CPU tensors; anything else runs SDPA there too)."""
-        if kernel not in ("sdpa", "own"):
+        if kernel not in attention.KERNELS:
             raise ValueError(f"unknown attention kernel {kernel!r}; use 'sdpa' or 'own'")
         self.decoder.step_attend = attention.attend if kernel == "own" else SDPA
 
