@@ -86,7 +86,7 @@ class FixedLogits:
     def encode_unchecked(self, input_ids, padding_mask):
         return torch.zeros(*input_ids.shape, 1)
 
-    def start_decoding(self, encoder_hidden, padding_mask, rows_per_input, max_length, *, cuda_graph):
+    def start_decoding(self, encoder_hidden, padding_mask, rows_per_input, max_length, *, cuda_graph, screened=False):
         return self.step, SimpleNamespace()
 
     def step(self, input_ids, cache):

@@ -106,12 +106,13 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     if cuda_graph:
         with graph_lock(model):                     # the kept graphs' buffers hold one call's inputs and state
             return decode_on_graphs(model, encoder_hidden, padding_mask, cfg, input_ids, generator)
-    step, cache = model.start_decoding(encoder_hidden, padding_mask, rows_per_input(cfg),
-                                       max_length=cfg.max_length - 1, cuda_graph=False)       # a slot per step
-    if trace is not None:
-        step = trace.stepping(model.decode_step_unchecked)                           # records every step
     search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator, prompt=prompt,
                           stop_strings=stops, **custom)
+    screened = trace is None and isinstance(search, SampleSearch) and search.screenable
+    step, cache = model.start_decoding(encoder_hidden, padding_mask, rows_per_input(cfg),
+                                       max_length=cfg.max_length - 1, cuda_graph=False, screened=screened)
+    if trace is not None:
+        step = trace.stepping(model.decode_step_unchecked)                           # records every step
     if streamer is not None:
         streamer.put(search.seq[:, :search.prompt_len].cpu())                       # [R, P]: the first tokens
     # before the prompt's forward, which transformers' first step runs after its MaxTimeCriteria starts the clock

@@ -28,6 +28,17 @@ class FixedShapeCache(Cache, Protocol):
         """Start over at position 0 (the stale slots are masked until rewritten)."""
 
 
+class ScreenedLogits(Protocol):
+    """A step's logits [R, V] known to bounds, with the exact ones on request (what a greedy search needs: the
+    argmax; generation/screening.py): lower <= each float32 logit <= upper, bias included."""
+    lower: torch.Tensor                 # [R, V]
+    upper: torch.Tensor                 # [R, V]
+
+    def exact(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The logits of these tokens (long [U]) for every row -> [R, U], bit for bit those the step would have
+        returned."""
+
+
 Step = Callable[[torch.Tensor, Cache], torch.Tensor]
 """step(input_ids [R] long, cache) -> logits [R, V]: each row's next-token logits after input_ids, fed at the cache's
 position; advances the cache by one token. The logits are the caller's: the search may write them in place (a
@@ -59,10 +70,12 @@ class Seq2SeqModel(Protocol):
         name) only by generate(output_attentions / output_hidden_states), so a model without it generates too."""
 
     def start_decoding(self, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None, rows_per_input: int,
-                       max_length: int, *, cuda_graph: bool) -> tuple[Step, Cache]:
+                       max_length: int, *, cuda_graph: bool, screened: bool = False) -> tuple[Step, Cache]:
         """A cache for R rows of up to max_length decoder tokens, attending to encoder_hidden [B, S, D], and the
         step that decodes on it; cuda_graph: the step may be replayed from a CUDA graph (its cache is then the
-        graph's own, and takes steps past its last slot, which generation/sync_free.py runs after a stop)."""
+        graph's own, and takes steps past its last slot, which generation/sync_free.py runs after a stop).
+        screened (eager, for a greedy search that records no scores: SampleSearch.screenable): the step may return
+        ScreenedLogits instead of logits, where the model can bound its logits more cheaply than compute them."""
 
     def new_cache(self, encoder_hidden: torch.Tensor, attention_mask: torch.Tensor | None, rows_per_input: int,
                   max_length: int, *, fixed_shape: bool = False) -> Cache:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from . import screening
 from .config import GenerationConfig
 from .logits_process import apply, draw
 from .search import SearchProgress, widen
@@ -38,6 +39,12 @@ class SampleSearch(SearchProgress):
         self.eos = torch.tensor(cfg.eos_token_id, device=device) if cfg.eos_token_id else None
         self.unfinished = torch.ones(rows, dtype=torch.bool, device=device)
 
+    @property
+    def screenable(self) -> bool:
+        """Whether a step may hand advance ScreenedLogits (protocol.py) instead of logits: greedy, no scores or logits
+        recorded, and processors that map each token's score alone (generation/screening.py)."""
+        return not self.cfg.do_sample and not self.recorded and screening.screenable(self.processors)
+
     def tokens(self) -> torch.Tensor:
         return self.seq.gather(1, self.per_row(self.cur_len) - 1)[:, 0]                  # [R]
 
@@ -48,20 +55,22 @@ class SampleSearch(SearchProgress):
         self.seq, self.unfinished = super().load_state(tensors)
         return []
 
-    def advance_on_device(self, logits: torch.Tensor, device_length: bool = False) -> None:
-        """One step from logits [R, V], no host read; device_length: the processors read the device cur_len.
+    def advance_on_device(self, logits, device_length: bool = False) -> None:
+        """One step from logits [R, V] (a tensor, or a greedy search's protocol.ScreenedLogits: see screenable), no
+        host read (but ScreenedLogits' one or few); device_length: the processors read the device cur_len.
         Rows never move: no cache reorder (None)."""
         cfg, n = self.cfg, self.rows_per_input
         active = self.active()                                                        # [] or [B, 1]
         row_active = self.per_row(active)[:, 0] if active.dim() else active          # [] or [R]
-        self.record_logits(logits)
-        with torch.inference_mode():      # the processors may write the logits in place: the model's inference tensor
-            scores = apply(self.processors, self.seq, self.processor_length(device_length), logits.float())
-        self.record("scores", scores)
-        if cfg.do_sample:
-            nxt = draw(scores, 1, self.generator).squeeze(1)
+        length = self.processor_length(device_length)
+        if not isinstance(logits, torch.Tensor):
+            nxt = screening.pick(logits, self.processors, self.seq, length)          # [R]
         else:
-            nxt = torch.argmax(scores, dim=-1)                                        # [R]
+            self.record_logits(logits)
+            with torch.inference_mode():  # the processors may write the logits in place: the model's inference tensor
+                scores = apply(self.processors, self.seq, length, logits.float())
+            self.record("scores", scores)
+            nxt = draw(scores, 1, self.generator).squeeze(1) if cfg.do_sample else torch.argmax(scores, dim=-1)
         unfinished = self.unfinished & row_active
         if self.eos is not None:
             nxt = torch.where(unfinished, nxt, cfg.pad_token_id)

@@ -34,6 +34,7 @@ A switch that is off adds no operation.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING, Protocol
 
@@ -46,6 +47,7 @@ from .activations import ACTIVATIONS
 from .cuda_graph import GraphedStep, graph_key
 from .kernels import KernelLinear
 from .kv_cache import FixedShapeKVCache, KVCache, row_ranges
+from .logit_screen import LogitScreen, ScreenedLogits
 from .positions import Positions
 from .quantize import ROWS_PER_CALL, Int8Embedding, Int8Linear, quantize_int8
 
@@ -422,6 +424,7 @@ class BartNetwork(nn.Module):
         D, V = config.d_model, config.decoder_vocab_size        # V: the decoder's vocabulary (the logits' width)
         self.config = config
         self.graphed_step: GraphedStep | None = None    # the CUDA-graphed step kept by start_decoding
+        self.screen: LogitScreen | None = None          # the LM head's int8 copy for greedy steps (logit_screen())
         self.embed_scale = math.sqrt(D) if config.scale_embedding else 1.0
         # One token embedding for both sides, or (Marian, share_encoder_decoder_embeddings false) none here and
         # encoder.embed_tokens [vocab_size, D], decoder.embed_tokens [decoder_vocab_size, D], as transformers.
@@ -608,14 +611,20 @@ class BartNetwork(nn.Module):
 
     @torch.no_grad()
     def start_decoding(self, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None, rows_per_input: int,
-                       max_length: int, *, cuda_graph: bool = False):
+                       max_length: int, *, cuda_graph: bool = False, screened: bool = False):
         """(step, cache) for generate: a cache holding encoder_hidden's [B, S, D] cross-attention keys/values, and
         the step that decodes on it (input_ids [R], cache) -> logits [R, V], advancing the cache. Unchecked.
         cuda_graph False: decode_step_unchecked on a new KVCache. True: the step replayed from a CUDA graph on the
-        graph's own FixedShapeKVCache; the graph is kept (graphed_step) and reused while graph_key matches."""
+        graph's own FixedShapeKVCache; the graph is kept (graphed_step) and reused while graph_key matches.
+        screened (not with cuda_graph): the step may return ScreenedLogits instead of logits (decode_step_screened),
+        where the LM head has a screen (logit_screen()) and runs gemv at R rows."""
         if not cuda_graph:
-            return self.decode_step_unchecked, self._new_cache(encoder_hidden, padding_mask, rows_per_input,
-                                                               max_length)
+            cache = self._new_cache(encoder_hidden, padding_mask, rows_per_input, max_length)
+            gemv_head = isinstance(self.lm_head, KernelLinear) and self.lm_head.kernel_at(cache.num_rows) == "gemv"
+            screen = self.logit_screen() if screened and gemv_head else None
+            if screen is None:
+                return self.decode_step_unchecked, cache
+            return functools.partial(self.decode_step_screened, screen=screen), cache
         key = graph_key(self, encoder_hidden, padding_mask, rows_per_input, max_length)
         if self.graphed_step is not None and self.graphed_step.key == key:
             self.project_cross_kv(self.graphed_step.cache, encoder_hidden, padding_mask)
@@ -663,6 +672,28 @@ class BartNetwork(nn.Module):
         logits = self.next_token_logits(input_ids, cache, trace)
         cache.advance()
         return logits
+
+    @torch.inference_mode()
+    def decode_step_screened(self, input_ids: torch.Tensor, cache: KVCache,
+                             screen: LogitScreen) -> ScreenedLogits | torch.Tensor:
+        """decode_step_unchecked for a greedy search: input_ids [R] -> the logits [R, V] as ScreenedLogits (bounds
+        from the screen, exact logits on request; models/logit_screen.py), or as a tensor where the decoder's output
+        is not finite. Advances the cache."""
+        h = self.decoder.step(self.embed(input_ids[:, None], self.decoder_embeddings), input_ids, [cache])[:, 0]
+        cache.advance()                                                                     # h [R, D]
+        bias = None if self.final_logits_bias is None else self.final_logits_bias[0]       # [V]
+        screened = screen.screen(h, self.lm_head.weight, bias)
+        return screened if screened is not None else self.add_bias(self.lm_head(h))
+
+    def logit_screen(self) -> LogitScreen | None:
+        """The LM head's int8 copy (models/logit_screen.py), made when first asked for and made again when the
+        head's weight changed; None where it cannot run (not float32 on the CPU, int8 layers, gemv not built)."""
+        weight = getattr(self.lm_head, "weight", None)          # an int8 head holds none
+        if not isinstance(weight, torch.Tensor):
+            return None
+        if self.screen is None or not self.screen.fresh(weight):
+            self.screen = LogitScreen.of(weight)
+        return self.screen
 
     def next_token_logits(self, input_ids: torch.Tensor, cache: KVCache,
                           trace: Recorder | None = None) -> torch.Tensor:
@@ -774,6 +805,7 @@ class BartNetwork(nn.Module):
         them again)."""
         if self.quantized:
             self._check_int8_move(fn)
+        self.screen = None                  # made again from the moved weight when asked for
         before = (self.device, self.dtype)
         table = self.kernel_table()
         for modules in self.kernel_linears().values():
@@ -807,6 +839,7 @@ class BartNetwork(nn.Module):
             raise ValueError("this model is int8 already (quantize_int8 runs once, on a float32 model)")
         own = ("shared",) if self.shared is not None else ("encoder.embed_tokens", "decoder.embed_tokens")
         quantize_int8(self, embeddings=own)
+        self.screen = None
         return self
 
     @property
