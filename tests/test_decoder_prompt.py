@@ -264,9 +264,9 @@ def fed(model, monkeypatch) -> list:
     for name, kind, shape in (("prefill_unchecked", "prefill", lambda ids: list(ids.shape)),
                               ("decode_step_unchecked", "step", lambda ids: len(ids)),
                               ("decode_group_unchecked", "step", lambda ids: len(ids))):
-        def spy(ids, *args, _inner=getattr(model, name), _kind=kind, _shape=shape):
+        def spy(ids, *args, _inner=getattr(model, name), _kind=kind, _shape=shape, **kwargs):
             calls.append((_kind, _shape(ids)))
-            return _inner(ids, *args)
+            return _inner(ids, *args, **kwargs)
         monkeypatch.setattr(model, name, spy)
     return calls
 

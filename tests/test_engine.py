@@ -334,11 +334,11 @@ def test_fixed_capacity_failed_step_frees_its_slots(tiny_eos, monkeypatch):
     calls = {"n": 0}
     real = tiny_eos.next_token_logits
 
-    def flaky(*args):
+    def flaky(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("injected step failure")
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(tiny_eos, "next_token_logits", flaky)
     with Engine(tiny_eos, max_rows=6, fixed_capacity=True) as engine:
@@ -639,11 +639,11 @@ def test_step_exception_fails_that_steps_requests_and_the_engine_goes_on(tiny_eo
     calls = {"n": 0}
     real = tiny_eos.decode_group_unchecked
 
-    def flaky(*args):
+    def flaky(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("injected step failure")
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(tiny_eos, "decode_group_unchecked", flaky)
     with Engine(tiny_eos) as engine:
@@ -667,9 +667,9 @@ def test_one_host_read_per_step_whatever_the_number_of_requests(tiny_eos, monkey
             return real(self)
         return read
 
-    def step(*args):
+    def step(*args, **kwargs):
         steps.append(1)
-        return real_step(*args)
+        return real_step(*args, **kwargs)
 
     monkeypatch.setattr(torch.Tensor, "tolist", counted(real_tolist))
     monkeypatch.setattr(torch.Tensor, "item", counted(real_item))
@@ -1082,11 +1082,11 @@ def test_a_done_callback_raising_a_base_exception_leaves_no_request_hanging(tiny
         name = "next_token_logits" if fixed_capacity else "decode_group_unchecked"     # each batch's decoder step
         real, calls = getattr(tiny_eos, name), {"n": 0}
 
-        def flaky(*args):
+        def flaky(*args, **kwargs):
             calls["n"] += 1
             if calls["n"] == 2:
                 raise RuntimeError("injected step failure")
-            return real(*args)
+            return real(*args, **kwargs)
 
         monkeypatch.setattr(tiny_eos, name, flaky)
     with Engine(tiny_eos, max_rows=4, fixed_capacity=fixed_capacity) as engine:

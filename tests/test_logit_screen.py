@@ -220,3 +220,29 @@ def test_only_greedy_steps_without_recorded_scores_are_screened(pair, monkeypatc
     assert not calls
     screened_model(model).generate(ids, max_new_tokens=5)
     assert calls
+
+
+def test_the_engines_greedy_steps_are_screened_and_equal_generate_alone(pair, monkeypatch):
+    """A stream of greedy requests with different processors through the engine (eager batch): its steps over
+    every running row are screened, each group picks from its rows' part, and every request's tokens equal
+    generate's alone; a beam request running beside them makes those steps unscreened."""
+    from seq2seq_kit import Engine
+
+    _, model = pair("tiny-eos")
+    screened_model(model)
+    steps = []
+    real = type(model).decode_group_unchecked
+    monkeypatch.setattr(type(model), "decode_group_unchecked",
+                        lambda self, ids, caches, screened=False: steps.append(screened) or real(self, ids, caches,
+                                                                                                 screened))
+    rng = random.Random(7)
+    jobs = [([rng.randrange(4, 300) for _ in range(rng.randint(2, 30))], greedy_settings(rng)) for _ in range(16)]
+    jobs.append(([5, 9, 22, 41], dict(num_beams=3, max_new_tokens=10)))
+    with warnings.catch_warnings(), Engine(model, max_rows=12) as engine:
+        warnings.simplefilter("ignore")
+        requests = [engine.submit(ids, **setting) for ids, setting in jobs]
+        outputs = [r.result(timeout=120) for r in requests]
+        assert True in steps and False in steps
+        for i, ((ids, setting), out) in enumerate(zip(jobs, outputs)):
+            full = model.generate(torch.tensor([ids]), output_scores=True, return_dict_in_generate=True, **setting)
+            assert torch.equal(out, full.sequences), f"{i}: {setting}"

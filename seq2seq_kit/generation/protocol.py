@@ -38,6 +38,9 @@ class ScreenedLogits(Protocol):
         """The logits of these tokens (long [U]) for every row -> [R, U], bit for bit those the step would have
         returned."""
 
+    def __getitem__(self, rows: slice) -> ScreenedLogits:
+        """These rows' (as logits[a:b])."""
+
 
 Step = Callable[[torch.Tensor, Cache], torch.Tensor]
 """step(input_ids [R] long, cache) -> logits [R, V]: each row's next-token logits after input_ids, fed at the cache's
@@ -109,10 +112,12 @@ class EngineModel(Seq2SeqModel, Protocol):
     config's decoder_layers, d_model and decoder_attention_heads, and pads encoder batches with its pad_token_id)."""
     dtype: torch.dtype
 
-    def decode_group_unchecked(self, input_ids: torch.Tensor, caches: list[Cache]) -> torch.Tensor:
+    def decode_group_unchecked(self, input_ids: torch.Tensor, caches: list[Cache],
+                               screened: bool = False) -> torch.Tensor:
         """One step over several eager caches at once (continuous batching): input_ids [R] holds caches[0]'s rows,
         then caches[1]'s, ...; each cache at its own position -> logits [R, V]; advances every cache. With one
-        cache it equals the eager step bit for bit."""
+        cache it equals the eager step bit for bit. screened (every row a greedy search's that records no scores):
+        ScreenedLogits may come instead of logits, as from start_decoding's screened step."""
 
     def next_token_logits(self, input_ids: torch.Tensor, cache: Cache) -> torch.Tensor:
         """The decoder network for one token per row at a cache's position (a view of the engine's SlotStore,

@@ -617,11 +617,10 @@ class BartNetwork(nn.Module):
         cuda_graph False: decode_step_unchecked on a new KVCache. True: the step replayed from a CUDA graph on the
         graph's own FixedShapeKVCache; the graph is kept (graphed_step) and reused while graph_key matches.
         screened (not with cuda_graph): the step may return ScreenedLogits instead of logits (decode_step_screened),
-        where the LM head has a screen (logit_screen()) and runs gemv at R rows."""
+        where the LM head has a screen for R rows (step_screen)."""
         if not cuda_graph:
             cache = self._new_cache(encoder_hidden, padding_mask, rows_per_input, max_length)
-            gemv_head = isinstance(self.lm_head, KernelLinear) and self.lm_head.kernel_at(cache.num_rows) == "gemv"
-            screen = self.logit_screen() if screened and gemv_head else None
+            screen = self.step_screen(cache.num_rows) if screened else None
             if screen is None:
                 return self.decode_step_unchecked, cache
             return functools.partial(self.decode_step_screened, screen=screen), cache
@@ -679,18 +678,21 @@ class BartNetwork(nn.Module):
         """decode_step_unchecked for a greedy search: input_ids [R] -> the logits [R, V] as ScreenedLogits (bounds
         from the screen, exact logits on request; models/logit_screen.py), or as a tensor where the decoder's output
         is not finite. Advances the cache."""
-        h = self.decoder.step(self.embed(input_ids[:, None], self.decoder_embeddings), input_ids, [cache])[:, 0]
-        cache.advance()                                                                     # h [R, D]
-        bias = None if self.final_logits_bias is None else self.final_logits_bias[0]       # [V]
-        screened = screen.screen(h, self.lm_head.weight, bias)
-        return screened if screened is not None else self.add_bias(self.lm_head(h))
+        logits = self.group_logits(input_ids, [cache], screen=screen)
+        cache.advance()
+        return logits
+
+    def step_screen(self, rows: int) -> LogitScreen | None:
+        """The screen for a decode step of this many rows: logit_screen() where the LM head runs gemv at that many
+        (ScreenedLogits' exact logits are gemv's), else None."""
+        if not isinstance(self.lm_head, KernelLinear) or self.lm_head.kernel_at(rows) != "gemv":
+            return None
+        return self.logit_screen()
 
     def logit_screen(self) -> LogitScreen | None:
         """The LM head's int8 copy (models/logit_screen.py), made when first asked for and made again when the
-        head's weight changed; None where it cannot run (not float32 on the CPU, int8 layers, gemv not built)."""
-        weight = getattr(self.lm_head, "weight", None)          # an int8 head holds none
-        if not isinstance(weight, torch.Tensor):
-            return None
+        head's weight changed; None where it cannot run (not float32 on the CPU, gemv not built)."""
+        weight = self.lm_head.weight
         if self.screen is None or not self.screen.fresh(weight):
             self.screen = LogitScreen.of(weight)
         return self.screen
@@ -702,21 +704,28 @@ class BartNetwork(nn.Module):
         On a FixedShapeKVCache every shape is fixed, so a CUDA graph can capture it (models/cuda_graph.py)."""
         return self.group_logits(input_ids, [cache], trace)
 
-    def group_logits(self, input_ids: torch.Tensor, caches: list[KVCache],
-                     trace: Recorder | None = None) -> torch.Tensor:
+    def group_logits(self, input_ids: torch.Tensor, caches: list[KVCache], trace: Recorder | None = None,
+                     screen: LogitScreen | None = None) -> torch.Tensor | ScreenedLogits:
         """next_token_logits over several caches at once: input_ids [R] holds the rows of caches[0], then of
         caches[1], ...; each cache at its own position, with its own inputs and rows_per_input. The linear layers
-        run over all R rows together; attention per cache. -> logits [R, V]. Checks nothing. trace: a Recorder
-        (with one cache)."""
+        run over all R rows together; attention per cache. -> logits [R, V], or ScreenedLogits from `screen` (a
+        tensor where the decoder's output is not finite). Checks nothing. trace: a Recorder (with one cache)."""
         h = self.decoder.step(self.embed(input_ids[:, None], self.decoder_embeddings), input_ids, caches,
-                              trace)                                                        # [R, 1, D]
-        return self.add_bias(self.lm_head(h[:, 0]))                                   # [R, V]
+                              trace)[:, 0]                                                  # [R, D]
+        if screen is not None:
+            bias = None if self.final_logits_bias is None else self.final_logits_bias[0]   # [V]
+            screened = screen.screen(h, self.lm_head.weight, bias)
+            if screened is not None:
+                return screened
+        return self.add_bias(self.lm_head(h))                                                # [R, V]
 
     @torch.inference_mode()
-    def decode_group_unchecked(self, input_ids: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
+    def decode_group_unchecked(self, input_ids: torch.Tensor, caches: list[KVCache],
+                               screened: bool = False) -> torch.Tensor | ScreenedLogits:
         """One decoder token for every row of every cache (the continuous-batching engine's step): input_ids [R],
-        the caches' rows in order -> logits [R, V]; advances every cache."""
-        logits = self.group_logits(input_ids, caches)
+        the caches' rows in order -> logits [R, V]; advances every cache. screened: ScreenedLogits where the LM
+        head has a screen for R rows (step_screen), for greedy searches only."""
+        logits = self.group_logits(input_ids, caches, screen=self.step_screen(len(input_ids)) if screened else None)
         for cache in caches:
             cache.advance()
         return logits

@@ -45,6 +45,13 @@ class ScreenedLogits:
     def shape(self) -> torch.Size:
         return self.lower.shape
 
+    def __getitem__(self, rows: slice) -> ScreenedLogits:
+        """These rows' screened logits (as logits[a:b] of a tensor)."""
+        part = ScreenedLogits.__new__(ScreenedLogits)
+        part.h, part.weight, part.bias = self.h[rows], self.weight, self.bias
+        part.lower, part.upper = self.lower[rows], self.upper[rows]
+        return part
+
     def exact(self, tokens: torch.Tensor) -> torch.Tensor:
         """The float32 logits of these tokens (long [U]) for every row -> [R, U]."""
         logits = gemv.linear(self.h, self.weight.index_select(0, tokens), None)          # [R, U]
