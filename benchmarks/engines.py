@@ -75,7 +75,8 @@ class TorchEngine:
             self.version = seq2seq_kit.__version__
             if device == "cpu" and name != "seq2seq_kit-int8":
                 from seq2seq_kit.kernel_choice import describe   # the measured matmul kernels, for the report
-                self.kernels = describe(self.model.kernel_table()) + f"; attention {self.model.step_attention()}"
+                self.kernels = describe(self.model.kernel_table()) + f"; attention {self.model.step_attention()}" \
+                    + ("; greedy LM head screened (int8 bounds)" if self.model.screens(1) else "")
         else:
             import transformers
 

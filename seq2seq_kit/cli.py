@@ -711,7 +711,8 @@ def _checkpoint_info(args) -> dict:
         "task_specific_params": (c.extra.get("task_specific_params") or {}).get("summarization"),
         "prefix": c.extra.get("prefix"),
         "cpu_kernels": {"cpu": kernel_choice.cpu_name(), "gemv": kernel_choice.gemv_status(),
-                        "layers": model.kernel_table(), "attention": model.step_attention()},
+                        "layers": model.kernel_table(), "attention": model.step_attention(),
+                        "greedy_screen": model.screens(1)},
     }
     return info
 
@@ -729,7 +730,8 @@ def _print_checkpoint_info(info: dict) -> None:
     print(f"weights      {info['weights_format']}")
     kernels = info["cpu_kernels"]
     print(f"kernels      {kernels['cpu']}: {describe_kernels(kernels['layers'])}; decode-step attention "
-          f"{kernels['attention']} (gemv: {kernels['gemv']})")
+          f"{kernels['attention']}; greedy LM head {'screened (int8 bounds)' if kernels['greedy_screen'] else 'full'}"
+          f" (gemv: {kernels['gemv']})")
     print("files")
     for f, meta in info["files"].items():
         print(f"  {f:<40} {_size(meta['bytes']):>10}  {meta['kind']}")

@@ -514,7 +514,7 @@ def test_inspect_prints_the_cpu_and_the_kernels(checkpoint, capsys, monkeypatch)
     assert main(["inspect", str(checkpoint("tiny"))]) == 0
     out = capsys.readouterr().out
     assert f"kernels      {kernel_choice.cpu_name()}: self_qkv mkl; " in out
-    assert f"; decode-step attention sdpa (gemv: {kernel_choice.gemv_status()})\n" in out
+    assert f"; decode-step attention sdpa; greedy LM head full (gemv: {kernel_choice.gemv_status()})\n" in out
 
 
 def test_gemv_status_says_why_it_cannot_run(monkeypatch):

@@ -4,6 +4,7 @@ transformers' and the unscreened path's, while the screen follows changes to the
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import warnings
@@ -246,3 +247,14 @@ def test_the_engines_greedy_steps_are_screened_and_equal_generate_alone(pair, mo
         for i, ((ids, setting), out) in enumerate(zip(jobs, outputs)):
             full = model.generate(torch.tensor([ids]), output_scores=True, return_dict_in_generate=True, **setting)
             assert torch.equal(out, full.sequences), f"{i}: {setting}"
+
+
+def test_inspect_says_whether_greedy_steps_are_screened(checkpoint, capsys, monkeypatch):
+    from seq2seq_kit import kernel_choice
+    from seq2seq_kit.cli import main
+
+    monkeypatch.setenv(kernel_choice.ENV, "gemv")
+    assert main(["inspect", str(checkpoint("tiny")), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cpu_kernels"]["greedy_screen"] is True
+    assert main(["inspect", str(checkpoint("tiny"))]) == 0
+    assert "; decode-step attention own; greedy LM head screened (int8 bounds) (gemv: " in capsys.readouterr().out

@@ -682,12 +682,15 @@ class BartNetwork(nn.Module):
         cache.advance()
         return logits
 
+    def screens(self, rows: int) -> bool:
+        """Whether greedy steps of this many rows are screened: the LM head runs gemv at that many (ScreenedLogits'
+        exact logits are gemv's) and a screen of its weight can run here."""
+        return isinstance(self.lm_head, KernelLinear) and self.lm_head.kernel_at(rows) == "gemv" \
+            and LogitScreen.runs_on(self.lm_head.weight)
+
     def step_screen(self, rows: int) -> LogitScreen | None:
-        """The screen for a decode step of this many rows: logit_screen() where the LM head runs gemv at that many
-        (ScreenedLogits' exact logits are gemv's), else None."""
-        if not isinstance(self.lm_head, KernelLinear) or self.lm_head.kernel_at(rows) != "gemv":
-            return None
-        return self.logit_screen()
+        """The screen for a decode step of this many rows: logit_screen() where screens(rows), else None."""
+        return self.logit_screen() if self.screens(rows) else None
 
     def logit_screen(self) -> LogitScreen | None:
         """The LM head's int8 copy (models/logit_screen.py), made when first asked for and made again when the

@@ -76,10 +76,16 @@ class LogitScreen:
         self.positions = torch.randint(0, V * K, (SAMPLE,), generator=torch.Generator().manual_seed(0))
         self.source = self.fingerprint(weight)
 
+    @staticmethod
+    def runs_on(weight: torch.Tensor) -> bool:
+        """Whether a screen of this weight can run here (its values aside)."""
+        return gemv.available() and weight.dtype == torch.float32 and weight.device.type == "cpu" \
+            and not weight.is_mkldnn and weight.dim() == 2
+
     @classmethod
     def of(cls, weight: torch.Tensor) -> LogitScreen | None:
-        if not gemv.available() or weight.dtype != torch.float32 or weight.device.type != "cpu" \
-                or weight.is_mkldnn or weight.dim() != 2 or not torch.isfinite(weight).all():
+        """A screen of weight where it can run and weight is finite, else None."""
+        if not cls.runs_on(weight) or not torch.isfinite(weight).all():
             return None
         return cls(weight.detach())
 
