@@ -15,7 +15,7 @@ import torch
 from helpers import random_settings
 from seq2seq_kit.generation import logits_process as lp
 from seq2seq_kit.generation import screening
-from seq2seq_kit.models import gemv, kernels
+from seq2seq_kit.models import gemv, kernels, logit_screen
 from seq2seq_kit.models.logit_screen import LogitScreen
 
 pytestmark = pytest.mark.skipif(not gemv.available(), reason="the screen runs gemv's int8 kernel")
@@ -216,6 +216,7 @@ def test_only_greedy_steps_without_recorded_scores_are_screened(pair, monkeypatc
                    dict(logits_processor=[lambda i, s: s]), dict(output_attentions=True, return_dict_in_generate=True)):
         model.generate(ids, max_new_tokens=5, **kwargs)
         assert not calls, kwargs
+    assert model.screens(1) and model.screens(logit_screen.MAX_ROWS) and not model.screens(logit_screen.MAX_ROWS + 1)
     model.set_kernels({**model.kernel_table(), "lm_head": {}})                   # the head on MKL: not screened
     model.generate(ids, max_new_tokens=5)
     assert not calls

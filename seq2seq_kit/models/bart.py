@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import attention, bart_checkpoint, checks, kernels
+from . import attention, bart_checkpoint, checks, kernels, logit_screen
 from .activations import ACTIVATIONS
 from .cuda_graph import GraphedStep, graph_key
 from .kernels import KernelLinear
@@ -683,10 +683,10 @@ class BartNetwork(nn.Module):
         return logits
 
     def screens(self, rows: int) -> bool:
-        """Whether greedy steps of this many rows are screened: the LM head runs gemv at that many (ScreenedLogits'
-        exact logits are gemv's) and a screen of its weight can run here."""
-        return isinstance(self.lm_head, KernelLinear) and self.lm_head.kernel_at(rows) == "gemv" \
-            and LogitScreen.runs_on(self.lm_head.weight)
+        """Whether greedy steps of this many rows are screened: at most logit_screen.MAX_ROWS, the LM head runs gemv
+        at that many (ScreenedLogits' exact logits are gemv's) and a screen of its weight can run here."""
+        return rows <= logit_screen.MAX_ROWS and isinstance(self.lm_head, KernelLinear) \
+            and self.lm_head.kernel_at(rows) == "gemv" and LogitScreen.runs_on(self.lm_head.weight)
 
     def step_screen(self, rows: int) -> LogitScreen | None:
         """The screen for a decode step of this many rows: logit_screen() where screens(rows), else None."""
