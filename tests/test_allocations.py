@@ -59,6 +59,7 @@ SETTINGS = [dict(num_beams=4, no_repeat_ngram_size=3), dict(num_beams=1, repetit
 @pytest.mark.parametrize("setting", SETTINGS)
 def test_generate_allocates_no_tensor_that_grows_with_the_step(model, setting):
     ids = torch.tensor([s[:20] for s in SOURCES])                           # [4, 20]
+    model.generate(ids, max_length=5, **setting)     # what a first call makes and the model keeps (a greedy screen)
     counts = []
     for steps in (30, 60):
         with Allocations() as seen:

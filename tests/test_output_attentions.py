@@ -13,6 +13,7 @@ import transformers
 
 from seq2seq_kit import BartForConditionalGeneration, pipeline
 from seq2seq_kit.engine import Engine
+from seq2seq_kit.models import attention
 from seq2seq_kit.server.schema import GenerateParameters
 
 ATOL = 1e-5
@@ -71,12 +72,22 @@ def test_the_first_steps_shapes_with_a_prompt_are_transformers_one_pass(eager_pa
     assert not got.decoder_attentions[0][1].triu(diagonal=1).any()
 
 
+@pytest.mark.parametrize("step_attention", ["sdpa", "own"])
 @pytest.mark.parametrize("mode", ["greedy", "sampling", "beam", "prompt-beam"])
-def test_tokens_and_scores_are_bit_identical_to_the_call_without_the_flags(eager_pair, mode):
+def test_tokens_and_scores_are_bit_identical_to_the_call_without_the_flags(eager_pair, mode, step_attention):
+    """With either decode-step attention (models/attention.py's own where the machine runs it): the recorded
+    probabilities are computed beside the attention the step runs, not instead of it."""
+    if step_attention == "own" and not attention.available():
+        pytest.skip("the own attention kernel cannot run here")
     _, ours = eager_pair("tiny-mbart")
-    outputs = dict(return_dict_in_generate=True, output_scores=True, output_logits=True)
-    plain = run(ours, **MODES[mode], **outputs)
-    traced = run(ours, **MODES[mode], **outputs, output_attentions=True, output_hidden_states=True)
+    before = ours.step_attention()
+    ours.set_step_attention(step_attention)
+    try:
+        outputs = dict(return_dict_in_generate=True, output_scores=True, output_logits=True)
+        plain = run(ours, **MODES[mode], **outputs)
+        traced = run(ours, **MODES[mode], **outputs, output_attentions=True, output_hidden_states=True)
+    finally:
+        ours.set_step_attention(before)
     for field in plain.keys():
         for a, b in zip(leaves(traced[field]), leaves(plain[field])):
             assert torch.equal(a, b), field

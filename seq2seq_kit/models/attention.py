@@ -58,7 +58,7 @@ def applies(q, k, v, attn_mask, is_causal) -> bool:
     dimension dense, the head width a multiple of 8, no autograd; a mask bool [B or 1, 1, 1, S], dense along S."""
     if not available() or is_causal or torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
         return False
-    if not all(t.dim() == 4 and t.dtype == torch.float32 and t.device.type == "cpu" and t.stride(-1) == 1
+    if not all(t.dim() == 4 and t.dtype == torch.float32 and t.is_cpu and t.stride(-1) == 1
                and t.numel() > 0 for t in (q, k, v)):
         return False
     B, H, Q, D = q.shape
@@ -67,6 +67,6 @@ def applies(q, k, v, attn_mask, is_causal) -> bool:
     if attn_mask is None:
         return True
     S = k.shape[2]
-    return attn_mask.dtype == torch.bool and attn_mask.device.type == "cpu" and attn_mask.dim() == 4 \
+    return attn_mask.dtype == torch.bool and attn_mask.is_cpu and attn_mask.dim() == 4 \
         and attn_mask.shape[0] in (1, B) and attn_mask.shape[1:3] == (1, 1) and attn_mask.shape[3] == S \
         and attn_mask.stride(3) == 1

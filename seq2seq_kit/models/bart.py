@@ -95,14 +95,15 @@ def attention_probs(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None,
     return scores.softmax(dim=-1)
 
 
-def recording(trace: Recorder, kind: str, layout=None):
-    """SDPA that also hands `trace` the attention probabilities (attention_probs, beside SDPA, not instead of it:
-    the output is SDPA's bit for bit); layout: maps them to the rows' layout before they are handed over."""
-    def attend(q, k, v, attn_mask=None, is_causal=False, scale=None):
+def recording(trace: Recorder, kind: str, layout=None, attend=SDPA):
+    """`attend` (SDPA, or a decode step's own: models/attention.py) that also hands `trace` the attention
+    probabilities (attention_probs, beside it, not instead of it: the output is attend's bit for bit); layout: maps
+    them to the rows' layout before they are handed over."""
+    def recorded(q, k, v, attn_mask=None, is_causal=False, scale=None):
         probs = attention_probs(q, k, attn_mask, is_causal, scale)
         trace.attention(kind, probs if layout is None else layout(probs))
-        return SDPA(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale)
-    return attend
+        return attend(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale)
+    return recorded
 
 
 def input_rows(cache: KVCache):
@@ -375,10 +376,10 @@ def traced(trace: Recorder, x: torch.Tensor, caches: list[KVCache] | None = None
     if not trace.attentions:
         return attend, attend
     if caches is None:
-        return recording(trace, "decoder"), recording(trace, "cross")
+        return recording(trace, "decoder", attend=attend), recording(trace, "cross", attend=attend)
     if len(caches) != 1:
         raise ValueError("a traced decoder step runs on one cache (generate's), not a group of them")
-    return recording(trace, "decoder"), recording(trace, "cross", input_rows(caches[0]))
+    return recording(trace, "decoder", attend=attend), recording(trace, "cross", input_rows(caches[0]), attend)
 
 
 INFERENCE_ONLY = ("seq2seq_kit's models are inference-only (no dropout, no gradients, no loss); fine-tune with "

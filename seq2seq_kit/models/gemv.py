@@ -51,14 +51,13 @@ def available() -> bool:
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """x [..., in] @ weight [out, in]^T + bias [out], all float32 on the CPU (the caller's contract, as for the other
     kernels of models/kernels.py). Anything else (another dtype or device, shapes that do not fit) gets F.linear and
-    its error: the kernel itself reads whatever memory the shapes say."""
-    fits = weight.dim() == 2 and x.dim() >= 1 and x.shape[-1] == weight.shape[1] and \
-        (bias is None or bias.shape == weight.shape[:1])
-    if not fits or x.dtype != torch.float32 or weight.dtype != torch.float32 or x.device.type != "cpu" \
-            or weight.device.type != "cpu" or bias is not None and (bias.dtype != torch.float32
-                                                                     or bias.device.type != "cpu"):
+    its error: the kernel itself reads whatever memory the shapes say. (A decode step calls this ~40 times: the
+    checks read attributes torch keeps at hand, is_cpu rather than device.type.)"""
+    if x.dtype != torch.float32 or weight.dtype != torch.float32 or not x.is_cpu or not weight.is_cpu \
+            or weight.dim() != 2 or x.dim() < 1 or x.shape[-1] != weight.shape[1] \
+            or bias is not None and (bias.dtype != torch.float32 or not bias.is_cpu or bias.shape != weight.shape[:1]):
         return F.linear(x, weight, bias)
-    return run(x, weight.contiguous(), None, bias)        # no copy for a module's parameters
+    return run(x, weight.contiguous(), None, bias)                # no copy for a module's parameters
 
 
 def linear_int8(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -77,10 +76,9 @@ def linear_int8(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bia
 def run(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
     """The C call on checked tensors: weight [out, in] contiguous, float32, or int8 with scale [out]."""
     N, K = weight.shape
-    bias = None if bias is None else bias.contiguous()
-    rows = x.reshape(math.prod(x.shape[:-1]), K).contiguous()                # [M, in]
-    out = torch.empty(rows.shape[0], N, dtype=torch.float32)                 # [M, out]
+    rows = x.contiguous()                                                    # [..., in]: M rows
+    out = torch.empty(x.shape[:-1] + (N,), dtype=torch.float32)              # [..., out]
     _gemv.linear(rows.data_ptr(), weight.data_ptr(), 0 if scale is None else scale.data_ptr(),
-                 0 if bias is None else bias.data_ptr(), out.data_ptr(), rows.shape[0], N, K,
+                 0 if bias is None else bias.contiguous().data_ptr(), out.data_ptr(), math.prod(x.shape[:-1]), N, K,
                  torch.get_num_threads(), ISA)
-    return out.view(*x.shape[:-1], N)
+    return out

@@ -148,7 +148,7 @@ class KernelLinear(nn.Linear):
         if weight.is_mkldnn:
             return onednn_linear(x, weight, self.bias)
         kernel = self.row_kernels.get(min(x.numel() // x.shape[-1], MAX_ROWS + 1)) if self.row_kernels else None
-        if kernel is not None and x.dtype == torch.float32 and x.device.type == "cpu":
+        if kernel is not None and x.dtype == torch.float32 and x.is_cpu:
             return DENSE[kernel](x, weight, self.bias)
         return F.linear(x, weight, self.bias)
 

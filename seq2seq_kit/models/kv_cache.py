@@ -103,17 +103,26 @@ class KVCache:
         buffer is allocated at the first reorder and kept: a gather into fresh memory each step pays a page fault
         per 4 KiB, which at 128 rows cost more than the gather itself). A buffer of the whole cache's size, swapped
         with it, would save the copy back but hold a second cache: 28 MB for distilbart's beam of 4 at 142 tokens,
-        a fifth of an int8 beam call's working set.
+        a fifth of an int8 beam call's working set. On the CPU only the rows whose parent is another row are
+        gathered and written (a beam step moves some of its rows, often not all).
         """
         if row_idx.shape != (self.num_rows,):
             raise ValueError(f"row_idx must have shape [{self.num_rows}], got {list(row_idx.shape)}")
         if self.spare is None:
             self.spare = torch.empty_like(self.self_kv[0])   # [2, R, H, L, Dh]
         t = self.length
-        moved = self.spare[..., :t, :]                                       # [2, R, H, t, Dh]
+        if row_idx.device.type != "cpu":            # every row (no host read of which ones moved)
+            rows, parents = None, row_idx
+        else:
+            rows = (row_idx != torch.arange(self.num_rows)).nonzero()[:, 0]                  # [m]
+            parents = row_idx.index_select(0, rows)
+        moved = self.spare[:, :len(parents), :, :t]                          # [2, m, H, t, Dh]
         for layer in self.self_kv:                                           # [2, R, H, L, Dh]
-            torch.index_select(layer[..., :t, :], 1, row_idx, out=moved)
-            layer[..., :t, :].copy_(moved)
+            torch.index_select(layer[..., :t, :], 1, parents, out=moved)
+            if rows is None:
+                layer[..., :t, :].copy_(moved)
+            else:
+                layer[..., :t, :].index_copy_(1, rows, moved)
 
 
 class FixedShapeKVCache(KVCache):
