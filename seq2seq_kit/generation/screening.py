@@ -3,13 +3,14 @@ token the processors and torch.argmax would pick from every float32 logit, compu
 
 Each processor a greedy search may run maps each token's score on its own, by a non-decreasing function of that
 score alone (a penalty, a bias, a ban to -inf, a forced token; SCREENABLE), up to its float32 rounding. So:
-  1. candidates: the tokens whose upper bound reaches the row's best lower bound (no other can be the largest logit;
-     FLOOR_RANK widens that);
+  1. candidates: the tokens whose upper bound reaches the row's best lower bound (no other can be the largest logit);
   2. scores: the candidates' exact logits, every other token's upper bound, through the processors;
   3. the argmax of those is the argmax of the exact scores when it is a candidate and every other token's score
      stays below it with a margin (2^-18 of its size and of its bound's: the processors' rounding) - then no
      exact score elsewhere can reach it, and the candidates' scores are exact;
-  4. else the tokens that could still reach it become candidates too, and 2-3 run again.
+  4. else the tokens that could still reach the winning score become candidates too (their reach against the best
+     of the candidates' scores and of every lower bound through the processors: a step whose candidates were all
+     banned), and 2-3 run again.
 A row whose every other token is -inf after the processors (banned: a ban does not depend on the score) takes the
 same first index as from exact scores. The processors run on a tensor of their own at each round (they are pure:
 their result depends on the sequences, the length and the scores only).

@@ -14,9 +14,9 @@ depend on which other rows are in the call, so they are the same bits), and gene
 argmax from those, the processors applied.
 
 The copy is made from the head's weight when a greedy search first asks for it and made again when that weight
-changes (its storage, its version counter, or the values at a sample of positions, checked at each generate call:
-an in-place write through `.data`, which bumps no version counter, is caught by the sample unless it leaves every
-sampled value as it was). It costs a quarter of the head's bytes (distilbart: 51 MB) while the model keeps it.
+changes (its storage, its version counter, or the values at a sample of positions, checked when a greedy generate
+call starts and at each of the engine's greedy steps: an in-place write through `.data`, which bumps no version
+counter, is caught by the sample unless it leaves every sampled value as it was). It costs a quarter of the head's bytes (distilbart: 51 MB) while the model keeps it.
 Where gemv's int8 kernel cannot run, the weight is not float32 on the CPU or not finite, there is no screen.
 """
 
@@ -45,10 +45,6 @@ class ScreenedLogits:
                  radius: torch.Tensor):
         self.h, self.weight, self.bias = h, weight, bias                   # [R, D], [V, D], [V] or None
         self.lower, self.upper = approx - radius, approx + radius          # [R, V]
-
-    @property
-    def shape(self) -> torch.Size:
-        return self.lower.shape
 
     def __getitem__(self, rows: slice) -> ScreenedLogits:
         """These rows' screened logits (as logits[a:b] of a tensor)."""
