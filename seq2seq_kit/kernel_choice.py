@@ -91,6 +91,21 @@ def choose_attention(model) -> str | None:
     return "own" if sum(t[c]["own"] / t[c]["sdpa"] for c in t) < len(t) else "sdpa"
 
 
+def choose_screen(model) -> bool | None:
+    """Whether a float32 CPU model's greedy steps are screened (models/logit_screen.py: an int8 copy of the LM head
+    bounds the logits, gemv computes the few that can win): wherever gemv runs, unless SEQ2SEQ_KIT_CPU_KERNELS forces
+    the LM head onto another kernel (every logit then comes from that kernel); None where the choice does not apply
+    (another dtype or device)."""
+    mode, table = setting()
+    if model.device.type != "cpu" or model.dtype != torch.float32:
+        return None
+    if not gemv.available():
+        return False
+    if mode in ("measure", "gemv"):
+        return True
+    return table is not None and set(table.get("lm_head", {}).values()) == {"gemv"}
+
+
 def setting() -> tuple[str, dict[str, dict[str, str]] | None]:
     """SEQ2SEQ_KIT_CPU_KERNELS read and checked: (its mode, the table of a KIND=KERNEL list, else None); a malformed
     value, or one naming a kernel that cannot run here, raises ValueError."""

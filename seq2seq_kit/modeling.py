@@ -94,6 +94,9 @@ class BartForConditionalGeneration(BartNetwork):
         table = kernel_choice.choose(model)          # float32 on the CPU: the decode step's matmul kernels
         if table is not None:
             model.set_kernels(table)
+        screen = kernel_choice.choose_screen(model)  # float32 on the CPU: greedy steps' int8 bounds on the LM head
+        if screen is not None:
+            model.set_greedy_screen(screen)
         return model
 
     def save_pretrained(self, directory: str | Path) -> Path:

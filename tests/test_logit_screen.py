@@ -135,9 +135,10 @@ def test_what_is_not_screenable():
 
 
 def screened_model(model):
-    """The model with its LM head on gemv for a few rows (where it takes screened steps)."""
-    table = model.kernel_table()
-    model.set_kernels({**table, "lm_head": FEW})
+    """The model with screened greedy steps and its LM head on gemv for a few rows (the screen's exact logits are
+    then the full head's bits; tests/conftest.py forces oneDNN, which turns the screen off at load)."""
+    model.set_kernels({**model.kernel_table(), "lm_head": FEW})
+    model.set_greedy_screen(True)
     return model
 
 
@@ -217,11 +218,27 @@ def test_only_greedy_steps_without_recorded_scores_are_screened(pair, monkeypatc
         model.generate(ids, max_new_tokens=5, **kwargs)
         assert not calls, kwargs
     assert model.screens(1) and model.screens(logit_screen.MAX_ROWS) and not model.screens(logit_screen.MAX_ROWS + 1)
-    model.set_kernels({**model.kernel_table(), "lm_head": {}})                   # the head on MKL: not screened
+    model.set_greedy_screen(False)
     model.generate(ids, max_new_tokens=5)
-    assert not calls
+    assert not calls and model.screen is None
     screened_model(model).generate(ids, max_new_tokens=5)
     assert calls
+
+
+@pytest.mark.parametrize("setting,screened", [(None, True), ("gemv", True), ("onednn", False), ("mkl", False),
+                                              ("lm_head=gemv", True), ("fc1=gemv", False)])
+def test_greedy_steps_are_screened_wherever_gemv_runs_unless_a_kernel_is_forced_on_the_head(
+        checkpoint, monkeypatch, setting, screened):
+    from seq2seq_kit import BartForConditionalGeneration, kernel_choice
+
+    if setting is None:
+        monkeypatch.delenv(kernel_choice.ENV, raising=False)
+        monkeypatch.setattr(kernel_choice, "choose", lambda model: None)        # no timing: the default table
+    else:
+        monkeypatch.setenv(kernel_choice.ENV, setting)
+    model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))
+    assert model.greedy_screen is screened and model.screens(1) is screened
+    assert BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), dtype="int8").screens(1) is False
 
 
 def test_the_engines_greedy_steps_are_screened_and_equal_generate_alone(pair, monkeypatch):

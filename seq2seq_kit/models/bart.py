@@ -426,6 +426,7 @@ class BartNetwork(nn.Module):
         self.config = config
         self.graphed_step: GraphedStep | None = None    # the CUDA-graphed step kept by start_decoding
         self.screen: LogitScreen | None = None          # the LM head's int8 copy for greedy steps (logit_screen())
+        self.greedy_screen = False                      # whether greedy steps are screened (set_greedy_screen)
         self.embed_scale = math.sqrt(D) if config.scale_embedding else 1.0
         # One token embedding for both sides, or (Marian, share_encoder_decoder_embeddings false) none here and
         # encoder.embed_tokens [vocab_size, D], decoder.embed_tokens [decoder_vocab_size, D], as transformers.
@@ -618,7 +619,7 @@ class BartNetwork(nn.Module):
         cuda_graph False: decode_step_unchecked on a new KVCache. True: the step replayed from a CUDA graph on the
         graph's own FixedShapeKVCache; the graph is kept (graphed_step) and reused while graph_key matches.
         screened (not with cuda_graph): the step may return ScreenedLogits instead of logits (decode_step_screened),
-        where the LM head has a screen for R rows (step_screen)."""
+        where greedy steps of R rows are screened (screens)."""
         if not cuda_graph:
             cache = self._new_cache(encoder_hidden, padding_mask, rows_per_input, max_length)
             screen = self.step_screen(cache.num_rows) if screened else None
@@ -683,11 +684,20 @@ class BartNetwork(nn.Module):
         cache.advance()
         return logits
 
+    def set_greedy_screen(self, on: bool) -> None:
+        """Whether greedy steps pick their tokens from screened logits (models/logit_screen.py; from_pretrained
+        turns it on for a float32 CPU model wherever gemv runs). Its exact logits are gemv's: the same bits as the
+        full head's where the head runs gemv too (the measured choice at a few rows on the CPUs measured), the
+        same product rounded as gemv rounds it elsewhere. Off: every logit from the head's own kernel."""
+        self.greedy_screen = bool(on)
+        if not on:
+            self.screen = None
+
     def screens(self, rows: int) -> bool:
-        """Whether greedy steps of this many rows are screened: at most logit_screen.MAX_ROWS, the LM head runs gemv
-        at that many (ScreenedLogits' exact logits are gemv's) and a screen of its weight can run here."""
-        return rows <= logit_screen.MAX_ROWS and isinstance(self.lm_head, KernelLinear) \
-            and self.lm_head.kernel_at(rows) == "gemv" and LogitScreen.runs_on(self.lm_head.weight)
+        """Whether greedy steps of this many rows are screened: set_greedy_screen on, at most
+        logit_screen.MAX_ROWS rows, and a screen of the LM head's weight can run here."""
+        return self.greedy_screen and rows <= logit_screen.MAX_ROWS and isinstance(self.lm_head, KernelLinear) \
+            and LogitScreen.runs_on(self.lm_head.weight)
 
     def step_screen(self, rows: int) -> LogitScreen | None:
         """The screen for a decode step of this many rows: logit_screen() where screens(rows), else None."""

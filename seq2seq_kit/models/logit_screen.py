@@ -9,9 +9,9 @@ so the float32 logit x . w_n differs from the int8 one by at most s_n * |x|_1 / 
 (at most gamma_K * sum_k |x_k| |w_nk| each, gamma_K = K u / (1 - K u), u = 2^-24, |w_nk| <= 127.5 s_n); the bias is
 added to both and each result rounded once more (a relative margin covers that). A token whose upper bound is below
 some other token's lower bound cannot be the argmax; the others (a handful to a few hundred of 50k) get their exact
-float32 logits from the float32 rows, computed as the full head computes them (gemv.c: each output's sum does not
-depend on which other rows are in the call, so they are the same bits), and generation/screening.py picks the
-argmax from those, the processors applied.
+float32 logits from the float32 rows by gemv (gemv.c: each output's sum does not depend on which other rows are in
+the call, so where the full head runs gemv they are its very bits; where it runs another kernel, the same product
+rounded as gemv rounds it), and generation/screening.py picks the argmax from those, the processors applied.
 
 The copy is made from the head's weight when a greedy search first asks for it and made again when that weight
 changes (its storage, its version counter, or the values at a sample of positions, checked when a greedy generate
@@ -38,8 +38,8 @@ CHUNK = 4096                    # rows quantized at a time (no float32 temporary
 
 class ScreenedLogits:
     """One step's logits for R rows over V tokens, known to bounds: lower, upper [R, V] float32 (bias included),
-    lower <= the float32 logit <= upper; exact(tokens) computes the logits of some tokens [U] -> [R, U], bit for bit
-    what the full head gives them."""
+    lower <= the float32 logit <= upper; exact(tokens) computes the logits of some tokens [U] -> [R, U] by gemv (bit
+    for bit what a full head on gemv gives them)."""
 
     def __init__(self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, approx: torch.Tensor,
                  radius: torch.Tensor):
