@@ -196,6 +196,7 @@ def test_the_screen_follows_the_heads_weight(pair):
     finally:
         model.load_state_dict(state)
     assert torch.equal(model.generate(ids, max_new_tokens=12), first)
+    assert not LogitScreen(torch.randn(20, 8)).fresh(torch.randn(3, 4))       # another shape: no sample read past it
     model.to(torch.float64)
     try:
         assert model.screen is None and model.logit_screen() is None

@@ -90,14 +90,17 @@ class LogitScreen:
             return None
         return cls(weight.detach())
 
+    @staticmethod
+    def identity(weight: torch.Tensor) -> tuple:
+        return weight.data_ptr(), weight._version, tuple(weight.shape), weight.dtype, weight.device
+
     def fingerprint(self, weight: torch.Tensor) -> tuple:
-        return (weight.data_ptr(), weight._version, tuple(weight.shape), weight.dtype, weight.device,
-                weight.detach().reshape(-1)[self.positions])
+        return self.identity(weight), weight.detach().reshape(-1)[self.positions]
 
     def fresh(self, weight: torch.Tensor) -> bool:
-        """Whether this copy was made from weight as it is now (storage, version, the sampled values)."""
-        now = self.fingerprint(weight)
-        return now[:5] == self.source[:5] and torch.equal(now[5], self.source[5])
+        """Whether this copy was made from weight as it is now (storage, version, shape, the sampled values)."""
+        made, sample = self.source
+        return self.identity(weight) == made and torch.equal(weight.detach().reshape(-1)[self.positions], sample)
 
     def screen(self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> ScreenedLogits | None:
         """h [R, D] float32 -> the bounds of h @ weight^T + bias (weight: the head's, which this copy was made of);
