@@ -212,10 +212,6 @@ class KernelLinear(nn.Linear):
                             if not packed and kernel in DENSE and (ONEDNN or kernel != "onednn")
                             for n in range(ROW_CLASSES[name][0], ROW_CLASSES[name][1] + 1)}
 
-    def kernel_at(self, rows: int) -> str:
-        """The kernel a float32 CPU input of this many rows runs now."""
-        return "onednn-packed" if self.packed else self.row_kernels.get(min(rows, MAX_ROWS + 1), "mkl")
-
     def kernels(self) -> dict[str, str]:
         """The {row class: kernel} this layer runs now."""
         if self.packed:
