@@ -113,6 +113,8 @@ def test_gemv_computes_the_linear_as_exactly_as_mkl(rows, level, monkeypatch):
     x = torch.randn(3, 2, 40, generator=g)[:, :, ::2]                       # [3, 2, 20], not contiguous
     weight = torch.randn(20, 11, generator=g).T                             # [11, 20], not contiguous
     torch.testing.assert_close(gemv.linear(x, weight, None), F.linear(x, weight), rtol=1e-5, atol=1e-5)
+    bias = torch.randn(22, generator=g)[::2]                                # [11], not contiguous
+    torch.testing.assert_close(gemv.linear(x, weight, bias), F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
     with pytest.raises(RuntimeError, match="dtype|type"):                    # F.linear's own error, no bad read
         gemv.linear(torch.randn(2, 4), torch.randn(3, 4, dtype=torch.float64), None)
     for x, weight, b in ((torch.randn(2, 5), torch.randn(3, 4), None), (torch.randn(2, 4), torch.randn(3, 4),

@@ -76,9 +76,10 @@ def linear_int8(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bia
 def run(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
     """The C call on checked tensors: weight [out, in] contiguous, float32, or int8 with scale [out]."""
     N, K = weight.shape
+    bias = None if bias is None else bias.contiguous()      # held here: the C call reads its memory
     rows = x.contiguous()                                                    # [..., in]: M rows
     out = torch.empty(x.shape[:-1] + (N,), dtype=torch.float32)              # [..., out]
     _gemv.linear(rows.data_ptr(), weight.data_ptr(), 0 if scale is None else scale.data_ptr(),
-                 0 if bias is None else bias.contiguous().data_ptr(), out.data_ptr(), math.prod(x.shape[:-1]), N, K,
+                 0 if bias is None else bias.data_ptr(), out.data_ptr(), math.prod(x.shape[:-1]), N, K,
                  torch.get_num_threads(), ISA)
     return out
