@@ -196,7 +196,7 @@ class EagerBatch:
         """One decoder step over the running rows (the groups' rows in order) -> each group's step on its rows'
         logits (each_group)."""
         tokens = torch.cat([group.search.tokens() for group in groups])                    # [R], running order
-        greedy = all(isinstance(group.search, SampleSearch) and group.search.screenable for group in groups)
+        greedy = all(group.search.screenable for group in groups)
         logits = self.model.decode_group_unchecked(tokens, [r.cache for r in requests], screened=greedy)   # [R, V]
         starts = itertools.accumulate([0] + [group.search.rows for group in groups])
         parts = {id(group): logits[a:a + group.search.rows] for a, group in zip(starts, groups)}

@@ -108,7 +108,7 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
             return decode_on_graphs(model, encoder_hidden, padding_mask, cfg, input_ids, generator)
     search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator, prompt=prompt,
                           stop_strings=stops, **custom)
-    screened = trace is None and isinstance(search, SampleSearch) and search.screenable
+    screened = trace is None and search.screenable
     step, cache = model.start_decoding(encoder_hidden, padding_mask, rows_per_input(cfg),
                                        max_length=cfg.max_length - 1, cuda_graph=False, screened=screened)
     if trace is not None:

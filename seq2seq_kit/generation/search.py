@@ -50,6 +50,9 @@ class SearchProgress:
         self.recorded = {name: self.no_steps() for name, on in (("scores", cfg.output_scores),
                                                                 ("logits", cfg.output_logits)) if on}
 
+    # Whether a step may hand advance ScreenedLogits (protocol.py) instead of logits: only a greedy SampleSearch's.
+    screenable = False
+
     @property
     def rows(self) -> int:
         return self.batch * self.rows_per_input
