@@ -22,6 +22,9 @@ Parts (each skipped, and said so, once the time budget is spent):
               Engine(max_rows=128, fixed capacity, CUDA graphs): docs/s, the ratio, graphs captured, peak memory;
               then 64 of the requests twice more with each step's phases timed on the host (engine_phases):
               the groups' search steps replayed from CUDA graphs (the default), then eager.
+  memory      the 2026-11-25 H100 run's eager worker held 57.5 GiB of cached blocks at fp32 batch 32 beam 4 (a
+              reorder tensor growing with the step; fixed 2026-12-01): that case again, eager and whole-step graph,
+              max_memory_allocated, memory_reserved, the allocator's segment count and retries.
   compile     torch.compile (inductor, our CUDA graph around it) of the decoder step against the eager-traced step,
               4 and 128 beam rows, fp16: ms per replay, first-call seconds, largest logit difference.
 Writes gpu_bench.json and gpu_bench.md into --out.
@@ -354,6 +357,25 @@ class engine_phases:
                                         for p in ("step", "decoder", "search", "reorder", "settle", "rest")}}
 
 
+def part_memory(args, spec_name, spec, budget: Budget, results: dict) -> None:
+    if budget.left() < 0:
+        results["skipped"].append("memory")
+        return
+    ours, _ = load(spec_name, spec, torch.float32, args.device, with_transformers=False)
+    batch = 2 if args.smoke else 32
+    ids, mask = batch_inputs(ours.config.vocab_size, batch, [16 if args.smoke else 512] * batch, args.device, seed=3)
+    real = dict(CHECKPOINT_SETTINGS, max_length=24, min_length=8) if args.smoke else CHECKPOINT_SETTINGS
+    for name, graph in (("eager", False), ("whole-step graph", None)):
+        reset_memory(args.device)
+        seconds = [timed(lambda: ours.generate(ids, mask, **real, cuda_graph=graph), args.device) for _ in range(2)]
+        stats = torch.cuda.memory_stats() if args.device == "cuda" else {}
+        row = {"dtype": "float32", "batch": batch, "mode": "beam4", "path": name, "seconds": seconds,
+               **memory(args.device), "segments": stats.get("segment.all.current"),
+               "alloc_retries": stats.get("num_alloc_retries"), "device_allocs": stats.get("num_device_alloc")}
+        results["memory"].append(row)
+        print(json.dumps(row), flush=True)
+
+
 def part_compile(args, spec_name, spec, budget: Budget, results: dict) -> None:
     """Issue 17's torch.compile trial: the decoder step (model.next_token_logits on a fixed-shape cache, 512-token
     inputs, beam-4 rows: 4 and 128) as our CUDA graph captures it, traced eagerly or compiled by inductor (mode
@@ -425,6 +447,7 @@ def markdown(results: dict) -> str:
               f"{r['ms_per_step']:.3f} | {r['floor_ms_per_step']:.3f} | {r.get('max_allocated_gib', float('nan')):.2f} |"
               for r in results["trt"]]
     lines += ["", "## engine, fixed capacity", ""] + [json.dumps(r) for r in results["engine"]]
+    lines += ["", "## memory, fp32 batch 32 beam 4 (the 57.5 GiB case)", ""] + [json.dumps(r) for r in results["memory"]]
     lines += ["", "## torch.compile of the decoder step (inside our CUDA graph)", ""] + \
         [json.dumps(r) for r in results["compile"]]
     if results["skipped"]:
@@ -439,7 +462,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU, to check that every part runs")
     ap.add_argument("--out", required=True)
     ap.add_argument("--budget", type=float, default=330.0, help="seconds; later parts are skipped past it")
-    ap.add_argument("--parts", default="steps,engine,trt,interval,compile")
+    ap.add_argument("--parts", default="steps,engine,trt,memory,interval,compile")
     args = ap.parse_args(argv)
     args.device = "cpu" if args.smoke else "cuda"
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -451,12 +474,13 @@ def main(argv=None) -> dict:
     rate = bandwidth(args.device, args.smoke)
     results = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu (smoke)",
                "torch": torch.__version__, "bandwidth_gbs": rate / 1e9,
-               "steps": [], "interval": [], "trt": [], "engine": [], "compile": [], "skipped": [],
+               "steps": [], "interval": [], "trt": [], "engine": [], "memory": [], "compile": [], "skipped": [],
                "errors": []}
     runs = {"trt": lambda: part_trt(args, large_name, large, budget, results, rate),
             "steps": lambda: part_steps(args, distil_name, distil, budget, results),
             "interval": lambda: part_interval(args, distil_name, distil, budget, results),
             "engine": lambda: part_engine(args, distil_name, distil, budget, results),
+            "memory": lambda: part_memory(args, distil_name, distil, budget, results),
             "compile": lambda: part_compile(args, distil_name, distil, budget, results)}
     for part in args.parts.split(","):       # the cheaper, headline parts first; each bounded by the budget
         try:                                 # one lease, one run: a part that fails must not cost the others

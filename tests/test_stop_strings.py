@@ -308,23 +308,17 @@ def test_tables_are_bounded(tokenizers):
         stop_strings.StopStrings.of(tok, ["ab" * 3000], torch.device("cpu"))
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_fixed_capacity_group_steps_with_stop_strings_and_prompts_replayed_as_cuda_graphs_would(
-        small_path, fixtures_dir, seed, monkeypatch):
-    """The engine's CUDA path with its graphs emulated on the CPU (tests/graph_emulation.py: each group's search
-    step captured, then only its recorded ops replayed on the same tensors): requests with stop strings and
-    decoder prompts, greedy and beam, many sharing searches, each equal to generate alone. What a GPU session needs
-    before the engine's refusal of both on CUDA is lifted (scheduler.Engine._check_graph_inputs)."""
-    from seq2seq_kit import BartForConditionalGeneration, cuda_capture
+def stream_with_stops_and_prompts(model, tok, seed: int, emulate: bool = False) -> list:
+    """24 requests with stop strings (70%) and decoder prompts (30%), greedy and beam, many sharing searches,
+    submitted to a fixed-capacity engine with its search steps captured (emulate: the CPU's emulated graphs),
+    each compared with generate alone on the same device. Returns the groups' graphs."""
     from seq2seq_kit.models.cuda_graph import BucketGraphs
-    from graph_emulation import EmulatedGraph
 
-    monkeypatch.setattr(cuda_capture, "CapturedStep", EmulatedGraph)
-    model = BartForConditionalGeneration.from_pretrained(small_path)
-    tok = AutoTokenizer.from_pretrained(fixtures_dir / "bart-tokenizer")      # ids 0..63: '<s>', '.', 'Ġthe', ...
+    device = model.device
     rng = random.Random(seed)
     sources = [[rng.randint(3, 63) for _ in range(rng.randint(2, 12))] for _ in range(24)]
-    free = [model.generate(torch.tensor([ids]), max_new_tokens=16)[0] for ids in sources]
+    free = [model.generate(torch.tensor([ids], device=device), max_new_tokens=16, cuda_graph=False)[0]
+            for ids in sources]
     texts = [tok.convert_tokens_to_string(tok.convert_ids_to_tokens(out[1:rng.randint(3, 9)].tolist())) for out in free]
     settings = [dict(num_beams=1), dict(num_beams=3, length_penalty=1.5), dict(num_beams=2, no_repeat_ngram_size=2)]
     jobs = [(ids, dict(rng.choice(settings), max_new_tokens=16,
@@ -333,18 +327,38 @@ def test_fixed_capacity_group_steps_with_stop_strings_and_prompts_replayed_as_cu
             for ids, text in zip(sources, texts)]
     with Engine(model, max_rows=12, fixed_capacity=True, tokenizer=tok) as engine:
         batch = engine.batch
-        batch.graphs, batch.capture = BucketGraphs(model.next_token_logits, batch.tokens[:-1], batch.logits), True
+        if emulate:
+            batch.graphs, batch.capture = BucketGraphs(model.next_token_logits, batch.tokens[:-1], batch.logits), True
+        assert batch.capture and batch.graphs is not None
         requests = []
         for ids, call in jobs:
             requests.append(engine.submit(ids, **call))
             time.sleep(rng.choice([0, 0, 0.001, 0.005]))
-        outputs = [r.result(timeout=60) for r in requests]
+        outputs = [r.result(timeout=120) for r in requests]
         graphs = [g.graph for g in [*engine.groups, *engine.batch.idle.values()] if g.graph is not None]
     shorter = 0
     for (ids, call), out, alone in zip(jobs, outputs, free):
         prompt = call.pop("decoder_input_ids", None)
-        extra = {} if prompt is None else {"decoder_input_ids": torch.tensor([prompt])}
-        want = model.generate(torch.tensor([ids]), tokenizer=tok, **call, **extra)
+        extra = {} if prompt is None else {"decoder_input_ids": torch.tensor([prompt], device=device)}
+        want = model.generate(torch.tensor([ids], device=device), tokenizer=tok, cuda_graph=False, **call, **extra)
         assert torch.equal(out, want), call
         shorter += "stop_strings" in call and want.shape[1] < len(alone)
-    assert shorter >= 3 and len(graphs) >= 2 and all(isinstance(g, EmulatedGraph) and g.replays > 0 for g in graphs)
+    assert shorter >= 3 and len(graphs) >= 2
+    return graphs
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fixed_capacity_group_steps_with_stop_strings_and_prompts_replayed_as_cuda_graphs_would(
+        small_path, fixtures_dir, seed, monkeypatch):
+    """The engine's CUDA path with its graphs emulated on the CPU (tests/graph_emulation.py: each group's search
+    step captured, then only its recorded ops replayed on the same tensors): no host read, no op that may sync,
+    each request equal to generate alone. What a GPU session needs before the engine's refusal of both on CUDA is
+    lifted (scheduler.Engine._check_graph_inputs; branch gpu/engine-stops-prompts lifts it with cuda tests)."""
+    from seq2seq_kit import BartForConditionalGeneration, cuda_capture
+    from graph_emulation import EmulatedGraph
+
+    monkeypatch.setattr(cuda_capture, "CapturedStep", EmulatedGraph)
+    model = BartForConditionalGeneration.from_pretrained(small_path)
+    tok = AutoTokenizer.from_pretrained(fixtures_dir / "bart-tokenizer")      # ids 0..63: '<s>', '.', 'Ġthe', ...
+    graphs = stream_with_stops_and_prompts(model, tok, seed, emulate=True)
+    assert all(isinstance(g, EmulatedGraph) and g.replays > 0 for g in graphs)
