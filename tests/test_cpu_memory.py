@@ -101,3 +101,55 @@ def test_int8_loading_maps_large_blocks_unless_the_user_tuned_malloc(monkeypatch
     assert cpu_memory.map_weights_while_loading() and calls == [(cpu_memory.M_MMAP_THRESHOLD, 256 << 10)]
     monkeypatch.setenv("MALLOC_TOP_PAD_", "131072")
     assert not cpu_memory.map_weights_while_loading() and len(calls) == 1
+
+
+def test_own_mappings_then_the_kept_threshold_unless_the_user_tuned_malloc(monkeypatch):
+    """own_mappings (a new KV cache on the CPU) maps blocks of 256 KiB or more inside, then sets keep_freed_memory's
+    32 MiB threshold again, also when the body raises; with the user's own tuning it calls nothing."""
+    from seq2seq_kit import cpu_memory
+
+    calls = []
+    monkeypatch.setattr(cpu_memory, "glibc", lambda: type("libc", (), {"mallopt": lambda *a: calls.append(a) or 1}))
+    for name in cpu_memory.USER_TUNING:
+        monkeypatch.delenv(name, raising=False)
+    with cpu_memory.own_mappings():
+        assert calls == [(cpu_memory.M_MMAP_THRESHOLD, 256 << 10)]
+    with pytest.raises(KeyError), cpu_memory.own_mappings():
+        raise KeyError
+    assert calls == [(cpu_memory.M_MMAP_THRESHOLD, 256 << 10), (cpu_memory.M_MMAP_THRESHOLD, 32 << 20)] * 2
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    with cpu_memory.own_mappings():
+        pass
+    assert len(calls) == 4
+
+
+def test_a_new_cpu_cache_takes_the_pages_the_encoder_gave_back(tiny_eos_path, monkeypatch):
+    """Between a call's encoder and its decoder (start_decoding on the CPU): the freed pages go back first
+    (release_freed_memory), then the cache is allocated under own_mappings; every cache tensor made inside it."""
+    import contextlib
+
+    import torch
+
+    from seq2seq_kit import BartForConditionalGeneration, cpu_memory
+    from seq2seq_kit.models import kv_cache
+
+    model = BartForConditionalGeneration.from_pretrained(tiny_eos_path)
+    hidden = model.encode(torch.tensor([[5, 6, 7, 8]]))
+    events, made = [], []
+
+    @contextlib.contextmanager
+    def own_mappings():
+        events.append("mapped")
+        yield
+        events.append("heap")
+
+    monkeypatch.setattr(cpu_memory, "release_freed_memory", lambda: events.append("released") or True)
+    monkeypatch.setattr(cpu_memory, "own_mappings", own_mappings)
+    real_zeros, real_empty = torch.zeros, torch.empty         # kv_cache.torch is torch: patched while this runs
+    monkeypatch.setattr(kv_cache.torch, "zeros", lambda *a, **k: made.append(events[-1:]) or real_zeros(*a, **k))
+    monkeypatch.setattr(kv_cache.torch, "empty", lambda *a, **k: made.append(events[-1:]) or real_empty(*a, **k))
+    _, cache = model.start_decoding(hidden, None, rows_per_input=2, max_length=9)
+    monkeypatch.undo()
+    assert events == ["released", "mapped", "heap"]
+    assert made[:1 + 2 * model.config.decoder_layers] == [["mapped"]] * (1 + 2 * model.config.decoder_layers)
+    assert cache.self_kv.shape[2] == 2 and cache.max_length == 9

@@ -203,6 +203,22 @@ def test_int8_layers_quantize_a_call_in_blocks_of_rows(checkpoint):
     assert torch.equal(layer.ffn(x), layer.fc2(layer.act(layer.fc1(x))))
 
 
+
+@pytest.mark.parametrize("dtype", ["int8", "float32"])
+@pytest.mark.parametrize("inputs, length", [(1, 300), (3, 150), (7, 20)])
+def test_cross_keys_and_values_written_in_place_equal_the_projection_whole(checkpoint, dtype, inputs, length):
+    """project_kv_into (what a new cache's cross-attention keys/values come from) gives project_kv's values bit for
+    bit: an int8 projection in its own blocks of the flattened rows (blocks that straddle inputs too), each block's
+    result written into place; float32 in one call."""
+    model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), dtype=dtype)
+    attn = model.decoder.layers[1].encoder_attn
+    enc = torch.randn(inputs, length, model.config.d_model, generator=torch.Generator().manual_seed(length))
+    enc[-1, -1] *= 50                                       # the last block's input scale differs from the others'
+    want_k, want_v = attn.project_kv(enc)                   # [B, H, S, Dh] each
+    k, v = (torch.full_like(want_k, float("nan")) for _ in range(2))
+    attn.project_kv_into(enc, k, v)
+    assert torch.equal(k, want_k) and torch.equal(v, want_v)
+
 def test_int8_under_bfloat16_autocast(checkpoint):
     """autocast hands the int8 layers bfloat16 activations, which quantized::linear_dynamic refuses: they take
     them as float32."""

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import cpu_memory
 from . import attention, bart_checkpoint, checks, kernels, logit_screen
 from .activations import ACTIVATIONS
 from .cuda_graph import GraphedStep, graph_key
@@ -175,6 +176,26 @@ class CrossAttention(nn.Module):
         kv = self.kv_proj(enc).view(B, S, 2, self.heads, self.head_dim)
         k, v = kv.permute(2, 0, 3, 1, 4)                                    # each [B, H, S, Dh]
         return k, v
+
+    def project_kv_into(self, enc: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """enc [B, S, D]'s keys and values written into k, v [B, H, S, Dh]. An int8 projection runs block by block,
+        its own blocks of ROWS_PER_CALL rows of the flattened [B * S] (so the values of one call over every row),
+        each block's result copied into place at once: no [B * S, 2D] result beside the cache."""
+        if not isinstance(self.kv_proj, Int8Linear):
+            new_k, new_v = self.project_kv(enc)
+            k.copy_(new_k)
+            v.copy_(new_v)
+            return
+        B, S, D = enc.shape
+        rows = enc.reshape(B * S, D)
+        for first in range(0, B * S, ROWS_PER_CALL):
+            kv = self.kv_proj(rows[first:first + ROWS_PER_CALL])            # [n, 2D]: rows first .. first + n - 1
+            last = first + kv.shape[0]
+            for b in range(first // S, (last - 1) // S + 1):                # the inputs those rows belong to
+                s0, s1 = max(first - b * S, 0), min(last - b * S, S)        # their positions in input b
+                part = kv[b * S + s0 - first:b * S + s1 - first].view(s1 - s0, 2, self.heads, self.head_dim)
+                k[b, :, s0:s1].copy_(part[:, 0].transpose(0, 1))            # [H, s1 - s0, Dh]
+                v[b, :, s0:s1].copy_(part[:, 1].transpose(0, 1))
 
     def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                 attend=SDPA) -> torch.Tensor:
@@ -594,6 +615,8 @@ class BartNetwork(nn.Module):
         B, S, _ = encoder_hidden.shape
         H = self.config.decoder_attention_heads
         kind = FixedShapeKVCache if fixed_shape else KVCache
+        if self.device.type == "cpu":       # the encoder's temporaries are freed for good: their pages go back before
+            cpu_memory.release_freed_memory()                   # the cache takes its own (cpu_memory's docstring)
         cache = kind.empty(layers=len(self.decoder.layers), inputs=B, rows_per_input=rows_per_input, heads=H,
                            head_dim=self.config.d_model // H, max_length=max_length, source_length=S,
                            padded=padding_mask is not None, dtype=self.dtype, device=self.device)
@@ -605,9 +628,7 @@ class BartNetwork(nn.Module):
         """Write encoder_hidden's [B, S, D] cross-attention keys/values, each decoder layer's [B, H, S, Dh], and
         padding_mask [B, S] (or None) into a cache of those shapes. Unchecked."""
         for i, layer in enumerate(self.decoder.layers):
-            k, v = layer.encoder_attn.project_kv(encoder_hidden)
-            cache.cross_k[i].copy_(k)
-            cache.cross_v[i].copy_(v)
+            layer.encoder_attn.project_kv_into(encoder_hidden, cache.cross_k[i], cache.cross_v[i])
         if padding_mask is not None:
             cache.cross_mask.copy_(padding_mask[:, None, None, :])
 

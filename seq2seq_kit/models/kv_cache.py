@@ -20,7 +20,11 @@ SlotStore, the continuous-batching engine's fixed-capacity caches, hands out Fix
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
+
+from .. import cpu_memory
 
 
 class KVCache:
@@ -41,11 +45,13 @@ class KVCache:
               source_length: int, padded: bool, dtype: torch.dtype, device: torch.device) -> KVCache:
         """A cache with nothing written: self-attention slots zeroed, cross-attention tensors to be filled."""
         R = inputs * rows_per_input
-        # zeros, not empty: the fixed-shape step multiplies unwritten value slots by a zero weight, and 0 * a NaN
-        # left in uninitialised memory would be NaN
-        self_kv = torch.zeros(layers, 2, R, heads, max_length, head_dim, dtype=dtype, device=device)
-        cross = [torch.empty(inputs, heads, source_length, head_dim, dtype=dtype, device=device)
-                 for _ in range(2 * layers)]
+        # on the CPU its blocks get mappings of their own where the heap has no room (cpu_memory.own_mappings)
+        with cpu_memory.own_mappings() if torch.device(device).type == "cpu" else contextlib.nullcontext():
+            # zeros, not empty: the fixed-shape step multiplies unwritten value slots by a zero weight, and 0 * a
+            # NaN left in uninitialised memory would be NaN
+            self_kv = torch.zeros(layers, 2, R, heads, max_length, head_dim, dtype=dtype, device=device)
+            cross = [torch.empty(inputs, heads, source_length, head_dim, dtype=dtype, device=device)
+                     for _ in range(2 * layers)]
         mask = torch.empty(inputs, 1, 1, source_length, dtype=torch.bool, device=device) if padded else None
         return cls(self_kv, cross[:layers], cross[layers:], mask, rows_per_input)
 
