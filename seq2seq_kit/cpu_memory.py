@@ -25,7 +25,7 @@ good, so their pages go back (release_freed_memory), and the cache is allocated 
 that the heap's free space cannot hold get mappings of their own, unmapped when the call ends, instead of growing a
 heap that would keep them. Measured, distilbart int8 greedy, a 512-token input: a call's peak RSS above the loaded
 model 72-75 MB before, 50-53 MB after (with the int8 cross-attention projection in blocks: bart.py's
-project_kv_into); beam 4: 97 MB, 82-85 MB.
+project_kv_into); beam 4: 97 MB, 80-85 MB.
 """
 
 from __future__ import annotations
