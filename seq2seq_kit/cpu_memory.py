@@ -50,10 +50,17 @@ def glibc() -> ctypes.CDLL | None:
     return ctypes.CDLL(None)
 
 
+def ours_to_tune() -> ctypes.CDLL | None:
+    """glibc, where its malloc is ours to tune: None where it is not glibc or the environment holds the user's own
+    tuning (USER_TUNING), which wins."""
+    libc = glibc()
+    return None if libc is None or any(name in os.environ for name in USER_TUNING) else libc
+
+
 def keep_freed_memory() -> bool:
     """Tune glibc's malloc as the module docstring says; True when it did (or had already)."""
-    libc = glibc()
-    if libc is None or any(name in os.environ for name in USER_TUNING):
+    libc = ours_to_tune()
+    if libc is None:
         return False
     return bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)) & bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
 
@@ -61,8 +68,8 @@ def keep_freed_memory() -> bool:
 def map_weights_while_loading() -> bool:
     """Map every block of OWN_MAPPING or more on its own (see the module docstring) until keep_freed_memory()
     sets the running threshold; True when it did. Changes nothing where keep_freed_memory would not."""
-    libc = glibc()
-    if libc is None or any(name in os.environ for name in USER_TUNING):
+    libc = ours_to_tune()
+    if libc is None:
         return False
     return bool(libc.mallopt(M_MMAP_THRESHOLD, OWN_MAPPING))
 
@@ -72,8 +79,8 @@ def own_mappings():
     """Inside: a block of OWN_MAPPING or more that the heap's free space cannot hold gets a mapping of its own (glibc
     serves what its free space holds first); after: keep_freed_memory's threshold, as from_pretrained sets it.
     Changes nothing where keep_freed_memory would not (not glibc, or the user's own tuning)."""
-    libc = glibc()
-    if libc is None or any(name in os.environ for name in USER_TUNING):
+    libc = ours_to_tune()
+    if libc is None:
         yield
         return
     libc.mallopt(M_MMAP_THRESHOLD, OWN_MAPPING)
