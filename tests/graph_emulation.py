@@ -9,7 +9,8 @@ calls CapturedStep makes) and replays exactly those ops on the very tensors they
 tensor writes its result into the recorded one (a static buffer), an in-place or out= op writes where it wrote.
 So a step whose Python decides anything from state that changes between steps (a host counter, a tensor rebound
 instead of written in place, a shape) gives other tokens here than when it runs eagerly; a host read inside the
-step is refused, as a capture refuses it, and so are ops that may wait for the device on CUDA (MAY_SYNC).
+step is refused, as a capture refuses it, and so are ops that may wait for the device on CUDA (MAY_SYNC) and
+tensors made from host data (torch.tensor(...), x[[0, 2]]: a copy from host memory on CUDA).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ class _Recorder(TorchDispatchMode):
         kwargs = kwargs or {}
         assert str(func) != "aten._local_scalar_dense.default", "a host read inside a captured step"
         assert str(func.overloadpacket) not in MAY_SYNC, f"{func} inside a captured step: it may wait for the device"
+        assert str(func.overloadpacket) != "aten.lift_fresh", \
+            "a tensor made from host data (torch.tensor, a list index) inside a captured step: on CUDA a copy from " \
+            "pageable host memory, which a capture refuses; make it before the capture"
         out = func(*args, **kwargs)
         self.ops.append((func, args, kwargs, out))       # keeps every tensor alive: addresses stay unique
         return out
