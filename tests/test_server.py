@@ -561,6 +561,16 @@ def test_a_search_failing_on_the_settings_names_the_parameter_sent(server):
     assert answer.status_code == 422 and answer.json()["field"] == "parameters.temperature", answer.text
 
 
+def test_a_renormalized_row_with_every_token_banned_names_the_ban_not_renormalize_logits(server):
+    """Sampling where EOS is both forced (the last step) and suppressed, with renormalize_logits (which makes NaN
+    of the empty row): the field is the banning parameter the client sent."""
+    bad = {"do_sample": True, "seed": 1, "max_new_tokens": 1, "begin_suppress_tokens": [2], "renormalize_logits": True}
+    answer = post(server, {"inputs": "the tower is tall", "parameters": bad})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["field"] == "parameters.begin_suppress_tokens", answer.text
+    assert "every score of a row is NaN" in answer.json()["error"]
+
+
 @pytest.mark.parametrize("length", [{"min_length": 2}, {"min_new_tokens": 2}])
 def test_a_temperature_that_empties_every_row_is_named_beside_a_minimum_length(server, length):
     """Beam sampling whose temperature sends every score to -inf: a minimum length (it bans only EOS) sent beside

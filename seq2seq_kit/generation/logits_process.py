@@ -651,17 +651,23 @@ def draw(scores: torch.Tensor, num_samples: int, generator) -> torch.Tensor:
     try:
         return torch.multinomial(scores.softmax(dim=-1), num_samples=num_samples, generator=generator)
     except RuntimeError as e:
+        # the settings that can empty a row alone first, `min_length` (it bans only EOS) last: a server names the
+        # first of them its client sent as the one at fault
+        banned = ("the settings that ban tokens (`no_repeat_ngram_size`, `encoder_no_repeat_ngram_size`, "
+                  "`bad_words_ids`, `suppress_tokens`, `begin_suppress_tokens`, a `sequence_bias` of -inf, "
+                  "`forced_eos_token_id` beside a banned EOS) left no token to draw")
+        overflowed = ("`temperature` near 0, `repetition_penalty` near 0, `encoder_repetition_penalty` far above 1, "
+                      "an `exponential_decay_length_penalty` factor far from 1 or a `sequence_bias` of +inf makes a "
+                      "score +inf")
         if torch.isneginf(scores).all(dim=-1).any():
-            # the settings that can empty a row alone first, `min_length` (it bans only EOS) last: a server names
-            # the first of them its client sent as the one at fault
-            cause = ("every score of a row is -inf: the settings that ban tokens (`no_repeat_ngram_size`, "
-                     "`encoder_no_repeat_ngram_size`, `bad_words_ids`, `suppress_tokens`, `begin_suppress_tokens`, "
-                     "a `sequence_bias` of -inf) left no token to draw, or a `temperature` near 0 overflowed every "
-                     "score (`min_length`, `min_new_tokens` ban EOS beside them)")
+            cause = (f"every score of a row is -inf: {banned}, or a `temperature` near 0 overflowed every score "
+                     "(`min_length`, `min_new_tokens` ban EOS beside them)")
+        elif torch.isnan(scores).all(dim=-1).any():                 # log_softmax of a row of -inf, or with +inf
+            cause = (f"every score of a row is NaN: either {banned} (`min_length`, `min_new_tokens` ban EOS beside "
+                     f"them), or the scores overflowed float32 ({overflowed}); `renormalize_logits` makes NaN of a "
+                     "row with no finite score")
         else:
-            cause = ("the scores overflowed float32; `temperature` near 0, `repetition_penalty` near 0, "
-                     "`encoder_repetition_penalty` far above 1, an `exponential_decay_length_penalty` factor far "
-                     "from 1 or a `sequence_bias` of +inf makes a score +inf")
+            cause = f"the scores overflowed float32; {overflowed}"
         raise ValueError(f"sampling found no valid probabilities ({_first_line(e)}): {cause}") from None
 
 
