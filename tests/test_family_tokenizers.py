@@ -172,6 +172,22 @@ def test_m2m100_ids_text_and_languages_equal_transformers(m2m100_dir, src_lang, 
     assert ours.convert_ids_to_tokens(madeup) == theirs.convert_ids_to_tokens(madeup) == "<unk>"
 
 
+def test_m2m100_language_token_written_in_the_text_is_the_token_as_in_transformers_4(m2m100_dir):
+    """A "__fr__" in the text reads as the language token (transformers 4.x's M2M100Tokenizer listed the language
+    tokens as special; 5.24 splits the text into pieces there): the one way ids differ from 5.24's."""
+    from transformers import M2M100Tokenizer
+
+    theirs = M2M100Tokenizer(str(m2m100_dir / "vocab.json"), str(m2m100_dir / "sentencepiece.bpe.model"),
+                             src_lang="en", tgt_lang="fr")
+    ours = AutoTokenizer.from_pretrained(m2m100_dir, src_lang="en", tgt_lang="fr")
+    fr = ours.get_lang_id("fr")
+    ids = ours("The tower __fr__ is tall")["input_ids"]
+    assert ids[0] == ours.get_lang_id("en") and ids[-1] == 2 and ids.count(fr) == 1
+    assert ids[:ids.index(fr)] == theirs("The tower")["input_ids"][:-1]
+    assert fr not in theirs("The tower __fr__ is tall")["input_ids"]
+    assert ours.decode(ids, skip_special_tokens=True) == "The tower is tall"
+
+
 @pytest.fixture(scope="module")
 def nllb_dir(tmp_path_factory):
     from transformers import NllbTokenizer
