@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import resource
 import subprocess
@@ -267,8 +266,9 @@ def main(argv=None) -> int:
 def report(args, requests, lengths, rows, engine_rate, bound) -> None:
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.machine())
+    from seq2seq_kit.kernel_choice import cpu_name
+
+    cpu = cpu_name()                         # model name, family/model/stepping and ISA: "AMD EPYC (family 25 ...)"
     name = f"engine-cpu-{args.mode}-{date.today()}" + (f"-{args.tag}" if args.tag else "")
     src = [len(r) for r in requests]
     info = {"machine": f"{cpu}, {torch.get_num_threads()} threads", "date": str(date.today()), "mode": args.mode,

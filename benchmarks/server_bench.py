@@ -25,7 +25,6 @@ import concurrent.futures
 import itertools
 import json
 import os
-import platform
 import random
 import socket
 import subprocess
@@ -194,8 +193,9 @@ def measure(server: str, args, bodies: list[dict], num_beams: int) -> list[dict]
 def report(args, bodies: list[dict], rows: list[dict]) -> None:
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.machine())
+    from seq2seq_kit.kernel_choice import cpu_name
+
+    cpu = cpu_name()                         # model name, family/model/stepping and ISA: "AMD EPYC (family 25 ...)"
     name = f"server-{args.mode}-{date.today()}" + (f"-{args.tag}" if args.tag else "")
     lengths = [b["parameters"]["max_length"] for b in bodies]
     info = {"machine": f"{cpu}, {torch.get_num_threads()} threads", "date": str(date.today()), "mode": args.mode,
