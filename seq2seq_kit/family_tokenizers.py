@@ -16,7 +16,7 @@ What each checkpoint ships, and how it is read (never a hand-written segmenter):
                     `__en__` after the vocabulary, `__src__ A </s>`. The language tokens are special tokens, as in
                     transformers 4.x (5.24 dropped that: its decode(skip_special_tokens=True) keeps "__fr__", and a
                     "__fr__" written in the text is split into pieces there, where 4.x and seq2seq_kit read the
-                    language token; the only texts whose ids differ from 5.24's, in 1500 random ones).
+                    language token; the only texts whose ids differ from 5.24's, in 6000 random ones).
                     Then fairseq's 8 "madeup words" that pad the model's vocabulary (m2m100_418M: 128112 ids),
                     read as <unk> as transformers reads them. vocab, vocab_size and len() leave both out, as
                     transformers 5.24's do.
