@@ -4,6 +4,7 @@
     python benchmarks/bench.py --quick               # smoke run: 1 repeat, max_length 24
     python benchmarks/bench.py --models distilbart --batch 1 --modes greedy,beam4 --repeats 5
     python benchmarks/bench.py --device cuda --dtype bfloat16          # GPU: batch 1 and 32 by default
+    python benchmarks/bench.py --models distilbart --batch 1 --isa avx2  # every engine's AVX2 code (AVX-512 CPUs)
 
 Every engine runs in a worker process of its own (engines.py), all loaded side by side. Each
 round visits the workers in turn (the order rotates every round) and each runs the encoder alone,
@@ -31,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import convert_ct2  # noqa: E402
 import make_checkpoints  # noqa: E402
-from engines import ENGINES  # noqa: E402
+from engines import ENGINES, ISAS  # noqa: E402
 from texts import documents  # noqa: E402
 
 RESULTS = ROOT / "results"
@@ -40,6 +41,12 @@ MODES = {"greedy": 1, "beam4": 4}
 INPUT_TOKENS = 512
 REFERENCE = "transformers"
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+# --isa avx2: every engine runs its AVX2 code on an AVX-512 CPU, as on a CPU without AVX-512 (Zen 3 and older, many
+# Intel client parts): torch's own kernels, oneDNN, MKL, fbgemm (int8) and CTranslate2 capped by their environment
+# variables, seq2seq_kit's gemv by engines.py. Its kernel timings are cached apart from the native ones.
+AVX2_ENV = dict(ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="AVX2", MKL_ENABLE_INSTRUCTIONS="AVX2",
+                FBGEMM_ENABLE_INSTRUCTIONS="AVX2", CT2_FORCE_CPU_ISA="AVX2",
+                XDG_CACHE_HOME=str(ROOT / ".cache" / "isa-avx2"))
 # transformers' defaults for the generation settings CTranslate2 must be told explicitly.
 GENERATION_DEFAULTS = dict(max_length=20, min_length=0, no_repeat_ngram_size=0, length_penalty=1.0,
                            num_beams=1, early_stopping=False, forced_bos_token_id=None)
@@ -61,6 +68,9 @@ class Worker:
             cmd += ["--ct2-dir", str(ct2_dir)]
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                    TOKENIZERS_PARALLELISM="false")
+        if args.isa == "avx2":
+            cmd += ["--isa", "avx2"]
+            env.update(AVX2_ENV)
         self.stderr = open(self.log, "w")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.stderr, text=True, env=env)
@@ -190,6 +200,10 @@ def machine(args) -> dict:
 
     info["cpu"] = cpu_name()                 # model name, family/model/stepping and ISA: "AMD EPYC (family 25 ...)"
     info["gemv"] = gemv_status()             # seq2seq_kit's own kernel: "AVX-512", "AVX2" or why it cannot run
+    if args.isa == "avx2":
+        info["isa"] = "AVX2 forced (" + ", ".join(f"{k}={v}" for k, v in AVX2_ENV.items() if k != "XDG_CACHE_HOME") \
+            + "; seq2seq_kit's gemv at its AVX2 code)"
+        info["gemv"] = "AVX2 (forced)"
     if args.device == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
     try:
@@ -372,7 +386,7 @@ def identity_text(ident: dict | None) -> str:
 
 def markdown(result: dict) -> str:
     m = result["machine"]
-    where = m.get("gpu") or m["cpu"]
+    where = m.get("gpu") or m["cpu"] + (f"; {m['isa']}" if "isa" in m else "")
     out = [f"# Benchmark {result['name']}", "",
            f"- machine: {where}; {m['cpu_count']} CPU cores, {m['threads']} torch/CTranslate2 threads; "
            f"dtype {result['dtype']}; torch {m['torch']}, Python {m['python']}; seq2seq_kit {m.get('seq2seq_kit_commit', '?')}",
@@ -473,6 +487,8 @@ def parse_args(argv):
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
     ap.add_argument("--out", default=str(RESULTS), help="results directory")
     ap.add_argument("--tag", default="", help="suffix for the result files' names, e.g. batch32")
+    ap.add_argument("--isa", choices=ISAS, default="native", help="avx2: every engine runs its AVX2 code (on an "
+                    "AVX-512 CPU: what a CPU without AVX-512 runs, on this machine's memory and cores)")
     args = ap.parse_args(argv)
     only = {"seq2seq_kit-eager": "cuda", "seq2seq_kit-int8": "cpu"}
     default_engines = [e for e in ENGINES if only.get(e, args.device) == args.device]
@@ -491,6 +507,8 @@ def parse_args(argv):
 
         if not torch.cuda.is_available():
             ap.error("--device cuda but torch sees no CUDA GPU")
+    if args.isa != "native" and args.device != "cpu":
+        ap.error("--isa is for the CPU; leave it out with --device cuda")
     return args
 
 

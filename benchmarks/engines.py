@@ -1,6 +1,7 @@
 """One benchmark engine per process: bench.py starts this file as a worker and talks to it in JSON lines.
 
     python benchmarks/engines.py ENGINE CHECKPOINT_DIR --device cpu --dtype float32 --threads 2 [--ct2-dir DIR]
+                                 [--isa avx2]
 
 ENGINE is one of ENGINES. Each worker holds one model, so its resident memory is its own: the
 peak of a request is the process's high-water mark during it (reset before each request through
@@ -28,6 +29,7 @@ import time
 
 # seq2seq_kit-eager: no CUDA graph (CUDA only); seq2seq_kit-int8: int8 linear layers (CPU only)
 ENGINES = ("seq2seq_kit", "seq2seq_kit-eager", "seq2seq_kit-int8", "transformers", "ct2", "ct2-int8")
+ISAS = ("native", "avx2")
 
 
 def rss_mb() -> float:
@@ -158,7 +160,13 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--isa", choices=ISAS, default="native", help="bench.py's --isa: avx2 caps seq2seq_kit's gemv "
+                    "kernel at its AVX2 code (the libraries are capped by the environment bench.py sets)")
     args = ap.parse_args()
+    if args.isa == "avx2":
+        from seq2seq_kit.models import gemv
+
+        gemv.ISA = min(gemv.ISA, 1)      # 1: its AVX2 code, as the tests run it on an AVX-512 CPU
 
     proto = os.fdopen(os.dup(1), "w", buffering=1)  # protocol channel; fd 1 now points at stderr
     os.dup2(2, 1)
