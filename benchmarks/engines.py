@@ -163,7 +163,7 @@ def main() -> None:
     ap.add_argument("--isa", choices=ISAS, default="native", help="bench.py's --isa: avx2 caps seq2seq_kit's gemv "
                     "kernel at its AVX2 code (the libraries are capped by the environment bench.py sets)")
     args = ap.parse_args()
-    if args.isa == "avx2":
+    if args.isa == "avx2" and args.engine.startswith("seq2seq_kit"):
         from seq2seq_kit.models import gemv
 
         gemv.ISA = min(gemv.ISA, 1)      # 1: its AVX2 code, as the tests run it on an AVX-512 CPU
