@@ -117,7 +117,7 @@ class BartConfig:
             if self.d_model % heads:
                 raise ValueError(f"config key 'd_model' ({self.d_model}) must be divisible by "
                                  f"'{side}_attention_heads' ({heads})")
-        if self.activation_function not in ACTIVATIONS:
+        if not isinstance(self.activation_function, str) or self.activation_function not in ACTIVATIONS:
             raise ValueError(f"config key 'activation_function' is {self.activation_function!r}; "
                              f"supported: {', '.join(ACTIVATIONS)}")
         for name in ("scale_embedding", "tie_word_embeddings"):
@@ -126,6 +126,9 @@ class BartConfig:
         self._validate_family()
         for name in TOKEN_FIELDS:
             value = getattr(self, name)
+            if isinstance(value, list) and name not in ("eos_token_id", "forced_eos_token_id"):
+                raise ValueError(f"config key {name!r} must be an integer, got {value!r} (only eos_token_id and "
+                                 "forced_eos_token_id may list several ids)")
             limit, what = self._token_range(name)
             for token in value if isinstance(value, list) else [value]:
                 if token is not None and (not isinstance(token, int) or isinstance(token, bool)

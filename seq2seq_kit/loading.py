@@ -240,18 +240,23 @@ def _inside(name) -> bool:
 def check_config_fits(config, ckpt: "Checkpoint") -> None:
     """Refuse a config.json describing a far bigger network than the weights hold, before anything is built
     (a crafted encoder_layers=10**9 would take minutes and the memory of the meta model alone). The estimate
-    counts the projections and token embeddings only, so it is below the true count of any fitting config;
-    the model's own checks name each tensor that differs within that bound."""
+    counts the projections, token embeddings and the sinusoidal position tables the model computes itself (Marian,
+    Pegasus, M2M100: none is in the weights; max_position_embeddings=10**12 would ask for terabytes), so it is below
+    the true count of any fitting config; the model's own checks name each tensor that differs within that bound."""
     d = config.d_model
+    computed_positions = config.family.positions != "learned"
     estimate = (config.vocab_size * d + config.encoder_layers * (4 * d * d + 2 * d * config.encoder_ffn_dim)
-                + config.decoder_layers * (8 * d * d + 2 * d * config.decoder_ffn_dim))
+                + config.decoder_layers * (8 * d * d + 2 * d * config.decoder_ffn_dim)
+                + (2 * config.max_position_embeddings * d if computed_positions else 0))
     held = sum(math.prod(ckpt.shape(n)) for n in ckpt.names())
     if estimate > 2 * held + 1_000_000:
         raise ValueError(
             f"config.json describes a network of at least {estimate:,} parameters (vocab_size={config.vocab_size}, "
             f"d_model={d}, encoder_layers={config.encoder_layers}, decoder_layers={config.decoder_layers}, "
-            f"encoder_ffn_dim={config.encoder_ffn_dim}, decoder_ffn_dim={config.decoder_ffn_dim}), but the weights "
-            f"({ckpt.description}) hold {held:,}: config.json does not belong to these weights; fix it")
+            f"encoder_ffn_dim={config.encoder_ffn_dim}, decoder_ffn_dim={config.decoder_ffn_dim}"
+            + (f", max_position_embeddings={config.max_position_embeddings}" if computed_positions else "")
+            + f"), but the weights ({ckpt.description}) hold {held:,}: config.json does not belong to these weights; "
+            "fix it")
 
 
 # ---- loading ----------------------------------------------------------------------------------------------------

@@ -47,6 +47,17 @@ def test_a_crafted_config_is_refused_before_building(tiny, tmp_path, changes):
     assert time.perf_counter() - start < 60     # bounded: nothing was built (a guard, not a timing test)
 
 
+@pytest.mark.parametrize("name", ["m2m100", "marian", "pegasus"])
+def test_a_position_table_past_any_memory_is_refused_naming_the_key(checkpoint, tmp_path, name):
+    """Sinusoidal positions are computed from config.json, not read from the weights: max_position_embeddings=10**12
+    would ask torch for terabytes (its allocator's error named no key)."""
+    path = copy(checkpoint(name), tmp_path)
+    edit_json(path / "config.json", max_position_embeddings=10**12)
+    with pytest.raises(ValueError, match=r"max_position_embeddings=1000000000000\), but the weights .* config.json "
+                                         r"does not belong"):
+        BartForConditionalGeneration.from_pretrained(path)
+
+
 
 @pytest.mark.parametrize("dtype, name", [(torch.int8, "I8"), (torch.int64, "I64")])  # float8: read (test_loading)
 def test_weights_of_a_dtype_not_read_name_it_and_the_fix(tiny, tmp_path, dtype, name):
