@@ -189,6 +189,9 @@ class TranslationTokenizer(Tokenizer):
             raise FileNotFoundError(f"{root} has no tokenizer.json for its {kind} (only mBART-50's SentencePiece file "
                                     "is read without one); write it once with transformers: "
                                     "AutoTokenizer.from_pretrained(folder).save_pretrained(folder)")
+        if tok.eos_token is None:
+            raise ValueError(f"{root}: the {kind}'s eos_token is null (tokenizer_config.json or special_tokens_map.json):"
+                             " it ends each text; name one (\"eos_token\": \"</s>\") or leave it out")
         tok.kind = kind
         tok.code_last = kind == "MBartTokenizer" or bool(config.get("legacy_behaviour", False))
         if kind in ("MBartTokenizer", "MBart50Tokenizer"):      # their codes are their tokens
@@ -633,9 +636,9 @@ def _m2m100(root: Path, config: dict) -> TranslationTokenizer:
     codes = WMT21_LANGUAGES if config.get("language_codes") == "wmt21" else M2M100_LANGUAGES
     lang_tokens = {code: f"__{code}__" for code in codes}
     count = config.get("num_madeup_words", 8)
-    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-        raise ValueError(f"{root / 'tokenizer_config.json'}: num_madeup_words must be a whole number >= 0, "
-                         f"got {count!r}")
+    if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= len(vocab):
+        raise ValueError(f"{root / 'tokenizer_config.json'}: num_madeup_words must be a whole number from 0 to the "
+                         f"vocabulary's size ({len(vocab)}; fairseq's checkpoints have 8), got {count!r}")
     madeup = [f"madeupword{i:04d}" for i in range(count)]                 # fairseq's names
     size = len(vocab)
     vocab = {**vocab, **{token: size + i for i, token in enumerate([*lang_tokens.values(), *madeup])}}

@@ -30,6 +30,8 @@ FILES = "tokenizer.json, or vocab.json + merges.txt (tokenizer_config.json optio
 # transformers' named special tokens, in its order (all_special_tokens), and BartTokenizer's defaults for them.
 BART_TOKENS = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", sep_token="</s>",
                    pad_token="<pad>", cls_token="<s>", mask_token="<mask>")
+SWITCHES = ("add_prefix_space", "trim_offsets", "clean_up_tokenization_spaces", "separate_vocabs",
+            "legacy_behaviour")   # the true/false settings read from the tokenizer files
 VERY_LARGE_INTEGER = int(1e30)  # transformers' model_max_length when none is configured
 LARGE_INTEGER = int(1e20)       # a model_max_length above this means "no limit" to transformers
 PADDING = {False: None, "do_not_pad": None, True: "longest", "longest": "longest", "max_length": "max_length"}
@@ -163,6 +165,11 @@ class Tokenizer:
         tok = _file_error(root / "tokenizer_config.json", lambda: cls(backend, bart))
         # ... and, once the special tokens are added, `<s> A </s>` / `<s> A </s></s> B </s>` with cls/sep.
         sep, bos = tok._named["sep_token"], tok._named["cls_token"]
+        for name, token in (("sep_token", sep), ("cls_token", bos)):
+            if token is None or backend.token_to_id(token) is None:
+                raise ValueError(f"{root}: the tokenizer's {name} is {token!r} (tokenizer_config.json or "
+                                 f"special_tokens_map.json), which is no token of vocab.json: a BART tokenizer puts "
+                                 f"its {name} around each text; name one of its tokens or leave {name} out")
         backend.post_processor = processors.RobertaProcessing(
             (sep, backend.token_to_id(sep)), (bos, backend.token_to_id(bos)),
             trim_offsets=config.get("trim_offsets", True), add_prefix_space=add_prefix_space)
@@ -643,9 +650,10 @@ def _token_list(tokens) -> list:
 
 
 def _read_config(path: Path) -> dict:
-    """tokenizer_config.json or special_tokens_map.json: a JSON object, {} when the file is absent; its token
-    settings checked (a number where a token belongs would fail deep in the tokenizer, and a string where a
-    list belongs would make every character a special token)."""
+    """tokenizer_config.json or special_tokens_map.json: a JSON object, {} when the file is absent; the settings
+    read from it checked (a number where a token belongs would fail deep in the tokenizer, a string where a list
+    belongs would make every character a special token, a string where true/false belongs fails inside
+    `tokenizers`). A switch set to null counts as left out (its default)."""
     config = read_json_object(path) if path.is_file() else {}
     is_token = lambda t: isinstance(t, str) or isinstance(t, dict) and isinstance(t.get("content"), str)
     for key in (*BART_TOKENS, "extra_special_tokens", "additional_special_tokens"):
@@ -657,6 +665,19 @@ def _read_config(path: Path) -> dict:
             raise ValueError(f"{path}: {key!r} must be a list of tokens (strings), got {value!r}")
         if not listed and not is_token(value):
             raise ValueError(f"{path}: {key!r} must be a token (a string), got {value!r}")
+    for key in SWITCHES:
+        if key in config and config[key] is None:
+            del config[key]
+        elif key in config and not isinstance(config[key], bool):
+            raise ValueError(f"{path}: {key!r} must be true or false, got {config[key]!r}")
+    for key in ("tokenizer_class", "src_lang", "tgt_lang", "language_codes"):
+        if config.get(key) is not None and not isinstance(config[key], str):
+            raise ValueError(f"{path}: {key!r} must be a string, got {config[key]!r}")
+    listed = config.get("added_tokens_decoder")
+    if listed is not None and not (isinstance(listed, dict) and all(
+            isinstance(i, str) and i.isdecimal() and is_token(t) for i, t in listed.items())):
+        raise ValueError(f"{path}: 'added_tokens_decoder' must map token ids to tokens ({{\"50265\": {{\"content\": "
+                         f"\"<x>\", ...}}}}), got {listed!r}")
     return config
 
 

@@ -222,6 +222,17 @@ def test_a_task_name_keeps_the_mbart_codes_passed_beside_it(mbart_path):
     assert pipe.generate_defaults["forced_bos_token_id"] == theirs.convert_tokens_to_ids("fr_XX")
 
 
+def test_an_mbart_tokenizer_without_eos_token_is_named(mbart_path, tmp_path):
+    """eos_token null in tokenizer_config.json: the language-code template (`A </s> ro_RO`) has nothing to end
+    each text with; named at load (was a TypeError from `tokenizers`' template at the first call)."""
+    root = shutil.copytree(mbart_path, tmp_path / "mbart", ignore=shutil.ignore_patterns("model.safetensors"))
+    config = json.loads((root / "tokenizer_config.json").read_text())
+    (root / "tokenizer_config.json").write_text(json.dumps({**config, "eos_token": None}))
+    with pytest.raises(ValueError, match=r"the MBartTokenizer's eos_token is null \(tokenizer_config.json or "
+                                         r"special_tokens_map.json\): it ends each text"):
+        AutoTokenizer.from_pretrained(root)
+
+
 def test_translation_refuses_unknown_languages(m2m100_path):
     with pytest.raises(ValueError, match="unknown language code 'xx'.*af, am"):
         pipeline("translation", model=m2m100_path, src_lang="en", tgt_lang="xx")

@@ -487,7 +487,12 @@ def test_m2m100_madeup_words_count_is_checked(m2m100_dir, tmp_path):
     shutil.copytree(m2m100_dir, root)
     (root / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "M2M100Tokenizer",
                                                             "num_madeup_words": "8"}))
-    with pytest.raises(ValueError, match="num_madeup_words must be a whole number >= 0, got '8'"):
+    with pytest.raises(ValueError, match="num_madeup_words must be a whole number from 0 to the vocabulary's size "
+                                         r"\(\d+; fairseq's checkpoints have 8\), got '8'"):
+        AutoTokenizer.from_pretrained(root)
+    (root / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "M2M100Tokenizer",
+                                                            "num_madeup_words": 10**40}))
+    with pytest.raises(ValueError, match=r"num_madeup_words .*, got 1{}".format("0" * 40)):   # not a list of 10**40
         AutoTokenizer.from_pretrained(root)
     (root / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "M2M100Tokenizer",
                                                             "num_madeup_words": 0}))

@@ -140,12 +140,37 @@ def test_malformed_generation_config_names_file_and_key(tmp_path, content, messa
     ('{"model_max_length": "big"}', r"model_max_length='big': it must be an integer"),
     ('{"pad_token": 5}', r"tokenizer_config.json: 'pad_token' must be a token \(a string\), got 5"),
     ('{"padding_side": ', r"tokenizer_config.json is not valid JSON"),
+    ('{"clean_up_tokenization_spaces": "yes"}', r"tokenizer_config.json: 'clean_up_tokenization_spaces' must be "
+                                                r"true or false, got 'yes'"),
+    ('{"tokenizer_class": 5}', r"tokenizer_config.json: 'tokenizer_class' must be a string, got 5"),
+    ('{"added_tokens_decoder": 1}', r"tokenizer_config.json: 'added_tokens_decoder' must map token ids to tokens"),
+    ('{"added_tokens_decoder": {"x": "<s>"}}', r"'added_tokens_decoder' must map token ids to tokens .*got \{'x'"),
 ])
 def test_malformed_tokenizer_config_names_the_file(fixtures_dir, tmp_path, content, message):
     path = shutil.copytree(fixtures_dir / "kobart-tokenizer", tmp_path / "tok")
     (path / "tokenizer_config.json").write_text(content)
     with pytest.raises(ValueError, match=message):
         Tokenizer.from_pretrained(path)
+
+
+@pytest.mark.parametrize("file,content,message", [
+    ("tokenizer_config.json", {"add_prefix_space": "x"}, r"tokenizer_config.json: 'add_prefix_space' must be true or "
+                                                         r"false, got 'x'"),
+    ("special_tokens_map.json", {"trim_offsets": 1}, r"special_tokens_map.json: 'trim_offsets' must be true or false"),
+    ("special_tokens_map.json", {"added_tokens_decoder": "<s>"}, r"special_tokens_map.json: 'added_tokens_decoder'"),
+    ("special_tokens_map.json", {"sep_token": None}, r"the tokenizer's sep_token is None .* no token of vocab.json"),
+    ("tokenizer_config.json", {"cls_token": ""}, r"the tokenizer's cls_token is '' .* no token of vocab.json"),
+])
+def test_malformed_bart_tokenizer_settings_name_the_file(fixtures_dir, tmp_path, file, content, message):
+    """The vocab.json + merges.txt form: settings that failed inside `tokenizers` (a string where true/false belongs,
+    no sep_token for the `<s> A </s>` template) are named with their file; null switches are their defaults."""
+    path = shutil.copytree(fixtures_dir / "bart-tokenizer", tmp_path / "tok")
+    (path / file).write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=message):
+        Tokenizer.from_pretrained(path)
+    (path / file).write_text(json.dumps({"add_prefix_space": None, "trim_offsets": None}))
+    assert Tokenizer.from_pretrained(path)("Hello")["input_ids"] == Tokenizer.from_pretrained(
+        fixtures_dir / "bart-tokenizer")("Hello")["input_ids"]
 
 
 @pytest.mark.parametrize("cut", [0.5, 0.99])
