@@ -164,15 +164,17 @@ class Tokenizer:
         bart = {**config, "tokenizer_class": "BartTokenizer"}
         tok = _file_error(root / "tokenizer_config.json", lambda: cls(backend, bart))
         # ... and, once the special tokens are added, `<s> A </s>` / `<s> A </s></s> B </s>` with cls/sep.
-        sep, bos = tok._named["sep_token"], tok._named["cls_token"]
-        for name, token in (("sep_token", sep), ("cls_token", bos)):
-            if token is None or backend.token_to_id(token) is None:
+        ends = []                                                          # (sep, its id), (cls, its id)
+        for name in ("sep_token", "cls_token"):
+            token = tok._named[name]
+            token_id = None if token is None else backend.token_to_id(token)
+            if token_id is None:
                 raise ValueError(f"{root}: the tokenizer's {name} is {token!r} (tokenizer_config.json or "
                                  f"special_tokens_map.json), which is no token of vocab.json: a BART tokenizer puts "
                                  f"its {name} around each text; name one of its tokens or leave {name} out")
+            ends.append((token, token_id))
         backend.post_processor = processors.RobertaProcessing(
-            (sep, backend.token_to_id(sep)), (bos, backend.token_to_id(bos)),
-            trim_offsets=config.get("trim_offsets", True), add_prefix_space=add_prefix_space)
+            *ends, trim_offsets=config.get("trim_offsets", True), add_prefix_space=add_prefix_space)
         return tok
 
     @classmethod
