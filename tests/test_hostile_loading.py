@@ -143,6 +143,8 @@ def test_malformed_generation_config_names_file_and_key(tmp_path, content, messa
     ('{"clean_up_tokenization_spaces": "yes"}', r"tokenizer_config.json: 'clean_up_tokenization_spaces' must be "
                                                 r"true or false, got 'yes'"),
     ('{"tokenizer_class": 5}', r"tokenizer_config.json: 'tokenizer_class' must be a string, got 5"),
+    ('{"tgt_lang": 1}', r"tokenizer_config.json: 'tgt_lang' must be a string, got 1"),
+    ('{"language_codes": ["wmt21"]}', r"tokenizer_config.json: 'language_codes' must be a string, got \['wmt21'\]"),
     ('{"added_tokens_decoder": 1}', r"tokenizer_config.json: 'added_tokens_decoder' must map token ids to tokens"),
     ('{"added_tokens_decoder": {"x": "<s>"}}', r"'added_tokens_decoder' must map token ids to tokens .*got \{'x'"),
 ])
