@@ -12,11 +12,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
+from hypothesis import given
+from hypothesis import strategies as st
 
 from checkpoints import _randomize
 from seq2seq_kit import BartConfig, BartForConditionalGeneration
 from seq2seq_kit.models.activations import ACTIVATIONS
-from seq2seq_kit.models.kv_cache import FixedShapeKVCache, KVCache
+from seq2seq_kit.models.kv_cache import SPARE, FixedShapeKVCache, KVCache, copy_order
 from helpers import random_batch
 
 PARITY = ["kobart", "distilbart", "tiny-mbart", "tiny-relu", "tiny-bin", "tiny-no-bias", "tiny-sharded"]
@@ -247,9 +249,9 @@ def test_kv_cache_without_padding(load):
 
 
 def test_reorder_moves_the_cached_positions(load):
-    """reorder gathers the first `length` slots of every layer (twice: the second from what the first wrote back),
-    through a buffer of one layer's size, not a second cache; later slots are not read before a step writes them,
-    so they are not kept."""
+    """reorder moves the first `length` slots of every layer (twice: the second from what the first wrote back),
+    through a spare of one row, not a second cache; later slots are not read before a step writes them, so they
+    are not kept."""
     model = load("tiny")
     ids, mask, _ = make_batch(model.config, lengths=(5,))
     cache = model.new_cache(model.encode(ids, mask), mask, 3, max_length=4)
@@ -258,9 +260,44 @@ def test_reorder_moves_the_cached_positions(load):
     before = cache.self_kv.clone()                                        # [layers, 2, R, H, L, Dh]
     cache.length = 2
     cache.reorder(torch.tensor([1, 1, 0]))
-    cache.reorder(torch.tensor([2, 0, 0]))
+    cache.reorder(torch.tensor([2, 0, 0]))                                # a cycle: rows 0 and 2 trade places
     assert torch.equal(cache.self_kv[..., :2, :], before[:, :, [0, 1, 1], :, :2])
-    assert cache.spare.shape == cache.self_kv.shape[1:]                  # [2, R, H, L, Dh]
+    assert cache.spare.shape == cache.self_kv.shape[1:2] + cache.self_kv.shape[3:]   # [2, H, L, Dh]
+
+
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=6).flatmap(
+    lambda parents: st.just([p % len(parents) for p in parents])))
+def test_copy_order_writes_each_moved_row_once_from_what_its_parent_held(parents):
+    """Replaying copy_order's copies on row labels gives every row its parent's label; each row whose parent is
+    another row is written once, and only cycles (rows that all wait on each other) use the spare, once each."""
+    rows = list(range(len(parents)))
+    spare = None
+    copies = copy_order(parents)
+    for row, source in copies:
+        value = spare if source == SPARE else rows[source]
+        if row == SPARE:
+            spare = value
+        else:
+            rows[row] = value
+    assert rows == parents
+    written = [row for row, _ in copies if row != SPARE]
+    assert sorted(written) == [r for r, p in enumerate(parents) if p != r]
+    assert sum(row == SPARE for row, _ in copies) == cycles(parents)
+
+
+def cycles(parents: list[int]) -> int:
+    """The cycles of two or more rows in r -> parents[r]."""
+    seen, count = set(), 0
+    for start in range(len(parents)):
+        path = []
+        r = start
+        while r not in seen and r not in path:
+            path.append(r)
+            r = parents[r]
+        if r in path and len(path) - path.index(r) > 1:
+            count += 1
+        seen.update(path)
+    return count
 
 
 def test_fixed_shape_cache_takes_a_position_per_row():

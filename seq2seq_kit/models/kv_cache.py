@@ -38,7 +38,7 @@ class KVCache:
         self.cross_mask = cross_mask            # [B, 1, 1, S] bool, True = attend; None: no padding
         self.rows_per_input = rows_per_input
         self.length = 0                         # tokens already in the self-attention cache
-        self.spare: torch.Tensor | None = None  # like one layer of self_kv: where `reorder` gathers into
+        self.spare: torch.Tensor | None = None  # where `reorder` saves rows: one (CPU) or one layer's (device)
 
     @classmethod
     def empty(cls, *, layers: int, inputs: int, rows_per_input: int, heads: int, head_dim: int, max_length: int,
@@ -105,30 +105,59 @@ class KVCache:
 
         Rows must stay within their input's group (row_idx[r] // rows_per_input == r // rows_per_input),
         since the cross-attention keys/values are per input; this is not checked (it would sync the device).
-        Layer by layer, the keys and values are gathered into a buffer of one layer's size, then copied back (the
-        buffer is allocated at the first reorder and kept: a gather into fresh memory each step pays a page fault
-        per 4 KiB, which at 128 rows cost more than the gather itself). A buffer of the whole cache's size, swapped
-        with it, would save the copy back but hold a second cache: 28 MB for distilbart's beam of 4 at 142 tokens,
-        a fifth of an int8 beam call's working set. On the CPU only the rows whose parent is another row are
-        gathered and written (a beam step moves some of its rows, often not all).
+        On the CPU only the rows whose parent is another row are written, each once, straight from its parent, in
+        an order that reads every row before overwriting it (copy_order; a one-row spare breaks a cycle, as two
+        beams trading places): a beam step moves most of its rows, and a gather into a buffer and back moved each
+        of them twice. On a device, where which rows moved is not read (a host read would sync), every row is
+        gathered into a buffer of one layer's size, kept from the first reorder, and copied back.
         """
         if row_idx.shape != (self.num_rows,):
             raise ValueError(f"row_idx must have shape [{self.num_rows}], got {list(row_idx.shape)}")
-        if self.spare is None:
-            self.spare = torch.empty_like(self.self_kv[0])   # [2, R, H, L, Dh]
         t = self.length
-        if row_idx.device.type != "cpu":            # every row (no host read of which ones moved)
-            rows, parents = None, row_idx
-        else:
-            rows = (row_idx != torch.arange(self.num_rows)).nonzero()[:, 0]                  # [m]
-            parents = row_idx.index_select(0, rows)
-        moved = self.spare[:, :len(parents), :, :t]                          # [2, m, H, t, Dh]
+        if row_idx.device.type == "cpu":
+            self.copy_rows(copy_order(row_idx.tolist()), t)
+            return
+        if self.spare is None:
+            self.spare = torch.empty_like(self.self_kv[0])                   # [2, R, H, L, Dh]
+        moved = self.spare[..., :t, :]                                      # [2, R, H, t, Dh]
         for layer in self.self_kv:                                           # [2, R, H, L, Dh]
-            torch.index_select(layer[..., :t, :], 1, parents, out=moved)
-            if rows is None:
-                layer[..., :t, :].copy_(moved)
-            else:
-                layer[..., :t, :].index_copy_(1, rows, moved)
+            torch.index_select(layer[..., :t, :], 1, row_idx, out=moved)
+            layer[..., :t, :].copy_(moved)
+
+    def copy_rows(self, copies: list[tuple[int, int]], t: int) -> None:
+        """Each (row, source) of `copies` in order, every layer: row's first t slots become source's (SPARE: the
+        one-row spare, [2, H, L, Dh])."""
+        if not copies:
+            return
+        if self.spare is None and any(SPARE in copy for copy in copies):
+            self.spare = torch.empty_like(self.self_kv[0, :, 0])             # [2, H, L, Dh]
+        for layer in self.self_kv:                                           # [2, R, H, L, Dh]
+            for row, source in copies:
+                into = self.spare if row == SPARE else layer[:, row]         # [2, H, L, Dh]
+                out_of = self.spare if source == SPARE else layer[:, source]
+                into[..., :t, :].copy_(out_of[..., :t, :])
+
+
+SPARE = -1      # copy_order's name for a one-row buffer
+
+
+def copy_order(parents: list[int]) -> list[tuple[int, int]]:
+    """Row copies (row, source) that leave row r holding what row parents[r] held, each moved row written once
+    and every row read before it is overwritten. Rows in a cycle (beams trading places) wait on each other: one of
+    them is first saved to SPARE, which its readers then read instead.
+    [0, 0, 1, 2] -> [(3, 2), (2, 1), (1, 0)]; [1, 0] -> [(SPARE, 0), (0, 1), (1, SPARE)]."""
+    pending = {row: parent for row, parent in enumerate(parents) if parent != row}
+    order = []
+    while pending:
+        read = set(pending.values())
+        free = [row for row in pending if row not in read]                  # nobody still needs what they hold
+        if not free:                                                         # only cycles: save one row
+            saved = next(iter(pending))
+            order.append((SPARE, saved))
+            pending = {row: SPARE if parent == saved else parent for row, parent in pending.items()}
+            continue
+        order += [(row, pending.pop(row)) for row in free]
+    return order
 
 
 class FixedShapeKVCache(KVCache):
