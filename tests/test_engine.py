@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import shutil
 import threading
 import time
@@ -218,6 +219,85 @@ def test_random_settings_stream_matches_generate_alone(small_path, fixed_capacit
         outputs = [r.result(timeout=60) for r in requests]
         for i, ((ids, setting, seed), out) in enumerate(zip(jobs, outputs)):
             assert torch.equal(out, model.generate(torch.tensor([ids]), **kwargs(setting, seed))), f"{i}: {setting}"
+
+
+class Injected(RuntimeError):
+    """The error a racing test's flaky step raises."""
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_threads_racing_submits_cancels_and_close_leave_no_request_hanging(small_path, seed):
+    """Threads submit random settings at once (some cancelled at once, some a moment later from a timer, some with a
+    done-callback submitting again), steps and encoder passes fail at random, and the engine is closed while they
+    submit: every request ends (answered, failed with the injected error or its own settings' error, or cancelled),
+    the engine's thread stops, and every answer equals generate alone."""
+    model = BartForConditionalGeneration.from_pretrained(small_path)
+    rng = random.Random(seed)
+    engine = Engine(model, max_rows=rng.choice([4, 8, 16]), max_queue=rng.choice([5, 50]),
+                    fixed_capacity=seed % 2 == 1)
+    flaky = random.Random(seed)
+
+    def failing(real):
+        def call(*args, **kwargs):
+            if flaky.random() < 0.05:
+                raise Injected("injected")
+            return real(*args, **kwargs)
+        return call
+
+    engine.batch.step, engine._encode = failing(engine.batch.step), failing(engine._encode)
+    sent, lock = [], threading.Lock()           # (ids, settings, request)
+
+    def client(r: random.Random) -> None:
+        for _ in range(r.randint(3, 8)):
+            ids, setting = [r.randrange(4, 64) for _ in range(r.randint(2, 40))], random_settings(r)
+            if setting.get("do_sample"):
+                setting["seed"] = r.randrange(1000)
+            try:
+                request = engine.submit(ids, **kwargs_of(setting))
+            except (EngineFull, EngineClosed):
+                continue
+            if r.random() < 0.2:
+                request.add_done_callback(lambda _: suppress_refusal(lambda: sent.append(
+                    ([5, 6, 7], {"max_new_tokens": 3}, engine.submit([5, 6, 7], max_new_tokens=3)))))
+            with lock:
+                sent.append((ids, setting, request))
+            if r.random() < 0.15:
+                request.cancel()
+            elif r.random() < 0.1:
+                threading.Timer(r.uniform(0, 0.2), request.cancel).start()
+            time.sleep(r.choice([0, 0.001, 0.01]))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")              # generate's advice (min_length above max_length)
+        threads = [threading.Thread(target=client, args=(random.Random(rng.random()),)) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        time.sleep(rng.uniform(0.05, 1.0))
+        engine.close(cancel_pending=rng.random() < 0.5, timeout=60)
+        for thread in threads:
+            thread.join(60)
+        assert not any(thread.is_alive() for thread in threads)
+        assert engine._stopped.is_set(), "the engine's thread goes on after close"
+        answered = 0
+        for ids, setting, request in list(sent):
+            assert request.done(), f"a request was left hanging: {setting}"
+            if request.cancelled() or isinstance(request.exception(0), Injected):
+                continue
+            if request.exception(0) is not None:     # its own settings fail its search: as generate alone fails
+                with pytest.raises(type(request.exception(0)), match=re.escape(str(request.exception(0)))):
+                    model.generate(torch.tensor([ids]), **kwargs_of(setting))
+                continue
+            answered += 1
+            assert torch.equal(request.result(0), model.generate(torch.tensor([ids]), **kwargs_of(setting))), setting
+    assert answered >= 1
+
+
+def suppress_refusal(submit) -> None:
+    """submit(), an engine closed or full meanwhile being no error (a done-callback's own submit)."""
+    try:
+        submit()
+    except (EngineFull, EngineClosed):
+        pass
 
 
 def test_fixed_capacity_rows_freed_by_one_group_serve_another(tiny_eos):
