@@ -38,7 +38,7 @@ class KVCache:
         self.cross_mask = cross_mask            # [B, 1, 1, S] bool, True = attend; None: no padding
         self.rows_per_input = rows_per_input
         self.length = 0                         # tokens already in the self-attention cache
-        self.spare: torch.Tensor | None = None  # where `reorder` saves rows: one (CPU) or one layer's (device)
+        self.spare: torch.Tensor | None = None  # where `reorder` saves rows: one row (CPU) or one layer (device)
 
     @classmethod
     def empty(cls, *, layers: int, inputs: int, rows_per_input: int, heads: int, head_dim: int, max_length: int,
@@ -125,17 +125,14 @@ class KVCache:
             layer[..., :t, :].copy_(moved)
 
     def copy_rows(self, copies: list[tuple[int, int]], t: int) -> None:
-        """Each (row, source) of `copies` in order, every layer: row's first t slots become source's (SPARE: the
-        one-row spare, [2, H, L, Dh])."""
-        if not copies:
-            return
+        """Each (row, source) of `copies` in order, all layers in one copy: row's first t slots become source's
+        (SPARE: the one-row spare, [layers, 2, H, L, Dh])."""
         if self.spare is None and any(SPARE in copy for copy in copies):
-            self.spare = torch.empty_like(self.self_kv[0, :, 0])             # [2, H, L, Dh]
-        for layer in self.self_kv:                                           # [2, R, H, L, Dh]
-            for row, source in copies:
-                into = self.spare if row == SPARE else layer[:, row]         # [2, H, L, Dh]
-                out_of = self.spare if source == SPARE else layer[:, source]
-                into[..., :t, :].copy_(out_of[..., :t, :])
+            self.spare = torch.empty_like(self.self_kv[:, :, 0])             # [layers, 2, H, L, Dh]
+        for row, source in copies:
+            into = self.spare if row == SPARE else self.self_kv[:, :, row]   # [layers, 2, H, L, Dh]
+            out_of = self.spare if source == SPARE else self.self_kv[:, :, source]
+            into[..., :t, :].copy_(out_of[..., :t, :])
 
 
 SPARE = -1      # copy_order's name for a one-row buffer
