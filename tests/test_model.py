@@ -265,8 +265,7 @@ def test_reorder_moves_the_cached_positions(load):
     assert cache.spare.shape == cache.self_kv[:, :, 0].shape                # [layers, 2, H, L, Dh]: one row
 
 
-@given(st.lists(st.integers(0, 5), min_size=1, max_size=6).flatmap(
-    lambda parents: st.just([p % len(parents) for p in parents])))
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=6).map(lambda parents: [p % len(parents) for p in parents]))
 def test_copy_order_writes_each_moved_row_once_from_what_its_parent_held(parents):
     """Replaying copy_order's copies on row labels gives every row its parent's label; each row whose parent is
     another row is written once, and only cycles (rows that all wait on each other) use the spare, once each."""
