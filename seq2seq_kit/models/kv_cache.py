@@ -115,7 +115,7 @@ class KVCache:
             raise ValueError(f"row_idx must have shape [{self.num_rows}], got {list(row_idx.shape)}")
         t = self.length
         if row_idx.device.type == "cpu":
-            self.copy_rows(copy_order(row_idx.tolist()), t)
+            self.copy_rows(copy_order(row_idx.tolist()))
             return
         if self.spare is None:
             self.spare = torch.empty_like(self.self_kv[0])                   # [2, R, H, L, Dh]
@@ -124,11 +124,12 @@ class KVCache:
             torch.index_select(layer[..., :t, :], 1, row_idx, out=moved)
             layer[..., :t, :].copy_(moved)
 
-    def copy_rows(self, copies: list[tuple[int, int]], t: int) -> None:
-        """Each (row, source) of `copies` in order, all layers in one copy: row's first t slots become source's
-        (SPARE: the one-row spare, [layers, 2, H, L, Dh])."""
+    def copy_rows(self, copies: list[tuple[int, int]]) -> None:
+        """Each (row, source) of `copies` in order, all layers in one copy: row's written slots (the first `length`)
+        become source's (SPARE: the one-row spare, [layers, 2, H, L, Dh])."""
         if self.spare is None and any(SPARE in copy for copy in copies):
             self.spare = torch.empty_like(self.self_kv[:, :, 0])             # [layers, 2, H, L, Dh]
+        t = self.length
         for row, source in copies:
             into = self.spare if row == SPARE else self.self_kv[:, :, row]   # [layers, 2, H, L, Dh]
             out_of = self.spare if source == SPARE else self.self_kv[:, :, source]
