@@ -635,12 +635,12 @@ def _m2m100(root: Path, config: dict) -> TranslationTokenizer:
     vocab = _vocab(root / "vocab.json")
     codes = WMT21_LANGUAGES if config.get("language_codes") == "wmt21" else M2M100_LANGUAGES
     lang_tokens = {code: f"__{code}__" for code in codes}
-    count = config.get("num_madeup_words", 8)
-    if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= len(vocab):
-        raise ValueError(f"{root / 'tokenizer_config.json'}: num_madeup_words must be a whole number from 0 to the "
-                         f"vocabulary's size ({len(vocab)}; fairseq's checkpoints have 8), got {count!r}")
-    madeup = [f"madeupword{i:04d}" for i in range(count)]                 # fairseq's names
     size = len(vocab)
+    count = config.get("num_madeup_words", 8)
+    if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= size:
+        raise ValueError(f"{root / 'tokenizer_config.json'}: num_madeup_words must be a whole number from 0 to the "
+                         f"vocabulary's size ({size}; fairseq's checkpoints have 8), got {count!r}")
+    madeup = [f"madeupword{i:04d}" for i in range(count)]                 # fairseq's names
     vocab = {**vocab, **{token: size + i for i, token in enumerate([*lang_tokens.values(), *madeup])}}
     named = dict(cls_token=None, mask_token=None, bos_token="<s>", eos_token="</s>", sep_token="</s>",
                  unk_token="<unk>", pad_token="<pad>")
