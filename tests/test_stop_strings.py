@@ -22,6 +22,7 @@ from transformers.generation.stopping_criteria import StopStringCriteria
 
 from seq2seq_kit import AutoTokenizer, Engine, GenerationConfig, pipeline
 from seq2seq_kit.generation.stop_strings import StopStrings, matching_mode, token_texts
+from helpers import random_settings
 from test_families_pipeline import TEXTS, marian_separate_path  # noqa: F401 - a fixture
 from test_family_tokenizers import fairseq_vocab, train
 from test_generation import inputs
@@ -198,6 +199,50 @@ def test_generate_stops_as_transformers(pair, tokenizers, name, mode):
             assert torch.equal(got.beam_indices, want.beam_indices)
         shorter += got.sequences.shape[1] < free.shape[1] or bool((got.sequences == our_tok.pad_token_id).any())
     assert shorter                                               # a stop string ended some row early
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_random_settings_and_stop_strings_as_transformers(pair, tokenizers, seed):
+    """Random generate settings (every search mode and processor: helpers.random_settings), with or without EOS, a
+    left-padded batch, and 1-3 stop strings cut from what the model writes (mid-token too) or never met: the same
+    sequences as transformers', beam scores within float32 rounding of theirs (relative 1e-5: length_penalty -1.0
+    gives scores in the thousands)."""
+    rng = random.Random(seed)
+    name = rng.choice(["tiny", "kobart"])
+    hf, ours = pair(name)
+    theirs_tok, our_tok = tokenizers[name]
+    settings = random_settings(rng)
+    if settings.get("forced_bos_token_id") is not None:
+        settings["forced_bos_token_id"] %= ours.config.vocab_size
+    if rng.random() < 0.3:
+        settings.update(eos_token_id=None, forced_eos_token_id=None)
+    ids = torch.randint(5, 1000, (rng.randint(1, 3), rng.randint(2, 12)), generator=torch.Generator().manual_seed(seed))
+    mask = torch.ones_like(ids)
+    if ids.shape[0] > 1:
+        mask[0, :rng.randrange(ids.shape[1])] = 0                         # the first row left-padded
+    free = ours.generate(ids, mask, max_new_tokens=settings["max_new_tokens"]).tolist()
+    stops = []
+    for _ in range(rng.randint(1, 3)):
+        row = rng.choice(free)
+        start = rng.randrange(1, len(row) - 1)
+        tokens = theirs_tok.convert_ids_to_tokens(row[start:start + rng.randint(1, 4)])
+        text = theirs_tok.convert_tokens_to_string(tokens)
+        stops.append(text[rng.randrange(len(text)):] if rng.random() < 0.8 else "zq" + text)
+    kwargs = dict(settings, stop_strings=stops, return_dict_in_generate=True, output_scores=settings["num_beams"] > 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                 # both warn of unfeasible lengths alike
+        torch.manual_seed(seed)
+        try:
+            want = hf.generate(ids, attention_mask=mask, tokenizer=theirs_tok, **kwargs)
+        except RuntimeError:                            # a decay penalty without EOS: refused here, by name
+            with pytest.raises(ValueError, match="exponential_decay_length_penalty"):
+                ours.generate(ids, mask, tokenizer=our_tok, **kwargs)
+            return
+        torch.manual_seed(seed)
+        got = ours.generate(ids, mask, tokenizer=our_tok, **kwargs)
+    assert torch.equal(got.sequences, want.sequences), (kwargs, got.sequences, want.sequences)
+    if kwargs["output_scores"]:
+        torch.testing.assert_close(got.sequences_scores, want.sequences_scores, rtol=1e-5, atol=1e-4)
 
 
 def test_pipeline_reads_tokens_with_its_tokenizer(pair, checkpoint, tokenizers):
