@@ -262,7 +262,7 @@ def test_reorder_moves_the_cached_positions(load):
     cache.reorder(torch.tensor([1, 1, 0]))
     cache.reorder(torch.tensor([2, 0, 0]))                                # a cycle: rows 0 and 2 trade places
     assert torch.equal(cache.self_kv[..., :2, :], before[:, :, [0, 1, 1], :, :2])
-    assert cache.spare.shape == cache.self_kv[:, :, 0].shape                # [layers, 2, H, L, Dh]: one row
+    assert cache.row_spare.shape == cache.self_kv[:, :, 0].shape               # [layers, 2, H, L, Dh]: one row
 
 
 @given(st.lists(st.integers(0, 5), min_size=1, max_size=6).map(lambda parents: [p % len(parents) for p in parents]))

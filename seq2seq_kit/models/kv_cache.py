@@ -38,7 +38,8 @@ class KVCache:
         self.cross_mask = cross_mask            # [B, 1, 1, S] bool, True = attend; None: no padding
         self.rows_per_input = rows_per_input
         self.length = 0                         # tokens already in the self-attention cache
-        self.spare: torch.Tensor | None = None  # where `reorder` saves rows: one row (CPU) or one layer (device)
+        self.row_spare: torch.Tensor | None = None    # a CPU reorder's saved row, every layer: [layers, 2, H, L, Dh]
+        self.layer_spare: torch.Tensor | None = None  # a device reorder's gathered rows, one layer: [2, R, H, L, Dh]
 
     @classmethod
     def empty(cls, *, layers: int, inputs: int, rows_per_input: int, heads: int, head_dim: int, max_length: int,
@@ -117,22 +118,22 @@ class KVCache:
         if row_idx.device.type == "cpu":
             self.copy_rows(copy_order(row_idx.tolist()))
             return
-        if self.spare is None:
-            self.spare = torch.empty_like(self.self_kv[0])                   # [2, R, H, L, Dh]
-        moved = self.spare[..., :t, :]                                      # [2, R, H, t, Dh]
+        if self.layer_spare is None:
+            self.layer_spare = torch.empty_like(self.self_kv[0])             # [2, R, H, L, Dh]
+        moved = self.layer_spare[..., :t, :]                                      # [2, R, H, t, Dh]
         for layer in self.self_kv:                                           # [2, R, H, L, Dh]
             torch.index_select(layer[..., :t, :], 1, row_idx, out=moved)
             layer[..., :t, :].copy_(moved)
 
     def copy_rows(self, copies: list[tuple[int, int]]) -> None:
         """Each (row, source) of `copies` in order, all layers in one copy: row's written slots (the first `length`)
-        become source's (SPARE: the one-row spare, [layers, 2, H, L, Dh])."""
-        if self.spare is None and any(SPARE in copy for copy in copies):
-            self.spare = torch.empty_like(self.self_kv[:, :, 0])             # [layers, 2, H, L, Dh]
+        become source's (SPARE: row_spare)."""
+        if self.row_spare is None and any(SPARE in copy for copy in copies):
+            self.row_spare = torch.empty_like(self.self_kv[:, :, 0])         # [layers, 2, H, L, Dh]
         t = self.length
         for row, source in copies:
-            into = self.spare if row == SPARE else self.self_kv[:, :, row]   # [layers, 2, H, L, Dh]
-            out_of = self.spare if source == SPARE else self.self_kv[:, :, source]
+            into = self.row_spare if row == SPARE else self.self_kv[:, :, row]   # [layers, 2, H, L, Dh]
+            out_of = self.row_spare if source == SPARE else self.self_kv[:, :, source]
             into[..., :t, :].copy_(out_of[..., :t, :])
 
 
