@@ -13,14 +13,16 @@ What each checkpoint ships, and how it is read (never a hand-written segmenter):
                     With separate_vocabs (tokenizer_config.json; target.spm + target_vocab.json, for a model with
                     its own decoder vocabulary): decode reads target ids, as MarianTokenizer does (TargetVocabulary).
   M2M100            sentencepiece.bpe.model + vocab.json: the same construction (M2M100Tokenizer), language tokens
-                    `__en__` after the vocabulary, `__src__ A </s>`. The language tokens are special tokens, as in
-                    transformers 4.x (5.24 dropped that: its decode(skip_special_tokens=True) keeps "__fr__", and a
-                    "__fr__" written in the text is split into pieces there, where 4.x and seq2seq_kit read the
-                    language token; the only texts whose ids differ from 5.24's, in 6000 random ones).
+                    `__en__` after the vocabulary, `__src__ A </s>`. The language tokens are special tokens, as
+                    where tokenizer_config.json lists them (additional_special_tokens, as the Hub's checkpoints do)
+                    and as in transformers 4.x (5.24 without that list: its decode(skip_special_tokens=True) keeps
+                    "__fr__", and a "__fr__" written in the text is split into pieces there; the only texts whose
+                    ids differ from 5.24's, in 6000 random ones).
                     Then fairseq's 8 "madeup words" that pad the model's vocabulary (m2m100_418M: 128112 ids),
-                    read as <unk> as transformers reads them. vocab, vocab_size and len() leave both out, as
-                    transformers 5.24's do.
-  NLLB, mBART-50    tokenizer.json (the `tokenizers` path), language codes `eng_Latn` / `en_XX` as tokens:
+                    read as <unk> as transformers reads them. vocab_size leaves both out, vocab and len() the
+                    language tokens tokenizer_config.json does not list and the madeup words, as transformers 5.24's.
+  NLLB, mBART-50    tokenizer.json (the `tokenizers` path; its normalizer, pre-tokenizer and decoder as the class
+                    builds them: tokenizer_classes), language codes `eng_Latn` / `en_XX` as tokens:
                     `src A </s>` (NLLB's legacy_behaviour: `A </s> src`), set from src_lang as transformers does.
   mBART (cc25)      tokenizer.json with MBartTokenizer's 25 codes: `A </s> src`, src_lang as above.
   mBART-50 without tokenizer.json: sentencepiece.bpe.model converted once as transformers' MBart50Tokenizer
@@ -42,6 +44,7 @@ from tokenizers import Tokenizer as Backend
 
 from . import hub
 from .jsonfile import read_json
+from .tokenizer_classes import read_tokenizer_json, tokenizer_class
 from .tokenizer import (FILES, Tokenizer, as_ids, check_text, clean_up_tokenization, extra_tokens,
                         read_tokenizer_config, token_content)
 
@@ -137,7 +140,7 @@ class AutoTokenizer:
 
 def tokenizer_kind(root: Path, config: dict) -> str | None:
     """transformers' tokenizer class for these families ("MarianTokenizer", ...), or None for the others."""
-    name = (config.get("tokenizer_class") or "").removesuffix("Fast")
+    name = (tokenizer_class(root, config) or "").removesuffix("Fast")
     if (root / "source.spm").is_file():
         return "MarianTokenizer"
     if name in ("NllbTokenizer", "MBartTokenizer", "MBart50Tokenizer", "M2M100Tokenizer"):
@@ -159,8 +162,10 @@ class TranslationTokenizer(Tokenizer):
     target_side: TranslationTokenizer | None = None    # Marian: text_target's tokenizer, built at its first use
     code_last: bool = False          # the source code after the text (mBART, NLLB's legacy_behaviour)
     aliases: dict[str, str] = {}     # tokens read as another (M2M100's madeup words as <unk>)
-    # tokens with ids (read, decoded) that vocab, vocab_size and len() leave out, as transformers 5.24 leaves them out
-    # (M2M100's language tokens and madeup words)
+    # tokens with ids (read, decoded) that vocab_size leaves out, as transformers 5.24 leaves them out (M2M100's
+    # language tokens and madeup words); vocab and len() leave out those of them (`unlisted`) that tokenizer_config.json
+    # does not list as special tokens (transformers registers the listed ones as added tokens)
+    outside_vocab: frozenset[str] = frozenset()
     unlisted: frozenset[str] = frozenset()
     pieces: _Pieces | None = None    # Marian, M2M100: the SentencePiece pre-tokenizer (tokenize shows its pieces)
     # src_lang chosen by the user (from_pretrained's argument, or set), not a default: tokenizer_config.json's
@@ -181,8 +186,7 @@ class TranslationTokenizer(Tokenizer):
         elif kind == "M2M100Tokenizer":
             tok = _m2m100(root, config)
         elif (root / "tokenizer.json").is_file():
-            read_json(root / "tokenizer.json")   # malformed JSON: an error that names the file
-            tok = cls(Backend.from_file(str(root / "tokenizer.json")), config)
+            tok = cls(read_tokenizer_json(root / "tokenizer.json", kind, config), config)
         elif kind == "MBart50Tokenizer" and (root / "sentencepiece.bpe.model").is_file():
             tok = _mbart50_from_spm(root, config)
         else:
@@ -387,8 +391,8 @@ class TranslationTokenizer(Tokenizer):
 
     @property
     def vocab_size(self) -> int:
-        """Tokenizer.vocab_size without the unlisted tokens (M2M100: vocab.json's size, as transformers')."""
-        return super().vocab_size - len(self.unlisted)
+        """Tokenizer.vocab_size without the tokens outside vocab.json (M2M100: vocab.json's size, as transformers')."""
+        return super().vocab_size - len(self.outside_vocab)
 
     def __len__(self) -> int:
         """Tokenizer's len() without the unlisted tokens, as transformers counts (decode still reads their ids)."""
@@ -426,12 +430,18 @@ class TranslationTokenizer(Tokenizer):
         return self.target_vocabulary.known_ids(ids)
 
     def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None):
-        """Tokenizer.decode; a Marian tokenizer with separate vocabularies reads target ids (its model's output)."""
-        if self.target_vocabulary is None:
-            return super().decode(ids, skip_special_tokens, clean_up_tokenization_spaces)
-        ids = as_ids(ids)                  # ints only, as the shared-vocabulary path
+        """Tokenizer.decode; a Marian tokenizer with separate vocabularies reads target ids (its model's output).
+        Marian and M2M100 skip all_special_ids, as transformers' Python tokenizers do (the `tokenizers` library
+        skips the added tokens marked special: not the same set where tokenizer_config.json marks them otherwise)."""
+        ids = as_ids(ids)                  # ints only
         if isinstance(ids, list) and ids and isinstance(ids[0], list):
             return self.batch_decode(ids, skip_special_tokens, clean_up_tokenization_spaces)
+        if self.target_vocabulary is None:
+            if skip_special_tokens and self.kind in PYTHON_KINDS:
+                special = set(self.all_special_ids)
+                ids = [i for i in ([ids] if isinstance(ids, int) else ids) if i not in special]
+                skip_special_tokens = False
+            return super().decode(ids, skip_special_tokens, clean_up_tokenization_spaces)
         text = self.target_vocabulary.decode([ids] if isinstance(ids, int) else list(ids), skip_special_tokens)
         if clean_up_tokenization_spaces is None:
             clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
@@ -647,7 +657,9 @@ def _m2m100(root: Path, config: dict) -> TranslationTokenizer:
     named.update({k: token_content(config[k]) for k in named if config.get(k)})
     tok = _sentencepiece_tokenizer(root, config, "sentencepiece.bpe.model", vocab, named, marian=False,
                                    extra=list(lang_tokens.values()), aliases=dict.fromkeys(madeup, named["unk_token"]))
-    tok.lang_tokens, tok.unlisted = lang_tokens, frozenset([*lang_tokens.values(), *madeup])
+    listed = set(map(token_content, extra_tokens(config)))
+    tok.lang_tokens, tok.outside_vocab = lang_tokens, frozenset([*lang_tokens.values(), *madeup])
+    tok.unlisted = frozenset(t for t in tok.outside_vocab if t not in listed)
     return tok
 
 

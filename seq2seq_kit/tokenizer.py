@@ -1,8 +1,9 @@
 """Text <-> token ids for BART-family checkpoints: transformers 5.24's tokenizers, without transformers.
 
 `Tokenizer.from_pretrained(dir)` loads either on-disk form a checkpoint ships:
-  1. tokenizer.json (e.g. KoBART): the saved `tokenizers` pipeline is used as is, as transformers'
-     `TokenizersBackend` ("PreTrainedTokenizerFast") does;
+  1. tokenizer.json (e.g. KoBART): the saved `tokenizers` pipeline, used as is where transformers' class is the
+     generic `TokenizersBackend` ("PreTrainedTokenizerFast"), with its class's own normalizer, pre-tokenizer and
+     decoder where that class builds them (BART's, Pegasus': tokenizer_classes);
   2. vocab.json + merges.txt (facebook/bart-*, distilbart): rebuilt as transformers' `BartTokenizer`
      (= `RobertaTokenizer`) builds it: byte-level BPE, RoBERTa post-processing `<s> A </s>` / `<s> A </s></s> B </s>`.
 BPE itself, added-token matching, truncation and padding run in the `tokenizers` library, called the way
@@ -24,13 +25,15 @@ from tokenizers import Tokenizer as Backend
 
 from . import hub
 from .jsonfile import read_json, read_json_object, write_json, writing
+from .tokenizer_classes import MODEL_TYPE_CLASSES, config_model_type, read_tokenizer_json
 
 DEFAULT_DIR = Path(__file__).parent / "assets" / "bart-tokenizer"   # the embedded facebook/bart files
 FILES = "tokenizer.json, or vocab.json + merges.txt (tokenizer_config.json optional)"
 # transformers' named special tokens, in its order (all_special_tokens), and BartTokenizer's defaults for them.
 BART_TOKENS = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", sep_token="</s>",
                    pad_token="<pad>", cls_token="<s>", mask_token="<mask>")
-SWITCHES = ("add_prefix_space", "trim_offsets", "clean_up_tokenization_spaces", "separate_vocabs",
+CLEAN_UP_BPE = "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output"
+SWITCHES = ("add_prefix_space", "trim_offsets", "clean_up_tokenization_spaces", CLEAN_UP_BPE, "separate_vocabs",
             "legacy_behaviour")   # the true/false settings read from the tokenizer files
 VERY_LARGE_INTEGER = int(1e30)  # transformers' model_max_length when none is configured
 LARGE_INTEGER = int(1e20)       # a model_max_length above this means "no limit" to transformers
@@ -118,6 +121,8 @@ class Tokenizer:
         self.extra_special_tokens: list[str] = [token_content(t) for t in extra]
         self.model_max_length: int = _max_length(config.get("model_max_length"))
         self.clean_up_tokenization_spaces: bool = config.get("clean_up_tokenization_spaces", False)
+        # transformers 5.24 cleans up a BPE model's text only when this is set too (the cleanup corrupts BPE text)
+        self.clean_up_bpe: bool = config.get(CLEAN_UP_BPE, False)
         self.padding_side: str = config.get("padding_side", "right")
         self.truncation_side: str = config.get("truncation_side", "right")
         for name in ("padding_side", "truncation_side"):
@@ -134,9 +139,9 @@ class Tokenizer:
             raise FileNotFoundError(f"{e} (a tokenizer directory holds {FILES})") from e
         config = read_tokenizer_config(root)
         if (root / "tokenizer.json").is_file():
-            read_json(root / "tokenizer.json")   # malformed JSON: an error that names the file
-            backend = _file_error(root / "tokenizer.json", lambda: Backend.from_file(str(root / "tokenizer.json")))
-            model_type = None if config.get("tokenizer_class") else _model_type(root)   # read when no class is named
+            model_type = None if config.get("tokenizer_class") else config_model_type(root)  # when no class is named
+            backend = read_tokenizer_json(root / "tokenizer.json",
+                                          config.get("tokenizer_class") or MODEL_TYPE_CLASSES.get(model_type), config)
             if not config.get("tokenizer_class") and not model_type:           # transformers' class: no defaults
                 config = {**config, "tokenizer_class": "TokenizersBackend"}    # of its own (GENERIC_CLASSES)
             pegasus = config["tokenizer_class"] in PEGASUS_CLASSES if config.get("tokenizer_class") \
@@ -203,6 +208,8 @@ class Tokenizer:
                   "model_max_length": self.model_max_length, "padding_side": self.padding_side,
                   "truncation_side": self.truncation_side,
                   "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces}
+        if self.clean_up_bpe:
+            config[CLEAN_UP_BPE] = True
         if self.extra_special_tokens:
             config["extra_special_tokens"] = self.extra_special_tokens
         return config
@@ -478,7 +485,7 @@ class Tokenizer:
     def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None):
         """Text of ids (int, list, tensor or array; a 2-D input gives a list of texts, as in transformers).
         clean_up_tokenization_spaces (default: tokenizer_config.json's, else False) is ignored for BPE models,
-        as transformers 5.24 ignores it there."""
+        as transformers 5.24 ignores it there (unless tokenizer_config.json sets CLEAN_UP_BPE)."""
         ids = self._check_ids(as_ids(ids))
         if isinstance(ids, list) and ids and isinstance(ids[0], list):
             return self.batch_decode(ids, skip_special_tokens, clean_up_tokenization_spaces)
@@ -488,7 +495,7 @@ class Tokenizer:
             text = self._backend.decode([ids] if isinstance(ids, int) else ids, skip_special_tokens=skip_special_tokens)
         if clean_up_tokenization_spaces is None:
             clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
-        if clean_up_tokenization_spaces and not isinstance(self._backend.model, models.BPE):
+        if clean_up_tokenization_spaces and (self.clean_up_bpe or not isinstance(self._backend.model, models.BPE)):
             text = clean_up_tokenization(text)
         return text
 
@@ -536,12 +543,6 @@ def _named_default(backend: Backend, name: str, token: str, generic: bool) -> st
     if generic and name in ("sep_token", "cls_token") or backend.token_to_id(token) is None:
         return None
     return token
-
-
-def _model_type(root: Path) -> str | None:
-    """config.json's model_type beside a tokenizer (transformers' AutoTokenizer picks the class by it), or None."""
-    path = root / "config.json"
-    return read_json_object(path).get("model_type") if path.is_file() else None
 
 
 def _pegasus_defaults(config: dict) -> dict:

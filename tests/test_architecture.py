@@ -26,6 +26,8 @@ FORBIDDEN = {
                   "parity"],
     "family_tokenizers": ["models", "generation", "modeling", "loading", "summarization", "corpus", "cli", "engine",
                           "server", "parity"],
+    "tokenizer_classes": ["models", "generation", "modeling", "loading", "summarization", "corpus", "cli", "engine",
+                          "server", "parity", "hub", "tokenizer", "family_tokenizers"],   # read by both tokenizers
     "loading": ["generation", "summarization", "corpus", "cli", "engine", "server", "parity", "tokenizer"],
     "engine": ["summarization", "corpus", "cli", "server", "parity", "hub", "loading", "tokenizer"],
     "summarization": ["corpus", "cli", "server", "parity"],

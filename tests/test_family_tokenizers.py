@@ -16,9 +16,10 @@ import warnings
 from pathlib import Path
 
 import pytest
+from tokenizers import Tokenizer as Backend
 
 from seq2seq_kit import AutoTokenizer
-from seq2seq_kit.family_tokenizers import MBART50_LANGUAGES, TranslationTokenizer
+from seq2seq_kit.family_tokenizers import M2M100_LANGUAGES, MBART50_LANGUAGES, TranslationTokenizer
 
 spm = pytest.importorskip("sentencepiece")
 
@@ -449,6 +450,85 @@ def test_mbart_ids_text_and_languages_equal_transformers(tmp_path):
         ours.src_lang = "en"
 
 
+# texts where the normalizer, pre-tokenizer or unknown-token handling of a tokenizer.json shows
+PIPELINE_TEXTS = ["Summary of the article.\n", "end  ", "word\t", "a  b", "  lead", "\ufb01ne Ａｂｃ ½ Ⅻ",
+                  "e\u0301t\u00e9", "x\u00a0y", "\U0001f642\U0001f642 \u2603x"]
+METASPACE_4X = {"type": "Metaspace", "replacement": "\u2581", "add_prefix_space": True}    # 4.x conversions' form
+
+
+def older_conversion(saved: dict) -> dict:
+    """A tokenizer.json as an older transformers converted it (as Hub checkpoints ship it): its normalizer the bare
+    SentencePiece character map (or none), a whitespace-splitting pre-tokenizer, other model options. transformers
+    5.24's classes rebuild all of these (tokenizer_classes); only the vocabulary and the character map stay."""
+    normalizer = saved["normalizer"]
+    steps = normalizer["normalizers"] if normalizer and normalizer["type"] == "Sequence" else [normalizer]
+    charsmap = [step for step in steps if step and step["type"] == "Precompiled"]
+    model = {**saved["model"], **({"fuse_unk": False, "unk_token": None} if saved["model"]["type"] == "BPE" else
+                                  {"unk_id": 0})}
+    return {**saved, "normalizer": charsmap[0] if charsmap else {"type": "Lowercase"}, "model": model,
+            "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "WhitespaceSplit"}, METASPACE_4X]},
+            "decoder": METASPACE_4X}
+
+
+@pytest.mark.parametrize("kind", ["PegasusTokenizer", "NllbTokenizer", "MBartTokenizer", "MBart50Tokenizer"])
+def test_an_older_tokenizer_json_reads_as_its_class_builds_it(request, tmp_path, kind):
+    """transformers 5.24's Pegasus, NLLB, mBART and mBART-50 classes keep a tokenizer.json's vocabulary and
+    SentencePiece character map and build the rest themselves, so a file converted otherwise (google/pegasus-xsum's
+    splits on whitespace: "end  " has no trailing "\u2581" there) tokenizes as the class builds it, here too."""
+    from transformers import AutoTokenizer as TheirAutoTokenizer
+
+    languages = {"NllbTokenizer": {"src_lang": "fra_Latn"}, "PegasusTokenizer": {}}.get(kind, {"src_lang": "de_DE"})
+    if kind in ("PegasusTokenizer", "NllbTokenizer"):
+        root = Path(shutil.copytree(request.getfixturevalue("pegasus_dir" if kind == "PegasusTokenizer"
+                                                            else "nllb_dir"), tmp_path / "saved"))
+    else:
+        train(tmp_path / "sentencepiece.bpe.model", "unigram")
+        (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": kind}))
+        root = tmp_path / "saved"
+        TheirAutoTokenizer.from_pretrained(str(tmp_path)).save_pretrained(root)
+    saved = json.loads((root / "tokenizer.json").read_text())
+    (root / "tokenizer.json").write_text(json.dumps(older_conversion(saved)))
+    theirs = TheirAutoTokenizer.from_pretrained(str(root), **languages)
+    ours = AutoTokenizer.from_pretrained(root, **languages)
+    assert_same(theirs, ours, CORPUS + EDGE + PIPELINE_TEXTS)
+    file_as_is = Backend.from_str(json.dumps(older_conversion(saved)))      # what the file alone would give
+    assert any(file_as_is.encode(text, add_special_tokens=False).ids != ours(text, add_special_tokens=False)["input_ids"]
+               for text in PIPELINE_TEXTS)
+
+
+def test_mbart_class_from_config_json_model_type_as_transformers(tmp_path):
+    """A tokenizer_config.json naming no class beside config.json's model_type "mbart": transformers' AutoTokenizer
+    picks MBartTokenizer (language codes, `A </s> src_lang`), and so does seq2seq_kit's."""
+    from transformers import AutoTokenizer as TheirAutoTokenizer
+
+    train(tmp_path / "sentencepiece.bpe.model", "unigram")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "MBartTokenizer"}))
+    root = tmp_path / "saved"
+    TheirAutoTokenizer.from_pretrained(str(tmp_path)).save_pretrained(root)
+    config = json.loads((root / "tokenizer_config.json").read_text())
+    (root / "tokenizer_config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "tokenizer_class"}))
+    (root / "config.json").write_text(json.dumps({"model_type": "mbart"}))
+    theirs = TheirAutoTokenizer.from_pretrained(str(root), src_lang="ro_RO")
+    ours = AutoTokenizer.from_pretrained(root, src_lang="ro_RO")
+    assert type(theirs).__name__ == ours.kind == "MBartTokenizer"
+    assert_same(theirs, ours, CORPUS + EDGE)
+
+
+def test_pegasus_unknown_token_scored_as_the_class_reads_it(pegasus_dir, tmp_path):
+    """PegasusTokenizer finds its unk_token as a vocabulary entry scored 0.0 (after the first entry); a
+    tokenizer.json without one cannot be read by transformers, and seq2seq_kit names the file and the fix."""
+    from transformers import AutoTokenizer as TheirAutoTokenizer
+
+    root = Path(shutil.copytree(pegasus_dir, tmp_path / "pegasus"))
+    saved = json.loads((root / "tokenizer.json").read_text())
+    saved["model"]["vocab"] = [[piece, -1.0 if piece == "<unk>" else score] for piece, score in saved["model"]["vocab"]]
+    (root / "tokenizer.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError):
+        TheirAutoTokenizer.from_pretrained(str(root))
+    with pytest.raises(ValueError, match=r"tokenizer.json: PegasusTokenizer reads its unk_token '<unk>' .*unk_token"):
+        AutoTokenizer.from_pretrained(root)
+
+
 @pytest.mark.parametrize("listed", [None, [], ["de_DE"]])
 def test_mbart_without_listed_codes_takes_transformers_default_codes(tmp_path, listed):
     """mBART (cc25) whose tokenizer_config.json lists no extra special tokens: transformers' MBartTokenizer takes its
@@ -468,6 +548,49 @@ def test_mbart_without_listed_codes_takes_transformers_default_codes(tmp_path, l
     ours = AutoTokenizer.from_pretrained(root, src_lang="de_DE")
     assert_same_special_tokens(theirs, ours, CORPUS[:2] + EDGE)
     assert ours.extra_special_tokens == (MBART50_LANGUAGES[:25] if listed is None else listed)
+
+
+def test_m2m100_codes_listed_as_the_hubs_configs_list_them_equal_transformers(m2m100_dir, tmp_path):
+    """A tokenizer_config.json listing the language tokens as additional_special_tokens (as facebook/m2m100_418M's
+    does): transformers 5.24 registers them as added tokens, so len() and get_vocab() count them (vocab_size does
+    not), and reads a "__fr__" written in the text as the token; ids and text as transformers'."""
+    from transformers import AutoTokenizer as TheirAutoTokenizer
+
+    root = Path(shutil.copytree(m2m100_dir, tmp_path / "m2m100"))
+    (root / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "M2M100Tokenizer", "num_madeup_words": 8,
+        "additional_special_tokens": [f"__{code}__" for code in M2M100_LANGUAGES]}))
+    theirs = TheirAutoTokenizer.from_pretrained(str(root), src_lang="en", tgt_lang="fr")
+    ours = AutoTokenizer.from_pretrained(root, src_lang="en", tgt_lang="fr")
+    assert (ours.vocab_size, len(ours)) == (theirs.vocab_size, len(theirs)) == \
+        (len(theirs.encoder), len(theirs.encoder) + len(M2M100_LANGUAGES))
+    assert ours.vocab == theirs.get_vocab()
+    assert ours.all_special_ids == theirs.all_special_ids
+    assert_same(theirs, ours, CORPUS[:3] + EDGE + ["The tower __fr__ is tall"])
+
+
+@pytest.mark.parametrize("fixture", ["marian_dir", "m2m100_dir"])
+def test_python_tokenizers_skip_their_special_ids_as_transformers(request, tmp_path, fixture):
+    """Marian and M2M100 are Python tokenizers in transformers 5.24: decode(skip_special_tokens=True) drops
+    all_special_ids (named and extra special tokens), whatever tokenizer_config.json's added_tokens_decoder marks
+    special: a named <pad> marked "special": false is dropped, an unnamed token marked special is kept."""
+    from transformers import AutoTokenizer as TheirAutoTokenizer
+
+    root = Path(shutil.copytree(request.getfixturevalue(fixture), tmp_path / "tok"))
+    kind = "MarianTokenizer" if fixture == "marian_dir" else "M2M100Tokenizer"
+    pad, new = 1, len(json.loads((root / "vocab.json").read_text())) + (0 if kind == "MarianTokenizer" else 108)
+    if kind == "MarianTokenizer":
+        pad = json.loads((root / "vocab.json").read_text())["<pad>"]
+    (root / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": kind, "added_tokens_decoder": {
+        str(pad): {"content": "<pad>", "special": False}, str(new): {"content": "<new>", "special": True}}}))
+    theirs, ours = TheirAutoTokenizer.from_pretrained(str(root)), AutoTokenizer.from_pretrained(root)
+    ids = theirs("hi <new> tall")["input_ids"] + [theirs.pad_token_id] * 2
+    ids = ids[kind == "M2M100Tokenizer":]    # M2M100's language token: special here, not in 5.24 (module doc)
+    assert new in ids
+    for skip in (True, False):
+        assert ours.decode(ids, skip_special_tokens=skip) == theirs.decode(ids, skip_special_tokens=skip)
+    assert "<new>" in ours.decode(ids, skip_special_tokens=True) and "<pad>" not in ours.decode(ids, True)
+    assert ours.batch_decode([ids, ids[:3]], True) == theirs.batch_decode([ids, ids[:3]], skip_special_tokens=True)
 
 
 def test_marian_has_no_source_language(marian_dir):

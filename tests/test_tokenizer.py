@@ -322,6 +322,48 @@ def test_clean_up_applies_to_non_bpe_models(tmp_path):
     assert ours.decode(ids, clean_up_tokenization_spaces=False) == "hello , world . do n't it 's ?"
 
 
+@pytest.mark.parametrize("model_type", ["bart", None])
+def test_clean_up_of_bpe_text_when_the_config_insists_as_transformers(tmp_path, model_type):
+    """transformers 5.24 skips clean_up_tokenization_spaces for BPE models unless tokenizer_config.json also sets
+    clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output; it survives save_pretrained."""
+    root = _bart_dir(tmp_path / "bart")
+    (root / "tokenizer_config.json").write_text(json.dumps(
+        {"clean_up_tokenization_spaces": True, **({} if model_type else {"tokenizer_class": "BartTokenizer"}),
+         "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output": True}))
+    ours, theirs = Tokenizer.from_pretrained(root), AutoTokenizer.from_pretrained(str(root))
+    ids = theirs("hello , world . do n't it 's ?")["input_ids"]
+    assert ours.decode(ids, skip_special_tokens=True) == theirs.decode(ids, skip_special_tokens=True) == \
+        "hello, world. don't it's?"
+    ours.save_pretrained(tmp_path / "saved")
+    assert Tokenizer.from_pretrained(tmp_path / "saved").decode(ids, skip_special_tokens=True) == \
+        "hello, world. don't it's?"
+
+
+def test_bart_tokenizer_json_reads_as_its_class_builds_it(tmp_path):
+    """A BART checkpoint's tokenizer.json (config.json: model_type "bart", so transformers' RobertaTokenizer):
+    that class keeps the file's vocabulary, merges and post-processor and builds its own byte-level pre-tokenizer
+    (add_prefix_space from tokenizer_config.json) and decoder, without normalizer; a file holding others reads
+    as the class builds it, here too."""
+    from tokenizers import Tokenizer as Backend
+
+    root = _bart_dir(tmp_path / "bart")
+    AutoTokenizer.from_pretrained(str(root)).backend_tokenizer.save(str(root / "tokenizer.json"))
+    (root / "vocab.json").unlink()
+    (root / "merges.txt").unlink()
+    saved = json.loads((root / "tokenizer.json").read_text())
+    saved["normalizer"] = {"type": "Lowercase"}
+    saved["pre_tokenizer"] = {**saved["pre_tokenizer"], "add_prefix_space": True}
+    saved["model"] = {**saved["model"], "fuse_unk": True, "unk_token": "<unk>"}
+    (root / "tokenizer.json").write_text(json.dumps(saved))
+    ours, theirs = Tokenizer.from_pretrained(root), AutoTokenizer.from_pretrained(str(root))
+    for text in CORPUS[:12]:
+        _same(ours, theirs, text)
+        ids = theirs(text)["input_ids"]
+        assert ours.decode(ids) == theirs.decode(ids)
+    file_as_is = Backend.from_file(str(root / "tokenizer.json"))
+    assert file_as_is.encode(PROSE).ids != ours(PROSE)["input_ids"]     # the rewritten file alone differs
+
+
 def test_save_pretrained_round_trip(both, tmp_path):
     ours, _ = both
     ours("a", padding="max_length", max_length=9, truncation=True)  # settings of a call must not be saved
