@@ -127,6 +127,20 @@ def test_a_banned_winner_takes_another_round_and_a_forced_token_too():
     assert screening.pick(Bounds(logits, 0.01), everything, torch.zeros(1, 20, dtype=torch.long), 3).item() == 0
 
 
+@pytest.mark.parametrize("width", [0.0, 0.01, 0.3, 5.0])
+def test_the_decay_penaltys_eos_is_always_exact(width):
+    """exponential_decay_length_penalty gives EOS s + |s| (factor^n - 1): past factor^n = 2 a negative EOS logit far
+    below the rest scores above them all, where its bounds through the penalty say it cannot (the penalty falls as
+    a negative s rises), so its exact logit is always asked for, and the pick is transformers' argmax."""
+    logits = torch.tensor([[0.0, 1.0, -10.0, 0.5, 2.0, 5.0, 1.5, 0.2, -1.0, 3.0]])   # EOS = 2, far below
+    decay = [lp.ExponentialDecayLengthPenalty(1, 2.0, [2], max_length=20)]          # 2 steps past start: x 4 - 1
+    seq = torch.zeros(1, 20, dtype=torch.long)
+    assert lp.apply(decay, seq, 3, logits.clone()).argmax(dim=-1).item() == 2
+    screened = Bounds(logits, width)
+    assert screening.pick(screened, decay, seq, 3).item() == 2
+    assert 2 in screened.asked[0]
+
+
 def test_what_is_not_screenable():
     assert not screening.screenable([lp.log_softmax])
     assert not screening.screenable([lp.Temperature(0.5)])
@@ -169,6 +183,21 @@ def test_greedy_generate_equals_transformers_and_the_unscreened_path(pair, name,
         want = theirs.generate(ids, attention_mask=mask, **settings)
         assert torch.equal(got, full), settings
         assert torch.equal(got, want), settings
+
+
+@pytest.mark.parametrize("name", ["tiny", "distilbart"])
+def test_greedy_with_a_steep_decay_penalty_equals_transformers(pair, name):
+    """exponential_decay_length_penalty steep enough that EOS's penalty falls as its (negative) logit rises
+    (factor^n > 2): screened greedy tokens equal transformers' and the full head's."""
+    theirs, ours = pair(name)
+    screened_model(ours)
+    g = torch.Generator().manual_seed(7)
+    ids = torch.randint(4, 300, (3, 10), generator=g)
+    for decay in ((1, 2.0), (3, 1.6), (0, 3.0)):
+        settings = dict(num_beams=1, max_new_tokens=14, min_length=0, exponential_decay_length_penalty=decay)
+        got = ours.generate(ids, **settings)
+        full = ours.generate(ids, output_scores=True, return_dict_in_generate=True, **settings).sequences
+        assert torch.equal(got, full) and torch.equal(got, theirs.generate(ids, **settings)), decay
 
 
 def test_the_screen_follows_the_heads_weight(pair):

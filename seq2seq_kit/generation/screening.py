@@ -2,8 +2,11 @@
 token the processors and torch.argmax would pick from every float32 logit, computing only the logits that can win.
 
 Each processor a greedy search may run maps each token's score on its own, by a non-decreasing function of that
-score alone (a penalty, a bias, a ban to -inf, a forced token; SCREENABLE), up to its float32 rounding. So:
-  1. candidates: the tokens whose upper bound reaches the row's best lower bound (no other can be the largest logit);
+score alone (a penalty, a bias, a ban to -inf, a forced token; SCREENABLE), up to its float32 rounding - except the
+exponential decay penalty's EOS scores, s + |s| (factor^n - 1), which fall as a negative s rises once factor^n > 2
+(and as a positive one rises where factor^n < 0): those tokens are always candidates (exact_always). So:
+  1. candidates: the tokens whose upper bound reaches the row's best lower bound (no other can be the largest logit),
+     and exact_always's;
   2. scores: the candidates' exact logits, every other token's upper bound, through the processors;
   3. the argmax of those is the argmax of the exact scores when it is a candidate and every other token's score
      stays below it with a margin (2^-18 of its size and of its bound's: the processors' rounding) - then no
@@ -40,7 +43,9 @@ def pick(screened, processors: list, seq: torch.Tensor, cur_len) -> torch.Tensor
     """The greedy tokens [R] from screened logits [R, V] (see the module docstring); seq, cur_len: the processors'."""
     upper = screened.upper                                                        # [R, V]
     slack = torch.maximum(upper.amax(dim=1).abs(), upper.amin(dim=1).abs()) * MARGIN   # [R]: MARGIN max |upper|
-    tokens = (upper >= screened.lower.amax(dim=1, keepdim=True)).any(dim=0).nonzero()[:, 0]   # [N] ascending
+    candidate = (upper >= screened.lower.amax(dim=1, keepdim=True)).any(dim=0)   # [V]
+    candidate[exact_always(processors)] = True
+    tokens = candidate.nonzero()[:, 0]                                            # [N] ascending
     exact = screened.exact(tokens)                                                # [R, N]
     while True:
         scores = apply(processors, seq, cur_len, upper.clone().index_copy_(1, tokens, exact))   # [R, V]
@@ -57,6 +62,12 @@ def pick(screened, processors: list, seq: torch.Tensor, cur_len) -> torch.Tensor
             return winner
         tokens, order = torch.cat((tokens, more)).sort()
         exact = torch.cat((exact, screened.exact(more)), dim=1)[:, order]
+
+
+def exact_always(processors: list) -> list[int]:
+    """The tokens whose processed score need not grow with their logit (the decay penalty's EOS ids): screening
+    cannot bound those from the logits' bounds, so their exact logits are always computed."""
+    return [i for p in processors if isinstance(p, ExponentialDecayLengthPenalty) for i in p.eos.tolist()]
 
 
 def rivals(screened, processors: list, seq: torch.Tensor, cur_len, tokens: torch.Tensor, exact: torch.Tensor,
