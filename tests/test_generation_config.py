@@ -274,8 +274,11 @@ def test_exponential_decay_without_eos_is_refused():
     with pytest.raises(ValueError, match="no `eos_token_id` is set"):
         res(GenerationConfig(bos_token_id=0, eos_token_id=2), exponential_decay_length_penalty=(1, 1.5),
             eos_token_id=None)
-    cfg = res(GenerationConfig(bos_token_id=0), exponential_decay_length_penalty=(1, 1.5), eos_token_id=[])
+    cfg = res(GenerationConfig(bos_token_id=0, pad_token_id=1), exponential_decay_length_penalty=(1, 1.5),
+              eos_token_id=[])
     assert cfg.exponential_decay_length_penalty == (1, 1.5)
+    with pytest.raises(ValueError, match=r"eos_token_id=\[\] \(no EOS id\) leaves pad_token_id without its default"):
+        res(GenerationConfig(bos_token_id=0), eos_token_id=[])         # transformers: IndexError on eos_token_id[0]
 
 
 def test_temperature_zero_is_fine_without_sampling():

@@ -165,7 +165,10 @@ def tokenizers(checkpoint):
 MODES = {"greedy": {}, "beam": dict(num_beams=3, num_return_sequences=2, output_scores=True),
          "sample": dict(do_sample=True, top_k=20), "beam-sample": dict(num_beams=2, do_sample=True),
          "greedy-no-eos": dict(eos_token_id=None, forced_eos_token_id=None),
-         "beam-no-eos": dict(eos_token_id=None, forced_eos_token_id=None, num_beams=2)}
+         "beam-no-eos": dict(eos_token_id=None, forced_eos_token_id=None, num_beams=2),
+         # [] is no EOS id, but transformers' EOS criterion is there: a stopped row is padded (beams: not with -1)
+         "greedy-empty-eos": dict(eos_token_id=[], forced_eos_token_id=None),
+         "beam-empty-eos": dict(eos_token_id=[], forced_eos_token_id=None, num_beams=2)}
 
 
 def stops_met(tok, sequences: torch.Tensor, rng: random.Random) -> list[str]:
@@ -279,6 +282,13 @@ def test_refusals(pair, tokenizers):
         hf.generate(ids, attention_mask=mask, stop_strings=["☃☃"], tokenizer=tokenizers["kobart"][0])
     free = ours.generate(ids, mask, max_new_tokens=6)
     assert torch.equal(ours.generate(ids, mask, max_new_tokens=6, stop_strings=[], tokenizer=tok), free)
+    no_eos = dict(eos_token_id=[], forced_eos_token_id=None, stop_strings=["x"], tokenizer=tok)
+    with pytest.raises(ValueError, match=r"eos_token_id=\[\] \(no EOS id\) leaves pad_token_id without"):
+        ours.generate(ids, mask, pad_token_id=None, **no_eos)
+    with pytest.raises(IndexError):                                     # transformers: the first of no EOS ids
+        hf.generate(ids, attention_mask=mask, pad_token_id=None, **{**no_eos, "tokenizer": theirs_tok})
+    with pytest.raises(ValueError, match="pass a pad_token_id other than 0, or eos_token_id"):
+        ours.generate(ids, mask, pad_token_id=0, num_beams=2, **no_eos)
     with Engine(ours, max_rows=4) as engine:
         with pytest.raises(ValueError, match=r"stop_strings needs the model's tokenizer .* Engine\(model, "
                                              r"tokenizer=tokenizer\) \(or the pipeline's pipe.engine\(\)\)"):

@@ -171,7 +171,8 @@ class BeamSearch(SearchProgress):
         beams = cfg.num_beams                                         # prompt [B, P]: each input's first tokens
         super().__init__(cfg, processors, prompt.shape[0], beams, device, generator, independent, prompt.shape[1],
                          stop_strings)
-        self.eos = torch.tensor(cfg.eos_token_id, device=device) if cfg.eos_token_id else None
+        # [] (no EOS id): no hypothesis ends on a token, but positions after a stop string's end hold the fill
+        self.eos = None if cfg.eos_token_id is None else torch.tensor(cfg.eos_token_id, dtype=torch.long, device=device)
         self.n_candidates = max(2, 1 + (len(self.eos) if self.eos is not None else 0)) * beams
         self.fill = (cfg.pad_token_id or cfg.eos_token_id[0]) if self.eos is not None else -1
         self.keep_beams = cfg.return_dict_in_generate                 # beam_indices are returned: [B, K, L] kept

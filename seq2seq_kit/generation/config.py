@@ -259,6 +259,7 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int, max
     # [] stays []: no EOS, as transformers runs it, but beam sampling keeps len([]) + 1 tokens where None keeps 2
     if cfg.pad_token_id is None and isinstance(cfg.eos_token_id, list) and cfg.eos_token_id:
         cfg.pad_token_id = cfg.eos_token_id[0]
+    _check_pad_without_eos_ids(cfg)
     if cfg.decoder_start_token_id is None:
         cfg.decoder_start_token_id = cfg.bos_token_id
     P = decoder_prompt.length(prompt, cfg.decoder_start_token_id)          # the start token, or the prompt
@@ -299,6 +300,21 @@ def _check_prompt_fits(P: int, max_position_embeddings: int) -> None:
         raise ValueError(f"decoder_input_ids holds {P} tokens (the decoder start token included), more than the "
                          f"model's {max_position_embeddings} positions: shorten every prompt to at most "
                          f"{max_position_embeddings} tokens")
+
+
+def _check_pad_without_eos_ids(cfg: GenerationConfig) -> None:
+    """eos_token_id=[] (no EOS id) pads what follows a row's end (a stop string) with pad_token_id, which it cannot
+    default; a beam search's fill is `pad_token_id or eos_token_id[0]`, so a pad id 0 needs an EOS id there
+    (transformers fails on an empty index in both cases)."""
+    if not isinstance(cfg.eos_token_id, list) or cfg.eos_token_id:
+        return
+    if cfg.pad_token_id is None:
+        raise ValueError("eos_token_id=[] (no EOS id) leaves pad_token_id without its default (the first EOS id), "
+                         "and rows that end (stop_strings) are padded with it: pass pad_token_id, or eos_token_id")
+    if cfg.pad_token_id == 0 and cfg.num_beams > 1:
+        raise ValueError("beam search fills the positions after a hypothesis' end with pad_token_id, or the first "
+                         "EOS id where pad_token_id is 0 (as transformers), and eos_token_id=[] has none: pass "
+                         "a pad_token_id other than 0, or eos_token_id")
 
 
 def _refuse_decay_without_eos(settings: dict) -> None:

@@ -36,7 +36,8 @@ class SampleSearch(SearchProgress):
         rows = self.rows
         self.seq = torch.full((rows, cfg.max_length), cfg.decoder_start_token_id, dtype=torch.long, device=device)
         self.seq[:, :prompt.shape[1]] = prompt.repeat_interleave(n, dim=0)                           # [R, P]
-        self.eos = torch.tensor(cfg.eos_token_id, device=device) if cfg.eos_token_id else None
+        # [] (no EOS id) still pads a row after it ends (a stop string), as transformers' EOS criterion does
+        self.eos = None if cfg.eos_token_id is None else torch.tensor(cfg.eos_token_id, dtype=torch.long, device=device)
         self.unfinished = torch.ones(rows, dtype=torch.bool, device=device)
 
     @property
