@@ -758,16 +758,13 @@ def _demo_model(seed: int = 0, vocab_size: int = 50265):
     import torch
 
     from .config import BartConfig
-    from .generation import GenerationConfig
     from .modeling import BartForConditionalGeneration
 
     config = BartConfig(vocab_size=vocab_size, d_model=64, encoder_layers=2, decoder_layers=2,
                         encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
                         decoder_ffn_dim=128, max_position_embeddings=128)
     torch.manual_seed(seed)
-    model = BartForConditionalGeneration(config).eval()
-    model.generation_config = GenerationConfig.from_model_config(config.to_dict())   # start/eos/forced tokens
-    return model
+    return BartForConditionalGeneration(config).eval()     # generation_config: its start / EOS / forced tokens
 
 
 def _demo(args) -> int:

@@ -195,6 +195,14 @@ class BartConfig:
                 kwargs.setdefault(name, None if unusable else default)
         return cls(**kwargs, extra=d)
 
+    def token_ids(self) -> dict:
+        """The special token ids transformers' config class of the family declares (pad, bos, eos, decoder start,
+        forced EOS): the only generation settings transformers 5 keeps in a config (it drops config.json's
+        generation keys when it makes one), so what a model built from a config generates with."""
+        names = ["pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"]
+        names += ["forced_eos_token_id"] if self.family.declares_forced_eos else []
+        return {name: getattr(self, name) for name in names}
+
     def to_dict(self) -> dict:
         """config.json's keys, dtype by name ("float32"), as transformers' to_dict writes it."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}

@@ -33,6 +33,9 @@ class Family:
     decoder_vocabulary: bool = False
     saves_positions: bool = False
     config_defaults: dict = field(default_factory=dict)
+    # transformers' config class declares forced_eos_token_id (M2M100Config does not: there it is a generation key,
+    # which transformers 5 drops when it makes a config)
+    declares_forced_eos: bool = True
 
 
 FAMILIES = {
@@ -52,6 +55,6 @@ FAMILIES = {
     "m2m_100": Family("M2M100 / NLLB", "M2M100ForConditionalGeneration", "sinusoidal_pad", pre_layer_norm=True,
                       embedding_layer_norm=False, final_logits_bias=False,
                       config_defaults=dict(vocab_size=128112, activation_function="relu", scale_embedding=True,
-                                           forced_eos_token_id=None)),
+                                           forced_eos_token_id=None), declares_forced_eos=False),
 }
 MODEL_TYPES = tuple(FAMILIES)

@@ -52,12 +52,14 @@ class Seq2SeqLMOutput(ModelOutput):
 
 class BartForConditionalGeneration(BartNetwork):
     """Any supported family (BART, mBART, Marian, Pegasus, M2M100 / NLLB: seq2seq_kit/families.py) for generation, with transformers' from_pretrained / save_pretrained / generate.
-    `BartForConditionalGeneration(config)` builds a randomly initialised model (generation_config None: generate
-    then takes its config's generation keys, as transformers does)."""
+    `BartForConditionalGeneration(config)` builds a randomly initialised model whose generation_config holds its
+    config's special token ids only (config.token_ids), as transformers 5 builds one: config.json's generation keys
+    (num_beams, max_length, ...) are read by from_pretrained, not by a config."""
 
     def __init__(self, config: BartConfig):
         super().__init__(config)
-        self.generation_config: GenerationConfig | None = None   # set by from_pretrained
+        self.generation_config = GenerationConfig.from_model_config(config.token_ids())   # from_pretrained: the files'
+
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype=None, device=None, **hub_kwargs) -> BartForConditionalGeneration:
@@ -106,7 +108,7 @@ class BartForConditionalGeneration(BartNetwork):
         directory = loading.save(self, directory)
         if self.generation_config is not None:
             self.generation_config.save_pretrained(directory)
-        else:   # generate takes config.json's keys: a generation_config.json left from an earlier save would win
+        else:   # set to None by hand: a generation_config.json left from an earlier save would be read as its own
             (directory / "generation_config.json").unlink(missing_ok=True)
         return directory
 

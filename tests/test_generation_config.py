@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 from dataclasses import fields
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,6 +69,36 @@ def test_model_from_pretrained_sets_it(checkpoint):
     path = checkpoint("distilbart")
     model = BartForConditionalGeneration.from_pretrained(path)
     assert model.generation_config == GenerationConfig.from_pretrained(path)
+
+
+@pytest.mark.parametrize("name", ["distilbart", "marian", "m2m100"])
+def test_a_model_built_from_a_config_keeps_its_token_ids_only(checkpoint, name, tmp_path):
+    """A model built from a config (not from_pretrained): transformers 5 drops config.json's generation keys when it
+    makes the config (num_beams, max_length, ...; M2M100's forced_eos_token_id too, no field of M2M100Config), so
+    the model's generation config holds the special token ids alone, and generate searches as transformers does."""
+    import torch
+
+    from seq2seq_kit.config import BartConfig
+    from seq2seq_kit.modeling import BartForConditionalGeneration
+
+    path = Path(shutil.copytree(checkpoint(name), tmp_path / name))
+    config = json.loads((path / "config.json").read_text())
+    (path / "generation_config.json").unlink(missing_ok=True)
+    (path / "config.json").write_text(json.dumps({**config, "num_beams": 3, "max_length": 17, "min_length": 9,
+                                                  "no_repeat_ngram_size": 2, "forced_eos_token_id": 2}))
+    theirs = transformers.AutoModelForSeq2SeqLM.from_config(transformers.AutoConfig.from_pretrained(path)).eval()
+    ours = BartForConditionalGeneration(BartConfig.from_pretrained(path)).eval()
+    want = {k: v for k, v in theirs.generation_config.to_dict().items()
+            if k in GENERATE_KWARGS and v is not None and not (k.startswith("output_") and v is False)}
+    assert ours.generation_config.to_dict() == want
+    assert "num_beams" not in want and ("forced_eos_token_id" in want) == (name != "m2m100")
+    ours.load_state_dict(BartForConditionalGeneration.from_pretrained(path).state_dict())
+    theirs.load_state_dict(transformers.AutoModelForSeq2SeqLM.from_pretrained(path).state_dict())
+    ids = torch.randint(5, 60, (2, 7), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(ours.generate(ids, max_new_tokens=8), theirs.generate(ids, max_new_tokens=8))
+    saved = tmp_path / "saved"
+    ours.save_pretrained(saved)                                   # and as it was saved, so it is read back
+    assert BartForConditionalGeneration.from_pretrained(saved).generation_config == ours.generation_config
 
 
 def test_legacy_keys():

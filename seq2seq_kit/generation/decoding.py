@@ -312,14 +312,12 @@ def check_generator(generator) -> None:
 
 def settings(model: Seq2SeqModel, kwargs: dict, prompt: torch.Tensor | None = None) -> GenerationConfig:
     """kwargs over kwargs["generation_config"] (a GenerationConfig, as transformers' generate takes one) over
-    model.generation_config (None: its config's generation keys, as transformers) -> resolved; prompt: a checked
-    decoder prompt [B, P] the lengths count (see config.resolve)."""
+    model.generation_config -> resolved; prompt: a checked decoder prompt [B, P] the lengths count (see
+    config.resolve)."""
     config = model.config
     if kwargs.get("generation_config") is None:
         check_model_config(config)
     base = model.generation_config
-    if base is None:
-        base = GenerationConfig.from_model_config(config.to_dict())
     if kwargs.get("generation_config") is not None:
         base = check_config(kwargs["generation_config"], "generation_config").over(check_config(
             base, "model.generation_config"))

@@ -53,13 +53,10 @@ class ModelConfig(Protocol):
     max_position_embeddings: int        # decoder positions: at most this many tokens fed per row
     pad_token_id: int | None            # padding: a decoder prompt may hold it only as its first token
 
-    def to_dict(self) -> dict:
-        """config.json's keys (their generation keys are the settings when generation_config is None)."""
-
 
 class Seq2SeqModel(Protocol):
     config: ModelConfig
-    generation_config: Any              # GenerationConfig or None
+    generation_config: Any              # GenerationConfig: the settings generate starts from
     device: torch.device                # where inputs, caches and outputs live
 
     def check_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
