@@ -683,17 +683,31 @@ def test_engine_arguments_that_are_no_model_or_no_count_are_named(tiny_eos, tiny
         assert str(error.value) == f"{name} must be a positive integer, got {None if name == 'max_rows' else 0}"
 
 
-@pytest.mark.parametrize("defaults", [dict(num_beam=2), dict(num_beams=0), dict(logits_processor=[]),
-                                      dict(attention_mask=None)])
+@pytest.mark.parametrize("defaults", [dict(num_beam=2), dict(num_beams=0), dict(logits_processor=[lambda i, s: s]),
+                                      dict(attention_mask=[1, 1, 1]), dict(stop_strings=["."]),
+                                      dict(return_dict_in_generate=True, output_attentions=True)])
 def test_bad_defaults_fail_at_construction_with_submits_message(tiny_eos, defaults):
     """Engine(model, defaults=...) took any defaults and every submit then failed (logits_processor and
-    attention_mask as 'unknown argument(s)'); they are refused at once with the message submit gives them."""
+    attention_mask as 'unknown argument(s)'; stop strings without the engine's tokenizer; attentions, which the
+    engine does not return); they are refused at once with the message submit gives them."""
     with Engine(tiny_eos) as engine:
         with pytest.raises((TypeError, ValueError)) as given:
             engine.submit([5, 6, 7], **defaults)
     with pytest.raises(type(given.value)) as error:
         Engine(tiny_eos, defaults=defaults)
     assert str(error.value) == str(given.value)
+
+
+def test_arguments_given_as_not_given_are_taken_as_generate_takes_them(tiny_eos):
+    """streamer, logits_processor, prefix_allowed_tokens_fn, tokenizer, attention_mask: the engine does not take
+    them, but None (or an empty logits_processor list) is generate's "not given", which wrappers forward; a request
+    or the defaults holding them so is served as generate serves it."""
+    unset = dict(streamer=None, logits_processor=None, prefix_allowed_tokens_fn=None, tokenizer=None,
+                 attention_mask=None)
+    want = tiny_eos.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=6, **unset)
+    with Engine(tiny_eos, defaults={**unset, "logits_processor": []}) as engine:
+        assert torch.equal(engine.submit([5, 6, 7], max_new_tokens=6, **unset).result(30), want)
+        assert torch.equal(engine.submit([5, 6, 7], max_new_tokens=6, logits_processor=[]).result(30), want)
 
 
 def test_too_many_rows_for_the_engine(tiny_eos):
@@ -922,13 +936,19 @@ def test_an_engine_used_in_a_forked_child_is_refused_there(tiny_eos):
             answers.put("answered")
         except Exception as e:   # noqa: BLE001 - the parent asserts which
             answers.put(f"{type(e).__name__}: {e}")
+        engine.close()                      # returns: no engine thread here (it waited forever for one)
+        with engine:
+            pass
+        answers.put("closed")
 
     process = context.Process(target=child)
     process.start()
     process.join(60)
+    assert process.exitcode == 0
     assert answers.get() == (f"EngineClosed: this engine was created in process {os.getpid()}, whose engine thread "
                              f"a fork does not copy into this one ({process.pid}); create a new Engine in this "
                              "process")
+    assert answers.get() == "closed"
     assert torch.equal(engine.submit([5, 6, 7], max_new_tokens=6).result(60), want)
     engine.close()
 
@@ -1078,6 +1098,51 @@ def test_a_search_that_fails_fails_its_own_requests_only(tiny_eos, fixed_capacit
             assert torch.equal(request.result(30), tiny_eos.generate(torch.tensor([[5 + i, 6, 7]]), **kw))
         assert torch.equal(engine.submit([5, 6, 7], max_new_tokens=4).result(30),
                            tiny_eos.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=4))
+
+
+@pytest.mark.parametrize("fixed_capacity", [False, True])
+def test_a_length_penalty_past_double_range_only_beyond_the_requests_lengths(tiny_eos, fixed_capacity):
+    """length_penalty 150 with 10 new tokens: t ** 150 stays in double's range up to the request's own max_length,
+    which generate and submit accept; fixed capacity builds its slots' search at the widest max_length, past that
+    range (an OverflowError failed the request and every request running beside it). Both equal generate alone."""
+    steep = dict(num_beams=2, length_penalty=150.0, max_new_tokens=10)
+    steady = dict(min_new_tokens=30, max_new_tokens=30)
+    with Engine(tiny_eos, max_rows=8, fixed_capacity=fixed_capacity) as engine:
+        beside = engine.submit([9, 10, 11], **steady)
+        while engine.active_rows == 0:
+            time.sleep(0.001)
+        request = engine.submit([5, 6, 7], **steep)
+        assert torch.equal(request.result(60), tiny_eos.generate(torch.tensor([[5, 6, 7]]), **steep))
+        assert torch.equal(beside.result(60), tiny_eos.generate(torch.tensor([[9, 10, 11]]), **steady))
+
+
+@pytest.mark.parametrize("fixed_capacity", [False, True])
+def test_a_request_whose_search_cannot_start_fails_alone(tiny_eos, monkeypatch, fixed_capacity):
+    """An error starting one admitted request's search fails that request only: those admitted with it and those
+    running beside it finish as generate alone gives them, its rows are free again, and the engine goes on."""
+    import seq2seq_kit.engine.scheduler as scheduler
+
+    real = scheduler.start_search
+
+    def failing(cfg, input_ids, *args, **kwargs):
+        if input_ids[0, 0].item() == 13:
+            raise RuntimeError("injected start failure")
+        return real(cfg, input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(scheduler, "start_search", failing)
+    setting = dict(num_beams=2, min_new_tokens=12, max_new_tokens=12)
+    with Engine(tiny_eos, max_rows=6, fixed_capacity=fixed_capacity) as engine:
+        running = engine.submit([9, 10, 11], **setting)
+        while engine.active_rows == 0:
+            time.sleep(0.001)
+        bad, good = engine.submit([13, 10, 11], **setting), engine.submit([14, 10, 11], max_new_tokens=8)
+        with pytest.raises(RuntimeError, match="injected start failure"):
+            bad.result(30)
+        assert torch.equal(running.result(30), tiny_eos.generate(torch.tensor([[9, 10, 11]]), **setting))
+        assert torch.equal(good.result(30), tiny_eos.generate(torch.tensor([[14, 10, 11]]), max_new_tokens=8))
+        assert engine.submit([5, 6], num_beams=6, max_new_tokens=4).result(30).shape[0] == 1   # every row free
+        if fixed_capacity:
+            assert sorted(engine.batch.free) == list(range(6))
 
 
 @pytest.mark.parametrize("where", ["decoder", "search"])

@@ -61,6 +61,11 @@ logger = logging.getLogger(__name__)
 PADDING_LIMIT = 1.25    # an encoder batch computes at most 1.25x its inputs' real tokens (see encoder_groups)
 
 
+# generate() arguments the engine does not take (check_engine_settings), but as generate takes "not given"
+NOT_TAKEN = ("logits_processor", "prefix_allowed_tokens_fn", "streamer", "tokenizer", "decoder_input_ids",
+             "decoder_attention_mask", "attention_mask")
+TOKENIZER_FIX = "Engine(model, tokenizer=tokenizer) (or the pipeline's pipe.engine())"   # stop strings' tokenizer
+
 class EngineFull(RuntimeError):
     """The engine's queue holds max_queue waiting requests; retry later (HTTP servers answer 503)."""
 
@@ -111,8 +116,10 @@ class Engine:
         check_positive_int(max_queue, "max_queue")
         self.model, self.defaults, self.tokenizer = model, dict(defaults or {}), tokenizer
         if self.defaults:                           # bad defaults fail here, not at every submit
-            check_engine_settings(self.defaults)
-            settings(model, dict(self.defaults))
+            self.defaults = check_engine_settings(self.defaults)
+            config = settings(model, dict(self.defaults))
+            check_no_traces(config)
+            stop_strings_of(config, tokenizer, model.device, fix=TOKENIZER_FIX)
         self.max_rows, self.max_source_tokens, self.max_queue = max_rows, max_source_tokens, max_queue
         self.waiting: collections.deque[Request] = collections.deque()
         self.groups: list[Group] = []
@@ -145,12 +152,11 @@ class Engine:
         checked here, so bad input raises at once with generate()'s message and never enters the batch.
         decoder_input_ids: this input's decoder prompt, 1-D ids (list[int] or LongTensor [P], or [1, P] as generate
         takes a batch of one), taken as generate takes it (decoder_attention_mask likewise: all ones, or unset)."""
-        check_engine_settings(generate_kwargs)
+        generate_kwargs = check_engine_settings(generate_kwargs)
         ids, _, config, prompt = prepare(self.model, as_row(input_ids), None, {**self.defaults, **generate_kwargs},
                                          generator, as_prompt_row(decoder_input_ids, "decoder_input_ids"),
                                          as_prompt_row(decoder_attention_mask, "decoder_attention_mask"))
-        stops = stop_strings_of(config, self.tokenizer, self.model.device, fix="Engine(model, tokenizer=tokenizer) "
-                                "(or the pipeline's pipe.engine())")
+        stops = stop_strings_of(config, self.tokenizer, self.model.device, fix=TOKENIZER_FIX)
         self._check_graph_inputs(prompt, stops)
         check_no_traces(config)
         if cuda_graph is not None and not isinstance(cuda_graph, bool):
@@ -237,7 +243,11 @@ class Engine:
     def close(self, cancel_pending: bool = False, timeout: float | None = None) -> None:
         """Stop accepting; finish every running request and, unless cancel_pending, every waiting one. Called from
         the engine's own thread (a request's done-callback), it returns at once: the thread ends after the step.
-        Interrupted while it waits (Ctrl-C), it cancels the waiting requests, as leaving a with block so does."""
+        Interrupted while it waits (Ctrl-C), it cancels the waiting requests, as leaving a with block so does.
+        In a process forked from the engine's it returns at once: no engine thread runs there to stop (and the lock
+        may have been copied held)."""
+        if os.getpid() != self._pid:
+            return
         with self._wake:
             self._closing = True
             self._wake.notify()
@@ -332,14 +342,22 @@ class Engine:
         requests = [r for r in requests if not r.future.cancelled()]
         if not requests:
             return
-        model = self.model
         for request, hidden in zip(requests, self._encode([r.input_ids[0] for r in requests])):
-            request.deadline = deadline(request.config.max_time)
-            request.cache = self.batch.take(request, hidden)
-            self._join(request, start_search(request.config, request.input_ids, model.config.decoder_vocab_size,
-                                             model.device, request.generator, independent=True,
-                                             prompt=request.prompt, stop_strings=request.stop_strings))
+            try:
+                self._start(request, hidden)
+            except Exception as e:   # noqa: BLE001 - a request whose search cannot start fails alone
+                settle(request.future, exception=e)
+                self._leave(request)
         self.running = [r for group in self.groups for r in group.members]
+
+    def _start(self, request: Request, hidden: torch.Tensor) -> None:
+        """A new request's cache from its encoder states [1, S, D], and its search joined to its group."""
+        model = self.model
+        request.deadline = deadline(request.config.max_time)
+        request.cache = self.batch.take(request, hidden)
+        self._join(request, start_search(request.config, request.input_ids, model.config.decoder_vocab_size,
+                                         model.device, request.generator, independent=True,
+                                         prompt=request.prompt, stop_strings=request.stop_strings))
 
     def _join(self, request: Request, search) -> None:
         """Put a new request (with its one-input search) into the running group of its key, or a new group (fixed
@@ -572,8 +590,11 @@ def check_no_traces(config: GenerationConfig) -> None:
                          "use generate(..., return_dict_in_generate=True), which returns them")
 
 
-def check_engine_settings(generate_kwargs: dict) -> None:
-    """Refuse the generate() arguments the engine cannot take (a request's or the engine's defaults), naming why."""
+def check_engine_settings(generate_kwargs: dict) -> dict:
+    """Refuse the generate() arguments the engine cannot take (a request's or the engine's defaults), naming why;
+    -> the settings without those given as generate takes "not given" (None; an empty logits_processor list)."""
+    generate_kwargs = {k: v for k, v in generate_kwargs.items()
+                       if not (k in NOT_TAKEN and (v is None or (isinstance(v, list) and not v)))}
     own = sorted({"logits_processor", "prefix_allowed_tokens_fn", "streamer"} & set(generate_kwargs))
     if own:
         raise ValueError(f"{', '.join(own)}: Python run on every step of one request is for generate(); the "
@@ -588,6 +609,7 @@ def check_engine_settings(generate_kwargs: dict) -> None:
     if "attention_mask" in generate_kwargs:
         raise ValueError("submit() takes one input's token ids, unpadded: leave attention_mask out (a padded "
                          "batch's rows are submitted one by one, each without its padding)")
+    return generate_kwargs
 
 
 def settle(future: Future, value=None, exception: BaseException | None = None) -> None:

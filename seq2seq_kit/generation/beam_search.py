@@ -42,6 +42,7 @@ back per step (stop?, beams reordered?), and the cache is gathered only when som
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -154,8 +155,17 @@ def _improvable(st: BeamState, best_len_norm: torch.Tensor) -> torch.Tensor:
 
 def _powers(max_length: int, exponent: float, device) -> torch.Tensor:
     """t ** exponent for t = 0..max_length as float32 [max_length + 1] (computed in double on the host and rounded
-    once, as transformers' Python-scalar divisors are; slot 0 unused)."""
-    return torch.tensor([1.0] + [float(t) ** exponent for t in range(1, max_length + 1)], device=device)
+    once, as transformers' Python-scalar divisors are; slot 0 unused). Past double's range inf: config.resolve
+    refuses a length_penalty whose own lengths get there (transformers raises OverflowError), so only the lengths
+    of a wider search than the request's (the engine's fixed-capacity slots) may."""
+    return torch.tensor([1.0] + [_power(t, exponent) for t in range(1, max_length + 1)], device=device)
+
+
+def _power(base: int, exponent: float) -> float:
+    try:
+        return math.pow(base, exponent)
+    except OverflowError:
+        return math.inf
 
 
 class BeamSearch(SearchProgress):
