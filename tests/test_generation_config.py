@@ -212,8 +212,27 @@ def test_a_transformers_generation_config_is_refused():
 
 
 def test_unknown_kwargs_named():
-    with pytest.raises(ValueError, match=r"unknown argument\(s\) \['guidance_scale', 'num_beam'\]"):
-        res(GenerationConfig(bos_token_id=0), num_beam=3, guidance_scale=1.5)
+    with pytest.raises(ValueError, match=r"unknown argument\(s\) \['num_beam'\]"):
+        res(GenerationConfig(bos_token_id=0), num_beam=3)
+
+
+def test_transformers_arguments_that_change_nothing_are_taken():
+    """use_cache (seq2seq_kit always decodes from its KV cache, with the tokens of a run without one) and
+    transformers' settings that seq2seq_kit does not implement, at the value that makes them a no-op, are taken as
+    transformers takes them (scripts pass use_cache=True); any other value of those settings is refused by name."""
+    base = GenerationConfig(bos_token_id=0)
+    plain = res(base, num_beams=2)
+    for kwargs in (dict(use_cache=True), dict(use_cache=False), dict(guidance_scale=1.0), dict(guidance_scale=1),
+                   dict(num_beam_groups=1, diversity_penalty=0.0, low_memory=False, constraints=None)):
+        assert res(base, num_beams=2, **kwargs) == plain, kwargs
+    with pytest.raises(ValueError, match=r"\{'guidance_scale': 1.5\} is a setting of transformers' generate that "
+                                         r"seq2seq_kit does not implement \(taken only where it does nothing: "
+                                         r"guidance_scale=1.0\); leave it out"):
+        res(base, num_beam=3, guidance_scale=1.5)
+    with pytest.raises(ValueError, match=r"are settings .*low_memory=False, num_beam_groups=1\); leave them out"):
+        res(base, num_beam_groups=2, low_memory=True)
+    with pytest.raises(ValueError, match="use_cache must be True or False, got 1"):
+        res(base, use_cache=1)
 
 
 def test_unsupported_checkpoint_setting_is_refused():

@@ -239,11 +239,18 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int, max
     The result has eos_token_id as a list (or None; []: no EOS as well), pad_token_id defaulted to the first EOS id,
     and decoder_start_token_id defaulted to bos_token_id, as transformers' `_prepare_special_tokens` does.
     """
+    kwargs = _without_no_ops(kwargs)
     unknown = sorted(set(kwargs) - set(GENERATE_KWARGS))
     if {"decoder_input_ids", "decoder_attention_mask"} & set(unknown):
         raise ValueError("a decoder prompt (decoder_input_ids / decoder_attention_mask) is taken by generate() only: "
                          "here every sequence starts from decoder_start_token_id (forced_bos_token_id forces a "
                          "first token)")
+    not_implemented = {k: kwargs[k] for k in unknown if k in UNSUPPORTED}
+    if not_implemented:
+        raise ValueError(f"{not_implemented} {'is a setting' if len(not_implemented) == 1 else 'are settings'} of "
+                         f"transformers' generate that seq2seq_kit does not implement (taken only where it does "
+                         f"nothing: {', '.join(f'{k}={UNSUPPORTED[k]!r}' for k in not_implemented)}); leave "
+                         f"{'it' if len(not_implemented) == 1 else 'them'} out")
     if unknown:
         raise ValueError(f"generate() got unknown argument(s) {unknown}; supported: {', '.join(GENERATE_KWARGS)}")
     base = check_config(base or GenerationConfig(), "model.generation_config")
@@ -300,6 +307,17 @@ def _check_prompt_fits(P: int, max_position_embeddings: int) -> None:
         raise ValueError(f"decoder_input_ids holds {P} tokens (the decoder start token included), more than the "
                          f"model's {max_position_embeddings} positions: shorten every prompt to at most "
                          f"{max_position_embeddings} tokens")
+
+
+def _without_no_ops(kwargs: dict) -> dict:
+    """generate() arguments transformers takes that change nothing here, left out: use_cache (True or False;
+    seq2seq_kit always decodes from its KV cache, whose tokens are those of a run without one), and the settings
+    seq2seq_kit does not implement at the value that makes them a no-op (guidance_scale=1.0, num_beam_groups=1, ...)."""
+    if "use_cache" in kwargs and not isinstance(kwargs["use_cache"], bool):
+        raise ValueError(f"use_cache must be True or False, got {kwargs['use_cache']!r}")
+    def no_op(k, v) -> bool:
+        return k in UNSUPPORTED and v == UNSUPPORTED[k] and isinstance(v, bool) == isinstance(UNSUPPORTED[k], bool)
+    return {k: v for k, v in kwargs.items() if k != "use_cache" and not no_op(k, v)}
 
 
 def _check_pad_without_eos_ids(cfg: GenerationConfig) -> None:

@@ -318,6 +318,10 @@ def settings(model: Seq2SeqModel, kwargs: dict, prompt: torch.Tensor | None = No
     if kwargs.get("generation_config") is None:
         check_model_config(config)
     base = model.generation_config
+    if base is None:
+        raise ValueError("model.generation_config is None, and generate starts from it: give the model one, e.g. "
+                         "model.generation_config = GenerationConfig(decoder_start_token_id=2, eos_token_id=2, "
+                         "pad_token_id=1) (a model built from a config has its special token ids there)")
     if kwargs.get("generation_config") is not None:
         base = check_config(kwargs["generation_config"], "generation_config").over(check_config(
             base, "model.generation_config"))
