@@ -106,6 +106,23 @@ def test_m2m100_translations_are_the_pipelines(m2m100_server, m2m100_path):
 
 
 
+def test_huggingface_hubs_typed_parameters_sent_as_they_are_get_the_pipelines_translation(m2m100_server,
+                                                                                          m2m100_path):
+    """huggingface_hub's TranslationParameters serialized whole carry clean_up_tokenization_spaces: null (typed
+    bool | None = None), which was a 422: it means unset, as pipe(text, clean_up_tokenization_spaces=None)."""
+    import dataclasses
+
+    from huggingface_hub import TranslationInput, TranslationParameters
+
+    body = dataclasses.asdict(TranslationInput(inputs=TEXTS[0], parameters=TranslationParameters(
+        src_lang="en", tgt_lang="fr", generate_parameters=PARAMS)))
+    assert body["parameters"]["clean_up_tokenization_spaces"] is None
+    answer = translate(m2m100_server, body)
+    assert answer.status_code == 200, answer.text
+    pipe = pipeline("translation", model=m2m100_path, src_lang="en", tgt_lang="fr")
+    assert answer.json() == pipe(TEXTS[0], clean_up_tokenization_spaces=None, **PARAMS)
+
+
 def test_the_inference_apis_options_are_taken_on_translate(m2m100_server):
     body = {"inputs": TEXTS[0], "parameters": {"src_lang": "en", "tgt_lang": "fr", **PARAMS}}
     plain = translate(m2m100_server, body)

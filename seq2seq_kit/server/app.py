@@ -231,11 +231,13 @@ class Service:
     def serving(self, task: str, arrival: float):
         """The pipeline of `task` for a request that arrived at `arrival` (time.monotonic()), when this server is
         ready, or draining since after the request arrived (accepted: its body was still coming in); else Refusal
-        503 (the Gate refused other tasks)."""
+        503. Refusal 404 naming the route served for the other task: the Gate let it through while the model's kind
+        was unknown (the load's thread may end between the Gate's check and this one)."""
         accepted = self.status == "draining" and arrival < self.draining_since and self.pipe is not None
         if self.status != "ready" and not accepted:
             raise busy(f"the server is {self.status}")
-        assert self.task == task, (self.task, task)
+        if self.task != task:
+            raise self.unserved(TASK_ROUTES[task])
         return self.pipe
 
     def unserved(self, path: str) -> Refusal | None:
@@ -302,7 +304,7 @@ class Service:
                                                       f"{', '.join(self.languages[:8])}, ... (GET /info lists them all)")
         return p.src_lang, p.tgt_lang
 
-    async def generate(self, inputs: str | list[str], rows: list[list[int]], kwargs: dict, clean_up: bool,
+    async def generate(self, inputs: str | list[str], rows: list[list[int]], kwargs: dict, clean_up: bool | None,
                        http: Request) -> list:
         """The pipeline's records for rows (one engine request each), shaped as pipe(inputs) shapes them. With
         stop_strings they are submitted from a worker thread: a new set builds its tables as it is submitted (up to
@@ -315,8 +317,8 @@ class Service:
         records = [self.pipe.postprocess(out[None], clean_up_tokenization_spaces=clean_up)[0] for out in ids]
         return shape_records(inputs, records)
 
-    async def map_reduce(self, texts: list[str], parameters: SummarizeParameters, kwargs: dict, clean_up: bool,
-                         http: Request) -> list:
+    async def map_reduce(self, texts: list[str], parameters: SummarizeParameters, kwargs: dict,
+                         clean_up: bool | None, http: Request) -> list:
         """pipe(texts, strategy="map_reduce", ...) on the engine, in a worker thread; raises Refusal. Past the
         request timeout or once the client is gone, its engine requests are cancelled (long_documents' cancel)."""
         map_kwargs = parameters.map_parameters.model_dump(exclude_unset=True) if parameters.map_parameters else None
@@ -570,6 +572,9 @@ class Gate:
             return await refusal.response()(scope, receive, send)
         if body is None:   # the client left while sending: counted as one that left while waiting (499)
             return await Refusal(499, None, "the client disconnected").response()(scope, receive, send)
+        # the model's kind became known while the body came in (the load ended): the other route's 404, not a 422
+        if (refusal := self.service.unserved(scope["path"])) is not None:
+            return await refusal.response()(scope, receive, send)
         replayed = False
 
         async def replay():

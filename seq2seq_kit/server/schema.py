@@ -55,7 +55,9 @@ class TaskParameters(GenerateParameters):
     generate_parameters as the newer API sends them), truncation and clean_up_tokenization_spaces."""
     truncation: bool | Literal["do_not_truncate", "longest_first", "only_first", "only_second"] | None = Field(
         None, description="true or null: cut inputs longer than the model takes; false / do_not_truncate: 413")
-    clean_up_tokenization_spaces: bool = False
+    clean_up_tokenization_spaces: bool | None = Field(
+        None, description="true: no space before punctuation or in English contractions; null (as huggingface_hub's "
+                          "typed parameters send it unset): the pipeline's default, false")
     generate_parameters: GenerateParameters | None = None
 
 
@@ -116,9 +118,10 @@ BODY_FIELDS = {"inputs", "parameters", "generate_parameters", "options", *Option
                *(n for p in PARAMETERS.values() for n in p.model_fields)}
 
 
-def split_parameters(p: TaskParameters) -> tuple[dict, bool, bool]:
-    """(generate kwargs incl. seed, truncation for preprocess, clean_up_tokenization_spaces); only the settings
-    the client sent (an explicit null included: it means what None means to generate)."""
+def split_parameters(p: TaskParameters) -> tuple[dict, bool, bool | None]:
+    """(generate kwargs incl. seed, truncation for preprocess, clean_up_tokenization_spaces: None is the pipeline's
+    default, as pipe() takes it); only the settings the client sent (an explicit null included: it means what None
+    means to generate)."""
     kwargs = p.generate_parameters.model_dump(exclude_unset=True) if p.generate_parameters else {}
     kwargs.update(p.model_dump(include=set(GenerateParameters.model_fields), exclude_unset=True))
     truncation = p.truncation if not isinstance(p.truncation, str) else p.truncation != "do_not_truncate"
