@@ -480,6 +480,8 @@ def _device(value: str | None):
 def _read_text(args) -> str:
     """TEXT, or stdin for "-": text that is UTF-8 (as typed, or as read), else a one-line error naming it."""
     if args.text == "-":
+        if sys.stdin is None:                # started with stdin closed (<&-)
+            raise OSError("TEXT is '-' (read stdin), but stdin is closed: pipe the text in, or pass it as TEXT")
         stream = getattr(sys.stdin, "buffer", None)
         return _decode(stream.read(), "stdin") if stream is not None else _argument_text(sys.stdin.read(), "stdin")
     return _argument_text(args.text, "the TEXT argument")

@@ -26,14 +26,24 @@ def libgomp() -> ctypes.CDLL | None:
     """The libgomp that this process has loaded (torch's own copy), or None."""
     try:
         with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if "libgomp" in line and line.rstrip().endswith(".so.1")}
+            paths = libgomp_paths(maps)
     except OSError:
         return None
-    for path in sorted(paths):
-        library = ctypes.CDLL(path)         # already loaded: dlopen returns that copy
+    for path in paths:
+        try:
+            library = ctypes.CDLL(path)     # already loaded: dlopen returns that copy
+        except OSError:                     # (deleted, or renamed since): not ours to hand over
+            continue
         if hasattr(library, "omp_pause_resource_all"):
             return library
     return None
+
+
+def libgomp_paths(maps) -> list[str]:
+    """The libgomp files among /proc/self/maps' lines (address perms offset dev inode path: the path, which may hold
+    spaces, is the rest of the line), sorted."""
+    fields = (line.rstrip("\n").split(maxsplit=5) for line in maps)
+    return sorted({f[5] for f in fields if len(f) == 6 and "libgomp" in f[5] and f[5].endswith(".so.1")})
 
 
 def hand_over_pool() -> bool:

@@ -267,16 +267,22 @@ def cpu_name() -> str:
     return f"{name} ({ids + ', ' if ids else ''}{torch.backends.cpu.get_cpu_capability()})"
 
 
-def cache_path() -> Path:
-    """The timings file for this CPU, torch version, thread count and build of seq2seq_kit's own kernel."""
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "seq2seq_kit" / "kernels"
+def cache_path() -> Path | None:
+    """The timings file for this CPU, torch version, thread count and build of seq2seq_kit's own kernel; None where
+    there is no cache folder (no XDG_CACHE_HOME, no HOME, a user without a home: measured at each load)."""
+    try:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "seq2seq_kit" / "kernels"
+    except RuntimeError:                    # Path.home(): "Could not determine home directory."
+        return None
     key = f"{cpu_name()} torch {torch.__version__} {torch.get_num_threads()} threads gemv {gemv.build()}"
     return root / (re.sub(r"[^A-Za-z0-9.]+", "-", key).strip("-") + ".json")
 
 
-def load_timings(path: Path, section: str = "timings") -> dict:
+def load_timings(path: Path | None, section: str = "timings") -> dict:
     """The cached {shape: {row class: {kernel: ms}}} of the linear layers ("timings"), or of the attention
     ("attention": {heads x width: ...}); {} when there is none, or it is unreadable or malformed."""
+    if path is None:
+        return {}
     try:
         timings = read_json_object(path).get(section, {})
     except (OSError, ValueError):
@@ -310,9 +316,11 @@ def busy() -> float:
         return 0.0
 
 
-def save_timings(path: Path, timings: dict, section: str = "timings") -> None:
+def save_timings(path: Path | None, timings: dict, section: str = "timings") -> None:
     """Write one section of the file, keeping the other. Best effort: a cache that cannot be written (read-only
-    home) only means measuring again next time."""
+    home, none at all) only means measuring again next time."""
+    if path is None:
+        return
     other = "attention" if section == "timings" else "timings"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -105,9 +105,10 @@ class _TorchFile:
                 raise ValueError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {e}") from None
         except Exception as e:  # noqa: BLE001 (pickle errors, EOFError, ...)
             raise ValueError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {e}") from None
-        if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        if not isinstance(state, dict) or not any(isinstance(t, torch.Tensor) for t in state.values()):
             raise ValueError(f"{path} does not hold a state dict of tensors")
-        self.state = state
+        # entries that are no tensor (a fairseq-era "version": 2) are no weights: passed over, as transformers does
+        self.state = {key: t for key, t in state.items() if isinstance(t, torch.Tensor)}
 
     def keys(self):
         return self.state.keys()
@@ -161,11 +162,12 @@ class Checkpoint:
 
     def first_floating(self) -> str | None:
         """The first floating-point tensor (of a dtype read: SAFETENSORS_DTYPES) of the first weight file in the order
-        transformers reads it (a safetensors file's by name, a .bin file's as saved): what its dtype="auto" takes
-        when neither config.json nor a shard index names a dtype; or None."""
+        transformers reads it (a safetensors file's by name, a .bin file's as saved), float8 ones passed over as
+        transformers' get_state_dict_dtype passes them (the first of them where all are): what its dtype="auto"
+        takes when neither config.json nor a shard index names a dtype; or None."""
         first = self.files[0]
-        return next((name for name, (f, key) in self.where.items() if f.path == first and f.dtype(key) is not None),
-                    None)
+        floating = [name for name, (f, key) in self.where.items() if f.path == first and f.dtype(key) is not None]
+        return next((name for name in floating if self.dtype(name).itemsize > 1), floating[0] if floating else None)
 
     def key(self, name: str) -> str:
         return self.where[name][1]

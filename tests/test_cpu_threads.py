@@ -47,3 +47,12 @@ def test_the_engine_thread_holds_the_only_openmp_pool(tiny_eos_path):
     out = subprocess.run([sys.executable, "-c", CODE, str(tiny_eos_path)], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("OK"), out.stderr
+
+
+def test_library_paths_with_spaces_are_read_whole():
+    """/proc/self/maps' path is the rest of its line: a torch under "/home/x/My Projects/" was read as "Projects/...",
+    and the Engine failed at start (ctypes could not open it)."""
+    maps = ["7f00-7f01 r-xp 00000000 08:01 123   /home/x/My Projects/venv/torch/lib/libgomp-a34b3233.so.1\n",
+            "7f01-7f02 r--p 00000000 08:01 123   /home/x/My Projects/venv/torch/lib/libgomp-a34b3233.so.1\n",
+            "7f02-7f03 rw-p 00000000 00:00 0\n", "7f03-7f04 r-xp 00000000 08:01 9 /usr/lib/libgompish.so.2\n"]
+    assert cpu_threads.libgomp_paths(maps) == ["/home/x/My Projects/venv/torch/lib/libgomp-a34b3233.so.1"]

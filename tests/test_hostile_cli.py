@@ -82,6 +82,10 @@ def test_stdin_device_and_undecodable_stdin(tiny, tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.decode().strip() == ("seq2seq-kit: error: stdin is not UTF-8 text: byte 0xff at offset 0; "
                                             "convert it (e.g. iconv -t utf-8)")
+    closed = subprocess.run(["sh", "-c", '"$@" <&-', "sh", *cmd, "-"], capture_output=True, env=env)   # no stdin
+    assert closed.returncode == 1
+    assert closed.stderr.decode().strip() == ("seq2seq-kit: error: TEXT is '-' (read stdin), but stdin is closed: "
+                                              "pipe the text in, or pass it as TEXT")
 
 
 def test_long_input_truncation_flags(capsys, tiny):

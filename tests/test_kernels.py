@@ -484,6 +484,21 @@ def test_a_malformed_timings_file_is_measured_again(monkeypatch, tmp_path, timin
         assert kernel_choice.choose(model)["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn-packed")
 
 
+def test_no_cache_folder_means_measuring_at_each_load(monkeypatch):
+    """No XDG_CACHE_HOME, no HOME, a user without a passwd entry (a container's uid): Path.home() raises
+    RuntimeError, which failed the load; the kernels are measured, and nothing is cached."""
+    import pwd
+
+    monkeypatch.setenv(kernel_choice.ENV, "measure")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", lambda uid: (_ for _ in ()).throw(KeyError(f"uid not found: {uid}")))
+    monkeypatch.setattr(kernel_choice, "busy", lambda: 0.0)
+    monkeypatch.setattr(kernel_choice, "time_layer", lambda layer: timing((3, 3, 3), (2, 2, 2), (1, 1, 1)))
+    assert kernel_choice.cache_path() is None
+    assert kernel_choice.choose(small_model())["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn-packed")
+
+
 def test_the_timings_cache_is_kept_per_gemv_build(monkeypatch):
     """A rebuilt gemv (another compiled module) is timed again: its timings live in a file of their own."""
     path = kernel_choice.cache_path()

@@ -313,6 +313,33 @@ def test_float8_weights_with_auto_and_no_config_dtype_name_the_fix(tiny, tmp_pat
     assert BartForConditionalGeneration.from_pretrained(path).dtype == torch.float32
 
 
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
+def test_float8_matrices_beside_16_bit_vectors_with_auto_take_the_16_bit_dtype(tiny, tmp_path, weights):
+    """A float8 checkpoint whose layer norms and biases stay bfloat16 (as such checkpoints ship), no dtype in
+    config.json: transformers' dtype="auto" passes the float8 tensors over (get_state_dict_dtype) and loads bfloat16;
+    so does seq2seq_kit (it refused the first weight's float8)."""
+    path = variant(tiny, tmp_path, lambda s: {k: v.to(torch.float8_e4m3fn if v.dim() == 2 else torch.bfloat16)
+                                              for k, v in s.items()}, lambda c: c.pop("dtype"), weights=weights)
+    ours = BartForConditionalGeneration.from_pretrained(path, dtype="auto")
+    theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(path, dtype="auto")
+    assert ours.dtype == theirs.dtype == torch.bfloat16
+    batch = make_batch(ours)
+    assert torch.equal(logits_of(ours, batch), logits_of(theirs, batch))
+
+
+def test_a_bin_files_entries_that_are_no_tensors_are_passed_over_as_transformers(tiny, tmp_path):
+    """A pytorch_model.bin holding a non-tensor beside its weights (a fairseq-era "version": 2) loads, as
+    transformers loads it; one holding no tensor at all is refused by name."""
+    path = variant(tiny, tmp_path / "a", lambda s: {**s, "model.encoder.version": 2}, weights="pytorch_model.bin")
+    ours = BartForConditionalGeneration.from_pretrained(path)
+    theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(path)
+    batch = make_batch(ours)
+    assert torch.equal(logits_of(ours, batch), logits_of(theirs, batch))
+    path = variant(tiny, tmp_path / "b", lambda s: {"version": 2}, weights="pytorch_model.bin")
+    with pytest.raises(ValueError, match="pytorch_model.bin does not hold a state dict of tensors"):
+        BartForConditionalGeneration.from_pretrained(path)
+
+
 @pytest.mark.parametrize("device", ["cpu", torch.device("cpu")])
 def test_cpu_device(tiny, device):
     assert BartForConditionalGeneration.from_pretrained(tiny, device=device).device == torch.device("cpu")
@@ -406,13 +433,17 @@ def test_dtype_auto_reads_a_shard_index_metadata_dtype(tiny, tmp_path):
 
 
 def test_save_pretrained_without_generation_settings_leaves_no_stale_file(tiny, tmp_path):
-    """A model built from a config has no generation_config: its save leaves no generation_config.json of an
-    earlier save in the directory, whose settings would win over config.json's at the next load."""
+    """A model built from a config has its config's token ids for generation_config: its save replaces a
+    generation_config.json of an earlier save in the directory, whose settings would otherwise be read back; one
+    whose generation_config was set to None leaves none."""
     (tmp_path / "generation_config.json").write_text(json.dumps({"max_length": 4, "decoder_start_token_id": 2}))
     model = BartForConditionalGeneration(BartConfig.from_pretrained(tiny))
     model.save_pretrained(tmp_path)
+    assert BartForConditionalGeneration.from_pretrained(tmp_path).generation_config == model.generation_config
+    assert model.generation_config.max_length is None
+    model.generation_config = None
+    model.save_pretrained(tmp_path)
     assert not (tmp_path / "generation_config.json").exists()
-    assert BartForConditionalGeneration.from_pretrained(tmp_path).generation_config.max_length != 4
 
 
 def test_config_without_model_type_is_refused(tiny, tmp_path):
