@@ -63,6 +63,7 @@ CANCEL_POLL_S = 0.05        # how often a call given `cancel` checks it while it
 # at a line break (where str.splitlines() breaks: \n, \r\n, \r, \v, \f, \x1c-\x1e, NEL, U+2028, U+2029).
 LINE_BREAK = r"\r\n?|[\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]"
 SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)|[。！？]+[\"'”’)\]」』]*|" + LINE_BREAK)
+LINE_BREAK_ONLY = re.compile(LINE_BREAK)
 NON_SPACE = re.compile(r"\S")
 JOINED = "\u200d\ufe0e\ufe0f"     # ZWJ and variation selectors: never cut before them
 
@@ -494,14 +495,23 @@ def sentence_units(text: str, offsets: list[tuple[int, int]]) -> list[tuple[int,
     """The sentences of `text` as token ranges [a, b) covering all its tokens. A sentence ending at character p
     is cut before the first token ending past the next non-whitespace character (the whitespace stays with the
     sentence it follows), unless that token starts before p with more than whitespace before p (it holds the
-    sentence end: no cut there; KoBART's '\n오늘' holds only the line break, which a chunk's strip drops)."""
+    sentence end: no cut there; KoBART's '\n오늘' holds only the line break, which a chunk's strip drops). A line
+    break is cut before the first token starting in it or after it (its own tokens open the next sentence; a
+    tokenizer that drops the break, KoBART's U+2028 and U+2029, gives the next word's tokens the break's offsets),
+    and a unit of whitespace alone joins the sentence before it."""
     starts, ends = [s for s, _ in offsets], [e for _, e in offsets]
     cuts = set()
     for match in SENTENCE_END.finditer(text):
         p = match.end()
-        q = next_word.start() if (next_word := NON_SPACE.search(text, p)) else len(text)   # next non-space char
-        k = bisect.bisect_right(ends, q)
+        if LINE_BREAK_ONLY.fullmatch(match.group()):
+            k = bisect.bisect_left(starts, match.start())
+        else:
+            q = next_word.start() if (next_word := NON_SPACE.search(text, p)) else len(text)   # next non-space char
+            k = bisect.bisect_right(ends, q)
         if 0 < k < len(offsets) and (starts[k] >= p or text[starts[k]:p].isspace()):
             cuts.add(k)
     bounds = [0, *sorted(cuts), len(offsets)]
+    # a unit of whitespace alone (a blank line's second break) stays with the sentence before it
+    bounds = [0, *(a for a, b in zip(bounds[1:-1], bounds[2:]) if not text[starts[a]:ends[b - 1]].isspace()),
+              len(offsets)]
     return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]

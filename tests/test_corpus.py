@@ -77,6 +77,22 @@ def test_records_match_the_pipeline_and_meta(tmp_path, tiny, reference, caplog):
     assert "done 10, skipped 0" in caplog.text
 
 
+@pytest.mark.parametrize("strategy", ["truncate", "map_reduce"])
+def test_a_job_asking_for_generates_dict_writes_the_same_records(tmp_path, tiny, reference, strategy):
+    """return_dict_in_generate=True (a generate setting a job takes and records): the engine answers such a request
+    with a GenerateOutput, which the truncate strategy's worker indexed as a tensor (TypeError, its meta file
+    written); its records are the summaries, as the pipeline's."""
+    docs = make_docs(3)
+    out = tmp_path / "summaries.jsonl"
+    result = run(write_jsonl(tmp_path / "docs.jsonl", docs), out, tiny, return_dict_in_generate=True,
+                 strategy=strategy)
+    assert result.written == 3
+    for record in read_jsonl(out):
+        text = next(d["text"] for d in docs if d["id"] == record["id"])
+        assert {k: record[k] for k in ("summary_text", "output_tokens")} == \
+            {k: reference(text)[k] for k in ("summary_text", "output_tokens")}
+
+
 def test_stop_strings_end_summaries_as_the_pipelines(tmp_path, tiny):
     """stop_strings reach the job's engine with the pipeline's tokenizer: each summary is pipe()'s with them, and
     the meta file keeps them among the job's settings."""
@@ -295,6 +311,23 @@ def test_bad_records_go_to_the_errors_file(tmp_path, tiny, reference, caplog):
     result = run(path, out, tiny)
     assert (result.written, result.failed) == (0, 7)   # the duplicate is refused again
     assert (tmp_path / "out.jsonl.errors.jsonl").read_bytes() == before
+
+
+@pytest.mark.parametrize("name", ["out.jsonl", "out.parquet"])
+def test_a_record_fixed_in_the_input_leaves_the_errors_on_resume(tmp_path, tiny, reference, name):
+    """A record that failed (broken JSON), fixed in the input and the job run again (it resumes: same input path):
+    it is summarized, and the errors file and the meta file's counts no longer hold it as failed (they did); the
+    other record's error stays."""
+    path, out = tmp_path / "docs.jsonl", tmp_path / name
+    path.write_text('{"id": "a", "text": "The tower is tall."}\n{"id": "b", "text": "broken\n{"id": "c"}\n')
+    assert (run(path, out, tiny).written, run(path, out, tiny).failed) == (1, 2)
+    path.write_text('{"id": "a", "text": "The tower is tall."}\n{"id": "b", "text": "fixed now"}\n{"id": "c"}\n')
+    result = run(path, out, tiny)
+    assert (result.written, result.skipped, result.failed) == (1, 1, 1)
+    errors = read_jsonl(Path(str(out) + ".errors.jsonl"))
+    assert [(e["where"], e["reason"]) for e in errors] == [("docs.jsonl:3", "missing_field")]
+    assert json.loads(Path(str(out) + ".meta.json").read_text())["counts"] == \
+        {"summaries": 2, "failed": 1, "truncated": 0}
 
 
 def test_a_wrong_text_field_fails_before_loading_a_model(tmp_path):

@@ -451,13 +451,18 @@ LINES = {"tiny64": "Line number {} of the list of titles with some words",
 
 @pytest.mark.parametrize("name", ["tiny64", "ko64"])
 @pytest.mark.parametrize("sep", ["\n", "\r\n", "\r", "\u2028", "\u2029", "\x85", "\x0b", "\x0c"])
-def test_every_line_break_ends_a_sentence(pipes, sep, name):
-    """KoBART folds a line break into the next word's token ('\\n오늘'): the cut goes before that token."""
+@pytest.mark.parametrize("lead", ["", "the "])
+def test_every_line_break_ends_a_sentence(pipes, sep, name, lead):
+    """KoBART folds a line break into the next word's token ('\\n오늘'): the cut goes before that token. It drops
+    U+2028 and U+2029 and gives the next word's tokens ("the" after them) the break's offsets: the cut goes before
+    those too (it went after them, cutting "the" off its line)."""
     pipe = pipes(name)
-    doc = sep.join(LINES[name].format(i) for i in range(40))
+    line = lead + LINES[name]
+    doc = sep.join(line.format(i) for i in range(40))
     chunks = chunk_document(pipe, doc)[1]
     assert len(chunks) > 4
     assert all(doc[c.end:].startswith(sep) for c in chunks[:-1]), [c.text[-20:] for c in chunks]
+    assert all(c.text.startswith(line[:4]) for c in chunks), [c.text[:20] for c in chunks]
 
 
 @pytest.mark.parametrize("name", ["tiny64", "ko64"])

@@ -222,6 +222,7 @@ class Output:
         """The job is complete: the counts into the meta file; for Parquet, the journal into the .parquet file."""
         if self.parquet:
             self._write_parquet()
+        self._drop_resolved_errors()
         truncated = sum(reason == "truncated" for _, reason in self.error_keys)
         self.meta["counts"] = {self.noun: len(self.done), "failed": len(self.error_keys) - truncated,
                                "truncated": truncated}
@@ -252,6 +253,20 @@ class Output:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
         self.results.truncate()   # a crash before this line: the next run merges again, dropping repeats
+
+    def _drop_resolved_errors(self) -> None:
+        """An earlier run's failed record whose place this run summarized (its input fixed, the job resumed) is no
+        error any more: the errors file is rewritten without it (a temporary file renamed over it, under the job's
+        lock on its output), and the counts leave it out."""
+        written = set(self.where.values())
+        resolved = {k for k in self.error_keys if k[0] in written and k[1] != "truncated"}
+        if not resolved:
+            return
+        kept = [e for e in self.errors.load(("where", "reason")) if (e["where"], e["reason"]) not in resolved]
+        tmp = _sidecar(self.errors_path, ".tmp")
+        replace_json_lines(tmp, kept)
+        os.replace(tmp, self.errors_path)
+        self.error_keys -= resolved
 
     def _parquet_written(self) -> bool:
         """Whether the .parquet output holds a table: an empty file (touch, mktemp) is none, as an empty JSONL output
@@ -314,3 +329,11 @@ def _differences(a: dict, b: dict) -> str:
                       **{k: v for n in nested for k, v in (d.get(n) or {}).items()}}
     fa, fb = flat(a), flat(b)
     return ", ".join(f"{k}={fa.get(k)!r}" for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k))
+
+
+def replace_json_lines(path: Path, records: list[dict]) -> None:
+    """records as JSON lines in a new file at path, on disk (fsynced) before the caller renames it into place."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        f.flush()
+        os.fsync(f.fileno())

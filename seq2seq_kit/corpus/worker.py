@@ -93,7 +93,8 @@ class Worker:
         records = []
         for future in [f for f in in_flight if f in done]:          # those done together: in submission order
             doc_id, where, row = in_flight.pop(future)
-            ids = future.result()[None].cpu()                       # [1, 1, T]
+            out = future.result()                                   # [1, T], or a GenerateOutput (return_dict)
+            ids = (out.sequences if hasattr(out, "sequences") else out)[None].cpu()   # [1, 1, T]
             text = self.pipe.postprocess(ids)[0][0][self.field]
             records.append({"id": doc_id, self.field: text, "input_tokens": len(row),
                             "output_tokens": self.generated(ids[0, 0].tolist()), "where": where})
