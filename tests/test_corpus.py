@@ -330,6 +330,19 @@ def test_a_record_fixed_in_the_input_leaves_the_errors_on_resume(tmp_path, tiny,
         {"summaries": 2, "failed": 1, "truncated": 0}
 
 
+@pytest.mark.parametrize("name,content", [
+    ("docs.csv", 'id,text\n1,"The tower, in Paris, is tall."\n'),
+    ("docs.json", json.dumps([{"id": 1, "text": "The tower is tall."}], indent=1))])
+def test_an_input_with_no_json_object_fails_before_loading_a_model(tmp_path, name, content):
+    """A CSV or a JSON array (read as JSONL: not a .parquet file) was run whole, every line an invalid_json
+    error; refused up front, naming the formats read, before the model loads or an output is written."""
+    (tmp_path / name).write_text(content)
+    with pytest.raises(ValueError, match=rf"^{re.escape(name)}:1 is not a JSON object, nor is any line of the first "
+                                         r"\d+: the input is read as JSONL .* unless it is a .parquet file"):
+        summarize_corpus(tmp_path / name, tmp_path / "out.jsonl", model="no/such-model")
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 def test_a_wrong_text_field_fails_before_loading_a_model(tmp_path):
     path = write_jsonl(tmp_path / "docs.jsonl", [{"id": 1, "body": "x"}, {"id": 2, "body": "y"}])
     with pytest.raises(ValueError, match=r"docs.jsonl:1 has no string field 'text' \(set --text-field; its fields: "

@@ -269,11 +269,17 @@ def test_a_full_disk_names_the_file(tmp_path, tiny, monkeypatch):
 
 
 def test_a_utf16_input_is_not_read_as_json(tmp_path, tiny):
-    """A line that is not UTF-8 is invalid_json (json.loads on bytes would guess UTF-16 and take the file)."""
+    """A line that is not UTF-8 is invalid_json (json.loads on bytes would guess UTF-16 and take the file); a file
+    of such lines only holds no JSON object, and is refused before any work."""
     path, out = tmp_path / "docs.jsonl", tmp_path / "out.jsonl"
     path.write_bytes("".join(json.dumps(d) + "\n" for d in make_docs(2)).encode("utf-16-le"))
+    with pytest.raises(ValueError, match=r"docs.jsonl:1 is not a JSON object, nor is any line of the first"):
+        run(path, out, tiny)
+    assert not out.exists()
+    good = json.dumps(make_docs(1)[0]) + "\n"
+    path.write_bytes(good.encode("utf-8") + "".join(json.dumps(d) + "\n" for d in make_docs(2)).encode("utf-16-le"))
     result = run(path, out, tiny)
-    assert result.written == 0 and result.failed >= 2
+    assert result.written == 1 and result.failed >= 2
     assert {e["reason"] for e in errors_of(out).values()} == {"invalid_json"}
 
 

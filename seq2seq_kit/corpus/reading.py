@@ -281,7 +281,13 @@ def check_text_field(chunk: dict | None, text_field: str) -> None:
             raise ValueError(f"{chunk['name']} has no column {text_field!r} (its columns: {', '.join(names)}); "
                              "set --text-field (text_field=)")
         return
-    docs = [(n, d) for n, d in _chunk_docs(chunk, text_field, "") if isinstance(d, dict)]
+    parsed = list(_chunk_docs(chunk, text_field, ""))
+    docs = [(n, d) for n, d in parsed if isinstance(d, dict)]
+    if parsed and not docs:                 # a CSV, a JSON array, a compressed file: read as JSONL, nothing fits
+        n = parsed[0][0]
+        raise ValueError(f"{chunk['name']}:{n} is not a JSON object, nor is any line of the first {len(parsed)}: "
+                         "the input is read as JSONL (one {\"id\": ..., \"text\": ...} object per line) unless it "
+                         "is a .parquet file; convert it to one of those")
     if docs and not any(text_field in d for _, d in docs):
         n, d = docs[0]
         raise ValueError(f"{chunk['name']}:{n} has no string field {text_field!r} (set --text-field; its fields: "
