@@ -89,8 +89,9 @@ def task_languages(task: str, src_lang: str | None, tgt_lang: str | None) -> tup
 
 
 def check_languages(tokenizer: Tokenizer, src_lang: str | None, tgt_lang: str | None,
-                    single_pair_ok: bool = False, required: bool = True) -> tuple[str | None, str | None,
-                                                                                   int | None]:
+                    single_pair_ok: bool | tuple[bool, bool] = False, required: bool = True) -> tuple[str | None,
+                                                                                                     str | None,
+                                                                                                     int | None]:
     """(src_lang, tgt_lang, forced_bos_token_id) that a translation with `tokenizer` uses for the given languages:
     the source defaults to the tokenizer's when the user set it (tok.source_given); with `required`, a missing
     source or (tok.target_required) target is a ValueError naming it, else it is left None (a pipeline's defaults,
@@ -98,27 +99,33 @@ def check_languages(tokenizer: Tokenizer, src_lang: str | None, tgt_lang: str | 
     none: the texts carry their own, as in 4.x) and refuses src_lang; a tokenizer without codes takes none ((None,
     None, None); given ones are refused unless single_pair_ok); mBART (cc25) may leave the target out (no forced
     token: the checkpoint's own). With single_pair_ok (a task name's languages), Marian and mBART ignore languages
-    that are not their codes ("translation_en_to_fr", "translation_en_to_ro"), as 4.x did. Raises ValueError
-    naming the codes the tokenizer knows, TypeError for a code that is not a str. Changes nothing."""
+    that are not their codes ("translation_en_to_fr", "translation_en_to_ro"), as 4.x did; a pair of flags
+    (source, target) says it of each language alone. Raises ValueError naming the codes the tokenizer knows,
+    TypeError for a code that is not a str. Changes nothing."""
     tok = tokenizer
     check_code("src_lang", src_lang)
     check_code("tgt_lang", tgt_lang)
+    src_ok, tgt_ok = (single_pair_ok, single_pair_ok) if isinstance(single_pair_ok, bool) else single_pair_ok
     if not isinstance(tok, TranslationTokenizer) or (tok.kind == "MarianTokenizer" and not tok.language_codes):
-        if (src_lang is not None or tgt_lang is not None) and not single_pair_ok:
+        if src_lang is not None and not src_ok or tgt_lang is not None and not tgt_ok:
             raise ValueError("this model's tokenizer has no language codes (a single language pair): "
                              "drop src_lang / tgt_lang")
         return None, None, None
     if tok.kind == "MarianTokenizer":
-        if src_lang is not None and not single_pair_ok:
+        if src_lang is not None and not src_ok:
             raise ValueError(f"src_lang={src_lang!r}: {MARIAN_SOURCE}")
-        if tgt_lang is None or single_pair_ok and tgt_lang not in tok.language_codes:
+        if tgt_lang is None or tgt_ok and tgt_lang not in tok.language_codes:
             return None, None, None                                 # the texts start with their >>tgt<< codes
         tok.get_lang_id(tgt_lang)                                   # unknown code: ValueError naming the known
         return None, tgt_lang, None
-    if tok.kind == "MBartTokenizer" and single_pair_ok and {src_lang, tgt_lang} - {None, *tok.language_codes}:
-        codes = tok.language_codes                     # a task name's "en" is no code: the checkpoint's own source
-        src_lang = src_lang if src_lang in codes else tok.src_lang
-        tgt_lang = tgt_lang if tgt_lang in codes else None
+    codes = tok.language_codes
+    if tok.kind == "MBartTokenizer" and (src_ok and src_lang not in (None, *codes) or
+                                         tgt_ok and tgt_lang not in (None, *codes)):
+        # a task name's "en" is no code: the checkpoint's own source, no forced target
+        src_lang = src_lang if src_lang in codes or not src_ok else tok.src_lang
+        tgt_lang = tgt_lang if tgt_lang in codes or not tgt_ok else None
+        if src_lang is not None:
+            tok.get_lang_id(src_lang)
         return src_lang, tgt_lang, None if tgt_lang is None else tok.target_language_id(tgt_lang)
     if tgt_lang is None and tok.target_required and required:
         raise ValueError(f"translation with this {tok.kind} needs tgt_lang (e.g. one of "
@@ -182,15 +189,19 @@ class TranslationPipeline(Text2TextGenerationPipeline):
         if isinstance(tokenizer, TranslationTokenizer) and tokenizer.kind != "MarianTokenizer":
             self.prefix = ""    # 4.x: these tokenizers build the inputs (_build_translation_inputs), with no prefix
         self.src_lang = self.tgt_lang = None
-        self.set_languages(src_lang, tgt_lang, single_pair_ok=bool(TRANSLATION_TASK.match(task)))
+        named = TRANSLATION_TASK.match(task)        # its languages, given again or not, may be no codes (4.x)
+        self.set_languages(src_lang, tgt_lang, single_pair_ok=(bool(named) and src_lang == named.group(1),
+                                                               bool(named) and tgt_lang == named.group(2)))
 
     def repr_fields(self) -> str:
         return f"src_lang={self.src_lang!r}, tgt_lang={self.tgt_lang!r}, {super().repr_fields()}"
 
-    def set_languages(self, src_lang: str | None, tgt_lang: str | None, single_pair_ok: bool = False) -> None:
+    def set_languages(self, src_lang: str | None, tgt_lang: str | None,
+                      single_pair_ok: bool | tuple[bool, bool] = False) -> None:
         """Check and set this pipeline's source / target languages (check_languages, neither required here: a call
-        may bring them); raises ValueError naming the codes the tokenizer knows. single_pair_ok: languages given to
-        a tokenizer without codes are ignored instead. The tokenizer is not changed."""
+        may bring them); raises ValueError naming the codes the tokenizer knows. single_pair_ok (of both, or
+        (source, target)): a task name's languages, ignored where they are no codes. The tokenizer is not
+        changed."""
         src, tgt, forced_bos = check_languages(self.tokenizer, src_lang, tgt_lang, single_pair_ok, required=False)
         self.src_lang, self.tgt_lang = src, tgt
         self.generate_defaults = self.defaults_with(**target_token(forced_bos))     # no earlier target's token
@@ -220,12 +231,16 @@ class TranslationPipeline(Text2TextGenerationPipeline):
         """As SummarizationPipeline.preprocess, with this pipeline's source code around each text (M2M100, NLLB,
         mBART; ValueError when none is set), or a multi-target Marian model's >>tgt<< token first."""
         self.require_source()
-        return super().preprocess(with_target_code(texts, self.tokenizer, self.tgt_lang), truncation)
+        return super().preprocess(texts, truncation)
 
     def encode_texts(self, texts: list[str], max_length: int | None = None) -> list[list[int]]:
+        """SummarizationPipeline.encode_texts with the source language; a multi-target Marian model's >>tgt<<
+        token goes before the config's prefix (behind it, the token would be read as plain pieces)."""
         if not texts or not isinstance(self.tokenizer, TranslationTokenizer):
             return super().encode_texts(texts, max_length)
-        return self.tokenizer.encode_source([self.prefix + t for t in texts], self.src_lang, max_length)
+        texts = [self.prefix + check_text(t, f"text[{i}]") for i, t in enumerate(texts)]   # errors: the text's place
+        texts = with_target_code(texts, self.tokenizer, self.tgt_lang)
+        return self.tokenizer.encode_source(texts, self.src_lang, max_length)
 
 
 __all__ = ["TASKS", "Text2TextGenerationPipeline", "TranslationPipeline", "check_languages", "pipeline",

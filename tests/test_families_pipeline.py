@@ -134,6 +134,42 @@ def test_marian_translation_equals_the_recipe(marian_path):
         pipe([TEXTS[0], " "])
 
 
+def test_languages_passed_beside_a_task_name_are_checked_and_used(marian_path, mbart_path):
+    """A "translation_XX_to_YY" task's own languages may be no codes of the model (4.x ignored them); languages
+    passed beside it were ignored alike: a Marian target went unused, a misspelt mBART target was dropped. They are
+    checked and used as with the "translation" task; those equal to the task's stay lenient."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = transformers.MarianTokenizer(*(str(marian_path / f) for f in ("source.spm", "target.spm",
+                                                                                "vocab.json")))
+    expected = reference(marian_path, [f">>deu<< {t}" for t in TEXTS[:3]], theirs, **MAX_NEW)
+    for tgt in ("deu", ">>deu<<"):
+        pipe = pipeline("translation_en_to_de", model=marian_path, tgt_lang=tgt)
+        assert pipe.tgt_lang == tgt
+        assert_records(pipe, TEXTS[:3], expected, **MAX_NEW)
+    assert pipeline("translation_en_to_de", model=marian_path, src_lang="en", tgt_lang="de").tgt_lang is None
+    with pytest.raises(ValueError, match="src_lang='fr': Marian models have no source language code"):
+        pipeline("translation_en_to_de", model=marian_path, src_lang="fr")
+    with pytest.raises(ValueError, match="unknown language code 'de' for this MBartTokenizer"):
+        pipeline("translation_en_to_ro", model=mbart_path, src_lang="en_XX", tgt_lang="de")
+    assert pipeline("translation_en_to_ro", model=mbart_path, tgt_lang="ro_RO").tgt_lang == "ro_RO"
+
+
+def test_marian_target_code_goes_before_the_configs_prefix(marian_path, tmp_path):
+    """A Marian checkpoint whose config has a prefix: tgt_lang's >>fra<< goes first, then the prefix and the
+    text (behind the prefix, the code is read as plain pieces: tgt_lang did nothing)."""
+    root = Path(shutil.copytree(marian_path, tmp_path / "marian"))
+    config = json.loads((root / "config.json").read_text())
+    (root / "config.json").write_text(json.dumps({**config, "prefix": "translate: "}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = transformers.MarianTokenizer(*(str(root / f) for f in ("source.spm", "target.spm", "vocab.json")))
+    pipe = pipeline("translation", model=root, tgt_lang="fra")
+    rows = pipe.preprocess(TEXTS[:3]).rows
+    assert rows == [theirs(f">>fra<< translate: {t}")["input_ids"] for t in TEXTS[:3]]
+    assert all(row[0] == theirs.convert_tokens_to_ids(">>fra<<") for row in rows)
+
+
 def test_marian_target_code_leaves_error_positions_as_in_the_text(marian_path):
     """A lone surrogate is named at its character in the text the user sent, not behind the >>fra<< code that
     tgt_lang puts before it (as without tgt_lang, and as the other families name it)."""

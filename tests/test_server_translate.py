@@ -10,7 +10,9 @@ pipeline itself is checked against transformers there).
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import shutil
+from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file, save_file
@@ -281,6 +283,28 @@ def test_mbart_targets_named_or_left_to_the_checkpoint(mbart_path, tmp_path_fact
     assert answers == [pipes[s, g](text, **PARAMS) for text, s, g in jobs]
     assert after == answers[0] and len({str(a) for a in answers[:3]}) == 3
     assert len(info["languages"]) == 25
+
+
+def test_the_checkpoints_translation_task_settings_are_served(m2m100_path, tmp_path):
+    """A checkpoint whose config has task_specific_params["translation_de_to_fr"]: pipeline("translation") takes
+    that task's settings (as 4.x), the CLI and corpus jobs too; the server generated without them. Its answers
+    are the pipeline's, and /info shows the task's settings."""
+    root = Path(shutil.copytree(m2m100_path, tmp_path / "m2m100"))
+    config = json.loads((root / "config.json").read_text())
+    task = {"translation_de_to_fr": {"max_length": 5, "num_beams": 2}}
+    (root / "config.json").write_text(json.dumps({**config, "task_specific_params": task}))
+    srv = Server(tmp_path, "--model", root, *LIMITS)
+    try:
+        srv.wait_ready()
+        answers = [translate(srv, {"inputs": t, "parameters": {"src_lang": "de", "tgt_lang": "fr"}}).json()
+                   for t in TEXTS[:3]]
+        info = httpx.get(srv.url + "/info").json()
+    finally:
+        srv.stop()
+    with pytest.warns(UserWarning, match='defaulting to "translation_de_to_fr"'):
+        pipe = pipeline("translation", model=root, src_lang="de", tgt_lang="fr")
+    assert answers == [pipe(t) for t in TEXTS[:3]]
+    assert (info["generation_defaults"]["max_length"], info["generation_defaults"]["num_beams"]) == (5, 2)
 
 
 def test_task_translation_serves_a_model_without_language_codes(tiny_eos_path, tmp_path):

@@ -64,7 +64,7 @@ from ..config import dtype_name
 from ..loading import is_int8, resolve_dtype
 from ..long_documents import DocumentError, SummariesTooLong, check_overlap, map_reduce, map_settings
 from ..summarization import InputTooLong, SummarizationPipeline, load_model_and_tokenizer, shape_records
-from ..translation import TranslationPipeline
+from ..translation import TranslationPipeline, translation_task
 from .schema import (PARAMETERS, SummarizeParameters, SummarizeRequest, Summary, TaskParameters, TranslateParameters,
                      TranslateRequest, Translation, describe_errors, parameter_named, split_parameters)
 
@@ -160,9 +160,11 @@ class Service:
                 self.marian = tokenizer.kind == "MarianTokenizer"
                 # any target will do here: every request sets its own (check_languages, then for_languages)
                 first = self.languages[0] if tokenizer.target_required else None
-                pipe = TranslationPipeline(model, tokenizer, tgt_lang=first)
+                # the checkpoint's task_specific_params["translation_XX_to_YY"], as pipeline("translation") takes it
+                pipe = TranslationPipeline(model, tokenizer, tgt_lang=first,
+                                           task=translation_task("translation", model.config))
             elif self.task == "translation":        # one language pair, no codes: a BART
-                pipe = TranslationPipeline(model, tokenizer)
+                pipe = TranslationPipeline(model, tokenizer, task=translation_task("translation", model.config))
             else:
                 pipe = SummarizationPipeline(model, tokenizer)
             self.pipe, self.engine = pipe, pipe.engine(max_rows=s.max_rows, max_queue=s.max_queue)
