@@ -60,7 +60,6 @@ class BartForConditionalGeneration(BartNetwork):
         super().__init__(config)
         self.generation_config = GenerationConfig.from_model_config(config.token_ids())   # from_pretrained: the files'
 
-
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype=None, device=None, **hub_kwargs) -> BartForConditionalGeneration:
         """Load a transformers checkpoint (safetensors or .bin, single or sharded) from a directory or Hub id.

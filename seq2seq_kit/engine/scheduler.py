@@ -59,12 +59,11 @@ from .batch import EagerBatch, FixedCapacity, Group, Launched, Request
 
 logger = logging.getLogger(__name__)
 PADDING_LIMIT = 1.25    # an encoder batch computes at most 1.25x its inputs' real tokens (see encoder_groups)
-
-
 # generate() arguments the engine does not take (check_engine_settings), but as generate takes "not given"
 NOT_TAKEN = ("logits_processor", "prefix_allowed_tokens_fn", "streamer", "tokenizer", "decoder_input_ids",
              "decoder_attention_mask", "attention_mask")
 TOKENIZER_FIX = "Engine(model, tokenizer=tokenizer) (or the pipeline's pipe.engine())"   # stop strings' tokenizer
+
 
 class EngineFull(RuntimeError):
     """The engine's queue holds max_queue waiting requests; retry later (HTTP servers answer 503)."""

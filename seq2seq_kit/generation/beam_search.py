@@ -162,6 +162,7 @@ def _powers(max_length: int, exponent: float, device) -> torch.Tensor:
 
 
 def _power(base: int, exponent: float) -> float:
+    """base ** exponent in double; inf past its range."""
     try:
         return math.pow(base, exponent)
     except OverflowError:

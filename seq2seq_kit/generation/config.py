@@ -315,9 +315,13 @@ def _without_no_ops(kwargs: dict) -> dict:
     seq2seq_kit does not implement at the value that makes them a no-op (guidance_scale=1.0, num_beam_groups=1, ...)."""
     if "use_cache" in kwargs and not isinstance(kwargs["use_cache"], bool):
         raise ValueError(f"use_cache must be True or False, got {kwargs['use_cache']!r}")
-    def no_op(k, v) -> bool:
-        return k in UNSUPPORTED and v == UNSUPPORTED[k] and isinstance(v, bool) == isinstance(UNSUPPORTED[k], bool)
-    return {k: v for k, v in kwargs.items() if k != "use_cache" and not no_op(k, v)}
+    return {k: v for k, v in kwargs.items() if k != "use_cache" and not _no_op(k, v)}
+
+
+def _no_op(name: str, value) -> bool:
+    """An unimplemented transformers setting at the value that makes it do nothing (True is no 1 here)."""
+    neutral = UNSUPPORTED.get(name, object())
+    return value == neutral and isinstance(value, bool) == isinstance(neutral, bool)
 
 
 def _check_pad_without_eos_ids(cfg: GenerationConfig) -> None:
