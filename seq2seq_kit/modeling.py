@@ -89,9 +89,8 @@ class BartForConditionalGeneration(BartNetwork):
         if attend is not None:
             model.set_step_attention(attend)
         if int8:
-            model.quantize_int8()                    # the rest: the embedding, a tied LM head
-            cpu_memory.release_freed_memory()        # the float32 weights it replaced, kept by the tuning above
-            return model
+            model.quantize_int8()                    # the rest: the embedding, a tied LM head (and frees the float32
+            return model                             # weights kept by the tuning above)
         table = kernel_choice.choose(model)          # float32 on the CPU: the decode step's matmul kernels
         if table is not None:
             model.set_kernels(table)

@@ -110,6 +110,7 @@ def check_truncation(truncation) -> None:
 CALL_OPTIONS = ("return_tensors", "return_text", "return_type", "clean_up_tokenization_spaces", "truncation",
                 "batch_size", "stop_sequence", "strategy", "chunk_overlap", "map_kwargs", "return_chunks")
 RETURN_TYPES = {0: True, 1: False}    # 4.x's ReturnType: TENSORS (0) -> return_tensors, TEXT (1) -> texts
+RETURN_OPTIONS = {"return_tensors", "return_type"}
 
 
 def return_tensors_of(return_tensors: bool, return_text: bool, return_type) -> bool:
@@ -211,10 +212,18 @@ class SummarizationPipeline:
         max_new_tokens, replaces the call's in both forms); batch_size: chunks decoding at once (default 8).
         Nothing is truncated, so `truncation` has nothing to do.
         Every other keyword is a generate setting, over the pipeline's generate_defaults."""
-        given = {**self.call_defaults, **kwargs}
+        given = {**self.call_options(kwargs), **kwargs}
         options = self._options(**{k: v for k, v in given.items() if k in CALL_OPTIONS})
         generate_kwargs = {k: v for k, v in given.items() if k not in CALL_OPTIONS}
         return self._run(inputs, generate_kwargs, **options)
+
+    def call_options(self, kwargs: dict) -> dict:
+        """pipeline()'s call options a call with `kwargs` takes, as 4.x's call parameters sit over the pipeline's:
+        not its return_tensors / return_type where the call says which it returns, and not its stop_sequence (the
+        eos_token_id of generate_ids' defaults, under the call's own)."""
+        said = RETURN_OPTIONS & set(kwargs)
+        return {k: v for k, v in self.call_defaults.items() if k != "stop_sequence" and not (said and k in
+                                                                                             RETURN_OPTIONS)}
 
     def _options(self, *, return_tensors: bool = False, return_text: bool = True, return_type=None,
                  clean_up_tokenization_spaces: bool = False, truncation: bool | None = None,

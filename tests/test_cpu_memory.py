@@ -55,8 +55,14 @@ def status_bytes(field):     # VmRSS: resident now; VmHWM: its peak (ru_maxrss w
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) * 1024
 
 before = status_bytes("VmRSS")
-model = BartForConditionalGeneration.from_pretrained(sys.argv[1], dtype="int8")
-print("GROWTH", status_bytes("VmRSS") - before, "PEAK", status_bytes("VmHWM") - before)
+if sys.argv[2] == "load":
+    model = BartForConditionalGeneration.from_pretrained(sys.argv[1], dtype="int8")
+else:                                  # a float32 model quantized after loading
+    model = BartForConditionalGeneration.from_pretrained(sys.argv[1]).quantize_int8()
+now = status_bytes("VmRSS")
+from seq2seq_kit import cpu_memory
+cpu_memory.release_freed_memory()
+print("GROWTH", now - before, "PEAK", status_bytes("VmHWM") - before, "KEPT", now - status_bytes("VmRSS"))
 """
 
 
@@ -64,7 +70,8 @@ def test_int8_load_gives_back_the_float32_weights_it_replaced(tmp_path):
     """from_pretrained(dtype="int8") quantizes each linear layer as soon as its float32 weights are read, so the
     float32 model never exists whole (its peak was ~1.3x the float32 bytes when the whole model was loaded first),
     and returns the freed float32 memory to the kernel (without release_freed_memory the process kept ~all of it:
-    the trim threshold above is 1 GiB)."""
+    the trim threshold above is 1 GiB); so does model.quantize_int8() on a float32 model loaded first (it kept
+    ~all of it until the next generate call)."""
     import torch
 
     from seq2seq_kit import BartConfig, BartForConditionalGeneration
@@ -80,12 +87,19 @@ def test_int8_load_gives_back_the_float32_weights_it_replaced(tmp_path):
     del model
     # one thread: a second one's malloc arena keeps what quantizing freed, +-30% of the peak from run to run
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | {"OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", INT8_CODE, str(tmp_path)], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", INT8_CODE, str(tmp_path), "load"], capture_output=True, text=True,
                          timeout=300, env=environ)
     assert out.returncode == 0, out.stderr
     growth, peak = int(out.stdout.split()[1]), int(out.stdout.split()[3])
     assert growth < float_bytes * 0.5, (growth, float_bytes)      # int8: ~a quarter, plus a tied LM head's copy
     assert peak < float_bytes, (peak, float_bytes)      # measured 0.7x; loading the whole float32 model first: 1.4x
+    # quantized after a float32 load whose kernels were measured and packed (the default: no forced kernels here)
+    environ = {k: v for k, v in environ.items() if k != "SEQ2SEQ_KIT_CPU_KERNELS"} | {"XDG_CACHE_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", INT8_CODE, str(tmp_path), "after"], capture_output=True, text=True,
+                         timeout=300, env=environ)
+    assert out.returncode == 0, out.stderr
+    kept = int(out.stdout.split()[5])                   # what a trim right after quantize_int8 still gave back
+    assert kept < float_bytes * 0.05, (kept, float_bytes)        # 0.79x before quantize_int8 trimmed itself
 
 
 def test_int8_loading_maps_large_blocks_unless_the_user_tuned_malloc(monkeypatch):

@@ -262,6 +262,9 @@ def test_call_options_given_to_pipeline_are_its_defaults(checkpoint, recipe, pip
     same(pipe(EN), recipe(path, EN, batch_size=2, return_tensors=True, **kwargs))
     same(pipe(EN, return_tensors=False), recipe(path, EN, batch_size=2, **kwargs))
     same(pipe(EN, return_type=1), recipe(path, EN, batch_size=2, **kwargs))
+    typed = pipeline("summarization", model=str(path), return_type=0, num_beams=2, max_length=12)
+    same(typed(EN[0], return_tensors=False), recipe(path, EN[0], **kwargs))   # the call's says which: texts
+    same(typed(EN[0]), recipe(path, EN[0], return_tensors=True, **kwargs))
     tiny = pipes("tiny")
     same(tiny(EN[0], return_type=0, return_text=True), recipe(path, EN[0], return_tensors=True))
     same(tiny(EN[0], return_tensors=True, return_type=1), recipe(path, EN[0]))
@@ -323,6 +326,8 @@ def test_generate_ids_ends_at_the_pipelines_stop_sequence(checkpoint, recipe, pi
     same([r[0] for r in pipe.postprocess(ids)], expected)
     ids = pipe.generate_ids(pipe.preprocess(EN[:1]).rows, eos_token_id=2)
     same(pipe.postprocess(ids)[0], recipe(path, EN[0]))
+    same(pipe(EN[0], eos_token_id=2), recipe(path, EN[0]))             # pipe() too (it took the stop over it)
+    same(pipe(EN[:1], stop_sequence=word), expected[:1])
 
 
 def test_num_return_sequences_gives_a_list_per_input(checkpoint, recipe, pipes):

@@ -884,6 +884,7 @@ class BartNetwork(nn.Module):
         own = ("shared",) if self.shared is not None else ("encoder.embed_tokens", "decoder.embed_tokens")
         quantize_int8(self, embeddings=own)
         self.screen = None
+        cpu_memory.release_freed_memory()        # the float32 weights it replaced go back to the system
         return self
 
     @property
