@@ -261,8 +261,16 @@ def test_health_info_docs(server, tiny_eos_path, pipe):
     assert info["task"] == "summarization" and "/summarize" in info["routes"] and "/translate" not in info["routes"]
     assert "languages" not in info
     assert httpx.get(server.url + "/docs").status_code == 200
-    paths = httpx.get(server.url + "/openapi.json").json()["paths"]
+    schema = httpx.get(server.url + "/openapi.json").json()
+    paths = schema["paths"]
     assert "/summarize" in paths and "/translate" not in paths                # the routes this model serves
+    # the error answers it documents are the ones it gives (FastAPI's default 422 is {"detail": [...]})
+    answers = paths["/summarize"]["post"]["responses"]
+    assert {"401", "404", "408", "413", "422", "503", "504"} <= set(answers)
+    documented = answers["422"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    fields = schema["components"]["schemas"][documented]["properties"]
+    bad = httpx.post(server.url + "/summarize", json={"inputs": "a", "parameters": {"num_beams": "2"}})
+    assert bad.status_code == 422 and set(bad.json()) == set(fields) == {"error", "field", "errors"}
 
 
 def test_translate_on_a_summarization_model_is_404_naming_the_route(server):

@@ -65,7 +65,7 @@ from ..loading import is_int8, resolve_dtype
 from ..long_documents import DocumentError, SummariesTooLong, check_overlap, map_reduce, map_settings
 from ..summarization import InputTooLong, SummarizationPipeline, load_model_and_tokenizer, shape_records
 from ..translation import TranslationPipeline, translation_task
-from .schema import (PARAMETERS, SummarizeParameters, SummarizeRequest, Summary, TaskParameters, TranslateParameters,
+from .schema import (ERROR_RESPONSES, PARAMETERS, SummarizeParameters, SummarizeRequest, Summary, TaskParameters, TranslateParameters,
                      TranslateRequest, Translation, describe_errors, parameter_named, split_parameters)
 
 logger = logging.getLogger("seq2seq_kit.server")
@@ -683,13 +683,13 @@ def served_schema(schema: dict, task: str | None) -> dict:
 
 
 def _add_routes(app: FastAPI, service: Service) -> None:
-    @app.post("/summarize", response_model=list[Summary] | list[list[Summary]],
+    @app.post("/summarize", response_model=list[Summary] | list[list[Summary]], responses=ERROR_RESPONSES,
               summary="Summarize a text or a list of texts")
     async def summarize(body: SummarizeRequest, request: Request):
         with fields_as_sent(body.parameters):
             return JSONResponse(await service.summarize(body, request))
 
-    @app.post("/translate", response_model=list[Translation] | list[list[Translation]],
+    @app.post("/translate", response_model=list[Translation] | list[list[Translation]], responses=ERROR_RESPONSES,
               summary="Translate a text or a list of texts (a translation model's server)")
     async def translate(body: TranslateRequest, request: Request):
         with fields_as_sent(body.parameters):

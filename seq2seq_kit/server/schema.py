@@ -113,6 +113,26 @@ class Translation(BaseModel):
     translation_text: str
 
 
+class ErrorBody(BaseModel):
+    """Every error answer's body: what is wrong and the fix, the field at fault (null when it is no one field),
+    and for a 422 each field's problem."""
+    error: str
+    field: str | None
+    errors: dict[str, str] | None = None
+
+
+# the task routes' error answers, for the OpenAPI page (the 422 is ours, not FastAPI's {"detail": [...]})
+ERROR_RESPONSES = {status: {"model": ErrorBody, "description": what} for status, what in (
+    (401, "no or a wrong Authorization: Bearer key (--api-key-env)"),
+    (404, "the other task's route: this server's model answers the one /info names"),
+    (408, "the body did not arrive in time"),
+    (413, "a body over the size limit, more inputs than the queue holds, or (truncation false) an input over the "
+          "model's length"),
+    (422, "a field of the wrong type or value, or an unknown parameter: `field` names it"),
+    (503, "loading, draining, or the engine's queue full (Retry-After)"),
+    (504, "past the request timeout"))}
+
+
 PARAMETERS = {"/summarize": SummarizeParameters, "/translate": TranslateParameters}   # a route -> its parameters
 BODY_FIELDS = {"inputs", "parameters", "generate_parameters", "options", *Options.model_fields,
                *(n for p in PARAMETERS.values() for n in p.model_fields)}
