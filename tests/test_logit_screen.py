@@ -156,10 +156,12 @@ def screened_model(model):
     return model
 
 
-@pytest.mark.parametrize("name", ["tiny-eos", "distilbart", "marian", "pegasus", "m2m100"])
+@pytest.mark.parametrize("name", ["tiny-eos", "tiny", "distilbart", "marian", "pegasus", "m2m100"])
 def test_greedy_generate_equals_transformers_and_the_unscreened_path(pair, name, monkeypatch):
     """Random greedy settings (processors of every screenable kind, batches with padding): the tokens equal
-    transformers' and those of the full head (output_scores, which the screen does not serve); the screened step ran."""
+    transformers' and those of the full head (output_scores, which the screen does not serve); the screened step ran.
+    "tiny" (no EOS bias: its EOS logits run negative, where the decay penalty's EOS score falls as the logit
+    rises) takes more draws: it is where screening missed transformers' EOS before exact_always."""
     theirs, ours = pair(name)
     screened_model(ours)
     calls = []
@@ -168,7 +170,7 @@ def test_greedy_generate_equals_transformers_and_the_unscreened_path(pair, name,
                         lambda self, *a, **k: calls.append(1) or step(self, *a, **k))
     rng = random.Random(name)
     V = ours.config.vocab_size
-    for trial in range(6):
+    for trial in range(40 if name == "tiny" else 6):
         settings = greedy_settings(rng)
         g = torch.Generator().manual_seed(trial)
         ids = torch.randint(4, min(V, 300), (2, 12), generator=g)
