@@ -36,14 +36,23 @@ def write_json(path: str | Path, value, **dumps_kwargs) -> None:
 def replace_json(path: str | Path, value, **dumps_kwargs) -> None:
     """write_json to a temporary file beside path (PATH.tmp), then renamed over path: a crash leaves the old file
     or the new one, never a part of one."""
+    _replace(path, json.dumps(value, **dumps_kwargs) + "\n")
+
+
+def replace_json_lines(path: str | Path, records: list) -> None:
+    """records as JSON lines (one per line, UTF-8, as a corpus job's journals hold them), replacing path as
+    replace_json does."""
+    _replace(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def _replace(path: str | Path, text: str) -> None:
+    """text into a temporary file beside path (PATH.tmp), on disk before the rename makes it the file."""
     tmp = Path(path).with_name(Path(path).name + ".tmp")
-    write_json(tmp, value, **dumps_kwargs)
     with writing(tmp):
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)                            # its bytes on disk before the rename makes it the file
-        finally:
-            os.close(fd)
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 

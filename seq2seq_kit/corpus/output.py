@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..generation.config import LIBRARY_DEFAULTS
-from ..jsonfile import read_json, replace_json
+from ..jsonfile import read_json, replace_json, replace_json_lines
 from .reading import id_key, is_parquet, parquet_module
 
 logger = logging.getLogger(__name__)
@@ -263,9 +263,7 @@ class Output:
         if not resolved:
             return
         kept = [e for e in self.errors.load(("where", "reason")) if (e["where"], e["reason"]) not in resolved]
-        tmp = _sidecar(self.errors_path, ".tmp")
-        replace_json_lines(tmp, kept)
-        os.replace(tmp, self.errors_path)
+        replace_json_lines(self.errors_path, kept)
         self.error_keys -= resolved
 
     def _parquet_written(self) -> bool:
@@ -329,11 +327,3 @@ def _differences(a: dict, b: dict) -> str:
                       **{k: v for n in nested for k, v in (d.get(n) or {}).items()}}
     fa, fb = flat(a), flat(b)
     return ", ".join(f"{k}={fa.get(k)!r}" for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k))
-
-
-def replace_json_lines(path: Path, records: list[dict]) -> None:
-    """records as JSON lines in a new file at path, on disk (fsynced) before the caller renames it into place."""
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        f.flush()
-        os.fsync(f.fileno())

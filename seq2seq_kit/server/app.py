@@ -65,8 +65,9 @@ from ..loading import is_int8, resolve_dtype
 from ..long_documents import DocumentError, SummariesTooLong, check_overlap, map_reduce, map_settings
 from ..summarization import InputTooLong, SummarizationPipeline, load_model_and_tokenizer, shape_records
 from ..translation import TranslationPipeline, translation_task
-from .schema import (ERROR_RESPONSES, PARAMETERS, SummarizeParameters, SummarizeRequest, Summary, TaskParameters, TranslateParameters,
-                     TranslateRequest, Translation, describe_errors, parameter_named, split_parameters)
+from .schema import (ERROR_RESPONSES, PARAMETERS, SummarizeParameters, SummarizeRequest, Summary, TaskParameters,
+                     TranslateParameters, TranslateRequest, Translation, describe_errors, parameter_named,
+                     split_parameters)
 
 logger = logging.getLogger("seq2seq_kit.server")
 
@@ -155,16 +156,16 @@ class Service:
             coded = isinstance(tokenizer, TranslationTokenizer)
             # mBART (cc25) checkpoints are fine-tuned to translate or to summarize, and their files do not say which
             self.task = s.task or ("translation" if coded and tokenizer.kind != "MBartTokenizer" else "summarization")
+            # the checkpoint's task_specific_params["translation_XX_to_YY"], as pipeline("translation") takes it
+            translation = translation_task("translation", model.config)
             if self.task == "translation" and coded:
                 self.languages = tokenizer.language_codes
                 self.marian = tokenizer.kind == "MarianTokenizer"
                 # any target will do here: every request sets its own (check_languages, then for_languages)
                 first = self.languages[0] if tokenizer.target_required else None
-                # the checkpoint's task_specific_params["translation_XX_to_YY"], as pipeline("translation") takes it
-                pipe = TranslationPipeline(model, tokenizer, tgt_lang=first,
-                                           task=translation_task("translation", model.config))
+                pipe = TranslationPipeline(model, tokenizer, tgt_lang=first, task=translation)
             elif self.task == "translation":        # one language pair, no codes: a BART
-                pipe = TranslationPipeline(model, tokenizer, task=translation_task("translation", model.config))
+                pipe = TranslationPipeline(model, tokenizer, task=translation)
             else:
                 pipe = SummarizationPipeline(model, tokenizer)
             self.pipe, self.engine = pipe, pipe.engine(max_rows=s.max_rows, max_queue=s.max_queue)
