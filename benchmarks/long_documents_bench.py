@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     pipe = pipeline("summarization", model=str(checkpoint(args.shape)))
     kwargs = {} if args.max_length is None else {"max_length": args.max_length}
     if args.max_length is not None:
-        kwargs["min_length"] = min(args.max_length, pipe.generate_defaults.get("min_length", 0))
+        kwargs["min_length"] = min(args.max_length, pipe.default_settings().get("min_length", 0))
     doc = make_document(pipe, args.tokens)
     length, chunks = chunk_document(pipe, doc)
     print(f"document: {len(doc)} characters, {length} tokens, {len(chunks)} chunks of "
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
                platform.machine())
     info = {"machine": f"{cpu}, {torch.get_num_threads()} threads", "date": str(date.today()), "shape": args.shape,
             "document_tokens": length, "chunks": [len(c.row) for c in chunks],
-            "settings": {**pipe.generate_defaults, **kwargs}, "rows": rows, "speedup": round(speedup, 2)}
+            "settings": {**pipe.default_settings(), **kwargs}, "rows": rows, "speedup": round(speedup, 2)}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"long-documents-cpu-{args.shape}-{date.today()}"
     stem.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")

@@ -45,7 +45,8 @@ def pipeline(task: str = "summarization", model=None, tokenizer=None, device=Non
     `tokenizer`: Hub id, local path or Tokenizer (None: the model's). `device`: None (CPU; a loaded model
     stays where it is), -1 or "cpu", a CUDA index, "cuda[:k]" or a torch.device.
     `dtype`: None (float32), "auto", or a torch dtype.
-    `kwargs`: generate settings (max_length, num_beams, ...) and the call's options (CALL_OPTIONS: batch_size,
+    `kwargs`: generate settings (max_length, num_beams, ...; generation_config, a GenerationConfig, replaces the
+    checkpoint's task settings, as in 4.x) and the call's options (CALL_OPTIONS: batch_size,
     truncation, ...), the pipeline's defaults under each call's (as 4.x took them), and revision, cache_dir, token,
     local_files_only (see seq2seq_kit.hub.resolve).
     (seq2seq_kit.pipeline, the package's, also builds translation and text2text-generation pipelines.)"""
@@ -58,7 +59,7 @@ def pipeline(task: str = "summarization", model=None, tokenizer=None, device=Non
 
 def split_kwargs(kwargs: dict) -> tuple[dict, dict, dict]:
     """pipeline()'s keyword arguments -> (generate settings, call options, the rest: the Hub's, checked there)."""
-    generate = {k: v for k, v in kwargs.items() if k in GENERATE_KWARGS}
+    generate = {k: v for k, v in kwargs.items() if k in GENERATE_KWARGS or k == "generation_config"}
     options = {k: v for k, v in kwargs.items() if k in CALL_OPTIONS}
     return generate, options, {k: v for k, v in kwargs.items() if k not in generate and k not in options}
 
@@ -182,9 +183,20 @@ class SummarizationPipeline:
         return self.model.device
 
     def defaults_with(self, **overrides) -> dict:
-        """generate's defaults: the checkpoint's task settings, then this pipeline's generate_kwargs, then
-        `overrides` (a translation's target token)."""
-        return {**task_defaults(self.model.config, self.task)[1], **self.generate_kwargs, **overrides}
+        """generate's defaults, under a call's settings: the checkpoint's task settings as a generation_config (as
+        4.x made them its pipeline's generation config, over the model's), which a generation_config given to
+        pipeline() or to a call replaces; this pipeline's generate_kwargs; then `overrides` (a translation's target
+        token). Plain dict merges keep that order everywhere: generate_ids, engine(), corpus jobs, map-reduce."""
+        task = task_defaults(self.model.config, self.task)[1]
+        base = {"generation_config": GenerationConfig.from_dict(task)} if task else {}
+        return {**base, **self.generate_kwargs, **overrides}
+
+    def default_settings(self) -> dict:
+        """The settings of a call that gives none of its own, as one dict of those set (what a server's /info shows):
+        the model's generation config, under generate_defaults' generation_config, under its other settings."""
+        defaults = dict(self.generate_defaults)
+        config = defaults.pop("generation_config", None)
+        return {**self.model.generation_config.to_dict(), **(config.to_dict() if config else {}), **defaults}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.repr_fields()})"

@@ -18,6 +18,7 @@ import torch
 import huggingface_hub
 from hub_cache import read_dir, write_cache
 from seq2seq_kit import BartForConditionalGeneration, Tokenizer, pipeline
+from seq2seq_kit.generation import GenerationConfig
 from seq2seq_kit.hub import HubError
 from seq2seq_kit.summarization import DEFAULT_MODEL, SummarizationPipeline
 
@@ -68,6 +69,11 @@ def recipe():
         return [r[0] for r in records] if all(len(r) == 1 for r in records) else records
 
     return run
+
+
+def task_config(params: dict) -> dict:
+    """generate_defaults of a pipeline whose checkpoint's task settings are `params` (and nothing else given)."""
+    return {"generation_config": GenerationConfig(**params)}
 
 
 @pytest.fixture(scope="module")
@@ -147,14 +153,14 @@ def test_task_specific_params_are_the_defaults(checkpoint, recipe, tmp_path):
     extra["task_specific_params"]["summarization"].update(min_length=60, max_length=64)
     path = copy_checkpoint(checkpoint("tiny"), tmp_path, **extra)
     pipe = pipeline("summarization", model=str(path))
-    assert pipe.generate_defaults == extra["task_specific_params"]["summarization"]
+    assert pipe.generate_defaults == task_config(extra["task_specific_params"]["summarization"])
     out = pipe(EN[1], return_tensors=True)
     same(out, recipe(path, EN[1], return_tensors=True))
     assert 60 <= len(out[0]["summary_token_ids"]) <= 64
     kwargs = dict(min_length=3, max_length=20)              # explicit kwargs win; num_beams 4 etc. stay
     same(pipe(EN[:2], batch_size=2, **kwargs), recipe(path, EN[:2], batch_size=2, **kwargs))
     given = pipeline("summarization", model=str(path), **kwargs)   # 4.x: settings given to pipeline() as well
-    assert given.generate_defaults == {**extra["task_specific_params"]["summarization"], **kwargs}
+    assert given.generate_defaults == {**task_config(extra["task_specific_params"]["summarization"]), **kwargs}
     same(given(EN[:2], batch_size=2), recipe(path, EN[:2], batch_size=2, **kwargs))
     assert given(EN[0], max_length=12) == pipe(EN[0], min_length=3, max_length=12)      # the call's over them
     with pytest.raises(ValueError, match="num_beams"):
@@ -173,7 +179,7 @@ def test_translation_takes_the_checkpoints_translation_xx_to_yy_settings(checkpo
                                          'defaulting to "translation_en_to_de"') as record:
         pipe = pipeline("translation", model=str(path))
     assert [w.filename for w in record] == [__file__]
-    assert pipe.task == "translation_en_to_de" and pipe.generate_defaults == settings
+    assert pipe.task == "translation_en_to_de" and pipe.generate_defaults == task_config(settings)
     tok = transformers.AutoTokenizer.from_pretrained(path)
     model = transformers.AutoModelForSeq2SeqLM.from_pretrained(path).eval()
     with torch.no_grad():
@@ -181,7 +187,7 @@ def test_translation_takes_the_checkpoints_translation_xx_to_yy_settings(checkpo
     assert pipe(EN[0]) == [{"translation_text": decode(tok, ids[0], False)}]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert pipeline("translation_en_to_de", model=str(path)).generate_defaults == settings
+        assert pipeline("translation_en_to_de", model=str(path)).generate_defaults == task_config(settings)
 
 
 def test_task_settings_seq2seq_kit_lacks_are_refused(checkpoint, tmp_path):
@@ -199,14 +205,14 @@ def test_task_settings_seq2seq_kit_lacks_are_refused(checkpoint, tmp_path):
     assert pipe.generate_defaults == {}
     model = BartForConditionalGeneration.from_pretrained(path)
     model.config.extra["task_specific_params"]["summarization"] = {"num_beams": 4, "max_length": 8}
-    assert pipeline("summarization", model=model, tokenizer=str(path)).generate_defaults == {"num_beams": 4,
-                                                                                            "max_length": 8}
+    assert pipeline("summarization", model=model, tokenizer=str(path)).generate_defaults == task_config(
+        {"num_beams": 4, "max_length": 8})
 
 
 def test_distilbart(checkpoint, recipe, pipes):
     pipe, path = pipes("distilbart"), checkpoint("distilbart")
-    assert pipe.generate_defaults == json.loads((path / "config.json").read_text())["task_specific_params"][
-        "summarization"]
+    assert pipe.generate_defaults == task_config(json.loads((path / "config.json").read_text())[
+        "task_specific_params"]["summarization"])
     kwargs = dict(min_length=5, max_length=16, num_beams=2)
     same(pipe(EN[:2], **kwargs), recipe(path, EN[:2], **kwargs))
     same(pipe(EN[:2], batch_size=2, return_tensors=True, **kwargs),
@@ -523,3 +529,27 @@ def test_on_the_gpu_greedy_tokens_equal_the_cpu(checkpoint, pipes):
     out = gpu(EN, return_tensors=True, max_length=12, num_beams=1)
     assert all(r["summary_token_ids"].device.type == "cpu" for r in out)
     same(out, pipes("tiny")(EN, return_tensors=True, max_length=12, num_beams=1))
+
+
+def test_a_generation_config_replaces_the_task_settings(checkpoint, tmp_path):
+    """4.x: the checkpoint's task settings made the pipeline's generation config, which a generation_config given to
+    the call (or to pipeline()) replaced; keyword settings, the call's and pipeline()'s, stay over either. The
+    engine's requests (pipe.engine()) take the same order. The task's min_length 20 would outlast max_length 12."""
+    path = copy_checkpoint(checkpoint("tiny"), tmp_path, task_specific_params={"summarization": {
+        "num_beams": 3, "max_length": 30, "min_length": 20, "no_repeat_ngram_size": 2}})
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    model = transformers.AutoModelForSeq2SeqLM.from_pretrained(path).eval()
+    with torch.no_grad():
+        expected = model.generate(**tok(EN[1], return_tensors="pt"), length_penalty=0.5,
+                                  generation_config=transformers.GenerationConfig(num_beams=2, max_length=12))[0]
+    ours = GenerationConfig(num_beams=2, max_length=12)
+    pipe = pipeline("summarization", model=str(path), length_penalty=0.5)
+    assert pipe(EN[1], generation_config=ours, return_tensors=True)[0]["summary_token_ids"].tolist() == \
+        expected.tolist()
+    assert len(pipe(EN[1], return_tensors=True)[0]["summary_token_ids"]) >= 20          # the task's settings
+    with pipe.engine() as engine:
+        row = pipe.preprocess([EN[1]]).rows[0]
+        assert engine.submit(row, generation_config=ours).result()[0].tolist() == expected.tolist()
+    given = pipeline("summarization", model=str(path), generation_config=ours)
+    assert given(EN[1], length_penalty=0.5, return_tensors=True)[0]["summary_token_ids"].tolist() == \
+        expected.tolist()

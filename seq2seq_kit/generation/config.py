@@ -127,6 +127,10 @@ class GenerationConfig:
         merged.unsupported = {**base.unsupported, **self.unsupported}
         return merged
 
+    def __repr__(self) -> str:
+        """The settings that are set, as transformers' repr shows only what differs from its defaults."""
+        return f"GenerationConfig({', '.join(f'{k}={v!r}' for k, v in self.to_dict().items())})"
+
     def to_dict(self) -> dict:
         """The settings that are set (not None)."""
         d = asdict(self)

@@ -214,7 +214,7 @@ class Service:
     def info(self) -> dict:
         s, pipe = self.settings, self.pipe
         route = TASK_ROUTES.get(self.task)
-        defaults = {**pipe.model.generation_config.to_dict(), **pipe.generate_defaults} \
+        defaults = pipe.default_settings() \
             if pipe and pipe.model.generation_config is not None else None
         if defaults is not None and self.task == "translation":
             defaults.pop("forced_bos_token_id", None)     # each request's tgt_lang sets it
