@@ -14,6 +14,9 @@ Every family is BART with switches (as CTranslate2's converters and transformers
   decoder_vocabulary config.json's share_encoder_decoder_embeddings / decoder_vocab_size are read (Marian): false /
                      a size gives the decoder its own token embedding and vocabulary (the LM head's width);
                      other families' config classes ignore those keys, and so does seq2seq_kit
+  shifted_inputs     forward() without decoder_input_ids: transformers' model takes input_ids shifted right behind
+                     decoder_start_token_id ("start", BART) or behind each row's last non-pad token, its language id
+                     ("last_token", mBART); None: it refuses (Marian, Pegasus and M2M100 shift only labels)
 config_defaults: transformers' config-class defaults that differ from BartConfig's (used when config.json omits them).
 """
 
@@ -32,6 +35,7 @@ class Family:
     final_logits_bias: bool
     decoder_vocabulary: bool = False
     saves_positions: bool = False
+    shifted_inputs: str | None = None
     config_defaults: dict = field(default_factory=dict)
     # transformers' config class declares forced_eos_token_id (M2M100Config does not: there it is a generation key,
     # which transformers 5 drops when it makes a config)
@@ -40,9 +44,9 @@ class Family:
 
 FAMILIES = {
     "bart": Family("BART", "BartForConditionalGeneration", "learned", pre_layer_norm=False,
-                   embedding_layer_norm=True, final_logits_bias=True),
+                   embedding_layer_norm=True, final_logits_bias=True, shifted_inputs="start"),
     "mbart": Family("mBART", "MBartForConditionalGeneration", "learned", pre_layer_norm=True,
-                    embedding_layer_norm=True, final_logits_bias=True,
+                    embedding_layer_norm=True, final_logits_bias=True, shifted_inputs="last_token",
                     config_defaults=dict(decoder_start_token_id=None)),
     "marian": Family("Marian", "MarianMTModel", "sinusoidal", pre_layer_norm=False,
                      embedding_layer_norm=False, final_logits_bias=True, decoder_vocabulary=True,

@@ -66,6 +66,18 @@ def test_logits_match_transformers(pair, name, left):
         assert ours.num_parameters(**counts) == hf.num_parameters(**counts)  # Marian, Pegasus tables: parameters there
 
 
+@pytest.mark.parametrize("name", ["marian", "pegasus", "m2m100"])
+def test_forward_without_decoder_inputs_is_refused_as_transformers_refuses(pair, name):
+    """Marian, Pegasus and M2M100 make decoder inputs only from labels (BART and mBART shift input_ids: see
+    test_model.py): without decoder_input_ids both refuse, where seq2seq_kit returned logits of input_ids shifted."""
+    hf, ours, config = pair(name)
+    ids, mask = batch(config)[:2]
+    with pytest.raises(ValueError):
+        hf(input_ids=ids, attention_mask=mask)
+    with pytest.raises(ValueError, match=f"pass decoder_input_ids: a {ours.config.family.name} model makes none"):
+        ours(ids, mask)
+
+
 @pytest.mark.parametrize("kwargs", [dict(), dict(num_beams=4), dict(do_sample=True, top_k=0)],
                          ids=["greedy", "beam4", "sample"])
 @pytest.mark.parametrize("name", FAMILIES)

@@ -423,10 +423,15 @@ def check_forward_kwargs(unsupported: dict, takes: str = FORWARD_TAKES) -> None:
 
 def shift_tokens_right(ids: torch.Tensor, config: BartConfig) -> torch.Tensor:
     """Teacher-forcing decoder inputs made from `ids` as transformers does when none are given: BART prepends
-    decoder_start_token_id; mBART moves each row's last non-pad token (the language id) to the front."""
+    decoder_start_token_id; mBART moves each row's last non-pad token (the language id) to the front; the other
+    families make none (ValueError asking for them, as transformers refuses)."""
+    how = config.family.shifted_inputs
+    if how is None:
+        raise ValueError(f"pass decoder_input_ids: a {config.family.name} model makes none from input_ids (as in "
+                         "transformers, which shifts only labels right)")
     shifted = ids.new_empty(ids.shape)
     shifted[:, 1:] = ids[:, :-1]
-    if config.model_type == "mbart":
+    if how == "last_token":
         last = (ids.ne(config.pad_token_id).sum(dim=1) - 1).clamp(min=0)
         shifted[:, 0] = ids.gather(1, last[:, None])[:, 0]
     elif config.decoder_start_token_id is None:
@@ -541,7 +546,7 @@ class BartNetwork(nn.Module):
                 decoder_input_ids: torch.Tensor | None = None,
                 decoder_attention_mask: torch.Tensor | None = None, **unsupported) -> torch.Tensor:
         """Teacher-forced pass -> logits [B, T, V] (transformers' output.logits). Without decoder_input_ids,
-        input_ids shifted right are used. Checks every argument (see check_inputs); refuses transformers' other
+        input_ids shifted right are used where the family's transformers model makes them (shift_tokens_right). Checks every argument (see check_inputs); refuses transformers' other
         arguments (labels: no loss here, see check_forward_kwargs)."""
         check_forward_kwargs(unsupported)
         return self.teacher_forced(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)
