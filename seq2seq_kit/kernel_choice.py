@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .jsonfile import read_json_object, write_json
+from .jsonfile import read_json_object, replace_json
 from .models import attention, gemv, kernels
 
 ENV = "SEQ2SEQ_KIT_CPU_KERNELS"
@@ -324,8 +324,8 @@ def save_timings(path: Path | None, timings: dict, section: str = "timings") -> 
     other = "attention" if section == "timings" else "timings"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, {"cpu": cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                          other: load_timings(path, other), section: timings}, indent=1)
+        replace_json(path, {"cpu": cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                            other: load_timings(path, other), section: timings}, indent=1)
     except OSError:
         pass
 

@@ -632,3 +632,32 @@ def distance(run, exact) -> float:
     """The largest difference of a run's step scores from the float64 run's (the same tokens: decisive logits)."""
     assert torch.equal(run.sequences, exact.sequences)
     return max((a.double() - b)[b.isfinite()].abs().max().item() for a, b in zip(run.scores, exact.scores))
+
+
+def test_the_c_kernels_write_on_their_inputs_device_not_torchs_default():
+    """Under torch.set_default_device / `with torch.device(...)` (here "meta"), the C kernels' outputs on CPU inputs
+    are CPU tensors, as F.linear's and SDPA's: they were allocated on the default device, and the C code wrote
+    through a meta tensor's null pointer (SIGSEGV; a CUDA default device on a GPU machine alike). An int8 layer's
+    output stays float32 past 128 rows under torch.set_default_dtype(torch.float64) (it was float64 there). Run in
+    a child process, so that a regression fails this test instead of killing the suite."""
+    import subprocess
+    import sys
+
+    code = """
+import torch
+from seq2seq_kit.models import attention, gemv
+from seq2seq_kit.models.logit_screen import LogitScreen
+from seq2seq_kit.models.quantize import Int8Linear
+w, x, q, k = torch.randn(8, 16), torch.randn(2, 16), torch.randn(1, 2, 1, 8), torch.randn(1, 2, 5, 8)
+int8 = Int8Linear(torch.nn.Linear(16, 8))
+screen = LogitScreen.of(torch.randn(50, 16))
+with torch.device("meta"):
+    outs = [gemv.linear(x, w, None), attention.attend(q, k, k), int8(torch.randn(300, 16, device="cpu")),
+            screen.screen(torch.randn(1, 16, device="cpu"), torch.randn(50, 16, device="cpu"), None).upper]
+torch.set_default_dtype(torch.float64)
+outs.append(int8(torch.randn(300, 16, dtype=torch.float32)))
+print([(o.device.type, o.dtype) for o in outs])
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == str([("cpu", torch.float32)] * 5)

@@ -40,9 +40,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.T
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale)
     B, H, Q, D = q.shape
     S = k.shape[2]
-    y = torch.empty(B, H, Q, D, dtype=torch.float32)
+    y = torch.empty(B, H, Q, D, dtype=torch.float32, device=q.device)   # not the default device
     threads = max(1, torch.get_num_threads())
-    scratch = torch.empty(threads, S, dtype=torch.float32)
+    scratch = torch.empty(threads, S, dtype=torch.float32, device=q.device)
     mask, mb = 0, 0
     if attn_mask is not None:
         flat = attn_mask[:, 0, 0]                                           # [B or 1, S], dense along S

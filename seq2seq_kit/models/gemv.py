@@ -78,7 +78,7 @@ def run(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, bias:
     N, K = weight.shape
     bias = None if bias is None else bias.contiguous()      # held here: the C call reads its memory
     rows = x.contiguous()                                                    # [..., in]: M rows
-    out = torch.empty(x.shape[:-1] + (N,), dtype=torch.float32)              # [..., out]
+    out = torch.empty(x.shape[:-1] + (N,), dtype=torch.float32, device=x.device)   # [..., out]: not the default device
     _gemv.linear(rows.data_ptr(), weight.data_ptr(), 0 if scale is None else scale.data_ptr(),
                  0 if bias is None else bias.data_ptr(), out.data_ptr(), math.prod(x.shape[:-1]), N, K,
                  torch.get_num_threads(), ISA)

@@ -66,7 +66,7 @@ class LogitScreen:
     def __init__(self, weight: torch.Tensor):
         V, K = weight.shape
         self.scale = (weight.abs().amax(dim=1) / 127).clamp(min=1e-30)                   # [V]
-        self.q = torch.empty(V, K, dtype=torch.int8)                                     # [V, K]
+        self.q = torch.empty(V, K, dtype=torch.int8, device=weight.device)               # [V, K]
         for start in range(0, V, CHUNK):
             rows = slice(start, start + CHUNK)
             self.q[rows] = torch.round(weight[rows] / self.scale[rows, None])

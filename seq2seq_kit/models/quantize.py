@@ -71,7 +71,7 @@ class Int8Linear(nn.Module):
         rows = x.reshape(-1, self.in_features)                                # [N, in]
         if rows.shape[0] <= ROWS_PER_CALL:
             return self.run(x)
-        out = torch.empty(rows.shape[0], self.out_features)                   # [N, out]
+        out = torch.empty(rows.shape[0], self.out_features, dtype=torch.float32, device=x.device)   # [N, out]
         for start in range(0, rows.shape[0], ROWS_PER_CALL):
             out[start:start + ROWS_PER_CALL] = self.run(rows[start:start + ROWS_PER_CALL])
         return out.view(*x.shape[:-1], self.out_features)
@@ -126,7 +126,7 @@ class Int8Embedding(nn.Module):
         self.num_embeddings, self.embedding_dim = embedding.num_embeddings, embedding.embedding_dim
         w = embedding.weight.detach()                                        # [V, D] float32
         self.register_buffer("scale", (w.abs().amax(dim=1) / 127).clamp(min=1e-12))   # [V]
-        self.register_buffer("qweight", torch.empty(w.shape, dtype=torch.int8))
+        self.register_buffer("qweight", torch.empty(w.shape, dtype=torch.int8, device=w.device))
         for start in range(0, w.shape[0], chunk):      # a chunk at a time: no float32 temporary of the whole table
             rows = slice(start, start + chunk)
             self.qweight[rows] = torch.round(w[rows] / self.scale[rows, None])
