@@ -47,6 +47,7 @@ def assert_parity(theirs, mine, atol=ATOL):
     if getattr(theirs, "beam_indices", None) is not None:                   # beam search
         assert torch.equal(mine.beam_indices.cpu(), theirs.beam_indices.cpu()), (theirs.beam_indices,
                                                                                  mine.beam_indices)
+        assert mine.beam_indices.dtype == theirs.beam_indices.dtype == torch.int32     # transformers' int32
     else:
         assert mine.beam_indices is None
     assert (mine.logits is None) == (theirs.logits is None)

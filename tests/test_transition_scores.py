@@ -71,7 +71,7 @@ FIX = ("pass the .sequences, .scores (or .logits) and .beam_indices of one gener
 MISMATCHES = {   # (what is passed, from a greedy run g and a beam run b) -> the message's problem
     "beam_indices of another run": (lambda g, b: (g.sequences, g.scores, b.beam_indices),
                                     "beam_indices must be an integer tensor [3, steps] (sequences has 3 rows), got a "
-                                    "int64 tensor of shape (6, 6)"),
+                                    "int32 tensor of shape (6, 6)"),
     "beam search without beam_indices": (lambda g, b: (b.sequences, b.scores, None),
                                          "sequences has 6 rows and scores 9, without beam_indices: after beam search "
                                          "pass its .beam_indices; else"),

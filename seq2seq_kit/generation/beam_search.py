@@ -310,6 +310,6 @@ class BeamSearch(SearchProgress):
             if inputs is None:                              # rows of the whole batch: b * K + beam
                 offset = torch.arange(0, beams.shape[0] * K, K, device=beams.device)[:, None, None]
                 beams = torch.where(beams >= 0, beams + offset, beams)
-            beam_indices = beams.flatten(0, 1)                                       # [B * nrs, T - 1]
+            beam_indices = beams.flatten(0, 1).int()             # [B * nrs, T - 1]: int32, as transformers returns
         return sequences, scores[:, :nrs].reshape(-1), beam_indices
 

@@ -42,7 +42,7 @@ class GenerateOutput(ModelOutput):
     sequences_scores: torch.Tensor | None = None        # [B * num_return_sequences] (beam search, output_scores)
     scores: tuple[torch.Tensor, ...] | None = None      # per step [B * rows_per_input, V] processed scores
     logits: tuple[torch.Tensor, ...] | None = None      # per step [B * rows_per_input, V] the model's, float32
-    beam_indices: torch.Tensor | None = None            # [B * num_return_sequences, T - 1] long (beam search)
+    beam_indices: torch.Tensor | None = None            # [B * num_return_sequences, T - 1] int32 (beam search)
     # output_attentions / output_hidden_states (generation/traces.py has their shapes): the encoder's per layer,
     # the decoder's per step, per layer
     encoder_attentions: tuple[torch.Tensor, ...] | None = None
