@@ -163,6 +163,24 @@ def test_random_settings_match_transformers(small_pair, first):
         assert torch.equal(mine, theirs), f"seed {seed}: {kwargs}, output_scores={scores}"
 
 
+@pytest.mark.parametrize("kwargs", [
+    dict(num_beams=80, num_return_sequences=80, max_new_tokens=3), dict(num_beams=70, do_sample=True, max_new_tokens=3),
+    dict(do_sample=True, top_p=1.5, max_new_tokens=8), dict(no_repeat_ngram_size=-1, encoder_no_repeat_ngram_size=-2,
+                                                            max_new_tokens=8),
+    dict(bad_words_ids=[[], [7]], num_beams=2, max_new_tokens=8)], ids=str)
+def test_settings_transformers_runs_as_unbounded_or_off(small_pair, kwargs):
+    """More beams than the 64-token vocabulary (only the first step is bounded by it), top_p > 1 (off), n-gram sizes
+    <= 0 (off), an empty bad word (bans nothing): transformers runs them, and so does generate, with its tokens and
+    scores (each was refused)."""
+    hf, ours = small_pair
+    ids, mask = random_batch(64, 1, [7, 4], 3)
+    extra = dict(return_dict_in_generate=True, output_scores=True)
+    torch.manual_seed(0)
+    theirs = hf.generate(ids, attention_mask=mask, **kwargs, **extra)
+    torch.manual_seed(0)
+    assert_parity(theirs, ours.generate(ids, mask, **kwargs, **extra))
+
+
 def test_eos_reached_early_and_never(pair):
     """tiny-eos: in one padded batch, some rows end with EOS well before max_length and others never do."""
     hf, ours = pair("tiny-eos")
@@ -556,7 +574,7 @@ BAD_INPUTS = [                          # (make input_ids, kwargs, error, messag
     (lambda ids: ids, dict(num_beams=2, num_return_sequences=3), ValueError, "num_return_sequences"),
     (lambda ids: ids, dict(num_beams=0), ValueError, "num_beams"),
     (lambda ids: ids, dict(max_length=1), ValueError, "max_length"),
-    (lambda ids: ids, dict(top_p=1.01, do_sample=True), ValueError, "top_p"),
+    (lambda ids: ids, dict(top_p=-0.01, do_sample=True), ValueError, "top_p"),
     (lambda ids: ids, dict(temperature=0.0, do_sample=True), ValueError, "temperature"),
     (lambda ids: ids, dict(beams=4), ValueError, "unknown argument"),
     (lambda ids: ids, dict(decoder_input_ids=torch.tensor([[2, 5]])), ValueError, r"decoder_input_ids must have shape"),

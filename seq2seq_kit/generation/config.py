@@ -375,16 +375,13 @@ FLOAT32_MAX = 3.4028234663852886e38
 
 def _check_bounds(cfg: GenerationConfig, vocab_size: int) -> None:
     """Settings no search can honour: a non-finite float (inf, nan: torch would fail deep inside, or silently
-    rank every hypothesis alike), or more beams than the vocabulary has tokens (after the first step at most
-    vocab_size hypotheses differ; memory grows with each beam)."""
+    rank every hypothesis alike), or a length penalty whose divisor overflows. (More beams than the vocabulary has
+    tokens are fine, as in transformers: only the first step is limited to vocab_size different hypotheses.)"""
     for name in FLOAT_SETTINGS:
         value = getattr(cfg, name)
         if isinstance(value, Real) and not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
             raise ValueError(f"`{name}` must be a finite number (within float32's range: scores are float32), "
                              f"got {value!r}")
-    if cfg.num_beams > vocab_size:
-        raise ValueError(f"`num_beams` ({cfg.num_beams}) must be <= the vocabulary size ({vocab_size}): no more "
-                         "hypotheses can differ after the first step")
     longest = max(cfg.max_length, 1)          # a beam's score is divided by its length ** length_penalty, in double
     if cfg.num_beams > 1 and cfg.length_penalty * math.log(longest) > math.log(sys.float_info.max):
         raise ValueError(f"`length_penalty` ({cfg.length_penalty}) is too large: beam scores are divided by "
@@ -468,17 +465,18 @@ def _validate(cfg: GenerationConfig, vocab_size: int, max_position_embeddings: i
         raise ValueError(f"`early_stopping` must be True, False or 'never', got {cfg.early_stopping!r}")
     if not isinstance(cfg.length_penalty, Real):
         raise ValueError(f"`length_penalty` must be a number, got {cfg.length_penalty!r}")
-    _check_int("no_repeat_ngram_size", cfg.no_repeat_ngram_size, 0, allow_none=True)
-    _check_int("encoder_no_repeat_ngram_size", cfg.encoder_no_repeat_ngram_size, 0, allow_none=True)
+    # <= 0 is off, as transformers builds the processors only above 0
+    _check_int("no_repeat_ngram_size", cfg.no_repeat_ngram_size, -math.inf, allow_none=True)
+    _check_int("encoder_no_repeat_ngram_size", cfg.encoder_no_repeat_ngram_size, -math.inf, allow_none=True)
     if cfg.repetition_penalty is not None and not (isinstance(cfg.repetition_penalty, Real)
                                                    and cfg.repetition_penalty > 0):
         raise ValueError(f"`repetition_penalty` must be a number > 0, got {cfg.repetition_penalty!r}")
     if cfg.bad_words_ids is not None:
         if not (isinstance(cfg.bad_words_ids, list) and cfg.bad_words_ids
-                and all(isinstance(w, list) and w for w in cfg.bad_words_ids)):
-            raise ValueError(f"`bad_words_ids` must be a non-empty list of non-empty lists of token ids, "
+                and all(isinstance(w, list) for w in cfg.bad_words_ids)):      # an empty word bans nothing, as there
+            raise ValueError(f"`bad_words_ids` must be a non-empty list of lists of token ids, "
                              f"got {cfg.bad_words_ids!r}")
-        for w in cfg.bad_words_ids:
+        for w in filter(None, cfg.bad_words_ids):
             _check_token("bad_words_ids", w, vocab_size, allow_list=True)
     for name in ("eos_token_id", "forced_eos_token_id"):
         no_eos = name == "eos_token_id" and isinstance(cfg.eos_token_id, list) and not cfg.eos_token_id
@@ -492,8 +490,8 @@ def _validate(cfg: GenerationConfig, vocab_size: int, max_position_embeddings: i
         raise ValueError(f"`top_p` must be a number, got {cfg.top_p!r}")
     if cfg.do_sample:       # the cut-offs apply when sampling (transformers only warns about them otherwise)
         _check_int("top_k", cfg.top_k, 0, allow_none=True)
-        if cfg.top_p is not None and not 0 <= cfg.top_p <= 1:
-            raise ValueError(f"`top_p` must be in [0, 1], got {cfg.top_p!r}")
+        if cfg.top_p is not None and cfg.top_p < 0:       # >= 1 keeps every token: off, as in transformers
+            raise ValueError(f"`top_p` must be >= 0 (1 or more: off), got {cfg.top_p!r}")
     if cfg.do_sample and cfg.temperature is not None and not (isinstance(cfg.temperature, Real)
                                                               and cfg.temperature > 0):
         raise ValueError(f"`temperature` must be > 0 when do_sample=True, got {cfg.temperature!r} "

@@ -187,7 +187,7 @@ def check_encoder_ids(cfg: GenerationConfig, input_ids: torch.Tensor, vocab_size
     past a decoder vocabulary of its own (Marian with separate vocabularies) is refused here, where transformers
     fails inside its processor (one host read, only with these settings)."""
     used = [name for name, on in (("encoder_repetition_penalty", cfg.encoder_repetition_penalty not in (None, 1.0)),
-                                  ("encoder_no_repeat_ngram_size", bool(cfg.encoder_no_repeat_ngram_size))) if on]
+                                  ("encoder_no_repeat_ngram_size", cfg.encoder_no_repeat_ngram_size > 0)) if on]
     if used and input_ids.numel() and int(input_ids.max()) >= vocab_size:
         raise ValueError(f"{' and '.join(used)} look the source's ids up in the decoder's vocabulary, but input_ids "
                          f"holds id {int(input_ids.max())} and this model's decoder has a vocabulary of its own "

@@ -530,9 +530,9 @@ def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, row
                       EncoderRepetitionPenalty(cfg.encoder_repetition_penalty, encoder_input_ids, rows_per_input)))
     if cfg.repetition_penalty is not None and cfg.repetition_penalty != 1.0:
         built.append(("RepetitionPenaltyLogitsProcessor", RepetitionPenalty(cfg.repetition_penalty)))
-    if cfg.no_repeat_ngram_size:
+    if cfg.no_repeat_ngram_size > 0:
         built.append(("NoRepeatNGramLogitsProcessor", NoRepeatNGram(cfg.no_repeat_ngram_size)))
-    if cfg.encoder_no_repeat_ngram_size:
+    if cfg.encoder_no_repeat_ngram_size > 0:
         built.append(("EncoderNoRepeatNGramLogitsProcessor",
                       EncoderNoRepeatNGram(cfg.encoder_no_repeat_ngram_size, encoder_input_ids, rows_per_input)))
     if cfg.bad_words_ids is not None:
