@@ -88,16 +88,23 @@ def test_forced_alignment_reads_the_last_layers_cross_attention(eager_pair):
 
 def test_a_left_padded_decoders_pad_position_attends_evenly_as_in_transformers(eager_pair):
     """A decoder query with every key masked (a pad token first): transformers' eager probabilities are uniform
-    over the keys (its masked scores are the lowest float); they were NaN here."""
+    over the keys (its masked scores are the lowest float); they were NaN here. Its output is eager's average of
+    the values too, so the pad position's hidden states, cross attentions and logits are eager's (they were SDPA's
+    beside eager's probabilities: logits 2.3 apart); the other positions are the same with flags as without."""
     hf, ours = eager_pair("tiny")
     inputs = dict(input_ids=torch.tensor([[5, 6, 7, 2]]), decoder_input_ids=torch.tensor([[1, 2, 12, 13]]),
-                  decoder_attention_mask=torch.tensor([[0, 1, 1, 1]]), output_attentions=True)
+                  decoder_attention_mask=torch.tensor([[0, 1, 1, 1]]), output_attentions=True,
+                  output_hidden_states=True)
     with torch.no_grad():
         want = hf(**inputs)
     got = ours(**inputs)
     assert torch.equal(got.decoder_attentions[0][0, :, 0], torch.full((ours.config.decoder_attention_heads, 4), 0.25))
-    for a, b in zip(got.decoder_attentions, want.decoder_attentions):
-        torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+    for name in ("decoder_attentions", "cross_attentions", "decoder_hidden_states"):
+        for a, b in zip(getattr(got, name), getattr(want, name)):
+            torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+    torch.testing.assert_close(got.logits, want.logits, atol=ATOL, rtol=0)
+    plain = ours(**{k: v for k, v in inputs.items() if not k.startswith("output_")})
+    assert torch.equal(got.logits[:, 1:], plain[:, 1:])
 
 
 @pytest.mark.parametrize("flags", [dict(), dict(output_attentions=False, output_hidden_states=False),

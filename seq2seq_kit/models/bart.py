@@ -98,12 +98,19 @@ def attention_probs(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None,
 
 def recording(trace: Recorder, kind: str, layout=None, attend=SDPA):
     """`attend` (SDPA, or a decode step's own: models/attention.py) that also hands `trace` the attention
-    probabilities (attention_probs, beside it, not instead of it: the output is attend's bit for bit); layout: maps
-    them to the rows' layout before they are handed over."""
+    probabilities (attention_probs, beside it, not instead of it: the output is attend's bit for bit, except for a
+    query with every key masked, a left-padded decoder's pad position, whose output is eager's even average of the
+    values, as the probabilities handed over say: transformers gives attentions from its eager attention only);
+    layout: maps them to the rows' layout before they are handed over."""
     def recorded(q, k, v, attn_mask=None, is_causal=False, scale=None):
-        probs = attention_probs(q, k, attn_mask, is_causal, scale)
+        probs = attention_probs(q, k, attn_mask, is_causal, scale)                 # [B, H, Tq, Tk]
         trace.attention(kind, probs if layout is None else layout(probs))
-        return attend(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale)
+        out = attend(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale)   # [B, H, Tq, Dh]
+        if attn_mask is not None:
+            keyless = ~attn_mask.any(dim=-1, keepdim=True)                            # [B, 1, Tq, 1]
+            if bool(keyless.any()):
+                out = torch.where(keyless, probs @ v, out)
+        return out
     return recorded
 
 
