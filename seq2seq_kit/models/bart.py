@@ -553,8 +553,9 @@ class BartNetwork(nn.Module):
                 decoder_input_ids: torch.Tensor | None = None,
                 decoder_attention_mask: torch.Tensor | None = None, **unsupported) -> torch.Tensor:
         """Teacher-forced pass -> logits [B, T, V] (transformers' output.logits). Without decoder_input_ids,
-        input_ids shifted right are used where the family's transformers model makes them (shift_tokens_right). Checks every argument (see check_inputs); refuses transformers' other
-        arguments (labels: no loss here, see check_forward_kwargs)."""
+        input_ids shifted right are used where the family's transformers model makes them (shift_tokens_right).
+        Checks every argument (see check_inputs); refuses transformers' other arguments (labels: no loss here, see
+        check_forward_kwargs)."""
         check_forward_kwargs(unsupported)
         return self.teacher_forced(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)
 
