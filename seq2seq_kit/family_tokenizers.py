@@ -35,6 +35,7 @@ Tokenizers built on a SentencePiece pre-tokenizer cannot be saved as tokenizer.j
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -168,6 +169,7 @@ class TranslationTokenizer(Tokenizer):
     outside_vocab: frozenset[str] = frozenset()
     unlisted: frozenset[str] = frozenset()
     pieces: _Pieces | None = None    # Marian, M2M100: the SentencePiece pre-tokenizer (tokenize shows its pieces)
+    detokenizer: _Detokenizer | None = None     # and their decoder
     # src_lang chosen by the user (from_pretrained's argument, or set), not a default: tokenizer_config.json's
     # src_lang does not count, as transformers' save_pretrained writes its class default there ("eng_Latn")
     source_given: bool = False
@@ -463,6 +465,31 @@ class TranslationTokenizer(Tokenizer):
             config["legacy_behaviour"] = self.code_last
         return config
 
+    def __getstate__(self) -> dict:
+        """Tokenizer.__getstate__; Marian's and M2M100's backend as JSON without its Python pre-tokenizer and decoder
+        (`tokenizers` cannot serialize those), which __setstate__ puts back, and with its whole WordLevel vocabulary
+        (its JSON keeps one token per id, where Marian's target side reads two tokens as one id)."""
+        state = super().__getstate__()
+        if self.pieces is not None:
+            with self.lock:
+                backend = self._backend
+                custom = backend.pre_tokenizer, backend.decoder
+                backend.pre_tokenizer = backend.decoder = None
+                try:
+                    saved = json.loads(backend.to_str())
+                finally:
+                    backend.pre_tokenizer, backend.decoder = custom
+                saved["model"]["vocab"] = backend.get_vocab(with_added_tokens=False)
+            state["_backend"] = json.dumps(saved)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if self.pieces is not None:
+            self._backend = Backend.from_str(self._backend)
+            self._backend.pre_tokenizer = pre_tokenizers.PreTokenizer.custom(self.pieces)
+            self._backend.decoder = decoders.Decoder.custom(self.detokenizer)
+
     def __repr__(self) -> str:
         return (f"TranslationTokenizer({self.kind}, vocab_size={self.vocab_size}, src_lang={self.src_lang!r}, "
                 f"tgt_lang={self.tgt_lang!r})")
@@ -562,7 +589,8 @@ def _sentencepiece_tokenizer(root: Path, config: dict, spm: str, vocab: dict, na
         eos = tok.eos_token
         backend.post_processor = processors.TemplateProcessing(single=["$A", eos], pair=["$A", "$B", eos],
                                                                special_tokens=[(eos, tok.eos_token_id)])
-    backend.decoder = decoders.Decoder.custom(_Detokenizer(processor, set(tok.all_special_tokens), marian, aliases))
+    tok.detokenizer = _Detokenizer(processor, set(tok.all_special_tokens), marian, aliases)
+    backend.decoder = decoders.Decoder.custom(tok.detokenizer)
     tok.aliases, tok.pieces = aliases or {}, pieces
     return tok
 

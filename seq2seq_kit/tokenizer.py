@@ -62,10 +62,17 @@ class BatchEncoding(dict):
         except KeyError:
             raise AttributeError(name) from None
 
-    def to(self, device) -> "BatchEncoding":
+    def to(self, device, *, non_blocking: bool = False) -> "BatchEncoding":
+        """The tensors on `device` (a str, torch.device or index), as transformers' BatchEncoding.to. Anything else
+        (a dtype: `inputs.to(model.dtype)`) changes nothing, with a warning, as there: cast, the ids would become
+        other tokens."""
+        if not isinstance(device, (str, torch.device, int)) or isinstance(device, bool):
+            warnings.warn(f"BatchEncoding.to({device!r}) ignored: it moves token ids to a device; casting them would "
+                          "change the tokens (convert the model instead)", UserWarning, stacklevel=2)
+            return self
         if not all(isinstance(v, torch.Tensor) for v in self.values()):
             raise ValueError("only tensors can be moved: call the tokenizer with return_tensors='pt'")
-        return BatchEncoding({k: v.to(device) for k, v in self.items()})
+        return BatchEncoding({k: v.to(device, non_blocking=non_blocking) for k, v in self.items()})
 
 
 # transformers' PegasusTokenizer defaults: its named tokens (no bos, sep or cls), and when tokenizer_config.json lists
@@ -129,6 +136,14 @@ class Tokenizer:
             if getattr(self, name) not in ("right", "left"):
                 raise ValueError(f"tokenizer_config.json has {name}={getattr(self, name)!r}: "
                                  "it must be 'right' or 'left'")
+
+    def __getstate__(self) -> dict:
+        """pickle / copy.deepcopy (datasets.map(num_proc=...), spawned workers, Ray): the state but the lock."""
+        return {k: v for k, v in self.__dict__.items() if k != "lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.lock = threading.Lock()
 
     @classmethod
     def from_pretrained(cls, path, **hub_kwargs) -> "Tokenizer":

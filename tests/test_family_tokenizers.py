@@ -1135,3 +1135,32 @@ def test_pegasus_eos_token_null_is_refused(pegasus_dir, tmp_path):
                                          r"each text with its eos_token: name one \(\"eos_token\": \"</s>\"\) or leave "
                                          r"it out"):
         AutoTokenizer.from_pretrained(root)
+
+
+@pytest.mark.parametrize("name", ["bart", "kobart", "marian", "marian-separate", "m2m100", "nllb"])
+def test_a_tokenizer_pickles_and_deep_copies_with_its_state(request, name):
+    """pickle (datasets.map(num_proc=...), spawned workers, Ray) and copy.deepcopy, as transformers' tokenizers
+    take them: the same ids, target ids and text, and the languages set after loading. They failed on the lock
+    (every family) and on Marian's and M2M100's Python pre-tokenizer and decoder, which `tokenizers` cannot
+    serialize (moved out and back here)."""
+    import copy
+    import pickle
+
+    fixtures = Path(__file__).parent / "fixtures"
+    roots = {"bart": fixtures / "bart-tokenizer", "kobart": fixtures / "kobart-tokenizer"}
+    root = roots.get(name) or request.getfixturevalue(f"{name.replace('-', '_')}_dir")
+    languages = {"m2m100": dict(src_lang="ru", tgt_lang="fr"), "nllb": dict(src_lang="fra_Latn",
+                                                                               tgt_lang="deu_Latn")}.get(name, {})
+    ours = AutoTokenizer.from_pretrained(root, **languages)
+    if "src_lang" in languages:
+        ours.src_lang = "en" if name == "m2m100" else "eng_Latn"      # set after loading: the copies keep it
+    texts = CORPUS[:3] + EDGE
+    target = name != "bart" and name != "kobart"
+    before = ours(texts, text_target=texts if target else None, padding=True)
+    for copied in (pickle.loads(pickle.dumps(ours)), copy.deepcopy(ours)):
+        assert type(copied) is type(ours) and getattr(copied, "src_lang", None) == getattr(ours, "src_lang", None)
+        assert copied(texts, text_target=texts if target else None, padding=True) == before
+        decoded = before["labels" if target else "input_ids"]          # Marian's decode reads target ids
+        assert copied.batch_decode(decoded) == ours.batch_decode(decoded)
+        assert copied.tokenize(texts[0]) == ours.tokenize(texts[0])
+    assert ours(texts, padding=True)["input_ids"] == before["input_ids"]      # the original still works

@@ -456,6 +456,17 @@ def test_ids_from_tensors_and_arrays(bart):
     assert bart.convert_ids_to_tokens(torch.tensor(ids[:3])) == bart.convert_ids_to_tokens(ids[:3])
     moved = batch.to("cpu")
     assert moved.attention_mask.tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
+    assert torch.equal(batch.to(torch.device("cpu"), non_blocking=True).input_ids, batch.input_ids)
+
+
+def test_batch_encoding_to_a_dtype_changes_nothing_as_in_transformers(bart, tmp_path):
+    """`inputs.to(model.dtype)` (a dtype where a device goes): transformers' BatchEncoding.to warns and leaves the
+    ids as they are; here they were cast, float16 turning them into other tokens, silently."""
+    theirs = AutoTokenizer.from_pretrained(str(_bart_dir(tmp_path)))(PROSE, return_tensors="pt")
+    batch = bart(PROSE, return_tensors="pt")
+    with pytest.warns(UserWarning, match=r"BatchEncoding.to\(torch.float16\) ignored"):
+        same = batch.to(torch.float16)
+    assert same.input_ids.dtype == torch.int64 and torch.equal(same.input_ids, theirs.to(torch.float16).input_ids)
     assert bart("one", return_tensors="np")["input_ids"].shape == (1, 3)
 
 
