@@ -334,8 +334,9 @@ def _add_parity(sub, parents: list) -> None:
                                    "Needs transformers: pip install \"seq2seq-kit[test]\".")
     p.add_argument("model", type=_non_empty, metavar="MODEL", help="Hub id or local checkpoint directory")
     p.add_argument("--text", action="append", help="input text (repeatable; default: a sample paragraph)")
-    p.add_argument("--num-beams", type=_positive, help=f"beam width of the beam run (default: the checkpoint's, "
-                                                       f"or {BEAM_WHEN_GREEDY} if it generates greedily)")
+    p.add_argument("--num-beams", type=_beam_width, help=f"beam width of the beam run, 2 or more (default: the "
+                                                         f"checkpoint's, or {BEAM_WHEN_GREEDY} if it generates "
+                                                         "greedily; a greedy run is always made)")
     p.add_argument("--max-length", type=_positive, help="maximum length (default: the checkpoint's)")
     p.add_argument("--atol", type=_tolerance, default=None,
                    help=f"logit tolerance (default: {ATOL:g} for float32, {ATOL_HALF:g} for half precision)")
@@ -421,6 +422,14 @@ def _positive(value: str) -> int:
     n = _int(value)
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value!r}")
+    return n
+
+
+def _beam_width(value: str) -> int:
+    n = _int(value)
+    if n < 2:
+        raise argparse.ArgumentTypeError(f"must be 2 or more (the beam run's width; greedy runs beside it), got "
+                                         f"{value!r}")
     return n
 
 

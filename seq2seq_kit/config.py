@@ -213,10 +213,11 @@ class BartConfig:
     @classmethod
     def from_pretrained(cls, path: str | Path, **hub_kwargs) -> BartConfig:
         """Read config.json from a checkpoint directory (or Hub id, via seq2seq_kit.hub), or a .json file."""
-        hub.check_name(path, "model")
-        path = Path(path).expanduser()
-        if not path.is_file():
-            path = hub.resolve(path, purpose="model", **hub_kwargs) / "config.json"
+        hub.check_name(path, "config")
+        hub.check_kwargs(hub_kwargs)                # checked for a .json file too
+        file = Path(path).expanduser()
+        # the name as given (a str is a Hub id where no such folder exists), and only config.json fetched
+        path = file if file.is_file() else hub.resolve(path, purpose="config", **hub_kwargs) / "config.json"
         if not path.is_file():
             raise FileNotFoundError(f"no config.json in {path.parent}; a checkpoint directory needs one")
         d = read_json_object(path)

@@ -20,7 +20,7 @@ from .jsonfile import read_json
 # huggingface_hub (and the HTTP client under it) is imported by the functions that talk to the Hub or its cache, on
 # the first Hub id: a local directory never pays for it (measured: 8.7 MB of resident memory, 0.2 s).
 
-PURPOSES = ("tokenizer", "model", "all")
+PURPOSES = ("config", "tokenizer", "model", "all")
 # Every tokenizer file a supported checkpoint may ship (seq2seq_kit.tokenizer, family_tokenizers) -> what it is.
 TOKENIZER_FILES = {"tokenizer.json": "tokenizer (tokenizers)", "tokenizer_config.json": "tokenizer config",
                    "special_tokens_map.json": "tokenizer special tokens", "added_tokens.json": "tokenizer added tokens",
@@ -50,7 +50,8 @@ class HubError(OSError):
 def resolve(name_or_path: str | Path, *, purpose: str = "all", revision: str | None = None,
             cache_dir: str | Path | None = None, token: str | bool | None = None,
             local_files_only: bool = False, **unknown) -> Path:
-    """Local directory holding the files `purpose` ("tokenizer", "model" or "all") needs. Every from_pretrained
+    """Local directory holding the files `purpose` ("config": config.json alone; "tokenizer", "model" or "all")
+    needs. Every from_pretrained
     hands its other keyword arguments here: an unknown one is a TypeError that names the ones taken."""
     check_kwargs(unknown)
     if purpose not in PURPOSES:
@@ -192,7 +193,7 @@ def _download(repo_id: str, revision: str, cache: Path, purpose: str, token) -> 
     kwargs = dict(cache_dir=cache, token=token)
     folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=_small_files(files, purpose), **kwargs))
     _check_snapshot(folder, files, where, purpose=purpose)
-    weights = _weight_files(files, folder) if purpose != "tokenizer" else []
+    weights = _weight_files(files, folder) if purpose in ("model", "all") else []
     if weights:  # by commit: the same snapshot, whatever the branch did meanwhile
         folder = Path(snapshot_download(repo_id, revision=folder.name, allow_patterns=weights, **kwargs))
     return folder
@@ -255,9 +256,10 @@ def _weight_files(files: list[str], folder: Path) -> list[str]:
 
 def _check_files(files: list[str], purpose: str, where: str, hint: str = "") -> None:
     """Raise unless `files` (of a repo or a cached snapshot) hold what `purpose` needs."""
-    if purpose in ("model", "all"):
+    if purpose in ("config", "model", "all"):
         if "config.json" not in files:
             raise HubError(f"{where} has no config.json, so it is not a model checkpoint{hint}")
+    if purpose in ("model", "all"):
         if _weight_format(files) is None:
             raise HubError(f"{where} has no PyTorch weights ({' or '.join(WEIGHT_FILES[::2])}){hint}; "
                            f"its files: {', '.join(files)}")

@@ -67,6 +67,7 @@ def tiny_summaries(request):
     (["translate", "--model", "m", "hello", "--batch-size", "4"], "--batch-size applies to --input jobs"),
     (["serve", "--port", "70000"], "must be a port number (1-65535), got '70000'"),
     (["parity", "m", "--atol", "nan"], "must be a finite number >= 0, got 'nan'"),
+    (["parity", "m", "--num-beams", "1"], "must be 2 or more (the beam run's width; greedy runs beside it), got '1'"),
     (["demo", "--seed", str(2**64)], "must be an integer in [0, 2**63)"),
     (["summarize", "hello", "--model", ""], "argument --model: is empty"),      # not the current folder's model
     (["serve", "--model", " "], "argument --model: is empty"),                  # not the default model

@@ -104,6 +104,15 @@ def test_a_generation_config_from_neither_str_nor_path_is_a_type_error(name):
         GenerationConfig.from_pretrained(name)
 
 
+def test_a_generation_config_from_a_hub_id_says_it_reads_a_directory():
+    """GenerationConfig.from_pretrained reads a checkpoint directory (the generation layer knows no Hub): a Hub id
+    was "has neither generation_config.json nor config.json", as if such a folder existed."""
+    from seq2seq_kit.generation import GenerationConfig
+
+    with pytest.raises(FileNotFoundError, match=r"'org/model' is no checkpoint directory: .*not a Hub id"):
+        GenerationConfig.from_pretrained("org/model")
+
+
 def test_file_instead_of_directory(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="is a file; pass the checkpoint directory"):
@@ -415,3 +424,24 @@ def test_a_local_directory_never_imports_huggingface_hub(tmp_path):
             f"print(resolve({str(tmp_path)!r}), 'huggingface_hub' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == [str(tmp_path), "False"]
+
+
+def test_a_config_from_a_hub_id_fetches_config_json_alone(tmp_path, fake_hub, monkeypatch):
+    """BartConfig / AutoConfig.from_pretrained("org/name"), as transformers' AutoConfig: only config.json is
+    downloaded, and a cached copy holding config.json alone serves offline. The name was made a Path before it was
+    resolved, which is never a Hub id: every Hub id failed ("neither a local directory nor a Hugging Face Hub id"),
+    and `seq2seq-kit translate --model ID` with it, which reads the config first."""
+    from seq2seq_kit import AutoConfig
+
+    config = json.dumps({"model_type": "bart", "d_model": 8, "encoder_attention_heads": 2,
+                         "decoder_attention_heads": 2}).encode()
+    hub = fake_hub({REPO: {"main": {**PR, "config.json": config}}})
+    assert AutoConfig.from_pretrained(REPO, cache_dir=tmp_path / "online").d_model == 8
+    assert hub.downloaded() == ["config.json"]
+    write_cache(tmp_path / "offline", REPO, {"main": {"config.json": config}})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert AutoConfig.from_pretrained(REPO, cache_dir=tmp_path / "offline").d_model == 8
+    (tmp_path / "config.json").write_bytes(config)
+    with pytest.raises(TypeError, match="dtype="):          # a .json file's keyword arguments are checked too
+        AutoConfig.from_pretrained(tmp_path / "config.json", torch_dtype="float16")

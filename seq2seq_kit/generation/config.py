@@ -111,6 +111,10 @@ class GenerationConfig:
             raise TypeError(f"a generation config is loaded from a checkpoint directory (str or path), got a "
                             f"{type(path).__name__}; pass its path")
         path = Path(path)
+        if not path.is_dir() and model_config is None:
+            raise FileNotFoundError(f"{str(path)!r} is no checkpoint directory: GenerationConfig.from_pretrained reads "
+                                    "one (not a Hub id: load the model, whose generation_config it is, or pass the "
+                                    "folder seq2seq_kit.hub.resolve(id) gives)")
         gen_file, config_file = path / "generation_config.json", path / "config.json"
         if gen_file.is_file():
             return check_types(cls.from_dict(read_json_object(gen_file)), gen_file)
