@@ -73,7 +73,8 @@ def resolve(name_or_path: str | Path, *, purpose: str = "all", revision: str | N
     check_revision(revision)
     from huggingface_hub import constants
     from huggingface_hub.errors import (
-        GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
+        GatedRepoError, LocalEntryNotFoundError, RemoteEntryNotFoundError, RepositoryNotFoundError,
+        RevisionNotFoundError)
     cache = _expanded(cache_dir if cache_dir is not None else constants.HF_HUB_CACHE,
                       "the cache folder's full path (cache_dir)")
     where = f"{repo_id!r} (revision {revision!r})"
@@ -94,6 +95,9 @@ def resolve(name_or_path: str | Path, *, purpose: str = "all", revision: str | N
     except RevisionNotFoundError as e:
         raise HubError(
             f"revision {revision!r} not found in {repo_id!r}; pass a branch, tag, commit hash or 'refs/pr/N'") from e
+    except RemoteEntryNotFoundError as e:     # listed by the Hub, then not found: the repo changed meanwhile
+        raise HubError(f"downloading {where} failed: a file the Hub lists was not found ({_first_line(e)}); the "
+                       "repo may have changed meanwhile: run again") from e
     except (LocalEntryNotFoundError, *network_errors()) as e:  # the connection failed during the download
         raise HubError(
             f"downloading {where} failed ({type(e).__name__}: {_first_line(e)}); check the network and run again "

@@ -445,3 +445,21 @@ def test_a_config_from_a_hub_id_fetches_config_json_alone(tmp_path, fake_hub, mo
     (tmp_path / "config.json").write_bytes(config)
     with pytest.raises(TypeError, match="dtype="):          # a .json file's keyword arguments are checked too
         AutoConfig.from_pretrained(tmp_path / "config.json", torch_dtype="float16")
+
+
+def test_a_file_listed_then_not_found_is_a_hub_error(tmp_path, fake_hub):
+    """The repo's listing names a file whose download answers 404 (the repo changed between the two): a HubError
+    saying so, as every other Hub failure (huggingface_hub's RemoteEntryNotFoundError came out as it was)."""
+    hub = fake_hub({REPO: {"main": PR}})
+    listed = hub.handle
+
+    def without_weights(request):
+        if request.url.path.endswith("/model.safetensors"):
+            return httpx2.Response(404, headers={"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not "
+                                                 "found"}, request=request)
+        return listed(request)
+
+    hub.handle = without_weights
+    hub.install()
+    with pytest.raises(HubError, match="a file the Hub lists was not found .* run again"):
+        resolve(REPO, purpose="model", cache_dir=tmp_path)
