@@ -117,6 +117,35 @@ def test_an_actor_error_is_one_line_as_in_the_local_engine(ray_cluster, crash_fl
     assert " ERROR " not in err and "Traceback" not in err
 
 
+def test_a_model_that_fails_in_its_actors_is_the_local_engines_one_line(ray_cluster, corpus, tmp_path, capfd):
+    """Weights that cannot be read fail each actor as it starts (the driver reads config and tokenizer only): the
+    error the local engine raises, one line, where it was "Ray: ActorDiedError: The actor died because of an error
+    raised in its creation task" after the actor's traceback."""
+    import shutil
+
+    path, _, model = corpus
+    bad = tmp_path / "bad"
+    shutil.copytree(model, bad)
+    weights = bad / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100_000])
+    with pytest.raises(Exception) as local:
+        summarize_corpus(path, tmp_path / "local.jsonl", model=bad, batch_size=2, progress=False, **GEN)
+    capfd.readouterr()
+    with pytest.raises(Exception) as remote:
+        run_ray(path, tmp_path / "ray.jsonl", bad, actors=1)
+    assert (type(remote.value), str(remote.value)) == (type(local.value), str(local.value).split("\n")[0])
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_more_actors_than_the_clusters_cpus_are_refused(ray_cluster, corpus, tmp_path):
+    """As more actors than GPUs: refused by name (Ray Data waited for the CPUs, running fewer actors silently, or
+    forever on a cluster without CPUs)."""
+    path, _, model = corpus
+    with pytest.raises(ValueError, match=r"^actors=3: the Ray cluster has 2 CPU\(s\), at least one per actor; use "
+                                         r"actors<=2$"):
+        run_ray(path, tmp_path / "ray.jsonl", model, actors=3)
+
+
 def test_map_reduce_on_ray_equals_the_local_engine(ray_cluster, checkpoint, tmp_path):
     """strategy="map_reduce" reaches Ray's actors as the local engine's workers: the same records, chunks counted."""
     long = " ".join(f"Report {i} says the tower is {300 + i} metres tall and was built in {1880 + i}."

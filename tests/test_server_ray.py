@@ -4,6 +4,7 @@ replicas, each with its own engine), as a real process answering real HTTP."""
 from __future__ import annotations
 
 import concurrent.futures
+import re
 import signal
 import socket
 import time
@@ -71,6 +72,19 @@ def test_a_model_that_cannot_load_stops_the_ray_server_with_one_line_naming_it(t
     assert srv.proc.wait(240) == 1
     last = srv.log.read_text().strip().splitlines()[-1]
     assert last.startswith("seq2seq-kit: error: ") and "missing" in last, last
+
+
+def test_more_replicas_than_the_cluster_runs_stop_the_ray_server_with_one_line(tiny_eos_path, tmp_path):
+    """Replicas the cluster has no CPU (or GPU) for: refused at start, one line, exit 1; Ray Serve waited for them
+    forever, deaf to SIGTERM and Ctrl-C."""
+    srv = Server(tmp_path, "--model", tiny_eos_path, "--ray", "--replicas", "999")
+    try:
+        assert srv.proc.wait(240) == 1
+    finally:
+        srv.stop()
+    last = srv.log.read_text().strip().splitlines()[-1]
+    assert re.fullmatch(r"seq2seq-kit: error: 999 replica\(s\) need a CPU each, and the Ray cluster has \d+; lower "
+                        r"--replicas or add nodes", last), last
 
 
 def test_sigterm_answers_the_requests_in_flight(tiny_eos_path, tmp_path):

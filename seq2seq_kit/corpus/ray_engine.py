@@ -151,10 +151,16 @@ def _pool(ray, actors: int | None, device, chunks: int) -> tuple[int, dict]:
             raise ValueError(f"actors={actors}: the Ray cluster has {gpus} GPU(s), one per actor; use actors<={gpus} "
                              "or device='cpu'")
         return min(actors, chunks), {"num_gpus": 1}
+    cpus = int(total.get("CPU", 0))
+    if not cpus:
+        raise ValueError("the Ray cluster has no CPUs to run actors on; add a node with CPUs (ray start --num-cpus N)")
+    if actors is not None and actors > cpus:        # Ray Data would wait for CPUs that never come, or run fewer
+        raise ValueError(f"actors={actors}: the Ray cluster has {cpus} CPU(s), at least one per actor; use "
+                         f"actors<={cpus}")
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     actors = min(actors or len(nodes), chunks)
     biggest = max(int(n["Resources"].get("CPU", 0)) for n in nodes)
-    return actors, {"num_cpus": max(1, min(int(total.get("CPU", 1)) // actors, biggest))}
+    return actors, {"num_cpus": max(1, min(cpus // actors, biggest))}
 
 
 class _RayWorker:
@@ -165,10 +171,17 @@ class _RayWorker:
 
         if threads:
             torch.set_num_threads(threads)
-        self.worker = Worker(**worker_kwargs)
+        self.worker, self.error = None, None
+        try:
+            self.worker = Worker(**worker_kwargs)
+        except Exception as e:  # noqa: BLE001 - raised by __call__: a task's error reaches the driver as it was
+            self.error = e      # (one line there); the constructor's would be an ActorDiedError, its traceback logged
 
     def __call__(self, batch: dict) -> Iterator[dict]:
         import numpy as np
+
+        if self.error is not None:
+            raise self.error
 
         for chunk in batch["chunk"]:
             for result in self.worker.process(json.loads(chunk)):
