@@ -352,14 +352,16 @@ def test_distilbart_checkpoint_defaults(pair):
 
 
 def test_explicit_none_switches_checkpoint_settings_off(pair):
-    """transformers applies early_stopping, do_sample, renormalize_logits ... only when `is True` and min_length
-    when not None: an explicit None turns off the checkpoint's early_stopping True and min_length 56."""
+    """transformers applies early_stopping, do_sample, renormalize_logits ... only when `is True` and min_length,
+    no_repeat_ngram_size ... when not None: an explicit None turns off the checkpoint's early_stopping True,
+    min_length 56 and no_repeat_ngram_size 3."""
     hf, ours = pair("distilbart")
     ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id, lengths=(40, 28))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")               # transformers' advice on unset flags
         theirs, mine = run_both(hf, ours, ids, mask, early_stopping=None, min_length=None, do_sample=None,
-                                renormalize_logits=None, remove_invalid_values=None, max_new_tokens=12)
+                                renormalize_logits=None, remove_invalid_values=None, no_repeat_ngram_size=None,
+                                encoder_no_repeat_ngram_size=None, max_new_tokens=12)
     assert_parity(theirs, mine)
 
 

@@ -225,9 +225,10 @@ LIBRARY_DEFAULTS = dict(
 # explicit None switches the setting off, as in transformers (e.g. forced_bos_token_id=None, top_k=None): for
 # these, by their off value (transformers tests `do_sample is True`, `min_length is not None and ...`).
 NONE_MEANS_UNSET = ("max_length", "num_beams", "length_penalty", "num_return_sequences")
-NONE_MEANS_OFF = dict(min_length=0, early_stopping=False, do_sample=False, remove_invalid_values=False,
-                      renormalize_logits=False, output_scores=False, output_logits=False,
-                      output_attentions=False, output_hidden_states=False, return_dict_in_generate=False)
+NONE_MEANS_OFF = dict(min_length=0, no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0, early_stopping=False,
+                      do_sample=False, remove_invalid_values=False, renormalize_logits=False, output_scores=False,
+                      output_logits=False, output_attentions=False, output_hidden_states=False,
+                      return_dict_in_generate=False)
 OUTPUT_FLAGS = ("output_attentions", "output_hidden_states", "output_scores", "output_logits")
 # transformers generation settings seq2seq_kit does not implement, with the value that makes them a no-op
 UNSUPPORTED = dict(
