@@ -21,14 +21,16 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")   # Ray Da
 
 @pytest.fixture(scope="module")
 def crash_flags(tmp_path_factory):
-    """(arm, fired): once `arm` exists, the next actor to wait for its 2nd result dies, once (then `fired` exists)."""
+    """(arm, fired, boom, poison): once `arm` exists, the next actor to wait for its 2nd result dies, once (then
+    `fired` exists); while `boom` exists every chunk raises; while `poison` exists every actor doing the chunk of
+    documents 1.. dies (its count of deaths kept in the file)."""
     root = tmp_path_factory.mktemp("crash")
-    return root / "arm", root / "fired", root / "boom"
+    return root / "arm", root / "fired", root / "boom", root / "poison"
 
 
 @pytest.fixture(scope="module")
 def ray_cluster(crash_flags):
-    arm, fired, boom = map(str, crash_flags)
+    arm, fired, boom, poison = map(str, crash_flags)
 
     def setup_hook():   # runs in every Ray worker process; defined here so Ray ships it by value
         import os
@@ -48,6 +50,10 @@ def ray_cluster(crash_flags):
         real_process = Worker.process
 
         def process(self, chunk):
+            if os.path.exists(poison) and chunk["first"] == 1:
+                with open(poison, "a") as deaths:
+                    deaths.write("x")
+                os._exit(1)
             if os.path.exists(boom):
                 raise ValueError(f"{chunk['name']}:{chunk['first']} broke the worker")
             return real_process(self, chunk)
@@ -90,7 +96,7 @@ def test_ray_and_local_engines_agree(ray_cluster, corpus, tmp_path, capfd):
 
 def test_a_killed_actor_loses_and_repeats_nothing(ray_cluster, crash_flags, corpus, tmp_path):
     path, local, model = corpus
-    arm, fired, _ = crash_flags
+    arm, fired = crash_flags[:2]
     arm.touch()
     try:
         result = run_ray(path, tmp_path / "ray.jsonl", model, actors=2)
@@ -144,6 +150,24 @@ def test_more_actors_than_the_clusters_cpus_are_refused(ray_cluster, corpus, tmp
     with pytest.raises(ValueError, match=r"^actors=3: the Ray cluster has 2 CPU\(s\), at least one per actor; use "
                                          r"actors<=2$"):
         run_ray(path, tmp_path / "ray.jsonl", model, actors=3)
+
+
+def test_a_chunk_that_kills_every_actor_fails_the_job_after_its_retries(ray_cluster, crash_flags, corpus, tmp_path):
+    """An actor restarted and its chunk done again covers a lost node, a few times (RETRIES): a chunk that kills
+    each actor doing it (out of memory on one document, a native crash) fails the job with one line, where Ray
+    Data's pools retried it forever, writing nothing."""
+    from seq2seq_kit.corpus.ray_engine import RETRIES
+
+    path, _, model = corpus
+    poison = crash_flags[3]
+    poison.touch()
+    try:
+        with pytest.raises(RuntimeError, match=rf"^Ray: ActorDiedError: .* \(a chunk was tried {RETRIES + 1} times, "
+                                               "its actor killed each time"):
+            run_ray(path, tmp_path / "ray.jsonl", model, actors=1)
+        assert poison.read_text() == "x" * (RETRIES + 1)
+    finally:
+        poison.unlink()
 
 
 def test_map_reduce_on_ray_equals_the_local_engine(ray_cluster, checkpoint, tmp_path):

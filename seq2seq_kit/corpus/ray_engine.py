@@ -29,6 +29,7 @@ from .. import ray_cluster
 from ..loading import resolve_device
 from .worker import Worker
 
+RETRIES = 3    # an actor restarted, and its chunk done again, this many times (a lost node); then the job fails
 ANSI = re.compile(r"\x1b\[[0-9;]*m")   # terminal colour codes in Ray's messages
 # The ERROR line Ray's core (C++, straight to stderr) prints on every run: Ray Data's actors get their arguments
 # from the object store and may restart (ray#53727). A restarted actor here rebuilds its Worker from them.
@@ -63,7 +64,8 @@ def results(chunks: list[dict], worker_kwargs: dict, *, address: str | None, act
         ds = ray.data.from_items([{"chunk": json.dumps(c)} for c in chunks], override_num_blocks=len(chunks))
         ds = ds.map_batches(
             _RayWorker, batch_size=1, batch_format="numpy", fn_constructor_kwargs=kwargs,
-            compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1), **resources)
+            compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
+            max_restarts=RETRIES, max_task_retries=RETRIES, **resources)
         ray_data_log = logging.getLogger("ray.data")
         level = ray_data_log.level
         ray_data_log.setLevel(logging.CRITICAL)      # its ERROR lines repeat the error we raise, at length
@@ -128,7 +130,9 @@ def one_line_error(ray, error: Exception) -> Exception:
         cause = cause.cause
     line = ANSI.sub("", str(cause)).strip().split("\n")[0]
     if cause is error:      # Ray's own (an actor that could not start or died): its type names it
-        return RuntimeError(f"Ray: {type(error).__name__}: {line}")
+        tried = (f" (a chunk was tried {RETRIES + 1} times, its actor killed each time: out of memory? a crash in a "
+                 "native library?)") if isinstance(error, ray.exceptions.ActorDiedError) else ""
+        return RuntimeError(f"Ray: {type(error).__name__}: {line}{tried}")
     try:
         return type(cause)(line)
     except Exception:   # noqa: BLE001 - an exception type that takes other arguments
