@@ -46,6 +46,11 @@ CLEAN_UP = [(" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), ("
             (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")]
 
 
+def check_flag(value, name: str) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
 def clean_up_tokenization(text: str) -> str:
     """transformers' `clean_up_tokenization`: no space before punctuation and English contractions."""
     for before, after in CLEAN_UP:
@@ -301,6 +306,8 @@ class Tokenizer:
         if isinstance(tokens, str):
             found = self._backend.token_to_id(tokens)
             return self._id(self.unk_token) if found is None else found
+        if not isinstance(tokens, (list, tuple)) or not all(isinstance(t, str) for t in tokens):
+            raise TypeError(f"convert_tokens_to_ids takes a token (str) or a list of them, got {tokens!r:.80}")
         return [self.convert_tokens_to_ids(t) for t in tokens]
 
     def convert_ids_to_tokens(self, ids, skip_special_tokens: bool = False) -> str | list[str]:
@@ -380,6 +387,7 @@ class Tokenizer:
         a side without texts: the arguments checked once for both, as transformers checks them, under one lock.
         pad_to_multiple_of: padded rows' length rounded up to a multiple of it (as the `tokenizers` library's
         padding rounds it; nothing without padding)."""
+        check_flag(add_special_tokens, "add_special_tokens")
         if pad_to_multiple_of is not None and (type(pad_to_multiple_of) is not int or pad_to_multiple_of < 1):
             raise ValueError(f"pad_to_multiple_of={pad_to_multiple_of!r} is not a length: pass an int >= 1, or None")
         settings = self.strategies(padding, truncation, max_length)
@@ -434,6 +442,7 @@ class Tokenizer:
                   max_length=None) -> list:
         """The backend's Encodings of a list of texts or (text, pair) tuples, the backend set up as transformers'
         `set_truncation_and_padding` sets it up."""
+        check_flag(add_special_tokens, "add_special_tokens")
         padding, truncation, max_length = self.strategies(padding, truncation, max_length)
         with self.lock:
             return self.encodings_locked(batch, add_special_tokens, padding, truncation, max_length)

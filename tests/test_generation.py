@@ -181,6 +181,50 @@ def test_settings_transformers_runs_as_unbounded_or_off(small_pair, kwargs):
     assert_parity(theirs, ours.generate(ids, mask, **kwargs, **extra))
 
 
+def test_numpy_and_torch_numbers_as_settings_as_in_transformers(small_pair):
+    """Settings from a numpy / torch computation (np.int64(2), torch.tensor(6), torch.tensor([2, 5]), np.bool_):
+    transformers takes them and answers as for the plain numbers; generate refused them ("must be an integer"), and
+    a numpy array of several ids failed on its own truth value."""
+    import numpy as np
+
+    hf, ours = small_pair
+    ids, mask = random_batch(64, 1, [7, 4], 3)
+    given = dict(num_beams=np.int64(2), max_length=torch.tensor(9), eos_token_id=np.array([2, 5]),
+                 length_penalty=torch.tensor(1.5), do_sample=np.bool_(False), suppress_tokens=torch.tensor([7, 8]),
+                 bad_words_ids=[[np.int64(9)]], num_return_sequences=np.int32(2))
+    plain = dict(num_beams=2, max_length=9, eos_token_id=[2, 5], length_penalty=1.5, do_sample=False,
+                 suppress_tokens=[7, 8], bad_words_ids=[[9]], num_return_sequences=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = hf.generate(ids, attention_mask=mask, **given)
+    assert torch.equal(ours.generate(ids, mask, **given), theirs)
+    assert torch.equal(ours.generate(ids, mask, **plain), theirs)
+
+
+def test_meta_sparse_and_nested_inputs_are_refused_by_name(pair):
+    """Tensors without values to read (meta), or not dense (sparse, nested): a clear error naming the argument and
+    the fix, where torch failed inside ("Cannot copy out of meta tensor", "Could not run 'aten::aminmax' ...")."""
+    from seq2seq_kit import Engine
+
+    _, ours = pair("tiny")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    with pytest.raises(ValueError, match="^input_ids is on the meta device, which holds no values"):
+        ours.generate(ids.to("meta"), max_new_tokens=2)
+    with pytest.raises(ValueError, match="^attention_mask is on the meta device"):
+        ours.generate(ids, mask.to("meta"), max_new_tokens=2)
+    with pytest.raises(TypeError, match=r"^input_ids must be a dense tensor, got a torch.sparse_coo one; pass "
+                                        r"\.to_dense\(\)"):
+        ours.generate(ids.to_sparse(), max_new_tokens=2)
+    with pytest.raises(TypeError, match="^attention_mask must be a dense tensor"):
+        ours(ids, mask.to_sparse(), decoder_input_ids=ids[:, :2])
+    with pytest.raises(TypeError, match="^input_ids must be a dense tensor, got a nested one"):
+        ours.generate(torch.nested.nested_tensor([ids[0], ids[1, :3]]), max_new_tokens=2)
+    with Engine(ours, max_rows=2) as engine, pytest.raises(ValueError, match="^input_ids is on the meta device"):
+        engine.submit(ids[0].to("meta"), max_new_tokens=2)
+    with pytest.raises(TypeError, match=r"^defaults must be a dict of generate settings"):
+        Engine(ours, defaults="num_beams=4")
+
+
 def test_eos_reached_early_and_never(pair):
     """tiny-eos: in one padded batch, some rows end with EOS well before max_length and others never do."""
     hf, ours = pair("tiny-eos")

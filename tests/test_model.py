@@ -427,7 +427,11 @@ def test_train_mode_and_labels_are_refused_as_inference_only(load):
                                 "F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100))")
     with pytest.raises(TypeError) as error:
         model(ids, mask, dec, output_hidden_states=True, encoder_outputs=None, use_cache=False)
-    assert str(error.value) == f"forward() does not take encoder_outputs, use_cache: {takes}"
+    assert str(error.value) == f"forward() does not take encoder_outputs: {takes}"
+    for use_cache in (True, False):          # transformers takes it (and returns the same logits): no-op here
+        assert torch.equal(model(ids, mask, dec, use_cache=use_cache), model(ids, mask, dec))
+    with pytest.raises(TypeError, match="does not take use_cache"):
+        model(ids, mask, dec, use_cache=1)
 
 
 def test_bad_decode_steps(load):

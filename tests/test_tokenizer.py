@@ -459,6 +459,17 @@ def test_ids_from_tensors_and_arrays(bart):
     assert torch.equal(batch.to(torch.device("cpu"), non_blocking=True).input_ids, batch.input_ids)
 
 
+def test_arguments_of_the_wrong_type_are_named(bart):
+    """Where the `tokenizers` library's own error named nothing ("'int' object is not an instance of 'bool'") or
+    Python's did ("'NoneType' object is not iterable")."""
+    with pytest.raises(TypeError, match="^add_special_tokens must be True or False, got 0$"):
+        bart("a b", add_special_tokens=0)
+    with pytest.raises(TypeError, match="^add_special_tokens must be True or False"):
+        bart.encode("a b", add_special_tokens=None)
+    with pytest.raises(TypeError, match=r"^convert_tokens_to_ids takes a token \(str\) or a list of them, got None"):
+        bart.convert_tokens_to_ids(None)
+
+
 def test_batch_encoding_to_a_dtype_changes_nothing_as_in_transformers(bart, tmp_path):
     """`inputs.to(model.dtype)` (a dtype where a device goes): transformers' BatchEncoding.to warns and leaves the
     ids as they are; here they were cast, float16 turning them into other tokens, silently."""

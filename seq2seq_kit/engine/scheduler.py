@@ -113,6 +113,9 @@ class Engine:
         max_source_tokens = max_rows * limit if max_source_tokens is None else max_source_tokens
         check_positive_int(max_source_tokens, "max_source_tokens")
         check_positive_int(max_queue, "max_queue")
+        if defaults is not None and not isinstance(defaults, dict):
+            raise TypeError(f"defaults must be a dict of generate settings ({{'num_beams': 4, ...}}), got a "
+                            f"{type(defaults).__name__}")
         self.model, self.defaults, self.tokenizer = model, dict(defaults or {}), tokenizer
         if self.defaults:                           # bad defaults fail here, not at every submit
             self.defaults = check_engine_settings(self.defaults)

@@ -248,7 +248,7 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int, max
     The result has eos_token_id as a list (or None; []: no EOS as well), pad_token_id defaulted to the first EOS id,
     and decoder_start_token_id defaulted to bos_token_id, as transformers' `_prepare_special_tokens` does.
     """
-    kwargs = _without_no_ops(kwargs)
+    kwargs = _without_no_ops({k: _plain(v) for k, v in kwargs.items()})
     unknown = sorted(set(kwargs) - set(GENERATE_KWARGS))
     if {"decoder_input_ids", "decoder_attention_mask"} & set(unknown):
         raise ValueError("a decoder prompt (decoder_input_ids / decoder_attention_mask) is taken by generate() only: "
@@ -316,6 +316,18 @@ def _check_prompt_fits(P: int, max_position_embeddings: int) -> None:
         raise ValueError(f"decoder_input_ids holds {P} tokens (the decoder start token included), more than the "
                          f"model's {max_position_embeddings} positions: shorten every prompt to at most "
                          f"{max_position_embeddings} tokens")
+
+
+def _plain(value):
+    """numpy and torch numbers and arrays (np.int64(2), torch.tensor(2), torch.tensor([5, 2])) as the Python
+    numbers and lists they hold, in lists, tuples and dicts too: transformers takes them as settings."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return type(value)(map(_plain, value))
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    return value
 
 
 def _without_no_ops(kwargs: dict) -> dict:
@@ -416,9 +428,8 @@ def _check_int(name: str, value, low, high=math.inf, *, allow_none: bool = False
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        bounds = [f">= {low}"] if low > -math.inf else []
-        bounds += [f"<= {high}"] if high < math.inf else []
-        raise ValueError(f"`{name}` must be an integer {' and '.join(bounds)}{note}, got {value!r}".replace("  ", " "))
+        bounds = " and ".join([f">= {low}"] * (low > -math.inf) + [f"<= {high}"] * (high < math.inf))
+        raise ValueError(f"`{name}` must be an integer{' ' + bounds if bounds else ''}{note}, got {value!r}")
 
 
 def _check_token(name: str, value, vocab_size: int, *, allow_list: bool = False) -> None:

@@ -167,9 +167,9 @@ def prepare(model: Seq2SeqModel, input_ids, attention_mask, kwargs: dict, genera
     if isinstance(attention_mask, GenerationConfig):                       # transformers' second argument
         raise TypeError("generate()'s second argument is attention_mask; pass a GenerationConfig as "
                         "generation_config=...")
-    if isinstance(input_ids, torch.Tensor):                                 # inputs may come from the CPU
-        input_ids = input_ids.to(model.device)
-    if isinstance(attention_mask, torch.Tensor):
+    if isinstance(input_ids, torch.Tensor) and not input_ids.is_meta:      # inputs may come from the CPU (meta
+        input_ids = input_ids.to(model.device)                             # ones: no values, refused by the check)
+    if isinstance(attention_mask, torch.Tensor) and not attention_mask.is_meta:
         attention_mask = attention_mask.to(model.device)
     padding_mask = model.check_inputs(input_ids, attention_mask)            # the one check
     prompt = decoder_prompt.check(decoder_input_ids, decoder_attention_mask, input_ids.shape[0],

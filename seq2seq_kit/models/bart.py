@@ -419,8 +419,10 @@ FORWARD_TAKES = ("input_ids, attention_mask, decoder_input_ids and decoder_atten
 
 
 def check_forward_kwargs(unsupported: dict, takes: str = FORWARD_TAKES) -> None:
-    """forward's keyword arguments beyond its own (transformers' labels, encoder_outputs, ...): refused by name;
-    takes: what that forward takes and returns, for the message."""
+    """forward's keyword arguments beyond its own (transformers' labels, encoder_outputs, ...): refused by name,
+    but use_cache True / False (no cache is returned; the logits are those of either); takes: what that forward
+    takes and returns, for the message."""
+    unsupported = {k: v for k, v in unsupported.items() if not (k == "use_cache" and isinstance(v, bool))}
     if not unsupported:
         return
     loss = (f"; labels: {INFERENCE_ONLY} (a loss from these logits: F.cross_entropy(logits.flatten(0, 1), "

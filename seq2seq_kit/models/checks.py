@@ -24,11 +24,21 @@ def check_vocab_range(ids: torch.Tensor, name: str, vocab_size: int) -> None:
                          f"[0, vocab_size={vocab_size}); does the tokenizer match the model?")
 
 
+def check_dense(t: torch.Tensor, name: str) -> None:
+    """A tensor with values to read: not on the meta device, not sparse, not nested (torch fails inside on those)."""
+    if t.is_meta:
+        raise ValueError(f"{name} is on the meta device, which holds no values; pass the tensor itself")
+    if t.is_nested or t.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense tensor, got a {'nested' if t.is_nested else t.layout} one; pass "
+                        ".to_dense() (nested rows: pad them into one tensor with an attention_mask)")
+
+
 def check_token_ids(ids, name: str, *, vocab_size: int, max_positions: int, device: torch.device) -> None:
     """ids: an integer tensor [B, L] on `device`, not empty, L <= max_positions, every id in the vocabulary."""
     if not isinstance(ids, torch.Tensor):     # a numpy array's dtype alone ("int64") reads as the right one
         raise TypeError(f"{name} must be an integer torch.Tensor of token ids, got a {type(ids).__name__} (a "
                         "tokenizer makes tensors with return_tensors='pt')")
+    check_dense(ids, name)
     if ids.dtype not in INT_DTYPES:
         raise TypeError(f"{name} must be an integer torch.Tensor of token ids, got {ids.dtype}")
     if ids.dim() != 2:
@@ -50,6 +60,7 @@ def padding_mask(mask, like: torch.Tensor, name: str, like_name: str, device: to
         return None
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
+    check_dense(mask, name)
     if mask.shape != like.shape[:2]:
         raise ValueError(f"{name} has shape {list(mask.shape)} but {like_name} has shape "
                          f"{list(like.shape[:2])}; they must match")
