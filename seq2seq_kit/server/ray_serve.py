@@ -59,10 +59,6 @@ def application(settings: Settings, *, replicas: int | None = None, autoscale: t
     return deployment.bind(settings)
 
 
-class _Stopped(Exception):
-    """SIGTERM / Ctrl-C while the deployment starts."""
-
-
 def check_resources(ray, settings: Settings, replicas: int | None, autoscale: tuple[int, int] | None) -> None:
     """ValueError unless the cluster has a GPU (CUDA) or a CPU for each replica that must run: Ray Serve would wait
     for them forever, serving nothing."""
@@ -93,27 +89,19 @@ def serve_on_ray(settings: Settings, *, address: str | None = None, replicas: in
     warn_if_exposed(settings, host)
     hub.resolve(settings.model, purpose="all", **settings.hub_kwargs)   # here: a replica's load error is not shown
     ray_cluster.join(ray, address)
-    stop, deploying = threading.Event(), [True]
-
-    def on_signal(*_):
-        stop.set()
-        if deploying[0]:        # serve.run waits for every replica (a model loading): nothing accepted yet
-            raise _Stopped
-
-    # handlers set after ray.init, whose own SIGTERM handler would abort the process
-    handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    stop = threading.Event()     # handlers set after ray.init, whose own SIGTERM handler would abort the process
+    # a signal while serve.run waits for the replicas (a model loading) takes effect once they run: the proxy may
+    # route requests to them before serve.run returns, and those are answered (drained) like any other
+    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        check_resources(ray, settings, replicas, autoscale)
+        check_resources(ray, settings, replicas, autoscale)    # replicas that cannot run: serve.run would wait forever
         _start(ray, serve, host, port)
         serve.run(application(settings, replicas=replicas, autoscale=autoscale), name=APP_NAME, route_prefix="/")
-        deploying[0] = False
         logger.info("serving %s on Ray Serve at http://%s:%d", settings.model, host, port)
         while not stop.wait(0.5):   # a timed wait, so the signal handler runs promptly
             pass
         logger.info("draining the replicas")
         serve.delete(APP_NAME)   # while the proxy still runs to carry their answers (serve.shutdown stops it first)
-    except _Stopped:
-        logger.info("stopped while the replicas were starting")
     finally:
         try:
             serve.shutdown()
