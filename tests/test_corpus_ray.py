@@ -227,6 +227,20 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
+def test_a_job_with_nothing_to_do_starts_no_ray(tmp_path, checkpoint):
+    """An empty input (or a finished job's re-run) with --ray: done, exit 0, as the local engine, without starting
+    or joining Ray (it started a local Ray first, seconds; and failed where the cluster was down)."""
+    import subprocess
+    import sys
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    done = subprocess.run([sys.executable, "-m", "seq2seq_kit", "summarize", "--input", empty, "--output",
+                           tmp_path / "out.jsonl", "--model", checkpoint("tiny"), "--ray", "--ray-address",
+                           f"127.0.0.1:{closed_port()}"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
 @pytest.mark.parametrize("form", ["{}", "ray://{}"])
 def test_a_ray_address_nothing_answers_at_is_one_line(corpus, tmp_path, form):
     """--ray-address HOST:PORT where no head listens: one line naming it, exit 1 (ray.init retried it forever,

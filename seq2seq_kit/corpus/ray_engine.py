@@ -49,12 +49,12 @@ def results(chunks: list[dict], worker_kwargs: dict, *, address: str | None, act
             device) -> Iterator[dict]:
     """The Worker results of every chunk, computed on a Ray actor pool, as they come."""
     ray = require_ray()
+    if not chunks:              # nothing left to do: no cluster started or joined
+        return
     started = not ray.is_initialized()
     if started:  # None: a local Ray instance; "auto" / "ray://...": join that cluster
         ray_cluster.join(ray, address)
     try:
-        if not chunks:
-            return
         actors, resources = _pool(ray, actors, device, len(chunks))
         ctx = ray.data.DataContext.get_current()
         saved = ctx.enable_progress_bars, ctx.print_on_execution_start
