@@ -51,8 +51,8 @@ def resolve(name_or_path: str | Path, *, purpose: str = "all", revision: str | N
             cache_dir: str | Path | None = None, token: str | bool | None = None,
             local_files_only: bool = False, **unknown) -> Path:
     """Local directory holding the files `purpose` ("config": config.json alone; "tokenizer", "model" or "all")
-    needs. Every from_pretrained
-    hands its other keyword arguments here: an unknown one is a TypeError that names the ones taken."""
+    needs. Every from_pretrained hands its other keyword arguments here: an unknown one is a TypeError that names
+    the ones taken."""
     check_kwargs(unknown)
     if purpose not in PURPOSES:
         raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")

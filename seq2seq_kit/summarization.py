@@ -195,8 +195,8 @@ class SummarizationPipeline:
         """The settings of a call that gives none of its own, as one dict of those set (what a server's /info shows):
         the model's generation config, under generate_defaults' generation_config, under its other settings."""
         defaults = dict(self.generate_defaults)
-        config = defaults.pop("generation_config", None)
-        return {**self.model.generation_config.to_dict(), **(config.to_dict() if config else {}), **defaults}
+        config = defaults.pop("generation_config", None) or GenerationConfig()
+        return {**config.over(self.model.generation_config).to_dict(), **defaults}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.repr_fields()})"
