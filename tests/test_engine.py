@@ -919,6 +919,45 @@ def test_the_interpreter_exits_cleanly_with_an_engine_stepping(tiny_eos_path):
         assert run.returncode == 0 and run.stderr == "", (run.returncode, run.stderr[-2000:])
 
 
+def test_the_interpreter_exit_cancels_a_request_in_its_encoder_pass(tiny_eos_path):
+    """A request the engine's thread had taken from the queue was in neither `waiting` nor `running` during its
+    encoder pass, so close_at_exit missed it: it ran to its end while the exit waited (up to 30 s, then the
+    process aborted). Now it is cancelled: the exit waits for the encoder pass alone."""
+    import subprocess
+    import sys
+
+    script = (f"import time\n"
+              f"from seq2seq_kit import BartForConditionalGeneration, Engine\n"
+              f"model = BartForConditionalGeneration.from_pretrained({str(tiny_eos_path)!r})\n"
+              f"encode = model.encode_unchecked\n"
+              f"def slow_encode(*args, **kwargs):\n"
+              f"    time.sleep(1.0)\n"                     # a long input's encoder pass
+              f"    return encode(*args, **kwargs)\n"
+              f"model.encode_unchecked = slow_encode\n"
+              f"engine = Engine(model, max_rows=4)\n"
+              f"request = engine.submit([5, 6, 7], max_new_tokens=200, min_new_tokens=200)\n"
+              f"request.add_done_callback(lambda r: print('cancelled' if r.cancelled() else 'ran to its end'))\n"
+              f"time.sleep(0.3)\n"                         # the script ends inside the encoder pass
+              f"print(len(engine.waiting), len(engine.admitting), len(engine.running))\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (run.returncode, run.stdout, run.stderr) == (0, "0 1 0\ncancelled\n", "")
+
+
+def test_an_engine_collected_before_its_thread_starts_ends_the_thread_quietly():
+    """serve_until_done met an engine collected before its first line (an Engine made and dropped at once) and
+    died with AttributeError on None (a traceback on stderr through threading.excepthook)."""
+    import weakref
+
+    from seq2seq_kit.engine.scheduler import serve_until_done
+
+    class Dropped:
+        pass
+
+    ref = weakref.ref(Dropped())            # dead at once
+    assert ref() is None
+    serve_until_done(ref, threading.Condition(), [])
+
+
 def test_an_engine_used_in_a_forked_child_is_refused_there(tiny_eos):
     """A fork copies no thread: a forked child's submit to its parent's engine was accepted and never answered
     (result() blocked forever). It is refused, naming the fix; the parent's engine goes on."""

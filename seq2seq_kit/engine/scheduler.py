@@ -127,6 +127,7 @@ class Engine:
         self.groups: list[Group] = []
         self.pending: Launched | None = None        # fixed capacity: the last step, its flags not yet read
         self.running: list[Request] = []            # the groups' requests in step order
+        self.admitting: list[Request] = []          # taken from waiting, not running yet (their encoder pass)
         self.generated_tokens = 0                   # decoder rows stepped so far, all requests (for metrics)
         if fixed_capacity is None:
             fixed_capacity = model.device.type == "cuda"
@@ -286,7 +287,8 @@ class Engine:
         """The requests to admit before the next step, or None when the engine is closed and done (lock held)."""
         if self._closing and not self.waiting and not self.running:
             return None
-        return self._take_admissible()
+        self.admitting = self._take_admissible()
+        return self.admitting
 
     @torch.no_grad()
     def _run(self, admitted: list[Request]) -> None:
@@ -301,6 +303,8 @@ class Engine:
             error = RuntimeError(f"the engine's step raised {e!r}")   # (asyncio would stop its loop on e)
             error.__cause__ = e
             self._fail(admitted + self.running, error)
+        finally:
+            self.admitting = []
 
     def _fail(self, requests: list[Request], error: BaseException) -> None:
         """A step failed: its requests get the error, but those that had finished at the step before (fixed
@@ -345,6 +349,9 @@ class Engine:
         if not requests:
             return
         for request, hidden in zip(requests, self._encode([r.input_ids[0] for r in requests])):
+            if request.future.cancelled():              # during the encoder pass (close_at_exit too)
+                request.notify_cancelled()
+                continue
             try:
                 self._start(request, hidden)
             except Exception as e:   # noqa: BLE001 - a request whose search cannot start fails alone
@@ -508,6 +515,8 @@ def serve_until_done(engine_ref: weakref.ref, wake: threading.Condition, busy: l
     engine dropped without close() is collected once every request is answered, and its finalizer wakes this
     thread to end (as ThreadPoolExecutor's workers end with their executor)."""
     engine = engine_ref()
+    if engine is None:                                  # dropped before this thread's first line
+        return
     while True:
         with wake:
             while engine._idle():
@@ -540,7 +549,7 @@ def close_at_exit() -> None:
         if not engine._wake.acquire(timeout=EXIT_WAIT):
             continue
         try:
-            requests = [*engine.waiting, *engine.running]
+            requests = [*engine.waiting, *engine.admitting, *engine.running]   # the thread moves them this way
         finally:
             engine._wake.release()
         for request in requests:
