@@ -62,7 +62,8 @@ CANCEL_POLL_S = 0.05        # how often a call given `cancel` checks it while it
 # A sentence ends after . ! ? (and closing quotes or brackets) before whitespace or the end, after 。！？, or
 # at a line break (where str.splitlines() breaks: \n, \r\n, \r, \v, \f, \x1c-\x1e, NEL, U+2028, U+2029).
 LINE_BREAK = r"\r\n?|[\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]"
-SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)|[。！？]+[\"'”’)\]」』]*|" + LINE_BREAK)
+CLOSERS = r"[\"'”’)\]」』]*"      # closing quotes and brackets after a sentence's end
+SENTENCE_END = re.compile(r"[.!?]+" + CLOSERS + r"(?=\s|$)|[。！？]+" + CLOSERS + "|" + LINE_BREAK)
 LINE_BREAK_ONLY = re.compile(LINE_BREAK)
 NON_SPACE = re.compile(r"\S")
 JOINED = "\u200d\ufe0e\ufe0f"     # ZWJ and variation selectors: never cut before them
@@ -244,11 +245,11 @@ LENGTHS = (("max_length", "max_new_tokens"), ("min_length", "min_new_tokens"))  
 
 def map_settings(generate_kwargs: dict, map_kwargs: dict | None) -> dict:
     """The map stage's settings: the call's with map_kwargs over them, a length map_kwargs gives in either form
-    replacing the call's in both (else the call's max_new_tokens would win over a map max_length, as generate
-    ranks them)."""
+    replacing the call's in both: its other form is None, over the call's, pipeline()'s and a generation_config's
+    (else their max_new_tokens would win over a map max_length, as generate ranks them)."""
     map_kwargs = map_kwargs or {}
-    replaced = {name for pair in LENGTHS if any(n in map_kwargs for n in pair) for name in pair}
-    return {**{k: v for k, v in generate_kwargs.items() if k not in replaced}, **map_kwargs}
+    unset = {name: None for pair in LENGTHS if any(n in map_kwargs for n in pair) for name in pair}
+    return {**generate_kwargs, **unset, **map_kwargs}
 
 
 def generate_all(engine, jobs: list[tuple[list[int], dict]],

@@ -25,6 +25,7 @@ import torch
 
 from . import hub
 from .engine import Engine
+from .engine.scheduler import check_engine_settings
 from .family_tokenizers import AutoTokenizer
 from .generation import settings
 from .generation.config import GENERATE_KWARGS, GenerationConfig
@@ -271,6 +272,7 @@ class SummarizationPipeline:
         if stop_sequence is not None:
             generate_kwargs = {**generate_kwargs, "eos_token_id": self.stop_token(stop_sequence)}
         if strategy == "map_reduce":
+            generate_kwargs, map_kwargs = (on_engine(kwargs) for kwargs in (generate_kwargs, map_kwargs))
             return map_reduce(self, texts, batch_size=batch_size, chunk_overlap=chunk_overlap, map_kwargs=map_kwargs,
                               return_chunks=return_chunks, clean_up_tokenization_spaces=clean_up_tokenization_spaces,
                               **generate_kwargs)
@@ -417,3 +419,15 @@ def _type_name(x) -> str:
         bad = next(t for t in x if not isinstance(t, str))
         return f"a {type(x).__name__} holding a {type(bad).__name__}"
     return type(x).__name__
+
+
+def on_engine(kwargs: dict | None) -> dict | None:
+    """A stage's generate kwargs as the engine takes them (check_engine_settings); what it refuses is named with the
+    fix for map_reduce."""
+    if kwargs is None:
+        return None
+    try:
+        return check_engine_settings(kwargs)
+    except ValueError as e:
+        raise ValueError(f"{e}: map_reduce summarizes the chunks on an engine; leave it out, or use "
+                         "strategy='truncate'") from None

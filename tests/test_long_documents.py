@@ -17,7 +17,7 @@ import torch
 
 from checkpoints import KOBART, TINY, Spec, build
 from helpers import read_jsonl, write_jsonl
-from seq2seq_kit import Tokenizer, pipeline, summarize_corpus
+from seq2seq_kit import GenerationConfig, Tokenizer, pipeline, summarize_corpus
 from seq2seq_kit.cli import main
 from seq2seq_kit.engine import EngineFull
 from seq2seq_kit.long_documents import DocumentError, chunk_document, generate_all, map_reduce, summarize_documents
@@ -237,12 +237,18 @@ def test_map_reduce_is_the_pipeline_on_chunks_then_on_their_summaries(pipes, ora
 @pytest.mark.parametrize("call, chunks", [({"max_new_tokens": 30}, {"max_length": 5}),
                                           ({"max_length": 30, "min_length": 20}, {"max_new_tokens": 4,
                                                                                   "min_new_tokens": 1})])
-def test_a_map_length_replaces_the_calls_in_either_form(pipes, call, chunks):
+@pytest.mark.parametrize("given", ["call", "pipeline", "generation_config"])
+def test_a_map_length_replaces_the_calls_in_either_form(pipes, paths, call, chunks, given):
     """map_kwargs={"max_length": 5} on a call with max_new_tokens=30: the chunks stop at 5, as pipe(chunk,
-    max_length=5) would (merged as dicts, generate would let the call's max_new_tokens win)."""
+    max_length=5) would (merged as dicts, generate would let the call's max_new_tokens win). So too where the
+    call's length is pipeline()'s or a generation_config's (their max_new_tokens won over the map max_length)."""
     pipe = pipes("tiny")
+    if given == "pipeline":
+        pipe, call = pipeline("summarization", model=str(paths("tiny")), **call), {}
+    elif given == "generation_config":
+        call = {"generation_config": GenerationConfig(**call)}
     out = pipe(EN_DOC[:3000], strategy="map_reduce", return_chunks=True, map_kwargs=chunks, **call)[0]
-    alone = pipe([c["text"] for c in out["chunks"]], **chunks)
+    alone = pipes("tiny")([c["text"] for c in out["chunks"]], **chunks)
     assert len(out["chunks"]) > 1 and [c["summary_text"] for c in out["chunks"]] == [r["summary_text"] for r in alone]
 
 
@@ -320,6 +326,10 @@ def test_a_given_engine_is_used_and_left_open(pipes):
     (dict(strategy="map_reduce", map_kwargs={"num_beams": 2, "num_return_sequences": 2}), ValueError,
      "num_return_sequences=2 in the map stage"),
     (dict(strategy="map_reduce", map_kwargs={"num_beams": 0}), ValueError, "num_beams"),
+    (dict(strategy="map_reduce", streamer=object()), ValueError,
+     "map_reduce summarizes the chunks on an engine; leave it out, or use strategy='truncate'"),
+    (dict(strategy="map_reduce", map_kwargs={"prefix_allowed_tokens_fn": lambda batch, ids: [2]}), ValueError,
+     "prefix_allowed_tokens_fn: Python run on every step"),
 ])
 def test_bad_options(pipes, kwargs, error, message):
     with pytest.raises(error, match=re.escape(message)):
@@ -463,6 +473,24 @@ def test_every_line_break_ends_a_sentence(pipes, sep, name, lead):
     assert len(chunks) > 4
     assert all(doc[c.end:].startswith(sep) for c in chunks[:-1]), [c.text[-20:] for c in chunks]
     assert all(c.text.startswith(line[:4]) for c in chunks), [c.text[:20] for c in chunks]
+
+
+def test_an_empty_logits_processor_list_is_taken_by_map_reduce(pipes):
+    """logits_processor=[] is generate's "none" (the engine takes it): map_reduce refused it as unknown."""
+    pipe = pipes("tiny")
+    assert pipe(EN_DOC[:3000], strategy="map_reduce", logits_processor=[], map_kwargs=MAP, **REDUCE) == \
+        pipe(EN_DOC[:3000], strategy="map_reduce", map_kwargs=MAP, **REDUCE)
+
+
+@pytest.mark.parametrize("quote", ['"', "”", "」", "』", ")"])
+def test_a_sentence_end_before_a_closing_quote_ends_the_sentence(pipes, quote):
+    """다.」 and 다.』 (Korean and Japanese quotes) end a sentence as 다.” does: chunks were cut mid-sentence."""
+    pipe = pipes("ko64")
+    rng = random.Random(0)
+    doc = " ".join(" ".join(rng.choices(KO_WORDS, k=rng.randint(4, 9))) + "다." + quote for _ in range(60))
+    chunks = chunk_document(pipe, doc)[1]
+    assert len(chunks) > 4
+    assert all(c.text.endswith("다." + quote) for c in chunks), [c.text[-8:] for c in chunks]
 
 
 @pytest.mark.parametrize("name", ["tiny64", "ko64"])
