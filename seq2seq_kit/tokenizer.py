@@ -120,15 +120,9 @@ class Tokenizer:
         # Named tokens: tokenizer_config.json's, else a default (_named_default).
         named = {k: config.get(k, _named_default(backend, k, v, generic)) for k, v in BART_TOKENS.items()}
         extra = extra_tokens(config)
-        # As TokenizersBackend.__init__: tokens of added_tokens_decoder, then the special tokens, become added
-        # tokens (matched whole in text, skipped by decode(skip_special_tokens=True)) unless already there.
         listed = config.get("added_tokens_decoder") or {}
-        specs = [listed[i] for i in sorted(listed, key=int)] + [t for t in [*named.values(), *extra] if t is not None]
-        known = {t.content for t in backend.get_added_tokens_decoder().values()}
-        for token in map(_added_token, specs):
-            if token.content not in known:
-                backend.add_tokens([token])
-                known.add(token.content)
+        _add_special_tokens(backend, [listed[i] for i in sorted(listed, key=int)],
+                            [t for t in named.values() if t is not None], extra)
         self._named = {k: token_content(v) for k, v in named.items()}
         self.extra_special_tokens: list[str] = [token_content(t) for t in extra]
         self.model_max_length: int = _max_length(config.get("model_max_length"))
@@ -160,8 +154,8 @@ class Tokenizer:
         config = read_tokenizer_config(root)
         if (root / "tokenizer.json").is_file():
             model_type = None if config.get("tokenizer_class") else config_model_type(root)  # when no class is named
-            backend = read_tokenizer_json(root / "tokenizer.json",
-                                          config.get("tokenizer_class") or MODEL_TYPE_CLASSES.get(model_type), config)
+            class_name = (config.get("tokenizer_class") or MODEL_TYPE_CLASSES.get(model_type, "")).removesuffix("Fast")
+            backend = read_tokenizer_json(root / "tokenizer.json", class_name, config)
             if not config.get("tokenizer_class") and not model_type:           # transformers' class: no defaults
                 config = {**config, "tokenizer_class": "TokenizersBackend"}    # of its own (GENERIC_CLASSES)
             pegasus = config["tokenizer_class"] in PEGASUS_CLASSES if config.get("tokenizer_class") \
@@ -171,6 +165,8 @@ class Tokenizer:
             tok = _file_error(root / "tokenizer_config.json", lambda: cls(backend, config))
             if pegasus:
                 _pegasus_post_processor(tok, root)
+            if class_name in ("BartTokenizer", "RobertaTokenizer"):    # their __init__ replaces the file's
+                _roberta_post_processor(tok, root / "tokenizer.json", config)
             return tok
         if not ((root / "vocab.json").is_file() and (root / "merges.txt").is_file()):
             found = sorted(p.name for p in root.iterdir())
@@ -188,18 +184,7 @@ class Tokenizer:
         # (as BartTokenizer whatever class the config names: transformers' generic class cannot read these files)
         bart = {**config, "tokenizer_class": "BartTokenizer"}
         tok = _file_error(root / "tokenizer_config.json", lambda: cls(backend, bart))
-        # ... and, once the special tokens are added, `<s> A </s>` / `<s> A </s></s> B </s>` with cls/sep.
-        ends = []                                                          # (sep, its id), (cls, its id)
-        for name in ("sep_token", "cls_token"):
-            token = tok._named[name]
-            token_id = None if token is None else backend.token_to_id(token)
-            if token_id is None:
-                raise ValueError(f"{root}: the tokenizer's {name} is {token!r} (tokenizer_config.json or "
-                                 f"special_tokens_map.json), which is no token of vocab.json: a BART tokenizer puts "
-                                 f"its {name} around each text; name one of its tokens or leave {name} out")
-            ends.append((token, token_id))
-        backend.post_processor = processors.RobertaProcessing(
-            *ends, trim_offsets=config.get("trim_offsets", True), add_prefix_space=add_prefix_space)
+        _roberta_post_processor(tok, root / "vocab.json", config)     # ... and its post-processor
         return tok
 
     @classmethod
@@ -585,6 +570,22 @@ def _pegasus_defaults(config: dict) -> dict:
     return {**config, "extra_special_tokens": ([] if sentence_mask is None else [sentence_mask]) + unknowns}
 
 
+def _roberta_post_processor(tok: Tokenizer, vocabulary: Path, config: dict) -> None:
+    """RobertaTokenizer.__init__'s post-processor, once the special tokens are added: `<s> A </s>` /
+    `<s> A </s></s> B </s>` with cls/sep, trim_offsets and add_prefix_space from tokenizer_config.json."""
+    ends = []                                                          # (sep, its id), (cls, its id)
+    for name in ("sep_token", "cls_token"):
+        token = tok._named[name]
+        token_id = None if token is None else tok.backend_tokenizer.token_to_id(token)
+        if token_id is None:
+            raise ValueError(f"{vocabulary.parent}: the tokenizer's {name} is {token!r} (tokenizer_config.json or "
+                             f"special_tokens_map.json), which is no token of {vocabulary.name}: a BART tokenizer "
+                             f"puts its {name} around each text; name one of its tokens or leave {name} out")
+        ends.append((token, token_id))
+    tok.backend_tokenizer.post_processor = processors.RobertaProcessing(
+        *ends, trim_offsets=config.get("trim_offsets", True), add_prefix_space=config.get("add_prefix_space", False))
+
+
 def _pegasus_post_processor(tok: Tokenizer, root: Path) -> None:
     """`A eos` / `A B eos` with the tokenizer's eos_token (tokenizer_config.json's, which may name another token than
     </s>), as PegasusTokenizer sets it over tokenizer.json's; ValueError naming the fix when eos_token is null."""
@@ -718,6 +719,26 @@ def _added_token(token: str | dict) -> AddedToken:
         return AddedToken(token, special=True, normalized=False)
     flags = {k: token[k] for k in ("single_word", "lstrip", "rstrip", "normalized") if k in token}
     return AddedToken(token["content"], special=token.get("special", True), **flags)
+
+
+def _add_special_tokens(backend: Backend, listed: list, named: list, extra: list) -> None:
+    """As TokenizersBackend.__init__ adds tokens (transformers 5.24): added_tokens_decoder's (`listed`, in id order)
+    unless the backend has that token with those flags (lstrip, rstrip, ...); then the named and extra special
+    tokens whose text neither had, each once, the last of one text setting its flags. Each becomes an added token:
+    matched whole in text, skipped by decode(skip_special_tokens=True); a named token's text is special."""
+    there = backend.get_added_tokens_decoder().values()
+    tokens = [token for token in map(_added_token, listed) if repr(token) not in {repr(t) for t in there}]
+    known = {t.content for t in [*there, *tokens]}
+    given = []
+    for spec in named + extra:
+        value = spec if isinstance(spec, str) else _added_token(spec)        # a string equals only a string
+        if token_content(spec) not in known and value not in given:
+            given.append(value)
+    names = set(map(token_content, named))
+    for token in tokens + [_added_token(v) if isinstance(v, str) else v for v in given]:
+        if token.content in names:
+            token.special = True
+        backend.add_tokens([token])
 
 
 def check_text(text, name: str, hint: str = "") -> str:

@@ -7,8 +7,9 @@ its tokenizer.json.
 AutoTokenizer takes tokenizer_config.json's `tokenizer_class`, else the class of config.json's `model_type`.
 The generic class (PreTrainedTokenizerFast, TokenizersBackend) uses tokenizer.json as it is. The classes with an
 `__init__` of their own (BART's = RoBERTa's, Pegasus', NLLB's, mBART's, mBART-50's) keep only the file's vocabulary
-(and merges), added tokens, post-processor and SentencePiece character map (the first `Precompiled` normalizer);
-they build the model's options, the normalizer, the pre-tokenizer and the decoder themselves. A tokenizer.json
+(and merges), added tokens (unless tokenizer_config.json's added_tokens_decoder replaces them), post-processor
+(not BART's: RobertaProcessing, see tokenizer.py) and SentencePiece character map (the first `Precompiled`
+normalizer); they build the model's options, the normalizer, the pre-tokenizer and the decoder themselves. A tokenizer.json
 converted by an older transformers (e.g. a Hub checkpoint's) can hold another pipeline than its class builds:
 transformers 5.24 tokenizes with the class's, and so does this module.
 """
@@ -52,12 +53,22 @@ def read_tokenizer_json(path: Path, class_name: str | None, config: dict) -> Bac
     saved = read_json(path)              # malformed JSON: an error that names the file
     name = (class_name or "").removesuffix("Fast")
     model = saved.get("model") if isinstance(saved, dict) else None
-    if name not in CLASS_MODELS or not isinstance(model, dict) or model.get("type") != CLASS_MODELS[name]:
+    if name not in CLASS_MODELS or not isinstance(model, dict) or _model_type(model) != CLASS_MODELS[name]:
         return _backend(path, lambda: Backend.from_file(str(path)))
-    saved["model"] = {**model, **_model_options(path, name, model, config)}
+    saved["model"] = {**model, "type": CLASS_MODELS[name], **_model_options(path, name, model, config)}
+    if "added_tokens_decoder" in config:        # the class's added tokens are those (Tokenizer adds them), not the
+        saved["added_tokens"] = []              # file's (only a config without them takes the file's)
     backend = _backend(path, lambda: Backend.from_str(json.dumps(saved)))
     _set_pipeline(backend, name, _charsmap(saved.get("normalizer")), config)
     return backend
+
+
+def _model_type(model: dict) -> str | None:
+    """tokenizer.json's model type; an older `tokenizers` wrote none, and a BPE model is the one with merges, a
+    Unigram model the one whose vocabulary is a list (of [piece, score])."""
+    if "type" in model:
+        return model["type"]
+    return "BPE" if "merges" in model else "Unigram" if isinstance(model.get("vocab"), list) else None
 
 
 def _model_options(path: Path, name: str, model: dict, config: dict) -> dict:

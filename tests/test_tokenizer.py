@@ -8,6 +8,7 @@ kobart: the notebook's KoBART tokenizer.json + tokenizer_config.json.
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -362,6 +363,107 @@ def test_bart_tokenizer_json_reads_as_its_class_builds_it(tmp_path):
         assert ours.decode(ids) == theirs.decode(ids)
     file_as_is = Backend.from_file(str(root / "tokenizer.json"))
     assert file_as_is.encode(PROSE).ids != ours(PROSE)["input_ids"]     # the rewritten file alone differs
+
+
+def _bart_json_dir(root: Path) -> Path:
+    """The BART files as transformers 5.24 saves them (tokenizer.json, RobertaTokenizer's tokenizer_config.json)."""
+    source = _bart_dir(root / "source")
+    AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(root / "saved"))
+    shutil.copy(source / "config.json", root / "saved")
+    return root / "saved"
+
+
+def test_a_tokenizer_json_model_without_type_is_read_as_its_class_builds_it(tmp_path):
+    """KoBART's tokenizer.json, written by an older `tokenizers`, has no model "type": under a class of its own
+    (here RobertaTokenizer, as config.json model_type "bart" picks it) it is rebuilt as that class builds it, as
+    a typed one is (it was used as it is: other ids)."""
+    root = Path(shutil.copytree(FIXTURES / "kobart-tokenizer", tmp_path / "kobart"))
+    config = json.loads((root / "tokenizer_config.json").read_text())
+    del config["tokenizer_class"]
+    (root / "tokenizer_config.json").write_text(json.dumps(config))
+    (root / "config.json").write_text(json.dumps({"model_type": "bart"}))
+    assert "type" not in json.loads((root / "tokenizer.json").read_text())["model"]
+    ours, theirs = Tokenizer.from_pretrained(root), AutoTokenizer.from_pretrained(str(root))
+    assert type(theirs).__name__ == "RobertaTokenizer"
+    for text in ["hello", "안녕하세요", *CORPUS[10:14]]:
+        _same(ours, theirs, text)
+
+
+def test_a_bart_tokenizer_json_gets_robertas_post_processor(tmp_path):
+    """RobertaTokenizer replaces tokenizer.json's post-processor with RobertaProcessing (sep, cls, trim_offsets and
+    add_prefix_space of tokenizer_config.json): seq2seq_kit kept the file's (a pair's ids, offsets differed)."""
+    root = _bart_json_dir(tmp_path)
+    config = json.loads((root / "tokenizer_config.json").read_text())
+    (root / "tokenizer_config.json").write_text(json.dumps({**config, "add_prefix_space": True}))
+    saved = json.loads((root / "tokenizer.json").read_text())
+    ends = [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+            {"SpecialToken": {"id": "</s>", "type_id": 0}}]
+    saved["post_processor"] = {"type": "TemplateProcessing", "single": ends,
+                               "pair": ends + [{"Sequence": {"id": "B", "type_id": 0}}, ends[-1]],
+                               "special_tokens": {"<s>": {"id": "<s>", "ids": [0], "tokens": ["<s>"]},
+                                                  "</s>": {"id": "</s>", "ids": [2], "tokens": ["</s>"]}}}
+    (root / "tokenizer.json").write_text(json.dumps(saved))
+    ours, theirs = Tokenizer.from_pretrained(root), AutoTokenizer.from_pretrained(str(root))
+    for first, second in [("Hello world", None), ("Hello", "world"), *PAIRS]:
+        want, got = (t(first, second, return_offsets_mapping=True) for t in (theirs, ours))
+        assert got["input_ids"] == want["input_ids"] and got["offset_mapping"] == list(want["offset_mapping"])
+
+
+def _random_flags(rng: random.Random) -> dict:
+    return {**{k: rng.random() < 0.3 for k in ("lstrip", "rstrip", "single_word")},
+            "normalized": rng.random() < 0.2, "special": True}
+
+
+def _disagreeing_files(root: Path, rng: random.Random) -> None:
+    """Rewrite the tokenizer files in root so that they disagree on the special tokens: named tokens as strings
+    or AddedToken fields with random flags, two names on one text, an added_tokens_decoder listing some of
+    tokenizer.json's tokens with other flags, tokenizer.json's own flags changed, add_prefix_space/trim_offsets."""
+    path = root / "tokenizer_config.json"
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    texts = ["<s>", "</s>", "<unk>", "<pad>", "<mask>"]
+    defaults = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", sep_token="</s>", pad_token="<pad>",
+                    cls_token="<s>", mask_token="<mask>")
+    for name, default in defaults.items():
+        form = rng.random()
+        if form < 0.3:
+            continue
+        text = rng.choice(texts) if rng.random() < 0.3 else default
+        config[name] = text if form < 0.6 else {"__type": "AddedToken", "content": text, **_random_flags(rng)}
+    saved_path = root / "tokenizer.json"
+    if saved_path.is_file():
+        saved = json.loads(saved_path.read_text())
+        if rng.random() < 0.5:
+            listed = {str(t["id"]): {"content": t["content"], **_random_flags(rng)} for t in saved["added_tokens"][:8]
+                      if t["content"] in texts and rng.random() < 0.6}
+            config["added_tokens_decoder"] = listed or config.get("added_tokens_decoder", {})
+        if rng.random() < 0.4:
+            for token in saved["added_tokens"]:
+                if token["content"] in texts:
+                    token.update(_random_flags(rng))
+            saved_path.write_text(json.dumps(saved))
+    for name in ("add_prefix_space", "trim_offsets"):
+        if config.get("tokenizer_class") != "PreTrainedTokenizerFast" and rng.random() < 0.3:
+            config[name] = rng.random() < 0.5
+    path.write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_special_token_files_that_disagree_read_as_transformers_reads_them(tmp_path, seed):
+    """The flags (lstrip, rstrip, single_word, normalized) of a special token the files give twice are the last
+    given (a name's plain string keeps the token as it is), an added_tokens_decoder replaces tokenizer.json's
+    added tokens under a class of its own, as transformers 5.24's TokenizersBackend reads them (seq2seq_kit kept
+    the first given, and the file's added tokens: other ids for "a</s> b", "<mask>" beside spaces)."""
+    rng = random.Random(seed)
+    form = ["bart", "bart-json", "kobart"][seed % 3]
+    root = (_bart_dir(tmp_path / "bart") if form == "bart" else _bart_json_dir(tmp_path) if form == "bart-json"
+            else Path(shutil.copytree(FIXTURES / "kobart-tokenizer", tmp_path / "kobart")))
+    _disagreeing_files(root, rng)
+    ours, theirs = Tokenizer.from_pretrained(root), AutoTokenizer.from_pretrained(str(root))
+    for text in ["a</s> b <mask> c", " <s>x<pad> y</s>", "Hello <mask>world", "안녕 <mask> 하세요</s> 끝",
+                 "x <unk>  <mask>  z", " </s> "]:
+        want, got = (t(text, "and a <mask> pair", return_offsets_mapping=True) for t in (theirs, ours))
+        assert got["input_ids"] == want["input_ids"], text
+        assert got["offset_mapping"] == list(want["offset_mapping"]), text
 
 
 def test_save_pretrained_round_trip(both, tmp_path):
