@@ -253,9 +253,10 @@ class Engine:
             return
         with self._wake:
             self._closing = True
+            pending = list(self.waiting) if cancel_pending else []   # taken with _closing: none admitted between
             self._wake.notify()
-        if cancel_pending:
-            self._cancel_waiting()
+        for request in pending:                 # not under the lock: their done-callbacks may call the engine
+            request.cancel()
         if threading.current_thread() is self._thread:
             return
         try:
