@@ -9,13 +9,14 @@ keeps that memory in the heap for the next step, as jemalloc or tcmalloc would. 
 TRIM_THRESHOLD of freed memory instead of returning it (blocks over 32 MiB are still mapped and unmapped each time).
 
 from_pretrained calls keep_freed_memory() for a model on the CPU. It changes nothing when the C library is not glibc
-or when the environment sets glibc's own tuning (MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_THRESHOLD_, MALLOC_TOP_PAD_):
-the user's choice wins, e.g. MALLOC_TRIM_THRESHOLD_=131072 keeps glibc's default behaviour.
+or when the environment sets glibc's own tuning (MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_THRESHOLD_, MALLOC_TOP_PAD_, or
+a glibc.malloc tunable in GLIBC_TUNABLES): the user's choice wins, e.g. MALLOC_TRIM_THRESHOLD_=131072 keeps glibc's
+default behaviour. Nothing else here tunes a process keep_freed_memory has not tuned.
 
 The other side of that choice: memory freed once for good (the float32 weights that int8 quantization replaces) would
 stay in the heap too, so from_pretrained(dtype="int8") calls release_freed_memory() after quantizing. Before loading
 it calls map_weights_while_loading(): every block of OWN_MAPPING or more gets a mapping of its own while the
-model loads, so a float32 weight freed as its layer is quantized goes straight back to the kernel and the int8
+model loads (then keep_freed_memory's threshold, the load failed or not), so a float32 weight freed as its layer is quantized goes straight back to the kernel and the int8
 weights kept are not strewn through a heap the float32 model grew (measured, distilbart int8: the heap 812 MB after
 loading, its freed holes filled page by page by the calls that follow, against 92 MB; a call's peak RSS 20-25 MB
 lower).
@@ -40,7 +41,8 @@ OWN_MAPPING = 256 << 10                              # while an int8 model loads
                                                      # 256 KiB or more get mappings of their own
 TRIM_THRESHOLD = 1 << 30                             # free heap kept before returning any: above a step's temporaries
 MMAP_THRESHOLD = 32 << 20                            # glibc's largest allowed: blocks up to 32 MiB come from the heap
-USER_TUNING = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
+USER_TUNING = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")   # and GLIBC_TUNABLES' malloc
+tuned = False                                        # keep_freed_memory tuned this process (own_mappings acts only then)
 
 
 def glibc() -> ctypes.CDLL | None:
@@ -54,15 +56,18 @@ def ours_to_tune() -> ctypes.CDLL | None:
     """glibc, where its malloc is ours to tune: None where it is not glibc or the environment holds the user's own
     tuning (USER_TUNING), which wins."""
     libc = glibc()
-    return None if libc is None or any(name in os.environ for name in USER_TUNING) else libc
+    users = any(name in os.environ for name in USER_TUNING) or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")
+    return None if libc is None or users else libc
 
 
 def keep_freed_memory() -> bool:
     """Tune glibc's malloc as the module docstring says; True when it did (or had already)."""
+    global tuned
     libc = ours_to_tune()
     if libc is None:
         return False
-    return bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)) & bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    tuned = bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)) & bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    return tuned
 
 
 def map_weights_while_loading() -> bool:
@@ -78,8 +83,9 @@ def map_weights_while_loading() -> bool:
 def own_mappings():
     """Inside: a block of OWN_MAPPING or more that the heap's free space cannot hold gets a mapping of its own (glibc
     serves what its free space holds first); after: keep_freed_memory's threshold, as from_pretrained sets it.
-    Changes nothing where keep_freed_memory would not (not glibc, or the user's own tuning)."""
-    libc = ours_to_tune()
+    Changes nothing where keep_freed_memory has not tuned malloc (a model not from from_pretrained, not glibc, or
+    the user's own tuning)."""
+    libc = ours_to_tune() if tuned else None
     if libc is None:
         yield
         return

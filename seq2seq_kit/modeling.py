@@ -79,8 +79,12 @@ class BartForConditionalGeneration(BartNetwork):
             check_quantizable(torch.float32, loading.resolve_device(device))
             kernel_choice.setting()                  # a malformed SEQ2SEQ_KIT_CPU_KERNELS fails here too
             cpu_memory.map_weights_while_loading()   # the float32 weights freed as read go back, leaving no holes
-        model = loading.load(cls, config, root, dtype=None if int8 else dtype, device=device,
-                             replace_linear=int8_linear if int8 else None)   # int8: each layer as it is read
+        try:
+            model = loading.load(cls, config, root, dtype=None if int8 else dtype, device=device,
+                                 replace_linear=int8_linear if int8 else None)   # int8: each layer as it is read
+        finally:
+            if int8:                                 # failed too: the threshold a loaded model has, not 256 KiB
+                cpu_memory.keep_freed_memory()
         model.config.dtype = model.dtype             # as transformers: the torch.dtype loaded (int8: float32)
         model.generation_config = GenerationConfig.from_pretrained(root, config)
         if model.device.type == "cpu":

@@ -117,8 +117,12 @@ def _import_transformers():
 
 @contextmanager
 def _quiet(transformers):
-    """transformers' load reports, generation advice, progress bars and warnings are not ours to show."""
+    """transformers' load reports, generation advice, progress bars and warnings are not ours to show. Its
+    progress-bar switch turns huggingface_hub's too: both are put back as they were."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
+
     verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
+    hub_bars = not are_progress_bars_disabled()
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     try:
@@ -129,6 +133,8 @@ def _quiet(transformers):
         transformers.logging.set_verbosity(verbosity)
         if bars:
             transformers.logging.enable_progress_bar()
+        if not hub_bars:
+            disable_progress_bars()
 
 
 def _load(transformers, root: Path, device: torch.device, dtype, src_lang: str | None, tgt_lang: str | None) -> _Sides:

@@ -365,6 +365,25 @@ def test_parity_is_a_library_report(checkpoint):
     assert report.checks[1].ours == report.checks[1].theirs and report.checks[2].positions > 0
 
 
+@pytest.mark.parametrize("hub_bars", [False, True])
+def test_parity_leaves_the_progress_bars_as_they_were(checkpoint, hub_bars):
+    """compare() turns transformers' progress bars off while it runs, which turns huggingface_hub's off too; it put
+    back transformers' only, so a program's disabled Hub bars came back on."""
+    transformers = pytest.importorskip("transformers")
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    from seq2seq_kit.parity import compare
+
+    before = transformers.logging.is_progress_bar_enabled(), are_progress_bars_disabled()
+    try:
+        (enable_progress_bars if hub_bars else disable_progress_bars)()
+        compare(checkpoint("tiny"), ["Hi."], max_length=6)
+        assert are_progress_bars_disabled() is not hub_bars
+    finally:
+        (transformers.logging.enable_progress_bar if before[0] else transformers.logging.disable_progress_bar)()
+        (disable_progress_bars if before[1] else enable_progress_bars)()
+
+
 def test_parity_with_the_checkpoints_stop_strings(checkpoint, tmp_path):
     """A checkpoint whose generation_config.json sets stop_strings: both sides generate with their tokenizer."""
     pytest.importorskip("transformers")

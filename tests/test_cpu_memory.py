@@ -126,6 +126,7 @@ def test_own_mappings_then_the_kept_threshold_unless_the_user_tuned_malloc(monke
     monkeypatch.setattr(cpu_memory, "glibc", lambda: type("libc", (), {"mallopt": lambda *a: calls.append(a) or 1}))
     for name in cpu_memory.USER_TUNING:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(cpu_memory, "tuned", True)          # from_pretrained's keep_freed_memory ran
     with cpu_memory.own_mappings():
         assert calls == [(cpu_memory.M_MMAP_THRESHOLD, 256 << 10)]
     with pytest.raises(KeyError), cpu_memory.own_mappings():
@@ -167,3 +168,62 @@ def test_a_new_cpu_cache_takes_the_pages_the_encoder_gave_back(tiny_eos_path, mo
     assert events == ["released", "mapped", "heap"]
     assert made[:1 + 2 * model.config.decoder_layers] == [["mapped"]] * (1 + 2 * model.config.decoder_layers)
     assert cache.self_kv.shape[2] == 2 and cache.max_length == 9
+
+
+def test_own_mappings_leaves_a_process_keep_freed_memory_has_not_tuned(monkeypatch):
+    """A model not loaded by from_pretrained (built from its config) leaves malloc as it is: own_mappings fixed the
+    mmap threshold at 32 MiB at every generate, whatever the program had set."""
+    from seq2seq_kit import cpu_memory
+
+    calls = []
+    monkeypatch.setattr(cpu_memory, "glibc", lambda: type("libc", (), {"mallopt": lambda *a: calls.append(a) or 1}))
+    for name in cpu_memory.USER_TUNING:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(cpu_memory, "tuned", False)
+    with cpu_memory.own_mappings():
+        pass
+    assert calls == []
+    assert cpu_memory.keep_freed_memory() and cpu_memory.tuned
+    with cpu_memory.own_mappings():
+        pass
+    assert calls[2:] == [(cpu_memory.M_MMAP_THRESHOLD, 256 << 10), (cpu_memory.M_MMAP_THRESHOLD, 32 << 20)]
+
+
+@pytest.mark.parametrize("tunables, ours", [("glibc.malloc.mmap_threshold=262144", False),
+                                            ("glibc.cpu.hwcaps=-AVX2:glibc.malloc.trim_threshold=0", False),
+                                            ("glibc.cpu.hwcaps=-AVX2", True)])
+def test_glibc_tunables_of_malloc_are_the_users_tuning(monkeypatch, tunables, ours):
+    """GLIBC_TUNABLES is glibc's current interface to the tuning the MALLOC_*_ variables set: its malloc tunables
+    win over keep_freed_memory as those variables do (they were overridden)."""
+    from seq2seq_kit import cpu_memory
+
+    calls = []
+    monkeypatch.setattr(cpu_memory, "glibc", lambda: type("libc", (), {"mallopt": lambda *a: calls.append(a) or 1}))
+    for name in cpu_memory.USER_TUNING:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GLIBC_TUNABLES", tunables)
+    monkeypatch.setattr(cpu_memory, "tuned", False)
+    assert cpu_memory.keep_freed_memory() is ours and cpu_memory.map_weights_while_loading() is ours
+    assert bool(calls) is ours
+
+
+def test_a_failed_int8_load_leaves_the_threshold_a_loaded_model_has(monkeypatch, tmp_path, tiny_eos_path):
+    """A failed from_pretrained(dtype="int8") left the 256 KiB mmap threshold of loading for the rest of the process
+    (every block of 256 KiB or more mapped and unmapped: measured 15x slower allocations): it ends with
+    keep_freed_memory's tuning, as a load that succeeds."""
+    import shutil
+
+    from seq2seq_kit import BartForConditionalGeneration, cpu_memory
+
+    calls = []
+    monkeypatch.setattr(cpu_memory, "glibc", lambda: type("libc", (), {"mallopt": lambda *a: calls.append(a) or 1}))
+    for name in cpu_memory.USER_TUNING:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    broken = shutil.copytree(tiny_eos_path, tmp_path / "broken")
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ValueError):
+        BartForConditionalGeneration.from_pretrained(broken, dtype="int8")
+    assert calls == [(cpu_memory.M_MMAP_THRESHOLD, 256 << 10), (cpu_memory.M_TRIM_THRESHOLD, 1 << 30),
+                     (cpu_memory.M_MMAP_THRESHOLD, 32 << 20)]
