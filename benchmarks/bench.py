@@ -146,14 +146,23 @@ def generation_settings(checkpoint: Path) -> dict:
 def step_floor_bytes(checkpoint: Path, dtype: str, batch: int, source_len: int) -> dict:
     """Bytes one decoder step must read at least: every decoder weight matrix used per step (self-attention
     q/k/v/out, cross-attention q/out, FFN, layer norms), the LM head and its bias, and the cross-attention K/V
-    of the `batch` inputs. The embedding lookup reads one row; cross-attention k/v projections run once."""
+    of the `batch` inputs. The embedding lookup reads one row; cross-attention k/v projections run once.
+    int8_weight_bytes: the same with int8 matrices (one byte a weight, a float32 scale per output row; vectors
+    and the K/V in float32), as the int8 engines read them."""
     c = json.loads((checkpoint / "config.json").read_text())
     d, f, v, n = c["d_model"], c["decoder_ffn_dim"], c["vocab_size"], c["decoder_layers"]
-    per_layer = (4 * d * d + 4 * d) + (2 * d * d + 2 * d) + (2 * d * f + f + d) + 3 * 2 * d
-    weights = n * per_layer + v * d + v + 2 * d  # + LM head, final_logits_bias, layernorm_embedding
+    matrices = n * (4 * d * d + 2 * d * d + 2 * d * f) + v * d     # + the LM head
+    rows = n * (4 * d + 2 * d + f + d) + v                          # their output rows
+    vectors = n * (4 * d + 2 * d + f + d + 3 * 2 * d) + v + 2 * d   # biases, layer norms, final_logits_bias
     cross_kv = 2 * n * batch * source_len * d
     elem = DTYPE_BYTES[dtype]
-    return {"weight_bytes": weights * elem, "cross_kv_bytes": cross_kv * elem, "params_per_step": weights}
+    return {"weight_bytes": (matrices + vectors) * elem, "cross_kv_bytes": cross_kv * elem,
+            "int8_weight_bytes": matrices + 4 * (rows + vectors), "params_per_step": matrices + vectors}
+
+
+def floor_of(case: dict, engine: str) -> float:
+    """The engine's weight-streaming floor in ms/step: its int8 one for an int8 engine."""
+    return case["floor_int8_ms_per_step"] if engine.endswith("-int8") else case["floor_ms_per_step"]
 
 
 def inputs(model: str, checkpoint: Path, batch: int) -> dict:
@@ -264,8 +273,11 @@ def summarize(runs: list[dict], settings: dict) -> dict:
     peaks = [r["peak_mb"] for r in runs if r.get("peak_mb") is not None]
     enc = [r["encoder_seconds"] for r in runs]
     decoder = [(r["seconds"] - r["encoder_seconds"]) / steps * 1e3 for r in runs] if steps else []
+    ms_per_step = statistics.median(decoder) if decoder else None
+    if ms_per_step is not None and ms_per_step <= 0:     # the encoder timed apart ran slower than the whole call:
+        ms_per_step = None                               # noise (a busy machine, one round), shown as "-"
     out = {"e2e_s": median, "e2e_samples_s": e2e, "encoder_s": statistics.median(enc), "encoder_samples_s": enc,
-           "ms_per_step": statistics.median(decoder) if decoder else None, "steps": steps,
+           "ms_per_step": ms_per_step, "steps": steps,
            "generated_lengths": [len(r) for r in rows], "tokens_per_s": tokens / median,
            "peak_mb": max(peaks) if peaks else None, "deterministic": stable, "tokens": rows}
     return out
@@ -332,13 +344,15 @@ def run_model(model: str, args, bandwidth: float) -> dict:
             print(f"[{model}] batch {batch_size}: input lengths {sorted(set(lengths))}", flush=True)
             floor = step_floor_bytes(checkpoint, args.dtype, batch_size, max(lengths))
             floor_bytes = floor["weight_bytes"] + floor["cross_kv_bytes"]
+            int8_bytes = floor["int8_weight_bytes"] + floor["cross_kv_bytes"] * 4 // DTYPE_BYTES[args.dtype]
             for mode in args.modes:
                 options = {"num_beams": MODES[mode], **overrides, "ct2": ct2_settings}
                 print(f"[{model}] batch {batch_size} {mode} ...", flush=True)
                 t0 = time.perf_counter()
                 runs = interleaved(workers, batch, options, args.warmup, args.repeats)
                 case = {"batch": batch_size, "mode": mode, "input_lengths": lengths,
-                        "floor_ms_per_step": floor_bytes / (bandwidth * 1e9) * 1e3, **floor,
+                        "floor_ms_per_step": floor_bytes / (bandwidth * 1e9) * 1e3,
+                        "floor_int8_ms_per_step": int8_bytes / (bandwidth * 1e9) * 1e3, **floor,
                         "engines": {n: summarize(r, effective) for n, r in runs.items()}}
                 compare(case, effective["max_length"] - 1)
                 report["cases"].append(case)
@@ -359,7 +373,7 @@ def case_lines(case: dict) -> str:
         ident = r.get("identity_vs_transformers")
         lines.append(
             f"    {name:13s} e2e {r['e2e_s']:7.2f}s  enc {fmt(r['encoder_s'], 1e3, '.0f')}ms  "
-            f"step {fmt(r['ms_per_step'], 1, '.1f')}ms (floor {case['floor_ms_per_step']:.1f})  "
+            f"step {fmt(r['ms_per_step'], 1, '.1f')}ms (floor {floor_of(case, name):.1f})  "
             f"{r['tokens_per_s']:6.1f} tok/s  peak {fmt(r['peak_mb'], 1, '.0f')}MB  "
             f"x{r.get('speedup_vs_transformers', float('nan')):.2f}  {identity_text(ident)}  "
             f"lengths {r['generated_lengths']}")
@@ -399,7 +413,7 @@ def markdown(result: dict) -> str:
            + (" — QUICK smoke run (max_length 24): not a result" if result["quick"] else ""),
            "- ms/step = median over rounds of (end-to-end - the encoder time measured just before) / longest "
            "generated row; floor = bytes of decoder weights + LM head + cross-attention K/V read per step / "
-           "measured bandwidth; peak = "
+           "measured bandwidth (int8 engines: one byte a weight); peak = "
            + ("torch.cuda.max_memory_allocated" if m["device"] == "cuda" else
               "peak RSS of the engine's own process during the call, minus its RSS before loading the model"),
            ""]
@@ -427,7 +441,7 @@ def markdown(result: dict) -> str:
                 lens_text = str(lens[0]) if len(set(lens)) == 1 else f"{min(lens)}-{max(lens)}"
                 out.append(
                     f"| {case['batch']} | {case['mode']} | {name} | {fmt(r['encoder_s'], 1e3, '.0f')} | "
-                    f"{r['e2e_s']:.2f} | {fmt(r['ms_per_step'], 1, '.1f')} | {case['floor_ms_per_step']:.1f} | "
+                    f"{r['e2e_s']:.2f} | {fmt(r['ms_per_step'], 1, '.1f')} | {floor_of(case, name):.1f} | "
                     f"{r['tokens_per_s']:.1f} | {fmt(r['peak_mb'], 1, '.0f')} | "
                     f"{fmt(r.get('speedup_vs_transformers'), 1, '.2f')}x | "
                     f"{fmt(r.get('tokens_per_s_vs_transformers'), 1, '.2f')}x | "
@@ -496,7 +510,9 @@ def parse_args(argv):
     args.models = args.models.split(",")
     args.modes = args.modes.split(",")
     args.batch = [int(b) for b in (args.batch or ("1,32" if args.device == "cuda" else "1,8")).split(",")]
-    args.repeats = args.repeats or (1 if args.quick else 3)
+    args.repeats = (1 if args.quick else 3) if args.repeats is None else args.repeats
+    if args.repeats < 1 or args.warmup < 0:
+        ap.error(f"--repeats must be 1 or more and --warmup 0 or more, got {args.repeats} and {args.warmup}")
     for name, given, known in (("engine", args.engines, ENGINES), ("model", args.models, make_checkpoints.MODELS),
                                ("mode", args.modes, MODES)):
         bad = [g for g in given if g not in known]

@@ -1,8 +1,9 @@
 """Convert a benchmark checkpoint to CTranslate2, in a venv of its own.
 
 Conversion runs first with the current Python (CTranslate2's Marian loader works under transformers 5: it
-sets the legacy keys itself). Where that fails, as BART's does under transformers 5 ('BartConfig' object has no
-attribute 'normalize_before'), it runs in benchmarks/.cache/ct2-venv with transformers<5:
+sets the legacy keys itself; ctranslate2 4.8.5 converts BART under transformers 5 too). Where that fails, as BART's
+did with earlier ctranslate2 releases under transformers 5 ('BartConfig' object has no attribute
+'normalize_before'), it runs in benchmarks/.cache/ct2-venv with transformers<5:
 
     python benchmarks/convert_ct2.py CHECKPOINT_DIR OUTPUT_DIR     # from any Python: sets up the
                                                                    # venv on first use, then converts

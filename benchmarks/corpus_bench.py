@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import sys
 import tempfile
@@ -109,7 +108,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     tokens = args.tokens or (400 if args.shape == "distilbart" else 120)
 
-    import torch
+    from machine import machine_line
 
     model = checkpoint(args.shape)
     work = Path(tempfile.mkdtemp(prefix="corpus-bench-"))
@@ -122,8 +121,7 @@ def main(argv=None) -> int:
              f"batch size {args.batch_size}, {args.shape} shape, generation "
              + (", ".join(f"{k}={v}" for k, v in (("num_beams", args.num_beams), ("max_length", args.max_length)) if v)
                 or "as the checkpoint sets it"),
-             f"{platform.processor() or platform.machine()}, {cores} cores, torch {torch.__version__} with "
-             f"{torch.get_num_threads()} threads (local engine)",
+             f"{machine_line()} (local engine), {cores} cores",
              f"one model load: {load_seconds(model):.1f} s (included in every run, once per Ray actor)"]
     if any(CONFIGS[e][0] == "ray" for e in engines):
         try:

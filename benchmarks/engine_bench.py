@@ -275,14 +275,11 @@ def main(argv=None) -> int:
 
 
 def report(args, requests, lengths, rows, engine_rate, bound) -> None:
-    import torch
+    from machine import machine_line
 
-    from seq2seq_kit.kernel_choice import cpu_name
-
-    cpu = cpu_name()                         # model name, family/model/stepping and ISA: "AMD EPYC (family 25 ...)"
     name = f"engine-cpu-{args.mode}-{date.today()}" + (f"-{args.tag}" if args.tag else "")
     src = [len(r) for r in requests]
-    info = {"machine": f"{cpu}, {torch.get_num_threads()} threads", "date": str(date.today()), "mode": args.mode,
+    info = {"machine": machine_line(), "date": str(date.today()), "mode": args.mode,
             "requests": len(requests), "source_tokens": [min(src), sum(src) / len(src), max(src)],
             "generated_tokens": sorted(lengths), "load": args.load,
             "online_rate_docs_s": None if engine_rate is None else args.load * engine_rate, "rows": rows,

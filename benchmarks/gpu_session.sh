@@ -14,9 +14,9 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl transformers==5.24.0
 # then call the tool with carry [".whl"]; this script installs .whl/*.whl into /tmp/site when present.
 #
-# Steps: environment -> `pytest -m cuda -x -q` on the files that hold cuda tests (bounded) -> benchmarks/gpu_bench.py
-# (bounded by its own time budget; each finished part is written at once). Files in $OUT: env.txt,
-# pytest_cuda.log, bench.log, gpu_bench.json, gpu_bench.md (at most 8 files, as the tool returns).
+# Steps: environment -> `pytest -m cuda -q` (no -x: every failure shown) on the files that hold cuda tests
+# (bounded) -> benchmarks/gpu_bench.py (bounded by its own time budget; each finished part is written at once).
+# Files in $OUT: env.txt, pytest_cuda.log, bench.log, gpu_bench.json, gpu_bench.md (at most 8 files, as the tool returns).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SMOKE=""

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import sys
 import time
@@ -74,8 +73,6 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "results")
     args = ap.parse_args(argv)
 
-    import torch
-
     from seq2seq_kit import pipeline
     from seq2seq_kit.long_documents import chunk_document
 
@@ -105,9 +102,9 @@ def main(argv=None) -> int:
         row["same"] = same if row["run"] == "map_reduce" else ""
     speedup = rows[1]["wall_s"] / rows[2]["wall_s"] if rows[2]["wall_s"] else float("nan")
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.machine())
-    info = {"machine": f"{cpu}, {torch.get_num_threads()} threads", "date": str(date.today()), "shape": args.shape,
+    from machine import machine_line
+
+    info = {"machine": machine_line(), "date": str(date.today()), "shape": args.shape,
             "document_tokens": length, "chunks": [len(c.row) for c in chunks],
             "settings": {**pipe.default_settings(), **kwargs}, "rows": rows, "speedup": round(speedup, 2)}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -191,14 +191,11 @@ def measure(server: str, args, bodies: list[dict], num_beams: int) -> list[dict]
 # ---- the report ---------------------------------------------------------------------------------------------------
 
 def report(args, bodies: list[dict], rows: list[dict]) -> None:
-    import torch
+    from machine import machine_line
 
-    from seq2seq_kit.kernel_choice import cpu_name
-
-    cpu = cpu_name()                         # model name, family/model/stepping and ISA: "AMD EPYC (family 25 ...)"
     name = f"server-{args.mode}-{date.today()}" + (f"-{args.tag}" if args.tag else "")
     lengths = [b["parameters"]["max_length"] for b in bodies]
-    info = {"machine": f"{cpu}, {torch.get_num_threads()} threads", "date": str(date.today()), "mode": args.mode,
+    info = {"machine": machine_line(), "date": str(date.today()), "mode": args.mode,
             "model": str(args.model_dir), "documents": len(bodies), "summary_max_lengths": sorted(lengths),
             "rows": rows}
     (args.out / f"{name}.json").write_text(json.dumps(info, indent=1))
@@ -253,6 +250,9 @@ def main(argv=None) -> int:
     ap.add_argument("--transformers-server", metavar="MODEL_DIR", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    unknown = sorted(set(args.servers.split(",")) - set(SERVERS))
+    if unknown:
+        ap.error(f"unknown --servers {unknown}; choose from {', '.join(SERVERS)}")
     if args.transformers_server:
         import uvicorn
 
