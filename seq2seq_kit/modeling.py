@@ -114,14 +114,21 @@ class BartForConditionalGeneration(BartNetwork):
             (directory / "generation_config.json").unlink(missing_ok=True)
         return directory
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
                 *, output_attentions: bool | None = None, output_hidden_states: bool | None = None,
                 return_dict: bool | None = None, **unsupported):
         """The teacher-forced pass (BartNetwork.forward) -> logits [B, T, V]; with output_attentions,
         output_hidden_states or return_dict true, a Seq2SeqLMOutput (transformers' fields, in its order, those set).
-        return_dict=False with a flag is refused (transformers returns a tuple there, which this does not)."""
-        check_forward_kwargs(unsupported, FORWARD_TAKES)
+        return_dict=False with a flag is refused (transformers returns a tuple there, which this does not). A flag
+        not given is config.json's, as in transformers."""
+        check_forward_kwargs(unsupported, FORWARD_TAKES)          # encoder_outputs without input_ids: named here
+        if input_ids is None:
+            raise TypeError("forward() needs input_ids, the source token ids [B, S]")
+        if output_attentions is None:
+            output_attentions = self.config.extra.get("output_attentions") is True
+        if output_hidden_states is None:
+            output_hidden_states = self.config.extra.get("output_hidden_states") is True
         flagged = bool(output_attentions or output_hidden_states)
         if return_dict is False and flagged:
             raise TypeError("return_dict=False with output_attentions / output_hidden_states: model(...) returns no "

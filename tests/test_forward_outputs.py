@@ -74,6 +74,32 @@ def test_each_flag_alone_gives_transformers_fields(eager_pair, flags):
         got["loss"]
 
 
+@pytest.mark.parametrize("flags", [dict(output_attentions=True), dict(output_hidden_states=True),
+                                   dict(output_attentions=True, output_hidden_states=True)], ids=lambda f: "+".join(f))
+def test_flags_in_config_json_are_the_defaults_as_in_transformers(checkpoint, tmp_path, flags):
+    """A config.json setting output_attentions / output_hidden_states: transformers' forward returns those fields
+    when the call does not say (its flags default to the config's); seq2seq_kit returned the logits tensor. A flag
+    the call passes wins."""
+    import json
+    import shutil
+
+    import transformers
+
+    from seq2seq_kit import BartForConditionalGeneration
+
+    root = shutil.copytree(checkpoint("tiny"), tmp_path / "flags")
+    config = json.loads((root / "config.json").read_text())
+    (root / "config.json").write_text(json.dumps({**config, **flags}))
+    hf = transformers.AutoModelForSeq2SeqLM.from_pretrained(root, attn_implementation="eager").eval()
+    ours = BartForConditionalGeneration.from_pretrained(root)
+    inputs = batch(ours.config)
+    with torch.no_grad():
+        want = hf(**inputs)
+        assert_matches(ours(**inputs), want)
+        off = {name: False for name in flags}
+        assert_matches(ours(**inputs, **off, return_dict=True), hf(**inputs, **off))
+
+
 def test_forced_alignment_reads_the_last_layers_cross_attention(eager_pair):
     """The README's example: the reference's attention over the source, rows summing to 1 over unpadded tokens."""
     hf, ours = eager_pair("marian")

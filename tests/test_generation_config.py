@@ -232,6 +232,17 @@ def test_transformers_arguments_that_change_nothing_are_taken():
         res(base, num_beam_groups=2, low_memory=True)
     with pytest.raises(ValueError, match="use_cache must be True or False, got 1"):
         res(base, use_cache=1)
+    assert res(base, use_cache=True, output_attentions=True) == res(base, output_attentions=True)
+
+
+@pytest.mark.parametrize("traced", [dict(output_attentions=True), dict(output_hidden_states=True),
+                                    dict(output_attentions=True, output_hidden_states=True)])
+def test_use_cache_false_with_attentions_or_hidden_states_is_refused(traced):
+    """Without a cache transformers reports every prefix position's attentions and hidden states at each step
+    ([1, H, t, t]); seq2seq_kit decodes from its cache and reported the new position's ([1, H, 1, t]) under
+    use_cache=False: other shapes, silently. Refused, naming the fix."""
+    with pytest.raises(ValueError, match=r"use_cache=False with output_\w+.*: leave use_cache out"):
+        res(GenerationConfig(bos_token_id=0), use_cache=False, return_dict_in_generate=True, **traced)
 
 
 def test_unsupported_checkpoint_setting_is_refused():

@@ -428,6 +428,11 @@ def test_train_mode_and_labels_are_refused_as_inference_only(load):
     with pytest.raises(TypeError) as error:
         model(ids, mask, dec, output_hidden_states=True, encoder_outputs=None, use_cache=False)
     assert str(error.value) == f"forward() does not take encoder_outputs: {takes}"
+    with pytest.raises(TypeError) as error:     # transformers' form, without input_ids: named too (it was "missing
+        model(encoder_outputs=(model.encode(ids, mask),), decoder_input_ids=dec)   # 1 required ... 'input_ids'")
+    assert str(error.value) == f"forward() does not take encoder_outputs: {takes}"
+    with pytest.raises(TypeError, match=r"forward\(\) needs input_ids, the source token ids \[B, S\]"):
+        model(decoder_input_ids=dec)
     for use_cache in (True, False):          # transformers takes it (and returns the same logits): no-op here
         assert torch.equal(model(ids, mask, dec, use_cache=use_cache), model(ids, mask, dec))
     with pytest.raises(TypeError, match="does not take use_cache"):

@@ -111,3 +111,19 @@ def test_mismatched_inputs_are_named(pair, case):
     with pytest.raises(ValueError) as error:
         ours.compute_transition_scores(*args(g, b))
     assert str(error.value) == (f"{problem} {FIX}" if problem.endswith("else") else f"{problem}: {FIX}")
+
+
+def test_a_finished_hypothesis_filled_with_minus_one_is_not_read():
+    """Beam search without eos and pad ids, a stop string ending a hypothesis: generate fills it with -1 (as
+    transformers), where beam_indices is -1 too. Those positions score 0 and are not read (they were refused as
+    'a token id outside the scores' vocabulary', blaming the caller; transformers fails with an IndexError); a -1
+    at a position scored is still refused."""
+    from seq2seq_kit.generation import compute_transition_scores
+
+    scores = tuple(torch.arange(10.0).reshape(2, 5) + 10 * step for step in range(3))     # 3 steps [2 rows, 5]
+    sequences = torch.tensor([[2, 1, 4, -1], [2, 3, 0, 2]])
+    beam_indices = torch.tensor([[0, 1, -1], [1, 1, 0]])
+    got = compute_transition_scores(sequences, scores, beam_indices)
+    assert got.tolist() == [[1.0, 19.0, 0.0], [8.0, 15.0, 22.0]]
+    with pytest.raises(ValueError, match="a token id outside the scores' vocabulary"):
+        compute_transition_scores(torch.tensor([[2, 1, -1, 0], [2, 3, 0, 2]]), scores, beam_indices)

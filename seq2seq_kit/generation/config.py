@@ -336,6 +336,11 @@ def _without_no_ops(kwargs: dict) -> dict:
     seq2seq_kit does not implement at the value that makes them a no-op (guidance_scale=1.0, num_beam_groups=1, ...)."""
     if "use_cache" in kwargs and not isinstance(kwargs["use_cache"], bool):
         raise ValueError(f"use_cache must be True or False, got {kwargs['use_cache']!r}")
+    traced = [name for name in ("output_attentions", "output_hidden_states") if kwargs.get(name)]
+    if kwargs.get("use_cache") is False and traced:
+        raise ValueError(f"use_cache=False with {' and '.join(traced)}: transformers then runs the whole prefix at "
+                         "every step and reports every position's attentions / hidden states; seq2seq_kit decodes "
+                         "from its KV cache (the same tokens) and reports the new position's: leave use_cache out")
     return {k: v for k, v in kwargs.items() if k != "use_cache" and not _no_op(k, v)}
 
 

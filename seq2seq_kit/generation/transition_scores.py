@@ -27,7 +27,7 @@ def compute_transition_scores(sequences: torch.Tensor, scores, beam_indices: tor
     length = int((~ended).sum(dim=-1).max())
     ended = ended[:, :length]                                                      # [N, L]
     rows = beam_indices[:, :length].to(stacked.device).clamp(min=0)
-    tokens = checked_tokens(sequences, length, V).to(stacked.device)              # [N, L]
+    tokens = checked_tokens(sequences, length, V, ended.to(sequences.device)).to(stacked.device)   # [N, L]
     return stacked.gather(0, tokens + rows * V).masked_fill(ended, 0.0)
 
 
@@ -80,12 +80,13 @@ def checked_beam_indices(sequences, beam_indices, R: int, S: int) -> torch.Tenso
     return beam_indices
 
 
-def checked_tokens(sequences: torch.Tensor, length: int, V: int) -> torch.Tensor:
-    """The last `length` tokens of sequences [N, T] -> [N, length], each a row of the scores' V columns."""
+def checked_tokens(sequences: torch.Tensor, length: int, V: int, ended: torch.Tensor) -> torch.Tensor:
+    """The last `length` tokens of sequences [N, T] -> [N, length], each a row of the scores' V columns where not
+    `ended` [N, length] (a finished beam hypothesis: its fill, -1 without a pad_token_id, is not read)."""
     if sequences.shape[1] < length:
         raise ValueError(f"sequences has {sequences.shape[1]} tokens a row, fewer than the {length} steps scored: "
                          f"{SCORES_FIX}")
-    tokens = sequences[:, sequences.shape[1] - length:].long()
+    tokens = sequences[:, sequences.shape[1] - length:].long().masked_fill(ended, 0)
     if tokens.numel() and not bool(((tokens >= 0) & (tokens < V)).all()):
         raise ValueError(f"sequences holds a token id outside the scores' vocabulary of {V}: {SCORES_FIX}")
     return tokens
