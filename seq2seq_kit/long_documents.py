@@ -32,7 +32,8 @@
    rounds of chunking in all (an error names the depth when the text is still too long). A document of one
    chunk is summarized once, with the call's settings: exactly what strategy="truncate" gives it.
 All documents of a call go through each round together, so their chunks share the engine's batch; a full engine
-queue makes the call wait for its own requests (generate_all). A document the call cannot summarize: DocumentError.
+queue makes the call wait for its own requests (generate_all). A document the call cannot summarize: DocumentError;
+a request failing as it runs (sampling with nothing to draw): StageError, naming its stage.
 Cancel. A `cancel` event set by another thread (a server whose client left) stops the call: its engine requests
 not done are cancelled, so their rows are free at the engine's next step, and map_reduce raises CancelledError.
 """
@@ -100,6 +101,16 @@ class SummariesTooLong(ValueError):
         super().__init__(f"{self.what}; give the chunks a smaller max_length (map_kwargs, over HTTP "
                          "map_parameters; without one there, the call's max_length or max_new_tokens applies to the "
                          "chunks too), or a larger max_depth")
+
+
+class StageError(ValueError):
+    """A request of the map stage ("map": a chunk, with map_kwargs over the call's settings) or of the reduce stage
+    ("reduce": the call's settings) failed on the engine as it ran: `error` is the engine's."""
+
+    def __init__(self, stage: str, error: ValueError):
+        where = "map_kwargs over the call's settings" if stage == "map" else "the call's settings"
+        super().__init__(f"the {stage} stage ({where}): {error}")
+        self.stage, self.error = stage, error
 
 
 class DocumentError(ValueError):
@@ -213,8 +224,9 @@ def summarize_documents(pipe, texts: list[str], engine, *, chunk_overlap: int = 
         for i in [i for i, plan in plans.items() if len(plan) > 1 and depth == max_depth]:
             results[i].error = SummariesTooLong(pipe.max_input_length, max_depth)
             del plans[i]
-        jobs = [(chunk.row, stage["reduce" if len(plan) == 1 else "map"]) for plan in plans.values() for chunk in plan]
-        outputs = iter(generate_all(engine, jobs, cancel))
+        names = ["reduce" if len(plan) == 1 else "map" for plan in plans.values() for _ in plan]
+        rows = [chunk.row for plan in plans.values() for chunk in plan]
+        outputs = iter(generate_all(engine, [(row, stage[name]) for row, name in zip(rows, names)], cancel, names))
         current = {}
         for i, plan in plans.items():
             ids = [next(outputs) for _ in plan]                                          # [T] each
@@ -252,12 +264,13 @@ def map_settings(generate_kwargs: dict, map_kwargs: dict | None) -> dict:
     return {**generate_kwargs, **unset, **map_kwargs}
 
 
-def generate_all(engine, jobs: list[tuple[list[int], dict]],
-                 cancel: threading.Event | None = None) -> list[torch.Tensor]:
+def generate_all(engine, jobs: list[tuple[list[int], dict]], cancel: threading.Event | None = None,
+                 stages: list[str] | None = None) -> list[torch.Tensor]:
     """Generate every (row, generate kwargs) job on the engine, at most 2 x max_rows requests of this call
     outstanding at a time (the engine's queue stays short); the first sequence of each, [T] on the CPU, in job
     order. A full queue is backpressure (submit_waiting). Once `cancel` is set: CancelledError. Whatever ends the
-    call early cancels its requests not done."""
+    call early cancels its requests not done. stages: each job's stage, named by the StageError raised when
+    requests of one stage fail as they run (a ValueError)."""
     window = 2 * engine.max_rows
     requests, waiting = [], collections.deque()
     try:
@@ -269,9 +282,13 @@ def generate_all(engine, jobs: list[tuple[list[int], dict]],
             requests.append(submit_waiting(engine, row, kwargs, waiting, cancel))
             waiting.append(requests[-1])
         outputs = [output_of(r, cancel) for r in requests]
-    except BaseException:
+    except BaseException as e:
         for r in requests:
             r.cancel()
+        failed = {stages[i] for i, r in enumerate(requests) if r.done() and not r.cancelled()
+                  and r.exception() is e} if stages is not None and isinstance(e, ValueError) else set()
+        if len(failed) == 1:                    # (a step that failed requests of both stages names neither)
+            raise StageError(failed.pop(), e) from e
         raise
     return [(out.sequences if hasattr(out, "sequences") else out)[0].cpu() for out in outputs]
 

@@ -475,6 +475,18 @@ def test_every_line_break_ends_a_sentence(pipes, sep, name, lead):
     assert all(c.text.startswith(line[:4]) for c in chunks), [c.text[:20] for c in chunks]
 
 
+def test_a_request_failing_as_it_runs_names_its_stage(pipes):
+    """Sampling with nothing to draw (temperature 1e-38 overflows) fails the chunks' requests as they run: a
+    StageError (a ValueError) names the map stage, the engine's error kept as .error."""
+    from seq2seq_kit.long_documents import StageError
+
+    with pytest.raises(StageError) as error:
+        pipes("tiny64")("The tower is tall and it is in Paris. " * 20, strategy="map_reduce", do_sample=True,
+                        max_length=8, map_kwargs={"temperature": 1e-38})
+    assert error.value.stage == "map" and "sampling found no valid probabilities" in str(error.value.error)
+    assert str(error.value).startswith("the map stage (map_kwargs over the call's settings): sampling")
+
+
 def test_an_empty_logits_processor_list_is_taken_by_map_reduce(pipes):
     """logits_processor=[] is generate's "none" (the engine takes it): map_reduce refused it as unknown."""
     pipe = pipes("tiny")
@@ -565,6 +577,12 @@ def test_a_map_reduce_request_of_many_chunks_on_an_idle_server_is_answered(clien
     ("A sentence.", {"chunk_overlap": 10**9}, "parameters.chunk_overlap", "can never be carried"),
     ("The tower is tall and it is in Paris. " * 20, {"map_parameters": {"min_length": 60, "max_length": 60}},
      "parameters.map_parameters.max_length", "send a smaller parameters.map_parameters.max_length"),
+    # a chunk's search failing as it runs names the map stage's field, also where the top level sends it too
+    ("The tower is tall and it is in Paris. " * 20, {"do_sample": True, "temperature": 1.0,
+                                                      "map_parameters": {"temperature": 1e-38}},
+     "parameters.map_parameters.temperature", "sampling found no valid probabilities"),
+    ("The tower is tall and it is in Paris. " * 20, {"do_sample": True, "temperature": 1e-38},
+     "parameters.temperature", "sampling found no valid probabilities"),
 ])
 def test_map_reduce_refusals_name_the_field(client, inputs, parameters, field, words):
     body = json.dumps({"inputs": inputs, "parameters": {"strategy": "map_reduce", "max_length": 8, **parameters}})

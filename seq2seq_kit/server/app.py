@@ -62,7 +62,7 @@ from ..family_tokenizers import MARIAN_SOURCE, TranslationTokenizer
 from ..generation import rows_per_input, rows_setting, settings as resolve_settings
 from ..config import dtype_name
 from ..loading import is_int8, resolve_dtype
-from ..long_documents import DocumentError, SummariesTooLong, check_overlap, map_reduce, map_settings
+from ..long_documents import DocumentError, StageError, SummariesTooLong, check_overlap, map_reduce, map_settings
 from ..summarization import InputTooLong, SummarizationPipeline, load_model_and_tokenizer, shape_records
 from ..translation import TranslationPipeline, translation_task
 from .schema import (ERROR_RESPONSES, PARAMETERS, SummarizeParameters, SummarizeRequest, Summary, TaskParameters,
@@ -335,14 +335,14 @@ class Service:
             return await answer_of(work, http, self)
         except DocumentError as e:
             raise document_refusal(e) from None
-        except (EngineFull, EngineClosed, TypeError, ValueError) as e:
-            refusal = self.refusal(e, kwargs)
-            if map_kwargs and refusal.field is not None and refusal.field.startswith("parameters."):
-                # a search failing on a setting sent only under map_parameters is the map stage's
-                name = refusal.field.removeprefix("parameters.")
-                if name in map_kwargs and name not in kwargs:
-                    refusal.field = f"parameters.map_parameters.{name}"
+        except StageError as e:                 # a request failed as it ran: the field its stage took from the body
+            refusal = self.refusal(e.error, map_settings(kwargs, map_kwargs) if e.stage == "map" else kwargs)
+            name = (refusal.field or "").removeprefix("parameters.")
+            if e.stage == "map" and name in (map_kwargs or {}):
+                refusal.field = f"parameters.map_parameters.{name}"
             raise refusal from None
+        except (EngineFull, EngineClosed, TypeError, ValueError) as e:
+            raise self.refusal(e, kwargs) from None
         finally:
             cancel.set()
 
