@@ -205,7 +205,7 @@ class TranslationTokenizer(Tokenizer):
                                                        else MBART50_LANGUAGES)}
         tok.tgt_lang = tgt_lang if tgt_lang is not None else config.get("tgt_lang")
         if kind != "MarianTokenizer" or src_lang is not None:       # Marian: the setter refuses it
-            tok.src_lang = src_lang or config.get("src_lang") or DEFAULT_SOURCE[kind]
+            tok.src_lang = src_lang if src_lang is not None else config.get("src_lang") or DEFAULT_SOURCE[kind]
         tok.source_given = src_lang is not None
         if tok.tgt_lang is not None:
             tok.target_language_id()   # fails early on an unknown code

@@ -88,6 +88,13 @@ def task_languages(task: str, src_lang: str | None, tgt_lang: str | None) -> tup
     return (named.group(1) if src_lang is None else src_lang, named.group(2) if tgt_lang is None else tgt_lang)
 
 
+def task_named(task: str, src_lang: str | None, tgt_lang: str | None) -> tuple[bool, bool]:
+    """Whether src_lang and tgt_lang are the "translation_XX_to_YY" task name's own languages, each: check_languages'
+    single_pair_ok (such a language may be no code of the tokenizer, as 4.x took it; one given otherwise must be)."""
+    named = TRANSLATION_TASK.match(task)
+    return bool(named) and src_lang == named.group(1), bool(named) and tgt_lang == named.group(2)
+
+
 def check_languages(tokenizer: Tokenizer, src_lang: str | None, tgt_lang: str | None,
                     single_pair_ok: bool | tuple[bool, bool] = False, required: bool = True) -> tuple[str | None,
                                                                                                      str | None,
@@ -189,9 +196,8 @@ class TranslationPipeline(Text2TextGenerationPipeline):
         if isinstance(tokenizer, TranslationTokenizer) and tokenizer.kind != "MarianTokenizer":
             self.prefix = ""    # 4.x: these tokenizers build the inputs (_build_translation_inputs), with no prefix
         self.src_lang = self.tgt_lang = None
-        named = TRANSLATION_TASK.match(task)        # its languages, given again or not, may be no codes (4.x)
-        self.set_languages(src_lang, tgt_lang, single_pair_ok=(bool(named) and src_lang == named.group(1),
-                                                               bool(named) and tgt_lang == named.group(2)))
+        # the task name's languages, given again or not, may be no codes (4.x)
+        self.set_languages(src_lang, tgt_lang, single_pair_ok=task_named(task, src_lang, tgt_lang))
 
     def repr_fields(self) -> str:
         return f"src_lang={self.src_lang!r}, tgt_lang={self.tgt_lang!r}, {super().repr_fields()}"

@@ -84,6 +84,13 @@ def test_a_checkpoints_translation_task_gives_the_job_its_languages(mbart_path, 
     assert by_id(read_jsonl(out)) == reference
     job = json.loads((tmp_path / "ro.jsonl.meta.json").read_text())["job"]
     assert job["languages"] == {"src_lang": "en_XX"} and job["generation"]["num_beams"] == 2
+    # a language given that is no code is refused as pipeline() refuses it: only the task name's own may be none
+    # (the job dropped it, translating into the checkpoint's own target, or tagging German text as English)
+    for langs, code in ((dict(src_lang="en_XX", tgt_lang="de"), "de"), (dict(src_lang="de", tgt_lang="fr_XX"), "de")):
+        with pytest.raises(ValueError, match=f"unknown language code '{code}'"):
+            pipeline("translation", model=root, **langs)
+        with pytest.raises(ValueError, match=f"unknown language code '{code}'"):
+            translate_corpus(path, tmp_path / "other.jsonl", root, progress=False, **langs, **GEN)
 
 
 def test_cli_marian_job_to_parquet(marian_path, tmp_path, capsys):

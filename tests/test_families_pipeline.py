@@ -481,6 +481,11 @@ def test_an_empty_language_code_is_refused_not_taken_for_none(mbart_path, marian
         pipeline("translation", model=marian_path, tgt_lang="fra")(TEXTS[0], src_lang="", **MAX_NEW)
     with pytest.raises(ValueError, match="no language codes"):
         pipeline("translation", model=checkpoint("tiny"))(TEXTS[0], tgt_lang="", **MAX_NEW)
+    # the tokenizer's src_lang="" too (it became the default source, marked as the user's; Marian: KeyError)
+    with pytest.raises(ValueError, match="unknown language code ''"):
+        AutoTokenizer.from_pretrained(mbart_path, src_lang="")
+    with pytest.raises(ValueError, match="Marian models have no source language code"):
+        AutoTokenizer.from_pretrained(marian_path, src_lang="")
 
 
 def test_languages_and_tokenizers_of_the_wrong_type_are_named(m2m100_path):

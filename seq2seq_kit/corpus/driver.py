@@ -22,7 +22,7 @@ from ..loading import Checkpoint, is_int8, resolve_dtype, weight_files
 from ..long_documents import check_strategy
 from ..models.checks import check_positive_int
 from ..summarization import DEFAULT_MODEL, task_defaults
-from ..translation import TRANSLATION_TASK, check_languages, target_token, task_languages, translation_task
+from ..translation import check_languages, target_token, task_languages, task_named, translation_task
 from . import ray_engine
 from .output import RESULTS, Output, errors_path
 from .reading import check_text_field, input_files, parquet_module, plan_chunks, refuse_repeats
@@ -201,9 +201,9 @@ def _job(model, hub_kwargs: dict, dtype, generate_kwargs: dict, task: str, src_l
     job = {"model": str(Path(model).expanduser().resolve()) if local else str(model), "commit": commit,
            "dtype": _dtype_name(dtype, root, config)}
     if task == "translation":   # the languages as the pipeline resolves them (unknown ones refused here)
-        src, tgt, forced_bos = check_languages(AutoTokenizer.from_pretrained(root),
-                                               *task_languages(pipeline_task, src_lang, tgt_lang),
-                                               single_pair_ok=bool(TRANSLATION_TASK.match(pipeline_task)))
+        src, tgt = task_languages(pipeline_task, src_lang, tgt_lang)
+        src, tgt, forced_bos = check_languages(AutoTokenizer.from_pretrained(root), src, tgt,
+                                               single_pair_ok=task_named(pipeline_task, src, tgt))
         job.update(task=task, languages={k: v for k, v in (("src_lang", src), ("tgt_lang", tgt)) if v})
         defaults = {**defaults, **target_token(forced_bos)}
     job["generation"] = _settings(root, config, defaults, generate_kwargs)
