@@ -92,6 +92,11 @@ class BartConfig:
         return not self.family.decoder_vocabulary or self.extra.get("share_encoder_decoder_embeddings", True)
 
     @property
+    def positions_skip_pads(self) -> bool:
+        """A token's position counts the non-pad tokens before it (M2M100 / NLLB): a pad token takes none."""
+        return self.family.positions == "sinusoidal_pad"
+
+    @property
     def decoder_vocab_size(self) -> int:
         """The decoder's vocabulary: its token ids, the LM head's and final_logits_bias' width (V). vocab_size
         unless a Marian config.json sets decoder_vocab_size (MarianConfig: decoder_vocab_size or vocab_size)."""

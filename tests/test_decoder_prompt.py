@@ -133,6 +133,13 @@ def test_a_pad_token_beginning_an_m2m100_prompt_is_refused(pair, name):
         ours.generate(ids, mask, decoder_input_ids=prompt, max_new_tokens=4)
     for prompt in (torch.tensor([[1], [2]]), torch.tensor([[2, 10, 11], [2, 12, 13]])):   # nothing after the pad
         assert_parity(*both(hf, ours, ids, mask, prompt, max_new_tokens=4))
+    # the pad token as the decoder start token (a call's decoder_start_token_id=1, or a config's) begins every
+    # prompt: the prompt's last token was numbered one past transformers' (other tokens, silently): refused too
+    prompt = torch.tensor([[1, 10, 11], [1, 12, 13]])
+    with pytest.raises(ValueError, match=r"^decoder_input_ids starts with the pad token \(id 1, the decoder start "
+                       r"token here\) in a prompt of 3 tokens: this model's positions skip pad tokens"):
+        ours.generate(ids, mask, decoder_input_ids=prompt, decoder_start_token_id=1, max_new_tokens=4)
+    assert_parity(*both(hf, ours, ids, mask, torch.tensor([[1], [1]]), decoder_start_token_id=1, max_new_tokens=4))
 
 
 PROMPT_ERRORS = [              # (decoder_input_ids, decoder_attention_mask, kwargs, error, message)

@@ -7,10 +7,11 @@ decoder start token alone, as transformers 5.24 does (`_prepare_decoder_input_id
   - the processors read it as part of each row's sequence (repetition penalty, n-gram bans, prefix functions), and
     the length-dependent ones count it (forced BOS acts at length 1 only, i.e. never after a longer prompt);
   - a decoder_attention_mask may be given when it masks nothing (every row's prompt has the same length), and the
-    pad token may stand only as the start token (Marian's) or as a prompt of one token: transformers numbers
-    M2M100 / NLLB prompt positions around pad tokens in its one pass over the whole prompt, while here the prompt's
-    last token is the search's first step, numbered by the cache's length (elsewhere a pad token in a prompt is
-    padding, which prompts do not have: see the mask).
+    pad token may stand only as the start token (Marian's) or as a prompt of one token, and in M2M100 / NLLB
+    (positions_skip_pads) only as a prompt of one token: transformers numbers their prompt positions around pad
+    tokens in its one pass over the whole prompt, while here the prompt's last token is the search's first step,
+    numbered by the cache's length (elsewhere a pad token in a prompt is padding, which prompts do not have: see
+    the mask).
 
 The prompt's tokens but the last are fed to the decoder in one causal pass before the search starts (`prefill`, the
 model's prefill_unchecked), as transformers runs its whole prompt in one forward; the search then steps from the
@@ -92,14 +93,21 @@ def length(prompt: torch.Tensor | None, start: int | None) -> int:
     return prompt.shape[1] + int(start is not None and needs_start_token(prompt, start))
 
 
-def complete(prompt: torch.Tensor, start: int, pad: int | None) -> torch.Tensor:
+def complete(prompt: torch.Tensor, start: int, pad: int | None, positions_skip_pads: bool) -> torch.Tensor:
     """prompt [B, P] -> [B, P'] as the decoder reads it: the start token prepended when needs_start_token; a pad
-    token other than the start token or a one-token prompt is refused (see the module docstring)."""
+    token other than the start token or a one-token prompt is refused, and with positions_skip_pads (M2M100) any
+    in a longer prompt (see the module docstring)."""
     if needs_start_token(prompt, start):
         prompt = torch.cat((prompt.new_full((prompt.shape[0], 1), start), prompt), dim=1)
     if pad is None:
         return prompt
     pads = prompt == pad                                                                   # [B, P']
+    if positions_skip_pads and pad == start and prompt.shape[1] > 1 and bool(pads[:, 0].any()):
+        raise ValueError(f"decoder_input_ids starts with the pad token (id {pad}, the decoder start token here) in a "
+                         f"prompt of {prompt.shape[1]} tokens: this model's positions skip pad tokens, which "
+                         "transformers numbers in one pass over the prompt and seq2seq_kit's cached decoding does "
+                         "not; start the prompt with the eos token (the published checkpoints' decoder start), or "
+                         "give the start token alone")
     pads[:, 0] &= pad != start and prompt.shape[1] > 1
     if bool(pads.any()):
         raise ValueError(f"decoder_input_ids holds the pad token (id {pad}) in a prompt, which may hold it only as "

@@ -178,7 +178,8 @@ def prepare(model: Seq2SeqModel, input_ids, attention_mask, kwargs: dict, genera
     check_encoder_ids(cfg, input_ids, model.config.decoder_vocab_size)
     check_generator(generator)
     if prompt is not None:
-        prompt = decoder_prompt.complete(prompt, cfg.decoder_start_token_id, model.config.pad_token_id)
+        prompt = decoder_prompt.complete(prompt, cfg.decoder_start_token_id, model.config.pad_token_id,
+                                         model.config.positions_skip_pads)
     return input_ids.long(), padding_mask, cfg, prompt
 
 

@@ -52,6 +52,7 @@ class ModelConfig(Protocol):
     decoder_vocab_size: int             # V: the decoder's vocabulary, the logits' width
     max_position_embeddings: int        # decoder positions: at most this many tokens fed per row
     pad_token_id: int | None            # padding: a decoder prompt may hold it only as its first token
+    positions_skip_pads: bool           # positions count non-pad tokens (M2M100): no pad in a prompt of 2 or more
 
 
 class Seq2SeqModel(Protocol):
