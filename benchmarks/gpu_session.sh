@@ -16,7 +16,8 @@
 #
 # Steps: environment -> `pytest -m cuda -q` (no -x: every failure shown) on the files that hold cuda tests
 # (bounded) -> benchmarks/gpu_bench.py (bounded by its own time budget; each finished part is written at once).
-# Files in $OUT: env.txt, pytest_cuda.log, bench.log, gpu_bench.json, gpu_bench.md (at most 8 files, as the tool returns).
+# Files in $OUT: env.txt, pytest_cuda.log, bench.log, gpu_bench.json, gpu_bench.md (at most 8 files, as the tool
+# returns).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SMOKE=""

@@ -16,10 +16,10 @@ default behaviour. Nothing else here tunes a process keep_freed_memory has not t
 The other side of that choice: memory freed once for good (the float32 weights that int8 quantization replaces) would
 stay in the heap too, so from_pretrained(dtype="int8") calls release_freed_memory() after quantizing. Before loading
 it calls map_weights_while_loading(): every block of OWN_MAPPING or more gets a mapping of its own while the
-model loads (then keep_freed_memory's threshold, the load failed or not), so a float32 weight freed as its layer is quantized goes straight back to the kernel and the int8
-weights kept are not strewn through a heap the float32 model grew (measured, distilbart int8: the heap 812 MB after
-loading, its freed holes filled page by page by the calls that follow, against 92 MB; a call's peak RSS 20-25 MB
-lower).
+model loads (then keep_freed_memory's threshold, whether the load failed or not), so a float32 weight freed as its
+layer is quantized goes straight back to the kernel and the int8 weights kept are not strewn through a heap the
+float32 model grew (measured, distilbart int8: the heap 812 MB after loading, its freed holes filled page by page
+by the calls that follow, against 92 MB; a call's peak RSS 20-25 MB lower).
 
 Between a call's encoder and its decoder (models/bart.py, a new KV cache): the encoder's temporaries are freed for
 good, so their pages go back (release_freed_memory), and the cache is allocated under own_mappings(): its blocks
@@ -42,7 +42,7 @@ OWN_MAPPING = 256 << 10                              # while an int8 model loads
 TRIM_THRESHOLD = 1 << 30                             # free heap kept before returning any: above a step's temporaries
 MMAP_THRESHOLD = 32 << 20                            # glibc's largest allowed: blocks up to 32 MiB come from the heap
 USER_TUNING = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")   # and GLIBC_TUNABLES' malloc
-tuned = False                                        # keep_freed_memory tuned this process (own_mappings acts only then)
+tuned = False                                        # keep_freed_memory tuned this process (own_mappings acts then)
 
 
 def glibc() -> ctypes.CDLL | None:

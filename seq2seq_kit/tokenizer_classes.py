@@ -9,9 +9,9 @@ The generic class (PreTrainedTokenizerFast, TokenizersBackend) uses tokenizer.js
 `__init__` of their own (BART's = RoBERTa's, Pegasus', NLLB's, mBART's, mBART-50's) keep only the file's vocabulary
 (and merges), added tokens (unless tokenizer_config.json's added_tokens_decoder replaces them), post-processor
 (not BART's: RobertaProcessing, see tokenizer.py) and SentencePiece character map (the first `Precompiled`
-normalizer); they build the model's options, the normalizer, the pre-tokenizer and the decoder themselves. A tokenizer.json
-converted by an older transformers (e.g. a Hub checkpoint's) can hold another pipeline than its class builds:
-transformers 5.24 tokenizes with the class's, and so does this module.
+normalizer); they build the model's options, the normalizer, the pre-tokenizer and the decoder themselves. A
+tokenizer.json converted by an older transformers (e.g. a Hub checkpoint's) can hold another pipeline than its class
+builds: transformers 5.24 tokenizes with the class's, and so does this module.
 """
 
 from __future__ import annotations
