@@ -726,8 +726,9 @@ def _add_special_tokens(backend: Backend, listed: list, named: list, extra: list
     unless the backend has that token with those flags (lstrip, rstrip, ...); then the named and extra special
     tokens whose text neither had, each once, the last of one text setting its flags. Each becomes an added token:
     matched whole in text, skipped by decode(skip_special_tokens=True); a named token's text is special."""
-    there = backend.get_added_tokens_decoder().values()
-    tokens = [token for token in map(_added_token, listed) if repr(token) not in {repr(t) for t in there}]
+    there = list(backend.get_added_tokens_decoder().values())
+    as_there = {repr(t) for t in there}                                  # a token's repr: its text and flags
+    tokens = [token for token in map(_added_token, listed) if repr(token) not in as_there]
     known = {t.content for t in [*there, *tokens]}
     given = []
     for spec in named + extra:
