@@ -147,8 +147,8 @@ def step_floor_bytes(checkpoint: Path, dtype: str, batch: int, source_len: int) 
     """Bytes one decoder step must read at least: every decoder weight matrix used per step (self-attention
     q/k/v/out, cross-attention q/out, FFN, layer norms), the LM head and its bias, and the cross-attention K/V
     of the `batch` inputs. The embedding lookup reads one row; cross-attention k/v projections run once.
-    int8_weight_bytes: the same with int8 matrices (one byte a weight, a float32 scale per output row; vectors
-    and the K/V in float32), as the int8 engines read them."""
+    int8_bytes: all of it as the int8 engines read it: int8 matrices (one byte a weight, a float32 scale per output
+    row), vectors and the K/V in float32."""
     c = json.loads((checkpoint / "config.json").read_text())
     d, f, v, n = c["d_model"], c["decoder_ffn_dim"], c["vocab_size"], c["decoder_layers"]
     matrices = n * (4 * d * d + 2 * d * d + 2 * d * f) + v * d     # + the LM head
@@ -157,7 +157,7 @@ def step_floor_bytes(checkpoint: Path, dtype: str, batch: int, source_len: int) 
     cross_kv = 2 * n * batch * source_len * d
     elem = DTYPE_BYTES[dtype]
     return {"weight_bytes": (matrices + vectors) * elem, "cross_kv_bytes": cross_kv * elem,
-            "int8_weight_bytes": matrices + 4 * (rows + vectors), "params_per_step": matrices + vectors}
+            "int8_bytes": matrices + 4 * (rows + vectors + cross_kv), "params_per_step": matrices + vectors}
 
 
 def floor_of(case: dict, engine: str) -> float:
@@ -344,7 +344,6 @@ def run_model(model: str, args, bandwidth: float) -> dict:
             print(f"[{model}] batch {batch_size}: input lengths {sorted(set(lengths))}", flush=True)
             floor = step_floor_bytes(checkpoint, args.dtype, batch_size, max(lengths))
             floor_bytes = floor["weight_bytes"] + floor["cross_kv_bytes"]
-            int8_bytes = floor["int8_weight_bytes"] + floor["cross_kv_bytes"] * 4 // DTYPE_BYTES[args.dtype]
             for mode in args.modes:
                 options = {"num_beams": MODES[mode], **overrides, "ct2": ct2_settings}
                 print(f"[{model}] batch {batch_size} {mode} ...", flush=True)
@@ -352,7 +351,7 @@ def run_model(model: str, args, bandwidth: float) -> dict:
                 runs = interleaved(workers, batch, options, args.warmup, args.repeats)
                 case = {"batch": batch_size, "mode": mode, "input_lengths": lengths,
                         "floor_ms_per_step": floor_bytes / (bandwidth * 1e9) * 1e3,
-                        "floor_int8_ms_per_step": int8_bytes / (bandwidth * 1e9) * 1e3, **floor,
+                        "floor_int8_ms_per_step": floor["int8_bytes"] / (bandwidth * 1e9) * 1e3, **floor,
                         "engines": {n: summarize(r, effective) for n, r in runs.items()}}
                 compare(case, effective["max_length"] - 1)
                 report["cases"].append(case)
