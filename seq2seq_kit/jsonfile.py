@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager
+import secrets
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 
@@ -34,8 +35,8 @@ def write_json(path: str | Path, value, **dumps_kwargs) -> None:
 
 
 def replace_json(path: str | Path, value, **dumps_kwargs) -> None:
-    """write_json to a temporary file beside path (PATH.tmp), then renamed over path: a crash leaves the old file
-    or the new one, never a part of one."""
+    """write_json to a temporary file beside path, then renamed over path: a crash leaves the old file or the new
+    one, never a part of one (writers racing on one path: the last rename wins, whole)."""
     _replace(path, json.dumps(value, **dumps_kwargs) + "\n")
 
 
@@ -46,14 +47,20 @@ def replace_json_lines(path: str | Path, records: list) -> None:
 
 
 def _replace(path: str | Path, text: str) -> None:
-    """text into a temporary file beside path (PATH.tmp), on disk before the rename makes it the file."""
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    with writing(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
+    """text into a temporary file beside path (PATH.<random>.tmp, this call's own), on disk before the rename makes
+    it the file; removed when the write or the rename fails."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        with writing(tmp), open(tmp, "x", encoding="utf-8") as f:   # "x": created by this call (mode as umask says)
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-    os.replace(tmp, path)
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 @contextmanager

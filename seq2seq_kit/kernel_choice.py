@@ -34,6 +34,7 @@ import os
 import platform
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -317,17 +318,35 @@ def busy() -> float:
 
 
 def save_timings(path: Path | None, timings: dict, section: str = "timings") -> None:
-    """Write one section of the file, keeping the other. Best effort: a cache that cannot be written (read-only
-    home, none at all) only means measuring again next time."""
+    """Add timings to one section of the file, keeping what is there (what other processes measured meanwhile,
+    merged under a lock on the cache folder) and the other section. Best effort: a cache that cannot be written
+    (read-only home, none at all) only means measuring again next time."""
     if path is None:
         return
     other = "attention" if section == "timings" else "timings"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        replace_json(path, {"cpu": cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                            other: load_timings(path, other), section: timings}, indent=1)
+        with _locked(path.parent):
+            replace_json(path, {"cpu": cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                                other: load_timings(path, other),
+                                section: {**load_timings(path, section), **timings}}, indent=1)
     except OSError:
         pass
+
+
+@contextmanager
+def _locked(folder: Path):
+    """An exclusive lock on a folder while the body runs (none where the OS has no flock)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            import fcntl
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - not POSIX
+            pass
+        yield
+    finally:
+        os.close(fd)          # releases the lock
 
 
 def describe(table: dict[str, dict[str, str]]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import re
 from pathlib import Path
@@ -440,6 +441,51 @@ def test_measurement_is_cached_per_machine_and_reused(monkeypatch, tmp_path):
     calls.clear()
     assert kernel_choice.choose(small_model()) == table and calls == []      # a warm start measures nothing
     assert kernel_choice.choose(small_model(decoder_ffn_dim=48)) and sorted(calls) == ["32x48", "48x32"]
+
+
+def test_timings_another_process_saved_while_this_one_measured_are_kept(monkeypatch, tmp_path):
+    """Two processes loading models of different shapes at once: each read the cache, measured, and wrote back its
+    own copy, so the last writer dropped the other's shapes (measured again at every load after)."""
+    monkeypatch.setenv(kernel_choice.ENV, "measure")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(kernel_choice, "busy", lambda: 0.0)
+    t = timing((3, 3, 3), (2, 2, 2), (1, 1, 1))
+    saved = []
+
+    def time_layer(layer):            # meanwhile another process saves its model's shape
+        if not saved:
+            saved.append(1)
+            kernel_choice.save_timings(kernel_choice.cache_path(), {"48x48": t})
+        return t
+
+    monkeypatch.setattr(kernel_choice, "time_layer", time_layer)
+    kernel_choice.choose(small_model())
+    cached = json.loads(kernel_choice.cache_path().read_text())["timings"]
+    assert sorted(cached) == sorted({"48x48", "96x32-nobias", "96x32", "32x32", "64x32", "32x64"})
+
+
+def test_writers_racing_on_one_json_file_each_write_their_own_temporary_file(tmp_path, monkeypatch):
+    """replace_json wrote every file through PATH.tmp: a second writer between the first's write and rename
+    replaced the first's temporary file (its rename then failed, or a reader saw a torn file)."""
+    from seq2seq_kit import jsonfile
+
+    path, rename = tmp_path / "f.json", os.replace
+    raced = []
+
+    def replace(src, dst):
+        if not raced:
+            raced.append(1)
+            jsonfile.replace_json(path, {"writer": 2})      # another writer, start to end, before this rename
+        rename(src, dst)
+
+    monkeypatch.setattr(jsonfile.os, "replace", replace)
+    jsonfile.replace_json(path, {"writer": 1, "long": "x" * 10000})
+    assert json.loads(path.read_text()) == {"writer": 1, "long": "x" * 10000}
+    assert os.listdir(tmp_path) == ["f.json"]                      # no temporary file left behind
+    monkeypatch.setattr(jsonfile.os, "replace", lambda src, dst: (_ for _ in ()).throw(OSError(13, "denied")))
+    with pytest.raises(OSError):
+        jsonfile.replace_json(path, {"writer": 3})
+    assert os.listdir(tmp_path) == ["f.json"]                      # a failed rename removes its temporary file
 
 
 @pytest.mark.parametrize("name, lm_head", [("marian-separate", "onednn"),
