@@ -330,6 +330,62 @@ def test_a_record_fixed_in_the_input_leaves_the_errors_on_resume(tmp_path, tiny,
         {"summaries": 2, "failed": 1, "truncated": 0}
 
 
+def test_a_fixed_record_written_by_an_interrupted_run_leaves_the_errors(tmp_path, tiny, monkeypatch):
+    """A failed record fixed in the input, summarized by a re-run that was stopped before its end (Ctrl-C, kill):
+    the next run, which skips it as written, drops its error too (only places written by the same run were)."""
+    path, out = tmp_path / "docs.jsonl", tmp_path / "out.jsonl"
+    path.write_text('{"id": "a", "text": ""}\n{"id": "b", "text": "The tower is tall."}\n')
+    assert run(path, out, tiny).failed == 1
+    path.write_text('{"id": "a", "text": "fixed now"}\n{"id": "b", "text": "The tower is tall."}\n')
+    with monkeypatch.context() as m:
+        m.setattr(Output, "finish", lambda self, good: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            run(path, out, tiny)
+    assert {r["id"] for r in read_jsonl(out)} == {"a", "b"}
+    result = run(path, out, tiny)
+    assert (result.written, result.skipped, result.failed) == (0, 2, 0)
+    assert not (tmp_path / "out.jsonl.errors.jsonl").read_text()
+    assert json.loads((tmp_path / "out.jsonl.meta.json").read_text())["counts"] == \
+        {"summaries": 2, "failed": 0, "truncated": 0}
+
+
+def test_a_repeat_of_an_id_written_before_names_the_summary_kept(tmp_path, tiny, reference):
+    """A folder job gains a file that sorts first and repeats an id an earlier run wrote from another file: the
+    output keeps that summary, and the errors file says so (it said the new file's record, never summarized, was
+    kept)."""
+    folder, out = tmp_path / "docs", tmp_path / "out.jsonl"
+    folder.mkdir()
+    write_jsonl(folder / "b.jsonl", [{"id": "X", "text": "The tower is tall."}])
+    assert run(folder, out, tiny).written == 1
+    write_jsonl(folder / "a.jsonl", [{"id": "X", "text": "Another text entirely."}])
+    result = run(folder, out, tiny)
+    assert (result.written, result.skipped, result.failed) == (0, 1, 1)
+    assert read_jsonl(out) == [{"id": "X", **reference("The tower is tall.")}]
+    [error] = read_jsonl(tmp_path / "out.jsonl.errors.jsonl")
+    assert error["message"] == ("b.jsonl:1 repeats id 'X' of a.jsonl:1; only one is kept: the summary an earlier "
+                                "run wrote for that id, from a.jsonl:1 unless that record was added or fixed since")
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_a_job_with_nothing_left_to_do_loads_no_model(tmp_path, tiny, monkeypatch, engine):
+    """A finished job's re-run, or an input of bad records only: its errors and skips are counted without loading
+    the model (nor starting or joining Ray), as an empty input finishes."""
+    from seq2seq_kit.corpus import driver, ray_engine
+
+    path, out = tmp_path / "docs.jsonl", tmp_path / "out.jsonl"
+    path.write_text('{"id": "a", "text": "The tower is tall."}\n{"id": "b", "text": ""}\n')
+    assert run(path, out, tiny).written == 1
+    monkeypatch.setattr(driver, "Worker", lambda **kwargs: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(ray_engine, "results", lambda *a, **k: pytest.fail("Ray was asked"))
+    monkeypatch.setattr(ray_engine, "require_ray", lambda: None)
+    result = run(path, out, tiny, engine=engine)
+    assert (result.written, result.skipped, result.failed) == (0, 1, 1)
+    path.write_text('{"id": "c", "text": " "}\n')                      # bad records only: a new job
+    result = run(path, tmp_path / "bad.jsonl", tiny, engine=engine)
+    assert (result.written, result.skipped, result.failed) == (0, 0, 1)
+    assert [e["reason"] for e in read_jsonl(tmp_path / "bad.jsonl.errors.jsonl")] == ["empty"]
+
+
 @pytest.mark.parametrize("name,content", [
     ("docs.csv", 'id,text\n1,"The tower, in Paris, is tall."\n'),
     ("docs.json", json.dumps([{"id": 1, "text": "The tower is tall."}], indent=1))])

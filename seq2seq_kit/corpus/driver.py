@@ -26,7 +26,7 @@ from ..translation import check_languages, target_token, task_languages, task_na
 from . import ray_engine
 from .output import RESULTS, Output, errors_path
 from .reading import check_text_field, input_files, parquet_module, plan_chunks, refuse_repeats
-from .worker import Worker
+from .worker import Worker, unprocessed
 
 BATCHES_PER_CHUNK = 4     # JSONL chunk = this many times batch_size lines: the Ray work unit and the window
                           # sorted longest first (bigger: rows of similar length finish together; smaller: finer
@@ -134,16 +134,19 @@ def process_corpus(input: str | Path, output: str | Path, model: str | Path | No
                                           generate_kwargs, task, src_lang, tgt_lang)
     job.update(input=str(input.resolve()), text_field=text_field, id_field=id_field,
                **({"strategy": strategy} if strategy != "truncate" else {}))
-    refuse_repeats(chunks, text_field, id_field, one_id_type=out.parquet)
     try:
         out.open(job, revision=revision, overwrite=overwrite)
+        todo, good = refuse_repeats(chunks, text_field, id_field, one_id_type=out.parquet, done=frozenset(out.done),
+                                    watch=frozenset(where for where, _ in out.error_keys))
         worker_kwargs = dict(
             model=job["model"], hub_kwargs=hub_kwargs, device=device, dtype=dtype, generate_kwargs=generate_kwargs,
             eos_token_ids=job["generation"]["eos_token_id"], text_field=text_field, id_field=id_field,
             done=frozenset(out.done), batch_size=batch_size, sort_by_length=sort_by_length, strategy=strategy,
             task=task, pipeline_task=pipeline_task, languages=job.get("languages"))
         start = time.perf_counter()
-        if engine == "local":
+        if not todo:            # every record bad, refused or written before: no model loaded, no Ray joined
+            results = unprocessed(chunks, text_field, id_field, frozenset(out.done))
+        elif engine == "local":
             results = _local_results(chunks, worker_kwargs)
         else:
             results = ray_engine.results(chunks, worker_kwargs, address=ray_address, actors=actors, device=device)
@@ -152,7 +155,7 @@ def process_corpus(input: str | Path, output: str | Path, model: str | Path | No
         finally:
             results.close()   # Ray: shut down the instance the job started
         seconds = time.perf_counter() - start
-        out.finish()
+        out.finish(good)
     finally:
         out.close()
     result = CorpusResult(output, out.written, total - out.written - len(out.failed_now), len(out.failed_now),

@@ -218,11 +218,12 @@ class Output:
         self.done.update(id_key(r["id"]) for r in records)
         self.written += len(records)
 
-    def finish(self) -> None:
-        """The job is complete: the counts into the meta file; for Parquet, the journal into the .parquet file."""
+    def finish(self, good: dict[str, str]) -> None:
+        """The job is complete: the counts into the meta file; for Parquet, the journal into the .parquet file.
+        good: {where: id key} of the errors file's places that now hold a good record kept for processing."""
         if self.parquet:
             self._write_parquet()
-        self._drop_resolved_errors()
+        self._drop_resolved_errors(good)
         truncated = sum(reason == "truncated" for _, reason in self.error_keys)
         self.meta["counts"] = {self.noun: len(self.done), "failed": len(self.error_keys) - truncated,
                                "truncated": truncated}
@@ -254,12 +255,12 @@ class Output:
         os.replace(tmp, self.path)
         self.results.truncate()   # a crash before this line: the next run merges again, dropping repeats
 
-    def _drop_resolved_errors(self) -> None:
-        """An earlier run's failed record whose place this run summarized (its input fixed, the job resumed) is no
-        error any more: the errors file is rewritten without it (a temporary file renamed over it, under the job's
-        lock on its output), and the counts leave it out."""
-        written = set(self.where.values())
-        resolved = {k for k in self.error_keys if k[0] in written and k[1] != "truncated"}
+    def _drop_resolved_errors(self, good: dict[str, str]) -> None:
+        """An earlier run's failed record whose place now holds a good record whose id is written (its input fixed,
+        the job resumed, by this run or by one interrupted before its end) is no error any more: the errors file is
+        rewritten without it (a temporary file renamed over it, under the job's lock on its output), and the counts
+        leave it out."""
+        resolved = {k for k in self.error_keys if k[1] != "truncated" and k[0] in good and good[k[0]] in self.done}
         if not resolved:
             return
         kept = [e for e in self.errors.load(("where", "reason")) if (e["where"], e["reason"]) not in resolved]

@@ -196,13 +196,17 @@ def _not_unicode(text: str, hint: str) -> str | None:
     return None if problem is None else problem + hint
 
 
-def refuse_repeats(chunks: list[dict], text_field: str, id_field: str, one_id_type: bool) -> None:
+def refuse_repeats(chunks: list[dict], text_field: str, id_field: str, one_id_type: bool,
+                   done: frozenset = frozenset(), watch: frozenset = frozenset()) -> tuple[int, dict[str, str]]:
     """Read every record once, in input order, and mark in each chunk (chunk["refused"]: {line: (reason,
     message)}) the good records that must not be processed: an id that a good record before it already has
     (the first in input order wins, whichever engine and finishing order), and, when `one_id_type` (a Parquet
-    output: one column type), an id of another type than the first good record's."""
+    output: one column type), an id of another type than the first good record's. done: the keys of the ids an
+    earlier run wrote (whose summary a repeat's message then names as the one kept). Returns (how many good records
+    are left to process: kept and not done, the places of `watch` that hold a good kept record: {where: id key})."""
     first: dict[str, str] = {}          # id key -> where of the first good record with it
     kind = None                         # (type, id, where) of the first good record, for one_id_type
+    todo, good = 0, {}
     for chunk in chunks:
         refused = {}
         for n, doc_id, where, _, error in _chunk_records(chunk, text_field, id_field):
@@ -211,9 +215,10 @@ def refuse_repeats(chunks: list[dict], text_field: str, id_field: str, one_id_ty
             key = id_key(doc_id)
             if key in first:
                 numbered = isinstance(doc_id, int) and not chunk["folder"]   # a record without an id takes its line
-                refused[str(n)] = ("duplicate_id", f"{where} repeats id {doc_id!r} of {first[key]}; only the first "
-                                                   "is kept" + (" (a record without an id has its line number as id)"
-                                                                if numbered else ""))
+                kept = (f"only one is kept: the summary an earlier run wrote for that id, from {first[key]} unless "
+                        "that record was added or fixed since" if key in done else "only the first is kept")
+                refused[str(n)] = ("duplicate_id", f"{where} repeats id {doc_id!r} of {first[key]}; {kept}"
+                                   + (" (a record without an id has its line number as id)" if numbered else ""))
                 continue
             if one_id_type and kind is None:
                 kind = (type(doc_id), doc_id, where)
@@ -224,8 +229,12 @@ def refuse_repeats(chunks: list[dict], text_field: str, id_field: str, one_id_ty
                                              "write JSONL")
                 continue
             first[key] = where
+            todo += key not in done
+            if where in watch:
+                good[where] = key
         if refused:
             chunk["refused"] = refused
+    return todo, good
 
 
 def _type_name(doc_id) -> str:

@@ -76,16 +76,7 @@ class Worker:
             in_flight[request.future] = (todo[i][0], todo[i][1], rows[i])
 
     def read(self, chunk: dict) -> tuple[list[tuple], list[dict], int]:
-        """(documents to process as (id, where, text), bad records, count of ids already written)."""
-        todo, errors, skipped = [], [], 0
-        for doc_id, where, text, error in read_chunk(chunk, self.text_field, self.id_field):
-            if error is not None:
-                errors.append(error_record(doc_id, where, *error))
-            elif id_key(doc_id) in self.done:
-                skipped += 1
-            else:
-                todo.append((doc_id, where, text))
-        return todo, errors, skipped
+        return read(chunk, self.text_field, self.id_field, self.done)
 
     def finished(self, in_flight: dict) -> dict:
         """Wait for at least one submitted document; its result, with every other one done by then."""
@@ -149,3 +140,24 @@ class Worker:
         """Tokens generated after the decoder start token, up to and including the first EOS."""
         ids = ids[1:]
         return next((i + 1 for i, t in enumerate(ids) if t in self.eos), len(ids))
+
+
+def read(chunk: dict, text_field: str, id_field: str, done: frozenset) -> tuple[list[tuple], list[dict], int]:
+    """A chunk's (documents to process as (id, where, text), bad records, count of ids already written)."""
+    todo, errors, skipped = [], [], 0
+    for doc_id, where, text, error in read_chunk(chunk, text_field, id_field):
+        if error is not None:
+            errors.append(error_record(doc_id, where, *error))
+        elif id_key(doc_id) in done:
+            skipped += 1
+        else:
+            todo.append((doc_id, where, text))
+    return todo, errors, skipped
+
+
+def unprocessed(chunks: Iterable[dict], text_field: str, id_field: str, done: frozenset) -> Iterator[dict]:
+    """The results of chunks holding no document to process (each bad, refused or written before): their errors and
+    skips, read without a model."""
+    for chunk in chunks:
+        _, errors, skipped = read(chunk, text_field, id_field, done)
+        yield {"records": [], "errors": errors, "skipped": skipped}
