@@ -28,7 +28,7 @@ from .engine import Engine
 from .engine.scheduler import check_engine_settings
 from .family_tokenizers import AutoTokenizer
 from .generation import settings
-from .generation.config import GENERATE_KWARGS, GenerationConfig
+from .generation.config import GENERATE_KWARGS, GenerationConfig, in_effect
 from .loading import resolve_device
 from .long_documents import DEFAULT_BATCH_SIZE, check_strategy, map_reduce
 from .modeling import BartForConditionalGeneration
@@ -93,7 +93,7 @@ def load_model_and_tokenizer(model, tokenizer, device, dtype,
 def task_defaults(config, task: str = "summarization") -> tuple[str, dict]:
     """(prefix, generate defaults) a pipeline applies for `task`, from the checkpoint's config (a BartConfig)."""
     params = dict((config.extra.get("task_specific_params") or {}).get(task) or {})
-    unsupported = GenerationConfig.from_dict(params).unsupported          # 4.x applied them: never dropped silently
+    unsupported = in_effect(GenerationConfig.from_dict(params).unsupported, None)   # 4.x applied them: refused
     if unsupported:
         raise ValueError(f"the checkpoint's task_specific_params[{task!r}] sets {unsupported}, which seq2seq_kit "
                          "does not implement; remove them from config.json's task_specific_params (or from "

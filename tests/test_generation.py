@@ -135,6 +135,26 @@ def test_parity_matrix_without_scores(pair, name, batch, kwargs):
     assert torch.equal(ours.generate(ids[:batch], mask[:batch], **kwargs), theirs)
 
 
+@pytest.mark.parametrize("setting, call", [
+    (dict(num_beams=2, diversity_penalty=0.5), {}),                      # read by group beam search alone
+    (dict(num_beams=1, num_beam_groups=2, low_memory=True), {}),          # beam settings in a greedy search
+    (dict(num_beams=2, guidance_scale=1.5), dict(guidance_scale=1.0)),    # the call's no-op value wins
+    (dict(num_beams=2, watermarking_config={"greenlist_ratio": 0.5}), dict(watermarking_config=None)),
+    (dict(num_beams=2), dict(synced_gpus=False, stopping_criteria=None, cache_implementation="dynamic")),
+])
+def test_transformers_only_settings_that_do_not_act_as_in_transformers(pair, setting, call):
+    """A generation config (here passed as generation_config=) holding transformers-only settings that do not act in
+    the search run, or that the call switches off: transformers runs the plain search, and so does generate (it
+    refused them)."""
+    hf, ours = pair("tiny-eos")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id)
+    settings = dict(setting, max_length=20, forced_eos_token_id=None)
+    theirs = hf.generate(ids, attention_mask=mask, generation_config=transformers.GenerationConfig(**settings),
+                         **call)
+    mine = ours.generate(ids, mask, generation_config=GenerationConfig.from_dict(settings), **call)
+    assert torch.equal(mine, theirs)
+
+
 @pytest.fixture(scope="module")
 def small_pair(small_path):
     return transformers.BartForConditionalGeneration.from_pretrained(small_path).eval(), \

@@ -227,9 +227,9 @@ def test_transformers_arguments_that_change_nothing_are_taken():
     with pytest.raises(ValueError, match=r"\{'guidance_scale': 1.5\} is a setting of transformers' generate that "
                                          r"seq2seq_kit does not implement \(taken only where it does nothing: "
                                          r"guidance_scale=1.0\); leave it out"):
-        res(base, num_beam=3, guidance_scale=1.5)
-    with pytest.raises(ValueError, match=r"are settings .*low_memory=False, num_beam_groups=1\); leave them out"):
-        res(base, num_beam_groups=2, low_memory=True)
+        res(base, num_beams=3, guidance_scale=1.5)
+    with pytest.raises(ValueError, match=r"are settings .*num_beam_groups=1, low_memory=False\); leave them out"):
+        res(base, num_beams=2, num_beam_groups=2, low_memory=True)
     with pytest.raises(ValueError, match="use_cache must be True or False, got 1"):
         res(base, use_cache=1)
     assert res(base, use_cache=True, output_attentions=True) == res(base, output_attentions=True)
@@ -246,13 +246,63 @@ def test_use_cache_false_with_attentions_or_hidden_states_is_refused(traced):
 
 
 def test_unsupported_checkpoint_setting_is_refused():
-    base = GenerationConfig.from_dict({"bos_token_id": 0, "guidance_scale": 1.5, "num_beam_groups": 1,
-                                       "constraints": [], "watermarking_config": {}})   # [], {}: no-ops
-    assert base.unsupported == {"guidance_scale": 1.5}
-    with pytest.raises(ValueError, match="guidance_scale"):
+    """A transformers-only setting in a checkpoint's generation config that transformers would apply is refused;
+    [] constraints (constrained beam search, refused by transformers) and {} watermarking (its default watermark)
+    apply there, so they are refused too (they were taken as no-ops)."""
+    for setting in (dict(guidance_scale=1.5), dict(constraints=[]), dict(watermarking_config={})):
+        base = GenerationConfig.from_dict({"bos_token_id": 0, "num_beam_groups": 1, **setting})
+        assert base.unsupported == setting
+        [(name, value)] = setting.items()
+        with pytest.raises(ValueError, match=re.escape(
+                f"the generation config (the checkpoint's, or generation_config=) sets {setting}, which seq2seq_kit "
+                f"does not implement; pass {name}=None to generate() to run without, or set "
+                "model.generation_config.unsupported = {}")):
+            res(base)
+        assert res(base, **{name: None}) == res(GenerationConfig(bos_token_id=0))      # the call wins
+        base.unsupported = {}
         res(base)
-    base.unsupported = {}
-    res(base)
+
+
+@pytest.mark.parametrize("setting, call", [
+    (dict(guidance_scale=1.5), dict(guidance_scale=1.0)),
+    (dict(guidance_scale=1.5), dict(guidance_scale=None)),
+    (dict(watermarking_config={"greenlist_ratio": 0.5}), dict(watermarking_config=None)),
+    (dict(num_beam_groups=2, diversity_penalty=0.5), dict(num_beam_groups=1)),
+    (dict(diversity_penalty=0.5), {}),                        # read by group beam search alone
+    (dict(num_beam_groups=2), dict(num_beams=1)),             # greedy: no beam groups
+    (dict(low_memory=True), dict(num_beams=1)),               # transformers refuses it in beam search only
+    (dict(prompt_lookup_num_tokens=3), {}),                   # assisted decoding: ignored in beam search
+    (dict(penalty_alpha=0.6), dict(do_sample=True)),          # contrastive search is greedy's
+])
+def test_a_transformers_only_setting_that_would_not_act_is_taken(setting, call):
+    """As transformers reads them: a call's value overrides the checkpoint's (guidance_scale=1.0 or None over its
+    1.5; it was refused, the checkpoint named), and a setting that does nothing in the search run (a diversity penalty
+    without beam groups, beam groups in a greedy search, ...) is taken from the checkpoint and from the call alike
+    (transformers' output is then that of the plain search)."""
+    base = GenerationConfig.from_dict({"bos_token_id": 0, "num_beams": 2, **setting})
+    plain = GenerationConfig.from_dict({"bos_token_id": 0, "num_beams": 2})
+    assert res(base, **call) == res(plain, **call)
+    if not set(setting) & set(call):                          # the same setting passed to generate: taken alike
+        assert res(plain, **setting, **call) == res(plain, **call)
+
+
+def test_transformers_generate_arguments_taken_where_they_change_nothing():
+    """transformers' generate() arguments seq2seq_kit has no use for, at the values where they change no token, are
+    taken (scripts pass synced_gpus=False, cache_implementation="static"); others are refused, naming the values."""
+    base = GenerationConfig(bos_token_id=0)
+    plain = res(base)
+    for kwargs in (dict(stopping_criteria=None), dict(stopping_criteria=[]), dict(synced_gpus=False),
+                   dict(assistant_model=None), dict(negative_prompt_ids=None), dict(custom_generate=None),
+                   dict(cache_implementation="static"), dict(cache_implementation="dynamic"),
+                   dict(disable_compile=True), dict(compile_config=None)):
+        assert res(base, **kwargs) == plain, kwargs
+    with pytest.raises(ValueError, match=re.escape(
+            "{'stopping_criteria': ['mine']}: transformers' generate takes it, seq2seq_kit only where it changes "
+            "nothing (stopping_criteria: None or []); leave it out (stop conditions: max_length, max_time, "
+            "stop_strings, eos_token_id)")):
+        res(base, stopping_criteria=["mine"])
+    with pytest.raises(ValueError, match=r"cache_implementation: None or 'dynamic' or 'static'"):
+        res(base, cache_implementation="quantized")
 
 
 def test_a_checkpoints_output_attentions_is_a_setting_as_in_transformers():
@@ -294,6 +344,7 @@ BAD = [
     (dict(forced_bos_token_id=100), "forced_bos_token_id"),
     (dict(forced_eos_token_id=[2, 200]), "forced_eos_token_id"),
     (dict(decoder_start_token_id=None, bos_token_id=None), "decoder_start_token_id"),
+    (dict(decoder_start_token_id=[2, 0]), r"one token id, got \[2, 0\]; .*pass decoder_input_ids=\[\[id\], ...\]"),
     (dict(do_sample=True, top_p=-0.1), r"top_p.*>= 0"),
     (dict(top_p="high"), "top_p.*number"),
     (dict(do_sample=True, top_k=-1), "top_k"),

@@ -87,10 +87,10 @@ class GenerationConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "GenerationConfig":
-        """Known keys are taken; transformers-only keys with a non-neutral value go to `unsupported`; others ignored."""
+        """Known keys are taken; transformers-only keys (UNSUPPORTED) that are set go to `unsupported` (generate
+        refuses those that would act, in_effect); others ignored."""
         cfg = cls(**{k: v for k, v in d.items() if k in GENERATE_KWARGS})
-        cfg.unsupported = {k: v for k, v in d.items()
-                           if k in UNSUPPORTED and v not in (None, UNSUPPORTED[k], [], {})}   # [], {}: nothing to do
+        cfg.unsupported = in_effect({k: v for k, v in d.items() if k in UNSUPPORTED}, None)   # those set, not no-ops
         return cfg
 
     @classmethod
@@ -236,6 +236,27 @@ UNSUPPORTED = dict(
     penalty_alpha=None, dola_layers=None, token_healing=False, low_memory=False,
     prompt_lookup_num_tokens=None, assistant_early_exit=None, watermarking_config=None, use_mtp=False,
 )
+# Whether a set (not None) UNSUPPORTED setting acts, given the resolved settings c: as transformers 5.24's
+# GenerationConfig.get_generation_mode and generate read them (num_beams 1: greedy or sampling)
+ACTS = dict(
+    guidance_scale=lambda v, c: v != 1,                                      # classifier-free guidance
+    num_beam_groups=lambda v, c: v > 1 and c.num_beams > 1,                 # group (diverse) beam search
+    diversity_penalty=lambda v, c: False,                                    # read by group beam search alone
+    constraints=lambda v, c: True, force_words_ids=lambda v, c: True,       # constrained beam search, [] too
+    penalty_alpha=lambda v, c: v > 0 and (c.top_k or 0) > 1 and c.num_beams == 1 and not c.do_sample,  # contrastive
+    dola_layers=lambda v, c: c.num_beams == 1,
+    token_healing=lambda v, c: bool(v),
+    low_memory=lambda v, c: bool(v) and c.num_beams > 1,                    # transformers' beam search refuses it
+    prompt_lookup_num_tokens=lambda v, c: c.num_beams == 1,                 # assisted decoding (beams: ignored)
+    assistant_early_exit=lambda v, c: c.num_beams == 1,
+    use_mtp=lambda v, c: bool(v) and c.num_beams == 1,
+    watermarking_config=lambda v, c: True,                                   # {}: the default watermark
+)
+# transformers generate() arguments and settings that change no token here, taken at these values and dropped
+INERT = dict(stopping_criteria=(None, []), synced_gpus=(None, False), assistant_model=(None,),
+             assistant_tokenizer=(None,), negative_prompt_ids=(None,), negative_prompt_attention_mask=(None,),
+             custom_generate=(None,), cache_implementation=(None, "dynamic", "static"),
+             disable_compile=(None, False, True), compile_config=(None,))
 GENERATE_KWARGS = tuple(f.name for f in fields(GenerationConfig) if f.name != "unsupported")
 SETTING_NAMES = frozenset(f.name for f in fields(GenerationConfig))
 
@@ -249,17 +270,19 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int, max
     and decoder_start_token_id defaulted to bos_token_id, as transformers' `_prepare_special_tokens` does.
     """
     kwargs = _without_no_ops({k: _plain(v) for k, v in kwargs.items()})
+    called = {k: kwargs.pop(k) for k in list(kwargs) if k in UNSUPPORTED}
     unknown = sorted(set(kwargs) - set(GENERATE_KWARGS))
     if {"decoder_input_ids", "decoder_attention_mask"} & set(unknown):
         raise ValueError("a decoder prompt (decoder_input_ids / decoder_attention_mask) is taken by generate() only: "
                          "here every sequence starts from decoder_start_token_id (forced_bos_token_id forces a "
                          "first token)")
-    not_implemented = {k: kwargs[k] for k in unknown if k in UNSUPPORTED}
-    if not_implemented:
-        raise ValueError(f"{not_implemented} {'is a setting' if len(not_implemented) == 1 else 'are settings'} of "
-                         f"transformers' generate that seq2seq_kit does not implement (taken only where it does "
-                         f"nothing: {', '.join(f'{k}={UNSUPPORTED[k]!r}' for k in not_implemented)}); leave "
-                         f"{'it' if len(not_implemented) == 1 else 'them'} out")
+    inert = {k: kwargs[k] for k in unknown if k in INERT}
+    if inert:
+        raise ValueError(f"{inert}: transformers' generate takes {'it' if len(inert) == 1 else 'them'}, "
+                         "seq2seq_kit only where it changes nothing ("
+                         + "; ".join(f"{k}: {' or '.join(map(repr, INERT[k]))}" for k in inert) + "); leave "
+                         + ("it" if len(inert) == 1 else "them") + " out (stop conditions: max_length, max_time, "
+                         "stop_strings, eos_token_id)" * ("stopping_criteria" in inert))
     if unknown:
         raise ValueError(f"generate() got unknown argument(s) {unknown}; supported: {', '.join(GENERATE_KWARGS)}")
     base = check_config(base or GenerationConfig(), "model.generation_config")
@@ -293,13 +316,13 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int, max
         cfg.max_length = min(cfg.max_length + P, max_position_embeddings)
     if cfg.min_new_tokens is not None:
         cfg.min_length = cfg.min_new_tokens + P
-    _refuse_unsupported(base.unsupported)
     # max_length, an int by now (checked above), came from the checkpoint: say so
     if "max_length" not in kwargs and cfg.max_new_tokens is None and cfg.max_length > max_position_embeddings + 1:
         raise ValueError(f"the checkpoint's generation config sets max_length={cfg.max_length}, past this model's "
                          f"{max_position_embeddings} positions (max_length <= {max_position_embeddings + 1}: the "
                          "decoder start token counts as 1); pass max_new_tokens or max_length to generate")
     _validate(cfg, vocab_size, max_position_embeddings)
+    _refuse_unsupported(base.unsupported, called, cfg)
     if P >= cfg.max_length:                                                 # transformers: the same ValueError
         raise ValueError(f"decoder_input_ids holds {P} tokens (the decoder start token included), but max_length is "
                          f"{cfg.max_length}: nothing is left to generate; set max_new_tokens (the tokens generated "
@@ -332,8 +355,8 @@ def _plain(value):
 
 def _without_no_ops(kwargs: dict) -> dict:
     """generate() arguments transformers takes that change nothing here, left out: use_cache (True or False;
-    seq2seq_kit always decodes from its KV cache, whose tokens are those of a run without one), and the settings
-    seq2seq_kit does not implement at the value that makes them a no-op (guidance_scale=1.0, num_beam_groups=1, ...)."""
+    seq2seq_kit always decodes from its KV cache, whose tokens are those of a run without one), and INERT's at the
+    values that change no token."""
     if "use_cache" in kwargs and not isinstance(kwargs["use_cache"], bool):
         raise ValueError(f"use_cache must be True or False, got {kwargs['use_cache']!r}")
     traced = [name for name in ("output_attentions", "output_hidden_states") if kwargs.get(name)]
@@ -341,13 +364,24 @@ def _without_no_ops(kwargs: dict) -> dict:
         raise ValueError(f"use_cache=False with {' and '.join(traced)}: transformers then runs the whole prefix at "
                          "every step and reports every position's attentions / hidden states; seq2seq_kit decodes "
                          "from its KV cache (the same tokens) and reports the new position's: leave use_cache out")
-    return {k: v for k, v in kwargs.items() if k != "use_cache" and not _no_op(k, v)}
+    return {k: v for k, v in kwargs.items()
+            if k != "use_cache" and not (k in INERT and any(v == x and type(v) is type(x) for x in INERT[k]))}
 
 
-def _no_op(name: str, value) -> bool:
-    """An unimplemented transformers setting at the value that makes it do nothing (True is no 1 here)."""
-    neutral = UNSUPPORTED.get(name, object())
-    return value == neutral and isinstance(value, bool) == isinstance(neutral, bool)
+def in_effect(unsupported: dict, cfg: GenerationConfig | None) -> dict:
+    """The transformers-only settings of `unsupported` that would act, given the resolved settings `cfg` (ACTS);
+    None (no context): those not at their no-op value. None never acts; a value ACTS cannot compare acts."""
+    def acts(name, value) -> bool:
+        if value is None:
+            return False
+        neutral = UNSUPPORTED[name]
+        if value == neutral and isinstance(value, bool) == isinstance(neutral, bool):
+            return False
+        try:
+            return cfg is None or bool(ACTS[name](value, cfg))
+        except TypeError:
+            return True
+    return {k: v for k, v in unsupported.items() if acts(k, v)}
 
 
 def _check_pad_without_eos_ids(cfg: GenerationConfig) -> None:
@@ -383,11 +417,21 @@ def check_config(config, name: str) -> GenerationConfig:
     return config
 
 
-def _refuse_unsupported(unsupported: dict) -> None:
-    """The checkpoint's settings that transformers would apply here and seq2seq_kit does not implement."""
-    if unsupported:
-        raise ValueError(f"the checkpoint's generation config sets {unsupported}, which seq2seq_kit does not "
-                         "implement; set model.generation_config.unsupported = {} to generate without them")
+def _refuse_unsupported(configured: dict, called: dict, cfg: GenerationConfig) -> None:
+    """The transformers-only settings that would act here (in_effect), from the call or, where the call does not set
+    them, from the generation config (the checkpoint's, or generation_config=): refused, naming the way out."""
+    from_call = in_effect(called, cfg)
+    if from_call:
+        n = len(from_call)
+        raise ValueError(f"{from_call} {'is a setting' if n == 1 else 'are settings'} of transformers' generate that "
+                         f"seq2seq_kit does not implement (taken only where it does nothing: "
+                         f"{', '.join(f'{k}={UNSUPPORTED[k]!r}' for k in from_call)}); leave "
+                         f"{'it' if n == 1 else 'them'} out")
+    configured = in_effect({k: v for k, v in configured.items() if k not in called}, cfg)
+    if configured:
+        raise ValueError(f"the generation config (the checkpoint's, or generation_config=) sets {configured}, which "
+                         "seq2seq_kit does not implement; pass " + ", ".join(f"{k}=None" for k in configured)
+                         + " to generate() to run without, or set model.generation_config.unsupported = {}")
 
 
 FLOAT_SETTINGS = ("length_penalty", "temperature", "top_p", "min_p", "top_h", "typical_p", "epsilon_cutoff",
@@ -503,6 +547,10 @@ def _validate(cfg: GenerationConfig, vocab_size: int, max_position_embeddings: i
         no_eos = name == "eos_token_id" and isinstance(cfg.eos_token_id, list) and not cfg.eos_token_id
         if getattr(cfg, name) is not None and not no_eos:
             _check_token(name, getattr(cfg, name), vocab_size, allow_list=True)
+    if isinstance(cfg.decoder_start_token_id, list):     # transformers: a start token per row
+        raise ValueError(f"`decoder_start_token_id` must be one token id, got {cfg.decoder_start_token_id!r}; to start "
+                         "each row with its own token, pass decoder_input_ids=[[id], ...] (one row per input) to "
+                         "generate")
     for name in ("bos_token_id", "pad_token_id", "decoder_start_token_id", "forced_bos_token_id"):
         if getattr(cfg, name) is not None:
             _check_token(name, getattr(cfg, name), vocab_size)
