@@ -54,7 +54,10 @@ def application(settings: Settings, *, replicas: int | None = None, autoscale: t
                                       "target_ongoing_requests": max(1, settings.max_rows // 4)}))
     deployment = serve.deployment(
         Seq2SeqServer, name="Seq2SeqServer", ray_actor_options={"num_gpus": 1} if gpu else {"num_cpus": 1},
-        max_ongoing_requests=settings.max_rows + settings.max_queue,   # the engine's queue decides 503s
+        # the engine's queue decides 503s (with Retry-After, as the single-process server): a replica takes twice what
+        # its engine holds at one row a request (requests still tokenizing count too), so the engine is full first;
+        # Ray's own queue, in front of busy replicas (its requests are lost when the replicas stop), stays short
+        max_ongoing_requests=2 * (settings.max_rows + settings.max_queue), max_queued_requests=settings.max_queue,
         graceful_shutdown_timeout_s=settings.drain_timeout, **scale)
     return deployment.bind(settings)
 
