@@ -989,6 +989,34 @@ def test_an_engine_used_in_a_forked_child_is_refused_there(tiny_eos):
                              "process")
     assert answers.get() == "closed"
     assert torch.equal(engine.submit([5, 6, 7], max_new_tokens=6).result(60), want)
+
+
+def test_the_queue_depth_of_an_engine_forked_while_its_lock_was_held_answers(tiny_eos):
+    """A fork while the engine's lock was held (its thread admitting, /metrics reading) copies the lock held, with
+    no thread to release it: queue_depth in the child waited forever. It is 0 there, as nothing waits."""
+    import multiprocessing
+    import threading
+
+    with Engine(tiny_eos, max_rows=2) as engine:
+        context = multiprocessing.get_context("fork")
+        held, release = threading.Event(), threading.Event()
+
+        def hold():                             # another thread holds the lock as the fork happens
+            with engine._wake:
+                held.set()
+                release.wait(30)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        held.wait(30)
+        process = context.Process(target=lambda: exit(0 if engine.queue_depth == 0 else 1))
+        process.start()
+        release.set()
+        holder.join()
+        process.join(30)
+        if process.exitcode is None:
+            process.kill()
+        assert process.exitcode == 0
     engine.close()
 
 

@@ -235,7 +235,10 @@ class Engine:
     @property
     def queue_depth(self) -> int:
         """Requests waiting, those cancelled meanwhile not counted (under the lock: /metrics reads it from another
-        thread while submit appends)."""
+        thread while submit appends). 0 in a process forked from the engine's: nothing waits there (and the lock,
+        copied as the fork found it, may be held forever)."""
+        if os.getpid() != self._pid:
+            return 0
         with self._wake:
             return sum(not request.future.cancelled() for request in self.waiting)
 
