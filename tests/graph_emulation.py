@@ -46,7 +46,8 @@ class _Recorder(TorchDispatchMode):
 
 class EmulatedGraph:
     """Drop-in for cuda_capture.CapturedStep (fn, device, pool): two warm-up calls, one recorded; calling replays.
-    Memory pools are not emulated."""
+    Memory pools are not emulated. `all_replays` counts every emulated graph's replays (replays())."""
+    all_replays = 0
 
     def __init__(self, fn, device=None, pool=None):
         for _ in range(2):
@@ -65,8 +66,15 @@ class EmulatedGraph:
                     if new.data_ptr() != old.data_ptr():  # a new tensor: into the recorded buffer
                         old.copy_(new)
         self.replays += 1
+        EmulatedGraph.all_replays += 1
         return self.outputs
 
 
 def _tensors(value) -> list[torch.Tensor]:
     return [t for t in tree_leaves(value) if isinstance(t, torch.Tensor)]
+
+
+def replays() -> int:
+    """How many times emulated graphs have replayed in this process (a test of a graphed path asserts this grew:
+    equal outputs alone pass when no graph runs at all)."""
+    return EmulatedGraph.all_replays

@@ -90,20 +90,29 @@ def within(module: str, layer: str) -> bool:
     return module == layer or module.startswith(layer + ".")
 
 
+def layer_violations(name: str, found: list[tuple[str, list[str], int]]) -> list[str]:
+    """The imports of module `name` (imports()'s list) that its layer's rule forbids."""
+    rules = FORBIDDEN.get(layer_of(name), []) if name else []
+    return [f"line {line}: imports {target}" for target, _, line in found for banned in rules if within(target, banned)]
+
+
+def private_imports(name: str, found: list[tuple[str, list[str], int]]) -> list[str]:
+    """The private names (_x) module `name` imports from other modules."""
+    return [f"line {line}: {n} from {target}" for target, names, line in found for n in names
+            if n.startswith("_") and not n.startswith("__") and target != name]
+
+
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: module_name(p) or "seq2seq_kit")
 def test_layer_rules(path):
     name = module_name(path)
-    rules = FORBIDDEN.get(layer_of(name), []) if name else []
-    broken = [f"line {line}: imports {target}" for target, _, line in GRAPH[name]
-              for banned in rules if within(target, banned)]
+    broken = layer_violations(name, GRAPH[name])
     assert not broken, f"seq2seq_kit.{name} breaks the layering: " + "; ".join(broken)
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: module_name(p) or "seq2seq_kit")
 def test_no_private_names_across_modules(path):
     name = module_name(path)
-    bad = [f"line {line}: {n} from {target}" for target, names, line in GRAPH[name] for n in names
-           if n.startswith("_") and not n.startswith("__") and target != name]
+    bad = private_imports(name, GRAPH[name])
     assert not bad, f"seq2seq_kit.{name} imports private names of other modules: " + "; ".join(bad)
 
 
@@ -149,7 +158,9 @@ def test_the_rules_can_fail(tmp_path):
     (fake / "models" / "net.py").write_text("from ..generation import search\nfrom ..hub import _secret\n")
     saved, PACKAGE = PACKAGE, fake
     try:
-        found = imports(fake / "models" / "net.py")
+        name, found = module_name(fake / "models" / "net.py"), imports(fake / "models" / "net.py")
     finally:
         PACKAGE = saved
-    assert ("generation", ["search"], 1) in found and ("hub", ["_secret"], 2) in found
+    assert name == "models.net" and found == [("generation", ["search"], 1), ("hub", ["_secret"], 2)]
+    assert layer_violations(name, found) == ["line 1: imports generation", "line 2: imports hub"]
+    assert private_imports(name, found) == ["line 2: _secret from hub"]

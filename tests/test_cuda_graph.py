@@ -20,7 +20,7 @@ from seq2seq_kit import cuda_capture
 from seq2seq_kit.generation import decoding, whole_step
 from seq2seq_kit.modeling import BartForConditionalGeneration
 from seq2seq_kit.models.kv_cache import FixedShapeKVCache, KVCache
-from graph_emulation import EmulatedGraph
+from graph_emulation import EmulatedGraph, replays
 from helpers import decode_eagerly, random_batch
 
 
@@ -149,7 +149,9 @@ def test_a_graphed_result_is_not_overwritten_by_the_next_call(checkpoint, monkey
     seeded = lambda: dict(generator=torch.Generator().manual_seed(1)) if kwargs.get("do_sample") else {}
     out = model.generate(*first, cuda_graph=True, **seeded(), **kwargs)
     eager = model.generate(*first, cuda_graph=False, **seeded(), **kwargs)
+    before = replays()
     model.generate(*second, cuda_graph=True, **seeded(), **kwargs)
+    assert replays() > before                  # the second call replayed the first's graph
     assert torch.equal(sequences(out), sequences(eager))
     if kwargs.get("output_scores"):
         torch.testing.assert_close(out.sequences_scores, eager.sequences_scores, atol=1e-5, rtol=0)

@@ -146,18 +146,29 @@ def test_save_pretrained_round_trip_loads_in_transformers(pair, name, tmp_path):
 
 
 def test_checkpoint_with_position_table_loads_it(checkpoint, tmp_path):
-    """Older Marian/Pegasus files carry embed_positions.weight: it is loaded (as transformers does), not refused."""
+    """Older Marian/Pegasus files carry embed_positions.weight: it is loaded (as transformers does), not refused.
+    The stored tables differ from the sinusoids computed at load (+0.01, -0.02), so that a table left unread fails."""
     from safetensors.torch import load_file, save_file
     import shutil
 
     shutil.copytree(checkpoint("pegasus"), tmp_path, dirs_exist_ok=True)
     state = load_file(tmp_path / "model.safetensors")
-    hf = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
-    for side in ("encoder", "decoder"):
-        state[f"model.{side}.embed_positions.weight"] = getattr(hf.model, side).embed_positions.weight.detach()
+    computed = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    for side, shift in (("encoder", 0.01), ("decoder", -0.02)):
+        table = getattr(computed.model, side).embed_positions.weight.detach()
+        state[f"model.{side}.embed_positions.weight"] = table + shift
     save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
     ours = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
-    assert torch.equal(ours.encoder.embed_positions.weight, hf.model.encoder.embed_positions.weight)
+    hf = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    for side in ("encoder", "decoder"):
+        stored = state[f"model.{side}.embed_positions.weight"]
+        assert torch.equal(getattr(ours, side).embed_positions.weight, stored), side
+        assert torch.equal(getattr(hf.model, side).embed_positions.weight, stored), side
+    ids = torch.tensor([[5, 6, 7, 8, 1]])
+    decoder_ids = torch.tensor([[0, 9, 10]])
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, decoder_input_ids=decoder_ids).logits
+    torch.testing.assert_close(ours(input_ids=ids, decoder_input_ids=decoder_ids), theirs, atol=1e-4, rtol=0)
 
 
 def test_auto_model_is_the_one_class():
@@ -317,7 +328,7 @@ def test_fixed_shape_step_matches_eager_step(pair, name):
 def test_graph_bookkeeping_on_cpu(pair, name, monkeypatch):
     """generate(cuda_graph=True) through the graph's code path (graphs emulated on the CPU: tests/graph_emulation.py)
     = eager generate."""
-    from graph_emulation import EmulatedGraph
+    from graph_emulation import EmulatedGraph, replays
     from seq2seq_kit import cuda_capture
     from seq2seq_kit.generation import decoding, whole_step
 
@@ -326,8 +337,10 @@ def test_graph_bookkeeping_on_cpu(pair, name, monkeypatch):
     monkeypatch.setattr(decoding, "use_cuda_graph", lambda cuda_graph, device: bool(cuda_graph))
     ids, mask = batch(config)
     for kwargs in (dict(max_new_tokens=10), dict(num_beams=4, max_new_tokens=10)):
+        before = replays()
         assert torch.equal(ours.generate(ids, mask, cuda_graph=True, **kwargs),
                            ours.generate(ids, mask, cuda_graph=False, **kwargs))
+        assert replays() > before, kwargs                            # the graph ran
     ours.graphed_step = None
     whole_step.KEPT.pop(ours, None)
 

@@ -21,7 +21,7 @@ from seq2seq_kit import BartForConditionalGeneration, cuda_capture
 from seq2seq_kit.generation.decoding import prepare, result, rows_per_input, start_search
 from seq2seq_kit.generation import decoding, whole_step
 from seq2seq_kit.generation.whole_step import decode_graphed, graphed_search, step_once
-from graph_emulation import EmulatedGraph
+from graph_emulation import EmulatedGraph, replays
 from helpers import READS, assert_same_generation, decode_eagerly, random_batch, random_settings
 from test_generation import ATOL, NO_FORCED_EOS, inputs
 
@@ -79,8 +79,10 @@ def test_whole_step_with_random_settings_is_generate(small_path, first, monkeypa
                                           scores=scores)
                 got = got.sequences if scores else got
                 assert torch.equal(got, want.sequences), f"seed {seed}, every {check_every}: {kwargs}"
+            before = replays()
             assert torch.equal(model.generate(ids, mask, **kwargs, cuda_graph=True), want.sequences), \
                 f"seed {seed}, graphed: {kwargs}"
+            assert replays() > before, f"seed {seed}: no graph ran: {kwargs}"
 
 
 def start_fixed_shape(model, kwargs):
