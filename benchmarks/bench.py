@@ -203,7 +203,7 @@ def memory_bandwidth(device: str, threads: int, mib: int = 512, rounds: int = 20
 def machine(args) -> dict:
     import torch
 
-    info = {"device": args.device, "threads": args.threads, "cpu_count": os.cpu_count(),
+    info = {"device": args.device, "threads": args.threads, "cpu_count": len(os.sched_getaffinity(0)),
             "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__}
     from seq2seq_kit.kernel_choice import cpu_name, gemv_status
 
@@ -393,6 +393,14 @@ def identity_text(ident: dict | None) -> str:
     return text + (" (only the forced eos at max_length)" if ident["only_forced_eos"] else "")
 
 
+def varied(case: dict, r: dict) -> str:
+    """A note where this engine's tokens, or the reference's, changed between rounds (GPU fp16/bf16 kernels need not
+    be deterministic): the identity column compares the first round's."""
+    ref = case["engines"].get(REFERENCE) or {}
+    stable = r["deterministic"] and ref.get("deterministic", True)
+    return "" if stable else " (tokens varied between rounds; round 1 compared)"
+
+
 # ---------------------------------------------------------------------------------------------
 # Output
 
@@ -411,7 +419,7 @@ def markdown(result: dict) -> str:
            f"- {result['warmup']} warm-up round excluded, median of {result['repeats']} rounds; engines interleaved"
            + (" — QUICK smoke run (max_length 24): not a result" if result["quick"] else ""),
            "- ms/step = median over rounds of (end-to-end - the encoder time measured just before) / longest "
-           "generated row; floor = bytes of decoder weights + LM head + cross-attention K/V read per step / "
+           "generated row (a beam search whose returned rows end before its last step is overstated); floor = bytes of decoder weights + LM head + cross-attention K/V read per step / "
            "measured bandwidth (int8 engines: one byte a weight); peak = "
            + ("torch.cuda.max_memory_allocated" if m["device"] == "cuda" else
               "peak RSS of the engine's own process during the call, minus its RSS before loading the model"),
@@ -445,7 +453,7 @@ def markdown(result: dict) -> str:
                     f"{fmt(r.get('speedup_vs_transformers'), 1, '.2f')}x | "
                     f"{fmt(r.get('tokens_per_s_vs_transformers'), 1, '.2f')}x | "
                     f"{fmt(r.get('memory_vs_transformers'), 1, '.2f')}x | "
-                    f"{identity_text(r.get('identity_vs_transformers'))} | {lens_text} |")
+                    f"{identity_text(r.get('identity_vs_transformers'))}{varied(case, r)} | {lens_text} |")
         out.append("")
     return "\n".join(out)
 
@@ -473,6 +481,9 @@ def chart(result: dict, path: Path) -> None:
         for k, c in enumerate(cases):
             axes[1][col].hlines(c["floor_ms_per_step"], k - 0.45, k + 0.45, colors="black", linestyles="dashed",
                                 label="weight-streaming floor" if k == 0 else None)
+            if any(e.endswith("-int8") for e in engines):
+                axes[1][col].hlines(c["floor_int8_ms_per_step"], k - 0.45, k + 0.45, colors="gray",
+                                    linestyles="dotted", label="int8 floor" if k == 0 else None)
         for row, ylabel in enumerate(("end-to-end s (lower is better)", "ms per decoder step")):
             ax = axes[row][col]
             ax.set_xticks(range(len(cases)), labels)
@@ -534,7 +545,8 @@ def main(argv=None) -> dict:
     name = device_name(info, args.dtype)
     print(f"{name}: {info.get('gpu') or info['cpu']}, {args.threads} threads, copy bandwidth {bandwidth:.1f} GB/s",
           flush=True)
-    result = {"name": name, "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": info,
+    started = datetime.datetime.now()           # the results' date and their files' name alike
+    result = {"name": name, "date": started.isoformat(timespec="seconds"), "machine": info,
               "dtype": args.dtype, "bandwidth_gbs": bandwidth, "engines": args.engines, "quick": args.quick,
               "repeats": args.repeats, "warmup": args.warmup, "versions": {}, "models": {}}
     for model in args.models:
@@ -544,7 +556,7 @@ def main(argv=None) -> dict:
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{name}-{datetime.date.today().isoformat()}" + (f"-{args.tag}" if args.tag else "") \
+    stem = f"{name}-{started.date().isoformat()}" + (f"-{args.tag}" if args.tag else "") \
         + ("-quick" if args.quick else "")
     (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1))
     (out_dir / f"{stem}.md").write_text(markdown(result))

@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     lengths = make_corpus(corpus, model, args.docs, tokens)
     engines = args.engines.split(",")
     sorts = {"both": (True, False), "on": (True,), "off": (False,)}[args.sort]
-    cores = os.cpu_count()
+    cores = len(os.sched_getaffinity(0))     # the CPUs this process may run on
     notes = [f"{args.docs} documents of {min(lengths)}-{max(lengths)} tokens (mean {sum(lengths) / len(lengths):.0f}), "
              f"batch size {args.batch_size}, {args.shape} shape, generation "
              + (", ".join(f"{k}={v}" for k, v in (("num_beams", args.num_beams), ("max_length", args.max_length)) if v)

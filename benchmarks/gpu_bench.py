@@ -78,6 +78,15 @@ def load(name: str, spec: dict, dtype: torch.dtype, device: str, with_transforme
     return ours, theirs
 
 
+def floor_bytes(name: str, dtype: torch.dtype, batch: int, source_len: int) -> int:
+    """Bytes a decoder step reads at least (bench.step_floor_bytes: the per-step decoder weights, the LM head and
+    the batch's cross-attention K/V at the padded source length)."""
+    from bench import step_floor_bytes
+
+    floor = step_floor_bytes(make_checkpoints.ensure(name), str(dtype).removeprefix("torch."), batch, source_len)
+    return floor["weight_bytes"] + floor["cross_kv_bytes"]
+
+
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -223,8 +232,6 @@ def part_interval(args, spec_name, spec, budget: Budget, results: dict) -> None:
 def part_trt(args, spec_name, spec, budget: Budget, results: dict, rate: float) -> None:
     dtype = torch.float32 if args.smoke else torch.bfloat16
     ours, _ = load(spec_name, spec, dtype, args.device, with_transformers=False)
-    decoder_bytes = sum(p.numel() * p.element_size() for n, p in ours.named_parameters()
-                        if not n.startswith("encoder."))                     # decoder + embeddings / LM head
     new = 8 if args.smoke else 128
     rng = random.Random(0)
     for batch in ((2, 4) if args.smoke else (32, 64, 128)):
@@ -242,7 +249,7 @@ def part_trt(args, spec_name, spec, budget: Budget, results: dict, rate: float) 
         halves = [1000 * timed(lambda: ours.generate(ids, mask, **half), args.device) for _ in range(3)]
         row = {"batch": batch, "ms_per_batch": statistics.median(whole),
                "ms_per_step": (statistics.median(whole) - statistics.median(halves)) / (new - new // 2),
-               "floor_ms_per_step": 1000 * decoder_bytes / rate,
+               "floor_ms_per_step": 1000 * floor_bytes(spec_name, dtype, batch, max(lengths)) / rate,
                "trt_llm_h100_ms_per_batch": TRT_PUBLISHED_MS.get(batch), **memory(args.device)}
         results["trt"].append(row)
         print(json.dumps(row), flush=True)
