@@ -316,13 +316,13 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int, max
         cfg.max_length = min(cfg.max_length + P, max_position_embeddings)
     if cfg.min_new_tokens is not None:
         cfg.min_length = cfg.min_new_tokens + P
+    _refuse_unsupported(base.unsupported, called, cfg)      # num_beams, do_sample, top_k merged; before _validate
     # max_length, an int by now (checked above), came from the checkpoint: say so
     if "max_length" not in kwargs and cfg.max_new_tokens is None and cfg.max_length > max_position_embeddings + 1:
         raise ValueError(f"the checkpoint's generation config sets max_length={cfg.max_length}, past this model's "
                          f"{max_position_embeddings} positions (max_length <= {max_position_embeddings + 1}: the "
                          "decoder start token counts as 1); pass max_new_tokens or max_length to generate")
     _validate(cfg, vocab_size, max_position_embeddings)
-    _refuse_unsupported(base.unsupported, called, cfg)
     if P >= cfg.max_length:                                                 # transformers: the same ValueError
         raise ValueError(f"decoder_input_ids holds {P} tokens (the decoder start token included), but max_length is "
                          f"{cfg.max_length}: nothing is left to generate; set max_new_tokens (the tokens generated "
