@@ -172,6 +172,8 @@ PROMPT_ERRORS = [              # (decoder_input_ids, decoder_attention_mask, kwa
      r"^decoder_attention_mask is on the meta device, which holds no values"),
     (torch.tensor([[2, 50265]] * 3), None, {}, ValueError,
      r"decoder_input_ids holds id 50265, outside the decoder's vocabulary \[0, 50265\)"),
+    (torch.tensor([[2, -1]] * 3), None, {}, ValueError,
+     r"decoder_input_ids holds id -1, outside the decoder's vocabulary \[0, 50265\)"),
     (torch.tensor([[2, 5]] * 3), torch.ones(3, 3), {}, ValueError,
      r"decoder_attention_mask must be a tensor of decoder_input_ids' shape \[3, 2\]"),
     (torch.full((3, 256), 5), None, dict(max_new_tokens=1), ValueError,                   # + the start token

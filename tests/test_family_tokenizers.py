@@ -633,6 +633,10 @@ def test_m2m100_madeup_words_count_is_checked(m2m100_dir, tmp_path):
     with pytest.raises(ValueError, match=r"num_madeup_words .*, got 1{}".format("0" * 40)):   # not a list of 10**40
         AutoTokenizer.from_pretrained(root)
     (root / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "M2M100Tokenizer",
+                                                            "num_madeup_words": True}))
+    with pytest.raises(ValueError, match=r"num_madeup_words .*, got True"):                   # a bool is no count
+        AutoTokenizer.from_pretrained(root)
+    (root / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "M2M100Tokenizer",
                                                             "num_madeup_words": 0}))
     ours = AutoTokenizer.from_pretrained(root)
     with pytest.raises(ValueError, match="out of range"):       # no madeup words: past the language tokens
@@ -755,9 +759,12 @@ def test_encode_source_leaves_src_lang(m2m100_dir):
     ours = AutoTokenizer.from_pretrained(m2m100_dir, src_lang="en")
     assert ours.encode_source(CORPUS, "ru") == theirs(CORPUS)["input_ids"]
     assert ours.encode_source(CORPUS, "ru", max_length=9) == theirs(CORPUS, truncation=True, max_length=9)["input_ids"]
-    assert ours.src_lang == "en" and ours.encode_source(CORPUS) == ours(CORPUS)["input_ids"]
+    english = AutoTokenizer.from_pretrained(m2m100_dir, src_lang="en")(CORPUS)["input_ids"]   # a fresh tokenizer's
+    assert ours.src_lang == "en" and ours(CORPUS)["input_ids"] == english      # no "ru" left behind in `ours`
+    assert ours.encode_source(CORPUS) == english
     with pytest.raises(ValueError, match="unknown language code 'xx'"):
         ours.encode_source(CORPUS, "xx")
+    assert ours(CORPUS)["input_ids"] == english
 
 
 def test_language_codes_must_be_strings(m2m100_dir):

@@ -78,6 +78,8 @@ def test_source_languages_across_threads(tmp_path):
         t.join(timeout=120)
     assert not any(t.is_alive() for t in threads), "threads stuck"
     assert wrong == [] and tok.src_lang == "en" and tok(CORPUS)["input_ids"] == expected["en"]
+    assert tok.encode_source(CORPUS, "ru") == expected["ru"]     # (the threads set src_lang after each call)
+    assert tok(CORPUS)["input_ids"] == expected["en"]             # no "ru" left behind
 
 
 DECODE_BESIDE_ENCODE = """
