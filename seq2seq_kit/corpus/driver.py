@@ -136,16 +136,17 @@ def process_corpus(input: str | Path, output: str | Path, model: str | Path | No
                **({"strategy": strategy} if strategy != "truncate" else {}))
     try:
         out.open(job, revision=revision, overwrite=overwrite)
-        todo, good = refuse_repeats(chunks, text_field, id_field, one_id_type=out.parquet, done=frozenset(out.done),
+        done = frozenset(out.done)                                 # the ids written before this run
+        todo, good = refuse_repeats(chunks, text_field, id_field, one_id_type=out.parquet, done=done,
                                     watch=frozenset(where for where, _ in out.error_keys))
         worker_kwargs = dict(
             model=job["model"], hub_kwargs=hub_kwargs, device=device, dtype=dtype, generate_kwargs=generate_kwargs,
             eos_token_ids=job["generation"]["eos_token_id"], text_field=text_field, id_field=id_field,
-            done=frozenset(out.done), batch_size=batch_size, sort_by_length=sort_by_length, strategy=strategy,
+            done=done, batch_size=batch_size, sort_by_length=sort_by_length, strategy=strategy,
             task=task, pipeline_task=pipeline_task, languages=job.get("languages"))
         start = time.perf_counter()
         if not todo:            # every record bad, refused or written before: no model loaded, no Ray joined
-            results = unprocessed(chunks, text_field, id_field, frozenset(out.done))
+            results = unprocessed(chunks, text_field, id_field, done)
         elif engine == "local":
             results = _local_results(chunks, worker_kwargs)
         else:

@@ -61,7 +61,7 @@ class Worker:
     def _submit_chunk(self, chunk: dict, in_flight: dict) -> Iterator[dict]:
         """Submit a chunk's documents to the engine (into in_flight), yielding its bad records and skips first, and
         results of those in flight whenever IN_FLIGHT x batch_size are submitted."""
-        todo, errors, skipped = self.read(chunk)
+        todo, errors, skipped = read(chunk, self.text_field, self.id_field, self.done)
         if self.strategy == "map_reduce":
             yield self.map_reduce(todo, errors, skipped)
             return
@@ -74,9 +74,6 @@ class Worker:
                 yield self.finished(in_flight)
             request = self.engine.submit(rows[i], **self.generate_kwargs)
             in_flight[request.future] = (todo[i][0], todo[i][1], rows[i])
-
-    def read(self, chunk: dict) -> tuple[list[tuple], list[dict], int]:
-        return read(chunk, self.text_field, self.id_field, self.done)
 
     def finished(self, in_flight: dict) -> dict:
         """Wait for at least one submitted document; its result, with every other one done by then."""
