@@ -188,6 +188,7 @@ def test_a_job_recorded_before_generation_gained_settings_resumes(tmp_path, tiny
     meta = json.loads(meta_path.read_text())
     for name in ("output_attentions", "output_hidden_states"):
         assert meta["job"]["generation"].pop(name) is False
+    assert "strategy" not in meta["job"]        # recorded only when not the default, as before map_reduce existed
     meta_path.write_text(json.dumps(meta))
     lines = out.read_text().splitlines(keepends=True)
     out.write_text("".join(lines[:2]))                                  # that version wrote 2 of the 5
@@ -468,6 +469,7 @@ def test_settings_given_as_tuples_or_a_bias_dict_resume(tmp_path, tiny):
 @pytest.mark.parametrize("kwargs,error,message", [
     (dict(engine="spark"), ValueError, "engine must be one of ('local', 'ray'), got 'spark'"),
     (dict(actors=2), ValueError, "ray_address and actors apply to engine='ray'"),
+    (dict(ray_address="auto"), ValueError, "ray_address and actors apply to engine='ray'"),
     (dict(engine="ray", ray_address=" "), ValueError, "ray_address is empty: pass 'auto'"),
     (dict(batch_size=0), ValueError, "batch_size must be a positive integer, got 0"),
     (dict(num_return_sequences=2, num_beams=2), ValueError, "num_return_sequences=2: a corpus job writes one summary"),
@@ -611,3 +613,122 @@ def test_the_writer_drops_a_record_delivered_twice(tmp_path):
     assert [(e["where"], e["reason"]) for e in read_jsonl(tmp_path / "out.jsonl.errors.jsonl")] == [
         ("docs.jsonl:2", "empty"), ("docs.jsonl:3", "duplicate_id")]
     assert out.written == 1 and out.failed_now == {("docs.jsonl:2", "empty"), ("docs.jsonl:3", "duplicate_id")}
+
+
+def test_a_whole_last_line_without_its_newline_is_torn(tmp_path, tiny):
+    """A crash can stop an append after a whole JSON record but before its newline: that line is cut off too (kept,
+    the next append would join it on one line, the output no longer JSONL), and its document done again."""
+    docs = make_docs(3, seed=2)
+    path, out = write_jsonl(tmp_path / "docs.jsonl", docs), tmp_path / "out.jsonl"
+    run(path, out, tiny)
+    full = by_id(read_jsonl(out))
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text(lines[0] + lines[1].rstrip("\n"))
+    result = run(path, out, tiny)
+    assert (result.written, result.skipped) == (2, 1)
+    assert out.read_text().count("\n") == 3 and by_id(read_jsonl(out)) == full
+
+
+def test_a_line_without_the_records_fields_before_the_last_is_an_error(tmp_path, tiny):
+    """A JSON object that is no summary record (no "summary_text", or no "id") in the output is named, not taken as
+    a document written (its id skipped, with no summary) nor a KeyError."""
+    path, out = write_jsonl(tmp_path / "docs.jsonl", make_docs(3)), tmp_path / "out.jsonl"
+    run(path, out, tiny)
+    lines = out.read_text().splitlines()
+    for bad in ('{"id": "doc0"}', '{"summary_text": "s"}'):
+        out.write_text(bad + "\n" + "\n".join(lines[1:]) + "\n")
+        with pytest.raises(ValueError, match=r"out.jsonl:1 is not a summary record; fix or remove that line"):
+            run(path, out, tiny)
+
+
+def test_the_progress_bar_counts_each_document_once(tmp_path, tiny, monkeypatch):
+    """The bar ends at the input's record count: a truncated document once (its notice is no second document), and
+    the ids a re-run skips in a chunk that also has documents to do."""
+    import tqdm.auto
+
+    bars = []
+
+    class Bar(tqdm.auto.tqdm):
+        def close(self):
+            if not self.disable:                # once: tqdm closes a bar again when it is collected
+                bars.append((self.total, self.n))
+            super().close()
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    docs = make_docs(3) + [{"id": "long", "text": " ".join(["word"] * 300)}]
+    path, out = write_jsonl(tmp_path / "docs.jsonl", docs), tmp_path / "out.jsonl"
+    kwargs = dict(model=tiny, batch_size=3, progress=True, **GEN)
+    assert summarize_corpus(path, out, **kwargs).truncated == 1
+    write_jsonl(path, docs + make_docs(5, seed=7)[3:])                   # two more documents
+    result = summarize_corpus(path, out, **kwargs)
+    assert (result.written, result.skipped) == (2, 4)
+    assert bars == [(4, 4), (6, 6)]
+
+
+def test_a_numbered_record_repeating_an_integer_id_says_why(tmp_path, tiny):
+    """In a single file a record without an id takes its line number, which another record's integer id can be:
+    the later one is a duplicate_id, and the message says where its id came from."""
+    path, out = tmp_path / "docs.jsonl", tmp_path / "out.jsonl"
+    path.write_text('{"id": 2, "text": "The tower is tall."}\n{"text": "The bridge is long."}\n')
+    result = run(path, out, tiny)
+    assert (result.written, result.failed) == (1, 1)
+    assert [r["id"] for r in read_jsonl(out)] == [2]
+    [error] = read_jsonl(tmp_path / "out.jsonl.errors.jsonl")
+    assert error == {"id": 2, "where": "docs.jsonl:2", "reason": "duplicate_id",
+                     "message": "docs.jsonl:2 repeats id 2 of docs.jsonl:1; only the first is kept (a record without "
+                                "an id has its line number as id)"}
+
+
+def test_overwrite_replaces_the_errors_file_too(tmp_path, tiny):
+    """overwrite=True starts the output over: the errors of the job it replaces are gone from the errors file and
+    from the meta file's counts (a clean input's job reported the old input's failures)."""
+    bad = tmp_path / "a.jsonl"
+    bad.write_text('{"id": "x", "text": ""}\n{"id": "y", "text": "The tower is tall."}\n')
+    out = tmp_path / "out.jsonl"
+    assert run(bad, out, tiny).failed == 1
+    clean = write_jsonl(tmp_path / "b.jsonl", make_docs(2))
+    result = run(clean, out, tiny, overwrite=True)
+    assert (result.written, result.failed) == (2, 0)
+    assert (tmp_path / "out.jsonl.errors.jsonl").read_text() == ""
+    assert json.loads((tmp_path / "out.jsonl.meta.json").read_text())["counts"] == \
+        {"summaries": 2, "failed": 0, "truncated": 0}
+    assert {r["id"] for r in read_jsonl(out)} == {"doc0", "doc1"}
+
+
+def test_a_parquet_output_resumes_overwrites_and_merges_once(tmp_path, tiny, reference):
+    """A finished Parquet job run again skips the ids in the .parquet file; overwrite=True with other settings
+    summarizes every document again (none skipped as written); a journal left beside a written .parquet file (a
+    crash after the rename, before the journal was emptied) is merged keeping each id once, the file's first."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    docs = make_docs(3)
+    path, out = write_jsonl(tmp_path / "docs.jsonl", docs), tmp_path / "out.parquet"
+    assert run(path, out, tiny).written == 3
+    rows = pq.read_table(out).to_pylist()
+    result = run(path, out, tiny)
+    assert (result.written, result.skipped) == (0, 3) and pq.read_table(out).to_pylist() == rows
+    journal = tmp_path / "out.parquet.partial.jsonl"
+    journal.write_text(json.dumps({"id": "doc1", "summary_text": "JOURNAL", "input_tokens": 1, "output_tokens": 1})
+                       + "\n")
+    assert run(path, out, tiny).skipped == 3
+    assert pq.read_table(out).to_pylist() == rows and not journal.exists()
+    result = run(path, out, tiny, max_length=10, overwrite=True)
+    assert (result.written, result.skipped) == (3, 0)
+    run(path, tmp_path / "ten.jsonl", tiny, max_length=10)
+    assert by_id(pq.read_table(out).to_pylist()) == by_id(read_jsonl(tmp_path / "ten.jsonl"))
+
+
+def test_a_stopped_parquet_job_keeps_its_journal(tmp_path, tiny, monkeypatch):
+    """A Parquet job stopped before its end (Ctrl-C) leaves its journal, the summaries it wrote, for the next run to
+    skip and merge (only a finished job's journal, emptied into the .parquet file, is removed)."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    path, out = write_jsonl(tmp_path / "docs.jsonl", make_docs(3)), tmp_path / "out.parquet"
+    with monkeypatch.context() as m:
+        m.setattr(Output, "finish", lambda self, good: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            run(path, out, tiny)
+    journal = tmp_path / "out.parquet.partial.jsonl"
+    written = by_id(read_jsonl(journal))
+    assert set(written) == {"doc0", "doc1", "doc2"} and not out.exists()
+    result = run(path, out, tiny)
+    assert (result.written, result.skipped) == (0, 3) and not journal.exists()
+    assert by_id(pq.read_table(out).to_pylist()) == written

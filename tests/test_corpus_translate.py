@@ -113,6 +113,7 @@ def test_cli_marian_job_to_parquet(marian_path, tmp_path, capsys):
     (lambda p, o, m: translate_corpus(p, o, None), "needs model="),
     (lambda p, o, m: translate_corpus(p, o, m, strategy="map_reduce", **LANGS), "applies to summarization"),
     (lambda p, o, m: summarize_corpus(p, o, m, tgt_lang="fr"), "apply to translation jobs"),
+    (lambda p, o, m: summarize_corpus(p, o, m, src_lang="de"), "apply to translation jobs"),
     (lambda p, o, m: translate_corpus(p, o, m, src_lang="de", tgt_lang="xx"), "unknown language code 'xx'"),
     (lambda p, o, m: translate_corpus(p, o, m, src_lang="de"), "needs tgt_lang"),
 ])

@@ -110,6 +110,33 @@ def test_unfeasible_min_lengths_warn_as_transformers(pair, kwargs):
     assert unfeasible_warnings(ours.generate, ids, mask, decoder_input_ids=prompt, **kwargs) == want
 
 
+@pytest.mark.parametrize("mode", ["greedy", "beam"])
+@pytest.mark.parametrize("prompt", [[[7], [8], [9]], [[2, 7], [2, 8], [2, 9]]], ids=["one+start", "start+one"])
+def test_a_two_token_prompt_matches_transformers(pair, mode, prompt):
+    """The shortest prompt fed before the search: two tokens (one given, the start token prepended; or both given),
+    its first token in the one pass, the search stepping from the second."""
+    hf, ours = pair("tiny-eos")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    prompt = torch.tensor(prompt)
+    theirs, mine = both(hf, ours, ids, mask, prompt, **MODES[mode])
+    assert_parity(theirs, mine)
+    assert torch.equal(mine.sequences[:, 1], prompt[:, -1].repeat_interleave(mine.sequences.shape[0] // 3))
+
+
+def test_an_int32_prompt_is_read_as_an_int64_one(pair):
+    """decoder_input_ids of dtype int32 (transformers takes them: an embedding reads Int): the same tokens as the
+    int64 prompt, and as transformers'."""
+    hf, ours = pair("tiny-eos")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    for prompt in prompts(2, ids.shape[0]).values():
+        want = ours.generate(ids, mask, decoder_input_ids=prompt, max_new_tokens=5)
+        got = ours.generate(ids, mask, decoder_input_ids=prompt.int(), max_new_tokens=5)
+        assert got.dtype == torch.int64 and torch.equal(got, want)
+        assert torch.equal(got, hf.generate(ids, attention_mask=mask, decoder_input_ids=prompt.int(), max_new_tokens=5))
+    for mode in ("beam", "processors"):
+        assert_parity(*both(hf, ours, ids, mask, prompt.int(), **MODES[mode]))
+
+
 def test_an_all_ones_decoder_attention_mask_changes_nothing(pair):
     hf, ours = pair("tiny-eos")
     ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
@@ -140,6 +167,12 @@ def test_a_pad_token_beginning_an_m2m100_prompt_is_refused(pair, name):
                        r"token here\) in a prompt of 3 tokens: this model's positions skip pad tokens"):
         ours.generate(ids, mask, decoder_input_ids=prompt, decoder_start_token_id=1, max_new_tokens=4)
     assert_parity(*both(hf, ours, ids, mask, torch.tensor([[1], [1]]), decoder_start_token_id=1, max_new_tokens=4))
+    # one row begins with the pad token (the start token), another does not (so none gets it prepended): refused
+    # as well, whichever row it is
+    for prompt in (torch.tensor([[1, 10, 11], [5, 12, 13]]), torch.tensor([[5, 10, 11], [1, 12, 13]])):
+        with pytest.raises(ValueError, match=r"^decoder_input_ids starts with the pad token \(id 1, the decoder "
+                           r"start token here\) in a prompt of 3 tokens"):
+            ours.generate(ids, mask, decoder_input_ids=prompt, decoder_start_token_id=1, max_new_tokens=4)
 
 
 PROMPT_ERRORS = [              # (decoder_input_ids, decoder_attention_mask, kwargs, error, message)

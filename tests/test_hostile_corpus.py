@@ -78,10 +78,12 @@ def test_a_text_the_tokenizer_refuses_fails_alone(tmp_path, tiny, monkeypatch):
     monkeypatch.setattr(SummarizationPipeline, "preprocess", picky)
     docs = make_docs(3) + [{"id": "p", "text": "poison pill"}]
     path, out = write_jsonl(tmp_path / "docs.jsonl", docs), tmp_path / "out.jsonl"
-    result = run(path, out, tiny)
-    assert (result.written, result.failed) == (3, 1)
-    error = errors_of(out)["docs.jsonl:4"]
-    assert error["reason"] == "bad_text" and "TextEncodeInput" in error["message"]
+    for written in (3, 0):   # a re-run fails it again: good to read but never written, its error stays
+        result = run(path, out, tiny)
+        assert (result.written, result.failed) == (written, 1)
+        error = errors_of(out)["docs.jsonl:4"]
+        assert error["reason"] == "bad_text" and "TextEncodeInput" in error["message"]
+    assert json.loads(out.with_name("out.jsonl.meta.json").read_text())["counts"]["failed"] == 1
 
 
 @pytest.mark.parametrize("name", ["notes.txt", "notes.txt.errors.jsonl"])
@@ -328,3 +330,63 @@ def test_a_broken_error_line_is_named_as_an_error_record(tmp_path, tiny):
     errors.write_text("\n".join([lines[0], "garbage", *lines[1:]]) + "\n")
     with pytest.raises(ValueError, match="errors.jsonl:2 is not an error record"):
         run(path, out, tiny)
+
+
+def test_a_short_write_is_finished(tmp_path, tiny, monkeypatch):
+    """os.write may take part of a result's bytes (a signal, a pipe, a network file system): the rest is written,
+    every record whole."""
+    path, out = write_jsonl(tmp_path / "docs.jsonl", make_docs(3)), tmp_path / "out.jsonl"
+    run(path, tmp_path / "whole.jsonl", tiny)
+
+    class ShortWrites:   # the output module's os, whose write takes 5 bytes at a time
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        def write(self, fd, data):
+            return os.write(fd, data[:5])
+
+    monkeypatch.setattr(output_module, "os", ShortWrites())
+    assert run(path, out, tiny).written == 3
+    assert out.read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
+
+
+def test_each_result_is_fsynced_before_the_next(tmp_path, tiny, monkeypatch):
+    """Crash safety: every write to the output or errors file is followed by an fsync of that file before anything
+    else is written (what was reported written survives a power cut)."""
+    docs = make_docs(3) + [{"id": "e", "text": ""}]
+    path, out = write_jsonl(tmp_path / "docs.jsonl", docs), tmp_path / "out.jsonl"
+    events = []
+
+    class Recorder:   # the output module's os, recording writes and fsyncs by file
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        def write(self, fd, data):
+            events.append(("write", os.path.realpath(f"/proc/self/fd/{fd}")))
+            return os.write(fd, data)
+
+        def fsync(self, fd):
+            events.append(("fsync", os.path.realpath(f"/proc/self/fd/{fd}")))
+            return os.fsync(fd)
+
+    monkeypatch.setattr(output_module, "os", Recorder())
+    assert run(path, out, tiny).written == 3
+    writes = [(i, f) for i, (what, f) in enumerate(events) if what == "write"]
+    assert {f for _, f in writes} == {os.path.realpath(out), os.path.realpath(out) + ".errors.jsonl"}
+    for i, f in writes:
+        assert events[i + 1] == ("fsync", f), events
+
+
+def test_ids_at_the_edges_of_their_types(tmp_path, tiny):
+    """A JSON true/false is no integer id (Python's bool is an int: it was written as id true); the ends of the
+    64-bit range are ids."""
+    lines = ['{"id": true, "text": "the tower is tall"}', json.dumps({"id": 2**63 - 1, "text": "the bridge is long"}),
+             json.dumps({"id": -2**63, "text": "the club finished second"}), '{"id": false, "text": "its base"}']
+    path, out = write_lines(tmp_path / "docs.jsonl", lines), tmp_path / "out.jsonl"
+    result = run(path, out, tiny)
+    assert (result.written, result.failed) == (2, 2)
+    assert sorted(r["id"] for r in read_jsonl(out)) == [-2**63, 2**63 - 1]
+    errors = errors_of(out)
+    assert [(e["id"], e["reason"], e["message"]) for e in errors.values()] == [
+        (1, "bad_id", "docs.jsonl:1: field 'id' must be a string or an integer, got True"),
+        (4, "bad_id", "docs.jsonl:4: field 'id' must be a string or an integer, got False")]

@@ -52,6 +52,28 @@ def test_bounds_hold_and_exact_logits_are_the_full_heads(seed, rows, V, K):
     assert width < (full.max() - full.min()) / 10          # bounds that screen anything at all
 
 
+@pytest.mark.parametrize("bias", [None, 3.0])
+def test_bounds_hold_where_every_weight_rounds_by_almost_half_a_step(bias):
+    """The int8 rounding's worst case: every weight of a row but its largest (which sets the scale s) sits 0.51 s or
+    0.49 s from zero, so that each rounds by 0.49 s or 0.51 s (truncated), and the input's signs follow the errors'
+    (they all add up): the float32 logit is 0.49 s |x|_1 from the int8 one, and the bounds (s / 2 |x|_1) still hold
+    it."""
+    K = 256
+    w = torch.zeros(4, K)
+    w[:, 0] = 1.0                                                   # s = 1 / 127
+    w[:, 1:] = torch.tensor([0.51, -0.51, 0.49, -0.49])[:, None] / 127
+    h = torch.ones(2, K)
+    h[:, 0] = 0
+    h[1] = -h[1]
+    b = None if bias is None else torch.full((4,), bias)
+    screened = LogitScreen(w).screen(h, w, b)
+    full = gemv.linear(h, w, None)
+    if b is not None:
+        full = full.add_(b)
+    assert (screened.lower <= full).all() and (full <= screened.upper).all(), (screened.lower, full, screened.upper)
+    assert ((screened.upper - screened.lower) / 2 < 0.51 / 127 * (K - 1)).all()     # within the bound's reach
+
+
 def test_no_screen_where_it_cannot_run():
     assert LogitScreen.of(torch.randn(10, 8, dtype=torch.float64)) is None
     bad = torch.randn(10, 8)
@@ -234,6 +256,18 @@ def test_the_screen_follows_the_heads_weight(pair):
     finally:
         model.to(torch.float32)
         screened_model(model)
+
+
+def test_freshness_reads_the_storage_and_the_version_beside_the_sample():
+    """fresh(): a copy of the weight (the same values and version, another storage) is not the weight the screen was
+    made of, nor is the weight after an in-place write that leaves every sampled value as it was (a version bump)."""
+    w = torch.randn(1000, 64)
+    screen = LogitScreen(w)
+    assert screen.fresh(w) and not screen.fresh(w.clone())
+    unsampled = torch.ones(w.numel(), dtype=torch.bool)
+    unsampled[screen.positions] = False
+    w.view(-1)[int(unsampled.nonzero()[0])] += 1.0                         # in place, no sampled value moved
+    assert not screen.fresh(w)
 
 
 def test_only_greedy_steps_without_recorded_scores_are_screened(pair, monkeypatch):

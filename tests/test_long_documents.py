@@ -293,8 +293,8 @@ def test_a_join_longer_than_the_window_is_chunked_again_to_a_bounded_depth(pipes
     out = pipe(EN_DOC, strategy="map_reduce", return_chunks=True, map_kwargs=long_map, **REDUCE)
     joined = " ".join(c["summary_text"] for c in out[0]["chunks"])
     assert len(pipe.tokenizer(joined)["input_ids"]) > pipe.max_input_length
-    # the join's own map-reduce (one round less to go) is the document's summary
-    again = map_reduce(pipe, [joined], map_kwargs=long_map, max_depth=2, **REDUCE)
+    # the join's own map-reduce is the document's summary; it needs one round of chunking, which max_depth=1 allows
+    again = map_reduce(pipe, [joined], map_kwargs=long_map, max_depth=1, **REDUCE)
     assert out[0]["summary_text"] == again[0]["summary_text"]
     with pytest.raises(DocumentError, match=r"input 0: .* after 1 round\(s\) of chunking \(max_depth=1\); give the "
                                             r"chunks a smaller max_length \(map_kwargs, over HTTP map_parameters"):
@@ -376,6 +376,11 @@ def test_corpus_strategy(pipes, checkpoint, tmp_path, capsys):
         assert record["chunks"] == len(expected["chunks"])
         assert record["input_tokens"] == len(pipe.tokenizer(doc["text"])["input_ids"])
         assert 0 < record["output_tokens"] < MAP["max_length"]
+        # output_tokens: the final summary's tokens after the decoder start, to its first EOS (the reduce's)
+        chunks = expected["chunks"]
+        reduced = doc["text"] if len(chunks) == 1 else " ".join(c["summary_text"] for c in chunks)
+        ids = pipe(reduced, return_tensors=True, **MAP)[0]["summary_token_ids"].tolist()[1:]
+        assert record["output_tokens"] == (ids.index(2) + 1 if 2 in ids else len(ids))
     assert records["long"]["chunks"] > 1 and records["short"]["chunks"] == 1
     # the strategy is part of the job: a resume with another one is refused, by the library and the CLI
     with pytest.raises(ValueError, match="strategy='map_reduce'.*strategy='truncate'"):
@@ -437,6 +442,34 @@ def test_an_emoji_zwj_run_whose_offsets_drift_is_cut_by_characters(pipes, tmp_pa
     cut = [c for c in chunks if c.text.startswith(family) and c.text.endswith(family)]   # between whole sequences
     assert cut and all(len(c.row) > pipe.max_input_length - 8 for c in cut)            # the longest that fit
     assert isinstance(pipe(doc, strategy="map_reduce", max_length=6)[0]["summary_text"], str)
+
+
+def test_a_document_exactly_as_long_as_the_window_is_one_chunk_as_given(pipes):
+    """A text of exactly max_input_length tokens fits: one chunk, the whole text as given (its surrounding whitespace
+    kept, not stripped as a chunk's text is), summarized as strategy="truncate" does; one token more is chunked
+    (here into one chunk: stripped of the space token before it, the text fits)."""
+    pipe = pipes("tiny64")
+    words = ("The tower is tall and it is in Paris. " * 20).split()
+    text = next(t for n in range(1, len(words)) if len(pipe.preprocess([t := "  " + " ".join(words[:n]) + "\n"])
+                                                        .rows[0]) == pipe.max_input_length)
+    out = pipe(text, strategy="map_reduce", return_chunks=True, max_length=8)
+    assert out == [{"summary_text": pipe(text, max_length=8)[0]["summary_text"],
+                    "chunks": [{"span": [0, len(text)], "text": text, "summary_text": out[0]["summary_text"]}]}]
+    longer = text[:-1] + " Paris\n"
+    assert len(pipe.preprocess([longer], truncation=True).truncated) == 1
+    assert [(c.start, c.end) for c in chunk_document(pipe, longer)[1]] == [(2, len(longer) - 1)]
+
+
+def test_chunk_summaries_that_are_all_empty_give_an_empty_summary(pipes):
+    """max_length=2 with forced_eos_token_id: every chunk's summary is EOS alone, its text empty. The document's
+    summary is empty too; the blank join is not summarized again."""
+    pipe = pipes("tiny64")
+    doc = "The tower is tall and it is in Paris. " * 20
+    out = pipe(doc, strategy="map_reduce", return_chunks=True, max_length=8, map_kwargs={"max_length": 2})[0]
+    assert len(out["chunks"]) > 1 and {c["summary_text"] for c in out["chunks"]} == {""}
+    assert out["summary_text"] == ""
+    [result] = summarize_documents(pipe, [doc], pipe.engine(), max_length=8, map_kwargs={"max_length": 2})
+    assert (result.summary_text, result.summary_ids, result.error) == ("", [], None)
 
 
 def test_a_cancelled_call_waiting_on_a_full_queue_stops_and_frees_the_engine(pipes):

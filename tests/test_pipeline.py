@@ -400,6 +400,19 @@ def test_long_input_refused_with_truncation_false(pipes):
         pipe([EN[0], long], truncation=False)
 
 
+def test_an_input_exactly_as_long_as_the_window_is_not_truncated(pipes):
+    """256 tokens fit a 256-position model: no warning, nothing cut, and truncation=False takes it; 257 are cut."""
+    pipe = pipes("tiny")
+    exact = " ".join(["word"] * 254)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        encoded = pipe.preprocess([exact], truncation=False)
+        assert pipe.preprocess([exact]).truncated == {}
+    assert encoded.truncated == {} and encoded.rows == [pipe.tokenizer(exact)["input_ids"]]
+    assert len(encoded.rows[0]) == pipe.max_input_length == 256
+    assert pipe.preprocess([exact + " word"], truncation=True).truncated == {0: 257}
+
+
 def test_preprocess_takes_the_pipelines_truncation(checkpoint):
     """pipe.preprocess(texts) truncates or refuses as pipe(texts) does with pipeline(truncation=...); a call's None
     is not given (4.x), so the pipeline's truncation applies to it too."""

@@ -164,6 +164,12 @@ def test_map_reduce_strategy_is_the_pipelines(server, pipe):
     assert answer.json() == expected and len(expected[0]["chunks"]) > 2
     bad = post(server, {"inputs": doc, "parameters": {"strategy": "map_reduce", "seed": 3}})
     assert bad.status_code == 422 and bad.json()["field"] == "parameters.seed"
+    # a list of inputs: one summary each, in order, as pipe(list, strategy="map_reduce")
+    docs = ["The tower is 324 metres tall. It is in Paris.", "The river is long. It flows to the north sea."]
+    several = post(server, {"inputs": docs, "parameters": {"strategy": "map_reduce", **PARAMS}})
+    expected = pipe(docs, strategy="map_reduce", **PARAMS)
+    assert several.status_code == 200 and several.json() == expected, several.text
+    assert len(expected) == 2 and expected[0] != expected[1]
 
 
 def test_a_list_of_inputs_and_the_apis_nested_parameters(server, pipe):
@@ -254,6 +260,7 @@ def test_health_info_docs(server, tiny_eos_path, pipe):
     assert httpx.get(server.url + "/health").json() == {"status": "ready"}
     info = httpx.get(server.url + "/info").json()
     assert info["model"] == str(tiny_eos_path) and info["dtype"] == "float32" and info["device"] == "cpu"
+    assert (info["status"], info["revision"], info["commit"]) == ("ready", None, None)   # a local folder
     assert info["limits"] == {"max_input_tokens": pipe.max_input_length, "max_rows": 8, "max_queue": 64,
                               "max_body_bytes": 20000, "request_timeout_s": 5.0}
     assert info["generation_defaults"]["eos_token_id"] == pipe.model.generation_config.eos_token_id
@@ -315,6 +322,13 @@ def test_translate_on_a_summarization_model_is_404_naming_the_route(server):
     ({"inputs": "a", "parameters": {"early_stopping": "sometimes"}}, "parameters.early_stopping", "'never'"),
     ({"inputs": "a \ud800 b"}, "inputs", "lone surrogate"),                  # not Unicode text: 422, not 413
     ({"inputs": "a", "parameters": {"do_sample": True, "seed": 2**64}}, "parameters.seed", "less than"),
+    ({"inputs": "a", "parameters": {"do_sample": True, "seed": -2**63 - 1}}, "parameters.seed",
+     "greater than or equal to -9223372036854775808"),              # torch.Generator.manual_seed's range
+    ({"inputs": "a", "parameters": {"strategy": "map_reduce", "num_beams": 2, "num_return_sequences": 2}},
+     "parameters.num_return_sequences", "map-reduce writes one summary per chunk and per document"),
+    ({"inputs": "a", "parameters": {"strategy": "map_reduce", "map_parameters": {"num_beams": 2,
+                                                                                 "num_return_sequences": 2}}},
+     "parameters.map_parameters.num_return_sequences", "map-reduce writes one summary per chunk and per document"),
     ({"inputs": "a", "parameters": {"strategy": "map_reduce", "chunk_overlap": -1}}, "parameters.chunk_overlap",
      "greater than or equal to 0"),
     ({"inputs": "a", "parameters": {"chunk_overlap": 2}}, "parameters.chunk_overlap", "map_reduce only"),
@@ -389,11 +403,35 @@ def test_body_over_the_limit_is_413_by_length_and_by_bytes(server):
     assert head.startswith(b"HTTP/1.1 413 "), head
 
 
+def test_a_body_of_exactly_the_limit_is_taken_one_byte_more_is_413(server, pipe):
+    """--max-body-bytes 20000 is the largest body taken: 20000 bytes are answered, 20001 are 413, whether the
+    Content-Length says so or the bytes themselves are counted (no Content-Length)."""
+    body = json.dumps({"inputs": "the tower is tall", "parameters": PARAMS})
+    exact = body[:-1] + " " * (20000 - len(body)) + "}"                 # JSON whitespace up to the limit
+    assert len(exact.encode()) == 20000
+
+    def chunks(data: bytes):
+        for i in range(0, len(data), 4096):
+            yield data[i:i + 4096]
+
+    for raw, status in ((exact.encode(), 200), (exact.encode() + b" ", 413)):
+        for content in (raw, chunks(raw)):
+            answer = httpx.post(server.url + "/summarize", content=content, timeout=60,
+                                headers={"Content-Type": "application/json"})
+            assert answer.status_code == status, (len(raw), answer.text)
+            if status == 200:
+                assert answer.json() == pipe("the tower is tall", **PARAMS)
+            else:
+                assert answer.json()["field"] == "body" and "limit of 20000 bytes" in answer.json()["error"]
+
+
 def test_too_long_input_without_truncation_is_413(server, pipe):
     text = " ".join(["tower"] * 400)
     answer = post(server, {"inputs": text, "parameters": {"truncation": False}})
     assert answer.status_code == 413 and answer.json()["field"] == "inputs"
     assert '"truncation": true' in answer.json()["error"]
+    named = post(server, {"inputs": text, "parameters": {"truncation": "do_not_truncate"}})   # the newer API's form
+    assert (named.status_code, named.json()) == (413, answer.json())
     answer = post(server, {"inputs": text, "parameters": {"truncation": True, **PARAMS}})
     assert answer.status_code == 200 and answer.json() == pipe(text, truncation=True, **PARAMS)
 
@@ -583,6 +621,13 @@ def test_the_request_timeout_covers_tokenization(tiny_eos_path, tmp_path):
     assert "Traceback" not in srv.log.read_text() and "never retrieved" not in srv.log.read_text()
 
 
+def requests_counted(server, status: str, route: str = "/summarize") -> float:
+    """/metrics' count of requests to `route` answered (or left) with `status`."""
+    text = httpx.get(server.url + "/metrics", timeout=30).text
+    found = re.search(rf'^seq2seq_http_requests_total{{route="{route}",status="{status}"}} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
 def test_a_disconnected_client_frees_its_engine_rows(server):
     before = engine_metrics(server)["seq2seq_engine_generated_tokens_total"]
     with pytest.raises(httpx.ReadTimeout):
@@ -687,6 +732,20 @@ def test_a_disconnected_map_reduce_client_frees_its_engine_rows(server):
     assert 0 < done < LONG_DOCUMENT_ROWS / 2
 
 
+def test_a_client_gone_while_waiting_for_its_answer_counts_499(server):
+    """A client that leaves while its summaries are made (tokenized or in the engine) is counted 499 by /metrics,
+    not as a status the server answered (README: "whose client disconnects (/metrics counts it as 499)")."""
+    left, failed = requests_counted(server, "499"), requests_counted(server, "500")
+    with pytest.raises(httpx.ReadTimeout):
+        post(server, {"inputs": ["the tower is tall"] * 16, "parameters": LONG}, timeout=1)
+    deadline = time.monotonic() + 30
+    while requests_counted(server, "499") < left + 1:
+        assert time.monotonic() < deadline, (left, requests_counted(server, "499"), server.log.read_text()[-2000:])
+        time.sleep(0.05)
+    assert requests_counted(server, "500") == failed
+    wait_idle(server)
+
+
 def test_a_client_gone_while_sending_its_body_counts_499_not_500(server):
     """No answer reaches a client that closed its connection mid-body: /metrics counted it as a 500 (its default
     status), an error the server never made; it is a 499, as a client gone while its summary was made."""
@@ -750,13 +809,16 @@ def test_requests_still_running_when_the_drain_runs_out_get_a_503(tiny_eos_path,
             while engine_metrics(srv)["seq2seq_engine_active_rows"] == 0:
                 time.sleep(0.01)
             srv.proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
             stalled_answer = answer_on(stalled, timeout=30)
-            answer = running.result()
+            answer, took = running.result(), time.monotonic() - signalled
         assert srv.proc.wait(30) == 0
     finally:
         srv.stop()
     assert answer.status_code == 503 and "drain timeout ran out" in answer.json()["error"], answer.text
     assert answer.headers["Retry-After"] == "1"
+    # not before the grace (1 s of 503s to new requests) and the drain timeout (2 s), less the 0.5 s margin
+    assert took >= 1 + 2 - 0.5 - 0.05, took
     assert stalled_answer[0] == 503 and "drain timeout ran out" in stalled_answer[1]["error"]
     assert "Traceback" not in srv.log.read_text()
 
@@ -773,7 +835,9 @@ def test_a_request_whose_body_was_coming_in_at_sigterm_is_answered(tiny_eos_path
                       b"Content-Length: %d\r\n\r\n%s" % (len(body), body[:10]))
             time.sleep(0.2)
             srv.proc.send_signal(signal.SIGTERM)
-            assert httpx.get(srv.url + "/health", timeout=5).status_code == 503        # draining now
+            health = httpx.get(srv.url + "/health", timeout=5)                             # draining now
+            assert (health.status_code, health.json(), health.headers["Retry-After"]) == (503, {"status": "draining"},
+                                                                                           "1")
             late = post(srv, {"inputs": "the tower is tall", "parameters": PARAMS}, timeout=5)
             s.sendall(body[10:])
             s.settimeout(30)
@@ -805,11 +869,12 @@ def test_a_second_ctrl_c_answers_the_running_requests_503_and_exits_0(tiny_eos_p
             srv.proc.send_signal(signal.SIGINT)
             time.sleep(0.2)
             srv.proc.send_signal(signal.SIGINT)
-            answer = running.result()
+            interrupted = time.monotonic()
+            answer, took = running.result(), time.monotonic() - interrupted
         assert srv.proc.wait(30) == 0
     finally:
         srv.stop()
-    assert answer.status_code == 503, answer.text
+    assert answer.status_code == 503 and took < 3, (answer.text, took)     # at once, not when the drain runs out
     assert answer.json() == {"error": "the server shut down (its drain timeout ran out, or a second Ctrl-C stopped "
                                       "it) before this request was answered; retry after 1 s", "field": None}
     assert answer.headers["Retry-After"] == "1"
@@ -831,6 +896,9 @@ def test_unknown_route_and_metrics_by_status(server):
             route = "other"
         assert re.search(rf'seq2seq_http_requests_total{{route="{route}",status="{status}"}} [1-9]', text), text
     assert re.search(r'seq2seq_http_request_latency_seconds_count{route="/summarize"} [1-9]', text)
+    # the latency histogram times the task routes only (this test's GET /nope and /summarize are not in it)
+    timed = set(re.findall(r'^seq2seq_http_request_latency_seconds_count{route="([^"]*)"}', text, re.M))
+    assert "/summarize" in timed and timed <= {"/summarize", "/translate"}, timed
 
 
 def test_a_trailing_slash_is_a_json_404_naming_the_route(server):
@@ -892,6 +960,22 @@ def test_a_local_folder_inside_a_folder_named_snapshots_has_no_commit(tiny_eos_p
         srv.stop()
 
 
+def test_a_hub_snapshot_is_served_with_its_commit_and_revision(tiny_eos_path, tmp_path):
+    """/info names what a Hub model id resolved to: the snapshot's commit, and the --revision asked for (a cache
+    laid out as huggingface_hub lays it out, read offline)."""
+    from hub_cache import read_dir, write_cache
+
+    commits = write_cache(tmp_path / "cache", "org/tiny-eos", {"main": read_dir(tiny_eos_path)})
+    srv = Server(tmp_path, "--model", "org/tiny-eos", "--revision", "main", "--cache-dir", tmp_path / "cache",
+                 env={"HF_HUB_OFFLINE": "1"})
+    try:
+        srv.wait_ready()
+        info = httpx.get(srv.url + "/info").json()
+    finally:
+        srv.stop()
+    assert (info["model"], info["revision"], info["commit"]) == ("org/tiny-eos", "main", commits["main"]), info
+
+
 def test_an_int8_server_says_int8(tiny_eos_path, tmp_path):
     """/info's dtype is what serves: an int8 model's (its float parts, model.dtype, are float32)."""
     srv = Server(tmp_path, "--model", tiny_eos_path, "--dtype", "int8")
@@ -920,6 +1004,14 @@ def test_api_key_and_sigterm_drains_every_accepted_request(tiny_eos_path, tmp_pa
                                (f"Bearer  {KEY}", 401)):                # the scheme's case is free (RFC 9110)
             assert httpx.get(srv.url + "/metrics", headers={"Authorization": header}).status_code == status, header
         assert httpx.get(srv.url + "/health").status_code == 200           # probes need no key
+        assert httpx.head(srv.url + "/health").status_code == 200
+        # every other route needs it: the model and its settings (/info, /openapi.json), the other task's route
+        # (its 404 would say what the model is) and an unknown route
+        for method, path in (("GET", "/info"), ("HEAD", "/info"), ("GET", "/docs"), ("GET", "/openapi.json"),
+                             ("POST", "/translate"), ("GET", "/nope")):
+            refused = httpx.request(method, srv.url + path)
+            assert (refused.status_code, refused.headers["WWW-Authenticate"]) == (401, "Bearer"), (method, path)
+        assert httpx.get(srv.url + "/info", headers=auth).json()["status"] == "ready"
 
         settings = {"num_beams": 4, "min_new_tokens": 30, "max_new_tokens": 30}   # one at a time (max_rows 4)
         docs = [d["text"] for d in make_docs(6, seed=5)]
@@ -997,7 +1089,9 @@ def loading_server(tiny_eos_path, tmp_path, *args):
         while True:
             assert srv.proc.poll() is None and time.monotonic() < deadline, srv.log.read_text()
             try:
-                assert httpx.get(srv.url + "/health", timeout=5).status_code == 503
+                health = httpx.get(srv.url + "/health", timeout=5)
+                assert (health.status_code, health.json(), health.headers["Retry-After"]) == (
+                    503, {"status": "loading"}, "1")
                 break
             except httpx.TransportError:
                 time.sleep(0.1)

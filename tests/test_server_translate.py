@@ -134,6 +134,10 @@ def test_the_inference_apis_options_are_taken_on_translate(m2m100_server):
     error = "options.use_gpu: unknown field; options takes: use_cache, wait_for_model"
     assert (bad.status_code, bad.json()) == (422, {"error": error, "field": "options.use_gpu",
                                                    "errors": {"options.use_gpu": error}})
+    unknown = translate(m2m100_server, {**body, "model": "facebook/nllb-200-distilled-600M"})   # no model choice
+    error = "model: unknown field; the body takes: inputs, parameters, options"
+    assert (unknown.status_code, unknown.json()) == (422, {"error": error, "field": "model",
+                                                           "errors": {"model": error}})
 
 
 def test_a_trailing_slash_is_a_404_naming_the_route_served(m2m100_server):
