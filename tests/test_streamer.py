@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seq2seq_kit import Engine
+from seq2seq_kit import Engine, cuda_capture
+from seq2seq_kit.generation import decoding, whole_step
+from graph_emulation import EmulatedGraph, replays
 from test_generation import inputs
 
 
@@ -50,3 +52,25 @@ def test_streamer_refusals(pair):
     with Engine(ours, max_rows=4) as engine:
         with pytest.raises(ValueError, match="streamer: Python run on every step of one request is for generate"):
             engine.submit([5, 6, 7], streamer=Recorder())
+
+
+def test_a_streamer_decodes_eagerly_where_graphs_are_the_default(pair, monkeypatch):
+    """On CUDA generate runs on graphs by default, which call no Python per step: with a streamer it decodes eagerly
+    (every put, as transformers makes them) and runs no graph; cuda_graph=True beside a streamer is refused. The
+    device is emulated: graphs are on by default here, as on a CUDA device, and replayed as graph_emulation does."""
+    hf, ours = pair("tiny-eos")
+    monkeypatch.setattr(cuda_capture, "CapturedStep", EmulatedGraph)
+    monkeypatch.setattr(decoding, "use_cuda_graph", lambda cuda_graph, device: cuda_graph is not False)
+    monkeypatch.setattr(whole_step, "KEPT", type(whole_step.KEPT)())
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    before = replays()
+    assert torch.equal(ours.generate(ids, mask, max_new_tokens=8), hf.generate(ids, attention_mask=mask,
+                                                                               max_new_tokens=8))
+    assert replays() > before                                   # without a streamer: the graphed path
+    theirs, mine = Recorder(), Recorder()
+    hf.generate(ids, attention_mask=mask, streamer=theirs, max_new_tokens=8)
+    before = replays()
+    ours.generate(ids, mask, streamer=mine, max_new_tokens=8)
+    assert mine.calls == theirs.calls and len(mine.calls) > 2 and replays() == before
+    with pytest.raises(ValueError, match="are not run on CUDA graphs"):
+        ours.generate(ids, mask, streamer=Recorder(), max_new_tokens=8, cuda_graph=True)
