@@ -316,3 +316,46 @@ def test_sampling_on_cuda_keeps_the_decoder_only_graph(checkpoint):
     draws = [cuda.generate(ids, mask, do_sample=True, top_k=8, max_length=12, cuda_graph=graphed,
                            generator=torch.Generator("cuda").manual_seed(0)) for graphed in (True, False)]
     assert torch.equal(*draws) and cuda.graphed_step is not None
+
+
+class Keep:
+    """A logits processor that changes nothing (it only has to run in Python)."""
+
+    def __call__(self, input_ids, scores):
+        return scores
+
+
+EAGER_ONLY = {"logits_processor": dict(logits_processor=[Keep()]),
+              "prefix_allowed_tokens_fn": dict(prefix_allowed_tokens_fn=lambda row, seq: list(range(4, 30))),
+              "decoder_input_ids": dict(decoder_input_ids=torch.tensor([[2, 7, 8]] * 2)),
+              "max_time": dict(max_time=0.0),
+              "output_attentions": dict(output_attentions=True, return_dict_in_generate=True),
+              "output_hidden_states": dict(output_hidden_states=True, return_dict_in_generate=True)}
+
+
+@pytest.mark.parametrize("name", list(EAGER_ONLY))
+def test_what_needs_the_host_each_step_decodes_eagerly_where_graphs_are_the_default(model, monkeypatch, name):
+    """On CUDA generate runs on graphs unless told otherwise; an argument a graph cannot take (Python each step, a
+    clock, a prompt, traces) decodes eagerly instead (the eager tokens and traces, no graph replayed), and
+    cuda_graph=True beside it is refused. The CUDA device is emulated: graphs on by default, replayed on the CPU."""
+    monkeypatch.setattr(cuda_capture, "CapturedStep", EmulatedGraph)
+    monkeypatch.setattr(whole_step, "KEPT", type(whole_step.KEPT)())
+    ids, mask = batch(model)
+    kwargs = dict(EAGER_ONLY[name], max_new_tokens=6, num_beams=3)
+    want = model.generate(ids, mask, **kwargs)                      # on the CPU: eager
+    monkeypatch.setattr(decoding, "use_cuda_graph", lambda cuda_graph, device: cuda_graph is not False)
+    before = replays()
+    model.generate(ids, mask, max_new_tokens=6)
+    assert replays() > before                                       # without it: the graphed path
+    before = replays()
+    got = model.generate(ids, mask, **kwargs)
+    assert replays() == before
+    if isinstance(want, torch.Tensor):
+        assert torch.equal(got, want)
+    else:
+        assert torch.equal(got.sequences, want.sequences)
+        for field in ("encoder_attentions", "decoder_attentions", "encoder_hidden_states", "decoder_hidden_states"):
+            assert (getattr(got, field) is None) == (getattr(want, field) is None), field
+        assert got.encoder_attentions is not None or got.encoder_hidden_states is not None
+    with pytest.raises(ValueError, match="are not run on CUDA graphs"):
+        model.generate(ids, mask, **kwargs, cuda_graph=True)
