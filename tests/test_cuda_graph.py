@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seq2seq_kit import cuda_capture
+from seq2seq_kit import Tokenizer, cuda_capture
 from seq2seq_kit.generation import decoding, whole_step
 from seq2seq_kit.modeling import BartForConditionalGeneration
 from seq2seq_kit.models.kv_cache import FixedShapeKVCache, KVCache
@@ -329,6 +329,7 @@ EAGER_ONLY = {"logits_processor": dict(logits_processor=[Keep()]),
               "prefix_allowed_tokens_fn": dict(prefix_allowed_tokens_fn=lambda row, seq: list(range(4, 30))),
               "decoder_input_ids": dict(decoder_input_ids=torch.tensor([[2, 7, 8]] * 2)),
               "max_time": dict(max_time=0.0),
+              "stop_strings": dict(stop_strings=[" the"]),                          # with the BART tokenizer
               "output_attentions": dict(output_attentions=True, return_dict_in_generate=True),
               "output_hidden_states": dict(output_hidden_states=True, return_dict_in_generate=True)}
 
@@ -342,6 +343,8 @@ def test_what_needs_the_host_each_step_decodes_eagerly_where_graphs_are_the_defa
     monkeypatch.setattr(whole_step, "KEPT", type(whole_step.KEPT)())
     ids, mask = batch(model)
     kwargs = dict(EAGER_ONLY[name], max_new_tokens=6, num_beams=3)
+    if name == "stop_strings":
+        kwargs["tokenizer"] = Tokenizer.from_default()
     want = model.generate(ids, mask, **kwargs)                      # on the CPU: eager
     monkeypatch.setattr(decoding, "use_cuda_graph", lambda cuda_graph, device: cuda_graph is not False)
     before = replays()
