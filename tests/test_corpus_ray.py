@@ -278,3 +278,120 @@ def test_ray_address_auto_without_a_cluster_names_seq2seq_kits_options(monkeypat
     monkeypatch.setattr(ray_cluster, "check_address", lambda address: None)
     with pytest.raises(ConnectionError, match="Could not find any running Ray instance"):   # another address's: Ray's
         ray_cluster.join(fake, "ray://head:10001")
+
+
+def test_a_ray_address_is_checked_at_its_host_and_port_only(monkeypatch):
+    """check_address connects to HOST:PORT (ray:// and an IPv6 address's brackets dropped), within 10 s; "auto",
+    None and what is not HOST:PORT are left to Ray."""
+    import socket
+
+    from seq2seq_kit import ray_cluster
+
+    tried = []
+
+    class Connection:
+        def close(self):
+            pass
+
+    monkeypatch.setattr(socket, "create_connection", lambda where, timeout: tried.append((where, timeout)) or
+                        Connection())
+    for address in (None, "auto", "head", "head:port", "ray://head", "head:", ":6379",
+                    "ray://head:10001", "10.0.0.1:6379", "[::1]:6379", "ray://[fe80::1]:10001"):
+        ray_cluster.check_address(address)
+    assert tried == [(("head", 10001), 10), (("10.0.0.1", 6379), 10), (("::1", 6379), 10), (("fe80::1", 10001), 10)]
+
+
+def test_joining_ray_keeps_this_processs_sigterm_handler_and_starts_no_dashboard():
+    """join: a local Ray without its dashboard, a cluster's address as given; ray.init's own SIGTERM handler (which
+    aborts the process) replaced by the one this process had."""
+    import signal
+    import types
+
+    from seq2seq_kit import ray_cluster
+
+    calls = []
+
+    def init(**kwargs):
+        calls.append(kwargs)
+        signal.signal(signal.SIGTERM, lambda *_: None)     # as Ray's core does
+
+    def ours(*_):
+        pass
+
+    saved = signal.signal(signal.SIGTERM, ours)
+    try:
+        ray_cluster.join(types.SimpleNamespace(init=init), None)
+        assert signal.getsignal(signal.SIGTERM) is ours
+        ray_cluster.join(types.SimpleNamespace(init=init), "auto")
+        assert signal.getsignal(signal.SIGTERM) is ours
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+    assert calls == [{"address": None, "include_dashboard": False}, {"address": "auto"}]
+
+
+def fake_cluster(resources: dict, *nodes: tuple[bool, float]):
+    """A stand-in for the ray module's cluster_resources() and nodes() (each node: (alive, CPUs))."""
+    import types
+
+    return types.SimpleNamespace(cluster_resources=lambda: resources,
+                                 nodes=lambda: [{"Alive": alive, "Resources": {"CPU": cpus}} for alive, cpus in nodes])
+
+
+def test_the_actor_pool_takes_a_gpu_an_actor_or_a_share_of_the_cpus():
+    """_pool: one actor per GPU by default (never more actors than GPUs, or chunks); on CPUs one actor per live
+    node by default, each with an equal share of the CPUs, at most a node's worth."""
+    from seq2seq_kit.corpus.ray_engine import _pool
+
+    gpus = fake_cluster({"GPU": 2.0, "CPU": 8.0}, (True, 8.0))
+    assert _pool(gpus, None, None, 5) == (2, {"num_gpus": 1})
+    assert _pool(gpus, 1, None, 5) == (1, {"num_gpus": 1})
+    assert _pool(gpus, 2, None, 1) == (1, {"num_gpus": 1})               # no more actors than chunks
+    with pytest.raises(ValueError) as e:
+        _pool(gpus, 3, None, 5)
+    assert str(e.value) == "actors=3: the Ray cluster has 2 GPU(s), one per actor; use actors<=2 or device='cpu'"
+    assert _pool(gpus, 4, "cpu", 5) == (4, {"num_cpus": 2})             # the CPUs, GPUs there or not
+    assert _pool(gpus, None, "cpu", 5) == (1, {"num_cpus": 8})
+
+    nodes = fake_cluster({"CPU": 8.0}, (True, 6.0), (True, 2.0), (False, 16.0))      # a dead node counts no more
+    assert _pool(nodes, None, None, 5) == (2, {"num_cpus": 4})
+    assert _pool(nodes, None, None, 1) == (1, {"num_cpus": 6})          # one chunk: one actor, a node's CPUs at most
+    assert _pool(nodes, 8, None, 20) == (8, {"num_cpus": 1})
+    assert _pool(nodes, 3, None, 20) == (3, {"num_cpus": 2})
+    with pytest.raises(ValueError) as e:
+        _pool(nodes, 9, None, 20)
+    assert str(e.value) == "actors=9: the Ray cluster has 8 CPU(s), at least one per actor; use actors<=8"
+    with pytest.raises(ValueError) as e:
+        _pool(fake_cluster({"GPU": 0.0}, (True, 0.0)), None, None, 5)
+    assert str(e.value) == ("the Ray cluster has no CPUs to run actors on; add a node with CPUs (ray start "
+                            "--num-cpus N)")
+
+
+def test_an_actors_error_becomes_the_one_line_the_local_engine_raises():
+    """one_line_error: the innermost cause of Ray's wrapped errors, its type and first line, colour codes dropped;
+    Ray's own errors named as Ray's, a dead actor's with the 4 tries it had (3 restarts)."""
+    from seq2seq_kit.corpus.ray_engine import one_line_error
+
+    wrapped = lambda cause: ray.exceptions.RayTaskError("fn", "Traceback (most recent call last): ...", cause)
+    error = one_line_error(ray, wrapped(wrapped(ValueError("\x1b[31mdocs.jsonl:3 broke\x1b[0m the worker\n  more"))))
+    assert (type(error), str(error)) == (ValueError, "docs.jsonl:3 broke the worker")
+    error = one_line_error(ray, wrapped(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")))
+    assert (type(error), str(error)) == (RuntimeError, "UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff in "
+                                                       "position 0: invalid start byte")
+    error = one_line_error(ray, ray.exceptions.ActorDiedError())
+    assert (type(error), str(error)) == (RuntimeError, "Ray: ActorDiedError: The actor died unexpectedly before "
+                                         "finishing this task. (a chunk was tried 4 times, its actor killed each "
+                                         "time: out of memory? a crash in a native library?)")
+    error = one_line_error(ray, ray.exceptions.GetTimeoutError("\x1b[33mtimed out\x1b[0m\nwaiting"))
+    assert (type(error), str(error)) == (RuntimeError, "Ray: GetTimeoutError: timed out")
+
+
+def test_no_chunks_start_or_join_no_ray(monkeypatch):
+    """ray_engine.results with nothing to do yields nothing without touching Ray (the driver's guard aside)."""
+    import types
+
+    from seq2seq_kit.corpus import ray_engine
+
+    untouchable = types.SimpleNamespace(is_initialized=lambda: pytest.fail("Ray was asked"))
+    monkeypatch.setattr(ray_engine, "require_ray", lambda: untouchable)
+    monkeypatch.setattr(ray_engine.ray_cluster, "join", lambda *a: pytest.fail("Ray was joined"))
+    assert list(ray_engine.results([], {}, address=f"127.0.0.1:{closed_port()}", actors=None, device=None)) == []

@@ -251,6 +251,23 @@ def test_settings_whose_python_form_is_a_tuple_come_as_json_lists(server, pipe):
     assert answer.status_code == 200 and answer.json() == pipe(doc, **settings), answer.text
 
 
+@pytest.mark.parametrize("name", ["bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id",
+                                  "forced_bos_token_id", "forced_eos_token_id", "output_scores", "output_logits",
+                                  "output_attentions", "output_hidden_states", "return_dict_in_generate"])
+def test_the_servers_own_generate_settings_are_no_parameters(name):
+    """Token-id overrides and output switches are the server's: refused as unknown fields (422 naming them), flat,
+    under generate_parameters and under map_parameters, and absent from the OpenAPI schema."""
+    import pydantic
+
+    value = True if name.startswith(("output_", "return_")) else 1
+    assert name not in GenerateParameters.model_fields and name not in SummarizeParameters.model_fields
+    for body, loc in (({name: value}, (name,)), ({"generate_parameters": {name: value}}, ("generate_parameters", name)),
+                      ({"strategy": "map_reduce", "map_parameters": {name: value}}, ("map_parameters", name))):
+        with pytest.raises(pydantic.ValidationError) as e:
+            SummarizeParameters.model_validate(body)
+        assert [(error["type"], error["loc"]) for error in e.value.errors()] == [("extra_forbidden", loc)], body
+
+
 def test_sampling_with_a_seed_repeats(server):
     body = {"inputs": "the tower is tall", "parameters": {"do_sample": True, "seed": 7, "max_length": 12}}
     assert post(server, body).json() == post(server, body).json()
@@ -1188,6 +1205,35 @@ def test_serve_usage_errors(tmp_path, capsys):
     assert main(["serve", "--api-key-env", "S2S_SURELY_UNSET_VAR"]) == 2
     assert main(["serve", "--port", "70000"]) == 2             # not a port (uvicorn would bind 70000 - 65536)
     assert "must be a port number (1-65535)" in capsys.readouterr().err
+
+
+def test_serve_ray_passes_its_replicas_autoscale_and_address(capsys, monkeypatch):
+    """serve --ray's flags reach serve_on_ray as given (Ray stands in: nothing is deployed); --autoscale MIN:MAX
+    takes 0 <= MIN <= MAX, MAX >= 1, and --replicas and --autoscale exclude each other."""
+    from seq2seq_kit.cli import main
+    from seq2seq_kit.server import ray_serve
+
+    calls = []
+    monkeypatch.setattr(ray_serve, "serve_on_ray", lambda settings, **kwargs: calls.append((settings, kwargs)))
+    assert main(["serve", "--ray", "--model", "m", "--replicas", "3", "--max-rows", "4", "--port", "8123"]) == 0
+    assert main(["serve", "--ray=auto", "--model", "m", "--autoscale", "2:2", "--host", "0.0.0.0"]) == 0
+    assert main(["serve", "--ray", "--ray-address", "ray://head:10001", "--autoscale", "0:1"]) == 0
+    assert main(["serve", "--ray", "--model", "m"]) == 0
+    assert [kwargs for _, kwargs in calls] == [
+        dict(address=None, replicas=3, autoscale=None, host="127.0.0.1", port=8123),
+        dict(address="auto", replicas=None, autoscale=(2, 2), host="0.0.0.0", port=8000),
+        dict(address="ray://head:10001", replicas=None, autoscale=(0, 1), host="127.0.0.1", port=8000),
+        dict(address=None, replicas=None, autoscale=None, host="127.0.0.1", port=8000)]
+    assert (calls[0][0].model, calls[0][0].max_rows) == ("m", 4)
+    capsys.readouterr()
+    for bad in ("0:0", "2:1", "-1:2", "1", "1:", ":2", "a:b", "1:2:3"):
+        assert main(["serve", "--ray", f"--autoscale={bad}"]) == 2, bad
+        assert f"--autoscale takes MIN:MAX with 0 <= MIN <= MAX and MAX >= 1, got {bad!r}" in capsys.readouterr().err
+    assert main(["serve", "--ray", "--replicas", "2", "--autoscale", "1:2"]) == 2
+    assert "give --replicas or --autoscale, not both" in capsys.readouterr().err
+    assert main(["serve", "--autoscale", "1:2"]) == 2
+    assert "--ray-address, --replicas and --autoscale apply to --ray" in capsys.readouterr().err
+    assert len(calls) == 4
 
 
 @pytest.mark.parametrize("host", ["", " "])

@@ -51,6 +51,64 @@ def test_a_cuda_deployment_asks_ray_for_gpus_without_one_on_the_driver():
         assert deployment.ray_actor_options.get("num_gpus") == gpus, device
 
 
+def test_the_deployment_takes_its_replicas_limits_and_drain_from_the_settings():
+    """What Ray Serve is asked for, without a cluster: the replicas (1 by default), or the autoscaling bounds and
+    target (max_rows/4 ongoing requests a replica, at least 1); twice the engine's rows and queue per replica, Ray's
+    own queue --max-queue long; the drain timeout as Ray's graceful shutdown; one CPU, or one GPU, a replica."""
+    from seq2seq_kit.server import Settings
+    from seq2seq_kit.server.ray_serve import application
+
+    def bound(replicas=None, autoscale=None, **settings):
+        app = application(Settings(model="unused", **settings), replicas=replicas, autoscale=autoscale)
+        return app._bound_deployment   # Ray's
+
+    for replicas, expected in ((None, 1), (1, 1), (3, 3)):
+        deployment = bound(replicas)
+        assert deployment.num_replicas == expected and deployment._deployment_config.autoscaling_config is None
+    plain = bound(None, None, max_rows=6, max_queue=5, drain_timeout=7)
+    assert (plain.max_ongoing_requests, plain.max_queued_requests) == (22, 5)
+    assert plain._deployment_config.graceful_shutdown_timeout_s == 7
+    assert plain.ray_actor_options == {"num_cpus": 1}
+    assert bound(2, device="cuda").ray_actor_options == {"num_gpus": 1, "num_cpus": 1}   # Ray's default CPU, kept
+    for max_rows, target in ((32, 8), (6, 1), (3, 1), (1, 1)):
+        scaled = bound(None, (2, 5), max_rows=max_rows)._deployment_config.autoscaling_config
+        assert (scaled.min_replicas, scaled.max_replicas, scaled.target_ongoing_requests) == (2, 5, target), max_rows
+    scaled = bound(None, (0, 1))._deployment_config.autoscaling_config
+    assert (scaled.min_replicas, scaled.max_replicas) == (0, 1)
+
+
+def test_replicas_the_cluster_has_no_cpu_or_gpu_for_are_refused_by_name():
+    """check_resources on a stand-in cluster: as many replicas as CPUs (GPUs) run; one more is refused, naming the
+    flag to lower; an autoscaled deployment needs its MIN replicas only."""
+    from types import SimpleNamespace
+
+    from seq2seq_kit.server import Settings
+    from seq2seq_kit.server.ray_serve import check_resources
+
+    def check(resources, replicas=None, autoscale=None, device=None):
+        ray = SimpleNamespace(cluster_resources=lambda: resources)
+        check_resources(ray, Settings(model="unused", device=device), replicas, autoscale)
+
+    check({"CPU": 2.0}, 2)
+    check({"CPU": 1.0})                                     # the default: 1 replica
+    check({"CPU": 2.0}, None, (2, 8))                       # MIN replicas run at start; MAX may wait for nodes
+    check({"CPU": 4.0, "GPU": 1.0}, 1, device="cuda")
+    with pytest.raises(ValueError) as e:
+        check({"CPU": 2.0}, 3)
+    assert str(e.value) == "3 replica(s) need a CPU each, and the Ray cluster has 2; lower --replicas or add nodes"
+    with pytest.raises(ValueError) as e:
+        check({"CPU": 2.5}, None, (3, 4))
+    assert str(e.value) == ("3 replica(s) need a CPU each, and the Ray cluster has 2; lower --autoscale MIN or add "
+                            "nodes")
+    with pytest.raises(ValueError) as e:
+        check({"CPU": 8.0}, None, None, device="cuda")
+    assert str(e.value) == ("1 replica(s) need a GPU each, and the Ray cluster has 0; lower --replicas or serve on "
+                            "the CPU (--device cpu)")
+    with pytest.raises(ValueError) as e:
+        check({}, None, None)
+    assert str(e.value) == "1 replica(s) need a CPU each, and the Ray cluster has 0; lower --replicas or add nodes"
+
+
 def test_a_port_in_use_stops_the_ray_server_with_one_line(tiny_eos_path, tmp_path, monkeypatch):
     """As the plain server: one line naming the address, exit 1 (it was Ray's remote traceback, colour codes and
     all, squeezed into the error line)."""
