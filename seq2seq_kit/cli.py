@@ -93,8 +93,9 @@ class _LevelFormatter(logging.Formatter):
 
 
 def _cli_terms(text: str) -> str:
-    """The library's advice in the CLI's flags."""
-    return text.replace("truncation=True", "--truncation").replace("truncation=False", "--no-truncation")
+    """The library's advice in the CLI's flags (truncation=True: --truncation; dtype='float32': --dtype float32)."""
+    text = text.replace("truncation=True", "--truncation").replace("truncation=False", "--no-truncation")
+    return re.sub(r"\bpass dtype=(?= |$)", "pass --dtype", re.sub(r"\bdtype='([\w.]+)'", r"--dtype \1", text))
 
 
 def _ray_address_form(argv: list) -> list[str]:

@@ -76,6 +76,10 @@ def tiny_summaries(request):
     (["summarize", "hello", "--cache-dir", ""], "argument --cache-dir: is empty"),
     (["serve", "--request-timeout", "inf"], "must be a positive number of seconds"),   # /info could not say it
     (["serve", "--drain-timeout", "1e10"], "must be a positive number of seconds"),    # past a thread join's limit
+    (["summarize", "--input", "in.jsonl", "--output", "o.jsonl", "--truncation"],
+     "--truncation/--no-truncation apply to a single text; --input jobs always truncate"),
+    (["translate", "--model", "m", "--input", "in.jsonl", "--output", "o.jsonl", "--no-truncation"],
+     "--truncation/--no-truncation apply to a single text; --input jobs always truncate"),
 ])
 def test_usage_errors_exit_2(capsys, argv, message):
     code, out, err = run(capsys, *argv)
@@ -148,6 +152,83 @@ def test_summarize_min_length_and_checkpoint_defaults(capsys, checkpoint):
     assert code == 0 and out == pipe(TEXT, min_length=15, max_length=18)[0]["summary_text"] + "\n"
     code, out, _ = run(capsys, "summarize", TEXT, "--model", path)
     assert code == 0 and out == pipe(TEXT)[0]["summary_text"] + "\n"
+
+
+def test_device_index_minus_one_is_the_cpu(capsys, checkpoint, tiny_summaries):
+    """--device -1 is transformers' pipeline value for the CPU (an integer index, not a device name)."""
+    path = checkpoint("tiny")
+    expected = tiny_summaries(path)[0]
+    code, out, err = run(capsys, "summarize", DOCS[0]["text"], "--model", path, *GEN, "--device", "-1")
+    assert code == 0 and out == expected + "\n", err
+
+
+def test_hub_options_reach_every_load(capsys, checkpoint, tmp_path, monkeypatch):
+    """--revision, --cache-dir and --token are handed to every Hub resolution a command makes (config, tokenizer,
+    model): --revision v2 summarizes with v2's weights from the --cache-dir cache, not main's."""
+    from hub_cache import read_dir, write_cache
+
+    import huggingface_hub
+
+    from seq2seq_kit import hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    cache = tmp_path / "cache"
+    commits = write_cache(cache, "org/tiny", {"main": read_dir(checkpoint("tiny")),
+                                              "v2": read_dir(checkpoint("tiny-bin"))})
+    expected = pipeline("summarization", model=str(checkpoint("tiny-bin")))(TEXT, max_length=9, num_beams=2)
+    real, calls = hub.resolve, []     # the Hub id's resolutions (a resolved snapshot is a local directory)
+    monkeypatch.setattr(hub, "resolve", lambda name, **kw: (name == "org/tiny" and calls.append(kw)) or
+                        real(name, **kw))
+    hub_args = ["--revision", "v2", "--cache-dir", cache, "--token", "hf_fake"]
+    code, out, _ = run(capsys, "summarize", TEXT, "--model", "org/tiny", *GEN, *hub_args)
+    assert code == 0 and out == expected[0]["summary_text"] + "\n"
+    code, out, _ = run(capsys, "tokenize", "Hello world!", "--model", "org/tiny", "--json", *hub_args)
+    assert code == 0 and json.loads(out)["encode"] == [0, 31414, 232, 328, 2]
+    code, out, _ = run(capsys, "inspect", "org/tiny", "--json", *hub_args)
+    assert code == 0
+    assert json.loads(out)["path"] == str(cache / "models--org--tiny" / "snapshots" / commits["v2"])
+    assert json.loads(out)["weights_format"] == "pytorch .bin"
+    assert {kw["purpose"] for kw in calls} == {"all", "tokenizer", "model"}
+    assert all({k: kw.get(k) for k in ("revision", "cache_dir", "token")} == {
+        "revision": "v2", "cache_dir": str(cache), "token": "hf_fake"} for kw in calls), calls
+
+
+@pytest.mark.parametrize("failed,code", [(0, 0), (2, 3)])
+@pytest.mark.parametrize("command", ["summarize", "translate"])
+def test_corpus_job_exit_code_says_whether_records_failed(capsys, tmp_path, monkeypatch, command, failed, code):
+    """Exit 3 when the job finished with failed records (a re-run will not fix them), for both commands."""
+    import seq2seq_kit.corpus as corpus
+
+    calls = []
+    monkeypatch.setattr(corpus, f"{command}_corpus", lambda *a, **k: calls.append(a) or
+                        type("R", (), {"failed": failed})())
+    docs = write_jsonl(tmp_path / "docs.jsonl", DOCS)
+    argv = [command, "--input", docs, "--output", tmp_path / "o.jsonl", "--model", "org/model"]
+    assert run(capsys, *argv, *(["--tgt-lang", "fr"] if command == "translate" else []))[0] == code
+    assert calls == [(docs, tmp_path / "o.jsonl")]
+
+
+def test_the_librarys_dtype_advice_comes_in_the_clis_flags(capsys, checkpoint, tmp_path):
+    """A float8 checkpoint with no dtype in config.json: --dtype auto is refused in one line whose fix is the flag
+    (--dtype float32), not the library's keyword (dtype='float32'); that flag then runs."""
+    from safetensors.torch import load_file, save_file
+
+    path = Path(shutil.copytree(checkpoint("tiny"), tmp_path / "f8"))
+    capsys.readouterr()                                        # the checkpoint's build, when this test builds it
+    weights = load_file(path / "model.safetensors")
+    save_file({k: v.to(torch.float8_e4m3fn) for k, v in weights.items()}, path / "model.safetensors",
+              metadata={"format": "pt"})
+    config = json.loads((path / "config.json").read_text())
+    config.pop("dtype", None)
+    (path / "config.json").write_text(json.dumps(config))
+    code, out, err = run(capsys, "summarize", TEXT, "--model", path, *GEN, "--dtype", "auto")
+    assert (code, out) == (1, "") and err == (
+        "seq2seq-kit: error: --dtype auto found 'float8_e4m3fn' in the checkpoint (final_logits_bias); "
+        "supported: float32, float16, bfloat16; float8 weights load upcast to the dtype passed: pass --dtype float32 "
+        "(or 'bfloat16', 'float16')\n")
+    code, out, err = run(capsys, "summarize", TEXT, "--model", path, *GEN, "--dtype", "float32")
+    assert code == 0 and out.strip(), err
 
 
 def test_runtime_errors_exit_1_with_one_line(capsys, tmp_path):

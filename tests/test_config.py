@@ -200,6 +200,13 @@ def test_from_pretrained_errors(tmp_path):
                            r".*bart, mbart, marian, pegasus, m2m_100"),
     ({"model_type": "bigbird_pegasus"}, r"unsupported architecture"),
     ({"scale_embedding": "yes"}, r"'scale_embedding' must be true or false"),
+    ({"tie_word_embeddings": "no"}, r"config key 'tie_word_embeddings' must be true or false, got 'no'"),
+    ({"model_type": "marian", "share_encoder_decoder_embeddings": "no"},
+     r"config key 'share_encoder_decoder_embeddings' must be true or false, got 'no'"),
+    ({"model_type": "marian", "decoder_vocab_size": 0}, r"config key 'decoder_vocab_size' must be a positive integer, "
+                                                        r"got 0"),
+    ({"decoder_start_token_id": [2]}, r"config key 'decoder_start_token_id' must be an integer, got \[2\] \(only "
+                                      r"eos_token_id and forced_eos_token_id may list several ids\)"),
     ({"pad_token_id": 50265}, r"'pad_token_id' is 50265; token ids must be integers in \[0, vocab_size=50265\)"),
     ({"eos_token_id": [2, -1]}, r"'eos_token_id' is \[2, -1\]"),
     ({"decoder_start_token_id": "2"}, r"'decoder_start_token_id'"),
@@ -223,3 +230,13 @@ def test_consistent_legacy_keys_are_accepted():
                                   "scale_embedding": True})
     assert mbart.pre_layer_norm and mbart.extra["normalize_before"] is True
     assert not BartConfig.from_dict(DISTILBART_CONFIG).pre_layer_norm
+
+
+def test_null_legacy_keys_are_accepted_as_transformers_ignores_them():
+    """A fairseq-era key written as null says nothing about the network: accepted, kept verbatim, as transformers
+    reads such a config."""
+    legacy = {"normalize_before": None, "add_final_layer_norm": None, "normalize_embedding": None,
+              "static_position_embeddings": None, "extra_pos_embeddings": None, "add_bias_logits": None}
+    ours, ref = BartConfig.from_dict(legacy), oracle_config(legacy)
+    assert all(getattr(ours, name) == getattr(ref, name) for name in MODEL_FIELDS)
+    assert {k: ours.extra[k] for k in legacy} == legacy and not ours.pre_layer_norm

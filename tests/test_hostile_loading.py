@@ -103,8 +103,8 @@ def test_a_shard_index_naming_files_outside_is_refused(tiny, tmp_path, shard):
 
 
 @pytest.mark.parametrize("revision", ["../../../elsewhere", "../refs/main", "/abs", "main/../../x", "a\\b",
-                                      "with space", "main\n"])
-def test_revisions_that_leave_the_cache_are_refused(tmp_path, monkeypatch, revision):
+                                      "with space", "main\n", "main~1", "main^", "a:b", "v*", "v?", "[v]"])
+def test_revisions_that_leave_the_cache_or_are_no_git_name_are_refused(tmp_path, monkeypatch, revision):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     write_cache(tmp_path / "cache", "org/tiny-bart", {"main": {"config.json": b'{"model_type": "bart"}'}})

@@ -339,6 +339,51 @@ def test_download_gated_repo_needs_a_token(tmp_path, fake_hub):
     assert resolve(REPO, cache_dir=tmp_path, token="hf_fake").is_dir()
 
 
+def test_download_private_repo_lists_its_files_with_the_token(tmp_path, fake_hub):
+    """A private repo answers its file listing only with the token: token= reaches the listing as well as the
+    downloads."""
+    hub = fake_hub({REPO: {"main": PR}}, gated=(REPO,))
+    listed, seen = hub.handle, []
+
+    def private(request):
+        seen.append((request.url.path, request.headers.get("authorization")))
+        if request.url.path.startswith("/api/models/") and "authorization" not in request.headers:
+            return httpx2.Response(401, headers={"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository "
+                                                 "not found"}, request=request)
+        return listed(request)
+
+    hub.handle = private
+    hub.install()
+    with pytest.raises(HubError, match="'org/tiny-bart' was not found on the Hugging Face Hub.*token="):
+        resolve(REPO, cache_dir=tmp_path / "anonymous", token=False)
+    seen.clear()
+    folder = resolve(REPO, cache_dir=tmp_path, token="hf_fake")
+    assert (folder / "model.safetensors").read_bytes() == SAFE
+    assert seen and all(auth == "Bearer hf_fake" for _, auth in seen), seen
+
+
+def test_download_weights_of_the_commit_listed_while_the_branch_moves(tmp_path, fake_hub):
+    """main moves to a new commit after the config and tokenizer were fetched: the weights come from the commit
+    those files came from (one snapshot), not from the branch's new head."""
+    moved = {**PR, "model.safetensors": b"moved" * 600, "config.json": b'{"model_type": "bart", "d_model": 16}'}
+    hub = fake_hub({REPO: {"main": PR}})
+    first = hub.commits[REPO]["main"]
+    listed = hub.handle
+
+    def moving(request):
+        response = listed(request)
+        if "/resolve/" in request.url.path and request.url.path.endswith("/config.json"):   # main moves now
+            hub.repos[REPO] = {"main": moved, "before": PR}
+            hub.commits[REPO] = {"main": hub.commits[REPO].get("moved", "f" * 40), "before": first}
+        return response
+
+    hub.handle = moving
+    hub.install()
+    folder = resolve(REPO, cache_dir=tmp_path)
+    assert folder.name == first
+    assert (folder / "model.safetensors").read_bytes() == SAFE and (folder / "config.json").read_bytes() == CONFIG
+
+
 def test_download_non_bart_repo_fetches_no_weights(tmp_path, fake_hub):
     hub = fake_hub({REPO: {"main": {**PR, "config.json": b'{"model_type": "bert"}'}}})
     with pytest.raises(ValueError, match="model_type 'bert'"):

@@ -432,6 +432,38 @@ def test_dtype_auto_reads_a_shard_index_metadata_dtype(tiny, tmp_path):
         torch.bfloat16
 
 
+def test_dtype_auto_reads_config_json_before_a_shard_index(tiny, tmp_path):
+    """config.json's dtype wins over the shard index's metadata dtype, as transformers' dtype="auto" reads them."""
+    model = transformers.AutoModelForSeq2SeqLM.from_pretrained(tiny)
+    model.save_pretrained(tmp_path, max_shard_size="100KB")
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    index["metadata"]["dtype"] = "bfloat16"
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "dtype": "float16"}))
+    theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path, dtype="auto")
+    assert BartForConditionalGeneration.from_pretrained(tmp_path, dtype="auto").dtype == theirs.dtype == \
+        torch.float16
+
+
+def test_a_single_weight_file_is_preferred_over_a_shard_index(tiny, tiny_logits, checkpoint, tmp_path):
+    """model.safetensors beside a model.safetensors.index.json (of other weights): the single file is loaded, and
+    its dtype read for dtype="auto", as transformers prefers it."""
+    shutil.copytree(checkpoint("tiny-sharded"), tmp_path / "both")      # another seed, bfloat16 in its index
+    index = json.loads((tmp_path / "both" / "model.safetensors.index.json").read_text())
+    index["metadata"]["dtype"] = "bfloat16"
+    (tmp_path / "both" / "model.safetensors.index.json").write_text(json.dumps(index))
+    config = json.loads((tmp_path / "both" / "config.json").read_text())
+    config.pop("dtype", None)
+    (tmp_path / "both" / "config.json").write_text(json.dumps(config))
+    shutil.copy(tiny / "model.safetensors", tmp_path / "both")
+    ours = assert_parity(tmp_path / "both", tiny_logits)
+    assert ours.dtype == torch.float32
+    theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "both", dtype="auto")
+    assert BartForConditionalGeneration.from_pretrained(tmp_path / "both", dtype="auto").dtype == theirs.dtype == \
+        torch.float32
+
+
 def test_save_pretrained_without_generation_settings_leaves_no_stale_file(tiny, tmp_path):
     """A model built from a config has its config's token ids for generation_config: its save replaces a
     generation_config.json of an earlier save in the directory, whose settings would otherwise be read back; one
@@ -549,6 +581,20 @@ def test_config_sizes_not_matching_weights(tiny, tmp_path, edit, messages):
         BartForConditionalGeneration.from_pretrained(path)
     for message in messages:
         assert any(re.search(message, line) for line in str(e.value).splitlines()), str(e.value)
+
+
+@pytest.mark.parametrize("copy", ["model.encoder.embed_tokens.weight", "lm_head.weight"])
+def test_an_embedding_copy_of_another_shape_is_a_size_mismatch(tiny, tmp_path, copy):
+    """A tied copy of the token embedding whose shape is not config.json's is named with both shapes (it is not
+    compared with shared.weight, nor loaded as an untied LM head of another size)."""
+    def edit(state):
+        state[copy] = state["model.shared.weight"][:-1].clone()
+        return state
+
+    with pytest.raises(ValueError, match=re.escape(
+            "config.json's sizes do not match the checkpoint's weights (model.safetensors):\n"
+            f"  {copy}: config.json implies [50265, 64], the checkpoint has [50264, 64]")):
+        BartForConditionalGeneration.from_pretrained(variant(tiny, tmp_path, edit))
 
 
 def test_missing_and_unexpected_weights_in_one_error(tiny, tmp_path):
