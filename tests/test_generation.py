@@ -192,6 +192,17 @@ def test_random_settings_match_transformers(small_pair, first):
         assert torch.equal(mine, theirs), f"seed {seed}: {kwargs}, output_scores={scores}"
 
 
+def test_never_bounds_the_best_running_score_at_max_length(small_pair):
+    """early_stopping="never" with length_penalty > 0: an input stops improving once its best running score divided
+    by (max_length - prompt length) ** length_penalty is below its worst finished one, as in transformers (divided by
+    one length less, an input of this batch stopped improving too early)."""
+    hf, ours = small_pair
+    ids, mask = random_batch(64, 1, [4, 3, 12], 18)
+    kwargs = dict(num_beams=3, early_stopping="never", length_penalty=2.0, max_new_tokens=6,
+                  return_dict_in_generate=True, output_scores=True)
+    assert_parity(hf.generate(ids, attention_mask=mask, **kwargs), ours.generate(ids, mask, **kwargs))
+
+
 @pytest.mark.parametrize("kwargs", [
     dict(num_beams=80, num_return_sequences=80, max_new_tokens=3), dict(num_beams=70, do_sample=True, max_new_tokens=3),
     dict(do_sample=True, top_p=1.5, max_new_tokens=8), dict(no_repeat_ngram_size=-1, encoder_no_repeat_ngram_size=-2,
@@ -586,6 +597,22 @@ def test_min_new_tokens_keeps_its_own_processor_beside_a_users_min_length(pair, 
                                 **NO_FORCED_EOS, **kwargs)
         assert_parity(theirs, mine)
         assert (mine.sequences[:, 1:9] != 2).all()                       # no EOS among the first 8 new tokens
+
+
+def test_a_users_own_class_named_as_a_transformers_processor_runs_beside_it(pair):
+    """transformers replaces a processor a setting builds by the user's of the same type only (`type(custom) is
+    type(default)`): a user's own class of that name runs after the built-in ones (here after min_length's ban)."""
+    hf, ours = pair("tiny-eos")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id)
+
+    class MinLengthLogitsProcessor:
+        def __call__(self, input_ids, scores):
+            return scores + 4.0 * (torch.arange(scores.shape[1]) == 2)          # EOS raised, where not banned
+
+    theirs, mine = run_both(hf, ours, ids, mask, logits_processor=[MinLengthLogitsProcessor()], min_length=5,
+                            max_new_tokens=8, **NO_FORCED_EOS)
+    assert_parity(theirs, mine)
+    assert (mine.sequences[:, 1:5] != 2).all() and (mine.sequences[:, 5:] == 2).any()
 
 
 def test_a_processor_given_twice_runs_once(pair):

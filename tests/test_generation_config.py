@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
@@ -273,6 +274,8 @@ def test_unsupported_checkpoint_setting_is_refused():
     (dict(low_memory=True), dict(num_beams=1)),               # transformers refuses it in beam search only
     (dict(prompt_lookup_num_tokens=3), {}),                   # assisted decoding: ignored in beam search
     (dict(penalty_alpha=0.6), dict(do_sample=True)),          # contrastive search is greedy's
+    (dict(penalty_alpha=0.6), dict(num_beams=1, top_k=1)),    # ... with top_k > 1
+    (dict(dola_layers="low", use_mtp=True, assistant_early_exit=2), {}),    # DoLa, assisted: greedy / sampling only
 ])
 def test_a_transformers_only_setting_that_would_not_act_is_taken(setting, call):
     """As transformers reads them: a call's value overrides the checkpoint's (guidance_scale=1.0 or None over its
@@ -284,6 +287,26 @@ def test_a_transformers_only_setting_that_would_not_act_is_taken(setting, call):
     assert res(base, **call) == res(plain, **call)
     if not set(setting) & set(call):                          # the same setting passed to generate: taken alike
         assert res(plain, **setting, **call) == res(plain, **call)
+
+
+@pytest.mark.parametrize("setting, call", [
+    (dict(penalty_alpha=0.6), dict(num_beams=1, top_k=2)),    # contrastive search
+    (dict(dola_layers="low"), dict(num_beams=1)),
+    (dict(prompt_lookup_num_tokens=3), dict(num_beams=1, do_sample=True)),     # assisted decoding
+    (dict(assistant_early_exit=2), dict(num_beams=1)),
+    (dict(use_mtp=True), dict(num_beams=1)),
+    (dict(token_healing=True), {}),
+    (dict(low_memory=True), {}),                              # transformers' beam search refuses it
+    (dict(num_beam_groups=2), {}),                            # group beam search
+    (dict(force_words_ids=[[5]]), dict(num_beams=1)),         # constrained beam search, whatever num_beams
+])
+def test_a_transformers_only_setting_that_would_act_is_refused(setting, call):
+    """Where transformers' generate would apply it (get_generation_mode), from the checkpoint or from the call."""
+    base = GenerationConfig.from_dict({"bos_token_id": 0, "num_beams": 2, **setting})
+    with pytest.raises(ValueError, match=re.escape(f"generation_config=) sets {setting}, which seq2seq_kit does not")):
+        res(base, **call)
+    with pytest.raises(ValueError, match=re.escape(f"{setting} is a setting of transformers' generate that")):
+        res(GenerationConfig(bos_token_id=0, num_beams=2), **setting, **call)
 
 
 def test_transformers_generate_arguments_taken_where_they_change_nothing():
@@ -412,3 +435,29 @@ def test_unfeasible_min_length_warns_as_transformers(kwargs, message):
     with pytest.warns(UserWarning, match=r"Unfeasible length constraints: " + message):
         cfg = res(GenerationConfig(bos_token_id=0, eos_token_id=2), **kwargs)
     assert cfg.min_length > cfg.max_length
+
+
+@pytest.mark.parametrize("kwargs", [dict(min_length=20, max_length=20), dict(min_new_tokens=5, max_new_tokens=5),
+                                    dict(min_length=21)], ids=str)
+def test_a_minimum_length_equal_to_max_length_does_not_warn_as_in_transformers(kwargs):
+    """transformers warns only when the minimum is larger than max_length (21 here: 20 new tokens and the start)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cfg = res(GenerationConfig(bos_token_id=0, eos_token_id=2), **kwargs)
+    assert cfg.min_length == cfg.max_length
+
+
+def test_no_eos_ids_beside_pad_id_zero_is_refused_in_beam_search_only():
+    """eos_token_id=[] and pad_token_id=0: greedy search and sampling pad with 0, as transformers does; beam search
+    fills with eos_token_id[0] where the pad id is 0 (transformers fails on the empty list): refused."""
+    for kwargs in (dict(), dict(do_sample=True, num_return_sequences=2)):
+        assert res(GenerationConfig(bos_token_id=0), eos_token_id=[], pad_token_id=0, **kwargs).pad_token_id == 0
+    with pytest.raises(ValueError, match="a pad_token_id other than 0, or eos_token_id"):
+        res(GenerationConfig(bos_token_id=0), eos_token_id=[], pad_token_id=0, num_beams=2)
+
+
+def test_max_time_zero_is_taken_as_in_transformers():
+    """max_time=0 runs (its first step is the last, as there); below 0 is refused."""
+    assert res(GenerationConfig(bos_token_id=0), max_time=0).max_time == 0
+    with pytest.raises(ValueError, match=r"`max_time` must be a number of seconds >= 0"):
+        res(GenerationConfig(bos_token_id=0), max_time=-0.5)

@@ -187,8 +187,9 @@ def test_suppress_tokens():
 
 # ---- the whole list, against transformers' _get_logits_processor ------------------------------------------------
 
-def _hf_processors(settings: dict, enc: torch.Tensor):
-    """transformers' processor list for `settings` on an encoder-decoder model (decoder prompt length 1)."""
+def _hf_processors(settings: dict, enc: torch.Tensor, prompt_len: int = 1):
+    """transformers' processor list for `settings` on an encoder-decoder model (a decoder prompt of prompt_len
+    tokens, the start token included)."""
     import transformers
 
     model = transformers.BartForConditionalGeneration(transformers.BartConfig(
@@ -198,8 +199,9 @@ def _hf_processors(settings: dict, enc: torch.Tensor):
     gc.update(**gc._get_default_generation_params(), defaults_only=True)
     model._prepare_special_tokens(gc, True, device="cpu", batch_size=B)
     if gc.min_new_tokens is not None:
-        gc.min_length = gc.min_new_tokens + 1
-    return model._get_logits_processor(gc, input_ids_seq_length=1, encoder_input_ids=enc, device="cpu", model_kwargs={})
+        gc.min_length = gc.min_new_tokens + prompt_len
+    return model._get_logits_processor(gc, input_ids_seq_length=prompt_len, encoder_input_ids=enc, device="cpu",
+                                       model_kwargs={})
 
 
 SETTINGS = [
@@ -213,6 +215,11 @@ SETTINGS = [
          forced_bos_token_id=0, do_sample=True, temperature=0.7, top_h=0.5, top_k=10, top_p=0.9, min_p=0.05,
          typical_p=0.9, epsilon_cutoff=0.01, eta_cutoff=0.01, renormalize_logits=True),
     dict(do_sample=True, num_beams=2, min_p=0.2, typical_p=0.95, eta_cutoff=0.001, begin_suppress_tokens=[9]),
+    # inf / nan removal between forced EOS and the length penalty: what suppress_tokens bans after it stays -inf, an
+    # EOS that min_length or a -inf bias banned before it is the float32 minimum, which the penalty then raises
+    dict(do_sample=True, top_p=1.0, typical_p=1.0, epsilon_cutoff=1.0, eta_cutoff=1.0),   # at 1: off, as there
+    dict(remove_invalid_values=True, min_length=6, sequence_bias={(4,): -math.inf}, suppress_tokens=[7],
+         exponential_decay_length_penalty=(1, 1.5), begin_suppress_tokens=[9]),
 ]
 
 
@@ -226,3 +233,37 @@ def test_build_processors_matches_transformers_order(settings):
     theirs = _hf_processors(settings, enc)
     assert len(mine) == len(theirs) - ("min_new_tokens" in settings)      # min_new_tokens folded into MinLength
     assert_same(lambda ids, t, s: ours.apply(mine, ids, t, s), theirs, histories(rows=B * rows), lengths=range(1, 8))
+
+
+@pytest.mark.parametrize("settings", [
+    dict(forced_bos_token_id=0, begin_suppress_tokens=[9, 3], exponential_decay_length_penalty=(1, 1.5),
+         min_new_tokens=2, no_repeat_ngram_size=2),
+    dict(begin_suppress_tokens=[9], exponential_decay_length_penalty=(0, 0.5), min_new_tokens=1),
+])
+def test_build_processors_after_a_decoder_prompt(settings):
+    """A decoder prompt of 4 tokens: begin_suppress_tokens acts at the first new token's step, a forced BOS beside it
+    or not (transformers moves it one step on only after the start token alone), and the settings counted in new
+    tokens (min_new_tokens, the length penalty's start) count after the prompt."""
+    settings = dict(settings, max_length=9, eos_token_id=2, decoder_start_token_id=2)
+    P = 4
+    enc = histories(seed=5, rows=B, length=12)
+    prompt = torch.tensor([[2, 5, 6, 7]] * B)                       # starts with the start token: P = 4
+    cfg = resolve(GenerationConfig(), settings, vocab_size=V, max_position_embeddings=32, prompt=prompt)
+    mine = ours.build_processors(cfg, enc, 1, V, prompt_len=P)
+    theirs = _hf_processors(settings, enc, prompt_len=P)
+    assert len(mine) == len(theirs) - 1                                   # min_new_tokens folded into MinLength
+    assert_same(lambda ids, t, s: ours.apply(mine, ids, t, s), theirs, histories(rows=B), lengths=range(P, 9))
+
+
+@pytest.mark.parametrize("p", [0.25, 0.5, 0.75])
+def test_top_p_and_typical_at_cumulative_sums_that_meet_their_bound(p):
+    """Probabilities that are exact binary fractions (1/8 each; 1/2, 1/4, 1/8, 1/8) put a cumulative sum exactly on
+    the bound: top_p removes the tokens whose ascending sum is <= 1 - top_p (the one meeting it too), typical_p counts
+    the sums < typical_p (not the one meeting it), as transformers' warpers do."""
+    half, quarter = math.log(0.5), math.log(0.25)
+    s = torch.tensor([[0.0] * 8, [0.0, half, quarter, half, quarter, half, 0.0, quarter],
+                      [0.0, half, quarter, quarter] + [-math.inf] * 4, [half, quarter, 0.0, quarter] + [-math.inf] * 4])
+    ids = histories(rows=s.shape[0])
+    for mine, theirs in ((ours.TopP(p, 1), hf.TopPLogitsWarper(p)), (ours.Typical(p, 1), hf.TypicalLogitsWarper(p))):
+        expected = theirs(ids, s.clone())
+        assert torch.equal(mine(ids, 9, s.clone()), expected), (mine, expected)

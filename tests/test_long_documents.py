@@ -560,6 +560,94 @@ def test_chunks_take_the_next_sentence_and_the_overlap_when_they_fit(pipes, name
                 assert len(over) == len(wider), (seed, overlap, a.text[-30:], b.text[:30])
 
 
+def test_a_sentence_cut_at_tokens_is_cut_before_a_word(pipes, oracle_lengths):
+    """One sentence (no sentence end: "U.S." left out) of words that are several tokens ("81-storey", "1905-06",
+    "3.5"), on a 64-token window: every piece is cut before a word (a space before it), never between the tokens
+    of one word, where the window's last token boundary often is."""
+    pipe = pipes("tiny64")
+    doc = " ".join(random.Random(1).choices([w for w in EN_WORDS if w != "U.S."], k=400))
+    chunks = chunk_document(pipe, doc)[1]
+    assert len(chunks) > 5
+    check_chunks(doc, as_records(chunks), pipe.max_input_length, oracle_lengths("tiny64", [c.text for c in chunks]))
+    assert all(c.start == 0 or doc[c.start - 1] == " " for c in chunks), [doc[c.start - 8:c.start + 8]
+                                                                          for c in chunks]
+
+
+def test_a_text_cut_by_characters_is_cut_at_whitespace_first(pipes):
+    """KoBART's offsets for a ZWJ emoji run drift: one token's text holds much of the run, and is cut by characters.
+    Where the longest piece that fits has whitespace (a tab) in its second half, the piece ends there, before the
+    tab, rather than at its last grapheme boundary (8 characters later, inside the next family)."""
+    pipe = pipes("ko64")
+    family = "\U0001F468\u200d\U0001F469\u200d\U0001F467\u200d\U0001F466"
+    doc = "오늘은 날씨가 맑다. " * 10 + family * 40 + "\t" + family * 20 + " 바람이 선선하다." * 10
+    tab = doc.index("\t")
+    chunks = chunk_document(pipe, doc)[1]
+    lengths = [len(row) for row in pipe.preprocess([c.text for c in chunks], truncation=False).rows]
+    check_chunks(doc, as_records(chunks), pipe.max_input_length, lengths)
+    assert [(a.end, b.start) for a, b in zip(chunks, chunks[1:]) if a.end <= tab < b.start] == [(tab, tab + 1)]
+
+
+@pytest.mark.parametrize("prefix", ["summarize:", "x", "요약: "])
+def test_a_prefix_token_is_not_counted_as_the_documents(paths, prefix):
+    """The document is tokenized behind the prefix; the prefix's last token, ending where the text starts, is none
+    of the text's tokens. Counted as one, the first chunk came out a sentence short (the next sentence fit)."""
+    pipe = pipeline("summarization", model=str(paths("tiny64")))
+    pipe.prefix = prefix
+    words = "the tower is tall about the same height as an building and the tallest structure in Paris".split()
+    for seed in range(12):
+        rng = random.Random(seed)
+        doc = rng.choice(["", " ", "  ", "\n", "\n\n", "\t"]) + "".join(
+            f"S{i} " + " ".join(rng.choices(words, k=rng.randint(1, 12))) + rng.choice(".!?")
+            + rng.choice([" ", "\n", "  ", "\n\n", "\n \n \n"]) for i in range(20))
+        starts = [m.start() for m in re.finditer(r"S\d+ ", doc)] + [len(doc)]
+        chunks = chunk_document(pipe, doc)[1]
+        assert all(len(c.row) <= pipe.max_input_length for c in chunks)
+        for a, b in zip(chunks, chunks[1:]):
+            new = sum(s < a.end for s in starts)                             # the next sentence: [new, new + 1)
+            wider = doc[a.start:starts[new + 1]].strip()
+            assert pipe.preprocess([wider], truncation=True).truncated, (prefix, seed, a.text[-30:], b.text[:30])
+
+
+def test_a_prefix_that_fills_the_window_is_named(paths):
+    """A prefix that, with the special tokens, fills every position leaves no room for any text: the document's
+    error says so (it is not chunked into pieces that can never fit)."""
+    pipe = pipeline("summarization", model=str(paths("tiny64")))
+    for n in range(1, 64):
+        pipe.prefix = "word " * n
+        if len(pipe.preprocess([""]).rows[0]) == pipe.max_input_length:
+            break
+    assert len(pipe.preprocess([""]).rows[0]) == pipe.max_input_length
+    message = f"input 0: the prefix {pipe.prefix!r} and special tokens fill the model's 64 positions; no text fits"
+    with pytest.raises(DocumentError, match=re.escape(message)):
+        pipe("The tower is tall. " * 3, strategy="map_reduce", max_length=4)
+
+
+def test_a_step_failing_requests_of_both_stages_names_neither(pipes):
+    """The engine fails every request of a failed step with one error: where those are of both stages (a short
+    document's reduce beside a long one's chunks), the error is the engine's, not a StageError naming one stage;
+    of one stage, the StageError names it."""
+    from seq2seq_kit.long_documents import StageError
+
+    class Failing:                                # every request fails with the step's one error
+        max_rows, Full = 4, EngineFull
+
+        def __init__(self):
+            self.error = ValueError("sampling found no valid probabilities")
+
+        def submit(self, row, **kwargs):
+            future = concurrent.futures.Future()
+            future.set_exception(self.error)
+            return future
+
+    engine = Failing()
+    with pytest.raises(ValueError) as error:
+        generate_all(engine, [([0, 2], {}), ([0, 2], {})], stages=["map", "reduce"])
+    assert error.value is engine.error and not isinstance(error.value, StageError)
+    with pytest.raises(StageError) as error:
+        generate_all(engine, [([0, 2], {}), ([0, 2], {})], stages=["map", "map"])
+    assert error.value.stage == "map" and error.value.error is engine.error
+
+
 def test_map_reduce_errors_name_the_input_and_the_option(pipes):
     pipe = pipes("tiny64")
     doc = "The tower is tall. " * 40

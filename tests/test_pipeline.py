@@ -311,8 +311,9 @@ def test_stop_sequence_is_the_eos_token_as_in_4x(checkpoint, recipe, pipes):
     stop = pipe.tokenizer(word, add_special_tokens=False)["input_ids"][0]
     same(pipe(EN[0], stop_sequence=word), recipe(path, EN[0], eos_token_id=stop))
     assert pipe(EN[0], stop_sequence=word) != pipe(EN[0])
-    with pytest.warns(UserWarning, match="generation stops at its first"):
-        pipe(EN[0], stop_sequence=word + " and more words")
+    with pytest.warns(UserWarning, match=f"generation stops at its first, {stop} "):
+        longer = pipe(EN[0], stop_sequence=word + " and more words")
+    same(longer, recipe(path, EN[0], eos_token_id=stop))                   # its first token, not its last
     with pytest.raises(ValueError, match="stop_sequence must be a non-empty text"):
         pipe(EN[0], stop_sequence="")
 
@@ -442,6 +443,24 @@ def test_kobart_limit_is_its_position_table(checkpoint, recipe, pipes):
     with pytest.warns(UserWarning, match="truncated to 1026 tokens"):
         out = pipe(long, max_length=6)
     same(out, recipe(path, long, max_length=6, truncate_to=1026))
+
+
+def test_a_tokenizer_limit_below_the_positions_is_the_limit(checkpoint, recipe, tmp_path):
+    """A tokenizer whose model_max_length (32) is below the model's positions (256) sets the limit: truncation=True
+    cuts there, as transformers' tokenizer does with truncation=True, and truncation=False refuses past it."""
+    import shutil
+
+    path = tmp_path / "tiny-tokenizer-32"
+    shutil.copytree(checkpoint("tiny"), path)
+    (path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 32}))
+    pipe = pipeline("summarization", model=str(path))
+    assert pipe.max_input_length == 32
+    n = len(pipe.tokenizer(EN[0])["input_ids"])
+    assert 32 < n < 256
+    same(pipe(EN[0], truncation=True, max_length=10), recipe(path, EN[0], max_length=10, truncate_to=32))
+    with pytest.raises(ValueError, match=rf"input 0 is {n} tokens long, more than the model takes \(32 = min\("
+                                         r"tokenizer model_max_length 32, max_position_embeddings 256\)\)"):
+        pipe(EN[0], truncation=False)
 
 
 # ---------------------------------------------------------------- construction and errors

@@ -127,3 +127,21 @@ def test_a_finished_hypothesis_filled_with_minus_one_is_not_read():
     assert got.tolist() == [[1.0, 19.0, 0.0], [8.0, 15.0, 22.0]]
     with pytest.raises(ValueError, match="a token id outside the scores' vocabulary"):
         compute_transition_scores(torch.tensor([[2, 1, -1, 0], [2, 3, 0, 2]]), scores, beam_indices)
+
+
+def test_beam_indices_wider_than_the_longest_hypothesis_are_cut_as_in_transformers():
+    """beam_indices with columns where every row had ended (-1): transformers cuts them to the longest hypothesis'
+    steps and reads that many of the sequences' last tokens; so does compute_transition_scores."""
+    from types import SimpleNamespace
+
+    from transformers import BartConfig, GenerationMixin
+
+    from seq2seq_kit.generation import compute_transition_scores
+
+    scores = tuple(torch.arange(10.0).reshape(2, 5) + 10 * step for step in range(3))     # 3 steps [2 rows, 5]
+    sequences = torch.tensor([[2, 1, 4, 3], [2, 3, 0, 2]])
+    beam_indices = torch.tensor([[0, 1, -1], [1, -1, -1]])
+    want = GenerationMixin.compute_transition_scores(SimpleNamespace(config=BartConfig(vocab_size=5)), sequences,
+                                                     scores, beam_indices)
+    assert want.tolist() == [[4.0, 18.0], [5.0, 0.0]]
+    assert torch.equal(compute_transition_scores(sequences, scores, beam_indices), want)
