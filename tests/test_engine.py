@@ -1464,3 +1464,139 @@ def test_a_checkpoint_without_pad_token_serves_batched_encoder_passes(tmp_path, 
         outputs = [r.result(60) for r in requests]
     for row, out in zip(rows, outputs):
         assert torch.equal(out, model.generate(torch.tensor([row]), max_new_tokens=5))
+
+
+@pytest.mark.parametrize("budget", ["rows", "source_tokens"])
+def test_the_first_waiting_request_that_does_not_fit_waits_and_nothing_overtakes_it(tiny_eos, monkeypatch, budget):
+    """Admission is first come, first served within max_rows and max_source_tokens: the head of the queue that does
+    not fit beside the running request waits, and so does a smaller one behind it that would fit (no overtaking);
+    the running requests never hold more rows or source tokens than the bounds, and requests that fit exactly
+    (source tokens: 5 + 4 + 1 of 10) are admitted together. Each output equals generate alone."""
+    model, started, hold = tiny_eos, threading.Event(), threading.Event()
+    encode, admit, step = model.encode_unchecked, Engine._admit, Engine._step
+    admissions, held = [], []                   # the requests of each admission; (rows, source tokens) per step
+
+    def encoding(ids, mask):
+        started.set()
+        hold.wait(60)                           # the first request's encoder pass waits until every request is queued
+        return encode(ids, mask)
+
+    def stepping(self):
+        held.append((self.active_rows, sum(r.source_tokens for r in self.running)))
+        step(self)
+
+    monkeypatch.setattr(model, "encode_unchecked", encoding)
+    monkeypatch.setattr(Engine, "_admit", lambda self, requests: (admissions.append(list(requests)) if requests
+                                                                  else None) or admit(self, requests))
+    monkeypatch.setattr(Engine, "_step", stepping)
+    long, short = dict(min_new_tokens=12, max_new_tokens=12), dict(max_new_tokens=6)
+    if budget == "rows":            # 1 of 2 rows in use: the beam-2 head waits, the greedy one behind it too
+        bounds = dict(max_rows=2)
+        jobs = [([5, 6, 7], long), ([8, 9, 10], dict(num_beams=2, max_new_tokens=6)), ([11, 12], short)]
+        want = [[0], [1], [2]]
+    else:                           # 6 of 10 source tokens in use: the 5-token head waits, the 4-token one too
+        bounds = dict(max_rows=8, max_source_tokens=10)
+        jobs = [(list(range(5, 11)), long), (list(range(11, 16)), short), (list(range(16, 20)), short), ([20], short)]
+        want = [[0], [1, 2, 3]]
+    with Engine(model, **bounds) as engine:
+        requests = [engine.submit(jobs[0][0], **jobs[0][1])]
+        assert started.wait(60)                 # the first request is in its encoder pass: the others queue
+        requests += [engine.submit(ids, **kwargs) for ids, kwargs in jobs[1:]]
+        hold.set()
+        outputs = [r.result(timeout=60) for r in requests]
+    monkeypatch.undo()
+    assert [[requests.index(r) for r in admitted] for admitted in admissions] == want, admissions
+    assert max(rows for rows, _ in held) <= engine.max_rows, held
+    assert max(tokens for _, tokens in held) <= engine.max_source_tokens, held
+    for (ids, kwargs), out in zip(jobs, outputs):
+        assert torch.equal(out, model.generate(torch.tensor([ids]), **kwargs)), kwargs
+
+
+def test_an_input_of_max_source_tokens_is_taken_and_a_longer_one_refused(tiny_eos):
+    with Engine(tiny_eos, max_source_tokens=4) as engine:
+        with pytest.raises(ValueError, match="input_ids has 5 tokens, more than this engine's max_source_tokens=4"):
+            engine.submit([5, 6, 7, 8, 9], max_new_tokens=4)
+        out = engine.submit([5, 6, 7, 8], max_new_tokens=4).result(30)
+    assert torch.equal(out, tiny_eos.generate(torch.tensor([[5, 6, 7, 8]]), max_new_tokens=4))
+
+
+def test_encoder_groups_share_a_pass_up_to_exactly_the_padding_limit():
+    """5, 4 and 3 tokens padded to 5: 15 computed for 12 real, exactly PADDING_LIMIT: one pass."""
+    assert encoder_groups([4, 5, 3]) == [[1, 0, 2]]
+    assert encoder_groups([4, 5, 2]) == [[1, 0], [2]]          # 15 for 11: past the limit
+
+
+def test_a_waiting_request_cancelled_counts_as_done_at_once(tiny_eos, monkeypatch):
+    """request.cancel() on a waiting request tells concurrent.futures.wait at once (not when the engine's thread
+    meets it in the queue, which may be a long time behind a busy head)."""
+    from concurrent.futures import wait
+
+    started, hold = threading.Event(), threading.Event()
+    encode = tiny_eos.encode_unchecked
+
+    def encoding(ids, mask):
+        started.set()
+        hold.wait(60)                           # the engine's thread stays in the first request's encoder pass
+        return encode(ids, mask)
+
+    monkeypatch.setattr(tiny_eos, "encode_unchecked", encoding)
+    with Engine(tiny_eos, max_rows=1) as engine:
+        first = engine.submit([5, 6, 7], max_new_tokens=4)
+        assert started.wait(60)
+        waiting = engine.submit([5, 6, 8], max_new_tokens=4)
+        assert waiting.cancel()
+        done, _ = wait([waiting.future], timeout=0)
+        hold.set()
+        assert done == {waiting.future}
+        first.result(30)
+
+
+def test_an_encoder_pass_that_fails_fails_the_requests_it_was_encoding(tiny_eos, monkeypatch):
+    """An error in the admitted requests' encoder pass (before they join any search) settles them with it (they
+    were in neither the queue nor the running batch: nothing else would answer them), and the engine goes on."""
+    real, calls = tiny_eos.encode_unchecked, {"n": 0}
+
+    def flaky(ids, mask):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("injected encoder failure")
+        return real(ids, mask)
+
+    monkeypatch.setattr(tiny_eos, "encode_unchecked", flaky)
+    with Engine(tiny_eos) as engine:
+        with pytest.raises(RuntimeError, match="injected encoder failure"):
+            engine.submit([5, 6, 7], max_new_tokens=4).result(30)
+        out = engine.submit([5, 6, 7], max_new_tokens=4).result(30)
+    monkeypatch.undo()
+    assert torch.equal(out, tiny_eos.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=4))
+
+
+def test_an_encoder_pass_that_fails_leaves_the_running_requests_running(tiny_eos, monkeypatch):
+    """A new request whose encoder pass fails (out of memory on a long input) fails alone: a request already
+    decoding goes on to generate's tokens (before, it failed with the other's error)."""
+    real, decoding = tiny_eos.encode_unchecked, threading.Event()
+
+    def long_inputs_fail(ids, mask):
+        if ids.shape[1] > 30:
+            raise RuntimeError("injected encoder failure on the long input")
+        return real(ids, mask)
+
+    step = tiny_eos.decode_group_unchecked
+
+    def stepping(*args, **kwargs):
+        decoding.set()
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_eos, "encode_unchecked", long_inputs_fail)
+    monkeypatch.setattr(tiny_eos, "decode_group_unchecked", stepping)
+    kwargs = dict(min_new_tokens=40, max_new_tokens=40)
+    with Engine(tiny_eos, max_rows=4) as engine:
+        running = engine.submit([5, 6, 7], **kwargs)
+        assert decoding.wait(30)
+        long = engine.submit(list(range(4, 60)), max_new_tokens=4)
+        with pytest.raises(RuntimeError, match="injected encoder failure on the long input"):
+            long.result(30)
+        assert not running.done() or running.exception() is None
+        out = running.result(60)
+    monkeypatch.undo()
+    assert torch.equal(out, tiny_eos.generate(torch.tensor([[5, 6, 7]]), **kwargs))

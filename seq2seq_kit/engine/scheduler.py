@@ -346,13 +346,20 @@ class Engine:
 
     def _admit(self, requests: list[Request]) -> None:
         """Encode the new requests (batched where their lengths are close: _encode); each gets its cache and joins
-        the search of its group."""
+        the search of its group. An error in their encoder pass fails them, not the requests already running."""
         for request in requests:
             request.notify_cancelled()
         requests = [r for r in requests if not r.future.cancelled()]
         if not requests:
             return
-        for request, hidden in zip(requests, self._encode([r.input_ids[0] for r in requests])):
+        try:
+            states = self._encode([r.input_ids[0] for r in requests])
+        except Exception as e:   # noqa: BLE001 - their encoder pass fails them alone: the running requests step on
+            for request in requests:
+                settle(request.future, exception=e)
+                self._leave(request)
+            return
+        for request, hidden in zip(requests, states):
             if request.future.cancelled():              # during the encoder pass (close_at_exit too)
                 request.notify_cancelled()
                 continue
