@@ -84,9 +84,9 @@ def choose_attention(model) -> str | None:
     path, key = cache_path(), f"{heads}x{width}"
     timings = load_timings(path, "attention")
     if key not in timings:
-        quiet = busy() < os.cpu_count()
+        quiet = is_quiet()
         timings[key] = time_attention(heads, width)
-        if quiet and busy() < os.cpu_count():       # timings taken on a busy machine serve this load only
+        if quiet and is_quiet():       # timings taken on a busy machine serve this load only
             save_timings(path, timings, "attention")
     t = timings[key]
     return "own" if sum(t[c]["own"] / t[c]["sdpa"] for c in t) < len(t) else "sdpa"
@@ -153,9 +153,9 @@ def measured(model) -> dict[str, dict[str, str]]:
     timings = load_timings(path)
     missing = {shape_key(ms[0]): ms[0] for ms in layers.values() if ms and shape_key(ms[0]) not in timings}
     if missing:
-        quiet = busy() < os.cpu_count()
+        quiet = is_quiet()
         timings.update({key: time_layer(layer) for key, layer in missing.items()})
-        if quiet and busy() < os.cpu_count():        # timings taken on a busy machine serve this load only
+        if quiet and is_quiet():        # timings taken on a busy machine serve this load only
             save_timings(path, timings)
     tied = model.lm_head.weight is model.decoder_embeddings.weight
     return {kind: select(timings[shape_key(ms[0])], kernels.ELIGIBLE[kind],
@@ -315,6 +315,12 @@ def busy() -> float:
         return os.getloadavg()[0]
     except (OSError, AttributeError):
         return 0.0
+
+
+def is_quiet() -> bool:
+    """Fewer runnable threads than CPUs: timings taken now may be kept (os.cpu_count() is None where the OS does
+    not say: one CPU then)."""
+    return busy() < (os.cpu_count() or 1)
 
 
 def save_timings(path: Path | None, timings: dict, section: str = "timings") -> None:

@@ -227,3 +227,16 @@ def test_a_failed_int8_load_leaves_the_threshold_a_loaded_model_has(monkeypatch,
         BartForConditionalGeneration.from_pretrained(broken, dtype="int8")
     assert calls == [(cpu_memory.M_MMAP_THRESHOLD, 256 << 10), (cpu_memory.M_TRIM_THRESHOLD, 1 << 30),
                      (cpu_memory.M_MMAP_THRESHOLD, 32 << 20)]
+
+
+def test_keep_freed_memory_is_tuned_only_when_both_thresholds_were_set(monkeypatch):
+    from seq2seq_kit import cpu_memory
+
+    for name in cpu_memory.USER_TUNING:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    for results, want in (((1, 1), True), ((1, 0), False), ((0, 1), False)):
+        answers = iter(results)
+        monkeypatch.setattr(cpu_memory, "glibc", lambda: type("libc", (), {"mallopt": lambda *a: next(answers)}))
+        monkeypatch.setattr(cpu_memory, "tuned", False)
+        assert cpu_memory.keep_freed_memory() is want and cpu_memory.tuned is want

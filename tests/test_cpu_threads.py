@@ -56,3 +56,12 @@ def test_library_paths_with_spaces_are_read_whole():
             "7f01-7f02 r--p 00000000 08:01 123   /home/x/My Projects/venv/torch/lib/libgomp-a34b3233.so.1\n",
             "7f02-7f03 rw-p 00000000 00:00 0\n", "7f03-7f04 r-xp 00000000 08:01 9 /usr/lib/libgompish.so.2\n"]
     assert cpu_threads.libgomp_paths(maps) == ["/home/x/My Projects/venv/torch/lib/libgomp-a34b3233.so.1"]
+
+
+def test_hand_over_pool_says_whether_libgomp_released_it(monkeypatch):
+    for answer, want in ((0, True), (1, False), (-1, False)):
+        monkeypatch.setattr(cpu_threads, "libgomp",
+                            lambda answer=answer: type("gomp", (), {"omp_pause_resource_all": lambda mode: answer}))
+        assert cpu_threads.hand_over_pool() is want
+    monkeypatch.setattr(cpu_threads, "libgomp", lambda: None)
+    assert cpu_threads.hand_over_pool() is False

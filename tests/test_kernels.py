@@ -707,3 +707,141 @@ print([(o.device.type, o.dtype) for o in outs])
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == str([("cpu", torch.float32)] * 5)
+
+
+# ---- exact decisions (no timing) -------------------------------------------------------------------------------
+
+def test_select_keeps_the_dense_kernels_when_packing_only_ties():
+    """The packed weight is taken only where its score beats the best dense kernel's, not where it ties."""
+    t = timing(mkl=(1.0, 1.0, 1.0), onednn=(2.0, 2.0, 2.0), packed=(1.0, 1.0, 1.0))
+    assert kernel_choice.select(t, everywhere(*kernels.KERNELS)) == dict.fromkeys(kernels.ROW_CLASSES, "mkl")
+
+
+def test_the_attention_is_own_only_where_it_is_faster(monkeypatch, tmp_path):
+    if not attention.available():
+        pytest.skip("seq2seq_kit's attention kernel does not run here")
+    monkeypatch.setenv(kernel_choice.ENV, "measure")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(kernel_choice, "busy", lambda: 1000.0)               # nothing cached between the cases
+    for own, want in ((1.0, "sdpa"), (0.99, "own"), (1.01, "sdpa")):
+        monkeypatch.setattr(kernel_choice, "time_attention",
+                            lambda heads, width, own=own: {c: {"sdpa": 1.0, "own": own} for c in ("1", "2-8")})
+        assert kernel_choice.choose_attention(small_model()) == want
+
+
+@needs_gemv
+def test_the_greedy_screen_follows_the_lm_heads_forced_kernel(monkeypatch):
+    model = small_model()
+    for forced, want in (("measure", True), ("gemv", True), ("lm_head=gemv", True), ("mkl", False),
+                         ("default", False), ("fc1=gemv", False), ("lm_head=onednn", False)):
+        monkeypatch.setenv(kernel_choice.ENV, forced)
+        assert kernel_choice.choose_screen(model) is want, forced
+    assert kernel_choice.choose_screen(model.half()) is None
+
+
+def test_a_blank_setting_means_measure(monkeypatch):
+    for blank in ("", "  "):
+        monkeypatch.setenv(kernel_choice.ENV, blank)
+        assert kernel_choice.setting() == ("measure", None)
+
+
+def test_the_timings_cache_is_kept_per_thread_count():
+    threads = torch.get_num_threads()
+    path = kernel_choice.cache_path()
+    assert f"-{threads}-threads-" in path.name
+    try:
+        torch.set_num_threads(threads + 1)
+        assert kernel_choice.cache_path() != path and f"-{threads + 1}-threads-" in kernel_choice.cache_path().name
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_timings_taken_while_the_machine_became_busy_are_not_cached(monkeypatch, tmp_path):
+    """Quiet when measuring started, busy when it ended: the timings serve this load only."""
+    monkeypatch.setenv(kernel_choice.ENV, "measure")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    load = iter([0.0] + [1000.0] * 100)
+    monkeypatch.setattr(kernel_choice, "busy", lambda: next(load))
+    monkeypatch.setattr(kernel_choice, "time_layer", lambda layer: timing((1, 1, 1), (2, 2, 2), (3, 3, 3)))
+    assert kernel_choice.choose(small_model())["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "mkl")
+    assert not (tmp_path / "seq2seq_kit").exists()
+
+
+def test_a_cpu_count_the_os_does_not_say_is_one(monkeypatch, tmp_path):
+    """os.cpu_count() may be None: measuring goes on (it raised TypeError comparing the load with None), and the
+    timings are kept when the load is below one."""
+    monkeypatch.setenv(kernel_choice.ENV, "measure")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(kernel_choice.os, "cpu_count", lambda: None)
+    monkeypatch.setattr(kernel_choice, "busy", lambda: 0.5)
+    monkeypatch.setattr(kernel_choice, "time_layer", lambda layer: timing((1, 1, 1), (2, 2, 2), (3, 3, 3)))
+    assert kernel_choice.choose(small_model())["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "mkl")
+    assert (tmp_path / "seq2seq_kit").exists()
+    assert kernel_choice.is_quiet()
+    monkeypatch.setattr(kernel_choice, "busy", lambda: 1.0)
+    assert not kernel_choice.is_quiet()
+
+
+def test_the_last_level_cache_size_is_read_from_sysfs_and_capped(monkeypatch, tmp_path):
+    monkeypatch.setattr(kernel_choice, "Path", lambda path: tmp_path)
+    assert kernel_choice.last_level_cache_bytes() == 32 << 20                     # nothing reported
+    for index, size in enumerate(("48K", "1M", "36M", "junk")):
+        (tmp_path / f"index{index}").mkdir()
+        (tmp_path / f"index{index}" / "size").write_text(size + "\n")
+    assert kernel_choice.last_level_cache_bytes() == 36 << 20
+    (tmp_path / "index9").mkdir()
+    (tmp_path / "index9" / "size").write_text("2G\n")
+    assert kernel_choice.last_level_cache_bytes() == 1 << 30                      # at most 1 GiB
+
+
+@torch.no_grad()
+def test_more_than_max_rows_run_the_last_row_classes_kernel(monkeypatch):
+    torch.manual_seed(0)
+    calls = []
+    monkeypatch.setitem(kernels.DENSE, "mkl-t", lambda x, w, b: calls.append(x.shape[0]) or F.linear(x, w, b))
+    layer = KernelLinear(16, 24)
+    layer.use({"65-256": "mkl-t"})
+    for rows in (64, 65, 256, 257, 300):
+        layer(torch.randn(rows, 16))
+    assert calls == [65, 256]
+    layer.use({"257+": "mkl-t"})
+    calls.clear()
+    for rows in (256, 257, 300):
+        layer(torch.randn(rows, 16))
+    assert calls == [257, 300]
+
+
+def test_an_encoder_weight_is_packed_on_its_lead_at_a_sources_rows():
+    """The encoder's kinds decide packing over every row class (a source's hundreds of rows among them); the decode
+    step's over the rows decode steps run only."""
+    t = timing(mkl=(1.0, 1.0, 1.0), onednn=(2.0, 2.0, 2.0), packed=(1.2, 1.2, 1.2))
+    t["65-256"]["onednn-packed"], t["257+"]["onednn-packed"] = 1.0, 2.0          # packed ahead at many rows
+    assert kernel_choice.select(t, kernels.ELIGIBLE["encoder_fc1"], deciding=kernels.DECIDING["encoder_fc1"]) == \
+        dict.fromkeys(kernels.ROW_CLASSES, "onednn-packed")
+    assert kernel_choice.select(t, kernels.ELIGIBLE["fc1"], deciding=kernels.DECIDING["fc1"]) == \
+        dict.fromkeys(kernels.ROW_CLASSES, "mkl")
+
+
+def test_a_timings_file_missing_a_row_class_is_measured_again(monkeypatch, tmp_path):
+    """Every row class must be there: select() scores the encoder's kinds on all of them."""
+    monkeypatch.setenv(kernel_choice.ENV, "measure")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(kernel_choice, "busy", lambda: 1000.0)
+    calls = []
+    monkeypatch.setattr(kernel_choice, "time_layer",
+                        lambda layer: calls.append(1) or timing((3, 3, 3), (2, 2, 2), (1, 1, 1)))
+    model = small_model()
+    shapes = {kernel_choice.shape_key(m) for ms in model.kernel_linears().values() for m in ms}
+    partial = {c: t for c, t in timing((1, 1, 1), (2, 2, 2), (3, 3, 3)).items() if c != "257+"}
+    path = kernel_choice.cache_path()
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"timings": dict.fromkeys(shapes, partial)}))
+    assert kernel_choice.choose(model)["encoder_fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn-packed")
+    assert len(calls) == len(shapes)
+
+
+def test_only_a_float32_weight_is_packed():
+    layer = KernelLinear(8, 8).to(torch.bfloat16)
+    layer.use({"1": "onednn-packed"})
+    assert not layer.packed and layer.weight.dtype == torch.bfloat16
+    assert layer.kernels()["1"] == "onednn"                                  # counts as dense oneDNN

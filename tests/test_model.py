@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from checkpoints import _randomize
 from seq2seq_kit import BartConfig, BartForConditionalGeneration
 from seq2seq_kit.models.activations import ACTIVATIONS
-from seq2seq_kit.models.kv_cache import SPARE, FixedShapeKVCache, KVCache, copy_order
+from seq2seq_kit.models.kv_cache import SPARE, FixedShapeKVCache, KVCache, bucket, copy_order
 from helpers import random_batch
 
 PARITY = ["kobart", "distilbart", "tiny-mbart", "tiny-relu", "tiny-bin", "tiny-no-bias", "tiny-sharded"]
@@ -313,6 +313,13 @@ def test_fixed_shape_cache_takes_a_position_per_row():
     assert values[1, 0].tolist() == [[0, 0], [0, 0], [-2, -2], [0, 0]]
     cache.advance()
     assert cache.positions.tolist() == [1, 3] and cache.length == 1
+    cache.advance(2)                                    # past the last slot: the last slot again
+    assert cache.positions.tolist() == [3, 3] and cache.length == 3
+
+
+def test_bucket_is_the_next_power_of_two_within_its_bounds():
+    assert [bucket(n, 64) for n in (1, 15, 16, 17, 32, 33, 64, 65)] == [16, 16, 16, 32, 32, 64, 64, 64]
+    assert bucket(3, 64, least=1) == 4 and bucket(4, 64, least=1) == 4 and bucket(33, 40) == 40
 
 
 # ---- dtypes and devices -------------------------------------------------------------------------------------

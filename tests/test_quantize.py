@@ -279,3 +279,20 @@ def test_int8_uninitialized_float_weights_are_named(checkpoint):
                                          r"model.to_empty\(...\) they are uninitialized: fill them with "
                                          r"model.load_state_dict\(state\) before running the model$"):
         model.generate(torch.tensor([[0, 100, 200, 2]]), max_new_tokens=3)
+
+
+def test_int8_embedding_rounds_each_row_to_the_nearest_step_of_its_scale():
+    embedding = nn.Embedding(2, 3)
+    with torch.no_grad():
+        embedding.weight.copy_(torch.tensor([[127.0, 50.7, -3.6], [0.0, 0.0, 0.0]]))
+    q = Int8Embedding(embedding)
+    assert q.scale.tolist() == torch.tensor([1.0, 1e-12]).tolist() and q.qweight.tolist() == [[127, 51, -4], [0, 0, 0]]
+    assert q(torch.tensor([1, 0])).tolist() == [[0.0, 0.0, 0.0], [127.0, 51.0, -4.0]]
+
+
+def test_int8_linear_refuses_a_state_dict_with_scales_of_another_shape():
+    q = Int8Linear(nn.Linear(4, 3))
+    state = q.state_dict()
+    state["weight_scale"] = state["weight_scale"][:2]
+    with pytest.raises(RuntimeError, match=r"expected int8 \[3, 4\] with scales \[3\]"):
+        q.load_state_dict(state)
