@@ -203,6 +203,38 @@ def test_never_bounds_the_best_running_score_at_max_length(small_pair):
     assert_parity(hf.generate(ids, attention_mask=mask, **kwargs), ours.generate(ids, mask, **kwargs))
 
 
+BEAM_RULES = [
+    # "never" with length_penalty <= 0 bounds the best running score at the current length, not at max_length
+    # (bounded at max_length, the search stopped a step early: one step's scores fewer)
+    ("never-negative-penalty", [4], 24, dict(num_beams=4, early_stopping="never", length_penalty=-0.5,
+                                            max_new_tokens=20)),
+    # the returned sequences are as long as the longest returned hypothesis, not the longest kept one
+    ("length-of-returned-only", [1], 15, dict(num_beams=3, num_return_sequences=1, length_penalty=-1.0,
+                                             early_stopping=False, max_new_tokens=6)),
+    # early_stopping=True: the batch stops once every slot is finished (the heuristic alone ran 20 steps)
+    ("true-stops-when-full", [4], 24, dict(num_beams=4, length_penalty=2.0, early_stopping=True,
+                                          max_new_tokens=20)),
+    # an input whose heuristic was satisfied takes no more hypotheses while the batch goes on, and stays satisfied
+    # (length_penalty > 0: its best running score, divided by a growing length, could pass its worst again)
+    ("satisfied-input-is-closed", [1, 2, 9], 7, dict(num_beams=3, length_penalty=2.0, early_stopping=False,
+                                                    max_new_tokens=30)),
+    # the heuristic compares with the worst finished slot (the lowest score), not the best
+    ("worst-finished-slot", [9, 1, 8], 5, dict(num_beams=4, num_return_sequences=2, length_penalty=1.0,
+                                              early_stopping="never", max_new_tokens=20)),
+]
+
+
+@pytest.mark.parametrize("lengths,seed,kwargs", [case[1:] for case in BEAM_RULES], ids=[c[0] for c in BEAM_RULES])
+def test_beam_search_finalization_rules_as_in_transformers(small_pair, lengths, seed, kwargs):
+    """Beam search's stop and finalization rules (transformers' _check_early_stop_heuristic, _update_finished_beams
+    and its output trimming), each on an input the rule decides: tokens, sequence scores, beam indices and the
+    number of steps (per-step scores) as transformers'."""
+    hf, ours = small_pair
+    ids, mask = random_batch(64, 1, lengths, seed)
+    kwargs = dict(kwargs, return_dict_in_generate=True, output_scores=True)
+    assert_parity(hf.generate(ids, attention_mask=mask, **kwargs), ours.generate(ids, mask, **kwargs))
+
+
 @pytest.mark.parametrize("kwargs", [
     dict(num_beams=80, num_return_sequences=80, max_new_tokens=3), dict(num_beams=70, do_sample=True, max_new_tokens=3),
     dict(do_sample=True, top_p=1.5, max_new_tokens=8), dict(no_repeat_ngram_size=-1, encoder_no_repeat_ngram_size=-2,

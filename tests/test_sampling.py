@@ -51,6 +51,21 @@ def test_same_draws_as_transformers(tiny_eos, kwargs, n):
         assert mine.shape[0] == n * kwargs.get("num_return_sequences", 1)
 
 
+def test_each_inputs_decoder_prompt_starts_its_own_returned_sequences(tiny_eos):
+    """num_return_sequences with decoder_input_ids that differ per input: each input's prompt starts its own
+    num_return_sequences rows (inputs repeated in place, as transformers expands them), with transformers' draws."""
+    hf, ours = tiny_eos
+    ids, mask = batch(2)
+    prompt = torch.tensor([[2, 0, 100], [2, 0, 200]])
+    kwargs = dict(do_sample=True, num_return_sequences=2, max_new_tokens=8, decoder_input_ids=prompt)
+    torch.manual_seed(0)
+    theirs = hf.generate(ids, attention_mask=mask, **kwargs)
+    torch.manual_seed(0)
+    mine = ours.generate(ids, mask, **kwargs)
+    assert torch.equal(mine, theirs)
+    assert torch.equal(mine[:, :3], prompt.repeat_interleave(2, dim=0))
+
+
 def test_generator(tiny_eos):
     _, ours = tiny_eos
     ids, mask = batch(2)
