@@ -417,8 +417,10 @@ def test_dtype_auto_reads_the_tensors_in_name_order(tiny, tmp_path):
     assert BartForConditionalGeneration.from_pretrained(path, dtype="auto").dtype == theirs.dtype == torch.float16
 
 
-def test_dtype_auto_reads_a_shard_index_metadata_dtype(tiny, tmp_path):
-    """After config.json's dtype, before the weights: the shard index's "metadata": {"dtype"}, as transformers."""
+@pytest.mark.parametrize("config_dtype, want", [(None, torch.bfloat16), ("float16", torch.float16)])
+def test_dtype_auto_reads_a_shard_index_metadata_dtype(tiny, tmp_path, config_dtype, want):
+    """After config.json's dtype (which wins where it is given), before the weights: the shard index's
+    "metadata": {"dtype"}, as transformers' dtype="auto" reads them."""
     model = transformers.AutoModelForSeq2SeqLM.from_pretrained(tiny)
     model.save_pretrained(tmp_path, max_shard_size="100KB")
     index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
@@ -426,24 +428,9 @@ def test_dtype_auto_reads_a_shard_index_metadata_dtype(tiny, tmp_path):
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
     config = json.loads((tmp_path / "config.json").read_text())
     config.pop("dtype", None)
-    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "config.json").write_text(json.dumps({**config, **({"dtype": config_dtype} if config_dtype else {})}))
     theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path, dtype="auto")
-    assert BartForConditionalGeneration.from_pretrained(tmp_path, dtype="auto").dtype == theirs.dtype == \
-        torch.bfloat16
-
-
-def test_dtype_auto_reads_config_json_before_a_shard_index(tiny, tmp_path):
-    """config.json's dtype wins over the shard index's metadata dtype, as transformers' dtype="auto" reads them."""
-    model = transformers.AutoModelForSeq2SeqLM.from_pretrained(tiny)
-    model.save_pretrained(tmp_path, max_shard_size="100KB")
-    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
-    index["metadata"]["dtype"] = "bfloat16"
-    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
-    config = json.loads((tmp_path / "config.json").read_text())
-    (tmp_path / "config.json").write_text(json.dumps({**config, "dtype": "float16"}))
-    theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path, dtype="auto")
-    assert BartForConditionalGeneration.from_pretrained(tmp_path, dtype="auto").dtype == theirs.dtype == \
-        torch.float16
+    assert BartForConditionalGeneration.from_pretrained(tmp_path, dtype="auto").dtype == theirs.dtype == want
 
 
 def test_a_single_weight_file_is_preferred_over_a_shard_index(tiny, tiny_logits, checkpoint, tmp_path):
