@@ -11,7 +11,9 @@
    the prefix and special tokens, fit the model's input (pipe.max_input_length); a sentence longer than that is
    cut at token boundaries (at a word start where one is near), and a single token whose text does not fit (the
    offsets understate it: KoBART on ZWJ emoji runs) by characters. `chunk_overlap` whole sentences of a chunk's
-   end open the next, fewer when they do not fit beside its first new sentence.
+   end open the next, fewer when they do not fit beside its first new sentence. Neighbouring chunks whose rows
+   together fit the window are then merged where their joined text fits (where offsets understate the text,
+   the units map to a character or two each).
    A chunk's text is the document's own substring, `document[start:end]`, stripped of surrounding whitespace,
    and the chunks together hold every other character of it. The count from the document's tokens is checked on
    the chunk's own text, tokenized as the pipeline tokenizes it alone (a BPE merge can differ at its edges), and
@@ -374,6 +376,22 @@ class _Chunker:
             out += chunks
             need = last + 1
             first = max(start + 1, need - self.overlap)
+        return self.coalesce(out)
+
+    def coalesce(self, chunks: list[Chunk]) -> list[Chunk]:
+        """Neighbours merged while their text together fits in its own tokenization. Only pieces far below the
+        window qualify (their rows together fit): where a document's offsets understate its text (KoBART on ZWJ
+        emoji runs), the token units map to a character or two, and each would be a map request of its own."""
+        specials = len(self.pipe.preprocess([""]).rows[0])
+        out = []
+        for chunk in chunks:
+            if out and len(out[-1].row) + len(chunk.row) - specials <= self.pipe.max_input_length:
+                merged = self.chunk_of(out[-1].start, chunk.end)
+                encoded = self.pipe.preprocess([merged.text], truncation=True)
+                if not encoded.truncated:
+                    merged.row, out[-1] = encoded.rows[0], merged
+                    continue
+            out.append(chunk)
         return out
 
     def fit(self, i: int, need: int) -> tuple[int, list[Chunk]] | None:
