@@ -269,13 +269,14 @@ def cpu_name() -> str:
 
 
 def cache_path() -> Path | None:
-    """The timings file for this CPU, torch version, thread count and build of seq2seq_kit's own kernel; None where
-    there is no cache folder (no XDG_CACHE_HOME, no HOME, a user without a home: measured at each load)."""
+    """The timings file for this CPU, torch version, thread count, build of seq2seq_kit's own kernel and the code of
+    it that runs (gemv.ISA: tests and benchmarks run the AVX2 code on an AVX-512 CPU); None where there is no cache
+    folder (no XDG_CACHE_HOME, no HOME, a user without a home: measured at each load)."""
     try:
         root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "seq2seq_kit" / "kernels"
     except RuntimeError:                    # Path.home(): "Could not determine home directory."
         return None
-    key = f"{cpu_name()} torch {torch.__version__} {torch.get_num_threads()} threads gemv {gemv.build()}"
+    key = f"{cpu_name()} torch {torch.__version__} {torch.get_num_threads()} threads gemv {gemv.build()} isa {gemv.ISA}"
     return root / (re.sub(r"[^A-Za-z0-9.]+", "-", key).strip("-") + ".json")
 
 

@@ -553,6 +553,15 @@ def test_the_timings_cache_is_kept_per_gemv_build(monkeypatch):
     assert kernel_choice.cache_path() != path and kernel_choice.cache_path().parent == path.parent
 
 
+def test_the_timings_cache_is_kept_per_gemv_code(monkeypatch):
+    """Timings taken with the AVX-512 code are not reused where gemv.ISA runs the AVX2 code (set by tests and
+    benchmarks/engines.py): another file."""
+    path = kernel_choice.cache_path()
+    assert f"-isa-{gemv.ISA}" in path.name
+    monkeypatch.setattr(gemv, "ISA", 3 - gemv.ISA if gemv.ISA else 1)
+    assert kernel_choice.cache_path() != path and kernel_choice.cache_path().parent == path.parent
+
+
 def test_real_timings_have_every_candidate():
     model = small_model()
     t = kernel_choice.time_layer(model.decoder.layers[0].fc1)
