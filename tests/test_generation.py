@@ -144,6 +144,28 @@ def test_parity_matrix_without_scores(pair, name, batch, kwargs):
     assert torch.equal(ours.generate(ids[:batch], mask[:batch], **kwargs), theirs)
 
 
+@pytest.mark.parametrize("setting", [dict(repetition_penalty=2), dict(encoder_repetition_penalty=3),
+                                     dict(do_sample=True, temperature=2, top_k=5)])
+def test_an_integer_where_transformers_wants_a_float_is_that_float(pair, setting):
+    """transformers refuses repetition_penalty=2 (an int: "has to be a strictly positive float"); generate takes it
+    as 2.0 (README): the float's tokens (transformers' where nothing is sampled), and the setting acts."""
+    hf, ours = pair("tiny-eos")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id)
+    as_float = {k: float(v) if k in ("repetition_penalty", "encoder_repetition_penalty", "temperature") else v
+                for k, v in setting.items()}
+    with pytest.raises(ValueError, match="strictly positive float"):
+        hf.generate(ids, attention_mask=mask, max_length=20, **setting)
+
+    def run(**kwargs):
+        seeded = {"generator": torch.Generator().manual_seed(0)} if setting.get("do_sample") else {}
+        return ours.generate(ids, mask, max_length=20, **seeded, **kwargs)
+    mine = run(**setting)
+    assert torch.equal(mine, run(**as_float))
+    if not setting.get("do_sample"):
+        assert torch.equal(mine, hf.generate(ids, attention_mask=mask, max_length=20, **as_float))
+    assert not torch.equal(mine, run(**{k: v for k, v in setting.items() if k in ("do_sample", "top_k")}))
+
+
 @pytest.mark.parametrize("setting, call", [
     (dict(num_beams=2, diversity_penalty=0.5), {}),                      # read by group beam search alone
     (dict(num_beams=1, num_beam_groups=2, low_memory=True), {}),          # beam settings in a greedy search
