@@ -65,16 +65,22 @@ def _check_stdout(args) -> None:
 def _library_messages():
     """While a command runs, the library's log records (logger "seq2seq_kit", INFO and up: a corpus job's
     report, an output repaired after a crash) go to stderr, one "seq2seq-kit: ..." line each; so do warnings,
-    as "seq2seq-kit: warning: ..." (the library's advice in CLI flags), not Python's two-line form."""
+    as "seq2seq-kit: warning: ..." (the library's advice in CLI flags), not Python's two-line form, each text once
+    (map-reduce's map and reduce stages resolve the same settings: one warning, not two)."""
     logger = logging.getLogger("seq2seq_kit")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_LevelFormatter())
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    shown = warnings.showwarning
-    warnings.showwarning = lambda message, *_, **__: print(
-        f"seq2seq-kit: warning: {_cli_terms(' '.join(str(message).split()))}", file=sys.stderr)
+    shown, lines = warnings.showwarning, set()
+
+    def show(message, *_, **__):
+        line = f"seq2seq-kit: warning: {_cli_terms(' '.join(str(message).split()))}"
+        if line not in lines:
+            lines.add(line)
+            print(line, file=sys.stderr)
+    warnings.showwarning = show
     try:
         yield
     finally:

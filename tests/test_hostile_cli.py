@@ -88,6 +88,15 @@ def test_stdin_device_and_undecodable_stdin(tiny, tmp_path):
                                               "pipe the text in, or pass it as TEXT")
 
 
+def test_a_warning_of_both_map_reduce_stages_is_one_line(capsys, tiny):
+    """Map-reduce resolves the same settings for its map and its reduce stage: min_length past max_length warns
+    once, not once per stage."""
+    code, out, err = run(capsys, "summarize", "The tower is tall. " * 120, "--model", tiny, "--strategy",
+                         "map-reduce", "--min-length", "30", "--max-length", "20")
+    assert code == 0 and out.strip()
+    assert one_line(err).startswith("seq2seq-kit: warning: Unfeasible length constraints: `min_length` (30)")
+
+
 def test_long_input_truncation_flags(capsys, tiny):
     code, out, err = run(capsys, "summarize", LONG, "--model", tiny, *GEN)
     assert code == 0 and out.strip()
