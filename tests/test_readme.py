@@ -103,9 +103,10 @@ def test_model_examples(tiny_eos_path, tmp_path, monkeypatch, capsys):
     assert ns["token_scores"].shape == ns["out"].beam_indices.shape
 
 
-def test_pipeline_and_engine_examples(hub, capsys):
+def test_pipeline_and_engine_examples(hub, capsys, monkeypatch):
     """pipeline() on the notebook's Hub ids, static batches, map-reduce (its chunk spans are the comment's: the
-    tokenizer decides them), and the engine."""
+    tokenizer decides them), and the engine. Run from the repository root's level: benchmarks.texts imports."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT))
     for name in ("a", "b", "c"):
         Path(f"{name}.txt").write_text(f"Article {name}. " + SAMPLE_TEXT, encoding="utf-8")
     code = block(PIPELINE[0]).replace("device=0)", 'device="cpu")' if not torch.cuda.is_available() else "device=0)")
