@@ -66,6 +66,15 @@ def test_cuda_graph_argument_errors(model):
     assert model.graphed_step is None
 
 
+def test_cuda_graph_is_on_by_default_on_a_cuda_device_only():
+    """cuda_graph None: graphs on a CUDA device, none elsewhere; False: none anywhere; True: on a CUDA device (the
+    choice reads the device's type only, so it is checked here without a GPU)."""
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert decoding.use_cuda_graph(None, cuda) is True and decoding.use_cuda_graph(None, cpu) is False
+    assert decoding.use_cuda_graph(True, cuda) is True
+    assert decoding.use_cuda_graph(False, cuda) is False and decoding.use_cuda_graph(False, cpu) is False
+
+
 def kept(model):
     """The model's most recently used whole-step graph, or None."""
     graphs = list(whole_step.KEPT.get(model, {}).values())
@@ -202,6 +211,161 @@ def test_calls_from_two_threads_take_turns_on_the_kept_graphs(checkpoint, monkey
     for name in inputs:
         assert torch.equal(sequences(outputs[name]), sequences(eager[name])), name
     whole_step.KEPT.pop(model, None)
+
+
+def test_kept_whole_step_graphs_are_bounded_the_least_recently_used_going_first(small_path, monkeypatch):
+    """Up to KEEP whole-step graphs are kept per model: a call whose key has a kept graph replays it and makes it
+    the most recently used; a new key with KEEP kept frees the least recently used graph first, and that key
+    captures anew when it comes back. The calls that replay a kept graph give the eager tokens."""
+    model = BartForConditionalGeneration.from_pretrained(small_path)
+    emulate_graphs(model, monkeypatch)
+    monkeypatch.setattr(whole_step, "KEPT", type(whole_step.KEPT)())
+    keep = whole_step.KEEP
+    sources = [(n,) for n in range(3, 3 + keep + 1)]             # KEEP + 1 keys: one input of 3, 4, ... tokens
+
+    def call(lengths, check=False):
+        ids, mask = batch(model, lengths=lengths)
+        graphed = model.generate(ids, mask, cuda_graph=True, max_length=6)
+        assert not check or torch.equal(graphed, model.generate(ids, mask, cuda_graph=False, max_length=6)), lengths
+        return kept(model)
+
+    graphs = [call(lengths) for lengths in sources[:keep]]
+    assert list(whole_step.KEPT[model].values()) == graphs and len(set(map(id, graphs))) == keep
+    assert call(sources[0], check=True) is graphs[0]             # replayed, now the most recently used
+    newest = call(sources[keep])                                 # a new key: sources[1]'s graph goes
+    assert list(whole_step.KEPT[model].values()) == graphs[2:] + [graphs[0], newest]
+    assert call(sources[1], check=True) not in graphs            # captured anew; sources[2]'s goes
+    assert list(whole_step.KEPT[model].values())[:-1] == graphs[3:] + [graphs[0], newest]
+
+
+def test_padded_and_unpadded_batches_of_one_shape_keep_a_whole_step_graph_each(small_path, monkeypatch):
+    """A batch without padding (its graph captured without a padding mask) and a padded batch of the same shape have
+    whole-step graphs of their own: each call gives the eager tokens, and the first graph is replayed for the third
+    call."""
+    model = BartForConditionalGeneration.from_pretrained(small_path)
+    emulate_graphs(model, monkeypatch)
+    monkeypatch.setattr(whole_step, "KEPT", type(whole_step.KEPT)())
+    graphs = []
+    for lengths in ((8, 8), (8, 3), (8, 8)):                   # unpadded, padded, unpadded: [2, 8] each
+        ids, mask = batch(model, lengths=lengths)
+        graphed = model.generate(ids, mask, cuda_graph=True, max_length=8)
+        assert torch.equal(graphed, model.generate(ids, mask, cuda_graph=False, max_length=8)), lengths
+        graphs.append(kept(model))
+    assert graphs[0] is graphs[2] is not graphs[1] and len(whole_step.KEPT[model]) == 2
+
+
+@pytest.mark.parametrize("kwargs", [dict(encoder_no_repeat_ngram_size=1), dict(encoder_repetition_penalty=20.0),
+                                    dict(num_beams=3, encoder_no_repeat_ngram_size=1)])
+def test_a_kept_whole_step_graph_reads_the_next_calls_source_in_its_processors(small_path, monkeypatch, kwargs):
+    """The encoder n-gram ban and the encoder repetition penalty read the source ids: a kept whole-step graph
+    replayed for another input of the same shape bans / favours that input's tokens, not the first call's (the
+    eager tokens for both calls)."""
+    model = BartForConditionalGeneration.from_pretrained(small_path)
+    emulate_graphs(model, monkeypatch)
+    monkeypatch.setattr(whole_step, "KEPT", type(whole_step.KEPT)())
+    for seed in (4, 3):                          # seed 3's second row would say 53 (in its source) but for the ban
+        ids, mask = batch(model, lengths=(10, 6), seed=seed)
+        before = replays()
+        graphed = model.generate(ids, mask, cuda_graph=True, max_length=10, **kwargs)
+        assert replays() > before
+        assert torch.equal(graphed, model.generate(ids, mask, cuda_graph=False, max_length=10, **kwargs)), seed
+    assert len(whole_step.KEPT[model]) == 1                       # the second call replayed the first's graph
+
+
+@pytest.mark.parametrize("other", [dict(num_return_sequences=2), dict(max_length=14), dict(padded=True)])
+def test_sampling_graph_is_captured_anew_for_other_rows_lengths_or_padding(small_path, monkeypatch, other):
+    """The decoder-only graph (sampling) is replayed only for calls of its key: after a call on a batch without
+    padding, the same source with more return sequences, a longer max_length, or padded to the same shape
+    captures a graph of its own, and draws the eager tokens."""
+    model = BartForConditionalGeneration.from_pretrained(small_path)
+    emulate_graphs(model, monkeypatch)
+    ids, mask = batch(model, lengths=(8, 8))                      # nothing padded
+    settings = dict(do_sample=True, top_k=8, max_length=8)
+    graphs = []
+    for kwargs in (settings, dict(settings, **other)):
+        if kwargs.pop("padded", False):
+            ids, mask = batch(model, lengths=(8, 3))              # [2, 8] as well
+        draw = lambda graphed: model.generate(ids, mask, cuda_graph=graphed, generator=torch.Generator().manual_seed(1),
+                                              **kwargs)
+        assert torch.equal(draw(True), draw(False)), kwargs
+        graphs.append(model.graphed_step)
+    assert graphs[1] is not graphs[0]
+
+
+def test_graphed_sampling_records_each_steps_own_scores_and_logits(small_path, monkeypatch):
+    """Sampling on the decoder-only graph (emulated) with output_scores / output_logits: each step's processed
+    scores and logits are its own (not the graph's output buffer, which the processors write in place and the next
+    replay overwrites): the eager call's, within float rounding."""
+    from helpers import assert_same_generation
+
+    model = BartForConditionalGeneration.from_pretrained(small_path)
+    emulate_graphs(model, monkeypatch)
+    ids, mask = batch(model)
+    kwargs = dict(do_sample=True, top_k=8, temperature=0.7, repetition_penalty=1.3, max_length=8,
+                  return_dict_in_generate=True, output_scores=True, output_logits=True)
+    graphed, eager = (model.generate(ids, mask, cuda_graph=on, generator=torch.Generator().manual_seed(1), **kwargs)
+                      for on in (True, False))
+    assert model.graphed_step is not None and len(graphed.scores) == 7
+    assert_same_generation(graphed, eager, atol=1e-4)
+
+
+@pytest.mark.parametrize("kwargs", GRAPHED)
+def test_graphs_are_recaptured_for_replaced_weights_on_cpu(small_path, monkeypatch, kwargs):
+    """A kept graph reads the tensors it was captured on: after a weight is replaced by a new tensor (here the
+    final_logits_bias buffer, now favouring token 7), the next graphed call captures anew and gives the eager
+    tokens of the new weights (on a GPU the old graph would read freed memory). test_graph_recaptured_after_
+    weights_move checks a dtype change on CUDA."""
+    model = BartForConditionalGeneration.from_pretrained(small_path)
+    emulate_graphs(model, monkeypatch)
+    monkeypatch.setattr(whole_step, "KEPT", type(whole_step.KEPT)())
+    ids, mask = batch(model)
+    seeded = lambda: dict(generator=torch.Generator().manual_seed(1)) if kwargs.get("do_sample") else {}
+    before = sequences(model.generate(ids, mask, cuda_graph=True, **seeded(), **kwargs))
+    bias = model.final_logits_bias.clone()
+    bias[0, 7] += 100.0
+    model.final_logits_bias = bias                                # a new tensor, same shape, dtype and device
+    replayed = replays()
+    after = sequences(model.generate(ids, mask, cuda_graph=True, **seeded(), **kwargs))
+    assert replays() > replayed
+    assert torch.equal(after, sequences(model.generate(ids, mask, cuda_graph=False, **seeded(), **kwargs)))
+    assert not torch.equal(after, before) and (after == 7).any()
+
+
+def test_whole_step_graph_reads_the_stop_flag_every_few_replays_on_cpu(small_path, monkeypatch):
+    """Greedy generate of 17 steps on the whole-step graph (emulated) replays it in runs of GRAPH_CHECK_EVERY (8)
+    and reads the stop flag after each run: 24 replays (7 past the stop, which change nothing), 3 reads, and the
+    eager tokens. (test_whole_step_graph_reads_the_device_back_every_few_steps on CUDA.)"""
+    import math
+
+    model = BartForConditionalGeneration.from_pretrained(small_path)
+    emulate_graphs(model, monkeypatch)
+    monkeypatch.setattr(whole_step, "KEPT", type(whole_step.KEPT)())
+    ids, mask = batch(model)
+    kwargs = dict(max_length=18, min_length=18)                  # 17 steps for every row
+    model.generate(ids, mask, cuda_graph=True, **kwargs)          # capture
+    reads, real_item, before = [], torch.Tensor.item, replays()
+    with monkeypatch.context() as patched:
+        patched.setattr(torch.Tensor, "item", lambda t: reads.append(t.dtype) or real_item(t))
+        out = model.generate(ids, mask, cuda_graph=True, **kwargs)
+    runs = math.ceil(17 / decoding.GRAPH_CHECK_EVERY)
+    assert replays() - before == runs * decoding.GRAPH_CHECK_EVERY and reads.count(torch.bool) == runs
+    assert torch.equal(out, model.generate(ids, mask, cuda_graph=False, **kwargs)) and out.shape[1] == 18
+
+
+def test_graphed_sampling_draws_no_more_than_eager_sampling(small_path, monkeypatch):
+    """Sampling on the decoder-only graph reads the stop flag every step: a step after the stop would still draw
+    from the generator. So one generator shared by consecutive calls gives the eager calls' tokens and ends in
+    the eager calls' state."""
+    model = BartForConditionalGeneration.from_pretrained(small_path)
+    emulate_graphs(model, monkeypatch)
+    ids, mask = batch(model)
+    runs = {}
+    for graphed in (True, False):
+        generator = torch.Generator().manual_seed(1)
+        runs[graphed] = [model.generate(ids, mask, cuda_graph=graphed, generator=generator, do_sample=True, top_k=8,
+                                        max_length=13) for _ in range(2)] + [generator.get_state()]
+    assert all(torch.equal(a, b) for a, b in zip(runs[True], runs[False]))
+    assert model.graphed_step is not None
 
 
 # ---- CUDA (run when a GPU is lent) --------------------------------------------------------------------------------

@@ -547,6 +547,8 @@ def test_fixed_capacity_group_steps_replayed_as_cuda_graphs_would(small_path, se
                 assert torch.equal(out, want), f"{i}: {setting}"
     assert len(graphs) >= 2 and all(isinstance(g, EmulatedGraph) and g.replays > 0 for g in graphs)
     assert 1 <= len(batch.graphs.graphs) <= 30                  # bucket sets
+    # each bucket set's graph is captured once and replayed for its later steps (not captured anew each step)
+    assert sum(g.replays for g in batch.graphs.graphs.values()) > 2 * len(batch.graphs.graphs)
 
 
 @pytest.mark.cuda

@@ -32,7 +32,7 @@ class TickingClock:
 
 
 @pytest.mark.parametrize("mode", list(MODES))
-@pytest.mark.parametrize("max_time", [0.0, 2.5, 100.0])
+@pytest.mark.parametrize("max_time", [0.0, 2.0, 2.5, 100.0])
 def test_max_time_matches_transformers(pair, monkeypatch, mode, max_time):
     hf, ours = pair("tiny-eos")
     ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
@@ -46,8 +46,10 @@ def test_max_time_matches_transformers(pair, monkeypatch, mode, max_time):
     mine = ours.generate(ids, mask, max_time=max_time, max_new_tokens=10, return_dict_in_generate=True,
                          output_scores=True, output_logits=True, **MODES[mode])
     assert_parity(theirs, mine)
-    steps = len(mine.scores)                           # 0 s: after the first step; 2.5 s: ticks 2, 3, 4 -> 3 steps
-    assert steps == {0.0: 1, 2.5: 3}.get(max_time, len(theirs.scores))
+    # 0 s: after the first step; 2.5 s: ticks 2, 3, 4 -> 3 steps; 2.0 s: 2 s have passed at tick 3, but the time
+    # taken must exceed max_time (MaxTimeCriteria's >, exact here: whole seconds) -> 3 steps too
+    steps = len(mine.scores)
+    assert steps == {0.0: 1, 2.0: 3, 2.5: 3}.get(max_time, len(theirs.scores))
     assert our_clock.now == theirs_clock.now == steps + 1      # read before decoding and after each step
 
 

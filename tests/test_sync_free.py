@@ -35,6 +35,7 @@ def sync_free_generate(model, ids, mask, kwargs, check_every, seed):
     cache = model.new_cache(hidden, mask, rows_per_input(cfg), cfg.max_length - 1, fixed_shape=True)
     search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator)
     decode(model.decode_step_unchecked, cache, search, check_every)
+    assert search.done and not search.going                       # decode's last read saw the stop
     return result(cfg, search)
 
 
