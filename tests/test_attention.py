@@ -106,6 +106,33 @@ def test_what_it_does_not_take_runs_torchs_attention(case, monkeypatch):
     assert torch.equal(attention.attend(q, k, v, **kwargs), want)
 
 
+@needs_kernel
+@torch.no_grad()
+def test_the_kernel_takes_up_to_max_queries_and_a_mask_of_its_batch_or_one():
+    """The kernel's bounds (applies): MAX_QUERIES query rows per (input, head) but not one more; a mask of the
+    queries' batch or 1, not another (which torch refuses as it would: no broadcast of 3 masks over 2 inputs); a
+    mask that is not dense along the keys (a strided view) runs torch's attention, which reads it as it is."""
+    q, k, v = tensors(2, 2, attention.MAX_QUERIES + 1, 10, 16)
+    assert attention.applies(q[:, :, :-1], k, v, None, False) and not attention.applies(q, k, v, None, False)
+    q = q[:, :, :1]
+    for batch, takes in ((1, True), (2, True), (3, False)):
+        mask = torch.ones(batch, 1, 1, 10, dtype=torch.bool)
+        assert attention.applies(q, k, v, mask, False) == takes, batch
+    mask = torch.ones(3, 1, 1, 10, dtype=torch.bool)
+    with pytest.raises(RuntimeError):
+        F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    with pytest.raises(RuntimeError):
+        attention.attend(q, k, v, attn_mask=mask)
+    wide = torch.rand(2, 1, 1, 20, generator=torch.Generator().manual_seed(2)) > 0.5
+    wide[..., 0::2] = True
+    mask = wide[..., 1::2]                                                  # a view, not dense along S
+    mask[..., 0] = True                                                     # each input: a key attended
+    assert not torch.equal(mask, wide[..., :10])                            # what reading it densely would give
+    torch.testing.assert_close(attention.attend(q, k, v, attn_mask=mask),
+                               F.scaled_dot_product_attention(q, k, v, attn_mask=mask), rtol=0, atol=1e-6)
+    assert mask.stride(3) == 2 and not attention.applies(q, k, v, mask, False)
+
+
 def test_the_choice_is_forced_measured_and_cached(checkpoint, monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     path = checkpoint("tiny")

@@ -131,6 +131,8 @@ def test_fixed_position_tables_are_transformers_tables():
     assert torch.equal(marian_table(512, 512), MarianSinusoidalPositionalEmbedding(512, 512).create_weight())
     assert torch.equal(marian_table(64, 33), MarianSinusoidalPositionalEmbedding(64, 33).create_weight())
     assert torch.equal(fairseq_table(1026, 1024, 1), M2M100SinusoidalPositionalEmbedding.get_embedding(1026, 1024, 1))
+    # an odd width (transformers' zero last column) and another pad row
+    assert torch.equal(fairseq_table(40, 33, 3), M2M100SinusoidalPositionalEmbedding.get_embedding(40, 33, 3))
 
 
 @pytest.mark.parametrize("name", ["marian", "marian-separate-untied", "m2m100"])
@@ -169,6 +171,36 @@ def test_checkpoint_with_position_table_loads_it(checkpoint, tmp_path):
     with torch.no_grad():
         theirs = hf(input_ids=ids, decoder_input_ids=decoder_ids).logits
     torch.testing.assert_close(ours(input_ids=ids, decoder_input_ids=decoder_ids), theirs, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("leaf", ["weight", "weights"])
+def test_m2m100_checkpoint_with_tensors_transformers_ignores_loads_as_transformers(pair, checkpoint, tmp_path, leaf):
+    """M2M100's fixed table is a non-persistent buffer in transformers, and it has no final_logits_bias: a file that
+    carries them (fairseq conversions, a BART-style save) has them ignored, the positions computed from config.json.
+    Stored here off the sinusoids (+0.5) and far from zero (bias 5.0 on one token), so that a tensor read from the
+    file fails: the logits are transformers' (within ATOL), the table ours computes."""
+    from safetensors.torch import load_file, save_file
+    import shutil
+
+    hf, computed, config = pair("m2m100")
+    shutil.copytree(checkpoint("m2m100"), tmp_path, dirs_exist_ok=True)
+    state = load_file(tmp_path / "model.safetensors")
+    for side in ("encoder", "decoder"):
+        state[f"model.{side}.embed_positions.{leaf}"] = getattr(computed, side).embed_positions.weight + 0.5
+    state["final_logits_bias"] = torch.zeros(1, config["vocab_size"])
+    state["final_logits_bias"][0, 7] = 5.0
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    ours = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    for side in ("encoder", "decoder"):
+        assert torch.equal(getattr(ours, side).embed_positions.weight, getattr(computed, side).embed_positions.weight)
+    assert ours.final_logits_bias is None
+    ids, mask, dec = batch(config, target_len=5)
+    with torch.no_grad():
+        theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()(
+            input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
+        want = hf(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
+    torch.testing.assert_close(theirs, want, atol=0, rtol=0)                  # transformers ignored the tables too
+    torch.testing.assert_close(ours(ids, mask, dec), theirs, atol=ATOL, rtol=0)
 
 
 def test_auto_model_is_the_one_class():
@@ -253,6 +285,23 @@ def test_separate_decoder_vocabulary_checks(pair):
         BartConfig.from_dict({**config, "model_type": "marian", "pad_token_id": 550})
     with pytest.raises(ValueError, match="share_encoder_decoder_embeddings false for a separate decoder vocabulary"):
         BartConfig.from_dict({"model_type": "marian", "decoder_vocab_size": 100})
+
+
+def test_decode_step_takes_decoder_ids_past_the_source_vocabulary(pair):
+    """decode_step checks its ids against the decoder's vocabulary (640), not the source's (500): token by token on
+    the KV cache, ids only the decoder has give transformers' teacher-forced logits (within ATOL); 640 is refused."""
+    hf, ours, config = pair("marian-separate")
+    ids, mask = batch(config)[:2]
+    dec = torch.randint(config["vocab_size"], config["decoder_vocab_size"], (3, 4),
+                        generator=torch.Generator().manual_seed(6))     # only ids the encoder's vocabulary lacks
+    dec[:, 0] = config["decoder_start_token_id"]
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
+    cache = ours.new_cache(ours.encode(ids, mask), mask, 1, max_length=dec.shape[1] + 1)
+    for t in range(dec.shape[1]):
+        torch.testing.assert_close(ours.decode_step(dec[:, t], cache), theirs[:, t], atol=ATOL, rtol=0)
+    with pytest.raises(ValueError, match=r"input_ids contains token id 640.*vocab_size=640"):
+        ours.decode_step(torch.full((3,), 640), cache)
 
 
 GENERATION_KEYS = ("forced_bos_token_id", "forced_eos_token_id", "bad_words_ids", "num_beams", "max_length")

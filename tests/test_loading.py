@@ -143,6 +143,21 @@ def test_different_lm_head_is_untied_like_transformers(tiny, tmp_path):
     assert ours.lm_head.weight is not ours.shared.weight
 
 
+@pytest.mark.parametrize("copy", ["model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight"])
+def test_a_tied_embedding_copy_that_differs_is_refused(tiny, tmp_path, copy):
+    """tie_word_embeddings true, one shared embedding: an encoder / decoder copy that differs from shared.weight is
+    refused by name (it is not taken as an untied lm_head, as a differing lm_head.weight is)."""
+    def edit(state):
+        state[copy] = state["model.shared.weight"] * 0.5
+        return state
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=rf"^{re.escape(copy)} differs from model.shared.weight, but config.json "
+                                             "shares one token embedding between encoder and decoder"):
+            BartForConditionalGeneration.from_pretrained(variant(tiny, tmp_path, edit))
+
+
 def test_untied_config(tiny, tmp_path):
     """tie_word_embeddings false: transformers saves (and needs) every embedding copy; lm_head is its own."""
     def edit(state):
@@ -256,6 +271,18 @@ def test_config_dtype_names_the_dtype_loaded(tiny, tmp_path, stored, config_dtyp
     theirs.save_pretrained(tmp_path / "theirs")      # (which sets theirs.config.dtype to its name: not followed)
     saved = [json.loads((tmp_path / d / "config.json").read_text())["dtype"] for d in ("ours", "theirs")]
     assert saved[0] == saved[1] == theirs.config.dtype and ours.config.dtype == loaded
+
+
+@pytest.mark.parametrize("cast", ["half", "bfloat16"])
+def test_save_pretrained_after_a_cast_writes_the_models_dtype(tiny, tmp_path, cast):
+    """A float32 model cast after loading (model.half()) is saved with config.json's dtype the model's, as
+    transformers writes it, not the dtype it was loaded in."""
+    ours = getattr(BartForConditionalGeneration.from_pretrained(tiny), cast)()
+    theirs = getattr(transformers.AutoModelForSeq2SeqLM.from_pretrained(tiny), cast)()
+    ours.save_pretrained(tmp_path / "ours")
+    theirs.save_pretrained(tmp_path / "theirs")
+    saved = [json.loads((tmp_path / d / "config.json").read_text())["dtype"] for d in ("ours", "theirs")]
+    assert saved[0] == saved[1] == str(ours.dtype).removeprefix("torch.")
 
 
 def test_an_int8_model_config_dtype_is_float32(tiny):

@@ -208,6 +208,30 @@ def test_fp16_encoder_clamp_like_transformers(tmp_path):
     assert_close(ours(ids, mask, dec), expected.logits, 1e-3, "fp16 logits")
 
 
+def test_fp16_post_ln_encoder_clamp_like_transformers(tmp_path):
+    """BART (post-LN) in fp16 with a last encoder layer whose layer norm output overflows in one feature:
+    transformers clamps a non-finite encoder layer output to a finite value (the pre-LN families clamp always: test
+    above), and so do we (encoder output within 1e-3, that feature at the clamp's limit where it was inf)."""
+    config = transformers.BartConfig(
+        vocab_size=96, d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=32)
+    ref = transformers.BartForConditionalGeneration(config)
+    _randomize(ref, 0.3, seed=12)
+    with torch.no_grad():
+        ref.model.encoder.layers[1].final_layer_norm.weight[0] = 1e6   # feature 0 overflows fp16 after the norm
+    ref.eval().save_pretrained(tmp_path)
+    ref = ref.half()
+    ours = BartForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.float16)
+    ids, mask, _ = make_batch(ours.config, lengths=(8, 5, 3))
+    with torch.no_grad():
+        expected = ref.model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+    enc = ours.encode(ids, mask)
+    limit = torch.finfo(torch.float16).max - 1000
+    assert torch.isfinite(expected).all() and (expected[..., 0].abs() == limit).any()   # transformers clamped it
+    assert torch.isfinite(enc).all()
+    assert_close(enc, expected, 1e-3, "fp16 encoder output")
+
+
 # ---- KV cache ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name,rows_per_input", [("tiny", 1), ("tiny", 3), ("tiny-mbart", 3)])
@@ -410,6 +434,29 @@ def test_bad_inputs(load):
         model.encode(ids.tolist())
     with pytest.raises(ValueError, match=r"decoder_input_ids has batch size 1 but input_ids has 2"):
         model(ids, mask, dec[:1])
+    for dtype in (torch.int16, torch.uint8, torch.bool):      # integer, but not what an embedding takes
+        with pytest.raises(TypeError, match=rf"input_ids must be an integer torch.Tensor of token ids, got {dtype}"):
+            model.encode(ids.to(dtype), mask)
+    one_empty_row = mask.clone()
+    one_empty_row[1] = 0                                      # the other row has tokens: still refused
+    with pytest.raises(ValueError, match=r"attention_mask has a row with no token to attend to"):
+        model.encode(ids, one_empty_row)
+
+
+def test_inputs_at_the_limits_are_taken(load):
+    """What the checks must let through: int32 ids (as transformers takes them: the same logits as int64, in forward
+    and decode_step) and exactly max_position_embeddings tokens (transformers' encoder output, within ATOL)."""
+    model, ref = load("tiny"), load("tiny", oracle=True)
+    ids, mask, dec = make_batch(model.config, lengths=(5, 3))
+    assert torch.equal(model(ids.int(), mask.int(), dec.int()), model(ids, mask, dec))
+    enc = model.encode(ids, mask)
+    caches = [model.new_cache(enc, mask, 1, max_length=1) for _ in range(2)]
+    assert torch.equal(model.decode_step(dec[:, 0].int(), caches[0]), model.decode_step(dec[:, 0], caches[1]))
+    P = model.config.max_position_embeddings
+    longest = torch.randint(4, model.config.vocab_size, (1, P), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = ref.model.encoder(input_ids=longest).last_hidden_state
+    assert_close(model.encode(longest), want, ATOL, "encoder output at max_position_embeddings tokens")
 
 
 def test_train_mode_and_labels_are_refused_as_inference_only(load):
@@ -466,6 +513,8 @@ def test_bad_decode_steps(load):
         model.decode_step(dec[:, 0], cache)
     with pytest.raises(ValueError, match=r"rows_per_input must be a positive integer"):
         model.new_cache(enc, mask, 0, max_length=4)
+    with pytest.raises(ValueError, match=r"rows_per_input must be a positive integer, got True"):
+        model.new_cache(enc, mask, True, max_length=4)
     with pytest.raises(ValueError, match=r"max_length must be a positive integer"):
         model.new_cache(enc, mask, 1, max_length=0)
     with pytest.raises(ValueError, match=r"encoder_hidden must have shape \[batch, sequence, d_model=64\]"):

@@ -82,6 +82,9 @@ def test_without_gemv_a_tied_lm_head_gets_its_own_packed_copy(checkpoint, monkey
     assert isinstance(model.lm_head, Int8Linear) and model.state_dict()["lm_head.weight"].dtype == torch.int8
     out = model.generate(torch.tensor([[0, 100, 200, 300, 2]]), num_beams=2, max_new_tokens=6)
     assert out.shape == (1, 7)
+    fp32 = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))   # the packed copy is counted once
+    assert [model.num_parameters(exclude_embeddings=e) for e in (False, True)] == \
+        [fp32.num_parameters(exclude_embeddings=e) for e in (False, True)]
 
 
 @pytest.mark.parametrize("name", ["marian-separate", "marian-separate-untied"])
