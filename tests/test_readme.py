@@ -1,14 +1,18 @@
-"""README's Python examples, run as written. Each ```python block runs in the namespace of the blocks before it
-that it builds on (a "session"), against small random checkpoints standing in for the Hub ids and paths it names
-(an offline Hub cache holds them under those ids). Where a block's comment shows a value the random weights do not
-decide (a dtype, the tokenizer's doctest, the chunk spans of the map-reduce example), it is compared. Every block
-is either in a session or in NOT_RUN with the reason, so a new README example is run or left out on purpose."""
+"""README's examples: each ```python block run as written, and each seq2seq-kit command line of its shell blocks
+parsed by the CLI.
+
+A Python block runs in the namespace of the blocks before it that it builds on (a "session"), against small random
+checkpoints standing in for the Hub ids and paths it names (an offline Hub cache holds them under those ids).
+Where a block's comment shows a value the random weights do not decide (a dtype, the tokenizer's doctest, the chunk
+spans of the map-reduce example), it is compared. Every block is either in a session or in NOT_RUN with the reason,
+so a new README example is run or left out on purpose."""
 
 from __future__ import annotations
 
 import ast
 import doctest
 import re
+import shlex
 from pathlib import Path
 
 import huggingface_hub
@@ -20,7 +24,12 @@ from checkpoints import DISTILBART_CONFIG_EXTRA, TINY, Spec, build
 from hub_cache import read_dir, write_cache
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-BLOCKS = re.findall(r"```python\n(.*?)```", (REPO_ROOT / "README.md").read_text(encoding="utf-8"), re.S)
+README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
+# every `seq2seq-kit ...` command of the shell blocks, continuation lines joined, comments dropped
+COMMANDS = [shlex.split(line, comments=True)
+            for block in re.findall(r"```(?:bash|sh)\n(.*?)```", README, re.S)
+            for line in block.replace("\\\n", " ").splitlines() if "seq2seq-kit " in line]
 
 # Each block is named by a line of it (a name matching more or fewer than one block fails the test).
 MODEL = ['tok = Tokenizer.from_pretrained("path/to/checkpoint")', "class Printer:", 'stop_strings=[".", "!"]',
@@ -136,3 +145,19 @@ def test_tokenizer_doctest(monkeypatch):
                                                "README", "README.md", 0)
     result = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS).run(test)
     assert result.failed == 0 and result.attempted == 5
+
+
+@pytest.mark.parametrize("argv", [c[c.index("seq2seq-kit") + 1:] for c in COMMANDS], ids=" ".join)
+def test_every_cli_example_parses(argv, monkeypatch, capsys):
+    """Each command line README shows is one the CLI takes (its flags and values parse; nothing is run: the
+    command stops where it would start)."""
+    from seq2seq_kit import cli
+
+    class Parsed(Exception):
+        pass
+
+    parsed = []
+    monkeypatch.setattr(cli, "_check_stdout", lambda args: parsed.append(args) or (_ for _ in ()).throw(Parsed()))
+    code = cli.main(argv)
+    assert code == 1 and len(parsed) == 1, capsys.readouterr().err
+    assert parsed[0].command == argv[0]
