@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import doctest
+import json
 import re
 import shlex
 from pathlib import Path
@@ -30,6 +31,10 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
 COMMANDS = [shlex.split(line, comments=True)
             for block in re.findall(r"```(?:bash|sh)\n(.*?)```", README, re.S)
             for line in block.replace("\\\n", " ").splitlines() if "seq2seq-kit " in line]
+# the JSON body of every curl example: (route, body)
+BODIES = [(re.search(r"/(\w+) ", line).group(1), json.loads(line.split(" -d ", 1)[1].strip().strip("'")))
+          for block in re.findall(r"```(?:bash|sh)\n(.*?)```", README, re.S)
+          for line in re.sub(r"\\\n\s*", "", block).splitlines() if line.strip().startswith("curl ")]
 
 # Each block is named by a line of it (a name matching more or fewer than one block fails the test).
 MODEL = ['tok = Tokenizer.from_pretrained("path/to/checkpoint")', "class Printer:", 'stop_strings=[".", "!"]',
@@ -161,3 +166,16 @@ def test_every_cli_example_parses(argv, monkeypatch, capsys):
     code = cli.main(argv)
     assert code == 1 and len(parsed) == 1, capsys.readouterr().err
     assert parsed[0].command == argv[0]
+
+
+@pytest.mark.parametrize("route, body", BODIES, ids=[f"{r}-{i}" for i, (r, _) in enumerate(BODIES)])
+def test_every_curl_body_is_a_valid_request(route, body):
+    """Each request body README's curl examples send is one the server's schema takes (the HF Inference API shape)."""
+    from seq2seq_kit.server import schema
+
+    request = {"summarize": schema.SummarizeRequest, "translate": schema.TranslateRequest}[route]
+    assert request.model_validate(body).inputs == body["inputs"]
+
+
+def test_the_examples_are_found():
+    assert len(COMMANDS) >= 20 and len(BODIES) >= 3
