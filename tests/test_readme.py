@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import ast
 import doctest
+import importlib.util
 import json
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import huggingface_hub
@@ -21,8 +23,17 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from checkpoints import DISTILBART_CONFIG_EXTRA, TINY, Spec, build
+from checkpoints import DISTILBART_CONFIG_EXTRA, MARIAN, MBART50, NLLB, PEGASUS, TINY, Spec, build
+from helpers import read_jsonl, write_jsonl
 from hub_cache import read_dir, write_cache
+
+# the translation families' stand-ins train SentencePiece models (tests/test_family_tokenizers.py); without the
+# library their tests skip, the others run
+SENTENCEPIECE = importlib.util.find_spec("sentencepiece") is not None
+needs_sentencepiece = pytest.mark.skipif(not SENTENCEPIECE, reason="the family stand-ins need sentencepiece")
+if SENTENCEPIECE:
+    from test_families_pipeline import m2m100_path, mbart_path  # noqa: F401 (fixtures)
+    from test_family_tokenizers import CORPUS, fairseq_vocab, nllb_dir, pegasus_dir, train  # noqa: F401 (fixtures)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
@@ -46,14 +57,13 @@ PIPELINE = ['pipe_kor = pipeline("summarization"', "pipe(texts, batch_size=1, nu
             "request = engine.submit(rows[0], decoder_input_ids=prefix"]
 AUTO = ['AutoModelForSeq2SeqLM.from_pretrained("sshleifer/distilbart-cnn-12-6", dtype="bfloat16")']
 DOCTEST = ['>>> tok = Tokenizer.from_pretrained("tests/fixtures/kobart-tokenizer")']
+MARIAN_ALIGN = ['mt = AutoModelForSeq2SeqLM.from_pretrained("Helsinki-NLP/opus-mt-en-de")',
+                'ref = tok(text_target=["Die Katze']
+FAMILIES = ['tok = AutoTokenizer.from_pretrained("facebook/nllb-200-distilled-600M"']
+TRANSLATE_CORPUS = ['result = translate_corpus("docs.jsonl"']
+TARGETS = ['tok = AutoTokenizer.from_pretrained("facebook/mbart-large-50-many-to-many-mmt"']
+SESSIONS = MODEL + PIPELINE + AUTO + DOCTEST + MARIAN_ALIGN + FAMILIES + TRANSLATE_CORPUS + TARGETS
 NOT_RUN = {
-    'mt = AutoModelForSeq2SeqLM.from_pretrained("Helsinki-NLP/opus-mt-en-de")': "a Marian checkpoint needs a "
-        "SentencePiece tokenizer trained in the test: test_output_attentions and test_families run these calls",
-    'ref = tok(text_target=["Die Katze': "the same (Marian): test_forward_outputs",
-    'tok = AutoTokenizer.from_pretrained("facebook/nllb-200-distilled-600M"': "the family checkpoints: "
-        "test_families and test_families_pipeline",
-    'result = translate_corpus("docs.jsonl"': "an M2M100 corpus job: test_corpus_translate",
-    'tok = AutoTokenizer.from_pretrained("facebook/mbart-large-50-many-to-many-mmt"': "test_family_tokenizers",
     'client = InferenceClient(model="http://127.0.0.1:8000/summarize")': "a running server: test_server",
     'engine="ray", ray_address="auto", actors=8)': "a Ray cluster: test_corpus and test_corpus_ray",
 }
@@ -75,7 +85,7 @@ def run(names: list[str], namespace: dict) -> dict:
 
 
 def test_every_block_is_run_or_left_out_on_purpose():
-    named = [block(name) for name in MODEL + PIPELINE + AUTO + DOCTEST + list(NOT_RUN)]
+    named = [block(name) for name in SESSIONS + list(NOT_RUN)]
     assert sorted(named) == sorted(BLOCKS)
 
 
@@ -93,14 +103,93 @@ def distilbart(tmp_path_factory):
 
 
 @pytest.fixture
-def hub(checkpoint, distilbart, tmp_path, monkeypatch):
-    """An offline Hub cache holding the README's Hub ids: stand-ins for distilbart and the KoBART summary model."""
+def offline_hub(tmp_path, monkeypatch, request):
+    """An empty offline Hub cache, the working directory beside it; -> put(repo_id, ...): each id's stand-in
+    (the fixture STAND_INS names) placed under it."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    write_cache(tmp_path / "hub", "sshleifer/distilbart-cnn-12-6", {"main": read_dir(distilbart)})
-    write_cache(tmp_path / "hub", "EbanLee/kobart-summary-v3", {"main": read_dir(checkpoint("kobart"))})
     monkeypatch.chdir(tmp_path)
+
+    def put(*repo_ids: str) -> None:
+        for repo_id in repo_ids:
+            write_cache(tmp_path / "hub", repo_id, {"main": read_dir(request.getfixturevalue(STAND_INS[repo_id]))})
+
+    return put
+
+
+@pytest.fixture
+def hub(offline_hub):
+    """An offline Hub cache holding the README's Hub ids: stand-ins for distilbart and the KoBART summary model."""
+    offline_hub("sshleifer/distilbart-cnn-12-6", "EbanLee/kobart-summary-v3")
+
+
+@pytest.fixture
+def kobart(checkpoint):
+    return checkpoint("kobart")
+
+
+def with_tokenizer(root: Path, tokenizer_dir: Path, spec: Spec) -> Path:
+    """The model of `spec` (its vocabulary the size of the tokenizer saved in tokenizer_dir, so that every id it
+    generates decodes) saved into root beside that tokenizer's files."""
+    from seq2seq_kit import AutoTokenizer
+
+    size = len(AutoTokenizer.from_pretrained(tokenizer_dir))
+    for f in tokenizer_dir.iterdir():
+        (root / f.name).write_bytes(f.read_bytes())
+    return build(Spec({**spec.config, "vocab_size": size}, tokenizer=None, model_type=spec.model_type,
+                      seed=spec.seed, init_std=0.1, config_json_extra=spec.config_json_extra), root)
+
+
+@pytest.fixture(scope="module")
+def opus_mt_en_de(tmp_path_factory):
+    """Helsinki-NLP/opus-mt-en-de's stand-in: a single-target Marian model (no >>xx<< codes), source.spm,
+    target.spm and vocab.json trained on tests/test_family_tokenizers.py's corpus, and its config.json's window and
+    generation keys (512 positions, max_length 512, num_beams 4: generate runs beam search)."""
+    root = tmp_path_factory.mktemp("opus-mt-en-de")
+    train(root / "source.spm", "unigram")
+    shutil.copy(root / "source.spm", root / "target.spm")
+    vocab = fairseq_vocab(root / "source.spm", {"</s>": 0, "<unk>": 1})
+    vocab["<pad>"] = pad = len(vocab)
+    (root / "vocab.json").write_text(json.dumps(vocab))
+    config = dict(MARIAN, vocab_size=len(vocab), pad_token_id=pad, decoder_start_token_id=pad,
+                  max_position_embeddings=512)
+    return build(Spec(config, tokenizer=None, model_type="marian", seed=31, init_std=0.1,
+                      config_json_extra=dict(bad_words_ids=[[pad]], num_beams=4, max_length=512)), root)
+
+
+@pytest.fixture(scope="module")
+def nllb_200(tmp_path_factory, nllb_dir):
+    """facebook/nllb-200-distilled-600M's stand-in: test_family_tokenizers' NLLB tokenizer.json (202 codes)."""
+    return with_tokenizer(tmp_path_factory.mktemp("nllb-200"), nllb_dir, Spec(NLLB, model_type="m2m_100", seed=32))
+
+
+@pytest.fixture(scope="module")
+def mbart_50(tmp_path_factory):
+    """facebook/mbart-large-50-many-to-many-mmt's stand-in: MBart50Tokenizer's tokenizer.json (52 codes), as
+    test_family_tokenizers builds it."""
+    from transformers import MBart50Tokenizer
+
+    spm_dir = tmp_path_factory.mktemp("mbart-50-spm")
+    train(spm_dir / "sentencepiece.bpe.model", "unigram")
+    (spm_dir / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "MBart50Tokenizer"}))
+    tokenizer = tmp_path_factory.mktemp("mbart-50-tokenizer")
+    MBart50Tokenizer.from_pretrained(spm_dir).save_pretrained(tokenizer)
+    return with_tokenizer(tmp_path_factory.mktemp("mbart-50"), tokenizer, Spec(MBART50, model_type="mbart", seed=33))
+
+
+@pytest.fixture(scope="module")
+def pegasus_xsum(tmp_path_factory, pegasus_dir):
+    """google/pegasus-xsum's stand-in: test_family_tokenizers' PegasusTokenizer tokenizer.json."""
+    return with_tokenizer(tmp_path_factory.mktemp("pegasus-xsum"), pegasus_dir,
+                          Spec(PEGASUS, model_type="pegasus", seed=34))
+
+
+# Hub id -> the fixture of its stand-in
+STAND_INS = {"sshleifer/distilbart-cnn-12-6": "distilbart", "EbanLee/kobart-summary-v3": "kobart",
+             "Helsinki-NLP/opus-mt-en-de": "opus_mt_en_de", "facebook/nllb-200-distilled-600M": "nllb_200",
+             "facebook/m2m100_418M": "m2m100_path", "facebook/mbart-large-50-many-to-many-mmt": "mbart_50",
+             "facebook/mbart-large-en-ro": "mbart_path", "google/pegasus-xsum": "pegasus_xsum"}
 
 
 def test_model_examples(tiny_eos_path, tmp_path, monkeypatch, capsys):
@@ -150,6 +239,100 @@ def test_tokenizer_doctest(monkeypatch):
                                                "README", "README.md", 0)
     result = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS).run(test)
     assert result.failed == 0 and result.attempted == 5
+
+
+@needs_sentencepiece
+def test_marian_alignment_examples(offline_hub, capsys):
+    """Which source token each target token attends to: over generate's (greedy) steps, then over a reference
+    translation (forced alignment): one line per target token, `align` [T - 1, S] and [T, S] as the comments say."""
+    offline_hub("Helsinki-NLP/opus-mt-en-de")
+    ns = run(MARIAN_ALIGN[:1], {})
+    printed = capsys.readouterr().out.splitlines()
+    sequences, source = ns["out"].sequences, ns["src"]["input_ids"]
+    assert len(printed) == sequences.shape[1] - 1 and all(" <- " in line for line in printed)
+    assert ns["mt"].generation_config.num_beams == 4 and len(ns["out"].cross_attentions[0][-1]) == 1   # greedy
+    assert ns["align"].shape == (sequences.shape[1] - 1, source.shape[1])               # [T - 1, S]
+    assert ns["source"][-1] == "</s>" and ns["tok"].pad_token_id == ns["mt"].config.decoder_start_token_id
+    run(MARIAN_ALIGN[1:], ns)
+    printed = capsys.readouterr().out.splitlines()
+    ref = ns["ref"]
+    assert ns["dec"][0, 0] == ns["mt"].config.decoder_start_token_id and ns["dec"].shape == ref.shape
+    assert ns["align"].shape == (ref.shape[1], source.shape[1])                       # [T, S]
+    assert len(printed) == ref.shape[1] and all(" <- " in line for line in printed)
+    assert ns["tok"].convert_ids_to_tokens(ref[0])[-1] == "</s>"
+
+
+@needs_sentencepiece
+def test_families_example(offline_hub, capsys):
+    """NLLB's generate with its target as forced_bos_token_id, and each family's pipeline on the Hub ids named."""
+    from seq2seq_kit.summarization import SummarizationPipeline
+    from seq2seq_kit.translation import TranslationPipeline
+
+    offline_hub("facebook/nllb-200-distilled-600M", "Helsinki-NLP/opus-mt-en-de", "facebook/m2m100_418M",
+                "facebook/mbart-large-50-many-to-many-mmt", "facebook/mbart-large-en-ro", "google/pegasus-xsum")
+    ns = run(FAMILIES, {})
+    printed = capsys.readouterr().out.splitlines()
+    tok = ns["tok"]
+    assert isinstance(ast.literal_eval(printed[0]), list) and len(ast.literal_eval(printed[0])) == 1
+    tokens = tok.convert_ids_to_tokens(ns["inputs"]["input_ids"][0])
+    assert tokens[0] == "eng_Latn" and tokens[-1] == "</s>"                            # eng_Latn text </s>
+    assert ns["ids"][0, :2].tolist() == [ns["model"].config.decoder_start_token_id,
+                                         tok.convert_tokens_to_ids("fra_Latn")]
+    assert ns["model"].config.dtype == torch.float32
+    pipes = {name: ns[name] for name in ("en_de", "m2m", "mbart50", "en_ro")}
+    assert all(isinstance(p, TranslationPipeline) for p in pipes.values())
+    assert isinstance(ns["pegasus"], SummarizationPipeline) and not isinstance(ns["pegasus"], TranslationPipeline)
+    assert (ns["m2m"].src_lang, ns["m2m"].tgt_lang) == ("en", "fr")
+    assert (ns["mbart50"].src_lang, ns["mbart50"].tgt_lang) == ("en_XX", "de_DE")    # the call's: that call only
+    assert (ns["en_ro"].src_lang, ns["en_ro"].tgt_lang) == ("en_XX", None)
+    short = dict(max_new_tokens=4)
+    for name, pipe in pipes.items():
+        out = pipe("The tower is 324 metres tall.", **short)
+        assert list(map(list, map(dict.keys, out))) == [["translation_text"]], name
+        assert isinstance(out[0]["translation_text"], str)
+    assert list(ns["pegasus"]("The tower is 324 metres tall.", **short)[0]) == ["summary_text"]
+    first = {name: pipe("The tower is 324 metres tall.", return_tensors=True, **short)[0]["translation_token_ids"][:2]
+             for name, pipe in (("en_ro", ns["en_ro"]), ("mbart50", ns["mbart50"]))}
+    assert tok_of(ns["en_ro"], first["en_ro"][0]) == "ro_RO"                      # the checkpoint's target
+    assert tok_of(ns["mbart50"], first["mbart50"][1]) == "de_DE"
+    call = ns["mbart50"]("Guten Tag", src_lang="de_DE", tgt_lang="fr_XX", return_tensors=True, **short)
+    assert tok_of(ns["mbart50"], call[0]["translation_token_ids"][1]) == "fr_XX"
+
+
+def tok_of(pipe, token_id) -> str:
+    return pipe.tokenizer.convert_ids_to_tokens(int(token_id))
+
+
+@needs_sentencepiece
+def test_translate_corpus_example(offline_hub):
+    """An M2M100 corpus job on docs.jsonl: one record per document, the translate job's keys."""
+    offline_hub("facebook/m2m100_418M")
+    docs = [{"id": f"doc{i}", "text": text} for i, text in enumerate(CORPUS[:3])]
+    write_jsonl(Path("docs.jsonl"), docs)
+    ns = run(TRANSLATE_CORPUS, {})
+    records = read_jsonl(Path("fr.jsonl"))
+    assert (ns["result"].written, ns["result"].failed, ns["result"].truncated) == (3, 0, 0)
+    assert sorted(r["id"] for r in records) == [d["id"] for d in docs]
+    assert all(set(r) == {"id", "translation_text", "input_tokens", "output_tokens"} for r in records)
+    assert json.loads(Path("fr.jsonl.meta.json").read_text())["job"]["languages"] == {"src_lang": "en",
+                                                                                      "tgt_lang": "fr"}
+
+
+@needs_sentencepiece
+def test_target_tokenizer_example(offline_hub):
+    """text_target on mBART-50: the comments' language codes first, </s> last, on both sides."""
+    offline_hub("facebook/mbart-large-50-many-to-many-mmt")
+    code = block(TARGETS[0])
+    ns = run(TARGETS, {})
+    tok = ns["tok"]
+    shown = dict(re.findall(r'^batch\["(\w+)"\]\s+# (\S+ \.\.\. \S+)$', code, re.M))
+    assert shown == {"input_ids": "en_XX ... </s>", "labels": "ro_RO ... </s>"}
+    for key, comment in shown.items():
+        tokens = tok.convert_ids_to_tokens(ns["batch"][key][0])
+        assert f"{tokens[0]} ... {tokens[-1]}" == comment and ns["batch"][key].dim() == 2
+    alone = eval(code.strip().splitlines()[-1].split("#")[0], ns)                   # the last line's value
+    assert tok.convert_ids_to_tokens(alone)[0] == "ro_RO" and alone[-1] == tok.eos_token_id
+    assert alone == ns["batch"]["labels"][0].tolist()[:len(alone) - 1] + [tok.eos_token_id]
 
 
 @pytest.mark.parametrize("argv", [c[c.index("seq2seq-kit") + 1:] for c in COMMANDS], ids=" ".join)
