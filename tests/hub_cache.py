@@ -91,12 +91,12 @@ class FakeHub:
     def _find(self, repo: str, rev: str):
         """-> (commit, files) or an error response."""
         if repo not in self.repos:
-            return _error(404, "RepoNotFound")
+            return hub_error(404, "RepoNotFound")
         for ref, files in self.repos[repo].items():
             commit = self.commits[repo][ref]
             if rev in (ref, commit):
                 return commit, files
-        return _error(404, "RevisionNotFound")
+        return hub_error(404, "RevisionNotFound")
 
     def handle(self, request: httpx2.Request) -> httpx2.Response:
         path = unquote(request.url.raw_path.decode().split("?")[0])
@@ -117,13 +117,13 @@ class FakeHub:
                 {"type": "file", "path": f, "size": len(c), "oid": blob_id(c)} for f, c in found[1].items()])
         if m := re.fullmatch(r"/([^/]+/[^/]+)/resolve/([0-9a-f]{40}|main|refs/pr/\d+|[\w.-]+)/(.+)", path):
             if m[1] in self.gated and "authorization" not in request.headers:
-                return _error(401, "GatedRepo")
+                return hub_error(401, "GatedRepo")
             found = self._find(m[1], m[2])
             if isinstance(found, httpx2.Response):
                 return found
             commit, files = found
             if m[3] not in files:
-                return _error(404, "EntryNotFound", commit)
+                return hub_error(404, "EntryNotFound", commit)
             content = files[m[3]]
             headers = {"X-Repo-Commit": commit, "ETag": f'"{blob_id(content)}"',
                        "Content-Length": str(len(content))}
@@ -131,7 +131,8 @@ class FakeHub:
         return httpx2.Response(404, text=f"FakeHub: no route for {path}")
 
 
-def _error(status: int, code: str, commit: str | None = None) -> httpx2.Response:
+def hub_error(status: int, code: str, commit: str | None = None) -> httpx2.Response:
+    """The Hub's answer for an error: its status, X-Error-Code (which huggingface_hub reads) and a JSON body."""
     headers = {"X-Error-Code": code, "X-Error-Message": code}
     if commit:
         headers["X-Repo-Commit"] = commit

@@ -14,7 +14,7 @@ import httpx2
 import huggingface_hub
 import pytest
 
-from hub_cache import FakeHub, read_dir, write_cache
+from hub_cache import FakeHub, hub_error, read_dir, write_cache
 from seq2seq_kit.hub import HubError, resolve
 
 REPO = "org/tiny-bart"
@@ -348,8 +348,7 @@ def test_download_private_repo_lists_its_files_with_the_token(tmp_path, fake_hub
     def private(request):
         seen.append((request.url.path, request.headers.get("authorization")))
         if request.url.path.startswith("/api/models/") and "authorization" not in request.headers:
-            return httpx2.Response(401, headers={"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository "
-                                                 "not found"}, request=request)
+            return hub_error(401, "RepoNotFound")
         return listed(request)
 
     hub.handle = private
@@ -500,8 +499,7 @@ def test_a_file_listed_then_not_found_is_a_hub_error(tmp_path, fake_hub):
 
     def without_weights(request):
         if request.url.path.endswith("/model.safetensors"):
-            return httpx2.Response(404, headers={"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not "
-                                                 "found"}, request=request)
+            return hub_error(404, "EntryNotFound")
         return listed(request)
 
     hub.handle = without_weights
