@@ -9,6 +9,7 @@ so rounding may differ from the one-request run).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import re
@@ -55,6 +56,19 @@ SEARCHES = [setting for setting in SETTINGS if not setting.get("do_sample")]    
 @pytest.fixture(scope="module")
 def tiny_eos(tiny_eos_path):
     return BartForConditionalGeneration.from_pretrained(tiny_eos_path)
+
+
+def failing_call(real, n: int, message: str):
+    """`real` wrapped to raise RuntimeError(message) on its n-th call (counted from now), and to pass the others
+    through (a method patched on its class gets self among the arguments)."""
+    calls = itertools.count(1)
+
+    def flaky(*args, **kwargs):
+        if next(calls) == n:
+            raise RuntimeError(message)
+        return real(*args, **kwargs)
+
+    return flaky
 
 
 def kwargs_of(setting: dict) -> dict:
@@ -412,16 +426,8 @@ def test_fixed_capacity_beams_share_their_inputs_keys_and_values(tiny_eos, monke
 
 
 def test_fixed_capacity_failed_step_frees_its_slots(tiny_eos, monkeypatch):
-    calls = {"n": 0}
-    real = tiny_eos.next_token_logits
-
-    def flaky(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("injected step failure")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tiny_eos, "next_token_logits", flaky)
+    monkeypatch.setattr(tiny_eos, "next_token_logits",
+                        failing_call(tiny_eos.next_token_logits, 3, "injected step failure"))
     with Engine(tiny_eos, max_rows=6, fixed_capacity=True) as engine:
         first = [engine.submit([5, 6, 7, 8], num_beams=b, min_new_tokens=10, max_new_tokens=10) for b in (2, 4)]
         for request in first:
@@ -733,16 +739,8 @@ def test_queue_full_raises_at_once(tiny_eos):
 
 
 def test_step_exception_fails_that_steps_requests_and_the_engine_goes_on(tiny_eos, monkeypatch):
-    calls = {"n": 0}
-    real = tiny_eos.decode_group_unchecked
-
-    def flaky(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("injected step failure")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tiny_eos, "decode_group_unchecked", flaky)
+    monkeypatch.setattr(tiny_eos, "decode_group_unchecked",
+                        failing_call(tiny_eos.decode_group_unchecked, 3, "injected step failure"))
     with Engine(tiny_eos) as engine:
         first = engine.submit([5, 6, 7, 8], min_new_tokens=10, max_new_tokens=10)
         with pytest.raises(RuntimeError, match="injected step failure"):
@@ -1224,16 +1222,8 @@ def test_fixed_capacity_output_finished_before_a_failed_step_is_kept(tiny_eos, m
     short, going = dict(min_new_tokens=3, max_new_tokens=3), dict(min_new_tokens=9, max_new_tokens=9)
     want = tiny_eos.generate(torch.tensor([[5, 6, 7, 8]]), **short)
     owner, name = (tiny_eos, "next_token_logits") if where == "decoder" else (SampleSearch, "advance_on_device")
-    real, calls = getattr(owner, name), {"n": 0}
-
-    def flaky(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise RuntimeError(f"injected {where} failure")
-        return real(*args, **kwargs)
-
     with Engine(tiny_eos, max_rows=4, fixed_capacity=True) as engine:
-        monkeypatch.setattr(owner, name, flaky)
+        monkeypatch.setattr(owner, name, failing_call(getattr(owner, name), 4, f"injected {where} failure"))
         requests = [engine.submit([5, 6, 7, 8], **short), engine.submit([9, 10, 11], **going)]   # one step, one search
         assert torch.equal(requests[0].result(timeout=30), want)
         with pytest.raises(RuntimeError, match=f"injected {where} failure"):
@@ -1246,14 +1236,7 @@ def test_search_exception_fails_every_request_of_that_search(tiny_eos, monkeypat
     """An error after the decoder ran, in a search that three requests share, settles all three."""
     from seq2seq_kit.generation.sampling import SampleSearch
 
-    real, calls = SampleSearch.advance_on_device, {"n": 0}
-
-    def flaky(self, logits):
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise RuntimeError("injected search failure")
-        return real(self, logits)
-
+    flaky = failing_call(SampleSearch.advance_on_device, 7, "injected search failure")
     with Engine(tiny_eos, max_rows=4) as engine:
         requests = [engine.submit([5 + i, 6, 7], min_new_tokens=20, max_new_tokens=20) for i in range(3)]
         while engine.active_rows < 3:                      # all three share every step before patching
@@ -1307,15 +1290,7 @@ def test_a_done_callback_raising_a_base_exception_leaves_no_request_hanging(tiny
     failed step, its error): the other requests of that step are still settled, and the engine serves on."""
     if failing_step:
         name = "next_token_logits" if fixed_capacity else "decode_group_unchecked"     # each batch's decoder step
-        real, calls = getattr(tiny_eos, name), {"n": 0}
-
-        def flaky(*args, **kwargs):
-            calls["n"] += 1
-            if calls["n"] == 2:
-                raise RuntimeError("injected step failure")
-            return real(*args, **kwargs)
-
-        monkeypatch.setattr(tiny_eos, name, flaky)
+        monkeypatch.setattr(tiny_eos, name, failing_call(getattr(tiny_eos, name), 2, "injected step failure"))
     with Engine(tiny_eos, max_rows=4, fixed_capacity=fixed_capacity) as engine:
         first, second = (engine.submit([5, 6, 7], min_new_tokens=8, max_new_tokens=8) for _ in range(2))
         first.future.add_done_callback(lambda future: (_ for _ in ()).throw(SystemExit("a callback exits")))
@@ -1365,15 +1340,7 @@ def test_a_fill_that_fails_takes_no_slots(tiny_eos, monkeypatch):
     were taken first and lost: later requests failed with 'pop from empty list')."""
     from seq2seq_kit.models.kv_cache import SlotStore
 
-    real, calls = SlotStore.fill, {"n": 0}
-
-    def fill(self, *args):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise RuntimeError("injected fill failure")
-        return real(self, *args)
-
-    monkeypatch.setattr(SlotStore, "fill", fill)
+    monkeypatch.setattr(SlotStore, "fill", failing_call(SlotStore.fill, 1, "injected fill failure"))
     with Engine(tiny_eos, max_rows=4, fixed_capacity=True) as engine:
         with pytest.raises(RuntimeError, match="injected fill failure"):
             engine.submit([5, 6, 7], num_beams=4, max_new_tokens=4).result(30)
@@ -1556,15 +1523,8 @@ def test_a_waiting_request_cancelled_counts_as_done_at_once(tiny_eos, monkeypatc
 def test_an_encoder_pass_that_fails_fails_the_requests_it_was_encoding(tiny_eos, monkeypatch):
     """An error in the admitted requests' encoder pass (before they join any search) settles them with it (they
     were in neither the queue nor the running batch: nothing else would answer them), and the engine goes on."""
-    real, calls = tiny_eos.encode_unchecked, {"n": 0}
-
-    def flaky(ids, mask):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise RuntimeError("injected encoder failure")
-        return real(ids, mask)
-
-    monkeypatch.setattr(tiny_eos, "encode_unchecked", flaky)
+    monkeypatch.setattr(tiny_eos, "encode_unchecked",
+                        failing_call(tiny_eos.encode_unchecked, 1, "injected encoder failure"))
     with Engine(tiny_eos) as engine:
         with pytest.raises(RuntimeError, match="injected encoder failure"):
             engine.submit([5, 6, 7], max_new_tokens=4).result(30)
