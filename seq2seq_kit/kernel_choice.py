@@ -36,6 +36,7 @@ import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -84,10 +85,7 @@ def choose_attention(model) -> str | None:
     path, key = cache_path(), f"{heads}x{width}"
     timings = load_timings(path, "attention")
     if key not in timings:
-        quiet = is_quiet()
-        timings[key] = time_attention(heads, width)
-        if quiet and is_quiet():       # timings taken on a busy machine serve this load only
-            save_timings(path, timings, "attention")
+        add_timings(path, timings, lambda: {key: time_attention(heads, width)}, "attention")
     t = timings[key]
     return "own" if sum(t[c]["own"] / t[c]["sdpa"] for c in t) < len(t) else "sdpa"
 
@@ -153,10 +151,7 @@ def measured(model) -> dict[str, dict[str, str]]:
     timings = load_timings(path)
     missing = {shape_key(ms[0]): ms[0] for ms in layers.values() if ms and shape_key(ms[0]) not in timings}
     if missing:
-        quiet = is_quiet()
-        timings.update({key: time_layer(layer) for key, layer in missing.items()})
-        if quiet and is_quiet():        # timings taken on a busy machine serve this load only
-            save_timings(path, timings)
+        add_timings(path, timings, lambda: {key: time_layer(layer) for key, layer in missing.items()})
     tied = model.lm_head.weight is model.decoder_embeddings.weight
     return {kind: select(timings[shape_key(ms[0])], kernels.ELIGIBLE[kind],
                          packable=not (kind == "lm_head" and tied), deciding=kernels.DECIDING[kind])
@@ -322,6 +317,15 @@ def is_quiet() -> bool:
     """Fewer runnable threads than CPUs: timings taken now may be kept (os.cpu_count() is None where the OS does
     not say: one CPU then)."""
     return busy() < (os.cpu_count() or 1)
+
+
+def add_timings(path: Path | None, timings: dict, measure: Callable[[], dict], section: str = "timings") -> None:
+    """timings updated with measure()'s, taken now; saved (save_timings) only when the machine was quiet before and
+    after the measuring: timings taken on a busy machine serve this load only."""
+    quiet = is_quiet()
+    timings.update(measure())
+    if quiet and is_quiet():
+        save_timings(path, timings, section)
 
 
 def save_timings(path: Path | None, timings: dict, section: str = "timings") -> None:
