@@ -382,7 +382,7 @@ class _Chunker:
         """Neighbours merged while their text together fits in its own tokenization. Only pieces far below the
         window qualify (their rows together fit): where a document's offsets understate its text (KoBART on ZWJ
         emoji runs), the token units map to a character or two, and each would be a map request of its own."""
-        specials = len(self.pipe.preprocess([""]).rows[0])
+        specials = self.pipe.max_input_length - self.budget        # the prefix and special tokens of every row
         out = []
         for chunk in chunks:
             if out and len(out[-1].row) + len(chunk.row) - specials <= self.pipe.max_input_length:
