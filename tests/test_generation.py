@@ -295,6 +295,33 @@ def test_numpy_and_torch_numbers_as_settings_as_in_transformers(small_pair):
     assert torch.equal(ours.generate(ids, mask, **plain), theirs)
 
 
+def test_tuples_of_eos_ids_and_0_or_1_for_flags_read_by_truth_value_as_in_transformers(small_pair):
+    """eos_token_id / forced_eos_token_id as tuples: transformers takes them as the lists (torch.tensor of them).
+    do_sample / output_scores / return_dict_in_generate = 1 or 0: transformers' generate reads them by truth value
+    (`if do_sample:`), so 1 samples and 0 does not. generate refused each ("a token id ... or a list of them",
+    "must be True or False"). remove_invalid_values=1 stays refused: transformers reads it with `is True`, so 1 is
+    off there, which a caller who wrote 1 did not mean."""
+    hf, ours = small_pair
+    ids, mask = random_batch(64, 1, [7, 4], 3)
+    for given, plain in ((dict(eos_token_id=(2, 5)), dict(eos_token_id=[2, 5])),
+                         (dict(forced_eos_token_id=(2, 5), num_beams=2), dict(forced_eos_token_id=[2, 5], num_beams=2)),
+                         (dict(do_sample=0, num_beams=2), dict(do_sample=False, num_beams=2))):
+        theirs = hf.generate(ids, attention_mask=mask, max_length=9, **given)
+        assert torch.equal(ours.generate(ids, mask, max_length=9, **given), theirs)
+        assert torch.equal(ours.generate(ids, mask, max_length=9, **plain), theirs)
+    given = dict(do_sample=1, top_k=5, output_scores=1, return_dict_in_generate=1)
+    torch.manual_seed(3)
+    theirs = hf.generate(ids, attention_mask=mask, max_length=9, **given)
+    torch.manual_seed(3)
+    mine = ours.generate(ids, mask, max_length=9, **given)
+    assert_parity(theirs, mine)
+    assert not torch.equal(mine.sequences, ours.generate(ids, mask, max_length=9))     # sampled, not greedy
+    with pytest.raises(ValueError, match=r"^`remove_invalid_values` must be True or False, got 1$"):
+        ours.generate(ids, mask, max_length=9, remove_invalid_values=1)
+    with pytest.raises(ValueError, match=r"^`do_sample` must be True or False, got 2$"):
+        ours.generate(ids, mask, max_length=9, do_sample=2)
+
+
 def test_meta_sparse_and_nested_inputs_are_refused_by_name(pair):
     """Tensors without values to read (meta), or not dense (sparse, nested): a clear error naming the argument and
     the fix, where torch failed inside ("Cannot copy out of meta tensor", "Could not run 'aten::aminmax' ...")."""

@@ -374,7 +374,7 @@ BAD = [
     (dict(do_sample=True, temperature=0.0), r"temperature.*> 0"),
     (dict(do_sample=True, temperature=-1.0), "temperature"),
     (dict(do_sample="yes"), "do_sample"),
-    (dict(output_scores=1), "output_scores"),
+    (dict(output_scores=2), "output_scores"),                      # 0 and 1 are taken (test_generation)
     (dict(output_logits="yes"), "output_logits"),
     (dict(renormalize_logits="no"), "renormalize_logits"),       # transformers: `is True`; truthy is no True
     (dict(remove_invalid_values=1), "remove_invalid_values"),

@@ -157,6 +157,11 @@ INT_SETTINGS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", 
                 "decoder_start_token_id", "forced_bos_token_id")
 BOOL_SETTINGS = ("do_sample", "remove_invalid_values", "renormalize_logits", "output_scores", "output_logits",
                  "output_attentions", "output_hidden_states", "return_dict_in_generate")
+# the flags transformers' generate reads by truth value (`if do_sample:`), where 0 and 1 act as False and True and are
+# taken as them (it reads remove_invalid_values, renormalize_logits and early_stopping with `is True`: 1 is off there,
+# so an int stays refused for those)
+TRUTH_FLAGS = ("do_sample", "output_scores", "output_logits", "output_attentions", "output_hidden_states",
+               "return_dict_in_generate")
 
 
 def _is_int(v) -> bool:
@@ -270,6 +275,7 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int, max
     and decoder_start_token_id defaulted to bos_token_id, as transformers' `_prepare_special_tokens` does.
     """
     kwargs = _without_no_ops({k: _plain(v) for k, v in kwargs.items()})
+    kwargs.update({k: bool(kwargs[k]) for k in TRUTH_FLAGS if _is_int(kwargs.get(k)) and kwargs[k] in (0, 1)})
     called = {k: kwargs.pop(k) for k in list(kwargs) if k in UNSUPPORTED}
     unknown = sorted(set(kwargs) - set(GENERATE_KWARGS))
     if {"decoder_input_ids", "decoder_attention_mask"} & set(unknown):
@@ -289,6 +295,9 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int, max
     kwargs = {k: NONE_MEANS_OFF.get(k, v) if v is None else v for k, v in kwargs.items()
               if not (v is None and k in NONE_MEANS_UNSET)}
     merged = {**LIBRARY_DEFAULTS, **base.to_dict(), **kwargs}
+    for name in ("eos_token_id", "forced_eos_token_id"):            # a tuple of ids, as transformers takes it
+        if isinstance(merged.get(name), tuple):
+            merged[name] = list(merged[name])
     _refuse_decay_without_eos(merged)
     has_default_max_length = kwargs.get("max_length") is None and base.max_length is None
     cfg = replace(GenerationConfig(), **merged)
