@@ -6,13 +6,15 @@ A leaf: it imports no other module of the package.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import fields
 
 
-class ModelOutput:
+class ModelOutput(Mapping):
     """Base of a @dataclass whose fields default to None: read by attribute (out.logits), by name (out["logits"];
     a field that is not set is a KeyError), by position among the fields that are set (out[0]), and with keys(),
-    values(), items(), get(), len(), iteration over the keys, `in`, to_tuple()."""
+    values(), items(), get(), len(), iteration over the keys, `in`, to_tuple(). A Mapping of the fields that are set
+    (transformers' ModelOutput is an OrderedDict): isinstance(out, Mapping), dict(out), {**out}."""
 
     def keys(self) -> list[str]:
         """The fields that are set (not None), in order."""

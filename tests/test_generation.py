@@ -14,6 +14,7 @@ import math
 import shutil
 import random
 import warnings
+from collections.abc import Mapping
 
 import pytest
 import torch
@@ -457,7 +458,7 @@ def test_dict_output_reads_as_transformers_model_output(pair):
 
 def test_dict_output_is_a_mapping_as_transformers_model_output(pair):
     """len(), items(), values(), get() as on transformers' ModelOutput (an OrderedDict), and a field that is not set
-    is a KeyError by name (out["sequences_scores"] gave None; len(out) and out.items() raised)."""
+    is a KeyError by name (out["sequences_scores"] gave None; len(out) and out.items() raised); a Mapping."""
     hf, ours = pair("tiny")
     ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id)
     kwargs = dict(max_new_tokens=4, return_dict_in_generate=True, output_scores=True)
@@ -471,6 +472,8 @@ def test_dict_output_is_a_mapping_as_transformers_model_output(pair):
         for name in ("sequences_scores", "beam_indices", "no_such_field"):
             with pytest.raises(KeyError, match=name):
                 out[name]
+        assert isinstance(out, Mapping)                      # it was not: isinstance checks took it for no dict
+    assert list(dict(mine)) == list({**mine}) == ["sequences", "scores"] and dict(mine)["scores"] is mine.scores
 
 
 def test_generation_settings_set_on_model_config_are_refused(pair, monkeypatch):
