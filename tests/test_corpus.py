@@ -303,7 +303,7 @@ def test_bad_records_go_to_the_errors_file(tmp_path, tiny, reference, caplog):
     messages = {e["reason"]: e["message"] for e in errors}
     assert messages["truncated"] == ("docs.jsonl:9 is 302 tokens long; summarized from its first 256 tokens, "
                                      "the most the model takes")
-    assert messages["duplicate_id"] == "docs.jsonl:11 repeats id 'doc0' of docs.jsonl:1; only the first is kept"
+    assert messages["duplicate_id"] == "docs.jsonl:11 repeats id 'doc0' of docs.jsonl:1; only the first is used"
     assert messages["not_a_string"] == "docs.jsonl:3: field 'text' is a int, not a string"
     meta = json.loads((tmp_path / "out.jsonl.meta.json").read_text())
     assert meta["counts"] == {"summaries": 4, "failed": 7, "truncated": 1}
@@ -675,7 +675,7 @@ def test_a_numbered_record_repeating_an_integer_id_says_why(tmp_path, tiny):
     assert [r["id"] for r in read_jsonl(out)] == [2]
     [error] = read_jsonl(tmp_path / "out.jsonl.errors.jsonl")
     assert error == {"id": 2, "where": "docs.jsonl:2", "reason": "duplicate_id",
-                     "message": "docs.jsonl:2 repeats id 2 of docs.jsonl:1; only the first is kept (a record without "
+                     "message": "docs.jsonl:2 repeats id 2 of docs.jsonl:1; only the first is used (a record without "
                                 "an id has its line number as id)"}
 
 

@@ -156,7 +156,7 @@ def test_duplicate_ids_first_in_input_order_wins(tmp_path, tiny, summary, batch_
     assert (result.written, result.failed) == (5, 1)
     assert by_id(read_jsonl(out))["x"]["summary_text"] == summary(short)
     assert errors_of(out)["docs.jsonl:5"]["message"] == ("docs.jsonl:5 repeats id 'x' of docs.jsonl:1; only the "
-                                                         "first is kept")
+                                                         "first is used")
 
 
 def test_the_job_identity_covers_input_and_weights(tmp_path, tiny):

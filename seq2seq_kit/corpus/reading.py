@@ -216,7 +216,7 @@ def refuse_repeats(chunks: list[dict], text_field: str, id_field: str, one_id_ty
             if key in first:
                 numbered = isinstance(doc_id, int) and not chunk["folder"]   # a record without an id takes its line
                 kept = (f"only one is kept: the summary an earlier run wrote for that id, from {first[key]} unless "
-                        "that record was added or fixed since" if key in done else "only the first is kept")
+                        "that record was added or fixed since" if key in done else "only the first is used")
                 refused[str(n)] = ("duplicate_id", f"{where} repeats id {doc_id!r} of {first[key]}; {kept}"
                                    + (" (a record without an id has its line number as id)" if numbered else ""))
                 continue
