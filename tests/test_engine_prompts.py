@@ -17,7 +17,7 @@ import warnings
 import pytest
 import torch
 
-from seq2seq_kit import AutoTokenizer, BartForConditionalGeneration, Engine
+from seq2seq_kit import BartForConditionalGeneration, Engine
 from helpers import random_settings
 from test_engine import SCORE_ATOL, draw_setting, kwargs_of
 from test_engine import assert_same as assert_same_result
@@ -223,16 +223,17 @@ def test_a_prompt_in_the_engines_defaults_is_refused_naming_submit(tiny_eos):
 
 
 @pytest.mark.cuda
-def test_a_prompt_on_a_fixed_capacity_cuda_engine_is_refused_naming_the_fix(tiny_eos_path):
+def test_prompts_on_a_cuda_engine_equal_generate_alone_with_either_batch(tiny_eos_path):
+    """A CUDA engine's default fixed capacity (its steps replayed from CUDA graphs; it refused decoder prompts
+    until 2026-12-05) and per-request caches: each request with a prompt equals eager generate alone on the GPU."""
     model = BartForConditionalGeneration.from_pretrained(tiny_eos_path, device="cuda")
-    with Engine(model, max_rows=4, tokenizer=AutoTokenizer.from_pretrained(tiny_eos_path)) as engine:
-        with pytest.raises(ValueError, match=r"^decoder_input_ids: not taken by .* Engine\(model, fixed_capacity"):
-            engine.submit([5, 6, 7], decoder_input_ids=[9, 10])
-        with pytest.raises(ValueError, match=r"^stop_strings: not taken by a fixed-capacity engine on CUDA"):
-            engine.submit([5, 6, 7], stop_strings=["a"])
-        assert engine.submit([5, 6, 7], decoder_input_ids=[START], max_new_tokens=3).result(timeout=60) is not None
-    with Engine(model, max_rows=4, fixed_capacity=False) as engine:
-        out = engine.submit([5, 6, 7], decoder_input_ids=[9, 10], max_new_tokens=5).result(timeout=60)
-    ref = model.generate(torch.tensor([[5, 6, 7]], device="cuda"), decoder_input_ids=torch.tensor([[9, 10]]),
-                         max_new_tokens=5)
-    assert torch.equal(out, ref)
+    jobs = [([5, 6, 7], [9, 10], dict(max_new_tokens=5)), ([8, 9, 10, 11], [START, 12], dict(num_beams=3)),
+            ([5, 6, 7], None, dict(num_beams=3, max_new_tokens=6)), ([13, 14], [9, 10], dict(max_new_tokens=7))]
+    for fixed_capacity in (None, False):
+        with Engine(model, max_rows=8, fixed_capacity=fixed_capacity) as engine:
+            outputs = [engine.submit(ids, decoder_input_ids=prompt, **setting).result(timeout=60)
+                       for ids, prompt, setting in jobs]
+        for (ids, prompt, setting), out in zip(jobs, outputs):
+            extra = {} if prompt is None else dict(decoder_input_ids=torch.tensor([prompt], device="cuda"))
+            want = model.generate(torch.tensor([ids], device="cuda"), **setting, **extra, cuda_graph=False)
+            assert torch.equal(out, want), (fixed_capacity, prompt, setting)

@@ -407,8 +407,8 @@ def test_fixed_capacity_group_steps_with_stop_strings_and_prompts_replayed_as_cu
         small_path, fixtures_dir, seed, monkeypatch):
     """The engine's CUDA path with its graphs emulated on the CPU (tests/graph_emulation.py: each group's search
     step captured, then only its recorded ops replayed on the same tensors): no host read, no op that may sync,
-    each request equal to generate alone. What a GPU session needs before the engine's refusal of both on CUDA is
-    lifted (scheduler.Engine._check_graph_inputs; branch gpu/engine-stops-prompts lifts it with cuda tests)."""
+    each request equal to generate alone. (The CUDA engine refused both until 2026-12-05; the test below runs the
+    same stream on a GPU.)"""
     from seq2seq_kit import BartForConditionalGeneration, cuda_capture
     from graph_emulation import EmulatedGraph
 
@@ -417,3 +417,16 @@ def test_fixed_capacity_group_steps_with_stop_strings_and_prompts_replayed_as_cu
     tok = AutoTokenizer.from_pretrained(fixtures_dir / "bart-tokenizer")      # ids 0..63: '<s>', '.', 'Ġthe', ...
     graphs = stream_with_stops_and_prompts(model, tok, seed, emulate=True)
     assert all(isinstance(g, EmulatedGraph) and g.replays > 0 for g in graphs)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fixed_capacity_on_cuda_takes_stop_strings_and_prompts_in_its_graphs(small_path, fixtures_dir, seed):
+    """The stream above on a GPU, the engine's default there (fixed capacity, group steps replayed from CUDA
+    graphs): each request equal to eager generate alone on the same GPU."""
+    from seq2seq_kit import BartForConditionalGeneration
+
+    model = BartForConditionalGeneration.from_pretrained(small_path, device="cuda")
+    tok = AutoTokenizer.from_pretrained(fixtures_dir / "bart-tokenizer")
+    graphs = stream_with_stops_and_prompts(model, tok, seed)
+    assert all(g.replays > 0 for g in graphs)

@@ -160,7 +160,6 @@ class Engine:
                                          generator, as_prompt_row(decoder_input_ids, "decoder_input_ids"),
                                          as_prompt_row(decoder_attention_mask, "decoder_attention_mask"))
         stops = stop_strings_of(config, self.tokenizer, self.model.device, fix=TOKENIZER_FIX)
-        self._check_graph_inputs(prompt, stops)
         check_no_traces(config)
         if cuda_graph is not None and not isinstance(cuda_graph, bool):
             raise TypeError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")     # generate's check
@@ -194,18 +193,6 @@ class Engine:
                 self._busy.append(self)                 # the thread holds the engine until this is answered
             self._wake.notify()
         return request
-
-    def _check_graph_inputs(self, prompt: torch.Tensor | None, stops) -> None:
-        """A decoder prompt (longer than the start token) and stop_strings are not taken where the fixed-capacity
-        step replays CUDA graphs (a CUDA model's default): that path has not run them on a GPU yet."""
-        if not (isinstance(self.batch, FixedCapacity) and self.model.device.type == "cuda"):
-            return
-        used = [name for name, on in (("decoder_input_ids", prompt is not None and prompt.shape[1] > 1),
-                                      ("stop_strings", stops is not None)) if on]
-        if used:
-            raise ValueError(f"{' and '.join(used)}: not taken by a fixed-capacity engine on CUDA (its CUDA-graph "
-                             "step has not run them on a GPU yet); create the engine with Engine(model, "
-                             "fixed_capacity=False) to submit them, or call generate()")
 
     def _check_process(self) -> None:
         """EngineClosed in a process forked from the engine's: its thread was not copied, so nothing would ever
