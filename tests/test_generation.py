@@ -299,9 +299,9 @@ def test_numpy_and_torch_numbers_as_settings_as_in_transformers(small_pair):
 def test_tuples_of_eos_ids_and_0_or_1_for_flags_read_by_truth_value_as_in_transformers(small_pair):
     """eos_token_id / forced_eos_token_id as tuples: transformers takes them as the lists (torch.tensor of them).
     do_sample / output_scores / return_dict_in_generate = 1 or 0: transformers' generate reads them by truth value
-    (`if do_sample:`), so 1 samples and 0 does not. generate refused each ("a token id ... or a list of them",
-    "must be True or False"). remove_invalid_values=1 stays refused: transformers reads it with `is True`, so 1 is
-    off there, which a caller who wrote 1 did not mean."""
+    (`if do_sample:`), so 1 samples and 0 does not, given to generate or in a GenerationConfig. generate refused
+    each ("a token id ... or a list of them", "must be True or False"). remove_invalid_values=1 stays refused:
+    transformers reads it with `is True`, so 1 is off there, which a caller who wrote 1 did not mean."""
     hf, ours = small_pair
     ids, mask = random_batch(64, 1, [7, 4], 3)
     for given, plain in ((dict(eos_token_id=(2, 5)), dict(eos_token_id=[2, 5])),
@@ -316,6 +316,8 @@ def test_tuples_of_eos_ids_and_0_or_1_for_flags_read_by_truth_value_as_in_transf
     torch.manual_seed(3)
     mine = ours.generate(ids, mask, max_length=9, **given)
     assert_parity(theirs, mine)
+    torch.manual_seed(3)                                   # the same in a GenerationConfig
+    assert_parity(theirs, ours.generate(ids, mask, max_length=9, generation_config=GenerationConfig(**given)))
     assert not torch.equal(mine.sequences, ours.generate(ids, mask, max_length=9))     # sampled, not greedy
     with pytest.raises(ValueError, match=r"^`remove_invalid_values` must be True or False, got 1$"):
         ours.generate(ids, mask, max_length=9, remove_invalid_values=1)

@@ -275,7 +275,6 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int, max
     and decoder_start_token_id defaulted to bos_token_id, as transformers' `_prepare_special_tokens` does.
     """
     kwargs = _without_no_ops({k: _plain(v) for k, v in kwargs.items()})
-    kwargs.update({k: bool(kwargs[k]) for k in TRUTH_FLAGS if _is_int(kwargs.get(k)) and kwargs[k] in (0, 1)})
     called = {k: kwargs.pop(k) for k in list(kwargs) if k in UNSUPPORTED}
     unknown = sorted(set(kwargs) - set(GENERATE_KWARGS))
     if {"decoder_input_ids", "decoder_attention_mask"} & set(unknown):
@@ -295,6 +294,7 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int, max
     kwargs = {k: NONE_MEANS_OFF.get(k, v) if v is None else v for k, v in kwargs.items()
               if not (v is None and k in NONE_MEANS_UNSET)}
     merged = {**LIBRARY_DEFAULTS, **base.to_dict(), **kwargs}
+    merged.update({k: bool(merged[k]) for k in TRUTH_FLAGS if _is_int(merged[k]) and merged[k] in (0, 1)})
     for name in ("eos_token_id", "forced_eos_token_id"):            # a tuple of ids, as transformers takes it
         if isinstance(merged.get(name), tuple):
             merged[name] = list(merged[name])
