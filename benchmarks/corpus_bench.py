@@ -65,7 +65,7 @@ def make_corpus(path: Path, model: Path, n: int, tokens: int, seed: int = 0) -> 
         for i in range(n):
             target = rng.randint(tokens // 2, tokens * 3 // 2)
             start = rng.randrange(len(words))
-            text = " ".join((words[start:] + words)[:int(target / 1.3)])      # ~1.3 tokens per word
+            text = " ".join((words[start:] + words)[:target])        # >= 1 token per word: at least target tokens
             ids = tok(text, truncation=True, max_length=target)["input_ids"]
             text = tok.decode(ids, skip_special_tokens=True).strip()
             lengths.append(len(tok(text)["input_ids"]))
@@ -104,8 +104,10 @@ def main(argv=None) -> int:
     ap.add_argument("--sort", choices=("both", "on", "off"), default="both", help="length-sorted batching")
     ap.add_argument("--num-beams", type=int, help="default: the checkpoint's (distilbart: 4)")
     ap.add_argument("--max-length", type=int, help="default: the checkpoint's (distilbart: 142)")
+    ap.add_argument("--tag", default="", help="suffix for the result files' names, e.g. intel")
     ap.add_argument("--out", type=Path, default=ROOT / "results", help="folder for the .md and .json report")
     args = ap.parse_args(argv)
+    args.date = date.today()                # the day the run started: its files' name and report
     tokens = args.tokens or (400 if args.shape == "distilbart" else 120)
 
     from machine import machine_line
@@ -152,10 +154,10 @@ def main(argv=None) -> int:
     for r in rows:
         table.append(f"| {r['engine']} | {'length-sorted' if r['sorted'] else 'input order'} | "
                      f"{r['docs_per_s']:.2f} | {r['wall_s']:.1f} | {r['same']}/{n} |")
-    report = "\n".join([f"# Corpus benchmark ({date.today()})", "", *[f"- {n}" for n in notes], "", *table, ""])
+    report = "\n".join([f"# Corpus benchmark ({args.date})", "", *[f"- {n}" for n in notes], "", *table, ""])
     print(report)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"corpus-cpu-{cores}cores-{args.shape}-{date.today()}"
+    stem = args.out / (f"corpus-cpu-{cores}cores-{args.shape}-{args.date}" + (f"-{args.tag}" if args.tag else ""))
     stem.with_suffix(".md").write_text(report, encoding="utf-8")
     stem.with_suffix(".json").write_text(json.dumps({"notes": notes, "rows": rows, "lengths": lengths}, indent=2))
     print(f"wrote {stem}.md and .json", file=sys.stderr)

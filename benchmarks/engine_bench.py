@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import subprocess
 import sys
 import time
@@ -122,9 +121,11 @@ def serve(server: str, model_dir: Path, requests: list[list[int]], lengths: list
             for i in ready:
                 done[i] = (t, lengths[i] - 1)
             pending = [i for i in pending if i not in ready]
+    from engines import hwm_mb           # VmHWM: ru_maxrss would count the parent's peak (Linux keeps it across exec)
+
     wall = max(t for t, _ in done)
     return {"server": server, "wall_s": wall, "finish": [t for t, _ in done], "tokens": [n for _, n in done],
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": hwm_mb()}
 
 
 def padded(rows: list[list[int]], pad: int):
@@ -165,8 +166,8 @@ def static_bound(model_dir: Path, requests: list[list[int]], lengths: list[int],
         encoder_s += timed(lambda: model.encode(ids, mask))
         alone_s += sum(timed(lambda: model.encode(ids[row:row + 1, :len(requests[i])]))
                        for row, i in enumerate(batch))
-        batch_steps += len(batch) * max(lengths[i] for i in batch)
-        own_steps += sum(lengths[i] for i in batch)
+        batch_steps += len(batch) * (max(lengths[i] for i in batch) - 1)    # decoder steps: max_length - 1
+        own_steps += sum(lengths[i] - 1 for i in batch)
     decode_s = static_wall - encoder_s
     decode_best = decode_s * own_steps / batch_steps
     return {"static8_encoder_s": round(encoder_s, 1), "static8_decode_s": round(decode_s, 1),
@@ -227,6 +228,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "results")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    args.date = date.today()                # the day the run started: its files' name and report
     unknown = set(args.servers.split(",")) - set(SERVERS + OPTIONAL)
     if unknown:
         ap.error(f"unknown --servers {sorted(unknown)}; choose from {', '.join(SERVERS + OPTIONAL)}")
@@ -277,16 +279,16 @@ def main(argv=None) -> int:
 def report(args, requests, lengths, rows, engine_rate, bound) -> None:
     from machine import machine_line
 
-    name = f"engine-cpu-{args.mode}-{date.today()}" + (f"-{args.tag}" if args.tag else "")
+    name = f"engine-cpu-{args.mode}-{args.date}" + (f"-{args.tag}" if args.tag else "")
     src = [len(r) for r in requests]
-    info = {"machine": machine_line(), "date": str(date.today()), "mode": args.mode,
+    info = {"machine": machine_line(), "date": str(args.date), "mode": args.mode,
             "requests": len(requests), "source_tokens": [min(src), sum(src) / len(src), max(src)],
             "generated_tokens": sorted(lengths), "load": args.load,
             "online_rate_docs_s": None if engine_rate is None else args.load * engine_rate, "rows": rows,
             "bound": bound}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(info, indent=1))
-    lines = [f"# Engine vs static batching, {info['machine']}, fp32, {args.mode}, {date.today()}", "",
+    lines = [f"# Engine vs static batching, {info['machine']}, fp32, {args.mode}, {args.date}", "",
              f"{len(requests)} requests, source {min(src)}-{max(src)} tokens (mean {sum(src) / len(src):.0f}); "
              f"generated tokens min {min(lengths)} / median {sorted(lengths)[len(lengths) // 2]} / max "
              f"{max(lengths)} (each request's max_length, uniform in 56..142).", "",

@@ -89,12 +89,16 @@ class TorchEngine:
             self.encoder = lambda ids, mask: encoder(input_ids=ids, attention_mask=mask).last_hidden_state
             self.version = transformers.__version__
         self.model.eval()
+        self.case = None                    # the (shape, options) of the last call (encode and generate share one)
 
     def run(self, op: str, input_ids, attention_mask, options: dict):
         torch = self.torch
         ids = torch.tensor(input_ids, device=self.device)
         mask = torch.tensor(attention_mask, device=self.device)
         kwargs = {k: v for k, v in options.items() if k != "ct2"}
+        if self.device == "cuda" and (ids.shape, options) != self.case:
+            self.case = (ids.shape, options)
+            self.drop_graphs()              # a case's peak memory without the graphs earlier cases kept
         if self.device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -110,6 +114,14 @@ class TorchEngine:
         seconds = time.perf_counter() - start
         peak = torch.cuda.max_memory_allocated() / 2**20 if self.device == "cuda" else None
         return seconds, (out.tolist() if out is not None else None), peak
+
+    def drop_graphs(self) -> None:
+        """Free the whole-step CUDA graphs seq2seq_kit keeps for later calls (up to whole_step.KEEP per model)."""
+        if self.name.startswith("seq2seq_kit"):
+            from seq2seq_kit.generation import whole_step
+
+            whole_step.KEPT.pop(self.model, None)
+            self.torch.cuda.empty_cache()
 
 
 class CT2Engine:

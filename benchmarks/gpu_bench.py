@@ -136,16 +136,28 @@ def bandwidth(device: str, smoke: bool) -> float:
     return 2 * a.numel() * a.element_size() / statistics.median(times)
 
 
-def per_step(engines: dict, ids, mask, kwargs: dict, steps: tuple[int, int], repeats: int, device: str) -> dict:
-    """{engine: (ms per step, memory)}: time(N2) - time(N1) over N2 - N1, the median of `repeats`."""
+def per_step(engines: dict, ids, mask, kwargs: dict, steps: tuple[int, int], repeats: int, device: str,
+             others: dict) -> dict:
+    """{engine: (ms per step, memory)}: time(N2) - time(N1) over N2 - N1, the median of `repeats`. others: {engine:
+    GiB of the other library's model resident beside it}, left out of its peak."""
     out = {}
     for name, gen in engines.items():
         reset_memory(device)
         run = lambda n: timed(lambda: gen(ids, mask, **kwargs, max_new_tokens=n, min_new_tokens=n), device)  # noqa
         run(steps[0]), run(steps[1])                                        # warm-up and graph captures
         samples = [1000 * (run(steps[1]) - run(steps[0])) / (steps[1] - steps[0]) for _ in range(repeats)]
-        out[name] = {"ms_per_step": statistics.median(samples), **memory(device)}
+        used = memory(device)
+        if used:
+            used["max_allocated_gib"] -= others[name]
+        out[name] = {"ms_per_step": statistics.median(samples), **used}
     return out
+
+
+def resident_gib(model: torch.nn.Module) -> float:
+    """GiB of a model's parameters and buffers (each storage once: tied weights share one)."""
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                for t in [*model.parameters(), *model.buffers()]}
+    return sum(storages.values()) / 2 ** 30
 
 
 def decoder_graph_only(model, ids, mask, **kwargs):
@@ -158,15 +170,14 @@ def decoder_graph_only(model, ids, mask, **kwargs):
 
 
 def same_tokens(ours, theirs, ids, mask, kwargs) -> dict:
-    a = ours.generate(ids, mask, **kwargs)
-    b = theirs.generate(ids, attention_mask=mask, **kwargs).to(a.device)
-    rows = sum(torch.equal(x[:len(y)], y) and len(x) == len(y) for x, y in
-               zip(strip(a, ours.config.pad_token_id), strip(b, ours.config.pad_token_id)))
-    return {"rows_identical": rows, "rows": a.shape[0]}
+    """Rows whose generated tokens (up to the first EOS, as bench.py compares them) equal transformers'."""
+    from bench import generated
 
-
-def strip(seqs: torch.Tensor, pad: int) -> list[torch.Tensor]:
-    return [row[row != pad] for row in seqs.cpu()]
+    a = ours.generate(ids, mask, **kwargs).tolist()
+    b = theirs.generate(ids, attention_mask=mask, **kwargs).tolist()
+    eos = ours.config.eos_token_id
+    rows = sum(generated(x, eos) == generated(y, eos) for x, y in zip(a, b))
+    return {"rows_identical": rows, "rows": len(a)}
 
 
 class Budget:
@@ -184,6 +195,9 @@ def part_steps(args, spec_name, spec, budget: Budget, results: dict) -> None:
     source = 16 if args.smoke else 512
     for dtype in dtypes:
         ours, theirs = load(spec_name, spec, dtype, args.device, with_transformers=True)
+        # both models sit on the device while each engine runs: its peak leaves the other's weights out
+        others = {name: resident_gib(ours if name == "transformers" else theirs)
+                  for name in ("seq2seq_kit", "seq2seq_kit_decoder_graph", "seq2seq_kit_eager", "transformers")}
         for batch in batches:
             ids, mask = batch_inputs(ours.config.vocab_size, batch, [source] * batch, args.device, seed=batch)
             for mode, kwargs in (("greedy", dict(num_beams=1)), ("beam4", CHECKPOINT_SETTINGS)):
@@ -199,7 +213,7 @@ def part_steps(args, spec_name, spec, budget: Budget, results: dict) -> None:
                     del engines["seq2seq_kit_eager"], engines["seq2seq_kit_decoder_graph"]
                 row = {"dtype": str(dtype).replace("torch.", ""), "batch": batch, "mode": mode,
                        **{f"{name}": v for name, v in per_step(engines, ids, mask, timing, steps, repeats,
-                                                               args.device).items()}}
+                                                               args.device, others).items()}}
                 real = dict(kwargs, max_length=24, min_length=8) if args.smoke else kwargs
                 row["tokens_vs_transformers"] = same_tokens(ours, theirs, ids, mask, real)
                 results["steps"].append(row)

@@ -16,7 +16,7 @@ Runs, in one process, each timed once over the whole call (tokenizing and chunki
   map_reduce    pipe(doc, strategy="map_reduce", batch_size=--batch-size): the chunks decode together
 The two map-reduce runs must give the same chunk summaries and the same summary (the "same" column); the exit
 status is 1 where they do not.
-Writes benchmarks/results/long-documents-cpu-<shape>-<date>.json and .md.
+Writes benchmarks/results/long-documents-cpu-<shape>-<date>[-<tag>].json and .md.
 """
 
 from __future__ import annotations
@@ -70,8 +70,10 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=8, help="chunks decoding at once (default: 8)")
     ap.add_argument("--max-length", type=int, default=None, help="summary max_length, every stage (default: the "
                                                                   "checkpoint's)")
+    ap.add_argument("--tag", default="", help="suffix for the result files' names, e.g. intel")
     ap.add_argument("--out", type=Path, default=ROOT / "results")
     args = ap.parse_args(argv)
+    args.date = date.today()                # the day the run started: its files' name and report
 
     from seq2seq_kit import pipeline
     from seq2seq_kit.long_documents import chunk_document
@@ -97,20 +99,21 @@ def main(argv=None) -> int:
         print(rows[-1], flush=True)
     one, batched = outputs["one at a time"][0], outputs["map_reduce"][0]
     same_chunks = sum(a["summary_text"] == b["summary_text"] for a, b in zip(one["chunks"], batched["chunks"]))
-    same = f"{same_chunks}/{len(one['chunks'])} chunks, summary {'equal' if one == batched else 'DIFFERS'}"
+    same = f"{same_chunks}/{len(one['chunks'])} chunks, summary "
+    same += "equal" if one["summary_text"] == batched["summary_text"] else "DIFFERS"
     for row in rows:
         row["same"] = same if row["run"] == "map_reduce" else ""
     speedup = rows[1]["wall_s"] / rows[2]["wall_s"] if rows[2]["wall_s"] else float("nan")
 
     from machine import machine_line
 
-    info = {"machine": machine_line(), "date": str(date.today()), "shape": args.shape,
+    info = {"machine": machine_line(), "date": str(args.date), "shape": args.shape,
             "document_tokens": length, "chunks": [len(c.row) for c in chunks],
             "settings": {**pipe.default_settings(), **kwargs}, "rows": rows, "speedup": round(speedup, 2)}
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"long-documents-cpu-{args.shape}-{date.today()}"
+    stem = args.out / (f"long-documents-cpu-{args.shape}-{args.date}" + (f"-{args.tag}" if args.tag else ""))
     stem.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
-    lines = [f"# Map-reduce of one long document, {info['machine']}, fp32, {date.today()}", "",
+    lines = [f"# Map-reduce of one long document, {info['machine']}, fp32, {args.date}", "",
              f"{args.shape} shape, a {length}-token document in {len(chunks)} chunks; generation settings "
              f"{info['settings']}.", "",
              "| run | chunks at once | wall s | same as one at a time |", "|---|---:|---:|---|"]

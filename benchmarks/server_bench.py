@@ -193,13 +193,13 @@ def measure(server: str, args, bodies: list[dict], num_beams: int) -> list[dict]
 def report(args, bodies: list[dict], rows: list[dict]) -> None:
     from machine import machine_line
 
-    name = f"server-{args.mode}-{date.today()}" + (f"-{args.tag}" if args.tag else "")
+    name = f"server-{args.mode}-{args.date}" + (f"-{args.tag}" if args.tag else "")
     lengths = [b["parameters"]["max_length"] for b in bodies]
-    info = {"machine": machine_line(), "date": str(date.today()), "mode": args.mode,
+    info = {"machine": machine_line(), "date": str(args.date), "mode": args.mode,
             "model": str(args.model_dir), "documents": len(bodies), "summary_max_lengths": sorted(lengths),
             "rows": rows}
     (args.out / f"{name}.json").write_text(json.dumps(info, indent=1))
-    lines = [f"# HTTP server under closed-loop load, {info['machine']}, fp32, {args.mode}, {date.today()}", "",
+    lines = [f"# HTTP server under closed-loop load, {info['machine']}, fp32, {args.mode}, {args.date}", "",
              f"{len(bodies)} documents of {args.min_tokens}-{args.max_tokens} tokens, max_length "
              f"{min(lengths)}-{max(lengths)}; {args.requests} requests per level (at least one per client).", "",
              "| server | clients | requests/s | p50 s | p95 s | p99 s |", "|---|---:|---:|---:|---:|---:|"]
@@ -250,6 +250,7 @@ def main(argv=None) -> int:
     ap.add_argument("--transformers-server", metavar="MODEL_DIR", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    args.date = date.today()                # the day the run started: its files' name and report
     unknown = sorted(set(args.servers.split(",")) - set(SERVERS))
     if unknown:
         ap.error(f"unknown --servers {unknown}; choose from {', '.join(SERVERS)}")
