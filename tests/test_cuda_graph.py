@@ -410,7 +410,8 @@ def test_whole_step_replay_equals_eager_step_once(checkpoint, kwargs):
         cache = cuda.new_cache(hidden, mask, rows_per_input(cfg), cfg.max_length - 1, fixed_shape=True)
         eager = new_search()
         decode_eagerly(cuda.decode_step_unchecked, cache, eager, check_every=8)
-        graph = whole_step.graphed_search(cuda, hidden, padding_mask, cfg, input_ids, rows_per_input(cfg), new_search)
+        graph = whole_step.graphed_search(cuda, hidden, padding_mask, cfg, input_ids, rows_per_input(cfg), None,
+                                          new_search)
         replayed = whole_step.decode_graphed(graph, check_every=8)
     want, got = result(cfg, eager), result(cfg, replayed)
     assert torch.equal(got.sequences, want.sequences)
@@ -493,7 +494,6 @@ EAGER_ONLY = {"logits_processor": dict(logits_processor=[Keep()]),
               "prefix_allowed_tokens_fn": dict(prefix_allowed_tokens_fn=lambda row, seq: list(range(4, 30))),
               "decoder_input_ids": dict(decoder_input_ids=torch.tensor([[2, 7, 8]] * 2)),
               "max_time": dict(max_time=0.0),
-              "stop_strings": dict(stop_strings=[" the"]),                          # with the BART tokenizer
               "output_attentions": dict(output_attentions=True, return_dict_in_generate=True),
               "output_hidden_states": dict(output_hidden_states=True, return_dict_in_generate=True)}
 
@@ -507,8 +507,6 @@ def test_what_needs_the_host_each_step_decodes_eagerly_where_graphs_are_the_defa
     monkeypatch.setattr(whole_step, "KEPT", type(whole_step.KEPT)())
     ids, mask = batch(model)
     kwargs = dict(EAGER_ONLY[name], max_new_tokens=6, num_beams=3)
-    if name == "stop_strings":
-        kwargs["tokenizer"] = Tokenizer.from_default()
     want = model.generate(ids, mask, **kwargs)                      # on the CPU: eager
     monkeypatch.setattr(decoding, "use_cuda_graph", lambda cuda_graph, device: cuda_graph is not False)
     before = replays()
@@ -526,3 +524,32 @@ def test_what_needs_the_host_each_step_decodes_eagerly_where_graphs_are_the_defa
         assert got.encoder_attentions is not None or got.encoder_hidden_states is not None
     with pytest.raises(ValueError, match="are not run on CUDA graphs"):
         model.generate(ids, mask, **kwargs, cuda_graph=True)
+
+
+@pytest.mark.parametrize("kwargs", [dict(num_beams=1), dict(num_beams=3), dict(num_beams=2, num_return_sequences=2),
+                                    dict(do_sample=True, top_k=5)])
+def test_stop_strings_run_on_the_graphs_as_eagerly(model, monkeypatch, kwargs):
+    """stop_strings on generate's CUDA graphs (emulated on the CPU): their check is a device-side part of the search's
+    step, so greedy and beam search replay the whole step with it and sampling its decoder graph (they decoded
+    eagerly until 2026-12-05). Tokens equal the eager call's; a second call with the same stop strings and
+    tokenizer reuses the kept graph; another tokenizer object (other tables) captures anew."""
+    monkeypatch.setattr(cuda_capture, "CapturedStep", EmulatedGraph)
+    monkeypatch.setattr(whole_step, "KEPT", type(whole_step.KEPT)())
+    monkeypatch.setattr(model, "graphed_step", None)
+    tok, other_tok = Tokenizer.from_default(), Tokenizer.from_default()
+    ids, mask = batch(model)
+    free = model.generate(ids, mask, max_new_tokens=10)[0].tolist()
+    stops = [tok.convert_tokens_to_string(tok.convert_ids_to_tokens(free[1:5]))[-3:]]
+    seeded = (lambda: dict(generator=torch.Generator().manual_seed(4))) if kwargs.get("do_sample") else dict
+    call = dict(kwargs, max_new_tokens=10, stop_strings=stops)
+    want = model.generate(ids, mask, **call, **seeded(), tokenizer=tok)
+    assert want.shape[1] < model.generate(ids, mask, **kwargs, **seeded(), max_new_tokens=10).shape[1]   # stops act
+    monkeypatch.setattr(decoding, "use_cuda_graph", lambda cuda_graph, device: cuda_graph is not False)
+    before_replays = replays()
+    for tokenizer, captures in ((tok, 1), (tok, 0), (other_tok, 1)):
+        before = len(whole_step.KEPT.get(model, {}))
+        got = model.generate(ids, mask, **call, **seeded(), tokenizer=tokenizer, cuda_graph=True)
+        assert torch.equal(got, want)
+        if not kwargs.get("do_sample"):
+            assert len(whole_step.KEPT[model]) == before + captures
+    assert replays() > before_replays and (model.graphed_step is not None) == bool(kwargs.get("do_sample"))

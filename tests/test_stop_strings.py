@@ -430,3 +430,21 @@ def test_fixed_capacity_on_cuda_takes_stop_strings_and_prompts_in_its_graphs(sma
     tok = AutoTokenizer.from_pretrained(fixtures_dir / "bart-tokenizer")
     graphs = stream_with_stops_and_prompts(model, tok, seed)
     assert all(g.replays > 0 for g in graphs)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("kwargs", [dict(num_beams=1), dict(num_beams=3), dict(do_sample=True, top_k=5)])
+def test_generate_with_stop_strings_on_cuda_graphs_equals_eager(small_path, fixtures_dir, kwargs):
+    """generate on a GPU with stop strings: on its CUDA graphs (the default there: the whole step for greedy and
+    beam search, the decoder graph for sampling) the tokens of cuda_graph=False on the same GPU."""
+    from seq2seq_kit import BartForConditionalGeneration
+
+    model = BartForConditionalGeneration.from_pretrained(small_path, device="cuda")
+    tok = AutoTokenizer.from_pretrained(fixtures_dir / "bart-tokenizer")
+    ids = torch.tensor([[5, 9, 14, 20, 33, 41, 2], [7, 8, 9, 10, 11, 12, 2]], device="cuda")
+    free = model.generate(ids, max_new_tokens=16, cuda_graph=False)
+    stops = stops_met(tok, free, random.Random(1))
+    seeded = (lambda: dict(generator=torch.Generator("cuda").manual_seed(2))) if kwargs.get("do_sample") else dict
+    runs = [model.generate(ids, max_new_tokens=16, stop_strings=stops, tokenizer=tok, cuda_graph=graphed, **kwargs,
+                           **seeded()) for graphed in (None, False, None)]        # the third reuses a kept graph
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[2], runs[1])

@@ -76,7 +76,8 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     the decoder's first tokens [R, P] on the CPU, then each step's new token of every row [R] (pad_token_id for a
     row that ended), and end() follows the last; greedy and sampling only (as transformers), decoded eagerly.
     tokenizer: the model's tokenizer (seq2seq_kit's or transformers'), which stop_strings need to read the tokens
-    as text (generation/stop_strings.py: a row ends once its text ends in one); they decode eagerly as well.
+    as text (generation/stop_strings.py: a row ends once its text ends in one); on CUDA graphs too (their check
+    is a device-side part of the search's step).
     output_attentions / output_hidden_states (with return_dict_in_generate; ignored without, as transformers):
     the encoder's and every step's attention probabilities and hidden states (generation/traces.py), computed
     beside the attention the step runs (tokens and scores as without them); decoded eagerly as well.
@@ -94,18 +95,18 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     stops = stop_strings_of(cfg, tokenizer, model.device)
     trace = Trace.of(cfg)                                   # None without output_attentions / _hidden_states
     eager_only = bool(custom) or prompt is not None or cfg.max_time is not None or streamer is not None \
-        or stops is not None or trace is not None
+        or trace is not None
     cuda_graph = use_cuda_graph(cuda_graph, model.device) and not (eager_only and cuda_graph is None)
     if eager_only and cuda_graph:
         raise ValueError("logits_processor / prefix_allowed_tokens_fn / decoder_input_ids / max_time / streamer / "
-                         "stop_strings / output_attentions / output_hidden_states are not run on CUDA graphs (they "
+                         "output_attentions / output_hidden_states are not run on CUDA graphs (they "
                          "need the host at every step, or tables the graphs do not take): leave cuda_graph unset "
                          "(generate then decodes eagerly) or pass False")
     traced = {} if trace is None else {"trace": trace.encoder}    # a model that traces nothing still generates
     encoder_hidden = model.encode_unchecked(input_ids, padding_mask, **traced)        # [B, S, D], once
     if cuda_graph:
         with graph_lock(model):                     # the kept graphs' buffers hold one call's inputs and state
-            return decode_on_graphs(model, encoder_hidden, padding_mask, cfg, input_ids, generator)
+            return decode_on_graphs(model, encoder_hidden, padding_mask, cfg, input_ids, generator, stops)
     search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator, prompt=prompt,
                           stop_strings=stops, **custom)
     screened = trace is None and search.screenable
@@ -134,17 +135,21 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
 
 
 def decode_on_graphs(model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None,
-                     cfg: GenerationConfig, input_ids: torch.Tensor, generator: torch.Generator | None):
+                     cfg: GenerationConfig, input_ids: torch.Tensor, generator: torch.Generator | None,
+                     stops: StopStrings | None):
     """generate's CUDA-graph paths (the caller holds the model's graph_lock): greedy and beam search replay the whole
     step, its output copied out of the kept graph's buffers (the next call's); sampling replays the decoder-only
-    graph with the search eager, reading the device back every step."""
+    graph with the search eager, reading the device back every step. stops: the stop strings' tables, whose check is
+    a device-side part of the search's step."""
     if WHOLE_STEP_GRAPH and not cfg.do_sample:          # decoder, processors, search, reorder: one graph
-        graph = graphed_search(model, encoder_hidden, padding_mask, cfg, input_ids, rows_per_input(cfg),
-                               lambda: start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device))
+        graph = graphed_search(model, encoder_hidden, padding_mask, cfg, input_ids, rows_per_input(cfg), stops,
+                               lambda: start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device,
+                                                    stop_strings=stops))
         return copied(result(cfg, decode_graphed(graph, GRAPH_CHECK_EVERY)))
     step, cache = model.start_decoding(encoder_hidden, padding_mask, rows_per_input(cfg),
                                        max_length=cfg.max_length - 1, cuda_graph=True)
-    search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator)
+    search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator,
+                          stop_strings=stops)
     decode(step, cache, search, check_every=1 if cfg.do_sample else GRAPH_CHECK_EVERY)
     return result(cfg, search)
 

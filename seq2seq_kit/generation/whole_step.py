@@ -35,6 +35,7 @@ from .. import cuda_capture
 from .config import GenerationConfig
 from .protocol import Cache, Seq2SeqModel, Step
 from .search import SearchProgress
+from .stop_strings import StopStrings
 from .sync_free import run_until_stopped
 
 T = TypeVar("T")
@@ -113,19 +114,20 @@ class WholeStepGraph:
 
 
 def whole_step_key(model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None,
-                   cfg: GenerationConfig, input_shape: torch.Size) -> tuple:
-    """What a captured whole step depends on: every shape, padding or none, dtype, device, the settings and the
-    weights' addresses."""
+                   cfg: GenerationConfig, input_shape: torch.Size, stops: StopStrings | None) -> tuple:
+    """What a captured whole step depends on: every shape, padding or none, dtype, device, the settings, the
+    weights' addresses and the stop strings' tables (the object: other strings, or another tokenizer, capture anew;
+    a kept graph's search holds its tables, so no other object takes their id while it is kept)."""
     return (tuple(encoder_hidden.shape), tuple(input_shape), padding_mask is None, encoder_hidden.dtype,
-            str(encoder_hidden.device), repr(cfg), cuda_capture.weights_key(model))
+            str(encoder_hidden.device), repr(cfg), cuda_capture.weights_key(model), id(stops))
 
 
 def graphed_search(model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None,
-                   cfg: GenerationConfig, input_ids: torch.Tensor, rows_per_input: int,
+                   cfg: GenerationConfig, input_ids: torch.Tensor, rows_per_input: int, stops: StopStrings | None,
                    start: Callable[[], SearchProgress]) -> WholeStepGraph:
     """The model's kept WholeStepGraph loaded with this call's inputs, or a new one captured for them.
-    start() builds this call's search (BeamSearch / SampleSearch, not sampling)."""
-    key = whole_step_key(model, encoder_hidden, padding_mask, cfg, input_ids.shape)
+    start() builds this call's search (BeamSearch / SampleSearch, not sampling) with `stops`' tables."""
+    key = whole_step_key(model, encoder_hidden, padding_mask, cfg, input_ids.shape, stops)
     kept = KEPT.setdefault(model, {})
     graph = kept.pop(key, None)
     if graph is not None:
