@@ -424,6 +424,15 @@ class TranslationTokenizer(Tokenizer):
             return self.target_vocabulary.tokens_of([ids], skip_special_tokens=False)[0]
         return self.target_vocabulary.tokens_of(list(ids), skip_special_tokens)
 
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        """Tokenizer.convert_tokens_to_string; a Marian tokenizer with separate vocabularies joins the pieces with
+        target.spm, as transformers' MarianTokenizer does there (it reads tokens as its model's output)."""
+        if self.target_vocabulary is None:
+            return super().convert_tokens_to_string(tokens)
+        if isinstance(tokens, str) or not all(isinstance(t, str) for t in tokens):
+            raise TypeError("convert_tokens_to_string takes a list of tokens (str), e.g. tok.tokenize(text)")
+        return self.target_vocabulary.join(list(tokens))
+
     def target_tokens(self) -> dict[int, str] | None:
         """Every target id -> its token as convert_ids_to_tokens reads it, with separate vocabularies (the ids the
         model writes are not get_vocab()'s); None with one vocabulary."""
@@ -645,7 +654,11 @@ class TargetVocabulary:
         self.detokenizer = _Detokenizer(processor, set(source.all_special_tokens), marian=True)
 
     def decode(self, ids: list[int], skip_special_tokens: bool) -> str:
-        return self.detokenizer.decode_chain(self.tokens_of(ids, skip_special_tokens))[0]
+        return self.join(self.tokens_of(ids, skip_special_tokens))
+
+    def join(self, tokens: list[str]) -> str:
+        """The text of these tokens, pieces joined by target.spm, special tokens kept as they are."""
+        return self.detokenizer.decode_chain(tokens)[0]
 
     def tokens_of(self, ids: list[int], skip_special_tokens: bool) -> list[str]:
         added = {i: t.content for i, t in self.source.backend_tokenizer.get_added_tokens_decoder().items()}

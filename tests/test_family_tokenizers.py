@@ -119,7 +119,8 @@ def marian_separate_dir(tmp_path_factory):
 
 def test_marian_separate_vocabularies_equal_transformers(marian_separate_dir):
     """Source ids from source.spm + vocab.json; decode reads target ids (target_vocab.json, target.spm), the
-    source's special ids skipped as transformers skips them."""
+    source's special ids skipped as transformers skips them; convert_tokens_to_string joins with target.spm (it
+    joined with source.spm: '<unk> d' for transformers' '<unk>  d')."""
     from transformers import MarianTokenizer
 
     root = marian_separate_dir
@@ -130,9 +131,11 @@ def test_marian_separate_vocabularies_equal_transformers(marian_separate_dir):
     ours = AutoTokenizer.from_pretrained(root)
     source_pad, target_pad = theirs.pad_token_id, json.loads((root / "target_vocab.json").read_text())["<pad>"]
     assert source_pad != target_pad
-    for text in CORPUS + EDGE:
+    for text in CORPUS + EDGE + ["<unk> d", "<pad> tour", "a <unk> d'un"]:
         assert ours(text)["input_ids"] == theirs(text)["input_ids"], text
         target_ids = theirs(text_target=text)["input_ids"]
+        for tokens in (theirs.tokenize(text), theirs.convert_ids_to_tokens(target_ids)):     # joined by target.spm
+            assert ours.convert_tokens_to_string(tokens) == theirs.convert_tokens_to_string(tokens), tokens
         for ids in (target_ids, [source_pad, *target_ids], [target_pad, source_pad, *target_ids, target_pad]):
             for skip in (True, False):
                 assert ours.decode(ids, skip_special_tokens=skip) == theirs.decode(ids, skip_special_tokens=skip)
