@@ -320,19 +320,25 @@ class TranslationTokenizer(Tokenizer):
         return tokens if len(tokens) == len(encoding.tokens) else encoding.tokens
 
     def encodings_locked(self, batch: list, add_special_tokens: bool, padding, truncation, max_length) -> list:
-        """Tokenizer.encodings_locked; Marian and M2M100 pairs cut "longest_first" as transformers' Python
-        tokenizers cut them (truncate_sequences: an odd last token comes off the second text, where the
-        `tokenizers` library takes it from the first)."""
+        """Tokenizer.encodings_locked; Marian and M2M100 pairs are cut as transformers' Python tokenizers cut them
+        (truncate_sequences): "longest_first" takes an odd last token off the second text, where the `tokenizers`
+        library takes it from the first; "only_first" / "only_second" may cut a side to nothing, where the
+        library refuses to (a side with fewer tokens than must go is refused: the result would pass max_length)."""
         pairs = bool(batch) and isinstance(batch[0], tuple)       # a batch is all pairs or none
-        if truncation != "longest_first" or self.kind not in PYTHON_KINDS or not pairs:
+        if not truncation or self.kind not in PYTHON_KINDS or not pairs:
             return super().encodings_locked(batch, add_special_tokens, padding, truncation, max_length)
         backend = self.backend_tokenizer
         backend.no_truncation()
         backend.no_padding()
         added = self.special_room(True, add_special_tokens, max_length)
+        if truncation != "longest_first":
+            self.check_one_side_fits(batch, add_special_tokens, truncation, max_length)
         encodings = []
         for pair in zip(*(backend.encode_batch(list(side), add_special_tokens=False) for side in zip(*batch))):
-            cuts = _longest_first(*(len(e.ids) for e in pair), max_length - added)
+            lengths = [len(e.ids) for e in pair]
+            remove = max(sum(lengths) - (max_length - added), 0)
+            cuts = (_longest_first(*lengths, max_length - added) if truncation == "longest_first"
+                    else (remove, 0) if truncation == "only_first" else (0, remove))
             for encoding, cut in zip(pair, cuts):
                 encoding.truncate(len(encoding.ids) - cut, direction=self.truncation_side)
             encodings.append(backend.post_process(*pair, add_special_tokens=add_special_tokens))

@@ -101,7 +101,8 @@ class Tokenizer:
     Subclasses (family_tokenizers) build on these hooks: `lock` (held while the backend's state is set and
     used), `strategies` (the checked padding / truncation arguments), `encodings` (checked arguments, then
     `encodings_locked` under the lock), `encodings_locked` (the backend calls), `target_encodings_locked` (the
-    same for text_target), `special_room` and `saved_config` (the tokenizer_config.json save_pretrained writes).
+    same for text_target), `special_room`, `check_one_side_fits` and `saved_config` (the tokenizer_config.json
+    save_pretrained writes).
     """
 
     gives_offsets = True    # return_offsets_mapping: the tokens' character offsets are right
@@ -441,7 +442,7 @@ class Tokenizer:
         if truncation:
             self.special_room(any(isinstance(b, tuple) for b in batch), add_special_tokens, max_length)
             if truncation in ("only_first", "only_second"):
-                self._check_one_side_fits(batch, add_special_tokens, truncation, max_length)
+                self.check_one_side_fits(batch, add_special_tokens, truncation, max_length)
             backend.enable_truncation(max_length, strategy=truncation, direction=self.truncation_side)
         if padding:
             backend.enable_padding(direction=self.padding_side, pad_id=self.pad_token_id, pad_token=self.pad_token,
@@ -462,10 +463,11 @@ class Tokenizer:
                              f"sequence gets: pass max_length >= {added}")
         return added
 
-    def _check_one_side_fits(self, batch: list, add_special_tokens: bool, strategy: str, max_length: int) -> None:
+    def check_one_side_fits(self, batch: list, add_special_tokens: bool, strategy: str, max_length: int) -> None:
         """only_first / only_second cut one side of an input: raise where the backend would fail (its rule in
-        `truncate_encodings`): that side is absent, or not longer than the tokens to remove. Call it with the
-        backend's truncation and padding off."""
+        `truncate_encodings`): that side is absent, or not longer than the tokens to remove (cuts_one_side_only:
+        shorter than them; such a tokenizer cuts a side to nothing itself). Call it with the backend's truncation
+        and padding off."""
         side = 0 if strategy == "only_first" else 1
         inputs = [b if isinstance(b, tuple) else (b,) for b in batch]
         sizes = iter(len(e.ids) for e in self._backend.encode_batch(
@@ -481,7 +483,7 @@ class Tokenizer:
                 continue      # the backend cuts everything (a lone first text: all of it is the side to cut)
             if side == len(lengths):
                 problem = "has no second sequence to cut"
-            elif lengths[side] <= excess:
+            elif lengths[side] < excess or (lengths[side] == excess and not self.cuts_one_side_only):
                 problem = (f"would have to lose {excess} tokens of its {'first' if side == 0 else 'second'} "
                            f"sequence, which has {lengths[side]}")
             else:

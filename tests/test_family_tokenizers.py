@@ -724,6 +724,38 @@ def test_pairs_cut_longest_first_as_transformers(request, fixture):
 
 
 @pytest.mark.parametrize("fixture", ["marian_dir", "m2m100_dir"])
+def test_pairs_cut_one_side_as_transformers(request, fixture):
+    """only_first / only_second on pairs, as transformers' Python tokenizers cut them (truncate_sequences): the side
+    may be cut to nothing where the other text and the special tokens fill max_length exactly (the `tokenizers`
+    library refuses that cut; it was refused here too); where the side is shorter than what must go, transformers
+    returns more than max_length tokens and this is refused, naming the fix."""
+    theirs, ours = python_tokenizer(request, fixture)
+    exact = 0
+    for strategy in ("only_first", "only_second"):
+        for side in ("right", "left"):
+            theirs.truncation_side = ours.truncation_side = side
+            for first, second in ((CORPUS[0], "x y"), ("x y", CORPUS[1]), ("a b c", "x")):
+                for max_length in range(2, 30):
+                    kwargs = dict(truncation=strategy, max_length=max_length)
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        expected = theirs(first, second, **kwargs)["input_ids"]
+                    if len(expected) > max_length:
+                        with pytest.raises(ValueError, match=f"truncation='{strategy}' cannot fit"):
+                            ours(first, second, **kwargs)
+                        continue
+                    assert ours(first, second, **kwargs)["input_ids"] == expected, (strategy, first, max_length)
+                    cut = theirs.tokenize(first if strategy == "only_first" else second)
+                    exact += len(expected) == len(theirs(first, second)["input_ids"]) - len(cut)
+                padded = dict(truncation=strategy, max_length=12, padding="max_length")
+                want = theirs([first, second], [second, first], **padded)
+                if all(len(ids) <= 12 for ids in want["input_ids"]):
+                    got = ours([first, second], [second, first], **padded)
+                    assert dict(got) == {k: want[k] for k in ("input_ids", "attention_mask")}
+    assert exact >= 4                                  # the side cut to nothing, which was refused
+
+
+@pytest.mark.parametrize("fixture", ["marian_dir", "m2m100_dir"])
 def test_tokenize_shows_pieces_outside_the_vocabulary(request, fixture):
     """A SentencePiece piece that vocab.json lacks (its id is <unk>'s) is shown as the piece, as transformers shows
     it; special tokens typed in the text stay whole."""
