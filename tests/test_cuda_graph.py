@@ -410,7 +410,7 @@ def test_whole_step_replay_equals_eager_step_once(checkpoint, kwargs):
         cache = cuda.new_cache(hidden, mask, rows_per_input(cfg), cfg.max_length - 1, fixed_shape=True)
         eager = new_search()
         decode_eagerly(cuda.decode_step_unchecked, cache, eager, check_every=8)
-        graph = whole_step.graphed_search(cuda, hidden, padding_mask, cfg, input_ids, rows_per_input(cfg), None,
+        graph = whole_step.graphed_search(cuda, hidden, padding_mask, cfg, input_ids, rows_per_input(cfg), None, None,
                                           new_search)
         replayed = whole_step.decode_graphed(graph, check_every=8)
     want, got = result(cfg, eager), result(cfg, replayed)
@@ -492,7 +492,6 @@ class Keep:
 
 EAGER_ONLY = {"logits_processor": dict(logits_processor=[Keep()]),
               "prefix_allowed_tokens_fn": dict(prefix_allowed_tokens_fn=lambda row, seq: list(range(4, 30))),
-              "decoder_input_ids": dict(decoder_input_ids=torch.tensor([[2, 7, 8]] * 2)),
               "max_time": dict(max_time=0.0),
               "output_attentions": dict(output_attentions=True, return_dict_in_generate=True),
               "output_hidden_states": dict(output_hidden_states=True, return_dict_in_generate=True)}
@@ -501,7 +500,7 @@ EAGER_ONLY = {"logits_processor": dict(logits_processor=[Keep()]),
 @pytest.mark.parametrize("name", list(EAGER_ONLY))
 def test_what_needs_the_host_each_step_decodes_eagerly_where_graphs_are_the_default(model, monkeypatch, name):
     """On CUDA generate runs on graphs unless told otherwise; an argument a graph cannot take (Python each step, a
-    clock, a prompt, traces) decodes eagerly instead (the eager tokens and traces, no graph replayed), and
+    clock, traces) decodes eagerly instead (the eager tokens and traces, no graph replayed), and
     cuda_graph=True beside it is refused. The CUDA device is emulated: graphs on by default, replayed on the CPU."""
     monkeypatch.setattr(cuda_capture, "CapturedStep", EmulatedGraph)
     monkeypatch.setattr(whole_step, "KEPT", type(whole_step.KEPT)())
@@ -553,3 +552,48 @@ def test_stop_strings_run_on_the_graphs_as_eagerly(model, monkeypatch, kwargs):
         if not kwargs.get("do_sample"):
             assert len(whole_step.KEPT[model]) == before + captures
     assert replays() > before_replays and (model.graphed_step is not None) == bool(kwargs.get("do_sample"))
+
+
+@pytest.mark.parametrize("kwargs", [dict(num_beams=1), dict(num_beams=3), dict(num_beams=2, num_return_sequences=2),
+                                    dict(do_sample=True, top_k=5)])
+def test_decoder_prompts_run_on_the_graphs_as_eagerly(small_path, fixtures_dir, monkeypatch, kwargs):
+    """decoder_input_ids on generate's CUDA graphs (emulated on the CPU): the prompt is fed to the graph's cache in
+    one pass (its positions are device-side) before the first replayed step, for the whole step (greedy, beam) and
+    the decoder graph (sampling); they decoded eagerly until 2026-12-05. On the 64-token BART, whose continuations
+    depend on the prompt: tokens equal the eager call's; another prompt of the same length reuses the kept graph
+    (fed anew), one of another length captures anew; stop strings beside a prompt too."""
+    monkeypatch.setattr(cuda_capture, "CapturedStep", EmulatedGraph)
+    monkeypatch.setattr(whole_step, "KEPT", type(whole_step.KEPT)())
+    model = BartForConditionalGeneration.from_pretrained(small_path)
+    tok = Tokenizer.from_pretrained(fixtures_dir / "bart-tokenizer")          # ids 0..63: '<s>', '.', 'Ġthe', ...
+    ids = torch.tensor([[5, 9, 14, 20, 33, 41, 2], [7, 8, 9, 10, 11, 12, 2]])
+    seeded = (lambda: dict(generator=torch.Generator().manual_seed(4))) if kwargs.get("do_sample") else dict
+    prompts = [torch.tensor([[2, 7, 8]] * 2), torch.tensor([[2, 9, 30], [2, 11, 5]]), torch.tensor([[2, 40]] * 2)]
+    calls = [dict(kwargs, max_new_tokens=8, decoder_input_ids=prompt) for prompt in prompts]
+    free = model.generate(ids, **calls[1], **seeded()).tolist()
+    stops = [tok.convert_tokens_to_string(tok.convert_ids_to_tokens(row[3:6]))[-2:] for row in free]     # each row's
+    calls.append(dict(calls[1], stop_strings=stops, tokenizer=tok))
+    wants = [model.generate(ids, **call, **seeded()) for call in calls]
+    assert not torch.equal(wants[0][:, 3:], wants[1][:, 3:]) and wants[3].shape[1] < wants[1].shape[1]
+    monkeypatch.setattr(decoding, "use_cuda_graph", lambda cuda_graph, device: cuda_graph is not False)
+    before_replays = replays()
+    for call, want, captures in zip(calls, wants, (1, 0, 1, 1)):
+        before = len(whole_step.KEPT.get(model, {}))
+        assert torch.equal(model.generate(ids, **call, **seeded(), cuda_graph=True), want)
+        if not kwargs.get("do_sample"):
+            assert len(whole_step.KEPT[model]) == before + captures
+    assert replays() > before_replays and (model.graphed_step is not None) == bool(kwargs.get("do_sample"))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("kwargs", [dict(num_beams=1), dict(num_beams=3), dict(do_sample=True, top_k=5)])
+def test_decoder_prompts_on_cuda_graphs_equal_eager(small_path, kwargs):
+    """generate on a GPU with decoder prompts: on its CUDA graphs (the default there) the tokens of cuda_graph=False
+    on the same GPU, a kept graph reused by a second prompt of the same length."""
+    model = BartForConditionalGeneration.from_pretrained(small_path, device="cuda")
+    ids = torch.tensor([[5, 9, 14, 20, 33, 41, 2], [7, 8, 9, 10, 11, 12, 2]], device="cuda")
+    seeded = (lambda: dict(generator=torch.Generator("cuda").manual_seed(4))) if kwargs.get("do_sample") else dict
+    for prompt in ([[2, 7, 8]] * 2, [[2, 9, 30], [2, 11, 5]]):
+        call = dict(kwargs, max_new_tokens=8, decoder_input_ids=torch.tensor(prompt, device="cuda"))
+        assert torch.equal(model.generate(ids, **call, **seeded()),
+                           model.generate(ids, **call, **seeded(), cuda_graph=False)), prompt

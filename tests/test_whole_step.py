@@ -135,7 +135,7 @@ def test_whole_step_graph_replayed_as_a_cuda_graph_would(pair, name, batch, kwar
         input_ids, padding_mask, cfg, _ = prepare(ours, ids, mask, dict(kwargs, return_dict_in_generate=True,
                                                                      output_scores=True, output_logits=True), None)
         hidden = ours.encode_unchecked(input_ids, padding_mask)
-        graph = graphed_search(ours, hidden, padding_mask, cfg, input_ids, rows_per_input(cfg), None,
+        graph = graphed_search(ours, hidden, padding_mask, cfg, input_ids, rows_per_input(cfg), None, None,
                                lambda: start_search(cfg, input_ids, ours.config.decoder_vocab_size, ours.device))
         assert isinstance(graph.step, EmulatedGraph)
         got = result(cfg, decode_graphed(graph, check_every=8))

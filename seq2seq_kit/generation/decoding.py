@@ -69,9 +69,10 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     class; prefix_allowed_tokens_fn(input index, row's tokens) -> allowed token ids (constrained decoding).
     Both run Python every step: generate then decodes eagerly (cuda_graph=True is refused with them).
     decoder_input_ids: a decoder prompt [B, P] each row starts from (generation/decoder_prompt.py: the start token
-    prepended as transformers does, counted in the lengths, part of the output); generate then decodes eagerly as
-    well; decoder_attention_mask only as all ones. So does max_time: the step during which max_time seconds of
-    decoding (the encoder not counted, as transformers' MaxTimeCriteria) have passed is the last, for every row.
+    prepended as transformers does, counted in the lengths, part of the output), fed to the cache in one pass (on
+    CUDA graphs too: their positions are device-side); decoder_attention_mask only as all ones.
+    max_time decodes eagerly: the step during which max_time seconds of decoding (the encoder not counted, as
+    transformers' MaxTimeCriteria) have passed is the last, for every row.
     streamer: an object with put(token ids) and end(), as transformers' streamers (TextStreamer, ...): put gets
     the decoder's first tokens [R, P] on the CPU, then each step's new token of every row [R] (pad_token_id for a
     row that ended), and end() follows the last; greedy and sampling only (as transformers), decoded eagerly.
@@ -94,11 +95,10 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     check_streamer(streamer, cfg)
     stops = stop_strings_of(cfg, tokenizer, model.device)
     trace = Trace.of(cfg)                                   # None without output_attentions / _hidden_states
-    eager_only = bool(custom) or prompt is not None or cfg.max_time is not None or streamer is not None \
-        or trace is not None
+    eager_only = bool(custom) or cfg.max_time is not None or streamer is not None or trace is not None
     cuda_graph = use_cuda_graph(cuda_graph, model.device) and not (eager_only and cuda_graph is None)
     if eager_only and cuda_graph:
-        raise ValueError("logits_processor / prefix_allowed_tokens_fn / decoder_input_ids / max_time / streamer / "
+        raise ValueError("logits_processor / prefix_allowed_tokens_fn / max_time / streamer / "
                          "output_attentions / output_hidden_states are not run on CUDA graphs (they "
                          "need the host at every step, or tables the graphs do not take): leave cuda_graph unset "
                          "(generate then decodes eagerly) or pass False")
@@ -106,7 +106,7 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     encoder_hidden = model.encode_unchecked(input_ids, padding_mask, **traced)        # [B, S, D], once
     if cuda_graph:
         with graph_lock(model):                     # the kept graphs' buffers hold one call's inputs and state
-            return decode_on_graphs(model, encoder_hidden, padding_mask, cfg, input_ids, generator, stops)
+            return decode_on_graphs(model, encoder_hidden, padding_mask, cfg, input_ids, generator, stops, prompt)
     search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator, prompt=prompt,
                           stop_strings=stops, **custom)
     screened = trace is None and search.screenable
@@ -136,20 +136,24 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
 
 def decode_on_graphs(model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None,
                      cfg: GenerationConfig, input_ids: torch.Tensor, generator: torch.Generator | None,
-                     stops: StopStrings | None):
+                     stops: StopStrings | None, prompt: torch.Tensor | None):
     """generate's CUDA-graph paths (the caller holds the model's graph_lock): greedy and beam search replay the whole
     step, its output copied out of the kept graph's buffers (the next call's); sampling replays the decoder-only
     graph with the search eager, reading the device back every step. stops: the stop strings' tables, whose check is
-    a device-side part of the search's step."""
+    a device-side part of the search's step; prompt: the decoder prompt [B, P] (or None), fed to the graph's cache
+    (its positions are device-side) before the first step."""
+    rows = rows_per_input(cfg)
     if WHOLE_STEP_GRAPH and not cfg.do_sample:          # decoder, processors, search, reorder: one graph
-        graph = graphed_search(model, encoder_hidden, padding_mask, cfg, input_ids, rows_per_input(cfg), stops,
+        graph = graphed_search(model, encoder_hidden, padding_mask, cfg, input_ids, rows, stops, prompt,
                                lambda: start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device,
-                                                    stop_strings=stops))
+                                                    prompt=prompt, stop_strings=stops))
         return copied(result(cfg, decode_graphed(graph, GRAPH_CHECK_EVERY)))
-    step, cache = model.start_decoding(encoder_hidden, padding_mask, rows_per_input(cfg),
-                                       max_length=cfg.max_length - 1, cuda_graph=True)
-    search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator,
+    step, cache = model.start_decoding(encoder_hidden, padding_mask, rows, max_length=cfg.max_length - 1,
+                                       cuda_graph=True)
+    search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator, prompt=prompt,
                           stop_strings=stops)
+    if prompt is not None:
+        decoder_prompt.prefill(model, cache, prompt, rows)
     decode(step, cache, search, check_every=1 if cfg.do_sample else GRAPH_CHECK_EVERY)
     return result(cfg, search)
 

@@ -16,11 +16,12 @@ Decisions:
     offsets registered with the graph (`CUDAGraph.register_generator_state`, per user generator), and the
     draw's finiteness check (logits_process.draw's clear error) cannot run inside a graph.
   * Up to KEEP graphs are kept per model (`KEPT`, weakly keyed by the model; the least recently used goes
-    first) and reused by a later generate call with the same `whole_step_key` (shapes, settings, weights): that
-    call's cross-attention keys/values, search state and input-dependent processor tensors are copied into the
-    captured ones. Other keys capture anew (a warm-up of two eager steps, then the capture). A kept graph's
-    buffers hold one call's inputs and state, so generate uses a model's graphs (these and the model's
-    decoder-only one) under its `graph_lock`, one call at a time, and copies its result out of them.
+    first) and reused by a later generate call with the same `whole_step_key` (shapes, settings, weights, stop
+    strings' tables): that call's cross-attention keys/values, search state and input-dependent processor tensors
+    are copied into the captured ones, and its decoder prompt (decoder_input_ids) fed to the cache. Other keys
+    capture anew (a warm-up of two eager steps, then the capture). A kept graph's buffers hold one call's inputs
+    and state, so generate uses a model's graphs (these and the model's decoder-only one) under its `graph_lock`,
+    one call at a time, and copies its result out of them.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Callable, TypeVar
 import torch
 
 from .. import cuda_capture
+from . import decoder_prompt
 from .config import GenerationConfig
 from .protocol import Cache, Seq2SeqModel, Step
 from .search import SearchProgress
@@ -80,15 +82,18 @@ class WholeStepGraph:
     """step_once on (cache, search) captured in one CUDA graph; `replay()` runs one step. The graph owns the
     cache (a FixedShapeKVCache) and the search's tensors; `load` points it at a new generate call's inputs."""
 
-    def __init__(self, step: Step, cache, search: SearchProgress, key: tuple):
+    def __init__(self, step: Step, cache, search: SearchProgress, key: tuple, start: Callable[[], None]):
+        """start(): empty the cache and feed it the call's decoder prompt, if any (decoder_prompt.prefill), before
+        the capture's warm-up and again after it."""
         self.key, self.cache, self.search = key, cache, search
         saved = [t.clone() for t in search.state()]
+        start()
         self.step = cuda_capture.CapturedStep(lambda: step_once(step, cache, search), search.cur_len.device)
         self.outputs = {name: steps[-1] for name, steps in search.recorded.items()}   # the graph's [R, V] each
         for t, s in zip(search.state(), saved):         # undo the warm-up: the search starts at its first step
             t.copy_(s)
         search.restart()
-        cache.reset()
+        start()
 
     def replay(self) -> None:
         """One step (no host read); records the step's scores and logits when the search records them."""
@@ -98,12 +103,12 @@ class WholeStepGraph:
             self.search.recorded[name].append(values.clone())        # the next replay overwrites the buffer
 
     def load(self, model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None,
-             search: SearchProgress) -> None:
-        """Start over on another call's inputs of the same key: its cross-attention keys/values, and the fresh
-        `search`'s state and processor tensors (the encoder n-gram windows depend on the input) copied into
-        the captured ones."""
+             search: SearchProgress, start: Callable[[], None]) -> None:
+        """Start over on another call's inputs of the same key: its cross-attention keys/values, its decoder prompt
+        (start(), as in __init__), and the fresh `search`'s state and processor tensors (the encoder n-gram windows
+        depend on the input) copied into the captured ones."""
         model.project_cross_kv(self.cache, encoder_hidden, padding_mask)
-        self.cache.reset()
+        start()
         for old, new in zip(self.search.state(), search.state()):
             old.copy_(new)
         for old, new in zip(self.search.processors, search.processors):
@@ -114,29 +119,38 @@ class WholeStepGraph:
 
 
 def whole_step_key(model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None,
-                   cfg: GenerationConfig, input_shape: torch.Size, stops: StopStrings | None) -> tuple:
-    """What a captured whole step depends on: every shape, padding or none, dtype, device, the settings, the
-    weights' addresses and the stop strings' tables (the object: other strings, or another tokenizer, capture anew;
-    a kept graph's search holds its tables, so no other object takes their id while it is kept)."""
+                   cfg: GenerationConfig, input_shape: torch.Size, stops: StopStrings | None,
+                   prompt: torch.Tensor | None) -> tuple:
+    """What a captured whole step depends on: every shape (the decoder prompt's too), padding or none, dtype,
+    device, the settings, the weights' addresses and the stop strings' tables (the object: other strings, or another
+    tokenizer, capture anew; a kept graph's search holds its tables, so no other object takes their id while it is
+    kept)."""
     return (tuple(encoder_hidden.shape), tuple(input_shape), padding_mask is None, encoder_hidden.dtype,
-            str(encoder_hidden.device), repr(cfg), cuda_capture.weights_key(model), id(stops))
+            str(encoder_hidden.device), repr(cfg), cuda_capture.weights_key(model), id(stops),
+            None if prompt is None else tuple(prompt.shape))
 
 
 def graphed_search(model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None,
                    cfg: GenerationConfig, input_ids: torch.Tensor, rows_per_input: int, stops: StopStrings | None,
-                   start: Callable[[], SearchProgress]) -> WholeStepGraph:
+                   prompt: torch.Tensor | None, new_search: Callable[[], SearchProgress]) -> WholeStepGraph:
     """The model's kept WholeStepGraph loaded with this call's inputs, or a new one captured for them.
-    start() builds this call's search (BeamSearch / SampleSearch, not sampling) with `stops`' tables."""
-    key = whole_step_key(model, encoder_hidden, padding_mask, cfg, input_ids.shape, stops)
+    new_search() builds this call's search (BeamSearch / SampleSearch, not sampling) with `stops`' tables and
+    `prompt` (decoder_prompt's [B, P], or None), which the graph's cache is fed."""
+    key = whole_step_key(model, encoder_hidden, padding_mask, cfg, input_ids.shape, stops, prompt)
     kept = KEPT.setdefault(model, {})
     graph = kept.pop(key, None)
+    def start(cache) -> None:                   # the graph's cache emptied, then fed the prompt but its last token
+        cache.reset()
+        if prompt is not None:
+            decoder_prompt.prefill(model, cache, prompt, rows_per_input)
+
     if graph is not None:
-        graph.load(model, encoder_hidden, padding_mask, start())
+        graph.load(model, encoder_hidden, padding_mask, new_search(), lambda: start(graph.cache))
     else:
         if len(kept) >= KEEP:                   # free the oldest graph and its cache before capturing a new one
             del kept[next(iter(kept))]
         cache = model.new_cache(encoder_hidden, padding_mask, rows_per_input, cfg.max_length - 1, fixed_shape=True)
-        graph = WholeStepGraph(model.decode_step_unchecked, cache, start(), key)
+        graph = WholeStepGraph(model.decode_step_unchecked, cache, new_search(), key, lambda: start(cache))
     kept[key] = graph                           # the most recently used last
     return graph
 
