@@ -42,9 +42,11 @@ def ensure_venv() -> Path:
 
 
 def ensure_converted(checkpoint: Path, output: Path) -> Path:
-    """The CTranslate2 model directory for `checkpoint`, converted on first use (raises on failure): with this
-    Python if it can, else in the transformers<5 venv."""
-    if (output / "model.bin").exists():
+    """The CTranslate2 model directory for `checkpoint`, converted on first use and again once the checkpoint's
+    weights are newer (make_checkpoints.py --force), raising on failure: with this Python if it can, else in the
+    transformers<5 venv."""
+    converted = output / "model.bin"
+    if converted.exists() and converted.stat().st_mtime >= (checkpoint / "model.safetensors").stat().st_mtime:
         return output
     failure = _run_converter(Path(sys.executable), checkpoint, output)
     if failure is not None:
