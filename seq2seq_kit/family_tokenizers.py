@@ -330,14 +330,16 @@ class TranslationTokenizer(Tokenizer):
         backend = self.backend_tokenizer
         backend.no_truncation()
         backend.no_padding()
-        added = self.special_room(True, add_special_tokens, max_length)
+        room = max_length - self.special_room(True, add_special_tokens, max_length)
+        pairs = list(zip(*(backend.encode_batch(list(side), add_special_tokens=False) for side in zip(*batch))))
+        lengths = [(len(first.ids), len(second.ids)) for first, second in pairs]
         if truncation != "longest_first":
-            self.check_one_side_fits(batch, add_special_tokens, truncation, max_length)
+            self.check_one_side_fits(batch, add_special_tokens, truncation, max_length,
+                                     sizes=[n for pair in lengths for n in pair])
         encodings = []
-        for pair in zip(*(backend.encode_batch(list(side), add_special_tokens=False) for side in zip(*batch))):
-            lengths = [len(e.ids) for e in pair]
-            remove = max(sum(lengths) - (max_length - added), 0)
-            cuts = (_longest_first(*lengths, max_length - added) if truncation == "longest_first"
+        for pair, (first, second) in zip(pairs, lengths):
+            remove = max(first + second - room, 0)
+            cuts = (_longest_first(first, second, room) if truncation == "longest_first"
                     else (remove, 0) if truncation == "only_first" else (0, remove))
             for encoding, cut in zip(pair, cuts):
                 encoding.truncate(len(encoding.ids) - cut, direction=self.truncation_side)

@@ -463,15 +463,19 @@ class Tokenizer:
                              f"sequence gets: pass max_length >= {added}")
         return added
 
-    def check_one_side_fits(self, batch: list, add_special_tokens: bool, strategy: str, max_length: int) -> None:
+    def check_one_side_fits(self, batch: list, add_special_tokens: bool, strategy: str, max_length: int,
+                            sizes: list[int] | None = None) -> None:
         """only_first / only_second cut one side of an input: raise where the backend would fail (its rule in
         `truncate_encodings`): that side is absent, or not longer than the tokens to remove (cuts_one_side_only:
-        shorter than them; such a tokenizer cuts a side to nothing itself). Call it with the backend's truncation
-        and padding off."""
+        shorter than them; such a tokenizer cuts a side to nothing itself). sizes: each text's tokens without
+        special tokens, in the batch's order, where the caller has encoded them (else encoded here, with the
+        backend's truncation and padding off)."""
         side = 0 if strategy == "only_first" else 1
         inputs = [b if isinstance(b, tuple) else (b,) for b in batch]
-        sizes = iter(len(e.ids) for e in self._backend.encode_batch(
-            [t for texts in inputs for t in texts], add_special_tokens=False))
+        if sizes is None:
+            sizes = [len(e.ids) for e in self._backend.encode_batch([t for texts in inputs for t in texts],
+                                                                    add_special_tokens=False)]
+        sizes = iter(sizes)
         for i, texts in enumerate(inputs):
             lengths = [next(sizes) for _ in texts]
             added = self._backend.num_special_tokens_to_add(len(texts) == 2) if add_special_tokens else 0
