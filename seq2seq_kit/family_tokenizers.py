@@ -46,7 +46,7 @@ from tokenizers import Tokenizer as Backend
 from . import hub
 from .jsonfile import read_json
 from .tokenizer_classes import read_tokenizer_json, tokenizer_class
-from .tokenizer import (FILES, Tokenizer, as_ids, check_text, clean_up_tokenization, extra_tokens,
+from .tokenizer import (FILES, Tokenizer, as_ids, check_text, check_tokens, clean_up_tokenization, extra_tokens,
                         read_tokenizer_config, token_content)
 
 SPIECE_UNDERLINE = "\u2581"
@@ -437,8 +437,7 @@ class TranslationTokenizer(Tokenizer):
         target.spm, as transformers' MarianTokenizer does there (it reads tokens as its model's output)."""
         if self.target_vocabulary is None:
             return super().convert_tokens_to_string(tokens)
-        if isinstance(tokens, str) or not all(isinstance(t, str) for t in tokens):
-            raise TypeError("convert_tokens_to_string takes a list of tokens (str), e.g. tok.tokenize(text)")
+        check_tokens(tokens)
         return self.target_vocabulary.join(list(tokens))
 
     def target_tokens(self) -> dict[int, str] | None:

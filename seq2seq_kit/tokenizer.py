@@ -307,8 +307,7 @@ class Tokenizer:
     def convert_tokens_to_string(self, tokens: list[str]) -> str:
         """The text of these tokens as the decoder joins them: no special token dropped, no clean-up (transformers'
         convert_tokens_to_string)."""
-        if isinstance(tokens, str) or not all(isinstance(t, str) for t in tokens):
-            raise TypeError("convert_tokens_to_string takes a list of tokens (str), e.g. tok.tokenize(text)")
+        check_tokens(tokens)
         decoder = self._backend.decoder
         if decoder is None:
             return " ".join(tokens)
@@ -746,6 +745,12 @@ def _add_special_tokens(backend: Backend, listed: list, named: list, extra: list
         if token.content in names:
             token.special = True
         backend.add_tokens([token])
+
+
+def check_tokens(tokens) -> None:
+    """TypeError unless `tokens` is a list (or tuple) of tokens, as convert_tokens_to_string takes them."""
+    if isinstance(tokens, str) or not all(isinstance(t, str) for t in tokens):
+        raise TypeError("convert_tokens_to_string takes a list of tokens (str), e.g. tok.tokenize(text)")
 
 
 def check_text(text, name: str, hint: str = "") -> str:

@@ -141,6 +141,8 @@ def test_marian_separate_vocabularies_equal_transformers(marian_separate_dir):
                 assert ours.decode(ids, skip_special_tokens=skip) == theirs.decode(ids, skip_special_tokens=skip)
                 assert ours.convert_ids_to_tokens(ids, skip) == theirs.convert_ids_to_tokens(ids, skip), text
     assert ours.convert_ids_to_tokens(target_ids[0]) == theirs.convert_ids_to_tokens(target_ids[0])
+    with pytest.raises(TypeError, match=r"^convert_tokens_to_string takes a list of tokens \(str\)"):
+        ours.convert_tokens_to_string("▁d")                  # target.spm's join checks its argument as the source's
     batch = [theirs(text_target=t)["input_ids"] for t in CORPUS[:3]]
     assert ours.batch_decode(batch, skip_special_tokens=True) == theirs.batch_decode(batch, skip_special_tokens=True)
     (root / "target_vocab.json").rename(root / "moved.json")

@@ -570,6 +570,9 @@ def test_arguments_of_the_wrong_type_are_named(bart):
         bart.encode("a b", add_special_tokens=None)
     with pytest.raises(TypeError, match=r"^convert_tokens_to_ids takes a token \(str\) or a list of them, got None"):
         bart.convert_tokens_to_ids(None)
+    for tokens in ("the", ["the", 5]):
+        with pytest.raises(TypeError, match=r"^convert_tokens_to_string takes a list of tokens \(str\)"):
+            bart.convert_tokens_to_string(tokens)
 
 
 def test_batch_encoding_to_a_dtype_changes_nothing_as_in_transformers(bart, tmp_path):
