@@ -543,15 +543,9 @@ def test_stop_strings_run_on_the_graphs_as_eagerly(model, monkeypatch, kwargs):
     call = dict(kwargs, max_new_tokens=10, stop_strings=stops)
     want = model.generate(ids, mask, **call, **seeded(), tokenizer=tok)
     assert want.shape[1] < model.generate(ids, mask, **kwargs, **seeded(), max_new_tokens=10).shape[1]   # stops act
-    monkeypatch.setattr(decoding, "use_cuda_graph", lambda cuda_graph, device: cuda_graph is not False)
-    before_replays = replays()
-    for tokenizer, captures in ((tok, 1), (tok, 0), (other_tok, 1)):
-        before = len(whole_step.KEPT.get(model, {}))
-        got = model.generate(ids, mask, **call, **seeded(), tokenizer=tokenizer, cuda_graph=True)
-        assert torch.equal(got, want)
-        if not kwargs.get("do_sample"):
-            assert len(whole_step.KEPT[model]) == before + captures
-    assert replays() > before_replays and (model.graphed_step is not None) == bool(kwargs.get("do_sample"))
+    runs = [(lambda tokenizer=tokenizer: dict(call, **seeded(), tokenizer=tokenizer), want, captures)
+            for tokenizer, captures in ((tok, 1), (tok, 0), (other_tok, 1))]
+    assert_graphed_as_eager(model, monkeypatch, runs, (ids, mask), sampling=bool(kwargs.get("do_sample")))
 
 
 @pytest.mark.parametrize("kwargs", [dict(num_beams=1), dict(num_beams=3), dict(num_beams=2, num_return_sequences=2),
@@ -575,14 +569,23 @@ def test_decoder_prompts_run_on_the_graphs_as_eagerly(small_path, fixtures_dir, 
     calls.append(dict(calls[1], stop_strings=stops, tokenizer=tok))
     wants = [model.generate(ids, **call, **seeded()) for call in calls]
     assert not torch.equal(wants[0][:, 3:], wants[1][:, 3:]) and wants[3].shape[1] < wants[1].shape[1]
+    runs = [(lambda call=call: dict(call, **seeded()), want, captures)
+            for call, want, captures in zip(calls, wants, (1, 0, 1, 1))]
+    assert_graphed_as_eager(model, monkeypatch, runs, (ids,), sampling=bool(kwargs.get("do_sample")))
+
+
+def assert_graphed_as_eager(model, monkeypatch, runs: list, inputs: tuple, sampling: bool) -> None:
+    """Each run (a function giving the call's generate kwargs, its eager output, the whole-step graphs it captures)
+    on the emulated CUDA graphs, in order: the eager output, and for greedy / beam search that many new kept graphs
+    (a reused one: none); sampling replays the model's decoder graph."""
     monkeypatch.setattr(decoding, "use_cuda_graph", lambda cuda_graph, device: cuda_graph is not False)
     before_replays = replays()
-    for call, want, captures in zip(calls, wants, (1, 0, 1, 1)):
+    for kwargs, want, captures in runs:
         before = len(whole_step.KEPT.get(model, {}))
-        assert torch.equal(model.generate(ids, **call, **seeded(), cuda_graph=True), want)
-        if not kwargs.get("do_sample"):
+        assert torch.equal(model.generate(*inputs, **kwargs(), cuda_graph=True), want)
+        if not sampling:
             assert len(whole_step.KEPT[model]) == before + captures
-    assert replays() > before_replays and (model.graphed_step is not None) == bool(kwargs.get("do_sample"))
+    assert replays() > before_replays and (model.graphed_step is not None) == sampling
 
 
 @pytest.mark.cuda
