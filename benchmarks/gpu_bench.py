@@ -22,6 +22,10 @@ Parts (each skipped, and said so, once the time budget is spent):
               Engine(max_rows=128, fixed capacity, CUDA graphs): docs/s, the ratio, graphs captured, peak memory;
               then 64 of the requests twice more with each step's phases timed on the host (engine_phases):
               the groups' search steps replayed from CUDA graphs (the default), then eager.
+  sampling    top-k 50 sampling (transformers' default warper), fp16, batch 1 and 32, 512-token inputs: ms per step
+              on the whole-step graph (decoding.WHOLE_STEP_SAMPLING, off by default until this part and the CUDA
+              tests have run), on the decoder-only graph with the draws eager (the default), and eager; whether the
+              three draw the same tokens from one seed.
   memory      the 2026-11-25 H100 run's eager worker held 57.5 GiB of cached blocks at fp32 batch 32 beam 4 (a
               reorder tensor growing with the step; fixed 2026-12-01): that case again, eager and whole-step graph,
               max_memory_allocated, memory_reserved, the allocator's segment count and retries.
@@ -169,6 +173,15 @@ def decoder_graph_only(model, ids, mask, **kwargs):
         decoding.WHOLE_STEP_GRAPH = True
 
 
+def whole_step_sampling(model, ids, mask, **kwargs):
+    """generate with sampling on the whole-step CUDA graph (decoding.WHOLE_STEP_SAMPLING, off by default)."""
+    decoding.WHOLE_STEP_SAMPLING = True
+    try:
+        return model.generate(ids, mask, **kwargs)
+    finally:
+        decoding.WHOLE_STEP_SAMPLING = False
+
+
 def same_tokens(ours, theirs, ids, mask, kwargs) -> dict:
     """Rows whose generated tokens (up to the first EOS, as bench.py compares them) equal transformers'."""
     from bench import generated
@@ -241,6 +254,31 @@ def part_interval(args, spec_name, spec, budget: Budget, results: dict) -> None:
             print(json.dumps(results["interval"][-1]), flush=True)
     finally:
         decoding.GRAPH_CHECK_EVERY = saved
+
+
+def part_sampling(args, spec_name, spec, budget: Budget, results: dict) -> None:
+    dtype = torch.float32 if args.smoke else torch.float16
+    ours, _ = load(spec_name, spec, dtype, args.device, with_transformers=False)
+    steps, repeats = ((2, 6), 1) if args.smoke else ((16, 48), 3)
+    kwargs = dict(do_sample=True, top_k=50)
+    engines = {"whole_step": lambda i, m, **kw: whole_step_sampling(ours, i, m, **kw),
+               "decoder_graph": lambda i, m, **kw: ours.generate(i, m, **kw),
+               "eager": lambda i, m, **kw: ours.generate(i, m, cuda_graph=False, **kw)}
+    if args.device != "cuda":
+        engines = {"eager": engines["eager"]}
+    for batch in (1, 2) if args.smoke else (1, 32):
+        if budget.left() < 0:
+            results["skipped"].append(f"sampling b{batch}")
+            continue
+        ids, mask = batch_inputs(ours.config.vocab_size, batch, [16 if args.smoke else 512] * batch, args.device,
+                                 seed=batch)
+        row = {"dtype": str(dtype).replace("torch.", ""), "batch": batch,
+               **per_step(engines, ids, mask, kwargs, steps, repeats, args.device, dict.fromkeys(engines, 0.0))}
+        drawn = [gen(ids, mask, **kwargs, max_new_tokens=32, generator=torch.Generator(args.device).manual_seed(0))
+                 for gen in engines.values()]
+        row["same_tokens"] = all(torch.equal(d, drawn[0]) for d in drawn)
+        results["sampling"].append(row)
+        print(json.dumps(row), flush=True)
 
 
 def part_trt(args, spec_name, spec, budget: Budget, results: dict, rate: float) -> None:
@@ -467,6 +505,12 @@ def markdown(results: dict) -> str:
     lines += [f"| {r['batch']} | {r['ms_per_batch']:.1f} | {r['trt_llm_h100_ms_per_batch']} | "
               f"{r['ms_per_step']:.3f} | {r['floor_ms_per_step']:.3f} | {r.get('max_allocated_gib', float('nan')):.2f} |"
               for r in results["trt"]]
+    lines += ["", "## sampling (top-k 50, fp16, 512-token inputs): ms per step", "",
+              "| batch | whole-step graph | decoder-only graph (default) | eager | same tokens |", "|---|---|---|---|---|"]
+    for r in results["sampling"]:
+        cells = [f"{r[name]['ms_per_step']:.2f}" if name in r else "-"
+                 for name in ("whole_step", "decoder_graph", "eager")]
+        lines.append(f"| {r['batch']} | {' | '.join(cells)} | {r['same_tokens']} |")
     lines += ["", "## engine, fixed capacity", ""] + [json.dumps(r) for r in results["engine"]]
     lines += ["", "## memory, fp32 batch 32 beam 4 (the 57.5 GiB case)", ""] + [json.dumps(r) for r in results["memory"]]
     lines += ["", "## torch.compile of the decoder step (inside our CUDA graph)", ""] + \
@@ -483,7 +527,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU, to check that every part runs")
     ap.add_argument("--out", required=True)
     ap.add_argument("--budget", type=float, default=330.0, help="seconds; later parts are skipped past it")
-    ap.add_argument("--parts", default="steps,engine,trt,memory,interval,compile")
+    ap.add_argument("--parts", default="steps,engine,sampling,trt,memory,interval,compile")
     args = ap.parse_args(argv)
     args.device = "cpu" if args.smoke else "cuda"
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -495,12 +539,13 @@ def main(argv=None) -> dict:
     rate = bandwidth(args.device, args.smoke)
     results = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu (smoke)",
                "torch": torch.__version__, "bandwidth_gbs": rate / 1e9,
-               "steps": [], "interval": [], "trt": [], "engine": [], "memory": [], "compile": [], "skipped": [],
-               "errors": []}
+               "steps": [], "interval": [], "trt": [], "engine": [], "sampling": [], "memory": [], "compile": [],
+               "skipped": [], "errors": []}
     runs = {"trt": lambda: part_trt(args, large_name, large, budget, results, rate),
             "steps": lambda: part_steps(args, distil_name, distil, budget, results),
             "interval": lambda: part_interval(args, distil_name, distil, budget, results),
             "engine": lambda: part_engine(args, distil_name, distil, budget, results),
+            "sampling": lambda: part_sampling(args, distil_name, distil, budget, results),
             "memory": lambda: part_memory(args, distil_name, distil, budget, results),
             "compile": lambda: part_compile(args, distil_name, distil, budget, results)}
     for part in args.parts.split(","):       # the cheaper, headline parts first; each bounded by the budget

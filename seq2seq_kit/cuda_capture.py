@@ -25,9 +25,12 @@ class CapturedStep(Generic[T]):
     (buffers the next replay overwrites). fn reads no host value, keeps every shape and writes its state in place;
     it runs twice for real first (the warm-up on a side stream that torch.cuda.graph asks for), so it is captured
     where those runs change nothing that matters. Host-side counters fn updates are not kept by the replays.
-    Graphs given the same `pool` (another CapturedStep's) share their memory: they must never run at once."""
+    Graphs given the same `pool` (another CapturedStep's) share their memory: they must never run at once.
+    `generators` (torch.Generators fn draws from; the device's default one needs none) are registered with the graph:
+    each replay draws from a generator's state as it stands then and advances it as fn's draws do eagerly."""
 
-    def __init__(self, fn: Callable[[], T], device: torch.device, pool: tuple | None = None):
+    def __init__(self, fn: Callable[[], T], device: torch.device, pool: tuple | None = None,
+                 generators: tuple[torch.Generator, ...] = ()):
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
@@ -35,6 +38,8 @@ class CapturedStep(Generic[T]):
                 fn()
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
+        for generator in generators:
+            self.graph.register_generator_state(generator)
         with torch.cuda.graph(self.graph, pool=pool, capture_error_mode="thread_local"):   # callers' own threads
             self.outputs = fn()
         self.pool = self.graph.pool()

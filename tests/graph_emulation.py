@@ -49,7 +49,7 @@ class EmulatedGraph:
     Memory pools are not emulated. `all_replays` counts every emulated graph's replays (replays())."""
     all_replays = 0
 
-    def __init__(self, fn, device=None, pool=None):
+    def __init__(self, fn, device=None, pool=None, generators=()):     # a replayed op draws from its generator
         for _ in range(2):
             fn()
         self.ops: list = []
@@ -78,3 +78,15 @@ def replays() -> int:
     """How many times emulated graphs have replayed in this process (a test of a graphed path asserts this grew:
     equal outputs alone pass when no graph runs at all)."""
     return EmulatedGraph.all_replays
+
+
+def emulate_generate_graphs(monkeypatch, whole_step_sampling: bool = False) -> None:
+    """generate's CUDA-graph paths on the CPU for calls given cuda_graph=True: graphs emulated, none kept from
+    other tests; whole_step_sampling: sampling replays the whole step too (decoding.WHOLE_STEP_SAMPLING)."""
+    from seq2seq_kit import cuda_capture
+    from seq2seq_kit.generation import decoding, whole_step
+
+    monkeypatch.setattr(cuda_capture, "CapturedStep", EmulatedGraph)
+    monkeypatch.setattr(decoding, "use_cuda_graph", lambda cuda_graph, device: bool(cuda_graph))
+    monkeypatch.setattr(decoding, "WHOLE_STEP_SAMPLING", whole_step_sampling)
+    monkeypatch.setattr(whole_step, "KEPT", type(whole_step.KEPT)())

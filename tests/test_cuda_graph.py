@@ -7,7 +7,9 @@ graph bookkeeping (capture, reuse for the same shapes, recapture) with the graph
 On CUDA (marker `cuda`): graphed generate gives the eager generate's tokens (fp32, tiny models with decisive
 logits), reuses its graph for inputs of the same shapes and captures a new one for other shapes or weights; the
 whole-step graph (generation/whole_step.py) replays what step_once computes eagerly and reads the stop flag back
-every GRAPH_CHECK_EVERY steps; sampling keeps the decoder-only graph.
+every GRAPH_CHECK_EVERY steps; sampling keeps the decoder-only graph by default, and with
+decoding.WHOLE_STEP_SAMPLING replays the whole step with the eager draws and generator states (the CPU's emulated
+tests of that path are in test_sampling.py and test_whole_step.py).
 """
 
 from __future__ import annotations
@@ -405,7 +407,7 @@ def test_whole_step_replay_equals_eager_step_once(checkpoint, kwargs):
     kwargs = dict(kwargs, return_dict_in_generate=True, output_scores=True)
     input_ids, padding_mask, cfg, _ = prepare(cuda, ids, mask, kwargs, None)
     hidden = cuda.encode_unchecked(input_ids, padding_mask)
-    new_search = lambda: start_search(cfg, input_ids, cuda.config.vocab_size, cuda.device)   # noqa: E731
+    new_search = lambda own=None: start_search(cfg, input_ids, cuda.config.vocab_size, cuda.device, own)  # noqa: E731
     with torch.no_grad():
         cache = cuda.new_cache(hidden, mask, rows_per_input(cfg), cfg.max_length - 1, fixed_shape=True)
         eager = new_search()
@@ -481,6 +483,96 @@ def test_sampling_on_cuda_keeps_the_decoder_only_graph(checkpoint):
     draws = [cuda.generate(ids, mask, do_sample=True, top_k=8, max_length=12, cuda_graph=graphed,
                            generator=torch.Generator("cuda").manual_seed(0)) for graphed in (True, False)]
     assert torch.equal(*draws) and cuda.graphed_step is not None
+
+
+@pytest.mark.cuda
+def test_draw_on_device_is_torch_multinomial_on_cuda():
+    """draws.draw_on_device on the GPU against torch.multinomial there (ATen's CUDA sampling path): the same indices
+    and the generator left in the same state, for one and several draws; a row with nothing to draw is its fault."""
+    from seq2seq_kit.generation.draws import draw_on_device
+
+    g = torch.Generator().manual_seed(0)
+    for case in range(40):
+        rows, vocab, n = (int(torch.randint(1, high, (1,), generator=g)) for high in (9, 5000, 9))
+        scores = (torch.randn(rows, vocab, generator=g) * float(torch.rand(1, generator=g) * 10)).cuda()
+        theirs, ours = (torch.Generator("cuda").manual_seed(case) for _ in range(2))
+        want = torch.multinomial(scores.softmax(dim=-1), n, generator=theirs)
+        got, fault = draw_on_device(scores, n, ours)
+        assert torch.equal(got, want) and fault.item() == 0, case
+        assert torch.equal(ours.get_state(), theirs.get_state()), case
+    scores[0] = -float("inf")
+    assert draw_on_device(scores, 1, None)[1].item() == 1
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("kwargs", [dict(do_sample=True, top_k=8, max_length=20),
+                                    dict(do_sample=True, num_return_sequences=2, top_p=0.9, temperature=0.8,
+                                         repetition_penalty=1.2, max_length=16),
+                                    dict(do_sample=True, num_beams=3, no_repeat_ngram_size=2, max_length=14)])
+def test_whole_step_sampling_on_cuda_equals_eager(tiny_eos_path, monkeypatch, kwargs):
+    """decoding.WHOLE_STEP_SAMPLING on a GPU (what turning it on by default waits for): the graph's own generator,
+    registered with the CUDA graph, started at the caller's state and handed back. Two calls with one CUDA
+    generator, one with another, two on the default CUDA generator (torch.cuda.manual_seed): the eager calls'
+    tokens, both generators left in the eager calls' state (the replays after the stop not counted); one graph
+    kept, the decoder-only graph never captured."""
+    monkeypatch.setattr(decoding, "WHOLE_STEP_SAMPLING", True)
+    monkeypatch.setattr(whole_step, "KEPT", type(whole_step.KEPT)())
+    cuda = BartForConditionalGeneration.from_pretrained(tiny_eos_path, device="cuda")
+    ids, mask = batch(cuda, device="cuda")
+    runs = {}
+    for graphed in (False, True):
+        g = torch.Generator("cuda").manual_seed(1)
+        drawn = [cuda.generate(ids, mask, generator=gen, cuda_graph=graphed, **kwargs)
+                 for gen in (g, g, torch.Generator("cuda").manual_seed(2))]
+        torch.cuda.manual_seed(3)
+        drawn += [cuda.generate(ids, mask, cuda_graph=graphed, **kwargs) for _ in range(2)]
+        runs[graphed] = drawn + [g.get_state(), torch.cuda.get_rng_state()]
+    assert all(torch.equal(a, b) for a, b in zip(runs[True], runs[False]))
+    assert len(whole_step.KEPT[cuda]) == 1 and cuda.graphed_step is None
+
+
+@pytest.mark.cuda
+def test_whole_step_sampling_never_synchronizes(checkpoint):
+    """step_once of beam sampling and of sampling with every warper, their draws' checks deferred, under torch's
+    sync debug mode set to error: no operation waits for the device (torch.multinomial's check would)."""
+    from seq2seq_kit.generation.decoding import prepare, rows_per_input, start_search
+
+    cuda = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), device="cuda")
+    ids, mask = batch(cuda, device="cuda")
+    for kwargs in (dict(do_sample=True, num_beams=3, max_length=12, no_repeat_ngram_size=2),
+                   dict(do_sample=True, max_length=12, top_k=20, top_p=0.9, min_p=0.05, typical_p=0.9,
+                        epsilon_cutoff=3e-3, temperature=0.7, repetition_penalty=1.2, num_return_sequences=2),
+                   dict(do_sample=True, max_length=12, top_h=0.5, eta_cutoff=3e-3)):
+        input_ids, padding_mask, cfg, _ = prepare(cuda, ids, mask, kwargs, None)
+        with torch.no_grad():
+            cache = cuda.new_cache(cuda.encode_unchecked(input_ids, padding_mask), mask, rows_per_input(cfg),
+                                   cfg.max_length - 1, fixed_shape=True)
+            search = start_search(cfg, input_ids, cuda.config.vocab_size, cuda.device,
+                                  torch.Generator("cuda").manual_seed(0))
+            search.defer_draw_checks()
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                for _ in range(cfg.max_length + 2):
+                    whole_step.step_once(cuda.decode_step_unchecked, cache, search)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        assert search.stopped(), kwargs
+
+
+@pytest.mark.cuda
+def test_a_failed_draw_on_the_cuda_graph_is_named_as_eagerly(tiny_eos_path, monkeypatch):
+    """A draw with nothing valid to draw on the whole-step graph raises, at the stop flag's read, the ValueError the
+    eager draw raises (the cause named)."""
+    monkeypatch.setattr(decoding, "WHOLE_STEP_SAMPLING", True)
+    cuda = BartForConditionalGeneration.from_pretrained(tiny_eos_path, device="cuda")
+    ids, mask = batch(cuda, device="cuda")
+    errors = []
+    for graphed in (False, True):
+        with pytest.raises(ValueError, match="no valid probabilities") as error:
+            cuda.generate(ids, mask, do_sample=True, max_length=5, temperature=1e-320, cuda_graph=graphed)
+        errors.append(str(error.value))
+    assert errors[0] == errors[1]
 
 
 class Keep:

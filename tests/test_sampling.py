@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from seq2seq_kit.generation import GenerationConfig, generate
+from seq2seq_kit.generation import GenerationConfig, generate, whole_step
+from seq2seq_kit.generation.config import resolve
+from seq2seq_kit.generation.decoding import check_generator
+from seq2seq_kit.generation.draws import draw, draw_on_device
+from seq2seq_kit.generation.sampling import SampleSearch
+from graph_emulation import emulate_generate_graphs, replays
 from helpers import random_batch
-
 
 
 @pytest.fixture(scope="module")
@@ -37,21 +41,35 @@ CASES = [
 ]
 
 
+@pytest.fixture(params=["eager", "whole-step graph"])
+def path(request, monkeypatch) -> dict:
+    """generate's extra kwargs for the path under test: eager, or sampling on the whole-step CUDA graph
+    (decoding.WHOLE_STEP_SAMPLING; emulated on the CPU: draws.draw_on_device, their check read with the stop flag
+    every GRAPH_CHECK_EVERY replays), which the test then must have replayed."""
+    if request.param == "eager":
+        yield {}
+        return
+    emulate_generate_graphs(monkeypatch, whole_step_sampling=True)
+    before = replays()
+    yield dict(cuda_graph=True)
+    assert replays() > before
+
+
 @pytest.mark.parametrize("kwargs", CASES, ids=[str(c) for c in CASES])
 @pytest.mark.parametrize("n", [1, 2])
-def test_same_draws_as_transformers(tiny_eos, kwargs, n):
+def test_same_draws_as_transformers(tiny_eos, kwargs, n, path):
     hf, ours = tiny_eos
     ids, mask = batch(n)
     for seed in (0, 1):
         torch.manual_seed(seed)
         theirs = hf.generate(ids, attention_mask=mask, do_sample=True, max_length=25, **kwargs)
         torch.manual_seed(seed)
-        mine = ours.generate(ids, mask, do_sample=True, max_length=25, **kwargs)
+        mine = ours.generate(ids, mask, do_sample=True, max_length=25, **kwargs, **path)
         assert torch.equal(mine, theirs)
         assert mine.shape[0] == n * kwargs.get("num_return_sequences", 1)
 
 
-def test_each_inputs_decoder_prompt_starts_its_own_returned_sequences(tiny_eos):
+def test_each_inputs_decoder_prompt_starts_its_own_returned_sequences(tiny_eos, path):
     """num_return_sequences with decoder_input_ids that differ per input: each input's prompt starts its own
     num_return_sequences rows (inputs repeated in place, as transformers expands them), with transformers' draws."""
     hf, ours = tiny_eos
@@ -61,24 +79,104 @@ def test_each_inputs_decoder_prompt_starts_its_own_returned_sequences(tiny_eos):
     torch.manual_seed(0)
     theirs = hf.generate(ids, attention_mask=mask, **kwargs)
     torch.manual_seed(0)
-    mine = ours.generate(ids, mask, **kwargs)
+    mine = ours.generate(ids, mask, **kwargs, **path)
     assert torch.equal(mine, theirs)
     assert torch.equal(mine[:, :3], prompt.repeat_interleave(2, dim=0))
 
 
-def test_generator(tiny_eos):
+def test_generator(tiny_eos, path):
     _, ours = tiny_eos
     ids, mask = batch(2)
     draw = lambda seed: ours.generate(ids, mask, do_sample=True, max_length=25,          # noqa: E731
-                                      generator=torch.Generator().manual_seed(seed))
+                                      generator=torch.Generator().manual_seed(seed), **path)
     first = draw(5)
     torch.manual_seed(123)                                 # the global RNG does not matter with a generator
     assert torch.equal(draw(5), first)
     assert not torch.equal(draw(6), first)
     torch.manual_seed(0)
-    expected = ours.generate(ids, mask, do_sample=True, max_length=25)
+    expected = ours.generate(ids, mask, do_sample=True, max_length=25, **path)
     assert torch.equal(ours.generate(ids, mask, do_sample=True, max_length=25,
-                                     generator=torch.Generator().manual_seed(0)), expected)
+                                     generator=torch.Generator().manual_seed(0), **path), expected)
+
+
+def test_a_generator_on_another_device_is_refused():
+    """generate's check (prepare) of a generator for a model on CUDA: a CPU generator is refused, naming the fix
+    (torch.multinomial's RuntimeError was read as "no valid probabilities")."""
+    with pytest.raises(ValueError, match=r"generator is a cpu generator and the model is on cuda:0: .* "
+                                         r"torch.Generator\(device='cuda:0'\)"):
+        check_generator(torch.Generator(), torch.device("cuda:0"))
+    check_generator(torch.Generator(), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("kwargs", [dict(do_sample=True, top_k=8, max_length=13),
+                                    dict(do_sample=True, num_beams=2, temperature=1.5, max_length=11),
+                                    dict(do_sample=True, top_p=0.8, max_length=25, min_length=3)])
+def test_sampling_on_the_whole_step_graph_leaves_the_generator_where_eager_sampling_does(tiny_eos, monkeypatch,
+                                                                                         kwargs):
+    """The whole-step graph (emulated) draws from a generator of its own, started at the caller's state, and reads
+    the stop flag every 8 replays, so up to 7 replays past the stop draw again; the caller's generator is left where
+    eager sampling leaves it (those not counted): three calls with one generator, and three on the global RNG
+    (generator None), give the eager calls' tokens and end in their state. The second call replays the first's
+    kept graph with the same generator, the third with another."""
+    _, ours = tiny_eos
+    ids, mask = batch(2)
+    runs = {}
+    for graphed in (False, True):
+        if graphed:
+            emulate_generate_graphs(monkeypatch, whole_step_sampling=True)
+        generators = [torch.Generator().manual_seed(1)] * 2 + [torch.Generator().manual_seed(2)]
+        drawn = [ours.generate(ids, mask, generator=g, cuda_graph=graphed, **kwargs) for g in generators]
+        torch.manual_seed(3)
+        drawn += [ours.generate(ids, mask, cuda_graph=graphed, **kwargs) for _ in range(3)]
+        runs[graphed] = drawn + [g.get_state() for g in generators[1:]] + [torch.get_rng_state()]
+    assert all(torch.equal(a, b) for a, b in zip(runs[True], runs[False]))
+    assert len(whole_step.KEPT[ours]) == 1
+    assert any((out.shape[1] - 1) % 8 for out in runs[True][:6])            # some replays past the stop drew
+
+
+def test_draw_on_device_is_torch_multinomial():
+    """draws.draw_on_device (no host read) against torch.multinomial over softmax(scores), 300 random cases of rows,
+    vocabulary, number of draws, scale and banned tokens: the same indices and the generator left in the same
+    state; fault 0. Scores with nothing to draw: draw's ValueError names the cause draw_on_device codes."""
+    g = torch.Generator().manual_seed(0)
+    for case in range(300):
+        rows, vocab = int(torch.randint(1, 9, (1,), generator=g)), int(torch.randint(2, 3000, (1,), generator=g))
+        n = int(torch.randint(1, min(vocab, 9) + 1, (1,), generator=g))
+        scores = torch.randn(rows, vocab, generator=g) * float(torch.rand(1, generator=g) * 10)
+        if case % 3 == 0:
+            scores[:, ::3] = -float("inf")
+        theirs, ours = torch.Generator().manual_seed(case), torch.Generator().manual_seed(case)
+        want = torch.multinomial(scores.softmax(dim=-1), n, generator=theirs)
+        got, fault = draw_on_device(scores, n, ours)
+        assert torch.equal(got, want) and fault.item() == 0, case
+        assert torch.equal(ours.get_state(), theirs.get_state()), case
+    scores = torch.randn(3, 10, generator=g)
+    for code, cause, change in ((1, "every score of a row is -inf", lambda s: s[1].fill_(-float("inf"))),
+                                (2, "every score of a row is NaN", lambda s: s[2].fill_(float("nan"))),
+                                (3, "the scores overflowed float32", lambda s: s[0, 4].fill_(float("inf")))):
+        bad = scores.clone()
+        change(bad)
+        assert draw_on_device(bad, 1, None)[1].item() == code
+        with pytest.raises(ValueError, match=f"no valid probabilities .*: {cause}"):
+            draw(bad, 1, None)
+
+
+def test_a_deferred_draw_fails_only_before_the_stop():
+    """With its draws' checks deferred, a search records a draw with nothing valid to draw as a fault only while it
+    still steps (a sync-free loop's steps past the stop draw too), and raises it at the stop flag's read."""
+    cfg = resolve(GenerationConfig(decoder_start_token_id=0), dict(do_sample=True, max_length=5), vocab_size=10,
+                  max_position_embeddings=8)
+    search = SampleSearch(cfg, [], torch.zeros(2, 1, dtype=torch.long), torch.device("cpu"))
+    search.defer_draw_checks()
+    nothing = torch.full((2, 10), -float("inf"))
+    search.going.zero_()
+    search.sample(nothing, 1)
+    assert search.stopped()                                           # stopped, no fault
+    search.going.fill_(True)
+    search.sample(nothing, 1)
+    search.going.zero_()
+    with pytest.raises(ValueError, match="no valid probabilities .*every score of a row is -inf"):
+        search.stopped()
 
 
 # ---- the filtered distribution, statistically ------------------------------------------------------------------
@@ -138,25 +236,25 @@ def test_filtered_distribution(temperature, top_k, top_p):
     assert tv < 0.02, (counts / n, exact)
 
 
-def test_every_token_banned_is_named_as_such(tiny_eos):
+def test_every_token_banned_is_named_as_such(tiny_eos, path):
     """Sampling with nothing left to draw (transformers: torch's RuntimeError) names the banning settings; a
     temperature that overflows the scores names the temperature."""
     _, ours = tiny_eos
     ids, mask = batch(1)
     everything = [[t] for t in range(ours.config.vocab_size)]      # but EOS (transformers keeps it): min_length
     with pytest.raises(ValueError, match=r"no valid probabilities .*-inf: the settings that ban tokens \(`no_repeat_ngram_size`, .* no token"):
-        ours.generate(ids, mask, do_sample=True, max_length=5, min_length=5, bad_words_ids=everything)
+        ours.generate(ids, mask, **path, do_sample=True, max_length=5, min_length=5, bad_words_ids=everything)
     with pytest.raises(ValueError, match=r"no valid probabilities .*overflowed float32; `temperature`"):
-        ours.generate(ids, mask, do_sample=True, max_length=5, temperature=1e-320)
+        ours.generate(ids, mask, **path, do_sample=True, max_length=5, temperature=1e-320)
     but_eos = [t for t in range(ours.config.vocab_size) if t != 2]        # EOS is forced at max_length: min_length
     for bans in (dict(suppress_tokens=but_eos), dict(begin_suppress_tokens=but_eos),      # named too (were not)
                  dict(sequence_bias={(t,): -float("inf") for t in but_eos})):
         named = rf"no valid probabilities .*-inf: the settings that ban tokens .*`{next(iter(bans))}`"
         with pytest.raises(ValueError, match=named):
-            ours.generate(ids, mask, do_sample=True, max_length=5, min_length=5, **bans)
+            ours.generate(ids, mask, **path, do_sample=True, max_length=5, min_length=5, **bans)
 
 
-def test_a_renormalized_row_with_nothing_to_draw_is_named_by_its_causes(tiny_eos):
+def test_a_renormalized_row_with_nothing_to_draw_is_named_by_its_causes(tiny_eos, path):
     """renormalize_logits turns a row of -inf (every token banned) or one holding +inf (overflow) into NaN: the
     message names both kinds of cause, the banning settings first (a server blames the first one its client sent),
     not "the scores overflowed" alone."""
@@ -165,26 +263,26 @@ def test_a_renormalized_row_with_nothing_to_draw_is_named_by_its_causes(tiny_eos
     everything = [[t] for t in range(ours.config.vocab_size)]
     nan_row = r"no valid probabilities .*every score of a row is NaN: either the settings that ban tokens"
     with pytest.raises(ValueError, match=nan_row + r" .*`bad_words_ids`.* or the scores overflowed float32 \(`temperature`"):
-        ours.generate(ids, mask, do_sample=True, max_length=5, min_length=5, bad_words_ids=everything,
+        ours.generate(ids, mask, **path, do_sample=True, max_length=5, min_length=5, bad_words_ids=everything,
                       renormalize_logits=True)
     with pytest.raises(ValueError, match=nan_row):             # EOS forced at the last step, EOS suppressed there
-        ours.generate(ids, mask, do_sample=True, max_new_tokens=1, forced_eos_token_id=2,
+        ours.generate(ids, mask, **path, do_sample=True, max_new_tokens=1, forced_eos_token_id=2,
                       begin_suppress_tokens=[2], renormalize_logits=True)
     with pytest.raises(ValueError, match=nan_row + r".*`temperature` near 0"):
-        ours.generate(ids, mask, do_sample=True, max_length=5, temperature=1e-320, renormalize_logits=True)
+        ours.generate(ids, mask, **path, do_sample=True, max_length=5, temperature=1e-320, renormalize_logits=True)
     with pytest.raises(ValueError, match=r"every score of a row is -inf: .*`forced_eos_token_id` beside a banned EOS"):
-        ours.generate(ids, mask, do_sample=True, max_new_tokens=1, forced_eos_token_id=2, begin_suppress_tokens=[2])
+        ours.generate(ids, mask, **path, do_sample=True, max_new_tokens=1, forced_eos_token_id=2, begin_suppress_tokens=[2])
 
 
 @pytest.mark.parametrize("kwargs,setting", [(dict(sequence_bias={(5,): float("inf")}), "sequence_bias"),
                                             (dict(repetition_penalty=1e-39), "repetition_penalty"),
                                             (dict(exponential_decay_length_penalty=(0, -1e38)),
                                              "exponential_decay_length_penalty")])
-def test_scores_raised_to_inf_name_the_setting(tiny_eos, kwargs, setting):
+def test_scores_raised_to_inf_name_the_setting(tiny_eos, kwargs, setting, path):
     """A +inf score from a setting other than the temperature (transformers: torch's RuntimeError) names it too,
     not only the temperature the caller left at 1. (Seeded: unseeded, the decay penalty's case drew EOS before the
     overflow in about 1 run of 30, and raised nothing.)"""
     _, ours = tiny_eos
     ids, mask = batch(1)
     with pytest.raises(ValueError, match=rf"no valid probabilities .*overflowed float32; .*`{setting}`"):
-        ours.generate(ids, mask, do_sample=True, max_length=5, generator=torch.Generator().manual_seed(0), **kwargs)
+        ours.generate(ids, mask, **path, do_sample=True, max_length=5, generator=torch.Generator().manual_seed(0), **kwargs)

@@ -19,9 +19,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from seq2seq_kit import BartForConditionalGeneration, cuda_capture
 from seq2seq_kit.generation.decoding import prepare, result, rows_per_input, start_search
-from seq2seq_kit.generation import decoding, whole_step
+from seq2seq_kit.generation import whole_step
 from seq2seq_kit.generation.whole_step import decode_graphed, graphed_search, step_once
-from graph_emulation import EmulatedGraph, replays
+from graph_emulation import EmulatedGraph, emulate_generate_graphs, replays
 from helpers import READS, assert_same_generation, decode_eagerly, random_batch, random_settings
 from test_generation import ATOL, NO_FORCED_EOS, inputs
 
@@ -56,30 +56,30 @@ def whole_step_generate(model, ids, mask, kwargs, *, fixed_shape: bool, check_ev
 
 @pytest.mark.parametrize("first", [0, 60])
 def test_whole_step_with_random_settings_is_generate(small_path, first, monkeypatch):
-    """Greedy and beam search with settings drawn at random (every processor; with and without output_scores;
-    padded batches of 1-3), the whole step on the fixed-shape cache that a CUDA graph captures, reading the stop
-    flag every step or every 8, and generate's CUDA path with the graph emulated (no host read may hide in a
-    processor): generate's tokens."""
+    """Greedy, beam search and sampling with settings drawn at random (every processor; with and without
+    output_scores; padded batches of 1-3), the whole step on the fixed-shape cache that a CUDA graph captures,
+    reading the stop flag every step or every 8, and generate's CUDA path with the graph emulated (no host read may
+    hide in a processor; sampling with decoding.WHOLE_STEP_SAMPLING): generate's tokens (sampling: each run drawn
+    from the global RNG seeded alike)."""
     model = BartForConditionalGeneration.from_pretrained(small_path)
-    monkeypatch.setattr(cuda_capture, "CapturedStep", EmulatedGraph)
-    monkeypatch.setattr(decoding, "use_cuda_graph", lambda cuda_graph, device: bool(cuda_graph))
-    monkeypatch.setattr(whole_step, "KEPT", type(whole_step.KEPT)())
+    emulate_generate_graphs(monkeypatch, whole_step_sampling=True)
     for seed in range(first, first + 60):
         rng = random.Random(seed)
         kwargs = random_settings(rng)
-        if kwargs.get("do_sample"):                         # not captured (whole_step.py's decisions)
-            continue
         ids, mask = random_batch(64, 1, [rng.randint(1, 12) for _ in range(rng.randint(1, 3))], seed)
         scores = rng.random() < 0.5
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")                 # generate's advice (min_length above max_length)
+            torch.manual_seed(seed)
             want = model.generate(ids, mask, **kwargs, return_dict_in_generate=True)
             for check_every in (1, 8):
+                torch.manual_seed(seed)
                 got = whole_step_generate(model, ids, mask, kwargs, fixed_shape=True, check_every=check_every,
                                           scores=scores)
                 got = got.sequences if scores else got
                 assert torch.equal(got, want.sequences), f"seed {seed}, every {check_every}: {kwargs}"
             before = replays()
+            torch.manual_seed(seed)
             assert torch.equal(model.generate(ids, mask, **kwargs, cuda_graph=True), want.sequences), \
                 f"seed {seed}, graphed: {kwargs}"
             assert replays() > before, f"seed {seed}: no graph ran: {kwargs}"
@@ -136,7 +136,7 @@ def test_whole_step_graph_replayed_as_a_cuda_graph_would(pair, name, batch, kwar
                                                                      output_scores=True, output_logits=True), None)
         hidden = ours.encode_unchecked(input_ids, padding_mask)
         graph = graphed_search(ours, hidden, padding_mask, cfg, input_ids, rows_per_input(cfg), None, None,
-                               lambda: start_search(cfg, input_ids, ours.config.decoder_vocab_size, ours.device))
+                               lambda own: start_search(cfg, input_ids, ours.config.decoder_vocab_size, ours.device, own))
         assert isinstance(graph.step, EmulatedGraph)
         got = result(cfg, decode_graphed(graph, check_every=8))
         assert_same_generation(got, reference(ours, ids, mask, kwargs), atol=ATOL)

@@ -9,8 +9,8 @@ Scores. Each step: logits -> float32 -> log_softmax -> processors (on the log-pr
   sequences [B*K, cur_len]) -> + running beam score. Processors in transformers' `_get_logits_processor` order
   (logits_process.build_processors has them all); the common ones: repetition penalty, no-repeat n-gram, encoder
   no-repeat n-gram, bad words, min length, forced BOS (cur_len == 1), forced EOS (cur_len == max_length - 1),
-  inf/nan removal, [sampling: temperature, top-k, top-p], [renormalize: log_softmax]. `output_scores` records the processed log-probs (before adding beam
-  scores), `output_logits` the model's logits.
+  inf/nan removal, [sampling: temperature, top-k, top-p], [renormalize: log_softmax]. `output_scores` records the
+  processed log-probs (before adding beam scores), `output_logits` the model's logits.
 Initial beam scores: 0 for beam 0 and -1e9 for beams 1..K-1, so the first step only expands beam 0.
 Candidates: top-k over the flattened [B, K*V] accumulated scores with k = max(2, 1 + n_eos) * K
   (beam sampling: multinomial without replacement over softmax of the same, then sorted descending).
@@ -48,7 +48,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 
 from .config import GenerationConfig
-from .logits_process import apply, draw
+from .logits_process import apply
 from .search import SearchProgress, widen
 
 NEG = -1.0e9                         # transformers' "very large negative" for beams and slots
@@ -112,11 +112,12 @@ def _init_state(prompt: torch.Tensor, beams: int, max_length: int, fill: int, ke
     )
 
 
-def _candidates(acc: torch.Tensor, n: int, do_sample: bool, generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best n of acc [B, K*V] (or n sampled without replacement, sorted by score) -> (scores, flat indices) [B, n]."""
-    if not do_sample:
+def _candidates(acc: torch.Tensor, n: int, sample) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best n of acc [B, K*V] (or, given sample (SearchProgress.sample), n sampled without replacement, sorted by
+    score) -> (scores, flat indices) [B, n]."""
+    if sample is None:
         return torch.topk(acc, k=n)
-    idx = draw(acc, n, generator)
+    idx = sample(acc, n)
     scores, order = acc.gather(1, idx).sort(dim=-1, descending=True)
     return scores, idx.gather(-1, order)
 
@@ -225,7 +226,7 @@ class BeamSearch(SearchProgress):
         acc = scores + prior if "scores" in self.recorded else scores.add_(prior)     # unrecorded: add in place
         acc = acc.view(batch, beams * vocab)
 
-        cand_scores, cand_idx = _candidates(acc, self.n_candidates, cfg.do_sample, self.generator)   # [B, K2]
+        cand_scores, cand_idx = _candidates(acc, self.n_candidates, self.sample if cfg.do_sample else None)   # [B, K2]
         parent, token = cand_idx // vocab, cand_idx % vocab
         cand_seq = _gather(st.running_seq, parent)                                    # [B, K2, L]
         slot = torch.minimum(cur_len, self.max_len - 1)[:, :, None].expand_as(token[:, :, None])   # (stopped: any)

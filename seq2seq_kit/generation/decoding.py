@@ -32,6 +32,9 @@ GRAPH_CHECK_EVERY = 8
 # Greedy and beam search on the CUDA-graph path replay the whole step (generation/whole_step.py); False falls back
 # to the decoder-only graph with the search eager and the flag read every step (sampling's path), e.g. to compare.
 WHOLE_STEP_GRAPH = True
+# Sampling replays the whole step as well (its draws on the device: generation/draws.py); off until a GPU run has
+# checked its generator handling against eager draws (benchmarks/gpu_session.sh runs those CUDA tests with it on).
+WHOLE_STEP_SAMPLING = False
 
 
 @dataclass
@@ -85,7 +88,7 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     cuda_graph: replay each step from a CUDA graph; None: on for a model on a CUDA device. Greedy and beam search
     replay the whole step (decoder, processors, search, cache reorder: generation/whole_step.py) and read the
     stop flag back every GRAPH_CHECK_EVERY steps; sampling replays the decoder step only (models/cuda_graph.py)
-    and draws eagerly. Logits match the eager step's to float rounding, not bit for bit.
+    and draws eagerly (with WHOLE_STEP_SAMPLING, the whole step too). Logits match the eager step's to float rounding, not bit for bit.
     Returns a LongTensor [B * num_return_sequences, T] that starts with the decoder start token (or the prompt),
     padded with pad_token_id after EOS; or a GenerateOutput when return_dict_in_generate=True.
     """
@@ -139,15 +142,16 @@ def decode_on_graphs(model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_
                      stops: StopStrings | None, prompt: torch.Tensor | None):
     """generate's CUDA-graph paths (the caller holds the model's graph_lock): greedy and beam search replay the whole
     step, its output copied out of the kept graph's buffers (the next call's); sampling replays the decoder-only
-    graph with the search eager, reading the device back every step. stops: the stop strings' tables, whose check is
-    a device-side part of the search's step; prompt: the decoder prompt [B, P] (or None), fed to the graph's cache
-    (its positions are device-side) before the first step."""
+    graph with the search eager, reading the device back every step (with WHOLE_STEP_SAMPLING: the whole step as
+    well, drawing from the graph's own generator, started at `generator`'s state and handed back). stops: the stop
+    strings' tables, whose check is a device-side part of the search's step; prompt: the decoder prompt [B, P] (or
+    None), fed to the graph's cache (its positions are device-side) before the first step."""
     rows = rows_per_input(cfg)
-    if WHOLE_STEP_GRAPH and not cfg.do_sample:          # decoder, processors, search, reorder: one graph
+    if WHOLE_STEP_GRAPH and (WHOLE_STEP_SAMPLING or not cfg.do_sample):    # decoder, processors, search: one graph
         graph = graphed_search(model, encoder_hidden, padding_mask, cfg, input_ids, rows, stops, prompt,
-                               lambda: start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device,
-                                                    prompt=prompt, stop_strings=stops))
-        return copied(result(cfg, decode_graphed(graph, GRAPH_CHECK_EVERY)))
+                               lambda own: start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device,
+                                                        own, prompt=prompt, stop_strings=stops))
+        return copied(result(cfg, decode_graphed(graph, GRAPH_CHECK_EVERY, generator)))
     step, cache = model.start_decoding(encoder_hidden, padding_mask, rows, max_length=cfg.max_length - 1,
                                        cuda_graph=True)
     search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator, prompt=prompt,
@@ -185,7 +189,7 @@ def prepare(model: Seq2SeqModel, input_ids, attention_mask, kwargs: dict, genera
                                   model.config.decoder_vocab_size, model.device)
     cfg = settings(model, kwargs, prompt)
     check_encoder_ids(cfg, input_ids, model.config.decoder_vocab_size)
-    check_generator(generator)
+    check_generator(generator, model.device)
     if prompt is not None:
         prompt = decoder_prompt.complete(prompt, cfg.decoder_start_token_id, model.config.pad_token_id,
                                          model.config.positions_skip_pads)
@@ -315,9 +319,13 @@ def check_streamer(streamer, cfg: GenerationConfig) -> None:
         raise ValueError("`streamer` cannot be used with beam search (as in transformers): set num_beams=1")
 
 
-def check_generator(generator) -> None:
+def check_generator(generator, device: torch.device) -> None:
+    """generator: None, or a torch.Generator on the model's kind of device (sampling draws there)."""
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if generator is not None and generator.device.type != device.type:
+        raise ValueError(f"generator is a {generator.device.type} generator and the model is on {device}: sampling "
+                         f"draws on the model's device; pass torch.Generator(device={str(device)!r}).manual_seed(...)")
 
 
 def settings(model: Seq2SeqModel, kwargs: dict, prompt: torch.Tensor | None = None) -> GenerationConfig:

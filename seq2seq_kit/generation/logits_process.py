@@ -382,7 +382,7 @@ class TopP:
         sorted_scores, order = torch.sort(scores, descending=False)          # ascending: [R, V]
         cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
         remove = cumulative <= (1 - self.top_p)
-        remove[..., -self.min_keep:] = False
+        remove[..., -self.min_keep:].fill_(False)       # fill_, not `= False`: no scalar tensor (a graph)
         remove = remove.scatter(1, order, remove)
         return scores.masked_fill_(remove, -math.inf)
 
@@ -400,7 +400,7 @@ class TopH:
         logits, probs = _categorical(top_logits)
         tau = (_entropy(logits, probs) * self.top_h).unsqueeze(-1)                                       # [R, 1]
         selected = torch.cumsum(-probs * torch.log(probs), dim=-1) <= tau
-        selected[:, 0] = True
+        selected[:, 0].fill_(True)
         keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, top_idx, selected)
         return scores.masked_fill_(~keep, -math.inf)
 
@@ -445,7 +445,7 @@ class Typical:
         cumulative = scores.gather(-1, order).softmax(dim=-1).cumsum(dim=-1)
         last = (cumulative < self.mass).sum(dim=1).clamp_(max=sorted_shifted.shape[-1] - 1)              # [R]
         remove = sorted_shifted > sorted_shifted.gather(1, last.view(-1, 1))
-        remove[..., :self.min_keep] = False
+        remove[..., :self.min_keep].fill_(False)
         return scores.masked_fill_(remove.scatter(1, order, remove), -math.inf)
 
 
@@ -642,34 +642,3 @@ def put_processors(processors: list, others: list, rows: slice) -> None:
     for p, q in zip(processors, others):
         if hasattr(p, "put"):
             p.put(rows, q)
-
-
-def draw(scores: torch.Tensor, num_samples: int, generator) -> torch.Tensor:
-    """torch.multinomial over softmax(scores [R, N]) -> indices [R, num_samples]. Probabilities that are not
-    finite (a temperature so small or large that the float32 scores overflow, or every token banned) are a
-    ValueError naming the settings, not torch's RuntimeError."""
-    try:
-        return torch.multinomial(scores.softmax(dim=-1), num_samples=num_samples, generator=generator)
-    except RuntimeError as e:
-        # the settings that can empty a row alone first, `min_length` (it bans only EOS) last: a server names the
-        # first of them its client sent as the one at fault
-        banned = ("the settings that ban tokens (`no_repeat_ngram_size`, `encoder_no_repeat_ngram_size`, "
-                  "`bad_words_ids`, `suppress_tokens`, `begin_suppress_tokens`, a `sequence_bias` of -inf, "
-                  "`forced_eos_token_id` beside a banned EOS) left no token to draw")
-        overflowed = ("`temperature` near 0, `repetition_penalty` near 0, `encoder_repetition_penalty` far above 1, "
-                      "an `exponential_decay_length_penalty` factor far from 1 or a `sequence_bias` of +inf makes a "
-                      "score +inf")
-        if torch.isneginf(scores).all(dim=-1).any():
-            cause = (f"every score of a row is -inf: {banned}, or a `temperature` near 0 overflowed every score "
-                     "(`min_length`, `min_new_tokens` ban EOS beside them)")
-        elif torch.isnan(scores).all(dim=-1).any():                 # log_softmax of a row of -inf, or with +inf
-            cause = (f"every score of a row is NaN: either {banned} (`min_length`, `min_new_tokens` ban EOS beside "
-                     f"them), or the scores overflowed float32 ({overflowed}); `renormalize_logits` makes NaN of a "
-                     "row with no finite score")
-        else:
-            cause = f"the scores overflowed float32; {overflowed}"
-        raise ValueError(f"sampling found no valid probabilities ({_first_line(e)}): {cause}") from None
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [""])[0]

@@ -17,7 +17,7 @@ import torch
 
 from . import screening
 from .config import GenerationConfig
-from .logits_process import apply, draw
+from .logits_process import apply
 from .search import SearchProgress, widen
 
 
@@ -71,7 +71,7 @@ class SampleSearch(SearchProgress):
             with torch.inference_mode():  # the processors may write the logits in place: the model's inference tensor
                 scores = apply(self.processors, self.seq, length, logits.float())
             self.record("scores", scores)
-            nxt = draw(scores, 1, self.generator).squeeze(1) if cfg.do_sample else torch.argmax(scores, dim=-1)
+            nxt = self.sample(scores, 1).squeeze(1) if cfg.do_sample else torch.argmax(scores, dim=-1)
         unfinished = self.unfinished & row_active
         if self.eos is not None:
             nxt = torch.where(unfinished, nxt, cfg.pad_token_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from .config import GenerationConfig
+from .draws import draw, draw_on_device, no_valid_probabilities
 from .logits_process import join_processors, put_processors, select_processors, settings_per_row
 from .stop_strings import StopStrings
 
@@ -45,6 +46,7 @@ class SearchProgress:
         self.steps = 0                  # host count of steps: cur_len - prompt_len until the search stops
         self.lengths = [prompt_len] * batch      # independent: each input's cur_len on the host
         self.done = False
+        self.fault = None               # long [] once defer_draw_checks(): 0, or the first failed draw's fault code
         # name -> each step's [R, V] (independent: per input, its rows' [n, V]): "scores", the processed scores
         # (cfg.output_scores), "logits", the model's (cfg.output_logits)
         self.recorded = {name: self.no_steps() for name, on in (("scores", cfg.output_scores),
@@ -94,6 +96,33 @@ class SearchProgress:
         self.done = not going
         return parents if going and moved else None
 
+    def defer_draw_checks(self) -> None:
+        """Sampling without host reads (a step a CUDA graph captures): each draw's check of its probabilities becomes a
+        device-side fault code (draws.draw_on_device), the first one of a step before the stop kept in `fault`, which
+        `stopped()` reads with the stop flag and raises; eagerly, torch.multinomial's check reads the host at each
+        draw and raises there. For generate's searches (not independent): a fault fails the whole search."""
+        self.fault = torch.zeros((), dtype=torch.long, device=self.cur_len.device)
+
+    def sample(self, scores: torch.Tensor, n: int) -> torch.Tensor:
+        """n tokens drawn without replacement from softmax(scores [R, N]) with `generator`, as transformers draws
+        them -> indices [R, n] (draws.py; its ValueError eagerly, its fault code once defer_draw_checks())."""
+        if self.fault is None:
+            return draw(scores, n, self.generator)
+        idx, fault = draw_on_device(scores, n, self.generator)
+        live = self.active().any()            # a step after the stop draws too (a sync-free loop) but cannot fail
+        self.fault = torch.where((self.fault == 0) & live, fault, self.fault)
+        return idx
+
+    def stopped(self) -> bool:
+        """The one host read of a sync-free loop (sync_free.run_until_stopped): whether the search has stopped; a
+        failed draw found by a deferred check (defer_draw_checks) raises its ValueError here."""
+        if self.fault is None:
+            return not self.going.item()
+        going, fault = torch.stack((self.going.long(), self.fault)).tolist()
+        if fault:
+            raise no_valid_probabilities(fault)
+        return not going
+
     def input_flags(self, parents: torch.Tensor | None) -> torch.Tensor:
         """An independent search's flags per input after advance_on_device returned `parents`: bool [B, 2], (the
         input still steps, some row of it changed parent)."""
@@ -118,12 +147,15 @@ class SearchProgress:
     def state(self) -> list[torch.Tensor]:
         """The device tensors a step reads and replaces (subclasses add theirs after these), in a fixed order:
         what generation/whole_step.py copies back in place so that every step reads and writes the same memory."""
-        return [self.cur_len, self.going, self.alive]
+        return [self.cur_len, self.going, self.alive] + ([] if self.fault is None else [self.fault])
 
     def load_state(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         """Point the state at `tensors` (state()'s order); returns those past this class's (for subclasses)."""
         self.cur_len, self.going, self.alive = tensors[:3]
-        return tensors[3:]
+        if self.fault is None:
+            return tensors[3:]
+        self.fault = tensors[3]
+        return tensors[4:]
 
     def restart(self) -> None:
         """The host side of a search that starts over (its device state reloaded by the caller)."""

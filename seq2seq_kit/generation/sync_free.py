@@ -33,6 +33,6 @@ def run_until_stopped(one_step: Callable[[], None], search: SearchProgress, chec
     while True:
         for _ in range(check_every):
             one_step()
-        if not search.going.item():                                             # the one host read
+        if search.stopped():                                                    # the one host read
             search.done = True
             return

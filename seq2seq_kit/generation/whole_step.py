@@ -11,10 +11,14 @@ The host reads the stop flag only every few steps (sync_free.run_until_stopped);
 nothing, so the result does not depend on how often it reads.
 
 Decisions:
-  * Sampling (do_sample, one row per input or beams) is not captured here: generate replays the decoder-only graph
-    (models/cuda_graph.py) and draws eagerly. torch.multinomial inside a graph needs the generator's Philox
-    offsets registered with the graph (`CUDAGraph.register_generator_state`, per user generator), and the
-    draw's finiteness check (logits_process.draw's clear error) cannot run inside a graph.
+  * Sampling (do_sample, one row per input or beams) draws as torch.multinomial does, from ops a graph can hold
+    (draws.draw_on_device): its check of the probabilities becomes a device-side fault code read with the stop flag
+    (SearchProgress.defer_draw_checks). The graph draws from a generator of its own, registered with it
+    (CUDAGraph.register_generator_state: each replay draws at the generator's state then and advances it as the
+    eager draws do), so a kept graph serves any caller's generator: decode_graphed starts it at the caller's state
+    (None: the device's default generator, torch.multinomial's) and leaves the caller's where eager sampling would,
+    the draws of steps replayed after the stop not counted. generate takes this path only with
+    decoding.WHOLE_STEP_SAMPLING (off until a GPU run has checked it; else the decoder-only graph, drawing eagerly).
   * Up to KEEP graphs are kept per model (`KEPT`, weakly keyed by the model; the least recently used goes
     first) and reused by a later generate call with the same `whole_step_key` (shapes, settings, weights, stop
     strings' tables): that call's cross-attention keys/values, search state and input-dependent processor tensors
@@ -84,11 +88,13 @@ class WholeStepGraph:
 
     def __init__(self, step: Step, cache, search: SearchProgress, key: tuple, start: Callable[[], None]):
         """start(): empty the cache and feed it the call's decoder prompt, if any (decoder_prompt.prefill), before
-        the capture's warm-up and again after it."""
+        the capture's warm-up and again after it. A sampling search's generator is registered with the graph."""
         self.key, self.cache, self.search = key, cache, search
         saved = [t.clone() for t in search.state()]
         start()
-        self.step = cuda_capture.CapturedStep(lambda: step_once(step, cache, search), search.cur_len.device)
+        generators = () if search.generator is None else (search.generator,)
+        self.step = cuda_capture.CapturedStep(lambda: step_once(step, cache, search), search.cur_len.device,
+                                              generators=generators)
         self.outputs = {name: steps[-1] for name, steps in search.recorded.items()}   # the graph's [R, V] each
         for t, s in zip(search.state(), saved):         # undo the warm-up: the search starts at its first step
             t.copy_(s)
@@ -132,10 +138,12 @@ def whole_step_key(model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_ma
 
 def graphed_search(model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None,
                    cfg: GenerationConfig, input_ids: torch.Tensor, rows_per_input: int, stops: StopStrings | None,
-                   prompt: torch.Tensor | None, new_search: Callable[[], SearchProgress]) -> WholeStepGraph:
+                   prompt: torch.Tensor | None,
+                   new_search: Callable[[torch.Generator | None], SearchProgress]) -> WholeStepGraph:
     """The model's kept WholeStepGraph loaded with this call's inputs, or a new one captured for them.
-    new_search() builds this call's search (BeamSearch / SampleSearch, not sampling) with `stops`' tables and
-    `prompt` (decoder_prompt's [B, P], or None), which the graph's cache is fed."""
+    new_search(generator) builds this call's search (BeamSearch / SampleSearch) drawing from `generator` (a
+    sampling graph's own, see the module's decisions), with `stops`' tables and `prompt` (decoder_prompt's [B, P],
+    or None), which the graph's cache is fed."""
     key = whole_step_key(model, encoder_hidden, padding_mask, cfg, input_ids.shape, stops, prompt)
     kept = KEPT.setdefault(model, {})
     graph = kept.pop(key, None)
@@ -144,18 +152,47 @@ def graphed_search(model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_ma
         if prompt is not None:
             decoder_prompt.prefill(model, cache, prompt, rows_per_input)
 
+    def search(generator: torch.Generator | None = None) -> SearchProgress:
+        made = new_search(generator)
+        if cfg.do_sample:                       # no host read in a draw: its check read with the stop flag
+            made.defer_draw_checks()
+        return made
+
     if graph is not None:
-        graph.load(model, encoder_hidden, padding_mask, new_search(), lambda: start(graph.cache))
+        graph.load(model, encoder_hidden, padding_mask, search(), lambda: start(graph.cache))
     else:
         if len(kept) >= KEEP:                   # free the oldest graph and its cache before capturing a new one
             del kept[next(iter(kept))]
         cache = model.new_cache(encoder_hidden, padding_mask, rows_per_input, cfg.max_length - 1, fixed_shape=True)
-        graph = WholeStepGraph(model.decode_step_unchecked, cache, new_search(), key, lambda: start(cache))
+        own = torch.Generator(encoder_hidden.device) if cfg.do_sample else None
+        graph = WholeStepGraph(model.decode_step_unchecked, cache, search(own), key, lambda: start(cache))
     kept[key] = graph                           # the most recently used last
     return graph
 
 
-def decode_graphed(graph: WholeStepGraph, check_every: int) -> SearchProgress:
-    """Run the graph's search to its end, reading the stop flag every `check_every` replays; returns it."""
-    run_until_stopped(graph.replay, graph.search, check_every)
-    return graph.search
+def decode_graphed(graph: WholeStepGraph, check_every: int, generator: torch.Generator | None = None
+                   ) -> SearchProgress:
+    """Run the graph's search to its end, reading the stop flag every `check_every` replays; returns it. Sampling:
+    the graph's own generator starts at `generator`'s state (None: the device's default generator), and that one
+    is left where eager sampling leaves it, advanced by the steps before the stop only (a failed draw: as it was)."""
+    search, own = graph.search, graph.search.generator
+    if own is None:
+        run_until_stopped(graph.replay, search, check_every)
+        return search
+    caller = generator if generator is not None else default_generator(own.device)
+    own.set_state(caller.get_state())
+    states = [own.get_state()]                  # after each replay (the host's copy: no device read)
+    def replay() -> None:
+        graph.replay()
+        states.append(own.get_state())
+
+    run_until_stopped(replay, search, check_every)
+    caller.set_state(states[int(search.cur_len.max()) - search.prompt_len])
+    return search
+
+
+def default_generator(device: torch.device) -> torch.Generator:
+    """The generator torch.multinomial draws from on `device` when given none."""
+    if device.type == "cuda":
+        return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    return torch.default_generator
