@@ -164,22 +164,18 @@ def resident_gib(model: torch.nn.Module) -> float:
     return sum(storages.values()) / 2 ** 30
 
 
-def decoder_graph_only(model, ids, mask, **kwargs):
-    """generate on the decoder-only CUDA graph (the search eager, the flag read every step): before issue 17."""
-    decoding.WHOLE_STEP_GRAPH = False
-    try:
-        return model.generate(ids, mask, **kwargs)
-    finally:
-        decoding.WHOLE_STEP_GRAPH = True
-
-
-def whole_step_sampling(model, ids, mask, **kwargs):
-    """generate with sampling on the whole-step CUDA graph (decoding.WHOLE_STEP_SAMPLING, off by default)."""
-    decoding.WHOLE_STEP_SAMPLING = True
-    try:
-        return model.generate(ids, mask, **kwargs)
-    finally:
-        decoding.WHOLE_STEP_SAMPLING = False
+def generate_with(flag: str, value: bool):
+    """generate(model, ids, mask, **kwargs) with decoding's `flag` set to `value` for the call: WHOLE_STEP_GRAPH
+    False (the decoder-only CUDA graph, the search eager, the flag read every step: before issue 17), or
+    WHOLE_STEP_SAMPLING True (sampling on the whole-step graph, off by default)."""
+    def generate(model, ids, mask, **kwargs):
+        saved = getattr(decoding, flag)
+        setattr(decoding, flag, value)
+        try:
+            return model.generate(ids, mask, **kwargs)
+        finally:
+            setattr(decoding, flag, saved)
+    return generate
 
 
 def same_tokens(ours, theirs, ids, mask, kwargs) -> dict:
@@ -219,7 +215,7 @@ def part_steps(args, spec_name, spec, budget: Budget, results: dict) -> None:
                     continue
                 timing = {k: v for k, v in kwargs.items() if k not in ("min_length", "max_length")}
                 engines = {"seq2seq_kit": lambda i, m, **kw: ours.generate(i, m, **kw),
-                           "seq2seq_kit_decoder_graph": lambda i, m, **kw: decoder_graph_only(ours, i, m, **kw),
+                           "seq2seq_kit_decoder_graph": lambda i, m, **kw: generate_with("WHOLE_STEP_GRAPH", False)(ours, i, m, **kw),
                            "seq2seq_kit_eager": lambda i, m, **kw: ours.generate(i, m, cuda_graph=False, **kw),
                            "transformers": lambda i, m, **kw: theirs.generate(i, attention_mask=m, **kw)}
                 if args.device != "cuda":
@@ -261,7 +257,7 @@ def part_sampling(args, spec_name, spec, budget: Budget, results: dict) -> None:
     ours, _ = load(spec_name, spec, dtype, args.device, with_transformers=False)
     steps, repeats = ((2, 6), 1) if args.smoke else ((16, 48), 3)
     kwargs = dict(do_sample=True, top_k=50)
-    engines = {"whole_step": lambda i, m, **kw: whole_step_sampling(ours, i, m, **kw),
+    engines = {"whole_step": lambda i, m, **kw: generate_with("WHOLE_STEP_SAMPLING", True)(ours, i, m, **kw),
                "decoder_graph": lambda i, m, **kw: ours.generate(i, m, **kw),
                "eager": lambda i, m, **kw: ours.generate(i, m, cuda_graph=False, **kw)}
     if args.device != "cuda":

@@ -427,17 +427,26 @@ def test_whole_step_replay_equals_eager_step_once(checkpoint, kwargs):
 def test_whole_step_never_synchronizes(checkpoint):
     """step_once run eagerly on CUDA with torch's sync debug mode set to error: no operation in the step waits
     for the device (what capture needs), processors and beam bookkeeping included."""
-    from seq2seq_kit.generation.decoding import prepare, rows_per_input, start_search
-
     cuda = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), device="cuda")
-    ids, mask = batch(cuda, device="cuda")
     kwargs = dict(num_beams=4, no_repeat_ngram_size=3, min_length=6, max_length=12, repetition_penalty=1.2,
                   encoder_no_repeat_ngram_size=2, bad_words_ids=[[5], [6, 7]], forced_bos_token_id=0)
+    assert not steps_without_syncs(cuda, kwargs).going.item()
+
+
+def steps_without_syncs(cuda, kwargs: dict, generator=None):
+    """step_once run past the stop (max_length + 2 times) on a fixed-shape cache for batch()'s inputs, under torch's
+    sync debug mode set to error (an op that waits for the device raises); sampling: its draws' checks deferred, as
+    the whole-step graph runs them. Returns the search."""
+    from seq2seq_kit.generation.decoding import prepare, rows_per_input, start_search
+
+    ids, mask = batch(cuda, device="cuda")
     input_ids, padding_mask, cfg, _ = prepare(cuda, ids, mask, kwargs, None)
     with torch.no_grad():
         cache = cuda.new_cache(cuda.encode_unchecked(input_ids, padding_mask), mask, rows_per_input(cfg),
                                cfg.max_length - 1, fixed_shape=True)
-        search = start_search(cfg, input_ids, cuda.config.vocab_size, cuda.device)
+        search = start_search(cfg, input_ids, cuda.config.vocab_size, cuda.device, generator)
+        if cfg.do_sample:
+            search.defer_draw_checks()
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
         try:
@@ -445,7 +454,7 @@ def test_whole_step_never_synchronizes(checkpoint):
                 whole_step.step_once(cuda.decode_step_unchecked, cache, search)
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    assert not search.going.item()
+    return search
 
 
 @pytest.mark.cuda
@@ -535,28 +544,12 @@ def test_whole_step_sampling_on_cuda_equals_eager(tiny_eos_path, monkeypatch, kw
 def test_whole_step_sampling_never_synchronizes(checkpoint):
     """step_once of beam sampling and of sampling with every warper, their draws' checks deferred, under torch's
     sync debug mode set to error: no operation waits for the device (torch.multinomial's check would)."""
-    from seq2seq_kit.generation.decoding import prepare, rows_per_input, start_search
-
     cuda = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), device="cuda")
-    ids, mask = batch(cuda, device="cuda")
     for kwargs in (dict(do_sample=True, num_beams=3, max_length=12, no_repeat_ngram_size=2),
                    dict(do_sample=True, max_length=12, top_k=20, top_p=0.9, min_p=0.05, typical_p=0.9,
                         epsilon_cutoff=3e-3, temperature=0.7, repetition_penalty=1.2, num_return_sequences=2),
                    dict(do_sample=True, max_length=12, top_h=0.5, eta_cutoff=3e-3)):
-        input_ids, padding_mask, cfg, _ = prepare(cuda, ids, mask, kwargs, None)
-        with torch.no_grad():
-            cache = cuda.new_cache(cuda.encode_unchecked(input_ids, padding_mask), mask, rows_per_input(cfg),
-                                   cfg.max_length - 1, fixed_shape=True)
-            search = start_search(cfg, input_ids, cuda.config.vocab_size, cuda.device,
-                                  torch.Generator("cuda").manual_seed(0))
-            search.defer_draw_checks()
-            torch.cuda.synchronize()
-            torch.cuda.set_sync_debug_mode("error")
-            try:
-                for _ in range(cfg.max_length + 2):
-                    whole_step.step_once(cuda.decode_step_unchecked, cache, search)
-            finally:
-                torch.cuda.set_sync_debug_mode("default")
+        search = steps_without_syncs(cuda, kwargs, torch.Generator("cuda").manual_seed(0))
         assert search.stopped(), kwargs
 
 
