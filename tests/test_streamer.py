@@ -7,9 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seq2seq_kit import Engine, cuda_capture
-from seq2seq_kit.generation import decoding, whole_step
-from graph_emulation import EmulatedGraph, replays
+from seq2seq_kit import Engine
+from graph_emulation import emulate_generate_graphs, replays
 from test_generation import inputs
 
 
@@ -54,23 +53,42 @@ def test_streamer_refusals(pair):
             engine.submit([5, 6, 7], streamer=Recorder())
 
 
-def test_a_streamer_decodes_eagerly_where_graphs_are_the_default(pair, monkeypatch):
-    """On CUDA generate runs on graphs by default, which call no Python per step: with a streamer it decodes eagerly
-    (every put, as transformers makes them) and runs no graph; cuda_graph=True beside a streamer is refused. The
-    device is emulated: graphs are on by default here, as on a CUDA device, and replayed as graph_emulation does."""
+GRAPHED = {"greedy": {}, "prompt": dict(decoder_input_ids=torch.tensor([[2, 7, 8]] * 3)),
+           "sample, decoder graph": CASES["sample"], "sample, whole step": CASES["sample"]}
+
+
+@pytest.mark.parametrize("case", list(GRAPHED))
+def test_a_streamer_runs_on_the_cuda_graphs(pair, monkeypatch, case):
+    """generate's CUDA graphs (emulated on the CPU) with a streamer: every put as transformers makes them, the same
+    tokens, graphs replayed: the whole step for greedy and (decoding.WHOLE_STEP_SAMPLING) sampling, the decoder-only
+    graph for sampling by default; each step's tokens put once the stop flag, read after every step, shows it ran.
+    (It decoded eagerly until 2026-12-05.)"""
     hf, ours = pair("tiny-eos")
-    monkeypatch.setattr(cuda_capture, "CapturedStep", EmulatedGraph)
-    monkeypatch.setattr(decoding, "use_cuda_graph", lambda cuda_graph, device: cuda_graph is not False)
-    monkeypatch.setattr(whole_step, "KEPT", type(whole_step.KEPT)())
+    emulate_generate_graphs(monkeypatch, whole_step_sampling=case.endswith("whole step"))
+    monkeypatch.setattr(ours, "graphed_step", None)
     ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
-    before = replays()
-    assert torch.equal(ours.generate(ids, mask, max_new_tokens=8), hf.generate(ids, attention_mask=mask,
-                                                                               max_new_tokens=8))
-    assert replays() > before                                   # without a streamer: the graphed path
     theirs, mine = Recorder(), Recorder()
-    hf.generate(ids, attention_mask=mask, streamer=theirs, max_new_tokens=8)
+    torch.manual_seed(2)
+    want = hf.generate(ids, attention_mask=mask, streamer=theirs, max_new_tokens=8, **GRAPHED[case])
     before = replays()
-    ours.generate(ids, mask, streamer=mine, max_new_tokens=8)
-    assert mine.calls == theirs.calls and len(mine.calls) > 2 and replays() == before
-    with pytest.raises(ValueError, match="are not run on CUDA graphs"):
-        ours.generate(ids, mask, streamer=Recorder(), max_new_tokens=8, cuda_graph=True)
+    torch.manual_seed(2)
+    got = ours.generate(ids, mask, streamer=mine, max_new_tokens=8, cuda_graph=True, **GRAPHED[case])
+    assert torch.equal(got, want) and mine.calls == theirs.calls and len(mine.calls) > 2
+    assert replays() > before and (ours.graphed_step is not None) == (case == "sample, decoder graph")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("kwargs", [dict(), dict(do_sample=True, top_k=8)])
+def test_a_streamer_on_cuda_graphs_gets_the_eager_calls(tiny_eos_path, kwargs):
+    """On a GPU, a streamer beside generate's CUDA graphs (the default there) gets the calls of cuda_graph=False."""
+    from seq2seq_kit import BartForConditionalGeneration
+
+    cuda = BartForConditionalGeneration.from_pretrained(tiny_eos_path, device="cuda")
+    ids, mask = (t.cuda() for t in inputs(cuda.config.vocab_size, cuda.config.pad_token_id))
+    calls = []
+    for graphed in (True, False):
+        streamer = Recorder()
+        cuda.generate(ids, mask, streamer=streamer, max_new_tokens=8, cuda_graph=graphed,
+                      generator=torch.Generator("cuda").manual_seed(0), **kwargs)
+        calls.append(streamer.calls)
+    assert calls[0] == calls[1] and len(calls[0]) > 2

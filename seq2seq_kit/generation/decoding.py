@@ -78,7 +78,8 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     transformers' MaxTimeCriteria) have passed is the last, for every row.
     streamer: an object with put(token ids) and end(), as transformers' streamers (TextStreamer, ...): put gets
     the decoder's first tokens [R, P] on the CPU, then each step's new token of every row [R] (pad_token_id for a
-    row that ended), and end() follows the last; greedy and sampling only (as transformers), decoded eagerly.
+    row that ended), and end() follows the last; greedy and sampling only (as transformers); on CUDA graphs too
+    (the stop flag then read back every step, each step's tokens put once it has run).
     tokenizer: the model's tokenizer (seq2seq_kit's or transformers'), which stop_strings need to read the tokens
     as text (generation/stop_strings.py: a row ends once its text ends in one); on CUDA graphs too (their check
     is a device-side part of the search's step).
@@ -88,7 +89,8 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     cuda_graph: replay each step from a CUDA graph; None: on for a model on a CUDA device. Greedy and beam search
     replay the whole step (decoder, processors, search, cache reorder: generation/whole_step.py) and read the
     stop flag back every GRAPH_CHECK_EVERY steps; sampling replays the decoder step only (models/cuda_graph.py)
-    and draws eagerly (with WHOLE_STEP_SAMPLING, the whole step too). Logits match the eager step's to float rounding, not bit for bit.
+    and draws eagerly (with WHOLE_STEP_SAMPLING, the whole step too). Logits match the eager step's to float
+    rounding, not bit for bit.
     Returns a LongTensor [B * num_return_sequences, T] that starts with the decoder start token (or the prompt),
     padded with pad_token_id after EOS; or a GenerateOutput when return_dict_in_generate=True.
     """
@@ -98,10 +100,10 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     check_streamer(streamer, cfg)
     stops = stop_strings_of(cfg, tokenizer, model.device)
     trace = Trace.of(cfg)                                   # None without output_attentions / _hidden_states
-    eager_only = bool(custom) or cfg.max_time is not None or streamer is not None or trace is not None
+    eager_only = bool(custom) or cfg.max_time is not None or trace is not None
     cuda_graph = use_cuda_graph(cuda_graph, model.device) and not (eager_only and cuda_graph is None)
     if eager_only and cuda_graph:
-        raise ValueError("logits_processor / prefix_allowed_tokens_fn / max_time / streamer / "
+        raise ValueError("logits_processor / prefix_allowed_tokens_fn / max_time / "
                          "output_attentions / output_hidden_states are not run on CUDA graphs (they "
                          "need the host at every step, or tables the graphs do not take): leave cuda_graph unset "
                          "(generate then decodes eagerly) or pass False")
@@ -109,7 +111,8 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     encoder_hidden = model.encode_unchecked(input_ids, padding_mask, **traced)        # [B, S, D], once
     if cuda_graph:
         with graph_lock(model):                     # the kept graphs' buffers hold one call's inputs and state
-            return decode_on_graphs(model, encoder_hidden, padding_mask, cfg, input_ids, generator, stops, prompt)
+            return decode_on_graphs(model, encoder_hidden, padding_mask, cfg, input_ids, generator, stops, prompt,
+                                    streamer)
     search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator, prompt=prompt,
                           stop_strings=stops, **custom)
     screened = trace is None and search.screenable
@@ -117,8 +120,7 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
                                        max_length=cfg.max_length - 1, cuda_graph=False, screened=screened)
     if trace is not None:
         step = trace.stepping(model.decode_step_unchecked)                           # records every step
-    if streamer is not None:
-        streamer.put(search.seq[:, :search.prompt_len].cpu())                       # [R, P]: the first tokens
+    stream_first_tokens(streamer, search)
     # before the prompt's forward, which transformers' first step runs after its MaxTimeCriteria starts the clock
     ends = deadline(cfg.max_time)
     if prompt is not None:
@@ -137,29 +139,43 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     return result(cfg, search, trace=trace)
 
 
+def stream_first_tokens(streamer, search: SampleSearch | BeamSearch) -> None:
+    """A streamer's first put (if any): the decoder's first tokens [R, P] (the start token, or the prompt)."""
+    if streamer is not None:
+        streamer.put(search.seq[:, :search.prompt_len].cpu())
+
+
 def decode_on_graphs(model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None,
                      cfg: GenerationConfig, input_ids: torch.Tensor, generator: torch.Generator | None,
-                     stops: StopStrings | None, prompt: torch.Tensor | None):
+                     stops: StopStrings | None, prompt: torch.Tensor | None, streamer=None):
     """generate's CUDA-graph paths (the caller holds the model's graph_lock): greedy and beam search replay the whole
     step, its output copied out of the kept graph's buffers (the next call's); sampling replays the decoder-only
     graph with the search eager, reading the device back every step (with WHOLE_STEP_SAMPLING: the whole step as
     well, drawing from the graph's own generator, started at `generator`'s state and handed back). stops: the stop
     strings' tables, whose check is a device-side part of the search's step; prompt: the decoder prompt [B, P] (or
-    None), fed to the graph's cache (its positions are device-side) before the first step."""
+    None), fed to the graph's cache (its positions are device-side) before the first step. streamer: its puts as
+    the eager loop makes them, the flag read every step."""
     rows = rows_per_input(cfg)
+    every = 1 if streamer is not None else GRAPH_CHECK_EVERY
     if WHOLE_STEP_GRAPH and (WHOLE_STEP_SAMPLING or not cfg.do_sample):    # decoder, processors, search: one graph
         graph = graphed_search(model, encoder_hidden, padding_mask, cfg, input_ids, rows, stops, prompt,
                                lambda own: start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device,
                                                         own, prompt=prompt, stop_strings=stops))
-        return copied(result(cfg, decode_graphed(graph, GRAPH_CHECK_EVERY, generator)))
-    step, cache = model.start_decoding(encoder_hidden, padding_mask, rows, max_length=cfg.max_length - 1,
-                                       cuda_graph=True)
-    search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator, prompt=prompt,
-                          stop_strings=stops)
-    if prompt is not None:
-        decoder_prompt.prefill(model, cache, prompt, rows)
-    decode(step, cache, search, check_every=1 if cfg.do_sample else GRAPH_CHECK_EVERY)
-    return result(cfg, search)
+        stream_first_tokens(streamer, graph.search)
+        out = copied(result(cfg, decode_graphed(graph, every, generator, streamer)))
+    else:
+        step, cache = model.start_decoding(encoder_hidden, padding_mask, rows, max_length=cfg.max_length - 1,
+                                           cuda_graph=True)
+        search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator,
+                              prompt=prompt, stop_strings=stops)
+        stream_first_tokens(streamer, search)
+        if prompt is not None:
+            decoder_prompt.prefill(model, cache, prompt, rows)
+        decode(step, cache, search, 1 if cfg.do_sample else every, streamer)
+        out = result(cfg, search)
+    if streamer is not None:
+        streamer.end()
+    return out
 
 
 def copied(out):

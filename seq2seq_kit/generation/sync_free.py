@@ -15,24 +15,30 @@ from .protocol import Cache, Step
 from .search import SearchProgress
 
 
-def decode(step: Step, cache: Cache, search: SearchProgress, check_every: int) -> None:
+def decode(step: Step, cache: Cache, search: SearchProgress, check_every: int, streamer=None) -> None:
     """Run `search` (BeamSearch / SampleSearch) to its end on step/cache, reading its stop flag every
-    `check_every` steps. The cache must accept steps past its last slot (models' FixedShapeKVCache does: they
-    write its last slot again), and beam search reorders it every step, moved rows or not."""
+    `check_every` steps (streamer: see run_until_stopped). The cache must accept steps past its last slot (models'
+    FixedShapeKVCache does: they write its last slot again), and beam search reorders it every step, moved rows or
+    not."""
     def one_step() -> None:
         parents = search.advance_on_device(step(search.tokens(), cache))        # logits [R, V]
         if parents is not None:
             cache.reorder(parents)
 
-    run_until_stopped(one_step, search, check_every)
+    run_until_stopped(one_step, search, check_every, streamer)
 
 
-def run_until_stopped(one_step: Callable[[], None], search: SearchProgress, check_every: int) -> None:
+def run_until_stopped(one_step: Callable[[], None], search: SearchProgress, check_every: int,
+                      streamer=None) -> None:
     """Call one_step (which advances `search` without a host read) until the search stops, reading its stop flag
-    every `check_every` calls; then search.done."""
+    every `check_every` calls; then search.done. streamer (generate's; check_every 1): each step's tokens [R] put
+    once the read after it has passed (a failed draw raises before its tokens are put)."""
     while True:
         for _ in range(check_every):
             one_step()
-        if search.stopped():                                                    # the one host read
+        stopped = search.stopped()                                              # the one host read
+        if streamer is not None:
+            streamer.put(search.tokens().cpu())
+        if stopped:
             search.done = True
             return
