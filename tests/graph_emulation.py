@@ -24,7 +24,8 @@ from torch.utils._pytree import tree_leaves
 # torch.isin sorts and calls unique once the tested set has >= 10 * elements ** 0.145 values): a capture fails on
 # them, on the GPU only, and only for some inputs, so they are refused here on any machine.
 MAY_SYNC = {"aten.isin", "aten.nonzero", "aten._unique2", "aten.unique_dim", "aten.unique_consecutive",
-            "aten.masked_select", "aten.repeat_interleave"}
+            "aten.masked_select", "aten.repeat_interleave",
+            "aten.multinomial"}     # checks its probabilities on the host (draws.draw_on_device draws without)
 
 
 class _Recorder(TorchDispatchMode):

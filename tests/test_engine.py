@@ -1146,6 +1146,35 @@ def test_pipeline_engine_ends_outputs_at_the_pipelines_stop_sequence(tiny_eos_pa
 
 
 @pytest.mark.parametrize("fixed_capacity", [False, True])
+def test_sampling_requests_draw_without_reading_the_device(tiny_eos, monkeypatch, fixed_capacity):
+    """The engine's sampling requests draw with draws.draw_on_device (torch.multinomial's check of the probabilities
+    would wait for the device in every sampling request's step on a GPU, where a fixed-capacity step reads its flags
+    a step late), and a failed draw comes back with the flags: with the eager draw made to fail, sampling, beam
+    sampling and several return sequences give generate alone's draws, and a request with nothing to draw fails
+    with generate's error."""
+    from seq2seq_kit.generation import search
+
+    settings = [dict(do_sample=True, top_k=20, temperature=0.8), dict(do_sample=True, top_p=0.9,
+                                                                       num_return_sequences=3),
+                dict(do_sample=True, num_beams=2)]
+    seeded = lambda i: dict(settings[i], generator=torch.Generator().manual_seed(i), max_new_tokens=10)  # noqa: E731
+    wants = [tiny_eos.generate(torch.tensor([[5 + i, 6, 7]]), **seeded(i)) for i in range(len(settings))]
+    with pytest.raises(ValueError, match="sampling found no valid probabilities") as eager:
+        tiny_eos.generate(torch.tensor([[9, 6, 7]]), do_sample=True, temperature=1e-320, max_new_tokens=8)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.multinomial's draw, which reads the device back")
+
+    monkeypatch.setattr(search, "draw", refuse)
+    with Engine(tiny_eos, max_rows=12, fixed_capacity=fixed_capacity) as engine:
+        requests = [engine.submit([5 + i, 6, 7], **seeded(i)) for i in range(len(settings))]
+        failing = engine.submit([9, 6, 7], do_sample=True, temperature=1e-320, max_new_tokens=8)
+        for request, want in zip(requests, wants):
+            assert torch.equal(request.result(30), want)
+        assert str(failing.exception(30)) == str(eager.value)
+
+
+@pytest.mark.parametrize("fixed_capacity", [False, True])
 def test_a_search_that_fails_fails_its_own_requests_only(tiny_eos, fixed_capacity):
     """A sampling request whose temperature overflows every probability fails in its search, after the shared
     decoder step, with generate's error; the requests stepping beside it (other searches) finish as generate

@@ -145,7 +145,7 @@ class Group:
 
     def step(self, logits: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
         """The search's step on its rows' logits [R, V] -> (each row's parent row [R], or None: rows never move;
-        each input's flags bool [B, 2]: still stepping, some row of it moved), no host read."""
+        each input's flags long [B, 3]: SearchProgress.input_flags), no host read."""
         self.end_late()
         parents = self.search.advance_on_device(logits)
         return parents, self.search.input_flags(parents)
@@ -161,8 +161,9 @@ class Group:
 @dataclass
 class Launched:
     """A step whose flags the host has not read yet: each group with its requests as they stepped (input b:
-    requests[b]) and its rows' parent rows (or None), and every input's flags (bool [inputs, 2]: still stepping,
-    some row moved), on the host once `ready` (a CUDA event, or None) has passed."""
+    requests[b]) and its rows' parent rows (or None), and every input's flags (long [inputs, 3]: still stepping,
+    some row moved, a failed draw's fault code: SearchProgress.input_flags), on the host once `ready` (a CUDA event,
+    or None) has passed."""
     groups: list[tuple[Group, list[Request | None], torch.Tensor | None]]
     flags: torch.Tensor
     ready: torch.cuda.Event | None

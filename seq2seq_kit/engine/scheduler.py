@@ -10,7 +10,7 @@ cpu_threads.py). Every request has its own KV cache and steps in a search (gener
 sampling or beam search, the very code `generate` runs for a batch, in its `independent` form where each input
 stops as it would alone): requests whose settings differ at most in max_length / min_length share one search as
 its inputs, each at its own length, joining and leaving it between steps (group_key; sampling requests, and any request
-given a generator, run one search each). A step runs the decoder once over the rows of every running request (the
+given a generator, run one search each, whose draws read nothing back: their check comes with the flags). A step runs the decoder once over the rows of every running request (the
 model's decode_group_unchecked: the linear layers over all rows at once, attention per request on its own cache),
 then steps each group's search on its rows' logits and reads every request's flags back in one transfer. So a
 request's tokens are `generate`'s for that input alone, whatever else runs beside it: bit for bit when it runs
@@ -52,6 +52,7 @@ import torch
 from .. import cpu_threads
 from ..generation import (GenerationConfig, deadline, prepare, result, rows_setting, settings, start_search,
                           stop_strings_of)
+from ..generation.draws import no_valid_probabilities
 from ..models.bart import BartNetwork
 from ..models.checks import check_positive_int
 from .batch import EagerBatch, FixedCapacity, Group, Launched, Request
@@ -373,6 +374,8 @@ class Engine:
         group = next((g for g in self.groups if key is not None and g.key == key), None)
         if group is None:
             group = self.batch.group(key, request, search)
+            if request.config.do_sample:        # alone (group_key): no host read in its draws, their check read
+                group.search.defer_draw_checks()    # with its flags (_settle)
             self.groups.append(group)
         group.add(request, search)
         request.group = group
@@ -443,7 +446,7 @@ class Engine:
 
     def _launched(self, stepped: list) -> Launched:
         """The step just launched, [(parents, flags)] per group: its flags start their way to the host."""
-        flags = torch.cat([flags for _, flags in stepped])                                 # [inputs, 2]
+        flags = torch.cat([flags for _, flags in stepped])                                 # [inputs, 3]
         ready = None
         if flags.device.type == "cuda":
             flags, ready = flags.to("cpu", non_blocking=True), torch.cuda.Event()
@@ -458,22 +461,27 @@ class Engine:
             step.ready.synchronize()
         flags = iter(step.flags.tolist())
         finished = {}                                   # request -> its output (None: cancelled meanwhile)
+        failed = {}                                     # request -> the error of its failed draw
         for group, requests, parents in step.groups:
             n = group.search.rows_per_input
             for b, request in enumerate(requests):
-                alive, moved = next(flags)
+                alive, moved, fault = next(flags)
                 if request is None or request.group is not group:     # an empty slot, or it left since
                     continue
                 self.generated_tokens += request.rows
-                if not alive:
+                if fault:
+                    failed[id(request)] = no_valid_probabilities(fault)
+                elif not alive:
                     finished[id(request)] = None if request.future.cancelled() \
                         else result(request.config, group.search, [b])
                 elif moved:
                     self.batch.reorder_moved(request.cache, parents, b * n)
-        done = [r for r in self.running if id(r) in finished]
-        self._drop(lambda request: id(request) in finished)    # only now: an error above fails this step's requests
-        for request in done:
-            if finished[id(request)] is not None:
+        done = [r for r in self.running if id(r) in finished or id(r) in failed]
+        self._drop(lambda request: id(request) in finished or id(request) in failed)    # only now: an error above
+        for request in done:                                                           # fails this step's requests
+            if id(request) in failed:
+                settle(request.future, exception=failed[id(request)])
+            elif finished[id(request)] is not None:
                 settle(request.future, finished[id(request)])
 
     def _drop(self, leaving) -> None:

@@ -100,7 +100,8 @@ class SearchProgress:
         """Sampling without host reads (a step a CUDA graph captures): each draw's check of its probabilities becomes a
         device-side fault code (draws.draw_on_device), the first one of a step before the stop kept in `fault`, which
         `stopped()` reads with the stop flag and raises; eagerly, torch.multinomial's check reads the host at each
-        draw and raises there. For generate's searches (not independent): a fault fails the whole search."""
+        draw and raises there. One fault for the whole search: generate's, or an engine request's that runs alone
+        (read with its flags: input_flags)."""
         self.fault = torch.zeros((), dtype=torch.long, device=self.cur_len.device)
 
     def sample(self, scores: torch.Tensor, n: int) -> torch.Tensor:
@@ -124,13 +125,15 @@ class SearchProgress:
         return not going
 
     def input_flags(self, parents: torch.Tensor | None) -> torch.Tensor:
-        """An independent search's flags per input after advance_on_device returned `parents`: bool [B, 2], (the
-        input still steps, some row of it changed parent)."""
+        """An independent search's flags per input after advance_on_device returned `parents`: long [B, 3], (the
+        input still steps, some row of it changed parent, a failed draw's fault code or 0: with defer_draw_checks,
+        the search's, for each input; draws.no_valid_probabilities names it)."""
         if parents is None:
             moved = torch.zeros_like(self.alive)
         else:
             moved = (parents != self.identity).view(self.batch, self.rows_per_input).any(dim=1, keepdim=True)
-        return torch.cat((self.alive, moved), dim=1)
+        fault = torch.zeros_like(self.cur_len) if self.fault is None else self.fault.expand(self.batch, 1)
+        return torch.cat((self.alive.long(), moved.long(), fault), dim=1)
 
     def processor_length(self, device_length: bool):
         """The cur_len the processors see: an int while every input stands at the same length and the host counts
