@@ -7,7 +7,8 @@
     python benchmarks/bench.py --models distilbart --batch 1 --isa avx2  # every engine's AVX2 code (AVX-512 CPUs)
 
 Every engine runs in a worker process of its own (engines.py), all loaded side by side. Each
-round visits the workers in turn (the order rotates every round) and each runs the encoder alone,
+round visits the workers in turn (in a new seeded random order each round, so no engine always follows
+the same neighbour, e.g. CTranslate2's still-spinning OpenMP threads) and each runs the encoder alone,
 then the whole generation, so slow drift of the machine hits every engine alike. One warm-up round
 is excluded, then the median of --repeats rounds is reported. Writes
 benchmarks/results/<device>-<date>.{json,md,png}; see README.md.
@@ -20,6 +21,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import re
 import statistics
 import subprocess
@@ -107,13 +109,14 @@ class Worker:
 
 def interleaved(workers: dict[str, Worker], batch: dict, options: dict, warmup: int,
                 repeats: int) -> dict[str, list[dict]]:
-    """Encode then generate on every worker, round after round, rotating the order; drop the warm-up
+    """Encode then generate on every worker, round after round, each round in its own seeded random order
+    (rotating it, an engine mostly followed the same neighbour); drop the warm-up
     rounds. Each generate reply gets the encoder time measured just before it ("encoder_seconds"), so
     the decoder time of a round is the difference of two adjacent measurements."""
     runs: dict[str, list[dict]] = {name: [] for name in workers}
     names = list(workers)
     for r in range(warmup + repeats):
-        order = names[r % len(names):] + names[:r % len(names)]
+        order = random.Random(r).sample(names, len(names))
         for name in order:
             if name not in workers:  # failed earlier in this case
                 continue
