@@ -50,7 +50,7 @@ SETTINGS = [
     dict(do_sample=True, top_p=0.9, num_return_sequences=3, seed=2),
     dict(do_sample=True, num_beams=2, seed=3),
 ]
-SEARCHES = [setting for setting in SETTINGS if not setting.get("do_sample")]     # what a CUDA graph captures
+SEARCHES = [setting for setting in SETTINGS if not setting.get("do_sample")]
 
 
 @pytest.fixture(scope="module")
@@ -457,7 +457,7 @@ def test_fixed_capacity_reads_a_steps_flags_after_launching_the_next(tiny_eos, m
 # aten ops whose output size or value the host must wait for on CUDA (a capture refuses them)
 SYNCING = {"aten._local_scalar_dense.default", "aten.nonzero.default", "aten.masked_select.default",
            "aten._unique2.default", "aten.unique_dim.default", "aten.unique_consecutive.default",
-           "aten.repeat_interleave.Tensor"}
+           "aten.repeat_interleave.Tensor", "aten.multinomial.default"}
 
 
 class RefuseSyncs(TorchDispatchMode):
@@ -473,7 +473,8 @@ def test_fixed_capacity_group_steps_could_be_captured(tiny_eos, monkeypatch):
     """What lets CUDA replay a group's search step from one graph captured before any request came (SlotGroup):
     the step reads no tensor value back to the host (in Python or in an op that waits for the device), and requests entering and leaving its slots (put, vacate)
     keep every tensor it reads and writes at the same address and shape. Checked here on the CPU, eagerly, on a
-    stream of beam and greedy requests with their processors; each output equals generate alone."""
+    stream of beam, greedy and sampling requests (seeded) with their processors; each output equals generate
+    alone."""
     from seq2seq_kit.engine.batch import SlotGroup
     inside, seen = threading.local(), {}
 
@@ -505,36 +506,38 @@ def test_fixed_capacity_group_steps_could_be_captured(tiny_eos, monkeypatch):
         monkeypatch.setattr(torch.Tensor, name, guarded(name))
     monkeypatch.setattr(SlotGroup, "step_eagerly", step)
     rng = random.Random(11)
-    jobs = [(random_ids(rng, tiny_eos.config.vocab_size), rng.choice(SEARCHES)) for _ in range(12)]
+    jobs = [(random_ids(rng, tiny_eos.config.vocab_size), rng.choice(SETTINGS)) for _ in range(16)]
     with Engine(tiny_eos, max_rows=12, fixed_capacity=True) as engine:
         requests = []
         for ids, setting in jobs:
-            requests.append(engine.submit(ids, **setting))
+            requests.append(engine.submit(ids, **kwargs_of(setting)))
             time.sleep(rng.choice([0, 0.002, 0.01]))
         outputs = [r.result(timeout=120) for r in requests]
     monkeypatch.undo()
     assert len(seen) >= 3, "too few groups stepped"
+    assert any(setting.get("do_sample") for _, setting in jobs)
     for (ids, setting), out in zip(jobs, outputs):
-        assert torch.equal(out, tiny_eos.generate(torch.tensor([ids]), **setting)), setting
+        assert torch.equal(out, tiny_eos.generate(torch.tensor([ids]), **kwargs_of(setting))), setting
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_fixed_capacity_group_steps_replayed_as_cuda_graphs_would(small_path, seed, monkeypatch):
     """The engine's CUDA path with its graphs emulated on the CPU (tests/graph_emulation.py: the decoder's step per
     bucket set and each group's search step, captured when the group is made, then only the recorded ops replayed
-    on the same tensors, none of the step's Python): a stream of requests with random greedy / beam settings, many
-    sharing searches, beside a few that step eagerly (sampling with its own generator, output_scores), each equal
-    to generate alone."""
+    on the same tensors, none of the step's Python): a stream of requests with random greedy / beam / sampling
+    settings (each sampling request with a generator of its own: the group's slots draw from generators registered
+    with its graph, set to each request's as it enters), many sharing searches, beside a few that step eagerly
+    (output_scores), each equal to generate alone."""
     monkeypatch.setattr(cuda_capture, "CapturedStep", EmulatedGraph)
     model = BartForConditionalGeneration.from_pretrained(small_path)
     rng = random.Random(40 + seed)
     bases = [s for s in (random_settings(rng) for _ in range(12)) if not s.get("do_sample")][:3]
-    eager = [dict(do_sample=True, top_k=5, seed=rng.randint(0, 99)), dict(num_beams=2, output_scores=True,
-                                                                        return_dict_in_generate=True)]
+    bases += [dict(do_sample=True, top_k=5), dict(do_sample=True, num_beams=2, top_p=0.9)]
+    eager = [dict(num_beams=2, output_scores=True, return_dict_in_generate=True)]
     jobs = [([rng.randint(3, 63) for _ in range(rng.randint(1, 12))],
-             dict(rng.choice(bases) if rng.random() < 0.8 else rng.choice(eager), max_new_tokens=rng.randint(1, 20),
-                  min_length=rng.randint(0, 10)))
-            for _ in range(30)]
+             dict(rng.choice(bases) if rng.random() < 0.85 else rng.choice(eager), max_new_tokens=rng.randint(1, 20),
+                  min_length=rng.randint(0, 10), seed=rng.randint(0, 99)))
+            for _ in range(36)]
     with warnings.catch_warnings(), Engine(model, max_rows=12, fixed_capacity=True) as engine:
         warnings.simplefilter("ignore")              # generate's advice (min_length above max_length)
         batch = engine.batch
@@ -560,20 +563,28 @@ def test_fixed_capacity_group_steps_replayed_as_cuda_graphs_would(small_path, se
 @pytest.mark.cuda
 def test_fixed_capacity_on_cuda_captures_the_group_search_steps(tiny_eos_path):
     """Requests without output_scores (as a server sends them): each group's search step replays from its CUDA
-    graph; tokens equal eager generate alone on the same GPU."""
+    graph, sampling groups' draws from the slots' generators registered with it; tokens equal eager generate alone
+    on the same GPU with the same CUDA generator."""
     model = BartForConditionalGeneration.from_pretrained(tiny_eos_path, device="cuda")
     rng = random.Random(8)
-    jobs = [(random_ids(rng, model.config.vocab_size), rng.choice(SEARCHES)) for _ in range(24)]
+    jobs = [(random_ids(rng, model.config.vocab_size), rng.choice(SETTINGS)) for _ in range(32)]
+
+    def kwargs(setting):
+        setting = dict(setting)
+        seed = setting.pop("seed", None)
+        return setting if seed is None else dict(setting, generator=torch.Generator("cuda").manual_seed(seed))
+
     with Engine(model, max_rows=12) as engine:
         requests = []
         for ids, setting in jobs:
-            requests.append(engine.submit(ids, **setting))
+            requests.append(engine.submit(ids, **kwargs(setting)))
             time.sleep(rng.choice([0, 0.002, 0.01]))
         outputs = [r.result(timeout=120) for r in requests]
         groups = list(engine.batch.idle.values())
     assert groups and all(group.graph is not None for group in groups)
+    assert any(group.search.cfg.do_sample for group in groups)
     for i, ((ids, setting), out) in enumerate(zip(jobs, outputs)):
-        want = model.generate(torch.tensor([ids], device="cuda"), **setting, cuda_graph=False)
+        want = model.generate(torch.tensor([ids], device="cuda"), **kwargs(setting), cuda_graph=False)
         assert torch.equal(out, want), f"request {i} {setting}"
 
 
@@ -1143,6 +1154,37 @@ def test_pipeline_engine_ends_outputs_at_the_pipelines_stop_sequence(tiny_eos_pa
         got = [engine.submit(row).result(60)[0].tolist() for row in pipe.preprocess(texts).rows]
     assert got == expected
     assert expected[0] == [2] * 20          # "." (4) is the EOS: the checkpoint's own (2) no longer ends it
+
+
+@pytest.mark.parametrize("fixed_capacity", [False, True])
+def test_sampling_requests_share_a_search_each_drawing_from_its_own_generator(tiny_eos, monkeypatch, fixed_capacity):
+    """Sampling requests whose settings differ at most in their lengths step in one search (one group), each input
+    drawing from its own generator: each equals generate alone with that generator. Requests given no generator get
+    one seeded from torch's global RNG at submit: two runs after the same torch.manual_seed draw the same, and two
+    such requests for the same input within a run draw differently."""
+    sample = dict(do_sample=True, top_k=0, temperature=1.3)
+    lengths = [6, 9, 12, 7]
+
+    joined, join = [], Engine._join
+    monkeypatch.setattr(Engine, "_join", lambda self, request, search: join(self, request, search) or
+                        joined.append(request.group))
+
+    def run(seeded: bool):
+        torch.manual_seed(5)
+        with Engine(tiny_eos, max_rows=8, fixed_capacity=fixed_capacity) as engine:
+            requests = [engine.submit([5, 6, 7], max_new_tokens=n, min_new_tokens=n, **sample,
+                                      **(dict(generator=torch.Generator().manual_seed(i)) if seeded else {}))
+                        for i, n in enumerate(lengths)]
+            return [r.result(30) for r in requests]
+
+    outputs = run(seeded=True)
+    assert len(joined) == len(lengths) and all(group is joined[0] for group in joined)      # admitted together
+    for i, (n, out) in enumerate(zip(lengths, outputs)):
+        assert torch.equal(out, tiny_eos.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=n, min_new_tokens=n,
+                                                  generator=torch.Generator().manual_seed(i), **sample)), i
+    unseeded = run(seeded=False)
+    assert all(torch.equal(a, b) for a, b in zip(unseeded, run(seeded=False)))
+    assert not torch.equal(unseeded[0][:, :7], unseeded[3][:, :7])
 
 
 @pytest.mark.parametrize("fixed_capacity", [False, True])

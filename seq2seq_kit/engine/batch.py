@@ -16,8 +16,8 @@ stream of requests of any lengths captures a handful of graphs; on the CPU the s
 way of checking it). Each group's search has fixed input slots too (SlotGroup, generation.start_slots: made at
 max_rows // rows_per_input inputs and the widest lengths, requests written into a slot and vacating it in place),
 reads its rows' logits from the decoder's and writes their next tokens into the store's token buffer, so on CUDA
-its step, processors and top-k included, replays from one CUDA graph captured when the group is made (sampling,
-output_scores and output_logits groups step eagerly): a step is a decoder replay, a replay per group and the beam
+its step, processors, top-k and draws included, replays from one CUDA graph captured when the group is made
+(output_scores and output_logits groups step eagerly): a step is a decoder replay, a replay per group and the beam
 groups' reorder (one gather-scatter of self-attention slots within the store), and its flags are read while the
 next step runs (a finished request steps once more, frozen, before it leaves).
 Padding adds exact zeros to the attention but rounds the longer reductions differently: fp32 tokens equal
@@ -119,9 +119,10 @@ class Request:
 class Group:
     """Running requests that step in one search (generation's independent BeamSearch / SampleSearch): requests[i]
     is the search's input i, its rows the search's rows i * rows_per_input onwards. Requests whose settings differ
-    at most in their lengths share a group (`key`); the others run in a group of their own (key None). Inputs join
-    the search (`add`) and leave it (`remove`) between steps; fixed capacity uses SlotGroup instead."""
-    key: str | None
+    at most in their lengths share a group (`key`: scheduler.group_key; sampling requests too, each input drawing
+    from its own generator). Inputs join the search (`add`) and leave it (`remove`) between steps; fixed capacity
+    uses SlotGroup instead."""
+    key: str
     search: BeamSearch | SampleSearch
     requests: list[Request | None]
 
@@ -189,7 +190,7 @@ class EagerBatch:
             prefill(self.model, cache, request.prompt, request.rows)
         return cache
 
-    def group(self, key: str | None, request: Request, search) -> Group:
+    def group(self, key: str, request: Request, search) -> Group:
         """A new group whose search is the request's own (Group.add makes it its first input)."""
         return Group(key, search, [])
 
@@ -238,18 +239,20 @@ class SlotGroup(Group):
     requests enter with put and leave with vacate; requests[b] is None while slot b is empty), each search row
     mapped to its store row. Its step reads its rows' logits from the decoder's logits for every store row and
     writes its rows' next tokens into the store's token buffer, at shapes that never change, so on CUDA it replays
-    from one CUDA graph captured when the group is made (CapturedStep; sampling, whose draws a graph cannot hold,
-    and output_scores / output_logits, which the host records, step eagerly)."""
+    from one CUDA graph captured when the group is made (CapturedStep; a sampling group's slots draw from
+    generators of its own registered with the graph, set to each request's at put; output_scores / output_logits,
+    which the host records, step eagerly)."""
 
-    def __init__(self, key: str | None, search, tokens: torch.Tensor, logits: torch.Tensor, captured: bool):
+    def __init__(self, key: str, search, tokens: torch.Tensor, logits: torch.Tensor, captured: bool):
         super().__init__(key, search, [None] * search.batch)
         self.tokens, self.spare = tokens, len(tokens) - 1          # [N + 1]: the store's rows' tokens, then a spare
         rows, device = search.rows, tokens.device
         self.read_rows = torch.zeros(rows, dtype=torch.long, device=device)      # [R] store row (empty: 0, ignored)
         self.write_rows = torch.full((rows,), self.spare, dtype=torch.long, device=device)   # [R] (empty: spare)
         self.occupied = self.write_rows[:0]                                      # [k] search rows of its requests
-        self.graph = cuda_capture.CapturedStep(lambda: self.step_eagerly(logits), tokens.device) \
-            if captured else None
+        generators = tuple(search.generator) if search.cfg.do_sample else ()     # sampling: one per slot
+        self.graph = cuda_capture.CapturedStep(lambda: self.step_eagerly(logits), tokens.device,
+                                               generators=generators) if captured else None
 
     def add(self, request: Request, search) -> None:
         """A new request (its store rows in request.cache, its one-input search) takes the first empty slot; its
@@ -316,26 +319,24 @@ class FixedCapacity:
         # them eagerly, e.g. to compare (benchmarks/gpu_bench.py times both)
         self.capture = self.graphs is not None
 
-    def group(self, key: str | None, request: Request, search) -> SlotGroup:
-        """The idle group of this key, or a new one whose search has max_rows // rows input slots (one for a
-        request that steps alone: group_key None); the request's own `search` is not its search: SlotGroup.add puts it
-        into a slot."""
+    def group(self, key: str, request: Request, search) -> SlotGroup:
+        """The idle group of this key, or a new one whose search has max_rows // rows input slots; the request's own
+        `search` is not its search: SlotGroup.add puts it into a slot."""
         if key in self.idle:
             return self.idle.pop(key)
         cfg, config = request.config, self.model.config
         widest = config.max_position_embeddings + 1            # the longest max_length generate accepts
-        slots_search = start_slots(cfg, 1 if key is None else self.store.num_rows // request.rows,
+        slots_search = start_slots(cfg, self.store.num_rows // request.rows,
                                    config.max_position_embeddings, widest, config.decoder_vocab_size,
                                    self.model.device, request.generator, request.prompt_len, request.stop_strings)
-        captured = self.capture and key is not None and not (cfg.output_scores or cfg.output_logits)
+        captured = self.capture and not (cfg.output_scores or cfg.output_logits)
         return SlotGroup(key, slots_search, self.tokens, self.logits, captured)
 
     def keep_idle(self, groups: list[SlotGroup]) -> None:
         """Groups whose requests all left: kept for their key's next requests (the oldest beyond KEEP_IDLE go)."""
         for group in groups:
-            if group.key is not None:
-                self.idle.pop(group.key, None)
-                self.idle[group.key] = group
+            self.idle.pop(group.key, None)
+            self.idle[group.key] = group
         while len(self.idle) > self.KEEP_IDLE:
             del self.idle[next(iter(self.idle))]
 

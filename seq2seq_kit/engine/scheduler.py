@@ -9,8 +9,9 @@ One background thread owns the model (on the CPU the creating thread first hands
 cpu_threads.py). Every request has its own KV cache and steps in a search (generation.start_search: greedy,
 sampling or beam search, the very code `generate` runs for a batch, in its `independent` form where each input
 stops as it would alone): requests whose settings differ at most in max_length / min_length share one search as
-its inputs, each at its own length, joining and leaving it between steps (group_key; sampling requests, and any request
-given a generator, run one search each, whose draws read nothing back: their check comes with the flags). A step runs the decoder once over the rows of every running request (the
+its inputs, each at its own length, joining and leaving it between steps (group_key; sampling requests too: each
+input draws from its own generator, and the draws read nothing back, their check coming with the flags). A step
+runs the decoder once over the rows of every running request (the
 model's decode_group_unchecked: the linear layers over all rows at once, attention per request on its own cache),
 then steps each group's search on its rows' logits and reads every request's flags back in one transfer. So a
 request's tokens are `generate`'s for that input alone, whatever else runs beside it: bit for bit when it runs
@@ -74,14 +75,11 @@ class EngineClosed(RuntimeError):
     """The engine was closed; no request can be submitted."""
 
 
-def group_key(config: GenerationConfig, generator: torch.Generator | None, prompt_len: int) -> str | None:
+def group_key(config: GenerationConfig, prompt_len: int) -> str:
     """What requests must share to step in one search: every resolved setting but max_length, min_length (whether
     a minimum applies stays: it is a processor or none) and max_time (each request's own deadline), and the length
     of their decoder prompts (which a search's scores and length processors count once for all its inputs).
-    Sampling, and any request given a generator, runs alone (None): each request draws from its own generator, or
-    from the global RNG in its own order, as generate alone would."""
-    if config.do_sample or generator is not None:
-        return None
+    Sampling requests share one too: each input draws from its own generator (SearchProgress.sample)."""
     return repr(replace(config, max_length=None, max_new_tokens=None, min_new_tokens=None, max_time=None,
                         min_length=bool(config.min_length))) + f" prompt_len={prompt_len}"
 
@@ -169,7 +167,8 @@ class Engine:
                              "cuda_graph=True is for generate()")
         # the request keeps its settings and generator as they stand now, whatever the caller does with its lists,
         # dicts or generator (changes, reseeds, draws, another request) while this one waits or runs
-        request = Request(ids, copy.deepcopy(config), own_generator(generator), prompt, stops)
+        request = Request(ids, copy.deepcopy(config), own_generator(generator, config.do_sample, self.model.device),
+                          prompt, stops)
         if ids.shape[1] > self.max_source_tokens:
             raise ValueError(f"input_ids has {ids.shape[1]} tokens, more than this engine's max_source_tokens="
                              f"{self.max_source_tokens}; truncate it or raise max_source_tokens")
@@ -370,12 +369,10 @@ class Engine:
     def _join(self, request: Request, search) -> None:
         """Put a new request (with its one-input search) into the running group of its key, or a new group (fixed
         capacity: an idle one of its key, or a new SlotGroup)."""
-        key = group_key(request.config, request.generator, request.prompt_len)
-        group = next((g for g in self.groups if key is not None and g.key == key), None)
+        key = group_key(request.config, request.prompt_len)
+        group = next((g for g in self.groups if g.key == key), None)
         if group is None:
             group = self.batch.group(key, request, search)
-            if request.config.do_sample:        # alone (group_key): no host read in its draws, their check read
-                group.search.defer_draw_checks()    # with its flags (_settle)
             self.groups.append(group)
         group.add(request, search)
         request.group = group
@@ -650,11 +647,16 @@ def as_data(value):
     return copy.deepcopy(value) if isinstance(value, (list, tuple, dict, torch.Tensor, GenerationConfig)) else value
 
 
-def own_generator(generator: torch.Generator | None) -> torch.Generator | None:
-    """A generator of the request's own at the state the caller's has now (None stays None): it draws what
-    generate would draw from the caller's generator at submit. The caller's generator does not advance."""
+def own_generator(generator: torch.Generator | None, sampling: bool = False,
+                  device: torch.device | None = None) -> torch.Generator | None:
+    """A generator of the request's own at the state the caller's has now: it draws what generate would draw from
+    the caller's generator at submit (the caller's does not advance). Given none, a sampling request gets one on
+    `device` seeded from torch's global RNG now (torch.manual_seed before the submits reproduces them; a request
+    does not draw from the global RNG while it runs beside others); None otherwise."""
     if generator is None:
-        return None
+        if not sampling:
+            return None
+        return torch.Generator(device=device).manual_seed(int(torch.randint(2 ** 62, ())))
     own = torch.Generator(device=generator.device)
     own.set_state(generator.get_state())
     return own

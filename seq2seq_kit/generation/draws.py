@@ -37,7 +37,11 @@ CAUSES = {   # fault code (fault_code) -> what the message names
 def draw(scores: torch.Tensor, num_samples: int, generator) -> torch.Tensor:
     """torch.multinomial over softmax(scores [R, N]) -> indices [R, num_samples]. Probabilities that are not finite
     (a temperature so small or large that the float32 scores overflow, or every token banned) are a ValueError
-    naming the settings (no_valid_probabilities), not torch's RuntimeError."""
+    naming the settings (no_valid_probabilities), not torch's RuntimeError. generator: one torch.Generator or None
+    (the default one), or a list of G: the rows in G equal blocks, each drawn alone from its own (an engine's
+    inputs, each as generate draws it alone)."""
+    if isinstance(generator, list):
+        return torch.cat([draw(block, num_samples, g) for block, g in zip(scores.chunk(len(generator)), generator)])
     try:
         return torch.multinomial(scores.softmax(dim=-1), num_samples=num_samples, generator=generator)
     except RuntimeError as e:
@@ -45,21 +49,35 @@ def draw(scores: torch.Tensor, num_samples: int, generator) -> torch.Tensor:
 
 
 def draw_on_device(scores: torch.Tensor, num_samples: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """draw without a host read: (indices [R, num_samples], the same as draw's, the generator advanced as by draw;
-    fault: long [], 0 where draw would return them, else fault_code(scores), where draw would raise)."""
+    """draw without a host read: (indices [R, num_samples], the same as draw's, the generators advanced as by draw;
+    fault: long [] (a list of G generators: [G], one per block), 0 where draw would return them, else
+    fault_code(scores), where draw would raise)."""
     probs = scores.softmax(dim=-1)                                                            # [R, N]
-    q = torch.empty_like(probs).exponential_(1, generator=generator)
+    q = torch.empty_like(probs)
+    blocks = generator if isinstance(generator, list) else [generator]
+    for block, g in zip(q.chunk(len(blocks)), blocks):       # each block as multinomial draws it alone
+        block.exponential_(1, generator=g)
     torch.div(probs, q, out=q)
     idx = q.argmax(dim=-1, keepdim=True) if num_samples == 1 else q.topk(num_samples).indices   # [R, n]
-    valid = (probs.max() < math.inf) & (probs.min() >= 0) & (probs.sum(dim=-1) != 0).all()     # multinomial's
-    return idx, torch.where(valid, 0, fault_code(scores))
+    per_block = probs.view(len(blocks), -1, probs.shape[-1])                                 # [G, R / G, N]
+    valid = ((per_block.amax(dim=(1, 2)) < math.inf) & (per_block.amin(dim=(1, 2)) >= 0)      # multinomial's
+             & (per_block.sum(dim=-1) != 0).all(dim=-1))                                     # checks: [G]
+    fault = torch.where(valid, 0, fault_code(scores.view_as(per_block)))
+    return idx, fault if isinstance(generator, list) else fault[0]
 
 
 def fault_code(scores: torch.Tensor) -> torch.Tensor:
-    """Why scores [R, N] leave nothing to draw (CAUSES' code, long []): 1 a row all -inf, 2 a row all NaN, 3 else
-    (a score overflowed to +inf)."""
-    neginf, nan = (torch.isneginf(scores).all(dim=-1).any(), torch.isnan(scores).all(dim=-1).any())
+    """Why scores [..., R, N] leave nothing to draw (CAUSES' code, long [...]): 1 a row all -inf, 2 a row all NaN,
+    3 else (a score overflowed to +inf)."""
+    neginf, nan = (torch.isneginf(scores).all(dim=-1).any(dim=-1), torch.isnan(scores).all(dim=-1).any(dim=-1))
     return torch.where(neginf, 1, torch.where(nan, 2, 3))
+
+
+def default_generator(device: torch.device) -> torch.Generator:
+    """The generator torch.multinomial draws from on `device` when given none."""
+    if device.type == "cuda":
+        return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    return torch.default_generator
 
 
 def no_valid_probabilities(code: int, check: str = CHECK) -> ValueError:

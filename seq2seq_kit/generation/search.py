@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from .config import GenerationConfig
-from .draws import draw, draw_on_device, no_valid_probabilities
+from .draws import default_generator, draw, draw_on_device, no_valid_probabilities
 from .logits_process import join_processors, put_processors, select_processors, settings_per_row
 from .stop_strings import StopStrings
 
@@ -36,7 +36,10 @@ class SearchProgress:
                  generator: torch.Generator | None = None, independent: bool = False, prompt_len: int = 1,
                  stop_strings: StopStrings | None = None):
         self.cfg, self.batch, self.rows_per_input, self.independent = cfg, batch, rows_per_input, independent
-        self.processors, self.generator = processors, generator     # logits_process.build_processors' list
+        self.processors = processors                # logits_process.build_processors' list
+        # what draws use: generate's batch draws from one generator (None: the device's default), as transformers';
+        # an independent search's inputs each draw alone from their own (a list, one per input: draws.draw)
+        self.generator = [generator] * batch if independent else generator
         self.stop_strings = stop_strings            # cfg.stop_strings' tables (a row ends in one: it finished)
         self.prompt_len = prompt_len
         self.cur_len = torch.full((batch, 1), prompt_len, dtype=torch.long, device=device)   # [B, 1]
@@ -46,11 +49,14 @@ class SearchProgress:
         self.steps = 0                  # host count of steps: cur_len - prompt_len until the search stops
         self.lengths = [prompt_len] * batch      # independent: each input's cur_len on the host
         self.done = False
-        self.fault = None               # long [] once defer_draw_checks(): 0, or the first failed draw's fault code
+        self.fault = None               # once defer_draw_checks(): 0, or the first failed draw's fault code (long
+                                        # [], or [B, 1] per input when independent)
         # name -> each step's [R, V] (independent: per input, its rows' [n, V]): "scores", the processed scores
         # (cfg.output_scores), "logits", the model's (cfg.output_logits)
         self.recorded = {name: self.no_steps() for name, on in (("scores", cfg.output_scores),
                                                                 ("logits", cfg.output_logits)) if on}
+        if independent and cfg.do_sample:       # an engine's: its step never reads the device (its flags tell)
+            self.defer_draw_checks()
 
     # Whether a step may hand advance ScreenedLogits (protocol.py) instead of logits: only a greedy SampleSearch's.
     screenable = False
@@ -100,18 +106,20 @@ class SearchProgress:
         """Sampling without host reads (a step a CUDA graph captures): each draw's check of its probabilities becomes a
         device-side fault code (draws.draw_on_device), the first one of a step before the stop kept in `fault`, which
         `stopped()` reads with the stop flag and raises; eagerly, torch.multinomial's check reads the host at each
-        draw and raises there. One fault for the whole search: generate's, or an engine request's that runs alone
-        (read with its flags: input_flags)."""
-        self.fault = torch.zeros((), dtype=torch.long, device=self.cur_len.device)
+        draw and raises there. An independent search keeps one per input, which input_flags hands on."""
+        self.fault = torch.zeros(self.alive.shape if self.independent else (), dtype=torch.long,
+                                 device=self.cur_len.device)
 
     def sample(self, scores: torch.Tensor, n: int) -> torch.Tensor:
         """n tokens drawn without replacement from softmax(scores [R, N]) with `generator`, as transformers draws
-        them -> indices [R, n] (draws.py; its ValueError eagerly, its fault code once defer_draw_checks())."""
+        them -> indices [R, n] (draws.py; its ValueError eagerly, its fault code once defer_draw_checks()). An
+        independent search's rows are its inputs' blocks, each drawn from its input's generator."""
         if self.fault is None:
             return draw(scores, n, self.generator)
-        idx, fault = draw_on_device(scores, n, self.generator)
-        live = self.active().any()            # a step after the stop draws too (a sync-free loop) but cannot fail
-        self.fault = torch.where((self.fault == 0) & live, fault, self.fault)
+        idx, fault = draw_on_device(scores, n, self.generator)                 # fault [] or [B]
+        fault = fault.view(self.fault.shape)
+        # only a step that counts may fail: not one after the stop (a sync-free loop), nor an input's that ended
+        self.fault = torch.where((self.fault == 0) & self.active(), fault, self.fault)
         return idx
 
     def stopped(self) -> bool:
@@ -132,7 +140,7 @@ class SearchProgress:
             moved = torch.zeros_like(self.alive)
         else:
             moved = (parents != self.identity).view(self.batch, self.rows_per_input).any(dim=1, keepdim=True)
-        fault = torch.zeros_like(self.cur_len) if self.fault is None else self.fault.expand(self.batch, 1)
+        fault = torch.zeros_like(self.cur_len) if self.fault is None else self.fault
         return torch.cat((self.alive.long(), moved.long(), fault), dim=1)
 
     def processor_length(self, device_length: bool):
@@ -181,6 +189,9 @@ class SearchProgress:
         self.cur_len, self.max_len, self.alive = (torch.cat(pair) for pair in zip(
             (self.cur_len, self.max_len, self.alive), (other.cur_len, other.max_len, other.alive)))
         self.going = self.alive.any()
+        self.generator = self.generator + other.generator
+        if self.fault is not None:
+            self.fault = torch.cat((self.fault, other.fault))
         self.lengths = self.lengths + other.lengths
         self.recorded = {name: steps + other.recorded[name] for name, steps in self.recorded.items()}
         self.batch += other.batch
@@ -192,6 +203,9 @@ class SearchProgress:
         self.cur_len, self.max_len, self.alive = (t.index_select(0, index)
                                                   for t in (self.cur_len, self.max_len, self.alive))
         self.going = self.alive.any()
+        self.generator = [self.generator[i] for i in inputs]
+        if self.fault is not None:
+            self.fault = self.fault.index_select(0, index)
         self.lengths = [self.lengths[i] for i in inputs]
         self.recorded = {name: [steps[i] for i in inputs] for name, steps in self.recorded.items()}
         self.processors = select_processors(self.processors, self.input_rows(index))
@@ -200,9 +214,12 @@ class SearchProgress:
 
     def empty(self) -> None:
         """Fixed capacity (generation.start_slots): every input slot empty, none alive, and every per-row setting of
-        the processors a tensor [R, 1], so that put() can write an input's rows."""
+        the processors a tensor [R, 1], so that put() can write an input's rows; sampling: a generator per slot,
+        which put() sets to its input's state (a captured step draws from these)."""
         self.alive.zero_()
         self.going.zero_()
+        if self.cfg.do_sample:
+            self.generator = [torch.Generator(self.cur_len.device) for _ in range(self.batch)]
         self.recorded = {name: [None] * self.batch for name in self.recorded}
         settings_per_row(self.processors, self.rows)
 
@@ -212,6 +229,11 @@ class SearchProgress:
         place: every state tensor keeps its shape and memory, so a step captured before goes on reading them."""
         self.cur_len[slot], self.max_len[slot], self.alive[slot] = other.cur_len[0], other.max_len[0], other.alive[0]
         self.going.copy_(self.alive.any())
+        if self.cfg.do_sample:                  # the input's generator as it stands (None: the device's default)
+            source = other.generator[0]
+            source = source if source is not None else default_generator(self.cur_len.device)
+            self.generator[slot].set_state(source.get_state())
+            self.fault[slot] = 0
         self.lengths[slot] = other.lengths[0]
         for steps in self.recorded.values():
             steps[slot] = []

@@ -39,6 +39,7 @@ import torch
 from .. import cuda_capture
 from . import decoder_prompt
 from .config import GenerationConfig
+from .draws import default_generator
 from .protocol import Cache, Seq2SeqModel, Step
 from .search import SearchProgress
 from .stop_strings import StopStrings
@@ -190,10 +191,3 @@ def decode_graphed(graph: WholeStepGraph, check_every: int, generator: torch.Gen
     run_until_stopped(replay, search, check_every, streamer)
     caller.set_state(states[int(search.cur_len.max()) - search.prompt_len])
     return search
-
-
-def default_generator(device: torch.device) -> torch.Generator:
-    """The generator torch.multinomial draws from on `device` when given none."""
-    if device.type == "cuda":
-        return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
-    return torch.default_generator
