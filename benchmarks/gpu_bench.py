@@ -217,7 +217,8 @@ def part_steps(args, spec_name, spec, budget: Budget, results: dict) -> None:
                     continue
                 timing = {k: v for k, v in kwargs.items() if k not in ("min_length", "max_length")}
                 engines = {"seq2seq_kit": lambda i, m, **kw: ours.generate(i, m, **kw),
-                           "seq2seq_kit_decoder_graph": lambda i, m, **kw: generate_with("WHOLE_STEP_GRAPH", False)(ours, i, m, **kw),
+                           "seq2seq_kit_decoder_graph": lambda i, m, **kw: generate_with("WHOLE_STEP_GRAPH", False)(
+                               ours, i, m, **kw),
                            "seq2seq_kit_eager": lambda i, m, **kw: ours.generate(i, m, cuda_graph=False, **kw),
                            "transformers": lambda i, m, **kw: theirs.generate(i, attention_mask=m, **kw)}
                 if args.device != "cuda":
@@ -530,7 +531,8 @@ def markdown(results: dict) -> str:
               f"{r['ms_per_step']:.3f} | {r['floor_ms_per_step']:.3f} | {r.get('max_allocated_gib', float('nan')):.2f} |"
               for r in results["trt"]]
     lines += ["", "## sampling (top-k 50, fp16, 512-token inputs): ms per step", "",
-              "| batch | whole-step graph | decoder-only graph (default) | eager | same tokens |", "|---|---|---|---|---|"]
+              "| batch | whole-step graph | decoder-only graph (default) | eager | same tokens |",
+              "|---|---|---|---|---|"]
     for r in (r for r in results["sampling"] if "batch" in r):
         cells = [f"{r[name]['ms_per_step']:.2f}" if name in r else "-"
                  for name in ("whole_step", "decoder_graph", "eager")]

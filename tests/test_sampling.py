@@ -271,7 +271,8 @@ def test_a_renormalized_row_with_nothing_to_draw_is_named_by_its_causes(tiny_eos
     with pytest.raises(ValueError, match=nan_row + r".*`temperature` near 0"):
         ours.generate(ids, mask, **path, do_sample=True, max_length=5, temperature=1e-320, renormalize_logits=True)
     with pytest.raises(ValueError, match=r"every score of a row is -inf: .*`forced_eos_token_id` beside a banned EOS"):
-        ours.generate(ids, mask, **path, do_sample=True, max_new_tokens=1, forced_eos_token_id=2, begin_suppress_tokens=[2])
+        ours.generate(ids, mask, **path, do_sample=True, max_new_tokens=1, forced_eos_token_id=2,
+                      begin_suppress_tokens=[2])
 
 
 @pytest.mark.parametrize("kwargs,setting", [(dict(sequence_bias={(5,): float("inf")}), "sequence_bias"),
@@ -285,4 +286,5 @@ def test_scores_raised_to_inf_name_the_setting(tiny_eos, kwargs, setting, path):
     _, ours = tiny_eos
     ids, mask = batch(1)
     with pytest.raises(ValueError, match=rf"no valid probabilities .*overflowed float32; .*`{setting}`"):
-        ours.generate(ids, mask, **path, do_sample=True, max_length=5, generator=torch.Generator().manual_seed(0), **kwargs)
+        ours.generate(ids, mask, **path, do_sample=True, max_length=5, generator=torch.Generator().manual_seed(0),
+                      **kwargs)

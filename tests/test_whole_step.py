@@ -136,7 +136,8 @@ def test_whole_step_graph_replayed_as_a_cuda_graph_would(pair, name, batch, kwar
                                                                      output_scores=True, output_logits=True), None)
         hidden = ours.encode_unchecked(input_ids, padding_mask)
         graph = graphed_search(ours, hidden, padding_mask, cfg, input_ids, rows_per_input(cfg), None, None,
-                               lambda own: start_search(cfg, input_ids, ours.config.decoder_vocab_size, ours.device, own))
+                               lambda own: start_search(cfg, input_ids, ours.config.decoder_vocab_size, ours.device,
+                                                        own))
         assert isinstance(graph.step, EmulatedGraph)
         got = result(cfg, decode_graphed(graph, check_every=8))
         assert_same_generation(got, reference(ours, ids, mask, kwargs), atol=ATOL)
