@@ -577,7 +577,6 @@ class Keep:
 
 EAGER_ONLY = {"logits_processor": dict(logits_processor=[Keep()]),
               "prefix_allowed_tokens_fn": dict(prefix_allowed_tokens_fn=lambda row, seq: list(range(4, 30))),
-              "max_time": dict(max_time=0.0),
               "output_attentions": dict(output_attentions=True, return_dict_in_generate=True),
               "output_hidden_states": dict(output_hidden_states=True, return_dict_in_generate=True)}
 

@@ -53,6 +53,36 @@ def test_max_time_matches_transformers(pair, monkeypatch, mode, max_time):
     assert our_clock.now == theirs_clock.now == steps + 1      # read before decoding and after each step
 
 
+@pytest.mark.parametrize("mode", ["greedy", "beam", "sample"])
+@pytest.mark.parametrize("max_time", [0.0, 2.5])
+@pytest.mark.parametrize("whole_step", [True, False])
+def test_max_time_on_the_cuda_graphs_matches_transformers(pair, monkeypatch, mode, max_time, whole_step):
+    """generate's CUDA graphs (emulated on the CPU) with max_time: the clock is read before each replay (the stop
+    flag read every step) instead of after each step's forward, the same reads one per step, so with the ticking
+    clock the tokens, scores and steps are transformers'. whole_step False: the decoder-only graph with the
+    search eager (sampling's path by default, and greedy / beam search with WHOLE_STEP_GRAPH off)."""
+    from graph_emulation import emulate_generate_graphs, replays
+
+    hf, ours = pair("tiny-eos")
+    emulate_generate_graphs(monkeypatch, whole_step_sampling=whole_step)
+    monkeypatch.setattr(decoding, "WHOLE_STEP_GRAPH", whole_step)
+    monkeypatch.setattr(ours, "graphed_step", None)
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    theirs_clock, our_clock = TickingClock(), TickingClock()
+    monkeypatch.setattr(stopping_criteria, "time", theirs_clock)
+    monkeypatch.setattr(decoding, "time", our_clock)
+    kwargs = dict(max_time=max_time, max_new_tokens=10, return_dict_in_generate=True, output_scores=True,
+                  output_logits=True, **MODES[mode])
+    torch.manual_seed(5)
+    theirs = hf.generate(ids, attention_mask=mask, **kwargs)
+    before = replays()
+    torch.manual_seed(5)
+    mine = ours.generate(ids, mask, cuda_graph=True, **kwargs)
+    assert replays() > before
+    assert_parity(theirs, mine, atol=1e-4)
+    assert len(mine.scores) == {0.0: 1, 2.5: 3}[max_time] and our_clock.now == theirs_clock.now
+
+
 def test_max_time_on_the_real_clock(pair):
     """Unpatched: 0 s gives one token per row, as transformers; an hour changes nothing."""
     hf, ours = pair("tiny-eos")

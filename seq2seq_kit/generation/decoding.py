@@ -74,8 +74,10 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     decoder_input_ids: a decoder prompt [B, P] each row starts from (generation/decoder_prompt.py: the start token
     prepended as transformers does, counted in the lengths, part of the output), fed to the cache in one pass (on
     CUDA graphs too: their positions are device-side); decoder_attention_mask only as all ones.
-    max_time decodes eagerly: the step during which max_time seconds of decoding (the encoder not counted, as
-    transformers' MaxTimeCriteria) have passed is the last, for every row.
+    max_time: the step during which max_time seconds of decoding (the encoder not counted, as transformers'
+    MaxTimeCriteria) have passed is the last, for every row; on CUDA graphs the clock is read before each step (the
+    flag read every step) instead of after its forward, so the step that starts once the time has passed is the
+    last (the same reads of the clock, one per step).
     streamer: an object with put(token ids) and end(), as transformers' streamers (TextStreamer, ...): put gets
     the decoder's first tokens [R, P] on the CPU, then each step's new token of every row [R] (pad_token_id for a
     row that ended), and end() follows the last; greedy and sampling only (as transformers); on CUDA graphs too
@@ -100,10 +102,10 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     check_streamer(streamer, cfg)
     stops = stop_strings_of(cfg, tokenizer, model.device)
     trace = Trace.of(cfg)                                   # None without output_attentions / _hidden_states
-    eager_only = bool(custom) or cfg.max_time is not None or trace is not None
+    eager_only = bool(custom) or trace is not None
     cuda_graph = use_cuda_graph(cuda_graph, model.device) and not (eager_only and cuda_graph is None)
     if eager_only and cuda_graph:
-        raise ValueError("logits_processor / prefix_allowed_tokens_fn / max_time / "
+        raise ValueError("logits_processor / prefix_allowed_tokens_fn / "
                          "output_attentions / output_hidden_states are not run on CUDA graphs (they "
                          "need the host at every step, or tables the graphs do not take): leave cuda_graph unset "
                          "(generate then decodes eagerly) or pass False")
@@ -154,28 +156,39 @@ def decode_on_graphs(model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_
     well, drawing from the graph's own generator, started at `generator`'s state and handed back). stops: the stop
     strings' tables, whose check is a device-side part of the search's step; prompt: the decoder prompt [B, P] (or
     None), fed to the graph's cache (its positions are device-side) before the first step. streamer: its puts as
-    the eager loop makes them, the flag read every step."""
+    the eager loop makes them; max_time: the clock read before each step (time_limit); with either, the flag is
+    read every step."""
     rows = rows_per_input(cfg)
-    every = 1 if streamer is not None else GRAPH_CHECK_EVERY
+    every = 1 if streamer is not None or cfg.max_time is not None else GRAPH_CHECK_EVERY
     if WHOLE_STEP_GRAPH and (WHOLE_STEP_SAMPLING or not cfg.do_sample):    # decoder, processors, search: one graph
         graph = graphed_search(model, encoder_hidden, padding_mask, cfg, input_ids, rows, stops, prompt,
                                lambda own: start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device,
                                                         own, prompt=prompt, stop_strings=stops))
         stream_first_tokens(streamer, graph.search)
-        out = copied(result(cfg, decode_graphed(graph, every, generator, streamer)))
+        limit = time_limit(graph.search, deadline(cfg.max_time))          # the prompt was fed with the capture
+        out = copied(result(cfg, decode_graphed(graph, every, generator, streamer, limit)))
     else:
         step, cache = model.start_decoding(encoder_hidden, padding_mask, rows, max_length=cfg.max_length - 1,
                                            cuda_graph=True)
         search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator,
                               prompt=prompt, stop_strings=stops)
         stream_first_tokens(streamer, search)
+        limit = time_limit(search, deadline(cfg.max_time))                # before the prompt's forward, as eagerly
         if prompt is not None:
             decoder_prompt.prefill(model, cache, prompt, rows)
-        decode(step, cache, search, 1 if cfg.do_sample else every, streamer)
+        decode(step, cache, search, 1 if cfg.do_sample else every, streamer, limit)
         out = result(cfg, search)
     if streamer is not None:
         streamer.end()
     return out
+
+
+def time_limit(search: SampleSearch | BeamSearch, ends: float):
+    """max_time on the CUDA graphs: a check before each step (None without a limit) that makes the step the last
+    once time.monotonic() has passed `ends` (eagerly the clock is read after the step's forward)."""
+    if ends == math.inf:
+        return None
+    return lambda: search.last_step() if time.monotonic() > ends else None
 
 
 def copied(out):

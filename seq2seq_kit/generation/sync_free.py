@@ -15,9 +15,10 @@ from .protocol import Cache, Step
 from .search import SearchProgress
 
 
-def decode(step: Step, cache: Cache, search: SearchProgress, check_every: int, streamer=None) -> None:
+def decode(step: Step, cache: Cache, search: SearchProgress, check_every: int, streamer=None,
+           before_step: Callable[[], None] | None = None) -> None:
     """Run `search` (BeamSearch / SampleSearch) to its end on step/cache, reading its stop flag every
-    `check_every` steps (streamer: see run_until_stopped). The cache must accept steps past its last slot (models'
+    `check_every` steps (streamer, before_step: see run_until_stopped). The cache must accept steps past its last slot (models'
     FixedShapeKVCache does: they write its last slot again), and beam search reorders it every step, moved rows or
     not."""
     def one_step() -> None:
@@ -25,16 +26,19 @@ def decode(step: Step, cache: Cache, search: SearchProgress, check_every: int, s
         if parents is not None:
             cache.reorder(parents)
 
-    run_until_stopped(one_step, search, check_every, streamer)
+    run_until_stopped(one_step, search, check_every, streamer, before_step)
 
 
 def run_until_stopped(one_step: Callable[[], None], search: SearchProgress, check_every: int,
-                      streamer=None) -> None:
+                      streamer=None, before_step: Callable[[], None] | None = None) -> None:
     """Call one_step (which advances `search` without a host read) until the search stops, reading its stop flag
     every `check_every` calls; then search.done. streamer (generate's; check_every 1): each step's tokens [R] put
-    once the read after it has passed (a failed draw raises before its tokens are put)."""
+    once the read after it has passed (a failed draw raises before its tokens are put). before_step: called
+    before each step (generate's max_time check, which may make it the last: check_every 1)."""
     while True:
         for _ in range(check_every):
+            if before_step is not None:
+                before_step()
             one_step()
         stopped = search.stopped()                                              # the one host read
         if streamer is not None:

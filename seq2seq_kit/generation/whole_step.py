@@ -172,14 +172,14 @@ def graphed_search(model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_ma
 
 
 def decode_graphed(graph: WholeStepGraph, check_every: int, generator: torch.Generator | None = None,
-                   streamer=None) -> SearchProgress:
+                   streamer=None, before_step: Callable[[], None] | None = None) -> SearchProgress:
     """Run the graph's search to its end, reading the stop flag every `check_every` replays; returns it. Sampling:
     the graph's own generator starts at `generator`'s state (None: the device's default generator), and that one
     is left where eager sampling leaves it, advanced by the steps before the stop only (a failed draw: as it was).
-    streamer: each step's tokens put (sync_free.run_until_stopped; check_every 1)."""
+    streamer, before_step: sync_free.run_until_stopped's (check_every 1)."""
     search, own = graph.search, graph.search.generator
     if own is None:
-        run_until_stopped(graph.replay, search, check_every, streamer)
+        run_until_stopped(graph.replay, search, check_every, streamer, before_step)
         return search
     caller = generator if generator is not None else default_generator(own.device)
     own.set_state(caller.get_state())
@@ -188,6 +188,6 @@ def decode_graphed(graph: WholeStepGraph, check_every: int, generator: torch.Gen
         graph.replay()
         states.append(own.get_state())
 
-    run_until_stopped(replay, search, check_every, streamer)
+    run_until_stopped(replay, search, check_every, streamer, before_step)
     caller.set_state(states[int(search.cur_len.max()) - search.prompt_len])
     return search
