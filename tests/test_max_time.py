@@ -83,6 +83,21 @@ def test_max_time_on_the_cuda_graphs_matches_transformers(pair, monkeypatch, mod
     assert len(mine.scores) == {0.0: 1, 2.5: 3}[max_time] and our_clock.now == theirs_clock.now
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("mode", ["greedy", "beam", "sample"])
+def test_max_time_on_cuda_graphs(tiny_eos_path, mode):
+    """On a GPU, max_time beside generate's CUDA graphs (the default there): 0 s gives one token per row, as
+    eagerly; an hour gives the tokens of cuda_graph=False."""
+    from seq2seq_kit import BartForConditionalGeneration
+
+    cuda = BartForConditionalGeneration.from_pretrained(tiny_eos_path, device="cuda")
+    ids, mask = (t.cuda() for t in inputs(cuda.config.vocab_size, cuda.config.pad_token_id))
+    seeded = lambda: dict(generator=torch.Generator("cuda").manual_seed(3), **MODES[mode])   # noqa: E731
+    assert cuda.generate(ids, mask, max_time=0.0, max_new_tokens=10, **seeded()).shape[1] == 2
+    assert torch.equal(cuda.generate(ids, mask, max_time=3600.0, max_new_tokens=10, **seeded()),
+                       cuda.generate(ids, mask, max_new_tokens=10, cuda_graph=False, **seeded()))
+
+
 def test_max_time_on_the_real_clock(pair):
     """Unpatched: 0 s gives one token per row, as transformers; an hour changes nothing."""
     hf, ours = pair("tiny-eos")
