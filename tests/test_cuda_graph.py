@@ -135,20 +135,27 @@ def sequences(out):
     return out if isinstance(out, torch.Tensor) else out.sequences
 
 
-def test_a_users_processors_decode_eagerly_on_a_cuda_device(checkpoint, monkeypatch):
-    """Where graphs are the default (a CUDA device), logits_processor / prefix_allowed_tokens_fn decode eagerly;
-    cuda_graph=True with them is refused."""
+@pytest.mark.parametrize("kwargs", [dict(num_beams=2), dict(do_sample=True, top_k=8)])
+def test_a_users_processors_run_beside_the_decoder_graph(checkpoint, monkeypatch, kwargs):
+    """Where graphs are the default (a CUDA device), a logits_processor / prefix_allowed_tokens_fn of the user's
+    (Python run inside every step) leaves the decoder's step on its graph and runs the search eagerly, reading the
+    stop flag every step: the eager tokens, each processor called once per step as eagerly (not for replays past
+    the stop), the decoder graph captured, no whole-step graph."""
     model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))
     emulate_graphs(model, monkeypatch)
     monkeypatch.setattr(decoding, "use_cuda_graph", lambda cuda_graph, device: cuda_graph is not False)
     ids, mask = batch(model)
-    only_even = lambda batch_id, tokens: list(range(4, 60, 2))
-    out = model.generate(ids, mask, max_length=10, num_beams=2, prefix_allowed_tokens_fn=only_even)
-    assert torch.equal(out, model.generate(ids, mask, max_length=10, num_beams=2, prefix_allowed_tokens_fn=only_even,
-                                           cuda_graph=False))
-    assert (out[:, 1:-1] % 2 == 0).all() and model.graphed_step is None and not whole_step.KEPT.get(model)
-    with pytest.raises(ValueError, match="are not run on CUDA graphs"):
-        model.generate(ids, mask, max_length=10, prefix_allowed_tokens_fn=only_even, cuda_graph=True)
+    calls = []
+    only_even = lambda batch_id, tokens: calls.append(len(tokens)) or list(range(4, 60, 2))   # noqa: E731
+    runs = []
+    for graphed in (None, False):
+        calls.clear()
+        torch.manual_seed(0)
+        out = model.generate(ids, mask, max_length=10, prefix_allowed_tokens_fn=only_even, cuda_graph=graphed,
+                             **kwargs)
+        runs.append((out, list(calls)))
+    assert torch.equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
+    assert (runs[0][0][:, 1:-1] % 2 == 0).all() and model.graphed_step is not None and not whole_step.KEPT.get(model)
 
 
 @pytest.mark.parametrize("kwargs", GRAPHED)
@@ -568,24 +575,15 @@ def test_a_failed_draw_on_the_cuda_graph_is_named_as_eagerly(tiny_eos_path, monk
     assert errors[0] == errors[1]
 
 
-class Keep:
-    """A logits processor that changes nothing (it only has to run in Python)."""
-
-    def __call__(self, input_ids, scores):
-        return scores
-
-
-EAGER_ONLY = {"logits_processor": dict(logits_processor=[Keep()]),
-              "prefix_allowed_tokens_fn": dict(prefix_allowed_tokens_fn=lambda row, seq: list(range(4, 30))),
-              "output_attentions": dict(output_attentions=True, return_dict_in_generate=True),
+EAGER_ONLY = {"output_attentions": dict(output_attentions=True, return_dict_in_generate=True),
               "output_hidden_states": dict(output_hidden_states=True, return_dict_in_generate=True)}
 
 
 @pytest.mark.parametrize("name", list(EAGER_ONLY))
-def test_what_needs_the_host_each_step_decodes_eagerly_where_graphs_are_the_default(model, monkeypatch, name):
-    """On CUDA generate runs on graphs unless told otherwise; an argument a graph cannot take (Python each step, a
-    clock, traces) decodes eagerly instead (the eager tokens and traces, no graph replayed), and
-    cuda_graph=True beside it is refused. The CUDA device is emulated: graphs on by default, replayed on the CPU."""
+def test_traces_decode_eagerly_where_graphs_are_the_default(model, monkeypatch, name):
+    """On CUDA generate runs on graphs unless told otherwise; output_attentions / output_hidden_states (every
+    layer's traces, recorded beside the step) decode eagerly instead (the eager tokens and traces, no graph
+    replayed), and cuda_graph=True beside them is refused. The CUDA device is emulated: graphs on by default, replayed on the CPU."""
     monkeypatch.setattr(cuda_capture, "CapturedStep", EmulatedGraph)
     monkeypatch.setattr(whole_step, "KEPT", type(whole_step.KEPT)())
     ids, mask = batch(model)

@@ -242,8 +242,9 @@ def test_transformers_refuses_what_we_refuse_for_length(pair):
 
 
 @pytest.mark.cuda
-def test_prompt_on_cuda_decodes_eagerly(checkpoint):
-    """cuda_graph unset: a prompt decodes eagerly on CUDA (equal to the CPU's tokens); cuda_graph=True refused."""
+def test_prompt_on_cuda_graphs_equals_the_cpu(checkpoint):
+    """A prompt on CUDA, on generate's graphs (the default there since 2026-12-05) and eagerly: the CPU's tokens
+    (fp32, decisive logits)."""
     from seq2seq_kit import BartForConditionalGeneration
 
     cpu = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))
@@ -251,10 +252,10 @@ def test_prompt_on_cuda_decodes_eagerly(checkpoint):
     ids, mask = inputs(cpu.config.vocab_size, cpu.config.pad_token_id)
     prompt = prompts(2, ids.shape[0])["with-start"]
     want = cpu.generate(ids, mask, decoder_input_ids=prompt, num_beams=2, max_new_tokens=6)
-    got = cuda.generate(ids.cuda(), mask.cuda(), decoder_input_ids=prompt.cuda(), num_beams=2, max_new_tokens=6)
-    assert torch.equal(got.cpu(), want)
-    with pytest.raises(ValueError, match="decoder_input_ids .* are not run on CUDA graphs"):
-        cuda.generate(ids.cuda(), decoder_input_ids=prompt.cuda(), cuda_graph=True)
+    for graphed in (None, False):
+        got = cuda.generate(ids.cuda(), mask.cuda(), decoder_input_ids=prompt.cuda(), num_beams=2, max_new_tokens=6,
+                            cuda_graph=graphed)
+        assert torch.equal(got.cpu(), want), graphed
 
 
 def filled_caches(model, prompt: torch.Tensor, rows_per_input: int, fixed_shape: bool):

@@ -70,7 +70,7 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     transformers' LogitsProcessor objects), merged as transformers merges them (logits_process.merged): after
     seq2seq_kit's and before the sampling ones, or in the place of the one a setting builds of the same transformers
     class; prefix_allowed_tokens_fn(input index, row's tokens) -> allowed token ids (constrained decoding).
-    Both run Python every step: generate then decodes eagerly (cuda_graph=True is refused with them).
+    Both run Python every step: on CUDA graphs the decoder's step replays and the search runs eagerly beside it.
     decoder_input_ids: a decoder prompt [B, P] each row starts from (generation/decoder_prompt.py: the start token
     prepended as transformers does, counted in the lengths, part of the output), fed to the cache in one pass (on
     CUDA graphs too: their positions are device-side); decoder_attention_mask only as all ones.
@@ -102,19 +102,17 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     check_streamer(streamer, cfg)
     stops = stop_strings_of(cfg, tokenizer, model.device)
     trace = Trace.of(cfg)                                   # None without output_attentions / _hidden_states
-    eager_only = bool(custom) or trace is not None
-    cuda_graph = use_cuda_graph(cuda_graph, model.device) and not (eager_only and cuda_graph is None)
-    if eager_only and cuda_graph:
-        raise ValueError("logits_processor / prefix_allowed_tokens_fn / "
-                         "output_attentions / output_hidden_states are not run on CUDA graphs (they "
-                         "need the host at every step, or tables the graphs do not take): leave cuda_graph unset "
+    cuda_graph = use_cuda_graph(cuda_graph, model.device) and not (trace is not None and cuda_graph is None)
+    if trace is not None and cuda_graph:
+        raise ValueError("output_attentions / output_hidden_states are not run on CUDA graphs (they record every "
+                         "layer's attention beside the step, which the graphs do not): leave cuda_graph unset "
                          "(generate then decodes eagerly) or pass False")
     traced = {} if trace is None else {"trace": trace.encoder}    # a model that traces nothing still generates
     encoder_hidden = model.encode_unchecked(input_ids, padding_mask, **traced)        # [B, S, D], once
     if cuda_graph:
         with graph_lock(model):                     # the kept graphs' buffers hold one call's inputs and state
             return decode_on_graphs(model, encoder_hidden, padding_mask, cfg, input_ids, generator, stops, prompt,
-                                    streamer)
+                                    streamer, custom)
     search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator, prompt=prompt,
                           stop_strings=stops, **custom)
     screened = trace is None and search.screenable
@@ -149,7 +147,7 @@ def stream_first_tokens(streamer, search: SampleSearch | BeamSearch) -> None:
 
 def decode_on_graphs(model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None,
                      cfg: GenerationConfig, input_ids: torch.Tensor, generator: torch.Generator | None,
-                     stops: StopStrings | None, prompt: torch.Tensor | None, streamer=None):
+                     stops: StopStrings | None, prompt: torch.Tensor | None, streamer=None, custom: dict | None = None):
     """generate's CUDA-graph paths (the caller holds the model's graph_lock): greedy and beam search replay the whole
     step, its output copied out of the kept graph's buffers (the next call's); sampling replays the decoder-only
     graph with the search eager, reading the device back every step (with WHOLE_STEP_SAMPLING: the whole step as
@@ -157,10 +155,13 @@ def decode_on_graphs(model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_
     strings' tables, whose check is a device-side part of the search's step; prompt: the decoder prompt [B, P] (or
     None), fed to the graph's cache (its positions are device-side) before the first step. streamer: its puts as
     the eager loop makes them; max_time: the clock read before each step (time_limit); with either, the flag is
-    read every step."""
-    rows = rows_per_input(cfg)
-    every = 1 if streamer is not None or cfg.max_time is not None else GRAPH_CHECK_EVERY
-    if WHOLE_STEP_GRAPH and (WHOLE_STEP_SAMPLING or not cfg.do_sample):    # decoder, processors, search: one graph
+    read every step. custom: the user's processors (logits_processor, prefix_allowed_tokens_fn), Python run every
+    step: the decoder-only graph with the search eager, the flag read every step (each processor called once per
+    step, as eagerly)."""
+    rows, custom = rows_per_input(cfg), custom or {}
+    every = 1 if streamer is not None or cfg.max_time is not None or custom else GRAPH_CHECK_EVERY
+    one_graph = WHOLE_STEP_GRAPH and (WHOLE_STEP_SAMPLING or not cfg.do_sample) and not custom
+    if one_graph:                                       # decoder, processors, search, reorder: one graph
         graph = graphed_search(model, encoder_hidden, padding_mask, cfg, input_ids, rows, stops, prompt,
                                lambda own: start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device,
                                                         own, prompt=prompt, stop_strings=stops))
@@ -171,7 +172,7 @@ def decode_on_graphs(model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_
         step, cache = model.start_decoding(encoder_hidden, padding_mask, rows, max_length=cfg.max_length - 1,
                                            cuda_graph=True)
         search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator,
-                              prompt=prompt, stop_strings=stops)
+                              prompt=prompt, stop_strings=stops, **custom)
         stream_first_tokens(streamer, search)
         limit = time_limit(search, deadline(cfg.max_time))                # before the prompt's forward, as eagerly
         if prompt is not None:
