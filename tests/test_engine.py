@@ -1217,6 +1217,27 @@ def test_sampling_requests_draw_without_reading_the_device(tiny_eos, monkeypatch
 
 
 @pytest.mark.parametrize("fixed_capacity", [False, True])
+def test_a_failed_draw_fails_its_own_request_in_a_shared_search(small_path, fixed_capacity):
+    """Sampling requests of one setting share a search, and a draw fails for one input alone: with
+    encoder_no_repeat_ngram_size 1 every token of a source holding all 64 ids is banned. That request fails with
+    generate's error; the others beside it, and one that takes its slot afterwards, equal generate alone."""
+    model = BartForConditionalGeneration.from_pretrained(small_path)
+    sample = dict(do_sample=True, encoder_no_repeat_ngram_size=1, max_new_tokens=12, min_new_tokens=12)
+    seeded = lambda i: dict(sample, generator=torch.Generator().manual_seed(i))      # noqa: E731
+    everything, sources = list(range(64)), [[5, 6, 7], [9, 10, 11, 12], [20, 21]]
+    with pytest.raises(ValueError, match="sampling found no valid probabilities") as alone:
+        model.generate(torch.tensor([everything]), **seeded(9))
+    with Engine(model, max_rows=4, fixed_capacity=fixed_capacity) as engine:
+        first = [engine.submit(ids, **seeded(i)) for i, ids in enumerate(sources[:2])]
+        failing = engine.submit(everything, **seeded(9))
+        assert str(failing.exception(30)) == str(alone.value)
+        later = engine.submit(sources[2], **seeded(2))                   # the failed request's slot, reused
+        outputs = [r.result(30) for r in [*first, later]]
+    for i, (ids, out) in enumerate(zip(sources, outputs)):
+        assert torch.equal(out, model.generate(torch.tensor([ids]), **seeded(i))), i
+
+
+@pytest.mark.parametrize("fixed_capacity", [False, True])
 def test_a_search_that_fails_fails_its_own_requests_only(tiny_eos, fixed_capacity):
     """A sampling request whose temperature overflows every probability fails in its search, after the shared
     decoder step, with generate's error; the requests stepping beside it (other searches) finish as generate
