@@ -37,11 +37,8 @@ CAUSES = {   # fault code (fault_code) -> what the message names
 def draw(scores: torch.Tensor, num_samples: int, generator) -> torch.Tensor:
     """torch.multinomial over softmax(scores [R, N]) -> indices [R, num_samples]. Probabilities that are not finite
     (a temperature so small or large that the float32 scores overflow, or every token banned) are a ValueError
-    naming the settings (no_valid_probabilities), not torch's RuntimeError. generator: one torch.Generator or None
-    (the default one), or a list of G: the rows in G equal blocks, each drawn alone from its own (an engine's
-    inputs, each as generate draws it alone)."""
-    if isinstance(generator, list):
-        return torch.cat([draw(block, num_samples, g) for block, g in zip(scores.chunk(len(generator)), generator)])
+    naming the settings (no_valid_probabilities), not torch's RuntimeError. generator: a torch.Generator or None
+    (the default one)."""
     try:
         return torch.multinomial(scores.softmax(dim=-1), num_samples=num_samples, generator=generator)
     except RuntimeError as e:
@@ -49,9 +46,10 @@ def draw(scores: torch.Tensor, num_samples: int, generator) -> torch.Tensor:
 
 
 def draw_on_device(scores: torch.Tensor, num_samples: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """draw without a host read: (indices [R, num_samples], the same as draw's, the generators advanced as by draw;
-    fault: long [] (a list of G generators: [G], one per block), 0 where draw would return them, else
-    fault_code(scores), where draw would raise)."""
+    """draw without a host read: (indices [R, num_samples], the same as draw's, the generator advanced as by draw;
+    fault: long [], 0 where draw would return them, else fault_code(scores), where draw would raise). generator may
+    also be a list of G (an engine's inputs, each drawing as generate draws it alone): the rows in G equal blocks,
+    each drawn from its own, fault [G], one per block."""
     probs = scores.softmax(dim=-1)                                                            # [R, N]
     q = torch.empty_like(probs)
     blocks = generator if isinstance(generator, list) else [generator]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from .config import GenerationConfig
-from .draws import default_generator, draw, draw_on_device, no_valid_probabilities
+from .draws import draw, draw_on_device, no_valid_probabilities
 from .logits_process import join_processors, put_processors, select_processors, settings_per_row
 from .stop_strings import StopStrings
 
@@ -229,10 +229,8 @@ class SearchProgress:
         place: every state tensor keeps its shape and memory, so a step captured before goes on reading them."""
         self.cur_len[slot], self.max_len[slot], self.alive[slot] = other.cur_len[0], other.max_len[0], other.alive[0]
         self.going.copy_(self.alive.any())
-        if self.cfg.do_sample:                  # the input's generator as it stands (None: the device's default)
-            source = other.generator[0]
-            source = source if source is not None else default_generator(self.cur_len.device)
-            self.generator[slot].set_state(source.get_state())
+        if self.cfg.do_sample:                  # the input's generator as it stands (the engine gives each its own)
+            self.generator[slot].set_state(other.generator[0].get_state())
             self.fault[slot] = 0
         self.lengths[slot] = other.lengths[0]
         for steps in self.recorded.values():

@@ -18,9 +18,9 @@ from .search import SearchProgress
 def decode(step: Step, cache: Cache, search: SearchProgress, check_every: int, streamer=None,
            before_step: Callable[[], None] | None = None) -> None:
     """Run `search` (BeamSearch / SampleSearch) to its end on step/cache, reading its stop flag every
-    `check_every` steps (streamer, before_step: see run_until_stopped). The cache must accept steps past its last slot (models'
-    FixedShapeKVCache does: they write its last slot again), and beam search reorders it every step, moved rows or
-    not."""
+    `check_every` steps (streamer, before_step: see run_until_stopped). The cache must accept steps past its last
+    slot (models' FixedShapeKVCache does: they write its last slot again), and beam search reorders it every step,
+    moved rows or not."""
     def one_step() -> None:
         parents = search.advance_on_device(step(search.tokens(), cache))        # logits [R, V]
         if parents is not None:
