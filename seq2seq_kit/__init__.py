@@ -11,7 +11,8 @@ _EXPORTS = {"BartConfig": ".config", "AutoConfig": ".config", "AutoModelForSeq2S
             "BartForConditionalGeneration": ".modeling",
             "GenerationConfig": ".generation", "Engine": ".engine", "EngineClosed": ".engine", "EngineFull": ".engine",
             "Tokenizer": ".tokenizer", "AutoTokenizer": ".family_tokenizers", "pipeline": ".translation",
-            "summarize_corpus": ".corpus", "translate_corpus": ".corpus"}
+            "summarize_corpus": ".corpus", "translate_corpus": ".corpus", "TextStreamer": ".generation",
+            "TextIteratorStreamer": ".generation", "AsyncTextIteratorStreamer": ".generation"}
 __all__ = sorted(_EXPORTS)
 
 

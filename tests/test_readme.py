@@ -48,7 +48,7 @@ BODIES = [(re.search(r"/(\w+) ", line).group(1), json.loads(line.split(" -d ", 1
           for line in re.sub(r"\\\n\s*", "", block).splitlines() if line.strip().startswith("curl ")]
 
 # Each block is named by a line of it (a name matching more or fewer than one block fails the test).
-MODEL = ['tok = Tokenizer.from_pretrained("path/to/checkpoint")', "class Printer:", 'stop_strings=[".", "!"]',
+MODEL = ['tok = Tokenizer.from_pretrained("path/to/checkpoint")', "from seq2seq_kit import TextStreamer", 'stop_strings=[".", "!"]',
          "logprobs = model.compute_transition_scores", "encoder_repetition_penalty=1.2,", "cities = [tok.encode",
          "prefix = torch.tensor([[tok.bos_token_id]", "token_scores = steps[rows", "hidden = model.encode(",
          'model.to_empty(device="cpu")']

@@ -1,8 +1,12 @@
 """generate(streamer=...): transformers' streamer protocol (put / end), call for call as transformers' generate makes
 them: put(the decoder's first tokens [R, P]), put(each step's tokens [R]) (pad after a row's EOS), end(); greedy and
-sampling (beam search refused, as there); with a prompt and max_time too. The engine does not take one."""
+sampling (beam search refused, as there); with a prompt and max_time too. The engine does not take one. The text
+streamers (generation/streamers.py) print what transformers' print."""
 
 from __future__ import annotations
+
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -92,3 +96,125 @@ def test_a_streamer_on_cuda_graphs_gets_the_eager_calls(tiny_eos_path, kwargs):
                       generator=torch.Generator("cuda").manual_seed(0), **kwargs)
         calls.append(streamer.calls)
     assert calls[0] == calls[1] and len(calls[0]) > 2
+
+
+# --- Text streamers: seq2seq_kit's TextStreamer / TextIteratorStreamer / AsyncTextIteratorStreamer print the pieces
+# transformers' print, for the same puts (each tokenizer its library's, loaded from the same files).
+
+MIXED = ("The summit ended.\nTalks go on; 会谈、将继续 进行。 Kim said: \"회담은 계속된다\" 😀 (2026)\n\n"
+         "Prices rose 3.5% — élan, naïve café… 東京\nend")
+
+
+def recorder_of(base):
+    """A subclass of streamer class `base` that records its final pieces instead of printing them."""
+    class Recording(base):
+        def on_finalized_text(self, text, stream_end=False):
+            self.pieces = getattr(self, "pieces", []) + [(text, stream_end)]
+    return Recording
+
+
+def both_tokenizers(fixtures_dir, name):
+    """(transformers', seq2seq_kit's) AutoTokenizer of tests/fixtures/<name>-tokenizer (a BART model's folder)."""
+    import tempfile
+
+    import transformers
+
+    from seq2seq_kit import AutoTokenizer
+    with tempfile.TemporaryDirectory() as folder:
+        shutil.copytree(fixtures_dir / f"{name}-tokenizer", folder, dirs_exist_ok=True)
+        (Path(folder) / "config.json").write_text('{"model_type": "bart"}')
+        return transformers.AutoTokenizer.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("name", ["bart", "kobart"])
+@pytest.mark.parametrize("decode_kwargs", [{}, dict(skip_special_tokens=True)])
+@pytest.mark.parametrize("skip_prompt", [False, True])
+def test_text_streamer_prints_transformers_pieces(fixtures_dir, name, decode_kwargs, skip_prompt):
+    """A prompt put [1, 2], then one token per put: the text of MIXED's tokens (words, newlines, CJK, Hangul, an
+    emoji split over byte tokens in BART's vocabulary; KoBART's has neither) and random ids, flushed by end(); twice on one streamer."""
+    import transformers
+
+    theirs_tok, ours_tok = both_tokenizers(fixtures_dir, name)
+    from seq2seq_kit import TextStreamer
+    ids = ours_tok(MIXED, add_special_tokens=False)["input_ids"]
+    assert ids == theirs_tok(MIXED, add_special_tokens=False)["input_ids"]
+    gen = torch.Generator().manual_seed(len(ids))
+    ids += torch.randint(0, len(ours_tok), (40,), generator=gen).tolist() + [ours_tok.eos_token_id]
+    theirs = recorder_of(transformers.TextStreamer)(theirs_tok, skip_prompt, **decode_kwargs)
+    mine = recorder_of(TextStreamer)(ours_tok, skip_prompt, **decode_kwargs)
+    for streamer in (theirs, mine):
+        for _ in range(2):
+            streamer.put(torch.tensor([[ours_tok.eos_token_id, ids[0]]]))
+            for token in ids[1:]:
+                streamer.put(torch.tensor([token]))
+            streamer.end()
+    assert mine.pieces == theirs.pieces
+    assert sum(text != "" for text, _ in mine.pieces) > 40          # pieces come out as they are made
+    assert {"\n", "회"} | ({"会", "😀"} if name == "bart" else set()) <= set("".join(t for t, _ in mine.pieces))
+
+
+def test_text_streamer_prints_generate_as_transformers_does(fixtures_dir, pair, capsys):
+    """generate(streamer=TextStreamer(tok, skip_special_tokens=True)) on the BART vocabulary: stdout is transformers'
+    for its own generate and streamer, greedy and sampling."""
+    import transformers
+
+    from seq2seq_kit import TextStreamer
+    hf, ours = pair("tiny-eos")
+    theirs_tok, ours_tok = both_tokenizers(fixtures_dir, "bart")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id, lengths=(12,))
+    for kwargs in (dict(), dict(do_sample=True, top_k=50)):
+        torch.manual_seed(3)
+        hf.generate(ids, attention_mask=mask, max_new_tokens=30,
+                    streamer=transformers.TextStreamer(theirs_tok, skip_special_tokens=True), **kwargs)
+        want = capsys.readouterr().out
+        torch.manual_seed(3)
+        out = ours.generate(ids, mask, max_new_tokens=30, streamer=TextStreamer(ours_tok, skip_special_tokens=True),
+                            **kwargs)
+        assert capsys.readouterr().out == want == ours_tok.decode(out[0], skip_special_tokens=True) + "\n"
+
+
+def test_text_iterator_streamers_give_the_text_from_another_thread(fixtures_dir, pair):
+    """TextIteratorStreamer / AsyncTextIteratorStreamer read beside generate running in a thread: the pieces join
+    to the decoded output; a timeout ends a wait for a stream that never ends."""
+    import asyncio
+    import queue
+    import threading
+
+    from seq2seq_kit import AsyncTextIteratorStreamer, TextIteratorStreamer
+    _, ours = pair("tiny-eos")
+    _, tok = both_tokenizers(fixtures_dir, "bart")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id, lengths=(12,))
+    want = tok.decode(ours.generate(ids, mask, max_new_tokens=30)[0], skip_special_tokens=True)
+
+    def run(streamer):
+        thread = threading.Thread(target=ours.generate, args=(ids, mask),
+                                  kwargs=dict(max_new_tokens=30, streamer=streamer))
+        thread.start()
+        return thread
+
+    streamer = TextIteratorStreamer(tok, skip_prompt=True, timeout=30, skip_special_tokens=True)
+    thread = run(streamer)
+    pieces = list(streamer)
+    thread.join()
+    assert "".join(pieces) == want and len(pieces) > 2
+
+    async def read():
+        streamer = AsyncTextIteratorStreamer(tok, skip_prompt=True, timeout=30, skip_special_tokens=True)
+        thread = run(streamer)
+        pieces = [piece async for piece in streamer]
+        thread.join()
+        return pieces
+
+    assert "".join(asyncio.run(read())) == want
+    with pytest.raises(queue.Empty):
+        next(iter(TextIteratorStreamer(tok, timeout=0.01)))
+
+
+def test_text_streamer_takes_one_input(fixtures_dir, pair):
+    from seq2seq_kit import TextStreamer
+    _, ours = pair("tiny-eos")
+    _, tok = both_tokenizers(fixtures_dir, "bart")
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+    with pytest.raises(ValueError, match=r"TextStreamer streams one input's tokens \(batch size 1\); this call has 3 "
+                                         r"rows"):
+        ours.generate(ids, mask, max_new_tokens=4, streamer=TextStreamer(tok))

@@ -5,8 +5,9 @@ from .config import GenerationConfig
 from .decoding import (GenerateOutput, deadline, generate, prepare, result, rows_per_input, rows_setting, settings,
                        start_search, start_slots, stop_strings_of)
 from .protocol import Seq2SeqModel
+from .streamers import AsyncTextIteratorStreamer, TextIteratorStreamer, TextStreamer
 from .transition_scores import compute_transition_scores
 
-__all__ = ["GenerationConfig", "GenerateOutput", "Seq2SeqModel", "compute_transition_scores", "deadline", "generate",
-           "prepare", "result", "rows_per_input", "rows_setting", "settings", "start_search", "start_slots",
-           "stop_strings_of"]
+__all__ = ["AsyncTextIteratorStreamer", "GenerationConfig", "GenerateOutput", "Seq2SeqModel", "TextIteratorStreamer",
+           "TextStreamer", "compute_transition_scores", "deadline", "generate", "prepare", "result", "rows_per_input",
+           "rows_setting", "settings", "start_search", "start_slots", "stop_strings_of"]
