@@ -301,7 +301,8 @@ class TranslationTokenizer(Tokenizer):
 
     @property
     def gives_offsets(self) -> bool:
-        """Not for Marian and M2M100 (their pieces, _Pieces, are made apart from the text)."""
+        """Not for Marian and M2M100 (their pieces, _Pieces, are made apart from the text): no offsets, and no
+        BatchEncoding.encodings (its word_ids, ... raise as transformers' Python tokenizers' do)."""
         return self.pieces is None
 
     def tokenize(self, text: str) -> list[str]:

@@ -17,6 +17,7 @@ import math
 import threading
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -58,14 +59,104 @@ def clean_up_tokenization(text: str) -> str:
     return text
 
 
+class CharSpan(NamedTuple):
+    """Characters text[start:end] of a token or word (transformers' CharSpan)."""
+
+    start: int
+    end: int
+
+
+class TokenSpan(NamedTuple):
+    """Tokens [start:end] of a word in an encoded row (transformers' TokenSpan)."""
+
+    start: int
+    end: int
+
+
 class BatchEncoding(dict):
-    """`input_ids` and `attention_mask`; like transformers' BatchEncoding, also readable as attributes."""
+    """`input_ids` and `attention_mask`; like transformers' BatchEncoding, also readable as attributes, and with the
+    `tokenizers.Encoding` of each row (`encodings`; None where the tokenizer's pieces are not cut from the text:
+    Marian, M2M100, transformers' Python tokenizers) for its maps between tokens, words and characters. Those
+    taking `batch_or_token_index` (word, char) read `(i)` as row 0's index i and `(b, i)` as row b's."""
+
+    def __init__(self, data: dict | None = None, encoding: list | None = None):   # transformers' argument names
+        super().__init__(data or {})
+        self.encodings = encoding      # an attribute: dict(enc), keys() and the tensors stay as they are
 
     def __getattr__(self, name):
         try:
             return self[name]
         except KeyError:
             raise AttributeError(name) from None
+
+    @property
+    def is_fast(self) -> bool:
+        """Whether the rows' Encodings are kept (transformers: made by a fast tokenizer)."""
+        return self.encodings is not None
+
+    @property
+    def n_sequences(self) -> int | None:
+        """1 for single texts, 2 for pairs; None without encodings."""
+        return self.encodings[0].n_sequences if self.encodings else None
+
+    def tokens(self, batch_index: int = 0) -> list[str]:
+        """Row batch_index's tokens, special and padding ones included."""
+        return self._row("tokens", batch_index).tokens
+
+    def sequence_ids(self, batch_index: int = 0) -> list[int | None]:
+        """Each token's text: 0 (the first of a pair), 1 (the second), None (special and padding tokens)."""
+        return self._row("sequence_ids", batch_index).sequence_ids
+
+    def word_ids(self, batch_index: int = 0) -> list[int | None]:
+        """Each token's word in its text (None for special and padding tokens)."""
+        return self._row("word_ids", batch_index).word_ids
+
+    def token_to_sequence(self, batch_or_token_index: int, token_index: int | None = None) -> int | None:
+        encoding, index = self._at("token_to_sequence", batch_or_token_index, token_index)
+        return encoding.token_to_sequence(index)
+
+    def token_to_word(self, batch_or_token_index: int, token_index: int | None = None) -> int | None:
+        encoding, index = self._at("token_to_word", batch_or_token_index, token_index)
+        return encoding.token_to_word(index)
+
+    def word_to_tokens(self, batch_or_word_index: int, word_index: int | None = None,
+                       sequence_index: int = 0) -> TokenSpan | None:
+        """The tokens of a word of text sequence_index (None when it has none)."""
+        encoding, index = self._at("word_to_tokens", batch_or_word_index, word_index)
+        span = encoding.word_to_tokens(index, sequence_index)
+        return None if span is None else TokenSpan(*span)
+
+    def token_to_chars(self, batch_or_token_index: int, token_index: int | None = None) -> CharSpan | None:
+        """A token's characters in its text (None for special and padding tokens)."""
+        encoding, index = self._at("token_to_chars", batch_or_token_index, token_index)
+        span = encoding.token_to_chars(index)
+        return None if span is None else CharSpan(*span)
+
+    def char_to_token(self, batch_or_char_index: int, char_index: int | None = None,
+                      sequence_index: int = 0) -> int | None:
+        encoding, index = self._at("char_to_token", batch_or_char_index, char_index)
+        return encoding.char_to_token(index, sequence_index)
+
+    def word_to_chars(self, batch_or_word_index: int, word_index: int | None = None,
+                      sequence_index: int = 0) -> CharSpan:
+        encoding, index = self._at("word_to_chars", batch_or_word_index, word_index)
+        return CharSpan(*encoding.word_to_chars(index, sequence_index))   # TypeError for no word, as transformers
+
+    def char_to_word(self, batch_or_char_index: int, char_index: int | None = None,
+                     sequence_index: int = 0) -> int | None:
+        encoding, index = self._at("char_to_word", batch_or_char_index, char_index)
+        return encoding.char_to_word(index, sequence_index)
+
+    def _row(self, method: str, batch_index: int):
+        """Row batch_index's Encoding; ValueError without encodings, as transformers' (IndexError past the rows)."""
+        if not self.encodings:
+            raise ValueError(f"{method}() is not available when using Python based tokenizers")
+        return self.encodings[batch_index]
+
+    def _at(self, method: str, batch_or_index: int, index: int | None):
+        """(Encoding, index) of a call: `(i)` is row 0's index i, `(b, i)` row b's."""
+        batch, index = (0, batch_or_index) if index is None else (batch_or_index, index)
+        return self._row(method, batch), index
 
     def to(self, device, *, non_blocking: bool = False) -> "BatchEncoding":
         """The tensors on `device` (a str, torch.device or index), as transformers' BatchEncoding.to. Anything else
@@ -77,7 +168,8 @@ class BatchEncoding(dict):
             return self
         if not all(isinstance(v, torch.Tensor) for v in self.values()):
             raise ValueError("only tensors can be moved: call the tokenizer with return_tensors='pt'")
-        return BatchEncoding({k: v.to(device, non_blocking=non_blocking) for k, v in self.items()})
+        moved = {k: v.to(device, non_blocking=non_blocking) for k, v in self.items()}
+        return BatchEncoding(moved, self.encodings)
 
 
 # transformers' PegasusTokenizer defaults: its named tokens (no bos, sep or cls), and when tokenizer_config.json lists
@@ -105,7 +197,8 @@ class Tokenizer:
     save_pretrained writes).
     """
 
-    gives_offsets = True    # return_offsets_mapping: the tokens' character offsets are right
+    # the tokens' words and character offsets are the text's: return_offsets_mapping, and BatchEncoding's encodings
+    gives_offsets = True
     # only_first / only_second never cut the other side (transformers' Python tokenizers: Marian, M2M100), where
     # the `tokenizers` library cuts everything once max_length leaves no room beside the special tokens
     cuts_one_side_only = False
@@ -340,7 +433,9 @@ class Tokenizer:
         text_target (and text_pair_target) are encoded as the model's targets, as transformers' target mode encodes
         them (target_encodings_locked): alone they give the input_ids and attention_mask; beside text, their
         input_ids are added as "labels". Padding, truncation, max_length and return_tensors apply to each side.
-        return_attention_mask=False leaves the attention_mask out (None, the default, and True keep it)."""
+        return_attention_mask=False leaves the attention_mask out (None, the default, and True keep it).
+        The result keeps each row's `tokenizers.Encoding` (text's; text_target's alone), as transformers' fast
+        tokenizers keep them: enc.word_ids(i), enc.tokens(i), enc.char_to_token(i, c) ... (BatchEncoding)."""
         if return_attention_mask not in (None, True, False):
             raise ValueError(f"return_attention_mask must be True, False or None, got {return_attention_mask!r}")
         if return_tensors not in (None, "pt", "np"):
@@ -359,7 +454,8 @@ class Tokenizer:
         if not self.pads_empty_text:
             sources, targets = (_unpadded_if_empty(e, t) for e, t in ((sources, text), (targets, text_target)))
         source, target = (None if e is None else _batch_encoding(e, isinstance(t, (list, tuple)), return_tensors,
-                                                                 return_offsets_mapping, return_attention_mask)
+                                                                 return_offsets_mapping, return_attention_mask,
+                                                                 self.gives_offsets)
                           for e, t in ((sources, text), (targets, text_target)))
         if source is None or target is None:
             return target if source is None else source
@@ -814,9 +910,9 @@ def _unpadded_if_empty(encodings: list | None, texts) -> list | None:
 
 
 def _batch_encoding(encodings: list, batched: bool, return_tensors: str | None, offsets: bool,
-                    attention_mask: bool | None = None) -> BatchEncoding:
+                    attention_mask: bool | None, keep: bool) -> BatchEncoding:
     """input_ids, attention_mask (unless attention_mask is False; and offset_mapping) of a call's Encodings: lists,
-    one row unless `batched`, or return_tensors' [batch, length] tensors."""
+    one row unless `batched`, or return_tensors' [batch, length] tensors; the Encodings kept when `keep`."""
     out = {"input_ids": [e.ids for e in encodings]}
     if attention_mask is not False:
         out["attention_mask"] = [e.attention_mask for e in encodings]
@@ -826,7 +922,7 @@ def _batch_encoding(encodings: list, batched: bool, return_tensors: str | None, 
         out = {k: _stack(v, return_tensors) for k, v in out.items()}
     elif not batched:
         out = {k: v[0] for k, v in out.items()}
-    return BatchEncoding(out)
+    return BatchEncoding(out, encodings if keep else None)
 
 
 def _stack(rows: list[list[int]], kind: str):

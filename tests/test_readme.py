@@ -238,7 +238,7 @@ def test_tokenizer_doctest(monkeypatch):
     test = doctest.DocTestParser().get_doctest(block(DOCTEST[0]), {"Tokenizer": __import__("seq2seq_kit").Tokenizer},
                                                "README", "README.md", 0)
     result = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS).run(test)
-    assert result.failed == 0 and result.attempted == 5
+    assert result.failed == 0 and result.attempted == 7
 
 
 @needs_sentencepiece
