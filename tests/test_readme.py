@@ -54,7 +54,8 @@ MODEL = ['tok = Tokenizer.from_pretrained("path/to/checkpoint")', "from seq2seq_
          'model.to_empty(device="cpu")']
 PIPELINE = ['pipe_kor = pipeline("summarization"', "pipe(texts, batch_size=1, num_beams=4)",
             "from benchmarks.texts import ENGLISH", "with pipe.engine(max_rows=32) as engine:",
-            "request = engine.submit(rows[0], decoder_input_ids=prefix"]
+            "request = engine.submit(rows[0], decoder_input_ids=prefix",
+            "from seq2seq_kit import TextIteratorStreamer"]
 AUTO = ['AutoModelForSeq2SeqLM.from_pretrained("sshleifer/distilbart-cnn-12-6", dtype="bfloat16")']
 DOCTEST = ['>>> tok = Tokenizer.from_pretrained("tests/fixtures/kobart-tokenizer")']
 MARIAN_ALIGN = ['mt = AutoModelForSeq2SeqLM.from_pretrained("Helsinki-NLP/opus-mt-en-de")',

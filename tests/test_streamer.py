@@ -1,6 +1,6 @@
 """generate(streamer=...): transformers' streamer protocol (put / end), call for call as transformers' generate makes
 them: put(the decoder's first tokens [R, P]), put(each step's tokens [R]) (pad after a row's EOS), end(); greedy and
-sampling (beam search refused, as there); with a prompt and max_time too. The engine does not take one. The text
+sampling (beam search refused, as there); with a prompt and max_time too. The engine gives a request's streamer generate's calls. The text
 streamers (generation/streamers.py) print what transformers' print."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from seq2seq_kit import Engine
-from graph_emulation import emulate_generate_graphs, replays
+from seq2seq_kit.models.cuda_graph import BucketGraphs
+from graph_emulation import EmulatedGraph, emulate_generate_graphs, replays
 from test_generation import inputs
 
 
@@ -53,8 +54,11 @@ def test_streamer_refusals(pair):
     with pytest.raises(TypeError, match=r"streamer must have put\(token_ids\) and end\(\) methods"):
         ours.generate(ids, mask, streamer=print)
     with Engine(ours, max_rows=4) as engine:
-        with pytest.raises(ValueError, match="streamer: Python run on every step of one request is for generate"):
-            engine.submit([5, 6, 7], streamer=Recorder())
+        with pytest.raises(ValueError, match=r"`streamer` cannot be used with beam search \(as in transformers\)"):
+            engine.submit([5, 6, 7], streamer=Recorder(), num_beams=2)
+    with pytest.raises(ValueError, match=r"streamer: a streamer is one request's, not a default of the engine; "
+                                         r"pass it to submit\(input_ids, streamer=...\)"):
+        Engine(ours, defaults=dict(streamer=Recorder()))
 
 
 GRAPHED = {"greedy": {}, "prompt": dict(decoder_input_ids=torch.tensor([[2, 7, 8]] * 3)),
@@ -218,3 +222,125 @@ def test_text_streamer_takes_one_input(fixtures_dir, pair):
     with pytest.raises(ValueError, match=r"TextStreamer streams one input's tokens \(batch size 1\); this call has 3 "
                                          r"rows"):
         ours.generate(ids, mask, max_new_tokens=4, streamer=TextStreamer(tok))
+
+
+# --- The engine streams a request as generate streams it alone.
+
+def engine_jobs(vocab: int, seed: int) -> list[dict]:
+    """Requests of random lengths and settings (greedy, sampling, a prompt, max_new_tokens), every other one
+    streaming."""
+    rng = torch.Generator().manual_seed(seed)
+    jobs = []
+    for i in range(8):
+        ids = torch.randint(3, vocab, (int(torch.randint(3, 14, (), generator=rng)),), generator=rng).tolist()
+        kwargs = dict(max_new_tokens=int(torch.randint(2, 12, (), generator=rng)))
+        if i % 3 == 1:
+            kwargs.update(do_sample=True, top_k=20)
+        if i % 4 == 2:
+            kwargs.update(decoder_input_ids=[2, 9 + i])
+        jobs.append(dict(ids=ids, kwargs=kwargs, seed=i, streams=i % 2 == 0 or i == 7))
+    return jobs
+
+
+def check_engine_streams(model, mode: str) -> None:
+    """Streaming and plain requests submitted at once, stepping together in an engine (mode: "eager", "fixed"
+    capacity, or fixed capacity on "graphs"): each streamer gets the calls generate alone gives with the same
+    generator (its first tokens [1, P], each step's token [1], end()), and the tokens are generate's."""
+    device = model.device
+    jobs = engine_jobs(model.config.vocab_size, seed=5)
+    want = []
+    for job in jobs:
+        recorder = Recorder()
+        prompt = job["kwargs"].get("decoder_input_ids")
+        out = model.generate(torch.tensor([job["ids"]], device=device), streamer=recorder, cuda_graph=False,
+                             generator=torch.Generator(device).manual_seed(job["seed"]),
+                             **dict(job["kwargs"], decoder_input_ids=None if prompt is None else
+                                    torch.tensor([prompt], device=device)))
+        want.append((out, recorder.calls))
+    with Engine(model, max_rows=4, fixed_capacity=mode != "eager") as engine:
+        if mode == "graphs" and device.type == "cpu":
+            batch = engine.batch
+            batch.graphs, batch.capture = BucketGraphs(model.next_token_logits, batch.tokens[:-1], batch.logits), True
+        recorders = [Recorder() if job["streams"] else None for job in jobs]
+        requests = [engine.submit(job["ids"], streamer=recorder, **job["kwargs"],
+                                  generator=torch.Generator(device).manual_seed(job["seed"]))
+                    for job, recorder in zip(jobs, recorders)]
+        outputs = [r.result(60) for r in requests]
+        assert mode != "graphs" or any(g.graph is not None for g in [*engine.groups, *engine.batch.idle.values()])
+    for (out, calls), got, recorder in zip(want, outputs, recorders):
+        assert torch.equal(got, out)
+        if recorder is not None:
+            assert recorder.calls == calls and calls[-1] == ("end",) and len(calls) > 2
+
+
+@pytest.mark.parametrize("mode", ["eager", "fixed", "graphs"])
+def test_engine_streams_each_request_as_generate_streams_it_alone(pair, monkeypatch, mode):
+    """check_engine_streams on the CPU; "graphs": the engine's CUDA path with its graphs emulated (the decoder's
+    step per bucket set and each group's search step replayed; tests/graph_emulation.py)."""
+    from seq2seq_kit import cuda_capture
+    if mode == "graphs":
+        monkeypatch.setattr(cuda_capture, "CapturedStep", EmulatedGraph)
+    check_engine_streams(pair("tiny-eos")[1], mode)
+
+
+@pytest.mark.cuda
+def test_engine_streams_on_cuda_as_generate_alone(tiny_eos_path):
+    """On a GPU the engine's fixed-capacity step replays CUDA graphs: its streamers still get generate's calls."""
+    from seq2seq_kit import BartForConditionalGeneration
+    check_engine_streams(BartForConditionalGeneration.from_pretrained(tiny_eos_path, device="cuda"), "graphs")
+
+
+def test_engine_ends_a_stream_however_its_request_ends(pair):
+    """end() once and no put after it: a request cancelled while it runs (by its own streamer, in the engine's
+    thread), one cancelled while it waits, one whose streamer's put raises (it fails with that error); a request
+    streaming beside them gets generate's calls."""
+    import threading
+
+    _, ours = pair("tiny-eos")
+    ready = threading.Event()
+
+    class Cancels(Recorder):                    # at its third put: cancels its own request and the waiting one
+        def put(self, value):
+            super().put(value)
+            if len(self.calls) == 3:
+                assert ready.wait(60)
+                self.request.cancel()
+                self.waiting.cancel()
+
+    class Breaks(Recorder):
+        def put(self, value):
+            super().put(value)
+            if len(self.calls) == 3:
+                raise RuntimeError("the client went away")
+
+    cancels, breaks, watched, waits = Cancels(), Breaks(), Recorder(), Recorder()
+    long = dict(min_new_tokens=12, max_new_tokens=12)
+    want = Recorder()
+    ours.generate(torch.tensor([[5, 6, 8]]), streamer=want, **long)
+    with Engine(ours, max_rows=3) as engine:
+        cancels.request = engine.submit([5, 6, 7], streamer=cancels, **long)
+        failing = engine.submit([5, 6, 9], streamer=breaks, **long)
+        answered = engine.submit([5, 6, 8], streamer=watched, **long)
+        cancels.waiting = engine.submit([5, 6, 10], streamer=waits, **long)     # no rows free: it waits
+        ready.set()
+        with pytest.raises(RuntimeError, match="the client went away"):
+            failing.result(60)
+        assert answered.result(60).shape[1] == 13 and cancels.request.cancelled() and cancels.waiting.cancelled()
+    assert watched.calls == want.calls
+    assert waits.calls == [("end",)]
+    for recorder in (cancels, breaks):
+        assert len(recorder.calls) == 4 and recorder.calls[-1] == ("end",)
+
+
+def test_text_iterator_streamer_reads_an_engine_request(fixtures_dir, pair):
+    """A server's use: TextIteratorStreamer on a request beside others; its pieces join to the request's text."""
+    from seq2seq_kit import TextIteratorStreamer
+    _, ours = pair("tiny-eos")
+    _, tok = both_tokenizers(fixtures_dir, "bart")
+    with Engine(ours, max_rows=4) as engine:
+        others = [engine.submit([5, 6, 7 + i], max_new_tokens=20) for i in range(3)]
+        streamer = TextIteratorStreamer(tok, skip_prompt=True, timeout=60, skip_special_tokens=True)
+        request = engine.submit([9, 10, 11, 12], do_sample=True, max_new_tokens=30, streamer=streamer)
+        pieces = list(streamer)
+        assert "".join(pieces) == tok.decode(request.result(60)[0], skip_special_tokens=True) and len(pieces) > 2
+        assert all(r.result(60).shape[0] == 1 for r in others)

@@ -66,6 +66,28 @@ class Request:
                                                            # admission, once encoded: decoding time, as generate)
     notified: bool = field(default=False, repr=False)      # its cancellation told to wait() / as_completed()
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)      # around `notified`
+    streamer: object | None = field(default=None, repr=False)    # generate's streamer protocol: put(ids), end()
+    streaming: threading.RLock = field(default_factory=threading.RLock, repr=False)  # around its calls (a put
+                                                                 # may cancel its own request: reentrant)
+
+    def __post_init__(self):
+        if self.streamer is not None:           # however it ends (answered, failed, cancelled), its stream ends
+            self.future.add_done_callback(lambda _: self.end_stream())
+
+    def stream(self, tokens: torch.Tensor) -> None:
+        """Hand tokens to the streamer, as generate does ([R, P] the decoder's first tokens, then [R] a step's),
+        unless its stream has ended. Only the engine's thread streams."""
+        with self.streaming:
+            if self.streamer is not None:
+                self.streamer.put(tokens)
+
+    def end_stream(self) -> None:
+        """The streamer's end(), once, in the thread that settles the request (its output is set by then); no put
+        after it."""
+        with self.streaming:
+            streamer, self.streamer = self.streamer, None
+            if streamer is not None:
+                streamer.end()
 
     def result(self, timeout: float | None = None):
         """LongTensor [num_return_sequences, T], or a GenerateOutput with return_dict_in_generate=True."""
@@ -162,10 +184,10 @@ class Group:
 @dataclass
 class Launched:
     """A step whose flags the host has not read yet: each group with its requests as they stepped (input b:
-    requests[b]) and its rows' parent rows (or None), and every input's flags (long [inputs, 3]: still stepping,
-    some row moved, a failed draw's fault code: SearchProgress.input_flags), on the host once `ready` (a CUDA event,
-    or None) has passed."""
-    groups: list[tuple[Group, list[Request | None], torch.Tensor | None]]
+    requests[b]), its rows' parent rows (or None) and its rows' tokens [R] (where a request streams; else None),
+    and every input's flags (long [inputs, 3]: still stepping, some row moved, a failed draw's fault code:
+    SearchProgress.input_flags), on the host once `ready` (a CUDA event, or None) has passed."""
+    groups: list[tuple[Group, list[Request | None], torch.Tensor | None, torch.Tensor | None]]
     flags: torch.Tensor
     ready: torch.cuda.Event | None
 

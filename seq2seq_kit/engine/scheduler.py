@@ -51,8 +51,8 @@ from dataclasses import replace
 import torch
 
 from .. import cpu_threads
-from ..generation import (GenerationConfig, deadline, prepare, result, rows_setting, settings, start_search,
-                          stop_strings_of)
+from ..generation import (GenerationConfig, check_streamer, deadline, prepare, result, rows_setting, settings,
+                          start_search, stop_strings_of)
 from ..generation.draws import no_valid_probabilities
 from ..models.bart import BartNetwork
 from ..models.checks import check_positive_int
@@ -149,17 +149,22 @@ class Engine:
     # ---- the caller's side (any thread) --------------------------------------------------------------------
 
     def submit(self, input_ids, *, generator: torch.Generator | None = None, cuda_graph: bool | None = None,
-               decoder_input_ids=None, decoder_attention_mask=None, **generate_kwargs) -> Request:
+               decoder_input_ids=None, decoder_attention_mask=None, streamer=None, **generate_kwargs) -> Request:
         """Queue one input: 1-D token ids (list[int] or LongTensor [S]). Settings are generate()'s, resolved and
         checked here, so bad input raises at once with generate()'s message and never enters the batch.
         decoder_input_ids: this input's decoder prompt, 1-D ids (list[int] or LongTensor [P], or [1, P] as generate
-        takes a batch of one), taken as generate takes it (decoder_attention_mask likewise: all ones, or unset)."""
+        takes a batch of one), taken as generate takes it (decoder_attention_mask likewise: all ones, or unset).
+        streamer: generate's (put / end: e.g. TextIteratorStreamer), given the calls generate alone would give it,
+        from the engine's thread as the request steps (a slow one slows every request); its end() comes however
+        the request ends (answered, failed or cancelled: result() tells which); a put that raises fails the
+        request with that error."""
         generate_kwargs = check_engine_settings(generate_kwargs)
         ids, _, config, prompt = prepare(self.model, as_row(input_ids), None, {**self.defaults, **generate_kwargs},
                                          generator, as_prompt_row(decoder_input_ids, "decoder_input_ids"),
                                          as_prompt_row(decoder_attention_mask, "decoder_attention_mask"))
         stops = stop_strings_of(config, self.tokenizer, self.model.device, fix=TOKENIZER_FIX)
         check_no_traces(config)
+        check_streamer(streamer, config)
         if cuda_graph is not None and not isinstance(cuda_graph, bool):
             raise TypeError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")     # generate's check
         if cuda_graph:
@@ -168,7 +173,7 @@ class Engine:
         # the request keeps its settings and generator as they stand now, whatever the caller does with its lists,
         # dicts or generator (changes, reseeds, draws, another request) while this one waits or runs
         request = Request(ids, copy.deepcopy(config), own_generator(generator, config.do_sample, self.model.device),
-                          prompt, stops)
+                          prompt, stops, streamer=streamer)
         if ids.shape[1] > self.max_source_tokens:
             raise ValueError(f"input_ids has {ids.shape[1]} tokens, more than this engine's max_source_tokens="
                              f"{self.max_source_tokens}; truncate it or raise max_source_tokens")
@@ -362,9 +367,12 @@ class Engine:
         model = self.model
         request.deadline = deadline(request.config.max_time)
         request.cache = self.batch.take(request, hidden)
-        self._join(request, start_search(request.config, request.input_ids, model.config.decoder_vocab_size,
-                                         model.device, request.generator, independent=True,
-                                         prompt=request.prompt, stop_strings=request.stop_strings))
+        search = start_search(request.config, request.input_ids, model.config.decoder_vocab_size, model.device,
+                              request.generator, independent=True, prompt=request.prompt,
+                              stop_strings=request.stop_strings)
+        if request.streamer is not None:                                # (greedy or sampling: check_streamer)
+            request.stream(search.seq[:, :search.prompt_len].cpu())   # its first tokens [R, P], as generate's
+        self._join(request, search)
 
     def _join(self, request: Request, search) -> None:
         """Put a new request (with its one-input search) into the running group of its key, or a new group (fixed
@@ -444,12 +452,15 @@ class Engine:
     def _launched(self, stepped: list) -> Launched:
         """The step just launched, [(parents, flags)] per group: its flags start their way to the host."""
         flags = torch.cat([flags for _, flags in stepped])                                 # [inputs, 3]
+        tokens = [group.search.tokens() if any(r.streamer is not None for r in group.members) else None
+                  for group in self.groups]                                                 # [R] each, or None
         ready = None
         if flags.device.type == "cuda":
             flags, ready = flags.to("cpu", non_blocking=True), torch.cuda.Event()
+            tokens = [t if t is None else t.to("cpu", non_blocking=True) for t in tokens]
             ready.record()
-        return Launched([(group, list(group.requests), parents) for group, (parents, _) in zip(self.groups, stepped)],
-                        flags, ready)
+        return Launched([(group, list(group.requests), parents, rows)
+                         for group, (parents, _), rows in zip(self.groups, stepped, tokens)], flags, ready)
 
     def _settle(self, step: Launched) -> None:
         """Read a launched step's flags (one host read): its finished requests get their outputs and leave; eager
@@ -459,7 +470,7 @@ class Engine:
         flags = iter(step.flags.tolist())
         finished = {}                                   # request -> its output (None: cancelled meanwhile)
         failed = {}                                     # request -> the error of its failed draw
-        for group, requests, parents in step.groups:
+        for group, requests, parents, tokens in step.groups:
             n = group.search.rows_per_input
             for b, request in enumerate(requests):
                 alive, moved, fault = next(flags)
@@ -468,7 +479,14 @@ class Engine:
                 self.generated_tokens += request.rows
                 if fault:
                     failed[id(request)] = no_valid_probabilities(fault)
-                elif not alive:
+                    continue
+                try:
+                    if tokens is not None:
+                        request.stream(tokens[b * n:(b + 1) * n])
+                except Exception as e:   # noqa: BLE001 - the request's streamer failing fails that request alone
+                    failed[id(request)] = e
+                    continue
+                if not alive:
                     finished[id(request)] = None if request.future.cancelled() \
                         else result(request.config, group.search, [b])
                 elif moved:
@@ -609,10 +627,13 @@ def check_engine_settings(generate_kwargs: dict) -> dict:
     -> the settings without those given as generate takes "not given" (None; an empty logits_processor list)."""
     generate_kwargs = {k: v for k, v in generate_kwargs.items()
                        if not (k in NOT_TAKEN and (v is None or (isinstance(v, list) and not v)))}
-    own = sorted({"logits_processor", "prefix_allowed_tokens_fn", "streamer"} & set(generate_kwargs))
+    own = sorted({"logits_processor", "prefix_allowed_tokens_fn"} & set(generate_kwargs))
     if own:
         raise ValueError(f"{', '.join(own)}: Python run on every step of one request is for generate(); the "
                          "engine steps its requests together on the device")
+    if "streamer" in generate_kwargs:                   # submit takes it by name: only the defaults get here
+        raise ValueError("streamer: a streamer is one request's, not a default of the engine; pass it to "
+                         "submit(input_ids, streamer=...) for each request that streams")
     if "tokenizer" in generate_kwargs:
         raise ValueError("tokenizer: the engine's is given once, as Engine(model, tokenizer=tokenizer) (the "
                          "pipeline's pipe.engine() passes its own); stop_strings read the tokens with it")
