@@ -344,3 +344,23 @@ def test_text_iterator_streamer_reads_an_engine_request(fixtures_dir, pair):
         pieces = list(streamer)
         assert "".join(pieces) == tok.decode(request.result(60)[0], skip_special_tokens=True) and len(pieces) > 2
         assert all(r.result(60).shape[0] == 1 for r in others)
+
+
+def test_async_text_iterator_streamer_reads_an_engine_request(fixtures_dir, pair):
+    """An asyncio server's use: engine.generate_async(..., streamer=AsyncTextIteratorStreamer(...)) awaited beside
+    `async for` over the streamer; the pieces join to the request's text."""
+    import asyncio
+
+    from seq2seq_kit import AsyncTextIteratorStreamer
+    _, ours = pair("tiny-eos")
+    _, tok = both_tokenizers(fixtures_dir, "bart")
+
+    async def serve(engine):
+        streamer = AsyncTextIteratorStreamer(tok, skip_prompt=True, timeout=60, skip_special_tokens=True)
+        answer = asyncio.ensure_future(engine.generate_async([9, 10, 11, 12], max_new_tokens=30, streamer=streamer))
+        pieces = [piece async for piece in streamer]
+        return pieces, await answer
+
+    with Engine(ours, max_rows=4) as engine:
+        pieces, out = asyncio.run(serve(engine))
+    assert "".join(pieces) == tok.decode(out[0], skip_special_tokens=True) and len(pieces) > 2
