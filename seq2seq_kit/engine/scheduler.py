@@ -28,6 +28,9 @@ A finished or cancelled request leaves at once; its rows and cache are free for 
 A request's decoder prompt (submit(ids, decoder_input_ids=...)) is fed, its tokens but the last, to that request's
 own cache when it is admitted, before it joins (generate's prefill, so a request alone is bit for bit generate's);
 requests share a search only with prompts of one length (group_key), which its scores and processors count.
+A request's streamer (submit(ids, streamer=...)) gets generate's calls from this thread: its first tokens as it
+joins, then each step's tokens as that step's flags are read (they travel to the host with them), and end() once
+the request is settled, however it ends.
 
 Where the running rows live is the batch strategy's (engine/batch.py): EagerBatch, a KV cache per request (the
 default on the CPU), or FixedCapacity, slots of one fixed-shape store whose step replays from CUDA graphs (the
