@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import threading
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -591,6 +592,89 @@ class Tokenizer:
             raise ValueError(f"truncation={strategy!r} cannot fit max_length={max_length}: {where} {problem}; "
                              "pass truncation='longest_first' or a larger max_length")
 
+    # ---- padding pre-tokenized inputs ----
+    def pad(self, encoded_inputs, padding: bool | str = True, max_length: int | None = None,
+            pad_to_multiple_of: int | None = None, padding_side: str | None = None,
+            return_attention_mask: bool | None = None, return_tensors: str | None = None,
+            verbose: bool = True) -> BatchEncoding:
+        """Pads inputs tokenized earlier (unpadded, e.g. by datasets.map), as transformers' `tokenizer.pad` (what
+        DataCollatorWithPadding calls): a dict of rows (a BatchEncoding; lists, tensors or arrays), a list of
+        examples' dicts, or one example's dict of flat lists. padding: True / 'longest' pads to the longest row,
+        'max_length' to max_length (default model_max_length), False not at all; pad_to_multiple_of rounds that
+        length up; longer rows stay as they are (pad does not truncate). On padding_side (default the tokenizer's),
+        input_ids get pad_token_id, attention_mask 0 (made of 1s where absent, unless return_attention_mask=False),
+        token_type_ids 0 and special_tokens_mask 1; other keys ("labels", "label") are returned as given.
+        return_tensors "pt" / "np" (default: "pt" or "np" where the input_ids are tensors or arrays) makes every key
+        a tensor: [batch, length] int64 rows, [length] for one example. The result has no `encodings`, as in
+        transformers. Unlike transformers', it never changes encoded_inputs, and it pads an attention_mask given
+        with return_attention_mask=False (transformers leaves it unpadded, out of step with input_ids)."""
+        if isinstance(encoded_inputs, (list, tuple)) and encoded_inputs and \
+                all(isinstance(e, Mapping) for e in encoded_inputs):      # one dict per example: a dict of rows
+            for i, example in enumerate(encoded_inputs):
+                missing = [k for k in encoded_inputs[0] if k not in example]
+                if missing:
+                    raise KeyError(f"example {i} has no {missing[0]!r}, which example 0 has: give every example "
+                                   "the same keys")
+            encoded_inputs = {k: [e[k] for e in encoded_inputs] for k in encoded_inputs[0]}
+        if not isinstance(encoded_inputs, Mapping):
+            found = (f"a {type(encoded_inputs).__name__}" if not isinstance(encoded_inputs, (list, tuple)) else
+                     f"a list of {type(encoded_inputs[0]).__name__}" if encoded_inputs else "an empty list")
+            raise ValueError(f"pad takes the tokenizer's output: a dict (or BatchEncoding) with input_ids, or a "
+                             f"non-empty list of such dicts, one per example; got {found}")
+        if "input_ids" not in encoded_inputs:
+            raise ValueError(f"nothing to pad: encoded_inputs has no input_ids (its keys: {list(encoded_inputs)}); "
+                             "pass the tokenizer's output, or dicts with input_ids")
+        ids = encoded_inputs["input_ids"]
+        if ids is None or len(ids) == 0:       # nothing to pad: returned as given, as transformers returns it
+            return BatchEncoding({**encoded_inputs, **({"attention_mask": []} if return_attention_mask else {})})
+        for kind, tensor in (("pt", torch.Tensor), ("np", np.ndarray)):
+            if return_tensors is None and (isinstance(ids, tensor) or isinstance(ids[0], tensor)):
+                return_tensors = kind
+        if return_tensors not in (None, "pt", "np"):
+            raise ValueError(f"return_tensors={return_tensors!r} is not supported: pass None (lists), 'pt' (torch) "
+                             "or 'np' (numpy)")
+        side = self.padding_side if padding_side is None else padding_side
+        if side not in ("right", "left"):
+            raise ValueError(f"padding_side={side!r} is not supported: pass 'right' or 'left'")
+        if pad_to_multiple_of is not None and (type(pad_to_multiple_of) is not int or pad_to_multiple_of < 1):
+            raise ValueError(f"pad_to_multiple_of={pad_to_multiple_of!r} is not a length: pass an int >= 1, or None")
+        if padding == "longest" or (padding is True and not verbose):
+            max_length = None   # unused; transformers warns that it is ignored beside padding=True where verbose
+        padding, _, max_length = self.strategies(padding, None, max_length)
+
+        listed = {}
+        for key, value in encoded_inputs.items():     # tensors and arrays as lists, whole or row by row
+            value = value.tolist() if isinstance(value, (torch.Tensor, np.ndarray)) else value
+            listed[key] = ([r.tolist() if isinstance(r, (torch.Tensor, np.ndarray)) else r for r in value]
+                           if isinstance(value, (list, tuple)) else value)
+        batched = isinstance(listed["input_ids"][0], (list, tuple))
+        columns = listed if batched else {k: [v] for k, v in listed.items()}    # key -> one value per row
+        rows = columns["input_ids"]
+        for key, values in columns.items():
+            if len(values) != len(rows):
+                raise ValueError(f"input_ids has {len(rows)} rows but {key} {len(values)}: pass one per example")
+        for row in rows:
+            if not all(isinstance(i, int) for i in row):
+                raise ValueError(f"input_ids must be token ids (int), got a row {row!r:.80}")
+        if return_attention_mask is not False and "attention_mask" not in columns:
+            columns["attention_mask"] = [[1] * len(row) for row in rows]
+        width = max(map(len, rows)) if padding == "longest" else max_length if padding == "max_length" else None
+        if width is not None and pad_to_multiple_of:
+            width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+        gaps = [0 if width is None else max(width - len(row), 0) for row in rows]
+        fills = {"input_ids": self.pad_token_id, "attention_mask": 0, "token_type_ids": 0, "special_tokens_mask": 1}
+        for key in [k for k in columns if k in fills]:
+            for i, (values, row) in enumerate(zip(columns[key], rows)):
+                if len(values) != len(row):
+                    raise ValueError(f"row {i} has {len(row)} input_ids but {len(values)} {key}: pass one per token")
+            columns[key] = [[fills[key]] * gap + list(values) if side == "left" else list(values) + [fills[key]] * gap
+                            for values, gap in zip(columns[key], gaps)]
+        if not batched:
+            columns = {k: v[0] for k, v in columns.items()}
+        if return_tensors is not None:
+            columns = {k: _tensor(v, return_tensors, k) for k, v in columns.items()}
+        return BatchEncoding(columns)
+
     # ---- decoding ----
     def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None):
         """Text of ids (int, list, tensor or array; a 2-D input gives a list of texts, as in transformers).
@@ -932,3 +1016,18 @@ def _stack(rows: list[list[int]], kind: str):
         raise ValueError(f"cannot stack sequences of {lengths[0]} to {lengths[-1]} tokens into one tensor: pass "
                          "padding=True (and truncation=True for texts longer than max_length)")
     return torch.tensor(rows, dtype=torch.long) if kind == "pt" else np.array(rows, dtype=np.int64)
+
+
+def _tensor(value, kind: str, key: str):
+    """A value of pad's result (an example's list or scalar, or one per row) as a torch tensor ("pt") or numpy
+    array ("np") of the dtype torch / numpy infer (int64 for ids; int64 where empty, as transformers)."""
+    lengths = sorted({len(v) for v in value if isinstance(v, (list, tuple))}) if isinstance(value, list) else []
+    if len(lengths) > 1:
+        raise ValueError(f"cannot make one tensor of {key!r}: its rows have {lengths[0]} to {lengths[-1]} values. "
+                         "pad pads input_ids, attention_mask, token_type_ids and special_tokens_mask (padding=True: "
+                         "to the longest row) and returns other keys as given: pad those beforehand "
+                         "(DataCollatorForSeq2Seq pads labels with -100) or leave them out")
+    empty = isinstance(value, list) and all(v == [] for v in value)
+    if kind == "pt":
+        return torch.tensor(value, dtype=torch.int64 if empty else None)
+    return np.asarray(value, dtype=np.int64 if empty else None)

@@ -57,7 +57,7 @@ PIPELINE = ['pipe_kor = pipeline("summarization"', "pipe(texts, batch_size=1, nu
             "request = engine.submit(rows[0], decoder_input_ids=prefix",
             "from seq2seq_kit import TextIteratorStreamer"]
 AUTO = ['AutoModelForSeq2SeqLM.from_pretrained("sshleifer/distilbart-cnn-12-6", dtype="bfloat16")']
-DOCTEST = ['>>> tok = Tokenizer.from_pretrained("tests/fixtures/kobart-tokenizer")']
+DOCTEST = ['>>> tok.tokenize("혼자 공부하는 머신러닝 딥러닝")', ">>> batch = tok.pad(rows"]
 MARIAN_ALIGN = ['mt = AutoModelForSeq2SeqLM.from_pretrained("Helsinki-NLP/opus-mt-en-de")',
                 'ref = tok(text_target=["Die Katze']
 FAMILIES = ['tok = AutoTokenizer.from_pretrained("facebook/nllb-200-distilled-600M"']
@@ -233,13 +233,14 @@ def test_auto_model_example(hub):
     assert "torch.bfloat16" in block(AUTO[0]) and "'bfloat16'" in block(AUTO[0])
 
 
-def test_tokenizer_doctest(monkeypatch):
-    """The KoBART tokenizer session, output for output (the fixture's real tokenizer)."""
+@pytest.mark.parametrize("name, examples", list(zip(DOCTEST, (7, 5))))
+def test_tokenizer_doctest(monkeypatch, name, examples):
+    """The KoBART tokenizer sessions (its maps; pad), output for output (the fixture's real tokenizer)."""
     monkeypatch.chdir(REPO_ROOT)
-    test = doctest.DocTestParser().get_doctest(block(DOCTEST[0]), {"Tokenizer": __import__("seq2seq_kit").Tokenizer},
+    test = doctest.DocTestParser().get_doctest(block(name), {"Tokenizer": __import__("seq2seq_kit").Tokenizer},
                                                "README", "README.md", 0)
     result = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS).run(test)
-    assert result.failed == 0 and result.attempted == 7
+    assert result.failed == 0 and result.attempted == examples
 
 
 @needs_sentencepiece
