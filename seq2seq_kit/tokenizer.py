@@ -608,22 +608,7 @@ class Tokenizer:
         a tensor: [batch, length] int64 rows, [length] for one example. The result has no `encodings`, as in
         transformers. Unlike transformers', it never changes encoded_inputs, and it pads an attention_mask given
         with return_attention_mask=False (transformers leaves it unpadded, out of step with input_ids)."""
-        if isinstance(encoded_inputs, (list, tuple)) and encoded_inputs and \
-                all(isinstance(e, Mapping) for e in encoded_inputs):      # one dict per example: a dict of rows
-            for i, example in enumerate(encoded_inputs):
-                missing = [k for k in encoded_inputs[0] if k not in example]
-                if missing:
-                    raise KeyError(f"example {i} has no {missing[0]!r}, which example 0 has: give every example "
-                                   "the same keys")
-            encoded_inputs = {k: [e[k] for e in encoded_inputs] for k in encoded_inputs[0]}
-        if not isinstance(encoded_inputs, Mapping):
-            found = (f"a {type(encoded_inputs).__name__}" if not isinstance(encoded_inputs, (list, tuple)) else
-                     f"a list of {type(encoded_inputs[0]).__name__}" if encoded_inputs else "an empty list")
-            raise ValueError(f"pad takes the tokenizer's output: a dict (or BatchEncoding) with input_ids, or a "
-                             f"non-empty list of such dicts, one per example; got {found}")
-        if "input_ids" not in encoded_inputs:
-            raise ValueError(f"nothing to pad: encoded_inputs has no input_ids (its keys: {list(encoded_inputs)}); "
-                             "pass the tokenizer's output, or dicts with input_ids")
+        encoded_inputs = _rows_by_key(encoded_inputs)
         ids = encoded_inputs["input_ids"]
         if ids is None or len(ids) == 0:       # nothing to pad: returned as given, as transformers returns it
             return BatchEncoding({**encoded_inputs, **({"attention_mask": []} if return_attention_mask else {})})
@@ -642,20 +627,8 @@ class Tokenizer:
             max_length = None   # unused; transformers warns that it is ignored beside padding=True where verbose
         padding, _, max_length = self.strategies(padding, None, max_length)
 
-        listed = {}
-        for key, value in encoded_inputs.items():     # tensors and arrays as lists, whole or row by row
-            value = value.tolist() if isinstance(value, (torch.Tensor, np.ndarray)) else value
-            listed[key] = ([r.tolist() if isinstance(r, (torch.Tensor, np.ndarray)) else r for r in value]
-                           if isinstance(value, (list, tuple)) else value)
-        batched = isinstance(listed["input_ids"][0], (list, tuple))
-        columns = listed if batched else {k: [v] for k, v in listed.items()}    # key -> one value per row
+        columns, batched = _columns(encoded_inputs)                   # key -> one list (or value) per row
         rows = columns["input_ids"]
-        for key, values in columns.items():
-            if len(values) != len(rows):
-                raise ValueError(f"input_ids has {len(rows)} rows but {key} {len(values)}: pass one per example")
-        for row in rows:
-            if not all(isinstance(i, int) for i in row):
-                raise ValueError(f"input_ids must be token ids (int), got a row {row!r:.80}")
         if return_attention_mask is not False and "attention_mask" not in columns:
             columns["attention_mask"] = [[1] * len(row) for row in rows]
         width = max(map(len, rows)) if padding == "longest" else max_length if padding == "max_length" else None
@@ -664,10 +637,7 @@ class Tokenizer:
         gaps = [0 if width is None else max(width - len(row), 0) for row in rows]
         fills = {"input_ids": self.pad_token_id, "attention_mask": 0, "token_type_ids": 0, "special_tokens_mask": 1}
         for key in [k for k in columns if k in fills]:
-            for i, (values, row) in enumerate(zip(columns[key], rows)):
-                if len(values) != len(row):
-                    raise ValueError(f"row {i} has {len(row)} input_ids but {len(values)} {key}: pass one per token")
-            columns[key] = [[fills[key]] * gap + list(values) if side == "left" else list(values) + [fills[key]] * gap
+            columns[key] = [[fills[key]] * gap + values if side == "left" else values + [fills[key]] * gap
                             for values, gap in zip(columns[key], gaps)]
         if not batched:
             columns = {k: v[0] for k, v in columns.items()}
@@ -1016,6 +986,56 @@ def _stack(rows: list[list[int]], kind: str):
         raise ValueError(f"cannot stack sequences of {lengths[0]} to {lengths[-1]} tokens into one tensor: pass "
                          "padding=True (and truncation=True for texts longer than max_length)")
     return torch.tensor(rows, dtype=torch.long) if kind == "pt" else np.array(rows, dtype=np.int64)
+
+
+def _rows_by_key(encoded_inputs) -> Mapping:
+    """pad's input as one mapping with input_ids: a dict (or BatchEncoding) as it is, a list of examples' dicts
+    as {key: [one value per example]}."""
+    if isinstance(encoded_inputs, (list, tuple)) and encoded_inputs and \
+            all(isinstance(e, Mapping) for e in encoded_inputs):          # one dict per example
+        for i, example in enumerate(encoded_inputs):
+            missing = [k for k in encoded_inputs[0] if k not in example]
+            if missing:
+                raise KeyError(f"example {i} has no {missing[0]!r}, which example 0 has: give every example the "
+                               "same keys")
+        encoded_inputs = {k: [e[k] for e in encoded_inputs] for k in encoded_inputs[0]}
+    if not isinstance(encoded_inputs, Mapping):
+        found = (f"a {type(encoded_inputs).__name__}" if not isinstance(encoded_inputs, (list, tuple)) else
+                 f"a list of {type(encoded_inputs[0]).__name__}" if encoded_inputs else "an empty list")
+        raise ValueError(f"pad takes the tokenizer's output: a dict (or BatchEncoding) with input_ids, or a "
+                         f"non-empty list of such dicts, one per example; got {found}")
+    if "input_ids" not in encoded_inputs:
+        raise ValueError(f"nothing to pad: encoded_inputs has no input_ids (its keys: {list(encoded_inputs)}); "
+                         "pass the tokenizer's output, or dicts with input_ids")
+    return encoded_inputs
+
+
+_PADDED = ("input_ids", "attention_mask", "token_type_ids", "special_tokens_mask")   # what pad pads, per token
+
+
+def _columns(encoded_inputs: Mapping) -> tuple[dict, bool]:
+    """pad's rows as new lists: ({key: [one value per row]}, whether the input held rows rather than one
+    example's flat lists); tensors and arrays as lists; rows checked against input_ids."""
+    listed = {}
+    for key, value in encoded_inputs.items():         # tensors and arrays as lists, whole or row by row
+        value = value.tolist() if isinstance(value, (torch.Tensor, np.ndarray)) else value
+        listed[key] = ([r.tolist() if isinstance(r, (torch.Tensor, np.ndarray)) else r for r in value]
+                       if isinstance(value, (list, tuple)) else value)
+    batched = isinstance(listed["input_ids"][0], (list, tuple))
+    columns = listed if batched else {k: [v] for k, v in listed.items()}
+    rows = columns["input_ids"]
+    for key, values in columns.items():
+        if len(values) != len(rows):
+            raise ValueError(f"input_ids has {len(rows)} rows but {key} {len(values)}: pass one per example")
+    for row in rows:
+        if not all(isinstance(i, int) for i in row):
+            raise ValueError(f"input_ids must be token ids (int), got a row {row!r:.80}")
+    for key in [k for k in columns if k in _PADDED]:
+        for i, (values, row) in enumerate(zip(columns[key], rows)):
+            if len(values) != len(row):
+                raise ValueError(f"row {i} has {len(row)} input_ids but {len(values)} {key}: pass one per token")
+        columns[key] = [list(values) for values in columns[key]]
+    return columns, batched
 
 
 def _tensor(value, kind: str, key: str):
