@@ -3,13 +3,18 @@
     python benchmarks/make_checkpoints.py            # builds what is missing under benchmarks/.cache/
     python benchmarks/make_checkpoints.py --force    # rebuilds
 
-Three shapes: the two the notebook runs, and CTranslate2's own published translation benchmark model:
+Four shapes: the two the notebook runs, CTranslate2's own published translation benchmark model, and NLLB's:
   distilbart  sshleifer/distilbart-cnn-12-6: d_model 1024, 12 encoder / 6 decoder layers, 16 heads,
               ffn 4096, vocab 50264; its config.json carries the notebook's generation settings.
   kobart      EbanLee/kobart-summary-v3: d_model 768, 6 + 6 layers, 16 heads, ffn 3072, vocab 30000.
               The real checkpoint leaves generation at the library defaults (greedy, max_length 20),
               useless for timing, so this one gets distilbart's summarization settings in
               generation_config.json.
+  nllb-600m   facebook/nllb-200-distilled-600M (M2M100): d_model 1024, 12 + 12 layers, 16 heads, ffn 4096,
+              vocab 256206 (an LM head of 1 GB in float32), translating into German (deu_Latn forced first, as
+              the pipeline forces tgt_lang), beam 4, max_length 128. Its tokenizer: an NLLB tokenizer.json made by
+              transformers from a BPE SentencePiece model trained on the benchmark's English texts (ids below
+              ~4300; the rest of the vocabulary only ever comes out of the random LM head).
   opus-mt-en-de  Helsinki-NLP/opus-mt-en-de (Marian base): d_model 512, 6 + 6 layers, 8 heads, ffn 2048,
               vocab 58101, sinusoidal positions, beam 4 (its config.json's settings). Its tokenizer is
               SentencePiece, which no fixture ships: a unigram model is trained here on the benchmark's English
@@ -104,7 +109,24 @@ MODELS["opus-mt-en-de"] = dict(
     generation_config=None,
     seed=2,
 )
-ARCHITECTURES = {"bart": ("BartConfig", "BartForConditionalGeneration"), "marian": ("MarianConfig", "MarianMTModel")}
+MODELS["nllb-600m"] = dict(
+    tokenizer="nllb-spm",
+    architecture="m2m_100",
+    config=dict(   # facebook/nllb-200-distilled-600M's shape: pre-LN, sinusoidal positions, 256206 tokens
+        vocab_size=256206, d_model=1024, encoder_layers=12, decoder_layers=12,
+        encoder_attention_heads=16, decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096,
+        max_position_embeddings=1024, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
+        activation_function="relu", scale_embedding=True,
+    ),
+    config_json_extra=dict(tokenizer_class="NllbTokenizer"),
+    # a translation into German as the pipeline runs it (tgt_lang forced first), beam 4 as its model card's
+    # examples; max_length 128, not its 200: random weights never end. forced_bos_token_id: set by build (deu_Latn)
+    generation_config=dict(decoder_start_token_id=2, bos_token_id=0, eos_token_id=2, pad_token_id=1,
+                           num_beams=4, max_length=128),
+    seed=3,
+)
+ARCHITECTURES = {"bart": ("BartConfig", "BartForConditionalGeneration"), "marian": ("MarianConfig", "MarianMTModel"),
+                 "m2m_100": ("M2M100Config", "M2M100ForConditionalGeneration")}
 
 STD_ATTENTION = 0.01
 STD_FFN = 0.05
@@ -155,6 +177,27 @@ def marian_tokenizer(out: Path, vocab_size: int) -> None:
                                                            "model_max_length": 512}))
 
 
+def nllb_tokenizer(out: Path) -> int:
+    """An NLLB tokenizer as facebook/nllb-200-* ship it (tokenizer.json, the 202 language codes as added tokens),
+    from a BPE SentencePiece model trained on the benchmark's English texts; returns deu_Latn's id."""
+    import io
+    import tempfile
+
+    import sentencepiece as spm
+    from texts import ENGLISH
+    from transformers import NllbTokenizer
+    from transformers.models.nllb.tokenization_nllb import FAIRSEQ_LANGUAGE_CODES
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(ENGLISH), model_writer=buf, vocab_size=4000,
+                                   model_type="bpe", hard_vocab_limit=False, minloglevel=2)
+    with tempfile.TemporaryDirectory() as spm_dir:
+        (Path(spm_dir) / "sentencepiece.bpe.model").write_bytes(buf.getvalue())
+        tok = NllbTokenizer.from_pretrained(spm_dir, additional_special_tokens=FAIRSEQ_LANGUAGE_CODES)
+    tok.save_pretrained(out)
+    return tok.convert_tokens_to_ids("deu_Latn")
+
+
 def build(name: str, out: Path) -> Path:
     """Make model `name` with transformers, save it with tokenizer files and extra keys to `out`."""
     import transformers
@@ -182,8 +225,12 @@ def build(name: str, out: Path) -> Path:
         gen_path.write_text(json.dumps(spec["generation_config"], indent=2))
     if spec["tokenizer"] == "marian-spm":
         marian_tokenizer(tmp, spec["config"]["vocab_size"])
-    for f in (FIXTURES / spec["tokenizer"]).iterdir() if spec["tokenizer"] != "marian-spm" else ():
-        shutil.copy(f, tmp / f.name)
+    elif spec["tokenizer"] == "nllb-spm":
+        generation = json.loads(gen_path.read_text())
+        gen_path.write_text(json.dumps({**generation, "forced_bos_token_id": nllb_tokenizer(tmp)}, indent=2))
+    else:
+        for f in (FIXTURES / spec["tokenizer"]).iterdir():
+            shutil.copy(f, tmp / f.name)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)  # complete or absent: an interrupted build leaves no half checkpoint
     return out
