@@ -110,6 +110,48 @@ def test_unfeasible_min_lengths_warn_as_transformers(pair, kwargs):
     assert unfeasible_warnings(ours.generate, ids, mask, decoder_input_ids=prompt, **kwargs) == want
 
 
+def length_warnings(generate, *args, **kwargs) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        generate(*args, **kwargs)
+    return [str(w.message) for w in caught if "model-agnostic default `max_length`" in str(w.message)]
+
+
+@pytest.mark.parametrize("kwargs", [{}, dict(decoder_input_ids="prompt"), dict(max_new_tokens=3), dict(max_length=6),
+                                    dict(generation_config="max_length 6"), dict(generation_config="max_new_tokens 3"),
+                                    dict(min_new_tokens=2)], ids=str)
+def test_the_default_max_length_warns_as_transformers(pair, kwargs):
+    """No max_length set anywhere (the call, generation_config=, the checkpoint's, which tiny leaves unset) and no
+    max_new_tokens: transformers warns that the model-agnostic default cuts the output (=21 or 20 + the prompt);
+    the same warning, word for word, and none where a length is set. The engine's submit warns the same way."""
+    from seq2seq_kit import Engine
+    from seq2seq_kit import GenerationConfig as OurConfig
+    from transformers import GenerationConfig as TheirConfig
+
+    hf, ours = pair("tiny")
+    assert ours.generation_config.max_length is None
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
+
+    def given(config_class):
+        out = dict(kwargs)
+        if out.get("decoder_input_ids") == "prompt":
+            out["decoder_input_ids"] = prompts(2, ids.shape[0])["no-start"][:, :2]
+        if "generation_config" in out:
+            name, value = out["generation_config"].split()
+            out["generation_config"] = config_class(**{name: int(value)})
+        return out
+
+    want = length_warnings(hf.generate, ids, attention_mask=mask, **given(TheirConfig))
+    assert len(want) == (len(kwargs) == 0 or "decoder_input_ids" in kwargs or "min_new_tokens" in kwargs)
+    assert length_warnings(ours.generate, ids, mask, **given(OurConfig)) == want
+    if "generation_config" not in kwargs and "decoder_input_ids" not in kwargs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")              # defaults checked at construction: no request's length yet
+            engine = Engine(ours, max_rows=4, defaults=dict(num_beams=2))
+        with engine:
+            assert length_warnings(lambda: engine.submit(ids[0][mask[0].bool()], **kwargs).result(30)) == want[:1]
+
+
 @pytest.mark.parametrize("mode", ["greedy", "beam"])
 @pytest.mark.parametrize("prompt", [[[7], [8], [9]], [[2, 7], [2, 8], [2, 9]]], ids=["one+start", "start+one"])
 def test_a_two_token_prompt_matches_transformers(pair, mode, prompt):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass, fields, is_dataclass, replace
 
 import torch
@@ -218,12 +219,25 @@ def prepare(model: Seq2SeqModel, input_ids, attention_mask, kwargs: dict, genera
     prompt = decoder_prompt.check(decoder_input_ids, decoder_attention_mask, input_ids.shape[0],
                                   model.config.decoder_vocab_size, model.device)
     cfg = settings(model, kwargs, prompt)
+    warn_default_max_length(model, kwargs, cfg)
     check_encoder_ids(cfg, input_ids, model.config.decoder_vocab_size)
     check_generator(generator, model.device)
     if prompt is not None:
         prompt = decoder_prompt.complete(prompt, cfg.decoder_start_token_id, model.config.pad_token_id,
                                          model.config.positions_skip_pads)
     return input_ids.long(), padding_mask, cfg, prompt
+
+
+def warn_default_max_length(model: Seq2SeqModel, kwargs: dict, cfg: GenerationConfig) -> None:
+    """transformers' warning where no length is set anywhere (the call, generation_config=, the checkpoint's
+    generation config) and no max_new_tokens: every output is cut at 20 new tokens, the library default (a
+    checkpoint that leaves generation at the defaults, as EbanLee/kobart-summary-v3 does)."""
+    given = (kwargs.get("max_length"), getattr(kwargs.get("generation_config"), "max_length", None),
+             model.generation_config.max_length)
+    if cfg.max_new_tokens is None and all(length is None for length in given):
+        warnings.warn(f"Using the model-agnostic default `max_length` (={cfg.max_length}) to control the generation "
+                      "length. We recommend setting `max_new_tokens` to control the maximum length of the generation.",
+                      UserWarning, stacklevel=4)
 
 
 def check_encoder_ids(cfg: GenerationConfig, input_ids: torch.Tensor, vocab_size: int) -> None:
