@@ -3,7 +3,8 @@
     python benchmarks/make_checkpoints.py            # builds what is missing under benchmarks/.cache/
     python benchmarks/make_checkpoints.py --force    # rebuilds
 
-Four shapes: the two the notebook runs, CTranslate2's own published translation benchmark model, and NLLB's:
+Five shapes: the two the notebook runs, CTranslate2's own published translation benchmark model, NLLB's and
+Pegasus':
   distilbart  sshleifer/distilbart-cnn-12-6: d_model 1024, 12 encoder / 6 decoder layers, 16 heads,
               ffn 4096, vocab 50264; its config.json carries the notebook's generation settings.
   kobart      EbanLee/kobart-summary-v3: d_model 768, 6 + 6 layers, 16 heads, ffn 3072, vocab 30000.
@@ -15,6 +16,10 @@ Four shapes: the two the notebook runs, CTranslate2's own published translation 
               the pipeline forces tgt_lang), beam 4, max_length 128. Its tokenizer: an NLLB tokenizer.json made by
               transformers from a BPE SentencePiece model trained on the benchmark's English texts (ids below
               ~4300; the rest of the vocabulary only ever comes out of the random LM head).
+  pegasus-cnn google/pegasus-cnn_dailymail: d_model 1024, 16 + 16 layers, 16 heads, ffn 4096, vocab 96103, its
+              generation settings (length penalty 0.8, min_length 32, max_length 128); its tokenizer: a Pegasus
+              tokenizer.json made by transformers from a unigram SentencePiece model trained on the benchmark's
+              English texts.
   opus-mt-en-de  Helsinki-NLP/opus-mt-en-de (Marian base): d_model 512, 6 + 6 layers, 8 heads, ffn 2048,
               vocab 58101, sinusoidal positions, beam 4 (its config.json's settings). Its tokenizer is
               SentencePiece, which no fixture ships: a unigram model is trained here on the benchmark's English
@@ -125,8 +130,28 @@ MODELS["nllb-600m"] = dict(
                            num_beams=4, max_length=128),
     seed=3,
 )
+MODELS["pegasus-cnn"] = dict(
+    tokenizer="pegasus-spm",
+    architecture="pegasus",
+    config=dict(   # google/pegasus-cnn_dailymail's shape: pre-LN, sinusoidal positions, 16 + 16 layers
+        vocab_size=96103, d_model=1024, encoder_layers=16, decoder_layers=16,
+        encoder_attention_heads=16, decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096,
+        max_position_embeddings=1024, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        forced_eos_token_id=1, activation_function="relu", scale_embedding=True,
+    ),
+    config_json_extra=dict(   # google/pegasus-cnn_dailymail's config.json keys that CTranslate2's converter reads
+        tokenizer_class="PegasusTokenizer", normalize_before=True, add_final_layer_norm=True,
+        normalize_embedding=False, static_position_embeddings=True, add_bias_logits=False,
+    ),
+    # its generation settings (length_penalty 0.8, min_length 32, max_length 128; the benchmark's modes set
+    # num_beams: its 8 is not among them)
+    generation_config=dict(decoder_start_token_id=0, eos_token_id=1, pad_token_id=0, forced_eos_token_id=1,
+                           num_beams=8, length_penalty=0.8, min_length=32, max_length=128),
+    seed=4,
+)
 ARCHITECTURES = {"bart": ("BartConfig", "BartForConditionalGeneration"), "marian": ("MarianConfig", "MarianMTModel"),
-                 "m2m_100": ("M2M100Config", "M2M100ForConditionalGeneration")}
+                 "m2m_100": ("M2M100Config", "M2M100ForConditionalGeneration"),
+                 "pegasus": ("PegasusConfig", "PegasusForConditionalGeneration")}
 
 STD_ATTENTION = 0.01
 STD_FFN = 0.05
@@ -198,6 +223,31 @@ def nllb_tokenizer(out: Path) -> int:
     return tok.convert_tokens_to_ids("deu_Latn")
 
 
+def pegasus_tokenizer(out: Path, vocab_size: int) -> None:
+    """A Pegasus tokenizer as transformers saves google/pegasus-* (tokenizer.json, its 103 reserved tokens first),
+    from a unigram SentencePiece model trained on the benchmark's English texts, filled up to the model's
+    vocabulary with pieces no text reaches (CTranslate2's Pegasus converter wants the vocabulary the model has)."""
+    import io
+    import tempfile
+
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2
+    from texts import ENGLISH
+    from transformers import PegasusTokenizer
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(ENGLISH), model_writer=buf, vocab_size=4000,
+                                   model_type="unigram", hard_vocab_limit=False, minloglevel=2, pad_id=0, eos_id=1,
+                                   unk_id=2, bos_id=-1)
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(buf.getvalue())
+    for i in range(len(proto.pieces), vocab_size - 103):          # PegasusTokenizer puts 103 tokens before them
+        proto.pieces.add(piece=f"\u2581<filler{i}>", score=-1e6)
+    with tempfile.TemporaryDirectory() as spm_dir:
+        (Path(spm_dir) / "spiece.model").write_bytes(proto.SerializeToString())
+        PegasusTokenizer.from_pretrained(spm_dir).save_pretrained(out)
+
+
 def build(name: str, out: Path) -> Path:
     """Make model `name` with transformers, save it with tokenizer files and extra keys to `out`."""
     import transformers
@@ -225,6 +275,8 @@ def build(name: str, out: Path) -> Path:
         gen_path.write_text(json.dumps(spec["generation_config"], indent=2))
     if spec["tokenizer"] == "marian-spm":
         marian_tokenizer(tmp, spec["config"]["vocab_size"])
+    elif spec["tokenizer"] == "pegasus-spm":
+        pegasus_tokenizer(tmp, spec["config"]["vocab_size"])
     elif spec["tokenizer"] == "nllb-spm":
         generation = json.loads(gen_path.read_text())
         gen_path.write_text(json.dumps({**generation, "forced_bos_token_id": nllb_tokenizer(tmp)}, indent=2))
