@@ -364,3 +364,13 @@ def test_async_text_iterator_streamer_reads_an_engine_request(fixtures_dir, pair
     with Engine(ours, max_rows=4) as engine:
         pieces, out = asyncio.run(serve(engine))
     assert "".join(pieces) == tok.decode(out[0], skip_special_tokens=True) and len(pieces) > 2
+
+
+def test_a_pipeline_call_streams_its_summary(checkpoint, capsys):
+    """pipe(text, streamer=TextStreamer(pipe.tokenizer, ...)) prints the summary the call returns, as it is made."""
+    from seq2seq_kit import TextStreamer, pipeline
+    pipe = pipeline("summarization", model=str(checkpoint("tiny")))
+    streamer = TextStreamer(pipe.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    out = pipe("The summit ended without a deal; talks go on next week.", num_beams=1, max_new_tokens=12,
+               streamer=streamer)
+    assert capsys.readouterr().out == out[0]["summary_text"] + "\n" and len(out[0]["summary_text"]) > 10
