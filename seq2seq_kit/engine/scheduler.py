@@ -54,8 +54,8 @@ from dataclasses import replace
 import torch
 
 from .. import cpu_threads
-from ..generation import (GenerationConfig, check_streamer, deadline, prepare, result, rows_setting, settings,
-                          start_search, stop_strings_of)
+from ..generation import (GenerationConfig, check_streamer, deadline, first_tokens, prepare, result, rows_setting,
+                          settings, start_search, stop_strings_of)
 from ..generation.draws import no_valid_probabilities
 from ..models.bart import BartNetwork
 from ..models.checks import check_positive_int
@@ -373,8 +373,8 @@ class Engine:
         search = start_search(request.config, request.input_ids, model.config.decoder_vocab_size, model.device,
                               request.generator, independent=True, prompt=request.prompt,
                               stop_strings=request.stop_strings)
-        if request.streamer is not None:                                # (greedy or sampling: check_streamer)
-            request.stream(search.seq[:, :search.prompt_len].cpu())   # its first tokens [R, P], as generate's
+        if request.streamer is not None:
+            request.stream(first_tokens(search))                      # its first tokens [R, P], as generate's
         self._join(request, search)
 
     def _join(self, request: Request, search) -> None:

@@ -2,12 +2,13 @@
 protocol.Seq2SeqModel. Imports nothing from seq2seq_kit.models."""
 
 from .config import GenerationConfig
-from .decoding import (GenerateOutput, check_streamer, deadline, generate, prepare, result, rows_per_input,
-                       rows_setting, settings, start_search, start_slots, stop_strings_of)
+from .decoding import (GenerateOutput, check_streamer, deadline, first_tokens, generate, prepare, result,
+                       rows_per_input, rows_setting, settings, start_search, start_slots, stop_strings_of)
 from .protocol import Seq2SeqModel
 from .streamers import AsyncTextIteratorStreamer, TextIteratorStreamer, TextStreamer
 from .transition_scores import compute_transition_scores
 
 __all__ = ["AsyncTextIteratorStreamer", "GenerationConfig", "GenerateOutput", "Seq2SeqModel", "TextIteratorStreamer",
-           "TextStreamer", "check_streamer", "compute_transition_scores", "deadline", "generate", "prepare", "result",
-           "rows_per_input", "rows_setting", "settings", "start_search", "start_slots", "stop_strings_of"]
+           "TextStreamer", "check_streamer", "compute_transition_scores", "deadline", "first_tokens", "generate",
+           "prepare", "result", "rows_per_input", "rows_setting", "settings", "start_search", "start_slots",
+           "stop_strings_of"]

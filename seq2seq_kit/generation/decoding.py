@@ -140,10 +140,16 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     return result(cfg, search, trace=trace)
 
 
-def stream_first_tokens(streamer, search: SampleSearch | BeamSearch) -> None:
-    """A streamer's first put (if any): the decoder's first tokens [R, P] (the start token, or the prompt)."""
+def stream_first_tokens(streamer, search: SampleSearch) -> None:
+    """A streamer's first put (if any): first_tokens(search)."""
     if streamer is not None:
-        streamer.put(search.seq[:, :search.prompt_len].cpu())
+        streamer.put(first_tokens(search))
+
+
+def first_tokens(search: SampleSearch) -> torch.Tensor:
+    """What a streamer gets first: the decoder's first tokens [R, P] on the CPU (the start token, or the prompt).
+    Streamers take greedy and sampling searches only (check_streamer)."""
+    return search.seq[:, :search.prompt_len].cpu()
 
 
 def decode_on_graphs(model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | None,
