@@ -635,7 +635,7 @@ class Tokenizer:
         if width is not None and pad_to_multiple_of:
             width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
         gaps = [0 if width is None else max(width - len(row), 0) for row in rows]
-        fills = {"input_ids": self.pad_token_id, "attention_mask": 0, "token_type_ids": 0, "special_tokens_mask": 1}
+        fills = {"input_ids": self.pad_token_id, **PAD_FILLS}
         for key in [k for k in columns if k in fills]:
             columns[key] = [[fills[key]] * gap + values if side == "left" else values + [fills[key]] * gap
                             for values, gap in zip(columns[key], gaps)]
@@ -1010,7 +1010,8 @@ def _rows_by_key(encoded_inputs) -> Mapping:
     return encoded_inputs
 
 
-_PADDED = ("input_ids", "attention_mask", "token_type_ids", "special_tokens_mask")   # what pad pads, per token
+# what pad pads besides input_ids (with the pad token id), one value per token, and with what
+PAD_FILLS = {"attention_mask": 0, "token_type_ids": 0, "special_tokens_mask": 1}
 
 
 def _columns(encoded_inputs: Mapping) -> tuple[dict, bool]:
@@ -1030,7 +1031,7 @@ def _columns(encoded_inputs: Mapping) -> tuple[dict, bool]:
     for row in rows:
         if not all(isinstance(i, int) for i in row):
             raise ValueError(f"input_ids must be token ids (int), got a row {row!r:.80}")
-    for key in [k for k in columns if k in _PADDED]:
+    for key in [k for k in columns if k == "input_ids" or k in PAD_FILLS]:
         for i, (values, row) in enumerate(zip(columns[key], rows)):
             if len(values) != len(row):
                 raise ValueError(f"row {i} has {len(row)} input_ids but {len(values)} {key}: pass one per token")
