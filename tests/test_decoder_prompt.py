@@ -90,11 +90,15 @@ def test_lengths_count_the_prompt(pair):
         assert torch.equal(mine, hf.generate(ids, attention_mask=mask, decoder_input_ids=prompt, **kwargs))
 
 
-def unfeasible_warnings(generate, *args, **kwargs) -> list[str]:
+def warnings_of(start: str, generate, *args, **kwargs) -> list[str]:
+    """The messages of the warnings generate(*args, **kwargs) gives that start with `start`, in order."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         generate(*args, **kwargs)
-    return [str(w.message) for w in caught if str(w.message).startswith("Unfeasible length constraints")]
+    return [str(w.message) for w in caught if str(w.message).startswith(start)]
+
+
+UNFEASIBLE, DEFAULT_LENGTH = "Unfeasible length constraints", "Using the model-agnostic default `max_length`"
 
 
 @pytest.mark.parametrize("kwargs", [dict(max_new_tokens=3, min_new_tokens=5), dict(max_length=6, min_new_tokens=5),
@@ -105,16 +109,9 @@ def test_unfeasible_min_lengths_warn_as_transformers(pair, kwargs):
     hf, ours = pair("tiny")
     ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id)
     prompt = prompts(2, ids.shape[0])["no-start"][:, :2]                   # + the start token: P = 3
-    want = unfeasible_warnings(hf.generate, ids, attention_mask=mask, decoder_input_ids=prompt, **kwargs)
+    want = warnings_of(UNFEASIBLE, hf.generate, ids, attention_mask=mask, decoder_input_ids=prompt, **kwargs)
     assert len(want) == (2 if "min_new_tokens" in kwargs else 1)
-    assert unfeasible_warnings(ours.generate, ids, mask, decoder_input_ids=prompt, **kwargs) == want
-
-
-def length_warnings(generate, *args, **kwargs) -> list[str]:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        generate(*args, **kwargs)
-    return [str(w.message) for w in caught if "model-agnostic default `max_length`" in str(w.message)]
+    assert warnings_of(UNFEASIBLE, ours.generate, ids, mask, decoder_input_ids=prompt, **kwargs) == want
 
 
 @pytest.mark.parametrize("kwargs", [{}, dict(decoder_input_ids="prompt"), dict(max_new_tokens=3), dict(max_length=6),
@@ -141,15 +138,16 @@ def test_the_default_max_length_warns_as_transformers(pair, kwargs):
             out["generation_config"] = config_class(**{name: int(value)})
         return out
 
-    want = length_warnings(hf.generate, ids, attention_mask=mask, **given(TheirConfig))
+    want = warnings_of(DEFAULT_LENGTH, hf.generate, ids, attention_mask=mask, **given(TheirConfig))
     assert len(want) == (len(kwargs) == 0 or "decoder_input_ids" in kwargs or "min_new_tokens" in kwargs)
-    assert length_warnings(ours.generate, ids, mask, **given(OurConfig)) == want
+    assert warnings_of(DEFAULT_LENGTH, ours.generate, ids, mask, **given(OurConfig)) == want
     if "generation_config" not in kwargs and "decoder_input_ids" not in kwargs:
         with warnings.catch_warnings():
             warnings.simplefilter("error")              # defaults checked at construction: no request's length yet
             engine = Engine(ours, max_rows=4, defaults=dict(num_beams=2))
         with engine:
-            assert length_warnings(lambda: engine.submit(ids[0][mask[0].bool()], **kwargs).result(30)) == want[:1]
+            submitted = warnings_of(DEFAULT_LENGTH, lambda: engine.submit(ids[0][mask[0].bool()], **kwargs).result(30))
+            assert submitted == want[:1]
 
 
 @pytest.mark.parametrize("mode", ["greedy", "beam"])
