@@ -178,9 +178,9 @@ def _init(model: torch.nn.Module, seed: int) -> None:
             p.copy_(std * torch.randn(p.shape, generator=gen))
 
 
-def marian_tokenizer(out: Path, vocab_size: int) -> None:
-    """source.spm / target.spm (a unigram model trained on the benchmark's English texts) and vocab.json:
-    </s> 0, <unk> 1, the pieces, filler tokens, <pad> last (vocab_size - 1), as opus-mt's files are laid out."""
+def trained_spm(model_type: str, **ids) -> bytes:
+    """A SentencePiece model ("unigram" or "bpe") trained on the benchmark's English texts; ids: its special pieces'
+    ids (pad_id=0, ...), where not SentencePiece's."""
     import io
 
     import sentencepiece as spm
@@ -188,10 +188,19 @@ def marian_tokenizer(out: Path, vocab_size: int) -> None:
 
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(sentence_iterator=iter(ENGLISH), model_writer=buf, vocab_size=4000,
-                                   model_type="unigram", hard_vocab_limit=False, minloglevel=2)
-    (out / "source.spm").write_bytes(buf.getvalue())
-    (out / "target.spm").write_bytes(buf.getvalue())
-    processor = spm.SentencePieceProcessor(model_proto=buf.getvalue())
+                                   model_type=model_type, hard_vocab_limit=False, minloglevel=2, **ids)
+    return buf.getvalue()
+
+
+def marian_tokenizer(out: Path, vocab_size: int) -> None:
+    """source.spm / target.spm (a unigram model trained on the benchmark's English texts) and vocab.json:
+    </s> 0, <unk> 1, the pieces, filler tokens, <pad> last (vocab_size - 1), as opus-mt's files are laid out."""
+    import sentencepiece as spm
+
+    model = trained_spm("unigram")
+    (out / "source.spm").write_bytes(model)
+    (out / "target.spm").write_bytes(model)
+    processor = spm.SentencePieceProcessor(model_proto=model)
     vocab = {"</s>": 0, "<unk>": 1}
     for i in range(processor.get_piece_size()):
         vocab.setdefault(processor.id_to_piece(i), len(vocab))
@@ -205,19 +214,13 @@ def marian_tokenizer(out: Path, vocab_size: int) -> None:
 def nllb_tokenizer(out: Path) -> int:
     """An NLLB tokenizer as facebook/nllb-200-* ship it (tokenizer.json, the 202 language codes as added tokens),
     from a BPE SentencePiece model trained on the benchmark's English texts; returns deu_Latn's id."""
-    import io
     import tempfile
 
-    import sentencepiece as spm
-    from texts import ENGLISH
     from transformers import NllbTokenizer
     from transformers.models.nllb.tokenization_nllb import FAIRSEQ_LANGUAGE_CODES
 
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(ENGLISH), model_writer=buf, vocab_size=4000,
-                                   model_type="bpe", hard_vocab_limit=False, minloglevel=2)
     with tempfile.TemporaryDirectory() as spm_dir:
-        (Path(spm_dir) / "sentencepiece.bpe.model").write_bytes(buf.getvalue())
+        (Path(spm_dir) / "sentencepiece.bpe.model").write_bytes(trained_spm("bpe"))
         tok = NllbTokenizer.from_pretrained(spm_dir, additional_special_tokens=FAIRSEQ_LANGUAGE_CODES)
     tok.save_pretrained(out)
     return tok.convert_tokens_to_ids("deu_Latn")
@@ -227,20 +230,13 @@ def pegasus_tokenizer(out: Path, vocab_size: int) -> None:
     """A Pegasus tokenizer as transformers saves google/pegasus-* (tokenizer.json, its 103 reserved tokens first),
     from a unigram SentencePiece model trained on the benchmark's English texts, filled up to the model's
     vocabulary with pieces no text reaches (CTranslate2's Pegasus converter wants the vocabulary the model has)."""
-    import io
     import tempfile
 
-    import sentencepiece as spm
     from sentencepiece import sentencepiece_model_pb2
-    from texts import ENGLISH
     from transformers import PegasusTokenizer
 
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(ENGLISH), model_writer=buf, vocab_size=4000,
-                                   model_type="unigram", hard_vocab_limit=False, minloglevel=2, pad_id=0, eos_id=1,
-                                   unk_id=2, bos_id=-1)
     proto = sentencepiece_model_pb2.ModelProto()
-    proto.ParseFromString(buf.getvalue())
+    proto.ParseFromString(trained_spm("unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1))
     for i in range(len(proto.pieces), vocab_size - 103):          # PegasusTokenizer puts 103 tokens before them
         proto.pieces.add(piece=f"\u2581<filler{i}>", score=-1e6)
     with tempfile.TemporaryDirectory() as spm_dir:
