@@ -171,6 +171,11 @@ def _add_summarize(sub, parents: list) -> None:
                         "max_length (default: the checkpoint's)")
     p.add_argument("--min-length", type=_non_negative,
                    help="minimum summary length in tokens, counted as --max-length (default: the checkpoint's)")
+    p.add_argument("--max-new-tokens", type=_positive,
+                   help="maximum summary length in generated tokens, the decoder start token not counted, as "
+                        "transformers' max_new_tokens (takes the place of --max-length)")
+    p.add_argument("--min-new-tokens", type=_non_negative,
+                   help="minimum summary length in generated tokens, as transformers' min_new_tokens")
     p.add_argument("--strategy", choices=("truncate", "map-reduce"), default="truncate",
                    help="a text longer than the model's input: truncate it (default), or summarize its chunks of "
                         "whole sentences and then their summaries (map-reduce)")
@@ -551,7 +556,7 @@ def _summarize(args) -> int:
                                    ("--input", args.input is not None)],
                             "TEXT, - (stdin), --file PATH or --input docs.jsonl")
     _check_truncation(args)
-    kwargs = _given(args, "num_beams", "max_length", "min_length")
+    kwargs = _given(args, "num_beams", "max_length", "min_length", "max_new_tokens", "min_new_tokens")
     kwargs["strategy"] = args.strategy.replace("-", "_")
     if args.input is not None:
         return _summarize_corpus(args, kwargs)
@@ -569,7 +574,8 @@ def _summarize(args) -> int:
         summary = pipe(text, truncation=args.truncation, **kwargs)[0]["summary_text"]
     except DocumentError as e:           # map-reduce: the library's advice names map_kwargs, which has no flag
         what = getattr(e.error, "what", None)
-        raise ValueError(str(e.error) if what is None else f"{what}; a smaller --max-length shortens the chunks' "
+        flag = "--max-new-tokens" if args.max_new_tokens is not None else "--max-length"
+        raise ValueError(str(e.error) if what is None else f"{what}; a smaller {flag} shortens the chunks' "
                          "summaries") from None
     print(json.dumps({"summary_text": summary}, ensure_ascii=False) if args.json else summary)
     return 0

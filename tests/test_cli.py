@@ -154,6 +154,17 @@ def test_summarize_min_length_and_checkpoint_defaults(capsys, checkpoint):
     assert code == 0 and out == pipe(TEXT)[0]["summary_text"] + "\n"
 
 
+def test_summarize_new_token_lengths(capsys, checkpoint):
+    """--max-new-tokens / --min-new-tokens are generate's max_new_tokens / min_new_tokens (the decoder start token not
+    counted): the summary is the pipeline's with them, and neither is the --max-length / --min-length one."""
+    path = checkpoint("tiny")
+    pipe = pipeline("summarization", model=str(path))
+    code, out, _ = run(capsys, "summarize", TEXT, "--model", path, "--min-new-tokens", "12", "--max-new-tokens", "14")
+    expected = pipe(TEXT, min_new_tokens=12, max_new_tokens=14)[0]["summary_text"]
+    assert code == 0 and out == expected + "\n"
+    assert expected != pipe(TEXT, min_length=12, max_length=14)[0]["summary_text"]
+
+
 def test_device_index_minus_one_is_the_cpu(capsys, checkpoint, tiny_summaries):
     """--device -1 is transformers' pipeline value for the CPU (an integer index, not a device name)."""
     path = checkpoint("tiny")

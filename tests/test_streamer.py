@@ -224,6 +224,18 @@ def test_text_streamer_takes_one_input(fixtures_dir, pair):
         ours.generate(ids, mask, max_new_tokens=4, streamer=TextStreamer(tok))
 
 
+def test_text_streamer_refuses_decode_keywords_at_once(fixtures_dir):
+    """A keyword our tokenizer's decode does not take (a typo, or a slow tokenizer's option) is refused where the
+    streamer is made, naming it, not as a TypeError from inside generate's first step; the ones it takes pass."""
+    from seq2seq_kit import TextIteratorStreamer, TextStreamer
+    _, tok = both_tokenizers(fixtures_dir, "bart")
+    for cls in (TextStreamer, TextIteratorStreamer):
+        with pytest.raises(TypeError, match=rf"{cls.__name__}: the tokenizer's decode refuses \['skip_special_token'\] "
+                                            r".*skip_special_tokens=True"):
+            cls(tok, skip_special_token=True)
+    TextStreamer(tok, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
 # --- The engine streams a request as generate streams it alone.
 
 def engine_jobs(vocab: int, seed: int) -> list[dict]:

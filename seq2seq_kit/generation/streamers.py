@@ -27,6 +27,11 @@ class TextStreamer:
     start tokens); decode_kwargs go to tokenizer.decode (e.g. skip_special_tokens=True)."""
 
     def __init__(self, tokenizer, skip_prompt: bool = False, **decode_kwargs):
+        try:                                  # a keyword decode refuses fails here, not at generate's first step
+            tokenizer.decode([], **decode_kwargs)
+        except TypeError as e:
+            raise TypeError(f"{type(self).__name__}: the tokenizer's decode refuses {sorted(decode_kwargs)} ({e}); "
+                            "pass only keywords its decode takes (e.g. skip_special_tokens=True)") from None
         self.tokenizer, self.skip_prompt, self.decode_kwargs = tokenizer, skip_prompt, decode_kwargs
         self.token_cache: list[int] = []      # the tokens whose text is not all printed
         self.print_len = 0                    # how much of their text is
