@@ -272,7 +272,6 @@ def test_unsupported_checkpoint_setting_is_refused():
     (dict(diversity_penalty=0.5), {}),                        # read by group beam search alone
     (dict(num_beam_groups=2), dict(num_beams=1)),             # greedy: no beam groups
     (dict(low_memory=True), dict(num_beams=1)),               # transformers refuses it in beam search only
-    (dict(prompt_lookup_num_tokens=3), {}),                   # assisted decoding: ignored in beam search
     (dict(penalty_alpha=0.6), dict(do_sample=True)),          # contrastive search is greedy's
     (dict(penalty_alpha=0.6), dict(num_beams=1, top_k=1)),    # ... with top_k > 1
     (dict(dola_layers="low", use_mtp=True, assistant_early_exit=2), {}),    # DoLa, assisted: greedy / sampling only
@@ -292,7 +291,6 @@ def test_a_transformers_only_setting_that_would_not_act_is_taken(setting, call):
 @pytest.mark.parametrize("setting, call", [
     (dict(penalty_alpha=0.6), dict(num_beams=1, top_k=2)),    # contrastive search
     (dict(dola_layers="low"), dict(num_beams=1)),
-    (dict(prompt_lookup_num_tokens=3), dict(num_beams=1, do_sample=True)),     # assisted decoding
     (dict(assistant_early_exit=2), dict(num_beams=1)),
     (dict(use_mtp=True), dict(num_beams=1)),
     (dict(token_healing=True), {}),

@@ -56,6 +56,7 @@ import torch
 from .. import cpu_threads
 from ..generation import (GenerationConfig, check_streamer, deadline, first_tokens, prepare, result, rows_setting,
                           settings, start_search, stop_strings_of)
+from ..generation import prompt_lookup
 from ..generation.draws import no_valid_probabilities
 from ..models.bart import BartNetwork
 from ..models.checks import check_positive_int
@@ -167,6 +168,7 @@ class Engine:
                                          as_prompt_row(decoder_attention_mask, "decoder_attention_mask"))
         stops = stop_strings_of(config, self.tokenizer, self.model.device, fix=TOKENIZER_FIX)
         check_no_traces(config)
+        check_no_prompt_lookup(config)
         check_streamer(streamer, config)
         if cuda_graph is not None and not isinstance(cuda_graph, bool):
             raise TypeError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")     # generate's check
@@ -623,6 +625,15 @@ def check_no_traces(config: GenerationConfig) -> None:
         raise ValueError(f"{' and '.join(asked)}: the engine does not return attentions or hidden states (it steps "
                          f"its requests together); pass {off} (the model's generation_config may set them), or "
                          "use generate(..., return_dict_in_generate=True), which returns them")
+
+
+def check_no_prompt_lookup(config: GenerationConfig) -> None:
+    """prompt_lookup_num_tokens (where it acts: one row per request) is refused by name: the engine's step feeds
+    one token per row to every request together; a pass checking one request's guesses is generate's."""
+    if prompt_lookup.runs(config):
+        raise ValueError("prompt_lookup_num_tokens: the engine steps one token per row, every request together (its "
+                         "rows batch instead); leave it out (the model's generation_config may set it: pass "
+                         "prompt_lookup_num_tokens=None), or use generate, which checks one input's guesses per pass")
 
 
 def check_engine_settings(generate_kwargs: dict) -> dict:

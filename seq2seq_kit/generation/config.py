@@ -36,6 +36,8 @@ class GenerationConfig:
     min_length: int | None = None
     min_new_tokens: int | None = None
     max_time: float | None = None                       # seconds of decoding, then the step running is the last
+    prompt_lookup_num_tokens: int | None = None         # greedy, one input: tokens guessed and checked per pass
+    max_matching_ngram_size: int | None = None          # the longest n-gram prompt lookup matches (None or 0: 2)
     stop_strings: str | list[str] | None = None         # a row ends once its text ends in one (needs the tokenizer)
     num_beams: int | None = None
     length_penalty: float | None = None
@@ -239,7 +241,7 @@ OUTPUT_FLAGS = ("output_attentions", "output_hidden_states", "output_scores", "o
 UNSUPPORTED = dict(
     guidance_scale=1.0, num_beam_groups=1, diversity_penalty=0.0, constraints=None, force_words_ids=None,
     penalty_alpha=None, dola_layers=None, token_healing=False, low_memory=False,
-    prompt_lookup_num_tokens=None, assistant_early_exit=None, watermarking_config=None, use_mtp=False,
+    assistant_early_exit=None, watermarking_config=None, use_mtp=False,
 )
 # Whether a set (not None) UNSUPPORTED setting acts, given the resolved settings c: as transformers 5.24's
 # GenerationConfig.get_generation_mode and generate read them (num_beams 1: greedy or sampling)
@@ -252,7 +254,6 @@ ACTS = dict(
     dola_layers=lambda v, c: c.num_beams == 1,
     token_healing=lambda v, c: bool(v),
     low_memory=lambda v, c: bool(v) and c.num_beams > 1,                    # transformers' beam search refuses it
-    prompt_lookup_num_tokens=lambda v, c: c.num_beams == 1,                 # assisted decoding (beams: ignored)
     assistant_early_exit=lambda v, c: c.num_beams == 1,
     use_mtp=lambda v, c: bool(v) and c.num_beams == 1,
     watermarking_config=lambda v, c: True,                                   # {}: the default watermark
@@ -537,6 +538,7 @@ def _validate(cfg: GenerationConfig, vocab_size: int, max_position_embeddings: i
                          f"{cfg.num_return_sequences}: use num_beams >= {cfg.num_return_sequences} or do_sample=True")
     if cfg.early_stopping not in (True, False, "never"):
         raise ValueError(f"`early_stopping` must be True, False or 'never', got {cfg.early_stopping!r}")
+    _check_prompt_lookup(cfg)
     if not isinstance(cfg.length_penalty, Real):
         raise ValueError(f"`length_penalty` must be a number, got {cfg.length_penalty!r}")
     # <= 0 is off, as transformers builds the processors only above 0
@@ -574,6 +576,18 @@ def _validate(cfg: GenerationConfig, vocab_size: int, max_position_embeddings: i
                                                               and cfg.temperature > 0):
         raise ValueError(f"`temperature` must be > 0 when do_sample=True, got {cfg.temperature!r} "
                          "(for greedy decoding use do_sample=False)")
+
+
+def _check_prompt_lookup(cfg: GenerationConfig) -> None:
+    """prompt_lookup_num_tokens >= 1 (transformers: "Invalid ... num_output_tokens" at 0), max_matching_ngram_size
+    >= 0 (0: the default, 2, as transformers reads `or 2`); greedy only here (with beams both do nothing, as in
+    transformers)."""
+    _check_int("prompt_lookup_num_tokens", cfg.prompt_lookup_num_tokens, 1, allow_none=True)
+    _check_int("max_matching_ngram_size", cfg.max_matching_ngram_size, 0, allow_none=True)
+    if cfg.prompt_lookup_num_tokens is not None and cfg.num_beams == 1 and cfg.do_sample:
+        raise ValueError("prompt_lookup_num_tokens runs with greedy search here (do_sample=False): transformers' "
+                         "sampling with it draws every guessed position at once, which seq2seq_kit does not "
+                         "implement; leave prompt_lookup_num_tokens out to sample")
 
 
 def _validate_processors(cfg: GenerationConfig, vocab_size: int) -> None:

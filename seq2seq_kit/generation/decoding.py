@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields, is_dataclass, replace
 import torch
 
 from ..model_output import ModelOutput
-from . import decoder_prompt
+from . import decoder_prompt, prompt_lookup
 from .beam_search import BeamSearch
 from .config import GENERATE_KWARGS, GenerationConfig, check_config, resolve
 from .logits_process import build_processors
@@ -103,7 +103,11 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     check_streamer(streamer, cfg)
     stops = stop_strings_of(cfg, tokenizer, model.device)
     trace = Trace.of(cfg)                                   # None without output_attentions / _hidden_states
-    cuda_graph = use_cuda_graph(cuda_graph, model.device) and not (trace is not None and cuda_graph is None)
+    lookup = prompt_lookup.runs(cfg)
+    if lookup:
+        prompt_lookup.check(input_ids.shape[0], trace is not None, cuda_graph)
+    cuda_graph = use_cuda_graph(cuda_graph, model.device) and not (trace is not None and cuda_graph is None) \
+        and not lookup
     if trace is not None and cuda_graph:
         raise ValueError("output_attentions / output_hidden_states are not run on CUDA graphs (they record every "
                          "layer's attention beside the step, which the graphs do not): leave cuda_graph unset "
@@ -126,7 +130,10 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     ends = deadline(cfg.max_time)
     if prompt is not None:
         decoder_prompt.prefill(model, cache, prompt, rows_per_input(cfg), trace)
-    while not search.done:
+    if lookup:
+        source = prompt_lookup.source_ids(model.config, input_ids, padding_mask)
+        prompt_lookup.decode(model, step, cache, search, cfg, source, screened, streamer, ends)
+    while not search.done:                                  # (prompt lookup ends with the search done)
         logits = step(search.tokens(), cache)                                         # [R, V]
         if time.monotonic() > ends:
             search.last_step()

@@ -20,6 +20,15 @@ class Cache(Protocol):
         """Row r continues the history of row row_idx[r] (LongTensor [R], rows within their input's group)."""
 
 
+class EagerCache(Cache, Protocol):
+    """The eager cache (start_decoding's with cuda_graph False): its position is a host int, and a pass of several
+    tokens per row (extend_unchecked) can be taken back in part."""
+    length: int                         # tokens held per row: the next step writes position `length`
+
+    def crop(self, length: int) -> None:
+        """Keep the first `length` tokens (at most those held): the next step writes position `length`."""
+
+
 class FixedShapeCache(Cache, Protocol):
     """A cache whose position lives on the device and whose every step reads all slots (models' FixedShapeKVCache);
     steps past its last slot write the last slot again."""
@@ -53,6 +62,7 @@ class ModelConfig(Protocol):
     max_position_embeddings: int        # decoder positions: at most this many tokens fed per row
     pad_token_id: int | None            # padding: a decoder prompt may hold it only as its first token
     positions_skip_pads: bool           # positions count non-pad tokens (M2M100): no pad in a prompt of 2 or more
+    shared_embeddings: bool             # source ids are decoder ids (prompt lookup copies guesses from the source)
 
 
 class Seq2SeqModel(Protocol):
@@ -92,6 +102,12 @@ class Seq2SeqModel(Protocol):
         positions and the cache advanced by T, so the next step continues exactly as after T single steps (to float
         rounding); positions numbered as the teacher-forced forward numbers them. Computes no logits. trace: as
         encode_unchecked's, for this pass."""
+
+    def extend_unchecked(self, input_ids: torch.Tensor, cache: EagerCache, screened: bool = False):
+        """T tokens per row in one causal pass after the eager cache's `length` ones (prompt lookup's check of a
+        guess): input_ids [R, T] -> the logits [R * T, V] of each row's T positions in order, as T steps would give
+        them to float rounding; advances the cache by T. screened (a greedy search that records no scores):
+        ScreenedLogits may come instead of logits, as from start_decoding's screened step."""
 
     def decode_step_unchecked(self, input_ids: torch.Tensor, cache: Cache, trace=None) -> torch.Tensor:
         """The eager step: input_ids [R] -> logits [R, V], advancing the cache; on a FixedShapeCache it reads

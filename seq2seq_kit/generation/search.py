@@ -82,6 +82,12 @@ class SearchProgress:
         self.steps += 1
         self.lengths = [n + 1 for n in self.lengths]     # exact for the inputs still alive (the others do not count)
 
+    def end(self) -> None:
+        """Stop after the steps taken (generate's prompt lookup, whose pass during which max_time ran out is the
+        last; its steps each took one of the pass's tokens)."""
+        self.going.zero_()
+        self.done = True
+
     def last_step(self, inputs: list[int] | None = None) -> None:
         """The step about to be taken is the last of these inputs (None: all), as if it reached max_length: their
         max_time ran out (transformers' MaxTimeCriteria, which every row hits once the time has passed)."""

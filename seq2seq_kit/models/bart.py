@@ -3,7 +3,9 @@ Pegasus and M2M100 (NLLB) models.
 
 The network alone: its layers, the teacher-forced forward, the encoder, and decoding one token per row on a KV cache
 (models/kv_cache.py), eager or replayed from a CUDA graph (models/cuda_graph.py), after a decoder prompt's tokens
-fed to the cache in one causal pass (prefill_unchecked). It knows no files, Hub or search:
+fed to the cache in one causal pass (prefill_unchecked); or several tokens per row after the cached ones, each
+position's logits out of one pass (extend_unchecked: a search checking guessed tokens). It knows no files, Hub or
+search:
 seq2seq_kit/modeling.py adds checkpoints (loading.py) and generate (generation/).
 
 Shapes: B inputs, S source tokens, T target tokens, D = d_model, H heads, Dh = D // H, V = the decoder's vocabulary
@@ -17,8 +19,8 @@ models/bart_checkpoint.py maps checkpoint names to ours and back.
 
 Checked and unchecked entry points: forward, teacher_forced, encode, new_cache and decode_step check their arguments
 (some checks read values back from the device); check_inputs is the check alone; encode_unchecked, start_decoding,
-prefill_unchecked, decode_step_unchecked and next_token_logits trust theirs (generate runs check_inputs once, then
-only these).
+prefill_unchecked, extend_unchecked, decode_step_unchecked and next_token_logits trust theirs (generate runs
+check_inputs once, then only these).
 forward and encode run under no_grad, not inference_mode: their outputs are ordinary tensors, as transformers' under
 no_grad (an inference tensor refuses in-place edits such as logits[:, pad] = -inf, and being saved for backward, as
 a distillation loss against the logits does); the decoding entry points keep inference_mode (a KV cache's reorder
@@ -168,6 +170,17 @@ class SelfAttention(nn.Module):
         y = attend(qkv[0], qkv[1], qkv[2], is_causal=True, scale=self.scale)                    # [R, H, T, Dh]
         return self.out_proj(y.transpose(1, 2).reshape(R, T, D))
 
+    def extend(self, x: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
+        """T tokens per row after the cache's `length`: x [R, T, D] -> [R, T, D], token i attending to the cached
+        tokens, itself and the new ones before it; their keys/values go to slots length .. length + T - 1. Torch's
+        attention with a mask (the step's own kernel takes one query per row and head)."""
+        R, T, D = x.shape
+        qkv = self.qkv_proj(x).view(R, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)   # [3, R, H, T, Dh]
+        keys, values = cache.extend(layer, qkv[1:])                         # [R, H, t + T, Dh]
+        mask = torch.ones(T, keys.shape[2], dtype=torch.bool, device=x.device).tril(keys.shape[2] - T)  # [T, t + T]
+        y = SDPA(qkv[0], keys, values, attn_mask=mask, scale=self.scale)   # [R, H, T, Dh]
+        return self.out_proj(y.transpose(1, 2).reshape(R, T, D))
+
 
 class CrossAttention(nn.Module):
     def __init__(self, d_model: int, heads: int):
@@ -298,6 +311,12 @@ class DecoderLayer(nn.Module):
         x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn.step, [cache], i, cross_attend)
         return sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn)
 
+    def extend(self, x: torch.Tensor, cache: KVCache, i: int) -> torch.Tensor:
+        """x [R, T, D] -> [R, T, D]: T tokens per row after the cache's `length` (SelfAttention.extend)."""
+        x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn.extend, cache, i)
+        x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn.step, [cache], i)
+        return sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn)
+
 
 def embedding_layer_norm(config: BartConfig) -> nn.LayerNorm | None:
     return nn.LayerNorm(config.d_model) if config.family.embedding_layer_norm else None
@@ -394,6 +413,16 @@ class Decoder(nn.Module):
             x = layer.prefill(x, cache, i, *(() if trace is None else traced(trace, x, [cache])))
         if trace is not None:
             trace.hidden("decoder", self.layer_norm(x) if self.layer_norm is not None else x)
+
+    def extend(self, tok: torch.Tensor, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """tok [R, T, D] the scaled embeddings of ids [R, T], T tokens per row after the cache's `length` ones ->
+        the decoder's output [R, T, D]; their keys/values written into the cache (not advanced)."""
+        x = tok + self.embed_positions.extend(ids, cache.length)            # [R, T, D]
+        if self.layernorm_embedding is not None:
+            x = self.layernorm_embedding(x)
+        for i, layer in enumerate(self.layers):
+            x = layer.extend(x, cache, i)
+        return self.layer_norm(x) if self.layer_norm is not None else x
 
 
 def traced(trace: Recorder, x: torch.Tensor, caches: list[KVCache] | None = None, attend=SDPA) -> tuple:
@@ -711,6 +740,18 @@ class BartNetwork(nn.Module):
         return logits
 
     @torch.inference_mode()
+    def extend_unchecked(self, input_ids: torch.Tensor, cache: KVCache,
+                         screened: bool = False) -> torch.Tensor | ScreenedLogits:
+        """T decoder tokens per row in one pass after the cache's `length` ones (tokens a search checks at once:
+        generation/prompt_lookup.py): input_ids [R, T] -> the logits [R * T, V] of each row's T positions in order,
+        as T decode steps would give them to float rounding; advances the cache by T (crop takes back the ones not
+        kept). screened: ScreenedLogits where the LM head has a screen for R * T rows (greedy only). Checks
+        nothing."""
+        h = self.decoder.extend(self.embed(input_ids, self.decoder_embeddings), input_ids, cache)   # [R, T, D]
+        cache.advance(input_ids.shape[1])
+        return self.head_logits(h.flatten(0, 1), self.step_screen(input_ids.numel()) if screened else None)
+
+    @torch.inference_mode()
     def decode_step_screened(self, input_ids: torch.Tensor, cache: KVCache,
                              screen: LogitScreen) -> ScreenedLogits | torch.Tensor:
         """decode_step_unchecked for a greedy search: input_ids [R] -> the logits [R, V] as ScreenedLogits (bounds
@@ -762,12 +803,17 @@ class BartNetwork(nn.Module):
         tensor where the decoder's output is not finite). Checks nothing. trace: a Recorder (with one cache)."""
         h = self.decoder.step(self.embed(input_ids[:, None], self.decoder_embeddings), input_ids, caches,
                               trace)[:, 0]                                                  # [R, D]
+        return self.head_logits(h, screen)
+
+    def head_logits(self, h: torch.Tensor, screen: LogitScreen | None) -> torch.Tensor | ScreenedLogits:
+        """The LM head on the decoder's output h [N, D] -> logits [N, V], or ScreenedLogits from `screen` (a tensor
+        where h is not finite)."""
         if screen is not None:
             bias = None if self.final_logits_bias is None else self.final_logits_bias[0]   # [V]
             screened = screen.screen(h, self.lm_head.weight, bias)
             if screened is not None:
                 return screened
-        return self.add_bias(self.lm_head(h))                                                # [R, V]
+        return self.add_bias(self.lm_head(h))                                                # [N, V]
 
     @torch.inference_mode()
     def decode_group_unchecked(self, input_ids: torch.Tensor, caches: list[KVCache],

@@ -10,6 +10,9 @@ Cross-attention keys/values are computed once per *input* (the model's `project_
 input's rows: a step views its queries [R, H, 1, Dh] as [B, H, rows_per_input, Dh] (rows as query positions; a
 prefill's [R, H, T, Dh] as [B, H, rows_per_input * T, Dh]).
 
+A check of several tokens at once (prompt lookup) writes them after the cached ones with `extend(layer, kv)` and
+keeps those it accepted with `crop(length)` (the eager cache only).
+
 Two kinds, one interface (`position`, `update`, `write_first`, `advance`, `reorder`):
   KVCache            eager: the position is the host int `length`; attention reads slots [:length + 1] unmasked.
   FixedShapeKVCache  for CUDA-graph capture: the position is a device tensor [P] (P = 1: every row at one position;
@@ -96,9 +99,24 @@ class KVCache:
                              "tokens already: prefill a new cache, before any step")
         self.self_kv[layer][..., :kv.shape[3], :] = kv                     # [2, R, H, T, Dh]
 
+    def extend(self, layer: int, kv: torch.Tensor):
+        """Write T tokens' keys and values kv [2, R, H, T, Dh] (keys 0, values 1) of decoder layer `layer` at slots
+        length .. length + T - 1 (tokens checked in one pass: generation/prompt_lookup.py; advance(T) follows its
+        last layer). Returns what their attention reads: keys, values [R, H, length + T, Dh]."""
+        cache, t = self.self_kv[layer], self.length                         # [2, R, H, L, Dh]
+        cache[..., t:t + kv.shape[3], :] = kv
+        return cache[0, :, :, :t + kv.shape[3]], cache[1, :, :, :t + kv.shape[3]]
+
     def advance(self, tokens: int = 1) -> None:
         """After a step's (or a prefill's) last layer: the next step writes the slot after those `tokens`."""
         self.length += tokens
+
+    def crop(self, length: int) -> None:
+        """Keep the first `length` tokens (those of an extend that a check accepted): the next step writes slot
+        `length`, and attention no longer reads the slots after it."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"crop keeps 0 to {self.length} tokens (what the cache holds), not {length}")
+        self.length = length
 
     @torch.inference_mode()
     def reorder(self, row_idx: torch.Tensor) -> None:
@@ -185,6 +203,13 @@ class FixedShapeKVCache(KVCache):
         if layer == 0:                                  # one mask per step, which every layer reads
             self.mask = (self.slots <= self.positions[:, None])[:, None, None, :]     # [P, 1, 1, L]
         return cache[0], cache[1], self.mask
+
+    def extend(self, layer: int, kv: torch.Tensor):
+        raise TypeError("extend writes an eager KVCache (its position a host int); a FixedShapeKVCache (a CUDA "
+                        "graph's) steps one token at a time")
+
+    def crop(self, length: int) -> None:
+        raise TypeError("crop cuts an eager KVCache; a FixedShapeKVCache (a CUDA graph's) steps one token at a time")
 
     def advance(self, tokens: int = 1) -> None:
         """The slot after those `tokens`; past the last one, the last slot again (steps after a search stopped,

@@ -93,6 +93,14 @@ class Positions(nn.Module):
         keep = ids.ne(self.pad)
         return self.weight[keep.cumsum(dim=1) * keep + self.pad]            # [B, T, D]
 
+    def extend(self, ids: torch.Tensor, start: int) -> torch.Tensor:
+        """ids [R, T] at decoder positions start .. start + T - 1 (after `start` cached tokens) -> [T, D], or
+        [R, T, D] where a pad token's row is zeros (as step's)."""
+        pos = self.weight[self.offset + start:self.offset + start + ids.shape[1]]       # [T, D]
+        if self.pad is not None:
+            pos = pos * ids.ne(self.pad)[..., None].to(pos.dtype)                       # [R, T, D]
+        return pos
+
     def step(self, ids: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
         """Each cache's rows at its own position (a host int, or a device tensor [P] on a fixed-shape cache)."""
         D = self.weight.shape[1]
