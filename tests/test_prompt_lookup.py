@@ -226,10 +226,12 @@ def test_what_prompt_lookup_does_not_run_with(pair):
             (dict(cuda_graph=True), "prompt_lookup_num_tokens decodes eagerly")]:
         with pytest.raises(ValueError, match=re.escape(message)):
             ours.generate(one, one_mask, **{"prompt_lookup_num_tokens": 3, **kwargs})
-    # with beams it does nothing, as in transformers (its mode is beam search)
+    # with beams it does nothing, as in transformers (its mode is beam search), which a warning says
     beams = dict(num_beams=3, max_new_tokens=10)
-    assert ours.generate(ids, mask, **beams, prompt_lookup_num_tokens=3).tolist() == \
-        hf.generate(ids, attention_mask=mask, **beams).tolist()
+    with pytest.warns(UserWarning, match=re.escape("prompt_lookup_num_tokens runs with greedy search (num_beams=1); "
+                                                   "this call runs beam search (num_beams=3), which ignores it")):
+        got = ours.generate(ids, mask, **beams, prompt_lookup_num_tokens=3)
+    assert got.tolist() == hf.generate(ids, attention_mask=mask, **beams).tolist()
     # max_matching_ngram_size 0 is the default, 2 (transformers reads `or 2`)
     assert ours.generate(one, one_mask, max_new_tokens=10, prompt_lookup_num_tokens=3,
                          max_matching_ngram_size=0).tolist() == ours.generate(one, one_mask, max_new_tokens=10).tolist()

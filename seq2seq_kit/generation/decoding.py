@@ -103,9 +103,7 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     check_streamer(streamer, cfg)
     stops = stop_strings_of(cfg, tokenizer, model.device)
     trace = Trace.of(cfg)                                   # None without output_attentions / _hidden_states
-    lookup = prompt_lookup.runs(cfg)
-    if lookup:
-        prompt_lookup.check(input_ids.shape[0], trace is not None, cuda_graph)
+    lookup = prompt_lookup.used(cfg, input_ids.shape[0], trace is not None, cuda_graph)
     cuda_graph = use_cuda_graph(cuda_graph, model.device) and not (trace is not None and cuda_graph is None) \
         and not lookup
     if trace is not None and cuda_graph:

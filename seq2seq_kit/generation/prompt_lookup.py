@@ -7,18 +7,22 @@ max_matching_ngram_size, 2 by default, down to 1) are looked up in the source, t
 decoder over the last token and the guess (the model's extend_unchecked) gives the logits of every position; the
 search takes its steps from them one at a time, as from single steps, while its token equals the guessed one. The
 first that differs ends the pass (that token is still right: its position's input was), and the cache forgets the
-guessed tokens after it. So the tokens are greedy search's whatever the guess; a wrong guess costs only the wider
-pass. transformers looks the guess up in the output alone (its `input_ids`, the decoder's), which a summary seldom
-repeats and no_repeat_ngram_size forbids repeating, while it copies the source all the time; looking in the source
-first changes which tokens are checked together, not the tokens (nor a score).
+guessed tokens after it. So the tokens are greedy search's whatever the guess (a pass's logits are the steps' to
+float rounding); a wrong guess costs only the wider pass. transformers looks the guess up in the output alone (its
+`input_ids`, the decoder's), which a summary seldom repeats and no_repeat_ngram_size forbids repeating, while it
+copies the source all the time; looking in the source first changes which tokens are checked together, not the
+tokens (nor a score).
 
-A decode step streams every weight from memory for its one row (models/gemv.c): a pass over k + 1 positions reads
-them once for all of them, so each accepted guessed token saves most of a step.
+A decode step streams every weight from memory for its one row (models/gemv.c): a pass over 1 + g positions reads
+them once for all of them, so an accepted guessed token saves most of a step (distilbart on 2 CPU cores: a step
+~16 ms, a pass of 2-4 positions ~18, of 6 ~23, of 11 ~31). Wide passes that fail cost that much more, so after a
+miss the next guess is short (next_cap); the plain step runs where there is no guess.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 
 import torch
 
@@ -33,6 +37,18 @@ def runs(cfg: GenerationConfig) -> bool:
     """Whether generate decodes with prompt lookup: prompt_lookup_num_tokens set, one row per input (greedy: config
     refuses sampling with it; with beams it does nothing, as in transformers)."""
     return cfg.prompt_lookup_num_tokens is not None and cfg.num_beams == 1
+
+
+def used(cfg: GenerationConfig, batch: int, traced: bool, cuda_graph: bool | None) -> bool:
+    """Whether generate decodes with prompt lookup (runs), after its checks (check); set beside beam search, where
+    it does nothing, a warning says so (transformers logs one)."""
+    if cfg.prompt_lookup_num_tokens is not None and not runs(cfg):
+        warnings.warn(f"prompt_lookup_num_tokens runs with greedy search (num_beams=1); this call runs beam search "
+                      f"(num_beams={cfg.num_beams}), which ignores it, as transformers does", UserWarning,
+                      stacklevel=5)                           # the caller of model.generate
+    if runs(cfg):
+        check(batch, traced, cuda_graph)
+    return runs(cfg)
 
 
 def check(batch: int, traced: bool, cuda_graph: bool | None) -> None:
