@@ -87,6 +87,7 @@ def test_guesses_that_hold_take_several_tokens_per_pass(pair, monkeypatch, name,
     for seed in range(1, 4):
         ids, mask = one_input(ours, seed)
         plain = ours.generate(ids, mask, **kwargs)
+        print("PLAIN", plain.tolist())
         assert plain.tolist() == hf.generate(ids, attention_mask=mask, **kwargs).tolist()
         truth = plain[0].tolist() + [ours.config.pad_token_id] * 8
         wrong = 3 if name == "tiny-eos" else ours.config.decoder_vocab_size - 1      # a wrong guess: another id
@@ -147,6 +148,33 @@ def test_a_pass_streams_the_tokens_it_took(pair, monkeypatch):
     assert all(len(call) == 1 and 1 <= len(call[0]) <= 6 for call in streamer.calls[1:-1])
     assert any(len(call[0]) > 1 for call in streamer.calls[1:-1])
     assert [t for call in streamer.calls[:-1] for t in call[0]] == plain[0].tolist()
+
+
+def test_stop_strings_and_processors_of_ones_own_end_a_pass(pair, tiny_eos_path, monkeypatch):
+    """A stop string met mid-pass ends the row there, and a logits processor of one's own is called on every
+    position a pass checks (with the prefix before it), as in greedy search without the lookup."""
+    from seq2seq_kit import Tokenizer
+    hf, ours = pair("tiny-eos")
+    tok = Tokenizer.from_pretrained(tiny_eos_path)
+    ban = lambda ids, scores: scores.index_fill(1, ids[:, -1], -float("inf"))    # no token twice in a row
+    for seed in range(1, 3):
+        ids, mask = one_input(ours, seed)
+        kwargs = dict(max_new_tokens=24, min_new_tokens=3, logits_processor=[ban])
+        unstopped = ours.generate(ids, mask, **kwargs)[0]
+        kwargs.update(stop_strings=[tok.decode(unstopped[7:8]).strip()], tokenizer=tok)   # met by token 7 or before
+        plain = ours.generate(ids, mask, **kwargs)
+        assert plain.shape[1] <= 8 < len(unstopped)
+        assert plain.tolist() == hf.generate(ids, attention_mask=mask,
+                                             **{**kwargs, "tokenizer": hf_tokenizer(tiny_eos_path)}).tolist()
+        guess, _ = oracle(plain[0].tolist() + [1] * 8, 2)
+        with monkeypatch.context() as patched:
+            patched.setattr(Lookup, "guess", guess)
+            assert ours.generate(ids, mask, **kwargs, prompt_lookup_num_tokens=5).tolist() == plain.tolist()
+
+
+def hf_tokenizer(path):
+    import transformers
+    return transformers.AutoTokenizer.from_pretrained(path)
 
 
 def test_max_time_ends_after_the_pass_it_ran_out_in(pair):
