@@ -8,7 +8,8 @@ decoder over the last token and the guess (the model's extend_unchecked) gives t
 search takes its steps from them one at a time, as from single steps, while its token equals the guessed one. The
 first that differs ends the pass (that token is still right: its position's input was), and the cache forgets the
 guessed tokens after it. So the tokens are greedy search's whatever the guess (a pass's logits are the steps' to
-float rounding); a wrong guess costs only the wider pass. transformers looks the guess up in the output alone (its
+float rounding; not an int8 model's, whose layers quantize a pass's positions with one scale, as a batch's rows); a
+wrong guess costs only the wider pass. transformers looks the guess up in the output alone (its
 `input_ids`, the decoder's), which a summary seldom repeats and no_repeat_ngram_size forbids repeating, while it
 copies the source all the time; looking in the source first changes which tokens are checked together, not the
 tokens (nor a score).
