@@ -28,6 +28,9 @@ Parts (each skipped, and said so, once the time budget is spent):
               three draw the same tokens from one seed. Then the engine: 32 sampling requests, each with its own
               generator, in one group whose step replays from a CUDA graph (a generator per slot registered with
               it), against the same group stepped eagerly: docs/s, host ms per step phase, tokens equal.
+  lookup      prompt lookup decoding (prompt_lookup_num_tokens=5; eager on CUDA: a pass is several positions)
+              against greedy search on its graphs and eagerly, fp16, batch 1, the notebook's input, the output
+              forced to its real summary and the random weights' own: ms per token, passes, tokens equal.
   memory      the 2026-11-25 H100 run's eager worker held 57.5 GiB of cached blocks at fp32 batch 32 beam 4 (a
               reorder tensor growing with the step; fixed 2026-12-01): that case again, eager and whole-step graph,
               max_memory_allocated, memory_reserved, the allocator's segment count and retries.
@@ -306,6 +309,49 @@ def engine_sampling(args, ours, results: dict) -> None:
     results["sampling"][-1]["same_tokens"] = all(torch.equal(a, b) for a, b in zip(*drawn))
 
 
+def part_lookup(args, spec_name, spec, budget: Budget, results: dict) -> None:
+    """generate(..., prompt_lookup_num_tokens=5) (eager on CUDA) against greedy search, batch 1, fp16, the notebook's
+    distilbart input: its output forced to the notebook's summary (prompt_lookup_bench.Force, a processor of one's
+    own: greedy then replays its decoder-only graph, the search eager), and the random weights' own output (greedy
+    on the whole-step graph): ms per generated token end to end, passes, tokens equal."""
+    from prompt_lookup_bench import SOURCES, Force, Passes
+
+    from seq2seq_kit import Tokenizer
+
+    dtype = torch.float32 if args.smoke else torch.float16
+    ours, _ = load(spec_name, spec, dtype, args.device, with_transformers=False)
+    tok, vocab = Tokenizer.from_pretrained(make_checkpoints.ensure(spec_name)), ours.config.vocab_size
+    source, summary = SOURCES["distilbart"]
+    fit = (lambda t: t) if not args.smoke else (lambda t: t % (vocab - 5) + 5)      # smoke: a 1000-token vocabulary
+    ids = torch.tensor([[fit(t) for t in tok(source)["input_ids"]]], device=args.device)
+    truth = [2, 0] + [fit(t) for t in tok(summary, add_special_tokens=False)["input_ids"]] + [2]
+    plain = dict(num_beams=1, do_sample=False, no_repeat_ngram_size=0, min_length=0)
+    for output, kwargs in (("notebook summary (forced)",
+                            dict(plain, max_new_tokens=len(truth) - 1, logits_processor=[Force(truth)])),
+                           ("random weights' own", dict(plain, max_new_tokens=100))):
+        if budget.left() < 0:
+            results["skipped"].append(f"lookup {output}")
+            continue
+        row = {"output": output}
+        runs = {"greedy (graphs)": {}, "greedy eager": dict(cuda_graph=False), "prompt lookup k=5": {}}
+        outs = {}
+        for mode, extra in runs.items():
+            def call(passes=None):
+                lookup = dict(prompt_lookup_num_tokens=5, streamer=passes or Passes()) if "lookup" in mode else {}
+                return ours.generate(ids, **kwargs, **extra, **lookup)
+            call()                                                                            # warm-up, capture
+            passes = Passes()
+            outs[mode] = call(passes)
+            seconds = statistics.median(timed(call, args.device) for _ in range(1 if args.smoke else 5))
+            row[mode] = {"ms_per_token": 1000 * seconds / (outs[mode].shape[1] - 1)}
+            if "lookup" in mode:
+                row[mode]["passes"] = len(passes.taken)
+        row["tokens"] = outs["greedy eager"].shape[1] - 1
+        row["same_tokens"] = all(o.tolist() == outs["greedy eager"].tolist() for o in outs.values())
+        results["lookup"].append(row)
+        print(json.dumps(row), flush=True)
+
+
 def part_trt(args, spec_name, spec, budget: Budget, results: dict, rate: float) -> None:
     dtype = torch.float32 if args.smoke else torch.bfloat16
     ours, _ = load(spec_name, spec, dtype, args.device, with_transformers=False)
@@ -539,6 +585,8 @@ def markdown(results: dict) -> str:
         lines.append(f"| {r['batch']} | {' | '.join(cells)} | {r['same_tokens']} |")
     lines += ["", "engine, 32 sampling requests each with its own generator:", ""]
     lines += [json.dumps(r) for r in results["sampling"] if "engine" in r]
+    lines += ["", "## prompt lookup (k = 5, eager) against greedy search, fp16, batch 1: ms per token", ""]
+    lines += [json.dumps(r) for r in results["lookup"]]
     lines += ["", "## engine, fixed capacity", ""] + [json.dumps(r) for r in results["engine"]]
     lines += ["", "## memory, fp32 batch 32 beam 4 (the 57.5 GiB case)", ""] + [json.dumps(r) for r in results["memory"]]
     lines += ["", "## torch.compile of the decoder step (inside our CUDA graph)", ""] + \
@@ -555,7 +603,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU, to check that every part runs")
     ap.add_argument("--out", required=True)
     ap.add_argument("--budget", type=float, default=330.0, help="seconds; later parts are skipped past it")
-    ap.add_argument("--parts", default="steps,engine,sampling,trt,memory,interval,compile")
+    ap.add_argument("--parts", default="steps,engine,sampling,lookup,trt,memory,interval,compile")
     args = ap.parse_args(argv)
     args.device = "cpu" if args.smoke else "cuda"
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -567,13 +615,15 @@ def main(argv=None) -> dict:
     rate = bandwidth(args.device, args.smoke)
     results = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu (smoke)",
                "torch": torch.__version__, "bandwidth_gbs": rate / 1e9,
-               "steps": [], "interval": [], "trt": [], "engine": [], "sampling": [], "memory": [], "compile": [],
+               "steps": [], "interval": [], "trt": [], "engine": [], "sampling": [], "lookup": [], "memory": [],
+               "compile": [],
                "skipped": [], "errors": []}
     runs = {"trt": lambda: part_trt(args, large_name, large, budget, results, rate),
             "steps": lambda: part_steps(args, distil_name, distil, budget, results),
             "interval": lambda: part_interval(args, distil_name, distil, budget, results),
             "engine": lambda: part_engine(args, distil_name, distil, budget, results),
             "sampling": lambda: part_sampling(args, distil_name, distil, budget, results),
+            "lookup": lambda: part_lookup(args, distil_name, distil, budget, results),
             "memory": lambda: part_memory(args, distil_name, distil, budget, results),
             "compile": lambda: part_compile(args, distil_name, distil, budget, results)}
     for part in args.parts.split(","):       # the cheaper, headline parts first; each bounded by the budget
