@@ -57,7 +57,7 @@ def check(batch: int, traced: bool, cuda_graph: bool | None) -> None:
     attentions / hidden states, a CUDA graph asked for (it decodes eagerly: a graph's step is one token per row)."""
     if batch != 1:
         raise ValueError(f"prompt_lookup_num_tokens checks one input's guesses (batch size 1, as transformers' "
-                         f"assisted generate), got {batch} inputs: generate them one at a time")
+                         f"assisted generate), got {batch} inputs: generate them one at a time (a pipeline: batch_size=1)")
     if traced:
         raise ValueError("output_attentions / output_hidden_states are not recorded with prompt_lookup_num_tokens "
                          "(a pass checks several positions): leave one of them out")

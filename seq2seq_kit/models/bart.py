@@ -311,10 +311,11 @@ class DecoderLayer(nn.Module):
         x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn.step, [cache], i, cross_attend)
         return sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn)
 
-    def extend(self, x: torch.Tensor, cache: KVCache, i: int) -> torch.Tensor:
-        """x [R, T, D] -> [R, T, D]: T tokens per row after the cache's `length` (SelfAttention.extend)."""
+    def extend(self, x: torch.Tensor, cache: KVCache, i: int, cross_attend=SDPA) -> torch.Tensor:
+        """x [R, T, D] -> [R, T, D]: T tokens per row after the cache's `length` (SelfAttention.extend); the
+        cross-attention's T queries per row as a step's rows (cross_attend: SDPA, or the step's own)."""
         x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn.extend, cache, i)
-        x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn.step, [cache], i)
+        x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn.step, [cache], i, cross_attend)
         return sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn)
 
 
@@ -421,7 +422,7 @@ class Decoder(nn.Module):
         if self.layernorm_embedding is not None:
             x = self.layernorm_embedding(x)
         for i, layer in enumerate(self.layers):
-            x = layer.extend(x, cache, i)
+            x = layer.extend(x, cache, i, self.step_attend)
         return self.layer_norm(x) if self.layer_norm is not None else x
 
 
