@@ -75,7 +75,8 @@ def oracle(truth: list[int], wrong_every: int, wrong: int = 3):
 
 
 ORACLE_CASES = [("tiny-eos", setting, wrong) for setting in ("plain", "checkpoint-like", "cut", "prompt")
-                for wrong in (0, 2, 1)] + [(name, setting, 2) for name in FAMILIES[1:] for setting in ("plain", "prompt")]
+                for wrong in (0, 2, 1)] + \
+               [(name, setting, 2) for name in FAMILIES[1:] for setting in ("plain", "prompt")]
 
 
 @pytest.mark.parametrize("name, setting, wrong_every", ORACLE_CASES)

@@ -43,13 +43,14 @@ def runs(cfg: GenerationConfig) -> bool:
 def used(cfg: GenerationConfig, batch: int, traced: bool, cuda_graph: bool | None) -> bool:
     """Whether generate decodes with prompt lookup (runs), after its checks (check); set beside beam search, where
     it does nothing, a warning says so (transformers logs one)."""
-    if cfg.prompt_lookup_num_tokens is not None and not runs(cfg):
-        warnings.warn(f"prompt_lookup_num_tokens runs with greedy search (num_beams=1); this call runs beam search "
-                      f"(num_beams={cfg.num_beams}), which ignores it, as transformers does", UserWarning,
-                      stacklevel=5)                           # the caller of model.generate
-    if runs(cfg):
-        check(batch, traced, cuda_graph)
-    return runs(cfg)
+    if not runs(cfg):
+        if cfg.prompt_lookup_num_tokens is not None:
+            warnings.warn(f"prompt_lookup_num_tokens runs with greedy search (num_beams=1); this call runs beam "
+                          f"search (num_beams={cfg.num_beams}), which ignores it, as transformers does", UserWarning,
+                          stacklevel=5)                       # the caller of model.generate
+        return False
+    check(batch, traced, cuda_graph)
+    return True
 
 
 def check(batch: int, traced: bool, cuda_graph: bool | None) -> None:
@@ -57,7 +58,8 @@ def check(batch: int, traced: bool, cuda_graph: bool | None) -> None:
     attentions / hidden states, a CUDA graph asked for (it decodes eagerly: a graph's step is one token per row)."""
     if batch != 1:
         raise ValueError(f"prompt_lookup_num_tokens checks one input's guesses (batch size 1, as transformers' "
-                         f"assisted generate), got {batch} inputs: generate them one at a time (a pipeline: batch_size=1)")
+                         f"assisted generate), got {batch} inputs: generate them one at a time (a pipeline: "
+                         "batch_size=1)")
     if traced:
         raise ValueError("output_attentions / output_hidden_states are not recorded with prompt_lookup_num_tokens "
                          "(a pass checks several positions): leave one of them out")
