@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from seq2seq_kit import Engine
+from seq2seq_kit.generation import prompt_lookup
 from seq2seq_kit.generation.prompt_lookup import Lookup
 from seq2seq_kit.models.kv_cache import FixedShapeKVCache
 from test_generation import inputs
@@ -127,6 +128,83 @@ def expected_passes(end: int, start: int, max_length: int, k: int, wrong_every: 
     return fed
 
 
+SAMPLED = {
+    "temperature": dict(temperature=0.3),
+    "top-k, n-grams": dict(temperature=0.5, top_k=5, no_repeat_ngram_size=3),
+    "top-p, min length": dict(top_p=0.9, temperature=0.4, min_new_tokens=8),
+    # transformers' probe of a guess: scores of ones, the penalty lowers the tokens seen, top-p bans the lowest (all
+    # but a tenth): no guess copied from the output holds
+    "top-p, penalty": dict(top_p=0.9, temperature=0.4, repetition_penalty=1.1),
+}
+
+
+class Puts:
+    """A streamer that keeps what it is given (lists of ids) and whether it ended."""
+
+    def __init__(self):
+        self.puts, self.ended = [], False
+
+    def put(self, ids):
+        self.puts.append(ids.tolist())
+
+    def end(self):
+        self.ended = True
+
+
+@pytest.mark.parametrize("setting", list(SAMPLED))
+@pytest.mark.parametrize("name", [name for name in FAMILIES if name != "marian-separate"])
+def test_sampling_draws_as_transformers_assisted_sampling(pair, name, setting):
+    """Sampling with prompt lookup is transformers' (its guesses, each pass's positions drawn at once), draw for
+    draw: from the same seed the same tokens, each pass taking the same tokens (their streamers' puts), scores
+    within 1e-4; on every family transformers runs it on, padded and not, with the sampling cut-offs and the
+    processors that cut a guess short (a seeded generator draws as the global RNG does)."""
+    hf, ours = pair(name)
+    kwargs = dict(SAMPLED[setting], do_sample=True, max_new_tokens=30, prompt_lookup_num_tokens=4,
+                  return_dict_in_generate=True, output_scores=True)
+    several = 0
+    for seed in range(1, 5):
+        ids, mask = one_input(ours, seed, padded=seed % 2 == 0)
+        torch.manual_seed(seed)
+        theirs = Puts()
+        want = hf.generate(ids, attention_mask=mask, **kwargs, streamer=theirs)
+        mine = Puts()
+        generator = torch.Generator().manual_seed(seed) if seed == 3 else None
+        torch.manual_seed(seed)
+        got = ours.generate(ids, mask, **kwargs, streamer=mine, generator=generator)
+        assert got.sequences.tolist() == want.sequences.tolist(), seed
+        assert mine.puts == theirs.puts and mine.ended
+        assert len(got.scores) == len(want.scores)
+        for step, reference in zip(got.scores, want.scores):
+            torch.testing.assert_close(step, reference, rtol=1e-4, atol=1e-4)
+        several += sum(len(put[0]) > 1 for put in mine.puts[1:])
+    # passes that took guessed tokens: none where the probe bans every guess; mbart50's outputs here end at once
+    # where the cut-offs leave it alone
+    assert several == 0 if setting == "top-p, penalty" else several > 0 or name == "mbart50"
+
+
+def test_sampled_guesses_past_max_length_draw_as_transformers(pair, monkeypatch):
+    """Near max_length transformers still guesses its whole k tokens and draws every position of the pass, kept or
+    not: the positions past max_length (not computed here) take their draws too, so the RNG is left as there.
+    (The checkpoint's forced_eos_token_id bans every other token at max_length - 1, which cuts guesses there.)"""
+    hf, ours = pair("tiny-eos")
+    passes = []                                   # (positions computed, positions drawn)
+    drawn = prompt_lookup.sampled_pass
+    monkeypatch.setattr(prompt_lookup, "sampled_pass", lambda search, logits, output, guessed: passes.append(
+        (logits.shape[0], 1 + len(guessed))) or drawn(search, logits, output, guessed))
+    for seed in range(1, 4):
+        for new_tokens in (4, 6, 9):
+            ids, mask = one_input(ours, seed)
+            kwargs = dict(do_sample=True, temperature=0.3, max_new_tokens=new_tokens, prompt_lookup_num_tokens=5,
+                          forced_eos_token_id=None)
+            torch.manual_seed(seed)
+            want = hf.generate(ids, attention_mask=mask, **kwargs)
+            after = torch.get_rng_state()
+            torch.manual_seed(seed)
+            assert ours.generate(ids, mask, **kwargs).tolist() == want.tolist(), (seed, new_tokens)
+            assert torch.equal(torch.get_rng_state(), after)        # the RNG left as transformers leaves it
+    assert any(computed < drawn for computed, drawn in passes)
+
+
 def test_a_pass_streams_the_tokens_it_took(pair, monkeypatch):
     """A streamer gets the start token [1, 1], then each pass's tokens [1, n] (as transformers' assisted generate
     puts them), then end(): together the output."""
@@ -173,6 +251,40 @@ def test_stop_strings_and_processors_of_ones_own_end_a_pass(pair, tiny_eos_path,
         with monkeypatch.context() as patched:
             patched.setattr(Lookup, "guess", guess)
             assert ours.generate(ids, mask, **kwargs, prompt_lookup_num_tokens=5).tolist() == plain.tolist()
+
+
+def test_a_sampled_pass_ends_at_a_stop_string(pair, tiny_eos_path):
+    """Sampling: a stop string met mid-pass ends the output there, where transformers (which checks them once a
+    pass's tokens are taken) goes on to the pass's end: its output is transformers' up to the string."""
+    from seq2seq_kit import Tokenizer
+    hf, ours = pair("tiny-eos")
+    tok = Tokenizer.from_pretrained(tiny_eos_path)
+    kwargs = dict(do_sample=True, temperature=0.3, max_new_tokens=30, prompt_lookup_num_tokens=4)
+    shorter = 0
+    for seed in range(1, 5):
+        ids, mask = one_input(ours, seed)
+        torch.manual_seed(seed)
+        passes = Puts()
+        unstopped = hf.generate(ids, attention_mask=mask, **kwargs, streamer=passes)[0].tolist()
+        # a string that ends in the middle of a pass that took several tokens, met there first: the pass's tokens
+        # were copied from earlier in the output, so it starts before the pass, where that copy's context differs
+        starts = [len(unstopped) - sum(len(put[0]) for put in passes.puts[k:]) for k in range(len(passes.puts))]
+        mids = [start + 1 for start, put in zip(starts, passes.puts) if len(put[0]) > 2]
+        found = [text for mid in mids for a in range(mid - 1, 0, -1) if (text := tok.decode(unstopped[a:mid + 1]))
+                 if not any(tok.decode(unstopped[1:n]).endswith(text) for n in range(2, mid + 1))][:1]
+        if not found:
+            continue
+        stop = dict(stop_strings=found, tokenizer=tok)
+        torch.manual_seed(seed)
+        want = hf.generate(ids, attention_mask=mask, **kwargs, **{**stop, "tokenizer": hf_tokenizer(tiny_eos_path)})
+        torch.manual_seed(seed)
+        got = ours.generate(ids, mask, **kwargs, **stop)[0].tolist()
+        texts = [tok.decode(got[1:n]) for n in range(2, len(got) + 1)]
+        assert texts[-1].endswith(stop["stop_strings"][0])
+        assert not any(text.endswith(stop["stop_strings"][0]) for text in texts[:-1])
+        assert got == want[0].tolist()[:len(got)]
+        shorter += len(got) < want.shape[1]
+    assert shorter
 
 
 def hf_tokenizer(path):
@@ -249,7 +361,9 @@ def test_what_prompt_lookup_does_not_run_with(pair):
         ours.generate(ids, mask, prompt_lookup_num_tokens=3)
     one, one_mask = ids[:1], mask[:1]
     for kwargs, message in [
-            (dict(do_sample=True), "prompt_lookup_num_tokens runs with greedy search here (do_sample=False)"),
+            (dict(do_sample=True, num_return_sequences=2),
+             "prompt_lookup_num_tokens checks one sequence's guesses (batch size 1, as transformers' assisted "
+             "generate), got num_return_sequences=2"),
             (dict(prompt_lookup_num_tokens=0), "`prompt_lookup_num_tokens` must be an integer >= 1, got 0"),
             (dict(max_matching_ngram_size=-1), "`max_matching_ngram_size` must be an integer >= 0, got -1"),
             (dict(output_attentions=True, return_dict_in_generate=True),
@@ -259,18 +373,26 @@ def test_what_prompt_lookup_does_not_run_with(pair):
             ours.generate(one, one_mask, **{"prompt_lookup_num_tokens": 3, **kwargs})
     # with beams it does nothing, as in transformers (its mode is beam search), which a warning says
     beams = dict(num_beams=3, max_new_tokens=10)
-    with pytest.warns(UserWarning, match=re.escape("prompt_lookup_num_tokens runs with greedy search (num_beams=1); "
-                                                   "this call runs beam search (num_beams=3), which ignores it")):
+    def ignored(beams: int) -> str:
+        return re.escape(f"prompt_lookup_num_tokens runs with greedy search or sampling (num_beams=1); this call "
+                         f"runs beam search (num_beams={beams}), which ignores it")
+    with pytest.warns(UserWarning, match=ignored(3)) as warned:
         got = ours.generate(ids, mask, **beams, prompt_lookup_num_tokens=3)
     assert got.tolist() == hf.generate(ids, attention_mask=mask, **beams).tolist()
+    assert [w.filename for w in warned] == [__file__]                     # it points at generate's caller
     # max_matching_ngram_size 0 is the default, 2 (transformers reads `or 2`)
     assert ours.generate(one, one_mask, max_new_tokens=10, prompt_lookup_num_tokens=3,
                          max_matching_ngram_size=0).tolist() == ours.generate(one, one_mask, max_new_tokens=10).tolist()
     with Engine(ours, max_rows=4) as engine:
-        with pytest.raises(ValueError, match="prompt_lookup_num_tokens: the engine steps one token per row"):
-            engine.submit([5, 6, 7], prompt_lookup_num_tokens=3, max_new_tokens=4)
-        assert engine.submit([5, 6, 7], prompt_lookup_num_tokens=3, num_beams=2, max_new_tokens=4).result(60) \
-            is not None
+        for sampled in (False, True):
+            with pytest.raises(ValueError, match="prompt_lookup_num_tokens: the engine steps one token per row"):
+                engine.submit([5, 6, 7], prompt_lookup_num_tokens=3, max_new_tokens=4, do_sample=sampled)
+        # beside beam search it does nothing there either, with generate's warning pointing at submit's caller
+        with pytest.warns(UserWarning, match=ignored(2)) as warned:
+            request = engine.submit([5, 6, 7], prompt_lookup_num_tokens=3, num_beams=2, max_new_tokens=4)
+        assert [w.filename for w in warned] == [__file__]
+        assert request.result(60).tolist() == ours.generate(torch.tensor([[5, 6, 7]]), num_beams=2,
+                                                            max_new_tokens=4).tolist()
 
 
 @pytest.mark.cuda
@@ -289,3 +411,20 @@ def test_prompt_lookup_on_cuda_equals_the_cpu(pair, tiny_eos_path, monkeypatch):
             patched.setattr(Lookup, "guess", guess)
             got = cuda.generate(ids.cuda(), mask.cuda(), max_new_tokens=20, prompt_lookup_num_tokens=5)
         assert got.cpu().tolist() == want.tolist()
+
+
+@pytest.mark.cuda
+def test_sampling_with_prompt_lookup_on_cuda_draws_as_transformers(pair, tiny_eos_path):
+    """On a GPU, sampling with prompt lookup draws from the CUDA generator as transformers' on the same GPU does."""
+    import transformers
+    from seq2seq_kit import BartForConditionalGeneration
+    _, cpu = pair("tiny-eos")
+    hf = transformers.AutoModelForSeq2SeqLM.from_pretrained(tiny_eos_path).cuda().eval()
+    cuda = BartForConditionalGeneration.from_pretrained(tiny_eos_path, device="cuda")
+    kwargs = dict(do_sample=True, temperature=0.3, max_new_tokens=24, prompt_lookup_num_tokens=4)
+    for seed in range(1, 4):
+        ids, mask = (t.cuda() for t in one_input(cpu, seed))
+        torch.manual_seed(seed)
+        want = hf.generate(ids, attention_mask=mask, **kwargs)
+        torch.manual_seed(seed)
+        assert cuda.generate(ids, mask, **kwargs).tolist() == want.tolist(), seed

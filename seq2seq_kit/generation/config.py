@@ -36,7 +36,7 @@ class GenerationConfig:
     min_length: int | None = None
     min_new_tokens: int | None = None
     max_time: float | None = None                       # seconds of decoding, then the step running is the last
-    prompt_lookup_num_tokens: int | None = None         # greedy, one input: tokens guessed and checked per pass
+    prompt_lookup_num_tokens: int | None = None         # one row: tokens guessed and checked per pass
     max_matching_ngram_size: int | None = None          # the longest n-gram prompt lookup matches (None or 0: 2)
     stop_strings: str | list[str] | None = None         # a row ends once its text ends in one (needs the tokenizer)
     num_beams: int | None = None
@@ -580,14 +580,9 @@ def _validate(cfg: GenerationConfig, vocab_size: int, max_position_embeddings: i
 
 def _check_prompt_lookup(cfg: GenerationConfig) -> None:
     """prompt_lookup_num_tokens >= 1 (transformers: "Invalid ... num_output_tokens" at 0), max_matching_ngram_size
-    >= 0 (0: the default, 2, as transformers reads `or 2`); greedy only here (with beams both do nothing, as in
-    transformers)."""
+    >= 0 (0: the default, 2, as transformers reads `or 2`)."""
     _check_int("prompt_lookup_num_tokens", cfg.prompt_lookup_num_tokens, 1, allow_none=True)
     _check_int("max_matching_ngram_size", cfg.max_matching_ngram_size, 0, allow_none=True)
-    if cfg.prompt_lookup_num_tokens is not None and cfg.num_beams == 1 and cfg.do_sample:
-        raise ValueError("prompt_lookup_num_tokens runs with greedy search here (do_sample=False): transformers' "
-                         "sampling with it draws every guessed position at once, which seq2seq_kit does not "
-                         "implement; leave prompt_lookup_num_tokens out to sample")
 
 
 def _validate_processors(cfg: GenerationConfig, vocab_size: int) -> None:

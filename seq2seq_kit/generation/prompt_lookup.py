@@ -1,5 +1,5 @@
-"""Prompt lookup decoding (transformers' `prompt_lookup_num_tokens`): greedy search that checks several tokens per
-pass of the decoder, for one input.
+"""Prompt lookup decoding (transformers' `prompt_lookup_num_tokens`): greedy search or sampling that checks
+several tokens per pass of the decoder, for one input.
 
 A guess of the next tokens is copied from text the output is likely to repeat: the output's last n tokens (n =
 max_matching_ngram_size, 2 by default, down to 1) are looked up in the source, then in the output itself, and the
@@ -14,20 +14,30 @@ wrong guess costs only the wider pass. transformers looks the guess up in the ou
 copies the source all the time; looking in the source first changes which tokens are checked together, not the
 tokens (nor a score).
 
+Sampling is transformers' own assisted sampling, draw for draw: its guesses (sampled_guess: the output alone, cut
+where the processors would ban a token of scores of ones), every position of a pass processed as if the guess held
+and drawn in one torch.multinomial (sampled_pass), the tokens taken while they equal the guess. Its tokens are not
+plain sampling's (a pass draws differently), so they must be transformers' to be checked at all, and the draws a
+pass makes depend on its guess: the guess must be transformers'. transformers checks stop strings only once a
+pass's tokens are taken, so where a string ends mid-pass its output goes on to the pass's end; here it ends where
+the string does (a prefix of transformers' output), as for greedy.
+
 A decode step streams every weight from memory for its one row (models/gemv.c): a pass over 1 + g positions reads
 them once for all of them, so an accepted guessed token saves most of a step (distilbart on 2 CPU cores: a step
 ~16 ms, a pass of 2-4 positions ~18, of 6 ~23, of 11 ~31). Wide passes that fail cost that much more, so after a
-miss the next guess is short (next_cap); the plain step runs where there is no guess.
+miss greedy's next guess is short (next_cap); the plain step runs where there is no guess.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 
 import torch
 
 from .config import GenerationConfig
+from .logits_process import apply
 from .protocol import EagerCache, ModelConfig, Seq2SeqModel, Step
 from .sampling import SampleSearch
 
@@ -35,8 +45,8 @@ DEFAULT_NGRAM = 2        # transformers' max_matching_ngram_size when unset (or 
 
 
 def runs(cfg: GenerationConfig) -> bool:
-    """Whether generate decodes with prompt lookup: prompt_lookup_num_tokens set, one row per input (greedy: config
-    refuses sampling with it; with beams it does nothing, as in transformers)."""
+    """Whether generate decodes with prompt lookup: prompt_lookup_num_tokens set, greedy or sampling (with beams it
+    does nothing, as in transformers)."""
     return cfg.prompt_lookup_num_tokens is not None and cfg.num_beams == 1
 
 
@@ -44,22 +54,33 @@ def used(cfg: GenerationConfig, batch: int, traced: bool, cuda_graph: bool | Non
     """Whether generate decodes with prompt lookup (runs), after its checks (check); set beside beam search, where
     it does nothing, a warning says so (transformers logs one)."""
     if not runs(cfg):
-        if cfg.prompt_lookup_num_tokens is not None:
-            warnings.warn(f"prompt_lookup_num_tokens runs with greedy search (num_beams=1); this call runs beam "
-                          f"search (num_beams={cfg.num_beams}), which ignores it, as transformers does", UserWarning,
-                          stacklevel=5)                       # the caller of model.generate
+        warn_if_ignored(cfg, stacklevel=6)                    # the caller of model.generate
         return False
-    check(batch, traced, cuda_graph)
+    check(batch, cfg.num_return_sequences, traced, cuda_graph)
     return True
 
 
-def check(batch: int, traced: bool, cuda_graph: bool | None) -> None:
-    """What prompt lookup does not run with: more than one input (as transformers' assisted generate), recorded
-    attentions / hidden states, a CUDA graph asked for (it decodes eagerly: a graph's step is one token per row)."""
+def warn_if_ignored(cfg: GenerationConfig, stacklevel: int) -> None:
+    """prompt_lookup_num_tokens set beside beam search, which ignores it (as transformers, which logs so): a
+    UserWarning saying so, pointing `stacklevel` frames up from here."""
+    if cfg.prompt_lookup_num_tokens is not None and not runs(cfg):
+        warnings.warn(f"prompt_lookup_num_tokens runs with greedy search or sampling (num_beams=1); this call runs "
+                      f"beam search (num_beams={cfg.num_beams}), which ignores it, as transformers does", UserWarning,
+                      stacklevel=stacklevel)
+
+
+def check(batch: int, num_return_sequences: int, traced: bool, cuda_graph: bool | None) -> None:
+    """What prompt lookup does not run with: more than one input or output (as transformers' assisted generate),
+    recorded attentions / hidden states, a CUDA graph asked for (it decodes eagerly: a graph's step is one token
+    per row)."""
     if batch != 1:
         raise ValueError(f"prompt_lookup_num_tokens checks one input's guesses (batch size 1, as transformers' "
                          f"assisted generate), got {batch} inputs: generate them one at a time (a pipeline: "
                          "batch_size=1)")
+    if num_return_sequences != 1:
+        raise ValueError(f"prompt_lookup_num_tokens checks one sequence's guesses (batch size 1, as transformers' "
+                         f"assisted generate), got num_return_sequences={num_return_sequences}: generate one at a "
+                         "time, or leave prompt_lookup_num_tokens out")
     if traced:
         raise ValueError("output_attentions / output_hidden_states are not recorded with prompt_lookup_num_tokens "
                          "(a pass checks several positions): leave one of them out")
@@ -112,38 +133,117 @@ def next_cap(cap: int, most: int, guessed: list[int], taken: list[int]) -> int:
     return min(most, 2 * cap) if held == len(guessed) else held + 1
 
 
+def sampled_guess(output: list[int], tokens: int, ngram: int, max_length: int, stop: set[int],
+                  forbidden) -> list[int]:
+    """The guess of a sampled pass: transformers' PromptLookupCandidateGenerator.get_candidates, exactly (each
+    guessed position takes its own draw from the generator, so another guess would leave transformers' draws). The
+    (up to `tokens`) ids after the first earlier occurrence of output's last n ids (n from ngram down to 1) in the
+    output, cut before the first that forbidden(the ids before it, it) says the processors ban (none held: the next
+    occurrence), then before the first stop id; [] when nothing matches, or one token short of max_length."""
+    if len(output) + 1 == max_length:
+        return []
+    for n in range(min(ngram, len(output) - 1), 0, -1):
+        tail = output[-n:]
+        for i in range(len(output) - n):
+            if output[i:i + n] != tail:
+                continue
+            found = output[i + n:i + n + tokens]
+            held = next((j for j, t in enumerate(found) if forbidden(output + found[:j], t)), len(found))
+            if held:
+                return found[:next((j for j, t in enumerate(found[:held]) if t in stop), held)]
+    return []
+
+
+def banned_by(search: SampleSearch, vocab_size: int):
+    """sampled_guess's `forbidden` for this search: whether its processors (the sampling ones included) set a score
+    of ones [1, V] to -inf (or float32's lowest) for `token` after `ids` (transformers' probe of its guesses)."""
+    def forbidden(ids: list[int], token: int) -> bool:
+        seq = torch.tensor([ids], device=search.seq.device)                                   # [1, L]
+        ones = torch.ones((1, vocab_size), device=search.seq.device)
+        with torch.inference_mode():
+            score = float(apply(search.processors, seq, len(ids), ones)[0, token])
+        return score in (-math.inf, torch.finfo(torch.float32).min)
+    return forbidden
+
+
+def sampled_pass(search: SampleSearch, logits: torch.Tensor, output: list[int],
+                 guessed: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A sampled pass's draws, as transformers' assisted generate draws them: each position i's scores from its
+    logits (logits [N, V], N <= 1 + len(guessed)), the processors seeing the output and guessed[:i], then one
+    torch.multinomial over all 1 + len(guessed) positions (those past max_length, whose logits were not computed,
+    drawn from even scores: theirs is never kept, but their draws leave the generator as transformers' do)
+    -> (scores [N, V], tokens [1 + len(guessed)])."""
+    seq, length = search.seq.clone(), len(output)                                            # [1, max_length]
+    seq[0, length:length + logits.shape[0] - 1] = torch.tensor(guessed[:logits.shape[0] - 1])
+    with torch.inference_mode():          # the processors write in place (the model's logits: inference tensors)
+        scores = torch.cat([apply(search.processors, seq, length + i, logits[i:i + 1].float())
+                            for i in range(logits.shape[0])])                                 # [N, V]
+    unseen = scores.new_zeros((1 + len(guessed) - logits.shape[0], scores.shape[1]))
+    return scores, search.sample(torch.cat((scores, unseen)), 1)[:, 0]
+
+
 def decode(model: Seq2SeqModel, step: Step, cache: EagerCache, search: SampleSearch, cfg: GenerationConfig,
            source: list[int], screened: bool, streamer=None, ends: float = float("inf")) -> None:
-    """generate's greedy loop for one input with cfg.prompt_lookup_num_tokens, until search.done: each pass feeds
-    the last token and a guess [1, 1 + g] to model.extend_unchecked (without a guess: `step`, generate's), steps the
-    search on its positions' logits while the guess holds, and crops the cache to the tokens fed that were right.
+    """generate's greedy or sampling loop for one input with cfg.prompt_lookup_num_tokens, until search.done: each
+    pass feeds the last token and a guess [1, 1 + g] to model.extend_unchecked (without a guess: `step`,
+    generate's), steps the search on its positions' logits while the guess holds, and crops the cache to the tokens
+    fed that were right. Greedy guesses with Lookup, sampling with sampled_guess (transformers').
     source: the input's ids (unpadded; [] where the decoder's vocabulary is its own); screened: ScreenedLogits where
     the model screens the pass's rows (as `step` may).
     streamer: the tokens each pass took, [1, n] (as transformers puts them); ends: the time.monotonic() past which
     the pass running is the last (max_time)."""
-    lookup = Lookup(source, cfg.max_matching_ngram_size or DEFAULT_NGRAM, set(cfg.eos_token_id or []))
-    cap = cfg.prompt_lookup_num_tokens                        # this pass's most guessed tokens (see next_cap)
+    ngram, most = cfg.max_matching_ngram_size or DEFAULT_NGRAM, cfg.prompt_lookup_num_tokens
+    stop = set(cfg.eos_token_id or [])
+    lookup = Lookup(source, ngram, stop)
+    forbidden = banned_by(search, model.config.decoder_vocab_size)
+    cap = most                                                # a greedy pass's most guessed tokens (see next_cap)
     while not search.done:
         output = search.seq[0, :int(search.cur_len)].tolist()
         room = cfg.max_length - len(output) - 1               # the guessed tokens that may still be kept
-        guessed = lookup.guess(output, min(cap, room)) if room > 0 else []
+        if cfg.do_sample:
+            guessed = sampled_guess(output, most, ngram, cfg.max_length, stop, forbidden)
+        else:
+            guessed = lookup.guess(output, min(cap, room)) if room > 0 else []
+        fed = guessed[:max(room, 0)]
         start = cache.length
-        if guessed:
-            fed = torch.tensor([output[-1:] + guessed], device=search.seq.device)           # [1, 1 + g]
-            logits = model.extend_unchecked(fed, cache, screened)                           # [1 + g, V]
+        if fed:
+            tokens = torch.tensor([output[-1:] + fed], device=search.seq.device)             # [1, 1 + g]
+            logits = model.extend_unchecked(tokens, cache, screened)                        # [1 + g, V]
         else:                                                 # nothing to check: the plain step (its own kernels)
             logits = step(search.tokens(), cache)                                           # [1, V]
         timed_out = time.monotonic() > ends
-        taken = []
-        for i in range(len(guessed) + 1):
-            search.advance(logits[i:i + 1])                   # greedy: rows never move (no cache reorder)
-            taken.append(int(search.tokens()))
-            if search.done or i == len(guessed) or taken[-1] != guessed[i]:
-                break
+        if cfg.do_sample:
+            taken = take_drawn(search, logits, output, guessed)
+        else:
+            taken = take_greedy(search, logits, guessed)
         cache.crop(start + len(taken))                        # the last token and the guessed ones it confirmed
-        if guessed:
-            cap = next_cap(cap, cfg.prompt_lookup_num_tokens, guessed, taken)
+        if guessed and not cfg.do_sample:
+            cap = next_cap(cap, most, guessed, taken)
         if streamer is not None:
             streamer.put(torch.tensor([taken]))
         if timed_out:
             search.end()
+
+
+def take_greedy(search: SampleSearch, logits: torch.Tensor, guessed: list[int]) -> list[int]:
+    """Greedy steps on a pass's logits [N, V] one position at a time while they take the guessed tokens -> the
+    tokens taken (those that held and the one after them; fewer where the search ended)."""
+    taken = []
+    for i in range(logits.shape[0]):
+        search.advance(logits[i:i + 1])                       # greedy: rows never move (no cache reorder)
+        taken.append(int(search.tokens()))
+        if search.done or i == len(guessed) or taken[-1] != guessed[i]:
+            break
+    return taken
+
+
+def take_drawn(search: SampleSearch, logits: torch.Tensor, output: list[int], guessed: list[int]) -> list[int]:
+    """take_greedy for sampling: every position drawn at once (sampled_pass), then taken while they hold."""
+    scores, drawn = sampled_pass(search, logits, output, guessed)
+    taken = []
+    for i in range(logits.shape[0]):
+        search.advance_drawn(logits[i:i + 1], scores[i:i + 1], drawn[i:i + 1])
+        taken.append(int(drawn[i]))
+        if search.done or i == len(guessed) or taken[-1] != guessed[i]:
+            break
+    return taken

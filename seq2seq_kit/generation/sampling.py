@@ -60,7 +60,6 @@ class SampleSearch(SearchProgress):
         """One step from logits [R, V] (a tensor, or a greedy search's protocol.ScreenedLogits: see screenable), no
         host read (but ScreenedLogits' one or few); device_length: the processors read the device cur_len.
         Rows never move: no cache reorder (None)."""
-        cfg, n = self.cfg, self.rows_per_input
         active = self.active()                                                        # [] or [B, 1]
         row_active = self.per_row(active)[:, 0] if active.dim() else active          # [] or [R]
         length = self.processor_length(device_length)
@@ -71,7 +70,22 @@ class SampleSearch(SearchProgress):
             with torch.inference_mode():  # the processors may write the logits in place: the model's inference tensor
                 scores = apply(self.processors, self.seq, length, logits.float())
             self.record("scores", scores)
-            nxt = self.sample(scores, 1).squeeze(1) if cfg.do_sample else torch.argmax(scores, dim=-1)
+            nxt = self.sample(scores, 1).squeeze(1) if self.cfg.do_sample else torch.argmax(scores, dim=-1)
+        self.take_on_device(nxt, row_active)
+
+    def advance_drawn(self, logits: torch.Tensor, scores: torch.Tensor, token: torch.Tensor) -> None:
+        """One step of generate's batch whose token [R] was drawn already, from scores [R, V] processed from the
+        model's logits [R, V] (both recorded as advance records them): prompt lookup's sampled pass, which draws
+        every position at once, as transformers does. Reads the stop flag, as advance."""
+        self.record_logits(logits)
+        self.record("scores", scores)
+        self.take_on_device(token, self.going)
+        self.done = not self.going.item()
+
+    def take_on_device(self, nxt: torch.Tensor, row_active: torch.Tensor) -> None:
+        """The rest of a step once its tokens nxt [R] are chosen: rows that ended take the pad, tokens written,
+        rows ended by EOS or a stop string, the stop flag. row_active: [] or [R], the rows this step advances."""
+        cfg, n = self.cfg, self.rows_per_input
         unfinished = self.unfinished & row_active
         if self.eos is not None:
             nxt = torch.where(unfinished, nxt, cfg.pad_token_id)
