@@ -37,7 +37,8 @@ COMMIT_HASH = re.compile(r"^[0-9a-f]{40}$")
 
 HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only")   # what resolve takes besides the name
 # what transformers users pass to from_pretrained that seq2seq_kit takes otherwise or not at all
-INSTEAD = {"torch_dtype": "transformers 5 (and seq2seq_kit) name it dtype=",
+INSTEAD = {"torch_dtype": "a tokenizer has no dtype (a model's from_pretrained takes dtype=, and torch_dtype= as "
+                          "transformers 5 does)",
            "use_fast": "seq2seq_kit's tokenizers are all the `tokenizers` kind: leave it out",
            "trust_remote_code": "seq2seq_kit runs no code from a checkpoint: leave it out",
            "subfolder": "pass the subfolder's own path (a Hub checkpoint: snapshot_download it, then that path)"}

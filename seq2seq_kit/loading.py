@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import mmap
+import warnings
 from pathlib import Path, PurePosixPath
 
 import torch
@@ -262,6 +263,16 @@ def check_config_fits(config, ckpt: "Checkpoint") -> None:
 
 
 # ---- loading ----------------------------------------------------------------------------------------------------
+
+def dtype_or_legacy(dtype, torch_dtype, stacklevel: int):
+    """from_pretrained's / pipeline's dtype where it may also come by its old name, torch_dtype (transformers 5 takes
+    both: dtype when set, else torch_dtype), with transformers' deprecation warning, `stacklevel` frames up from
+    here (the caller of the entry point)."""
+    if torch_dtype is None:
+        return dtype
+    warnings.warn("`torch_dtype` is deprecated! Use `dtype` instead!", FutureWarning, stacklevel=stacklevel)
+    return dtype if dtype is not None else torch_dtype
+
 
 def is_int8(dtype) -> bool:
     """Whether from_pretrained's dtype asks for int8 linear layers: "int8", "torch.int8" or torch.int8."""

@@ -61,14 +61,17 @@ class BartForConditionalGeneration(BartNetwork):
         self.generation_config = GenerationConfig.from_model_config(config.token_ids())   # from_pretrained: the files'
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dtype=None, device=None, **hub_kwargs) -> BartForConditionalGeneration:
+    def from_pretrained(cls, path: str | Path, dtype=None, device=None, *, torch_dtype=None,
+                        **hub_kwargs) -> BartForConditionalGeneration:
         """Load a transformers checkpoint (safetensors or .bin, single or sharded) from a directory or Hub id.
 
         dtype: None (float32), "auto" (config.json's dtype, else the weights'), a torch.dtype or its name; or
         "int8" (torch.int8): float32 weights made int8 by quantize_int8 (CPU only, outside the parity guarantee).
+        torch_dtype: dtype's old name, taken as transformers 5 takes it (dtype wins; a FutureWarning).
         device: None (cpu), "cpu", "cuda", "cuda:N" or a torch.device.
         hub_kwargs: revision, cache_dir, token, local_files_only (see seq2seq_kit.hub.resolve).
         """
+        dtype = loading.dtype_or_legacy(dtype, torch_dtype, stacklevel=3)
         root = hub.resolve(path, purpose="model", **hub_kwargs)
         config = BartConfig.from_pretrained(root)
         if "quantization_config" in config.extra:
@@ -179,8 +182,10 @@ class AutoModelForSeq2SeqLM:
         raise TypeError("AutoModelForSeq2SeqLM is not instantiated: use AutoModelForSeq2SeqLM.from_pretrained(path)")
 
     @staticmethod
-    def from_pretrained(path: str | Path, dtype=None, device=None, **hub_kwargs) -> BartForConditionalGeneration:
+    def from_pretrained(path: str | Path, dtype=None, device=None, *, torch_dtype=None,
+                        **hub_kwargs) -> BartForConditionalGeneration:
         """See BartForConditionalGeneration.from_pretrained."""
+        dtype = loading.dtype_or_legacy(dtype, torch_dtype, stacklevel=3)
         return BartForConditionalGeneration.from_pretrained(path, dtype=dtype, device=device, **hub_kwargs)
 
 

@@ -29,7 +29,7 @@ from .engine.scheduler import check_engine_settings
 from .family_tokenizers import AutoTokenizer
 from .generation import settings
 from .generation.config import GENERATE_KWARGS, GenerationConfig, in_effect
-from .loading import resolve_device
+from .loading import dtype_or_legacy, resolve_device
 from .long_documents import DEFAULT_BATCH_SIZE, check_strategy, map_reduce
 from .modeling import BartForConditionalGeneration
 from .models.checks import check_positive_int
@@ -67,7 +67,9 @@ def split_kwargs(kwargs: dict) -> tuple[dict, dict, dict]:
 
 def load_model_and_tokenizer(model, tokenizer, device, dtype,
                              **hub_kwargs) -> tuple[BartForConditionalGeneration, Tokenizer]:
-    """A pipeline's (model in eval mode, tokenizer), from pipeline()'s arguments (see there)."""
+    """A pipeline's (model in eval mode, tokenizer), from pipeline()'s arguments (see there; torch_dtype, dtype's
+    old name, taken as transformers 5 takes it)."""
+    dtype = dtype_or_legacy(dtype, hub_kwargs.pop("torch_dtype", None), stacklevel=_caller_stacklevel() + 1)
     hub.check_kwargs(hub_kwargs)                 # checked even where nothing is loaded (model and tokenizer given)
     model = DEFAULT_MODEL if model is None else model
     if isinstance(model, BartForConditionalGeneration):

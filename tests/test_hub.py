@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx2
 import huggingface_hub
 import pytest
+import torch
 
 from hub_cache import FakeHub, hub_error, read_dir, write_cache
 from seq2seq_kit.hub import HubError, resolve
@@ -119,7 +120,7 @@ def test_file_instead_of_directory(tmp_path):
         resolve(tmp_path / "config.json")
 
 
-@pytest.mark.parametrize("name, words", [("torch_dtype", "name it dtype="), ("use_fast", "leave it out"),
+@pytest.mark.parametrize("name, words", [("torch_dtype", "a tokenizer has no dtype"), ("use_fast", "leave it out"),
                                          ("subfolder", "pass the subfolder's own path"),
                                          ("revison", "revision, cache_dir, token and local_files_only"),
                                          ("tokenizer_kwargs", "revision, cache_dir, token and local_files_only")])
@@ -127,10 +128,28 @@ def test_unknown_keyword_arguments_are_named(name, words):
     from seq2seq_kit import AutoModelForSeq2SeqLM, AutoTokenizer, Tokenizer, pipeline
 
     path = Path(__file__).parent / "fixtures" / "bart-tokenizer"
-    for load in (AutoTokenizer.from_pretrained, Tokenizer.from_pretrained, AutoModelForSeq2SeqLM.from_pretrained,
-                 lambda path, **kw: pipeline("summarization", model=path, **kw)):
+    loads = [AutoTokenizer.from_pretrained, Tokenizer.from_pretrained]
+    if name != "torch_dtype":                     # the models' and pipelines' old name for dtype: taken
+        loads += [AutoModelForSeq2SeqLM.from_pretrained, lambda path, **kw: pipeline("summarization", model=path, **kw)]
+    for load in loads:
         with pytest.raises(TypeError, match=f"unexpected keyword argument '{name}': .*{re.escape(words)}"):
             load(path, **{name: True})
+
+
+def test_torch_dtype_is_dtypes_old_name(tiny_eos_path):
+    """from_pretrained and pipeline take torch_dtype= as transformers 5 does (dtype= wins where both are given),
+    with its deprecation warning, pointing at the caller."""
+    from seq2seq_kit import AutoModelForSeq2SeqLM, BartForConditionalGeneration, pipeline
+
+    for load, kwargs, want in [
+            (BartForConditionalGeneration.from_pretrained, dict(torch_dtype=torch.float16), torch.float16),
+            (AutoModelForSeq2SeqLM.from_pretrained, dict(torch_dtype="bfloat16"), torch.bfloat16),
+            (AutoModelForSeq2SeqLM.from_pretrained, dict(dtype=torch.float32, torch_dtype="bfloat16"), torch.float32),
+            (lambda path, **kw: pipeline("summarization", model=path, **kw).model, dict(torch_dtype=torch.float16),
+             torch.float16)]:
+        with pytest.warns(FutureWarning, match=re.escape("`torch_dtype` is deprecated! Use `dtype` instead!")) as w:
+            assert load(tiny_eos_path, **kwargs).dtype == want
+        assert [warning.filename for warning in w.list if warning.category is FutureWarning] == [__file__]
 
 
 
@@ -145,7 +164,8 @@ def test_unknown_keyword_arguments_are_named_with_a_loaded_model_and_tokenizer(t
     tokenizer = Tokenizer.from_pretrained(Path(__file__).parent / "fixtures" / "bart-tokenizer")
     with pytest.raises(TypeError, match="unexpected keyword argument 'bogus': besides its own arguments"):
         pipeline(task, model=model, tokenizer=tokenizer, bogus=1)
-    with pytest.raises(TypeError, match="unexpected keyword argument 'torch_dtype': transformers 5"):
+    with pytest.raises(ValueError, match="dtype= applies when the pipeline loads the model"), \
+            pytest.warns(FutureWarning, match="`torch_dtype` is deprecated"):
         pipeline(task, model=model, tokenizer=tokenizer, torch_dtype="auto")
     assert pipeline(task, model=model, tokenizer=tokenizer, revision="main").model is model   # the Hub's: unused
 
