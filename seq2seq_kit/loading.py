@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import mmap
-import warnings
 from pathlib import Path, PurePosixPath
 
 import torch
@@ -31,6 +30,7 @@ from torch import nn
 from .config import dtype_name
 from .hub import WEIGHT_FILES
 from .jsonfile import read_json, write_json, writing
+from .user_warnings import warn
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DTYPE_CHOICES = ("auto", *DTYPES, "int8")   # what from_pretrained(dtype=...) takes by name (int8: CPU only)
@@ -264,13 +264,12 @@ def check_config_fits(config, ckpt: "Checkpoint") -> None:
 
 # ---- loading ----------------------------------------------------------------------------------------------------
 
-def dtype_or_legacy(dtype, torch_dtype, stacklevel: int):
+def dtype_or_legacy(dtype, torch_dtype):
     """from_pretrained's / pipeline's dtype where it may also come by its old name, torch_dtype (transformers 5 takes
-    both: dtype when set, else torch_dtype), with transformers' deprecation warning, `stacklevel` frames up from
-    here (the caller of the entry point)."""
+    both: dtype when set, else torch_dtype), with transformers' deprecation warning."""
     if torch_dtype is None:
         return dtype
-    warnings.warn("`torch_dtype` is deprecated! Use `dtype` instead!", FutureWarning, stacklevel=stacklevel)
+    warn("`torch_dtype` is deprecated! Use `dtype` instead!", FutureWarning)
     return dtype if dtype is not None else torch_dtype
 
 

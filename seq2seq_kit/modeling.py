@@ -50,6 +50,33 @@ class Seq2SeqLMOutput(ModelOutput):
                    encoder_attentions=attentions["encoder"])
 
 
+@dataclass
+class BaseModelOutput(ModelOutput):
+    """What model.get_encoder()(...) returns: transformers' BaseModelOutput with the encoder's last hidden states
+    alone, read as its ModelOutput; generate(encoder_outputs=...) takes it."""
+    last_hidden_state: torch.Tensor | None = None                       # [B, S, D]
+
+
+class EncoderCall:
+    """model.get_encoder(): what code written for transformers calls its encoder module for, encoder(input_ids,
+    attention_mask=...) -> BaseModelOutput (model.encode's hidden states, its checks), to hand generate as
+    encoder_outputs (the encoder run once for several decodings, or passages encoded apart and joined)."""
+
+    def __init__(self, model: BartForConditionalGeneration):
+        self.model = model
+
+    def __call__(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, *,
+                 return_dict: bool | None = None, **unsupported) -> BaseModelOutput | tuple[torch.Tensor]:
+        if unsupported:
+            raise TypeError(f"the encoder takes input_ids, attention_mask and return_dict, not "
+                            f"{', '.join(sorted(unsupported))}; the model's forward records the encoder's layers "
+                            "(output_attentions / output_hidden_states)")
+        if input_ids is None:
+            raise TypeError("the encoder needs input_ids, the source token ids [B, S]")
+        hidden = self.model.encode(input_ids, attention_mask)                             # [B, S, D]
+        return (hidden,) if return_dict is False else BaseModelOutput(last_hidden_state=hidden)
+
+
 class BartForConditionalGeneration(BartNetwork):
     """Any supported family (BART, mBART, Marian, Pegasus, M2M100 / NLLB: seq2seq_kit/families.py) for generation, with transformers' from_pretrained / save_pretrained / generate.
     `BartForConditionalGeneration(config)` builds a randomly initialised model whose generation_config holds its
@@ -71,7 +98,7 @@ class BartForConditionalGeneration(BartNetwork):
         device: None (cpu), "cpu", "cuda", "cuda:N" or a torch.device.
         hub_kwargs: revision, cache_dir, token, local_files_only (see seq2seq_kit.hub.resolve).
         """
-        dtype = loading.dtype_or_legacy(dtype, torch_dtype, stacklevel=3)
+        dtype = loading.dtype_or_legacy(dtype, torch_dtype)
         root = hub.resolve(path, purpose="model", **hub_kwargs)
         config = BartConfig.from_pretrained(root)
         if "quantization_config" in config.extra:
@@ -143,6 +170,11 @@ class BartForConditionalGeneration(BartNetwork):
         logits = self.teacher_forced(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, record)
         return Seq2SeqLMOutput.of(logits, record, bool(output_hidden_states))
 
+    def get_encoder(self) -> EncoderCall:
+        """The encoder as transformers code calls it: get_encoder()(input_ids, attention_mask=...) -> an output
+        whose last_hidden_state generate takes as encoder_outputs (EncoderCall)."""
+        return EncoderCall(self)
+
     def generate(self, input_ids=None, attention_mask=None, *, inputs=None, **kwargs):
         """transformers-compatible generate (the source ids also by transformers' name: inputs=...); see
         seq2seq_kit.generation.decoding."""
@@ -159,9 +191,9 @@ def source_ids(input_ids, inputs, kwargs: dict):
     """generate's source ids, given as input_ids or inputs (transformers' generate names its first argument so)."""
     if input_ids is not None and inputs is not None:
         raise TypeError("generate() got both input_ids and inputs (transformers' name for input_ids): pass one")
-    if input_ids is None and inputs is None:
-        note = "; encoder_outputs is not supported" if "encoder_outputs" in kwargs else ""
-        raise TypeError(f"generate() needs the source token ids: input_ids (or inputs) [batch, sequence]{note}")
+    if input_ids is None and inputs is None and kwargs.get("encoder_outputs") is None:
+        raise TypeError("generate() needs the source: its token ids, input_ids (or inputs) [batch, sequence], or the "
+                        "encoder's output, encoder_outputs")
     return inputs if input_ids is None else input_ids
 
 
@@ -185,8 +217,8 @@ class AutoModelForSeq2SeqLM:
     def from_pretrained(path: str | Path, dtype=None, device=None, *, torch_dtype=None,
                         **hub_kwargs) -> BartForConditionalGeneration:
         """See BartForConditionalGeneration.from_pretrained."""
-        dtype = loading.dtype_or_legacy(dtype, torch_dtype, stacklevel=3)
+        dtype = loading.dtype_or_legacy(dtype, torch_dtype)
         return BartForConditionalGeneration.from_pretrained(path, dtype=dtype, device=device, **hub_kwargs)
 
 
-__all__ = ["AutoModelForSeq2SeqLM", "BartForConditionalGeneration", "Seq2SeqLMOutput"]
+__all__ = ["AutoModelForSeq2SeqLM", "BartForConditionalGeneration", "BaseModelOutput", "Seq2SeqLMOutput"]

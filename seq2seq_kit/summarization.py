@@ -17,8 +17,6 @@ see SummarizationPipeline) that every front end composes: `pipe(...)`, the corpu
 from __future__ import annotations
 
 import os
-import sys
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -33,11 +31,11 @@ from .loading import dtype_or_legacy, resolve_device
 from .long_documents import DEFAULT_BATCH_SIZE, check_strategy, map_reduce
 from .modeling import BartForConditionalGeneration
 from .models.checks import check_positive_int
+from .user_warnings import warn
 from .tokenizer import Tokenizer, check_text, clean_up_tokenization
 
 TASKS = ("summarization",)
 DEFAULT_MODEL = "sshleifer/distilbart-cnn-12-6"   # transformers 4.x's default for the task
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep   # seq2seq_kit/, for warnings
 
 
 def pipeline(task: str = "summarization", model=None, tokenizer=None, device=None, dtype=None,
@@ -69,7 +67,7 @@ def load_model_and_tokenizer(model, tokenizer, device, dtype,
                              **hub_kwargs) -> tuple[BartForConditionalGeneration, Tokenizer]:
     """A pipeline's (model in eval mode, tokenizer), from pipeline()'s arguments (see there; torch_dtype, dtype's
     old name, taken as transformers 5 takes it)."""
-    dtype = dtype_or_legacy(dtype, hub_kwargs.pop("torch_dtype", None), stacklevel=_caller_stacklevel() + 1)
+    dtype = dtype_or_legacy(dtype, hub_kwargs.pop("torch_dtype", None))
     hub.check_kwargs(hub_kwargs)                 # checked even where nothing is loaded (model and tokenizer given)
     model = DEFAULT_MODEL if model is None else model
     if isinstance(model, BartForConditionalGeneration):
@@ -291,8 +289,8 @@ class SummarizationPipeline:
         if not ids:
             raise ValueError(f"stop_sequence={stop_sequence!r} is no token for this tokenizer; pass a word")
         if len(ids) > 1:
-            warnings.warn(f"stop_sequence={stop_sequence!r} is {len(ids)} tokens; generation stops at its first, "
-                          f"{ids[0]} (as transformers 4.x did)", UserWarning, stacklevel=_caller_stacklevel())
+            warn(f"stop_sequence={stop_sequence!r} is {len(ids)} tokens; generation stops at its first, {ids[0]} (as "
+                 "transformers 4.x did)")
         return ids[0]
 
     def check_texts(self, inputs) -> list[str]:
@@ -322,10 +320,9 @@ class SummarizationPipeline:
                 f"{self.model.config.max_position_embeddings})); shorten it or pass truncation=True")
         if long and truncation is None:
             i = next(iter(long))
-            warnings.warn(
-                f"{len(long)} input(s) longer than the model's {limit} positions (e.g. input {i}: "
-                f"{long[i]} tokens) were truncated to {limit} tokens; pass truncation=True to "
-                "silence this or truncation=False to raise instead", UserWarning, stacklevel=_caller_stacklevel())
+            warn(f"{len(long)} input(s) longer than the model's {limit} positions (e.g. input {i}: {long[i]} tokens) "
+                 f"were truncated to {limit} tokens; pass truncation=True to silence this or truncation=False to "
+                 "raise instead")
         for i, row in zip(long, self.encode_texts([texts[i] for i in long], max_length=limit)):
             rows[i] = row
         return Encoded(rows, long)
@@ -405,15 +402,6 @@ def shape_records(inputs, records: list[list[dict]]):
     if isinstance(inputs, str):
         return records[0]
     return [r[0] for r in records] if all(len(r) == 1 for r in records) else records
-
-
-def _caller_stacklevel() -> int:
-    """warnings.warn's stacklevel, for the function calling this, that names the first caller outside this
-    package: the user's pipe(...) line, whichever stage warned."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def _type_name(x) -> str:

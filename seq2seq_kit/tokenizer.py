@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import threading
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -28,6 +27,7 @@ from tokenizers import Tokenizer as Backend
 from . import hub
 from .jsonfile import read_json, read_json_object, write_json, writing
 from .tokenizer_classes import MODEL_TYPE_CLASSES, config_model_type, read_tokenizer_json
+from .user_warnings import warn
 
 DEFAULT_DIR = Path(__file__).parent / "assets" / "bart-tokenizer"   # the embedded facebook/bart files
 FILES = "tokenizer.json, or vocab.json + merges.txt (tokenizer_config.json optional)"
@@ -164,8 +164,8 @@ class BatchEncoding(dict):
         (a dtype: `inputs.to(model.dtype)`) changes nothing, with a warning, as there: cast, the ids would become
         other tokens."""
         if not isinstance(device, (str, torch.device, int)) or isinstance(device, bool):
-            warnings.warn(f"BatchEncoding.to({device!r}) ignored: it moves token ids to a device; casting them would "
-                          "change the tokens (convert the model instead)", UserWarning, stacklevel=2)
+            warn(f"BatchEncoding.to({device!r}) ignored: it moves token ids to a device; casting them would change "
+                 "the tokens (convert the model instead)")
             return self
         if not all(isinstance(v, torch.Tensor) for v in self.values()):
             raise ValueError("only tensors can be moved: call the tokenizer with return_tensors='pt'")
@@ -504,8 +504,8 @@ class Tokenizer:
                              "'only_first' or 'only_second'")
         padding, truncation = PADDING[padding], TRUNCATION[truncation]
         if padding == "longest" and max_length is not None and not truncation:
-            warnings.warn("max_length is ignored when padding=True and truncation is off; to pad to max_length, "
-                          "pass padding='max_length'", UserWarning, stacklevel=4)
+            warn("max_length is ignored when padding=True and truncation is off; to pad to max_length, pass "
+                 "padding='max_length'")
         if max_length is not None and (type(max_length) is not int or max_length < 0):
             raise ValueError(f"max_length={max_length!r} is not a length: pass an int >= 0, or None")
         limit = self.model_max_length if self.model_max_length <= LARGE_INTEGER else None

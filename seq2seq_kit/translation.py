@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import copy
 import re
-import warnings
 
 from . import summarization
 from .family_tokenizers import MARIAN_SOURCE, TranslationTokenizer, check_code
 from .modeling import BartForConditionalGeneration
 from .summarization import Encoded, SummarizationPipeline
 from .tokenizer import Tokenizer, check_text
+from .user_warnings import warn
 
 TASKS = ("summarization", "translation", "translation_XX_to_YY", "text2text-generation")
 TRANSLATION_TASK = re.compile(r"^translation_([^_]+)_to_([^_]+)$")
@@ -63,9 +63,8 @@ def pipeline(task: str = "summarization", model=None, tokenizer=None, device=Non
     key = translation_task(task, model.config)
     if key != task:
         task = key
-        warnings.warn(f'"translation" task was used, instead of "translation_XX_to_YY", defaulting to "{task}" (the '
-                      "checkpoint's task_specific_params), as transformers 4.x did; pass that task to silence this",
-                      UserWarning, stacklevel=2)
+        warn(f'"translation" task was used, instead of "translation_XX_to_YY", defaulting to "{task}" (the '
+             "checkpoint's task_specific_params), as transformers 4.x did; pass that task to silence this")
     src_lang, tgt_lang = task_languages(task, src_lang, tgt_lang)
     return TranslationPipeline(model, tokenizer, src_lang=src_lang, tgt_lang=tgt_lang, task=task,
                                call_defaults=call_defaults, **generate_kwargs)

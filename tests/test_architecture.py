@@ -42,10 +42,10 @@ FORBIDDEN = {
 }
 LAYERS = sorted({layer for rules in FORBIDDEN.values() for layer in rules} | set(FORBIDDEN))
 # the C library's and OpenMP's knobs, the CUDA graph capture that models/ and generation/ share, the ModelOutput
-# base of generate's and forward's outputs, and the Ray address check that corpus/ and server/ share: leaves that
-# import no other module of the package
+# base of generate's and forward's outputs, the Ray address check that corpus/ and server/ share, and the warnings
+# that point at the user's line: leaves that import no other module of the package
 FORBIDDEN |= {leaf: LAYERS for leaf in ("cpu_memory", "cpu_threads", "cuda_capture", "model_output",
-                                        "ray_cluster")}
+                                        "ray_cluster", "user_warnings")}
 
 
 def module_name(path: Path) -> str:

@@ -808,8 +808,9 @@ def test_source_ids_by_transformers_name(pair):
     assert torch.equal(ours.generate(inputs=ids, attention_mask=mask, max_new_tokens=3), want)
     with pytest.raises(TypeError, match="both input_ids and inputs"):
         ours.generate(ids, inputs=ids)
-    with pytest.raises(TypeError, match="needs the source token ids.*encoder_outputs is not supported"):
-        ours.generate(encoder_outputs=(torch.zeros(3, 12, 64),), attention_mask=mask)
+    with pytest.raises(TypeError, match="needs the source: its token ids, input_ids .or inputs. .batch, sequence., "
+                                        "or the encoder's output, encoder_outputs"):
+        ours.generate(attention_mask=mask)
 
 
 def test_bad_attention_mask_and_generator(pair):

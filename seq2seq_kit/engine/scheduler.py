@@ -630,8 +630,8 @@ def check_no_traces(config: GenerationConfig) -> None:
 def check_no_prompt_lookup(config: GenerationConfig) -> None:
     """prompt_lookup_num_tokens (where it acts: one row per request) is refused by name: the engine's step feeds
     one token per row to every request together; a pass checking one request's guesses is generate's. Beside beam
-    search, which ignores it, generate's warning (pointing at submit's caller)."""
-    prompt_lookup.warn_if_ignored(config, stacklevel=4)
+    search, which ignores it, generate's warning."""
+    prompt_lookup.warn_if_ignored(config)
     if prompt_lookup.runs(config):
         raise ValueError("prompt_lookup_num_tokens: the engine steps one token per row, every request together (its "
                          "rows batch instead); leave it out (the model's generation_config may set it: pass "

@@ -19,12 +19,12 @@ from __future__ import annotations
 import math
 import os
 import sys
-import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from numbers import Real
 from pathlib import Path
 
 from ..jsonfile import read_json_object, write_json
+from ..user_warnings import warn
 from . import decoder_prompt
 
 
@@ -475,12 +475,11 @@ def _warn_unfeasible_min_length(cfg: GenerationConfig, has_default_max_length: b
     if has_default_max_length:
         suffix += f" Note that `max_length` is set to {cfg.max_length}, its default value."
     if cfg.min_length > cfg.max_length:
-        warnings.warn(f"Unfeasible length constraints: `min_length` ({cfg.min_length}) is larger than the maximum "
-                      f"possible length ({cfg.max_length})." + suffix, UserWarning, stacklevel=4)
+        warn(f"Unfeasible length constraints: `min_length` ({cfg.min_length}) is larger than the maximum possible "
+             f"length ({cfg.max_length})." + suffix)
     if cfg.min_new_tokens is not None and cfg.min_new_tokens + prompt_length > cfg.max_length:
-        warnings.warn(f"Unfeasible length constraints: `min_new_tokens` ({cfg.min_new_tokens}), when added to the "
-                      f"prompt length ({prompt_length}), is larger than the maximum possible length "
-                      f"({cfg.max_length})." + suffix, UserWarning, stacklevel=4)
+        warn(f"Unfeasible length constraints: `min_new_tokens` ({cfg.min_new_tokens}), when added to the prompt "
+             f"length ({prompt_length}), is larger than the maximum possible length ({cfg.max_length})." + suffix)
 
 
 def _check_int(name: str, value, low, high=math.inf, *, allow_none: bool = False, note: str = "") -> None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 import sys
 import time
-import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, is_dataclass, replace
 
 import torch
 
 from ..model_output import ModelOutput
+from ..user_warnings import warn
 from . import decoder_prompt, prompt_lookup
 from .beam_search import BeamSearch
 from .config import GENERATE_KWARGS, GenerationConfig, check_config, resolve
@@ -57,15 +58,21 @@ class GenerateOutput(ModelOutput):
 
 
 @torch.no_grad()
-def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+def generate(model: Seq2SeqModel, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None = None, *,
              generator: torch.Generator | None = None, cuda_graph: bool | None = None, logits_processor=None,
              prefix_allowed_tokens_fn=None, decoder_input_ids: torch.Tensor | None = None,
-             decoder_attention_mask: torch.Tensor | None = None, streamer=None, tokenizer=None, **kwargs):
+             decoder_attention_mask: torch.Tensor | None = None, streamer=None, tokenizer=None, encoder_outputs=None,
+             **kwargs):
     """transformers-compatible generate for a seq2seq_kit BART model.
 
     input_ids [B, S], attention_mask [B, S] (1 = token, 0 = padding) or None; kwargs are transformers' generation
     settings (see GenerationConfig), over `generation_config` (a GenerationConfig) if given, over
     model.generation_config, over transformers' library defaults.
+    encoder_outputs: the encoder's output [B, S, D] computed already (encoder_states: model.encode's tensor,
+    transformers' BaseModelOutput, ...), decoded from in the place of running the encoder; attention_mask is then
+    its mask, and input_ids (optional) only what the settings that read the source ids read (without it they are
+    refused, where transformers fails). S is free (hidden states of several passages joined, as Fusion-in-Decoder
+    does). Not with output_attentions / output_hidden_states (the encoder ran before the call).
     generator: torch.Generator for sampling (None: the global RNG).
     logits_processor: processors of your own (callables (input_ids [R, cur_len], scores [R, V]) -> scores, e.g.
     transformers' LogitsProcessor objects), merged as transformers merges them (logits_process.merged): after
@@ -97,12 +104,18 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     Returns a LongTensor [B * num_return_sequences, T] that starts with the decoder start token (or the prompt),
     padded with pad_token_id after EOS; or a GenerateOutput when return_dict_in_generate=True.
     """
-    input_ids, padding_mask, cfg, prompt = prepare(model, input_ids, attention_mask, kwargs, generator,
-                                                   decoder_input_ids, decoder_attention_mask)
+    given = encoder_states(encoder_outputs)                 # None: the encoder runs on input_ids
+    source, padding_mask, cfg, prompt = prepare(model, input_ids, attention_mask, kwargs, generator,
+                                                decoder_input_ids, decoder_attention_mask, given)
+    # the source ids the settings read, or, given hidden states alone, zeros of their shape (nothing reads them)
+    input_ids = source if source is not None else torch.zeros(given.shape[:2], dtype=torch.long, device=model.device)
     custom = user_processors(logits_processor, prefix_allowed_tokens_fn)
     check_streamer(streamer, cfg)
     stops = stop_strings_of(cfg, tokenizer, model.device)
     trace = Trace.of(cfg)                                   # None without output_attentions / _hidden_states
+    if trace is not None and given is not None:
+        raise ValueError("output_attentions / output_hidden_states record the encoder's layers too, which ran before "
+                         "this call (encoder_outputs): pass input_ids instead, and generate runs and records them")
     lookup = prompt_lookup.used(cfg, input_ids.shape[0], trace is not None, cuda_graph)
     cuda_graph = use_cuda_graph(cuda_graph, model.device) and not (trace is not None and cuda_graph is None) \
         and not lookup
@@ -111,7 +124,8 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
                          "layer's attention beside the step, which the graphs do not): leave cuda_graph unset "
                          "(generate then decodes eagerly) or pass False")
     traced = {} if trace is None else {"trace": trace.encoder}    # a model that traces nothing still generates
-    encoder_hidden = model.encode_unchecked(input_ids, padding_mask, **traced)        # [B, S, D], once
+    encoder_hidden = given if given is not None else model.encode_unchecked(input_ids, padding_mask, **traced)
+    # encoder_hidden [B, S, D], computed once
     if cuda_graph:
         with graph_lock(model):                     # the kept graphs' buffers hold one call's inputs and state
             return decode_on_graphs(model, encoder_hidden, padding_mask, cfg, input_ids, generator, stops, prompt,
@@ -129,8 +143,8 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor, attention_mask: torch
     if prompt is not None:
         decoder_prompt.prefill(model, cache, prompt, rows_per_input(cfg), trace)
     if lookup:
-        source = prompt_lookup.source_ids(model.config, input_ids, padding_mask)
-        prompt_lookup.decode(model, step, cache, search, cfg, source, screened, streamer, ends)
+        copied = [] if source is None else prompt_lookup.source_ids(model.config, source, padding_mask)
+        prompt_lookup.decode(model, step, cache, search, cfg, copied, screened, streamer, ends)
     while not search.done:                                  # (prompt lookup ends with the search done)
         logits = step(search.tokens(), cache)                                         # [R, V]
         if time.monotonic() > ends:
@@ -214,11 +228,13 @@ def copied(out):
 
 
 def prepare(model: Seq2SeqModel, input_ids, attention_mask, kwargs: dict, generator, decoder_input_ids=None,
-            decoder_attention_mask=None):
+            decoder_attention_mask=None, encoder_hidden: torch.Tensor | None = None):
     """generate's checks, in its order, before any compute (the engine's submit runs the same for its one input):
     inputs moved to the model's device and checked once, settings resolved over the model's, the generator
     checked. Returns (input_ids [B, S] long, padding mask bool [B, S] or None, resolved GenerationConfig, the
-    decoder prompt [B, P] long as the decoder reads it (decoder_prompt.py) or None)."""
+    decoder prompt [B, P] long as the decoder reads it (decoder_prompt.py) or None).
+    encoder_hidden: generate's encoder_outputs [B, S, D] (check_given_encoder), input_ids then optional (None
+    returned for None)."""
     if isinstance(attention_mask, GenerationConfig):                       # transformers' second argument
         raise TypeError("generate()'s second argument is attention_mask; pass a GenerationConfig as "
                         "generation_config=...")
@@ -226,8 +242,12 @@ def prepare(model: Seq2SeqModel, input_ids, attention_mask, kwargs: dict, genera
         input_ids = input_ids.to(model.device)                             # ones: no values, refused by the check)
     if isinstance(attention_mask, torch.Tensor) and not attention_mask.is_meta:
         attention_mask = attention_mask.to(model.device)
-    padding_mask = model.check_inputs(input_ids, attention_mask)            # the one check
-    prompt = decoder_prompt.check(decoder_input_ids, decoder_attention_mask, input_ids.shape[0],
+    if encoder_hidden is None:
+        padding_mask = model.check_inputs(input_ids, attention_mask)        # the one check
+    else:
+        padding_mask = check_given_encoder(model, encoder_hidden, input_ids, attention_mask)
+    prompt = decoder_prompt.check(decoder_input_ids, decoder_attention_mask,
+                                  (encoder_hidden if input_ids is None else input_ids).shape[0],
                                   model.config.decoder_vocab_size, model.device)
     cfg = settings(model, kwargs, prompt)
     warn_default_max_length(model, kwargs, cfg)
@@ -236,7 +256,38 @@ def prepare(model: Seq2SeqModel, input_ids, attention_mask, kwargs: dict, genera
     if prompt is not None:
         prompt = decoder_prompt.complete(prompt, cfg.decoder_start_token_id, model.config.pad_token_id,
                                          model.config.positions_skip_pads)
-    return input_ids.long(), padding_mask, cfg, prompt
+    return None if input_ids is None else input_ids.long(), padding_mask, cfg, prompt
+
+
+def encoder_states(encoder_outputs) -> torch.Tensor | None:
+    """generate's encoder_outputs -> the encoder's hidden states [B, S, D] (the model checks them: prepare), or
+    None: a tensor (model.encode's), transformers' BaseModelOutput or anything with last_hidden_state (model.
+    get_encoder()'s), a mapping with that key, or a tuple / list whose first item they are (return_dict=False)."""
+    if encoder_outputs is None or isinstance(encoder_outputs, torch.Tensor):
+        return encoder_outputs
+    if hasattr(encoder_outputs, "last_hidden_state"):
+        return encoder_outputs.last_hidden_state
+    if isinstance(encoder_outputs, Mapping) and "last_hidden_state" in encoder_outputs:
+        return encoder_outputs["last_hidden_state"]
+    if isinstance(encoder_outputs, (tuple, list)) and encoder_outputs:
+        return encoder_outputs[0]
+    raise TypeError(f"encoder_outputs must be the encoder's output (model.encode's tensor, or an output with "
+                    f"last_hidden_state, as model.get_encoder()(...) returns), got a {type(encoder_outputs).__name__}")
+
+
+def check_given_encoder(model: Seq2SeqModel, encoder_hidden: torch.Tensor, input_ids,
+                        attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The checks of encoder hidden states [B, S, D] given to generate (the model's) and of input_ids beside them
+    (None, or the source ids those states came from: checked as without them, of the states' [B, S]) -> the
+    padding mask, as check_inputs'."""
+    padding_mask = model.check_encoder_outputs(encoder_hidden, attention_mask)
+    if input_ids is not None:
+        model.check_inputs(input_ids, attention_mask)
+        if input_ids.shape != encoder_hidden.shape[:2]:
+            raise ValueError(f"input_ids has shape {list(input_ids.shape)} but encoder_outputs holds "
+                             f"{encoder_hidden.shape[0]} inputs of {encoder_hidden.shape[1]} positions; pass the ids "
+                             "the encoder read, or leave input_ids out")
+    return padding_mask
 
 
 def warn_default_max_length(model: Seq2SeqModel, kwargs: dict, cfg: GenerationConfig) -> None:
@@ -246,17 +297,21 @@ def warn_default_max_length(model: Seq2SeqModel, kwargs: dict, cfg: GenerationCo
     given = (kwargs.get("max_length"), getattr(kwargs.get("generation_config"), "max_length", None),
              model.generation_config.max_length)
     if cfg.max_new_tokens is None and all(length is None for length in given):
-        warnings.warn(f"Using the model-agnostic default `max_length` (={cfg.max_length}) to control the generation "
-                      "length. We recommend setting `max_new_tokens` to control the maximum length of the generation.",
-                      UserWarning, stacklevel=4)
+        warn(f"Using the model-agnostic default `max_length` (={cfg.max_length}) to control the generation length. "
+             "We recommend setting `max_new_tokens` to control the maximum length of the generation.")
 
 
-def check_encoder_ids(cfg: GenerationConfig, input_ids: torch.Tensor, vocab_size: int) -> None:
+def check_encoder_ids(cfg: GenerationConfig, input_ids: torch.Tensor | None, vocab_size: int) -> None:
     """The encoder repetition penalty and n-gram ban index the decoder's scores [R, V] with source ids: a source id
     past a decoder vocabulary of its own (Marian with separate vocabularies) is refused here, where transformers
-    fails inside its processor (one host read, only with these settings)."""
+    fails inside its processor (one host read, only with these settings); so are these settings without source ids
+    (input_ids None: encoder_outputs alone), where transformers indexes with -100."""
     used = [name for name, on in (("encoder_repetition_penalty", cfg.encoder_repetition_penalty not in (None, 1.0)),
                                   ("encoder_no_repeat_ngram_size", cfg.encoder_no_repeat_ngram_size > 0)) if on]
+    if used and input_ids is None:
+        raise ValueError(f"{' and '.join(used)} read{'' if len(used) > 1 else 's'} the source's ids, which "
+                         "encoder_outputs alone does not hold: pass input_ids (the ids the encoder read) beside it, "
+                         f"or leave {'them' if len(used) > 1 else 'it'} unset")
     if used and input_ids.numel() and int(input_ids.max()) >= vocab_size:
         raise ValueError(f"{' and '.join(used)} look the source's ids up in the decoder's vocabulary, but input_ids "
                          f"holds id {int(input_ids.max())} and this model's decoder has a vocabulary of its own "

@@ -32,10 +32,10 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 
 import torch
 
+from ..user_warnings import warn
 from .config import GenerationConfig
 from .logits_process import apply
 from .protocol import EagerCache, ModelConfig, Seq2SeqModel, Step
@@ -54,19 +54,18 @@ def used(cfg: GenerationConfig, batch: int, traced: bool, cuda_graph: bool | Non
     """Whether generate decodes with prompt lookup (runs), after its checks (check); set beside beam search, where
     it does nothing, a warning says so (transformers logs one)."""
     if not runs(cfg):
-        warn_if_ignored(cfg, stacklevel=6)                    # the caller of model.generate
+        warn_if_ignored(cfg)
         return False
     check(batch, cfg.num_return_sequences, traced, cuda_graph)
     return True
 
 
-def warn_if_ignored(cfg: GenerationConfig, stacklevel: int) -> None:
+def warn_if_ignored(cfg: GenerationConfig) -> None:
     """prompt_lookup_num_tokens set beside beam search, which ignores it (as transformers, which logs so): a
-    UserWarning saying so, pointing `stacklevel` frames up from here."""
+    UserWarning saying so."""
     if cfg.prompt_lookup_num_tokens is not None and not runs(cfg):
-        warnings.warn(f"prompt_lookup_num_tokens runs with greedy search or sampling (num_beams=1); this call runs "
-                      f"beam search (num_beams={cfg.num_beams}), which ignores it, as transformers does", UserWarning,
-                      stacklevel=stacklevel)
+        warn(f"prompt_lookup_num_tokens runs with greedy search or sampling (num_beams=1); this call runs beam search "
+             f"(num_beams={cfg.num_beams}), which ignores it, as transformers does")
 
 
 def check(batch: int, num_return_sequences: int, traced: bool, cuda_graph: bool | None) -> None:

@@ -74,6 +74,11 @@ class Seq2SeqModel(Protocol):
         """Validate input_ids [B, S] and attention_mask [B, S] or None (raise TypeError / ValueError);
         return the padding mask bool [B, S], or None when nothing is padded."""
 
+    def check_encoder_outputs(self, encoder_hidden: torch.Tensor,
+                              attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """generate's check of encoder hidden states given instead of a source (encoder_outputs): [B, S, D] as
+        encode_unchecked makes them; attention_mask as check_inputs'. Returns the padding mask as check_inputs."""
+
     def encode_unchecked(self, input_ids: torch.Tensor, padding_mask: torch.Tensor | None,
                          trace=None) -> torch.Tensor:
         """input_ids [B, S] long, check_inputs' padding mask -> encoder_hidden [B, S, D]. trace: None, or a recorder

@@ -837,6 +837,15 @@ class BartNetwork(nn.Module):
         self._check_ids(input_ids, "input_ids", self.config.vocab_size)
         return checks.padding_mask(attention_mask, input_ids, "attention_mask", "input_ids", self.device)
 
+    def check_encoder_outputs(self, encoder_hidden: torch.Tensor,
+                              attention_mask: torch.Tensor | None = None) -> torch.Tensor | None:
+        """What generate checks of encoder hidden states given in the place of a source (encoder_outputs): a float
+        tensor [B, S, d_model] of the model's dtype on its device, not empty (S is free: cross-attention has no
+        positions); attention_mask as check_inputs'. Returns the padding mask bool [B, S], or None."""
+        checks.check_hidden_states(encoder_hidden, "encoder_outputs", width=self.config.d_model, dtype=self.dtype,
+                                   device=self.device)
+        return checks.padding_mask(attention_mask, encoder_hidden, "attention_mask", "encoder_outputs", self.device)
+
     def _check_ids(self, ids, name: str, vocab_size: int) -> None:
         checks.check_token_ids(ids, name, vocab_size=vocab_size,
                                max_positions=self.config.max_position_embeddings, device=self.device)

@@ -20,10 +20,11 @@ shape(name), tensor(name) and description (loading.Checkpoint is one); nothing h
 from __future__ import annotations
 
 import re
-import warnings
 
 import torch
 from torch import nn
+
+from ..user_warnings import warn
 
 TOP_LEVEL = ("lm_head.weight", "final_logits_bias")                  # the only names without "model."
 IGNORED = re.compile(r"(^|\.)(encoder|decoder)\.version$")           # fairseq leftovers transformers ignores too
@@ -134,11 +135,10 @@ def _warn_untied_copies(model: nn.Module, source) -> None:
         return
     absent = [published(n) for n in SHARED_ALIASES[1:] if n not in source]
     if absent:
-        warnings.warn(
-            f"config.json has tie_word_embeddings false but the checkpoint ({source.description}) lacks "
-            f"{' and '.join(absent)}: loaded from {published('shared.weight')}, as transformers 4.x saved and read "
-            f"such checkpoints (transformers 5 initializes a missing embedding randomly, so its outputs differ); "
-            f"store {published('shared.weight')} under the missing names to silence this", stacklevel=3)
+        warn(f"config.json has tie_word_embeddings false but the checkpoint ({source.description}) lacks "
+             f"{' and '.join(absent)}: loaded from {published('shared.weight')}, as transformers 4.x saved and read "
+             f"such checkpoints (transformers 5 initializes a missing embedding randomly, so its outputs differ); "
+             f"store {published('shared.weight')} under the missing names to silence this")
 
 
 def _check_shapes(model: nn.Module, source, sources: dict) -> None:
@@ -192,9 +192,8 @@ def finish(model: nn.Module, source, sources: dict) -> None:
                 raise ValueError(f"{source.key(n)} differs from {source.key(sources[name][0])}, but config.json "
                                  "shares one token embedding between encoder and decoder (a Marian checkpoint "
                                  "with separate ones has share_encoder_decoder_embeddings false)")
-            # stacklevel: the caller of from_pretrained (modeling, loading.load and its no_grad wrapper, the model)
-            warnings.warn("the checkpoint's lm_head.weight differs from its token embedding although "
-                          "tie_word_embeddings is true; using it untied, as transformers does", stacklevel=6)
+            warn("the checkpoint's lm_head.weight differs from its token embedding although tie_word_embeddings is "
+                 "true; using it untied, as transformers does")
             model.lm_head.weight = nn.Parameter(source.tensor(n).to(ours[name], copy=True))   # not a view of the file
 
 

@@ -75,3 +75,19 @@ def padding_mask(mask, like: torch.Tensor, name: str, like_name: str, device: to
 def check_positive_int(value, name: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_hidden_states(hidden, name: str, *, width: int, dtype: torch.dtype, device: torch.device) -> None:
+    """hidden: a floating tensor [B, S, width] of `dtype` on `device`, not empty (an encoder's output, given)."""
+    if not isinstance(hidden, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of hidden states [batch, sequence, d_model], got a "
+                        f"{type(hidden).__name__}")
+    check_dense(hidden, name)
+    if hidden.dim() != 3 or hidden.shape[2] != width:
+        raise ValueError(f"{name} must have shape [batch, sequence, d_model={width}], got {list(hidden.shape)}: "
+                         "pass this model's encoder output (model.encode, or model.get_encoder()(...))")
+    if hidden.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {list(hidden.shape)}); pass at least one position per sequence")
+    if hidden.dtype != dtype:
+        raise TypeError(f"{name} is {hidden.dtype} but the model computes in {dtype}; pass .to(model.dtype)")
+    check_device(hidden, name, device)
