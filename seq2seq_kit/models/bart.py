@@ -160,25 +160,17 @@ class SelfAttention(nn.Module):
         y = ys[0] if len(ys) == 1 else torch.cat(ys)                        # [R, H, 1, Dh]
         return self.out_proj(y.transpose(1, 2).reshape(R, 1, D))
 
-    def prefill(self, x: torch.Tensor, cache: KVCache, layer: int, attend=SDPA) -> torch.Tensor:
-        """T tokens per row from an empty cache's first slot: x [R, T, D] -> [R, T, D], each token attending to
-        itself and those before it (causal), as forward does; their keys/values go to the cache's first T slots.
-        attend: SDPA, or recording()'s."""
-        R, T, D = x.shape
-        qkv = self.qkv_proj(x).view(R, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)   # [3, R, H, T, Dh]
-        cache.write_first(layer, qkv[1:])
-        y = attend(qkv[0], qkv[1], qkv[2], is_causal=True, scale=self.scale)                    # [R, H, T, Dh]
-        return self.out_proj(y.transpose(1, 2).reshape(R, T, D))
-
-    def extend(self, x: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
-        """T tokens per row after the cache's `length`: x [R, T, D] -> [R, T, D], token i attending to the cached
-        tokens, itself and the new ones before it; their keys/values go to slots length .. length + T - 1. Torch's
-        attention with a mask (the step's own kernel takes one query per row and head)."""
+    def extend(self, x: torch.Tensor, cache: KVCache, layer: int, attend=SDPA) -> torch.Tensor:
+        """T tokens per row after the cache's t = `length` ones: x [R, T, D] -> [R, T, D], token i attending to the
+        cached tokens, itself and the new ones before it; their keys/values go to slots t .. t + T - 1. From an
+        empty cache (a decoder prompt) causal attention over the T, as forward's; after cached ones, a mask (the
+        step's own kernel takes one query per row and head). attend: SDPA, or recording()'s."""
         R, T, D = x.shape
         qkv = self.qkv_proj(x).view(R, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)   # [3, R, H, T, Dh]
         keys, values = cache.extend(layer, qkv[1:])                         # [R, H, t + T, Dh]
-        mask = torch.ones(T, keys.shape[2], dtype=torch.bool, device=x.device).tril(keys.shape[2] - T)  # [T, t + T]
-        y = SDPA(qkv[0], keys, values, attn_mask=mask, scale=self.scale)   # [R, H, T, Dh]
+        t = keys.shape[2] - T
+        mask = None if t == 0 else torch.ones(T, t + T, dtype=torch.bool, device=x.device).tril(t)   # [T, t + T]
+        y = attend(qkv[0], keys, values, attn_mask=mask, is_causal=t == 0, scale=self.scale)  # [R, H, T, Dh]
         return self.out_proj(y.transpose(1, 2).reshape(R, T, D))
 
 
@@ -305,16 +297,11 @@ class DecoderLayer(nn.Module):
         x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn.step, caches, i, cross_attend)
         return sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn)
 
-    def prefill(self, x: torch.Tensor, cache: KVCache, i: int, self_attend=SDPA, cross_attend=SDPA) -> torch.Tensor:
-        """x [R, T, D] -> [R, T, D]: T tokens per row from an empty cache's first slot (SelfAttention.prefill)."""
-        x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn.prefill, cache, i, self_attend)
-        x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn.step, [cache], i, cross_attend)
-        return sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn)
-
-    def extend(self, x: torch.Tensor, cache: KVCache, i: int, cross_attend=SDPA) -> torch.Tensor:
+    def extend(self, x: torch.Tensor, cache: KVCache, i: int, self_attend=SDPA, cross_attend=SDPA) -> torch.Tensor:
         """x [R, T, D] -> [R, T, D]: T tokens per row after the cache's `length` (SelfAttention.extend); the
-        cross-attention's T queries per row as a step's rows (cross_attend: SDPA, or the step's own)."""
-        x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn.extend, cache, i)
+        cross-attention's T queries per row as a step's rows. The attends: SDPA, recording()'s, or (cross) the
+        step's own."""
+        x = sublayer(self.pre_ln, x, self.self_attn_layer_norm, self.self_attn.extend, cache, i, self_attend)
         x = sublayer(self.pre_ln, x, self.encoder_attn_layer_norm, self.encoder_attn.step, [cache], i, cross_attend)
         return sublayer(self.pre_ln, x, self.final_layer_norm, self.ffn)
 
@@ -403,41 +390,38 @@ class Decoder(nn.Module):
             trace.hidden("decoder", x)
         return x
 
-    def prefill(self, tok: torch.Tensor, ids: torch.Tensor, cache: KVCache, trace: Recorder | None = None) -> None:
-        """Every layer's keys/values of ids [R, T] (tok [R, T, D] their scaled embeddings) in an empty cache's first
-        T slots, positions numbered as forward numbers them; the last layer's output is not needed but by trace
-        (as step's)."""
-        x = tok + self.embed_positions(ids)                                 # [R, T, D]
-        if self.layernorm_embedding is not None:
-            x = self.layernorm_embedding(x)
-        for i, layer in enumerate(self.layers):
-            x = layer.prefill(x, cache, i, *(() if trace is None else traced(trace, x, [cache])))
-        if trace is not None:
-            trace.hidden("decoder", self.layer_norm(x) if self.layer_norm is not None else x)
-
-    def extend(self, tok: torch.Tensor, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """tok [R, T, D] the scaled embeddings of ids [R, T], T tokens per row after the cache's `length` ones ->
-        the decoder's output [R, T, D]; their keys/values written into the cache (not advanced)."""
+    def extend(self, tok: torch.Tensor, ids: torch.Tensor, cache: KVCache,
+               trace: Recorder | None = None) -> torch.Tensor:
+        """tok [R, T, D] the scaled embeddings of ids [R, T], T tokens per row after the cache's `length` ones (from
+        an empty cache: a decoder prompt) -> the decoder's output [R, T, D]; their keys/values written into the
+        cache (not advanced). trace: a Recorder for this pass's attentions and hidden states (as step's)."""
         x = tok + self.embed_positions.extend(ids, cache.length)            # [R, T, D]
         if self.layernorm_embedding is not None:
             x = self.layernorm_embedding(x)
-        for i, layer in enumerate(self.layers):
-            x = layer.extend(x, cache, i, self.step_attend)
-        return self.layer_norm(x) if self.layer_norm is not None else x
+        for i, layer in enumerate(self.layers):                             # cross-attention: the step's kernel
+            attends = (SDPA, self.step_attend) if trace is None else traced(trace, x, [cache], SDPA, self.step_attend)
+            x = layer.extend(x, cache, i, *attends)
+        x = self.layer_norm(x) if self.layer_norm is not None else x
+        if trace is not None:
+            trace.hidden("decoder", x)
+        return x
 
 
-def traced(trace: Recorder, x: torch.Tensor, caches: list[KVCache] | None = None, attend=SDPA) -> tuple:
+def traced(trace: Recorder, x: torch.Tensor, caches: list[KVCache] | None = None, attend=SDPA,
+           cross_attend=None) -> tuple:
     """Before a traced decoder layer: hand trace its input x [R, T, D]; -> the layer's (self, cross) attends:
-    recording()'s when trace.attentions, else `attend`. caches: a step's or prefill's (one), whose cross-attention
-    probabilities are mapped to its rows; None in the teacher-forced forward (already [B, H, T, S])."""
+    recording()'s when trace.attentions, else `attend` (and `cross_attend`, if given, for the cross-attention).
+    caches: a step's or prefill's (one), whose cross-attention probabilities are mapped to its rows; None in the
+    teacher-forced forward (already [B, H, T, S])."""
+    cross_attend = attend if cross_attend is None else cross_attend
     trace.hidden("decoder", x)
     if not trace.attentions:
-        return attend, attend
+        return attend, cross_attend
     if caches is None:
-        return recording(trace, "decoder", attend=attend), recording(trace, "cross", attend=attend)
+        return recording(trace, "decoder", attend=attend), recording(trace, "cross", attend=cross_attend)
     if len(caches) != 1:
         raise ValueError("a traced decoder step runs on one cache (generate's), not a group of them")
-    return recording(trace, "decoder", attend=attend), recording(trace, "cross", input_rows(caches[0]), attend)
+    return recording(trace, "decoder", attend=attend), recording(trace, "cross", input_rows(caches[0]), cross_attend)
 
 
 INFERENCE_ONLY = ("seq2seq_kit's models are inference-only (no dropout, no gradients, no loss); fine-tune with "
@@ -728,7 +712,10 @@ class BartNetwork(nn.Module):
         slots, the cache advanced by T; the next step continues as after T single steps (keys/values equal to
         float rounding). Computes no logits; checks nothing but that the cache is empty. trace: a Recorder this
         pass's layers hand their attentions and hidden states to (an eager KVCache's)."""
-        self.decoder.prefill(self.embed(input_ids, self.decoder_embeddings), input_ids, cache, trace)
+        if cache.length:
+            raise ValueError(f"a prefill writes an empty cache's first slots, but this one holds {cache.length} "
+                             "tokens already: prefill a new cache, before any step")
+        self.decoder.extend(self.embed(input_ids, self.decoder_embeddings), input_ids, cache, trace)
         cache.advance(input_ids.shape[1])
 
     @torch.inference_mode()

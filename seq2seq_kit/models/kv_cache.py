@@ -4,7 +4,7 @@ Shapes: B inputs, S source tokens, R = B * rows_per_input decoder rows (beams or
 r // rows_per_input), H heads, Dh head size, L = max_length self-attention slots.
 
 Self-attention keys/values are preallocated, L slots per row, and written by `update(layer, kv)`, which also
-returns what the attention reads, or, for a decoder prompt fed in one pass, by `write_first(layer, kv)` into an
+returns what the attention reads, or, for a decoder prompt fed in one pass, by `extend(layer, kv)` into an
 empty cache's first T slots (followed by `advance(T)`: the next step then continues as after T single steps).
 Cross-attention keys/values are computed once per *input* (the model's `project_cross_kv`) and shared by that
 input's rows: a step views its queries [R, H, 1, Dh] as [B, H, rows_per_input, Dh] (rows as query positions; a
@@ -13,7 +13,7 @@ prefill's [R, H, T, Dh] as [B, H, rows_per_input * T, Dh]).
 A check of several tokens at once (prompt lookup) writes them after the cached ones with `extend(layer, kv)` and
 keeps those it accepted with `crop(length)` (the eager cache only).
 
-Two kinds, one interface (`position`, `update`, `write_first`, `advance`, `reorder`):
+Two kinds, one interface (`position`, `update`, `extend`, `advance`, `reorder`):
   KVCache            eager: the position is the host int `length`; attention reads slots [:length + 1] unmasked.
   FixedShapeKVCache  for CUDA-graph capture: the position is a device tensor [P] (P = 1: every row at one position;
                      P = R: one position per row); attention reads all L slots with those past the row's position
@@ -91,18 +91,11 @@ class KVCache:
         cache[:, :, :, t] = kv[:, :, :, 0]
         return cache[0, :, :, :t + 1], cache[1, :, :, :t + 1], None
 
-    def write_first(self, layer: int, kv: torch.Tensor) -> None:
-        """Write T tokens' keys and values kv [2, R, H, T, Dh] (keys 0, values 1) of decoder layer `layer` into
-        this empty cache's first T slots (a prefill; advance(T) follows its last layer)."""
-        if self.length:
-            raise ValueError(f"a prefill writes an empty cache's first slots, but this one holds {self.length} "
-                             "tokens already: prefill a new cache, before any step")
-        self.self_kv[layer][..., :kv.shape[3], :] = kv                     # [2, R, H, T, Dh]
-
     def extend(self, layer: int, kv: torch.Tensor):
         """Write T tokens' keys and values kv [2, R, H, T, Dh] (keys 0, values 1) of decoder layer `layer` at slots
-        length .. length + T - 1 (tokens checked in one pass: generation/prompt_lookup.py; advance(T) follows its
-        last layer). Returns what their attention reads: keys, values [R, H, length + T, Dh]."""
+        length .. length + T - 1 (a decoder prompt from an empty cache; tokens checked in one pass:
+        generation/prompt_lookup.py; advance(T) follows its last layer). Returns what their attention reads: keys,
+        values [R, H, length + T, Dh]."""
         cache, t = self.self_kv[layer], self.length                         # [2, R, H, L, Dh]
         cache[..., t:t + kv.shape[3], :] = kv
         return cache[0, :, :, :t + kv.shape[3]], cache[1, :, :, :t + kv.shape[3]]
@@ -205,8 +198,11 @@ class FixedShapeKVCache(KVCache):
         return cache[0], cache[1], self.mask
 
     def extend(self, layer: int, kv: torch.Tensor):
-        raise TypeError("extend writes an eager KVCache (its position a host int); a FixedShapeKVCache (a CUDA "
-                        "graph's) steps one token at a time")
+        """KVCache.extend from an empty cache only (a decoder prompt, before the graph's first step)."""
+        if self.length:
+            raise TypeError("extend writes an eager KVCache (its position a host int), or a FixedShapeKVCache (a CUDA "
+                            "graph's) before its first step; past that it steps one token at a time")
+        return super().extend(layer, kv)
 
     def crop(self, length: int) -> None:
         raise TypeError("crop cuts an eager KVCache; a FixedShapeKVCache (a CUDA graph's) steps one token at a time")

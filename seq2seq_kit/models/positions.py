@@ -95,7 +95,10 @@ class Positions(nn.Module):
 
     def extend(self, ids: torch.Tensor, start: int) -> torch.Tensor:
         """ids [R, T] at decoder positions start .. start + T - 1 (after `start` cached tokens) -> [T, D], or
-        [R, T, D] where a pad token's row is zeros (as step's)."""
+        [R, T, D] where a pad token's row is zeros (as step's); from the start (a decoder prompt), as forward
+        numbers them."""
+        if start == 0:
+            return self(ids)
         pos = self.weight[self.offset + start:self.offset + start + ids.shape[1]]       # [T, D]
         if self.pad is not None:
             pos = pos * ids.ne(self.pad)[..., None].to(pos.dtype)                       # [R, T, D]
