@@ -739,6 +739,15 @@ def test_an_attention_mask_is_refused_saying_submit_takes_unpadded_ids(tiny_eos)
         engine.submit([5, 6, 7], attention_mask=[1, 1, 1])
 
 
+def test_encoder_outputs_are_refused_saying_the_engine_encodes(tiny_eos):
+    """generate's encoder_outputs: the engine runs its own encoder passes (several requests in one); None is taken
+    as not given, as generate takes it."""
+    with Engine(tiny_eos) as engine:
+        with pytest.raises(ValueError, match="encoder_outputs: the engine encodes the requests it admits itself"):
+            engine.submit([5, 6, 7], encoder_outputs=tiny_eos.encode(torch.tensor([[5, 6, 7]])))
+        assert engine.submit([5, 6, 7], encoder_outputs=None, max_new_tokens=3).result(60).shape[0] == 1
+
+
 def test_queue_full_raises_at_once(tiny_eos):
     engine = Engine(tiny_eos, max_rows=1, max_queue=2)
     held = [engine.submit([5, 6, 7], max_new_tokens=20, min_new_tokens=20)]
