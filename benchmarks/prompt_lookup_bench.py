@@ -18,6 +18,10 @@ speed-up over plain greedy (medians of --rounds rounds, each running every mode 
 equality.
 Worst case, also measured: the random-weight model's own greedy output (no forcing), whose guesses seldom hold, so
 the passes cost and save nothing.
+`--k draft` runs assisted decoding instead (generate(assistant_model=...), generation/draft.py) with the model
+loaded in int8 as the draft. Forced, the draft reads the same processor, so it always agrees: the ceiling, what its
+steps and the checking passes cost when every guess holds; unforced, a random model's int8 copy agrees little
+(near-ties everywhere), the floor.
 Writes benchmarks/results/prompt-lookup-cpu-<date>[-<tag>].{json,md}.
 """
 
@@ -79,6 +83,9 @@ SOURCES = {
 }
 
 
+DRAFT = "int8 draft"     # a --k value: generate(assistant_model=<the model loaded in int8>) instead of a lookup
+
+
 class Force:
     """A logits processor that leaves only `truth`'s token at each position (the output becomes truth)."""
 
@@ -118,11 +125,12 @@ def counted(model):
     return widths
 
 
-def run_model(name: str, ks: list[int], rounds: int) -> dict:
+def run_model(name: str, ks: list, rounds: int) -> dict:
     from seq2seq_kit import BartForConditionalGeneration, Tokenizer
 
     path = ensure(name)
     tok, model = Tokenizer.from_pretrained(path), BartForConditionalGeneration.from_pretrained(path)
+    draft = BartForConditionalGeneration.from_pretrained(path, dtype="int8") if DRAFT in ks else None
     source, summary = SOURCES[name]
     enc = tok(source, truncation=True, max_length=model.config.max_position_embeddings, return_tensors="pt")
     ids, mask = enc["input_ids"], enc["attention_mask"]
@@ -148,7 +156,8 @@ def run_model(name: str, ks: list[int], rounds: int) -> dict:
             for mode in modes:
                 widths.clear()
                 passes[mode] = Passes()
-                lookup = dict(prompt_lookup_num_tokens=mode, streamer=passes[mode]) if mode else {}
+                lookup = {} if mode is None else dict(streamer=passes[mode], **(
+                    dict(assistant_model=draft) if mode == DRAFT else dict(prompt_lookup_num_tokens=mode)))
                 began = time.perf_counter()
                 outs[mode] = model.generate(ids, mask, **kwargs, **lookup)
                 times[mode].append(time.perf_counter() - began)
@@ -189,13 +198,14 @@ def markdown(rows: list[dict], machine: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="distilbart,kobart")
-    parser.add_argument("--k", default="3,5,10", help="prompt_lookup_num_tokens values")
+    parser.add_argument("--k", default="3,5,10", help="prompt_lookup_num_tokens values, and `draft`: the model in "
+                        "int8 as its own assistant_model (generation/draft.py)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tag", default="")
     args = parser.parse_args()
     torch.manual_seed(0)
     rows = [row for name in args.models.split(",")
-            for row in run_model(name, [int(k) for k in args.k.split(",")], args.rounds)]
+            for row in run_model(name, [DRAFT if k == "draft" else int(k) for k in args.k.split(",")], args.rounds)]
     machine = machine_line()
     stem = f"prompt-lookup-cpu-{date.today()}" + (f"-{args.tag}" if args.tag else "")
     out = ROOT / "results"

@@ -302,22 +302,38 @@ def test_max_time_ends_after_the_pass_it_ran_out_in(pair):
     assert got.tolist() == want.tolist() and got.shape == (1, 2)
 
 
-def test_screened_and_full_logits_agree(pair):
-    """A greedy pass picks from the screened LM head (its int8 bounds) or from every logit: the same tokens."""
+def test_screened_and_full_logits_agree(pair, monkeypatch):
+    """A greedy pass picks from the screened LM head (its int8 bounds) or from every logit: the same tokens, with
+    guesses that hold (an oracle's) and without."""
     _, ours = pair("distilbart")
     ids, mask = one_input(ours, 4)
-    kwargs = dict(max_new_tokens=16, num_beams=1, no_repeat_ngram_size=0, min_length=0, prompt_lookup_num_tokens=6)
-    screened = ours.generate(ids, mask, **kwargs)
-    ours.set_greedy_screen(False)
+    kwargs = dict(max_new_tokens=16, num_beams=1, no_repeat_ngram_size=0, min_length=0)
+    kinds = []
+    take = prompt_lookup.take_greedy
+    monkeypatch.setattr(prompt_lookup, "take_greedy", lambda search, logits, guessed: kinds.append(
+        isinstance(logits, torch.Tensor)) or take(search, logits, guessed))
+    was = ours.greedy_screen
     try:
-        assert ours.generate(ids, mask, **kwargs).tolist() == screened.tolist()
+        ours.set_greedy_screen(False)
+        full = ours.generate(ids, mask, **kwargs)
+        ours.set_greedy_screen(True)                     # (from_pretrained leaves it off where it is not faster)
+        assert ours.screens(7)
+        guess, _ = oracle(full[0].tolist() + [1] * 8, 2)
+        for guesses in ({}, {"guess": guess}):
+            with monkeypatch.context() as patched:
+                for name, value in guesses.items():
+                    patched.setattr(Lookup, name, value)
+                for screen in (True, False):
+                    ours.set_greedy_screen(screen)
+                    kinds.clear()
+                    assert ours.generate(ids, mask, **kwargs, prompt_lookup_num_tokens=6).tolist() == full.tolist()
+                    assert kinds and set(kinds) == {not screen}      # ScreenedLogits when screened, else tensors
     finally:
-        ours.set_greedy_screen(True)
-    assert screened.tolist() == ours.generate(ids, mask, **{**kwargs, "prompt_lookup_num_tokens": None}).tolist()
+        ours.set_greedy_screen(was)
 
 
 def test_the_guess_is_copied_from_the_source_then_the_output():
-    lookup = Lookup([0, 5, 6, 7, 8, 5, 6, 9, 2], ngram=2, stop={2})
+    lookup = Lookup([0, 5, 6, 7, 8, 5, 6, 9, 2], ngram=2, stop={2}, most=5)
     assert lookup.guess([2, 5, 6], 3) == [7, 8, 5]            # the first occurrence of the longest n-gram
     assert lookup.guess([2, 4, 6], 3) == [7, 8, 5]            # no 2-gram: the last token alone
     assert lookup.guess([2, 6, 9], 5) == []                   # 6 9 is followed by EOS only: 9 alone likewise
@@ -325,8 +341,8 @@ def test_the_guess_is_copied_from_the_source_then_the_output():
     assert lookup.guess([2, 11, 12, 13, 11, 12], 2) == [13, 11]   # not in the source: earlier in the output
     assert lookup.guess([2, 11, 12, 13, 12], 4) == [13, 12]   # the output's own end is not a match
     assert lookup.guess([2], 4) == []                         # the start token alone: nothing to match
-    assert Lookup([0, 5, 2, 7], ngram=1, stop={2}).guess([2, 5], 3) == []   # cut before the stop id
-    assert Lookup([], ngram=3, stop=set()).guess([3, 4, 5, 3, 4], 2) == [5, 3]
+    assert Lookup([0, 5, 2, 7], ngram=1, stop={2}, most=5).guess([2, 5], 3) == []   # cut before the stop id
+    assert Lookup([], ngram=3, stop=set(), most=5).guess([3, 4, 5, 3, 4], 2) == [5, 3]
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -49,7 +49,7 @@ BODIES = [(re.search(r"/(\w+) ", line).group(1), json.loads(line.split(" -d ", 1
 
 # Each block is named by a line of it (a name matching more or fewer than one block fails the test).
 MODEL = ['tok = Tokenizer.from_pretrained("path/to/checkpoint")', "from seq2seq_kit import TextStreamer", 'stop_strings=[".", "!"]',
-         "logprobs = model.compute_transition_scores", "prompt_lookup_num_tokens=5)", "encoder_repetition_penalty=1.2,", "cities = [tok.encode",
+         "logprobs = model.compute_transition_scores", "prompt_lookup_num_tokens=5)", "assistant_model=draft)", "encoder_repetition_penalty=1.2,", "cities = [tok.encode",
          "prefix = torch.tensor([[tok.bos_token_id]", "token_scores = steps[rows", "hidden = model.encode(",
          'model.to_empty(device="cpu")']
 PIPELINE = ['pipe_kor = pipeline("summarization"', "pipe(texts, batch_size=1, num_beams=4)",

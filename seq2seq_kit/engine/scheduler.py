@@ -67,7 +67,7 @@ logger = logging.getLogger(__name__)
 PADDING_LIMIT = 1.25    # an encoder batch computes at most 1.25x its inputs' real tokens (see encoder_groups)
 # generate() arguments the engine does not take (check_engine_settings), but as generate takes "not given"
 NOT_TAKEN = ("logits_processor", "prefix_allowed_tokens_fn", "streamer", "tokenizer", "decoder_input_ids",
-             "decoder_attention_mask", "attention_mask", "encoder_outputs")
+             "decoder_attention_mask", "attention_mask", "encoder_outputs", "assistant_model")
 TOKENIZER_FIX = "Engine(model, tokenizer=tokenizer) (or the pipeline's pipe.engine())"   # stop strings' tokenizer
 
 
@@ -660,6 +660,9 @@ def check_engine_settings(generate_kwargs: dict) -> dict:
     if "attention_mask" in generate_kwargs:
         raise ValueError("submit() takes one input's token ids, unpadded: leave attention_mask out (a padded "
                          "batch's rows are submitted one by one, each without its padding)")
+    if "assistant_model" in generate_kwargs:
+        raise ValueError("assistant_model: the engine steps one token per row, every request together (its rows "
+                         "batch instead); use generate, which checks one input's draft tokens per pass")
     if "encoder_outputs" in generate_kwargs:
         raise ValueError("encoder_outputs: the engine encodes the requests it admits itself, several in one pass; "
                          "submit the input ids (generate takes encoder_outputs)")

@@ -16,7 +16,7 @@ import torch
 
 from ..model_output import ModelOutput
 from ..user_warnings import warn
-from . import decoder_prompt, prompt_lookup
+from . import decoder_prompt, draft, prompt_lookup
 from .beam_search import BeamSearch
 from .config import GENERATE_KWARGS, GenerationConfig, check_config, resolve
 from .logits_process import build_processors
@@ -62,7 +62,7 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor | None, attention_mask
              generator: torch.Generator | None = None, cuda_graph: bool | None = None, logits_processor=None,
              prefix_allowed_tokens_fn=None, decoder_input_ids: torch.Tensor | None = None,
              decoder_attention_mask: torch.Tensor | None = None, streamer=None, tokenizer=None, encoder_outputs=None,
-             **kwargs):
+             assistant_model: Seq2SeqModel | None = None, **kwargs):
     """transformers-compatible generate for a seq2seq_kit BART model.
 
     input_ids [B, S], attention_mask [B, S] (1 = token, 0 = padding) or None; kwargs are transformers' generation
@@ -73,6 +73,8 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor | None, attention_mask
     its mask, and input_ids (optional) only what the settings that read the source ids read (without it they are
     refused, where transformers fails). S is free (hidden states of several passages joined, as Fusion-in-Decoder
     does). Not with output_attentions / output_hidden_states (the encoder ran before the call).
+    assistant_model: a draft model of the same vocabularies whose greedy tokens are checked several per pass
+    (generation/draft.py; greedy search of one input, as prompt_lookup_num_tokens): greedy search's tokens.
     generator: torch.Generator for sampling (None: the global RNG).
     logits_processor: processors of your own (callables (input_ids [R, cur_len], scores [R, V]) -> scores, e.g.
     transformers' LogitsProcessor objects), merged as transformers merges them (logits_process.merged): after
@@ -116,7 +118,12 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor | None, attention_mask
     if trace is not None and given is not None:
         raise ValueError("output_attentions / output_hidden_states record the encoder's layers too, which ran before "
                          "this call (encoder_outputs): pass input_ids instead, and generate runs and records them")
-    lookup = prompt_lookup.used(cfg, input_ids.shape[0], trace is not None, cuda_graph)
+    lookup = prompt_lookup.used(cfg, input_ids.shape[0], trace is not None, cuda_graph, assistant_model is not None)
+    if lookup and assistant_model is not None:
+        draft.check_draft(model, assistant_model)
+        if source is None:
+            raise ValueError("assistant_model encodes the source itself: pass input_ids (beside encoder_outputs, or "
+                             "instead of them)")
     cuda_graph = use_cuda_graph(cuda_graph, model.device) and not (trace is not None and cuda_graph is None) \
         and not lookup
     if trace is not None and cuda_graph:
@@ -143,8 +150,10 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor | None, attention_mask
     if prompt is not None:
         decoder_prompt.prefill(model, cache, prompt, rows_per_input(cfg), trace)
     if lookup:
-        copied = [] if source is None else prompt_lookup.source_ids(model.config, source, padding_mask)
-        prompt_lookup.decode(model, step, cache, search, cfg, copied, screened, streamer, ends)
+        guesser = prompt_lookup.lookup(cfg, model.config, source, padding_mask) if assistant_model is None else \
+            draft.Draft(assistant_model, source, padding_mask, search.processors, cfg.max_length,
+                        set(cfg.eos_token_id or []))
+        prompt_lookup.decode(model, step, cache, search, cfg, guesser, screened, streamer, ends)
     while not search.done:                                  # (prompt lookup ends with the search done)
         logits = step(search.tokens(), cache)                                         # [R, V]
         if time.monotonic() > ends:

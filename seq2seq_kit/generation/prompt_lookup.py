@@ -44,48 +44,65 @@ from .sampling import SampleSearch
 DEFAULT_NGRAM = 2        # transformers' max_matching_ngram_size when unset (or 0)
 
 
-def runs(cfg: GenerationConfig) -> bool:
-    """Whether generate decodes with prompt lookup: prompt_lookup_num_tokens set, greedy or sampling (with beams it
-    does nothing, as in transformers)."""
-    return cfg.prompt_lookup_num_tokens is not None and cfg.num_beams == 1
+def runs(cfg: GenerationConfig, assisted: bool = False) -> bool:
+    """Whether generate checks guessed tokens per pass: prompt_lookup_num_tokens set (greedy or sampling) or a draft
+    model given (assisted: greedy), with num_beams 1 (with beams they do nothing, as in transformers)."""
+    return (cfg.prompt_lookup_num_tokens is not None or assisted) and cfg.num_beams == 1
 
 
-def used(cfg: GenerationConfig, batch: int, traced: bool, cuda_graph: bool | None) -> bool:
-    """Whether generate decodes with prompt lookup (runs), after its checks (check); set beside beam search, where
-    it does nothing, a warning says so (transformers logs one)."""
-    if not runs(cfg):
-        warn_if_ignored(cfg)
+def used(cfg: GenerationConfig, batch: int, traced: bool, cuda_graph: bool | None, assisted: bool = False) -> bool:
+    """Whether generate decodes with guesses (runs), after their checks (check); set beside beam search, where they
+    do nothing, a warning says so (transformers logs one). assisted: an assistant_model given."""
+    if not runs(cfg, assisted):
+        warn_if_ignored(cfg, assisted)
         return False
-    check(batch, cfg.num_return_sequences, traced, cuda_graph)
+    check(batch, cfg.num_return_sequences, traced, cuda_graph, "assistant_model" if assisted else
+          "prompt_lookup_num_tokens")
+    if assisted and cfg.prompt_lookup_num_tokens is not None:
+        raise ValueError("assistant_model and prompt_lookup_num_tokens both guess the next tokens; pass one of them")
+    if assisted and cfg.do_sample:
+        raise ValueError("assistant_model runs with greedy search here (do_sample=False): transformers' speculative "
+                         "sampling draws from both models, which seq2seq_kit does not implement; leave "
+                         "assistant_model out to sample (prompt_lookup_num_tokens samples as transformers does)")
     return True
 
 
-def warn_if_ignored(cfg: GenerationConfig) -> None:
-    """prompt_lookup_num_tokens set beside beam search, which ignores it (as transformers, which logs so): a
-    UserWarning saying so."""
-    if cfg.prompt_lookup_num_tokens is not None and not runs(cfg):
-        warn(f"prompt_lookup_num_tokens runs with greedy search or sampling (num_beams=1); this call runs beam search "
+def warn_if_ignored(cfg: GenerationConfig, assisted: bool = False) -> None:
+    """prompt_lookup_num_tokens (or an assistant_model) beside beam search, which ignores it (as transformers, which
+    logs so): a UserWarning saying so."""
+    if (cfg.prompt_lookup_num_tokens is not None or assisted) and not runs(cfg, assisted):
+        name = "assistant_model" if assisted else "prompt_lookup_num_tokens"
+        warn(f"{name} runs with greedy search or sampling (num_beams=1); this call runs beam search "
              f"(num_beams={cfg.num_beams}), which ignores it, as transformers does")
 
 
-def check(batch: int, num_return_sequences: int, traced: bool, cuda_graph: bool | None) -> None:
-    """What prompt lookup does not run with: more than one input or output (as transformers' assisted generate),
-    recorded attentions / hidden states, a CUDA graph asked for (it decodes eagerly: a graph's step is one token
-    per row)."""
+def check(batch: int, num_return_sequences: int, traced: bool, cuda_graph: bool | None,
+          name: str = "prompt_lookup_num_tokens") -> None:
+    """What guessed tokens (`name`'s) are not checked with: more than one input or output (as transformers'
+    assisted generate), recorded attentions / hidden states, a CUDA graph asked for (it decodes eagerly: a graph's
+    step is one token per row)."""
     if batch != 1:
-        raise ValueError(f"prompt_lookup_num_tokens checks one input's guesses (batch size 1, as transformers' "
-                         f"assisted generate), got {batch} inputs: generate them one at a time (a pipeline: "
-                         "batch_size=1)")
+        raise ValueError(f"{name} checks one input's guesses (batch size 1, as transformers' assisted generate), got "
+                         f"{batch} inputs: generate them one at a time (a pipeline: batch_size=1)")
     if num_return_sequences != 1:
-        raise ValueError(f"prompt_lookup_num_tokens checks one sequence's guesses (batch size 1, as transformers' "
-                         f"assisted generate), got num_return_sequences={num_return_sequences}: generate one at a "
-                         "time, or leave prompt_lookup_num_tokens out")
+        raise ValueError(f"{name} checks one sequence's guesses (batch size 1, as transformers' assisted generate), "
+                         f"got num_return_sequences={num_return_sequences}: generate one at a time, or leave {name} "
+                         "out")
     if traced:
-        raise ValueError("output_attentions / output_hidden_states are not recorded with prompt_lookup_num_tokens "
-                         "(a pass checks several positions): leave one of them out")
+        raise ValueError(f"output_attentions / output_hidden_states are not recorded with {name} (a pass checks "
+                         "several positions): leave one of them out")
     if cuda_graph:
-        raise ValueError("prompt_lookup_num_tokens decodes eagerly (a CUDA graph's step feeds one token per row): "
-                         "leave cuda_graph unset or pass False")
+        raise ValueError(f"{name} decodes eagerly (a CUDA graph's step feeds one token per row): leave cuda_graph "
+                         "unset or pass False")
+
+
+def lookup(cfg: GenerationConfig, config: ModelConfig, input_ids: torch.Tensor | None,
+           padding_mask: torch.Tensor | None) -> Lookup:
+    """The Lookup of generate's input (its ids [1, S], None where only encoder_outputs were given: guesses from the
+    output alone) for cfg's prompt_lookup_num_tokens."""
+    source = [] if input_ids is None else source_ids(config, input_ids, padding_mask)
+    return Lookup(source, cfg.max_matching_ngram_size or DEFAULT_NGRAM, set(cfg.eos_token_id or []),
+                  cfg.prompt_lookup_num_tokens)
 
 
 def source_ids(config: ModelConfig, input_ids: torch.Tensor, padding_mask: torch.Tensor | None) -> list[int]:
@@ -101,8 +118,8 @@ class Lookup:
     """Guesses for one input: its source's n-grams (n = 1 .. ngram) indexed once, where each first occurs with an id
     after it; the output, short, is searched each time."""
 
-    def __init__(self, source: list[int], ngram: int, stop: set[int]):
-        self.source, self.ngram, self.stop = source, ngram, stop
+    def __init__(self, source: list[int], ngram: int, stop: set[int], most: int):
+        self.source, self.ngram, self.stop, self.most = source, ngram, stop, most    # most: the longest guess
         self.first: dict[tuple[int, ...], int] = {}              # n-gram -> the index after its first occurrence
         for n in range(1, ngram + 1):
             for i in range(len(source) - n):
@@ -182,27 +199,25 @@ def sampled_pass(search: SampleSearch, logits: torch.Tensor, output: list[int],
 
 
 def decode(model: Seq2SeqModel, step: Step, cache: EagerCache, search: SampleSearch, cfg: GenerationConfig,
-           source: list[int], screened: bool, streamer=None, ends: float = float("inf")) -> None:
-    """generate's greedy or sampling loop for one input with cfg.prompt_lookup_num_tokens, until search.done: each
-    pass feeds the last token and a guess [1, 1 + g] to model.extend_unchecked (without a guess: `step`,
-    generate's), steps the search on its positions' logits while the guess holds, and crops the cache to the tokens
-    fed that were right. Greedy guesses with Lookup, sampling with sampled_guess (transformers').
-    source: the input's ids (unpadded; [] where the decoder's vocabulary is its own); screened: ScreenedLogits where
-    the model screens the pass's rows (as `step` may).
+           guesser, screened: bool, streamer=None, ends: float = float("inf")) -> None:
+    """generate's greedy or sampling loop for one input with guessed tokens, until search.done: each pass feeds the
+    last token and a guess [1, 1 + g] to model.extend_unchecked (without a guess: `step`, generate's), steps the
+    search on its positions' logits while the guess holds, and crops the cache to the tokens fed that were right.
+    Greedy guesses with `guesser` (guess(output, tokens) and `most`, the longest guess: a Lookup, or a draft
+    model's draft.Draft), sampling with sampled_guess (transformers').
+    screened: ScreenedLogits where the model screens the pass's rows (as `step` may).
     streamer: the tokens each pass took, [1, n] (as transformers puts them); ends: the time.monotonic() past which
     the pass running is the last (max_time)."""
-    ngram, most = cfg.max_matching_ngram_size or DEFAULT_NGRAM, cfg.prompt_lookup_num_tokens
-    stop = set(cfg.eos_token_id or [])
-    lookup = Lookup(source, ngram, stop)
+    ngram, stop = cfg.max_matching_ngram_size or DEFAULT_NGRAM, set(cfg.eos_token_id or [])
     forbidden = banned_by(search, model.config.decoder_vocab_size)
-    cap = most                                                # a greedy pass's most guessed tokens (see next_cap)
+    cap = guesser.most                                        # a greedy pass's most guessed tokens (see next_cap)
     while not search.done:
         output = search.seq[0, :int(search.cur_len)].tolist()
         room = cfg.max_length - len(output) - 1               # the guessed tokens that may still be kept
         if cfg.do_sample:
-            guessed = sampled_guess(output, most, ngram, cfg.max_length, stop, forbidden)
+            guessed = sampled_guess(output, cfg.prompt_lookup_num_tokens, ngram, cfg.max_length, stop, forbidden)
         else:
-            guessed = lookup.guess(output, min(cap, room)) if room > 0 else []
+            guessed = guesser.guess(output, min(cap, room)) if room > 0 else []
         fed = guessed[:max(room, 0)]
         start = cache.length
         if fed:
@@ -217,18 +232,19 @@ def decode(model: Seq2SeqModel, step: Step, cache: EagerCache, search: SampleSea
             taken = take_greedy(search, logits, guessed)
         cache.crop(start + len(taken))                        # the last token and the guessed ones it confirmed
         if guessed and not cfg.do_sample:
-            cap = next_cap(cap, most, guessed, taken)
+            cap = next_cap(cap, guesser.most, guessed, taken)
         if streamer is not None:
             streamer.put(torch.tensor([taken]))
         if timed_out:
             search.end()
 
 
-def take_greedy(search: SampleSearch, logits: torch.Tensor, guessed: list[int]) -> list[int]:
-    """Greedy steps on a pass's logits [N, V] one position at a time while they take the guessed tokens -> the
-    tokens taken (those that held and the one after them; fewer where the search ended)."""
+def take_greedy(search: SampleSearch, logits, guessed: list[int]) -> list[int]:
+    """Greedy steps on a pass's logits [1 + len(guessed), V] (or their ScreenedLogits) one position at a time while
+    they take the guessed tokens -> the tokens taken (those that held and the one after them; fewer where the search
+    ended)."""
     taken = []
-    for i in range(logits.shape[0]):
+    for i in range(len(guessed) + 1):
         search.advance(logits[i:i + 1])                       # greedy: rows never move (no cache reorder)
         taken.append(int(search.tokens()))
         if search.done or i == len(guessed) or taken[-1] != guessed[i]:

@@ -58,6 +58,7 @@ buffer the model reuses is cloned first)."""
 
 
 class ModelConfig(Protocol):
+    vocab_size: int                     # the encoder's vocabulary (source ids)
     decoder_vocab_size: int             # V: the decoder's vocabulary, the logits' width
     max_position_embeddings: int        # decoder positions: at most this many tokens fed per row
     pad_token_id: int | None            # padding: a decoder prompt may hold it only as its first token
