@@ -69,6 +69,10 @@ def test_what_a_draft_does_not_run_with(pair, checkpoint):
     _, kobart = pair("kobart")
     with pytest.raises(ValueError, match=re.escape("assistant_model has vocab_size=")):
         ours.generate(ids, mask, max_new_tokens=5, assistant_model=kobart)
+    with pytest.raises(TypeError, match=re.escape("assistant_model must be a seq2seq_kit model "
+                                                  "(AutoModelForSeq2SeqLM.from_pretrained(path), dtype='int8' for the "
+                                                  "model's own int8 copy), got a transformers")):
+        ours.generate(ids, mask, max_new_tokens=5, assistant_model=hf)
     with pytest.raises(ValueError, match=re.escape("assistant_model encodes the source itself: pass input_ids")):
         ours.generate(encoder_outputs=ours.encode(ids, mask), attention_mask=mask, max_new_tokens=5,
                       assistant_model=ours)
@@ -88,3 +92,19 @@ def test_the_engine_refuses_a_draft(pair):
     with Engine(ours, max_rows=2) as engine:
         with pytest.raises(ValueError, match="assistant_model: the engine steps one token per row"):
             engine.submit([5, 6, 7], assistant_model=ours)
+
+
+@pytest.mark.cuda
+def test_a_draft_on_cuda_gives_the_cpus_tokens(pair, tiny_eos_path, monkeypatch):
+    """On a GPU (eager, as prompt lookup), with the model itself as the draft (every guess holds, the confidence
+    threshold off) and with its CPU-loaded twin moved over: the CPU's greedy tokens."""
+    monkeypatch.setattr(draft_module, "CONFIDENCE", 0.0)
+    _, cpu = pair("tiny-eos")
+    cuda = BartForConditionalGeneration.from_pretrained(tiny_eos_path, device="cuda")
+    other = BartForConditionalGeneration.from_pretrained(tiny_eos_path, device="cuda")
+    for seed in range(1, 4):
+        ids, mask = one_input(cpu, seed)
+        want = cpu.generate(ids, mask, max_new_tokens=20, num_beams=1)
+        for draft in (cuda, other):
+            got = cuda.generate(ids.cuda(), mask.cuda(), max_new_tokens=20, num_beams=1, assistant_model=draft)
+            assert got.cpu().tolist() == want.tolist()

@@ -30,6 +30,10 @@ def check_draft(model: Seq2SeqModel, draft: Seq2SeqModel) -> None:
     model's tokens), on the model's device."""
     if draft is model:
         return
+    if not all(hasattr(draft, name) for name in ("encode_unchecked", "start_decoding", "extend_unchecked")):
+        raise TypeError(f"assistant_model must be a seq2seq_kit model (AutoModelForSeq2SeqLM.from_pretrained(path), "
+                        f"dtype='int8' for the model's own int8 copy), got a {type(draft).__module__.split('.')[0]} "
+                        f"{type(draft).__name__}")
     for name in ("vocab_size", "decoder_vocab_size"):
         ours, theirs = getattr(model.config, name), getattr(draft.config, name, None)
         if ours != theirs:
