@@ -73,6 +73,11 @@ def test_what_a_draft_does_not_run_with(pair, checkpoint):
                                                   "(AutoModelForSeq2SeqLM.from_pretrained(path), dtype='int8' for the "
                                                   "model's own int8 copy), got a transformers")):
         ours.generate(ids, mask, max_new_tokens=5, assistant_model=hf)
+    fewer = ours.config.from_dict({**ours.config.to_dict(), "max_position_embeddings": ids.shape[1] - 1})
+    short = BartForConditionalGeneration(fewer)                  # its positions end before the source's
+    with pytest.raises(ValueError, match=re.escape(f"assistant_model has max_position_embeddings={ids.shape[1] - 1}, "
+                                                   f"fewer than this call needs (a source of {ids.shape[1]} tokens")):
+        ours.generate(ids, mask, max_new_tokens=5, assistant_model=short)
     with pytest.raises(ValueError, match=re.escape("assistant_model encodes the source itself: pass input_ids")):
         ours.generate(encoder_outputs=ours.encode(ids, mask), attention_mask=mask, max_new_tokens=5,
                       assistant_model=ours)

@@ -120,10 +120,10 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor | None, attention_mask
                          "this call (encoder_outputs): pass input_ids instead, and generate runs and records them")
     lookup = prompt_lookup.used(cfg, input_ids.shape[0], trace is not None, cuda_graph, assistant_model is not None)
     if lookup and assistant_model is not None:
-        draft.check_draft(model, assistant_model)
         if source is None:
             raise ValueError("assistant_model encodes the source itself: pass input_ids (beside encoder_outputs, or "
                              "instead of them)")
+        draft.check_draft(model, assistant_model, source.shape[1], cfg.max_length)
     cuda_graph = use_cuda_graph(cuda_graph, model.device) and not (trace is not None and cuda_graph is None) \
         and not lookup
     if trace is not None and cuda_graph:

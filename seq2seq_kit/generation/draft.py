@@ -25,9 +25,10 @@ DRAFT_TOKENS = 10       # the most a guess holds (transformers' default, 20, is 
                         # grows with its width; prompt_lookup.next_cap shortens guesses after a miss)
 
 
-def check_draft(model: Seq2SeqModel, draft: Seq2SeqModel) -> None:
+def check_draft(model: Seq2SeqModel, draft: Seq2SeqModel, source_length: int, max_length: int) -> None:
     """The draft must read the same source ids and write the same decoder ids (its guesses are checked as the
-    model's tokens), on the model's device."""
+    model's tokens), on the model's device, and hold this call's source_length source tokens and max_length - 1
+    decoder positions."""
     if draft is model:
         return
     if not all(hasattr(draft, name) for name in ("encode_unchecked", "start_decoding", "extend_unchecked")):
@@ -40,6 +41,11 @@ def check_draft(model: Seq2SeqModel, draft: Seq2SeqModel) -> None:
             raise ValueError(f"assistant_model has {name}={theirs} but the model {ours}: the draft must share the "
                              "model's tokenizer and vocabularies (a smaller checkpoint of the same family, or the "
                              "model loaded with dtype='int8')")
+    positions = draft.config.max_position_embeddings
+    if max(source_length, max_length - 1) > positions:
+        raise ValueError(f"assistant_model has max_position_embeddings={positions}, fewer than this call needs (a "
+                         f"source of {source_length} tokens, max_length {max_length}): truncate the input and lower "
+                         "max_new_tokens, or use a draft with as many positions as the model")
     if draft.device != model.device:
         raise ValueError(f"assistant_model is on {draft.device} but the model is on {model.device}; move it with "
                          ".to(model.device)")
