@@ -31,8 +31,8 @@ from .loading import dtype_or_legacy, resolve_device
 from .long_documents import DEFAULT_BATCH_SIZE, check_strategy, map_reduce
 from .modeling import BartForConditionalGeneration
 from .models.checks import check_positive_int
-from .user_warnings import warn
 from .tokenizer import Tokenizer, check_text, clean_up_tokenization
+from .user_warnings import warn
 
 TASKS = ("summarization",)
 DEFAULT_MODEL = "sshleifer/distilbart-cnn-12-6"   # transformers 4.x's default for the task

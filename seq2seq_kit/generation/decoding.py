@@ -150,9 +150,11 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor | None, attention_mask
     if prompt is not None:
         decoder_prompt.prefill(model, cache, prompt, rows_per_input(cfg), trace)
     if lookup:
-        guesser = prompt_lookup.lookup(cfg, model.config, source, padding_mask) if assistant_model is None else \
-            draft.Draft(assistant_model, source, padding_mask, search.processors, cfg.max_length,
-                        set(cfg.eos_token_id or []))
+        if assistant_model is None:
+            guesser = prompt_lookup.lookup(cfg, model.config, source, padding_mask, search)
+        else:
+            guesser = draft.Draft(assistant_model, source, padding_mask, search.processors, cfg.max_length,
+                                  set(cfg.eos_token_id or []))
         prompt_lookup.decode(model, step, cache, search, cfg, guesser, screened, streamer, ends)
     while not search.done:                                  # (prompt lookup ends with the search done)
         logits = step(search.tokens(), cache)                                         # [R, V]

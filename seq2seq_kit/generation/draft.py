@@ -53,6 +53,7 @@ def check_draft(model: Seq2SeqModel, draft: Seq2SeqModel, source_length: int, ma
 
 class Draft:
     """A draft model's guesses for one input (batch size 1): guess(output, tokens), as prompt_lookup.Lookup's."""
+    adaptive = True                                 # prompt_lookup.decode shortens its guesses after a miss
 
     def __init__(self, draft: Seq2SeqModel, input_ids: torch.Tensor, padding_mask: torch.Tensor | None,
                  processors: list, max_length: int, stop: set[int]):

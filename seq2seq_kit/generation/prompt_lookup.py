@@ -97,12 +97,15 @@ def check(batch: int, num_return_sequences: int, traced: bool, cuda_graph: bool 
 
 
 def lookup(cfg: GenerationConfig, config: ModelConfig, input_ids: torch.Tensor | None,
-           padding_mask: torch.Tensor | None) -> Lookup:
-    """The Lookup of generate's input (its ids [1, S], None where only encoder_outputs were given: guesses from the
-    output alone) for cfg's prompt_lookup_num_tokens."""
+           padding_mask: torch.Tensor | None, search: SampleSearch) -> Lookup | SampledLookup:
+    """The guesser for cfg's prompt_lookup_num_tokens: greedy's Lookup of generate's input (its ids [1, S], None
+    where only encoder_outputs were given: guesses from the output alone), or sampling's SampledLookup."""
+    ngram, stop, most = cfg.max_matching_ngram_size or DEFAULT_NGRAM, set(cfg.eos_token_id or []), \
+        cfg.prompt_lookup_num_tokens
+    if cfg.do_sample:
+        return SampledLookup(ngram, stop, most, cfg.max_length, banned_by(search, config.decoder_vocab_size))
     source = [] if input_ids is None else source_ids(config, input_ids, padding_mask)
-    return Lookup(source, cfg.max_matching_ngram_size or DEFAULT_NGRAM, set(cfg.eos_token_id or []),
-                  cfg.prompt_lookup_num_tokens)
+    return Lookup(source, ngram, stop, most)
 
 
 def source_ids(config: ModelConfig, input_ids: torch.Tensor, padding_mask: torch.Tensor | None) -> list[int]:
@@ -117,6 +120,7 @@ def source_ids(config: ModelConfig, input_ids: torch.Tensor, padding_mask: torch
 class Lookup:
     """Guesses for one input: its source's n-grams (n = 1 .. ngram) indexed once, where each first occurs with an id
     after it; the output, short, is searched each time."""
+    adaptive = True                                 # decode shortens its guesses after a miss (next_cap)
 
     def __init__(self, source: list[int], ngram: int, stop: set[int], most: int):
         self.source, self.ngram, self.stop, self.most = source, ngram, stop, most    # most: the longest guess
@@ -170,6 +174,18 @@ def sampled_guess(output: list[int], tokens: int, ngram: int, max_length: int, s
     return []
 
 
+class SampledLookup:
+    """A sampled pass's guesses, sampled_guess's: always up to `most` tokens, as transformers guesses (each guessed
+    position takes a draw, so the guess's length must be transformers' too: not adaptive)."""
+    adaptive = False
+
+    def __init__(self, ngram: int, stop: set[int], most: int, max_length: int, forbidden):
+        self.ngram, self.stop, self.most, self.max_length, self.forbidden = ngram, stop, most, max_length, forbidden
+
+    def guess(self, output: list[int], tokens: int) -> list[int]:
+        return sampled_guess(output, tokens, self.ngram, self.max_length, self.stop, self.forbidden)
+
+
 def banned_by(search: SampleSearch, vocab_size: int):
     """sampled_guess's `forbidden` for this search: whether its processors (the sampling ones included) set a score
     of ones [1, V] to -inf (or float32's lowest) for `token` after `ids` (transformers' probe of its guesses)."""
@@ -203,22 +219,17 @@ def decode(model: Seq2SeqModel, step: Step, cache: EagerCache, search: SampleSea
     """generate's greedy or sampling loop for one input with guessed tokens, until search.done: each pass feeds the
     last token and a guess [1, 1 + g] to model.extend_unchecked (without a guess: `step`, generate's), steps the
     search on its positions' logits while the guess holds, and crops the cache to the tokens fed that were right.
-    Greedy guesses with `guesser` (guess(output, tokens) and `most`, the longest guess: a Lookup, or a draft
-    model's draft.Draft), sampling with sampled_guess (transformers').
+    guesser: guess(output, tokens), `most` (the longest guess) and `adaptive` (next_cap shortens guesses after a
+    miss): greedy's Lookup or a draft model's draft.Draft, sampling's SampledLookup (transformers' guesses).
     screened: ScreenedLogits where the model screens the pass's rows (as `step` may).
     streamer: the tokens each pass took, [1, n] (as transformers puts them); ends: the time.monotonic() past which
     the pass running is the last (max_time)."""
-    ngram, stop = cfg.max_matching_ngram_size or DEFAULT_NGRAM, set(cfg.eos_token_id or [])
-    forbidden = banned_by(search, model.config.decoder_vocab_size)
-    cap = guesser.most                                        # a greedy pass's most guessed tokens (see next_cap)
+    cap = guesser.most                                        # this pass's most guessed tokens (see next_cap)
     while not search.done:
         output = search.seq[0, :int(search.cur_len)].tolist()
         room = cfg.max_length - len(output) - 1               # the guessed tokens that may still be kept
-        if cfg.do_sample:
-            guessed = sampled_guess(output, cfg.prompt_lookup_num_tokens, ngram, cfg.max_length, stop, forbidden)
-        else:
-            guessed = guesser.guess(output, min(cap, room)) if room > 0 else []
-        fed = guessed[:max(room, 0)]
+        guessed = guesser.guess(output, min(cap, room) if guesser.adaptive else cap) if room > 0 else []
+        fed = guessed[:room]                                  # (a sampled guess may run past max_length)
         start = cache.length
         if fed:
             tokens = torch.tensor([output[-1:] + fed], device=search.seq.device)             # [1, 1 + g]
@@ -231,7 +242,7 @@ def decode(model: Seq2SeqModel, step: Step, cache: EagerCache, search: SampleSea
         else:
             taken = take_greedy(search, logits, guessed)
         cache.crop(start + len(taken))                        # the last token and the guessed ones it confirmed
-        if guessed and not cfg.do_sample:
+        if guessed and guesser.adaptive:
             cap = next_cap(cap, guesser.most, guessed, taken)
         if streamer is not None:
             streamer.put(torch.tensor([taken]))
