@@ -14,7 +14,7 @@ import pytest
 import transformers
 
 from seq2seq_kit.generation import GenerationConfig
-from seq2seq_kit.generation.config import GENERATE_KWARGS, resolve
+from seq2seq_kit.generation.config import DRAFT_SETTINGS, GENERATE_KWARGS, resolve
 
 
 
@@ -419,8 +419,13 @@ def test_sampling_cutoffs_out_of_range_are_fine_without_sampling():
     assert (cfg.top_p, cfg.top_k) == (1.5, -1)
 
 
-def test_every_field_is_a_generate_kwarg():
-    assert set(GENERATE_KWARGS) == {f.name for f in fields(GenerationConfig)} - {"unsupported"}
+def test_every_field_is_a_generate_kwarg_but_a_drafts():
+    """Every setting but a draft model's (read from its own generation_config) is a generate kwarg; a draft's
+    settings are read from and written to generation_config.json as the others."""
+    assert set(GENERATE_KWARGS) == {f.name for f in fields(GenerationConfig)} - {"unsupported", *DRAFT_SETTINGS}
+    cfg = GenerationConfig(num_assistant_tokens=5, num_assistant_tokens_schedule="heuristic",
+                           assistant_confidence_threshold=0.3)
+    assert GenerationConfig.from_dict(cfg.to_dict()) == cfg
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -129,6 +129,9 @@ def test_a_ref_file_that_is_not_a_commit_is_named(tmp_path, monkeypatch):
     ({"length_penalty": "long"}, r"'length_penalty' must be a number"),
     ({"do_sample": "yes"}, r"'do_sample' must be true or false"),
     ({"bad_words_ids": [1, 2]}, r"'bad_words_ids' must be a list of lists"),
+    ({"num_assistant_tokens": 2.5}, r"'num_assistant_tokens' must be an integer, got 2.5"),
+    ({"num_assistant_tokens_schedule": 1}, r"'num_assistant_tokens_schedule' must be a string \("),
+    ({"assistant_confidence_threshold": "high"}, r"'assistant_confidence_threshold' must be a number"),
 ])
 def test_malformed_generation_config_names_file_and_key(tmp_path, content, message):
     (tmp_path / "generation_config.json").write_text(json.dumps(content))

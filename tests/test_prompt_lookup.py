@@ -60,19 +60,19 @@ def test_tokens_are_greedy_searchs_and_transformers(pair, name, setting):
 
 
 def oracle(truth: list[int], wrong_every: int, wrong: int = 3):
-    """A Lookup.guess that knows the greedy output `truth` (padded after its end, so guesses run past EOS): the next
+    """A Lookup.find that knows the greedy output `truth` (padded after its end, so guesses run past EOS): the next
     tokens, every `wrong_every`-th guess with its third token wrong (0: never): `wrong`, or `wrong` + 1 where that is
     the right one."""
     calls = []
 
-    def guess(self, output: list[int], tokens: int) -> list[int]:
+    def find(self, output: list[int], tokens: int) -> list[int]:
         assert output == truth[:len(output)]                  # each pass starts where greedy search stands
         calls.append(tokens)
         guessed = truth[len(output):len(output) + tokens]
         if wrong_every and len(calls) % wrong_every == 0 and len(guessed) > 2:
             guessed[2] = wrong if guessed[2] != wrong else wrong - 1
         return guessed
-    return guess, calls
+    return find, calls
 
 
 ORACLE_CASES = [("tiny-eos", setting, wrong) for setting in ("plain", "checkpoint-like", "cut", "prompt")
@@ -96,7 +96,7 @@ def test_guesses_that_hold_take_several_tokens_per_pass(pair, monkeypatch, name,
         truth = plain[0].tolist() + [ours.config.pad_token_id] * 8
         wrong = 3 if name == "tiny-eos" else ours.config.decoder_vocab_size - 1      # a wrong guess: another id
         guess, calls = oracle(truth, wrong_every, wrong)
-        monkeypatch.setattr(Lookup, "guess", guess)
+        monkeypatch.setattr(Lookup, "find", guess)
         passes = []
         extend = ours.extend_unchecked
         monkeypatch.setattr(ours, "extend_unchecked", lambda fed, *a, **k: passes.append(fed.shape[1]) or
@@ -188,9 +188,9 @@ def test_sampled_guesses_past_max_length_draw_as_transformers(pair, monkeypatch)
     (The checkpoint's forced_eos_token_id bans every other token at max_length - 1, which cuts guesses there.)"""
     hf, ours = pair("tiny-eos")
     passes = []                                   # (positions computed, positions drawn)
-    drawn = prompt_lookup.sampled_pass
-    monkeypatch.setattr(prompt_lookup, "sampled_pass", lambda search, logits, output, guessed: passes.append(
-        (logits.shape[0], 1 + len(guessed))) or drawn(search, logits, output, guessed))
+    drawn = prompt_lookup.drawn
+    monkeypatch.setattr(prompt_lookup, "drawn", lambda search, scores, guessed: passes.append(
+        (scores.shape[0], 1 + guessed)) or drawn(search, scores, guessed))
     for seed in range(1, 4):
         for new_tokens in (4, 6, 9):
             ids, mask = one_input(ours, seed)
@@ -212,7 +212,7 @@ def test_a_pass_streams_the_tokens_it_took(pair, monkeypatch):
     ids, mask = one_input(ours, 3)
     plain = ours.generate(ids, mask, max_new_tokens=20, min_new_tokens=12)
     guess, _ = oracle(plain[0].tolist() + [1] * 8, 2)
-    monkeypatch.setattr(Lookup, "guess", guess)
+    monkeypatch.setattr(Lookup, "find", guess)
 
     class Recorder:
         calls = []
@@ -249,7 +249,7 @@ def test_stop_strings_and_processors_of_ones_own_end_a_pass(pair, tiny_eos_path,
                                              **{**kwargs, "tokenizer": hf_tokenizer(tiny_eos_path)}).tolist()
         guess, _ = oracle(plain[0].tolist() + [1] * 8, 2)
         with monkeypatch.context() as patched:
-            patched.setattr(Lookup, "guess", guess)
+            patched.setattr(Lookup, "find", guess)
             assert ours.generate(ids, mask, **kwargs, prompt_lookup_num_tokens=5).tolist() == plain.tolist()
 
 
@@ -334,15 +334,15 @@ def test_screened_and_full_logits_agree(pair, monkeypatch):
 
 def test_the_guess_is_copied_from_the_source_then_the_output():
     lookup = Lookup([0, 5, 6, 7, 8, 5, 6, 9, 2], ngram=2, stop={2}, most=5)
-    assert lookup.guess([2, 5, 6], 3) == [7, 8, 5]            # the first occurrence of the longest n-gram
-    assert lookup.guess([2, 4, 6], 3) == [7, 8, 5]            # no 2-gram: the last token alone
-    assert lookup.guess([2, 6, 9], 5) == []                   # 6 9 is followed by EOS only: 9 alone likewise
-    assert lookup.guess([2, 9, 9], 5) == []
-    assert lookup.guess([2, 11, 12, 13, 11, 12], 2) == [13, 11]   # not in the source: earlier in the output
-    assert lookup.guess([2, 11, 12, 13, 12], 4) == [13, 12]   # the output's own end is not a match
-    assert lookup.guess([2], 4) == []                         # the start token alone: nothing to match
-    assert Lookup([0, 5, 2, 7], ngram=1, stop={2}, most=5).guess([2, 5], 3) == []   # cut before the stop id
-    assert Lookup([], ngram=3, stop=set(), most=5).guess([3, 4, 5, 3, 4], 2) == [5, 3]
+    assert lookup.find([2, 5, 6], 3) == [7, 8, 5]            # the first occurrence of the longest n-gram
+    assert lookup.find([2, 4, 6], 3) == [7, 8, 5]            # no 2-gram: the last token alone
+    assert lookup.find([2, 6, 9], 5) == []                   # 6 9 is followed by EOS only: 9 alone likewise
+    assert lookup.find([2, 9, 9], 5) == []
+    assert lookup.find([2, 11, 12, 13, 11, 12], 2) == [13, 11]   # not in the source: earlier in the output
+    assert lookup.find([2, 11, 12, 13, 12], 4) == [13, 12]   # the output's own end is not a match
+    assert lookup.find([2], 4) == []                         # the start token alone: nothing to match
+    assert Lookup([0, 5, 2, 7], ngram=1, stop={2}, most=5).find([2, 5], 3) == []   # cut before the stop id
+    assert Lookup([], ngram=3, stop=set(), most=5).find([3, 4, 5, 3, 4], 2) == [5, 3]
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -424,7 +424,7 @@ def test_prompt_lookup_on_cuda_equals_the_cpu(pair, tiny_eos_path, monkeypatch):
             == want.tolist()
         guess, _ = oracle(want[0].tolist() + [1] * 8, 2)
         with monkeypatch.context() as patched:
-            patched.setattr(Lookup, "guess", guess)
+            patched.setattr(Lookup, "find", guess)
             got = cuda.generate(ids.cuda(), mask.cuda(), max_new_tokens=20, prompt_lookup_num_tokens=5)
         assert got.cpu().tolist() == want.tolist()
 

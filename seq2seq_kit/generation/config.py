@@ -38,6 +38,11 @@ class GenerationConfig:
     max_time: float | None = None                       # seconds of decoding, then the step running is the last
     prompt_lookup_num_tokens: int | None = None         # one row: tokens guessed and checked per pass
     max_matching_ngram_size: int | None = None          # the longest n-gram prompt lookup matches (None or 0: 2)
+    # read from a draft's own generation_config when it is generate's assistant_model (generation/draft.py), as
+    # transformers reads them (generate refuses them as arguments: DRAFT_SETTINGS)
+    num_assistant_tokens: int | None = None             # the most tokens a guess holds
+    num_assistant_tokens_schedule: str | None = None    # "constant", "heuristic" or "heuristic_transient"
+    assistant_confidence_threshold: float | None = None  # a guess ends after a token drawn under this probability
     stop_strings: str | list[str] | None = None         # a row ends once its text ends in one (needs the tokenizer)
     num_beams: int | None = None
     length_penalty: float | None = None
@@ -84,14 +89,15 @@ class GenerationConfig:
         if name not in SETTING_NAMES:
             what = ("is a transformers setting seq2seq_kit does not implement" if name in UNSUPPORTED
                     else "is not a generation setting")
-            raise AttributeError(f"GenerationConfig.{name} {what}; settings: {', '.join(GENERATE_KWARGS)}")
+            raise AttributeError(f"GenerationConfig.{name} {what}; settings: "
+                                 f"{', '.join(GENERATE_KWARGS + DRAFT_SETTINGS)}")
         super().__setattr__(name, value)
 
     @classmethod
     def from_dict(cls, d: dict) -> "GenerationConfig":
         """Known keys are taken; transformers-only keys (UNSUPPORTED) that are set go to `unsupported` (generate
         refuses those that would act, in_effect); others ignored."""
-        cfg = cls(**{k: v for k, v in d.items() if k in GENERATE_KWARGS})
+        cfg = cls(**{k: v for k, v in d.items() if k in SETTING_NAMES and k != "unsupported"})
         cfg.unsupported = in_effect({k: v for k, v in d.items() if k in UNSUPPORTED}, None)   # those set, not no-ops
         return cfg
 
@@ -155,8 +161,8 @@ class GenerationConfig:
 
 
 INT_SETTINGS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "num_beams", "num_return_sequences",
-                "top_k", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bos_token_id", "pad_token_id",
-                "decoder_start_token_id", "forced_bos_token_id")
+                "num_assistant_tokens", "top_k", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bos_token_id",
+                "pad_token_id", "decoder_start_token_id", "forced_bos_token_id")
 BOOL_SETTINGS = ("do_sample", "remove_invalid_values", "renormalize_logits", "output_scores", "output_logits",
                  "output_attentions", "output_hidden_states", "return_dict_in_generate")
 # the flags transformers' generate reads by truth value (`if do_sample:`), where 0 and 1 act as False and True and are
@@ -191,10 +197,12 @@ def check_types(cfg: GenerationConfig, source) -> GenerationConfig:
         v = getattr(cfg, name)
         if v is not None and not (_is_int(v) or (isinstance(v, list) and all(map(_is_int, v)))):
             bad(name, "an integer or a list of integers")
-    for name in ("max_time", *FLOAT_SETTINGS):
+    for name in ("max_time", "assistant_confidence_threshold", *FLOAT_SETTINGS):
         v = getattr(cfg, name)
         if v is not None and not _is_number(v):
             bad(name, "a number")
+    if cfg.num_assistant_tokens_schedule is not None and not isinstance(cfg.num_assistant_tokens_schedule, str):
+        bad("num_assistant_tokens_schedule", 'a string ("constant", "heuristic" or "heuristic_transient")')
     if cfg.stop_strings is not None and not _is_stop_strings(cfg.stop_strings):
         bad("stop_strings", "a string or a list of strings")
     for name in BOOL_SETTINGS:
@@ -263,7 +271,9 @@ INERT = dict(stopping_criteria=(None, []), synced_gpus=(None, False), assistant_
              assistant_tokenizer=(None,), negative_prompt_ids=(None,), negative_prompt_attention_mask=(None,),
              custom_generate=(None,), cache_implementation=(None, "dynamic", "static"),
              disable_compile=(None, False, True), compile_config=(None,))
-GENERATE_KWARGS = tuple(f.name for f in fields(GenerationConfig) if f.name != "unsupported")
+# a draft model's settings (its generation_config's, when it is an assistant_model), not a call's
+DRAFT_SETTINGS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")
+GENERATE_KWARGS = tuple(f.name for f in fields(GenerationConfig) if f.name not in ("unsupported", *DRAFT_SETTINGS))
 SETTING_NAMES = frozenset(f.name for f in fields(GenerationConfig))
 
 
@@ -277,6 +287,7 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int, max
     """
     kwargs = _without_no_ops({k: _plain(v) for k, v in kwargs.items()})
     called = {k: kwargs.pop(k) for k in list(kwargs) if k in UNSUPPORTED}
+    _refuse_draft_settings(kwargs)
     unknown = sorted(set(kwargs) - set(GENERATE_KWARGS))
     if {"decoder_input_ids", "decoder_attention_mask"} & set(unknown):
         raise ValueError("a decoder prompt (decoder_input_ids / decoder_attention_mask) is taken by generate() only: "
@@ -340,6 +351,17 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int, max
     _check_bounds(cfg, vocab_size)
     _warn_unfeasible_min_length(cfg, has_default_max_length, P)
     return cfg
+
+
+def _refuse_draft_settings(kwargs: dict) -> None:
+    """num_assistant_tokens and its kin given to generate: transformers ignores them there (its assistant reads its
+    own generation_config), so they would do nothing; say where they go."""
+    given = [k for k in DRAFT_SETTINGS if k in kwargs]
+    if given:
+        k = given[0]
+        raise ValueError(f"{k} is the draft model's setting: transformers reads it from the assistant's generation "
+                         f"config (and ignores it as a generate() argument); set it there, e.g. "
+                         f"assistant_model.generation_config.{k} = {kwargs[k]!r}")
 
 
 def _check_prompt_fits(P: int, max_position_embeddings: int) -> None:

@@ -25,10 +25,10 @@ import torch
 ID_DTYPES = (torch.int64, torch.int32)          # what an embedding reads (transformers' prompts too: Long or Int)
 
 
-def check(decoder_input_ids, decoder_attention_mask, batch: int, vocab_size: int,
-          device: torch.device) -> torch.Tensor | None:
+def check(decoder_input_ids, decoder_attention_mask, batch: int, vocab_size: int, device: torch.device,
+          inputs: str = "input_ids") -> torch.Tensor | None:
     """generate's decoder_input_ids (None: no prompt) checked -> long [B, P] on `device`; decoder_attention_mask
-    must be None or all ones of the same shape."""
+    must be None or all ones of the same shape. inputs: what holds the `batch` inputs (for the message)."""
     if decoder_input_ids is None:
         if decoder_attention_mask is not None:
             raise ValueError("decoder_attention_mask was given without decoder_input_ids: pass both, or neither")
@@ -39,7 +39,7 @@ def check(decoder_input_ids, decoder_attention_mask, batch: int, vocab_size: int
                         f"torch.tensor([[2, 0]])), got {_described(ids)}")
     if ids.shape[0] != batch or ids.shape[1] == 0:
         raise ValueError(f"decoder_input_ids must have shape [{batch}, length >= 1] (one prompt per input, "
-                         f"input_ids has {batch}), got {list(ids.shape)}")
+                         f"{inputs} has {batch}), got {list(ids.shape)}")
     _check_not_meta(ids, "decoder_input_ids", device)
     low, high = int(ids.min()), int(ids.max())
     if low < 0 or high >= vocab_size:

@@ -73,8 +73,9 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor | None, attention_mask
     its mask, and input_ids (optional) only what the settings that read the source ids read (without it they are
     refused, where transformers fails). S is free (hidden states of several passages joined, as Fusion-in-Decoder
     does). Not with output_attentions / output_hidden_states (the encoder ran before the call).
-    assistant_model: a draft model of the same vocabularies whose greedy tokens are checked several per pass
-    (generation/draft.py; greedy search of one input, as prompt_lookup_num_tokens): greedy search's tokens.
+    assistant_model: a draft model of the same vocabularies whose guessed tokens are checked several per pass
+    (generation/draft.py; one input, as prompt_lookup_num_tokens): greedy search's tokens, or with do_sample
+    transformers' speculative sampling; its settings (num_assistant_tokens, ...) are its generation_config's.
     generator: torch.Generator for sampling (None: the global RNG).
     logits_processor: processors of your own (callables (input_ids [R, cur_len], scores [R, V]) -> scores, e.g.
     transformers' LogitsProcessor objects), merged as transformers merges them (logits_process.merged): after
@@ -153,7 +154,7 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor | None, attention_mask
         if assistant_model is None:
             guesser = prompt_lookup.lookup(cfg, model.config, source, padding_mask, search)
         else:
-            guesser = draft.Draft(assistant_model, source, padding_mask, search.processors, cfg.max_length,
+            guesser = draft.Draft(assistant_model, source, padding_mask, search, cfg.max_length,
                                   set(cfg.eos_token_id or []))
         prompt_lookup.decode(model, step, cache, search, cfg, guesser, screened, streamer, ends)
     while not search.done:                                  # (prompt lookup ends with the search done)
@@ -257,9 +258,10 @@ def prepare(model: Seq2SeqModel, input_ids, attention_mask, kwargs: dict, genera
         padding_mask = model.check_inputs(input_ids, attention_mask)        # the one check
     else:
         padding_mask = check_given_encoder(model, encoder_hidden, input_ids, attention_mask)
-    prompt = decoder_prompt.check(decoder_input_ids, decoder_attention_mask,
-                                  (encoder_hidden if input_ids is None else input_ids).shape[0],
-                                  model.config.decoder_vocab_size, model.device)
+    batch, inputs = (encoder_hidden.shape[0], "encoder_outputs") if input_ids is None else (input_ids.shape[0],
+                                                                                           "input_ids")
+    prompt = decoder_prompt.check(decoder_input_ids, decoder_attention_mask, batch, model.config.decoder_vocab_size,
+                                  model.device, inputs)
     cfg = settings(model, kwargs, prompt)
     warn_default_max_length(model, kwargs, cfg)
     check_encoder_ids(cfg, input_ids, model.config.decoder_vocab_size)

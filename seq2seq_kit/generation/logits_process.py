@@ -566,7 +566,13 @@ def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, row
         begin = prompt_len + (prompt_len == 1 and cfg.forced_bos_token_id is not None)
         built.append(("SuppressTokensAtBeginLogitsProcessor",
                       SuppressTokens(cfg.begin_suppress_tokens, vocab_size, begin, device)))
-    procs = merged(built, logits_processor)
+    return merged(built, logits_processor) + sampling_processors(cfg, device)
+
+
+def sampling_processors(cfg: GenerationConfig, device: torch.device) -> list:
+    """What transformers' `_get_logits_processor` appends after merging a user's processors in: the sampling ones
+    (temperature, top-k, top-p, ...; when sampling) and renormalize_logits' log-softmax."""
+    procs: list = []
     if cfg.do_sample:
         # beams keep one non-EOS token more than there are EOS ids, so a beam can always continue (transformers:
         # 2 without eos_token_id, 1 with eos_token_id=[])

@@ -1,5 +1,6 @@
 """Prompt lookup decoding (transformers' `prompt_lookup_num_tokens`): greedy search or sampling that checks
-several tokens per pass of the decoder, for one input.
+several tokens per pass of the decoder, for one input. The same loop (decode) checks a draft model's guesses
+(generation/draft.py).
 
 A guess of the next tokens is copied from text the output is likely to repeat: the output's last n tokens (n =
 max_matching_ngram_size, 2 by default, down to 1) are looked up in the source, then in the output itself, and the
@@ -16,8 +17,8 @@ tokens (nor a score).
 
 Sampling is transformers' own assisted sampling, draw for draw: its guesses (sampled_guess: the output alone, cut
 where the processors would ban a token of scores of ones), every position of a pass processed as if the guess held
-and drawn in one torch.multinomial (sampled_pass), the tokens taken while they equal the guess. Its tokens are not
-plain sampling's (a pass draws differently), so they must be transformers' to be checked at all, and the draws a
+(pass_scores) and drawn in one torch.multinomial (drawn), the tokens taken while they equal the guess. Its tokens
+are not plain sampling's (a pass draws differently), so they must be transformers' to be checked at all, and the draws a
 pass makes depend on its guess: the guess must be transformers'. transformers checks stop strings only once a
 pass's tokens are taken, so where a string ends mid-pass its output goes on to the pass's end; here it ends where
 the string does (a prefix of transformers' output), as for greedy.
@@ -25,7 +26,7 @@ the string does (a prefix of transformers' output), as for greedy.
 A decode step streams every weight from memory for its one row (models/gemv.c): a pass over 1 + g positions reads
 them once for all of them, so an accepted guessed token saves most of a step (distilbart on 2 CPU cores: a step
 ~16 ms, a pass of 2-4 positions ~18, of 6 ~23, of 11 ~31). Wide passes that fail cost that much more, so after a
-miss greedy's next guess is short (next_cap); the plain step runs where there is no guess.
+miss greedy's next guess is short (Shortening); the plain step runs where there is no guess.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ DEFAULT_NGRAM = 2        # transformers' max_matching_ngram_size when unset (or 
 
 
 def runs(cfg: GenerationConfig, assisted: bool = False) -> bool:
-    """Whether generate checks guessed tokens per pass: prompt_lookup_num_tokens set (greedy or sampling) or a draft
-    model given (assisted: greedy), with num_beams 1 (with beams they do nothing, as in transformers)."""
+    """Whether generate checks guessed tokens per pass: prompt_lookup_num_tokens set or a draft model given
+    (assisted), with num_beams 1, greedy or sampling (with beams they do nothing, as in transformers)."""
     return (cfg.prompt_lookup_num_tokens is not None or assisted) and cfg.num_beams == 1
 
 
@@ -60,10 +61,6 @@ def used(cfg: GenerationConfig, batch: int, traced: bool, cuda_graph: bool | Non
           "prompt_lookup_num_tokens")
     if assisted and cfg.prompt_lookup_num_tokens is not None:
         raise ValueError("assistant_model and prompt_lookup_num_tokens both guess the next tokens; pass one of them")
-    if assisted and cfg.do_sample:
-        raise ValueError("assistant_model runs with greedy search here (do_sample=False): transformers' speculative "
-                         "sampling draws from both models, which seq2seq_kit does not implement; leave "
-                         "assistant_model out to sample (prompt_lookup_num_tokens samples as transformers does)")
     return True
 
 
@@ -118,18 +115,27 @@ def source_ids(config: ModelConfig, input_ids: torch.Tensor, padding_mask: torch
 
 
 class Lookup:
-    """Guesses for one input: its source's n-grams (n = 1 .. ngram) indexed once, where each first occurs with an id
-    after it; the output, short, is searched each time."""
-    adaptive = True                                 # decode shortens its guesses after a miss (next_cap)
+    """Greedy's guesses for one input: its source's n-grams (n = 1 .. ngram) indexed once, where each first occurs
+    with an id after it; the output, short, is searched each time. Guesses hold up to `most` tokens, fewer after a
+    miss (Shortening)."""
 
     def __init__(self, source: list[int], ngram: int, stop: set[int], most: int):
-        self.source, self.ngram, self.stop, self.most = source, ngram, stop, most    # most: the longest guess
+        self.source, self.ngram, self.stop = source, ngram, stop
+        self.lengths = Shortening(most)
         self.first: dict[tuple[int, ...], int] = {}              # n-gram -> the index after its first occurrence
         for n in range(1, ngram + 1):
             for i in range(len(source) - n):
                 self.first.setdefault(tuple(source[i:i + n]), i + n)
 
-    def guess(self, output: list[int], tokens: int) -> list[int]:
+    def guess(self, output: list[int], room: int) -> list[int]:
+        """The next pass's guess after `output`, at most `room` tokens (those max_length leaves to check): find's."""
+        return self.find(output, min(self.lengths.tokens, room))
+
+    def learn(self, guessed: list[int], taken: list[int]) -> None:
+        """What the pass after a guess took: the next guess's length (Shortening)."""
+        self.lengths.learn(guessed, taken)
+
+    def find(self, output: list[int], tokens: int) -> list[int]:
         """Up to `tokens` ids that may follow `output`: those after the first occurrence of output's last n ids (n
         from ngram down to 1) in the source, else in the output before its end; cut before the first stop id (EOS:
         a guess never runs past the end). [] when nothing matches."""
@@ -144,13 +150,20 @@ class Lookup:
         return []
 
 
-def next_cap(cap: int, most: int, guessed: list[int], taken: list[int]) -> int:
-    """How many tokens the next guess may hold: twice as many (up to `most`) after a guess that held whole, else
-    one more than held. A pass's cost grows with its width past a few tokens (each weight is read once for all of
-    them, but the products grow), and after a miss the output has often left the copied text: a short guess costs
-    little and, if it holds, the next may be long again. (Greedy's tokens do not depend on it.)"""
-    held = next((i for i, (a, b) in enumerate(zip(guessed, taken)) if a != b), min(len(guessed), len(taken)))
-    return min(most, 2 * cap) if held == len(guessed) else held + 1
+class Shortening:
+    """How many tokens greedy's next guess may hold (`tokens`): twice as many (up to `most`) after a guess that held
+    whole, else one more than held. A pass's cost grows with its width past a few tokens (each weight is read once
+    for all of them, but the products grow), and after a miss the output has often left the copied text: a short
+    guess costs little and, if it holds, the next may be long again. (Greedy's tokens do not depend on it.)"""
+
+    def __init__(self, most: int):
+        self.most = self.tokens = most
+
+    def learn(self, guessed: list[int], taken: list[int]) -> None:
+        if not guessed:
+            return
+        held = next((i for i, (a, b) in enumerate(zip(guessed, taken)) if a != b), min(len(guessed), len(taken)))
+        self.tokens = min(self.most, 2 * self.tokens) if held == len(guessed) else held + 1
 
 
 def sampled_guess(output: list[int], tokens: int, ngram: int, max_length: int, stop: set[int],
@@ -176,14 +189,24 @@ def sampled_guess(output: list[int], tokens: int, ngram: int, max_length: int, s
 
 class SampledLookup:
     """A sampled pass's guesses, sampled_guess's: always up to `most` tokens, as transformers guesses (each guessed
-    position takes a draw, so the guess's length must be transformers' too: not adaptive)."""
-    adaptive = False
+    position takes a draw, so the guess's length must be transformers' too), whatever the pass before took."""
 
     def __init__(self, ngram: int, stop: set[int], most: int, max_length: int, forbidden):
         self.ngram, self.stop, self.most, self.max_length, self.forbidden = ngram, stop, most, max_length, forbidden
 
-    def guess(self, output: list[int], tokens: int) -> list[int]:
-        return sampled_guess(output, tokens, self.ngram, self.max_length, self.stop, self.forbidden)
+    def guess(self, output: list[int], room: int) -> list[int]:
+        return sampled_guess(output, self.most, self.ngram, self.max_length, self.stop, self.forbidden)
+
+    def learn(self, guessed: list[int], taken: list[int]) -> None:
+        pass
+
+    @staticmethod
+    def choose(search: SampleSearch, scores: torch.Tensor, guessed: list[int]) -> list[int]:
+        """The tokens a sampled pass takes (transformers' assisted sampling without a draft's scores): every one of
+        its 1 + len(guessed) positions drawn in one torch.multinomial (drawn), kept while they equal the guess,
+        the first that differs included."""
+        tokens = drawn(search, scores, len(guessed)).tolist()
+        return tokens[:next((i for i, (t, g) in enumerate(zip(tokens, guessed)) if t != g), len(guessed)) + 1]
 
 
 def banned_by(search: SampleSearch, vocab_size: int):
@@ -198,20 +221,22 @@ def banned_by(search: SampleSearch, vocab_size: int):
     return forbidden
 
 
-def sampled_pass(search: SampleSearch, logits: torch.Tensor, output: list[int],
-                 guessed: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """A sampled pass's draws, as transformers' assisted generate draws them: each position i's scores from its
-    logits (logits [N, V], N <= 1 + len(guessed)), the processors seeing the output and guessed[:i], then one
-    torch.multinomial over all 1 + len(guessed) positions (those past max_length, whose logits were not computed,
-    drawn from even scores: theirs is never kept, but their draws leave the generator as transformers' do)
-    -> (scores [N, V], tokens [1 + len(guessed)])."""
+def pass_scores(search: SampleSearch, logits: torch.Tensor, output: list[int], guessed: list[int]) -> torch.Tensor:
+    """A sampled pass's scores, as transformers' assisted generate processes them: each position i's from its logits
+    (logits [N, V], N <= 1 + len(guessed)), the processors seeing the output and guessed[:i] -> [N, V]."""
     seq, length = search.seq.clone(), len(output)                                            # [1, max_length]
     seq[0, length:length + logits.shape[0] - 1] = torch.tensor(guessed[:logits.shape[0] - 1])
     with torch.inference_mode():          # the processors write in place (the model's logits: inference tensors)
-        scores = torch.cat([apply(search.processors, seq, length + i, logits[i:i + 1].float())
-                            for i in range(logits.shape[0])])                                 # [N, V]
-    unseen = scores.new_zeros((1 + len(guessed) - logits.shape[0], scores.shape[1]))
-    return scores, search.sample(torch.cat((scores, unseen)), 1)[:, 0]
+        return torch.cat([apply(search.processors, seq, length + i, logits[i:i + 1].float())
+                          for i in range(logits.shape[0])])                                   # [N, V]
+
+
+def drawn(search: SampleSearch, scores: torch.Tensor, guessed: int) -> torch.Tensor:
+    """Every position of a pass that checked `guessed` tokens drawn in one torch.multinomial, as transformers draws
+    them (scores [N, V]; positions past max_length, whose logits were not computed, drawn from even scores: theirs
+    is never kept, but their draws leave the generator as transformers' do) -> tokens [1 + guessed]."""
+    unseen = scores.new_zeros((1 + guessed - scores.shape[0], scores.shape[1]))
+    return search.sample(torch.cat((scores, unseen)), 1)[:, 0]
 
 
 def decode(model: Seq2SeqModel, step: Step, cache: EagerCache, search: SampleSearch, cfg: GenerationConfig,
@@ -219,16 +244,17 @@ def decode(model: Seq2SeqModel, step: Step, cache: EagerCache, search: SampleSea
     """generate's greedy or sampling loop for one input with guessed tokens, until search.done: each pass feeds the
     last token and a guess [1, 1 + g] to model.extend_unchecked (without a guess: `step`, generate's), steps the
     search on its positions' logits while the guess holds, and crops the cache to the tokens fed that were right.
-    guesser: guess(output, tokens), `most` (the longest guess) and `adaptive` (next_cap shortens guesses after a
-    miss): greedy's Lookup or a draft model's draft.Draft, sampling's SampledLookup (transformers' guesses).
+    guesser: guess(output, room) -> the next guess (room: the guessed tokens max_length leaves to be kept; a
+    sampled lookup's guess may run past it), learn(guessed, taken) after each pass and, for sampling,
+    choose(search, scores, guessed) -> the tokens a pass with a guess takes: greedy's Lookup, a draft model's
+    draft.Draft, sampling's SampledLookup (transformers' guesses).
     screened: ScreenedLogits where the model screens the pass's rows (as `step` may).
     streamer: the tokens each pass took, [1, n] (as transformers puts them); ends: the time.monotonic() past which
     the pass running is the last (max_time)."""
-    cap = guesser.most                                        # this pass's most guessed tokens (see next_cap)
     while not search.done:
         output = search.seq[0, :int(search.cur_len)].tolist()
         room = cfg.max_length - len(output) - 1               # the guessed tokens that may still be kept
-        guessed = guesser.guess(output, min(cap, room) if guesser.adaptive else cap) if room > 0 else []
+        guessed = guesser.guess(output, room) if room > 0 else []
         fed = guessed[:room]                                  # (a sampled guess may run past max_length)
         start = cache.length
         if fed:
@@ -238,12 +264,11 @@ def decode(model: Seq2SeqModel, step: Step, cache: EagerCache, search: SampleSea
             logits = step(search.tokens(), cache)                                           # [1, V]
         timed_out = time.monotonic() > ends
         if cfg.do_sample:
-            taken = take_drawn(search, logits, output, guessed)
+            taken = take_drawn(search, logits, output, guessed, guesser)
         else:
             taken = take_greedy(search, logits, guessed)
         cache.crop(start + len(taken))                        # the last token and the guessed ones it confirmed
-        if guessed and guesser.adaptive:
-            cap = next_cap(cap, guesser.most, guessed, taken)
+        guesser.learn(guessed, taken)
         if streamer is not None:
             streamer.put(torch.tensor([taken]))
         if timed_out:
@@ -263,13 +288,16 @@ def take_greedy(search: SampleSearch, logits, guessed: list[int]) -> list[int]:
     return taken
 
 
-def take_drawn(search: SampleSearch, logits: torch.Tensor, output: list[int], guessed: list[int]) -> list[int]:
-    """take_greedy for sampling: every position drawn at once (sampled_pass), then taken while they hold."""
-    scores, drawn = sampled_pass(search, logits, output, guessed)
+def take_drawn(search: SampleSearch, logits: torch.Tensor, output: list[int], guessed: list[int],
+               guesser) -> list[int]:
+    """take_greedy for sampling: the pass's scores (pass_scores), the tokens the guesser chooses from them (the
+    plain draw without a guess), each taken as a step's (scores and logits recorded) until the search ends."""
+    scores = pass_scores(search, logits, output, guessed)                                     # [N, V]
+    tokens = guesser.choose(search, scores, guessed) if guessed else drawn(search, scores, 0).tolist()
     taken = []
-    for i in range(logits.shape[0]):
-        search.advance_drawn(logits[i:i + 1], scores[i:i + 1], drawn[i:i + 1])
-        taken.append(int(drawn[i]))
-        if search.done or i == len(guessed) or taken[-1] != guessed[i]:
+    for i, token in enumerate(tokens[:logits.shape[0]]):    # (the search ends at max_length before)
+        search.advance_drawn(logits[i:i + 1], scores[i:i + 1], torch.tensor([token], device=scores.device))
+        taken.append(token)
+        if search.done:
             break
     return taken
