@@ -52,29 +52,42 @@ class Seq2SeqLMOutput(ModelOutput):
 
 @dataclass
 class BaseModelOutput(ModelOutput):
-    """What model.get_encoder()(...) returns: transformers' BaseModelOutput with the encoder's last hidden states
-    alone, read as its ModelOutput; generate(encoder_outputs=...) takes it."""
+    """What model.get_encoder()(...) returns: transformers' BaseModelOutput, read as its ModelOutput;
+    generate(encoder_outputs=...) takes it (and reports its recordings as the encoder's)."""
     last_hidden_state: torch.Tensor | None = None                       # [B, S, D]
+    hidden_states: tuple[torch.Tensor, ...] | None = None               # (L + 1) x [B, S, D]
+    attentions: tuple[torch.Tensor, ...] | None = None                  # L x [B, H, S, S]
 
 
 class EncoderCall:
     """model.get_encoder(): what code written for transformers calls its encoder module for, encoder(input_ids,
-    attention_mask=...) -> BaseModelOutput (model.encode's hidden states, its checks), to hand generate as
-    encoder_outputs (the encoder run once for several decodings, or passages encoded apart and joined)."""
+    attention_mask=...) -> BaseModelOutput (model.encode's hidden states, its checks; with output_attentions /
+    output_hidden_states its layers' recordings too), to hand generate as encoder_outputs (the encoder run once for
+    several decodings, or passages encoded apart and joined)."""
 
     def __init__(self, model: BartForConditionalGeneration):
         self.model = model
 
     def __call__(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, *,
-                 return_dict: bool | None = None, **unsupported) -> BaseModelOutput | tuple[torch.Tensor]:
+                 output_attentions: bool | None = None, output_hidden_states: bool | None = None,
+                 return_dict: bool | None = None, **unsupported) -> BaseModelOutput | tuple:
+        """A flag not given is config.json's, as in transformers; return_dict=False: the output's fields that are
+        set, as a tuple."""
         if unsupported:
-            raise TypeError(f"the encoder takes input_ids, attention_mask and return_dict, not "
-                            f"{', '.join(sorted(unsupported))}; the model's forward records the encoder's layers "
-                            "(output_attentions / output_hidden_states)")
+            raise TypeError(f"the encoder takes input_ids, attention_mask, output_attentions, output_hidden_states and "
+                            f"return_dict, not {', '.join(sorted(unsupported))}")
         if input_ids is None:
             raise TypeError("the encoder needs input_ids, the source token ids [B, S]")
-        hidden = self.model.encode(input_ids, attention_mask)                             # [B, S, D]
-        return (hidden,) if return_dict is False else BaseModelOutput(last_hidden_state=hidden)
+        attentions, hidden_states = (self.model.config.extra.get(k) is True if v is None else bool(v) for k, v in
+                                     (("output_attentions", output_attentions),
+                                      ("output_hidden_states", output_hidden_states)))
+        record = LayerRecord(attentions) if attentions or hidden_states else None
+        padding_mask = self.model.check_inputs(input_ids, attention_mask)
+        hidden = self.model.encode_unchecked(input_ids, padding_mask, **({} if record is None else {"trace": record}))
+        out = BaseModelOutput(last_hidden_state=hidden,                                    # [B, S, D]
+                              hidden_states=tuple(record.states["encoder"]) if hidden_states else None,
+                              attentions=tuple(record.probs["encoder"]) if attentions else None)
+        return out.to_tuple() if return_dict is False else out
 
 
 class BartForConditionalGeneration(BartNetwork):

@@ -107,8 +107,8 @@ def test_source_ids_beside_encoder_outputs(pair):
 
 
 def test_what_encoder_outputs_refuses(pair):
-    """Hidden states of the wrong shape, dtype or kind, a mask or input_ids that do not fit them, the layer
-    recordings (the encoder ran before the call), and the encoder call's unknown arguments: each named."""
+    """Hidden states of the wrong shape, dtype or kind, a mask, input_ids or decoder_input_ids that do not fit them,
+    and the encoder call's unknown arguments: each named."""
     _, ours = pair("tiny-eos")
     ids, mask = batch(ours)
     hidden = ours.encode(ids, mask)                                                       # [3, 12, D]
@@ -131,16 +131,19 @@ def test_what_encoder_outputs_refuses(pair):
     with pytest.raises(ValueError, match=re.escape("input_ids has shape [2, 12] but encoder_outputs holds 3 inputs "
                                                    "of 12 positions")):
         ours.generate(ids[:2], encoder_outputs=hidden, max_new_tokens=3)
-    with pytest.raises(ValueError, match="output_attentions / output_hidden_states record the encoder's layers too"):
-        ours.generate(encoder_outputs=hidden, attention_mask=mask, max_new_tokens=3, output_hidden_states=True,
-                      return_dict_in_generate=True)
+    with pytest.raises(ValueError, match=re.escape("decoder_input_ids must have shape [3, length >= 1] (one prompt "
+                                                   "per input, encoder_outputs has 3), got [1, 1]")):
+        ours.generate(encoder_outputs=hidden, attention_mask=mask, max_new_tokens=3,
+                      decoder_input_ids=torch.tensor([[2]]))
     encoder = ours.get_encoder()
-    with pytest.raises(TypeError, match="the encoder takes input_ids, attention_mask and return_dict, not "
-                                        "output_hidden_states"):
-        encoder(ids, output_hidden_states=True)
+    with pytest.raises(TypeError, match="the encoder takes input_ids, attention_mask, output_attentions, "
+                                        "output_hidden_states and return_dict, not head_mask"):
+        encoder(ids, head_mask=None)
     with pytest.raises(TypeError, match=re.escape("the encoder needs input_ids")):
         encoder(attention_mask=mask)
     assert torch.equal(encoder(ids, mask, return_dict=False)[0], hidden)
+    recorded = encoder(ids, mask, output_hidden_states=True, return_dict=False)       # (hidden, hidden states)
+    assert len(recorded) == 2 and torch.equal(recorded[0], hidden) and torch.equal(recorded[1][-1], hidden)
 
 
 @pytest.mark.cuda

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
+from transformers.modeling_outputs import BaseModelOutput
 
 from seq2seq_kit import BartForConditionalGeneration, pipeline
 from seq2seq_kit.engine import Engine
@@ -54,10 +55,39 @@ def test_every_field_matches_transformers_eager(eager_pair, name, mode):
     want, got = run(hf, **MODES[mode], **FLAGS), run(ours, **MODES[mode], **FLAGS)
     assert torch.equal(got.sequences, want.sequences)
     assert list(got.keys()) == [k for k in want.keys() if k != "cache"]      # the same fields, in order
-    for field in TRACED:
+    assert_traces_match(got, want)
+
+
+def assert_traces_match(got, want, fields=TRACED):
+    for field in fields:
         assert structure(got[field]) == structure(want[field]), field
         for a, b in zip(leaves(got[field]), leaves(want[field])):
             torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["greedy", "beam"])
+def test_with_encoder_outputs_the_encoders_recordings_are_those_given(eager_pair, mode):
+    """generate(encoder_outputs=..., with the flags): the decoder's recordings as without it, the encoder's those the
+    given output holds, as transformers reads them off it: get_encoder()(..., output_attentions=True,
+    output_hidden_states=True)'s (equal to transformers' encoder's), or None where it holds none."""
+    hf, ours = eager_pair("tiny-mbart")
+    flags = dict(attention_mask=MASK, output_attentions=True, output_hidden_states=True)
+    mine = ours.get_encoder()(IDS, **flags)
+    assert list(mine.keys()) == ["last_hidden_state", "hidden_states", "attentions"]
+    assert_traces_match(mine, hf.get_encoder()(IDS, **flags), ("last_hidden_state", "hidden_states", "attentions"))
+    # (transformers' beam search widens a given output in place: each call gets its own)
+    want = run(hf, encoder_outputs=hf.get_encoder()(IDS, **flags), **MODES[mode], **FLAGS)
+    got = run(ours, encoder_outputs=mine, **MODES[mode], **FLAGS)
+    assert torch.equal(got.sequences, want.sequences)
+    assert_traces_match(got, want)
+    assert got.encoder_attentions is mine.attentions and got.encoder_hidden_states is mine.hidden_states
+    bare = BaseModelOutput(last_hidden_state=mine.last_hidden_state.clone())
+    want = run(hf, encoder_outputs=bare, **MODES[mode], **FLAGS)
+    for given in (ours.get_encoder()(IDS, attention_mask=MASK), mine.last_hidden_state):
+        got = run(ours, encoder_outputs=given, **MODES[mode], **FLAGS)
+        assert got.encoder_attentions is None and got.encoder_hidden_states is None
+        assert want.encoder_attentions is None and want.encoder_hidden_states is None
+        assert_traces_match(got, want, ("decoder_attentions", "cross_attentions", "decoder_hidden_states"))
 
 
 def test_the_first_steps_shapes_with_a_prompt_are_transformers_one_pass(eager_pair):

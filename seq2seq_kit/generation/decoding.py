@@ -72,7 +72,8 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor | None, attention_mask
     transformers' BaseModelOutput, ...), decoded from in the place of running the encoder; attention_mask is then
     its mask, and input_ids (optional) only what the settings that read the source ids read (without it they are
     refused, where transformers fails). S is free (hidden states of several passages joined, as Fusion-in-Decoder
-    does). Not with output_attentions / output_hidden_states (the encoder ran before the call).
+    does). With output_attentions / output_hidden_states the encoder's are those encoder_outputs holds (None where
+    it holds none: a tensor), as transformers reads them off it.
     assistant_model: a draft model of the same vocabularies whose guessed tokens are checked several per pass
     (generation/draft.py; one input, as prompt_lookup_num_tokens): greedy search's tokens, or with do_sample
     transformers' speculative sampling; its settings (num_assistant_tokens, ...) are its generation_config's.
@@ -117,8 +118,7 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor | None, attention_mask
     stops = stop_strings_of(cfg, tokenizer, model.device)
     trace = Trace.of(cfg)                                   # None without output_attentions / _hidden_states
     if trace is not None and given is not None:
-        raise ValueError("output_attentions / output_hidden_states record the encoder's layers too, which ran before "
-                         "this call (encoder_outputs): pass input_ids instead, and generate runs and records them")
+        trace.given_encoder(encoder_outputs)                # the encoder ran before the call
     lookup = prompt_lookup.used(cfg, input_ids.shape[0], trace is not None, cuda_graph, assistant_model is not None)
     if lookup and assistant_model is not None:
         if source is None:

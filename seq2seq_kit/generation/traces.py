@@ -19,6 +19,8 @@ Beam search records each step's running rows, before they are reordered, as tran
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 
@@ -45,6 +47,7 @@ class Trace:
         self.attentions, self.hidden_states = attentions, hidden_states
         self.encoder = LayerRecord(attentions)
         self.steps: list[LayerRecord] = []
+        self.given: dict | None = None             # the encoder's recordings, given with its output (given_encoder)
 
     @classmethod
     def of(cls, cfg) -> Trace | None:
@@ -52,6 +55,14 @@ class Trace:
         if not (cfg.output_attentions or cfg.output_hidden_states):
             return None
         return cls(cfg.output_attentions, cfg.output_hidden_states)
+
+    def given_encoder(self, encoder_outputs) -> None:
+        """Report the recordings generate's encoder_outputs holds as the encoder's (the encoder ran before the call),
+        as transformers reads them off it (its .get("attentions") / .get("hidden_states")): a BaseModelOutput's or a
+        mapping's, None where it holds none (a tensor, a tuple)."""
+        get = encoder_outputs.get if isinstance(encoder_outputs, Mapping) else \
+            lambda key: getattr(encoder_outputs, key, None)
+        self.given = {"encoder_attentions": get("attentions"), "encoder_hidden_states": get("hidden_states")}
 
     def record(self) -> LayerRecord:
         """A new decoder pass's recording (a prefill's or a step's), kept in order."""
@@ -80,6 +91,8 @@ class Trace:
         if self.hidden_states:
             out["encoder_hidden_states"] = tuple(self.encoder.states["encoder"])
             out["decoder_hidden_states"] = tuple(tuple(s.states["decoder"]) for s in steps)
+        if self.given is not None:
+            out.update({k: v for k, v in self.given.items() if out[k] is not None})      # the fields asked for
         return out
 
 
