@@ -111,6 +111,33 @@ def test_sampling_is_transformers_speculative_sampling(pair, tmp_path, name, set
     assert several > 0                                         # passes that kept guessed tokens
 
 
+# settings drawn at random for test_random_settings_draw_as_transformers: (name, values)
+OPTIONS = [("temperature", [0.3, 0.7, 1.5]), ("top_k", [0, 3, 20]), ("top_p", [0.5, 0.9]), ("typical_p", [0.8]),
+           ("min_p", [0.05]), ("epsilon_cutoff", [3e-3]), ("eta_cutoff", [3e-3]), ("repetition_penalty", [0.8, 1.3]),
+           ("no_repeat_ngram_size", [2]), ("min_new_tokens", [3, 10]), ("renormalize_logits", [True]),
+           ("forced_bos_token_id", [5]), ("suppress_tokens", [[7, 8]]), ("bad_words_ids", [[[9], [10, 11]]]),
+           ("encoder_repetition_penalty", [1.2]), ("remove_invalid_values", [True]),
+           ("exponential_decay_length_penalty", [(5, 1.1)])]
+
+
+def test_random_settings_draw_as_transformers(pair, tmp_path):
+    """Speculative sampling under 1-4 settings drawn at random (every processor transformers runs on the draft's and
+    the model's scores, in its order), both drafts: transformers' tokens from the same seed."""
+    import random
+    hf, ours = pair("tiny-eos")
+    drafts = twin_drafts(hf, ours, tmp_path)
+    rng = random.Random(0)
+    for trial in range(12):
+        kwargs = {name: rng.choice(values) for name, values in rng.sample(OPTIONS, rng.randint(1, 4))}
+        kwargs.update(do_sample=True, max_new_tokens=rng.choice([8, 20]))
+        ids, mask = one_input(ours, trial % 5 + 1, padded=trial % 2 == 1)
+        for kind, (hf_draft, draft) in drafts.items():
+            torch.manual_seed(trial)
+            want = transformers_fed_right(hf, ids, mask, **kwargs, assistant_model=hf_draft)
+            torch.manual_seed(trial)
+            assert ours.generate(ids, mask, **kwargs, assistant_model=draft).tolist() == want.tolist(), (kind, kwargs)
+
+
 @pytest.mark.parametrize("schedule", ["constant", "heuristic", "heuristic_transient"])
 def test_the_drafts_settings_are_its_generation_configs(pair, tmp_path, monkeypatch, schedule):
     """num_assistant_tokens, its schedule and assistant_confidence_threshold are read from the draft's
