@@ -83,7 +83,8 @@ class EncoderCall:
                                       ("output_hidden_states", output_hidden_states)))
         record = LayerRecord(attentions) if attentions or hidden_states else None
         padding_mask = self.model.check_inputs(input_ids, attention_mask)
-        hidden = self.model.encode_unchecked(input_ids, padding_mask, **({} if record is None else {"trace": record}))
+        with torch.no_grad():                                                           # as model.encode
+            hidden = self.model.run_encoder(input_ids, padding_mask, record)
         out = BaseModelOutput(last_hidden_state=hidden,                                    # [B, S, D]
                               hidden_states=tuple(record.states["encoder"]) if hidden_states else None,
                               attentions=tuple(record.probs["encoder"]) if attentions else None)

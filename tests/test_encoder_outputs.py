@@ -144,6 +144,7 @@ def test_what_encoder_outputs_refuses(pair):
     assert torch.equal(encoder(ids, mask, return_dict=False)[0], hidden)
     recorded = encoder(ids, mask, output_hidden_states=True, return_dict=False)       # (hidden, hidden states)
     assert len(recorded) == 2 and torch.equal(recorded[0], hidden) and torch.equal(recorded[1][-1], hidden)
+    assert not recorded[0].is_inference() and not recorded[0].requires_grad     # as model.encode's: no_grad
 
 
 @pytest.mark.cuda

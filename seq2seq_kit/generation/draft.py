@@ -148,13 +148,13 @@ class Draft:
             if token in self.stop or len(guessed) == tokens or float(probs[0, token]) < self.threshold:
                 break
             logits = self.feed(guessed[-1:])
-        self.scores = torch.cat(scores) if scores else None
+        self.scores = torch.cat(scores)                                                   # [g, V]
         return guessed
 
     def learn(self, guessed: list[int], taken: list[int]) -> None:
         """What a pass took: the next guess's length; a "heuristic" schedule's written back to the draft's config."""
         self.lengths.learn(guessed, taken)
-        if self.settings.num_assistant_tokens_schedule == "heuristic" and self.draft.generation_config is not None:
+        if self.settings.num_assistant_tokens_schedule == "heuristic":          # (the draft's config: it has one)
             self.settings.num_assistant_tokens = self.lengths.tokens
 
     def choose(self, search: SampleSearch, scores: torch.Tensor, guessed: list[int]) -> list[int]:
