@@ -92,7 +92,8 @@ class EncoderCall:
 
 
 class BartForConditionalGeneration(BartNetwork):
-    """Any supported family (BART, mBART, Marian, Pegasus, M2M100 / NLLB: seq2seq_kit/families.py) for generation, with transformers' from_pretrained / save_pretrained / generate.
+    """Any supported family (BART, mBART, Marian, Pegasus, M2M100 / NLLB: seq2seq_kit/families.py) for generation,
+    with transformers' from_pretrained / save_pretrained / generate.
     `BartForConditionalGeneration(config)` builds a randomly initialised model whose generation_config holds its
     config's special token ids only (config.token_ids), as transformers 5 builds one: config.json's generation keys
     (num_beams, max_length, ...) are read by from_pretrained, not by a config."""

@@ -83,11 +83,12 @@ def transformers_fed_right(hf, ids, mask, **kwargs):
 def test_sampling_is_transformers_speculative_sampling(pair, tmp_path, name, setting):
     """With do_sample, transformers' speculative sampling draw for draw, on every family, padded and not, with the
     sampling cut-offs and the processors that ban tokens: from the same seed the same tokens, each pass taking the
-    same tokens (the streamers' puts), scores within 1e-4, the RNG left in the same state; the model as its own draft
-    (an input padded and not) and another model (from a seeded generator, which draws as the global RNG does)."""
+    same tokens (the streamers' puts), scores and logits within 1e-4, the RNG left in the same state; the model as
+    its own draft (an input padded and not) and another model (from a seeded generator, which draws as the global
+    RNG does)."""
     hf, ours = pair(name)
     kwargs = dict(SAMPLED[setting], do_sample=True, max_new_tokens=30, return_dict_in_generate=True,
-                  output_scores=True)
+                  output_scores=True, output_logits=True)
     several = 0
     for kind, (hf_draft, draft) in twin_drafts(hf, ours, tmp_path).items():
         for seed in (1, 2) if kind == "itself" else (3,):
@@ -103,7 +104,7 @@ def test_sampling_is_transformers_speculative_sampling(pair, tmp_path, name, set
             assert got.sequences.tolist() == want.sequences.tolist(), (kind, seed)
             assert mine.puts == theirs.puts and mine.ended
             assert len(got.scores) == len(want.scores)
-            for step, reference in zip(got.scores, want.scores):
+            for step, reference in zip(got.scores + got.logits, want.scores + want.logits, strict=True):
                 torch.testing.assert_close(step, reference, rtol=1e-4, atol=1e-4)
             if generator is None:
                 assert torch.equal(torch.get_rng_state(), after)

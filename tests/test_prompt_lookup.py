@@ -155,12 +155,12 @@ class Puts:
 @pytest.mark.parametrize("name", [name for name in FAMILIES if name != "marian-separate"])
 def test_sampling_draws_as_transformers_assisted_sampling(pair, name, setting):
     """Sampling with prompt lookup is transformers' (its guesses, each pass's positions drawn at once), draw for
-    draw: from the same seed the same tokens, each pass taking the same tokens (their streamers' puts), scores
-    within 1e-4; on every family transformers runs it on, padded and not, with the sampling cut-offs and the
+    draw: from the same seed the same tokens, each pass taking the same tokens (their streamers' puts), scores and
+    logits within 1e-4; on every family transformers runs it on, padded and not, with the sampling cut-offs and the
     processors that cut a guess short (a seeded generator draws as the global RNG does)."""
     hf, ours = pair(name)
     kwargs = dict(SAMPLED[setting], do_sample=True, max_new_tokens=30, prompt_lookup_num_tokens=4,
-                  return_dict_in_generate=True, output_scores=True)
+                  return_dict_in_generate=True, output_scores=True, output_logits=True)
     several = 0
     for seed in range(1, 5):
         ids, mask = one_input(ours, seed, padded=seed % 2 == 0)
@@ -173,8 +173,7 @@ def test_sampling_draws_as_transformers_assisted_sampling(pair, name, setting):
         got = ours.generate(ids, mask, **kwargs, streamer=mine, generator=generator)
         assert got.sequences.tolist() == want.sequences.tolist(), seed
         assert mine.puts == theirs.puts and mine.ended
-        assert len(got.scores) == len(want.scores)
-        for step, reference in zip(got.scores, want.scores):
+        for step, reference in zip(got.scores + got.logits, want.scores + want.logits, strict=True):
             torch.testing.assert_close(step, reference, rtol=1e-4, atol=1e-4)
         several += sum(len(put[0]) > 1 for put in mine.puts[1:])
     # passes that took guessed tokens: none where the probe bans every guess; mbart50's outputs here end at once

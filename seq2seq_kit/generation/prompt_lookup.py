@@ -227,7 +227,8 @@ def pass_scores(search: SampleSearch, logits: torch.Tensor, output: list[int], g
     seq, length = search.seq.clone(), len(output)                                            # [1, max_length]
     seq[0, length:length + logits.shape[0] - 1] = torch.tensor(guessed[:logits.shape[0] - 1])
     with torch.inference_mode():          # the processors write in place (the model's logits: inference tensors)
-        return torch.cat([apply(search.processors, seq, length + i, logits[i:i + 1].float())
+        logits = logits.to(torch.float32, copy=True)          # on a copy: the logits are recorded as they came
+        return torch.cat([apply(search.processors, seq, length + i, logits[i:i + 1])
                           for i in range(logits.shape[0])])                                   # [N, V]
 
 
