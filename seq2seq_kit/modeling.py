@@ -59,6 +59,12 @@ class BaseModelOutput(ModelOutput):
     attentions: tuple[torch.Tensor, ...] | None = None                  # L x [B, H, S, S]
 
 
+def config_flag(config: BartConfig, name: str, given: bool | None) -> bool:
+    """An output flag of a call (output_attentions, output_hidden_states): as given, else config.json's (as
+    transformers reads an unset one from its config)."""
+    return config.extra.get(name) is True if given is None else bool(given)
+
+
 class EncoderCall:
     """model.get_encoder(): what code written for transformers calls its encoder module for, encoder(input_ids,
     attention_mask=...) -> BaseModelOutput (model.encode's hidden states, its checks; with output_attentions /
@@ -78,9 +84,8 @@ class EncoderCall:
                             f"return_dict, not {', '.join(sorted(unsupported))}")
         if input_ids is None:
             raise TypeError("the encoder needs input_ids, the source token ids [B, S]")
-        attentions, hidden_states = (self.model.config.extra.get(k) is True if v is None else bool(v) for k, v in
-                                     (("output_attentions", output_attentions),
-                                      ("output_hidden_states", output_hidden_states)))
+        attentions = config_flag(self.model.config, "output_attentions", output_attentions)
+        hidden_states = config_flag(self.model.config, "output_hidden_states", output_hidden_states)
         record = LayerRecord(attentions) if attentions or hidden_states else None
         padding_mask = self.model.check_inputs(input_ids, attention_mask)
         with torch.no_grad():                                                           # as model.encode
@@ -170,10 +175,8 @@ class BartForConditionalGeneration(BartNetwork):
         check_forward_kwargs(unsupported, FORWARD_TAKES)          # encoder_outputs without input_ids: named here
         if input_ids is None:
             raise TypeError("forward() needs input_ids, the source token ids [B, S]")
-        if output_attentions is None:
-            output_attentions = self.config.extra.get("output_attentions") is True
-        if output_hidden_states is None:
-            output_hidden_states = self.config.extra.get("output_hidden_states") is True
+        output_attentions = config_flag(self.config, "output_attentions", output_attentions)
+        output_hidden_states = config_flag(self.config, "output_hidden_states", output_hidden_states)
         flagged = bool(output_attentions or output_hidden_states)
         if return_dict is False and flagged:
             raise TypeError("return_dict=False with output_attentions / output_hidden_states: model(...) returns no "

@@ -154,8 +154,7 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor | None, attention_mask
         if assistant_model is None:
             guesser = prompt_lookup.lookup(cfg, model.config, source, padding_mask, search)
         else:
-            guesser = draft.Draft(assistant_model, source, padding_mask, search, cfg.max_length,
-                                  set(cfg.eos_token_id or []))
+            guesser = draft.Draft(assistant_model, source, padding_mask, search)
         prompt_lookup.decode(model, step, cache, search, cfg, guesser, screened, streamer, ends)
     while not search.done:                                  # (prompt lookup ends with the search done)
         logits = step(search.tokens(), cache)                                         # [R, V]

@@ -110,14 +110,14 @@ class Draft:
     learn(guessed, taken), scores (sampling: the draft's scores of its last guess [g, V]) and choose."""
 
     def __init__(self, draft: Seq2SeqModel, input_ids: torch.Tensor, padding_mask: torch.Tensor | None,
-                 search: SampleSearch, max_length: int, stop: set[int]):
+                 search: SampleSearch):
         hidden = draft.encode_unchecked(input_ids, padding_mask)                             # [1, S, D']
-        self.draft, self.search, self.stop = draft, search, stop
+        self.draft, self.search, self.stop = draft, search, set(search.cfg.eos_token_id or [])
         # transformers' assistant runs the model's processors, then its own sampling ones again (its generate appends
         # them after merging the model's list in): a temperature divides the draft's logits twice
         self.processors = search.processors + sampling_processors(search.cfg, draft.device)
         self.sampling = search.cfg.do_sample
-        self.step, self.cache = draft.start_decoding(hidden, padding_mask, 1, max_length=max_length - 1,
+        self.step, self.cache = draft.start_decoding(hidden, padding_mask, 1, max_length=search.cfg.max_length - 1,
                                                      cuda_graph=False)
         self.fed: list[int] = []                        # the ids the draft's cache holds, in order
         self.settings = draft.generation_config or GenerationConfig()
