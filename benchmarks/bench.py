@@ -386,6 +386,11 @@ def fmt(x, scale: float, spec: str) -> str:
     return "-" if x is None else format(x * scale, spec)
 
 
+def ratio(x) -> str:
+    """A ratio to transformers' figure: "-" where transformers did not run."""
+    return "-" if x is None else f"{x:.2f}x"
+
+
 def identity_text(ident: dict | None) -> str:
     if ident is None:
         return "n/a"
@@ -453,9 +458,9 @@ def markdown(result: dict) -> str:
                     f"| {case['batch']} | {case['mode']} | {name} | {fmt(r['encoder_s'], 1e3, '.0f')} | "
                     f"{r['e2e_s']:.2f} | {fmt(r['ms_per_step'], 1, '.1f')} | {floor_of(case, name):.1f} | "
                     f"{r['tokens_per_s']:.1f} | {fmt(r['peak_mb'], 1, '.0f')} | "
-                    f"{fmt(r.get('speedup_vs_transformers'), 1, '.2f')}x | "
-                    f"{fmt(r.get('tokens_per_s_vs_transformers'), 1, '.2f')}x | "
-                    f"{fmt(r.get('memory_vs_transformers'), 1, '.2f')}x | "
+                    f"{ratio(r.get('speedup_vs_transformers'))} | "
+                    f"{ratio(r.get('tokens_per_s_vs_transformers'))} | "
+                    f"{ratio(r.get('memory_vs_transformers'))} | "
                     f"{identity_text(r.get('identity_vs_transformers'))}{varied(case, r)} | {lens_text} |")
         out.append("")
     return "\n".join(out)
