@@ -168,7 +168,7 @@ def test_an_integer_where_transformers_wants_a_float_is_that_float(pair, setting
 
 
 @pytest.mark.parametrize("setting, call", [
-    (dict(num_beams=2, diversity_penalty=0.5), {}),                      # read by group beam search alone
+    (dict(num_beams=2, diversity_penalty=0.5), {}),                      # without beam groups: plain beams
     (dict(num_beams=1, num_beam_groups=2, low_memory=True), {}),          # beam settings in a greedy search
     (dict(num_beams=2, guidance_scale=1.5), dict(guidance_scale=1.0)),    # the call's no-op value wins
     (dict(num_beams=2, watermarking_config={"greenlist_ratio": 0.5}), dict(watermarking_config=None)),

@@ -50,11 +50,12 @@ def test_transformers_model_gets_the_same(checkpoint):
 def test_generation_config_json_wins_and_config_json_is_not_read(checkpoint, tmp_path):
     shutil.copy(checkpoint("tiny") / "config.json", tmp_path / "config.json")
     (tmp_path / "generation_config.json").write_text(json.dumps(
-        {"num_beams": 3, "max_length": 30, "decoder_start_token_id": 2, "diversity_penalty": 0.0, "transformers_version": "5"}))
+        {"num_beams": 3, "max_length": 30, "decoder_start_token_id": 2, "diversity_penalty": 0.0, "low_memory": False,
+         "transformers_version": "5"}))
     ours = GenerationConfig.from_pretrained(tmp_path)
     assert ours.to_dict() == hf_generation_config(tmp_path) == {"num_beams": 3, "max_length": 30,
-                                                                "decoder_start_token_id": 2}
-    assert ours.unsupported == {}                               # diversity_penalty 0.0 is a no-op
+                                                                "decoder_start_token_id": 2, "diversity_penalty": 0.0}
+    assert ours.unsupported == {}                               # low_memory False is a no-op
 
 
 def test_tiny_and_kobart(checkpoint):
@@ -229,8 +230,8 @@ def test_transformers_arguments_that_change_nothing_are_taken():
                                          r"seq2seq_kit does not implement \(taken only where it does nothing: "
                                          r"guidance_scale=1.0\); leave it out"):
         res(base, num_beams=3, guidance_scale=1.5)
-    with pytest.raises(ValueError, match=r"are settings .*num_beam_groups=1, low_memory=False\); leave them out"):
-        res(base, num_beams=2, num_beam_groups=2, low_memory=True)
+    with pytest.raises(ValueError, match=r"are settings .*guidance_scale=1.0, low_memory=False\); leave them out"):
+        res(base, num_beams=2, guidance_scale=2.0, low_memory=True)
     with pytest.raises(ValueError, match="use_cache must be True or False, got 1"):
         res(base, use_cache=1)
     assert res(base, use_cache=True, output_attentions=True) == res(base, output_attentions=True)
@@ -268,9 +269,6 @@ def test_unsupported_checkpoint_setting_is_refused():
     (dict(guidance_scale=1.5), dict(guidance_scale=1.0)),
     (dict(guidance_scale=1.5), dict(guidance_scale=None)),
     (dict(watermarking_config={"greenlist_ratio": 0.5}), dict(watermarking_config=None)),
-    (dict(num_beam_groups=2, diversity_penalty=0.5), dict(num_beam_groups=1)),
-    (dict(diversity_penalty=0.5), {}),                        # read by group beam search alone
-    (dict(num_beam_groups=2), dict(num_beams=1)),             # greedy: no beam groups
     (dict(low_memory=True), dict(num_beams=1)),               # transformers refuses it in beam search only
     (dict(penalty_alpha=0.6), dict(do_sample=True)),          # contrastive search is greedy's
     (dict(penalty_alpha=0.6), dict(num_beams=1, top_k=1)),    # ... with top_k > 1
@@ -278,9 +276,9 @@ def test_unsupported_checkpoint_setting_is_refused():
 ])
 def test_a_transformers_only_setting_that_would_not_act_is_taken(setting, call):
     """As transformers reads them: a call's value overrides the checkpoint's (guidance_scale=1.0 or None over its
-    1.5; it was refused, the checkpoint named), and a setting that does nothing in the search run (a diversity penalty
-    without beam groups, beam groups in a greedy search, ...) is taken from the checkpoint and from the call alike
-    (transformers' output is then that of the plain search)."""
+    1.5; it was refused, the checkpoint named), and a setting that does nothing in the search run (low_memory in a
+    greedy search, contrastive search's penalty when sampling, ...) is taken from the checkpoint and from the call
+    alike (transformers' output is then that of the plain search)."""
     base = GenerationConfig.from_dict({"bos_token_id": 0, "num_beams": 2, **setting})
     plain = GenerationConfig.from_dict({"bos_token_id": 0, "num_beams": 2})
     assert res(base, **call) == res(plain, **call)
@@ -295,7 +293,6 @@ def test_a_transformers_only_setting_that_would_not_act_is_taken(setting, call):
     (dict(use_mtp=True), dict(num_beams=1)),
     (dict(token_healing=True), {}),
     (dict(low_memory=True), {}),                              # transformers' beam search refuses it
-    (dict(num_beam_groups=2), {}),                            # group beam search
     (dict(force_words_ids=[[5]]), dict(num_beams=1)),         # constrained beam search, whatever num_beams
 ])
 def test_a_transformers_only_setting_that_would_act_is_refused(setting, call):

@@ -500,18 +500,18 @@ def test_config_without_model_type_is_refused(tiny, tmp_path):
 
 
 def test_save_pretrained_keeps_the_generation_settings_we_refuse(tiny, tmp_path):
-    """A checkpoint's group beam search is refused when generating here, not dropped on save (nor is its max_time,
-    a setting generate takes): the saved checkpoint generates as the original in transformers and is refused here
-    as the original was."""
+    """A checkpoint's classifier-free guidance is refused when generating here, not dropped on save (nor are its
+    group beam search and max_time, settings generate takes): the saved checkpoint generates as the original in
+    transformers and is refused here as the original was."""
     path = variant(tiny, tmp_path / "in")
-    settings = dict(num_beams=4, num_beam_groups=2, diversity_penalty=0.5, max_time=5.0)
+    settings = dict(num_beams=4, num_beam_groups=2, diversity_penalty=0.5, guidance_scale=1.5, max_time=5.0)
     given = tiny / "generation_config.json"
     base = json.loads(given.read_text()) if given.is_file() else {}
     (path / "generation_config.json").write_text(json.dumps({**base, **settings}))
     BartForConditionalGeneration.from_pretrained(path).save_pretrained(tmp_path / "out")
     saved = transformers.GenerationConfig.from_pretrained(tmp_path / "out")
     assert {k: getattr(saved, k) for k in settings} == settings
-    with pytest.raises(ValueError, match="num_beam_groups"):
+    with pytest.raises(ValueError, match="guidance_scale"):
         BartForConditionalGeneration.from_pretrained(tmp_path / "out").generate(torch.tensor([[0, 5, 2]]))
 
 

@@ -191,15 +191,16 @@ def test_translation_takes_the_checkpoints_translation_xx_to_yy_settings(checkpo
 
 
 def test_task_settings_seq2seq_kit_lacks_are_refused(checkpoint, tmp_path):
-    """task_specific_params settings that 4.x applied and seq2seq_kit does not implement (diverse beam search) are
-    a ValueError naming them, as in config.json's own keys, not dropped for a plain beam search."""
-    params = {"num_beams": 4, "num_beam_groups": 2, "diversity_penalty": 0.5, "max_length": 8}
+    """task_specific_params settings that 4.x applied and seq2seq_kit does not implement (classifier-free guidance,
+    low-memory beam search) are a ValueError naming them, as in config.json's own keys, not dropped for a plain beam
+    search."""
+    params = {"num_beams": 4, "guidance_scale": 1.5, "low_memory": True, "max_length": 8}
     path = copy_checkpoint(checkpoint("tiny"), tmp_path, task_specific_params={"summarization": params})
     with pytest.raises(ValueError) as caught:
         pipeline("summarization", model=str(path))
     assert str(caught.value) == (
-        "the checkpoint's task_specific_params['summarization'] sets {'num_beam_groups': 2, 'diversity_penalty': "
-        "0.5}, which seq2seq_kit does not implement; remove them from config.json's task_specific_params (or from "
+        "the checkpoint's task_specific_params['summarization'] sets {'guidance_scale': 1.5, 'low_memory': True}, "
+        "which seq2seq_kit does not implement; remove them from config.json's task_specific_params (or from "
         "model.config.extra['task_specific_params'] of a model passed as model=)")
     pipe = pipeline("text2text-generation", model=str(path))       # another task's settings are not its
     assert pipe.generate_defaults == {}

@@ -56,7 +56,7 @@ import torch
 from .. import cpu_threads
 from ..generation import (GenerationConfig, check_streamer, deadline, first_tokens, prepare, result, rows_setting,
                           settings, start_search, stop_strings_of)
-from ..generation import prompt_lookup
+from ..generation import group_beam_search, prompt_lookup
 from ..generation.draws import no_valid_probabilities
 from ..models.bart import BartNetwork
 from ..models.checks import check_positive_int
@@ -169,6 +169,7 @@ class Engine:
         stops = stop_strings_of(config, self.tokenizer, self.model.device, fix=TOKENIZER_FIX)
         check_no_traces(config)
         check_no_prompt_lookup(config)
+        check_no_group_beams(config)
         check_streamer(streamer, config)
         if cuda_graph is not None and not isinstance(cuda_graph, bool):
             raise TypeError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")     # generate's check
@@ -636,6 +637,15 @@ def check_no_prompt_lookup(config: GenerationConfig) -> None:
         raise ValueError("prompt_lookup_num_tokens: the engine steps one token per row, every request together (its "
                          "rows batch instead); leave it out (the model's generation_config may set it: pass "
                          "prompt_lookup_num_tokens=None), or use generate, which checks one input's guesses per pass")
+
+
+def check_no_group_beams(config: GenerationConfig) -> None:
+    """Group (diverse) beam search is refused by name: it runs its groups one after another within each step, on
+    the host (generation/group_beam_search.py), which the engine's shared steps do not."""
+    if group_beam_search.runs(config):
+        raise ValueError("num_beam_groups: group (diverse) beam search runs in generate() only (its groups step one "
+                         "after another, on the host); use generate or the pipeline, or leave num_beam_groups out "
+                         "(the model's generation_config may set it: pass num_beam_groups=1)")
 
 
 def check_engine_settings(generate_kwargs: dict) -> dict:

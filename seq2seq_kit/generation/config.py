@@ -45,6 +45,8 @@ class GenerationConfig:
     assistant_confidence_threshold: float | None = None  # a guess ends after a token drawn under this probability
     stop_strings: str | list[str] | None = None         # a row ends once its text ends in one (needs the tokenizer)
     num_beams: int | None = None
+    num_beam_groups: int | None = None                  # > 1: group (diverse) beam search over num_beams
+    diversity_penalty: float | None = None              # what a token chosen by an earlier group costs a group
     length_penalty: float | None = None
     early_stopping: bool | str | None = None            # True, False or "never"
     num_return_sequences: int | None = None
@@ -160,7 +162,8 @@ class GenerationConfig:
         write_json(out / "generation_config.json", {**settings, **self.unsupported}, indent=2)
 
 
-INT_SETTINGS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "num_beams", "num_return_sequences",
+INT_SETTINGS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "num_beams", "num_beam_groups",
+                "num_return_sequences",
                 "num_assistant_tokens", "top_k", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bos_token_id",
                 "pad_token_id", "decoder_start_token_id", "forced_bos_token_id")
 BOOL_SETTINGS = ("do_sample", "remove_invalid_values", "renormalize_logits", "output_scores", "output_logits",
@@ -230,7 +233,8 @@ def check_types(cfg: GenerationConfig, source) -> GenerationConfig:
 # transformers' `GenerationConfig._get_default_generation_params` (the keys seq2seq_kit implements; renormalize_logits:
 # its GenerationConfig's own default)
 LIBRARY_DEFAULTS = dict(
-    max_length=20, min_length=0, num_beams=1, length_penalty=1.0, early_stopping=False, num_return_sequences=1,
+    max_length=20, min_length=0, num_beams=1, num_beam_groups=1, diversity_penalty=0.0, length_penalty=1.0,
+    early_stopping=False, num_return_sequences=1,
     do_sample=False, temperature=1.0, top_k=50, top_p=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0,
     encoder_no_repeat_ngram_size=0, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0, encoder_repetition_penalty=1.0,
     remove_invalid_values=False, renormalize_logits=False, output_scores=False,
@@ -240,14 +244,15 @@ LIBRARY_DEFAULTS = dict(
 # explicit None switches the setting off, as in transformers (e.g. forced_bos_token_id=None, top_k=None): for
 # these, by their off value (transformers tests `do_sample is True`, `min_length is not None and ...`).
 NONE_MEANS_UNSET = ("max_length", "num_beams", "length_penalty", "num_return_sequences")
-NONE_MEANS_OFF = dict(min_length=0, no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0, early_stopping=False,
+NONE_MEANS_OFF = dict(min_length=0, num_beam_groups=1, diversity_penalty=0.0, no_repeat_ngram_size=0,
+                      encoder_no_repeat_ngram_size=0, early_stopping=False,
                       do_sample=False, remove_invalid_values=False, renormalize_logits=False, output_scores=False,
                       output_logits=False, output_attentions=False, output_hidden_states=False,
                       return_dict_in_generate=False)
 OUTPUT_FLAGS = ("output_attentions", "output_hidden_states", "output_scores", "output_logits")
 # transformers generation settings seq2seq_kit does not implement, with the value that makes them a no-op
 UNSUPPORTED = dict(
-    guidance_scale=1.0, num_beam_groups=1, diversity_penalty=0.0, constraints=None, force_words_ids=None,
+    guidance_scale=1.0, constraints=None, force_words_ids=None,
     penalty_alpha=None, dola_layers=None, token_healing=False, low_memory=False,
     assistant_early_exit=None, watermarking_config=None, use_mtp=False,
 )
@@ -255,8 +260,6 @@ UNSUPPORTED = dict(
 # GenerationConfig.get_generation_mode and generate read them (num_beams 1: greedy or sampling)
 ACTS = dict(
     guidance_scale=lambda v, c: v != 1,                                      # classifier-free guidance
-    num_beam_groups=lambda v, c: v > 1 and c.num_beams > 1,                 # group (diverse) beam search
-    diversity_penalty=lambda v, c: False,                                    # read by group beam search alone
     constraints=lambda v, c: True, force_words_ids=lambda v, c: True,       # constrained beam search, [] too
     penalty_alpha=lambda v, c: v > 0 and (c.top_k or 0) > 1 and c.num_beams == 1 and not c.do_sample,  # contrastive
     dola_layers=lambda v, c: c.num_beams == 1,
@@ -466,8 +469,8 @@ def _refuse_unsupported(configured: dict, called: dict, cfg: GenerationConfig) -
                          + " to generate() to run without, or set model.generation_config.unsupported = {}")
 
 
-FLOAT_SETTINGS = ("length_penalty", "temperature", "top_p", "min_p", "top_h", "typical_p", "epsilon_cutoff",
-                  "eta_cutoff", "repetition_penalty", "encoder_repetition_penalty")
+FLOAT_SETTINGS = ("length_penalty", "diversity_penalty", "temperature", "top_p", "min_p", "top_h", "typical_p",
+                  "epsilon_cutoff", "eta_cutoff", "repetition_penalty", "encoder_repetition_penalty")
 FLOAT32_MAX = 3.4028234663852886e38
 
 
@@ -560,6 +563,7 @@ def _validate(cfg: GenerationConfig, vocab_size: int, max_position_embeddings: i
     if cfg.early_stopping not in (True, False, "never"):
         raise ValueError(f"`early_stopping` must be True, False or 'never', got {cfg.early_stopping!r}")
     _check_prompt_lookup(cfg)
+    _check_groups(cfg)
     if not isinstance(cfg.length_penalty, Real):
         raise ValueError(f"`length_penalty` must be a number, got {cfg.length_penalty!r}")
     # <= 0 is off, as transformers builds the processors only above 0
@@ -597,6 +601,30 @@ def _validate(cfg: GenerationConfig, vocab_size: int, max_position_embeddings: i
                                                               and cfg.temperature > 0):
         raise ValueError(f"`temperature` must be > 0 when do_sample=True, got {cfg.temperature!r} "
                          "(for greedy decoding use do_sample=False)")
+
+
+def _check_groups(cfg: GenerationConfig) -> None:
+    """Group beam search's settings, as transformers 4.55 checked them (GenerationConfig.validate); with num_beams 1
+    (greedy or sampling) or num_beam_groups 1 (a diversity penalty alone: plain beam search) they do nothing, as
+    in transformers 5 (4.55 refused a diversity penalty without groups)."""
+    _check_int("num_beam_groups", cfg.num_beam_groups, 1)
+    if not _is_number(cfg.diversity_penalty):
+        raise ValueError(f"`diversity_penalty` must be a number, got {cfg.diversity_penalty!r}")
+    if cfg.num_beams == 1 or cfg.num_beam_groups == 1:
+        return
+    if cfg.do_sample:
+        raise ValueError("group beam search (num_beam_groups > 1) does not sample: set do_sample=False, or "
+                         "num_beam_groups=1 for beam sampling")
+    if cfg.num_beams % cfg.num_beam_groups:
+        raise ValueError(f"`num_beams` ({cfg.num_beams}) must be divisible by `num_beam_groups` "
+                         f"({cfg.num_beam_groups}): each group holds num_beams / num_beam_groups beams")
+    if cfg.diversity_penalty == 0.0:
+        raise ValueError("group beam search (num_beam_groups > 1) needs `diversity_penalty` other than 0.0, "
+                         "otherwise every group finds the same beams: e.g. diversity_penalty=1.0")
+    if cfg.stop_strings:
+        raise ValueError("stop_strings do not end a group beam search's hypotheses (transformers 4.x only stopped "
+                         "the whole search once every row ended in one): leave stop_strings out, or "
+                         "num_beam_groups=1")
 
 
 def _check_prompt_lookup(cfg: GenerationConfig) -> None:

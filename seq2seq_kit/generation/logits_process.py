@@ -124,6 +124,24 @@ class SequenceBias:
         return scores.index_copy_(1, self.columns, scores.index_select(1, self.columns) + bias)
 
 
+class Diversity:
+    """transformers' HammingDiversityLogitsProcessor (group beam search, generation/group_beam_search.py): a group's
+    rows lose penalty times the number of times each token was chosen at this step by their input's earlier groups'
+    beams, `earlier` (long [B, n], set by the search before each group; n = 0 for the first group: no change).
+    The rows are the group's, G per input."""
+
+    def __init__(self, penalty: float, group_size: int):
+        self.penalty, self.group_size = penalty, group_size
+        self.earlier: torch.Tensor | None = None
+
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
+        if self.earlier is None or self.earlier.shape[1] == 0:
+            return scores
+        counts = torch.zeros((self.earlier.shape[0], scores.shape[-1]), dtype=torch.long, device=scores.device)
+        counts.scatter_add_(1, self.earlier, torch.ones_like(self.earlier))                 # [B, V]
+        return scores.sub_(self.penalty * counts.repeat_interleave(self.group_size, dim=0))
+
+
 class NoRepeatNGram:
     """Ban every token that would complete an n-gram already present in the sequence."""
 
@@ -525,6 +543,8 @@ def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, row
     if cfg.sequence_bias is not None:
         built.append(("SequenceBiasLogitsProcessor",
                       SequenceBias(sequence_biases(cfg.sequence_bias, vocab_size), device)))
+    if cfg.num_beams > 1 and cfg.num_beam_groups > 1 and cfg.diversity_penalty > 0.0:
+        built.append(("HammingDiversityLogitsProcessor", Diversity(cfg.diversity_penalty, rows_per_input)))
     if cfg.encoder_repetition_penalty is not None and cfg.encoder_repetition_penalty != 1.0:
         built.append(("EncoderRepetitionPenaltyLogitsProcessor",
                       EncoderRepetitionPenalty(cfg.encoder_repetition_penalty, encoder_input_ids, rows_per_input)))
