@@ -163,9 +163,9 @@ class GenerationConfig:
 
 
 INT_SETTINGS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "num_beams", "num_beam_groups",
-                "num_return_sequences",
-                "num_assistant_tokens", "top_k", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bos_token_id",
-                "pad_token_id", "decoder_start_token_id", "forced_bos_token_id")
+                "num_return_sequences", "num_assistant_tokens", "top_k", "no_repeat_ngram_size",
+                "encoder_no_repeat_ngram_size", "bos_token_id", "pad_token_id", "decoder_start_token_id",
+                "forced_bos_token_id")
 BOOL_SETTINGS = ("do_sample", "remove_invalid_values", "renormalize_logits", "output_scores", "output_logits",
                  "output_attentions", "output_hidden_states", "return_dict_in_generate")
 # the flags transformers' generate reads by truth value (`if do_sample:`), where 0 and 1 act as False and True and are
