@@ -474,7 +474,8 @@ def test_settings_given_as_tuples_or_a_bias_dict_resume(tmp_path, tiny):
     (dict(batch_size=0), ValueError, "batch_size must be a positive integer, got 0"),
     (dict(num_return_sequences=2, num_beams=2), ValueError, "num_return_sequences=2: a corpus job writes one summary"),
     (dict(num_beams=2, num_beam_groups=2, diversity_penalty=1.0), ValueError,
-     "num_beam_groups: a corpus job's documents run on the engine"),
+     "num_beam_groups: group (diverse) beam search runs in generate() only"),
+    (dict(watermarking_config={}), ValueError, "watermarking_config: the watermark runs in generate() only"),
     (dict(nmu_beams=2), ValueError, "unknown argument(s) ['nmu_beams']"),
 ])
 def test_argument_errors(tmp_path, tiny, kwargs, error, message):

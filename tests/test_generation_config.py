@@ -249,9 +249,9 @@ def test_use_cache_false_with_attentions_or_hidden_states_is_refused(traced):
 
 def test_unsupported_checkpoint_setting_is_refused():
     """A transformers-only setting in a checkpoint's generation config that transformers would apply is refused;
-    [] constraints (constrained beam search, refused by transformers) and {} watermarking (its default watermark)
-    apply there, so they are refused too (they were taken as no-ops)."""
-    for setting in (dict(guidance_scale=1.5), dict(constraints=[]), dict(watermarking_config={})):
+    [] constraints (constrained beam search, refused by transformers) apply there, so they are refused too (they were
+    taken as no-ops)."""
+    for setting in (dict(guidance_scale=1.5), dict(constraints=[])):
         base = GenerationConfig.from_dict({"bos_token_id": 0, "num_beam_groups": 1, **setting})
         assert base.unsupported == setting
         [(name, value)] = setting.items()
@@ -268,7 +268,6 @@ def test_unsupported_checkpoint_setting_is_refused():
 @pytest.mark.parametrize("setting, call", [
     (dict(guidance_scale=1.5), dict(guidance_scale=1.0)),
     (dict(guidance_scale=1.5), dict(guidance_scale=None)),
-    (dict(watermarking_config={"greenlist_ratio": 0.5}), dict(watermarking_config=None)),
     (dict(low_memory=True), dict(num_beams=1)),               # transformers refuses it in beam search only
     (dict(penalty_alpha=0.6), dict(do_sample=True)),          # contrastive search is greedy's
     (dict(penalty_alpha=0.6), dict(num_beams=1, top_k=1)),    # ... with top_k > 1

@@ -48,11 +48,12 @@ BODIES = [(re.search(r"/(\w+) ", line).group(1), json.loads(line.split(" -d ", 1
           for line in re.sub(r"\\\n\s*", "", block).splitlines() if line.strip().startswith("curl ")]
 
 # Each block is named by a line of it (a name matching more or fewer than one block fails the test).
-MODEL = ['tok = Tokenizer.from_pretrained("path/to/checkpoint")', "from seq2seq_kit import TextStreamer", 'stop_strings=[".", "!"]',
-         "logprobs = model.compute_transition_scores", "prompt_lookup_num_tokens=5)", "assistant_model=draft)", "diversity_penalty=1.0, num_return_sequences=8",
-         "encoder_repetition_penalty=1.2,", "cities = [tok.encode",
-         "prefix = torch.tensor([[tok.bos_token_id]", "token_scores = steps[rows", "hidden = model.encode(",
-         'model.to_empty(device="cpu")']
+MODEL = ['tok = Tokenizer.from_pretrained("path/to/checkpoint")', "from seq2seq_kit import TextStreamer",
+         'stop_strings=[".", "!"]', "logprobs = model.compute_transition_scores", "prompt_lookup_num_tokens=5)",
+         "assistant_model=draft)", "diversity_penalty=1.0, num_return_sequences=8",
+         '"seeding_scheme": "selfhash", "hashing_key": 1234567', "encoder_repetition_penalty=1.2,",
+         "cities = [tok.encode", "prefix = torch.tensor([[tok.bos_token_id]", "token_scores = steps[rows",
+         "hidden = model.encode(", 'model.to_empty(device="cpu")']
 PIPELINE = ['pipe_kor = pipeline("summarization"', "pipe(texts, batch_size=1, num_beams=4)",
             "from benchmarks.texts import ENGLISH", "with pipe.engine(max_rows=32) as engine:",
             "request = engine.submit(rows[0], decoder_input_ids=prefix",

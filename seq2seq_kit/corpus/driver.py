@@ -15,10 +15,10 @@ from typing import Iterator
 
 from .. import hub
 from ..config import BartConfig, dtype_name
+from ..engine.scheduler import check_generate_only
 from ..family_tokenizers import AutoTokenizer
 from ..generation import GenerationConfig
 from ..generation import config as generation_config
-from ..generation import group_beam_search
 from ..loading import Checkpoint, is_int8, resolve_dtype, weight_files
 from ..long_documents import check_strategy
 from ..models.checks import check_positive_int
@@ -260,10 +260,7 @@ def _settings(root: Path, config, defaults: dict, generate_kwargs: dict) -> dict
     if resolved.num_return_sequences != 1:
         raise ValueError(f"num_return_sequences={resolved.num_return_sequences}: a corpus job writes one summary "
                          "per document; use num_return_sequences=1")
-    if group_beam_search.runs(resolved):
-        raise ValueError("num_beam_groups: a corpus job's documents run on the engine, which does not run group "
-                         "(diverse) beam search; leave num_beam_groups out (pass num_beam_groups=1 where the "
-                         "checkpoint sets it), or summarize with the pipeline")
+    check_generate_only(resolved)             # its documents run on the engine
     settings = resolved.to_dict()
     if isinstance(settings.get("sequence_bias"), dict):     # JSON keys are strings: the [[token ids], bias] pairs form
         settings["sequence_bias"] = [[list(tokens), bias] for tokens, bias in settings["sequence_bias"].items()]

@@ -124,6 +124,7 @@ class Engine:
             self.defaults = check_engine_settings(self.defaults)
             config = settings(model, dict(self.defaults))
             check_no_traces(config)
+            check_generate_only(config)
             stop_strings_of(config, tokenizer, model.device, fix=TOKENIZER_FIX)
         self.max_rows, self.max_source_tokens, self.max_queue = max_rows, max_source_tokens, max_queue
         self.waiting: collections.deque[Request] = collections.deque()
@@ -169,7 +170,7 @@ class Engine:
         stops = stop_strings_of(config, self.tokenizer, self.model.device, fix=TOKENIZER_FIX)
         check_no_traces(config)
         check_no_prompt_lookup(config)
-        check_no_group_beams(config)
+        check_generate_only(config)
         check_streamer(streamer, config)
         if cuda_graph is not None and not isinstance(cuda_graph, bool):
             raise TypeError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")     # generate's check
@@ -639,13 +640,18 @@ def check_no_prompt_lookup(config: GenerationConfig) -> None:
                          "prompt_lookup_num_tokens=None), or use generate, which checks one input's guesses per pass")
 
 
-def check_no_group_beams(config: GenerationConfig) -> None:
-    """Group (diverse) beam search is refused by name: it runs its groups one after another within each step, on
-    the host (generation/group_beam_search.py), which the engine's shared steps do not."""
+def check_generate_only(config: GenerationConfig) -> None:
+    """What generate runs and the engine's shared steps do not, refused by name: group (diverse) beam search (its
+    groups step one after another, on the host: generation/group_beam_search.py) and watermarking (Python per row
+    per step). Corpus jobs, which run on the engine, refuse them up front with this."""
     if group_beam_search.runs(config):
         raise ValueError("num_beam_groups: group (diverse) beam search runs in generate() only (its groups step one "
                          "after another, on the host); use generate or the pipeline, or leave num_beam_groups out "
                          "(the model's generation_config may set it: pass num_beam_groups=1)")
+    if config.watermarking_config is not None:
+        raise ValueError("watermarking_config: the watermark runs in generate() only (Python per row at every "
+                         "step); use generate or the pipeline, or leave it out (the model's generation_config may "
+                         "set it: pass watermarking_config=None)")
 
 
 def check_engine_settings(generate_kwargs: dict) -> dict:

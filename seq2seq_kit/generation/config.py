@@ -69,6 +69,7 @@ class GenerationConfig:
     suppress_tokens: list[int] | None = None
     begin_suppress_tokens: list[int] | None = None
     exponential_decay_length_penalty: tuple[int, float] | None = None     # (start, factor); a list in JSON
+    watermarking_config: dict | None = None     # green-list watermark (WATERMARK's keys; transformers' config too)
     forced_bos_token_id: int | None = None
     forced_eos_token_id: int | list[int] | None = None
     remove_invalid_values: bool | None = None
@@ -227,6 +228,8 @@ def check_types(cfg: GenerationConfig, source) -> GenerationConfig:
     v = cfg.exponential_decay_length_penalty
     if v is not None and not (isinstance(v, list) and len(v) == 2 and _is_int(v[0]) and _is_number(v[1])):
         bad("exponential_decay_length_penalty", "[start, factor] (an integer and a number)")
+    if cfg.watermarking_config is not None and not isinstance(cfg.watermarking_config, dict):
+        bad("watermarking_config", "an object of watermark settings (" + ", ".join(WATERMARK) + ")")
     return cfg
 
 
@@ -254,7 +257,7 @@ OUTPUT_FLAGS = ("output_attentions", "output_hidden_states", "output_scores", "o
 UNSUPPORTED = dict(
     guidance_scale=1.0, constraints=None, force_words_ids=None,
     penalty_alpha=None, dola_layers=None, token_healing=False, low_memory=False,
-    assistant_early_exit=None, watermarking_config=None, use_mtp=False,
+    assistant_early_exit=None, use_mtp=False,
 )
 # Whether a set (not None) UNSUPPORTED setting acts, given the resolved settings c: as transformers 5.24's
 # GenerationConfig.get_generation_mode and generate read them (num_beams 1: greedy or sampling)
@@ -267,7 +270,6 @@ ACTS = dict(
     low_memory=lambda v, c: bool(v) and c.num_beams > 1,                    # transformers' beam search refuses it
     assistant_early_exit=lambda v, c: c.num_beams == 1,
     use_mtp=lambda v, c: bool(v) and c.num_beams == 1,
-    watermarking_config=lambda v, c: True,                                   # {}: the default watermark
 )
 # transformers generate() arguments and settings that change no token here, taken at these values and dropped
 INERT = dict(stopping_criteria=(None, []), synced_gpus=(None, False), assistant_model=(None,),
@@ -655,12 +657,48 @@ def _validate_processors(cfg: GenerationConfig, vocab_size: int) -> None:
         if value is not None and not (isinstance(value, (list, tuple)) and all(map(_is_int, value))):
             raise ValueError(f"`{name}` must be a list of integer token ids, got {value!r}")
     _check_forced_not_suppressed(cfg)
+    cfg.watermarking_config = watermark_settings(cfg.watermarking_config)
     sequence_biases(cfg.sequence_bias, vocab_size)
     decay = cfg.exponential_decay_length_penalty
     if decay is not None and not (isinstance(decay, (list, tuple)) and len(decay) == 2 and _is_int(decay[0])
                                   and _is_number(decay[1]) and math.isfinite(decay[1])):
         raise ValueError("`exponential_decay_length_penalty` must be (start, factor): an integer (new tokens "
                          f"before the penalty starts) and a finite number, got {decay!r}")
+
+
+# watermarking_config's settings (transformers' WatermarkingConfig), with its defaults
+WATERMARK = dict(greenlist_ratio=0.25, bias=2.0, hashing_key=15485863, seeding_scheme="lefthash", context_width=1)
+
+
+def watermark_settings(value) -> dict | None:
+    """watermarking_config (a dict of WATERMARK's keys, or transformers' WatermarkingConfig) as the watermark
+    processor's settings, transformers' defaults filled in; a ValueError naming what is wrong (with transformers'
+    ranges: the processor's greenlist_ratio in (0, 1))."""
+    if value is None:
+        return None
+    if type(value).__name__ == "SynthIDTextWatermarkingConfig" or (isinstance(value, dict) and "ngram_len" in value):
+        raise ValueError("SynthID text watermarking is not implemented: watermarking_config takes the green-list "
+                         f"watermark's settings ({', '.join(WATERMARK)}; transformers' WatermarkingConfig)")
+    if not isinstance(value, dict) and callable(getattr(value, "to_dict", None)):
+        value = value.to_dict()                                     # transformers' WatermarkingConfig
+    if not isinstance(value, dict):
+        raise ValueError(f"`watermarking_config` must be a dict of {', '.join(WATERMARK)} (or transformers' "
+                         f"WatermarkingConfig), got {value!r}")
+    unknown = sorted(set(value) - set(WATERMARK))
+    if unknown:
+        raise ValueError(f"`watermarking_config` has unknown key(s) {unknown}; its keys: {', '.join(WATERMARK)}")
+    settings = {**WATERMARK, **value}
+    ratio, bias = settings["greenlist_ratio"], settings["bias"]
+    if not (_is_number(ratio) and 0.0 < ratio < 1.0):
+        raise ValueError(f"`watermarking_config`'s greenlist_ratio must be between 0 and 1 (exclusive), got {ratio!r}")
+    if not (_is_number(bias) and math.isfinite(bias)):
+        raise ValueError(f"`watermarking_config`'s bias must be a finite number, got {bias!r}")
+    _check_int("watermarking_config's hashing_key", settings["hashing_key"], -math.inf)
+    _check_int("watermarking_config's context_width", settings["context_width"], 1)
+    if settings["seeding_scheme"] not in ("lefthash", "selfhash"):
+        raise ValueError(f"`watermarking_config`'s seeding_scheme must be 'lefthash' or 'selfhash', got "
+                         f"{settings['seeding_scheme']!r}")
+    return settings
 
 
 def _check_forced_not_suppressed(cfg: GenerationConfig) -> None:

@@ -121,6 +121,9 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor | None, attention_mask
     if trace is not None and given is not None:
         trace.given_encoder(encoder_outputs)                # the encoder ran before the call
     lookup = prompt_lookup.used(cfg, input_ids.shape[0], trace is not None, cuda_graph, assistant_model is not None)
+    if lookup and cfg.watermarking_config is not None:
+        raise ValueError("watermarking_config beside prompt_lookup_num_tokens / assistant_model is not implemented: "
+                         "leave one of them out")
     if lookup and assistant_model is not None:
         if source is None:
             raise ValueError("assistant_model encodes the source itself: pass input_ids (beside encoder_outputs, or "
@@ -194,11 +197,12 @@ def decode_on_graphs(model: Seq2SeqModel, encoder_hidden: torch.Tensor, padding_
     None), fed to the graph's cache (its positions are device-side) before the first step. streamer: its puts as
     the eager loop makes them; max_time: the clock read before each step (time_limit); with either, the flag is
     read every step. custom: the user's processors (logits_processor, prefix_allowed_tokens_fn), Python run every
-    step: the decoder-only graph with the search eager, the flag read every step (each processor called once per
-    step, as eagerly)."""
+    step, as watermarking_config's: the decoder-only graph with the search eager, the flag read every step (each
+    processor called once per step, as eagerly)."""
     rows, custom = rows_per_input(cfg), custom or {}
-    every = 1 if streamer is not None or cfg.max_time is not None or custom else GRAPH_CHECK_EVERY
-    one_graph = WHOLE_STEP_GRAPH and (WHOLE_STEP_SAMPLING or not cfg.do_sample) and not custom
+    python_processors = bool(custom) or cfg.watermarking_config is not None     # Python run every step
+    every = 1 if streamer is not None or cfg.max_time is not None or python_processors else GRAPH_CHECK_EVERY
+    one_graph = WHOLE_STEP_GRAPH and (WHOLE_STEP_SAMPLING or not cfg.do_sample) and not python_processors
     if one_graph:                                       # decoder, processors, search, reorder: one graph
         graph = graphed_search(model, encoder_hidden, padding_mask, cfg, input_ids, rows, stops, prompt,
                                lambda own: start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device,

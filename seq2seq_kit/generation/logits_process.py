@@ -489,6 +489,53 @@ def log_softmax(seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tenso
     return scores.log_softmax(dim=-1)
 
 
+class Watermark:
+    """transformers' WatermarkLogitsProcessor (watermarking_config; Kirchenbauer et al. 2023): each row's "green"
+    tokens, the first greenlist_ratio of a permutation of the vocabulary drawn by torch.randperm from a generator
+    seeded with hashing_key * its last token ("lefthash"), get `bias` added. "selfhash" seeds with the smallest of
+    hashing_key * table[t] * table[last] over the last context_width tokens t, each of the row's 40 best next tokens
+    in turn appended, and greens those that are green under their own seed. Rows shorter than context_width are left
+    as they are. Python per row per step: the eager path only (transformers' too)."""
+
+    TABLE_SIZE = 1_000_003
+
+    def __init__(self, vocab_size: int, device, greenlist_ratio: float, bias: float, hashing_key: int,
+                 seeding_scheme: str, context_width: int):
+        self.vocab_size, self.greenlist_size = vocab_size, int(vocab_size * greenlist_ratio)
+        self.bias, self.hash_key, self.context_width = bias, hashing_key, context_width
+        self.selfhash = seeding_scheme == "selfhash"
+        self.rng = torch.Generator(device=device)
+        self.rng.manual_seed(hashing_key)
+        self.fixed_table = torch.randperm(self.TABLE_SIZE, generator=self.rng, device=device)
+
+    def greenlist(self, context: torch.Tensor) -> torch.Tensor:
+        """The green token ids [greenlist_size] after `context` (a row's tokens [t])."""
+        context = context[-self.context_width:]
+        if self.selfhash:
+            a = self.fixed_table[context % self.TABLE_SIZE] + 1
+            b = self.fixed_table[context[-1] % self.TABLE_SIZE] + 1
+            seed = (self.hash_key * a * b).min().item()
+        else:
+            seed = self.hash_key * context[-1].item()
+        self.rng.manual_seed(seed % (2**64 - 1))
+        return torch.randperm(self.vocab_size, device=context.device, generator=self.rng)[:self.greenlist_size]
+
+    def self_green(self, row: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """selfhash: which of the row's 40 best next tokens are green after themselves."""
+        best = scores.sort(dim=-1, descending=True)[1][:40]
+        green = [t for t in best if t in self.greenlist(torch.cat((row, t[None])))]
+        return torch.stack(green) if green else best[:0]
+
+    def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
+        n = _host_length(cur_len, "watermarking_config")
+        if n < self.context_width:
+            return scores
+        for r, row in enumerate(seq[:, :n]):
+            green = self.self_green(row, scores[r]) if self.selfhash else self.greenlist(row)
+            scores[r, green] += self.bias
+        return scores
+
+
 class PrefixAllowedTokens:
     """generate's prefix_allowed_tokens_fn(input index, row's tokens [cur_len]) -> the token ids allowed next: every
     other token gets -inf; an input whose rows have only -inf left (the allowed tokens banned by the processors
@@ -586,7 +633,13 @@ def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, row
         begin = prompt_len + (prompt_len == 1 and cfg.forced_bos_token_id is not None)
         built.append(("SuppressTokensAtBeginLogitsProcessor",
                       SuppressTokens(cfg.begin_suppress_tokens, vocab_size, begin, device)))
-    return merged(built, logits_processor) + sampling_processors(cfg, device)
+    tail = sampling_processors(cfg, device)
+    if cfg.watermarking_config is not None:         # after the sampling ones, before renormalize_logits' (as
+        # transformers; its vocab_size is config.vocab_size, larger only for a Marian decoder vocabulary of its own,
+        # where its green tokens would index past the scores)
+        watermark = Watermark(vocab_size, device, **cfg.watermarking_config)
+        tail.insert(len(tail) - bool(cfg.renormalize_logits), watermark)
+    return merged(built, logits_processor) + tail
 
 
 def sampling_processors(cfg: GenerationConfig, device: torch.device) -> list:

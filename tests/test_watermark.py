@@ -1,0 +1,97 @@
+"""watermarking_config: transformers' green-list watermark (WatermarkLogitsProcessor), against transformers itself
+on the tiny-eos checkpoint (the real BART vocabulary): tokens equal and every step's processed scores within 1e-4,
+in greedy, beam and sampling search, for both seeding schemes and contexts longer than the first step's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+from helpers import random_batch
+from seq2seq_kit import BartForConditionalGeneration, Engine
+from seq2seq_kit.generation import GenerationConfig, decoding
+from test_cuda_graph import emulate_graphs
+
+SETTINGS = [dict(), dict(bias=5.0, seeding_scheme="selfhash"), dict(context_width=3, greenlist_ratio=0.5, bias=4.0),
+            dict(hashing_key=7, seeding_scheme="selfhash", context_width=2, bias=3.0)]
+SEARCHES = [dict(num_beams=1), dict(num_beams=3, num_return_sequences=2), dict(do_sample=True, top_k=20),
+            dict(num_beams=2, do_sample=True, renormalize_logits=True)]
+
+
+def assert_same_scores(mine, theirs):
+    assert len(mine) == len(theirs)
+    for a, b in zip(mine, theirs):
+        assert torch.equal(a.isinf(), b.isinf())
+        torch.testing.assert_close(a[~a.isinf()], b[~b.isinf()], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("search", SEARCHES, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+@pytest.mark.parametrize("watermark", SETTINGS, ids=lambda w: "-".join(f"{k}={v}" for k, v in w.items()) or "defaults")
+def test_the_watermark_is_transformers(pair, watermark, search):
+    hf, ours = pair("tiny-eos")
+    ids, mask = random_batch(hf.config.vocab_size, hf.config.pad_token_id, (12, 9, 5), seed=9)
+    settings = dict(max_length=14, output_scores=True, return_dict_in_generate=True, **search)
+    torch.manual_seed(0)                    # sampling draws from the global RNG in both
+    theirs = hf.generate(ids, attention_mask=mask, watermarking_config=transformers.WatermarkingConfig(**watermark),
+                         **settings)
+    torch.manual_seed(0)
+    mine = ours.generate(ids, mask, watermarking_config=watermark, **settings)
+    assert torch.equal(mine.sequences, theirs.sequences)
+    assert_same_scores(mine.scores, theirs.scores)
+    torch.manual_seed(0)
+    assert not torch.equal(mine.sequences, ours.generate(ids, mask, **settings).sequences)     # it acts
+
+
+def test_transformers_config_object_and_dict_are_taken_alike(pair):
+    """transformers' WatermarkingConfig, its dict, and a generation config holding it give the same tokens; a
+    call's watermarking_config=None runs without the generation config's."""
+    _, ours = pair("tiny-eos")
+    ids, mask = random_batch(ours.config.vocab_size, ours.config.pad_token_id, (12, 9), seed=3)
+    config = transformers.WatermarkingConfig(bias=3.0, seeding_scheme="selfhash")
+    runs = [ours.generate(ids, mask, max_length=10, watermarking_config=value)
+            for value in (config, config.to_dict(), {"bias": 3.0, "seeding_scheme": "selfhash"})]
+    assert all(torch.equal(runs[0], other) for other in runs[1:])
+    saved = GenerationConfig.from_dict({**ours.generation_config.to_dict(), "watermarking_config": config.to_dict()})
+    assert torch.equal(ours.generate(ids, mask, max_length=10, generation_config=saved), runs[0])
+    assert torch.equal(ours.generate(ids, mask, max_length=10, generation_config=saved, watermarking_config=None),
+                       ours.generate(ids, mask, max_length=10))                     # the call's None wins
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"bias": 2.0, "gamma": 0.3}, r"unknown key\(s\) \['gamma'\]"),
+    ({"greenlist_ratio": 1.0}, "greenlist_ratio must be between 0 and 1"),
+    ({"seeding_scheme": "hash"}, "seeding_scheme must be 'lefthash' or 'selfhash'"),
+    ({"context_width": 0}, "context_width` must be an integer >= 1"),
+    ({"bias": float("nan")}, "bias must be a finite number"),
+    ({"ngram_len": 5, "keys": [1, 2]}, "SynthID text watermarking is not implemented"),
+    ("lefthash", "must be a dict of greenlist_ratio"),
+])
+def test_bad_watermark_settings_are_refused(pair, value, message):
+    _, ours = pair("tiny-eos")
+    with pytest.raises(ValueError, match=message):
+        ours.generate(torch.tensor([[0, 5, 2]]), max_length=8, watermarking_config=value)
+
+
+def test_where_the_watermark_does_not_run(pair):
+    """The engine (Python per row per step is generate's) and prompt lookup refuse it by name."""
+    _, ours = pair("tiny-eos")
+    with Engine(ours, max_rows=4) as engine:
+        with pytest.raises(ValueError, match="watermarking_config: the watermark runs in generate.. only"):
+            engine.submit([0, 5, 6, 2], max_length=8, watermarking_config={})
+    with pytest.raises(ValueError, match="watermarking_config beside prompt_lookup_num_tokens"):
+        ours.generate(torch.tensor([[0, 5, 6, 5, 6, 2]]), max_length=8, prompt_lookup_num_tokens=2,
+                      watermarking_config={})
+
+
+@pytest.mark.parametrize("search", [dict(num_beams=2), dict(num_beams=1)])
+def test_on_cuda_graphs_the_search_runs_eagerly(checkpoint, monkeypatch, search):
+    """Where graphs are the default, the watermark (Python every step) leaves the decoder's step on its graph and
+    runs the search eagerly beside it: the eager tokens (graphs emulated on the CPU)."""
+    model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))
+    emulate_graphs(model, monkeypatch)
+    monkeypatch.setattr(decoding, "use_cuda_graph", lambda cuda_graph, device: cuda_graph is not False)
+    ids, mask = random_batch(model.config.vocab_size, model.config.pad_token_id, (10, 6), seed=2)
+    runs = [model.generate(ids, mask, max_length=10, watermarking_config={"bias": 4.0}, cuda_graph=graphed, **search)
+            for graphed in (None, False)]
+    assert torch.equal(runs[0], runs[1]) and model.graphed_step is not None
