@@ -12,7 +12,8 @@ _EXPORTS = {"BartConfig": ".config", "AutoConfig": ".config", "AutoModelForSeq2S
             "GenerationConfig": ".generation", "Engine": ".engine", "EngineClosed": ".engine", "EngineFull": ".engine",
             "Tokenizer": ".tokenizer", "AutoTokenizer": ".family_tokenizers", "pipeline": ".translation",
             "summarize_corpus": ".corpus", "translate_corpus": ".corpus", "TextStreamer": ".generation",
-            "TextIteratorStreamer": ".generation", "AsyncTextIteratorStreamer": ".generation"}
+            "TextIteratorStreamer": ".generation", "AsyncTextIteratorStreamer": ".generation",
+            "WatermarkDetector": ".generation"}
 __all__ = sorted(_EXPORTS)
 
 

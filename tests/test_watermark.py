@@ -4,12 +4,13 @@ in greedy, beam and sampling search, for both seeding schemes and contexts longe
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import transformers
 
 from helpers import random_batch
-from seq2seq_kit import BartForConditionalGeneration, Engine
+from seq2seq_kit import BartForConditionalGeneration, Engine, WatermarkDetector
 from seq2seq_kit.generation import GenerationConfig, decoding
 from test_cuda_graph import emulate_graphs
 
@@ -95,3 +96,36 @@ def test_on_cuda_graphs_the_search_runs_eagerly(checkpoint, monkeypatch, search)
     runs = [model.generate(ids, mask, max_length=10, watermarking_config={"bias": 4.0}, cuda_graph=graphed, **search)
             for graphed in (None, False)]
     assert torch.equal(runs[0], runs[1]) and model.graphed_step is not None
+
+
+@pytest.mark.parametrize("watermark", SETTINGS, ids=lambda w: "-".join(f"{k}={v}" for k, v in w.items()) or "defaults")
+@pytest.mark.parametrize("repeated", [False, True])
+def test_the_detector_is_transformers(pair, watermark, repeated):
+    """WatermarkDetector's counts, z-scores and p-values equal transformers' WatermarkDetector's on the same
+    sequences (watermarked and not), and it finds the watermark (a bias of 4 on these random weights)."""
+    hf, ours = pair("tiny-eos")
+    ids, mask = random_batch(hf.config.vocab_size, hf.config.pad_token_id, (12, 9, 5), seed=4)
+    watermark = dict(watermark, bias=4.0)
+    marked = ours.generate(ids, mask, max_length=30, min_length=30, watermarking_config=watermark)
+    plain = ours.generate(ids, mask, max_length=30, min_length=30)
+    mine = WatermarkDetector(ours.config, "cpu", watermark, ignore_repeated_ngrams=repeated)
+    theirs = transformers.WatermarkDetector(hf.config, "cpu", transformers.WatermarkingConfig(**watermark),
+                                            ignore_repeated_ngrams=repeated)
+    for sequences in (marked, plain):
+        a, b = mine(sequences, return_dict=True), theirs(sequences, return_dict=True)
+        for field in ("num_tokens_scored", "num_green_tokens", "z_score", "p_value", "prediction"):
+            np.testing.assert_allclose(getattr(a, field), getattr(b, field), rtol=1e-12, err_msg=field)
+    if not repeated:    # (these random weights repeat one token: few distinct n-grams, too few to tell apart)
+        assert mine(marked).all()
+    assert (mine(marked[:, 1:], return_dict=True).z_score == mine(marked, return_dict=True).z_score).all()
+
+
+def test_the_detector_refuses_what_it_cannot_score(pair):
+    _, ours = pair("tiny-eos")
+    detector = WatermarkDetector(ours.config, "cpu", {"context_width": 2})
+    with pytest.raises(ValueError, match="nothing to score: the seeding takes the first 2"):
+        detector(torch.tensor([[2, 5, 6]]))
+    with pytest.raises(ValueError, match="some rows start with the decoder start token and some do not"):
+        detector(torch.tensor([[2, 5, 6, 7], [5, 6, 7, 8]]))
+    with pytest.raises(ValueError, match="watermarking_config is None"):
+        WatermarkDetector(ours.config, "cpu", None)

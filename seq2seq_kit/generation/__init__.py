@@ -7,8 +7,9 @@ from .decoding import (GenerateOutput, check_streamer, deadline, first_tokens, g
 from .protocol import Seq2SeqModel
 from .streamers import AsyncTextIteratorStreamer, TextIteratorStreamer, TextStreamer
 from .transition_scores import compute_transition_scores
+from .watermark import WatermarkDetector, WatermarkDetectorOutput
 
 __all__ = ["AsyncTextIteratorStreamer", "GenerationConfig", "GenerateOutput", "Seq2SeqModel", "TextIteratorStreamer",
-           "TextStreamer", "check_streamer", "compute_transition_scores", "deadline", "first_tokens", "generate",
-           "prepare", "result", "rows_per_input", "rows_setting", "settings", "start_search", "start_slots",
-           "stop_strings_of"]
+           "TextStreamer", "WatermarkDetector", "WatermarkDetectorOutput", "check_streamer", "compute_transition_scores",
+           "deadline", "first_tokens", "generate", "prepare", "result", "rows_per_input", "rows_setting", "settings",
+           "start_search", "start_slots", "stop_strings_of"]
