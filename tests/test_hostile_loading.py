@@ -132,6 +132,9 @@ def test_a_ref_file_that_is_not_a_commit_is_named(tmp_path, monkeypatch):
     ({"num_assistant_tokens": 2.5}, r"'num_assistant_tokens' must be an integer, got 2.5"),
     ({"num_assistant_tokens_schedule": 1}, r"'num_assistant_tokens_schedule' must be a string \("),
     ({"assistant_confidence_threshold": "high"}, r"'assistant_confidence_threshold' must be a number"),
+    ({"num_beam_groups": 2.0}, r"'num_beam_groups' must be an integer, got 2.0"),
+    ({"diversity_penalty": "some"}, r"'diversity_penalty' must be a number"),
+    ({"watermarking_config": "lefthash"}, r"'watermarking_config' must be an object of watermark settings"),
 ])
 def test_malformed_generation_config_names_file_and_key(tmp_path, content, message):
     (tmp_path / "generation_config.json").write_text(json.dumps(content))

@@ -45,8 +45,9 @@ def test_the_watermark_is_transformers(pair, watermark, search):
 
 
 def test_transformers_config_object_and_dict_are_taken_alike(pair):
-    """transformers' WatermarkingConfig, its dict, and a generation config holding it give the same tokens; a
-    call's watermarking_config=None runs without the generation config's."""
+    """transformers' WatermarkingConfig, its dict, and a generation config holding it (read from JSON, or the object
+    assigned: kept as its settings, which save_pretrained can write) give the same tokens; a call's
+    watermarking_config=None runs without the generation config's."""
     _, ours = pair("tiny-eos")
     ids, mask = random_batch(ours.config.vocab_size, ours.config.pad_token_id, (12, 9), seed=3)
     config = transformers.WatermarkingConfig(bias=3.0, seeding_scheme="selfhash")
@@ -55,6 +56,10 @@ def test_transformers_config_object_and_dict_are_taken_alike(pair):
     assert all(torch.equal(runs[0], other) for other in runs[1:])
     saved = GenerationConfig.from_dict({**ours.generation_config.to_dict(), "watermarking_config": config.to_dict()})
     assert torch.equal(ours.generate(ids, mask, max_length=10, generation_config=saved), runs[0])
+    assigned = GenerationConfig.from_dict(ours.generation_config.to_dict())
+    assigned.watermarking_config = config                    # transformers' object, kept as its settings
+    assert assigned.watermarking_config == config.to_dict()
+    assert torch.equal(ours.generate(ids, mask, max_length=10, generation_config=assigned), runs[0])
     assert torch.equal(ours.generate(ids, mask, max_length=10, generation_config=saved, watermarking_config=None),
                        ours.generate(ids, mask, max_length=10))                     # the call's None wins
 

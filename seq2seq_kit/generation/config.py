@@ -94,6 +94,8 @@ class GenerationConfig:
                     else "is not a generation setting")
             raise AttributeError(f"GenerationConfig.{name} {what}; settings: "
                                  f"{', '.join(GENERATE_KWARGS + DRAFT_SETTINGS)}")
+        if name == "watermarking_config" and not isinstance(value, (dict, type(None))) and hasattr(value, "to_dict"):
+            value = value.to_dict()                 # transformers' WatermarkingConfig: kept as its settings (JSON)
         super().__setattr__(name, value)
 
     @classmethod
