@@ -124,7 +124,8 @@ class GroupBeamSearch:
         if "logits" in self.recorded:
             self.recorded["logits"].append(logits.to(torch.float32, copy=True))
         chosen = torch.zeros(self.rows, dtype=torch.long, device=logits.device)     # each row's token this step
-        parents = torch.arange(self.rows, device=logits.device)                      # [R]
+        identity = torch.arange(self.rows, device=logits.device)                     # [R]
+        parents = identity.clone()
         processed = torch.zeros(logits.shape, device=logits.device) if "scores" in self.recorded else None
         for g, rows in enumerate(self.group_rows):
             if self.diversity is not None:
@@ -136,13 +137,13 @@ class GroupBeamSearch:
             self.step_group(g, rows, scores + self.beam_scores[rows, None], chosen, parents)
         self.seq = self.seq[parents]
         self.seq[:, self.cur_len] = chosen
-        self.beams = [self.beams[p] + [p] for p in parents.tolist()] if self.cfg.return_dict_in_generate else []
+        self.beams = [self.beams[p] + [p] for p in parents.tolist()] if self.beams else []
         if processed is not None:
             self.recorded["scores"].append(processed)
         self.cur_len += 1
         self.done = (all(all(f) for f in self.finished) or self.cur_len >= self.cfg.max_length
                      or self.stop_after_step)
-        return None if bool((parents == torch.arange(self.rows, device=parents.device)).all()) else parents
+        return None if bool((parents == identity).all()) else parents
 
     def step_group(self, g: int, rows: torch.Tensor, totals: torch.Tensor, chosen: torch.Tensor,
                    parents: torch.Tensor) -> None:

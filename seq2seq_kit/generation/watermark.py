@@ -43,8 +43,6 @@ class WatermarkDetector:
             raise ValueError("watermarking_config is None: pass the settings the text was generated with")
         self.start = model_config.decoder_start_token_id
         self.ratio = settings["greenlist_ratio"]
-        self.selfhash = settings["seeding_scheme"] == "selfhash"
-        self.context_width = settings["context_width"]
         self.ignore_repeated_ngrams = ignore_repeated_ngrams
         self.watermark = Watermark(model_config.decoder_vocab_size, device, **settings)
 
@@ -57,8 +55,9 @@ class WatermarkDetector:
                              "one generate call (or strip it from every row)")
         if bool(starts[0]):
             input_ids = input_ids[:, 1:]
-        if input_ids.shape[-1] - self.context_width < 1:
-            raise ValueError(f"nothing to score: the seeding takes the first {self.context_width} token(s) and the "
+        width = self.watermark.context_width
+        if input_ids.shape[-1] - width < 1:
+            raise ValueError(f"nothing to score: the seeding takes the first {width} token(s) and the "
                              f"sequences have {input_ids.shape[-1]}; pass longer ones")
         scored, green = self.count(input_ids)
         z = (green - self.ratio * scored) / np.sqrt(scored * self.ratio * (1 - self.ratio))
@@ -71,7 +70,7 @@ class WatermarkDetector:
     def count(self, input_ids: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(tokens scored, green tokens) per row: every window of context_width tokens and the one after it
         (selfhash: seeded by the window with that token), each distinct window once with ignore_repeated_ngrams."""
-        n = self.context_width + 1 - self.selfhash
+        n = self.watermark.context_width + 1 - self.watermark.selfhash
         scored, green = np.zeros(len(input_ids)), np.zeros(len(input_ids))
         for b, row in enumerate(input_ids.tolist()):
             ngrams = collections.Counter(tuple(row[i:i + n]) for i in range(len(row) - n + 1))
@@ -84,5 +83,6 @@ class WatermarkDetector:
         return scored, green
 
     def is_green(self, ngram: tuple[int, ...]) -> bool:
-        prefix = torch.tensor(ngram if self.selfhash else ngram[:-1], device=self.watermark.fixed_table.device)
-        return bool((self.watermark.greenlist(prefix) == ngram[-1]).any())
+        watermark = self.watermark
+        prefix = torch.tensor(ngram if watermark.selfhash else ngram[:-1], device=watermark.fixed_table.device)
+        return bool((watermark.greenlist(prefix) == ngram[-1]).any())
