@@ -13,7 +13,8 @@ _EXPORTS = {"BartConfig": ".config", "AutoConfig": ".config", "AutoModelForSeq2S
             "Tokenizer": ".tokenizer", "AutoTokenizer": ".family_tokenizers", "pipeline": ".translation",
             "summarize_corpus": ".corpus", "translate_corpus": ".corpus", "TextStreamer": ".generation",
             "TextIteratorStreamer": ".generation", "AsyncTextIteratorStreamer": ".generation",
-            "WatermarkDetector": ".generation"}
+            "WatermarkDetector": ".generation", "PhrasalConstraint": ".generation",
+            "DisjunctiveConstraint": ".generation"}
 __all__ = sorted(_EXPORTS)
 
 

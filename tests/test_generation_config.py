@@ -248,10 +248,8 @@ def test_use_cache_false_with_attentions_or_hidden_states_is_refused(traced):
 
 
 def test_unsupported_checkpoint_setting_is_refused():
-    """A transformers-only setting in a checkpoint's generation config that transformers would apply is refused;
-    [] constraints (constrained beam search, refused by transformers) apply there, so they are refused too (they were
-    taken as no-ops)."""
-    for setting in (dict(guidance_scale=1.5), dict(constraints=[])):
+    """A transformers-only setting in a checkpoint's generation config that transformers would apply is refused."""
+    for setting in (dict(guidance_scale=1.5), dict(token_healing=True)):
         base = GenerationConfig.from_dict({"bos_token_id": 0, "num_beam_groups": 1, **setting})
         assert base.unsupported == setting
         [(name, value)] = setting.items()
@@ -292,7 +290,6 @@ def test_a_transformers_only_setting_that_would_not_act_is_taken(setting, call):
     (dict(use_mtp=True), dict(num_beams=1)),
     (dict(token_healing=True), {}),
     (dict(low_memory=True), {}),                              # transformers' beam search refuses it
-    (dict(force_words_ids=[[5]]), dict(num_beams=1)),         # constrained beam search, whatever num_beams
 ])
 def test_a_transformers_only_setting_that_would_act_is_refused(setting, call):
     """Where transformers' generate would apply it (get_generation_mode), from the checkpoint or from the call."""

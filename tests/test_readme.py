@@ -51,7 +51,8 @@ BODIES = [(re.search(r"/(\w+) ", line).group(1), json.loads(line.split(" -d ", 1
 MODEL = ['tok = Tokenizer.from_pretrained("path/to/checkpoint")', "from seq2seq_kit import TextStreamer",
          'stop_strings=[".", "!"]', "logprobs = model.compute_transition_scores", "prompt_lookup_num_tokens=5)",
          "assistant_model=draft)", "diversity_penalty=1.0, num_return_sequences=8",
-         "from seq2seq_kit import WatermarkDetector", "encoder_repetition_penalty=1.2,",
+         "from seq2seq_kit import DisjunctiveConstraint", "from seq2seq_kit import WatermarkDetector",
+         "encoder_repetition_penalty=1.2,",
          "cities = [tok.encode", "prefix = torch.tensor([[tok.bos_token_id]", "token_scores = steps[rows",
          "hidden = model.encode(", 'model.to_empty(device="cpu")']
 PIPELINE = ['pipe_kor = pipeline("summarization"', "pipe(texts, batch_size=1, num_beams=4)",
@@ -208,6 +209,9 @@ def test_model_examples(tiny_eos_path, tmp_path, monkeypatch, capsys):
     assert ns["ids"][0, :len(prefix) + 1].tolist() == [ns["model"].config.decoder_start_token_id] + prefix
     assert ns["token_scores"].shape == ns["out"].beam_indices.shape
     assert ns["diverse"].shape[0] == 8 * ns["inputs"]["input_ids"].shape[0]          # every group's hypotheses
+    tuesday = ns["words"](" Tuesday")[0]
+    assert all(any(row[i:i + len(tuesday)] == tuesday for i in range(len(row))) for row in ns["kept"].tolist())
+    assert torch.equal(ns["kept"], ns["same"])
     assert ns["found"].z_score.shape == (ns["inputs"]["input_ids"].shape[0],)
 
 

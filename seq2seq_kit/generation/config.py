@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..jsonfile import read_json_object, write_json
 from ..user_warnings import warn
-from . import decoder_prompt
+from . import constraints, decoder_prompt
 
 
 @dataclass
@@ -47,6 +47,10 @@ class GenerationConfig:
     num_beams: int | None = None
     num_beam_groups: int | None = None                  # > 1: group (diverse) beam search over num_beams
     diversity_penalty: float | None = None              # what a token chosen by an earlier group costs a group
+    # words the output must contain (constrained beam search): [[ids], ...] phrases, or [[[ids], [ids]], ...] where
+    # one word of each entry will do
+    force_words_ids: list | None = None
+    constraints: list | None = None     # constraint objects (generation/constraints.py; transformers' too), likewise
     length_penalty: float | None = None
     early_stopping: bool | str | None = None            # True, False or "never"
     num_return_sequences: int | None = None
@@ -159,6 +163,9 @@ class GenerationConfig:
         the saved checkpoint generates as the original in transformers, and is refused here as the original was)."""
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
+        if self.constraints is not None:
+            raise ValueError("GenerationConfig.constraints holds Python objects, which generation_config.json cannot: "
+                             "save the words as force_words_ids instead (constraints=None)")
         settings = self.to_dict()
         if isinstance(self.sequence_bias, dict):        # JSON keys are strings: the [[token ids], bias] pairs form
             settings["sequence_bias"] = [[list(tokens), bias] for tokens, bias in self.sequence_bias.items()]
@@ -232,6 +239,10 @@ def check_types(cfg: GenerationConfig, source) -> GenerationConfig:
         bad("exponential_decay_length_penalty", "[start, factor] (an integer and a number)")
     if cfg.watermarking_config is not None and not isinstance(cfg.watermarking_config, dict):
         bad("watermarking_config", "an object of watermark settings (" + ", ".join(WATERMARK) + ")")
+    if cfg.force_words_ids is not None and not isinstance(cfg.force_words_ids, list):
+        bad("force_words_ids", "a list of words (lists of token ids, or lists of such lists)")
+    if cfg.constraints is not None:
+        bad("constraints", "absent (constraint objects are passed to generate; a file holds force_words_ids)")
     return cfg
 
 
@@ -257,15 +268,13 @@ NONE_MEANS_OFF = dict(min_length=0, num_beam_groups=1, diversity_penalty=0.0, no
 OUTPUT_FLAGS = ("output_attentions", "output_hidden_states", "output_scores", "output_logits")
 # transformers generation settings seq2seq_kit does not implement, with the value that makes them a no-op
 UNSUPPORTED = dict(
-    guidance_scale=1.0, constraints=None, force_words_ids=None,
-    penalty_alpha=None, dola_layers=None, token_healing=False, low_memory=False,
+    guidance_scale=1.0, penalty_alpha=None, dola_layers=None, token_healing=False, low_memory=False,
     assistant_early_exit=None, use_mtp=False,
 )
 # Whether a set (not None) UNSUPPORTED setting acts, given the resolved settings c: as transformers 5.24's
 # GenerationConfig.get_generation_mode and generate read them (num_beams 1: greedy or sampling)
 ACTS = dict(
     guidance_scale=lambda v, c: v != 1,                                      # classifier-free guidance
-    constraints=lambda v, c: True, force_words_ids=lambda v, c: True,       # constrained beam search, [] too
     penalty_alpha=lambda v, c: v > 0 and (c.top_k or 0) > 1 and c.num_beams == 1 and not c.do_sample,  # contrastive
     dola_layers=lambda v, c: c.num_beams == 1,
     token_healing=lambda v, c: bool(v),
@@ -568,6 +577,7 @@ def _validate(cfg: GenerationConfig, vocab_size: int, max_position_embeddings: i
         raise ValueError(f"`early_stopping` must be True, False or 'never', got {cfg.early_stopping!r}")
     _check_prompt_lookup(cfg)
     _check_groups(cfg)
+    _check_constraints(cfg, vocab_size)
     if not isinstance(cfg.length_penalty, Real):
         raise ValueError(f"`length_penalty` must be a number, got {cfg.length_penalty!r}")
     # <= 0 is off, as transformers builds the processors only above 0
@@ -629,6 +639,22 @@ def _check_groups(cfg: GenerationConfig) -> None:
         raise ValueError("stop_strings do not end a group beam search's hypotheses (transformers 4.x only stopped "
                          "the whole search once every row ended in one): leave stop_strings out, or "
                          "num_beam_groups=1")
+
+
+def _check_constraints(cfg: GenerationConfig, vocab_size: int) -> None:
+    """Constrained beam search's settings (force_words_ids / constraints): well formed (constraints.check), a beam
+    search, and not with what transformers 4.55 refused beside them (sampling, groups)."""
+    if cfg.constraints is None and cfg.force_words_ids is None:
+        return
+    constraints.check(cfg.constraints, cfg.force_words_ids, vocab_size)
+    if cfg.num_beams == 1:
+        raise ValueError("force_words_ids / constraints run constrained beam search, which needs num_beams > 1 "
+                         "(e.g. num_beams=4)")
+    for name, on in (("do_sample", cfg.do_sample), ("num_beam_groups", cfg.num_beam_groups > 1),
+                     ("stop_strings", bool(cfg.stop_strings))):
+        if on:
+            raise ValueError(f"force_words_ids / constraints (constrained beam search) and `{name}` do not go "
+                             f"together: leave {name} out, or the constraints")
 
 
 def _check_prompt_lookup(cfg: GenerationConfig) -> None:

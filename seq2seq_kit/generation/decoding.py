@@ -16,7 +16,7 @@ import torch
 
 from ..model_output import ModelOutput
 from ..user_warnings import warn
-from . import decoder_prompt, draft, group_beam_search, prompt_lookup
+from . import constrained_beam_search, decoder_prompt, draft, group_beam_search, prompt_lookup
 from .beam_search import BeamSearch
 from .config import GENERATE_KWARGS, GenerationConfig, check_config, resolve
 from .logits_process import build_processors
@@ -103,9 +103,9 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor | None, attention_mask
     cuda_graph: replay each step from a CUDA graph; None: on for a model on a CUDA device. Greedy and beam search
     replay the whole step (decoder, processors, search, cache reorder: generation/whole_step.py) and read the
     stop flag back every GRAPH_CHECK_EVERY steps; sampling replays the decoder step only (models/cuda_graph.py)
-    and draws eagerly (with WHOLE_STEP_SAMPLING, the whole step too); group beam search (num_beam_groups > 1)
-    decodes eagerly (generation/group_beam_search.py). Logits match the eager step's to float
-    rounding, not bit for bit.
+    and draws eagerly (with WHOLE_STEP_SAMPLING, the whole step too); group beam search (num_beam_groups > 1) and
+    constrained beam search (force_words_ids / constraints) decode eagerly (host_search). Logits match the eager
+    step's to float rounding, not bit for bit.
     Returns a LongTensor [B * num_return_sequences, T] that starts with the decoder start token (or the prompt),
     padded with pad_token_id after EOS; or a GenerateOutput when return_dict_in_generate=True.
     """
@@ -130,7 +130,7 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor | None, attention_mask
                              "instead of them)")
         draft.check_draft(model, assistant_model, source.shape[1], cfg.max_length)
     cuda_graph = use_cuda_graph(cuda_graph, model.device) and not (trace is not None and cuda_graph is None) \
-        and not lookup and not group_beam_search.runs(cfg)
+        and not lookup and not host_search(cfg)
     if trace is not None and cuda_graph:
         raise ValueError("output_attentions / output_hidden_states are not run on CUDA graphs (they record every "
                          "layer's attention beside the step, which the graphs do not): leave cuda_graph unset "
@@ -340,6 +340,12 @@ def rows_per_input(cfg: GenerationConfig) -> int:
     return cfg.num_beams if cfg.num_beams > 1 else cfg.num_return_sequences
 
 
+def host_search(cfg: GenerationConfig) -> bool:
+    """Whether the settings run a search that steps on the host, generate's alone and eager, as transformers 4.55
+    ran it: group beam search (num_beam_groups > 1) or constrained beam search (force_words_ids / constraints)."""
+    return group_beam_search.runs(cfg) or constrained_beam_search.runs(cfg)
+
+
 def rows_setting(cfg: GenerationConfig) -> str:
     """The setting rows_per_input counts: "num_beams" when beam searching, else "num_return_sequences"."""
     return "num_beams" if cfg.num_beams > 1 else "num_return_sequences"
@@ -350,18 +356,20 @@ def start_search(cfg: GenerationConfig, input_ids: torch.Tensor, vocab_size: int
                  prompt: torch.Tensor | None = None, stop_strings: StopStrings | None = None,
                  **user_processors) -> BeamSearch | SampleSearch | group_beam_search.GroupBeamSearch:
     """The search for resolved settings over input_ids [B, S] (the encoder input, which the encoder n-gram
-    processor reads): BeamSearch when num_beams > 1 (GroupBeamSearch with num_beam_groups > 1: generate's only,
-    eager), else SampleSearch (greedy or sampling). independent: each
+    processor reads): BeamSearch when num_beams > 1 (GroupBeamSearch with num_beam_groups > 1, ConstrainedBeamSearch
+    with constraints: host_search), else SampleSearch (greedy or sampling). independent: each
     input stops as it would alone (seq2seq_kit.Engine's searches, see generation/search.py). prompt: prepare's
     decoder prompt [B, P] (None: the start token); the caller has fed its tokens but the last to the cache.
     stop_strings: cfg.stop_strings' tables (stop_strings_of), or None."""
     rows = rows_per_input(cfg)
     if prompt is None:
         prompt = torch.full((input_ids.shape[0], 1), cfg.decoder_start_token_id, dtype=torch.long, device=device)
-    if group_beam_search.runs(cfg):                 # processors run on one group's rows at a time
+    if host_search(cfg):                            # processors run on one group's rows at a time
         processors = build_processors(cfg, input_ids, rows // cfg.num_beam_groups, vocab_size, prompt.shape[1],
                                       **user_processors)
-        return group_beam_search.GroupBeamSearch(cfg, processors, prompt, device)
+        search = (constrained_beam_search.ConstrainedBeamSearch if constrained_beam_search.runs(cfg)
+                  else group_beam_search.GroupBeamSearch)
+        return search(cfg, processors, prompt, device)
     processors = build_processors(cfg, input_ids, rows, vocab_size, prompt.shape[1], **user_processors)
     search = BeamSearch if cfg.num_beams > 1 else SampleSearch
     return search(cfg, processors, prompt, device, generator, independent, stop_strings)

@@ -81,9 +81,12 @@ class Hypotheses:
 
 class GroupBeamSearch:
     """generate's search for num_beam_groups > 1 (module docstring), driven as BeamSearch is by its eager loop:
-    tokens() -> each row's last token [R]; advance(logits [R, V]) -> the cache reorder [R] or None; done; output()."""
+    tokens() -> each row's last token [R]; advance(logits [R, V]) -> the cache reorder [R] or None; done; output().
+    With one group it is 4.55's beam search loop, which constrained beam search extends (choose, ends, close:
+    generation/constrained_beam_search.py)."""
 
     screenable = False               # the step needs every logit (decoding.py asks)
+    records_totals = False           # output_scores: the processed log-probs (True: plus the beam scores)
 
     def __init__(self, cfg: GenerationConfig, processors: list, prompt: torch.Tensor, device: torch.device):
         self.cfg, self.processors = cfg, processors                        # prompt [B, P]: each input's first tokens
@@ -132,9 +135,10 @@ class GroupBeamSearch:
                 self.diversity.earlier = chosen.view(self.batch, self.K)[:, :g * self.G]            # [B, g * G]
             scores = apply(self.processors, self.seq[rows], self.cur_len,
                            torch.log_softmax(logits[rows].float(), dim=-1))                         # [B * G, V]
+            totals = scores + self.beam_scores[rows, None]                                          # [B * G, V]
             if processed is not None:
-                processed[rows] = scores
-            self.step_group(g, rows, scores + self.beam_scores[rows, None], chosen, parents)
+                processed[rows] = totals if self.records_totals else scores
+            self.step_group(g, rows, totals, chosen, parents)
         self.seq = self.seq[parents]
         self.seq[:, self.cur_len] = chosen
         self.beams = [self.beams[p] + [p] for p in parents.tolist()] if self.beams else []
@@ -151,39 +155,55 @@ class GroupBeamSearch:
         hypotheses, then the group's next beam scores, tokens (into chosen [R]) and parent rows (into parents)."""
         V, G = totals.shape[-1], self.G
         top, index = totals.view(self.batch, G * V).topk(self.n_candidates, dim=1)          # [B, 2G], sorted
-        top_scores, top_index = top.tolist(), index.tolist()
         next_scores, next_tokens, next_parents = [], [], []
-        for b in range(self.batch):
+        for b, (ranked, ranked_index) in enumerate(zip(top.tolist(), index.tolist())):
             first = b * self.K + g * G                                       # the input's group's first row
             if self.finished[b][g]:
-                next_scores += [0.0] * G
-                next_tokens += [self.cfg.pad_token_id] * G
-                next_parents += [first] * G
-                continue
-            kept = 0
-            for rank, (score, i) in enumerate(zip(top_scores[b], top_index[b])):
-                row, token = first + i // V, i % V
-                if token in self.eos:
-                    if rank < G:
-                        self.hypotheses[b][g].add(self.seq[row, :self.cur_len].clone(), score,
-                                                  self.beams[row] + [row] if self.beams else [],
-                                                  self.cur_len + 1 - self.prompt_len)
-                    continue
-                next_scores.append(score)
-                next_tokens.append(token)
-                next_parents.append(row)
-                kept += 1
-                if kept == G:
-                    break
-            if kept < G:
-                raise ValueError(f"num_beams / num_beam_groups = {G} beams per group, but only {kept} of the "
-                                 f"{self.n_candidates} best tokens are not EOS: raise num_beams or lower "
-                                 "num_beam_groups")
-            self.finished[b][g] = self.hypotheses[b][g].done(top_scores[b][0], self.cur_len + 1 - self.prompt_len)
+                beams = [0.0] * G, [self.cfg.pad_token_id] * G, [first] * G
+            else:
+                beams = self.choose(b, g, ranked, [(first + i // V, i % V) for i in ranked_index], totals)
+            next_scores += beams[0]
+            next_tokens += beams[1]
+            next_parents += beams[2]
         device = totals.device
         self.beam_scores[rows] = torch.tensor(next_scores, device=device)
         chosen[rows] = torch.tensor(next_tokens, device=device)
         parents[rows] = torch.tensor(next_parents, device=device)
+
+    def choose(self, b: int, g: int, ranked: list[float], candidates: list[tuple[int, int]],
+               totals: torch.Tensor) -> tuple[list[float], list[int], list[int]]:
+        """Input b's group g's next G beams (scores, tokens, parent rows) from its candidates [(row, token)] in rank
+        order with their scores `ranked`: EOS candidates within the first G become hypotheses (where ends(row)),
+        the others are taken until G are found; then whether the group is done."""
+        G, hypotheses = self.G, self.hypotheses[b][g]
+        scores, tokens, parents = [], [], []
+        for rank, (score, (row, token)) in enumerate(zip(ranked, candidates)):
+            if token in self.eos:
+                if rank < G and self.ends(row):
+                    hypotheses.add(self.seq[row, :self.cur_len].clone(), score,
+                                   self.beams[row] + [row] if self.beams else [], self.cur_len + 1 - self.prompt_len)
+                continue
+            scores.append(score)
+            tokens.append(token)
+            parents.append(row)
+            if len(scores) == G:
+                break
+        if len(scores) < G:
+            raise ValueError(f"num_beams / num_beam_groups = {G} beams per group, but only {len(scores)} of the "
+                             f"{self.n_candidates} best tokens are not EOS: raise num_beams or lower "
+                             "num_beam_groups")
+        self.finished[b][g] = hypotheses.done(ranked[0], self.cur_len + 1 - self.prompt_len)
+        return scores, tokens, parents
+
+    def ends(self, row: int) -> bool:
+        """Whether the row's beam may end here, becoming a hypothesis (always: constrained beam search overrides)."""
+        return True
+
+    def close(self, b: int, g: int, scores: list[float]) -> None:
+        """An unfinished group's running beams become its hypotheses (scores: every row's beam score)."""
+        for row in range(b * self.K + g * self.G, b * self.K + (g + 1) * self.G):
+            self.hypotheses[b][g].add(self.seq[row, :self.cur_len], scores[row], self.beams[row] if self.beams else [],
+                                      self.cur_len - self.prompt_len)
 
     def output(self, inputs: list[int] | None = None):
         """(sequences [B * nrs, T], sequences_scores [B * nrs], beam_indices [B * nrs, T - P] or None)."""
@@ -192,10 +212,7 @@ class GroupBeamSearch:
         for b in range(self.batch):
             for g in range(self.groups):
                 if not self.finished[b][g]:
-                    for row in range(b * self.K + g * self.G, b * self.K + (g + 1) * self.G):
-                        self.hypotheses[b][g].add(self.seq[row, :self.cur_len], scores[row],
-                                                  self.beams[row] if self.beams else [],
-                                                  self.cur_len - self.prompt_len)
+                    self.close(b, g, scores)
         best = []
         for b in range(self.batch):
             ranked = sorted((h for group in self.hypotheses[b] for h in group.beams), key=lambda h: h[0])
