@@ -267,14 +267,12 @@ def test_unsupported_checkpoint_setting_is_refused():
     (dict(guidance_scale=1.5), dict(guidance_scale=1.0)),
     (dict(guidance_scale=1.5), dict(guidance_scale=None)),
     (dict(low_memory=True), dict(num_beams=1)),               # transformers refuses it in beam search only
-    (dict(penalty_alpha=0.6), dict(do_sample=True)),          # contrastive search is greedy's
-    (dict(penalty_alpha=0.6), dict(num_beams=1, top_k=1)),    # ... with top_k > 1
     (dict(dola_layers="low", use_mtp=True, assistant_early_exit=2), {}),    # DoLa, assisted: greedy / sampling only
 ])
 def test_a_transformers_only_setting_that_would_not_act_is_taken(setting, call):
     """As transformers reads them: a call's value overrides the checkpoint's (guidance_scale=1.0 or None over its
     1.5; it was refused, the checkpoint named), and a setting that does nothing in the search run (low_memory in a
-    greedy search, contrastive search's penalty when sampling, ...) is taken from the checkpoint and from the call
+    greedy search, DoLa's layers in a beam search, ...) is taken from the checkpoint and from the call
     alike (transformers' output is then that of the plain search)."""
     base = GenerationConfig.from_dict({"bos_token_id": 0, "num_beams": 2, **setting})
     plain = GenerationConfig.from_dict({"bos_token_id": 0, "num_beams": 2})
@@ -284,7 +282,6 @@ def test_a_transformers_only_setting_that_would_not_act_is_taken(setting, call):
 
 
 @pytest.mark.parametrize("setting, call", [
-    (dict(penalty_alpha=0.6), dict(num_beams=1, top_k=2)),    # contrastive search
     (dict(dola_layers="low"), dict(num_beams=1)),
     (dict(assistant_early_exit=2), dict(num_beams=1)),
     (dict(use_mtp=True), dict(num_beams=1)),

@@ -52,7 +52,7 @@ MODEL = ['tok = Tokenizer.from_pretrained("path/to/checkpoint")', "from seq2seq_
          'stop_strings=[".", "!"]', "logprobs = model.compute_transition_scores", "prompt_lookup_num_tokens=5)",
          "assistant_model=draft)", "diversity_penalty=1.0, num_return_sequences=8",
          "from seq2seq_kit import DisjunctiveConstraint", "from seq2seq_kit import WatermarkDetector",
-         "encoder_repetition_penalty=1.2,",
+         "encoder_repetition_penalty=1.2,", "penalty_alpha=0.6, top_k=4,",
          "cities = [tok.encode", "prefix = torch.tensor([[tok.bos_token_id]", "token_scores = steps[rows",
          "hidden = model.encode(", 'model.to_empty(device="cpu")']
 PIPELINE = ['pipe_kor = pipeline("summarization"', "pipe(texts, batch_size=1, num_beams=4)",
@@ -212,6 +212,7 @@ def test_model_examples(tiny_eos_path, tmp_path, monkeypatch, capsys):
     tuesday = ns["words"](" Tuesday")[0]
     assert all(any(row[i:i + len(tuesday)] == tuesday for i in range(len(row))) for row in ns["kept"].tolist())
     assert torch.equal(ns["kept"], ns["same"])
+    assert ns["fluent"].shape[0] == ns["inputs"]["input_ids"].shape[0]
     assert ns["found"].z_score.shape == (ns["inputs"]["input_ids"].shape[0],)
 
 

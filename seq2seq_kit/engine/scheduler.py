@@ -56,7 +56,7 @@ import torch
 from .. import cpu_threads
 from ..generation import (GenerationConfig, check_streamer, deadline, first_tokens, prepare, result, rows_setting,
                           settings, start_search, stop_strings_of)
-from ..generation import constrained_beam_search, group_beam_search, prompt_lookup
+from ..generation import constrained_beam_search, contrastive_search, group_beam_search, prompt_lookup
 from ..generation.draws import no_valid_probabilities
 from ..models.bart import BartNetwork
 from ..models.checks import check_positive_int
@@ -643,8 +643,9 @@ def check_no_prompt_lookup(config: GenerationConfig) -> None:
 def check_generate_only(config: GenerationConfig) -> None:
     """What generate runs and the engine's shared steps do not, refused by name: group (diverse) beam search (its
     groups step one after another, on the host: generation/group_beam_search.py), constrained beam search (its
-    beams chosen on the host: generation/constrained_beam_search.py) and watermarking (Python per row per step).
-    Corpus jobs, which run on the engine, refuse them up front with this."""
+    beams chosen on the host: generation/constrained_beam_search.py), contrastive search (a step of its own:
+    generation/contrastive_search.py) and watermarking (Python per row per step). Corpus jobs, which run on the
+    engine, refuse them up front with this."""
     if group_beam_search.runs(config):
         raise ValueError("num_beam_groups: group (diverse) beam search runs in generate() only (its groups step one "
                          "after another, on the host); use generate or the pipeline, or leave num_beam_groups out "
@@ -653,6 +654,10 @@ def check_generate_only(config: GenerationConfig) -> None:
         raise ValueError("force_words_ids / constraints: constrained beam search runs in generate() only (it "
                          "chooses each step's beams on the host); use generate or the pipeline, or leave them out "
                          "(the model's generation_config may set force_words_ids: pass force_words_ids=None)")
+    if contrastive_search.runs(config):
+        raise ValueError("penalty_alpha: contrastive search runs in generate() only (each step decodes top_k "
+                         "candidates per input and compares their hidden states); use generate or the pipeline, or "
+                         "leave it out (the model's generation_config may set it: pass penalty_alpha=None)")
     if config.watermarking_config is not None:
         raise ValueError("watermarking_config: the watermark runs in generate() only (Python per row at every "
                          "step); use generate or the pipeline, or leave it out (the model's generation_config may "

@@ -57,6 +57,7 @@ class GenerationConfig:
     do_sample: bool | None = None
     temperature: float | None = None
     top_k: int | None = None
+    penalty_alpha: float | None = None                  # > 0 with top_k > 1, greedy: contrastive search
     top_p: float | None = None
     min_p: float | None = None
     top_h: float | None = None
@@ -268,14 +269,13 @@ NONE_MEANS_OFF = dict(min_length=0, num_beam_groups=1, diversity_penalty=0.0, no
 OUTPUT_FLAGS = ("output_attentions", "output_hidden_states", "output_scores", "output_logits")
 # transformers generation settings seq2seq_kit does not implement, with the value that makes them a no-op
 UNSUPPORTED = dict(
-    guidance_scale=1.0, penalty_alpha=None, dola_layers=None, token_healing=False, low_memory=False,
+    guidance_scale=1.0, dola_layers=None, token_healing=False, low_memory=False,
     assistant_early_exit=None, use_mtp=False,
 )
 # Whether a set (not None) UNSUPPORTED setting acts, given the resolved settings c: as transformers 5.24's
 # GenerationConfig.get_generation_mode and generate read them (num_beams 1: greedy or sampling)
 ACTS = dict(
     guidance_scale=lambda v, c: v != 1,                                      # classifier-free guidance
-    penalty_alpha=lambda v, c: v > 0 and (c.top_k or 0) > 1 and c.num_beams == 1 and not c.do_sample,  # contrastive
     dola_layers=lambda v, c: c.num_beams == 1,
     token_healing=lambda v, c: bool(v),
     low_memory=lambda v, c: bool(v) and c.num_beams > 1,                    # transformers' beam search refuses it
@@ -482,7 +482,7 @@ def _refuse_unsupported(configured: dict, called: dict, cfg: GenerationConfig) -
                          + " to generate() to run without, or set model.generation_config.unsupported = {}")
 
 
-FLOAT_SETTINGS = ("length_penalty", "diversity_penalty", "temperature", "top_p", "min_p", "top_h", "typical_p",
+FLOAT_SETTINGS = ("length_penalty", "diversity_penalty", "penalty_alpha", "temperature", "top_p", "min_p", "top_h", "typical_p",
                   "epsilon_cutoff", "eta_cutoff", "repetition_penalty", "encoder_repetition_penalty")
 FLOAT32_MAX = 3.4028234663852886e38
 
@@ -578,6 +578,8 @@ def _validate(cfg: GenerationConfig, vocab_size: int, max_position_embeddings: i
     _check_prompt_lookup(cfg)
     _check_groups(cfg)
     _check_constraints(cfg, vocab_size)
+    if cfg.penalty_alpha is not None and not _is_number(cfg.penalty_alpha):
+        raise ValueError(f"`penalty_alpha` must be a number, got {cfg.penalty_alpha!r}")
     if not isinstance(cfg.length_penalty, Real):
         raise ValueError(f"`length_penalty` must be a number, got {cfg.length_penalty!r}")
     # <= 0 is off, as transformers builds the processors only above 0

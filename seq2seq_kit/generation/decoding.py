@@ -16,7 +16,7 @@ import torch
 
 from ..model_output import ModelOutput
 from ..user_warnings import warn
-from . import constrained_beam_search, decoder_prompt, draft, group_beam_search, prompt_lookup
+from . import constrained_beam_search, contrastive_search, decoder_prompt, draft, group_beam_search, prompt_lookup
 from .beam_search import BeamSearch
 from .config import GENERATE_KWARGS, GenerationConfig, check_config, resolve
 from .logits_process import build_processors
@@ -104,8 +104,9 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor | None, attention_mask
     replay the whole step (decoder, processors, search, cache reorder: generation/whole_step.py) and read the
     stop flag back every GRAPH_CHECK_EVERY steps; sampling replays the decoder step only (models/cuda_graph.py)
     and draws eagerly (with WHOLE_STEP_SAMPLING, the whole step too); group beam search (num_beam_groups > 1) and
-    constrained beam search (force_words_ids / constraints) decode eagerly (host_search). Logits match the eager
-    step's to float rounding, not bit for bit.
+    constrained beam search (force_words_ids / constraints) decode eagerly (host_search), and so does contrastive
+    search (penalty_alpha with top_k > 1: generation/contrastive_search.py). Logits match the eager step's to float
+    rounding, not bit for bit.
     Returns a LongTensor [B * num_return_sequences, T] that starts with the decoder start token (or the prompt),
     padded with pad_token_id after EOS; or a GenerateOutput when return_dict_in_generate=True.
     """
@@ -129,8 +130,9 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor | None, attention_mask
             raise ValueError("assistant_model encodes the source itself: pass input_ids (beside encoder_outputs, or "
                              "instead of them)")
         draft.check_draft(model, assistant_model, source.shape[1], cfg.max_length)
+    contrastive_search.check(cfg, model.config.max_position_embeddings, trace is not None, lookup)
     cuda_graph = use_cuda_graph(cuda_graph, model.device) and not (trace is not None and cuda_graph is None) \
-        and not lookup and not host_search(cfg)
+        and not lookup and not host_search(cfg) and not contrastive_search.runs(cfg)
     if trace is not None and cuda_graph:
         raise ValueError("output_attentions / output_hidden_states are not run on CUDA graphs (they record every "
                          "layer's attention beside the step, which the graphs do not): leave cuda_graph unset "
@@ -144,6 +146,12 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor | None, attention_mask
                                     streamer, custom)
     search = start_search(cfg, input_ids, model.config.decoder_vocab_size, model.device, generator, prompt=prompt,
                           stop_strings=stops, **custom)
+    if contrastive_search.runs(cfg):
+        stream_first_tokens(streamer, search)
+        contrastive_search.decode(model, encoder_hidden, padding_mask, search, streamer, deadline(cfg.max_time))
+        if streamer is not None:
+            streamer.end()
+        return result(cfg, search)
     screened = trace is None and search.screenable
     step, cache = model.start_decoding(encoder_hidden, padding_mask, rows_per_input(cfg),
                                        max_length=cfg.max_length - 1, cuda_graph=False, screened=screened)
@@ -341,8 +349,8 @@ def rows_per_input(cfg: GenerationConfig) -> int:
 
 
 def host_search(cfg: GenerationConfig) -> bool:
-    """Whether the settings run a search that steps on the host, generate's alone and eager, as transformers 4.55
-    ran it: group beam search (num_beam_groups > 1) or constrained beam search (force_words_ids / constraints)."""
+    """Whether the settings run a beam search that steps on the host, generate's alone and eager, as transformers
+    4.55 ran it: group beam search (num_beam_groups > 1) or constrained beam search (force_words_ids / constraints)."""
     return group_beam_search.runs(cfg) or constrained_beam_search.runs(cfg)
 
 

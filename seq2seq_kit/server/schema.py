@@ -16,14 +16,14 @@ from ..generation.config import GENERATE_KWARGS, GenerationConfig
 
 # GenerationConfig's settings a client may not send: the token ids the checkpoint fixes (forced_bos_token_id is
 # also the target language, which /translate sets from tgt_lang), the flags that change the answer's form, and
-# prompt lookup's, group and constrained beam search's and the watermark's (generate's alone: the engine serving every
-# request steps one token per row, every request together).
+# prompt lookup's, group and constrained beam search's, contrastive search's and the watermark's (generate's alone: the
+# engine serving every request steps one token per row, every request together).
 # Every other setting is a request parameter, derived from GenerationConfig (one list of settings, not two): a
 # setting generation gains is served at once, so one that clients must not set belongs here.
 SERVER_OWNED = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "forced_bos_token_id",
                 "forced_eos_token_id", "output_scores", "output_logits", "output_attentions", "output_hidden_states",
                 "return_dict_in_generate", "prompt_lookup_num_tokens", "max_matching_ngram_size", "num_beam_groups",
-                "diversity_penalty", "force_words_ids", "constraints", "watermarking_config")
+                "diversity_penalty", "force_words_ids", "constraints", "penalty_alpha", "watermarking_config")
 # stop_strings one request may send: each new set builds its tables (a few MB, up to ~0.2 s at these bounds) once, in a
 # worker thread (app.Service.generate)
 STOP_STRINGS, STOP_STRING_CHARS = 8, 64
