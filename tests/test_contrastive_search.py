@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from seq2seq_kit import AutoModelForSeq2SeqLM, BartForConditionalGeneration, Engine, pipeline
+from test_prompt_lookup import Puts
 
 FIXTURE = Path(__file__).parent / "fixtures" / "contrastive"
 CHECKPOINT = Path(__file__).parent / "fixtures" / "group-beam"
@@ -91,17 +92,7 @@ def test_where_transformers_does_not_run_it_the_penalty_does_nothing(model, iner
 
 
 def test_a_streamer_gets_each_token_as_it_is_chosen(model):
-    class Collect:
-        def __init__(self):
-            self.puts, self.ended = [], False
-
-        def put(self, ids):
-            self.puts.append(ids.tolist())
-
-        def end(self):
-            self.ended = True
-
-    streamer = Collect()
+    streamer = Puts()
     out = model.generate(IDS, max_length=14, penalty_alpha=0.6, top_k=4, streamer=streamer)
     assert streamer.ended and streamer.puts[0] == [[2]]
     assert [streamer.puts[0][0][0]] + [put[0] for put in streamer.puts[1:]] == out[0].tolist()
