@@ -113,7 +113,10 @@ def test_stop_strings_and_max_time_end_it(model, checkpoint):
     (dict(output_hidden_states=True, return_dict_in_generate=True), "does not run beside output_attentions"),
     (dict(prompt_lookup_num_tokens=3), "does not run beside prompt_lookup_num_tokens / assistant_model"),
     (dict(max_length=65), r"max_length \(65\) may be at most the model's 64 positions"),
-    (dict(top_k=4.0), "`top_k` .contrastive search's candidates per step. must be an integer, got 4.0"),
+    (dict(top_k=4.0), "`top_k` must be an integer >= 0, got 4.0"),
+    (dict(top_k="4"), "`top_k` must be an integer >= 0, got '4'"),
+    (dict(top_k=97), r"`top_k` \(contrastive search's candidates per step\) may be at most the vocabulary's 96 "
+                     "tokens, got 97"),
     (dict(penalty_alpha="0.6"), "`penalty_alpha` must be a number, got '0.6'"),
 ])
 def test_bad_contrastive_settings_are_refused(model, settings, message):

@@ -578,8 +578,10 @@ def _validate(cfg: GenerationConfig, vocab_size: int, max_position_embeddings: i
     _check_prompt_lookup(cfg)
     _check_groups(cfg)
     _check_constraints(cfg, vocab_size)
-    if cfg.penalty_alpha is not None and not _is_number(cfg.penalty_alpha):
-        raise ValueError(f"`penalty_alpha` must be a number, got {cfg.penalty_alpha!r}")
+    if cfg.penalty_alpha is not None:              # contrastive search's, whose candidates top_k counts
+        if not _is_number(cfg.penalty_alpha):
+            raise ValueError(f"`penalty_alpha` must be a number, got {cfg.penalty_alpha!r}")
+        _check_int("top_k", cfg.top_k, 0, allow_none=True)
     if not isinstance(cfg.length_penalty, Real):
         raise ValueError(f"`length_penalty` must be a number, got {cfg.length_penalty!r}")
     # <= 0 is off, as transformers builds the processors only above 0

@@ -36,14 +36,16 @@ def runs(cfg: GenerationConfig) -> bool:
             and cfg.num_beams == 1 and not cfg.do_sample)
 
 
-def check(cfg: GenerationConfig, max_position_embeddings: int, traced: bool, lookup: bool) -> None:
-    """Where the settings run contrastive search: top_k an integer, a max_length the candidates' pass can reach, and
+def check(cfg: GenerationConfig, vocab_size: int, max_position_embeddings: int, traced: bool, lookup: bool) -> None:
+    """Where the settings run contrastive search: top_k up to the vocabulary's size, a max_length the candidates'
+    pass can reach, and
     none of what it does not run beside it (traced: output_attentions / output_hidden_states; lookup: prompt lookup
     or an assistant_model, which transformers 4.55 ignored beside it)."""
     if not runs(cfg):
         return
-    if isinstance(cfg.top_k, bool) or not isinstance(cfg.top_k, int):
-        raise ValueError(f"`top_k` (contrastive search's candidates per step) must be an integer, got {cfg.top_k!r}")
+    if cfg.top_k > vocab_size:
+        raise ValueError(f"`top_k` (contrastive search's candidates per step) may be at most the vocabulary's "
+                         f"{vocab_size} tokens, got {cfg.top_k}")
     if cfg.max_length > max_position_embeddings:
         raise ValueError(f"contrastive search (penalty_alpha) runs the decoder on the candidates for the last "
                          f"position too, so max_length ({cfg.max_length}) may be at most the model's "

@@ -130,7 +130,8 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor | None, attention_mask
             raise ValueError("assistant_model encodes the source itself: pass input_ids (beside encoder_outputs, or "
                              "instead of them)")
         draft.check_draft(model, assistant_model, source.shape[1], cfg.max_length)
-    contrastive_search.check(cfg, model.config.max_position_embeddings, trace is not None, lookup)
+    contrastive_search.check(cfg, model.config.decoder_vocab_size, model.config.max_position_embeddings,
+                             trace is not None, lookup)
     cuda_graph = use_cuda_graph(cuda_graph, model.device) and not (trace is not None and cuda_graph is None) \
         and not lookup and not host_search(cfg) and not contrastive_search.runs(cfg)
     if trace is not None and cuda_graph:
