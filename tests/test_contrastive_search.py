@@ -146,3 +146,22 @@ def test_contrastive_search_on_cuda(model):
     out = run(model.to("cuda"), case)
     assert torch.equal(out.sequences.cpu(), EXPECTED[f"{case['name']}.sequences"])
     model.to("cpu")
+
+
+@pytest.mark.parametrize("repo, settings", [
+    ("transformers-community/contrastive-search", dict(penalty_alpha=0.6, top_k=4)),
+    ("transformers-community/group-beam-search", dict(num_beams=4, num_beam_groups=2, diversity_penalty=1.0)),
+    ("transformers-community/constrained-beam-search", dict(num_beams=4, force_words_ids=[[40]])),
+])
+def test_transformers_5s_calls_of_the_moved_searches_run_the_built_in_ones(model, repo, settings):
+    """transformers 5 code asks for these searches with custom_generate=<its Hub repository> and
+    trust_remote_code=True: the same tokens as the settings alone (nothing is loaded); a repository whose search the
+    settings do not select, or any other custom_generate, is refused."""
+    expected = model.generate(IDS, max_length=12, **settings)
+    assert torch.equal(model.generate(IDS, max_length=12, custom_generate=repo, trust_remote_code=True, **settings),
+                       expected)
+    assert torch.equal(model.generate(IDS, max_length=12, trust_remote_code=True, **settings), expected)
+    with pytest.raises(ValueError, match=f"custom_generate='{repo}' asks for the search these settings select"):
+        model.generate(IDS, max_length=12, custom_generate=repo)
+    with pytest.raises(ValueError, match="seq2seq_kit runs no generate function of a Hub repository or of yours"):
+        model.generate(IDS, max_length=12, custom_generate="someone/sampler", **settings)

@@ -283,10 +283,12 @@ ACTS = dict(
     use_mtp=lambda v, c: bool(v) and c.num_beams == 1,
 )
 # transformers generate() arguments and settings that change no token here, taken at these values and dropped
+# (trust_remote_code: seq2seq_kit runs no remote code; the searches transformers 5 loads from the Hub with it run
+# built in, decoding.check_moved_search)
 INERT = dict(stopping_criteria=(None, []), synced_gpus=(None, False), assistant_model=(None,),
              assistant_tokenizer=(None,), negative_prompt_ids=(None,), negative_prompt_attention_mask=(None,),
              custom_generate=(None,), cache_implementation=(None, "dynamic", "static"),
-             disable_compile=(None, False, True), compile_config=(None,))
+             disable_compile=(None, False, True), compile_config=(None,), trust_remote_code=(None, False, True))
 # a draft model's settings (its generation_config's, when it is an assistant_model), not a call's
 DRAFT_SETTINGS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")
 GENERATE_KWARGS = tuple(f.name for f in fields(GenerationConfig) if f.name not in ("unsupported", *DRAFT_SETTINGS))

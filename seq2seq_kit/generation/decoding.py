@@ -275,7 +275,10 @@ def prepare(model: Seq2SeqModel, input_ids, attention_mask, kwargs: dict, genera
                                                                                            "input_ids")
     prompt = decoder_prompt.check(decoder_input_ids, decoder_attention_mask, batch, model.config.decoder_vocab_size,
                                   model.device, inputs)
+    kwargs = dict(kwargs)
+    moved = kwargs.pop("custom_generate", None)
     cfg = settings(model, kwargs, prompt)
+    check_moved_search(moved, cfg)
     warn_default_max_length(model, kwargs, cfg)
     check_encoder_ids(cfg, input_ids, model.config.decoder_vocab_size)
     check_generator(generator, model.device)
@@ -283,6 +286,33 @@ def prepare(model: Seq2SeqModel, input_ids, attention_mask, kwargs: dict, genera
         prompt = decoder_prompt.complete(prompt, cfg.decoder_start_token_id, model.config.pad_token_id,
                                          model.config.positions_skip_pads)
     return None if input_ids is None else input_ids.long(), padding_mask, cfg, prompt
+
+
+# The searches transformers 5 moved out of its generate into Hub repositories of remote code (custom_generate=...,
+# trust_remote_code=True), which seq2seq_kit runs built in: what selects each here, and how to ask for it.
+MOVED_SEARCHES = {
+    "transformers-community/contrastive-search":
+        (contrastive_search.runs, "penalty_alpha > 0 and top_k > 1, with num_beams=1 and do_sample=False"),
+    "transformers-community/group-beam-search":
+        (group_beam_search.runs, "num_beams > 1 and num_beam_groups > 1, with a diversity_penalty"),
+    "transformers-community/constrained-beam-search":
+        (constrained_beam_search.runs, "force_words_ids or constraints, with num_beams > 1"),
+}
+
+
+def check_moved_search(custom_generate, cfg: GenerationConfig) -> None:
+    """generate's custom_generate (transformers 5: a Hub repository whose generate function runs instead): None, or
+    one of MOVED_SEARCHES' repositories whose search the resolved settings select (it then runs built in)."""
+    if custom_generate is None:
+        return
+    if not isinstance(custom_generate, str) or custom_generate not in MOVED_SEARCHES:
+        raise ValueError(f"custom_generate={custom_generate!r}: seq2seq_kit runs no generate function of a Hub "
+                         "repository or of yours; the searches transformers 5 moved to the Hub run built in, chosen "
+                         f"by their settings ({', '.join(MOVED_SEARCHES)}): leave custom_generate out")
+    runs, settings_needed = MOVED_SEARCHES[custom_generate]
+    if not runs(cfg):
+        raise ValueError(f"custom_generate={custom_generate!r} asks for the search these settings select with "
+                         f"{settings_needed}, and they do not: set them, or leave custom_generate out")
 
 
 def encoder_states(encoder_outputs) -> torch.Tensor | None:
