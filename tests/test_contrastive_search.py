@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from seq2seq_kit import AutoModelForSeq2SeqLM, BartForConditionalGeneration, Engine, pipeline
+from test_generation import inputs
 from test_prompt_lookup import Puts
 
 FIXTURE = Path(__file__).parent / "fixtures" / "contrastive"
@@ -137,6 +138,51 @@ def test_a_pipeline_runs_contrastive_search(checkpoint):
     settings = dict(penalty_alpha=0.6, top_k=4, max_length=20, num_beams=1)
     ids = pipe.model.generate(pipe.tokenizer(text, return_tensors="pt")["input_ids"], **settings)
     assert pipe(text, **settings) == [{"summary_text": pipe.tokenizer.decode(ids[0], skip_special_tokens=True)}]
+
+
+# no processor at all: the reference below scores the raw logits
+PLAIN = dict(forced_bos_token_id=None, forced_eos_token_id=None, bad_words_ids=None, suppress_tokens=None,
+             begin_suppress_tokens=None, no_repeat_ngram_size=0, min_length=0, repetition_penalty=None, num_beams=1)
+
+
+def by_full_passes(hf, ids, mask, start: int, eos: int, alpha: float, k: int, new_tokens: int) -> list[int]:
+    """Contrastive search spelled out on transformers 5's model, one input, without a cache: every step runs the
+    decoder over the whole prefix plus each candidate and compares the candidate's last hidden state with the
+    prefix's (the paper's rule, on the raw logits)."""
+    out = [start]
+    for _ in range(new_tokens):
+        forward = lambda seq: hf(input_ids=ids, attention_mask=mask, decoder_input_ids=torch.tensor([seq]),
+                                 output_hidden_states=True)
+        with torch.no_grad():
+            prefix = forward(out)
+            probs, candidates = prefix.logits[0, -1].float().softmax(-1).topk(k)
+            context = prefix.decoder_hidden_states[-1][0]                                            # [t, D]
+            scores = []
+            for p, c in zip(probs.tolist(), candidates.tolist()):
+                h = forward(out + [c]).decoder_hidden_states[-1][0, -1]                              # [D]
+                penalty = torch.cosine_similarity(context, h[None], dim=-1).max().item()
+                scores.append((1 - alpha) * p - alpha * penalty)
+        out.append(candidates[max(range(k), key=scores.__getitem__)].item())
+        if out[-1] == eos:
+            break
+    return out
+
+
+@pytest.mark.parametrize("name", ["tiny-eos", "kobart", "marian-separate", "pegasus", "m2m100", "mbart50"])
+def test_every_family_picks_the_candidates_a_spelled_out_search_picks(pair, name):
+    """On every family (their decoders end in a layer norm or not; Marian's has a vocabulary of its own): the
+    tokens of contrastive search written out on transformers' model with full passes (within float rounding of the
+    cosine similarities: the cases are not near ties); and with a vanishing penalty, greedy search's."""
+    hf, ours = pair(name)
+    ids, mask = inputs(ours.config.vocab_size, ours.config.pad_token_id, lengths=(10,), seed=3)
+    start, eos = ours.generation_config.decoder_start_token_id, ours.generation_config.eos_token_id
+    eos = eos[0] if isinstance(eos, list) else eos
+    for alpha, k in ((0.6, 4), (0.3, 2)):
+        want = by_full_passes(hf, ids, mask, start, eos, alpha, k, new_tokens=8)
+        got = ours.generate(ids, mask, penalty_alpha=alpha, top_k=k, max_new_tokens=8, **PLAIN)
+        assert got[0].tolist() == want, (name, alpha, k)
+    greedy = ours.generate(ids, mask, max_new_tokens=8, **PLAIN)
+    assert torch.equal(ours.generate(ids, mask, penalty_alpha=1e-7, top_k=3, max_new_tokens=8, **PLAIN), greedy)
 
 
 @pytest.mark.cuda
