@@ -11,6 +11,7 @@ from .transition_scores import compute_transition_scores
 from .watermark import WatermarkDetector, WatermarkDetectorOutput
 
 __all__ = ["AsyncTextIteratorStreamer", "DisjunctiveConstraint", "GenerationConfig", "GenerateOutput",
-           "PhrasalConstraint", "Seq2SeqModel", "TextIteratorStreamer", "TextStreamer", "WatermarkDetector", "WatermarkDetectorOutput", "check_streamer", "compute_transition_scores",
-           "deadline", "first_tokens", "generate", "prepare", "result", "rows_per_input", "rows_setting", "settings",
-           "start_search", "start_slots", "stop_strings_of"]
+           "PhrasalConstraint", "Seq2SeqModel", "TextIteratorStreamer", "TextStreamer", "WatermarkDetector",
+           "WatermarkDetectorOutput", "check_streamer", "compute_transition_scores", "deadline", "first_tokens",
+           "generate", "prepare", "result", "rows_per_input", "rows_setting", "settings", "start_search", "start_slots",
+           "stop_strings_of"]

@@ -484,8 +484,8 @@ def _refuse_unsupported(configured: dict, called: dict, cfg: GenerationConfig) -
                          + " to generate() to run without, or set model.generation_config.unsupported = {}")
 
 
-FLOAT_SETTINGS = ("length_penalty", "diversity_penalty", "penalty_alpha", "temperature", "top_p", "min_p", "top_h", "typical_p",
-                  "epsilon_cutoff", "eta_cutoff", "repetition_penalty", "encoder_repetition_penalty")
+FLOAT_SETTINGS = ("length_penalty", "diversity_penalty", "penalty_alpha", "temperature", "top_p", "min_p", "top_h",
+                  "typical_p", "epsilon_cutoff", "eta_cutoff", "repetition_penalty", "encoder_repetition_penalty")
 FLOAT32_MAX = 3.4028234663852886e38
 
 
