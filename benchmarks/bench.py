@@ -5,6 +5,8 @@
     python benchmarks/bench.py --models distilbart --batch 1 --modes greedy,beam4 --repeats 5
     python benchmarks/bench.py --device cuda --dtype bfloat16          # GPU: batch 1 and 32 by default
     python benchmarks/bench.py --models distilbart --batch 1 --isa avx2  # every engine's AVX2 code (AVX-512 CPUs)
+    python benchmarks/bench.py --models distilbart --batch 1 --modes contrastive,diverse8,constrained4 \
+        --engines seq2seq_kit,transformers-4.55       # the searches transformers 5 moved to the Hub, against 4.55.4
 
 Every engine runs in a worker process of its own (engines.py), all loaded side by side. Each
 round visits the workers in turn (in a new seeded random order each round, so no engine always follows
@@ -34,14 +36,24 @@ sys.path.insert(0, str(ROOT))
 
 import convert_ct2  # noqa: E402
 import make_checkpoints  # noqa: E402
+import venvs  # noqa: E402
 from engines import ENGINES, ISAS  # noqa: E402
 from texts import documents  # noqa: E402
 
 RESULTS = ROOT / "results"
 LOGS = ROOT / ".cache" / "logs"
-MODES = {"greedy": 1, "beam4": 4}
+# each mode's generate settings over the checkpoint's; constrained4 forces the first input's 11th token (a word of
+# the document) into every summary
+MODES = {"greedy": dict(num_beams=1), "beam4": dict(num_beams=4),
+         "contrastive": dict(num_beams=1, penalty_alpha=0.6, top_k=4),
+         "diverse8": dict(num_beams=8, num_beam_groups=4, diversity_penalty=1.0),
+         "constrained4": dict(num_beams=4)}
+# the searches transformers 5 no longer runs itself (Hub remote code) and CTranslate2 does not have: their reference
+# is transformers 4.55.4 (engine "transformers-4.55"), the last release whose generate ran them
+MOVED = ("contrastive", "diverse8", "constrained4")
 INPUT_TOKENS = 512
 REFERENCE = "transformers"
+MOVED_REFERENCE = "transformers-4.55"
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 # --isa avx2: every engine runs its AVX2 code on an AVX-512 CPU, as on a CPU without AVX-512 (Zen 3 and older, many
 # Intel client parts): torch's own kernels, oneDNN, MKL, fbgemm (int8) and CTranslate2 capped by their environment
@@ -64,7 +76,8 @@ class Worker:
     def __init__(self, engine: str, model: str, checkpoint: Path, ct2_dir: Path | None, args):
         LOGS.mkdir(parents=True, exist_ok=True)
         self.engine, self.log = engine, LOGS / f"{model}-{engine}.log"
-        cmd = [sys.executable, str(ROOT / "engines.py"), engine, str(checkpoint), "--device", args.device,
+        python = venvs.transformers_4_55() if engine == MOVED_REFERENCE else sys.executable
+        cmd = [str(python), str(ROOT / "engines.py"), engine, str(checkpoint), "--device", args.device,
                "--dtype", args.dtype, "--threads", str(args.threads)]
         if ct2_dir is not None:
             cmd += ["--ct2-dir", str(ct2_dir)]
@@ -287,8 +300,9 @@ def summarize(runs: list[dict], settings: dict) -> dict:
 
 
 def compare(case: dict, max_new: int) -> None:
-    """Ratios and token identity of each engine against transformers, in place."""
-    ref = case["engines"].get(REFERENCE)
+    """Ratios and token identity of each engine against the case's reference (transformers; for the moved searches
+    transformers 4.55), in place."""
+    ref = case["engines"].get(case["reference"])
     if not ref or "error" in ref:
         return
     for name, r in case["engines"].items():
@@ -348,11 +362,14 @@ def run_model(model: str, args, bandwidth: float) -> dict:
             floor = step_floor_bytes(checkpoint, args.dtype, batch_size, max(lengths))
             floor_bytes = floor["weight_bytes"] + floor["cross_kv_bytes"]
             for mode in args.modes:
-                options = {"num_beams": MODES[mode], **overrides, "ct2": ct2_settings}
+                options = {**mode_settings(mode, batch), **overrides, "ct2": ct2_settings}
                 print(f"[{model}] batch {batch_size} {mode} ...", flush=True)
                 t0 = time.perf_counter()
-                runs = interleaved(workers, batch, options, args.warmup, args.repeats)
+                runners = {n: w for n, w in workers.items() if mode not in MOVED or n not in NO_MOVED_SEARCHES}
+                runs = interleaved(runners, batch, options, args.warmup, args.repeats)
                 case = {"batch": batch_size, "mode": mode, "input_lengths": lengths,
+                        "reference": MOVED_REFERENCE if mode in MOVED else REFERENCE,
+                        "settings": {k: v for k, v in options.items() if k != "ct2"},
                         "floor_ms_per_step": floor_bytes / (bandwidth * 1e9) * 1e3,
                         "floor_int8_ms_per_step": floor["int8_bytes"] / (bandwidth * 1e9) * 1e3, **floor,
                         "engines": {n: summarize(r, effective) for n, r in runs.items()}}
@@ -364,6 +381,17 @@ def run_model(model: str, args, bandwidth: float) -> dict:
         for w in workers.values():
             w.close()
     return report
+
+
+# the engines that do not run the moved searches: transformers 5 (remote code from the Hub) and CTranslate2
+NO_MOVED_SEARCHES = ("transformers", "ct2", "ct2-int8")
+
+
+def mode_settings(mode: str, batch: dict) -> dict:
+    """A mode's generate settings for this batch (constrained4: the first input's 11th token forced)."""
+    if mode == "constrained4":
+        return {**MODES[mode], "force_words_ids": [[batch["input_ids"][0][10]]]}
+    return dict(MODES[mode])
 
 
 def case_lines(case: dict) -> str:
@@ -404,7 +432,7 @@ def identity_text(ident: dict | None) -> str:
 def varied(case: dict, r: dict) -> str:
     """A note where this engine's tokens, or the reference's, changed between rounds (GPU fp16/bf16 kernels need not
     be deterministic): the identity column compares the first round's."""
-    ref = case["engines"].get(REFERENCE) or {}
+    ref = case["engines"].get(case.get("reference", REFERENCE)) or {}
     stable = r["deterministic"] and ref.get("deterministic", True)
     return "" if stable else " (tokens varied between rounds; round 1 compared)"
 
@@ -424,6 +452,11 @@ def markdown(result: dict) -> str:
              for model, rep in result["models"].items()
              if (kernels := rep["load"].get("seq2seq_kit", {}).get("kernels"))],
            f"- memory bandwidth (large copy, read + write): {result['bandwidth_gbs']:.1f} GB/s",
+           *([f"- the searches transformers 5 moved to the Hub ({', '.join(MOVED)}: "
+              + "; ".join(f"{k} {v}" for k, v in MODES.items() if k in MOVED)
+              + "; constrained4 forces the first input's 11th token) are compared with transformers 4.55.4, the last "
+              "release that ran them itself: the \"vs transformers\" columns read \"vs transformers 4.55\" there"]
+             if any(c["mode"] in MOVED for rep in result["models"].values() for c in rep["cases"]) else []),
            f"- {result['warmup']} warm-up round excluded, median of {result['repeats']} rounds; engines interleaved"
            + (" — QUICK smoke run (max_length 24): not a result" if result["quick"] else ""),
            "- ms/step = median over rounds of (end-to-end - the encoder time measured just before) / longest "
@@ -523,7 +556,7 @@ def parse_args(argv):
                     "AVX-512 CPU: what a CPU without AVX-512 runs, on this machine's memory and cores)")
     args = ap.parse_args(argv)
     only = {"seq2seq_kit-eager": "cuda", "seq2seq_kit-int8": "cpu"}
-    default_engines = [e for e in ENGINES if only.get(e, args.device) == args.device]
+    default_engines = [e for e in ENGINES if only.get(e, args.device) == args.device and e != MOVED_REFERENCE]
     args.engines = args.engines.split(",") if args.engines else default_engines
     args.models = args.models.split(",")
     args.modes = args.modes.split(",")

@@ -20,25 +20,15 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-VENV = ROOT / ".cache" / "ct2-venv"
-VENV_PYTHON = VENV / "bin" / "python"
+sys.path.insert(0, str(ROOT))
+import venvs  # noqa: E402
+
 REQUIREMENTS = ["ctranslate2", "transformers<5", "torch==2.13.0"]
 
 
 def ensure_venv() -> Path:
-    """Create benchmarks/.cache/ct2-venv with the converter's requirements; return its python."""
-    if VENV_PYTHON.exists():
-        probe = subprocess.run([str(VENV_PYTHON), "-c", "import ctranslate2, transformers, torch"],
-                               capture_output=True, text=True)
-        if probe.returncode == 0:
-            return VENV_PYTHON
-    print(f"setting up {VENV} ({' '.join(REQUIREMENTS)}) ...", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    pip = subprocess.run([str(VENV_PYTHON), "-m", "pip", "install", "-q", *REQUIREMENTS],
-                         capture_output=True, text=True)
-    if pip.returncode != 0:
-        raise RuntimeError(f"pip install {' '.join(REQUIREMENTS)} into {VENV} failed:\n{pip.stderr[-2000:]}")
-    return VENV_PYTHON
+    """benchmarks/.cache/ct2-venv with the converter's requirements; returns its python."""
+    return venvs.ensure("ct2-venv", REQUIREMENTS, "import ctranslate2, transformers, torch")
 
 
 def ensure_converted(checkpoint: Path, output: Path) -> Path:
@@ -50,7 +40,7 @@ def ensure_converted(checkpoint: Path, output: Path) -> Path:
         return output
     failure = _run_converter(Path(sys.executable), checkpoint, output)
     if failure is not None:
-        print(f"converting {checkpoint.name} with this Python failed ({failure}); trying {VENV}", flush=True)
+        print(f"converting {checkpoint.name} with this Python failed ({failure}); trying the ct2 venv", flush=True)
         failure = _run_converter(ensure_venv(), checkpoint, output)
     if failure is not None:
         raise RuntimeError(f"CTranslate2 conversion of {checkpoint} failed: {failure}")

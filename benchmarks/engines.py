@@ -14,7 +14,8 @@ Protocol (stdin -> stdout, one JSON object per line; everything else the librari
   worker says  {"seconds", "peak_mb", "sequences": [[...]] (generate: decoder start token first)}
   bench sends  {"op": "quit"}
 
-Options for generate: {"num_beams": n, plus "max_length"/"min_length" only when overridden}.
+Options for generate: the mode's settings ({"num_beams": n}, and for the searches transformers 5 moved to the Hub
+penalty_alpha / num_beam_groups / force_words_ids ...), plus "max_length"/"min_length" only when overridden.
 seq2seq_kit and transformers resolve everything else from the checkpoint themselves; CTranslate2
 gets the resolved settings spelled out ("ct2": {...}) because it does not read them.
 """
@@ -27,8 +28,11 @@ import os
 import sys
 import time
 
-# seq2seq_kit-eager: no CUDA graph (CUDA only); seq2seq_kit-int8: int8 linear layers (CPU only)
-ENGINES = ("seq2seq_kit", "seq2seq_kit-eager", "seq2seq_kit-int8", "transformers", "ct2", "ct2-int8")
+# seq2seq_kit-eager: no CUDA graph (CUDA only); seq2seq_kit-int8: int8 linear layers (CPU only); transformers-4.55:
+# transformers 4.55.4 in a venv of its own (venvs.py), whose generate still ran the searches transformers 5 moved to
+# the Hub (contrastive, diverse and constrained beam search)
+ENGINES = ("seq2seq_kit", "seq2seq_kit-eager", "seq2seq_kit-int8", "transformers", "transformers-4.55", "ct2",
+           "ct2-int8")
 ISAS = ("native", "avx2")
 
 
@@ -82,8 +86,9 @@ class TorchEngine:
         else:
             import transformers
 
-            # eager PyTorch with the library's default attention implementation (sdpa in 5.x)
-            self.model = transformers.AutoModelForSeq2SeqLM.from_pretrained(path, dtype=torch_dtype)
+            # eager PyTorch with the library's default attention implementation (sdpa); 4.x names dtype torch_dtype
+            dtype_name = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+            self.model = transformers.AutoModelForSeq2SeqLM.from_pretrained(path, **{dtype_name: torch_dtype})
             self.model.to(device)
             encoder = self.model.get_encoder()
             self.encoder = lambda ids, mask: encoder(input_ids=ids, attention_mask=mask).last_hidden_state

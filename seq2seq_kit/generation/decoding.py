@@ -97,6 +97,8 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor | None, attention_mask
     tokenizer: the model's tokenizer (seq2seq_kit's or transformers'), which stop_strings need to read the tokens
     as text (generation/stop_strings.py: a row ends once its text ends in one); on CUDA graphs too (their check
     is a device-side part of the search's step).
+    custom_generate (with trust_remote_code, which changes nothing here): transformers 5's way of asking for the
+    searches it moved to Hub repositories, which run built in (check_moved_search); no other generate function runs.
     output_attentions / output_hidden_states (with return_dict_in_generate; ignored without, as transformers):
     the encoder's and every step's attention probabilities and hidden states (generation/traces.py), computed
     beside the attention the step runs (tokens and scores as without them); decoded eagerly as well.
