@@ -38,9 +38,8 @@ def runs(cfg: GenerationConfig) -> bool:
 
 def check(cfg: GenerationConfig, vocab_size: int, max_position_embeddings: int, traced: bool, lookup: bool) -> None:
     """Where the settings run contrastive search: top_k up to the vocabulary's size, a max_length the candidates'
-    pass can reach, and
-    none of what it does not run beside it (traced: output_attentions / output_hidden_states; lookup: prompt lookup
-    or an assistant_model, which transformers 4.55 ignored beside it)."""
+    pass can reach, and none of what it does not run beside it (traced: output_attentions / output_hidden_states;
+    lookup: prompt lookup or an assistant_model, which transformers 4.55 ignored beside it)."""
     if not runs(cfg):
         return
     if cfg.top_k > vocab_size:
@@ -63,7 +62,7 @@ def decode(model, encoder_hidden: torch.Tensor, padding_mask: torch.Tensor | Non
     prompt or start token) to its end by contrastive search on `model` (protocol.Seq2SeqModel), from encoder_hidden
     [B, S, D]; streamer: put each step's tokens; ends: the max_time deadline (time.monotonic())."""
     cfg, k = search.cfg, search.cfg.top_k
-    step, cache = model.start_decoding(encoder_hidden, padding_mask, k, max_length=cfg.max_length, cuda_graph=False)
+    _, cache = model.start_decoding(encoder_hidden, padding_mask, k, max_length=cfg.max_length, cuda_graph=False)
     first = search.seq[:, :search.prompt_len]                                          # [B, P]: the prompt
     traced = Trace(attentions=False, hidden_states=True)
     decoder_prompt.prefill(model, cache, first, k, traced)
