@@ -26,7 +26,7 @@ httpx = pytest.importorskip("httpx", reason='the server tests need httpx (pip in
 pytest.importorskip("fastapi", reason='the server needs its extra (pip install "seq2seq-kit[serve]")')
 
 from helpers import make_docs  # noqa: E402
-from seq2seq_kit import pipeline  # noqa: E402
+from seq2seq_kit import GenerationConfig, pipeline  # noqa: E402
 from seq2seq_kit.server.schema import GenerateParameters, SummarizeParameters  # noqa: E402
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: E402
 
@@ -1355,3 +1355,31 @@ def test_without_the_extra_the_import_names_the_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "fastapi", None)
     with pytest.raises(ImportError, match=r'pip install "seq2seq-kit\[serve\]"'):
         import seq2seq_kit.server  # noqa: F401
+
+
+def test_a_checkpoint_that_watermarks_is_served_watermarked(tiny_eos_path, tmp_path):
+    """A checkpoint whose generation_config sets watermarking_config: every summary is the pipeline's (watermarked),
+    concurrent requests included; /info shows the watermark's settings but not its key; clients cannot set it."""
+    import shutil
+
+    marked = tmp_path / "marked"
+    shutil.copytree(tiny_eos_path, marked)
+    config = GenerationConfig.from_pretrained(marked)                  # config.json's settings, as transformers'
+    config.watermarking_config = {"bias": 4.0, "hashing_key": 271828, "seeding_scheme": "selfhash"}
+    config.save_pretrained(marked)
+    pipe = pipeline("summarization", model=str(marked))
+    docs = [d["text"] for d in make_docs(4, seed=11)]
+    srv = Server(tmp_path, "--model", marked, *LIMITS)
+    try:
+        srv.wait_ready()
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda doc: post(srv, {"inputs": doc, "parameters": {"max_length": 16}}), docs))
+        assert [a.json() for a in answers] == [pipe(doc, max_length=16) for doc in docs]
+        assert pipe(docs[0], max_length=16) != pipe(docs[0], max_length=16, watermarking_config=None)    # it acts
+        shown = httpx.get(srv.url + "/info").json()["generation_defaults"]["watermarking_config"]
+        assert shown["hashing_key"] == "(hidden)" and shown["bias"] == 4.0 and "271828" not in httpx.get(
+            srv.url + "/info").text
+        refused = post(srv, {"inputs": docs[0], "parameters": {"watermarking_config": None}})
+        assert refused.status_code == 422 and refused.json()["field"] == "parameters.watermarking_config"
+    finally:
+        srv.stop()

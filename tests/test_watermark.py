@@ -10,7 +10,7 @@ import torch
 import transformers
 
 from helpers import random_batch
-from seq2seq_kit import BartForConditionalGeneration, Engine, WatermarkDetector
+from seq2seq_kit import BartForConditionalGeneration, Engine, WatermarkDetector, summarize_corpus
 from seq2seq_kit.generation import GenerationConfig, decoding
 from test_cuda_graph import emulate_graphs
 
@@ -79,15 +79,69 @@ def test_bad_watermark_settings_are_refused(pair, value, message):
         ours.generate(torch.tensor([[0, 5, 2]]), max_length=8, watermarking_config=value)
 
 
-def test_where_the_watermark_does_not_run(pair):
-    """The engine (Python per row per step is generate's) and prompt lookup refuse it by name."""
+def test_where_the_watermark_does_not_run(pair, tiny_eos_path, tmp_path):
+    """Prompt lookup refuses it; so do the engine's fixed-capacity step (CUDA graphs, the default on CUDA; here
+    fixed_capacity=True on the CPU) and corpus jobs (their meta file would hold the key), by name."""
     _, ours = pair("tiny-eos")
-    with Engine(ours, max_rows=4) as engine:
-        with pytest.raises(ValueError, match="watermarking_config: the watermark runs in generate.. only"):
-            engine.submit([0, 5, 6, 2], max_length=8, watermarking_config={})
     with pytest.raises(ValueError, match="watermarking_config beside prompt_lookup_num_tokens"):
         ours.generate(torch.tensor([[0, 5, 6, 5, 6, 2]]), max_length=8, prompt_lookup_num_tokens=2,
                       watermarking_config={})
+    with Engine(ours, max_rows=4, fixed_capacity=True) as engine:
+        with pytest.raises(ValueError, match="watermarking_config: .* fixed-capacity step .* Engine.*fixed_capacity="
+                                             "False. runs it"):
+            engine.submit([0, 5, 6, 2], max_length=8, watermarking_config={})
+    with pytest.raises(ValueError, match="fixed-capacity step"):
+        Engine(ours, max_rows=4, fixed_capacity=True, defaults={"watermarking_config": {}})
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"id": "a", "text": "The tower is tall."}\n')
+    with pytest.raises(ValueError, match="meta file, which would hold the watermark's key"):
+        summarize_corpus(docs, tmp_path / "out.jsonl", model=str(tiny_eos_path), watermarking_config={})
+
+
+@pytest.mark.parametrize("search", [dict(num_beams=1), dict(num_beams=2, num_return_sequences=2),
+                                    dict(do_sample=True, top_k=20)], ids=["greedy", "beam", "sample"])
+def test_the_engine_watermarks_each_request_as_generate_alone(pair, search, monkeypatch):
+    """Requests of different lengths joining at different steps (room for two at a time: a waiting one joins as
+    another ends), watermarked or not, beside each other: each one's tokens are generate's for its input alone
+    (sampling: from the same seeded generator), the watermark reading rows at different lengths on the way."""
+    from seq2seq_kit.generation.logits_process import Watermark
+
+    seen = []
+    call = Watermark.__call__
+    monkeypatch.setattr(Watermark, "__call__", lambda self, seq, cur_len, scores: (
+        seen.append(isinstance(cur_len, int) or len(set(cur_len.view(-1).tolist())) == 1),
+        call(self, seq, cur_len, scores))[1])
+    _, ours = pair("tiny-eos")
+    ids, mask = random_batch(ours.config.vocab_size, ours.config.pad_token_id, (12, 9, 5, 7, 10), seed=5)
+    rows = [row[m.bool()].tolist() for row, m in zip(ids, mask)]
+    marks = [{"bias": 4.0}] * 3 + [None, {"bias": 3.0, "seeding_scheme": "selfhash", "context_width": 2}]
+    seeded = lambda: torch.Generator().manual_seed(3) if search.get("do_sample") else None
+    lengths = [12, 7, 12, 10, 12]                           # the second ends first, whatever the tokens
+    alone = [ours.generate(torch.tensor([row]), max_length=n, watermarking_config=mark, generator=seeded(), **search)
+             for row, mark, n in zip(rows, marks, lengths)]
+    seen.clear()
+    with Engine(ours, max_rows=2 * search.get("num_beams", 1)) as engine:
+        requests = [engine.submit(row, max_length=n, watermarking_config=mark, generator=seeded(), **search)
+                    for row, mark, n in zip(rows, marks, lengths)]
+        for request, expected in zip(requests, alone):
+            assert torch.equal(request.result(), expected)
+    assert not all(seen)                    # some step's rows stood at different lengths
+
+
+def test_the_watermark_reads_each_rows_own_length():
+    """An engine's inputs stand at different lengths: given each row's length [R, 1], every row is watermarked as
+    alone at its own length (shorter than context_width: left as it is)."""
+    from seq2seq_kit.generation.logits_process import Watermark
+
+    mark = Watermark(50, "cpu", greenlist_ratio=0.25, bias=2.0, hashing_key=15485863, seeding_scheme="selfhash",
+                     context_width=3)
+    seq = torch.randint(0, 50, (3, 8), generator=torch.Generator().manual_seed(0))
+    scores = torch.randn(3, 50, generator=torch.Generator().manual_seed(1))
+    lengths = [6, 2, 4]
+    together = mark(seq, torch.tensor(lengths)[:, None], scores.clone())
+    for r, n in enumerate(lengths):
+        assert torch.equal(together[r], mark(seq[r:r + 1], n, scores[r:r + 1].clone())[0])
+    assert torch.equal(together[1], scores[1]) and not torch.equal(together[0], scores[0])
 
 
 @pytest.mark.parametrize("search", [dict(num_beams=2), dict(num_beams=1)])

@@ -261,6 +261,10 @@ def _settings(root: Path, config, defaults: dict, generate_kwargs: dict) -> dict
         raise ValueError(f"num_return_sequences={resolved.num_return_sequences}: a corpus job writes one summary "
                          "per document; use num_return_sequences=1")
     check_generate_only(resolved)             # its documents run on the engine
+    if resolved.watermarking_config is not None:
+        raise ValueError("watermarking_config: a corpus job records its settings in OUTPUT's meta file, which would "
+                         "hold the watermark's key; watermark with generate, the pipeline or the server, or leave it "
+                         "out (the model's generation_config may set it: pass watermarking_config=None)")
     settings = resolved.to_dict()
     if isinstance(settings.get("sequence_bias"), dict):     # JSON keys are strings: the [[token ids], bias] pairs form
         settings["sequence_bias"] = [[list(tokens), bias] for tokens, bias in settings["sequence_bias"].items()]

@@ -120,11 +120,16 @@ class Engine:
             raise TypeError(f"defaults must be a dict of generate settings ({{'num_beams': 4, ...}}), got a "
                             f"{type(defaults).__name__}")
         self.model, self.defaults, self.tokenizer = model, dict(defaults or {}), tokenizer
+        if fixed_capacity is None:
+            fixed_capacity = model.device.type == "cuda"
+        if not isinstance(fixed_capacity, bool):
+            raise TypeError(f"fixed_capacity must be True, False or None, got {fixed_capacity!r}")
         if self.defaults:                           # bad defaults fail here, not at every submit
             self.defaults = check_engine_settings(self.defaults)
             config = settings(model, dict(self.defaults))
             check_no_traces(config)
             check_generate_only(config)
+            check_steppable(config, fixed_capacity)
             stop_strings_of(config, tokenizer, model.device, fix=TOKENIZER_FIX)
         self.max_rows, self.max_source_tokens, self.max_queue = max_rows, max_source_tokens, max_queue
         self.waiting: collections.deque[Request] = collections.deque()
@@ -133,10 +138,6 @@ class Engine:
         self.running: list[Request] = []            # the groups' requests in step order
         self.admitting: list[Request] = []          # taken from waiting, not running yet (their encoder pass)
         self.generated_tokens = 0                   # decoder rows stepped so far, all requests (for metrics)
-        if fixed_capacity is None:
-            fixed_capacity = model.device.type == "cuda"
-        if not isinstance(fixed_capacity, bool):
-            raise TypeError(f"fixed_capacity must be True, False or None, got {fixed_capacity!r}")
         self.batch = FixedCapacity(model, max_rows) if fixed_capacity else EagerBatch(model)
         self._wake = threading.Condition()
         self._closing = False
@@ -171,6 +172,7 @@ class Engine:
         check_no_traces(config)
         check_no_prompt_lookup(config)
         check_generate_only(config)
+        check_steppable(config, isinstance(self.batch, FixedCapacity))
         check_streamer(streamer, config)
         if cuda_graph is not None and not isinstance(cuda_graph, bool):
             raise TypeError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")     # generate's check
@@ -643,9 +645,8 @@ def check_no_prompt_lookup(config: GenerationConfig) -> None:
 def check_generate_only(config: GenerationConfig) -> None:
     """What generate runs and the engine's shared steps do not, refused by name: group (diverse) beam search (its
     groups step one after another, on the host: generation/group_beam_search.py), constrained beam search (its
-    beams chosen on the host: generation/constrained_beam_search.py), contrastive search (a step of its own:
-    generation/contrastive_search.py) and watermarking (Python per row per step). Corpus jobs, which run on the
-    engine, refuse them up front with this."""
+    beams chosen on the host: generation/constrained_beam_search.py) and contrastive search (a step of its own:
+    generation/contrastive_search.py). Corpus jobs, which run on the engine, refuse them up front with this."""
     if group_beam_search.runs(config):
         raise ValueError("num_beam_groups: group (diverse) beam search runs in generate() only (its groups step one "
                          "after another, on the host); use generate or the pipeline, or leave num_beam_groups out "
@@ -658,10 +659,16 @@ def check_generate_only(config: GenerationConfig) -> None:
         raise ValueError("penalty_alpha: contrastive search runs in generate() only (each step decodes top_k "
                          "candidates per input and compares their hidden states); use generate or the pipeline, or "
                          "leave it out (the model's generation_config may set it: pass penalty_alpha=None)")
-    if config.watermarking_config is not None:
-        raise ValueError("watermarking_config: the watermark runs in generate() only (Python per row at every "
-                         "step); use generate or the pipeline, or leave it out (the model's generation_config may "
-                         "set it: pass watermarking_config=None)")
+
+
+def check_steppable(config: GenerationConfig, fixed_capacity: bool) -> None:
+    """watermarking_config runs Python per row at every step, reading each row's length on the host: the eager
+    batch runs it, the fixed-capacity step (replayed from CUDA graphs) cannot."""
+    if fixed_capacity and config.watermarking_config is not None:
+        raise ValueError("watermarking_config: the watermark runs Python per row at every step, which this engine's "
+                         "fixed-capacity step (replayed from CUDA graphs, the default on CUDA) cannot: "
+                         "Engine(..., fixed_capacity=False) runs it, or generate; or leave it out (the model's "
+                         "generation_config may set it: pass watermarking_config=None)")
 
 
 def check_engine_settings(generate_kwargs: dict) -> dict:

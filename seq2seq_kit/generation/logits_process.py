@@ -495,7 +495,8 @@ class Watermark:
     seeded with hashing_key * its last token ("lefthash"), get `bias` added. "selfhash" seeds with the smallest of
     hashing_key * table[t] * table[last] over the last context_width tokens t, each of the row's 40 best next tokens
     in turn appended, and greens those that are green under their own seed. Rows shorter than context_width are left
-    as they are. Python per row per step: the eager path only (transformers' too)."""
+    as they are. Python per row per step, reading each row's length on the host (transformers' too): generate's
+    eager search and the engine's eager batch, not a step captured in a CUDA graph."""
 
     TABLE_SIZE = 1_000_003
 
@@ -527,12 +528,13 @@ class Watermark:
         return torch.stack(green) if green else best[:0]
 
     def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
-        n = _host_length(cur_len, "watermarking_config")
-        if n < self.context_width:
-            return scores
-        for r, row in enumerate(seq[:, :n]):
-            green = self.self_green(row, scores[r]) if self.selfhash else self.greenlist(row)
-            scores[r, green] += self.bias
+        """cur_len: an int, or each row's length [R, 1] (an engine's inputs at their own lengths), read here."""
+        lengths = [cur_len] * seq.shape[0] if isinstance(cur_len, int) else cur_len.view(-1).tolist()
+        for r, (row, n) in enumerate(zip(seq, lengths)):
+            if n >= self.context_width:
+                row = row[:n]
+                green = self.self_green(row, scores[r]) if self.selfhash else self.greenlist(row)
+                scores[r, green] += self.bias
         return scores
 
 

@@ -168,7 +168,10 @@ class Service:
                 pipe = TranslationPipeline(model, tokenizer, task=translation)
             else:
                 pipe = SummarizationPipeline(model, tokenizer)
-            self.pipe, self.engine = pipe, pipe.engine(max_rows=s.max_rows, max_queue=s.max_queue)
+            # a checkpoint that watermarks its outputs (its generation_config) steps eagerly: the watermark runs
+            # Python per row at every step, which the fixed-capacity step's CUDA graphs cannot
+            eager = {"fixed_capacity": False} if model.generation_config.watermarking_config is not None else {}
+            self.pipe, self.engine = pipe, pipe.engine(max_rows=s.max_rows, max_queue=s.max_queue, **eager)
             self.map_reduce_threads = ThreadPoolExecutor(s.max_queue, thread_name_prefix="map-reduce")
         except BaseException:
             self.status = "failed"
@@ -218,6 +221,8 @@ class Service:
             if pipe and pipe.model.generation_config is not None else None
         if defaults is not None and self.task == "translation":
             defaults.pop("forced_bos_token_id", None)     # each request's tgt_lang sets it
+        if defaults is not None and defaults.get("watermarking_config") is not None:    # the key is the operator's
+            defaults["watermarking_config"] = {**defaults["watermarking_config"], "hashing_key": "(hidden)"}
         return {
             "model": s.model, "revision": s.hub_kwargs.get("revision"), "commit": self.commit, "status": self.status,
             "task": self.task, "routes": [r for r in ROUTES if r not in TASK_ROUTES.values() or r == route],
