@@ -475,7 +475,9 @@ def test_settings_given_as_tuples_or_a_bias_dict_resume(tmp_path, tiny):
     (dict(num_return_sequences=2, num_beams=2), ValueError, "num_return_sequences=2: a corpus job writes one summary"),
     (dict(num_beams=2, num_beam_groups=2, diversity_penalty=1.0), ValueError,
      "num_beam_groups: group (diverse) beam search runs in generate() only"),
-    (dict(watermarking_config={}), ValueError, "watermarking_config: the watermark runs in generate() only"),
+    (dict(watermarking_config={}), ValueError, "watermarking_config: a corpus job records its settings in OUTPUT's"),
+    (dict(num_beams=2, force_words_ids=[[5]]), ValueError, "force_words_ids / constraints: constrained beam search"),
+    (dict(num_beams=1, penalty_alpha=0.6, top_k=4), ValueError, "penalty_alpha: contrastive search runs in gene"),
     (dict(nmu_beams=2), ValueError, "unknown argument(s) ['nmu_beams']"),
 ])
 def test_argument_errors(tmp_path, tiny, kwargs, error, message):

@@ -258,9 +258,10 @@ def test_settings_whose_python_form_is_a_tuple_come_as_json_lists(server, pipe):
                                   "diversity_penalty", "force_words_ids", "constraints", "penalty_alpha",
                                   "watermarking_config"])
 def test_the_servers_own_generate_settings_are_no_parameters(name):
-    """Token-id overrides, output switches, prompt lookup's, group and constrained beam search's, contrastive search's
-    and the watermark's settings (which the engine does not run) are the server's: refused as unknown fields (422
-    naming them), flat, under generate_parameters and under map_parameters, and absent from the OpenAPI schema."""
+    """Token-id overrides, output switches, prompt lookup's, group and constrained beam search's and contrastive
+    search's settings (which the engine does not run), and the watermark's (the checkpoint's to set: its key is the
+    operator's) are the server's: refused as unknown fields (422 naming them), flat, under generate_parameters and
+    under map_parameters, and absent from the OpenAPI schema."""
     import pydantic
 
     value = True if name.startswith(("output_", "return_")) else 1

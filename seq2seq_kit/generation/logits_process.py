@@ -528,8 +528,10 @@ class Watermark:
         return torch.stack(green) if green else best[:0]
 
     def __call__(self, seq: torch.Tensor, cur_len, scores: torch.Tensor) -> torch.Tensor:
-        """cur_len: an int, or each row's length [R, 1] (an engine's inputs at their own lengths), read here."""
-        lengths = [cur_len] * seq.shape[0] if isinstance(cur_len, int) else cur_len.view(-1).tolist()
+        """cur_len: an int or a device length [] (every row's), or each row's length [R, 1] (an engine's inputs at
+        their own lengths), read here."""
+        lengths = [cur_len] if isinstance(cur_len, int) else cur_len.view(-1).tolist()
+        lengths = lengths * seq.shape[0] if len(lengths) == 1 else lengths
         for r, (row, n) in enumerate(zip(seq, lengths)):
             if n >= self.context_width:
                 row = row[:n]

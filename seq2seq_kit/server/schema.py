@@ -16,8 +16,9 @@ from ..generation.config import GENERATE_KWARGS, GenerationConfig
 
 # GenerationConfig's settings a client may not send: the token ids the checkpoint fixes (forced_bos_token_id is
 # also the target language, which /translate sets from tgt_lang), the flags that change the answer's form, and
-# prompt lookup's, group and constrained beam search's, contrastive search's and the watermark's (generate's alone: the
-# engine serving every request steps one token per row, every request together).
+# prompt lookup's, group and constrained beam search's and contrastive search's (generate's alone: the engine serving
+# every request steps one token per row, every request together), and the watermark's (a checkpoint's to set: its key
+# is the operator's).
 # Every other setting is a request parameter, derived from GenerationConfig (one list of settings, not two): a
 # setting generation gains is served at once, so one that clients must not set belongs here.
 SERVER_OWNED = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "forced_bos_token_id",
