@@ -62,7 +62,7 @@ PIPELINE = ['pipe_kor = pipeline("summarization"', "pipe(texts, batch_size=1, nu
 AUTO = ['AutoModelForSeq2SeqLM.from_pretrained("sshleifer/distilbart-cnn-12-6", dtype="bfloat16")']
 DOCTEST = ['>>> tok.tokenize("혼자 공부하는 머신러닝 딥러닝")', ">>> batch = tok.pad(rows"]
 MARIAN_ALIGN = ['mt = AutoModelForSeq2SeqLM.from_pretrained("Helsinki-NLP/opus-mt-en-de")',
-                'ref = tok(text_target=["Die Katze']
+                'ref = tok(text_target=["Die Katze', 'for word in ("Vertrag", "Abkommen")]']
 FAMILIES = ['tok = AutoTokenizer.from_pretrained("facebook/nllb-200-distilled-600M"']
 TRANSLATE_CORPUS = ['result = translate_corpus("docs.jsonl"']
 TARGETS = ['tok = AutoTokenizer.from_pretrained("facebook/mbart-large-50-many-to-many-mmt"']
@@ -255,7 +255,8 @@ def test_tokenizer_doctest(monkeypatch, name, examples):
 @needs_sentencepiece
 def test_marian_alignment_examples(offline_hub, capsys):
     """Which source token each target token attends to: over generate's (greedy) steps, then over a reference
-    translation (forced alignment): one line per target token, `align` [T - 1, S] and [T, S] as the comments say."""
+    translation (forced alignment): one line per target token, `align` [T - 1, S] and [T, S] as the comments say;
+    then a translation forced to hold one of two terms."""
     offline_hub("Helsinki-NLP/opus-mt-en-de")
     ns = run(MARIAN_ALIGN[:1], {})
     printed = capsys.readouterr().out.splitlines()
@@ -264,13 +265,15 @@ def test_marian_alignment_examples(offline_hub, capsys):
     assert ns["mt"].generation_config.num_beams == 4 and len(ns["out"].cross_attentions[0][-1]) == 1   # greedy
     assert ns["align"].shape == (sequences.shape[1] - 1, source.shape[1])               # [T - 1, S]
     assert ns["source"][-1] == "</s>" and ns["tok"].pad_token_id == ns["mt"].config.decoder_start_token_id
-    run(MARIAN_ALIGN[1:], ns)
+    run(MARIAN_ALIGN[1:2], ns)
     printed = capsys.readouterr().out.splitlines()
     ref = ns["ref"]
     assert ns["dec"][0, 0] == ns["mt"].config.decoder_start_token_id and ns["dec"].shape == ref.shape
     assert ns["align"].shape == (ref.shape[1], source.shape[1])                       # [T, S]
     assert len(printed) == ref.shape[1] and all(" <- " in line for line in printed)
     assert ns["tok"].convert_ids_to_tokens(ref[0])[-1] == "</s>"
+    run(MARIAN_ALIGN[2:], ns)                   # terminology (random weights: whether the terms fit is the
+    assert len(ast.literal_eval(capsys.readouterr().out)) == 1      # model's; tests/test_constrained_beam_search.py)
 
 
 @needs_sentencepiece
