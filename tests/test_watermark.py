@@ -128,6 +128,25 @@ def test_the_engine_watermarks_each_request_as_generate_alone(pair, search, monk
     assert not all(seen)                    # some step's rows stood at different lengths
 
 
+def test_a_pipelines_engine_steps_a_watermarking_checkpoint_eagerly(tiny_eos_path, tmp_path, monkeypatch):
+    """pipe.engine() (the server's, map-reduce's) on a checkpoint whose generation_config watermarks: an eager
+    engine, where CUDA's default (fixed capacity) would refuse every request; an explicit choice stays the caller's."""
+    import shutil
+
+    from seq2seq_kit import pipeline, summarization
+
+    shutil.copytree(tiny_eos_path, tmp_path / "marked")
+    config = GenerationConfig.from_pretrained(tmp_path / "marked")
+    config.watermarking_config = {"bias": 2.0}
+    config.save_pretrained(tmp_path / "marked")
+    made = []
+    monkeypatch.setattr(summarization, "Engine", lambda model, **kwargs: made.append(kwargs))
+    pipeline("summarization", model=str(tmp_path / "marked")).engine(max_rows=4)
+    pipeline("summarization", model=str(tmp_path / "marked")).engine(fixed_capacity=True)
+    pipeline("summarization", model=str(tiny_eos_path)).engine()
+    assert [kwargs.get("fixed_capacity") for kwargs in made] == [False, True, None]
+
+
 def test_the_watermark_reads_each_rows_own_length():
     """An engine's inputs stand at different lengths: given each row's length [R, 1], every row is watermarked as
     alone at its own length (shorter than context_width: left as it is)."""

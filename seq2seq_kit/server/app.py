@@ -168,10 +168,7 @@ class Service:
                 pipe = TranslationPipeline(model, tokenizer, task=translation)
             else:
                 pipe = SummarizationPipeline(model, tokenizer)
-            # a checkpoint that watermarks its outputs (its generation_config) steps eagerly: the watermark runs
-            # Python per row at every step, which the fixed-capacity step's CUDA graphs cannot
-            eager = {"fixed_capacity": False} if model.generation_config.watermarking_config is not None else {}
-            self.pipe, self.engine = pipe, pipe.engine(max_rows=s.max_rows, max_queue=s.max_queue, **eager)
+            self.pipe, self.engine = pipe, pipe.engine(max_rows=s.max_rows, max_queue=s.max_queue)
             self.map_reduce_threads = ThreadPoolExecutor(s.max_queue, thread_name_prefix="map-reduce")
         except BaseException:
             self.status = "failed"
