@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -1037,13 +1038,24 @@ def test_api_key_and_sigterm_drains_every_accepted_request(tiny_eos_path, tmp_pa
 
         settings = {"num_beams": 4, "min_new_tokens": 30, "max_new_tokens": 30}   # one at a time (max_rows 4)
         docs = [d["text"] for d in make_docs(6, seed=5)]
-        with concurrent.futures.ThreadPoolExecutor(len(docs)) as pool:
+        greedy = {"num_beams": 1, "min_new_tokens": 30, "max_new_tokens": 30}
+        started = threading.Event()
+
+        def stream():                                   # behind every doc in the engine's queue
+            body = {"inputs": docs[0], "parameters": greedy, "stream": True}
+            with httpx.stream("POST", srv.url + "/summarize", json=body, headers=auth, timeout=60) as answer:
+                started.set()                           # its 200: submitted to the engine
+                return [json.loads(line[5:]) for line in answer.iter_lines() if line.startswith("data:")]
+
+        with concurrent.futures.ThreadPoolExecutor(len(docs) + 1) as pool:
             sent = [pool.submit(lambda d: (post(srv, {"inputs": d, "parameters": settings}, headers=auth),
                                            time.monotonic()), d) for d in docs]
             deadline = time.monotonic() + 60
             while accepted(srv, auth) < len(docs):   # in the engine or answered: past the door (a request only
                 assert time.monotonic() < deadline, summarize_counts(srv, auth)   # in progress may still get 503)
                 time.sleep(0.01)
+            streamed_events = pool.submit(stream)
+            assert started.wait(60)
             srv.proc.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
             refused = None
@@ -1053,11 +1065,12 @@ def test_api_key_and_sigterm_drains_every_accepted_request(tiny_eos_path, tmp_pa
                 except httpx.TransportError:
                     refused = time.monotonic()
                 assert time.monotonic() - signalled < 30
-            answers = [f.result() for f in sent]
+            answers, events = [f.result() for f in sent], streamed_events.result()
         assert srv.proc.wait(90) == 0, srv.log.read_text()
     finally:
         srv.stop()
     assert [a.status_code for a, _ in answers] == [200] * len(docs)
+    assert events[-1]["generated_text"] == pipe(docs[0], **greedy)[0]["summary_text"] and len(events) == 30
     assert any(t > signalled for _, t in answers), "every request finished before SIGTERM: nothing was drained"
     for doc, (answer, _) in zip(docs, answers):
         assert answer.json() == pipe(doc, **settings)
@@ -1384,3 +1397,126 @@ def test_a_checkpoint_that_watermarks_is_served_watermarked(tiny_eos_path, tmp_p
         assert refused.status_code == 422 and refused.json()["field"] == "parameters.watermarking_config"
     finally:
         srv.stop()
+
+
+# ---------------------------------------------------------------------------------------------- streams
+
+def streamed(server, body, timeout: float = 60, route: str = "/summarize", read: int | None = None):
+    """(status, the stream's events) of a POST with "stream": true; a refusal's (status, JSON body). read: stop
+    after that many events (the client leaves)."""
+    with httpx.stream("POST", server.url + route, json={**body, "stream": True}, timeout=timeout) as answer:
+        if answer.status_code != 200:
+            return answer.status_code, json.loads(answer.read())
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        events = []
+        for line in answer.iter_lines():
+            if line.startswith("data:"):
+                events.append(json.loads(line.removeprefix("data:")))
+                if len(events) == read:
+                    break
+        return 200, events
+
+
+@pytest.mark.parametrize("params", [{"max_length": 20, "num_beams": 1},
+                                    {"max_length": 20, "num_beams": 1, "clean_up_tokenization_spaces": True},
+                                    {"max_length": 30, "num_beams": 1, "do_sample": True, "top_k": 8, "seed": 11},
+                                    {"max_length": 30, "num_beams": 1, "stop_strings": ["Haw"]}])
+def test_a_stream_sends_each_token_and_ends_with_the_routes_answer(server, pipe, params):
+    """One event per generated token (the pipeline's tokens), each token's text what it adds to the text so far
+    (special tokens ""), the texts joined the answer, which the last event carries as generated_text: the answer
+    the route gives without "stream" (clean-up, sampling with a seed, stop strings included)."""
+    text = make_docs(1, seed=7)[0]["text"]
+    status, events = streamed(server, {"inputs": text, "parameters": params})
+    assert status == 200, events
+    plain = post(server, {"inputs": text, "parameters": params})
+    assert plain.status_code == 200
+    answer = plain.json()[0]["summary_text"]
+    assert events[-1]["generated_text"] == answer and answer.strip()
+    assert all(e["generated_text"] is None for e in events[:-1])
+    assert [e["index"] for e in events] == list(range(1, len(events) + 1))
+    assert "".join(e["token"]["text"] for e in events) == answer
+    special = set(pipe.tokenizer.all_special_ids)
+    assert all(e["token"]["special"] == (e["token"]["id"] in special) for e in events)
+    assert all(e["token"]["text"] == "" for e in events if e["token"]["special"])
+    assert all(e["token"]["logprob"] is None and e["details"] is None for e in events)
+    if "seed" not in params and "stop_strings" not in params:
+        kwargs = {k: v for k, v in params.items() if k != "clean_up_tokenization_spaces"}
+        ids = pipe(text, return_tensors=True, **kwargs)[0]["summary_token_ids"].tolist()
+        assert [e["token"]["id"] for e in events] == ids[1:]           # all but the decoder's start token
+    if "stop_strings" in params:
+        assert answer.endswith("Haw") and answer.count("Haw") == 1
+
+
+def test_huggingface_hubs_text_generation_streams_the_summary(server, pipe):
+    """InferenceClient.text_generation(stream=True), pointed at the route, yields the tokens' texts (TGI's events
+    parsed by huggingface_hub itself); joined, the summary."""
+    from huggingface_hub import InferenceClient
+
+    text = make_docs(1, seed=8)[0]["text"]
+    with InferenceClient(model=server.url + "/summarize") as client:          # the client holds the stream open
+        pieces = list(client.text_generation(text, stream=True, max_new_tokens=15, do_sample=True, top_k=8, seed=5))
+    expected = post(server, {"inputs": text, "parameters": {"max_new_tokens": 15, "do_sample": True, "top_k": 8,
+                                                            "seed": 5, "num_beams": 1}}).json()[0]["summary_text"]
+    assert len(pieces) > 1 and "".join(pieces) == expected
+
+
+@pytest.mark.parametrize("body, field, words", [
+    ({"inputs": ["a text", "another"], "parameters": {"num_beams": 1}}, "inputs", "one text"),
+    ({"inputs": "a text", "parameters": {"num_beams": 2}}, "parameters.num_beams",
+     '"num_beams": 1 (or leave it out) to stream'),
+    ({"inputs": "a text", "parameters": {"num_beams": 1, "do_sample": True, "num_return_sequences": 2}},
+     "parameters.num_return_sequences", "one answer"),
+    ({"inputs": "a text", "parameters": {"num_beams": 1, "strategy": "map_reduce"}}, "stream", "does not stream"),
+    ({"inputs": "a text", "parameters": {"num_beams": 1, "max_length": -1}}, "parameters.max_length", "max_length"),
+])
+def test_what_cannot_stream_is_422_naming_the_field(server, body, field, words):
+    status, answer = streamed(server, body)
+    assert status == 422 and answer["field"] == field and words in answer["error"], answer
+    refused = post(server, {"inputs": "a text", "stream": "yes"})
+    assert refused.status_code == 422 and refused.json()["field"] == "stream"
+
+
+def test_a_client_leaving_a_stream_frees_its_engine_rows(server):
+    before = engine_metrics(server)["seq2seq_engine_generated_tokens_total"]
+    status, events = streamed(server, {"inputs": "the tower is tall", "parameters": {
+        "num_beams": 1, "min_new_tokens": 250, "max_new_tokens": 250}}, read=3)
+    assert status == 200 and len(events) == 3 and events[-1]["generated_text"] is None
+    assert wait_idle(server)["seq2seq_engine_generated_tokens_total"] - before < 200
+    assert "Traceback" not in server.log.read_text()
+
+
+# the engine hands a stream its tokens 0.05 s apart (a long document on a slow machine)
+SLOW_STREAM = """import sys, time
+from seq2seq_kit.cli import main
+from seq2seq_kit.server.streaming import TokenQueue
+
+put = TokenQueue.put
+
+def slow_put(self, tokens):
+    time.sleep(0.05)
+    put(self, tokens)
+
+TokenQueue.put = slow_put
+sys.exit(main())
+"""
+
+
+def test_a_stream_past_the_request_timeout_ends_with_an_error_event(tiny_eos_path, tmp_path):
+    """The 200 is sent when the stream starts: the request timeout then ends it with TGI's error event after the
+    tokens sent in time, and the request leaves the engine."""
+    launcher = tmp_path / "slow_stream.py"
+    launcher.write_text(SLOW_STREAM)
+    srv = Server(tmp_path, "--model", tiny_eos_path, "--request-timeout", "1", launcher=launcher)
+    try:
+        srv.wait_ready()
+        status, events = streamed(srv, {"inputs": "the tower is tall", "parameters": {
+            "num_beams": 1, "min_new_tokens": 100, "max_new_tokens": 100}})
+        m = wait_idle(srv)
+    finally:
+        srv.stop()
+    assert status == 200 and events[-1] == {"error": "the answer was not complete within the server's request "
+                                                     "timeout (1 s); send a shorter input or a lower max_length",
+                                            "error_type": "incomplete_generation"}, events
+    assert 5 < len(events) < 40 and all(e["generated_text"] is None for e in events[:-1])
+    assert m["seq2seq_engine_generated_tokens_total"] < 50
+    assert "Traceback" not in srv.log.read_text()

@@ -30,6 +30,8 @@ def test_ray_serve_replicas_answer_like_the_pipeline(tiny_eos_path, tmp_path):
             answers = list(pool.map(lambda d: post(srv, {"inputs": d, "parameters": PARAMS}), docs))
         bad = post(srv, {"inputs": "a", "parameters": {"bogus": 1}})
         big = post(srv, {"inputs": "word " * 5000})
+        greedy = {"num_beams": 1, "max_new_tokens": 20}
+        status, events = test_server.streamed(srv, {"inputs": docs[0], "parameters": greedy})   # through the proxy
     finally:
         code = srv.stop()
     assert code == 0, srv.log.read_text()
@@ -38,6 +40,9 @@ def test_ray_serve_replicas_answer_like_the_pipeline(tiny_eos_path, tmp_path):
     assert [a.json() for a in answers] == [pipe(d, **PARAMS) for d in docs]
     assert bad.status_code == 422 and bad.json()["field"] == "parameters.bogus"
     assert big.status_code == 413
+    assert status == 200 and len(events) > 1, events
+    assert events[-1]["generated_text"] == pipe(docs[0], **greedy)[0]["summary_text"]
+    assert "".join(e["token"]["text"] for e in events) == events[-1]["generated_text"]
 
 
 def test_a_cuda_deployment_asks_ray_for_gpus_without_one_on_the_driver():

@@ -93,6 +93,29 @@ def test_marian_translations_are_the_pipelines(marian_server, marian_mt):
         pipes["fra"](TEXTS[0])
 
 
+def test_translations_stream_as_the_pipeline_translates(marian_server, marian_mt, m2m100_server, m2m100_path):
+    """A stream's tokens are the pipeline's with num_beams 1 (M2M100's first, its target language, special: ""),
+    their texts joined its translation. The Marian checkpoint's own num_beams 2 gives way to 1 in a stream (the
+    only search that streams); num_beams 2 sent is a 422 naming it."""
+    for server, path, languages in ((marian_server, marian_mt, {"tgt_lang": "deu"}),
+                                    (m2m100_server, m2m100_path, {"src_lang": "en", "tgt_lang": "fr"})):
+        body = {"inputs": TEXTS[1], "parameters": {**languages, **PARAMS}, "stream": True}
+        with httpx.stream("POST", server.url + "/translate", json=body, timeout=60) as answer:
+            events = [json.loads(line[5:]) for line in answer.iter_lines() if line.startswith("data:")]
+        pipe = pipeline("translation", model=path, **languages)
+        expected = pipe(TEXTS[1], num_beams=1, **PARAMS)[0]["translation_text"]
+        ids = pipe(TEXTS[1], num_beams=1, return_tensors=True, **PARAMS)[0]["translation_token_ids"].tolist()
+        assert answer.status_code == 200 and [e["token"]["id"] for e in events] == ids[1:]
+        assert events[-1]["generated_text"] == expected == "".join(e["token"]["text"] for e in events)
+        assert all(e["token"]["text"] == "" for e in events if e["token"]["special"])
+    assert events[0]["token"]["special"] and events[0]["token"]["id"] == pipe.tokenizer.get_lang_id("fr")
+    refused = translate(marian_server, {"inputs": TEXTS[1], "parameters": {"tgt_lang": "deu", "num_beams": 2},
+                                        "stream": True})
+    assert refused.status_code == 422 and refused.json()["field"] == "parameters.num_beams"
+    assert '"num_beams": 1 (or leave it out)' in refused.json()["error"]
+    assert pipeline("translation", model=marian_mt).model.generation_config.num_beams == 2
+
+
 def test_m2m100_translations_are_the_pipelines(m2m100_server, m2m100_path):
     langs = [("de", "fr"), ("en", "de"), ("en", "fr"), ("fr", "ru")]
     jobs = [(text, src, tgt) for text in TEXTS for src, tgt in langs]
@@ -135,7 +158,7 @@ def test_the_inference_apis_options_are_taken_on_translate(m2m100_server):
     assert (bad.status_code, bad.json()) == (422, {"error": error, "field": "options.use_gpu",
                                                    "errors": {"options.use_gpu": error}})
     unknown = translate(m2m100_server, {**body, "model": "facebook/nllb-200-distilled-600M"})   # no model choice
-    error = "model: unknown field; the body takes: inputs, parameters, options"
+    error = "model: unknown field; the body takes: inputs, parameters, options, stream"
     assert (unknown.status_code, unknown.json()) == (422, {"error": error, "field": "model",
                                                            "errors": {"model": error}})
 

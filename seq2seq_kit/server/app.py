@@ -4,7 +4,8 @@
                      ("strategy": "map_reduce" for texts longer than the model's window, as pipe(strategy=...))
     POST /translate  {"inputs": ..., "parameters": {"src_lang": ..., "tgt_lang": ..., ...}}
                      ->  [{"translation_text": "..."}, ...]
-                     (both take the Inference API's "options" too, without effect: schema.Options)
+                     (both take the Inference API's "options" too, without effect: schema.Options; and TGI's
+                     "stream": true, one text's answer as server-sent events while it is generated: streaming.py)
     GET  /health     200 {"status": "ready"}; 503 while loading or draining
     GET  /info       model, commit, dtype, device, the routes served, languages, generation defaults, limits
     GET  /metrics    Prometheus text: requests by route and status, latency, the engine's queue depth, active rows
@@ -29,7 +30,9 @@ with truncation false, 404 the route of the other kind of model, 503 + Retry-Aft
 draining, or still running when a drain runs out), 504 past request_timeout from arrival, tokenization included
 (408 if the body itself is not in by then), 401 without the API key. A client that disconnects, or times out,
 cancels its engine requests (map_reduce's too): their rows are free at the next step; /metrics counts a request
-whose client left (while sending its body or waiting for its answer) as status 499.
+whose client left (while sending its body or waiting for its answer) as status 499. A stream's 200 goes out once
+its engine request is queued: what goes wrong after that (the request timeout, a drain running out, its search
+failing) is its last event, {"error", "error_type"}, as Text Generation Inference sends it.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from typing import Literal
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -65,9 +68,10 @@ from ..loading import is_int8, resolve_dtype
 from ..long_documents import DocumentError, StageError, SummariesTooLong, check_overlap, map_reduce, map_settings
 from ..summarization import InputTooLong, SummarizationPipeline, load_model_and_tokenizer, shape_records
 from ..translation import TranslationPipeline, translation_task
-from .schema import (ERROR_RESPONSES, PARAMETERS, SummarizeParameters, SummarizeRequest, Summary, TaskParameters,
+from .schema import (PARAMETERS, TASK_RESPONSES, SummarizeParameters, SummarizeRequest, Summary, TaskParameters,
                      TranslateParameters, TranslateRequest, Translation, describe_errors, parameter_named,
                      split_parameters)
+from .streaming import Pieces, TokenQueue, events, sse
 
 logger = logging.getLogger("seq2seq_kit.server")
 
@@ -263,10 +267,13 @@ class Service:
             raise Refusal(422, f"parameters.{given[0]}", f"{given[0]} applies to strategy map_reduce only; send "
                                                          '"strategy": "map_reduce" or leave it out')
         if parameters.strategy == "map_reduce":
+            if body.stream:
+                raise Refusal(422, "stream", "map_reduce's summary is written from its chunks' summaries, once they "
+                                             'are all done: it does not stream; leave "stream" out')
             records = await self.map_reduce(texts, parameters, kwargs, clean_up, http)
             return records if isinstance(body.inputs, list) else records[:1]
         rows = await rows_of(pipe, texts, truncation, http, self)
-        return await self.generate(body.inputs, rows, kwargs, clean_up, http)
+        return await self.generate(body.inputs, rows, kwargs, clean_up, http, body.stream)
 
     async def translate(self, body: TranslateRequest, http: Request) -> list:
         """The translation pipeline's answer for body (its languages this request's), each input on the engine;
@@ -278,7 +285,7 @@ class Service:
         rows = await rows_of(call, texts, truncation, http, self)
         if "forced_bos_token_id" in call.generate_defaults:        # M2M100, NLLB, mBART(-50): the target language
             kwargs["forced_bos_token_id"] = call.generate_defaults["forced_bos_token_id"]
-        return await self.generate(body.inputs, rows, kwargs, clean_up, http)
+        return await self.generate(body.inputs, rows, kwargs, clean_up, http, body.stream)
 
     def check_languages(self, p: TranslateParameters) -> tuple[str | None, str | None]:
         """(src_lang, tgt_lang) of a request; Refusal 422 naming parameters.src_lang / tgt_lang with the codes' form.
@@ -310,17 +317,81 @@ class Service:
         return p.src_lang, p.tgt_lang
 
     async def generate(self, inputs: str | list[str], rows: list[list[int]], kwargs: dict, clean_up: bool | None,
-                       http: Request) -> list:
-        """The pipeline's records for rows (one engine request each), shaped as pipe(inputs) shapes them. With
-        stop_strings they are submitted from a worker thread: a new set builds its tables as it is submitted (up to
-        ~0.2 s at schema's bound), which would stall every other request on the event loop."""
-        if "stop_strings" in kwargs:
-            requests = await asyncio.to_thread(self.submit, rows, kwargs)
-        else:
-            requests = self.submit(rows, kwargs)
+                       http: Request, stream: bool = False) -> list | StreamingResponse:
+        """The pipeline's records for rows (one engine request each), shaped as pipe(inputs) shapes them; with
+        stream, the one input's answer as it is generated (streaming.py). With stop_strings they are submitted from a
+        worker thread: a new set builds its tables as it is submitted (up to ~0.2 s at schema's bound), which would
+        stall every other request on the event loop."""
+        tokens = self.streamable(inputs, kwargs) if stream else None
+        submit = functools.partial(self.submit, rows, kwargs, tokens)
+        requests = await asyncio.to_thread(submit) if "stop_strings" in kwargs else submit()
+        if stream:
+            return self.stream(requests[0], tokens, clean_up, http)
         ids = await outputs_of(requests, http, self, sent=kwargs)
-        records = [self.pipe.postprocess(out[None], clean_up_tokenization_spaces=clean_up)[0] for out in ids]
-        return shape_records(inputs, records)
+        return shape_records(inputs, [self.records(out, clean_up) for out in ids])
+
+    def records(self, out: torch.Tensor, clean_up: bool | None) -> list[dict]:
+        """The pipeline's records of one input's output LongTensor [n, T]."""
+        return self.pipe.postprocess(out[None], clean_up_tokenization_spaces=clean_up)[0]
+
+    def text(self, ids: list[int], clean_up: bool | None) -> str:
+        """One output's text, as records() writes it (the stream's pieces and its generated_text)."""
+        return self.records(torch.tensor([ids]), clean_up)[0][f"{self.pipe.output}_text"]
+
+    def streamable(self, inputs: str | list[str], kwargs: dict) -> TokenQueue:
+        """The streamer of a request that may stream: one text, one token chosen per step (greedy or sampling),
+        one answer; else Refusal 422 naming the field. A checkpoint's own num_beams > 1 gives way to 1 (kwargs gets
+        it): the only search that streams, and TGI clients (huggingface_hub's text_generation) have no num_beams to
+        send. Settings that fail otherwise are left to submit's refusal."""
+        if not isinstance(inputs, str):
+            raise Refusal(422, "inputs", 'a stream answers one text: send "inputs" as a string, or leave "stream" out '
+                                         "to send a list")
+        kwargs.setdefault("num_beams", 1)
+        try:
+            config = resolve_settings(self.pipe.model, {**self.pipe.generate_defaults,
+                                                        **{k: v for k, v in kwargs.items() if k != "seed"}})
+        except ValueError:                        # submit refuses them, naming the parameter
+            return TokenQueue(asyncio.get_running_loop())
+        if config.num_beams > 1:
+            raise Refusal(422, "parameters.num_beams", f"beam search ({config.num_beams} beams) chooses its tokens "
+                                                       'only when it ends: send "num_beams": 1 (or leave it out) to '
+                                                       "stream")
+        if config.num_return_sequences > 1:
+            raise Refusal(422, "parameters.num_return_sequences", "a stream sends one answer: send "
+                                                                  '"num_return_sequences": 1 or leave "stream" out')
+        return TokenQueue(asyncio.get_running_loop())
+
+    def stream(self, request, tokens: TokenQueue, clean_up: bool | None, http: Request) -> StreamingResponse:
+        """request's answer as server-sent events (streaming.py). Past the request timeout or the drain's end, or
+        when its search fails on its settings, a last error event (TGI's error_type); however the stream ends (the
+        client leaving included: Starlette then cancels the events' generator), the request is cancelled in the
+        engine."""
+        late = Refusal(504, None, f"the answer was not complete within the server's request timeout "
+                                  f"({self.settings.request_timeout:g} s); send a shorter input or a lower max_length")
+        special = set(self.pipe.tokenizer.all_special_ids)
+
+        def wait(work):
+            return in_time(work, self, http.state.arrival, late)
+
+        def answer() -> str:
+            return self.text(request.result(0)[0].tolist(), clean_up)
+
+        async def lines():
+            try:
+                async for event in events(tokens, Pieces(lambda ids: self.text(ids, clean_up)), special, wait, answer):
+                    yield sse(event)
+            except Refusal as e:                   # the request timeout (504), the drain's end (503)
+                kind = "overloaded" if e.status == 503 else "incomplete_generation"
+                yield sse({"error": e.message, "error_type": kind})
+            except ValueError as e:                # the search failed on the request's settings (outputs_of's 422)
+                yield sse({"error": str(e), "error_type": "generation"})
+            except Exception as e:                 # the 200 is sent: an error event, not the handlers' 500
+                logger.exception("stream failed")
+                yield sse({"error": f"internal error: {type(e).__name__}: {e}", "error_type": "generation"})
+            finally:
+                request.cancel()
+
+        return StreamingResponse(lines(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     async def map_reduce(self, texts: list[str], parameters: SummarizeParameters, kwargs: dict,
                          clean_up: bool | None, http: Request) -> list:
@@ -378,9 +449,9 @@ class Service:
         except ValueError as e:
             raise Refusal(422, "parameters.chunk_overlap", str(e)) from None
 
-    def submit(self, rows: list[list[int]], kwargs: dict) -> list:
-        """One engine request per row; all or none (a refusal cancels the ones already queued). More inputs than
-        the queue holds could never all wait at once: 413, not a 503 to retry forever."""
+    def submit(self, rows: list[list[int]], kwargs: dict, streamer: TokenQueue | None = None) -> list:
+        """One engine request per row (streamer: the one row's); all or none (a refusal cancels the ones already
+        queued). More inputs than the queue holds could never all wait at once: 413, not a 503 to retry forever."""
         if len(rows) > self.settings.max_queue:
             raise Refusal(413, "inputs", f"{len(rows)} inputs in one request, more than this server queues "
                                          f"(--max-queue {self.settings.max_queue}); send them in smaller requests")
@@ -389,7 +460,7 @@ class Service:
         try:
             for row in rows:
                 generator = None if seed is None else torch.Generator(self.pipe.device).manual_seed(seed)
-                requests.append(self.engine.submit(row, generator=generator, **kwargs))
+                requests.append(self.engine.submit(row, generator=generator, streamer=streamer, **kwargs))
         except BaseException as e:
             for r in requests:
                 r.cancel()
@@ -686,17 +757,17 @@ def served_schema(schema: dict, task: str | None) -> dict:
 
 
 def _add_routes(app: FastAPI, service: Service) -> None:
-    @app.post("/summarize", response_model=list[Summary] | list[list[Summary]], responses=ERROR_RESPONSES,
+    @app.post("/summarize", response_model=list[Summary] | list[list[Summary]], responses=TASK_RESPONSES,
               summary="Summarize a text or a list of texts")
     async def summarize(body: SummarizeRequest, request: Request):
         with fields_as_sent(body.parameters):
-            return JSONResponse(await service.summarize(body, request))
+            return answered(await service.summarize(body, request))
 
-    @app.post("/translate", response_model=list[Translation] | list[list[Translation]], responses=ERROR_RESPONSES,
+    @app.post("/translate", response_model=list[Translation] | list[list[Translation]], responses=TASK_RESPONSES,
               summary="Translate a text or a list of texts (a translation model's server)")
     async def translate(body: TranslateRequest, request: Request):
         with fields_as_sent(body.parameters):
-            return JSONResponse(await service.translate(body, request))
+            return answered(await service.translate(body, request))
 
     @app.get("/health", summary="200 when the model is loaded and the engine runs; 503 while loading or draining")
     async def health():
@@ -712,6 +783,10 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics():
         return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def answered(answer: list | StreamingResponse) -> Response:
+    return answer if isinstance(answer, StreamingResponse) else JSONResponse(answer)
 
 
 def slash_hint(request: Request) -> str:

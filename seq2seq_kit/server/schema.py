@@ -99,6 +99,8 @@ class SummarizeRequest(BaseModel):
     inputs: str | list[str] = Field(description="a text, or a list of texts summarized each on its own")
     parameters: SummarizeParameters | None = None
     options: Options | None = None
+    stream: bool = Field(False, description="true: the summary of one text as it is generated, in Text Generation "
+                                            "Inference's server-sent events (greedy or sampling, num_beams 1)")
 
 
 class TranslateRequest(BaseModel):
@@ -106,6 +108,8 @@ class TranslateRequest(BaseModel):
     inputs: str | list[str] = Field(description="a text, or a list of texts translated each on its own")
     parameters: TranslateParameters | None = None
     options: Options | None = None
+    stream: bool = Field(False, description="true: the translation of one text as it is generated, in Text Generation "
+                                            "Inference's server-sent events (greedy or sampling, num_beams 1)")
 
 
 class Summary(BaseModel):
@@ -135,10 +139,15 @@ ERROR_RESPONSES = {status: {"model": ErrorBody, "description": what} for status,
     (422, "a field of the wrong type or value, or an unknown parameter: `field` names it"),
     (503, "loading, draining, or the engine's queue full (Retry-After)"),
     (504, "past the request timeout"))}
+# and with "stream": true, the 200's other form (streaming.py)
+TASK_RESPONSES = {**ERROR_RESPONSES, 200: {
+    "description": 'The answer; with "stream": true, server-sent events: one per generated token, the last with '
+                   "generated_text (Text Generation Inference's form)",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
 
 
 PARAMETERS = {"/summarize": SummarizeParameters, "/translate": TranslateParameters}   # a route -> its parameters
-BODY_FIELDS = {"inputs", "parameters", "generate_parameters", "options", *Options.model_fields,
+BODY_FIELDS = {"inputs", "parameters", "generate_parameters", "options", "stream", *Options.model_fields,
                *(n for p in PARAMETERS.values() for n in p.model_fields)}
 
 
@@ -164,7 +173,7 @@ def describe_errors(errors, parameter_names: tuple[str, ...]) -> dict[str, str]:
         name = ".".join(map(str, path[1:] if path[:1] == ["body"] else path)) or "body"
         if kind == "extra_forbidden":
             within = str(path[-2]) if len(path) > 1 else "the body"
-            takes = {"the body": ("inputs", "parameters", "options"), "parameters": parameter_names,
+            takes = {"the body": ("inputs", "parameters", "options", "stream"), "parameters": parameter_names,
                      "options": tuple(Options.model_fields)}.get(
                 within, tuple(GenerateParameters.model_fields))          # generate_parameters, map_parameters
             message = f"unknown field; {within} takes: {', '.join(takes)}"

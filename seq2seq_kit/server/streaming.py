@@ -1,0 +1,87 @@
+"""One request's answer streamed as it is generated, in Text Generation Inference's server-sent events (what
+huggingface_hub's InferenceClient.text_generation(..., stream=True) reads):
+
+    data: {"index": 1, "token": {"id": 464, "text": " The", "logprob": null, "special": false},
+           "generated_text": null, "details": null}
+    ...
+    data: {"index": 17, "token": {"id": 2, "text": "", "logprob": null, "special": true},
+           "generated_text": " The tower is 324 metres tall.", "details": null}
+
+One event per generated token; the last one carries generated_text, the text the route answers without
+"stream" for the same body. A token's text is what it adds to the text decoded so far (decoded as the answer is:
+special tokens skipped, so theirs is ""), "" while it completes no character; the texts joined are
+generated_text. logprob is null: the engine hands a stream its tokens, not their scores. A stream cut short
+(the request timeout, a drain running out, the search failing on the request's settings) ends with one event
+{"error": ..., "error_type": ...} (TGI's form; app.Service.stream sends it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import torch
+
+
+class TokenQueue:
+    """An engine request's streamer (generate's put / end, called from the engine's thread): its generated tokens
+    as items of an asyncio queue on the server's loop, [id] per step, then None once the request has ended."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop, self.items, self.prompted = loop, asyncio.Queue(), False
+
+    def put(self, tokens: torch.Tensor) -> None:        # [1, P] the decoder's first tokens (not generated), then [1]
+        if self.prompted:
+            self.loop.call_soon_threadsafe(self.items.put_nowait, tokens.tolist())
+        self.prompted = True
+
+    def end(self) -> None:
+        self.loop.call_soon_threadsafe(self.items.put_nowait, None)
+
+
+class Pieces:
+    """Each generated token's text: what it adds to decode(tokens so far). "" while that text does not extend
+    what was sent (a character whose bytes are still coming: U+FFFD), so the pieces never take text back."""
+
+    def __init__(self, decode: Callable[[list[int]], str]):
+        self.decode, self.ids, self.sent = decode, [], ""
+
+    def add(self, token: int) -> str:
+        self.ids.append(token)
+        text = self.decode(self.ids)
+        if not text.startswith(self.sent) or text.endswith("\ufffd"):
+            return ""
+        piece, self.sent = text[len(self.sent):], text
+        return piece
+
+    def rest(self, answer: str) -> str:
+        """What the answer holds past the pieces sent (the last token's U+FFFD held back, say)."""
+        return answer[len(self.sent):] if answer.startswith(self.sent) else ""
+
+
+async def events(tokens: TokenQueue, pieces: Pieces, special: set[int],
+                 wait: Callable[[Awaitable], Awaitable], answer: Callable[[], str]) -> AsyncIterator[dict]:
+    """The stream's events. Each token's is sent once the next token (or the end) has come, so that the last one
+    carries generated_text = answer() (called once the request has ended). wait(awaitable): its result, or an
+    exception ending the stream (the caller's request timeout)."""
+    held = None
+    while (step := await wait(tokens.items.get())) is not None:
+        for token in step:
+            if held is not None:
+                yield held
+            text = pieces.add(token)
+            held = {"index": len(pieces.ids), "token": {"id": token, "text": text, "logprob": None,
+                                                        "special": token in special},
+                    "generated_text": None, "details": None}
+    text = answer()
+    if held is None:                    # no token generated (max_time spent before the first one)
+        held = {"index": 0, "token": None, "generated_text": None, "details": None}
+    else:
+        held["token"]["text"] += pieces.rest(text)
+    yield {**held, "generated_text": text}
+
+
+def sse(event: dict) -> str:
+    """One server-sent event."""
+    return f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
