@@ -2,6 +2,7 @@
 
     python benchmarks/server_bench.py                                   # 1, 4, 8, 16 clients, beam 4
     python benchmarks/server_bench.py --clients 1,2 --requests 4 --model tiny-dir --summary-lengths 8:16   # smoke
+    python benchmarks/server_bench.py --mode stream                     # greedy, "stream": true: time to first token
 
 Servers (each its own process on 127.0.0.1, POST /summarize {"inputs": text, "parameters": {"max_length": L}}):
   engine        seq2seq-kit serve --max-rows 32: the continuous-batching engine
@@ -9,7 +10,9 @@ Servers (each its own process on 127.0.0.1, POST /summarize {"inputs": text, "pa
                 request at a time (the engine admits the next request only when the running one is done)
   transformers  transformers' generate behind a FastAPI app of this file (one generate at a time, under a lock)
 Load: N clients (closed loop: each sends its next document as soon as the last is answered) share --requests
-documents per level; requests/s = answered / wall time, latency = send -> answer, p50/p95/p99.
+documents per level; requests/s = answered / wall time, latency = send -> answer, p50/p95/p99. --mode stream
+sends greedy requests with "stream": true and also measures the time to the first token's event (ttft); the
+transformers server then streams each token from its generate's streamer (put / end, as the engine's).
 Documents and summary lengths as in engine_bench.py: token windows of random length in [--min-tokens,
 --max-tokens] from the English articles (decoded to text here), each with its own max_length drawn from
 --summary-lengths (the checkpoint forces EOS there). Checkpoint: make_checkpoints.py's distilbart (random weights,
@@ -106,6 +109,7 @@ def transformers_app(model_dir: str):
     import torch
     import transformers
     from fastapi import Body, FastAPI
+    from fastapi.responses import StreamingResponse
 
     worker = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     tok = transformers.AutoTokenizer.from_pretrained(model_dir)
@@ -116,18 +120,47 @@ def transformers_app(model_dir: str):
     def health():
         return {"status": "ready"}
 
-    def generate(body: dict) -> list:
+    def generate(body: dict, streamer=None) -> list:
         enc = tok(body["inputs"], truncation=True, max_length=model.config.max_position_embeddings,
                   return_tensors="pt")
         with torch.inference_mode():
-            out = model.generate(**enc, **body.get("parameters", {}))
+            out = model.generate(**enc, **body.get("parameters", {}), streamer=streamer)
         return [{"summary_text": tok.decode(out[0], skip_special_tokens=True, clean_up_tokenization_spaces=False)}]
 
     @app.post("/summarize")
     async def summarize(body: dict = Body()):   # the one worker serializes generate
-        return await asyncio.wrap_future(worker.submit(generate, body))
+        if not body.get("stream"):
+            return await asyncio.wrap_future(worker.submit(generate, body))
+        tokens = TokenStream()
+        done = worker.submit(generate, body, tokens)
+
+        async def events():
+            while (token := await asyncio.to_thread(tokens.items.get)) is not None:
+                yield f"data: {json.dumps({'token': {'id': token}})}\n\n"
+            done.result()
+
+        return StreamingResponse(events(), media_type="text/event-stream")
 
     return app
+
+
+class TokenStream:
+    """generate's streamer (put / end) as a queue of token ids, None at the end; the decoder's first tokens skipped."""
+
+    def __init__(self):
+        import queue
+
+        self.items, self.prompted = queue.Queue(), False
+
+    def put(self, tokens) -> None:
+        if self.prompted:
+            for token in tokens.reshape(-1).tolist():
+                self.items.put(token)
+        self.prompted = True
+
+    def end(self) -> None:
+        self.items.put(None)
+
 
 
 # ---- the load -----------------------------------------------------------------------------------------------------
@@ -139,6 +172,7 @@ def closed_loop(url: str, bodies: list[dict], clients: int) -> dict:
     queue = iter(bodies)
     take = threading.Lock()
     latencies: list[float] = []
+    firsts: list[float] = []                # streams: send -> the first token's event
 
     def client():
         with httpx.Client(timeout=3600) as http:
@@ -148,8 +182,10 @@ def closed_loop(url: str, bodies: list[dict], clients: int) -> dict:
                 if body is None:
                     return
                 t = time.perf_counter()
-                answer = http.post(url + "/summarize", json=body)
-                answer.raise_for_status()
+                if body.get("stream"):
+                    firsts.append(streamed(http, url, body) - t)
+                else:
+                    http.post(url + "/summarize", json=body).raise_for_status()
                 latencies.append(time.perf_counter() - t)
 
     start_t = time.perf_counter()
@@ -157,9 +193,22 @@ def closed_loop(url: str, bodies: list[dict], clients: int) -> dict:
         for f in [pool.submit(client) for _ in range(clients)]:
             f.result()
     wall = time.perf_counter() - start_t
+    ttft = {f"ttft_{q}_s": round(percentile(firsts, q), 2) for q in (50, 95)} if firsts else {}
     return {"clients": clients, "requests": len(latencies), "wall_s": round(wall, 2),
             "requests_per_s": round(len(latencies) / wall, 3), "p50_s": round(percentile(latencies, 50), 2),
-            "p95_s": round(percentile(latencies, 95), 2), "p99_s": round(percentile(latencies, 99), 2)}
+            "p95_s": round(percentile(latencies, 95), 2), "p99_s": round(percentile(latencies, 99), 2), **ttft}
+
+
+def streamed(http, url: str, body: dict) -> float:
+    """POST a stream and read it to its end; when its first event came (time.perf_counter())."""
+    first = None
+    with http.stream("POST", url + "/summarize", json=body) as answer:
+        answer.raise_for_status()
+        for line in answer.iter_lines():
+            if line.startswith("data:"):
+                assert "error" not in json.loads(line[5:]), line
+                first = first or time.perf_counter()
+    return first
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -194,6 +243,7 @@ def report(args, bodies: list[dict], rows: list[dict]) -> None:
     from machine import machine_line
 
     name = f"server-{args.mode}-{args.date}" + (f"-{args.tag}" if args.tag else "")
+    stream = args.mode == "stream"
     lengths = [b["parameters"]["max_length"] for b in bodies]
     info = {"machine": machine_line(), "date": str(args.date), "mode": args.mode,
             "model": str(args.model_dir), "documents": len(bodies), "summary_max_lengths": sorted(lengths),
@@ -202,9 +252,11 @@ def report(args, bodies: list[dict], rows: list[dict]) -> None:
     lines = [f"# HTTP server under closed-loop load, {info['machine']}, fp32, {args.mode}, {args.date}", "",
              f"{len(bodies)} documents of {args.min_tokens}-{args.max_tokens} tokens, max_length "
              f"{min(lengths)}-{max(lengths)}; {args.requests} requests per level (at least one per client).", "",
-             "| server | clients | requests/s | p50 s | p95 s | p99 s |", "|---|---:|---:|---:|---:|---:|"]
+             "| server | clients | requests/s | p50 s | p95 s | p99 s |" + (" first token p50 s | p95 s |" if stream
+                                                                          else ""),
+             "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if stream else "")]
     lines += [f"| {r['server']} | {r['clients']} | {r['requests_per_s']} | {r['p50_s']} | {r['p95_s']} | "
-              f"{r['p99_s']} |" for r in rows]
+              f"{r['p99_s']} |" + (f" {r['ttft_50_s']} | {r['ttft_95_s']} |" if stream else "") for r in rows]
     (args.out / f"{name}.md").write_text("\n".join(lines) + "\n")
     plot(rows, args.out / f"{name}.png", info["machine"])
     print("\n".join(lines))
@@ -223,6 +275,9 @@ def plot(rows: list[dict], path: Path, machine: str) -> None:
         line, = lat.plot(x, [r["p50_s"] for r in mine], marker="o", label=f"{server} p50")
         lat.plot(x, [r["p95_s"] for r in mine], marker="^", linestyle="--", color=line.get_color(),
                  label=f"{server} p95")
+        if "ttft_50_s" in mine[0]:
+            lat.plot(x, [r["ttft_50_s"] for r in mine], marker="s", linestyle=":", color=line.get_color(),
+                     label=f"{server} first token p50")
         thr.plot(x, [r["requests_per_s"] for r in mine], marker="o", label=server)
     lat.set(xlabel="concurrent clients", ylabel="latency (s)", title="latency vs load")
     thr.set(xlabel="concurrent clients", ylabel="requests/s", title="throughput vs load")
@@ -237,7 +292,8 @@ def plot(rows: list[dict], path: Path, machine: str) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mode", choices=("beam", "greedy"), default="beam", help="beam: the checkpoint's settings")
+    ap.add_argument("--mode", choices=("beam", "greedy", "stream"), default="beam",
+                    help="beam: the checkpoint's settings; stream: greedy, \"stream\": true")
     ap.add_argument("--clients", default="1,4,8,16", help="comma-separated client counts")
     ap.add_argument("--requests", type=int, default=32, help="requests per client count (at least one per client)")
     ap.add_argument("--min-tokens", type=int, default=100)
@@ -268,10 +324,12 @@ def main(argv=None) -> int:
     lo, hi = map(int, args.summary_lengths.split(":"))
     bodies = documents(args.model_dir, max(args.requests, max(args.clients)), args.min_tokens, args.max_tokens,
                        (lo, hi))
-    if args.mode == "greedy":
+    if args.mode in ("greedy", "stream"):
         for body in bodies:
             body["parameters"]["num_beams"] = 1
-    num_beams = 1 if args.mode == "greedy" else checkpoint_beams(args.model_dir)
+            if args.mode == "stream":
+                body["stream"] = True
+    num_beams = 1 if args.mode in ("greedy", "stream") else checkpoint_beams(args.model_dir)
     rows = []
     args.out.mkdir(parents=True, exist_ok=True)
     for server in args.servers.split(","):

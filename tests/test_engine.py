@@ -1582,6 +1582,41 @@ def test_the_first_waiting_request_that_does_not_fit_waits_and_nothing_overtakes
         assert torch.equal(out, model.generate(torch.tensor([ids]), **kwargs)), kwargs
 
 
+def test_the_tokens_encoded_before_a_step_stay_within_max_encoder_tokens(tiny_eos, monkeypatch):
+    """Each admission encodes at most max_encoder_tokens source tokens, the first waiting request always (a longer
+    one alone), in arrival order, a step between admissions; on the CPU the default is one full window. Each output
+    equals generate alone."""
+    model, started, hold = tiny_eos, threading.Event(), threading.Event()
+    encode, admit = model.encode_unchecked, Engine._admit
+    admissions = []
+
+    def encoding(ids, mask):
+        started.set()
+        hold.wait(60)                           # the first request's encoder pass waits until every request is queued
+        return encode(ids, mask)
+
+    monkeypatch.setattr(model, "encode_unchecked", encoding)
+    monkeypatch.setattr(Engine, "_admit", lambda self, requests: (admissions.append(list(requests)) if requests
+                                                                  else None) or admit(self, requests))
+    lengths = (6, 5, 4, 6, 12, 1)               # 5 + 4 within 10; 6 + 12 not; 12 alone; then 1
+    jobs = [list(range(5, 5 + n)) for n in lengths]
+    with Engine(model, max_encoder_tokens=10) as engine:
+        requests = [engine.submit(jobs[0], min_new_tokens=12, max_new_tokens=12)]
+        assert started.wait(60)
+        requests += [engine.submit(ids, max_new_tokens=6) for ids in jobs[1:]]
+        hold.set()
+        outputs = [r.result(timeout=60) for r in requests]
+    monkeypatch.undo()
+    assert [[requests.index(r) for r in admitted] for admitted in admissions] == [[0], [1, 2], [3], [4], [5]]
+    for ids, out, n in zip(jobs, outputs, (12, 6, 6, 6, 6, 6)):
+        expected = model.generate(torch.tensor([ids]), max_new_tokens=n, min_new_tokens=12 if n == 12 else None)
+        assert torch.equal(out, expected), ids
+    with Engine(model) as engine:
+        assert engine.max_encoder_tokens == model.config.max_position_embeddings
+    with pytest.raises(ValueError, match="max_encoder_tokens"):
+        Engine(model, max_encoder_tokens=0)
+
+
 def test_an_input_of_max_source_tokens_is_taken_and_a_longer_one_refused(tiny_eos):
     with Engine(tiny_eos, max_source_tokens=4) as engine:
         with pytest.raises(ValueError, match="input_ids has 5 tokens, more than this engine's max_source_tokens=4"):

@@ -22,7 +22,8 @@ kernels on a GPU) independent of how many requests run.
 Scheduling (vLLM's, reduced to what an encoder-decoder needs): first come, first served. Before each step the
 waiting requests that fit are admitted in arrival order (their encoder passes batched together where their
 lengths are close enough for little padding, encoder_groups): a request fits while the running rows stay within
-`max_rows` and the running source tokens within `max_source_tokens`.
+`max_rows`, the running source tokens within `max_source_tokens`, and the tokens encoded before this step within
+`max_encoder_tokens` (vLLM's token budget per step: the first waiting request always fits it).
 The first request that does not fit waits, and so does everything behind it (no overtaking, no starvation).
 A finished or cancelled request leaves at once; its rows and cache are free for the next step.
 A request's decoder prompt (submit(ids, decoder_input_ids=...)) is fed, its tokens but the last, to that request's
@@ -94,6 +95,11 @@ class Engine:
     max_rows: decoder rows per step (a beam-4 request takes 4, greedy 1, sampling num_return_sequences).
     max_source_tokens: source tokens of the running requests together (their cross-attention caches);
         default max_rows * max_position_embeddings, i.e. no limit beyond max_rows.
+    max_encoder_tokens: source tokens encoded between two steps (at least one request's, so that every request
+        is admitted in turn). Default: on the CPU one full window (max_position_embeddings), where an encoder pass
+        costs the same per token alone or batched, and every request encoded before a step delays the first token
+        of all the others and the next token of the running ones; on CUDA, max_source_tokens (batched encoder
+        passes are much cheaper per token there).
     max_queue: waiting requests beyond which submit raises EngineFull.
     defaults: generation settings under each request's own (the pipeline's task defaults), checked here with
         generate's messages.
@@ -108,13 +114,16 @@ class Engine:
     Full = EngineFull               # what submit raises, for callers handed an engine (as queue.Queue's queue.Full)
 
     def __init__(self, model, *, max_rows: int = 32, max_source_tokens: int | None = None,
-                 max_queue: int = 1024, defaults: dict | None = None, fixed_capacity: bool | None = None,
-                 tokenizer=None):
+                 max_encoder_tokens: int | None = None, max_queue: int = 1024, defaults: dict | None = None,
+                 fixed_capacity: bool | None = None, tokenizer=None):
         check_model(model)
         check_positive_int(max_rows, "max_rows")
         limit = model.config.max_position_embeddings
         max_source_tokens = max_rows * limit if max_source_tokens is None else max_source_tokens
         check_positive_int(max_source_tokens, "max_source_tokens")
+        if max_encoder_tokens is None:
+            max_encoder_tokens = max_source_tokens if model.device.type == "cuda" else limit
+        check_positive_int(max_encoder_tokens, "max_encoder_tokens")
         check_positive_int(max_queue, "max_queue")
         if defaults is not None and not isinstance(defaults, dict):
             raise TypeError(f"defaults must be a dict of generate settings ({{'num_beams': 4, ...}}), got a "
@@ -132,6 +141,7 @@ class Engine:
             check_steppable(config, fixed_capacity)
             stop_strings_of(config, tokenizer, model.device, fix=TOKENIZER_FIX)
         self.max_rows, self.max_source_tokens, self.max_queue = max_rows, max_source_tokens, max_queue
+        self.max_encoder_tokens = max_encoder_tokens
         self.waiting: collections.deque[Request] = collections.deque()
         self.groups: list[Group] = []
         self.pending: Launched | None = None        # fixed capacity: the last step, its flags not yet read
@@ -329,10 +339,11 @@ class Engine:
         self.batch.forget_idle()                        # their state may be half-way through the failed step
 
     def _take_admissible(self) -> list[Request]:
-        """Pop, in arrival order, the waiting requests that fit beside the running ones (lock held)."""
+        """Pop, in arrival order, the waiting requests that fit beside the running ones and within this step's
+        encoder tokens (the first always does) (lock held)."""
         rows = self.active_rows
         tokens = sum(r.source_tokens for r in self.running)
-        admitted = []
+        admitted, encoding = [], 0
         while self.waiting:
             request = self.waiting[0]
             if request.future.cancelled():
@@ -340,8 +351,11 @@ class Engine:
                 continue
             if rows + request.rows > self.max_rows or tokens + request.source_tokens > self.max_source_tokens:
                 break
+            if admitted and encoding + request.source_tokens > self.max_encoder_tokens:
+                break
             self.waiting.popleft()
             rows, tokens = rows + request.rows, tokens + request.source_tokens
+            encoding += request.source_tokens
             admitted.append(request)
         return admitted
 
