@@ -100,7 +100,8 @@ class SummarizeRequest(BaseModel):
     parameters: SummarizeParameters | None = None
     options: Options | None = None
     stream: bool = Field(False, description="true: the summary of one text as it is generated, in Text Generation "
-                                            "Inference's server-sent events (greedy or sampling, num_beams 1)")
+                                            "Inference's server-sent events (greedy or sampling: num_beams 1, which "
+                                            "a checkpoint's own num_beams gives way to)")
 
 
 class TranslateRequest(BaseModel):
@@ -109,7 +110,8 @@ class TranslateRequest(BaseModel):
     parameters: TranslateParameters | None = None
     options: Options | None = None
     stream: bool = Field(False, description="true: the translation of one text as it is generated, in Text Generation "
-                                            "Inference's server-sent events (greedy or sampling, num_beams 1)")
+                                            "Inference's server-sent events (greedy or sampling: num_beams 1, which "
+                                            "a checkpoint's own num_beams gives way to)")
 
 
 class Summary(BaseModel):

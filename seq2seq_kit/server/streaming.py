@@ -74,11 +74,8 @@ async def events(tokens: TokenQueue, pieces: Pieces, special: set[int],
             held = {"index": len(pieces.ids), "token": {"id": token, "text": text, "logprob": None,
                                                         "special": token in special},
                     "generated_text": None, "details": None}
-    text = answer()
-    if held is None:                    # no token generated (max_time spent before the first one)
-        held = {"index": 0, "token": None, "generated_text": None, "details": None}
-    else:
-        held["token"]["text"] += pieces.rest(text)
+    text = answer()                     # a request ends after one token at least (max_new_tokens >= 1)
+    held["token"]["text"] += pieces.rest(text)
     yield {**held, "generated_text": text}
 
 
