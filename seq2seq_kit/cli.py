@@ -182,7 +182,34 @@ def _add_summarize(sub, parents: list) -> None:
     _add_truncation(p, "summarizes")
     _add_batch_size(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of plain text")
+    _add_stream(p, "summary")
     p.set_defaults(run=_summarize, parser=p)
+
+
+def _add_stream(p, what: str) -> None:
+    p.add_argument("--stream", action="store_true",
+                   help=f"print the {what} word by word as it is generated (greedy search: --num-beams 1, which "
+                        "the checkpoint's own beam width gives way to)")
+
+
+def _check_stream(args, kwargs: dict) -> None:
+    """--stream's rules: one text printed as plain text, one token chosen per step (kwargs' num_beams 1)."""
+    if not args.stream:
+        return
+    for flag, present in (("--input", args.input is not None), ("--json", args.json),
+                          ("--strategy map-reduce", getattr(args, "strategy", "truncate") != "truncate")):
+        if present:
+            args.parser.error(f"--stream prints one text's output as it is generated: not with {flag}")
+    if kwargs.setdefault("num_beams", 1) > 1:
+        args.parser.error("--stream: beam search chooses its tokens only when it ends; leave --num-beams out or "
+                          "give 1")
+
+
+def _streamer(args, pipe) -> dict:
+    """generate's streamer for --stream (a TextStreamer printing the output as it is made), as pipe() kwargs."""
+    from .generation.streamers import TextStreamer
+
+    return {"streamer": TextStreamer(pipe.tokenizer, skip_prompt=True, skip_special_tokens=True)} if args.stream else {}
 
 
 def _add_truncation(p, verb: str) -> None:
@@ -275,6 +302,7 @@ def _add_translate(sub, parents: list) -> None:
     _add_truncation(p, "translates")
     _add_batch_size(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of plain text")
+    _add_stream(p, "translation")
     p.set_defaults(run=_translate, parser=p)
 
 
@@ -284,6 +312,7 @@ def _translate(args) -> int:
                             "TEXT, - (stdin) or --input docs.jsonl")
     _check_truncation(args)
     kwargs = _given(args, "num_beams", "max_new_tokens")
+    _check_stream(args, kwargs)
     if args.input is not None:
         from .corpus import translate_corpus
 
@@ -299,8 +328,9 @@ def _translate(args) -> int:
     task = translation_task("translation", BartConfig.from_pretrained(args.model, **_hub_kwargs(args)))
     pipe = pipeline(task, model=args.model, device=_device(args.device), dtype=args.dtype,
                     src_lang=args.src_lang, tgt_lang=args.tgt_lang, **_hub_kwargs(args))
-    text = pipe(_read_text(args), truncation=args.truncation, **kwargs)[0]["translation_text"]
-    print(json.dumps({"translation_text": text}, ensure_ascii=False) if args.json else text)
+    text = pipe(_read_text(args), truncation=args.truncation, **kwargs, **_streamer(args, pipe))[0]["translation_text"]
+    if not args.stream:
+        print(json.dumps({"translation_text": text}, ensure_ascii=False) if args.json else text)
     return 0
 
 
@@ -558,6 +588,7 @@ def _summarize(args) -> int:
     _check_truncation(args)
     kwargs = _given(args, "num_beams", "max_length", "min_length", "max_new_tokens", "min_new_tokens")
     kwargs["strategy"] = args.strategy.replace("-", "_")
+    _check_stream(args, kwargs)
     if args.input is not None:
         return _summarize_corpus(args, kwargs)
     text = _read_file(args.file) if args.file is not None else _read_text(args)
@@ -571,13 +602,14 @@ def _summarize(args) -> int:
     pipe = pipeline("summarization", model=args.model, device=_device(args.device), dtype=args.dtype,
                     **_hub_kwargs(args))
     try:
-        summary = pipe(text, truncation=args.truncation, **kwargs)[0]["summary_text"]
+        summary = pipe(text, truncation=args.truncation, **kwargs, **_streamer(args, pipe))[0]["summary_text"]
     except DocumentError as e:           # map-reduce: the library's advice names map_kwargs, which has no flag
         what = getattr(e.error, "what", None)
         flag = "--max-new-tokens" if args.max_new_tokens is not None else "--max-length"
         raise ValueError(str(e.error) if what is None else f"{what}; a smaller {flag} shortens the chunks' "
                          "summaries") from None
-    print(json.dumps({"summary_text": summary}, ensure_ascii=False) if args.json else summary)
+    if not args.stream:                  # (the streamer printed it, and a newline at its end)
+        print(json.dumps({"summary_text": summary}, ensure_ascii=False) if args.json else summary)
     return 0
 
 

@@ -80,6 +80,12 @@ def tiny_summaries(request):
      "--truncation/--no-truncation apply to a single text; --input jobs always truncate"),
     (["translate", "--model", "m", "--input", "in.jsonl", "--output", "o.jsonl", "--no-truncation"],
      "--truncation/--no-truncation apply to a single text; --input jobs always truncate"),
+    (["summarize", "hello", "--stream", "--num-beams", "2"], "--stream: beam search chooses its tokens only when it "
+                                                             "ends; leave --num-beams out or give 1"),
+    (["summarize", "hello", "--stream", "--json"], "--stream prints one text's output as it is generated: not with "
+                                                   "--json"),
+    (["summarize", "hello", "--stream", "--strategy", "map-reduce"], "not with --strategy map-reduce"),
+    (["translate", "--model", "m", "--input", "in.jsonl", "--output", "o.jsonl", "--stream"], "not with --input"),
 ])
 def test_usage_errors_exit_2(capsys, argv, message):
     code, out, err = run(capsys, *argv)
@@ -163,6 +169,23 @@ def test_summarize_new_token_lengths(capsys, checkpoint):
     expected = pipe(TEXT, min_new_tokens=12, max_new_tokens=14)[0]["summary_text"]
     assert code == 0 and out == expected + "\n"
     assert expected != pipe(TEXT, min_length=12, max_length=14)[0]["summary_text"]
+
+
+def test_summarize_stream_prints_the_greedy_summary_as_it_is_generated(capsys, checkpoint, monkeypatch, tmp_path):
+    """--stream: the summary of greedy search (the checkpoint's num_beams, 2 here, giving way to 1) printed piece by
+    piece by a TextStreamer, the pieces and their closing newline what the plain command prints for --num-beams 1."""
+    from seq2seq_kit.generation.streamers import TextStreamer
+
+    root = shutil.copytree(checkpoint("tiny"), tmp_path / "tiny")
+    (root / "config.json").write_text(json.dumps({**json.loads((root / "config.json").read_text()), "num_beams": 2}))
+    pieces, show = [], TextStreamer.on_finalized_text
+    monkeypatch.setattr(TextStreamer, "on_finalized_text",
+                        lambda self, text, stream_end=False: pieces.append(text) or show(self, text, stream_end))
+    code, out, _ = run(capsys, "summarize", TEXT, "--model", root, "--max-new-tokens", "20", "--stream")
+    plain = run(capsys, "summarize", TEXT, "--model", root, "--max-new-tokens", "20", "--num-beams", "1")[1]
+    beams = run(capsys, "summarize", TEXT, "--model", root, "--max-new-tokens", "20")[1]
+    assert code == 0 and out == plain and len([p for p in pieces if p]) > 2, pieces
+    assert plain != beams                               # the checkpoint's 2 beams: another summary
 
 
 def test_device_index_minus_one_is_the_cpu(capsys, checkpoint, tiny_summaries):

@@ -330,6 +330,17 @@ def test_cli_translate(m2m100_path):
     assert run.stdout.strip() == expected[0]["translation_text"]
 
 
+def test_cli_translate_stream_prints_the_greedy_translation(marian_path, capsys):
+    """--stream prints the translation as it is generated: what the plain command prints for --num-beams 1."""
+    from seq2seq_kit.cli import main
+
+    argv = ["translate", "--model", str(marian_path), "--tgt-lang", "fra", "--max-new-tokens", "8", TEXTS[0]]
+    assert main([*argv, "--stream"]) == 0
+    streamed = capsys.readouterr().out
+    assert main([*argv, "--num-beams", "1"]) == 0
+    assert streamed == capsys.readouterr().out and streamed.strip()
+
+
 def test_cli_translate_takes_the_checkpoints_task_without_a_warning(mbart_path, tmp_path, capsys):
     """facebook/mbart-large-en-ro names its pair in task_specific_params: `translate` runs that task, as
     pipeline("translation") does, without the library's warning whose advice (pass the task) has no flag."""
