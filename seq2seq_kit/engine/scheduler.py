@@ -96,10 +96,10 @@ class Engine:
     max_source_tokens: source tokens of the running requests together (their cross-attention caches);
         default max_rows * max_position_embeddings, i.e. no limit beyond max_rows.
     max_encoder_tokens: source tokens encoded between two steps (at least one request's, so that every request
-        is admitted in turn). Default: on the CPU one full window (max_position_embeddings), where an encoder pass
-        costs the same per token alone or batched, and every request encoded before a step delays the first token
-        of all the others and the next token of the running ones; on CUDA, max_source_tokens (batched encoder
-        passes are much cheaper per token there).
+        is admitted in turn). Default: on the CPU one full window (max_position_embeddings), where batching encoder
+        passes saves nothing (an input encoded alone costs less than in a padded batch: benchmarks/RESULTS.md) and
+        every request encoded before a step delays the first token of all the others and the next token of the
+        running ones; on CUDA, max_source_tokens (batched encoder passes are much cheaper per token there).
     max_queue: waiting requests beyond which submit raises EngineFull.
     defaults: generation settings under each request's own (the pipeline's task defaults), checked here with
         generate's messages.
