@@ -1476,6 +1476,17 @@ def test_what_cannot_stream_is_422_naming_the_field(server, body, field, words):
     assert refused.status_code == 422 and refused.json()["field"] == "stream"
 
 
+def test_a_stream_whose_search_fails_ends_with_a_generation_error_event(server):
+    """Settings that fail the request's search once it runs (a temperature overflowing every probability: 422 without
+    "stream") end its stream, already answered 200, with TGI's error event naming the problem."""
+    status, events = streamed(server, {"inputs": "the tower is tall", "parameters": {
+        "num_beams": 1, "do_sample": True, "temperature": 1e-320, "seed": 1}})
+    assert status == 200 and events[-1]["error_type"] == "generation", events
+    assert "sampling found no valid probabilities" in events[-1]["error"]
+    assert all("token" in e for e in events[:-1])
+    wait_idle(server)
+
+
 def test_a_client_leaving_a_stream_frees_its_engine_rows(server):
     before = engine_metrics(server)["seq2seq_engine_generated_tokens_total"]
     status, events = streamed(server, {"inputs": "the tower is tall", "parameters": {
