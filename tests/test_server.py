@@ -1476,6 +1476,32 @@ def test_what_cannot_stream_is_422_naming_the_field(server, body, field, words):
     assert refused.status_code == 422 and refused.json()["field"] == "stream"
 
 
+@pytest.mark.parametrize("doc, params, reason", [
+    (2, {"max_new_tokens": 60}, "eos_token"),                   # this document's summary ends by EOS at 19 tokens
+    (2, {"max_new_tokens": 3}, "length"),                       # (its third token the EOS forced at max_length)
+    (7, {"max_new_tokens": 30, "stop_strings": ["Haw"]}, "stop_sequence"),
+    (7, {"max_new_tokens": 8, "do_sample": True, "seed": 4}, None)])    # the seed's: whatever its draws end on
+def test_a_streams_details_say_why_and_how_long(server, pipe, doc, params, reason):
+    """"details": true (TGI's parameter, as huggingface_hub's text_generation(details=True) sends it): the last event
+    says why the stream ended, its tokens, its input's length and its seed; without "stream" it is a 422."""
+    from huggingface_hub import InferenceClient
+
+    text = make_docs(1, seed=doc)[0]["text"]
+    status, events = streamed(server, {"inputs": text, "parameters": {"num_beams": 1, "details": True, **params}})
+    assert status == 200 and all(e["details"] is None for e in events[:-1]), events
+    if reason is None:                  # sampled: an EOS drawn before the 8th token, or all 8 (the last forced)
+        reason = "length" if len(events) == 8 else "eos_token"
+    assert events[-1]["details"] == {"finish_reason": reason, "generated_tokens": len(events),
+                                     "input_length": len(pipe.preprocess([text]).rows[0]),
+                                     "seed": params.get("seed")}
+    if "stop_strings" not in params:                   # the client's own parsing (it has no stop_strings)
+        with InferenceClient(model=server.url + "/summarize") as client:
+            last = list(client.text_generation(text, stream=True, details=True, **params))[-1]
+        assert last.details.finish_reason == reason and last.generated_text == events[-1]["generated_text"]
+    refused = post(server, {"inputs": text, "parameters": {"details": True}})
+    assert refused.status_code == 422 and refused.json()["field"] == "parameters.details"
+
+
 def test_a_stream_whose_search_fails_ends_with_a_generation_error_event(server):
     """Settings that fail the request's search once it runs (a temperature overflowing every probability: 422 without
     "stream") end its stream, already answered 200, with TGI's error event naming the problem."""

@@ -48,6 +48,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -71,7 +72,7 @@ from ..translation import TranslationPipeline, translation_task
 from .schema import (PARAMETERS, TASK_RESPONSES, SummarizeParameters, SummarizeRequest, Summary, TaskParameters,
                      TranslateParameters, TranslateRequest, Translation, describe_errors, parameter_named,
                      split_parameters)
-from .streaming import Pieces, TokenQueue, events, sse
+from .streaming import Pieces, TokenQueue, events, finish, sse
 
 logger = logging.getLogger("seq2seq_kit.server")
 
@@ -261,6 +262,7 @@ class Service:
         """The summarization pipeline's answer for body, each input on the engine; raises Refusal."""
         pipe, parameters = self.serving("summarization", http.state.arrival), body.parameters or SummarizeParameters()
         kwargs, truncation, clean_up = split_parameters(parameters)
+        check_details(parameters, body.stream)
         texts = checked_texts(pipe, body.inputs)
         given = [n for n in ("map_parameters", "chunk_overlap", "return_chunks") if getattr(parameters, n)]
         if parameters.strategy != "map_reduce" and given:      # as pipe(...) refuses them (check_strategy)
@@ -273,19 +275,20 @@ class Service:
             records = await self.map_reduce(texts, parameters, kwargs, clean_up, http)
             return records if isinstance(body.inputs, list) else records[:1]
         rows = await rows_of(pipe, texts, truncation, http, self)
-        return await self.generate(body.inputs, rows, kwargs, clean_up, http, body.stream)
+        return await self.generate(body.inputs, rows, kwargs, clean_up, http, body.stream, parameters.details)
 
     async def translate(self, body: TranslateRequest, http: Request) -> list:
         """The translation pipeline's answer for body (its languages this request's), each input on the engine;
         raises Refusal."""
         pipe, parameters = self.serving("translation", http.state.arrival), body.parameters or TranslateParameters()
         kwargs, truncation, clean_up = split_parameters(parameters)
+        check_details(parameters, body.stream)
         texts = checked_texts(pipe, body.inputs)
         call = pipe.for_languages(*self.check_languages(parameters))          # this request's languages only
         rows = await rows_of(call, texts, truncation, http, self)
         if "forced_bos_token_id" in call.generate_defaults:        # M2M100, NLLB, mBART(-50): the target language
             kwargs["forced_bos_token_id"] = call.generate_defaults["forced_bos_token_id"]
-        return await self.generate(body.inputs, rows, kwargs, clean_up, http, body.stream)
+        return await self.generate(body.inputs, rows, kwargs, clean_up, http, body.stream, parameters.details)
 
     def check_languages(self, p: TranslateParameters) -> tuple[str | None, str | None]:
         """(src_lang, tgt_lang) of a request; Refusal 422 naming parameters.src_lang / tgt_lang with the codes' form.
@@ -317,16 +320,18 @@ class Service:
         return p.src_lang, p.tgt_lang
 
     async def generate(self, inputs: str | list[str], rows: list[list[int]], kwargs: dict, clean_up: bool | None,
-                       http: Request, stream: bool = False) -> list | StreamingResponse:
+                       http: Request, stream: bool = False, details: bool = False) -> list | StreamingResponse:
         """The pipeline's records for rows (one engine request each), shaped as pipe(inputs) shapes them; with
-        stream, the one input's answer as it is generated (streaming.py). With stop_strings they are submitted from a
-        worker thread: a new set builds its tables as it is submitted (up to ~0.2 s at schema's bound), which would
-        stall every other request on the event loop."""
+        stream, the one input's answer as it is generated (streaming.py; details: its last event's). With
+        stop_strings they are submitted from a worker thread: a new set builds its tables as it is submitted (up to
+        ~0.2 s at schema's bound), which would stall every other request on the event loop."""
         tokens = self.streamable(inputs, kwargs) if stream else None
+        seed = kwargs.get("seed")                       # (submit takes it out)
         submit = functools.partial(self.submit, rows, kwargs, tokens)
         requests = await asyncio.to_thread(submit) if "stop_strings" in kwargs else submit()
         if stream:
-            return self.stream(requests[0], tokens, clean_up, http)
+            described = functools.partial(finish, input_length=len(rows[0]), seed=seed) if details else None
+            return self.stream(requests[0], tokens, clean_up, http, described)
         ids = await outputs_of(requests, http, self, sent=kwargs)
         return shape_records(inputs, [self.records(out, clean_up) for out in ids])
 
@@ -361,11 +366,12 @@ class Service:
                                                                   '"num_return_sequences": 1 or leave "stream" out')
         return TokenQueue(asyncio.get_running_loop())
 
-    def stream(self, request, tokens: TokenQueue, clean_up: bool | None, http: Request) -> StreamingResponse:
-        """request's answer as server-sent events (streaming.py). Past the request timeout or the drain's end, or
-        when its search fails on its settings, a last error event (TGI's error_type); however the stream ends (the
-        client leaving included: Starlette then cancels the events' generator), the request is cancelled in the
-        engine."""
+    def stream(self, request, tokens: TokenQueue, clean_up: bool | None, http: Request,
+               described: Callable | None) -> StreamingResponse:
+        """request's answer as server-sent events (streaming.py), its last event's details described(config, ids,
+        prompt_len, text) when asked for. Past the request timeout or the drain's end, or when its search fails
+        on its settings, a last error event (TGI's error_type); however the stream ends (the client leaving
+        included: Starlette then cancels the events' generator), the request is cancelled in the engine."""
         late = Refusal(504, None, f"the answer was not complete within the server's request timeout "
                                   f"({self.settings.request_timeout:g} s); send a shorter input or a lower max_length")
         special = set(self.pipe.tokenizer.all_special_ids)
@@ -373,8 +379,10 @@ class Service:
         def wait(work):
             return in_time(work, self, http.state.arrival, late)
 
-        def answer() -> str:
-            return self.text(request.result(0)[0].tolist(), clean_up)
+        def answer() -> tuple[str, dict | None]:
+            ids = request.result(0)[0].tolist()
+            text = self.text(ids, clean_up)
+            return text, described(request.config, ids, request.prompt_len, text) if described else None
 
         async def lines():
             try:
@@ -506,6 +514,13 @@ def fields_as_sent(p: TaskParameters | None):
         if name in nested and name not in p.model_fields_set:
             refusal.field = f"parameters.generate_parameters.{name}"
         raise
+
+
+def check_details(p: TaskParameters, stream: bool) -> None:
+    """Refusal 422: details describe a stream's last event (TGI's), and a plain answer has no place for them."""
+    if p.details and not stream:
+        raise Refusal(422, "parameters.details", 'details describe a stream\'s end: send "stream": true as well, '
+                                                 "or leave details out")
 
 
 def checked_texts(pipe, inputs: str | list[str]) -> list[str]:

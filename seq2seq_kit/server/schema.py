@@ -63,6 +63,9 @@ class TaskParameters(GenerateParameters):
         None, description="true: no space before punctuation or in English contractions; null (as huggingface_hub's "
                           "typed parameters send it unset): the pipeline's default, false")
     generate_parameters: GenerateParameters | None = None
+    details: bool = Field(False, description='with "stream": true, the last event\'s details (Text Generation '
+                                             "Inference's): finish_reason (eos_token, stop_sequence or length), "
+                                             "generated_tokens, input_length, seed")
 
 
 class SummarizeParameters(TaskParameters):

@@ -10,7 +10,9 @@ huggingface_hub's InferenceClient.text_generation(..., stream=True) reads):
 One event per generated token; the last one carries generated_text, the text the route answers without
 "stream" for the same body. A token's text is what it adds to the text decoded so far (decoded as the answer is:
 special tokens skipped, so theirs is ""), "" while it completes no character; the texts joined are
-generated_text. logprob is null: the engine hands a stream its tokens, not their scores. A stream cut short
+generated_text. logprob is null: the engine hands a stream its tokens, not their scores. With "details": true
+among the parameters the last event's details are TGI's: {"finish_reason": "eos_token" | "stop_sequence" |
+"length", "generated_tokens", "input_length", "seed"} (finished). A stream cut short
 (the request timeout, a drain running out, the search failing on the request's settings) ends with one event
 {"error": ..., "error_type": ...} (TGI's form; app.Service.stream sends it).
 """
@@ -60,11 +62,11 @@ class Pieces:
         return answer[len(self.sent):] if answer.startswith(self.sent) else ""
 
 
-async def events(tokens: TokenQueue, pieces: Pieces, special: set[int],
-                 wait: Callable[[Awaitable], Awaitable], answer: Callable[[], str]) -> AsyncIterator[dict]:
+async def events(tokens: TokenQueue, pieces: Pieces, special: set[int], wait: Callable[[Awaitable], Awaitable],
+                 answer: Callable[[], tuple[str, dict | None]]) -> AsyncIterator[dict]:
     """The stream's events. Each token's is sent once the next token (or the end) has come, so that the last one
-    carries generated_text = answer() (called once the request has ended). wait(awaitable): its result, or an
-    exception ending the stream (the caller's request timeout)."""
+    carries generated_text and details: answer(), called once the request has ended. wait(awaitable): its result,
+    or an exception ending the stream (the caller's request timeout)."""
     held = None
     while (step := await wait(tokens.items.get())) is not None:
         for token in step:
@@ -74,9 +76,20 @@ async def events(tokens: TokenQueue, pieces: Pieces, special: set[int],
             held = {"index": len(pieces.ids), "token": {"id": token, "text": text, "logprob": None,
                                                         "special": token in special},
                     "generated_text": None, "details": None}
-    text = answer()                     # a request ends after one token at least (max_new_tokens >= 1)
+    text, details = answer()            # a request ends after one token at least (max_new_tokens >= 1)
     held["token"]["text"] += pieces.rest(text)
-    yield {**held, "generated_text": text}
+    yield {**held, "generated_text": text, "details": details}
+
+
+def finish(config, ids: list[int], prompt_len: int, text: str, input_length: int, seed: int | None) -> dict:
+    """TGI's details of a finished stream (ids: its output, the decoder's prompt_len first tokens included): why it
+    ended (at max_length, a forced EOS there included: "length"; else its last token an EOS; else its text ending in
+    one of stop_strings; else max_time: "length"), how many tokens it generated, its input's length, its seed."""
+    stops = [config.stop_strings] if isinstance(config.stop_strings, str) else config.stop_strings or []
+    reason = ("length" if len(ids) >= config.max_length else "eos_token" if ids[-1] in (config.eos_token_id or [])
+              else "stop_sequence" if any(text.endswith(s) for s in stops) else "length")
+    return {"finish_reason": reason, "generated_tokens": len(ids) - prompt_len, "input_length": input_length,
+            "seed": seed}
 
 
 def sse(event: dict) -> str:
