@@ -393,8 +393,9 @@ def _add_serve(sub, parents: list) -> None:
     p = sub.add_parser("serve", parents=parents,
                        help="serve summarization or translation over HTTP (FastAPI, or Ray Serve)",
                        description="POST /summarize, or POST /translate for a translation model (Marian, M2M100, "
-                                   "NLLB, mBART-50), in the Hugging Face Inference API's shapes; /health, /info, "
-                                   "/metrics, /docs; on the continuous-batching engine. SIGTERM / Ctrl-C drain: "
+                                   "NLLB, mBART-50), in the Hugging Face Inference API's shapes (\"stream\": true: "
+                                   "Text Generation Inference's server-sent events); /health, /info, /metrics, /docs; "
+                                   "on the continuous-batching engine. SIGTERM / Ctrl-C drain: "
                                    "every accepted request is answered. Needs pip install \"seq2seq-kit[serve]\".")
     p.add_argument("--model", type=_non_empty, default=None,
                    help=f"Hub id or local checkpoint directory, fixed for the server's life (default: {DEFAULT_MODEL})")
