@@ -162,7 +162,6 @@ class TokenStream:
         self.items.put(None)
 
 
-
 # ---- the load -----------------------------------------------------------------------------------------------------
 
 def closed_loop(url: str, bodies: list[dict], clients: int) -> dict:
