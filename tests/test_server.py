@@ -1472,8 +1472,12 @@ def test_huggingface_hubs_text_generation_streams_the_summary(server, pipe):
 def test_what_cannot_stream_is_422_naming_the_field(server, body, field, words):
     status, answer = streamed(server, body)
     assert status == 422 and answer["field"] == field and words in answer["error"], answer
+
+
+def test_stream_takes_a_boolean_only(server):
     refused = post(server, {"inputs": "a text", "stream": "yes"})
     assert refused.status_code == 422 and refused.json()["field"] == "stream"
+    assert "valid boolean" in refused.json()["error"]
 
 
 @pytest.mark.parametrize("doc, params, reason", [
