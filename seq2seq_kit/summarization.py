@@ -348,9 +348,9 @@ class SummarizationPipeline:
         ids [n, T], as postprocess takes them, even where the checkpoint sets return_dict_in_generate (a request
         may still ask for it), and end where pipe() ends them (a stop_sequence given to pipeline() is their
         eos_token_id, as it is pipe()'s); stop_strings read the tokens with its tokenizer. engine_kwargs: max_rows,
-        max_source_tokens, max_encoder_tokens, max_queue, fixed_capacity (unset: the engine's default, but eager where the model's
-        generation_config watermarks its outputs: the watermark runs Python per row at every step, which the
-        fixed-capacity step's CUDA graphs cannot)."""
+        max_source_tokens, max_encoder_tokens, max_queue, fixed_capacity (unset: the engine's default, but eager
+        where the model's generation_config watermarks its outputs: the watermark runs Python per row at every step,
+        which the fixed-capacity step's CUDA graphs cannot)."""
         defaults = {**self.generate_defaults, **self.stop_eos, "return_dict_in_generate": False}
         if getattr(self.model.generation_config, "watermarking_config", None) is not None:
             engine_kwargs.setdefault("fixed_capacity", False)

@@ -63,7 +63,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from .. import hub
 from ..engine import EngineClosed, EngineFull
 from ..family_tokenizers import MARIAN_SOURCE, TranslationTokenizer
-from ..generation import rows_per_input, rows_setting, settings as resolve_settings
+from ..generation import GenerationConfig, rows_per_input, rows_setting, settings as resolve_settings
 from ..config import dtype_name
 from ..loading import is_int8, resolve_dtype
 from ..long_documents import DocumentError, StageError, SummariesTooLong, check_overlap, map_reduce, map_settings
@@ -343,6 +343,10 @@ class Service:
         """One output's text, as records() writes it (the stream's pieces and its generated_text)."""
         return self.records(torch.tensor([ids]), clean_up)[0][f"{self.pipe.output}_text"]
 
+    def resolved(self, kwargs: dict) -> GenerationConfig:
+        """kwargs over the pipeline's task defaults, resolved as the engine resolves a request's (ValueError)."""
+        return resolve_settings(self.pipe.model, {**self.pipe.generate_defaults, **kwargs})
+
     def streamable(self, inputs: str | list[str], kwargs: dict) -> TokenQueue:
         """The streamer of a request that may stream: one text, one token chosen per step (greedy or sampling),
         one answer; else Refusal 422 naming the field. A checkpoint's own num_beams > 1 gives way to 1 (kwargs gets
@@ -353,8 +357,7 @@ class Service:
                                          "to send a list")
         kwargs.setdefault("num_beams", 1)
         try:
-            config = resolve_settings(self.pipe.model, {**self.pipe.generate_defaults,
-                                                        **{k: v for k, v in kwargs.items() if k != "seed"}})
+            config = self.resolved({k: v for k, v in kwargs.items() if k != "seed"})
         except ValueError:                        # submit refuses them, naming the parameter
             return TokenQueue(asyncio.get_running_loop())
         if config.num_beams > 1:
@@ -369,9 +372,10 @@ class Service:
     def stream(self, request, tokens: TokenQueue, clean_up: bool | None, http: Request,
                described: Callable | None) -> StreamingResponse:
         """request's answer as server-sent events (streaming.py), its last event's details described(config, ids,
-        prompt_len, text) when asked for. Past the request timeout or the drain's end, or when its search fails
-        on its settings, a last error event (TGI's error_type); however the stream ends (the client leaving
-        included: Starlette then cancels the events' generator), the request is cancelled in the engine."""
+        prompt_len, stopped: whether it ends in a stop string) when asked for. Past the request timeout or the
+        drain's end, or when its search fails on its settings, a last error event (TGI's error_type); however the
+        stream ends (the client leaving included: Starlette then cancels the events' generator), the request is
+        cancelled in the engine."""
         late = Refusal(504, None, f"the answer was not complete within the server's request timeout "
                                   f"({self.settings.request_timeout:g} s); send a shorter input or a lower max_length")
         special = set(self.pipe.tokenizer.all_special_ids)
@@ -380,9 +384,15 @@ class Service:
             return in_time(work, self, http.state.arrival, late)
 
         def answer() -> tuple[str, dict | None]:
-            ids = request.result(0)[0].tolist()
+            out = request.result(0)                                         # [1, T]
+            ids = out[0].tolist()
             text = self.text(ids, clean_up)
-            return text, described(request.config, ids, request.prompt_len, text) if described else None
+            if described is None:
+                return text, None
+            stops, device = request.stop_strings, self.pipe.device          # the tables its search stopped by
+            stopped = stops is not None and bool(stops.ended(out.to(device), torch.tensor([[len(ids) - 1]],
+                                                                                           device=device)))
+            return text, described(request.config, ids, request.prompt_len, stopped)
 
         async def lines():
             try:
@@ -438,7 +448,7 @@ class Service:
                 raise Refusal(422, f"{where}.seed", "seed applies to strategy truncate; leave it out with map_reduce")
         for where, _, merged in stages:      # each stage checked here, so that a refusal names the stage's field
             try:
-                config = resolve_settings(self.pipe.model, {**self.pipe.generate_defaults, **merged})
+                config = self.resolved(merged)
             except ValueError as e:
                 message = str(e).replace("generate() got", f"{where} has")
                 raise Refusal(422, where + parameter_named(message, given).removeprefix("parameters"),

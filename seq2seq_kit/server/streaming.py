@@ -81,13 +81,13 @@ async def events(tokens: TokenQueue, pieces: Pieces, special: set[int], wait: Ca
     yield {**held, "generated_text": text, "details": details}
 
 
-def finish(config, ids: list[int], prompt_len: int, text: str, input_length: int, seed: int | None) -> dict:
+def finish(config, ids: list[int], prompt_len: int, stopped: bool, input_length: int, seed: int | None) -> dict:
     """TGI's details of a finished stream (ids: its output, the decoder's prompt_len first tokens included): why it
-    ended (at max_length, a forced EOS there included: "length"; else its last token an EOS; else its text ending in
-    one of stop_strings; else max_time: "length"), how many tokens it generated, its input's length, its seed."""
-    stops = [config.stop_strings] if isinstance(config.stop_strings, str) else config.stop_strings or []
+    ended (at max_length, a forced EOS there included: "length"; else its last token an EOS; else `stopped`, its
+    tokens ending in one of stop_strings as its search read them; else max_time: "length"), how many tokens it
+    generated, its input's length, its seed."""
     reason = ("length" if len(ids) >= config.max_length else "eos_token" if ids[-1] in (config.eos_token_id or [])
-              else "stop_sequence" if any(text.endswith(s) for s in stops) else "length")
+              else "stop_sequence" if stopped else "length")
     return {"finish_reason": reason, "generated_tokens": len(ids) - prompt_len, "input_length": input_length,
             "seed": seed}
 
