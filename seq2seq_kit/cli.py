@@ -410,6 +410,10 @@ def _add_serve(sub, parents: list) -> None:
                    help="decoder rows per engine step: a beam-4 input takes 4 (default: 32)")
     p.add_argument("--max-queue", type=_positive, default=256,
                    help="inputs waiting in the engine beyond which requests get 503 + Retry-After (default: 256)")
+    p.add_argument("--max-encoder-tokens", type=_positive, default=None,
+                   help="source tokens encoded between two engine steps, the first waiting input's always (default: "
+                        "the model's max_position_embeddings on the CPU, so that a burst of new requests does not "
+                        "stall the running ones; no bound on CUDA)")
     p.add_argument("--max-body-bytes", type=_positive, default=1_000_000,
                    help="largest request body; larger ones get 413 (default: 1000000)")
     p.add_argument("--request-timeout", type=_seconds, default=120.0,
@@ -639,7 +643,7 @@ def _serve(args) -> int:
 
     settings = Settings(model=args.model or DEFAULT_MODEL, device=_device(args.device), dtype=args.dtype,
                         hub_kwargs=_hub_kwargs(args), max_rows=args.max_rows, max_queue=args.max_queue,
-                        max_body_bytes=args.max_body_bytes, request_timeout=args.request_timeout,
+                        max_encoder_tokens=args.max_encoder_tokens, max_body_bytes=args.max_body_bytes, request_timeout=args.request_timeout,
                         drain_timeout=args.drain_timeout, api_key=api_key, task=args.task)
     if not args.ray:
         serve(settings, host=args.host, port=args.port)

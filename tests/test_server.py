@@ -285,7 +285,8 @@ def test_health_info_docs(server, tiny_eos_path, pipe):
     assert info["model"] == str(tiny_eos_path) and info["dtype"] == "float32" and info["device"] == "cpu"
     assert (info["status"], info["revision"], info["commit"]) == ("ready", None, None)   # a local folder
     assert info["limits"] == {"max_input_tokens": pipe.max_input_length, "max_rows": 8, "max_queue": 64,
-                              "max_body_bytes": 20000, "request_timeout_s": 5.0}
+                              "max_body_bytes": 20000, "request_timeout_s": 5.0,    # the CPU engine's budget: a window
+                              "max_encoder_tokens": pipe.model.config.max_position_embeddings}
     assert info["generation_defaults"]["eos_token_id"] == pipe.model.generation_config.eos_token_id
     assert "num_beams" in info["parameters"] and "strategy" in info["parameters"]
     assert info["task"] == "summarization" and "/summarize" in info["routes"] and "/translate" not in info["routes"]
@@ -1223,6 +1224,8 @@ def test_serve_usage_errors(tmp_path, capsys):
     assert main(["serve", "--api-key-env", "S2S_SURELY_UNSET_VAR"]) == 2
     assert main(["serve", "--port", "70000"]) == 2             # not a port (uvicorn would bind 70000 - 65536)
     assert "must be a port number (1-65535)" in capsys.readouterr().err
+    assert main(["serve", "--max-encoder-tokens", "0"]) == 2
+    assert "--max-encoder-tokens: must be a positive integer, got '0'" in capsys.readouterr().err
 
 
 def test_serve_ray_passes_its_replicas_autoscale_and_address(capsys, monkeypatch):
@@ -1233,7 +1236,8 @@ def test_serve_ray_passes_its_replicas_autoscale_and_address(capsys, monkeypatch
 
     calls = []
     monkeypatch.setattr(ray_serve, "serve_on_ray", lambda settings, **kwargs: calls.append((settings, kwargs)))
-    assert main(["serve", "--ray", "--model", "m", "--replicas", "3", "--max-rows", "4", "--port", "8123"]) == 0
+    assert main(["serve", "--ray", "--model", "m", "--replicas", "3", "--max-rows", "4", "--port", "8123",
+                 "--max-encoder-tokens", "2048"]) == 0
     assert main(["serve", "--ray=auto", "--model", "m", "--autoscale", "2:2", "--host", "0.0.0.0"]) == 0
     assert main(["serve", "--ray", "--ray-address", "ray://head:10001", "--autoscale", "0:1"]) == 0
     assert main(["serve", "--ray", "--model", "m"]) == 0
@@ -1242,7 +1246,8 @@ def test_serve_ray_passes_its_replicas_autoscale_and_address(capsys, monkeypatch
         dict(address="auto", replicas=None, autoscale=(2, 2), host="0.0.0.0", port=8000),
         dict(address="ray://head:10001", replicas=None, autoscale=(0, 1), host="127.0.0.1", port=8000),
         dict(address=None, replicas=None, autoscale=None, host="127.0.0.1", port=8000)]
-    assert (calls[0][0].model, calls[0][0].max_rows) == ("m", 4)
+    assert (calls[0][0].model, calls[0][0].max_rows, calls[0][0].max_encoder_tokens) == ("m", 4, 2048)
+    assert calls[1][0].max_encoder_tokens is None                   # the engine's default
     capsys.readouterr()
     for bad in ("0:0", "2:1", "-1:2", "1", "1:", ":2", "a:b", "1:2:3"):
         assert main(["serve", "--ray", f"--autoscale={bad}"]) == 2, bad

@@ -94,6 +94,7 @@ class Settings:
     hub_kwargs: dict = field(default_factory=dict)      # revision, cache_dir, token
     max_rows: int = 32                                  # the engine's decoder rows per step
     max_queue: int = 256                                # engine requests waiting beyond which 503
+    max_encoder_tokens: int | None = None               # source tokens encoded between two steps (None: the engine's)
     max_body_bytes: int = 1_000_000
     request_timeout: float = 120.0                      # seconds from arrival to answer, else 504
     drain_timeout: float = 60.0                         # seconds to finish accepted requests on shutdown
@@ -173,7 +174,8 @@ class Service:
                 pipe = TranslationPipeline(model, tokenizer, task=translation)
             else:
                 pipe = SummarizationPipeline(model, tokenizer)
-            self.pipe, self.engine = pipe, pipe.engine(max_rows=s.max_rows, max_queue=s.max_queue)
+            self.pipe, self.engine = pipe, pipe.engine(max_rows=s.max_rows, max_queue=s.max_queue,
+                                                          max_encoder_tokens=s.max_encoder_tokens)
             self.map_reduce_threads = ThreadPoolExecutor(s.max_queue, thread_name_prefix="map-reduce")
         except BaseException:
             self.status = "failed"
@@ -233,6 +235,7 @@ class Service:
             "generation_defaults": defaults,
             "limits": {"max_input_tokens": pipe.max_input_length if pipe else None, "max_rows": s.max_rows,
                        "max_queue": s.max_queue, "max_body_bytes": s.max_body_bytes,
+                       "max_encoder_tokens": self.engine.max_encoder_tokens if self.engine is not None else None,
                        "request_timeout_s": s.request_timeout},
             "parameters": list(PARAMETERS[route].model_fields) if route else None,
             **({"languages": self.languages} if self.task == "translation" else {}),
