@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -165,17 +166,7 @@ def _add_summarize(sub, parents: list) -> None:
     _add_corpus_arguments(p, "summaries", "summary_text")
     p.add_argument("--model", type=_non_empty, default=None,
                    help=f"Hub id or local checkpoint directory (default: {DEFAULT_MODEL})")
-    p.add_argument("--num-beams", type=_positive, help="beam width (default: the checkpoint's)")
-    p.add_argument("--max-length", type=_positive,
-                   help="maximum summary length in tokens, the decoder start token included, as transformers' "
-                        "max_length (default: the checkpoint's)")
-    p.add_argument("--min-length", type=_non_negative,
-                   help="minimum summary length in tokens, counted as --max-length (default: the checkpoint's)")
-    p.add_argument("--max-new-tokens", type=_positive,
-                   help="maximum summary length in generated tokens, the decoder start token not counted, as "
-                        "transformers' max_new_tokens (takes the place of --max-length)")
-    p.add_argument("--min-new-tokens", type=_non_negative,
-                   help="minimum summary length in generated tokens, as transformers' min_new_tokens")
+    _add_generation(p, "summary")
     p.add_argument("--strategy", choices=("truncate", "map-reduce"), default="truncate",
                    help="a text longer than the model's input: truncate it (default), or summarize its chunks of "
                         "whole sentences and then their summaries (map-reduce)")
@@ -184,6 +175,56 @@ def _add_summarize(sub, parents: list) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of plain text")
     _add_stream(p, "summary")
     p.set_defaults(run=_summarize, parser=p)
+
+
+GENERATION = ("num_beams", "max_length", "min_length", "max_new_tokens", "min_new_tokens", "length_penalty",
+              "no_repeat_ngram_size", "repetition_penalty", "do_sample", "temperature", "top_k", "top_p")
+
+
+def _add_generation(p, what: str) -> None:
+    """generate's settings as options (summarize, translate): each left out takes the checkpoint's, as in
+    transformers; --seed makes sampling repeatable."""
+    g = p.add_argument_group("generation (default: the checkpoint's settings)")
+    g.add_argument("--num-beams", type=_positive, help="beam width")
+    g.add_argument("--max-length", type=_positive,
+                   help=f"maximum {what} length in tokens, the decoder start token included, as transformers' "
+                        "max_length")
+    g.add_argument("--min-length", type=_non_negative, help=f"minimum {what} length in tokens, counted as --max-length")
+    g.add_argument("--max-new-tokens", type=_positive,
+                   help=f"maximum {what} length in generated tokens, the decoder start token not counted, as "
+                        "transformers' max_new_tokens (takes the place of --max-length)")
+    g.add_argument("--min-new-tokens", type=_non_negative,
+                   help=f"minimum {what} length in generated tokens, as transformers' min_new_tokens")
+    g.add_argument("--length-penalty", type=_float,
+                   help="beam search: a hypothesis' score is its log-probability / length ** this (> 0 favours "
+                        "longer outputs)")
+    g.add_argument("--no-repeat-ngram-size", type=_non_negative, help="no n-gram of this size occurs twice (0: off)")
+    g.add_argument("--repetition-penalty", type=_positive_float,
+                   help="tokens already generated are made less likely: their scores divided by this (multiplied "
+                        "where negative; 1.0: off)")
+    g.add_argument("--do-sample", action=argparse.BooleanOptionalAction,
+                   help="sample each token instead of searching (--no-do-sample: search, for a checkpoint that "
+                        "samples)")
+    g.add_argument("--temperature", type=_positive_float, help="sampling: divide the scores by this")
+    g.add_argument("--top-k", type=_non_negative, help="sampling: draw from the k most likely tokens (0: all)")
+    g.add_argument("--top-p", type=_probability,
+                   help="sampling: draw from the most likely tokens whose probabilities add up to this")
+    g.add_argument("--seed", type=_seed,
+                   help="sampling: draw from torch.Generator().manual_seed(SEED), so the same command gives the "
+                        f"same {what}; in --input jobs each document draws from it anew, as it would alone")
+
+
+def _generation_kwargs(args) -> dict:
+    """generate's settings given on the command line, and --seed as corpus jobs take it (`seed`)."""
+    return _given(args, *GENERATION, "seed")
+
+
+def _seeded(kwargs: dict, pipe) -> dict:
+    """One text's pipe() kwargs: --seed as generate's generator, on the model's device."""
+    import torch
+
+    seed = kwargs.pop("seed", None)
+    return kwargs if seed is None else {**kwargs, "generator": torch.Generator(pipe.device).manual_seed(seed)}
 
 
 def _add_stream(p, what: str) -> None:
@@ -297,8 +338,7 @@ def _add_translate(sub, parents: list) -> None:
     p.add_argument("--model", type=_non_empty, required=True, help="Hub id or local checkpoint directory")
     p.add_argument("--src-lang", help="source language code as the tokenizer takes it (en, eng_Latn, en_XX)")
     p.add_argument("--tgt-lang", help="target language code (fr, fra_Latn, fr_XX; a multi-target Marian model's fra)")
-    p.add_argument("--num-beams", type=_positive, help="beam width (default: the checkpoint's)")
-    p.add_argument("--max-new-tokens", type=_positive, help="maximum translation length in tokens")
+    _add_generation(p, "translation")
     _add_truncation(p, "translates")
     _add_batch_size(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of plain text")
@@ -311,7 +351,7 @@ def _translate(args) -> int:
     _check_corpus_arguments(args, [("TEXT", args.text is not None), ("--input", args.input is not None)],
                             "TEXT, - (stdin) or --input docs.jsonl")
     _check_truncation(args)
-    kwargs = _given(args, "num_beams", "max_new_tokens")
+    kwargs = _generation_kwargs(args)
     _check_stream(args, kwargs)
     if args.input is not None:
         from .corpus import translate_corpus
@@ -328,7 +368,8 @@ def _translate(args) -> int:
     task = translation_task("translation", BartConfig.from_pretrained(args.model, **_hub_kwargs(args)))
     pipe = pipeline(task, model=args.model, device=_device(args.device), dtype=args.dtype,
                     src_lang=args.src_lang, tgt_lang=args.tgt_lang, **_hub_kwargs(args))
-    text = pipe(_read_text(args), truncation=args.truncation, **kwargs, **_streamer(args, pipe))[0]["translation_text"]
+    text = pipe(_read_text(args), truncation=args.truncation, **_seeded(kwargs, pipe), **_streamer(args, pipe))
+    text = text[0]["translation_text"]
     if not args.stream:
         print(json.dumps({"translation_text": text}, ensure_ascii=False) if args.json else text)
     return 0
@@ -494,10 +535,24 @@ def _tolerance(value: str) -> float:
     return x
 
 
+def _positive_float(value: str) -> float:
+    x = _float(value)
+    if not 0 < x < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value!r}")
+    return x
+
+
+def _probability(value: str) -> float:
+    x = _float(value)
+    if not 0 < x <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {value!r}")
+    return x
+
+
 def _seed(value: str) -> int:
     n = _int(value)
-    if not 0 <= n < 2**63:
-        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63), got {value!r}")
+    if not 0 <= n < 2**64:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**64), got {value!r}")
     return n
 
 
@@ -591,7 +646,7 @@ def _summarize(args) -> int:
                                    ("--input", args.input is not None)],
                             "TEXT, - (stdin), --file PATH or --input docs.jsonl")
     _check_truncation(args)
-    kwargs = _given(args, "num_beams", "max_length", "min_length", "max_new_tokens", "min_new_tokens")
+    kwargs = _generation_kwargs(args)
     kwargs["strategy"] = args.strategy.replace("-", "_")
     _check_stream(args, kwargs)
     if args.input is not None:
@@ -607,7 +662,8 @@ def _summarize(args) -> int:
     pipe = pipeline("summarization", model=args.model, device=_device(args.device), dtype=args.dtype,
                     **_hub_kwargs(args))
     try:
-        summary = pipe(text, truncation=args.truncation, **kwargs, **_streamer(args, pipe))[0]["summary_text"]
+        summary = pipe(text, truncation=args.truncation, **_seeded(kwargs, pipe), **_streamer(args, pipe))
+        summary = summary[0]["summary_text"]
     except DocumentError as e:           # map-reduce: the library's advice names map_kwargs, which has no flag
         what = getattr(e.error, "what", None)
         flag = "--max-new-tokens" if args.max_new_tokens is not None else "--max-length"

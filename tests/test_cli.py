@@ -68,7 +68,7 @@ def tiny_summaries(request):
     (["serve", "--port", "70000"], "must be a port number (1-65535), got '70000'"),
     (["parity", "m", "--atol", "nan"], "must be a finite number >= 0, got 'nan'"),
     (["parity", "m", "--num-beams", "1"], "must be 2 or more (the beam run's width; greedy runs beside it), got '1'"),
-    (["demo", "--seed", str(2**64)], "must be an integer in [0, 2**63)"),
+    (["demo", "--seed", str(2**64)], "must be an integer in [0, 2**64)"),
     (["summarize", "hello", "--model", ""], "argument --model: is empty"),      # not the current folder's model
     (["serve", "--model", " "], "argument --model: is empty"),                  # not the default model
     (["inspect", ""], "argument MODEL: is empty"),
@@ -169,6 +169,64 @@ def test_summarize_new_token_lengths(capsys, checkpoint):
     expected = pipe(TEXT, min_new_tokens=12, max_new_tokens=14)[0]["summary_text"]
     assert code == 0 and out == expected + "\n"
     assert expected != pipe(TEXT, min_length=12, max_length=14)[0]["summary_text"]
+
+
+BEAM_OPTIONS = {"num_beams": 3, "length_penalty": 0.5, "no_repeat_ngram_size": 2, "repetition_penalty": 1.5,
+                "max_new_tokens": 12}
+SAMPLE_OPTIONS = {"do_sample": True, "temperature": 2.0, "top_k": 40, "top_p": 0.9, "max_new_tokens": 12}
+
+
+def options(settings: dict) -> list[str]:
+    """generate settings as the command line's options: {"top_k": 40} -> ["--top-k", "40"]."""
+    argv = []
+    for name, value in settings.items():
+        flag = "--" + name.replace("_", "-")
+        argv += [flag] if value is True else [flag, str(value)]
+    return argv
+
+
+def test_generation_options_are_generates_settings(capsys, checkpoint, tmp_path, monkeypatch):
+    """Each generation option reaches pipe() as generate's setting of its name, and the summary is the pipeline's
+    with them; --seed as generator=torch.Generator().manual_seed(SEED), so a command repeats and another seed draws
+    otherwise; --no-do-sample searches with a checkpoint that samples."""
+    from seq2seq_kit.summarization import SummarizationPipeline
+
+    path = checkpoint("tiny")
+    pipe = pipeline("summarization", model=str(path))
+    summary = lambda **kwargs: pipe(TEXT, **kwargs)[0]["summary_text"] + "\n"
+    calls, call = [], SummarizationPipeline.__call__
+    monkeypatch.setattr(SummarizationPipeline, "__call__", lambda self, *args, **kwargs: calls.append(
+        {k: v.get_state() if k == "generator" else v for k, v in kwargs.items()}) or call(self, *args, **kwargs))
+    code, out, _ = run(capsys, "summarize", TEXT, "--model", path, *options(BEAM_OPTIONS))
+    assert code == 0 and BEAM_OPTIONS.items() <= calls[-1].items() and out == summary(**BEAM_OPTIONS)
+    seeded = lambda seed: summary(**SAMPLE_OPTIONS, generator=torch.Generator().manual_seed(seed))
+    for seed in (5, 6):
+        code, out, _ = run(capsys, "summarize", TEXT, "--model", path, *options(SAMPLE_OPTIONS), "--seed", str(seed))
+        assert code == 0 and SAMPLE_OPTIONS.items() <= calls[-1].items() and out == seeded(seed)
+        assert torch.equal(calls[-2]["generator"], torch.Generator().manual_seed(seed).get_state())
+    assert seeded(5) != seeded(6)
+    root = shutil.copytree(path, tmp_path / "sampling")
+    (root / "config.json").write_text(json.dumps({**json.loads((root / "config.json").read_text()), "do_sample": True}))
+    code, out, _ = run(capsys, "summarize", TEXT, "--model", root, "--no-do-sample", "--max-new-tokens", "12")
+    assert code == 0 and calls[-1]["do_sample"] is False and out == summary(max_new_tokens=12)
+    sampled = pipeline("summarization", model=str(root))(TEXT, max_new_tokens=12,
+                                                         generator=torch.Generator().manual_seed(0))
+    assert out != sampled[0]["summary_text"] + "\n"       # (the checkpoint samples)
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--temperature", "0", "must be a positive number, got '0'"),
+    ("--repetition-penalty", "nan", "must be a positive number, got 'nan'"),
+    ("--top-p", "1.5", "must be a number in (0, 1], got '1.5'"),
+    ("--top-k", "-1", "must be a non-negative integer, got '-1'"),
+    ("--no-repeat-ngram-size", "2.5", "not an integer: '2.5'"),
+    ("--length-penalty", "long", "not a number: 'long'"),
+    ("--seed", str(2**64), "must be an integer in [0, 2**64)"),
+])
+def test_generation_options_refuse_bad_values(capsys, flag, value, message):
+    for command in (["summarize", "text"], ["translate", "text", "--model", "m"]):
+        assert main([*command, flag, value]) == 2
+        assert f"argument {flag}: {message}" in capsys.readouterr().err
 
 
 def test_summarize_stream_prints_the_greedy_summary_as_it_is_generated(capsys, checkpoint, monkeypatch, tmp_path):

@@ -199,6 +199,33 @@ def test_a_job_recorded_before_generation_gained_settings_resumes(tmp_path, tiny
         run(path, out, tiny)
 
 
+@pytest.mark.parametrize("strategy", ["truncate", "map_reduce"])
+def test_a_seeded_sampling_job_draws_each_document_as_it_would_alone(tmp_path, tiny, strategy):
+    """seed=N: each document's summary is pipe(text, generator=torch.Generator().manual_seed(N))'s, alone, however
+    the documents share the engine (batch sizes 1 and 3); the meta file records the seed, and a re-run with another
+    one is refused as another job."""
+    docs = make_docs(5, seed=5)
+    pipe = pipeline("summarization", model=str(tiny))
+    sampling = {"do_sample": True, "temperature": 2.0, "num_beams": 1, "strategy": strategy}
+    alone = {d["id"]: pipe(d["text"], generator=torch.Generator().manual_seed(7), **{**GEN, **sampling})[0][
+        "summary_text"] for d in docs}
+    path = write_jsonl(tmp_path / "docs.jsonl", docs)
+    for batch_size in (1, 3):
+        out = tmp_path / f"out{batch_size}.jsonl"
+        run(path, out, tiny, seed=7, batch_size=batch_size, **sampling)
+        assert {i: r["summary_text"] for i, r in by_id(read_jsonl(out)).items()} == alone
+    assert json.loads((tmp_path / "out3.jsonl.meta.json").read_text())["job"]["seed"] == 7
+    assert len(set(alone.values())) == len(docs)       # (the documents' own draws: five summaries)
+    with pytest.raises(ValueError, match=r"out3.jsonl was written with seed=7; this run asks for seed=8"):
+        run(path, tmp_path / "out3.jsonl", tiny, seed=8, **sampling)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 1.5, True, "7"])
+def test_a_bad_seed_is_refused_before_any_work(tmp_path, tiny, seed):
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64\)"):
+        run(tmp_path / "missing.jsonl", tmp_path / "out.jsonl", tiny, seed=seed, do_sample=True)
+
+
 def test_a_broken_line_before_the_last_is_an_error(tmp_path, tiny):
     path, out = write_jsonl(tmp_path / "docs.jsonl", make_docs(3)), tmp_path / "out.jsonl"
     run(path, out, tiny)
@@ -591,6 +618,12 @@ def test_cli_corpus_job_and_exit_codes(tmp_path, tiny, reference, capsys):
     code = main([str(a) for a in argv[:-1]] + ["3"])
     assert code == 1 and "Mixing them is refused" in capsys.readouterr().err
     assert main([str(a) for a in argv[:-1]] + ["3", "--overwrite"]) == 0
+    sampled = ["--do-sample", "--temperature", "2.0", "--seed", "7", "--overwrite"]
+    assert main([str(a) for a in argv[:-1]] + ["1", *sampled]) == 0
+    pipe = pipeline("summarization", model=str(tiny))
+    assert by_id(read_jsonl(out)) == {d["id"]: {"id": d["id"], **reference(d["text"]), "summary_text": pipe(
+        d["text"], max_length=9, num_beams=1, do_sample=True, temperature=2.0,
+        generator=torch.Generator().manual_seed(7))[0]["summary_text"]} for d in docs}
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -183,6 +183,18 @@ def test_map_reduce_on_ray_equals_the_local_engine(ray_cluster, checkpoint, tmp_
     assert records["long"]["chunks"] > 1 and records["short"]["chunks"] == 1
 
 
+def test_a_seeded_sampling_job_on_ray_equals_the_local_engine(ray_cluster, checkpoint, tmp_path):
+    """seed reaches every actor's Worker: each document draws from the seed's generator, as in the local engine."""
+    path = write_jsonl(tmp_path / "docs.jsonl", make_docs(6, seed=8))
+    kwargs = dict(model=checkpoint("tiny"), batch_size=2, progress=False, **{**GEN, "num_beams": 1}, do_sample=True,
+                  temperature=2.0, seed=11)
+    summarize_corpus(path, tmp_path / "ray.jsonl", engine="ray", actors=2, **kwargs)
+    summarize_corpus(path, tmp_path / "local.jsonl", **kwargs)
+    summarize_corpus(path, tmp_path / "other.jsonl", **{**kwargs, "seed": 12})
+    records = by_id(read_jsonl(tmp_path / "ray.jsonl"))
+    assert records == by_id(read_jsonl(tmp_path / "local.jsonl")) != by_id(read_jsonl(tmp_path / "other.jsonl"))
+
+
 def test_translation_job_on_ray_equals_the_local_engine(ray_cluster, tmp_path, m2m100_path):
     """translate_corpus(engine="ray"): the job's task and languages reach every actor's Worker."""
     from seq2seq_kit import translate_corpus

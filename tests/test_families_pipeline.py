@@ -341,6 +341,23 @@ def test_cli_translate_stream_prints_the_greedy_translation(marian_path, capsys)
     assert streamed == capsys.readouterr().out and streamed.strip()
 
 
+def test_cli_translate_takes_generation_options(marian_path, capsys):
+    """translate takes summarize's generation options: the translation is the pipeline's with those settings (a
+    seeded sampling run, and a beam search with its penalties)."""
+    from seq2seq_kit.cli import main
+
+    pipe = pipeline("translation", model=marian_path, tgt_lang="fra")
+    argv = ["translate", "--model", str(marian_path), "--tgt-lang", "fra", "--max-new-tokens", "8", TEXTS[0]]
+    runs = [(["--do-sample", "--temperature", "1.5", "--top-k", "30", "--seed", "3"],
+             dict(do_sample=True, temperature=1.5, top_k=30, generator=torch.Generator().manual_seed(3))),
+            (["--num-beams", "3", "--length-penalty", "0.5", "--repetition-penalty", "1.2", "--no-repeat-ngram-size",
+              "2", "--min-new-tokens", "4"],
+             dict(num_beams=3, length_penalty=0.5, repetition_penalty=1.2, no_repeat_ngram_size=2, min_new_tokens=4))]
+    for options, settings in runs:
+        assert main([*argv, *options]) == 0
+        assert capsys.readouterr().out == pipe(TEXTS[0], max_new_tokens=8, **settings)[0]["translation_text"] + "\n"
+
+
 def test_cli_translate_takes_the_checkpoints_task_without_a_warning(mbart_path, tmp_path, capsys):
     """facebook/mbart-large-en-ro names its pair in task_specific_params: `translate` runs that task, as
     pipeline("translation") does, without the library's warning whose advice (pass the task) has no flag."""

@@ -85,7 +85,7 @@ def process_corpus(input: str | Path, output: str | Path, model: str | Path | No
                    overwrite: bool = False, device=None, dtype=None, revision: str | None = None,
                    cache_dir: str | Path | None = None, token: str | bool | None = None,
                    local_files_only: bool = False, sort_by_length: bool = True, progress: bool = True,
-                   strategy: str = "truncate", **generate_kwargs) -> CorpusResult:
+                   strategy: str = "truncate", seed: int | None = None, **generate_kwargs) -> CorpusResult:
     """Summarize (task "summarization") or translate (task "translation", with src_lang / tgt_lang) every
     document of `input` (a .jsonl or .parquet file, or a folder of them) into `output` (JSONL, or Parquet when it
     ends in .parquet); a re-run finishes a job that stopped. See the package doc.
@@ -106,10 +106,15 @@ def process_corpus(input: str | Path, output: str | Path, model: str | Path | No
         "chunks": N).
     generate_kwargs: num_beams, max_length, min_length, ... over the checkpoint's settings for the task (and a
         translation's forced target language).
+    seed: with sampling (do_sample, here or the checkpoint's), every document draws from
+        torch.Generator(device).manual_seed(seed) anew, as pipe(text, generator=...) would alone: its text depends
+        on none of the others, their order, the engine or a resumed run (recorded in the meta file's job).
+        None: draws seeded from torch's global RNG.
     Returns the counts; shows a progress bar on stderr (progress=True). Messages go to the "seq2seq_kit.corpus"
     loggers: the result's summary() line (INFO), an output repaired after a crash (WARNING).
     """
     _check_engine(engine, ray_address, actors, batch_size)
+    _check_seed(seed)
     check_strategy(strategy)
     _check_task(task, model, strategy, src_lang, tgt_lang)
     for name, path in (("input", input), ("output", output)):
@@ -134,7 +139,8 @@ def process_corpus(input: str | Path, output: str | Path, model: str | Path | No
     job, hub_kwargs, pipeline_task = _job(DEFAULT_MODEL if model is None else model, hub_kwargs, dtype,
                                           generate_kwargs, task, src_lang, tgt_lang)
     job.update(input=str(input.resolve()), text_field=text_field, id_field=id_field,
-               **({"strategy": strategy} if strategy != "truncate" else {}))
+               **({"strategy": strategy} if strategy != "truncate" else {}),
+               **({"seed": seed} if seed is not None else {}))
     try:
         out.open(job, revision=revision, overwrite=overwrite)
         done = frozenset(out.done)                                 # the ids written before this run
@@ -143,7 +149,7 @@ def process_corpus(input: str | Path, output: str | Path, model: str | Path | No
         worker_kwargs = dict(
             model=job["model"], hub_kwargs=hub_kwargs, device=device, dtype=dtype, generate_kwargs=generate_kwargs,
             eos_token_ids=job["generation"]["eos_token_id"], text_field=text_field, id_field=id_field,
-            done=done, batch_size=batch_size, sort_by_length=sort_by_length, strategy=strategy,
+            done=done, batch_size=batch_size, sort_by_length=sort_by_length, strategy=strategy, seed=seed,
             task=task, pipeline_task=pipeline_task, languages=job.get("languages"))
         start = time.perf_counter()
         if not todo:            # every record bad, refused or written before: no model loaded, no Ray joined
@@ -178,6 +184,11 @@ def _check_engine(engine: str, ray_address, actors, batch_size) -> None:
         check_positive_int(value, name)
     if engine == "ray":
         ray_engine.require_ray()                                   # before any work: is Ray there?
+
+
+def _check_seed(seed) -> None:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64):
+        raise ValueError(f"seed must be an integer in [0, 2**64) (torch.Generator's), or None, got {seed!r}")
 
 
 def _check_task(task: str, model, strategy: str, src_lang, tgt_lang) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from concurrent.futures import FIRST_COMPLETED, wait
 from typing import Iterable, Iterator
 
+import torch
+
 from ..generation import rows_per_input, settings
 from ..long_documents import SummariesTooLong, summarize_documents
 from ..summarization import Encoded
@@ -22,17 +24,20 @@ class Worker:
     `process_stream(chunks)` yield results {"records": [{"id", "summary_text", "input_tokens", "output_tokens",
     "where"}], "errors": [...], "skipped": n}, records in the order the engine finishes them. task "translation"
     (with src_lang / tgt_lang): the translation pipeline, records holding "translation_text"; pipeline_task: the
-    task that pipeline runs when not `task` (the checkpoint's "translation_XX_to_YY")."""
+    task that pipeline runs when not `task` (the checkpoint's "translation_XX_to_YY"); seed: every document's
+    draws from torch.Generator().manual_seed(seed), as it would draw alone."""
 
     def __init__(self, model: str, hub_kwargs: dict, device, dtype, generate_kwargs: dict, eos_token_ids,
                  text_field: str, id_field: str, done: frozenset, batch_size: int, sort_by_length: bool,
                  strategy: str = "truncate", task: str = "summarization", pipeline_task: str | None = None,
-                 languages: dict | None = None):
+                 languages: dict | None = None, seed: int | None = None):
         self.pipe = pipeline(pipeline_task or task, model=model, device=device, dtype=dtype, **(languages or {}),
                              **hub_kwargs)
         self.field = RESULTS[task][0]
         self.done_as = "translated" if task == "translation" else "summarized"     # for messages
-        self.generate_kwargs = generate_kwargs
+        # a seed: one generator, as each request draws from a copy of its state at submit (all from the seed's)
+        self.generate_kwargs = generate_kwargs if seed is None else \
+            {**generate_kwargs, "generator": torch.Generator(self.pipe.device).manual_seed(seed)}
         self.eos = set(eos_token_ids or ())
         self.text_field, self.id_field, self.done = text_field, id_field, done
         self.batch_size, self.sort_by_length, self.strategy = batch_size, sort_by_length, strategy
