@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 
 httpx = pytest.importorskip("httpx", reason='the server tests need httpx (pip install "seq2seq-kit[test]")')
 pytest.importorskip("fastapi", reason='the server needs its extra (pip install "seq2seq-kit[serve]")')
@@ -163,8 +164,17 @@ def test_map_reduce_strategy_is_the_pipelines(server, pipe):
     assert answer.status_code == 200, answer.text
     expected = pipe(doc, max_length=12, strategy="map_reduce", map_kwargs={"max_length": 8}, return_chunks=True)
     assert answer.json() == expected and len(expected[0]["chunks"]) > 2
-    bad = post(server, {"inputs": doc, "parameters": {"strategy": "map_reduce", "seed": 3}})
-    assert bad.status_code == 422 and bad.json()["field"] == "parameters.seed"
+    # seeds: parameters.seed the generator of both stages, map_parameters.seed the chunks' own
+    seeded = lambda seed: torch.Generator().manual_seed(seed)
+    sampled = {"strategy": "map_reduce", "do_sample": True, "temperature": 2.0, "max_length": 12, "seed": 3,
+               "map_parameters": {"max_length": 8, "seed": 4}}
+    answer = post(server, {"inputs": doc, "parameters": sampled})
+    expected = pipe(doc, strategy="map_reduce", do_sample=True, temperature=2.0, max_length=12, generator=seeded(3),
+                    map_kwargs={"max_length": 8, "generator": seeded(4)})
+    assert answer.status_code == 200 and answer.json() == expected, answer.text
+    answer = post(server, {"inputs": doc, "parameters": {**sampled, "map_parameters": {"max_length": 8}}})
+    assert answer.json() == pipe(doc, strategy="map_reduce", do_sample=True, temperature=2.0, max_length=12,
+                                 generator=seeded(3), map_kwargs={"max_length": 8}) != expected
     # a list of inputs: one summary each, in order, as pipe(list, strategy="map_reduce")
     docs = ["The tower is 324 metres tall. It is in Paris.", "The river is long. It flows to the north sea."]
     several = post(server, {"inputs": docs, "parameters": {"strategy": "map_reduce", **PARAMS}})
@@ -325,8 +335,6 @@ def test_translate_on_a_summarization_model_is_404_naming_the_route(server):
      "parameters.generate_parameters.num_beams", "max_rows=8"),
     ({"inputs": "a", "parameters": {"generate_parameters": {"do_sample": True, "temperature": 1e-38, "seed": 1}}},
      "parameters.generate_parameters.temperature", "overflowed float32"),
-    ({"inputs": "a", "parameters": {"strategy": "map_reduce", "generate_parameters": {"seed": 3}}},
-     "parameters.generate_parameters.seed", "strategy truncate"),
     ({"inputs": "a", "parameters": {"num_beams": 0, "generate_parameters": {"num_beams": 2}}},
      "parameters.num_beams", "num_beams"),                           # sent in both: the flat one is in effect
     ({"inputs": "a", "parameters": {"eos_token_id": 3}}, "parameters.eos_token_id", "unknown field"),
@@ -359,8 +367,6 @@ def test_translate_on_a_summarization_model_is_404_naming_the_route(server):
     ({"inputs": "a", "parameters": {"return_chunks": True}}, "parameters.return_chunks", "map_reduce only"),
     ({"inputs": "a", "parameters": {"strategy": "map_reduce", "map_parameters": {"num_beams": 0}}},
      "parameters.map_parameters.num_beams", "num_beams"),
-    ({"inputs": "a", "parameters": {"strategy": "map_reduce", "map_parameters": {"seed": 3}}},
-     "parameters.map_parameters.seed", "strategy truncate"),
     ({"inputs": "a", "parameters": {"strategy": "map_reduce", "num_beams": 0}}, "parameters.num_beams", "num_beams"),
     ({"inputs": "a", "parameters": {"sequence_bias": {"5": 2.0}}}, "parameters.sequence_bias", "valid list"),
     ({"inputs": "a", "parameters": {"sequence_bias": [[[5], 2.0, 1.0]]}}, "parameters.sequence_bias",

@@ -329,11 +329,11 @@ class Service:
         stop_strings they are submitted from a worker thread: a new set builds its tables as it is submitted (up to
         ~0.2 s at schema's bound), which would stall every other request on the event loop."""
         tokens = self.streamable(inputs, kwargs) if stream else None
-        seed = kwargs.get("seed")                       # (submit takes it out)
         submit = functools.partial(self.submit, rows, kwargs, tokens)
         requests = await asyncio.to_thread(submit) if "stop_strings" in kwargs else submit()
         if stream:
-            described = functools.partial(finish, input_length=len(rows[0]), seed=seed) if details else None
+            described = functools.partial(finish, input_length=len(rows[0]), seed=kwargs.get("seed")) \
+                if details else None
             return self.stream(requests[0], tokens, clean_up, http, described)
         ids = await outputs_of(requests, http, self, sent=kwargs)
         return shape_records(inputs, [self.records(out, clean_up) for out in ids])
@@ -347,8 +347,17 @@ class Service:
         return self.records(torch.tensor([ids]), clean_up)[0][f"{self.pipe.output}_text"]
 
     def resolved(self, kwargs: dict) -> GenerationConfig:
-        """kwargs over the pipeline's task defaults, resolved as the engine resolves a request's (ValueError)."""
+        """kwargs (a request's parameters, its seed aside) over the pipeline's task defaults, resolved as the engine
+        resolves a request's (ValueError)."""
+        kwargs = {k: v for k, v in kwargs.items() if k != "seed"}
         return resolve_settings(self.pipe.model, {**self.pipe.generate_defaults, **kwargs})
+
+    def seeded(self, kwargs: dict | None) -> dict | None:
+        """A stage's kwargs for the library: its seed as generate's generator, on the model's device."""
+        if not kwargs or "seed" not in kwargs:
+            return kwargs
+        seed, kwargs = kwargs["seed"], {k: v for k, v in kwargs.items() if k != "seed"}
+        return kwargs if seed is None else {**kwargs, "generator": torch.Generator(self.pipe.device).manual_seed(seed)}
 
     def streamable(self, inputs: str | list[str], kwargs: dict) -> TokenQueue:
         """The streamer of a request that may stream: one text, one token chosen per step (greedy or sampling),
@@ -360,7 +369,7 @@ class Service:
                                          "to send a list")
         kwargs.setdefault("num_beams", 1)
         try:
-            config = self.resolved({k: v for k, v in kwargs.items() if k != "seed"})
+            config = self.resolved(kwargs)
         except ValueError:                        # submit refuses them, naming the parameter
             return TokenQueue(asyncio.get_running_loop())
         if config.num_beams > 1:
@@ -421,9 +430,9 @@ class Service:
         map_kwargs = parameters.map_parameters.model_dump(exclude_unset=True) if parameters.map_parameters else None
         self.check_map_reduce(parameters, kwargs, map_kwargs)
         cancel = threading.Event()
-        run = functools.partial(map_reduce, self.pipe, texts, engine=self.engine, map_kwargs=map_kwargs,
+        run = functools.partial(map_reduce, self.pipe, texts, engine=self.engine, map_kwargs=self.seeded(map_kwargs),
                                 chunk_overlap=parameters.chunk_overlap, return_chunks=parameters.return_chunks,
-                                clean_up_tokenization_spaces=clean_up, cancel=cancel, **kwargs)
+                                clean_up_tokenization_spaces=clean_up, cancel=cancel, **self.seeded(kwargs))
         work = unlogged(asyncio.get_running_loop().run_in_executor(self.map_reduce_threads, run))
         try:
             return await answer_of(work, http, self)
@@ -441,15 +450,12 @@ class Service:
             cancel.set()
 
     def check_map_reduce(self, parameters: SummarizeParameters, kwargs: dict, map_kwargs: dict | None) -> None:
-        """Refusal 422 naming the field for map-reduce settings the library would refuse: seed, each stage's
-        settings (the reduce stage's are the parameters, the map stage's those under map_parameters over them),
-        num_return_sequences other than 1, a chunk_overlap no chunk can carry."""
+        """Refusal 422 naming the field for map-reduce settings the library would refuse: each stage's settings (the
+        reduce stage's are the parameters, the map stage's those under map_parameters over them), num_return_sequences
+        other than 1, a chunk_overlap no chunk can carry."""
         stages = (("parameters", kwargs, kwargs), ("parameters.map_parameters", map_kwargs or {},
                                                    map_settings(kwargs, map_kwargs)))
-        for where, given, _ in stages:
-            if "seed" in given:
-                raise Refusal(422, f"{where}.seed", "seed applies to strategy truncate; leave it out with map_reduce")
-        for where, _, merged in stages:      # each stage checked here, so that a refusal names the stage's field
+        for where, given, merged in stages:  # each stage checked here, so that a refusal names the stage's field
             try:
                 config = self.resolved(merged)
             except ValueError as e:
@@ -476,12 +482,10 @@ class Service:
         if len(rows) > self.settings.max_queue:
             raise Refusal(413, "inputs", f"{len(rows)} inputs in one request, more than this server queues "
                                          f"(--max-queue {self.settings.max_queue}); send them in smaller requests")
-        seed = kwargs.pop("seed", None)
-        requests = []
+        requests, settings = [], self.seeded(kwargs)      # each request draws from a copy of the generator's state
         try:
             for row in rows:
-                generator = None if seed is None else torch.Generator(self.pipe.device).manual_seed(seed)
-                requests.append(self.engine.submit(row, generator=generator, streamer=streamer, **kwargs))
+                requests.append(self.engine.submit(row, streamer=streamer, **settings))
         except BaseException as e:
             for r in requests:
                 r.cancel()
