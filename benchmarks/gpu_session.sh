@@ -6,12 +6,14 @@
 #   bash benchmarks/gpu_session.sh --smoke    # on any machine: tiny shapes on the CPU, no CUDA tests
 #
 # The device machine's image has Python 3.12 with torch (CUDA), transformers (5.17 when last seen; the tests'
-# oracle is pinned to 5.24), safetensors, tokenizers, huggingface_hub, numpy, pytest, hypothesis and httpx, and
+# oracle is pinned to 5.25), safetensors, tokenizers, huggingface_hub, numpy, pytest, hypothesis and httpx, and
 # nothing can be downloaded there, so the package is used from the checkout (PYTHONPATH) instead of
 # `pip install -e ".[test,bench]"`, and CUDA's torch is the image's. To run the parity tests against the pinned
 # transformers, fetch its wheel here first and carry it (README of the device tool, Notes):
 #   echo /.whl/ >> .git/info/exclude
-#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl transformers==5.24.0
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl transformers==5.25.0 \
+#       kernels==0.19.1 tomlkit "huggingface_hub==$(python3 -c 'import huggingface_hub as h; print(h.__version__)')"
+#   (5.25 imports `kernels` and needs huggingface_hub >= 2.4, which the image may lack)
 # then call the tool with carry [".whl"]; this script installs .whl/*.whl into /tmp/site when present.
 #
 # Steps: environment -> `pytest -m cuda -q` (no -x: every failure shown) on the files that hold cuda tests

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import re
 import sys
@@ -195,7 +194,7 @@ def _add_generation(p, what: str) -> None:
                         "transformers' max_new_tokens (takes the place of --max-length)")
     g.add_argument("--min-new-tokens", type=_non_negative,
                    help=f"minimum {what} length in generated tokens, as transformers' min_new_tokens")
-    g.add_argument("--length-penalty", type=_float,
+    g.add_argument("--length-penalty", type=_finite,
                    help="beam search: a hypothesis' score is its log-probability / length ** this (> 0 favours "
                         "longer outputs)")
     g.add_argument("--no-repeat-ngram-size", type=_non_negative, help="no n-gram of this size occurs twice (0: off)")
@@ -537,8 +536,15 @@ def _tolerance(value: str) -> float:
 
 def _positive_float(value: str) -> float:
     x = _float(value)
-    if not 0 < x < math.inf:
+    if not 0 < x < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {value!r}")
+    return x
+
+
+def _finite(value: str) -> float:
+    x = _float(value)
+    if not -float("inf") < x < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {value!r}")
     return x
 
 

@@ -1,6 +1,6 @@
 """BartConfig: the shape of a BART-family model, read from a checkpoint's config.json.
 
-Field names and defaults are transformers 5.24's `BartConfig`, with the defaults of the family's own config class
+Field names and defaults are transformers 5.25's `BartConfig`, with the defaults of the family's own config class
 (`MBartConfig`, `MarianConfig`, ...) where they differ. `model_type` picks the family, and with it the network's
 switches (seq2seq_kit/families.py: positions, layer-norm placement, ...). Every other key of config.json (generation settings, id2label,
 task_specific_params, fairseq-era keys, ...) is kept verbatim in `extra` and written back by `to_dict`.

@@ -1,4 +1,4 @@
-"""The translation families' tokenizers, as transformers 5.24 builds them, on seq2seq_kit's Tokenizer.
+"""The translation families' tokenizers, as transformers 5.25 builds them, on seq2seq_kit's Tokenizer.
 
     tok = AutoTokenizer.from_pretrained(path_or_id, src_lang="eng_Latn", tgt_lang="fra_Latn")
     tok(text)["input_ids"];  tok.target_language_id()   # generate(..., forced_bos_token_id=that)
@@ -15,12 +15,12 @@ What each checkpoint ships, and how it is read (never a hand-written segmenter):
   M2M100            sentencepiece.bpe.model + vocab.json: the same construction (M2M100Tokenizer), language tokens
                     `__en__` after the vocabulary, `__src__ A </s>`. The language tokens are special tokens, as
                     where tokenizer_config.json lists them (additional_special_tokens, as the Hub's checkpoints do)
-                    and as in transformers 4.x (5.24 without that list: its decode(skip_special_tokens=True) keeps
+                    and as in transformers 4.x (5.25 without that list: its decode(skip_special_tokens=True) keeps
                     "__fr__", and a "__fr__" written in the text is split into pieces there; the only texts whose
-                    ids differ from 5.24's, in 6000 random ones).
+                    ids differ from 5.25's, in 6000 random ones).
                     Then fairseq's 8 "madeup words" that pad the model's vocabulary (m2m100_418M: 128112 ids),
                     read as <unk> as transformers reads them. vocab_size leaves both out, vocab and len() the
-                    language tokens tokenizer_config.json does not list and the madeup words, as transformers 5.24's.
+                    language tokens tokenizer_config.json does not list and the madeup words, as transformers 5.25's.
   NLLB, mBART-50    tokenizer.json (the `tokenizers` path; its normalizer, pre-tokenizer and decoder as the class
                     builds them: tokenizer_classes), language codes `eng_Latn` / `en_XX` as tokens:
                     `src A </s>` (NLLB's legacy_behaviour: `A </s> src`), set from src_lang as transformers does.
@@ -163,7 +163,7 @@ class TranslationTokenizer(Tokenizer):
     target_side: TranslationTokenizer | None = None    # Marian: text_target's tokenizer, built at its first use
     code_last: bool = False          # the source code after the text (mBART, NLLB's legacy_behaviour)
     aliases: dict[str, str] = {}     # tokens read as another (M2M100's madeup words as <unk>)
-    # tokens with ids (read, decoded) that vocab_size leaves out, as transformers 5.24 leaves them out (M2M100's
+    # tokens with ids (read, decoded) that vocab_size leaves out, as transformers 5.25 leaves them out (M2M100's
     # language tokens and madeup words); vocab and len() leave out those of them (`unlisted`) that tokenizer_config.json
     # does not list as special tokens (transformers registers the listed ones as added tokens)
     outside_vocab: frozenset[str] = frozenset()
@@ -176,7 +176,7 @@ class TranslationTokenizer(Tokenizer):
 
     @classmethod
     def load(cls, root: Path, config: dict, kind: str, src_lang: str | None, tgt_lang: str | None):
-        if kind == "MBart50Tokenizer":    # it has no bos_token of its own (transformers 5.24): only the files' one
+        if kind == "MBart50Tokenizer":    # it has no bos_token of its own (transformers 5.25): only the files' one
             config = {"bos_token": None, **config}
             if (root / "tokenizer.json").is_file():
                 config["extra_special_tokens"] = _with_mbart50_codes(extra_tokens(config))
@@ -732,16 +732,17 @@ def _mbart50_from_spm(root: Path, config: dict) -> TranslationTokenizer:
     scores = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), *pieces[3:],
               *((code, 0.0) for code in MBART50_LANGUAGES), ("<mask>", 0.0)]
     backend = Backend(models.Unigram(scores, unk_id=3, byte_fallback=False))
-    steps = [normalizers.Replace(Regex(r" {2,}"), " ")]
+    steps = [normalizers.Strip(left=False, right=True), normalizers.Replace(Regex(r" {2,}"), " ")]
     if proto.normalizer_spec.precompiled_charsmap:
         steps.insert(0, normalizers.Precompiled(proto.normalizer_spec.precompiled_charsmap))
     backend.normalizer = normalizers.Sequence(steps)
     backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPIECE_UNDERLINE, prepend_scheme="always", split=True)
     backend.decoder = decoders.Metaspace(replacement=SPIECE_UNDERLINE, prepend_scheme="always", split=True)
     backend.add_special_tokens([AddedToken("<mask>", lstrip=True, rstrip=False, special=True)])
-    if "extra_special_tokens" not in config:   # transformers: the model's control and user-defined pieces, the codes
-        pieces = [{"content": p.piece, "special": p.type == p.CONTROL, "normalized": False} for p in proto.pieces
-                  if p.type in (p.CONTROL, p.USER_DEFINED)]
+    if "extra_special_tokens" not in config:
+        # transformers: the model's control pieces (a Unigram model's user-defined ones stay its pieces), the codes
+        pieces = [{"content": p.piece, "special": True, "normalized": False} for p in proto.pieces
+                  if p.type == p.CONTROL]
         config = {**config, "extra_special_tokens": _with_mbart50_codes(pieces)}
     return TranslationTokenizer(backend, config)
 

@@ -1,4 +1,4 @@
-"""Text <-> token ids for BART-family checkpoints: transformers 5.24's tokenizers, without transformers.
+"""Text <-> token ids for BART-family checkpoints: transformers 5.25's tokenizers, without transformers.
 
 `Tokenizer.from_pretrained(dir)` loads either on-disk form a checkpoint ships:
   1. tokenizer.json (e.g. KoBART): the saved `tokenizers` pipeline, used as is where transformers' class is the
@@ -43,7 +43,7 @@ PADDING = {False: None, "do_not_pad": None, True: "longest", "longest": "longest
 TRUNCATION = {None: None, False: None, "do_not_truncate": None, True: "longest_first",
               "longest_first": "longest_first", "only_first": "only_first", "only_second": "only_second"}
 
-# transformers' `clean_up_tokenization`, which 5.24 applies only to non-BPE models.
+# transformers' `clean_up_tokenization`, which 5.25 applies only to non-BPE models.
 CLEAN_UP = [(" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
             (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")]
 
@@ -222,7 +222,7 @@ class Tokenizer:
         self.extra_special_tokens: list[str] = [token_content(t) for t in extra]
         self.model_max_length: int = _max_length(config.get("model_max_length"))
         self.clean_up_tokenization_spaces: bool = config.get("clean_up_tokenization_spaces", False)
-        # transformers 5.24 cleans up a BPE model's text only when this is set too (the cleanup corrupts BPE text)
+        # transformers 5.25 cleans up a BPE model's text only when this is set too (the cleanup corrupts BPE text)
         self.clean_up_bpe: bool = config.get(CLEAN_UP_BPE, False)
         self.padding_side: str = config.get("padding_side", "right")
         self.truncation_side: str = config.get("truncation_side", "right")
@@ -649,7 +649,7 @@ class Tokenizer:
     def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None):
         """Text of ids (int, list, tensor or array; a 2-D input gives a list of texts, as in transformers).
         clean_up_tokenization_spaces (default: tokenizer_config.json's, else False) is ignored for BPE models,
-        as transformers 5.24 ignores it there (unless tokenizer_config.json sets CLEAN_UP_BPE)."""
+        as transformers 5.25 ignores it there (unless tokenizer_config.json sets CLEAN_UP_BPE)."""
         ids = self._check_ids(as_ids(ids))
         if isinstance(ids, list) and ids and isinstance(ids[0], list):
             return self.batch_decode(ids, skip_special_tokens, clean_up_tokenization_spaces)
@@ -877,7 +877,7 @@ def _added_token(token: str | dict) -> AddedToken:
 
 
 def _add_special_tokens(backend: Backend, listed: list, named: list, extra: list) -> None:
-    """As TokenizersBackend.__init__ adds tokens (transformers 5.24): added_tokens_decoder's (`listed`, in id order)
+    """As TokenizersBackend.__init__ adds tokens (transformers 5.25): added_tokens_decoder's (`listed`, in id order)
     unless the backend has that token with those flags (lstrip, rstrip, ...); then the named and extra special
     tokens whose text neither had, each once, the last of one text setting its flags. Each becomes an added token:
     matched whole in text, skipped by decode(skip_special_tokens=True); a named token's text is special."""

@@ -1,4 +1,4 @@
-"""Which transformers 5.24 tokenizer class a checkpoint gets, and the `tokenizers` pipeline that class reads from
+"""Which transformers 5.25 tokenizer class a checkpoint gets, and the `tokenizers` pipeline that class reads from
 its tokenizer.json.
 
     name = tokenizer_class(root, config)                        # "NllbTokenizer", "RobertaTokenizer", ... or None
@@ -11,7 +11,7 @@ The generic class (PreTrainedTokenizerFast, TokenizersBackend) uses tokenizer.js
 (not BART's: RobertaProcessing, see tokenizer.py) and SentencePiece character map (the first `Precompiled`
 normalizer); they build the model's options, the normalizer, the pre-tokenizer and the decoder themselves. A
 tokenizer.json converted by an older transformers (e.g. a Hub checkpoint's) can hold another pipeline than its class
-builds: transformers 5.24 tokenizes with the class's, and so does this module.
+builds: transformers 5.25 tokenizes with the class's, and so does this module.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from tokenizers import Tokenizer as Backend
 
 from .jsonfile import read_json, read_json_object
 
-# AutoTokenizer's class for a config.json model_type when tokenizer_config.json names none (transformers 5.24's
+# AutoTokenizer's class for a config.json model_type when tokenizer_config.json names none (transformers 5.25's
 # TOKENIZER_MAPPING_NAMES, for the families seq2seq_kit runs)
 MODEL_TYPE_CLASSES = {"bart": "RobertaTokenizer", "pegasus": "PegasusTokenizer", "mbart": "MBartTokenizer",
                       "m2m_100": "M2M100Tokenizer", "marian": "MarianTokenizer", "nllb-moe": "NllbTokenizer"}
@@ -48,7 +48,7 @@ def tokenizer_class(root: Path, config: dict) -> str | None:
 
 
 def read_tokenizer_json(path: Path, class_name: str | None, config: dict) -> Backend:
-    """tokenizer.json as transformers 5.24's `class_name` reads it (module doc); config: tokenizer_config.json's
+    """tokenizer.json as transformers 5.25's `class_name` reads it (module doc); config: tokenizer_config.json's
     settings (add_prefix_space, unk_token). A ValueError naming the file when it holds no tokenizer."""
     saved = read_json(path)              # malformed JSON: an error that names the file
     name = (class_name or "").removesuffix("Fast")
@@ -104,7 +104,7 @@ def _charsmap(normalizer) -> bytes | None:
 
 
 def _set_pipeline(backend: Backend, name: str, charsmap: bytes | None, config: dict) -> None:
-    """Normalizer, pre-tokenizer and decoder as `name`'s __init__ sets them (transformers 5.24)."""
+    """Normalizer, pre-tokenizer and decoder as `name`'s __init__ sets them (transformers 5.25)."""
     metaspace = dict(replacement=SPIECE_UNDERLINE, prepend_scheme="always", split=True)
     spaces = normalizers.Replace(Regex(r" {2,}"), " ")
     precompiled = [normalizers.Precompiled(charsmap)] if charsmap is not None else []
@@ -114,7 +114,8 @@ def _set_pipeline(backend: Backend, name: str, charsmap: bytes | None, config: d
         backend.decoder = decoders.ByteLevel()
         return
     if name == "MBartTokenizer":
-        backend.normalizer = None
+        strip = [normalizers.Strip(left=False, right=True), normalizers.Replace(Regex(r" {2,}"), SPIECE_UNDERLINE)]
+        backend.normalizer = normalizers.Sequence(precompiled + strip)
         backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
                                                          pre_tokenizers.Metaspace(**metaspace)])
     else:
@@ -123,7 +124,7 @@ def _set_pipeline(backend: Backend, name: str, charsmap: bytes | None, config: d
         elif name == "NllbTokenizer":
             steps = precompiled + [spaces] if precompiled else None
         else:                                                                          # MBart50Tokenizer
-            steps = precompiled + [spaces]
+            steps = precompiled + [normalizers.Strip(left=False, right=True), spaces]
         backend.normalizer = None if steps is None else normalizers.Sequence(steps)
         backend.pre_tokenizer = pre_tokenizers.Metaspace(**metaspace)
     backend.decoder = decoders.Metaspace(**metaspace)

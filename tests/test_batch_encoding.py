@@ -1,5 +1,5 @@
 """BatchEncoding's maps between tokens, words and characters (tokens, word_ids, char_to_token, ...) against
-transformers 5.24's AutoTokenizer results on the same texts and arguments, family by family; Marian and M2M100,
+transformers 5.25's AutoTokenizer results on the same texts and arguments, family by family; Marian and M2M100,
 whose transformers tokenizers are Python ones, raise as those do. The tokenizers are test_family_tokenizers'."""
 
 from __future__ import annotations

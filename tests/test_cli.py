@@ -221,6 +221,7 @@ def test_generation_options_are_generates_settings(capsys, checkpoint, tmp_path,
     ("--top-k", "-1", "must be a non-negative integer, got '-1'"),
     ("--no-repeat-ngram-size", "2.5", "not an integer: '2.5'"),
     ("--length-penalty", "long", "not a number: 'long'"),
+    ("--length-penalty", "nan", "must be a finite number, got 'nan'"),
     ("--seed", str(2**64), "must be an integer in [0, 2**64)"),
 ])
 def test_generation_options_refuse_bad_values(capsys, flag, value, message):

@@ -1,4 +1,4 @@
-"""generate(decoder_input_ids=...): every row starts from a decoder prompt, token-exact with transformers 5.24
+"""generate(decoder_input_ids=...): every row starts from a decoder prompt, token-exact with transformers 5.25
 (generation/decoder_prompt.py): the start token prepended as there, the prompt counted in max_length / min_length /
 max_new_tokens / min_new_tokens and in the processors that count lengths, returned at the head of every sequence.
 Greedy, beam search (scores, beam indices) and seeded sampling on BART with EOS raised (rows end at different steps),

@@ -71,7 +71,7 @@ def twin_drafts(hf, ours, tmp_path) -> dict:
 def transformers_fed_right(hf, ids, mask, **kwargs):
     """transformers' generate with its assistant fed as it means to: given a decoder_attention_mask (all ones, which
     changes nothing else), its encoder-decoder assistant is fed the output's new tokens only after the cache it kept;
-    without one, 5.24 feeds the whole output again after that cache (its _prefill slices the input only where the
+    without one, 5.25 feeds the whole output again after that cache (its _prefill slices the input only where the
     mask is as long), so the draft guesses from a garbled prefix and draws other tokens."""
     start = torch.tensor([[hf.generation_config.decoder_start_token_id]], device=ids.device)
     return hf.generate(ids, attention_mask=mask, decoder_input_ids=start, decoder_attention_mask=torch.ones_like(start),

@@ -299,7 +299,7 @@ GENERATION_KEYS = ("forced_bos_token_id", "forced_eos_token_id", "bad_words_ids"
 @pytest.mark.parametrize("name", ["marian", "marian-separate", "pegasus", "mbart50", "m2m100"])
 def test_hand_written_config_generates_as_transformers(checkpoint, tmp_path, name, drop):
     """A config.json written by hand (shape and token ids, no generation keys, no generation_config.json):
-    transformers 5.24 takes the generation settings from config.json's own keys, not its config class's defaults
+    transformers 5.25 takes the generation settings from config.json's own keys, not its config class's defaults
     (Marian gets no bad_words_ids or forced EOS, no decoder start where none is written: bos, else an error)."""
     import shutil
 

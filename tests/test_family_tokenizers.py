@@ -1,4 +1,4 @@
-"""The translation families' tokenizers (seq2seq_kit/family_tokenizers.py) against transformers 5.24's: Marian,
+"""The translation families' tokenizers (seq2seq_kit/family_tokenizers.py) against transformers 5.25's: Marian,
 M2M100, NLLB, mBART and mBART-50, ids and decoded text on a small multilingual corpus.
 
 No real SentencePiece model can be downloaded here, so each test trains one on the spot (tiny vocabulary, well
@@ -161,7 +161,7 @@ def test_m2m100_ids_text_and_languages_equal_transformers(m2m100_dir, src_lang, 
                              src_lang=src_lang, tgt_lang=tgt_lang)
     ours = AutoTokenizer.from_pretrained(m2m100_dir, src_lang=src_lang, tgt_lang=tgt_lang)
     assert ours.kind == "M2M100Tokenizer"
-    # transformers 5.24 no longer registers M2M100's __xx__ tokens as special (4.x did): its decode keeps them
+    # transformers 5.25 no longer registers M2M100's __xx__ tokens as special (4.x did): its decode keeps them
     # even with skip_special_tokens. seq2seq_kit keeps 4.x's behaviour (a translation's text has no "__fr__"), so
     # decoding is compared without the language token, and the decode of one is checked against 4.x's result.
     assert_same(theirs, ours, CORPUS + EDGE, decode_from=1)
@@ -180,7 +180,7 @@ def test_m2m100_ids_text_and_languages_equal_transformers(m2m100_dir, src_lang, 
 
 def test_m2m100_language_token_written_in_the_text_is_the_token_as_in_transformers_4(m2m100_dir):
     """A "__fr__" in the text reads as the language token (transformers 4.x's M2M100Tokenizer listed the language
-    tokens as special; 5.24 splits the text into pieces there): the one way ids differ from 5.24's."""
+    tokens as special; 5.25 splits the text into pieces there): the one way ids differ from 5.25's."""
     from transformers import M2M100Tokenizer
 
     theirs = M2M100Tokenizer(str(m2m100_dir / "vocab.json"), str(m2m100_dir / "sentencepiece.bpe.model"),
@@ -352,7 +352,7 @@ def test_pegasus_offset_must_be_a_count(pegasus_dir, tmp_path):
 
 @pytest.mark.parametrize("bos_in", [None, "tokenizer_config.json", "special_tokens_map.json"])
 def test_mbart50_bos_token_only_from_the_files_as_in_transformers(tmp_path, bos_in):
-    """transformers 5.24's MBart50Tokenizer has no bos_token of its own: None unless tokenizer_config.json or
+    """transformers 5.25's MBart50Tokenizer has no bos_token of its own: None unless tokenizer_config.json or
     special_tokens_map.json names one (facebook/mbart-large-50's name "<s>"), which all_special_tokens' order
     follows; the ids do not change."""
     from transformers import AutoTokenizer as TheirAutoTokenizer
@@ -398,8 +398,8 @@ def assert_same_special_tokens(theirs, ours, texts=()):
                                           ("sentencepiece.bpe.model", None), ("user-defined pieces", None)])
 def test_mbart50_special_tokens_equal_transformers(tmp_path, form, listed):
     """MBart50Tokenizer's extra special tokens: those tokenizer_config.json lists, then the 52 language codes it
-    lacks; a lone sentencepiece.bpe.model without a listing puts its control pieces (<s>, </s>) and user-defined
-    pieces (not special to decode) first, as transformers reads them."""
+    lacks; a lone sentencepiece.bpe.model without a listing puts its control pieces (<s>, </s>) first, as
+    transformers reads them (its user-defined pieces are the Unigram model's own, not added tokens)."""
     from transformers import AutoTokenizer as TheirAutoTokenizer
     from transformers import MBart50Tokenizer
 
@@ -425,7 +425,7 @@ def test_mbart50_special_tokens_equal_transformers(tmp_path, form, listed):
     assert_same_special_tokens(theirs, ours, CORPUS[:2] + EDGE + ["a <sep> b<cls2>c de_DE fr_XX<s>"])
     first = [] if listed is None else ["<mask>", "de_DE", "zz_ZZ"]
     if form != "tokenizer.json":
-        first = ["<s>", "</s>", *user]
+        first = ["<s>", "</s>"]
     assert ours.extra_special_tokens == first + [c for c in MBART50_LANGUAGES if c not in first]
 
 
@@ -464,7 +464,7 @@ METASPACE_4X = {"type": "Metaspace", "replacement": "\u2581", "add_prefix_space"
 def older_conversion(saved: dict) -> dict:
     """A tokenizer.json as an older transformers converted it (as Hub checkpoints ship it): its normalizer the bare
     SentencePiece character map (or none), a whitespace-splitting pre-tokenizer, other model options. transformers
-    5.24's classes rebuild all of these (tokenizer_classes); only the vocabulary and the character map stay."""
+    5.25's classes rebuild all of these (tokenizer_classes); only the vocabulary and the character map stay."""
     normalizer = saved["normalizer"]
     steps = normalizer["normalizers"] if normalizer and normalizer["type"] == "Sequence" else [normalizer]
     charsmap = [step for step in steps if step and step["type"] == "Precompiled"]
@@ -477,7 +477,7 @@ def older_conversion(saved: dict) -> dict:
 
 @pytest.mark.parametrize("kind", ["PegasusTokenizer", "NllbTokenizer", "MBartTokenizer", "MBart50Tokenizer"])
 def test_an_older_tokenizer_json_reads_as_its_class_builds_it(request, tmp_path, kind):
-    """transformers 5.24's Pegasus, NLLB, mBART and mBART-50 classes keep a tokenizer.json's vocabulary and
+    """transformers 5.25's Pegasus, NLLB, mBART and mBART-50 classes keep a tokenizer.json's vocabulary and
     SentencePiece character map and build the rest themselves, so a file converted otherwise (google/pegasus-xsum's
     splits on whitespace: "end  " has no trailing "\u2581" there) tokenizes as the class builds it, here too."""
     from transformers import AutoTokenizer as TheirAutoTokenizer
@@ -557,7 +557,7 @@ def test_mbart_without_listed_codes_takes_transformers_default_codes(tmp_path, l
 
 def test_m2m100_codes_listed_as_the_hubs_configs_list_them_equal_transformers(m2m100_dir, tmp_path):
     """A tokenizer_config.json listing the language tokens as additional_special_tokens (as facebook/m2m100_418M's
-    does): transformers 5.24 registers them as added tokens, so len() and get_vocab() count them (vocab_size does
+    does): transformers 5.25 registers them as added tokens, so len() and get_vocab() count them (vocab_size does
     not), and reads a "__fr__" written in the text as the token; ids and text as transformers'."""
     from transformers import AutoTokenizer as TheirAutoTokenizer
 
@@ -576,7 +576,7 @@ def test_m2m100_codes_listed_as_the_hubs_configs_list_them_equal_transformers(m2
 
 @pytest.mark.parametrize("fixture", ["marian_dir", "m2m100_dir"])
 def test_python_tokenizers_skip_their_special_ids_as_transformers(request, tmp_path, fixture):
-    """Marian and M2M100 are Python tokenizers in transformers 5.24: decode(skip_special_tokens=True) drops
+    """Marian and M2M100 are Python tokenizers in transformers 5.25: decode(skip_special_tokens=True) drops
     all_special_ids (named and extra special tokens), whatever tokenizer_config.json's added_tokens_decoder marks
     special: a named <pad> marked "special": false is dropped, an unnamed token marked special is kept."""
     from transformers import AutoTokenizer as TheirAutoTokenizer
@@ -590,7 +590,7 @@ def test_python_tokenizers_skip_their_special_ids_as_transformers(request, tmp_p
         str(pad): {"content": "<pad>", "special": False}, str(new): {"content": "<new>", "special": True}}}))
     theirs, ours = TheirAutoTokenizer.from_pretrained(str(root)), AutoTokenizer.from_pretrained(root)
     ids = theirs("hi <new> tall")["input_ids"] + [theirs.pad_token_id] * 2
-    ids = ids[kind == "M2M100Tokenizer":]    # M2M100's language token: special here, not in 5.24 (module doc)
+    ids = ids[kind == "M2M100Tokenizer":]    # M2M100's language token: special here, not in 5.25 (module doc)
     assert new in ids
     for skip in (True, False):
         assert ours.decode(ids, skip_special_tokens=skip) == theirs.decode(ids, skip_special_tokens=skip)
@@ -649,7 +649,7 @@ def test_m2m100_madeup_words_count_is_checked(m2m100_dir, tmp_path):
 
 
 def test_m2m100_vocabulary_and_madeup_words_equal_transformers(m2m100_dir):
-    """transformers 5.24's M2M100Tokenizer: vocab_size, len() and get_vocab() are vocab.json's (no language
+    """transformers 5.25's M2M100Tokenizer: vocab_size, len() and get_vocab() are vocab.json's (no language
     tokens, no madeup words); a madeup word converts to unk_token_id and its id to "<unk>", a language token to its
     id, which decode reads."""
     from transformers import M2M100Tokenizer
@@ -1338,7 +1338,7 @@ def test_pegasus_tokenizer_json_without_a_character_map_as_transformers(pegasus_
 
 def test_added_tokens_decoder_replaces_the_files_added_tokens_as_transformers(nllb_dir, tmp_path):
     """tokenizer_config.json's added_tokens_decoder is the class's whole added-token table: a token that only
-    tokenizer.json adds is no token there (its text is pieces), as in transformers 5.24."""
+    tokenizer.json adds is no token there (its text is pieces), as in transformers 5.25."""
     from transformers import AutoTokenizer as TheirAutoTokenizer
 
     root = Path(shutil.copytree(nllb_dir, tmp_path / "nllb"))
@@ -1372,7 +1372,7 @@ def test_a_tokenizer_json_model_without_its_type_reads_as_its_class(nllb_dir, tm
 
 
 def test_an_m2m100_extra_special_token_takes_the_id_after_the_language_tokens(m2m100_dir, tmp_path):
-    """A difference from transformers 5.24, on purpose (README): its M2M100Tokenizer gives an extra special token
+    """A difference from transformers 5.25, on purpose (README): its M2M100Tokenizer gives an extra special token
     that is no language token the first id after vocab.json, the id of __af__ (one id, two tokens); here it takes
     the first id after the language tokens and madeup words, and every other id is transformers'."""
     from transformers import AutoTokenizer as TheirAutoTokenizer
@@ -1386,4 +1386,4 @@ def test_an_m2m100_extra_special_token_takes_the_id_after_the_language_tokens(m2
     assert ours.get_lang_id("af") == size and ours.convert_tokens_to_ids("<x>") == size + 100 + 8
     mine, want = ours("a <x> b")["input_ids"], theirs("a <x> b")["input_ids"]
     assert [i for i in mine if i != size + 108] == [i for i in want if i != size] and mine.count(size + 108) == 1
-    assert ours.decode(mine, skip_special_tokens=True) == "a b"      # (5.24 keeps __en__ here: README's other one)
+    assert ours.decode(mine, skip_special_tokens=True) == "a b"      # (5.25 keeps __en__ here: README's other one)

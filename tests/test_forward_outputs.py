@@ -1,5 +1,5 @@
 """model(..., output_attentions=True / output_hidden_states=True / return_dict=True): the teacher-forced forward's
-Seq2SeqLMOutput against transformers 5.24 with attn_implementation="eager" (its default SDPA attention returns no
+Seq2SeqLMOutput against transformers 5.25 with attn_implementation="eager" (its default SDPA attention returns no
 attention probabilities): the same fields in the same order (transformers' but loss and cache), every shape
 equal, values within ATOL (float32, tiny random checkpoints), for BART (post-LN), mBART (pre-LN, final layer norms),
 Marian and Pegasus (sinusoidal positions) and M2M100 (positions over non-pad tokens), a padded source and a padded

@@ -1,5 +1,5 @@
 """GenerationConfig: where a checkpoint's generation settings come from, and how generate() resolves them
-(checked against what transformers 5.24 does for the same files)."""
+(checked against what transformers 5.25 does for the same files)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def hf_generation_config(path) -> dict:
 
 
 def test_distilbart_config_json_keys_are_used(checkpoint):
-    """No generation_config.json: transformers 5.24 still takes num_beams, min_length, ... from config.json."""
+    """No generation_config.json: transformers 5.25 still takes num_beams, min_length, ... from config.json."""
     path = checkpoint("distilbart")
     assert not (path / "generation_config.json").exists()
     ours = GenerationConfig.from_pretrained(path)

@@ -1,5 +1,5 @@
 """generate(..., output_attentions=True, output_hidden_states=True, return_dict_in_generate=True) against
-transformers 5.24 with attn_implementation="eager" (its default SDPA attention returns empty tuples for the
+transformers 5.25 with attn_implementation="eager" (its default SDPA attention returns empty tuples for the
 attentions): every field's structure and shapes equal, values within ATOL (float32, tiny random checkpoints), in
 greedy, seeded sampling and beam search (+ num_return_sequences), BART (post-LN) and mBART (pre-LN, final layer
 norms), a padded batch, and a decoder prompt (whose first step transformers runs in one pass); the tokens and

@@ -48,7 +48,7 @@ def test_tokens_are_greedy_searchs_and_transformers(pair, name, setting):
         want = hf.generate(ids, attention_mask=mask, **kwargs, return_dict_in_generate=True, output_scores=True)
         got = ours.generate(ids, mask, **kwargs, prompt_lookup_num_tokens=4, return_dict_in_generate=True,
                             output_scores=True)
-        # transformers 5.24's own lookup probes its guesses with [1, vocab_size] scores, which a Marian with its own
+        # transformers 5.25's own lookup probes its guesses with [1, vocab_size] scores, which a Marian with its own
         # decoder vocabulary's bad-words processor refuses: there only its plain greedy search is the reference
         if name != "marian-separate":
             theirs = hf.generate(ids, attention_mask=mask, **kwargs, prompt_lookup_num_tokens=4)

@@ -1,4 +1,4 @@
-"""generate(stop_strings=..., tokenizer=tok): a row ends once its text ends in a stop string, as transformers 5.24's
+"""generate(stop_strings=..., tokenizer=tok): a row ends once its text ends in a stop string, as transformers 5.25's
 StopStringCriteria decides it (generation/stop_strings.py): each family's tokens read as the same text as there,
 the check equal to transformers' on random rows, and whole generate calls token-exact in greedy, beam search,
 sampling and beam sampling, with and without EOS ids; the pipeline passes its own tokenizer.

@@ -305,7 +305,7 @@ def test_token_settings_of_the_wrong_type_name_the_file(tmp_path, name, settings
 
 
 def test_clean_up_applies_to_non_bpe_models(tmp_path):
-    """transformers 5.24 applies clean_up_tokenization_spaces only to non-BPE models: a tiny WordLevel one."""
+    """transformers 5.25 applies clean_up_tokenization_spaces only to non-BPE models: a tiny WordLevel one."""
     from tokenizers import Tokenizer as Backend
     from tokenizers import models, pre_tokenizers
 
@@ -325,7 +325,7 @@ def test_clean_up_applies_to_non_bpe_models(tmp_path):
 
 @pytest.mark.parametrize("model_type", ["bart", None])
 def test_clean_up_of_bpe_text_when_the_config_insists_as_transformers(tmp_path, model_type):
-    """transformers 5.24 skips clean_up_tokenization_spaces for BPE models unless tokenizer_config.json also sets
+    """transformers 5.25 skips clean_up_tokenization_spaces for BPE models unless tokenizer_config.json also sets
     clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output; it survives save_pretrained."""
     root = _bart_dir(tmp_path / "bart")
     (root / "tokenizer_config.json").write_text(json.dumps(
@@ -366,7 +366,7 @@ def test_bart_tokenizer_json_reads_as_its_class_builds_it(tmp_path):
 
 
 def _bart_json_dir(root: Path) -> Path:
-    """The BART files as transformers 5.24 saves them (tokenizer.json, RobertaTokenizer's tokenizer_config.json)."""
+    """The BART files as transformers 5.25 saves them (tokenizer.json, RobertaTokenizer's tokenizer_config.json)."""
     source = _bart_dir(root / "source")
     AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(root / "saved"))
     shutil.copy(source / "config.json", root / "saved")
@@ -451,7 +451,7 @@ def _disagreeing_files(root: Path, rng: random.Random) -> None:
 def test_special_token_files_that_disagree_read_as_transformers_reads_them(tmp_path, seed):
     """The flags (lstrip, rstrip, single_word, normalized) of a special token the files give twice are the last
     given (a name's plain string keeps the token as it is), an added_tokens_decoder replaces tokenizer.json's
-    added tokens under a class of its own, as transformers 5.24's TokenizersBackend reads them (seq2seq_kit kept
+    added tokens under a class of its own, as transformers 5.25's TokenizersBackend reads them (seq2seq_kit kept
     the first given, and the file's added tokens: other ids for "a</s> b", "<mask>" beside spaces)."""
     rng = random.Random(seed)
     form = ["bart", "bart-json", "kobart"][seed % 3]

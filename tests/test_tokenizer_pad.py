@@ -1,4 +1,4 @@
-"""Tokenizer.pad against transformers 5.24's tokenizer.pad (what DataCollatorWithPadding calls), on the same files:
+"""Tokenizer.pad against transformers 5.25's tokenizer.pad (what DataCollatorWithPadding calls), on the same files:
 BART, KoBART, Pegasus and Marian (pad ids 1, 3, 0 and the last of Marian's vocabulary). Every returned key, its type,
 dtype and values, for each padding strategy, max_length, pad_to_multiple_of, padding side (argument and the
 tokenizer's own), return_tensors, each input form (a dict of rows, a list of examples' dicts, one example, tensors

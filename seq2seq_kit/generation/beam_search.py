@@ -1,4 +1,4 @@
-"""Beam search (and beam sampling), token-exact with transformers 5.24 `GenerationMixin._beam_search`.
+"""Beam search (and beam sampling), token-exact with transformers 5.25 `GenerationMixin._beam_search`.
 
 The rules, read off the oracle (transformers/generation/utils.py, logits_process.py, stopping_criteria.py):
 

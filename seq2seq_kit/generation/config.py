@@ -1,4 +1,4 @@
-"""GenerationConfig: generation settings and their defaults, resolved as transformers 5.24 resolves them.
+"""GenerationConfig: generation settings and their defaults, resolved as transformers 5.25 resolves them.
 
 Where a checkpoint's settings come from (transformers' `GenerationMixin.adjust_generation_fn`):
   1. `generation_config.json`, if the checkpoint has one: every key in it; config.json is then not read;
@@ -272,7 +272,7 @@ UNSUPPORTED = dict(
     guidance_scale=1.0, dola_layers=None, token_healing=False, low_memory=False,
     assistant_early_exit=None, use_mtp=False,
 )
-# Whether a set (not None) UNSUPPORTED setting acts, given the resolved settings c: as transformers 5.24's
+# Whether a set (not None) UNSUPPORTED setting acts, given the resolved settings c: as transformers 5.25's
 # GenerationConfig.get_generation_mode and generate read them (num_beams 1: greedy or sampling)
 ACTS = dict(
     guidance_scale=lambda v, c: v != 1,                                      # classifier-free guidance

@@ -1,5 +1,5 @@
 """A decoder prompt: generate(..., decoder_input_ids=[B, P]) starts every row from these tokens instead of the
-decoder start token alone, as transformers 5.24 does (`_prepare_decoder_input_ids_for_generation`):
+decoder start token alone, as transformers 5.25 does (`_prepare_decoder_input_ids_for_generation`):
 
   - the start token is prepended when no row's prompt begins with it (when some row's does, none gets it);
   - the prompt, start token included, counts in max_length and min_length as the start token alone does without

@@ -16,7 +16,7 @@ confirmed) and feeds the output's tokens after that in one pass; then it steps o
 model's processors (no_repeat_ngram_size, min_length, the sampling ones, ...) over the draft's logits, then the
 sampling ones (temperature, top-k, ...) and renormalize_logits' again, as transformers' assistant runs them (its
 generate merges the model's list in before appending its own). A guess ends at EOS (included), at its length, or
-after a token the draft gave less than the confidence threshold's probability. transformers 5.24, where it is not
+after a token the draft gave less than the confidence threshold's probability. transformers 5.25, where it is not
 given a decoder_attention_mask, feeds its encoder-decoder assistant the whole output again after the part of its
 cache it kept (its _prefill slices the input only where that mask is as long), so its draft guesses from a garbled
 prefix and other tokens are drawn; this draft reads the output as it is, which is transformers' own run given
@@ -179,7 +179,7 @@ def speculative_draw(scores: torch.Tensor, drafted: torch.Tensor, guessed: list[
     index = torch.tensor(guessed, device=scores.device)[:, None]                               # [g, 1]
     q, p = drafted.softmax(dim=-1), scores.softmax(dim=-1)                                     # [g, V], [1 + g, V]
     ratio = p[:g].gather(1, index)[:, 0] / q.gather(1, index)[:, 0]                             # [g]
-    accepted = torch.rand(ratio.shape, generator=generator, device=ratio.device) <= ratio
+    accepted = torch.rand(ratio.shape, generator=generator, device=ratio.device) < ratio    # (a token p gives 0: never)
     n = int(((~accepted).cumsum(dim=0) < 1).sum())
     last = p[n]                                                                                  # [V]
     if n < g:

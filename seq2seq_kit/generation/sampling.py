@@ -1,4 +1,4 @@
-"""Greedy search and multinomial sampling, token-exact with transformers 5.24 `GenerationMixin._sample`.
+"""Greedy search and multinomial sampling, token-exact with transformers 5.25 `GenerationMixin._sample`.
 
 Rules: each step, logits -> float32 -> processors (on the raw logits; sampling adds temperature, top-k, top-p
 after the others) -> argmax, or torch.multinomial(softmax(scores), 1) drawn from `generator` (None: the global

@@ -1,4 +1,4 @@
-"""stop_strings: a row ends once its text ends in one of the stop strings, as transformers 5.24's
+"""stop_strings: a row ends once its text ends in one of the stop strings, as transformers 5.25's
 StopStringCriteria decides it (generate(..., stop_strings=[...], tokenizer=tok)).
 
 A stop string counts when it ends inside the row's last token and the tokens before that one spell the rest of

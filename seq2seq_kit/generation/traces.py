@@ -1,5 +1,5 @@
 """generate(..., output_attentions=True and/or output_hidden_states=True, return_dict_in_generate=True): the
-encoder's and every decoder step's attention probabilities and hidden states, as transformers 5.24's generate
+encoder's and every decoder step's attention probabilities and hidden states, as transformers 5.25's generate
 returns them (its eager attention's values: its default SDPA attention returns empty tuples for the attentions).
 
 Shapes (B inputs, S source tokens, R decoder rows, H heads, D d_model, L layers, P the decoder prompt's tokens,

@@ -1,4 +1,4 @@
-"""The BART-family encoder-decoder in plain PyTorch, numerically matching transformers 5.24's BART, mBART, Marian,
+"""The BART-family encoder-decoder in plain PyTorch, numerically matching transformers 5.25's BART, mBART, Marian,
 Pegasus and M2M100 (NLLB) models.
 
 The network alone: its layers, the teacher-forced forward, the encoder, and decoding one token per row on a KV cache
