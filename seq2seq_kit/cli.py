@@ -705,8 +705,9 @@ def _serve(args) -> int:
 
     settings = Settings(model=args.model or DEFAULT_MODEL, device=_device(args.device), dtype=args.dtype,
                         hub_kwargs=_hub_kwargs(args), max_rows=args.max_rows, max_queue=args.max_queue,
-                        max_encoder_tokens=args.max_encoder_tokens, max_body_bytes=args.max_body_bytes, request_timeout=args.request_timeout,
-                        drain_timeout=args.drain_timeout, api_key=api_key, task=args.task)
+                        max_encoder_tokens=args.max_encoder_tokens, max_body_bytes=args.max_body_bytes,
+                        request_timeout=args.request_timeout, drain_timeout=args.drain_timeout, api_key=api_key,
+                        task=args.task)
     if not args.ray:
         serve(settings, host=args.host, port=args.port)
         return 0

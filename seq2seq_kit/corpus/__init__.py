@@ -30,8 +30,9 @@ The files of an output `out.jsonl` (or `out.parquet`):
   out.jsonl.errors.jsonl  {"id", "where", "reason", "message"} per bad record (and per truncated input)
   out.jsonl.meta.json     the job: model, commit (Hub) or file digests (local directory), dtype, input path,
                           fields, resolved generation settings (a translation job: its task and languages, the
-                          target language forced first), the seed if given; counts. Only an output whose meta file says a
-                          job wrote it is resumed or repaired; any other existing file is refused (overwrite)
+                          target language forced first), the seed if given; counts. Only an output whose meta
+                          file says a job wrote it is resumed or repaired; any other existing file is refused
+                          (overwrite)
   out.parquet.partial.jsonl  (Parquet only) the journal a run appends to; turned into out.parquet at the end
 
 Crash safety: the results are an append-only JSONL journal; each result is appended with one write and
