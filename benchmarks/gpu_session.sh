@@ -12,8 +12,9 @@
 # transformers, fetch its wheel here first and carry it (README of the device tool, Notes):
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl transformers==5.25.0 \
-#       kernels==0.19.1 tomlkit "huggingface_hub==$(python3 -c 'import huggingface_hub as h; print(h.__version__)')"
-#   (5.25 imports `kernels` and needs huggingface_hub >= 2.4, which the image may lack)
+#       kernels==0.19.1 tomlkit huggingface_hub==2.4.0 httpx2 httpcore2 truststore
+#   (5.25 imports `kernels` and needs huggingface_hub >= 2.4, which talks through httpx2; the image had
+#   huggingface_hub 1.33 on httpx when last seen, and tests/hub_cache.py imports httpx2)
 # then call the tool with carry [".whl"]; this script installs .whl/*.whl into /tmp/site when present.
 #
 # Steps: environment -> `pytest -m cuda -q` (no -x: every failure shown) on the files that hold cuda tests
@@ -47,7 +48,8 @@ if [ -z "$SMOKE" ]; then
     # no -x: one failure must not hide the others' results in a one-call lease; each test bounded
     files=$(grep -l "mark.cuda" tests/test_*.py)
     per_test=$($PY -c "import pytest_timeout" 2>/dev/null && echo "--timeout 90")
-    timeout 170 $PY -m pytest -m cuda -q -p no:cacheprovider -o addopts="" $per_test -rfE $files 2>&1 \
+    timeout 170 $PY -m pytest -m cuda -q -p no:cacheprovider -o addopts="" $per_test -rfE \
+        --continue-on-collection-errors $files 2>&1 \
         | tee "$OUT/pytest_cuda.log"
     echo "pytest -m cuda exit: ${PIPESTATUS[0]}" | tee -a "$OUT/pytest_cuda.log"
 fi

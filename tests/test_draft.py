@@ -19,6 +19,15 @@ from test_prompt_lookup import SAMPLED, SETTINGS, Puts, length_of, one_input
 FAMILIES = ["tiny-eos", "kobart", "pegasus", "m2m100"]
 
 
+@pytest.fixture(autouse=True)
+def transformers_without_scikit_learn(monkeypatch):
+    """transformers retunes its draft's confidence threshold from an ROC curve when scikit-learn is installed (the
+    GPU machine's image has it); seq2seq_kit does not (README), so the comparisons run transformers as without it."""
+    from transformers.generation import candidate_generator
+
+    monkeypatch.setattr(candidate_generator, "is_sklearn_available", lambda: False)
+
+
 def drafts(path: str, model):
     """The drafts of `model` (loaded from `path`): itself (it always agrees), its int8 copy, and a model of the same
     vocabularies with other weights (it seldom agrees)."""

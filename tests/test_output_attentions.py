@@ -15,7 +15,6 @@ from transformers.modeling_outputs import BaseModelOutput
 from seq2seq_kit import BartForConditionalGeneration, pipeline
 from seq2seq_kit.engine import Engine
 from seq2seq_kit.models import attention
-from seq2seq_kit.server.schema import GenerateParameters
 
 ATOL = 1e-5
 TRACED = ("encoder_attentions", "encoder_hidden_states", "decoder_attentions", "cross_attentions",
@@ -237,6 +236,9 @@ def test_a_checkpoint_that_sets_them_serves_the_pipelines_summaries_on_its_engin
 
 
 def test_the_server_does_not_take_them():
+    pytest.importorskip("fastapi", reason='the server needs its extra (pip install "seq2seq-kit[serve]")')
+    from seq2seq_kit.server.schema import GenerateParameters
+
     assert not {"output_attentions", "output_hidden_states"} & set(GenerateParameters.model_fields)
 
 
