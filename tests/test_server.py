@@ -1528,6 +1528,40 @@ def test_a_stream_whose_search_fails_ends_with_a_generation_error_event(server):
     wait_idle(server)
 
 
+def test_a_streams_token_goes_out_in_the_step_that_chose_it():
+    """A token's event is sent as soon as the engine hands it over (put), not once the next step's token shows it
+    was not the last; the token a request ends on (put_last) waits for the end to carry the answer; an end with no
+    put_last (the request cancelled or failed) sends no answer event: answer() raises its error."""
+    import asyncio
+
+    from seq2seq_kit.server.streaming import Pieces, TokenQueue, events
+
+    def decode(ids):
+        return "".join(f" w{i}" for i in ids if i != 2)
+
+    async def stream(last: bool):
+        tokens = TokenQueue(asyncio.get_running_loop())
+        tokens.put(torch.tensor([[2]]))                           # the decoder's start: no event
+        tokens.put(torch.tensor([7]))
+        answers = [(" w7 w8", None)] if last else []
+        sent = events(tokens, Pieces(decode), {2}, lambda work: work, lambda: answers.pop() if answers else 1 / 0)
+        first = await asyncio.wait_for(anext(sent), 5)           # nothing more queued: it comes at once
+        if last:
+            tokens.put_last(torch.tensor([8]))
+        tokens.end()
+        try:
+            return first, [event async for event in sent]
+        except ZeroDivisionError:
+            return first, None
+
+    first, rest = asyncio.run(stream(last=True))
+    assert first == {"index": 1, "token": {"id": 7, "text": " w7", "logprob": None, "special": False},
+                     "generated_text": None, "details": None}
+    assert rest == [{"index": 2, "token": {"id": 8, "text": " w8", "logprob": None, "special": False},
+                     "generated_text": " w7 w8", "details": None}]
+    assert asyncio.run(stream(last=False)) == (first, None)
+
+
 def test_a_client_leaving_a_stream_frees_its_engine_rows(server):
     before = engine_metrics(server)["seq2seq_engine_generated_tokens_total"]
     status, events = streamed(server, {"inputs": "the tower is tall", "parameters": {

@@ -28,6 +28,13 @@ class Recorder:
         self.calls.append(("end",))
 
 
+class LastRecorder(Recorder):
+    """A streamer with the engine's put_last (the tokens a request ends on)."""
+
+    def put_last(self, value: torch.Tensor) -> None:
+        self.calls.append(("put_last", value.dtype, value.device.type, value.tolist()))
+
+
 CASES = {"greedy": {}, "sample": dict(do_sample=True, top_k=8, num_return_sequences=2),
          "prompt": dict(decoder_input_ids=torch.tensor([[2, 7, 8]] * 3)), "max_time": dict(max_time=0.0)}
 
@@ -257,7 +264,8 @@ def engine_jobs(vocab: int, seed: int) -> list[dict]:
 def check_engine_streams(model, mode: str) -> None:
     """Streaming and plain requests submitted at once, stepping together in an engine (mode: "eager", "fixed"
     capacity, or fixed capacity on "graphs"): each streamer gets the calls generate alone gives with the same
-    generator (its first tokens [1, P], each step's token [1], end()), and the tokens are generate's."""
+    generator (its first tokens [1, P], each step's token [1], end()), and the tokens are generate's; a streamer
+    with put_last gets the same calls, but the last token's there."""
     device = model.device
     jobs = engine_jobs(model.config.vocab_size, seed=5)
     want = []
@@ -273,7 +281,8 @@ def check_engine_streams(model, mode: str) -> None:
         if mode == "graphs" and device.type == "cpu":
             batch = engine.batch
             batch.graphs, batch.capture = BucketGraphs(model.next_token_logits, batch.tokens[:-1], batch.logits), True
-        recorders = [Recorder() if job["streams"] else None for job in jobs]
+        recorders = [(LastRecorder() if i % 4 == 0 else Recorder()) if job["streams"] else None
+                     for i, job in enumerate(jobs)]
         requests = [engine.submit(job["ids"], streamer=recorder, **job["kwargs"],
                                   generator=torch.Generator(device).manual_seed(job["seed"]))
                     for job, recorder in zip(jobs, recorders)]
@@ -281,8 +290,11 @@ def check_engine_streams(model, mode: str) -> None:
         assert mode != "graphs" or any(g.graph is not None for g in [*engine.groups, *engine.batch.idle.values()])
     for (out, calls), got, recorder in zip(want, outputs, recorders):
         assert torch.equal(got, out)
+        if isinstance(recorder, LastRecorder):
+            calls = [*calls[:-2], ("put_last", *calls[-2][1:]), calls[-1]]
         if recorder is not None:
             assert recorder.calls == calls and calls[-1] == ("end",) and len(calls) > 2
+    assert any(isinstance(r, LastRecorder) for r in recorders) and any(type(r) is Recorder for r in recorders)
 
 
 @pytest.mark.parametrize("mode", ["eager", "fixed", "graphs"])
@@ -325,7 +337,7 @@ def test_engine_ends_a_stream_however_its_request_ends(pair):
             if len(self.calls) == 3:
                 raise RuntimeError("the client went away")
 
-    cancels, breaks, watched, waits = Cancels(), Breaks(), Recorder(), Recorder()
+    cancels, breaks, watched, waits = Cancels(), Breaks(), Recorder(), LastRecorder()
     long = dict(min_new_tokens=12, max_new_tokens=12)
     want = Recorder()
     ours.generate(torch.tensor([[5, 6, 8]]), streamer=want, **long)

@@ -67,6 +67,7 @@ class Request:
     notified: bool = field(default=False, repr=False)      # its cancellation told to wait() / as_completed()
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)      # around `notified`
     streamer: object | None = field(default=None, repr=False)    # generate's streamer protocol: put(ids), end()
+                                                                 # (and put_last(ids) where it has one: stream)
     streaming: threading.RLock = field(default_factory=threading.RLock, repr=False)  # around its calls (a put
                                                                  # may cancel its own request: reentrant)
 
@@ -74,12 +75,16 @@ class Request:
         if self.streamer is not None:           # however it ends (answered, failed, cancelled), its stream ends
             self.future.add_done_callback(lambda _: self.end_stream())
 
-    def stream(self, tokens: torch.Tensor) -> None:
+    def stream(self, tokens: torch.Tensor, last: bool = False) -> None:
         """Hand tokens to the streamer, as generate does ([R, P] the decoder's first tokens, then [R] a step's),
-        unless its stream has ended. Only the engine's thread streams."""
+        unless its stream has ended. last: the request finished on these tokens; a streamer with put_last(tokens)
+        gets them there instead of put (then end(), once the request is settled), so it knows them for the last
+        without waiting for end() (the server's events: the last one carries the answer). Only the engine's thread
+        streams."""
         with self.streaming:
             if self.streamer is not None:
-                self.streamer.put(tokens)
+                put_last = getattr(self.streamer, "put_last", None) if last else None
+                (put_last or self.streamer.put)(tokens)
 
     def end_stream(self) -> None:
         """The streamer's end(), once, in the thread that settles the request (its output is set by then); no put

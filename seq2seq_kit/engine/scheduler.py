@@ -31,7 +31,8 @@ own cache when it is admitted, before it joins (generate's prefill, so a request
 requests share a search only with prompts of one length (group_key), which its scores and processors count.
 A request's streamer (submit(ids, streamer=...)) gets generate's calls from this thread: its first tokens as it
 joins, then each step's tokens as that step's flags are read (they travel to the host with them), and end() once
-the request is settled, however it ends.
+the request is settled, however it ends; a streamer with put_last gets the tokens a request ends on there, not in
+put (the server's stream sends each token at once and the last with the answer).
 
 Where the running rows live is the batch strategy's (engine/batch.py): EagerBatch, a KV cache per request (the
 default on the CPU), or FixedCapacity, slots of one fixed-shape store whose step replays from CUDA graphs (the
@@ -173,7 +174,8 @@ class Engine:
         streamer: generate's (put / end: e.g. TextIteratorStreamer), given the calls generate alone would give it,
         from the engine's thread as the request steps (a slow one slows every request); its end() comes however
         the request ends (answered, failed or cancelled: result() tells which); a put that raises fails the
-        request with that error."""
+        request with that error. A streamer that also has put_last(ids) gets the request's last tokens there
+        instead of put, in the step that ends it (end() follows), so it need not wait for end() to know them."""
         generate_kwargs = check_engine_settings(generate_kwargs)
         ids, _, config, prompt = prepare(self.model, as_row(input_ids), None, {**self.defaults, **generate_kwargs},
                                          generator, as_prompt_row(decoder_input_ids, "decoder_input_ids"),
@@ -505,7 +507,7 @@ class Engine:
                     continue
                 try:
                     if tokens is not None:
-                        request.stream(tokens[b * n:(b + 1) * n])
+                        request.stream(tokens[b * n:(b + 1) * n], last=not alive)
                 except Exception as e:   # noqa: BLE001 - the request's streamer failing fails that request alone
                     failed[id(request)] = e
                     continue

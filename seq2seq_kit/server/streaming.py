@@ -7,8 +7,9 @@ huggingface_hub's InferenceClient.text_generation(..., stream=True) reads):
     data: {"index": 17, "token": {"id": 2, "text": "", "logprob": null, "special": true},
            "generated_text": " The tower is 324 metres tall.", "details": null}
 
-One event per generated token; the last one carries generated_text, the text the route answers without
-"stream" for the same body. A token's text is what it adds to the text decoded so far (decoded as the answer is:
+One event per generated token, sent in the step that chose it; the last one carries generated_text, the text the
+route answers without "stream" for the same body (the engine hands the stream the tokens a request ends on apart:
+put_last, so no event waits for the next step to know it is not the last). A token's text is what it adds to the text decoded so far (decoded as the answer is:
 special tokens skipped, so theirs is ""), "" while it completes no character; the texts joined are
 generated_text. logprob is null: the engine hands a stream its tokens, not their scores. With "details": true
 among the parameters the last event's details are TGI's: {"finish_reason": "eos_token" | "stop_sequence" |
@@ -27,16 +28,20 @@ import torch
 
 
 class TokenQueue:
-    """An engine request's streamer (generate's put / end, called from the engine's thread): its generated tokens
-    as items of an asyncio queue on the server's loop, [id] per step, then None once the request has ended."""
+    """An engine request's streamer (generate's put / end and the engine's put_last, called from the engine's
+    thread): its generated tokens as items of an asyncio queue on the server's loop, ([id], last) per step (last:
+    the request ended on it), then None once the request has ended, however it ended."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop, self.items, self.prompted = loop, asyncio.Queue(), False
 
     def put(self, tokens: torch.Tensor) -> None:        # [1, P] the decoder's first tokens (not generated), then [1]
         if self.prompted:
-            self.loop.call_soon_threadsafe(self.items.put_nowait, tokens.tolist())
+            self.loop.call_soon_threadsafe(self.items.put_nowait, (tokens.tolist(), False))
         self.prompted = True
+
+    def put_last(self, tokens: torch.Tensor) -> None:   # [1]: the step's that ended the request
+        self.loop.call_soon_threadsafe(self.items.put_nowait, (tokens.tolist(), True))
 
     def end(self) -> None:
         self.loop.call_soon_threadsafe(self.items.put_nowait, None)
@@ -64,19 +69,25 @@ class Pieces:
 
 async def events(tokens: TokenQueue, pieces: Pieces, special: set[int], wait: Callable[[Awaitable], Awaitable],
                  answer: Callable[[], tuple[str, dict | None]]) -> AsyncIterator[dict]:
-    """The stream's events. Each token's is sent once the next token (or the end) has come, so that the last one
-    carries generated_text and details: answer(), called once the request has ended. wait(awaitable): its result,
-    or an exception ending the stream (the caller's request timeout)."""
+    """The stream's events. Each token's is sent as it comes, but the one the request ended on (put_last): that one
+    waits for the end, to carry generated_text and details: answer(), called once the request has ended (it raises
+    where the request failed or was cancelled). wait(awaitable): its result, or an exception ending the stream (the
+    caller's request timeout)."""
     held = None
-    while (step := await wait(tokens.items.get())) is not None:
-        for token in step:
-            if held is not None:
-                yield held
+    while (item := await wait(tokens.items.get())) is not None:
+        step, last = item
+        for i, token in enumerate(step):
             text = pieces.add(token)
-            held = {"index": len(pieces.ids), "token": {"id": token, "text": text, "logprob": None,
-                                                        "special": token in special},
-                    "generated_text": None, "details": None}
-    text, details = answer()            # a request ends after one token at least (max_new_tokens >= 1)
+            event = {"index": len(pieces.ids), "token": {"id": token, "text": text, "logprob": None,
+                                                         "special": token in special},
+                     "generated_text": None, "details": None}
+            if last and i == len(step) - 1:
+                held = event
+            else:
+                yield event
+    text, details = answer()
+    if held is None:                    # the engine ends an answered request on a put_last, one token at least
+        raise RuntimeError("the request ended without its last token")
     held["token"]["text"] += pieces.rest(text)
     yield {**held, "generated_text": text, "details": details}
 
