@@ -46,6 +46,7 @@ TRUNCATION = {None: None, False: None, "do_not_truncate": None, True: "longest_f
 # transformers' `clean_up_tokenization`, which 5.25 applies only to non-BPE models.
 CLEAN_UP = [(" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
             (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")]
+CLEAN_UP_REACH = max(len(before) for before, _ in CLEAN_UP) - 1     # how far after its space a pattern reaches
 
 
 def check_flag(value, name: str) -> None:
@@ -58,6 +59,21 @@ def clean_up_tokenization(text: str) -> str:
     for before, after in CLEAN_UP:
         text = text.replace(before, after)
     return text
+
+
+def clean_up_pending(text: str) -> int:
+    """How many of text's last characters clean_up_tokenization may still rewrite once more text follows (text: its
+    output so far): the longest end of text that begins one of its patterns (" " of " .", " n'" of " n't"), or
+    that one ending in a space became (" ' " -> "'": " ." takes that space first where "." follows), and back from
+    there to each space close enough to start a pattern reaching into it (" n" + " ' " -> " n'" + "t" -> "n't").
+    0: none."""
+    begun = (k for before, _ in CLEAN_UP for k in range(1, len(before)) if text.endswith(before[:k]))
+    replaced = (len(after) for before, after in CLEAN_UP if before.endswith(" ") and text.endswith(after))
+    pending = max([*begun, *replaced], default=0)
+    start = len(text) - pending
+    while pending and (space := text.rfind(" ", max(0, start - CLEAN_UP_REACH), start)) >= 0:
+        start = space
+    return len(text) - start
 
 
 class CharSpan(NamedTuple):

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 httpx = pytest.importorskip("httpx", reason='the server tests need httpx (pip install "seq2seq-kit[test]")')
 pytest.importorskip("fastapi", reason='the server needs its extra (pip install "seq2seq-kit[serve]")')
@@ -1560,6 +1562,43 @@ def test_a_streams_token_goes_out_in_the_step_that_chose_it():
     assert rest == [{"index": 2, "token": {"id": 8, "text": " w8", "logprob": None, "special": False},
                      "generated_text": " w7 w8", "details": None}]
     assert asyncio.run(stream(last=False)) == (first, None)
+
+
+def test_a_streams_pieces_join_to_its_cleaned_up_answer(pipe):
+    """With clean-up (a request's "clean_up_tokenization_spaces": true) decoding more tokens rewrites the end of
+    the text decoded so far (" do n" + "'t" -> " don't", " '" + "s" -> "'s"): a piece waits for the token that
+    settles it, never sending what clean-up then takes back, so the pieces join to the answer (before, the stream
+    stopped at the first rewrite: every later piece was "")."""
+    from seq2seq_kit.server.streaming import Pieces
+
+    def text(ids: list[int]) -> str:                # the server's decode (Service.text), with clean-up
+        return pipe.postprocess(torch.tensor([[ids]]), clean_up_tokenization_spaces=True)[0][0]["summary_text"]
+
+    ids = pipe.tokenizer(" He said do n't go . John 's car , the ' best ' one ! They 're here .",
+                         add_special_tokens=False)["input_ids"]
+    pieces = Pieces(text)
+    sent = [pieces.add(token) for token in ids]
+    answer = text(ids)
+    assert answer == " He said don't go. John's car, the'best'one! They're here."
+    assert "".join(sent) + pieces.rest(answer) == answer and pieces.rest(answer) == ""
+    assert sent[:4] == [" He", " said", " do", ""] and sent[4] == "n't"                 # " n" waits for "'t"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([" ", "  ", ".", "?", "!", ",", "'", " '", "' ", "n", " n", "'t", "t", "s", "m",
+                                 "ve", "re", "r", " x", "x", "'s", " .", " ,", "n'", " n't"]), max_size=16))
+def test_stream_pieces_never_take_back_what_clean_up_rewrites(words):
+    """Any text cut into any tokens: the pieces, each settled before it is sent, join to the cleaned-up whole."""
+    from seq2seq_kit.server.streaming import Pieces
+    from seq2seq_kit.tokenizer import clean_up_tokenization
+
+    def decode(ids):
+        return clean_up_tokenization("".join(words[i] for i in ids))
+
+    pieces = Pieces(decode)
+    sent = [pieces.add(i) for i in range(len(words))]
+    answer = decode(range(len(words)))
+    assert "".join(sent) + pieces.rest(answer) == answer
 
 
 def test_a_client_leaving_a_stream_frees_its_engine_rows(server):

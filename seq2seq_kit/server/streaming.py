@@ -9,13 +9,13 @@ huggingface_hub's InferenceClient.text_generation(..., stream=True) reads):
 
 One event per generated token, sent in the step that chose it; the last one carries generated_text, the text the
 route answers without "stream" for the same body (the engine hands the stream the tokens a request ends on apart:
-put_last, so no event waits for the next step to know it is not the last). A token's text is what it adds to the text decoded so far (decoded as the answer is:
-special tokens skipped, so theirs is ""), "" while it completes no character; the texts joined are
-generated_text. logprob is null: the engine hands a stream its tokens, not their scores. With "details": true
-among the parameters the last event's details are TGI's: {"finish_reason": "eos_token" | "stop_sequence" |
-"length", "generated_tokens", "input_length", "seed"} (finished). A stream cut short
-(the request timeout, a drain running out, the search failing on the request's settings) ends with one event
-{"error": ..., "error_type": ...} (TGI's form; app.Service.stream sends it).
+put_last, so no event waits for the next step to know it is not the last). A token's text is what it adds to the
+text decoded so far (decoded as the answer is: special tokens skipped, so theirs is ""), "" while it completes no
+character or clean-up may still rewrite what it adds (Pieces); the texts joined are generated_text. logprob is null:
+the engine hands a stream its tokens, not their scores. With "details": true among the parameters the last event's
+details are TGI's: {"finish_reason": "eos_token" | "stop_sequence" | "length", "generated_tokens", "input_length",
+"seed"} (finished). A stream cut short (the request timeout, a drain running out, the search failing on the
+request's settings) ends with one event {"error": ..., "error_type": ...} (TGI's form; app.Service.stream sends it).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import torch
+
+from ..tokenizer import clean_up_pending
 
 
 class TokenQueue:
@@ -48,8 +50,9 @@ class TokenQueue:
 
 
 class Pieces:
-    """Each generated token's text: what it adds to decode(tokens so far). "" while that text does not extend
-    what was sent (a character whose bytes are still coming: U+FFFD), so the pieces never take text back."""
+    """Each generated token's text: what it adds to decode(tokens so far), less what the next tokens may still
+    change, so that the pieces never take text back: a character whose bytes are still coming (U+FFFD) and an end
+    that clean-up may yet rewrite (" n" before "'t" becomes "n't"; clean_up_pending) wait for the next token."""
 
     def __init__(self, decode: Callable[[list[int]], str]):
         self.decode, self.ids, self.sent = decode, [], ""
@@ -57,9 +60,10 @@ class Pieces:
     def add(self, token: int) -> str:
         self.ids.append(token)
         text = self.decode(self.ids)
-        if not text.startswith(self.sent) or text.endswith("\ufffd"):
+        settled = text[:len(text) - clean_up_pending(text)]
+        if not settled.startswith(self.sent) or text.endswith("\ufffd"):
             return ""
-        piece, self.sent = text[len(self.sent):], text
+        piece, self.sent = settled[len(self.sent):], settled
         return piece
 
     def rest(self, answer: str) -> str:
