@@ -42,7 +42,7 @@ def generate_parameters_model() -> type[BaseModel]:
     setting generate gains is a parameter here too), plus seed. Strict types, unknown fields refused."""
     hints = typing.get_type_hints(GenerationConfig)
     fields = {name: (NARROWER.get(name, hints[name]), None) for name in GENERATE_KWARGS if name not in SERVER_OWNED}
-    seed = (int | None, Field(None, ge=-2**63, lt=2**64,        # torch.Generator.manual_seed's range
+    seed = (int | None, Field(None, ge=0, lt=2**64,     # TGI's u64, as the command line's --seed and corpus jobs'
                               description="with do_sample: seed of each input's own sampling generator"))
     return create_model(
         "GenerateParameters", __config__=ConfigDict(extra="forbid", strict=True), **fields, seed=seed,
