@@ -392,12 +392,20 @@ class SummarizationPipeline:
             mask[i, cols] = 1
         return ids, mask
 
+    def text(self, ids: list[int], clean_up_tokenization_spaces: bool | None = None) -> str:
+        """One output's text, as postprocess writes it: decoded without special tokens (ids past the tokenizer
+        skipped, as transformers), cleaned up with clean_up_tokenization_spaces (4.x: any tokenizer; None: the
+        option given to pipeline())."""
+        if clean_up_tokenization_spaces is None:
+            clean_up_tokenization_spaces = self.default_options["clean_up_tokenization_spaces"]
+        known = self.tokenizer.known_ids(ids)
+        text = self.tokenizer.decode(known, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return clean_up_tokenization(text) if clean_up_tokenization_spaces else text
+
     def _record(self, ids: torch.Tensor, return_tensors: bool, clean_up: bool) -> dict:
         if return_tensors:  # 4.x: the ids instead of the text
             return {f"{self.output}_token_ids": ids}
-        known = self.tokenizer.known_ids(ids.tolist())          # ids past the tokenizer skipped, as transformers
-        text = self.tokenizer.decode(known, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        return {f"{self.output}_text": clean_up_tokenization(text) if clean_up else text}   # 4.x: any tokenizer
+        return {f"{self.output}_text": self.text(ids.tolist(), clean_up)}
 
 
 def shape_records(inputs, records: list[list[dict]]):

@@ -358,6 +358,8 @@ class Tokenizer:
         tokenizer's (NLLB-200: 256206 ids, 256204 tokens); transformers' tokenizers skip such ids when decoding a
         generated sequence, where decode refuses them (a direct call with them is a mistake)."""
         n = self._id_count()
+        if not ids or (min(ids) >= 0 and max(ids) < n):        # the common case, at C speed
+            return list(ids)
         return [i for i in ids if 0 <= i < n]
 
     def _id_count(self) -> int:
@@ -692,11 +694,12 @@ class Tokenizer:
         return [self.decode(r, skip_special_tokens, clean_up_tokenization_spaces) for r in rows]
 
     def _check_ids(self, ids):
-        flat = [ids] if isinstance(ids, int) else [j for i in ids for j in (i if isinstance(i, list) else [i])]
+        flat = [ids] if isinstance(ids, int) else ids if all(type(i) is int for i in ids) \
+            else [j for i in ids for j in (i if isinstance(i, list) else [i])]
         n = self._id_count()
-        bad = [i for i in flat if not 0 <= i < n]
-        if bad:
-            raise ValueError(f"token id {bad[0]} is out of range: this tokenizer's ids are 0..{n - 1}")
+        if flat and not (min(flat) >= 0 and max(flat) < n):
+            bad = next(i for i in flat if not 0 <= i < n)
+            raise ValueError(f"token id {bad} is out of range: this tokenizer's ids are 0..{n - 1}")
         return ids
 
     def __repr__(self) -> str:
@@ -943,6 +946,8 @@ def as_ids(ids):
         ids = ids.tolist()
     if isinstance(ids, (int, np.integer)) and not isinstance(ids, bool):
         return int(ids)
+    if type(ids) is list and all(type(i) is int for i in ids):     # the common case, at C speed (no bools)
+        return ids
     if isinstance(ids, (list, tuple)):
         return [as_ids(i) for i in ids]
     raise TypeError(f"token ids must be ints (or a list, tuple, tensor or array of them), got {type(ids).__name__}")

@@ -236,6 +236,9 @@ def test_return_tensors_and_cleanup(checkpoint, recipe, pipes):
     assert pipe.postprocess(ids, clean_up_tokenization_spaces=True) == [[{"summary_text": "He said. I don't know, "
                                                                                           "ok?"}]]   # 4.x, BPE too
     assert pipe.postprocess(ids) == [[{"summary_text": "He said . I do n't know , ok ?"}]]
+    row = ids[0, 0].tolist() + [pipe.model.config.vocab_size + 5]       # an id past the tokenizer: skipped
+    assert pipe.text(row, clean_up_tokenization_spaces=True) == "He said. I don't know, ok?"     # one output's text
+    assert pipe.text(row) == "He said . I do n't know , ok ?"
     for strategy in ("truncate", "map_reduce"):
         with pytest.raises(TypeError, match="truncation must be True, False or None, got 'do_not_truncate'"):
             pipe(EN[0], truncation="do_not_truncate", strategy=strategy)

@@ -1571,8 +1571,8 @@ def test_a_streams_pieces_join_to_its_cleaned_up_answer(pipe):
     stopped at the first rewrite: every later piece was "")."""
     from seq2seq_kit.server.streaming import Pieces
 
-    def text(ids: list[int]) -> str:                # the server's decode (Service.text), with clean-up
-        return pipe.postprocess(torch.tensor([[ids]]), clean_up_tokenization_spaces=True)[0][0]["summary_text"]
+    def text(ids: list[int]) -> str:                # the server's decode, with clean-up
+        return pipe.text(ids, clean_up_tokenization_spaces=True)
 
     ids = pipe.tokenizer(" He said do n't go . John 's car , the ' best ' one ! They 're here .",
                          add_special_tokens=False)["input_ids"]

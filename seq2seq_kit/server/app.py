@@ -342,10 +342,6 @@ class Service:
         """The pipeline's records of one input's output LongTensor [n, T]."""
         return self.pipe.postprocess(out[None], clean_up_tokenization_spaces=clean_up)[0]
 
-    def text(self, ids: list[int], clean_up: bool | None) -> str:
-        """One output's text, as records() writes it (the stream's pieces and its generated_text)."""
-        return self.records(torch.tensor([ids]), clean_up)[0][f"{self.pipe.output}_text"]
-
     def resolved(self, kwargs: dict) -> GenerationConfig:
         """kwargs (a request's parameters, its seed aside) over the pipeline's task defaults, resolved as the engine
         resolves a request's (ValueError)."""
@@ -398,7 +394,7 @@ class Service:
         def answer() -> tuple[str, dict | None]:
             out = request.result(0)                                         # [1, T]
             ids = out[0].tolist()
-            text = self.text(ids, clean_up)
+            text = self.pipe.text(ids, clean_up)
             if described is None:
                 return text, None
             stops, device = request.stop_strings, self.pipe.device          # the tables its search stopped by
@@ -407,8 +403,9 @@ class Service:
             return text, described(request.config, ids, request.prompt_len, stopped)
 
         async def lines():
+            pieces = Pieces(lambda ids: self.pipe.text(ids, clean_up))
             try:
-                async for event in events(tokens, Pieces(lambda ids: self.text(ids, clean_up)), special, wait, answer):
+                async for event in events(tokens, pieces, special, wait, answer):
                     yield sse(event)
             except Refusal as e:                   # the request timeout (504), the drain's end (503)
                 kind = "overloaded" if e.status == 503 else "incomplete_generation"
