@@ -11,6 +11,8 @@ family's request what generate gives it alone.
 from __future__ import annotations
 
 import json
+import random
+import warnings
 
 import pytest
 import torch
@@ -20,7 +22,7 @@ import seq2seq_kit
 from seq2seq_kit import AutoModelForSeq2SeqLM, BartConfig, BartForConditionalGeneration, Engine
 from seq2seq_kit.models.positions import fairseq_table, marian_table
 from checkpoints import SPECS
-from helpers import random_batch
+from helpers import random_batch, random_settings
 from test_generation import assert_parity, run_both
 
 FAMILIES = ["marian", "marian-separate", "pegasus", "mbart50", "m2m100", "nllb"]
@@ -90,6 +92,35 @@ def test_generate_matches_transformers(pair, name, kwargs):
     torch.manual_seed(0)
     mine = ours.generate(ids, mask, max_new_tokens=12, return_dict_in_generate=True, output_scores=True, **kwargs)
     assert_parity(theirs, mine)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_random_settings_match_transformers(pair, name):
+    """Settings drawn at random (searches, every processor; helpers.random_settings), on each family's batches of
+    1-3 inputs (M2M100 / NLLB left-padded at times): transformers' tokens, sampling under the same
+    torch.manual_seed, and its sequence scores within float rounding; 12 seeded draws a family."""
+    hf, ours, config = pair(name)
+    for seed in range(12):
+        rng = random.Random(1000 + seed)
+        kwargs = random_settings(rng)
+        lengths = [rng.randint(2, 12) for _ in range(rng.randint(1, 3))]
+        ids, mask = random_batch(config["vocab_size"], config["pad_token_id"], lengths, seed,
+                                 eos=config["eos_token_id"])
+        if name in ("m2m100", "nllb") and rng.random() < 0.5:
+            shift = (mask == 0).sum(dim=1)                                # each row's padding moved to its front
+            ids = torch.stack([row.roll(int(s)) for row, s in zip(ids, shift)])
+            mask = torch.stack([row.roll(int(s)) for row, s in zip(mask, shift)])
+        outputs = []
+        for model in (hf, ours):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")        # transformers' advice (e.g. min_length above max_length)
+                torch.manual_seed(seed)
+                outputs.append(model.generate(input_ids=ids, attention_mask=mask, return_dict_in_generate=True,
+                                              output_scores=True, **kwargs))
+        theirs, mine = outputs
+        assert torch.equal(mine.sequences, theirs.sequences), f"seed {seed}: {kwargs}"
+        if getattr(theirs, "sequences_scores", None) is not None:                   # beam search
+            torch.testing.assert_close(mine.sequences_scores, theirs.sequences_scores, atol=1e-4, rtol=1e-6)
 
 
 def test_marian_defaults_come_from_its_config(pair, checkpoint):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 httpx = pytest.importorskip("httpx", reason='the server tests need httpx (pip install "seq2seq-kit[test]")')
@@ -391,6 +391,44 @@ def test_bad_input_is_422_naming_the_field(server, body, field, words):
     answer = post(server, body)
     assert answer.status_code == 422, answer.text
     assert answer.json()["field"] == field and words in answer.json()["error"], answer.json()
+
+
+# random bodies: plain JSON values, settings generate takes (valid ones among them), the server's own fields
+FUZZ_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 40), st.integers(-2**70, 2**70),
+                        st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=4),
+                        st.lists(st.integers(-2, 70), max_size=3), st.lists(st.lists(st.integers(-2, 70), max_size=2),
+                                                                             max_size=2),
+                        st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
+                        st.sampled_from(["map_reduce", "truncate", "never"]))
+FUZZ_KEYS = sorted(GenerationConfig().to_dict()) + ["seed", "truncation", "clean_up_tokenization_spaces", "strategy",
+                                                    "chunk_overlap", "return_chunks", "map_parameters", "details"]
+FUZZ_TEXTS = st.text(st.characters(codec="utf-8"), max_size=40)
+FUZZ_BODIES = st.fixed_dictionaries(
+    {"inputs": st.one_of(FUZZ_TEXTS, st.lists(FUZZ_TEXTS, max_size=3), FUZZ_VALUES)},
+    optional={"parameters": st.one_of(st.dictionaries(st.sampled_from(FUZZ_KEYS), FUZZ_VALUES, max_size=4),
+                                      FUZZ_VALUES),
+              "stream": st.one_of(st.booleans(), FUZZ_VALUES),
+              "options": st.dictionaries(st.text(max_size=9), FUZZ_VALUES, max_size=2)})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=FUZZ_BODIES)
+def test_random_bodies_are_answered_or_refused_by_name(server, body):
+    """Whatever a client sends: an answer, or a JSON refusal (a 422 naming the field, 413, 503), never a 500 or a
+    stream that fails inside; NaN and infinities as JSON numbers too. Each request makes at most 6 tokens."""
+    if isinstance(body.get("parameters"), dict):
+        body["parameters"].setdefault("max_new_tokens", 6)
+    with httpx.stream("POST", server.url + "/summarize", content=json.dumps(body), timeout=60,
+                      headers={"Content-Type": "application/json"}) as answer:
+        raw = answer.read()
+    assert answer.status_code in (200, 413, 422, 503), (answer.status_code, raw)
+    if answer.headers["content-type"].startswith("text/event-stream"):
+        last = json.loads(raw.decode().strip().splitlines()[-1].removeprefix("data:"))
+        assert last.get("generated_text") is not None or last.get("error_type") == "generation", last
+        return
+    if answer.status_code != 200:
+        refusal = answer.json()
+        assert refusal["error"] and (answer.status_code != 422 or refusal["field"]), refusal
 
 
 def test_a_decay_starting_far_before_the_output_is_served(server):

@@ -52,7 +52,8 @@ class TokenQueue:
 class Pieces:
     """Each generated token's text: what it adds to decode(tokens so far), less what the next tokens may still
     change, so that the pieces never take text back: a character whose bytes are still coming (U+FFFD) and an end
-    that clean-up may yet rewrite (" n" before "'t" becomes "n't"; clean_up_pending) wait for the next token."""
+    that clean-up may yet rewrite (" n" before "'t" becomes "n't"; clean_up_pending) wait for the next token (with
+    or without clean-up: such ends are rare, and the wait is one token)."""
 
     def __init__(self, decode: Callable[[list[int]], str]):
         self.decode, self.ids, self.sent = decode, [], ""
