@@ -416,9 +416,14 @@ FUZZ_BODIES = st.fixed_dictionaries(
 def test_random_bodies_are_answered_or_refused_by_name(server, body):
     """Whatever a client sends: an answer, or a JSON refusal (a 422 naming the field, 413, 503), never a 500 or a
     stream that fails inside; NaN and infinities as JSON numbers too. Each request makes at most 6 tokens."""
+    check_random_body(server, "/summarize", body)
+
+
+def check_random_body(server, route: str, body: dict) -> None:
+    """body (max_new_tokens 6 where its parameters leave it out) at route: answered, or refused by name."""
     if isinstance(body.get("parameters"), dict):
         body["parameters"].setdefault("max_new_tokens", 6)
-    with httpx.stream("POST", server.url + "/summarize", content=json.dumps(body), timeout=60,
+    with httpx.stream("POST", server.url + route, content=json.dumps(body), timeout=60,
                       headers={"Content-Type": "application/json"}) as answer:
         raw = answer.read()
     assert answer.status_code in (200, 413, 422, 503), (answer.status_code, raw)
