@@ -246,10 +246,15 @@ def _check_stream(args, kwargs: dict) -> None:
 
 
 def _streamer(args, pipe) -> dict:
-    """generate's streamer for --stream (a TextStreamer printing the output as it is made), as pipe() kwargs."""
+    """generate's streamer for --stream (a TextStreamer printing the output as it is made), as pipe() kwargs: it
+    decodes as the pipeline does (no clean-up, whatever the tokenizer's config says), so it prints what the command
+    prints without --stream."""
     from .generation.streamers import TextStreamer
 
-    return {"streamer": TextStreamer(pipe.tokenizer, skip_prompt=True, skip_special_tokens=True)} if args.stream else {}
+    if not args.stream:
+        return {}
+    return {"streamer": TextStreamer(pipe.tokenizer, skip_prompt=True, skip_special_tokens=True,
+                                     clean_up_tokenization_spaces=False)}
 
 
 def _add_truncation(p, verb: str) -> None:

@@ -341,6 +341,31 @@ def test_cli_translate_stream_prints_the_greedy_translation(marian_path, capsys)
     assert streamed == capsys.readouterr().out and streamed.strip()
 
 
+def test_cli_stream_decodes_as_the_pipeline_whatever_the_tokenizers_clean_up(marian_path, tmp_path, capsys):
+    """A tokenizer whose config turns clean-up on (a non-BPE one: its decode would apply it): --stream's printer
+    still decodes as the pipeline does (no clean-up), so it prints what the command prints without --stream."""
+    import types
+
+    from seq2seq_kit.cli import _streamer
+
+    root = tmp_path / "marian"
+    shutil.copytree(marian_path, root)
+    config = root / "tokenizer_config.json"
+    config.write_text(json.dumps({**(json.loads(config.read_text()) if config.exists() else {}),
+                                  "clean_up_tokenization_spaces": True}))
+    pipe = pipeline("translation", model=root, tgt_lang="fra")
+    assert pipe.tokenizer.clean_up_tokenization_spaces
+    streamer = _streamer(types.SimpleNamespace(stream=True), pipe)["streamer"]
+    ids = [pipe.model.config.decoder_start_token_id, *pipe.tokenizer("Башня , примерно как 81 - этажное здание .")[
+        "input_ids"]]
+    streamer.put(torch.tensor([ids[:1]]))                           # generate's calls: the start [1, 1], then
+    for token in ids[1:]:                                           # each step's token [1]
+        streamer.put(torch.tensor([token]))
+    streamer.end()
+    assert capsys.readouterr().out == pipe.text(ids) + "\n"
+    assert pipe.text(ids) == "Башня , примерно как 81 - этажное здание ."       # as printed without --stream
+
+
 def test_cli_translate_takes_generation_options(marian_path, capsys):
     """translate takes summarize's generation options: the translation is the pipeline's with those settings (a
     seeded sampling run, and a beam search with its penalties)."""
