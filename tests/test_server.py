@@ -414,8 +414,8 @@ FUZZ_BODIES = st.fixed_dictionaries(
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(body=FUZZ_BODIES)
 def test_random_bodies_are_answered_or_refused_by_name(server, body):
-    """Whatever a client sends: an answer, or a JSON refusal (a 422 naming the field, 413, 503), never a 500 or a
-    stream that fails inside; NaN and infinities as JSON numbers too. Each request makes at most 6 tokens."""
+    """Whatever a client sends: an answer, or a JSON refusal (a 422 naming the field, 413, 503, 504), never a 500
+    or a stream that fails inside; NaN and infinities as JSON numbers too. Each request makes at most 6 tokens."""
     check_random_body(server, "/summarize", body)
 
 
@@ -426,10 +426,12 @@ def check_random_body(server, route: str, body: dict) -> None:
     with httpx.stream("POST", server.url + route, content=json.dumps(body), timeout=60,
                       headers={"Content-Type": "application/json"}) as answer:
         raw = answer.read()
-    assert answer.status_code in (200, 413, 422, 503), (answer.status_code, raw)
+    assert answer.status_code in (200, 413, 422, 503, 504), (answer.status_code, raw)    # 504: a slow machine
     if answer.headers["content-type"].startswith("text/event-stream"):
         last = json.loads(raw.decode().strip().splitlines()[-1].removeprefix("data:"))
-        assert last.get("generated_text") is not None or last.get("error_type") == "generation", last
+        assert last.get("generated_text") is not None or (last.get("error_type") in ("generation",
+                                                                                      "incomplete_generation")
+                                                          and "internal error" not in last["error"]), last
         return
     if answer.status_code != 200:
         refusal = answer.json()
