@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 httpx = pytest.importorskip("httpx", reason='the server tests need httpx (pip install "seq2seq-kit[test]")')
@@ -393,51 +393,6 @@ def test_bad_input_is_422_naming_the_field(server, body, field, words):
     assert answer.json()["field"] == field and words in answer.json()["error"], answer.json()
 
 
-# random bodies: plain JSON values, settings generate takes (valid ones among them), the server's own fields
-FUZZ_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 40), st.integers(-2**70, 2**70),
-                        st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=4),
-                        st.lists(st.integers(-2, 70), max_size=3), st.lists(st.lists(st.integers(-2, 70), max_size=2),
-                                                                             max_size=2),
-                        st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
-                        st.sampled_from(["map_reduce", "truncate", "never"]))
-FUZZ_KEYS = sorted(GenerationConfig().to_dict()) + ["seed", "truncation", "clean_up_tokenization_spaces", "strategy",
-                                                    "chunk_overlap", "return_chunks", "map_parameters", "details"]
-FUZZ_TEXTS = st.text(st.characters(codec="utf-8"), max_size=40)
-FUZZ_BODIES = st.fixed_dictionaries(
-    {"inputs": st.one_of(FUZZ_TEXTS, st.lists(FUZZ_TEXTS, max_size=3), FUZZ_VALUES)},
-    optional={"parameters": st.one_of(st.dictionaries(st.sampled_from(FUZZ_KEYS), FUZZ_VALUES, max_size=4),
-                                      FUZZ_VALUES),
-              "stream": st.one_of(st.booleans(), FUZZ_VALUES),
-              "options": st.dictionaries(st.text(max_size=9), FUZZ_VALUES, max_size=2)})
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-@given(body=FUZZ_BODIES)
-def test_random_bodies_are_answered_or_refused_by_name(server, body):
-    """Whatever a client sends: an answer, or a JSON refusal (a 422 naming the field, 413, 503, 504), never a 500
-    or a stream that fails inside; NaN and infinities as JSON numbers too. Each request makes at most 6 tokens."""
-    check_random_body(server, "/summarize", body)
-
-
-def check_random_body(server, route: str, body: dict) -> None:
-    """body (max_new_tokens 6 where its parameters leave it out) at route: answered, or refused by name."""
-    if isinstance(body.get("parameters"), dict):
-        body["parameters"].setdefault("max_new_tokens", 6)
-    with httpx.stream("POST", server.url + route, content=json.dumps(body), timeout=60,
-                      headers={"Content-Type": "application/json"}) as answer:
-        raw = answer.read()
-    assert answer.status_code in (200, 413, 422, 503, 504), (answer.status_code, raw)    # 504: a slow machine
-    if answer.headers["content-type"].startswith("text/event-stream"):
-        last = json.loads(raw.decode().strip().splitlines()[-1].removeprefix("data:"))
-        assert last.get("generated_text") is not None or (last.get("error_type") in ("generation",
-                                                                                      "incomplete_generation")
-                                                          and "internal error" not in last["error"]), last
-        return
-    if answer.status_code != 200:
-        refusal = answer.json()
-        assert refusal["error"] and (answer.status_code != 422 or refusal["field"]), refusal
-
-
 def test_a_decay_starting_far_before_the_output_is_served(server):
     """A start of -2**63 (already started, as in transformers) once built a table of 2**63 entries in the engine's
     thread: this request and every later one timed out."""
@@ -720,38 +675,55 @@ ANY = [0, -1, 1, 2, 3, 7, 64, 10**6, 2**63, 2**64, -2**63 - 1, 0.0, 0.5, 1.5, -0
        {"a": 1}, {"max_length": 5}, ["a", "b"], "\ud800", [3, 2.0], [-5, 2.0]]
 
 
-def random_parameters(rng: random.Random, names: list[str]) -> dict:
+def random_parameters(rng: random.Random, names: list[str], values: list = ANY) -> dict:
     out = {}
     for _ in range(rng.randint(0, 5)):
         name = rng.choice(names + ["bogus", "generate_parameters", "map_parameters"])
         nested = name in ("generate_parameters", "map_parameters") and rng.random() < 0.7
-        out[name] = random_parameters(rng, sorted(GenerateParameters.model_fields)) if nested else rng.choice(ANY)
+        out[name] = random_parameters(rng, sorted(GenerateParameters.model_fields), values) if nested \
+            else rng.choice(values)
     return out
 
 
 def test_random_bodies_get_an_answer_or_a_json_error_naming_a_field(server):
     """150 seeded random bodies (every parameter with values of every JSON type, unknown keys, nested settings,
-    NaN / Infinity literals, options): each answer is a summary list or a 4xx / 503 / 504 JSON error with its
-    field, never a 500. (A campaign of 3900 such bodies found none.)"""
-    rng = random.Random(7)
-    names = sorted(SummarizeParameters.model_fields)
+    NaN / Infinity literals, options, "stream"): each answer is a summary list, a stream that ends with the answer or
+    with a named error, or a 4xx / 503 / 504 JSON error with its field, never a 500. (A campaign of 3900 such
+    bodies found none.)"""
+    check_random_bodies(server, "/summarize", sorted(SummarizeParameters.model_fields), seed=7)
+
+
+def check_random_bodies(server, route: str, names: list[str], seed: int, count: int = 150,
+                        values: list | None = None, usual: dict | None = None) -> None:
+    """count seeded random bodies at route (parameters among names, their values from ANY and `values`, most often
+    beside `usual`'s): each answered, or refused with a JSON error naming its field."""
+    rng = random.Random(seed)
+    choices = ANY + (values or [])
     statuses = set()
-    for i in range(150):
+    for i in range(count):
         body = {"inputs": rng.choice(["The tower is tall. It is in Paris.", "", ["x y", "one two"], [], 5, None,
                                       "word " * rng.randint(1, 300), ["a"] * rng.randint(1, 70), {"x": 1}])}
         if rng.random() < 0.9:
-            body["parameters"] = random_parameters(rng, names)
+            body["parameters"] = {**(usual if usual and rng.random() < 0.8 else {}),
+                                  **random_parameters(rng, names, choices)}
         if rng.random() < 0.1:
             body["options"] = rng.choice([{}, {"use_cache": False}, {"wait_for_model": "yes"}, [], {"x": 1}])
+        if rng.random() < 0.15:
+            body["stream"] = rng.choice([True, True, False, 1, "yes", None])
         text = json.dumps(body)
         if rng.random() < 0.05:
             text = text.replace("0.5", rng.choice(["NaN", "Infinity", "1e400"]), 1)
-        answer = httpx.post(server.url + "/summarize", content=text, timeout=60,
-                            headers={"Content-Type": "application/json"})
+        answer = httpx.post(server.url + route, content=text, timeout=60, headers={"Content-Type": "application/json"})
         statuses.add(answer.status_code)
         assert answer.status_code in (200, 408, 413, 422, 503, 504), (i, answer.status_code, answer.text, text)
-        if answer.status_code == 200:
-            assert isinstance(answer.json(), list) and all("summary_text" in a for a in answer.json()), text
+        if answer.headers["content-type"].startswith("text/event-stream"):
+            last = json.loads(answer.text.strip().splitlines()[-1].removeprefix("data:"))
+            assert last.get("generated_text") is not None or (
+                last.get("error_type") in ("generation", "incomplete_generation")
+                and "internal error" not in last["error"]), (i, last, text)
+        elif answer.status_code == 200:
+            key = {"/summarize": "summary_text", "/translate": "translation_text"}[route]
+            assert isinstance(answer.json(), list) and all(key in a for a in answer.json()), text
         else:
             error = answer.json()
             assert error["error"] and "field" in error, (i, error, text)

@@ -15,8 +15,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 pytest.importorskip("fastapi", reason='the server needs its extra (pip install "seq2seq-kit[serve]")')
@@ -26,7 +24,8 @@ import httpx  # noqa: E402
 from seq2seq_kit import pipeline  # noqa: E402
 from test_families_pipeline import TEXTS, m2m100_path, marian_path, mbart_path  # noqa: E402,F401  (fixtures)
 from test_family_tokenizers import nllb_dir  # noqa: E402,F401  (a fixture)
-from test_server import FUZZ_KEYS, FUZZ_TEXTS, FUZZ_VALUES, Server, check_random_body  # noqa: E402
+from test_server import Server, check_random_bodies  # noqa: E402
+from seq2seq_kit.server.schema import TranslateParameters  # noqa: E402
 
 PARAMS = {"max_new_tokens": 8}
 # test_server's limits but the request timeout: nothing here waits for a 504, and a loaded CI machine is slow
@@ -364,18 +363,12 @@ def test_task_must_be_one_the_server_answers():
         Settings(model="m", task="text2text-generation")
 
 
-LANGUAGES = st.sampled_from(["en", "fr", "de", "xx", "", "__fr__", ">>fra<<", "eng_Latn", None, 3, ["fr"]])
-TRANSLATE_BODIES = st.fixed_dictionaries(
-    {"inputs": st.one_of(FUZZ_TEXTS, st.lists(FUZZ_TEXTS, max_size=3), FUZZ_VALUES)},
-    optional={"parameters": st.one_of(st.dictionaries(st.sampled_from([*FUZZ_KEYS, "src_lang", "tgt_lang"]),
-                                                      st.one_of(FUZZ_VALUES, LANGUAGES), max_size=4), FUZZ_VALUES),
-              "stream": st.one_of(st.booleans(), FUZZ_VALUES)})
-
 
 @pytest.mark.parametrize("which", ["marian_server", "m2m100_server"])
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-@given(body=TRANSLATE_BODIES)
-def test_random_bodies_are_translated_or_refused_by_name(request, which, body):
-    """test_server's random bodies at /translate, languages among the parameters (a model's codes, other
-    families' codes, none, wrong types): an answer or a refusal naming the field, never a 500."""
-    check_random_body(request.getfixturevalue(which), "/translate", body)
+def test_random_bodies_are_translated_or_refused_by_name(request, which):
+    """test_server's random bodies at /translate, languages among the values (the model's codes, other families'
+    codes, wrong types): a translation list, a stream, or a JSON error naming its field, never a 500."""
+    names = sorted(TranslateParameters.model_fields)
+    usual = {"tgt_lang": "fra"} if which == "marian_server" else {"src_lang": "en", "tgt_lang": "fr"}
+    check_random_bodies(request.getfixturevalue(which), "/translate", names, seed=11, count=80,
+                        values=["en", "fr", "de", "xx", "__fr__", ">>fra<<", "fra", "eng_Latn", ["fr"]], usual=usual)
