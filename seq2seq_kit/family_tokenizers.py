@@ -40,12 +40,12 @@ import os
 import re
 from pathlib import Path
 
-from tokenizers import AddedToken, NormalizedString, Regex, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, NormalizedString, decoders, models, pre_tokenizers, processors
 from tokenizers import Tokenizer as Backend
 
 from . import hub
 from .jsonfile import read_json
-from .tokenizer_classes import read_tokenizer_json, tokenizer_class
+from .tokenizer_classes import read_tokenizer_json, set_pipeline, tokenizer_class
 from .tokenizer import (FILES, Tokenizer, as_ids, check_text, check_tokens, clean_up_tokenization, extra_tokens,
                         read_tokenizer_config, token_content)
 
@@ -732,12 +732,7 @@ def _mbart50_from_spm(root: Path, config: dict) -> TranslationTokenizer:
     scores = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), *pieces[3:],
               *((code, 0.0) for code in MBART50_LANGUAGES), ("<mask>", 0.0)]
     backend = Backend(models.Unigram(scores, unk_id=3, byte_fallback=False))
-    steps = [normalizers.Strip(left=False, right=True), normalizers.Replace(Regex(r" {2,}"), " ")]
-    if proto.normalizer_spec.precompiled_charsmap:
-        steps.insert(0, normalizers.Precompiled(proto.normalizer_spec.precompiled_charsmap))
-    backend.normalizer = normalizers.Sequence(steps)
-    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPIECE_UNDERLINE, prepend_scheme="always", split=True)
-    backend.decoder = decoders.Metaspace(replacement=SPIECE_UNDERLINE, prepend_scheme="always", split=True)
+    set_pipeline(backend, "MBart50Tokenizer", proto.normalizer_spec.precompiled_charsmap or None, config)
     backend.add_special_tokens([AddedToken("<mask>", lstrip=True, rstrip=False, special=True)])
     if "extra_special_tokens" not in config:
         # transformers: the model's control pieces (a Unigram model's user-defined ones stay its pieces), the codes

@@ -59,7 +59,7 @@ def read_tokenizer_json(path: Path, class_name: str | None, config: dict) -> Bac
     if "added_tokens_decoder" in config:        # the class's added tokens are those (Tokenizer adds them), not the
         saved["added_tokens"] = []              # file's (only a config without them takes the file's)
     backend = _backend(path, lambda: Backend.from_str(json.dumps(saved)))
-    _set_pipeline(backend, name, _charsmap(saved.get("normalizer")), config)
+    set_pipeline(backend, name, _charsmap(saved.get("normalizer")), config)
     return backend
 
 
@@ -103,8 +103,9 @@ def _charsmap(normalizer) -> bytes | None:
     return None
 
 
-def _set_pipeline(backend: Backend, name: str, charsmap: bytes | None, config: dict) -> None:
-    """Normalizer, pre-tokenizer and decoder as `name`'s __init__ sets them (transformers 5.25)."""
+def set_pipeline(backend: Backend, name: str, charsmap: bytes | None, config: dict) -> None:
+    """Normalizer, pre-tokenizer and decoder as `name`'s __init__ sets them (transformers 5.25); charsmap: the
+    SentencePiece model's precompiled character map, or None."""
     metaspace = dict(replacement=SPIECE_UNDERLINE, prepend_scheme="always", split=True)
     spaces = normalizers.Replace(Regex(r" {2,}"), " ")
     precompiled = [normalizers.Precompiled(charsmap)] if charsmap is not None else []
