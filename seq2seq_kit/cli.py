@@ -247,14 +247,23 @@ def _check_stream(args, kwargs: dict) -> None:
 
 def _streamer(args, pipe) -> dict:
     """generate's streamer for --stream (a TextStreamer printing the output as it is made), as pipe() kwargs: it
-    decodes as the pipeline does (no clean-up, whatever the tokenizer's config says), so it prints what the command
-    prints without --stream."""
+    decodes with pipe.text, so it prints what the command prints without --stream (the pipeline's clean-up option,
+    not the tokenizer's; ids past the tokenizer skipped, as NLLB-200's model may choose)."""
     from .generation.streamers import TextStreamer
 
     if not args.stream:
         return {}
-    return {"streamer": TextStreamer(pipe.tokenizer, skip_prompt=True, skip_special_tokens=True,
-                                     clean_up_tokenization_spaces=False)}
+    return {"streamer": TextStreamer(_PipelineText(pipe), skip_prompt=True)}
+
+
+class _PipelineText:
+    """A pipeline's output text as the tokenizer TextStreamer decodes with: decode(ids) is pipe.text(ids)."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+
+    def decode(self, ids: list[int]) -> str:
+        return self.pipe.text(ids)
 
 
 def _add_truncation(p, verb: str) -> None:

@@ -343,7 +343,8 @@ def test_cli_translate_stream_prints_the_greedy_translation(marian_path, capsys)
 
 def test_cli_stream_decodes_as_the_pipeline_whatever_the_tokenizers_clean_up(marian_path, tmp_path, capsys):
     """A tokenizer whose config turns clean-up on (a non-BPE one: its decode would apply it): --stream's printer
-    still decodes as the pipeline does (no clean-up), so it prints what the command prints without --stream."""
+    still decodes as the pipeline does (no clean-up), so it prints what the command prints without --stream; an id
+    past the tokenizer (a model vocabulary larger than its tokenizer's, as NLLB-200's) is skipped, not refused."""
     import types
 
     from seq2seq_kit.cli import _streamer
@@ -358,6 +359,9 @@ def test_cli_stream_decodes_as_the_pipeline_whatever_the_tokenizers_clean_up(mar
     streamer = _streamer(types.SimpleNamespace(stream=True), pipe)["streamer"]
     ids = [pipe.model.config.decoder_start_token_id, *pipe.tokenizer("Башня , примерно как 81 - этажное здание .")[
         "input_ids"]]
+    ids.insert(3, pipe.model.config.vocab_size + 5)
+    with pytest.raises(ValueError, match="id"):
+        pipe.tokenizer.decode(ids)                                  # the tokenizer's own decode refuses it
     streamer.put(torch.tensor([ids[:1]]))                           # generate's calls: the start [1, 1], then
     for token in ids[1:]:                                           # each step's token [1]
         streamer.put(torch.tensor([token]))
