@@ -236,6 +236,7 @@ class Tokenizer:
                             [t for t in named.values() if t is not None], extra)
         self._named = {k: token_content(v) for k, v in named.items()}
         self.extra_special_tokens: list[str] = [token_content(t) for t in extra]
+        self._special_ids: tuple[tuple, list[int]] = ((), [])    # all_special_ids' last answer, by what it read
         self.model_max_length: int = _max_length(config.get("model_max_length"))
         self.clean_up_tokenization_spaces: bool = config.get("clean_up_tokenization_spaces", False)
         # transformers 5.25 cleans up a BPE model's text only when this is set too (the cleanup corrupts BPE text)
@@ -394,7 +395,13 @@ class Tokenizer:
 
     @property
     def all_special_ids(self) -> list[int]:
-        return self.convert_tokens_to_ids(self.all_special_tokens)
+        """all_special_tokens' ids. Kept while the tokens and the backend's size stay the same (a token's id changes
+        only when the backend gains it): M2M100's 100-odd language tokens took longer to look up than a decode."""
+        tokens = self.all_special_tokens
+        key = (tuple(tokens), self._backend.get_vocab_size(with_added_tokens=True))
+        if self._special_ids[0] != key:
+            self._special_ids = (key, self.convert_tokens_to_ids(tokens))
+        return list(self._special_ids[1])
 
     def _id(self, token: str | None) -> int | None:
         return None if token is None else self.convert_tokens_to_ids(token)

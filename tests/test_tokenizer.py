@@ -280,6 +280,20 @@ def test_extra_tokens_of_both_files_as_transformers_merges_them(tmp_path, config
     assert ours.encode("<usr> 안녕 <sys>") == theirs.encode("<usr> 안녕 <sys>")
 
 
+def test_all_special_ids_follow_the_tokens_and_the_backend():
+    """all_special_ids is kept between calls (a lookup of every special token per decode was slow): it still
+    follows a token added to extra_special_tokens, and a token's id once the backend gains it (unk's id before)."""
+    tok = Tokenizer.from_pretrained(FIXTURES / "kobart-tokenizer")
+    before = tok.all_special_ids
+    tok.extra_special_tokens.append("<unused0>")
+    assert tok.all_special_ids == [*before, tok.convert_tokens_to_ids("<unused0>")] and "<unused0>" in tok.get_vocab()
+    tok.extra_special_tokens.append("<new special>")
+    assert tok.all_special_ids[-1] == tok.unk_token_id                         # not in the vocabulary yet
+    tok.backend_tokenizer.add_special_tokens(["<new special>"])
+    assert tok.all_special_ids[-1] == tok.convert_tokens_to_ids("<new special>") == len(tok.get_vocab()) - 1
+    assert tok.decode(tok.encode("a <new special> b"), skip_special_tokens=True) == "a  b"
+
+
 def test_a_maps_extra_tokens_named_in_a_dict_add_to_the_configs(tmp_path):
     root = tmp_path / "kobart"
     shutil.copytree(FIXTURES / "kobart-tokenizer", root)
