@@ -20,11 +20,12 @@ The decode step's attention is chosen the same way (choose_attention): torch's s
 SEQ2SEQ_KIT_CPU_KERNELS forces a choice (reproducible runs, tests):
   measure (or unset)              the measured choice above
   default                         models/kernels.py's DEFAULT table (no measurement)
-  mkl | mkl-t | onednn | onednn-packed | gemv   that kernel wherever ELIGIBLE allows it, mkl elsewhere; the
-                                  attention: "own" with gemv (where it can run), else "sdpa"
+  mkl | mkl-t | onednn | onednn-packed | gemv | gemv-noprefetch   that kernel wherever ELIGIBLE allows it, mkl
+                                  elsewhere; the attention: "own" with either gemv (where it can run), else "sdpa"
   fc1=onednn-packed,lm_head=onednn,...   exactly these kinds (all row classes), mkl for the rest; not checked
                                   against ELIGIBLE (outside it, token parity is not guaranteed); attention "sdpa"
-"gemv" where it cannot run (not built at install, or a CPU without AVX2 and FMA) is refused, naming why.
+"gemv" or "gemv-noprefetch" where it cannot run (not built at install, or a CPU without AVX2 and FMA) is refused,
+naming why.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def choose(model) -> dict[str, dict[str, str]] | None:
 def choose_attention(model) -> str | None:
     """What a float32 CPU model's decode step runs its attention with: "own" (models/attention.py) or "sdpa"; None
     where the choice does not apply (another dtype or device). Measured (and cached with the matmul timings) unless
-    SEQ2SEQ_KIT_CPU_KERNELS forces a choice: "gemv" runs "own" too, any other forced value "sdpa"."""
+    SEQ2SEQ_KIT_CPU_KERNELS forces a choice: either gemv runs "own" too, any other forced value "sdpa"."""
     mode, _ = setting()
     if model.device.type != "cpu" or model.dtype != torch.float32:
         return None
@@ -81,7 +82,7 @@ def choose_attention(model) -> str | None:
     if not attention.available() or width % 8:
         return "sdpa"
     if mode != "measure":
-        return "own" if mode == "gemv" else "sdpa"
+        return "own" if mode in kernels.GEMV else "sdpa"
     path, key = cache_path(), f"{heads}x{width}"
     timings = load_timings(path, "attention")
     if key not in timings:
@@ -100,9 +101,10 @@ def choose_screen(model) -> bool | None:
         return None
     if not gemv.available():
         return False
-    if mode in ("measure", "gemv"):
+    if mode in ("measure", *kernels.GEMV):
         return True
-    return table is not None and set(table.get("lm_head", {}).values()) == {"gemv"}
+    head = set((table or {}).get("lm_head", {}).values())
+    return bool(head) and head <= set(kernels.GEMV)
 
 
 def setting() -> tuple[str, dict[str, dict[str, str]] | None]:
@@ -111,7 +113,7 @@ def setting() -> tuple[str, dict[str, dict[str, str]] | None]:
     mode = os.environ.get(ENV, "measure").strip() or "measure"
     table = None if mode in ("measure", "default", *kernels.KERNELS) else forced(mode)
     named = {mode} | {k for by_class in (table or {}).values() for k in by_class.values()}
-    if "gemv" in named and not gemv.available():
+    if named & set(kernels.GEMV) and not gemv.available():
         raise ValueError(f"{ENV}={mode!r}: seq2seq_kit's gemv kernel cannot run here ("
                          + ("it needs an x86-64 CPU with AVX2 and FMA" if gemv.built() else
                             "it was not built at install: reinstall seq2seq-kit where a C compiler with OpenMP is "
@@ -127,8 +129,8 @@ def gemv_status() -> str:
 
 
 def usable() -> tuple[str, ...]:
-    """The kernels that can run here: all of KERNELS but gemv where it cannot."""
-    return tuple(k for k in kernels.KERNELS if k != "gemv" or gemv.available())
+    """The kernels that can run here: all of KERNELS but gemv's where it cannot."""
+    return tuple(k for k in kernels.KERNELS if k not in kernels.GEMV or gemv.available())
 
 
 def forced(spec: str) -> dict[str, dict[str, str]]:
@@ -188,7 +190,8 @@ def time_layer(layer) -> dict[str, dict[str, float]]:
                   "mkl-t": lambda x: kernels.mkl_transposed_linear(x, weight, bias),
                   "onednn": lambda x: kernels.onednn_linear(x, weight, bias),
                   "onednn-packed": lambda x: kernels.onednn_linear(x, packed, bias),
-                  "gemv": lambda x: gemv.linear(x, weight, bias)}
+                  "gemv": lambda x: gemv.linear(x, weight, bias),
+                  "gemv-noprefetch": lambda x: gemv.linear_noprefetch(x, weight, bias)}
     here = usable()
     candidates = {name: fn for name, fn in candidates.items() if name in here}
     g = torch.Generator().manual_seed(0)

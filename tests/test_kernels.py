@@ -88,7 +88,8 @@ def test_gemv_computes_the_linear_as_exactly_as_mkl(rows, level, monkeypatch):
     """Every row count (the kernel takes x rows 2 or 4 at a time, weight rows 8, 4, 3 or 2 at a time, then one by one),
     input widths that are no multiple of the vector width (masked loads), with and without a bias, the AVX-512 and
     the AVX2 code, float32 weights and int8 rows with a scale each (linear_int8): within 3x F.linear's own distance
-    from the float64 product (16- or 8-lane partial sums; int8: F.linear on the dequantized rows)."""
+    from the float64 product (16- or 8-lane partial sums; int8: F.linear on the dequantized rows). Without the
+    software prefetch ("gemv-noprefetch"): the same bits."""
     if level > gemv.ISA:
         pytest.skip("this CPU has no AVX-512")
     monkeypatch.setattr(gemv, "ISA", level)
@@ -100,6 +101,7 @@ def test_gemv_computes_the_linear_as_exactly_as_mkl(rows, level, monkeypatch):
             exact = x.double() @ weight.double().T + (0 if b is None else b.double())
             got = gemv.linear(x, weight, b)
             assert got.shape == (rows, out_features) and got.dtype == torch.float32
+            assert torch.equal(gemv.linear_noprefetch(x, weight, b), got)
             if rows:
                 mkl = (F.linear(x, weight, b).double() - exact).abs().max().item()
                 assert (got.double() - exact).abs().max().item() <= 3 * mkl + 1e-6   # no width: the bias exactly
@@ -148,7 +150,7 @@ def test_a_layer_runs_gemv_up_to_the_rows_it_is_set_for():
 
 def test_gemv_forced_where_it_cannot_run_is_refused(monkeypatch):
     monkeypatch.setattr(gemv, "ISA", 0)
-    for value in ("gemv", "fc1=gemv"):
+    for value in ("gemv", "fc1=gemv", "gemv-noprefetch", "lm_head=gemv-noprefetch"):
         monkeypatch.setenv(kernel_choice.ENV, value)
         with pytest.raises(ValueError, match="gemv kernel cannot run here"):
             kernel_choice.setting()
@@ -157,7 +159,7 @@ def test_gemv_forced_where_it_cannot_run_is_refused(monkeypatch):
         kernel_choice.setting()
     monkeypatch.setenv(kernel_choice.ENV, "fc1=onednn")
     assert kernel_choice.setting()[1] == {"fc1": dict.fromkeys(kernels.ROW_CLASSES, "onednn")}
-    assert "gemv" not in kernel_choice.usable()
+    assert not set(kernels.GEMV) & set(kernel_choice.usable())
     t = timing(mkl=(3.0, 9.0, 20.0), onednn=(2.0, 3.0, 8.0), packed=(9.0, 9.0, 9.0))      # no gemv timings
     assert kernel_choice.select(t, kernels.ELIGIBLE["fc1"])["1"] == "onednn"
 
@@ -316,10 +318,11 @@ def test_unknown_kernels_and_kinds_are_refused():
 
 # ---- the choice --------------------------------------------------------------------------------------------------
 
-def timing(mkl, onednn, packed, mkl_t=(99.0, 99.0, 99.0), gemv=(99.0, 99.0, 99.0)):
+def timing(mkl, onednn, packed, mkl_t=(99.0, 99.0, 99.0), gemv=(99.0, 99.0, 99.0), gemv_np=(99.0, 99.0, 99.0)):
     """{row class: {kernel: ms}} from (1, 2-8, 9-64) tuples; 65-256 and 257+ take 2x and 8x the 9-64 times. The
-    usable kernels only (gemv where it can run), as time_layer gives them."""
-    by_kernel = {"mkl": mkl, "mkl-t": mkl_t, "onednn": onednn, "onednn-packed": packed, "gemv": gemv}
+    usable kernels only (gemv's where they can run), as time_layer gives them."""
+    by_kernel = {"mkl": mkl, "mkl-t": mkl_t, "onednn": onednn, "onednn-packed": packed, "gemv": gemv,
+                 "gemv-noprefetch": gemv_np}
     return {c: {k: (*t, 2 * t[2], 8 * t[2])[i] for k, t in by_kernel.items() if k in kernel_choice.usable()}
             for i, c in enumerate(kernels.ROW_CLASSES)}
 
@@ -350,6 +353,11 @@ def test_select_takes_gemv_where_it_is_fastest_and_never_beyond_64_rows():
                                 gemv=(1.0, 1.0, 1.0))
     assert kernel_choice.select(fastest_everywhere, kernels.ELIGIBLE["fc1"])["65-256"] == "onednn"
     assert kernel_choice.select(fastest_everywhere, kernels.ELIGIBLE["encoder_fc1"])["1"] != "gemv"
+    hardware_prefetch = timing(mkl=(3.0, 9.0, 20.0), onednn=(2.0, 3.0, 8.0), packed=(2.5, 3.5, 9.0),
+                               gemv=(1.0, 2.0, 9.5), gemv_np=(0.9, 1.9, 9.4))     # one row only
+    assert kernel_choice.select(hardware_prefetch, kernels.ELIGIBLE["fc1"]) == {
+        "1": "gemv-noprefetch", "2-8": "gemv", "9-64": "onednn", "65-256": "onednn", "257+": "onednn"}
+    assert kernel_choice.select(hardware_prefetch, kernels.ELIGIBLE["cross_kv"])["1"] == "onednn-packed"
 
 
 @needs_gemv
@@ -376,11 +384,13 @@ def test_the_eligibility_table_covers_every_kind_and_row_class():
     assert all(set(by_class) == set(kernels.ROW_CLASSES) and all("mkl" in k and set(k) <= set(kernels.KERNELS)
                                                                  for k in by_class.values())
                for by_class in kernels.ELIGIBLE.values())
+    gemvs = ("gemv", "gemv-noprefetch")
     few, many = ("mkl", "mkl-t", "onednn-packed", "gemv"), ("mkl", "mkl-t", "onednn-packed")
-    assert kernels.ELIGIBLE["self_qkv"] == {"1": ("mkl", "mkl-t", "onednn", "onednn-packed", "gemv"), "2-8": few,
+    assert kernels.ELIGIBLE["self_qkv"] == {"1": ("mkl", "mkl-t", "onednn", "onednn-packed", *gemvs), "2-8": few,
                                             "9-64": few, "65-256": many, "257+": many}   # beams: oneDNN packed only
-    assert kernels.ELIGIBLE["fc1"]["9-64"] == kernels.KERNELS and "gemv" not in kernels.ELIGIBLE["fc1"]["65-256"]
-    assert all("gemv" not in k for kind in kernels.ENCODER_KINDS for k in kernels.ELIGIBLE[kind].values())
+    assert kernels.ELIGIBLE["fc1"]["1"] == kernels.KERNELS and kernels.ELIGIBLE["fc1"]["9-64"] == kernels.KERNELS[:5]
+    assert not set(gemvs) & set(kernels.ELIGIBLE["fc1"]["65-256"])                   # no gemv past 64 rows
+    assert all(not set(gemvs) & set(k) for kind in kernels.ENCODER_KINDS for k in kernels.ELIGIBLE[kind].values())
 
 
 def test_the_environment_variable_forces_the_choice(monkeypatch):
@@ -751,8 +761,9 @@ def test_the_attention_is_own_only_where_it_is_faster(monkeypatch, tmp_path):
 @needs_gemv
 def test_the_greedy_screen_follows_the_lm_heads_forced_kernel(monkeypatch):
     model = small_model()
-    for forced, want in (("measure", True), ("gemv", True), ("lm_head=gemv", True), ("mkl", False),
-                         ("default", False), ("fc1=gemv", False), ("lm_head=onednn", False)):
+    for forced, want in (("measure", True), ("gemv", True), ("lm_head=gemv", True), ("gemv-noprefetch", True),
+                         ("lm_head=gemv-noprefetch", True), ("mkl", False), ("default", False), ("fc1=gemv", False),
+                         ("lm_head=onednn", False)):
         monkeypatch.setenv(kernel_choice.ENV, forced)
         assert kernel_choice.choose_screen(model) is want, forced
     assert kernel_choice.choose_screen(model.half()) is None

@@ -25,6 +25,7 @@ typedef struct {
     const float *scale, *b;    /* [N] or NULL */
     float *y;
     long M, N, K;
+    int prefetch;              /* 1: prefetch the next block of weight rows in software; 0: the hardware alone */
 } Problem;
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -70,14 +71,14 @@ AVX2 INLINE float hsum8(__m256 v) {
    ymm) -------------------------------------------------------------------------------------------------------- */
 
 #define DOTS(NAME, TARGET, WEIGHT, VEC, LANES, ZERO, LOAD_X, LOAD_W, FMA, SUM, HINT)                                \
-    TARGET INLINE void NAME(const float *x, int MR, const WEIGHT *w, int RB, long K, float *out) {                 \
+    TARGET INLINE void NAME(const float *x, int MR, const WEIGHT *w, int RB, long K, int pf, float *out) {         \
         VEC acc[4][8], xv[4];                                                                                        \
         for (int m = 0; m < MR; m++)                                                                                 \
             for (int r = 0; r < RB; r++) acc[m][r] = ZERO();                                                         \
         long k = 0;                                                                                                  \
         const char *next = (const char *)(w + RB * K);      /* the next block of rows, fetched meanwhile */      \
         for (; k + LANES <= K; k += LANES) {                                                                         \
-            for (long b = 0; b < RB * LANES * (long)sizeof(WEIGHT); b += 64)                                         \
+            for (long b = 0; pf && b < RB * LANES * (long)sizeof(WEIGHT); b += 64)                                   \
                 _mm_prefetch(next + k * RB * (long)sizeof(WEIGHT) + b, HINT);                                        \
             DOTS_AT(LOAD_X, LOAD_W, FMA, LANES)                                     /* whole vectors */             \
         }                                                                                                            \
@@ -100,7 +101,9 @@ AVX2 INLINE float hsum8(__m256 v) {
 /* The next block of rows is prefetched as this one is read: float32 blocks (8 rows of 4 KB for K = 1024) into L2,
    int8 ones (a quarter of that) into L1. Measured on an AMD EPYC Zen 4, 2 cores, a decode step's weights in turn
    (paired against no prefetch): float32 12% faster at one row, 8% at 4 and at 32 rows; int8 without it read at
-   13 GB/s, with it at 29-38. Two or three blocks ahead, or into L1 for float32, measured no better. */
+   13 GB/s, with it at 29-38. Two or three blocks ahead, or into L1 for float32, measured no better. On an AMD EPYC
+   Zen 3 (AVX2) float32 one row is 8-14% faster without it (the hardware prefetcher alone; 4 rows 15-20% slower,
+   int8 35% slower): the caller says (`prefetch`; the kernel choice times both, "gemv" and "gemv-noprefetch"). */
 DOTS(dots512, AVX512, float, __m512, 16, _mm512_setzero_ps, load16, load16, _mm512_fmadd_ps, _mm512_reduce_add_ps,
      _MM_HINT_T1)
 DOTS(dots512_q8, AVX512, int8_t, __m512, 16, _mm512_setzero_ps, load16, load16_q8, _mm512_fmadd_ps,
@@ -131,11 +134,11 @@ static void store(const Problem *p, const float *out, long m0, int MR, long n, i
         const WEIGHT *w = (const WEIGHT *)p->w;                                                                      \
         long n = n0;                                                                                                 \
         for (; n + RB <= n1; n += RB) {                                                                              \
-            DOTS(x, MR, w + n * p->K, RB, p->K, out);                                                                \
+            DOTS(x, MR, w + n * p->K, RB, p->K, p->prefetch, out);                                                   \
             store(p, out, m0, MR, n, RB);                                                                            \
         }                                                                                                            \
         for (; n < n1; n++) {                                                                                        \
-            DOTS(x, MR, w + n * p->K, 1, p->K, out);                                                                 \
+            DOTS(x, MR, w + n * p->K, 1, p->K, p->prefetch, out);                                                    \
             store(p, out, m0, MR, n, 1);                                                                             \
         }                                                                                                            \
     }                                                                                                                \
@@ -188,22 +191,24 @@ static void run(const Problem *p, int threads, int level) { (void)p; (void)threa
 
 static int ISA_LEVEL;                 /* probe_isa()'s answer */
 
-/* linear(x, w, scale, b, y, M, N, K, threads, level): addresses as ints (scale 0: w is float32, else int8 rows with
-   these float32 scales; b 0: no bias); x [M, K], w [N, K], y [M, N], contiguous, checked by the caller; level 2 runs
-   the AVX-512 code, 1 the AVX2 code (at most ISA_LEVEL). Runs without the GIL. */
+/* linear(x, w, scale, b, y, M, N, K, threads, level, prefetch): addresses as ints (scale 0: w is float32, else int8
+   rows with these float32 scales; b 0: no bias); x [M, K], w [N, K], y [M, N], contiguous, checked by the caller;
+   level 2 runs the AVX-512 code, 1 the AVX2 code (at most ISA_LEVEL); prefetch 1 fetches the next block of weight
+   rows in software, 0 leaves it to the hardware (the same sums either way). Runs without the GIL. */
 static PyObject *linear(PyObject *self, PyObject *args) {
     unsigned long long x, w, scale, b, y;
     long M, N, K;
-    int threads, level;
+    int threads, level, prefetch;
     (void)self;
-    if (!PyArg_ParseTuple(args, "KKKKKlllii", &x, &w, &scale, &b, &y, &M, &N, &K, &threads, &level)) return NULL;
+    if (!PyArg_ParseTuple(args, "KKKKKllliip", &x, &w, &scale, &b, &y, &M, &N, &K, &threads, &level, &prefetch))
+        return NULL;
     if (level < 1 || level > ISA_LEVEL) {
         PyErr_Format(PyExc_ValueError, "gemv level %d cannot run on this CPU (it runs up to %d: 2 AVX-512, "
                      "1 AVX2 with FMA, 0 neither)", level, ISA_LEVEL);
         return NULL;
     }
     Problem p = {(const float *)(uintptr_t)x, (const void *)(uintptr_t)w, (const float *)(uintptr_t)scale,
-                 (const float *)(uintptr_t)b, (float *)(uintptr_t)y, M, N, K};
+                 (const float *)(uintptr_t)b, (float *)(uintptr_t)y, M, N, K, prefetch};
     Py_BEGIN_ALLOW_THREADS
     run(&p, threads > 0 ? threads : 1, level);
     Py_END_ALLOW_THREADS
@@ -217,8 +222,8 @@ static PyObject *supported(PyObject *self, PyObject *unused) {
 
 static PyMethodDef methods[] = {
     {"linear", linear, METH_VARARGS,
-     "linear(x, w, scale, b, y, M, N, K, threads, level): y = x @ w^T (* scale) + b on addresses, w float32 (scale "
-     "0) or int8; AVX-512 (2) or AVX2 (1)"},
+     "linear(x, w, scale, b, y, M, N, K, threads, level, prefetch): y = x @ w^T (* scale) + b on addresses, w "
+     "float32 (scale 0) or int8; AVX-512 (2) or AVX2 (1); the next weight rows prefetched in software or not"},
     {"isa", supported, METH_NOARGS, "2: AVX-512, 1: AVX2 with FMA, 0: the kernel cannot run on this CPU"},
     {NULL, NULL, 0, NULL},
 };

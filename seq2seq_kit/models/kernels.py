@@ -22,6 +22,11 @@ Kernels, all float32 on the CPU (any other dtype or device always runs F.linear)
                    F.linear 12-20; 4 rows 22-30 against 16-29; at 32 rows (compute-bound) oneDNN packed is 5-20%
                    ahead. Where it is not built or the CPU lacks AVX2 and FMA it is never chosen (a layer told to use
                    it runs F.linear).
+  "gemv-noprefetch"  the same loop and sums without its software prefetch of the next weight rows: the hardware
+                   prefetcher alone; for one row only. A decode step's weights in turn, one row: 8-14% faster on an
+                   AMD EPYC Zen 3 (family 25 model 1, AVX2; the greedy step 8%), 12% slower on a Zen 4 (model 17).
+                   With 4 rows 15-20% slower on the Zen 3 (the beam-4 step 3%) and 8% on the Zen 4, though a single
+                   cold call of 4 rows, what the kernel choice times, runs as fast as gemv's there.
 
 Rejected candidates (measured on an AMD EPYC, family 25): x @ a transposed contiguous copy of the weight (slower
 than oneDNN at every decode shape, and a second layout of the weight); MKL's packed sgemm (mkl._mkl_linear needs the
@@ -47,7 +52,9 @@ from . import gemv
 STEP_KINDS = ("self_qkv", "self_out", "cross_q", "cross_out", "fc1", "fc2", "lm_head")        # a decode step's rows
 ENCODER_KINDS = ("encoder_qkv", "encoder_out", "encoder_fc1", "encoder_fc2", "cross_kv")   # a source's rows
 KINDS = (*STEP_KINDS, *ENCODER_KINDS)
-KERNELS = ("mkl", "mkl-t", "onednn", "onednn-packed", "gemv")
+LIBRARY = ("mkl", "mkl-t", "onednn", "onednn-packed")   # torch's: MKL and oneDNN
+GEMV = ("gemv", "gemv-noprefetch")                      # seq2seq_kit's own loop, with and without its software prefetch
+KERNELS = (*LIBRARY, *GEMV)
 MAX_ROWS = 256
 ROW_CLASSES = {"1": (1, 1), "2-8": (2, 8), "9-64": (9, 64), "65-256": (65, MAX_ROWS),   # name -> (first, last) rows
                "257+": (MAX_ROWS + 1, MAX_ROWS + 1)}                                     # every count above MAX_ROWS
@@ -80,13 +87,14 @@ ROW_CLASSES = {"1": (1, 1), "2-8": (2, 8), "9-64": (9, 64), "65-256": (65, MAX_R
 #    operations (gemv is a C call torch's dispatcher does not see; on CUDA it never runs). Again on 2026-12-04 with
 #    models/attention.py's attention, which that setting runs too: tokens equal in every parity test; in one beam
 #    case of test_generation.py's matrix two live beams swap slots at a near-tie (beam_indices differ; sequences
-#    equal, scores within 1e-4 and as close to float64 as transformers' own).
+#    equal, scores within 1e-4 and as close to float64 as transformers' own). "gemv-noprefetch" computes gemv's sums
+#    bit for bit (tests/test_kernels.py): the same kinds, one row (above).
 # "onednn" and "onednn-packed" round differently from each other (one-row products differ in the last bit).
 FEW_ROWS = ("1", "2-8", "9-64")
-ELIGIBLE = {kind: {c: KERNELS if c in FEW_ROWS else tuple(k for k in KERNELS if k != "gemv") for c in ROW_CLASSES}
-            for kind in KINDS}
-ELIGIBLE["self_qkv"] = {c: ("mkl", "mkl-t", "onednn-packed") + ("gemv",) * (c in FEW_ROWS) for c in ROW_CLASSES}
-ELIGIBLE["self_qkv"]["1"] = ("mkl", "mkl-t", "onednn", "onednn-packed", "gemv")
+OWN = {c: GEMV if c == "1" else ("gemv",) for c in FEW_ROWS}     # row class -> gemv's kernels eligible there
+ELIGIBLE = {kind: {c: LIBRARY + OWN.get(c, ()) for c in ROW_CLASSES} for kind in KINDS}
+ELIGIBLE["self_qkv"] = {c: ("mkl", "mkl-t", "onednn-packed") + OWN.get(c, ()) for c in ROW_CLASSES}
+ELIGIBLE["self_qkv"]["1"] = ("mkl", "mkl-t", "onednn", "onednn-packed", *GEMV)
 ELIGIBLE |= {kind: dict.fromkeys(ROW_CLASSES, ("mkl", "mkl-t", "onednn-packed")) for kind in ENCODER_KINDS}
 
 # The row classes whose timings decide whether a kind's weight is packed (kernel_choice.select). For the decode step's
@@ -119,7 +127,8 @@ def mkl_transposed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
 
 
 # kernels on the dense weight besides "mkl" that can run here
-DENSE = {"onednn": onednn_linear, "mkl-t": mkl_transposed_linear} | ({"gemv": gemv.linear} if gemv.available() else {})
+DENSE = {"onednn": onednn_linear, "mkl-t": mkl_transposed_linear} | (
+    {"gemv": gemv.linear, "gemv-noprefetch": gemv.linear_noprefetch} if gemv.available() else {})
 
 
 def pack(weight: torch.Tensor) -> torch.Tensor:
