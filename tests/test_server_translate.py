@@ -22,10 +22,10 @@ pytest.importorskip("sentencepiece")
 
 import httpx  # noqa: E402
 from seq2seq_kit import pipeline  # noqa: E402
+from seq2seq_kit.server.schema import TranslateParameters  # noqa: E402
 from test_families_pipeline import TEXTS, m2m100_path, marian_path, mbart_path  # noqa: E402,F401  (fixtures)
 from test_family_tokenizers import nllb_dir  # noqa: E402,F401  (a fixture)
 from test_server import Server, check_random_bodies  # noqa: E402
-from seq2seq_kit.server.schema import TranslateParameters  # noqa: E402
 
 PARAMS = {"max_new_tokens": 8}
 # test_server's limits but the request timeout: nothing here waits for a 504, and a loaded CI machine is slow
@@ -361,7 +361,6 @@ def test_task_must_be_one_the_server_answers():
 
     with pytest.raises(ValueError, match="summarization, translation"):
         Settings(model="m", task="text2text-generation")
-
 
 
 @pytest.mark.parametrize("which", ["marian_server", "m2m100_server"])
