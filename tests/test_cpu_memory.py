@@ -46,6 +46,8 @@ def test_freed_memory_is_reused_after_loading_a_cpu_model(tiny_eos_path):
     assert faults(tiny_eos_path, MALLOC_TRIM_THRESHOLD_="131072") > pages // 2     # the user's tuning wins
 
 
+TINY = dict(vocab_size=64, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+            decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32)
 INT8_CODE = """
 import sys
 from seq2seq_kit import BartForConditionalGeneration
@@ -54,11 +56,14 @@ def status_bytes(field):     # VmRSS: resident now; VmHWM: its peak (ru_maxrss w
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) * 1024
 
+def load(path):
+    if sys.argv[3] == "load":
+        return BartForConditionalGeneration.from_pretrained(path, dtype="int8")
+    return BartForConditionalGeneration.from_pretrained(path).quantize_int8()     # quantized after a float32 load
+
+load(sys.argv[2])      # a tiny model first: torch's one-off cost of int8 (39 MB on torch 2.6, 2 on 2.13) is not ours
 before = status_bytes("VmRSS")
-if sys.argv[2] == "load":
-    model = BartForConditionalGeneration.from_pretrained(sys.argv[1], dtype="int8")
-else:                                  # a float32 model quantized after loading
-    model = BartForConditionalGeneration.from_pretrained(sys.argv[1]).quantize_int8()
+model = load(sys.argv[1])
 now = status_bytes("VmRSS")
 from seq2seq_kit import cpu_memory
 cpu_memory.release_freed_memory()
@@ -85,9 +90,11 @@ def test_int8_load_gives_back_the_float32_weights_it_replaced(tmp_path):
     float_bytes = sum(p.numel() * 4 for p in model.parameters())              # ~134 MB
     model.save_pretrained(tmp_path)
     del model
+    tiny = tmp_path / "tiny"
+    BartForConditionalGeneration(BartConfig(**{**config.to_dict(), **TINY})).save_pretrained(tiny)
     # one thread: a second one's malloc arena keeps what quantizing freed, +-30% of the peak from run to run
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | {"OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", INT8_CODE, str(tmp_path), "load"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", INT8_CODE, str(tmp_path), str(tiny), "load"], capture_output=True, text=True,
                          timeout=300, env=environ)
     assert out.returncode == 0, out.stderr
     growth, peak = int(out.stdout.split()[1]), int(out.stdout.split()[3])
@@ -95,7 +102,7 @@ def test_int8_load_gives_back_the_float32_weights_it_replaced(tmp_path):
     assert peak < float_bytes, (peak, float_bytes)      # measured 0.7x; loading the whole float32 model first: 1.4x
     # quantized after a float32 load whose kernels were measured and packed (the default: no forced kernels here)
     environ = {k: v for k, v in environ.items() if k != "SEQ2SEQ_KIT_CPU_KERNELS"} | {"XDG_CACHE_HOME": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-c", INT8_CODE, str(tmp_path), "after"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", INT8_CODE, str(tmp_path), str(tiny), "after"], capture_output=True, text=True,
                          timeout=300, env=environ)
     assert out.returncode == 0, out.stderr
     kept = int(out.stdout.split()[5])                   # what a trim right after quantize_int8 still gave back

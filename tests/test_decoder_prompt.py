@@ -34,10 +34,12 @@ def prompts(start: int, batch: int) -> dict[str, torch.Tensor]:
     return {"no-start": body, "with-start": with_start, "some-start": some_start}
 
 
-def both(hf, ours, ids, mask, prompt, **kwargs):
+def both(hf, ours, ids, mask, prompt, their_prompt=None, **kwargs):
+    """transformers' and our generate on one prompt (their_prompt: transformers' instead)."""
     kwargs = dict(kwargs, return_dict_in_generate=True, output_scores=True, output_logits=True)
     torch.manual_seed(11)
-    theirs = hf.generate(ids, attention_mask=mask, decoder_input_ids=prompt, **kwargs)
+    theirs = hf.generate(ids, attention_mask=mask, decoder_input_ids=prompt if their_prompt is None else their_prompt,
+                         **kwargs)
     torch.manual_seed(11)
     mine = ours.generate(ids, mask, decoder_input_ids=prompt, **kwargs)
     return theirs, mine
@@ -173,8 +175,9 @@ def test_an_int32_prompt_is_read_as_an_int64_one(pair):
         got = ours.generate(ids, mask, decoder_input_ids=prompt.int(), max_new_tokens=5)
         assert got.dtype == torch.int64 and torch.equal(got, want)
         assert torch.equal(got, hf.generate(ids, attention_mask=mask, decoder_input_ids=prompt.int(), max_new_tokens=5))
-    for mode in ("beam", "processors"):
-        assert_parity(*both(hf, ours, ids, mask, prompt.int(), **MODES[mode]))
+    assert_parity(*both(hf, ours, ids, mask, prompt.int(), **MODES["beam"]))
+    # transformers given int64 ones here: its repetition penalty's gather refuses an int32 index on torch 2.6
+    assert_parity(*both(hf, ours, ids, mask, prompt.int(), prompt, **MODES["processors"]))
 
 
 def test_an_all_ones_decoder_attention_mask_changes_nothing(pair):

@@ -56,6 +56,14 @@ def assert_parity(path, expected=None):
     return ours
 
 
+def assert_same_logits(ours, theirs):
+    """Two models loaded from one checkpoint give the same logits, within ATOL: float32 kernels other than
+    transformers' round differently on some torch versions (oneDNN's on torch 2.6, equal to F.linear's on 2.13)."""
+    batch = make_batch(ours)
+    diff = (logits_of(ours, batch) - logits_of(theirs, batch)).abs().max().item()
+    assert diff <= ATOL, f"max abs diff vs transformers {diff}"
+
+
 def variant(src: Path, dst: Path, edit_state=None, edit_config=None, weights="model.safetensors") -> Path:
     """A copy of checkpoint `src` whose state dict / config.json went through the given edits."""
     dst.mkdir(parents=True, exist_ok=True)
@@ -319,8 +327,7 @@ def test_float8_weights_load_upcast_as_transformers(tiny, tmp_path, float8, dtyp
     ours = BartForConditionalGeneration.from_pretrained(path, dtype=dtype)
     theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(path, dtype=dtype or torch.float32)
     assert ours.dtype == theirs.dtype == (torch.float32 if dtype in (None, "auto") else theirs.dtype)
-    batch = make_batch(ours)
-    assert torch.equal(logits_of(ours, batch), logits_of(theirs, batch))
+    assert_same_logits(ours, theirs)
 
 
 @pytest.mark.parametrize("float8", FLOAT8, ids=["F8_E4M3", "F8_E5M2"])
@@ -359,9 +366,7 @@ def test_a_bin_files_entries_that_are_no_tensors_are_passed_over_as_transformers
     transformers loads it; one holding no tensor at all is refused by name."""
     path = variant(tiny, tmp_path / "a", lambda s: {**s, "model.encoder.version": 2}, weights="pytorch_model.bin")
     ours = BartForConditionalGeneration.from_pretrained(path)
-    theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(path)
-    batch = make_batch(ours)
-    assert torch.equal(logits_of(ours, batch), logits_of(theirs, batch))
+    assert_same_logits(ours, transformers.AutoModelForSeq2SeqLM.from_pretrained(path))
     path = variant(tiny, tmp_path / "b", lambda s: {"version": 2}, weights="pytorch_model.bin")
     with pytest.raises(ValueError, match="pytorch_model.bin does not hold a state dict of tensors"):
         BartForConditionalGeneration.from_pretrained(path)
