@@ -94,16 +94,16 @@ def test_int8_load_gives_back_the_float32_weights_it_replaced(tmp_path):
     BartForConditionalGeneration(BartConfig(**{**config.to_dict(), **TINY})).save_pretrained(tiny)
     # one thread: a second one's malloc arena keeps what quantizing freed, +-30% of the peak from run to run
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | {"OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", INT8_CODE, str(tmp_path), str(tiny), "load"], capture_output=True, text=True,
-                         timeout=300, env=environ)
+    out = subprocess.run([sys.executable, "-c", INT8_CODE, str(tmp_path), str(tiny), "load"], capture_output=True,
+                         text=True, timeout=300, env=environ)
     assert out.returncode == 0, out.stderr
     growth, peak = int(out.stdout.split()[1]), int(out.stdout.split()[3])
     assert growth < float_bytes * 0.5, (growth, float_bytes)      # int8: ~a quarter, plus a tied LM head's copy
     assert peak < float_bytes, (peak, float_bytes)      # measured 0.7x; loading the whole float32 model first: 1.4x
     # quantized after a float32 load whose kernels were measured and packed (the default: no forced kernels here)
     environ = {k: v for k, v in environ.items() if k != "SEQ2SEQ_KIT_CPU_KERNELS"} | {"XDG_CACHE_HOME": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-c", INT8_CODE, str(tmp_path), str(tiny), "after"], capture_output=True, text=True,
-                         timeout=300, env=environ)
+    out = subprocess.run([sys.executable, "-c", INT8_CODE, str(tmp_path), str(tiny), "after"], capture_output=True,
+                         text=True, timeout=300, env=environ)
     assert out.returncode == 0, out.stderr
     kept = int(out.stdout.split()[5])                   # what a trim right after quantize_int8 still gave back
     assert kept < float_bytes * 0.05, (kept, float_bytes)        # 0.79x before quantize_int8 trimmed itself
