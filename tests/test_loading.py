@@ -47,21 +47,21 @@ def oracle(path):
 def assert_parity(path, expected=None):
     """Ours and transformers load `path` to the same logits (and to `expected`, when given); returns our model."""
     ours = BartForConditionalGeneration.from_pretrained(path)
-    batch = make_batch(ours)
-    got = logits_of(ours, batch)
-    diff = (got - logits_of(oracle(path), batch)).abs().max().item()
-    assert diff <= ATOL, f"max abs diff vs transformers {diff}"
+    got = assert_same_logits(ours, oracle(path))
     if expected is not None:
         assert (got - expected).abs().max().item() <= ATOL
     return ours
 
 
-def assert_same_logits(ours, theirs):
-    """Two models loaded from one checkpoint give the same logits, within ATOL: float32 kernels other than
-    transformers' round differently on some torch versions (oneDNN's on torch 2.6, equal to F.linear's on 2.13)."""
+def assert_same_logits(ours, theirs) -> torch.Tensor:
+    """Two models loaded from one checkpoint give the same logits, within ATOL (float32 kernels other than
+    transformers' round differently on some torch versions: oneDNN's on torch 2.6, equal to F.linear's on 2.13);
+    returns ours."""
     batch = make_batch(ours)
-    diff = (logits_of(ours, batch) - logits_of(theirs, batch)).abs().max().item()
+    got = logits_of(ours, batch)
+    diff = (got - logits_of(theirs, batch)).abs().max().item()
     assert diff <= ATOL, f"max abs diff vs transformers {diff}"
+    return got
 
 
 def variant(src: Path, dst: Path, edit_state=None, edit_config=None, weights="model.safetensors") -> Path:
@@ -212,8 +212,7 @@ def test_untied_config_without_an_embedding_copy_loads_shared_with_a_warning(tin
         assert not torch.equal(embedding, hf.model.shared.weight)
         with torch.no_grad():
             embedding.copy_(hf.model.shared.weight)                      # what 4.x meant
-    batch = make_batch(ours)
-    assert (logits_of(ours, batch) - logits_of(hf, batch)).abs().max().item() <= ATOL
+    assert_same_logits(ours, hf)
 
 
 def test_safetensors_preferred_over_bin(tiny, tiny_logits, checkpoint, tmp_path):
