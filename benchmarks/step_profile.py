@@ -27,9 +27,10 @@ import torch
 import transformers
 
 from make_checkpoints import ensure
-from seq2seq_kit.generation import beam_search, logits_process
+from seq2seq_kit.generation import beam_search, logits_process, screening
 from seq2seq_kit.models import bart
 from seq2seq_kit.models.kv_cache import KVCache
+from seq2seq_kit.models.logit_screen import LogitScreen
 from seq2seq_kit.modeling import BartForConditionalGeneration
 
 
@@ -91,14 +92,19 @@ def timed(totals: dict, parts: dict):
 
 
 def breakdown(model, ids, mask, beams: int, steps: int) -> dict:
-    """ms per step of each part of a beam-search step, from one generate() of `steps` new tokens (encoder excluded).
-    The nested parts (attention, FFN, LM head inside the decode step) are subtracted from their parents."""
+    """ms per step of each part of a search step, from one generate() of `steps` new tokens (encoder excluded).
+    The nested parts (attention, FFN, LM head inside the decode step) are subtracted from their parents. Greedy
+    steps run decode_step_screened, whose LM head is the logit screen (models/logit_screen.py), and pick their
+    tokens in screening.pick (the processors, n-gram blocking among them, and the exact logits it asks for)."""
     totals = defaultdict(float)
     parts = {"self-attention": (bart.SelfAttention, "step"), "cross-attention": (bart.CrossAttention, "step"),
              "FFN": (bart.DecoderLayer, "ffn"), "LM head": (model.lm_head, "forward"),
+             "LM head screen": (LogitScreen, "screen"),
              "decode_step": (bart.BartNetwork, "decode_step_unchecked"),
+             "decode_step_screened": (bart.BartNetwork, "decode_step_screened"),
              "n-gram blocking": (logits_process.NoRepeatNGram, "__call__"),
-             "processors": (beam_search, "apply"), "cache reorder": (KVCache, "reorder"),
+             "processors": (beam_search, "apply"), "greedy pick": (screening, "pick"),
+             "cache reorder": (KVCache, "reorder"),
              "encoder": (bart.BartNetwork, "encode_unchecked"), "new_cache": (bart.BartNetwork, "start_decoding")}
     model.generate(ids, mask, num_beams=beams, max_new_tokens=steps, min_new_tokens=steps)     # warm-up
     with timed(totals, parts):
@@ -107,19 +113,20 @@ def breakdown(model, ids, mask, beams: int, steps: int) -> dict:
         total = time.perf_counter() - start
     ms = defaultdict(float, {name: 1000 * t / steps for name, t in totals.items()})    # a part never run: 0
     search = 1000 * (total - totals["encoder"] - totals["new_cache"]) / steps
-    processors = ms["processors"] if beams > 1 else ms["n-gram blocking"]     # greedy: only n-gram blocking timed
+    decode = ms["decode_step"] + ms["decode_step_screened"]
+    head = ms["LM head"] + ms["LM head screen"]
+    processors = ms["processors"] + ms["greedy pick"]   # greedy: its pick (n-gram blocking and exact logits in it)
     return {
-        "self-attention (F.linear projections + SDPA over the cache)": ms["self-attention"],
+        "self-attention (projections + SDPA over the cache)": ms["self-attention"],
         "cross-attention (q/out projections + SDPA)": ms["cross-attention"],
         "FFN": ms["FFN"],
-        "LM head": ms["LM head"],
+        "LM head (beams: full logits; greedy: the int8 screen's bounds)": head,
         "rest of decode_step (embeddings, layer norms, Python)":
-            ms["decode_step"] - ms["self-attention"] - ms["cross-attention"] - ms["FFN"] - ms["LM head"],
+            decode - ms["self-attention"] - ms["cross-attention"] - ms["FFN"] - head,
         "n-gram blocking": ms["n-gram blocking"],
-        "other processors": processors - ms["n-gram blocking"],
+        "other processors (greedy: the pick, its exact logits)": processors - ms["n-gram blocking"],
         "cache reorder": ms["cache reorder"],
-        "log-softmax, top-k, beam bookkeeping, Python": search - ms["decode_step"] - processors
-        - ms["cache reorder"],
+        "log-softmax, top-k, beam bookkeeping, Python": search - decode - processors - ms["cache reorder"],
         "total per step": search,
     }
 
