@@ -2,20 +2,22 @@
 
 For a float32 model on the CPU, from_pretrained calls `choose`: each distinct weight shape of the linear layers is
 timed with every kernel at one row count per row class (1, 4, 32 and 128 rows: greedy, beams, the engine's and the
-corpus jobs' batches, and those batches' beams; 512: a source through the encoder), each call cold (the weight
-evicted from the caches first, as a decode step streams it from memory), the fastest of a few calls on the model's
-own weights, a few seconds in all. Each kind of layer and row class gets the fastest kernel among those ELIGIBLE
-for it (the ones that keep token parity with transformers); whether a kind's weight is packed for oneDNN (one layout
-for every row count) is decided on the row classes in models/kernels.py's DECIDING. The timings are cached in a
-JSON file per CPU model, torch version, thread count and gemv build (models/gemv.py's build()) under
-$XDG_CACHE_HOME/seq2seq_kit/kernels/ (else ~/.cache/...), so later loads on the same machine measure nothing; a new
-weight shape is measured and added.
+corpus jobs' batches, and those batches' beams; 512: a source through the encoder), as the model runs it: a decode
+step's row counts (1 to 64) over a stream of copies of the weight called in turn, as a step reads its layers'
+weights from memory one after another; more rows (compute-bound) one call each, cold (the weight evicted from the
+caches first); the fastest of a few rounds, a few seconds in all. Each kind of layer and row class gets the fastest
+kernel among those ELIGIBLE for it (the ones that keep token parity with transformers); whether a kind's weight is
+packed for oneDNN (one layout for every row count) is decided on the row classes in models/kernels.py's DECIDING.
+The timings are cached in a JSON file per CPU model, torch version, thread count and gemv build (models/gemv.py's
+build()) under $XDG_CACHE_HOME/seq2seq_kit/kernels/ (else ~/.cache/...), so later loads on the same machine measure
+nothing; a new weight shape is measured and added.
 Timings taken while the machine is busy (load average at or above its CPU count) are used but not cached: other
 processes' threads stall oneDNN's parallel loops far more than MKL's one-row path, which would pin a wrong choice.
 
 The decode step's attention is chosen the same way (choose_attention): torch's scaled_dot_product_attention
 ("sdpa") or seq2seq_kit's own kernel (models/attention.py, "own"), each timed on the model's heads against a
-512-position source with 1 and 4 queries, cold; the timings are kept in the same file.
+512-position source with 1 and 4 queries, over a stream of copies of the keys and values; the timings are kept in
+the same file.
 
 SEQ2SEQ_KIT_CPU_KERNELS forces a choice (reproducible runs, tests):
   measure (or unset)              the measured choice above
@@ -49,6 +51,8 @@ ENV = "SEQ2SEQ_KIT_CPU_KERNELS"
 PROBE_ROWS = {"1": 1, "2-8": 4, "9-64": 32, "65-256": 128, "257+": 512}   # row class -> the row count timed for it
 ROUNDS = {"1": 3, "2-8": 3, "9-64": 3, "65-256": 3,     # row class -> timed calls per candidate (the fastest
           "257+": 1}                                   # counts); 512 rows: compute-bound, steady, the costliest
+STREAMED = kernels.FEW_ROWS               # row classes timed over a stream of copies (stream): a decode step's
+MAX_COPIES = 64                           # at most this many copies: a decode step calls fewer linear layers
 ATTENTION_ROWS = {"1": 1, "2-8": 4}       # row class -> query rows per (input, head) timed: greedy, beams
 ATTENTION_SOURCE = 512                    # keys and values per (input, head) timed: a summarization input
 
@@ -177,46 +181,67 @@ def select(timing: dict[str, dict[str, float]], eligible: dict[str, tuple[str, .
 
 
 def time_layer(layer) -> dict[str, dict[str, float]]:
-    """{row class: {kernel: ms}} for one layer's weight (float32): every kernel of models/kernels.py (the packed
-    one on a copy made for the timing only). Each call is timed cold, after `evict` has pushed the weight out of
-    the caches, since a decode step streams every weight from memory: a kernel that is fast on a cached weight
-    can be slow on a streamed one (measured: oneDNN on the dense weight, 4 rows, AMD EPYC). The candidates take
-    turns, ROUNDS[row class] times, and each keeps its fastest call: on a shared machine other work only ever adds
-    time."""
+    """{row class: {kernel: ms per call}} for one layer's weight (float32): every kernel of models/kernels.py that
+    can run here (the packed one on copies made for the timing only). A decode step's row classes (STREAMED) are
+    timed over a stream: the weight and copies of it, called in turn, as a step reads one layer's weight after
+    another from memory; the hardware prefetcher then runs as it does in a step. A single cold call misjudges that:
+    on an AMD EPYC Zen 4 one cold call of a 4 MB weight ran 23% faster without gemv's software prefetch, a stream
+    of them 14-19% slower, and a decode step's 36 weights in turn 15% slower. More rows (compute-bound) are timed
+    one cold call each, the weight evicted from the caches first. The candidates take turns, ROUNDS[row class]
+    times, and each keeps its fastest round: on a shared machine other work only ever adds time."""
     weight = layer.dense_weight().detach()
     bias = None if layer.bias is None else layer.bias.detach()
-    packed = kernels.pack(weight)
-    candidates = {"mkl": lambda x: F.linear(x, weight, bias),
-                  "mkl-t": lambda x: kernels.mkl_transposed_linear(x, weight, bias),
-                  "onednn": lambda x: kernels.onednn_linear(x, weight, bias),
-                  "onednn-packed": lambda x: kernels.onednn_linear(x, packed, bias),
-                  "gemv": lambda x: gemv.linear(x, weight, bias),
-                  "gemv-noprefetch": lambda x: gemv.linear_noprefetch(x, weight, bias)}
-    here = usable()
-    candidates = {name: fn for name, fn in candidates.items() if name in here}
+    dense = copies(weight)
+    packed = [kernels.pack(w) for w in dense]
+    runs = {"mkl": F.linear, "onednn-packed": kernels.onednn_linear, **kernels.DENSE}   # name -> fn(x, weight, bias)
     g = torch.Generator().manual_seed(0)
     scratch = torch.ones(last_level_cache_bytes() // 2, dtype=torch.float32)     # twice the cache's bytes
-    return {row_class: fastest_cold(candidates, torch.randn(rows, weight.shape[1], generator=g), ROUNDS[row_class],
-                                    scratch)
-            for row_class, rows in PROBE_ROWS.items()}
+    timings = {}
+    for row_class, rows in PROBE_ROWS.items():
+        n = len(dense) if row_class in STREAMED else 1
+        candidates = {name: in_turn(runs[name], (packed if name == "onednn-packed" else dense)[:n], bias)
+                      for name in usable()}
+        timings[row_class] = fastest(candidates, torch.randn(rows, weight.shape[1], generator=g), ROUNDS[row_class],
+                                     scratch, calls=n)
+    return timings
 
 
 def time_attention(heads: int, width: int) -> dict[str, dict[str, float]]:
     """{row class: {"sdpa": ms, "own": ms}}: one input's decode-step attention over ATTENTION_SOURCE keys and values
-    per head, ATTENTION_ROWS[row class] queries, each call cold (as a step reads the cross-attention's keys and
-    values from memory), the fastest of a few."""
+    per head, ATTENTION_ROWS[row class] queries, over a stream of copies of the keys and values (as a step reads
+    each layer's cross-attention keys and values from memory, between its weights), the fastest of a few rounds."""
     g = torch.Generator().manual_seed(0)
-    k, v = (torch.randn(1, heads, ATTENTION_SOURCE, width, generator=g) for _ in range(2))
-    candidates = {"sdpa": lambda q: F.scaled_dot_product_attention(q, k, v, scale=width ** -0.5),
-                  "own": lambda q: attention.attend(q, k, v, scale=width ** -0.5)}
+    kv = torch.randn(2, 1, heads, ATTENTION_SOURCE, width, generator=g)      # keys, values
+    stream = copies(kv)
+    scale = width ** -0.5
+    candidates = {"sdpa": lambda q: [F.scaled_dot_product_attention(q, k, v, scale=scale) for k, v in stream],
+                  "own": lambda q: [attention.attend(q, k, v, scale=scale) for k, v in stream]}
     scratch = torch.ones(last_level_cache_bytes() // 2, dtype=torch.float32)
-    return {row_class: fastest_cold(candidates, torch.randn(1, heads, rows, width, generator=g), 3, scratch)
+    return {row_class: fastest(candidates, torch.randn(1, heads, rows, width, generator=g), 3, scratch,
+                               calls=len(stream))
             for row_class, rows in ATTENTION_ROWS.items()}
 
 
-def fastest_cold(candidates: dict, x: torch.Tensor, rounds: int, scratch: torch.Tensor) -> dict[str, float]:
-    """{name: ms}: each candidate called on x `rounds` times after a warm-up round, the candidates taking turns,
-    each call after `evict`; each keeps its fastest call (on a shared machine other work only ever adds time)."""
+def copies(t: torch.Tensor) -> list[torch.Tensor]:
+    """t and clones of it, twice the last-level cache's bytes together (at most MAX_COPIES): called in turn, each
+    call finds its tensor in memory, not in the caches. Tensors so small that MAX_COPIES of them fit in the caches
+    stay there, as a small model's weights do in its decode step."""
+    n = min(MAX_COPIES, max(1, math.ceil(2 * last_level_cache_bytes() / (t.numel() * t.element_size()))))
+    return [t] + [t.clone() for _ in range(n - 1)]
+
+
+def in_turn(fn: Callable, weights: list[torch.Tensor], bias: torch.Tensor | None) -> Callable:
+    """x -> fn(x, weight, bias) for each weight in turn (the outputs dropped as they come)."""
+    def run(x: torch.Tensor) -> None:
+        for weight in weights:
+            fn(x, weight, bias)
+    return run
+
+
+def fastest(candidates: dict, x: torch.Tensor, rounds: int, scratch: torch.Tensor, calls: int = 1) -> dict[str, float]:
+    """{name: ms per call}: each candidate (making `calls` calls) run on x `rounds` times after a warm-up round, the
+    candidates taking turns, each run after `evict`; each keeps its fastest run (on a shared machine other work only
+    ever adds time)."""
     best = dict.fromkeys(candidates, float("inf"))
     with torch.inference_mode():
         for _ in range(rounds + 1):                                     # the first round warms up
@@ -225,7 +250,7 @@ def fastest_cold(candidates: dict, x: torch.Tensor, rounds: int, scratch: torch.
                 start = time.perf_counter()
                 fn(x)
                 best[name] = min(best[name], time.perf_counter() - start)
-    return {name: round(1000 * s, 4) for name, s in best.items()}
+    return {name: round(1000 * s / calls, 4) for name, s in best.items()}
 
 
 def evict(scratch: torch.Tensor) -> None:

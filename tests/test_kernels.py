@@ -354,7 +354,7 @@ def test_select_takes_gemv_where_it_is_fastest_and_never_beyond_64_rows():
     assert kernel_choice.select(fastest_everywhere, kernels.ELIGIBLE["fc1"])["65-256"] == "onednn"
     assert kernel_choice.select(fastest_everywhere, kernels.ELIGIBLE["encoder_fc1"])["1"] != "gemv"
     hardware_prefetch = timing(mkl=(3.0, 9.0, 20.0), onednn=(2.0, 3.0, 8.0), packed=(2.5, 3.5, 9.0),
-                               gemv=(1.0, 2.0, 9.5), gemv_np=(0.9, 1.9, 9.4))     # one row only
+                               gemv=(1.0, 2.0, 9.5), gemv_np=(0.9, 2.1, 9.4))
     assert kernel_choice.select(hardware_prefetch, kernels.ELIGIBLE["fc1"]) == {
         "1": "gemv-noprefetch", "2-8": "gemv", "9-64": "onednn", "65-256": "onednn", "257+": "onednn"}
     assert kernel_choice.select(hardware_prefetch, kernels.ELIGIBLE["cross_kv"])["1"] == "onednn-packed"
@@ -385,11 +385,10 @@ def test_the_eligibility_table_covers_every_kind_and_row_class():
                                                                  for k in by_class.values())
                for by_class in kernels.ELIGIBLE.values())
     gemvs = ("gemv", "gemv-noprefetch")
-    few, many = ("mkl", "mkl-t", "onednn-packed", "gemv"), ("mkl", "mkl-t", "onednn-packed")
+    few, many = ("mkl", "mkl-t", "onednn-packed", *gemvs), ("mkl", "mkl-t", "onednn-packed")
     assert kernels.ELIGIBLE["self_qkv"] == {"1": ("mkl", "mkl-t", "onednn", "onednn-packed", *gemvs), "2-8": few,
                                             "9-64": few, "65-256": many, "257+": many}   # beams: oneDNN packed only
-    assert kernels.ELIGIBLE["fc1"]["1"] == kernels.KERNELS
-    assert kernels.ELIGIBLE["fc1"]["9-64"] == (*kernels.LIBRARY, "gemv")                # gemv-noprefetch: one row
+    assert kernels.ELIGIBLE["fc1"]["1"] == kernels.ELIGIBLE["fc1"]["9-64"] == kernels.KERNELS
     assert not set(gemvs) & set(kernels.ELIGIBLE["fc1"]["65-256"])                   # no gemv past 64 rows
     assert all(not set(gemvs) & set(k) for kind in kernels.ENCODER_KINDS for k in kernels.ELIGIBLE[kind].values())
 
@@ -578,6 +577,37 @@ def test_real_timings_have_every_candidate():
     t = kernel_choice.time_layer(model.decoder.layers[0].fc1)
     assert set(t) == set(kernels.ROW_CLASSES)
     assert all(set(v) == set(kernel_choice.usable()) and all(ms > 0 for ms in v.values()) for v in t.values())
+
+
+def test_a_decode_steps_row_counts_are_timed_over_a_stream_of_copies(monkeypatch):
+    """The few-row classes call each kernel on every copy of the weight in turn (copies: twice the last-level cache
+    together, at most MAX_COPIES), and report the time per call; more rows one call per round. Counted on mkl's
+    calls (F.linear), a warm-up round and ROUNDS[class] rounds each."""
+    layer = small_model().decoder.layers[0].fc1
+    size = layer.weight.numel() * 4
+    monkeypatch.setattr(kernel_choice, "last_level_cache_bytes", lambda: size * 5 // 4)       # 2.5 weights: 3 copies
+    stream = kernel_choice.copies(layer.weight.detach())
+    assert len(stream) == 3 and stream[0].data_ptr() == layer.weight.data_ptr()
+    assert all(torch.equal(w, layer.weight) and w.data_ptr() != layer.weight.data_ptr() for w in stream[1:])
+    calls = []
+    real = F.linear
+    monkeypatch.setattr(kernel_choice.F, "linear", lambda x, w, b=None: calls.append(x.shape[0]) or real(x, w, b))
+    kernel_choice.time_layer(layer)
+    for row_class, rows in kernel_choice.PROBE_ROWS.items():
+        per_round = len(stream) if row_class in kernel_choice.STREAMED else 1
+        assert calls.count(rows) == per_round * (kernel_choice.ROUNDS[row_class] + 1), row_class
+    assert kernel_choice.STREAMED == ("1", "2-8", "9-64")
+    monkeypatch.setattr(kernel_choice, "last_level_cache_bytes", lambda: 1 << 30)
+    assert len(kernel_choice.copies(layer.weight.detach())) == kernel_choice.MAX_COPIES
+    monkeypatch.setattr(kernel_choice, "last_level_cache_bytes", lambda: 16)
+    assert len(kernel_choice.copies(layer.weight.detach())) == 1                       # larger than the caches
+
+
+def test_the_time_per_call_is_a_rounds_time_over_its_calls(monkeypatch):
+    ticks = iter(range(100))
+    monkeypatch.setattr(kernel_choice.time, "perf_counter", lambda: 10.0 * next(ticks))  # every run takes 10 s
+    scratch = torch.ones(4)
+    assert kernel_choice.fastest({"a": lambda x: None}, torch.ones(1), 2, scratch, calls=4) == {"a": 2500.0}
 
 
 def test_cpu_name_identifies_the_model_and_isa():

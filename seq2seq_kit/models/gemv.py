@@ -64,7 +64,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pre
 def linear_noprefetch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """linear without the software prefetch of the next weight rows (the "gemv-noprefetch" kernel): the same sums,
     the hardware prefetcher alone. One row of a decode step's weights in turn, AVX2 code: 8-14% faster on an AMD
-    EPYC Zen 3; with 4 rows 15-20% slower there, and one row 12% slower on a Zen 4: the kernel choice times both."""
+    EPYC Zen 3; with 4 rows 15-20% slower there, and one row 15% slower on a Zen 4: the kernel choice times both."""
     return linear(x, weight, bias, prefetch=False)
 
 

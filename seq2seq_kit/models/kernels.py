@@ -23,10 +23,11 @@ Kernels, all float32 on the CPU (any other dtype or device always runs F.linear)
                    ahead. Where it is not built or the CPU lacks AVX2 and FMA it is never chosen (a layer told to use
                    it runs F.linear).
   "gemv-noprefetch"  the same loop and sums without its software prefetch of the next weight rows: the hardware
-                   prefetcher alone; for one row only. A decode step's weights in turn, one row: 8-14% faster on an
-                   AMD EPYC Zen 3 (family 25 model 1, AVX2; the greedy step 8%), 12% slower on a Zen 4 (model 17).
-                   With 4 rows 15-20% slower on the Zen 3 (the beam-4 step 3%) and 8% on the Zen 4, though a single
-                   cold call of 4 rows, what the kernel choice times, runs as fast as gemv's there.
+                   prefetcher alone. A decode step's weights in turn, one row: 8-14% faster on an AMD EPYC Zen 3
+                   (family 25 model 1, AVX2; the greedy step 8%), 15% slower on a Zen 4 (model 17; the greedy step
+                   9%). With 4 rows 15-20% slower on the Zen 3 (the beam-4 step 3%) and 70% on the Zen 4. Only
+                   a stream of calls shows this (kernel_choice.time_layer): a single cold call of one weight timed
+                   gemv-noprefetch ahead at one row on the Zen 4, and level with gemv at 4 rows on the Zen 3.
 
 Rejected candidates (measured on an AMD EPYC, family 25): x @ a transposed contiguous copy of the weight (slower
 than oneDNN at every decode shape, and a second layout of the weight); MKL's packed sgemm (mkl._mkl_linear needs the
@@ -88,10 +89,10 @@ ROW_CLASSES = {"1": (1, 1), "2-8": (2, 8), "9-64": (9, 64), "65-256": (65, MAX_R
 #    models/attention.py's attention, which that setting runs too: tokens equal in every parity test; in one beam
 #    case of test_generation.py's matrix two live beams swap slots at a near-tie (beam_indices differ; sequences
 #    equal, scores within 1e-4 and as close to float64 as transformers' own). "gemv-noprefetch" computes gemv's sums
-#    bit for bit (tests/test_kernels.py): the same kinds, one row (above).
+#    bit for bit (tests/test_kernels.py): eligible wherever gemv is.
 # "onednn" and "onednn-packed" round differently from each other (one-row products differ in the last bit).
 FEW_ROWS = ("1", "2-8", "9-64")
-OWN = {c: GEMV if c == "1" else ("gemv",) for c in FEW_ROWS}     # row class -> gemv's kernels eligible there
+OWN = dict.fromkeys(FEW_ROWS, GEMV)                               # row class -> gemv's kernels eligible there
 ELIGIBLE = {kind: {c: LIBRARY + OWN.get(c, ()) for c in ROW_CLASSES} for kind in KINDS}
 ELIGIBLE["self_qkv"] = {c: ("mkl", "mkl-t", "onednn-packed") + OWN.get(c, ()) for c in ROW_CLASSES}
 ELIGIBLE["self_qkv"]["1"] = ("mkl", "mkl-t", "onednn", "onednn-packed", *GEMV)
