@@ -53,6 +53,8 @@ ROUNDS = {"1": 3, "2-8": 3, "9-64": 3, "65-256": 3,     # row class -> timed cal
           "257+": 1}                                   # counts); 512 rows: compute-bound, steady, the costliest
 STREAMED = kernels.FEW_ROWS               # row classes timed over a stream of copies (stream): a decode step's
 MAX_COPIES = 64                           # at most this many copies: a decode step calls fewer linear layers
+METHOD = "streamed"                       # how the timings are taken, in the cache file's name: timings taken
+                                          # otherwise (one cold call per candidate, before 2026-12-07) are not reused
 ATTENTION_ROWS = {"1": 1, "2-8": 4}       # row class -> query rows per (input, head) timed: greedy, beams
 ATTENTION_SOURCE = 512                    # keys and values per (input, head) timed: a summarization input
 
@@ -293,13 +295,15 @@ def cpu_name() -> str:
 
 def cache_path() -> Path | None:
     """The timings file for this CPU, torch version, thread count, build of seq2seq_kit's own kernel and the code of
-    it that runs (gemv.ISA: tests and benchmarks run the AVX2 code on an AVX-512 CPU); None where there is no cache
-    folder (no XDG_CACHE_HOME, no HOME, a user without a home: measured at each load)."""
+    it that runs (gemv.ISA: tests and benchmarks run the AVX2 code on an AVX-512 CPU), and the way they were taken
+    (METHOD); None where there is no cache folder (no XDG_CACHE_HOME, no HOME, a user without a home: measured at
+    each load)."""
     try:
         root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "seq2seq_kit" / "kernels"
     except RuntimeError:                    # Path.home(): "Could not determine home directory."
         return None
-    key = f"{cpu_name()} torch {torch.__version__} {torch.get_num_threads()} threads gemv {gemv.build()} isa {gemv.ISA}"
+    key = f"{cpu_name()} torch {torch.__version__} {torch.get_num_threads()} threads gemv {gemv.build()} " \
+          f"isa {gemv.ISA} {METHOD}"
     return root / (re.sub(r"[^A-Za-z0-9.]+", "-", key).strip("-") + ".json")
 
 

@@ -563,6 +563,14 @@ def test_the_timings_cache_is_kept_per_gemv_build(monkeypatch):
     assert kernel_choice.cache_path() != path and kernel_choice.cache_path().parent == path.parent
 
 
+def test_the_timings_cache_is_kept_per_way_of_timing(monkeypatch):
+    """Timings taken another way (one cold call per candidate, before the streams) are not reused: another file."""
+    path = kernel_choice.cache_path()
+    assert path.name.endswith(f"-{kernel_choice.METHOD}.json")
+    monkeypatch.setattr(kernel_choice, "METHOD", "cold")
+    assert kernel_choice.cache_path() != path and kernel_choice.cache_path().parent == path.parent
+
+
 def test_the_timings_cache_is_kept_per_gemv_code(monkeypatch):
     """Timings taken with the AVX-512 code are not reused where gemv.ISA runs the AVX2 code (set by tests and
     benchmarks/engines.py): another file."""
