@@ -358,6 +358,9 @@ def test_select_takes_gemv_where_it_is_fastest_and_never_beyond_64_rows():
     assert kernel_choice.select(hardware_prefetch, kernels.ELIGIBLE["fc1"]) == {
         "1": "gemv-noprefetch", "2-8": "gemv", "9-64": "onednn", "65-256": "onednn", "257+": "onednn"}
     assert kernel_choice.select(hardware_prefetch, kernels.ELIGIBLE["cross_kv"])["1"] == "onednn-packed"
+    beams_too = timing(mkl=(3.0, 9.0, 20.0), onednn=(2.0, 3.0, 8.0), packed=(2.5, 3.5, 9.0), gemv=(1.0, 2.0, 9.5),
+                       gemv_np=(1.1, 1.9, 9.4))                  # the same sums: eligible wherever gemv is
+    assert kernel_choice.select(beams_too, kernels.ELIGIBLE["fc1"])["2-8"] == "gemv-noprefetch"
 
 
 @needs_gemv
