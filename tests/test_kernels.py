@@ -83,10 +83,10 @@ def test_gemv_is_built_and_runs_on_an_x86_64_cpu_with_avx2():
 @needs_gemv
 @torch.no_grad()
 @pytest.mark.parametrize("level", [2, 1], ids=["avx512", "avx2"])
-@pytest.mark.parametrize("rows", [0, 1, 2, 3, 4, 5, 7, 8, 9, 13, 32, 64, 70])
+@pytest.mark.parametrize("rows", [0, 1, 2, 3, 4, 5, 7, 8, 9, 11, 13, 32, 64, 70])
 def test_gemv_computes_the_linear_as_exactly_as_mkl(rows, level, monkeypatch):
-    """Every row count (the kernel takes x rows 2 or 4 at a time, weight rows 8, 4, 3 or 2 at a time, then one by one),
-    input widths that are no multiple of the vector width (masked loads), with and without a bias, the AVX-512 and
+    """Every row count (the kernel takes x rows 2, 4 or 6 at a time, weight rows 8, 4, 3 or 2 at a time, then one by
+    one), input widths that are no multiple of the vector width (masked loads), with and without a bias, the AVX-512 and
     the AVX2 code, float32 weights and int8 rows with a scale each (linear_int8): within 3x F.linear's own distance
     from the float64 product (16- or 8-lane partial sums; int8: F.linear on the dequantized rows). Without the
     software prefetch ("gemv-noprefetch"): the same bits."""

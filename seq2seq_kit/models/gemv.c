@@ -72,7 +72,7 @@ AVX2 INLINE float hsum8(__m256 v) {
 
 #define DOTS(NAME, TARGET, WEIGHT, VEC, LANES, ZERO, LOAD_X, LOAD_W, FMA, SUM, HINT)                                \
     TARGET INLINE void NAME(const float *x, int MR, const WEIGHT *w, int RB, long K, int pf, float *out) {         \
-        VEC acc[4][8], xv[4];                                                                                        \
+        VEC acc[6][8], xv[6];                                                                                        \
         for (int m = 0; m < MR; m++)                                                                                 \
             for (int r = 0; r < RB; r++) acc[m][r] = ZERO();                                                         \
         long k = 0;                                                                                                  \
@@ -121,13 +121,17 @@ static void store(const Problem *p, const float *out, long m0, int MR, long n, i
 }
 
 /* One or two x rows go against RB1 / RB2 weight rows at a time; more in fours (fewer passes over the tile), against
-   RBF weight rows up to 8 x rows and RBM beyond (a remainder of 3 rows against RBF). Each (MR, RB) is a constant of its
-   own call, so each compiles its own loop. Measured on an AMD EPYC Zen 4 (a decode step's weights in turn, paired
-   against pairs of x rows up to 8 rows): AVX2 4 rows 17% faster, 8 rows 15%; int8 4 rows 16%, 8 rows 14%. More rows
-   in fours against RBM 4: faster at 32 rows. AVX-512's RBF, each against the AVX2 code in the same run (4, 6 and
-   8 rows): 3 as fast as AVX2's or 1-2% faster; 6 (24 of the 32 zmm accumulating) 6-18% slower; 2 level with 3; 4
-   13% slower at 4 rows. The sums are the same whatever RB and MR: each output's 16 lanes run over k alike. */
-#define TILE(NAME, TARGET, WEIGHT, DOTS, RB1, RB2, RBF, RBM)                                                          \
+   RBF weight rows up to 8 x rows; beyond 8, GM x rows at a time against RBM (a remainder of 3 rows against RBF). Each
+   (MR, RB) is a constant of its own call, so each compiles its own loop. Measured on an AMD EPYC Zen 4 (a decode
+   step's weights in turn, paired against pairs of x rows up to 8 rows): AVX2 4 rows 17% faster, 8 rows 15%; int8 4
+   rows 16%, 8 rows 14%. More rows in fours against RBM 4: faster at 32 rows. AVX-512's RBF, each against the AVX2
+   code in the same run (4, 6 and 8 rows): 3 as fast as AVX2's or 1-2% faster; 6 (24 of the 32 zmm accumulating)
+   6-18% slower; 2 level with 3; 4 13% slower at 4 rows. AVX-512 beyond 8 rows, 6 x rows against RBM 4 (24 zmm
+   accumulating, each weight vector used 6 times) against 4 x rows (copies of each decoder shape in turn, two runs):
+   12 rows 4-19% faster, 32 rows level to 10% (the most for fc2's 1024x4096), 64 rows 0-11%; distilbart's beam step
+   at batch 8, beam 4 (32 rows; processes alternating, 4 pairs) 66-70 ms against 69-77. 8 x 3, 6 x 3 and 8 x 2 were
+   5-45% slower than fours. The sums are the same whatever RB and MR: each output's 16 lanes run over k alike. */
+#define TILE(NAME, TARGET, WEIGHT, DOTS, RB1, RB2, RBF, RBM, GM)                                                      \
     TARGET INLINE void NAME##_rows(const Problem *p, long m0, int MR, long n0, long n1, int RB) {                   \
         float out[32];                                                                                               \
         const float *x = p->x + m0 * p->K;                                                                           \
@@ -143,23 +147,26 @@ static void store(const Problem *p, const float *out, long m0, int MR, long n, i
         }                                                                                                            \
     }                                                                                                                \
     TARGET static void NAME(const Problem *p, long n0, long n1) {                                                    \
-        int group = p->M <= 2 ? 2 : 4;                                                                               \
+        int group = p->M <= 2 ? 2 : p->M <= 8 ? 4 : GM;                                                              \
         for (long m0 = 0; m0 < p->M; m0 += group) {                                                                  \
             switch (p->M - m0 >= group ? group : (int)(p->M - m0)) {                                                 \
             case 1: NAME##_rows(p, m0, 1, n0, n1, RB1); break;                                                       \
             case 2: NAME##_rows(p, m0, 2, n0, n1, RB2); break;                                                       \
             case 3: NAME##_rows(p, m0, 3, n0, n1, RBF); break;                                                       \
-            default:                                                                                                 \
+            case 4:                                                                                                  \
                 if (p->M <= 8) NAME##_rows(p, m0, 4, n0, n1, RBF);                                                   \
                 else NAME##_rows(p, m0, 4, n0, n1, RBM);                                                             \
+                break;                                                                                               \
+            case 5: NAME##_rows(p, m0, 5, n0, n1, RBM); break;                                                       \
+            default: NAME##_rows(p, m0, 6, n0, n1, RBM);                                                             \
             }                                                                                                        \
         }                                                                                                            \
     }
 
-TILE(tile512, AVX512, float, dots512, 8, 8, 3, 4)
-TILE(tile512_q8, AVX512, int8_t, dots512_q8, 8, 8, 4, 4)
-TILE(tile256, AVX2, float, dots256, 8, 4, 2, 2)
-TILE(tile256_q8, AVX2, int8_t, dots256_q8, 8, 4, 2, 2)
+TILE(tile512, AVX512, float, dots512, 8, 8, 3, 4, 6)
+TILE(tile512_q8, AVX512, int8_t, dots512_q8, 8, 8, 4, 4, 4)
+TILE(tile256, AVX2, float, dots256, 8, 4, 2, 2, 4)
+TILE(tile256_q8, AVX2, int8_t, dots256_q8, 8, 4, 2, 2, 4)
 
 /* 2: AVX-512, 1: AVX2 with FMA, 0: neither (the kernel does not run). Probed once, when the module loads. */
 static int probe_isa(void) {
