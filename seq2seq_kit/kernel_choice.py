@@ -8,9 +8,9 @@ weights from memory one after another; more rows (compute-bound) one call each, 
 caches first); the fastest of a few rounds, a few seconds in all. Each kind of layer and row class gets the fastest
 kernel among those ELIGIBLE for it (the ones that keep token parity with transformers); whether a kind's weight is
 packed for oneDNN (one layout for every row count) is decided on the row classes in models/kernels.py's DECIDING.
-The timings are cached in a JSON file per CPU model, torch version, thread count and gemv build (models/gemv.py's
-build()) under $XDG_CACHE_HOME/seq2seq_kit/kernels/ (else ~/.cache/...), so later loads on the same machine measure
-nothing; a new weight shape is measured and added.
+The timings are cached in a JSON file per CPU model, torch version, thread count, gemv build (models/gemv.py's
+build()) and way of timing (METHOD) under $XDG_CACHE_HOME/seq2seq_kit/kernels/ (else ~/.cache/...), so later loads on
+the same machine measure nothing; a new weight shape is measured and added.
 Timings taken while the machine is busy (load average at or above its CPU count) are used but not cached: other
 processes' threads stall oneDNN's parallel loops far more than MKL's one-row path, which would pin a wrong choice.
 
