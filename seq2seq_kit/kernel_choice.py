@@ -204,7 +204,7 @@ def time_layer(layer) -> dict[str, dict[str, float]]:
         candidates = {name: in_turn(runs[name], (packed if name == "onednn-packed" else dense)[:n], bias)
                       for name in usable()}
         timings[row_class] = fastest(candidates, torch.randn(rows, weight.shape[1], generator=g), ROUNDS[row_class],
-                                     scratch, calls=n)
+                                     scratch if n == 1 else None, calls=n)
     return timings
 
 
@@ -218,7 +218,7 @@ def time_attention(heads: int, width: int) -> dict[str, dict[str, float]]:
     scale = width ** -0.5
     candidates = {"sdpa": lambda q: [F.scaled_dot_product_attention(q, k, v, scale=scale) for k, v in stream],
                   "own": lambda q: [attention.attend(q, k, v, scale=scale) for k, v in stream]}
-    scratch = torch.ones(last_level_cache_bytes() // 2, dtype=torch.float32)
+    scratch = torch.ones(last_level_cache_bytes() // 2, dtype=torch.float32) if len(stream) == 1 else None
     return {row_class: fastest(candidates, torch.randn(1, heads, rows, width, generator=g), 3, scratch,
                                calls=len(stream))
             for row_class, rows in ATTENTION_ROWS.items()}
@@ -240,15 +240,18 @@ def in_turn(fn: Callable, weights: list[torch.Tensor], bias: torch.Tensor | None
     return run
 
 
-def fastest(candidates: dict, x: torch.Tensor, rounds: int, scratch: torch.Tensor, calls: int = 1) -> dict[str, float]:
+def fastest(candidates: dict, x: torch.Tensor, rounds: int, scratch: torch.Tensor | None,
+            calls: int = 1) -> dict[str, float]:
     """{name: ms per call}: each candidate (making `calls` calls) run on x `rounds` times after a warm-up round, the
-    candidates taking turns, each run after `evict`; each keeps its fastest run (on a shared machine other work only
-    ever adds time)."""
+    candidates taking turns, each run after `evict(scratch)` (scratch None: none; a stream of copies twice the
+    caches' size leaves its first copies out of them on its own); each keeps its fastest run (on a shared machine
+    other work only ever adds time)."""
     best = dict.fromkeys(candidates, float("inf"))
     with torch.inference_mode():
         for _ in range(rounds + 1):                                     # the first round warms up
             for name, fn in candidates.items():
-                evict(scratch)
+                if scratch is not None:
+                    evict(scratch)
                 start = time.perf_counter()
                 fn(x)
                 best[name] = min(best[name], time.perf_counter() - start)

@@ -600,18 +600,26 @@ def test_a_decode_steps_row_counts_are_timed_over_a_stream_of_copies(monkeypatch
     stream = kernel_choice.copies(layer.weight.detach())
     assert len(stream) == 3 and stream[0].data_ptr() == layer.weight.data_ptr()
     assert all(torch.equal(w, layer.weight) and w.data_ptr() != layer.weight.data_ptr() for w in stream[1:])
-    calls = []
+    calls, evictions = [], []
     real = F.linear
     monkeypatch.setattr(kernel_choice.F, "linear", lambda x, w, b=None: calls.append(x.shape[0]) or real(x, w, b))
+    monkeypatch.setattr(kernel_choice, "evict", evictions.append)
     kernel_choice.time_layer(layer)
     for row_class, rows in kernel_choice.PROBE_ROWS.items():
         per_round = len(stream) if row_class in kernel_choice.STREAMED else 1
         assert calls.count(rows) == per_round * (kernel_choice.ROUNDS[row_class] + 1), row_class
+    # a stream of copies leaves its first copies out of the caches itself: only the single cold calls evict first
+    cold_runs = sum(kernel_choice.ROUNDS[c] + 1 for c in kernel_choice.PROBE_ROWS if c not in kernel_choice.STREAMED)
+    assert len(evictions) == cold_runs * len(kernel_choice.usable())
     assert kernel_choice.STREAMED == ("1", "2-8", "9-64")
     monkeypatch.setattr(kernel_choice, "last_level_cache_bytes", lambda: 1 << 30)
     assert len(kernel_choice.copies(layer.weight.detach())) == kernel_choice.MAX_COPIES
     monkeypatch.setattr(kernel_choice, "last_level_cache_bytes", lambda: 16)
     assert len(kernel_choice.copies(layer.weight.detach())) == 1                       # larger than the caches
+    evictions.clear()
+    kernel_choice.time_layer(layer)              # a "stream" of one weight: each run evicts first, as cold calls do
+    assert len(evictions) == sum(kernel_choice.ROUNDS[c] + 1 for c in kernel_choice.PROBE_ROWS) * len(
+        kernel_choice.usable())
 
 
 def test_the_time_per_call_is_a_rounds_time_over_its_calls(monkeypatch):
