@@ -6,8 +6,9 @@ library's log records are shown as "seq2seq-kit: ..." lines on stderr. (The benc
 Exit codes: 0 success, 2 usage error, 1 runtime error (a one-line message; --debug shows the traceback),
 3 a `summarize --input` or `translate --input` job that finished with failed records (see its
 OUTPUT.errors.jsonl).
-An empty TEXT, --file or stdin is a runtime error (1: nothing to summarize); an --input corpus without records
-finishes with a warning line (0: there was nothing to do). Warnings are one "seq2seq-kit: warning: ..." line.
+An empty TEXT, --file or stdin is a runtime error (1: nothing to summarize or translate); a TEXT that is one word
+naming a file or folder, or ending as a document's file name does (notes.txt), is a usage error (2: --file reads a
+file); an --input corpus without records finishes with a warning line (0: there was nothing to do). Warnings are one "seq2seq-kit: warning: ..." line.
 """
 
 from __future__ import annotations
@@ -325,6 +326,32 @@ def _check_corpus_arguments(args, sources: list[tuple[str, bool]], one_of: str) 
     for flag, present in (("--actors", args.actors is not None), ("--ray-address", args.ray_address is not None)):
         if present and not args.ray:
             args.parser.error(f"{flag} applies to --ray jobs")
+    if args.text not in (None, "-") and (named := _file_name_kind(args.text)):
+        command = args.parser.prog.split()[-1]                  # summarize, translate
+        path = args.text.strip() if named == "is a file's name" else "PATH"
+        args.parser.error(f"TEXT {args.text!r} {named}, not a text to {command}: pass --file {path} to {command} "
+                          "a file's contents (--input and --output for a JSONL or Parquet corpus)")
+
+
+DOCUMENT_SUFFIXES = (".txt", ".md", ".json", ".jsonl", ".parquet", ".csv", ".tsv", ".html", ".pdf")
+
+
+def _file_name_kind(text: str) -> str | None:
+    """What a TEXT argument that reads as a path is ("is a file's name", ...): one word ending as a document's file
+    name does (notes.txt), or holding a "/" and naming a file or folder (docs/a.txt, /tmp): a path meant for --file
+    or --input. None for a text: "km/h" (no such path), "data" (a word, whatever the current folder holds)."""
+    word = text.strip()
+    if not word or any(c.isspace() for c in word):
+        return None
+    path = Path(word)
+    try:
+        if "/" in word and path.is_dir():
+            return "is a folder's name"
+        if ("/" in word or path.suffix.lower() in DOCUMENT_SUFFIXES) and path.is_file():
+            return "is a file's name"
+    except (OSError, ValueError):             # too long for a file name, a NUL: not a path
+        return None
+    return "looks like a file's name" if path.suffix.lower() in DOCUMENT_SUFFIXES else None
 
 
 def _corpus_kwargs(args) -> dict:
@@ -342,11 +369,13 @@ def _given(args, *names: str) -> dict:
 
 def _add_translate(sub, parents: list) -> None:
     p = sub.add_parser("translate", parents=parents,
-                       help="translate a text, stdin, or a corpus of JSONL / Parquet files (Marian, M2M100, "
-                            "NLLB, mBART-50, mBART)",
-                       description="Translate TEXT or stdin (-) with a translation checkpoint, or many documents "
-                                   "(--input docs.jsonl --output out.jsonl; a re-run resumes where it stopped).")
+                       help="translate a text, a file, stdin, or a corpus of JSONL / Parquet files (Marian, "
+                            "M2M100, NLLB, mBART-50, mBART)",
+                       description="Translate TEXT, --file PATH or stdin (-) with a translation checkpoint, or many "
+                                   "documents (--input docs.jsonl --output out.jsonl; a re-run resumes where it "
+                                   "stopped).")
     p.add_argument("text", nargs="?", metavar="TEXT", help="the text to translate, or - to read stdin")
+    p.add_argument("--file", type=_path, help="translate the contents of this file")
     _add_corpus_arguments(p, "translations", "translation_text")
     p.add_argument("--model", type=_non_empty, required=True, help="Hub id or local checkpoint directory")
     p.add_argument("--src-lang", help="source language code as the tokenizer takes it (en, eng_Latn, en_XX)")
@@ -361,8 +390,9 @@ def _add_translate(sub, parents: list) -> None:
 
 def _translate(args) -> int:
     """One text (printed), or the --input job (seq2seq_kit.corpus.translate_corpus; exit codes as summarize's)."""
-    _check_corpus_arguments(args, [("TEXT", args.text is not None), ("--input", args.input is not None)],
-                            "TEXT, - (stdin) or --input docs.jsonl")
+    _check_corpus_arguments(args, [("TEXT", args.text is not None), ("--file", args.file is not None),
+                                   ("--input", args.input is not None)],
+                            "TEXT, - (stdin), --file PATH or --input docs.jsonl")
     _check_truncation(args)
     kwargs = _generation_kwargs(args)
     _check_stream(args, kwargs)
@@ -373,6 +403,8 @@ def _translate(args) -> int:
                                   **_corpus_kwargs(args), **kwargs)
         return 3 if result.failed else 0
 
+    source = _one_text(args, "translate")
+
     from .config import BartConfig
     from .translation import pipeline, translation_task
 
@@ -381,7 +413,7 @@ def _translate(args) -> int:
     task = translation_task("translation", BartConfig.from_pretrained(args.model, **_hub_kwargs(args)))
     pipe = pipeline(task, model=args.model, device=_device(args.device), dtype=args.dtype,
                     src_lang=args.src_lang, tgt_lang=args.tgt_lang, **_hub_kwargs(args))
-    text = pipe(_read_text(args), truncation=args.truncation, **_seeded(kwargs, pipe), **_streamer(args, pipe))
+    text = pipe(source, truncation=args.truncation, **_seeded(kwargs, pipe), **_streamer(args, pipe))
     text = text[0]["translation_text"]
     if not args.stream:
         print(json.dumps({"translation_text": text}, ensure_ascii=False) if args.json else text)
@@ -633,6 +665,15 @@ def _read_file(path: Path) -> str:
     return _decode(data, f"--file {str(path)!r}")
 
 
+def _one_text(args, verb: str) -> str:
+    """The text of --file, TEXT or stdin (-); an empty one is an error: nothing to `verb`."""
+    text = _read_file(args.file) if args.file is not None else _read_text(args)
+    if not text.strip():
+        where = f"--file {str(args.file)!r}" if args.file is not None else "stdin" if args.text == "-" else "TEXT"
+        raise ValueError(f"{where} is empty: there is nothing to {verb}")
+    return text
+
+
 def _decode(data: bytes, name: str) -> str:
     try:
         return data.decode("utf-8")
@@ -671,10 +712,7 @@ def _summarize(args) -> int:
     _check_stream(args, kwargs)
     if args.input is not None:
         return _summarize_corpus(args, kwargs)
-    text = _read_file(args.file) if args.file is not None else _read_text(args)
-    if not text.strip():
-        where = f"--file {str(args.file)!r}" if args.file is not None else "stdin" if args.text == "-" else "TEXT"
-        raise ValueError(f"{where} is empty: there is nothing to summarize")
+    text = _one_text(args, "summarize")
 
     from .long_documents import DocumentError
     from .summarization import pipeline

@@ -109,6 +109,20 @@ def test_cli_marian_job_to_parquet(marian_path, tmp_path, capsys):
     assert main(argv) == 0 and len(pq.read_table(out)) == 5                    # resumed: nothing to do
 
 
+def test_cli_translates_a_files_contents_as_the_same_text_given_as_text(marian_path, tmp_path, capsys):
+    """`translate --file PATH` prints what `translate TEXT` prints for the file's text; an empty file is refused."""
+    text = make_docs(1, seed=6)[0]["text"]
+    (tmp_path / "source.txt").write_text(text, encoding="utf-8")
+    argv = ["translate", "--model", str(marian_path), "--tgt-lang", "fra", "--max-new-tokens", "8"]
+    assert main([*argv, text]) == 0
+    by_text = capsys.readouterr().out
+    assert main([*argv, "--file", str(tmp_path / "source.txt")]) == 0
+    assert capsys.readouterr().out == by_text and by_text.strip()
+    (tmp_path / "empty.txt").write_text(" \n")
+    assert main([*argv, "--file", str(tmp_path / "empty.txt")]) == 1
+    assert "empty.txt' is empty: there is nothing to translate" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda p, o, m: translate_corpus(p, o, None), "needs model="),
     (lambda p, o, m: translate_corpus(p, o, m, strategy="map_reduce", **LANGS), "applies to summarization"),
@@ -126,6 +140,6 @@ def test_refused_before_any_output(m2m100_path, tmp_path, call, message):
 
 def test_cli_usage_errors(capsys):
     assert main(["translate", "--model", "m", "text", "--input", "d.jsonl", "--output", "o.jsonl"]) == 2
-    assert "give exactly one of TEXT, - (stdin) or --input docs.jsonl" in capsys.readouterr().err
+    assert "give exactly one of TEXT, - (stdin), --file PATH or --input docs.jsonl" in capsys.readouterr().err
     assert main(["translate", "--model", "m", "--input", "d.jsonl"]) == 2
     assert "--input and --output go together" in capsys.readouterr().err

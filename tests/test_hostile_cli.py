@@ -50,6 +50,26 @@ def test_an_empty_path_is_refused(capsys, flag):
     assert code == 2 and f"argument {flag}: is empty; pass a path" in err
 
 
+@pytest.mark.parametrize("command", ["summarize", "translate"])
+def test_a_path_given_as_text_is_refused_naming_file(capsys, tmp_path, monkeypatch, command):
+    """A TEXT that reads as a path (one word: a document's file name, or a "/" and a file or folder there) was
+    summarized as the words of its name: a usage error naming --file instead. Words that only look alike stay a text
+    (they go on to load the model: the runtime error about --model, not the usage error)."""
+    (tmp_path / "article.txt").write_text(TEXT)
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    argv = [command, "--model", tmp_path / "no-model"]
+    for text, says in [(tmp_path / "article.txt", f"is a file's name, not a text to {command}: pass --file "
+                                                   f"{tmp_path / 'article.txt'} to {command} a file's contents"),
+                       ("article.txt", "is a file's name"), ("notes.md", "looks like a file's name"),
+                       (" report.PDF ", "looks like a file's name"), (tmp_path / "data", "is a folder's name")]:
+        code, _, err = run(capsys, *argv, text)
+        assert code == 2 and f"error: TEXT {str(text)!r} {says}" in err, err
+    for text in ["data", "km/h", "U.S.", "3.14", "hello", "see notes.txt", "x" * 5000 + ".txt/"]:
+        code, _, err = run(capsys, *argv, text)
+        assert code == 1 and "no-model" in one_line(err), (text, err)
+
+
 def test_file_that_is_not_utf8(capsys, tmp_path):
     (tmp_path / "latin1.txt").write_bytes("café au lait".encode("latin-1"))
     code, _, err = run(capsys, "summarize", "--file", tmp_path / "latin1.txt")
