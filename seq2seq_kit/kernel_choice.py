@@ -38,6 +38,7 @@ import platform
 import re
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -201,8 +202,8 @@ def time_layer(layer) -> dict[str, dict[str, float]]:
     timings = {}
     for row_class, rows in PROBE_ROWS.items():
         n = len(dense) if row_class in STREAMED else 1
-        candidates = {name: in_turn(runs[name], (packed if name == "onednn-packed" else dense)[:n], bias)
-                      for name in usable()}
+        operands = {name: [(w, bias) for w in (packed if name == "onednn-packed" else dense)[:n]] for name in runs}
+        candidates = {name: in_turn(runs[name], operands[name]) for name in usable()}
         timings[row_class] = fastest(candidates, torch.randn(rows, weight.shape[1], generator=g), ROUNDS[row_class],
                                      scratch if n == 1 else None, calls=n)
     return timings
@@ -214,10 +215,10 @@ def time_attention(heads: int, width: int) -> dict[str, dict[str, float]]:
     each layer's cross-attention keys and values from memory, between its weights), the fastest of a few rounds."""
     g = torch.Generator().manual_seed(0)
     kv = torch.randn(2, 1, heads, ATTENTION_SOURCE, width, generator=g)      # keys, values
-    stream = copies(kv)
+    stream = [tuple(c) for c in copies(kv)]                                     # (keys, values) copies
     scale = width ** -0.5
-    candidates = {"sdpa": lambda q: [F.scaled_dot_product_attention(q, k, v, scale=scale) for k, v in stream],
-                  "own": lambda q: [attention.attend(q, k, v, scale=scale) for k, v in stream]}
+    candidates = {"sdpa": in_turn(partial(F.scaled_dot_product_attention, scale=scale), stream),
+                  "own": in_turn(partial(attention.attend, scale=scale), stream)}
     scratch = torch.ones(last_level_cache_bytes() // 2, dtype=torch.float32) if len(stream) == 1 else None
     return {row_class: fastest(candidates, torch.randn(1, heads, rows, width, generator=g), 3, scratch,
                                calls=len(stream))
@@ -232,11 +233,12 @@ def copies(t: torch.Tensor) -> list[torch.Tensor]:
     return [t] + [t.clone() for _ in range(n - 1)]
 
 
-def in_turn(fn: Callable, weights: list[torch.Tensor], bias: torch.Tensor | None) -> Callable:
-    """x -> fn(x, weight, bias) for each weight in turn (the outputs dropped as they come)."""
+def in_turn(fn: Callable, operands: list[tuple]) -> Callable:
+    """x -> fn(x, *each) for each of the operands in turn, (weight, bias) or (keys, values) (the outputs dropped as
+    they come)."""
     def run(x: torch.Tensor) -> None:
-        for weight in weights:
-            fn(x, weight, bias)
+        for each in operands:
+            fn(x, *each)
     return run
 
 

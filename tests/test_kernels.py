@@ -622,6 +622,28 @@ def test_a_decode_steps_row_counts_are_timed_over_a_stream_of_copies(monkeypatch
         kernel_choice.usable())
 
 
+def test_the_attention_is_timed_over_a_stream_of_copies_of_the_keys_and_values(monkeypatch):
+    """Each candidate runs on every (keys, values) copy in turn, a warm-up round and 3 rounds per row class, with
+    nothing evicted first (the stream does it); torch's and the own kernel alike."""
+    heads, width = 4, 8
+    size = 2 * heads * kernel_choice.ATTENTION_SOURCE * width * 4                       # keys and values, float32
+    monkeypatch.setattr(kernel_choice, "last_level_cache_bytes", lambda: size * 5 // 4)     # 3 copies
+    monkeypatch.setattr(kernel_choice, "evict", lambda scratch: pytest.fail("evicted before a stream"))
+    seen = {"sdpa": [], "own": []}
+    sdpa = F.scaled_dot_product_attention
+    attend = attention.attend if attention.available() else sdpa          # (the choice times "own" only where it runs)
+    monkeypatch.setattr(kernel_choice.F, "scaled_dot_product_attention",
+                        lambda q, k, v, **kw: seen["sdpa"].append((q.shape[2], k.data_ptr())) or sdpa(q, k, v, **kw))
+    monkeypatch.setattr(kernel_choice.attention, "attend",
+                        lambda q, k, v, **kw: seen["own"].append((q.shape[2], k.data_ptr())) or attend(q, k, v, **kw))
+    timings = kernel_choice.time_attention(heads, width)
+    assert set(timings) == set(kernel_choice.ATTENTION_ROWS)
+    for calls in seen.values():
+        for rows in kernel_choice.ATTENTION_ROWS.values():
+            keys = [k for r, k in calls if r == rows]
+            assert len(keys) == 3 * (3 + 1) and len(set(keys)) == 3
+
+
 def test_the_time_per_call_is_a_rounds_time_over_its_calls(monkeypatch):
     ticks = iter(range(100))
     monkeypatch.setattr(kernel_choice.time, "perf_counter", lambda: 10.0 * next(ticks))  # every run takes 10 s

@@ -95,7 +95,7 @@ FEW_ROWS = ("1", "2-8", "9-64")
 OWN = dict.fromkeys(FEW_ROWS, GEMV)                               # row class -> gemv's kernels eligible there
 ELIGIBLE = {kind: {c: LIBRARY + OWN.get(c, ()) for c in ROW_CLASSES} for kind in KINDS}
 ELIGIBLE["self_qkv"] = {c: ("mkl", "mkl-t", "onednn-packed") + OWN.get(c, ()) for c in ROW_CLASSES}
-ELIGIBLE["self_qkv"]["1"] = ("mkl", "mkl-t", "onednn", "onednn-packed", *GEMV)
+ELIGIBLE["self_qkv"]["1"] = LIBRARY + OWN["1"]          # one row (greedy: no beams): dense oneDNN as the others
 ELIGIBLE |= {kind: dict.fromkeys(ROW_CLASSES, ("mkl", "mkl-t", "onednn-packed")) for kind in ENCODER_KINDS}
 
 # The row classes whose timings decide whether a kind's weight is packed (kernel_choice.select). For the decode step's
