@@ -1,8 +1,9 @@
 """Choosing the CPU matmul kernels of the linear layers (models/kernels.py) by measurement, once per machine.
 
 For a float32 model on the CPU, from_pretrained calls `choose`: each distinct weight shape of the linear layers is
-timed with every kernel at one row count per row class (1, 4, 32 and 128 rows: greedy, beams, the engine's and the
-corpus jobs' batches, and those batches' beams; 512: a source through the encoder), as the model runs it: a decode
+timed at one row count per row class (1, 4, 32 and 128 rows: greedy, beams, the engine's and the corpus jobs'
+batches, and those batches' beams; 512: a source through the encoder) with every kernel that some kind of layer may
+run there (`timed`: no gemv beyond 64 rows), as the model runs it: a decode
 step's row counts (1 to 64) over a stream of copies of the weight called in turn, as a step reads its layers'
 weights from memory one after another; more rows (compute-bound) one call each, cold (the weight evicted from the
 caches first); the fastest of a few rounds, a few seconds in all. Each kind of layer and row class gets the fastest
@@ -140,6 +141,14 @@ def usable() -> tuple[str, ...]:
     return tuple(k for k in kernels.KERNELS if k not in kernels.GEMV or gemv.available())
 
 
+def timed(row_class: str) -> tuple[str, ...]:
+    """The kernels timed at a row class: the usable ones that some kind of layer may run there (ELIGIBLE), so not
+    gemv's beyond 64 rows (compute-bound there, never eligible: timing them took a third of the measuring at 128 and
+    512 rows, 2.2 s of distilbart's 200 MB LM head)."""
+    eligible = {k for by_class in kernels.ELIGIBLE.values() for k in by_class[row_class]}
+    return tuple(k for k in usable() if k in eligible)
+
+
 def forced(spec: str) -> dict[str, dict[str, str]]:
     """"kind=kernel,kind=kernel" -> a table with those kinds on that kernel for every row class."""
     table = {}
@@ -203,7 +212,7 @@ def time_layer(layer) -> dict[str, dict[str, float]]:
     for row_class, rows in PROBE_ROWS.items():
         n = len(dense) if row_class in STREAMED else 1
         operands = {name: [(w, bias) for w in (packed if name == "onednn-packed" else dense)[:n]] for name in runs}
-        candidates = {name: in_turn(runs[name], operands[name]) for name in usable()}
+        candidates = {name: in_turn(runs[name], operands[name]) for name in timed(row_class)}
         timings[row_class] = fastest(candidates, torch.randn(rows, weight.shape[1], generator=g), ROUNDS[row_class],
                                      scratch if n == 1 else None, calls=n)
     return timings
@@ -321,21 +330,22 @@ def load_timings(path: Path | None, section: str = "timings") -> dict:
         timings = read_json_object(path).get(section, {})
     except (OSError, ValueError):
         return {}
-    expected = (set(PROBE_ROWS), set(usable())) if section == "timings" else \
-        (set(ATTENTION_ROWS), set(attention.KERNELS))
-    return timings if well_formed(timings, *expected) else {}
+    expected = {c: set(timed(c)) for c in PROBE_ROWS} if section == "timings" else \
+        {c: set(attention.KERNELS) for c in ATTENTION_ROWS}
+    return timings if well_formed(timings, expected) else {}
 
 
-def well_formed(timings, classes: set[str], kernel_names: set[str]) -> bool:
-    """Whether timings is {shape: {row class: {kernel: ms}}} with exactly these row classes and kernels, each time a
-    positive finite number: what select() or choose_attention() chooses from."""
+def well_formed(timings, expected: dict[str, set[str]]) -> bool:
+    """Whether timings is {shape: {row class: {kernel: ms}}} with exactly the expected row classes and each one's
+    kernels ({row class: kernels}), each time a positive finite number: what select() or choose_attention() chooses
+    from."""
     if not isinstance(timings, dict):
         return False
     for by_class in timings.values():
-        if not isinstance(by_class, dict) or set(by_class) != classes:
+        if not isinstance(by_class, dict) or set(by_class) != set(expected):
             return False
-        for by_kernel in by_class.values():
-            if not isinstance(by_kernel, dict) or set(by_kernel) != kernel_names:
+        for row_class, by_kernel in by_class.items():
+            if not isinstance(by_kernel, dict) or set(by_kernel) != expected[row_class]:
                 return False
             if not all(type(ms) in (int, float) and 0 < ms < math.inf for ms in by_kernel.values()):
                 return False

@@ -320,10 +320,10 @@ def test_unknown_kernels_and_kinds_are_refused():
 
 def timing(mkl, onednn, packed, mkl_t=(99.0, 99.0, 99.0), gemv=(99.0, 99.0, 99.0), gemv_np=(99.0, 99.0, 99.0)):
     """{row class: {kernel: ms}} from (1, 2-8, 9-64) tuples; 65-256 and 257+ take 2x and 8x the 9-64 times. The
-    usable kernels only (gemv's where they can run), as time_layer gives them."""
+    kernels timed at each row class only (gemv's where they can run, up to 64 rows), as time_layer gives them."""
     by_kernel = {"mkl": mkl, "mkl-t": mkl_t, "onednn": onednn, "onednn-packed": packed, "gemv": gemv,
                  "gemv-noprefetch": gemv_np}
-    return {c: {k: (*t, 2 * t[2], 8 * t[2])[i] for k, t in by_kernel.items() if k in kernel_choice.usable()}
+    return {c: {k: (*t, 2 * t[2], 8 * t[2])[i] for k, t in by_kernel.items() if k in kernel_choice.timed(c)}
             for i, c in enumerate(kernels.ROW_CLASSES)}
 
 
@@ -587,7 +587,12 @@ def test_real_timings_have_every_candidate():
     model = small_model()
     t = kernel_choice.time_layer(model.decoder.layers[0].fc1)
     assert set(t) == set(kernels.ROW_CLASSES)
-    assert all(set(v) == set(kernel_choice.usable()) and all(ms > 0 for ms in v.values()) for v in t.values())
+    assert all(set(v) == set(kernel_choice.timed(c)) and all(ms > 0 for ms in v.values()) for c, v in t.items())
+    for row_class in kernels.ROW_CLASSES:           # what some kind may run there: gemv's up to 64 rows only
+        eligible = {k for by_class in kernels.ELIGIBLE.values() for k in by_class[row_class]}
+        assert set(kernel_choice.timed(row_class)) == eligible & set(kernel_choice.usable())
+    assert set(kernel_choice.timed("65-256")) == set(kernel_choice.timed("257+")) == set(kernels.LIBRARY)
+    assert set(kernel_choice.timed("1")) == set(kernel_choice.usable())
 
 
 def test_a_decode_steps_row_counts_are_timed_over_a_stream_of_copies(monkeypatch):
@@ -610,7 +615,7 @@ def test_a_decode_steps_row_counts_are_timed_over_a_stream_of_copies(monkeypatch
         assert calls.count(rows) == per_round * (kernel_choice.ROUNDS[row_class] + 1), row_class
     # a stream of copies leaves its first copies out of the caches itself: only the single cold calls evict first
     cold_runs = sum(kernel_choice.ROUNDS[c] + 1 for c in kernel_choice.PROBE_ROWS if c not in kernel_choice.STREAMED)
-    assert len(evictions) == cold_runs * len(kernel_choice.usable())
+    assert len(evictions) == cold_runs * len(kernels.LIBRARY)       # gemv's are not timed beyond 64 rows
     assert kernel_choice.STREAMED == ("1", "2-8", "9-64")
     monkeypatch.setattr(kernel_choice, "last_level_cache_bytes", lambda: 1 << 30)
     assert len(kernel_choice.copies(layer.weight.detach())) == kernel_choice.MAX_COPIES
@@ -618,8 +623,8 @@ def test_a_decode_steps_row_counts_are_timed_over_a_stream_of_copies(monkeypatch
     assert len(kernel_choice.copies(layer.weight.detach())) == 1                       # larger than the caches
     evictions.clear()
     kernel_choice.time_layer(layer)              # a "stream" of one weight: each run evicts first, as cold calls do
-    assert len(evictions) == sum(kernel_choice.ROUNDS[c] + 1 for c in kernel_choice.PROBE_ROWS) * len(
-        kernel_choice.usable())
+    assert len(evictions) == sum((kernel_choice.ROUNDS[c] + 1) * len(kernel_choice.timed(c))
+                                 for c in kernel_choice.PROBE_ROWS)
 
 
 def test_the_attention_is_timed_over_a_stream_of_copies_of_the_keys_and_values(monkeypatch):
@@ -948,6 +953,11 @@ def test_a_timings_file_missing_a_row_class_is_measured_again(monkeypatch, tmp_p
     path.write_text(json.dumps({"timings": dict.fromkeys(shapes, partial)}))
     assert kernel_choice.choose(model)["encoder_fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn-packed")
     assert len(calls) == len(shapes)
+    # a file that timed other kernels at a row class (gemv's beyond 64 rows, before 2026-12-07) is measured again
+    more = {c: dict.fromkeys(kernel_choice.usable(), 1.0) for c in kernel_choice.PROBE_ROWS}
+    path.write_text(json.dumps({"timings": dict.fromkeys(shapes, more)}))
+    assert kernel_choice.choose(model)["encoder_fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn-packed")
+    assert len(calls) == 2 * len(shapes) or not set(kernels.GEMV) & set(kernel_choice.usable())
 
 
 def test_only_a_float32_weight_is_packed():
