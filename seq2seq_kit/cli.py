@@ -6,9 +6,10 @@ library's log records are shown as "seq2seq-kit: ..." lines on stderr. (The benc
 Exit codes: 0 success, 2 usage error, 1 runtime error (a one-line message; --debug shows the traceback),
 3 a `summarize --input` or `translate --input` job that finished with failed records (see its
 OUTPUT.errors.jsonl).
-An empty TEXT, --file or stdin is a runtime error (1: nothing to summarize or translate); a TEXT that is one word
-naming a file or folder, or ending as a document's file name does (notes.txt), is a usage error (2: --file reads a
-file); an --input corpus without records finishes with a warning line (0: there was nothing to do). Warnings are one "seq2seq-kit: warning: ..." line.
+An empty TEXT, --file or stdin is a runtime error (1: nothing to summarize or translate); a TEXT that reads as a
+path (one word ending as a document's file name does, notes.txt, or holding a "/" and naming a file or folder) is a
+usage error (2: --file reads a file); an --input corpus without records finishes with a warning line (0: there was
+nothing to do). Warnings are one "seq2seq-kit: warning: ..." line.
 """
 
 from __future__ import annotations

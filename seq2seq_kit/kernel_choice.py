@@ -3,10 +3,10 @@
 For a float32 model on the CPU, from_pretrained calls `choose`: each distinct weight shape of the linear layers is
 timed at one row count per row class (1, 4, 32 and 128 rows: greedy, beams, the engine's and the corpus jobs'
 batches, and those batches' beams; 512: a source through the encoder) with every kernel that some kind of layer may
-run there (`timed`: no gemv beyond 64 rows), as the model runs it: a decode
-step's row counts (1 to 64) over a stream of copies of the weight called in turn, as a step reads its layers'
-weights from memory one after another; more rows (compute-bound) one call each, cold (the weight evicted from the
-caches first); the fastest of a few rounds, a few seconds in all. Each kind of layer and row class gets the fastest
+run there (`timed`: no gemv beyond 64 rows), as the model runs it: a decode step's row counts (1 to 64) over a
+stream of copies of the weight called in turn, as a step reads its layers' weights from memory one after another;
+more rows (compute-bound) one call each, cold (the weight evicted from the caches first); the fastest of a few
+rounds, about 10 s for distilbart on 2 cores. Each kind of layer and row class gets the fastest
 kernel among those ELIGIBLE for it (the ones that keep token parity with transformers); whether a kind's weight is
 packed for oneDNN (one layout for every row count) is decided on the row classes in models/kernels.py's DECIDING.
 The timings are cached in a JSON file per CPU model, torch version, thread count, gemv build (models/gemv.py's
