@@ -33,6 +33,7 @@ naming why.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import platform
@@ -49,6 +50,7 @@ import torch.nn.functional as F
 from .jsonfile import read_json_object, replace_json
 from .models import attention, gemv, kernels
 
+logger = logging.getLogger(__name__)
 ENV = "SEQ2SEQ_KIT_CPU_KERNELS"
 PROBE_ROWS = {"1": 1, "2-8": 4, "9-64": 32, "65-256": 128, "257+": 512}   # row class -> the row count timed for it
 ROUNDS = {"1": 3, "2-8": 3, "9-64": 3, "65-256": 3,     # row class -> timed calls per candidate (the fastest
@@ -169,6 +171,9 @@ def measured(model) -> dict[str, dict[str, str]]:
     timings = load_timings(path)
     missing = {shape_key(ms[0]): ms[0] for ms in layers.values() if ms and shape_key(ms[0]) not in timings}
     if missing:
+        logger.info("timing the CPU matmul kernels on %d weight shape%s of this model, once per machine (%s)",
+                    len(missing), "s" * (len(missing) != 1),
+                    f"kept in {path}" if path is not None else "no cache folder: at each load")
         add_timings(path, timings, lambda: {key: time_layer(layer) for key, layer in missing.items()})
     tied = model.lm_head.weight is model.decoder_embeddings.weight
     return {kind: select(timings[shape_key(ms[0])], kernels.ELIGIBLE[kind],

@@ -8,6 +8,7 @@ float32 CPU model on oneDNN wherever ELIGIBLE allows it).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import platform
@@ -430,7 +431,10 @@ def test_from_pretrained_applies_the_forced_choice(checkpoint, monkeypatch):
             BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), dtype=dtype)
 
 
-def test_measurement_is_cached_per_machine_and_reused(monkeypatch, tmp_path):
+def test_measurement_is_cached_per_machine_and_reused(monkeypatch, tmp_path, caplog):
+    """Each new weight shape is timed once per machine, saying so at INFO (the CLI's "seq2seq-kit: ..." line: the
+    first load's wait explained); a warm start measures nothing and says nothing."""
+    caplog.set_level(logging.INFO, logger="seq2seq_kit.kernel_choice")
     monkeypatch.setenv(kernel_choice.ENV, "measure")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(kernel_choice, "busy", lambda: 0.0)
@@ -451,9 +455,15 @@ def test_measurement_is_cached_per_machine_and_reused(monkeypatch, tmp_path):
     assert table["lm_head"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn")    # tied: never packed
     [cached] = (tmp_path / "seq2seq_kit" / "kernels").iterdir()
     assert json.loads(cached.read_text())["cpu"] == kernel_choice.cpu_name()
+    assert caplog.messages == [f"timing the CPU matmul kernels on 5 weight shapes of this model, once per machine "
+                               f"(kept in {cached})"]
     calls.clear()
+    caplog.clear()
     assert kernel_choice.choose(small_model()) == table and calls == []      # a warm start measures nothing
+    assert caplog.messages == []
     assert kernel_choice.choose(small_model(decoder_ffn_dim=48)) and sorted(calls) == ["32x48", "48x32"]
+    assert caplog.messages == [f"timing the CPU matmul kernels on 2 weight shapes of this model, once per machine "
+                               f"(kept in {cached})"]
 
 
 def test_timings_another_process_saved_while_this_one_measured_are_kept(monkeypatch, tmp_path):
@@ -543,7 +553,7 @@ def test_a_malformed_timings_file_is_measured_again(monkeypatch, tmp_path, timin
         assert kernel_choice.choose(model)["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn-packed")
 
 
-def test_no_cache_folder_means_measuring_at_each_load(monkeypatch):
+def test_no_cache_folder_means_measuring_at_each_load(monkeypatch, caplog):
     """No XDG_CACHE_HOME, no HOME, a user without a passwd entry (a container's uid): Path.home() raises
     RuntimeError, which failed the load; the kernels are measured, and nothing is cached."""
     import pwd
@@ -555,7 +565,9 @@ def test_no_cache_folder_means_measuring_at_each_load(monkeypatch):
     monkeypatch.setattr(kernel_choice, "busy", lambda: 0.0)
     monkeypatch.setattr(kernel_choice, "time_layer", lambda layer: timing((3, 3, 3), (2, 2, 2), (1, 1, 1)))
     assert kernel_choice.cache_path() is None
+    caplog.set_level(logging.INFO, logger="seq2seq_kit.kernel_choice")
     assert kernel_choice.choose(small_model())["fc1"] == dict.fromkeys(kernels.ROW_CLASSES, "onednn-packed")
+    assert caplog.messages[-1].endswith("once per machine (no cache folder: at each load)")
 
 
 def test_the_timings_cache_is_kept_per_gemv_build(monkeypatch):
