@@ -219,7 +219,7 @@ def time_layer(layer) -> dict[str, dict[str, float]]:
         operands = {name: [(w, bias) for w in (packed if name == "onednn-packed" else dense)[:n]] for name in runs}
         candidates = {name: in_turn(runs[name], operands[name]) for name in timed(row_class)}
         timings[row_class] = fastest(candidates, torch.randn(rows, weight.shape[1], generator=g), ROUNDS[row_class],
-                                     scratch if n == 1 else None, calls=n)
+                                     scratch, calls=n)
     return timings
 
 
@@ -233,7 +233,7 @@ def time_attention(heads: int, width: int) -> dict[str, dict[str, float]]:
     scale = width ** -0.5
     candidates = {"sdpa": in_turn(partial(F.scaled_dot_product_attention, scale=scale), stream),
                   "own": in_turn(partial(attention.attend, scale=scale), stream)}
-    scratch = torch.ones(last_level_cache_bytes() // 2, dtype=torch.float32) if len(stream) == 1 else None
+    scratch = torch.ones(last_level_cache_bytes() // 2, dtype=torch.float32)
     return {row_class: fastest(candidates, torch.randn(1, heads, rows, width, generator=g), 3, scratch,
                                calls=len(stream))
             for row_class, rows in ATTENTION_ROWS.items()}
@@ -256,17 +256,16 @@ def in_turn(fn: Callable, operands: list[tuple]) -> Callable:
     return run
 
 
-def fastest(candidates: dict, x: torch.Tensor, rounds: int, scratch: torch.Tensor | None,
-            calls: int = 1) -> dict[str, float]:
+def fastest(candidates: dict, x: torch.Tensor, rounds: int, scratch: torch.Tensor, calls: int = 1) -> dict[str, float]:
     """{name: ms per call}: each candidate (making `calls` calls) run on x `rounds` times after a warm-up round, the
-    candidates taking turns, each run after `evict(scratch)` (scratch None: none; a stream of copies twice the
-    caches' size leaves its first copies out of them on its own); each keeps its fastest run (on a shared machine
-    other work only ever adds time)."""
+    candidates taking turns; a single call runs after `evict(scratch)`, a stream of calls on copies does not (twice
+    the caches' size, it leaves its first copies out of them on its own); each keeps its fastest run (on a shared
+    machine other work only ever adds time)."""
     best = dict.fromkeys(candidates, float("inf"))
     with torch.inference_mode():
         for _ in range(rounds + 1):                                     # the first round warms up
             for name, fn in candidates.items():
-                if scratch is not None:
+                if calls == 1:
                     evict(scratch)
                 start = time.perf_counter()
                 fn(x)
