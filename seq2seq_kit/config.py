@@ -23,6 +23,9 @@ ALIASES = {"hidden_size": "d_model", "num_attention_heads": "encoder_attention_h
            "num_hidden_layers": "encoder_layers"}
 SIZE_FIELDS = ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
                "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings")
+# Settings every transformers config has, with transformers' defaults: what config.<name> reads where config.json
+# leaves them out (the forward's output flags read them as transformers' does)
+COMMON_DEFAULTS = dict(output_attentions=False, output_hidden_states=False, return_dict=True, use_cache=True)
 TOKEN_FIELDS = ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id",
                 "forced_bos_token_id", "forced_eos_token_id")
 
@@ -79,6 +82,16 @@ class BartConfig:
     def __post_init__(self):
         self.dtype = torch_dtype(self.dtype)
         self.validate()
+
+    def __getattr__(self, name: str):
+        """Any other key of config.json by name (config.use_cache, config.id2label, ...), as transformers' config
+        has them; COMMON_DEFAULTS' where config.json leaves them out."""
+        extra = self.__dict__.get("extra")          # None while a copy or an unpickling builds the object
+        if extra is not None and name in extra:
+            return extra[name]
+        if name in COMMON_DEFAULTS:
+            return COMMON_DEFAULTS[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r} (no such key in config.json)")
 
     @property
     def family(self) -> Family:

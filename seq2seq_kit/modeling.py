@@ -18,16 +18,15 @@ from .models.quantize import Int8Linear, check_quantizable
 
 
 FORWARD_TAKES = ("input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, output_attentions, "
-                 "output_hidden_states and return_dict and returns the logits [batch, target, vocab] (a "
-                 "Seq2SeqLMOutput with output_attentions, output_hidden_states or return_dict true)")
+                 "output_hidden_states and return_dict and returns a Seq2SeqLMOutput (.logits [batch, target, vocab])")
 
 
 @dataclass
 class Seq2SeqLMOutput(ModelOutput):
-    """What model(..., output_attentions=True / output_hidden_states=True / return_dict=True) returns: transformers'
-    Seq2SeqLMOutput without loss and cache (past_key_values), read as its ModelOutput (model_output.py). Shapes (B
-    inputs, S source, T target tokens, H heads, D d_model, L layers), values as transformers' eager attention
-    computes them:"""
+    """What model(...) returns: transformers' Seq2SeqLMOutput without loss and cache (past_key_values), read as its
+    ModelOutput (model_output.py): out.logits, out["logits"], out[0]. The fields a call asks for (output_attentions,
+    output_hidden_states) beside logits and encoder_last_hidden_state. Shapes (B inputs, S source, T target tokens,
+    H heads, D d_model, L layers), values as transformers' eager attention computes them:"""
     logits: torch.Tensor | None = None                                  # [B, T, V]
     decoder_hidden_states: tuple[torch.Tensor, ...] | None = None       # (L + 1) x [B, T, D]
     decoder_attentions: tuple[torch.Tensor, ...] | None = None          # L x [B, H, T, T]
@@ -60,9 +59,9 @@ class BaseModelOutput(ModelOutput):
 
 
 def config_flag(config: BartConfig, name: str, given: bool | None) -> bool:
-    """An output flag of a call (output_attentions, output_hidden_states): as given, else config.json's (as
-    transformers reads an unset one from its config)."""
-    return config.extra.get(name) is True if given is None else bool(given)
+    """An output flag of a call (output_attentions, output_hidden_states, return_dict): as given, else the config's
+    (config.json's, else transformers' default: config.COMMON_DEFAULTS), as transformers reads an unset one."""
+    return getattr(config, name) is True if given is None else bool(given)
 
 
 class EncoderCall:
@@ -93,7 +92,7 @@ class EncoderCall:
         out = BaseModelOutput(last_hidden_state=hidden,                                    # [B, S, D]
                               hidden_states=tuple(record.states["encoder"]) if hidden_states else None,
                               attentions=tuple(record.probs["encoder"]) if attentions else None)
-        return out.to_tuple() if return_dict is False else out
+        return out if config_flag(self.model.config, "return_dict", return_dict) else out.to_tuple()
 
 
 class BartForConditionalGeneration(BartNetwork):
@@ -167,26 +166,27 @@ class BartForConditionalGeneration(BartNetwork):
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
                 *, output_attentions: bool | None = None, output_hidden_states: bool | None = None,
-                return_dict: bool | None = None, **unsupported):
-        """The teacher-forced pass (BartNetwork.forward) -> logits [B, T, V]; with output_attentions,
-        output_hidden_states or return_dict true, a Seq2SeqLMOutput (transformers' fields, in its order, those set).
-        return_dict=False with a flag is refused (transformers returns a tuple there, which this does not). A flag
-        not given is config.json's, as in transformers."""
+                return_dict: bool | None = None, **unsupported) -> Seq2SeqLMOutput:
+        """The teacher-forced pass (BartNetwork.teacher_forced) -> a Seq2SeqLMOutput: logits [B, T, V],
+        encoder_last_hidden_state [B, S, D] and what the flags ask for (transformers' fields, in its order). A flag
+        not given is config.json's, as in transformers. return_dict=False is refused: transformers' tuple holds its
+        cache second, which this model keeps none of, so out[1] would be another field there."""
         check_forward_kwargs(unsupported, FORWARD_TAKES)          # encoder_outputs without input_ids: named here
         if input_ids is None:
             raise TypeError("forward() needs input_ids, the source token ids [B, S]")
+        if not config_flag(self.config, "return_dict", return_dict):
+            said = "return_dict=False" if return_dict is not None else "config.json's return_dict false"
+            raise TypeError(f"{said}: transformers returns a tuple there (logits, its cache, ...), and this model "
+                            "keeps no cache; pass return_dict=True (or leave it out) and read the Seq2SeqLMOutput "
+                            "by name (out.logits) or position (out[0]: the logits, as transformers')")
         output_attentions = config_flag(self.config, "output_attentions", output_attentions)
         output_hidden_states = config_flag(self.config, "output_hidden_states", output_hidden_states)
-        flagged = bool(output_attentions or output_hidden_states)
-        if return_dict is False and flagged:
-            raise TypeError("return_dict=False with output_attentions / output_hidden_states: model(...) returns no "
-                            "tuple of outputs; leave return_dict out (or pass True) and read the Seq2SeqLMOutput by "
-                            "name, or take its .to_tuple()")
-        if not (flagged or return_dict):
-            return self.teacher_forced(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)
-        record = LayerRecord(attentions=bool(output_attentions))
-        logits = self.teacher_forced(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, record)
-        return Seq2SeqLMOutput.of(logits, record, bool(output_hidden_states))
+        if not (output_attentions or output_hidden_states):
+            logits, encoded = self.teacher_forced(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)
+            return Seq2SeqLMOutput(logits=logits, encoder_last_hidden_state=encoded)
+        record = LayerRecord(attentions=output_attentions)
+        logits, _ = self.teacher_forced(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, record)
+        return Seq2SeqLMOutput.of(logits, record, output_hidden_states)
 
     def get_encoder(self) -> EncoderCall:
         """The encoder as transformers code calls it: get_encoder()(input_ids, attention_mask=...) -> an output

@@ -180,7 +180,7 @@ def _check_logits(i: int, x: torch.Tensor, mask: torch.Tensor, reference_ids: li
                   atol: float) -> Check:
     """Both models' logits, teacher-forced along transformers' greedy output."""
     dec = torch.tensor([reference_ids[:-1] if len(reference_ids) > 1 else reference_ids], device=x.device)
-    ours = sides.model(x, mask, decoder_input_ids=dec).float()
+    ours = sides.model(x, mask, decoder_input_ids=dec).logits.float()
     theirs = sides.reference(input_ids=x, attention_mask=mask, decoder_input_ids=dec).logits.float()
     diff = (ours - theirs).abs().max().item()
     return Check(i, "logits", diff <= atol, max_diff=diff, positions=dec.shape[1])

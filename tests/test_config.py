@@ -111,6 +111,25 @@ def test_aliases_read_and_set_like_transformers(d):
         assert (config.d_model, config.encoder_attention_heads, config.encoder_layers) == (48, 3, 5)
 
 
+@pytest.mark.parametrize("d", [KOBART_CONFIG, {"model_type": "marian"}], ids=["kobart", "marian-defaults"])
+def test_other_keys_read_as_attributes_like_transformers(d):
+    """config.json's other keys (use_cache, dropout, architectures, ...) read by name, as on transformers' config
+    (they were AttributeErrors though kept in `extra`), and the output flags every transformers config has at its
+    defaults where config.json leaves them out; a key neither has is an AttributeError naming it. Copies and
+    pickles keep working (they build the object before its `extra`)."""
+    import copy
+    import pickle
+
+    ours, ref = BartConfig.from_dict(d), oracle_config(d)
+    names = ["use_cache", "output_attentions", "output_hidden_states", "return_dict"]
+    names += ["dropout", "architectures", "init_std", "classifier_dropout"] if "dropout" in d else []
+    assert [getattr(ours, n) for n in names] == [getattr(ref, n) for n in names]
+    with pytest.raises(AttributeError, match=r"^'BartConfig' object has no attribute 'no_such_key' \(no such key in "
+                                             r"config.json\)$"):
+        ours.no_such_key
+    assert copy.deepcopy(ours).to_dict() == pickle.loads(pickle.dumps(ours)).to_dict() == ours.to_dict()
+
+
 @pytest.mark.parametrize("d,expected", [({"dtype": "bfloat16", "torch_dtype": "float32"}, torch.bfloat16),
                                         ({"torch_dtype": "float16"}, torch.float16), ({}, None),
                                         ({"dtype": None, "torch_dtype": "float16"}, torch.float16)])

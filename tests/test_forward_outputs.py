@@ -1,15 +1,17 @@
-"""model(..., output_attentions=True / output_hidden_states=True / return_dict=True): the teacher-forced forward's
-Seq2SeqLMOutput against transformers 5.25 with attn_implementation="eager" (its default SDPA attention returns no
-attention probabilities): the same fields in the same order (transformers' but loss and cache), every shape
-equal, values within ATOL (float32, tiny random checkpoints), for BART (post-LN), mBART (pre-LN, final layer norms),
-Marian and Pegasus (sinusoidal positions) and M2M100 (positions over non-pad tokens), a padded source and a padded
-decoder; the logits bit-identical to the call without the flags, which still returns the logits tensor; and
-return_dict=False with a flag refused (transformers returns a tuple there)."""
+"""model(...): the teacher-forced forward's Seq2SeqLMOutput against transformers 5.25 with attn_implementation="eager"
+(its default SDPA attention returns no attention probabilities): the same fields in the same order (transformers'
+but loss and cache), every shape equal, values within ATOL (float32, tiny random checkpoints), for BART (post-LN),
+mBART (pre-LN, final layer norms), Marian and Pegasus (sinusoidal positions) and M2M100 (positions over non-pad
+tokens), a padded source and a padded decoder; the logits bit-identical with and without the flags; the output
+without flags (logits and encoder_last_hidden_state) read by name, key and position as transformers'; and
+return_dict=False refused (transformers returns a tuple there, its cache second)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+
+from seq2seq_kit.modeling import Seq2SeqLMOutput
 
 ATOL = 1e-5
 FAMILIES = ["tiny", "tiny-mbart", "marian", "pegasus", "m2m100"]
@@ -56,7 +58,7 @@ def test_every_field_matches_transformers_eager(eager_pair, name):
     assert_matches(got, want)
     L, H = ours.config.decoder_layers, ours.config.decoder_attention_heads
     assert [tuple(a.shape) for a in got.cross_attentions] == [(2, H, 4, 6)] * L
-    assert torch.equal(got.logits, ours(**inputs))                     # bit for bit the call without the flags
+    assert torch.equal(got.logits, ours(**inputs).logits)              # bit for bit the call without the flags
 
 
 @pytest.mark.parametrize("flags", [dict(output_attentions=True), dict(output_hidden_states=True),
@@ -129,26 +131,56 @@ def test_a_left_padded_decoders_pad_position_attends_evenly_as_in_transformers(e
         for a, b in zip(getattr(got, name), getattr(want, name)):
             torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
     torch.testing.assert_close(got.logits, want.logits, atol=ATOL, rtol=0)
-    plain = ours(**{k: v for k, v in inputs.items() if not k.startswith("output_")})
+    plain = ours(**{k: v for k, v in inputs.items() if not k.startswith("output_")}).logits
     assert torch.equal(got.logits[:, 1:], plain[:, 1:])
 
 
 @pytest.mark.parametrize("flags", [dict(), dict(output_attentions=False, output_hidden_states=False),
-                                   dict(return_dict=None), dict(return_dict=False)], ids=str)
-def test_without_flags_the_logits_tensor_as_before(eager_pair, flags):
+                                   dict(return_dict=None), dict(return_dict=True)], ids=str)
+def test_without_flags_transformers_default_output(eager_pair, flags):
+    """model(**batch) is transformers' Seq2SeqLMOutput (its cache left out): the logits by name, key or position,
+    so transformers code reading out.logits or out[0] reads the logits (a bare tensor's [0] was the first row)."""
     hf, ours = eager_pair("tiny")
     inputs = batch(ours.config)
     got = ours(**inputs, **flags)
-    assert type(got) is torch.Tensor and torch.equal(got, ours(**inputs))
     with torch.no_grad():
-        torch.testing.assert_close(got, hf(**inputs).logits, atol=ATOL, rtol=0)
+        want = hf(**inputs)
+    assert type(got) is Seq2SeqLMOutput and list(want.keys()) == ["logits", "cache", "encoder_last_hidden_state"]
+    assert_matches(got, want)
+    assert got[0] is got.logits and got["logits"] is got.logits and got[0].shape == (2, 4, ours.config.vocab_size)
+    traced = ours(**inputs, output_hidden_states=True)                  # the recorded pass: the same numbers
+    assert torch.equal(got.logits, traced.logits)
+    assert torch.equal(got.encoder_last_hidden_state, traced.encoder_last_hidden_state)
 
 
-@pytest.mark.parametrize("flag", ["output_attentions", "output_hidden_states"])
-def test_return_dict_false_with_a_flag_is_refused(eager_pair, flag):
+@pytest.mark.parametrize("flags", [dict(), dict(output_attentions=True), dict(output_hidden_states=True)], ids=str)
+def test_return_dict_false_is_refused(eager_pair, flags):
+    """transformers' tuple holds its cache second, which this model has none of: a tuple here would put another
+    field at [1], so return_dict=False is refused by name, with the way to read the output instead."""
     _, ours = eager_pair("tiny")
     with pytest.raises(TypeError) as error:
-        ours(**batch(ours.config), return_dict=False, **{flag: True})
-    assert str(error.value) == ("return_dict=False with output_attentions / output_hidden_states: model(...) returns "
-                                "no tuple of outputs; leave return_dict out (or pass True) and read the "
-                                "Seq2SeqLMOutput by name, or take its .to_tuple()")
+        ours(**batch(ours.config), return_dict=False, **flags)
+    assert str(error.value) == ("return_dict=False: transformers returns a tuple there (logits, its cache, ...), and "
+                                "this model keeps no cache; pass return_dict=True (or leave it out) and read the "
+                                "Seq2SeqLMOutput by name (out.logits) or position (out[0]: the logits, as "
+                                "transformers')")
+
+
+def test_return_dict_false_in_config_json_is_refused_by_its_name(checkpoint, tmp_path):
+    """config.json's return_dict is the call's default, as in transformers: false there is refused, naming it;
+    return_dict=True in the call wins. The encoder's output is then a tuple, as transformers' encoder returns."""
+    import json
+    import shutil
+
+    from seq2seq_kit import BartForConditionalGeneration
+
+    root = shutil.copytree(checkpoint("tiny"), tmp_path / "tuples")
+    config = json.loads((root / "config.json").read_text())
+    (root / "config.json").write_text(json.dumps({**config, "return_dict": False}))
+    ours = BartForConditionalGeneration.from_pretrained(root)
+    inputs = batch(ours.config)
+    with pytest.raises(TypeError, match=r"^config.json's return_dict false: transformers returns a tuple"):
+        ours(**inputs)
+    assert torch.equal(ours(**inputs, return_dict=True).logits, ours(**inputs, return_dict=True)[0])
+    encoded = ours.get_encoder()(inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    assert type(encoded) is tuple and torch.equal(encoded[0], ours.encode(inputs["input_ids"], inputs["attention_mask"]))

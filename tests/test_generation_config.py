@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import transformers
 
+from seq2seq_kit import BartConfig
 from seq2seq_kit.generation import GenerationConfig
 from seq2seq_kit.generation.config import DRAFT_SETTINGS, GENERATE_KWARGS, resolve
 
@@ -109,6 +110,23 @@ def test_legacy_keys():
     hf = transformers.GenerationConfig.from_model_config({"bos_token_id": 0, "force_bos_token_to_be_generated": True,
                                                           "output_hidden_states": True})
     assert (hf.forced_bos_token_id, hf.return_dict_in_generate) == (0, True)
+
+
+def test_from_model_config_takes_a_config_object_as_transformers(checkpoint):
+    """model.config (ours or transformers') as transformers' from_model_config takes it, read as its dict; anything
+    else is refused by name (it failed on .items())."""
+    path = checkpoint("distilbart")
+    ours = BartConfig.from_pretrained(path)                       # what model.config is
+    theirs = transformers.AutoConfig.from_pretrained(path)
+    want = GenerationConfig.from_model_config(ours.to_dict())
+    assert want.num_beams == 4 and want.no_repeat_ngram_size == 3
+    assert GenerationConfig.from_model_config(ours) == want
+    got, hf = GenerationConfig.from_model_config(theirs), transformers.GenerationConfig.from_model_config(theirs)
+    assert got == GenerationConfig.from_model_config(theirs.to_dict())     # (transformers 5 keeps no num_beams there)
+    assert (got.decoder_start_token_id, got.forced_eos_token_id) == (hf.decoder_start_token_id, hf.forced_eos_token_id)
+    with pytest.raises(TypeError, match=r"^from_model_config takes a model config \(model.config\) or its dict, got "
+                                        r"a list"):
+        GenerationConfig.from_model_config([("num_beams", 4)])
 
 
 def test_save_pretrained_round_trip(tmp_path):

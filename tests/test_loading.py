@@ -32,7 +32,7 @@ def make_batch(model, lengths=(9, 6, 3), target_len=5, seed=0):
 def logits_of(model, batch):
     ids, mask, dec = batch
     if isinstance(model, BartForConditionalGeneration):
-        return model(ids, mask, dec).float()
+        return model(ids, mask, dec).logits.float()
     with torch.no_grad():
         return model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits.float()
 

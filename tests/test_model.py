@@ -75,7 +75,7 @@ def test_parity_with_transformers(load, name):
     with torch.no_grad():
         out = ref(input_ids=ids, attention_mask=mask, decoder_input_ids=dec)
     enc = ours.encode(ids, mask)
-    logits = ours(ids, mask, dec)
+    logits = ours(ids, mask, dec).logits
     assert enc.shape == out.encoder_last_hidden_state.shape
     assert logits.shape == out.logits.shape == (3, dec.shape[1], ours.config.vocab_size)
     assert_close(enc, out.encoder_last_hidden_state, ATOL, "encoder output")
@@ -92,7 +92,7 @@ def test_forward_without_decoder_inputs_shifts_like_transformers(load, name):
     ids, mask, _ = make_batch(ours.config)
     with torch.no_grad():
         expected = ref(input_ids=ids, attention_mask=mask).logits
-    assert_close(ours(ids, mask), expected, ATOL, "logits")
+    assert_close(ours(ids, mask).logits, expected, ATOL, "logits")
 
 
 def test_decoder_attention_mask_like_transformers(load):
@@ -104,15 +104,15 @@ def test_decoder_attention_mask_like_transformers(load):
     with torch.no_grad():
         expected = ref(input_ids=ids, attention_mask=mask, decoder_input_ids=dec,
                        decoder_attention_mask=dec_mask).logits
-    got = ours(ids, mask, dec, dec_mask)
+    got = ours(ids, mask, dec, dec_mask).logits
     assert_close(got, expected, ATOL, "logits")
-    assert not torch.allclose(got, ours(ids, mask, dec), atol=1e-3)   # the mask does change the numbers
+    assert not torch.allclose(got, ours(ids, mask, dec).logits, atol=1e-3)   # the mask does change the numbers
 
 
 def test_no_attention_mask_equals_all_ones(load):
     ours = load("tiny")
     ids, _, dec = make_batch(ours.config, lengths=(9, 9))
-    assert torch.equal(ours(ids, None, dec), ours(ids, torch.ones_like(ids), dec))
+    assert torch.equal(ours(ids, None, dec).logits, ours(ids, torch.ones_like(ids), dec).logits)
 
 
 def test_checked_outputs_are_ordinary_tensors_like_transformers(load):
@@ -125,7 +125,7 @@ def test_checked_outputs_are_ordinary_tensors_like_transformers(load):
     with torch.no_grad():
         want = ref(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
     with torch.enable_grad():
-        logits = ours(ids, mask, dec)
+        logits = ours(ids, mask, dec).logits
         hidden = ours.encode(ids, mask)
         for t in (logits, hidden):
             assert not t.is_inference() and not t.requires_grad and t.grad_fn is None
@@ -183,7 +183,7 @@ def test_activations_match_transformers(tmp_path, activation):
     ids, mask, dec = make_batch(ours.config, lengths=(8, 5, 3))
     with torch.no_grad():
         expected = ref(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
-    assert_close(ours(ids, mask, dec), expected, ATOL, f"{activation} logits")
+    assert_close(ours(ids, mask, dec).logits, expected, ATOL, f"{activation} logits")
 
 
 def test_fp16_encoder_clamp_like_transformers(tmp_path):
@@ -205,7 +205,7 @@ def test_fp16_encoder_clamp_like_transformers(tmp_path):
     enc = ours.encode(ids, mask)
     assert torch.isfinite(enc).all()
     assert_close(enc, expected.encoder_last_hidden_state, 1e-3, "fp16 encoder output")
-    assert_close(ours(ids, mask, dec), expected.logits, 1e-3, "fp16 logits")
+    assert_close(ours(ids, mask, dec).logits, expected.logits, 1e-3, "fp16 logits")
 
 
 def test_fp16_post_ln_encoder_clamp_like_transformers(tmp_path):
@@ -259,7 +259,7 @@ def test_kv_cache_decoding_equals_full_forward(load, name, rows_per_input):
             history[:, :t] = history[row_idx, :t]
         step = model.decode_step(history[:, t], cache)
         assert cache.length == t + 1 and step.shape == (R, model.config.vocab_size)
-        full = model(rows_ids, rows_mask, history[:, :t + 1])[:, t]
+        full = model(rows_ids, rows_mask, history[:, :t + 1]).logits[:, t]
         assert_close(step, full, 1e-5, f"step {t}")
 
 
@@ -269,7 +269,7 @@ def test_kv_cache_without_padding(load):
     cache = model.new_cache(model.encode(ids), None, 1, max_length=dec.shape[1])
     assert cache.cross_mask is None
     steps = torch.stack([model.decode_step(dec[:, t], cache) for t in range(dec.shape[1])], 1)
-    assert_close(steps, model(ids, None, dec), 1e-5, "logits")
+    assert_close(steps, model(ids, None, dec).logits, 1e-5, "logits")
 
 
 def test_reorder_moves_the_cached_positions(load):
@@ -355,13 +355,13 @@ def test_low_precision_on_cpu(load, checkpoint, name, dtype, atol, prob_atol):
     ours = BartForConditionalGeneration.from_pretrained(path, dtype=dtype)
     assert ours.dtype == dtype and all(p.dtype == dtype for p in ours.parameters())
     ids, mask, dec = make_batch(ours.config)
-    logits = ours(ids, mask, dec)
+    logits = ours(ids, mask, dec).logits
     assert logits.dtype == dtype
     ref = load_oracle(path, dtype)
     with torch.no_grad():
         same_dtype = ref(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
     assert_close(logits, same_dtype, 1e-3, f"{dtype} logits vs transformers {dtype}")
-    fp32 = load(name)(ids, mask, dec)
+    fp32 = load(name)(ids, mask, dec).logits
     assert_close(logits, fp32, atol, f"{dtype} logits vs fp32")
     assert_close(logits.float().softmax(-1), fp32.softmax(-1), prob_atol, f"{dtype} probabilities vs fp32")
     cache = ours.new_cache(ours.encode(ids, mask), mask, 1, max_length=2)
@@ -384,7 +384,7 @@ def test_parity_on_cuda(checkpoint, name):
     with torch.no_grad():
         out = ref(input_ids=ids, attention_mask=mask, decoder_input_ids=dec)
     ids, mask, dec = ids.cuda(), mask.cuda(), dec.cuda()
-    logits = ours(ids, mask, dec)
+    logits = ours(ids, mask, dec).logits
     assert_close(ours.encode(ids, mask).cpu(), out.encoder_last_hidden_state, CUDA_ATOL, "cuda encoder output")
     assert_close(logits.cpu(), out.logits, CUDA_ATOL, "cuda logits")
     assert torch.equal(logits.argmax(-1).cpu(), out.logits.argmax(-1))
@@ -392,7 +392,7 @@ def test_parity_on_cuda(checkpoint, name):
     steps = torch.stack([ours.decode_step(dec[:, t], cache) for t in range(dec.shape[1])], 1)
     assert_close(steps, logits, CUDA_ATOL, "cuda KV-cache steps")
     half = BartForConditionalGeneration.from_pretrained(path, dtype="float16", device="cuda:0")
-    assert_close(half(ids, mask, dec), logits, 0.5, "cuda fp16 logits vs fp32")
+    assert_close(half(ids, mask, dec).logits, logits, 0.5, "cuda fp16 logits vs fp32")
 
 
 # ---- bad input: clear errors before any compute -------------------------------------------------------------
@@ -448,7 +448,7 @@ def test_inputs_at_the_limits_are_taken(load):
     and decode_step) and exactly max_position_embeddings tokens (transformers' encoder output, within ATOL)."""
     model, ref = load("tiny"), load("tiny", oracle=True)
     ids, mask, dec = make_batch(model.config, lengths=(5, 3))
-    assert torch.equal(model(ids.int(), mask.int(), dec.int()), model(ids, mask, dec))
+    assert torch.equal(model(ids.int(), mask.int(), dec.int()).logits, model(ids, mask, dec).logits)
     enc = model.encode(ids, mask)
     caches = [model.new_cache(enc, mask, 1, max_length=1) for _ in range(2)]
     assert torch.equal(model.decode_step(dec[:, 0].int(), caches[0]), model.decode_step(dec[:, 0], caches[1]))
@@ -473,8 +473,7 @@ def test_train_mode_and_labels_are_refused_as_inference_only(load):
     assert str(error.value) == f"model.train(): {only}"
     assert model.train(False) is model and model.eval() is model and not any(m.training for m in model.modules())
     takes = ("it takes input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, output_attentions, "
-             "output_hidden_states and return_dict and returns the logits [batch, target, vocab] (a Seq2SeqLMOutput "
-             "with output_attentions, output_hidden_states or return_dict true)")
+             "output_hidden_states and return_dict and returns a Seq2SeqLMOutput (.logits [batch, target, vocab])")
     with pytest.raises(TypeError) as error:
         model(input_ids=ids, attention_mask=mask, labels=dec)
     assert str(error.value) == (f"forward() does not take labels: {takes}; labels: {only} (a loss from these logits: "
@@ -488,7 +487,7 @@ def test_train_mode_and_labels_are_refused_as_inference_only(load):
     with pytest.raises(TypeError, match=r"forward\(\) needs input_ids, the source token ids \[B, S\]"):
         model(decoder_input_ids=dec)
     for use_cache in (True, False):          # transformers takes it (and returns the same logits): no-op here
-        assert torch.equal(model(ids, mask, dec, use_cache=use_cache), model(ids, mask, dec))
+        assert torch.equal(model(ids, mask, dec, use_cache=use_cache).logits, model(ids, mask, dec).logits)
     with pytest.raises(TypeError, match="does not take use_cache"):
         model(ids, mask, dec, use_cache=1)
 
@@ -542,7 +541,7 @@ def test_a_transformers_state_dict_is_refused_by_load_state_dict(load, strict):
     lm_head.weight (into the tied embedding) and final_logits_bias; strict=True listed ~90 names as torch's error."""
     model, ref = load("tiny", keep=False), load("tiny", oracle=True)
     ids, mask, dec = make_batch(model.config, lengths=(5, 3))
-    before = model(ids, mask, dec)
+    before = model(ids, mask, dec).logits
     theirs = {k: v + 1 for k, v in ref.state_dict().items()}
     names = sorted(k for k in theirs if k.startswith("model.") or "q_proj" in k or "k_proj" in k or "v_proj" in k)
     with pytest.raises(ValueError) as error:
@@ -551,7 +550,7 @@ def test_a_transformers_state_dict_is_refused_by_load_state_dict(load, strict):
         f"load_state_dict got transformers' parameter names ({names[0]}, ...: {len(names)} in all); this model fuses "
         "the attention projections (self_attn.qkv_proj, encoder_attn.kv_proj) and has no 'model.' prefix: save that "
         "model with save_pretrained and load the folder with from_pretrained")
-    assert torch.equal(model(ids, mask, dec), before)
+    assert torch.equal(model(ids, mask, dec).logits, before)
     bare = {k.removeprefix("model."): v for k, v in theirs.items()}       # a BartModel's names
     with pytest.raises(ValueError, match=r"load_state_dict got transformers' parameter names \(decoder\.layers\.0\."
                                          r"encoder_attn\.k_proj\.bias"):

@@ -31,7 +31,7 @@ def test_every_linear_is_int8_and_logits_stay_close(pair):
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(4, fp32.config.vocab_size, (2, 12), generator=g)
     dec = torch.randint(4, fp32.config.vocab_size, (2, 10), generator=g)
-    want, got = fp32(ids, None, dec), int8(ids, None, dec)
+    want, got = fp32(ids, None, dec).logits, int8(ids, None, dec).logits
     assert ((got - want).abs().max() / want.abs().max()).item() < 0.15
     assert (got.argmax(-1) == want.argmax(-1)).float().mean().item() >= 0.7
     out = int8.generate(ids, num_beams=4, max_length=20)       # the decode step's few-row path too
@@ -155,7 +155,7 @@ def test_int8_loading_quantizes_each_layer_as_read_with_the_same_result(checkpoi
     g = torch.Generator().manual_seed(0)
     V = whole.config.vocab_size
     ids, dec = torch.randint(4, V, (2, 12), generator=g), torch.randint(4, V, (2, 10), generator=g)
-    assert torch.equal(streamed(ids, None, dec), whole(ids, None, dec))
+    assert torch.equal(streamed(ids, None, dec).logits, whole(ids, None, dec).logits)
 
 
 def test_int8_state_dict_holds_the_int8_weights(checkpoint, tmp_path):
@@ -174,7 +174,7 @@ def test_int8_state_dict_holds_the_int8_weights(checkpoint, tmp_path):
     other.quantize_int8()
     other.load_state_dict(torch.load(tmp_path / "int8.pt"))
     ids = torch.randint(4, model.config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(0))
-    assert torch.equal(other(ids, None, ids), model(ids, None, ids))
+    assert torch.equal(other(ids, None, ids).logits, model(ids, None, ids).logits)
     broken = {k: v[:, :-1] if k == "decoder.layers.0.fc1.weight" else v for k, v in state.items()}
     with pytest.raises(RuntimeError, match=r"decoder.layers.0.fc1.weight: expected int8"):
         other.load_state_dict(broken)

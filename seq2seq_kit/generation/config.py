@@ -112,8 +112,14 @@ class GenerationConfig:
         return cfg
 
     @classmethod
-    def from_model_config(cls, config: dict) -> "GenerationConfig":
-        """The generation keys of a config.json dict (transformers' `GenerationConfig.from_model_config`)."""
+    def from_model_config(cls, config) -> "GenerationConfig":
+        """The generation keys of a model config: a config.json dict, or a config object with to_dict() (a model's
+        config, seq2seq_kit's or transformers') (transformers' `GenerationConfig.from_model_config`)."""
+        if not isinstance(config, dict):
+            if not callable(getattr(config, "to_dict", None)):
+                raise TypeError(f"from_model_config takes a model config (model.config) or its dict, got a "
+                                f"{type(config).__name__}")
+            config = config.to_dict()
         config = {k: v for k, v in config.items() if v is not None}
         cfg = cls.from_dict(config)
         if config.get("force_bos_token_to_be_generated", False):      # legacy BART key
@@ -139,7 +145,7 @@ class GenerationConfig:
         if config_file.is_file():
             return check_types(cls.from_model_config(read_json_object(config_file)), config_file)
         if model_config is not None:
-            return cls.from_model_config(model_config if isinstance(model_config, dict) else model_config.to_dict())
+            return cls.from_model_config(model_config)
         raise FileNotFoundError(f"{path} has neither generation_config.json nor config.json")
 
     def over(self, base: GenerationConfig) -> GenerationConfig:

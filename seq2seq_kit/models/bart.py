@@ -573,16 +573,16 @@ class BartNetwork(nn.Module):
         Checks every argument (see check_inputs); refuses transformers' other arguments (labels: no loss here, see
         check_forward_kwargs)."""
         check_forward_kwargs(unsupported)
-        return self.teacher_forced(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)
+        return self.teacher_forced(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)[0]
 
     @torch.no_grad()
     def teacher_forced(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                        decoder_input_ids: torch.Tensor | None = None,
                        decoder_attention_mask: torch.Tensor | None = None,
-                       trace: Recorder | None = None) -> torch.Tensor:
-        """forward's pass, its arguments checked the same -> logits [B, T, V]. trace: a Recorder the layers hand
-        their attentions ("encoder" [B, H, S, S], "decoder" [B, H, T, T], "cross" [B, H, T, S]) and hidden states
-        ([B, S, D], [B, T, D]) to; the logits are the same bit for bit."""
+                       trace: Recorder | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward's pass, its arguments checked the same -> (logits [B, T, V], the encoder's output [B, S, D]).
+        trace: a Recorder the layers hand their attentions ("encoder" [B, H, S, S], "decoder" [B, H, T, T], "cross"
+        [B, H, T, S]) and hidden states ([B, S, D], [B, T, D]) to; the logits are the same bit for bit."""
         enc_mask = self.check_inputs(input_ids, attention_mask)
         if decoder_input_ids is None:
             decoder_input_ids = shift_tokens_right(input_ids, self.config)
@@ -601,7 +601,7 @@ class BartNetwork(nn.Module):
         enc = self.encoder(self.embed(input_ids, self.encoder_embeddings), input_ids, enc_mask, trace)
         h = self.decoder(self.embed(decoder_input_ids, self.decoder_embeddings), decoder_input_ids, enc, enc_mask,
                          self_mask, self_mask is None, trace)
-        return self.logits(h)
+        return self.logits(h), enc
 
     @torch.no_grad()
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
