@@ -1478,6 +1478,47 @@ def test_requests_cancelled_while_the_queue_is_blocked_do_not_pile_up(tiny_eos):
         running.cancel()
 
 
+@pytest.mark.parametrize("fixed_capacity", [False, True])
+def test_submit_all_gives_each_input_what_submit_gives_it(tiny_eos, fixed_capacity):
+    """submit_all(rows, **settings): one request per row, the settings resolved once, each output the one submit
+    (and generate alone) gives that row; a sampling call's generator starts each request from its state now, as
+    submits one after another with the generator reseeded to that state would."""
+    rows = [[5, 6, 7], torch.tensor([8, 9, 10, 11]), (12, 13)]
+    settings = dict(num_beams=2, max_new_tokens=6, sequence_bias=[[[7], 1.5], [[9, 10], -2.0]])
+    sample = dict(do_sample=True, top_k=0, max_new_tokens=6)
+    with Engine(tiny_eos, fixed_capacity=fixed_capacity) as engine:
+        beams = engine.submit_all(rows, **settings)
+        drawn = engine.submit_all(rows, generator=torch.Generator().manual_seed(3), **sample)
+        assert len(beams) == len(drawn) == 3 and beams[0].config is beams[2].config     # resolved once
+        for requests, kwargs in ((beams, settings), (drawn, sample)):
+            for request, row in zip(requests, rows):
+                seeded = dict(generator=torch.Generator().manual_seed(3)) if kwargs is sample else {}
+                want = tiny_eos.generate(torch.tensor([list(row)]), **kwargs, **seeded)
+                assert torch.equal(request.result(60), want), row
+
+
+def test_submit_all_queues_every_input_or_none(tiny_eos):
+    """A refused input (its place named by the message, as submit names it), a list the queue cannot hold, or no
+    list at all: nothing is queued, and the engine goes on."""
+    with Engine(tiny_eos, max_rows=1, max_queue=3) as engine:
+        blocker = engine.submit([9, 10], min_new_tokens=20, max_new_tokens=20)      # keeps the others waiting
+        with pytest.raises(ValueError, match="vocabulary"):
+            engine.submit_all([[5, 6], [5, 10 ** 9]], max_new_tokens=3)
+        with pytest.raises(ValueError, match="num_beams"):
+            engine.submit_all([[5, 6], [7, 8]], num_beams=0)
+        assert engine.queue_depth == 0
+        with pytest.raises(EngineFull, match=r"3 waiting requests; 4 inputs at once do not fit it"):
+            engine.submit_all([[5, 6]] * 4, max_new_tokens=3)
+        assert engine.queue_depth == 0
+        for rows in ([], [5, 6], "text", None):
+            with pytest.raises(TypeError, match=r"^submit_all\(\) takes a non-empty list of inputs"):
+                engine.submit_all(rows)
+        requests = engine.submit_all([[5, 6]] * 3, max_new_tokens=3)
+        assert engine.queue_depth == 3
+        blocker.result(60)
+        assert [r.result(60).shape[0] for r in requests] == [1, 1, 1]
+
+
 def test_the_callers_tensor_is_copied_at_submit(tiny_eos):
     ids = torch.tensor([5, 6, 7, 8])
     with Engine(tiny_eos, max_rows=1) as engine:

@@ -528,31 +528,66 @@ def slow_build(self, vocab, stops):
 StopStrings.__init__ = slow_build
 sys.exit(main())
 """
+# the settings of a request with a sequence_bias resolved slowly (a long one takes 0.4 s at 40,000 entries)
+SLOW_SETTINGS = f"""import sys, time
+from seq2seq_kit.cli import main
+from seq2seq_kit.engine.scheduler import Engine
+
+checked = Engine._checked
+
+def slow_checked(self, *args):
+    if "sequence_bias" in args[-1]:
+        time.sleep({SLOW_S})
+    return checked(self, *args)
+
+Engine._checked = slow_checked
+sys.exit(main())
+"""
 
 
-def test_new_stop_strings_build_their_tables_off_the_event_loop(tiny_eos_path, tmp_path):
-    """A request with new stop strings builds their tables (made to take SLOW_S seconds here) in a worker thread:
-    the server answers other requests meanwhile (it stalled every request on its event loop until the build was
-    done), and the request itself is answered as the pipeline answers it."""
-    launcher = tmp_path / "slow_stop_strings.py"
-    launcher.write_text(SLOW_STOP_STRINGS)
-    srv = Server(tmp_path, "--model", tiny_eos_path, "--request-timeout", str(3 * SLOW_S), launcher=launcher)
+@pytest.mark.parametrize("launcher, slow", [(SLOW_STOP_STRINGS, {"stop_strings": ["ow"]}),
+                                            (SLOW_SETTINGS, {"sequence_bias": [[[5], 1.0]]})],
+                         ids=["stop_strings", "sequence_bias"])
+def test_slow_settings_are_resolved_off_the_event_loop(tiny_eos_path, tmp_path, launcher, slow):
+    """A request's settings are resolved and submitted in a worker thread: new stop strings building their tables,
+    long settings being checked (each made to take SLOW_S seconds here) leave the server answering other requests
+    meanwhile (either stalled every request, /health too, on its event loop), and the request itself is answered
+    as the pipeline answers it."""
+    (tmp_path / "launch.py").write_text(launcher)
+    srv = Server(tmp_path, "--model", tiny_eos_path, "--request-timeout", str(3 * SLOW_S),
+                 launcher=tmp_path / "launch.py")
     try:
         srv.wait_ready()
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            slow = pool.submit(post, srv, {"inputs": "the tower is tall", "parameters": {"stop_strings": ["ow"],
-                                                                                         **PARAMS}})
+            slow_one = pool.submit(post, srv, {"inputs": "the tower is tall", "parameters": {**slow, **PARAMS}})
             time.sleep(1)
             start = time.monotonic()
             health = httpx.get(srv.url + "/health", timeout=SLOW_S)
             fast = post(srv, {"inputs": "the tower is tall", "parameters": PARAMS}, timeout=SLOW_S)
-            took, answer = time.monotonic() - start, slow.result()
+            took, answer = time.monotonic() - start, slow_one.result()
     finally:
         srv.stop()
     assert (health.status_code, fast.status_code, answer.status_code) == (200, 200, 200), (fast.text, answer.text)
     assert took < SLOW_S / 2, took
-    assert answer.json() == pipeline("summarization", model=str(tiny_eos_path))("the tower is tall",
-                                                                                stop_strings=["ow"], **PARAMS)
+    assert answer.json() == pipeline("summarization", model=str(tiny_eos_path))("the tower is tall", **slow,
+                                                                                **PARAMS)
+
+
+def test_a_body_of_many_bad_items_is_described_in_linear_time():
+    """40,000 list items of the wrong type (80 KB): each named, inputs.0 first, in well under a second. Naming the
+    deepest field of each fault compared every pair of faults, on the event loop: 16,000 took 31 s, every other
+    request (/health too) waiting meanwhile; 40,000 took minutes (this test's bound is 10 s, a hang guard)."""
+    from pydantic import ValidationError
+
+    from seq2seq_kit.server.schema import SummarizeRequest, describe_errors
+
+    with pytest.raises(ValidationError) as invalid:
+        SummarizeRequest.model_validate({"inputs": [1] * 40_000})
+    start = time.monotonic()
+    problems = describe_errors(invalid.value.errors(), tuple(SummarizeParameters.model_fields))
+    assert time.monotonic() - start < 10
+    assert len(problems) == 40_000 and next(iter(problems)) == "inputs.0" and "inputs.39999" in problems
+    assert problems["inputs.0"].startswith("inputs.0: Input should be a valid string (got 1)"), problems["inputs.0"]
 
 
 def test_settings_that_fail_a_search_are_422_for_that_request_only(server, pipe):

@@ -290,6 +290,17 @@ def prepare(model: Seq2SeqModel, input_ids, attention_mask, kwargs: dict, genera
     return None if input_ids is None else input_ids.long(), padding_mask, cfg, prompt
 
 
+def prepare_more(model: Seq2SeqModel, input_ids, cfg: GenerationConfig) -> torch.Tensor:
+    """Another source [B, S] for settings prepare resolved already (cfg): moved to the model's device and checked
+    as prepare checks its input_ids (no mask, no decoder prompt) -> input_ids long. The engine's submit_all checks
+    each of its inputs so, resolving their settings once."""
+    if isinstance(input_ids, torch.Tensor) and not input_ids.is_meta:
+        input_ids = input_ids.to(model.device)
+    model.check_inputs(input_ids, None)
+    check_encoder_ids(cfg, input_ids, model.config.decoder_vocab_size)
+    return input_ids.long()
+
+
 # The searches transformers 5 moved out of its generate into Hub repositories of remote code (custom_generate=...,
 # trust_remote_code=True), which seq2seq_kit runs built in: what selects each here, and how to ask for it.
 MOVED_SEARCHES = {

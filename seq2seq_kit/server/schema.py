@@ -193,8 +193,9 @@ def describe_errors(errors, parameter_names: tuple[str, ...]) -> dict[str, str]:
         problems.setdefault(name, [])
         if message not in problems[name]:
             problems[name].append(message)
-    deepest = [n for n in problems if not any(m.startswith(n + ".") for m in problems)]   # a union's best branch
-    return {name: f"{name}: " + "; or ".join(problems[name]) for name in deepest}
+    within = {name.rsplit(".", k)[0] for name in problems for k in range(1, name.count(".") + 1)}   # fields' parents
+    deepest = [name for name in problems if name not in within]   # a union's best branch (in linear time: a body of
+    return {name: f"{name}: " + "; or ".join(problems[name]) for name in deepest}   # 16,000 bad items took 30 s)
 
 
 def parameter_named(message: str, sent=()) -> str:
