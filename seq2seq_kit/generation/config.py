@@ -197,7 +197,7 @@ def _is_int(v) -> bool:
 
 
 def _is_number(v) -> bool:
-    return isinstance(v, Real) and not isinstance(v, bool)
+    return type(v) in (float, int) or isinstance(v, Real) and not isinstance(v, bool)    # (Real's check is slow)
 
 
 def _is_stop_strings(v) -> bool:
@@ -400,6 +400,8 @@ def _check_prompt_fits(P: int, max_position_embeddings: int) -> None:
 def _plain(value):
     """numpy and torch numbers and arrays (np.int64(2), torch.tensor(2), torch.tensor([5, 2])) as the Python
     numbers and lists they hold, in lists, tuples and dicts too: transformers takes them as settings."""
+    if type(value) in (int, float, str, bool):          # most values: a 40,000-entry list's, at once
+        return value
     if hasattr(value, "tolist"):
         return value.tolist()
     if isinstance(value, (list, tuple)):

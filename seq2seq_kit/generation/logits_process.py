@@ -98,10 +98,11 @@ class SequenceBias:
     def __init__(self, biases: dict[tuple[int, ...], float], device):
         self.columns = torch.tensor(sorted({s[-1] for s in biases}), dtype=torch.long, device=device)     # [C]
         column = {token: i for i, token in enumerate(self.columns.tolist())}
-        self.single = torch.zeros(len(column), device=device)                                            # [C]
+        single = [0.0] * len(column)
         for s, bias in biases.items():
             if len(s) == 1:
-                self.single[column[s[0]]] = bias
+                single[column[s[0]]] = bias
+        self.single = torch.tensor(single, device=device)                                                # [C]
         by_prefix_len: dict[int, list] = {}
         for s, bias in biases.items():
             if len(s) > 1:
