@@ -188,6 +188,20 @@ class BartForConditionalGeneration(BartNetwork):
         logits, _ = self.teacher_forced(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, record)
         return Seq2SeqLMOutput.of(logits, record, output_hidden_states)
 
+    main_input_name = "input_ids"                   # transformers' name of generate's and forward's source
+
+    @staticmethod
+    def can_generate() -> bool:
+        return True
+
+    def get_input_embeddings(self) -> torch.nn.Embedding:
+        """The source's token embedding (model.shared, or Marian's encoder's own with separate vocabularies)."""
+        return self.encoder_embeddings
+
+    def get_output_embeddings(self) -> torch.nn.Module:
+        """The LM head [V, D] (tied: its weight is the decoder's token embedding's)."""
+        return self.lm_head
+
     def get_encoder(self) -> EncoderCall:
         """The encoder as transformers code calls it: get_encoder()(input_ids, attention_mask=...) -> an output
         whose last_hidden_state generate takes as encoder_outputs (EncoderCall)."""

@@ -106,6 +106,24 @@ class BatchEncoding(dict):
         except KeyError:
             raise AttributeError(name) from None
 
+    def __getitem__(self, key):
+        """As transformers' BatchEncoding: a field by name (enc["input_ids"]); else, where the rows' Encodings are
+        kept, those (enc[0]: row 0's tokenizers.Encoding, enc[:2]: a list); where not, a slice of every field's
+        rows as a dict, and a KeyError for an index."""
+        if isinstance(key, str):
+            return super().__getitem__(key)
+        if self.encodings is not None:
+            return self.encodings[key]
+        if isinstance(key, slice):
+            return {name: value[key] for name, value in self.items()}
+        raise KeyError(f"enc[{key!r}]: a row's Encoding is kept by the `tokenizers` library's tokenizers only, which "
+                       "this one (Marian, M2M100) is not; read a field by name, enc['input_ids'][i]")
+
+    @property
+    def data(self) -> dict:
+        """The fields as a dict (transformers' BatchEncoding.data): this object itself, a dict."""
+        return self
+
     @property
     def is_fast(self) -> bool:
         """Whether the rows' Encodings are kept (transformers: made by a fast tokenizer)."""
@@ -222,6 +240,15 @@ class Tokenizer:
     # a single text without tokens ("", add_special_tokens=False) is padded like any other; transformers' Python
     # tokenizers (Marian, M2M100) return it empty, unpadded
     pads_empty_text = True
+
+    # what the encodings hold, as transformers' tokenizers name it
+    model_input_names = property(lambda self: ["input_ids", "attention_mask"])
+
+    @property
+    def is_fast(self) -> bool:
+        """transformers' flag: a tokenizer of the `tokenizers` library, whose encodings map tokens to words and
+        characters (gives_offsets); False for Marian and M2M100, Python tokenizers there."""
+        return self.gives_offsets
 
     def __init__(self, backend: Backend, config: dict):
         generic = config.get("tokenizer_class") in GENERIC_CLASSES

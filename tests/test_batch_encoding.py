@@ -78,6 +78,9 @@ def rows(enc, key: str = "input_ids") -> list[list[int]]:
 def assert_same_maps(theirs, ours, call):
     want, got = theirs(**call), ours(**call)
     assert rows(got) == rows(want), call
+    for b in range(len(want.encodings)):                    # enc[b]: row b's Encoding, as transformers'
+        assert (got[b].ids, got[b].tokens, got[b].offsets) == (want[b].ids, want[b].tokens, want[b].offsets), call
+    assert [e.ids for e in got[:1]] == [e.ids for e in want[:1]] and list(got.data) == list(want.data), call
     assert (got.is_fast, got.n_sequences, len(got.encodings)) == (True, want.n_sequences, len(want.encodings)), call
     assert [len(got.tokens(b)) for b in range(len(rows(got)))] == list(map(len, rows(got))), call   # padded too
     calls = probes(got)
@@ -108,6 +111,11 @@ def test_python_tokenizers_families_raise_as_transformers(request, tmp_path, fam
         want, got = theirs(**call), ours(**call)
         assert (got.is_fast, got.encodings, got.n_sequences) == (want.is_fast, want.encodings, want.n_sequences) \
             == (False, None, None)
+        with pytest.raises(KeyError):
+            want[0]
+        with pytest.raises(KeyError, match="a row's Encoding is kept by the `tokenizers` library's tokenizers only"):
+            got[0]
+        assert rows(got[:1]) == rows(want[:1]) and list(got.data) == list(want.data)
         for method in METHODS:
             args = () if method in METHODS[:3] else (0,)
             with pytest.raises(ValueError) as raised:

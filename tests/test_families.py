@@ -56,6 +56,16 @@ def batch(config, left: bool = False, target_len: int | None = None):
     return (ids, mask, *out[2:])
 
 
+@pytest.mark.parametrize("name", ["marian", "marian-separate"])
+def test_embeddings_and_generation_flags_read_as_transformers(pair, name):
+    """get_input_embeddings / get_output_embeddings hold transformers' weights (Marian with separate vocabularies:
+    the encoder's own table, and the decoder's as the LM head's); can_generate, main_input_name as there."""
+    hf, ours, _ = pair(name)
+    assert torch.equal(ours.get_input_embeddings().weight, hf.get_input_embeddings().weight)
+    assert torch.equal(ours.get_output_embeddings().weight, hf.get_output_embeddings().weight)
+    assert (ours.can_generate(), ours.main_input_name) == (hf.can_generate(), hf.main_input_name) == (True, "input_ids")
+
+
 @pytest.mark.parametrize("left", [False, True], ids=["right-padded", "left-padded"])
 @pytest.mark.parametrize("name", FAMILIES)
 def test_logits_match_transformers(pair, name, left):

@@ -1442,3 +1442,29 @@ def test_any_text_equals_transformers(every_family, name, text):
     for skip in (True, False):
         assert ours.decode(ids[decode_from:], skip_special_tokens=skip) == theirs.decode(ids[decode_from:],
                                                                                           skip_special_tokens=skip)
+
+
+@pytest.mark.parametrize("fixture", ["marian_dir", "m2m100_dir", "nllb_dir", "pegasus_dir"])
+def test_is_fast_and_input_names_as_transformers(request, fixture):
+    """is_fast and model_input_names read as transformers' (code branches on is_fast before word_ids()); row i of a
+    batch's encoding by index where the tokenizer keeps the encodings, a KeyError saying so where not, as there."""
+    import transformers
+
+    root = request.getfixturevalue(fixture)
+    ours = AutoTokenizer.from_pretrained(root)
+    if fixture == "marian_dir":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # "Recommended: pip install sacremoses" (not used for encoding)
+            theirs = transformers.MarianTokenizer(*(str(root / f) for f in ("source.spm", "target.spm", "vocab.json")))
+    elif fixture == "m2m100_dir":
+        theirs = transformers.M2M100Tokenizer(str(root / "vocab.json"), str(root / "sentencepiece.bpe.model"))
+    else:
+        theirs = transformers.AutoTokenizer.from_pretrained(str(root))
+    assert (ours.is_fast, ours.model_input_names) == (theirs.is_fast, theirs.model_input_names)
+    mine, want = ours(["a tall tower", "hi"], padding=True), theirs(["a tall tower", "hi"], padding=True)
+    if theirs.is_fast:
+        assert mine[1].ids == want[1].ids and mine[0].tokens == want[0].tokens
+    else:
+        with pytest.raises(KeyError, match="a row's Encoding is kept by the `tokenizers` library's tokenizers only"):
+            mine[0]
+    assert mine.data["input_ids"] == want.data["input_ids"]
