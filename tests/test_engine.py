@@ -1507,16 +1507,21 @@ def test_submit_all_queues_every_input_or_none(tiny_eos):
         with pytest.raises(ValueError, match="num_beams"):
             engine.submit_all([[5, 6], [7, 8]], num_beams=0)
         assert engine.queue_depth == 0
-        with pytest.raises(EngineFull, match=r"3 waiting requests; 4 inputs at once do not fit it"):
+        with pytest.raises(ValueError, match=r"^submit_all\(\) got 4 inputs, more than this engine's max_queue=3 can "
+                                             r"ever hold at once; submit them in smaller lists, or raise max_queue$"):
             engine.submit_all([[5, 6]] * 4, max_new_tokens=3)
-        assert engine.queue_depth == 0
+        engine.submit([5, 6], max_new_tokens=3)
+        with pytest.raises(EngineFull, match=r"\(3 waiting requests; 3 inputs at once do not fit beside the 1 "
+                                             r"waiting\); retry later$"):
+            engine.submit_all([[5, 6]] * 3, max_new_tokens=3)
+        assert engine.queue_depth == 1
         for rows in ([], [5, 6], "text", None):
             with pytest.raises(TypeError, match=r"^submit_all\(\) takes a non-empty list of inputs"):
                 engine.submit_all(rows)
-        requests = engine.submit_all([[5, 6]] * 3, max_new_tokens=3)
+        requests = engine.submit_all([[5, 6]] * 2, max_new_tokens=3)
         assert engine.queue_depth == 3
         blocker.result(60)
-        assert [r.result(60).shape[0] for r in requests] == [1, 1, 1]
+        assert [r.result(60).shape[0] for r in requests] == [1, 1]
 
 
 def test_the_callers_tensor_is_copied_at_submit(tiny_eos):

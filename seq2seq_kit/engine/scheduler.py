@@ -197,6 +197,9 @@ class Engine:
             one = " (one input's ids: submit(ids), or submit_all([ids]))" if rows and isinstance(rows, list) else ""
             raise TypeError(f"submit_all() takes a non-empty list of inputs (1-D token ids each), got "
                             f"{rows!r:.80}{one}")
+        if len(rows) > self.max_queue:
+            raise ValueError(f"submit_all() got {len(rows)} inputs, more than this engine's max_queue={self.max_queue} "
+                             "can ever hold at once; submit them in smaller lists, or raise max_queue")
         ids, config, _, stops = self._checked(rows[0], generator, None, None, None, None, generate_kwargs)
         config = copy.deepcopy(config)          # one copy, shared: nothing changes a request's resolved settings
         sources = [ids] + [self._source(prepare_more(self.model, as_row(row), config)) for row in rows[1:]]
@@ -251,7 +254,8 @@ class Engine:
                 self.waiting.clear()
                 self.waiting.extend(kept)
             if len(self.waiting) + len(requests) > self.max_queue:
-                more = f"; {len(requests)} inputs at once do not fit it" if len(requests) > 1 else ""
+                more = f"; {len(requests)} inputs at once do not fit beside the {len(self.waiting)} waiting" \
+                    if len(requests) > 1 else ""
                 raise EngineFull(f"the engine's queue is full ({self.max_queue} waiting requests{more}); retry later")
             self.waiting.extend(requests)
             if not self._busy:
