@@ -183,4 +183,5 @@ def test_return_dict_false_in_config_json_is_refused_by_its_name(checkpoint, tmp
         ours(**inputs)
     assert torch.equal(ours(**inputs, return_dict=True).logits, ours(**inputs, return_dict=True)[0])
     encoded = ours.get_encoder()(inputs["input_ids"], attention_mask=inputs["attention_mask"])
-    assert type(encoded) is tuple and torch.equal(encoded[0], ours.encode(inputs["input_ids"], inputs["attention_mask"]))
+    assert type(encoded) is tuple
+    assert torch.equal(encoded[0], ours.encode(inputs["input_ids"], inputs["attention_mask"]))
