@@ -1569,6 +1569,14 @@ def test_a_streams_details_say_why_and_how_long(server, pipe, doc, params, reaso
     assert events[-1]["details"] == {"finish_reason": reason, "generated_tokens": len(events),
                                      "input_length": len(pipe.preprocess([text]).rows[0]),
                                      "seed": params.get("seed")}
+    if "seed" in params:                # sent without one: the seed drawn for it, which draws the same tokens again
+        unseeded = {k: v for k, v in params.items() if k != "seed"}
+        status, drawn = streamed(server, {"inputs": text, "parameters": {"num_beams": 1, "details": True,
+                                                                         **unseeded}})
+        seed = drawn[-1]["details"]["seed"]
+        assert status == 200 and isinstance(seed, int) and 0 <= seed < 2 ** 64, drawn[-1]
+        _, again = streamed(server, {"inputs": text, "parameters": {"num_beams": 1, "seed": seed, **unseeded}})
+        assert again[-1]["generated_text"] == drawn[-1]["generated_text"]
     if "stop_strings" not in params:                   # the client's own parsing (it has no stop_strings)
         with InferenceClient(model=server.url + "/summarize") as client:
             last = list(client.text_generation(text, stream=True, details=True, **params))[-1]

@@ -44,6 +44,7 @@ import ipaddress
 import logging
 import math
 import os
+import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -358,7 +359,9 @@ class Service:
         """The streamer of a request that may stream: one text, one token chosen per step (greedy or sampling),
         one answer; else Refusal 422 naming the field. A checkpoint's own num_beams > 1 gives way to 1 (kwargs gets
         it): the only search that streams, and TGI clients (huggingface_hub's text_generation) have no num_beams to
-        send. Settings that fail otherwise are left to submit's refusal."""
+        send. A sampled stream sent without a seed gets one drawn here (kwargs gets it), which its details report
+        as TGI's do: sent back, it draws the same tokens. Settings that fail otherwise are left to submit's
+        refusal."""
         if not isinstance(inputs, str):
             raise Refusal(422, "inputs", 'a stream answers one text: send "inputs" as a string, or leave "stream" out '
                                          "to send a list")
@@ -374,6 +377,8 @@ class Service:
         if config.num_return_sequences > 1:
             raise Refusal(422, "parameters.num_return_sequences", "a stream sends one answer: send "
                                                                   '"num_return_sequences": 1 or leave "stream" out')
+        if config.do_sample and kwargs.get("seed") is None:
+            kwargs["seed"] = secrets.randbits(64)           # the range a seed is sent in, [0, 2**64)
         return TokenQueue(asyncio.get_running_loop())
 
     def stream(self, request, tokens: TokenQueue, clean_up: bool | None, http: Request,
