@@ -272,13 +272,16 @@ def _add_truncation(p, verb: str) -> None:
     p.add_argument("--truncation", action=argparse.BooleanOptionalAction, default=None,
                    help=f"a text longer than the model takes: --truncation {verb} its beginning silently, "
                         f"--no-truncation refuses it (default: {verb} its beginning, with a warning; --input "
-                        "jobs always truncate and list such documents in OUTPUT.errors.jsonl)")
+                        "jobs always truncate and list such documents in OUTPUT.errors.jsonl, unless they "
+                        "summarize with --strategy map-reduce)")
 
 
 def _check_truncation(args) -> None:
     if args.truncation is not None and args.input is not None:
-        args.parser.error("--truncation/--no-truncation apply to a single text; --input jobs always truncate "
-                          "(and list the documents cut in OUTPUT.errors.jsonl)")
+        how = "--input jobs always truncate (and list the documents cut in OUTPUT.errors.jsonl)"
+        if getattr(args, "strategy", "truncate") != "truncate":
+            how = "an --input job with --strategy map-reduce cuts no document (each is summarized whole)"
+        args.parser.error(f"--truncation/--no-truncation apply to a single text; {how}")
 
 
 def _add_corpus_arguments(p, what: str, field: str) -> None:

@@ -192,6 +192,14 @@ def map_reduce(pipe, texts: list[str], *, engine=None, batch_size: int = DEFAULT
     return [{"summary_text": r.summary_text, **({"chunks": r.chunks} if return_chunks else {})} for r in results]
 
 
+def check_cuts(tokenizer) -> None:
+    """map-reduce cuts a document at its tokens' character offsets: a tokenizer that gives none (Marian's, M2M100's)
+    is refused."""
+    if not tokenizer.gives_offsets:
+        raise ValueError(f"map-reduce cuts a document at its tokens' character offsets, which this tokenizer "
+                         f"({tokenizer.kind}) does not give; summarize it with strategy='truncate'")
+
+
 def summarize_documents(pipe, texts: list[str], engine, *, chunk_overlap: int = 0, map_kwargs: dict | None = None,
                         clean_up_tokenization_spaces: bool = False, max_depth: int = MAX_DEPTH,
                         cancel: threading.Event | None = None, **generate_kwargs) -> list[LongSummary]:
@@ -202,9 +210,7 @@ def summarize_documents(pipe, texts: list[str], engine, *, chunk_overlap: int = 
     if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 1:
         raise ValueError(f"max_depth must be a positive integer, got {max_depth!r}")
     check_overlap(pipe, chunk_overlap)
-    if not pipe.tokenizer.gives_offsets:
-        raise ValueError(f"map-reduce cuts a document at its tokens' character offsets, which this tokenizer "
-                         f"({pipe.tokenizer.kind}) does not give; summarize it with strategy='truncate'")
+    check_cuts(pipe.tokenizer)
     stage = {"reduce": dict(generate_kwargs), "map": map_settings(generate_kwargs, map_kwargs)}
     for name, kwargs in stage.items():
         n = stage_settings(pipe, kwargs).num_return_sequences

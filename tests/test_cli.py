@@ -80,6 +80,8 @@ def tiny_summaries(request):
      "--truncation/--no-truncation apply to a single text; --input jobs always truncate"),
     (["translate", "--model", "m", "--input", "in.jsonl", "--output", "o.jsonl", "--no-truncation"],
      "--truncation/--no-truncation apply to a single text; --input jobs always truncate"),
+    (["summarize", "--input", "in.jsonl", "--output", "o.jsonl", "--no-truncation", "--strategy", "map-reduce"],
+     "apply to a single text; an --input job with --strategy map-reduce cuts no document (each is summarized whole)"),
     (["summarize", "hello", "--stream", "--num-beams", "2"], "--stream: beam search chooses its tokens only when it "
                                                              "ends; leave --num-beams out or give 1"),
     (["summarize", "hello", "--stream", "--json"], "--stream prints one text's output as it is generated: not with "

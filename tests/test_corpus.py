@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from helpers import GEN, by_id, make_docs, read_jsonl, write_jsonl
+from test_families_pipeline import marian_path  # noqa: F401 (a fixture)
 from seq2seq_kit import Engine, Tokenizer, pipeline, summarize_corpus
 from seq2seq_kit.cli import main
 from seq2seq_kit.corpus.output import Output
@@ -434,6 +435,46 @@ def test_a_wrong_text_field_fails_before_loading_a_model(tmp_path):
         summarize_corpus(path, tmp_path / "out.jsonl", model="no/such-model")
 
 
+def test_a_misspelt_id_field_fails_before_loading_a_model(tmp_path):
+    """A job given an id field no record has would have numbered the records, their ids lost without a word; the
+    default "id" may be missing (records are then numbered)."""
+    path = write_jsonl(tmp_path / "docs.jsonl", [{"doc_id": "a", "text": "x"}, {"doc_id": "b", "text": "y"}])
+    with pytest.raises(ValueError, match=r"docs.jsonl:1 has no field 'docid' \(set --id-field; its fields: doc_id, "
+                                         r"text\), nor has any record of the first 2"):
+        summarize_corpus(path, tmp_path / "out.jsonl", model="no/such-model", id_field="docid")
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_the_fields_are_checked_on_the_same_records_whatever_the_batch_size(tmp_path, tiny):
+    """The first 32 records decide whether the text field is wrong, not the first chunk (4 batches): a job was
+    refused with batch_size 1 and ran with batch_size 2 on the same input."""
+    docs = [{"id": i, "title": "x"} for i in range(4)] + make_docs(2)
+    path = write_jsonl(tmp_path / "docs.jsonl", docs)
+    for batch_size in (1, 2):
+        result = run(path, tmp_path / f"out{batch_size}.jsonl", tiny, batch_size=batch_size)
+        assert (result.written, result.failed) == (2, 4)
+    late = write_jsonl(tmp_path / "late.jsonl", [{"id": i, "title": "x"} for i in range(32)] + make_docs(2))
+    with pytest.raises(ValueError, match=r"late.jsonl:1 has no string field 'text' .* nor has any record of the "
+                                         r"first 32"):
+        run(late, tmp_path / "late-out.jsonl", tiny, batch_size=1)
+
+
+@pytest.mark.parametrize("bad", [dict(device="gpu"), dict(device="cuda:0"), dict(strategy="map_reduce")],
+                         ids=["unknown-device", "absent-device", "map-reduce-without-offsets"])
+def test_overwrite_keeps_the_output_when_the_job_cannot_start(tmp_path, marian_path, bad):
+    """A device this machine lacks, or a strategy the checkpoint's tokenizer cannot run (Marian: no offsets to cut
+    at), is refused before the output is opened: --overwrite emptied it first, losing the finished job's results."""
+    if bad.get("device") == "cuda:0" and torch.cuda.is_available():
+        pytest.skip("this machine has the device")
+    path, out = write_jsonl(tmp_path / "docs.jsonl", make_docs(3)), tmp_path / "out.jsonl"
+    kwargs = dict(progress=False, batch_size=3, max_new_tokens=4)
+    assert summarize_corpus(path, out, model=marian_path, **kwargs).written == 3
+    before = {f.name: f.read_bytes() for f in tmp_path.iterdir() if f.name.startswith("out.jsonl")}
+    with pytest.raises(ValueError, match="device|map-reduce cuts a document at its tokens' character offsets"):
+        summarize_corpus(path, out, model=marian_path, overwrite=True, **kwargs, **bad)
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir() if f.name.startswith("out.jsonl")} == before
+
+
 # ---------------------------------------------------------------------------------------------- settings
 
 def test_other_settings_or_model_are_refused_unless_overwrite(tmp_path, tiny, checkpoint):
@@ -455,7 +496,8 @@ def test_other_settings_or_model_are_refused_unless_overwrite(tmp_path, tiny, ch
     meta = tmp_path / "out.jsonl.meta.json"
     saved = meta.read_text()
     meta.write_text('{"job": ')
-    with pytest.raises(ValueError, match=r"out.jsonl.meta.json is not valid JSON"):
+    with pytest.raises(ValueError, match=r"out.jsonl.meta.json is not valid JSON: .*; remove it, or pass --overwrite "
+                                         r"\(overwrite=True\) to replace the output$"):
         run(path, out, tiny, max_length=10)
     meta.write_text(saved)
     # Output without its meta file: the settings that wrote it are unknown.

@@ -778,3 +778,8 @@ def test_summaries_too_long_are_explained_to_the_cli_and_corpus_user(paths, tmp_
     error = json.loads((tmp_path / "out.jsonl.errors.jsonl").read_text())
     assert result.failed == 1 and error["reason"] == "too_long"
     assert error["message"].endswith("; a smaller max_length (--max-length) shortens the chunks' summaries")
+    result = summarize_corpus(tmp_path / "docs.jsonl", tmp_path / "new.jsonl", model=path, strategy="map_reduce",
+                              max_new_tokens=59, min_new_tokens=58, progress=False)
+    error = json.loads((tmp_path / "new.jsonl.errors.jsonl").read_text())      # the length it was given by
+    assert result.failed == 1 and error["message"].endswith("; a smaller max_new_tokens (--max-new-tokens) "
+                                                            "shortens the chunks' summaries"), error

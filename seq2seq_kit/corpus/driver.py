@@ -19,14 +19,14 @@ from ..engine.scheduler import check_generate_only
 from ..family_tokenizers import AutoTokenizer
 from ..generation import GenerationConfig
 from ..generation import config as generation_config
-from ..loading import Checkpoint, is_int8, resolve_dtype, weight_files
-from ..long_documents import check_strategy
+from ..loading import Checkpoint, is_int8, resolve_device, resolve_dtype, weight_files
+from ..long_documents import check_cuts, check_strategy
 from ..models.checks import check_positive_int
 from ..summarization import DEFAULT_MODEL, task_defaults
 from ..translation import check_languages, target_token, task_languages, task_named, translation_task
 from . import ray_engine
 from .output import RESULTS, Output, errors_path
-from .reading import check_text_field, input_files, parquet_module, plan_chunks, refuse_repeats
+from .reading import check_fields, input_files, parquet_module, plan_chunks, refuse_repeats
 from .worker import Worker, unprocessed
 
 BATCHES_PER_CHUNK = 4     # JSONL chunk = this many times batch_size lines: the Ray work unit and the window
@@ -126,7 +126,7 @@ def process_corpus(input: str | Path, output: str | Path, model: str | Path | No
         parquet_module()                                           # before any work: is pyarrow there?
     files = input_files(input, out.files)
     chunks, total = plan_chunks(files, batch_size * BATCHES_PER_CHUNK, folder=input.is_dir())
-    check_text_field(chunks[0] if chunks else None, text_field)        # a wrong --text-field fails here
+    check_fields(chunks, text_field, id_field)                     # a wrong --text-field / --id-field fails here
     if not total:
         logger.warning("%s holds no records (no non-blank line or row): nothing to %s", input,
                        "translate" if task == "translation" else "summarize")
@@ -137,7 +137,8 @@ def process_corpus(input: str | Path, output: str | Path, model: str | Path | No
     if local_files_only:
         hub_kwargs["local_files_only"] = True
     job, hub_kwargs, pipeline_task = _job(DEFAULT_MODEL if model is None else model, hub_kwargs, dtype,
-                                          generate_kwargs, task, src_lang, tgt_lang)
+                                          generate_kwargs, task, src_lang, tgt_lang, strategy)
+    resolve_device(device)          # a device this machine lacks fails here, before --overwrite empties OUTPUT
     job.update(input=str(input.resolve()), text_field=text_field, id_field=id_field,
                **({"strategy": strategy} if strategy != "truncate" else {}),
                **({"seed": seed} if seed is not None else {}))
@@ -203,11 +204,12 @@ def _check_task(task: str, model, strategy: str, src_lang, tgt_lang) -> None:
 
 
 def _job(model, hub_kwargs: dict, dtype, generate_kwargs: dict, task: str, src_lang: str | None,
-         tgt_lang: str | None) -> tuple[dict, dict, str]:
+         tgt_lang: str | None, strategy: str) -> tuple[dict, dict, str]:
     """What identifies the job's results (the meta file's "job": model, commit, dtype, resolved generation
     settings; a translation job's task and languages too), the hub kwargs that load that same model everywhere
     (a Hub id pinned to its commit), and the task its pipeline runs (a translation checkpoint's
-    "translation_XX_to_YY", as pipeline("translation") picks it, whose languages apply where none are given)."""
+    "translation_XX_to_YY", as pipeline("translation") picks it, whose languages apply where none are given).
+    What the checkpoint cannot do (a strategy, languages) is refused here, before the output is opened."""
     root = hub.resolve(model, purpose="all", **hub_kwargs)
     local = Path(model).expanduser().is_dir()
     commit = root.name if not local and root.parent.name == "snapshots" else None
@@ -222,6 +224,8 @@ def _job(model, hub_kwargs: dict, dtype, generate_kwargs: dict, task: str, src_l
                                                single_pair_ok=task_named(pipeline_task, src, tgt))
         job.update(task=task, languages={k: v for k, v in (("src_lang", src), ("tgt_lang", tgt)) if v})
         defaults = {**defaults, **target_token(forced_bos)}
+    if strategy == "map_reduce":
+        check_cuts(AutoTokenizer.from_pretrained(root))
     job["generation"] = _settings(root, config, defaults, generate_kwargs)
     if local:   # a Hub commit pins its files; a directory's files can change under the same name
         job["files"] = checkpoint_digests(root)

@@ -276,7 +276,10 @@ class Output:
         """The meta file of a job, None when there is none; anything else there is refused, naming it."""
         if not self.meta_path.is_file():
             return None
-        meta = read_json(self.meta_path)
+        try:
+            meta = read_json(self.meta_path)
+        except ValueError as e:         # a crash mid-write cannot leave one (replace_json): edited by hand?
+            raise ValueError(f"{e}; remove it, or pass --overwrite (overwrite=True) to replace the output") from None
         if not (isinstance(meta, dict) and isinstance(meta.get("job"), dict)):
             raise ValueError(f"{self.meta_path} is not a corpus job's meta file (a JSON object with a \"job\"); "
                              "remove it, or pass --overwrite (overwrite=True) to replace the output")

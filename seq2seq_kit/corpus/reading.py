@@ -4,6 +4,7 @@ checked one by one (read_chunk: the errors a bad record gets). JSONL by byte ran
 from __future__ import annotations
 
 import codecs
+import itertools
 import json
 import os
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Iterator
 from ..tokenizer import not_unicode
 
 FOLDER_SUFFIXES = (".jsonl", ".parquet")
+FIELDS_WINDOW = 32      # records check_fields reads for the text and id fields (not the chunks': a setting's size)
+DEFAULT_ID = "id"       # the id field a corpus may lack: its records are numbered
 BOM = codecs.BOM_UTF8   # a UTF-8 byte order mark, which Windows tools write first: no part of line 1
 
 
@@ -280,24 +283,31 @@ def _column_values(column) -> list:
                 for v in column.cast(pa.large_binary()).to_pylist()]
 
 
-def check_text_field(chunk: dict | None, text_field: str) -> None:
-    """Refuse a job whose first chunk has no record with `text_field` (a wrong --text-field, not bad records)."""
-    if chunk is None:
+def check_fields(chunks: list[dict], text_field: str, id_field: str) -> None:
+    """Refuse a job whose first FIELDS_WINDOW records (whatever the chunks' size) have no `text_field` (a wrong
+    --text-field, not bad records), or no `id_field` where it is not the default "id" (a misspelt --id-field would
+    number the records instead, silently); a Parquet input: its first file's columns."""
+    if not chunks:
         return
-    if chunk["format"] == "parquet":
-        names = parquet_file(chunk["path"]).schema_arrow.names
-        if text_field not in names:
-            raise ValueError(f"{chunk['name']} has no column {text_field!r} (its columns: {', '.join(names)}); "
-                             "set --text-field (text_field=)")
+    first = chunks[0]
+    if first["format"] == "parquet":
+        names = parquet_file(first["path"]).schema_arrow.names
+        for field, option in ((text_field, "text"), (id_field, "id")):
+            if field not in names and (option == "text" or field != DEFAULT_ID):
+                raise ValueError(f"{first['name']} has no column {field!r} (its columns: {', '.join(names)}); "
+                                 f"set --{option}-field ({option}_field=)")
         return
-    parsed = list(_chunk_docs(chunk, text_field, ""))
+    parsed = list(itertools.islice((doc for chunk in chunks if chunk["format"] == "jsonl"
+                                    for doc in _chunk_docs(chunk, text_field, "")), FIELDS_WINDOW))
     docs = [(n, d) for n, d in parsed if isinstance(d, dict)]
     if parsed and not docs:                 # a CSV, a JSON array, a compressed file: read as JSONL, nothing fits
         n = parsed[0][0]
-        raise ValueError(f"{chunk['name']}:{n} is not a JSON object, nor is any line of the first {len(parsed)}: "
+        raise ValueError(f"{first['name']}:{n} is not a JSON object, nor is any line of the first {len(parsed)}: "
                          "the input is read as JSONL (one {\"id\": ..., \"text\": ...} object per line) unless it "
                          "is a .parquet file; convert it to one of those")
-    if docs and not any(text_field in d for _, d in docs):
-        n, d = docs[0]
-        raise ValueError(f"{chunk['name']}:{n} has no string field {text_field!r} (set --text-field; its fields: "
-                         f"{', '.join(map(str, d)) or 'none'}), nor has any record of the first {len(docs)}")
+    for field, option in ((text_field, "text"), (id_field, "id")):
+        if docs and (option == "text" or field != DEFAULT_ID) and not any(field in d for _, d in docs):
+            n, d = docs[0]
+            raise ValueError(f"{first['name']}:{n} has no {'string ' if option == 'text' else ''}field {field!r} "
+                             f"(set --{option}-field; its fields: {', '.join(map(str, d)) or 'none'}), nor has any "
+                             f"record of the first {len(docs)}")

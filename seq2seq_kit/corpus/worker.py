@@ -98,10 +98,12 @@ class Worker:
         (seq2seq_kit.long_documents), all of them together; records gain "chunks": N."""
         records = []
         done = summarize_documents(self.pipe, [text for _, _, text in docs], self.engine, **self.generate_kwargs)
+        limit = "max_new_tokens (--max-new-tokens)" if "max_new_tokens" in self.generate_kwargs \
+            else "max_length (--max-length)"                  # the one that sets the length (max_new_tokens wins)
         for (doc_id, where, _), r in zip(docs, done):
             if isinstance(r.error, SummariesTooLong):
                 errors.append(error_record(doc_id, where, "too_long", f"{where}: {r.error.what}; a smaller "
-                                           "max_length (--max-length) shortens the chunks' summaries"))
+                                           f"{limit} shortens the chunks' summaries"))
                 continue
             if r.error is not None:      # a text the chunker cannot take
                 errors.append(error_record(doc_id, where, "bad_text", f"{where}: {r.error}"))
