@@ -123,6 +123,17 @@ def test_cli_translates_a_files_contents_as_the_same_text_given_as_text(marian_p
     assert "empty.txt' is empty: there is nothing to translate" in capsys.readouterr().err
 
 
+def test_cli_advice_names_the_flags(marian_path, checkpoint, capsys):
+    """The library's advice, told on the command line, names the flags (--tgt-lang, --strategy truncate), not the
+    library's arguments (tgt_lang, strategy='truncate')."""
+    assert main(["translate", "--model", str(checkpoint("tiny")), "--tgt-lang", "fr", "hello"]) == 1
+    assert capsys.readouterr().err.strip().endswith("no language codes (a single language pair): drop --src-lang / "
+                                                    "--tgt-lang")
+    assert main(["summarize", "--model", str(marian_path), "--strategy", "map-reduce", "hello there"]) == 1
+    assert capsys.readouterr().err.strip().endswith("(MarianTokenizer) does not give; summarize it with --strategy "
+                                                    "truncate")
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda p, o, m: translate_corpus(p, o, None), "needs model="),
     (lambda p, o, m: translate_corpus(p, o, m, strategy="map_reduce", **LANGS), "applies to summarization"),
