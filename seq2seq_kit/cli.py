@@ -176,7 +176,7 @@ def _add_summarize(sub, parents: list) -> None:
                    help="a text longer than the model's input: truncate it (default), or summarize its chunks of "
                         "whole sentences and then their summaries (map-reduce)")
     _add_truncation(p, "summarizes")
-    _add_batch_size(p)
+    _add_batch_size(p, chunks=True)
     p.add_argument("--json", action="store_true", help="print JSON instead of plain text")
     _add_stream(p, "summary")
     p.set_defaults(run=_summarize, parser=p)
@@ -243,7 +243,7 @@ def _check_stream(args, kwargs: dict) -> None:
     if not args.stream:
         return
     for flag, present in (("--input", args.input is not None), ("--json", args.json),
-                          ("--strategy map-reduce", getattr(args, "strategy", "truncate") != "truncate")):
+                          ("--strategy map-reduce", _map_reduce(args))):
         if present:
             args.parser.error(f"--stream prints one text's output as it is generated: not with {flag}")
     if kwargs.setdefault("num_beams", 1) > 1:
@@ -283,7 +283,7 @@ def _add_truncation(p, verb: str) -> None:
 def _check_truncation(args) -> None:
     if args.truncation is not None and args.input is not None:
         how = "--input jobs always truncate (and list the documents cut in OUTPUT.errors.jsonl)"
-        if getattr(args, "strategy", "truncate") != "truncate":
+        if _map_reduce(args):
             how = "an --input job with --strategy map-reduce cuts no document (each is summarized whole)"
         args.parser.error(f"--truncation/--no-truncation apply to a single text; {how}")
 
@@ -305,12 +305,18 @@ def _add_corpus_arguments(p, what: str, field: str) -> None:
                    help="replace --output (needed when it was written with another model or settings)")
 
 
-def _add_batch_size(p) -> None:
+def _add_batch_size(p, chunks: bool = False) -> None:
+    """chunks: the command's --strategy map-reduce decodes a text's chunks this many at once too."""
     from .corpus import DEFAULT_BATCH_SIZE
 
+    also = ", and a text's chunks with --strategy map-reduce" if chunks else ""
     p.add_argument("--batch-size", type=_positive,
                    help=f"documents decoding at once in --input jobs (the engine's rows: batch size x beams), "
-                        f"each joining as another finishes (default: {DEFAULT_BATCH_SIZE})")
+                        f"each joining as another finishes{also} (default: {DEFAULT_BATCH_SIZE})")
+
+
+def _map_reduce(args) -> bool:
+    return getattr(args, "strategy", "truncate") != "truncate"
 
 
 def _check_corpus_arguments(args, sources: list[tuple[str, bool]], one_of: str) -> None:
@@ -328,9 +334,11 @@ def _check_corpus_arguments(args, sources: list[tuple[str, bool]], one_of: str) 
     for flag, present in (("--ray", args.ray), ("--ray-address", args.ray_address is not None),
                           ("--actors", args.actors is not None), ("--overwrite", args.overwrite),
                           ("--text-field", args.text_field is not None), ("--id-field", args.id_field is not None),
-                          ("--batch-size", args.batch_size is not None)):
+                          ("--batch-size", args.batch_size is not None and not _map_reduce(args))):
         if present and args.input is None:
-            args.parser.error(f"{flag} applies to --input jobs")
+            also = " (and to a text's chunks with --strategy map-reduce)" if flag == "--batch-size" \
+                and args.parser.prog.endswith("summarize") else ""
+            args.parser.error(f"{flag} applies to --input jobs{also}")
     for flag, present in (("--actors", args.actors is not None), ("--ray-address", args.ray_address is not None)):
         if present and not args.ray:
             args.parser.error(f"{flag} applies to --ray jobs")
@@ -728,7 +736,8 @@ def _summarize(args) -> int:
     pipe = pipeline("summarization", model=args.model, device=_device(args.device), dtype=args.dtype,
                     **_hub_kwargs(args))
     try:
-        summary = pipe(text, truncation=args.truncation, **_seeded(kwargs, pipe), **_streamer(args, pipe))
+        batch = {} if args.batch_size is None else {"batch_size": args.batch_size}   # (map-reduce: its chunks)
+        summary = pipe(text, truncation=args.truncation, **batch, **_seeded(kwargs, pipe), **_streamer(args, pipe))
         summary = summary[0]["summary_text"]
     except DocumentError as e:           # map-reduce: the library's advice names map_kwargs, which has no flag
         what = getattr(e.error, "what", None)

@@ -353,6 +353,12 @@ def test_cli_summarize_strategy(capsys, pipes, checkpoint, tmp_path):
                  "8", "--json"]) == 0
     expected = pipes("tiny")(EN_DOC, strategy="map_reduce", max_length=8)[0]["summary_text"]
     assert capsys.readouterr().out == f'{{"summary_text": {json_str(expected)}}}\n'
+    assert main(["summarize", "--file", str(path), "--model", tiny, "--strategy", "map-reduce", "--max-length",
+                 "8", "--json", "--batch-size", "1"]) == 0        # the chunks one at a time: the same summary
+    assert capsys.readouterr().out == f'{{"summary_text": {json_str(expected)}}}\n'
+    assert main(["summarize", "x.", "--batch-size", "2"]) == 2
+    assert "--batch-size applies to --input jobs (and to a text's chunks with --strategy map-reduce)" in \
+        capsys.readouterr().err
     assert main(["summarize", "x.", "--strategy", "chunks"]) == 2
     assert "invalid choice: 'chunks'" in capsys.readouterr().err
 
