@@ -611,6 +611,26 @@ def test_ray_engine_without_ray_names_the_extra(tmp_path, tiny, monkeypatch):
 
 # ---------------------------------------------------------------------------------------------- parquet, folders
 
+@pytest.mark.parametrize("rows, row_group_size, size, chunks", [
+    (100, None, 8, 13), (100, 30, 8, 14), (10_000, None, 8, 64), (7, None, 8, 1)])
+def test_a_large_parquet_row_group_is_read_in_parts(tmp_path, rows, row_group_size, size, chunks):
+    """A row group larger than a chunk is planned in parts of max(chunk size, rows / 64) rows (a file written in one
+    go is one row group: one chunk, one Ray actor, every text read at once); the parts read every row once, in
+    order, numbered from the file's first row, as they travel to Ray actors (JSON)."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from seq2seq_kit.corpus.reading import plan_chunks, read_chunk
+
+    path = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"id": list(range(rows)), "text": [f"text {i}" for i in range(rows)]}), path,
+                   **({"row_group_size": row_group_size} if row_group_size else {}))
+    planned, total = plan_chunks([path], size, folder=False)
+    read = [doc for chunk in json.loads(json.dumps(planned)) for doc in read_chunk(chunk, "text", "id")]
+    assert (len(planned), total) == (chunks, rows)
+    assert [(doc_id, where, text) for doc_id, where, text, _ in read] == \
+        [(i, f"docs.parquet:{i + 1}", f"text {i}") for i in range(rows)]
+
+
 def test_parquet_in_and_out_and_folders(tmp_path, tiny, reference):
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")

@@ -13,6 +13,7 @@ from typing import Iterator
 from ..tokenizer import not_unicode
 
 FOLDER_SUFFIXES = (".jsonl", ".parquet")
+PARQUET_PARTS = 64      # a row group is read in at most this many parts (each decodes the group up to its end)
 FIELDS_WINDOW = 32      # records check_fields reads for the text and id fields (not the chunks': a setting's size)
 DEFAULT_ID = "id"       # the id field a corpus may lack: its records are numbered
 BOM = codecs.BOM_UTF8   # a UTF-8 byte order mark, which Windows tools write first: no part of line 1
@@ -75,7 +76,7 @@ def plan_chunks(files: list[Path], size: int, folder: bool) -> tuple[list[dict],
     """Chunks of the input (JSON-able dicts) and the number of records (non-blank lines, rows) in all."""
     chunks, total = [], 0
     for path in files:
-        plan = _plan_parquet(path) if is_parquet(path) else _plan_jsonl(path, size)
+        plan = _plan_parquet(path, size) if is_parquet(path) else _plan_jsonl(path, size)
         for chunk in plan:
             chunk.update(path=str(path.resolve()), name=path.name, folder=folder)
             total += chunk.pop("records")
@@ -98,13 +99,18 @@ def _plan_jsonl(path: Path, size: int) -> list[dict]:
     return chunks
 
 
-def _plan_parquet(path: Path) -> list[dict]:
-    """One chunk per row group (Parquet is read by row group); `first` is the 1-based number of its first row."""
+def _plan_parquet(path: Path, size: int) -> list[dict]:
+    """Row groups (Parquet is read by row group) of more than `size` rows in parts of max(size, rows /
+    PARQUET_PARTS) rows: a file written in one go (pyarrow's and pandas' default) is one row group, which was one
+    chunk (one Ray actor, and every text read at once). `first` is the 1-based number of its first row, `skip` the
+    rows of its group before it, `rows` its rows."""
     meta, chunks, first = parquet_file(path).metadata, [], 1
     for i in range(meta.num_row_groups):
         rows = meta.row_group(i).num_rows
-        if rows:
-            chunks.append(dict(format="parquet", row_group=i, first=first, records=rows))
+        part = max(size, -(-rows // PARQUET_PARTS))
+        for skip in range(0, rows, part):
+            n = min(part, rows - skip)
+            chunks.append(dict(format="parquet", row_group=i, skip=skip, rows=n, first=first + skip, records=n))
         first += rows
     return chunks
 
@@ -252,7 +258,7 @@ def _chunk_docs(chunk: dict, text_field: str, id_field: str) -> Iterator[tuple[i
         pf = parquet_file(chunk["path"])
         columns = [c for c in dict.fromkeys((text_field, id_field)) if c in pf.schema_arrow.names]
         try:
-            table = pf.read_row_group(chunk["row_group"], columns=columns)
+            table = _row_group_part(pf, chunk, columns)
             values = {name: _column_values(column) for name, column in zip(table.column_names, table.columns)}
         except (pa.ArrowException, OSError) as e:
             raise ValueError(f"{chunk['path']}: row group {chunk['row_group']} is not readable: {e}") from None
@@ -269,6 +275,26 @@ def _chunk_docs(chunk: dict, text_field: str, id_field: str) -> Iterator[tuple[i
                 yield n, json.loads(line.decode("utf-8"))   # bytes: json would guess UTF-16 / UTF-32 too
             except ValueError as e:   # JSONDecodeError, UnicodeDecodeError
                 yield n, e
+
+
+def _row_group_part(pf, chunk: dict, columns: list[str]):
+    """A Parquet chunk's rows (`rows` of its row group after `skip`), as a pyarrow Table of `columns`: the group is
+    decoded in batches up to the part's last row (a part far into a large group decodes the rows before it: at
+    most PARQUET_PARTS parts a group bound that)."""
+    import pyarrow as pa
+
+    if chunk["skip"] == 0 and chunk["rows"] == pf.metadata.row_group(chunk["row_group"]).num_rows:
+        return pf.read_row_group(chunk["row_group"], columns=columns)
+    kept, start, end = [], None, 0
+    batches = pf.iter_batches(batch_size=max(chunk["rows"], 4096), row_groups=[chunk["row_group"]], columns=columns)
+    for batch in batches:                               # (not in batches of a short last part's few rows)
+        begin, end = end, end + batch.num_rows
+        if end > chunk["skip"]:
+            start = begin if start is None else start
+            kept.append(batch)
+        if end >= chunk["skip"] + chunk["rows"]:
+            break
+    return pa.Table.from_batches(kept).slice(chunk["skip"] - start, chunk["rows"])
 
 
 def _column_values(column) -> list:
