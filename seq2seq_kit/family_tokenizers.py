@@ -173,6 +173,8 @@ class TranslationTokenizer(Tokenizer):
     # src_lang chosen by the user (from_pretrained's argument, or set), not a default: tokenizer_config.json's
     # src_lang does not count, as transformers' save_pretrained writes its class default there ("eng_Latn")
     source_given: bool = False
+    target_given: bool = False      # tgt_lang the same way (from_pretrained's argument, or set)
+    _tgt_lang: str | None = None
 
     @classmethod
     def load(cls, root: Path, config: dict, kind: str, src_lang: str | None, tgt_lang: str | None):
@@ -203,13 +205,24 @@ class TranslationTokenizer(Tokenizer):
         if kind in ("MBartTokenizer", "MBart50Tokenizer"):      # their codes are their tokens
             tok.lang_tokens = {code: code for code in (MBART_LANGUAGES if kind == "MBartTokenizer"
                                                        else MBART50_LANGUAGES)}
-        tok.tgt_lang = tgt_lang if tgt_lang is not None else config.get("tgt_lang")
+        tok._tgt_lang = tgt_lang if tgt_lang is not None else config.get("tgt_lang")
+        tok.target_given = tgt_lang is not None
         if kind != "MarianTokenizer" or src_lang is not None:       # Marian: the setter refuses it
             tok.src_lang = src_lang if src_lang is not None else config.get("src_lang") or DEFAULT_SOURCE[kind]
         tok.source_given = src_lang is not None
         if tok.tgt_lang is not None:
             tok.target_language_id()   # fails early on an unknown code
         return tok
+
+    @property
+    def tgt_lang(self) -> str | None:
+        """The target language text_target and target_language_id read (a pipeline given this tokenizer translates
+        into it, where the user chose it: target_given)."""
+        return self._tgt_lang
+
+    @tgt_lang.setter
+    def tgt_lang(self, lang: str | None) -> None:
+        self._tgt_lang, self.target_given = lang, lang is not None
 
     @property
     def src_lang(self) -> str | None:

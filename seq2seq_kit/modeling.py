@@ -156,6 +156,8 @@ class BartForConditionalGeneration(BartNetwork):
         """Write config.json, model.safetensors with transformers' parameter names, and generation_config.json."""
         if self.quantized:
             raise ValueError("this model's linear layers are int8 (quantize_int8); save the float model instead")
+        if self.generation_config is not None:
+            self.generation_config.to_json_string()     # what it cannot hold: refused before a file is written
         directory = loading.save(self, directory)
         if self.generation_config is not None:
             self.generation_config.save_pretrained(directory)

@@ -99,7 +99,8 @@ def check_languages(tokenizer: Tokenizer, src_lang: str | None, tgt_lang: str | 
                                                                                                      str | None,
                                                                                                      int | None]:
     """(src_lang, tgt_lang, forced_bos_token_id) that a translation with `tokenizer` uses for the given languages:
-    the source defaults to the tokenizer's when the user set it (tok.source_given); with `required`, a missing
+    each defaults to the tokenizer's when the user set it there (tok.source_given, tok.target_given: a multi-target
+    Marian tokenizer's tgt_lang too, which was kept and never applied); with `required`, a missing
     source or (tok.target_required) target is a ValueError naming it, else it is left None (a pipeline's defaults,
     completed by each call). A multi-target Marian model takes tgt_lang as its >>tgt<< token (no forced token;
     none: the texts carry their own, as in 4.x) and refuses src_lang; a tokenizer without codes takes none ((None,
@@ -112,6 +113,8 @@ def check_languages(tokenizer: Tokenizer, src_lang: str | None, tgt_lang: str | 
     check_code("src_lang", src_lang)
     check_code("tgt_lang", tgt_lang)
     src_ok, tgt_ok = (single_pair_ok, single_pair_ok) if isinstance(single_pair_ok, bool) else single_pair_ok
+    if tgt_lang is None and isinstance(tok, TranslationTokenizer) and tok.target_given:
+        tgt_lang = tok.tgt_lang
     if not isinstance(tok, TranslationTokenizer) or (tok.kind == "MarianTokenizer" and not tok.language_codes):
         if src_lang is not None and not src_ok or tgt_lang is not None and not tgt_ok:
             raise ValueError("this model's tokenizer has no language codes (a single language pair): "

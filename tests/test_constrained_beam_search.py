@@ -184,6 +184,28 @@ def test_constraints_are_not_saved_but_force_words_ids_are(model, tmp_path):
         GenerationConfig.from_pretrained(tmp_path)
 
 
+def test_a_model_whose_constraints_cannot_be_saved_writes_no_file(model, tmp_path):
+    """model.save_pretrained with constraints in its generation_config is refused before any file is written: it
+    wrote config.json and the weights first, then refused, leaving the old generation_config.json beside new
+    weights. to_json_string is what generation_config.json holds."""
+    model.save_pretrained(tmp_path)
+    before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
+    assert before["generation_config.json"].decode() == model.generation_config.to_json_string()
+    saved, weight = model.generation_config, model.shared.weight.detach().clone()
+    model.generation_config = GenerationConfig(**{**saved.to_dict(), "num_beams": 7},
+                                               constraints=[PhrasalConstraint([40])])
+    try:
+        with torch.no_grad():
+            model.shared.weight.add_(1.0)                       # new weights, which must not be written
+        with pytest.raises(ValueError, match="save the words as force_words_ids instead"):
+            model.save_pretrained(tmp_path)
+    finally:
+        with torch.no_grad():
+            model.shared.weight.copy_(weight)
+        model.generation_config = saved
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == before
+
+
 def test_the_engine_refuses_constrained_beam_search(model):
     with Engine(model, max_rows=8) as engine:
         with pytest.raises(ValueError, match="force_words_ids / constraints: constrained beam search runs in gene"):

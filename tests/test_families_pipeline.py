@@ -466,6 +466,8 @@ def test_translation_requires_a_source_language(m2m100_path, mbart_path):
     expected = m2m100_reference(m2m100_path, "de", "fr", **MAX_NEW)
     assert_records(pipeline("translation", model=m2m100_path, tokenizer=tok, tgt_lang="fr"), TEXTS, expected,
                    **MAX_NEW)
+    both = AutoTokenizer.from_pretrained(m2m100_path, src_lang="de", tgt_lang="fr")     # the target lent too
+    assert_records(pipeline("translation", model=m2m100_path, tokenizer=both), TEXTS, expected, **MAX_NEW)
     model = pipeline("translation", model=m2m100_path, src_lang="de", tgt_lang="fr").model
     unset = TranslationPipeline(model, AutoTokenizer.from_pretrained(m2m100_path), tgt_lang="fr")   # a server's
     with pytest.raises(ValueError, match="needs src_lang"):
@@ -566,3 +568,21 @@ def test_map_reduce_refuses_a_tokenizer_without_offsets(m2m100_path):
                                          r"tokenizer \(M2M100Tokenizer\) does not give; summarize it with "
                                          r"strategy='truncate'"):
         pipe(TEXTS[0], strategy="map_reduce", max_new_tokens=4)
+
+
+def test_a_marian_tokenizers_target_is_the_pipelines(marian_path):
+    """A multi-target Marian tokenizer given tgt_lang (from_pretrained's, or set) lends it to a pipeline given that
+    tokenizer, as a source is lent: its >>fra<< token goes before each text. It was kept, checked and never applied:
+    the model translated with no target code, silently. A call's or the pipeline's own target wins."""
+    tok = AutoTokenizer.from_pretrained(marian_path, tgt_lang="fra")
+    want = pipeline("translation", model=marian_path, tgt_lang="fra")
+    lent = pipeline("translation", model=marian_path, tokenizer=tok)
+    code = tok.convert_tokens_to_ids(">>fra<<")
+    assert lent.tgt_lang == "fra" and lent.preprocess(TEXTS).rows == want.preprocess(TEXTS).rows
+    assert all(row[0] == code for row in lent.preprocess(TEXTS).rows)
+    assert lent(TEXTS, **MAX_NEW) == want(TEXTS, **MAX_NEW)
+    assert pipeline("translation", model=marian_path, tokenizer=tok, tgt_lang="deu").tgt_lang == "deu"
+    plain = AutoTokenizer.from_pretrained(marian_path)
+    assert pipeline("translation", model=marian_path, tokenizer=plain).tgt_lang is None
+    plain.tgt_lang = "deu"
+    assert pipeline("translation", model=marian_path, tokenizer=plain).tgt_lang == "deu"

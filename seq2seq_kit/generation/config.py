@@ -16,6 +16,7 @@ LIBRARY_DEFAULTS. Lengths count the decoder prompt: P = 1, the start token, or g
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -165,18 +166,27 @@ class GenerationConfig:
         d.pop("unsupported")
         return {k: v for k, v in d.items() if v is not None}
 
-    def save_pretrained(self, save_directory: str | Path) -> None:
-        """Write generation_config.json: the settings that are set, and the unsupported ones it was read with (so
-        the saved checkpoint generates as the original in transformers, and is refused here as the original was)."""
-        out = Path(save_directory)
-        out.mkdir(parents=True, exist_ok=True)
+    def saved(self) -> dict:
+        """What generation_config.json holds: the settings that are set, and the unsupported ones it was read with (so
+        the saved checkpoint generates as the original in transformers, and is refused here as the original was).
+        ValueError for what JSON cannot hold (constraints' objects)."""
         if self.constraints is not None:
             raise ValueError("GenerationConfig.constraints holds Python objects, which generation_config.json cannot: "
                              "save the words as force_words_ids instead (constraints=None)")
         settings = self.to_dict()
         if isinstance(self.sequence_bias, dict):        # JSON keys are strings: the [[token ids], bias] pairs form
             settings["sequence_bias"] = [[list(tokens), bias] for tokens, bias in self.sequence_bias.items()]
-        write_json(out / "generation_config.json", {**settings, **self.unsupported}, indent=2)
+        return {**settings, **self.unsupported}
+
+    def to_json_string(self) -> str:
+        """generation_config.json's text (transformers' name)."""
+        return json.dumps(self.saved(), indent=2) + "\n"
+
+    def save_pretrained(self, save_directory: str | Path) -> None:
+        """Write generation_config.json (saved())."""
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "generation_config.json", self.saved(), indent=2)
 
 
 INT_SETTINGS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "num_beams", "num_beam_groups",
