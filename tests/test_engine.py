@@ -1524,6 +1524,39 @@ def test_submit_all_queues_every_input_or_none(tiny_eos):
         assert [r.result(60).shape[0] for r in requests] == [1, 1]
 
 
+def test_waiting_on_a_request_in_the_engines_thread_is_refused_not_a_deadlock(tiny_eos):
+    """A done-callback (or a streamer) runs in the engine's thread, the one that answers requests: waiting there on
+    one not yet done (result(), exception()) stalled every request for good; it is a RuntimeError naming the way to
+    chain instead. Submitting from there, and reading a request already done, work."""
+    errors, chained, threads = [], [], []
+
+    def chain(request):                     # "summarize the summary", in the engine's thread
+        threads.append(threading.current_thread().name)
+        follow = engine.submit(request.result()[0].tolist(), max_new_tokens=3)      # done: read at once
+        for wait in (follow.result, follow.exception):
+            try:
+                wait(5)
+            except RuntimeError as e:
+                errors.append(str(e))
+        chained.append(follow)
+
+    with Engine(tiny_eos, max_rows=1) as engine:
+        blocker = engine.submit([9, 10], min_new_tokens=20, max_new_tokens=20)      # keeps `first` waiting
+        first = engine.submit([5, 6, 7], max_new_tokens=4)
+        first.add_done_callback(chain)      # not done yet: called in the thread that answers it
+        blocker.result(30)
+        other = engine.submit([8, 9], max_new_tokens=3)
+        assert other.result(30).shape[0] == 1 and first.result(30).shape[0] == 1
+        deadline = time.monotonic() + 30
+        while not chained and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert chained and chained[0].result(30).shape[0] == 1
+    assert threads == ["seq2seq_kit-engine"]
+    assert [e.split(" in the engine's")[0] for e in errors] == ["request.result()", "request.exception()"]
+    assert errors[0].endswith("would wait forever: that thread answers it; wait in another thread, or chain the next "
+                              "step with request.add_done_callback")
+
+
 def test_the_callers_tensor_is_copied_at_submit(tiny_eos):
     ids = torch.tensor([5, 6, 7, 8])
     with Engine(tiny_eos, max_rows=1) as engine:

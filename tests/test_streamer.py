@@ -221,6 +221,48 @@ def test_text_iterator_streamers_give_the_text_from_another_thread(fixtures_dir,
         next(iter(TextIteratorStreamer(tok, timeout=0.01)))
 
 
+def test_text_streamer_takes_several_tokens_in_one_put_as_transformers(fixtures_dir):
+    """put([n] tokens): one input's n tokens, as transformers' TextStreamer reads them (they were taken as n rows and
+    refused); [1, n] likewise; [R, n] with R > 1 rows is refused, as there."""
+    import transformers
+
+    from seq2seq_kit import TextStreamer
+    theirs_tok, ours_tok = both_tokenizers(fixtures_dir, "bart")
+    ids = ours_tok("The tower is tall.\nIt is in Paris.", add_special_tokens=False)["input_ids"]
+    theirs = recorder_of(transformers.TextStreamer)(theirs_tok, skip_special_tokens=True)
+    mine = recorder_of(TextStreamer)(ours_tok, skip_special_tokens=True)
+    for streamer in (theirs, mine):
+        streamer.put(torch.tensor(ids[:3]))
+        streamer.put(torch.tensor([ids[3:6]]))
+        streamer.put(torch.tensor(ids[6:]))
+        streamer.end()
+    assert mine.pieces == theirs.pieces and "".join(t for t, _ in mine.pieces) == ours_tok.decode(ids)
+    with pytest.raises(ValueError, match=r"streams one input's tokens \(batch size 1\); this call has 2 rows"):
+        TextStreamer(ours_tok).put(torch.tensor([ids[:2], ids[2:4]]))
+
+
+def test_async_streamer_takes_a_waiting_piece_whatever_its_timeout(fixtures_dir):
+    """timeout=0 polls: a piece already queued is taken (asyncio.wait_for gave up before the queue's get ran, a
+    TimeoutError with the text there), as transformers' asyncio.timeout takes it; an empty queue is a TimeoutError
+    (the builtin one, on Python 3.10 too)."""
+    import asyncio
+
+    from seq2seq_kit import AsyncTextIteratorStreamer
+    _, tok = both_tokenizers(fixtures_dir, "bart")
+
+    async def poll():
+        streamer = AsyncTextIteratorStreamer(tok, timeout=0)
+        with pytest.raises(TimeoutError, match=r"no text within the streamer's timeout \(0 s\)"):
+            await streamer.__anext__()
+        streamer.put(torch.tensor([[2, 133]]))
+        streamer.put(torch.tensor([4119]))
+        streamer.end()
+        await asyncio.sleep(0.05)                    # the pieces are queued from call_soon_threadsafe callbacks
+        return [piece async for piece in streamer]
+
+    assert "".join(asyncio.run(poll())) == tok.decode([2, 133, 4119])
+
+
 def test_text_streamer_takes_one_input(fixtures_dir, pair):
     from seq2seq_kit import TextStreamer
     _, ours = pair("tiny-eos")

@@ -70,6 +70,7 @@ class Request:
                                                                  # (and put_last(ids) where it has one: stream)
     streaming: threading.RLock = field(default_factory=threading.RLock, repr=False)  # around its calls (a put
                                                                  # may cancel its own request: reentrant)
+    answered_by: threading.Thread | None = field(default=None, repr=False)   # the engine's thread, once queued
 
     def __post_init__(self):
         if self.streamer is not None:           # however it ends (answered, failed, cancelled), its stream ends
@@ -96,7 +97,16 @@ class Request:
 
     def result(self, timeout: float | None = None):
         """LongTensor [num_return_sequences, T], or a GenerateOutput with return_dict_in_generate=True."""
+        self.check_waitable("result")
         return self.future.result(timeout)
+
+    def check_waitable(self, call: str) -> None:
+        """RuntimeError for a wait on a request not done yet in the engine's own thread (a done-callback or a
+        streamer runs there): that thread alone answers it, so the wait would stall every request for good."""
+        if self.answered_by is threading.current_thread() and not self.future.done():
+            raise RuntimeError(f"request.{call}() in the engine's own thread (a done-callback or a streamer runs "
+                               "there) would wait forever: that thread answers it; wait in another thread, or chain "
+                               "the next step with request.add_done_callback")
 
     def cancel(self) -> bool:
         """Cancel the request: a waiting one never runs, a running one leaves at the next step. False when it
@@ -121,6 +131,7 @@ class Request:
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """The error the request failed with, or None once it succeeded; waits as result() (concurrent.futures)."""
+        self.check_waitable("exception")
         return self.future.exception(timeout)
 
     def add_done_callback(self, fn) -> None:

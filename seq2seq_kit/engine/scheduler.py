@@ -257,6 +257,8 @@ class Engine:
                 more = f"; {len(requests)} inputs at once do not fit beside the {len(self.waiting)} waiting" \
                     if len(requests) > 1 else ""
                 raise EngineFull(f"the engine's queue is full ({self.max_queue} waiting requests{more}); retry later")
+            for request in requests:
+                request.answered_by = self._thread
             self.waiting.extend(requests)
             if not self._busy:
                 self._busy.append(self)                 # the thread holds the engine until this is answered

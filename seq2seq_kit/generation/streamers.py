@@ -38,11 +38,11 @@ class TextStreamer:
         self.next_tokens_are_prompt = True
 
     def put(self, value) -> None:
-        """value: a step's tokens, [1] or [1, n] (generate's first call: the decoder prompt)."""
-        rows = value.shape[0] if value.dim() else 1
-        if rows > 1:
+        """value: tokens of one input, [n] or [1, n] (generate's calls: the decoder's first tokens [1, P], then a
+        step's [1]), as transformers' TextStreamer takes them: [R, n] with R > 1 rows is refused."""
+        if value.dim() > 1 and value.shape[0] > 1:
             raise ValueError(f"{type(self).__name__} streams one input's tokens (batch size 1); this call has "
-                             f"{rows} rows: generate one input (num_beams 1, num_return_sequences 1)")
+                             f"{value.shape[0]} rows: generate one input (num_beams 1, num_return_sequences 1)")
         if self.skip_prompt and self.next_tokens_are_prompt:
             self.next_tokens_are_prompt = False
             return
@@ -120,7 +120,13 @@ class AsyncTextIteratorStreamer(TextStreamer):
         return self
 
     async def __anext__(self) -> str:
-        value = await asyncio.wait_for(self.text_queue.get(), self.timeout)
+        try:
+            value = self.text_queue.get_nowait()     # a piece waiting is taken whatever the timeout (0 too)
+        except asyncio.QueueEmpty:
+            try:
+                value = await asyncio.wait_for(self.text_queue.get(), self.timeout)
+            except asyncio.TimeoutError:             # (Python 3.10: not the builtin TimeoutError yet)
+                raise TimeoutError(f"no text within the streamer's timeout ({self.timeout} s)") from None
         if value is self.stop_signal:
             raise StopAsyncIteration
         return value
