@@ -131,6 +131,8 @@ def return_tensors_of(return_tensors: bool, return_text: bool, return_type) -> b
 
 # generate settings the pipeline ignores (see generate_ids)
 NOT_TRACED = {"output_attentions": False, "output_hidden_states": False}
+# what pipe.engine() passes to Engine (its defaults and tokenizer are the pipeline's)
+ENGINE_OPTIONS = ("max_rows", "max_source_tokens", "max_encoder_tokens", "max_queue", "fixed_capacity")
 
 
 class InputTooLong(ValueError):
@@ -351,6 +353,10 @@ class SummarizationPipeline:
         max_source_tokens, max_encoder_tokens, max_queue, fixed_capacity (unset: the engine's default, but eager
         where the model's generation_config watermarks its outputs: the watermark runs Python per row at every step,
         which the fixed-capacity step's CUDA graphs cannot)."""
+        others = sorted(set(engine_kwargs) - set(ENGINE_OPTIONS))
+        if others:                          # (Engine's own message would not say where settings go)
+            raise TypeError(f"pipe.engine() takes {', '.join(ENGINE_OPTIONS)}, not {', '.join(others)}: generation "
+                            "settings go with each request, engine.submit(ids, num_beams=1, ...), over the pipeline's")
         defaults = {**self.generate_defaults, **self.stop_eos, "return_dict_in_generate": False}
         if getattr(self.model.generation_config, "watermarking_config", None) is not None:
             engine_kwargs.setdefault("fixed_capacity", False)

@@ -1152,6 +1152,18 @@ def test_pipeline_engine_gives_the_pipelines_summaries(checkpoint, tmp_path, dic
     assert got == expected
 
 
+@pytest.mark.parametrize("kwargs", [dict(num_beams=1), dict(defaults={"num_beams": 1}), dict(tokenizer=None)])
+def test_pipeline_engine_names_what_it_takes(tiny_eos_path, kwargs):
+    """A generation setting (or the defaults / tokenizer pipe.engine() passes itself) given to pipe.engine() is
+    named with where settings go, not Engine's "unexpected keyword" / "multiple values" message."""
+    pipe = pipeline("summarization", model=str(tiny_eos_path))
+    with pytest.raises(TypeError, match=rf"^pipe.engine\(\) takes max_rows, max_source_tokens, max_encoder_tokens, "
+                                        rf"max_queue, fixed_capacity, not {next(iter(kwargs))}: generation settings go "
+                                        rf"with each request, engine.submit\(ids, num_beams=1, ...\), over the "
+                                        rf"pipeline's$"):
+        pipe.engine(**kwargs)
+
+
 def test_pipeline_engine_ends_outputs_at_the_pipelines_stop_sequence(tiny_eos_path):
     """pipeline(..., stop_sequence=".") ends pipe()'s outputs at "."'s token (its eos_token_id): pipe.engine()'s
     requests end there too (they ended at the checkpoint's EOS)."""
