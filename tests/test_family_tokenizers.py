@@ -246,8 +246,9 @@ def test_nllb_without_listed_codes_takes_transformers_default_codes(nllb_dir, tm
     assert_same(theirs, ours, CORPUS[:3] + EDGE)
     with pytest.raises(ValueError, match="unknown language code '</s>'"):
         check_languages(ours, "fra_Latn", "</s>")
+    assert check_languages(ours, "fra_Latn", None)[1] == "deu_Latn"       # the target the tokenizer was given
     with pytest.raises(ValueError, match="needs tgt_lang"):
-        check_languages(ours, "fra_Latn", None)
+        check_languages(AutoTokenizer.from_pretrained(root, src_lang="fra_Latn"), "fra_Latn", None)
 
 
 @pytest.mark.parametrize("form", ["tokenizer.json", "sentencepiece.bpe.model"])

@@ -270,7 +270,7 @@ def test_autocast_runs_packed_layers_as_f_linear_does():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         want = dense.generate(ids, num_beams=2, max_new_tokens=8)
         assert torch.equal(packed.generate(ids, num_beams=2, max_new_tokens=8), want)
-        assert packed(ids, None, ids[:, :5]).dtype == torch.float32     # bf16 logits + float32 bias, as transformers
+        assert packed(ids, None, ids[:, :5]).logits.dtype == torch.float32   # bf16 logits + float32 bias, as there
 
 
 def test_autocast_logits_take_the_float32_bias_as_transformers(tmp_path):
