@@ -337,7 +337,7 @@ def _check_corpus_arguments(args, sources: list[tuple[str, bool]], one_of: str) 
                           ("--batch-size", args.batch_size is not None and not _map_reduce(args))):
         if present and args.input is None:
             also = " (and to a text's chunks with --strategy map-reduce)" if flag == "--batch-size" \
-                and args.parser.prog.endswith("summarize") else ""
+                and hasattr(args, "strategy") else ""
             args.parser.error(f"{flag} applies to --input jobs{also}")
     for flag, present in (("--actors", args.actors is not None), ("--ray-address", args.ray_address is not None)):
         if present and not args.ray:

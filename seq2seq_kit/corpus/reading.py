@@ -316,10 +316,11 @@ def check_fields(chunks: list[dict], text_field: str, id_field: str) -> None:
     if not chunks:
         return
     first = chunks[0]
+    required = [(text_field, "text")] + ([(id_field, "id")] if id_field != DEFAULT_ID else [])   # (field, option)
     if first["format"] == "parquet":
         names = parquet_file(first["path"]).schema_arrow.names
-        for field, option in ((text_field, "text"), (id_field, "id")):
-            if field not in names and (option == "text" or field != DEFAULT_ID):
+        for field, option in required:
+            if field not in names:
                 raise ValueError(f"{first['name']} has no column {field!r} (its columns: {', '.join(names)}); "
                                  f"set --{option}-field ({option}_field=)")
         return
@@ -331,8 +332,8 @@ def check_fields(chunks: list[dict], text_field: str, id_field: str) -> None:
         raise ValueError(f"{first['name']}:{n} is not a JSON object, nor is any line of the first {len(parsed)}: "
                          "the input is read as JSONL (one {\"id\": ..., \"text\": ...} object per line) unless it "
                          "is a .parquet file; convert it to one of those")
-    for field, option in ((text_field, "text"), (id_field, "id")):
-        if docs and (option == "text" or field != DEFAULT_ID) and not any(field in d for _, d in docs):
+    for field, option in required:
+        if docs and not any(field in d for _, d in docs):
             n, d = docs[0]
             raise ValueError(f"{first['name']}:{n} has no {'string ' if option == 'text' else ''}field {field!r} "
                              f"(set --{option}-field; its fields: {', '.join(map(str, d)) or 'none'}), nor has any "
