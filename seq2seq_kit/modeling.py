@@ -13,20 +13,23 @@ from .config import BartConfig
 from .generation import GenerationConfig
 from .generation.traces import LayerRecord
 from .model_output import ModelOutput
-from .models.bart import BartNetwork, check_forward_kwargs
+from .models.bart import BartNetwork, check_forward_kwargs, label_loss
 from .models.quantize import Int8Linear, check_quantizable
 
 
-FORWARD_TAKES = ("input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, output_attentions, "
-                 "output_hidden_states and return_dict and returns a Seq2SeqLMOutput (.logits [batch, target, vocab])")
+FORWARD_TAKES = ("input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, labels, output_attentions, "
+                 "output_hidden_states and return_dict and returns a Seq2SeqLMOutput (.logits [batch, target, vocab], "
+                 ".loss with labels)")
 
 
 @dataclass
 class Seq2SeqLMOutput(ModelOutput):
-    """What model(...) returns: transformers' Seq2SeqLMOutput without loss and cache (past_key_values), read as its
-    ModelOutput (model_output.py): out.logits, out["logits"], out[0]. The fields a call asks for (output_attentions,
-    output_hidden_states) beside logits and encoder_last_hidden_state. Shapes (B inputs, S source, T target tokens,
-    H heads, D d_model, L layers), values as transformers' eager attention computes them:"""
+    """What model(...) returns: transformers' Seq2SeqLMOutput without its cache (past_key_values), read as its
+    ModelOutput (model_output.py): out.logits, out["logits"], out[0] (the loss with labels, as there). The fields a
+    call asks for (labels, output_attentions, output_hidden_states) beside logits and encoder_last_hidden_state.
+    Shapes (B inputs, S source, T target tokens, H heads, D d_model, L layers), values as transformers' eager
+    attention computes them:"""
+    loss: torch.Tensor | None = None                                    # [] with labels
     logits: torch.Tensor | None = None                                  # [B, T, V]
     decoder_hidden_states: tuple[torch.Tensor, ...] | None = None       # (L + 1) x [B, T, D]
     decoder_attentions: tuple[torch.Tensor, ...] | None = None          # L x [B, H, T, T]
@@ -167,12 +170,16 @@ class BartForConditionalGeneration(BartNetwork):
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
-                *, output_attentions: bool | None = None, output_hidden_states: bool | None = None,
-                return_dict: bool | None = None, **unsupported) -> Seq2SeqLMOutput:
+                *, labels: torch.Tensor | None = None, output_attentions: bool | None = None,
+                output_hidden_states: bool | None = None, return_dict: bool | None = None,
+                **unsupported) -> Seq2SeqLMOutput:
         """The teacher-forced pass (BartNetwork.teacher_forced) -> a Seq2SeqLMOutput: logits [B, T, V],
         encoder_last_hidden_state [B, S, D] and what the flags ask for (transformers' fields, in its order). A flag
-        not given is config.json's, as in transformers. return_dict=False is refused: transformers' tuple holds its
-        cache second, which this model keeps none of, so out[1] would be another field there."""
+        not given is config.json's, as in transformers. labels [B, T] (-100 where a position is not scored): its
+        loss, transformers' mean cross-entropy, first in the output (out.loss, out[0]), the decoder inputs made
+        from labels when none are given, as there; no gradients. return_dict=False is refused: transformers' tuple
+        holds its cache after the logits, which this model keeps none of, so a position there would be another
+        field here."""
         check_forward_kwargs(unsupported, FORWARD_TAKES)          # encoder_outputs without input_ids: named here
         if input_ids is None:
             raise TypeError("forward() needs input_ids, the source token ids [B, S]")
@@ -183,12 +190,13 @@ class BartForConditionalGeneration(BartNetwork):
                             "by name (out.logits) or position (out[0]: the logits, as transformers')")
         output_attentions = config_flag(self.config, "output_attentions", output_attentions)
         output_hidden_states = config_flag(self.config, "output_hidden_states", output_hidden_states)
-        if not (output_attentions or output_hidden_states):
-            logits, encoded = self.teacher_forced(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)
-            return Seq2SeqLMOutput(logits=logits, encoder_last_hidden_state=encoded)
-        record = LayerRecord(attentions=output_attentions)
-        logits, _ = self.teacher_forced(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, record)
-        return Seq2SeqLMOutput.of(logits, record, output_hidden_states)
+        record = LayerRecord(attentions=output_attentions) if output_attentions or output_hidden_states else None
+        logits, encoded = self.teacher_forced(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
+                                              record, labels)
+        out = (Seq2SeqLMOutput(logits=logits, encoder_last_hidden_state=encoded) if record is None
+               else Seq2SeqLMOutput.of(logits, record, output_hidden_states))
+        out.loss = None if labels is None else label_loss(logits, labels)
+        return out
 
     main_input_name = "input_ids"                   # transformers' name of generate's and forward's source
 

@@ -24,6 +24,7 @@ from seq2seq_kit.models.positions import fairseq_table, marian_table
 from checkpoints import SPECS
 from helpers import random_batch, random_settings
 from test_generation import assert_parity, run_both
+from test_model import labels_for
 
 FAMILIES = ["marian", "marian-separate", "pegasus", "mbart50", "m2m100", "nllb"]
 ATOL = 1e-4
@@ -88,6 +89,22 @@ def test_forward_without_decoder_inputs_is_refused_as_transformers_refuses(pair,
         hf(input_ids=ids, attention_mask=mask)
     with pytest.raises(ValueError, match=f"pass decoder_input_ids: a {ours.config.family.name} model makes none"):
         ours(ids, mask)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_labels_give_transformers_loss(pair, name):
+    """labels without decoder inputs: every cousin makes them from labels as transformers does (Marian, Pegasus,
+    M2M100 behind decoder_start_token_id; mBART-50 behind each row's last non-pad token; -100 read as pad) and the
+    loss is its mean cross-entropy over the scored positions (Marian with separate vocabularies: the decoder's),
+    within float rounding."""
+    hf, ours, config = pair(name)
+    ids, mask = batch(config, left=name in ("m2m100", "nllb"))[:2]
+    labels = labels_for(ours.config)
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, attention_mask=mask, labels=labels)
+    mine = ours(ids, mask, labels=labels)
+    torch.testing.assert_close(mine.logits, theirs.logits, atol=ATOL, rtol=0)
+    torch.testing.assert_close(mine.loss, theirs.loss, rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(num_beams=4), dict(do_sample=True, top_k=0)],

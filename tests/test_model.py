@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from checkpoints import _randomize
 from seq2seq_kit import BartConfig, BartForConditionalGeneration
+from seq2seq_kit.models.bart import BartNetwork
 from seq2seq_kit.models.activations import ACTIVATIONS
 from seq2seq_kit.models.kv_cache import SPARE, FixedShapeKVCache, KVCache, bucket, copy_order
 from helpers import random_batch
@@ -93,6 +94,58 @@ def test_forward_without_decoder_inputs_shifts_like_transformers(load, name):
     with torch.no_grad():
         expected = ref(input_ids=ids, attention_mask=mask).logits
     assert_close(ours(ids, mask).logits, expected, ATOL, "logits")
+
+
+def labels_for(config, batch: int = 3, length: int = 7, seed: int = 0) -> torch.Tensor:
+    """Loss targets [batch, length] as code written for transformers passes them: row 0 ends in -100s (a collator's
+    padding), row 1 in the pad id (a tokenizer's padding of text_target), eos before them."""
+    vocab = getattr(config, "decoder_vocab_size", None) or config.vocab_size
+    labels = torch.randint(4, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
+    labels[0, length - 3] = labels[1, length - 4] = config.eos_token_id
+    labels[0, length - 2:] = -100
+    labels[1, length - 3:] = config.pad_token_id
+    return labels
+
+
+@pytest.mark.parametrize("name", ["tiny-bin", "tiny-mbart"])
+def test_labels_give_transformers_loss(load, name):
+    """model(..., labels=labels).loss is transformers': its decoder inputs made from labels (BART: behind
+    decoder_start_token_id, -100 read as pad; mBART: behind each row's last non-pad token), the mean cross-entropy
+    over the positions that are not -100; out[0] is the loss, as there. Logits within ATOL, the loss within float
+    rounding (rtol 1e-6); int32 labels and given decoder_input_ids as there."""
+    ours, ref = load(name), load(name, oracle=True)
+    ids, mask, dec = make_batch(ours.config)
+    labels = labels_for(ours.config, length=dec.shape[1])
+    for decoder_inputs in (dict(), dict(decoder_input_ids=dec)):
+        with torch.no_grad():
+            theirs = ref(input_ids=ids, attention_mask=mask, labels=labels, **decoder_inputs)
+        mine = ours(ids, mask, labels=labels.int(), **decoder_inputs)
+        assert_close(mine.logits, theirs.logits, ATOL, "logits")
+        torch.testing.assert_close(mine.loss, theirs.loss, rtol=1e-6, atol=0)
+        assert mine[0] is mine.loss and list(mine.keys())[:2] == ["loss", "logits"] and mine.loss.shape == ()
+    assert ours(ids, mask, dec).get("loss") is None and "loss" not in ours(ids, mask, dec)
+
+
+def test_bad_labels_are_refused_by_name(load):
+    """labels that cannot be a loss's targets: a clear error naming labels, where transformers fails in torch's
+    cross-entropy or view (or, for an id past the vocabulary, in an embedding lookup)."""
+    model = load("tiny")
+    ids, mask, dec = make_batch(model.config)
+    V = model.config.vocab_size
+    labels = labels_for(model.config)
+    cases = [(labels[:2], ValueError, "labels has batch size 2 but input_ids has 3"),
+             (labels, ValueError, r"labels has shape \[3, 7\] but decoder_input_ids has shape \[3, 6\]"),
+             (labels.float(), TypeError, "labels must be an integer torch.Tensor of token ids, got torch.float32"),
+             (labels.tolist(), TypeError, "labels must be an integer torch.Tensor of token ids, got a list"),
+             (labels.masked_fill(labels == -100, -1), ValueError,
+              "labels contains token id -1, outside the model's vocabulary .* -100 marks a position the loss"),
+             (labels.masked_fill(labels == -100, V), ValueError, f"labels contains token id {V}, outside")]
+    for bad, error, message in cases:
+        decoder_inputs = dict(decoder_input_ids=dec) if "decoder_input_ids has" in message else dict()
+        with pytest.raises(error, match=message):
+            model(ids, mask, labels=bad, **decoder_inputs)
+    everything_ignored = torch.full_like(labels, -100)
+    assert model(ids, mask, dec, labels=everything_ignored[:, :6]).loss.isnan()      # as transformers' (0 / 0)
 
 
 def test_decoder_attention_mask_like_transformers(load):
@@ -459,25 +512,23 @@ def test_inputs_at_the_limits_are_taken(load):
     assert_close(model.encode(longest), want, ATOL, "encoder output at max_position_embeddings tokens")
 
 
-def test_train_mode_and_labels_are_refused_as_inference_only(load):
+def test_train_mode_is_refused_as_inference_only(load):
     """The network has no dropout and builds no autograd graph: model.train() was accepted and changed nothing
-    (transformers' train mode applies config.dropout), a model built from a config reported training=True, and
-    labels= was Python's bare "unexpected keyword argument"."""
+    (transformers' train mode applies config.dropout), a model built from a config reported training=True.
+    transformers' other forward arguments are refused by name."""
     model = load("tiny")
     ids, mask, dec = make_batch(model.config, lengths=(5, 3))
-    only = ("seq2seq_kit's models are inference-only (no dropout, no gradients, no loss); fine-tune with "
+    only = ("seq2seq_kit's models are inference-only (no dropout, no gradients); fine-tune with "
             "transformers, save_pretrained, and load that folder here")
     assert not model.training and not BartForConditionalGeneration(model.config).training
     with pytest.raises(ValueError) as error:
         model.train()
     assert str(error.value) == f"model.train(): {only}"
     assert model.train(False) is model and model.eval() is model and not any(m.training for m in model.modules())
-    takes = ("it takes input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, output_attentions, "
-             "output_hidden_states and return_dict and returns a Seq2SeqLMOutput (.logits [batch, target, vocab])")
-    with pytest.raises(TypeError) as error:
-        model(input_ids=ids, attention_mask=mask, labels=dec)
-    assert str(error.value) == (f"forward() does not take labels: {takes}; labels: {only} (a loss from these logits: "
-                                "F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100))")
+    assert model(ids, mask, labels=dec).loss.requires_grad is False
+    takes = ("it takes input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, labels, "
+             "output_attentions, output_hidden_states and return_dict and returns a Seq2SeqLMOutput (.logits "
+             "[batch, target, vocab], .loss with labels)")
     with pytest.raises(TypeError) as error:
         model(ids, mask, dec, output_hidden_states=True, encoder_outputs=None, use_cache=False)
     assert str(error.value) == f"forward() does not take encoder_outputs: {takes}"
@@ -490,6 +541,10 @@ def test_train_mode_and_labels_are_refused_as_inference_only(load):
         assert torch.equal(model(ids, mask, dec, use_cache=use_cache).logits, model(ids, mask, dec).logits)
     with pytest.raises(TypeError, match="does not take use_cache"):
         model(ids, mask, dec, use_cache=1)
+    with pytest.raises(TypeError) as error:  # the bare network returns logits: the loss is the model class's
+        BartNetwork.forward(model, ids, mask, labels=dec)
+    assert str(error.value).endswith("; labels: the loss is seq2seq_kit.BartForConditionalGeneration's "
+                                     "(model(..., labels=labels).loss)")
 
 
 def test_bad_decode_steps(load):

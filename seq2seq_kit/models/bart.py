@@ -47,6 +47,7 @@ from torch import nn
 from .. import cpu_memory
 from . import attention, bart_checkpoint, checks, kernels, logit_screen
 from .activations import ACTIVATIONS
+from .checks import IGNORE_INDEX
 from .cuda_graph import GraphedStep, graph_key
 from .kernels import KernelLinear
 from .kv_cache import FixedShapeKVCache, KVCache, row_ranges
@@ -424,7 +425,7 @@ def traced(trace: Recorder, x: torch.Tensor, caches: list[KVCache] | None = None
     return recording(trace, "decoder", attend=attend), recording(trace, "cross", input_rows(caches[0]), cross_attend)
 
 
-INFERENCE_ONLY = ("seq2seq_kit's models are inference-only (no dropout, no gradients, no loss); fine-tune with "
+INFERENCE_ONLY = ("seq2seq_kit's models are inference-only (no dropout, no gradients); fine-tune with "
                   "transformers, save_pretrained, and load that folder here")
 
 
@@ -439,8 +440,8 @@ def check_forward_kwargs(unsupported: dict, takes: str = FORWARD_TAKES) -> None:
     unsupported = {k: v for k, v in unsupported.items() if not (k == "use_cache" and isinstance(v, bool))}
     if not unsupported:
         return
-    loss = (f"; labels: {INFERENCE_ONLY} (a loss from these logits: F.cross_entropy(logits.flatten(0, 1), "
-            "labels.flatten(), ignore_index=-100))") if "labels" in unsupported else ""
+    loss = ("; labels: the loss is seq2seq_kit.BartForConditionalGeneration's (model(..., labels=labels).loss)"
+            if "labels" in unsupported else "")
     raise TypeError(f"forward() does not take {', '.join(sorted(unsupported))}: it takes {takes}{loss}")
 
 
@@ -448,10 +449,23 @@ def shift_tokens_right(ids: torch.Tensor, config: BartConfig) -> torch.Tensor:
     """Teacher-forcing decoder inputs made from `ids` as transformers does when none are given: BART prepends
     decoder_start_token_id; mBART moves each row's last non-pad token (the language id) to the front; the other
     families make none (ValueError asking for them, as transformers refuses)."""
-    how = config.family.shifted_inputs
-    if how is None:
+    if config.family.shifted_inputs is None:
         raise ValueError(f"pass decoder_input_ids: a {config.family.name} model makes none from input_ids (as in "
                          "transformers, which shifts only labels right)")
+    return shifted_right(ids, config, config.family.shifted_inputs)
+
+
+def shift_labels(labels: torch.Tensor, config: BartConfig) -> torch.Tensor:
+    """The decoder inputs transformers makes from labels [B, T] when none are given (every family): the ignored
+    positions (IGNORE_INDEX) read as pad, then shifted right as the family shifts input_ids (mBART: behind each row's
+    last non-pad token), else behind decoder_start_token_id."""
+    ids = labels.masked_fill(labels == IGNORE_INDEX, config.pad_token_id)
+    return shifted_right(ids, config, config.family.shifted_inputs or "start")
+
+
+def shifted_right(ids: torch.Tensor, config: BartConfig, how: str) -> torch.Tensor:
+    """ids [B, T] shifted one right, behind decoder_start_token_id ("start") or each row's last non-pad token
+    ("last_token")."""
     shifted = ids.new_empty(ids.shape)
     shifted[:, 1:] = ids[:, :-1]
     if how == "last_token":
@@ -462,6 +476,13 @@ def shift_tokens_right(ids: torch.Tensor, config: BartConfig) -> torch.Tensor:
     else:
         shifted[:, 0] = config.decoder_start_token_id
     return shifted
+
+
+def label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """transformers' loss: the mean cross-entropy of logits [B, T, V] against labels [B, T] over the positions that
+    are not IGNORE_INDEX (none: nan, as there), in the logits' dtype -> a scalar tensor."""
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten().to(logits.device, torch.long),
+                           ignore_index=IGNORE_INDEX)
 
 
 class BartNetwork(nn.Module):
@@ -570,8 +591,8 @@ class BartNetwork(nn.Module):
                 decoder_attention_mask: torch.Tensor | None = None, **unsupported) -> torch.Tensor:
         """Teacher-forced pass -> logits [B, T, V] (transformers' output.logits). Without decoder_input_ids,
         input_ids shifted right are used where the family's transformers model makes them (shift_tokens_right).
-        Checks every argument (see check_inputs); refuses transformers' other arguments (labels: no loss here, see
-        check_forward_kwargs)."""
+        Checks every argument (see check_inputs); refuses transformers' other arguments (labels: the loss is
+        BartForConditionalGeneration's, see check_forward_kwargs)."""
         check_forward_kwargs(unsupported)
         return self.teacher_forced(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)[0]
 
@@ -579,13 +600,21 @@ class BartNetwork(nn.Module):
     def teacher_forced(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                        decoder_input_ids: torch.Tensor | None = None,
                        decoder_attention_mask: torch.Tensor | None = None,
-                       trace: Recorder | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       trace: Recorder | None = None,
+                       labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """forward's pass, its arguments checked the same -> (logits [B, T, V], the encoder's output [B, S, D]).
         trace: a Recorder the layers hand their attentions ("encoder" [B, H, S, S], "decoder" [B, H, T, T], "cross"
-        [B, H, T, S]) and hidden states ([B, S, D], [B, T, D]) to; the logits are the same bit for bit."""
+        [B, H, T, S]) and hidden states ([B, S, D], [B, T, D]) to; the logits are the same bit for bit.
+        labels: a loss's target ids [B, T] (checks.check_labels), the decoder inputs' source when none are given
+        (shift_labels); the loss is label_loss(logits, labels)."""
         enc_mask = self.check_inputs(input_ids, attention_mask)
+        if labels is not None:
+            checks.check_labels(labels, decoder_input_ids, batch=input_ids.shape[0],
+                                vocab_size=self.config.decoder_vocab_size,
+                                max_positions=self.config.max_position_embeddings, device=self.device)
         if decoder_input_ids is None:
-            decoder_input_ids = shift_tokens_right(input_ids, self.config)
+            decoder_input_ids = (shift_tokens_right(input_ids, self.config) if labels is None
+                                 else shift_labels(labels, self.config))
         self._check_ids(decoder_input_ids, "decoder_input_ids", self.config.decoder_vocab_size)
         if decoder_input_ids.shape[0] != input_ids.shape[0]:
             raise ValueError(f"decoder_input_ids has batch size {decoder_input_ids.shape[0]} but input_ids has "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 INT_DTYPES = (torch.int64, torch.int32)
+IGNORE_INDEX = -100      # a label the loss leaves out (transformers' and torch's cross-entropy default)
 
 
 def check_device(t: torch.Tensor, name: str, device: torch.device) -> None:
@@ -35,6 +36,30 @@ def check_dense(t: torch.Tensor, name: str) -> None:
 
 def check_token_ids(ids, name: str, *, vocab_size: int, max_positions: int, device: torch.device) -> None:
     """ids: an integer tensor [B, L] on `device`, not empty, L <= max_positions, every id in the vocabulary."""
+    check_id_tensor(ids, name, max_positions=max_positions, device=device)
+    check_vocab_range(ids, name, vocab_size)
+
+
+def check_labels(labels, decoder_input_ids, *, batch: int, vocab_size: int, max_positions: int,
+                 device: torch.device) -> None:
+    """labels: a loss's target ids [batch, T] as check_token_ids', IGNORE_INDEX where a position is not scored, the
+    shape of decoder_input_ids when those are given."""
+    check_id_tensor(labels, "labels", max_positions=max_positions, device=device)
+    if labels.shape[0] != batch:
+        raise ValueError(f"labels has batch size {labels.shape[0]} but input_ids has {batch}; they must match")
+    if isinstance(decoder_input_ids, torch.Tensor) and labels.shape != decoder_input_ids.shape:
+        raise ValueError(f"labels has shape {list(labels.shape)} but decoder_input_ids has shape "
+                         f"{list(decoder_input_ids.shape)}; labels[:, i] is the target of the logits at i, so they "
+                         "must match (or leave decoder_input_ids out: they are made from labels)")
+    scored = labels[labels != IGNORE_INDEX]
+    if scored.numel() and (int(scored.min()) < 0 or int(scored.max()) >= vocab_size):
+        bad = int(scored.min()) if int(scored.min()) < 0 else int(scored.max())
+        raise ValueError(f"labels contains token id {bad}, outside the model's vocabulary [0, vocab_size="
+                         f"{vocab_size}); {IGNORE_INDEX} marks a position the loss leaves out")
+
+
+def check_id_tensor(ids, name: str, *, max_positions: int, device: torch.device) -> None:
+    """ids: an integer tensor [B, L] on `device`, not empty, L <= max_positions (its values unread)."""
     if not isinstance(ids, torch.Tensor):     # a numpy array's dtype alone ("int64") reads as the right one
         raise TypeError(f"{name} must be an integer torch.Tensor of token ids, got a {type(ids).__name__} (a "
                         "tokenizer makes tensors with return_tensors='pt')")
@@ -50,7 +75,6 @@ def check_token_ids(ids, name: str, *, vocab_size: int, max_positions: int, devi
                          f"max_position_embeddings={max_positions}; truncate it (tokenizer truncation=True, "
                          f"max_length={max_positions})")
     check_device(ids, name, device)
-    check_vocab_range(ids, name, vocab_size)
 
 
 def padding_mask(mask, like: torch.Tensor, name: str, like_name: str, device: torch.device) -> torch.Tensor | None:
