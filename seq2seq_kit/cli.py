@@ -102,11 +102,13 @@ class _LevelFormatter(logging.Formatter):
 
 def _cli_terms(text: str) -> str:
     """The library's advice in the CLI's flags (truncation=True: --truncation; dtype='float32': --dtype float32;
-    strategy='map_reduce': --strategy map-reduce; src_lang / tgt_lang: --src-lang / --tgt-lang)."""
+    device='cpu': --device cpu; strategy='map_reduce': --strategy map-reduce; src_lang / tgt_lang: --src-lang /
+    --tgt-lang)."""
     text = text.replace("truncation=True", "--truncation").replace("truncation=False", "--no-truncation")
     text = text.replace("strategy='truncate'", "--strategy truncate").replace("strategy='map_reduce'",
                                                                              "--strategy map-reduce")
     text = text.replace("drop src_lang / tgt_lang", "drop --src-lang / --tgt-lang")
+    text = re.sub(r"\bdevice='([\w:]+)'", r"--device \1", text)
     return re.sub(r"\bpass dtype=(?= |$)", "pass --dtype", re.sub(r"\bdtype='([\w.]+)'", r"--dtype \1", text))
 
 

@@ -14,7 +14,7 @@ from .generation import GenerationConfig
 from .generation.traces import LayerRecord
 from .model_output import ModelOutput
 from .models.bart import BartNetwork, check_forward_kwargs, label_loss
-from .models.quantize import Int8Linear, check_quantizable
+from .models.quantize import Int8Linear, check_int8_device
 
 
 FORWARD_TAKES = ("input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, labels, output_attentions, "
@@ -128,7 +128,7 @@ class BartForConditionalGeneration(BartNetwork):
                              "seq2seq_kit loads float32/float16/bfloat16 weights only")
         int8 = loading.is_int8(dtype)
         if int8:
-            check_quantizable(torch.float32, loading.resolve_device(device))
+            check_int8_device(loading.resolve_device(device))
             kernel_choice.setting()                  # a malformed SEQ2SEQ_KIT_CPU_KERNELS fails here too
             cpu_memory.map_weights_while_loading()   # the float32 weights freed as read go back, leaving no holes
         try:

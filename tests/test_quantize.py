@@ -137,10 +137,38 @@ def test_int8_dtype_through_loading_pipeline_and_cli(checkpoint, capsys):
     assert "int8 (float32 reference)" in capsys.readouterr().out          # its float parts' dtype is no answer
 
 
+INT8_ON_CUDA = ("dtype='int8' runs on the CPU only (PyTorch's quantized int8 kernels), not on cuda:0: pass "
+                "device='cpu', or a float dtype on the GPU (dtype='float16' or dtype='bfloat16')")
+
+
 @pytest.mark.cuda
 def test_int8_refused_on_cuda(checkpoint):
-    with pytest.raises(ValueError, match="needs a float32 model on the CPU"):
+    with pytest.raises(ValueError) as error:
         BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), dtype="int8", device="cuda")
+    assert str(error.value) == INT8_ON_CUDA
+
+
+def test_int8_on_a_gpu_is_refused_naming_the_cpu(checkpoint, monkeypatch, capsys):
+    """dtype="int8" with a CUDA device (one faked visible: refused before anything reaches it) names the fix in the
+    library's and the command line's terms. It was quantize_int8's message, "int8 quantization needs a float32
+    model on the CPU ... (load it with dtype=None, device='cpu')", which the int8 caller had not asked for and whose
+    dtype=None silently gives a float32 model."""
+    from seq2seq_kit import pipeline
+    from seq2seq_kit.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    path = checkpoint("tiny")
+    for load in (lambda: BartForConditionalGeneration.from_pretrained(path, dtype="int8", device="cuda"),
+                 lambda: pipeline("summarization", model=str(path), dtype="int8", device=0)):
+        with pytest.raises(ValueError) as error:
+            load()
+        assert str(error.value) == INT8_ON_CUDA
+    assert main(["summarize", "Some text.", "--model", str(path), "--dtype", "int8", "--device", "cuda"]) == 1
+    assert capsys.readouterr().err == ("seq2seq-kit: error: --dtype int8 runs on the CPU only (PyTorch's quantized "
+                                       "int8 kernels), not on cuda:0: pass --device cpu, or a float dtype on the GPU "
+                                       "(--dtype float16 or --dtype bfloat16)\n")
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-bin", "marian-separate-untied"])
@@ -284,6 +312,20 @@ def test_int8_uninitialized_float_weights_are_named(checkpoint):
         model.generate(torch.tensor([[0, 100, 200, 2]]), max_new_tokens=3)
 
 
+def test_int8_embedding_refuses_ids_outside_its_table_as_nn_embedding():
+    """An id outside [0, V) is nn.Embedding's IndexError; the int8 table read -100 (a label's padding) as row V - 100
+    (tensor indexing counts from the end)."""
+    table = nn.Embedding(10, 4)
+    q = Int8Embedding(table)
+    ids = torch.tensor([[0, 3, 9]])
+    assert torch.allclose(q(ids), table(ids), atol=table.weight.abs().max().item() / 127)
+    for bad in (-100, -1, 10):
+        with pytest.raises(IndexError, match="index out of range"):
+            table(torch.tensor([bad]))
+        with pytest.raises(IndexError, match="index out of range"):
+            q(torch.tensor([bad]))
+
+
 def test_int8_embedding_rounds_each_row_to_the_nearest_step_of_its_scale():
     embedding = nn.Embedding(2, 3)
     with torch.no_grad():
@@ -299,3 +341,18 @@ def test_int8_linear_refuses_a_state_dict_with_scales_of_another_shape():
     state["weight_scale"] = state["weight_scale"][:2]
     with pytest.raises(RuntimeError, match=r"expected int8 \[3, 4\] with scales \[3\]"):
         q.load_state_dict(state)
+
+
+def test_int8_engine_at_fixed_capacity_is_refused(checkpoint):
+    """A fixed-capacity step runs every slot, the free ones included, and an int8 layer quantizes all the rows of a
+    call with one input scale: a request alone got other tokens than generate alone (tiny, greedy, max_rows 16).
+    Refused by name; the CPU's default engine gives generate's tokens."""
+    from seq2seq_kit import Engine
+
+    model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), dtype="int8")
+    with pytest.raises(ValueError, match="fixed_capacity=True with an int8 model: its layers quantize a step's rows"):
+        Engine(model, fixed_capacity=True, max_rows=16)
+    row = [0, 31, 48, 95, 17, 230, 64, 2]
+    with Engine(model, max_rows=16) as engine:
+        got = engine.submit(row, num_beams=1, max_new_tokens=12).result()
+    assert torch.equal(got, model.generate(torch.tensor([row]), num_beams=1, max_new_tokens=12))

@@ -134,6 +134,10 @@ class Engine:
             fixed_capacity = model.device.type == "cuda"
         if not isinstance(fixed_capacity, bool):
             raise TypeError(f"fixed_capacity must be True, False or None, got {fixed_capacity!r}")
+        if fixed_capacity and model.quantized:
+            raise ValueError("fixed_capacity=True with an int8 model: its layers quantize a step's rows with one input "
+                             "scale, so the free slots a fixed-capacity step runs would change a request's tokens; "
+                             "leave fixed_capacity out (off on the CPU, where int8 runs)")
         if self.defaults:                           # bad defaults fail here, not at every submit
             self.defaults = check_engine_settings(self.defaults)
             config = settings(model, dict(self.defaults))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import gemv
@@ -131,8 +132,9 @@ class Int8Embedding(nn.Module):
             rows = slice(start, start + chunk)
             self.qweight[rows] = torch.round(w[rows] / self.scale[rows, None])
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.qweight[ids].float() * self.scale[ids].unsqueeze(-1)    # [..., D]
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:                  # ids [...] -> [..., D]
+        # F.embedding, not indexing: an id outside [0, V) is nn.Embedding's IndexError, not a row counted from the end
+        return F.embedding(ids, self.qweight).float() * F.embedding(ids, self.scale[:, None])
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, int8 weights"
@@ -161,6 +163,15 @@ def check_quantizable(dtype: torch.dtype, device: torch.device) -> None:
     if device.type != "cpu" or dtype != torch.float32:
         raise ValueError(f"int8 quantization needs a float32 model on the CPU; this one is {dtype} on "
                          f"{device} (load it with dtype=None, device='cpu')")
+    check_int8_device(device)
+
+
+def check_int8_device(device: torch.device) -> None:
+    """Raise unless an int8 model can run on `device` (the CPU, a torch with quantized kernels): what
+    from_pretrained(dtype="int8") checks before it reads a weight."""
+    if device.type != "cpu":
+        raise ValueError(f"dtype='int8' runs on the CPU only (PyTorch's quantized int8 kernels), not on {device}: "
+                         "pass device='cpu', or a float dtype on the GPU (dtype='float16' or dtype='bfloat16')")
     if not torch.backends.quantized.supported_engines or not hasattr(torch.ops.quantized, "linear_dynamic"):
         raise RuntimeError("this PyTorch build has no quantized CPU kernels (quantized::linear_dynamic)")
 
