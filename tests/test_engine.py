@@ -1513,7 +1513,7 @@ def test_submit_all_queues_every_input_or_none(tiny_eos):
     """A refused input (its place named by the message, as submit names it), a list the queue cannot hold, or no
     list at all: nothing is queued, and the engine goes on."""
     with Engine(tiny_eos, max_rows=1, max_queue=3) as engine:
-        blocker = engine.submit([9, 10], min_new_tokens=20, max_new_tokens=20)      # keeps the others waiting
+        blocker = engine.submit([9, 10], min_new_tokens=250, max_new_tokens=250)    # keeps the others waiting
         with pytest.raises(ValueError, match="vocabulary"):
             engine.submit_all([[5, 6], [5, 10 ** 9]], max_new_tokens=3)
         with pytest.raises(ValueError, match="num_beams"):
@@ -1532,7 +1532,7 @@ def test_submit_all_queues_every_input_or_none(tiny_eos):
                 engine.submit_all(rows)
         requests = engine.submit_all([[5, 6]] * 2, max_new_tokens=3)
         assert engine.queue_depth == 3
-        blocker.result(60)
+        blocker.cancel()
         assert [r.result(60).shape[0] for r in requests] == [1, 1]
 
 
@@ -1588,7 +1588,7 @@ def test_settings_and_generator_are_kept_as_they_stand_at_submit(tiny_eos, fixed
     generator = torch.Generator().manual_seed(7)
     sample = dict(do_sample=True, top_k=0, max_new_tokens=8)
     with Engine(tiny_eos, max_rows=1, fixed_capacity=fixed_capacity) as engine:
-        blocker = engine.submit([9, 10], min_new_tokens=20, max_new_tokens=20)      # keeps the others waiting
+        blocker = engine.submit([9, 10], min_new_tokens=250, max_new_tokens=250)    # keeps the others waiting
         listed = engine.submit([5, 6, 7], bad_words_ids=bad, eos_token_id=eos, max_new_tokens=8)
         bad[0][0], eos[0] = 6, 6                           # the caller edits its lists while the request waits
         drawn = [engine.submit([5, 6, 7], generator=generator, **sample)]

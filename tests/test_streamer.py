@@ -5,7 +5,10 @@ streamers (generation/streamers.py) print what transformers' print."""
 
 from __future__ import annotations
 
+import queue
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -189,7 +192,6 @@ def test_text_iterator_streamers_give_the_text_from_another_thread(fixtures_dir,
     to the decoded output; a timeout ends a wait for a stream that never ends."""
     import asyncio
     import queue
-    import threading
 
     from seq2seq_kit import AsyncTextIteratorStreamer, TextIteratorStreamer
     _, ours = pair("tiny-eos")
@@ -360,7 +362,6 @@ def test_engine_ends_a_stream_however_its_request_ends(pair):
     """end() once and no put after it: a request cancelled while it runs (by its own streamer, in the engine's
     thread), one cancelled while it waits, one whose streamer's put raises (it fails with that error); a request
     streaming beside them gets generate's calls."""
-    import threading
 
     _, ours = pair("tiny-eos")
     ready = threading.Event()
@@ -396,6 +397,85 @@ def test_engine_ends_a_stream_however_its_request_ends(pair):
     assert waits.calls == [("end",)]
     for recorder in (cancels, breaks):
         assert len(recorder.calls) == 4 and recorder.calls[-1] == ("end",)
+
+
+class Bounded:
+    """A back-pressured streamer: put and end wait while its reader is behind (a queue of one item)."""
+
+    def __init__(self):
+        self.items, self.in_put = queue.Queue(maxsize=1), threading.Event()
+
+    def put(self, value):
+        self.in_put.set()
+        self.items.put(("put", value.tolist()))
+        self.in_put.clear()
+
+    def end(self):
+        self.items.put(("end",))
+
+
+def cancel_at_once(request) -> None:
+    """request.cancel() from another thread returns within 10 s (it waited on the reader: for good)."""
+    cancelled = threading.Event()
+    threading.Thread(target=lambda: (request.cancel(), cancelled.set()), daemon=True).start()
+    assert cancelled.wait(10), "cancel() waited for the streamer's reader"
+
+
+def read_to_end(streamer: Bounded, read: list) -> list:
+    while not read or read[-1] != ("end",):
+        read.append(streamer.items.get(timeout=60))
+    return read
+
+
+def test_a_reader_that_cancels_then_reads_to_the_end_gets_end(pair):
+    """A back-pressured streamer whose reader cancels its request, then reads until end(): cancel() ran end() in the
+    reader's thread, waiting for the put in progress (itself waiting for the reader), so the reader, the engine and
+    every other request froze for good. cancel() now returns at once; end() comes after the put it cut short (a
+    running request) or from a thread of its own (a waiting one, whose end() waits for the reader too), once, and no
+    put after it; the requests beside are answered."""
+    _, ours = pair("tiny-eos")
+    running, waiting = Bounded(), Bounded()
+    waiting.items.put(("earlier item",))                       # its reader is behind: end() must wait for it
+    with Engine(ours, max_rows=2) as engine:
+        request = engine.submit([5, 6, 7], min_new_tokens=40, max_new_tokens=40, streamer=running)
+        beside = engine.submit([5, 6, 8], min_new_tokens=20, max_new_tokens=20)
+        queued = engine.submit([5, 6, 9], max_new_tokens=12, streamer=waiting)   # no row free: it waits
+        read = [running.items.get(timeout=60), running.items.get(timeout=60)]
+        deadline = time.monotonic() + 60
+        while not (running.items.full() and running.in_put.is_set()) and time.monotonic() < deadline:
+            time.sleep(0.005)                                  # the engine waits in the next put
+        cancel_at_once(request)
+        cancel_at_once(queued)
+        read = read_to_end(running, read)
+        assert read_to_end(waiting, []) == [("earlier item",), ("end",)]
+        assert beside.result(60).shape[0] == 1 and request.cancelled() and queued.cancelled()
+    assert [call[0] for call in read].count("end") == 1 and len(read) < 42
+    assert running.items.empty() and waiting.items.empty()     # nothing after end()
+
+
+def test_the_interpreter_exits_with_a_streamer_stuck_in_put(tiny_eos_path):
+    """A streaming request whose put never returns (its reader gone): the exit cancelled it and waited for that put
+    forever, where close_at_exit leaves an engine stuck for EXIT_WAIT seconds as it is."""
+    import subprocess
+    import sys
+
+    script = (f"import threading\n"
+              f"from seq2seq_kit import BartForConditionalGeneration, Engine\n"
+              f"from seq2seq_kit.engine import scheduler\n"
+              f"scheduler.EXIT_WAIT = 1.0\n"
+              f"model = BartForConditionalGeneration.from_pretrained({str(tiny_eos_path)!r})\n"
+              f"engine = Engine(model, max_rows=4)\n"
+              f"entered = threading.Event()\n"
+              f"class Stuck:\n"
+              f"    def put(self, value):\n"
+              f"        entered.set()\n"
+              f"        threading.Event().wait()\n"
+              f"    def end(self):\n"
+              f"        print('end')\n"
+              f"request = engine.submit([5, 6, 7], max_new_tokens=20, streamer=Stuck())\n"
+              f"assert entered.wait(60)\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (run.returncode, run.stderr) == (0, ""), run.stderr[-2000:]
 
 
 def test_text_iterator_streamer_reads_an_engine_request(fixtures_dir, pair):

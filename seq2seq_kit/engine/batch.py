@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+import logging
 import threading
 import time
 from concurrent.futures import Future
@@ -45,6 +46,16 @@ from ..generation.stop_strings import StopStrings
 from ..generation.whole_step import keeping_state
 from ..models.cuda_graph import BucketGraphs
 from ..models.kv_cache import KVCache, SlotStore, bucket
+
+FUTURES_LOG = logging.getLogger("concurrent.futures")   # where a done-callback's error is logged
+
+
+def end_quietly(streamer) -> None:
+    """streamer.end(), an error in it logged as a done-callback's is (concurrent.futures' logger)."""
+    try:
+        streamer.end()
+    except Exception:
+        FUTURES_LOG.exception("exception in the streamer's end() of a cancelled request")
 
 
 @dataclass(eq=False)           # a request is itself: hashable, == is identity (as its Future)
@@ -68,8 +79,9 @@ class Request:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)      # around `notified`
     streamer: object | None = field(default=None, repr=False)    # generate's streamer protocol: put(ids), end()
                                                                  # (and put_last(ids) where it has one: stream)
-    streaming: threading.RLock = field(default_factory=threading.RLock, repr=False)  # around its calls (a put
-                                                                 # may cancel its own request: reentrant)
+    streaming: threading.Lock = field(default_factory=threading.Lock, repr=False)   # around the three below
+    putting: threading.Thread | None = field(default=None, repr=False)   # the thread in the streamer's put now
+    end_due: bool = field(default=False, repr=False)             # the stream ended during that put: end() after it
     answered_by: threading.Thread | None = field(default=None, repr=False)   # the engine's thread, once queued
 
     def __post_init__(self):
@@ -81,19 +93,41 @@ class Request:
         unless its stream has ended. last: the request finished on these tokens; a streamer with put_last(tokens)
         gets them there instead of put (then end(), once the request is settled), so it knows them for the last
         without waiting for end() (the server's events: the last one carries the answer). Only the engine's thread
-        streams."""
+        streams. A stream ended during the put (end_stream in another thread) gets its end() here, after the put."""
         with self.streaming:
-            if self.streamer is not None:
-                put_last = getattr(self.streamer, "put_last", None) if last else None
-                (put_last or self.streamer.put)(tokens)
+            if self.streamer is None or self.end_due:
+                return
+            streamer, self.putting = self.streamer, threading.current_thread()
+        try:
+            put_last = getattr(streamer, "put_last", None) if last else None
+            (put_last or streamer.put)(tokens)
+        finally:
+            with self.streaming:
+                self.putting = None
+                ended = self.end_due
+            if ended:
+                self.end_stream()
 
     def end_stream(self) -> None:
-        """The streamer's end(), once, in the thread that settles the request (its output is set by then); no put
-        after it."""
+        """The streamer's end(), once, after the request is settled (its output is set by then); no put after it.
+        It never runs in a thread that cancels the request from outside the engine (a reader that cancels, then
+        reads until end(), would wait on itself): a put running then gets its end() once it returns (stream), else
+        end() runs in a thread of its own. In the engine's thread (answered, failed, cancelled by a streamer or a
+        done-callback) it runs at once."""
         with self.streaming:
-            streamer, self.streamer = self.streamer, None
-            if streamer is not None:
-                streamer.end()
+            if self.putting not in (None, threading.current_thread()):
+                self.end_due = True
+                return
+            streamer, self.streamer, self.end_due = self.streamer, None, False
+        if streamer is None:
+            return
+        if self.answered_by in (None, threading.current_thread()):
+            streamer.end()
+            return
+        try:
+            threading.Thread(target=end_quietly, args=(streamer,), name="seq2seq_kit stream end", daemon=True).start()
+        except RuntimeError:                    # the interpreter is exiting (close_at_exit): no new thread
+            end_quietly(streamer)
 
     def result(self, timeout: float | None = None):
         """LongTensor [num_return_sequences, T], or a GenerateOutput with return_dict_in_generate=True."""
