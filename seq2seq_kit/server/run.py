@@ -33,6 +33,7 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.service = service
         self.draining_since: float | None = None
+        self.answering = True                   # False after a second Ctrl-C
 
     def handle_exit(self, sig, frame) -> None:
         if self.draining_since is not None and sig == signal.SIGINT:
@@ -42,11 +43,13 @@ class DrainingServer(uvicorn.Server):
         self.draining_since = self.draining_since or time.monotonic()
 
     def second_interrupt(self) -> None:
-        """A second Ctrl-C: the requests still running are answered 503 now (JSON, as when the drain runs out)
-        and leave the engine, then the server exits; a third Ctrl-C exits without waiting for their answers
-        (uvicorn then cancels them: a plain-text 500 and a traceback each)."""
-        if self.should_exit:
+        """A second Ctrl-C (after a first one or a SIGTERM, however long after): the requests still running are
+        answered 503 now (JSON, as when the drain runs out) and leave the engine, then the server exits; a third
+        Ctrl-C exits without waiting for their answers (uvicorn then cancels them: a plain-text 500 and a traceback
+        each). Counted here, not read off should_exit, which the grace period's end sets as well."""
+        if not self.answering:
             self.force_exit = True
+        self.answering = False
         self.service.stop_answering()
         self.should_exit = True
 
