@@ -850,6 +850,18 @@ def test_close_finishes_accepted_requests(tiny_eos):
         engine.submit([5, 6, 7])
 
 
+def test_close_with_a_timeout_says_whether_the_engine_stopped(tiny_eos):
+    """close(timeout=) returned None whether or not the engine's thread had ended; it returns that, as
+    threading.Event.wait does (a long request still running: False, and the thread ends after it)."""
+    engine = Engine(tiny_eos, max_rows=1)
+    request = engine.submit([5, 6, 7], min_new_tokens=250, max_new_tokens=250)
+    while not engine.running:
+        time.sleep(0.001)
+    assert engine.close(timeout=0.01) is False and not request.done()
+    request.cancel()
+    assert engine.close(timeout=60) is True and engine.close() is True
+
+
 def test_close_can_cancel_the_waiting_ones(tiny_eos):
     engine = Engine(tiny_eos, max_rows=1)
     requests = [engine.submit([5 + i, 6, 7], max_new_tokens=30, min_new_tokens=30) for i in range(5)]

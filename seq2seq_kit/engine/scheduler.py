@@ -307,14 +307,15 @@ class Engine:
     def active_rows(self) -> int:
         return sum(r.rows for r in self.running)
 
-    def close(self, cancel_pending: bool = False, timeout: float | None = None) -> None:
-        """Stop accepting; finish every running request and, unless cancel_pending, every waiting one. Called from
-        the engine's own thread (a request's done-callback), it returns at once: the thread ends after the step.
-        Interrupted while it waits (Ctrl-C), it cancels the waiting requests, as leaving a with block so does.
-        In a process forked from the engine's it returns at once: no engine thread runs there to stop (and the lock
-        may have been copied held)."""
+    def close(self, cancel_pending: bool = False, timeout: float | None = None) -> bool:
+        """Stop accepting; finish every running request and, unless cancel_pending, every waiting one. Returns
+        whether the engine's thread has ended: False when timeout (seconds) ran out first (it ends after the work
+        above), or when called from that thread itself (a request's done-callback: it returns at once, the thread
+        ends after the step). Interrupted while it waits (Ctrl-C), it cancels the waiting requests, as leaving a
+        with block so does. In a process forked from the engine's it returns True at once: no engine thread runs
+        there to stop (and the lock may have been copied held)."""
         if os.getpid() != self._pid:
-            return
+            return True
         with self._wake:
             self._closing = True
             pending = list(self.waiting) if cancel_pending else []   # taken with _closing: none admitted between
@@ -322,11 +323,11 @@ class Engine:
         for request in pending:                 # not under the lock: their done-callbacks may call the engine
             request.cancel()
         if threading.current_thread() is self._thread:
-            return
+            return False
         try:
-            self._stopped.wait(timeout)     # not Thread.join: interrupted, CPython 3.11 marks the thread stopped,
-        except BaseException:               # so close_at_exit let the interpreter stop it inside torch (abort)
-            self._cancel_waiting()
+            return self._stopped.wait(timeout)  # not Thread.join: interrupted, CPython 3.11 marks the thread
+        except BaseException:                   # stopped, so close_at_exit let the interpreter stop it inside
+            self._cancel_waiting()              # torch (abort)
             raise
 
     def _cancel_waiting(self) -> None:
