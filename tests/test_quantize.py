@@ -13,7 +13,7 @@ from torch import nn
 
 from seq2seq_kit.modeling import BartForConditionalGeneration
 from seq2seq_kit.models import gemv
-from seq2seq_kit.models.quantize import Int8Embedding, Int8Linear, Int8TiedLinear
+from seq2seq_kit.models.quantize import Int8Embedding, Int8Linear, Int8TiedCopy, Int8TiedLinear
 
 
 @pytest.fixture(scope="module")
@@ -79,12 +79,48 @@ def test_a_tied_lm_head_reads_the_embeddings_int8_rows(checkpoint):
 def test_without_gemv_a_tied_lm_head_gets_its_own_packed_copy(checkpoint, monkeypatch):
     monkeypatch.setattr(gemv, "ISA", 0)
     model = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), dtype="int8")
-    assert isinstance(model.lm_head, Int8Linear) and model.state_dict()["lm_head.weight"].dtype == torch.int8
+    assert isinstance(model.lm_head, Int8TiedCopy) and model.lm_head.table[0] is model.shared
+    assert not [k for k in model.state_dict() if k.startswith("lm_head")]              # the table's, as with gemv
     out = model.generate(torch.tensor([[0, 100, 200, 300, 2]]), num_beams=2, max_new_tokens=6)
     assert out.shape == (1, 7)
     fp32 = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"))   # the packed copy is counted once
     assert [model.num_parameters(exclude_embeddings=e) for e in (False, True)] == \
         [fp32.num_parameters(exclude_embeddings=e) for e in (False, True)]
+
+
+@pytest.mark.skipif(not gemv.available(), reason="the gemv kernel cannot run on this machine")
+def test_an_int8_state_dict_loads_on_a_machine_with_or_without_gemv(checkpoint, monkeypatch):
+    """A tied LM head is saved as the embedding's table alone on either kind of machine (gemv reads the table's
+    rows in place; without it, an Int8TiedCopy packs them again after each load): a state dict made where gemv runs
+    loaded where it does not ("Missing key(s): lm_head.weight, lm_head.weight_scale"), and the other way round
+    ("Unexpected key(s)"). Each model loaded from the other's state dict equals that kind's own; an older state
+    dict with the copy's keys loads too (they are the table's rows again)."""
+    path = checkpoint("tiny")
+    with_gemv, isa = BartForConditionalGeneration.from_pretrained(path, dtype="int8"), gemv.ISA
+    monkeypatch.setattr(gemv, "ISA", 0)
+    without = BartForConditionalGeneration.from_pretrained(path, dtype="int8")
+    ids = torch.randint(4, with_gemv.config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(0))
+    own = without(ids, None, ids).logits
+    other = BartForConditionalGeneration.from_pretrained(path)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(-1.5)                                                    # other weights, one table shape
+    other.quantize_int8()
+    other.load_state_dict(with_gemv.state_dict())
+    assert torch.equal(other(ids, None, ids).logits, own)                  # packed again from the loaded table
+    older = {**with_gemv.state_dict(), "lm_head.weight": with_gemv.shared.qweight,
+             "lm_head.weight_scale": with_gemv.shared.scale.double()}
+    other.load_state_dict(older)
+    monkeypatch.setattr(gemv, "ISA", isa)
+    again = BartForConditionalGeneration.from_pretrained(path)
+    with torch.no_grad():
+        for p in again.parameters():
+            p.mul_(-1.5)
+    again.quantize_int8()
+    assert isinstance(again.lm_head, Int8TiedLinear)
+    again.load_state_dict(without.state_dict())
+    assert torch.equal(again(ids, None, ids).logits, with_gemv(ids, None, ids).logits)
+    again.load_state_dict(older)
 
 
 @pytest.mark.parametrize("name", ["marian-separate", "marian-separate-untied"])

@@ -8,8 +8,9 @@ int32 accumulation).
 A decoder step reads a quarter of the float32 bytes. Int8Embedding holds int8 rows with one scale each and
 dequantizes the rows it looks up. A tied LM head (Int8TiedLinear) multiplies by the embedding's own int8 rows and
 scales with seq2seq_kit's kernel (models/gemv.c: float32 inputs, int8 weights converted in registers), so the table is
-held once; where that kernel is not built or cannot run, the head gets its own int8 copy in fbgemm's packed layout
-(the embedding's rows cannot be read back from it; torch's weight-only int8 matmul, torch._weight_int8pack_mm, that
+held once; where that kernel is not built or cannot run, the head (Int8TiedCopy) gets its own copy of those int8 rows
+in fbgemm's packed layout, saved as the table alone either way (the embedding's rows cannot be read back from the
+packed copy; torch's weight-only int8 matmul, torch._weight_int8pack_mm, that
 could share them is 17x slower than either here at one row, 80x at four). Measured on an AMD EPYC Zen 4, 2 cores,
 distilbart's LM head (50264 x 1024): one row 1.5 ms against fbgemm's 1.5, four rows 3.0 against 1.7 (fbgemm's int8
 dot products do 4x the work per instruction); 51 MB less held.
@@ -154,8 +155,50 @@ class Int8TiedLinear(nn.Module):
         embedding = self.table[0]
         return gemv.linear_int8(x.float(), embedding.qweight, embedding.scale, None)
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """Nothing to load (a state dict's own copy of the head, Int8Linear's weight and scales, is the table's
+        rows again: left unread)."""
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights tied to the embedding"
+
+
+class Int8TiedCopy(Int8Linear):
+    """A tied LM head where gemv's kernel cannot run: fbgemm's packed copy of an Int8Embedding's int8 rows (it
+    cannot read them in place). Its state dict is Int8TiedLinear's, nothing of its own (the table is saved and
+    loaded under the embedding's name), so an int8 state dict loads on a machine with or without gemv; it is packed
+    again from the table after a load (repack_tied_copies)."""
+
+    def __init__(self, embedding: Int8Embedding):
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = embedding.embedding_dim, embedding.num_embeddings
+        self.has_bias = False
+        self.table = (embedding,)           # a tuple: not a child module, as Int8TiedLinear's
+        self.pack_table()
+
+    def pack_table(self) -> None:
+        """The table's int8 rows and scales, packed (they quantize back to exactly those rows)."""
+        embedding = self.table[0]
+        scale = embedding.scale.double()                                     # [V]
+        w = (embedding.qweight.double() * scale[:, None]).float()            # [V, D]
+        self.packed = torch.ops.quantized.linear_prepack(per_row_qint8(w, scale), None)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        """Nothing: the table is the embedding's."""
+
+    _load_from_state_dict = Int8TiedLinear._load_from_state_dict
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, int8 weights copied from the "
+                "embedding")
+
+
+def repack_tied_copies(model: nn.Module, incompatible_keys) -> None:
+    """load_state_dict's post-hook on a quantized model: each Int8TiedCopy packs its table's rows as loaded."""
+    for module in model.modules():
+        if isinstance(module, Int8TiedCopy):
+            module.pack_table()
 
 
 def check_quantizable(dtype: torch.dtype, device: torch.device) -> None:
@@ -178,9 +221,9 @@ def check_int8_device(device: torch.device) -> None:
 
 def quantize_int8(model: nn.Module, embeddings: tuple[str, ...] = ()) -> None:
     """Replace the nn.Embedding children of a float32 CPU model named in embeddings (dotted module names, e.g.
-    "shared" or "decoder.embed_tokens") with Int8Embedding, and every nn.Linear with an Int8Linear, or with an
-    Int8TiedLinear on the embedding whose weight it shares where gemv's int8 kernel runs, in place. The float32
-    weights are dropped with the modules that held them."""
+    "shared" or "decoder.embed_tokens") with Int8Embedding, and every nn.Linear with an Int8Linear, or, where it
+    shares an embedding's weight, with an Int8TiedLinear on that embedding where gemv's int8 kernel runs (else an
+    Int8TiedCopy of its rows), in place. The float32 weights are dropped with the modules that held them."""
     weight = next(model.parameters())
     check_quantizable(weight.dtype, weight.device)
     tables = []                                                  # (float32 weight, its Int8Embedding)
@@ -190,9 +233,11 @@ def quantize_int8(model: nn.Module, embeddings: tuple[str, ...] = ()) -> None:
         table = getattr(holder, attr)
         tables.append((table.weight, Int8Embedding(table)))
         setattr(holder, attr, tables[-1][1])
-    shared = tables if gemv.available() else []
+    tied_head = Int8TiedLinear if gemv.available() else Int8TiedCopy
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Linear):
-                tied = next((q for w, q in shared if child.weight is w), None)
-                setattr(module, name, Int8TiedLinear(tied) if tied is not None else Int8Linear(child))
+                tied = next((q for w, q in tables if child.weight is w), None)
+                setattr(module, name, tied_head(tied) if tied is not None else Int8Linear(child))
+    if tied_head is Int8TiedCopy and any(isinstance(m, Int8TiedCopy) for m in model.modules()):
+        model.register_load_state_dict_post_hook(repack_tied_copies)
