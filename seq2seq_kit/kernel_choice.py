@@ -164,6 +164,9 @@ def forced(spec: str) -> dict[str, dict[str, str]]:
     return table
 
 
+BUSY = "these timings serve this load only and are not kept: the next load on a quiet machine times them again"
+
+
 def measured(model) -> dict[str, dict[str, str]]:
     """Time the shapes the cache lacks, save them, and select among the eligible kernels."""
     layers = model.kernel_linears()
@@ -171,10 +174,13 @@ def measured(model) -> dict[str, dict[str, str]]:
     timings = load_timings(path)
     missing = {shape_key(ms[0]): ms[0] for ms in layers.values() if ms and shape_key(ms[0]) not in timings}
     if missing:
+        keeping = path is not None and is_quiet()
         logger.info("timing the CPU matmul kernels on %d weight shape%s of this model, once per machine (%s)",
-                    len(missing), "s" * (len(missing) != 1),
-                    f"kept in {path}" if path is not None else "no cache folder: at each load")
-        add_timings(path, timings, lambda: {key: time_layer(layer) for key, layer in missing.items()})
+                    len(missing), "s" * (len(missing) != 1), f"kept in {path}" if keeping else
+                    "no cache folder: at each load" if path is None else f"the machine is busy, so {BUSY}")
+        kept = add_timings(path, timings, lambda: {key: time_layer(layer) for key, layer in missing.items()})
+        if keeping and not kept:
+            logger.info("the machine became busy while the kernels were timed, so %s", BUSY)
     tied = model.lm_head.weight is model.decoder_embeddings.weight
     return {kind: select(timings[shape_key(ms[0])], kernels.ELIGIBLE[kind],
                          packable=not (kind == "lm_head" and tied), deciding=kernels.DECIDING[kind])
@@ -370,13 +376,15 @@ def is_quiet() -> bool:
     return busy() < (os.cpu_count() or 1)
 
 
-def add_timings(path: Path | None, timings: dict, measure: Callable[[], dict], section: str = "timings") -> None:
+def add_timings(path: Path | None, timings: dict, measure: Callable[[], dict], section: str = "timings") -> bool:
     """timings updated with measure()'s, taken now; saved (save_timings) only when the machine was quiet before and
-    after the measuring: timings taken on a busy machine serve this load only."""
+    after the measuring: timings taken on a busy machine serve this load only. Returns whether they were kept."""
     quiet = is_quiet()
     timings.update(measure())
-    if quiet and is_quiet():
+    if quiet and is_quiet() and path is not None:
         save_timings(path, timings, section)
+        return True
+    return False
 
 
 def save_timings(path: Path | None, timings: dict, section: str = "timings") -> None:

@@ -466,6 +466,33 @@ def test_measurement_is_cached_per_machine_and_reused(monkeypatch, tmp_path, cap
                                f"(kept in {cached})"]
 
 
+def test_timings_taken_on_a_busy_machine_are_said_not_kept(monkeypatch, tmp_path, caplog):
+    """Timings taken while the machine is busy are not saved (add_timings); the INFO line said "kept in PATH"
+    anyway, and each load timed again. It says they serve this load only, and so does a second line when the
+    machine became busy during the timing."""
+    caplog.set_level(logging.INFO, logger="seq2seq_kit.kernel_choice")
+    monkeypatch.setenv(kernel_choice.ENV, "measure")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(kernel_choice, "time_layer", lambda layer: timing((3, 3, 3), (2, 2, 2), (1, 1, 1)))
+    busy = ("timing the CPU matmul kernels on 5 weight shapes of this model, once per machine (the machine is "
+            "busy, so these timings serve this load only and are not kept: the next load on a quiet machine times "
+            "them again)")
+    monkeypatch.setattr(kernel_choice, "busy", lambda: 64.0)
+    for _ in range(2):
+        caplog.clear()
+        kernel_choice.choose(small_model())
+        assert caplog.messages == [busy] and not (tmp_path / "seq2seq_kit").exists()
+    loads = iter([0.0, 64.0])                                     # quiet before the timing, busy after it
+    monkeypatch.setattr(kernel_choice, "busy", lambda: next(loads, 64.0))
+    caplog.clear()
+    kernel_choice.choose(small_model())
+    assert caplog.messages[1] == ("the machine became busy while the kernels were timed, so these timings serve "
+                                  "this load only and are not kept: the next load on a quiet machine times them "
+                                  "again")
+    assert caplog.messages[0].endswith(f"(kept in {kernel_choice.cache_path()})")
+    assert not kernel_choice.cache_path().exists()
+
+
 def test_timings_another_process_saved_while_this_one_measured_are_kept(monkeypatch, tmp_path):
     """Two processes loading models of different shapes at once: each read the cache, measured, and wrote back its
     own copy, so the last writer dropped the other's shapes (measured again at every load after)."""
