@@ -300,7 +300,7 @@ def _add_corpus_arguments(p, what: str, field: str) -> None:
     p.add_argument("--text-field", help="field holding the text in --input (default: text)")
     p.add_argument("--id-field",
                    help="field holding a document id in --input (default: id; absent: the line or row number)")
-    _add_ray(p, "run the --input job on Ray Data", "ray")
+    _add_ray(p, "run the --input job on Ray Data", "ray", client=False)
     p.add_argument("--actors", type=_positive, help="with --ray: model replicas (default: one per GPU, else one "
                                                     "per node)")
     p.add_argument("--overwrite", action="store_true",
@@ -529,17 +529,18 @@ def _add_serve(sub, parents: list) -> None:
     p.add_argument("--api-key-env", metavar="VAR",
                    help="require 'Authorization: Bearer <key>' on every request but /health, the key being the "
                         "value of the environment variable VAR")
-    _add_ray(p, "serve from a Ray Serve deployment", "ray,serve")
+    _add_ray(p, "serve from a Ray Serve deployment", "ray,serve", client=True)
     p.add_argument("--replicas", type=_positive, help="with --ray: engine replicas (default: 1)")
     p.add_argument("--autoscale", metavar="MIN:MAX", help="with --ray: autoscale between MIN and MAX replicas")
     p.set_defaults(run=_serve, parser=p)
 
 
-def _add_ray(p, what: str, extras: str) -> None:
+def _add_ray(p, what: str, extras: str, client: bool) -> None:
     p.add_argument("--ray", action="store_true",
                    help=f"{what} (a local Ray unless --ray-address); needs pip install \"seq2seq-kit[{extras}]\"")
-    p.add_argument("--ray-address", metavar="ADDRESS", help="with --ray: the cluster to join (auto, "
-                                                             "ray://host:10001); --ray=ADDRESS says the same")
+    forms = "auto, host:6379, ray://host:10001" if client else "auto, host:6379; not ray://: Ray Data needs the GCS's"
+    p.add_argument("--ray-address", metavar="ADDRESS", help=f"with --ray: the cluster to join ({forms}); "
+                                                             "--ray=ADDRESS says the same")
 
 
 def _seconds(value: str) -> float:

@@ -253,15 +253,14 @@ def test_a_job_with_nothing_to_do_starts_no_ray(tmp_path, checkpoint):
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.parametrize("form", ["{}", "ray://{}"])
-def test_a_ray_address_nothing_answers_at_is_one_line(corpus, tmp_path, form):
+def test_a_ray_address_nothing_answers_at_is_one_line(corpus, tmp_path):
     """--ray-address HOST:PORT where no head listens: one line naming it, exit 1 (ray.init retried it forever,
-    printing a warning every few seconds)."""
+    printing a warning every few seconds). A ray:// address is refused before (Ray Client: see below)."""
     import subprocess
     import sys
 
     path, _, model = corpus
-    address = form.format(f"127.0.0.1:{closed_port()}")
+    address = f"127.0.0.1:{closed_port()}"
     done = subprocess.run([sys.executable, "-m", "seq2seq_kit", "summarize", "--input", path, "--output",
                            tmp_path / "out.jsonl", "--model", model, "--ray", "--ray-address", address],
                           capture_output=True, text=True, timeout=120)
@@ -406,4 +405,83 @@ def test_no_chunks_start_or_join_no_ray(monkeypatch):
     untouchable = types.SimpleNamespace(is_initialized=lambda: pytest.fail("Ray was asked"))
     monkeypatch.setattr(ray_engine, "require_ray", lambda: untouchable)
     monkeypatch.setattr(ray_engine.ray_cluster, "join", lambda *a: pytest.fail("Ray was joined"))
-    assert list(ray_engine.results([], {}, address=f"127.0.0.1:{closed_port()}", actors=None, device=None)) == []
+    cluster = ray_engine.Cluster(f"127.0.0.1:{closed_port()}", None, None)
+    assert list(ray_engine.results(cluster, [], {})) == []
+
+
+def sidecars_paths(out):
+    """The files beside a JSONL output: its errors and meta files."""
+    return [out.with_name(out.name + ".errors.jsonl"), out.with_name(out.name + ".meta.json")]
+
+
+def sidecars(out):
+    """The output and the files beside it, as bytes (None: missing)."""
+    return [p.read_bytes() if p.exists() else None for p in [out, *sidecars_paths(out)]]
+
+
+def test_overwrite_leaves_the_old_output_whole_when_the_pool_is_refused(ray_cluster, corpus, tmp_path):
+    """overwrite=True with more actors than CPUs: refused before the output is emptied (it was emptied first, the
+    meta file rewritten, then the pool refused: a finished job's records lost)."""
+    import shutil
+
+    path, local, model = corpus
+    out = tmp_path / "out.jsonl"
+    for src, dst in zip([local, *sidecars_paths(local)], [out, *sidecars_paths(out)]):
+        shutil.copy(src, dst)
+    before = sidecars(out)
+    with pytest.raises(ValueError, match=r"^actors=3: the Ray cluster has 2 CPU"):
+        run_ray(path, out, model, actors=3, overwrite=True)
+    assert sidecars(out) == before
+
+
+def test_overwrite_leaves_the_old_output_whole_when_ray_cannot_be_joined(corpus, tmp_path):
+    """--overwrite with a --ray-address nothing answers at: one line, exit 1, the old output as it was."""
+    import shutil
+    import subprocess
+    import sys
+
+    path, local, model = corpus
+    out = tmp_path / "out.jsonl"
+    for src, dst in zip([local, *sidecars_paths(local)], [out, *sidecars_paths(out)]):
+        shutil.copy(src, dst)
+    before = sidecars(out)
+    done = subprocess.run([sys.executable, "-m", "seq2seq_kit", "summarize", "--input", path, "--output", out,
+                           "--model", model, "--overwrite", "--ray", "--ray-address", f"127.0.0.1:{closed_port()}"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "no Ray cluster answers at" in done.stderr.splitlines()[-1], done.stderr
+    assert sidecars(out) == before
+
+
+def test_a_ray_client_address_is_refused_before_any_file_is_written(corpus, tmp_path, capsys):
+    """ray://HOST:PORT (Ray Client): Ray Data does not run over it, so a corpus job refuses it at once, naming the
+    GCS address instead (it failed with "'Worker' object has no attribute 'core_worker'" after creating the
+    output's files)."""
+    from seq2seq_kit.cli import main
+
+    path, _, model = corpus
+    out = tmp_path / "out.jsonl"
+    code = main(["summarize", "--input", str(path), "--output", str(out), "--model", str(model), "--ray",
+                 "--ray-address", "ray://127.0.0.1:10001"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert err[0] == ("seq2seq-kit: error: ray_address 'ray://127.0.0.1:10001' is a Ray Client address, and Ray "
+                      "Data (the corpus engine) does not run over Ray Client; pass the cluster's GCS address "
+                      "HOST:6379 instead (e.g. head:6379), or run the job on the cluster (on the head, or with `ray "
+                      "job submit`)")
+    assert sidecars(out) == [None, None, None]
+
+
+def test_an_address_other_than_the_initialized_rays_is_refused(ray_cluster, corpus, tmp_path):
+    """ray.init(...) then a job with another ray_address: refused by name, nothing written (it ran on the Ray
+    already initialized, the address ignored); that Ray's own address is taken."""
+    from seq2seq_kit.corpus.ray_engine import check_address
+
+    path, _, model = corpus
+    address = f"127.0.0.1:{closed_port()}"
+    with pytest.raises(ValueError, match=re.escape(f"ray_address={address!r}, but this process is already in the Ray "
+                                                   "at ") + r".*; leave ray_address out to run there, or call "
+                                                            r"ray\.shutdown\(\) first$"):
+        run_ray(path, tmp_path / "out.jsonl", model, ray_address=address)
+    assert sidecars(tmp_path / "out.jsonl") == [None, None, None]
+    for same in (ray.get_runtime_context().gcs_address, "auto", None):     # that Ray's own address: taken
+        check_address(same)

@@ -92,8 +92,10 @@ def process_corpus(input: str | Path, output: str | Path, model: str | Path | No
 
     model: Hub id or local checkpoint directory (None: the summarization pipeline's default, distilbart-cnn-12-6).
     engine: "local" (this process) or "ray" (Ray Data actors; `pip install "seq2seq-kit[ray]"`).
-    ray_address: None starts a local Ray (or uses the one already initialized), "auto" or "ray://host:port"
-        joins a cluster. actors: size of the actor pool (default: one per GPU, else one per node).
+    ray_address: None starts a local Ray (or uses the one this process already initialized), "auto" or the head's
+        GCS address "host:6379" joins a cluster (not a Ray Client "ray://" address: Ray Data does not run over Ray
+        Client; with Ray already initialized, only that Ray's address). actors: size of the actor pool (default: one
+        per GPU, else one per node). Ray is joined and the pool checked before overwrite=True empties the output.
     text_field / id_field: the fields holding the text and the id; a record without an id gets its 1-based
         line (row) number, prefixed by the file name when the input is a folder.
     overwrite: replace an existing output (needed when it was written with another model or settings).
@@ -142,8 +144,11 @@ def process_corpus(input: str | Path, output: str | Path, model: str | Path | No
     job.update(input=str(input.resolve()), text_field=text_field, id_field=id_field,
                **({"strategy": strategy} if strategy != "truncate" else {}),
                **({"seed": seed} if seed is not None else {}))
+    cluster = ray_engine.Cluster(ray_address, actors, device) if engine == "ray" else None
     try:
-        out.open(job, revision=revision, overwrite=overwrite)
+        if cluster is not None and overwrite and total:
+            cluster.start(len(chunks))  # Ray joined, its pool checked, before --overwrite empties OUTPUT: a job
+        out.open(job, revision=revision, overwrite=overwrite)   # that cannot start leaves the old output whole
         done = frozenset(out.done)                                 # the ids written before this run
         todo, good = refuse_repeats(chunks, text_field, id_field, one_id_type=out.parquet, done=done,
                                     watch=frozenset(where for where, _ in out.error_keys))
@@ -158,7 +163,7 @@ def process_corpus(input: str | Path, output: str | Path, model: str | Path | No
         elif engine == "local":
             results = _local_results(chunks, worker_kwargs)
         else:
-            results = ray_engine.results(chunks, worker_kwargs, address=ray_address, actors=actors, device=device)
+            results = ray_engine.results(cluster, chunks, worker_kwargs)
         try:
             _write_results(results, out, total, progress, "translating" if task == "translation" else "summarizing")
         finally:
@@ -166,7 +171,11 @@ def process_corpus(input: str | Path, output: str | Path, model: str | Path | No
         seconds = time.perf_counter() - start
         out.finish(good)
     finally:
-        out.close()
+        try:
+            out.close()
+        finally:
+            if cluster is not None:
+                cluster.close()         # a Ray started here that no results generator ran to close
     result = CorpusResult(output, out.written, total - out.written - len(out.failed_now), len(out.failed_now),
                           len(out.truncated_now), seconds)
     logger.info(result.summary())
@@ -179,12 +188,12 @@ def _check_engine(engine: str, ray_address, actors, batch_size) -> None:
     if engine == "local" and (ray_address is not None or actors is not None):
         raise ValueError("ray_address and actors apply to engine='ray'")
     if isinstance(ray_address, str) and not ray_address.strip():
-        raise ValueError("ray_address is empty: pass 'auto', a head's HOST:PORT or ray://HOST:PORT, or leave it out "
-                         "for a local Ray")
+        raise ValueError("ray_address is empty: pass 'auto' or a head's HOST:PORT, or leave it out for a local Ray")
     for name, value in (("batch_size", batch_size), ("actors", 1 if actors is None else actors)):
         check_positive_int(value, name)
     if engine == "ray":
         ray_engine.require_ray()                                   # before any work: is Ray there?
+        ray_engine.check_address(ray_address)       # not a Ray Client address; Ray's own, if already initialized
 
 
 def _check_seed(seed) -> None:

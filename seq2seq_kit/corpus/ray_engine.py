@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import socket
 import sys
 import threading
 from contextlib import contextmanager
@@ -45,17 +46,76 @@ def require_ray():
     return ray
 
 
-def results(chunks: list[dict], worker_kwargs: dict, *, address: str | None, actors: int | None,
-            device) -> Iterator[dict]:
-    """The Worker results of every chunk, computed on a Ray actor pool, as they come."""
+def check_address(address: str | None) -> None:
+    """Before any work: a Ray Client address (ray://HOST:PORT) is refused, as Ray Data does not run over Ray Client
+    (ray-project/ray#48682: the job failed after its output files were created); so is an address other than the
+    Ray this process already joined (the job would run there, the address ignored)."""
+    if isinstance(address, str) and address.strip().startswith("ray://"):
+        raise ValueError(f"ray_address {address!r} is a Ray Client address, and Ray Data (the corpus engine) does "
+                         "not run over Ray Client; pass the cluster's GCS address HOST:6379 instead (e.g. head:6379), "
+                         "or run the job on the cluster (on the head, or with `ray job submit`)")
     ray = require_ray()
+    if ray.is_initialized():
+        _check_same_cluster(ray, address)
+
+
+class Cluster:
+    """The Ray a job runs on, joined (or a local instance started) and its actor pool sized by start(): the driver
+    calls it before --overwrite empties the output, so a job that cannot start leaves the old output as it was."""
+
+    def __init__(self, address: str | None, actors: int | None, device):
+        self.address, self.actors, self.device = address, actors, device
+        self.ray = self.resources = None
+        self.started = False
+
+    def start(self, chunks: int) -> None:
+        """Join Ray (None: a local instance; "auto" / HOST:PORT: that cluster) unless this process already has (the
+        same cluster: check_address), and size the pool for `chunks` chunks; the Ray it started is shut down when that fails. Idempotent."""
+        if self.ray is not None:
+            return
+        ray = require_ray()
+        self.started = not ray.is_initialized()
+        if self.started:
+            ray_cluster.join(ray, self.address)
+        try:
+            self.actors, self.resources = _pool(ray, self.actors, self.device, chunks)
+        except BaseException:
+            self.close()
+            raise
+        self.ray = ray
+
+    def close(self) -> None:
+        """Shut down the Ray this job started (none that this process had joined before it)."""
+        if self.started:
+            self.started = False
+            require_ray().shutdown()
+
+
+def _check_same_cluster(ray, address: str | None) -> None:
+    """An explicit address while this process is already in a Ray (ray.init before the job) must name that Ray's
+    GCS: the job would silently run on the Ray already joined. None and "auto" take the one there."""
+    if address is None or address == "auto":
+        return
+    host, _, port = address.strip().rpartition(":")
+    current = ray.get_runtime_context().gcs_address
+    here_host, _, here_port = current.rpartition(":")
+    try:
+        same = port == here_port and socket.gethostbyname(host.strip("[]")) == socket.gethostbyname(here_host)
+    except OSError:
+        same = False
+    if not same:
+        raise ValueError(f"ray_address={address!r}, but this process is already in the Ray at {current} (ray.init "
+                         "ran before the job); leave ray_address out to run there, or call ray.shutdown() first")
+
+
+def results(cluster: Cluster, chunks: list[dict], worker_kwargs: dict) -> Iterator[dict]:
+    """The Worker results of every chunk, computed on the cluster's actor pool (started here unless the driver
+    has), as they come; the Ray the cluster started is shut down at the end."""
     if not chunks:              # nothing left to do: no cluster started or joined
         return
-    started = not ray.is_initialized()
-    if started:  # None: a local Ray instance; "auto" / "ray://...": join that cluster
-        ray_cluster.join(ray, address)
     try:
-        actors, resources = _pool(ray, actors, device, len(chunks))
+        cluster.start(len(chunks))
+        ray, resources = cluster.ray, cluster.resources
         ctx = ray.data.DataContext.get_current()
         saved = ctx.enable_progress_bars, ctx.print_on_execution_start
         ctx.enable_progress_bars = ctx.print_on_execution_start = False   # the driver's own bar counts documents
@@ -64,7 +124,7 @@ def results(chunks: list[dict], worker_kwargs: dict, *, address: str | None, act
         ds = ray.data.from_items([{"chunk": json.dumps(c)} for c in chunks], override_num_blocks=len(chunks))
         ds = ds.map_batches(
             _RayWorker, batch_size=1, batch_format="numpy", fn_constructor_kwargs=kwargs,
-            compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
+            compute=ray.data.ActorPoolStrategy(size=cluster.actors, max_tasks_in_flight_per_actor=1),
             max_restarts=RETRIES, max_task_retries=RETRIES, **resources)
         ray_data_log = logging.getLogger("ray.data")
         level = ray_data_log.level
@@ -79,8 +139,7 @@ def results(chunks: list[dict], worker_kwargs: dict, *, address: str | None, act
             ctx.enable_progress_bars, ctx.print_on_execution_start = saved
             ray_data_log.setLevel(level)
     finally:
-        if started:
-            ray.shutdown()
+        cluster.close()
 
 
 @contextmanager
