@@ -90,8 +90,9 @@ def test_replicas_the_cluster_has_no_cpu_or_gpu_for_are_refused_by_name():
     from seq2seq_kit.server import Settings
     from seq2seq_kit.server.ray_serve import check_resources
 
-    def check(resources, replicas=None, autoscale=None, device=None):
-        ray = SimpleNamespace(cluster_resources=lambda: resources)
+    def check(resources, replicas=None, autoscale=None, device=None, free=None):
+        ray = SimpleNamespace(cluster_resources=lambda: resources,
+                              available_resources=lambda: resources if free is None else free)
         check_resources(ray, Settings(model="unused", device=device), replicas, autoscale)
 
     check({"CPU": 2.0}, 2)
@@ -100,18 +101,24 @@ def test_replicas_the_cluster_has_no_cpu_or_gpu_for_are_refused_by_name():
     check({"CPU": 4.0, "GPU": 1.0}, 1, device="cuda")
     with pytest.raises(ValueError) as e:
         check({"CPU": 2.0}, 3)
-    assert str(e.value) == "3 replica(s) need a CPU each, and the Ray cluster has 2; lower --replicas or add nodes"
+    assert str(e.value) == ("3 replica(s) need a CPU each, and the Ray cluster has 2 free (of 2); lower --replicas or "
+                            "add nodes")
     with pytest.raises(ValueError) as e:
         check({"CPU": 2.5}, None, (3, 4))
-    assert str(e.value) == ("3 replica(s) need a CPU each, and the Ray cluster has 2; lower --autoscale MIN or add "
-                            "nodes")
+    assert str(e.value) == ("3 replica(s) need a CPU each, and the Ray cluster has 2 free (of 2); lower --autoscale "
+                            "MIN or add nodes")
     with pytest.raises(ValueError) as e:
         check({"CPU": 8.0}, None, None, device="cuda")
-    assert str(e.value) == ("1 replica(s) need a GPU each, and the Ray cluster has 0; lower --replicas or serve on "
-                            "the CPU (--device cpu)")
+    assert str(e.value) == ("1 replica(s) need a GPU each, and the Ray cluster has 0 free (of 0); lower --replicas or "
+                            "serve on the CPU (--device cpu)")
     with pytest.raises(ValueError) as e:
         check({}, None, None)
-    assert str(e.value) == "1 replica(s) need a CPU each, and the Ray cluster has 0; lower --replicas or add nodes"
+    assert str(e.value) == ("1 replica(s) need a CPU each, and the Ray cluster has 0 free (of 0); lower --replicas or "
+                            "add nodes")
+    with pytest.raises(ValueError) as e:       # a busy cluster: its CPUs held by another app's replicas
+        check({"CPU": 2.0}, 2, free={"CPU": 1.0})
+    assert str(e.value) == ("2 replica(s) need a CPU each, and the Ray cluster has 1 free (of 2); lower --replicas or "
+                            "add nodes")
 
 
 def test_a_port_in_use_stops_the_ray_server_with_one_line(tiny_eos_path, tmp_path, monkeypatch):
@@ -146,8 +153,8 @@ def test_more_replicas_than_the_cluster_runs_stop_the_ray_server_with_one_line(t
     finally:
         srv.stop()
     last = srv.log.read_text().strip().splitlines()[-1]
-    assert re.fullmatch(r"seq2seq-kit: error: 999 replica\(s\) need a CPU each, and the Ray cluster has \d+; lower "
-                        r"--replicas or add nodes", last), last
+    assert re.fullmatch(r"seq2seq-kit: error: 999 replica\(s\) need a CPU each, and the Ray cluster has \d+ free "
+                        r"\(of \d+\); lower --replicas or add nodes", last), last
 
 
 def test_sigterm_answers_the_requests_in_flight(tiny_eos_path, tmp_path):
@@ -192,3 +199,160 @@ def test_a_ray_address_nothing_answers_at_stops_the_ray_server_with_one_line(tin
     assert srv.log.read_text().strip().splitlines()[-1] == (
         f"seq2seq-kit: error: no Ray cluster answers at '{address}' (Connection refused); check the head's address "
         "and port (`ray status` on the head), or leave the address out for a local Ray")
+
+
+class FakeServe:
+    """A stand-in for ray.serve: what was run, deleted and shut down; run blocks until `release` is set."""
+
+    def __init__(self, running=None, release=True):
+        import threading
+
+        self.calls, self.running = [], running
+        self.release = threading.Event()
+        if release:
+            self.release.set()
+
+    def start(self, http_options):
+        self.calls.append(("start", http_options["port"]))
+
+    def run(self, app, name, route_prefix):
+        self.calls.append(("run", name, route_prefix))
+        self.release.wait()
+
+    def delete(self, name):
+        self.calls.append(("delete", name))
+
+    def shutdown(self):
+        self.calls.append(("shutdown",))
+
+    def status(self):
+        from types import SimpleNamespace
+
+        self.calls.append(("status",))
+        apps = {"seq2seq-kit": SimpleNamespace(status="RUNNING")} if self.release.is_set() else {}
+        return SimpleNamespace(applications=apps)
+
+
+def test_a_signal_while_the_replicas_start_deletes_the_deployment_and_fails():
+    """serve.run waiting for replicas that never start (no free CPU; it ignored SIGTERM and Ctrl-C): the signal
+    deletes what was deployed and fails, one line naming it."""
+    import threading
+    from types import SimpleNamespace
+
+    from seq2seq_kit.server.ray_serve import APP_NAME, _deploy
+
+    serve, stop = FakeServe(release=False), threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    start = time.monotonic()
+    with pytest.raises(InterruptedError) as e:
+        _deploy(serve, "app", stop, [signal.SIGTERM])
+    assert time.monotonic() - start < 5
+    assert serve.calls == [("run", APP_NAME, "/"), ("status",), ("delete", APP_NAME)]
+    assert str(e.value) == ("stopped by SIGTERM while the replicas were starting: the deployment is deleted, nothing "
+                            "was served (replicas waiting for a CPU or GPU? `ray status` shows what is free)")
+    serve.release.set()
+    _deploy(serve, "app", threading.Event(), [])           # replicas that start: it returns
+    serve.calls.clear()
+    serve.release.clear()
+    serve.status = lambda: SimpleNamespace(applications={APP_NAME: SimpleNamespace(status="RUNNING")})
+    stop.set()
+    _deploy(serve, "app", stop, [signal.SIGINT])      # already serving (before serve.run returns): drained as usual
+    assert serve.calls == [("run", APP_NAME, "/")]
+    serve.release.set()
+
+
+def test_a_serve_already_on_the_cluster_keeps_its_port_and_its_apps():
+    """Ray Serve already running: its proxy's address is the only one to serve on (serve.start ignored --port,
+    the log named the port asked for), and an app at our name or route "/" is refused by name (it was replaced)."""
+    from seq2seq_kit.server.ray_serve import check_running
+
+    check_running(None, "127.0.0.1", 8000)                                 # no Serve: ours to start
+    shared = {"host": "127.0.0.1", "port": 46500, "apps": {"other": "/other"}}
+    check_running(shared, "127.0.0.1", 46500)
+    with pytest.raises(ValueError) as e:
+        check_running(shared, "127.0.0.1", 8000)
+    assert str(e.value) == ("Ray Serve already runs on this cluster, its HTTP proxy on 127.0.0.1:46500, and cannot "
+                            "listen on 127.0.0.1:8000 too; pass --host 127.0.0.1 --port 46500, or serve on a cluster "
+                            "without Ray Serve")
+    for apps, name, route in (({"seq2seq-kit": "/"}, "seq2seq-kit", "/"), ({"web": "/"}, "web", "/"),
+                              ({"other": "/other", "seq2seq-kit": "/x"}, "seq2seq-kit", "/x")):
+        with pytest.raises(ValueError) as e:
+            check_running({**shared, "apps": apps}, "127.0.0.1", 46500)
+        assert str(e.value) == (f"the Ray Serve application {name!r} already runs on this cluster at route {route!r} "
+                                f"(another `serve --ray`?); stop it first (serve.delete({name!r})), or serve on "
+                                "another cluster")
+
+
+@pytest.mark.parametrize("running", [None, {"host": "127.0.0.1", "port": 8000, "apps": {"other": "/other"}}])
+def test_the_exit_deletes_our_app_and_shuts_down_only_a_serve_we_started(monkeypatch, tiny_eos_path, running):
+    """SIGTERM after deploying: our app deleted; serve.shutdown() (which deletes every app on the cluster) only
+    when this process started Serve."""
+    import os
+    import threading
+    from types import SimpleNamespace
+
+    from seq2seq_kit.server import Settings, ray_serve
+
+    serve = FakeServe()
+    ray = SimpleNamespace(available_resources=lambda: {"CPU": 2.0}, cluster_resources=lambda: {"CPU": 2.0},
+                          shutdown=lambda: serve.calls.append(("ray.shutdown",)))
+    monkeypatch.setattr(ray_serve, "require_serve", lambda: (ray, serve))
+    monkeypatch.setattr(ray_serve.ray_cluster, "join", lambda ray, address: None)
+    monkeypatch.setattr(ray_serve, "running_serve", lambda serve: running)
+    monkeypatch.setattr(ray_serve, "application", lambda settings, **kwargs: "app")
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    ray_serve.serve_on_ray(Settings(model=str(tiny_eos_path)), port=8000)
+    ours = [("shutdown",)] if running is None else []
+    assert serve.calls == [("start", 8000), ("run", "seq2seq-kit", "/"), ("delete", "seq2seq-kit"), *ours,
+                           ("ray.shutdown",)]
+
+
+def test_a_relative_model_path_reaches_the_replicas_absolute(tmp_path, monkeypatch):
+    """The replicas run in the raylet's working directory: a local --model is made absolute on the driver (a
+    relative one named nothing there, and the error did not name the model); a Hub id is left as it is."""
+    from seq2seq_kit.server import Settings
+    from seq2seq_kit.server.ray_serve import replica_settings
+
+    (tmp_path / "ckpt").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert replica_settings(Settings(model="ckpt")).model == str(tmp_path / "ckpt")
+    assert replica_settings(Settings(model="./ckpt/")).model == str(tmp_path / "ckpt")
+    assert replica_settings(Settings(model="org/name")).model == "org/name"
+
+
+def test_serve_on_a_cluster_whose_serve_listens_elsewhere_is_refused_and_leaves_its_apps(tiny_eos_path, tmp_path):
+    """A real Ray Serve on the cluster (another team's app on port A): running_serve reads its port and apps;
+    `serve --ray --port B` is one line naming port A, exit 1, and the other app still answers (serve.start ignored
+    --port, the log named B, and the exit's serve.shutdown() deleted every app on the cluster)."""
+    import httpx
+    import ray
+    from ray import serve
+
+    from seq2seq_kit.server.ray_serve import running_serve
+
+    port = test_server.free_port()
+    ray.init(num_cpus=1, include_dashboard=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+
+        @serve.deployment(ray_actor_options={"num_cpus": 0})
+        class Other:
+            async def __call__(self, request):
+                return "other app"
+
+        serve.run(Other.bind(), name="other", route_prefix="/other")
+        assert running_serve(serve) == {"host": "127.0.0.1", "port": port, "apps": {"other": "/other"}}
+        srv = Server(tmp_path, "--model", tiny_eos_path, "--ray", "--ray-address",
+                     ray.get_runtime_context().gcs_address)
+        try:
+            assert srv.proc.wait(120) == 1, srv.log.read_text()
+        finally:
+            srv.stop()
+        assert srv.log.read_text().strip().splitlines()[-1] == (
+            f"seq2seq-kit: error: Ray Serve already runs on this cluster, its HTTP proxy on 127.0.0.1:{port}, and "
+            f"cannot listen on 127.0.0.1:{srv.port} too; pass --host 127.0.0.1 --port {port}, or serve on a cluster "
+            "without Ray Serve")
+        assert httpx.get(f"http://127.0.0.1:{port}/other", timeout=30).text == "other app"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
