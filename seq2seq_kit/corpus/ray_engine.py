@@ -10,7 +10,9 @@ uses this engine.
 Exactly once: Ray Data restarts an actor that dies and retries its task on the new one (its actor pools
 default to max_restarts=-1 and max_task_retries=-1: an actor killed mid-chunk, e.g. a lost node, is
 replaced and the chunk is done again); the retried chunk yields its results again and the driver's
-Output drops the ids it already wrote.
+Output drops the ids it already wrote. A chunk that kills every actor doing it would be retried forever: a
+counter actor (_Tries) counts each chunk's tries, and its 1 + RETRIES'th restart fails the job. (Ray Data's
+max_restarts / max_task_retries go through map_batches' **ray_remote_args, deprecated since Ray 2.60.)
 The input paths must be readable at the same path on every node (a shared filesystem), as for ray.data.read_*.
 """
 
@@ -30,7 +32,7 @@ from .. import ray_cluster
 from ..loading import resolve_device
 from .worker import Worker
 
-RETRIES = 3    # an actor restarted, and its chunk done again, this many times (a lost node); then the job fails
+RETRIES = 3    # a chunk done again on a restarted actor this many times (a lost node); then the job fails
 ANSI = re.compile(r"\x1b\[[0-9;]*m")   # terminal colour codes in Ray's messages
 # The ERROR line Ray's core (C++, straight to stderr) prints on every run: Ray Data's actors get their arguments
 # from the object store and may restart (ray#53727). A restarted actor here rebuilds its Worker from them.
@@ -122,10 +124,10 @@ def results(cluster: Cluster, chunks: list[dict], worker_kwargs: dict) -> Iterat
         kwargs = dict(worker_kwargs, device="cuda" if resources.get("num_gpus") else "cpu",
                       threads=int(resources.get("num_cpus", 0)))
         ds = ray.data.from_items([{"chunk": json.dumps(c)} for c in chunks], override_num_blocks=len(chunks))
+        kwargs["tries"] = ray.remote(num_cpus=0)(_Tries).remote()
         ds = ds.map_batches(
             _RayWorker, batch_size=1, batch_format="numpy", fn_constructor_kwargs=kwargs,
-            compute=ray.data.ActorPoolStrategy(size=cluster.actors, max_tasks_in_flight_per_actor=1),
-            max_restarts=RETRIES, max_task_retries=RETRIES, **resources)
+            compute=ray.data.ActorPoolStrategy(size=cluster.actors, max_tasks_in_flight_per_actor=1), **resources)
         ray_data_log = logging.getLogger("ray.data")
         level = ray_data_log.level
         ray_data_log.setLevel(logging.CRITICAL)      # its ERROR lines repeat the error we raise, at length
@@ -189,9 +191,7 @@ def one_line_error(ray, error: Exception) -> Exception:
         cause = cause.cause
     line = ANSI.sub("", str(cause)).strip().split("\n")[0]
     if cause is error:      # Ray's own (an actor that could not start or died): its type names it
-        tried = (f" (a chunk was tried {RETRIES + 1} times, its actor killed each time: out of memory? a crash in a "
-                 "native library?)") if isinstance(error, ray.exceptions.ActorDiedError) else ""
-        return RuntimeError(f"Ray: {type(error).__name__}: {line}{tried}")
+        return RuntimeError(f"Ray: {type(error).__name__}: {line}")
     try:
         return type(cause)(line)
     except Exception:   # noqa: BLE001 - an exception type that takes other arguments
@@ -226,14 +226,32 @@ def _pool(ray, actors: int | None, device, chunks: int) -> tuple[int, dict]:
     return actors, {"num_cpus": max(1, min(cpus // actors, biggest))}
 
 
-class _RayWorker:
-    """map_batches callable: a Worker per actor; each input row is a chunk, each output row one Worker result."""
+class ChunkKilledError(RuntimeError):
+    """A chunk whose actor was killed each time it was tried (out of memory on one document, a native crash)."""
 
-    def __init__(self, threads: int, **worker_kwargs):
+
+class _Tries:
+    """A Ray actor (no CPU) counting the tries of each chunk over the actors that do it: Ray Data restarts a dead
+    actor and retries its chunk forever."""
+
+    def __init__(self):
+        self.counts: dict[str, int] = {}
+
+    def next(self, chunk: str) -> int:
+        self.counts[chunk] = self.counts.get(chunk, 0) + 1
+        return self.counts[chunk]
+
+
+class _RayWorker:
+    """map_batches callable: a Worker per actor; each input row is a chunk, each output row one Worker result.
+    tries: the job's _Tries actor; a chunk's try past 1 + RETRIES fails it, one line."""
+
+    def __init__(self, threads: int, tries, **worker_kwargs):
         import torch
 
         if threads:
             torch.set_num_threads(threads)
+        self.tries = tries
         self.worker, self.error = None, None
         try:
             self.worker = Worker(**worker_kwargs)
@@ -246,6 +264,11 @@ class _RayWorker:
         if self.error is not None:
             raise self.error
 
-        for chunk in batch["chunk"]:
-            for result in self.worker.process(json.loads(chunk)):
+        for text in batch["chunk"]:
+            chunk = json.loads(text)
+            if require_ray().get(self.tries.next.remote(text)) > RETRIES + 1:    # the JSON names the chunk
+                raise ChunkKilledError(f"Ray: the chunk at {chunk['name']}:{chunk['first']} was tried {RETRIES + 1} "
+                                       "times, its actor killed each time (out of memory? a crash in a native "
+                                       "library?)")
+            for result in self.worker.process(chunk):
                 yield {"result": np.array([json.dumps(result, ensure_ascii=False)], dtype=object)}
