@@ -72,7 +72,8 @@ class Cluster:
 
     def start(self, chunks: int) -> None:
         """Join Ray (None: a local instance; "auto" / HOST:PORT: that cluster) unless this process already has (the
-        same cluster: check_address), and size the pool for `chunks` chunks; the Ray it started is shut down when that fails. Idempotent."""
+        same cluster: check_address), and size the pool for `chunks` chunks; the Ray it started is shut down when
+        that fails. Idempotent."""
         if self.ray is not None:
             return
         ray = require_ray()

@@ -84,9 +84,9 @@ def check_resources(ray, settings: Settings, replicas: int | None, autoscale: tu
 def running_serve(serve) -> dict | None:
     """The Serve already running on the cluster, as {"host", "port", "apps": {name: route prefix}}; None when none
     runs. Ray has no public call for its HTTP options (serve.status() leaves them out): its controller's details."""
-    from ray.serve.context import _get_global_client   # Ray's
-
-    client = _get_global_client(raise_if_no_controller_running=False)
+    from ray.serve.context import _get_global_client   # Ray's own, not public (tested on Ray 2.60): a Ray without
+                                                        # it fails here, rather than serve unchecked and shut down
+    client = _get_global_client(raise_if_no_controller_running=False)   # another's Serve at the exit
     if client is None:
         return None
     details = client.get_serve_details()
@@ -150,9 +150,9 @@ def _deploy(serve, app, stop: threading.Event, received: list) -> None:
             if app is not None and app.status == "RUNNING":
                 return
             serve.delete(APP_NAME)
-            raise InterruptedError(f"stopped by {signal.Signals(received[0]).name} while the replicas were starting: "
-                               "the deployment is deleted, nothing was served (replicas waiting for a CPU or GPU? "
-                               "`ray status` shows what is free)")
+            raise InterruptedError(f"stopped by {signal.Signals(received[0]).name} while the replicas were "
+                                   "starting: the deployment is deleted, nothing was served (replicas waiting for a "
+                                   "CPU or GPU? `ray status` shows what is free)")
     if error:
         raise error[0]
 
