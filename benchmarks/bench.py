@@ -342,7 +342,12 @@ def run_model(model: str, args, bandwidth: float) -> dict:
         if engine in report["missing"]:
             continue
         print(f"[{model}] loading {engine} ...", flush=True)
-        w = Worker(engine, model, checkpoint, ct2_dir, args)
+        try:
+            w = Worker(engine, model, checkpoint, ct2_dir, args)
+        except Exception as e:  # noqa: BLE001 - its venv could not be built (offline?): reported, the others run
+            report["missing"][engine] = f"could not start: {e}"
+            print(f"[{model}] {engine} unavailable: {e}", flush=True)
+            continue
         if "error" in w.ready:
             report["missing"][engine] = w.ready["error"]
             print(f"[{model}] {engine} unavailable: {w.ready['error']}", flush=True)
@@ -560,10 +565,14 @@ def parse_args(argv):
     args.engines = args.engines.split(",") if args.engines else default_engines
     args.models = args.models.split(",")
     args.modes = args.modes.split(",")
-    args.batch = [int(b) for b in (args.batch or ("1,32" if args.device == "cuda" else "1,8")).split(",")]
+    batch = (args.batch or ("1,32" if args.device == "cuda" else "1,8")).split(",")
+    if not all(b.strip().isdigit() and int(b) > 0 for b in batch):
+        ap.error(f"--batch takes comma-separated positive integers, got {args.batch!r}")
+    args.batch = [int(b) for b in batch]
     args.repeats = (1 if args.quick else 3) if args.repeats is None else args.repeats
-    if args.repeats < 1 or args.warmup < 0:
-        ap.error(f"--repeats must be 1 or more and --warmup 0 or more, got {args.repeats} and {args.warmup}")
+    if args.repeats < 1 or args.warmup < 0 or args.threads < 1:
+        ap.error(f"--repeats and --threads must be 1 or more and --warmup 0 or more, got {args.repeats}, "
+                 f"{args.threads} and {args.warmup}")
     for name, given, known in (("engine", args.engines, ENGINES), ("model", args.models, make_checkpoints.MODELS),
                                ("mode", args.modes, MODES)):
         bad = [g for g in given if g not in known]

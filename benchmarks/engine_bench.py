@@ -238,6 +238,11 @@ def main(argv=None) -> int:
     if not args.offline_only and "engine" not in args.servers.split(","):
         ap.error("the online arrivals come at --load x the engine's offline docs/s: include engine in --servers, "
                  "or pass --offline-only")
+    if args.requests < 1 or not 1 <= args.min_tokens <= args.max_tokens:
+        ap.error(f"--requests must be 1 or more and 1 <= --min-tokens <= --max-tokens, got {args.requests}, "
+                 f"{args.min_tokens} and {args.max_tokens}")
+    if args.load <= 0 or args.window < 0:
+        ap.error(f"--load must be above 0 and --window 0 or more, got {args.load} and {args.window}")
     if args.child:
         job = json.loads(sys.stdin.read())
         print(json.dumps(serve(job["server"], Path(job["model"]), job["requests"], job["lengths"], job["at"],

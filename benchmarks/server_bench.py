@@ -29,6 +29,7 @@ import itertools
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -316,6 +317,16 @@ def main(argv=None) -> int:
                     log_level="warning")
         return 0
 
+    if args.model is not None and not args.model.is_dir():
+        ap.error(f"--model {args.model}: no such checkpoint directory")
+    if not re.fullmatch(r"\d+(,\d+)*", args.clients) or 0 in map(int, args.clients.split(",")):
+        ap.error(f"--clients takes comma-separated positive integers, got {args.clients!r}")
+    if not re.fullmatch(r"\d+:\d+", args.summary_lengths) or not 0 < int(args.summary_lengths.split(":")[0]) \
+            <= int(args.summary_lengths.split(":")[1]):
+        ap.error(f"--summary-lengths takes LO:HI with 0 < LO <= HI, got {args.summary_lengths!r}")
+    if args.requests < 1 or not 1 <= args.min_tokens <= args.max_tokens:
+        ap.error(f"--requests must be 1 or more and 1 <= --min-tokens <= --max-tokens, got {args.requests}, "
+                 f"{args.min_tokens} and {args.max_tokens}")
     from make_checkpoints import ensure
 
     args.model_dir = args.model or ensure("distilbart")

@@ -167,8 +167,13 @@ def main(argv=None) -> None:
         cache = ours.new_cache(ours.encode(ids, mask), mask, rows_per_input=args.beams, max_length=142)
         our_cross = nbytes([*cache.cross_k, *cache.cross_v])
 
-    print(f"ms per decoder step   transformers {ms['transformers']:7.1f}   seq2seq_kit {ms['seq2seq_kit']:7.1f}   "
-          f"({ms['transformers'] / ms['seq2seq_kit']:.2f}x; of which seq2seq_kit's decode_step alone {ms_model:.1f})")
+    if min(ms.values()) <= 0:           # t(N2) - t(N1) at or below 0: the machine's load swung within a round
+        print(f"ms per decoder step   not measured: a difference of run times came out at or below 0 ({ms}); the "
+              "machine is too busy, or --steps too close: rerun on a quiet machine or with more --repeats")
+    else:
+        print(f"ms per decoder step   transformers {ms['transformers']:7.1f}   seq2seq_kit {ms['seq2seq_kit']:7.1f}   "
+              f"({ms['transformers'] / ms['seq2seq_kit']:.2f}x; of which seq2seq_kit's decode_step alone "
+              f"{ms_model:.1f})")
     print(f"cross-attention K/V   transformers {hf_cross / 2**20:7.1f} MiB (batch x beams x enc_len)   "
           f"seq2seq_kit {our_cross / 2**20:7.1f} MiB (batch x enc_len)   "
           f"saved {(hf_cross - our_cross) / 2**20:.1f} MiB")
