@@ -16,7 +16,9 @@ see SummarizationPipeline) that every front end composes: `pipe(...)`, the corpu
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Iterator, Sized
 from dataclasses import dataclass
 
 import torch
@@ -226,11 +228,23 @@ class SummarizationPipeline:
         chunks; map_kwargs: the chunks' generate settings over generate_kwargs (a length there, max_length or
         max_new_tokens, replaces the call's in both forms); batch_size: chunks decoding at once (default 8).
         Nothing is truncated, so `truncation` has nothing to do.
-        Every other keyword is a generate setting, over the pipeline's generate_defaults."""
+        Every other keyword is a generate setting, over the pipeline's generate_defaults.
+        inputs may also be a generator (any iterator) or a torch Dataset (transformers' KeyDataset): then, as 4.x,
+        an iterator over each input's list of records, read and computed batch_size inputs at a time as it is
+        consumed (the options are checked at the call, each text when its batch is read)."""
         given = {**self.call_options(kwargs), **kwargs}
         options = self._options(**{k: v for k, v in given.items() if k in CALL_OPTIONS})
         generate_kwargs = {k: v for k, v in given.items() if k not in CALL_OPTIONS}
+        if isinstance(inputs, (Iterator, torch.utils.data.Dataset)):
+            return self._stream(inputs, generate_kwargs, options)
         return self._run(inputs, generate_kwargs, **options)
+
+    def _stream(self, inputs, generate_kwargs: dict, options: dict) -> Iterator[list[dict]]:
+        """pipe(generator or Dataset): each input's records, batch_size inputs read and run at a time."""
+        items = (inputs[i] for i in range(len(inputs))) if isinstance(inputs, Sized) else iter(inputs)
+        while batch := list(itertools.islice(items, options["batch_size"])):
+            for result in self._run(batch, generate_kwargs, **options):
+                yield result if isinstance(result, list) else [result]
 
     def call_options(self, kwargs: dict) -> dict:
         """pipeline()'s call options a call with `kwargs` takes, as 4.x's call parameters sit over the pipeline's:
@@ -299,7 +313,8 @@ class SummarizationPipeline:
         """The texts of `inputs` (a string or a list of strings); TypeError / ValueError unless each has some text."""
         texts = [inputs] if isinstance(inputs, str) else inputs
         if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
-            raise TypeError(f"pipe() takes a string or a list of strings, got {_type_name(inputs)}")
+            raise TypeError(f"pipe() takes a string, a list of strings, or a generator or Dataset of strings, got "
+                            f"{_type_name(inputs)}")
         for i, text in enumerate(texts):
             if not text.strip():
                 raise ValueError(f"input {i} is empty: there is nothing to {self.verb}")

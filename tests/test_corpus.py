@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -406,7 +407,7 @@ def test_a_job_with_nothing_left_to_do_loads_no_model(tmp_path, tiny, monkeypatc
     assert run(path, out, tiny).written == 1
     monkeypatch.setattr(driver, "Worker", lambda **kwargs: pytest.fail("the model was loaded"))
     monkeypatch.setattr(ray_engine, "results", lambda *a, **k: pytest.fail("Ray was asked"))
-    monkeypatch.setattr(ray_engine, "require_ray", lambda: None)
+    monkeypatch.setattr(ray_engine, "require_ray", lambda: SimpleNamespace(is_initialized=lambda: False))
     result = run(path, out, tiny, engine=engine)
     assert (result.written, result.skipped, result.failed) == (0, 1, 1)
     path.write_text('{"id": "c", "text": " "}\n')                      # bad records only: a new job

@@ -126,6 +126,44 @@ def test_generate_kwargs(checkpoint, recipe, pipes, name, texts):
     assert all(len(pipe.tokenizer.encode(r["summary_text"], add_special_tokens=False)) > 0 for r in out)
 
 
+def test_a_generator_or_dataset_is_iterated_as_4x_did(pipes):
+    """pipe(generator) or pipe(torch Dataset) (4.x's `for out in pipe(KeyDataset(ds, "text"), batch_size=8)`) was a
+    TypeError. It returns an iterator over each input's list of records, equal to the list call's, reading
+    batch_size inputs at a time as it is consumed; an option is checked at the call, a text when it is read."""
+    pipe = pipes("tiny")
+    texts = EN + ["A fourth text, about nothing much.", "And a fifth."]
+    kwargs = dict(batch_size=2, max_length=12)
+    whole = [[r] for r in pipe(texts, **kwargs)]
+    read = []
+
+    def generator():
+        for text in texts:
+            read.append(text)
+            yield text
+
+    out = pipe(generator(), **kwargs)
+    assert read == [] and iter(out) is out
+    assert next(out) == whole[0] and len(read) == 2                     # one batch read, not the whole input
+    assert [whole[0], *out] == whole and read == texts
+
+    class Texts(torch.utils.data.Dataset):                              # KeyDataset's kind: __getitem__, __len__
+        def __getitem__(self, i):
+            return texts[i]
+
+        def __len__(self):
+            return len(texts)
+
+    assert list(pipe(Texts(), **kwargs)) == whole
+    assert list(pipe(iter(texts), num_beams=2, num_return_sequences=2, max_length=12)) == \
+        pipe(texts, num_beams=2, num_return_sequences=2, max_length=12)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        pipe(generator(), batch_size=0)                                 # at the call
+    later = pipe(iter([texts[0], 3]), max_length=12)                    # batch_size 1: the 3 is read second
+    assert next(later) == whole[0]
+    with pytest.raises(TypeError, match="a list holding a int"):
+        next(later)
+
+
 @pytest.mark.parametrize("name,texts", [("tiny", EN), ("kobart", KO)])
 def test_batch_size_pads(checkpoint, recipe, pipes, name, texts):
     pipe, path = pipes(name), checkpoint(name)
@@ -521,7 +559,7 @@ def test_bad_arguments(checkpoint, pipes):
         pipe("")
     with pytest.raises(ValueError, match="input 1 is empty"):
         pipe([EN[0], "   "])
-    with pytest.raises(TypeError, match="a string or a list of strings, got int"):
+    with pytest.raises(TypeError, match="a string, a list of strings, or a generator or Dataset of strings, got int"):
         pipe(3)
     with pytest.raises(TypeError, match="a list holding a int"):
         pipe([EN[0], 3])

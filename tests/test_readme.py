@@ -58,7 +58,7 @@ MODEL = ['tok = Tokenizer.from_pretrained("path/to/checkpoint")', "from seq2seq_
 PIPELINE = ['pipe_kor = pipeline("summarization"', "pipe(texts, batch_size=1, num_beams=4)",
             "from benchmarks.texts import ENGLISH", "with pipe.engine(max_rows=32) as engine:",
             "request = engine.submit(rows[0], decoder_input_ids=prefix",
-            "from seq2seq_kit import TextIteratorStreamer"]
+            "from seq2seq_kit import TextIteratorStreamer", 'for records in pipe((line for line in open("docs.txt")']
 AUTO = ['AutoModelForSeq2SeqLM.from_pretrained("sshleifer/distilbart-cnn-12-6", dtype="bfloat16")']
 DOCTEST = ['>>> tok.tokenize("혼자 공부하는 머신러닝 딥러닝")', ">>> batch = tok.pad(rows"]
 MARIAN_ALIGN = ['mt = AutoModelForSeq2SeqLM.from_pretrained("Helsinki-NLP/opus-mt-en-de")',
@@ -222,6 +222,7 @@ def test_pipeline_and_engine_examples(hub, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(REPO_ROOT))
     for name in ("a", "b", "c"):
         Path(f"{name}.txt").write_text(f"Article {name}. " + SAMPLE_TEXT, encoding="utf-8")
+    Path("docs.txt").write_text(f"{SAMPLE_TEXT}\n\nArticle b. {SAMPLE_TEXT}\n", encoding="utf-8")
     code = block(PIPELINE[0]).replace("device=0)", 'device="cpu")' if not torch.cuda.is_available() else "device=0)")
     ns = {"sample_text": SAMPLE_TEXT, "sample_text_kor": SAMPLE_TEXT_KOR, "texts": [SAMPLE_TEXT, SAMPLE_TEXT_KOR]}
     exec(compile(code, "README block pipeline()", "exec"), ns)
@@ -233,6 +234,7 @@ def test_pipeline_and_engine_examples(hub, capsys, monkeypatch):
     lengths = [len(row) for row in ns["pipe"].preprocess([c["text"] for c in ns["out"][0]["chunks"]]).rows]
     assert re.search(r"# (\d+), (\d+) and (\d+) tokens", code).groups() == tuple(map(str, lengths))
     assert len(ns["summaries"]) == 3 and all(isinstance(s, str) for s in ns["summaries"])
+    assert ns["records"] == [ns["pipe"](f"Article b. {SAMPLE_TEXT}\n", batch_size=8)[0]]       # the last line's
     assert capsys.readouterr().out.strip()
 
 
