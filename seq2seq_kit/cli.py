@@ -733,7 +733,7 @@ def _summarize(args) -> int:
         return _summarize_corpus(args, kwargs)
     text = _one_text(args, "summarize")
 
-    from .long_documents import DocumentError
+    from .long_documents import DocumentError, StageError
     from .summarization import pipeline
 
     pipe = pipeline("summarization", model=args.model, device=_device(args.device), dtype=args.dtype,
@@ -747,6 +747,9 @@ def _summarize(args) -> int:
         flag = "--max-new-tokens" if args.max_new_tokens is not None else "--max-length"
         raise ValueError(str(e.error) if what is None else f"{what}; a smaller {flag} shortens the chunks' "
                          "summaries") from None
+    except StageError as e:              # its message names map_kwargs too: here the command's settings, both stages
+        part = "the chunks' summaries" if e.stage == "map" else "the summary of the chunks' summaries"
+        raise ValueError(f"the {e.stage} stage ({part}): {e.error}") from None
     if not args.stream:                  # (the streamer printed it, and a newline at its end)
         print(json.dumps({"summary_text": summary}, ensure_ascii=False) if args.json else summary)
     return 0

@@ -549,6 +549,9 @@ def test_settings_given_as_tuples_or_a_bias_dict_resume(tmp_path, tiny):
     (dict(num_beams=2, force_words_ids=[[5]]), ValueError, "force_words_ids / constraints: constrained beam search"),
     (dict(num_beams=1, penalty_alpha=0.6, top_k=4), ValueError, "penalty_alpha: contrastive search runs in gene"),
     (dict(nmu_beams=2), ValueError, "unknown argument(s) ['nmu_beams']"),
+    (dict(strategy="map_reduce", map_kwargs={"max_length": 20}, chunk_overlap=1), TypeError,
+     "map_kwargs, chunk_overlap: options of a pipeline call, not of a corpus job; with strategy='map_reduce' a job "
+     "summarizes each document's chunks (no overlap) and their summaries with the job's own settings"),
 ])
 def test_argument_errors(tmp_path, tiny, kwargs, error, message):
     path = write_jsonl(tmp_path / "docs.jsonl", make_docs(1))

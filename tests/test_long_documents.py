@@ -533,6 +533,18 @@ def test_a_request_failing_as_it_runs_names_its_stage(pipes):
     assert str(error.value).startswith("the map stage (map_kwargs over the call's settings): sampling")
 
 
+def test_the_command_line_names_a_failing_stage_in_its_own_terms(paths, capsys):
+    """The CLI has no map_kwargs: a stage failing as it runs is named by what it summarizes (its message said
+    "map_kwargs over the call's settings")."""
+    from seq2seq_kit.cli import main
+
+    assert main(["summarize", "The tower is tall and it is in Paris. " * 20, "--model", str(paths("tiny64")),
+                 "--strategy", "map-reduce", "--do-sample", "--temperature", "1e-38", "--max-length", "8"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("seq2seq-kit: error: the map stage (the chunks' summaries): sampling found no valid "
+                          "probabilities") and "map_kwargs" not in err and err.count("\n") == 1
+
+
 def test_an_empty_logits_processor_list_is_taken_by_map_reduce(pipes):
     """logits_processor=[] is generate's "none" (the engine takes it): map_reduce refused it as unknown."""
     pipe = pipes("tiny")

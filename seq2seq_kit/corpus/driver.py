@@ -117,6 +117,7 @@ def process_corpus(input: str | Path, output: str | Path, model: str | Path | No
     """
     _check_engine(engine, ray_address, actors, batch_size)
     _check_seed(seed)
+    _check_no_call_options(generate_kwargs)
     check_strategy(strategy)
     _check_task(task, model, strategy, src_lang, tgt_lang)
     for name, path in (("input", input), ("output", output)):
@@ -194,6 +195,16 @@ def _check_engine(engine: str, ray_address, actors, batch_size) -> None:
     if engine == "ray":
         ray_engine.require_ray()                                   # before any work: is Ray there?
         ray_engine.check_address(ray_address)       # not a Ray Client address; Ray's own, if already initialized
+
+
+def _check_no_call_options(generate_kwargs: dict) -> None:
+    """TypeError naming the pipeline call's map-reduce options, which a job does not take (they were "unknown
+    generate arguments"): its chunks are summarized with the job's own settings."""
+    given = [name for name in ("map_kwargs", "chunk_overlap", "return_chunks") if name in generate_kwargs]
+    if given:
+        raise TypeError(f"{', '.join(given)}: options of a pipeline call, not of a corpus job; with "
+                        "strategy='map_reduce' a job summarizes each document's chunks (no overlap) and their "
+                        "summaries with the job's own settings, and its records count the chunks ('chunks')")
 
 
 def _check_seed(seed) -> None:
