@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import math
 import logging
+import math
 import threading
 import time
 from concurrent.futures import Future

@@ -52,10 +52,10 @@ def check_labels(labels, decoder_input_ids, *, batch: int, vocab_size: int, max_
                          f"{list(decoder_input_ids.shape)}; labels[:, i] is the target of the logits at i, so they "
                          "must match (or leave decoder_input_ids out: they are made from labels)")
     scored = labels[labels != IGNORE_INDEX]
-    if scored.numel() and (int(scored.min()) < 0 or int(scored.max()) >= vocab_size):
-        bad = int(scored.min()) if int(scored.min()) < 0 else int(scored.max())
-        raise ValueError(f"labels contains token id {bad}, outside the model's vocabulary [0, vocab_size="
-                         f"{vocab_size}); {IGNORE_INDEX} marks a position the loss leaves out")
+    lo, hi = (int(t) for t in torch.aminmax(scored)) if scored.numel() else (0, 0)
+    if lo < 0 or hi >= vocab_size:
+        raise ValueError(f"labels contains token id {lo if lo < 0 else hi}, outside the model's vocabulary [0, "
+                         f"vocab_size={vocab_size}); {IGNORE_INDEX} marks a position the loss leaves out")
 
 
 def check_id_tensor(ids, name: str, *, max_positions: int, device: torch.device) -> None:
