@@ -538,7 +538,8 @@ def _add_serve(sub, parents: list) -> None:
 def _add_ray(p, what: str, extras: str, client: bool) -> None:
     p.add_argument("--ray", action="store_true",
                    help=f"{what} (a local Ray unless --ray-address); needs pip install \"seq2seq-kit[{extras}]\"")
-    forms = "auto, host:6379, ray://host:10001" if client else "auto, host:6379; not ray://: Ray Data needs the GCS's"
+    forms = ("auto, host:6379, ray://host:10001" if client
+             else "auto, or the head's GCS address host:6379; not ray://, as Ray Data does not run over Ray Client")
     p.add_argument("--ray-address", metavar="ADDRESS", help=f"with --ray: the cluster to join ({forms}); "
                                                              "--ray=ADDRESS says the same")
 
