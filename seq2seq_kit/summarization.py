@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from collections.abc import Iterator, Sized
 from dataclasses import dataclass
 
@@ -240,10 +241,24 @@ class SummarizationPipeline:
         return self._run(inputs, generate_kwargs, **options)
 
     def _stream(self, inputs, generate_kwargs: dict, options: dict) -> Iterator[list[dict]]:
-        """pipe(generator or Dataset): each input's records, batch_size inputs read and run at a time."""
-        items = (inputs[i] for i in range(len(inputs))) if isinstance(inputs, Sized) else iter(inputs)
+        """pipe(generator or Dataset): each input's records, batch_size inputs read and run at a time. A map-style
+        Dataset (sized, not iterable: __getitem__ and __len__) is indexed, anything else iterated. An error that
+        names an input by its place in the batch (input N, text[N]) says where the batch starts in the stream."""
+        indexed = isinstance(inputs, Sized) and not isinstance(inputs, (Iterator, torch.utils.data.IterableDataset))
+        items = (inputs[i] for i in range(len(inputs))) if indexed else iter(inputs)
+        start = 0
         while batch := list(itertools.islice(items, options["batch_size"])):
-            for result in self._run(batch, generate_kwargs, **options):
+            bad = next(((n, t) for n, t in enumerate(batch, start) if not isinstance(t, str)), None)
+            if bad is not None:
+                raise TypeError(f"pipe() takes a stream of strings; its item {bad[0]} is a {type(bad[1]).__name__}")
+            try:
+                results = self._run(batch, generate_kwargs, **options)
+            except (ValueError, TypeError) as e:
+                if start and re.search(r"\b(input \d+|text\[\d+\])", str(e)):
+                    e.args = (f"{e} (streamed: input 0 here is the stream's item {start})", *e.args[1:])
+                raise
+            start += len(batch)
+            for result in results:
                 yield result if isinstance(result, list) else [result]
 
     def call_options(self, kwargs: dict) -> dict:

@@ -160,8 +160,21 @@ def test_a_generator_or_dataset_is_iterated_as_4x_did(pipes):
         pipe(generator(), batch_size=0)                                 # at the call
     later = pipe(iter([texts[0], 3]), max_length=12)                    # batch_size 1: the 3 is read second
     assert next(later) == whole[0]
-    with pytest.raises(TypeError, match="a list holding a int"):
+    with pytest.raises(TypeError, match=r"^pipe\(\) takes a stream of strings; its item 1 is a int$"):
         next(later)
+    with pytest.raises(ValueError, match=r"^input 0 is empty: .* \(streamed: input 0 here is the stream's item 2\)$"):
+        list(pipe(iter([*texts[:2], "   "]), **kwargs))                # the batch of items 2-3 (named as the list
+    with pytest.raises(ValueError, match=r"^input 2 is empty"):         # call names it, input 2)
+        pipe([*texts[:2], "   "], **kwargs)
+
+    class Stream(torch.utils.data.IterableDataset):                     # iterable, with a length: iterated
+        def __iter__(self):
+            return iter(texts)
+
+        def __len__(self):
+            return len(texts)
+
+    assert list(pipe(Stream(), **kwargs)) == whole
 
 
 @pytest.mark.parametrize("name,texts", [("tiny", EN), ("kobart", KO)])
