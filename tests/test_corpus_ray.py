@@ -18,10 +18,11 @@ from test_families_pipeline import m2m100_path   # noqa: E402,F401 (a fixture)
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context"),   # Ray Data's own, at start-up
-    # the pool's options go through named parameters (max_restarts / max_task_retries as **ray_remote_args warned
-    # on every job: deprecated in Ray 2.60)
+    # max_restarts / max_task_retries passed through **ray_remote_args warned on every job (deprecated in Ray 2.60);
+    # the job no longer passes them (ray_engine's _Tries counts the tries): the warning fails a test
     pytest.mark.filterwarnings("error:`ray_remote_args` is deprecated:DeprecationWarning"),
 ]
+
 
 @pytest.fixture(scope="module")
 def crash_flags(tmp_path_factory):
@@ -413,26 +414,31 @@ def test_no_chunks_start_or_join_no_ray(monkeypatch):
     assert list(ray_engine.results(cluster, [], {})) == []
 
 
-def sidecars_paths(out):
-    """The files beside a JSONL output: its errors and meta files."""
-    return [out.with_name(out.name + ".errors.jsonl"), out.with_name(out.name + ".meta.json")]
+def job_files(out):
+    """A JSONL output and the files beside it: its errors and meta files."""
+    return [out, out.with_name(out.name + ".errors.jsonl"), out.with_name(out.name + ".meta.json")]
 
 
 def sidecars(out):
     """The output and the files beside it, as bytes (None: missing)."""
-    return [p.read_bytes() if p.exists() else None for p in [out, *sidecars_paths(out)]]
+    return [p.read_bytes() if p.exists() else None for p in job_files(out)]
+
+
+def copied_output(local, out) -> list:
+    """A finished job's files copied to `out`'s place -> sidecars(out), to compare after a refused job."""
+    import shutil
+
+    for src, dst in zip(job_files(local), job_files(out)):
+        shutil.copy(src, dst)
+    return sidecars(out)
 
 
 def test_overwrite_leaves_the_old_output_whole_when_the_pool_is_refused(ray_cluster, corpus, tmp_path):
     """overwrite=True with more actors than CPUs: refused before the output is emptied (it was emptied first, the
     meta file rewritten, then the pool refused: a finished job's records lost)."""
-    import shutil
-
     path, local, model = corpus
     out = tmp_path / "out.jsonl"
-    for src, dst in zip([local, *sidecars_paths(local)], [out, *sidecars_paths(out)]):
-        shutil.copy(src, dst)
-    before = sidecars(out)
+    before = copied_output(local, out)
     with pytest.raises(ValueError, match=r"^actors=3: the Ray cluster has 2 CPU"):
         run_ray(path, out, model, actors=3, overwrite=True)
     assert sidecars(out) == before
@@ -440,15 +446,12 @@ def test_overwrite_leaves_the_old_output_whole_when_the_pool_is_refused(ray_clus
 
 def test_overwrite_leaves_the_old_output_whole_when_ray_cannot_be_joined(corpus, tmp_path):
     """--overwrite with a --ray-address nothing answers at: one line, exit 1, the old output as it was."""
-    import shutil
     import subprocess
     import sys
 
     path, local, model = corpus
     out = tmp_path / "out.jsonl"
-    for src, dst in zip([local, *sidecars_paths(local)], [out, *sidecars_paths(out)]):
-        shutil.copy(src, dst)
-    before = sidecars(out)
+    before = copied_output(local, out)
     done = subprocess.run([sys.executable, "-m", "seq2seq_kit", "summarize", "--input", path, "--output", out,
                            "--model", model, "--overwrite", "--ray", "--ray-address", f"127.0.0.1:{closed_port()}"],
                           capture_output=True, text=True, timeout=120)
