@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import warnings
 from collections.abc import Iterator, Sized
 from dataclasses import dataclass
 
@@ -28,10 +29,10 @@ from . import hub
 from .engine import Engine
 from .engine.scheduler import check_engine_settings
 from .family_tokenizers import AutoTokenizer
-from .generation import settings
+from .generation import GENERATE_ARGUMENTS, settings
 from .generation.config import GENERATE_KWARGS, GenerationConfig, in_effect
 from .loading import dtype_or_legacy, resolve_device
-from .long_documents import DEFAULT_BATCH_SIZE, check_strategy, map_reduce
+from .long_documents import DEFAULT_BATCH_SIZE, check_strategy, map_reduce, map_settings, stage_settings
 from .modeling import BartForConditionalGeneration
 from .models.checks import check_positive_int
 from .tokenizer import Tokenizer, check_text, clean_up_tokenization
@@ -61,6 +62,7 @@ def pipeline(task: str = "summarization", model=None, tokenizer=None, device=Non
 
 def split_kwargs(kwargs: dict) -> tuple[dict, dict, dict]:
     """pipeline()'s keyword arguments -> (generate settings, call options, the rest: the Hub's, checked there)."""
+    refuse_num_workers(kwargs)
     generate = {k: v for k, v in kwargs.items() if k in GENERATE_KWARGS or k == "generation_config"}
     options = {k: v for k, v in kwargs.items() if k in CALL_OPTIONS}
     return generate, options, {k: v for k, v in kwargs.items() if k not in generate and k not in options}
@@ -104,6 +106,13 @@ def task_defaults(config, task: str = "summarization") -> tuple[str, dict]:
     # As 4.x: the config's prefix, unless the task's settings carry their own.
     prefix = params.pop("prefix", config.extra.get("prefix")) or ""
     return prefix, {k: v for k, v in params.items() if k in GENERATE_KWARGS}  # 4.x's generation_config.update
+
+
+def refuse_num_workers(kwargs: dict) -> None:
+    """4.x's pipelines took num_workers for their DataLoader; a TypeError naming why this one takes none."""
+    if "num_workers" in kwargs:
+        raise TypeError("num_workers: 4.x's DataLoader workers read a Dataset in other processes; this pipeline "
+                        "reads its inputs batch_size at a time as they are consumed, with no workers: leave it out")
 
 
 def check_truncation(truncation) -> None:
@@ -232,13 +241,29 @@ class SummarizationPipeline:
         Every other keyword is a generate setting, over the pipeline's generate_defaults.
         inputs may also be a generator (any iterator) or a torch Dataset (transformers' KeyDataset): then, as 4.x,
         an iterator over each input's list of records, read and computed batch_size inputs at a time as it is
-        consumed (the options are checked at the call, each text when its batch is read)."""
+        consumed (the options and generate settings are checked at the call, each text when its batch is read)."""
+        refuse_num_workers(kwargs)
         given = {**self.call_options(kwargs), **kwargs}
         options = self._options(**{k: v for k, v in given.items() if k in CALL_OPTIONS})
         generate_kwargs = {k: v for k, v in given.items() if k not in CALL_OPTIONS}
         if isinstance(inputs, (Iterator, torch.utils.data.Dataset)):
+            self._check_settings(generate_kwargs, options)
             return self._stream(inputs, generate_kwargs, options)
         return self._run(inputs, generate_kwargs, **options)
+
+    def _check_settings(self, generate_kwargs: dict, options: dict) -> None:
+        """A call's generate settings resolved as its generate calls resolve them, before any input is read (a
+        stream reads its first batch at its first next()): a misspelt or bad setting raises at the call.
+        generate's other arguments (generator, streamer, logits_processor, ...) are checked where they are used."""
+        with warnings.catch_warnings():          # the same settings warn once, where they run
+            warnings.simplefilter("ignore")
+            if options["strategy"] == "map_reduce":          # as map_reduce resolves its two stages' settings
+                generate_kwargs = on_engine(generate_kwargs)
+                for stage in (generate_kwargs, map_settings(generate_kwargs, on_engine(options["map_kwargs"]))):
+                    stage_settings(self, stage)
+                return
+            given = {**self.generate_defaults, **self.stop_eos, **generate_kwargs}
+            settings(self.model, {k: v for k, v in given.items() if k not in GENERATE_ARGUMENTS})
 
     def _stream(self, inputs, generate_kwargs: dict, options: dict) -> Iterator[list[dict]]:
         """pipe(generator or Dataset): each input's records, batch_size inputs read and run at a time. A map-style

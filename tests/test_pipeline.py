@@ -129,7 +129,8 @@ def test_generate_kwargs(checkpoint, recipe, pipes, name, texts):
 def test_a_generator_or_dataset_is_iterated_as_4x_did(pipes):
     """pipe(generator) or pipe(torch Dataset) (4.x's `for out in pipe(KeyDataset(ds, "text"), batch_size=8)`) was a
     TypeError. It returns an iterator over each input's list of records, equal to the list call's, reading
-    batch_size inputs at a time as it is consumed; an option is checked at the call, a text when it is read."""
+    batch_size inputs at a time as it is consumed; an option or setting is checked at the call, a text when it is
+    read."""
     pipe = pipes("tiny")
     texts = EN + ["A fourth text, about nothing much.", "And a fifth."]
     kwargs = dict(batch_size=2, max_length=12)
@@ -158,6 +159,16 @@ def test_a_generator_or_dataset_is_iterated_as_4x_did(pipes):
         pipe(texts, num_beams=2, num_return_sequences=2, max_length=12)
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         pipe(generator(), batch_size=0)                                 # at the call
+    read.clear()
+    with pytest.raises(ValueError, match=r"unknown argument\(s\) \['num_beam'\]"):
+        pipe(generator(), num_beam=2)                                   # a generate setting too, nothing read
+    with pytest.raises(ValueError, match="`num_beams` must be an integer >= 1, got 0"):
+        pipe(generator(), strategy="map_reduce", map_kwargs={"num_beams": 0})      # either stage's
+    with pytest.raises(TypeError, match="^num_workers: 4.x's DataLoader workers"):
+        pipe(generator(), batch_size=2, num_workers=2)
+    with pytest.raises(TypeError, match="^num_workers: 4.x's DataLoader workers"):
+        pipeline("summarization", model=pipe.model, tokenizer=pipe.tokenizer, num_workers=2)
+    assert read == []
     later = pipe(iter([texts[0], 3]), max_length=12)                    # batch_size 1: the 3 is read second
     assert next(later) == whole[0]
     with pytest.raises(TypeError, match=r"^pipe\(\) takes a stream of strings; its item 1 is a int$"):

@@ -6,6 +6,7 @@ The model is anything that fits generation/protocol.py's Seq2SeqModel; nothing h
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 import time
@@ -183,6 +184,12 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor | None, attention_mask
     if streamer is not None:
         streamer.end()
     return result(cfg, search, trace=trace)
+
+
+# generate's arguments that are not settings (what settings() resolves): its keyword-only parameters, and
+# custom_generate, which prepare() takes off the settings
+GENERATE_ARGUMENTS = frozenset([*(name for name, p in inspect.signature(generate).parameters.items()
+                                  if p.kind is p.KEYWORD_ONLY), "custom_generate"])
 
 
 def stream_first_tokens(streamer, search: SampleSearch) -> None:
