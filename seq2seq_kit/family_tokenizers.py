@@ -319,11 +319,16 @@ class TranslationTokenizer(Tokenizer):
         return self.pieces is None
 
     def tokenize(self, text: str) -> list[str]:
-        """Tokenizer.tokenize; Marian, M2M100: a piece the vocabulary lacks shown as itself, not <unk> (its id is
-        <unk>'s), as transformers' Python tokenizers show it."""
+        """Tokenizer.tokenize; Marian, M2M100: an added token as its content, without the spaces it strips (lstrip /
+        rstrip), and a piece the vocabulary lacks shown as itself, not <unk> (its id is <unk>'s), as transformers'
+        Python tokenizers show them."""
         encoding = self.encodings([check_text(text, "text")], add_special_tokens=False)[0]
-        if self.pieces is None or self.unk_token not in encoding.tokens:
+        if self.pieces is None:
             return encoding.tokens
+        added = self.backend_tokenizer.get_added_tokens_decoder()            # {id: AddedToken}
+        shown = [added[i].content if i in added else t for t, i in zip(encoding.tokens, encoding.ids)]
+        if self.unk_token not in shown:
+            return shown
         added = sorted({t.content for t in self.backend_tokenizer.get_added_tokens_decoder().values()}, key=len,
                        reverse=True)                  # typed in the text, kept whole (the longest first, as matched)
         tokens, start = [], 0
@@ -331,7 +336,7 @@ class TranslationTokenizer(Tokenizer):
             tokens += [*self.pieces.pieces(text[start:typed.start()]), typed.group()]
             start = typed.end()
         tokens += self.pieces.pieces(text[start:])
-        return tokens if len(tokens) == len(encoding.tokens) else encoding.tokens
+        return tokens if len(tokens) == len(shown) else shown
 
     def encodings_locked(self, batch: list, add_special_tokens: bool, padding, truncation, max_length) -> list:
         """Tokenizer.encodings_locked; Marian and M2M100 pairs are cut as transformers' Python tokenizers cut them
@@ -382,7 +387,12 @@ class TranslationTokenizer(Tokenizer):
             return list(self.marian_codes[1])
         if self.lang_tokens:
             return list(self.lang_tokens)
-        return [t for t in self.all_special_tokens if t in set(self.extra_special_tokens)]
+        listed = [t for t in self.all_special_tokens if t in set(self.extra_special_tokens)]
+        if self.kind == "NllbTokenizer":    # and its codes in the vocabulary: transformers 5 saves a list it was told
+            known = set(listed)             # to replace (add_special_tokens) with no codes, and still takes them
+            listed += [c for c in NLLB_LANGUAGES
+                       if c not in known and self.backend_tokenizer.token_to_id(c) is not None]
+        return listed
 
     def get_lang_token(self, lang: str) -> str:
         check_code("lang", lang, optional=False)

@@ -251,6 +251,24 @@ def test_nllb_without_listed_codes_takes_transformers_default_codes(nllb_dir, tm
         check_languages(AutoTokenizer.from_pretrained(root, src_lang="fra_Latn"), "fra_Latn", None)
 
 
+
+def test_nllb_saved_with_a_replaced_extra_special_tokens_list_keeps_its_codes(nllb_dir, tmp_path):
+    """transformers 5 saves add_special_tokens({"extra_special_tokens": [...]}) as a list without the language
+    codes, which stay tokens of tokenizer.json and which it still takes: src_lang / tgt_lang are still known."""
+    from transformers import AutoTokenizer as TheirAutoTokenizer
+
+    theirs = TheirAutoTokenizer.from_pretrained(str(nllb_dir))
+    theirs.add_special_tokens({"extra_special_tokens": ["<SP1>"]})
+    theirs.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "tokenizer_config.json").read_text())["extra_special_tokens"] == ["<SP1>"]
+    theirs = TheirAutoTokenizer.from_pretrained(str(tmp_path), src_lang="fra_Latn", tgt_lang="deu_Latn")
+    ours = AutoTokenizer.from_pretrained(tmp_path, src_lang="fra_Latn", tgt_lang="deu_Latn")
+    assert ours.extra_special_tokens == theirs.extra_special_tokens == ["<SP1>"]
+    assert "eng_Latn" in ours.language_codes and len(ours.language_codes) == 203
+    assert_same(theirs, ours, CORPUS[:3] + ["a <SP1> b"])
+    assert ours("Hallo", text_target="Hallo")["labels"] == theirs("Hallo", text_target="Hallo")["labels"]
+    assert AutoTokenizer.from_pretrained(tmp_path).src_lang == "eng_Latn"      # the default code, found
+
 @pytest.mark.parametrize("form", ["tokenizer.json", "sentencepiece.bpe.model"])
 def test_mbart50_ids_text_and_languages_equal_transformers(tmp_path, form):
     from transformers import MBart50Tokenizer
@@ -770,6 +788,22 @@ def test_tokenize_shows_pieces_outside_the_vocabulary(request, fixture):
     assert "<unk>" in ours.convert_ids_to_tokens(ours("Ω 🇫🇷")["input_ids"])       # the ids stay <unk>'s
     with pytest.raises(ValueError, match="return_offsets_mapping is not available for this tokenizer"):
         ours("a tower", return_offsets_mapping=True)         # its pieces' offsets are not the text's
+
+
+@pytest.mark.parametrize("fixture", ["marian_dir", "m2m100_dir"])
+def test_tokenize_shows_stripping_added_tokens_as_their_content(request, fixture, tmp_path):
+    """Tokens added with lstrip / rstrip (transformers' add_tokens, then save_pretrained): tokenize() shows each as
+    its content, not with the spaces it takes in (" <l>", which convert_tokens_to_ids read as <unk>)."""
+    from tokenizers import AddedToken
+
+    theirs, _ = python_tokenizer(request, fixture)
+    theirs.add_tokens([AddedToken("<l>", lstrip=True), AddedToken("<r>", rstrip=True)])
+    theirs.save_pretrained(tmp_path)
+    theirs = type(theirs).from_pretrained(str(tmp_path))
+    ours = AutoTokenizer.from_pretrained(tmp_path)
+    for text in ["a <l> b", "a <r> b", "Ω <l>  <r> Ω"]:
+        assert ours.tokenize(text) == theirs.tokenize(text), text
+        assert ours.convert_tokens_to_ids(ours.tokenize(text)) == ours(text, add_special_tokens=False)["input_ids"]
 
 
 @pytest.mark.parametrize("fixture", ["marian_dir", "m2m100_dir"])
