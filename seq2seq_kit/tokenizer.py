@@ -466,13 +466,18 @@ class Tokenizer:
         return self.encodings([check_text(text, "text")], add_special_tokens=False)[0].tokens
 
     def encode(self, text: str, text_pair: str | None = None, add_special_tokens: bool = True,
-               truncation: bool | str | None = None, max_length: int | None = None) -> list[int]:
-        """Ids of one text (or pair); a max_length alone turns truncation on, as in transformers."""
+               padding: bool | str = False, truncation: bool | str | None = None, max_length: int | None = None,
+               return_tensors: str | None = None, pad_to_multiple_of: int | None = None):
+        """Ids of one text (or pair), the call's input_ids: list[int], or with return_tensors ("pt" / "np") a batch
+        of one [1, length], as transformers' `tok.encode(text, return_tensors="pt", truncation=True)`. A max_length
+        alone turns truncation on, as in transformers; padding pads the one row ("max_length", pad_to_multiple_of).
+        """
         check_text(text, "text", hint=" (to encode a batch, call the tokenizer: tok([...]))")
         if text_pair is not None:
             check_text(text_pair, "text_pair")
-        batch = [(text, text_pair)] if text_pair else [text]  # "" is no pair, as in transformers
-        return self.encodings(batch, add_special_tokens, truncation=truncation, max_length=max_length)[0].ids
+        return self(text, text_pair or None, add_special_tokens=add_special_tokens, padding=padding,  # "": no pair,
+                    truncation=truncation, max_length=max_length, return_tensors=return_tensors,   # as transformers
+                    pad_to_multiple_of=pad_to_multiple_of, return_attention_mask=False)["input_ids"]
 
     def __call__(self, text=None, text_pair=None, text_target=None, text_pair_target=None,
                  add_special_tokens: bool = True, padding: bool | str = False, truncation: bool | str | None = None,

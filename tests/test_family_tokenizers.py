@@ -10,6 +10,7 @@ form those checkpoints ship (mBART-50 is also compared from sentencepiece.bpe.mo
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import shutil
 import warnings
@@ -1014,6 +1015,22 @@ def test_text_target_equals_transformers(request, tmp_path, family):
             assert as_lists(ours(**call)) == {k: v for k, v in as_lists(theirs(**call)).items()
                                               if k in ("input_ids", "attention_mask", "labels")}, (side, call)
     assert ours(SOURCES)["input_ids"] == theirs(SOURCES)["input_ids"]      # the source side is as it was
+
+
+ENCODE_CALLS = [dict(return_tensors="pt"), dict(return_tensors="np", truncation=True, max_length=5),
+                dict(padding="max_length", max_length=12), dict(padding=True, pad_to_multiple_of=8),
+                dict(add_special_tokens=False, return_tensors="pt")]
+
+
+@pytest.mark.parametrize("family", ["bart", "pegasus", "marian", "m2m100", "nllb", "mbart50"])
+def test_encode_takes_the_calls_options_as_transformers(request, tmp_path, family):
+    """tok.encode(text, return_tensors="pt", truncation=True, ...), the summarization examples' idiom: a batch of
+    one [1, length] (a list without return_tensors), padded and cut as the call pads and cuts (a TypeError before)."""
+    theirs, ours = target_tokenizers(request, tmp_path, family)
+    for (text, pair), call in itertools.product([(SOURCES[0], None), ("", None), (SOURCES[2], TARGETS[1]),
+                                                 (TARGETS[0], "")], ENCODE_CALLS):
+        assert as_lists({"ids": ours.encode(text, pair, **call)}) == as_lists({"ids": theirs.encode(text, pair,
+                                                                                                    **call)}), call
 
 
 @pytest.mark.parametrize("family", ["bart", "kobart", "pegasus", "marian", "marian-separate", "m2m100", "nllb",
