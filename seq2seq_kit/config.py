@@ -26,6 +26,7 @@ SIZE_FIELDS = ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "enc
 # Settings every transformers config has, with transformers' defaults: what config.<name> reads where config.json
 # leaves them out (the forward's output flags read them as transformers' does)
 COMMON_DEFAULTS = dict(output_attentions=False, output_hidden_states=False, return_dict=True, use_cache=True)
+FORCED_FIELDS = ("forced_bos_token_id", "forced_eos_token_id")      # generation settings that are fields here
 TOKEN_FIELDS = ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id",
                 "forced_bos_token_id", "forced_eos_token_id")
 
@@ -82,6 +83,16 @@ class BartConfig:
     def __post_init__(self):
         self.dtype = torch_dtype(self.dtype)
         self.validate()
+        self._made_with = {name: getattr(self, name) for name in FORCED_FIELDS}   # generation_settings_assigned's
+
+    def generation_settings_assigned(self) -> dict:
+        """{name: value} of the forced BOS / EOS ids changed (to other than None) since the config was made, where
+        the family's transformers config has no such field (forced_bos_token_id always; forced_eos_token_id on
+        M2M100 / NLLB): settings transformers 5 refuses on model.config (the pre-v5 recipe for a translation's
+        target), and generate, which reads model.generation_config, would otherwise ignore."""
+        kept = ("forced_eos_token_id",) if self.family.declares_forced_eos else ()
+        return {name: getattr(self, name) for name in FORCED_FIELDS if name not in kept
+                and getattr(self, name) not in (None, self._made_with[name])}
 
     def __getattr__(self, name: str):
         """Any other key of config.json by name (config.use_cache, config.id2label, ...), as transformers' config

@@ -492,6 +492,38 @@ def test_generation_settings_set_on_model_config_are_refused(pair, monkeypatch):
     assert torch.equal(ours.generate(ids, mask, generation_config=GenerationConfig(max_new_tokens=3)), theirs)
 
 
+@pytest.mark.parametrize("name,setting", [("tiny", "forced_bos_token_id"), ("m2m100", "forced_bos_token_id"),
+                                          ("m2m100", "forced_eos_token_id")])
+def test_forced_ids_set_on_model_config_are_refused_as_in_transformers(pair, monkeypatch, name, setting):
+    """model.config.forced_bos_token_id = id (the pre-v5 recipe for a translation's target language) raises in
+    transformers 5, whose config classes have no such field (M2M100's no forced_eos_token_id either); it was a field
+    here, silently ignored: the output came in the wrong language. Its loaded value, or None, is not refused."""
+    hf, ours = pair(name)
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id)
+    loaded = getattr(ours.config, setting)
+    for model in (hf, ours):
+        monkeypatch.setattr(model.config, setting, 7, raising=False)
+    with pytest.raises(ValueError, match="modified the pretrained model configuration"):
+        hf.generate(ids, attention_mask=mask)
+    with pytest.raises(ValueError, match=rf"model.config has generation settings \{{'{setting}': 7\}}"):
+        ours.generate(ids, mask)
+    for value in (loaded, None):
+        setattr(ours.config, setting, value)
+        ours.generate(ids, mask, max_new_tokens=2)
+
+
+def test_output_flags_set_on_model_config_still_generate_as_in_transformers(pair, monkeypatch):
+    """model.config.output_hidden_states / output_attentions are the forward's settings (transformers' config has
+    them): generate refused them as generation settings set on the config, even False."""
+    hf, ours = pair("tiny")
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id)
+    for model in (hf, ours):
+        monkeypatch.setattr(model.config, "output_hidden_states", True)
+        monkeypatch.setattr(model.config, "output_attentions", False)
+    assert torch.equal(ours.generate(ids, mask, max_new_tokens=4),
+                       hf.generate(ids, attention_mask=mask, max_new_tokens=4))
+
+
 def test_model_without_generation_config(pair, monkeypatch):
     """A model whose generation_config was set to None by hand: generate names what to set (a model not made by
     from_pretrained has its config's token ids there: test_generation_config)."""

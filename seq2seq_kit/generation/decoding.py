@@ -186,6 +186,8 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor | None, attention_mask
     return result(cfg, search, trace=trace)
 
 
+# settings of the forward as well as generate's, which a model config may hold (transformers' config has them)
+FORWARD_FLAGS = ("output_attentions", "output_hidden_states")
 # generate's arguments that are not settings (what settings() resolves): its keyword-only parameters, and
 # custom_generate, which prepare() takes off the settings
 GENERATE_ARGUMENTS = frozenset([*(name for name, p in inspect.signature(generate).parameters.items()
@@ -553,10 +555,14 @@ def settings(model: Seq2SeqModel, kwargs: dict, prompt: torch.Tensor | None = No
 
 
 def check_model_config(config) -> None:
-    """Generation settings assigned to model.config (the legacy way, e.g. model.config.num_beams = 4) are refused,
-    as transformers 5 refuses them: generate reads model.generation_config, so they would be silently ignored."""
+    """Generation settings assigned to model.config (the legacy way, e.g. model.config.num_beams = 4, or
+    forced_bos_token_id: ModelConfig.generation_settings_assigned) are refused, as transformers 5 refuses them:
+    generate reads model.generation_config, so they would be silently ignored. The forward's output flags
+    (output_attentions, output_hidden_states) are the config's own, as in transformers."""
     declared = {f.name for f in fields(config)} if is_dataclass(config) else set()
-    legacy = {k: v for k, v in vars(config).items() if k in GENERATE_KWARGS and k not in declared and v is not None}
+    legacy = {k: v for k, v in vars(config).items()
+              if k in GENERATE_KWARGS and k not in declared and k not in FORWARD_FLAGS and v is not None}
+    legacy.update(config.generation_settings_assigned())
     if legacy:
         raise ValueError(f"model.config has generation settings {legacy}, which generate does not read; set them on "
                          "model.generation_config (or pass them to generate) and delete them from model.config")

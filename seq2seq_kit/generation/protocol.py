@@ -65,6 +65,10 @@ class ModelConfig(Protocol):
     positions_skip_pads: bool           # positions count non-pad tokens (M2M100): no pad in a prompt of 2 or more
     shared_embeddings: bool             # source ids are decoder ids (prompt lookup copies guesses from the source)
 
+    def generation_settings_assigned(self) -> dict:
+        """{name: value} of generation settings that are fields of this config and were assigned after it was made,
+        which generate refuses (it reads the model's generation_config); others set on it are found in vars()."""
+
 
 class Seq2SeqModel(Protocol):
     config: ModelConfig
