@@ -3,6 +3,7 @@ hub.py) and generate (generation/)."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 from . import cpu_memory, generation, hub, kernel_choice, loading
 from .config import BartConfig
 from .generation import GenerationConfig
+from .generation.config import check_config
 from .generation.traces import LayerRecord
 from .model_output import ModelOutput
 from .models.bart import BartNetwork, check_forward_kwargs, label_loss
@@ -111,6 +113,7 @@ class BartForConditionalGeneration(BartNetwork):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype=None, device=None, *, torch_dtype=None,
+                        generation_config: GenerationConfig | None = None,
                         **hub_kwargs) -> BartForConditionalGeneration:
         """Load a transformers checkpoint (safetensors or .bin, single or sharded) from a directory or Hub id.
 
@@ -118,8 +121,11 @@ class BartForConditionalGeneration(BartNetwork):
         "int8" (torch.int8): float32 weights made int8 by quantize_int8 (CPU only, outside the parity guarantee).
         torch_dtype: dtype's old name, taken as transformers 5 takes it (dtype wins; a FutureWarning).
         device: None (cpu), "cpu", "cuda", "cuda:N" or a torch.device.
+        generation_config: the model's generation_config (a copy), in the place of the checkpoint's, as transformers.
         hub_kwargs: revision, cache_dir, token, local_files_only (see seq2seq_kit.hub.resolve).
         """
+        if generation_config is not None:
+            check_config(generation_config, "generation_config")       # before anything is read
         dtype = loading.dtype_or_legacy(dtype, torch_dtype)
         root = hub.resolve(path, purpose="model", **hub_kwargs)
         config = BartConfig.from_pretrained(root)
@@ -138,7 +144,8 @@ class BartForConditionalGeneration(BartNetwork):
             if int8:                                 # failed too: the threshold a loaded model has, not 256 KiB
                 cpu_memory.keep_freed_memory()
         model.config.dtype = model.dtype             # as transformers: the torch.dtype loaded (int8: float32)
-        model.generation_config = GenerationConfig.from_pretrained(root, config)
+        model.generation_config = (GenerationConfig.from_pretrained(root, config) if generation_config is None
+                                   else copy.deepcopy(generation_config))
         if model.device.type == "cpu":
             cpu_memory.keep_freed_memory()           # a step's vocabulary-wide temporaries reuse the last step's pages
         attend = kernel_choice.choose_attention(model)   # float32 (int8 too) on the CPU: the step's attention
@@ -257,10 +264,12 @@ class AutoModelForSeq2SeqLM:
 
     @staticmethod
     def from_pretrained(path: str | Path, dtype=None, device=None, *, torch_dtype=None,
+                        generation_config: GenerationConfig | None = None,
                         **hub_kwargs) -> BartForConditionalGeneration:
         """See BartForConditionalGeneration.from_pretrained."""
         dtype = loading.dtype_or_legacy(dtype, torch_dtype)
-        return BartForConditionalGeneration.from_pretrained(path, dtype=dtype, device=device, **hub_kwargs)
+        return BartForConditionalGeneration.from_pretrained(path, dtype=dtype, device=device,
+                                                            generation_config=generation_config, **hub_kwargs)
 
 
 __all__ = ["AutoModelForSeq2SeqLM", "BartForConditionalGeneration", "BaseModelOutput", "Seq2SeqLMOutput"]

@@ -524,6 +524,23 @@ def test_output_flags_set_on_model_config_still_generate_as_in_transformers(pair
                        hf.generate(ids, attention_mask=mask, max_new_tokens=4))
 
 
+def test_from_pretrained_takes_a_generation_config_as_transformers(checkpoint):
+    """from_pretrained(path, generation_config=...) replaces the checkpoint's (a copy of it), as transformers' does;
+    it was a TypeError (an unknown Hub argument). Anything but seq2seq_kit's GenerationConfig is refused first."""
+    path = checkpoint("tiny-mbart")
+    mine = GenerationConfig(num_beams=2, max_new_tokens=5, decoder_start_token_id=2, eos_token_id=2, pad_token_id=1)
+    hf = transformers.AutoModelForSeq2SeqLM.from_pretrained(
+        str(path), generation_config=transformers.GenerationConfig(**mine.to_dict())).eval()
+    ours = BartForConditionalGeneration.from_pretrained(path, generation_config=mine)
+    assert ours.generation_config == mine and ours.generation_config is not mine
+    assert ours.generation_config.to_dict() == {k: v for k, v in hf.generation_config.to_diff_dict().items()
+                                                if k in mine.to_dict()}
+    ids, mask = inputs(hf.config.vocab_size, hf.config.pad_token_id)
+    assert torch.equal(ours.generate(ids, mask), hf.generate(ids, attention_mask=mask))
+    with pytest.raises(TypeError, match="generation_config must be seq2seq_kit's GenerationConfig"):
+        BartForConditionalGeneration.from_pretrained(path, generation_config={"num_beams": 2})
+
+
 def test_model_without_generation_config(pair, monkeypatch):
     """A model whose generation_config was set to None by hand: generate names what to set (a model not made by
     from_pretrained has its config's token ids there: test_generation_config)."""
