@@ -4,6 +4,8 @@ in greedy, beam and sampling search, for both seeding schemes and contexts longe
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -174,6 +176,32 @@ def test_on_cuda_graphs_the_search_runs_eagerly(checkpoint, monkeypatch, search)
     runs = [model.generate(ids, mask, max_length=10, watermarking_config={"bias": 4.0}, cuda_graph=graphed, **search)
             for graphed in (None, False)]
     assert torch.equal(runs[0], runs[1]) and model.graphed_step is not None
+
+
+@pytest.mark.parametrize("search", SEARCHES[:3:2], ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+def test_a_decoder_vocabulary_of_its_own_draws_green_lists_from_vocab_size_as_transformers(pair, search):
+    """Marian with a target vocabulary of its own (vocab_size 500 < decoder_vocab_size 640): transformers draws the
+    green lists from config.vocab_size, generating and detecting; they were drawn from the decoder's 640 here, and
+    the tokens differed from the first step. A vocab_size past the decoder's would index past the logits: refused."""
+    hf, ours = pair("marian-separate")
+    assert ours.config.vocab_size < ours.config.decoder_vocab_size
+    ids, mask = random_batch(hf.config.vocab_size, hf.config.pad_token_id, (12, 9, 5), seed=9)
+    settings = dict(max_length=14, output_scores=True, return_dict_in_generate=True, **search)
+    torch.manual_seed(0)
+    theirs = hf.generate(ids, attention_mask=mask, watermarking_config=transformers.WatermarkingConfig(), **settings)
+    torch.manual_seed(0)
+    mine = ours.generate(ids, mask, watermarking_config={}, **settings)
+    assert torch.equal(mine.sequences, theirs.sequences)
+    assert_same_scores(mine.scores, theirs.scores)
+    detected = [detector(mine.sequences, return_dict=True).num_green_tokens for detector in (
+        WatermarkDetector(ours.config, "cpu", {}), transformers.WatermarkDetector(hf.config, "cpu",
+                                                                                  transformers.WatermarkingConfig()))]
+    np.testing.assert_array_equal(*detected)
+    wider = copy.deepcopy(ours)
+    wider.config.vocab_size = 700
+    with pytest.raises(ValueError, match=r"watermarking_config: the green lists are drawn from the model's "
+                                         r"vocab_size \(700.*decoder's vocabulary has \(640\)"):
+        wider.generate(ids, mask, watermarking_config={}, max_length=5)
 
 
 @pytest.mark.parametrize("watermark", SETTINGS, ids=lambda w: "-".join(f"{k}={v}" for k, v in w.items()) or "defaults")

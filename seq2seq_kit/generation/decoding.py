@@ -547,11 +547,25 @@ def settings(model: Seq2SeqModel, kwargs: dict, prompt: torch.Tensor | None = No
     kwargs = {k: v for k, v in kwargs.items() if k != "generation_config"}
     cfg = resolve(base, kwargs, vocab_size=config.decoder_vocab_size,
                   max_position_embeddings=config.max_position_embeddings, prompt=prompt)
+    cfg.watermarking_config = watermark_vocabulary(cfg.watermarking_config, config)
     cfg.output_scores = cfg.output_scores and cfg.return_dict_in_generate     # scores are only returned in a dict
     cfg.output_logits = cfg.output_logits and cfg.return_dict_in_generate     # likewise
     cfg.output_attentions = cfg.output_attentions and cfg.return_dict_in_generate          # likewise
     cfg.output_hidden_states = cfg.output_hidden_states and cfg.return_dict_in_generate    # likewise
     return cfg
+
+
+def watermark_vocabulary(watermark: dict | None, config) -> dict | None:
+    """The watermark's settings and the vocabulary its green lists are drawn from (vocab_size): config.vocab_size,
+    as transformers' (the source's: ids of a Marian decoder's larger vocabulary of its own are never green);
+    refused where it is the larger, as transformers' green ids would index past the logits."""
+    if watermark is None:
+        return None
+    if config.vocab_size > config.decoder_vocab_size:
+        raise ValueError(f"watermarking_config: the green lists are drawn from the model's vocab_size "
+                         f"({config.vocab_size}, as transformers draws them), more ids than its decoder's "
+                         f"vocabulary has ({config.decoder_vocab_size}); this model cannot be watermarked")
+    return {**watermark, "vocab_size": config.vocab_size}
 
 
 def check_model_config(config) -> None:

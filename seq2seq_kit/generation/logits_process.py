@@ -640,9 +640,7 @@ def build_processors(cfg: GenerationConfig, encoder_input_ids: torch.Tensor, row
                       SuppressTokens(cfg.begin_suppress_tokens, vocab_size, begin, device)))
     tail = sampling_processors(cfg, device)
     if cfg.watermarking_config is not None:         # after the sampling ones, before renormalize_logits' (as
-        # transformers; its vocab_size is config.vocab_size, larger only for a Marian decoder vocabulary of its own,
-        # where its green tokens would index past the scores)
-        watermark = Watermark(vocab_size, device, **cfg.watermarking_config)
+        watermark = Watermark(device=device, **cfg.watermarking_config)        # transformers; with its vocab_size)
         tail.insert(len(tail) - bool(cfg.renormalize_logits), watermark)
     return merged(built, logits_processor) + tail
 

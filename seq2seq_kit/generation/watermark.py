@@ -32,10 +32,11 @@ class WatermarkDetectorOutput:
 
 
 class WatermarkDetector:
-    """transformers' WatermarkDetector over seq2seq_kit's watermark. model_config: the model's config (its decoder's
-    vocabulary and decoder start token); device: where the green lists are drawn (the generation's device: a
-    generator's permutations differ between CPU and CUDA); watermarking_config: the settings generate was given (a
-    dict or transformers' WatermarkingConfig); ignore_repeated_ngrams: score each distinct n-gram once."""
+    """transformers' WatermarkDetector over seq2seq_kit's watermark. model_config: the model's config (its
+    vocab_size, which generate draws the green lists from, and decoder start token); device: where the green lists
+    are drawn (the generation's device: a generator's permutations differ between CPU and CUDA);
+    watermarking_config: the settings generate was given (a dict or transformers' WatermarkingConfig);
+    ignore_repeated_ngrams: score each distinct n-gram once."""
 
     def __init__(self, model_config, device, watermarking_config, ignore_repeated_ngrams: bool = False):
         settings = watermark_settings(watermarking_config)
@@ -44,7 +45,7 @@ class WatermarkDetector:
         self.start = model_config.decoder_start_token_id
         self.ratio = settings["greenlist_ratio"]
         self.ignore_repeated_ngrams = ignore_repeated_ngrams
-        self.watermark = Watermark(model_config.decoder_vocab_size, device, **settings)
+        self.watermark = Watermark(model_config.vocab_size, device, **settings)     # transformers' vocabulary
 
     def __call__(self, input_ids: torch.Tensor, z_threshold: float = 3.0, return_dict: bool = False):
         """input_ids [B, T] (generate's sequences; a leading decoder start token is dropped, as the prompt should
