@@ -472,3 +472,241 @@ def test_max_time_zero_is_taken_as_in_transformers():
     assert res(GenerationConfig(bos_token_id=0), max_time=0).max_time == 0
     with pytest.raises(ValueError, match=r"`max_time` must be a number of seconds >= 0"):
         res(GenerationConfig(bos_token_id=0), max_time=-0.5)
+
+
+# ---- transformers' GenerationConfig methods: update, validate, keyword overrides, to_diff_dict, to_json_file ------
+
+def theirs_diff(gc) -> dict:
+    return {k: v for k, v in gc.to_diff_dict().items() if k != "transformers_version"}
+
+
+def test_update_sets_the_settings_and_returns_the_rest_as_transformers():
+    """Both set what they have and return the unused kwargs; a transformers-only setting is used, and here kept in
+    `unsupported` as from_dict keeps it (generate refuses it where it would act)."""
+    kwargs = dict(num_beams=4, max_new_tokens=8, guidance_scale=1.5, foo=1)
+    ours, theirs = GenerationConfig(num_beams=2), transformers.GenerationConfig(num_beams=2)
+    assert ours.update(**kwargs) == theirs.update(**kwargs) == {"foo": 1}
+    assert ours.to_diff_dict() == theirs_diff(theirs) == dict(num_beams=4, max_new_tokens=8, guidance_scale=1.5)
+    assert ours.unsupported == {"guidance_scale": 1.5}
+    assert ours.update(guidance_scale=1.0) == {} and ours.unsupported == {}         # its no-op value: dropped
+    ours, theirs = GenerationConfig(num_beams=2), transformers.GenerationConfig(num_beams=2)
+    assert ours.update(defaults_only=True, num_beams=4, max_length=9) == {}
+    theirs.update(defaults_only=True, num_beams=4, max_length=9)
+    assert ours.to_diff_dict() == theirs_diff(theirs) == dict(num_beams=2, max_length=9)
+
+
+def test_update_validates_and_leaves_the_config_as_it_was_when_refused():
+    """transformers' update validates (ValueError) after setting; here nothing is set when the result is refused."""
+    ours, theirs = GenerationConfig(num_beams=2), transformers.GenerationConfig(num_beams=2)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        theirs.update(num_beams=3, max_new_tokens=0)
+    with pytest.raises(ValueError, match=re.escape("`max_new_tokens` must be an integer >= 1, got 0")):
+        ours.update(num_beams=3, max_new_tokens=0)
+    assert ours == GenerationConfig(num_beams=2) and theirs.max_new_tokens == 0
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(max_new_tokens=0), r"`max_new_tokens` must be an integer >= 1, got 0"),
+    (dict(early_stopping="x"), r"`early_stopping` must be True, False or 'never', got 'x'"),
+    (dict(num_return_sequences=2), r"greedy search returns 1 sequence per input, got `num_return_sequences` 2"),
+    (dict(num_beams=2, num_return_sequences=3), r"`num_return_sequences` \(3\) must be between 1 and `num_beams` "
+                                                r"\(2\)"),
+    (dict(suppress_tokens=[2], forced_eos_token_id=2), r"every token of `forced_eos_token_id` \(\[2\]\) is in "
+                                                       r"`suppress_tokens`"),
+], ids=str)
+def test_validate_raises_where_transformers_validate_raises(settings, message):
+    with pytest.raises(ValueError):
+        transformers.GenerationConfig(**settings)                 # (its __init__ validates)
+    with pytest.raises(ValueError, match=message):
+        GenerationConfig(**settings).validate()
+
+
+def test_validate_takes_what_generate_takes_and_refuses_what_it_refuses_without_a_model():
+    """Without a model: no decoder start token needed, token ids only >= 0, a max_length without an upper bound;
+    generate's other refusals hold (num_beams 0 and a max_length under 2, which transformers' validate lets pass)."""
+    for cfg in (GenerationConfig(), GenerationConfig(num_beams=2, max_length=2000, eos_token_id=(2, 3)),
+                GenerationConfig(do_sample=1, output_scores=0, sequence_bias={(5,): -1.0}, forced_bos_token_id=10**6),
+                GenerationConfig(max_new_tokens=5, max_length=1)):               # max_new_tokens wins over it
+        assert cfg.validate() is None
+    for settings, message in ((dict(num_beams=0), r"`num_beams` must be an integer >= 1, got 0"),
+                              (dict(max_length=1), r"`max_length` must be an integer >= 2 \(max_new_tokens \+ 1"),
+                              (dict(max_length=20.0), r"`max_length` must be an integer, got 20.0"),
+                              (dict(pad_token_id=-1), r"`pad_token_id` must be a token id >= 0, got -1"),
+                              (dict(do_sample=True, temperature=0.0), r"`temperature` must be > 0")):
+        with pytest.raises(ValueError, match=message):
+            GenerationConfig(**settings).validate()
+
+
+def test_from_pretrained_and_from_dict_take_keyword_settings_over_the_files_as_transformers(checkpoint, tmp_path):
+    shutil.copy(checkpoint("tiny") / "config.json", tmp_path / "config.json")
+    (tmp_path / "generation_config.json").write_text(json.dumps(dict(num_beams=3, max_length=25, min_length=4,
+                                                                     decoder_start_token_id=2)))
+    overrides = dict(num_beams=7, max_length=None, no_repeat_ngram_size=2)
+    ours = GenerationConfig.from_pretrained(tmp_path, **overrides)
+    assert ours.to_diff_dict() == theirs_diff(transformers.GenerationConfig.from_pretrained(tmp_path, **overrides)) \
+        == dict(num_beams=7, min_length=4, decoder_start_token_id=2, no_repeat_ngram_size=2)
+    ours = GenerationConfig.from_dict({"num_beams": 2}, max_length=5, guidance_scale=2.0)
+    assert ours.to_diff_dict() == theirs_diff(transformers.GenerationConfig.from_dict(
+        {"num_beams": 2}, max_length=5, guidance_scale=2.0)) == dict(num_beams=2, max_length=5, guidance_scale=2.0)
+
+
+def test_keyword_settings_it_cannot_hold_are_returned_or_refused():
+    """transformers keeps any keyword as an attribute (and so returns none unused); here a key that is no setting is
+    returned with return_unused_kwargs=True, else refused by name (it was silently dropped)."""
+    theirs, unused = transformers.GenerationConfig.from_dict({"num_beams": 2}, foo=3, return_unused_kwargs=True)
+    assert unused == {} and theirs.foo == 3
+    ours, unused = GenerationConfig.from_dict({"num_beams": 2}, num_beam=3, max_length=9, return_unused_kwargs=True)
+    assert unused == {"num_beam": 3} and ours == GenerationConfig(num_beams=2, max_length=9)
+    with pytest.raises(TypeError, match=re.escape("['num_beam']: not generation settings, and GenerationConfig keeps "
+                                                  "no other keys; settings: max_length, ")):
+        GenerationConfig.from_dict({"num_beams": 2}, num_beam=3)
+    assert GenerationConfig.from_dict({}, return_unused_kwargs=True) == (GenerationConfig(), {})
+
+
+def test_to_diff_dict_and_to_json_file_as_transformers(tmp_path):
+    settings = dict(num_beams=4, do_sample=False, top_k=50, eos_token_id=[2, 3], guidance_scale=1.5)
+    ours, theirs = GenerationConfig.from_dict(settings), transformers.GenerationConfig.from_dict(settings)
+    assert ours.to_diff_dict() == theirs_diff(theirs) == settings
+    ours.to_json_file(tmp_path / "ours.json")
+    assert json.loads((tmp_path / "ours.json").read_text()) == settings
+    loaded = transformers.GenerationConfig.from_pretrained(tmp_path, config_file_name="ours.json")
+    assert theirs_diff(loaded) == settings
+
+
+# ---- transformers' warning where both forms of a length are set ----------------------------------------------------
+
+def both_lengths_warnings(call) -> list[str]:
+    """The "Both ... seem to have been set" messages a call gives: transformers' logger's (at warning level, which
+    the suite's quiet_transformers fixture lowers) or seq2seq_kit's UserWarnings."""
+    import logging
+
+    records, handler = [], logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = transformers.logging.get_logger()
+    transformers.logging.set_verbosity_warning()
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+    finally:
+        logger.removeHandler(handler)
+        transformers.logging.set_verbosity_error()
+    return [m for m in records + [str(w.message) for w in caught] if m.startswith("Both")]
+
+
+def with_generation_config(checkpoint, tmp_path, settings: dict) -> Path:
+    path = Path(shutil.copytree(checkpoint("tiny"), tmp_path / "ckpt"))
+    (path / "generation_config.json").write_text(json.dumps(
+        dict(decoder_start_token_id=2, eos_token_id=2, pad_token_id=1, **settings)))
+    return path
+
+
+LENGTH_CASES = [
+    (dict(max_new_tokens=12), dict(max_length=5)),            # the checkpoint's max_new_tokens over the call's
+    (dict(max_new_tokens=12), dict()),
+    (dict(max_new_tokens=12), dict(max_new_tokens=None, max_length=5)),
+    (dict(max_length=30, min_length=10), dict(max_new_tokens=5)),
+    (dict(max_length=30, min_length=10), dict(max_new_tokens=5, max_length=None)),
+    (dict(max_length=30, min_length=10), dict(max_new_tokens=5, min_new_tokens=3)),
+    (dict(), dict(max_new_tokens=5, max_length=3)),
+    (dict(), dict(max_new_tokens=6, min_new_tokens=2, min_length=0)),
+    (dict(), dict(max_new_tokens=6, min_new_tokens=2, min_length=None)),
+    (dict(), dict(max_new_tokens=4, generation_config=dict(max_length=30))),
+    (dict(), dict(max_length=6, generation_config=dict(max_new_tokens=4))),
+]
+
+
+@pytest.mark.parametrize("settings, call", LENGTH_CASES, ids=str)
+def test_both_forms_of_a_length_warn_as_transformers(checkpoint, tmp_path, settings, call):
+    """transformers' `_prepare_generated_length` warns where max_new_tokens (min_new_tokens), from the call or the
+    checkpoint, meets a max_length (min_length) set there too: the same words, as a UserWarning, and the same
+    tokens (max_new_tokens wins)."""
+    import torch
+
+    path = with_generation_config(checkpoint, tmp_path, settings)
+    theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(path).eval()
+    ours = transformers_free_model(path)
+    ids = torch.tensor([[0, 5, 6, 7, 8, 2]])
+
+    def run(model, config_class):
+        kwargs = {k: config_class(**v) if k == "generation_config" else v for k, v in call.items()}
+        out = []
+        return out, both_lengths_warnings(lambda: out.append(model.generate(ids, **kwargs)))
+
+    (want, theirs_said), (got, ours_said) = run(theirs, transformers.GenerationConfig), run(ours, GenerationConfig)
+    assert torch.equal(got[0], want[0])
+    assert ours_said == theirs_said
+    if call == dict(max_length=5):
+        assert ours_said == ["Both `max_new_tokens` (=12) and `max_length`(=5) seem to have been set. "
+                             "`max_new_tokens` will take precedence. Please refer to the documentation for more "
+                             "information. (https://huggingface.co/docs/transformers/main/en/main_classes/"
+                             "text_generation)"] and got[0].shape[1] == 13
+
+
+def transformers_free_model(path):
+    from seq2seq_kit.modeling import BartForConditionalGeneration
+
+    return BartForConditionalGeneration.from_pretrained(path).eval()
+
+
+def test_an_explicit_none_length_does_not_warn():
+    """A length passed as None unsets it (long_documents.map_settings so replaces the call's lengths with a map
+    stage's): no warning, where transformers says "`min_length`(=None) seem to have been set" beside a checkpoint's
+    min_length (and nothing for max_length=None)."""
+    from seq2seq_kit.long_documents import map_settings
+
+    base = GenerationConfig(bos_token_id=0, max_length=30, min_length=10)
+    stage = map_settings(dict(max_length=40, min_length=5), dict(max_new_tokens=20, min_new_tokens=3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cfg = res(base, **stage)
+    assert (cfg.max_length, cfg.min_length) == (21, 4)
+    with pytest.warns(UserWarning, match=r"^Both `min_new_tokens` \(=3\) and `min_length`\(=10\)"):
+        res(base, max_length=None, min_new_tokens=3)                  # the checkpoint's min_length: warned
+
+
+# ---- a file's 0 / 1 flags and whole-number float lengths --------------------------------------------------------
+
+@pytest.mark.parametrize("file", ["generation_config.json", "config.json"])
+def test_a_files_0_1_flags_and_whole_float_lengths_load_and_generate_as_transformers(checkpoint, tmp_path, file):
+    """transformers loads do_sample: 0, output_scores: 0, return_dict_in_generate: 0 (read by truth value) and
+    max_length: 20.0 (a generation_config.json's decoder_start_token_id: 2.0 too; its model config refuses that in
+    config.json) and generates with them; they were refused at load. Taken as False, 20 and 2."""
+    import torch
+
+    path = Path(shutil.copytree(checkpoint("tiny"), tmp_path / "ckpt"))
+    settings = dict(do_sample=0, output_scores=0, return_dict_in_generate=0, max_length=20.0, decoder_start_token_id=2)
+    if file == "config.json":
+        settings = {**json.loads((path / "config.json").read_text()), **settings}
+    else:
+        settings["decoder_start_token_id"] = 2.0
+    (path / file).write_text(json.dumps(settings))
+    cfg = GenerationConfig.from_pretrained(path)
+    assert (cfg.do_sample, cfg.output_scores, cfg.return_dict_in_generate, cfg.max_length,
+            cfg.decoder_start_token_id) == (False, False, False, 20, 2)
+    assert all(type(getattr(cfg, k)) is bool for k in ("do_sample", "output_scores", "return_dict_in_generate"))
+    assert type(cfg.max_length) is int and type(cfg.decoder_start_token_id) is int
+    ids = torch.tensor([[0, 5, 6, 7, 8, 2]])
+    theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(path).eval()
+    assert torch.equal(transformers_free_model(path).generate(ids), theirs.generate(ids))
+
+
+def test_a_config_jsons_output_flag_1_returns_a_dict_as_transformers():
+    """from_model_config turns return_dict_in_generate on for an output flag set, by truth value as transformers."""
+    settings = {"bos_token_id": 0, "output_scores": 1}
+    assert transformers.GenerationConfig.from_model_config(settings).return_dict_in_generate is True
+    assert GenerationConfig.from_model_config(settings).return_dict_in_generate is True
+
+
+@pytest.mark.parametrize("setting", [dict(num_beams=4.0), dict(no_repeat_ngram_size=3.0), dict(min_length=4.0),
+                                     dict(top_k=10.0), dict(forced_bos_token_id=0.0), dict(max_length=20.5),
+                                     dict(do_sample=2), dict(remove_invalid_values=1)], ids=str)
+def test_a_files_forms_transformers_cannot_run_stay_refused_at_load(tmp_path, setting):
+    """transformers fails on these at generate (repeat_interleave with 4.0 beams, its processors' integer checks,
+    an index of 0.0; remove_invalid_values is read with `is True`, so 1 is off there): refused at load, by name."""
+    (tmp_path / "generation_config.json").write_text(json.dumps(setting))
+    [(name, value)] = setting.items()
+    with pytest.raises(ValueError, match=re.escape(f"generation_config.json: {name!r} must be ") + r".*, got "
+                       + re.escape(repr(value))):
+        GenerationConfig.from_pretrained(tmp_path)

@@ -105,12 +105,60 @@ class GenerationConfig:
         super().__setattr__(name, value)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GenerationConfig":
+    def from_dict(cls, d: dict, *, return_unused_kwargs: bool = False, **kwargs):
         """Known keys are taken; transformers-only keys (UNSUPPORTED) that are set go to `unsupported` (generate
-        refuses those that would act, in_effect); others ignored."""
+        refuses those that would act, in_effect); others ignored. kwargs: settings over d's, applied as update()
+        applies them; with return_unused_kwargs=True, (config, the kwargs update() left unused), as transformers
+        returns them; else an unused kwarg is a TypeError (transformers keeps any key as an attribute, which nothing
+        here would read)."""
         cfg = cls(**{k: v for k, v in d.items() if k in SETTING_NAMES and k != "unsupported"})
         cfg.unsupported = in_effect({k: v for k, v in d.items() if k in UNSUPPORTED}, None)   # those set, not no-ops
-        return cfg
+        return cfg._overridden(kwargs, return_unused_kwargs)
+
+    def _overridden(self, kwargs: dict, return_unused_kwargs: bool):
+        """from_dict's and from_pretrained's keyword settings applied (update())."""
+        unused = self.update(**kwargs) if kwargs else {}
+        if return_unused_kwargs:
+            return self, unused
+        if unused:
+            raise TypeError(f"{sorted(unused)}: not generation settings, and GenerationConfig keeps no other keys; "
+                            f"settings: {', '.join(GENERATE_KWARGS + DRAFT_SETTINGS)} (return_unused_kwargs=True "
+                            "returns the others)")
+        return self
+
+    def update(self, defaults_only: bool = False, **kwargs) -> dict:
+        """Set the settings kwargs name (defaults_only: only those not set) and return the other kwargs, unused, as
+        transformers' update does. A transformers-only setting (UNSUPPORTED) is used as from_dict uses it: kept in
+        `unsupported` (generate refuses it where it would act), or dropped from there at its no-op value. The config
+        is validated (validate()) with the new values before any is set: a ValueError leaves it as it was."""
+        settings = {k: v for k, v in kwargs.items() if k in SETTING_NAMES and k != "unsupported"}
+        transformers_only = {k: v for k, v in kwargs.items() if k in UNSUPPORTED}
+        unused = {k: v for k, v in kwargs.items() if k not in settings and k not in transformers_only}
+        if defaults_only:
+            settings = {k: v for k, v in settings.items() if getattr(self, k) is None}
+            transformers_only = {k: v for k, v in transformers_only.items() if k not in self.unsupported}
+        replace(self, **settings).validate()
+        for name, value in settings.items():
+            setattr(self, name, value)
+        kept = {k: v for k, v in self.unsupported.items() if k not in transformers_only}
+        self.unsupported = {**kept, **in_effect(transformers_only, None)}
+        return unused
+
+    def validate(self) -> None:
+        """generate's checks that need no model, on these settings over LIBRARY_DEFAULTS: types and ranges, their
+        combinations (num_return_sequences and num_beams, ...), token ids >= 0 (the vocabulary is the model's); a
+        ValueError naming the setting, where transformers' validate raises for its own errors (and warns for others,
+        which generate here refuses, e.g. num_beams=0). Not checked: the unsupported settings (generate(...=None)
+        runs without them) and what the model decides (positions, vocabulary, the special token ids it adds)."""
+        cfg = replace(GenerationConfig(), **_with_defaults(self.to_dict()))
+        _check_int("max_new_tokens", cfg.max_new_tokens, 1, allow_none=True)
+        _check_int("max_length", cfg.max_length, -math.inf)
+        _check_int("min_new_tokens", cfg.min_new_tokens, 0, allow_none=True)
+        _absolute_lengths(cfg, 1, self.max_length is None)                      # 1: the decoder start token
+        _check_int("max_length", cfg.max_length, 2, note=" (max_new_tokens + 1 when max_new_tokens is given: the "
+                                                          "decoder start token counts as 1)")
+        _check_settings(cfg, math.inf)
+        _check_bounds(cfg, math.inf)
 
     @classmethod
     def from_model_config(cls, config) -> "GenerationConfig":
@@ -125,13 +173,18 @@ class GenerationConfig:
         cfg = cls.from_dict(config)
         if config.get("force_bos_token_to_be_generated", False):      # legacy BART key
             cfg.forced_bos_token_id = cfg.bos_token_id
-        if not cfg.return_dict_in_generate and any(config.get(k) is True for k in OUTPUT_FLAGS):
+        if not cfg.return_dict_in_generate and any(_file_form(k, config.get(k)) is True for k in OUTPUT_FLAGS):
             cfg.return_dict_in_generate = True
         return cfg
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, model_config=None) -> "GenerationConfig":
-        """From a checkpoint directory: generation_config.json, else config.json (else `model_config`, if given)."""
+    def from_pretrained(cls, path: str | Path, model_config=None, *, return_unused_kwargs: bool = False, **kwargs):
+        """From a checkpoint directory: generation_config.json, else config.json (else `model_config`, if given);
+        kwargs: settings over the file's, as from_dict takes them (and return_unused_kwargs)."""
+        return cls._from_files(path, model_config)._overridden(kwargs, return_unused_kwargs)
+
+    @classmethod
+    def _from_files(cls, path: str | Path, model_config) -> "GenerationConfig":
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"a generation config is loaded from a checkpoint directory (str or path), got a "
                             f"{type(path).__name__}; pass its path")
@@ -178,9 +231,18 @@ class GenerationConfig:
             settings["sequence_bias"] = [[list(tokens), bias] for tokens, bias in self.sequence_bias.items()]
         return {**settings, **self.unsupported}
 
+    def to_diff_dict(self) -> dict:
+        """What differs from GenerationConfig(): the settings that are set, and the unsupported ones, as transformers'
+        (whose GenerationConfig() sets none either; it adds its transformers_version)."""
+        return {**self.to_dict(), **self.unsupported}
+
     def to_json_string(self) -> str:
         """generation_config.json's text (transformers' name)."""
         return json.dumps(self.saved(), indent=2) + "\n"
+
+    def to_json_file(self, json_file_path: str | Path) -> None:
+        """Write to_json_string() to json_file_path (transformers' name; save_pretrained writes a directory's)."""
+        write_json(json_file_path, self.saved(), indent=2)
 
     def save_pretrained(self, save_directory: str | Path) -> None:
         """Write generation_config.json (saved())."""
@@ -202,6 +264,23 @@ TRUTH_FLAGS = ("do_sample", "output_scores", "output_logits", "output_attentions
                "return_dict_in_generate")
 
 
+# INT_SETTINGS that transformers' generate runs with as a whole-number float from a checkpoint's file (max_length
+# 20.0); it fails on the others' (num_beams 4.0 in repeat_interleave, min_length, top_k and the n-gram sizes in its
+# processors' checks, forced_bos_token_id as an index), which a file keeps refused for
+WHOLE_FLOAT_SETTINGS = ("max_length", "max_new_tokens", "num_assistant_tokens", "bos_token_id", "pad_token_id",
+                        "decoder_start_token_id")
+
+
+def _file_form(name: str, value):
+    """A file's value as generate takes it: a truth flag's 0 / 1 as False / True, a whole-number float of
+    WHOLE_FLOAT_SETTINGS as its int (transformers loads both and generates with them); any other value as it is."""
+    if name in TRUTH_FLAGS and _is_int(value) and value in (0, 1):
+        return bool(value)
+    if name in WHOLE_FLOAT_SETTINGS and type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -216,9 +295,13 @@ def _is_stop_strings(v) -> bool:
 
 def check_types(cfg: GenerationConfig, source) -> GenerationConfig:
     """A ValueError naming `source` (the file) and the key whose value has the wrong type; ranges are checked
-    when generate resolves the settings."""
+    when generate resolves the settings. Values of the forms transformers also runs are taken as generate's
+    (_file_form: do_sample 0, max_length 20.0)."""
     def bad(name, what):
         raise ValueError(f"{source}: {name!r} must be {what}, got {getattr(cfg, name)!r}")
+
+    for name in (*TRUTH_FLAGS, *WHOLE_FLOAT_SETTINGS):
+        setattr(cfg, name, _file_form(name, getattr(cfg, name)))
 
     for name in INT_SETTINGS:
         if getattr(cfg, name) is not None and not _is_int(getattr(cfg, name)):
@@ -337,13 +420,10 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int, max
     if unknown:
         raise ValueError(f"generate() got unknown argument(s) {unknown}; supported: {', '.join(GENERATE_KWARGS)}")
     base = check_config(base or GenerationConfig(), "model.generation_config")
+    given = kwargs                      # the call's as given: an explicit None unsets a length (_warn_both_lengths)
     kwargs = {k: NONE_MEANS_OFF.get(k, v) if v is None else v for k, v in kwargs.items()
               if not (v is None and k in NONE_MEANS_UNSET)}
-    merged = {**LIBRARY_DEFAULTS, **base.to_dict(), **kwargs}
-    merged.update({k: bool(merged[k]) for k in TRUTH_FLAGS if _is_int(merged[k]) and merged[k] in (0, 1)})
-    for name in ("eos_token_id", "forced_eos_token_id"):            # a tuple of ids, as transformers takes it
-        if isinstance(merged.get(name), tuple):
-            merged[name] = list(merged[name])
+    merged = _with_defaults({**base.to_dict(), **kwargs})
     _refuse_decay_without_eos(merged)
     has_default_max_length = kwargs.get("max_length") is None and base.max_length is None
     cfg = replace(GenerationConfig(), **merged)
@@ -365,12 +445,7 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int, max
                note=f" (the model has {max_position_embeddings} positions, {held}: max_length = max_new_tokens + {P})")
     _check_int("max_length", cfg.max_length, -math.inf)
     _check_int("min_new_tokens", cfg.min_new_tokens, 0, allow_none=True)
-    if cfg.max_new_tokens is not None:
-        cfg.max_length = cfg.max_new_tokens + P
-    elif has_default_max_length:
-        cfg.max_length = min(cfg.max_length + P, max_position_embeddings)
-    if cfg.min_new_tokens is not None:
-        cfg.min_length = cfg.min_new_tokens + P
+    _absolute_lengths(cfg, P, has_default_max_length, max_position_embeddings)
     _refuse_unsupported(base.unsupported, called, cfg)      # num_beams, do_sample, top_k merged; before _validate
     # max_length, an int by now (checked above), came from the checkpoint: say so
     if "max_length" not in kwargs and cfg.max_new_tokens is None and cfg.max_length > max_position_embeddings + 1:
@@ -383,8 +458,46 @@ def resolve(base: GenerationConfig | None, kwargs: dict, *, vocab_size: int, max
                          f"{cfg.max_length}: nothing is left to generate; set max_new_tokens (the tokens generated "
                          "after the prompt) or a larger max_length")
     _check_bounds(cfg, vocab_size)
+    _warn_both_lengths(given, base, cfg)
     _warn_unfeasible_min_length(cfg, has_default_max_length, P)
     return cfg
+
+
+def _with_defaults(settings: dict) -> dict:
+    """settings over LIBRARY_DEFAULTS, in the forms generate runs them: a truth flag's 0 / 1 as False / True, a tuple
+    of EOS ids as a list (transformers takes both)."""
+    merged = {**LIBRARY_DEFAULTS, **settings}
+    merged.update({k: bool(merged[k]) for k in TRUTH_FLAGS if _is_int(merged[k]) and merged[k] in (0, 1)})
+    for name in ("eos_token_id", "forced_eos_token_id"):
+        if isinstance(merged.get(name), tuple):
+            merged[name] = list(merged[name])
+    return merged
+
+
+def _absolute_lengths(cfg: GenerationConfig, P: int, has_default_max_length: bool,
+                      max_position_embeddings: float = math.inf) -> None:
+    """max_length / min_length counting the decoder prompt's P tokens, from max_new_tokens / min_new_tokens where
+    they are set (they win, as in transformers); a default max_length is 20 new tokens, within the positions."""
+    if cfg.max_new_tokens is not None:
+        cfg.max_length = cfg.max_new_tokens + P
+    elif has_default_max_length:
+        cfg.max_length = min(cfg.max_length + P, max_position_embeddings)
+    if cfg.min_new_tokens is not None:
+        cfg.min_length = cfg.min_new_tokens + P
+
+
+def _warn_both_lengths(given: dict, base: GenerationConfig, cfg: GenerationConfig) -> None:
+    """transformers' `_prepare_generated_length` warnings: max_new_tokens (the call's or the generation config's)
+    beside a max_length (the call's, else the generation config's) wins over it, and says so; likewise min_new_tokens
+    over min_length. A length the call passes as None is unset, so it does not warn (long_documents.map_settings
+    unsets the other form so); transformers warns for `min_length=None` beside a checkpoint's min_length (naming
+    `min_length`(=None)), and not for `max_length=None`."""
+    for new, total in (("max_new_tokens", "max_length"), ("min_new_tokens", "min_length")):
+        other = given[total] if total in given else getattr(base, total)
+        if getattr(cfg, new) is not None and other is not None:
+            warn(f"Both `{new}` (={getattr(cfg, new)}) and `{total}`(={other}) seem to have been set. `{new}` will "
+                 "take precedence. Please refer to the documentation for more information. "
+                 "(https://huggingface.co/docs/transformers/main/en/main_classes/text_generation)")
 
 
 def _refuse_draft_settings(kwargs: dict) -> None:
@@ -548,11 +661,12 @@ def _check_int(name: str, value, low, high=math.inf, *, allow_none: bool = False
         raise ValueError(f"`{name}` must be an integer{' ' + bounds if bounds else ''}{note}, got {value!r}")
 
 
-def _check_token(name: str, value, vocab_size: int, *, allow_list: bool = False) -> None:
+def _check_token(name: str, value, vocab_size: float, *, allow_list: bool = False) -> None:
     values = value if allow_list and isinstance(value, list) and value else [value]
     for v in values:
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < vocab_size:
-            what = f"a token id in [0, {vocab_size})" + (" or a list of them" if allow_list else "")
+            what = "a token id " + (f"in [0, {vocab_size})" if vocab_size < math.inf else ">= 0") \
+                + (" or a list of them" if allow_list else "")
             raise ValueError(f"`{name}` must be {what}, got {value!r}")
 
 
@@ -579,6 +693,11 @@ def _validate(cfg: GenerationConfig, vocab_size: int, max_position_embeddings: i
     _check_int("max_length", cfg.max_length, 2, max_position_embeddings + 1,
                note=f" (max_new_tokens + 1 when max_new_tokens is given; the decoder start token counts as 1 and the "
                     f"model has {max_position_embeddings} positions)")
+    _check_settings(cfg, vocab_size)
+
+
+def _check_settings(cfg: GenerationConfig, vocab_size: float) -> None:
+    """_validate's checks that need no model but its vocabulary's size (math.inf: token ids are only checked >= 0)."""
     _check_int("min_length", cfg.min_length, 0)
     if cfg.max_time is not None and not (_is_number(cfg.max_time) and cfg.max_time >= 0):
         raise ValueError(f"`max_time` must be a number of seconds >= 0 (None: no limit), got {cfg.max_time!r}")
