@@ -338,6 +338,19 @@ class TranslationTokenizer(Tokenizer):
         tokens += self.pieces.pieces(text[start:])
         return tokens if len(tokens) == len(shown) else shown
 
+    def token_type_ids(self, encodings: list) -> list[list[int]]:
+        """Tokenizer.token_type_ids; Marian, M2M100: as transformers' Python tokenizers count them ("bert_style"):
+        a pair's last tokens, as many as its second text has, are 1, the others and the padding 0."""
+        if self.pieces is None:
+            return super().token_type_ids(encodings)
+        rows = []
+        for encoding in encodings:
+            second = encoding.sequence_ids.count(1)
+            held = [i for i, kept in enumerate(encoding.attention_mask) if kept]
+            ones = set(held[len(held) - second:]) if second else set()
+            rows.append([int(i in ones) for i in range(len(encoding.ids))])
+        return rows
+
     def encodings_locked(self, batch: list, add_special_tokens: bool, padding, truncation, max_length) -> list:
         """Tokenizer.encodings_locked; Marian and M2M100 pairs are cut as transformers' Python tokenizers cut them
         (truncate_sequences): "longest_first" takes an odd last token off the second text, where the `tokenizers`

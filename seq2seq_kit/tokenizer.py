@@ -483,7 +483,8 @@ class Tokenizer:
                  add_special_tokens: bool = True, padding: bool | str = False, truncation: bool | str | None = None,
                  max_length: int | None = None, return_tensors: str | None = None,
                  return_offsets_mapping: bool = False, pad_to_multiple_of: int | None = None,
-                 return_attention_mask: bool | None = None) -> BatchEncoding:
+                 return_attention_mask: bool | None = None,
+                 return_token_type_ids: bool | None = None) -> BatchEncoding:
         """input_ids and attention_mask of a text (lists) or a list of texts (lists of lists); with return_tensors
         ("pt" or "np") always [batch, length] int64. Pairs, padding and truncation follow transformers.
         return_offsets_mapping adds "offset_mapping": each token's (start, end) character offsets in its text,
@@ -492,10 +493,14 @@ class Tokenizer:
         them (target_encodings_locked): alone they give the input_ids and attention_mask; beside text, their
         input_ids are added as "labels". Padding, truncation, max_length and return_tensors apply to each side.
         return_attention_mask=False leaves the attention_mask out (None, the default, and True keep it).
+        return_token_type_ids=True adds "token_type_ids" (token_type_ids(); these models read none: None and False
+        leave them out, as transformers does for these tokenizers).
         The result keeps each row's `tokenizers.Encoding` (text's; text_target's alone), as transformers' fast
         tokenizers keep them: enc.word_ids(i), enc.tokens(i), enc.char_to_token(i, c) ... (BatchEncoding)."""
-        if return_attention_mask not in (None, True, False):
-            raise ValueError(f"return_attention_mask must be True, False or None, got {return_attention_mask!r}")
+        for name, flag in (("return_attention_mask", return_attention_mask),
+                           ("return_token_type_ids", return_token_type_ids)):
+            if flag not in (None, True, False):
+                raise ValueError(f"{name} must be True, False or None, got {flag!r}")
         if return_tensors not in (None, "pt", "np"):
             raise ValueError(f"return_tensors={return_tensors!r} is not supported: pass None (lists), 'pt' (torch) "
                              "or 'np' (numpy)")
@@ -513,12 +518,19 @@ class Tokenizer:
             sources, targets = (_unpadded_if_empty(e, t) for e, t in ((sources, text), (targets, text_target)))
         source, target = (None if e is None else _batch_encoding(e, isinstance(t, (list, tuple)), return_tensors,
                                                                  return_offsets_mapping, return_attention_mask,
-                                                                 self.gives_offsets)
+                                                                 self.gives_offsets,
+                                                                 self.token_type_ids(e) if return_token_type_ids
+                                                                 else None)
                           for e, t in ((sources, text), (targets, text_target)))
         if source is None or target is None:
             return target if source is None else source
         source["labels"] = target["input_ids"]
         return source
+
+    def token_type_ids(self, encodings: list) -> list[list[int]]:
+        """return_token_type_ids' rows: the backend's type ids (0s, for these models' templates), as transformers'
+        fast tokenizers give them."""
+        return [e.type_ids for e in encodings]
 
     def _source_and_target(self, batch: list | None, target_batch: list | None, add_special_tokens: bool, padding,
                            truncation, max_length, pad_to_multiple_of=None) -> tuple[list | None, list | None]:
@@ -1024,10 +1036,13 @@ def _unpadded_if_empty(encodings: list | None, texts) -> list | None:
 
 
 def _batch_encoding(encodings: list, batched: bool, return_tensors: str | None, offsets: bool,
-                    attention_mask: bool | None, keep: bool) -> BatchEncoding:
-    """input_ids, attention_mask (unless attention_mask is False; and offset_mapping) of a call's Encodings: lists,
-    one row unless `batched`, or return_tensors' [batch, length] tensors; the Encodings kept when `keep`."""
+                    attention_mask: bool | None, keep: bool, token_type_ids: list | None) -> BatchEncoding:
+    """input_ids, attention_mask (unless attention_mask is False; and offset_mapping, and token_type_ids' rows where
+    given) of a call's Encodings, in transformers' order: lists, one row unless `batched`, or return_tensors'
+    [batch, length] tensors; the Encodings kept when `keep`."""
     out = {"input_ids": [e.ids for e in encodings]}
+    if token_type_ids is not None:
+        out["token_type_ids"] = token_type_ids
     if attention_mask is not False:
         out["attention_mask"] = [e.attention_mask for e in encodings]
     if offsets:

@@ -1033,6 +1033,27 @@ def test_encode_takes_the_calls_options_as_transformers(request, tmp_path, famil
                                                                                                     **call)}), call
 
 
+TYPE_CALLS = [dict(text=SOURCES[0]), dict(text=SOURCES[:3], text_pair=TARGETS[:3], padding=True),
+              dict(text=SOURCES[:2], text_pair=TARGETS[:2], truncation="longest_first", max_length=9,
+                   padding="max_length", return_tensors="pt"), dict(text=SOURCES[2], text_target=TARGETS[:2])]
+
+
+@pytest.mark.parametrize("family", ["bart", "pegasus", "marian", "m2m100", "nllb", "mbart50"])
+def test_token_type_ids_as_transformers(request, tmp_path, family):
+    """return_token_type_ids (code written for BERT-style tokenizers passes it) was a TypeError. True gives
+    transformers' token_type_ids: 0s from the fast tokenizers' templates; a pair's second text's count of 1s at its
+    end from Marian's and M2M100's Python tokenizers; False and None leave them out."""
+    theirs, ours = target_tokenizers(request, tmp_path, family)
+    for side in ("right", "left"):
+        theirs.padding_side = ours.padding_side = side
+        for call, flag in itertools.product(TYPE_CALLS, (None, False, True)):
+            mine, expected = (as_lists(tok(**call, return_token_type_ids=flag)) for tok in (ours, theirs))
+            assert mine == expected and list(mine) == list(expected), (side, call, flag)     # in its order too
+            assert ("token_type_ids" in mine) is bool(flag)
+    with pytest.raises(ValueError, match="return_token_type_ids must be True, False or None, got 'yes'"):
+        ours("a", return_token_type_ids="yes")
+
+
 @pytest.mark.parametrize("family", ["bart", "kobart", "pegasus", "marian", "marian-separate", "m2m100", "nllb",
                                     "mbart", "mbart50", "mbart50-spm"])
 def test_named_special_tokens_equal_transformers(request, tmp_path, family):
