@@ -146,6 +146,9 @@ def test_bad_labels_are_refused_by_name(load):
             model(ids, mask, labels=bad, **decoder_inputs)
     everything_ignored = torch.full_like(labels, -100)
     assert model(ids, mask, dec, labels=everything_ignored[:, :6]).loss.isnan()      # as transformers' (0 / 0)
+    with pytest.raises(ValueError, match=r"decoder_attention_mask has shape \[3, 6\] but the decoder inputs made "
+                                         r"from labels has shape \[3, 7\]"):  # (it said decoder_input_ids: not given)
+        model(ids, mask, labels=labels, decoder_attention_mask=torch.ones_like(dec))
 
 
 def test_decoder_attention_mask_like_transformers(load):

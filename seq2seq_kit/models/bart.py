@@ -612,7 +612,9 @@ class BartNetwork(nn.Module):
             checks.check_labels(labels, decoder_input_ids, batch=input_ids.shape[0],
                                 vocab_size=self.config.decoder_vocab_size,
                                 max_positions=self.config.max_position_embeddings, device=self.device)
+        made = None                         # decoder inputs made here, not given: what a mask's error calls them
         if decoder_input_ids is None:
+            made = "the decoder inputs made from " + ("input_ids" if labels is None else "labels")
             decoder_input_ids = (shift_tokens_right(input_ids, self.config) if labels is None
                                  else shift_labels(labels, self.config))
         self._check_ids(decoder_input_ids, "decoder_input_ids", self.config.decoder_vocab_size)
@@ -620,7 +622,7 @@ class BartNetwork(nn.Module):
             raise ValueError(f"decoder_input_ids has batch size {decoder_input_ids.shape[0]} but input_ids has "
                              f"{input_ids.shape[0]}; they must match")
         dec_mask = checks.padding_mask(decoder_attention_mask, decoder_input_ids, "decoder_attention_mask",
-                                       "decoder_input_ids", self.device)
+                                       made or "decoder_input_ids", self.device)
         enc_mask = None if enc_mask is None else enc_mask[:, None, None, :]            # [B, 1, 1, S]
         self_mask = None
         if dec_mask is not None:                                 # causal and padded keys: [B, 1, T, T]
