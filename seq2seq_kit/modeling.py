@@ -144,8 +144,8 @@ class BartForConditionalGeneration(BartNetwork):
             if int8:                                 # failed too: the threshold a loaded model has, not 256 KiB
                 cpu_memory.keep_freed_memory()
         model.config.dtype = model.dtype             # as transformers: the torch.dtype loaded (int8: float32)
-        model.generation_config = (GenerationConfig.from_pretrained(root, config) if generation_config is None
-                                   else copy.deepcopy(generation_config))
+        model.generation_config = (copy.deepcopy(generation_config) if generation_config is not None
+                                   else GenerationConfig.from_pretrained(root, model_config=config))
         if model.device.type == "cpu":
             cpu_memory.keep_freed_memory()           # a step's vocabulary-wide temporaries reuse the last step's pages
         attend = kernel_choice.choose_attention(model)   # float32 (int8 too) on the CPU: the step's attention

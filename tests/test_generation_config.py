@@ -135,6 +135,28 @@ def test_save_pretrained_round_trip(tmp_path):
     assert GenerationConfig.from_pretrained(tmp_path) == cfg
 
 
+def test_config_file_name_picks_one_of_several_files_as_transformers(checkpoint, tmp_path):
+    """The generation guide keeps several configs in one folder and loads one by name:
+    from_pretrained(folder, "beams.json"). The second argument was model_config here, ignored: the folder's
+    generation_config.json was read instead, silently. save_pretrained writes such a file too."""
+    GenerationConfig(num_beams=4, max_length=30, length_penalty=0.5).save_pretrained(tmp_path, "beams.json")
+    GenerationConfig(num_beams=1).save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["beams.json", "generation_config.json"]
+    for name in ("beams.json", "generation_config.json"):
+        ours = GenerationConfig.from_pretrained(tmp_path, name)
+        theirs = transformers.GenerationConfig.from_pretrained(tmp_path, name)
+        assert ours.to_dict() == {k: getattr(theirs, k) for k in ours.to_dict()}
+        assert ours == GenerationConfig.from_pretrained(tmp_path, config_file_name=name)
+    assert GenerationConfig.from_pretrained(tmp_path, "beams.json").num_beams == 4
+    path = checkpoint("distilbart")                 # a model's config.json by name: its generation keys
+    assert GenerationConfig.from_pretrained(path, "config.json").to_dict() == \
+        GenerationConfig.from_pretrained(path).to_dict()
+    with pytest.raises(FileNotFoundError, match="has no nope.json"):
+        GenerationConfig.from_pretrained(tmp_path, "nope.json")
+    with pytest.raises(TypeError, match="config_file_name is a file name .* model_config="):
+        GenerationConfig.from_pretrained(tmp_path, BartConfig())
+
+
 def test_save_pretrained_writes_a_sequence_bias_dict_as_pairs(tmp_path):
     """{(token ids): bias}, the form generate takes, has tuple keys, which JSON cannot hold: it is written as the
     pairs form a file holds (json.dump raised TypeError, leaving no generation_config.json)."""

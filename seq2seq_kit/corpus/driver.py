@@ -290,7 +290,7 @@ def _settings(root: Path, config, defaults: dict, generate_kwargs: dict) -> dict
     """The generation settings every document uses, resolved as generate() resolves them over the pipeline's
     defaults (validates them too)."""
     resolved = generation_config.resolve(
-        GenerationConfig.from_pretrained(root, config), {**defaults, **generate_kwargs},
+        GenerationConfig.from_pretrained(root, model_config=config), {**defaults, **generate_kwargs},
         vocab_size=config.decoder_vocab_size, max_position_embeddings=config.max_position_embeddings)
     if resolved.num_return_sequences != 1:
         raise ValueError(f"num_return_sequences={resolved.num_return_sequences}: a corpus job writes one summary "

@@ -178,13 +178,15 @@ class GenerationConfig:
         return cfg
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, model_config=None, *, return_unused_kwargs: bool = False, **kwargs):
-        """From a checkpoint directory: generation_config.json, else config.json (else `model_config`, if given);
-        kwargs: settings over the file's, as from_dict takes them (and return_unused_kwargs)."""
-        return cls._from_files(path, model_config)._overridden(kwargs, return_unused_kwargs)
+    def from_pretrained(cls, path: str | Path, config_file_name: str | os.PathLike | None = None, *,
+                        model_config=None, return_unused_kwargs: bool = False, **kwargs):
+        """From a checkpoint directory: its config_file_name (a generation config's JSON, as transformers names the
+        file: several may sit in one folder), else generation_config.json, else config.json (else `model_config`,
+        if given); kwargs: settings over the file's, as from_dict takes them (and return_unused_kwargs)."""
+        return cls._from_files(path, config_file_name, model_config)._overridden(kwargs, return_unused_kwargs)
 
     @classmethod
-    def _from_files(cls, path: str | Path, model_config) -> "GenerationConfig":
+    def _from_files(cls, path: str | Path, config_file_name, model_config) -> "GenerationConfig":
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"a generation config is loaded from a checkpoint directory (str or path), got a "
                             f"{type(path).__name__}; pass its path")
@@ -193,6 +195,8 @@ class GenerationConfig:
             raise FileNotFoundError(f"{str(path)!r} is no checkpoint directory: GenerationConfig.from_pretrained reads "
                                     "one (not a Hub id: load the model, whose generation_config it is, or pass the "
                                     "folder seq2seq_kit.hub.resolve(id) gives)")
+        if config_file_name is not None:
+            return cls._from_named_file(path, config_file_name)
         gen_file, config_file = path / "generation_config.json", path / "config.json"
         if gen_file.is_file():
             return check_types(cls.from_dict(read_json_object(gen_file)), gen_file)
@@ -201,6 +205,20 @@ class GenerationConfig:
         if model_config is not None:
             return cls.from_model_config(model_config)
         raise FileNotFoundError(f"{path} has neither generation_config.json nor config.json")
+
+    @classmethod
+    def _from_named_file(cls, path: Path, config_file_name) -> "GenerationConfig":
+        """from_pretrained's config_file_name in `path`: a model's config.json read for its generation keys, any
+        other file as a generation config."""
+        if not isinstance(config_file_name, (str, os.PathLike)):
+            raise TypeError(f"config_file_name is a file name in the checkpoint directory (str or path), got a "
+                            f"{type(config_file_name).__name__} (a model config goes to model_config=)")
+        file = path / config_file_name
+        if not file.is_file():
+            raise FileNotFoundError(f"{path} has no {config_file_name} (config_file_name names a generation config "
+                                    "file in the checkpoint directory)")
+        read = cls.from_model_config if Path(config_file_name).name == "config.json" else cls.from_dict
+        return check_types(read(read_json_object(file)), file)
 
     def over(self, base: GenerationConfig) -> GenerationConfig:
         """This config's settings, base's where this one sets none: generate(..., generation_config=this) over the
@@ -244,11 +262,11 @@ class GenerationConfig:
         """Write to_json_string() to json_file_path (transformers' name; save_pretrained writes a directory's)."""
         write_json(json_file_path, self.saved(), indent=2)
 
-    def save_pretrained(self, save_directory: str | Path) -> None:
-        """Write generation_config.json (saved())."""
+    def save_pretrained(self, save_directory: str | Path, config_file_name: str | os.PathLike | None = None) -> None:
+        """Write generation_config.json (saved()), or config_file_name, as transformers names it."""
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "generation_config.json", self.saved(), indent=2)
+        write_json(out / (config_file_name or "generation_config.json"), self.saved(), indent=2)
 
 
 INT_SETTINGS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "num_beams", "num_beam_groups",
