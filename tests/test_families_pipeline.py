@@ -134,6 +134,24 @@ def test_marian_translation_equals_the_recipe(marian_path):
         pipe([TEXTS[0], " "])
 
 
+def test_the_marian_model_cards_code_runs_with_only_its_import_changed(marian_path):
+    """Helsinki-NLP's model card code, `from seq2seq_kit import MarianMTModel, MarianTokenizer` in the place of
+    transformers' (an ImportError before): the same tokens."""
+    import seq2seq_kit
+
+    texts = [f">>fra<< {t}" for t in TEXTS]
+    outputs = []
+    for library in (transformers, seq2seq_kit):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")                    # transformers': "Recommended: pip install sacremoses"
+            tokenizer = library.MarianTokenizer.from_pretrained(str(marian_path))
+            model = library.MarianMTModel.from_pretrained(str(marian_path))
+            translated = model.generate(**tokenizer(texts, return_tensors="pt", padding=True), num_beams=2,
+                                        max_new_tokens=8)
+            outputs.append([tokenizer.decode(t, skip_special_tokens=True) for t in translated])
+    assert outputs[0] == outputs[1]
+
+
 def test_languages_passed_beside_a_task_name_are_checked_and_used(marian_path, mbart_path):
     """A "translation_XX_to_YY" task's own languages may be no codes of the model (4.x ignored them); languages
     passed beside it were ignored alike: a Marian target went unused, a misspelt mBART target was dropped. They are

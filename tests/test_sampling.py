@@ -330,3 +330,24 @@ def test_scores_raised_to_inf_name_the_setting(tiny_eos, kwargs, setting, path):
     with pytest.raises(ValueError, match=rf"no valid probabilities .*overflowed float32; .*`{setting}`"):
         ours.generate(ids, mask, **path, do_sample=True, max_length=5, generator=torch.Generator().manual_seed(0),
                       **kwargs)
+
+
+def test_set_seed_seeds_as_transformers(tiny_eos):
+    """seq2seq_kit.set_seed (transformers' name: sampling tutorials call it before generate) seeds Python's, numpy's
+    and torch's generators as transformers.set_seed does: the same draws, so the same sampled tokens."""
+    import random
+
+    import transformers
+
+    from seq2seq_kit import set_seed
+
+    hf, ours = tiny_eos
+    ids, mask = batch(2)
+    runs = []
+    for seeding, model in ((transformers.set_seed, hf), (set_seed, ours)):
+        seeding(7)
+        runs.append((random.random(), np.random.rand(),
+                     model.generate(ids, attention_mask=mask, do_sample=True, max_length=12)))
+    assert runs[0][:2] == runs[1][:2] and torch.equal(runs[0][2], runs[1][2])
+    with pytest.raises(TypeError, match="set_seed takes an int, got float"):
+        set_seed(1.5)
