@@ -113,8 +113,8 @@ class BartForConditionalGeneration(BartNetwork):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype=None, device=None, *, torch_dtype=None,
-                        generation_config: GenerationConfig | None = None,
-                        **hub_kwargs) -> BartForConditionalGeneration:
+                        generation_config: GenerationConfig | None = None, attn_implementation: str | None = None,
+                        low_cpu_mem_usage: bool | None = None, **hub_kwargs) -> BartForConditionalGeneration:
         """Load a transformers checkpoint (safetensors or .bin, single or sharded) from a directory or Hub id.
 
         dtype: None (float32), "auto" (config.json's dtype, else the weights'), a torch.dtype or its name; or
@@ -122,8 +122,15 @@ class BartForConditionalGeneration(BartNetwork):
         torch_dtype: dtype's old name, taken as transformers 5 takes it (dtype wins; a FutureWarning).
         device: None (cpu), "cpu", "cuda", "cuda:N" or a torch.device.
         generation_config: the model's generation_config (a copy), in the place of the checkpoint's, as transformers.
+        attn_implementation: "eager" or "sdpa" (the docs' examples pass them), which change nothing here: one
+        attention runs, and gives transformers' eager attention probabilities where asked (output_attentions).
+        low_cpu_mem_usage: taken and dropped, as transformers 5 drops it (the model is built on the meta device and
+        its weights read into it, never initialised first).
         hub_kwargs: revision, cache_dir, token, local_files_only (see seq2seq_kit.hub.resolve).
         """
+        if attn_implementation not in (None, "eager", "sdpa"):
+            raise ValueError(f"attn_implementation={attn_implementation!r}: seq2seq_kit runs its own attention "
+                             "(its CPU and CUDA kernels: README, Speed); leave it out, or pass 'eager' or 'sdpa'")
         if generation_config is not None:
             check_config(generation_config, "generation_config")       # before anything is read
         dtype = loading.dtype_or_legacy(dtype, torch_dtype)

@@ -161,6 +161,22 @@ def test_transformers_default_sdpa_returns_no_attentions_ours_are_the_eager_valu
     assert len(run(eager_pair("tiny")[1], **FLAGS).encoder_attentions) == 2
 
 
+def test_attn_implementation_as_the_docs_pass_it_changes_nothing(checkpoint):
+    """from_pretrained(..., attn_implementation="eager" / "sdpa", low_cpu_mem_usage=True), as the NLLB and mBART
+    docs' examples load, was a TypeError: with either, the attentions are transformers' eager ones (its "eager" is
+    what returns them), and the tokens the same; another implementation is refused by name."""
+    hf = transformers.AutoModelForSeq2SeqLM.from_pretrained(checkpoint("tiny"), attn_implementation="eager").eval()
+    expected = run(hf, **FLAGS)
+    for implementation in ("eager", "sdpa"):
+        ours = BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), attn_implementation=implementation,
+                                                            low_cpu_mem_usage=True)
+        out = run(ours, **FLAGS)
+        assert torch.equal(out.sequences, expected.sequences)
+        torch.testing.assert_close(out.cross_attentions[-1][-1], expected.cross_attentions[-1][-1], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="attn_implementation='flash_attention_2': seq2seq_kit runs its own"):
+        BartForConditionalGeneration.from_pretrained(checkpoint("tiny"), attn_implementation="flash_attention_2")
+
+
 def test_a_checkpoints_output_attentions_returns_them_as_in_transformers(eager_pair):
     """config.json / generation_config's output_attentions: true (with return_dict_in_generate, which
     from_model_config sets as transformers does) makes generate return them."""
