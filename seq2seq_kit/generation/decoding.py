@@ -186,8 +186,6 @@ def generate(model: Seq2SeqModel, input_ids: torch.Tensor | None, attention_mask
     return result(cfg, search, trace=trace)
 
 
-# settings of the forward as well as generate's, which a model config may hold (transformers' config has them)
-FORWARD_FLAGS = ("output_attentions", "output_hidden_states")
 # generate's arguments that are not settings (what settings() resolves): its keyword-only parameters, and
 # custom_generate, which prepare() takes off the settings
 GENERATE_ARGUMENTS = frozenset([*(name for name, p in inspect.signature(generate).parameters.items()
@@ -566,6 +564,10 @@ def watermark_vocabulary(watermark: dict | None, config) -> dict | None:
                          f"({config.vocab_size}, as transformers draws them), more ids than its decoder's "
                          f"vocabulary has ({config.decoder_vocab_size}); this model cannot be watermarked")
     return {**watermark, "vocab_size": config.vocab_size}
+
+
+# settings of the forward as well as generate's, which a model config may hold (transformers' config has them)
+FORWARD_FLAGS = ("output_attentions", "output_hidden_states")
 
 
 def check_model_config(config) -> None:
