@@ -92,6 +92,11 @@ MBART_LANGUAGES = MBART50_LANGUAGES[:25]     # tokenization_mbart.py's FAIRSEQ_L
 # the extra special tokens of a tokenizer_config.json that lists none: NllbTokenizer's, MBartTokenizer's codes
 DEFAULT_CODES = {"NllbTokenizer": NLLB_LANGUAGES, "MBartTokenizer": MBART_LANGUAGES}
 PYTHON_KINDS = ("MarianTokenizer", "M2M100Tokenizer")   # transformers' Python (not `tokenizers`) tokenizers
+# transformers 5.25's language maps, and the tokenizers that have each (NLLB none); set on those at load
+# (language_maps, _marian), the others raise AttributeError as transformers' do
+LANGUAGE_MAPS = {"lang_code_to_id": "mBART's, mBART-50's and M2M100's", "id_to_lang_code": "mBART-50's",
+                 "lang_code_to_token": "M2M100's", "lang_token_to_id": "M2M100's", "id_to_lang_token": "M2M100's",
+                 "supported_language_codes": "Marian's"}
 
 
 def check_code(name: str, code, optional: bool = True) -> None:
@@ -135,8 +140,11 @@ class AutoTokenizer:
             if src_lang is not None or tgt_lang is not None:
                 raise ValueError(f"src_lang / tgt_lang were given, but {root} holds no multilingual tokenizer "
                                  "(Marian, M2M100, NLLB, mBART, mBART-50)")
-            return Tokenizer.from_pretrained(root)
-        return TranslationTokenizer.load(root, config, kind, src_lang, tgt_lang)
+            tok = Tokenizer.from_pretrained(root)
+        else:
+            tok = TranslationTokenizer.load(root, config, kind, src_lang, tgt_lang)
+        tok.name_or_path = str(path)      # the Hub id or path as given, as transformers keeps it
+        return tok
 
 
 def tokenizer_kind(root: Path, config: dict) -> str | None:
@@ -154,7 +162,8 @@ def tokenizer_kind(root: Path, config: dict) -> str | None:
 
 class TranslationTokenizer(Tokenizer):
     """A Tokenizer with transformers' language handling: `src_lang` (settable: the source code put around each
-    text), `tgt_lang`, `get_lang_id(lang)`, `target_language_id()` (the forced_bos_token_id for generate)."""
+    text), `tgt_lang`, `get_lang_id(lang)`, `target_language_id()` (the forced_bos_token_id for generate), and
+    transformers' language maps where its class has them (LANGUAGE_MAPS: `lang_code_to_id["fr_XX"]`, ...)."""
 
     kind: str = ""
     lang_tokens: dict[str, str] = {}    # language code -> its token ("en" -> "__en__"); codes are tokens if absent
@@ -210,6 +219,8 @@ class TranslationTokenizer(Tokenizer):
         if kind != "MarianTokenizer" or src_lang is not None:       # Marian: the setter refuses it
             tok.src_lang = src_lang if src_lang is not None else config.get("src_lang") or DEFAULT_SOURCE[kind]
         tok.source_given = src_lang is not None
+        for name, value in language_maps(tok).items():
+            setattr(tok, name, value)
         if tok.tgt_lang is not None:
             tok.target_language_id()   # fails early on an unknown code
         return tok
@@ -547,9 +558,51 @@ class TranslationTokenizer(Tokenizer):
             self._backend.pre_tokenizer = pre_tokenizers.PreTokenizer.custom(self.pieces)
             self._backend.decoder = decoders.Decoder.custom(self.detokenizer)
 
+    def __getattr__(self, name: str):
+        """Only for attributes not found: a language map (LANGUAGE_MAPS) this kind lacks, as in transformers 5.25, is
+        an AttributeError naming the tokenizers that have it and what gives a code's id here."""
+        if name in LANGUAGE_MAPS:
+            raise AttributeError(f"{name} is {LANGUAGE_MAPS[name]} (as in transformers 5.25), not this "
+                                 f"{self.kind or 'tokenizer'}'s: tok.get_lang_id(code) gives a language code's id, "
+                                 "tok.language_codes the codes")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def get_special_tokens_mask(self, token_ids_0, token_ids_1=None,
+                                already_has_special_tokens: bool = False) -> list[int]:
+        """Tokenizer.get_special_tokens_mask; Marian and M2M100 as transformers' Python tokenizers. Ids without
+        their special tokens get the 1s encoding would add around them: M2M100's code before, </s> after (pairs
+        too); Marian's </s> after, its ids (both sequences') marked as with their special tokens. Marian never marks
+        <unk>, and beside already_has_special_tokens it reads token_ids_0 alone, as there."""
+        if self.kind == "MarianTokenizer":
+            special = set(self.all_special_ids) - {self.unk_token_id}
+            ids = list(token_ids_0) + ([] if already_has_special_tokens else list(token_ids_1 or []))
+            mask = [1 if int(i) in special else 0 for i in ids]
+            return mask if already_has_special_tokens else mask + [1]
+        if self.kind == "M2M100Tokenizer" and not already_has_special_tokens:
+            return [1] + [0] * (len(token_ids_0) + len(token_ids_1 or [])) + [1]
+        return super().get_special_tokens_mask(token_ids_0, token_ids_1, already_has_special_tokens)
+
     def __repr__(self) -> str:
         return (f"TranslationTokenizer({self.kind}, vocab_size={self.vocab_size}, src_lang={self.src_lang!r}, "
                 f"tgt_lang={self.tgt_lang!r})")
+
+
+def language_maps(tok: TranslationTokenizer) -> dict:
+    """The language code maps transformers 5.25's tokenizer of tok's kind has (LANGUAGE_MAPS), as its __init__
+    builds them, name -> value: mBART's and mBART-50's lang_code_to_id (each of the class's codes -> its token's id,
+    unk_token_id where the vocabulary lacks it), mBART-50's id_to_lang_code (its inverse); M2M100's lang_code_to_id,
+    lang_code_to_token ("fr" -> "__fr__"), lang_token_to_id and id_to_lang_token; none for NLLB (Marian's
+    supported_language_codes: _marian)."""
+    if tok.kind not in ("MBartTokenizer", "MBart50Tokenizer", "M2M100Tokenizer"):
+        return {}
+    ids = {code: tok.convert_tokens_to_ids(token) for code, token in tok.lang_tokens.items()}
+    if tok.kind == "MBartTokenizer":
+        return {"lang_code_to_id": ids}
+    if tok.kind == "MBart50Tokenizer":
+        return {"lang_code_to_id": ids, "id_to_lang_code": {i: code for code, i in ids.items()}}
+    token_ids = {tok.lang_tokens[code]: i for code, i in ids.items()}
+    return {"lang_code_to_id": ids, "lang_code_to_token": dict(tok.lang_tokens), "lang_token_to_id": token_ids,
+            "id_to_lang_token": {i: token for token, i in token_ids.items()}}
 
 
 def _longest_first(first: int, second: int, room: int) -> tuple[int, int]:
@@ -667,6 +720,10 @@ def _marian(root: Path, config: dict) -> TranslationTokenizer:
         tok.target_vocabulary = TargetVocabulary(tok, _vocab(root / "target_vocab.json"),
                                                  _sentencepiece(root / "target.spm"))
     tok.target_files = root, config, named
+    # transformers' list: vocab.json's >>xx<< tokens in the file's order (its codes: language_codes), none with
+    # separate vocabularies
+    tok.supported_language_codes = [] if config.get("separate_vocabs") else \
+        [t for t in vocab if t.startswith(">>") and t.endswith("<<")]
     return tok
 
 

@@ -264,6 +264,8 @@ class Tokenizer:
         self._named = {k: token_content(v) for k, v in named.items()}
         self.extra_special_tokens: list[str] = [token_content(t) for t in extra]
         self._special_ids: tuple[tuple, list[int]] = ((), [])    # all_special_ids' last answer, by what it read
+        # what from_pretrained was given (a Hub id or path, as a str), as transformers keeps it; "" when built directly
+        self.name_or_path: str = ""
         self.model_max_length: int = _max_length(config.get("model_max_length"))
         self.clean_up_tokenization_spaces: bool = config.get("clean_up_tokenization_spaces", False)
         # transformers 5.25 cleans up a BPE model's text only when this is set too (the cleanup corrupts BPE text)
@@ -285,11 +287,19 @@ class Tokenizer:
 
     @classmethod
     def from_pretrained(cls, path, **hub_kwargs) -> "Tokenizer":
-        """Load a checkpoint directory (or Hub id, via hub.resolve) holding one of the two forms in the module doc."""
+        """Load a checkpoint directory (or Hub id, via hub.resolve) holding one of the two forms in the module doc;
+        name_or_path keeps `path` as given (str), as transformers'."""
         try:
             root = hub.resolve(path, purpose="tokenizer", **hub_kwargs)
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{e} (a tokenizer directory holds {FILES})") from e
+        tok = cls._from_folder(root)
+        tok.name_or_path = str(path)
+        return tok
+
+    @classmethod
+    def _from_folder(cls, root: Path) -> "Tokenizer":
+        """from_pretrained's tokenizer of a local directory `root` (name_or_path left to the caller)."""
         config = read_tokenizer_config(root)
         if (root / "tokenizer.json").is_file():
             model_type = None if config.get("tokenizer_class") else config_model_type(root)  # when no class is named
@@ -429,6 +439,29 @@ class Tokenizer:
         if self._special_ids[0] != key:
             self._special_ids = (key, self.convert_tokens_to_ids(tokens))
         return list(self._special_ids[1])
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        """How many special tokens encoding adds to a text (to a pair of texts when `pair`), as transformers' (code
+        that cuts long documents into chunks takes them off model_max_length)."""
+        with self.lock:                    # encode_source swaps the post-processor for a call under it
+            return self._backend.num_special_tokens_to_add(pair)
+
+    def get_special_tokens_mask(self, token_ids_0, token_ids_1=None,
+                                already_has_special_tokens: bool = False) -> list[int]:
+        """1 for each id of token_ids_0 among all_special_ids, 0 for the others, where those ids already have
+        their special tokens (already_has_special_tokens=True: tok(text)["input_ids"], as data collators pass
+        them), as transformers' fast tokenizers; a second sequence is a ValueError there (encoded ids are one
+        input, a pair's included). Ids without special tokens (the default) raise NotImplementedError as there:
+        those tokenizers have no rule for where the special tokens would go."""
+        if not already_has_special_tokens:
+            raise NotImplementedError("get_special_tokens_mask of ids without their special tokens is not available "
+                                      "for this tokenizer (nor for transformers 5.25's fast tokenizers): pass ids "
+                                      "encoded with them, tok(text)['input_ids'], and already_has_special_tokens=True")
+        if token_ids_1 is not None:
+            raise ValueError("token_ids_1 was given beside already_has_special_tokens=True: ids that have their "
+                             "special tokens are one encoded input (a pair's too); pass them as token_ids_0 alone")
+        special = set(self.all_special_ids)
+        return [1 if int(i) in special else 0 for i in token_ids_0]
 
     def _id(self, token: str | None) -> int | None:
         return None if token is None else self.convert_tokens_to_ids(token)

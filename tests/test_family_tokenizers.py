@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer as Backend
 
 from seq2seq_kit import AutoTokenizer
-from seq2seq_kit.family_tokenizers import M2M100_LANGUAGES, MBART50_LANGUAGES, TranslationTokenizer
+from seq2seq_kit.family_tokenizers import LANGUAGE_MAPS, M2M100_LANGUAGES, MBART50_LANGUAGES, TranslationTokenizer
 
 spm = pytest.importorskip("sentencepiece")
 
@@ -594,6 +594,10 @@ def test_m2m100_codes_listed_as_the_hubs_configs_list_them_equal_transformers(m2
     assert ours.vocab == theirs.get_vocab()
     assert ours.all_special_ids == theirs.all_special_ids
     assert_same(theirs, ours, CORPUS[:3] + EDGE + ["The tower __fr__ is tall"])
+    ids = theirs("The tower __fr__ is tall")["input_ids"]             # the codes special in both: marked in both
+    mask = theirs.get_special_tokens_mask(ids, already_has_special_tokens=True)
+    assert ours.get_special_tokens_mask(ids, already_has_special_tokens=True) == mask and sum(mask) == 3
+    assert ours.lang_code_to_id == theirs.lang_code_to_id and ours.lang_token_to_id == theirs.lang_token_to_id
 
 
 @pytest.mark.parametrize("fixture", ["marian_dir", "m2m100_dir"])
@@ -1541,3 +1545,94 @@ def test_is_fast_and_input_names_as_transformers(request, fixture):
         with pytest.raises(KeyError, match="a row's Encoding is kept by the `tokenizers` library's tokenizers only"):
             mine[0]
     assert mine.data["input_ids"] == want.data["input_ids"]
+
+
+MAP_FAMILIES = ["bart", "kobart", "pegasus", "marian", "marian-separate", "m2m100", "nllb", "nllb-legacy", "mbart",
+                "mbart50", "mbart50-spm"]
+
+
+@pytest.mark.parametrize("family", MAP_FAMILIES)
+def test_language_maps_equal_transformers(request, tmp_path, family):
+    """lang_code_to_id (the mBART-50 card's forced_bos_token_id=tok.lang_code_to_id["fr_XX"], the mBART en-ro docs'
+    decoder_start_token_id=tok.lang_code_to_id["ro_RO"]), mBART-50's id_to_lang_code, M2M100's lang_code_to_token,
+    lang_token_to_id and id_to_lang_token, Marian's supported_language_codes: transformers 5.25's, in its order,
+    on the tokenizers that have them there (they were missing); on the others an AttributeError as there (hasattr
+    False, as code that checks for them reads it), naming get_lang_id."""
+    theirs, ours = target_tokenizers(request, tmp_path, family)
+    for name in LANGUAGE_MAPS:
+        if not hasattr(theirs, name):
+            assert not hasattr(ours, name), name
+            if isinstance(ours, TranslationTokenizer):
+                with pytest.raises(AttributeError, match=rf"^{name} is .*\(as in transformers 5.25\), not this "
+                                                         rf"{ours.kind}'s: tok.get_lang_id\(code\)"):
+                    getattr(ours, name)
+            continue
+        mine, want = getattr(ours, name), getattr(theirs, name)
+        assert mine == want and list(mine) == list(want), name           # in its order too ([]: marian-separate)
+    for code, lang_id in getattr(ours, "lang_code_to_id", {}).items():
+        assert lang_id == ours.get_lang_id(code)
+    with pytest.raises(AttributeError, match="object has no attribute 'no_such_thing'"):
+        ours.no_such_thing
+
+
+def test_marian_supported_language_codes_in_vocab_json_order(marian_dir, tmp_path):
+    """Marian's supported_language_codes lists vocab.json's >>xx<< tokens in the file's order, as transformers
+    (language_codes: by id, without the brackets)."""
+    from transformers import AutoTokenizer as TheirAutoTokenizer
+
+    root = Path(shutil.copytree(marian_dir, tmp_path / "marian"))
+    vocab = json.loads((root / "vocab.json").read_text())
+    (root / "vocab.json").write_text(json.dumps({">>deu<<": vocab.pop(">>deu<<"), **vocab}))
+    (root / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "MarianTokenizer"}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # "Recommended: pip install sacremoses" (not used for encoding)
+        theirs = TheirAutoTokenizer.from_pretrained(str(root))
+    ours = AutoTokenizer.from_pretrained(root)
+    assert ours.supported_language_codes == theirs.supported_language_codes == [">>deu<<", ">>fra<<"]
+    assert ours.language_codes == ["fra", "deu"]
+
+
+def outcome(call):
+    """call()'s result, or the type of what it raised."""
+    try:
+        return call()
+    except Exception as e:   # noqa: BLE001 - compared with transformers' exception
+        return type(e)
+
+
+@pytest.mark.parametrize("family", MAP_FAMILIES)
+def test_special_token_count_and_mask_equal_transformers(request, tmp_path, family):
+    """num_special_tokens_to_add and get_special_tokens_mask (both were missing) as transformers 5.25's, ids with
+    and without their special tokens, pairs: the fast tokenizers mark all_special_ids in encoded ids and raise
+    NotImplementedError for others; Marian's and M2M100's Python tokenizers add the 1s encoding adds (Marian
+    marks the ids' own special tokens but <unk>, and reads token_ids_0 alone beside already_has_special_tokens)."""
+    theirs, ours = target_tokenizers(request, tmp_path, family)
+    for pair in (False, True):
+        assert ours.num_special_tokens_to_add(pair) == theirs.num_special_tokens_to_add(pair)
+    inputs = [theirs(SOURCES[1])["input_ids"], theirs(SOURCES[0], TARGETS[1])["input_ids"],
+              [ours.unk_token_id, ours.eos_token_id, ours.pad_token_id, 5], []]
+    if family == "m2m100":    # its language token is special here, not in 5.25 without the listed codes (module doc)
+        inputs = [ids[1:] for ids in inputs]
+    masks = []
+    for ids, second, already in itertools.product(inputs, (None, [5, 6]), (False, True)):
+        mine, want = (outcome(lambda: tok.get_special_tokens_mask(ids, second, already)) for tok in (ours, theirs))
+        assert mine == want, (ids, second, already)
+        masks += [mine] if isinstance(mine, list) else []
+    assert any(1 in mask and 0 in mask for mask in masks)
+
+
+@pytest.mark.parametrize("fixture, kind", [("marian_dir", "MarianTokenizer"), ("m2m100_dir", "M2M100Tokenizer"),
+                                           ("nllb_dir", None), ("pegasus_dir", None)])
+def test_name_or_path_as_transformers(request, tmp_path, fixture, kind):
+    """name_or_path is what AutoTokenizer.from_pretrained was passed, as a str (a trailing "/" kept), as transformers
+    keeps it (it was missing)."""
+    from transformers import AutoTokenizer as TheirAutoTokenizer
+
+    root = Path(shutil.copytree(request.getfixturevalue(fixture), tmp_path / "tok"))
+    if kind is not None:          # for transformers, which needs the class named
+        (root / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": kind}))
+    for passed in (root, f"{root}/"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # "Recommended: pip install sacremoses" (not used for encoding)
+            theirs = TheirAutoTokenizer.from_pretrained(passed)
+        assert AutoTokenizer.from_pretrained(passed).name_or_path == theirs.name_or_path == str(passed)

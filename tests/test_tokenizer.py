@@ -480,6 +480,52 @@ def test_special_token_files_that_disagree_read_as_transformers_reads_them(tmp_p
         assert got["offset_mapping"] == list(want["offset_mapping"]), text
 
 
+def test_special_token_count_and_mask_as_transformers(both):
+    """num_special_tokens_to_add (code that cuts long documents into chunks takes it off model_max_length) and
+    get_special_tokens_mask of encoded ids (data collators' call) as transformers' (both were missing); ids
+    without their special tokens are a NotImplementedError, as in its fast tokenizers, and a second sequence
+    beside encoded ids a ValueError."""
+    ours, theirs = both
+    for pair in (False, True):
+        assert ours.num_special_tokens_to_add(pair) == ours.num_special_tokens_to_add(pair=pair) == \
+            theirs.num_special_tokens_to_add(pair)
+    assert ours.num_special_tokens_to_add() == theirs.num_special_tokens_to_add() == 2
+    for text, pair in [(PROSE, None), ("Special <s> tokens </s> inside <mask> text <pad>", None), *PAIRS]:
+        ids = theirs(text, pair)["input_ids"]
+        mask = theirs.get_special_tokens_mask(ids, already_has_special_tokens=True)
+        assert ours.get_special_tokens_mask(ids, already_has_special_tokens=True) == mask, (text, pair)
+        assert ours.get_special_tokens_mask(torch.tensor(ids), None, True) == mask
+    assert 0 < sum(mask) < len(mask)
+    with pytest.raises(NotImplementedError, match=r"pass ids encoded with them, tok\(text\)\['input_ids'\], and "
+                                                  "already_has_special_tokens=True"):
+        ours.get_special_tokens_mask(ids)
+    pytest.raises(NotImplementedError, theirs.get_special_tokens_mask, ids)
+    with pytest.raises(ValueError, match="pass them as token_ids_0 alone"):
+        ours.get_special_tokens_mask(ids, ids, already_has_special_tokens=True)
+    pytest.raises(ValueError, theirs.get_special_tokens_mask, ids, ids, already_has_special_tokens=True)
+
+
+def test_name_or_path_as_transformers(tmp_path):
+    """name_or_path is what from_pretrained was passed, as a str: a path as passed (a Path as its str, a trailing
+    "/" kept), a Hub id as the id, as transformers keeps it; "" for a tokenizer built directly."""
+    from hub_cache import read_dir, write_cache
+    from tokenizers import Tokenizer as Backend
+    from tokenizers import models
+
+    from seq2seq_kit.tokenizer import DEFAULT_DIR
+
+    root = _bart_dir(tmp_path / "bart")
+    for passed in (root, f"{root}/"):
+        assert Tokenizer.from_pretrained(passed).name_or_path == AutoTokenizer.from_pretrained(passed).name_or_path \
+            == str(passed)
+    write_cache(tmp_path / "hub", "org/bart", {"main": read_dir(root)})
+    hub = dict(cache_dir=tmp_path / "hub", local_files_only=True)      # read from the cache alone
+    assert Tokenizer.from_pretrained("org/bart", **hub).name_or_path == \
+        AutoTokenizer.from_pretrained("org/bart", **hub).name_or_path == "org/bart"
+    assert Tokenizer.from_default().name_or_path == str(DEFAULT_DIR)
+    assert Tokenizer(Backend(models.WordLevel({"<unk>": 0}, unk_token="<unk>")), {}).name_or_path == ""
+
+
 def test_save_pretrained_round_trip(both, tmp_path):
     ours, _ = both
     ours("a", padding="max_length", max_length=9, truncation=True)  # settings of a call must not be saved
