@@ -30,7 +30,8 @@ What each checkpoint ships, and how it is read (never a hand-written segmenter):
   Pegasus, BART ... tokenizer.json or vocab.json + merges.txt: seq2seq_kit.Tokenizer unchanged.
 The target language reaches the model as transformers users pass it: forced_bos_token_id = the target language's
 id (target_language_id); a multi-target Marian model takes `>>fra<<` at the start of the text instead.
-Tokenizers built on a SentencePiece pre-tokenizer cannot be saved as tokenizer.json (save_pretrained raises).
+Tokenizers built on a SentencePiece pre-tokenizer (Marian, M2M100) cannot be saved as tokenizer.json:
+save_pretrained copies the files they were read from, as transformers' Python tokenizers save them.
 """
 
 from __future__ import annotations
@@ -38,13 +39,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 from tokenizers import AddedToken, NormalizedString, decoders, models, pre_tokenizers, processors
 from tokenizers import Tokenizer as Backend
 
 from . import hub
-from .jsonfile import read_json
+from .jsonfile import read_json, write_json
 from .tokenizer_classes import read_tokenizer_json, set_pipeline, tokenizer_class
 from .tokenizer import (FILES, Tokenizer, as_ids, check_text, check_tokens, clean_up_tokenization, extra_tokens,
                         read_tokenizer_config, token_content)
@@ -169,6 +171,8 @@ class TranslationTokenizer(Tokenizer):
     lang_tokens: dict[str, str] = {}    # language code -> its token ("en" -> "__en__"); codes are tokens if absent
     target_vocabulary: TargetVocabulary | None = None    # Marian with separate_vocabs: what decode reads
     target_files: tuple[Path, dict, dict] | None = None   # Marian: (root, config, named tokens) of its target side
+    # Marian, M2M100: (root, tokenizer_config.json's keys, the files read there): what save_pretrained copies
+    read_files: tuple[Path, dict, tuple[str, ...]] | None = None
     target_side: TranslationTokenizer | None = None    # Marian: text_target's tokenizer, built at its first use
     code_last: bool = False          # the source code after the text (mBART, NLLB's legacy_behaviour)
     aliases: dict[str, str] = {}     # tokens read as another (M2M100's madeup words as <unk>)
@@ -518,10 +522,19 @@ class TranslationTokenizer(Tokenizer):
         return clean_up_tokenization(text) if clean_up_tokenization_spaces else text
 
     def save_pretrained(self, save_directory):
-        if self.kind in PYTHON_KINDS:
-            raise ValueError(f"a {self.kind} runs its SentencePiece model through Python and cannot be saved as "
-                             "tokenizer.json; copy the checkpoint's tokenizer files instead")
-        return super().save_pretrained(save_directory)
+        """Tokenizer.save_pretrained; Marian and M2M100, whose SentencePiece models run through Python (no
+        tokenizer.json holds them), as transformers saves them: the files they were read from (SentencePiece
+        models, vocabularies) copied, and tokenizer_config.json, its keys under saved_config()'s."""
+        if self.kind not in PYTHON_KINDS:
+            return super().save_pretrained(save_directory)
+        root, config, names = self.read_files
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            if not (out / name).exists() or not (out / name).samefile(root / name):
+                shutil.copyfile(root / name, out / name)
+        write_json(out / "tokenizer_config.json", {**config, **self.saved_config()}, indent=2, ensure_ascii=False)
+        return (*(str(out / name) for name in names), str(out / "tokenizer_config.json"))
 
     def saved_config(self) -> dict:
         """Tokenizer.saved_config as transformers' tokenizer of this kind saves it: its class (so that both reload it
@@ -720,6 +733,8 @@ def _marian(root: Path, config: dict) -> TranslationTokenizer:
         tok.target_vocabulary = TargetVocabulary(tok, _vocab(root / "target_vocab.json"),
                                                  _sentencepiece(root / "target.spm"))
     tok.target_files = root, config, named
+    separate = ("target_vocab.json",) if config.get("separate_vocabs") else ()
+    tok.read_files = root, config, ("source.spm", "target.spm", "vocab.json", *separate)
     # transformers' list: vocab.json's >>xx<< tokens in the file's order (its codes: language_codes), none with
     # separate vocabularies
     tok.supported_language_codes = [] if config.get("separate_vocabs") else \
@@ -805,6 +820,7 @@ def _m2m100(root: Path, config: dict) -> TranslationTokenizer:
                                    extra=list(lang_tokens.values()), aliases=dict.fromkeys(madeup, named["unk_token"]))
     listed = set(map(token_content, extra_tokens(config)))
     tok.lang_tokens, tok.outside_vocab = lang_tokens, frozenset([*lang_tokens.values(), *madeup])
+    tok.read_files = root, config, ("vocab.json", "sentencepiece.bpe.model")
     tok.unlisted = frozenset(t for t in tok.outside_vocab if t not in listed)
     return tok
 

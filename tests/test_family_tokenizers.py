@@ -1204,6 +1204,35 @@ def test_save_pretrained_keeps_the_language_tokenizer_as_transformers(request, t
         assert {k: v for k, v in as_lists(oracle(**call)).items() if k in expected} == expected, call
 
 
+@pytest.mark.parametrize("family", ["marian", "marian-separate", "m2m100"])
+def test_python_kinds_save_their_files_as_transformers(request, tmp_path, family):
+    """Marian and M2M100 (SentencePiece run through Python, no tokenizer.json) were refused by save_pretrained
+    (saving a model and its tokenizer for offline use is common): their files are copied, as transformers' save
+    writes them, beside a tokenizer_config.json; the folder reloads here and in transformers to the same tokenizer,
+    with the src_lang / tgt_lang it was saved with."""
+    from transformers import AutoTokenizer as TheirAutoTokenizer
+
+    theirs, ours = target_tokenizers(request, tmp_path, family)
+    if family == "m2m100":
+        theirs.src_lang = ours.src_lang = "de"
+    written = ours.save_pretrained(tmp_path / "ours")
+    assert sorted(Path(f).name for f in written) == sorted(p.name for p in (tmp_path / "ours").iterdir())
+    again = AutoTokenizer.from_pretrained(tmp_path / "ours")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                # Marian's "Recommended: pip install sacremoses"
+        oracle = TheirAutoTokenizer.from_pretrained(str(tmp_path / "ours"))
+    assert type(oracle) is type(theirs) and again.kind == ours.kind
+    assert (again.src_lang, again.tgt_lang) == (ours.src_lang, ours.tgt_lang)
+    for call in TARGET_CALLS:
+        expected = {k: v for k, v in as_lists(theirs(**call)).items() if k in ("input_ids", "attention_mask", "labels")}
+        assert as_lists(again(**call)) == expected, call
+        assert {k: v for k, v in as_lists(oracle(**call)).items() if k in expected} == expected, call
+    ids = theirs(text_target=TARGETS, padding=True)["input_ids"]                # what the model generates
+    assert again.batch_decode(ids, skip_special_tokens=True) == oracle.batch_decode(ids, skip_special_tokens=True)
+    again.save_pretrained(tmp_path / "ours")           # over its own files: kept as they are
+    assert AutoTokenizer.from_pretrained(tmp_path / "ours")(SOURCES)["input_ids"] == theirs(SOURCES)["input_ids"]
+
+
 UNPADDED_CALLS = [c for c in TARGET_CALLS if not c.get("padding")]   # no pad_token: padding is refused
 
 
