@@ -231,7 +231,8 @@ class FixedLogits:
     draws many samples through the real sampling path (processors, softmax, multinomial)."""
 
     def __init__(self):
-        self.config = SimpleNamespace(decoder_vocab_size=len(LOGITS), max_position_embeddings=8)
+        self.config = SimpleNamespace(decoder_vocab_size=len(LOGITS), max_position_embeddings=8,
+                                      generation_settings_assigned=dict)          # (protocol.ModelConfig's: none)
         self.generation_config = GenerationConfig(decoder_start_token_id=0)
         self.device = torch.device("cpu")
 
