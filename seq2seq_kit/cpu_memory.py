@@ -9,8 +9,8 @@ keeps that memory in the heap for the next step, as jemalloc or tcmalloc would. 
 TRIM_THRESHOLD of freed memory instead of returning it (blocks over 32 MiB are still mapped and unmapped each time).
 
 from_pretrained calls keep_freed_memory() for a model on the CPU. It changes nothing when the C library is not glibc
-or when the environment sets glibc's own tuning (MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_THRESHOLD_, MALLOC_TOP_PAD_, or
-a glibc.malloc tunable in GLIBC_TUNABLES): the user's choice wins, e.g. MALLOC_TRIM_THRESHOLD_=131072 keeps glibc's
+or when the environment sets glibc's own tuning (any of its MALLOC_ variables, USER_TUNING, or a glibc.malloc tunable
+in GLIBC_TUNABLES): the user's choice wins, e.g. MALLOC_TRIM_THRESHOLD_=131072 keeps glibc's
 default behaviour. Nothing else here tunes a process keep_freed_memory has not tuned.
 
 The other side of that choice: memory freed once for good (the float32 weights that int8 quantization replaces) would
@@ -41,7 +41,9 @@ OWN_MAPPING = 256 << 10                              # while an int8 model loads
                                                      # 256 KiB or more get mappings of their own
 TRIM_THRESHOLD = 1 << 30                             # free heap kept before returning any: above a step's temporaries
 MMAP_THRESHOLD = 32 << 20                            # glibc's largest allowed: blocks up to 32 MiB come from the heap
-USER_TUNING = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")   # and GLIBC_TUNABLES' malloc
+# glibc's malloc variables (mallopt(3), "ENVIRONMENT"), as GLIBC_TUNABLES' glibc.malloc.* tunables count too
+USER_TUNING = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_",
+               "MALLOC_ARENA_MAX", "MALLOC_ARENA_TEST", "MALLOC_PERTURB_", "MALLOC_CHECK_")
 tuned = False                                        # keep_freed_memory tuned this process (own_mappings acts then)
 
 

@@ -214,6 +214,24 @@ def test_glibc_tunables_of_malloc_are_the_users_tuning(monkeypatch, tunables, ou
     assert bool(calls) is ours
 
 
+@pytest.mark.parametrize("name", ["MALLOC_MMAP_MAX_", "MALLOC_ARENA_MAX", "MALLOC_PERTURB_", "MALLOC_TOP_PAD_"])
+def test_every_glibc_malloc_variable_is_the_users_tuning(monkeypatch, name):
+    """Any of glibc's MALLOC_ variables leaves malloc to the user, as any glibc.malloc tunable in GLIBC_TUNABLES
+    does (README: "any of its MALLOC_ variables"); MALLOC_MMAP_MAX_=0 and MALLOC_PERTURB_ were tuned over."""
+    from seq2seq_kit import cpu_memory
+
+    calls = []
+    monkeypatch.setattr(cpu_memory, "glibc", lambda: type("libc", (), {"mallopt": lambda *a: calls.append(a) or 1}))
+    for other in cpu_memory.USER_TUNING:
+        monkeypatch.delenv(other, raising=False)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.setattr(cpu_memory, "tuned", False)
+    assert cpu_memory.keep_freed_memory() and calls                 # no user tuning: ours
+    calls.clear()
+    monkeypatch.setenv(name, "0" if name == "MALLOC_MMAP_MAX_" else "2")
+    assert not cpu_memory.keep_freed_memory() and not cpu_memory.map_weights_while_loading() and not calls
+
+
 def test_a_failed_int8_load_leaves_the_threshold_a_loaded_model_has(monkeypatch, tmp_path, tiny_eos_path):
     """A failed from_pretrained(dtype="int8") left the 256 KiB mmap threshold of loading for the rest of the process
     (every block of 256 KiB or more mapped and unmapped: measured 15x slower allocations): it ends with
