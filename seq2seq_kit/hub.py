@@ -10,6 +10,8 @@ them, else .bin, shards by their index) with huggingface_hub's own progress bars
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import re
 from pathlib import Path
@@ -152,11 +154,13 @@ def check_revision(revision) -> None:
 
 def network_errors() -> tuple[type[BaseException], ...]:
     """Failures of the connection itself (no network, DNS, timeout, offline mode): the cache may still serve."""
-    try:  # the HTTP client huggingface_hub is built on: httpx2 (2.x) or httpx (1.x)
-        import httpx2 as http
-    except ImportError:  # pragma: no cover
-        import httpx as http
-    return ConnectionError, TimeoutError, http.TransportError
+    errors = [ConnectionError, TimeoutError]
+    # the HTTP client huggingface_hub is built on: httpx2 (2.x) or httpx (1.x); both where both are installed (a
+    # hub 1.x with httpx2 left behind by a downgrade raises httpx's)
+    for client in ("httpx2", "httpx"):
+        with contextlib.suppress(ImportError):
+            errors.append(importlib.import_module(client).TransportError)
+    return tuple(errors)
 
 
 def _is_repo_id(name: str) -> bool:
@@ -169,10 +173,11 @@ def _is_repo_id(name: str) -> bool:
 
 
 def _offline() -> bool:
-    """huggingface_hub's offline mode (HF_HUB_OFFLINE read when it was imported), or HF_HUB_OFFLINE set since."""
-    import huggingface_hub
+    """huggingface_hub's offline mode (HF_HUB_OFFLINE read when it was imported: its constants, which every 1.x and
+    2.x has; is_offline_mode() came in 1.2.1), or HF_HUB_OFFLINE set since."""
+    from huggingface_hub import constants
     env = os.environ.get("HF_HUB_OFFLINE", "").upper()
-    return huggingface_hub.is_offline_mode() or env in ("1", "ON", "YES", "TRUE")
+    return constants.HF_HUB_OFFLINE or env in ("1", "ON", "YES", "TRUE")
 
 
 def _offline_reason(local_files_only: bool) -> str:

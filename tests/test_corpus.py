@@ -836,3 +836,20 @@ def test_a_stopped_parquet_job_keeps_its_journal(tmp_path, tiny, monkeypatch):
     result = run(path, out, tiny)
     assert (result.written, result.skipped) == (0, 3) and not journal.exists()
     assert by_id(pq.read_table(out).to_pylist()) == written
+
+
+def test_checkpoint_digests_run_on_python_3_10_and_keep_their_values(tiny_eos_path, monkeypatch):
+    """hashlib.file_digest is Python 3.11's, the package takes 3.10: every corpus job on a local checkpoint failed
+    there with an AttributeError. The streamed digest equals file_digest's, so outputs written before still match."""
+    import hashlib
+
+    from seq2seq_kit.corpus.driver import checkpoint_digests
+
+    before = {}
+    for path in sorted(tiny_eos_path.iterdir()):
+        if path.name in ("config.json", "model.safetensors"):
+            with open(path, "rb") as f:
+                before[path.name] = f"{path.stat().st_size}:{hashlib.file_digest(f, 'blake2b').hexdigest()[:32]}"
+    monkeypatch.delattr(hashlib, "file_digest")                       # as on Python 3.10
+    digests = checkpoint_digests(tiny_eos_path)
+    assert before and all(digests[name] == value for name, value in before.items())

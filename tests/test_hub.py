@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import httpx2
 import huggingface_hub
 import pytest
@@ -201,6 +202,18 @@ def test_hf_hub_offline_set_after_import(tmp_path, online, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(HubError, match="not in the local Hub cache .* offline mode is on"):
         resolve(REPO, cache_dir=tmp_path)
+
+
+def test_offline_mode_needs_no_is_offline_mode(tmp_path, offline, monkeypatch):
+    """huggingface_hub.is_offline_mode() came in 1.2.1 (the floor is 1.0): offline mode is read from its constants,
+    which every release has; calling it was an AttributeError on 1.0-1.2.0 for every Hub id."""
+    def missing():
+        raise AttributeError("No huggingface_hub attribute is_offline_mode")      # what 1.0-1.2.0 raise
+
+    monkeypatch.setattr(huggingface_hub, "is_offline_mode", missing)
+    monkeypatch.setattr(huggingface_hub.constants, "is_offline_mode", missing)
+    commits = write_cache(tmp_path, REPO, {"main": MAIN})
+    assert resolve(REPO, cache_dir=tmp_path).name == commits["main"]
 
 
 def test_local_files_only_without_offline_env(tmp_path, online):
@@ -410,9 +423,12 @@ def test_download_non_bart_repo_fetches_no_weights(tmp_path, fake_hub):
     assert "model.safetensors" not in hub.downloaded()
 
 
-def test_no_network_falls_back_to_cache_or_says_so(tmp_path, online):
+@pytest.mark.parametrize("client", [httpx2, httpx])
+def test_no_network_falls_back_to_cache_or_says_so(tmp_path, online, client):
+    """httpx: huggingface_hub 1.x's client, which raises its own errors where httpx2 is installed too (a hub
+    downgraded from 2.x leaves it): that ConnectError was not taken for a network failure, so no cache served."""
     def refuse(request):
-        raise httpx2.ConnectError("no route to host", request=request)
+        raise client.ConnectError("no route to host", request=request)
 
     hub = FakeHub({})
     hub.handle = refuse
