@@ -234,15 +234,30 @@ def test_explicit_none():
 
 
 def test_settings_are_the_only_attributes():
-    """transformers' GenerationConfig takes any attribute; here one it would apply and this package does not
-    implement is refused where it is set, not ignored when generate runs."""
+    """transformers' GenerationConfig takes any attribute; here a misspelt one is refused where it is set, not
+    ignored when generate runs. One transformers would apply and this package does not implement is kept as the
+    constructor and from_dict keep it: refused by generate where it acts, taken at its no-op value (README: "as a
+    keyword, assigned to a GenerationConfig, ..."; both were refused at any value)."""
     cfg = GenerationConfig(bos_token_id=0)
     cfg.num_beams = 3
-    with pytest.raises(AttributeError, match="guidance_scale is a transformers setting seq2seq_kit does not"):
-        cfg.guidance_scale = 1.5
     with pytest.raises(AttributeError, match="num_beam is not a generation setting; settings: max_length"):
         cfg.num_beam = 3
-    assert res(cfg).num_beams == 3
+    with pytest.raises(TypeError, match="GenerationConfig got 'num_beam': not generation settings; settings: max_"):
+        GenerationConfig(num_beam=3)
+    cfg.guidance_scale = 1.5
+    assert cfg.guidance_scale == 1.5 and cfg.unsupported == {"guidance_scale": 1.5}
+    with pytest.raises(ValueError, match=r"sets \{'guidance_scale': 1.5\}, which seq2seq_kit does not implement"):
+        res(cfg)
+    cfg.guidance_scale = 1.0                                    # its no-op value: nothing left to refuse
+    assert cfg.unsupported == {} and cfg.guidance_scale == 1.0 and res(cfg).num_beams == 3
+    for given, kept in ((dict(guidance_scale=1.0), {}), (dict(low_memory=False), {}),
+                        (dict(num_beams=1, low_memory=True), {"low_memory": True}),
+                        (dict(guidance_scale=2.0), {"guidance_scale": 2.0})):
+        made = GenerationConfig(bos_token_id=0, **given)
+        assert made.unsupported == kept == GenerationConfig.from_dict({"bos_token_id": 0, **given}).unsupported
+    res(GenerationConfig(bos_token_id=0, num_beams=1, low_memory=True))       # greedy: transformers ignores it
+    with pytest.raises(ValueError, match="low_memory"):
+        res(GenerationConfig(bos_token_id=0, num_beams=2, low_memory=True))
 
 
 def test_a_transformers_generation_config_is_refused():

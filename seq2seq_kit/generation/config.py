@@ -20,7 +20,7 @@ import json
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from numbers import Real
 from pathlib import Path
 
@@ -92,17 +92,40 @@ class GenerationConfig:
     # checkpoint settings transformers would apply but seq2seq_kit does not implement (generate refuses them)
     unsupported: dict = field(default_factory=dict, repr=False)
 
+    def __init__(self, **settings) -> None:
+        """Keyword settings, as transformers' GenerationConfig(**kwargs). A transformers-only setting (UNSUPPORTED)
+        is kept as from_dict keeps it: in `unsupported` where it would act (generate refuses it), dropped at its
+        no-op value (guidance_scale=1.0, low_memory=False). Any other key is a TypeError (transformers keeps it as
+        an attribute, which nothing here would read)."""
+        transformers_only = {k: settings.pop(k) for k in list(settings) if k in UNSUPPORTED}
+        if unknown := sorted(set(settings) - SETTING_NAMES):
+            raise TypeError(f"GenerationConfig got {', '.join(map(repr, unknown))}: not generation settings; "
+                            f"settings: {', '.join(GENERATE_KWARGS + DRAFT_SETTINGS)}")
+        for f in fields(self):
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            setattr(self, f.name, settings.get(f.name, default))
+        self.unsupported = {**self.unsupported, **in_effect(transformers_only, None)}
+
     def __setattr__(self, name: str, value) -> None:
         """Only the settings above: transformers' GenerationConfig takes any attribute, so
-        `model.generation_config.suppress_tokens = [...]` would otherwise be silently ignored here."""
+        `model.generation_config.suppress_tokens = [...]` would otherwise be silently ignored here. A
+        transformers-only setting (UNSUPPORTED) goes where __init__ puts it."""
+        if name in UNSUPPORTED:
+            kept = {k: v for k, v in self.unsupported.items() if k != name}
+            self.unsupported = {**kept, **in_effect({name: value}, None)}
+            return
         if name not in SETTING_NAMES:
-            what = ("is a transformers setting seq2seq_kit does not implement" if name in UNSUPPORTED
-                    else "is not a generation setting")
-            raise AttributeError(f"GenerationConfig.{name} {what}; settings: "
+            raise AttributeError(f"GenerationConfig.{name} is not a generation setting; settings: "
                                  f"{', '.join(GENERATE_KWARGS + DRAFT_SETTINGS)}")
         if name == "watermarking_config" and not isinstance(value, (dict, type(None))) and hasattr(value, "to_dict"):
             value = value.to_dict()                 # transformers' WatermarkingConfig: kept as its settings (JSON)
         super().__setattr__(name, value)
+
+    def __getattr__(self, name: str):
+        """A transformers-only setting (UNSUPPORTED) reads as set, else its no-op value, as transformers' reads."""
+        if name in UNSUPPORTED and name != "unsupported":
+            return self.__dict__.get("unsupported", {}).get(name, UNSUPPORTED[name])
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @classmethod
     def from_dict(cls, d: dict, *, return_unused_kwargs: bool = False, **kwargs):
