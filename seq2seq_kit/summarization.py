@@ -19,7 +19,6 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import warnings
 from collections.abc import Iterator, Sized
 from dataclasses import dataclass
 
@@ -36,7 +35,7 @@ from .long_documents import DEFAULT_BATCH_SIZE, check_strategy, map_reduce, map_
 from .modeling import BartForConditionalGeneration
 from .models.checks import check_positive_int
 from .tokenizer import Tokenizer, check_text, clean_up_tokenization
-from .user_warnings import warn
+from .user_warnings import silenced, warn
 
 TASKS = ("summarization",)
 DEFAULT_MODEL = "sshleifer/distilbart-cnn-12-6"   # transformers 4.x's default for the task
@@ -255,8 +254,7 @@ class SummarizationPipeline:
         """A call's generate settings resolved as its generate calls resolve them, before any input is read (a
         stream reads its first batch at its first next()): a misspelt or bad setting raises at the call.
         generate's other arguments (generator, streamer, logits_processor, ...) are checked where they are used."""
-        with warnings.catch_warnings():          # the same settings warn once, where they run
-            warnings.simplefilter("ignore")
+        with silenced():                         # the same settings warn once, where they run
             if options["strategy"] == "map_reduce":          # as map_reduce resolves its two stages' settings
                 generate_kwargs = on_engine(generate_kwargs)
                 for stage in (generate_kwargs, map_settings(generate_kwargs, on_engine(options["map_kwargs"]))):

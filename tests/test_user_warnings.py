@@ -48,3 +48,36 @@ def test_tokenizer_warnings_name_the_callers_line(fixtures_dir):
     for call in (lambda: tok(["a b", "c"], padding=True, max_length=4),
                  lambda: tok(["a b"], return_tensors="pt").to(torch.float16)):
         assert [w.filename for w in caught(call)] == [__file__]
+
+
+def test_a_stream_checking_its_settings_leaves_other_threads_warnings_alone(tiny_eos_path, monkeypatch):
+    """pipe(iterator) resolves its settings silently at the call. That used warnings.catch_warnings, which swaps the
+    process's filters: another thread's warnings were lost meanwhile, and two threads inside at once could leave
+    "ignore" in place for good (seen with 2 threads x 50 calls). Now only the checking thread is silenced."""
+    import threading
+
+    from seq2seq_kit import summarization
+    from seq2seq_kit.user_warnings import warn
+
+    inside, go_on = threading.Event(), threading.Event()
+    resolve = summarization.settings
+
+    def held(*args, **kwargs):                      # the check, held open while the main thread warns
+        inside.set()
+        assert go_on.wait(60)
+        warn("from the checking thread")            # silenced: that thread's own check
+        return resolve(*args, **kwargs)
+
+    pipe = pipeline("summarization", model=str(tiny_eos_path), max_length=6)
+    monkeypatch.setattr(summarization, "settings", held)
+    before = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        checking = threading.Thread(target=lambda: pipe(iter(["the tower is tall"])))
+        checking.start()
+        assert inside.wait(60)
+        warn("from another thread")
+        go_on.set()
+        checking.join(60)
+    assert [str(w.message) for w in seen] == ["from another thread"]
+    assert warnings.filters == before

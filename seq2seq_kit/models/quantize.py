@@ -23,6 +23,7 @@ Decided: kept. A scale per row (an int8 matmul on rows quantized each with its o
 
 from __future__ import annotations
 
+import threading
 import warnings
 
 import torch
@@ -42,11 +43,14 @@ NOT_FINITE = ("an int8 linear layer got NaN or infinite activations: the model's
 # result and a quantized copy of its input as large as what it is given, so a source's 512 rows cost 16 MB beside
 # fc1's 8 MB output; in blocks they are a block's. Each block gets its own input scale.
 ROWS_PER_CALL = 128
+QUANTIZE_WARNINGS = threading.Lock()      # per_row_qint8's
 
 
 def per_row_qint8(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """w float32 [out, in] as a quantized qint8 tensor with one scale per row (scale float64 [out]), zero point 0."""
-    with warnings.catch_warnings():   # torch flags its quantized-tensor constructors as deprecated
+    # torch flags its quantized-tensor constructors as deprecated; the lock keeps two loading threads from leaving
+    # each other's filter in place (catch_warnings saves and restores the process's filters)
+    with QUANTIZE_WARNINGS, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
         return torch.quantize_per_channel(w, scale, torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8)
 
