@@ -179,8 +179,11 @@ def measured(model) -> dict[str, dict[str, str]]:
                     len(missing), "s" * (len(missing) != 1), f"kept in {path}" if keeping else
                     "no cache folder: at each load" if path is None else f"the machine is busy, so {BUSY}")
         kept = add_timings(path, timings, lambda: {key: time_layer(layer) for key, layer in missing.items()})
-        if keeping and not kept:
+        if keeping and kept == "busy":
             logger.info("the machine became busy while the kernels were timed, so %s", BUSY)
+        elif kept == "unwritable":
+            logger.info("%s cannot be written, so these timings serve this process only: a new process times "
+                        "them again", path)
     tied = model.lm_head.weight is model.decoder_embeddings.weight
     return {kind: select(timings[shape_key(ms[0])], kernels.ELIGIBLE[kind],
                          packable=not (kind == "lm_head" and tied), deciding=kernels.DECIDING[kind])
@@ -339,10 +342,10 @@ def load_timings(path: Path | None, section: str = "timings") -> dict:
     try:
         timings = read_json_object(path).get(section, {})
     except (OSError, ValueError):
-        return {}
+        timings = {}
     expected = {c: set(timed(c)) for c in PROBE_ROWS} if section == "timings" else \
         {c: set(attention.KERNELS) for c in ATTENTION_ROWS}
-    return timings if well_formed(timings, expected) else {}
+    return {**(timings if well_formed(timings, expected) else {}), **UNWRITTEN.get((path, section), {})}
 
 
 def well_formed(timings, expected: dict[str, set[str]]) -> bool:
@@ -376,23 +379,33 @@ def is_quiet() -> bool:
     return busy() < (os.cpu_count() or 1)
 
 
-def add_timings(path: Path | None, timings: dict, measure: Callable[[], dict], section: str = "timings") -> bool:
+def add_timings(path: Path | None, timings: dict, measure: Callable[[], dict], section: str = "timings") -> str:
     """timings updated with measure()'s, taken now; saved (save_timings) only when the machine was quiet before and
-    after the measuring: timings taken on a busy machine serve this load only. Returns whether they were kept."""
+    after the measuring: timings taken on a busy machine serve this load only. Returns "kept", "busy" (not kept),
+    "unwritable" (kept for this process: UNWRITTEN) or "no cache"."""
     quiet = is_quiet()
     timings.update(measure())
-    if quiet and is_quiet() and path is not None:
-        save_timings(path, timings, section)
-        return True
-    return False
-
-
-def save_timings(path: Path | None, timings: dict, section: str = "timings") -> None:
-    """Add timings to one section of the file, keeping what is there (what other processes measured meanwhile,
-    merged under a lock on the cache folder) and the other section. Best effort: a cache that cannot be written
-    (read-only home, none at all) only means measuring again next time."""
     if path is None:
-        return
+        return "no cache"
+    if not (quiet and is_quiet()):
+        return "busy"
+    if save_timings(path, timings, section):
+        return "kept"
+    UNWRITTEN.setdefault((path, section), {}).update(timings)
+    return "unwritable"
+
+
+# Timings this process took on a quiet machine but could not write (a read-only cache folder), by (path, section):
+# load_timings serves them, so one process does not time the same shapes at every load
+UNWRITTEN: dict[tuple[Path, str], dict] = {}
+
+
+def save_timings(path: Path | None, timings: dict, section: str = "timings") -> bool:
+    """Add timings to one section of the file, keeping what is there (what other processes measured meanwhile,
+    merged under a lock on the cache folder) and the other section; whether it was written. Best effort: a cache
+    that cannot be written (read-only home, none at all) only means measuring again in the next process."""
+    if path is None:
+        return False
     other = "attention" if section == "timings" else "timings"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -401,7 +414,8 @@ def save_timings(path: Path | None, timings: dict, section: str = "timings") -> 
                                 other: load_timings(path, other),
                                 section: {**load_timings(path, section), **timings}}, indent=1)
     except OSError:
-        pass
+        return False
+    return True
 
 
 @contextmanager

@@ -493,6 +493,31 @@ def test_timings_taken_on_a_busy_machine_are_said_not_kept(monkeypatch, tmp_path
     assert not kernel_choice.cache_path().exists()
 
 
+def test_timings_a_read_only_cache_cannot_keep_serve_the_process_and_say_so(monkeypatch, tmp_path, caplog):
+    """A cache folder that cannot be written (a read-only home in a container): the INFO line said "kept in PATH",
+    nothing was kept, and every load in the process timed the kernels again (~10 s for distilbart). A second line
+    says so, and the process's later loads take its timings."""
+    caplog.set_level(logging.INFO, logger="seq2seq_kit.kernel_choice")
+    monkeypatch.setenv(kernel_choice.ENV, "measure")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(kernel_choice, "busy", lambda: 0.0)
+    monkeypatch.setattr(kernel_choice, "UNWRITTEN", {})
+    timed = []
+    monkeypatch.setattr(kernel_choice, "time_layer",
+                        lambda layer: timed.append(layer) or timing((3, 3, 3), (2, 2, 2), (1, 1, 1)))
+
+    def read_only(path, *args, **kwargs):
+        raise PermissionError(13, "Read-only file system", str(path))
+
+    monkeypatch.setattr(kernel_choice, "replace_json", read_only)
+    first = kernel_choice.choose(small_model())
+    assert caplog.messages[1] == (f"{kernel_choice.cache_path()} cannot be written, so these timings serve this "
+                                  "process only: a new process times them again")
+    assert len(timed) == 5 and not kernel_choice.cache_path().exists()
+    caplog.clear()
+    assert kernel_choice.choose(small_model()) == first and len(timed) == 5 and caplog.messages == []
+
+
 def test_timings_another_process_saved_while_this_one_measured_are_kept(monkeypatch, tmp_path):
     """Two processes loading models of different shapes at once: each read the cache, measured, and wrote back its
     own copy, so the last writer dropped the other's shapes (measured again at every load after)."""
