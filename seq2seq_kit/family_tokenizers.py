@@ -410,8 +410,7 @@ class TranslationTokenizer(Tokenizer):
             size = self.backend_tokenizer.get_vocab_size(with_added_tokens=True)   # sort of it: 0.13 s at 58k)
             if getattr(self, "marian_codes", (None,))[0] != size:
                 vocab = self.vocab
-                self.marian_codes = size, [t[2:-2] for t in sorted(vocab, key=vocab.get)
-                                           if t.startswith(">>") and t.endswith("<<")]
+                self.marian_codes = size, [t[2:-2] for t in sorted(vocab, key=vocab.get) if is_marian_code(t)]
             return list(self.marian_codes[1])
         if self.lang_tokens:
             return list(self.lang_tokens)
@@ -725,7 +724,8 @@ def _marian(root: Path, config: dict) -> TranslationTokenizer:
                  unk_token="<unk>", pad_token="<pad>")
     named.update({k: token_content(config[k]) for k in named if config.get(k)})      # the config's, as transformers
     tok = _sentencepiece_tokenizer(root, config, "source.spm", vocab, named, marian=True, extra=[])
-    if config.get("separate_vocabs"):
+    separate = bool(config.get("separate_vocabs"))
+    if separate:
         for name in ("target.spm", "target_vocab.json"):
             if not (root / name).is_file():
                 raise FileNotFoundError(f"{root}: tokenizer_config.json has separate_vocabs true, but there is no "
@@ -733,13 +733,17 @@ def _marian(root: Path, config: dict) -> TranslationTokenizer:
         tok.target_vocabulary = TargetVocabulary(tok, _vocab(root / "target_vocab.json"),
                                                  _sentencepiece(root / "target.spm"))
     tok.target_files = root, config, named
-    separate = ("target_vocab.json",) if config.get("separate_vocabs") else ()
-    tok.read_files = root, config, ("source.spm", "target.spm", "vocab.json", *separate)
+    target_vocab = ("target_vocab.json",) if separate else ()
+    tok.read_files = root, config, ("source.spm", "target.spm", "vocab.json", *target_vocab)
     # transformers' list: vocab.json's >>xx<< tokens in the file's order (its codes: language_codes), none with
     # separate vocabularies
-    tok.supported_language_codes = [] if config.get("separate_vocabs") else \
-        [t for t in vocab if t.startswith(">>") and t.endswith("<<")]
+    tok.supported_language_codes = [] if separate else [t for t in vocab if is_marian_code(t)]
     return tok
+
+
+def is_marian_code(token: str) -> bool:
+    """Whether a Marian vocabulary's token is a target language's code, `>>fra<<`."""
+    return token.startswith(">>") and token.endswith("<<")
 
 
 def _marian_target(root: Path, config: dict, named: dict, source: TranslationTokenizer) -> TranslationTokenizer:

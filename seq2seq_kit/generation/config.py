@@ -104,7 +104,8 @@ class GenerationConfig:
         for f in fields(self):
             default = f.default_factory() if f.default_factory is not MISSING else f.default
             setattr(self, f.name, settings.get(f.name, default))
-        self.unsupported = {**self.unsupported, **in_effect(transformers_only, None)}
+        for name, value in transformers_only.items():
+            setattr(self, name, value)
 
     def __setattr__(self, name: str, value) -> None:
         """Only the settings above: transformers' GenerationConfig takes any attribute, so
@@ -123,7 +124,7 @@ class GenerationConfig:
 
     def __getattr__(self, name: str):
         """A transformers-only setting (UNSUPPORTED) reads as set, else its no-op value, as transformers' reads."""
-        if name in UNSUPPORTED and name != "unsupported":
+        if name in UNSUPPORTED:
             return self.__dict__.get("unsupported", {}).get(name, UNSUPPORTED[name])
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
@@ -134,8 +135,7 @@ class GenerationConfig:
         applies them; with return_unused_kwargs=True, (config, the kwargs update() left unused), as transformers
         returns them; else an unused kwarg is a TypeError (transformers keeps any key as an attribute, which nothing
         here would read)."""
-        cfg = cls(**{k: v for k, v in d.items() if k in SETTING_NAMES and k != "unsupported"})
-        cfg.unsupported = in_effect({k: v for k, v in d.items() if k in UNSUPPORTED}, None)   # those set, not no-ops
+        cfg = cls(**{k: v for k, v in d.items() if (k in SETTING_NAMES and k != "unsupported") or k in UNSUPPORTED})
         return cfg._overridden(kwargs, return_unused_kwargs)
 
     def _overridden(self, kwargs: dict, return_unused_kwargs: bool):
@@ -163,8 +163,8 @@ class GenerationConfig:
         replace(self, **settings).validate()
         for name, value in settings.items():
             setattr(self, name, value)
-        kept = {k: v for k, v in self.unsupported.items() if k not in transformers_only}
-        self.unsupported = {**kept, **in_effect(transformers_only, None)}
+        for name, value in transformers_only.items():
+            setattr(self, name, value)
         return unused
 
     def validate(self) -> None:
